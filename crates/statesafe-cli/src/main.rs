@@ -1,0 +1,2 @@
+//! The `statesafe` command (placeholder until the CLI lands in this series).
+fn main() {}

@@ -1,0 +1,341 @@
+//! The one error type of the library.
+//!
+//! Every variant names the file it concerns; I/O variants also name the operation and
+//! carry the OS error as their `source`, so a message reads like
+//! ``failed to rename `a` to `b` `` with the cause one level down, never repeated.
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::lock::Holder;
+
+/// The operation that failed, for error messages and for callers that branch on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Op {
+    /// Reading the state file.
+    Read,
+    /// Creating the temporary file beside the state file.
+    CreateTemp,
+    /// Writing the new contents into the temporary file.
+    Write,
+    /// Copying permissions or ownership onto the temporary file.
+    SetPermissions,
+    /// Recording the generation and checksum (extended attribute or sidecar).
+    WriteMeta,
+    /// Flushing the temporary file to stable storage.
+    SyncFile,
+    /// Renaming the temporary file over the state file.
+    Rename,
+    /// Flushing the directory so the rename survives power loss.
+    SyncDir,
+    /// Opening or creating the lock file.
+    OpenLock,
+    /// Taking or releasing the lock.
+    Lock,
+    /// Creating the sidecar directory.
+    CreateSidecar,
+    /// Resolving the path (symlinks, parent directory).
+    Resolve,
+    /// Removing a temporary file.
+    RemoveTemp,
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Op::Read => "read",
+            Op::CreateTemp => "create temporary file for",
+            Op::Write => "write temporary file for",
+            Op::SetPermissions => "copy permissions onto temporary file for",
+            Op::WriteMeta => "record generation for",
+            Op::SyncFile => "fsync temporary file for",
+            Op::Rename => "rename temporary file over",
+            Op::SyncDir => "fsync directory of",
+            Op::OpenLock => "open lock file",
+            Op::Lock => "lock",
+            Op::CreateSidecar => "create sidecar directory",
+            Op::Resolve => "resolve path",
+            Op::RemoveTemp => "remove temporary file",
+        })
+    }
+}
+
+/// Everything that can go wrong with a state file.
+///
+/// Variants a caller can act on are their own; everything else is [`Error::Io`].
+/// On every error raised before the rename, the state file is byte-for-byte unchanged.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The state file does not exist.
+    #[error("state file `{}` does not exist", path.display())]
+    NotFound {
+        /// The state file.
+        path: PathBuf,
+    },
+
+    /// The state file exists but its contents are not a valid document.
+    #[error("state file `{}` is corrupt{}: {reason}", path.display(), location(*line, *column))]
+    Corrupt {
+        /// The state file.
+        path: PathBuf,
+        /// 1-based line of the problem, when known.
+        line: Option<usize>,
+        /// 1-based column of the problem, when known.
+        column: Option<usize>,
+        /// What was expected and what was found.
+        reason: String,
+    },
+
+    /// Another writer held the lock for longer than the lock timeout.
+    #[error(
+        "timed out after {} waiting for the lock on `{}`{}",
+        humantime::format_duration(*waited),
+        path.display(),
+        holder_suffix(holder.as_deref())
+    )]
+    LockTimeout {
+        /// The state file.
+        path: PathBuf,
+        /// How long this call waited.
+        waited: Duration,
+        /// Who holds the lock, as the holder recorded it (if it could be read).
+        holder: Option<Box<Holder>>,
+    },
+
+    /// A compare-and-swap write found another generation than the one expected.
+    #[error(
+        "state file `{}` changed: expected generation {expected}, found {found}",
+        path.display()
+    )]
+    GenerationConflict {
+        /// The state file.
+        path: PathBuf,
+        /// The generation the caller based its change on.
+        expected: u64,
+        /// The generation on disk.
+        found: u64,
+    },
+
+    /// A new state was refused by a validation rule; nothing was written.
+    #[error("new state for `{}` is invalid: {message}", path.display())]
+    Invalid {
+        /// The state file.
+        path: PathBuf,
+        /// The rule that failed and where.
+        message: String,
+    },
+
+    /// The new state could not be serialized; nothing was written.
+    #[error("could not serialize the new state for `{}`", path.display())]
+    Serialize {
+        /// The state file.
+        path: PathBuf,
+        /// The serializer's error.
+        #[source]
+        source: serde_json::Error,
+    },
+
+    /// The transaction closure returned an error; nothing was written.
+    #[error("update of `{}` aborted by the caller", path.display())]
+    Aborted {
+        /// The state file.
+        path: PathBuf,
+        /// The closure's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
+    /// The filesystem is full or the quota is exhausted.
+    #[error("no space left to {op} `{}`", path.display())]
+    NoSpace {
+        /// The file the operation was on.
+        path: PathBuf,
+        /// What was being done.
+        op: Op,
+        /// The OS error (ENOSPC or EDQUOT).
+        #[source]
+        source: io::Error,
+    },
+
+    /// The OS refused access.
+    #[error("permission denied to {op} `{}`", path.display())]
+    PermissionDenied {
+        /// The file the operation was on.
+        path: PathBuf,
+        /// What was being done.
+        op: Op,
+        /// The OS error (EACCES or EPERM).
+        #[source]
+        source: io::Error,
+    },
+
+    /// The filesystem is mounted read-only.
+    #[error("read-only filesystem: cannot {op} `{}`", path.display())]
+    ReadOnly {
+        /// The file the operation was on.
+        path: PathBuf,
+        /// What was being done.
+        op: Op,
+        /// The OS error (EROFS).
+        #[source]
+        source: io::Error,
+    },
+
+    /// The new state was renamed into place, but the directory could not be flushed:
+    /// it is visible now and may or may not survive a power loss.
+    #[error(
+        "outcome unknown for `{}`: the new state is in place but the directory fsync failed, so it may not survive a power loss",
+        path.display()
+    )]
+    OutcomeUnknown {
+        /// The state file.
+        path: PathBuf,
+        /// The generation that was written.
+        generation: u64,
+        /// The OS error from the directory fsync.
+        #[source]
+        source: io::Error,
+    },
+
+    /// An earlier fsync on this store failed; it refuses writes until reopened.
+    #[error(
+        "store for `{}` refuses writes after an earlier fsync failure; reopen it once the cause is fixed",
+        path.display()
+    )]
+    Poisoned {
+        /// The state file.
+        path: PathBuf,
+    },
+
+    /// A path that cannot hold a state file (a directory, a name without a parent).
+    #[error("`{}` cannot be used as a state file: {reason}", path.display())]
+    BadPath {
+        /// The path given.
+        path: PathBuf,
+        /// Why not.
+        reason: String,
+    },
+
+    /// The file already exists (from [`crate::Store::create`]).
+    #[error("state file `{}` already exists", path.display())]
+    AlreadyExists {
+        /// The state file.
+        path: PathBuf,
+    },
+
+    /// Any other I/O failure.
+    #[error("failed to {op} `{}`", path.display())]
+    Io {
+        /// The file the operation was on.
+        path: PathBuf,
+        /// What was being done.
+        op: Op,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn location(line: Option<usize>, column: Option<usize>) -> String {
+    match (line, column) {
+        (Some(l), Some(c)) => format!(" at line {l}, column {c}"),
+        (Some(l), None) => format!(" at line {l}"),
+        _ => String::new(),
+    }
+}
+
+fn holder_suffix(holder: Option<&Holder>) -> String {
+    match holder {
+        Some(h) => format!("; it is held by {h}"),
+        None => String::new(),
+    }
+}
+
+impl Error {
+    /// Classifies an OS error into the variant a caller can act on.
+    pub(crate) fn io(op: Op, path: impl Into<PathBuf>, source: io::Error) -> Error {
+        let path = path.into();
+        match source.raw_os_error() {
+            Some(code) if code == rustix::io::Errno::NOSPC.raw_os_error() => {
+                Error::NoSpace { path, op, source }
+            }
+            Some(code) if code == rustix::io::Errno::DQUOT.raw_os_error() => {
+                Error::NoSpace { path, op, source }
+            }
+            Some(code) if code == rustix::io::Errno::ROFS.raw_os_error() => {
+                Error::ReadOnly { path, op, source }
+            }
+            Some(code)
+                if code == rustix::io::Errno::ACCESS.raw_os_error()
+                    || code == rustix::io::Errno::PERM.raw_os_error() =>
+            {
+                Error::PermissionDenied { path, op, source }
+            }
+            _ => Error::Io { path, op, source },
+        }
+    }
+
+    /// A short, stable name for the kind of error, for logs, metrics and `--json` output.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::NotFound { .. } => "not_found",
+            Error::Corrupt { .. } => "corrupt",
+            Error::LockTimeout { .. } => "lock_timeout",
+            Error::GenerationConflict { .. } => "generation_conflict",
+            Error::Invalid { .. } => "invalid",
+            Error::Serialize { .. } => "serialize",
+            Error::Aborted { .. } => "aborted",
+            Error::NoSpace { .. } => "no_space",
+            Error::PermissionDenied { .. } => "permission_denied",
+            Error::ReadOnly { .. } => "read_only",
+            Error::OutcomeUnknown { .. } => "outcome_unknown",
+            Error::Poisoned { .. } => "poisoned",
+            Error::BadPath { .. } => "bad_path",
+            Error::AlreadyExists { .. } => "already_exists",
+            Error::Io { .. } => "io",
+        }
+    }
+
+    /// What the user can do about it, when there is something useful to say.
+    pub fn hint(&self) -> Option<String> {
+        Some(match self {
+            Error::NotFound { .. } => {
+                "create it first (for example with `statesafe set FILE '' '{}'`), or check the path".into()
+            }
+            Error::Corrupt { .. } => {
+                "the file was not written by statesafe or was damaged outside it; inspect it, fix it by hand or restore a backup".into()
+            }
+            Error::LockTimeout { holder, .. } => match holder {
+                Some(h) => format!(
+                    "wait for process {} to finish, or raise the lock timeout; the lock is freed automatically when that process exits",
+                    h.pid
+                ),
+                None => "wait for the other writer to finish, or raise the lock timeout".into(),
+            },
+            Error::GenerationConflict { .. } => {
+                "someone else wrote the state since you read it: read it again and redo your change".into()
+            }
+            Error::NoSpace { .. } => "free some space on that filesystem and try again; the state file is unchanged".into(),
+            Error::PermissionDenied { .. } => {
+                "check the permissions of the state file and its directory (writing needs write access to the directory)".into()
+            }
+            Error::ReadOnly { .. } => "remount the filesystem read-write, or keep the state elsewhere".into(),
+            Error::OutcomeUnknown { .. } => {
+                "check the storage for errors; read the state back to see which version is in place, and write it again once the storage is healthy".into()
+            }
+            Error::Poisoned { .. } => {
+                "an fsync failed earlier, so data may have been lost by the kernel; check the storage, then reopen the store".into()
+            }
+            Error::BadPath { .. } => "give the path of a regular file in an existing directory".into(),
+            Error::AlreadyExists { .. } => "use an update instead of create, or remove the file first".into(),
+            _ => return None,
+        })
+    }
+}
+
+/// Shorthand for results of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

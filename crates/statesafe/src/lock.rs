@@ -1,0 +1,373 @@
+//! The writers' lock: a kernel `flock` on a sidecar file that is never deleted.
+//!
+//! - `flock` belongs to the open file description, so the kernel frees it when the
+//!   holder dies, however it dies: there are no stale locks and no lock-breaking by age.
+//! - Each [`Store`](crate::Store) opens the lock file once and serializes its own
+//!   threads with a mutex before taking the `flock`; two stores for the same file in one
+//!   process have separate descriptions, so `flock` excludes them from each other too.
+//! - The holder writes a one-line JSON [`Holder`] record into the lock file, so a writer
+//!   that times out can say who holds the lock. The record also names the temporary file
+//!   the holder is about to create and the last generation it committed: the next holder
+//!   removes that temporary file if the previous holder died before cleaning up.
+
+use std::fmt;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant, SystemTime};
+
+use parking_lot::{Mutex, MutexGuard};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Op, Result};
+use crate::sys;
+
+/// Size of the record area at the start of the lock file. Records are padded with
+/// spaces to this size so that each is written with one `pwrite`, never truncated.
+const RECORD_SIZE: usize = 2048;
+
+/// Longest command line kept in a record.
+const MAX_COMMAND: usize = 1024;
+
+/// Who holds (or last held) a state file's lock, as recorded by the holder itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Holder {
+    /// Process id.
+    pub pid: u32,
+    /// Host name.
+    pub host: String,
+    /// User name (or numeric id).
+    pub user: String,
+    /// Command line of the holding process.
+    pub command: String,
+    /// What it is doing (`update`, `replace`, `lock`, ...).
+    pub operation: String,
+    /// When it took the lock (RFC 3339, UTC).
+    pub since: String,
+}
+
+impl fmt::Display for Holder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "pid {} (`{}`) on host {} as user {}, doing {} since {}",
+            self.pid, self.command, self.host, self.user, self.operation, self.since
+        )
+    }
+}
+
+/// The record a holder writes into the lock file.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct Record {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holder: Option<Holder>,
+    /// The temporary file the holder may have created (removed by the next holder).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temp: Option<String>,
+    /// The last generation committed through this lock (a hint, not synced to disk).
+    #[serde(default)]
+    pub last_generation: u64,
+}
+
+impl Record {
+    fn parse(raw: &[u8]) -> Option<Record> {
+        let end = raw
+            .iter()
+            .rposition(|b| !b.is_ascii_whitespace() && *b != 0)?;
+        serde_json::from_slice(&raw[..=end]).ok()
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let mut bytes = serde_json::to_vec(self).expect("invariant: a record always serializes");
+        if bytes.len() > RECORD_SIZE - 1 {
+            // Only a huge host name could do this; drop the holder rather than tear.
+            let mut smaller = self.clone();
+            smaller.holder = None;
+            bytes = serde_json::to_vec(&smaller).expect("invariant: a record always serializes");
+        }
+        bytes.resize(RECORD_SIZE - 1, b' ');
+        bytes.push(b'\n');
+        bytes
+    }
+}
+
+/// This process's identity for holder records, computed once.
+fn identity() -> &'static (String, String, String) {
+    static ID: OnceLock<(String, String, String)> = OnceLock::new();
+    ID.get_or_init(|| {
+        let uid = sys::real_uid();
+        let user = sys::user_name(uid).unwrap_or_else(|| format!("uid {uid}"));
+        let mut command = sys::command_line();
+        if command.len() > MAX_COMMAND {
+            let mut cut = MAX_COMMAND;
+            while !command.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            command.truncate(cut);
+            command.push_str("...");
+        }
+        (sys::hostname(), user, command)
+    })
+}
+
+fn now_rfc3339() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}
+
+/// The lock file of one state file, opened once per [`Store`](crate::Store).
+#[derive(Debug)]
+pub(crate) struct LockFile {
+    path: PathBuf,
+    /// `None` until first needed; the mutex also serializes this process's threads.
+    file: Mutex<Option<OpenLock>>,
+}
+
+#[derive(Debug)]
+struct OpenLock {
+    file: File,
+    /// False when we could only open the file read-only (someone else's lock file):
+    /// we can still lock, but not record ourselves as the holder.
+    writable: bool,
+}
+
+/// A held lock; dropping it releases the lock.
+pub(crate) struct Guard<'a> {
+    inner: MutexGuard<'a, Option<OpenLock>>,
+    /// The record as we wrote it; `previous` is what the last holder left.
+    pub record: Record,
+    pub previous: Record,
+    locked: bool,
+}
+
+impl LockFile {
+    pub fn new(path: PathBuf) -> LockFile {
+        LockFile {
+            path,
+            file: Mutex::new(None),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Takes the lock, waiting at most `timeout` (zero: try once).
+    ///
+    /// `state` is the state file, for messages; `make_dir` creates the sidecar
+    /// directory if the lock file's directory is missing.
+    pub fn acquire(
+        &self,
+        state: &Path,
+        timeout: Duration,
+        operation: &str,
+        temp: Option<String>,
+        make_dir: impl Fn() -> Result<()>,
+    ) -> Result<Guard<'_>> {
+        let start = Instant::now();
+        let mut inner = match self.file.try_lock_for(timeout) {
+            Some(inner) => inner,
+            None => {
+                return Err(Error::LockTimeout {
+                    path: state.to_path_buf(),
+                    waited: start.elapsed(),
+                    holder: self.read_holder().map(Box::new),
+                });
+            }
+        };
+        if inner.is_none() {
+            *inner = Some(self.open(make_dir)?);
+        }
+        let open = inner.as_ref().expect("invariant: opened above");
+        if !cfg!(feature = "mutation-no-lock") {
+            wait_for_flock(&open.file, start, timeout)
+                .map_err(|e| Error::io(Op::Lock, &self.path, e))?
+                .then_some(())
+                .ok_or_else(|| Error::LockTimeout {
+                    path: state.to_path_buf(),
+                    waited: start.elapsed(),
+                    holder: self.read_holder().map(Box::new),
+                })?;
+        }
+        let mut guard = Guard {
+            inner,
+            record: Record::default(),
+            previous: Record::default(),
+            locked: true,
+        };
+        guard.previous = guard.read_record().unwrap_or_default();
+        let (host, user, command) = identity();
+        guard.record = Record {
+            holder: Some(Holder {
+                pid: sys::pid(),
+                host: host.clone(),
+                user: user.clone(),
+                command: command.clone(),
+                operation: operation.to_string(),
+                since: now_rfc3339(),
+            }),
+            temp,
+            last_generation: guard.previous.last_generation,
+        };
+        guard.write_record(&self.path)?;
+        Ok(guard)
+    }
+
+    fn open(&self, make_dir: impl Fn() -> Result<()>) -> Result<OpenLock> {
+        let open_rw = || {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&self.path)
+        };
+        let file = match open_rw() {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                make_dir()?;
+                open_rw().map_err(|e| Error::io(Op::OpenLock, &self.path, e))?
+            }
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                let file =
+                    File::open(&self.path).map_err(|_| Error::io(Op::OpenLock, &self.path, e))?;
+                return Ok(OpenLock {
+                    file,
+                    writable: false,
+                });
+            }
+            Err(e) => return Err(Error::io(Op::OpenLock, &self.path, e)),
+        };
+        Ok(OpenLock {
+            file,
+            writable: true,
+        })
+    }
+
+    /// The holder recorded in the lock file, if the lock is held right now.
+    pub fn read_holder(&self) -> Option<Holder> {
+        let file = File::open(&self.path).ok()?;
+        if file.try_lock_shared().is_ok() {
+            // Nobody holds it (any more): the record is stale.
+            return None;
+        }
+        let mut buf = vec![0u8; RECORD_SIZE];
+        let n = file.read_at(&mut buf, 0).ok()?;
+        Record::parse(&buf[..n])?.holder
+    }
+
+    /// The last generation recorded in the lock file without taking the lock (0 when
+    /// there is no lock file or no readable record). A hint for files whose
+    /// generation cannot be read from their own metadata.
+    pub fn last_generation_hint(&self) -> u64 {
+        let Ok(file) = File::open(&self.path) else {
+            return 0;
+        };
+        let mut buf = vec![0u8; RECORD_SIZE];
+        match file.read_at(&mut buf, 0) {
+            Ok(n) => Record::parse(&buf[..n]).map_or(0, |r| r.last_generation),
+            Err(_) => 0,
+        }
+    }
+}
+
+/// Polls `try_lock` with a growing sleep until `timeout`; true once locked.
+///
+/// `flock` has no timed wait, and a blocked `flock` cannot be abandoned, so we poll.
+/// Threads of this process never reach here together (the store's mutex), so the
+/// polling is only between processes; the sleep stays short (at most 2 ms) to keep
+/// lock hand-over quick under contention.
+fn wait_for_flock(file: &File, start: Instant, timeout: Duration) -> io::Result<bool> {
+    let mut pause = Duration::from_micros(20);
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(true),
+            Err(std::fs::TryLockError::WouldBlock) => {}
+            Err(std::fs::TryLockError::Error(e)) => return Err(e),
+        }
+        let elapsed = start.elapsed();
+        if elapsed >= timeout {
+            return Ok(false);
+        }
+        std::thread::sleep(pause.min(timeout - elapsed));
+        pause = (pause * 2).min(Duration::from_millis(2));
+    }
+}
+
+impl Guard<'_> {
+    fn open(&self) -> &OpenLock {
+        self.inner
+            .as_ref()
+            .expect("invariant: a guard exists only for an open lock")
+    }
+
+    fn read_record(&self) -> Option<Record> {
+        let mut buf = vec![0u8; RECORD_SIZE];
+        let n = self.open().file.read_at(&mut buf, 0).ok()?;
+        Record::parse(&buf[..n])
+    }
+
+    /// Rewrites our record (for example after a commit, with the new generation).
+    /// The record is informational: it is never synced, and a failure to write it is
+    /// reported only when we cannot write the lock file at all.
+    pub fn write_record(&mut self, path: &Path) -> Result<()> {
+        let open = self.open();
+        if !open.writable {
+            return Ok(());
+        }
+        open.file
+            .write_all_at(&self.record.encode(), 0)
+            .map_err(|e| Error::io(Op::Lock, path, e))
+    }
+
+    /// Releases the lock now, reporting a failure (dropping also releases it).
+    pub fn release(mut self, path: &Path) -> Result<()> {
+        self.locked = false;
+        if cfg!(feature = "mutation-no-lock") {
+            return Ok(());
+        }
+        self.open()
+            .file
+            .unlock()
+            .map_err(|e| Error::io(Op::Lock, path, e))
+    }
+}
+
+impl Drop for Guard<'_> {
+    fn drop(&mut self) {
+        if self.locked && !cfg!(feature = "mutation-no-lock") {
+            // Unlocking a descriptor we hold a lock on cannot fail on Linux; if it ever
+            // did, closing the descriptor (on store drop) would still free the lock.
+            let _ = self.open().file.unlock();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_at_fixed_size() {
+        let r = Record {
+            holder: Some(Holder {
+                pid: 7,
+                host: "h".into(),
+                user: "u".into(),
+                command: "c".into(),
+                operation: "update".into(),
+                since: now_rfc3339(),
+            }),
+            temp: Some(".x.statesafe-tmp-1".into()),
+            last_generation: 42,
+        };
+        let bytes = r.encode();
+        assert_eq!(bytes.len(), RECORD_SIZE);
+        let back = Record::parse(&bytes).unwrap();
+        assert_eq!(back.holder, r.holder);
+        assert_eq!(back.last_generation, 42);
+        assert!(Record::parse(b"").is_none());
+        assert!(Record::parse(&[0u8; 64]).is_none());
+    }
+}

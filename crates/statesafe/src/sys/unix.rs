@@ -1,0 +1,174 @@
+//! Unix system calls, through `rustix` (no `unsafe` here).
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use rustix::fs::{AtFlags, Mode, OFlags, XattrFlags};
+use rustix::io::Errno;
+
+/// Name of the extended attribute that carries a plain file's generation and checksum.
+pub(crate) const META_XATTR: &str = "user.statesafe";
+
+/// Opens a directory for `fsync` and for `*at` calls.
+pub(crate) fn open_dir(path: &Path) -> io::Result<OwnedFd> {
+    Ok(rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?)
+}
+
+/// Creates a new file `name` in `dir`: exclusive, never following a symlink, closed on exec.
+pub(crate) fn create_exclusive(dir: impl AsFd, name: &OsStr, mode: u32) -> io::Result<File> {
+    let fd = rustix::fs::openat(
+        dir,
+        name,
+        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(mode),
+    )?;
+    Ok(File::from(fd))
+}
+
+/// Sets the permission bits exactly (the umask does not apply to `fchmod`).
+pub(crate) fn set_mode(file: &File, mode: u32) -> io::Result<()> {
+    Ok(rustix::fs::fchmod(
+        file,
+        Mode::from_raw_mode(mode & 0o7777),
+    )?)
+}
+
+/// Gives `file` the owner and group `uid`/`gid` where they differ from its own.
+pub(crate) fn set_owner(file: &File, uid: u32, gid: u32) -> io::Result<()> {
+    let meta = file.metadata()?;
+    let owner = (meta.uid() != uid).then(|| rustix::fs::Uid::from_raw(uid));
+    let group = (meta.gid() != gid).then(|| rustix::fs::Gid::from_raw(gid));
+    if owner.is_none() && group.is_none() {
+        return Ok(());
+    }
+    Ok(rustix::fs::fchown(file, owner, group)?)
+}
+
+/// `fsync` of a file or directory descriptor.
+pub(crate) fn fsync(fd: impl AsFd) -> io::Result<()> {
+    Ok(rustix::fs::fsync(fd)?)
+}
+
+/// Renames `from` to `to`, both in `dir`, replacing `to` atomically.
+pub(crate) fn rename_in(dir: impl AsFd, from: &OsStr, to: &OsStr) -> io::Result<()> {
+    let dir = dir.as_fd();
+    Ok(rustix::fs::renameat(dir, from, dir, to)?)
+}
+
+/// Removes `name` from `dir` (not a directory).
+pub(crate) fn unlink_in(dir: impl AsFd, name: &OsStr) -> io::Result<()> {
+    Ok(rustix::fs::unlinkat(dir, name, AtFlags::empty())?)
+}
+
+/// Sets the metadata attribute; `Ok(false)` when the filesystem has no user attributes.
+pub(crate) fn set_meta_attr(file: &File, value: &[u8]) -> io::Result<bool> {
+    match rustix::fs::fsetxattr(file, META_XATTR, value, XattrFlags::empty()) {
+        Ok(()) => Ok(true),
+        Err(e) if is_unsupported(e) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// What reading the metadata attribute found.
+pub(crate) enum MetaAttr {
+    /// The attribute's bytes.
+    Present(Vec<u8>),
+    /// The file has no such attribute.
+    Absent,
+    /// The filesystem does not support user attributes.
+    Unsupported,
+}
+
+/// Reads the metadata attribute of an open file.
+pub(crate) fn get_meta_attr(file: &File) -> io::Result<MetaAttr> {
+    let mut buf = vec![0u8; 512];
+    loop {
+        match rustix::fs::fgetxattr(file, META_XATTR, &mut buf[..]) {
+            Ok(n) => {
+                buf.truncate(n);
+                return Ok(MetaAttr::Present(buf));
+            }
+            Err(Errno::NODATA) => return Ok(MetaAttr::Absent),
+            Err(e) if is_unsupported(e) => return Ok(MetaAttr::Unsupported),
+            Err(Errno::RANGE) if buf.len() < 64 * 1024 => buf.resize(buf.len() * 4, 0),
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+fn is_unsupported(e: Errno) -> bool {
+    e == Errno::NOTSUP || e == Errno::OPNOTSUPP
+}
+
+/// The effective user id.
+pub(crate) fn effective_uid() -> u32 {
+    rustix::process::geteuid().as_raw()
+}
+
+/// The process id.
+pub(crate) fn pid() -> u32 {
+    rustix::process::getpid().as_raw_nonzero().get() as u32
+}
+
+/// The host name.
+pub(crate) fn hostname() -> String {
+    rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// The user name of `uid` from the password database, when it has one.
+pub(crate) fn user_name(uid: u32) -> Option<String> {
+    let passwd = std::fs::read("/etc/passwd").ok()?;
+    passwd.split(|b| *b == b'\n').find_map(|line| {
+        let mut fields = line.split(|b| *b == b':');
+        let name = fields.next()?;
+        let _password = fields.next()?;
+        let id = fields.next()?;
+        (OsStr::from_bytes(id).to_str()?.parse::<u32>().ok()? == uid)
+            .then(|| String::from_utf8_lossy(name).into_owned())
+    })
+}
+
+/// The real user id.
+pub(crate) fn real_uid() -> u32 {
+    rustix::process::getuid().as_raw()
+}
+
+/// The command line of this process, for lock holder records.
+pub(crate) fn command_line() -> String {
+    match std::fs::read("/proc/self/cmdline") {
+        Ok(raw) => raw
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect::<Vec<_>>()
+            .join(" "),
+        Err(_) => std::env::args().collect::<Vec<_>>().join(" "),
+    }
+}
+
+/// The filesystem type of the filesystem holding `fd`, as a name when it is one we
+/// treat specially (network and user-space filesystems).
+pub(crate) fn special_filesystem(fd: impl AsFd) -> Option<&'static str> {
+    let stat = rustix::fs::fstatfs(fd).ok()?;
+    // Magic numbers from linux/magic.h.
+    match stat.f_type as i64 {
+        0x6969 => Some("nfs"),
+        0xFF534D42 => Some("cifs"),
+        0xFE534D42 => Some("smb2"),
+        0x65735546 => Some("fuse"),
+        0x01021997 => Some("9p"),
+        _ => None,
+    }
+}
