@@ -1,0 +1,1 @@
+//! Crash and fault torture for statesafe (being written).
