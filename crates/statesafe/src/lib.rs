@@ -33,5 +33,5 @@ mod write;
 pub use error::{Error, Op, Result};
 pub use format::Layout;
 pub use lock::Holder;
-pub use store::{DEFAULT_LOCK_TIMEOUT, Snapshot, Store, StoreOptions, Transaction};
+pub use store::{DEFAULT_LOCK_TIMEOUT, LockGuard, Snapshot, Store, StoreOptions, Transaction};
 pub use write::Durability;

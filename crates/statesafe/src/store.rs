@@ -347,6 +347,38 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         })
     }
 
+    /// Holds the writers' lock without a transaction, for example while an external
+    /// program edits the file (`statesafe lock FILE -- CMD`). `operation` is what the
+    /// holder record says this process is doing. Dropping the guard releases the lock.
+    ///
+    /// # Errors
+    /// [`Error::LockTimeout`], I/O errors creating the sidecar directory or lock file.
+    ///
+    /// # Example
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let store: statesafe::Store = statesafe::Store::open(dir.path().join("s.json"))?;
+    /// let guard = store.lock("maintenance")?;
+    /// assert_eq!(store.lock_holder().unwrap().operation, "maintenance");
+    /// drop(guard);
+    /// assert!(store.lock_holder().is_none());
+    /// # Ok::<(), statesafe::Error>(())
+    /// ```
+    pub fn lock(&self, operation: &str) -> Result<LockGuard<'_>> {
+        let dir = self.dir()?;
+        let guard = self.lock.acquire(
+            &self.target.given,
+            self.opts.lock_timeout,
+            operation,
+            None,
+            || self.make_sidecar(),
+        )?;
+        if let Some(stale) = &guard.previous.temp {
+            write::remove_stale_temp(&self.target, dir, stale)?;
+        }
+        Ok(LockGuard { _guard: guard })
+    }
+
     /// Takes the lock, cleans up after dead writers, and reads the file.
     fn lock_and_read(
         &self,
@@ -496,6 +528,17 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             tx.expect_generation(expected)?;
         }
         tx.commit()
+    }
+}
+
+/// The writers' lock on a state file, held until dropped; from [`Store::lock`].
+pub struct LockGuard<'s> {
+    _guard: lock::Guard<'s>,
+}
+
+impl fmt::Debug for LockGuard<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LockGuard").finish_non_exhaustive()
     }
 }
 
