@@ -1,0 +1,95 @@
+//! The options of `statesafe torture`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Options of the `statesafe torture [DIR]` demonstration.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TortureArgs {
+    /// Directory to run in (your own filesystem or network mount). Default: a fresh
+    /// temporary directory under the current directory, removed afterwards.
+    #[arg(value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+
+    /// How long to torture each approach (both run side by side).
+    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+
+    /// Writer processes per approach, all killed together at a random moment.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub writers: u32,
+
+    /// Reader processes per approach, reading the file continuously.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(0..=64))]
+    pub readers: u32,
+
+    /// Size of the state document, in bytes (suffixes KiB and MiB allowed).
+    #[arg(long, default_value = "64KiB", value_parser = parse_size)]
+    pub doc_size: usize,
+
+    /// Longest wait between a round's first acknowledged write and the kill.
+    #[arg(long, default_value = "25ms", value_parser = humantime::parse_duration)]
+    pub max_kill_delay: Duration,
+
+    /// Print the results as one JSON object on stdout instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// How a writer updates the state file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Approach {
+    /// Truncate the file and write the new document in place (`open(path, 'w')`,
+    /// `json.dump`), reading it back first; a document that does not parse starts
+    /// afresh from defaults, as the programs in the wild do.
+    Naive,
+    /// `statesafe::Store::update`: lock, read, modify, write a temporary file, fsync,
+    /// rename, fsync the directory, unlock.
+    Statesafe,
+}
+
+impl Approach {
+    /// The name used in tables and directories.
+    pub fn name(self) -> &'static str {
+        match self {
+            Approach::Naive => "naive",
+            Approach::Statesafe => "statesafe",
+        }
+    }
+}
+
+/// Parses `65536`, `64KiB`, `64K`, `1MiB`, `1M`.
+fn parse_size(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let (digits, unit) = s
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((s, ""), |at| s.split_at(at));
+    let n: usize = digits
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size (examples: 4096, 64KiB, 1MiB)"))?;
+    let scale = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1024,
+        "m" | "mb" | "mib" => 1024 * 1024,
+        other => return Err(format!("unknown size unit `{other}` (use KiB or MiB)")),
+    };
+    let size = n * scale;
+    if !(64..=64 * 1024 * 1024).contains(&size) {
+        return Err("the document size must be between 64 bytes and 64 MiB".into());
+    }
+    Ok(size)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_units() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("64KiB"), Ok(65536));
+        assert_eq!(parse_size("1M"), Ok(1 << 20));
+        assert!(parse_size("12").is_err());
+        assert!(parse_size("3 parsecs").is_err());
+    }
+}
