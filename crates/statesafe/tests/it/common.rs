@@ -1,0 +1,373 @@
+//! Shared helpers: the one test-directory helper, child processes that re-run this test
+//! binary, temp-file listing, a cheap PRNG, and tmpfs mounts for the fault tests.
+//!
+//! Every test directory comes from [`test_dir`], which honours `STATESAFE_TEST_DIR`, so
+//! the whole suite can be pointed at tmpfs, a loop mount or a FUSE mount.
+
+use std::ffi::OsStr;
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Environment variable that points the suite at another filesystem.
+pub const TEST_DIR_ENV: &str = "STATESAFE_TEST_DIR";
+
+/// Environment variable that selects a child role; child "tests" do nothing without it.
+const ROLE_ENV: &str = "STATESAFE_IT_ROLE";
+
+/// Prefix of the parameters passed to a child (`STATESAFE_IT_PATH`, ...).
+const ARG_PREFIX: &str = "STATESAFE_IT_";
+
+/// Marker that starts every line a child reports to its parent (libtest prints its own
+/// lines on the same stdout).
+pub const MARK: &str = "@@";
+
+/// A fresh, empty directory for one test, removed when dropped.
+pub fn test_dir() -> tempfile::TempDir {
+    let base = std::env::var_os(TEST_DIR_ENV)
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    std::fs::create_dir_all(&base).unwrap();
+    tempfile::Builder::new()
+        .prefix("statesafe-it-")
+        .tempdir_in(&base)
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot create a test directory in `{}`: {e}",
+                base.display()
+            )
+        })
+}
+
+/// The temporary files of state file `name` left in `dir` (`.NAME.statesafe-tmp-*`).
+pub fn temp_files(dir: &Path, name: &str) -> Vec<String> {
+    let prefix = format!(".{name}.statesafe-tmp-");
+    let mut found: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(&prefix))
+        .collect();
+    found.sort();
+    found
+}
+
+/// Inode number of a path (without following a final symlink).
+pub fn inode(path: &Path) -> u64 {
+    std::fs::symlink_metadata(path).unwrap().ino()
+}
+
+/// Permission bits (including set-id and sticky bits) of a path.
+pub fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().mode() & 0o7777
+}
+
+/// Whether this process runs as root (mounts, chown and set-id bits need it).
+pub fn is_root() -> bool {
+    proc_status_field("Uid:")
+        .and_then(|v| v.split_whitespace().nth(1).map(str::to_owned))
+        .is_some_and(|euid| euid == "0")
+}
+
+/// This process's umask.
+pub fn umask() -> u32 {
+    let v = proc_status_field("Umask:").expect("the kernel reports Umask in /proc/self/status");
+    u32::from_str_radix(v.trim(), 8).unwrap()
+}
+
+fn proc_status_field(field: &str) -> Option<String> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field).map(str::to_owned))
+}
+
+/// Prints the loud line that says a test could not run here, and why.
+pub fn skipped(test: &str, reason: &str) {
+    println!("SKIPPED: {test}: {reason}");
+    eprintln!("SKIPPED: {test}: {reason}");
+}
+
+// ---------------------------------------------------------------------------------------
+// Child processes
+
+/// The role this process was started in, if it is the child for `role`.
+pub fn child_role(role: &str) -> bool {
+    std::env::var(ROLE_ENV).is_ok_and(|r| r == role)
+}
+
+/// A parameter passed to a child with [`ChildCmd::arg`].
+pub fn child_arg(name: &str) -> String {
+    std::env::var(format!("{ARG_PREFIX}{name}"))
+        .unwrap_or_else(|_| panic!("child started without {ARG_PREFIX}{name}"))
+}
+
+/// A child process that runs the test `test` of this binary in role `role`.
+pub struct ChildCmd {
+    cmd: Command,
+}
+
+impl ChildCmd {
+    /// Re-runs this test binary with only `test` (its full name, `module::name`).
+    pub fn new(test: &str, role: &str) -> ChildCmd {
+        ChildCmd::wrapped(&[], test, role)
+    }
+
+    /// Like [`ChildCmd::new`], but run under `wrapper` (for example `strace ...` or
+    /// `sh -c 'umask 027; exec "$0" "$@"'`): the test binary and its arguments follow it.
+    pub fn wrapped(wrapper: &[&str], test: &str, role: &str) -> ChildCmd {
+        let exe = std::env::current_exe().unwrap();
+        let mut cmd = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(&exe);
+                c
+            }
+            None => Command::new(&exe),
+        };
+        cmd.args(["--exact", test, "--nocapture", "--test-threads=1"])
+            .env(ROLE_ENV, role)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        ChildCmd { cmd }
+    }
+
+    /// Passes a parameter, read in the child with [`child_arg`].
+    pub fn arg(mut self, name: &str, value: impl AsRef<OsStr>) -> ChildCmd {
+        self.cmd.env(format!("{ARG_PREFIX}{name}"), value);
+        self
+    }
+
+    /// Gives the child a pipe as stdin (it can then wait for the parent to close it).
+    pub fn piped_stdin(mut self) -> ChildCmd {
+        self.cmd.stdin(Stdio::piped());
+        self
+    }
+
+    /// Starts the child; it is killed if the guard is dropped while it still runs.
+    pub fn spawn(mut self) -> ChildGuard {
+        let mut child = self.cmd.spawn().unwrap();
+        let out = child.stdout.take().map(BufReader::new);
+        ChildGuard {
+            child: Some(child),
+            out,
+        }
+    }
+
+    /// Runs the child to completion and returns its report lines; panics if it failed.
+    pub fn run(self) -> Vec<String> {
+        let mut guard = self.spawn();
+        let out = guard.read_all();
+        let status = guard.wait();
+        assert!(
+            status.success(),
+            "child failed with {status}; its report: {out:?}"
+        );
+        out
+    }
+}
+
+/// A running child; killed with SIGKILL when dropped, so a failing parent leaves no
+/// orphans. It keeps the read end of the child's stdout open until dropped.
+pub struct ChildGuard {
+    child: Option<Child>,
+    out: Option<BufReader<ChildStdout>>,
+}
+
+impl ChildGuard {
+    /// The child's process id.
+    pub fn pid(&self) -> u32 {
+        self.child
+            .as_ref()
+            .expect("invariant: a guard holds its child until waited for")
+            .id()
+    }
+
+    fn child_mut(&mut self) -> &mut Child {
+        self.child
+            .as_mut()
+            .expect("invariant: a guard holds its child until waited for")
+    }
+
+    /// Reads report lines until one equals `line` (panics at the end of the output).
+    pub fn wait_for(&mut self, line: &str) {
+        let out = self.out.as_mut().expect("the child's stdout is piped");
+        let mut buf = String::new();
+        loop {
+            buf.clear();
+            let n = out.read_line(&mut buf).unwrap();
+            assert!(n > 0, "child ended before reporting `{line}`");
+            if report(&buf) == Some(line) {
+                return;
+            }
+        }
+    }
+
+    /// Closes the child's stdin (a child waiting on it then finishes).
+    pub fn close_stdin(&mut self) {
+        drop(self.child_mut().stdin.take());
+    }
+
+    /// The report lines the child printed from here to the end of its output.
+    pub fn read_all(&mut self) -> Vec<String> {
+        let mut text = String::new();
+        if let Some(out) = &mut self.out {
+            out.read_to_string(&mut text).unwrap();
+        }
+        reports(&text)
+    }
+
+    /// Sends SIGKILL (what `Child::kill` sends on Unix) and reaps the child.
+    pub fn kill(&mut self) {
+        let child = self.child_mut();
+        // An error means the child already exited; reaping below covers both cases.
+        let _ = child.kill();
+        child.wait().unwrap();
+    }
+
+    /// Waits for the child to exit.
+    pub fn wait(&mut self) -> std::process::ExitStatus {
+        let status = self.child_mut().wait().unwrap();
+        self.child = None;
+        status
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The report in one line of child output (after [`MARK`]), if it has one.
+pub fn report(line: &str) -> Option<&str> {
+    line.find(MARK).map(|at| line[at + MARK.len()..].trim_end())
+}
+
+/// All reports in a child's output.
+pub fn reports(text: &str) -> Vec<String> {
+    text.lines().filter_map(report).map(str::to_owned).collect()
+}
+
+/// Prints one report line for the parent.
+pub fn say(line: impl std::fmt::Display) {
+    println!("{MARK}{line}");
+}
+
+// ---------------------------------------------------------------------------------------
+// Randomness
+
+/// A cheap PRNG (xorshift64*), seeded from `STATESAFE_IT_SEED` or the clock; the seed is
+/// printed so a failing run can be repeated.
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator for test `test`, printing its seed.
+    pub fn for_test(test: &str) -> Rng {
+        let seed = std::env::var("STATESAFE_IT_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                let t = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+                (t.as_nanos() as u64) ^ u64::from(std::process::id()).rotate_left(32)
+            });
+        println!("{test}: seed {seed} (repeat with STATESAFE_IT_SEED={seed})");
+        Rng(seed | 1)
+    }
+
+    /// The next 64 random bits.
+    pub fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// A number in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Mounts
+
+/// A tmpfs mounted for one test; unmounted when dropped.
+pub struct TmpfsMount {
+    path: PathBuf,
+}
+
+impl TmpfsMount {
+    /// Mounts a tmpfs of `size` bytes on `path` (created if needed), or says why not.
+    pub fn new(path: &Path, size: u64) -> Result<TmpfsMount, String> {
+        if !is_root() {
+            return Err("mounting a tmpfs needs root".into());
+        }
+        std::fs::create_dir_all(path).unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(path)
+            .output()
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "mount -t tmpfs failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(TmpfsMount {
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Remounts it read-only (every file open for writing must be closed first).
+    pub fn remount_read_only(&self) -> Result<(), String> {
+        let out = Command::new("mount")
+            .args(["-o", "remount,ro"])
+            .arg(&self.path)
+            .output()
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "remount read-only failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        }
+    }
+}
+
+impl Drop for TmpfsMount {
+    fn drop(&mut self) {
+        let ok = Command::new("umount")
+            .arg(&self.path)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            // Lazy unmount so the test directory can still be removed.
+            let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+        }
+    }
+}
+
+/// Whether `strace` can trace a process here (it needs ptrace, which containers may forbid).
+pub fn strace_usable() -> Result<(), String> {
+    match Command::new("strace")
+        .args(["-f", "-qq", "-o", "/dev/null", "true"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+    {
+        Ok(s) if s.success() => Ok(()),
+        Ok(s) => Err(format!("strace cannot trace here (exit {s})")),
+        Err(e) => Err(format!("strace is not installed ({e})")),
+    }
+}

@@ -1,0 +1,178 @@
+//! The writers' lock across processes: a waiting writer times out with
+//! `Error::LockTimeout` naming the holder (pid, command, operation) in its fields and
+//! its message; a zero timeout tries once; a holder killed with SIGKILL frees the lock
+//! at once; reads never wait for the lock; the lock file is never deleted.
+//!
+//! Defends FAILURE_MODES.md rows 4 (sidecar lock file never deleted), 5 (no stale locks:
+//! the kernel frees a dead holder's flock) and 14 ("state is locked" with no idea by whom).
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::json;
+use statesafe::{Error, Store};
+
+use crate::common::{self, ChildCmd, ChildGuard};
+
+const HOLDER_TEST: &str = "lock::child_hold_lock";
+
+/// Holds the lock inside a transaction until the parent closes stdin (or kills us).
+#[test]
+fn child_hold_lock() {
+    if !common::child_role("hold-lock") {
+        return;
+    }
+    let store: Store = Store::open(common::child_arg("PATH")).unwrap();
+    let tx = store.begin().unwrap();
+    common::say("locked");
+    let mut sink = String::new();
+    std::io::Read::read_to_string(&mut std::io::stdin(), &mut sink).unwrap();
+    drop(tx);
+}
+
+/// Starts a child that holds the lock on `path`, and waits until it does.
+fn spawn_holder(path: &Path) -> ChildGuard {
+    let mut child = ChildCmd::new(HOLDER_TEST, "hold-lock")
+        .arg("PATH", path)
+        .piped_stdin()
+        .spawn();
+    child.wait_for("locked");
+    child
+}
+
+#[test]
+fn a_waiting_writer_times_out_naming_the_holder() {
+    let dir = common::test_dir();
+    let path = dir.path().join("state.json");
+    let store: Store = Store::options()
+        .lock_timeout(Duration::from_millis(200))
+        .open(&path)
+        .unwrap();
+    store.create(json!({"n": 0})).unwrap();
+    let before = std::fs::read(&path).unwrap();
+
+    let mut holder = spawn_holder(&path);
+    let pid = holder.pid();
+    let err = store.update(|s| s["n"] = 1.into()).unwrap_err();
+    let Error::LockTimeout {
+        holder: Some(h), ..
+    } = &err
+    else {
+        panic!("expected a lock timeout naming the holder, got {err:?}");
+    };
+    assert_eq!(h.pid, pid);
+    assert_eq!(h.operation, "update");
+    assert!(h.command.contains(HOLDER_TEST), "command {:?}", h.command);
+    assert!(
+        !h.host.is_empty() && !h.user.is_empty() && !h.since.is_empty(),
+        "{h:?}"
+    );
+    let message = err.to_string();
+    for part in [
+        format!("pid {pid}"),
+        h.command.clone(),
+        "update".to_string(),
+    ] {
+        assert!(
+            message.contains(&part),
+            "message {message:?} does not mention {part:?}"
+        );
+    }
+    assert!(err.hint().unwrap().contains(&pid.to_string()));
+    // The same holder is visible without trying to write.
+    assert_eq!(store.lock_holder().as_ref(), Some(&**h));
+    assert_eq!(std::fs::read(&path).unwrap(), before);
+
+    // A holder that finishes normally releases the lock too.
+    holder.close_stdin();
+    assert!(holder.wait().success());
+    assert!(store.lock_holder().is_none());
+    store.update(|s| s["n"] = 1.into()).unwrap();
+}
+
+#[test]
+fn a_zero_timeout_tries_once() {
+    let dir = common::test_dir();
+    let path = dir.path().join("state.json");
+    let store: Store = Store::options()
+        .lock_timeout(Duration::ZERO)
+        .open(&path)
+        .unwrap();
+    store.create(json!({"n": 0})).unwrap();
+    let _holder = spawn_holder(&path);
+    // Would block for ever (the holder waits on us) if zero meant "no timeout".
+    let err = store.update(|s| s["n"] = 1.into()).unwrap_err();
+    assert!(matches!(err, Error::LockTimeout { .. }), "{err:?}");
+    let err = store.replace(json!({"n": 2})).unwrap_err();
+    assert!(matches!(err, Error::LockTimeout { .. }), "{err:?}");
+}
+
+#[test]
+fn reads_do_not_wait_for_the_lock() {
+    let dir = common::test_dir();
+    let path = dir.path().join("state.json");
+    let store: Store = Store::open(&path).unwrap();
+    store.create(json!({"n": 7})).unwrap();
+    let _holder = spawn_holder(&path);
+    // The holder never lets go while we run: a read that took the lock would hang.
+    assert_eq!(store.get().unwrap(), json!({"n": 7}));
+    assert_eq!(store.load().unwrap().generation, 1);
+    assert_eq!(store.generation().unwrap(), 1);
+}
+
+#[test]
+fn a_holder_killed_with_sigkill_frees_the_lock_at_once() {
+    let dir = common::test_dir();
+    let path = dir.path().join("state.json");
+    let store: Store = Store::options()
+        .lock_timeout(Duration::ZERO)
+        .open(&path)
+        .unwrap();
+    store.create(json!({"n": 0})).unwrap();
+    let lock = store.lock_path().to_path_buf();
+    let lock_inode = common::inode(&lock);
+
+    for round in 1..=3 {
+        let mut holder = spawn_holder(&path);
+        assert!(matches!(
+            store.update(|s| s["n"] = 0.into()),
+            Err(Error::LockTimeout { .. })
+        ));
+        holder.kill();
+        // No waiting, no stale-lock heuristics: one try succeeds.
+        store.update(|s| s["n"] = round.into()).unwrap();
+        assert!(lock.is_file(), "the lock file was deleted");
+        assert_eq!(
+            common::inode(&lock),
+            lock_inode,
+            "the lock file was replaced"
+        );
+    }
+    assert_eq!(store.get().unwrap(), json!({"n": 3}));
+}
+
+#[test]
+fn the_lock_file_is_never_deleted_or_replaced() {
+    let dir = common::test_dir();
+    let path = dir.path().join("state.json");
+    let store: Store = Store::open(&path).unwrap();
+    store.create(json!({"n": 0})).unwrap();
+    let lock = store.lock_path().to_path_buf();
+    assert!(lock.starts_with(dir.path().join(".state.json.statesafe")));
+    let lock_inode = common::inode(&lock);
+    for i in 1..=5 {
+        store.update(|s| s["n"] = i.into()).unwrap();
+        let other: Store = Store::open(&path).unwrap();
+        other.replace(json!({"n": i * 10})).unwrap();
+        drop(other);
+        let tx = store.begin().unwrap();
+        drop(tx);
+        assert_eq!(common::inode(&lock), lock_inode);
+    }
+    drop(store);
+    assert_eq!(
+        common::inode(&lock),
+        lock_inode,
+        "dropping the store removed the lock file"
+    );
+}

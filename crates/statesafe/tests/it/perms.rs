@@ -1,0 +1,175 @@
+//! Permissions and ownership across a write: an existing file keeps its exact mode
+//! (set-id bits included) and, as root, its owner and group; a new file gets 0644 less
+//! the umask, or 0600 when private; nothing is ever widened.
+//!
+//! Defends FAILURE_MODES.md row 9 (file mode or owner changed by a write).
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+
+use serde_json::json;
+use statesafe::Store;
+
+use crate::common::{self, ChildCmd};
+
+fn set_mode(path: &Path, mode: u32) {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+#[test]
+fn existing_modes_are_kept_exactly() {
+    let dir = common::test_dir();
+    let mut modes = vec![0o600, 0o640, 0o604, 0o755, 0o400, 0o660];
+    if common::is_root() {
+        // Set-id bits on a file we own: only certain to stick for root (an ordinary
+        // user's chmod drops setgid when the file's group is not one of theirs).
+        modes.extend([0o2755, 0o2640, 0o4750]);
+    } else {
+        common::skipped(
+            "existing_modes_are_kept_exactly (set-id modes)",
+            "needs root to set set-id bits reliably",
+        );
+    }
+    for mode in modes {
+        let path = dir.path().join(format!("m{mode:o}.json"));
+        std::fs::write(&path, "{\"n\": 0}\n").unwrap();
+        set_mode(&path, mode);
+        let store: Store = Store::open(&path).unwrap();
+        store.update(|s| s["n"] = 1.into()).unwrap();
+        assert_eq!(
+            common::mode(&path),
+            mode,
+            "mode {mode:o} after the first write"
+        );
+        store.update(|s| s["n"] = 2.into()).unwrap();
+        assert_eq!(
+            common::mode(&path),
+            mode,
+            "mode {mode:o} after the second write"
+        );
+        // Private does not apply to an existing file either way.
+        let private: Store = Store::options().private(true).open(&path).unwrap();
+        private.update(|s| s["n"] = 3.into()).unwrap();
+        assert_eq!(
+            common::mode(&path),
+            mode,
+            "mode {mode:o} after a private store's write"
+        );
+        assert_eq!(store.get().unwrap(), json!({"n": 3}));
+    }
+}
+
+#[test]
+fn a_mode_changed_between_writes_is_followed_not_cached() {
+    let dir = common::test_dir();
+    let path = dir.path().join("state.json");
+    let store: Store = Store::open(&path).unwrap();
+    store.create(json!({"n": 0})).unwrap();
+    set_mode(&path, 0o600);
+    store.update(|s| s["n"] = 1.into()).unwrap();
+    assert_eq!(common::mode(&path), 0o600, "a cached wider mode came back");
+    set_mode(&path, 0o640);
+    store.update(|s| s["n"] = 2.into()).unwrap();
+    assert_eq!(common::mode(&path), 0o640);
+}
+
+#[test]
+fn a_new_file_gets_0644_less_the_umask() {
+    let dir = common::test_dir();
+    let path = dir.path().join("state.json");
+    let store: Store = Store::open(&path).unwrap();
+    store.create(json!({})).unwrap();
+    assert_eq!(common::mode(&path), 0o644 & !common::umask());
+}
+
+#[test]
+fn a_new_private_file_gets_0600() {
+    let dir = common::test_dir();
+    let path = dir.path().join("state.json");
+    let store: Store = Store::options().private(true).open(&path).unwrap();
+    store.create(json!({"secret": 1})).unwrap();
+    assert_eq!(common::mode(&path), 0o600);
+}
+
+/// Creates a new file under the umask the parent started this child with.
+#[test]
+fn child_create_under_umask() {
+    if !common::child_role("create-under-umask") {
+        return;
+    }
+    let private = common::child_arg("PRIVATE") == "yes";
+    let store: Store = Store::options()
+        .private(private)
+        .open(common::child_arg("PATH"))
+        .unwrap();
+    store.create(json!({"n": 1})).unwrap();
+    common::say(format!("umask {:o}", common::umask()));
+}
+
+/// New-file modes under umasks other than this process's own (in a child started by
+/// `sh -c 'umask U; exec ...'`, since the umask is process-wide).
+#[test]
+fn new_file_modes_follow_the_umask_and_private_ignores_it() {
+    let dir = common::test_dir();
+    let cases = [
+        // (umask, private, expected mode)
+        (0o022, false, 0o644),
+        (0o027, false, 0o640),
+        (0o077, false, 0o600),
+        (0o000, false, 0o644),
+        (0o000, true, 0o600),
+        (0o027, true, 0o600),
+    ];
+    for (i, (umask, private, expected)) in cases.into_iter().enumerate() {
+        let path = dir.path().join(format!("new{i}.json"));
+        let script = format!("umask {umask:03o} && exec \"$0\" \"$@\"");
+        let out = ChildCmd::wrapped(
+            &["sh", "-c", &script],
+            "perms::child_create_under_umask",
+            "create-under-umask",
+        )
+        .arg("PATH", &path)
+        .arg("PRIVATE", if private { "yes" } else { "no" })
+        .run();
+        assert_eq!(out, [format!("umask {umask:o}")]);
+        assert_eq!(
+            common::mode(&path),
+            expected,
+            "new file under umask {umask:03o}, private {private}"
+        );
+    }
+}
+
+#[test]
+fn owner_and_group_are_kept_when_root() {
+    if !common::is_root() {
+        common::skipped("owner_and_group_are_kept_when_root", "needs root to chown");
+        return;
+    }
+    let dir = common::test_dir();
+    for (mode, uid, gid) in [
+        (0o640, 65534, 65534),
+        (0o2750, 65534, 65534),
+        (0o600, 0, 65534),
+    ] {
+        let path = dir.path().join(format!("owned{mode:o}-{uid}.json"));
+        std::fs::write(&path, "{\"n\": 0}\n").unwrap();
+        std::os::unix::fs::chown(&path, Some(uid), Some(gid)).unwrap();
+        // After chown, which clears set-id bits.
+        set_mode(&path, mode);
+        let store: Store = Store::open(&path).unwrap();
+        store.update(|s| s["n"] = 1.into()).unwrap();
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(
+            (meta.uid(), meta.gid()),
+            (uid, gid),
+            "owner of a {mode:o} file"
+        );
+        assert_eq!(
+            meta.mode() & 0o7777,
+            mode,
+            "mode after chown to {uid}:{gid}"
+        );
+        assert_eq!(store.get().unwrap(), json!({"n": 1}));
+    }
+}

@@ -1,0 +1,172 @@
+//! Symlinks: a write through a link (relative, absolute, a chain, a linked directory)
+//! replaces the file it points to and leaves the link a link; a dangling link creates
+//! its target; stores opened through the link and through the real path share one lock.
+//!
+//! Defends FAILURE_MODES.md rows 10 (symlink replaced by a regular file) and 3/4 (two
+//! paths to one file must not mean two locks, or updates are lost).
+
+use std::os::unix::fs::symlink;
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::json;
+use statesafe::{Error, Store};
+
+use crate::common;
+
+/// Writes through `link`, then checks the link is intact and `real` holds the data.
+fn write_through(link: &Path, real: &Path, expected_link_text: &Path) {
+    let store: Store = Store::open(link).unwrap();
+    store
+        .update_or_default(|s| s["via"] = "link".into())
+        .unwrap();
+    let meta = std::fs::symlink_metadata(link).unwrap();
+    assert!(
+        meta.file_type().is_symlink(),
+        "`{}` is no longer a symlink",
+        link.display()
+    );
+    assert_eq!(std::fs::read_link(link).unwrap(), expected_link_text);
+    let on_disk: serde_json::Value = serde_json::from_slice(&std::fs::read(real).unwrap()).unwrap();
+    assert_eq!(on_disk["via"], "link");
+    assert!(std::fs::symlink_metadata(real).unwrap().is_file());
+    assert_eq!(store.get().unwrap()["via"], "link");
+}
+
+#[test]
+fn relative_link_is_written_through_and_kept() {
+    let dir = common::test_dir();
+    let real = dir.path().join("real.json");
+    std::fs::write(&real, "{\"old\": true}\n").unwrap();
+    let link = dir.path().join("link.json");
+    symlink("real.json", &link).unwrap();
+    write_through(&link, &real, Path::new("real.json"));
+    let on_disk: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&real).unwrap()).unwrap();
+    assert_eq!(on_disk, json!({"old": true, "via": "link"}));
+    assert!(common::temp_files(dir.path(), "link.json").is_empty());
+    assert!(common::temp_files(dir.path(), "real.json").is_empty());
+}
+
+#[test]
+fn absolute_link_into_another_directory_is_written_through() {
+    let dir = common::test_dir();
+    std::fs::create_dir(dir.path().join("data")).unwrap();
+    let real = dir.path().join("data/real.json");
+    std::fs::write(&real, "{}\n").unwrap();
+    let link = dir.path().join("link.json");
+    symlink(&real, &link).unwrap();
+    write_through(&link, &real, &real);
+    // The temporary file and the sidecar live beside the real file, not the link.
+    assert!(dir.path().join("data/.real.json.statesafe").is_dir());
+    assert!(!dir.path().join(".link.json.statesafe").exists());
+}
+
+#[test]
+fn a_chain_of_links_is_followed_to_the_end() {
+    let dir = common::test_dir();
+    std::fs::create_dir(dir.path().join("sub")).unwrap();
+    let real = dir.path().join("sub/real.json");
+    std::fs::write(&real, "{}\n").unwrap();
+    // first -> (absolute) middle -> (relative) sub/real.json
+    let middle = dir.path().join("middle.json");
+    symlink("sub/real.json", &middle).unwrap();
+    let first = dir.path().join("first.json");
+    symlink(&middle, &first).unwrap();
+    write_through(&first, &real, &middle);
+    assert!(
+        std::fs::symlink_metadata(&middle)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert_eq!(
+        std::fs::read_link(&middle).unwrap(),
+        Path::new("sub/real.json")
+    );
+}
+
+#[test]
+fn a_file_in_a_linked_directory_is_written_in_the_real_directory() {
+    let dir = common::test_dir();
+    std::fs::create_dir(dir.path().join("realdir")).unwrap();
+    symlink("realdir", dir.path().join("linkdir")).unwrap();
+    let via_link = dir.path().join("linkdir/state.json");
+    let store: Store = Store::open(&via_link).unwrap();
+    store.create(json!({"n": 1})).unwrap();
+    assert!(
+        std::fs::symlink_metadata(dir.path().join("linkdir"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    let real = dir.path().join("realdir/state.json");
+    assert_eq!(
+        std::fs::read_to_string(&real).unwrap().trim_end(),
+        "{\n  \"n\": 1\n}"
+    );
+    let other: Store = Store::open(&real).unwrap();
+    assert_eq!(store.lock_path(), other.lock_path());
+}
+
+#[test]
+fn a_dangling_link_creates_its_target() {
+    let dir = common::test_dir();
+    let link = dir.path().join("link.json");
+    symlink("missing.json", &link).unwrap();
+    let store: Store = Store::open(&link).unwrap();
+    assert!(matches!(store.load(), Err(Error::NotFound { .. })));
+    assert_eq!(store.create(json!({"n": 1})).unwrap(), 1);
+    let real = dir.path().join("missing.json");
+    assert!(std::fs::symlink_metadata(&real).unwrap().is_file());
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert_eq!(store.get().unwrap(), json!({"n": 1}));
+}
+
+#[test]
+fn link_and_real_path_share_one_lock() {
+    let dir = common::test_dir();
+    let real = dir.path().join("real.json");
+    let link = dir.path().join("link.json");
+    symlink("real.json", &link).unwrap();
+    let via_link: Store = Store::options()
+        .lock_timeout(Duration::ZERO)
+        .open(&link)
+        .unwrap();
+    let via_real: Store = Store::options()
+        .lock_timeout(Duration::ZERO)
+        .open(&real)
+        .unwrap();
+    via_real.create(json!({"n": 0})).unwrap();
+    assert_eq!(via_link.lock_path(), via_real.lock_path());
+
+    // While one holds a transaction, the other cannot take the lock.
+    let tx = via_link.begin().unwrap();
+    let err = via_real.update(|s| s["n"] = 9.into()).unwrap_err();
+    assert!(matches!(err, Error::LockTimeout { .. }), "{err}");
+    drop(tx);
+
+    // And concurrent increments through both paths all count.
+    std::thread::scope(|s| {
+        for path in [&link, &real, &link, &real] {
+            s.spawn(move || {
+                let store: Store = Store::options()
+                    .lock_timeout(Duration::from_secs(60))
+                    .durability(statesafe::Durability::None)
+                    .open(path)
+                    .unwrap();
+                for _ in 0..100 {
+                    store
+                        .update(|s| s["n"] = (s["n"].as_u64().unwrap() + 1).into())
+                        .unwrap();
+                }
+            });
+        }
+    });
+    assert_eq!(via_link.get().unwrap(), json!({"n": 400}));
+}
