@@ -43,6 +43,8 @@ enum Event {
     Sync(String),
     /// A rename from one name to another.
     Rename { from: String, to: String },
+    /// A file created with `openat(.., O_CREAT ..)`, and its open flags.
+    Create { name: String, flags: String },
 }
 
 /// Runs the child under `strace -y` and returns the sync and rename calls it made, or
@@ -69,7 +71,7 @@ fn trace_commits(test: &str, durability: &str) -> Option<(PathBuf, Vec<Event>)> 
             "-o",
             log.to_str().unwrap(),
             "-e",
-            "trace=fsync,fdatasync,syncfs,sync,sync_file_range,msync,rename,renameat,renameat2",
+            "trace=fsync,fdatasync,syncfs,sync,sync_file_range,msync,rename,renameat,renameat2,openat",
         ],
         "durability::child_commit_a_few",
         "commit-a-few",
@@ -95,6 +97,15 @@ fn parse_event(line: &str) -> Option<Event> {
     if name.contains("sync") {
         let path = &args[args.find('<')? + 1..args.find('>')?];
         return Some(Event::Sync(path.to_string()));
+    }
+    if name == "openat" {
+        let quoted: Vec<&str> = args.split('"').collect();
+        let (name, rest) = (quoted.get(1)?, quoted.get(2)?);
+        let flags = rest.trim_start_matches(", ").split(',').next()?;
+        return flags.contains("O_CREAT").then(|| Event::Create {
+            name: name.to_string(),
+            flags: flags.to_string(),
+        });
     }
     if name.starts_with("rename") {
         let quoted: Vec<&str> = args.split('"').skip(1).step_by(2).collect();
@@ -149,6 +160,51 @@ fn full_durability_syncs_the_file_before_the_rename_and_the_directory_after() {
             "the directory must be fsynced just after the rename: {events:?}"
         );
     }
+}
+
+#[test]
+fn each_commit_creates_a_fresh_temp_file_exclusively() {
+    let test = "durability::each_commit_creates_a_fresh_temp_file_exclusively";
+    let Some((_dir, events)) = trace_commits(test, "full") else {
+        return;
+    };
+    let temps: Vec<(&String, &String)> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Create { name, flags } if name.starts_with(".state.json.statesafe-tmp-") => {
+                Some((name, flags))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        temps.len() as u64,
+        COMMITS,
+        "one temporary file per commit: {events:?}"
+    );
+    for (name, flags) in &temps {
+        for flag in ["O_EXCL", "O_NOFOLLOW", "O_CLOEXEC"] {
+            assert!(
+                flags.contains(flag),
+                "`{name}` created without {flag}: {flags}"
+            );
+        }
+    }
+    let mut names: Vec<&String> = temps.iter().map(|(n, _)| *n).collect();
+    names.sort();
+    names.dedup();
+    assert_eq!(
+        names.len() as u64,
+        COMMITS,
+        "temporary names repeat: {temps:?}"
+    );
+    // And nothing else is ever created in the state file's place.
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, Event::Create { name, .. } if name == "state.json")),
+        "the state file was opened for writing in place: {events:?}"
+    );
 }
 
 #[test]
