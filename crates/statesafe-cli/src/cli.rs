@@ -1,0 +1,324 @@
+//! The command line's shape: every clap type lives here.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+
+use crate::error::exit_codes_help;
+
+/// Crash-safe, locked edits of JSON state files.
+///
+/// Every write takes the file's writers' lock, writes a temporary file beside it,
+/// syncs it and renames it over the file: after a crash the file holds the old or the
+/// new document, never a mix, and concurrent writers never lose an update. Reads take
+/// no lock and never block.
+#[derive(Debug, Parser)]
+#[command(
+    name = "statesafe",
+    version,
+    propagate_version = true,
+    subcommand_required = true,
+    arg_required_else_help = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    /// Print results and errors as JSON (results on stdout, errors on stderr)
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// The subcommand.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands. (`torture` and `torture-child` are reserved for the torture harness.)
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print the document, or the value at a JSON pointer (never blocks)
+    Get(GetArgs),
+    /// Set the value at a JSON pointer, creating the file and missing parent objects
+    Set(SetArgs),
+    /// Delete the value at a JSON pointer
+    Del(DelArgs),
+    /// Replace the document with the result of a jq expression, under the lock
+    Update(UpdateArgs),
+    /// Replace the whole document with JSON read from stdin
+    Write(WriteArgs),
+    /// Create a state file with initial content
+    Init(InitArgs),
+    /// Run a command as a filter: the document on its stdin, its stdout as the new document
+    Exec(ExecArgs),
+    /// Hold the file's writers' lock while a command runs
+    Lock(LockArgs),
+    /// Edit the document in $VISUAL or $EDITOR, checked before it is committed
+    Edit(EditArgs),
+    /// Print a shell completion script
+    Completions(CompletionsArgs),
+    /// Print the manual page (roff), or write one per subcommand into a directory
+    Man(ManArgs),
+}
+
+/// Options of every command that writes.
+#[derive(Debug, Clone, Args)]
+pub struct WriteOptions {
+    /// How long to wait for the writers' lock (`500ms`, `10s`, `0` = try once)
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "10s",
+        env = "STATESAFE_LOCK_TIMEOUT",
+        value_parser = parse_duration
+    )]
+    pub lock_timeout: Duration,
+
+    /// `full` syncs the file and its directory (survives power loss); `none` skips
+    /// fsync (still atomic against crashes of the process; for tmpfs and throwaway data)
+    #[arg(long, value_enum, default_value_t = DurabilityArg::Full)]
+    pub durability: DurabilityArg,
+
+    /// Create a new file readable by its owner only (0600); an existing file keeps its mode
+    #[arg(long)]
+    pub private: bool,
+}
+
+/// `--durability`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DurabilityArg {
+    /// fsync the file and its directory.
+    Full,
+    /// No fsync.
+    None,
+}
+
+/// `statesafe get`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  statesafe get state.json\n  statesafe get state.json /users/0/name --raw"
+)]
+pub struct GetArgs {
+    /// The state file
+    pub file: PathBuf,
+    /// RFC 6901 JSON pointer (`/users/0/name`); empty or absent for the whole document
+    #[arg(default_value = "")]
+    pub pointer: String,
+    /// Print a string value without quotes
+    #[arg(short, long)]
+    pub raw: bool,
+    /// Print on one line instead of indented
+    #[arg(short, long)]
+    pub compact: bool,
+}
+
+/// `statesafe set`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  statesafe set state.json /retries 3\n  statesafe set state.json /owner --string alice\n  statesafe set state.json '' '{\"n\": 0}'"
+)]
+pub struct SetArgs {
+    /// The state file (created if missing)
+    pub file: PathBuf,
+    /// RFC 6901 JSON pointer; '' replaces the whole document
+    pub pointer: String,
+    /// The new value, as JSON (`3`, `"text"`, `{"a": 1}`)
+    pub value: String,
+    /// Take VALUE as a plain string instead of JSON
+    #[arg(short, long)]
+    pub string: bool,
+    #[command(flatten)]
+    /// Write options.
+    pub write: WriteOptions,
+}
+
+/// `statesafe del`.
+#[derive(Debug, Args)]
+#[command(after_help = "Example:\n  statesafe del state.json /sessions/abc")]
+pub struct DelArgs {
+    /// The state file
+    pub file: PathBuf,
+    /// RFC 6901 JSON pointer of the value to delete
+    pub pointer: String,
+    /// Succeed without writing when there is no value at POINTER
+    #[arg(long)]
+    pub missing_ok: bool,
+    #[command(flatten)]
+    /// Write options.
+    pub write: WriteOptions,
+}
+
+/// `statesafe update`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  statesafe update counter.json '.n += 1'\n  statesafe update state.json '.users += [$u]' --arg u alice"
+)]
+pub struct UpdateArgs {
+    /// The state file
+    pub file: PathBuf,
+    /// jq expression producing exactly one value: the new document
+    pub expr: String,
+    /// Bind `$NAME` to the string VALUE
+    #[arg(long, num_args = 2, value_names = ["NAME", "VALUE"], action = clap::ArgAction::Append)]
+    pub arg: Vec<String>,
+    /// Bind `$NAME` to the JSON value JSON
+    #[arg(long, num_args = 2, value_names = ["NAME", "JSON"], action = clap::ArgAction::Append)]
+    pub argjson: Vec<String>,
+    /// If the file does not exist, start from `{}` and create it
+    #[arg(long)]
+    pub create: bool,
+    #[command(flatten)]
+    /// Write options.
+    pub write: WriteOptions,
+}
+
+/// `statesafe write`.
+#[derive(Debug, Args)]
+#[command(after_help = "Example:\n  generate-config | statesafe write config.json")]
+pub struct WriteArgs {
+    /// The state file (created if missing)
+    pub file: PathBuf,
+    /// Write only if the file is still at this generation (0: only if it does not exist)
+    #[arg(long, value_name = "N")]
+    pub if_generation: Option<u64>,
+    #[command(flatten)]
+    /// Write options.
+    pub write: WriteOptions,
+}
+
+/// `statesafe init`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  statesafe init state.json\n  statesafe init queue.json '[]' --private"
+)]
+pub struct InitArgs {
+    /// The state file to create
+    pub file: PathBuf,
+    /// Initial document as JSON (`-` reads stdin)
+    #[arg(default_value = "{}", value_name = "JSON")]
+    pub document: String,
+    /// Replace the document if the file exists
+    #[arg(long, conflicts_with = "exist_ok")]
+    pub force: bool,
+    /// Succeed without writing if the file exists (and holds a valid document)
+    #[arg(long)]
+    pub exist_ok: bool,
+    #[command(flatten)]
+    /// Write options.
+    pub write: WriteOptions,
+}
+
+/// `statesafe exec`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "CMD gets the document on stdin and the environment variables STATESAFE_FILE and\n\
+STATESAFE_GENERATION; its stderr passes through. The file changes only if CMD exits 0\n\
+and prints exactly one JSON document. Do not run statesafe writers on FILE inside CMD:\n\
+they would wait for the lock that exec holds.\n\n\
+Example:\n  statesafe exec state.json -- python3 bump.py"
+)]
+pub struct ExecArgs {
+    /// The state file
+    pub file: PathBuf,
+    /// If the file does not exist, give CMD `{}` and create the file
+    #[arg(long)]
+    pub create: bool,
+    #[command(flatten)]
+    /// Write options.
+    pub write: WriteOptions,
+    /// The command and its arguments, after `--`
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<OsString>,
+}
+
+/// `statesafe lock`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Exits with CMD's status (128+N if CMD was killed by signal N). Writers using\n\
+statesafe wait while CMD runs, so CMD must not itself run statesafe writers on FILE.\n\n\
+Example:\n  statesafe lock state.json --timeout 30s -- ./migrate.sh state.json"
+)]
+pub struct LockArgs {
+    /// The state file (it need not exist)
+    pub file: PathBuf,
+    /// How long to wait for the lock (`500ms`, `10s`, `0` = try once)
+    #[arg(
+        long,
+        visible_alias = "lock-timeout",
+        value_name = "DURATION",
+        default_value = "10s",
+        env = "STATESAFE_LOCK_TIMEOUT",
+        value_parser = parse_duration
+    )]
+    pub timeout: Duration,
+    /// The command and its arguments, after `--`
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<OsString>,
+}
+
+/// `statesafe edit`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "The editor is $VISUAL, else $EDITOR, else vi, run through `sh -c` (so `code --wait`\n\
+works). An invalid document reopens the editor with the error at the top; save an empty\n\
+file or exit the editor with an error to abandon. If someone else changes the file\n\
+meanwhile, you are asked whether to edit again on top of their change.\n\n\
+Example:\n  statesafe edit state.json"
+)]
+pub struct EditArgs {
+    /// The state file
+    pub file: PathBuf,
+    /// If the file does not exist, start from `{}` and create it
+    #[arg(long)]
+    pub create: bool,
+    #[command(flatten)]
+    /// Write options.
+    pub write: WriteOptions,
+}
+
+/// `statesafe completions`.
+#[derive(Debug, Args)]
+#[command(after_help = "Example:\n  statesafe completions bash > /etc/bash_completion.d/statesafe")]
+pub struct CompletionsArgs {
+    /// The shell
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// `statesafe man`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  statesafe man | man -l -\n  statesafe man --dir /usr/local/share/man/man1"
+)]
+pub struct ManArgs {
+    /// Write statesafe.1 and statesafe-SUBCOMMAND.1 into this directory instead
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("{e} (examples: `500ms`, `10s`, `2m`, `0`)"))
+}
+
+/// The clap command, with the exit-code table after every help text.
+pub fn command() -> clap::Command {
+    let table = exit_codes_help();
+    Cli::command()
+        .after_help(table.clone())
+        .mut_subcommands(|sub| {
+            let own = sub
+                .get_after_help()
+                .map(|h| format!("{h}\n\n"))
+                .unwrap_or_default();
+            sub.after_help(format!("{own}{table}"))
+        })
+}
+
+/// Parses the command line.
+///
+/// # Errors
+/// clap's error (usage, `--help`, `--version`).
+pub fn parse(args: &[OsString]) -> Result<Cli, clap::Error> {
+    let matches = command().try_get_matches_from(args)?;
+    Cli::from_arg_matches(&matches).map_err(|e| e.format(&mut command()))
+}

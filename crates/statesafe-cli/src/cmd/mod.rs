@@ -1,0 +1,196 @@
+//! One module per subcommand, and what they share: parsing the command line,
+//! opening the store with the write options, reading JSON, and reporting errors.
+
+mod completions;
+mod del;
+mod edit;
+mod exec;
+mod get;
+mod init;
+mod lock;
+mod man;
+mod set;
+mod update;
+mod write;
+
+use std::ffi::OsString;
+use std::io::Read;
+use std::path::Path;
+use std::process::ExitCode;
+
+use serde_json::Value;
+use statesafe::{Durability, Store};
+
+use crate::cli::{self, Command, DurabilityArg, WriteOptions};
+use crate::error::{CliError, Exit, Result};
+use crate::output::Output;
+
+/// Runs the command line `args` and returns the exit status.
+pub fn main(args: Vec<OsString>) -> ExitCode {
+    let json = wants_json(&args);
+    let cli = match cli::parse(&args) {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e, &args, json),
+    };
+    let out = Output::new(cli.json);
+    match run(cli.command, &out) {
+        Ok(exit) => ExitCode::from(exit),
+        Err(err) => {
+            out.error(&err);
+            ExitCode::from(err.exit.code())
+        }
+    }
+}
+
+/// Dispatches to the subcommand; returns the exit status on success (0, or the
+/// status of the command that `lock` ran).
+fn run(command: Command, out: &Output) -> Result<u8> {
+    let ok = |r: Result<()>| r.map(|()| Exit::Ok.code());
+    match command {
+        Command::Get(args) => ok(get::run(args, out)),
+        Command::Set(args) => ok(set::run(args, out)),
+        Command::Del(args) => ok(del::run(args, out)),
+        Command::Update(args) => ok(update::run(args, out)),
+        Command::Write(args) => ok(write::run(args, out)),
+        Command::Init(args) => ok(init::run(args, out)),
+        Command::Exec(args) => ok(exec::run(args, out)),
+        Command::Lock(args) => lock::run(args, out),
+        Command::Edit(args) => ok(edit::run(args, out)),
+        Command::Completions(args) => ok(completions::run(args, out)),
+        Command::Man(args) => ok(man::run(args, out)),
+    }
+}
+
+/// Whether `--json` is among the options (before any `--`), for reporting errors in
+/// the arguments themselves.
+fn wants_json(args: &[OsString]) -> bool {
+    args.iter()
+        .skip(1)
+        .take_while(|a| *a != "--")
+        .any(|a| a == "--json")
+}
+
+fn usage_error(err: clap::Error, args: &[OsString], json: bool) -> ExitCode {
+    use clap::error::ErrorKind;
+    let code = err.exit_code();
+    let informational = matches!(
+        err.kind(),
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
+    );
+    // `statesafe exec FILE CMD` without `--`: clap only says the argument is unexpected.
+    let missing_dashes = matches!(err.kind(), ErrorKind::UnknownArgument)
+        && args.get(1).is_some_and(|a| a == "exec" || a == "lock")
+        && !args.iter().any(|a| a == "--");
+    let sub = args.get(1).map(|a| a.to_string_lossy()).unwrap_or_default();
+    let dashes_hint = format!("put `--` before the command: `statesafe {sub} FILE -- CMD ARGS...`");
+    if !json || informational {
+        // clap prints help and version on stdout, errors on stderr.
+        let _ = err.print();
+        if missing_dashes {
+            Output::new(false).hint(&dashes_hint);
+        }
+        return ExitCode::from(u8::try_from(code).unwrap_or(Exit::Usage.code()));
+    }
+    let rendered = err.render().to_string();
+    let mut lines = rendered.lines().filter(|l| !l.trim().is_empty());
+    let message = lines
+        .next()
+        .map(|l| l.trim_start_matches("error: ").to_string())
+        .unwrap_or_else(|| "invalid arguments".into());
+    let hint = rendered
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("tip: "))
+        .map(str::to_string)
+        .unwrap_or_else(|| {
+            if missing_dashes {
+                dashes_hint
+            } else {
+                "run `statesafe --help` for usage".into()
+            }
+        });
+    let err = CliError::new("usage", Exit::Usage, message).hint(hint);
+    Output::new(true).error(&err);
+    ExitCode::from(Exit::Usage.code())
+}
+
+/// Opens the store at `file`, with the write options when the command writes.
+fn open(file: &Path, opts: Option<&WriteOptions>) -> Result<Store> {
+    let mut options = Store::<Value>::options();
+    if let Some(opts) = opts {
+        options = options
+            .lock_timeout(opts.lock_timeout)
+            .durability(match opts.durability {
+                DurabilityArg::Full => Durability::Full,
+                DurabilityArg::None => Durability::None,
+            })
+            .private(opts.private);
+    }
+    Ok(options.open(file)?)
+}
+
+/// Parses `text` as one JSON document; `source` says where it came from ("stdin").
+fn parse_json(text: &[u8], source: &str) -> Result<Value> {
+    if text.iter().all(u8::is_ascii_whitespace) {
+        return Err(
+            CliError::invalid("empty_input", format!("{source} is empty"))
+                .hint("give one JSON document, for example `{}`"),
+        );
+    }
+    serde_json::from_slice(text).map_err(|e| {
+        CliError::invalid(
+            "invalid_json",
+            format!(
+                "{source} is not valid JSON: {} at line {}, column {}",
+                json_reason(&e),
+                e.line(),
+                e.column()
+            ),
+        )
+        .hint("the state file is unchanged; give exactly one JSON document")
+    })
+}
+
+/// serde_json's message without its own " at line L column C" suffix.
+fn json_reason(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    match text.rfind(" at line ") {
+        Some(at) => text[..at].to_string(),
+        None => text,
+    }
+}
+
+/// Reads all of stdin.
+fn read_stdin() -> Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    std::io::stdin()
+        .read_to_end(&mut buf)
+        .map_err(|e| CliError::io("read stdin", e))?;
+    Ok(buf)
+}
+
+/// A document as the file would hold it (indented, ending in a newline).
+fn pretty(value: &Value) -> Vec<u8> {
+    let mut bytes = serde_json::to_vec_pretty(value).expect("invariant: a Value always serializes");
+    bytes.push(b'\n');
+    bytes
+}
+
+/// Runs a read-modify-write transaction: `f` changes the document under the lock;
+/// an error from `f` writes nothing. `create` starts a missing file from `{}`.
+/// Returns the new generation and whether anything was written.
+fn transact(
+    store: &Store,
+    create: bool,
+    f: impl FnOnce(&mut Value) -> Result<()>,
+) -> Result<(u64, bool)> {
+    let mut tx = if create {
+        store.begin_or_insert_with(|| Value::Object(serde_json::Map::new()))?
+    } else {
+        store.begin()?
+    };
+    let before = tx.generation();
+    let existed = tx.existed();
+    f(tx.state_mut())?;
+    let generation = tx.commit()?;
+    Ok((generation, generation != before || !existed))
+}

@@ -1,0 +1,36 @@
+//! `statesafe update FILE EXPR`: a jq expression as a read-modify-write transaction.
+
+use serde_json::Value;
+
+use crate::cli::UpdateArgs;
+use crate::error::{CliError, Result};
+use crate::jq::Program;
+use crate::output::Output;
+
+/// Compiles the expression first (without the lock), then applies it under the lock.
+pub fn run(args: UpdateArgs, out: &Output) -> Result<()> {
+    let mut vars = Vec::new();
+    for pair in args.arg.chunks(2) {
+        vars.push((pair[0].clone(), Value::String(pair[1].clone())));
+    }
+    for pair in args.argjson.chunks(2) {
+        let value = super::parse_json(pair[1].as_bytes(), &format!("--argjson {}", pair[0]))?;
+        vars.push((pair[0].clone(), value));
+    }
+    let program = Program::compile(&args.expr, vars)?;
+    let store = super::open(&args.file, Some(&args.write))?;
+    let (generation, changed) = super::transact(&store, args.create, |doc| {
+        *doc = program.run_one(std::mem::take(doc))?;
+        Ok(())
+    })
+    .map_err(|e: CliError| {
+        if e.is_not_found() && !args.create {
+            e.hint(
+                "create it first with `statesafe init FILE`, or pass --create to start from `{}`",
+            )
+        } else {
+            e
+        }
+    })?;
+    out.written(&args.file, generation, changed)
+}
