@@ -41,6 +41,14 @@ pub enum Op {
     Resolve,
     /// Removing a temporary file.
     RemoveTemp,
+    /// Keeping or pruning a backup.
+    Backup,
+    /// Moving a damaged file into quarantine.
+    Quarantine,
+    /// Appending to or reading the history.
+    History,
+    /// Reading or writing the settings.
+    Settings,
 }
 
 impl fmt::Display for Op {
@@ -59,6 +67,10 @@ impl fmt::Display for Op {
             Op::CreateSidecar => "create sidecar directory",
             Op::Resolve => "resolve path",
             Op::RemoveTemp => "remove temporary file",
+            Op::Backup => "keep backup",
+            Op::Quarantine => "quarantine damaged file",
+            Op::History => "record history in",
+            Op::Settings => "write settings",
         })
     }
 }
@@ -220,6 +232,44 @@ pub enum Error {
         reason: String,
     },
 
+    /// The new document is larger than the configured `max_bytes`; nothing was written.
+    #[error("new state for `{}` is {size} bytes, over the limit of {limit} bytes", path.display())]
+    TooLarge {
+        /// The state file.
+        path: PathBuf,
+        /// Size of the refused document.
+        size: u64,
+        /// The configured limit.
+        limit: u64,
+    },
+
+    /// The state file is damaged and no valid backup could replace it.
+    #[error(
+        "state file `{}` is damaged and could not be recovered{}",
+        path.display(),
+        tried_suffix(tried)
+    )]
+    Unrecoverable {
+        /// The state file.
+        path: PathBuf,
+        /// What is wrong with it ([`Error::Corrupt`] or [`Error::Invalid`]).
+        #[source]
+        damage: Box<Error>,
+        /// Where the damaged file was kept, if it could be.
+        quarantined: Option<PathBuf>,
+        /// Every backup tried, with why it was refused.
+        tried: Vec<(PathBuf, String)>,
+    },
+
+    /// A JSON Schema given for validation is not itself a valid schema.
+    #[error("the schema for `{}` is not a valid JSON Schema: {message}", path.display())]
+    BadSchema {
+        /// The state file.
+        path: PathBuf,
+        /// What is wrong with the schema.
+        message: String,
+    },
+
     /// The file already exists (from [`crate::Store::create`]).
     #[error("state file `{}` already exists", path.display())]
     AlreadyExists {
@@ -246,6 +296,18 @@ fn location(line: Option<usize>, column: Option<usize>) -> String {
         (Some(l), None) => format!(" at line {l}"),
         _ => String::new(),
     }
+}
+
+fn tried_suffix(tried: &[(PathBuf, String)]) -> String {
+    if tried.is_empty() {
+        return "; there are no backups".into();
+    }
+    let mut s = String::from("; backups tried:");
+    for (path, why) in tried {
+        s.push_str(&format!(" `{}` ({why});", path.display()));
+    }
+    s.pop();
+    s
 }
 
 fn holder_suffix(holder: Option<&Holder>) -> String {
@@ -296,6 +358,9 @@ impl Error {
             Error::Poisoned { .. } => "poisoned",
             Error::BadPath { .. } => "bad_path",
             Error::AlreadyExists { .. } => "already_exists",
+            Error::TooLarge { .. } => "too_large",
+            Error::Unrecoverable { .. } => "unrecoverable",
+            Error::BadSchema { .. } => "bad_schema",
             Error::Io { .. } => "io",
         }
     }
@@ -332,6 +397,16 @@ impl Error {
             }
             Error::BadPath { .. } => "give the path of a regular file in an existing directory".into(),
             Error::AlreadyExists { .. } => "use an update instead of create, or remove the file first".into(),
+            Error::TooLarge { .. } => "remove data from the state, or raise the limit (`max_bytes` in the settings)".into(),
+            Error::Unrecoverable { quarantined, .. } => match quarantined {
+                Some(q) => format!(
+                    "the damaged file is kept at `{}`; repair it by hand and write it back, or start afresh deliberately",
+                    q.display()
+                ),
+                None => "repair the file by hand, or start afresh deliberately".into(),
+            },
+            Error::BadSchema { .. } => "fix the schema (see https://json-schema.org)".into(),
+            Error::Invalid { .. } => "change the update so that the new state satisfies the rule".into(),
             _ => return None,
         })
     }

@@ -142,6 +142,169 @@ fn line_column(bytes: &[u8], at: usize) -> (usize, usize) {
     (line, column)
 }
 
+/// Who wrote a version (in sealed files and history entries).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Writer {
+    /// Process id.
+    pub pid: u32,
+    /// Host name.
+    pub host: String,
+    /// User name.
+    pub user: String,
+    /// Command line (history entries only; empty in sealed headers).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub command: String,
+}
+
+impl Writer {
+    /// This process.
+    pub(crate) fn current(with_command: bool) -> Writer {
+        let (host, user, command) = crate::lock::identity();
+        Writer {
+            pid: crate::sys::pid(),
+            host: host.clone(),
+            user: user.clone(),
+            command: if with_command {
+                command.clone()
+            } else {
+                String::new()
+            },
+        }
+    }
+}
+
+/// The header of a sealed file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SealHeader {
+    pub format: u32,
+    pub generation: u64,
+    pub time: String,
+    pub writer: Writer,
+    /// xxh3-64 of the whole file with these 16 hex digits read as zeros.
+    pub xxh3: String,
+}
+
+const PLACEHOLDER: &str = "0000000000000000";
+
+#[derive(Serialize)]
+struct SealedOut<'a, T> {
+    statesafe: &'a SealHeader,
+    state: &'a T,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SealedIn<T> {
+    statesafe: SealHeader,
+    state: T,
+}
+
+/// Whether `bytes` look like a sealed file (an object whose first key is `statesafe`).
+pub(crate) fn looks_sealed(bytes: &[u8]) -> bool {
+    let rest = trim_start(bytes);
+    let Some(rest) = rest.strip_prefix(b"{") else {
+        return false;
+    };
+    trim_start(rest).starts_with(b"\"statesafe\"")
+}
+
+fn trim_start(bytes: &[u8]) -> &[u8] {
+    let n = bytes.iter().take_while(|b| b.is_ascii_whitespace()).count();
+    &bytes[n..]
+}
+
+/// Serializes `state` in a sealed envelope for `generation`.
+pub(crate) fn encode_sealed<T: Serialize>(
+    path: &Path,
+    state: &T,
+    layout: Layout,
+    generation: u64,
+    time: String,
+) -> Result<Vec<u8>> {
+    let header = SealHeader {
+        format: 1,
+        generation,
+        time,
+        writer: Writer::current(false),
+        xxh3: PLACEHOLDER.to_string(),
+    };
+    let mut bytes = encode(
+        path,
+        &SealedOut {
+            statesafe: &header,
+            state,
+        },
+        layout,
+    )?;
+    let at =
+        checksum_position(&bytes, PLACEHOLDER).expect("invariant: the header was just written");
+    let sum = format!("{:016x}", checksum(&bytes));
+    bytes[at..at + 16].copy_from_slice(sum.as_bytes());
+    Ok(bytes)
+}
+
+/// Where the header's checksum digits are: the first `"xxh3"` key, which is the
+/// header's because the header is written first.
+fn checksum_position(bytes: &[u8], digits: &str) -> Option<usize> {
+    for pattern in [
+        format!("\"xxh3\": \"{digits}\""),
+        format!("\"xxh3\":\"{digits}\""),
+    ] {
+        if let Some(i) = find(bytes, pattern.as_bytes()) {
+            return Some(i + pattern.len() - 17);
+        }
+    }
+    None
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Decodes and verifies a sealed file: the state and its header.
+pub(crate) fn decode_sealed<T: DeserializeOwned>(
+    path: &Path,
+    bytes: &[u8],
+) -> Result<(T, SealHeader)> {
+    let sealed: SealedIn<T> = decode(path, bytes)?;
+    let corrupt = |reason: String| Error::Corrupt {
+        path: path.to_path_buf(),
+        line: None,
+        column: None,
+        reason,
+    };
+    let header = sealed.statesafe;
+    if header.format != 1 {
+        return Err(corrupt(format!(
+            "sealed format version {} is not supported by this statesafe",
+            header.format
+        )));
+    }
+    let expected = u64::from_str_radix(&header.xxh3, 16)
+        .ok()
+        .filter(|_| header.xxh3.len() == 16)
+        .ok_or_else(|| {
+            corrupt(format!(
+                "the checksum `{}` is not 16 hex digits",
+                header.xxh3
+            ))
+        })?;
+    let at = checksum_position(bytes, &header.xxh3)
+        .ok_or_else(|| corrupt("the checksum field is not where statesafe writes it".into()))?;
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    hasher.update(&bytes[..at]);
+    hasher.update(PLACEHOLDER.as_bytes());
+    hasher.update(&bytes[at + 16..]);
+    let found = hasher.digest();
+    if found != expected {
+        return Err(corrupt(format!(
+            "checksum mismatch: the header says {expected:016x} but the file hashes to {found:016x}, so it was changed outside statesafe or damaged"
+        )));
+    }
+    Ok((sealed.state, header))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,6 +329,29 @@ mod tests {
             ),
             "{err}"
         );
+    }
+
+    #[test]
+    fn sealed_files_detect_any_changed_byte() {
+        let p = Path::new("s.json");
+        let doc = serde_json::json!({"grades": [1, 2, 3], "name": "x"});
+        for layout in [Layout::Pretty, Layout::Compact] {
+            let bytes = encode_sealed(p, &doc, layout, 7, "2026-01-01T00:00:00Z".into()).unwrap();
+            assert!(looks_sealed(&bytes));
+            let (back, header) = decode_sealed::<serde_json::Value>(p, &bytes).unwrap();
+            assert_eq!(back, doc);
+            assert_eq!(header.generation, 7);
+            for i in 0..bytes.len() {
+                let mut broken = bytes.clone();
+                broken[i] ^= 0x01;
+                assert!(
+                    decode_sealed::<serde_json::Value>(p, &broken).is_err(),
+                    "flipping byte {i} ({:?}) went unnoticed",
+                    bytes[i] as char
+                );
+            }
+        }
+        assert!(!looks_sealed(br#"{"grades": []}"#));
     }
 
     proptest! {

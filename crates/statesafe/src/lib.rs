@@ -6,6 +6,11 @@
 //! a sidecar file, so read-modify-write transactions from many processes and threads
 //! never lose an update. Reads take no lock and never block.
 //!
+//! Beyond that: validation (a rule in code or a JSON Schema) before every commit and on
+//! load; the last versions kept as backups (hard links, no copies); a damaged file is
+//! quarantined and the newest valid backup restored, loudly, never replaced by empty
+//! defaults; an audit history with a JSON Patch per generation.
+//!
 //! ```
 //! # let dir = tempfile::tempdir().unwrap();
 //! #[derive(serde::Serialize, serde::Deserialize, Default)]
@@ -18,20 +23,36 @@
 //! ```
 //!
 //! The exact system calls of a commit, and why each is there, are in
-//! `docs/design.md` and in the [`write`](crate::Durability) module's notes:
-//! lock, create an exclusive temporary file beside the target, copy mode and owner,
-//! write, `fsync`, `rename`, `fsync` the directory, unlock.
+//! `docs/design.md`: lock, create an exclusive temporary file beside the target, copy
+//! mode and owner, attach the metadata attribute, write, `fsync`, `rename`, `fsync` the
+//! directory, unlock.
 
+mod backup;
 mod error;
+mod events;
 mod format;
+mod history;
 mod lock;
 mod paths;
+mod recover;
+mod settings;
 mod store;
 mod sys;
+mod transaction;
+mod validate;
 mod write;
 
+pub use backup::{BackupInfo, BackupList};
 pub use error::{Error, Op, Result};
-pub use format::Layout;
+pub use events::{Event, Latency, Stats};
+pub use format::{Layout, Writer};
+pub use history::{Change, HistoryEntry};
 pub use lock::Holder;
-pub use store::{DEFAULT_LOCK_TIMEOUT, LockGuard, Snapshot, Store, StoreOptions, Transaction};
+pub use recover::{CheckReport, Info};
+pub use settings::{BackupPolicy, Format, HistoryPolicy, RecoveryPolicy, Settings};
+pub use store::{DEFAULT_LOCK_TIMEOUT, Snapshot, Store, StoreOptions};
+pub use transaction::{LockGuard, Transaction};
 pub use write::Durability;
+
+/// The JSON Patch type used by [`HistoryEntry::patch`] and [`Store::diff`].
+pub use json_patch::Patch;

@@ -94,7 +94,7 @@ impl Record {
 }
 
 /// This process's identity for holder records, computed once.
-fn identity() -> &'static (String, String, String) {
+pub(crate) fn identity() -> &'static (String, String, String) {
     static ID: OnceLock<(String, String, String)> = OnceLock::new();
     ID.get_or_init(|| {
         let uid = sys::real_uid();

@@ -1,36 +1,56 @@
-//! [`Store`]: the handle to one state file, its options, and its transactions.
+//! [`Store`]: the handle to one state file, and its options.
+//!
+//! Reads live here; transactions and the commit path are in `transaction.rs`;
+//! recovery, restore, check and info in `recover.rs`.
 
-use std::ffi::OsString;
 use std::fmt;
 use std::marker::PhantomData;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use parking_lot::RwLock;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde_json::Value;
 
 use crate::error::{Error, Op, Result};
-use crate::format::{self, Layout, Meta};
-use crate::lock::{self, Holder, LockFile};
+use crate::events::{Event, Recorder, Stats};
+use crate::format::{self, Layout};
+use crate::lock::{Holder, LockFile};
 use crate::paths::Target;
+use crate::settings::{BackupPolicy, Format, HistoryPolicy, RecoveryPolicy, Settings};
 use crate::sys;
+use crate::validate::{self, Rule, Schema};
 use crate::write::{self, Current, Durability};
 
 /// The default time a writer waits for the lock.
 pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(10);
 
-type Validator<T> = Arc<dyn Fn(&T) -> std::result::Result<(), String> + Send + Sync>;
+type EventHook = Arc<dyn Fn(&Event) + Send + Sync>;
+type DefaultState<T> = Arc<dyn Fn() -> T + Send + Sync>;
 
 /// Options for opening a [`Store`]; start from [`Store::options`].
+///
+/// Options left unset come from the file's recorded [`Settings`] (see
+/// [`Store::save_settings`]), then from the defaults.
 pub struct StoreOptions<T> {
-    lock_timeout: Duration,
-    durability: Durability,
-    private: bool,
-    layout: Layout,
-    validator: Option<Validator<T>>,
+    lock_timeout: Option<Duration>,
+    pub(crate) durability: Durability,
+    pub(crate) private: bool,
+    pub(crate) layout: Layout,
+    pub(crate) rule: Option<Rule<T>>,
+    format: Option<Format>,
+    schema: Option<Value>,
+    backups: Option<BackupPolicy>,
+    history: Option<HistoryPolicy>,
+    max_bytes: Option<u64>,
+    min_free_bytes: Option<u64>,
+    recovery: Option<RecoveryPolicy>,
+    pub(crate) default_state: Option<DefaultState<T>>,
+    on_event: Option<EventHook>,
 }
 
 impl<T> Clone for StoreOptions<T> {
@@ -40,7 +60,16 @@ impl<T> Clone for StoreOptions<T> {
             durability: self.durability,
             private: self.private,
             layout: self.layout,
-            validator: self.validator.clone(),
+            rule: self.rule.clone(),
+            format: self.format,
+            schema: self.schema.clone(),
+            backups: self.backups,
+            history: self.history,
+            max_bytes: self.max_bytes,
+            min_free_bytes: self.min_free_bytes,
+            recovery: self.recovery,
+            default_state: self.default_state.clone(),
+            on_event: self.on_event.clone(),
         }
     }
 }
@@ -52,19 +81,35 @@ impl<T> fmt::Debug for StoreOptions<T> {
             .field("durability", &self.durability)
             .field("private", &self.private)
             .field("layout", &self.layout)
-            .field("validator", &self.validator.is_some())
-            .finish()
+            .field("rule", &self.rule.is_some())
+            .field("format", &self.format)
+            .field("schema", &self.schema.is_some())
+            .field("backups", &self.backups)
+            .field("history", &self.history)
+            .field("max_bytes", &self.max_bytes)
+            .field("min_free_bytes", &self.min_free_bytes)
+            .field("recovery", &self.recovery)
+            .finish_non_exhaustive()
     }
 }
 
 impl<T> Default for StoreOptions<T> {
     fn default() -> Self {
         StoreOptions {
-            lock_timeout: DEFAULT_LOCK_TIMEOUT,
+            lock_timeout: None,
             durability: Durability::Full,
             private: false,
             layout: Layout::Pretty,
-            validator: None,
+            rule: None,
+            format: None,
+            schema: None,
+            backups: None,
+            history: None,
+            max_bytes: None,
+            min_free_bytes: None,
+            recovery: None,
+            default_state: None,
+            on_event: None,
         }
     }
 }
@@ -73,7 +118,7 @@ impl<T> StoreOptions<T> {
     /// How long a writer waits for the lock before failing with
     /// [`Error::LockTimeout`]; zero tries once. Default 10 s.
     pub fn lock_timeout(mut self, timeout: Duration) -> Self {
-        self.lock_timeout = timeout;
+        self.lock_timeout = Some(timeout);
         self
     }
 
@@ -96,23 +141,87 @@ impl<T> StoreOptions<T> {
         self
     }
 
-    /// A rule every new state must pass before it is written, for example
+    /// A rule every state must pass, before each commit and on load, for example
     /// `|s: &Account| if s.balance >= 0 { Ok(()) } else { Err("balance must not be negative".into()) }`.
     /// A failing rule aborts the commit with [`Error::Invalid`]; nothing is written.
+    /// A file that fails it on load is treated as damaged.
     pub fn validate(
         mut self,
         rule: impl Fn(&T) -> std::result::Result<(), String> + Send + Sync + 'static,
     ) -> Self {
-        self.validator = Some(Arc::new(rule));
+        self.rule = Some(Arc::new(rule));
+        self
+    }
+
+    /// A JSON Schema every state must satisfy (overrides the recorded one).
+    pub fn schema(mut self, schema: Value) -> Self {
+        self.schema = Some(schema);
+        self
+    }
+
+    /// The file layout for new versions (overrides the recorded one).
+    pub fn format(mut self, format: Format) -> Self {
+        self.format = Some(format);
+        self
+    }
+
+    /// Backup retention (overrides the recorded one).
+    pub fn backups(mut self, policy: BackupPolicy) -> Self {
+        self.backups = Some(policy);
+        self
+    }
+
+    /// History retention (overrides the recorded one).
+    pub fn history(mut self, policy: HistoryPolicy) -> Self {
+        self.history = Some(policy);
+        self
+    }
+
+    /// Refuse commits larger than `bytes` with [`Error::TooLarge`].
+    pub fn max_bytes(mut self, bytes: u64) -> Self {
+        self.max_bytes = Some(bytes);
+        self
+    }
+
+    /// Refuse commits that would leave less than `bytes` free on the filesystem,
+    /// with [`Error::NoSpace`], before anything is written.
+    pub fn min_free_bytes(mut self, bytes: u64) -> Self {
+        self.min_free_bytes = Some(bytes);
+        self
+    }
+
+    /// What to do when the file is damaged (overrides the recorded policy).
+    pub fn recovery(mut self, policy: RecoveryPolicy) -> Self {
+        self.recovery = Some(policy);
+        self
+    }
+
+    /// Explicit opt-in: when the file is damaged, quarantine it and start again from
+    /// `default()` instead of a backup. Without this, damage never becomes defaults.
+    pub fn on_corrupt_use_default(
+        mut self,
+        default: impl Fn() -> T + Send + Sync + 'static,
+    ) -> Self {
+        self.default_state = Some(Arc::new(default));
+        self.recovery = Some(RecoveryPolicy::UseDefault);
+        self
+    }
+
+    /// Called for every [`Event`] (recoveries, external changes), in the thread that
+    /// noticed it. Events also go to `tracing` at warn level.
+    pub fn on_event(mut self, hook: impl Fn(&Event) + Send + Sync + 'static) -> Self {
+        self.on_event = Some(Arc::new(hook));
         self
     }
 
     /// Opens the store for the state file at `path`. Nothing is created until the
     /// first write; symlinks are followed to the real file, which a write replaces
-    /// while the link stays.
+    /// while the link stays. Recorded settings are read now.
     ///
     /// # Errors
-    /// [`Error::BadPath`] when `path` is a directory, or its directory does not exist.
+    /// [`Error::BadPath`] when `path` is a directory, or its directory does not exist;
+    /// [`Error::BadSchema`] for an invalid schema; [`Error::Corrupt`] for unreadable
+    /// recorded settings.
     ///
     /// # Example
     /// ```
@@ -126,14 +235,64 @@ impl<T> StoreOptions<T> {
     pub fn open(self, path: impl AsRef<Path>) -> Result<Store<T>> {
         let target = Target::resolve(path.as_ref())?;
         let lock = LockFile::new(target.sidecar().join("lock"));
+        let settings = Settings::read(&target.sidecar())?;
+        let config = Config::new_for(&target, &self, &settings)?;
         Ok(Store {
             target,
             lock,
             dir: OnceLock::new(),
             opts: self,
+            config: RwLock::new(Arc::new(config)),
             poisoned: AtomicBool::new(false),
             swept: AtomicBool::new(false),
+            reported_external: AtomicU64::new(0),
+            recorder: Recorder::default(),
             _state: PhantomData,
+        })
+    }
+}
+
+/// The effective configuration: options over recorded settings over defaults.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub settings: Settings,
+    pub lock_timeout: Duration,
+    pub format: Format,
+    pub schema: Option<Schema>,
+    pub backups: BackupPolicy,
+    pub history: HistoryPolicy,
+    pub max_bytes: Option<u64>,
+    pub min_free_bytes: Option<u64>,
+    pub recovery: RecoveryPolicy,
+}
+
+impl Config {
+    pub(crate) fn new_for<T>(
+        target: &Target,
+        opts: &StoreOptions<T>,
+        settings: &Settings,
+    ) -> Result<Config> {
+        let schema = opts.schema.as_ref().or(settings.schema.as_ref());
+        Ok(Config {
+            settings: settings.clone(),
+            lock_timeout: opts.lock_timeout.unwrap_or(
+                settings
+                    .lock_timeout_ms
+                    .map_or(DEFAULT_LOCK_TIMEOUT, Duration::from_millis),
+            ),
+            format: opts.format.unwrap_or(settings.format),
+            schema: schema
+                .map(|s| Schema::compile(&target.given, s))
+                .transpose()?,
+            backups: opts.backups.unwrap_or(settings.backups),
+            history: opts.history.unwrap_or(settings.history),
+            max_bytes: opts.max_bytes.or(settings.max_bytes),
+            min_free_bytes: opts.min_free_bytes.or(settings.min_free_bytes),
+            recovery: opts.recovery.unwrap_or(match settings.recovery {
+                // Only code can supply the default state.
+                RecoveryPolicy::UseDefault => RecoveryPolicy::RestoreFromBackup,
+                p => p,
+            }),
         })
     }
 }
@@ -148,17 +307,21 @@ pub struct Snapshot<T> {
 }
 
 /// One state file: lock-free reads, locked read-modify-write transactions, atomic
-/// durable replace. Cheap to share between threads (`&Store` is enough).
+/// durable replace, validation, backups, recovery and history. Cheap to share between
+/// threads (`&Store` is enough).
 ///
 /// `T` is the document type (any `Serialize + DeserializeOwned`); the default,
 /// [`serde_json::Value`], is the untyped API.
-pub struct Store<T = serde_json::Value> {
-    target: Target,
-    lock: LockFile,
+pub struct Store<T = Value> {
+    pub(crate) target: Target,
+    pub(crate) lock: LockFile,
     dir: OnceLock<OwnedFd>,
-    opts: StoreOptions<T>,
-    poisoned: AtomicBool,
+    pub(crate) opts: StoreOptions<T>,
+    config: RwLock<Arc<Config>>,
+    pub(crate) poisoned: AtomicBool,
     swept: AtomicBool,
+    reported_external: AtomicU64,
+    pub(crate) recorder: Recorder,
     _state: PhantomData<fn() -> T>,
 }
 
@@ -169,6 +332,13 @@ impl<T> fmt::Debug for Store<T> {
             .field("options", &self.opts)
             .finish()
     }
+}
+
+/// A verified version: the state, and what the transaction needs to know about it.
+pub(crate) struct Verified<T> {
+    pub state: T,
+    /// The state as JSON, kept when the history needs a patch from it.
+    pub value: Option<Value>,
 }
 
 impl<T> Store<T> {
@@ -187,6 +357,11 @@ impl<T> Store<T> {
         self.target.real()
     }
 
+    /// The sidecar directory (lock, settings, backups, history, quarantine).
+    pub fn sidecar_path(&self) -> PathBuf {
+        self.target.sidecar()
+    }
+
     /// The lock file (inside the sidecar directory).
     pub fn lock_path(&self) -> &Path {
         self.lock.path()
@@ -197,13 +372,32 @@ impl<T> Store<T> {
         self.lock.read_holder()
     }
 
+    /// The settings recorded with the file (as read when the store was opened or last
+    /// saved through it).
+    pub fn settings(&self) -> Settings {
+        self.config().settings.clone()
+    }
+
+    /// Counters and latency summaries since the store was opened.
+    pub fn stats(&self) -> Stats {
+        self.recorder.snapshot()
+    }
+
     /// The special filesystem the state file is on (`nfs`, `fuse`, ...), if any: on
     /// those, the guarantees depend on the server or the file system daemon.
     pub fn special_filesystem(&self) -> Option<&'static str> {
         self.dir().ok().and_then(sys::special_filesystem)
     }
 
-    fn dir(&self) -> Result<&OwnedFd> {
+    pub(crate) fn config(&self) -> Arc<Config> {
+        self.config.read().clone()
+    }
+
+    pub(crate) fn set_config(&self, config: Config) {
+        *self.config.write() = Arc::new(config);
+    }
+
+    pub(crate) fn dir(&self) -> Result<&OwnedFd> {
         if let Some(fd) = self.dir.get() {
             return Ok(fd);
         }
@@ -212,7 +406,7 @@ impl<T> Store<T> {
         Ok(self.dir.get_or_init(|| fd))
     }
 
-    fn make_sidecar(&self) -> Result<()> {
+    pub(crate) fn make_sidecar(&self) -> Result<()> {
         let sidecar = self.target.sidecar();
         match std::fs::create_dir(&sidecar) {
             Ok(()) => Ok(()),
@@ -221,13 +415,40 @@ impl<T> Store<T> {
         }
     }
 
-    fn read_current(&self) -> Result<Option<Current>> {
+    pub(crate) fn read_current(&self) -> Result<Option<Current>> {
         write::read_current(&self.target, &self.lock)
+    }
+
+    pub(crate) fn emit(&self, event: Event) {
+        self.recorder.event(&event);
+        if let Some(hook) = &self.opts.on_event {
+            hook(&event);
+        }
+    }
+
+    /// Reports an accepted external change once per generation per store.
+    pub(crate) fn note_external(&self, cur: &Current) {
+        if cur.external
+            && self
+                .reported_external
+                .swap(cur.generation, Ordering::AcqRel)
+                != cur.generation
+        {
+            self.emit(Event::ExternalChange {
+                path: self.target.given.clone(),
+                generation: cur.generation,
+            });
+        }
+    }
+
+    /// Whether this store's first write has swept the directory for old temp files.
+    pub(crate) fn take_first_sweep(&self) -> bool {
+        !self.swept.swap(true, Ordering::AcqRel)
     }
 }
 
 impl<T: Serialize + DeserializeOwned> Store<T> {
-    /// Opens the store at `path` with default options.
+    /// Opens the store at `path` with default options (and the recorded settings).
     ///
     /// # Errors
     /// See [`StoreOptions::open`].
@@ -245,9 +466,16 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
     /// Reads the document and its generation. Takes no lock and never blocks: a
     /// concurrent writer's rename is atomic, so this sees the old or the new version.
     ///
+    /// If the file is damaged (unparseable, checksum mismatch, fails validation), the
+    /// recovery policy applies: by default the damaged file is quarantined and the
+    /// newest valid backup restored (this takes the lock), and an [`Event::Recovered`]
+    /// is reported.
+    ///
     /// # Errors
-    /// [`Error::NotFound`] when the file does not exist; [`Error::Corrupt`] when it is
-    /// not a valid document (never confused with a missing file).
+    /// [`Error::NotFound`] when the file does not exist; [`Error::Corrupt`] or
+    /// [`Error::Invalid`] when it is damaged and the policy is `fail`;
+    /// [`Error::Unrecoverable`] when no valid backup exists. A damaged file is never
+    /// confused with a missing one, and never silently replaced by defaults.
     ///
     /// # Example
     /// ```
@@ -261,14 +489,21 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
     /// # Ok::<(), statesafe::Error>(())
     /// ```
     pub fn load(&self) -> Result<Snapshot<T>> {
-        match self.read_current()? {
-            Some(cur) => Ok(Snapshot {
-                state: format::decode(&self.target.given, &cur.bytes)?,
-                generation: cur.generation,
-            }),
-            None => Err(Error::NotFound {
+        let Some(cur) = self.read_current()? else {
+            return Err(Error::NotFound {
                 path: self.target.given.clone(),
-            }),
+            });
+        };
+        match self.verify(&cur, false) {
+            Ok(v) => {
+                self.note_external(&cur);
+                Ok(Snapshot {
+                    state: v.state,
+                    generation: cur.generation,
+                })
+            }
+            Err(damage) if is_damage(&damage) => self.recover_on_load(damage),
+            Err(e) => Err(e),
         }
     }
 
@@ -280,6 +515,24 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         self.load().map(|s| s.state)
     }
 
+    /// [`Store::load`], or `T::default()` at generation 0 when the file does not
+    /// exist. Never used for a damaged file.
+    ///
+    /// # Errors
+    /// As [`Store::load`], without [`Error::NotFound`].
+    pub fn load_or_default(&self) -> Result<Snapshot<T>>
+    where
+        T: Default,
+    {
+        match self.load() {
+            Err(Error::NotFound { .. }) => Ok(Snapshot {
+                state: T::default(),
+                generation: 0,
+            }),
+            other => other,
+        }
+    }
+
     /// The current generation without parsing the document (0 when missing).
     ///
     /// # Errors
@@ -288,394 +541,53 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         Ok(self.read_current()?.map_or(0, |c| c.generation))
     }
 
-    /// Starts a transaction on an existing file: takes the lock, then reads the file
-    /// afresh (never trusting an earlier copy). Commit with [`Transaction::commit`];
-    /// dropping the transaction writes nothing and releases the lock.
-    ///
-    /// # Errors
-    /// [`Error::LockTimeout`], [`Error::NotFound`], [`Error::Corrupt`], [`Error::Poisoned`], I/O.
-    ///
-    /// # Example
-    /// ```
-    /// # let dir = tempfile::tempdir().unwrap();
-    /// # let store: statesafe::Store = statesafe::Store::open(dir.path().join("s.json"))?;
-    /// # store.create(serde_json::json!({"n": 1}))?;
-    /// let mut tx = store.begin()?;
-    /// tx.state_mut()["n"] = 2.into();
-    /// let generation = tx.commit()?;
-    /// assert_eq!(generation, 2);
-    /// # Ok::<(), statesafe::Error>(())
-    /// ```
-    pub fn begin(&self) -> Result<Transaction<'_, T>> {
-        self.begin_with("update", None::<fn() -> T>)
+    /// Decodes and validates a version read from disk.
+    pub(crate) fn verify(&self, cur: &Current, want_value: bool) -> Result<Verified<T>> {
+        self.verify_bytes(&cur.bytes, !cur.external, want_value)
     }
 
-    /// Like [`Store::begin`], but a missing file starts from `init()` (generation 0).
-    ///
-    /// # Errors
-    /// As [`Store::begin`], without [`Error::NotFound`].
-    pub fn begin_or_insert_with(&self, init: impl FnOnce() -> T) -> Result<Transaction<'_, T>> {
-        self.begin_with("update", Some(init))
-    }
-
-    fn begin_with(
+    /// Decodes and validates `bytes`; `committed_by_us` says the metadata record
+    /// vouches for them (so a plain file is acceptable even where sealed is configured).
+    pub(crate) fn verify_bytes(
         &self,
-        operation: &str,
-        init: Option<impl FnOnce() -> T>,
-    ) -> Result<Transaction<'_, T>> {
-        let (guard, temp_name, current) = self.lock_and_read(operation)?;
-        let (state, base) = match current {
-            Some(cur) => {
-                let state = format::decode(&self.target.given, &cur.bytes)?;
-                (state, Some(Base::from(&cur)))
-            }
-            None => match init {
-                Some(init) => (init(), None),
-                None => {
-                    return Err(Error::NotFound {
-                        path: self.target.given.clone(),
-                    });
-                }
-            },
-        };
-        Ok(Transaction {
-            store: self,
-            guard,
-            temp_name,
-            base,
-            state,
-        })
-    }
-
-    /// Holds the writers' lock without a transaction, for example while an external
-    /// program edits the file (`statesafe lock FILE -- CMD`). `operation` is what the
-    /// holder record says this process is doing. Dropping the guard releases the lock.
-    ///
-    /// # Errors
-    /// [`Error::LockTimeout`], I/O errors creating the sidecar directory or lock file.
-    ///
-    /// # Example
-    /// ```
-    /// # let dir = tempfile::tempdir().unwrap();
-    /// let store: statesafe::Store = statesafe::Store::open(dir.path().join("s.json"))?;
-    /// let guard = store.lock("maintenance")?;
-    /// assert_eq!(store.lock_holder().unwrap().operation, "maintenance");
-    /// drop(guard);
-    /// assert!(store.lock_holder().is_none());
-    /// # Ok::<(), statesafe::Error>(())
-    /// ```
-    pub fn lock(&self, operation: &str) -> Result<LockGuard<'_>> {
-        let dir = self.dir()?;
-        let guard = self.lock.acquire(
-            &self.target.given,
-            self.opts.lock_timeout,
-            operation,
-            None,
-            || self.make_sidecar(),
-        )?;
-        if let Some(stale) = &guard.previous.temp {
-            write::remove_stale_temp(&self.target, dir, stale)?;
-        }
-        Ok(LockGuard { _guard: guard })
-    }
-
-    /// Takes the lock, cleans up after dead writers, and reads the file.
-    fn lock_and_read(
-        &self,
-        operation: &str,
-    ) -> Result<(lock::Guard<'_>, OsString, Option<Current>)> {
-        if self.poisoned.load(Ordering::Acquire) {
-            return Err(Error::Poisoned {
-                path: self.target.given.clone(),
-            });
-        }
-        let temp_name = self.target.temp_name();
-        let dir = self.dir()?;
-        let guard = self.lock.acquire(
-            &self.target.given,
-            self.opts.lock_timeout,
-            operation,
-            Some(temp_name.to_string_lossy().into_owned()),
-            || self.make_sidecar(),
-        )?;
-        if let Some(stale) = &guard.previous.temp {
-            write::remove_stale_temp(&self.target, dir, stale)?;
-        }
-        if !self.swept.swap(true, Ordering::AcqRel) {
-            write::sweep_temps(&self.target, dir)?;
-        }
-        let current = self.read_current()?;
-        Ok((guard, temp_name, current))
-    }
-
-    /// The read-modify-write transaction: under the lock, reads the file, applies `f`,
-    /// validates and writes the result. Returns what `f` returned.
-    ///
-    /// # Errors
-    /// As [`Transaction::commit`] and [`Store::begin`].
-    ///
-    /// # Example
-    /// ```
-    /// # let dir = tempfile::tempdir().unwrap();
-    /// #[derive(serde::Serialize, serde::Deserialize, Default)]
-    /// struct Counter { n: u64 }
-    /// let store = statesafe::Store::<Counter>::open(dir.path().join("counter.json"))?;
-    /// let n = store.update_or_default(|c| { c.n += 1; c.n })?;
-    /// assert_eq!(n, 1);
-    /// # Ok::<(), statesafe::Error>(())
-    /// ```
-    pub fn update<R>(&self, f: impl FnOnce(&mut T) -> R) -> Result<R> {
-        let mut tx = self.begin()?;
-        let r = f(tx.state_mut());
-        tx.commit()?;
-        Ok(r)
-    }
-
-    /// [`Store::update`], starting from `T::default()` when the file does not exist.
-    ///
-    /// # Errors
-    /// As [`Store::update`], without [`Error::NotFound`].
-    pub fn update_or_default<R>(&self, f: impl FnOnce(&mut T) -> R) -> Result<R>
-    where
-        T: Default,
-    {
-        let mut tx = self.begin_or_insert_with(T::default)?;
-        let r = f(tx.state_mut());
-        tx.commit()?;
-        Ok(r)
-    }
-
-    /// [`Store::update`] with a closure that can fail: its error aborts the
-    /// transaction, nothing is written, and the error is returned as it is.
-    ///
-    /// # Errors
-    /// The closure's error, or a store error converted with `E: From<Error>`.
-    pub fn try_update<R, E: From<Error>>(
-        &self,
-        f: impl FnOnce(&mut T) -> std::result::Result<R, E>,
-    ) -> std::result::Result<R, E> {
-        let mut tx = self.begin()?;
-        let r = f(tx.state_mut())?;
-        tx.commit()?;
-        Ok(r)
-    }
-
-    /// Compare-and-swap: like [`Store::update`], but only if the file is still at
-    /// generation `expected` (the one the caller read earlier without the lock).
-    ///
-    /// # Errors
-    /// [`Error::GenerationConflict`] when someone else committed in between; then
-    /// nothing is written. [`Error::NotFound`] when the file does not exist (use
-    /// [`Store::replace_if`] with generation 0 to create it). Otherwise as [`Store::update`].
-    ///
-    /// # Example
-    /// ```
-    /// # let dir = tempfile::tempdir().unwrap();
-    /// # let store: statesafe::Store = statesafe::Store::open(dir.path().join("s.json"))?;
-    /// store.create(serde_json::json!({"serial": 1}))?;
-    /// let snap = store.load()?;
-    /// store.update(|s| s["serial"] = 2.into())?; // someone else
-    /// let err = store.update_if(snap.generation, |s| s["serial"] = 3.into()).unwrap_err();
-    /// assert!(matches!(err, statesafe::Error::GenerationConflict { .. }));
-    /// # Ok::<(), statesafe::Error>(())
-    /// ```
-    pub fn update_if<R>(&self, expected: u64, f: impl FnOnce(&mut T) -> R) -> Result<R> {
-        let mut tx = self.begin_with("update_if", None::<fn() -> T>)?;
-        tx.expect_generation(expected)?;
-        let r = f(tx.state_mut());
-        tx.commit()?;
-        Ok(r)
-    }
-
-    /// Replaces the whole document under the lock; returns the new generation.
-    ///
-    /// # Errors
-    /// As [`Transaction::commit`].
-    pub fn replace(&self, state: T) -> Result<u64> {
-        self.replace_checked(None, state, "replace")
-    }
-
-    /// Replaces the whole document only if the file is at generation `expected`
-    /// (0: only if it does not exist).
-    ///
-    /// # Errors
-    /// [`Error::GenerationConflict`], or as [`Transaction::commit`].
-    pub fn replace_if(&self, expected: u64, state: T) -> Result<u64> {
-        self.replace_checked(Some(expected), state, "replace_if")
-    }
-
-    /// Creates the file with `state` as generation 1.
-    ///
-    /// # Errors
-    /// [`Error::AlreadyExists`] when it exists, or as [`Transaction::commit`].
-    pub fn create(&self, state: T) -> Result<u64> {
-        match self.replace_checked(Some(0), state, "create") {
-            Err(Error::GenerationConflict { path, .. }) => Err(Error::AlreadyExists { path }),
-            other => other,
-        }
-    }
-
-    fn replace_checked(&self, expected: Option<u64>, state: T, operation: &str) -> Result<u64> {
-        let (guard, temp_name, current) = self.lock_and_read(operation)?;
-        let tx = Transaction {
-            store: self,
-            guard,
-            temp_name,
-            base: current.as_ref().map(Base::from),
-            state,
-        };
-        if let Some(expected) = expected {
-            tx.expect_generation(expected)?;
-        }
-        tx.commit()
-    }
-}
-
-/// The writers' lock on a state file, held until dropped; from [`Store::lock`].
-pub struct LockGuard<'s> {
-    _guard: lock::Guard<'s>,
-}
-
-impl fmt::Debug for LockGuard<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LockGuard").finish_non_exhaustive()
-    }
-}
-
-/// What a transaction remembers of the version it started from.
-#[derive(Debug, Clone, Copy)]
-struct Base {
-    generation: u64,
-    perms: write::Perms,
-    checksum: u64,
-    len: usize,
-    external: bool,
-}
-
-impl From<&Current> for Base {
-    fn from(cur: &Current) -> Base {
-        Base {
-            generation: cur.generation,
-            perms: cur.perms,
-            checksum: format::checksum(&cur.bytes),
-            len: cur.bytes.len(),
-            external: cur.external,
-        }
-    }
-}
-
-/// A read-modify-write transaction holding the writers' lock. [`commit`](Self::commit)
-/// writes; dropping it writes nothing and releases the lock.
-pub struct Transaction<'s, T: Serialize + DeserializeOwned> {
-    store: &'s Store<T>,
-    guard: lock::Guard<'s>,
-    temp_name: OsString,
-    base: Option<Base>,
-    state: T,
-}
-
-impl<T: Serialize + DeserializeOwned> fmt::Debug for Transaction<'_, T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Transaction")
-            .field("path", &self.store.target.given)
-            .field("generation", &self.generation())
-            .finish()
-    }
-}
-
-impl<T: Serialize + DeserializeOwned> Transaction<'_, T> {
-    /// The generation this transaction started from (0 for a new file).
-    pub fn generation(&self) -> u64 {
-        self.base.map_or(0, |b| b.generation)
-    }
-
-    /// Whether the file existed when the transaction started.
-    pub fn existed(&self) -> bool {
-        self.base.is_some()
-    }
-
-    /// The document as it is in this transaction.
-    pub fn state(&self) -> &T {
-        &self.state
-    }
-
-    /// The document, to change it.
-    pub fn state_mut(&mut self) -> &mut T {
-        &mut self.state
-    }
-
-    /// Replaces the document in this transaction.
-    pub fn set(&mut self, state: T) {
-        self.state = state;
-    }
-
-    /// Fails with [`Error::GenerationConflict`] unless the file is at `expected`.
-    ///
-    /// # Errors
-    /// As above.
-    pub fn expect_generation(&self, expected: u64) -> Result<()> {
-        let found = self.generation();
-        if found == expected {
-            Ok(())
-        } else {
-            Err(Error::GenerationConflict {
-                path: self.store.target.given.clone(),
-                expected,
-                found,
-            })
-        }
-    }
-
-    /// Validates, writes and syncs the document, then releases the lock. Returns the
-    /// new generation. If the document is byte-for-byte what is on disk already,
-    /// nothing is written and the generation stays.
-    ///
-    /// # Errors
-    /// [`Error::Invalid`] and [`Error::Serialize`] before anything is touched;
-    /// [`Error::NoSpace`], [`Error::PermissionDenied`], [`Error::ReadOnly`],
-    /// [`Error::Io`] with the file unchanged; [`Error::OutcomeUnknown`] when the
-    /// directory fsync failed after the rename. After a failed fsync the store is
-    /// poisoned: later writes fail with [`Error::Poisoned`] until it is reopened.
-    pub fn commit(mut self) -> Result<u64> {
-        let store = self.store;
-        let path = &store.target.given;
-        if let Some(rule) = &store.opts.validator {
-            rule(&self.state).map_err(|message| Error::Invalid {
+        bytes: &[u8],
+        committed_by_us: bool,
+        want_value: bool,
+    ) -> Result<Verified<T>> {
+        let config = self.config();
+        let path = &self.target.given;
+        let state: T = if format::looks_sealed(bytes) {
+            format::decode_sealed(path, bytes)?.0
+        } else if config.format == Format::Sealed && !committed_by_us {
+            return Err(Error::Corrupt {
                 path: path.clone(),
-                message,
-            })?;
-        }
-        let bytes = format::encode(path, &self.state, store.opts.layout)?;
-        if let Some(base) = self.base
-            && !base.external
-            && base.len == bytes.len()
-            && base.checksum == format::checksum(&bytes)
-        {
-            return Ok(base.generation);
-        }
-        let generation = self.generation() + 1;
-        let meta = Meta::new(generation, &bytes);
-        let commit = write::Commit {
-            target: &store.target,
-            dir: store.dir()?,
-            temp_name: &self.temp_name,
-            durability: store.opts.durability,
-            existing: self.base.map(|b| b.perms),
-            private: store.opts.private,
+                line: None,
+                column: None,
+                reason: "the file should be sealed but has no statesafe envelope: it was replaced outside statesafe".into(),
+            });
+        } else {
+            format::decode(path, bytes)?
         };
-        match write::commit(&commit, &bytes, meta) {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => return Err(e),
-            Err(write::Poisoning(e)) => {
-                store.poisoned.store(true, Ordering::Release);
-                return Err(e);
-            }
-        }
-        self.guard.record.last_generation = generation;
-        self.guard.record.temp = None;
-        // The record is a hint for later readers; failing to update it loses nothing.
-        let _ = self.guard.write_record(path);
-        self.guard.release(path)?;
-        Ok(generation)
+        validate::check(
+            path,
+            &state,
+            self.opts.rule.as_ref(),
+            config.schema.as_ref(),
+        )?;
+        let value = if want_value
+            && config.history.keep > 0
+            && bytes.len() as u64 <= config.history.max_patch_bytes
+        {
+            serde_json::to_value(&state).ok()
+        } else {
+            None
+        };
+        Ok(Verified { state, value })
     }
+}
+
+/// Whether an error from [`Store::verify`] means the file is damaged (as opposed to
+/// an I/O failure while reading it).
+pub(crate) fn is_damage(e: &Error) -> bool {
+    matches!(e, Error::Corrupt { .. } | Error::Invalid { .. })
 }

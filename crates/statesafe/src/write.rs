@@ -17,6 +17,7 @@ use std::io::{self, Read, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use crate::error::{Error, Op, Result};
 use crate::format::Meta;
@@ -105,10 +106,14 @@ pub(crate) fn read_current(target: &Target, lock: &LockFile) -> Result<Option<Cu
 }
 
 /// The generation of a file whose own metadata does not describe it: one more than the
-/// highest generation we know of.
+/// highest generation we know of (sidecar record, newest backup, lock record hint).
 fn fallback_generation(target: &Target, lock: &LockFile, _bytes: &[u8]) -> u64 {
     let sidecar = read_sidecar_meta(target).map_or(0, |m| m.generation);
-    sidecar.max(lock.last_generation_hint()) + 1
+    let backups = crate::backup::list(target)
+        .ok()
+        .and_then(|l| l.backups.first().map(|b| b.generation))
+        .unwrap_or(0);
+    sidecar.max(backups).max(lock.last_generation_hint()) + 1
 }
 
 fn sidecar_meta_path(target: &Target) -> PathBuf {
@@ -138,7 +143,12 @@ pub(crate) struct Poisoning(pub Error);
 
 /// Runs the write protocol. Errors come in two kinds: ordinary (`Ok(Err(..))`) and
 /// poisoning (`Err(Poisoning)`).
-pub(crate) fn commit(c: &Commit<'_>, bytes: &[u8], meta: Meta) -> Result<Result<()>, Poisoning> {
+pub(crate) fn commit(
+    c: &Commit<'_>,
+    bytes: &[u8],
+    meta: Meta,
+) -> Result<Result<Duration>, Poisoning> {
+    let mut fsync_time = Duration::ZERO;
     let given = &c.target.given;
     let io_err = |op: Op| move |e: io::Error| Error::io(op, given, e);
     let fresh_mode = if c.private { 0o600 } else { 0o644 };
@@ -172,26 +182,31 @@ pub(crate) fn commit(c: &Commit<'_>, bytes: &[u8], meta: Meta) -> Result<Result<
     if let Err(e) = file.write_all(bytes) {
         return Ok(Err(io_err(Op::Write)(e)));
     }
-    if c.durability == Durability::Full
-        && !cfg!(feature = "mutation-skip-file-fsync")
-        && let Err(e) = sys::fsync(&*file)
-    {
-        return Err(Poisoning(io_err(Op::SyncFile)(e)));
+    let sync = c.durability == Durability::Full;
+    if sync && !cfg!(feature = "mutation-skip-file-fsync") {
+        let start = Instant::now();
+        let result = sys::fsync(&*file);
+        fsync_time += start.elapsed();
+        if let Err(e) = result {
+            return Err(Poisoning(io_err(Op::SyncFile)(e)));
+        }
     }
     drop(temp.file.take());
     if let Err(e) = sys::rename_in(c.dir, c.temp_name, &c.target.name) {
         return Ok(Err(io_err(Op::Rename)(e)));
     }
     temp.armed = false;
-    if c.durability == Durability::Full
-        && !cfg!(feature = "mutation-skip-dir-fsync")
-        && let Err(source) = sys::fsync(c.dir)
-    {
-        return Err(Poisoning(Error::OutcomeUnknown {
-            path: given.clone(),
-            generation: meta.generation,
-            source,
-        }));
+    if sync && !cfg!(feature = "mutation-skip-dir-fsync") {
+        let start = Instant::now();
+        let result = sys::fsync(c.dir);
+        fsync_time += start.elapsed();
+        if let Err(source) = result {
+            return Err(Poisoning(Error::OutcomeUnknown {
+                path: given.clone(),
+                generation: meta.generation,
+                source,
+            }));
+        }
     }
     if !meta_in_attr {
         // Best effort by design: if this fails, the next read finds the sidecar record
@@ -199,7 +214,7 @@ pub(crate) fn commit(c: &Commit<'_>, bytes: &[u8], meta: Meta) -> Result<Result<
         // generation (old + 1), so nothing is lost; it is only reported as external.
         let _ = write_sidecar_meta(c.target, meta, c.durability);
     }
-    Ok(Ok(()))
+    Ok(Ok(fsync_time))
 }
 
 fn copy_perms(file: &File, p: Perms) -> io::Result<()> {

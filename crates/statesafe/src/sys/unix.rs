@@ -172,3 +172,30 @@ pub(crate) fn special_filesystem(fd: impl AsFd) -> Option<&'static str> {
         _ => None,
     }
 }
+
+/// Makes `to` in `to_dir` a new hard link to `from` in `from_dir` (no copy).
+pub(crate) fn link_at(
+    from_dir: impl AsFd,
+    from: &OsStr,
+    to_dir: impl AsFd,
+    to: &OsStr,
+) -> io::Result<()> {
+    Ok(rustix::fs::linkat(
+        from_dir,
+        from,
+        to_dir,
+        to,
+        AtFlags::empty(),
+    )?)
+}
+
+/// Bytes available to unprivileged users on the filesystem holding `fd`.
+pub(crate) fn free_bytes(fd: impl AsFd) -> io::Result<u64> {
+    let stat = rustix::fs::fstatvfs(fd)?;
+    Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
+}
+
+/// An `io::Error` for "no space left on device", for checks made before writing.
+pub(crate) fn no_space_error() -> io::Error {
+    io::Error::from_raw_os_error(Errno::NOSPC.raw_os_error())
+}

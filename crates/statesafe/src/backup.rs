@@ -1,0 +1,244 @@
+//! Backups of replaced versions, and the quarantine of damaged ones.
+//!
+//! Both are hard links, never copies: just before a commit renames the new version
+//! over the file, the outgoing file (which the transaction has just read and verified)
+//! gets a second name, `.NAME.statesafe/backups/gen-G.json`. The rename then points the
+//! live name at the new inode, so the backup keeps the old inode alone: later in-place
+//! writes to the live name by other programs never touch it. A version that failed
+//! verification is never linked into `backups/`, so damaged state can never push good
+//! backups out; it goes to `quarantine/` instead, and nothing there is ever deleted.
+
+use std::collections::BTreeSet;
+use std::ffi::{OsStr, OsString};
+use std::io;
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::error::{Error, Op, Result};
+use crate::paths::Target;
+use crate::settings::BackupPolicy;
+use crate::sys;
+
+/// One backup on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupInfo {
+    /// The generation it holds.
+    pub generation: u64,
+    /// Where it is.
+    pub path: PathBuf,
+    /// Its size in bytes.
+    pub size: u64,
+    /// When that version was committed (the file's modification time).
+    pub committed: SystemTime,
+}
+
+/// What is in the backups directory.
+#[derive(Debug, Clone, Default)]
+pub struct BackupList {
+    /// statesafe's backups, newest generation first.
+    pub backups: Vec<BackupInfo>,
+    /// Files statesafe did not put there; listed, never touched.
+    pub foreign: Vec<PathBuf>,
+}
+
+pub(crate) fn backups_dir(target: &Target) -> PathBuf {
+    target.sidecar().join("backups")
+}
+
+pub(crate) fn quarantine_dir(target: &Target) -> PathBuf {
+    target.sidecar().join("quarantine")
+}
+
+fn backup_name(generation: u64) -> OsString {
+    OsString::from(format!("gen-{generation:020}.json"))
+}
+
+fn parse_backup_name(name: &OsStr) -> Option<u64> {
+    let s = name.to_str()?;
+    let digits = s.strip_prefix("gen-")?.strip_suffix(".json")?;
+    (digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| digits.parse().ok())
+        .flatten()
+}
+
+fn ensure_dir(path: &PathBuf) -> io::Result<OwnedFd> {
+    match std::fs::create_dir(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    sys::open_dir(path)
+}
+
+/// Gives the current file (generation `generation`) a second name in `backups/`.
+pub(crate) fn link_outgoing(target: &Target, dir: &OwnedFd, generation: u64) -> Result<()> {
+    let backups = backups_dir(target);
+    let backups_fd = ensure_dir(&backups).map_err(|e| Error::io(Op::Backup, &backups, e))?;
+    let name = backup_name(generation);
+    match sys::link_at(dir, &target.name, &backups_fd, &name) {
+        Ok(()) => Ok(()),
+        // Already backed up (a retried commit after a crash): same generation, same bytes.
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(Error::io(Op::Backup, backups.join(&name), e)),
+    }
+}
+
+/// Lists the backups directory (an empty list when there is none).
+pub(crate) fn list(target: &Target) -> Result<BackupList> {
+    let dir = backups_dir(target);
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(BackupList::default()),
+        Err(e) => return Err(Error::io(Op::Backup, &dir, e)),
+    };
+    let mut list = BackupList::default();
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(Op::Backup, &dir, e))?;
+        let path = entry.path();
+        let meta = match std::fs::symlink_metadata(&path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::io(Op::Backup, &path, e)),
+        };
+        match parse_backup_name(&entry.file_name()) {
+            Some(generation) if meta.is_file() => list.backups.push(BackupInfo {
+                generation,
+                path,
+                size: meta.len(),
+                committed: meta.modified().unwrap_or(UNIX_EPOCH),
+            }),
+            _ => list.foreign.push(path),
+        }
+    }
+    list.backups
+        .sort_by_key(|b| std::cmp::Reverse(b.generation));
+    list.foreign.sort();
+    Ok(list)
+}
+
+/// The generations `policy` keeps out of `backups` (newest first) at time `now`.
+pub(crate) fn keep_set(
+    backups: &[BackupInfo],
+    policy: &BackupPolicy,
+    now: SystemTime,
+) -> BTreeSet<u64> {
+    let mut keep: BTreeSet<u64> = backups
+        .iter()
+        .take(policy.keep as usize)
+        .map(|b| b.generation)
+        .collect();
+    for (count, width) in [(policy.hourly, 3600u64), (policy.daily, 86_400u64)] {
+        if count == 0 {
+            continue;
+        }
+        let now_bucket = secs(now) / width;
+        let oldest = now_bucket.saturating_sub(u64::from(count) - 1);
+        let mut seen = BTreeSet::new();
+        // Newest first, so the first backup met in each bucket is that bucket's newest.
+        for b in backups {
+            let bucket = secs(b.committed) / width;
+            if bucket >= oldest && bucket <= now_bucket && seen.insert(bucket) {
+                keep.insert(b.generation);
+            }
+        }
+    }
+    keep
+}
+
+fn secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs()
+}
+
+/// Removes statesafe's backups that `policy` no longer keeps; returns how many.
+/// Foreign files are never touched.
+pub(crate) fn prune(target: &Target, policy: &BackupPolicy) -> Result<usize> {
+    let list = list(target)?;
+    let keep = keep_set(&list.backups, policy, SystemTime::now());
+    let mut removed = 0;
+    for b in list
+        .backups
+        .iter()
+        .filter(|b| !keep.contains(&b.generation))
+    {
+        match std::fs::remove_file(&b.path) {
+            Ok(()) => removed += 1,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(Op::Backup, &b.path, e)),
+        }
+    }
+    Ok(removed)
+}
+
+/// Gives the damaged current file a second name in `quarantine/`, keyed by its
+/// checksum so that repeating a recovery after a crash finds it there already.
+pub(crate) fn quarantine(target: &Target, dir: &OwnedFd, checksum: u64) -> Result<PathBuf> {
+    let qdir = quarantine_dir(target);
+    let qfd = ensure_dir(&qdir).map_err(|e| Error::io(Op::Quarantine, &qdir, e))?;
+    let name = OsString::from(format!("damaged-{checksum:016x}"));
+    let path = qdir.join(&name);
+    match sys::link_at(dir, &target.name, &qfd, &name) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(Error::io(Op::Quarantine, &path, e)),
+    }
+    // The quarantine must survive: the next step replaces the damaged file's name.
+    sys::fsync(&qfd).map_err(|e| Error::io(Op::Quarantine, &qdir, e))?;
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(generation: u64, secs_ago: u64, now: SystemTime) -> BackupInfo {
+        BackupInfo {
+            generation,
+            path: PathBuf::from(format!("gen-{generation}")),
+            size: 1,
+            committed: now - Duration::from_secs(secs_ago),
+        }
+    }
+
+    #[test]
+    fn names_round_trip_and_foreign_names_are_rejected() {
+        assert_eq!(parse_backup_name(&backup_name(42)), Some(42));
+        assert_eq!(parse_backup_name(OsStr::new("gen-42.json")), None);
+        assert_eq!(parse_backup_name(OsStr::new("notes.txt")), None);
+    }
+
+    #[test]
+    fn retention_keeps_the_newest_and_one_per_bucket() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_000_000 * 3600);
+        // Ten backups, one every 30 minutes, newest first.
+        let backups: Vec<_> = (0..10).map(|i| at(100 - i, i * 1800, now)).collect();
+        let count_only = BackupPolicy {
+            keep: 3,
+            hourly: 0,
+            daily: 0,
+        };
+        assert_eq!(
+            keep_set(&backups, &count_only, now),
+            BTreeSet::from([100, 99, 98])
+        );
+        let hourly = BackupPolicy {
+            keep: 1,
+            hourly: 3,
+            daily: 0,
+        };
+        // `now` is on the hour, so the hour buckets are {100}, {99, 98}, {97, 96}:
+        // the newest of each of the last three hours.
+        assert_eq!(
+            keep_set(&backups, &hourly, now),
+            BTreeSet::from([100, 99, 97])
+        );
+        let none = BackupPolicy {
+            keep: 0,
+            hourly: 0,
+            daily: 0,
+        };
+        assert!(keep_set(&backups, &none, now).is_empty());
+    }
+}

@@ -1,0 +1,204 @@
+//! What a store tells its caller besides results: events and counters.
+//!
+//! Events are the things a caller must be able to see even when the call succeeded:
+//! a damaged file was recovered, a file was changed outside statesafe. They go to the
+//! callback set with [`crate::StoreOptions::on_event`], to `tracing` (warn level), and
+//! into the counters. Counters and latency summaries are kept per store
+//! ([`crate::Store::stats`]) and also sent through the `metrics` facade.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+/// Something the caller should know about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// The state file was damaged; it was quarantined and replaced.
+    Recovered {
+        /// The state file.
+        path: PathBuf,
+        /// What was wrong with it.
+        damage: String,
+        /// Where the damaged file is kept.
+        quarantined: PathBuf,
+        /// The backup generation restored (`None`: the store's default state).
+        restored_from: Option<u64>,
+        /// The generation now in place.
+        generation: u64,
+    },
+    /// The file was changed outside statesafe; the change was accepted (it is valid).
+    ExternalChange {
+        /// The state file.
+        path: PathBuf,
+        /// The generation given to the changed file.
+        generation: u64,
+    },
+}
+
+impl std::fmt::Display for Event {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Event::Recovered {
+                path,
+                damage,
+                quarantined,
+                restored_from,
+                generation,
+            } => {
+                write!(
+                    f,
+                    "state file `{}` was damaged ({damage}); ",
+                    path.display()
+                )?;
+                match restored_from {
+                    Some(g) => write!(f, "restored backup generation {g}")?,
+                    None => write!(f, "replaced by the default state")?,
+                }
+                write!(
+                    f,
+                    " as generation {generation}; the damaged file is kept at `{}`",
+                    quarantined.display()
+                )
+            }
+            Event::ExternalChange { path, generation } => write!(
+                f,
+                "state file `{}` was changed outside statesafe; accepted as generation {generation}",
+                path.display()
+            ),
+        }
+    }
+}
+
+/// A latency summary: count, total, maximum and a log2 histogram (microseconds).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Latency {
+    /// Number of samples.
+    pub count: u64,
+    /// Sum of all samples.
+    pub total: Duration,
+    /// Largest sample.
+    pub max: Duration,
+    /// `buckets[i]` counts samples in `[2^i, 2^(i+1))` microseconds (bucket 0 also
+    /// holds samples under 1 µs).
+    pub buckets: [u64; 32],
+}
+
+impl Latency {
+    fn record(&mut self, d: Duration) {
+        self.count += 1;
+        self.total += d;
+        self.max = self.max.max(d);
+        let us = d.as_micros().max(1) as u64;
+        let i = (63 - us.leading_zeros()) as usize;
+        self.buckets[i.min(31)] += 1;
+    }
+
+    /// The mean, or zero without samples.
+    pub fn mean(&self) -> Duration {
+        if self.count == 0 {
+            Duration::ZERO
+        } else {
+            self.total / self.count as u32
+        }
+    }
+
+    /// An upper bound of the `q` quantile (0.0–1.0) from the histogram.
+    pub fn quantile(&self, q: f64) -> Duration {
+        let want = (self.count as f64 * q).ceil() as u64;
+        let mut seen = 0;
+        for (i, n) in self.buckets.iter().enumerate() {
+            seen += n;
+            if seen >= want && *n > 0 {
+                return Duration::from_micros(1u64 << (i + 1)).min(self.max);
+            }
+        }
+        self.max
+    }
+}
+
+/// Counters of one store since it was opened.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Successful commits (including recoveries and restores).
+    pub commits: u64,
+    /// Failed writes by [`crate::Error::kind`].
+    pub failures: BTreeMap<&'static str, u64>,
+    /// Automatic recoveries from damaged files.
+    pub recoveries: u64,
+    /// Changes made outside statesafe that were found and accepted.
+    pub external_changes: u64,
+    /// Times a writer had to wait for the lock, and for how long.
+    pub lock_waits: Latency,
+    /// Time spent in `fsync` (file and directory) per commit.
+    pub fsync: Latency,
+    /// Whole commit latency (lock to unlock).
+    pub commit: Latency,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Recorder {
+    stats: Mutex<Stats>,
+}
+
+impl Recorder {
+    pub fn snapshot(&self) -> Stats {
+        self.stats.lock().clone()
+    }
+
+    pub fn commit(&self, total: Duration, fsync: Duration) {
+        let mut s = self.stats.lock();
+        s.commits += 1;
+        s.commit.record(total);
+        s.fsync.record(fsync);
+        drop(s);
+        metrics::counter!("statesafe_commits_total").increment(1);
+        metrics::histogram!("statesafe_commit_seconds").record(total.as_secs_f64());
+        metrics::histogram!("statesafe_fsync_seconds").record(fsync.as_secs_f64());
+    }
+
+    pub fn failure(&self, kind: &'static str) {
+        *self.stats.lock().failures.entry(kind).or_default() += 1;
+        metrics::counter!("statesafe_failures_total", "kind" => kind).increment(1);
+    }
+
+    pub fn lock_wait(&self, waited: Duration) {
+        self.stats.lock().lock_waits.record(waited);
+        metrics::histogram!("statesafe_lock_wait_seconds").record(waited.as_secs_f64());
+    }
+
+    pub fn event(&self, event: &Event) {
+        match event {
+            Event::Recovered { .. } => {
+                self.stats.lock().recoveries += 1;
+                metrics::counter!("statesafe_recoveries_total").increment(1);
+                tracing::warn!(target: "statesafe", "{event}");
+            }
+            Event::ExternalChange { .. } => {
+                self.stats.lock().external_changes += 1;
+                metrics::counter!("statesafe_external_changes_total").increment(1);
+                tracing::warn!(target: "statesafe", "{event}");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_summaries_bound_their_quantiles() {
+        let mut l = Latency::default();
+        for us in [10u64, 20, 30, 1000] {
+            l.record(Duration::from_micros(us));
+        }
+        assert_eq!(l.count, 4);
+        assert_eq!(l.max, Duration::from_micros(1000));
+        assert!(l.quantile(0.5) >= Duration::from_micros(20));
+        assert!(l.quantile(0.5) <= Duration::from_micros(64));
+        assert_eq!(l.quantile(1.0), Duration::from_micros(1000));
+    }
+}

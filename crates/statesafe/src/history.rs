@@ -1,0 +1,324 @@
+//! The history: an append-only audit trail of committed generations.
+//!
+//! Entries are JSON lines in segment files `.NAME.statesafe/history/seg-N.jsonl`,
+//! segment `N` holding generations `N*S+1 ..= (N+1)*S` where `S = max(1, keep/4)`.
+//! Each entry carries the writer and an RFC 6902 patch from the previous generation;
+//! the first entry of each segment (and any entry after a gap) also carries a full
+//! snapshot, so that any retained generation can be rebuilt after older segments are
+//! pruned. Retention deletes whole segments once every generation in them is older
+//! than the last `keep`.
+//!
+//! An entry is appended only after its commit is durable, so the history never names
+//! a generation that was not committed. The append is not synced: a power loss may
+//! drop the newest entries (never state); the next commit then starts a fresh snapshot.
+
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::fs::OpenOptions;
+use std::io::{self, Write};
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::{Error, Op, Result};
+use crate::format::Writer;
+use crate::paths::Target;
+use crate::settings::HistoryPolicy;
+
+/// Why a generation came to be.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum Change {
+    /// A commit through statesafe.
+    Commit,
+    /// A change made outside statesafe (a hand edit, another program), found on load.
+    External,
+    /// A backup brought back by `restore`.
+    Restore {
+        /// The generation restored.
+        from: u64,
+    },
+    /// Automatic recovery from a damaged file.
+    Recovery {
+        /// Where the damaged file was kept.
+        quarantined: Option<PathBuf>,
+        /// The backup generation restored (`None`: the store's default state).
+        from: Option<u64>,
+    },
+}
+
+/// One history entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    /// The generation this entry describes.
+    pub generation: u64,
+    /// When it was recorded (RFC 3339, UTC).
+    pub time: String,
+    /// Who wrote it (`None` for external changes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub writer: Option<Writer>,
+    /// Why it came to be.
+    pub change: Change,
+    /// RFC 6902 patch from the previous generation, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patch: Option<json_patch::Patch>,
+    /// The whole document, on the first entry of a segment and after a gap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<Value>,
+    /// Why the patch or snapshot is missing, if it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+fn history_dir(target: &Target) -> PathBuf {
+    target.sidecar().join("history")
+}
+
+fn segment_size(policy: &HistoryPolicy) -> u64 {
+    u64::from(policy.keep / 4).max(1)
+}
+
+fn segment_of(generation: u64, size: u64) -> u64 {
+    generation.saturating_sub(1) / size
+}
+
+fn segment_name(segment: u64) -> String {
+    format!("seg-{segment:020}.jsonl")
+}
+
+fn parse_segment_name(name: &OsStr) -> Option<u64> {
+    let s = name.to_str()?;
+    s.strip_prefix("seg-")?.strip_suffix(".jsonl")?.parse().ok()
+}
+
+/// Whether the entry for `generation` must carry a snapshot: it opens a segment, or
+/// the entry before it is not `generation - 1`.
+pub(crate) fn needs_snapshot(
+    policy: &HistoryPolicy,
+    generation: u64,
+    last_recorded: Option<u64>,
+) -> bool {
+    let size = segment_size(policy);
+    (generation - 1).is_multiple_of(size) || last_recorded != Some(generation - 1)
+}
+
+/// Appends `entry`, then prunes segments the policy no longer keeps.
+pub(crate) fn append(target: &Target, policy: &HistoryPolicy, entry: &HistoryEntry) -> Result<()> {
+    let dir = history_dir(target);
+    match std::fs::create_dir(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(Error::io(Op::History, &dir, e)),
+    }
+    let size = segment_size(policy);
+    let segment = segment_of(entry.generation, size);
+    let path = dir.join(segment_name(segment));
+    let mut line = serde_json::to_vec(entry).expect("invariant: history entries serialize");
+    line.push(b'\n');
+    let mut file = OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(&path)
+        .map_err(|e| Error::io(Op::History, &path, e))?;
+    // One write of one line with O_APPEND: concurrent appends cannot interleave bytes.
+    file.write_all(&line)
+        .map_err(|e| Error::io(Op::History, &path, e))?;
+    if (entry.generation - 1).is_multiple_of(size) {
+        prune(target, policy, entry.generation)?;
+    }
+    Ok(())
+}
+
+/// Removes segments all of whose generations are older than the last `keep`.
+fn prune(target: &Target, policy: &HistoryPolicy, newest: u64) -> Result<()> {
+    let dir = history_dir(target);
+    let size = segment_size(policy);
+    let oldest_kept = newest.saturating_sub(u64::from(policy.keep)) + 1;
+    let entries = std::fs::read_dir(&dir).map_err(|e| Error::io(Op::History, &dir, e))?;
+    for entry in entries.flatten() {
+        if let Some(segment) = parse_segment_name(&entry.file_name()) {
+            let last_in_segment = (segment + 1) * size;
+            if last_in_segment < oldest_kept {
+                match std::fs::remove_file(entry.path()) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(Error::io(Op::History, entry.path(), e)),
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Recorded entries, oldest first, at most one per generation (the last one written
+/// wins), none newer than `current`; with `retained_only`, none older than the last
+/// `keep` either (without it, also the older entries still on disk, which rebuilding
+/// a document may need for its snapshot).
+pub(crate) fn read(
+    target: &Target,
+    policy: &HistoryPolicy,
+    current: u64,
+    retained_only: bool,
+) -> Result<Vec<HistoryEntry>> {
+    let dir = history_dir(target);
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io(Op::History, &dir, e)),
+    };
+    let mut segments: Vec<(u64, PathBuf)> = entries
+        .flatten()
+        .filter_map(|e| parse_segment_name(&e.file_name()).map(|s| (s, e.path())))
+        .collect();
+    segments.sort();
+    let mut by_generation = BTreeMap::new();
+    for (_, path) in segments {
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::io(Op::History, &path, e)),
+        };
+        // A torn last line (power loss during an append) is skipped, not fatal.
+        for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            if let Ok(entry) = serde_json::from_slice::<HistoryEntry>(line) {
+                by_generation.insert(entry.generation, entry);
+            }
+        }
+    }
+    let oldest = if retained_only {
+        current.saturating_sub(u64::from(policy.keep)) + 1
+    } else {
+        0
+    };
+    Ok(by_generation
+        .into_values()
+        .filter(|e| e.generation <= current && e.generation >= oldest)
+        .collect())
+}
+
+/// The last generation recorded (to detect gaps), reading only the newest segment.
+pub(crate) fn last_recorded(
+    target: &Target,
+    policy: &HistoryPolicy,
+    generation: u64,
+) -> Option<u64> {
+    let size = segment_size(policy);
+    let dir = history_dir(target);
+    let segment = segment_of(generation, size);
+    for candidate in [segment, segment.checked_sub(1)?] {
+        if let Ok(bytes) = std::fs::read(dir.join(segment_name(candidate)))
+            && let Some(g) = bytes
+                .split(|b| *b == b'\n')
+                .filter_map(|l| serde_json::from_slice::<HistoryEntry>(l).ok())
+                .map(|e| e.generation)
+                .filter(|g| *g <= generation)
+                .max()
+        {
+            return Some(g);
+        }
+    }
+    None
+}
+
+/// Rebuilds the document at `generation` from the nearest snapshot and the patches
+/// after it.
+pub(crate) fn document_at(
+    path: &std::path::Path,
+    entries: &[HistoryEntry],
+    generation: u64,
+) -> Result<Value> {
+    let unavailable = |why: String| Error::Invalid {
+        path: path.to_path_buf(),
+        message: format!("generation {generation} cannot be rebuilt from the history: {why}"),
+    };
+    let upto: Vec<&HistoryEntry> = entries
+        .iter()
+        .filter(|e| e.generation <= generation)
+        .collect();
+    if upto.last().map(|e| e.generation) != Some(generation) {
+        return Err(unavailable(
+            "it is not in the history (older than the retention, or never recorded)".into(),
+        ));
+    }
+    let start = upto
+        .iter()
+        .rposition(|e| e.snapshot.is_some())
+        .ok_or_else(|| unavailable("no snapshot at or before it".into()))?;
+    let mut doc = upto[start]
+        .snapshot
+        .clone()
+        .expect("invariant: found by position");
+    let mut at = upto[start].generation;
+    for entry in &upto[start + 1..] {
+        let patch = match (&entry.patch, entry.generation == at + 1) {
+            (Some(p), true) => p,
+            _ => {
+                return Err(unavailable(format!(
+                    "the entry for generation {} has no patch from {at}",
+                    entry.generation
+                )));
+            }
+        };
+        json_patch::patch(&mut doc, patch).map_err(|e| {
+            unavailable(format!(
+                "the patch of generation {} does not apply: {e}",
+                entry.generation
+            ))
+        })?;
+        at = entry.generation;
+    }
+    Ok(doc)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(
+        generation: u64,
+        snapshot: Option<Value>,
+        patch: Option<json_patch::Patch>,
+    ) -> HistoryEntry {
+        HistoryEntry {
+            generation,
+            time: String::new(),
+            writer: None,
+            change: Change::Commit,
+            patch,
+            snapshot,
+            note: None,
+        }
+    }
+
+    #[test]
+    fn documents_are_rebuilt_from_snapshot_and_patches() {
+        let v1 = serde_json::json!({"n": 1});
+        let v2 = serde_json::json!({"n": 2, "a": [1]});
+        let v3 = serde_json::json!({"a": [1, 2]});
+        let entries = vec![
+            entry(1, Some(v1.clone()), None),
+            entry(2, None, Some(json_patch::diff(&v1, &v2))),
+            entry(3, None, Some(json_patch::diff(&v2, &v3))),
+        ];
+        let p = std::path::Path::new("s.json");
+        assert_eq!(document_at(p, &entries, 1).unwrap(), v1);
+        assert_eq!(document_at(p, &entries, 2).unwrap(), v2);
+        assert_eq!(document_at(p, &entries, 3).unwrap(), v3);
+        assert!(document_at(p, &entries, 4).is_err());
+        assert!(document_at(p, &entries[1..], 3).is_err());
+    }
+
+    #[test]
+    fn snapshots_open_segments_and_follow_gaps() {
+        let policy = HistoryPolicy {
+            keep: 8,
+            max_patch_bytes: 1 << 20,
+        };
+        assert!(needs_snapshot(&policy, 1, None));
+        assert!(!needs_snapshot(&policy, 2, Some(1)));
+        assert!(needs_snapshot(&policy, 3, Some(2)));
+        assert!(needs_snapshot(&policy, 4, Some(2)));
+    }
+}

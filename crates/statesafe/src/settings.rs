@@ -1,0 +1,199 @@
+//! Per-file settings, stored with the state so that every writer agrees.
+//!
+//! They live in `.NAME.statesafe/settings.json`, written atomically and durably under
+//! the writers' lock. A store reads them when it is opened; options given in code
+//! ([`crate::StoreOptions`]) override them for that store.
+
+use std::ffi::OsStr;
+use std::io::{self, Write};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Op, Result};
+use crate::sys;
+
+/// The on-disk layout of a state file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum Format {
+    /// The document exactly as the user's program expects it; statesafe's metadata
+    /// (generation, checksum) travels beside it. Existing files are adopted as they are.
+    #[default]
+    Plain,
+    /// A JSON envelope `{"statesafe": {format, generation, time, writer, xxh3}, "state": …}`
+    /// whose checksum covers every byte of the file: any change made outside
+    /// statesafe is detected as corruption on load.
+    Sealed,
+}
+
+impl Format {
+    /// The name used in settings and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Plain => "plain",
+            Format::Sealed => "sealed",
+        }
+    }
+}
+
+/// Which committed versions to keep as backups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BackupPolicy {
+    /// Keep the last `keep` replaced versions (0 disables backups). Default 5.
+    pub keep: u32,
+    /// Also keep the newest backup of each of the last `hourly` hours.
+    pub hourly: u32,
+    /// Also keep the newest backup of each of the last `daily` days.
+    pub daily: u32,
+}
+
+impl Default for BackupPolicy {
+    fn default() -> Self {
+        BackupPolicy {
+            keep: 5,
+            hourly: 0,
+            daily: 0,
+        }
+    }
+}
+
+impl BackupPolicy {
+    /// Whether any backup is ever kept.
+    pub fn enabled(&self) -> bool {
+        self.keep > 0 || self.hourly > 0 || self.daily > 0
+    }
+}
+
+/// How much history (the audit trail of commits) to keep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HistoryPolicy {
+    /// Keep entries for the last `keep` generations (0 disables history). Default 1000.
+    pub keep: u32,
+    /// Documents larger than this are recorded without a patch (the diff would cost
+    /// more than the commit). Default 1 MiB.
+    pub max_patch_bytes: u64,
+}
+
+impl Default for HistoryPolicy {
+    fn default() -> Self {
+        HistoryPolicy {
+            keep: 1000,
+            max_patch_bytes: 1 << 20,
+        }
+    }
+}
+
+/// What a load does when the state file is damaged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum RecoveryPolicy {
+    /// Move the damaged file into quarantine, restore the newest valid backup as a
+    /// new generation, and report it (default). Fails, listing what was tried, when no
+    /// valid backup exists.
+    #[default]
+    RestoreFromBackup,
+    /// Fail with [`Error::Corrupt`]; change nothing.
+    Fail,
+    /// Quarantine the damaged file and start again from the store's default state.
+    /// Only in code, with [`crate::StoreOptions::on_corrupt_use_default`].
+    UseDefault,
+}
+
+/// The settings recorded with a state file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// File layout for new versions.
+    pub format: Format,
+    /// A JSON Schema every version must satisfy (checked before each commit and on load).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schema: Option<serde_json::Value>,
+    /// Backup retention.
+    pub backups: BackupPolicy,
+    /// History retention.
+    pub history: HistoryPolicy,
+    /// Lock timeout in milliseconds for writers that do not set their own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lock_timeout_ms: Option<u64>,
+    /// Refuse commits whose document is larger than this many bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_bytes: Option<u64>,
+    /// Refuse commits that would leave less than this many bytes free on the filesystem.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_free_bytes: Option<u64>,
+    /// Recovery policy for damaged files (`use-default` is accepted only from code).
+    pub recovery: RecoveryPolicy,
+}
+
+/// Name of the settings file in the sidecar directory.
+pub(crate) const SETTINGS_FILE: &str = "settings.json";
+
+impl Settings {
+    /// Reads the settings in `sidecar`; the defaults when there are none.
+    pub(crate) fn read(sidecar: &Path) -> Result<Settings> {
+        let path = sidecar.join(SETTINGS_FILE);
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| Error::Corrupt {
+                path: path.clone(),
+                line: Some(e.line()),
+                column: Some(e.column()),
+                reason: format!("the settings are not valid: {e}"),
+            }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Settings::default()),
+            Err(e) => Err(Error::io(Op::Read, path, e)),
+        }
+    }
+
+    /// Writes the settings into `sidecar` atomically and durably (call with the lock).
+    pub(crate) fn write(&self, sidecar: &Path) -> Result<()> {
+        let mut bytes =
+            serde_json::to_vec_pretty(self).expect("invariant: settings always serialize");
+        bytes.push(b'\n');
+        write_small_file(sidecar, SETTINGS_FILE, &bytes)
+            .map_err(|e| Error::io(Op::Write, sidecar.join(SETTINGS_FILE), e))
+    }
+}
+
+/// Atomically and durably replaces the small file `name` in `dir`: temp file, fsync,
+/// rename, directory fsync. For statesafe's own bookkeeping files.
+pub(crate) fn write_small_file(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
+    let dir_fd = sys::open_dir(dir)?;
+    let temp = format!(".{name}.tmp-{}", sys::pid());
+    let temp = OsStr::new(&temp);
+    let _ = sys::unlink_in(&dir_fd, temp);
+    let mut file = sys::create_exclusive(&dir_fd, temp, 0o644)?;
+    let result = (|| {
+        file.write_all(bytes)?;
+        sys::fsync(&file)?;
+        sys::rename_in(&dir_fd, temp, OsStr::new(name))?;
+        sys::fsync(&dir_fd)
+    })();
+    if result.is_err() {
+        let _ = sys::unlink_in(&dir_fd, temp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_round_trip_and_unknown_fields_are_refused() {
+        let s = Settings::default();
+        let text = serde_json::to_string(&s).unwrap();
+        assert_eq!(serde_json::from_str::<Settings>(&text).unwrap(), s);
+        assert_eq!(serde_json::from_str::<Settings>("{}").unwrap(), s);
+        assert!(serde_json::from_str::<Settings>(r#"{"formatt": "plain"}"#).is_err());
+        let sealed: Settings =
+            serde_json::from_str(r#"{"format": "sealed", "backups": {"keep": 2}}"#).unwrap();
+        assert_eq!(sealed.format, Format::Sealed);
+        assert_eq!(sealed.backups.keep, 2);
+        assert_eq!(sealed.history.keep, 1000);
+    }
+}
