@@ -416,6 +416,19 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         let keep_backup = config.backups.enabled() && base.is_some_and(|b| b.valid);
         if keep_backup {
             let b = base.expect("invariant: checked above");
+            if b.external {
+                // The outgoing version was made outside statesafe: its metadata record
+                // is stale or missing. Stamp it with what we verified, so the backup
+                // vouches for its own bytes like any other.
+                write::stamp_meta(
+                    &self.target,
+                    Meta {
+                        v: 1,
+                        generation: b.generation,
+                        xxh3: b.checksum,
+                    },
+                );
+            }
             backup::link_outgoing(&self.target, dir, b.generation)?;
         }
         let commit = write::Commit {

@@ -116,6 +116,14 @@ fn fallback_generation(target: &Target, lock: &LockFile, _bytes: &[u8]) -> u64 {
     sidecar.max(backups).max(lock.last_generation_hint()) + 1
 }
 
+/// Records `meta` on the current file (best effort: where it cannot be written, a
+/// backup of this version is refused by verification later, never trusted blindly).
+pub(crate) fn stamp_meta(target: &Target, meta: Meta) {
+    if let Ok(file) = File::open(target.real()) {
+        let _ = sys::set_meta_attr(&file, &meta.encode());
+    }
+}
+
 fn sidecar_meta_path(target: &Target) -> PathBuf {
     target.sidecar().join("meta")
 }

@@ -7,6 +7,7 @@
 mod common;
 mod durability;
 mod faults;
+mod integrity;
 mod kill;
 mod lock;
 mod multiprocess;

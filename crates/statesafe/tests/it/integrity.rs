@@ -1,0 +1,551 @@
+//! Integrity (issue 3): sealed files, validation, backups, recovery, history.
+//!
+//! Defends FAILURE_MODES rows 1 (empty/NUL file treated as damage), 13 (recovery that
+//! resets to defaults or rotates damage into backups) and 17 (limits checked before
+//! anything is touched), and re-creates the scenario of seed 000: 100 tracked entries
+//! and a crash mid-save must never become 100 duplicate notifications.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use statesafe::{
+    BackupPolicy, Change, Error, Event, Format, HistoryPolicy, RecoveryPolicy, Settings, Store,
+};
+
+use crate::common;
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct Tracker {
+    grades: BTreeMap<String, String>,
+    last_check: String,
+}
+
+fn events_of<T>(
+    store_opts: statesafe::StoreOptions<T>,
+) -> (statesafe::StoreOptions<T>, Arc<Mutex<Vec<Event>>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    (
+        store_opts.on_event(move |e| sink.lock().unwrap().push(e.clone())),
+        seen,
+    )
+}
+
+fn quarantine_files(state: &Path) -> Vec<std::path::PathBuf> {
+    let name = state.file_name().unwrap().to_string_lossy();
+    let q = state
+        .with_file_name(format!(".{name}.statesafe"))
+        .join("quarantine");
+    let mut files: Vec<_> = match std::fs::read_dir(&q) {
+        Ok(entries) => entries.map(|e| e.unwrap().path()).collect(),
+        Err(_) => Vec::new(),
+    };
+    files.sort();
+    files
+}
+
+#[test]
+fn flipping_any_byte_of_a_sealed_file_is_detected() {
+    let dir = common::test_dir();
+    let path = dir.path().join("sealed.json");
+    let store: Store = Store::options().format(Format::Sealed).open(&path).unwrap();
+    store
+        .create(json!({"balance": 10, "owner": "ann"}))
+        .unwrap();
+    let good = std::fs::read(&path).unwrap();
+    assert!(String::from_utf8_lossy(&good).contains("\"statesafe\""));
+    let strict: Store = Store::options()
+        .format(Format::Sealed)
+        .recovery(RecoveryPolicy::Fail)
+        .open(&path)
+        .unwrap();
+    for i in 0..good.len() {
+        let mut bad = good.clone();
+        bad[i] = bad[i].wrapping_add(1);
+        std::fs::write(&path, &bad).unwrap();
+        let err = strict.load().expect_err("a changed byte must not load");
+        assert!(
+            matches!(err, Error::Corrupt { .. } | Error::Invalid { .. }),
+            "byte {i}: {err:?}"
+        );
+        let report = strict.check().unwrap();
+        assert!(!report.is_ok(), "byte {i}: check passed a damaged file");
+        assert!(!report.problems.is_empty());
+    }
+    std::fs::write(&path, &good).unwrap();
+    assert_eq!(strict.load().unwrap().state["balance"], 10);
+}
+
+#[test]
+fn a_truncated_primary_is_quarantined_and_the_newest_backup_restored() {
+    let dir = common::test_dir();
+    let path = dir.path().join("state.json");
+    let (opts, events) = events_of(Store::<Value>::options());
+    let store = opts.open(&path).unwrap();
+    store.create(json!({"n": 1})).unwrap();
+    for n in 2..=4 {
+        store.update(|s| s["n"] = n.into()).unwrap();
+    }
+    let backups = store.backups().unwrap().backups;
+    assert_eq!(
+        backups.iter().map(|b| b.generation).collect::<Vec<_>>(),
+        vec![3, 2, 1]
+    );
+    // A crash of some other writer (or a disk) leaves half a document.
+    let full = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &full[..full.len() / 2]).unwrap();
+    let damaged = std::fs::read(&path).unwrap();
+
+    let snap = store.load().unwrap();
+    assert_eq!(
+        snap.state,
+        json!({"n": 3}),
+        "the newest valid backup is generation 3"
+    );
+    assert_eq!(
+        snap.generation, 6,
+        "damaged file counted as 5, restore committed as 6"
+    );
+    let events = events.lock().unwrap().clone();
+    assert!(
+        matches!(
+            &events[..],
+            [Event::Recovered {
+                restored_from: Some(3),
+                generation: 6,
+                ..
+            }]
+        ),
+        "{events:?}"
+    );
+    let q = quarantine_files(&path);
+    assert_eq!(q.len(), 1, "{q:?}");
+    assert_eq!(
+        std::fs::read(&q[0]).unwrap(),
+        damaged,
+        "quarantine keeps the damaged bytes"
+    );
+    // The damaged version never becomes a backup.
+    for b in store.backups().unwrap().backups {
+        assert_ne!(std::fs::read(&b.path).unwrap(), damaged, "{b:?}");
+    }
+    assert_eq!(store.stats().recoveries, 1);
+    // Recovery is recorded in the history.
+    let last = store.history().unwrap().pop().unwrap();
+    assert!(
+        matches!(last.change, Change::Recovery { from: Some(3), .. }),
+        "{last:?}"
+    );
+}
+
+#[test]
+fn seed_000_a_crash_mid_save_never_loses_the_100_tracked_grades() {
+    let dir = common::test_dir();
+    let path = dir.path().join("state.json");
+    let store = Store::<Tracker>::open(&path).unwrap();
+    for i in 0..100 {
+        store
+            .update_or_default(|t| {
+                t.grades.insert(format!("{i}"), format!("grade {i}"));
+                t.last_check = format!("check {i}");
+            })
+            .unwrap();
+    }
+    // The seed's crash: `open(path, "w")` truncated the file and the process died
+    // halfway through `json.dump` (here: another, naive writer of the same file).
+    let full = std::fs::read(&path).unwrap();
+    let cut = full
+        .iter()
+        .position(|b| *b == b'M')
+        .unwrap_or(full.len() / 2);
+    std::fs::write(&path, &full[..cut.min(full.len() / 2)]).unwrap();
+
+    let restored = Store::<Tracker>::open(&path).unwrap().load().unwrap();
+    assert!(
+        restored.state.grades.len() >= 99,
+        "only {} grades survived",
+        restored.state.grades.len()
+    );
+    // The newest backup is the version before the last save: all but the 100th grade.
+    // The next check adds the 100th again, as the program would: never 100 duplicates.
+    store
+        .update(|t| {
+            t.grades.insert("99".into(), "grade 99".into());
+        })
+        .unwrap();
+    assert_eq!(store.get().unwrap().grades.len(), 100);
+    assert_eq!(quarantine_files(&path).len(), 1);
+}
+
+#[test]
+fn without_a_valid_backup_recovery_fails_listing_what_was_tried() {
+    let dir = common::test_dir();
+    let path = dir.path().join("state.json");
+    let store: Store = Store::open(&path).unwrap();
+    store.create(json!({"n": 1})).unwrap();
+    store.update(|s| s["n"] = 2.into()).unwrap();
+    // Damage the only backup too.
+    let backup = store.backups().unwrap().backups[0].path.clone();
+    std::fs::write(&backup, b"{\"n\": ").unwrap();
+    std::fs::write(&path, b"garbage \x00\x01").unwrap();
+    let err = store.load().unwrap_err();
+    match &err {
+        Error::Unrecoverable {
+            damage,
+            quarantined,
+            tried,
+            ..
+        } => {
+            assert!(matches!(**damage, Error::Corrupt { .. }), "{damage:?}");
+            assert!(quarantined.as_ref().is_some_and(|q| q.exists()));
+            assert_eq!(tried.len(), 1);
+            assert_eq!(tried[0].0, backup);
+        }
+        other => panic!("expected Unrecoverable, got {other:?}"),
+    }
+    assert!(err.to_string().contains("backups tried"), "{err}");
+    // Nothing was deleted: the damaged primary is still in place, and in quarantine.
+    assert_eq!(std::fs::read(&path).unwrap(), b"garbage \x00\x01");
+    // The fail policy reports the damage itself and changes nothing.
+    let strict: Store = Store::options()
+        .recovery(RecoveryPolicy::Fail)
+        .open(&path)
+        .unwrap();
+    assert!(matches!(strict.load(), Err(Error::Corrupt { .. })));
+}
+
+#[test]
+fn use_default_is_an_explicit_opt_in_and_still_quarantines() {
+    let dir = common::test_dir();
+    let path = dir.path().join("state.json");
+    std::fs::write(&path, b"{\"grades\": {\"1\": \"Mat").unwrap();
+    let store = Store::<Tracker>::options()
+        .on_corrupt_use_default(Tracker::default)
+        .open(&path)
+        .unwrap();
+    assert_eq!(store.get().unwrap(), Tracker::default());
+    assert_eq!(
+        std::fs::read(&quarantine_files(&path)[0]).unwrap(),
+        b"{\"grades\": {\"1\": \"Mat"
+    );
+}
+
+#[test]
+fn backups_keep_the_last_n_and_never_a_damaged_version() {
+    let dir = common::test_dir();
+    let path = dir.path().join("state.json");
+    let store: Store = Store::options()
+        .backups(BackupPolicy {
+            keep: 3,
+            hourly: 0,
+            daily: 0,
+        })
+        .open(&path)
+        .unwrap();
+    store.create(json!({"n": 0})).unwrap();
+    for n in 1..20 {
+        store.update(|s| s["n"] = n.into()).unwrap();
+    }
+    let gens: Vec<u64> = store
+        .backups()
+        .unwrap()
+        .backups
+        .iter()
+        .map(|b| b.generation)
+        .collect();
+    assert_eq!(gens, vec![19, 18, 17]);
+    for b in store.backups().unwrap().backups {
+        let doc: Value = serde_json::from_slice(&std::fs::read(&b.path).unwrap()).unwrap();
+        assert_eq!(doc["n"], b.generation - 1);
+    }
+    // A foreign file in the folder is listed and never removed.
+    let foreign = store.sidecar_path().join("backups").join("notes.txt");
+    std::fs::write(&foreign, "mine").unwrap();
+    // Damage the primary, then replace it: the damaged version goes to quarantine,
+    // not into the backups.
+    std::fs::write(&path, b"{ broken").unwrap();
+    store.replace(json!({"n": 100})).unwrap();
+    let list = store.backups().unwrap();
+    assert_eq!(list.foreign, vec![foreign.clone()]);
+    assert!(
+        list.backups
+            .iter()
+            .all(|b| std::fs::read(&b.path).unwrap() != b"{ broken")
+    );
+    assert_eq!(quarantine_files(&path).len(), 1);
+    for n in 0..5 {
+        store.update(|s| s["n"] = (200 + n).into()).unwrap();
+    }
+    assert!(foreign.exists());
+    assert_eq!(store.backups().unwrap().backups.len(), 3);
+}
+
+#[test]
+fn restore_brings_a_backup_back_as_a_new_generation() {
+    let dir = common::test_dir();
+    let path = dir.path().join("state.json");
+    let store: Store = Store::open(&path).unwrap();
+    store.create(json!({"v": "one"})).unwrap();
+    store.update(|s| s["v"] = "two".into()).unwrap();
+    store.update(|s| s["v"] = "three".into()).unwrap();
+    let g = store.restore(1).unwrap();
+    assert_eq!(g, 4);
+    assert_eq!(store.get().unwrap(), json!({"v": "one"}));
+    // The version it replaced is itself backed up.
+    let gens: Vec<u64> = store
+        .backups()
+        .unwrap()
+        .backups
+        .iter()
+        .map(|b| b.generation)
+        .collect();
+    assert!(gens.contains(&3), "{gens:?}");
+    assert!(matches!(store.restore(42), Err(Error::NotFound { .. })));
+}
+
+#[test]
+fn fifty_updates_give_fifty_history_entries_with_correct_patches() {
+    let dir = common::test_dir();
+    let path = dir.path().join("state.json");
+    let store: Store = Store::open(&path).unwrap();
+    let mut versions = vec![Value::Null];
+    store.create(json!({"n": 0, "items": []})).unwrap();
+    versions.push(store.get().unwrap());
+    for n in 1..50 {
+        store
+            .update(|s| {
+                s["n"] = n.into();
+                s["items"].as_array_mut().unwrap().push(json!(n));
+                if n % 7 == 0 {
+                    s.as_object_mut().unwrap().remove("extra");
+                } else {
+                    s["extra"] = json!({"k": n});
+                }
+            })
+            .unwrap();
+        versions.push(store.get().unwrap());
+    }
+    let history = store.history().unwrap();
+    assert_eq!(history.len(), 50);
+    assert_eq!(
+        history.iter().map(|e| e.generation).collect::<Vec<_>>(),
+        (1..=50).collect::<Vec<_>>()
+    );
+    // Replaying the patches from the first snapshot rebuilds every version.
+    let mut doc = history[0]
+        .snapshot
+        .clone()
+        .expect("the first entry holds a snapshot");
+    assert_eq!(doc, versions[1]);
+    for e in &history[1..] {
+        json_patch::patch(
+            &mut doc,
+            e.patch.as_ref().expect("every commit has a patch"),
+        )
+        .unwrap();
+        assert_eq!(
+            doc, versions[e.generation as usize],
+            "generation {}",
+            e.generation
+        );
+        let w = e.writer.as_ref().unwrap();
+        assert_eq!(w.pid, std::process::id());
+    }
+    // diff between two generations.
+    let patch = store.diff(10, 20).unwrap();
+    let mut d = versions[10].clone();
+    json_patch::patch(&mut d, &patch).unwrap();
+    assert_eq!(d, versions[20]);
+    assert_eq!(store.document_at(5).unwrap(), versions[5]);
+}
+
+#[test]
+fn history_retention_holds_and_old_generations_stay_rebuildable() {
+    let dir = common::test_dir();
+    let path = dir.path().join("state.json");
+    let store: Store = Store::options()
+        .history(HistoryPolicy {
+            keep: 10,
+            max_patch_bytes: 1 << 20,
+        })
+        .backups(BackupPolicy {
+            keep: 0,
+            hourly: 0,
+            daily: 0,
+        })
+        .open(&path)
+        .unwrap();
+    store.create(json!({"n": 0})).unwrap();
+    for n in 1..50 {
+        store.update(|s| s["n"] = n.into()).unwrap();
+    }
+    let history = store.history().unwrap();
+    assert_eq!(history.len(), 10);
+    assert_eq!(history[0].generation, 41);
+    // The oldest retained generation can still be rebuilt (its segment's snapshot).
+    assert_eq!(store.document_at(41).unwrap(), json!({"n": 40}));
+    // And the files on disk are bounded: whole segments are pruned.
+    let segs = std::fs::read_dir(store.sidecar_path().join("history"))
+        .unwrap()
+        .count();
+    assert!(segs <= 10 / 2 + 2, "{segs} segments");
+}
+
+#[test]
+fn an_invalid_update_is_refused_naming_rule_and_place() {
+    let dir = common::test_dir();
+    let path = dir.path().join("account.json");
+    let store: Store = Store::options()
+        .schema(json!({
+            "type": "object",
+            "properties": {"balance": {"type": "integer", "minimum": 0}},
+            "required": ["balance"]
+        }))
+        .open(&path)
+        .unwrap();
+    store.create(json!({"balance": 5})).unwrap();
+    let before = std::fs::read(&path).unwrap();
+    let err = store.update(|s| s["balance"] = (-3).into()).unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, Error::Invalid { .. }), "{err:?}");
+    assert!(
+        text.contains("/balance") && text.contains("minimum"),
+        "{text}"
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), before);
+    assert_eq!(store.generation().unwrap(), 1);
+
+    #[derive(Serialize, Deserialize)]
+    struct Account {
+        balance: i64,
+    }
+    let typed = Store::<Account>::options()
+        .validate(|a| {
+            if a.balance >= 0 {
+                Ok(())
+            } else {
+                Err(format!("balance must not be negative, got {}", a.balance))
+            }
+        })
+        .open(dir.path().join("typed.json"))
+        .unwrap();
+    typed.create(Account { balance: 1 }).unwrap();
+    let err = typed.update(|a| a.balance -= 2).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("balance must not be negative, got -1"),
+        "{err}"
+    );
+    assert_eq!(typed.get().unwrap().balance, 1);
+}
+
+#[test]
+fn recorded_settings_apply_to_every_later_writer() {
+    let dir = common::test_dir();
+    let path = dir.path().join("state.json");
+    let first: Store = Store::open(&path).unwrap();
+    let settings = Settings {
+        format: Format::Sealed,
+        schema: Some(json!({"type": "object", "required": ["id"]})),
+        max_bytes: Some(400),
+        ..Settings::default()
+    };
+    first.create_with(&settings, json!({"id": 1})).unwrap();
+    let later: Store = Store::open(&path).unwrap();
+    assert_eq!(later.settings(), settings);
+    assert!(matches!(
+        later.replace(json!({"no": "id"})),
+        Err(Error::Invalid { .. })
+    ));
+    let big = json!({"id": 2, "pad": "x".repeat(500)});
+    assert!(matches!(
+        later.replace(big),
+        Err(Error::TooLarge { limit: 400, .. })
+    ));
+    assert!(
+        std::fs::read_to_string(&path)
+            .unwrap()
+            .contains("\"statesafe\"")
+    );
+    assert!(matches!(
+        first.create_with(&settings, json!({"id": 3})),
+        Err(Error::AlreadyExists { .. })
+    ));
+    let bad = Settings {
+        schema: Some(json!({"type": 12})),
+        ..Settings::default()
+    };
+    assert!(matches!(
+        later.save_settings(&bad),
+        Err(Error::BadSchema { .. })
+    ));
+}
+
+#[test]
+fn a_free_space_floor_refuses_the_commit_before_anything_is_touched() {
+    let dir = common::test_dir();
+    let path = dir.path().join("state.json");
+    let store: Store = Store::options()
+        .min_free_bytes(u64::MAX / 2)
+        .open(&path)
+        .unwrap();
+    std::fs::write(&path, "{\"n\": 1}\n").unwrap();
+    let err = store.replace(json!({"n": 2})).unwrap_err();
+    assert!(matches!(err, Error::NoSpace { .. }), "{err:?}");
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"n\": 1}\n");
+    assert!(common::temp_files(dir.path(), "state.json").is_empty());
+}
+
+#[test]
+fn outside_changes_are_accepted_when_valid_and_quarantined_when_not() {
+    let dir = common::test_dir();
+    let path = dir.path().join("state.json");
+    let (opts, events) =
+        events_of(Store::<Value>::options().schema(json!({"type": "object", "required": ["n"]})));
+    let store = opts.open(&path).unwrap();
+    store.create(json!({"n": 1})).unwrap();
+    store.update(|s| s["n"] = 2.into()).unwrap();
+    // A hand edit, in place.
+    std::fs::write(&path, "{\"n\": 40, \"by\": \"hand\"}\n").unwrap();
+    let snap = store.load().unwrap();
+    assert_eq!(snap.state["n"], 40);
+    assert_eq!(snap.generation, 3);
+    assert!(matches!(
+        events.lock().unwrap().as_slice(),
+        [Event::ExternalChange { generation: 3, .. }]
+    ));
+    store.update(|s| s["n"] = 41.into()).unwrap();
+    let history = store.history().unwrap();
+    let external = history.iter().find(|e| e.generation == 3).unwrap();
+    assert_eq!(external.change, Change::External);
+    assert_eq!(external.snapshot.as_ref().unwrap()["by"], "hand");
+    assert_eq!(store.generation().unwrap(), 4);
+    // An invalid outside change counts as damage: restored from the backup.
+    std::fs::write(&path, "{\"m\": 1}\n").unwrap();
+    let snap = store.load().unwrap();
+    assert_eq!(snap.state, json!({"n": 40, "by": "hand"}));
+    assert_eq!(quarantine_files(&path).len(), 1);
+}
+
+#[test]
+fn recovery_is_idempotent() {
+    let dir = common::test_dir();
+    let path = dir.path().join("state.json");
+    let store: Store = Store::open(&path).unwrap();
+    store.create(json!({"n": 1})).unwrap();
+    store.update(|s| s["n"] = 2.into()).unwrap();
+    for _ in 0..3 {
+        std::fs::write(&path, b"\0\0\0\0").unwrap();
+        assert_eq!(store.recover().unwrap().is_some(), true);
+        assert_eq!(store.get().unwrap(), json!({"n": 1}));
+    }
+    // The same damaged bytes are quarantined once.
+    assert_eq!(quarantine_files(&path).len(), 1);
+    assert!(
+        store.recover().unwrap().is_none(),
+        "a sound file needs no recovery"
+    );
+}
