@@ -67,7 +67,7 @@ pub const EXIT_CODES: &[(Exit, &str)] = &[
     ),
     (
         Exit::InvalidInput,
-        "invalid input: JSON, pointer, jq expression or its result, or a path that cannot be a state file",
+        "invalid input: JSON, pointer, jq expression or its output, unusable path",
     ),
     (Exit::LockTimeout, "timed out waiting for the writers' lock"),
     (

@@ -179,6 +179,14 @@ fn run_editor(editor: &str, path: &Path, file: &str) -> Result<()> {
     if status.success() {
         return Ok(());
     }
+    if status.code() == Some(127) {
+        return Err(CliError::new(
+            "editor_failed",
+            Exit::Aborted,
+            format!("the editor `{editor}` was not found (the shell exited with status 127); `{file}` is unchanged"),
+        )
+        .hint("set $VISUAL or $EDITOR to an installed editor, for example `EDITOR=nano`"));
+    }
     Err(CliError::new(
         "editor_failed",
         Exit::Aborted,

@@ -26,10 +26,14 @@ pub fn run(args: SetArgs, out: &Output) -> Result<()> {
 
 /// A value that is not JSON is usually a string someone forgot to quote.
 fn not_json(err: CliError, raw: &str) -> CliError {
-    if err.kind != "invalid_json" {
+    let structured = raw
+        .trim_start()
+        .starts_with(|c: char| "{[\"-0123456789".contains(c));
+    if err.kind != "invalid_json" || structured {
         return err;
     }
+    let quoted = crate::error::shell_word(&format!("\"{raw}\""));
     err.hint(format!(
-        "the state file is unchanged; VALUE is JSON, so a string needs quotes: '\"{raw}\"', or pass --string"
+        "the state file is unchanged; VALUE is JSON, so a string needs quotes: {quoted}, or pass --string"
     ))
 }

@@ -1,0 +1,157 @@
+//! The test directory, running the binary, and snapshot normalisation.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+/// A fresh directory to run `statesafe` in. All test directories come from here:
+/// set `STATESAFE_TEST_DIR` to run the suite on another filesystem (tmpfs, a loop mount).
+pub struct Env {
+    dir: tempfile::TempDir,
+}
+
+/// The outcome of one run of the binary.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        let mut builder = tempfile::Builder::new();
+        builder.prefix("statesafe-cli-test-");
+        let dir = match std::env::var_os("STATESAFE_TEST_DIR") {
+            Some(base) => builder.tempdir_in(base),
+            None => builder.tempdir(),
+        }
+        .expect("create test directory");
+        Env { dir }
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn write(&self, name: &str, content: impl AsRef<[u8]>) {
+        std::fs::write(self.path(name), content).expect("write test file");
+    }
+
+    pub fn read(&self, name: &str) -> Vec<u8> {
+        std::fs::read(self.path(name)).expect("read test file")
+    }
+
+    pub fn read_string(&self, name: &str) -> String {
+        String::from_utf8(self.read(name)).expect("utf-8")
+    }
+
+    /// Writes an executable shell script.
+    pub fn script(&self, name: &str, body: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.path(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).expect("write script");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        path
+    }
+
+    /// The binary, in this directory, with a clean environment of our own variables.
+    pub fn cmd(&self) -> assert_cmd::Command {
+        let mut cmd = assert_cmd::Command::new(bin());
+        cmd.current_dir(self.dir())
+            .env_remove("STATESAFE_LOCK_TIMEOUT")
+            .env_remove("VISUAL")
+            .env_remove("EDITOR")
+            .env_remove("NO_COLOR")
+            .env("TMPDIR", self.dir());
+        cmd
+    }
+
+    pub fn run(&self, args: &[&str]) -> Run {
+        Run::from(self.cmd().args(args).output().expect("run statesafe"))
+    }
+
+    pub fn run_stdin(&self, args: &[&str], stdin: &str) -> Run {
+        Run::from(
+            self.cmd()
+                .args(args)
+                .write_stdin(stdin)
+                .output()
+                .expect("run statesafe"),
+        )
+    }
+
+    /// Runs `args` and asserts it failed without touching `file`.
+    pub fn run_unchanged(&self, file: &str, args: &[&str]) -> Run {
+        let before = std::fs::read(self.path(file)).ok();
+        let run = self.run(args);
+        assert_ne!(run.code, 0, "expected a failure: {}", run.snapshot());
+        assert_eq!(
+            std::fs::read(self.path(file)).ok(),
+            before,
+            "`{file}` changed"
+        );
+        run
+    }
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_statesafe")
+}
+
+impl From<Output> for Run {
+    fn from(out: Output) -> Run {
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
+impl Run {
+    /// Exit code, stdout and stderr as one text, for snapshots.
+    pub fn snapshot(&self) -> String {
+        format!(
+            "exit: {}\n----- stdout -----\n{}----- stderr -----\n{}",
+            self.code, self.stdout, self.stderr
+        )
+        .replace(bin(), "statesafe")
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).expect("stdout is JSON")
+    }
+}
+
+/// Filters that make snapshots independent of the machine and the run.
+pub fn filters() -> Vec<(&'static str, &'static str)> {
+    vec![
+        (r"/[^\s`']*/statesafe-cli-test-[A-Za-z0-9]+", "[DIR]"),
+        (
+            r"statesafe-edit-(kept-)?[A-Za-z0-9]+\.json",
+            "statesafe-edit-${1}[RANDOM].json",
+        ),
+        (r"pid \d+", "pid [PID]"),
+        (r"process \d+", "process [PID]"),
+        (r"on host \S+ as user \S+", "on host [HOST] as user [USER]"),
+        (r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z", "[TIME]"),
+        (
+            r"timed out after [^\s]+( [^\s]+)*? waiting",
+            "timed out after [DURATION] waiting",
+        ),
+        (r"statesafe \d+\.\d+\.\d+", "statesafe [VERSION]"),
+    ]
+}
+
+/// Snapshot of a [`Run`], normalised.
+#[macro_export]
+macro_rules! snap {
+    ($name:expr, $run:expr) => {
+        insta::with_settings!({filters => $crate::common::filters(), prepend_module_to_snapshot => true, omit_expression => true}, {
+            insta::assert_snapshot!($name, $run.snapshot());
+        })
+    };
+}

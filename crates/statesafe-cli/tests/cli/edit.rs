@@ -1,0 +1,164 @@
+//! `statesafe edit`, with `EDITOR` set to scripts and no terminal.
+
+use crate::common::{Env, Run};
+use crate::snap;
+
+fn env() -> Env {
+    let env = Env::new();
+    env.write("s.json", "{\n  \"n\": 1\n}\n");
+    env
+}
+
+fn edit(env: &Env, editor: &str, args: &[&str]) -> Run {
+    let mut all = vec!["edit", "s.json"];
+    all.extend_from_slice(args);
+    Run::from(env.cmd().env("EDITOR", editor).args(&all).output().unwrap())
+}
+
+#[test]
+fn valid_edit() {
+    let env = env();
+    env.script("ed.sh", r#"sed -i 's/"n": 1/"n": 2/' "$1""#);
+    snap!("edit_valid", edit(&env, "./ed.sh", &["--json"]));
+    assert_eq!(env.read_string("s.json"), "{\n  \"n\": 2\n}\n");
+}
+
+#[test]
+fn editor_arguments_and_visual() {
+    let env = env();
+    // `sh -c` runs the editor, so arguments in $EDITOR work; $VISUAL wins over $EDITOR.
+    env.script(
+        "ed.sh",
+        r#"[ "$1" = --wait ] || exit 9; echo '{"by": "visual"}' > "$2""#,
+    );
+    let run = Run::from(
+        env.cmd()
+            .env("VISUAL", "./ed.sh --wait")
+            .env("EDITOR", "false")
+            .args(["edit", "s.json"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(run.code, 0, "{}", run.snapshot());
+    assert_eq!(env.read_string("s.json"), "{\n  \"by\": \"visual\"\n}\n");
+}
+
+#[test]
+fn invalid_then_valid() {
+    let env = env();
+    // First round: save invalid JSON. Second round (the error is shown at the top):
+    // keep a copy of what the editor showed, then save a valid document.
+    env.script(
+        "ed.sh",
+        r#"if grep -q '^// statesafe:' "$1"; then cp "$1" seen.txt; echo '{"n": 3}' > "$1"; else printf '{\n  "n": 2,\n}\n' > "$1"; fi"#,
+    );
+    snap!("edit_invalid_then_valid", edit(&env, "./ed.sh", &[]));
+    insta::with_settings!({filters => crate::common::filters(), prepend_module_to_snapshot => true, omit_expression => true}, {
+        insta::assert_snapshot!("edit_error_shown_in_file", env.read_string("seen.txt"));
+    });
+    assert_eq!(env.read_string("s.json"), "{\n  \"n\": 3\n}\n");
+}
+
+#[test]
+fn still_invalid_is_abandoned() {
+    let env = env();
+    env.script(
+        "ed.sh",
+        r#"grep -q '^// statesafe:' "$1" || echo '{oops' > "$1""#,
+    );
+    snap!("edit_still_invalid", edit(&env, "./ed.sh", &[]));
+    assert_eq!(env.read_string("s.json"), "{\n  \"n\": 1\n}\n");
+}
+
+#[test]
+fn editor_failing() {
+    let env = env();
+    env.script("ed.sh", r#"echo '{"n": 5}' > "$1"; exit 1"#);
+    snap!("edit_editor_fails", edit(&env, "./ed.sh", &[]));
+    assert_eq!(env.read_string("s.json"), "{\n  \"n\": 1\n}\n");
+    snap!("edit_editor_missing", edit(&env, "no-such-editor-xyz", &[]));
+    assert_eq!(env.read_string("s.json"), "{\n  \"n\": 1\n}\n");
+}
+
+#[test]
+fn empty_file_abandons_and_no_change_is_no_write() {
+    let env = env();
+    env.script("empty.sh", r#": > "$1""#);
+    snap!("edit_empty", edit(&env, "./empty.sh", &[]));
+    assert_eq!(env.read_string("s.json"), "{\n  \"n\": 1\n}\n");
+    snap!("edit_no_change", edit(&env, "true", &["--json"]));
+    assert_eq!(env.read_string("s.json"), "{\n  \"n\": 1\n}\n");
+}
+
+/// Someone else writes while the editor is open: without a terminal to ask on, the
+/// edit is abandoned, the other change stays, and the user's version is kept.
+#[test]
+fn concurrent_change_without_terminal() {
+    let env = env();
+    let bin = crate::common::bin();
+    env.script(
+        "ed.sh",
+        &format!(r#"{bin} update s.json '.other += 1' && sed -i 's/"n": 1/"n": 2/' "$1""#),
+    );
+    let run = edit(&env, "./ed.sh", &[]);
+    snap!("edit_conflict", run);
+    assert_eq!(
+        env.read_string("s.json"),
+        "{\n  \"n\": 1,\n  \"other\": 1\n}\n"
+    );
+    let kept: Vec<_> = std::fs::read_dir(env.dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("statesafe-edit-kept-")
+        })
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(
+        std::fs::read_to_string(&kept[0]).unwrap(),
+        "{\n  \"n\": 2\n}\n"
+    );
+    let json = Run::from(
+        env.cmd()
+            .env("EDITOR", "./ed.sh")
+            .args(["--json", "edit", "s.json"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(json.code, 6);
+    let err: serde_json::Value = serde_json::from_str(&json.stderr).unwrap();
+    assert_eq!(err["kind"], "generation_conflict");
+}
+
+#[test]
+fn missing_file() {
+    let env = Env::new();
+    snap!("edit_missing_file", env.run(&["edit", "new.json"]));
+    env.script("ed.sh", r#"echo '{"fresh": true}' > "$1""#);
+    let run = Run::from(
+        env.cmd()
+            .env("EDITOR", "./ed.sh")
+            .args(["edit", "new.json", "--create"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(run.code, 0, "{}", run.snapshot());
+    assert_eq!(env.read_string("new.json"), "{\n  \"fresh\": true\n}\n");
+}
+
+/// The temporary copy is private and removed afterwards.
+#[test]
+fn temporary_copy_is_private_and_removed() {
+    let env = env();
+    env.script(
+        "ed.sh",
+        r#"stat -c %a "$1" > mode.txt; echo "$1" > path.txt"#,
+    );
+    assert_eq!(edit(&env, "./ed.sh", &[]).code, 0);
+    assert_eq!(env.read_string("mode.txt"), "600\n");
+    let path = env.read_string("path.txt");
+    assert!(!std::path::Path::new(path.trim()).exists());
+}

@@ -1,0 +1,21 @@
+//! Integration tests of the `statesafe` binary: one test binary, one module per
+//! subcommand. Each test runs the real binary in a fresh directory and pins its
+//! stdout, stderr and exit code with an insta snapshot (temporary paths, pids, hosts
+//! and times normalised), and checks that failures leave the state file's bytes as
+//! they were.
+
+mod common;
+
+mod concurrency;
+mod del;
+mod edit;
+mod exec;
+mod filesystem;
+mod get;
+mod init;
+mod lock;
+mod meta;
+mod set;
+mod update;
+mod usage;
+mod write;
