@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use statesafe::{Error, Store};
+use statesafe::{Error, RecoveryPolicy, Store};
 
 use crate::common;
 
@@ -307,27 +307,39 @@ fn a_missing_file_is_not_found_never_corrupt() {
     assert_eq!(typed.load().unwrap().generation, 1);
 }
 
+/// A store that reports damage as it is (`RecoveryPolicy::Fail`), changing nothing.
+fn failing_store<T: Serialize + serde::de::DeserializeOwned>(path: &Path) -> Store<T> {
+    Store::options()
+        .recovery(RecoveryPolicy::Fail)
+        .lock_timeout(Duration::ZERO)
+        .open(path)
+        .unwrap()
+}
+
+/// The location in a `Corrupt` error.
+fn corrupt_location(err: &Error) -> Option<(Option<usize>, Option<usize>)> {
+    match err {
+        Error::Corrupt { line, column, .. } => Some((*line, *column)),
+        _ => None,
+    }
+}
+
 /// Writes `bytes` as the file, then checks every way of reading it says `Corrupt` with
-/// the given location, and that a failed update leaves it untouched.
+/// the given location (or, under the default recovery policy with no backup to restore,
+/// `Unrecoverable` wrapping that same `Corrupt`), and that nothing touched the file.
 fn assert_corrupt(bytes: &[u8], line: Option<usize>, column: Option<usize>) {
+    let shown = String::from_utf8_lossy(bytes).into_owned();
     let dir = common::test_dir();
     let path = dir.path().join("state.json");
     std::fs::write(&path, bytes).unwrap();
-    let store = store_at(&path);
+    let inode = common::inode(&path);
+    let store: Store = failing_store(&path);
     let err = store.load().unwrap_err();
-    match &err {
-        Error::Corrupt {
-            line: l, column: c, ..
-        } => {
-            assert_eq!(
-                (*l, *c),
-                (line, column),
-                "location for {:?}",
-                String::from_utf8_lossy(bytes)
-            );
-        }
-        other => panic!("expected Corrupt for {bytes:?}, got {other:?}"),
-    }
+    assert_eq!(
+        corrupt_location(&err),
+        Some((line, column)),
+        "{shown:?} should be Corrupt at {line:?}:{column:?}, got {err:?}"
+    );
     let message = err.to_string();
     assert!(
         message.contains("state.json") && message.contains("corrupt"),
@@ -338,10 +350,7 @@ fn assert_corrupt(bytes: &[u8], line: Option<usize>, column: Option<usize>) {
     }
     assert!(matches!(store.update(|_| ()), Err(Error::Corrupt { .. })));
     assert!(matches!(store.begin(), Err(Error::Corrupt { .. })));
-    let typed: Store<Counter> = Store::options()
-        .lock_timeout(Duration::ZERO)
-        .open(&path)
-        .unwrap();
+    let typed: Store<Counter> = failing_store(&path);
     // Never mistaken for a missing file and replaced by the default.
     assert!(matches!(
         typed.update_or_default(|c| c.n += 1),
@@ -352,6 +361,27 @@ fn assert_corrupt(bytes: &[u8], line: Option<usize>, column: Option<usize>) {
         bytes,
         "a failed update touched the file"
     );
+
+    // The default policy: nothing to restore from, so the same damage, as Unrecoverable.
+    let default: Store = Store::options()
+        .lock_timeout(Duration::ZERO)
+        .open(&path)
+        .unwrap();
+    for err in [
+        default.load().unwrap_err(),
+        default.update(|_| ()).unwrap_err(),
+    ] {
+        let Error::Unrecoverable { damage, .. } = &err else {
+            panic!("{shown:?}: expected Unrecoverable without backups, got {err:?}");
+        };
+        assert_eq!(corrupt_location(damage), Some((line, column)), "{err:?}");
+    }
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        bytes,
+        "recovery touched the damaged file"
+    );
+    assert_eq!(common::inode(&path), inode);
     assert!(common::temp_files(dir.path(), "state.json").is_empty());
 }
 
@@ -376,7 +406,7 @@ fn a_document_of_the_wrong_shape_is_corrupt_for_a_typed_store() {
     let dir = common::test_dir();
     let path = dir.path().join("counter.json");
     std::fs::write(&path, "{\n  \"n\": \"three\"\n}\n").unwrap();
-    let store: Store<Counter> = Store::open(&path).unwrap();
+    let store: Store<Counter> = failing_store(&path);
     let err = store.load().unwrap_err();
     assert!(
         matches!(err, Error::Corrupt { line: Some(2), .. }),
