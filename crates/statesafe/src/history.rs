@@ -207,19 +207,52 @@ pub(crate) fn last_recorded(
     let size = segment_size(policy);
     let dir = history_dir(target);
     let segment = segment_of(generation, size);
-    for candidate in [segment, segment.checked_sub(1)?] {
-        if let Ok(bytes) = std::fs::read(dir.join(segment_name(candidate)))
-            && let Some(g) = bytes
-                .split(|b| *b == b'\n')
-                .filter_map(|l| serde_json::from_slice::<HistoryEntry>(l).ok())
-                .map(|e| e.generation)
-                .filter(|g| *g <= generation)
-                .max()
+    [Some(segment), segment.checked_sub(1)]
+        .into_iter()
+        .flatten()
+        .find_map(|s| last_generation_in(&dir.join(segment_name(s)), generation))
+}
+
+/// The generation of the last complete entry (at most `limit`) in one segment file,
+/// reading only its tail: this runs on every commit.
+fn last_generation_in(path: &std::path::Path, limit: u64) -> Option<u64> {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::File::open(path).ok()?;
+    let len = file.metadata().ok()?.len();
+    let mut window = 8192u64;
+    loop {
+        let start = len.saturating_sub(window);
+        let mut buf = vec![0u8; (len - start) as usize];
+        file.read_exact_at(&mut buf, start).ok()?;
+        let mut lines: Vec<&[u8]> = buf.split(|b| *b == b'\n').collect();
+        if start > 0 {
+            // The first piece may be the end of a line that starts before the window.
+            lines.remove(0);
+        }
+        if let Some(g) = lines
+            .iter()
+            .rev()
+            .filter_map(|l| leading_generation(l))
+            .find(|g| *g <= limit)
         {
             return Some(g);
         }
+        if start == 0 {
+            return None;
+        }
+        window *= 4;
     }
-    None
+}
+
+/// The generation of a complete entry line, without parsing the rest of it (entries
+/// are serialized with `generation` first). A torn line does not count.
+fn leading_generation(line: &[u8]) -> Option<u64> {
+    let rest = line.strip_prefix(b"{\"generation\":")?;
+    if !line.ends_with(b"}") {
+        return None;
+    }
+    let n = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    std::str::from_utf8(&rest[..n]).ok()?.parse().ok()
 }
 
 /// Rebuilds the document at `generation` from the nearest snapshot and the patches
@@ -308,6 +341,24 @@ mod tests {
         assert_eq!(document_at(p, &entries, 3).unwrap(), v3);
         assert!(document_at(p, &entries, 4).is_err());
         assert!(document_at(p, &entries[1..], 3).is_err());
+    }
+
+    #[test]
+    fn the_last_generation_is_read_from_the_tail_and_torn_lines_do_not_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("seg.jsonl");
+        let mut text = String::new();
+        for g in 1..=300u64 {
+            let e = entry(g, Some(serde_json::json!({"pad": "x".repeat(100)})), None);
+            text.push_str(&serde_json::to_string(&e).unwrap());
+            text.push('\n');
+        }
+        std::fs::write(&path, &text).unwrap();
+        assert_eq!(last_generation_in(&path, u64::MAX), Some(300));
+        assert_eq!(last_generation_in(&path, 120), Some(120));
+        text.push_str("{\"generation\":301,\"time\":\"");
+        std::fs::write(&path, &text).unwrap();
+        assert_eq!(last_generation_in(&path, u64::MAX), Some(300));
     }
 
     #[test]

@@ -36,6 +36,8 @@ mod lock;
 mod paths;
 mod recover;
 mod settings;
+#[cfg(test)]
+mod sim;
 mod store;
 mod sys;
 mod transaction;

@@ -143,8 +143,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             p => p,
         };
         let damage_text = damage.to_string();
-        let quarantined =
-            backup::quarantine(&self.target, self.dir()?, format::checksum(&cur.bytes))?;
+        let quarantined = backup::quarantine(&self.target, self.dir()?, cur.checksum)?;
         let (state, from) = match (policy, &self.opts.default_state) {
             (RecoveryPolicy::UseDefault, Some(default)) => (default(), None),
             _ => {
@@ -277,7 +276,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                     path: self.target.given.clone(),
                     damage: damage_text,
                     quarantined: backup::quarantine_dir(&self.target)
-                        .join(format!("damaged-{:016x}", format::checksum(&cur.bytes))),
+                        .join(format!("damaged-{:016x}", cur.checksum)),
                     restored_from: backup::list(&self.target)?
                         .backups
                         .iter()
@@ -315,7 +314,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             Some(cur) => match self.verify(cur, true) {
                 Ok(v) => Some(Base::of(cur, true, v.value)),
                 Err(damage) if is_damage(&damage) => {
-                    backup::quarantine(&self.target, self.dir()?, format::checksum(&cur.bytes))?;
+                    backup::quarantine(&self.target, self.dir()?, cur.checksum)?;
                     Some(Base::of(cur, false, None))
                 }
                 Err(e) => return Err(e),

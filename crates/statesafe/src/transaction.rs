@@ -40,7 +40,7 @@ impl Base {
         Base {
             generation: cur.generation,
             perms: cur.perms,
-            checksum: format::checksum(&cur.bytes),
+            checksum: cur.checksum,
             len: cur.bytes.len(),
             external: cur.external,
             valid,
@@ -317,7 +317,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                 Ok(v) => Base::of(cur, true, v.value),
                 // Replacing a damaged file: keep it in quarantine, never in the backups.
                 Err(damage) if is_damage(&damage) => {
-                    backup::quarantine(&self.target, self.dir()?, format::checksum(&cur.bytes))?;
+                    backup::quarantine(&self.target, self.dir()?, cur.checksum)?;
                     Base::of(cur, false, None)
                 }
                 Err(e) => return Err(e),
@@ -439,7 +439,12 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             existing: base.map(|b| b.perms),
             private: self.opts.private,
         };
-        let fsync = match write::commit(&commit, &bytes, Meta::new(generation, &bytes)) {
+        let fsync = match write::commit(
+            &write::RealFs,
+            &commit,
+            &bytes,
+            Meta::new(generation, &bytes),
+        ) {
             Ok(Ok(fsync)) => fsync,
             Ok(Err(e)) => return Err(e),
             Err(write::Poisoning(e)) => {

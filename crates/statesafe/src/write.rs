@@ -52,6 +52,8 @@ pub(crate) struct Perms {
 #[derive(Debug)]
 pub(crate) struct Current {
     pub bytes: Vec<u8>,
+    /// xxh3-64 of `bytes`, computed once.
+    pub checksum: u64,
     pub generation: u64,
     /// The bytes were not written by statesafe (or not by this metadata): a hand edit,
     /// another program, or a file adopted for the first time.
@@ -81,20 +83,18 @@ pub(crate) fn read_current(target: &Target, lock: &LockFile) -> Result<Option<Cu
     file.read_to_end(&mut bytes)
         .map_err(|e| Error::io(Op::Read, &target.given, e))?;
     let attr = sys::get_meta_attr(&file).map_err(|e| Error::io(Op::Read, &target.given, e))?;
+    let sum = crate::format::checksum(&bytes);
     let (generation, external) = match attr {
-        sys::MetaAttr::Present(raw) => match Meta::decode(&raw) {
-            Some(m) if m.matches(&bytes) => (m.generation, false),
-            // Edited in place by another program after our last commit.
-            Some(m) => (m.generation + 1, true),
-            None => (fallback_generation(target, lock, &bytes), true),
-        },
+        sys::MetaAttr::Present(raw) => classify(Some(&raw), sum)
+            .unwrap_or_else(|| (fallback_generation(target, lock, &bytes), true)),
         sys::MetaAttr::Absent | sys::MetaAttr::Unsupported => match read_sidecar_meta(target) {
-            Some(m) if m.matches(&bytes) => (m.generation, false),
+            Some(m) if m.xxh3 == sum => (m.generation, false),
             _ => (fallback_generation(target, lock, &bytes), true),
         },
     };
     Ok(Some(Current {
         bytes,
+        checksum: sum,
         generation,
         external,
         perms: Perms {
@@ -103,6 +103,19 @@ pub(crate) fn read_current(target: &Target, lock: &LockFile) -> Result<Option<Cu
             gid: stat.gid(),
         },
     }))
+}
+
+/// What a file's own metadata record says of bytes with checksum `sum`:
+/// `(generation, external)`, or `None` when there is no usable record (then the
+/// generation comes from [`fallback_generation`]). A record whose checksum differs
+/// means the file was edited in place by another program after our last commit.
+pub(crate) fn classify(attr: Option<&[u8]>, sum: u64) -> Option<(u64, bool)> {
+    let m = Meta::decode(attr?)?;
+    Some(if m.xxh3 == sum {
+        (m.generation, false)
+    } else {
+        (m.generation + 1, true)
+    })
 }
 
 /// The generation of a file whose own metadata does not describe it: one more than the
@@ -134,9 +147,9 @@ fn read_sidecar_meta(target: &Target) -> Option<Meta> {
 }
 
 /// Everything a commit needs besides the bytes.
-pub(crate) struct Commit<'a> {
+pub(crate) struct Commit<'a, D> {
     pub target: &'a Target,
-    pub dir: &'a OwnedFd,
+    pub dir: &'a D,
     pub temp_name: &'a OsStr,
     pub durability: Durability,
     /// Permissions of the file being replaced; `None` for a new file.
@@ -149,10 +162,12 @@ pub(crate) struct Commit<'a> {
 /// may have dropped dirty pages and a retry could "succeed" with data lost.
 pub(crate) struct Poisoning(pub Error);
 
-/// Runs the write protocol. Errors come in two kinds: ordinary (`Ok(Err(..))`) and
-/// poisoning (`Err(Poisoning)`).
-pub(crate) fn commit(
-    c: &Commit<'_>,
+/// Runs the write protocol through the filesystem seam `fs`. Errors come in two
+/// kinds: ordinary (`Ok(Err(..))`) and poisoning (`Err(Poisoning)`). Returns the time
+/// spent in `fsync`.
+pub(crate) fn commit<F: Fs>(
+    fs: &F,
+    c: &Commit<'_, F::Dir>,
     bytes: &[u8],
     meta: Meta,
 ) -> Result<Result<Duration>, Poisoning> {
@@ -165,11 +180,12 @@ pub(crate) fn commit(
     } else {
         fresh_mode
     };
-    let file = match sys::create_exclusive(c.dir, c.temp_name, create_mode) {
+    let file = match fs.create_exclusive(c.dir, c.temp_name, create_mode) {
         Ok(f) => f,
         Err(e) => return Ok(Err(io_err(Op::CreateTemp)(e))),
     };
     let mut temp = TempFile {
+        fs,
         dir: c.dir,
         name: c.temp_name,
         file: Some(file),
@@ -177,36 +193,35 @@ pub(crate) fn commit(
     };
     let file = temp.file.as_mut().expect("invariant: just created");
 
-    if let Some(p) = c.existing {
-        let result = copy_perms(file, p);
-        if let Err(e) = result {
-            return Ok(Err(io_err(Op::SetPermissions)(e)));
-        }
+    if let Some(p) = c.existing
+        && let Err(e) = fs.copy_perms(file, p)
+    {
+        return Ok(Err(io_err(Op::SetPermissions)(e)));
     }
-    let meta_in_attr = match sys::set_meta_attr(file, &meta.encode()) {
+    let meta_in_attr = match fs.set_meta_attr(file, &meta.encode()) {
         Ok(supported) => supported,
         Err(e) => return Ok(Err(io_err(Op::WriteMeta)(e))),
     };
-    if let Err(e) = file.write_all(bytes) {
+    if let Err(e) = fs.write_all(file, bytes) {
         return Ok(Err(io_err(Op::Write)(e)));
     }
     let sync = c.durability == Durability::Full;
     if sync && !cfg!(feature = "mutation-skip-file-fsync") {
         let start = Instant::now();
-        let result = sys::fsync(&*file);
+        let result = fs.sync_file(file);
         fsync_time += start.elapsed();
         if let Err(e) = result {
             return Err(Poisoning(io_err(Op::SyncFile)(e)));
         }
     }
     drop(temp.file.take());
-    if let Err(e) = sys::rename_in(c.dir, c.temp_name, &c.target.name) {
+    if let Err(e) = fs.rename(c.dir, c.temp_name, &c.target.name) {
         return Ok(Err(io_err(Op::Rename)(e)));
     }
     temp.armed = false;
     if sync && !cfg!(feature = "mutation-skip-dir-fsync") {
         let start = Instant::now();
-        let result = sys::fsync(c.dir);
+        let result = fs.sync_dir(c.dir);
         fsync_time += start.elapsed();
         if let Err(source) = result {
             return Err(Poisoning(Error::OutcomeUnknown {
@@ -223,6 +238,65 @@ pub(crate) fn commit(
         let _ = write_sidecar_meta(c.target, meta, c.durability);
     }
     Ok(Ok(fsync_time))
+}
+
+/// The filesystem seam: the operations of a commit, nothing more. [`RealFs`] runs
+/// them as system calls; the tests' power-loss simulator (`sim.rs`) keeps unsynced
+/// writes and directory operations aside to enumerate what a crash could leave.
+pub(crate) trait Fs {
+    /// An open, writable file.
+    type File;
+    /// An open directory.
+    type Dir;
+    fn create_exclusive(&self, dir: &Self::Dir, name: &OsStr, mode: u32) -> io::Result<Self::File>;
+    fn copy_perms(&self, file: &Self::File, perms: Perms) -> io::Result<()>;
+    /// `Ok(false)`: the filesystem has no user extended attributes.
+    fn set_meta_attr(&self, file: &Self::File, value: &[u8]) -> io::Result<bool>;
+    fn write_all(&self, file: &mut Self::File, bytes: &[u8]) -> io::Result<()>;
+    fn sync_file(&self, file: &Self::File) -> io::Result<()>;
+    fn rename(&self, dir: &Self::Dir, from: &OsStr, to: &OsStr) -> io::Result<()>;
+    fn sync_dir(&self, dir: &Self::Dir) -> io::Result<()>;
+    fn unlink(&self, dir: &Self::Dir, name: &OsStr) -> io::Result<()>;
+}
+
+/// The real filesystem.
+pub(crate) struct RealFs;
+
+impl Fs for RealFs {
+    type File = File;
+    type Dir = OwnedFd;
+
+    fn create_exclusive(&self, dir: &OwnedFd, name: &OsStr, mode: u32) -> io::Result<File> {
+        sys::create_exclusive(dir, name, mode)
+    }
+
+    fn copy_perms(&self, file: &File, perms: Perms) -> io::Result<()> {
+        copy_perms(file, perms)
+    }
+
+    fn set_meta_attr(&self, file: &File, value: &[u8]) -> io::Result<bool> {
+        sys::set_meta_attr(file, value)
+    }
+
+    fn write_all(&self, file: &mut File, bytes: &[u8]) -> io::Result<()> {
+        file.write_all(bytes)
+    }
+
+    fn sync_file(&self, file: &File) -> io::Result<()> {
+        sys::fsync(file)
+    }
+
+    fn rename(&self, dir: &OwnedFd, from: &OsStr, to: &OsStr) -> io::Result<()> {
+        sys::rename_in(dir, from, to)
+    }
+
+    fn sync_dir(&self, dir: &OwnedFd) -> io::Result<()> {
+        sys::fsync(dir)
+    }
+
+    fn unlink(&self, dir: &OwnedFd, name: &OsStr) -> io::Result<()> {
+        sys::unlink_in(dir, name)
+    }
 }
 
 fn copy_perms(file: &File, p: Perms) -> io::Result<()> {
@@ -298,20 +372,21 @@ pub(crate) fn remove_stale_temp(target: &Target, dir: &OwnedFd, name: &str) -> R
 
 /// A temporary file that removes itself unless it was renamed into place: on every
 /// error path and on panic.
-struct TempFile<'a> {
-    dir: &'a OwnedFd,
+struct TempFile<'a, F: Fs> {
+    fs: &'a F,
+    dir: &'a F::Dir,
     name: &'a OsStr,
-    file: Option<File>,
+    file: Option<F::File>,
     armed: bool,
 }
 
-impl Drop for TempFile<'_> {
+impl<F: Fs> Drop for TempFile<'_, F> {
     fn drop(&mut self) {
         drop(self.file.take());
         if self.armed && !cfg!(feature = "mutation-no-temp-cleanup") {
             // If this fails, the next writer's sweep removes the file: it is named as
             // ours, and the lock record names it.
-            let _ = sys::unlink_in(self.dir, self.name);
+            let _ = self.fs.unlink(self.dir, self.name);
         }
     }
 }
