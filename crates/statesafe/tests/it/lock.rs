@@ -108,6 +108,42 @@ fn a_zero_timeout_tries_once() {
 }
 
 #[test]
+fn a_thread_of_the_same_process_times_out_naming_this_process() {
+    let dir = common::test_dir();
+    let path = dir.path().join("state.json");
+    let store: Store = Store::options()
+        .lock_timeout(Duration::from_millis(100))
+        .open(&path)
+        .unwrap();
+    store.create(json!({"n": 0})).unwrap();
+    let tx = store.begin().unwrap();
+    std::thread::scope(|s| {
+        // The same store from another thread, and a second store in this process.
+        let shared = s.spawn(|| store.update(|s| s["n"] = 1.into()).unwrap_err());
+        let own = s.spawn(|| {
+            let other: Store = Store::options()
+                .lock_timeout(Duration::from_millis(100))
+                .open(&path)
+                .unwrap();
+            other.update(|s| s["n"] = 2.into()).unwrap_err()
+        });
+        for err in [shared.join().unwrap(), own.join().unwrap()] {
+            let Error::LockTimeout {
+                holder: Some(h), ..
+            } = &err
+            else {
+                panic!("expected a lock timeout naming the holder, got {err:?}");
+            };
+            assert_eq!(h.pid, std::process::id(), "{err}");
+            assert_eq!(h.operation, "update", "{err}");
+        }
+    });
+    drop(tx);
+    store.update(|s| s["n"] = 3.into()).unwrap();
+    assert_eq!(store.get().unwrap(), json!({"n": 3}));
+}
+
+#[test]
 fn reads_do_not_wait_for_the_lock() {
     let dir = common::test_dir();
     let path = dir.path().join("state.json");

@@ -10,6 +10,7 @@ mod faults;
 mod integrity;
 mod kill;
 mod lock;
+mod model;
 mod multiprocess;
 mod perms;
 mod symlink;
