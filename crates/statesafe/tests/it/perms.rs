@@ -8,7 +8,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use serde_json::json;
-use statesafe::Store;
+use statesafe::{Error, Op, Store};
 
 use crate::common::{self, ChildCmd};
 
@@ -172,4 +172,82 @@ fn owner_and_group_are_kept_when_root() {
         );
         assert_eq!(store.get().unwrap(), json!({"n": 1}));
     }
+}
+
+/// As an ordinary user: tries to write and to read the file, and reports both.
+#[test]
+fn child_as_ordinary_user() {
+    if !common::child_role("ordinary-user") {
+        return;
+    }
+    let store: Store = Store::open(common::child_arg("PATH")).unwrap();
+    let outcome = |r: Result<(), Error>| match r {
+        Ok(()) => "ok".to_string(),
+        Err(Error::PermissionDenied { op, .. }) => format!("denied {op:?}"),
+        Err(e) => format!("other {e:?}"),
+    };
+    common::say(format!(
+        "write {}",
+        outcome(store.update(|s| s["n"] = 2.into()))
+    ));
+    common::say(format!("read {}", outcome(store.get().map(drop))));
+}
+
+/// Runs the ordinary-user child as `nobody` on `path`.
+fn as_nobody(path: &Path) -> Vec<String> {
+    ChildCmd::wrapped(
+        &[
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--",
+        ],
+        "perms::child_as_ordinary_user",
+        "ordinary-user",
+    )
+    .arg("PATH", path)
+    .run()
+}
+
+#[test]
+fn permission_denied_is_typed_and_changes_nothing() {
+    let test = "perms::permission_denied_is_typed_and_changes_nothing";
+    if !common::is_root() {
+        common::skipped(test, "needs root to run a child as another user");
+        return;
+    }
+    if std::process::Command::new("setpriv")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        common::skipped(test, "setpriv (util-linux) is not installed");
+        return;
+    }
+    let dir = common::test_dir();
+    // The test directory must be reachable by `nobody`; its contents are root's.
+    set_mode(dir.path(), 0o755);
+    let path = dir.path().join("state.json");
+    let store: Store = Store::open(&path).unwrap();
+    store.create(json!({"n": 1})).unwrap();
+    let before = std::fs::read(&path).unwrap();
+
+    // Readable but in a directory `nobody` cannot write: no write, reads still work.
+    let out = as_nobody(&path);
+    assert!(out[0].starts_with("write denied "), "{out:?}");
+    assert_eq!(out[1], "read ok", "{out:?}");
+    assert_eq!(std::fs::read(&path).unwrap(), before);
+    assert_eq!(
+        common::temp_files(dir.path(), "state.json"),
+        Vec::<String>::new()
+    );
+
+    // Private to root: even reading is refused, as permission denied (never NotFound).
+    set_mode(&path, 0o600);
+    let out = as_nobody(&path);
+    assert_eq!(out[1], format!("read denied {:?}", Op::Read), "{out:?}");
+    assert!(out[0].starts_with("write denied "), "{out:?}");
+    assert_eq!(std::fs::read(&path).unwrap(), before);
+    assert_eq!(common::mode(&path), 0o600);
 }

@@ -170,3 +170,30 @@ fn link_and_real_path_share_one_lock() {
     });
     assert_eq!(via_link.get().unwrap(), json!({"n": 400}));
 }
+
+#[test]
+fn paths_that_cannot_hold_a_state_file_are_refused() {
+    let dir = common::test_dir();
+    std::fs::create_dir(dir.path().join("sub")).unwrap();
+    symlink("sub", dir.path().join("to-dir")).unwrap();
+    symlink("loop-b", dir.path().join("loop-a")).unwrap();
+    symlink("loop-a", dir.path().join("loop-b")).unwrap();
+    for (name, why) in [
+        ("sub", "a directory"),
+        ("to-dir", "a link to a directory"),
+        ("missing/state.json", "a missing parent directory"),
+        ("loop-a", "a symlink loop"),
+    ] {
+        let err = Store::<serde_json::Value>::open(dir.path().join(name))
+            .and_then(|s| s.create(json!({})))
+            .unwrap_err();
+        assert!(matches!(err, Error::BadPath { .. }), "{why}: {err:?}");
+    }
+    assert!(
+        std::fs::symlink_metadata(dir.path().join("loop-a"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert!(!dir.path().join("missing").exists());
+}
