@@ -183,6 +183,14 @@ fn sigkill_at_random_moments_leaves_one_whole_version() {
             "round {round}: the file holds version {on_disk}, but the last acknowledged was {acknowledged}"
         );
         newer += u64::from(on_disk == acknowledged + 1);
+        // The generation travels with the data (one commit per version, from 1 at
+        // version 0): a kill never leaves data and metadata from different versions.
+        let snap = Store::<Doc>::open(&path).unwrap().load().unwrap();
+        assert_eq!(
+            (snap.state.version, snap.generation),
+            (on_disk, on_disk + 1),
+            "round {round}: data and generation disagree after a kill"
+        );
         if !common::temp_files(dir.path(), "doc.json").is_empty() {
             leftovers += 1;
         }

@@ -3,6 +3,17 @@
 //! Multi-process tests re-run this binary as the child (see [`common::ChildCmd`]); the
 //! child "tests" do nothing unless started in their role. Every test directory comes
 //! from [`common::test_dir`], which honours `STATESAFE_TEST_DIR`.
+//!
+//! Tests that need root (mounts, chown, another user) or `strace` print
+//! `SKIPPED: <test>: <reason>` where they cannot run, and check nothing.
+//!
+//! Each defence is shown to matter by a deliberately broken build: with any one of the
+//! library's `mutation-*` features (skip-file-fsync, skip-dir-fsync, no-temp-cleanup,
+//! fixed-temp-name, no-lock), `cargo nextest run -p statesafe --test it --features F`
+//! must fail at least one test here.
+//!
+//! Knobs: `STATESAFE_TEST_DIR` (where test directories go), `STATESAFE_IT_SEED` (repeat
+//! a random run), `STATESAFE_IT_KILLS` (more SIGKILL rounds, default 200).
 
 mod common;
 mod durability;
