@@ -4,6 +4,13 @@
 //! Each layer prints a summary line `LAYER: crash states checked: N, violations: V`
 //! and exits non-zero on any violation. See `docs/torture.md`.
 
+mod check;
+mod driver;
+mod inject;
+mod strace;
+mod tally;
+
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -22,11 +29,153 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Layer a: SIGKILL at every system call of create, replace and update.
+    Kill {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Layer b: ENOSPC, EIO, EDQUOT, EROFS, EINTR, EMFILE, EACCES at every I/O system
+    /// call, once and persistently.
+    Errors {
+        #[command(flatten)]
+        common: Common,
+        /// The errors to inject.
+        #[arg(long, value_delimiter = ',', default_values_t = inject::ERRNOS.iter().map(|s| s.to_string()))]
+        errnos: Vec<String>,
+    },
+    /// One operation on a prepared file, for strace (internal).
+    #[command(hide = true)]
+    Driver {
+        #[arg(long, value_enum)]
+        op: driver::Op,
+        #[arg(long)]
+        file: PathBuf,
+        /// Wait for stdin to close before exiting.
+        #[arg(long)]
+        hold: bool,
+    },
+    /// Prepare a directory for the driver (internal, for debugging).
+    #[command(hide = true)]
+    Prepare {
+        #[arg(long, value_enum)]
+        op: driver::Op,
+        #[arg(long)]
+        dir: PathBuf,
+    },
+}
+
+/// Options every layer takes.
+#[derive(Debug, Clone, clap::Args)]
+struct Common {
+    /// Where to make scratch directories (a tmpfs or loop mount to test another
+    /// filesystem). Default: the system temporary directory.
+    #[arg(long, env = "STATESAFE_TEST_DIR")]
+    dir: Option<PathBuf>,
+    /// Operations to torture.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [driver::Op::Create, driver::Op::Replace, driver::Op::Update])]
+    ops: Vec<driver::Op>,
+    /// Injection runs in parallel.
+    #[arg(long, default_value_t = 2)]
+    jobs: usize,
+    /// A label for the summary line (for example the filesystem).
+    #[arg(long)]
+    label: Option<String>,
+}
+
+impl Common {
+    fn scratch(&self) -> Result<tempfile::TempDir, String> {
+        let parent = self.dir.clone().unwrap_or_else(std::env::temp_dir);
+        std::fs::create_dir_all(&parent)
+            .map_err(|e| format!("cannot create `{}`: {e}", parent.display()))?;
+        tempfile::Builder::new()
+            .prefix("statesafe-torture-")
+            .tempdir_in(&parent)
+            .map_err(|e| {
+                format!(
+                    "cannot make a scratch directory in `{}`: {e}",
+                    parent.display()
+                )
+            })
+    }
+
+    fn layer(&self, name: &str) -> String {
+        match &self.label {
+            Some(label) => format!("{name} [{label}]"),
+            None => name.to_string(),
+        }
+    }
+}
+
+fn exe() -> Result<PathBuf, String> {
+    std::env::current_exe().map_err(|e| format!("cannot find my own executable: {e}"))
+}
+
+/// Runs a layer, prints its summary, and turns the result into an exit status.
+fn finish(layer: &str, what: &str, tally: &tally::Tally, result: Result<(), String>) -> ExitCode {
+    tally.print(layer, what);
+    match result {
+        Err(e) => {
+            println!("{layer}: HARNESS ERROR: {e}");
+            ExitCode::from(2)
+        }
+        Ok(()) if tally.violations() > 0 => ExitCode::FAILURE,
+        Ok(()) => ExitCode::SUCCESS,
+    }
+}
+
+fn injection(common: &Common, errnos: Vec<&'static str>, kill: bool) -> ExitCode {
+    let layer = common.layer(if kill { "kill" } else { "errors" });
+    let tally = tally::Tally::default();
+    let result = (|| {
+        let exe = exe()?;
+        let scratch = common.scratch()?;
+        let cfg = inject::Injection {
+            exe: &exe,
+            base: scratch.path(),
+            ops: &common.ops,
+            errnos: &errnos,
+            jobs: common.jobs,
+        };
+        if kill {
+            inject::kill_layer(&cfg, &tally)
+        } else {
+            inject::error_layer(&cfg, &tally)
+        }
+    })();
+    finish(&layer, "crash states", &tally, result)
 }
 
 fn main() -> ExitCode {
     match Cmd::parse() {
+        Cmd::Kill { common } => injection(&common, Vec::new(), true),
+        Cmd::Errors { common, errnos } => {
+            let mut known = Vec::new();
+            for e in errnos {
+                match inject::ERRNOS.iter().find(|k| k.eq_ignore_ascii_case(&e)) {
+                    Some(k) => known.push(*k),
+                    None => {
+                        eprintln!(
+                            "error: unknown errno `{e}` (known: {})",
+                            inject::ERRNOS.join(", ")
+                        );
+                        return ExitCode::from(2);
+                    }
+                }
+            }
+            injection(&common, known, false)
+        }
         Cmd::Demo(args) => statesafe_torture::run(&args),
         Cmd::TortureChild { args } => statesafe_torture::child_main(args),
+        Cmd::Driver { op, file, hold } => driver::main(op, &file, hold),
+        Cmd::Prepare { op, dir } => match driver::prepare(&dir, op) {
+            Ok(file) => {
+                println!("{}", file.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }

@@ -1,0 +1,129 @@
+//! What a legal state is, checked from outside the library after each crash or error.
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use statesafe::Store;
+use statesafe_torture::Doc;
+
+use crate::driver::{NEW_COUNTER, OLD_COUNTER, Op};
+
+/// The counter in the state file: `None` when the file does not exist.
+///
+/// # Errors
+/// A description of the damage when the file exists but is not a whole document, or
+/// when the library's own read of it fails.
+pub fn counter(file: &Path) -> Result<Option<u64>, String> {
+    let bytes = match std::fs::read(file) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot read the state file: {e}")),
+    };
+    let doc: Doc = serde_json::from_slice(&bytes).map_err(|e| {
+        format!(
+            "the state file is not a whole document ({} bytes): {e}",
+            bytes.len()
+        )
+    })?;
+    Store::<Doc>::open(file)
+        .and_then(|s| s.load())
+        .map_err(|e| format!("the library cannot load the state file: {e}"))?;
+    Ok(Some(doc.counter))
+}
+
+/// Which version of the file is in place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    /// The version before the operation (or no file, before a create).
+    Old,
+    /// The version the operation writes.
+    New,
+}
+
+/// Classifies the file after an interrupted `op`: old, new, or a violation.
+pub fn version(file: &Path, op: Op) -> Result<Version, String> {
+    match (counter(file)?, op) {
+        (None, Op::Create) => Ok(Version::Old),
+        (None, _) => Err("the state file is gone".into()),
+        (Some(OLD_COUNTER), op) if op != Op::Create => Ok(Version::Old),
+        (Some(NEW_COUNTER), _) => Ok(Version::New),
+        (Some(n), _) => Err(format!(
+            "the state file holds counter {n}, neither old nor new"
+        )),
+    }
+}
+
+/// Temporary files of `state.json` left in `dir`.
+pub fn temps(dir: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .map(|e| e.file_name())
+        .filter(|n| is_temp(n))
+        .map(|n| n.to_string_lossy().into_owned())
+        .collect()
+}
+
+fn is_temp(name: &OsStr) -> bool {
+    name.to_string_lossy()
+        .starts_with(".state.json.statesafe-tmp-")
+}
+
+/// The lock file of `dir/state.json`.
+pub fn lock_path(dir: &Path) -> PathBuf {
+    dir.join(".state.json.statesafe").join("lock")
+}
+
+/// Checks with `flock -n` (util-linux), from outside the library, that nobody holds
+/// the lock. `Some(problem)` when it is held or cannot be checked.
+pub fn lock_held(dir: &Path) -> Option<String> {
+    let lock = lock_path(dir);
+    if !lock.exists() {
+        return None;
+    }
+    match Command::new("flock")
+        .args(["-n", "-E", "99"])
+        .arg(&lock)
+        .arg("true")
+        .status()
+    {
+        Ok(s) if s.success() => None,
+        Ok(s) if s.code() == Some(99) => Some("the lock is still held".into()),
+        Ok(s) => Some(format!("flock -n failed: {s}")),
+        Err(e) => Some(format!("cannot run flock(1): {e}")),
+    }
+}
+
+/// The next writer's view: a fresh store opens and commits an update, after which no
+/// temporary file is left, the lock is free, and the counter went up by exactly one.
+pub fn recover(dir: &Path) -> Result<(), String> {
+    let file = dir.join("state.json");
+    let before = counter(&file)?.unwrap_or(0);
+    let store = Store::<Doc>::options()
+        .lock_timeout(std::time::Duration::from_secs(5))
+        .open(&file)
+        .map_err(|e| format!("the next open failed: {e}"))?;
+    store
+        .update_or_default(|d| d.counter += 1)
+        .map_err(|e| format!("the next update failed: {e}"))?;
+    drop(store);
+    let after = counter(&file)?.unwrap_or(0);
+    if after != before + 1 {
+        return Err(format!(
+            "the next update took the counter from {before} to {after}"
+        ));
+    }
+    let left = temps(dir);
+    if !left.is_empty() {
+        return Err(format!(
+            "temporary files left after the next write: {left:?}"
+        ));
+    }
+    if let Some(p) = lock_held(dir) {
+        return Err(format!("after the next write: {p}"));
+    }
+    Ok(())
+}

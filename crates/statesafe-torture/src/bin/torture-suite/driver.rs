@@ -1,0 +1,103 @@
+//! The driver: one statesafe operation on a prepared file, run under `strace` by the
+//! kill and error layers.
+//!
+//! Its stderr carries two markers, `torture-driver: begin` and `torture-driver: end`,
+//! around the operation, so a trace of it can be cut to the operation's own system
+//! calls. Its stdout carries one line: `ack GENERATION` when the operation returned
+//! `Ok`, or `err KIND` (from `statesafe::Error::kind`) when it failed. With `--hold` it
+//! then waits for its stdin to close before exiting, so that the caller can check from
+//! outside that no lock is held by a live process that has returned.
+
+use std::io::{Read, Write};
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+
+use statesafe::Store;
+use statesafe_torture::Doc;
+
+/// What the driver does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Op {
+    /// `Store::create` on a missing file.
+    Create,
+    /// `Store::replace` on an existing file.
+    Replace,
+    /// `Store::update` on an existing file (read, increment, write).
+    Update,
+    /// Two `Store::update` calls on one store (for the order check).
+    UpdateTwice,
+}
+
+impl Op {
+    pub fn name(self) -> &'static str {
+        match self {
+            Op::Create => "create",
+            Op::Replace => "replace",
+            Op::Update => "update",
+            Op::UpdateTwice => "update-twice",
+        }
+    }
+
+    /// Whether the file exists before the operation.
+    pub fn needs_file(self) -> bool {
+        self != Op::Create
+    }
+}
+
+/// The counter of the prepared file, and the one each operation writes.
+pub const OLD_COUNTER: u64 = 1;
+pub const NEW_COUNTER: u64 = 2;
+
+/// The document size the layers use.
+pub const DOC_SIZE: usize = 4096;
+
+/// Makes `dir/state.json` as an operation expects to find it (a fresh directory).
+pub fn prepare(dir: &Path, op: Op) -> Result<PathBuf, String> {
+    if dir.exists() {
+        std::fs::remove_dir_all(dir)
+            .map_err(|e| format!("cannot clear `{}`: {e}", dir.display()))?;
+    }
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create `{}`: {e}", dir.display()))?;
+    let file = dir.join("state.json");
+    if op.needs_file() {
+        Store::<Doc>::open(&file)
+            .and_then(|s| s.create(Doc::new(OLD_COUNTER, DOC_SIZE)))
+            .map_err(|e| format!("cannot prepare `{}`: {e}", file.display()))?;
+    }
+    Ok(file)
+}
+
+/// `Store::update` that returns the new generation.
+fn increment(store: &Store<Doc>) -> statesafe::Result<u64> {
+    let mut tx = store.begin()?;
+    tx.state_mut().counter += 1;
+    tx.commit()
+}
+
+pub fn main(op: Op, file: &Path, hold: bool) -> std::process::ExitCode {
+    let mut err = std::io::stderr().lock();
+    let _ = err.write_all(b"torture-driver: begin\n");
+    let result = Store::<Doc>::open(file).and_then(|store| match op {
+        Op::Create => store.create(Doc::new(NEW_COUNTER, DOC_SIZE)),
+        Op::Replace => store.replace(Doc::new(NEW_COUNTER, DOC_SIZE)),
+        Op::Update => increment(&store),
+        Op::UpdateTwice => increment(&store).and_then(|_| increment(&store)),
+    });
+    let line = match &result {
+        Ok(generation) => format!("ack {generation}\n"),
+        Err(e) => format!("err {}\n", e.kind()),
+    };
+    // Through writev, a call the operation itself never makes, so that an injection
+    // into every later `write` cannot silence the report.
+    let stdout = std::io::stdout();
+    let _ = rustix::io::writev(stdout.as_fd(), &[std::io::IoSlice::new(line.as_bytes())]);
+    if let Err(e) = &result {
+        let _ = writeln!(err, "torture-driver: {e}");
+    }
+    let _ = err.write_all(b"torture-driver: end\n");
+    if hold {
+        let mut sink = Vec::new();
+        let _ = std::io::stdin().read_to_end(&mut sink);
+    }
+    std::process::ExitCode::SUCCESS
+}

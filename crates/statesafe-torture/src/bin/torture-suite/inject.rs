@@ -1,0 +1,296 @@
+//! Layers a and b: a `SIGKILL`, or an error, injected by `strace` at every system call
+//! of one operation, one run per injection point, each followed by the checks of
+//! [`crate::check`].
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::check::{self, Version};
+use crate::driver::{self, Op};
+use crate::strace::{self, Call, Report};
+use crate::tally::Tally;
+
+/// The errors of the error layer, as strace names them.
+pub const ERRNOS: &[&str] = &[
+    "ENOSPC", "EIO", "EDQUOT", "EROFS", "EINTR", "EMFILE", "EACCES",
+];
+
+/// The error kind statesafe must report for an OS error (before the rename).
+fn expected_kind(errno: &str) -> &'static str {
+    match errno {
+        "ENOSPC" | "EDQUOT" => "no_space",
+        "EROFS" => "read_only",
+        "EACCES" | "EPERM" => "permission_denied",
+        _ => "io",
+    }
+}
+
+/// One injection: which call, and what.
+#[derive(Debug, Clone)]
+struct Point {
+    op: Op,
+    call: Call,
+    /// `None` for a kill; otherwise the errno and whether it persists (`when=K+`).
+    error: Option<(&'static str, bool)>,
+}
+
+impl Point {
+    fn inject(&self) -> String {
+        match self.error {
+            None => format!(
+                "{}:signal=SIGKILL:when={}",
+                self.call.name, self.call.ordinal
+            ),
+            // EINTR only ever comes from a signal, and retrying it is right, so its
+            // "persistent" form is a storm of ten in a row, not forever.
+            Some(("EINTR", true)) => format!(
+                "{}:error=EINTR:when={}..{}",
+                self.call.name,
+                self.call.ordinal,
+                self.call.ordinal + 9
+            ),
+            Some((errno, persistent)) => format!(
+                "{}:error={errno}:when={}{}",
+                self.call.name,
+                self.call.ordinal,
+                if persistent { "+" } else { "" }
+            ),
+        }
+    }
+
+    fn describe(&self) -> String {
+        let what = match self.error {
+            None => "SIGKILL".to_string(),
+            Some(("EINTR", true)) => "EINTR (10 in a row)".to_string(),
+            Some((errno, true)) => format!("{errno} (persistent)"),
+            Some((errno, false)) => format!("{errno} (once)"),
+        };
+        format!(
+            "{} / {what} at `{}` (#{} of {})",
+            self.op.name(),
+            self.call.short(),
+            self.call.ordinal,
+            self.call.name
+        )
+    }
+}
+
+/// The settings of an injection layer.
+pub struct Injection<'a> {
+    pub exe: &'a Path,
+    /// Scratch space; each worker gets a subdirectory.
+    pub base: &'a Path,
+    pub ops: &'a [Op],
+    /// Errnos of the error layer (unused by the kill layer).
+    pub errnos: &'a [&'static str],
+    pub jobs: usize,
+}
+
+/// Layer a: kill at every system call of each operation.
+pub fn kill_layer(cfg: &Injection<'_>, tally: &Tally) -> Result<(), String> {
+    let mut points = Vec::new();
+    for &op in cfg.ops {
+        for call in probe(cfg, op)?.into_iter().filter(Call::is_crash_point) {
+            points.push(Point {
+                op,
+                call,
+                error: None,
+            });
+        }
+    }
+    run_points(cfg, points, tally)
+}
+
+/// Layer b: every errno at every I/O system call, once and persistently.
+pub fn error_layer(cfg: &Injection<'_>, tally: &Tally) -> Result<(), String> {
+    let mut points = Vec::new();
+    for &op in cfg.ops {
+        for call in probe(cfg, op)?.into_iter().filter(Call::is_io) {
+            for &errno in cfg.errnos {
+                for persistent in [false, true] {
+                    points.push(Point {
+                        op,
+                        call: call.clone(),
+                        error: Some((errno, persistent)),
+                    });
+                }
+            }
+        }
+    }
+    run_points(cfg, points, tally)
+}
+
+/// Traces one clean run of `op` and returns the calls of the operation.
+fn probe(cfg: &Injection<'_>, op: Op) -> Result<Vec<Call>, String> {
+    let dir = worker_dir(cfg.base, 0);
+    let file = driver::prepare(&dir, op)?;
+    let (calls, outcome) =
+        strace::trace(cfg.exe, op, &file, &strace::trace_path(&dir, "probe"), &[])?;
+    if !matches!(outcome.report, Report::Ack(_)) {
+        return Err(format!(
+            "the driver failed without any injection ({:?}): {}",
+            outcome.report, outcome.stderr
+        ));
+    }
+    let window = strace::window(&calls);
+    if window.is_empty() {
+        return Err("the probe trace has no driver markers".into());
+    }
+    Ok(window)
+}
+
+fn worker_dir(base: &Path, worker: usize) -> PathBuf {
+    base.join(format!("w{worker}")).join("d")
+}
+
+fn run_points(cfg: &Injection<'_>, points: Vec<Point>, tally: &Tally) -> Result<(), String> {
+    let next = AtomicUsize::new(0);
+    let fatal = Mutex::new(None);
+    std::thread::scope(|s| {
+        for worker in 0..cfg.jobs.max(1) {
+            let (points, next, fatal) = (&points, &next, &fatal);
+            s.spawn(move || {
+                let dir = worker_dir(cfg.base, worker);
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(point) = points.get(i) else { break };
+                    match check_point(cfg.exe, &dir, point) {
+                        Ok(problems) => tally.record(&point.describe(), problems),
+                        Err(e) => {
+                            *fatal.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
+                            break;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    match fatal.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Runs one injection and returns the violations found (empty: a legal state).
+fn check_point(exe: &Path, dir: &Path, point: &Point) -> Result<Vec<String>, String> {
+    let op = point.op;
+    let file = driver::prepare(dir, op)?;
+    let trace_file = strace::trace_path(dir, "run");
+    let args = vec![
+        "-y".to_string(),
+        "-s".into(),
+        "48".into(),
+        "-o".into(),
+        trace_file.display().to_string(),
+        "-e".into(),
+        format!("inject={}", point.inject()),
+    ];
+    let check_dir = dir.to_path_buf();
+    let outcome = strace::run(&args, exe, op, &file, |_| check::lock_held(&check_dir))?;
+    let mut problems = Vec::new();
+    let trace = std::fs::read_to_string(&trace_file).unwrap_or_default();
+    if let Some(mismatch) = replay_mismatch(&trace, point) {
+        // The harness lost determinism: the injection hit another call than probed.
+        return Err(format!("{}: {mismatch}", point.describe()));
+    }
+    if outcome.hung {
+        problems.push("the operation hung (no report within 5 s)".into());
+    }
+    if let Some(p) = &outcome.while_alive {
+        problems.push(format!("after the call returned, in the live process: {p}"));
+    }
+    let version = match check::version(&file, op) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            problems.push(e);
+            None
+        }
+    };
+    match (&point.error, &outcome.report) {
+        (_, Report::Ack(_)) if version == Some(Version::Old) => {
+            problems.push("acknowledged, but the old version is in place".into());
+        }
+        (Some((errno, _)), Report::Ack(_)) if must_fail(&point.call, errno) => {
+            problems.push(format!("the {errno} from `{}` was swallowed: the operation was acknowledged", point.call.name));
+        }
+        (Some((errno, _)), Report::Err(kind)) => match version {
+            Some(Version::New) if kind != "outcome_unknown" => problems.push(format!(
+                "the new version is in place but the error reported is `{kind}`, not `outcome_unknown`"
+            )),
+            Some(Version::Old) if kind != expected_kind(errno) => problems.push(format!(
+                "reported `{kind}` for {errno}, expected `{}`",
+                expected_kind(errno)
+            )),
+            _ => {}
+        },
+        (Some(_), Report::Nothing) if !outcome.hung => problems.push(format!(
+            "the driver died without reporting: {}",
+            outcome.stderr.trim()
+        )),
+        _ => {}
+    }
+    if point.error.is_some() && !matches!(outcome.report, Report::Ack(_)) {
+        let left = check::temps(dir);
+        let unlink_failed = point.call.name == "unlinkat" || point.call.name == "unlink";
+        if !left.is_empty() && !unlink_failed {
+            problems.push(format!("temporary files left after the error: {left:?}"));
+        }
+    }
+    if let Some(p) = check::lock_held(dir) {
+        problems.push(format!("after the process ended: {p}"));
+    }
+    if problems.is_empty()
+        && let Err(e) = check::recover(dir)
+    {
+        problems.push(e);
+    }
+    Ok(problems)
+}
+
+/// Calls whose failure must fail the operation: the data and its durability.
+fn must_fail(call: &Call, errno: &str) -> bool {
+    let temp = call.line.contains("statesafe-tmp-");
+    match call.name.as_str() {
+        "fsync" | "fdatasync" | "rename" | "renameat" | "renameat2" => true,
+        "write" | "pwrite64" | "writev" => temp && errno != "EINTR",
+        "openat" | "open" => call.line.contains("O_EXCL"),
+        _ => false,
+    }
+}
+
+/// Checks that the injected call is the one the probe saw (same name, same target).
+fn replay_mismatch(trace: &str, point: &Point) -> Option<String> {
+    let calls = strace::parse(trace);
+    let hit = calls
+        .iter()
+        .find(|c| c.name == point.call.name && c.ordinal == point.call.ordinal)?;
+    let (a, b) = (normalize(&hit.line), normalize(&point.call.line));
+    (a != b).then(|| format!("replay mismatch: probed `{b}`, injected `{a}`"))
+}
+
+/// The call's name and first argument, with every token holding a digit (pids,
+/// random names, descriptor numbers, worker directories) blanked out.
+fn normalize(line: &str) -> String {
+    let head = line.split([',', ')']).next().unwrap_or(line);
+    let mut out = String::new();
+    let mut token = String::new();
+    let flush = |token: &mut String, out: &mut String| {
+        if token.chars().any(|c| c.is_ascii_digit()) {
+            out.push('#');
+        } else {
+            out.push_str(token);
+        }
+        token.clear();
+    };
+    for c in head.chars() {
+        if c.is_ascii_alphanumeric() || c == '_' {
+            token.push(c);
+        } else {
+            flush(&mut token, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut token, &mut out);
+    out
+}
