@@ -1,0 +1,151 @@
+//! Command-line arguments (clap).
+
+use std::path::PathBuf;
+
+use clap::{Args as ClapArgs, Parser, Subcommand, ValueEnum};
+
+use crate::contenders::Kind;
+
+/// Benchmarks of statesafe against the bare system-call floor and its peers.
+///
+/// Writes a Markdown report and an SVG chart. Run it with `--release`.
+#[derive(Debug, Parser)]
+#[command(name = "statesafe-bench", version)]
+pub struct Args {
+    /// Internal: the child processes of the contention and memory sections.
+    #[command(subcommand)]
+    pub child: Option<Child>,
+
+    /// Short run (under a minute): fewer rounds, shorter contention windows.
+    #[arg(long)]
+    pub quick: bool,
+
+    /// Directory to benchmark in (it chooses the filesystem). Default: a temporary
+    /// directory on the repository's filesystem.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+
+    /// Where to write the Markdown report.
+    #[arg(long, default_value_os_t = crate::run::workspace_root().join("docs/benchmarks.md"))]
+    pub out_md: PathBuf,
+
+    /// Where to write the SVG chart.
+    #[arg(long, default_value_os_t = crate::run::workspace_root().join("docs/benchmarks.svg"))]
+    pub out_svg: PathBuf,
+
+    /// Also measure a 100 MiB document.
+    #[arg(long)]
+    pub large: bool,
+
+    /// Document sizes, comma-separated, with K/M suffixes (KiB, MiB).
+    #[arg(long, value_delimiter = ',', value_parser = parse_size, default_value = "1K,64K,1M,16M")]
+    pub sizes: Vec<usize>,
+
+    /// Process counts for the contention section, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4,8")]
+    pub procs: Vec<usize>,
+
+    /// Run only these sections (default: all).
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<Section>,
+
+    /// The `statesafe` binary for the CLI section (default: build it with cargo).
+    #[arg(long)]
+    pub statesafe_bin: Option<PathBuf>,
+}
+
+/// The sections of the report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Section {
+    /// Durable update latency and throughput.
+    Update,
+    /// Many processes incrementing one counter.
+    Contended,
+    /// Load latency.
+    Load,
+    /// Peak memory of one update.
+    Memory,
+    /// Whole-process CLI timings with hyperfine.
+    Cli,
+}
+
+/// The hidden subcommand.
+#[derive(Debug, Subcommand)]
+pub enum Child {
+    /// Internal: run one child process of a measurement.
+    #[command(hide = true)]
+    Child(ChildArgs),
+}
+
+/// What a child process measures.
+#[derive(Debug, ClapArgs)]
+pub struct ChildArgs {
+    /// The measurement.
+    #[command(subcommand)]
+    pub what: ChildWhat,
+}
+
+/// The child measurements.
+#[derive(Debug, Subcommand)]
+pub enum ChildWhat {
+    /// Increment the counter in FILE until the window closes; print the count.
+    Contend {
+        /// Contender.
+        #[arg(long)]
+        kind: Kind,
+        /// The shared file.
+        #[arg(long)]
+        file: PathBuf,
+        /// Length of the window in milliseconds, from the parent's "go".
+        #[arg(long)]
+        millis: u64,
+    },
+    /// One update of FILE; print the resident baseline and the peak, in bytes.
+    Mem {
+        /// Contender.
+        #[arg(long)]
+        kind: Kind,
+        /// The file.
+        #[arg(long)]
+        file: PathBuf,
+    },
+}
+
+/// Parses `1K`, `64K`, `16M`, `100M` or a plain byte count.
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let (digits, unit) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => s.split_at(i),
+        None => (s, ""),
+    };
+    let n: usize = digits
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size such as 1K, 64K, 16M"))?;
+    let mult = match unit.to_ascii_uppercase().as_str() {
+        "" | "B" => 1,
+        "K" | "KB" | "KIB" => 1 << 10,
+        "M" | "MB" | "MIB" => 1 << 20,
+        "G" | "GB" | "GIB" => 1 << 30,
+        _ => return Err(format!("unknown unit in `{s}` (use K or M)")),
+    };
+    if n == 0 {
+        return Err("a size must be positive".into());
+    }
+    Ok(n * mult)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("1K"), Ok(1024));
+        assert_eq!(parse_size("16M"), Ok(16 << 20));
+        assert_eq!(parse_size("100m"), Ok(100 << 20));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("3X").is_err());
+        assert!(parse_size("K").is_err());
+    }
+}

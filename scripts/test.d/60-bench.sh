@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The benchmark program (crates/statesafe-bench), once in --quick mode into a temporary
+# output, so that it cannot rot. The committed docs/benchmarks.{md,svg} come from a full
+# run and are never overwritten here. The run itself takes well under a minute.
+set -euo pipefail
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+cargo build --release --locked --quiet -p statesafe-bench
+target_dir="${CARGO_TARGET_DIR:-target}"
+args=(--quick --out-md "$out/benchmarks.md" --out-svg "$out/benchmarks.svg")
+# The CLI section needs a `statesafe` binary: reuse the debug build of the test stage
+# when there is one, rather than a release build of the CLI (minutes on 2 cores).
+if [ -x "$target_dir/debug/statesafe" ]; then
+  args+=(--statesafe-bin "$target_dir/debug/statesafe")
+fi
+start=$(date +%s)
+"$target_dir/release/statesafe-bench" "${args[@]}"
+elapsed=$(( $(date +%s) - start ))
+for section in '## 1. Durable update' '## 2. Contended updates' '## 3. Load latency' \
+  '## 4. Peak memory' '## 5. Whole-process CLI timings'; do
+  grep -qF "$section" "$out/benchmarks.md" || { echo "benchmark report lacks: $section" >&2; exit 1; }
+done
+grep -q '<svg' "$out/benchmarks.svg" || { echo "benchmark chart is not an SVG" >&2; exit 1; }
+echo "bench --quick: ${elapsed}s"
+if [ "$elapsed" -gt 60 ]; then
+  echo "WARNING: bench --quick took ${elapsed}s (meant to stay under a minute)" >&2
+fi
