@@ -7,7 +7,9 @@
 mod check;
 mod driver;
 mod inject;
+mod order;
 mod strace;
+mod stress;
 mod tally;
 
 use std::path::PathBuf;
@@ -42,6 +44,27 @@ enum Cmd {
         /// The errors to inject.
         #[arg(long, value_delimiter = ',', default_values_t = inject::ERRNOS.iter().map(|s| s.to_string()))]
         errnos: Vec<String>,
+    },
+    /// The system-call order check (ALICE-style): fsync before rename, directory fsync
+    /// before the acknowledgement, lock held, temp names never reused.
+    Order {
+        #[command(flatten)]
+        common: Common,
+        /// Fake every fsync as libeatmydata does (strace retval=0): the check must FAIL.
+        #[arg(long)]
+        eatmydata: bool,
+    },
+    /// Layer e: many writers and readers, random SIGKILL, exclusion watched in
+    /// /proc/locks, no acknowledged update lost.
+    Stress {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, default_value_t = 6)]
+        writers: usize,
+        #[arg(long, default_value_t = 2)]
+        readers: usize,
+        #[arg(long, default_value = "8s", value_parser = humantime::parse_duration)]
+        duration: std::time::Duration,
     },
     /// One operation on a prepared file, for strace (internal).
     #[command(hide = true)]
@@ -147,6 +170,41 @@ fn injection(common: &Common, errnos: Vec<&'static str>, kill: bool) -> ExitCode
 
 fn main() -> ExitCode {
     match Cmd::parse() {
+        Cmd::Order { common, eatmydata } => {
+            let layer = common.layer(if eatmydata {
+                "order (eatmydata)"
+            } else {
+                "order"
+            });
+            let tally = tally::Tally::default();
+            let result = (|| {
+                let scratch = common.scratch()?;
+                order::layer(&exe()?, scratch.path(), eatmydata, &tally)
+            })();
+            finish(&layer, "commits", &tally, result)
+        }
+        Cmd::Stress {
+            common,
+            writers,
+            readers,
+            duration,
+        } => {
+            let layer = common.layer("stress");
+            let tally = tally::Tally::default();
+            let result = (|| {
+                let scratch = common.scratch()?;
+                let exe = exe()?;
+                let cfg = stress::Stress {
+                    exe: &exe,
+                    base: scratch.path(),
+                    writers: writers.max(1),
+                    readers,
+                    duration,
+                };
+                stress::layer(&cfg, &tally)
+            })();
+            finish(&layer, "crash states", &tally, result)
+        }
         Cmd::Kill { common } => injection(&common, Vec::new(), true),
         Cmd::Errors { common, errnos } => {
             let mut known = Vec::new();
