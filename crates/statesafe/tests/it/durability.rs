@@ -241,12 +241,15 @@ fn no_durability_still_replaces_atomically_for_readers() {
         .unwrap();
     store.create(Doc::new(0)).unwrap();
     let done = AtomicBool::new(false);
+    let started = std::sync::Barrier::new(3);
     std::thread::scope(|s| {
         let readers: Vec<_> = (0..2)
             .map(|_| {
                 s.spawn(|| {
                     let (mut last, mut reads) = (0, 0u64);
-                    while !done.load(Ordering::Relaxed) {
+                    started.wait();
+                    loop {
+                        let finished = done.load(Ordering::Relaxed);
                         // A fresh open each time, as another process would read.
                         let doc: Doc = serde_json::from_slice(&std::fs::read(&path).unwrap())
                             .expect("a reader saw a partial document");
@@ -262,11 +265,16 @@ fn no_durability_still_replaces_atomically_for_readers() {
                         );
                         last = doc.version;
                         reads += 1;
+                        if finished {
+                            break;
+                        }
                     }
                     reads
                 })
             })
             .collect();
+        // Start writing once both readers run, so reads and renames overlap.
+        started.wait();
         for v in 1..=40 {
             store.replace(Doc::new(v)).unwrap();
         }

@@ -231,11 +231,12 @@ fn readers_see_whole_versions_while_a_writer_is_killed() {
     store.create(Doc::new(0)).unwrap();
     for _ in 0..10 {
         let mut child = spawn_writer(&path, "none");
+        child.wait_for("ready");
         let stop = std::sync::atomic::AtomicBool::new(false);
         std::thread::scope(|s| {
             let reader = s.spawn(|| {
                 let mut n = 0;
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                loop {
                     let doc = store.get().unwrap();
                     assert!(
                         doc.is_whole(),
@@ -243,8 +244,10 @@ fn readers_see_whole_versions_while_a_writer_is_killed() {
                         doc.version
                     );
                     n += 1;
+                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        return n;
+                    }
                 }
-                n
             });
             std::thread::sleep(Duration::from_millis(20 + rng.below(40)));
             child.kill();
