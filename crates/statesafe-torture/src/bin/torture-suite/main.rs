@@ -6,6 +6,7 @@
 
 mod check;
 mod driver;
+mod fs;
 mod inject;
 mod order;
 mod strace;
@@ -65,6 +66,15 @@ enum Cmd {
         readers: usize,
         #[arg(long, default_value = "8s", value_parser = humantime::parse_duration)]
         duration: std::time::Duration,
+    },
+    /// Layer d: the kill and error layers on loop-mounted ext4 (data=ordered, and
+    /// noauto_da_alloc), xfs, btrfs and tmpfs.
+    Fs {
+        #[command(flatten)]
+        common: Common,
+        /// The errors injected on each filesystem (a subset keeps CI short).
+        #[arg(long, value_delimiter = ',', default_values_t = ["ENOSPC".to_string(), "EIO".to_string()])]
+        errnos: Vec<String>,
     },
     /// One operation on a prepared file, for strace (internal).
     #[command(hide = true)]
@@ -168,6 +178,65 @@ fn injection(common: &Common, errnos: Vec<&'static str>, kill: bool) -> ExitCode
     finish(&layer, "crash states", &tally, result)
 }
 
+fn known_errnos(names: &[String]) -> Result<Vec<&'static str>, ExitCode> {
+    let mut known = Vec::new();
+    for e in names {
+        match inject::ERRNOS.iter().find(|k| k.eq_ignore_ascii_case(e)) {
+            Some(k) => known.push(*k),
+            None => {
+                eprintln!(
+                    "error: unknown errno `{e}` (known: {})",
+                    inject::ERRNOS.join(", ")
+                );
+                return Err(ExitCode::from(2));
+            }
+        }
+    }
+    Ok(known)
+}
+
+/// Layer d: mounts each filesystem and runs the kill and error layers on it.
+fn filesystems(common: &Common, errnos: Vec<&'static str>) -> ExitCode {
+    let scratch = match common.scratch() {
+        Ok(s) => s,
+        Err(e) => {
+            println!("fs: HARNESS ERROR: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut worst = ExitCode::SUCCESS;
+    let mut skipped = 0;
+    for fs in fs::FILESYSTEMS {
+        let mount = match fs::mount(fs, scratch.path()) {
+            Ok(m) => m,
+            Err(reason) => {
+                println!("fs [{}]: SKIPPED (not run, not passed): {reason}", fs.label);
+                skipped += 1;
+                continue;
+            }
+        };
+        let on_fs = Common {
+            dir: Some(mount.point.clone()),
+            label: Some(fs.label.to_string()),
+            ..common.clone()
+        };
+        for (kill, errnos) in [(true, Vec::new()), (false, errnos.clone())] {
+            let code = injection(&on_fs, errnos, kill);
+            if code != ExitCode::SUCCESS {
+                worst = code;
+            }
+        }
+        drop(mount);
+    }
+    if skipped > 0 {
+        println!(
+            "fs: {skipped} of {} filesystems SKIPPED",
+            fs::FILESYSTEMS.len()
+        );
+    }
+    worst
+}
+
 fn main() -> ExitCode {
     match Cmd::parse() {
         Cmd::Order { common, eatmydata } => {
@@ -206,22 +275,14 @@ fn main() -> ExitCode {
             finish(&layer, "crash states", &tally, result)
         }
         Cmd::Kill { common } => injection(&common, Vec::new(), true),
-        Cmd::Errors { common, errnos } => {
-            let mut known = Vec::new();
-            for e in errnos {
-                match inject::ERRNOS.iter().find(|k| k.eq_ignore_ascii_case(&e)) {
-                    Some(k) => known.push(*k),
-                    None => {
-                        eprintln!(
-                            "error: unknown errno `{e}` (known: {})",
-                            inject::ERRNOS.join(", ")
-                        );
-                        return ExitCode::from(2);
-                    }
-                }
-            }
-            injection(&common, known, false)
-        }
+        Cmd::Errors { common, errnos } => match known_errnos(&errnos) {
+            Ok(known) => injection(&common, known, false),
+            Err(code) => code,
+        },
+        Cmd::Fs { common, errnos } => match known_errnos(&errnos) {
+            Ok(known) => filesystems(&common, known),
+            Err(code) => code,
+        },
         Cmd::Demo(args) => statesafe_torture::run(&args),
         Cmd::TortureChild { args } => statesafe_torture::child_main(args),
         Cmd::Driver { op, file, hold } => driver::main(op, &file, hold),

@@ -131,6 +131,9 @@ fn snapshot_locks(buf: &mut [u8]) -> Option<String> {
     (n < buf.len()).then(|| String::from_utf8_lossy(&buf[..n]).into_owned())
 }
 
+/// A reader child, its stdin (closed to stop it) and the thread reading its reports.
+type ReaderProc = (Child, Option<ChildStdin>, JoinHandle<(u64, u64)>);
+
 /// Runs the stress layer.
 pub fn layer(cfg: &Stress<'_>, tally: &Tally) -> Result<(), String> {
     let dir = cfg.base.join("stress");
@@ -143,7 +146,7 @@ pub fn layer(cfg: &Stress<'_>, tally: &Tally) -> Result<(), String> {
     let monitor = Monitor::start(&check::lock_path(&dir))?;
 
     let acks = Arc::new(Mutex::new(Vec::new()));
-    let mut readers: Vec<(Child, Option<ChildStdin>, JoinHandle<(u64, u64)>)> = Vec::new();
+    let mut readers: Vec<ReaderProc> = Vec::new();
     for _ in 0..cfg.readers {
         let mut child = Command::new(cfg.exe)
             .args(["torture-child", "reader", "--file"])
