@@ -72,15 +72,27 @@ fn ensure_dir(path: &PathBuf) -> io::Result<OwnedFd> {
 }
 
 /// Gives the current file (generation `generation`) a second name in `backups/`.
+/// Runs on every commit: one `linkat`, and a `mkdir` only the first time.
 pub(crate) fn link_outgoing(target: &Target, dir: &OwnedFd, generation: u64) -> Result<()> {
     let backups = backups_dir(target);
-    let backups_fd = ensure_dir(&backups).map_err(|e| Error::io(Op::Backup, &backups, e))?;
-    let name = backup_name(generation);
-    match sys::link_at(dir, &target.name, &backups_fd, &name) {
+    let path = backups.join(backup_name(generation));
+    let link = || sys::link_at(dir, &target.name, rustix::fs::CWD, path.as_os_str());
+    let result = match link() {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            match std::fs::create_dir(&backups) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(Error::io(Op::Backup, &backups, e)),
+            }
+            link()
+        }
+        other => other,
+    };
+    match result {
         Ok(()) => Ok(()),
         // Already backed up (a retried commit after a crash): same generation, same bytes.
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(Error::io(Op::Backup, backups.join(&name), e)),
+        Err(e) => Err(Error::io(Op::Backup, path, e)),
     }
 }
 
@@ -153,20 +165,43 @@ fn secs(t: SystemTime) -> u64 {
 }
 
 /// Removes statesafe's backups that `policy` no longer keeps; returns how many.
-/// Foreign files are never touched.
+/// Foreign files are never touched. Runs on every commit, so with count-only
+/// retention it reads names only.
 pub(crate) fn prune(target: &Target, policy: &BackupPolicy) -> Result<usize> {
-    let list = list(target)?;
-    let keep = keep_set(&list.backups, policy, SystemTime::now());
+    let doomed: Vec<PathBuf> = if policy.hourly == 0 && policy.daily == 0 {
+        let dir = backups_dir(target);
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(Error::io(Op::Backup, &dir, e)),
+        };
+        let mut ours: Vec<(u64, PathBuf)> = entries
+            .flatten()
+            .filter_map(|e| parse_backup_name(&e.file_name()).map(|g| (g, e.path())))
+            .collect();
+        if ours.len() <= policy.keep as usize {
+            return Ok(0);
+        }
+        ours.sort_by_key(|(g, _)| std::cmp::Reverse(*g));
+        ours.split_off(policy.keep as usize)
+            .into_iter()
+            .map(|(_, p)| p)
+            .collect()
+    } else {
+        let list = list(target)?;
+        let keep = keep_set(&list.backups, policy, SystemTime::now());
+        list.backups
+            .into_iter()
+            .filter(|b| !keep.contains(&b.generation))
+            .map(|b| b.path)
+            .collect()
+    };
     let mut removed = 0;
-    for b in list
-        .backups
-        .iter()
-        .filter(|b| !keep.contains(&b.generation))
-    {
-        match std::fs::remove_file(&b.path) {
+    for path in doomed {
+        match std::fs::remove_file(&path) {
             Ok(()) => removed += 1,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io(Op::Backup, &b.path, e)),
+            Err(e) => return Err(Error::io(Op::Backup, &path, e)),
         }
     }
     Ok(removed)

@@ -107,21 +107,24 @@ pub(crate) fn needs_snapshot(
 /// Appends `entry`, then prunes segments the policy no longer keeps.
 pub(crate) fn append(target: &Target, policy: &HistoryPolicy, entry: &HistoryEntry) -> Result<()> {
     let dir = history_dir(target);
-    match std::fs::create_dir(&dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(Error::io(Op::History, &dir, e)),
-    }
     let size = segment_size(policy);
     let segment = segment_of(entry.generation, size);
     let path = dir.join(segment_name(segment));
     let mut line = serde_json::to_vec(entry).expect("invariant: history entries serialize");
     line.push(b'\n');
-    let mut file = OpenOptions::new()
-        .append(true)
-        .create(true)
-        .open(&path)
-        .map_err(|e| Error::io(Op::History, &path, e))?;
+    let open = || OpenOptions::new().append(true).create(true).open(&path);
+    let mut file = match open() {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            match std::fs::create_dir(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(Error::io(Op::History, &dir, e)),
+            }
+            open()
+        }
+        other => other,
+    }
+    .map_err(|e| Error::io(Op::History, &path, e))?;
     // One write of one line with O_APPEND: concurrent appends cannot interleave bytes.
     file.write_all(&line)
         .map_err(|e| Error::io(Op::History, &path, e))?;
