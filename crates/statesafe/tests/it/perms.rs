@@ -251,3 +251,31 @@ fn permission_denied_is_typed_and_changes_nothing() {
     assert_eq!(std::fs::read(&path).unwrap(), before);
     assert_eq!(common::mode(&path), 0o600);
 }
+
+#[test]
+fn root_writing_a_users_file_does_not_lock_the_user_out() {
+    let test = "perms::root_writing_a_users_file_does_not_lock_the_user_out";
+    if !common::is_root() {
+        common::skipped(test, "needs root to act for another user");
+        return;
+    }
+    let dir = common::test_dir();
+    let home = dir.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    std::os::unix::fs::chown(&home, Some(65534), Some(65534)).unwrap();
+    set_mode(dir.path(), 0o755);
+    let path = home.join("state.json");
+    std::fs::write(&path, "{\"n\": 0}\n").unwrap();
+    std::os::unix::fs::chown(&path, Some(65534), Some(65534)).unwrap();
+    // `sudo statesafe set ...` on the user's file: the first write, made by root.
+    let store: Store = Store::open(&path).unwrap();
+    store.update(|s| s["n"] = 1.into()).unwrap();
+    store.update(|s| s["n"] = 2.into()).unwrap();
+    drop(store);
+    let out = as_nobody(&path);
+    assert_eq!(
+        out,
+        ["write ok", "read ok"],
+        "the owner can no longer write their own file"
+    );
+}
