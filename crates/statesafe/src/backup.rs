@@ -71,13 +71,19 @@ fn ensure_dir(path: &PathBuf) -> io::Result<OwnedFd> {
     sys::open_dir(path)
 }
 
-/// Gives the current file (generation `generation`) a second name in `backups/`.
-/// Runs on every commit: one `linkat`, and a `mkdir` only the first time.
-pub(crate) fn link_outgoing(target: &Target, dir: &OwnedFd, generation: u64) -> Result<()> {
+/// Gives the current file (generation `generation`, checksum `checksum`) a second
+/// name in `backups/`. Runs on every commit: one `linkat`, and a `mkdir` only the
+/// first time.
+pub(crate) fn link_outgoing(
+    target: &Target,
+    dir: &OwnedFd,
+    generation: u64,
+    checksum: u64,
+) -> Result<()> {
     let backups = backups_dir(target);
     let path = backups.join(backup_name(generation));
     let link = || sys::link_at(dir, &target.name, rustix::fs::CWD, path.as_os_str());
-    let result = match link() {
+    let mut result = match link() {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             match std::fs::create_dir(&backups) {
                 Ok(()) => {}
@@ -88,32 +94,55 @@ pub(crate) fn link_outgoing(target: &Target, dir: &OwnedFd, generation: u64) -> 
         }
         other => other,
     };
-    match result {
-        Ok(()) => Ok(()),
-        // Already backed up (a retried commit after a crash): same generation, same bytes.
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(Error::io(Op::Backup, path, e)),
+    if matches!(&result, Err(e) if e.kind() == io::ErrorKind::AlreadyExists) {
+        if holds(&path, checksum) {
+            // Already backed up (a commit retried after a crash): same bytes.
+            return Ok(());
+        }
+        // A different version under this generation's name: never overwrite or
+        // delete it; move it to the quarantine and keep ours.
+        let qdir = quarantine_dir(target);
+        let _ = std::fs::create_dir(&qdir);
+        let aside = qdir.join(format!(
+            "stale-backup-gen-{generation}-{:016x}",
+            crate::format::checksum(&std::fs::read(&path).unwrap_or_default())
+        ));
+        std::fs::rename(&path, &aside).map_err(|e| Error::io(Op::Backup, &path, e))?;
+        result = link();
+    }
+    result.map_err(|e| Error::io(Op::Backup, path, e))
+}
+
+/// Whether the file at `path` carries a metadata record for bytes with `checksum`.
+fn holds(path: &std::path::Path, checksum: u64) -> bool {
+    let Ok(file) = std::fs::File::open(path) else {
+        return false;
+    };
+    match sys::get_meta_attr(&file) {
+        Ok(sys::MetaAttr::Present(raw)) => {
+            crate::format::Meta::decode(&raw).is_some_and(|m| m.xxh3 == checksum)
+        }
+        _ => std::fs::read(path).is_ok_and(|b| crate::format::checksum(&b) == checksum),
     }
 }
 
 /// Lists the backups directory (an empty list when there is none).
 pub(crate) fn list(target: &Target) -> Result<BackupList> {
     let dir = backups_dir(target);
-    let entries = match std::fs::read_dir(&dir) {
-        Ok(entries) => entries,
+    let names = match sys::dir_names(&dir) {
+        Ok(names) => names,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(BackupList::default()),
         Err(e) => return Err(Error::io(Op::Backup, &dir, e)),
     };
     let mut list = BackupList::default();
-    for entry in entries {
-        let entry = entry.map_err(|e| Error::io(Op::Backup, &dir, e))?;
-        let path = entry.path();
+    for name in names {
+        let path = dir.join(&name);
         let meta = match std::fs::symlink_metadata(&path) {
             Ok(m) => m,
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Err(e) => return Err(Error::io(Op::Backup, &path, e)),
         };
-        match parse_backup_name(&entry.file_name()) {
+        match parse_backup_name(&name) {
             Some(generation) if meta.is_file() => list.backups.push(BackupInfo {
                 generation,
                 path,
@@ -170,14 +199,14 @@ fn secs(t: SystemTime) -> u64 {
 pub(crate) fn prune(target: &Target, policy: &BackupPolicy) -> Result<usize> {
     let doomed: Vec<PathBuf> = if policy.hourly == 0 && policy.daily == 0 {
         let dir = backups_dir(target);
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(entries) => entries,
+        let names = match sys::dir_names(&dir) {
+            Ok(names) => names,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
             Err(e) => return Err(Error::io(Op::Backup, &dir, e)),
         };
-        let mut ours: Vec<(u64, PathBuf)> = entries
-            .flatten()
-            .filter_map(|e| parse_backup_name(&e.file_name()).map(|g| (g, e.path())))
+        let mut ours: Vec<(u64, PathBuf)> = names
+            .iter()
+            .filter_map(|n| parse_backup_name(n).map(|g| (g, dir.join(n))))
             .collect();
         if ours.len() <= policy.keep as usize {
             return Ok(0);

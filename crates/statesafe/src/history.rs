@@ -25,6 +25,7 @@ use crate::error::{Error, Op, Result};
 use crate::format::Writer;
 use crate::paths::Target;
 use crate::settings::HistoryPolicy;
+use crate::sys;
 
 /// Why a generation came to be.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -139,15 +140,16 @@ fn prune(target: &Target, policy: &HistoryPolicy, newest: u64) -> Result<()> {
     let dir = history_dir(target);
     let size = segment_size(policy);
     let oldest_kept = newest.saturating_sub(u64::from(policy.keep)) + 1;
-    let entries = std::fs::read_dir(&dir).map_err(|e| Error::io(Op::History, &dir, e))?;
-    for entry in entries.flatten() {
-        if let Some(segment) = parse_segment_name(&entry.file_name()) {
+    let names = sys::dir_names(&dir).map_err(|e| Error::io(Op::History, &dir, e))?;
+    for name in names {
+        if let Some(segment) = parse_segment_name(&name) {
             let last_in_segment = (segment + 1) * size;
             if last_in_segment < oldest_kept {
-                match std::fs::remove_file(entry.path()) {
+                let path = dir.join(&name);
+                match std::fs::remove_file(&path) {
                     Ok(()) => {}
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(Error::io(Op::History, entry.path(), e)),
+                    Err(e) => return Err(Error::io(Op::History, path, e)),
                 }
             }
         }
@@ -166,14 +168,14 @@ pub(crate) fn read(
     retained_only: bool,
 ) -> Result<Vec<HistoryEntry>> {
     let dir = history_dir(target);
-    let entries = match std::fs::read_dir(&dir) {
-        Ok(entries) => entries,
+    let names = match sys::dir_names(&dir) {
+        Ok(names) => names,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(Error::io(Op::History, &dir, e)),
     };
-    let mut segments: Vec<(u64, PathBuf)> = entries
-        .flatten()
-        .filter_map(|e| parse_segment_name(&e.file_name()).map(|s| (s, e.path())))
+    let mut segments: Vec<(u64, PathBuf)> = names
+        .iter()
+        .filter_map(|n| parse_segment_name(n).map(|s| (s, dir.join(n))))
         .collect();
     segments.sort();
     let mut by_generation = BTreeMap::new();
@@ -256,6 +258,21 @@ fn leading_generation(line: &[u8]) -> Option<u64> {
     }
     let n = rest.iter().take_while(|b| b.is_ascii_digit()).count();
     std::str::from_utf8(&rest[..n]).ok()?.parse().ok()
+}
+
+/// The newest generation recorded in any segment (for files re-created after deletion).
+pub(crate) fn newest_generation(target: &Target) -> Option<u64> {
+    let dir = history_dir(target);
+    let mut segments: Vec<u64> = sys::dir_names(&dir)
+        .ok()?
+        .iter()
+        .filter_map(|n| parse_segment_name(n))
+        .collect();
+    segments.sort_unstable();
+    segments
+        .iter()
+        .rev()
+        .find_map(|s| last_generation_in(&dir.join(segment_name(*s)), u64::MAX))
 }
 
 /// Rebuilds the document at `generation` from the nearest snapshot and the patches

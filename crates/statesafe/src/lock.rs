@@ -321,26 +321,33 @@ impl Guard<'_> {
             .map_err(|e| Error::io(Op::Lock, path, e))
     }
 
-    /// Releases the lock now, reporting a failure (dropping also releases it).
-    pub fn release(mut self, path: &Path) -> Result<()> {
+    /// Releases the lock now (dropping the guard does the same).
+    ///
+    /// Infallible by design: it runs after commits that are already durable, which must
+    /// not be reported as failed. If `flock(LOCK_UN)` ever fails, the descriptor is
+    /// closed instead, which frees the lock just as surely; the store reopens the lock
+    /// file on its next write.
+    pub fn release(mut self) {
+        self.unlock();
+    }
+
+    fn unlock(&mut self) {
+        if !self.locked {
+            return;
+        }
         self.locked = false;
         if cfg!(feature = "mutation-no-lock") {
-            return Ok(());
+            return;
         }
-        self.open()
-            .file
-            .unlock()
-            .map_err(|e| Error::io(Op::Lock, path, e))
+        if self.open().file.unlock().is_err() {
+            *self.inner = None;
+        }
     }
 }
 
 impl Drop for Guard<'_> {
     fn drop(&mut self) {
-        if self.locked && !cfg!(feature = "mutation-no-lock") {
-            // Unlocking a descriptor we hold a lock on cannot fail on Linux; if it ever
-            // did, closing the descriptor (on store drop) would still free the lock.
-            let _ = self.open().file.unlock();
-        }
+        self.unlock();
     }
 }
 

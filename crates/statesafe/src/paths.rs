@@ -14,6 +14,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::error::{Error, Op, Result};
 
+/// The longest state file name: a temporary name adds 40 bytes
+/// (`.` + `.statesafe-tmp-` + pid (at most 7 digits) + `-` + 16 hex digits), and
+/// names are limited to 255 bytes.
+const MAX_NAME: usize = 255 - 40;
+
 /// How many symlinks we follow before giving up (as the kernel's ELOOP limit).
 const MAX_LINKS: usize = 40;
 
@@ -91,10 +96,23 @@ impl Target {
             }
             Err(e) => return Err(Error::io(Op::Resolve, parent, e)),
         };
-        if !dir.is_dir() {
+        match std::fs::metadata(&dir) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(Error::BadPath {
+                    path: given,
+                    reason: format!("`{}` is not a directory", parent.display()),
+                });
+            }
+            Err(e) => return Err(Error::io(Op::Resolve, &dir, e)),
+        }
+        if name.len() > MAX_NAME {
             return Err(Error::BadPath {
                 path: given,
-                reason: format!("`{}` is not a directory", parent.display()),
+                reason: format!(
+                    "its name is {} bytes long; statesafe needs names of at most {MAX_NAME} bytes to fit its temporary and sidecar names beside it (255 at most)",
+                    name.len()
+                ),
             });
         }
         Ok(Target { given, dir, name })
@@ -190,6 +208,16 @@ mod tests {
         std::os::unix::fs::symlink(dir.path().join("a"), dir.path().join("b")).unwrap();
         let t = Target::resolve(&dir.path().join("b")).unwrap();
         assert_eq!(t.real(), std::fs::canonicalize(&real).unwrap());
+    }
+
+    #[test]
+    fn names_too_long_for_a_temp_name_are_refused_up_front() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(Target::resolve(&dir.path().join("a".repeat(MAX_NAME))).is_ok());
+        let err = Target::resolve(&dir.path().join("a".repeat(MAX_NAME + 1))).unwrap_err();
+        assert!(matches!(err, Error::BadPath { .. }), "{err:?}");
+        let t = Target::resolve(&dir.path().join("a".repeat(MAX_NAME))).unwrap();
+        assert!(t.temp_name().len() <= 255);
     }
 
     #[test]

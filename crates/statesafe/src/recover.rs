@@ -120,10 +120,8 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                 }),
             Err(e) => Err(e),
         };
-        let released = guard.release(&self.target.given);
-        let snapshot = result?;
-        released?;
-        Ok(snapshot)
+        guard.release();
+        result
     }
 
     /// Quarantines the damaged `cur` and commits a replacement; returns it and its base.
@@ -287,7 +285,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             }
             Err(e) => return Err(e),
         };
-        guard.release(&self.target.given)?;
+        guard.release();
         Ok(outcome)
     }
 
@@ -328,7 +326,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             base.as_ref(),
             Change::Restore { from: generation },
         )?;
-        guard.release(&self.target.given)?;
+        guard.release();
         Ok(new.generation)
     }
 
@@ -448,7 +446,8 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         let locked = self.lock_and_read("save settings", false)?;
         settings.write(&self.target.sidecar())?;
         self.set_config(config);
-        locked.guard.release(&self.target.given)
+        locked.guard.release();
+        Ok(())
     }
 
     /// Creates the file with `state` and records `settings` with it, under one lock.
@@ -471,7 +470,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         settings.write(&self.target.sidecar())?;
         self.set_config(config);
         let new = self.write_version(&mut guard, &temp_name, &state, None, Change::Commit)?;
-        guard.release(&self.target.given)?;
+        guard.release();
         Ok(new.generation)
     }
 }

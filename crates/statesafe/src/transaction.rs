@@ -295,7 +295,9 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         self.replace_checked(Some(expected), state, "replace_if")
     }
 
-    /// Creates the file with `state` as generation 1.
+    /// Creates the file with `state`: generation 1 for a new state file; a file that
+    /// was deleted and is created again continues after the last generation its
+    /// sidecar knows, so generations never repeat.
     ///
     /// # Errors
     /// [`Error::AlreadyExists`] when it exists, or as [`Transaction::commit`].
@@ -341,7 +343,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             base.as_ref(),
             Change::Commit,
         )?;
-        guard.release(&self.target.given)?;
+        guard.release();
         Ok(new.generation)
     }
 
@@ -375,7 +377,10 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         let config = self.config();
         let path = &self.target.given;
         validate::check(path, state, self.opts.rule.as_ref(), config.schema.as_ref())?;
-        let generation = base.map_or(0, |b| b.generation) + 1;
+        let generation = match base {
+            Some(b) => b.generation + 1,
+            None => write::highest_known_generation(&self.target, &self.lock) + 1,
+        };
         let bytes = match config.format {
             Format::Plain => format::encode(path, state, self.opts.layout)?,
             Format::Sealed => {
@@ -429,7 +434,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                     },
                 );
             }
-            backup::link_outgoing(&self.target, dir, b.generation)?;
+            backup::link_outgoing(&self.target, dir, b.generation, b.checksum)?;
         }
         let commit = write::Commit {
             target: &self.target,
@@ -648,7 +653,7 @@ impl<T: Serialize + DeserializeOwned> Transaction<'_, T> {
             self.base.as_ref(),
             Change::Commit,
         )?;
-        self.guard.release(&store.target.given)?;
+        self.guard.release();
         Ok(new.generation)
     }
 }

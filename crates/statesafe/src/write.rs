@@ -121,12 +121,25 @@ pub(crate) fn classify(attr: Option<&[u8]>, sum: u64) -> Option<(u64, bool)> {
 /// The generation of a file whose own metadata does not describe it: one more than the
 /// highest generation we know of (sidecar record, newest backup, lock record hint).
 fn fallback_generation(target: &Target, lock: &LockFile, _bytes: &[u8]) -> u64 {
+    highest_known_generation(target, lock) + 1
+}
+
+/// The highest generation this state file is known to have had, from everything in
+/// its sidecar: the metadata record, the newest backup, the newest history entry and
+/// the lock record. A file deleted and created again continues after it, so
+/// generations never repeat (a stale compare-and-swap cannot succeed, and a new
+/// version can never collide with an old backup).
+pub(crate) fn highest_known_generation(target: &Target, lock: &LockFile) -> u64 {
     let sidecar = read_sidecar_meta(target).map_or(0, |m| m.generation);
     let backups = crate::backup::list(target)
         .ok()
         .and_then(|l| l.backups.first().map(|b| b.generation))
         .unwrap_or(0);
-    sidecar.max(backups).max(lock.last_generation_hint()) + 1
+    let history = crate::history::newest_generation(target).unwrap_or(0);
+    sidecar
+        .max(backups)
+        .max(history)
+        .max(lock.last_generation_hint())
 }
 
 /// Records `meta` on the current file (best effort: where it cannot be written, a
@@ -342,17 +355,14 @@ pub(crate) fn sweep_temps(target: &Target, dir: &OwnedFd) -> Result<usize> {
     if cfg!(feature = "mutation-no-temp-cleanup") {
         return Ok(0);
     }
-    let entries =
-        std::fs::read_dir(&target.dir).map_err(|e| Error::io(Op::RemoveTemp, &target.dir, e))?;
+    let names =
+        sys::dir_names(&target.dir).map_err(|e| Error::io(Op::RemoveTemp, &target.dir, e))?;
     let mut removed = 0;
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        if target.is_temp(&name) {
-            match sys::unlink_in(dir, &name) {
-                Ok(()) => removed += 1,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(Error::io(Op::RemoveTemp, target.dir.join(&name), e)),
-            }
+    for name in names.into_iter().filter(|n| target.is_temp(n)) {
+        match sys::unlink_in(dir, &name) {
+            Ok(()) => removed += 1,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(Op::RemoveTemp, target.dir.join(&name), e)),
         }
     }
     Ok(removed)

@@ -199,3 +199,20 @@ pub(crate) fn free_bytes(fd: impl AsFd) -> io::Result<u64> {
 pub(crate) fn no_space_error() -> io::Error {
     io::Error::from_raw_os_error(Errno::NOSPC.raw_os_error())
 }
+
+/// The names in directory `path` (without `.` and `..`). Unlike `std::fs::read_dir`,
+/// a failing `close` of the directory cannot panic, and a read error is returned,
+/// never taken for the end of the listing.
+pub(crate) fn dir_names(path: &Path) -> io::Result<Vec<std::ffi::OsString>> {
+    let fd = open_dir(path)?;
+    let mut dir = rustix::fs::Dir::read_from(&fd)?;
+    let mut names = Vec::new();
+    while let Some(entry) = dir.read() {
+        let entry = entry?;
+        let name = entry.file_name().to_bytes();
+        if name != b"." && name != b".." {
+            names.push(OsStr::from_bytes(name).to_os_string());
+        }
+    }
+    Ok(names)
+}

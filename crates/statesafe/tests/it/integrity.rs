@@ -539,7 +539,7 @@ fn recovery_is_idempotent() {
     store.update(|s| s["n"] = 2.into()).unwrap();
     for _ in 0..3 {
         std::fs::write(&path, b"\0\0\0\0").unwrap();
-        assert_eq!(store.recover().unwrap().is_some(), true);
+        assert!(store.recover().unwrap().is_some());
         assert_eq!(store.get().unwrap(), json!({"n": 1}));
     }
     // The same damaged bytes are quarantined once.
@@ -547,5 +547,63 @@ fn recovery_is_idempotent() {
     assert!(
         store.recover().unwrap().is_none(),
         "a sound file needs no recovery"
+    );
+}
+
+/// Found by the library test suite: a deleted and re-created file used to restart at
+/// generation 1, so its backups collided with the old life's, a stale compare-and-swap
+/// succeeded, and recovery restored the old file's content.
+#[test]
+fn generations_never_restart_when_the_file_is_deleted_and_recreated() {
+    let dir = common::test_dir();
+    let path = dir.path().join("state.json");
+    let store: Store = Store::open(&path).unwrap();
+    store.create(json!({"life": "old", "n": 1})).unwrap();
+    let stale = store.load().unwrap().generation;
+    store.update(|s| s["n"] = 2.into()).unwrap();
+    store.update(|s| s["n"] = 3.into()).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let g = store.create(json!({"life": "new", "n": 1})).unwrap();
+    assert!(
+        g > 3,
+        "generation went back to {g} after the file was re-created"
+    );
+    assert!(matches!(
+        store.update_if(stale, |s| s["n"] = 9.into()),
+        Err(Error::GenerationConflict { .. })
+    ));
+    store.update(|s| s["n"] = 2.into()).unwrap();
+    store.update(|s| s["n"] = 3.into()).unwrap();
+    std::fs::write(&path, "{\"life\": \"new\", \"n\": ").unwrap();
+    let back = store.get().unwrap();
+    assert_eq!(
+        back["life"], "new",
+        "recovery restored the old file's content"
+    );
+    assert_eq!(back["n"], 2);
+}
+
+/// A backup name already taken by different bytes is moved to the quarantine, never
+/// overwritten, deleted or mistaken for this version.
+#[test]
+fn a_foreign_version_under_a_backup_name_is_set_aside() {
+    let dir = common::test_dir();
+    let path = dir.path().join("state.json");
+    let store: Store = Store::open(&path).unwrap();
+    store.create(json!({"n": 1})).unwrap();
+    let squatter = store.sidecar_path().join("backups");
+    std::fs::create_dir_all(&squatter).unwrap();
+    let squatter = squatter.join(format!("gen-{:020}.json", 1));
+    std::fs::write(&squatter, "{\"not\": \"ours\"}").unwrap();
+    store.update(|s| s["n"] = 2.into()).unwrap();
+    assert_eq!(
+        serde_json::from_slice::<Value>(&std::fs::read(&squatter).unwrap()).unwrap(),
+        json!({"n": 1})
+    );
+    let q = quarantine_files(&path);
+    assert_eq!(q.len(), 1, "{q:?}");
+    assert_eq!(
+        std::fs::read_to_string(&q[0]).unwrap(),
+        "{\"not\": \"ours\"}"
     );
 }
