@@ -54,6 +54,22 @@ pub enum Command {
     Lock(LockArgs),
     /// Edit the document in $VISUAL or $EDITOR, checked before it is committed
     Edit(EditArgs),
+    /// Check the file and its backups without changing anything
+    Check(FileArgs),
+    /// Recover a damaged file from its newest valid backup
+    Recover(RecoverArgs),
+    /// List the backups kept beside the file
+    Backups(FileArgs),
+    /// Bring back the backup of a generation as a new generation
+    Restore(RestoreArgs),
+    /// Show the history of changes, newest first
+    Log(LogArgs),
+    /// Show what changed between two generations (an RFC 6902 JSON Patch)
+    Diff(DiffArgs),
+    /// Summarise the file: generation, format, size, last writer, backups, lock holder
+    Info(FileArgs),
+    /// Show or change the settings stored with the file (format, schema, retention, limits)
+    Settings(SettingsCmdArgs),
     /// Print a shell completion script
     Completions(CompletionsArgs),
     /// Print the manual page (roff), or write one per subcommand into a directory
@@ -63,15 +79,15 @@ pub enum Command {
 /// Options of every command that writes.
 #[derive(Debug, Clone, Args)]
 pub struct WriteOptions {
-    /// How long to wait for the writers' lock (`500ms`, `10s`, `0` = try once)
+    /// How long to wait for the writers' lock (`500ms`, `10s`, `0` = try once);
+    /// default: the file's own setting, else 10s
     #[arg(
         long,
         value_name = "DURATION",
-        default_value = "10s",
         env = "STATESAFE_LOCK_TIMEOUT",
         value_parser = parse_duration
     )]
-    pub lock_timeout: Duration,
+    pub lock_timeout: Option<Duration>,
 
     /// `full` syncs the file and its directory (survives power loss); `none` skips
     /// fsync (still atomic against crashes of the process; for tmpfs and throwaway data)
@@ -81,6 +97,138 @@ pub struct WriteOptions {
     /// Create a new file readable by its owner only (0600); an existing file keeps its mode
     #[arg(long)]
     pub private: bool,
+
+    /// Check the new document against this JSON Schema (overrides the file's own schema)
+    #[arg(long, value_name = "FILE")]
+    pub schema: Option<PathBuf>,
+}
+
+/// Per-file settings, recorded with the state file so that every writer agrees.
+#[derive(Debug, Clone, Args)]
+pub struct SettingsArgs {
+    /// `plain` JSON, or `sealed` (a header line with generation, checksum and writer)
+    #[arg(long, value_enum)]
+    pub format: Option<FormatArg>,
+    /// How many recent versions to keep as backups (0: none)
+    #[arg(long, value_name = "N")]
+    pub keep_backups: Option<u32>,
+    /// How many history entries to keep (0: no history)
+    #[arg(long, value_name = "N")]
+    pub keep_history: Option<u32>,
+    /// Refuse documents larger than this many bytes
+    #[arg(long, value_name = "BYTES")]
+    pub max_bytes: Option<u64>,
+    /// Refuse to write when the filesystem has less free space than this
+    #[arg(long, value_name = "BYTES")]
+    pub min_free_bytes: Option<u64>,
+    /// The lock timeout every writer of this file uses unless told otherwise
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub default_lock_timeout: Option<Duration>,
+    /// What a read does when the file is damaged
+    #[arg(long, value_enum)]
+    pub recovery: Option<RecoveryArg>,
+}
+
+/// `--format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FormatArg {
+    /// Plain JSON.
+    Plain,
+    /// JSON with a header line sealing it.
+    Sealed,
+}
+
+/// `--recovery`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RecoveryArg {
+    /// Quarantine the damaged file and restore the newest valid backup.
+    RestoreFromBackup,
+    /// Fail with the corrupt-state error and leave the file alone.
+    Fail,
+}
+
+/// Commands that take only a file.
+#[derive(Debug, Args)]
+pub struct FileArgs {
+    /// The state file
+    pub file: PathBuf,
+}
+
+/// `statesafe recover`.
+#[derive(Debug, Args)]
+#[command(after_help = "Example:\n  statesafe recover state.json")]
+pub struct RecoverArgs {
+    /// The state file
+    pub file: PathBuf,
+    #[command(flatten)]
+    /// Write options.
+    pub write: WriteOptions,
+}
+
+/// `statesafe restore`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Example:\n  statesafe backups state.json\n  statesafe restore state.json --generation 41"
+)]
+pub struct RestoreArgs {
+    /// The state file
+    pub file: PathBuf,
+    /// The generation to bring back (see `statesafe backups FILE`)
+    #[arg(short, long, value_name = "N")]
+    pub generation: u64,
+    #[command(flatten)]
+    /// Write options.
+    pub write: WriteOptions,
+}
+
+/// `statesafe log`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  statesafe log state.json -n 5\n  statesafe log state.json --patch"
+)]
+pub struct LogArgs {
+    /// The state file
+    pub file: PathBuf,
+    /// Show at most N entries
+    #[arg(short = 'n', long, value_name = "N")]
+    pub limit: Option<usize>,
+    /// Show each change as a JSON Patch
+    #[arg(short, long)]
+    pub patch: bool,
+}
+
+/// `statesafe diff`.
+#[derive(Debug, Args)]
+#[command(after_help = "Example:\n  statesafe diff state.json 40 42")]
+pub struct DiffArgs {
+    /// The state file
+    pub file: PathBuf,
+    /// The older generation
+    pub from: u64,
+    /// The newer generation (default: the current one)
+    pub to: Option<u64>,
+}
+
+/// `statesafe settings`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  statesafe settings state.json\n  statesafe settings state.json --keep-backups 10 --schema state.schema.json"
+)]
+pub struct SettingsCmdArgs {
+    /// The state file
+    pub file: PathBuf,
+    #[command(flatten)]
+    /// The settings to change.
+    pub settings: SettingsArgs,
+    /// Record this JSON Schema: every later write must satisfy it
+    #[arg(long, value_name = "FILE", conflicts_with = "no_schema")]
+    pub schema: Option<PathBuf>,
+    /// Remove the recorded schema
+    #[arg(long)]
+    pub no_schema: bool,
+    /// How long to wait for the writers' lock
+    #[arg(long, value_name = "DURATION", default_value = "10s", env = "STATESAFE_LOCK_TIMEOUT", value_parser = parse_duration)]
+    pub lock_timeout: Duration,
 }
 
 /// `--durability`.
@@ -188,7 +336,7 @@ pub struct WriteArgs {
 /// `statesafe init`.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Examples:\n  statesafe init state.json\n  statesafe init queue.json '[]' --private"
+    after_help = "Examples:\n  statesafe init state.json\n  statesafe init queue.json '[]' --private\n  statesafe init config.json --format sealed --schema config.schema.json --keep-backups 10"
 )]
 pub struct InitArgs {
     /// The state file to create
@@ -202,6 +350,9 @@ pub struct InitArgs {
     /// Succeed without writing if the file exists (and holds a valid document)
     #[arg(long)]
     pub exist_ok: bool,
+    #[command(flatten)]
+    /// Settings to record with the new file (`--schema` is recorded too).
+    pub settings: SettingsArgs,
     #[command(flatten)]
     /// Write options.
     pub write: WriteOptions,

@@ -63,18 +63,21 @@ pub const EXIT_CODES: &[(Exit, &str)] = &[
     ),
     (
         Exit::NotFound,
-        "the state file (or the value at POINTER) does not exist",
+        "the state file, the value at POINTER, or the generation asked for does not exist",
     ),
     (
         Exit::InvalidInput,
-        "invalid input: JSON, pointer, jq expression or its output, unusable path",
+        "invalid input: JSON, pointer, jq expression or output, schema, size limit, path",
     ),
     (Exit::LockTimeout, "timed out waiting for the writers' lock"),
     (
         Exit::Conflict,
         "generation conflict: the file changed since it was read",
     ),
-    (Exit::Corrupt, "the state file is corrupt"),
+    (
+        Exit::Corrupt,
+        "the state file is corrupt (and could not be recovered), or `check` found a problem",
+    ),
     (
         Exit::Permission,
         "permission denied or read-only filesystem",
@@ -240,10 +243,12 @@ impl From<statesafe::Error> for CliError {
         use statesafe::Error as E;
         let exit = match &err {
             E::NotFound { .. } => Exit::NotFound,
-            E::Corrupt { .. } => Exit::Corrupt,
+            E::Corrupt { .. } | E::Unrecoverable { .. } => Exit::Corrupt,
             E::LockTimeout { .. } => Exit::LockTimeout,
             E::GenerationConflict { .. } => Exit::Conflict,
-            E::Invalid { .. } | E::BadPath { .. } => Exit::InvalidInput,
+            E::Invalid { .. } | E::BadPath { .. } | E::TooLarge { .. } | E::BadSchema { .. } => {
+                Exit::InvalidInput
+            }
             E::NoSpace { .. } => Exit::NoSpace,
             E::PermissionDenied { .. } | E::ReadOnly { .. } => Exit::Permission,
             E::OutcomeUnknown { .. } => Exit::OutcomeUnknown,
@@ -263,6 +268,12 @@ impl From<statesafe::Error> for CliError {
             E::OutcomeUnknown { generation, .. } => {
                 Some(serde_json::json!({ "generation": generation }))
             }
+            E::Unrecoverable {
+                quarantined, tried, ..
+            } => Some(serde_json::json!({
+                "quarantined": quarantined.as_ref().map(|p| p.to_string_lossy()),
+                "tried": tried.iter().map(|(p, why)| serde_json::json!({"backup": p.to_string_lossy(), "problem": why})).collect::<Vec<_>>(),
+            })),
             _ => None,
         };
         let hint = match &err {

@@ -78,6 +78,17 @@ impl Output {
         }
     }
 
+    /// Prints a warning on stderr: `warning: ...`, or a JSON object with `--json`.
+    pub fn warning(&self, kind: &str, message: &str) {
+        let mut stderr = io::stderr().lock();
+        if self.json {
+            let line = serde_json::json!({ "warning": kind, "message": message });
+            let _ = writeln!(stderr, "{line}");
+        } else {
+            let _ = writeln!(stderr, "{} {message}", self.paint(YELLOW, "warning:"));
+        }
+    }
+
     /// Prints a lone `hint:` line on stderr (after clap's own usage errors).
     pub fn hint(&self, hint: &str) {
         let _ = writeln!(

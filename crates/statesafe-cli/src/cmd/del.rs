@@ -17,7 +17,7 @@ pub fn run(args: DelArgs, out: &Output) -> Result<()> {
             "to empty the document use `statesafe set FILE '' '{}'`; to remove the file use `rm`",
         ));
     }
-    let store = super::open(&args.file, Some(&args.write))?;
+    let store = super::open(&args.file, Some(&args.write), out)?;
     let mut tx = store.begin()?;
     let before = tx.generation();
     match pointer.remove(tx.state_mut()) {

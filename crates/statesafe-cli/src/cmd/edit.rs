@@ -23,6 +23,8 @@ use crate::output::Output;
 const MARK: &str = "// statesafe:";
 /// Every header we write has exactly this many lines (for error positions).
 const HEADER_LINES: usize = 3;
+const RETRY: &str =
+    "fix it and save; save an empty file, or quit the editor with an error, to abandon.";
 const FOOTER: &str =
     "lines starting with // at the top are removed before the document is checked.";
 
@@ -39,7 +41,7 @@ enum Shown {
 /// Runs the edit loop until the document is committed or the edit is abandoned.
 pub fn run(args: EditArgs, out: &Output) -> Result<()> {
     let file = args.file.display().to_string();
-    let store = super::open(&args.file, Some(&args.write))?;
+    let store = super::open(&args.file, Some(&args.write), out)?;
     let (mut base, mut generation) = load(&store, args.create)?;
     let editor = editor();
     let temp = tempfile::Builder::new()
@@ -50,12 +52,22 @@ pub fn run(args: EditArgs, out: &Output) -> Result<()> {
     let path = temp.path().to_path_buf();
     let mut shown = super::pretty(&base);
     let mut why = Shown::Fresh;
+    let mut last_error = String::new();
     loop {
         std::fs::write(&path, &shown)
             .map_err(|e| CliError::io(format_args!("write `{}`", path.display()), e))?;
         run_editor(&editor, &path, &file)?;
         let edited = std::fs::read(&path)
             .map_err(|e| CliError::io(format_args!("read `{}`", path.display()), e))?;
+        if matches!(why, Shown::Invalid) && edited == shown {
+            return Err(CliError::invalid(
+                "invalid_json",
+                format!(
+                    "the edited document is still invalid ({last_error}); the edit was abandoned and `{file}` is unchanged"
+                ),
+            )
+            .hint("run `statesafe edit` again to start over"));
+        }
         let (body, removed) = strip_header(&edited);
         if body.iter().all(u8::is_ascii_whitespace) {
             return Err(CliError::new(
@@ -67,21 +79,14 @@ pub fn run(args: EditArgs, out: &Output) -> Result<()> {
         let value: Value = match serde_json::from_slice(body) {
             Ok(value) => value,
             Err(e) => {
-                let line = e.line() + removed;
                 let reason = super::json_reason(&e);
-                if matches!(why, Shown::Invalid) && edited == shown {
-                    return Err(CliError::invalid(
-                        "invalid_json",
-                        format!(
-                            "the edited document is still not valid JSON ({reason} at line {line}, column {}); the edit was abandoned and `{file}` is unchanged",
-                            e.column()
-                        ),
-                    )
-                    .hint("run `statesafe edit` again to start over"));
-                }
-                out.note(&format!(
-                    "statesafe: the edited document is not valid JSON ({reason} at line {line}, column {}); reopening the editor",
+                last_error = format!(
+                    "not valid JSON: {reason} at line {}, column {}",
+                    e.line() + removed,
                     e.column()
+                );
+                out.note(&format!(
+                    "statesafe: the edited document is {last_error}; reopening the editor"
                 ));
                 let header = [
                     format!(
@@ -89,7 +94,7 @@ pub fn run(args: EditArgs, out: &Output) -> Result<()> {
                         e.line() + HEADER_LINES,
                         e.column()
                     ),
-                    "fix it and save; save an empty file, or quit the editor with an error, to abandon.".into(),
+                    RETRY.into(),
                     FOOTER.into(),
                 ];
                 shown = with_header(&header, body);
@@ -103,6 +108,17 @@ pub fn run(args: EditArgs, out: &Output) -> Result<()> {
         }
         match store.replace_if(generation, value) {
             Ok(new) => return out.written(&args.file, new, true),
+            Err(e @ (statesafe::Error::Invalid { .. } | statesafe::Error::TooLarge { .. })) => {
+                last_error = e.to_string();
+                out.note(&format!("statesafe: {last_error}; reopening the editor"));
+                let header = [
+                    format!("refused: {last_error}."),
+                    RETRY.into(),
+                    FOOTER.into(),
+                ];
+                shown = with_header(&header, body);
+                why = Shown::Invalid;
+            }
             Err(statesafe::Error::GenerationConflict { found, .. }) => {
                 let kept = keep(body)?;
                 let message = format!(

@@ -12,7 +12,7 @@ use crate::output::Output;
 
 /// Runs CMD under the lock and commits its output, or leaves the file unchanged.
 pub fn run(args: ExecArgs, out: &Output) -> Result<()> {
-    let store = super::open(&args.file, Some(&args.write))?;
+    let store = super::open(&args.file, Some(&args.write), out)?;
     let mut tx = if args.create {
         store.begin_or_insert_with(|| serde_json::Value::Object(serde_json::Map::new()))?
     } else {

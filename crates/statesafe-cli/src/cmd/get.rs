@@ -10,7 +10,7 @@ use crate::pointer::Pointer;
 /// Prints the value; never takes the lock, so it never waits for a writer.
 pub fn run(args: GetArgs, out: &Output) -> Result<()> {
     let pointer = Pointer::parse(&args.pointer)?;
-    let store = super::open(&args.file, None)?;
+    let store = super::open(&args.file, None, out)?;
     let snap = store.load()?;
     let value = pointer
         .get(&snap.state)

@@ -12,13 +12,28 @@ pub fn run(args: InitArgs, out: &Output) -> Result<()> {
     } else {
         super::parse_json(args.document.as_bytes(), "the initial document")?
     };
-    let store = super::open(&args.file, Some(&args.write))?;
+    let store = super::open(&args.file, Some(&args.write), out)?;
+    // Settings to record: the flags given, plus `--schema`.
+    let mut settings = store.settings();
+    let mut record = super::settings::apply(&args.settings, &mut settings);
+    if let Some(schema) = &args.write.schema {
+        settings.schema = Some(super::read_schema(schema)?);
+        record = true;
+    }
     if args.force {
+        if record {
+            store.save_settings(&settings)?;
+        }
         let before = store.generation()?;
         let generation = store.replace(value)?;
         return out.written(&args.file, generation, generation != before);
     }
-    match store.create(value) {
+    let created = if record {
+        store.create_with(&settings, value)
+    } else {
+        store.create(value)
+    };
+    match created {
         Ok(generation) => out.written(&args.file, generation, true),
         Err(statesafe::Error::AlreadyExists { .. }) if args.exist_ok => {
             let snap = store.load()?;

@@ -1,15 +1,23 @@
 //! One module per subcommand, and what they share: parsing the command line,
 //! opening the store with the write options, reading JSON, and reporting errors.
 
+mod backups;
+mod check;
 mod completions;
 mod del;
+mod diff;
 mod edit;
 mod exec;
 mod get;
+mod info;
 mod init;
 mod lock;
+mod log;
 mod man;
+mod recover;
+mod restore;
 mod set;
+mod settings;
 mod update;
 mod write;
 
@@ -19,7 +27,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use serde_json::Value;
-use statesafe::{Durability, Store};
+use statesafe::{Durability, Store, StoreOptions};
 
 use crate::cli::{self, Command, DurabilityArg, WriteOptions};
 use crate::error::{CliError, Exit, Result};
@@ -56,6 +64,14 @@ fn run(command: Command, out: &Output) -> Result<u8> {
         Command::Exec(args) => ok(exec::run(args, out)),
         Command::Lock(args) => lock::run(args, out),
         Command::Edit(args) => ok(edit::run(args, out)),
+        Command::Check(args) => ok(check::run(args, out)),
+        Command::Recover(args) => ok(recover::run(args, out)),
+        Command::Backups(args) => ok(backups::run(args, out)),
+        Command::Restore(args) => ok(restore::run(args, out)),
+        Command::Log(args) => ok(log::run(args, out)),
+        Command::Diff(args) => ok(diff::run(args, out)),
+        Command::Info(args) => ok(info::run(args, out)),
+        Command::Settings(args) => ok(settings::run(args, out)),
         Command::Completions(args) => ok(completions::run(args, out)),
         Command::Man(args) => ok(man::run(args, out)),
     }
@@ -114,18 +130,61 @@ fn usage_error(err: clap::Error, args: &[OsString], json: bool) -> ExitCode {
 }
 
 /// Opens the store at `file`, with the write options when the command writes.
-fn open(file: &Path, opts: Option<&WriteOptions>) -> Result<Store> {
+/// Recoveries and external changes the library notices are printed as warnings.
+fn open(file: &Path, opts: Option<&WriteOptions>, out: &Output) -> Result<Store> {
+    let hook = warn_on_event(out, opts.is_some());
+    Ok(options(opts)?.on_event(hook).open(file)?)
+}
+
+/// Opens the store with the write options but without the warning hook (for
+/// commands whose result is the event itself).
+fn open_quiet(file: &Path, opts: &WriteOptions) -> Result<Store> {
+    Ok(options(Some(opts))?.open(file)?)
+}
+
+fn options(opts: Option<&WriteOptions>) -> Result<StoreOptions<Value>> {
     let mut options = Store::<Value>::options();
     if let Some(opts) = opts {
         options = options
-            .lock_timeout(opts.lock_timeout)
             .durability(match opts.durability {
                 DurabilityArg::Full => Durability::Full,
                 DurabilityArg::None => Durability::None,
             })
             .private(opts.private);
+        if let Some(timeout) = opts.lock_timeout {
+            options = options.lock_timeout(timeout);
+        }
+        if let Some(schema) = &opts.schema {
+            options = options.schema(read_schema(schema)?);
+        }
     }
-    Ok(options.open(file)?)
+    Ok(options)
+}
+
+/// A hook printing the library's events as warnings on stderr. Reads leave out
+/// external changes: a file written by another program would warn on every read
+/// until statesafe next writes it; writers report it once, as they record it.
+fn warn_on_event(
+    out: &Output,
+    external: bool,
+) -> impl Fn(&statesafe::Event) + Send + Sync + 'static {
+    let out = *out;
+    move |event| {
+        let kind = match event {
+            statesafe::Event::Recovered { .. } => "recovered",
+            statesafe::Event::ExternalChange { .. } if !external => return,
+            statesafe::Event::ExternalChange { .. } => "external_change",
+            _ => "event",
+        };
+        out.warning(kind, &event.to_string());
+    }
+}
+
+/// Reads a JSON Schema file.
+fn read_schema(path: &Path) -> Result<Value> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| CliError::io(format_args!("read the schema `{}`", path.display()), e))?;
+    parse_json(&bytes, &format!("the schema `{}`", path.display()))
 }
 
 /// Parses `text` as one JSON document; `source` says where it came from ("stdin").

@@ -15,7 +15,7 @@ pub fn run(args: SetArgs, out: &Output) -> Result<()> {
     } else {
         super::parse_json(args.value.as_bytes(), "VALUE").map_err(|e| not_json(e, &args.value))?
     };
-    let store = super::open(&args.file, Some(&args.write))?;
+    let store = super::open(&args.file, Some(&args.write), out)?;
     let (generation, changed) = super::transact(&store, true, |doc| {
         pointer
             .set(doc, value)

@@ -18,7 +18,7 @@ pub fn run(args: UpdateArgs, out: &Output) -> Result<()> {
         vars.push((pair[0].clone(), value));
     }
     let program = Program::compile(&args.expr, vars)?;
-    let store = super::open(&args.file, Some(&args.write))?;
+    let store = super::open(&args.file, Some(&args.write), out)?;
     let (generation, changed) = super::transact(&store, args.create, |doc| {
         *doc = program.run_one(std::mem::take(doc))?;
         Ok(())

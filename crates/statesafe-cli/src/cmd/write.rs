@@ -8,7 +8,7 @@ use crate::output::Output;
 pub fn run(args: WriteArgs, out: &Output) -> Result<()> {
     let input = super::read_stdin()?;
     let value = super::parse_json(&input, "stdin")?;
-    let store = super::open(&args.file, Some(&args.write))?;
+    let store = super::open(&args.file, Some(&args.write), out)?;
     let before = store.generation()?;
     let generation = match args.if_generation {
         Some(expected) => store.replace_if(expected, value).map_err(|e| {

@@ -40,6 +40,13 @@ impl Env {
         std::fs::write(self.path(name), content).expect("write test file");
     }
 
+    /// Creates a state file through `statesafe write`, as a statesafe user would
+    /// (a file written by hand is reported as an external change by writers).
+    pub fn state(&self, name: &str, content: &str) {
+        let run = self.run_stdin(&["write", name, "--durability", "none"], content);
+        assert_eq!(run.code, 0, "{}", run.snapshot());
+    }
+
     pub fn read(&self, name: &str) -> Vec<u8> {
         std::fs::read(self.path(name)).expect("read test file")
     }
@@ -134,7 +141,10 @@ pub fn filters() -> Vec<(&'static str, &'static str)> {
             r"statesafe-edit-(kept-)?[A-Za-z0-9]+\.json",
             "statesafe-edit-${1}[RANDOM].json",
         ),
+        (r"pid \d+ [^\s@]+@\S+", "pid [PID] [USER]@[HOST]"),
         (r"pid \d+", "pid [PID]"),
+        (r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", "[TIME]"),
+        (r#""(pid|host|user)":("[^"]*"|\d+)"#, r#""$1":"[$1]""#),
         (r"process \d+", "process [PID]"),
         (r"on host \S+ as user \S+", "on host [HOST] as user [USER]"),
         (r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z", "[TIME]"),

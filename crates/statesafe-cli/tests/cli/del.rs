@@ -5,7 +5,7 @@ use crate::snap;
 
 fn env() -> Env {
     let env = Env::new();
-    env.write(
+    env.state(
         "s.json",
         "{\n  \"a\": 1,\n  \"b\": {\n    \"c\": [1, 2]\n  },\n  \"d\": 4\n}\n",
     );

@@ -5,7 +5,7 @@ use crate::snap;
 
 fn env() -> Env {
     let env = Env::new();
-    env.write("s.json", "{\n  \"n\": 1\n}\n");
+    env.state("s.json", "{\n  \"n\": 1\n}\n");
     env
 }
 
@@ -161,4 +161,26 @@ fn temporary_copy_is_private_and_removed() {
     assert_eq!(env.read_string("mode.txt"), "600\n");
     let path = env.read_string("path.txt");
     assert!(!std::path::Path::new(path.trim()).exists());
+}
+
+/// A document that breaks the schema reopens the editor with the reason on top.
+#[test]
+fn schema_violation_reopens_the_editor() {
+    let env = env();
+    env.write(
+        "schema.json",
+        r#"{"type": "object", "properties": {"n": {"type": "integer"}}}"#,
+    );
+    env.script(
+        "ed.sh",
+        r#"if grep -q '^// statesafe:' "$1"; then head -1 "$1" > seen.txt; echo '{"n": 7}' > "$1"; else echo '{"n": "seven"}' > "$1"; fi"#,
+    );
+    snap!(
+        "edit_schema_violation",
+        edit(&env, "./ed.sh", &["--schema", "schema.json"])
+    );
+    insta::with_settings!({filters => crate::common::filters(), prepend_module_to_snapshot => true, omit_expression => true}, {
+        insta::assert_snapshot!("edit_schema_error_shown", env.read_string("seen.txt"));
+    });
+    assert_eq!(env.read_string("s.json"), "{\n  \"n\": 7\n}\n");
 }

@@ -5,7 +5,7 @@ use crate::snap;
 
 fn env() -> Env {
     let env = Env::new();
-    env.write("s.json", "{\n  \"n\": 1\n}\n");
+    env.state("s.json", "{\n  \"n\": 1\n}\n");
     env
 }
 
@@ -38,7 +38,7 @@ fn passes_stderr_and_environment() {
 fn large_documents_do_not_deadlock() {
     let env = Env::new();
     let items: Vec<_> = (0..40_000).map(|i| format!("\"item {i}\"")).collect();
-    env.write("big.json", format!("[{}]", items.join(",")));
+    env.state("big.json", &format!("[{}]", items.join(",")));
     let run = env.run(&["exec", "big.json", "--", "cat"]);
     assert_eq!(run.code, 0, "{}", run.snapshot());
     let doc: serde_json::Value = serde_json::from_slice(&env.read("big.json")).unwrap();

@@ -8,7 +8,7 @@ use crate::snap;
 
 fn env() -> Env {
     let env = Env::new();
-    env.write(
+    env.state(
         "s.json",
         "{\n  \"name\": \"ada\",\n  \"users\": [{\"id\": 1}, {\"id\": 2}],\n  \"a/b\": true\n}\n",
     );

@@ -24,7 +24,7 @@ fn creates() {
 #[test]
 fn existing_file() {
     let env = Env::new();
-    env.write("s.json", "{\"precious\": true}\n");
+    env.state("s.json", "{\"precious\": true}\n");
     snap!(
         "init_exists",
         env.run_unchanged("s.json", &["init", "s.json"])

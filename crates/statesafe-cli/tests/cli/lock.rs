@@ -55,7 +55,7 @@ fn wait_for(path: &Path) {
 #[test]
 fn holds_off_writers() {
     let env = Env::new();
-    env.write("s.json", "{\"n\": 0}\n");
+    env.state("s.json", "{\"n\": 0}\n");
     let mut child = std::process::Command::new(crate::common::bin())
         .current_dir(env.dir())
         .args([

@@ -13,6 +13,7 @@ mod exec;
 mod filesystem;
 mod get;
 mod init;
+mod integrity;
 mod lock;
 mod meta;
 mod set;

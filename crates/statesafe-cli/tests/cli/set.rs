@@ -44,7 +44,7 @@ fn json_output() {
 #[test]
 fn pointer_through_a_non_object() {
     let env = Env::new();
-    env.write("s.json", "{\"n\": 5, \"list\": [1]}\n");
+    env.state("s.json", "{\"n\": 5, \"list\": [1]}\n");
     snap!(
         "set_through_number",
         env.run_unchanged("s.json", &["set", "s.json", "/n/x", "1"])
@@ -62,7 +62,7 @@ fn pointer_through_a_non_object() {
 #[test]
 fn value_that_is_not_json() {
     let env = Env::new();
-    env.write("s.json", "{}\n");
+    env.state("s.json", "{}\n");
     snap!(
         "set_unquoted_string",
         env.run_unchanged("s.json", &["set", "s.json", "/name", "ada"])
@@ -76,7 +76,7 @@ fn value_that_is_not_json() {
 #[test]
 fn invalid_pointer() {
     let env = Env::new();
-    env.write("s.json", "{}\n");
+    env.state("s.json", "{}\n");
     snap!(
         "set_invalid_pointer",
         env.run_unchanged("s.json", &["set", "s.json", "a.b", "1"])
@@ -104,7 +104,7 @@ fn private_new_file_and_kept_mode() {
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, 0o600);
-    env.write("k.json", "{}");
+    env.state("k.json", "{}");
     std::fs::set_permissions(env.path("k.json"), std::fs::Permissions::from_mode(0o640)).unwrap();
     assert_eq!(env.run(&["set", "k.json", "/a", "1"]).code, 0);
     let mode = std::fs::metadata(env.path("k.json"))

@@ -5,7 +5,7 @@ use crate::snap;
 
 fn env() -> Env {
     let env = Env::new();
-    env.write(
+    env.state(
         "c.json",
         "{\n  \"n\": 1,\n  \"tags\": [\"x\"],\n  \"z\": null\n}\n",
     );

@@ -22,7 +22,7 @@ fn writes_stdin() {
 #[test]
 fn invalid_stdin_leaves_the_file() {
     let env = Env::new();
-    env.write("s.json", "{\"keep\": 1}\n");
+    env.state("s.json", "{\"keep\": 1}\n");
     let before = env.read("s.json");
     snap!(
         "write_invalid_json",

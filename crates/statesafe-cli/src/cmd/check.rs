@@ -1,0 +1,85 @@
+//! `statesafe check FILE`: verify the file and its backups, changing nothing.
+
+use serde_json::Value;
+use statesafe::{RecoveryPolicy, Store};
+
+use crate::cli::FileArgs;
+use crate::error::{CliError, Exit, Result};
+use crate::output::Output;
+
+/// Reports problems; exits with the corrupt-state code when there are any, and
+/// with the not-found code when the file does not exist.
+pub fn run(args: FileArgs, out: &Output) -> Result<()> {
+    // Fail instead of recovering: a check must never repair by itself.
+    let store = Store::<Value>::options()
+        .recovery(RecoveryPolicy::Fail)
+        .open(&args.file)?;
+    let report = store.check()?;
+    let file = args.file.display();
+    if out.json {
+        out.json_line(&serde_json::json!({
+            "file": args.file.to_string_lossy(),
+            "ok": report.exists && report.is_ok(),
+            "exists": report.exists,
+            "generation": report.generation,
+            "format": report.format.map(|f| f.name()),
+            "external": report.external,
+            "problems": report.problems,
+            "backups_valid": report.backups_valid,
+            "backups_damaged": report.backups_damaged.iter().map(|(p, why)| serde_json::json!({"backup": p.to_string_lossy(), "problem": why})).collect::<Vec<_>>(),
+            "foreign": report.foreign.iter().map(|p| p.to_string_lossy()).collect::<Vec<_>>(),
+            "quarantined": report.quarantined.iter().map(|p| p.to_string_lossy()).collect::<Vec<_>>(),
+        }))?;
+    } else if report.exists {
+        let mut text = String::new();
+        let status = if report.problems.is_empty() {
+            "ok"
+        } else {
+            "DAMAGED"
+        };
+        text.push_str(&format!(
+            "{file}: {status}, generation {}, format {}{}\n",
+            report.generation,
+            report.format.map_or("unknown", |f| f.name()),
+            if report.external {
+                ", changed outside statesafe"
+            } else {
+                ""
+            }
+        ));
+        for problem in &report.problems {
+            text.push_str(&format!("  problem: {problem}\n"));
+        }
+        text.push_str(&format!("  backups: {} valid", report.backups_valid));
+        text.push_str(&format!(", {} damaged\n", report.backups_damaged.len()));
+        for (path, why) in &report.backups_damaged {
+            text.push_str(&format!("  damaged backup `{}`: {why}\n", path.display()));
+        }
+        for path in &report.foreign {
+            text.push_str(&format!(
+                "  foreign file among the backups: `{}`\n",
+                path.display()
+            ));
+        }
+        for path in &report.quarantined {
+            text.push_str(&format!("  quarantined: `{}`\n", path.display()));
+        }
+        out.data(text.as_bytes())?;
+    }
+    if !report.exists {
+        return Err(statesafe::Error::NotFound {
+            path: args.file.clone(),
+        }
+        .into());
+    }
+    if !report.is_ok() {
+        let count = report.problems.len() + report.backups_damaged.len() + report.foreign.len();
+        return Err(CliError::new(
+            "check_failed",
+            Exit::Corrupt,
+            format!("`{file}` failed the check ({count} problem{})", if count == 1 { "" } else { "s" }),
+        )
+        .hint("`statesafe recover FILE` restores the newest valid backup; `statesafe backups FILE` lists them"));
+    }
+    Ok(())
+}

@@ -1,0 +1,207 @@
+//! `check`, `recover`, `backups`, `restore`, `log`, `diff`, `info`, `settings`, and
+//! the per-file settings `init` records.
+
+use crate::common::Env;
+use crate::snap;
+
+/// A file with generations 1..=5 (`n` = 0..=4), keeping 3 backups.
+fn env() -> Env {
+    let env = Env::new();
+    assert_eq!(
+        env.run(&["init", "s.json", "{\"n\": 0}", "--keep-backups", "3"])
+            .code,
+        0
+    );
+    for _ in 0..4 {
+        assert_eq!(env.run(&["update", "s.json", ".n += 1"]).code, 0);
+    }
+    env
+}
+
+fn garble(env: &Env) {
+    env.write("s.json", "{\"n\": 4, \"half");
+}
+
+#[test]
+fn check_sound_and_damaged() {
+    let env = env();
+    snap!("check_ok", env.run(&["check", "s.json"]));
+    garble(&env);
+    let before = env.read("s.json");
+    snap!("check_damaged", env.run(&["check", "s.json"]));
+    snap!(
+        "check_damaged_json",
+        env.run(&["check", "s.json", "--json"])
+    );
+    assert_eq!(env.read("s.json"), before, "check must not repair");
+    snap!("check_missing", env.run(&["check", "nope.json"]));
+}
+
+/// Issue 3: garble the primary; the next `get` restores the newest valid backup,
+/// prints a warning, and keeps the damaged file in quarantine.
+#[test]
+fn get_recovers_with_a_warning() {
+    let env = env();
+    garble(&env);
+    snap!("get_recovers", env.run(&["get", "s.json", "--compact"]));
+    let quarantine = env.path(".s.json.statesafe/quarantine");
+    let kept: Vec<_> = std::fs::read_dir(quarantine).unwrap().collect();
+    assert_eq!(kept.len(), 1);
+    snap!("check_after_recovery", env.run(&["check", "s.json"]));
+}
+
+#[test]
+fn recover_command() {
+    let env = env();
+    snap!("recover_sound", env.run(&["recover", "s.json"]));
+    garble(&env);
+    snap!("recover_damaged", env.run(&["recover", "s.json", "--json"]));
+    assert_eq!(env.run(&["get", "s.json", "/n"]).stdout, "3\n");
+}
+
+#[test]
+fn unrecoverable_without_backups() {
+    let env = Env::new();
+    assert_eq!(
+        env.run(&["init", "s.json", "{}", "--keep-backups", "0"])
+            .code,
+        0
+    );
+    garble(&env);
+    snap!("get_unrecoverable", env.run(&["get", "s.json"]));
+    snap!(
+        "recover_unrecoverable_json",
+        env.run(&["--json", "recover", "s.json"])
+    );
+}
+
+#[test]
+fn backups_and_restore() {
+    let env = env();
+    snap!("backups_list", env.run(&["backups", "s.json"]));
+    let list = env.run(&["backups", "s.json", "--json"]).json();
+    let gens: Vec<_> = list["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["generation"].as_u64().unwrap())
+        .collect();
+    assert_eq!(gens, [4, 3, 2]);
+    snap!(
+        "restore",
+        env.run(&["restore", "s.json", "--generation", "3"])
+    );
+    assert_eq!(env.run(&["get", "s.json", "/n"]).stdout, "2\n");
+    snap!(
+        "restore_json",
+        env.run(&["restore", "s.json", "-g", "4", "--json"])
+    );
+    let before = env.read("s.json");
+    snap!(
+        "restore_missing",
+        env.run(&["restore", "s.json", "-g", "99"])
+    );
+    assert_eq!(env.read("s.json"), before);
+    snap!("backups_none", Env::new().run(&["backups", "nope.json"]));
+}
+
+#[test]
+fn log_and_diff() {
+    let env = env();
+    snap!("log", env.run(&["log", "s.json", "-n", "2"]));
+    snap!(
+        "log_patch",
+        env.run(&["log", "s.json", "-n", "2", "--patch"])
+    );
+    let log = env.run(&["log", "s.json", "--json"]).json();
+    assert_eq!(log["entries"].as_array().unwrap().len(), 5);
+    snap!("diff", env.run(&["diff", "s.json", "2", "5"]));
+    snap!(
+        "diff_to_current_json",
+        env.run(&["diff", "s.json", "1", "--json"])
+    );
+    snap!(
+        "diff_unknown_generation",
+        env.run(&["diff", "s.json", "77"])
+    );
+}
+
+#[test]
+fn info_and_settings() {
+    let env = env();
+    snap!("info", env.run(&["info", "s.json"]));
+    let info = env.run(&["info", "s.json", "--json"]).json();
+    assert_eq!(info["generation"], 5);
+    assert_eq!(info["settings"]["backups"]["keep"], 3);
+    snap!("settings_show", env.run(&["settings", "s.json", "--json"]));
+    snap!(
+        "settings_change",
+        env.run(&[
+            "settings",
+            "s.json",
+            "--max-bytes",
+            "64",
+            "--keep-history",
+            "10"
+        ])
+    );
+    let before = env.read("s.json");
+    let big = format!("\"{}\"", "x".repeat(100));
+    snap!("too_large", env.run(&["set", "s.json", "/big", &big]));
+    assert_eq!(env.read("s.json"), before);
+}
+
+#[test]
+fn schema_recorded_by_init_binds_every_writer() {
+    let env = Env::new();
+    env.write(
+        "schema.json",
+        r#"{"type": "object", "properties": {"n": {"type": "integer", "minimum": 0}}, "required": ["n"]}"#,
+    );
+    assert_eq!(
+        env.run(&[
+            "init",
+            "s.json",
+            "{\"n\": 1}",
+            "--schema",
+            "schema.json",
+            "--format",
+            "sealed"
+        ])
+        .code,
+        0
+    );
+    let before = env.read("s.json");
+    snap!(
+        "schema_rejects_update",
+        env.run(&["update", "s.json", ".n = -1"])
+    );
+    snap!("schema_rejects_delete", env.run(&["del", "s.json", "/n"]));
+    assert_eq!(env.read("s.json"), before);
+    assert_eq!(env.run(&["update", "s.json", ".n = 2"]).code, 0);
+    assert_eq!(env.run(&["get", "s.json", "/n"]).stdout, "2\n");
+    snap!(
+        "schema_init_violates",
+        env.run(&["init", "t.json", "{}", "--schema", "schema.json"])
+    );
+    assert!(!env.path("t.json").exists());
+    env.write("bad-schema.json", r#"{"type": 12}"#);
+    snap!(
+        "schema_invalid",
+        env.run(&["set", "s.json", "/n", "3", "--schema", "bad-schema.json"])
+    );
+    snap!(
+        "schema_missing_file",
+        env.run(&["set", "s.json", "/n", "3", "--schema", "nope.json"])
+    );
+    assert_eq!(env.run(&["settings", "s.json", "--no-schema"]).code, 0);
+    assert_eq!(env.run(&["del", "s.json", "/n"]).code, 0);
+}
+
+#[test]
+fn external_change_is_a_warning() {
+    let env = env();
+    env.write("s.json", "{\"n\": 100}\n");
+    snap!("external_change", env.run(&["update", "s.json", ".n += 1"]));
+    assert_eq!(env.run(&["get", "s.json", "/n"]).stdout, "101\n");
+}
