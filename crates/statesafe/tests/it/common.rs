@@ -299,61 +299,69 @@ impl Rng {
 // ---------------------------------------------------------------------------------------
 // Mounts
 
-/// A tmpfs mounted for one test; unmounted when dropped.
-pub struct TmpfsMount {
+/// A filesystem mounted for one test; unmounted when dropped.
+pub struct Mount {
     path: PathBuf,
 }
 
-impl TmpfsMount {
+/// Runs a command, turning any failure into the reason a test cannot run.
+fn run(program: &str, args: &[&std::ffi::OsStr]) -> Result<(), String> {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run {program}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{program} {} failed: {}",
+            args.iter()
+                .map(|a| a.to_string_lossy())
+                .collect::<Vec<_>>()
+                .join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+impl Mount {
     /// Mounts a tmpfs of `size` bytes on `path` (created if needed), or says why not.
-    pub fn new(path: &Path, size: u64) -> Result<TmpfsMount, String> {
+    pub fn tmpfs(path: &Path, size: u64) -> Result<Mount, String> {
         if !is_root() {
-            return Err("mounting a tmpfs needs root".into());
+            return Err("mounting a filesystem needs root".into());
         }
         std::fs::create_dir_all(path).unwrap();
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(path)
-            .output()
-            .map_err(|e| format!("cannot run mount: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "mount -t tmpfs failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
-        }
-        Ok(TmpfsMount {
+        let size = format!("size={size}");
+        run(
+            "mount",
+            &[
+                "-t".as_ref(),
+                "tmpfs".as_ref(),
+                "-o".as_ref(),
+                size.as_ref(),
+                "tmpfs".as_ref(),
+                path.as_ref(),
+            ],
+        )?;
+        Ok(Mount {
             path: path.to_path_buf(),
         })
     }
 
     /// Remounts it read-only (every file open for writing must be closed first).
     pub fn remount_read_only(&self) -> Result<(), String> {
-        let out = Command::new("mount")
-            .args(["-o", "remount,ro"])
-            .arg(&self.path)
-            .output()
-            .map_err(|e| format!("cannot run mount: {e}"))?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(format!(
-                "remount read-only failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ))
-        }
+        run(
+            "mount",
+            &["-o".as_ref(), "remount,ro".as_ref(), self.path.as_ref()],
+        )
     }
 }
 
-impl Drop for TmpfsMount {
+impl Drop for Mount {
     fn drop(&mut self) {
-        let ok = Command::new("umount")
-            .arg(&self.path)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
+        if run("umount", &[self.path.as_ref()]).is_err() {
             // Lazy unmount so the test directory can still be removed.
-            let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+            let _ = run("umount", &["-l".as_ref(), self.path.as_ref()]);
         }
     }
 }

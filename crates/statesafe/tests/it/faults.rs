@@ -15,14 +15,14 @@ use std::path::Path;
 use serde_json::json;
 use statesafe::{Error, Op, Store};
 
-use crate::common::{self, ChildCmd, TmpfsMount};
+use crate::common::{self, ChildCmd, Mount};
 use crate::kill::Doc;
 
 /// Size of the tiny tmpfs: room for a small state file, not for a 1 MiB one.
 const TINY: u64 = 256 * 1024;
 
-fn mount_tiny(test: &str, dir: &Path) -> Option<TmpfsMount> {
-    match TmpfsMount::new(&dir.join("tiny"), TINY) {
+fn mount_tiny(test: &str, dir: &Path) -> Option<Mount> {
+    match Mount::tmpfs(&dir.join("tiny"), TINY) {
         Ok(m) => Some(m),
         Err(reason) => {
             common::skipped(test, &reason);
