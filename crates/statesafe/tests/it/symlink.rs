@@ -1,6 +1,7 @@
 //! Symlinks: a write through a link (relative, absolute, a chain, a linked directory)
 //! replaces the file it points to and leaves the link a link; a dangling link creates
 //! its target; stores opened through the link and through the real path share one lock.
+//! Paths that cannot hold a state file (directories, loops, over-long names) are refused.
 //!
 //! Defends FAILURE_MODES.md rows 10 (symlink replaced by a regular file) and 3/4 (two
 //! paths to one file must not mean two locks, or updates are lost).
@@ -196,4 +197,24 @@ fn paths_that_cannot_hold_a_state_file_are_refused() {
             .is_symlink()
     );
     assert!(!dir.path().join("missing").exists());
+}
+
+#[test]
+fn names_too_long_for_the_temp_and_sidecar_names_are_refused_up_front() {
+    let dir = common::test_dir();
+    // 215 bytes leave room for `.NAME.statesafe-tmp-PID-HEX` within NAME_MAX (255).
+    let fits = dir.path().join("n".repeat(215));
+    let store: Store = Store::open(&fits).unwrap();
+    store.create(json!({"n": 1})).unwrap();
+    store.update(|s| s["n"] = 2.into()).unwrap();
+    assert_eq!(store.load().unwrap().generation, 2);
+
+    let too_long = dir.path().join("n".repeat(216));
+    let err = Store::<serde_json::Value>::open(&too_long).unwrap_err();
+    assert!(matches!(err, Error::BadPath { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains("215"),
+        "the message should name the limit: {err}"
+    );
+    assert!(!too_long.exists());
 }
