@@ -29,6 +29,15 @@ pub enum Event {
         /// The generation now in place.
         generation: u64,
     },
+    /// The state file is on a network or user-space filesystem (NFS, SMB, FUSE, 9p),
+    /// where atomic rename, `fsync` and `flock` are only as good as the server or the
+    /// daemon. Reported once per store, at its first write.
+    SpecialFilesystem {
+        /// The state file.
+        path: PathBuf,
+        /// The kind of filesystem (`nfs`, `cifs`, `smb2`, `fuse`, `9p`).
+        kind: &'static str,
+    },
     /// The file was changed outside statesafe; the change was accepted (it is valid).
     ExternalChange {
         /// The state file.
@@ -63,6 +72,11 @@ impl std::fmt::Display for Event {
                     quarantined.display()
                 )
             }
+            Event::SpecialFilesystem { path, kind } => write!(
+                f,
+                "state file `{}` is on a {kind} filesystem: atomicity, durability and locking depend on its server or daemon (see docs/design.md)",
+                path.display()
+            ),
             Event::ExternalChange { path, generation } => write!(
                 f,
                 "state file `{}` was changed outside statesafe; accepted as generation {generation}",
@@ -174,6 +188,9 @@ impl Recorder {
             Event::Recovered { .. } => {
                 self.stats.lock().recoveries += 1;
                 metrics::counter!("statesafe_recoveries_total").increment(1);
+                tracing::warn!(target: "statesafe", "{event}");
+            }
+            Event::SpecialFilesystem { .. } => {
                 tracing::warn!(target: "statesafe", "{event}");
             }
             Event::ExternalChange { .. } => {

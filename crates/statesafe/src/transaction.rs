@@ -117,6 +117,12 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         }
         if self.take_first_sweep() {
             write::sweep_temps(&self.target, dir)?;
+            if let Some(kind) = sys::special_filesystem(dir) {
+                self.emit(crate::events::Event::SpecialFilesystem {
+                    path: self.target.given.clone(),
+                    kind,
+                });
+            }
         }
         let current = if read { self.read_current()? } else { None };
         Ok(Locked {

@@ -18,6 +18,7 @@
 mod common;
 mod durability;
 mod faults;
+mod filesystems;
 mod integrity;
 mod kill;
 mod lock;
