@@ -9,7 +9,7 @@ use crate::Result;
 use crate::contended;
 use crate::contenders::Kind;
 use crate::run::Results;
-use crate::stats::size_label;
+use crate::stats::fmt_bytes;
 
 fn color(kind: Kind) -> RGBColor {
     match kind {
@@ -64,7 +64,8 @@ pub fn draw(r: &Results, path: &Path) -> Result<()> {
             .configure_mesh()
             .x_desc("document size")
             .y_desc("milliseconds (log)")
-            .x_label_formatter(&|x| size_label(*x as usize))
+            .y_label_formatter(&|y| format!("{y}"))
+            .x_label_formatter(&|x| fmt_bytes(*x))
             .draw()?;
         for kind in Kind::UPDATE {
             let pts: Vec<(f64, f64)> = r
@@ -114,18 +115,19 @@ pub fn draw(r: &Results, path: &Path) -> Result<()> {
             Kind::SqliteWal,
             Kind::SqliteDelete,
         ];
-        let (_, y1) = span(shown.iter().flat_map(|&k| ratios(k)).map(|(_, y)| y));
+        let (y0, y1) = span(shown.iter().flat_map(|&k| ratios(k)).map(|(_, y)| y));
         let mut chart = ChartBuilder::on(&panels[1])
-            .caption("Update latency / floor (1 = floor)", ("sans-serif", 18))
+            .caption("Update latency / floor's (1 = floor)", ("sans-serif", 18))
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(50)
-            .build_cartesian_2d((x0..x1).log_scale(), 0.0..y1.max(2.0))?;
+            .build_cartesian_2d((x0..x1).log_scale(), (y0.min(0.5)..y1.max(2.0)).log_scale())?;
         chart
             .configure_mesh()
             .x_desc("document size")
-            .y_desc("x floor")
-            .x_label_formatter(&|x| size_label(*x as usize))
+            .y_desc("x floor (log); faint red line: 1.25")
+            .y_label_formatter(&|y| format!("{y:.2}"))
+            .x_label_formatter(&|x| fmt_bytes(*x))
             .draw()?;
         chart.draw_series(LineSeries::new(
             vec![(x0, 1.25), (x1, 1.25)],
@@ -159,6 +161,9 @@ pub fn draw(r: &Results, path: &Path) -> Result<()> {
         chart
             .configure_mesh()
             .x_desc("processes")
+            .x_labels(max_p as usize + 1)
+            .x_label_formatter(&|x| format!("{x:.0}"))
+            .y_label_formatter(&|y| format!("{y:.0}"))
             .y_desc("increments/s (all processes)")
             .draw()?;
         for kind in contended::KINDS {

@@ -21,6 +21,12 @@ pub fn run(args: ChildArgs) -> Result<()> {
     match args.what {
         ChildWhat::Contend { kind, file, millis } => contend(kind, &file, millis),
         ChildWhat::Mem { kind, file } => mem(kind, &file),
+        ChildWhat::Profile {
+            kind,
+            file,
+            size,
+            ops,
+        } => profile(kind, &file, size, ops),
     }
 }
 
@@ -119,6 +125,18 @@ fn contend(kind: Kind, file: &Path, millis: u64) -> Result<()> {
         count += 1;
     }
     writeln!(out, "done {count} {}", start.elapsed().as_nanos())?;
+    Ok(())
+}
+
+fn profile(kind: Kind, file: &Path, size: usize, ops: usize) -> Result<()> {
+    let dir = file.parent().expect("invariant: a file in a directory");
+    let mut u = contenders::setup(kind, dir, &doc::make(size))?;
+    let start = Instant::now();
+    for _ in 0..ops {
+        u.op()?;
+    }
+    let each = start.elapsed() / ops.max(1) as u32;
+    println!("{} x {ops}: {each:?} per update", kind.label());
     Ok(())
 }
 

@@ -100,6 +100,22 @@ pub enum ChildWhat {
         #[arg(long)]
         millis: u64,
     },
+    /// OPS updates of FILE (created with a SIZE-byte document) as KIND does them,
+    /// for profilers: `perf record`, `strace -c`, `valgrind`.
+    Profile {
+        /// Contender.
+        #[arg(long)]
+        kind: Kind,
+        /// A path in the directory to use (each contender names its own file there).
+        #[arg(long)]
+        file: PathBuf,
+        /// Document size (K/M suffixes).
+        #[arg(long, value_parser = parse_size, default_value = "16M")]
+        size: usize,
+        /// Number of updates.
+        #[arg(long, default_value_t = 10)]
+        ops: usize,
+    },
     /// One update of FILE; print the resident baseline and the peak, in bytes.
     Mem {
         /// Contender.

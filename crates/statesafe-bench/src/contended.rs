@@ -10,7 +10,7 @@ use clap::ValueEnum;
 use crate::Result;
 use crate::contenders::{self, Kind};
 use crate::doc::{self, COUNTER_START, Doc, Template};
-use crate::stats::median;
+use crate::stats::{median, round_order};
 
 /// The contenders of this section.
 pub const KINDS: [Kind; 5] = [
@@ -204,8 +204,8 @@ pub fn run(
     }
     for round in 0..rounds {
         for &p in procs {
-            for k in 0..KINDS.len() {
-                let kind = KINDS[(round + k) % KINDS.len()];
+            for i in round_order(round * 31 + p, KINDS.len()) {
+                let kind = KINDS[i];
                 let sub = dir.join("contended").join(format!("{kind:?}"));
                 let path = reset(kind, &sub, &document)?;
                 let rate = measure(kind, &path, p, window)?;

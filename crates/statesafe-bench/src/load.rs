@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use crate::Result;
 use crate::doc::{self, Doc};
-use crate::stats::{median, quantile, secs};
+use crate::stats::{median, quantile, round_order, secs};
 use crate::update::Plan;
 
 /// The load contenders.
@@ -150,9 +150,9 @@ pub fn run(dir: &Path, size: usize, plan: Plan) -> Result<LoadResult> {
         })
         .collect();
     for round in 0..plan.rounds {
-        for k in 0..rows.len() {
-            let i = (round + k) % rows.len();
-            for _ in 0..ops_per_round {
+        let order = round_order(round, rows.len());
+        for _ in 0..ops_per_round {
+            for &i in &order {
                 let t = load_once(&files, rows[i].loader)?;
                 rows[i].latencies.push(t);
             }

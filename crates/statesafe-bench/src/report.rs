@@ -211,8 +211,9 @@ pub fn markdown(r: &Results, svg: &Path, md_path: &Path) -> String {
         o,
         "**Noise.** This machine is shared: other engineers were compiling and testing on \
          the same 2 cores during the run (load average {} at the start, {} at the end). \
-         Contenders therefore take turns in interleaved rounds (A B C … then B C … A, the \
-         starting contender rotating), so that background load hits all of them alike, and \
+         Contenders therefore alternate operation by operation (A B C … A B C …, in an \
+         order drawn afresh for each round), so that bursts of background load \
+         hit all of them alike, and \
          the tables give medians (and 90th percentiles) over all samples. Ratios between \
          contenders are more trustworthy than absolute figures.\n",
         m.load_start, r.load_end
@@ -233,11 +234,19 @@ pub fn markdown(r: &Results, svg: &Path, md_path: &Path) -> String {
         Some(mt) => {
             let _ = writeln!(
                 o,
-                "| Benchmark filesystem | `{}` on `{}` (mounted at `{}`), options `{}` |",
+                "| Benchmark filesystem | `{}` on `{}` (mounted at `{}`), options `{}`{} |",
                 mt.fstype,
                 mt.source,
                 mt.point.display(),
-                mt.options
+                mt.options,
+                match mt.ext4_journal() {
+                    Some(false) =>
+                        "; **no journal** (no jbd2 instance for the device: \
+                                    `fsync` costs a data write and an inode write, with no \
+                                    journal commit)",
+                    Some(true) => "; with a journal (jbd2)",
+                    None => "",
+                }
             );
         }
         None => {

@@ -157,7 +157,7 @@ pub fn all(args: &Args) -> Result<()> {
         let (window, rounds) = if args.quick {
             (Duration::from_millis(250), 1)
         } else {
-            (Duration::from_millis(1000), 3)
+            (Duration::from_millis(500), 5)
         };
         results.contended = Some(contended::run(dir, &args.procs, window, rounds)?);
         eprintln!("contended: done in {:.1?}", t.elapsed());

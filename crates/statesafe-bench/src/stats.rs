@@ -28,6 +28,25 @@ pub fn median(xs: &[f64]) -> f64 {
     }
 }
 
+/// The order in which `n` contenders take turns in round `round`: a permutation
+/// drawn afresh for each round (deterministic, seeded by the round), so no contender
+/// always follows the same neighbour (for instance the naive write's dirty pages).
+pub fn round_order(round: usize, n: usize) -> Vec<usize> {
+    let mut state = (round as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut order: Vec<usize> = (0..n).collect();
+    for i in (1..n).rev() {
+        let j = (next() % (i as u64 + 1)) as usize;
+        order.swap(i, j);
+    }
+    order
+}
+
 /// Seconds as a float.
 pub fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
@@ -93,6 +112,18 @@ mod tests {
         assert_eq!(quantile(&xs, 0.9), 9.0);
         assert_eq!(quantile(&xs, 1.0), 10.0);
         assert_eq!(quantile(&xs, 0.0), 1.0);
+    }
+
+    #[test]
+    fn round_orders_are_permutations_that_vary() {
+        let mut seen = std::collections::HashSet::new();
+        for round in 0..20 {
+            let mut o = round_order(round, 10);
+            seen.insert(o.clone());
+            o.sort_unstable();
+            assert_eq!(o, (0..10).collect::<Vec<_>>());
+        }
+        assert!(seen.len() > 15);
     }
 
     #[test]

@@ -6,12 +6,12 @@ use std::time::{Duration, Instant};
 use crate::Result;
 use crate::contenders::{self, Kind, Updater};
 use crate::doc::{self, COUNTER_START};
-use crate::stats::{median, quantile, secs};
+use crate::stats::{median, quantile, round_order, secs};
 
 /// How long each contender runs per round, and how many rounds.
 #[derive(Debug, Clone, Copy)]
 pub struct Plan {
-    /// Rounds; in each, every contender runs `ops_per_round` updates in turn.
+    /// Rounds; in each, every contender runs `ops_per_round` updates, alternating.
     pub rounds: usize,
     /// The wanted time per contender per round (sets `ops_per_round` from the floor).
     pub slice: Duration,
@@ -26,7 +26,7 @@ pub struct Row {
     pub kind: Kind,
     /// Latency of every timed update, in seconds.
     pub latencies: Vec<f64>,
-    /// Updates per second in each round.
+    /// Updates per second in each round (its updates over the time they took).
     pub round_rates: Vec<f64>,
 }
 
@@ -110,18 +110,21 @@ pub fn run(dir: &Path, size: usize, plan: Plan) -> Result<SizeResult> {
         })
         .collect();
     for round in 0..plan.rounds {
-        // Rotate who goes first so no contender always follows the same neighbour.
-        for k in 0..kinds.len() {
-            let i = (round + k) % kinds.len();
-            let start = Instant::now();
-            for _ in 0..ops_per_round {
+        // Within a round the contenders alternate update by update (A B C … A B C …),
+        // in an order drawn afresh for each round, so that bursts of background I/O
+        // hit every contender alike and nobody always follows the same neighbour.
+        let mut spent = vec![0f64; kinds.len()];
+        let order = round_order(round, kinds.len());
+        for _ in 0..ops_per_round {
+            for &i in &order {
                 let t = timed(updaters[i].as_mut())?;
                 rows[i].latencies.push(t);
+                spent[i] += t;
             }
+        }
+        for (i, row) in rows.iter_mut().enumerate() {
             done[i] += ops_per_round as u64;
-            rows[i]
-                .round_rates
-                .push(ops_per_round as f64 / secs(start.elapsed()));
+            row.round_rates.push(ops_per_round as f64 / spent[i]);
         }
     }
     for (i, u) in updaters.iter().enumerate() {
