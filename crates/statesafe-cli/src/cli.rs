@@ -74,6 +74,15 @@ pub enum Command {
     Completions(CompletionsArgs),
     /// Print the manual page (roff), or write one per subcommand into a directory
     Man(ManArgs),
+    /// Kill writers at random: truncate-and-write against statesafe, side by side
+    Torture(statesafe_torture::TortureArgs),
+    /// A child process of `statesafe torture` (internal)
+    #[command(hide = true)]
+    TortureChild {
+        /// The child's arguments, passed to `statesafe_torture::child_main`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 /// Options of every command that writes.

@@ -41,7 +41,15 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
         Err(e) => return usage_error(e, &args, json),
     };
     let out = Output::new(cli.json);
-    match run(cli.command, &out) {
+    let command = match cli.command {
+        Command::Torture(args) => {
+            let json = cli.json;
+            return statesafe_torture::run(&statesafe_torture::TortureArgs { json, ..args });
+        }
+        Command::TortureChild { args } => return statesafe_torture::child_main(args),
+        command => command,
+    };
+    match run(command, &out) {
         Ok(exit) => ExitCode::from(exit),
         Err(err) => {
             out.error(&err);
@@ -74,6 +82,8 @@ fn run(command: Command, out: &Output) -> Result<u8> {
         Command::Settings(args) => ok(settings::run(args, out)),
         Command::Completions(args) => ok(completions::run(args, out)),
         Command::Man(args) => ok(man::run(args, out)),
+        // Dispatched by `main` before `run`: they exit with their own status.
+        Command::Torture(_) | Command::TortureChild { .. } => Ok(Exit::Ok.code()),
     }
 }
 
