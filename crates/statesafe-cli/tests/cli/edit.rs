@@ -184,3 +184,62 @@ fn schema_violation_reopens_the_editor() {
     });
     assert_eq!(env.read_string("s.json"), "{\n  \"n\": 7\n}\n");
 }
+
+/// With a terminal (a pty from util-linux `script`), a concurrent change asks the
+/// user: `r` reopens the editor on the other writer's version, `a` abandons.
+#[test]
+fn concurrent_change_on_a_terminal_asks() {
+    let Some(script) = std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|d| d.join("script"))
+        .find(|p| p.is_file())
+    else {
+        eprintln!(
+            "SKIPPED concurrent_change_on_a_terminal_asks: util-linux `script` is not installed"
+        );
+        return;
+    };
+    for (answer, code, n) in [("r", 0, 3), ("a", 6, 1)] {
+        let env = env();
+        let bin = crate::common::bin();
+        // First session: another writer commits, then the user's edit. Second
+        // session (after `r`): keep what the editor showed, edit on top of it.
+        env.script(
+            "ed.sh",
+            &format!(
+                r#"if [ ! -e marker ]; then touch marker; {bin} update s.json '.other = 1' && sed -i 's/"n": 1/"n": 2/' "$1"; else cp "$1" seen.txt; sed -i 's/"n": 1/"n": 3/' "$1"; fi"#
+            ),
+        );
+        let mut child = std::process::Command::new(&script)
+            .current_dir(env.dir())
+            .env("EDITOR", "./ed.sh")
+            .env("TMPDIR", env.dir())
+            .args(["-qec", &format!("{bin} edit s.json"), "/dev/null"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        {
+            use std::io::Write;
+            let mut stdin = child.stdin.take().unwrap();
+            stdin.write_all(format!("{answer}\n").as_bytes()).unwrap();
+        }
+        let out = child.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(code), "{answer}: {text}");
+        assert!(
+            text.contains("Edit again on top of the new version? [r]etry / [a]bandon"),
+            "{text}"
+        );
+        let doc: serde_json::Value = serde_json::from_slice(&env.read("s.json")).unwrap();
+        assert_eq!(doc, serde_json::json!({"n": n, "other": 1}), "{answer}");
+        if answer == "r" {
+            let seen = env.read_string("seen.txt");
+            assert!(
+                seen.starts_with("// statesafe: `s.json` changed while you were editing"),
+                "{seen}"
+            );
+        }
+    }
+}

@@ -57,3 +57,37 @@ fn no_colour_without_a_terminal() {
         .unwrap();
     assert!(!String::from_utf8_lossy(&out.stderr).contains('\x1b'));
 }
+
+/// On a terminal (a pty from util-linux `script`), `error:` is coloured, unless
+/// `NO_COLOR` is set.
+#[test]
+fn colour_on_a_terminal_unless_no_color() {
+    let env = Env::new();
+    let Some(script) = std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|d| d.join("script"))
+        .find(|p| p.is_file())
+    else {
+        eprintln!(
+            "SKIPPED colour_on_a_terminal_unless_no_color: util-linux `script` is not installed"
+        );
+        return;
+    };
+    let command = format!("{} get nope.json", crate::common::bin());
+    let run = |no_color: bool| {
+        let mut cmd = std::process::Command::new(&script);
+        cmd.current_dir(env.dir())
+            .args(["-qec", &command, "/dev/null"])
+            .env_remove("NO_COLOR");
+        if no_color {
+            cmd.env("NO_COLOR", "1");
+        }
+        String::from_utf8_lossy(&cmd.output().unwrap().stdout).into_owned()
+    };
+    let coloured = run(false);
+    assert!(coloured.contains("\x1b[1;31merror:\x1b[0m"), "{coloured:?}");
+    let plain = run(true);
+    assert!(plain.contains("error: state file"), "{plain:?}");
+    assert!(!plain.contains('\x1b'), "{plain:?}");
+}
