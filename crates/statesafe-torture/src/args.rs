@@ -31,8 +31,9 @@ pub struct TortureArgs {
     #[arg(long, default_value = "25ms", value_parser = humantime::parse_duration)]
     pub max_kill_delay: Duration,
 
-    /// Print the results as one JSON object on stdout instead of a table.
-    #[arg(long)]
+    /// Print the results as one JSON object on stdout instead of a table. Not an
+    /// option of its own: the host command sets it from its global `--json`.
+    #[arg(skip)]
     pub json: bool,
 }
 

@@ -25,7 +25,13 @@ use clap::Parser;
 )]
 enum Cmd {
     /// The side-by-side demonstration (what `statesafe torture` runs).
-    Demo(statesafe_torture::TortureArgs),
+    Demo {
+        #[command(flatten)]
+        args: statesafe_torture::TortureArgs,
+        /// Print the results as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// A child process of the demonstration or of the stress layer (internal).
     #[command(hide = true)]
     TortureChild {
@@ -283,7 +289,9 @@ fn main() -> ExitCode {
             Ok(known) => filesystems(&common, known),
             Err(code) => code,
         },
-        Cmd::Demo(args) => statesafe_torture::run(&args),
+        Cmd::Demo { args, json } => {
+            statesafe_torture::run(&statesafe_torture::TortureArgs { json, ..args })
+        }
         Cmd::TortureChild { args } => statesafe_torture::child_main(args),
         Cmd::Driver { op, file, hold } => driver::main(op, &file, hold),
         Cmd::Prepare { op, dir } => match driver::prepare(&dir, op) {

@@ -65,10 +65,14 @@ fn spawn_writer(exe: &Path, file: &Path, acks: &Arc<Mutex<Vec<u64>>>) -> Result<
     Ok(Writer { child, pump })
 }
 
-fn stop_writer(mut w: Writer) {
+/// Kills a writer; `Some(status)` when it had already exited by itself (an update
+/// failed: its error is on stderr).
+fn stop_writer(mut w: Writer) -> Option<std::process::ExitStatus> {
+    let gone = w.child.try_wait().ok().flatten();
     let _ = w.child.kill();
     let _ = w.child.wait();
     let _ = w.pump.join();
+    gone
 }
 
 /// Watches `/proc/locks` for holders of the lock file's inode.
@@ -179,7 +183,7 @@ pub fn layer(cfg: &Stress<'_>, tally: &Tally) -> Result<(), String> {
         std::thread::sleep(Duration::from_millis(fastrand::u64(2..=30)));
         let victim = fastrand::usize(..writers.len());
         let w = writers.swap_remove(victim);
-        stop_writer(w);
+        let failed = stop_writer(w);
         // Right after the kill, before the replacement starts: every acknowledged
         // update is in the file (the others keep writing, so it can only be higher).
         let highest = acks
@@ -189,17 +193,23 @@ pub fn layer(cfg: &Stress<'_>, tally: &Tally) -> Result<(), String> {
             .copied()
             .max()
             .unwrap_or(0);
-        let problems = match check::counter(&file) {
+        let mut problems = match check::counter(&file) {
             Ok(Some(c)) if c >= highest => Vec::new(),
             Ok(Some(c)) => vec![format!("counter {c} below the acknowledged {highest}")],
             Ok(None) => vec!["the state file is gone".to_string()],
             Err(e) => vec![e],
         };
+        if let Some(status) = failed {
+            problems.push(format!(
+                "a writer's update failed ({status}; its error is above)"
+            ));
+        }
         tally.record("stress kill", problems);
         writers.push(spawn_writer(cfg.exe, &file, &acks)?);
     }
+    let mut writer_failures = 0;
     for w in writers {
-        stop_writer(w);
+        writer_failures += usize::from(stop_writer(w).is_some());
     }
     let mut reads = 0;
     let mut torn = 0;
@@ -230,6 +240,11 @@ pub fn layer(cfg: &Stress<'_>, tally: &Tally) -> Result<(), String> {
             acks.len()
         )),
         Err(e) => problems.push(e),
+    }
+    if writer_failures > 0 {
+        problems.push(format!(
+            "{writer_failures} writers' updates failed (errors above)"
+        ));
     }
     if torn > 0 {
         problems.push(format!("{torn} torn reads out of {reads}"));

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Mutation check (issue 5): build the torture harness against deliberately broken
+# builds of the library (crates/statesafe features `mutation-*`) and require each to
+# make at least one layer FAIL. A harness that passes a broken build proves nothing.
+# `eatmydata` (every fsync faked as a successful no-op, by strace) is checked too.
+#
+# Quick variants of the layers keep this stage short: kill (replace, update), errors
+# (EIO, replace), the order check, stress (3 s). Dev-profile builds reuse the
+# dependencies the unit-test stage compiled; only statesafe and the harness rebuild.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+command -v strace >/dev/null || { echo "50-mutation: FAILED: strace is not installed"; exit 1; }
+
+target="${CARGO_TARGET_DIR:-target}"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+mutations=(skip-file-fsync skip-dir-fsync no-temp-cleanup fixed-temp-name no-lock eatmydata)
+layers=(kill errors order stress)
+
+run_layer() { # bin layer -> exit status of the layer
+  local bin=$1 layer=$2 extra=${3:-}
+  case $layer in
+    kill) "$bin" kill --ops replace,update ;;
+    errors) "$bin" errors --errnos EIO --ops replace ;;
+    order) "$bin" order $extra ;;
+    stress) "$bin" stress --writers 6 --readers 1 --duration 3s ;;
+  esac
+}
+
+printf '%-18s' "mutation" > "$work/table"
+for l in "${layers[@]}"; do printf ' %-8s' "$l" >> "$work/table"; done
+printf ' %s\n' "caught" >> "$work/table"
+uncaught=()
+start=$SECONDS
+for m in "${mutations[@]}"; do
+  bin="$work/torture-suite-$m"
+  extra=""
+  if [[ $m == eatmydata ]]; then
+    cargo build --locked --quiet -p statesafe-torture --bin torture-suite
+    extra="--eatmydata"
+  else
+    cargo build --locked --quiet -p statesafe-torture --bin torture-suite --features "mutation-$m"
+  fi
+  cp "$target/debug/torture-suite" "$bin"
+  printf '%-18s' "$m" >> "$work/table"
+  caught=0
+  for l in "${layers[@]}"; do
+    if run_layer "$bin" "$l" "$extra" > "$work/$m-$l.log" 2>&1; then
+      printf ' %-8s' "pass" >> "$work/table"
+    else
+      printf ' %-8s' "FAIL" >> "$work/table"
+      caught=$((caught + 1))
+    fi
+    # Show each layer's summary line and its first violations.
+    grep -E 'VIOLATION|checked:' "$work/$m-$l.log" | head -n 3 | sed "s/^/  [$m] /" | cut -c1-220
+  done
+  if (( caught > 0 )); then
+    printf ' yes (%d layers)\n' "$caught" >> "$work/table"
+  else
+    printf ' NO\n' >> "$work/table"
+    uncaught+=("$m")
+  fi
+done
+echo
+echo "mutation check: which layers FAIL on each deliberately broken build ($(( SECONDS - start ))s)"
+cat "$work/table"
+if (( ${#uncaught[@]} > 0 )); then
+  echo "50-mutation: FAILED: not caught by any layer: ${uncaught[*]}"
+  exit 1
+fi
+echo "50-mutation: every mutation was caught"
