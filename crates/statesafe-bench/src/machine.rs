@@ -92,6 +92,8 @@ pub struct Machine {
     pub date: String,
     /// Load averages at the start of the run.
     pub load_start: String,
+    /// The commit measured, and whether the library had uncommitted changes.
+    pub commit: String,
 }
 
 fn first_line_field(text: &str, key: &str) -> Option<String> {
@@ -113,6 +115,22 @@ fn command_line(cmd: &str, args: &[&str]) -> Option<String> {
     out.status
         .success()
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+fn commit() -> String {
+    let root = crate::run::workspace_root();
+    let root = root.to_string_lossy();
+    let Some(head) = command_line("git", &["-C", &root, "rev-parse", "--short", "HEAD"]) else {
+        return "unknown".into();
+    };
+    match command_line(
+        "git",
+        &["-C", &root, "status", "--porcelain", "crates/statesafe"],
+    ) {
+        Some(s) if s.is_empty() => head,
+        Some(_) => format!("{head} with uncommitted changes in crates/statesafe"),
+        None => head,
+    }
 }
 
 /// Describes this machine, with `dir` as the benchmark directory.
@@ -137,6 +155,7 @@ pub fn describe(dir: &Path) -> Machine {
         date: command_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"])
             .unwrap_or_else(|| "unknown".into()),
         load_start: loadavg(),
+        commit: commit(),
     }
 }
 
