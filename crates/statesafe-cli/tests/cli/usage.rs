@@ -39,7 +39,6 @@ fn unknown_flags_and_commands() {
         "usage_missing_dashes_json",
         env.run(&["exec", "s.json", "--json", "cat"])
     );
-    snap!("usage_reserved_names_are_free", env.run(&["torture"]));
     assert!(!env.path("s.json").exists());
 }
 
