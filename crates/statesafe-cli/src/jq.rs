@@ -23,8 +23,14 @@ impl Program {
     /// # Errors
     /// An `invalid_expression` error with the position of the problem.
     pub fn compile(code: &str, vars: Vec<(String, Value)>) -> Result<Program, CliError> {
-        let names: Vec<String> = vars.iter().map(|(n, _)| format!("${n}")).collect();
-        let values = vars.into_iter().map(|(_, v)| to_val(v)).collect();
+        // `$ENV`, as in jq, then the caller's variables (a later binding of the same
+        // name wins).
+        let env: serde_json::Map<String, Value> = std::env::vars()
+            .map(|(k, v)| (k, Value::String(v)))
+            .collect();
+        let vars = std::iter::once(("ENV".to_string(), Value::Object(env))).chain(vars);
+        let (names, values): (Vec<String>, Vec<Val>) =
+            vars.map(|(n, v)| (format!("${n}"), to_val(v))).unzip();
         let defs = jaq_core::defs()
             .chain(jaq_std::defs())
             .chain(jaq_json::defs());
@@ -344,5 +350,10 @@ mod tests {
         assert!(e.message.contains("column 6"), "{}", e.message);
         let p = Program::compile("$who", vec![("who".into(), json!("x"))]).unwrap();
         assert_eq!(p.run_one(Value::Null).unwrap(), json!("x"));
+        let p = Program::compile("$ENV.PATH", vec![]).unwrap();
+        assert_eq!(
+            p.run_one(Value::Null).unwrap(),
+            json!(std::env::var("PATH").unwrap())
+        );
     }
 }
