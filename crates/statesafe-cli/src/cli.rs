@@ -278,7 +278,8 @@ pub struct SetArgs {
     pub file: PathBuf,
     /// RFC 6901 JSON pointer; '' replaces the whole document
     pub pointer: String,
-    /// The new value, as JSON (`3`, `"text"`, `{"a": 1}`)
+    /// The new value, as JSON (`3`, `-1.5`, `"text"`, `{"a": 1}`)
+    #[arg(allow_negative_numbers = true)]
     pub value: String,
     /// Take VALUE as a plain string instead of JSON
     #[arg(short, long)]
@@ -351,7 +352,11 @@ pub struct InitArgs {
     /// The state file to create
     pub file: PathBuf,
     /// Initial document as JSON (`-` reads stdin)
-    #[arg(default_value = "{}", value_name = "JSON")]
+    #[arg(
+        default_value = "{}",
+        value_name = "JSON",
+        allow_negative_numbers = true
+    )]
     pub document: String,
     /// Replace the document if the file exists
     #[arg(long, conflicts_with = "exist_ok")]

@@ -27,6 +27,8 @@ fn string_flag_and_root() {
     assert_eq!(env.run(&["set", "s.json", "", "[true]"]).code, 0);
     assert_eq!(env.read_string("s.json"), "[\n  true\n]\n");
     assert_eq!(env.run(&["set", "s.json", "/-", "false"]).code, 0);
+    assert_eq!(env.run(&["set", "s.json", "/-", "-1.5"]).code, 0);
+    assert_eq!(env.run(&["del", "s.json", "/2"]).code, 0);
     assert_eq!(env.run(&["set", "s.json", "/0", "0"]).code, 0);
     assert_eq!(env.read_string("s.json"), "[\n  0,\n  false\n]\n");
 }
