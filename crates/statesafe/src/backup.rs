@@ -18,7 +18,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::error::{Error, Op, Result};
 use crate::paths::Target;
 use crate::settings::BackupPolicy;
+use crate::sidecar;
 use crate::sys;
+use crate::write::Perms;
 
 /// One backup on disk.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,15 +64,6 @@ fn parse_backup_name(name: &OsStr) -> Option<u64> {
         .flatten()
 }
 
-fn ensure_dir(path: &PathBuf) -> io::Result<OwnedFd> {
-    match std::fs::create_dir(path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(e),
-    }
-    sys::open_dir(path)
-}
-
 /// Gives the current file (generation `generation`, checksum `checksum`) a second
 /// name in `backups/`. Runs on every commit: one `linkat`, and a `mkdir` only the
 /// first time.
@@ -79,17 +72,15 @@ pub(crate) fn link_outgoing(
     dir: &OwnedFd,
     generation: u64,
     checksum: u64,
+    perms: Perms,
 ) -> Result<()> {
     let backups = backups_dir(target);
     let path = backups.join(backup_name(generation));
     let link = || sys::link_at(dir, &target.name, rustix::fs::CWD, path.as_os_str());
     let mut result = match link() {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            match std::fs::create_dir(&backups) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(Error::io(Op::Backup, &backups, e)),
-            }
+            sidecar::make_dir(&backups, Some(perms))
+                .map_err(|e| Error::io(Op::Backup, &backups, e))?;
             link()
         }
         other => other,
@@ -102,7 +93,7 @@ pub(crate) fn link_outgoing(
         // A different version under this generation's name: never overwrite or
         // delete it; move it to the quarantine and keep ours.
         let qdir = quarantine_dir(target);
-        let _ = std::fs::create_dir(&qdir);
+        let _ = sidecar::make_dir(&qdir, Some(perms));
         let aside = qdir.join(format!(
             "stale-backup-gen-{generation}-{:016x}",
             crate::format::checksum(&std::fs::read(&path).unwrap_or_default())
@@ -238,9 +229,16 @@ pub(crate) fn prune(target: &Target, policy: &BackupPolicy) -> Result<usize> {
 
 /// Gives the damaged current file a second name in `quarantine/`, keyed by its
 /// checksum so that repeating a recovery after a crash finds it there already.
-pub(crate) fn quarantine(target: &Target, dir: &OwnedFd, checksum: u64) -> Result<PathBuf> {
+pub(crate) fn quarantine(
+    target: &Target,
+    dir: &OwnedFd,
+    checksum: u64,
+    perms: Perms,
+) -> Result<PathBuf> {
     let qdir = quarantine_dir(target);
-    let qfd = ensure_dir(&qdir).map_err(|e| Error::io(Op::Quarantine, &qdir, e))?;
+    let qfd = sidecar::make_dir(&qdir, Some(perms))
+        .and_then(|()| sys::open_dir(&qdir))
+        .map_err(|e| Error::io(Op::Quarantine, &qdir, e))?;
     let name = OsString::from(format!("damaged-{checksum:016x}"));
     let path = qdir.join(&name);
     match sys::link_at(dir, &target.name, &qfd, &name) {

@@ -105,7 +105,7 @@ pub enum Error {
     /// Another writer held the lock for longer than the lock timeout.
     #[error(
         "timed out after {} waiting for the lock on `{}`{}",
-        humantime::format_duration(*waited),
+        humantime::format_duration(Duration::from_millis(waited.as_millis() as u64)),
         path.display(),
         holder_suffix(holder.as_deref())
     )]
@@ -270,6 +270,17 @@ pub enum Error {
         message: String,
     },
 
+    /// A past generation that neither a backup nor the history can produce.
+    #[error("generation {generation} of `{}` is not available: {reason}", path.display())]
+    GenerationUnavailable {
+        /// The state file.
+        path: PathBuf,
+        /// The generation asked for.
+        generation: u64,
+        /// Why it cannot be rebuilt.
+        reason: String,
+    },
+
     /// The file already exists (from [`crate::Store::create`]).
     #[error("state file `{}` already exists", path.display())]
     AlreadyExists {
@@ -361,6 +372,7 @@ impl Error {
             Error::TooLarge { .. } => "too_large",
             Error::Unrecoverable { .. } => "unrecoverable",
             Error::BadSchema { .. } => "bad_schema",
+            Error::GenerationUnavailable { .. } => "generation_unavailable",
             Error::Io { .. } => "io",
         }
     }
@@ -406,6 +418,9 @@ impl Error {
                 None => "repair the file by hand, or start afresh deliberately".into(),
             },
             Error::BadSchema { .. } => "fix the schema (see https://json-schema.org)".into(),
+            Error::GenerationUnavailable { .. } => {
+                "list what is kept with `statesafe log` and `statesafe backups`; raise the history or backup retention to keep more".into()
+            }
             Error::Invalid { .. } => "change the update so that the new state satisfies the rule".into(),
             _ => return None,
         })

@@ -26,6 +26,7 @@ pub(crate) struct Meta {
 }
 
 impl Meta {
+    #[cfg(test)]
     pub fn new(generation: u64, bytes: &[u8]) -> Meta {
         Meta {
             v: 1,
@@ -101,22 +102,24 @@ pub(crate) fn decode<T: DeserializeOwned>(path: &Path, bytes: &[u8]) -> Result<T
         column,
         reason,
     };
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(corrupt(
-            None,
-            None,
-            "the file is empty (typical of a write that was cut short, or a crash before its data reached the disk)".into(),
-        ));
-    }
-    if let Some(at) = bytes.iter().position(|b| *b == 0) {
-        let (line, column) = line_column(bytes, at);
-        return Err(corrupt(
-            Some(line),
-            Some(column),
-            "it contains NUL bytes (typical of a crash before the data reached the disk)".into(),
-        ));
-    }
     serde_json::from_slice(bytes).map_err(|e| {
+        // Name the classic power-loss damage (only now: scanning every good document
+        // for it would cost a pass over the bytes on every load).
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return corrupt(
+                None,
+                None,
+                "the file is empty (typical of a write that was cut short, or a crash before its data reached the disk)".into(),
+            );
+        }
+        if let Some(at) = bytes.iter().position(|b| *b == 0) {
+            let (line, column) = line_column(bytes, at);
+            return corrupt(
+                Some(line),
+                Some(column),
+                "it contains NUL bytes (typical of a crash before the data reached the disk)".into(),
+            );
+        }
         let reason = match e.classify() {
             serde_json::error::Category::Eof => {
                 format!("the document ends early, as if the write was cut short ({e})")

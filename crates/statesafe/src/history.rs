@@ -25,7 +25,9 @@ use crate::error::{Error, Op, Result};
 use crate::format::Writer;
 use crate::paths::Target;
 use crate::settings::HistoryPolicy;
+use crate::sidecar;
 use crate::sys;
+use crate::write::Perms;
 
 /// Why a generation came to be.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -106,21 +108,31 @@ pub(crate) fn needs_snapshot(
 }
 
 /// Appends `entry`, then prunes segments the policy no longer keeps.
-pub(crate) fn append(target: &Target, policy: &HistoryPolicy, entry: &HistoryEntry) -> Result<()> {
+pub(crate) fn append(
+    target: &Target,
+    policy: &HistoryPolicy,
+    entry: &HistoryEntry,
+    perms: Perms,
+) -> Result<()> {
     let dir = history_dir(target);
     let size = segment_size(policy);
     let segment = segment_of(entry.generation, size);
     let path = dir.join(segment_name(segment));
     let mut line = serde_json::to_vec(entry).expect("invariant: history entries serialize");
     line.push(b'\n');
-    let open = || OpenOptions::new().append(true).create(true).open(&path);
+    let open = || {
+        // A new segment gets the sidecar's permissions before it holds anything.
+        match OpenOptions::new().append(true).create_new(true).open(&path) {
+            Ok(file) => sidecar::fix_file(&path, perms).map(|()| file),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                OpenOptions::new().append(true).open(&path)
+            }
+            Err(e) => Err(e),
+        }
+    };
     let mut file = match open() {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            match std::fs::create_dir(&dir) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(Error::io(Op::History, &dir, e)),
-            }
+            sidecar::make_dir(&dir, Some(perms)).map_err(|e| Error::io(Op::History, &dir, e))?;
             open()
         }
         other => other,
@@ -282,9 +294,10 @@ pub(crate) fn document_at(
     entries: &[HistoryEntry],
     generation: u64,
 ) -> Result<Value> {
-    let unavailable = |why: String| Error::Invalid {
+    let unavailable = |reason: String| Error::GenerationUnavailable {
         path: path.to_path_buf(),
-        message: format!("generation {generation} cannot be rebuilt from the history: {why}"),
+        generation,
+        reason,
     };
     let upto: Vec<&HistoryEntry> = entries
         .iter()

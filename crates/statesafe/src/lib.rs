@@ -36,6 +36,7 @@ mod lock;
 mod paths;
 mod recover;
 mod settings;
+mod sidecar;
 #[cfg(test)]
 mod sim;
 mod store;

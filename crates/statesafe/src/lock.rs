@@ -99,7 +99,7 @@ pub(crate) fn identity() -> &'static (String, String, String) {
     ID.get_or_init(|| {
         let uid = sys::real_uid();
         let user = sys::user_name(uid).unwrap_or_else(|| format!("uid {uid}"));
-        let mut command = sys::command_line();
+        let mut command = shell_quoted(&sys::command_args());
         if command.len() > MAX_COMMAND {
             let mut cut = MAX_COMMAND;
             while !command.is_char_boundary(cut) {
@@ -110,6 +110,24 @@ pub(crate) fn identity() -> &'static (String, String, String) {
         }
         (sys::hostname(), user, command)
     })
+}
+
+/// The arguments joined for a shell: those with spaces or quotes are single-quoted, so
+/// the recorded command line reads unambiguously.
+fn shell_quoted(args: &[String]) -> String {
+    args.iter()
+        .map(|a| {
+            let plain = !a.is_empty()
+                && a.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%^".contains(&b));
+            if plain {
+                a.clone()
+            } else {
+                format!("'{}'", a.replace('\'', "'\\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn now_rfc3339() -> String {
@@ -253,8 +271,31 @@ impl LockFile {
             return None;
         }
         let mut buf = vec![0u8; RECORD_SIZE];
-        let n = file.read_at(&mut buf, 0).ok()?;
-        Record::parse(&buf[..n])?.holder
+        let n = file.read_at(&mut buf, 0).unwrap_or(0);
+        let recorded = Record::parse(&buf[..n]).and_then(|r| r.holder);
+        // Trust the record only if its process really holds the lock: a holder that
+        // could not write the lock file (another user's, read-only) leaves the previous
+        // holder's record in place, which must never be named.
+        let Some(pids) = sys::flock_holders(&file) else {
+            return recorded;
+        };
+        let (host, _, _) = identity();
+        match recorded {
+            Some(h) if pids.contains(&h.pid) && &h.host == host => Some(h),
+            _ => {
+                let pid = *pids.first()?;
+                let (user, command) = sys::process_identity(pid)
+                    .unwrap_or_else(|| ("unknown".into(), "unknown".into()));
+                Some(Holder {
+                    pid,
+                    host: host.clone(),
+                    user,
+                    command,
+                    operation: "unknown (the holder could not write its record)".into(),
+                    since: "unknown".into(),
+                })
+            }
+        }
     }
 
     /// The last generation recorded in the lock file without taking the lock (0 when
@@ -354,6 +395,18 @@ impl Drop for Guard<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn command_lines_are_quoted_for_a_shell() {
+        let args: Vec<String> = ["sh", "-c", "touch ready; sleep 1", "it's"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(
+            shell_quoted(&args),
+            "sh -c 'touch ready; sleep 1' 'it'\\''s'"
+        );
+    }
 
     #[test]
     fn records_round_trip_at_fixed_size() {

@@ -141,7 +141,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             p => p,
         };
         let damage_text = damage.to_string();
-        let quarantined = backup::quarantine(&self.target, self.dir()?, cur.checksum)?;
+        let quarantined = backup::quarantine(&self.target, self.dir()?, cur.checksum, cur.perms)?;
         let (state, from) = match (policy, &self.opts.default_state) {
             (RecoveryPolicy::UseDefault, Some(default)) => (default(), None),
             _ => {
@@ -312,7 +312,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             Some(cur) => match self.verify(cur, true) {
                 Ok(v) => Some(Base::of(cur, true, v.value)),
                 Err(damage) if is_damage(&damage) => {
-                    backup::quarantine(&self.target, self.dir()?, cur.checksum)?;
+                    backup::quarantine(&self.target, self.dir()?, cur.checksum, cur.perms)?;
                     Some(Base::of(cur, false, None))
                 }
                 Err(e) => return Err(e),

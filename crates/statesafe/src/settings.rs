@@ -73,8 +73,8 @@ impl BackupPolicy {
 pub struct HistoryPolicy {
     /// Keep entries for the last `keep` generations (0 disables history). Default 1000.
     pub keep: u32,
-    /// Documents larger than this are recorded without a patch (the diff would cost
-    /// more than the commit). Default 1 MiB.
+    /// Documents larger than this are recorded without a patch (the diff and the JSON
+    /// trees it needs would cost more time and memory than the commit). Default 64 KiB.
     pub max_patch_bytes: u64,
 }
 
@@ -82,7 +82,7 @@ impl Default for HistoryPolicy {
     fn default() -> Self {
         HistoryPolicy {
             keep: 1000,
-            max_patch_bytes: 1 << 20,
+            max_patch_bytes: 64 << 10,
         }
     }
 }

@@ -15,6 +15,7 @@ use crate::format::{self, Meta, Writer};
 use crate::history::{self, Change, HistoryEntry};
 use crate::lock;
 use crate::settings::Format;
+use crate::sidecar;
 use crate::store::{Store, is_damage};
 use crate::sys;
 use crate::validate;
@@ -325,7 +326,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                 Ok(v) => Base::of(cur, true, v.value),
                 // Replacing a damaged file: keep it in quarantine, never in the backups.
                 Err(damage) if is_damage(&damage) => {
-                    backup::quarantine(&self.target, self.dir()?, cur.checksum)?;
+                    backup::quarantine(&self.target, self.dir()?, cur.checksum, cur.perms)?;
                     Base::of(cur, false, None)
                 }
                 Err(e) => return Err(e),
@@ -402,13 +403,14 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                 limit,
             });
         }
+        let new_sum = format::checksum(&bytes);
         if let Some(b) = base {
             let unchanged = change == Change::Commit
                 && config.format == Format::Plain
                 && b.valid
                 && !b.external
                 && b.len == bytes.len()
-                && b.checksum == format::checksum(&bytes);
+                && b.checksum == new_sum;
             if unchanged {
                 return Ok((b.clone(), std::time::Duration::ZERO));
             }
@@ -440,7 +442,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                     },
                 );
             }
-            backup::link_outgoing(&self.target, dir, b.generation, b.checksum)?;
+            backup::link_outgoing(&self.target, dir, b.generation, b.checksum, b.perms)?;
         }
         let commit = write::Commit {
             target: &self.target,
@@ -454,7 +456,11 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             &write::RealFs,
             &commit,
             &bytes,
-            Meta::new(generation, &bytes),
+            Meta {
+                v: 1,
+                generation,
+                xxh3: new_sum,
+            },
         ) {
             Ok(Ok(fsync)) => fsync,
             Ok(Err(e)) => return Err(e),
@@ -469,6 +475,13 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         guard.record.last_generation = generation;
         guard.record.temp = None;
         let _ = guard.write_record(path);
+        let perms = base.map_or_else(|| current_perms(self), |b| b.perms);
+        if let Err(e) = sidecar::enforce(&self.target, perms) {
+            self.bookkeeping_failed(
+                "giving the sidecar the file's permissions",
+                &Error::io(crate::Op::Settings, self.target.sidecar(), e),
+            );
+        }
         if keep_backup && let Err(e) = backup::prune(&self.target, &config.backups) {
             self.bookkeeping_failed("pruning backups", &e);
         }
@@ -479,16 +492,15 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                 None
             };
         if config.history.keep > 0
-            && let Err(e) = self.record_history(base, generation, &value, change)
+            && let Err(e) = self.record_history(base, generation, &value, change, perms)
         {
             self.bookkeeping_failed("recording history", &e);
         }
-        let perms = base.map_or_else(|| current_perms(self), |b| b.perms);
         Ok((
             Base {
                 generation,
                 perms,
-                checksum: format::checksum(&bytes),
+                checksum: new_sum,
                 len: bytes.len(),
                 external: false,
                 valid: true,
@@ -509,6 +521,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         generation: u64,
         value: &Option<Value>,
         change: Change,
+        perms: Perms,
     ) -> Result<()> {
         let config = self.config();
         let policy = &config.history;
@@ -527,7 +540,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                     .is_none()
                     .then(|| "document too large for the history".to_string()),
             };
-            history::append(&self.target, policy, &entry)?;
+            history::append(&self.target, policy, &entry, perms)?;
             last = Some(b.generation);
         }
         let previous = base.and_then(|b| b.value.as_ref());
@@ -553,7 +566,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             snapshot,
             note,
         };
-        history::append(&self.target, policy, &entry)
+        history::append(&self.target, policy, &entry, perms)
     }
 }
 

@@ -145,16 +145,15 @@ pub(crate) fn real_uid() -> u32 {
     rustix::process::getuid().as_raw()
 }
 
-/// The command line of this process, for lock holder records.
-pub(crate) fn command_line() -> String {
+/// The arguments of this process, for lock holder records.
+pub(crate) fn command_args() -> Vec<String> {
     match std::fs::read("/proc/self/cmdline") {
         Ok(raw) => raw
             .split(|b| *b == 0)
             .filter(|a| !a.is_empty())
             .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect::<Vec<_>>()
-            .join(" "),
-        Err(_) => std::env::args().collect::<Vec<_>>().join(" "),
+            .collect(),
+        Err(_) => std::env::args().collect(),
     }
 }
 
@@ -215,4 +214,53 @@ pub(crate) fn dir_names(path: &Path) -> io::Result<Vec<std::ffi::OsString>> {
         }
     }
     Ok(names)
+}
+
+/// The pids holding an exclusive `flock` on `file` right now, from `/proc/locks`
+/// (`None` where that table cannot be read). flock records the pid that took the lock.
+pub(crate) fn flock_holders(file: &File) -> Option<Vec<u32>> {
+    let meta = file.metadata().ok()?;
+    let dev = meta.dev();
+    let wanted = format!(
+        "{:02x}:{:02x}:{}",
+        rustix::fs::major(dev),
+        rustix::fs::minor(dev),
+        meta.ino()
+    );
+    let table = std::fs::read_to_string("/proc/locks").ok()?;
+    let mut pids = Vec::new();
+    for line in table.lines() {
+        // "1: FLOCK  ADVISORY  WRITE 1234 fd:01:5678 0 EOF"; waiters have "->".
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.len() >= 6
+            && fields[1] == "FLOCK"
+            && fields[3] == "WRITE"
+            && fields[5] == wanted
+            && let Ok(pid) = fields[4].parse()
+        {
+            pids.push(pid);
+        }
+    }
+    Some(pids)
+}
+
+/// What `/proc` says of process `pid`: its user name and command line.
+pub(crate) fn process_identity(pid: u32) -> Option<(String, String)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let uid: u32 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    let user = user_name(uid).unwrap_or_else(|| format!("uid {uid}"));
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let command = raw
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect::<Vec<_>>()
+        .join(" ");
+    Some((user, command))
 }
