@@ -7,7 +7,7 @@ use std::process::Command;
 use statesafe::Store;
 use statesafe_torture::Doc;
 
-use crate::driver::{NEW_COUNTER, OLD_COUNTER, Op};
+use crate::driver::{self, NEW_COUNTER, OLD_COUNTER, Op, RESTORED_COUNTER};
 
 /// The counter in the state file: `None` when the file does not exist.
 ///
@@ -43,6 +43,9 @@ pub enum Version {
 
 /// Classifies the file after an interrupted `op`: old, new, or a violation.
 pub fn version(file: &Path, op: Op) -> Result<Version, String> {
+    if op == Op::Recover {
+        return recovery_version(file);
+    }
     match (counter(file)?, op) {
         (None, Op::Create) => Ok(Version::Old),
         (None, _) => Err("the state file is gone".into()),
@@ -52,6 +55,68 @@ pub fn version(file: &Path, op: Op) -> Result<Version, String> {
             "the state file holds counter {n}, neither old nor new"
         )),
     }
+}
+
+/// After an interrupted recovery, without the library (whose read would recover): the
+/// damaged bytes still in place (old) or the newest backup restored (new); and once
+/// the damaged version is gone from the primary, it must be in quarantine.
+fn recovery_version(file: &Path) -> Result<Version, String> {
+    let dir = file
+        .parent()
+        .expect("invariant: the state file has a directory");
+    let damaged = std::fs::read(driver::damaged_copy(dir)).map_err(|e| e.to_string())?;
+    let bytes = std::fs::read(file).map_err(|e| format!("cannot read the state file: {e}"))?;
+    if bytes == damaged {
+        return Ok(Version::Old);
+    }
+    match serde_json::from_slice::<Doc>(&bytes) {
+        Ok(doc) if doc.counter == RESTORED_COUNTER => {}
+        Ok(doc) => {
+            return Err(format!(
+                "recovery put counter {} in place, not the newest backup's {RESTORED_COUNTER}",
+                doc.counter
+            ));
+        }
+        Err(e) => {
+            return Err(format!(
+                "the state file is neither the damaged one nor whole: {e}"
+            ));
+        }
+    }
+    if !quarantined(dir, &damaged) {
+        return Err("the damaged file was replaced but is not in quarantine".into());
+    }
+    Ok(Version::New)
+}
+
+/// Whether the quarantine of `dir/state.json` holds exactly `damaged`.
+fn quarantined(dir: &Path, damaged: &[u8]) -> bool {
+    let q = dir.join(".state.json.statesafe").join("quarantine");
+    std::fs::read_dir(q).is_ok_and(|entries| {
+        entries
+            .flatten()
+            .any(|e| std::fs::read(e.path()).is_ok_and(|b| b == damaged))
+    })
+}
+
+/// After an interrupted recovery: a fresh store's `load` recovers (if still needed)
+/// to the newest backup, and the damaged bytes are in quarantine.
+pub fn recovery_settles(dir: &Path) -> Result<(), String> {
+    let file = dir.join("state.json");
+    let snapshot = Store::<Doc>::open(&file)
+        .and_then(|s| s.load())
+        .map_err(|e| format!("a fresh load after the interrupted recovery failed: {e}"))?;
+    if snapshot.state.counter != RESTORED_COUNTER {
+        return Err(format!(
+            "a fresh load gave counter {}, not the newest backup's {RESTORED_COUNTER}",
+            snapshot.state.counter
+        ));
+    }
+    let damaged = std::fs::read(driver::damaged_copy(dir)).map_err(|e| e.to_string())?;
+    if !quarantined(dir, &damaged) {
+        return Err("after a fresh load, the damaged file is not in quarantine".into());
+    }
+    Ok(())
 }
 
 /// Temporary files of `state.json` left in `dir`.

@@ -26,6 +26,9 @@ pub enum Op {
     Update,
     /// Two `Store::update` calls on one store (for the order check).
     UpdateTwice,
+    /// `Store::load` of a damaged file that has backups: the library quarantines it
+    /// and restores the newest valid backup (generation 2, counter 2).
+    Recover,
 }
 
 impl Op {
@@ -35,6 +38,7 @@ impl Op {
             Op::Replace => "replace",
             Op::Update => "update",
             Op::UpdateTwice => "update-twice",
+            Op::Recover => "recover",
         }
     }
 
@@ -47,6 +51,9 @@ impl Op {
 /// The counter of the prepared file, and the one each operation writes.
 pub const OLD_COUNTER: u64 = 1;
 pub const NEW_COUNTER: u64 = 2;
+
+/// The counter of the newest backup, which a recovery restores.
+pub const RESTORED_COUNTER: u64 = 2;
 
 /// The document size the layers use.
 pub const DOC_SIZE: usize = 4096;
@@ -64,7 +71,31 @@ pub fn prepare(dir: &Path, op: Op) -> Result<PathBuf, String> {
             .and_then(|s| s.create(Doc::new(OLD_COUNTER, DOC_SIZE)))
             .map_err(|e| format!("cannot prepare `{}`: {e}", file.display()))?;
     }
+    if op == Op::Recover {
+        // Generations 2 and 3 (each commit keeps the outgoing version as a backup),
+        // then the primary cut in half in place, as a crash of a naive writer leaves it.
+        let store = Store::<Doc>::open(&file).map_err(|e| e.to_string())?;
+        for counter in [RESTORED_COUNTER, RESTORED_COUNTER + 1] {
+            store
+                .replace(Doc::new(counter, DOC_SIZE))
+                .map_err(|e| format!("cannot prepare `{}`: {e}", file.display()))?;
+        }
+        drop(store);
+        let bytes = std::fs::read(&file).map_err(|e| e.to_string())?;
+        let damaged = &bytes[..bytes.len() / 2];
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&file)
+            .and_then(|f| f.set_len(damaged.len() as u64))
+            .map_err(|e| format!("cannot damage `{}`: {e}", file.display()))?;
+        std::fs::write(damaged_copy(dir), damaged).map_err(|e| e.to_string())?;
+    }
     Ok(file)
+}
+
+/// Where [`prepare`] keeps a copy of the damaged bytes (outside the directory).
+pub fn damaged_copy(dir: &Path) -> PathBuf {
+    dir.with_extension("damaged")
 }
 
 /// `Store::update` that returns the new generation.
@@ -82,6 +113,7 @@ pub fn main(op: Op, file: &Path, hold: bool) -> std::process::ExitCode {
         Op::Replace => store.replace(Doc::new(NEW_COUNTER, DOC_SIZE)),
         Op::Update => increment(&store),
         Op::UpdateTwice => increment(&store).and_then(|_| increment(&store)),
+        Op::Recover => store.load().map(|snapshot| snapshot.generation),
     });
     let line = match &result {
         Ok(generation) => format!("ack {generation}\n"),

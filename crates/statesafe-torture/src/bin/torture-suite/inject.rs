@@ -241,6 +241,12 @@ fn check_point(exe: &Path, dir: &Path, point: &Point) -> Result<Vec<String>, Str
         problems.push(format!("after the process ended: {p}"));
     }
     if problems.is_empty()
+        && op == Op::Recover
+        && let Err(e) = check::recovery_settles(dir)
+    {
+        problems.push(e);
+    }
+    if problems.is_empty()
         && let Err(e) = check::recover(dir)
     {
         problems.push(e);

@@ -111,7 +111,7 @@ struct Common {
     #[arg(long, env = "STATESAFE_TEST_DIR")]
     dir: Option<PathBuf>,
     /// Operations to torture.
-    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [driver::Op::Create, driver::Op::Replace, driver::Op::Update])]
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [driver::Op::Create, driver::Op::Replace, driver::Op::Update, driver::Op::Recover])]
     ops: Vec<driver::Op>,
     /// Injection runs in parallel.
     #[arg(long, default_value_t = 2)]
