@@ -60,7 +60,7 @@ for m in "${mutations[@]}"; do
       caught=$((caught + 1))
     fi
     # Show each layer's summary line and its first violations.
-    grep -E 'VIOLATION|checked:' "$work/$m-$l.log" | head -n 3 | sed "s/^/  [$m] /" | cut -c1-220
+    grep -E 'VIOLATION|checked:' "$work/$m-$l.log" | head -n 3 | sed "s/^/  [$m] /" | cut -c1-220 || true
   done
   if (( caught > 0 )); then
     printf ' yes (%d layers)\n' "$caught" >> "$work/table"
