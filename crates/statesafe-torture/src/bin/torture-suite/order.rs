@@ -264,3 +264,98 @@ fn check_trace(calls: &[Call], names: &mut HashSet<String>) -> Vec<Vec<String>> 
 fn base(path: &str) -> String {
     path.rsplit('/').next().unwrap_or(path).to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: &str = "/d/.state.json.statesafe-tmp-1-ab";
+
+    fn trace(lines: &[&str]) -> Vec<Call> {
+        strace::parse(&lines.join("\n"))
+    }
+
+    fn good() -> Vec<String> {
+        vec![
+            "flock(4</d/.state.json.statesafe/lock>, LOCK_EX|LOCK_NB) = 0".into(),
+            format!(
+                "openat(3</d>, \".state.json.statesafe-tmp-1-ab\", O_WRONLY|O_CREAT|O_EXCL|O_NOFOLLOW|O_CLOEXEC, 0600) = 5<{T}>"
+            ),
+            format!("write(5<{T}>, \"{{}}\", 2) = 2"),
+            format!("fsync(5<{T}>) = 0"),
+            "renameat(3</d>, \".state.json.statesafe-tmp-1-ab\", 3</d>, \"state.json\") = 0".into(),
+            "fsync(3</d>) = 0".into(),
+            "flock(4</d/.state.json.statesafe/lock>, LOCK_UN) = 0".into(),
+            "writev(1<pipe:[7]>, [{iov_base=\"ack 2\\n\", iov_len=6}], 1) = 6".into(),
+        ]
+    }
+
+    fn check(lines: &[String]) -> Vec<Vec<String>> {
+        let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+        check_trace(&trace(&refs), &mut HashSet::new())
+    }
+
+    #[test]
+    fn a_correct_commit_passes() {
+        assert_eq!(check(&good()), vec![Vec::<String>::new()]);
+    }
+
+    #[test]
+    fn each_missing_step_is_a_violation() {
+        let without = |needle: &str| -> Vec<String> {
+            good()
+                .into_iter()
+                .filter(|l| !l.starts_with(needle))
+                .collect()
+        };
+        let problems = check(&without(&format!("fsync(5<{T}>)")))
+            .concat()
+            .join("; ");
+        assert!(
+            problems.contains("without an fsync after its last write"),
+            "{problems}"
+        );
+        let problems = check(&without("fsync(3</d>)")).concat().join("; ");
+        assert!(
+            problems.contains("acknowledged without an fsync of the directory"),
+            "{problems}"
+        );
+        let problems = check(&without("flock(4</d/.state.json.statesafe/lock>, LOCK_EX"))
+            .concat()
+            .join("; ");
+        assert!(problems.contains("without holding the lock"), "{problems}");
+    }
+
+    #[test]
+    fn a_faked_fsync_does_not_count() {
+        let lines: Vec<String> = good()
+            .into_iter()
+            .map(|l| {
+                if l.starts_with("fsync(") {
+                    l.replace(" = 0", " = 0 (INJECTED)")
+                } else {
+                    l
+                }
+            })
+            .collect();
+        let problems = check(&lines).concat().join("; ");
+        assert!(
+            problems.contains("without an fsync after its last write"),
+            "{problems}"
+        );
+        assert!(
+            problems.contains("without an fsync of the directory"),
+            "{problems}"
+        );
+    }
+
+    #[test]
+    fn a_reused_temp_name_is_a_violation() {
+        let mut names = HashSet::new();
+        let refs: Vec<String> = good();
+        let refs: Vec<&str> = refs.iter().map(String::as_str).collect();
+        assert!(check_trace(&trace(&refs), &mut names).concat().is_empty());
+        let again = check_trace(&trace(&refs), &mut names).concat().join("; ");
+        assert!(again.contains("used twice"), "{again}");
+    }
+}
