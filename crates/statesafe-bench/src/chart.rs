@@ -9,7 +9,7 @@ use crate::Result;
 use crate::contended;
 use crate::contenders::Kind;
 use crate::run::Results;
-use crate::stats::fmt_bytes;
+use crate::stats::size_label;
 
 fn color(kind: Kind) -> RGBColor {
     match kind {
@@ -37,6 +37,17 @@ fn span(values: impl Iterator<Item = f64>) -> (f64, f64) {
     }
 }
 
+/// The label of tick `x` on a size axis (sizes are plotted at 0, 1, 2, …).
+fn sizes_label(r: &Results, x: f64) -> String {
+    let i = x.round();
+    if (x - i).abs() > 0.05 || i < 0.0 {
+        return String::new();
+    }
+    r.update
+        .get(i as usize)
+        .map_or_else(String::new, |s| size_label(s.size))
+}
+
 /// Draws the chart of `r` into `path`.
 pub fn draw(r: &Results, path: &Path) -> Result<()> {
     if let Some(parent) = path.parent() {
@@ -48,7 +59,7 @@ pub fn draw(r: &Results, path: &Path) -> Result<()> {
 
     // Panel 1: median update latency by document size.
     if !r.update.is_empty() {
-        let (x0, x1) = span(r.update.iter().map(|s| s.bytes as f64));
+        let n = r.update.len();
         let (y0, y1) = span(
             r.update
                 .iter()
@@ -59,19 +70,22 @@ pub fn draw(r: &Results, path: &Path) -> Result<()> {
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(60)
-            .build_cartesian_2d((x0..x1).log_scale(), (y0..y1).log_scale())?;
+            .build_cartesian_2d(-0.3..n as f64 - 0.7, (y0..y1).log_scale())?;
         chart
             .configure_mesh()
+            .light_line_style(WHITE)
+            .x_labels(n)
+            .x_label_formatter(&|x| sizes_label(r, *x))
             .x_desc("document size")
             .y_desc("milliseconds (log)")
             .y_label_formatter(&|y| format!("{y}"))
-            .x_label_formatter(&|x| fmt_bytes(*x))
             .draw()?;
         for kind in Kind::UPDATE {
             let pts: Vec<(f64, f64)> = r
                 .update
                 .iter()
-                .map(|s| (s.bytes as f64, s.row(kind).median() * 1e3))
+                .enumerate()
+                .map(|(i, s)| (i as f64, s.row(kind).median() * 1e3))
                 .collect();
             let c = color(kind);
             chart
@@ -93,16 +107,13 @@ pub fn draw(r: &Results, path: &Path) -> Result<()> {
 
     // Panel 2: latency as a multiple of the floor's.
     if !r.update.is_empty() {
-        let (x0, x1) = span(r.update.iter().map(|s| s.bytes as f64));
+        let n = r.update.len();
+        let (x0, x1) = (-0.3, n as f64 - 0.7);
         let ratios = |kind: Kind| -> Vec<(f64, f64)> {
             r.update
                 .iter()
-                .map(|s| {
-                    (
-                        s.bytes as f64,
-                        s.row(kind).median() / s.row(Kind::Floor).median(),
-                    )
-                })
+                .enumerate()
+                .map(|(i, s)| (i as f64, s.row(kind).median() / s.row(Kind::Floor).median()))
                 .collect()
         };
         let shown = [
@@ -121,17 +132,19 @@ pub fn draw(r: &Results, path: &Path) -> Result<()> {
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(50)
-            .build_cartesian_2d((x0..x1).log_scale(), (y0.min(0.5)..y1.max(2.0)).log_scale())?;
+            .build_cartesian_2d(x0..x1, (y0.min(0.5)..y1.max(2.0)).log_scale())?;
         chart
             .configure_mesh()
+            .light_line_style(WHITE)
+            .x_labels(n)
+            .x_label_formatter(&|x| sizes_label(r, *x))
             .x_desc("document size")
             .y_desc("x floor (log); faint red line: 1.25")
             .y_label_formatter(&|y| format!("{y:.2}"))
-            .x_label_formatter(&|x| fmt_bytes(*x))
             .draw()?;
         chart.draw_series(LineSeries::new(
             vec![(x0, 1.25), (x1, 1.25)],
-            RGBColor(214, 39, 40).mix(0.4).stroke_width(1),
+            RGBColor(214, 39, 40).stroke_width(1),
         ))?;
         chart.draw_series(LineSeries::new(
             vec![(x0, 1.0), (x1, 1.0)],

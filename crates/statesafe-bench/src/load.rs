@@ -141,7 +141,8 @@ pub fn run(dir: &Path, size: usize, plan: Plan) -> Result<LoadResult> {
         }
     }
     let per_op = median(&warm).max(1e-7);
-    let ops_per_round = ((secs(plan.slice) / per_op) as usize).clamp(1, plan.max_ops);
+    let ops_per_round =
+        ((secs(plan.slice) / per_op) as usize).clamp(plan.min_ops.max(1), plan.max_ops.max(1));
     let mut rows: Vec<LoadRow> = Loader::ALL
         .iter()
         .map(|&loader| LoadRow {

@@ -409,7 +409,9 @@ fn contended_section(o: &mut String, r: &Results) {
         o,
         "N processes (this binary, re-executed) increment the counter of one {}-byte \
          document for {:.1} s each, started together; the figure is the total increments \
-         per second, median of {} rounds (contenders interleaved). After each window the \
+         per second, median of {} rounds (contenders take turns in a fresh random order \
+         each round), with the lowest and highest round in brackets: the spread shows how \
+         much the shared disk's `fsync` latency moved during the run. After each window the \
          counter is checked: no increment was lost. All at equal durability (fsync of \
          data before the commit returns).\n",
         c.bytes,
@@ -432,8 +434,16 @@ fn contended_section(o: &mut String, r: &Results) {
     for &p in &procs {
         let _ = write!(o, "| {p} |");
         for kind in contended::KINDS {
-            let v = c.cell(kind, p).map_or(f64::NAN, |c| c.rate());
-            let _ = write!(o, " {v:.1}/s |");
+            match c.cell(kind, p) {
+                Some(cell) => {
+                    let lo = cell.rates.iter().copied().fold(f64::INFINITY, f64::min);
+                    let hi = cell.rates.iter().copied().fold(0.0, f64::max);
+                    let _ = write!(o, " **{:.0}**/s ({lo:.0}–{hi:.0}) |", cell.rate());
+                }
+                None => {
+                    let _ = write!(o, " n/a |");
+                }
+            }
         }
         let ours = c
             .cell(Kind::StatesafeTyped, p)

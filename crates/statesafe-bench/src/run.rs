@@ -97,11 +97,13 @@ pub fn all(args: &Args) -> Result<()> {
             Plan {
                 rounds: 3,
                 slice: Duration::from_millis(25),
+                min_ops: 2,
                 max_ops: 20,
             },
             Plan {
                 rounds: 3,
                 slice: Duration::from_millis(10),
+                min_ops: 1,
                 max_ops: 50,
             },
         )
@@ -110,11 +112,13 @@ pub fn all(args: &Args) -> Result<()> {
             Plan {
                 rounds: 10,
                 slice: Duration::from_millis(120),
+                min_ops: 20,
                 max_ops: 40,
             },
             Plan {
                 rounds: 10,
                 slice: Duration::from_millis(40),
+                min_ops: 2,
                 max_ops: 200,
             },
         )
@@ -157,7 +161,7 @@ pub fn all(args: &Args) -> Result<()> {
         let (window, rounds) = if args.quick {
             (Duration::from_millis(250), 1)
         } else {
-            (Duration::from_millis(500), 5)
+            (Duration::from_millis(300), 10)
         };
         results.contended = Some(contended::run(dir, &args.procs, window, rounds)?);
         eprintln!("contended: done in {:.1?}", t.elapsed());

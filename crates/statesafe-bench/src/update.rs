@@ -15,6 +15,9 @@ pub struct Plan {
     pub rounds: usize,
     /// The wanted time per contender per round (sets `ops_per_round` from the floor).
     pub slice: Duration,
+    /// Fewest updates per contender per round (documents under 8 MiB; above, a
+    /// quarter of this, at least one).
+    pub min_ops: usize,
     /// Most updates per contender per round.
     pub max_ops: usize,
 }
@@ -100,7 +103,13 @@ pub fn run(dir: &Path, size: usize, plan: Plan) -> Result<SizeResult> {
         }
     }
     let per_op = median(&floor_times).max(1e-6);
-    let ops_per_round = ((secs(plan.slice) / per_op) as usize).clamp(1, plan.max_ops);
+    let min_ops = if bytes >= 8 << 20 {
+        (plan.min_ops / 4).max(1)
+    } else {
+        plan.min_ops.max(1)
+    };
+    let ops_per_round =
+        ((secs(plan.slice) / per_op) as usize).clamp(min_ops, plan.max_ops.max(min_ops));
     let mut rows: Vec<Row> = kinds
         .iter()
         .map(|&kind| Row {
