@@ -212,3 +212,61 @@ fn the_lock_file_is_never_deleted_or_replaced() {
         "dropping the store removed the lock file"
     );
 }
+
+/// A holder that cannot write its record into the lock file (another user, read-only
+/// lock file) must still be named, never confused with an earlier holder or the waiter.
+#[test]
+fn the_holder_is_named_even_when_it_cannot_write_the_lock_file() {
+    let test = "lock::the_holder_is_named_even_when_it_cannot_write_the_lock_file";
+    if !common::is_root() {
+        common::skipped(test, "needs root to run a child as another user");
+        return;
+    }
+    let dir = common::test_dir();
+    let everyone = std::os::unix::fs::PermissionsExt::from_mode(0o777);
+    std::fs::set_permissions(dir.path(), everyone).unwrap();
+    let path = dir.path().join("shared.json");
+    let store: Store = Store::options()
+        .lock_timeout(Duration::from_millis(200))
+        .open(&path)
+        .unwrap();
+    store.create(json!({"n": 0})).unwrap();
+    // Shared with everyone, but the sidecar and its lock file stay root's.
+    let shared = std::os::unix::fs::PermissionsExt::from_mode(0o666);
+    std::fs::set_permissions(&path, shared).unwrap();
+    let lock = store.lock_path().to_path_buf();
+    let readonly = std::os::unix::fs::PermissionsExt::from_mode(0o644);
+    std::fs::set_permissions(&lock, readonly).unwrap();
+
+    let mut child = ChildCmd::wrapped(
+        &[
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--",
+        ],
+        HOLDER_TEST,
+        "hold-lock",
+    )
+    .arg("PATH", &path)
+    .piped_stdin()
+    .spawn();
+    child.wait_for("locked");
+    let err = store.update(|s| s["n"] = 1.into()).unwrap_err();
+    let Error::LockTimeout { holder, .. } = &err else {
+        panic!("expected a lock timeout, got {err:?}");
+    };
+    let holder = holder.as_ref().expect("the holder should be named");
+    assert_ne!(
+        holder.pid,
+        std::process::id(),
+        "the waiter was named as the holder: {err}"
+    );
+    assert_eq!(holder.pid, child.pid(), "{err}");
+    assert!(holder.command.contains(HOLDER_TEST), "{err}");
+    assert!(
+        err.to_string().contains(&format!("pid {}", child.pid())),
+        "{err}"
+    );
+}

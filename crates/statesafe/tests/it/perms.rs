@@ -279,3 +279,77 @@ fn root_writing_a_users_file_does_not_lock_the_user_out() {
         "the owner can no longer write their own file"
     );
 }
+
+/// Every file under `dir` (recursively) whose bytes contain `needle`.
+fn files_containing(dir: &Path, needle: &str) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        if meta.is_dir() {
+            found.extend(files_containing(&path, needle));
+        } else if meta.is_file()
+            && String::from_utf8_lossy(&std::fs::read(&path).unwrap()).contains(needle)
+        {
+            found.push(path);
+        }
+    }
+    found
+}
+
+/// The read access `path` really grants: its own mode, less the classes (group, other)
+/// that cannot search every folder between `root` and it.
+fn effective_mode(path: &Path, root: &Path) -> u32 {
+    let mut mode = common::mode(path);
+    let mut dir = path.parent();
+    while let Some(d) = dir.filter(|d| d.starts_with(root) && *d != root) {
+        let dmode = common::mode(d);
+        if dmode & 0o010 == 0 {
+            mode &= !0o070;
+        }
+        if dmode & 0o001 == 0 {
+            mode &= !0o007;
+        }
+        dir = d.parent();
+    }
+    mode
+}
+
+/// Copies of a document (history, backups, quarantine, anything in the sidecar) never
+/// give anyone access the state file itself does not: a 0600 file's history must not be
+/// world-readable. Row 9 again, for the files statesafe keeps beside the state.
+#[test]
+fn no_copy_of_a_private_document_is_more_readable_than_the_file() {
+    let dir = common::test_dir();
+    for (name, private, chmod) in [
+        ("private.json", true, None),
+        ("narrowed.json", false, Some(0o600)),
+        ("group.json", false, Some(0o640)),
+    ] {
+        let path = dir.path().join(name);
+        let store: Store = Store::options().private(private).open(&path).unwrap();
+        store
+            .create(json!({"password": format!("{name}-secret-1")}))
+            .unwrap();
+        if let Some(mode) = chmod {
+            set_mode(&path, mode);
+        }
+        for i in 2..=4 {
+            store
+                .update(|s| s["password"] = format!("{name}-secret-{i}").into())
+                .unwrap();
+        }
+        let file_mode = common::mode(&path);
+        let copies = files_containing(dir.path(), &format!("{name}-secret-"));
+        assert!(copies.len() > 1, "{copies:?}");
+        for copy in copies {
+            let mode = effective_mode(&copy, dir.path());
+            assert_eq!(
+                mode & !file_mode & 0o777,
+                0,
+                "`{}` (reachable as {mode:o}) holds the contents of a {file_mode:o} file and is more readable",
+                copy.display()
+            );
+        }
+    }
+}
