@@ -115,7 +115,7 @@ pub struct WriteOptions {
 /// Per-file settings, recorded with the state file so that every writer agrees.
 #[derive(Debug, Clone, Args)]
 pub struct SettingsArgs {
-    /// `plain` JSON, or `sealed` (a header line with generation, checksum and writer)
+    /// `plain` JSON, or `sealed` (an envelope whose header holds the generation, writer and a checksum over every byte)
     #[arg(long, value_enum)]
     pub format: Option<FormatArg>,
     /// How many recent versions to keep as backups (0: none)
@@ -143,7 +143,7 @@ pub struct SettingsArgs {
 pub enum FormatArg {
     /// Plain JSON.
     Plain,
-    /// JSON with a header line sealing it.
+    /// A JSON envelope whose checksum covers every byte: any outside change is caught.
     Sealed,
 }
 

@@ -284,9 +284,16 @@ pub(crate) fn decode_sealed<T: DeserializeOwned>(
             header.format
         )));
     }
+    // Exactly 16 lowercase hex digits, as written: `from_str_radix` alone would also
+    // accept an upper-case digit, so a changed byte in the checksum could go unseen.
+    let well_formed = header.xxh3.len() == 16
+        && header
+            .xxh3
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
     let expected = u64::from_str_radix(&header.xxh3, 16)
         .ok()
-        .filter(|_| header.xxh3.len() == 16)
+        .filter(|_| well_formed)
         .ok_or_else(|| {
             corrupt(format!(
                 "the checksum `{}` is not 16 hex digits",
@@ -345,13 +352,15 @@ mod tests {
             assert_eq!(back, doc);
             assert_eq!(header.generation, 7);
             for i in 0..bytes.len() {
-                let mut broken = bytes.clone();
-                broken[i] ^= 0x01;
-                assert!(
-                    decode_sealed::<serde_json::Value>(p, &broken).is_err(),
-                    "flipping byte {i} ({:?}) went unnoticed",
-                    bytes[i] as char
-                );
+                for flip in [0x01, 0x20, 0x80] {
+                    let mut broken = bytes.clone();
+                    broken[i] ^= flip;
+                    assert!(
+                        decode_sealed::<serde_json::Value>(p, &broken).is_err(),
+                        "flipping byte {i} ({:?}) by {flip:#x} went unnoticed",
+                        bytes[i] as char
+                    );
+                }
             }
         }
         assert!(!looks_sealed(br#"{"grades": []}"#));

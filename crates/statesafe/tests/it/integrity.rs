@@ -62,17 +62,20 @@ fn flipping_any_byte_of_a_sealed_file_is_detected() {
         .recovery(RecoveryPolicy::Fail)
         .open(&path)
         .unwrap();
-    for i in 0..good.len() {
+    for (i, flip) in (0..good.len()).flat_map(|i| [(i, 0x01u8), (i, 0x20), (i, 0x80)]) {
         let mut bad = good.clone();
-        bad[i] = bad[i].wrapping_add(1);
+        bad[i] ^= flip;
         std::fs::write(&path, &bad).unwrap();
         let err = strict.load().expect_err("a changed byte must not load");
         assert!(
             matches!(err, Error::Corrupt { .. } | Error::Invalid { .. }),
-            "byte {i}: {err:?}"
+            "byte {i} ^ {flip:#x}: {err:?}"
         );
         let report = strict.check().unwrap();
-        assert!(!report.is_ok(), "byte {i}: check passed a damaged file");
+        assert!(
+            !report.is_ok(),
+            "byte {i} ^ {flip:#x}: check passed a damaged file"
+        );
         assert!(!report.problems.is_empty());
     }
     std::fs::write(&path, &good).unwrap();
