@@ -195,7 +195,7 @@ fn check_point(exe: &Path, dir: &Path, point: &Point) -> Result<Vec<String>, Str
         return Err(format!("{}: {mismatch}", point.describe()));
     }
     if outcome.hung {
-        problems.push("the operation hung (no report within 5 s)".into());
+        problems.push("the operation hung (no report within 15 s)".into());
     }
     if let Some(p) = &outcome.while_alive {
         problems.push(format!("after the call returned, in the live process: {p}"));

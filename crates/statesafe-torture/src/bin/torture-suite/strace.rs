@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::driver::Op;
 
 /// Longest a driver may take before it counts as hung.
-const HANG: Duration = Duration::from_secs(5);
+const HANG: Duration = Duration::from_secs(15);
 
 /// Syscalls that touch neither a file nor a descriptor: a kill there is the same crash
 /// state as a kill at the next call, and an error there is not an I/O error.
