@@ -139,7 +139,7 @@ pub fn draw(r: &Results, path: &Path) -> Result<()> {
             .x_labels(n)
             .x_label_formatter(&|x| sizes_label(r, *x))
             .x_desc("document size")
-            .y_desc("x floor (log); faint red line: 1.25")
+            .y_desc("x floor (log); red line: 1.25 (target)")
             .y_label_formatter(&|y| format!("{y:.2}"))
             .draw()?;
         chart.draw_series(LineSeries::new(
