@@ -421,14 +421,13 @@ impl Report<'_> {
     }
 }
 
-/// The filesystem type of `dir`, as `stat -f` names it.
+/// The filesystem type of `dir`, as `findmnt` names it (`stat -f` calls ext4
+/// "ext2/ext3"), else as `stat -f` does.
 fn filesystem_of(dir: &Path) -> Option<String> {
-    let out = Command::new("stat")
-        .args(["-f", "-c", "%T"])
-        .arg(dir)
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    let ask = |program: &str, args: &[&str]| {
+        let out = Command::new(program).args(args).arg(dir).output().ok()?;
+        let name = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        (out.status.success() && !name.is_empty()).then_some(name)
+    };
+    ask("findmnt", &["-n", "-o", "FSTYPE", "-T"]).or_else(|| ask("stat", &["-f", "-c", "%T"]))
 }
