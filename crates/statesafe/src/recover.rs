@@ -153,7 +153,12 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                             found = Some((state, b.generation));
                             break;
                         }
-                        Err(e) => tried.push((b.path.clone(), e.to_string())),
+                        // Only a backup read completely and found wrong is passed over. An
+                        // I/O error proves nothing about it: skipping it would restore an
+                        // older version and lose this one for good, so the recovery stops
+                        // here (the damaged file stays in place) and can be retried.
+                        Err(e) if is_damage(&e) => tried.push((b.path.clone(), e.to_string())),
+                        Err(e) => return Err(e),
                     }
                 }
                 match found {
@@ -236,7 +241,10 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         for b in &backups {
             match self.verify_backup(b) {
                 Ok(_) => report.backups_valid += 1,
-                Err(e) => report.backups_damaged.push((b.path.clone(), e.to_string())),
+                Err(e) if is_damage(&e) => {
+                    report.backups_damaged.push((b.path.clone(), e.to_string()))
+                }
+                Err(e) => return Err(e),
             }
         }
         report.foreign = foreign;
