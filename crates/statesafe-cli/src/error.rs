@@ -242,7 +242,7 @@ impl From<statesafe::Error> for CliError {
     fn from(err: statesafe::Error) -> CliError {
         use statesafe::Error as E;
         let exit = match &err {
-            E::NotFound { .. } => Exit::NotFound,
+            E::NotFound { .. } | E::GenerationUnavailable { .. } => Exit::NotFound,
             E::Corrupt { .. } | E::Unrecoverable { .. } => Exit::Corrupt,
             E::LockTimeout { .. } => Exit::LockTimeout,
             E::GenerationConflict { .. } => Exit::Conflict,

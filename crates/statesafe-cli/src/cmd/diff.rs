@@ -4,7 +4,7 @@ use serde_json::Value;
 use statesafe::Store;
 
 use crate::cli::DiffArgs;
-use crate::error::{CliError, Result};
+use crate::error::Result;
 use crate::output::Output;
 
 /// Prints the patch from FROM to TO (default: the current generation), one
@@ -17,16 +17,7 @@ pub fn run(args: DiffArgs, out: &Output) -> Result<()> {
         Some(to) => to,
         None => store.generation()?,
     };
-    let patch = store.diff(args.from, to).map_err(|e| match e {
-        // The library reports an unknown generation as an invalid state; say it plainly.
-        statesafe::Error::Invalid { message, .. } => CliError::new(
-            "no_such_generation",
-            crate::error::Exit::NotFound,
-            format!("cannot compare generations of `{}`: {message}", args.file.display()),
-        )
-        .hint("only generations still in the backups or the history can be compared; see `statesafe log FILE`"),
-        other => other.into(),
-    })?;
+    let patch = store.diff(args.from, to)?;
     if out.json {
         return out.json_line(&serde_json::json!({
             "file": args.file.to_string_lossy(),
