@@ -227,6 +227,30 @@ pub(crate) fn prune(target: &Target, policy: &BackupPolicy) -> Result<usize> {
     Ok(removed)
 }
 
+/// Pruning after an ordinary commit that backed up `outgoing`: with count-only
+/// retention, the one backup that just left the window is removed by name (one
+/// `unlink`, no listing). Every 64th generation, after a gap in the generations, and
+/// with time-based retention, the folder is pruned in full.
+pub(crate) fn prune_after(target: &Target, policy: &BackupPolicy, outgoing: u64) -> Result<usize> {
+    if policy.hourly != 0 || policy.daily != 0 || outgoing.is_multiple_of(64) {
+        return prune(target, policy);
+    }
+    let Some(leaving) = outgoing
+        .checked_sub(u64::from(policy.keep))
+        .filter(|g| *g > 0)
+    else {
+        return Ok(0);
+    };
+    let path = backups_dir(target).join(backup_name(leaving));
+    match std::fs::remove_file(&path) {
+        Ok(()) => Ok(1),
+        // Not there: the generations have a gap (a damaged version that was not kept, a
+        // re-created file), so the window cannot be found by name; prune in full.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => prune(target, policy),
+        Err(e) => Err(Error::io(Op::Backup, &path, e)),
+    }
+}
+
 /// Gives the damaged current file a second name in `quarantine/`, keyed by its
 /// checksum so that repeating a recovery after a crash finds it there already.
 pub(crate) fn quarantine(

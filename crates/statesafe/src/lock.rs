@@ -69,6 +69,9 @@ pub(crate) struct Record {
     /// The last generation committed through this lock (a hint, not synced to disk).
     #[serde(default)]
     pub last_generation: u64,
+    /// The last generation recorded in the history by a holder (a hint).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history: Option<u64>,
 }
 
 impl Record {
@@ -227,6 +230,7 @@ impl LockFile {
             }),
             temp,
             last_generation: guard.previous.last_generation,
+            history: guard.previous.history,
         };
         guard.write_record(&self.path)?;
         Ok(guard)
@@ -428,6 +432,7 @@ mod tests {
             }),
             temp: Some(".x.statesafe-tmp-1".into()),
             last_generation: 42,
+            history: Some(41),
         };
         let bytes = r.encode();
         assert_eq!(bytes.len(), RECORD_SIZE);

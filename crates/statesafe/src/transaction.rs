@@ -474,7 +474,6 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         // turn a committed write into a reported failure, so it is logged and counted.
         guard.record.last_generation = generation;
         guard.record.temp = None;
-        let _ = guard.write_record(path);
         let perms = base.map_or_else(|| current_perms(self), |b| b.perms);
         if let Err(e) = sidecar::enforce(&self.target, perms) {
             self.bookkeeping_failed(
@@ -482,8 +481,16 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                 &Error::io(crate::Op::Settings, self.target.sidecar(), e),
             );
         }
-        if keep_backup && let Err(e) = backup::prune(&self.target, &config.backups) {
-            self.bookkeeping_failed("pruning backups", &e);
+        if keep_backup {
+            let b = base.expect("invariant: checked above");
+            let pruned = if change == Change::Commit && !b.external {
+                backup::prune_after(&self.target, &config.backups, b.generation)
+            } else {
+                backup::prune(&self.target, &config.backups)
+            };
+            if let Err(e) = pruned {
+                self.bookkeeping_failed("pruning backups", &e);
+            }
         }
         let value =
             if config.history.keep > 0 && bytes.len() as u64 <= config.history.max_patch_bytes {
@@ -491,11 +498,15 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             } else {
                 None
             };
-        if config.history.keep > 0
-            && let Err(e) = self.record_history(base, generation, &value, change, perms)
-        {
-            self.bookkeeping_failed("recording history", &e);
+        if config.history.keep > 0 {
+            let hint = guard.previous.history;
+            match self.record_history(base, generation, &value, change, perms, hint) {
+                Ok(()) => guard.record.history = Some(generation),
+                Err(e) => self.bookkeeping_failed("recording history", &e),
+            }
         }
+        // Hints for the next holder (not synced; a lost update only costs a lookup).
+        let _ = guard.write_record(path);
         Ok((
             Base {
                 generation,
@@ -522,10 +533,17 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         value: &Option<Value>,
         change: Change,
         perms: Perms,
+        hint: Option<u64>,
     ) -> Result<()> {
         let config = self.config();
         let policy = &config.history;
-        let mut last = history::last_recorded(&self.target, policy, generation);
+        // The previous holder's record says which generation it last recorded; when
+        // that is the one we replace, the chain is intact without reading the segment.
+        let previous = base.map(|b| b.generation);
+        let mut last = match hint {
+            Some(h) if Some(h) == previous => Some(h),
+            _ => history::last_recorded(&self.target, policy, generation),
+        };
         if let Some(b) = base.filter(|b| b.external) {
             // The version we replace was made outside statesafe: record it first.
             let entry = HistoryEntry {
