@@ -31,65 +31,81 @@ impl Program {
         let vars = std::iter::once(("ENV".to_string(), Value::Object(env))).chain(vars);
         let (names, values): (Vec<String>, Vec<Val>) =
             vars.map(|(n, v)| (format!("${n}"), to_val(v))).unzip();
-        let defs = jaq_core::defs()
-            .chain(jaq_std::defs())
-            .chain(jaq_json::defs());
-        let funs = jaq_core::funs()
-            .chain(jaq_std::funs())
-            .chain(jaq_json::funs());
-        let arena = Arena::default();
-        let modules = Loader::new(defs)
-            .load(&arena, File { code, path: () })
-            .map_err(|errs| {
-                let mut found = None;
-                for (_, err) in errs {
-                    use jaq_core::load::Error as L;
-                    let first = match err {
-                        L::Lex(es) => es
-                            .into_iter()
-                            .next()
-                            .map(|(exp, at)| (format!("expected {}", exp.as_str()), at)),
-                        L::Parse(es) => es.into_iter().next().map(|(exp, at)| {
-                            let what = if at.is_empty() {
-                                "the end of the expression".to_string()
-                            } else {
-                                format!("`{}`", at.chars().take(20).collect::<String>())
-                            };
-                            (format!("expected {}, found {what}", exp.as_str()), at)
-                        }),
-                        L::Io(es) => es.into_iter().next().map(|(path, msg)| {
-                            (format!("cannot load module `{path}`: {msg}"), path)
-                        }),
-                    };
-                    if found.is_none() {
-                        found = first;
-                    }
-                }
-                let (why, at) = found.unwrap_or_else(|| ("syntax error".into(), ""));
-                position_error(code, "cannot parse jq expression", &why, at)
-            })?;
-        let filter = Compiler::default()
-            .with_funs(funs)
-            .with_global_vars(names.iter().map(String::as_str))
-            .compile(modules)
-            .map_err(|errs| {
-                let first = errs.into_iter().flat_map(|(_, es)| es).next();
-                match first {
-                    Some((name, undefined)) => {
-                        let what = match undefined {
-                            jaq_core::compile::Undefined::Filter(arity) => {
-                                format!("undefined filter `{name}/{arity}`")
-                            }
-                            other => format!("undefined {} `{name}`", other.as_str()),
+        // jaq's standard library is parsed and compiled on every run, which was two
+        // thirds of a whole `statesafe update`: first try with the core definitions
+        // alone (enough for paths, arithmetic and assignments), and only if the
+        // expression names something else, compile it again with everything.
+        let compile = |full: bool| {
+            let defs: Box<dyn Iterator<Item = _>> = if full {
+                Box::new(
+                    jaq_core::defs()
+                        .chain(jaq_std::defs())
+                        .chain(jaq_json::defs()),
+                )
+            } else {
+                Box::new(jaq_core::defs())
+            };
+            let funs = jaq_core::funs()
+                .chain(jaq_std::funs())
+                .chain(jaq_json::funs());
+            let arena = Arena::default();
+            let modules = Loader::new(defs)
+                .load(&arena, File { code, path: () })
+                .map_err(|errs| {
+                    let mut found = None;
+                    for (_, err) in errs {
+                        use jaq_core::load::Error as L;
+                        let first = match err {
+                            L::Lex(es) => es
+                                .into_iter()
+                                .next()
+                                .map(|(exp, at)| (format!("expected {}", exp.as_str()), at)),
+                            L::Parse(es) => es.into_iter().next().map(|(exp, at)| {
+                                let what = if at.is_empty() {
+                                    "the end of the expression".to_string()
+                                } else {
+                                    format!("`{}`", at.chars().take(20).collect::<String>())
+                                };
+                                (format!("expected {}, found {what}", exp.as_str()), at)
+                            }),
+                            L::Io(es) => es.into_iter().next().map(|(path, msg)| {
+                                (format!("cannot load module `{path}`: {msg}"), path)
+                            }),
                         };
-                        position_error(code, "cannot compile jq expression", &what, name)
+                        if found.is_none() {
+                            found = first;
+                        }
                     }
-                    None => CliError::invalid(
-                        "invalid_expression",
-                        "cannot compile jq expression".to_string(),
-                    ),
-                }
-            })?;
+                    let (why, at) = found.unwrap_or_else(|| ("syntax error".into(), ""));
+                    position_error(code, "cannot parse jq expression", &why, at)
+                })?;
+            Compiler::default()
+                .with_funs(funs)
+                .with_global_vars(names.iter().map(String::as_str))
+                .compile(modules)
+                .map_err(|errs| {
+                    let first = errs.into_iter().flat_map(|(_, es)| es).next();
+                    match first {
+                        Some((name, undefined)) => {
+                            let what = match undefined {
+                                jaq_core::compile::Undefined::Filter(arity) => {
+                                    format!("undefined filter `{name}/{arity}`")
+                                }
+                                other => format!("undefined {} `{name}`", other.as_str()),
+                            };
+                            position_error(code, "cannot compile jq expression", &what, name)
+                        }
+                        None => CliError::invalid(
+                            "invalid_expression",
+                            "cannot compile jq expression".to_string(),
+                        ),
+                    }
+                })
+        };
+        let filter = match compile(false) {
+            Ok(filter) => filter,
+            Err(_) => compile(true)?,
+        };
         Ok(Program {
             filter,
             values,
