@@ -31,19 +31,20 @@ impl Program {
         let vars = std::iter::once(("ENV".to_string(), Value::Object(env))).chain(vars);
         let (names, values): (Vec<String>, Vec<Val>) =
             vars.map(|(n, v)| (format!("${n}"), to_val(v))).unzip();
-        // jaq's standard library is parsed and compiled on every run, which was two
-        // thirds of a whole `statesafe update`: first try with the core definitions
-        // alone (enough for paths, arithmetic and assignments), and only if the
-        // expression names something else, compile it again with everything.
-        let compile = |full: bool| {
-            let defs: Box<dyn Iterator<Item = _>> = if full {
-                Box::new(
+        // jaq's definitions written in jq are parsed and compiled on every run: the
+        // standard library was two thirds of a whole `statesafe update`, the core
+        // definitions alone still 0.3 ms. Most expressions (paths, arithmetic,
+        // assignments) need neither, so try without, then with the core ones, and
+        // only if the expression still names something undefined, with everything.
+        let compile = |tier: u8| {
+            let defs: Box<dyn Iterator<Item = _>> = match tier {
+                0 => Box::new(std::iter::empty()),
+                1 => Box::new(jaq_core::defs()),
+                _ => Box::new(
                     jaq_core::defs()
                         .chain(jaq_std::defs())
                         .chain(jaq_json::defs()),
-                )
-            } else {
-                Box::new(jaq_core::defs())
+                ),
             };
             let funs = jaq_core::funs()
                 .chain(jaq_std::funs())
@@ -102,9 +103,9 @@ impl Program {
                     }
                 })
         };
-        let filter = match compile(false) {
+        let filter = match compile(0).or_else(|_| compile(1)) {
             Ok(filter) => filter,
-            Err(_) => compile(true)?,
+            Err(_) => compile(2)?,
         };
         Ok(Program {
             filter,

@@ -119,6 +119,18 @@ pub(crate) fn pid() -> u32 {
     rustix::process::getpid().as_raw_nonzero().get() as u32
 }
 
+/// This boot's identity (a random UUID the kernel draws at boot), read once; `None`
+/// where the kernel does not offer one.
+pub(crate) fn boot_id() -> Option<&'static String> {
+    static BOOT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    BOOT.get_or_init(|| {
+        let raw = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+        let id = raw.trim();
+        (!id.is_empty()).then(|| id.to_string())
+    })
+    .as_ref()
+}
+
 /// The host name.
 pub(crate) fn hostname() -> String {
     rustix::system::uname()
@@ -145,16 +157,24 @@ pub(crate) fn real_uid() -> u32 {
     rustix::process::getuid().as_raw()
 }
 
-/// The arguments of this process, for lock holder records.
+/// The arguments of this process, for lock holder records: std's copy of `argv`
+/// (no system calls), or `/proc/self/cmdline` where std has none (a library loaded
+/// into a host that std did not start).
 pub(crate) fn command_args() -> Vec<String> {
-    match std::fs::read("/proc/self/cmdline") {
-        Ok(raw) => raw
-            .split(|b| *b == 0)
-            .filter(|a| !a.is_empty())
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect(),
-        Err(_) => std::env::args().collect(),
+    let args: Vec<String> = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    if !args.is_empty() {
+        return args;
     }
+    std::fs::read("/proc/self/cmdline")
+        .map(|raw| {
+            raw.split(|b| *b == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// The filesystem type of the filesystem holding `fd`, as a name when it is one we
