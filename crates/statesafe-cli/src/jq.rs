@@ -24,11 +24,20 @@ impl Program {
     /// An `invalid_expression` error with the position of the problem.
     pub fn compile(code: &str, vars: Vec<(String, Value)>) -> Result<Program, CliError> {
         // `$ENV`, as in jq, then the caller's variables (a later binding of the same
-        // name wins).
-        let env: serde_json::Map<String, Value> = std::env::vars()
-            .map(|(k, v)| (k, Value::String(v)))
-            .collect();
-        let vars = std::iter::once(("ENV".to_string(), Value::Object(env))).chain(vars);
+        // name wins). Building `$ENV` costs more than compiling a simple expression,
+        // so it is bound only when the expression could name it (`$ENV` or `env`).
+        let env = (code.contains("ENV") || code.contains("env")).then(|| {
+            let env: serde_json::Map<String, Value> = std::env::vars_os()
+                .map(|(k, v)| {
+                    (
+                        k.to_string_lossy().into_owned(),
+                        Value::String(v.to_string_lossy().into_owned()),
+                    )
+                })
+                .collect();
+            ("ENV".to_string(), Value::Object(env))
+        });
+        let vars = env.into_iter().chain(vars);
         let (names, values): (Vec<String>, Vec<Val>) =
             vars.map(|(n, v)| (format!("${n}"), to_val(v))).unzip();
         // jaq's definitions written in jq are parsed and compiled on every run: the

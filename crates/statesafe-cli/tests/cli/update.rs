@@ -1,6 +1,6 @@
 //! `statesafe update`.
 
-use crate::common::Env;
+use crate::common::{Env, Run};
 use crate::snap;
 
 fn env() -> Env {
@@ -45,6 +45,27 @@ fn args_and_argjson() {
         "update_args_result",
         env.run(&["get", "c.json", "--compact"])
     );
+}
+
+#[test]
+fn the_environment_is_bound_as_in_jq() {
+    // `$ENV` is built only for expressions that can name it: both spellings work.
+    let env = env();
+    let run = Run::from(
+        env.cmd()
+            .args([
+                "update",
+                "c.json",
+                ".who = $ENV.STATESAFE_TEST_WHO | .home = env.STATESAFE_TEST_HOME",
+            ])
+            .env("STATESAFE_TEST_WHO", "cron")
+            .env("STATESAFE_TEST_HOME", "/srv")
+            .output()
+            .expect("run statesafe"),
+    );
+    assert_eq!(run.code, 0, "{}", run.snapshot());
+    assert_eq!(env.run(&["get", "c.json", "/who"]).stdout, "\"cron\"\n");
+    assert_eq!(env.run(&["get", "c.json", "/home"]).stdout, "\"/srv\"\n");
 }
 
 #[test]
