@@ -32,6 +32,7 @@ mod error;
 mod events;
 mod format;
 mod history;
+mod janitor;
 mod lock;
 mod paths;
 mod recover;

@@ -147,7 +147,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             _ => {
                 let mut tried = Vec::new();
                 let mut found = None;
-                for b in backup::list(&self.target)?.backups {
+                for b in self.list_backups()?.backups {
                     match self.verify_backup(&b) {
                         Ok(state) => {
                             found = Some((state, b.generation));
@@ -158,6 +158,9 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                         // older version and lose this one for good, so the recovery stops
                         // here (the damaged file stays in place) and can be retried.
                         Err(e) if is_damage(&e) => tried.push((b.path.clone(), e.to_string())),
+                        // Pruned since the listing (by another process's janitor): it
+                        // was past the retention window anyway.
+                        Err(Error::NotFound { .. }) => {}
                         Err(e) => return Err(e),
                     }
                 }
@@ -237,13 +240,15 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                 report.problems.push(e.to_string());
             }
         }
-        let BackupList { backups, foreign } = backup::list(&self.target)?;
+        let BackupList { backups, foreign } = self.list_backups()?;
         for b in &backups {
             match self.verify_backup(b) {
                 Ok(_) => report.backups_valid += 1,
                 Err(e) if is_damage(&e) => {
                     report.backups_damaged.push((b.path.clone(), e.to_string()))
                 }
+                // Pruned since the listing: no longer a backup.
+                Err(Error::NotFound { .. }) => {}
                 Err(e) => return Err(e),
             }
         }
@@ -283,7 +288,8 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                     damage: damage_text,
                     quarantined: backup::quarantine_dir(&self.target)
                         .join(format!("damaged-{:016x}", cur.checksum)),
-                    restored_from: backup::list(&self.target)?
+                    restored_from: self
+                        .list_backups()?
                         .backups
                         .iter()
                         .map(|b| b.generation)
@@ -309,7 +315,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             temp_name,
             current,
         } = self.lock_and_read("restore", true)?;
-        let list = backup::list(&self.target)?;
+        let list = self.list_backups()?;
         let Some(info) = list.backups.iter().find(|b| b.generation == generation) else {
             return Err(Error::NotFound {
                 path: backup::backups_dir(&self.target).join(format!("gen-{generation:020}.json")),
@@ -343,6 +349,13 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
     /// # Errors
     /// I/O errors listing the folder.
     pub fn backups(&self) -> Result<BackupList> {
+        self.list_backups()
+    }
+
+    /// Lists the backups once this store's own pending prunes are done, so that it
+    /// sees what the retention policy keeps.
+    fn list_backups(&self) -> Result<BackupList> {
+        self.janitor.drain();
         backup::list(&self.target)
     }
 
@@ -388,7 +401,8 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                 source,
             });
         }
-        if let Some(b) = backup::list(&self.target)?
+        if let Some(b) = self
+            .list_backups()?
             .backups
             .iter()
             .find(|b| b.generation == generation)
@@ -438,7 +452,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             size: stat.as_ref().map_or(0, |m| m.len()),
             modified: stat.and_then(|m| m.modified().ok()),
             last_writer,
-            backups: backup::list(&self.target)?.backups,
+            backups: self.list_backups()?.backups,
             lock_holder: self.lock_holder(),
             settings: config.settings.clone(),
         })
@@ -494,7 +508,13 @@ fn detect_format(bytes: &[u8]) -> Format {
 /// Reads a file and says whether its metadata record vouches for its bytes
 /// (`None`: it has no record).
 fn read_with_meta(path: &PathBuf) -> Result<(Vec<u8>, Option<bool>)> {
-    let mut file = File::open(path).map_err(|e| Error::io(Op::Read, path, e))?;
+    let mut file = File::open(path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            Error::NotFound { path: path.clone() }
+        } else {
+            Error::io(Op::Read, path, e)
+        }
+    })?;
     let mut bytes = Vec::new();
     file.read_to_end(&mut bytes)
         .map_err(|e| Error::io(Op::Read, path, e))?;
@@ -503,4 +523,22 @@ fn read_with_meta(path: &PathBuf) -> Result<(Vec<u8>, Option<bool>)> {
         _ => None,
     };
     Ok((bytes, vouched))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_backup_gone_since_the_listing_reads_as_not_found() {
+        // Another process's janitor can prune a listed backup before we read it; the
+        // recovery and `check` loops pass over `NotFound` as "pruned", so it must not
+        // come back as an I/O error (which aborts a recovery).
+        let dir = tempfile::tempdir().unwrap();
+        let gone = dir.path().join("gen-00000000000000000001.json");
+        match read_with_meta(&gone) {
+            Err(Error::NotFound { path }) => assert_eq!(path, gone),
+            other => panic!("expected NotFound, got {other:?}"),
+        }
+    }
 }

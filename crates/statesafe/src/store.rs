@@ -246,7 +246,8 @@ impl<T> StoreOptions<T> {
             poisoned: AtomicBool::new(false),
             swept: AtomicBool::new(false),
             reported_external: AtomicU64::new(0),
-            recorder: Recorder::default(),
+            recorder: Arc::new(Recorder::default()),
+            janitor: Arc::default(),
             _state: PhantomData,
         })
     }
@@ -321,7 +322,9 @@ pub struct Store<T = Value> {
     pub(crate) poisoned: AtomicBool,
     swept: AtomicBool,
     reported_external: AtomicU64,
-    pub(crate) recorder: Recorder,
+    pub(crate) recorder: Arc<Recorder>,
+    /// Backup prunes handed to the janitor thread and not yet done.
+    pub(crate) janitor: Arc<crate::janitor::Pending>,
     _state: PhantomData<fn() -> T>,
 }
 
@@ -331,6 +334,14 @@ impl<T> fmt::Debug for Store<T> {
             .field("path", &self.target.given)
             .field("options", &self.opts)
             .finish()
+    }
+}
+
+impl<T> Drop for Store<T> {
+    /// Waits for this store's backup prunes (see `janitor.rs`), so that what it leaves
+    /// on disk is exactly what the retention policy keeps.
+    fn drop(&mut self) {
+        self.janitor.drain();
     }
 }
 

@@ -3,6 +3,8 @@
 
 use std::ffi::OsString;
 use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use serde::Serialize;
@@ -11,6 +13,7 @@ use serde_json::Value;
 
 use crate::backup;
 use crate::error::{Error, Result};
+use crate::events::Recorder;
 use crate::format::{self, Meta, Writer};
 use crate::history::{self, Change, HistoryEntry};
 use crate::lock;
@@ -484,15 +487,22 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             );
         }
         if keep_backup {
+            // Freeing the oldest backup's blocks can be slow and nothing waits for it:
+            // the janitor thread does it while we go on (see janitor.rs).
             let b = base.expect("invariant: checked above");
-            let pruned = if change == Change::Commit && !b.external {
-                backup::prune_after(&self.target, &config.backups, b.generation)
-            } else {
-                backup::prune(&self.target, &config.backups)
-            };
-            if let Err(e) = pruned {
-                self.bookkeeping_failed("pruning backups", &e);
-            }
+            let by_name = change == Change::Commit && !b.external;
+            let (target, policy, outgoing) = (self.target.clone(), config.backups, b.generation);
+            let recorder = Arc::clone(&self.recorder);
+            crate::janitor::defer(&self.janitor, move || {
+                let pruned = if by_name {
+                    backup::prune_after(&target, &policy, outgoing)
+                } else {
+                    backup::prune(&target, &policy)
+                };
+                if let Err(e) = pruned {
+                    bookkeeping_failed(&recorder, &target.given, "pruning backups", &e);
+                }
+            });
         }
         let value =
             if config.history.keep > 0 && bytes.len() as u64 <= config.history.max_patch_bytes {
@@ -524,8 +534,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
     }
 
     fn bookkeeping_failed(&self, what: &str, e: &Error) {
-        self.recorder.failure(e.kind());
-        tracing::warn!(target: "statesafe", "committed `{}`, but {what} failed: {e}", self.target.given.display());
+        bookkeeping_failed(&self.recorder, &self.target.given, what, e);
     }
 
     fn record_history(
@@ -588,6 +597,13 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         };
         history::append(&self.target, policy, &entry, perms)
     }
+}
+
+/// A step after a durable commit failed: counted and logged, never returned (the
+/// commit stands).
+fn bookkeeping_failed(recorder: &Recorder, path: &Path, what: &str, e: &Error) {
+    recorder.failure(e.kind());
+    tracing::warn!(target: "statesafe", "committed `{}`, but {what} failed: {e}", path.display());
 }
 
 fn current_perms<T>(store: &Store<T>) -> Perms {

@@ -610,3 +610,27 @@ fn a_foreign_version_under_a_backup_name_is_set_aside() {
         "{\"not\": \"ours\"}"
     );
 }
+
+#[test]
+fn a_dropped_store_leaves_exactly_the_backups_the_policy_keeps() {
+    // Pruning runs on a worker thread; dropping the store waits for it, so what another
+    // process sees right after (a one-shot CLI call exiting) is the policy, exactly.
+    let dir = common::test_dir();
+    let path = dir.path().join("state.json");
+    let backups_dir = {
+        let store: Store = Store::open(&path).unwrap();
+        store.create(json!({"n": 0})).unwrap();
+        // Generations 2..=41: the backups are the last five outgoing, 36..=40.
+        for n in 1..=40 {
+            store.update(|s| s["n"] = n.into()).unwrap();
+        }
+        store.sidecar_path().join("backups")
+    };
+    let mut on_disk: Vec<String> = std::fs::read_dir(&backups_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    on_disk.sort();
+    let expected: Vec<String> = (36..=40).map(|g| format!("gen-{g:020}.json")).collect();
+    assert_eq!(on_disk, expected);
+}
