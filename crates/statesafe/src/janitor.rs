@@ -19,6 +19,7 @@
 //! - Fork-safe: the worker belongs to the process that started it; a forked child
 //!   starts its own, or runs the job inline if no thread can be started.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 
@@ -34,6 +35,8 @@ type Queue = Sender<(Job, Arc<Pending>)>;
 pub(crate) struct Pending {
     count: Mutex<usize>,
     done: Condvar,
+    /// Whether the store has handed over a job before: its first runs inline.
+    used: AtomicBool,
 }
 
 impl Pending {
@@ -65,10 +68,16 @@ impl Pending {
 static WORKER: Mutex<Option<(u32, Queue)>> = Mutex::new(None);
 
 /// Runs `job` on the worker thread, counted in `pending`; inline when no worker can
-/// be had (no threads left, or a worker that died).
+/// be had (no threads left, or a worker that died), and for a store's first job: a
+/// one-shot writer (one commit, then exit, as every `statesafe` command is) would
+/// only pay for starting a thread it must then wait for.
 pub(crate) fn defer(pending: &Arc<Pending>, job: impl FnOnce() + Send + 'static) {
     pending.add();
     let job: Job = Box::new(job);
+    if !pending.used.swap(true, Ordering::AcqRel) {
+        run(job, pending);
+        return;
+    }
     let Some(queue) = worker() else {
         run(job, pending);
         return;
@@ -95,6 +104,8 @@ fn worker() -> Option<Queue> {
     let (queue, jobs) = mpsc::channel::<(Job, Arc<Pending>)>();
     std::thread::Builder::new()
         .name("statesafe-janitor".into())
+        // It only unlinks and lists directories.
+        .stack_size(256 * 1024)
         .spawn(move || {
             for (job, pending) in jobs {
                 run(job, &pending);
@@ -108,13 +119,24 @@ fn worker() -> Option<Queue> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::AtomicUsize;
     use std::time::Duration;
 
     #[test]
     fn drain_waits_for_every_job_even_a_panicking_one() {
         let pending = Arc::new(Pending::default());
         let ran = Arc::new(AtomicUsize::new(0));
+        let caller = std::thread::current().id();
+        let first_on = Arc::new(Mutex::new(None));
+        let seen = Arc::clone(&first_on);
+        defer(&pending, move || {
+            *seen.lock().unwrap() = Some(std::thread::current().id());
+        });
+        assert_eq!(
+            *first_on.lock().unwrap(),
+            Some(caller),
+            "a store's first job runs inline"
+        );
         for i in 0..20 {
             let ran = Arc::clone(&ran);
             defer(&pending, move || {
