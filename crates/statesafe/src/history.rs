@@ -121,13 +121,20 @@ pub(crate) fn append(
     let mut line = serde_json::to_vec(entry).expect("invariant: history entries serialize");
     line.push(b'\n');
     let open = || {
-        // A new segment gets the sidecar's permissions before it holds anything.
-        match OpenOptions::new().append(true).create_new(true).open(&path) {
-            Ok(file) => sidecar::fix_file(&path, perms).map(|()| file),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                OpenOptions::new().append(true).open(&path)
+        // Usually the segment exists. A new one is created exclusively and gets the
+        // sidecar's permissions before it holds anything; if another writer created
+        // it in between, append to theirs.
+        match OpenOptions::new().append(true).open(&path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                match OpenOptions::new().append(true).create_new(true).open(&path) {
+                    Ok(file) => sidecar::fix_file(&path, perms).map(|()| file),
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                        OpenOptions::new().append(true).open(&path)
+                    }
+                    Err(e) => Err(e),
+                }
             }
-            Err(e) => Err(e),
+            other => other,
         }
     };
     let mut file = match open() {
