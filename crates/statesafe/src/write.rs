@@ -65,7 +65,7 @@ pub(crate) struct Current {
 /// the same inode even if a writer renames a new version in meanwhile.
 pub(crate) fn read_current(target: &Target, lock: &LockFile) -> Result<Option<Current>> {
     let path = target.real();
-    let mut file = match File::open(&path) {
+    let file = match File::open(&path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::io(Op::Read, &target.given, e)),
@@ -80,16 +80,25 @@ pub(crate) fn read_current(target: &Target, lock: &LockFile) -> Result<Option<Cu
         });
     }
     let mut bytes = Vec::with_capacity(stat.len() as usize + 1);
-    file.read_to_end(&mut bytes)
+    // Through a plain `Read`: `File`'s own `read_to_end` asks the kernel for the size
+    // and position again (statx, lseek) though we just did.
+    struct Plain<'a>(&'a File);
+    impl Read for Plain<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            (&*self.0).read(buf)
+        }
+    }
+    Plain(&file)
+        .read_to_end(&mut bytes)
         .map_err(|e| Error::io(Op::Read, &target.given, e))?;
     let attr = sys::get_meta_attr(&file).map_err(|e| Error::io(Op::Read, &target.given, e))?;
     let sum = crate::format::checksum(&bytes);
     let (generation, external) = match attr {
         sys::MetaAttr::Present(raw) => classify(Some(&raw), sum)
-            .unwrap_or_else(|| (fallback_generation(target, lock, &bytes), true)),
+            .unwrap_or_else(|| (fallback_generation(target, lock), true)),
         sys::MetaAttr::Absent | sys::MetaAttr::Unsupported => match read_sidecar_meta(target) {
             Some(m) if m.xxh3 == sum => (m.generation, false),
-            _ => (fallback_generation(target, lock, &bytes), true),
+            _ => (fallback_generation(target, lock), true),
         },
     };
     Ok(Some(Current {
@@ -120,7 +129,7 @@ pub(crate) fn classify(attr: Option<&[u8]>, sum: u64) -> Option<(u64, bool)> {
 
 /// The generation of a file whose own metadata does not describe it: one more than the
 /// highest generation we know of (sidecar record, newest backup, lock record hint).
-fn fallback_generation(target: &Target, lock: &LockFile, _bytes: &[u8]) -> u64 {
+fn fallback_generation(target: &Target, lock: &LockFile) -> u64 {
     highest_known_generation(target, lock) + 1
 }
 
