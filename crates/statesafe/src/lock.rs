@@ -72,39 +72,9 @@ pub(crate) struct Record {
     /// The last generation recorded in the history by a holder (a hint).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub history: Option<u64>,
-    /// The kernel boot the holder ran in (`/proc/sys/kernel/random/boot_id`). A record
-    /// from this boot that names no temporary file proves that the holders since the
-    /// last reboot cleaned up after themselves; see [`Record::proves_clean`].
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub boot: Option<String>,
 }
 
-/// Every this many generations, a new store's first write sweeps the directory for
-/// leftover temporary files even when the lock record says there can be none.
-pub(crate) const SWEEP_EVERY: u64 = 32;
-
 impl Record {
-    /// Whether this record (left by the previous holder) rules out leftover temporary
-    /// files that it does not name, so that a new store's first write can skip listing
-    /// the directory (in a crowded directory, the dominant cost of a one-shot write).
-    ///
-    /// A writer names its temporary file in the record before creating it, and the
-    /// page cache keeps that record if the writer is killed: within one boot, the
-    /// record names every temporary file that can be left over, and the next holder
-    /// removes it. A power loss can lose the record's latest write while a synced
-    /// temporary file survives, so a record from another boot (or from a version of
-    /// statesafe that did not record the boot) proves nothing. As a backstop against
-    /// leftovers no record could name (a holder that could not write the lock file),
-    /// every [`SWEEP_EVERY`]th generation sweeps anyway.
-    pub fn proves_clean(&self) -> bool {
-        match (&self.boot, sys::boot_id()) {
-            (Some(theirs), Some(ours)) => {
-                theirs == ours && !self.last_generation.is_multiple_of(SWEEP_EVERY)
-            }
-            _ => false,
-        }
-    }
-
     fn parse(raw: &[u8]) -> Option<Record> {
         let end = raw
             .iter()
@@ -261,7 +231,6 @@ impl LockFile {
             temp,
             last_generation: guard.previous.last_generation,
             history: guard.previous.history,
-            boot: sys::boot_id().cloned(),
         };
         guard.write_record(&self.path)?;
         Ok(guard)
@@ -464,35 +433,13 @@ mod tests {
             temp: Some(".x.statesafe-tmp-1".into()),
             last_generation: 42,
             history: Some(41),
-            boot: Some("0b9c5c53-3d1d-4d5e-9f0e-6d2f1c1e8a11".into()),
         };
         let bytes = r.encode();
         assert_eq!(bytes.len(), RECORD_SIZE);
         let back = Record::parse(&bytes).unwrap();
         assert_eq!(back.holder, r.holder);
         assert_eq!(back.last_generation, 42);
-        assert_eq!(back.boot, r.boot);
         assert!(Record::parse(b"").is_none());
         assert!(Record::parse(&[0u8; 64]).is_none());
-    }
-
-    #[test]
-    fn only_a_record_from_this_boot_proves_there_are_no_leftovers() {
-        let Some(ours) = sys::boot_id() else {
-            eprintln!("skipped: this kernel has no /proc/sys/kernel/random/boot_id");
-            return;
-        };
-        let record = |boot: Option<&str>, last_generation| Record {
-            boot: boot.map(str::to_string),
-            last_generation,
-            ..Record::default()
-        };
-        assert!(record(Some(ours), 7).proves_clean());
-        // Power loss (another boot), an older statesafe (no boot), no record at all.
-        assert!(!record(Some("another-boot"), 7).proves_clean());
-        assert!(!record(None, 7).proves_clean());
-        assert!(!Record::default().proves_clean());
-        // The periodic backstop.
-        assert!(!record(Some(ours), SWEEP_EVERY * 3).proves_clean());
     }
 }

@@ -120,9 +120,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             write::remove_stale_temp(&self.target, dir, stale)?;
         }
         if self.take_first_sweep() {
-            if !guard.previous.proves_clean() {
-                write::sweep_temps(&self.target, dir)?;
-            }
+            write::sweep_temps(&self.target, dir)?;
             if let Some(kind) = sys::special_filesystem(dir) {
                 self.emit(crate::events::Event::SpecialFilesystem {
                     path: self.target.given.clone(),

@@ -119,18 +119,6 @@ pub(crate) fn pid() -> u32 {
     rustix::process::getpid().as_raw_nonzero().get() as u32
 }
 
-/// This boot's identity (a random UUID the kernel draws at boot), read once; `None`
-/// where the kernel does not offer one.
-pub(crate) fn boot_id() -> Option<&'static String> {
-    static BOOT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
-    BOOT.get_or_init(|| {
-        let raw = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
-        let id = raw.trim();
-        (!id.is_empty()).then(|| id.to_string())
-    })
-    .as_ref()
-}
-
 /// The host name.
 pub(crate) fn hostname() -> String {
     rustix::system::uname()

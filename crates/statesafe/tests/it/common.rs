@@ -53,12 +53,6 @@ pub fn temp_files(dir: &Path, name: &str) -> Vec<String> {
     found
 }
 
-/// The sidecar directory of state file `path` (`.NAME.statesafe/` beside it).
-pub fn sidecar(path: &Path) -> std::path::PathBuf {
-    let name = path.file_name().unwrap().to_string_lossy();
-    path.with_file_name(format!(".{name}.statesafe"))
-}
-
 /// Inode number of a path (without following a final symlink).
 pub fn inode(path: &Path) -> u64 {
     std::fs::symlink_metadata(path).unwrap().ino()
