@@ -79,10 +79,11 @@ impl Kind {
                 "`Store<Doc>::update(|d| d.n += 1)` with default options: lock (flock + \
                  holder record), read file + xattr, verify xxh3, **parse** into a \
                  `#[derive(Deserialize)]` struct, increment, **serialize** pretty, hard-link \
-                 the outgoing version as a backup (default: keep 5) and prune, create temp, \
-                 fchmod, set xattr, write, fsync, rename, fsync dir, append a history entry \
-                 (default: keep 1000; with a JSON patch when the document is at most 1 MiB), \
-                 rewrite holder record, unlock"
+                 the outgoing version as a backup (default: keep 5), create temp, fchmod, \
+                 set xattr, write, fsync, rename, fsync dir, hand the unlink of the backup \
+                 leaving the window to the janitor thread, append a history entry (default: \
+                 keep 1000; with a JSON patch when the document is at most 64 KiB), rewrite \
+                 holder record, unlock"
             }
             Kind::StatesafeLean => {
                 "as statesafe (typed), opened with `.backups(keep 0)` and `.history(keep 0)`: \

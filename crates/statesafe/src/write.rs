@@ -94,8 +94,9 @@ pub(crate) fn read_current(target: &Target, lock: &LockFile) -> Result<Option<Cu
     let attr = sys::get_meta_attr(&file).map_err(|e| Error::io(Op::Read, &target.given, e))?;
     let sum = crate::format::checksum(&bytes);
     let (generation, external) = match attr {
-        sys::MetaAttr::Present(raw) => classify(Some(&raw), sum)
-            .unwrap_or_else(|| (fallback_generation(target, lock), true)),
+        sys::MetaAttr::Present(raw) => {
+            classify(Some(&raw), sum).unwrap_or_else(|| (fallback_generation(target, lock), true))
+        }
         sys::MetaAttr::Absent | sys::MetaAttr::Unsupported => match read_sidecar_meta(target) {
             Some(m) if m.xxh3 == sum => (m.generation, false),
             _ => (fallback_generation(target, lock), true),
