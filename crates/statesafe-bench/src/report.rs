@@ -22,8 +22,8 @@ pub struct Target {
     pub goal: String,
     /// What was measured.
     pub measured: String,
-    /// Met?
-    pub met: bool,
+    /// Met? `None`: not judged (the figure is not comparable, e.g. a debug build).
+    pub met: Option<bool>,
 }
 
 /// Evaluates every target the run has figures for.
@@ -48,7 +48,7 @@ pub fn targets(r: &Results) -> Vec<Target> {
                     fmt_secs(s.row(kind).median()),
                     fmt_secs(s.row(Kind::Floor).median())
                 ),
-                met: ratio <= 1.25,
+                met: Some(ratio <= 1.25),
             });
         }
     }
@@ -70,7 +70,7 @@ pub fn targets(r: &Results) -> Vec<Target> {
                     s.row(kind).rate(),
                     s.row(Kind::Floor).rate()
                 ),
-                met: ratio >= 0.67,
+                met: Some(ratio >= 0.67),
             });
         }
     }
@@ -102,7 +102,7 @@ pub fn targets(r: &Results) -> Vec<Target> {
                         .map(|(p, x)| format!("{p}p {}", fmt_ratio(*x)))
                         .collect::<Vec<_>>()
                         .join(", "),
-                    met: ratios.iter().all(|(_, x)| *x >= 1.0),
+                    met: Some(ratios.iter().all(|(_, x)| *x >= 1.0)),
                 });
             }
         }
@@ -133,16 +133,27 @@ pub fn targets(r: &Results) -> Vec<Target> {
                 .map(|(s, x)| format!("{} {}", size_label(*s), fmt_ratio(*x)))
                 .collect::<Vec<_>>()
                 .join(", "),
-            met: ratios.iter().all(|(_, x)| *x <= 3.0),
+            met: Some(ratios.iter().all(|(_, x)| *x <= 3.0)),
         });
     }
-    if let Some(CliResult::Ran { rows, .. }) = &r.cli {
+    if let Some(CliResult::Ran { rows, bin, .. }) = &r.cli {
         let find = |l: &str| rows.iter().find(|x| x.label == l).map(|x| x.median());
+        // CI's quick run times the test stage's debug build (a release build of the
+        // CLI would cost minutes there): an absolute time of that says nothing.
+        let debug_build = bin.components().any(|c| c.as_os_str() == "debug");
         if let (Some(ss), Some(jq)) = (find("statesafe update"), find("jq + mv (unsafe)")) {
             out.push(Target {
                 goal: "CLI: 1 KiB `statesafe update` median at most 3 ms (issue 4)".into(),
-                measured: fmt_secs(ss),
-                met: ss <= 0.003,
+                measured: if debug_build {
+                    format!(
+                        "{} with a debug build ({}); only a release build is judged",
+                        fmt_secs(ss),
+                        bin.display()
+                    )
+                } else {
+                    fmt_secs(ss)
+                },
+                met: (!debug_build).then_some(ss <= 0.003),
             });
             out.push(Target {
                 goal: "CLI: `statesafe update` within 1.5x of `jq … > t && mv t f` (issue 4)"
@@ -153,7 +164,7 @@ pub fn targets(r: &Results) -> Vec<Target> {
                     fmt_secs(ss),
                     fmt_secs(jq)
                 ),
-                met: ss / jq <= 1.5,
+                met: Some(ss / jq <= 1.5),
             });
         }
     }
@@ -167,7 +178,11 @@ pub fn summary(r: &Results) -> String {
         let _ = writeln!(
             s,
             "  [{}] {}: {}",
-            if t.met { "met" } else { "MISSED" },
+            match t.met {
+                Some(true) => "met",
+                Some(false) => "MISSED",
+                None => "not judged",
+            },
             t.goal,
             t.measured
         );
@@ -217,7 +232,9 @@ pub fn markdown(r: &Results, svg: &Path, md_path: &Path) -> String {
          Contenders therefore alternate operation by operation (A B C … A B C …, in an \
          order drawn afresh for each round), so that bursts of background load \
          hit all of them alike, and \
-         the tables give medians (and 90th percentiles) over all samples. Ratios between \
+         the tables give medians (and 90th percentiles) over all samples. Before each \
+         timed section the program calls `sync(2)`, so that other programs' pending \
+         writeback is not flushed inside the first `fsync`s it times. Ratios between \
          contenders are more trustworthy than absolute figures.\n",
         m.load_start, r.load_end
     );
@@ -275,7 +292,11 @@ pub fn markdown(r: &Results, svg: &Path, md_path: &Path) -> String {
                 "| {} | {} | {} |",
                 t.goal,
                 t.measured,
-                if t.met { "met" } else { "**missed**" }
+                match t.met {
+                    Some(true) => "met",
+                    Some(false) => "**missed**",
+                    None => "not judged",
+                }
             );
         }
         let _ = writeln!(

@@ -145,6 +145,7 @@ pub fn all(args: &Args) -> Result<()> {
             if size >= 64 << 20 {
                 plan.rounds = plan.rounds.min(3);
             }
+            settle();
             let r = update::run(dir, size, plan)?;
             eprintln!(
                 "update {:>7}: {} rounds x {} ops in {:.1?}",
@@ -163,6 +164,7 @@ pub fn all(args: &Args) -> Result<()> {
         } else {
             (Duration::from_millis(300), 10)
         };
+        settle();
         results.contended = Some(contended::run(dir, &args.procs, window, rounds)?);
         eprintln!("contended: done in {:.1?}", t.elapsed());
     }
@@ -192,6 +194,7 @@ pub fn all(args: &Args) -> Result<()> {
     if wants(Section::Cli) {
         let t = Instant::now();
         let (runs, rounds) = if args.quick { (10, 1) } else { (40, 3) };
+        settle();
         let r = cli_timing::run(dir, args.statesafe_bin.as_deref(), runs, rounds)?;
         if let CliResult::Skipped(why) = &r {
             eprintln!("cli: SKIPPED: {why}");
@@ -218,4 +221,11 @@ pub fn all(args: &Args) -> Result<()> {
     println!("{}", report::summary(&results));
     tempdir.close()?;
     Ok(())
+}
+
+/// Writes back every dirty page on the machine before a timed section, so that other
+/// programs' pending writeback (a build that just finished, say) is not flushed from
+/// the device cache inside the first `fsync`s we time.
+fn settle() {
+    rustix::fs::sync();
 }
