@@ -365,6 +365,7 @@ fn version(generation: u64, payload: &str) -> Version {
         &PathBuf::from("s.json"),
         &serde_json::json!({"generation": generation, "payload": payload}),
         format::Layout::Pretty,
+        0,
     )
     .expect("invariant: JSON values serialize");
     Version { bytes, generation }

@@ -391,11 +391,25 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             Some(b) => b.generation + 1,
             None => write::highest_known_generation(&self.target, &self.lock) + 1,
         };
+        // The new version is usually about as long as the one it replaces: for a large
+        // document, start the buffer there (with a little room) rather than doubling
+        // up to it, which left the abandoned halves resident (peak memory 3.5x the
+        // document; 2.5x with the hint). Small buffers keep growing from nothing:
+        // they fit in heap chunks just freed (the read buffer), which a buffer sized
+        // at once would not.
+        let size_hint = base
+            .filter(|b| b.len >= 128 << 10)
+            .map_or(0, |b| b.len + b.len / 64 + 256);
         let bytes = match config.format {
-            Format::Plain => format::encode(path, state, self.opts.layout)?,
-            Format::Sealed => {
-                format::encode_sealed(path, state, self.opts.layout, generation, now_rfc3339())?
-            }
+            Format::Plain => format::encode(path, state, self.opts.layout, size_hint)?,
+            Format::Sealed => format::encode_sealed(
+                path,
+                state,
+                self.opts.layout,
+                generation,
+                now_rfc3339(),
+                size_hint,
+            )?,
         };
         if let Some(limit) = config.max_bytes
             && bytes.len() as u64 > limit
