@@ -358,7 +358,8 @@ mod tests {
         let p = Path::new("s.json");
         let doc = serde_json::json!({"grades": [1, 2, 3], "name": "x"});
         for layout in [Layout::Pretty, Layout::Compact] {
-            let bytes = encode_sealed(p, &doc, layout, 7, "2026-01-01T00:00:00Z".into(), 0).unwrap();
+            let bytes =
+                encode_sealed(p, &doc, layout, 7, "2026-01-01T00:00:00Z".into(), 0).unwrap();
             assert!(looks_sealed(&bytes));
             let (back, header) = decode_sealed::<serde_json::Value>(p, &bytes).unwrap();
             assert_eq!(back, doc);
