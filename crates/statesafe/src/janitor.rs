@@ -33,29 +33,51 @@ type Queue = Sender<(Job, Arc<Pending>)>;
 /// One store's outstanding jobs.
 #[derive(Debug, Default)]
 pub(crate) struct Pending {
-    count: Mutex<usize>,
+    count: Mutex<Count>,
     done: Condvar,
     /// Whether the store has handed over a job before: its first runs inline.
     used: AtomicBool,
 }
 
+#[derive(Debug, Default)]
+struct Count {
+    jobs: usize,
+    /// The process the jobs belong to. A child forked while jobs were pending has a
+    /// copy of this count but not the worker that would run them down: it must not
+    /// wait for them.
+    owner: u32,
+}
+
+impl Count {
+    fn adopt(&mut self) {
+        let pid = sys::pid();
+        if self.owner != pid {
+            self.owner = pid;
+            self.jobs = 0;
+        }
+    }
+}
+
 impl Pending {
     fn add(&self) {
-        *self.count.lock().unwrap_or_else(PoisonError::into_inner) += 1;
+        let mut count = self.count.lock().unwrap_or_else(PoisonError::into_inner);
+        count.adopt();
+        count.jobs += 1;
     }
 
     fn finish(&self) {
         let mut count = self.count.lock().unwrap_or_else(PoisonError::into_inner);
-        *count = count.saturating_sub(1);
-        if *count == 0 {
+        count.jobs = count.jobs.saturating_sub(1);
+        if count.jobs == 0 {
             self.done.notify_all();
         }
     }
 
-    /// Waits until every job handed over so far has run.
+    /// Waits until every job this process handed over so far has run.
     pub fn drain(&self) {
         let mut count = self.count.lock().unwrap_or_else(PoisonError::into_inner);
-        while *count > 0 {
+        count.adopt();
+        while count.jobs > 0 {
             count = self
                 .done
                 .wait(count)
@@ -155,5 +177,18 @@ mod tests {
         });
         pending.drain();
         assert_eq!(after.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_forked_child_does_not_wait_for_its_parents_jobs() {
+        // What a child forked with two jobs pending sees: a count owned by another pid.
+        let pending = Pending::default();
+        *pending.count.lock().unwrap() = Count {
+            jobs: 2,
+            owner: sys::pid().wrapping_add(1),
+        };
+        pending.drain();
+        let count = pending.count.lock().unwrap();
+        assert_eq!((count.jobs, count.owner), (0, sys::pid()));
     }
 }
