@@ -17,7 +17,8 @@
 //!   A process that exits without dropping its store can leave one backup too many;
 //!   the next full prune (every 64th generation) removes it.
 //! - Fork-safe: the worker belongs to the process that started it; a forked child
-//!   starts its own, or runs the job inline if no thread can be started.
+//!   starts its own (or runs the job inline if no thread can be started), and never
+//!   waits for jobs its parent handed over before the fork.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Sender};
