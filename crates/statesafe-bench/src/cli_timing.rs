@@ -111,6 +111,8 @@ pub fn run(dir: &Path, given_bin: Option<&Path>, runs: usize, rounds: usize) -> 
         Ok(bin) => bin,
         Err(reason) => return Ok(CliResult::Skipped(reason)),
     };
+    // Building the CLI (when it was needed) leaves its output to be written back.
+    rustix::fs::sync();
     let sub = dir.join("cli");
     std::fs::create_dir_all(&sub)?;
     let document = doc::make(1024);
