@@ -159,11 +159,16 @@ pub fn run(dir: &Path, given_bin: Option<&Path>, runs: usize, rounds: usize) -> 
     let json = sub.join("hyperfine.json");
     for round in 0..rounds {
         let mut cmd = Command::new("hyperfine");
+        // `sync` before every timed run (not timed): the jq pipeline does not sync, so
+        // its writes (and the discard of the file it replaced) would otherwise be
+        // written back during, and charged to, whichever command runs next.
         cmd.args([
             "--style",
             "none",
             "--warmup",
             "3",
+            "--prepare",
+            "sync",
             "--runs",
             &runs.to_string(),
         ])
