@@ -122,21 +122,28 @@ pub fn run(dir: &Path, given_bin: Option<&Path>, runs: usize, rounds: usize) -> 
     statesafe::Store::<Doc>::open(&ss)?.replace(document.clone())?;
     std::fs::write(&jq, doc::encode(&document))?;
     let b = quote(&bin);
-    let commands: [(&'static str, String, String); 4] = [
+    // (label, command, as shown, needs a shell). Commands that need no shell run
+    // without one (`hyperfine -N`): timing them through `sh -c` and subtracting
+    // hyperfine's estimate of the shell's cost was off by up to ±0.5 ms from one run
+    // to the next here. The jq pipeline needs the shell for `>` and `&&`.
+    let commands: [(&'static str, String, String, bool); 4] = [
         (
             "statesafe get",
             format!("{b} get {}", quote(&ss)),
             "statesafe get f".into(),
+            false,
         ),
         (
             "jq . (read only)",
-            format!("jq . {} > /dev/null", quote(&jq)),
+            format!("jq . {}", quote(&jq)),
             "jq . f > /dev/null".into(),
+            false,
         ),
         (
             "statesafe update",
             format!("{b} update {} '.n += 1'", quote(&ss)),
             "statesafe update f '.n += 1'".into(),
+            false,
         ),
         (
             "jq + mv (unsafe)",
@@ -146,11 +153,12 @@ pub fn run(dir: &Path, given_bin: Option<&Path>, runs: usize, rounds: usize) -> 
                 t = quote(&tmp)
             ),
             "jq '.n += 1' f > t && mv t f".into(),
+            true,
         ),
     ];
     let mut rows: Vec<CliRow> = commands
         .iter()
-        .map(|(label, _, shown)| CliRow {
+        .map(|(label, _, shown, _)| CliRow {
             label,
             shown: shown.clone(),
             medians: Vec::new(),
@@ -158,48 +166,63 @@ pub fn run(dir: &Path, given_bin: Option<&Path>, runs: usize, rounds: usize) -> 
         .collect();
     let json = sub.join("hyperfine.json");
     for round in 0..rounds {
-        let mut cmd = Command::new("hyperfine");
-        // `sync` before every timed run (not timed): the jq pipeline does not sync, so
-        // its writes (and the discard of the file it replaced) would otherwise be
-        // written back during, and charged to, whichever command runs next.
-        cmd.args([
-            "--style",
-            "none",
-            "--warmup",
-            "3",
-            "--prepare",
-            "sync",
-            "--runs",
-            &runs.to_string(),
-        ])
-        .arg("--export-json")
-        .arg(&json);
         // Alternate the order between rounds.
         let order: Vec<usize> = if round.is_multiple_of(2) {
             (0..commands.len()).collect()
         } else {
             (0..commands.len()).rev().collect()
         };
+        // One hyperfine per kind of command, in the round's order.
+        let mut groups: Vec<(bool, Vec<usize>)> = Vec::new();
         for &i in &order {
-            cmd.arg("-n").arg(commands[i].0).arg(&commands[i].1);
+            let shell = commands[i].3;
+            match groups.iter_mut().find(|(s, _)| *s == shell) {
+                Some((_, members)) => members.push(i),
+                None => groups.push((shell, vec![i])),
+            }
         }
-        let out = cmd.stdout(Stdio::null()).output()?;
-        if !out.status.success() {
-            return Ok(CliResult::Skipped(format!(
-                "hyperfine failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            )));
-        }
-        let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json)?)?;
-        let results = report["results"]
-            .as_array()
-            .ok_or("hyperfine: no results")?;
-        for (k, &i) in order.iter().enumerate() {
-            let m = results
-                .get(k)
-                .and_then(|r| r["median"].as_f64())
-                .ok_or("hyperfine: no median")?;
-            rows[i].medians.push(m);
+        for (shell, members) in groups {
+            let mut cmd = Command::new("hyperfine");
+            // `sync` before every timed run (not timed): the jq pipeline does not
+            // sync, so its writes (and the discard of the file it replaced) would
+            // otherwise be written back during, and charged to, whichever command
+            // runs next.
+            cmd.args([
+                "--style",
+                "none",
+                "--warmup",
+                "3",
+                "--prepare",
+                "sync",
+                "--runs",
+                &runs.to_string(),
+            ])
+            .arg("--export-json")
+            .arg(&json);
+            if !shell {
+                cmd.arg("-N");
+            }
+            for &i in &members {
+                cmd.arg("-n").arg(commands[i].0).arg(&commands[i].1);
+            }
+            let out = cmd.stdout(Stdio::null()).output()?;
+            if !out.status.success() {
+                return Ok(CliResult::Skipped(format!(
+                    "hyperfine failed: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )));
+            }
+            let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json)?)?;
+            let results = report["results"]
+                .as_array()
+                .ok_or("hyperfine: no results")?;
+            for (k, &i) in members.iter().enumerate() {
+                let m = results
+                    .get(k)
+                    .and_then(|r| r["median"].as_f64())
+                    .ok_or("hyperfine: no median")?;
+                rows[i].medians.push(m);
+            }
         }
     }
     // The update commands really updated.

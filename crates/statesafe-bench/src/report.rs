@@ -577,7 +577,7 @@ fn cli_section(o: &mut String, r: &Results) {
                 o,
                 "{hyperfine}, {runs} runs per command (3 warm-up) in each of {rounds} \
                  round(s), the command order reversed every other round; medians of the \
-                 rounds' medians. The 1 KiB benchmark document; `statesafe` is `{}`. Hyperfine subtracts the cost of spawning the shell, and runs `sync` (untimed) before every timed run, so that no command pays for another's writeback (the jq pipeline never syncs). The jq pipeline \
+                 rounds' medians. The 1 KiB benchmark document; `statesafe` is `{}`. Commands that need no shell run without one (`hyperfine -N`); the jq pipeline runs through `sh -c`, and hyperfine subtracts its estimate of the shell's cost. `sync` runs (untimed) before every timed run, so that no command pays for another's writeback (the jq pipeline never syncs). The jq pipeline \
                  is not crash-safe (no fsync) and not concurrency-safe (no lock).\n",
                 bin.display()
             );
