@@ -1,0 +1,675 @@
+//! `statesafe.Store`: one state file, over `statesafe::Store<serde_json::Value>`.
+//!
+//! - Every disk access and every wait runs with the GIL released (`Python::detach`).
+//! - Lock waits run in slices of [`SLICE`]: between two, pending signals are handled,
+//!   so Ctrl-C raises `KeyboardInterrupt` promptly and no lock is left behind.
+//! - Fork: the store remembers the process that opened it. In a child (after
+//!   `os.fork()`), it reopens the file before its first use and never touches the
+//!   parent's handle (its lock descriptor and its mutexes belong to the parent).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::RwLock;
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyString};
+use serde_json::Value;
+use statesafe::{
+    BackupPolicy, DEFAULT_LOCK_TIMEOUT, Durability, Error, Event, Format, HistoryPolicy, Layout,
+    RecoveryPolicy, StoreOptions,
+};
+
+use crate::convert::{to_python, to_value};
+use crate::errors::{closed_error, holder_dict, to_py};
+use crate::report::{self, text};
+use crate::transaction::{LockGuard, Transaction};
+
+/// The library store behind a Python one.
+pub type Core = statesafe::Store<Value>;
+
+/// The longest single lock wait between two checks for signals.
+const SLICE: Duration = Duration::from_millis(100);
+
+/// A document and the generation it was read at.
+#[pyclass(module = "statesafe._statesafe", frozen, get_all)]
+pub struct Snapshot {
+    /// The document (a model instance when the store has a model).
+    value: Py<PyAny>,
+    /// Its generation: 0 when the file does not exist yet.
+    generation: u64,
+}
+
+#[pymethods]
+impl Snapshot {
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        Ok(format!(
+            "Snapshot(value={}, generation={})",
+            self.value.bind(py).repr()?,
+            self.generation
+        ))
+    }
+}
+
+/// One JSON state file.
+#[pyclass(module = "statesafe._statesafe", frozen, subclass)]
+pub struct Store {
+    path: PathBuf,
+    opts: StoreOptions<Value>,
+    inner: RwLock<Option<Arc<Core>>>,
+    /// The process `inner` belongs to.
+    pid: AtomicU32,
+    lock_timeout: Duration,
+    default: Option<Value>,
+    to_model: Option<Py<PyAny>>,
+    from_model: Option<Py<PyAny>>,
+    validate: Option<Py<PyAny>>,
+}
+
+impl Store {
+    /// The library store of this process: reopened after a fork, an error once closed.
+    pub fn core(&self, py: Python<'_>) -> PyResult<Arc<Core>> {
+        let pid = std::process::id();
+        {
+            let inner = self.inner.read();
+            match &*inner {
+                None => return Err(closed_error(&self.path)),
+                Some(core) if self.pid.load(Ordering::Acquire) == pid => {
+                    return Ok(Arc::clone(core));
+                }
+                Some(_) => {}
+            }
+        }
+        let mut inner = self.inner.write();
+        if self.pid.load(Ordering::Acquire) != pid {
+            // Forked: the parent's store shares the parent's lock description and may
+            // hold a mutex locked by a thread that does not exist here. Leave it
+            // untouched (never dropped) and open our own.
+            if let Some(parent) = inner.take() {
+                std::mem::forget(parent);
+            }
+            let _ = py;
+            let fresh = self.opts.clone().open(&self.path).map_err(to_py)?;
+            *inner = Some(Arc::new(fresh));
+            self.pid.store(pid, Ordering::Release);
+        }
+        inner.clone().ok_or_else(|| closed_error(&self.path))
+    }
+
+    /// Runs `f` with the GIL released, retrying lock timeouts in slices until the
+    /// store's lock timeout, with signals handled between slices.
+    pub fn with_lock<R: Send>(
+        &self,
+        py: Python<'_>,
+        f: impl Fn(&Core) -> Result<R, Error> + Sync,
+    ) -> PyResult<R> {
+        let core = self.core(py)?;
+        let start = Instant::now();
+        loop {
+            match py.detach(|| f(&core)) {
+                Err(Error::LockTimeout { .. }) if start.elapsed() < self.lock_timeout => {
+                    py.check_signals()?;
+                }
+                Err(Error::LockTimeout { path, holder, .. }) => {
+                    return Err(to_py(Error::LockTimeout {
+                        path,
+                        waited: start.elapsed(),
+                        holder,
+                    }));
+                }
+                other => return other.map_err(to_py),
+            }
+        }
+    }
+
+    pub fn default_value(&self) -> Option<Value> {
+        self.default.clone()
+    }
+
+    /// A document as the caller sees it: fresh Python objects, then the model.
+    pub fn out<'py>(&self, py: Python<'py>, value: &Value) -> PyResult<Bound<'py, PyAny>> {
+        let obj = to_python(py, value)?;
+        match &self.to_model {
+            Some(to_model) => to_model.bind(py).call1((obj,)),
+            None => Ok(obj),
+        }
+    }
+
+    /// A document from the caller: validated, unwrapped from the model, converted.
+    pub fn document_value(&self, py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<Value> {
+        if let Some(validate) = &self.validate {
+            self.run_validate(py, validate.bind(py), obj)?;
+        }
+        match &self.from_model {
+            Some(from_model) => to_value(&from_model.bind(py).call1((obj,))?),
+            None => to_value(obj),
+        }
+    }
+
+    /// The `validate` callable: None or True passes; False, a message, or a
+    /// `ValueError` (pydantic's `ValidationError` is one) refuses the document.
+    fn run_validate(
+        &self,
+        py: Python<'_>,
+        validate: &Bound<'_, PyAny>,
+        obj: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let verdict = match validate.call1((obj,)) {
+            Ok(v) => v,
+            Err(e) if e.is_instance_of::<PyValueError>(py) => {
+                return Err(self.invalid(e.value(py).str()?.to_cow()?.into_owned()));
+            }
+            Err(e) => return Err(e),
+        };
+        if verdict.is_none() {
+            return Ok(());
+        }
+        if let Ok(message) = verdict.cast::<PyString>() {
+            return Err(self.invalid(message.to_cow()?.into_owned()));
+        }
+        if verdict.is_truthy()? {
+            Ok(())
+        } else {
+            Err(self.invalid("the validate callable returned False".into()))
+        }
+    }
+
+    fn invalid(&self, message: String) -> PyErr {
+        to_py(Error::Invalid {
+            path: self.path.clone(),
+            message: format!("validation rule: {message}"),
+        })
+    }
+
+    fn snapshot(&self, py: Python<'_>, value: &Value, generation: u64) -> PyResult<Snapshot> {
+        Ok(Snapshot {
+            value: self.out(py, value)?.unbind(),
+            generation,
+        })
+    }
+
+    fn load_snapshot(&self, py: Python<'_>) -> PyResult<Snapshot> {
+        let has_default = self.default.is_some();
+        let loaded = self.with_lock(py, |c| match c.load() {
+            Ok(s) => Ok(Some(s)),
+            Err(Error::NotFound { .. }) if has_default => Ok(None),
+            Err(e) => Err(e),
+        })?;
+        match (loaded, &self.default) {
+            (Some(s), _) => self.snapshot(py, &s.state, s.generation),
+            (None, Some(d)) => self.snapshot(py, d, 0),
+            (None, None) => unreachable!("invariant: NotFound is an error without a default"),
+        }
+    }
+}
+
+#[pymethods]
+impl Store {
+    #[new]
+    #[pyo3(signature = (
+        path, *, default = None, has_default = false, lock_timeout = None,
+        durability = "full", private = false, format = None, layout = "pretty",
+        backups = None, history = None, schema = None, validate = None, max_bytes = None,
+        min_free_bytes = None, recovery = None, on_event = None, to_model = None,
+        from_model = None
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        path: PathBuf,
+        default: Option<Bound<'_, PyAny>>,
+        has_default: bool,
+        lock_timeout: Option<f64>,
+        durability: &str,
+        private: bool,
+        format: Option<&str>,
+        layout: &str,
+        backups: Option<Bound<'_, PyAny>>,
+        history: Option<Bound<'_, PyAny>>,
+        schema: Option<Bound<'_, PyAny>>,
+        validate: Option<Py<PyAny>>,
+        max_bytes: Option<u64>,
+        min_free_bytes: Option<u64>,
+        recovery: Option<&str>,
+        on_event: Option<Py<PyAny>>,
+        to_model: Option<Py<PyAny>>,
+        from_model: Option<Py<PyAny>>,
+    ) -> PyResult<Store> {
+        let mut opts = StoreOptions::<Value>::default()
+            .private(private)
+            .durability(match durability {
+                "full" => Durability::Full,
+                "none" => Durability::None,
+                other => return Err(bad_option("durability", other, "\"full\" or \"none\"")),
+            })
+            .layout(match layout {
+                "pretty" => Layout::Pretty,
+                "compact" => Layout::Compact,
+                other => return Err(bad_option("layout", other, "\"pretty\" or \"compact\"")),
+            });
+        if let Some(t) = lock_timeout
+            && !(t.is_finite() && t >= 0.0)
+        {
+            return Err(PyValueError::new_err(format!(
+                "lock_timeout must be a number of seconds >= 0, not {t}"
+            )));
+        }
+        if let Some(f) = format {
+            opts = opts.format(match f {
+                "plain" => Format::Plain,
+                "sealed" => Format::Sealed,
+                other => return Err(bad_option("format", other, "\"plain\" or \"sealed\"")),
+            });
+        }
+        if let Some(b) = backups {
+            opts = opts.backups(backup_policy(&b)?);
+        }
+        if let Some(h) = history {
+            opts = opts.history(history_policy(&h)?);
+        }
+        if let Some(s) = schema {
+            opts = opts.schema(schema_value(&s)?);
+        }
+        if let Some(n) = max_bytes {
+            opts = opts.max_bytes(n);
+        }
+        if let Some(n) = min_free_bytes {
+            opts = opts.min_free_bytes(n);
+        }
+        if let Some(r) = recovery {
+            opts = opts.recovery(match r {
+                "restore-from-backup" | "backup" => RecoveryPolicy::RestoreFromBackup,
+                "fail" => RecoveryPolicy::Fail,
+                other => {
+                    return Err(bad_option(
+                        "recovery",
+                        other,
+                        "\"restore-from-backup\" or \"fail\"",
+                    ));
+                }
+            });
+        }
+        if let Some(hook) = on_event {
+            opts = opts.on_event(move |event| {
+                // The thread that noticed the event may not hold the GIL (it is released
+                // around every disk access); at interpreter shutdown there is none.
+                let _ = Python::try_attach(|py| {
+                    let result = event_dict(py, event).and_then(|d| hook.bind(py).call1((d,)));
+                    if let Err(e) = result {
+                        e.write_unraisable(py, Some(hook.bind(py)));
+                    }
+                });
+            });
+        }
+        let default = match (has_default, default) {
+            (true, Some(d)) => Some(to_value(&d)?),
+            (true, None) => Some(Value::Null),
+            (false, _) => None,
+        };
+        // The library waits at most one slice; `with_lock` repeats slices up to the
+        // real timeout (given here, or recorded with the file, or the default).
+        let given = lock_timeout.map(Duration::from_secs_f64);
+        let mut opts = opts.lock_timeout(given.unwrap_or(SLICE).min(SLICE));
+        let mut core = py.detach(|| opts.clone().open(&path)).map_err(to_py)?;
+        let lock_timeout = given.unwrap_or_else(|| {
+            core.settings()
+                .lock_timeout_ms
+                .map_or(DEFAULT_LOCK_TIMEOUT, Duration::from_millis)
+        });
+        if lock_timeout < SLICE && given.is_none() {
+            opts = opts.lock_timeout(lock_timeout);
+            core = py.detach(|| opts.clone().open(&path)).map_err(to_py)?;
+        }
+        Ok(Store {
+            path,
+            opts,
+            inner: RwLock::new(Some(Arc::new(core))),
+            pid: AtomicU32::new(std::process::id()),
+            lock_timeout,
+            default,
+            to_model,
+            from_model,
+            validate,
+        })
+    }
+
+    /// The path the store was opened with.
+    #[getter]
+    fn path(&self) -> String {
+        text(&self.path)
+    }
+
+    /// The effective lock timeout in seconds.
+    #[getter]
+    fn lock_timeout(&self) -> f64 {
+        self.lock_timeout.as_secs_f64()
+    }
+
+    /// Whether `close()` was called.
+    #[getter]
+    fn closed(&self) -> bool {
+        self.inner.read().is_none()
+    }
+
+    /// The current generation, without parsing the document (0 when missing).
+    #[getter]
+    fn generation(&self, py: Python<'_>) -> PyResult<u64> {
+        self.with_lock(py, |c| c.generation())
+    }
+
+    /// The document (lock-free); the default when the file is missing and one was given.
+    fn get(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        Ok(self.load_snapshot(py)?.value)
+    }
+
+    /// The document and its generation (lock-free).
+    fn load(&self, py: Python<'_>) -> PyResult<Snapshot> {
+        self.load_snapshot(py)
+    }
+
+    /// Starts a read-modify-write transaction: takes the lock now.
+    fn transaction(slf: &Bound<'_, Self>) -> PyResult<Transaction> {
+        Transaction::begin(slf.py(), slf)
+    }
+
+    /// `fn(state)` under the lock: changes made in place, or a returned document, are
+    /// committed; an exception writes nothing. Returns the committed document.
+    fn update(slf: &Bound<'_, Self>, f: Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let tx = Transaction::begin(py, slf)?;
+        let state = tx.current_state(py)?;
+        match f.call1((state.clone_ref(py),)) {
+            Ok(returned) => {
+                let state = if returned.is_none() {
+                    state
+                } else {
+                    let returned = returned.unbind();
+                    tx.set_state(returned.clone_ref(py));
+                    returned
+                };
+                tx.commit_now(py)?;
+                Ok(state)
+            }
+            Err(e) => {
+                let _ = tx.rollback_now(py);
+                Err(e)
+            }
+        }
+    }
+
+    /// Replaces the whole document under the lock; with `if_generation`, only if the
+    /// file is still at that generation (0: only if it does not exist). Returns the new
+    /// generation.
+    #[pyo3(signature = (document, *, if_generation = None))]
+    fn replace(
+        &self,
+        py: Python<'_>,
+        document: Bound<'_, PyAny>,
+        if_generation: Option<u64>,
+    ) -> PyResult<u64> {
+        let value = self.document_value(py, &document)?;
+        self.with_lock(py, |c| match if_generation {
+            Some(g) => c.replace_if(g, value.clone()),
+            None => c.replace(value.clone()),
+        })
+    }
+
+    /// Creates the file with `document`; `AlreadyExists` when it exists.
+    fn create(&self, py: Python<'_>, document: Bound<'_, PyAny>) -> PyResult<u64> {
+        let value = self.document_value(py, &document)?;
+        self.with_lock(py, |c| c.create(value.clone()))
+    }
+
+    /// Holds the writers' lock: `with store.lock(): ...`.
+    #[pyo3(signature = (operation = "lock"))]
+    fn lock(&self, py: Python<'_>, operation: &str) -> PyResult<LockGuard> {
+        LockGuard::acquire(py, self, operation)
+    }
+
+    /// Who holds the lock right now (a dict), or None.
+    fn lock_holder(&self, py: Python<'_>) -> PyResult<Option<Py<PyDict>>> {
+        let core = self.core(py)?;
+        match py.detach(|| core.lock_holder()) {
+            Some(h) => Ok(Some(holder_dict(py, &h)?.unbind())),
+            None => Ok(None),
+        }
+    }
+
+    /// Checks the file and its backups without changing anything.
+    fn check(&self, py: Python<'_>) -> PyResult<Py<PyDict>> {
+        let r = self.with_lock(py, |c| c.check())?;
+        report::check(py, &r)
+    }
+
+    /// Recovers a damaged file now; the recovery event (a dict), or None when sound.
+    fn recover(&self, py: Python<'_>) -> PyResult<Option<Py<PyDict>>> {
+        match self.with_lock(py, |c| c.recover())? {
+            Some(e) => Ok(Some(event_dict(py, &e)?.unbind())),
+            None => Ok(None),
+        }
+    }
+
+    /// The backups, newest first.
+    fn backups(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let list = self.with_lock(py, |c| c.backups())?;
+        report::backups(py, &list.backups)
+    }
+
+    /// Brings back the backup of `generation` as a new generation; returns it.
+    fn restore(&self, py: Python<'_>, generation: u64) -> PyResult<u64> {
+        self.with_lock(py, |c| c.restore(generation))
+    }
+
+    /// The retained history, oldest first (a list of dicts).
+    fn history(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let entries = self.with_lock(py, |c| c.history())?;
+        report::serialized(py, &entries)
+    }
+
+    /// The document as it was at `generation` (from the file, a backup or the history).
+    fn at(&self, py: Python<'_>, generation: u64) -> PyResult<Py<PyAny>> {
+        let value = self.with_lock(py, |c| c.document_at(generation))?;
+        Ok(self.out(py, &value)?.unbind())
+    }
+
+    /// An RFC 6902 JSON Patch (a list of operations) from generation `a` to `b`.
+    fn diff(&self, py: Python<'_>, a: u64, b: u64) -> PyResult<Py<PyAny>> {
+        let patch = self.with_lock(py, |c| c.diff(a, b))?;
+        report::serialized(py, &patch)
+    }
+
+    /// A summary: generation, format, size, last writer, backups, lock holder, settings.
+    fn info(&self, py: Python<'_>) -> PyResult<Py<PyDict>> {
+        let info = self.with_lock(py, |c| c.info())?;
+        report::info(py, &info)
+    }
+
+    /// Counters and latency summaries since the store was opened (in this process).
+    fn stats(&self, py: Python<'_>) -> PyResult<Py<PyDict>> {
+        let core = self.core(py)?;
+        report::stats(py, &core.stats())
+    }
+
+    /// Waits for background bookkeeping and releases the file; later use raises
+    /// `statesafe.Closed`. Idempotent.
+    fn close(&self, py: Python<'_>) {
+        let core = self.inner.write().take();
+        if let Some(core) = core {
+            if self.pid.load(Ordering::Acquire) == std::process::id() {
+                py.detach(move || drop(core));
+            } else {
+                std::mem::forget(core);
+            }
+        }
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    #[pyo3(signature = (*_args))]
+    fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, pyo3::types::PyTuple>) -> bool {
+        self.close(py);
+        false
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "<statesafe.Store `{}`{}>",
+            self.path.display(),
+            if self.inner.read().is_none() {
+                " (closed)"
+            } else {
+                ""
+            }
+        )
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        // A forked child never runs the parent's store down (see `core`).
+        if self.pid.load(Ordering::Acquire) != std::process::id()
+            && let Some(core) = self.inner.get_mut().take()
+        {
+            std::mem::forget(core);
+        }
+    }
+}
+
+fn bad_option(name: &str, got: &str, want: &str) -> PyErr {
+    PyValueError::new_err(format!("{name} must be {want}, not {got:?}"))
+}
+
+fn backup_policy(b: &Bound<'_, PyAny>) -> PyResult<BackupPolicy> {
+    let mut policy = BackupPolicy::default();
+    if let Ok(keep) = b.extract::<u32>() {
+        policy.keep = keep;
+        return Ok(policy);
+    }
+    let d = b.cast::<PyDict>().map_err(|_| {
+        PyTypeError::new_err(
+            "backups must be an int (how many to keep) or a dict with keep, hourly, daily",
+        )
+    })?;
+    for (k, v) in d.iter() {
+        let k: String = k.extract()?;
+        let v: u32 = v.extract()?;
+        match k.as_str() {
+            "keep" => policy.keep = v,
+            "hourly" => policy.hourly = v,
+            "daily" => policy.daily = v,
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "unknown backups key {other:?}; expected keep, hourly or daily"
+                )));
+            }
+        }
+    }
+    Ok(policy)
+}
+
+fn history_policy(h: &Bound<'_, PyAny>) -> PyResult<HistoryPolicy> {
+    let mut policy = HistoryPolicy::default();
+    if let Ok(keep) = h.extract::<u32>() {
+        policy.keep = keep;
+        return Ok(policy);
+    }
+    let d = h.cast::<PyDict>().map_err(|_| {
+        PyTypeError::new_err("history must be an int (how many generations to keep) or a dict with keep, max_patch_bytes")
+    })?;
+    for (k, v) in d.iter() {
+        let k: String = k.extract()?;
+        match k.as_str() {
+            "keep" => policy.keep = v.extract()?,
+            "max_patch_bytes" => policy.max_patch_bytes = v.extract()?,
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "unknown history key {other:?}; expected keep or max_patch_bytes"
+                )));
+            }
+        }
+    }
+    Ok(policy)
+}
+
+/// A schema given as a document, or as the path of a JSON file.
+fn schema_value(s: &Bound<'_, PyAny>) -> PyResult<Value> {
+    if s.cast::<PyDict>().is_ok() || s.extract::<bool>().is_ok() {
+        return to_value(s);
+    }
+    let path: PathBuf = s.extract().map_err(|_| {
+        PyTypeError::new_err(
+            "schema must be a JSON Schema (a dict) or the path of a JSON file holding one",
+        )
+    })?;
+    let bytes = s.py().detach(|| std::fs::read(&path)).map_err(|e| {
+        pyo3::exceptions::PyOSError::new_err(format!(
+            "failed to read the schema file `{}`: {e}",
+            path.display()
+        ))
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        PyValueError::new_err(format!(
+            "the schema file `{}` is not valid JSON: {e}",
+            path.display()
+        ))
+    })
+}
+
+/// An event as a dict: `kind`, `message`, and the event's own fields.
+pub fn event_dict<'py>(py: Python<'py>, event: &Event) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("message", event.to_string())?;
+    match event {
+        Event::Recovered {
+            path,
+            damage,
+            quarantined,
+            restored_from,
+            rebuilt_from,
+            generation,
+        } => {
+            d.set_item("kind", "recovered")?;
+            d.set_item("path", text(path))?;
+            d.set_item("damage", damage)?;
+            d.set_item("quarantined", text(quarantined))?;
+            d.set_item("restored_from", *restored_from)?;
+            d.set_item("rebuilt_from", *rebuilt_from)?;
+            d.set_item("generation", *generation)?;
+        }
+        Event::DamageNotRepaired {
+            path,
+            damage,
+            because,
+            served,
+            rebuilt_from,
+        } => {
+            d.set_item("kind", "damage_not_repaired")?;
+            d.set_item("path", text(path))?;
+            d.set_item("damage", damage)?;
+            d.set_item("because", because)?;
+            d.set_item("served", *served)?;
+            d.set_item("rebuilt_from", *rebuilt_from)?;
+        }
+        Event::Adopted { path, generation } => {
+            d.set_item("kind", "adopted")?;
+            d.set_item("path", text(path))?;
+            d.set_item("generation", *generation)?;
+        }
+        Event::SpecialFilesystem { path, kind } => {
+            d.set_item("kind", "special_filesystem")?;
+            d.set_item("path", text(path))?;
+            d.set_item("filesystem", *kind)?;
+        }
+        Event::ExternalChange { path, generation } => {
+            d.set_item("kind", "external_change")?;
+            d.set_item("path", text(path))?;
+            d.set_item("generation", *generation)?;
+        }
+        _ => d.set_item("kind", "other")?,
+    }
+    Ok(d)
+}

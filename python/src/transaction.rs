@@ -1,0 +1,363 @@
+//! `Transaction` and `LockGuard`: the library's borrowed guards, kept alive in a
+//! Python object next to the store they borrow from.
+//!
+//! Every way out releases the lock from Rust: `__exit__` (commit or roll back), an
+//! error while converting the new document, `KeyboardInterrupt` raised inside a model
+//! or validation callable, and the object being dropped. No Python code runs between
+//! taking the guard out and releasing it, so a signal cannot leave a stale lock.
+//!
+//! Fork: a guard copied into a child by `os.fork()` belongs to the parent. The child
+//! never commits, releases or drops it (releasing would free the parent's `flock`,
+//! which the child shares); it is forgotten instead.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use pyo3::prelude::*;
+use self_cell::self_cell;
+use serde_json::Value;
+
+use crate::errors::{to_py, usage_error};
+use crate::store::{Core, Store};
+
+type Tx<'a> = Option<statesafe::Transaction<'a, Value>>;
+type Held<'a> = Option<statesafe::LockGuard<'a>>;
+
+self_cell!(
+    /// A transaction and the store it borrows.
+    pub struct TxCell {
+        owner: Arc<Core>,
+        #[not_covariant]
+        dependent: Tx,
+    }
+);
+
+self_cell!(
+    /// A held lock and the store it borrows.
+    pub struct LockCell {
+        owner: Arc<Core>,
+        #[not_covariant]
+        dependent: Held,
+    }
+);
+
+/// A read-modify-write transaction holding the lock; `with store.transaction() as
+/// state:` commits on a clean exit and writes nothing when the block raises.
+#[pyclass(module = "statesafe._statesafe", frozen)]
+pub struct Transaction {
+    store: Py<Store>,
+    cell: Mutex<Option<TxCell>>,
+    state: Mutex<Option<Py<PyAny>>>,
+    generation: u64,
+    committed: Mutex<Option<u64>>,
+    pid: u32,
+}
+
+impl Transaction {
+    /// Takes the lock (in slices, so Ctrl-C lands) and reads the document afresh.
+    pub fn begin(py: Python<'_>, store: &Bound<'_, Store>) -> PyResult<Transaction> {
+        let s = store.get();
+        let core = s.core(py)?;
+        let default = s.default_value();
+        let mut cell = s.with_lock(py, |_| {
+            TxCell::try_new(Arc::clone(&core), |c| {
+                match &default {
+                    Some(d) => c.begin_or_insert_with(|| d.clone()),
+                    None => c.begin(),
+                }
+                .map(Some)
+            })
+        })?;
+        // The Python copy is the working state; drop the Rust one at once (a large
+        // document would otherwise be held twice until the commit).
+        let taken = cell.with_dependent_mut(|_, tx| {
+            let tx = tx.as_mut().expect("invariant: just begun");
+            (
+                std::mem::replace(tx.state_mut(), Value::Null),
+                tx.generation(),
+            )
+        });
+        let (value, generation) = taken;
+        let state = match s.out(py, &value) {
+            Ok(state) => state,
+            Err(e) => {
+                py.detach(move || drop(cell));
+                return Err(e);
+            }
+        };
+        Ok(Transaction {
+            store: store.clone().unbind(),
+            cell: Mutex::new(Some(cell)),
+            state: Mutex::new(Some(state.unbind())),
+            generation,
+            committed: Mutex::new(None),
+            pid: std::process::id(),
+        })
+    }
+
+    fn take_cell(&self) -> PyResult<TxCell> {
+        let cell = self
+            .cell
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let Some(cell) = cell else {
+            return Err(usage_error(
+                "this transaction is already finished (committed or rolled back)",
+                "start a new one with `store.transaction()`",
+            ));
+        };
+        if self.pid != std::process::id() {
+            // The parent's lock: never release it from here.
+            std::mem::forget(cell);
+            return Err(usage_error(
+                &format!(
+                    "this transaction was begun in process {} before a fork; its lock belongs to that process",
+                    self.pid
+                ),
+                "begin a new transaction in this process; the store reopens itself after a fork",
+            ));
+        }
+        Ok(cell)
+    }
+
+    /// Replaces the working document (what `update`'s function returned).
+    pub fn set_state(&self, state: Py<PyAny>) {
+        *self.state.lock().unwrap_or_else(PoisonError::into_inner) = Some(state);
+    }
+
+    /// The working document.
+    pub fn current_state(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .map(|s| s.clone_ref(py))
+            .ok_or_else(|| {
+                usage_error(
+                    "this transaction is already finished (committed or rolled back)",
+                    "start a new one with `store.transaction()`",
+                )
+            })
+    }
+
+    /// Converts, validates and commits the working document; the lock is released
+    /// on every path. Returns the new generation.
+    pub fn commit_now(&self, py: Python<'_>) -> PyResult<u64> {
+        let mut cell = self.take_cell()?;
+        let state = self
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let value = match state {
+            Some(state) => self.store.get().document_value(py, state.bind(py)),
+            None => Err(usage_error(
+                "this transaction has no document",
+                "start a new one with `store.transaction()`",
+            )),
+        };
+        let value = match value {
+            Ok(v) => v,
+            Err(e) => {
+                py.detach(move || drop(cell));
+                return Err(e);
+            }
+        };
+        let result = py.detach(move || {
+            let r = cell.with_dependent_mut(|_, tx| {
+                let mut tx = tx
+                    .take()
+                    .expect("invariant: a cell always holds its transaction");
+                tx.set(value);
+                tx.commit()
+            });
+            drop(cell);
+            r
+        });
+        let generation = result.map_err(to_py)?;
+        *self
+            .committed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(generation);
+        Ok(generation)
+    }
+
+    /// Writes nothing and releases the lock.
+    pub fn rollback_now(&self, py: Python<'_>) -> PyResult<()> {
+        let cell = self.take_cell()?;
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        py.detach(move || drop(cell));
+        Ok(())
+    }
+}
+
+impl Drop for Transaction {
+    fn drop(&mut self) {
+        if self.pid != std::process::id()
+            && let Some(cell) = self
+                .cell
+                .get_mut()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take()
+        {
+            std::mem::forget(cell);
+        }
+    }
+}
+
+#[pymethods]
+impl Transaction {
+    /// The working document.
+    #[getter]
+    fn state(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        self.current_state(py)
+    }
+
+    /// The generation the transaction started from (0 for a new file).
+    #[getter]
+    fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The generation written by `commit()`, or None before it.
+    #[getter]
+    fn committed_generation(&self) -> Option<u64> {
+        *self
+            .committed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Commits the working document (or `state`, when given); returns the new generation.
+    #[pyo3(signature = (state = None))]
+    fn commit(&self, py: Python<'_>, state: Option<Py<PyAny>>) -> PyResult<u64> {
+        if let Some(state) = state {
+            self.set_state(state);
+        }
+        self.commit_now(py)
+    }
+
+    /// Writes nothing and releases the lock.
+    fn rollback(&self, py: Python<'_>) -> PyResult<()> {
+        self.rollback_now(py)
+    }
+
+    fn __enter__(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        self.current_state(py)
+    }
+
+    #[pyo3(signature = (exc_type, _exc, _tb))]
+    fn __exit__(
+        &self,
+        py: Python<'_>,
+        exc_type: Option<Bound<'_, PyAny>>,
+        _exc: Option<Bound<'_, PyAny>>,
+        _tb: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<bool> {
+        match exc_type {
+            None => self.commit_now(py).map(|_| false),
+            Some(_) => {
+                // The block raised: write nothing. Its exception wins over ours.
+                let _ = self.rollback_now(py);
+                Ok(false)
+            }
+        }
+    }
+
+    fn __repr__(&self) -> String {
+        let open = self
+            .cell
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some();
+        format!(
+            "<statesafe.Transaction from generation {}{}>",
+            self.generation,
+            if open { "" } else { ", finished" }
+        )
+    }
+}
+
+/// The writers' lock held without a transaction: `with store.lock(): ...`.
+#[pyclass(module = "statesafe._statesafe", frozen)]
+pub struct LockGuard {
+    cell: Mutex<Option<LockCell>>,
+    pid: u32,
+}
+
+impl LockGuard {
+    pub fn acquire(py: Python<'_>, store: &Store, operation: &str) -> PyResult<LockGuard> {
+        let core = store.core(py)?;
+        let cell = store.with_lock(py, |_| {
+            LockCell::try_new(Arc::clone(&core), |c| c.lock(operation).map(Some))
+        })?;
+        Ok(LockGuard {
+            cell: Mutex::new(Some(cell)),
+            pid: std::process::id(),
+        })
+    }
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        if self.pid != std::process::id()
+            && let Some(cell) = self
+                .cell
+                .get_mut()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take()
+        {
+            std::mem::forget(cell);
+        }
+    }
+}
+
+#[pymethods]
+impl LockGuard {
+    /// Releases the lock (idempotent).
+    fn release(&self, py: Python<'_>) {
+        let cell = self
+            .cell
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(cell) = cell {
+            if self.pid == std::process::id() {
+                py.detach(move || drop(cell));
+            } else {
+                std::mem::forget(cell);
+            }
+        }
+    }
+
+    /// Whether the lock is still held by this guard.
+    #[getter]
+    fn held(&self) -> bool {
+        self.pid == std::process::id()
+            && self
+                .cell
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .is_some()
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    #[pyo3(signature = (*_args))]
+    fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, pyo3::types::PyTuple>) -> bool {
+        self.release(py);
+        false
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "<statesafe.LockGuard {}>",
+            if self.held() { "held" } else { "released" }
+        )
+    }
+}

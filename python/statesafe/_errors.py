@@ -1,0 +1,244 @@
+"""The exception hierarchy: ``statesafe.Error`` and one subclass per kind of failure.
+
+Every exception names the file, what failed, why, and what to do next: ``str(e)``
+reads ``message`` / ``caused by: ...`` / ``hint: ...``, and ``e.hint`` holds the hint
+alone. Raised by the native module through :func:`_from_rust`.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+import re
+from typing import Any, NamedTuple, Optional
+
+
+class Holder(NamedTuple):
+    """Who holds a state file's lock, as the holder recorded it."""
+
+    pid: int
+    host: str
+    user: str
+    command: str
+    operation: str
+    since: str
+
+
+class Error(Exception):
+    """Base class of every statesafe error."""
+
+    kind: str = "error"
+
+    def __init__(self, message: str, *, path: Optional[str] = None,
+                 causes: Optional[list[str]] = None, hint: Optional[str] = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.path = path
+        self.causes: list[str] = list(causes or [])
+        self.hint = hint
+
+    def __str__(self) -> str:
+        text = self.message
+        for cause in self.causes:
+            text += f"\ncaused by: {cause}"
+        if self.hint:
+            text += f"\nhint: {self.hint}"
+        return text
+
+    def __reduce__(self) -> Any:
+        # Picklable (multiprocessing sends exceptions between processes).
+        return (_rebuild, (type(self), self.message, self.__dict__.copy()))
+
+
+def _rebuild(cls: type[Error], message: str, state: dict[str, Any]) -> Error:
+    e = cls.__new__(cls)
+    Exception.__init__(e, message)
+    e.__dict__.update(state)
+    return e
+
+
+class NotFound(Error, FileNotFoundError):
+    """The state file does not exist (and the store has no default)."""
+
+    kind = "not_found"
+
+
+class AlreadyExists(Error, FileExistsError):
+    """``create`` found the file already there."""
+
+    kind = "already_exists"
+
+
+class Corrupt(Error):
+    """The file is not a valid document; ``line`` and ``column`` say where, when known."""
+
+    kind = "corrupt"
+    line: Optional[int] = None
+    column: Optional[int] = None
+    reason: str = ""
+
+
+class LockTimeout(Error, TimeoutError):
+    """Another writer held the lock longer than ``lock_timeout``; ``holder`` says who."""
+
+    kind = "lock_timeout"
+    holder: Optional[Holder] = None
+    waited: float = 0.0
+
+
+class Conflict(Error):
+    """A compare-and-swap found another generation than ``expected``."""
+
+    kind = "generation_conflict"
+    expected: int = 0
+    actual: int = 0
+
+
+class Invalid(Error, ValueError):
+    """The new document broke a rule; ``rule`` and ``pointer`` name the first one."""
+
+    kind = "invalid"
+    rule: Optional[str] = None
+    pointer: Optional[str] = None
+    violations: list[str] = []
+
+
+class TooLarge(Error):
+    """The new document is over ``max_bytes``; nothing was written."""
+
+    kind = "too_large"
+    size: int = 0
+    limit: int = 0
+
+
+class OSFailure(Error, OSError):
+    """An operating-system failure; ``operation`` and ``errno`` say which."""
+
+    kind = "io"
+    operation: Optional[str] = None
+
+
+class NoSpace(OSFailure):
+    """The filesystem is full (or the quota exhausted); the state file is unchanged."""
+
+    kind = "no_space"
+
+
+class PermissionDenied(OSFailure, PermissionError):
+    """The OS refused access."""
+
+    kind = "permission_denied"
+
+
+class ReadOnlyFilesystem(OSFailure):
+    """The filesystem is mounted read-only."""
+
+    kind = "read_only"
+
+
+class OutcomeUnknown(Error):
+    """The new version is in place but the directory fsync failed: it may not survive
+    a power loss. ``generation`` is the one written."""
+
+    kind = "outcome_unknown"
+    generation: int = 0
+
+
+class Poisoned(Error):
+    """An fsync failed earlier; the store refuses writes until reopened."""
+
+    kind = "poisoned"
+
+
+class Unrecoverable(Error):
+    """The file is damaged and no valid backup could replace it."""
+
+    kind = "unrecoverable"
+    damage: str = ""
+    quarantined: Optional[str] = None
+    tried: list[tuple[str, str]] = []
+
+
+class BadPath(Error, ValueError):
+    """The path cannot hold a state file (a directory, a missing parent)."""
+
+    kind = "bad_path"
+
+
+class BadSchema(Error, ValueError):
+    """The JSON Schema given is not a valid schema."""
+
+    kind = "bad_schema"
+
+
+class GenerationUnavailable(Error, LookupError):
+    """A past generation that neither a backup nor the history can produce."""
+
+    kind = "generation_unavailable"
+    generation: int = 0
+
+
+class Closed(Error):
+    """The store was used after ``close()``."""
+
+    kind = "closed"
+
+
+class UsageError(Error):
+    """The API was used out of order (a finished transaction, a transaction from
+    before a fork)."""
+
+    kind = "usage"
+
+
+_CLASSES: dict[str, type[Error]] = {
+    cls.kind: cls
+    for cls in (NotFound, AlreadyExists, Corrupt, LockTimeout, Conflict, Invalid, TooLarge,
+                OSFailure, NoSpace, PermissionDenied, ReadOnlyFilesystem, OutcomeUnknown,
+                Poisoned, Unrecoverable, BadPath, BadSchema, GenerationUnavailable, Closed,
+                UsageError)
+}
+
+_ERRNO = {"no_space": _errno.ENOSPC, "permission_denied": _errno.EACCES,
+          "read_only": _errno.EROFS, "not_found": _errno.ENOENT,
+          "already_exists": _errno.EEXIST, "lock_timeout": _errno.ETIMEDOUT}
+
+# `at `/balance`: -5 is less than the minimum of 0 (schema rule `/properties/balance/minimum`)`
+_SCHEMA_VIOLATION = re.compile(r"at `(?P<pointer>[^`]*)`: .*? \(schema rule `(?P<rule>[^`]*)`\)")
+
+
+# Where the library's hint speaks of the command line, the Python way instead.
+_PYTHON_HINTS = {
+    "not_found": "pass default=... to statesafe.open() to start from a default document, "
+                 "create the file with store.create(...), or check the path",
+    "generation_unavailable": "list what is kept with store.history() and store.backups(); "
+                              "keep more with history= and backups= in statesafe.open()",
+    "too_large": "remove data from the state, or raise max_bytes in statesafe.open()",
+}
+
+
+def _from_rust(kind: str, message: str, causes: list[str], hint: Optional[str],
+               fields: dict[str, Any]) -> Error:
+    cls = _CLASSES.get(kind, Error)
+    hint = _PYTHON_HINTS.get(kind, hint)
+    e = cls(message, path=fields.pop("path", None), causes=causes, hint=hint)
+    if kind not in _CLASSES:
+        e.kind = kind
+    holder = fields.pop("holder", None)
+    if holder is not None:
+        e.holder = Holder(**holder)  # type: ignore[attr-defined]
+    code = fields.pop("errno", None) or _ERRNO.get(kind)
+    if isinstance(e, OSError):
+        e.errno = code
+        e.strerror = message
+        e.filename = e.path
+    for name, value in fields.items():
+        setattr(e, name, value)
+    if isinstance(e, Invalid):
+        text = fields.get("message", "")
+        e.violations = [v.strip() for v in text.split("; ") if v.strip()]
+        m = _SCHEMA_VIOLATION.search(text)
+        if m:
+            e.rule, e.pointer = m.group("rule"), m.group("pointer")
+        elif text.startswith("validation rule:"):
+            e.rule, e.pointer = "validate", None
+    return e

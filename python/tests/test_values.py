@@ -1,0 +1,140 @@
+"""Values are exactly the JSON types; anything else is a TypeError naming its path,
+raised before anything is written."""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+import enum
+import json
+import math
+import pathlib
+from collections import OrderedDict
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import statesafe
+
+
+@pytest.mark.parametrize("bad, pointer, words", [
+    ({"when": datetime.datetime(2026, 1, 8)}, "/when", "datetime.datetime"),
+    ({"tags": {"a", "b"}}, "/tags", "set"),
+    ({"pair": (1, 2)}, "/pair", "tuple"),
+    ({"x": float("nan")}, "/x", "nan"),
+    ({"x": [0, float("inf")]}, "/x/1", "inf"),
+    ({"grades": {1: "a"}}, "/grades", "key 1 of type int"),
+    ({"a": {"b/c": [{"~d": decimal.Decimal("1.5")}]}}, "/a/b~1c/0/~0d", "decimal.Decimal"),
+    ({"f": print}, "/f", "builtin_function_or_method"),
+    (b"bytes", "/", "bytes"),
+])
+def test_non_json_values_name_their_path(path: pathlib.Path, bad: Any, pointer: str,
+                                         words: str) -> None:
+    store = statesafe.open(path, default={"n": 0})
+    store.replace({"n": 1})
+    before = path.read_bytes()
+    with pytest.raises(TypeError) as e:
+        store.replace(bad)
+    assert f"`{pointer}`" in str(e.value) and words in str(e.value)
+    assert e.value.pointer == pointer  # type: ignore[attr-defined]
+    assert "nothing was written" in str(e.value) and "hint: " in str(e.value)
+    with pytest.raises(TypeError):
+        with store.transaction() as state:
+            state["bad"] = bad
+    with pytest.raises(TypeError):
+        store.update(lambda s: bad)
+    assert path.read_bytes() == before
+    assert store.generation == 1
+    statesafe.open(path, lock_timeout=0).replace({"n": 2})  # no lock left behind
+
+
+def test_a_default_must_be_json(path: pathlib.Path) -> None:
+    with pytest.raises(TypeError, match="/since"):
+        statesafe.open(path, default={"since": datetime.date.today()})
+
+
+def test_types_that_are_json_subclasses(path: pathlib.Path) -> None:
+    class Color(enum.IntEnum):
+        RED = 1
+
+    store = statesafe.open(path)
+    store.replace(OrderedDict([("b", Color.RED), ("a", True), ("c", None)]))
+    assert store.get() == {"b": 1, "a": True, "c": None}
+    assert list(store.get()) == ["b", "a", "c"], "key order is kept"
+    assert type(store.get()["a"]) is bool
+
+
+BIG = [2**64, -(2**63) - 1, 10**40, -(10**40), 2**63 - 1, -(2**63), 2**64 - 1]
+
+
+def test_integers_keep_their_value(path: pathlib.Path) -> None:
+    store = statesafe.open(path)
+    store.replace([2**63 - 1, -(2**63), 2**64 - 1, 0, -1])
+    assert store.get() == [2**63 - 1, -(2**63), 2**64 - 1, 0, -1]
+    if statesafe.BIG_INTS:
+        store.replace(BIG)
+        assert store.get() == BIG
+        assert json.loads(path.read_text()) == BIG
+    else:
+        # This build's serde_json keeps 64 bits: a bigger int is refused, never rounded.
+        with pytest.raises(TypeError, match="beyond 64 bits") as e:
+            store.replace({"big": [1, 2**64]})
+        assert e.value.pointer == "/big/1"  # type: ignore[attr-defined]
+        # A big number written by another program is read without losing more than
+        # JSON's own float: never silently truncated to a wrong integer.
+        path.write_text('{"big": 100000000000000000000}')
+        got = statesafe.open(path).get()["big"]
+        assert got == 1e20
+
+
+def test_floats_round_trip_exactly(path: pathlib.Path) -> None:
+    values = [0.1, 1e-300, 1.7976931348623157e308, -0.0, 5e-324, 1 / 3]
+    store = statesafe.open(path)
+    store.replace(values)
+    got = store.get()
+    assert got == values
+    assert math.copysign(1, got[3]) == -1
+
+
+def test_unicode(path: pathlib.Path) -> None:
+    doc = {"naïve ☃": "𝄞 \u0000 \"quoted\" \\ / \n", "": ""}
+    store = statesafe.open(path)
+    store.replace(doc)
+    assert store.get() == doc
+    with pytest.raises(TypeError, match="surrogate"):
+        store.replace({"x": "\ud800"})
+
+
+def test_deep_nesting_is_refused_not_a_crash(path: pathlib.Path) -> None:
+    doc: Any = []
+    for _ in range(200):
+        doc = [doc]
+    with pytest.raises(TypeError, match="nested more than"):
+        statesafe.open(path).replace(doc)
+
+
+json_ints = st.integers(min_value=-(2**63), max_value=2**64 - 1)
+if statesafe.BIG_INTS:
+    json_ints = st.integers()
+json_values = st.recursive(
+    st.none() | st.booleans() | json_ints
+    | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda children: st.lists(children, max_size=5)
+    | st.dictionaries(st.text(max_size=8), children, max_size=5),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(doc=json_values)
+def test_round_trip_of_arbitrary_json(state_dir: pathlib.Path, doc: Any) -> None:
+    store = statesafe.open(state_dir / "rt.json", durability="none", history=0, backups=0)
+    store.replace(doc)
+    got = store.get()
+    assert got == doc
+    assert json.dumps(got, sort_keys=True) == json.dumps(doc, sort_keys=True)
+    # What is on disk is what Python's own json module reads back.
+    assert json.loads((state_dir / "rt.json").read_text()) == doc
