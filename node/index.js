@@ -1,0 +1,594 @@
+'use strict'
+// statesafe for Node: crash-safe, concurrency-safe JSON state files.
+//
+// This file is the whole JavaScript layer over the native addon (statesafe.node, built
+// from node/src with napi-rs). The addon does every disk operation, lock wait and
+// document parse/serialize on threads of its own, never on this thread and never on
+// libuv's thread pool; this file checks values, runs the caller's functions, turns
+// native failures into StatesafeError, and emits events. See docs/node.md.
+
+const { EventEmitter } = require('node:events')
+const util = require('node:util')
+
+const native = loadNative()
+
+function loadNative() {
+  try {
+    return require('./statesafe.node')
+  } catch (cause) {
+    throw new Error(
+      'statesafe: cannot load the native addon `statesafe.node`; build it with `npm run build` in the package directory (needs cargo)',
+      { cause },
+    )
+  }
+}
+
+// ---------------------------------------------------------------------------------
+// Errors
+
+const MARKER = 'STATESAFE_PAYLOAD '
+
+const FIELDS = [
+  'kind', 'path', 'op', 'holder', 'waitedMs', 'expected', 'actual', 'line', 'column',
+  'reason', 'rule', 'pointer', 'generation', 'size', 'limit', 'quarantined', 'tried',
+]
+
+/** Every failure of a store: one class, told apart by its stable `code`. */
+class StatesafeError extends Error {
+  constructor(payload, options) {
+    super(payload.message, options)
+    this.name = 'StatesafeError'
+    this.code = payload.code
+    this.hint = payload.hint ?? null
+    for (const field of FIELDS) {
+      if (payload[field] !== undefined) this[field] = payload[field]
+    }
+  }
+
+  /** The error as the CLI prints it: `error: … / caused by: … / hint: …`. */
+  describe() {
+    const lines = [`error: ${this.message}`]
+    for (let c = this.cause; c; c = c.cause) lines.push(`caused by: ${c.message}`)
+    if (this.hint) lines.push(`hint: ${this.hint}`)
+    return lines.join('\n')
+  }
+}
+
+function causeOf(c) {
+  if (!c) return undefined
+  if (c.code) return fromPayload(c)
+  const err = new Error(c.message)
+  if (typeof c.errno === 'number') {
+    err.errno = -c.errno
+    try {
+      err.code = util.getSystemErrorName(-c.errno)
+    } catch {
+      // An errno Node has no name for: keep the number.
+    }
+    err.syscall = c.syscall
+  }
+  return err
+}
+
+function fromPayload(p) {
+  if (p.typeError) return Object.assign(new TypeError(p.message), { code: 'ENOTJSON' })
+  if (p.rangeError) return Object.assign(new RangeError(p.message), { code: 'ERANGE' })
+  const cause = causeOf(p.cause)
+  return new StatesafeError(p, cause ? { cause } : undefined)
+}
+
+/** A native failure as the error a caller sees; anything else unchanged. */
+function convert(e) {
+  if (e instanceof Error && typeof e.message === 'string' && e.message.startsWith(MARKER)) {
+    const err = fromPayload(JSON.parse(e.message.slice(MARKER.length)))
+    Error.captureStackTrace(err, convert)
+    return err
+  }
+  return e
+}
+
+function invalid(path, message, reason) {
+  return new StatesafeError({
+    code: 'EINVALID',
+    kind: 'invalid',
+    message,
+    hint: 'change the update so that the new state satisfies the rule',
+    path,
+    rule: 'validate',
+    pointer: '/',
+    reason,
+  })
+}
+
+// ---------------------------------------------------------------------------------
+// Values: JSON only, checked before anything is written
+
+function pointer(path) {
+  if (path.length === 0) return '/'
+  return path.map((t) => '/' + String(t).replaceAll('~', '~0').replaceAll('/', '~1')).join('')
+}
+
+function notJson(path, what) {
+  const err = new TypeError(
+    `the state at ${pointer(path)} is ${what}; only JSON values can be stored (null, booleans, finite numbers, strings, arrays, plain objects, and BigInt for integers)`,
+  )
+  err.code = 'ENOTJSON'
+  err.pointer = pointer(path)
+  return err
+}
+
+class Cycle extends Error {}
+
+// Walks a value and throws a TypeError naming the first place that is not JSON.
+// Collects BigInts as [path, digits]. Ancestors are tracked only past depth 64
+// (a cycle always gets there), so ordinary documents pay nothing for cycle checks;
+// `strict` re-walks with every level tracked to name the shortest cyclic path.
+function walk(v, path, big, ancestors, strict) {
+  switch (typeof v) {
+    case 'string':
+    case 'boolean':
+      return
+    case 'number':
+      if (!Number.isFinite(v)) throw notJson(path, String(v))
+      return
+    case 'bigint':
+      big.push([path.slice(), v.toString()])
+      return
+    case 'undefined':
+      throw notJson(path, 'undefined (use null, or delete the key)')
+    case 'function':
+      throw notJson(path, `a function${v.name ? ` (${v.name})` : ''}`)
+    case 'symbol':
+      throw notJson(path, `a symbol (${v.toString()})`)
+  }
+  if (v === null) return
+  if (strict || ancestors.length >= 64) {
+    if (ancestors.includes(v)) {
+      if (!strict) throw new Cycle()
+      throw notJson(path, `a reference to its own ancestor at ${pointer(path.slice(0, ancestors.indexOf(v)))} (a cycle)`)
+    }
+  }
+  ancestors.push(v)
+  if (Array.isArray(v)) {
+    for (let i = 0; i < v.length; i++) {
+      path.push(i)
+      if (!(i in v)) throw notJson(path, 'a hole in a sparse array')
+      walk(v[i], path, big, ancestors, strict)
+      path.pop()
+    }
+  } else {
+    const proto = Object.getPrototypeOf(v)
+    if (proto !== Object.prototype && proto !== null) {
+      const name = proto?.constructor?.name || 'object'
+      throw notJson(path, `a ${name}, not a plain object (convert it first, e.g. a Date with toISOString())`)
+    }
+    if (typeof v.toJSON === 'function') throw notJson(path, 'an object with a toJSON method')
+    const symbols = Object.getOwnPropertySymbols(v)
+    if (symbols.length > 0) throw notJson(path, `an object with a symbol key (${symbols[0].toString()})`)
+    for (const k of Object.keys(v)) {
+      path.push(k)
+      walk(v[k], path, big, ancestors, strict)
+      path.pop()
+    }
+  }
+  ancestors.pop()
+}
+
+function bigintsAsDigits(_key, v) {
+  return typeof v === 'bigint' ? v.toString() : v
+}
+
+/**
+ * A value as [JSON text, BigInt places] for the addon; TypeError if it is not JSON.
+ * The text is what the file will hold (indented for the pretty layout): the addon
+ * checks it and writes it as it is.
+ */
+function encode(value, pretty) {
+  const big = []
+  try {
+    walk(value, [], big, [], false)
+  } catch (e) {
+    if (!(e instanceof Cycle)) throw e
+    walk(value, [], [], [], true)
+  }
+  const indent = pretty ? 2 : undefined
+  if (big.length === 0) return [JSON.stringify(value, null, indent), '']
+  return [JSON.stringify(value, bigintsAsDigits, indent), JSON.stringify(big)]
+}
+
+/** `{generation, big, value}` text from the addon, BigInts put back in place. */
+function decode(text) {
+  const snap = JSON.parse(text)
+  for (const [path, digits] of snap.big) {
+    const n = BigInt(digits)
+    if (path.length === 0) {
+      snap.value = n
+      continue
+    }
+    let parent = snap.value
+    for (let i = 0; i < path.length - 1; i++) parent = parent[path[i]]
+    parent[path[path.length - 1]] = n
+  }
+  return { value: snap.value, generation: snap.generation }
+}
+
+// ---------------------------------------------------------------------------------
+// Options
+
+const OPTIONS = new Set([
+  'default', 'lockTimeoutMs', 'durability', 'backups', 'history', 'schema', 'validate',
+  'maxBytes', 'minFreeBytes', 'format', 'layout', 'private', 'recovery',
+])
+
+function nativeOptions(options) {
+  if (options === null || typeof options !== 'object') {
+    throw new TypeError('statesafe: options must be an object')
+  }
+  const out = {}
+  for (const [k, v] of Object.entries(options)) {
+    if (!OPTIONS.has(k)) throw new TypeError(`statesafe: unknown option \`${k}\` (known: ${[...OPTIONS].join(', ')})`)
+    if (v === undefined || k === 'validate') continue
+    if (k === 'default') {
+      const [json, big] = encode(v)
+      if (big) throw new TypeError('statesafe: the `default` option cannot hold BigInts')
+      out.default = JSON.parse(json)
+    } else {
+      out[k] = v
+    }
+  }
+  if (options.validate !== undefined && typeof options.validate !== 'function') {
+    throw new TypeError('statesafe: option `validate` must be a function')
+  }
+  return JSON.stringify(out)
+}
+
+// ---------------------------------------------------------------------------------
+// The store
+
+function isThenable(v) {
+  return v !== null && (typeof v === 'object' || typeof v === 'function') && typeof v.then === 'function'
+}
+
+/** One state file. Create with `open(path, options)`. */
+class Store extends EventEmitter {
+  #native
+  #path
+  #default
+  #hasDefault
+  #validate
+  #pretty
+
+  constructor(path, options = {}) {
+    super()
+    if (typeof path !== 'string' && !(path instanceof URL)) {
+      throw new TypeError('statesafe: the path must be a string or a file: URL')
+    }
+    this.#path = path instanceof URL ? require('node:url').fileURLToPath(path) : path
+    const opts = nativeOptions(options)
+    this.#hasDefault = options.default !== undefined
+    this.#default = this.#hasDefault ? JSON.parse(JSON.stringify(options.default)) : undefined
+    this.#validate = options.validate
+    this.#pretty = options.layout !== 'compact'
+    try {
+      this.#native = new native.NativeStore(this.#path, opts)
+    } catch (e) {
+      throw convert(e)
+    }
+  }
+
+  /** The path the store was opened with. */
+  get path() {
+    return this.#path
+  }
+
+  /** Whether close() was called. */
+  get closed() {
+    return this.#native.closed
+  }
+
+  // Runs a native call, emits what it reported, and converts its failure.
+  #sync(call) {
+    try {
+      return call()
+    } catch (e) {
+      throw convert(e)
+    } finally {
+      this.#flush()
+    }
+  }
+
+  async #async(call) {
+    try {
+      return await call()
+    } catch (e) {
+      throw convert(e)
+    } finally {
+      this.#flush()
+    }
+  }
+
+  #flush() {
+    const text = this.#native.takeEvents()
+    if (text) for (const e of JSON.parse(text)) this.#emitSafely(e.type, e)
+  }
+
+  // A throwing listener must not turn a done commit into a failed call.
+  #emitSafely(type, event) {
+    try {
+      this.emit(type, event)
+    } catch (err) {
+      process.nextTick(() => {
+        throw err
+      })
+    }
+  }
+
+  #committed(generation, operation) {
+    this.#emitSafely('commit', { type: 'commit', path: this.#path, generation, operation })
+  }
+
+  #checkRule(state, when) {
+    if (!this.#validate) return
+    const verdict = this.#validate(state)
+    if (verdict === true || verdict === undefined) return
+    const reason = typeof verdict === 'string' ? verdict : 'refused by the validate option'
+    if (when === 'load') {
+      throw Object.assign(
+        invalid(this.#path, `state file \`${this.#path}\` fails this program's validate rule: ${reason}`, reason),
+        { hint: 'the file is valid JSON and was left as it is; fix the data with an update that satisfies the rule, or the rule' },
+      )
+    }
+    throw invalid(this.#path, `new state for \`${this.#path}\` is invalid: validation rule: ${reason}`, reason)
+  }
+
+  #snapshot(text) {
+    const snap = decode(text)
+    this.#checkRule(snap.value, 'load')
+    return snap
+  }
+
+  #missing(e) {
+    if (this.#hasDefault && e instanceof StatesafeError && e.code === 'ENOENT') {
+      return { value: structuredClone(this.#default), generation: 0 }
+    }
+    throw e
+  }
+
+  /** The document and its generation, read without a lock. */
+  async load() {
+    let text
+    try {
+      text = await this.#async(() => this.#native.load())
+    } catch (e) {
+      return this.#missing(e)
+    }
+    return this.#snapshot(text)
+  }
+
+  loadSync() {
+    let text
+    try {
+      text = this.#sync(() => this.#native.loadSync())
+    } catch (e) {
+      return this.#missing(e)
+    }
+    return this.#snapshot(text)
+  }
+
+  /** The document alone, read without a lock. */
+  async get() {
+    return (await this.load()).value
+  }
+
+  getSync() {
+    return this.loadSync().value
+  }
+
+  /** The current generation, without parsing the document (0 when missing). */
+  async generation() {
+    return Number(await this.#async(() => this.#native.generation()))
+  }
+
+  generationSync() {
+    return Number(this.#sync(() => this.#native.generationSync()))
+  }
+
+  /**
+   * The locked read-modify-write transaction. `fn` gets the document read under the
+   * lock; it may change it in place or return a new one, and may be async. If it
+   * throws or its promise rejects, nothing is written, the lock is released, and the
+   * error is rethrown as it is.
+   */
+  async update(fn) {
+    if (typeof fn !== 'function') throw new TypeError('statesafe: update() takes a function')
+    const tx = await this.#async(() => this.#native.begin('update'))
+    let json, big, next
+    try {
+      const snap = decode(tx.takeSnapshot())
+      const r = await fn(snap.value)
+      next = r === undefined ? snap.value : r
+      this.#checkRule(next, 'commit')
+      ;[json, big] = encode(next, this.#pretty)
+    } catch (e) {
+      await tx.release().catch(() => {})
+      throw e
+    }
+    const generation = Number(await this.#async(() => tx.commit(json, big)))
+    this.#committed(generation, 'update')
+    return { value: next, generation }
+  }
+
+  updateSync(fn) {
+    if (typeof fn !== 'function') throw new TypeError('statesafe: updateSync() takes a function')
+    const tx = this.#sync(() => this.#native.beginSync('update'))
+    let json, big, next
+    try {
+      const snap = decode(tx.takeSnapshot())
+      const r = fn(snap.value)
+      if (isThenable(r)) {
+        throw new TypeError('statesafe: the function given to updateSync() returned a promise; use update() for async functions')
+      }
+      next = r === undefined ? snap.value : r
+      this.#checkRule(next, 'commit')
+      ;[json, big] = encode(next, this.#pretty)
+    } catch (e) {
+      try {
+        tx.releaseSync()
+      } catch {
+        // The lock is released either way; the caller's error is the one to see.
+      }
+      throw e
+    }
+    const generation = Number(this.#sync(() => tx.commitSync(json, big)))
+    this.#committed(generation, 'update')
+    return { value: next, generation }
+  }
+
+  #replaceArgs(doc, opts) {
+    const ifGeneration = opts?.ifGeneration
+    if (ifGeneration !== undefined && (!Number.isSafeInteger(ifGeneration) || ifGeneration < 0)) {
+      throw new TypeError('statesafe: ifGeneration must be a generation (an integer, 0 or more)')
+    }
+    this.#checkRule(doc, 'commit')
+    const [json, big] = encode(doc, this.#pretty)
+    return [json, big, ifGeneration ?? -1]
+  }
+
+  /** Replaces the whole document; with `{ ifGeneration }` only if the file is still at it. */
+  async replace(doc, opts) {
+    const [json, big, ifGeneration] = this.#replaceArgs(doc, opts)
+    const generation = Number(await this.#async(() => this.#native.replace(json, big, ifGeneration)))
+    this.#committed(generation, 'replace')
+    return generation
+  }
+
+  replaceSync(doc, opts) {
+    const [json, big, ifGeneration] = this.#replaceArgs(doc, opts)
+    const generation = Number(this.#sync(() => this.#native.replaceSync(json, big, ifGeneration)))
+    this.#committed(generation, 'replace')
+    return generation
+  }
+
+  /** Holds the writers' lock while `fn` runs (for example while another program edits the file). */
+  async withLock(fn) {
+    if (typeof fn !== 'function') throw new TypeError('statesafe: withLock() takes a function')
+    const tx = await this.#async(() => this.#native.begin('lock'))
+    try {
+      return await fn()
+    } finally {
+      await this.#async(() => tx.release())
+    }
+  }
+
+  withLockSync(fn) {
+    if (typeof fn !== 'function') throw new TypeError('statesafe: withLockSync() takes a function')
+    const tx = this.#sync(() => this.#native.beginSync('lock'))
+    try {
+      const r = fn()
+      if (isThenable(r)) {
+        throw new TypeError('statesafe: the function given to withLockSync() returned a promise; use withLock()')
+      }
+      return r
+    } finally {
+      this.#sync(() => tx.releaseSync())
+    }
+  }
+
+  /** What is wrong with the file and its backups, if anything; changes nothing. */
+  async check() {
+    return JSON.parse(await this.#async(() => this.#native.check()))
+  }
+
+  checkSync() {
+    return JSON.parse(this.#sync(() => this.#native.checkSync()))
+  }
+
+  /** Recovers a damaged file now (quarantine, restore the newest valid backup); null if sound. */
+  async recover() {
+    const event = JSON.parse(await this.#async(() => this.#native.recover()))
+    if (event) this.#committed(event.generation, 'recover')
+    return event
+  }
+
+  recoverSync() {
+    const event = JSON.parse(this.#sync(() => this.#native.recoverSync()))
+    if (event) this.#committed(event.generation, 'recover')
+    return event
+  }
+
+  /** The backups kept, newest first, and foreign files found among them. */
+  async backups() {
+    return JSON.parse(await this.#async(() => this.#native.backups()))
+  }
+
+  backupsSync() {
+    return JSON.parse(this.#sync(() => this.#native.backupsSync()))
+  }
+
+  /** Commits a past generation (from a backup or the history) as a new generation. */
+  async restore(generation) {
+    const g = Number(await this.#async(() => this.#native.restore(generation)))
+    this.#committed(g, 'restore')
+    return g
+  }
+
+  restoreSync(generation) {
+    const g = Number(this.#sync(() => this.#native.restoreSync(generation)))
+    this.#committed(g, 'restore')
+    return g
+  }
+
+  /** The audit history, oldest first. */
+  async history() {
+    return JSON.parse(await this.#async(() => this.#native.history()))
+  }
+
+  historySync() {
+    return JSON.parse(this.#sync(() => this.#native.historySync()))
+  }
+
+  /** The RFC 6902 JSON Patch from generation `from` to generation `to`. */
+  async diff(from, to) {
+    return JSON.parse(await this.#async(() => this.#native.diff(from, to)))
+  }
+
+  diffSync(from, to) {
+    return JSON.parse(this.#sync(() => this.#native.diffSync(from, to)))
+  }
+
+  /** The document as it was at a past generation. */
+  async documentAt(generation) {
+    return decode(await this.#async(() => this.#native.documentAt(generation))).value
+  }
+
+  documentAtSync(generation) {
+    return decode(this.#sync(() => this.#native.documentAtSync(generation))).value
+  }
+
+  /** A summary: generation, size, backups, lock holder, settings. */
+  async info() {
+    return JSON.parse(await this.#async(() => this.#native.info()))
+  }
+
+  infoSync() {
+    return JSON.parse(this.#sync(() => this.#native.infoSync()))
+  }
+
+  /** Counters and latency summaries since the store was opened. */
+  stats() {
+    return JSON.parse(this.#sync(() => this.#native.stats()))
+  }
+
+  /** Closes the store; later calls fail with ECLOSED. Running operations finish. */
+  close() {
+    this.#native.close()
+  }
+}
+
+
+/** Opens the state file at `path` (nothing is created until the first write). */
+function open(path, options) {
+  return new Store(path, options)
+}
+
+module.exports = { open, Store, StatesafeError }

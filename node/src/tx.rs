@@ -1,0 +1,226 @@
+//! Transactions that span JavaScript: a thread of the addon takes the lock and reads,
+//! JavaScript runs the user's function, then the same thread validates, commits and
+//! unlocks (or, on an exception or a rejected promise, writes nothing and unlocks).
+//!
+//! The library's transaction borrows its store and holds a kernel lock, so it never
+//! leaves the thread that began it: JavaScript holds a [`NativeTx`], which only sends
+//! that thread its decision. If JavaScript drops the handle without deciding (a bug,
+//! or a worker terminated mid-update), the thread sees the channel close and aborts.
+//! If the process dies instead, the kernel releases the lock and the file holds the
+//! old version.
+
+use std::sync::Arc;
+use std::sync::mpsc;
+
+use napi::Env;
+use napi::bindgen_prelude::Object;
+use napi_derive::napi;
+use parking_lot::Mutex;
+
+use crate::convert;
+use crate::error::Failure;
+use crate::run::{Outcome, Settle};
+use crate::store::Inner;
+
+/// Where an outcome goes: a promise, or a synchronous caller waiting on a channel.
+pub(crate) enum Reply<T: napi::bindgen_prelude::ToNapiValue + Send + 'static> {
+    Promise(Settle<T>),
+    Block(mpsc::SyncSender<Outcome<T>>),
+}
+
+impl<T: napi::bindgen_prelude::ToNapiValue + Send + 'static> Reply<T> {
+    pub fn send(self, outcome: Outcome<T>) {
+        match self {
+            Reply::Promise(settle) => settle.send(outcome),
+            // The caller is blocked on the other end; it cannot have gone away.
+            Reply::Block(sender) => drop(sender.send(outcome)),
+        }
+    }
+
+    /// A reply for a synchronous caller, and the channel it waits on.
+    pub fn block() -> (Reply<T>, mpsc::Receiver<Outcome<T>>) {
+        let (sender, receiver) = mpsc::sync_channel(1);
+        (Reply::Block(sender), receiver)
+    }
+}
+
+/// Waits for a synchronous outcome.
+pub(crate) fn wait<T>(receiver: &mpsc::Receiver<Outcome<T>>) -> napi::Result<T> {
+    receiver
+        .recv()
+        .map_err(|_| worker_gone().into_napi())?
+        .map_err(Failure::into_napi)
+}
+
+fn worker_gone() -> Failure {
+    Failure::binding(
+        "ECLOSED",
+        "the statesafe worker thread of this transaction is gone".into(),
+        "this is a bug in statesafe's Node binding; please report it",
+    )
+}
+
+/// What the JavaScript side decided.
+enum Decision {
+    /// Commit this document (JSON text and its `BigInt` places).
+    Commit {
+        json: String,
+        big: String,
+        reply: Reply<String>,
+    },
+    /// Write nothing and release the lock.
+    Release { reply: Reply<String> },
+}
+
+/// What a transaction holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// The lock and the document: `update`.
+    Update,
+    /// The lock alone: `withLock`.
+    Lock,
+}
+
+/// JavaScript's handle on a transaction held by a thread of the addon.
+#[napi]
+pub struct NativeTx {
+    decide: Mutex<Option<mpsc::Sender<Decision>>>,
+    begun: Mutex<Option<String>>,
+}
+
+#[napi]
+impl NativeTx {
+    /// The document read under the lock, as `{generation, big, value}` JSON text
+    /// (once; `null` for a `withLock` transaction).
+    #[napi]
+    pub fn take_snapshot(&self) -> Option<String> {
+        self.begun.lock().take()
+    }
+
+    /// Validates, writes and syncs `json`, then unlocks; resolves to the generation.
+    #[napi(ts_return_type = "Promise<string>")]
+    pub fn commit<'e>(&self, env: &'e Env, json: String, big: String) -> napi::Result<Object<'e>> {
+        let (settle, promise) = Settle::new(env)?;
+        self.decide(Decision::Commit {
+            json,
+            big,
+            reply: Reply::Promise(settle),
+        })?;
+        Ok(promise)
+    }
+
+    /// [`NativeTx::commit`], blocking.
+    #[napi]
+    pub fn commit_sync(&self, json: String, big: String) -> napi::Result<String> {
+        let (reply, receiver) = Reply::block();
+        self.decide(Decision::Commit { json, big, reply })?;
+        wait(&receiver)
+    }
+
+    /// Writes nothing and unlocks; resolves once the lock is released.
+    #[napi(ts_return_type = "Promise<string>")]
+    pub fn release<'e>(&self, env: &'e Env) -> napi::Result<Object<'e>> {
+        let (settle, promise) = Settle::new(env)?;
+        self.decide(Decision::Release {
+            reply: Reply::Promise(settle),
+        })?;
+        Ok(promise)
+    }
+
+    /// [`NativeTx::release`], blocking.
+    #[napi]
+    pub fn release_sync(&self) -> napi::Result<String> {
+        let (reply, receiver) = Reply::block();
+        self.decide(Decision::Release { reply })?;
+        wait(&receiver)
+    }
+}
+
+impl NativeTx {
+    fn decide(&self, decision: Decision) -> napi::Result<()> {
+        let sender = self.decide.lock().take().ok_or_else(|| {
+            Failure::binding(
+                "EFINISHED",
+                "this transaction is already committed or released".into(),
+                "start a new update",
+            )
+            .into_napi()
+        })?;
+        sender.send(decision).map_err(|_| worker_gone().into_napi())
+    }
+}
+
+/// Starts a transaction on its own thread; `reply` gets the handle once the lock is
+/// held (and, for an update, the document read).
+pub(crate) fn begin(inner: Arc<Inner>, kind: Kind, reply: Reply<NativeTx>) -> napi::Result<()> {
+    std::thread::Builder::new()
+        .name("statesafe-tx".into())
+        .spawn(move || hold(&inner, kind, reply))
+        .map(drop)
+        .map_err(|e| napi::Error::from_reason(format!("statesafe: cannot start a thread: {e}")))
+}
+
+fn hold(inner: &Inner, kind: Kind, reply: Reply<NativeTx>) {
+    let store = &inner.store;
+    let (decide, decision) = mpsc::channel();
+    match kind {
+        Kind::Update => {
+            let tx = match &inner.default {
+                Some(default) => store.begin_or_insert_with(|| default.clone()),
+                None => store.begin(),
+            };
+            let mut tx = match tx {
+                Ok(tx) => tx,
+                Err(e) => return reply.send(Err(e.into())),
+            };
+            let snapshot = convert::snapshot(tx.state(), tx.generation());
+            reply.send(Ok(NativeTx::new(decide, Some(snapshot))));
+            match decision.recv() {
+                Ok(Decision::Commit { json, big, reply }) => {
+                    let outcome = convert::document(json, &big, inner.layout).and_then(|doc| {
+                        tx.set(doc);
+                        Ok(tx.commit()?.to_string())
+                    });
+                    reply.send(outcome);
+                }
+                Ok(Decision::Release { reply }) => {
+                    drop(tx);
+                    reply.send(Ok("null".into()));
+                }
+                // The handle was dropped undecided: write nothing.
+                Err(mpsc::RecvError) => drop(tx),
+            }
+        }
+        Kind::Lock => {
+            let guard = match store.lock("withLock") {
+                Ok(guard) => guard,
+                Err(e) => return reply.send(Err(e.into())),
+            };
+            reply.send(Ok(NativeTx::new(decide, None)));
+            match decision.recv() {
+                Ok(Decision::Commit { reply, .. }) => {
+                    drop(guard);
+                    reply.send(Err(Failure::binding(
+                        "EFINISHED",
+                        "a withLock transaction has no document to commit".into(),
+                        "use update() to change the document",
+                    )));
+                }
+                Ok(Decision::Release { reply }) => {
+                    drop(guard);
+                    reply.send(Ok("null".into()));
+                }
+                Err(mpsc::RecvError) => drop(guard),
+            }
+        }
+    }
+}
+
+impl NativeTx {
+    fn new(decide: mpsc::Sender<Decision>, snapshot: Option<String>) -> NativeTx {
+        NativeTx {
+            decide: Mutex::new(Some(decide)),
+            begun: Mutex::new(snapshot),
+        }
+    }
+}

@@ -1,0 +1,57 @@
+// Shared by the tests: one place that makes test directories (STATESAFE_TEST_DIR points
+// every test at another filesystem: a tmpfs, a loop mount, a FUSE mount), and one that
+// finds the CLI.
+import { mkdtempSync, rmSync, existsSync, readdirSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join, dirname } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { execFileSync } from 'node:child_process'
+
+export const here = dirname(fileURLToPath(import.meta.url))
+export const packageDir = dirname(here)
+export const repoDir = dirname(packageDir)
+
+/** A fresh directory for one test, removed when the test ends. */
+export function tempDir(t, prefix = 'statesafe-node-') {
+  const dir = mkdtempSync(join(process.env.STATESAFE_TEST_DIR ?? tmpdir(), prefix))
+  t.after(() => rmSync(dir, { recursive: true, force: true }))
+  return dir
+}
+
+/** The `statesafe` CLI: $STATESAFE_BIN, else the workspace's release or debug build. */
+export function cliBin() {
+  const candidates = [
+    process.env.STATESAFE_BIN,
+    join(repoDir, 'target', 'release', 'statesafe'),
+    join(repoDir, 'target', 'debug', 'statesafe'),
+  ]
+  return candidates.find((p) => p && existsSync(p)) ?? null
+}
+
+/** Temporary files a commit left behind beside `file`. */
+export function leftoverTemps(file) {
+  const base = file.split('/').pop()
+  return readdirSync(dirname(file)).filter((n) => n.startsWith(`.${base}.statesafe-tmp-`))
+}
+
+/** Whether we can mount filesystems (root in a namespace that allows it). */
+export function canMount(dir) {
+  try {
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', dir], { stdio: 'ignore' })
+    execFileSync('umount', [dir], { stdio: 'ignore' })
+    return true
+  } catch {
+    return false
+  }
+}
+
+/** A fresh tmpfs mounted with `options` for one test; unmounted and removed after it. */
+export function mountDir(t, options) {
+  const dir = mkdtempSync(join(process.env.STATESAFE_TEST_DIR ?? tmpdir(), 'statesafe-node-mnt-'))
+  execFileSync('mount', ['-t', 'tmpfs', '-o', options, 'tmpfs', dir])
+  t.after(() => {
+    execFileSync('umount', ['-l', dir])
+    rmSync(dir, { recursive: true, force: true })
+  })
+  return dir
+}

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The Node package (node/): npm dependencies from the registry, the addon in release
+# mode, `node --test` (API, every error code, processes, worker threads, the CLI and
+# Python on one file, SIGKILL, event-loop liveness, fast-check), and `tsc --strict` on
+# examples/node. The CLI test uses the workspace's statesafe binary (built here if
+# missing); the Python part runs when `python3 -c "import statesafe"` works.
+set -euo pipefail
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  echo "!!! 75-node: SKIPPED LOUDLY: node and npm are not installed (Node 20 or later is needed)" >&2
+  exit 1
+fi
+major=$(node -p 'process.versions.node.split(".")[0]')
+if [ "$major" -lt 20 ]; then
+  echo "!!! 75-node: Node $(node --version) is too old; statesafe needs Node 20 or later" >&2
+  exit 1
+fi
+cd node
+npm ci --no-audit --no-fund --loglevel=error
+npm run --silent build
+[ -x ../target/debug/statesafe ] || [ -x ../target/release/statesafe ] || cargo build -p statesafe-cli --locked --quiet
+npx --no-install tsc -p ../examples/node/tsconfig.json --noEmit
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+node --test --test-reporter=tap test/*.test.mjs 2>&1 | tee "$log"
+if [ -n "${STATESAFE_COUNTS:-}" ]; then
+  # tsc on the examples counts as one test.
+  echo $(( $(grep -Eo '^# pass [0-9]+' "$log" | tail -1 | grep -Eo '[0-9]+') + 1 )) >> "$STATESAFE_COUNTS"
+fi
