@@ -52,8 +52,14 @@ fi
 
 states=$(grep -Eo 'crash states checked: [0-9]+' "$log" | awk '{s += $4} END {print s + 0}')
 violations=$(grep -Eo 'violations: [0-9]+' "$log" | awk '{s += $2} END {print s + 0}')
-skipped=$(grep -c 'SKIPPED' "$log" || true)
+# One line per filesystem not run (`fs [xfs]: SKIPPED (not run, not passed): why`), not
+# the layer's own tally line (`fs: 2 of 5 filesystems SKIPPED`).
+skips=$(grep -E '^fs \[[^]]*\]: SKIPPED' "$log" || true)
+skipped=$(grep -c . <<<"$skips" || true)
 echo "torture total: crash states checked: $states, violations: $violations, filesystems skipped: $skipped"
+if [ -n "$skips" ] && [ -n "${STATESAFE_SUMMARY:-}" ]; then
+  sed -E 's/^fs \[([^]]*)\]: SKIPPED( \(not run, not passed\))?: ?/SKIPPED 40-torture layer d on \1: /' <<<"$skips" >> "$STATESAFE_SUMMARY"
+fi
 if (( states < 1000 )); then
   echo "40-torture: FAILED: fewer than 1,000 crash states checked"
   failed+=("total crash states")

@@ -1,22 +1,41 @@
 #!/usr/bin/env bash
 # Mutation check (issue 5): build the torture harness against deliberately broken
-# builds of the library (crates/statesafe features `mutation-*`) and require each to
-# make at least one layer FAIL. A harness that passes a broken build proves nothing.
+# builds of the library and require each to make at least one layer FAIL.
+# A broken build is selected with `--cfg statesafe_mutation="NAME"`, set only here
+# (never a cargo feature: features are unified across a dependency graph, so any crate
+# could have switched a defence off for every user, issue 10). The flag is added by a
+# RUSTC_WORKSPACE_WRAPPER, one script per mutation: cargo applies it to the workspace's
+# own crates only and keys their artifacts by the wrapper, so the dependencies are the
+# normal build's (not rebuilt, as RUSTFLAGS would force: it applies to every crate) and
+# the normal build is never invalidated or mixed up with a broken one. A harness that
+# passes a broken build proves nothing.
 # `eatmydata` (every fsync faked as a successful no-op, by strace) is checked too.
 #
 # Quick variants of the layers keep this stage short: kill (replace, update), errors
 # (EIO, replace), the order check, stress (3 s), and layer c (the library's power-loss
-# simulator, `cargo test -p statesafe --lib -- sim::`). Dev-profile builds reuse the
-# dependencies the unit-test stage compiled; only statesafe and the harness rebuild.
+# simulator, `cargo test -p statesafe --lib -- sim::`).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 command -v strace >/dev/null || { echo "50-mutation: FAILED: strace is not installed"; exit 1; }
 
 target="${CARGO_TARGET_DIR:-target}"
+mkdir -p "$target/mutation-wrappers"
+wrappers=$(cd "$target/mutation-wrappers" && pwd)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 mutations=(skip-file-fsync skip-dir-fsync no-temp-cleanup fixed-temp-name no-lock eatmydata)
 layers=(kill errors order stress powerloss)
+
+# Runs a cargo command against the broken build `$1`.
+mutated() {
+  local m=$1 wrapper="$wrappers/rustc-$1"
+  shift
+  printf '#!/bin/sh\n# statesafe mutation check: the broken build %s.\nrustc=$1; shift\nexec "$rustc" "$@" --cfg '"'"'statesafe_mutation="%s"'"'"'\n' "$m" "$m" > "$wrapper.new"
+  chmod +x "$wrapper.new"
+  # Rewritten only when it changes, so an unchanged build stays cached.
+  if cmp -s "$wrapper.new" "$wrapper"; then rm "$wrapper.new"; else mv "$wrapper.new" "$wrapper"; fi
+  RUSTC_WORKSPACE_WRAPPER="$wrapper" "$@"
+}
 
 run_layer() { # bin layer -> exit status of the layer
   local bin=$1 layer=$2 extra=${3:-}
@@ -26,7 +45,7 @@ run_layer() { # bin layer -> exit status of the layer
     order) "$bin" order $extra ;;
     stress) "$bin" stress --writers 6 --readers 1 --duration 3s ;;
     # Layer c, the library's own power-loss simulator (crates/statesafe/src/sim.rs).
-    powerloss) cargo test --locked --quiet -p statesafe --lib --features "mutation-$m" -- sim:: ;;
+    powerloss) mutated "$m" cargo test --locked --quiet -p statesafe --lib -- sim:: ;;
   esac
 }
 
@@ -40,11 +59,12 @@ for m in "${mutations[@]}"; do
   extra=""
   if [[ $m == eatmydata ]]; then
     cargo build --locked --quiet -p statesafe-torture --bin torture-suite
+    cp "$target/debug/torture-suite" "$bin"
     extra="--eatmydata"
   else
-    cargo build --locked --quiet -p statesafe-torture --bin torture-suite --features "mutation-$m"
+    mutated "$m" cargo build --locked --quiet -p statesafe-torture --bin torture-suite
+    cp "$target/debug/torture-suite" "$bin"
   fi
-  cp "$target/debug/torture-suite" "$bin"
   printf '%-18s' "$m" >> "$work/table"
   caught=0
   for l in "${layers[@]}"; do

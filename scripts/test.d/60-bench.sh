@@ -10,17 +10,27 @@ target_dir="${CARGO_TARGET_DIR:-target}"
 args=(--quick --out-md "$out/benchmarks.md" --out-svg "$out/benchmarks.svg")
 # The CLI section needs a `statesafe` binary: reuse the debug build of the test stage
 # when there is one, rather than a release build of the CLI (minutes on 2 cores).
+# Skips and missed targets go to the closing summary of scripts/test.
+summary() { if [ -n "${STATESAFE_SUMMARY:-}" ]; then echo "$1" >> "$STATESAFE_SUMMARY"; fi; }
 if [ -x "$target_dir/debug/statesafe" ]; then
   args+=(--statesafe-bin "$target_dir/debug/statesafe")
   sections=('## 5. Whole-process CLI timings')
 else
   echo "SKIPPED: CLI timings (no $target_dir/debug/statesafe from the test stage)" >&2
+  summary "SKIPPED 60-bench CLI timings: no $target_dir/debug/statesafe from the test stage"
   args+=(--only update,contended,load,memory)
   sections=()
 fi
 start=$(date +%s)
-"$target_dir/release/statesafe-bench" "${args[@]}"
+"$target_dir/release/statesafe-bench" "${args[@]}" 2>&1 | tee "$out/run.log"
 elapsed=$(( $(date +%s) - start ))
+# `cli: SKIPPED: hyperfine is not installed` and the like; `[MISSED] goal: figure`.
+while IFS= read -r line; do
+  summary "SKIPPED 60-bench ${line%%: SKIPPED*}: ${line#*SKIPPED: }"
+done < <(grep -E '^[a-z-]+: SKIPPED: ' "$out/run.log" || true)
+while IFS= read -r line; do
+  summary "MISSED 60-bench target: ${line#*\[MISSED\] }"
+done < <(grep -F '[MISSED]' "$out/run.log" || true)
 for section in '## 1. Durable update' '## 2. Contended updates' '## 3. Load latency' \
   '## 4. Peak memory' "${sections[@]}"; do
   grep -qF "$section" "$out/benchmarks.md" || { echo "benchmark report lacks: $section" >&2; exit 1; }

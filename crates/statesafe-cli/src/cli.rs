@@ -38,7 +38,7 @@ pub struct Cli {
 pub enum Command {
     /// Print the document, or the value at a JSON pointer (never blocks)
     Get(GetArgs),
-    /// Set the value at a JSON pointer, creating the file and missing parent objects
+    /// Set the value at a JSON pointer, creating the file and missing parents
     Set(SetArgs),
     /// Delete the value at a JSON pointer
     Del(DelArgs),
@@ -72,7 +72,7 @@ pub enum Command {
     Settings(SettingsCmdArgs),
     /// Print a shell completion script
     Completions(CompletionsArgs),
-    /// Print the manual page (roff), or write one per subcommand into a directory
+    /// Print the whole manual as one page (roff), or write one page per subcommand into a directory
     Man(ManArgs),
     /// Kill writers at random: truncate-and-write against statesafe, side by side
     Torture(statesafe_torture::TortureArgs),
@@ -119,16 +119,16 @@ pub struct SettingsArgs {
     #[arg(long, value_enum)]
     pub format: Option<FormatArg>,
     /// How many recent versions to keep as backups (0: none)
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = parse_count::<u32>)]
     pub keep_backups: Option<u32>,
     /// How many history entries to keep (0: no history)
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = parse_count::<u32>)]
     pub keep_history: Option<u32>,
     /// Refuse documents larger than this many bytes
-    #[arg(long, value_name = "BYTES")]
+    #[arg(long, value_name = "BYTES", allow_negative_numbers = true, value_parser = parse_count::<u64>)]
     pub max_bytes: Option<u64>,
     /// Refuse to write when the filesystem has less free space than this
-    #[arg(long, value_name = "BYTES")]
+    #[arg(long, value_name = "BYTES", allow_negative_numbers = true, value_parser = parse_count::<u64>)]
     pub min_free_bytes: Option<u64>,
     /// The lock timeout every writer of this file uses unless told otherwise
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
@@ -183,7 +183,7 @@ pub struct RestoreArgs {
     /// The state file
     pub file: PathBuf,
     /// The generation to bring back (see `statesafe backups FILE`)
-    #[arg(short, long, value_name = "N")]
+    #[arg(short, long, value_name = "N", allow_negative_numbers = true, value_parser = parse_count::<u64>)]
     pub generation: u64,
     #[command(flatten)]
     /// Write options.
@@ -199,7 +199,7 @@ pub struct LogArgs {
     /// The state file
     pub file: PathBuf,
     /// Show at most N entries
-    #[arg(short = 'n', long, value_name = "N")]
+    #[arg(short = 'n', long, value_name = "N", allow_negative_numbers = true, value_parser = parse_count::<usize>)]
     pub limit: Option<usize>,
     /// Show each change as a JSON Patch
     #[arg(short, long)]
@@ -213,8 +213,10 @@ pub struct DiffArgs {
     /// The state file
     pub file: PathBuf,
     /// The older generation
+    #[arg(allow_negative_numbers = true, value_parser = parse_count::<u64>)]
     pub from: u64,
     /// The newer generation (default: the current one)
+    #[arg(allow_negative_numbers = true, value_parser = parse_count::<u64>)]
     pub to: Option<u64>,
 }
 
@@ -235,9 +237,10 @@ pub struct SettingsCmdArgs {
     /// Remove the recorded schema
     #[arg(long)]
     pub no_schema: bool,
-    /// How long to wait for the writers' lock
-    #[arg(long, value_name = "DURATION", default_value = "10s", env = "STATESAFE_LOCK_TIMEOUT", value_parser = parse_duration)]
-    pub lock_timeout: Duration,
+    /// How long to wait for the writers' lock (`500ms`, `10s`, `0` = try once);
+    /// default: the file's own setting, else 10s
+    #[arg(long, value_name = "DURATION", env = "STATESAFE_LOCK_TIMEOUT", value_parser = parse_duration)]
+    pub lock_timeout: Option<Duration>,
 }
 
 /// `--durability`.
@@ -324,6 +327,9 @@ pub struct UpdateArgs {
     /// If the file does not exist, start from `{}` and create it
     #[arg(long)]
     pub create: bool,
+    /// Give up (exit 15, file unchanged) if the expression runs longer than this
+    #[arg(long, value_name = "DURATION", default_value = "10s", env = "STATESAFE_EVAL_TIMEOUT", value_parser = parse_duration)]
+    pub eval_timeout: Duration,
     #[command(flatten)]
     /// Write options.
     pub write: WriteOptions,
@@ -336,7 +342,7 @@ pub struct WriteArgs {
     /// The state file (created if missing)
     pub file: PathBuf,
     /// Write only if the file is still at this generation (0: only if it does not exist)
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = parse_count::<u64>)]
     pub if_generation: Option<u64>,
     #[command(flatten)]
     /// Write options.
@@ -387,6 +393,9 @@ pub struct ExecArgs {
     /// If the file does not exist, give CMD `{}` and create the file
     #[arg(long)]
     pub create: bool,
+    /// Kill CMD and give up (exit 15, file unchanged) if it runs longer than this
+    #[arg(long, value_name = "DURATION", default_value = "10s", env = "STATESAFE_EVAL_TIMEOUT", value_parser = parse_duration)]
+    pub eval_timeout: Duration,
     #[command(flatten)]
     /// Write options.
     pub write: WriteOptions,
@@ -405,16 +414,16 @@ Example:\n  statesafe lock state.json --timeout 30s -- ./migrate.sh state.json"
 pub struct LockArgs {
     /// The state file (it need not exist)
     pub file: PathBuf,
-    /// How long to wait for the lock (`500ms`, `10s`, `0` = try once)
+    /// How long to wait for the lock (`500ms`, `10s`, `0` = try once);
+    /// default: the file's own setting, else 10s
     #[arg(
         long,
         visible_alias = "lock-timeout",
         value_name = "DURATION",
-        default_value = "10s",
         env = "STATESAFE_LOCK_TIMEOUT",
         value_parser = parse_duration
     )]
-    pub timeout: Duration,
+    pub timeout: Option<Duration>,
     /// The command and its arguments, after `--`
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<OsString>,
@@ -426,7 +435,9 @@ pub struct LockArgs {
     after_help = "The editor is $VISUAL, else $EDITOR, else vi, run through `sh -c` (so `code --wait`\n\
 works). An invalid document reopens the editor with the error at the top; save an empty\n\
 file or exit the editor with an error to abandon. If someone else changes the file\n\
-meanwhile, you are asked whether to edit again on top of their change.\n\n\
+meanwhile, you are asked whether to edit again on top of their change. Without a\n\
+terminal (stdin not a terminal) there is nobody to ask: an invalid document or a\n\
+conflict abandons the edit at once, and your version is saved in a file it names.\n\n\
 Example:\n  statesafe edit state.json"
 )]
 pub struct EditArgs {
@@ -460,22 +471,37 @@ pub struct ManArgs {
     pub dir: Option<PathBuf>,
 }
 
+/// A count, size or generation: `-1` is told it must be 0 or more (clap alone would
+/// take it for an option and suggest `-- -1`).
+fn parse_count<T>(s: &str) -> Result<T, String>
+where
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    let s = s.trim();
+    if s.starts_with('-') {
+        return Err("must be 0 or more".into());
+    }
+    s.parse().map_err(|e: T::Err| e.to_string())
+}
+
 fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s.trim())
         .map_err(|e| format!("{e} (examples: `500ms`, `10s`, `2m`, `0`)"))
 }
 
-/// The clap command, with the exit-code table after every help text.
+/// The clap command, with the exit-code table after every `--help` (`-h` stays short:
+/// the examples only).
 pub fn command() -> clap::Command {
     let table = exit_codes_help();
     Cli::command()
-        .after_help(table.clone())
+        .after_long_help(table.clone())
         .mut_subcommands(|sub| {
             let own = sub
                 .get_after_help()
                 .map(|h| format!("{h}\n\n"))
                 .unwrap_or_default();
-            sub.after_help(format!("{own}{table}"))
+            sub.after_long_help(format!("{own}{table}"))
         })
 }
 

@@ -40,6 +40,12 @@ pub enum Exit {
     Exists = 12,
     /// The command or editor failed, or the edit was abandoned; nothing written.
     Aborted = 13,
+    /// statesafe refused an object beside the state file that it cannot trust (a
+    /// symlink, FIFO or foreign-owned sidecar or entry, an untrusted symlink in a
+    /// sticky directory); nothing followed, written or removed.
+    Unsafe = 14,
+    /// A jq expression or `exec`'s command ran out of time or memory; nothing written.
+    EvalLimit = 15,
     /// The command exists but cannot be run (shell convention).
     CannotRun = 126,
     /// The command was not found (shell convention).
@@ -69,7 +75,10 @@ pub const EXIT_CODES: &[(Exit, &str)] = &[
         Exit::InvalidInput,
         "invalid input: JSON, pointer, jq expression or output, schema, size limit, path",
     ),
-    (Exit::LockTimeout, "timed out waiting for the writers' lock"),
+    (
+        Exit::LockTimeout,
+        "timed out waiting for the writers' lock, or lost it while held (nothing written)",
+    ),
     (
         Exit::Conflict,
         "generation conflict: the file changed since it was read",
@@ -92,6 +101,14 @@ pub const EXIT_CODES: &[(Exit, &str)] = &[
     (
         Exit::Aborted,
         "aborted: the command or editor failed, or the edit was abandoned",
+    ),
+    (
+        Exit::Unsafe,
+        "refused an untrusted sidecar entry or link (symlink, FIFO, foreign owner)",
+    ),
+    (
+        Exit::EvalLimit,
+        "`update`, `exec`: the expression or command exceeded --eval-timeout or its memory allowance",
     ),
     (Exit::CannotRun, "`exec`, `lock`: the command cannot be run"),
     (
@@ -244,11 +261,15 @@ impl From<statesafe::Error> for CliError {
         let exit = match &err {
             E::NotFound { .. } | E::GenerationUnavailable { .. } => Exit::NotFound,
             E::Corrupt { .. } | E::Unrecoverable { .. } => Exit::Corrupt,
-            E::LockTimeout { .. } => Exit::LockTimeout,
+            E::LockTimeout { .. } | E::LockLost { .. } => Exit::LockTimeout,
+            E::Unsafe { .. } => Exit::Unsafe,
             E::GenerationConflict { .. } => Exit::Conflict,
-            E::Invalid { .. } | E::BadPath { .. } | E::TooLarge { .. } | E::BadSchema { .. } => {
-                Exit::InvalidInput
-            }
+            E::Invalid { .. }
+            | E::Mismatch { .. }
+            | E::BadPath { .. }
+            | E::TooLarge { .. }
+            | E::TooDeep { .. }
+            | E::BadSchema { .. } => Exit::InvalidInput,
             E::NoSpace { .. } => Exit::NoSpace,
             E::PermissionDenied { .. } | E::ReadOnly { .. } => Exit::Permission,
             E::OutcomeUnknown { .. } => Exit::OutcomeUnknown,
@@ -281,6 +302,11 @@ impl From<statesafe::Error> for CliError {
                 "create it first with `statesafe init {}`, or check the path",
                 shell_quote(path)
             )),
+            // The library names the setting; on the command line it is a flag.
+            E::TooLarge { path, size, .. } => Some(format!(
+                "remove data from the state, or raise the limit: `statesafe settings {} --max-bytes BYTES` (this document needs at least {size})",
+                shell_quote(path)
+            )),
             _ => err.hint(),
         };
         let mut cli = CliError::new(err.kind(), exit, err.to_string());
@@ -291,7 +317,78 @@ impl From<statesafe::Error> for CliError {
             cli.causes.push(e.to_string());
             next = e.source();
         }
+        explain_damage(&err, &mut cli);
         cli
+    }
+}
+
+/// What the bytes of a state file that did not parse begin with, for the two cases
+/// a newcomer meets first and the library reports only as corrupt.
+#[derive(Debug, PartialEq, Eq)]
+enum Damage {
+    /// Nothing but whitespace: nothing was ever written, or a write was cut short.
+    Empty,
+    /// A UTF-8 byte-order mark (EF BB BF), as some Windows editors save JSON.
+    Bom,
+}
+
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// Looks at a file reported as corrupt (directly or as the damage of an unrecoverable
+/// one) and, when it is empty or starts with a BOM, says so and what to do. The
+/// file's own bytes decide (at most 64 KiB are read); anything else is left as the
+/// library reported it.
+fn explain_damage(err: &statesafe::Error, cli: &mut CliError) {
+    use statesafe::Error as E;
+    // The file itself stays where it is (a quarantined copy is only a copy), so the
+    // hints below speak of it alone.
+    let path = match err {
+        E::Corrupt { path, .. } => path,
+        E::Unrecoverable { path, damage, .. } if matches!(**damage, E::Corrupt { .. }) => path,
+        _ => return,
+    };
+    let Some(damage) = damage_of(path) else {
+        return;
+    };
+    let file = shell_quote(path);
+    match damage {
+        Damage::Empty => {
+            cli.hint = Some(format!(
+                "the file holds no document, so there is nothing to recover; to start afresh deliberately: `statesafe init {file} '{{}}' --force`"
+            ));
+        }
+        Damage::Bom => {
+            cli.message = format!(
+                "state file `{}` starts with a UTF-8 byte-order mark (BOM), which JSON does not allow",
+                path.display()
+            );
+            cli.causes.push(
+                "the first three bytes are EF BB BF, as some editors (Windows Notepad) save UTF-8"
+                    .into(),
+            );
+            cli.hint = Some(format!(
+                "statesafe does not change a file it did not write; remove the BOM and the document is adopted as it is: `sed -i '1s/^\\xEF\\xBB\\xBF//' {file}`"
+            ));
+        }
+    }
+}
+
+fn damage_of(path: &Path) -> Option<Damage> {
+    use std::io::Read;
+    let mut head = Vec::new();
+    std::fs::File::open(path)
+        .ok()?
+        .take(64 * 1024)
+        .read_to_end(&mut head)
+        .ok()?;
+    if head.starts_with(BOM) {
+        Some(Damage::Bom)
+    } else if head.iter().all(u8::is_ascii_whitespace)
+        && std::fs::metadata(path).is_ok_and(|m| m.len() <= head.len() as u64)
+    {
+        Some(Damage::Empty)
+    } else {
+        None
     }
 }
 
@@ -330,6 +427,24 @@ mod tests {
             let row = format!("| {} | {} |", exit.code(), meaning);
             assert!(docs.contains(&row), "docs/cli.md lacks the row `{row}`");
         }
+    }
+
+    #[test]
+    fn damage_is_named_from_the_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str, bytes: &[u8]| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, bytes).unwrap();
+            path
+        };
+        assert_eq!(damage_of(&file("empty", b"")), Some(Damage::Empty));
+        assert_eq!(damage_of(&file("blank", b" \n\t")), Some(Damage::Empty));
+        assert_eq!(
+            damage_of(&file("bom", b"\xEF\xBB\xBF{}")),
+            Some(Damage::Bom)
+        );
+        assert_eq!(damage_of(&file("torn", b"{\"a\":")), None);
+        assert_eq!(damage_of(&dir.path().join("missing")), None);
     }
 
     #[test]

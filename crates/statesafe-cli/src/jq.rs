@@ -1,28 +1,207 @@
 //! jq expressions, through the jaq crates: compile once (before taking the lock),
 //! run on the document, and insist on exactly one JSON value.
+//!
+//! Evaluation is bounded, because it runs while the writers' lock is held: it runs
+//! on a thread of its own while the calling thread watches the clock and the
+//! process's memory, and gives up with `expression_limit` (exit 15) when either runs
+//! out. The thread's stack is larger than the memory allowance, so a runaway
+//! recursion (`def f: 1 + f; f`) hits the allowance, a clear error, before it could
+//! overflow the stack and abort the process. The abandoned thread ends with the
+//! process, which exits right after reporting the error (the lock is released first).
+//!
+//! Numbers keep their text: an integer becomes a jaq integer (exact at any size),
+//! any other number jaq's decimal, which prints back as it was read unless the
+//! expression computes with it.
+
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use jaq_core::load::{Arena, File, Loader};
 use jaq_core::{Compiler, Ctx, Vars, data};
-use jaq_json::{Num, Val};
+use jaq_json::{Num, Rc, Val};
 use serde_json::Value;
 
-use crate::error::CliError;
+use crate::error::{CliError, Exit};
 
 type Filter = jaq_core::Filter<data::JustLut<Val>>;
 
-/// A compiled jq expression and the values of its `--arg`/`--argjson` variables.
+/// The memory an evaluation may add to the process: this, or four times what the
+/// process held when evaluation started (the document), whichever is larger.
+const MIN_MEMORY_ALLOWANCE: u64 = 1 << 30;
+
+/// How often the watcher looks at the clock and the memory.
+const POLL: Duration = Duration::from_millis(5);
+
+/// A jq expression compiled on its evaluation thread, ready to run.
 pub struct Program {
+    code: String,
+    timeout: Duration,
+    stack: u64,
+    inputs: mpsc::Sender<Value>,
+    outputs: mpsc::Receiver<Result<Value, CliError>>,
+}
+
+impl Program {
+    /// Compiles `code`; `vars` are `(name, value)` pairs bound as `$name`.
+    /// Evaluations (and the compilation) may take `timeout` each.
+    ///
+    /// # Errors
+    /// An `invalid_expression` error with the position of the problem;
+    /// `expression_limit` if compiling alone exceeds the limits.
+    pub fn compile(
+        code: &str,
+        vars: Vec<(String, Value)>,
+        timeout: Duration,
+    ) -> Result<Program, CliError> {
+        let (inputs, inputs_rx) = mpsc::channel::<Value>();
+        let (outputs_tx, outputs) = mpsc::channel();
+        let source = code.to_string();
+        let evaluator = move || {
+            let compiled = match Compiled::compile(&source, vars) {
+                Ok(c) => {
+                    let _ = outputs_tx.send(Ok(Value::Null));
+                    c
+                }
+                Err(e) => {
+                    let _ = outputs_tx.send(Err(e));
+                    return;
+                }
+            };
+            for input in inputs_rx {
+                if outputs_tx.send(compiled.run_one(input)).is_err() {
+                    return;
+                }
+            }
+        };
+        let stack = spawn_evaluator(evaluator)?;
+        let program = Program {
+            code: code.to_string(),
+            timeout,
+            stack,
+            inputs,
+            outputs,
+        };
+        program.wait()?;
+        Ok(program)
+    }
+
+    /// Runs the expression on `input`; it must produce exactly one JSON value.
+    ///
+    /// # Errors
+    /// `expression_failed` for a runtime error or a `halt`, `expression_output` for
+    /// no value, several values, or a value JSON cannot hold, `expression_limit` when
+    /// it runs out of time or memory.
+    pub fn run_one(&self, input: Value) -> Result<Value, CliError> {
+        self.inputs.send(input).map_err(|_| self.evaluator_lost())?;
+        self.wait()
+    }
+
+    /// The evaluator's next answer, or a limit error.
+    fn wait(&self) -> Result<Value, CliError> {
+        let started = Instant::now();
+        let resident = resident_bytes();
+        let allowance = resident
+            .map_or(MIN_MEMORY_ALLOWANCE, |r| (4 * r).max(MIN_MEMORY_ALLOWANCE))
+            .min(self.stack.saturating_sub(STACK_MARGIN));
+        loop {
+            match self.outputs.recv_timeout(POLL) {
+                Ok(answer) => return answer,
+                Err(mpsc::RecvTimeoutError::Disconnected) => return Err(self.evaluator_lost()),
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+            }
+            if started.elapsed() >= self.timeout {
+                return Err(self.limit(format!(
+                    "did not finish within {}",
+                    humantime::format_duration(self.timeout)
+                ))
+                .hint("an expression that never ends (`def f: f; f`, `repeat`, a huge `range`) holds the writers' lock; fix it, or give it more time with --eval-timeout if it is merely slow"));
+            }
+            if let (Some(before), Some(now)) = (resident, resident_bytes())
+                && now.saturating_sub(before) > allowance
+            {
+                return Err(self.limit(format!(
+                    "used more than {} MiB of memory",
+                    allowance >> 20
+                ))
+                .hint("look for a runaway recursion (`def f: 1 + f; f`) or an ever-growing result"));
+            }
+        }
+    }
+
+    fn limit(&self, what: String) -> CliError {
+        CliError::new(
+            "expression_limit",
+            Exit::EvalLimit,
+            format!("jq expression `{}` {what}", self.code),
+        )
+    }
+
+    fn evaluator_lost(&self) -> CliError {
+        CliError::new(
+            "expression_failed",
+            Exit::InvalidInput,
+            format!(
+                "jq expression `{}` stopped its evaluator unexpectedly",
+                self.code
+            ),
+        )
+        .hint("this is a bug in statesafe or jaq; the state file is unchanged")
+    }
+}
+
+/// Room left on the evaluator's stack beyond the memory allowance.
+const STACK_MARGIN: u64 = 256 << 20;
+
+/// Starts `f` on a thread whose stack is larger than any memory allowance it gets:
+/// 8 GiB reserved (only the pages a recursion touches are backed), halved while the
+/// system refuses the reservation. Returns the stack size.
+fn spawn_evaluator(f: impl FnOnce() + Send + 'static) -> Result<u64, CliError> {
+    let job = std::sync::Arc::new(std::sync::Mutex::new(Some(f)));
+    let mut stack: u64 = 8 << 30;
+    loop {
+        let mine = std::sync::Arc::clone(&job);
+        let spawned = std::thread::Builder::new()
+            .name("jq".into())
+            .stack_size(usize::try_from(stack).unwrap_or(usize::MAX))
+            .spawn(move || {
+                let f = mine.lock().ok().and_then(|mut job| job.take());
+                if let Some(f) = f {
+                    f();
+                }
+            });
+        match spawned {
+            Ok(_) => return Ok(stack),
+            Err(_) if stack > 4 * STACK_MARGIN => stack /= 2,
+            Err(e) => {
+                return Err(CliError::new(
+                    "cannot_run",
+                    Exit::Failure,
+                    "cannot start a thread to evaluate the jq expression",
+                )
+                .caused_by(&e)
+                .hint("the system refused the thread's stack; free some memory and try again"));
+            }
+        }
+    }
+}
+
+/// Resident memory of this process, from `/proc/self/statm`.
+fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+/// A compiled jq expression and the values of its `--arg`/`--argjson` variables;
+/// lives on the evaluation thread (jaq's values are not `Send`).
+struct Compiled {
     filter: Filter,
     values: Vec<Val>,
     code: String,
 }
 
-impl Program {
-    /// Compiles `code`; `vars` are `(name, value)` pairs bound as `$name`.
-    ///
-    /// # Errors
-    /// An `invalid_expression` error with the position of the problem.
-    pub fn compile(code: &str, vars: Vec<(String, Value)>) -> Result<Program, CliError> {
+impl Compiled {
+    fn compile(code: &str, vars: Vec<(String, Value)>) -> Result<Compiled, CliError> {
         // `$ENV`, as in jq, then the caller's variables (a later binding of the same
         // name wins). Building `$ENV` costs more than compiling a simple expression,
         // so it is bound only when the expression could name it (`$ENV` or `env`).
@@ -116,19 +295,14 @@ impl Program {
             Ok(filter) => filter,
             Err(_) => compile(2)?,
         };
-        Ok(Program {
+        Ok(Compiled {
             filter,
             values,
             code: code.to_string(),
         })
     }
 
-    /// Runs the expression on `input`; it must produce exactly one JSON value.
-    ///
-    /// # Errors
-    /// `expression_failed` for a runtime error or a `halt`, `expression_output` for
-    /// no value, several values, or a value JSON cannot hold.
-    pub fn run_one(&self, input: Value) -> Result<Value, CliError> {
+    fn run_one(&self, input: Value) -> Result<Value, CliError> {
         let ctx = Ctx::<data::JustLut<Val>>::new(&self.filter.lut, Vars::new(self.values.clone()));
         let original = input.clone();
         let mut outputs = self.filter.id.run((ctx, to_val(input)));
@@ -169,7 +343,7 @@ impl Program {
         }
         match (count, first) {
             (1, Some(v)) => {
-                let mut value = from_val(&v)?;
+                let mut value = from_val(&v, 0)?;
                 restore_order(&original, &mut value);
                 Ok(value)
             }
@@ -240,15 +414,57 @@ fn position_error(code: &str, what: &str, why: &str, at: &str) -> CliError {
     .hint("the expression uses jq syntax (https://jqlang.org/manual/), for example '.n += 1'")
 }
 
-/// Converts a document into jaq's value type.
+/// Converts a document into jaq's value type, keeping every number's text.
 fn to_val(value: Value) -> Val {
-    use serde::Deserialize;
-    Val::deserialize(value).expect("invariant: every JSON value converts to a jaq value")
+    match value {
+        Value::Null => Val::Null,
+        Value::Bool(b) => Val::Bool(b),
+        Value::Number(n) => Val::Num(to_num(n.as_str())),
+        Value::String(s) => Val::utf8_str(s.into_bytes()),
+        Value::Array(items) => Val::Arr(Rc::new(items.into_iter().map(to_val).collect())),
+        Value::Object(map) => Val::obj(
+            map.into_iter()
+                .map(|(k, v)| (Val::utf8_str(k.into_bytes()), to_val(v)))
+                .collect(),
+        ),
+    }
+}
+
+/// A JSON number as jaq keeps it: integers as integers (exact at any size), anything
+/// else (`1.0`, `1e2`, `-0`) as a decimal that prints back as written.
+fn to_num(text: &str) -> Num {
+    let integer = text
+        .strip_prefix('-')
+        .unwrap_or(text)
+        .bytes()
+        .all(|b| b.is_ascii_digit());
+    if integer
+        && text != "-0"
+        && let Some(n) = Num::from_str_radix(text, 10)
+    {
+        return n;
+    }
+    Num::Dec(Rc::new(text.to_string()))
 }
 
 /// Converts jaq's value back into JSON, as jq prints it (NaN as null, infinities as
-/// the largest finite numbers).
-fn from_val(val: &Val) -> Result<Value, CliError> {
+/// the largest finite numbers); numbers jaq did not compute keep their text.
+/// `depth` is the nesting so far: a result deeper than statesafe holds is refused.
+fn from_val(val: &Val, depth: usize) -> Result<Value, CliError> {
+    let nested = |depth: usize| {
+        if depth > statesafe::json::MAX_DEPTH {
+            Err(CliError::invalid(
+                "expression_output",
+                format!(
+                    "the jq expression produced a document nested deeper than {} levels",
+                    statesafe::json::MAX_DEPTH
+                ),
+            )
+            .hint("statesafe holds documents up to that depth; the state file is unchanged"))
+        } else {
+            Ok(depth)
+        }
+    };
     Ok(match val {
         Val::Null => Value::Null,
         Val::Bool(b) => Value::Bool(*b),
@@ -261,8 +477,17 @@ fn from_val(val: &Val) -> Result<Value, CliError> {
             )
             .hint("convert it to text first, for example with `tostring` or `@base64`"));
         }
-        Val::Arr(items) => Value::Array(items.iter().map(from_val).collect::<Result<_, _>>()?),
+        Val::Arr(items) => {
+            let depth = nested(depth + 1)?;
+            Value::Array(
+                items
+                    .iter()
+                    .map(|v| from_val(v, depth))
+                    .collect::<Result<_, _>>()?,
+            )
+        }
         Val::Obj(map) => {
+            let depth = nested(depth + 1)?;
             let mut out = serde_json::Map::with_capacity(map.len());
             for (k, v) in map.iter() {
                 let Val::TStr(key) = k else {
@@ -273,7 +498,10 @@ fn from_val(val: &Val) -> Result<Value, CliError> {
                         ),
                     ));
                 };
-                out.insert(String::from_utf8_lossy(key).into_owned(), from_val(v)?);
+                out.insert(
+                    String::from_utf8_lossy(key).into_owned(),
+                    from_val(v, depth)?,
+                );
             }
             Value::Object(out)
         }
@@ -284,11 +512,12 @@ fn number(n: &Num) -> Value {
     match n {
         Num::Int(i) => Value::from(*i as i64),
         Num::Float(f) => float(*f),
-        // Big integers and decimal literals: as serde_json reads their text (an
-        // integer when it fits, else the nearest float).
+        // Big integers and decimals: their text, when it is a JSON number (a decimal
+        // read from the document or the expression); else the nearest float.
         other => {
             let text = other.to_string();
-            serde_json::from_str(&text)
+            serde_json::from_str::<serde_json::Number>(&text)
+                .map(Value::Number)
                 .ok()
                 .or_else(|| text.parse::<f64>().ok().map(float))
                 .unwrap_or(Value::Null)
@@ -311,8 +540,10 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
     fn run(code: &str, input: Value) -> Result<Value, CliError> {
-        Program::compile(code, vec![])?.run_one(input)
+        Program::compile(code, vec![], DEFAULT_TIMEOUT)?.run_one(input)
     }
 
     #[test]
@@ -342,7 +573,9 @@ mod tests {
             "{e:?}"
         );
         assert_eq!(run("map(. * 2)", json!([1, 2.5])).unwrap(), json!([2, 5.0]));
-        assert_eq!(run("1e1000", Value::Null).unwrap(), json!(f64::MAX));
+        // A literal keeps its text; a computed infinity becomes the largest float.
+        assert_eq!(run("1e1000", Value::Null).unwrap().to_string(), "1e+1000");
+        assert_eq!(run("1e1000 * 2", Value::Null).unwrap(), json!(f64::MAX));
     }
 
     #[test]
@@ -368,18 +601,70 @@ mod tests {
 
     #[test]
     fn errors_have_positions() {
-        let e = Program::compile(".a | [1,", vec![]).err().unwrap();
+        let e = Program::compile(".a | [1,", vec![], DEFAULT_TIMEOUT)
+            .err()
+            .unwrap();
         assert_eq!(e.kind, "invalid_expression");
         assert!(e.message.contains("column"), "{}", e.message);
-        let e = Program::compile(".a | nosuch", vec![]).err().unwrap();
+        let e = Program::compile(".a | nosuch", vec![], DEFAULT_TIMEOUT)
+            .err()
+            .unwrap();
         assert!(e.message.contains("`nosuch/0`"), "{}", e.message);
         assert!(e.message.contains("column 6"), "{}", e.message);
-        let p = Program::compile("$who", vec![("who".into(), json!("x"))]).unwrap();
+        let p =
+            Program::compile("$who", vec![("who".into(), json!("x"))], DEFAULT_TIMEOUT).unwrap();
         assert_eq!(p.run_one(Value::Null).unwrap(), json!("x"));
-        let p = Program::compile("$ENV.PATH", vec![]).unwrap();
+        let p = Program::compile("$ENV.PATH", vec![], DEFAULT_TIMEOUT).unwrap();
         assert_eq!(
             p.run_one(Value::Null).unwrap(),
             json!(std::env::var("PATH").unwrap())
         );
+    }
+
+    #[test]
+    fn numbers_keep_their_text() {
+        let doc = statesafe::json::parse(
+            br#"{"id":18446744073709551616,"big":12345678901234567890123,"e":1e+2,"z":-0,"f":1.0,"d":0.10,"n":-7,"x":0}"#,
+        )
+        .unwrap();
+        for code in [
+            ".",
+            ".x = 1",
+            ".x |= . + 1",
+            "del(.nothing)",
+            "to_entries | from_entries",
+        ] {
+            let out = run(code, doc.clone()).unwrap();
+            for key in ["id", "big", "e", "z", "f", "d", "n"] {
+                assert_eq!(out[key].to_string(), doc[key].to_string(), "{code}: {key}");
+            }
+        }
+        let out = run(".id + 1 | tostring", doc.clone()).unwrap();
+        assert_eq!(out, json!("18446744073709551617"));
+        assert_eq!(run(".e * 2", doc.clone()).unwrap().as_f64(), Some(200.0));
+        assert_eq!(run(".z == 0", doc.clone()).unwrap(), json!(true));
+    }
+
+    #[test]
+    fn runaway_expressions_stop_at_the_limits() {
+        for code in [
+            "def f: f; f",
+            "last(range(1e12))",
+            "[limit(100000000; repeat(\"x\"))]",
+        ] {
+            let e = Program::compile(code, vec![], Duration::from_millis(300))
+                .unwrap()
+                .run_one(json!({}))
+                .unwrap_err();
+            assert_eq!(e.kind, "expression_limit", "{code}: {e:?}");
+            assert_eq!(e.exit, Exit::EvalLimit);
+        }
+        // Runaway recursion is stopped by the memory allowance, not by the stack.
+        let e = Program::compile("def f: 1 + f; f", vec![], Duration::from_secs(600))
+            .unwrap()
+            .run_one(json!({}))
+            .unwrap_err();
+        assert_eq!(e.kind, "expression_limit", "{e:?}");
+        assert!(e.message.contains("memory"), "{}", e.message);
     }
 }

@@ -12,8 +12,26 @@ mod pointer;
 
 use std::process::ExitCode;
 
+/// The stack of the thread that runs the command. Every walk over a document (the
+/// parser, the printer, jq, the schema check, the diff, dropping it) recurses once
+/// per level, and statesafe holds documents up to `statesafe::json::MAX_DEPTH`
+/// levels: the 8 MiB main stack is not enough for that in every build. Reserved,
+/// not used: the kernel backs only the pages a deep document touches.
+const STACK_BYTES: usize = 512 << 20;
+
 fn main() -> ExitCode {
-    cmd::main(std::env::args_os().collect())
+    let args = std::env::args_os().collect();
+    match std::thread::Builder::new()
+        .name("statesafe".into())
+        .stack_size(STACK_BYTES)
+        .spawn(move || cmd::main(args))
+    {
+        Ok(thread) => thread
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+        // No room for the reservation (a small address-space limit): run here.
+        Err(_) => cmd::main(std::env::args_os().collect()),
+    }
 }
 
 #[cfg(test)]

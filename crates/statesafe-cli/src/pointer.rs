@@ -120,9 +120,10 @@ impl Pointer {
         Ok(cur)
     }
 
-    /// Sets the value the pointer names, creating missing parent objects (and
-    /// replacing a `null` parent with an object, as jq's `.a.b = v` does). In an
-    /// array, an index equal to the length or `-` appends.
+    /// Sets the value the pointer names, creating missing parents as jq's
+    /// `.a.b = v` and `.a[0] = v` do: an array when the next token is an index (`0`,
+    /// `-`), else an object; a `null` parent is replaced the same way. In an array, an
+    /// index equal to the length or `-` appends.
     pub fn set(&self, doc: &mut Value, value: Value) -> Result<(), Miss> {
         let Some((last, parents)) = self.tokens.split_last() else {
             *doc = value;
@@ -131,13 +132,12 @@ impl Pointer {
         let mut cur = doc;
         for (i, token) in parents.iter().enumerate() {
             if cur.is_null() {
-                *cur = Value::Object(serde_json::Map::new());
+                *cur = container_for(token);
             }
             let what = kind(cur);
             cur = match cur {
-                Value::Object(map) => map
-                    .entry(token.clone())
-                    .or_insert_with(|| Value::Object(serde_json::Map::new())),
+                // A missing parent starts as `null`: the next step makes it a container.
+                Value::Object(map) => map.entry(token.clone()).or_insert(Value::Null),
                 Value::Array(items) => {
                     let len = items.len();
                     match index(token) {
@@ -150,7 +150,7 @@ impl Pointer {
                             });
                         }
                         Some(_) => {
-                            items.push(Value::Object(serde_json::Map::new()));
+                            items.push(Value::Null);
                             items.last_mut().expect("invariant: just pushed")
                         }
                         None => return Err(self.through_kind(i, what)),
@@ -161,7 +161,7 @@ impl Pointer {
         }
         let n = parents.len();
         if cur.is_null() {
-            *cur = Value::Object(serde_json::Map::new());
+            *cur = container_for(last);
         }
         let what = kind(cur);
         match cur {
@@ -283,8 +283,25 @@ impl Miss {
                     "cannot {action} `{ptr}` in `{file}`: index {index} is past the end of `{at}` (length {len})"
                 ),
             )
-            .hint(format!("use an index up to {len}, or `-` to append")),
+            .hint(if len == 0 {
+                // Often an array `set` just created for a missing parent, as jq would.
+                format!(
+                    "an empty array starts at index 0 (or `-`); for keys that are numbers, make `{at}` an object first: `statesafe set FILE {} '{{}}'`",
+                    crate::error::shell_word(&at)
+                )
+            } else {
+                format!("use an index up to {len}, or `-` to append")
+            }),
         }
+    }
+}
+
+/// The empty container a missing parent becomes, as in jq: an array when `token`
+/// (the step into it) is an array index, else an object.
+fn container_for(token: &str) -> Value {
+    match index(token) {
+        Some(_) => Value::Array(Vec::new()),
+        None => Value::Object(serde_json::Map::new()),
     }
 }
 
@@ -373,6 +390,22 @@ mod tests {
         assert_eq!(doc["list"], json!([0, 2, 3]));
         p("/z/k").set(&mut doc, json!(1)).unwrap();
         assert_eq!(doc["z"], json!({"k": 1}));
+        // As jq's `.users[0].name = "ada"` and `.q[0] = 1` on `null`: arrays.
+        p("/users/0/name").set(&mut doc, json!("ada")).unwrap();
+        assert_eq!(doc["users"], json!([{"name": "ada"}]));
+        p("/tags/-").set(&mut doc, json!("x")).unwrap();
+        assert_eq!(doc["tags"], json!(["x"]));
+        let mut nulls = json!({"q": null});
+        p("/q/0").set(&mut nulls, json!(1)).unwrap();
+        assert_eq!(nulls, json!({"q": [1]}));
+        assert!(matches!(
+            p("/fresh/2/x").set(&mut doc, json!(1)),
+            Err(Miss::OutOfRange {
+                index: 2,
+                len: 0,
+                ..
+            })
+        ));
         assert_eq!(
             p("/n/x").set(&mut doc, json!(1)),
             Err(Miss::Through {

@@ -6,13 +6,19 @@ use std::time::Duration;
 /// Options of the `statesafe torture [DIR]` demonstration.
 #[derive(Debug, Clone, clap::Args)]
 pub struct TortureArgs {
-    /// Directory to run in (your own filesystem or network mount). Default: a fresh
-    /// temporary directory under the current directory, removed afterwards.
+    /// An existing directory to run in (your own filesystem or network mount): the run
+    /// works in a fresh subdirectory of it, removed afterwards. Default: the current
+    /// directory.
     #[arg(value_name = "DIR")]
     pub dir: Option<PathBuf>,
 
-    /// How long to torture each approach (both run side by side).
-    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+    /// Keep the run's files (the naive and the statesafe state files and their
+    /// sidecars) instead of removing them; their directory is printed.
+    #[arg(long)]
+    pub keep: bool,
+
+    /// How long to torture each approach (both run side by side); more than 0.
+    #[arg(long, default_value = "20s", value_parser = parse_run_time)]
     pub duration: Duration,
 
     /// Writer processes per approach, all killed together at a random moment.
@@ -59,6 +65,18 @@ impl Approach {
     }
 }
 
+/// Parses a duration that is more than zero: a zero-length run tests nothing.
+fn parse_run_time(s: &str) -> Result<Duration, String> {
+    let d =
+        humantime::parse_duration(s.trim()).map_err(|e| format!("{e} (examples: `20s`, `2m`)"))?;
+    if d.is_zero() {
+        return Err(
+            "must be more than 0: a run of no time kills no writer (for example `20s`)".into(),
+        );
+    }
+    Ok(d)
+}
+
 /// Parses `65536`, `64KiB`, `64K`, `1MiB`, `1M`.
 fn parse_size(s: &str) -> Result<usize, String> {
     let s = s.trim();
@@ -84,6 +102,14 @@ fn parse_size(s: &str) -> Result<usize, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_run_takes_some_time() {
+        assert_eq!(parse_run_time("2s"), Ok(Duration::from_secs(2)));
+        assert!(parse_run_time("0s").unwrap_err().contains("more than 0"));
+        assert!(parse_run_time("0").is_err());
+        assert!(parse_run_time("soon").is_err());
+    }
 
     #[test]
     fn sizes_parse_with_units() {

@@ -51,30 +51,59 @@ pub fn run(args: &TortureArgs) -> ExitCode {
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {
             eprintln!("error: torture: {e}");
+            if let Some(hint) = hint_for(args) {
+                eprintln!("hint: {hint}");
+            }
             ExitCode::FAILURE
         }
     }
 }
 
+/// What to do when DIR cannot be used.
+fn hint_for(args: &TortureArgs) -> Option<String> {
+    let dir = args.dir.as_ref()?;
+    (!dir.is_dir()).then(|| {
+        format!(
+            "give an existing directory (create it first: `mkdir -p {}`), or leave DIR out to run under the current directory",
+            dir.display()
+        )
+    })
+}
+
 fn run_inner(args: &TortureArgs) -> Result<bool, String> {
-    // The temporary directory (when no DIR was given) is removed when this is dropped.
-    let (_temp, root) = match &args.dir {
+    // Everything happens in a fresh subdirectory of DIR (or of the current directory),
+    // removed when `work` is dropped unless `--keep`: the run never touches what DIR
+    // already holds and leaves nothing behind. DIR itself must exist: a mistyped path
+    // is an error, not a new directory.
+    let parent = match &args.dir {
         Some(dir) => {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| format!("cannot create `{}`: {e}", dir.display()))?;
-            (None, dir.clone())
+            let meta = std::fs::metadata(dir).map_err(|e| {
+                format!(
+                    "cannot use `{}` as the directory to run in\ncaused by: {e}",
+                    dir.display()
+                )
+            })?;
+            if !meta.is_dir() {
+                return Err(format!("`{}` is not a directory", dir.display()));
+            }
+            dir.clone()
         }
-        None => {
-            let temp = tempfile::Builder::new()
-                .prefix(".statesafe-torture-")
-                .tempdir_in(".")
-                .map_err(|e| format!("cannot create a directory under the current one: {e}"))?;
-            let root = temp
-                .path()
-                .canonicalize()
-                .unwrap_or_else(|_| temp.path().to_path_buf());
-            (Some(temp), root)
-        }
+        None => PathBuf::from("."),
+    };
+    let work = tempfile::Builder::new()
+        .prefix(".statesafe-torture-")
+        .tempdir_in(&parent)
+        .map_err(|e| format!("cannot create a directory in `{}`: {e}", parent.display()))?;
+    let root = work
+        .path()
+        .canonicalize()
+        .unwrap_or_else(|_| work.path().to_path_buf());
+    let _work = if args.keep {
+        let kept = work.keep();
+        eprintln!("torture: the run's files are kept in `{}`", kept.display());
+        None
+    } else {
+        Some(work)
     };
     let approaches = [Approach::Naive, Approach::Statesafe];
     let mut files = Vec::new();

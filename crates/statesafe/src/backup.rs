@@ -10,6 +10,7 @@
 
 use std::collections::BTreeSet;
 use std::ffi::{OsStr, OsString};
+use std::fs::File;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
@@ -18,9 +19,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::error::{Error, Op, Result};
 use crate::paths::Target;
 use crate::settings::BackupPolicy;
-use crate::sidecar;
-use crate::sys;
-use crate::write::Perms;
+use crate::sidecar::{Dir, Sidecar, Sub, Use};
+use crate::sys::{self, Access, Kind};
+use crate::write::{Perms, Poisoning};
 
 /// One backup on disk.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,16 +45,18 @@ pub struct BackupList {
     pub foreign: Vec<PathBuf>,
 }
 
+/// The backups folder's path, for messages.
 pub(crate) fn backups_dir(target: &Target) -> PathBuf {
     target.sidecar().join("backups")
 }
 
-pub(crate) fn quarantine_dir(target: &Target) -> PathBuf {
-    target.sidecar().join("quarantine")
-}
-
 fn backup_name(generation: u64) -> OsString {
     OsString::from(format!("gen-{generation:020}.json"))
+}
+
+/// Where the backup of `generation` is (or would be).
+pub(crate) fn path_of(target: &Target, generation: u64) -> PathBuf {
+    backups_dir(target).join(backup_name(generation))
 }
 
 fn parse_backup_name(name: &OsStr) -> Option<u64> {
@@ -64,81 +67,134 @@ fn parse_backup_name(name: &OsStr) -> Option<u64> {
         .flatten()
 }
 
+/// What [`link_outgoing`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Linked {
+    /// It made the backup (a commit that fails takes it back with [`unlink`]).
+    Made,
+    /// The backup was there already (a commit retried after a crash or a failure).
+    Existed,
+}
+
 /// Gives the current file (generation `generation`, checksum `checksum`) a second
 /// name in `backups/`. Runs on every commit: one `linkat`, and a `mkdir` only the
 /// first time.
 pub(crate) fn link_outgoing(
+    sidecar: &Sidecar,
     target: &Target,
     dir: &OwnedFd,
     generation: u64,
     checksum: u64,
     perms: Perms,
-) -> Result<()> {
-    let backups = backups_dir(target);
-    let path = backups.join(backup_name(generation));
-    let link = || sys::link_at(dir, &target.name, rustix::fs::CWD, path.as_os_str());
-    let mut result = match link() {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            sidecar::make_dir(&backups, Some(perms))
-                .map_err(|e| Error::io(Op::Backup, &backups, e))?;
-            link()
-        }
-        other => other,
-    };
+) -> Result<Linked> {
+    let backups = sidecar.sub_or_create(Sub::Backups, perms, Op::Backup)?;
+    let name = backup_name(generation);
+    let path = backups.join(&name);
+    let link = || sys::link_at(dir, &target.name, backups.fd(), &name);
+    let mut result = link();
     if matches!(&result, Err(e) if e.kind() == io::ErrorKind::AlreadyExists) {
-        if holds(&path, checksum) {
+        if holds(&backups, &name, checksum) {
             // Already backed up (a commit retried after a crash): same bytes.
-            return Ok(());
+            return Ok(Linked::Existed);
         }
-        // A different version under this generation's name: never overwrite or
-        // delete it; move it to the quarantine and keep ours.
-        let qdir = quarantine_dir(target);
-        let _ = sidecar::make_dir(&qdir, Some(perms));
-        let aside = qdir.join(format!(
+        // Something else under this generation's name: never overwrite or delete it;
+        // move it to the quarantine (a rename moves the name, whatever it is, and
+        // follows nothing) and keep ours.
+        let qdir = sidecar.sub_or_create(Sub::Quarantine, perms, Op::Backup)?;
+        let stale = backups
+            .read(&name, Op::Backup)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        let aside = OsString::from(format!(
             "stale-backup-gen-{generation}-{:016x}",
-            crate::format::checksum(&std::fs::read(&path).unwrap_or_default())
+            crate::format::checksum(&stale)
         ));
-        std::fs::rename(&path, &aside).map_err(|e| Error::io(Op::Backup, &path, e))?;
+        sys::rename_at(backups.fd(), &name, qdir.fd(), &aside)
+            .map_err(|e| Error::io(Op::Backup, &path, e))?;
         result = link();
     }
-    result.map_err(|e| Error::io(Op::Backup, path, e))
+    result
+        .map(|()| Linked::Made)
+        .map_err(|e| Error::io(Op::Backup, path, e))
 }
 
-/// Whether the file at `path` carries a metadata record for bytes with `checksum`.
-fn holds(path: &std::path::Path, checksum: u64) -> bool {
-    let Ok(file) = std::fs::File::open(path) else {
+/// Takes back the backup of `generation` that a commit made and then failed: a write
+/// that does not happen leaves no backup (and the live file no second name).
+pub(crate) fn unlink(sidecar: &Sidecar, generation: u64) -> Result<()> {
+    if let Some(dir) = sidecar.sub(Sub::Backups, Op::Backup)? {
+        dir.remove_file(&backup_name(generation), Op::Backup)?;
+    }
+    Ok(())
+}
+
+/// The generation of the backup that is the inode `(dev, ino)`, among the newest
+/// few: a version being adopted by a writer right now is linked there under its
+/// generation.
+pub(crate) fn generation_of_inode(sidecar: Option<&Sidecar>, dev: u64, ino: u64) -> Option<u64> {
+    let dir = sidecar?.sub(Sub::Backups, Op::Backup).ok()??;
+    let list = list(sidecar).ok()?;
+    list.backups.iter().take(3).find_map(|b| {
+        dir.stat(&backup_name(b.generation), Op::Backup)
+            .ok()
+            .flatten()
+            .filter(|st| st.dev == dev && st.ino == ino)
+            .map(|_| b.generation)
+    })
+}
+
+/// Whether backup `name` is a regular file carrying a metadata record for bytes with
+/// `checksum`.
+fn holds(backups: &Dir, name: &OsStr, checksum: u64) -> bool {
+    let Ok(Some(mut file)) = backups.open(name, Access::Read, 0, Use::Read, Op::Backup) else {
         return false;
     };
     match sys::get_meta_attr(&file) {
         Ok(sys::MetaAttr::Present(raw)) => {
             crate::format::Meta::decode(&raw).is_some_and(|m| m.xxh3 == checksum)
         }
-        _ => std::fs::read(path).is_ok_and(|b| crate::format::checksum(&b) == checksum),
+        _ => {
+            let mut bytes = Vec::new();
+            io::Read::read_to_end(&mut file, &mut bytes).is_ok()
+                && crate::format::checksum(&bytes) == checksum
+        }
     }
 }
 
+/// Opens backup `b` for reading (`None`: it is gone, pruned since the listing).
+pub(crate) fn open(sidecar: &Sidecar, b: &BackupInfo) -> Result<Option<File>> {
+    let Some(backups) = sidecar.sub(Sub::Backups, Op::Read)? else {
+        return Ok(None);
+    };
+    backups.open(
+        &backup_name(b.generation),
+        Access::Read,
+        0,
+        Use::Read,
+        Op::Read,
+    )
+}
+
 /// Lists the backups directory (an empty list when there is none).
-pub(crate) fn list(target: &Target) -> Result<BackupList> {
-    let dir = backups_dir(target);
-    let names = match sys::dir_names(&dir) {
-        Ok(names) => names,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(BackupList::default()),
-        Err(e) => return Err(Error::io(Op::Backup, &dir, e)),
+pub(crate) fn list(sidecar: Option<&Sidecar>) -> Result<BackupList> {
+    let Some(sidecar) = sidecar else {
+        return Ok(BackupList::default());
+    };
+    let Some(dir) = sidecar.sub(Sub::Backups, Op::Backup)? else {
+        return Ok(BackupList::default());
     };
     let mut list = BackupList::default();
-    for name in names {
-        let path = dir.join(&name);
-        let meta = match std::fs::symlink_metadata(&path) {
-            Ok(m) => m,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(Error::io(Op::Backup, &path, e)),
+    for name in dir.names(Op::Backup)? {
+        let Some(st) = dir.stat(&name, Op::Backup)? else {
+            continue;
         };
+        let path = dir.join(&name);
         match parse_backup_name(&name) {
-            Some(generation) if meta.is_file() => list.backups.push(BackupInfo {
+            Some(generation) if st.kind == Kind::File => list.backups.push(BackupInfo {
                 generation,
                 path,
-                size: meta.len(),
-                committed: meta.modified().unwrap_or(UNIX_EPOCH),
+                size: st.size,
+                committed: st.modified,
             }),
             _ => list.foreign.push(path),
         }
@@ -185,94 +241,96 @@ fn secs(t: SystemTime) -> u64 {
 }
 
 /// Removes statesafe's backups that `policy` no longer keeps; returns how many.
-/// Foreign files are never touched. Runs on every commit, so with count-only
-/// retention it reads names only.
-pub(crate) fn prune(target: &Target, policy: &BackupPolicy) -> Result<usize> {
-    let doomed: Vec<PathBuf> = if policy.hourly == 0 && policy.daily == 0 {
-        let dir = backups_dir(target);
-        let names = match sys::dir_names(&dir) {
-            Ok(names) => names,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
-            Err(e) => return Err(Error::io(Op::Backup, &dir, e)),
-        };
-        let mut ours: Vec<(u64, PathBuf)> = names
+/// Foreign files are never touched. Runs after every commit (on the janitor thread),
+/// so with count-only retention it reads names only. It always lists the folder:
+/// finding the backup that left the window by its name (outgoing generation less
+/// `keep`) deletes newer backups and keeps older ones once the generations have a gap.
+pub(crate) fn prune(sidecar: &Sidecar, policy: &BackupPolicy) -> Result<usize> {
+    let Some(dir) = sidecar.sub(Sub::Backups, Op::Backup)? else {
+        return Ok(0);
+    };
+    let doomed: Vec<u64> = if policy.hourly == 0 && policy.daily == 0 {
+        let mut ours: Vec<u64> = dir
+            .names(Op::Backup)?
             .iter()
-            .filter_map(|n| parse_backup_name(n).map(|g| (g, dir.join(n))))
+            .filter_map(|n| parse_backup_name(n))
             .collect();
         if ours.len() <= policy.keep as usize {
             return Ok(0);
         }
-        ours.sort_by_key(|(g, _)| std::cmp::Reverse(*g));
+        ours.sort_by_key(|g| std::cmp::Reverse(*g));
         ours.split_off(policy.keep as usize)
-            .into_iter()
-            .map(|(_, p)| p)
-            .collect()
     } else {
-        let list = list(target)?;
+        let list = list(Some(sidecar))?;
         let keep = keep_set(&list.backups, policy, SystemTime::now());
         list.backups
             .into_iter()
             .filter(|b| !keep.contains(&b.generation))
-            .map(|b| b.path)
+            .map(|b| b.generation)
             .collect()
     };
     let mut removed = 0;
-    for path in doomed {
-        match std::fs::remove_file(&path) {
-            Ok(()) => removed += 1,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io(Op::Backup, &path, e)),
+    for generation in doomed {
+        if dir.remove_file(&backup_name(generation), Op::Backup)? {
+            removed += 1;
         }
     }
     Ok(removed)
 }
 
-/// Pruning after an ordinary commit that backed up `outgoing`: with count-only
-/// retention, the one backup that just left the window is removed by name (one
-/// `unlink`, no listing). Every 64th generation, after a gap in the generations, and
-/// with time-based retention, the folder is pruned in full.
-pub(crate) fn prune_after(target: &Target, policy: &BackupPolicy, outgoing: u64) -> Result<usize> {
-    if policy.hourly != 0 || policy.daily != 0 || outgoing.is_multiple_of(64) {
-        return prune(target, policy);
-    }
-    let Some(leaving) = outgoing
-        .checked_sub(u64::from(policy.keep))
-        .filter(|g| *g > 0)
-    else {
-        return Ok(0);
-    };
-    let path = backups_dir(target).join(backup_name(leaving));
-    match std::fs::remove_file(&path) {
-        Ok(()) => Ok(1),
-        // Not there: the generations have a gap (a damaged version that was not kept, a
-        // re-created file), so the window cannot be found by name; prune in full.
-        Err(e) if e.kind() == io::ErrorKind::NotFound => prune(target, policy),
-        Err(e) => Err(Error::io(Op::Backup, &path, e)),
-    }
-}
-
 /// Gives the damaged current file a second name in `quarantine/`, keyed by its
 /// checksum so that repeating a recovery after a crash finds it there already.
+///
+/// The link is made durable before anything replaces the damaged file's name: the
+/// quarantine directory is synced, and when this call created it, the sidecar
+/// directory that holds its name too. A failed `fsync` poisons the store (it is never
+/// tried again: the kernel may have dropped what it failed to write).
 pub(crate) fn quarantine(
+    sidecar: &Sidecar,
     target: &Target,
     dir: &OwnedFd,
     checksum: u64,
     perms: Perms,
-) -> Result<PathBuf> {
-    let qdir = quarantine_dir(target);
-    let qfd = sidecar::make_dir(&qdir, Some(perms))
-        .and_then(|()| sys::open_dir(&qdir))
-        .map_err(|e| Error::io(Op::Quarantine, &qdir, e))?;
+) -> Result<Result<PathBuf>, Poisoning> {
+    let created = match sidecar.sub(Sub::Quarantine, Op::Quarantine) {
+        Ok(found) => found.is_none(),
+        Err(e) => return Ok(Err(e)),
+    };
+    let qdir = match sidecar.sub_or_create(Sub::Quarantine, perms, Op::Quarantine) {
+        Ok(d) => d,
+        Err(e) => return Ok(Err(e)),
+    };
     let name = OsString::from(format!("damaged-{checksum:016x}"));
     let path = qdir.join(&name);
-    match sys::link_at(dir, &target.name, &qfd, &name) {
+    match sys::link_at(dir, &target.name, qdir.fd(), &name) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(Error::io(Op::Quarantine, &path, e)),
+        Err(e) => return Ok(Err(Error::io(Op::Quarantine, &path, e))),
     }
     // The quarantine must survive: the next step replaces the damaged file's name.
-    sys::fsync(&qfd).map_err(|e| Error::io(Op::Quarantine, &qdir, e))?;
-    Ok(path)
+    sys::fsync(qdir.fd()).map_err(|e| Poisoning(Error::io(Op::Quarantine, qdir.path(), e)))?;
+    if created {
+        let root = sidecar.root();
+        sys::fsync(root.fd()).map_err(|e| Poisoning(Error::io(Op::Quarantine, root.path(), e)))?;
+    }
+    Ok(Ok(path))
+}
+
+/// The names in the quarantine (none without a sidecar or quarantine).
+pub(crate) fn quarantined(sidecar: Option<&Sidecar>) -> Result<Vec<PathBuf>> {
+    let Some(sidecar) = sidecar else {
+        return Ok(Vec::new());
+    };
+    let Some(dir) = sidecar.sub(Sub::Quarantine, Op::Quarantine)? else {
+        return Ok(Vec::new());
+    };
+    let mut paths: Vec<PathBuf> = dir
+        .names(Op::Quarantine)?
+        .iter()
+        .map(|n| dir.join(n))
+        .collect();
+    paths.sort();
+    Ok(paths)
 }
 
 #[cfg(test)]
@@ -286,6 +344,32 @@ mod tests {
             size: 1,
             committed: now - Duration::from_secs(secs_ago),
         }
+    }
+
+    #[test]
+    fn a_backup_gone_since_the_listing_reads_as_gone() {
+        // Another process's janitor can prune a listed backup before we read it; the
+        // recovery and `check` loops pass over it as "pruned", so it must not come back
+        // as an I/O error (which aborts a recovery).
+        let dir = tempfile::tempdir().unwrap();
+        let target = Target::resolve(&dir.path().join("s.json")).unwrap();
+        let fd = sys::open_dir(&target.dir).unwrap();
+        let perms = Perms {
+            mode: 0o644,
+            uid: sys::effective_uid(),
+            gid: sys::effective_gid(),
+        };
+        let sidecar = Sidecar::open(&target, &fd, Some(perms)).unwrap().unwrap();
+        sidecar
+            .sub_or_create(Sub::Backups, perms, Op::Backup)
+            .unwrap();
+        let gone = BackupInfo {
+            generation: 1,
+            path: backups_dir(&target).join(backup_name(1)),
+            size: 1,
+            committed: UNIX_EPOCH,
+        };
+        assert!(open(&sidecar, &gone).unwrap().is_none());
     }
 
     #[test]

@@ -49,6 +49,11 @@ pub enum Op {
     History,
     /// Reading or writing the settings.
     Settings,
+    /// Giving the new version the group of the one it replaces (an ordinary user
+    /// can only give a file a group they belong to).
+    KeepGroup,
+    /// Opening the sidecar directory.
+    OpenSidecar,
 }
 
 impl fmt::Display for Op {
@@ -71,6 +76,8 @@ impl fmt::Display for Op {
             Op::Quarantine => "quarantine damaged file",
             Op::History => "record history in",
             Op::Settings => "write settings",
+            Op::KeepGroup => "keep the group of",
+            Op::OpenSidecar => "open sidecar directory",
         })
     }
 }
@@ -139,6 +146,26 @@ pub enum Error {
         path: PathBuf,
         /// The rule that failed and where.
         message: String,
+    },
+
+    /// A sound version that this reader cannot take: one statesafe committed (its bytes
+    /// match the recorded checksum), or a valid JSON document changed outside
+    /// statesafe, refused by this reader's type, rule or schema. It is not damage:
+    /// nothing was quarantined, restored or rewritten.
+    #[error(
+        "generation {generation} of `{}` ({}) does not fit this reader: {reason}",
+        path.display(),
+        if *committed { "committed by statesafe; its checksum verifies" } else { "changed outside statesafe; valid JSON" }
+    )]
+    Mismatch {
+        /// The state file.
+        path: PathBuf,
+        /// The generation on disk.
+        generation: u64,
+        /// Whether statesafe committed it (else it was changed outside statesafe).
+        committed: bool,
+        /// What this reader expected and what it found.
+        reason: String,
     },
 
     /// The new state could not be serialized; nothing was written.
@@ -243,6 +270,23 @@ pub enum Error {
         limit: u64,
     },
 
+    /// The document nests arrays and objects deeper than [`crate::json::MAX_DEPTH`]:
+    /// refused on write, and on read of a file statesafe did not write (the same
+    /// limit, so a read never refuses a committed version). Not damage: nothing is
+    /// quarantined.
+    #[error(
+        "the document in `{}` is nested {depth} levels deep, over statesafe's limit of {limit}",
+        path.display()
+    )]
+    TooDeep {
+        /// The state file.
+        path: PathBuf,
+        /// How deep the document is.
+        depth: usize,
+        /// The limit.
+        limit: usize,
+    },
+
     /// The state file is damaged and no valid backup could replace it.
     #[error(
         "state file `{}` is damaged and could not be recovered{}",
@@ -288,6 +332,33 @@ pub enum Error {
         path: PathBuf,
     },
 
+    /// Something beside the state file that statesafe must not trust: a sidecar or
+    /// entry that is a symlink, FIFO, socket, device or hard link, belongs to someone
+    /// who may not write the state file, or is writable by more users than the state
+    /// file; or a symlinked state file that the kernel's `protected_symlinks` rule
+    /// would not follow. Nothing was followed, written or removed.
+    #[error("refusing to use `{}`: {reason}", path.display())]
+    Unsafe {
+        /// The object refused.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The lock file (or the sidecar holding it) was removed or replaced while this
+    /// process held the lock, so another writer may have taken a lock of its own (or
+    /// the state file was replaced by a writer that did not hold the lock): the commit
+    /// was abandoned before the rename and nothing was written.
+    #[error(
+        "lost the lock on `{}`: `{}` was removed or replaced while it was held (or the file was replaced by a writer without the lock)",
+        path.display(),
+        lock.display()
+    )]
+    LockLost {
+        /// The state file.
+        path: PathBuf,
+        /// The lock file.
+        lock: PathBuf,
+    },
     /// Any other I/O failure.
     #[error("failed to {op} `{}`", path.display())]
     Io {
@@ -360,6 +431,7 @@ impl Error {
             Error::LockTimeout { .. } => "lock_timeout",
             Error::GenerationConflict { .. } => "generation_conflict",
             Error::Invalid { .. } => "invalid",
+            Error::Mismatch { .. } => "mismatch",
             Error::Serialize { .. } => "serialize",
             Error::Aborted { .. } => "aborted",
             Error::NoSpace { .. } => "no_space",
@@ -370,9 +442,12 @@ impl Error {
             Error::BadPath { .. } => "bad_path",
             Error::AlreadyExists { .. } => "already_exists",
             Error::TooLarge { .. } => "too_large",
+            Error::TooDeep { .. } => "too_deep",
             Error::Unrecoverable { .. } => "unrecoverable",
             Error::BadSchema { .. } => "bad_schema",
             Error::GenerationUnavailable { .. } => "generation_unavailable",
+            Error::Unsafe { .. } => "unsafe",
+            Error::LockLost { .. } => "lock_lost",
             Error::Io { .. } => "io",
         }
     }
@@ -397,6 +472,11 @@ impl Error {
                 "someone else wrote the state since you read it: read it again and redo your change".into()
             }
             Error::NoSpace { .. } => "free some space on that filesystem and try again; the state file is unchanged".into(),
+            Error::PermissionDenied {
+                op: Op::KeepGroup, ..
+            } => {
+                "the file belongs to a group this user is not in, and a new version would silently change its group: write it as a member of that group (`newgrp`, `sg`), as its owner after `chgrp` to a group of yours, or as root".into()
+            }
             Error::PermissionDenied { .. } => {
                 "check the permissions of the state file and its directory (writing needs write access to the directory)".into()
             }
@@ -417,11 +497,27 @@ impl Error {
                 ),
                 None => "repair the file by hand, or start afresh deliberately".into(),
             },
+            Error::TooDeep { .. } => "flatten the document (an array of records instead of records inside records); statesafe holds documents up to that depth, on write and on read alike".into(),
             Error::BadSchema { .. } => "fix the schema (see https://json-schema.org)".into(),
             Error::GenerationUnavailable { .. } => {
                 "list what is kept with `statesafe log` and `statesafe backups`; raise the history or backup retention to keep more".into()
             }
+            Error::Mismatch { .. } => {
+                "the file is not damaged and nothing was changed: read it with the type, rule or schema it was written with, or migrate it deliberately".into()
+            }
             Error::Invalid { .. } => "change the update so that the new state satisfies the rule".into(),
+            Error::Unsafe { .. } => {
+                "another user may have planted it, or it was set up by hand: inspect it with `ls -la`; remove it if it is not yours (statesafe re-creates its own sidecar files), or have its owner fix it".into()
+            }
+            Error::LockLost { .. } => {
+                "something (a cleanup script, `rm -rf`, `git clean`) deleted statesafe's sidecar while it was in use, so another writer may have got in; a commit that fails this way wrote nothing. Stop the cleanup from doing that, then run the command again".into()
+            }
+            Error::Io { source, .. } if source.kind() == io::ErrorKind::NotFound => {
+                "a file statesafe was working on vanished under it: something (a cleanup job, `rm -rf` of the sidecar, another tool) removed statesafe's files meanwhile; nothing was committed by this call, so run it again".into()
+            }
+            Error::Io { .. } => {
+                "an unexpected system error: check the path, the permissions and the storage (`dmesg`); nothing was committed by this call".into()
+            }
             _ => return None,
         })
     }

@@ -24,10 +24,31 @@ pub enum Event {
         damage: String,
         /// Where the damaged file is kept.
         quarantined: PathBuf,
-        /// The backup generation restored (`None`: the store's default state).
+        /// The generation whose document was restored (`None`: the store's default
+        /// state).
         restored_from: Option<u64>,
+        /// When the history's patches rebuilt that generation: the backup generation
+        /// they were applied to (`None`: it was restored from its own backup).
+        rebuilt_from: Option<u64>,
         /// The generation now in place.
         generation: u64,
+    },
+    /// A read met a damaged state file but could not repair it without waiting (the
+    /// writers' lock was held) or at all (no write access): it returned the newest
+    /// version it could prove instead, and wrote nothing. The next writer, or
+    /// `recover`, repairs the file.
+    DamageNotRepaired {
+        /// The state file.
+        path: PathBuf,
+        /// What is wrong with it.
+        damage: String,
+        /// Why it was not repaired now.
+        because: String,
+        /// The generation returned instead.
+        served: u64,
+        /// When the history's patches rebuilt it: the backup generation they were
+        /// applied to.
+        rebuilt_from: Option<u64>,
     },
     /// The state file is on a network or user-space filesystem (NFS, SMB, FUSE, 9p),
     /// where atomic rename, `fsync` and `flock` are only as good as the server or the
@@ -39,10 +60,35 @@ pub enum Event {
         kind: &'static str,
     },
     /// The file was changed outside statesafe; the change was accepted (it is valid).
+    /// Only for a file statesafe has written before: a first contact is
+    /// [`Event::Adopted`].
     ExternalChange {
         /// The state file.
         path: PathBuf,
         /// The generation given to the changed file.
+        generation: u64,
+    },
+    /// A commit is durable, but a step after it failed (recording the history,
+    /// giving the sidecar the file's permissions): the commit stands and nothing is
+    /// retried; the failure is also counted in [`Stats`] and logged through `tracing`.
+    BookkeepingFailed {
+        /// The state file.
+        path: PathBuf,
+        /// The generation committed.
+        generation: u64,
+        /// The step that failed ("recording history").
+        what: String,
+        /// The error, as text.
+        error: String,
+    },
+    /// First contact with an existing file that statesafe has never written: no
+    /// metadata of ours on it, no sidecar record, backup or history. It is taken as it
+    /// is, as generation 1 (a valid document; anything else is damage as usual).
+    /// Reported like an external change, once per store, but it is not one.
+    Adopted {
+        /// The state file.
+        path: PathBuf,
+        /// The generation given to the file (1).
         generation: u64,
     },
 }
@@ -50,11 +96,22 @@ pub enum Event {
 impl std::fmt::Display for Event {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            Event::BookkeepingFailed {
+                path,
+                generation,
+                what,
+                error,
+            } => write!(
+                f,
+                "committed generation {generation} of `{}`, but {what} failed: {error}",
+                path.display()
+            ),
             Event::Recovered {
                 path,
                 damage,
                 quarantined,
                 restored_from,
+                rebuilt_from,
                 generation,
             } => {
                 write!(
@@ -62,14 +119,39 @@ impl std::fmt::Display for Event {
                     "state file `{}` was damaged ({damage}); ",
                     path.display()
                 )?;
-                match restored_from {
-                    Some(g) => write!(f, "restored backup generation {g}")?,
-                    None => write!(f, "replaced by the default state")?,
+                match (restored_from, rebuilt_from) {
+                    (Some(g), Some(b)) => write!(
+                        f,
+                        "restored generation {g} (backup {b} and the history's changes after it)"
+                    )?,
+                    (Some(g), None) => write!(f, "restored backup generation {g}")?,
+                    (None, _) => write!(f, "replaced by the default state")?,
                 }
                 write!(
                     f,
                     " as generation {generation}; the damaged file is kept at `{}`",
                     quarantined.display()
+                )
+            }
+            Event::DamageNotRepaired {
+                path,
+                damage,
+                because,
+                served,
+                rebuilt_from,
+            } => {
+                write!(
+                    f,
+                    "state file `{}` is damaged ({damage}) and was not repaired now: {because}; this read returned generation {served}, the newest version that verifies (",
+                    path.display()
+                )?;
+                match rebuilt_from {
+                    Some(b) => write!(f, "backup {b} and the history's changes after it")?,
+                    None => write!(f, "its backup")?,
+                }
+                write!(
+                    f,
+                    "); the next write, or `statesafe recover`, repairs the file"
                 )
             }
             Event::SpecialFilesystem { path, kind } => write!(
@@ -80,6 +162,11 @@ impl std::fmt::Display for Event {
             Event::ExternalChange { path, generation } => write!(
                 f,
                 "state file `{}` was changed outside statesafe; accepted as generation {generation}",
+                path.display()
+            ),
+            Event::Adopted { path, generation } => write!(
+                f,
+                "adopted `{}` as generation {generation}: statesafe had not written it before",
                 path.display()
             ),
         }
@@ -190,6 +277,10 @@ impl Recorder {
                 metrics::counter!("statesafe_recoveries_total").increment(1);
                 tracing::warn!(target: "statesafe", "{event}");
             }
+            Event::DamageNotRepaired { .. } => {
+                metrics::counter!("statesafe_damage_not_repaired_total").increment(1);
+                tracing::warn!(target: "statesafe", "{event}");
+            }
             Event::SpecialFilesystem { .. } => {
                 tracing::warn!(target: "statesafe", "{event}");
             }
@@ -197,6 +288,12 @@ impl Recorder {
                 self.stats.lock().external_changes += 1;
                 metrics::counter!("statesafe_external_changes_total").increment(1);
                 tracing::warn!(target: "statesafe", "{event}");
+            }
+            // Counted and logged where it happened (`transaction.rs`).
+            Event::BookkeepingFailed { .. } => {}
+            // The normal first contact, not a warning (and not an external change).
+            Event::Adopted { .. } => {
+                tracing::info!(target: "statesafe", "{event}");
             }
         }
     }

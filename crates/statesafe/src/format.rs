@@ -73,46 +73,195 @@ mod hex64 {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum Layout {
-    /// Indented with two spaces and ending in a newline: readable and diffable (default).
+    /// The layout of the version being replaced (default): a compact file stays
+    /// compact, an indented one keeps its indentation (two or four spaces, a tab...).
+    /// A new file, or one whose layout cannot be told (`{}`), is [`Layout::Pretty`].
     #[default]
+    Keep,
+    /// Indented with two spaces and ending in a newline: readable and diffable.
     Pretty,
     /// One line, ending in a newline: smallest and fastest.
     Compact,
 }
 
-/// Serializes `state` as the file's bytes.
+/// The layout a version was found in, or is written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Style {
+    /// One line.
+    Compact,
+    /// Indented by this many spaces per level.
+    Spaces(u8),
+    /// Indented by one tab per level.
+    Tabs,
+}
+
+/// Indentation wider than this is not kept (a hand-aligned file, not a style).
+const MAX_INDENT: usize = 16;
+
+impl Style {
+    /// How `bytes` are laid out: told by what follows the first `{` or `[` that has
+    /// content. `None` when nothing tells (a scalar, `{}`, an odd indentation).
+    pub(crate) fn detect(bytes: &[u8]) -> Option<Style> {
+        let open = bytes.iter().position(|b| *b == b'{' || *b == b'[')?;
+        let rest = &bytes[open + 1..];
+        let ws = rest.iter().take_while(|b| b.is_ascii_whitespace()).count();
+        match rest.get(ws) {
+            None | Some(b'}' | b']') => return None,
+            Some(_) => {}
+        }
+        let gap = &rest[..ws];
+        let Some(newline) = gap.iter().rposition(|b| *b == b'\n') else {
+            return Some(Style::Compact);
+        };
+        let indent = &gap[newline + 1..];
+        match indent {
+            [] => None,
+            _ if indent.len() <= MAX_INDENT && indent.iter().all(|b| *b == b' ') => {
+                Some(Style::Spaces(indent.len() as u8))
+            }
+            [b'\t'] => Some(Style::Tabs),
+            _ => None,
+        }
+    }
+}
+
+impl Layout {
+    /// The style to write in, given the style of the version being replaced.
+    pub(crate) fn style(self, replaced: Option<Style>) -> Style {
+        match self {
+            Layout::Keep => replaced.unwrap_or(Style::Spaces(2)),
+            Layout::Pretty => Style::Spaces(2),
+            Layout::Compact => Style::Compact,
+        }
+    }
+}
+
+/// How deeply documents may nest: arrays and objects inside each other.
+///
+/// Enforced identically when a document is written and when a file is read, so a
+/// read never refuses what a write accepted. serde_json's own limit (128) is lifted;
+/// see "Depth" in `docs/design.md` for the stack this needs.
+pub const MAX_DEPTH: usize = 10_000;
+
+/// The nesting depth of the JSON text `bytes` (0 for a scalar), by a scan that
+/// skips strings; for text that is not JSON, some number.
+pub(crate) fn depth_of(bytes: &[u8]) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => {
+                // Skip to the closing quote, over escapes.
+                i += 1;
+                while i < bytes.len() {
+                    match bytes[i] {
+                        b'\\' => i += 2,
+                        b'"' => break,
+                        _ => i += 1,
+                    }
+                }
+            }
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        i += 1;
+    }
+    deepest
+}
+
+/// Serializes `state` as the file's bytes, in `style`.
 ///
 /// `size_hint` is the expected length (the version being replaced is a good guess):
 /// the buffer starts there instead of growing by doubling, which left abandoned
 /// halves resident and made a large update's peak memory 3.5x the document.
+/// `envelope` is the number of levels statesafe adds around the state (1 in a
+/// sealed file): the depth limit applies to the state.
 pub(crate) fn encode<T: Serialize>(
     path: &Path,
     state: &T,
-    layout: Layout,
+    style: Style,
     size_hint: usize,
+    envelope: usize,
 ) -> Result<Vec<u8>> {
+    use serde_json::ser::{CompactFormatter, PrettyFormatter, Serializer};
     let mut bytes = Vec::with_capacity(size_hint);
-    match layout {
-        Layout::Pretty => serde_json::to_writer_pretty(&mut bytes, state),
-        Layout::Compact => serde_json::to_writer(&mut bytes, state),
-    }
-    .map_err(|source| Error::Serialize {
+    let result = match style {
+        Style::Compact => state.serialize(&mut Serializer::with_formatter(
+            &mut bytes,
+            CompactFormatter,
+        )),
+        Style::Spaces(n) => {
+            let indent = vec![b' '; usize::from(n)];
+            state.serialize(&mut Serializer::with_formatter(
+                &mut bytes,
+                PrettyFormatter::with_indent(&indent),
+            ))
+        }
+        Style::Tabs => state.serialize(&mut Serializer::with_formatter(
+            &mut bytes,
+            PrettyFormatter::with_indent(b"\t"),
+        )),
+    };
+    result.map_err(|source| Error::Serialize {
         path: path.to_path_buf(),
         source,
     })?;
+    let depth = depth_of(&bytes).saturating_sub(envelope);
+    if depth > MAX_DEPTH {
+        return Err(Error::TooDeep {
+            path: path.to_path_buf(),
+            depth,
+            limit: MAX_DEPTH,
+        });
+    }
     bytes.push(b'\n');
     Ok(bytes)
 }
 
+/// Refuses what a file statesafe did not write may hold and a file it wrote never
+/// does: an object with the same key twice (JSON parsers disagree on which value
+/// wins, so the document has no one meaning). Also refuses text that is not JSON,
+/// as [`decode`] would. Checked on files adopted or changed outside statesafe.
+pub(crate) fn check_unique_keys(path: &Path, bytes: &[u8]) -> Result<()> {
+    crate::json::check(bytes).map_err(|e| Error::Corrupt {
+        path: path.to_path_buf(),
+        line: Some(e.line()),
+        column: Some(e.column()),
+        reason: crate::json::reason(&e),
+    })
+}
+
 /// Parses the file's bytes, telling damage apart from a document of the wrong shape.
 pub(crate) fn decode<T: DeserializeOwned>(path: &Path, bytes: &[u8]) -> Result<T> {
+    decode_within(path, bytes, 0)
+}
+
+/// [`decode`] for a document inside `envelope` levels that statesafe added.
+fn decode_within<T: DeserializeOwned>(path: &Path, bytes: &[u8], envelope: usize) -> Result<T> {
     let corrupt = |line, column, reason: String| Error::Corrupt {
         path: path.to_path_buf(),
         line,
         column,
         reason,
     };
-    serde_json::from_slice(bytes).map_err(|e| {
+    // Deeper than any version statesafe writes: not damage (the JSON may be valid),
+    // a document this statesafe will not hold. Checked before parsing, so nothing
+    // below recurses deeper than the limit.
+    let depth = depth_of(bytes).saturating_sub(envelope);
+    if depth > MAX_DEPTH {
+        return Err(Error::TooDeep {
+            path: path.to_path_buf(),
+            depth,
+            limit: MAX_DEPTH,
+        });
+    }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    de.disable_recursion_limit();
+    T::deserialize(&mut de).and_then(|t| de.end().map(|()| t)).map_err(|e| {
         // Name the classic power-loss damage (only now: scanning every good document
         // for it would cost a pass over the bytes on every load).
         if bytes.iter().all(u8::is_ascii_whitespace) {
@@ -231,7 +380,7 @@ fn trim_start(bytes: &[u8]) -> &[u8] {
 pub(crate) fn encode_sealed<T: Serialize>(
     path: &Path,
     state: &T,
-    layout: Layout,
+    style: Style,
     generation: u64,
     time: String,
     size_hint: usize,
@@ -249,8 +398,9 @@ pub(crate) fn encode_sealed<T: Serialize>(
             statesafe: &header,
             state,
         },
-        layout,
+        style,
         size_hint,
+        1,
     )?;
     let at =
         checksum_position(&bytes, PLACEHOLDER).expect("invariant: the header was just written");
@@ -282,7 +432,7 @@ pub(crate) fn decode_sealed<T: DeserializeOwned>(
     path: &Path,
     bytes: &[u8],
 ) -> Result<(T, SealHeader)> {
-    let sealed: SealedIn<T> = decode(path, bytes)?;
+    let sealed: SealedIn<T> = decode_within(path, bytes, 1)?;
     let corrupt = |reason: String| Error::Corrupt {
         path: path.to_path_buf(),
         line: None,
@@ -357,9 +507,8 @@ mod tests {
     fn sealed_files_detect_any_changed_byte() {
         let p = Path::new("s.json");
         let doc = serde_json::json!({"grades": [1, 2, 3], "name": "x"});
-        for layout in [Layout::Pretty, Layout::Compact] {
-            let bytes =
-                encode_sealed(p, &doc, layout, 7, "2026-01-01T00:00:00Z".into(), 0).unwrap();
+        for style in [Style::Spaces(2), Style::Compact, Style::Tabs] {
+            let bytes = encode_sealed(p, &doc, style, 7, "2026-01-01T00:00:00Z".into(), 0).unwrap();
             assert!(looks_sealed(&bytes));
             let (back, header) = decode_sealed::<serde_json::Value>(p, &bytes).unwrap();
             assert_eq!(back, doc);
@@ -379,6 +528,94 @@ mod tests {
         assert!(!looks_sealed(br#"{"grades": []}"#));
     }
 
+    #[test]
+    fn layouts_are_told_from_the_bytes_and_kept() {
+        let doc = serde_json::json!({"a": [1, {"b": 2}], "c": "x"});
+        let p = Path::new("s.json");
+        for style in [
+            Style::Compact,
+            Style::Spaces(2),
+            Style::Spaces(4),
+            Style::Tabs,
+        ] {
+            let bytes = encode(p, &doc, style, 0, 0).unwrap();
+            assert_eq!(
+                Style::detect(&bytes),
+                Some(style),
+                "{}",
+                String::from_utf8_lossy(&bytes)
+            );
+            assert_eq!(Layout::Keep.style(Style::detect(&bytes)), style);
+            assert_eq!(
+                Layout::Pretty.style(Style::detect(&bytes)),
+                Style::Spaces(2)
+            );
+            assert_eq!(Layout::Compact.style(Style::detect(&bytes)), Style::Compact);
+        }
+        // Nothing to tell by: a new file's default.
+        for bytes in [
+            &b"{}\n"[..],
+            b"[ ]",
+            b"12",
+            b"",
+            b"{\n\"a\": 1}",
+            b"{\n \t\"a\": 1}",
+        ] {
+            assert_eq!(
+                Style::detect(bytes),
+                None,
+                "{}",
+                String::from_utf8_lossy(bytes)
+            );
+        }
+        assert_eq!(Layout::Keep.style(None), Style::Spaces(2));
+        assert_eq!(Style::detect(b"  [ 1, 2]"), Some(Style::Compact));
+        assert_eq!(
+            Style::detect(b"{\"a\": {\n   \"b\": 1}}"),
+            Some(Style::Compact)
+        );
+    }
+
+    #[test]
+    fn depth_is_refused_identically_on_write_and_read() {
+        let p = Path::new("s.json");
+        std::thread::Builder::new()
+            .stack_size(256 << 20)
+            .spawn(move || {
+                let mut v = serde_json::json!(1);
+                for _ in 0..MAX_DEPTH {
+                    v = serde_json::Value::Array(vec![v]);
+                }
+                // Compact only: indented, each level's line is indented by its depth,
+                // 100 MB for 10,000 levels (the pretty printer is covered below).
+                let bytes = encode(p, &v, Style::Compact, 0, 0).unwrap();
+                assert_eq!(decode::<serde_json::Value>(p, &bytes).unwrap(), v);
+                let sealed = encode_sealed(p, &v, Style::Compact, 1, String::new(), 0).unwrap();
+                assert_eq!(decode_sealed::<serde_json::Value>(p, &sealed).unwrap().0, v);
+                let deeper = serde_json::Value::Array(vec![v.clone()]);
+                let e = encode(p, &deeper, Style::Compact, 0, 0).unwrap_err();
+                assert!(matches!(e, Error::TooDeep { depth: 10_001, .. }), "{e}");
+                let e = encode_sealed(p, &deeper, Style::Compact, 1, String::new(), 0).unwrap_err();
+                assert!(matches!(e, Error::TooDeep { depth: 10_001, .. }), "{e}");
+                let text = deeper.to_string();
+                let e = decode::<serde_json::Value>(p, text.as_bytes()).unwrap_err();
+                assert!(matches!(e, Error::TooDeep { depth: 10_001, .. }), "{e}");
+                // serde_json's own drop is recursive: dropped here, on the deep stack.
+                drop((v, deeper));
+                let mut v = serde_json::json!({"a": 1});
+                for _ in 0..300 {
+                    v = serde_json::Value::Array(vec![v]);
+                }
+                for style in [Style::Spaces(2), Style::Tabs] {
+                    let bytes = encode(p, &v, style, 0, 0).unwrap();
+                    assert_eq!(decode::<serde_json::Value>(p, &bytes).unwrap(), v);
+                }
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+    }
+
     proptest! {
         #[test]
         fn meta_round_trips(generation in any::<u64>(), bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
@@ -391,8 +628,8 @@ mod tests {
         #[test]
         fn encode_decode_round_trips(v in proptest::collection::btree_map("[a-z]{1,8}", any::<i64>(), 0..16)) {
             let p = Path::new("s.json");
-            for layout in [Layout::Pretty, Layout::Compact] {
-                let bytes = encode(p, &v, layout, 0).unwrap();
+            for style in [Style::Spaces(2), Style::Compact, Style::Spaces(4), Style::Tabs] {
+                let bytes = encode(p, &v, style, 0, 0).unwrap();
                 let back: std::collections::BTreeMap<String, i64> = decode(p, &bytes).unwrap();
                 prop_assert_eq!(&back, &v);
             }

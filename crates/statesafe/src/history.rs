@@ -13,8 +13,7 @@
 //! drop the newest entries (never state); the next commit then starts a fresh snapshot.
 
 use std::collections::BTreeMap;
-use std::ffi::OsStr;
-use std::fs::OpenOptions;
+use std::ffi::{OsStr, OsString};
 use std::io::{self, Write};
 use std::path::PathBuf;
 
@@ -23,10 +22,9 @@ use serde_json::Value;
 
 use crate::error::{Error, Op, Result};
 use crate::format::Writer;
-use crate::paths::Target;
 use crate::settings::HistoryPolicy;
-use crate::sidecar;
-use crate::sys;
+use crate::sidecar::{Dir, Sidecar, Sub, Use};
+use crate::sys::Access;
 use crate::write::Perms;
 
 /// Why a generation came to be.
@@ -75,10 +73,6 @@ pub struct HistoryEntry {
     pub note: Option<String>,
 }
 
-fn history_dir(target: &Target) -> PathBuf {
-    target.sidecar().join("history")
-}
-
 fn segment_size(policy: &HistoryPolicy) -> u64 {
     u64::from(policy.keep / 4).max(1)
 }
@@ -109,67 +103,80 @@ pub(crate) fn needs_snapshot(
 
 /// Appends `entry`, then prunes segments the policy no longer keeps.
 pub(crate) fn append(
-    target: &Target,
+    sidecar: &Sidecar,
     policy: &HistoryPolicy,
     entry: &HistoryEntry,
     perms: Perms,
 ) -> Result<()> {
-    let dir = history_dir(target);
+    let dir = sidecar.sub_or_create(Sub::History, perms, Op::History)?;
     let size = segment_size(policy);
     let segment = segment_of(entry.generation, size);
-    let path = dir.join(segment_name(segment));
+    let name = OsString::from(segment_name(segment));
+    let path = dir.join(&name);
     let mut line = serde_json::to_vec(entry).expect("invariant: history entries serialize");
     line.push(b'\n');
-    let open = || {
-        // Usually the segment exists. A new one is created exclusively and gets the
-        // sidecar's permissions before it holds anything; if another writer created
-        // it in between, append to theirs.
-        match OpenOptions::new().append(true).open(&path) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                match OpenOptions::new().append(true).create_new(true).open(&path) {
-                    Ok(file) => sidecar::fix_file(&path, perms).map(|()| file),
-                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                        OpenOptions::new().append(true).open(&path)
-                    }
-                    Err(e) => Err(e),
-                }
+    let open = |access| dir.open(&name, access, 0o600, Use::Write, Op::History);
+    // Usually the segment exists. A new one is created exclusively and gets the
+    // sidecar's permissions before it holds anything; if another writer created it in
+    // between, append to theirs.
+    let mut file = match open(Access::Append)? {
+        Some(file) => file,
+        None => match open(Access::AppendCreate) {
+            Ok(Some(file)) => {
+                dir.fix_new_file(&file, perms)
+                    .map_err(|e| Error::io(Op::History, &path, e))?;
+                file
             }
-            other => other,
-        }
+            Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::AlreadyExists => {
+                open(Access::Append)?
+                    .ok_or_else(|| Error::io(Op::History, &path, io::ErrorKind::NotFound.into()))?
+            }
+            Err(e) => return Err(e),
+            Ok(None) => {
+                return Err(Error::io(
+                    Op::History,
+                    &path,
+                    io::ErrorKind::NotFound.into(),
+                ));
+            }
+        },
     };
-    let mut file = match open() {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            sidecar::make_dir(&dir, Some(perms)).map_err(|e| Error::io(Op::History, &dir, e))?;
-            open()
-        }
-        other => other,
+    // A power loss during an earlier append can leave that line torn (no newline at
+    // the end of the segment): start on a fresh line, or this entry would be glued to
+    // the torn one and skipped with it by every reader.
+    if ends_torn(&file).map_err(|e| Error::io(Op::History, &path, e))? {
+        line.insert(0, b'\n');
     }
-    .map_err(|e| Error::io(Op::History, &path, e))?;
     // One write of one line with O_APPEND: concurrent appends cannot interleave bytes.
     file.write_all(&line)
         .map_err(|e| Error::io(Op::History, &path, e))?;
     if (entry.generation - 1).is_multiple_of(size) {
-        prune(target, policy, entry.generation)?;
+        prune(&dir, policy, entry.generation)?;
     }
     Ok(())
 }
 
+/// Whether the segment's last byte is not a newline: an append was cut short.
+fn ends_torn(file: &std::fs::File) -> io::Result<bool> {
+    use std::os::unix::fs::FileExt;
+    let len = file.metadata()?.len();
+    if len == 0 {
+        return Ok(false);
+    }
+    let mut last = [0u8];
+    file.read_exact_at(&mut last, len - 1)?;
+    Ok(last[0] != b'\n')
+}
+
 /// Removes segments all of whose generations are older than the last `keep`.
-fn prune(target: &Target, policy: &HistoryPolicy, newest: u64) -> Result<()> {
-    let dir = history_dir(target);
+fn prune(dir: &Dir, policy: &HistoryPolicy, newest: u64) -> Result<()> {
     let size = segment_size(policy);
     let oldest_kept = newest.saturating_sub(u64::from(policy.keep)) + 1;
-    let names = sys::dir_names(&dir).map_err(|e| Error::io(Op::History, &dir, e))?;
-    for name in names {
+    for name in dir.names(Op::History)? {
         if let Some(segment) = parse_segment_name(&name) {
             let last_in_segment = (segment + 1) * size;
             if last_in_segment < oldest_kept {
-                let path = dir.join(&name);
-                match std::fs::remove_file(&path) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(Error::io(Op::History, path, e)),
-                }
+                dir.remove_file(&name, Op::History)?;
             }
         }
     }
@@ -181,32 +188,31 @@ fn prune(target: &Target, policy: &HistoryPolicy, newest: u64) -> Result<()> {
 /// `keep` either (without it, also the older entries still on disk, which rebuilding
 /// a document may need for its snapshot).
 pub(crate) fn read(
-    target: &Target,
+    sidecar: Option<&Sidecar>,
     policy: &HistoryPolicy,
     current: u64,
     retained_only: bool,
 ) -> Result<Vec<HistoryEntry>> {
-    let dir = history_dir(target);
-    let names = match sys::dir_names(&dir) {
-        Ok(names) => names,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(Error::io(Op::History, &dir, e)),
+    let Some(sidecar) = sidecar else {
+        return Ok(Vec::new());
     };
-    let mut segments: Vec<(u64, PathBuf)> = names
-        .iter()
-        .filter_map(|n| parse_segment_name(n).map(|s| (s, dir.join(n))))
+    let Some(dir) = sidecar.sub(Sub::History, Op::History)? else {
+        return Ok(Vec::new());
+    };
+    let mut segments: Vec<(u64, OsString)> = dir
+        .names(Op::History)?
+        .into_iter()
+        .filter_map(|n| parse_segment_name(&n).map(|s| (s, n)))
         .collect();
     segments.sort();
     let mut by_generation = BTreeMap::new();
-    for (_, path) in segments {
-        let bytes = match std::fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(Error::io(Op::History, &path, e)),
+    for (_, name) in segments {
+        let Some(bytes) = dir.read(&name, Op::History)? else {
+            continue;
         };
         // A torn last line (power loss during an append) is skipped, not fatal.
         for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-            if let Ok(entry) = serde_json::from_slice::<HistoryEntry>(line) {
+            if let Some(entry) = parse_entry(line) {
                 by_generation.insert(entry.generation, entry);
             }
         }
@@ -222,26 +228,51 @@ pub(crate) fn read(
         .collect())
 }
 
+/// Levels an entry adds around a document: the entry, its patch list, an operation.
+const ENTRY_LEVELS: usize = 3;
+
+/// One entry line, or `None` for a torn or foreign line. Documents nest up to
+/// [`crate::json::MAX_DEPTH`] levels, beyond serde_json's default limit of 128: the
+/// limit is lifted for lines no deeper than that (checked first, so a planted line
+/// cannot make the parser recurse without bound).
+fn parse_entry(line: &[u8]) -> Option<HistoryEntry> {
+    if crate::format::depth_of(line) > crate::json::MAX_DEPTH + ENTRY_LEVELS {
+        return None;
+    }
+    let mut de = serde_json::Deserializer::from_slice(line);
+    de.disable_recursion_limit();
+    let entry = serde::Deserialize::deserialize(&mut de).ok()?;
+    de.end().ok()?;
+    Some(entry)
+}
+
 /// The last generation recorded (to detect gaps), reading only the newest segment.
 pub(crate) fn last_recorded(
-    target: &Target,
+    sidecar: &Sidecar,
     policy: &HistoryPolicy,
     generation: u64,
 ) -> Option<u64> {
     let size = segment_size(policy);
-    let dir = history_dir(target);
+    let dir = sidecar.sub(Sub::History, Op::History).ok()??;
     let segment = segment_of(generation, size);
     [Some(segment), segment.checked_sub(1)]
         .into_iter()
         .flatten()
-        .find_map(|s| last_generation_in(&dir.join(segment_name(s)), generation))
+        .find_map(|s| last_generation_in(&dir, &segment_name(s), generation))
 }
 
 /// The generation of the last complete entry (at most `limit`) in one segment file,
 /// reading only its tail: this runs on every commit.
-fn last_generation_in(path: &std::path::Path, limit: u64) -> Option<u64> {
+fn last_generation_in(dir: &Dir, name: &str, limit: u64) -> Option<u64> {
+    let file = dir
+        .open(OsStr::new(name), Access::Read, 0, Use::Read, Op::History)
+        .ok()??;
+    last_generation_of(&file, limit)
+}
+
+/// [`last_generation_in`] of an open segment.
+fn last_generation_of(file: &std::fs::File, limit: u64) -> Option<u64> {
     use std::os::unix::fs::FileExt;
-    let file = std::fs::File::open(path).ok()?;
     let len = file.metadata().ok()?.len();
     let mut window = 8192u64;
     loop {
@@ -280,9 +311,10 @@ fn leading_generation(line: &[u8]) -> Option<u64> {
 }
 
 /// The newest generation recorded in any segment (for files re-created after deletion).
-pub(crate) fn newest_generation(target: &Target) -> Option<u64> {
-    let dir = history_dir(target);
-    let mut segments: Vec<u64> = sys::dir_names(&dir)
+pub(crate) fn newest_generation(sidecar: &Sidecar) -> Option<u64> {
+    let dir = sidecar.sub(Sub::History, Op::History).ok()??;
+    let mut segments: Vec<u64> = dir
+        .names(Op::History)
         .ok()?
         .iter()
         .filter_map(|n| parse_segment_name(n))
@@ -291,7 +323,7 @@ pub(crate) fn newest_generation(target: &Target) -> Option<u64> {
     segments
         .iter()
         .rev()
-        .find_map(|s| last_generation_in(&dir.join(segment_name(*s)), u64::MAX))
+        .find_map(|s| last_generation_in(&dir, &segment_name(*s), u64::MAX))
 }
 
 /// Rebuilds the document at `generation` from the nearest snapshot and the patches
@@ -394,11 +426,20 @@ mod tests {
             text.push('\n');
         }
         std::fs::write(&path, &text).unwrap();
-        assert_eq!(last_generation_in(&path, u64::MAX), Some(300));
-        assert_eq!(last_generation_in(&path, 120), Some(120));
+        assert_eq!(
+            last_generation_of(&std::fs::File::open(&path).unwrap(), u64::MAX),
+            Some(300)
+        );
+        assert_eq!(
+            last_generation_of(&std::fs::File::open(&path).unwrap(), 120),
+            Some(120)
+        );
         text.push_str("{\"generation\":301,\"time\":\"");
         std::fs::write(&path, &text).unwrap();
-        assert_eq!(last_generation_in(&path, u64::MAX), Some(300));
+        assert_eq!(
+            last_generation_of(&std::fs::File::open(&path).unwrap(), u64::MAX),
+            Some(300)
+        );
     }
 
     #[test]

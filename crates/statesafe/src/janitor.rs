@@ -15,7 +15,7 @@
 //!   it lists backups (`backups`, `check`, `info`, `recover`, `restore`) and when it is
 //!   dropped, so a one-shot program (the CLI) leaves exactly what the policy keeps.
 //!   A process that exits without dropping its store can leave one backup too many;
-//!   the next full prune (every 64th generation) removes it.
+//!   the next prune (each one lists the folder) removes it.
 //! - Fork-safe: the worker belongs to the process that started it; a forked child
 //!   starts its own (or runs the job inline if no thread can be started), and never
 //!   waits for jobs its parent handed over before the fork.

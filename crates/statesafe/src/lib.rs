@@ -33,6 +33,8 @@ mod events;
 mod format;
 mod history;
 mod janitor;
+pub mod json;
+mod local_patch;
 mod lock;
 mod paths;
 mod recover;

@@ -9,20 +9,30 @@
 //!   that times out can say who holds the lock. The record also names the temporary file
 //!   the holder is about to create and the last generation it committed: the next holder
 //!   removes that temporary file if the previous holder died before cleaning up.
+//! - Only a user who may write the state file takes the lock (the lock file is opened
+//!   read-write, through the checked [`Sidecar`]), and a holder verifies that the inode
+//!   it locked is still the lock file at its path, after locking and again right before
+//!   a commit's rename: a lock file deleted while held cannot give two holders a commit
+//!   each (`docs/design.md`, "The lock cannot split").
 
+use std::ffi::OsStr;
 use std::fmt;
 use std::fs::File;
 use std::io;
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use parking_lot::{Mutex, MutexGuard};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Op, Result};
-use crate::sys;
+use crate::paths::Target;
+use crate::sidecar::{Sidecar, Use};
+use crate::sys::{self, Access};
+use crate::write::Perms;
 
 /// Size of the record area at the start of the lock file. Records are padded with
 /// spaces to this size so that each is written with one `pwrite`, never truncated.
@@ -140,6 +150,9 @@ fn now_rfc3339() -> String {
 /// The lock file of one state file, opened once per [`Store`](crate::Store).
 #[derive(Debug)]
 pub(crate) struct LockFile {
+    /// The state file.
+    target: Target,
+    /// The lock file's path, for messages.
     path: PathBuf,
     /// `None` until first needed; the mutex also serializes this process's threads.
     file: Mutex<Option<OpenLock>>,
@@ -147,11 +160,31 @@ pub(crate) struct LockFile {
 
 #[derive(Debug)]
 struct OpenLock {
+    /// Opened read-write: only a user who may write the state file takes the lock.
     file: File,
-    /// False when we could only open the file read-only (someone else's lock file):
-    /// we can still lock, but not record ourselves as the holder.
-    writable: bool,
+    /// The sidecar it is in, checked when opened.
+    sidecar: Arc<Sidecar>,
 }
+
+impl OpenLock {
+    /// Whether the descriptor we lock is still the lock file at its path, and the
+    /// sidecar still the directory at its name: a cleanup that removed or replaced
+    /// either would let another writer lock a different inode.
+    fn in_place(&self, state_dir: &OwnedFd) -> io::Result<bool> {
+        let ours = sys::stat_fd(&self.file)?;
+        let at_path = match sys::stat_at(self.sidecar.root().fd(), OsStr::new(LOCK_FILE)) {
+            Ok(st) => st,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        Ok(ours.dev == at_path.dev
+            && ours.ino == at_path.ino
+            && self.sidecar.in_place(state_dir)?)
+    }
+}
+
+/// The lock file's name in the sidecar.
+const LOCK_FILE: &str = "lock";
 
 /// A held lock; dropping it releases the lock.
 pub(crate) struct Guard<'a> {
@@ -160,12 +193,15 @@ pub(crate) struct Guard<'a> {
     pub record: Record,
     pub previous: Record,
     locked: bool,
+    state: PathBuf,
+    lock: PathBuf,
 }
 
 impl LockFile {
-    pub fn new(path: PathBuf) -> LockFile {
+    pub fn new(target: &Target) -> LockFile {
         LockFile {
-            path,
+            target: target.clone(),
+            path: target.sidecar().join(LOCK_FILE),
             file: Mutex::new(None),
         }
     }
@@ -176,46 +212,69 @@ impl LockFile {
 
     /// Takes the lock, waiting at most `timeout` (zero: try once).
     ///
-    /// `state` is the state file, for messages; `make_dir` creates the sidecar
-    /// directory if the lock file's directory is missing.
+    /// `state_dir` is the state file's directory; `fresh` the permissions a new state
+    /// file would get, for a sidecar made before the file exists. Only a user who may
+    /// write the state file (or create it) can take the lock. After `flock` succeeds
+    /// the lock is checked to be the lock file at its path; if a cleanup removed or
+    /// replaced it (or the sidecar), it is opened and locked again.
     pub fn acquire(
         &self,
-        state: &Path,
+        state_dir: &OwnedFd,
         timeout: Duration,
         operation: &str,
         temp: Option<String>,
-        make_dir: impl Fn() -> Result<()>,
+        fresh: Perms,
     ) -> Result<Guard<'_>> {
+        let state = &self.target.given;
         let start = Instant::now();
+        let timed_out = |waited| Error::LockTimeout {
+            path: state.clone(),
+            waited,
+            holder: self.read_holder(state_dir).map(Box::new),
+        };
         let mut inner = match self.file.try_lock_for(timeout) {
             Some(inner) => inner,
-            None => {
-                return Err(Error::LockTimeout {
-                    path: state.to_path_buf(),
-                    waited: start.elapsed(),
-                    holder: self.read_holder().map(Box::new),
-                });
-            }
+            None => return Err(timed_out(start.elapsed())),
         };
-        if inner.is_none() {
-            *inner = Some(self.open(make_dir)?);
-        }
-        let open = inner.as_ref().expect("invariant: opened above");
-        if !cfg!(feature = "mutation-no-lock") {
-            wait_for_flock(&open.file, start, timeout)
+        self.check_may_write(state_dir)?;
+        loop {
+            if inner.is_none() {
+                *inner = self.open(state_dir, fresh)?;
+            }
+            let Some(open) = inner.as_ref() else {
+                // The sidecar vanished while we opened it (a cleanup is deleting it):
+                // start again with whatever is at the path now.
+                if start.elapsed() >= timeout {
+                    return Err(timed_out(start.elapsed()));
+                }
+                continue;
+            };
+            if !cfg!(statesafe_mutation = "no-lock")
+                && !wait_for_flock(&open.file, start, timeout)
+                    .map_err(|e| Error::io(Op::Lock, &self.path, e))?
+            {
+                return Err(timed_out(start.elapsed()));
+            }
+            if open
+                .in_place(state_dir)
                 .map_err(|e| Error::io(Op::Lock, &self.path, e))?
-                .then_some(())
-                .ok_or_else(|| Error::LockTimeout {
-                    path: state.to_path_buf(),
-                    waited: start.elapsed(),
-                    holder: self.read_holder().map(Box::new),
-                })?;
+            {
+                break;
+            }
+            // Locked an inode that is no longer the lock file: closing it frees that
+            // lock; open whatever is at the path now and lock that.
+            *inner = None;
+            if start.elapsed() >= timeout {
+                return Err(timed_out(start.elapsed()));
+            }
         }
         let mut guard = Guard {
             inner,
             record: Record::default(),
             previous: Record::default(),
             locked: true,
+            state: state.clone(),
+            lock: self.path.clone(),
         };
         guard.previous = guard.read_record().unwrap_or_default();
         let (host, user, command) = identity();
@@ -236,40 +295,79 @@ impl LockFile {
         Ok(guard)
     }
 
-    fn open(&self, make_dir: impl Fn() -> Result<()>) -> Result<OpenLock> {
-        let open_rw = || {
-            std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&self.path)
-        };
-        let file = match open_rw() {
-            Ok(file) => file,
+    /// Refuses the writers' lock to a user who may not write the state file (or, when
+    /// it does not exist, create it): otherwise anyone who can read a file could hold
+    /// its writers off indefinitely.
+    fn check_may_write(&self, state_dir: &OwnedFd) -> Result<()> {
+        let result = match sys::may_write_at(state_dir, &self.target.name) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                make_dir()?;
-                open_rw().map_err(|e| Error::io(Op::OpenLock, &self.path, e))?
+                sys::may_write_at(state_dir, OsStr::new("."))
             }
-            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
-                let file =
-                    File::open(&self.path).map_err(|_| Error::io(Op::OpenLock, &self.path, e))?;
-                return Ok(OpenLock {
-                    file,
-                    writable: false,
-                });
-            }
-            Err(e) => return Err(Error::io(Op::OpenLock, &self.path, e)),
+            other => other,
         };
-        Ok(OpenLock {
+        result.map_err(|e| Error::io(Op::Lock, &self.target.given, e))
+    }
+
+    /// Opens (creating where missing) the sidecar and the lock file in it; `None` when
+    /// the sidecar was deleted under us.
+    fn open(&self, state_dir: &OwnedFd, fresh: Perms) -> Result<Option<OpenLock>> {
+        let perms = match sys::stat_at(state_dir, &self.target.name) {
+            Ok(st) => Perms {
+                mode: st.mode,
+                uid: st.uid,
+                gid: st.gid,
+            },
+            Err(_) => fresh,
+        };
+        let Some(sidecar) = Sidecar::open(&self.target, state_dir, Some(perms))? else {
+            return Ok(None);
+        };
+        let name = OsStr::new(LOCK_FILE);
+        let existed = sidecar.root().stat(name, Op::OpenLock)?.is_some();
+        let opened = sidecar.root().open(
+            name,
+            Access::ReadWriteCreate,
+            0o600,
+            Use::Write,
+            Op::OpenLock,
+        );
+        let file = match opened {
+            Ok(Some(file)) => file,
+            // O_CREAT in a directory that was removed meanwhile.
+            Ok(None) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        if !existed {
+            // Everyone who may write the state file must be able to lock it.
+            sidecar
+                .root()
+                .fix_new_file(&file, perms)
+                .map_err(|e| Error::io(Op::OpenLock, &self.path, e))?;
+        }
+        Ok(Some(OpenLock {
             file,
-            writable: true,
-        })
+            sidecar: Arc::new(sidecar),
+        }))
+    }
+
+    /// The lock file, opened for reading without taking the lock (`None`: none).
+    fn open_for_reading(&self, state_dir: &OwnedFd) -> Option<File> {
+        let sidecar = Sidecar::open(&self.target, state_dir, None).ok()??;
+        sidecar
+            .root()
+            .open(
+                OsStr::new(LOCK_FILE),
+                Access::Read,
+                0,
+                Use::Read,
+                Op::OpenLock,
+            )
+            .ok()?
     }
 
     /// The holder recorded in the lock file, if the lock is held right now.
-    pub fn read_holder(&self) -> Option<Holder> {
-        let file = File::open(&self.path).ok()?;
+    pub fn read_holder(&self, state_dir: &OwnedFd) -> Option<Holder> {
+        let file = self.open_for_reading(state_dir)?;
         if file.try_lock_shared().is_ok() {
             // Nobody holds it (any more): the record is stale.
             return None;
@@ -277,9 +375,8 @@ impl LockFile {
         let mut buf = vec![0u8; RECORD_SIZE];
         let n = file.read_at(&mut buf, 0).unwrap_or(0);
         let recorded = Record::parse(&buf[..n]).and_then(|r| r.holder);
-        // Trust the record only if its process really holds the lock: a holder that
-        // could not write the lock file (another user's, read-only) leaves the previous
-        // holder's record in place, which must never be named.
+        // Trust the record only if its process really holds the lock: a record left by
+        // an earlier holder must never be named.
         let Some(pids) = sys::flock_holders(&file) else {
             return recorded;
         };
@@ -305,8 +402,14 @@ impl LockFile {
     /// The last generation recorded in the lock file without taking the lock (0 when
     /// there is no lock file or no readable record). A hint for files whose
     /// generation cannot be read from their own metadata.
-    pub fn last_generation_hint(&self) -> u64 {
-        let Ok(file) = File::open(&self.path) else {
+    pub fn last_generation_hint(&self, sidecar: &Sidecar) -> u64 {
+        let Ok(Some(file)) = sidecar.root().open(
+            OsStr::new(LOCK_FILE),
+            Access::Read,
+            0,
+            Use::Read,
+            Op::OpenLock,
+        ) else {
             return 0;
         };
         let mut buf = vec![0u8; RECORD_SIZE];
@@ -354,6 +457,30 @@ impl Guard<'_> {
             .expect("invariant: a guard exists only for an open lock")
     }
 
+    /// The sidecar the lock file is in.
+    pub fn sidecar(&self) -> &Arc<Sidecar> {
+        &self.open().sidecar
+    }
+
+    /// Checks that the lock we hold is still the lock file at its path (call right
+    /// before the rename of a commit): if it was removed or replaced, another writer may
+    /// hold a lock of its own, and the commit must not happen.
+    pub fn verify(&self, state_dir: &OwnedFd) -> Result<()> {
+        match self.open().in_place(state_dir) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(self.lost()),
+            Err(e) => Err(Error::io(Op::Lock, &self.lock, e)),
+        }
+    }
+
+    /// The error for a lock found lost (or the state file replaced under it).
+    pub fn lost(&self) -> Error {
+        Error::LockLost {
+            path: self.state.clone(),
+            lock: self.lock.clone(),
+        }
+    }
+
     fn read_record(&self) -> Option<Record> {
         let mut buf = vec![0u8; RECORD_SIZE];
         let n = self.open().file.read_at(&mut buf, 0).ok()?;
@@ -364,11 +491,8 @@ impl Guard<'_> {
     /// The record is informational: it is never synced, and a failure to write it is
     /// reported only when we cannot write the lock file at all.
     pub fn write_record(&mut self, path: &Path) -> Result<()> {
-        let open = self.open();
-        if !open.writable {
-            return Ok(());
-        }
-        open.file
+        self.open()
+            .file
             .write_all_at(&self.record.encode(), 0)
             .map_err(|e| Error::io(Op::Lock, path, e))
     }
@@ -388,7 +512,7 @@ impl Guard<'_> {
             return;
         }
         self.locked = false;
-        if cfg!(feature = "mutation-no-lock") {
+        if cfg!(statesafe_mutation = "no-lock") {
             return;
         }
         if self.open().file.unlock().is_err() {

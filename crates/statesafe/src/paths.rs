@@ -8,6 +8,7 @@
 
 use std::ffi::{OsStr, OsString};
 use std::io;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -50,9 +51,21 @@ impl Target {
             return Err(bad("the path ends with `/`, so it names a directory"));
         }
         let mut current = path.to_path_buf();
+        let mut hops = 0;
         for _ in 0..MAX_LINKS {
+            // The directories on the way are resolved by us too, one component at a
+            // time, under the same symlink rule as the file's own name.
+            if let (Some(parent), Some(name)) = (current.parent(), current.file_name())
+                && !parent.as_os_str().is_empty()
+            {
+                let name = name.to_os_string();
+                current = canonical_dir(parent, &mut hops)
+                    .map_err(|e| e.into_error(&given, parent))?
+                    .join(name);
+            }
             match std::fs::symlink_metadata(&current) {
                 Ok(meta) if meta.file_type().is_symlink() => {
+                    check_link_owner(&current, meta.uid())?;
                     let link = std::fs::read_link(&current)
                         .map_err(|e| Error::io(Op::Resolve, &current, e))?;
                     current = match current.parent() {
@@ -86,16 +99,7 @@ impl Target {
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => Path::new("."),
         };
-        let dir = match std::fs::canonicalize(parent) {
-            Ok(dir) => dir,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(Error::BadPath {
-                    path: given,
-                    reason: format!("its directory `{}` does not exist", parent.display()),
-                });
-            }
-            Err(e) => return Err(Error::io(Op::Resolve, parent, e)),
-        };
+        let dir = canonical_dir(parent, &mut 0).map_err(|e| e.into_error(&given, parent))?;
         match std::fs::metadata(&dir) {
             Ok(m) if m.is_dir() => {}
             Ok(_) => {
@@ -147,7 +151,7 @@ impl Target {
     /// A fresh temporary file name, unique across processes and calls.
     pub fn temp_name(&self) -> OsString {
         let mut s = self.temp_prefix();
-        if cfg!(feature = "mutation-fixed-temp-name") {
+        if cfg!(statesafe_mutation = "fixed-temp-name") {
             s.push("fixed");
             return s;
         }
@@ -155,11 +159,141 @@ impl Target {
         s
     }
 
-    /// Whether `name` is one of our temporary files.
+    /// Whether `name` is exactly a temporary file name this state file's writers
+    /// generate: the prefix, a pid, `-` and 16 lowercase hex digits, nothing else. So a
+    /// name read from a file (the lock record) is only ever used when it is a single
+    /// component of that form, never `..` or a path.
     pub fn is_temp(&self, name: &OsStr) -> bool {
-        name.as_encoded_bytes()
-            .starts_with(self.temp_prefix().as_encoded_bytes())
+        let Some(rest) = name
+            .as_encoded_bytes()
+            .strip_prefix(self.temp_prefix().as_encoded_bytes())
+        else {
+            return false;
+        };
+        if cfg!(statesafe_mutation = "fixed-temp-name") && rest == b"fixed" {
+            return true;
+        }
+        let Some(dash) = rest.iter().position(|b| *b == b'-') else {
+            return false;
+        };
+        let (pid, hex) = (&rest[..dash], &rest[dash + 1..]);
+        (1..=10).contains(&pid.len())
+            && pid.iter().all(u8::is_ascii_digit)
+            && hex.len() == 16
+            && hex.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
     }
+}
+
+/// Why [`canonical_dir`] failed.
+enum DirError {
+    /// A component does not exist.
+    Missing,
+    /// A link the symlink rule refuses, or another error already made.
+    Refused(Error),
+    /// An I/O error on this path.
+    Io(PathBuf, io::Error),
+}
+
+impl DirError {
+    fn into_error(self, given: &Path, parent: &Path) -> Error {
+        match self {
+            DirError::Missing => Error::BadPath {
+                path: given.to_path_buf(),
+                reason: format!("its directory `{}` does not exist", parent.display()),
+            },
+            DirError::Refused(e) => e,
+            DirError::Io(path, e) => Error::io(Op::Resolve, path, e),
+        }
+    }
+}
+
+/// The real path of directory `dir` (like `std::fs::canonicalize`), resolved one
+/// component at a time so that every symlink on the way is judged by
+/// [`check_link_owner`]: a link another user planted in a sticky, world-writable
+/// directory (`/tmp/d -> /root`) is refused wherever it stands in the path, as the
+/// kernel's `protected_symlinks` would refuse it. `hops` counts the links followed
+/// (at most [`MAX_LINKS`], shared with the caller's own chain).
+fn canonical_dir(dir: &Path, hops: &mut usize) -> std::result::Result<PathBuf, DirError> {
+    use std::collections::VecDeque;
+    use std::path::Component;
+    let absolute = if dir.is_absolute() {
+        dir.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map_err(|e| DirError::Io(dir.to_path_buf(), e))?
+            .join(dir)
+    };
+    let mut out = PathBuf::from("/");
+    let mut rest: VecDeque<OsString> = VecDeque::new();
+    let push_front = |rest: &mut VecDeque<OsString>, out: &mut PathBuf, path: &Path| {
+        let mut parts = Vec::new();
+        for c in path.components() {
+            match c {
+                Component::RootDir | Component::Prefix(_) => *out = PathBuf::from("/"),
+                Component::CurDir => {}
+                Component::ParentDir => parts.push(OsString::from("..")),
+                Component::Normal(n) => parts.push(n.to_os_string()),
+            }
+        }
+        for part in parts.into_iter().rev() {
+            rest.push_front(part);
+        }
+    };
+    push_front(&mut rest, &mut out, &absolute);
+    while let Some(part) = rest.pop_front() {
+        if part == ".." {
+            // `out` holds no links, so stepping up by name is what the kernel does.
+            out.pop();
+            continue;
+        }
+        let next = out.join(&part);
+        match std::fs::symlink_metadata(&next) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                check_link_owner(&next, meta.uid()).map_err(DirError::Refused)?;
+                *hops += 1;
+                if *hops > MAX_LINKS {
+                    return Err(DirError::Io(
+                        next,
+                        io::Error::from_raw_os_error(rustix::io::Errno::LOOP.raw_os_error()),
+                    ));
+                }
+                let target =
+                    std::fs::read_link(&next).map_err(|e| DirError::Io(next.clone(), e))?;
+                push_front(&mut rest, &mut out, &target);
+            }
+            Ok(_) => out = next,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(DirError::Missing),
+            Err(e) => return Err(DirError::Io(next, e)),
+        }
+    }
+    Ok(out)
+}
+
+/// The kernel's `fs.protected_symlinks` rule, applied whatever the sysctl says (and
+/// needed because statesafe resolves links itself, so the kernel never gets to apply
+/// it): a symlink in a sticky, world-writable directory (`/tmp`, a shared drop folder)
+/// is followed only when it belongs to the caller or to the directory's owner.
+/// Otherwise another user could point the name at any file the caller may write.
+fn check_link_owner(link: &Path, link_uid: u32) -> Result<()> {
+    let parent = match link.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let dir = std::fs::metadata(parent).map_err(|e| Error::io(Op::Resolve, parent, e))?;
+    let sticky_shared = dir.mode() & 0o1002 == 0o1002;
+    let euid = crate::sys::effective_uid();
+    if sticky_shared && link_uid != euid && link_uid != dir.uid() {
+        return Err(Error::Unsafe {
+            path: link.to_path_buf(),
+            reason: format!(
+                "it is a symbolic link owned by uid {link_uid} in the sticky, world-writable directory `{}`; statesafe follows a link there only when it belongs to you or to the directory's owner (the kernel's protected_symlinks rule)",
+                std::fs::canonicalize(parent)
+                    .unwrap_or_else(|_| parent.to_path_buf())
+                    .display()
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// A suffix unique to this process and call, and unpredictable enough that another
@@ -188,6 +322,32 @@ mod tests {
     use super::*;
 
     #[test]
+    fn directories_resolve_like_canonicalize() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = std::fs::canonicalize(dir.path()).unwrap();
+        std::fs::create_dir_all(base.join("a/b")).unwrap();
+        std::os::unix::fs::symlink("a/b", base.join("l")).unwrap();
+        std::os::unix::fs::symlink(base.join("l"), base.join("m")).unwrap();
+        std::fs::write(base.join("a/b/s.json"), "{}").unwrap();
+        for p in [
+            "m/s.json",
+            "l/../b/s.json",
+            "a/./b/s.json",
+            "m/../../a/b/s.json",
+        ] {
+            let t = Target::resolve(&base.join(p)).unwrap();
+            assert_eq!(t.dir, base.join("a/b"), "{p}");
+            assert_eq!(t.name, OsStr::new("s.json"), "{p}");
+        }
+        std::os::unix::fs::symlink("loop", base.join("loop")).unwrap();
+        assert!(Target::resolve(&base.join("loop/s.json")).is_err());
+        assert!(matches!(
+            Target::resolve(&base.join("nope/s.json")),
+            Err(Error::BadPath { .. })
+        ));
+    }
+
+    #[test]
     fn temp_names_are_unique_and_recognized() {
         let dir = tempfile::tempdir().unwrap();
         let t = Target::resolve(&dir.path().join("s.json")).unwrap();
@@ -197,6 +357,24 @@ mod tests {
         assert!(t.is_temp(&a));
         assert!(!t.is_temp(OsStr::new("s.json")));
         assert!(!t.is_temp(OsStr::new(".s.json.statesafe")));
+        assert!(t.is_temp(OsStr::new(".s.json.statesafe-tmp-1-0123456789abcdef")));
+        // Hostile names from a lock record: never a path, never a near miss.
+        for bad in [
+            ".s.json.statesafe-tmp-/../../other/victim.txt",
+            ".s.json.statesafe-tmp-1-0123456789abcdef/x",
+            ".s.json.statesafe-tmp-1-0123456789abcde",
+            ".s.json.statesafe-tmp-1-0123456789ABCDEF",
+            ".s.json.statesafe-tmp-x",
+            ".s.json.statesafe-tmp--0123456789abcdef",
+            ".s.json.statesafe-tmp-12345678901-0123456789abcdef",
+            ".s.json.statesafe-tmp-1-0123456789abcdef\0",
+        ] {
+            assert!(!t.is_temp(OsStr::new(bad)), "{bad}");
+        }
+        assert!(!t.is_temp(OsStr::new(&format!(
+            ".s.json.statesafe-tmp-1-{}",
+            "a".repeat(300)
+        ))));
     }
 
     #[test]

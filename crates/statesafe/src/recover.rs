@@ -12,7 +12,7 @@ use std::ffi::OsString;
 use std::fs::File;
 use std::io::Read;
 use std::path::PathBuf;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -25,9 +25,12 @@ use crate::format::{self, Meta, Writer};
 use crate::history::{self, Change, HistoryEntry};
 use crate::lock::{self, Holder};
 use crate::settings::{Format, RecoveryPolicy, Settings};
+use crate::sidecar::Sidecar;
 use crate::store::{Config, Snapshot, Store, is_damage};
 use crate::sys;
 use crate::transaction::{Base, Locked};
+use crate::validate;
+use crate::write;
 use crate::write::Current;
 
 /// The result of [`Store::check`]: what is wrong, if anything. Nothing is changed.
@@ -44,6 +47,8 @@ pub struct CheckReport {
     pub format: Option<Format>,
     /// It was changed outside statesafe (valid, so accepted).
     pub external: bool,
+    /// statesafe has never written it (`external` too): the first write adopts it.
+    pub adopted: bool,
     /// Problems with the state file itself (empty when it is sound).
     pub problems: Vec<String>,
     /// Valid backups.
@@ -91,22 +96,51 @@ pub struct Info {
     pub settings: Settings,
 }
 
+/// What [`Store::newest_provable`] found.
+enum Found<T> {
+    Provable(Provable<T>),
+    /// Nothing verifies: every backup refused, with why.
+    Nothing(Vec<(PathBuf, String)>),
+}
+
+/// The newest version recovery can prove, from [`Store::newest_provable`].
+struct Provable<T> {
+    state: T,
+    /// Its generation.
+    generation: u64,
+    /// When the history's patches rebuilt it: the backup generation they started from.
+    rebuilt_from: Option<u64>,
+}
+
 impl<T: Serialize + DeserializeOwned> Store<T> {
-    pub(crate) fn recover_on_load(&self, damage: Error) -> Result<Snapshot<T>> {
+    /// A load met damage in `cur`. Repairs it if the writers' lock is free at once;
+    /// otherwise (or where this process may not write) serves the newest version it
+    /// can prove, read-only: a read never waits for the writers.
+    pub(crate) fn recover_on_load(&self, cur: &Current, damage: Error) -> Result<Snapshot<T>> {
         if self.config().recovery == RecoveryPolicy::Fail {
             return Err(damage);
         }
+        let damage = self.unless_never_written(cur, damage)?;
         let Locked {
             mut guard,
             temp_name,
             current,
-        } = self.lock_and_read("recover", true)?;
+        } = match self.lock_and_read_within("recover", true, Duration::ZERO) {
+            Ok(locked) => locked,
+            Err(
+                e @ (Error::LockTimeout { .. }
+                | Error::PermissionDenied { .. }
+                | Error::ReadOnly { .. }
+                | Error::Poisoned { .. }),
+            ) => return self.serve_unrepaired(cur, damage, &e),
+            Err(e) => return Err(e),
+        };
         let Some(cur) = current else {
             return Err(Error::NotFound {
                 path: self.target.given.clone(),
             });
         };
-        // Someone may have recovered it while we waited for the lock.
+        // Someone may have recovered it since we read it.
         let result = match self.verify(&cur, false) {
             Ok(v) => Ok(Snapshot {
                 state: v.state,
@@ -114,7 +148,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             }),
             Err(damage) if is_damage(&damage) => self
                 .recover_locked(&mut guard, &temp_name, &cur, damage, false)
-                .map(|(state, base)| Snapshot {
+                .map(|(state, base, _)| Snapshot {
                     state,
                     generation: base.generation,
                 }),
@@ -124,8 +158,67 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         result
     }
 
-    /// Quarantines the damaged `cur` and commits a replacement; returns it and its base.
-    /// `force` restores from backups even when the policy says `fail`.
+    /// The read-only answer to damage when the lock is not ours: the newest version
+    /// that can be proven, with an [`Event::DamageNotRepaired`]. Nothing is written.
+    fn serve_unrepaired(&self, cur: &Current, damage: Error, why: &Error) -> Result<Snapshot<T>> {
+        let because = match why {
+            Error::LockTimeout {
+                holder: Some(h), ..
+            } => format!("the writers' lock is held by {h}"),
+            Error::LockTimeout { .. } => "the writers' lock is held by another writer".into(),
+            other => format!("this process cannot take the writers' lock ({other})"),
+        };
+        match self.newest_provable(cur)? {
+            Found::Provable(p) => {
+                self.emit(Event::DamageNotRepaired {
+                    path: self.target.given.clone(),
+                    damage: damage.to_string(),
+                    because,
+                    served: p.generation,
+                    rebuilt_from: p.rebuilt_from,
+                });
+                Ok(Snapshot {
+                    state: p.state,
+                    generation: p.generation,
+                })
+            }
+            Found::Nothing(tried) => Err(Error::Unrecoverable {
+                path: self.target.given.clone(),
+                damage: Box::new(damage),
+                quarantined: None,
+                tried,
+            }),
+        }
+    }
+
+    /// A file statesafe has never written (no generation known anywhere) that does
+    /// not parse is not a damaged state file: it is left exactly as it is, never
+    /// quarantined. Returns `damage` for a file statesafe knows.
+    fn unless_never_written(&self, cur: &Current, damage: Error) -> Result<Error> {
+        let never_written = cur.external
+            && cur.generation == 1
+            && write::highest_known_generation(self.sidecar()?.as_ref(), &self.lock) == 0;
+        match damage {
+            Error::Corrupt {
+                path,
+                line,
+                column,
+                reason,
+            } if never_written => Err(Error::Corrupt {
+                path,
+                line,
+                column,
+                reason: format!(
+                    "{reason}; statesafe has never written this file, so it was left as it is"
+                ),
+            }),
+            damage => Ok(damage),
+        }
+    }
+
+    /// Quarantines the damaged `cur` and commits a replacement; returns it, its base
+    /// and the [`Event::Recovered`] reported. `force` restores even when the policy
+    /// says `fail`.
     pub(crate) fn recover_locked(
         &self,
         guard: &mut lock::Guard<'_>,
@@ -133,88 +226,208 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         cur: &Current,
         damage: Error,
         force: bool,
-    ) -> Result<(T, Base)> {
+    ) -> Result<(T, Base, Event)> {
         let config = self.config();
         let policy = match config.recovery {
             RecoveryPolicy::Fail if force => RecoveryPolicy::RestoreFromBackup,
             RecoveryPolicy::Fail => return Err(damage),
             p => p,
         };
+        let damage = self.unless_never_written(cur, damage)?;
         let damage_text = damage.to_string();
-        let quarantined = backup::quarantine(&self.target, self.dir()?, cur.checksum, cur.perms)?;
-        let (state, from) = match (policy, &self.opts.default_state) {
-            (RecoveryPolicy::UseDefault, Some(default)) => (default(), None),
-            _ => {
-                let mut tried = Vec::new();
-                let mut found = None;
-                for b in self.list_backups()?.backups {
-                    match self.verify_backup(&b) {
-                        Ok(state) => {
-                            found = Some((state, b.generation));
-                            break;
-                        }
-                        // Only a backup read completely and found wrong is passed over. An
-                        // I/O error proves nothing about it: skipping it would restore an
-                        // older version and lose this one for good, so the recovery stops
-                        // here (the damaged file stays in place) and can be retried.
-                        Err(e) if is_damage(&e) => tried.push((b.path.clone(), e.to_string())),
-                        // Pruned since the listing (by another process's janitor): it
-                        // was past the retention window anyway.
-                        Err(Error::NotFound { .. }) => {}
-                        Err(e) => return Err(e),
-                    }
+        let quarantined = self.quarantine(guard.sidecar(), cur)?;
+        let (state, from, rebuilt_from) = match (policy, &self.opts.default_state) {
+            (RecoveryPolicy::UseDefault, Some(default)) => (default(), None, None),
+            _ => match self.newest_provable(cur)? {
+                Found::Provable(p) => (p.state, Some(p.generation), p.rebuilt_from),
+                Found::Nothing(tried) => {
+                    self.recorder.failure("unrecoverable");
+                    return Err(Error::Unrecoverable {
+                        path: self.target.given.clone(),
+                        damage: Box::new(damage),
+                        quarantined: Some(quarantined),
+                        tried,
+                    });
                 }
-                match found {
-                    Some((state, g)) => (state, Some(g)),
-                    None => {
-                        self.recorder.failure("unrecoverable");
-                        return Err(Error::Unrecoverable {
-                            path: self.target.given.clone(),
-                            damage: Box::new(damage),
-                            quarantined: Some(quarantined),
-                            tried,
-                        });
-                    }
-                }
-            }
+            },
         };
-        let outgoing = Base::of(cur, false, None);
+        // The damaged version is neither a backup nor an external change to record.
+        let mut outgoing = Base::of(cur, false, None);
+        outgoing.external = false;
         let change = Change::Recovery {
             quarantined: Some(quarantined.clone()),
             from,
         };
         let base = self.write_version(guard, temp_name, &state, Some(&outgoing), change)?;
-        self.emit(Event::Recovered {
+        let event = Event::Recovered {
             path: self.target.given.clone(),
             damage: damage_text,
             quarantined,
             restored_from: from,
+            rebuilt_from,
             generation: base.generation,
-        });
-        Ok((state, base))
+        };
+        self.emit(event.clone());
+        Ok((state, base, event))
     }
 
-    /// Reads and verifies one backup: it parses, its own metadata (if any) vouches for
-    /// its bytes, and it passes validation.
-    fn verify_backup(&self, b: &BackupInfo) -> Result<T> {
-        let (bytes, vouched) = read_with_meta(&b.path)?;
-        if vouched == Some(false) {
-            return Err(Error::Corrupt {
-                path: b.path.clone(),
-                line: None,
-                column: None,
-                reason: "its checksum does not match its contents (changed or damaged after it was kept)".into(),
-            });
+    /// The newest version committed before the damaged `cur` that can be proven: the newest
+    /// backup that verifies, carried forward by the history's patches while they form
+    /// an unbroken chain (each the next generation, each applying cleanly, the result
+    /// passing verification like any version). `Err` lists every backup refused.
+    ///
+    /// Only a backup read completely and found wrong is passed over. An I/O error
+    /// proves nothing about it: skipping it would restore an older version and lose
+    /// this one for good, so the error is returned (the damaged file stays in place)
+    /// and the recovery can be retried.
+    fn newest_provable(&self, cur: &Current) -> Result<Found<T>> {
+        // The newest generation committed before the damage: one less than the
+        // damaged file's, or than the newest known (a sealed copy put back claims
+        // an old generation).
+        let below = cur
+            .generation
+            .max(write::highest_known_generation(self.sidecar()?.as_ref(), &self.lock) + 1);
+        let mut tried = Vec::new();
+        for b in self.list_backups()?.backups {
+            match self.verify_backup(&b) {
+                Ok(state) => {
+                    return Ok(Found::Provable(
+                        match self.carry_forward(&state, b.generation, below)? {
+                            Some((state, generation)) => Provable {
+                                state,
+                                generation,
+                                rebuilt_from: Some(b.generation),
+                            },
+                            None => Provable {
+                                state,
+                                generation: b.generation,
+                                rebuilt_from: None,
+                            },
+                        },
+                    ));
+                }
+                Err(e) if is_damage(&e) => tried.push((b.path.clone(), e.to_string())),
+                // Pruned since the listing (by another process's janitor): it was
+                // past the retention window anyway.
+                Err(Error::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
         }
+        Ok(Found::Nothing(tried))
+    }
+
+    /// Applies the history's entries after generation `from` to `state`, up to the
+    /// newest generation before `below` that the chain reaches; `None` when it
+    /// reaches none, or the result does not verify. An I/O error reading the history
+    /// is returned, not taken for a broken chain: that would restore an older version
+    /// than the one the history holds (the recovery stops and can be retried).
+    fn carry_forward(&self, state: &T, from: u64, below: u64) -> Result<Option<(T, u64)>> {
+        let config = self.config();
+        if config.history.keep == 0 {
+            return Ok(None);
+        }
+        let sidecar = self.sidecar()?;
+        let entries = history::read(sidecar.as_ref(), &config.history, below - 1, false)?;
+        Ok(self.apply_chain(state, from, &entries))
+    }
+
+    /// The chain of `entries` after `from`, applied to `state`, verified.
+    fn apply_chain(&self, state: &T, from: u64, entries: &[HistoryEntry]) -> Option<(T, u64)> {
+        let config = self.config();
+        let mut doc = serde_json::to_value(state).ok()?;
+        let mut at = from;
+        for entry in entries.iter().filter(|e| e.generation > from) {
+            if entry.generation != at + 1 {
+                break;
+            }
+            match (&entry.patch, &entry.snapshot) {
+                (Some(patch), _) => {
+                    let mut next = doc.clone();
+                    if json_patch::patch(&mut next, patch).is_err() {
+                        break;
+                    }
+                    doc = next;
+                }
+                (None, Some(snapshot)) => doc = snapshot.clone(),
+                (None, None) => break,
+            }
+            at = entry.generation;
+        }
+        if at == from {
+            return None;
+        }
+        // The rebuilt document passes what any version must: this reader's type,
+        // rule and schema.
+        let state: T = serde_json::from_value(doc).ok()?;
+        validate::check(
+            &self.target.given,
+            &state,
+            self.opts.rule.as_ref(),
+            config.schema.as_ref(),
+        )
+        .ok()?;
+        Some((state, at))
+    }
+
+    /// Gives the damaged `cur` a second name in the quarantine; a failed `fsync`
+    /// there poisons the store, like one in a commit.
+    pub(crate) fn quarantine(&self, sidecar: &Sidecar, cur: &Current) -> Result<PathBuf> {
+        match backup::quarantine(sidecar, &self.target, self.dir()?, cur.checksum, cur.perms) {
+            Ok(result) => result,
+            Err(write::Poisoning(e)) => {
+                self.poison();
+                Err(e)
+            }
+        }
+    }
+
+    /// Reads and verifies one backup: it parses, its own metadata vouches for its
+    /// bytes, and it passes validation. A backup without a metadata record, on a
+    /// filesystem that keeps them, is refused: statesafe stamps every backup it makes,
+    /// so that file is not one of them. Where the filesystem keeps no extended
+    /// attributes, a backup is verified like a change made outside statesafe.
+    fn verify_backup(&self, b: &BackupInfo) -> Result<T> {
+        let file = match self.sidecar()? {
+            Some(sidecar) => backup::open(&sidecar, b)?,
+            None => None,
+        };
+        let Some(file) = file else {
+            return Err(Error::NotFound {
+                path: b.path.clone(),
+            });
+        };
+        let (bytes, vouched) = read_with_meta(file, &b.path)?;
+        let corrupt = |reason: &str| Error::Corrupt {
+            path: b.path.clone(),
+            line: None,
+            column: None,
+            reason: reason.into(),
+        };
+        let committed_by_us = match vouched {
+            Vouched::Yes => true,
+            Vouched::Unsupported => false,
+            Vouched::No => {
+                return Err(corrupt(
+                    "its checksum does not match its contents (changed or damaged after it was kept)",
+                ));
+            }
+            Vouched::Absent => {
+                return Err(corrupt(
+                    "it has no statesafe metadata record, so statesafe did not keep it (or could not vouch for it)",
+                ));
+            }
+        };
         Ok(self
-            .verify_bytes(&bytes, vouched.unwrap_or(true), false)?
+            .verify_bytes(&bytes, b.generation, committed_by_us, false)?
             .state)
     }
 
     /// Checks the state file and its backups without changing anything.
     ///
     /// # Errors
-    /// I/O errors reading them (damage is reported in the [`CheckReport`], not as an error).
+    /// I/O errors reading them (damage is reported in the [`CheckReport`], not as an
+    /// error); [`Error::Mismatch`] when a sound version does not fit this store's
+    /// type, rule or schema (it is not damage, so this store cannot judge it).
     pub fn check(&self) -> Result<CheckReport> {
         let mut report = CheckReport {
             path: self.target.given.clone(),
@@ -222,6 +435,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             generation: 0,
             format: None,
             external: false,
+            adopted: false,
             problems: Vec::new(),
             backups_valid: 0,
             backups_damaged: Vec::new(),
@@ -232,6 +446,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             report.exists = true;
             report.generation = cur.generation;
             report.external = cur.external;
+            report.adopted = cur.adopted;
             report.format = Some(detect_format(&cur.bytes));
             if let Err(e) = self.verify(&cur, false) {
                 if !is_damage(&e) {
@@ -253,10 +468,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             }
         }
         report.foreign = foreign;
-        if let Ok(entries) = std::fs::read_dir(backup::quarantine_dir(&self.target)) {
-            report.quarantined = entries.flatten().map(|e| e.path()).collect();
-            report.quarantined.sort();
-        }
+        report.quarantined = backup::quarantined(self.sidecar()?.as_ref())?;
         Ok(report)
     }
 
@@ -280,23 +492,10 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         };
         let outcome = match self.verify(&cur, false) {
             Ok(_) => None,
-            Err(damage) if is_damage(&damage) => {
-                let damage_text = damage.to_string();
-                let (_, base) = self.recover_locked(&mut guard, &temp_name, &cur, damage, true)?;
-                Some(Event::Recovered {
-                    path: self.target.given.clone(),
-                    damage: damage_text,
-                    quarantined: backup::quarantine_dir(&self.target)
-                        .join(format!("damaged-{:016x}", cur.checksum)),
-                    restored_from: self
-                        .list_backups()?
-                        .backups
-                        .iter()
-                        .map(|b| b.generation)
-                        .find(|g| *g < base.generation),
-                    generation: base.generation,
-                })
-            }
+            Err(damage) if is_damage(&damage) => Some(
+                self.recover_locked(&mut guard, &temp_name, &cur, damage, true)?
+                    .2,
+            ),
             Err(e) => return Err(e),
         };
         guard.release();
@@ -325,8 +524,9 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         let base = match &current {
             Some(cur) => match self.verify(cur, true) {
                 Ok(v) => Some(Base::of(cur, true, v.value)),
+                Err(Error::Mismatch { .. }) => Some(Base::of(cur, true, None)),
                 Err(damage) if is_damage(&damage) => {
-                    backup::quarantine(&self.target, self.dir()?, cur.checksum, cur.perms)?;
+                    self.quarantine(guard.sidecar(), cur)?;
                     Some(Base::of(cur, false, None))
                 }
                 Err(e) => return Err(e),
@@ -356,7 +556,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
     /// sees what the retention policy keeps.
     fn list_backups(&self) -> Result<BackupList> {
         self.janitor.drain();
-        backup::list(&self.target)
+        backup::list(self.sidecar()?.as_ref())
     }
 
     /// The retained history, oldest first. A change made outside statesafe that no
@@ -368,7 +568,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         let config = self.config();
         let cur = self.read_current()?;
         let current = cur.as_ref().map_or(0, |c| c.generation);
-        let mut entries = history::read(&self.target, &config.history, current, true)?;
+        let mut entries = history::read(self.sidecar()?.as_ref(), &config.history, current, true)?;
         if let Some(cur) = cur.filter(|c| c.external)
             && entries.last().map(|e| e.generation) != Some(cur.generation)
         {
@@ -415,7 +615,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         }
         let config = self.config();
         let current = self.generation()?;
-        let entries = history::read(&self.target, &config.history, current, false)?;
+        let entries = history::read(self.sidecar()?.as_ref(), &config.history, current, false)?;
         history::document_at(&self.target.given, &entries, generation)
     }
 
@@ -438,11 +638,12 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         let cur = self.read_current()?;
         let stat = std::fs::metadata(self.target.real()).ok();
         let generation = cur.as_ref().map_or(0, |c| c.generation);
-        let last_writer = history::read(&self.target, &config.history, generation, false)?
-            .into_iter()
-            .rev()
-            .find(|e| e.generation == generation)
-            .and_then(|e| e.writer.map(|w| (w, e.time)));
+        let last_writer =
+            history::read(self.sidecar()?.as_ref(), &config.history, generation, false)?
+                .into_iter()
+                .rev()
+                .find(|e| e.generation == generation)
+                .and_then(|e| e.writer.map(|w| (w, e.time)));
         Ok(Info {
             path: self.target.given.clone(),
             real_path: self.target.real(),
@@ -458,6 +659,18 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         })
     }
 
+    /// Writes `settings` into the sidecar (call with the lock); a failed `fsync`
+    /// poisons the store.
+    fn write_settings(&self, sidecar: &Sidecar, settings: &Settings) -> Result<()> {
+        match settings.write(sidecar) {
+            Ok(result) => result,
+            Err(write::Poisoning(e)) => {
+                self.poison();
+                Err(e)
+            }
+        }
+    }
+
     /// Records `settings` with the file (atomically, under the lock) so that every
     /// writer that opens it from now on applies them; this store applies them at once.
     ///
@@ -466,7 +679,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
     pub fn save_settings(&self, settings: &Settings) -> Result<()> {
         let config = Config::new_for(&self.target, &self.opts, settings)?;
         let locked = self.lock_and_read("save settings", false)?;
-        settings.write(&self.target.sidecar())?;
+        self.write_settings(locked.guard.sidecar(), settings)?;
         self.set_config(config);
         locked.guard.release();
         Ok(())
@@ -489,7 +702,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                 path: self.target.given.clone(),
             });
         }
-        settings.write(&self.target.sidecar())?;
+        self.write_settings(guard.sidecar(), settings)?;
         self.set_config(config);
         let new = self.write_version(&mut guard, &temp_name, &state, None, Change::Commit)?;
         guard.release();
@@ -505,40 +718,32 @@ fn detect_format(bytes: &[u8]) -> Format {
     }
 }
 
-/// Reads a file and says whether its metadata record vouches for its bytes
-/// (`None`: it has no record).
-fn read_with_meta(path: &PathBuf) -> Result<(Vec<u8>, Option<bool>)> {
-    let mut file = File::open(path).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            Error::NotFound { path: path.clone() }
-        } else {
-            Error::io(Op::Read, path, e)
-        }
-    })?;
+/// What a file's metadata record says of its bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Vouched {
+    /// A record whose checksum matches.
+    Yes,
+    /// A record whose checksum differs, or an unreadable one.
+    No,
+    /// No record, on a filesystem that keeps them.
+    Absent,
+    /// The filesystem keeps no user extended attributes.
+    Unsupported,
+}
+
+/// Reads a file and says whether its metadata record vouches for its bytes.
+fn read_with_meta(mut file: File, path: &PathBuf) -> Result<(Vec<u8>, Vouched)> {
     let mut bytes = Vec::new();
     file.read_to_end(&mut bytes)
         .map_err(|e| Error::io(Op::Read, path, e))?;
     let vouched = match sys::get_meta_attr(&file) {
-        Ok(sys::MetaAttr::Present(raw)) => Meta::decode(&raw).map(|m| m.matches(&bytes)),
-        _ => None,
+        Ok(sys::MetaAttr::Present(raw)) => match Meta::decode(&raw) {
+            Some(m) if m.matches(&bytes) => Vouched::Yes,
+            _ => Vouched::No,
+        },
+        Ok(sys::MetaAttr::Absent) => Vouched::Absent,
+        Ok(sys::MetaAttr::Unsupported) => Vouched::Unsupported,
+        Err(e) => return Err(Error::io(Op::Read, path, e)),
     };
     Ok((bytes, vouched))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_backup_gone_since_the_listing_reads_as_not_found() {
-        // Another process's janitor can prune a listed backup before we read it; the
-        // recovery and `check` loops pass over `NotFound` as "pruned", so it must not
-        // come back as an I/O error (which aborts a recovery).
-        let dir = tempfile::tempdir().unwrap();
-        let gone = dir.path().join("gen-00000000000000000001.json");
-        match read_with_meta(&gone) {
-            Err(Error::NotFound { path }) => assert_eq!(path, gone),
-            other => panic!("expected NotFound, got {other:?}"),
-        }
-    }
 }

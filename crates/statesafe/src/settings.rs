@@ -5,13 +5,12 @@
 //! ([`crate::StoreOptions`]) override them for that store.
 
 use std::ffi::OsStr;
-use std::io::{self, Write};
-use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Op, Result};
-use crate::sys;
+use crate::sidecar::{Sidecar, SyncFailed};
+use crate::write::Poisoning;
 
 /// The on-disk layout of a state file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -134,49 +133,37 @@ pub struct Settings {
 pub(crate) const SETTINGS_FILE: &str = "settings.json";
 
 impl Settings {
-    /// Reads the settings in `sidecar`; the defaults when there are none.
-    pub(crate) fn read(sidecar: &Path) -> Result<Settings> {
-        let path = sidecar.join(SETTINGS_FILE);
-        match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| Error::Corrupt {
-                path: path.clone(),
+    /// Reads the settings in `sidecar`; the defaults when there is no sidecar or no
+    /// settings file.
+    pub(crate) fn read(sidecar: Option<&Sidecar>) -> Result<Settings> {
+        let Some(sidecar) = sidecar else {
+            return Ok(Settings::default());
+        };
+        let path = sidecar.root().join(SETTINGS_FILE);
+        match sidecar.root().read(OsStr::new(SETTINGS_FILE), Op::Read)? {
+            Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| Error::Corrupt {
+                path,
                 line: Some(e.line()),
                 column: Some(e.column()),
                 reason: format!("the settings are not valid: {e}"),
             }),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Settings::default()),
-            Err(e) => Err(Error::io(Op::Read, path, e)),
+            None => Ok(Settings::default()),
         }
     }
 
     /// Writes the settings into `sidecar` atomically and durably (call with the lock).
-    pub(crate) fn write(&self, sidecar: &Path) -> Result<()> {
+    /// A failed `fsync` comes back as [`Poisoning`]: the caller's store refuses
+    /// further writes, and nothing tries that `fsync` again.
+    pub(crate) fn write(&self, sidecar: &Sidecar) -> Result<Result<()>, Poisoning> {
         let mut bytes =
             serde_json::to_vec_pretty(self).expect("invariant: settings always serialize");
         bytes.push(b'\n');
-        write_small_file(sidecar, SETTINGS_FILE, &bytes)
-            .map_err(|e| Error::io(Op::Write, sidecar.join(SETTINGS_FILE), e))
+        let path = sidecar.root().join(SETTINGS_FILE);
+        match sidecar.root().write_small_file(SETTINGS_FILE, &bytes, true) {
+            Ok(result) => Ok(result.map_err(|e| Error::io(Op::Write, path, e))),
+            Err(SyncFailed(e)) => Err(Poisoning(Error::io(Op::Write, path, e))),
+        }
     }
-}
-
-/// Atomically and durably replaces the small file `name` in `dir`: temp file, fsync,
-/// rename, directory fsync. For statesafe's own bookkeeping files.
-pub(crate) fn write_small_file(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
-    let dir_fd = sys::open_dir(dir)?;
-    let temp = format!(".{name}.tmp-{}", sys::pid());
-    let temp = OsStr::new(&temp);
-    let _ = sys::unlink_in(&dir_fd, temp);
-    let mut file = sys::create_exclusive(&dir_fd, temp, 0o644)?;
-    let result = (|| {
-        file.write_all(bytes)?;
-        sys::fsync(&file)?;
-        sys::rename_in(&dir_fd, temp, OsStr::new(name))?;
-        sys::fsync(&dir_fd)
-    })();
-    if result.is_err() {
-        let _ = sys::unlink_in(&dir_fd, temp);
-    }
-    result
 }
 
 #[cfg(test)]

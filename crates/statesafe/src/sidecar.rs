@@ -1,24 +1,41 @@
-//! The sidecar directory's permissions follow the state file's.
+//! The sidecar directory `.NAME.statesafe/`: the one type that opens it and everything
+//! in it, so that another user who can plant files or links beside a state file gains
+//! nothing through statesafe (issue 10, `docs/design.md`, "Threat model").
 //!
-//! Everything in `.NAME.statesafe/` either holds document contents (history, backups,
-//! quarantine) or must be writable by everyone who may write the state (the lock file,
-//! the folders commits write into). So the sidecar gets, for each class of user, the
-//! access the state file gives it: read on the file → read and search on the folders,
-//! write on the file → write on the folders and the lock file. A private (0600) state
-//! file gets a 0700 sidecar, so no copy of its contents is readable by anyone else, and
-//! a group-writable one lets the whole group commit. As root, ownership follows too, so
-//! root writing a user's file never locks the user out of it.
+//! - The sidecar is opened once per use as a directory descriptor, relative to the
+//!   state file's directory descriptor, with `O_DIRECTORY|O_NOFOLLOW`, and checked with
+//!   `fstat`: a directory (never a symlink), owned by someone who may write the state
+//!   file (its owner, the caller, or a member of the group or anyone when the file is
+//!   group- or world-writable), and writable by group or others only where the state
+//!   file is (the caller narrows its own sidecar; anyone else's is refused).
+//! - Every entry (lock, meta, settings.json, backups/, history/, quarantine/ and their
+//!   files) is opened relative to that descriptor with `O_NOFOLLOW|O_NONBLOCK` and
+//!   checked with `fstat` before any byte is read or written: symlinks, FIFOs, sockets,
+//!   devices and directories where a file is expected are refused with
+//!   [`Error::Unsafe`] naming the entry; files statesafe writes must also have one link
+//!   (a hard link to someone else's file is never written through) and, in a sidecar
+//!   nobody else may write, belong to its owner, the state file's owner, the caller or
+//!   root.
+//! - Permissions follow the state file's: for each class of user, read on the file →
+//!   read and search on the folders, write on the file → write on the folders and the
+//!   lock file. A private (0600) state file gets a 0700 sidecar, so no copy of its
+//!   contents is readable by anyone else; as root, ownership follows too, so root
+//!   writing a user's file never locks the user out of it. Fix-ups are `fchmod` and
+//!   `fchown` on descriptors opened as above, never on paths.
 //!
-//! The sidecar is checked after every commit (one `stat`); the walk that fixes it runs
-//! only when it differs, which happens on the first commit and after a `chmod`/`chown`
-//! of the state file.
+//! Paths are kept for messages only.
 
-use std::io;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::Path;
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
 
+use rustix::io::Errno;
+
+use crate::error::{Error, Op, Result};
 use crate::paths::Target;
-use crate::sys;
+use crate::sys::{self, Access, Kind, Stat};
 use crate::write::Perms;
 
 /// The mode for folders in the sidecar of a file with mode `file_mode`.
@@ -43,71 +60,516 @@ pub(crate) fn file_mode(file_mode: u32) -> u32 {
     (file_mode & 0o666) | 0o600
 }
 
-/// Creates folder `path` (if missing) with the sidecar's permissions for `perms`.
-pub(crate) fn make_dir(path: &Path, perms: Option<Perms>) -> io::Result<()> {
-    match std::fs::create_dir(path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
-        Err(e) => return Err(e),
-    }
-    if let Some(p) = perms {
-        fix(path, dir_mode(p.mode), p)?;
-    }
-    Ok(())
+/// The folders statesafe keeps in the sidecar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sub {
+    Backups,
+    History,
+    Quarantine,
 }
 
-/// Gives a file statesafe just created in the sidecar the sidecar's permissions.
-pub(crate) fn fix_file(path: &Path, perms: Perms) -> io::Result<()> {
-    fix(path, file_mode(perms.mode), perms)
-}
-
-fn fix(path: &Path, mode: u32, perms: Perms) -> io::Result<()> {
-    let meta = std::fs::symlink_metadata(path)?;
-    if sys::effective_uid() == 0 && (meta.uid() != perms.uid || meta.gid() != perms.gid) {
-        std::os::unix::fs::lchown(path, Some(perms.uid), Some(perms.gid))?;
-    }
-    if meta.mode() & 0o7777 != mode {
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
-    }
-    Ok(())
-}
-
-/// Brings the sidecar in line with the state file's `perms` (call with the lock held,
-/// after a commit). Cheap when nothing changed.
-pub(crate) fn enforce(target: &Target, perms: Perms) -> io::Result<()> {
-    let root = target.sidecar();
-    let meta = match std::fs::symlink_metadata(&root) {
-        Ok(m) => m,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    let owner_differs =
-        sys::effective_uid() == 0 && (meta.uid() != perms.uid || meta.gid() != perms.gid);
-    if meta.mode() & 0o7777 == dir_mode(perms.mode) && !owner_differs {
-        return Ok(());
-    }
-    // Narrow the top folder first: from then on nothing inside is reachable by users
-    // the state file does not admit.
-    fix(&root, dir_mode(perms.mode), perms)?;
-    for name in sys::dir_names(&root)? {
-        let path = root.join(&name);
-        let Ok(meta) = std::fs::symlink_metadata(&path) else {
-            continue;
-        };
-        if meta.is_dir() {
-            fix(&path, dir_mode(perms.mode), perms)?;
-            // Backups and quarantined files are versions of the document: they keep
-            // their own inode's permissions. Only our own files are adjusted.
-            if name == "history" {
-                for seg in sys::dir_names(&path)? {
-                    fix(&path.join(seg), file_mode(perms.mode), perms)?;
-                }
-            }
-        } else if meta.is_file() {
-            fix(&path, file_mode(perms.mode), perms)?;
+impl Sub {
+    fn name(self) -> &'static str {
+        match self {
+            Sub::Backups => "backups",
+            Sub::History => "history",
+            Sub::Quarantine => "quarantine",
         }
     }
+}
+
+/// statesafe's own files at the top of the sidecar.
+const OWN_FILES: [&str; 3] = ["lock", "settings.json", "meta"];
+
+/// An `fsync` failed in [`Dir::write_small_file`]: the caller must not try it again
+/// (the kernel may have dropped what it failed to write), and poisons its store.
+pub(crate) struct SyncFailed(pub io::Error);
+
+/// An open, checked directory of the sidecar (the sidecar itself or one of its folders).
+#[derive(Debug)]
+pub(crate) struct Dir {
+    fd: OwnedFd,
+    path: PathBuf,
+    /// Who may own the files statesafe writes here; `None` when group or others may
+    /// write the sidecar (because they may write the state file), so any of them.
+    owners: Option<[u32; 4]>,
+}
+
+/// What the caller means to do with a file of the sidecar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Use {
+    /// Read it (a backup, a settings file): it must be a regular file.
+    Read,
+    /// Write it (lock, history): also one link and an accepted owner.
+    Write,
+}
+
+fn unsafe_entry(path: PathBuf, reason: impl Into<String>) -> Error {
+    Error::Unsafe {
+        path,
+        reason: reason.into(),
+    }
+}
+
+/// Maps an `openat(O_NOFOLLOW)` failure: `ELOOP` means a symlink, never followed.
+fn open_error(op: Op, path: PathBuf, e: io::Error) -> Error {
+    if e.raw_os_error() == Some(Errno::LOOP.raw_os_error()) {
+        unsafe_entry(
+            path,
+            "it is a symbolic link, which statesafe never follows here",
+        )
+    } else if e.raw_os_error() == Some(Errno::NXIO.raw_os_error()) {
+        unsafe_entry(path, "it is a socket or device, not a regular file")
+    } else {
+        Error::io(op, path, e)
+    }
+}
+
+/// The refusal of `name` in `dir` where a directory was expected (`O_DIRECTORY` with
+/// `O_NOFOLLOW` says `ENOTDIR` for a symlink too): says what it is.
+fn not_a_dir(dir: &OwnedFd, name: &OsStr, path: PathBuf) -> Error {
+    match sys::stat_at(dir, name) {
+        Ok(st) if st.kind == Kind::Symlink => unsafe_entry(
+            path,
+            "it is a symbolic link, which statesafe never follows here",
+        ),
+        Ok(st) => unsafe_entry(
+            path,
+            format!("it is {}, not a directory", st.kind.describe()),
+        ),
+        Err(_) => unsafe_entry(path, "it is not a directory"),
+    }
+}
+
+impl Dir {
+    /// Where it is, for messages.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The path of `name` in it, for messages.
+    pub fn join(&self, name: impl AsRef<OsStr>) -> PathBuf {
+        self.path.join(name.as_ref())
+    }
+
+    /// The descriptor, for `*at` calls.
+    pub fn fd(&self) -> &OwnedFd {
+        &self.fd
+    }
+
+    /// The names in it.
+    pub fn names(&self, op: Op) -> Result<Vec<OsString>> {
+        sys::names_in(&self.fd).map_err(|e| Error::io(op, &self.path, e))
+    }
+
+    /// `fstatat` of `name`, never following a link (`None`: not there).
+    pub fn stat(&self, name: &OsStr, op: Op) -> Result<Option<Stat>> {
+        match sys::stat_at(&self.fd, name) {
+            Ok(st) => Ok(Some(st)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(op, self.join(name), e)),
+        }
+    }
+
+    /// Opens file `name` (`None`: it does not exist), refusing anything but a regular
+    /// file, and for [`Use::Write`] also hard-linked and foreign files.
+    pub fn open(
+        &self,
+        name: &OsStr,
+        access: Access,
+        create_mode: u32,
+        purpose: Use,
+        op: Op,
+    ) -> Result<Option<File>> {
+        let file = match sys::open_at(&self.fd, name, access, create_mode) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(open_error(op, self.join(name), e)),
+        };
+        let st = sys::stat_fd(&file).map_err(|e| Error::io(op, self.join(name), e))?;
+        self.check_file(name, &st, purpose)?;
+        Ok(Some(file))
+    }
+
+    fn check_file(&self, name: &OsStr, st: &Stat, purpose: Use) -> Result<()> {
+        if st.kind != Kind::File {
+            return Err(unsafe_entry(
+                self.join(name),
+                format!("it is {}, not a regular file", st.kind.describe()),
+            ));
+        }
+        if purpose == Use::Write {
+            if st.nlink > 1 {
+                return Err(unsafe_entry(
+                    self.join(name),
+                    format!(
+                        "it has {} hard links, so writing it could change a file elsewhere",
+                        st.nlink
+                    ),
+                ));
+            }
+            if let Some(owners) = self.owners
+                && !owners.contains(&st.uid)
+            {
+                return Err(unsafe_entry(
+                    self.join(name),
+                    format!(
+                        "it belongs to {}, who may not write the state file",
+                        user(st.uid)
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the whole of file `name` (`None`: it does not exist).
+    pub fn read(&self, name: &OsStr, op: Op) -> Result<Option<Vec<u8>>> {
+        let Some(mut file) = self.open(name, Access::Read, 0, Use::Read, op)? else {
+            return Ok(None);
+        };
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)
+            .map_err(|e| Error::io(op, self.join(name), e))?;
+        Ok(Some(bytes))
+    }
+
+    /// Removes `name` if it is a regular file (`false`: it was not there).
+    pub fn remove_file(&self, name: &OsStr, op: Op) -> Result<bool> {
+        match self.stat(name, op)? {
+            None => return Ok(false),
+            Some(st) if st.kind != Kind::File => {
+                return Err(unsafe_entry(
+                    self.join(name),
+                    format!("it is {}, not a file statesafe made", st.kind.describe()),
+                ));
+            }
+            Some(_) => {}
+        }
+        match sys::unlink_in(&self.fd, name) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(Error::io(op, self.join(name), e)),
+        }
+    }
+
+    /// Atomically and durably replaces the small file `name`: temp file, fsync,
+    /// rename, directory fsync (with `sync`). For statesafe's own bookkeeping files.
+    pub fn write_small_file(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        sync: bool,
+    ) -> std::result::Result<io::Result<()>, SyncFailed> {
+        let temp = format!(".{name}.tmp-{}", sys::pid());
+        let temp = OsStr::new(&temp);
+        // A leftover of ours, or anything planted under that name: unlinking a name
+        // never touches what a link points to.
+        let _ = sys::unlink_in(&self.fd, temp);
+        let mut file = match sys::create_exclusive(&self.fd, temp, 0o644) {
+            Ok(f) => f,
+            Err(e) => return Ok(Err(e)),
+        };
+        // `Err(Ok(e))`: an ordinary failure; `Err(Err(e))`: a failed `fsync`.
+        let result = (|| {
+            file.write_all(bytes).map_err(Ok)?;
+            if sync {
+                sys::fsync(&file).map_err(Err)?;
+            }
+            sys::rename_in(&self.fd, temp, OsStr::new(name)).map_err(Ok)?;
+            if sync {
+                sys::fsync(&self.fd).map_err(Err)?;
+            }
+            Ok(())
+        })();
+        match result {
+            Ok(()) => Ok(Ok(())),
+            Err(failure) => {
+                let _ = sys::unlink_in(&self.fd, temp);
+                match failure {
+                    Ok(e) => Ok(Err(e)),
+                    Err(sync) => Err(SyncFailed(sync)),
+                }
+            }
+        }
+    }
+
+    /// Gives a file statesafe just created here the sidecar's permissions for `perms`.
+    pub fn fix_new_file(&self, file: &File, perms: Perms) -> io::Result<()> {
+        let st = sys::stat_fd(file)?;
+        fix(file, &st, file_mode(perms.mode), perms)
+    }
+
+    /// Opens (or with `create`, creates) folder `name`, checked as the sidecar's own.
+    fn subdir(&self, name: &str, create: Option<Perms>, op: Op) -> Result<Option<Dir>> {
+        let path = self.join(name);
+        let name = OsStr::new(name);
+        let mut tried = false;
+        let mut created = false;
+        let fd = loop {
+            match sys::open_dir_at(&self.fd, name) {
+                Ok(fd) => break fd,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    if create.is_none() || tried {
+                        return Ok(None);
+                    }
+                }
+                Err(e) if e.raw_os_error() == Some(Errno::NOTDIR.raw_os_error()) => {
+                    return Err(not_a_dir(&self.fd, name, path));
+                }
+                Err(e) => return Err(open_error(op, path, e)),
+            }
+            tried = true;
+            match sys::mkdir_at(&self.fd, name, 0o700) {
+                Ok(()) => created = true,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(Error::io(op, path, e)),
+            }
+        };
+        let st = sys::stat_fd(&fd).map_err(|e| Error::io(op, &path, e))?;
+        if let Some(owners) = self.owners
+            && !owners.contains(&st.uid)
+        {
+            return Err(unsafe_entry(
+                path,
+                format!(
+                    "it belongs to {}, who may not write the state file",
+                    user(st.uid)
+                ),
+            ));
+        }
+        if created && let Some(perms) = create {
+            fix(&fd, &st, dir_mode(perms.mode), perms).map_err(|e| Error::io(op, &path, e))?;
+        }
+        Ok(Some(Dir {
+            fd,
+            path,
+            owners: self.owners,
+        }))
+    }
+}
+
+/// The sidecar of one state file, open and checked.
+#[derive(Debug)]
+pub(crate) struct Sidecar {
+    dir: Dir,
+    name: OsString,
+    dev: u64,
+    ino: u64,
+}
+
+impl Sidecar {
+    /// Opens the sidecar of `target` in its directory `state_dir` and checks it
+    /// (`None`: there is none). With `create`, a missing sidecar is made, with the
+    /// permissions that `create` (the state file's, or a new file's) call for.
+    pub fn open(
+        target: &Target,
+        state_dir: &OwnedFd,
+        create: Option<Perms>,
+    ) -> Result<Option<Sidecar>> {
+        let name = target.sidecar_name();
+        let path = target.sidecar();
+        let mut tried = false;
+        let mut made = false;
+        let fd = loop {
+            match sys::open_dir_at(state_dir, &name) {
+                Ok(fd) => break fd,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    if create.is_none() || tried {
+                        return Ok(None);
+                    }
+                }
+                Err(e) if e.raw_os_error() == Some(Errno::NOTDIR.raw_os_error()) => {
+                    return Err(not_a_dir(state_dir, &name, path));
+                }
+                Err(e) => return Err(open_error(Op::OpenSidecar, path, e)),
+            }
+            tried = true;
+            match sys::mkdir_at(state_dir, &name, 0o700) {
+                Ok(()) => made = true,
+                // Made by another writer in between: checked like any other.
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(Error::io(Op::CreateSidecar, path, e)),
+            }
+        };
+        let st = sys::stat_fd(&fd).map_err(|e| Error::io(Op::OpenSidecar, &path, e))?;
+        let file = match sys::stat_at(state_dir, &target.name) {
+            Ok(f) => Some(f),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(Error::io(Op::OpenSidecar, target.real(), e)),
+        };
+        let euid = sys::effective_uid();
+        let owner_may_write = st.uid == euid
+            || file.is_some_and(|f| {
+                st.uid == f.uid || f.mode & 0o002 != 0 || (f.mode & 0o020 != 0 && st.gid == f.gid)
+            });
+        if !owner_may_write {
+            return Err(unsafe_entry(
+                path,
+                format!(
+                    "it belongs to {}, who {}",
+                    user(st.uid),
+                    if file.is_some() {
+                        "may not write the state file"
+                    } else {
+                        "is not you, and there is no state file yet to say who may write it"
+                    }
+                ),
+            ));
+        }
+        let mut mode = st.mode;
+        let allowed = file.map_or(0, |f| f.mode & 0o022);
+        let extra = mode & 0o022 & !allowed;
+        if extra != 0 {
+            if st.uid != euid && euid != 0 {
+                return Err(unsafe_entry(
+                    path,
+                    format!(
+                        "it is writable by {}, but the state file is not",
+                        classes(extra)
+                    ),
+                ));
+            }
+            // Ours (or we are root): narrow it, as the state file's mode says. Anything
+            // planted while it was open is checked entry by entry anyway.
+            mode &= !extra;
+            sys::set_mode_fd(&fd, mode).map_err(|e| Error::io(Op::OpenSidecar, &path, e))?;
+            tracing::warn!(target: "statesafe", "narrowed `{}`: it was writable by {}, but the state file is not", path.display(), classes(extra));
+        }
+        if made && let Some(perms) = create {
+            fix(&fd, &st, dir_mode(perms.mode), perms)
+                .map_err(|e| Error::io(Op::CreateSidecar, &path, e))?;
+            mode = dir_mode(perms.mode);
+        }
+        let shared = mode & 0o022 != 0;
+        let owners = (!shared).then(|| [st.uid, euid, file.map_or(euid, |f| f.uid), 0]);
+        Ok(Some(Sidecar {
+            dir: Dir { fd, path, owners },
+            name,
+            dev: st.dev,
+            ino: st.ino,
+        }))
+    }
+
+    /// The sidecar directory itself.
+    pub fn root(&self) -> &Dir {
+        &self.dir
+    }
+
+    /// Opens one of statesafe's folders in it (`None`: it does not exist).
+    pub fn sub(&self, sub: Sub, op: Op) -> Result<Option<Dir>> {
+        self.dir.subdir(sub.name(), None, op)
+    }
+
+    /// Opens one of statesafe's folders, creating it with the permissions `perms` call
+    /// for if it is missing.
+    pub fn sub_or_create(&self, sub: Sub, perms: Perms, op: Op) -> Result<Dir> {
+        self.dir
+            .subdir(sub.name(), Some(perms), op)?
+            .ok_or_else(|| {
+                // Removed again as soon as it was made: the sidecar is being deleted.
+                Error::io(
+                    op,
+                    self.dir.join(sub.name()),
+                    io::ErrorKind::NotFound.into(),
+                )
+            })
+    }
+
+    /// Whether this is still the directory at the sidecar's name in `state_dir` (not
+    /// removed or replaced since it was opened).
+    pub fn in_place(&self, state_dir: &OwnedFd) -> io::Result<bool> {
+        match sys::stat_at(state_dir, &self.name) {
+            Ok(st) => Ok(st.dev == self.dev && st.ino == self.ino),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Brings the sidecar in line with the state file's `perms` (call with the lock
+    /// held, after a commit). Cheap when nothing changed: one `fstat`. Only statesafe's
+    /// own entries are adjusted; backups and quarantined files keep their own inode's
+    /// permissions (they are versions of the document), and anything else is left alone.
+    pub fn enforce(&self, perms: Perms) -> Result<()> {
+        let root = &self.dir;
+        let err = |path: PathBuf| move |e: io::Error| Error::io(Op::Settings, path, e);
+        let st = sys::stat_fd(&root.fd).map_err(err(root.path.clone()))?;
+        let owner_differs =
+            sys::effective_uid() == 0 && (st.uid != perms.uid || st.gid != perms.gid);
+        if st.mode == dir_mode(perms.mode) && !owner_differs {
+            return Ok(());
+        }
+        // Narrow the top folder first: from then on nothing inside is reachable by users
+        // the state file does not admit.
+        fix(&root.fd, &st, dir_mode(perms.mode), perms).map_err(err(root.path.clone()))?;
+        for sub in [Sub::Backups, Sub::History, Sub::Quarantine] {
+            let Some(dir) = self.sub(sub, Op::Settings)? else {
+                continue;
+            };
+            let dst = sys::stat_fd(&dir.fd).map_err(err(dir.path.clone()))?;
+            fix(&dir.fd, &dst, dir_mode(perms.mode), perms).map_err(err(dir.path.clone()))?;
+            if sub == Sub::History {
+                for name in dir.names(Op::Settings)? {
+                    fix_own_file(&dir, &name, perms)?;
+                }
+            }
+        }
+        for name in OWN_FILES {
+            fix_own_file(root, OsStr::new(name), perms)?;
+        }
+        Ok(())
+    }
+}
+
+/// Gives one of statesafe's own files in `dir` the sidecar's permissions, if it is
+/// there and is what statesafe would have made (a regular file with one link).
+fn fix_own_file(dir: &Dir, name: &OsStr, perms: Perms) -> Result<()> {
+    match dir.stat(name, Op::Settings)? {
+        Some(st) if st.kind == Kind::File => {}
+        // Not statesafe's: never touched (it is refused when statesafe needs it).
+        _ => return Ok(()),
+    }
+    let Some(file) = dir.open(name, Access::Read, 0, Use::Write, Op::Settings)? else {
+        return Ok(());
+    };
+    let st = sys::stat_fd(&file).map_err(|e| Error::io(Op::Settings, dir.join(name), e))?;
+    fix(&file, &st, file_mode(perms.mode), perms)
+        .map_err(|e| Error::io(Op::Settings, dir.join(name), e))
+}
+
+/// Sets owner (as root; otherwise the group where we may) and mode on a descriptor.
+fn fix(fd: impl AsFd, st: &Stat, mode: u32, perms: Perms) -> io::Result<()> {
+    let fd = fd.as_fd();
+    if sys::effective_uid() == 0 {
+        if st.uid != perms.uid || st.gid != perms.gid {
+            sys::set_owner_fd(fd, perms.uid, perms.gid)?;
+        }
+    } else if st.gid != perms.gid {
+        // An ordinary user may hand the group over if they belong to it (a shared
+        // group-writable file); if not, ours stays, which never widens access.
+        let _ = sys::set_owner_fd(fd, st.uid, perms.gid);
+    }
+    // After fchown, which may clear set-id bits (ours have none).
+    if st.mode != mode {
+        sys::set_mode_fd(fd, mode)?;
+    }
     Ok(())
+}
+
+/// How a message names a user.
+fn user(uid: u32) -> String {
+    match sys::user_name(uid) {
+        Some(name) => format!("user {name} (uid {uid})"),
+        None => format!("uid {uid}"),
+    }
+}
+
+fn classes(bits: u32) -> &'static str {
+    match (bits & 0o020 != 0, bits & 0o002 != 0) {
+        (true, true) => "its group and others",
+        (true, false) => "its group",
+        _ => "others",
+    }
 }
 
 #[cfg(test)]

@@ -204,6 +204,11 @@ impl Fs for SimFs {
         self.op(|_| Ok(()))
     }
 
+    /// Permissions are not modelled (a power loss cannot tear them from the data).
+    fn set_acl(&self, _: &SimFile, _: crate::write::Acl<'_>) -> io::Result<()> {
+        Ok(())
+    }
+
     fn set_meta_attr(&self, file: &SimFile, value: &[u8]) -> io::Result<bool> {
         self.op(|d| {
             d.inodes[file.0].attr = Some(value.to_vec());
@@ -320,6 +325,9 @@ fn commit_and_check(
                 gid: 0,
             }),
         private: false,
+        acl: crate::write::Acl::Inherit,
+        sidecar: None,
+        before_rename: &|| Ok(()),
     };
     let meta = Meta::new(new.generation, &new.bytes);
     let result = write::commit(&fs, &commit, &new.bytes, meta);
@@ -364,7 +372,8 @@ fn version(generation: u64, payload: &str) -> Version {
     let bytes = format::encode(
         &PathBuf::from("s.json"),
         &serde_json::json!({"generation": generation, "payload": payload}),
-        format::Layout::Pretty,
+        format::Style::Spaces(2),
+        0,
         0,
     )
     .expect("invariant: JSON values serialize");

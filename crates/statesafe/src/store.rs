@@ -7,8 +7,8 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use parking_lot::RwLock;
@@ -22,6 +22,7 @@ use crate::format::{self, Layout};
 use crate::lock::{Holder, LockFile};
 use crate::paths::Target;
 use crate::settings::{BackupPolicy, Format, HistoryPolicy, RecoveryPolicy, Settings};
+use crate::sidecar::Sidecar;
 use crate::sys;
 use crate::validate::{self, Rule, Schema};
 use crate::write::{self, Current, Durability};
@@ -99,7 +100,7 @@ impl<T> Default for StoreOptions<T> {
             lock_timeout: None,
             durability: Durability::Full,
             private: false,
-            layout: Layout::Pretty,
+            layout: Layout::Keep,
             rule: None,
             format: None,
             schema: None,
@@ -135,7 +136,8 @@ impl<T> StoreOptions<T> {
         self
     }
 
-    /// How documents are laid out; default [`Layout::Pretty`].
+    /// How documents are laid out; default [`Layout::Keep`]: the layout the file
+    /// already has (compact, or indented by its own width), pretty for a new file.
     pub fn layout(mut self, layout: Layout) -> Self {
         self.layout = layout;
         self
@@ -144,7 +146,8 @@ impl<T> StoreOptions<T> {
     /// A rule every state must pass, before each commit and on load, for example
     /// `|s: &Account| if s.balance >= 0 { Ok(()) } else { Err("balance must not be negative".into()) }`.
     /// A failing rule aborts the commit with [`Error::Invalid`]; nothing is written.
-    /// A file that fails it on load is treated as damaged.
+    /// A version on disk that fails it is not damage (the rule is this reader's):
+    /// loading it gives [`Error::Mismatch`] and changes nothing.
     pub fn validate(
         mut self,
         rule: impl Fn(&T) -> std::result::Result<(), String> + Send + Sync + 'static,
@@ -153,7 +156,10 @@ impl<T> StoreOptions<T> {
         self
     }
 
-    /// A JSON Schema every state must satisfy (overrides the recorded one).
+    /// A JSON Schema every state must satisfy (overrides the recorded one). Like a
+    /// rule, it is this reader's: a version on disk that fails it gives
+    /// [`Error::Mismatch`] on load. (An external change that fails the schema
+    /// recorded in the settings is damage; see `docs/design.md`.)
     pub fn schema(mut self, schema: Value) -> Self {
         self.schema = Some(schema);
         self
@@ -234,13 +240,16 @@ impl<T> StoreOptions<T> {
     /// ```
     pub fn open(self, path: impl AsRef<Path>) -> Result<Store<T>> {
         let target = Target::resolve(path.as_ref())?;
-        let lock = LockFile::new(target.sidecar().join("lock"));
-        let settings = Settings::read(&target.sidecar())?;
+        let lock = LockFile::new(&target);
+        let (dir, dir_readable) = sys::open_dir_or_path(&target.dir)
+            .map_err(|e| Error::io(Op::Resolve, &target.dir, e))?;
+        let settings = Settings::read(Sidecar::open(&target, &dir, None)?.as_ref())?;
         let config = Config::new_for(&target, &self, &settings)?;
         Ok(Store {
             target,
             lock,
-            dir: OnceLock::new(),
+            dir,
+            dir_readable,
             opts: self,
             config: RwLock::new(Arc::new(config)),
             poisoned: AtomicBool::new(false),
@@ -316,7 +325,11 @@ pub struct Snapshot<T> {
 pub struct Store<T = Value> {
     pub(crate) target: Target,
     pub(crate) lock: LockFile,
-    dir: OnceLock<OwnedFd>,
+    /// The state file's directory: every name in it is used relative to this.
+    dir: OwnedFd,
+    /// Whether `dir` was opened for reading (so it can be synced and listed); a
+    /// directory we may only search gets an `O_PATH` descriptor, enough for reading.
+    dir_readable: bool,
     pub(crate) opts: StoreOptions<T>,
     config: RwLock<Arc<Config>>,
     pub(crate) poisoned: AtomicBool,
@@ -350,6 +363,8 @@ pub(crate) struct Verified<T> {
     pub state: T,
     /// The state as JSON, kept when the history needs a patch from it.
     pub value: Option<Value>,
+    /// The generation in a sealed file's header.
+    pub sealed_generation: Option<u64>,
 }
 
 impl<T> Store<T> {
@@ -380,7 +395,7 @@ impl<T> Store<T> {
 
     /// Who holds the writers' lock right now, if anyone does.
     pub fn lock_holder(&self) -> Option<Holder> {
-        self.lock.read_holder()
+        self.lock.read_holder(self.dir().ok()?)
     }
 
     /// The settings recorded with the file (as read when the store was opened or last
@@ -409,25 +424,29 @@ impl<T> Store<T> {
     }
 
     pub(crate) fn dir(&self) -> Result<&OwnedFd> {
-        if let Some(fd) = self.dir.get() {
-            return Ok(fd);
-        }
-        let fd = sys::open_dir(&self.target.dir)
-            .map_err(|e| Error::io(Op::Resolve, &self.target.dir, e))?;
-        Ok(self.dir.get_or_init(|| fd))
+        Ok(&self.dir)
     }
 
-    pub(crate) fn make_sidecar(&self) -> Result<()> {
-        let sidecar = self.target.sidecar();
-        match std::fs::create_dir(&sidecar) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-            Err(e) => Err(Error::io(Op::CreateSidecar, sidecar, e)),
+    /// The directory, for a writer: it must be readable, to be synced after a rename.
+    pub(crate) fn write_dir(&self) -> Result<&OwnedFd> {
+        if self.dir_readable {
+            return Ok(&self.dir);
         }
+        Err(Error::io(
+            Op::SyncDir,
+            &self.target.given,
+            std::io::Error::from_raw_os_error(rustix::io::Errno::ACCESS.raw_os_error()),
+        ))
+    }
+
+    /// The sidecar as it is now, opened and checked (`None`: there is none yet). For
+    /// reads that take no lock; writers use the one their lock is in.
+    pub(crate) fn sidecar(&self) -> Result<Option<Sidecar>> {
+        Sidecar::open(&self.target, self.dir()?, None)
     }
 
     pub(crate) fn read_current(&self) -> Result<Option<Current>> {
-        write::read_current(&self.target, &self.lock)
+        write::read_current(&self.target, self.dir()?, &self.lock)
     }
 
     pub(crate) fn emit(&self, event: Event) {
@@ -437,24 +456,47 @@ impl<T> Store<T> {
         }
     }
 
-    /// Reports an accepted external change once per generation per store.
-    pub(crate) fn note_external(&self, cur: &Current) {
-        if cur.external
-            && self
-                .reported_external
-                .swap(cur.generation, Ordering::AcqRel)
-                != cur.generation
-        {
-            self.emit(Event::ExternalChange {
-                path: self.target.given.clone(),
-                generation: cur.generation,
+    /// Reports an accepted external change (or the adoption of a file statesafe never
+    /// wrote) once per generation per store.
+    pub(crate) fn note_external(&self, generation: u64, how: Outside) {
+        if self.reported_external.swap(generation, Ordering::AcqRel) != generation {
+            let path = self.target.given.clone();
+            self.emit(match how {
+                Outside::Adopted => Event::Adopted { path, generation },
+                Outside::Changed => Event::ExternalChange { path, generation },
             });
         }
+    }
+
+    /// Refuses every later write of this store: an `fsync` failed, so the kernel may
+    /// have dropped what it could not write, and a second `fsync` could succeed with
+    /// it gone.
+    pub(crate) fn poison(&self) {
+        self.poisoned.store(true, Ordering::Release);
     }
 
     /// Whether this store's first write has swept the directory for old temp files.
     pub(crate) fn take_first_sweep(&self) -> bool {
         !self.swept.swap(true, Ordering::AcqRel)
+    }
+}
+
+/// How a version not written by statesafe came to be: see [`Store::note_external`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Outside {
+    /// statesafe committed this file before; another program changed it since.
+    Changed,
+    /// statesafe's first contact with a file it never wrote.
+    Adopted,
+}
+
+impl Outside {
+    pub(crate) fn of(adopted: bool) -> Outside {
+        if adopted {
+            Outside::Adopted
+        } else {
+            Outside::Changed
+        }
     }
 }
 
@@ -477,15 +519,24 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
     /// Reads the document and its generation. Takes no lock and never blocks: a
     /// concurrent writer's rename is atomic, so this sees the old or the new version.
     ///
-    /// If the file is damaged (unparseable, checksum mismatch, fails validation), the
-    /// recovery policy applies: by default the damaged file is quarantined and the
-    /// newest valid backup restored (this takes the lock), and an [`Event::Recovered`]
-    /// is reported.
+    /// Damage means bytes that cannot be what statesafe committed: unparseable or
+    /// truncated, a seal that does not verify, an older sealed version put back, an
+    /// external change that fails the recorded schema. Then the recovery policy
+    /// applies: by default, if the writers' lock is free at once, the damaged file is
+    /// quarantined and the newest version that can be proven (a backup, plus the
+    /// history's patches after it) is restored, with an [`Event::Recovered`]. If the
+    /// lock is held, the read does not wait: it returns that newest proven version
+    /// without writing anything, with an [`Event::DamageNotRepaired`]; the next writer
+    /// (or [`Store::recover`]) repairs the file.
+    ///
+    /// A sound version that this reader's type, rule or schema refuses is not damage:
+    /// that is [`Error::Mismatch`], and nothing is changed.
     ///
     /// # Errors
-    /// [`Error::NotFound`] when the file does not exist; [`Error::Corrupt`] or
-    /// [`Error::Invalid`] when it is damaged and the policy is `fail`;
-    /// [`Error::Unrecoverable`] when no valid backup exists. A damaged file is never
+    /// [`Error::NotFound`] when the file does not exist; [`Error::Mismatch`];
+    /// [`Error::Corrupt`] or [`Error::Invalid`] when it is damaged and the policy is
+    /// `fail`, or when statesafe never wrote the file (it is left as it is);
+    /// [`Error::Unrecoverable`] when nothing verifies. A damaged file is never
     /// confused with a missing one, and never silently replaced by defaults.
     ///
     /// # Example
@@ -507,13 +558,15 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         };
         match self.verify(&cur, false) {
             Ok(v) => {
-                self.note_external(&cur);
+                if cur.external {
+                    self.note_external(cur.generation, Outside::of(cur.adopted));
+                }
                 Ok(Snapshot {
                     state: v.state,
                     generation: cur.generation,
                 })
             }
-            Err(damage) if is_damage(&damage) => self.recover_on_load(damage),
+            Err(damage) if is_damage(&damage) => self.recover_on_load(&cur, damage),
             Err(e) => Err(e),
         }
     }
@@ -552,39 +605,103 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         Ok(self.read_current()?.map_or(0, |c| c.generation))
     }
 
-    /// Decodes and validates a version read from disk.
+    /// Decodes and validates the current version. Damage ([`Error::Corrupt`], or
+    /// [`Error::Invalid`] for an external change that fails the recorded schema) is
+    /// told apart from a sound version this reader cannot take ([`Error::Mismatch`]).
+    /// A sealed version older than the newest generation known is damage: an old
+    /// copy put back in place of a newer one.
     pub(crate) fn verify(&self, cur: &Current, want_value: bool) -> Result<Verified<T>> {
-        self.verify_bytes(&cur.bytes, !cur.external, want_value)
+        let v = self.verify_bytes(&cur.bytes, cur.generation, !cur.external, want_value)?;
+        if let Some(sealed) = v.sealed_generation {
+            let known = write::highest_known_generation(self.sidecar()?.as_ref(), &self.lock);
+            if sealed < known {
+                return Err(Error::Corrupt {
+                    path: self.target.given.clone(),
+                    line: None,
+                    column: None,
+                    reason: format!(
+                        "it is an older sealed version (generation {sealed}) put back in place of generation {known}: a sealed file never goes back"
+                    ),
+                });
+            }
+        }
+        Ok(v)
     }
 
-    /// Decodes and validates `bytes`; `committed_by_us` says the metadata record
-    /// vouches for them (so a plain file is acceptable even where sealed is configured).
+    /// Decodes and validates `bytes` (generation `generation`, for messages);
+    /// `committed_by_us` says the metadata record vouches for them, so whatever this
+    /// reader makes of them they are not damage (and a plain file is acceptable even
+    /// where sealed is configured).
+    ///
+    /// Damage is decided by the bytes alone: unparseable, a seal that does not
+    /// verify, a plain file where only sealed ones are written. The reader's type and
+    /// rule, and a schema given to this store only, never make a version damaged. The
+    /// schema recorded in the settings binds every writer: an external change that
+    /// fails it is damage; a committed version that fails it is not.
     pub(crate) fn verify_bytes(
         &self,
         bytes: &[u8],
+        generation: u64,
         committed_by_us: bool,
         want_value: bool,
     ) -> Result<Verified<T>> {
         let config = self.config();
         let path = &self.target.given;
-        let state: T = if format::looks_sealed(bytes) {
-            format::decode_sealed(path, bytes)?.0
-        } else if config.format == Format::Sealed && !committed_by_us {
+        let mismatch = |reason: String| Error::Mismatch {
+            path: path.clone(),
+            generation,
+            committed: committed_by_us,
+            reason,
+        };
+        let sealed = format::looks_sealed(bytes);
+        if !sealed && config.format == Format::Sealed && !committed_by_us {
             return Err(Error::Corrupt {
                 path: path.clone(),
                 line: None,
                 column: None,
                 reason: "the file should be sealed but has no statesafe envelope: it was replaced outside statesafe".into(),
             });
+        }
+        let decoded = if sealed {
+            format::decode_sealed(path, bytes).map(|(s, h)| (s, Some(h.generation)))
         } else {
-            format::decode(path, bytes)?
+            format::decode(path, bytes).map(|s| (s, None))
         };
-        validate::check(
-            path,
-            &state,
-            self.opts.rule.as_ref(),
-            config.schema.as_ref(),
-        )?;
+        let (state, sealed_generation): (T, _) = match decoded {
+            Ok(d) => d,
+            Err(Error::Corrupt { reason, .. }) if self.sound(bytes, sealed, committed_by_us) => {
+                return Err(mismatch(format!("this reader's type refuses it: {reason}")));
+            }
+            Err(e) => return Err(e),
+        };
+        if !committed_by_us {
+            // A file statesafe did not write may repeat a key, which no committed
+            // version does (and which would lose one of the values silently).
+            format::check_unique_keys(path, bytes)?;
+        }
+        if let Some(rule) = self.opts.rule.as_ref()
+            && let Err(Error::Invalid { message, .. }) =
+                validate::check(path, &state, Some(rule), None)
+        {
+            return Err(mismatch(format!(
+                "this reader's rule refuses it: {message}"
+            )));
+        }
+        if let Some(schema) = config.schema.as_ref() {
+            match validate::check(path, &state, None, Some(schema)) {
+                Ok(()) => {}
+                Err(e) if self.opts.schema.is_none() && !committed_by_us => return Err(e),
+                Err(Error::Invalid { message, .. }) => {
+                    let whose = if self.opts.schema.is_some() {
+                        "this reader's schema"
+                    } else {
+                        "the recorded schema (changed since it was committed)"
+                    };
+                    return Err(mismatch(format!("{whose} refuses it: {message}")));
+                }
+                Err(e) => return Err(e),
+            }
+        }
         let value = if want_value
             && config.history.keep > 0
             && bytes.len() as u64 <= config.history.max_patch_bytes
@@ -593,7 +710,23 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         } else {
             None
         };
-        Ok(Verified { state, value })
+        Ok(Verified {
+            state,
+            value,
+            sealed_generation,
+        })
+    }
+
+    /// Whether `bytes`, which this reader's type refused, are nevertheless a sound
+    /// version: committed by statesafe, or JSON (with a seal that verifies, if sealed).
+    fn sound(&self, bytes: &[u8], sealed: bool, committed_by_us: bool) -> bool {
+        use serde::de::IgnoredAny;
+        let path = &self.target.given;
+        if sealed {
+            committed_by_us || format::decode_sealed::<IgnoredAny>(path, bytes).is_ok()
+        } else {
+            committed_by_us || format::decode::<IgnoredAny>(path, bytes).is_ok()
+        }
     }
 }
 

@@ -13,12 +13,12 @@ use serde_json::Value;
 
 use crate::backup;
 use crate::error::{Error, Result};
-use crate::events::Recorder;
+use crate::events::{Event, Recorder};
 use crate::format::{self, Meta, Writer};
 use crate::history::{self, Change, HistoryEntry};
 use crate::lock;
 use crate::settings::Format;
-use crate::sidecar;
+use crate::sidecar::Sidecar;
 use crate::store::{Store, is_damage};
 use crate::sys;
 use crate::validate;
@@ -33,10 +33,17 @@ pub(crate) struct Base {
     pub len: usize,
     /// Changed outside statesafe (to be recorded in the history).
     pub external: bool,
+    /// `external`, and statesafe's first contact with the file.
+    pub adopted: bool,
     /// Verified valid, so it may become a backup.
     pub valid: bool,
     /// The document as JSON, when the history wants a patch from it.
     pub value: Option<Value>,
+    /// Device and inode of the file read, checked before the rename replaces it;
+    /// `None` after a commit of this transaction (nothing to check).
+    pub id: Option<(u64, u64)>,
+    /// Its layout, which [`crate::Layout::Keep`] keeps.
+    pub style: Option<format::Style>,
 }
 
 impl Base {
@@ -47,15 +54,40 @@ impl Base {
             checksum: cur.checksum,
             len: cur.bytes.len(),
             external: cur.external,
+            adopted: cur.adopted,
             valid,
             value,
+            id: Some(cur.id),
+            style: format::Style::detect(&cur.bytes),
         }
     }
 }
 
 /// The writers' lock on a state file, held until dropped; from [`Store::lock`].
 pub struct LockGuard<'s> {
-    _guard: lock::Guard<'s>,
+    guard: lock::Guard<'s>,
+    dir: &'s std::os::fd::OwnedFd,
+}
+
+impl LockGuard<'_> {
+    /// Checks that the lock is still the lock file at its path: a cleanup that removed
+    /// the sidecar (or the lock file) while it was held lets other writers in, and
+    /// whoever held it should know (`statesafe lock -- CMD` reports it after CMD).
+    ///
+    /// # Errors
+    /// [`Error::LockLost`] when it was removed or replaced; I/O errors checking it.
+    ///
+    /// # Example
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let store: statesafe::Store = statesafe::Store::open(dir.path().join("s.json"))?;
+    /// let guard = store.lock("maintenance")?;
+    /// guard.check()?;
+    /// # Ok::<(), statesafe::Error>(())
+    /// ```
+    pub fn check(&self) -> Result<()> {
+        self.guard.verify(self.dir)
+    }
 }
 
 impl fmt::Debug for LockGuard<'_> {
@@ -92,32 +124,49 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
     pub fn lock(&self, operation: &str) -> Result<LockGuard<'_>> {
         let locked = self.lock_and_read(operation, false)?;
         Ok(LockGuard {
-            _guard: locked.guard,
+            guard: locked.guard,
+            dir: self.dir()?,
         })
     }
 
     /// Takes the lock, cleans up after dead writers, and (if `read`) reads the file.
     pub(crate) fn lock_and_read(&self, operation: &str, read: bool) -> Result<Locked<'_>> {
+        self.lock_and_read_within(operation, read, self.config().lock_timeout)
+    }
+
+    /// [`Store::lock_and_read`], waiting at most `timeout` for the lock (zero: only if
+    /// it is free at once).
+    pub(crate) fn lock_and_read_within(
+        &self,
+        operation: &str,
+        read: bool,
+        timeout: std::time::Duration,
+    ) -> Result<Locked<'_>> {
         if self.poisoned.load(std::sync::atomic::Ordering::Acquire) {
             return Err(Error::Poisoned {
                 path: self.target.given.clone(),
             });
         }
         let temp_name = self.target.temp_name();
-        let dir = self.dir()?;
+        let dir = self.write_dir()?;
         let start = Instant::now();
+        let fresh = Perms {
+            mode: if self.opts.private { 0o600 } else { 0o644 },
+            uid: sys::effective_uid(),
+            gid: sys::effective_gid(),
+        };
         let guard = self.lock.acquire(
-            &self.target.given,
-            self.config().lock_timeout,
+            dir,
+            timeout,
             operation,
             Some(temp_name.to_string_lossy().into_owned()),
-            || self.make_sidecar(),
+            fresh,
         );
         let waited = start.elapsed();
         let guard = guard.inspect_err(|e| self.recorder.failure(e.kind()))?;
         self.recorder.lock_wait(waited);
         if let Some(stale) = &guard.previous.temp {
-            write::remove_stale_temp(&self.target, dir, stale)?;
+            write::remove_stale_temp(&self.target, dir, stale);
         }
         if self.take_first_sweep() {
             write::sweep_temps(&self.target, dir)?;
@@ -180,12 +229,11 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         } = self.lock_and_read(operation, true)?;
         let (state, base) = match current {
             Some(cur) => match self.verify(&cur, true) {
-                Ok(v) => {
-                    self.note_external(&cur);
-                    (v.state, Some(Base::of(&cur, true, v.value)))
-                }
+                // An external change is reported once the commit that records it is
+                // done: a write that fails reports nothing.
+                Ok(v) => (v.state, Some(Base::of(&cur, true, v.value))),
                 Err(damage) if is_damage(&damage) => {
-                    let (state, base) =
+                    let (state, base, _) =
                         self.recover_locked(&mut guard, &temp_name, &cur, damage, false)?;
                     (state, Some(base))
                 }
@@ -327,9 +375,12 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         let base = match &current {
             Some(cur) => Some(match self.verify(cur, true) {
                 Ok(v) => Base::of(cur, true, v.value),
+                // A sound version this store's type or rule refuses: replacing it
+                // needs no reading of it, and it is kept as a backup like any other.
+                Err(Error::Mismatch { .. }) => Base::of(cur, true, None),
                 // Replacing a damaged file: keep it in quarantine, never in the backups.
                 Err(damage) if is_damage(&damage) => {
-                    backup::quarantine(&self.target, self.dir()?, cur.checksum, cur.perms)?;
+                    self.quarantine(guard.sidecar(), cur)?;
                     Base::of(cur, false, None)
                 }
                 Err(e) => return Err(e),
@@ -387,9 +438,10 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         let config = self.config();
         let path = &self.target.given;
         validate::check(path, state, self.opts.rule.as_ref(), config.schema.as_ref())?;
+        let sidecar = Arc::clone(guard.sidecar());
         let generation = match base {
             Some(b) => b.generation + 1,
-            None => write::highest_known_generation(&self.target, &self.lock) + 1,
+            None => write::highest_known_generation(Some(&sidecar), &self.lock) + 1,
         };
         // The new version is usually about as long as the one it replaces: for a large
         // document, start the buffer there (with a little room) rather than doubling
@@ -400,16 +452,12 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         let size_hint = base
             .filter(|b| b.len >= 128 << 10)
             .map_or(0, |b| b.len + b.len / 64 + 256);
+        let style = self.opts.layout.style(base.and_then(|b| b.style));
         let bytes = match config.format {
-            Format::Plain => format::encode(path, state, self.opts.layout, size_hint)?,
-            Format::Sealed => format::encode_sealed(
-                path,
-                state,
-                self.opts.layout,
-                generation,
-                now_rfc3339(),
-                size_hint,
-            )?,
+            Format::Plain => format::encode(path, state, style, size_hint, 0)?,
+            Format::Sealed => {
+                format::encode_sealed(path, state, style, generation, now_rfc3339(), size_hint)?
+            }
         };
         if let Some(limit) = config.max_bytes
             && bytes.len() as u64 > limit
@@ -443,15 +491,32 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                 });
             }
         }
+        // A replaced file keeps exactly its own ACL (or none); a directory's default
+        // ACL never widens it. Read now, under the lock, like the mode was.
+        let existing_acl = match base {
+            Some(_) => sys::access_acl(&self.target.real())
+                .map_err(|e| Error::io(crate::Op::SetPermissions, path, e))?,
+            None => None,
+        };
+        let acl = match (&existing_acl, base.is_some() || self.opts.private) {
+            (Some(acl), _) => write::Acl::Copy(acl),
+            (None, true) => write::Acl::Nothing,
+            (None, false) => write::Acl::Inherit,
+        };
         let keep_backup = config.backups.enabled() && base.is_some_and(|b| b.valid);
+        // What this commit did before the rename, to take back if it fails: a write
+        // that does not happen leaves no backup, no stamp, no generation used up.
+        let mut stamped = None;
+        let mut linked = None;
         if keep_backup {
             let b = base.expect("invariant: checked above");
             if b.external {
                 // The outgoing version was made outside statesafe: its metadata record
                 // is stale or missing. Stamp it with what we verified, so the backup
                 // vouches for its own bytes like any other.
-                write::stamp_meta(
+                stamped = write::stamp_meta(
                     &self.target,
+                    dir,
                     Meta {
                         v: 1,
                         generation: b.generation,
@@ -459,8 +524,23 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                     },
                 );
             }
-            backup::link_outgoing(&self.target, dir, b.generation, b.checksum, b.perms)?;
+            match backup::link_outgoing(
+                &sidecar,
+                &self.target,
+                dir,
+                b.generation,
+                b.checksum,
+                b.perms,
+            ) {
+                Ok(l) => linked = Some((l, b.generation)),
+                Err(e) => {
+                    take_back(&sidecar, None, stamped.as_ref());
+                    // A sidecar deleted under us fails here first: say why.
+                    return Err(guard.verify(dir).err().unwrap_or(e));
+                }
+            }
         }
+        let guard_ref: &lock::Guard<'_> = guard;
         let commit = write::Commit {
             target: &self.target,
             dir,
@@ -468,8 +548,25 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             durability: self.opts.durability,
             existing: base.map(|b| b.perms),
             private: self.opts.private,
+            acl,
+            sidecar: Some(&sidecar),
+            before_rename: &|| {
+                guard_ref.verify(dir)?;
+                let expected = match base {
+                    Some(b) => match b.id {
+                        Some(id) => Some(id),
+                        None => return Ok(()),
+                    },
+                    None => None,
+                };
+                match write::unchanged_since_read(&self.target, dir, expected) {
+                    Ok(true) => Ok(()),
+                    Ok(false) => Err(guard_ref.lost()),
+                    Err(e) => Err(Error::io(crate::Op::Rename, &self.target.given, e)),
+                }
+            },
         };
-        let fsync = match write::commit(
+        let outcome = write::commit(
             &write::RealFs,
             &commit,
             &bytes,
@@ -478,39 +575,59 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                 generation,
                 xxh3: new_sum,
             },
-        ) {
-            Ok(Ok(fsync)) => fsync,
+        );
+        let failed = match &outcome {
+            Ok(Ok(_)) | Err(write::Poisoning(Error::OutcomeUnknown { .. })) => false,
+            Ok(Err(_)) | Err(_) => true,
+        };
+        if failed {
+            take_back(&sidecar, linked, stamped.as_ref());
+        }
+        let committed = match outcome {
+            Ok(Ok(committed)) => committed,
             Ok(Err(e)) => return Err(e),
             Err(write::Poisoning(e)) => {
-                self.poisoned
-                    .store(true, std::sync::atomic::Ordering::Release);
+                self.poison();
                 return Err(e);
             }
         };
+        if let Some(b) = base.filter(|b| b.external) {
+            self.note_external(b.generation, crate::store::Outside::of(b.adopted));
+        }
         // The commit is durable. What follows is bookkeeping: a failure there must not
         // turn a committed write into a reported failure, so it is logged and counted.
-        guard.record.last_generation = generation;
         guard.record.temp = None;
-        let perms = base.map_or_else(|| current_perms(self), |b| b.perms);
-        if let Err(e) = sidecar::enforce(&self.target, perms) {
+        // Without its metadata record (no extended attributes, and the sidecar's
+        // `meta` could not be written), readers derive this version's generation as
+        // after a crash right after the rename: one more than the last generation
+        // recorded anywhere. So nothing may record this one: not the lock record, not
+        // the history (the next writer records it, as an external change).
+        let recorded = committed.meta != write::MetaRecord::Missing;
+        if recorded {
+            guard.record.last_generation = generation;
+        } else {
             self.bookkeeping_failed(
-                "giving the sidecar the file's permissions",
-                &Error::io(crate::Op::Settings, self.target.sidecar(), e),
+                generation,
+                "recording its generation",
+                &Error::io(
+                    crate::Op::WriteMeta,
+                    self.target.sidecar().join("meta"),
+                    std::io::Error::other("the sidecar metadata record could not be written"),
+                ),
             );
+        }
+        let perms = base.map_or_else(|| current_perms(self), |b| b.perms);
+        if let Err(e) = sidecar.enforce(perms) {
+            self.bookkeeping_failed(generation, "giving the sidecar the file's permissions", &e);
         }
         if keep_backup {
             // Freeing the oldest backup's blocks can be slow and nothing waits for it:
             // the janitor thread does it while we go on (see janitor.rs).
-            let b = base.expect("invariant: checked above");
-            let by_name = change == Change::Commit && !b.external;
-            let (target, policy, outgoing) = (self.target.clone(), config.backups, b.generation);
+            let (target, policy) = (self.target.clone(), config.backups);
             let recorder = Arc::clone(&self.recorder);
+            let sidecar = Arc::clone(&sidecar);
             crate::janitor::defer(&self.janitor, move || {
-                let pruned = if by_name {
-                    backup::prune_after(&target, &policy, outgoing)
-                } else {
-                    backup::prune(&target, &policy)
-                };
+                let pruned = backup::prune(&sidecar, &policy);
                 if let Err(e) = pruned {
                     bookkeeping_failed(&recorder, &target.given, "pruning backups", &e);
                 }
@@ -522,11 +639,17 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             } else {
                 None
             };
-        if config.history.keep > 0 {
+        if config.history.keep > 0 && recorded {
             let hint = guard.previous.history;
-            match self.record_history(base, generation, &value, change, perms, hint) {
+            let new = NewVersion {
+                generation,
+                bytes: &bytes,
+                value: &value,
+                backed_up: keep_backup,
+            };
+            match self.record_history(&sidecar, base, &new, change, perms, hint) {
                 Ok(()) => guard.record.history = Some(generation),
-                Err(e) => self.bookkeeping_failed("recording history", &e),
+                Err(e) => self.bookkeeping_failed(generation, "recording history", &e),
             }
         }
         // Hints for the next holder (not synced; a lost update only costs a lookup).
@@ -537,27 +660,39 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                 perms,
                 checksum: new_sum,
                 len: bytes.len(),
-                external: false,
+                // Readers will take it for an external change (see above).
+                external: !recorded,
+                adopted: false,
                 valid: true,
                 value,
+                id: None,
+                style: Some(style),
             },
-            fsync,
+            committed.fsync,
         ))
     }
 
-    fn bookkeeping_failed(&self, what: &str, e: &Error) {
+    fn bookkeeping_failed(&self, generation: u64, what: &str, e: &Error) {
         bookkeeping_failed(&self.recorder, &self.target.given, what, e);
+        self.emit(Event::BookkeepingFailed {
+            path: self.target.given.clone(),
+            generation,
+            what: what.to_string(),
+            error: e.to_string(),
+        });
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn record_history(
         &self,
+        sidecar: &Sidecar,
         base: Option<&Base>,
-        generation: u64,
-        value: &Option<Value>,
+        new: &NewVersion<'_>,
         change: Change,
         perms: Perms,
         hint: Option<u64>,
     ) -> Result<()> {
+        let (generation, value) = (new.generation, new.value);
         let config = self.config();
         let policy = &config.history;
         // The previous holder's record says which generation it last recorded; when
@@ -565,7 +700,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         let previous = base.map(|b| b.generation);
         let mut last = match hint {
             Some(h) if Some(h) == previous => Some(h),
-            _ => history::last_recorded(&self.target, policy, generation),
+            _ => history::last_recorded(sidecar, policy, generation),
         };
         if let Some(b) = base.filter(|b| b.external) {
             // The version we replace was made outside statesafe: record it first.
@@ -576,12 +711,14 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                 change: Change::External,
                 patch: None,
                 snapshot: b.value.clone(),
-                note: b
-                    .value
-                    .is_none()
-                    .then(|| "document too large for the history".to_string()),
+                // The version before it is gone (replaced outside statesafe), and
+                // was too large to be kept in the history: nothing to diff against.
+                note: b.value.is_none().then(|| {
+                    "no snapshot or patch: the document is larger than history.max_patch_bytes"
+                        .to_string()
+                }),
             };
-            history::append(&self.target, policy, &entry, perms)?;
+            history::append(sidecar, policy, &entry, perms)?;
             last = Some(b.generation);
         }
         let previous = base.and_then(|b| b.value.as_ref());
@@ -592,11 +729,35 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             }
             (Some(new), Some(old)) => (Some(json_patch::diff(old, new)), Some(new.clone()), None),
             (Some(new), None) => (None, Some(new.clone()), None),
-            (None, _) => (
-                None,
-                None,
-                Some("document too large for the history".to_string()),
-            ),
+            // Too large to diff as trees: the patch taken from the bytes of the
+            // change, against the outgoing version's backup (see local_patch.rs).
+            (None, _) => {
+                // Plain files only: in a sealed file the bytes include the header,
+                // whose change is no change of the document.
+                let patch = base
+                    .filter(|_| new.backed_up && config.format == Format::Plain)
+                    .filter(|_| !format::looks_sealed(new.bytes))
+                    .and_then(|b| {
+                        std::fs::File::open(backup::path_of(&self.target, b.generation)).ok()
+                    })
+                    .and_then(|old| {
+                        crate::local_patch::local_patch(
+                            &old,
+                            new.bytes,
+                            usize::try_from(policy.max_patch_bytes).unwrap_or(usize::MAX),
+                        )
+                    });
+                let note = match &patch {
+                    Some(_) if !snapshot_needed => None,
+                    Some(_) => {
+                        Some("no snapshot: the document is larger than history.max_patch_bytes")
+                    }
+                    None => Some(
+                        "no snapshot or patch: the document is larger than history.max_patch_bytes and the change is not within one small value",
+                    ),
+                };
+                (patch, None, note.map(str::to_string))
+            }
         };
         let entry = HistoryEntry {
             generation,
@@ -607,8 +768,34 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             snapshot,
             note,
         };
-        history::append(&self.target, policy, &entry, perms)
+        history::append(sidecar, policy, &entry, perms)
     }
+}
+
+/// Undoes what a commit that failed before its rename did to the outgoing version:
+/// the backup it linked (not one that was there already) and the stamp it set. Best
+/// effort: what remains is harmless (a backup that verifies, a stamp that is true).
+fn take_back(
+    sidecar: &Sidecar,
+    linked: Option<(backup::Linked, u64)>,
+    stamped: Option<&std::fs::File>,
+) {
+    if let Some((backup::Linked::Made, generation)) = linked {
+        let _ = backup::unlink(sidecar, generation);
+    }
+    if let Some(file) = stamped {
+        let _ = sys::remove_meta_attr(file);
+    }
+}
+
+/// The version just committed, as the history sees it.
+struct NewVersion<'a> {
+    generation: u64,
+    bytes: &'a [u8],
+    /// As JSON, when small enough to diff as a tree.
+    value: &'a Option<Value>,
+    /// Whether the version it replaced was kept as a backup (to diff bytes against).
+    backed_up: bool,
 }
 
 /// A step after a durable commit failed: counted and logged, never returned (the

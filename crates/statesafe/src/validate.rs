@@ -1,5 +1,7 @@
 //! Validation: a rule in code, a JSON Schema, or both. Applied before every commit
-//! (invalid state is never written) and on load (an invalid file counts as damaged).
+//! (invalid state is never written) and on load, where a failure is the reader's
+//! (`Error::Mismatch`), except for an external change that fails the recorded schema,
+//! which is damage (see `Store::verify_bytes`).
 
 use std::path::Path;
 use std::sync::Arc;

@@ -16,13 +16,13 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Op, Result};
 use crate::format::Meta;
 use crate::lock::LockFile;
 use crate::paths::Target;
+use crate::sidecar::Sidecar;
 use crate::sys;
 
 /// How hard a commit works to survive power loss.
@@ -58,16 +58,37 @@ pub(crate) struct Current {
     /// The bytes were not written by statesafe (or not by this metadata): a hand edit,
     /// another program, or a file adopted for the first time.
     pub external: bool,
+    /// `external`, and statesafe has never written this file: no metadata attribute,
+    /// nothing in the sidecar (record, backup, history, lock hint). The first contact.
+    pub adopted: bool,
     pub perms: Perms,
+    /// Device and inode of the file read.
+    pub id: (u64, u64),
 }
 
 /// Reads the state file without any lock: one `open`, so data and metadata come from
 /// the same inode even if a writer renames a new version in meanwhile.
-pub(crate) fn read_current(target: &Target, lock: &LockFile) -> Result<Option<Current>> {
-    let path = target.real();
-    let file = match File::open(&path) {
+///
+/// The file is opened relative to its directory's descriptor, never following a link
+/// (the path was resolved, under the symlink policy, when the store was opened) and
+/// never blocking on a FIFO planted in its place.
+pub(crate) fn read_current(
+    target: &Target,
+    dir: &OwnedFd,
+    lock: &LockFile,
+) -> Result<Option<Current>> {
+    let file = match sys::open_at(dir, &target.name, sys::Access::Read, 0) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
+            return Err(Error::BadPath {
+                path: target.given.clone(),
+                reason: format!(
+                    "`{}` became a symbolic link after the store was opened; open it again",
+                    target.real().display()
+                ),
+            });
+        }
         Err(e) => return Err(Error::io(Op::Read, &target.given, e)),
     };
     let stat = file
@@ -93,26 +114,48 @@ pub(crate) fn read_current(target: &Target, lock: &LockFile) -> Result<Option<Cu
         .map_err(|e| Error::io(Op::Read, &target.given, e))?;
     let attr = sys::get_meta_attr(&file).map_err(|e| Error::io(Op::Read, &target.given, e))?;
     let sum = crate::format::checksum(&bytes);
-    let (generation, external) = match attr {
-        sys::MetaAttr::Present(raw) => {
-            classify(Some(&raw), sum).unwrap_or_else(|| (fallback_generation(target, lock), true))
-        }
-        sys::MetaAttr::Absent | sys::MetaAttr::Unsupported => match read_sidecar_meta(target) {
-            Some(m) if m.xxh3 == sum => (m.generation, false),
-            _ => (fallback_generation(target, lock), true),
+    let sidecar = Sidecar::open(target, dir, None).ok().flatten();
+    let (generation, external, adopted) = match attr {
+        sys::MetaAttr::Present(raw) => match classify(Some(&raw), sum) {
+            Some((generation, external)) => (generation, external, false),
+            None => adopted_generation(sidecar.as_ref(), lock, &file, &stat, sum),
         },
+        sys::MetaAttr::Absent | sys::MetaAttr::Unsupported => {
+            match sidecar.as_ref().and_then(read_sidecar_meta) {
+                Some(m) if m.xxh3 == sum => (m.generation, false, false),
+                _ => adopted_generation(sidecar.as_ref(), lock, &file, &stat, sum),
+            }
+        }
     };
     Ok(Some(Current {
         bytes,
         checksum: sum,
         generation,
         external,
+        adopted,
         perms: Perms {
             mode: stat.mode() & 0o7777,
             uid: stat.uid(),
             gid: stat.gid(),
         },
+        id: (stat.dev(), stat.ino()),
     }))
+}
+
+/// Whether the state file is still the one a transaction read (`expected`: its device
+/// and inode, `None` when it did not exist). Checked right before the rename, with the
+/// lock checked too: see "The lock cannot split" in `docs/design.md`.
+pub(crate) fn unchanged_since_read(
+    target: &Target,
+    dir: &OwnedFd,
+    expected: Option<(u64, u64)>,
+) -> io::Result<bool> {
+    match (sys::stat_at(dir, &target.name), expected) {
+        (Ok(st), Some(id)) => Ok((st.dev, st.ino) == id),
+        (Ok(_), None) => Ok(false),
+        (Err(e), expected) if e.kind() == io::ErrorKind::NotFound => Ok(expected.is_none()),
+        (Err(e), _) => Err(e),
+    }
 }
 
 /// What a file's own metadata record says of bytes with checksum `sum`:
@@ -128,45 +171,92 @@ pub(crate) fn classify(attr: Option<&[u8]>, sum: u64) -> Option<(u64, bool)> {
     })
 }
 
-/// The generation of a file whose own metadata does not describe it: one more than the
-/// highest generation we know of (sidecar record, newest backup, lock record hint).
-fn fallback_generation(target: &Target, lock: &LockFile) -> u64 {
-    highest_known_generation(target, lock) + 1
+/// The generation of the open `file` (checksum `sum`), whose own metadata does not
+/// describe it: one more than the highest generation known (sidecar record, backups,
+/// history, lock record hint), and flagged external.
+///
+/// A writer adopting this very version meanwhile stamps it with its generation G and
+/// links it as backup G before its rename, and records G + 1 after. Whatever of that
+/// the count saw, the stamp or the backup was there before it; so they are looked
+/// for after the count, and a version is never labelled with the generation of the
+/// commit that replaced it (a compare-and-swap with that label would overwrite it).
+///
+/// Returns `(generation, external, adopted)`: `adopted` when nothing in the sidecar
+/// knows any generation (statesafe's first contact with the file).
+fn adopted_generation(
+    sidecar: Option<&Sidecar>,
+    lock: &LockFile,
+    file: &File,
+    stat: &std::fs::Metadata,
+    sum: u64,
+) -> (u64, bool, bool) {
+    let known = highest_known_generation(sidecar, lock);
+    if let Ok(sys::MetaAttr::Present(raw)) = sys::get_meta_attr(file)
+        && let Some((generation, false)) = classify(Some(&raw), sum)
+    {
+        return (generation, false, false);
+    }
+    if let Some(generation) = crate::backup::generation_of_inode(sidecar, stat.dev(), stat.ino()) {
+        return (generation, true, false);
+    }
+    (known + 1, true, known == 0)
 }
 
 /// The highest generation this state file is known to have had, from everything in
 /// its sidecar: the metadata record, the newest backup, the newest history entry and
-/// the lock record. A file deleted and created again continues after it, so
-/// generations never repeat (a stale compare-and-swap cannot succeed, and a new
-/// version can never collide with an old backup).
-pub(crate) fn highest_known_generation(target: &Target, lock: &LockFile) -> u64 {
-    let sidecar = read_sidecar_meta(target).map_or(0, |m| m.generation);
-    let backups = crate::backup::list(target)
+/// the lock record (0 without a sidecar). A file deleted and created again continues
+/// after it, so generations never repeat (a stale compare-and-swap cannot succeed, and
+/// a new version can never collide with an old backup).
+pub(crate) fn highest_known_generation(sidecar: Option<&Sidecar>, lock: &LockFile) -> u64 {
+    let Some(sidecar) = sidecar else {
+        return 0;
+    };
+    let meta = read_sidecar_meta(sidecar).map_or(0, |m| m.generation);
+    let backups = crate::backup::list(Some(sidecar))
         .ok()
         .and_then(|l| l.backups.first().map(|b| b.generation))
         .unwrap_or(0);
-    let history = crate::history::newest_generation(target).unwrap_or(0);
-    sidecar
-        .max(backups)
+    let history = crate::history::newest_generation(sidecar).unwrap_or(0);
+    meta.max(backups)
         .max(history)
-        .max(lock.last_generation_hint())
+        .max(lock.last_generation_hint(sidecar))
 }
 
 /// Records `meta` on the current file (best effort: where it cannot be written, a
 /// backup of this version is refused by verification later, never trusted blindly).
-pub(crate) fn stamp_meta(target: &Target, meta: Meta) {
-    if let Ok(file) = File::open(target.real()) {
-        let _ = sys::set_meta_attr(&file, &meta.encode());
+/// Returns the file stamped, so that a commit that then fails can take the stamp back.
+pub(crate) fn stamp_meta(target: &Target, dir: &OwnedFd, meta: Meta) -> Option<File> {
+    let file = sys::open_at(dir, &target.name, sys::Access::Read, 0).ok()?;
+    if !sys::stat_fd(&file).is_ok_and(|st| st.kind == sys::Kind::File) {
+        return None;
     }
+    sys::set_meta_attr(&file, &meta.encode())
+        .ok()
+        .filter(|stamped| *stamped)
+        .map(|_| file)
 }
 
-fn sidecar_meta_path(target: &Target) -> PathBuf {
-    target.sidecar().join("meta")
-}
+/// The metadata record's name in the sidecar.
+const META_FILE: &str = "meta";
 
-fn read_sidecar_meta(target: &Target) -> Option<Meta> {
-    let raw = std::fs::read(sidecar_meta_path(target)).ok()?;
+fn read_sidecar_meta(sidecar: &Sidecar) -> Option<Meta> {
+    let raw = sidecar
+        .root()
+        .read(OsStr::new(META_FILE), Op::Read)
+        .ok()??;
     Meta::decode(&raw)
+}
+
+/// The POSIX access ACL the new version gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Acl<'a> {
+    /// Whatever the directory's default ACL gives a new file (a new, shared file).
+    Inherit,
+    /// None at all: a private new file, or a replaced file that had none (a
+    /// directory's default ACL must not widen what the file allowed).
+    Nothing,
+    /// The replaced file's own, copied exactly.
+    Copy(&'a [u8]),
 }
 
 /// Everything a commit needs besides the bytes.
@@ -179,21 +269,49 @@ pub(crate) struct Commit<'a, D> {
     pub existing: Option<Perms>,
     /// Mode for a new file: `0o600` when private; otherwise `0o644`, less the umask.
     pub private: bool,
+    /// The access ACL to give it (set before the mode, which then applies exactly).
+    pub acl: Acl<'a>,
+    /// The sidecar, for the metadata record on filesystems without user attributes.
+    pub sidecar: Option<&'a Sidecar>,
+    /// Called right before the rename: an error abandons the commit (the writers' lock
+    /// was lost, see `lock.rs`), leaving the file untouched.
+    pub before_rename: &'a dyn Fn() -> Result<()>,
 }
 
 /// A failure that must poison the store: an `fsync` reported an error, so the kernel
 /// may have dropped dirty pages and a retry could "succeed" with data lost.
 pub(crate) struct Poisoning(pub Error);
 
+/// A commit that is durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Committed {
+    /// Time spent in `fsync`.
+    pub fsync: Duration,
+    /// Where the metadata record went.
+    pub meta: MetaRecord,
+}
+
+/// Where a commit's metadata record went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MetaRecord {
+    /// On the file itself, published with it by the same `fsync` and `rename`.
+    Attribute,
+    /// Into the sidecar's `meta` (no user extended attributes here).
+    Sidecar,
+    /// Nowhere: writing the sidecar's `meta` failed after the data commit. Readers
+    /// then find the previous record, so the commit must look like one cut short by
+    /// a crash at that point (see `Store::write_version`).
+    Missing,
+}
+
 /// Runs the write protocol through the filesystem seam `fs`. Errors come in two
-/// kinds: ordinary (`Ok(Err(..))`) and poisoning (`Err(Poisoning)`). Returns the time
-/// spent in `fsync`.
+/// kinds: ordinary (`Ok(Err(..))`) and poisoning (`Err(Poisoning)`).
 pub(crate) fn commit<F: Fs>(
     fs: &F,
     c: &Commit<'_, F::Dir>,
     bytes: &[u8],
     meta: Meta,
-) -> Result<Result<Duration>, Poisoning> {
+) -> Result<Result<Committed>, Poisoning> {
     let mut fsync_time = Duration::ZERO;
     let given = &c.target.given;
     let io_err = |op: Op| move |e: io::Error| Error::io(op, given, e);
@@ -216,10 +334,14 @@ pub(crate) fn commit<F: Fs>(
     };
     let file = temp.file.as_mut().expect("invariant: just created");
 
+    if let Err(e) = fs.set_acl(file, c.acl) {
+        return Ok(Err(io_err(Op::SetPermissions)(e)));
+    }
     if let Some(p) = c.existing
         && let Err(e) = fs.copy_perms(file, p)
     {
-        return Ok(Err(io_err(Op::SetPermissions)(e)));
+        let (op, e) = perms_failure(e);
+        return Ok(Err(io_err(op)(e)));
     }
     let meta_in_attr = match fs.set_meta_attr(file, &meta.encode()) {
         Ok(supported) => supported,
@@ -229,7 +351,7 @@ pub(crate) fn commit<F: Fs>(
         return Ok(Err(io_err(Op::Write)(e)));
     }
     let sync = c.durability == Durability::Full;
-    if sync && !cfg!(feature = "mutation-skip-file-fsync") {
+    if sync && !cfg!(statesafe_mutation = "skip-file-fsync") {
         let start = Instant::now();
         let result = fs.sync_file(file);
         fsync_time += start.elapsed();
@@ -238,11 +360,14 @@ pub(crate) fn commit<F: Fs>(
         }
     }
     drop(temp.file.take());
+    if let Err(e) = (c.before_rename)() {
+        return Ok(Err(e));
+    }
     if let Err(e) = fs.rename(c.dir, c.temp_name, &c.target.name) {
         return Ok(Err(io_err(Op::Rename)(e)));
     }
     temp.armed = false;
-    if sync && !cfg!(feature = "mutation-skip-dir-fsync") {
+    if sync && !cfg!(statesafe_mutation = "skip-dir-fsync") {
         let start = Instant::now();
         let result = fs.sync_dir(c.dir);
         fsync_time += start.elapsed();
@@ -254,13 +379,29 @@ pub(crate) fn commit<F: Fs>(
             }));
         }
     }
-    if !meta_in_attr {
-        // Best effort by design: if this fails, the next read finds the sidecar record
-        // one generation behind and a mismatched checksum, and derives exactly this
-        // generation (old + 1), so nothing is lost; it is only reported as external.
-        let _ = write_sidecar_meta(c.target, meta, c.durability);
-    }
-    Ok(Ok(fsync_time))
+    let record = if meta_in_attr {
+        MetaRecord::Attribute
+    } else {
+        // If this fails, the next read finds the sidecar record one generation behind
+        // and a mismatched checksum, exactly as after a crash right here; the caller
+        // then leaves everything else as that crash would (see `MetaRecord::Missing`).
+        // A failed fsync here is not retried either: the record counts as missing.
+        let written = c.sidecar.map(|sidecar| {
+            sidecar.root().write_small_file(
+                META_FILE,
+                &meta.encode(),
+                c.durability == Durability::Full,
+            )
+        });
+        match written {
+            Some(Ok(Ok(()))) => MetaRecord::Sidecar,
+            _ => MetaRecord::Missing,
+        }
+    };
+    Ok(Ok(Committed {
+        fsync: fsync_time,
+        meta: record,
+    }))
 }
 
 /// The filesystem seam: the operations of a commit, nothing more. [`RealFs`] runs
@@ -273,6 +414,8 @@ pub(crate) trait Fs {
     type Dir;
     fn create_exclusive(&self, dir: &Self::Dir, name: &OsStr, mode: u32) -> io::Result<Self::File>;
     fn copy_perms(&self, file: &Self::File, perms: Perms) -> io::Result<()>;
+    /// Gives the new file the access ACL `acl` calls for.
+    fn set_acl(&self, file: &Self::File, acl: Acl<'_>) -> io::Result<()>;
     /// `Ok(false)`: the filesystem has no user extended attributes.
     fn set_meta_attr(&self, file: &Self::File, value: &[u8]) -> io::Result<bool>;
     fn write_all(&self, file: &mut Self::File, bytes: &[u8]) -> io::Result<()>;
@@ -295,6 +438,14 @@ impl Fs for RealFs {
 
     fn copy_perms(&self, file: &File, perms: Perms) -> io::Result<()> {
         copy_perms(file, perms)
+    }
+
+    fn set_acl(&self, file: &File, acl: Acl<'_>) -> io::Result<()> {
+        match acl {
+            Acl::Inherit => Ok(()),
+            Acl::Nothing => sys::set_access_acl(file, None),
+            Acl::Copy(acl) => sys::set_access_acl(file, Some(acl)),
+        }
     }
 
     fn set_meta_attr(&self, file: &File, value: &[u8]) -> io::Result<bool> {
@@ -326,67 +477,94 @@ fn copy_perms(file: &File, p: Perms) -> io::Result<()> {
     if sys::effective_uid() == 0 {
         sys::set_owner(file, p.uid, p.gid)?;
     } else if file.metadata()?.gid() != p.gid {
-        // An ordinary user may keep the group if they belong to it; if not, the file
-        // keeps our group, which never widens access (the mode below still applies).
-        let _ = sys::set_owner(file, file.metadata()?.uid(), p.gid);
+        // An ordinary user may keep the group only if they belong to it; if not, the
+        // new version would belong to another group than the file it replaces, which
+        // nobody asked for: refused (EPERM, reported as `Op::KeepGroup`).
+        sys::set_owner(file, file.metadata()?.uid(), p.gid).map_err(KeepGroup)?;
     }
     // After fchown, which clears set-id bits.
     sys::set_mode(file, p.mode)
 }
 
-/// Writes the metadata record into the sidecar directory (filesystems without user
-/// extended attributes): its own temp file, fsync, rename, directory fsync.
-fn write_sidecar_meta(target: &Target, meta: Meta, durability: Durability) -> io::Result<()> {
-    let dir_path = target.sidecar();
-    let dir = sys::open_dir(&dir_path)?;
-    let temp_name = format!("meta.tmp-{}", sys::pid());
-    let _ = sys::unlink_in(&dir, OsStr::new(&temp_name));
-    let mut file = sys::create_exclusive(&dir, OsStr::new(&temp_name), 0o644)?;
-    let result = (|| {
-        file.write_all(&meta.encode())?;
-        if durability == Durability::Full {
-            sys::fsync(&file)?;
-        }
-        sys::rename_in(&dir, OsStr::new(&temp_name), OsStr::new("meta"))?;
-        if durability == Durability::Full {
-            sys::fsync(&dir)?;
-        }
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = sys::unlink_in(&dir, OsStr::new(&temp_name));
+/// Marks the failure to keep the file's group, so the commit reports it as such.
+#[derive(Debug)]
+struct KeepGroup(io::Error);
+
+impl std::fmt::Display for KeepGroup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
     }
-    result
+}
+
+impl std::error::Error for KeepGroup {}
+
+impl From<KeepGroup> for io::Error {
+    fn from(e: KeepGroup) -> io::Error {
+        io::Error::new(e.0.kind(), e)
+    }
+}
+
+/// The operation a failure to copy permissions is reported as, and its OS error.
+fn perms_failure(e: io::Error) -> (Op, io::Error) {
+    if !e.get_ref().is_some_and(|inner| inner.is::<KeepGroup>()) {
+        return (Op::SetPermissions, e);
+    }
+    match e.into_inner().map(|inner| inner.downcast::<KeepGroup>()) {
+        Some(Ok(keep)) => (Op::KeepGroup, keep.0),
+        _ => unreachable!("invariant: checked to hold a KeepGroup above"),
+    }
 }
 
 /// Removes every leftover temporary file of `target` (call with the lock held: any
-/// temp file of this state file then belongs to a writer that died).
+/// temp file of this state file then belongs to a writer that died). Only regular
+/// files whose name is exactly of the generated form and that belong to the state
+/// file's owner or to us are removed; anything else is left alone (and noted in
+/// `tracing`), and never stops the write.
 pub(crate) fn sweep_temps(target: &Target, dir: &OwnedFd) -> Result<usize> {
-    if cfg!(feature = "mutation-no-temp-cleanup") {
+    if cfg!(statesafe_mutation = "no-temp-cleanup") {
         return Ok(0);
     }
-    let names =
-        sys::dir_names(&target.dir).map_err(|e| Error::io(Op::RemoveTemp, &target.dir, e))?;
+    let names = sys::names_in(dir).map_err(|e| Error::io(Op::RemoveTemp, &target.dir, e))?;
+    let owner = sys::stat_at(dir, &target.name).ok().map(|st| st.uid);
     let mut removed = 0;
     for name in names.into_iter().filter(|n| target.is_temp(n)) {
-        match sys::unlink_in(dir, &name) {
-            Ok(()) => removed += 1,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io(Op::RemoveTemp, target.dir.join(&name), e)),
+        if remove_temp(target, dir, &name, owner) {
+            removed += 1;
         }
     }
     Ok(removed)
 }
 
-/// Removes one temp file a dead holder named in its lock record, if it is still there.
-pub(crate) fn remove_stale_temp(target: &Target, dir: &OwnedFd, name: &str) -> Result<()> {
-    if cfg!(feature = "mutation-no-temp-cleanup") || !target.is_temp(OsStr::new(name)) {
-        return Ok(());
+/// Removes one temp file a dead holder named in its lock record, if it is still there
+/// and is one of ours (the name is read from a file, so it is used only when it is a
+/// single component of exactly the generated form).
+pub(crate) fn remove_stale_temp(target: &Target, dir: &OwnedFd, name: &str) {
+    if cfg!(statesafe_mutation = "no-temp-cleanup") || !target.is_temp(OsStr::new(name)) {
+        return;
     }
-    match sys::unlink_in(dir, OsStr::new(name)) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Error::io(Op::RemoveTemp, target.dir.join(name), e)),
+    let owner = sys::stat_at(dir, &target.name).ok().map(|st| st.uid);
+    remove_temp(target, dir, OsStr::new(name), owner);
+}
+
+/// Removes temp file `name` if it is a regular file of the state file's owner or ours.
+fn remove_temp(target: &Target, dir: &OwnedFd, name: &OsStr, owner: Option<u32>) -> bool {
+    let path = || target.dir.join(name);
+    let st = match sys::stat_at(dir, name) {
+        Ok(st) => st,
+        Err(_) => return false,
+    };
+    let ours = st.uid == sys::effective_uid() || Some(st.uid) == owner;
+    if st.kind != sys::Kind::File || !ours {
+        tracing::info!(target: "statesafe", "left `{}` alone: it is named like a temporary file of this state file, but it is {} of uid {}", path().display(), st.kind.describe(), st.uid);
+        return false;
+    }
+    match sys::unlink_in(dir, name) {
+        Ok(()) => true,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+        Err(e) => {
+            tracing::warn!(target: "statesafe", "could not remove the leftover temporary file `{}`: {e}", path().display());
+            false
+        }
     }
 }
 
@@ -403,7 +581,7 @@ struct TempFile<'a, F: Fs> {
 impl<F: Fs> Drop for TempFile<'_, F> {
     fn drop(&mut self) {
         drop(self.file.take());
-        if self.armed && !cfg!(feature = "mutation-no-temp-cleanup") {
+        if self.armed && !cfg!(statesafe_mutation = "no-temp-cleanup") {
             // If this fails, the next writer's sweep removes the file: it is named as
             // ours, and the lock record names it.
             let _ = self.fs.unlink(self.dir, self.name);

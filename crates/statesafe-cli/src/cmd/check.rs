@@ -24,6 +24,7 @@ pub fn run(args: FileArgs, out: &Output) -> Result<()> {
             "generation": report.generation,
             "format": report.format.map(|f| f.name()),
             "external": report.external,
+            "adopted": report.adopted,
             "problems": report.problems,
             "backups_valid": report.backups_valid,
             "backups_damaged": report.backups_damaged.iter().map(|(p, why)| serde_json::json!({"backup": p.to_string_lossy(), "problem": why})).collect::<Vec<_>>(),
@@ -41,7 +42,9 @@ pub fn run(args: FileArgs, out: &Output) -> Result<()> {
             "{file}: {status}, generation {}, format {}{}\n",
             report.generation,
             report.format.map_or("unknown", |f| f.name()),
-            if report.external {
+            if report.adopted {
+                ", not written by statesafe yet (its first write adopts it)"
+            } else if report.external {
                 ", changed outside statesafe"
             } else {
                 ""

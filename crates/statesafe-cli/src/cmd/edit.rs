@@ -5,7 +5,9 @@
 //! remembers its generation, and the commit is `replace_if(generation)`: if someone
 //! else wrote meanwhile, the user chooses to edit again on top of their change or to
 //! abandon (without a terminal to ask on: abandon). An invalid document reopens the
-//! editor with the error in `//` lines at the top, as visudo does.
+//! editor with the error in `//` lines at the top, as visudo does; without a terminal
+//! (a script as `$EDITOR`, stdin not a terminal) nobody can fix it, so the edit is
+//! abandoned at once with the edited text saved, as after a conflict.
 
 use std::io::{self, BufRead, IsTerminal, Write};
 use std::path::Path;
@@ -76,15 +78,23 @@ pub fn run(args: EditArgs, out: &Output) -> Result<()> {
                 format!("the document is empty, so the edit was abandoned; `{file}` is unchanged"),
             ));
         }
-        let value: Value = match serde_json::from_slice(body) {
+        let value: Value = match statesafe::json::parse(body) {
             Ok(value) => value,
             Err(e) => {
-                let reason = super::json_reason(&e);
+                let reason = statesafe::json::reason(&e);
                 last_error = format!(
                     "not valid JSON: {reason} at line {}, column {}",
                     e.line() + removed,
                     e.column()
                 );
+                if !io::stdin().is_terminal() {
+                    return Err(abandon(
+                        "invalid_json",
+                        &format!("the edited document is {last_error}"),
+                        &file,
+                        body,
+                    )?);
+                }
                 out.note(&format!(
                     "statesafe: the edited document is {last_error}; reopening the editor"
                 ));
@@ -110,6 +120,14 @@ pub fn run(args: EditArgs, out: &Output) -> Result<()> {
             Ok(new) => return out.written(&args.file, new, true),
             Err(e @ (statesafe::Error::Invalid { .. } | statesafe::Error::TooLarge { .. })) => {
                 last_error = e.to_string();
+                if !io::stdin().is_terminal() {
+                    return Err(abandon(
+                        e.kind(),
+                        &format!("the edited document was refused ({last_error})"),
+                        &file,
+                        body,
+                    )?);
+                }
                 out.note(&format!("statesafe: {last_error}; reopening the editor"));
                 let header = [
                     format!("refused: {last_error}."),
@@ -233,6 +251,27 @@ fn with_header(lines: &[String; HEADER_LINES], body: &[u8]) -> Vec<u8> {
     }
     out.extend_from_slice(body);
     out
+}
+
+/// The error for an invalid edit without a terminal: reopening the editor would only
+/// run the same script again (forever, if its output changes each time), so the
+/// edit is abandoned and the user's version kept for them to fix.
+fn abandon(kind: &'static str, problem: &str, file: &str, body: &[u8]) -> Result<CliError> {
+    let kept = keep(body)?;
+    let mut e = CliError::invalid(
+        kind,
+        format!(
+            "{problem}; without a terminal the editor is not reopened, so the edit was abandoned and `{file}` is unchanged"
+        ),
+    )
+    .hint(format!(
+        "your version is saved in `{}`; fix it there and commit it with `statesafe write {} < {}`",
+        kept.display(),
+        crate::error::shell_word(file),
+        crate::error::shell_quote(&kept),
+    ));
+    e.details = Some(serde_json::json!({ "kept": kept.to_string_lossy() }));
+    Ok(e)
 }
 
 /// Saves the user's version where it survives this process.

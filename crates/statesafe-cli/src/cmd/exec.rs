@@ -35,27 +35,69 @@ pub fn run(args: ExecArgs, out: &Output) -> Result<()> {
         .map_err(|e| spawn_error(&args.command[0], e))?;
     let stdin = child.stdin.take().expect("invariant: stdin is piped");
     let mut stdout = child.stdout.take().expect("invariant: stdout is piped");
-    let (output, status) = std::thread::scope(|s| -> Result<(Vec<u8>, ExitStatus)> {
-        // Feed stdin from another thread: CMD may write before it has read everything.
-        let feeder = s.spawn(move || {
-            let mut stdin = stdin;
-            match stdin.write_all(&input) {
-                // CMD need not read its input.
-                Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
-                other => other,
-            }
-        });
+    // Feed stdin and read stdout on threads of their own (CMD may write before it
+    // has read everything), while this thread watches the clock: CMD runs with the
+    // writers' lock held, so it gets --eval-timeout, then it is killed. The threads
+    // are not waited for after a kill: a grandchild may hold the pipes open.
+    let feeder = std::thread::spawn(move || {
+        let mut stdin = stdin;
+        match stdin.write_all(&input) {
+            // CMD need not read its input.
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+            other => other,
+        }
+    });
+    let (output_tx, output_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
         let mut output = Vec::new();
-        let read = stdout.read_to_end(&mut output);
-        let status = child.wait();
-        let fed = feeder
-            .join()
-            .expect("invariant: the stdin feeder does not panic");
-        read.map_err(|e| CliError::io(format_args!("read the output of `{shown}`"), e))?;
-        fed.map_err(|e| CliError::io(format_args!("write the document to `{shown}`"), e))?;
-        let status = status.map_err(|e| CliError::io(format_args!("wait for `{shown}`"), e))?;
-        Ok((output, status))
-    })?;
+        let read = stdout.read_to_end(&mut output).map(|_| output);
+        let _ = output_tx.send(read);
+    });
+    let deadline = std::time::Instant::now() + args.eval_timeout;
+    let timed_out = |child: &mut std::process::Child| {
+        let _ = child.kill();
+        let _ = child.wait();
+        CliError::new(
+            "expression_limit",
+            Exit::EvalLimit,
+            format!(
+                "`{shown}` did not finish within {} and was killed; `{file}` is unchanged",
+                humantime::format_duration(args.eval_timeout)
+            ),
+        )
+        .hint("the command runs while the writers' lock is held; give it more time with --eval-timeout if it is merely slow")
+    };
+    // Its output ends when it exits (or closes stdout), then its status follows.
+    let output = loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(timed_out(&mut child));
+        }
+        match output_rx.recv_timeout(left) {
+            Ok(read) => {
+                break read
+                    .map_err(|e| CliError::io(format_args!("read the output of `{shown}`"), e))?;
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                panic!("invariant: the stdout reader sends before it ends")
+            }
+        }
+    };
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if std::time::Instant::now() >= deadline => {
+                return Err(timed_out(&mut child));
+            }
+            Ok(None) => std::thread::sleep(std::time::Duration::from_millis(1)),
+            Err(e) => return Err(CliError::io(format_args!("wait for `{shown}`"), e)),
+        }
+    };
+    feeder
+        .join()
+        .expect("invariant: the stdin feeder does not panic")
+        .map_err(|e| CliError::io(format_args!("write the document to `{shown}`"), e))?;
 
     if !status.success() {
         return Err(CliError::new(

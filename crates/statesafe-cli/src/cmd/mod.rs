@@ -50,7 +50,13 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
         command => command,
     };
     match run(command, &out) {
-        Ok(exit) => ExitCode::from(exit),
+        Ok(exit) => {
+            // Said once, after the write that adopted the file, never before a failure.
+            for note in take_adoptions() {
+                out.note(&format!("note: {note}"));
+            }
+            ExitCode::from(exit)
+        }
         Err(err) => {
             out.error(&err);
             ExitCode::from(err.exit.code())
@@ -171,9 +177,35 @@ fn options(opts: Option<&WriteOptions>) -> Result<StoreOptions<Value>> {
     Ok(options)
 }
 
+/// First contacts seen by writers in this run: the file and the event's text.
+static ADOPTIONS: std::sync::Mutex<Vec<(std::path::PathBuf, String)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// The adoptions to report once the command succeeded: those the command really
+/// recorded. A writer that ended without writing (`init --exist-ok`, `del
+/// --missing-ok` of a missing value, an edit without changes) adopted nothing, and
+/// its first write will say so. Asked of the library (`check`, which changes nothing),
+/// and only on a first contact, so the common run pays nothing.
+fn take_adoptions() -> Vec<String> {
+    let pending = std::mem::take(&mut *ADOPTIONS.lock().unwrap_or_else(|e| e.into_inner()));
+    pending
+        .into_iter()
+        .filter(|(path, _)| {
+            Store::<Value>::open(path)
+                .and_then(|store| store.check())
+                .is_ok_and(|report| report.exists && !report.adopted)
+        })
+        .map(|(_, note)| note)
+        .collect()
+}
+
 /// A hook printing the library's events as warnings on stderr. Reads leave out
 /// external changes: a file written by another program would warn on every read
 /// until statesafe next writes it; writers report it once, as they record it.
+///
+/// The first contact with a file statesafe never wrote is no warning: a writer says
+/// it once, as a `note:` after it succeeded (nothing in `--json` mode); reads say
+/// nothing, since they adopt nothing.
 fn warn_on_event(
     out: &Output,
     external: bool,
@@ -182,8 +214,21 @@ fn warn_on_event(
     move |event| {
         let kind = match event {
             statesafe::Event::Recovered { .. } => "recovered",
-            statesafe::Event::ExternalChange { .. } if !external => return,
+            statesafe::Event::DamageNotRepaired { .. } => "damaged",
+            statesafe::Event::BookkeepingFailed { .. } => "bookkeeping",
+            statesafe::Event::ExternalChange { .. } | statesafe::Event::Adopted { .. }
+                if !external =>
+            {
+                return;
+            }
             statesafe::Event::ExternalChange { .. } => "external_change",
+            statesafe::Event::Adopted { path, .. } => {
+                ADOPTIONS
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((path.clone(), event.to_string()));
+                return;
+            }
             _ => "event",
         };
         out.warning(kind, &event.to_string());
@@ -198,6 +243,8 @@ fn read_schema(path: &Path) -> Result<Value> {
 }
 
 /// Parses `text` as one JSON document; `source` says where it came from ("stdin").
+/// Numbers keep their text; a key twice in one object and nesting deeper than
+/// statesafe's limit are refused (see `statesafe::json`).
 fn parse_json(text: &[u8], source: &str) -> Result<Value> {
     if text.iter().all(u8::is_ascii_whitespace) {
         return Err(
@@ -205,27 +252,18 @@ fn parse_json(text: &[u8], source: &str) -> Result<Value> {
                 .hint("give one JSON document, for example `{}`"),
         );
     }
-    serde_json::from_slice(text).map_err(|e| {
+    statesafe::json::parse(text).map_err(|e| {
         CliError::invalid(
             "invalid_json",
             format!(
                 "{source} is not valid JSON: {} at line {}, column {}",
-                json_reason(&e),
+                statesafe::json::reason(&e),
                 e.line(),
                 e.column()
             ),
         )
         .hint("the state file is unchanged; give exactly one JSON document")
     })
-}
-
-/// serde_json's message without its own " at line L column C" suffix.
-fn json_reason(e: &serde_json::Error) -> String {
-    let text = e.to_string();
-    match text.rfind(" at line ") {
-        Some(at) => text[..at].to_string(),
-        None => text,
-    }
 }
 
 /// Reads all of stdin.

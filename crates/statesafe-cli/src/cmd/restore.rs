@@ -22,18 +22,14 @@ pub fn run(args: RestoreArgs, out: &Output) -> Result<()> {
             e
         }
     })?;
+    // Like every writing command: nothing in text mode, an object with `--json`.
     if out.json {
-        return out.json_line(&serde_json::json!({
+        out.json_line(&serde_json::json!({
             "file": args.file.to_string_lossy(),
             "generation": generation,
             "restored_from": args.generation,
             "changed": true,
-        }));
+        }))?;
     }
-    out.note(&format!(
-        "restored generation {} of `{}` as generation {generation}",
-        args.generation,
-        args.file.display()
-    ));
     Ok(())
 }

@@ -9,8 +9,11 @@ use crate::output::Output;
 
 /// Prints the settings; with any setting flag, changes and records them first.
 pub fn run(args: SettingsCmdArgs, out: &Output) -> Result<()> {
-    let store = Store::<Value>::options()
-        .lock_timeout(args.lock_timeout)
+    let mut options = Store::<Value>::options();
+    if let Some(timeout) = args.lock_timeout {
+        options = options.lock_timeout(timeout);
+    }
+    let store = options
         .on_event(super::warn_on_event(out, false))
         .open(&args.file)?;
     let mut settings = store.settings();

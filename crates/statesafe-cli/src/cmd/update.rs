@@ -17,10 +17,15 @@ pub fn run(args: UpdateArgs, out: &Output) -> Result<()> {
         let value = super::parse_json(pair[1].as_bytes(), &format!("--argjson {}", pair[0]))?;
         vars.push((pair[0].clone(), value));
     }
-    let program = Program::compile(&args.expr, vars)?;
+    let program = Program::compile(&args.expr, vars, args.eval_timeout)?;
     let store = super::open(&args.file, Some(&args.write), out)?;
     let (generation, changed) = super::transact(&store, args.create, |doc| {
-        *doc = program.run_one(std::mem::take(doc))?;
+        *doc = program.run_one(std::mem::take(doc)).map_err(|mut e| {
+            if e.kind == "expression_limit" {
+                e.message = format!("{}; `{}` is unchanged", e.message, args.file.display());
+            }
+            e
+        })?;
         Ok(())
     })
     .map_err(|e: CliError| {

@@ -69,6 +69,7 @@ impl Env {
         let mut cmd = assert_cmd::Command::new(bin());
         cmd.current_dir(self.dir())
             .env_remove("STATESAFE_LOCK_TIMEOUT")
+            .env_remove("STATESAFE_EVAL_TIMEOUT")
             .env_remove("VISUAL")
             .env_remove("EDITOR")
             .env_remove("NO_COLOR")
@@ -78,6 +79,17 @@ impl Env {
 
     pub fn run(&self, args: &[&str]) -> Run {
         Run::from(self.cmd().args(args).output().expect("run statesafe"))
+    }
+
+    /// Runs `args` in the subdirectory `dir` of this directory.
+    pub fn run_in(&self, dir: &str, args: &[&str]) -> Run {
+        Run::from(
+            self.cmd()
+                .current_dir(self.path(dir))
+                .args(args)
+                .output()
+                .expect("run statesafe"),
+        )
     }
 
     pub fn run_stdin(&self, args: &[&str], stdin: &str) -> Run {
@@ -101,6 +113,25 @@ impl Env {
             "`{file}` changed"
         );
         run
+    }
+}
+
+/// Says loudly that `test` could not run here, and why: on stdout and stderr (shown
+/// when the test runs alone) and in the closing summary of `scripts/test` (the file
+/// `STATESAFE_SUMMARY` names), which nextest's capture of passing tests would hide.
+pub fn skipped(test: &str, why: &str) {
+    println!("SKIPPED {test}: {why}");
+    eprintln!("SKIPPED {test}: {why}");
+    if let Some(summary) = std::env::var_os("STATESAFE_SUMMARY") {
+        use std::io::Write;
+        let line = format!("SKIPPED statesafe-cli test {test}: {why}\n");
+        // One append of one short line: lines of parallel tests never interleave.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&summary)
+            .and_then(|mut f| f.write_all(line.as_bytes()))
+            .expect("append to the STATESAFE_SUMMARY file");
     }
 }
 

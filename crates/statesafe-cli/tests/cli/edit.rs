@@ -15,6 +15,42 @@ fn edit(env: &Env, editor: &str, args: &[&str]) -> Run {
     Run::from(env.cmd().env("EDITOR", editor).args(&all).output().unwrap())
 }
 
+/// util-linux `script`, to give `statesafe edit` a terminal; `None` (after a loud
+/// SKIPPED line) where it is not installed.
+fn script_program(test: &str) -> Option<std::path::PathBuf> {
+    let found = std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|d| d.join("script"))
+        .find(|p| p.is_file());
+    if found.is_none() {
+        crate::common::skipped(test, "util-linux `script` is not installed");
+    }
+    found
+}
+
+/// Runs `statesafe edit s.json ARGS` with `editor` on a terminal (a pty from
+/// `script`); everything it prints is in `stdout`, with `\n` line ends.
+fn edit_on_terminal(env: &Env, script: &std::path::Path, editor: &str, args: &[&str]) -> Run {
+    let command = std::iter::once(format!("{} edit s.json", crate::common::bin()))
+        .chain(args.iter().map(|a| a.to_string()))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let out = std::process::Command::new(script)
+        .current_dir(env.dir())
+        .env("EDITOR", editor)
+        .env("TMPDIR", env.dir())
+        .env_remove("VISUAL")
+        .env("NO_COLOR", "1")
+        .args(["-qec", &command, "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let mut run = Run::from(out);
+    run.stdout = run.stdout.replace("\r\n", "\n");
+    run
+}
+
 #[test]
 fn valid_edit() {
     let env = env();
@@ -45,6 +81,9 @@ fn editor_arguments_and_visual() {
 
 #[test]
 fn invalid_then_valid() {
+    let Some(script) = script_program("invalid_then_valid") else {
+        return;
+    };
     let env = env();
     // First round: save invalid JSON. Second round (the error is shown at the top):
     // keep a copy of what the editor showed, then save a valid document.
@@ -52,7 +91,10 @@ fn invalid_then_valid() {
         "ed.sh",
         r#"if grep -q '^// statesafe:' "$1"; then cp "$1" seen.txt; echo '{"n": 3}' > "$1"; else printf '{\n  "n": 2,\n}\n' > "$1"; fi"#,
     );
-    snap!("edit_invalid_then_valid", edit(&env, "./ed.sh", &[]));
+    snap!(
+        "edit_invalid_then_valid",
+        edit_on_terminal(&env, &script, "./ed.sh", &[])
+    );
     insta::with_settings!({filters => crate::common::filters(), prepend_module_to_snapshot => true, omit_expression => true}, {
         insta::assert_snapshot!("edit_error_shown_in_file", env.read_string("seen.txt"));
     });
@@ -61,12 +103,62 @@ fn invalid_then_valid() {
 
 #[test]
 fn still_invalid_is_abandoned() {
+    let Some(script) = script_program("still_invalid_is_abandoned") else {
+        return;
+    };
     let env = env();
     env.script(
         "ed.sh",
         r#"grep -q '^// statesafe:' "$1" || echo '{oops' > "$1""#,
     );
-    snap!("edit_still_invalid", edit(&env, "./ed.sh", &[]));
+    snap!(
+        "edit_still_invalid",
+        edit_on_terminal(&env, &script, "./ed.sh", &[])
+    );
+    assert_eq!(env.read_string("s.json"), "{\n  \"n\": 1\n}\n");
+}
+
+/// Issue 12 item 4: without a terminal, an editor (a script) whose output is not
+/// JSON is not relaunched (it was, forever, when the output changed each time): the
+/// edit is abandoned at once, the edited text kept in a file named in the error.
+#[test]
+fn invalid_without_a_terminal_is_abandoned_at_once() {
+    let env = env();
+    // A different invalid document on every launch; valid from the third on, so
+    // that the relaunching build ends (and commits) instead of hanging the test.
+    env.script(
+        "ed.sh",
+        r#"n=$(cat launches 2>/dev/null || echo 0); n=$((n + 1)); echo $n > launches
+if [ $n -ge 3 ]; then echo '{"n": 9}' > "$1"; else echo "not json $n" > "$1"; fi"#,
+    );
+    let run = edit(&env, "./ed.sh", &[]);
+    snap!("edit_invalid_without_terminal", run);
+    assert_eq!(env.read_string("launches"), "1\n");
+    assert_eq!(env.read_string("s.json"), "{\n  \"n\": 1\n}\n");
+    let json = Run::from(
+        env.cmd()
+            .env("EDITOR", "./ed.sh")
+            .args(["edit", "s.json", "--json"])
+            .write_stdin("")
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(json.code, 4, "{}", json.snapshot());
+    let err: serde_json::Value = serde_json::from_str(&json.stderr).unwrap();
+    let kept = err["kept"].as_str().unwrap();
+    assert_eq!(std::fs::read_to_string(kept).unwrap(), "not json 2\n");
+    assert_eq!(env.read_string("launches"), "2\n");
+
+    // A schema refusal is abandoned the same way.
+    env.write(
+        "schema.json",
+        r#"{"type": "object", "properties": {"n": {"type": "integer"}}}"#,
+    );
+    env.script("ed2.sh", r#"echo '{"n": "seven"}' > "$1""#);
+    snap!(
+        "edit_refused_without_terminal",
+        edit(&env, "./ed2.sh", &["--schema", "schema.json"])
+    );
     assert_eq!(env.read_string("s.json"), "{\n  \"n\": 1\n}\n");
 }
 
@@ -166,6 +258,9 @@ fn temporary_copy_is_private_and_removed() {
 /// A document that breaks the schema reopens the editor with the reason on top.
 #[test]
 fn schema_violation_reopens_the_editor() {
+    let Some(script) = script_program("schema_violation_reopens_the_editor") else {
+        return;
+    };
     let env = env();
     env.write(
         "schema.json",
@@ -177,7 +272,7 @@ fn schema_violation_reopens_the_editor() {
     );
     snap!(
         "edit_schema_violation",
-        edit(&env, "./ed.sh", &["--schema", "schema.json"])
+        edit_on_terminal(&env, &script, "./ed.sh", &["--schema", "schema.json"])
     );
     insta::with_settings!({filters => crate::common::filters(), prepend_module_to_snapshot => true, omit_expression => true}, {
         insta::assert_snapshot!("edit_schema_error_shown", env.read_string("seen.txt"));
@@ -195,8 +290,9 @@ fn concurrent_change_on_a_terminal_asks() {
         .map(|d| d.join("script"))
         .find(|p| p.is_file())
     else {
-        eprintln!(
-            "SKIPPED concurrent_change_on_a_terminal_asks: util-linux `script` is not installed"
+        crate::common::skipped(
+            "concurrent_change_on_a_terminal_asks",
+            "util-linux `script` is not installed",
         );
         return;
     };

@@ -37,8 +37,9 @@ fn check_sound_and_damaged() {
     snap!("check_missing", env.run(&["check", "nope.json"]));
 }
 
-/// Issue 3: garble the primary; the next `get` restores the newest valid backup,
-/// prints a warning, and keeps the damaged file in quarantine.
+/// Issue 3: garble the primary; the next `get` restores the newest generation it can
+/// prove (issue 11: backup 4 and the history's patch rebuild generation 5), prints a
+/// warning, and keeps the damaged file in quarantine.
 #[test]
 fn get_recovers_with_a_warning() {
     let env = env();
@@ -56,7 +57,11 @@ fn recover_command() {
     snap!("recover_sound", env.run(&["recover", "s.json"]));
     garble(&env);
     snap!("recover_damaged", env.run(&["recover", "s.json", "--json"]));
-    assert_eq!(env.run(&["get", "s.json", "/n"]).stdout, "3\n");
+    assert_eq!(
+        env.run(&["get", "s.json", "/n"]).stdout,
+        "4\n",
+        "generation 5 rebuilt from backup 4 and the history"
+    );
 }
 
 #[test]
@@ -198,6 +203,47 @@ fn schema_recorded_by_init_binds_every_writer() {
     assert_eq!(env.run(&["del", "s.json", "/n"]).code, 0);
 }
 
+/// Issue 12 item 1: the first write to a JSON file statesafe never wrote adopts it
+/// with one quiet `note:` (after it succeeded); the next write says nothing; a later
+/// change behind statesafe's back is the warning. Reads say nothing at all.
+#[test]
+fn adoption_is_a_note_once_and_later_changes_warn() {
+    let env = Env::new();
+    env.write("f.json", "{\"a\": 1}\n");
+    let read = env.run(&["get", "f.json", "/a"]);
+    assert_eq!((read.code, read.stderr.as_str()), (0, ""));
+    snap!("check_not_adopted", env.run(&["check", "f.json"]));
+    snap!("adopted", env.run(&["set", "f.json", "/b", "2"]));
+    let again = env.run(&["set", "f.json", "/b", "3"]);
+    assert_eq!((again.code, again.stderr.as_str()), (0, ""));
+    let json = Env::new();
+    json.write("f.json", "{}");
+    let quiet = json.run(&["set", "f.json", "/b", "2", "--json"]);
+    assert_eq!((quiet.code, quiet.stderr.as_str()), (0, ""));
+    env.write("f.json", "{\"a\": 5}\n");
+    snap!(
+        "changed_after_adoption",
+        env.run(&["set", "f.json", "/b", "4"])
+    );
+
+    // Writers that end without writing adopt nothing, so they say nothing; the first
+    // write that does, says it.
+    let env = Env::new();
+    env.write("g.json", "{\"a\": 1}\n");
+    for args in [
+        &["init", "g.json", "--exist-ok"][..],
+        &["del", "g.json", "/nothing", "--missing-ok"],
+    ] {
+        let run = env.run(args);
+        assert_eq!((run.code, run.stderr.as_str()), (0, ""), "{args:?}");
+    }
+    let first = env.run(&["update", "g.json", ".a += 1"]);
+    assert_eq!(
+        first.stderr,
+        "note: adopted `g.json` as generation 1: statesafe had not written it before\n"
+    );
+}
+
 #[test]
 fn external_change_is_a_warning() {
     let env = env();
@@ -265,5 +311,42 @@ fn fifty_updates_fifty_log_entries() {
         diff["patch"],
         serde_json::json!([{"op": "replace", "path": "/n", "value": 19}]),
         "{diff}"
+    );
+}
+
+/// Issue 12 item 5: an empty file is not recovered from nothing: the error names the
+/// deliberate way to start afresh, `statesafe init FILE '{}' --force` (which works).
+#[test]
+fn empty_file_names_init_force() {
+    let env = Env::new();
+    env.write("f.json", "");
+    let run = env.run(&["get", "f.json"]);
+    snap!("empty_file", run);
+    assert_eq!(run.code, 7);
+    assert_eq!(env.run(&["init", "f.json", "{}", "--force"]).code, 0);
+    assert_eq!(env.run(&["get", "f.json", "--compact"]).stdout, "{}\n");
+}
+
+/// Issue 12 item 5: a UTF-8 byte-order mark is named as such, and refused (statesafe
+/// does not rewrite a file it did not write); the hint's command removes it, and the
+/// document is then adopted as it is.
+#[test]
+fn bom_is_named_and_refused_with_a_hint() {
+    let env = Env::new();
+    env.write("b.json", b"\xEF\xBB\xBF{\"a\": 1}\n");
+    let run = env.run(&["set", "b.json", "/c", "1"]);
+    snap!("bom", run);
+    assert_eq!(run.code, 7);
+    assert_eq!(env.read("b.json"), b"\xEF\xBB\xBF{\"a\": 1}\n");
+    let sed = std::process::Command::new("sed")
+        .current_dir(env.dir())
+        .args(["-i", r"1s/^\xEF\xBB\xBF//", "b.json"])
+        .status()
+        .unwrap();
+    assert!(sed.success());
+    assert_eq!(env.run(&["set", "b.json", "/c", "1"]).code, 0);
+    assert_eq!(
+        env.run(&["get", "b.json", "--compact"]).stdout,
+        "{\"a\":1,\"c\":1}\n"
     );
 }

@@ -8,6 +8,7 @@ mod common;
 
 mod concurrency;
 mod del;
+mod documents;
 mod edit;
 mod exec;
 mod filesystem;
@@ -16,7 +17,10 @@ mod init;
 mod integrity;
 mod lock;
 mod meta;
+mod reads;
+mod scripts;
 mod set;
+mod torture;
 mod update;
 mod usage;
 mod write;

@@ -63,3 +63,61 @@ fn man_page() {
     }
     snap!("man_missing_dir", env.run(&["man", "--dir", "no/such/dir"]));
 }
+
+/// Issue 12 item 9: `statesafe man > statesafe.1` is the whole manual: every
+/// subcommand with its options on the one page, no references to
+/// `statesafe-get(1)` pages that exist only with `--dir`.
+#[test]
+fn man_single_page_has_every_subcommands_options() {
+    let env = Env::new();
+    let run = env.run(&["man"]);
+    assert_eq!(run.code, 0, "{}", run.snapshot());
+    let page = &run.stdout;
+    assert!(!page.contains("(1)"), "refers to other pages:\n{page}");
+    for sub in [
+        "get",
+        "set",
+        "del",
+        "update",
+        "write",
+        "init",
+        "exec",
+        "lock",
+        "edit",
+        "check",
+        "recover",
+        "backups",
+        "restore",
+        "log",
+        "diff",
+        "info",
+        "settings",
+        "completions",
+        "man",
+        "torture",
+    ] {
+        assert!(
+            page.contains(&format!(".SS \"statesafe {sub}\"")),
+            "no section for `{sub}`"
+        );
+    }
+    for option in [
+        "missing\\-ok",
+        "if\\-generation",
+        "argjson",
+        "keep\\-backups",
+        "no\\-schema",
+        "\\-\\-patch",
+        "\\-\\-timeout",
+        "\\-\\-create",
+        "\\-\\-exist\\-ok",
+    ] {
+        assert!(page.contains(option), "the page lacks `{option}`");
+    }
+    assert_eq!(
+        page.matches("Exit codes:").count(),
+        1,
+        "one exit-code table"
+    );
+    assert!(page.contains(".SH \"EXIT STATUS\""));
+}

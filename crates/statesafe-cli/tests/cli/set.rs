@@ -15,6 +15,33 @@ fn creates_the_file_and_parents() {
     snap!("set_new_file_content", env.run(&["get", "s.json"]));
 }
 
+/// Issue 12 item 11: a missing parent followed by an index becomes an array, as in
+/// jq's `.users[0].name = "ada"` (it used to be an object with the key "0").
+#[test]
+fn missing_parent_before_an_index_is_an_array() {
+    let env = Env::new();
+    let run = env.run(&["set", "new.json", "/users/0/name", "--string", "ada"]);
+    assert_eq!(run.code, 0, "{}", run.snapshot());
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&env.read("new.json")).unwrap(),
+        serde_json::json!({"users": [{"name": "ada"}]})
+    );
+    assert_eq!(
+        env.run(&["set", "new.json", "/users/-/name", "--string", "bo"])
+            .code,
+        0
+    );
+    assert_eq!(
+        env.run(&["get", "new.json", "/users/1/name", "--raw"])
+            .stdout,
+        "bo\n"
+    );
+    snap!(
+        "set_new_array_past_its_end",
+        env.run(&["set", "new.json", "/tags/3", "1"])
+    );
+}
+
 #[test]
 fn string_flag_and_root() {
     let env = Env::new();
@@ -128,4 +155,33 @@ fn bad_lock_timeout_is_a_usage_error() {
         env.run(&["set", "s.json", "/a", "1", "--durability", "some"])
     );
     assert!(!env.path("s.json").exists());
+}
+
+/// A step after a durable commit that fails (here: the history segment is a FIFO
+/// another user planted, which statesafe refuses to open) never turns the commit into
+/// an error, but it is not silent either: the command warns on stderr.
+#[test]
+fn a_failed_history_record_is_a_warning_not_silence() {
+    let env = Env::new();
+    assert_eq!(env.run(&["set", "s.json", "/a", "1"]).code, 0);
+    let history = env.path(".s.json.statesafe/history");
+    let segment = std::fs::read_dir(&history)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "jsonl"))
+        .expect("a history segment after the first commit");
+    std::fs::remove_file(&segment).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(&segment)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let run = env.run(&["set", "s.json", "/a", "2"]);
+    assert_eq!(run.code, 0, "{}", run.snapshot());
+    assert!(
+        run.stderr.contains("warning") && run.stderr.contains("recording history failed"),
+        "{}",
+        run.snapshot()
+    );
+    assert_eq!(env.run(&["get", "s.json", "/a"]).stdout, "2\n");
 }

@@ -11,10 +11,59 @@ fn help_lists_commands_and_exit_codes() {
     let no_args = env.run(&[]);
     assert_eq!(no_args.code, 2);
     assert!(
-        no_args.stderr.contains("Exit codes:"),
+        no_args.stderr.contains("Commands:") && no_args.stderr.contains("--help"),
         "{}",
         no_args.snapshot()
     );
+}
+
+/// Issue 12 item 11: `-h` is the short help, without the exit-code table that
+/// `--help` ends with; `lock --timeout` says what its default is like every writer.
+#[test]
+fn short_help_leaves_the_exit_codes_to_long_help() {
+    let env = Env::new();
+    snap!("help_short_lock", env.run(&["lock", "-h"]));
+    for args in [&["-h"][..], &["update", "-h"], &["get", "-h"]] {
+        let short = env.run(args);
+        assert_eq!(short.code, 0);
+        assert!(
+            !short.stdout.contains("Exit codes:"),
+            "{}",
+            short.snapshot()
+        );
+    }
+    for args in [&["--help"][..], &["update", "--help"], &["lock", "--help"]] {
+        let long = env.run(args);
+        assert!(long.stdout.contains("Exit codes:"), "{}", long.snapshot());
+    }
+}
+
+/// Issue 12 item 11: a negative count is told it must be 0 or more, not to write
+/// `-- -1`.
+#[test]
+fn negative_counts_must_be_0_or_more() {
+    let env = Env::new();
+    snap!(
+        "usage_negative_keep_backups",
+        env.run(&["settings", "s.json", "--keep-backups", "-1"])
+    );
+    for args in [
+        &["init", "s.json", "--keep-history", "-2"][..],
+        &["settings", "s.json", "--max-bytes", "-1"],
+        &["restore", "s.json", "--generation", "-1"],
+        &["log", "s.json", "-n", "-5"],
+        &["diff", "s.json", "-1"],
+        &["write", "s.json", "--if-generation", "-1"],
+    ] {
+        let run = env.run(args);
+        assert_eq!(run.code, 2, "{}", run.snapshot());
+        assert!(
+            run.stderr.contains("must be 0 or more"),
+            "{}",
+            run.snapshot()
+        );
+    }
+    assert!(!env.path("s.json").exists());
 }
 
 #[test]
@@ -68,8 +117,9 @@ fn colour_on_a_terminal_unless_no_color() {
         .map(|d| d.join("script"))
         .find(|p| p.is_file())
     else {
-        eprintln!(
-            "SKIPPED colour_on_a_terminal_unless_no_color: util-linux `script` is not installed"
+        crate::common::skipped(
+            "colour_on_a_terminal_unless_no_color",
+            "util-linux `script` is not installed",
         );
         return;
     };

@@ -23,6 +23,23 @@ pub(crate) fn open_dir(path: &Path) -> io::Result<OwnedFd> {
     )?)
 }
 
+/// Opens a directory for `*at` calls: for reading where we may (then it can also be
+/// synced and listed: `true`), else with `O_PATH` (a directory we may only search).
+pub(crate) fn open_dir_or_path(path: &Path) -> io::Result<(OwnedFd, bool)> {
+    match open_dir(path) {
+        Ok(fd) => Ok((fd, true)),
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => Ok((
+            rustix::fs::open(
+                path,
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )?,
+            false,
+        )),
+        Err(e) => Err(e),
+    }
+}
+
 /// Creates a new file `name` in `dir`: exclusive, never following a symlink, closed on exec.
 pub(crate) fn create_exclusive(dir: impl AsFd, name: &OsStr, mode: u32) -> io::Result<File> {
     let fd = rustix::fs::openat(
@@ -78,6 +95,50 @@ pub(crate) fn set_meta_attr(file: &File, value: &[u8]) -> io::Result<bool> {
     }
 }
 
+/// Removes the metadata attribute (absent already, or unsupported: nothing to do).
+pub(crate) fn remove_meta_attr(file: &File) -> io::Result<()> {
+    match rustix::fs::fremovexattr(file, META_XATTR) {
+        Ok(()) | Err(Errno::NODATA) => Ok(()),
+        Err(e) if is_unsupported(e) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The extended attribute that holds a file's POSIX access ACL.
+const ACL_XATTR: &str = "system.posix_acl_access";
+
+/// The access ACL of the file at `path`, as the kernel stores it (`None`: it has
+/// none, or the filesystem keeps no ACLs).
+pub(crate) fn access_acl(path: &Path) -> io::Result<Option<Vec<u8>>> {
+    let mut buf = vec![0u8; 256];
+    loop {
+        match rustix::fs::getxattr(path, ACL_XATTR, &mut buf[..]) {
+            Ok(n) => {
+                buf.truncate(n);
+                return Ok(Some(buf));
+            }
+            Err(Errno::NODATA) => return Ok(None),
+            Err(e) if is_unsupported(e) => return Ok(None),
+            Err(Errno::RANGE) if buf.len() < 64 * 1024 => buf.resize(buf.len() * 4, 0),
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Gives `file` exactly the access ACL `acl`; `None` removes any it has (one a
+/// directory's default ACL gave it when it was created).
+pub(crate) fn set_access_acl(file: &File, acl: Option<&[u8]>) -> io::Result<()> {
+    let result = match acl {
+        Some(acl) => rustix::fs::fsetxattr(file, ACL_XATTR, acl, XattrFlags::empty()),
+        None => rustix::fs::fremovexattr(file, ACL_XATTR),
+    };
+    match result {
+        Ok(()) | Err(Errno::NODATA) => Ok(()),
+        Err(e) if acl.is_none() && is_unsupported(e) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// What reading the metadata attribute found.
 pub(crate) enum MetaAttr {
     /// The attribute's bytes.
@@ -112,6 +173,11 @@ fn is_unsupported(e: Errno) -> bool {
 /// The effective user id.
 pub(crate) fn effective_uid() -> u32 {
     rustix::process::geteuid().as_raw()
+}
+
+/// The effective group id.
+pub(crate) fn effective_gid() -> u32 {
+    rustix::process::getegid().as_raw()
 }
 
 /// The process id.
@@ -207,23 +273,6 @@ pub(crate) fn no_space_error() -> io::Error {
     io::Error::from_raw_os_error(Errno::NOSPC.raw_os_error())
 }
 
-/// The names in directory `path` (without `.` and `..`). Unlike `std::fs::read_dir`,
-/// a failing `close` of the directory cannot panic, and a read error is returned,
-/// never taken for the end of the listing.
-pub(crate) fn dir_names(path: &Path) -> io::Result<Vec<std::ffi::OsString>> {
-    let fd = open_dir(path)?;
-    let mut dir = rustix::fs::Dir::read_from(&fd)?;
-    let mut names = Vec::new();
-    while let Some(entry) = dir.read() {
-        let entry = entry?;
-        let name = entry.file_name().to_bytes();
-        if name != b"." && name != b".." {
-            names.push(OsStr::from_bytes(name).to_os_string());
-        }
-    }
-    Ok(names)
-}
-
 /// The pids holding an exclusive `flock` on `file` right now, from `/proc/locks`
 /// (`None` where that table cannot be read). flock records the pid that took the lock.
 pub(crate) fn flock_holders(file: &File) -> Option<Vec<u32>> {
@@ -271,4 +320,177 @@ pub(crate) fn process_identity(pid: u32) -> Option<(String, String)> {
         .collect::<Vec<_>>()
         .join(" ");
     Some((user, command))
+}
+
+/// What `fstat`/`fstatat` says of a file, in the terms statesafe's checks need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Stat {
+    pub kind: Kind,
+    /// Permission bits (with set-id and sticky bits).
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub nlink: u64,
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
+    /// Modification time.
+    pub modified: std::time::SystemTime,
+}
+
+/// The type of a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    File,
+    Dir,
+    Symlink,
+    /// A FIFO, socket or device.
+    Special,
+}
+
+impl Kind {
+    /// How a message names it.
+    pub(crate) fn describe(self) -> &'static str {
+        match self {
+            Kind::File => "a regular file",
+            Kind::Dir => "a directory",
+            Kind::Symlink => "a symbolic link",
+            Kind::Special => "a FIFO, socket or device",
+        }
+    }
+}
+
+// The field types of `struct stat` differ between architectures: the casts are
+// no-ops only on some.
+#[allow(clippy::unnecessary_cast)]
+fn stat_of(st: &rustix::fs::Stat) -> Stat {
+    use rustix::fs::FileType;
+    let kind = match FileType::from_raw_mode(st.st_mode as _) {
+        FileType::RegularFile => Kind::File,
+        FileType::Directory => Kind::Dir,
+        FileType::Symlink => Kind::Symlink,
+        _ => Kind::Special,
+    };
+    Stat {
+        kind,
+        mode: st.st_mode as u32 & 0o7777,
+        uid: st.st_uid,
+        gid: st.st_gid,
+        nlink: st.st_nlink as u64,
+        dev: st.st_dev as u64,
+        ino: st.st_ino as u64,
+        size: st.st_size as u64,
+        modified: std::time::UNIX_EPOCH
+            + std::time::Duration::new(
+                u64::try_from(st.st_mtime).unwrap_or(0),
+                u32::try_from(st.st_mtime_nsec).unwrap_or(0),
+            ),
+    }
+}
+
+/// `fstat` of an open file or directory.
+pub(crate) fn stat_fd(fd: impl AsFd) -> io::Result<Stat> {
+    Ok(stat_of(&rustix::fs::fstat(fd)?))
+}
+
+/// `fstatat` of `name` in `dir`, never following a symlink.
+pub(crate) fn stat_at(dir: impl AsFd, name: &OsStr) -> io::Result<Stat> {
+    Ok(stat_of(&rustix::fs::statat(
+        dir,
+        name,
+        AtFlags::SYMLINK_NOFOLLOW,
+    )?))
+}
+
+/// Opens directory `name` in `dir`, never following a symlink (`ELOOP` if it is one,
+/// `ENOTDIR` if it is not a directory).
+pub(crate) fn open_dir_at(dir: impl AsFd, name: &OsStr) -> io::Result<OwnedFd> {
+    Ok(rustix::fs::openat(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?)
+}
+
+/// Creates directory `name` in `dir` with `mode` (less the umask).
+pub(crate) fn mkdir_at(dir: impl AsFd, name: &OsStr, mode: u32) -> io::Result<()> {
+    Ok(rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(mode))?)
+}
+
+/// How [`open_at`] opens a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Access {
+    Read,
+    /// Appending (and reading, to check how the file ends), created exclusively if
+    /// missing.
+    AppendCreate,
+    /// Appending to (and reading) an existing file.
+    Append,
+    /// Reading and writing, created if missing (never truncated).
+    ReadWriteCreate,
+}
+
+/// Opens `name` in `dir` never following a symlink (`ELOOP`) and never blocking on a
+/// FIFO or device (`O_NONBLOCK`: the caller checks the type with `fstat` before any
+/// read or write). Close-on-exec.
+pub(crate) fn open_at(dir: impl AsFd, name: &OsStr, access: Access, mode: u32) -> io::Result<File> {
+    let base = OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY;
+    let flags = match access {
+        Access::Read => OFlags::RDONLY,
+        Access::Append => OFlags::RDWR | OFlags::APPEND,
+        Access::AppendCreate => OFlags::RDWR | OFlags::APPEND | OFlags::CREATE | OFlags::EXCL,
+        Access::ReadWriteCreate => OFlags::RDWR | OFlags::CREATE,
+    };
+    // Reads and writes of regular files ignore O_NONBLOCK, so it stays set.
+    let fd = rustix::fs::openat(dir, name, base | flags, Mode::from_raw_mode(mode))?;
+    Ok(File::from(fd))
+}
+
+/// Sets the permission bits of any open descriptor exactly.
+pub(crate) fn set_mode_fd(fd: impl AsFd, mode: u32) -> io::Result<()> {
+    Ok(rustix::fs::fchmod(fd, Mode::from_raw_mode(mode & 0o7777))?)
+}
+
+/// Sets the owner and group of any open descriptor.
+pub(crate) fn set_owner_fd(fd: impl AsFd, uid: u32, gid: u32) -> io::Result<()> {
+    Ok(rustix::fs::fchown(
+        fd,
+        Some(rustix::fs::Uid::from_raw(uid)),
+        Some(rustix::fs::Gid::from_raw(gid)),
+    )?)
+}
+
+/// Renames `from` in `from_dir` to `to` in `to_dir`, replacing `to`.
+pub(crate) fn rename_at(
+    from_dir: impl AsFd,
+    from: &OsStr,
+    to_dir: impl AsFd,
+    to: &OsStr,
+) -> io::Result<()> {
+    Ok(rustix::fs::renameat(from_dir, from, to_dir, to)?)
+}
+
+/// Whether this process (by its effective ids) may write `name` in `dir`.
+pub(crate) fn may_write_at(dir: impl AsFd, name: &OsStr) -> io::Result<()> {
+    Ok(rustix::fs::accessat(
+        dir,
+        name,
+        rustix::fs::Access::WRITE_OK,
+        AtFlags::EACCESS,
+    )?)
+}
+
+/// The names in the directory open as `fd` (without `.` and `..`).
+pub(crate) fn names_in(fd: impl AsFd) -> io::Result<Vec<std::ffi::OsString>> {
+    let mut dir = rustix::fs::Dir::read_from(fd)?;
+    let mut names = Vec::new();
+    while let Some(entry) = dir.read() {
+        let entry = entry?;
+        let name = entry.file_name().to_bytes();
+        if name != b"." && name != b".." {
+            names.push(OsStr::from_bytes(name).to_os_string());
+        }
+    }
+    Ok(names)
 }

@@ -83,10 +83,23 @@ fn proc_status_field(field: &str) -> Option<String> {
         .find_map(|l| l.strip_prefix(field).map(str::to_owned))
 }
 
-/// Prints the loud line that says a test could not run here, and why.
+/// Prints the loud line that says a test could not run here, and why, and records it
+/// for the closing summary of `scripts/test` (the file `STATESAFE_SUMMARY` names;
+/// nextest hides the output of passing tests).
 pub fn skipped(test: &str, reason: &str) {
     println!("SKIPPED: {test}: {reason}");
     eprintln!("SKIPPED: {test}: {reason}");
+    if let Some(summary) = std::env::var_os("STATESAFE_SUMMARY") {
+        use std::io::Write;
+        let line = format!("SKIPPED statesafe test {test}: {reason}\n");
+        // One append of one short line: lines of parallel tests never interleave.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&summary)
+            .and_then(|mut f| f.write_all(line.as_bytes()))
+            .expect("append to the STATESAFE_SUMMARY file");
+    }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -101,10 +101,11 @@ fn life_without_xattrs(dir: &Path) -> Vec<Event> {
     assert_eq!(store.load().unwrap().generation, 7);
     store.update(|s| s["n"] = 51.into()).unwrap();
     assert_eq!(store.load().unwrap().generation, 8);
-    // Recovery from damage restores the newest valid backup (the outside edit).
+    // Recovery from damage restores the newest generation it can prove: the backup
+    // of the outside edit, and the history's patch after it.
     std::fs::write(&path, "{\"n\": ").unwrap();
     let snap = store.load().unwrap();
-    assert_eq!(snap.state, json!({"n": 50}));
+    assert_eq!(snap.state, json!({"n": 51}));
     assert_eq!(snap.generation, 10);
     // History and diff work the same.
     assert_eq!(store.document_at(6).unwrap(), json!({"n": 5}));
@@ -170,4 +171,40 @@ fn a_fuse_filesystem_is_reported_and_works_without_xattrs() {
             .any(|e| matches!(e, Event::SpecialFilesystem { kind: "fuse", .. })),
         "{events:?}"
     );
+}
+
+/// Issue 11: where the record lives in the sidecar's `meta`, a commit whose `meta`
+/// write fails (not a crash) used to record its generation in the lock record and the
+/// history anyway; readers then counted one past it, so the generation the commit
+/// returned was never seen and a compare-and-swap with it conflicted.
+#[test]
+fn a_failed_sidecar_record_never_makes_generations_skip() {
+    let test = "filesystems::a_failed_sidecar_record_never_makes_generations_skip";
+    let dir = common::test_dir();
+    let mnt = dir.path().join("ramfs");
+    let _m = match Mounted::with(&mnt, "mount", &["-t", "ramfs", "ramfs"]) {
+        Ok(m) => m,
+        Err(why) => return common::skipped(test, &why),
+    };
+    assert!(!supports_user_xattr(&mnt));
+    let path = mnt.join("state.json");
+    let store: Store = Store::open(&path).unwrap();
+    store.create(json!({"n": 1})).unwrap();
+    store.update(|s| s["n"] = 2.into()).unwrap();
+    // The record's temporary name is taken, so writing `meta` fails after the commit.
+    let blocker = store
+        .sidecar_path()
+        .join(format!("meta.tmp-{}", std::process::id()));
+    std::fs::create_dir(&blocker).unwrap();
+    let committed = store.replace(json!({"n": 3})).unwrap();
+    assert_eq!(
+        store.load().unwrap().generation,
+        committed,
+        "the generation returned is not the one readers see"
+    );
+    std::fs::remove_dir(&blocker).unwrap();
+    let next = store.replace_if(committed, json!({"n": 4})).unwrap();
+    assert_eq!(next, committed + 1);
+    assert_eq!(store.load().unwrap().generation, next);
+    assert_eq!(store.get().unwrap(), json!({"n": 4}));
 }

@@ -83,7 +83,7 @@ fn flipping_any_byte_of_a_sealed_file_is_detected() {
 }
 
 #[test]
-fn a_truncated_primary_is_quarantined_and_the_newest_backup_restored() {
+fn a_truncated_primary_is_quarantined_and_the_newest_provable_generation_restored() {
     let dir = common::test_dir();
     let path = dir.path().join("state.json");
     let (opts, events) = events_of(Store::<Value>::options());
@@ -105,8 +105,8 @@ fn a_truncated_primary_is_quarantined_and_the_newest_backup_restored() {
     let snap = store.load().unwrap();
     assert_eq!(
         snap.state,
-        json!({"n": 3}),
-        "the newest valid backup is generation 3"
+        json!({"n": 4}),
+        "the newest valid backup is generation 3, and the history's patch rebuilds 4"
     );
     assert_eq!(
         snap.generation, 6,
@@ -117,7 +117,8 @@ fn a_truncated_primary_is_quarantined_and_the_newest_backup_restored() {
         matches!(
             &events[..],
             [Event::Recovered {
-                restored_from: Some(3),
+                restored_from: Some(4),
+                rebuilt_from: Some(3),
                 generation: 6,
                 ..
             }]
@@ -139,7 +140,7 @@ fn a_truncated_primary_is_quarantined_and_the_newest_backup_restored() {
     // Recovery is recorded in the history.
     let last = store.history().unwrap().pop().unwrap();
     assert!(
-        matches!(last.change, Change::Recovery { from: Some(3), .. }),
+        matches!(last.change, Change::Recovery { from: Some(4), .. }),
         "{last:?}"
     );
 }
@@ -224,6 +225,10 @@ fn without_a_valid_backup_recovery_fails_listing_what_was_tried() {
 fn use_default_is_an_explicit_opt_in_and_still_quarantines() {
     let dir = common::test_dir();
     let path = dir.path().join("state.json");
+    Store::<Tracker>::open(&path)
+        .unwrap()
+        .create(Tracker::default())
+        .unwrap();
     std::fs::write(&path, b"{\"grades\": {\"1\": \"Mat").unwrap();
     let store = Store::<Tracker>::options()
         .on_corrupt_use_default(Tracker::default)
@@ -502,14 +507,57 @@ fn a_free_space_floor_refuses_the_commit_before_anything_is_touched() {
     assert!(common::temp_files(dir.path(), "state.json").is_empty());
 }
 
+/// Issue 12 item 1: the first contact with a JSON file statesafe never wrote is an
+/// adoption, not an external change; a change made behind statesafe's back after it
+/// has written the file is one. A file replaced after statesafe wrote it (sidecar
+/// history, no attribute on the new inode) is a change too, never a fresh adoption.
+#[test]
+fn first_contact_is_an_adoption_not_an_external_change() {
+    let dir = common::test_dir();
+    let path = dir.path().join("state.json");
+    std::fs::write(&path, "{\"n\": 1}\n").unwrap();
+    let (opts, events) = events_of(Store::<Value>::options());
+    let store = opts.open(&path).unwrap();
+    assert!(store.check().unwrap().adopted);
+    store.update(|s| s["n"] = 2.into()).unwrap();
+    assert!(matches!(
+        events.lock().unwrap().as_slice(),
+        [Event::Adopted { generation: 1, .. }]
+    ));
+    assert_eq!(store.stats().external_changes, 0);
+    assert!(!store.check().unwrap().adopted);
+    // Replaced by another program (a new inode, without our attribute).
+    let other = dir.path().join("other.json");
+    std::fs::write(&other, "{\"n\": 7}\n").unwrap();
+    std::fs::rename(&other, &path).unwrap();
+    store.update(|s| s["n"] = 8.into()).unwrap();
+    let seen = events.lock().unwrap().clone();
+    assert!(
+        matches!(
+            seen.as_slice(),
+            [
+                Event::Adopted { .. },
+                Event::ExternalChange { generation: 3, .. }
+            ]
+        ),
+        "{seen:?}"
+    );
+    assert_eq!(store.stats().external_changes, 1);
+}
+
 #[test]
 fn outside_changes_are_accepted_when_valid_and_quarantined_when_not() {
     let dir = common::test_dir();
     let path = dir.path().join("state.json");
-    let (opts, events) =
-        events_of(Store::<Value>::options().schema(json!({"type": "object", "required": ["n"]})));
+    let (opts, events) = events_of(Store::<Value>::options());
     let store = opts.open(&path).unwrap();
-    store.create(json!({"n": 1})).unwrap();
+    // The recorded schema binds every writer (a schema given to one store only is
+    // that store's own: it never makes another's version damaged).
+    let settings = Settings {
+        schema: Some(json!({"type": "object", "required": ["n"]})),
+        ..Settings::default()
+    };
+    store.create_with(&settings, json!({"n": 1})).unwrap();
     store.update(|s| s["n"] = 2.into()).unwrap();
     // A hand edit, in place.
     std::fs::write(&path, "{\"n\": 40, \"by\": \"hand\"}\n").unwrap();
@@ -526,10 +574,11 @@ fn outside_changes_are_accepted_when_valid_and_quarantined_when_not() {
     assert_eq!(external.change, Change::External);
     assert_eq!(external.snapshot.as_ref().unwrap()["by"], "hand");
     assert_eq!(store.generation().unwrap(), 4);
-    // An invalid outside change counts as damage: restored from the backup.
+    // An outside change that fails the recorded schema counts as damage: the newest
+    // generation that can be proven comes back (backup 3 and the history's patch).
     std::fs::write(&path, "{\"m\": 1}\n").unwrap();
     let snap = store.load().unwrap();
-    assert_eq!(snap.state, json!({"n": 40, "by": "hand"}));
+    assert_eq!(snap.state, json!({"n": 41, "by": "hand"}));
     assert_eq!(quarantine_files(&path).len(), 1);
 }
 
@@ -543,7 +592,7 @@ fn recovery_is_idempotent() {
     for _ in 0..3 {
         std::fs::write(&path, b"\0\0\0\0").unwrap();
         assert!(store.recover().unwrap().is_some());
-        assert_eq!(store.get().unwrap(), json!({"n": 1}));
+        assert_eq!(store.get().unwrap(), json!({"n": 2}));
     }
     // The same damaged bytes are quarantined once.
     assert_eq!(quarantine_files(&path).len(), 1);
@@ -583,7 +632,10 @@ fn generations_never_restart_when_the_file_is_deleted_and_recreated() {
         back["life"], "new",
         "recovery restored the old file's content"
     );
-    assert_eq!(back["n"], 2);
+    assert_eq!(
+        back["n"], 3,
+        "backup of n = 2 and the history's patch after it"
+    );
 }
 
 /// A backup name already taken by different bytes is moved to the quarantine, never

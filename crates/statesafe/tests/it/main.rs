@@ -8,14 +8,16 @@
 //! `SKIPPED: <test>: <reason>` where they cannot run, and check nothing.
 //!
 //! Each defence is shown to matter by a deliberately broken build: with any one of the
-//! library's `mutation-*` features (skip-file-fsync, skip-dir-fsync, no-temp-cleanup,
-//! fixed-temp-name, no-lock), `cargo nextest run -p statesafe --test it --features F`
-//! must fail at least one test here.
+//! library's mutations (skip-file-fsync, skip-dir-fsync, no-temp-cleanup,
+//! fixed-temp-name, no-lock), `RUSTFLAGS='--cfg statesafe_mutation="NAME"' cargo nextest
+//! run -p statesafe --test it` must fail at least one test here.
 //!
 //! Knobs: `STATESAFE_TEST_DIR` (where test directories go), `STATESAFE_IT_SEED` (repeat
 //! a random run), `STATESAFE_IT_KILLS` (more SIGKILL rounds, default 200).
 
 mod common;
+mod correctness;
+mod documents;
 mod durability;
 mod faults;
 mod filesystems;
@@ -25,6 +27,7 @@ mod lock;
 mod model;
 mod multiprocess;
 mod perms;
+mod security;
 mod symlink;
 mod temps;
 mod transactions;

@@ -325,8 +325,8 @@ fn corrupt_location(err: &Error) -> Option<(Option<usize>, Option<usize>)> {
 }
 
 /// Writes `bytes` as the file, then checks every way of reading it says `Corrupt` with
-/// the given location (or, under the default recovery policy with no backup to restore,
-/// `Unrecoverable` wrapping that same `Corrupt`), and that nothing touched the file.
+/// the given location (also under the default recovery policy: statesafe never wrote
+/// this file, so it is left as it is, never quarantined), and that nothing touched it.
 fn assert_corrupt(bytes: &[u8], line: Option<usize>, column: Option<usize>) {
     let shown = String::from_utf8_lossy(bytes).into_owned();
     let dir = common::test_dir();
@@ -362,7 +362,7 @@ fn assert_corrupt(bytes: &[u8], line: Option<usize>, column: Option<usize>) {
         "a failed update touched the file"
     );
 
-    // The default policy: nothing to restore from, so the same damage, as Unrecoverable.
+    // The default policy: a file statesafe never wrote is not its to repair.
     let default: Store = Store::options()
         .lock_timeout(Duration::ZERO)
         .open(&path)
@@ -371,11 +371,14 @@ fn assert_corrupt(bytes: &[u8], line: Option<usize>, column: Option<usize>) {
         default.load().unwrap_err(),
         default.update(|_| ()).unwrap_err(),
     ] {
-        let Error::Unrecoverable { damage, .. } = &err else {
-            panic!("{shown:?}: expected Unrecoverable without backups, got {err:?}");
-        };
-        assert_eq!(corrupt_location(damage), Some((line, column)), "{err:?}");
+        assert_eq!(corrupt_location(&err), Some((line, column)), "{err:?}");
+        assert!(err.to_string().contains("never written"), "{err}");
     }
+    let sidecar = dir.path().join(".state.json.statesafe");
+    assert!(
+        !sidecar.join("quarantine").exists(),
+        "a file statesafe never wrote was quarantined"
+    );
     assert_eq!(
         std::fs::read(&path).unwrap(),
         bytes,
@@ -402,14 +405,14 @@ fn damaged_files_are_corrupt_with_a_location() {
 }
 
 #[test]
-fn a_document_of_the_wrong_shape_is_corrupt_for_a_typed_store() {
+fn a_document_of_the_wrong_shape_is_a_mismatch_for_a_typed_store_not_damage() {
     let dir = common::test_dir();
     let path = dir.path().join("counter.json");
     std::fs::write(&path, "{\n  \"n\": \"three\"\n}\n").unwrap();
-    let store: Store<Counter> = failing_store(&path);
+    let store: Store<Counter> = Store::open(&path).unwrap();
     let err = store.load().unwrap_err();
     assert!(
-        matches!(err, Error::Corrupt { line: Some(2), .. }),
+        matches!(&err, Error::Mismatch { committed: false, reason, .. } if reason.contains("line 2")),
         "{err:?}"
     );
     // The untyped store reads it fine.

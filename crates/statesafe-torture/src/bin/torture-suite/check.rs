@@ -58,7 +58,8 @@ pub fn version(file: &Path, op: Op) -> Result<Version, String> {
 }
 
 /// After an interrupted recovery, without the library (whose read would recover): the
-/// damaged bytes still in place (old) or the newest backup restored (new); and once
+/// damaged bytes still in place (old) or the last committed version restored (new:
+/// the newest backup and the history's patch after it); and once
 /// the damaged version is gone from the primary, it must be in quarantine.
 fn recovery_version(file: &Path) -> Result<Version, String> {
     let dir = file
@@ -73,7 +74,7 @@ fn recovery_version(file: &Path) -> Result<Version, String> {
         Ok(doc) if doc.counter == RESTORED_COUNTER => {}
         Ok(doc) => {
             return Err(format!(
-                "recovery put counter {} in place, not the newest backup's {RESTORED_COUNTER}",
+                "recovery put counter {} in place, not the last committed {RESTORED_COUNTER}",
                 doc.counter
             ));
         }
@@ -100,7 +101,7 @@ fn quarantined(dir: &Path, damaged: &[u8]) -> bool {
 }
 
 /// After an interrupted recovery: a fresh store's `load` recovers (if still needed)
-/// to the newest backup, and the damaged bytes are in quarantine.
+/// to the last committed version, and the damaged bytes are in quarantine.
 pub fn recovery_settles(dir: &Path) -> Result<(), String> {
     let file = dir.join("state.json");
     let snapshot = Store::<Doc>::open(&file)
@@ -108,7 +109,7 @@ pub fn recovery_settles(dir: &Path) -> Result<(), String> {
         .map_err(|e| format!("a fresh load after the interrupted recovery failed: {e}"))?;
     if snapshot.state.counter != RESTORED_COUNTER {
         return Err(format!(
-            "a fresh load gave counter {}, not the newest backup's {RESTORED_COUNTER}",
+            "a fresh load gave counter {}, not the last committed {RESTORED_COUNTER}",
             snapshot.state.counter
         ));
     }

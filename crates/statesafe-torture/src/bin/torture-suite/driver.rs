@@ -4,7 +4,9 @@
 //! Its stderr carries two markers, `torture-driver: begin` and `torture-driver: end`,
 //! around the operation, so a trace of it can be cut to the operation's own system
 //! calls. Its stdout carries one line: `ack GENERATION` when the operation returned
-//! `Ok`, or `err KIND` (from `statesafe::Error::kind`) when it failed. With `--hold` it
+//! `Ok`, or `err KIND` (from `statesafe::Error::kind`) when it failed. A load of the
+//! damaged file that could not take the lock at once repairs nothing (a read never
+//! waits): it reports `err not_repaired`, and the file must still be the damaged one. With `--hold` it
 //! then waits for its stdin to close before exiting, so that the caller can check from
 //! outside that no lock is held by a live process that has returned.
 
@@ -12,7 +14,10 @@ use std::io::{Read, Write};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
-use statesafe::Store;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use statesafe::{Event, Store};
 use statesafe_torture::Doc;
 
 /// What the driver does.
@@ -27,7 +32,8 @@ pub enum Op {
     /// Two `Store::update` calls on one store (for the order check).
     UpdateTwice,
     /// `Store::load` of a damaged file that has backups: the library quarantines it
-    /// and restores the newest valid backup (generation 2, counter 2).
+    /// and restores the last committed version (backup 2 and the history's patch to
+    /// 3, counter 3) as generation 5.
     Recover,
 }
 
@@ -52,8 +58,9 @@ impl Op {
 pub const OLD_COUNTER: u64 = 1;
 pub const NEW_COUNTER: u64 = 2;
 
-/// The counter of the newest backup, which a recovery restores.
-pub const RESTORED_COUNTER: u64 = 2;
+/// The counter of the last commit before the damage, which a recovery restores: the
+/// newest backup (counter 2) carried forward by the history's patch (issue 11).
+pub const RESTORED_COUNTER: u64 = 3;
 
 /// The document size the layers use.
 pub const DOC_SIZE: usize = 4096;
@@ -72,10 +79,11 @@ pub fn prepare(dir: &Path, op: Op) -> Result<PathBuf, String> {
             .map_err(|e| format!("cannot prepare `{}`: {e}", file.display()))?;
     }
     if op == Op::Recover {
-        // Generations 2 and 3 (each commit keeps the outgoing version as a backup),
-        // then the primary cut in half in place, as a crash of a naive writer leaves it.
+        // Generations 2 and 3 (each commit keeps the outgoing version as a backup and
+        // records its patch in the history), then the primary cut in half in place,
+        // as a crash of a naive writer leaves it.
         let store = Store::<Doc>::open(&file).map_err(|e| e.to_string())?;
-        for counter in [RESTORED_COUNTER, RESTORED_COUNTER + 1] {
+        for counter in [RESTORED_COUNTER - 1, RESTORED_COUNTER] {
             store
                 .replace(Doc::new(counter, DOC_SIZE))
                 .map_err(|e| format!("cannot prepare `{}`: {e}", file.display()))?;
@@ -108,14 +116,27 @@ fn increment(store: &Store<Doc>) -> statesafe::Result<u64> {
 pub fn main(op: Op, file: &Path, hold: bool) -> std::process::ExitCode {
     let mut err = std::io::stderr().lock();
     let _ = err.write_all(b"torture-driver: begin\n");
-    let result = Store::<Doc>::open(file).and_then(|store| match op {
-        Op::Create => store.create(Doc::new(NEW_COUNTER, DOC_SIZE)),
-        Op::Replace => store.replace(Doc::new(NEW_COUNTER, DOC_SIZE)),
-        Op::Update => increment(&store),
-        Op::UpdateTwice => increment(&store).and_then(|_| increment(&store)),
-        Op::Recover => store.load().map(|snapshot| snapshot.generation),
-    });
+    // Whether the load repaired the file (it says so with `Event::Recovered`).
+    let repaired = Arc::new(AtomicBool::new(false));
+    let seen = Arc::clone(&repaired);
+    let result = Store::<Doc>::options()
+        .on_event(move |e| {
+            if matches!(e, Event::Recovered { .. }) {
+                seen.store(true, Ordering::SeqCst);
+            }
+        })
+        .open(file)
+        .and_then(|store| match op {
+            Op::Create => store.create(Doc::new(NEW_COUNTER, DOC_SIZE)),
+            Op::Replace => store.replace(Doc::new(NEW_COUNTER, DOC_SIZE)),
+            Op::Update => increment(&store),
+            Op::UpdateTwice => increment(&store).and_then(|_| increment(&store)),
+            Op::Recover => store.load().map(|snapshot| snapshot.generation),
+        });
     let line = match &result {
+        Ok(_) if op == Op::Recover && !repaired.load(Ordering::SeqCst) => {
+            "err not_repaired\n".to_string()
+        }
         Ok(generation) => format!("ack {generation}\n"),
         Err(e) => format!("err {}\n", e.kind()),
     };

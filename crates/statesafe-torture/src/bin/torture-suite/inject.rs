@@ -215,6 +215,11 @@ fn check_point(exe: &Path, dir: &Path, point: &Point) -> Result<Vec<String>, Str
             problems.push(format!("the {errno} from `{}` was swallowed: the operation was acknowledged", point.call.name));
         }
         (Some((errno, _)), Report::Err(kind)) => match version {
+            // A read that cannot take the lock at once (no write access, a read-only
+            // filesystem, a failure while checking the lock file, which the lock
+            // treats as "not the lock file any more, try again") repairs nothing and
+            // serves what it can prove (issue 11): no error, nothing written.
+            Some(Version::Old) if op == Op::Recover && kind == "not_repaired" => {}
             Some(Version::New) if kind != "outcome_unknown" => problems.push(format!(
                 "the new version is in place but the error reported is `{kind}`, not `outcome_unknown`"
             )),

@@ -4,11 +4,15 @@
 //! Each layer prints a summary line `LAYER: crash states checked: N, violations: V`
 //! and exits non-zero on any violation. See `docs/torture.md`.
 
+mod adversarial;
 mod check;
 mod driver;
 mod fs;
 mod inject;
 mod order;
+mod run;
+mod sidecar_removal;
+mod snapshot;
 mod strace;
 mod stress;
 mod tally;
@@ -82,6 +86,34 @@ enum Cmd {
         #[arg(long, value_delimiter = ',', default_values_t = ["ENOSPC".to_string(), "EIO".to_string()])]
         errnos: Vec<String>,
     },
+    /// Issue 10's attacks 1-8, by two unprivileged users and root in a sticky shared
+    /// directory, with fs.protected_symlinks 0 and 1: every one must be refused or
+    /// harmless. Needs root; otherwise it says SKIPPED and exits 77.
+    Adversarial {
+        #[command(flatten)]
+        attacked: Attacked,
+    },
+    /// Concurrent `statesafe update`s while a loop removes the sidecar (or its lock
+    /// file): the counter must equal the number of successful updates.
+    SidecarRemoval {
+        #[command(flatten)]
+        attacked: Attacked,
+        /// What the loop removes.
+        #[arg(long, value_enum, value_delimiter = ',', default_values_t = [sidecar_removal::Target::Sidecar, sidecar_removal::Target::Lock])]
+        remove: Vec<sidecar_removal::Target>,
+        /// Concurrent updating processes.
+        #[arg(long, default_value_t = 6)]
+        processes: usize,
+        /// Updates each process runs, one after the other.
+        #[arg(long, default_value_t = 200)]
+        updates: usize,
+        /// How often the loop removes.
+        #[arg(long, default_value = "20ms", value_parser = humantime::parse_duration)]
+        interval: std::time::Duration,
+        /// Runs of each removal target.
+        #[arg(long, default_value_t = 1)]
+        rounds: usize,
+    },
     /// One operation on a prepared file, for strace (internal).
     #[command(hide = true)]
     Driver {
@@ -121,20 +153,55 @@ struct Common {
     label: Option<String>,
 }
 
+/// Options of the layers that attack the `statesafe` binary from outside.
+#[derive(Debug, Clone, clap::Args)]
+struct Attacked {
+    /// The `statesafe` binary to attack. Default: the one built next to torture-suite.
+    #[arg(long)]
+    statesafe: Option<PathBuf>,
+    /// Where to make the scratch directory. Default: the system temporary directory.
+    #[arg(long, env = "STATESAFE_TEST_DIR")]
+    dir: Option<PathBuf>,
+}
+
+impl Attacked {
+    fn statesafe(&self) -> Result<PathBuf, String> {
+        let bin = match &self.statesafe {
+            Some(bin) => bin.clone(),
+            None => exe()?.with_file_name("statesafe"),
+        };
+        if bin.is_file() {
+            // Absolute: the commands run in other directories.
+            std::fs::canonicalize(&bin)
+                .map_err(|e| format!("cannot resolve `{}`: {e}", bin.display()))
+        } else {
+            Err(format!(
+                "no statesafe binary at `{}` (build it with `cargo build --release -p statesafe-cli`, or pass --statesafe)",
+                bin.display()
+            ))
+        }
+    }
+}
+
+/// A fresh scratch directory in `dir`, or in the system temporary directory.
+fn scratch(dir: Option<&std::path::Path>) -> Result<tempfile::TempDir, String> {
+    let parent = dir.map_or_else(std::env::temp_dir, std::path::Path::to_path_buf);
+    std::fs::create_dir_all(&parent)
+        .map_err(|e| format!("cannot create `{}`: {e}", parent.display()))?;
+    tempfile::Builder::new()
+        .prefix("statesafe-torture-")
+        .tempdir_in(&parent)
+        .map_err(|e| {
+            format!(
+                "cannot make a scratch directory in `{}`: {e}",
+                parent.display()
+            )
+        })
+}
+
 impl Common {
     fn scratch(&self) -> Result<tempfile::TempDir, String> {
-        let parent = self.dir.clone().unwrap_or_else(std::env::temp_dir);
-        std::fs::create_dir_all(&parent)
-            .map_err(|e| format!("cannot create `{}`: {e}", parent.display()))?;
-        tempfile::Builder::new()
-            .prefix("statesafe-torture-")
-            .tempdir_in(&parent)
-            .map_err(|e| {
-                format!(
-                    "cannot make a scratch directory in `{}`: {e}",
-                    parent.display()
-                )
-            })
+        scratch(self.dir.as_deref())
     }
 
     fn layer(&self, name: &str) -> String {
@@ -279,6 +346,44 @@ fn main() -> ExitCode {
                 stress::layer(&cfg, &tally)
             })();
             finish(&layer, "crash states", &tally, result)
+        }
+        Cmd::Adversarial { attacked } => {
+            if let Some(why) = adversarial::cannot_run() {
+                println!("adversarial: SKIPPED (not run, not passed): {why}");
+                return ExitCode::from(adversarial::SKIPPED);
+            }
+            let tally = tally::Tally::default();
+            let result = (|| {
+                let bin = attacked.statesafe()?;
+                let scratch = scratch(attacked.dir.as_deref())?;
+                adversarial::layer(&bin, scratch.path(), &tally)
+            })();
+            finish("adversarial", "crash states", &tally, result)
+        }
+        Cmd::SidecarRemoval {
+            attacked,
+            remove,
+            processes,
+            updates,
+            interval,
+            rounds,
+        } => {
+            let tally = tally::Tally::default();
+            let result = (|| {
+                let bin = attacked.statesafe()?;
+                let scratch = scratch(attacked.dir.as_deref())?;
+                let cfg = sidecar_removal::Config {
+                    statesafe: &bin,
+                    base: scratch.path(),
+                    targets: &remove,
+                    processes: processes.max(1),
+                    updates,
+                    interval,
+                    rounds,
+                };
+                sidecar_removal::layer(&cfg, &tally)
+            })();
+            finish("sidecar-removal", "crash states", &tally, result)
         }
         Cmd::Kill { common } => injection(&common, Vec::new(), true),
         Cmd::Errors { common, errnos } => match known_errnos(&errnos) {

@@ -1,0 +1,318 @@
+//! A history patch for a large document, taken from the bytes of the change itself.
+//!
+//! Diffing two `serde_json::Value` trees costs several times the document in memory
+//! and time, so the history does it only for documents up to `max_patch_bytes`. Most
+//! commits of a large document change one value in place, though: the old and the new
+//! version share every byte before and after it. Then the change is the replacement of
+//! the innermost value of the new version that covers the differing bytes, found by one
+//! scan of the new bytes (no tree) and a streamed comparison with the old version's
+//! backup (no second copy in memory). The patch is exact: with the bytes before and
+//! after identical, the replaced value sits at the same path in both versions.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+
+/// Bytes of the old version compared per read (small: this buffer is the only
+/// memory the comparison takes).
+const CHUNK: usize = 64 << 10;
+
+/// A patch turning the version in `old` into `new` when they differ inside one value
+/// other than the whole document, and the values involved are at most `limit` bytes.
+/// `None` otherwise (or when `old` cannot be read).
+pub(crate) fn local_patch(old: &File, new: &[u8], limit: usize) -> Option<json_patch::Patch> {
+    let old_len = usize::try_from(old.metadata().ok()?.len()).ok()?;
+    let prefix = common_prefix(old, new)?;
+    if prefix == new.len() && prefix == old_len {
+        return Some(json_patch::Patch(Vec::new()));
+    }
+    let suffix = common_suffix(old, old_len, new, new.len().min(old_len) - prefix)?;
+    // The innermost value that covers the change and is one whole value in the old
+    // version too (a shorter or longer neighbour may look like a cover in the new one).
+    for (start, end, path) in covering_values(new, prefix, new.len() - suffix, limit) {
+        let Some(old_end) = (end + old_len).checked_sub(new.len()) else {
+            continue;
+        };
+        if old_end < start || old_end - start > limit {
+            continue;
+        }
+        let mut old_value = vec![0u8; old_end - start];
+        old.read_exact_at(&mut old_value, start as u64).ok()?;
+        if crate::json::parse(&old_value).is_err() {
+            continue;
+        }
+        let value = crate::json::parse(&new[start..end]).ok()?;
+        let op = serde_json::json!([{ "op": "replace", "path": path, "value": value }]);
+        return serde_json::from_value(op).ok();
+    }
+    None
+}
+
+/// How many leading bytes `old` and `new` share.
+fn common_prefix(old: &File, new: &[u8]) -> Option<usize> {
+    let mut buf = vec![0u8; CHUNK];
+    let mut at = 0usize;
+    loop {
+        let n = old.read_at(&mut buf, at as u64).ok()?;
+        let want = n.min(new.len() - at);
+        let same = buf[..want]
+            .iter()
+            .zip(&new[at..at + want])
+            .take_while(|(a, b)| a == b)
+            .count();
+        at += same;
+        if same < want || n == 0 || at == new.len() {
+            return Some(at);
+        }
+    }
+}
+
+/// How many trailing bytes `old` (of `old_len` bytes) and `new` share, at most `most`.
+fn common_suffix(old: &File, old_len: usize, new: &[u8], most: usize) -> Option<usize> {
+    let mut buf = vec![0u8; CHUNK];
+    let mut done = 0usize;
+    while done < most {
+        let n = CHUNK.min(most - done);
+        let old_at = old_len - done - n;
+        old.read_exact_at(&mut buf[..n], old_at as u64).ok()?;
+        let new_at = new.len() - done - n;
+        let same = buf[..n]
+            .iter()
+            .rev()
+            .zip(new[new_at..new_at + n].iter().rev())
+            .take_while(|(a, b)| a == b)
+            .count();
+        done += same;
+        if same < n {
+            break;
+        }
+    }
+    Some(done)
+}
+
+/// A value's place in its parent: the span of its key, or its index.
+#[derive(Clone, Copy)]
+enum Segment {
+    Key(usize, usize),
+    Index(usize),
+}
+
+/// One open array or object while scanning.
+struct Frame {
+    start: usize,
+    object: bool,
+    /// Elements seen (arrays) or whether a key is expected next (objects).
+    count: usize,
+    expect_key: bool,
+    /// Where the last key read is in the bytes, quotes included (objects).
+    key: (usize, usize),
+    /// This container's own place in its parent (`None` for the document).
+    segment: Option<Segment>,
+}
+
+/// The values of `json` (valid JSON) whose bytes cover `from..to`, innermost first,
+/// up to `limit` bytes each and without the whole document: start, end, JSON Pointer.
+fn covering_values(
+    json: &[u8],
+    from: usize,
+    to: usize,
+    limit: usize,
+) -> Vec<(usize, usize, String)> {
+    let mut found = Vec::new();
+    let mut stack: Vec<Frame> = Vec::new();
+    let mut i = 0;
+    let pointer = |stack: &[Frame], last: Option<Segment>| {
+        let mut p = String::new();
+        for segment in stack.iter().filter_map(|f| f.segment).chain(last) {
+            let text = match segment {
+                Segment::Key(start, end) => {
+                    serde_json::from_slice::<String>(&json[start..end]).unwrap_or_default()
+                }
+                Segment::Index(i) => i.to_string(),
+            };
+            p.push('/');
+            p.push_str(&text.replace('~', "~0").replace('/', "~1"));
+        }
+        p
+    };
+    while i < json.len() {
+        let c = json[i];
+        match c {
+            b' ' | b'\t' | b'\n' | b'\r' | b',' | b':' => {
+                if c == b','
+                    && let Some(top) = stack.last_mut()
+                {
+                    top.expect_key = top.object;
+                }
+                i += 1;
+                continue;
+            }
+            b'}' | b']' => {
+                let Some(frame) = stack.pop() else {
+                    return found;
+                };
+                let end = i + 1;
+                if frame.start <= from && end >= to {
+                    if stack.is_empty() || end - frame.start > limit {
+                        // The whole document, or too large: nothing further out helps.
+                        return found;
+                    }
+                    found.push((frame.start, end, pointer(&stack, frame.segment)));
+                }
+                i = end;
+                continue;
+            }
+            _ => {}
+        }
+        let end = match c {
+            b'"' => match string_end(json, i) {
+                Some(end) => end,
+                None => return found,
+            },
+            b'{' | b'[' => i,
+            _ => {
+                let mut j = i;
+                while j < json.len()
+                    && !matches!(json[j], b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r')
+                {
+                    j += 1;
+                }
+                j
+            }
+        };
+        if let Some(top) = stack.last_mut()
+            && top.object
+            && top.expect_key
+        {
+            top.key = (i, end);
+            top.expect_key = false;
+            i = end;
+            continue;
+        }
+        // A value starts at `i`: its place in the parent.
+        let segment = stack.last_mut().map(|top| {
+            if top.object {
+                Segment::Key(top.key.0, top.key.1)
+            } else {
+                top.count += 1;
+                Segment::Index(top.count - 1)
+            }
+        });
+        if c == b'{' || c == b'[' {
+            stack.push(Frame {
+                start: i,
+                object: c == b'{',
+                count: 0,
+                expect_key: c == b'{',
+                key: (0, 0),
+                segment,
+            });
+            i += 1;
+            continue;
+        }
+        if i <= from
+            && end >= to
+            && end - i <= limit
+            && let Some(segment) = segment
+        {
+            found.push((i, end, pointer(&stack, Some(segment))));
+        }
+        i = end;
+    }
+    found
+}
+
+/// The index just after the string that starts at `at`.
+fn string_end(json: &[u8], at: usize) -> Option<usize> {
+    let mut i = at + 1;
+    while i < json.len() {
+        match json[i] {
+            b'\\' => i += 2,
+            b'"' => return Some(i + 1),
+            _ => i += 1,
+        }
+    }
+    None
+}
+
+/// Applies `patch` to `old` (for tests and callers that want to check one).
+#[cfg(test)]
+fn apply(old: &serde_json::Value, patch: &json_patch::Patch) -> serde_json::Value {
+    let mut doc = old.clone();
+    json_patch::patch(&mut doc, patch).unwrap();
+    doc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn patch_of(old: &str, new: &str) -> Option<json_patch::Patch> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.json");
+        std::fs::write(&path, old).unwrap();
+        local_patch(&File::open(&path).unwrap(), new.as_bytes(), 1 << 16)
+    }
+
+    #[test]
+    fn a_change_inside_one_value_is_a_replace_at_its_path() {
+        // Longer than a chunk on either side, to cross the reads of the old version.
+        let pad = "x".repeat(CHUNK + 1000);
+        let old = format!(
+            "{{\"pad\": \"{pad}\",\n \"a/b\": {{\"n\": 1, \"l\": [1, 2, 3]}}, \"z\": \"{pad}\"}}\n"
+        );
+        for (new, path) in [
+            (old.replace("\"n\": 1", "\"n\": 2"), "/a~1b/n"),
+            (old.replace("[1, 2, 3]", "[1, 20, 3]"), "/a~1b/l/1"),
+            (old.replace("[1, 2, 3]", "[1, 2]"), "/a~1b/l"),
+            (
+                old.replace("\"n\": 1", "\"n\": {\"deep\": true}"),
+                "/a~1b/n",
+            ),
+        ] {
+            let patch = patch_of(&old, &new).unwrap();
+            let text = serde_json::to_string(&patch).unwrap();
+            assert!(text.contains(&format!("\"path\":\"{path}\"")), "{text}");
+            assert!(text.len() < 200, "{text}");
+            assert_eq!(
+                apply(&crate::json::parse(old.as_bytes()).unwrap(), &patch),
+                crate::json::parse(new.as_bytes()).unwrap()
+            );
+        }
+        assert_eq!(patch_of(&old, &old).unwrap().0.len(), 0);
+        // Keys are decoded for the path: escapes, `~`.
+        let patch = patch_of(
+            r#"{"k\u00e9~": {"n": 1}, "z": 0}"#,
+            r#"{"k\u00e9~": {"n": 2}, "z": 0}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            serde_json::to_string(&patch).unwrap(),
+            r#"[{"op":"replace","path":"/ké~0/n","value":2}]"#
+        );
+        // A new key in the document itself changes the document: no local patch.
+        assert!(patch_of("{\"a\": 1}", "{\"a\": 1, \"b\": 2}").is_none());
+        let patch = patch_of("[1]", "[2]").unwrap();
+        assert_eq!(
+            serde_json::to_string(&patch).unwrap(),
+            r#"[{"op":"replace","path":"/0","value":2}]"#
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn local_patches_are_exact(
+            old in proptest::collection::vec(proptest::collection::vec(0u32..1000, 0..4), 0..6),
+            new in proptest::collection::vec(proptest::collection::vec(0u32..1000, 0..4), 0..6),
+        ) {
+            let old = serde_json::json!({ "a": old, "b": {"c": 1} });
+            let new = serde_json::json!({ "a": new, "b": {"c": 1} });
+            for text in [serde_json::to_string(&old).unwrap(), serde_json::to_string_pretty(&old).unwrap()] {
+                let new_text = if text.contains('\n') { serde_json::to_string_pretty(&new).unwrap() } else { serde_json::to_string(&new).unwrap() };
+                if let Some(patch) = patch_of(&text, &new_text) {
+                    prop_assert_eq!(apply(&old, &patch), new.clone());
+                }
+            }
+        }
+    }
+}

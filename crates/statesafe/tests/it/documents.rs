@@ -1,0 +1,413 @@
+//! Documents as JSON allows them (issue 11 items 1, 4 and 9; issue 12 item 6): numbers
+//! keep their text, deep nesting is held and the limit is the same on write and read,
+//! duplicate keys are refused, the file keeps its layout, and a torn history line does
+//! not swallow the next entry.
+//!
+//! Defends FAILURE_MODES rows 21 (numbers silently rounded) and 26 (a torn last
+//! record confused with the next).
+
+use std::path::Path;
+
+use proptest::prelude::*;
+use serde_json::Value;
+use statesafe::{Durability, Error, Layout, Store};
+
+use crate::common;
+
+fn store(path: &Path) -> Store<Value> {
+    Store::<Value>::options()
+        .durability(Durability::None)
+        .open(path)
+        .unwrap()
+}
+
+fn parse(text: &str) -> Value {
+    statesafe::json::parse(text.as_bytes()).unwrap()
+}
+
+/// The number tokens of JSON text, in order (strings skipped).
+fn number_tokens(text: &str) -> Vec<&str> {
+    let bytes = text.as_bytes();
+    let mut tokens = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => {
+                i += 1;
+                while bytes[i] != b'"' {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+                i += 1;
+            }
+            b'-' | b'0'..=b'9' => {
+                let start = i;
+                while i < bytes.len()
+                    && matches!(bytes[i], b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9')
+                {
+                    i += 1;
+                }
+                tokens.push(&text[start..i]);
+            }
+            _ => i += 1,
+        }
+    }
+    tokens
+}
+
+#[test]
+fn numbers_keep_their_text_through_commits() {
+    let dir = common::test_dir();
+    let path = dir.path().join("n.json");
+    let doc = r#"{"id":18446744073709551616,"big":12345678901234567890123,"e":1e+2,"z":-0,"f":1.0,"d":0.10,"x":0}"#;
+    let s = store(&path);
+    s.replace(parse(doc)).unwrap();
+    s.update(|v| v["x"] = Value::from(1)).unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let loaded = s.load().unwrap().state;
+    for key in ["id", "big", "e", "z", "f", "d"] {
+        assert_eq!(
+            loaded[key].to_string(),
+            parse(doc)[key].to_string(),
+            "{key}"
+        );
+    }
+    assert_eq!(
+        number_tokens(&text),
+        [
+            "18446744073709551616",
+            "12345678901234567890123",
+            "1e+2",
+            "-0",
+            "1.0",
+            "0.10",
+            "1"
+        ]
+    );
+    // A file written by another program, adopted: the same.
+    std::fs::write(
+        &path,
+        "{\"n\": 123456789012345678901234567890, \"m\": -0.0}\n",
+    )
+    .unwrap();
+    s.update(|v| v["x"] = Value::from(2)).unwrap();
+    assert_eq!(
+        number_tokens(&std::fs::read_to_string(&path).unwrap()),
+        ["123456789012345678901234567890", "-0.0", "2"]
+    );
+}
+
+#[test]
+fn a_file_with_a_repeated_key_is_named_not_silently_last_wins() {
+    let dir = common::test_dir();
+    let path = dir.path().join("d.json");
+    std::fs::write(&path, "{\"a\": 1,\n \"a\": 2}\n").unwrap();
+    let err = Store::<Value>::options()
+        .recovery(statesafe::RecoveryPolicy::Fail)
+        .open(&path)
+        .unwrap()
+        .load()
+        .unwrap_err();
+    match &err {
+        Error::Corrupt {
+            line: Some(2),
+            reason,
+            ..
+        } => assert!(reason.contains("duplicate key `a`"), "{err}"),
+        other => panic!("expected Corrupt at line 2, got {other}"),
+    }
+}
+
+#[test]
+fn deep_documents_are_held_on_a_deep_stack_and_refused_past_the_limit() {
+    let dir = common::test_dir();
+    let path = dir.path().join("deep.json");
+    // Every walk over a document recurses once per level (see "Depth" in
+    // docs/design.md): a 10,000-level document needs a deeper stack than a test
+    // thread's 2 MiB in a debug build.
+    std::thread::Builder::new()
+        .stack_size(256 << 20)
+        .spawn(move || {
+            let s = Store::<Value>::options()
+                .durability(Durability::None)
+                .layout(Layout::Compact)
+                .open(&path)
+                .unwrap();
+            let mut deep = Value::from(1);
+            for _ in 0..statesafe::json::MAX_DEPTH - 1 {
+                deep = Value::Array(vec![deep]);
+            }
+            s.replace(serde_json::json!({ "n": 0 })).unwrap();
+            s.update(|v| v["deep"] = deep.clone()).unwrap();
+            s.update(|v| v["n"] = Value::from(1)).unwrap();
+            let loaded = s.load().unwrap();
+            assert_eq!(loaded.state["deep"], deep);
+            assert_eq!(loaded.generation, 3);
+            // The history holds patches of deep documents too.
+            assert_eq!(s.document_at(2).unwrap()["deep"], deep);
+            // One level more: refused before anything is touched.
+            let before = std::fs::read(&path).unwrap();
+            let err = s
+                .update(|v| v["deep"] = Value::Array(vec![deep.clone()]))
+                .unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    Error::TooDeep {
+                        depth: 10_001,
+                        limit: 10_000,
+                        ..
+                    }
+                ),
+                "{err}"
+            );
+            assert_eq!(std::fs::read(&path).unwrap(), before);
+            // A deeper file made elsewhere is refused the same way, not quarantined.
+            std::fs::write(
+                &path,
+                format!("{}{}", "[".repeat(10_001), "]".repeat(10_001)),
+            )
+            .unwrap();
+            let err = s.load().unwrap_err();
+            assert!(matches!(err, Error::TooDeep { .. }), "{err}");
+            assert!(
+                !path
+                    .with_file_name(".deep.json.statesafe/quarantine")
+                    .exists()
+            );
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+}
+
+#[test]
+fn the_file_keeps_its_layout_unless_told_otherwise() {
+    let dir = common::test_dir();
+    for (name, before, after) in [
+        ("c.json", "{\"a\":[1,2]}", "{\"a\":[1,2],\"b\":1}\n"),
+        (
+            "four.json",
+            "{\n    \"a\": 0\n}\n",
+            "{\n    \"a\": 0,\n    \"b\": 1\n}\n",
+        ),
+        ("tab.json", "[\n\t1\n]", "[\n\t1,\n\t1\n]\n"),
+    ] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, before).unwrap();
+        store(&path)
+            .update(|v| match v {
+                Value::Array(items) => items.push(Value::from(1)),
+                _ => v["b"] = Value::from(1),
+            })
+            .unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), after, "{name}");
+    }
+    // An explicit layout wins.
+    let path = dir.path().join("c.json");
+    Store::<Value>::options()
+        .durability(Durability::None)
+        .layout(Layout::Pretty)
+        .open(&path)
+        .unwrap()
+        .update(|v| v["b"] = Value::from(2))
+        .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        "{\n  \"a\": [\n    1,\n    2\n  ],\n  \"b\": 2\n}\n"
+    );
+}
+
+#[test]
+fn a_torn_history_line_does_not_swallow_the_next_entry() {
+    let dir = common::test_dir();
+    let path = dir.path().join("h.json");
+    let s = store(&path);
+    for n in 1..=3 {
+        s.replace(serde_json::json!({ "n": n })).unwrap();
+    }
+    // Power loss in the middle of appending generation 3's entry.
+    let history = dir.path().join(".h.json.statesafe/history");
+    let segments: Vec<_> = std::fs::read_dir(&history)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(segments.len(), 1, "{segments:?}");
+    let text = std::fs::read(&segments[0]).unwrap();
+    let last_line_start = text[..text.len() - 1]
+        .iter()
+        .rposition(|b| *b == b'\n')
+        .unwrap()
+        + 1;
+    let torn = last_line_start + (text.len() - last_line_start) / 2;
+    std::fs::write(&segments[0], &text[..torn]).unwrap();
+    for n in 4..=5 {
+        s.replace(serde_json::json!({ "n": n })).unwrap();
+    }
+    let generations: Vec<u64> = s.history().unwrap().iter().map(|e| e.generation).collect();
+    assert_eq!(generations, [1, 2, 4, 5]);
+    assert_eq!(s.document_at(5).unwrap(), serde_json::json!({ "n": 5 }));
+}
+
+#[test]
+fn a_small_change_to_a_large_document_is_recorded_as_a_patch() {
+    let dir = common::test_dir();
+    let path = dir.path().join("big.json");
+    let s = store(&path);
+    // Larger than history.max_patch_bytes (64 KiB): too large to diff as trees.
+    let big = serde_json::json!({"pad": "x".repeat(100_000), "n": 1, "l": [1, 2, 3]});
+    s.replace(big).unwrap();
+    s.update(|v| v["n"] = Value::from(2)).unwrap();
+    s.update(|v| v["l"][1] = Value::from(20)).unwrap();
+    // Changed outside statesafe by one byte, then committed again.
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, text.replace("\"n\": 2", "\"n\": 3")).unwrap();
+    s.update(|v| v["l"][0] = Value::from(10)).unwrap();
+    let entries = s.history().unwrap();
+    let patches: Vec<String> = entries
+        .iter()
+        .map(|e| serde_json::to_string(&e.patch).unwrap())
+        .collect();
+    assert_eq!(
+        patches,
+        [
+            "null",
+            r#"[{"op":"replace","path":"/n","value":2}]"#,
+            r#"[{"op":"replace","path":"/l/1","value":20}]"#,
+            // The external version: the one before it is not kept for a document
+            // this large, so there is nothing to diff it against.
+            "null",
+            r#"[{"op":"replace","path":"/l/0","value":10}]"#,
+        ]
+    );
+    assert!(entries[1].note.is_none(), "{:?}", entries[1].note);
+    // Sealed: the bytes include the header, so no patch is taken from them.
+    let sealed = dir.path().join("sealed.json");
+    let s = Store::<Value>::options()
+        .durability(Durability::None)
+        .format(statesafe::Format::Sealed)
+        .open(&sealed)
+        .unwrap();
+    s.replace(serde_json::json!({"pad": "x".repeat(100_000), "n": 1}))
+        .unwrap();
+    s.update(|v| v["n"] = Value::from(2)).unwrap();
+    s.update(|_| ()).unwrap();
+    for entry in s.history().unwrap() {
+        assert!(entry.patch.is_none(), "{entry:?}");
+    }
+    assert!(
+        entries[3]
+            .note
+            .as_deref()
+            .unwrap()
+            .contains("max_patch_bytes"),
+        "{:?}",
+        entries[3].note
+    );
+}
+
+/// JSON text for a number as JSON allows it, in the spelling statesafe keeps
+/// (an exponent is `e+N` or `e-N`).
+fn number() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just("0".to_string()),
+        Just("-0".to_string()),
+        Just("-0.0".to_string()),
+        Just("18446744073709551616".to_string()),
+        "-?[1-9][0-9]{0,40}",
+        "-?(0|[1-9][0-9]{0,20})\\.[0-9]{1,30}",
+        "-?[1-9][0-9]{0,4}(\\.[0-9]{1,8})?e[+-][0-9]{1,3}",
+        any::<i64>().prop_map(|n| n.to_string()),
+    ]
+}
+
+/// JSON text for a string: unicode escapes, surrogate pairs, control characters,
+/// long runs.
+fn string() -> impl Strategy<Value = String> {
+    let piece = prop_oneof![
+        "[a-zA-Z0-9 ]{0,8}",
+        Just("\\u00e9".to_string()),
+        Just("\\ud83d\\ude00".to_string()),
+        Just("\\\"\\\\\\n\\u0000".to_string()),
+        Just("ü€".to_string()),
+        "x{1000,3000}",
+    ];
+    proptest::collection::vec(piece, 0..6).prop_map(|p| format!("\"{}\"", p.concat()))
+}
+
+/// JSON text for a document: nested arrays and objects, and deep chains.
+fn document() -> impl Strategy<Value = String> {
+    let leaf = prop_oneof![
+        Just("null".to_string()),
+        Just("true".to_string()),
+        number(),
+        number(),
+        string(),
+    ];
+    let tree = leaf.prop_recursive(6, 64, 6, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..6)
+                .prop_map(|v| format!("[{}]", v.join(","))),
+            proptest::collection::vec(inner.clone(), 0..6).prop_map(|v| {
+                let members: Vec<String> = v
+                    .iter()
+                    .enumerate()
+                    .map(|(i, m)| format!("\"k{i}\":{m}"))
+                    .collect();
+                format!("{{{}}}", members.join(","))
+            }),
+            (1usize..800, inner).prop_map(|(n, v)| format!(
+                "{}{v}{}",
+                "[".repeat(n),
+                "]".repeat(n)
+            )),
+        ]
+    });
+    proptest::collection::vec(tree, 1..4).prop_map(|members| {
+        let members: Vec<String> = members
+            .iter()
+            .enumerate()
+            .map(|(i, m)| format!("\"m{i}\":{m}"))
+            .collect();
+        format!("{{{}}}", members.join(","))
+    })
+}
+
+#[test]
+fn generated_documents_round_trip_through_commit_and_reload() {
+    // Deep chains need a deep stack (see the deep test above).
+    std::thread::Builder::new()
+        .stack_size(256 << 20)
+        .spawn(|| {
+            let dir = common::test_dir();
+            let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+                cases: 64,
+                ..ProptestConfig::default()
+            });
+            let round = std::sync::atomic::AtomicU32::new(0);
+            runner
+                .run(&document(), |text| {
+                    let n = round.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let path = dir.path().join(format!("p{n}.json"));
+                    let s = store(&path);
+                    let doc = parse(&text);
+                    s.replace(doc.clone()).unwrap();
+                    // An unrelated change, then a reload by a fresh store.
+                    s.update(|v| v["unrelated"] = Value::from(1)).unwrap();
+                    let back = store(&path).load().unwrap().state;
+                    let mut expected = doc;
+                    expected["unrelated"] = Value::from(1);
+                    prop_assert_eq!(&back, &expected);
+                    let mut tokens = number_tokens(&text);
+                    tokens.push("1");
+                    let printed = back.to_string();
+                    prop_assert_eq!(number_tokens(&printed), tokens);
+                    let stored = std::fs::read_to_string(&path).unwrap();
+                    prop_assert_eq!(number_tokens(&stored), number_tokens(&printed));
+                    Ok(())
+                })
+                .unwrap();
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+}
