@@ -574,7 +574,7 @@ mod tests {
         );
         assert_eq!(run("map(. * 2)", json!([1, 2.5])).unwrap(), json!([2, 5.0]));
         // A literal keeps its text; a computed infinity becomes the largest float.
-        assert_eq!(run("1e1000", Value::Null).unwrap().to_string(), "1e+1000");
+        assert_eq!(run("1e1000", Value::Null).unwrap().to_string(), "1e1000");
         assert_eq!(run("1e1000 * 2", Value::Null).unwrap(), json!(f64::MAX));
     }
 
@@ -624,7 +624,7 @@ mod tests {
     #[test]
     fn numbers_keep_their_text() {
         let doc = statesafe::json::parse(
-            br#"{"id":18446744073709551616,"big":12345678901234567890123,"e":1e+2,"z":-0,"f":1.0,"d":0.10,"n":-7,"x":0}"#,
+            br#"{"id":18446744073709551616,"big":12345678901234567890123,"e":1e2,"E":1E+2,"z":-0,"f":1.0,"d":0.10,"n":-7,"x":0}"#,
         )
         .unwrap();
         for code in [
@@ -635,7 +635,7 @@ mod tests {
             "to_entries | from_entries",
         ] {
             let out = run(code, doc.clone()).unwrap();
-            for key in ["id", "big", "e", "z", "f", "d", "n"] {
+            for key in ["id", "big", "e", "E", "z", "f", "d", "n"] {
                 assert_eq!(out[key].to_string(), doc[key].to_string(), "{code}: {key}");
             }
         }

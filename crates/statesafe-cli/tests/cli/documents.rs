@@ -42,7 +42,7 @@ fn value(text: &str) -> serde_json::Value {
 #[test]
 fn numbers_keep_their_text_through_every_command() {
     let env = Env::new();
-    let doc = r#"{"id":18446744073709551616,"big":12345678901234567890123,"e":1e+2,"z":-0,"f":1.0,"d":0.1,"neg":-12345678901234567890.000000000000000001,"x":0}"#;
+    let doc = r#"{"id":18446744073709551616,"big":12345678901234567890123,"e":1e2,"E":1E+2,"z":-0,"f":1.0,"d":0.1,"neg":-12345678901234567890.000000000000000001,"x":0}"#;
     env.state("n.json", doc);
     let steps: [&[&str]; 5] = [
         &["set", "n.json", "/x", "1"],
@@ -58,7 +58,7 @@ fn numbers_keep_their_text_through_every_command() {
         let got = env.run(&["get", "n.json", "--compact"]);
         for text in [&stored, &got.stdout] {
             let now = value(text);
-            for key in ["id", "big", "e", "z", "f", "d", "neg"] {
+            for key in ["id", "big", "e", "E", "z", "f", "d", "neg"] {
                 assert_eq!(
                     now[key].to_string(),
                     value(doc)[key].to_string(),
@@ -70,11 +70,17 @@ fn numbers_keep_their_text_through_every_command() {
     let got = env.run(&["get", "n.json", "/y"]);
     assert_eq!(got.stdout, "18446744073709551617\n");
     assert_eq!(env.run(&["get", "n.json", "/x"]).stdout, "3\n");
-    // An exponent keeps its value; only its spelling is normalized (docs/design.md).
-    env.state("e.json", r#"{"a":1e2,"b":1E-7}"#);
+    // An exponent keeps its spelling too: marker case and sign as written.
+    env.state("e.json", r#"{"a":1e2,"b":1E-7,"c":2E+3,"d":3e+0}"#);
     assert_eq!(
         env.run(&["get", "e.json", "--compact"]).stdout,
-        "{\"a\":1e+2,\"b\":1e-7}\n"
+        "{\"a\":1e2,\"b\":1E-7,\"c\":2E+3,\"d\":3e+0}\n"
+    );
+    assert_eq!(env.run(&["set", "e.json", "/x", "1"]).code, 0);
+    assert_eq!(env.run(&["update", "e.json", ".y = 4E5"]).code, 0);
+    assert_eq!(
+        env.run(&["get", "e.json", "--compact"]).stdout,
+        "{\"a\":1e2,\"b\":1E-7,\"c\":2E+3,\"d\":3e+0,\"x\":1,\"y\":4E5}\n"
     );
 }
 
@@ -336,11 +342,15 @@ impl Gen {
             1 => format!("{sign}0.0"),
             2 => format!("{sign}{}", self.some_digits(40)),
             3 => format!("{sign}{}.{}", self.some_digits(20), self.some_digits(30)),
-            4 => format!("{sign}{}e+{}", self.some_digits(5), self.below(400)),
+            4 => {
+                let marker = ["e", "E", "e+", "E+"][self.below(4) as usize];
+                format!("{sign}{}{marker}{}", self.some_digits(5), self.below(400))
+            }
             5 => format!(
-                "{sign}{}.{}e-{}",
+                "{sign}{}.{}{}-{}",
                 self.below(10),
                 self.some_digits(8),
+                ["e", "E"][self.below(2) as usize],
                 self.below(400)
             ),
             6 => "18446744073709551616".into(),

@@ -58,7 +58,7 @@ fn number_tokens(text: &str) -> Vec<&str> {
 fn numbers_keep_their_text_through_commits() {
     let dir = common::test_dir();
     let path = dir.path().join("n.json");
-    let doc = r#"{"id":18446744073709551616,"big":12345678901234567890123,"e":1e+2,"z":-0,"f":1.0,"d":0.10,"x":0}"#;
+    let doc = r#"{"id":18446744073709551616,"big":12345678901234567890123,"e":1e2,"z":-0,"f":1.0,"d":0.10,"x":0}"#;
     let s = store(&path);
     s.replace(parse(doc)).unwrap();
     s.update(|v| v["x"] = Value::from(1)).unwrap();
@@ -76,7 +76,7 @@ fn numbers_keep_their_text_through_commits() {
         [
             "18446744073709551616",
             "12345678901234567890123",
-            "1e+2",
+            "1e2",
             "-0",
             "1.0",
             "0.10",
@@ -305,8 +305,8 @@ fn a_small_change_to_a_large_document_is_recorded_as_a_patch() {
     );
 }
 
-/// JSON text for a number as JSON allows it, in the spelling statesafe keeps
-/// (an exponent is `e+N` or `e-N`).
+/// JSON text for a number in any spelling JSON allows (statesafe keeps each as
+/// written, exponents included).
 fn number() -> impl Strategy<Value = String> {
     prop_oneof![
         Just("0".to_string()),
@@ -315,7 +315,7 @@ fn number() -> impl Strategy<Value = String> {
         Just("18446744073709551616".to_string()),
         "-?[1-9][0-9]{0,40}",
         "-?(0|[1-9][0-9]{0,20})\\.[0-9]{1,30}",
-        "-?[1-9][0-9]{0,4}(\\.[0-9]{1,8})?e[+-][0-9]{1,3}",
+        "-?[1-9][0-9]{0,4}(\\.[0-9]{1,8})?[eE][+-]?[0-9]{1,3}",
         any::<i64>().prop_map(|n| n.to_string()),
     ]
 }
