@@ -369,6 +369,36 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         Some((state, at))
     }
 
+    /// For the history entry of a version made outside statesafe (`external`, already
+    /// kept as a backup) whose document is too large to be kept as a snapshot: the
+    /// patch from the version before it, rebuilt from the newest older backup and the
+    /// history's patches, when that chain reaches it and the patch is at most
+    /// `history.max_patch_bytes`. `None` otherwise (the entry then says why). This
+    /// holds both documents as trees once, on the first commit after the change.
+    pub(crate) fn external_patch(&self, external: u64) -> Option<json_patch::Patch> {
+        let config = self.config();
+        let before = external.checked_sub(1).filter(|g| *g > 0)?;
+        let backups = self.list_backups().ok()?.backups;
+        let outside = backups.iter().find(|b| b.generation == external)?;
+        let older = backups.iter().find(|b| b.generation <= before)?;
+        let mut old = serde_json::to_value(self.verify_backup(older).ok()?).ok()?;
+        if older.generation < before {
+            let sidecar = self.sidecar().ok()??;
+            let entries = history::read(Some(&sidecar), &config.history, before, false).ok()?;
+            let (state, at) =
+                self.apply_chain(&self.verify_backup(older).ok()?, older.generation, &entries)?;
+            if at != before {
+                return None;
+            }
+            old = serde_json::to_value(state).ok()?;
+        }
+        let new = serde_json::to_value(self.verify_backup(outside).ok()?).ok()?;
+        let patch = json_patch::diff(&old, &new);
+        drop((old, new));
+        let size = serde_json::to_vec(&patch).ok()?.len() as u64;
+        (size <= config.history.max_patch_bytes).then_some(patch)
+    }
+
     /// Gives the damaged `cur` a second name in the quarantine; a failed `fsync`
     /// there poisons the store, like one in a commit.
     pub(crate) fn quarantine(&self, sidecar: &Sidecar, cur: &Current) -> Result<PathBuf> {

@@ -703,20 +703,26 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             _ => history::last_recorded(sidecar, policy, generation),
         };
         if let Some(b) = base.filter(|b| b.external) {
-            // The version we replace was made outside statesafe: record it first.
+            // The version we replace was made outside statesafe: record it first. Too
+            // large for a snapshot, it gets a patch from the version before it, when
+            // the backups and the history can rebuild that one.
+            let patch = match (&b.value, new.backed_up, last) {
+                (None, true, Some(l)) if l + 1 == b.generation => self.external_patch(b.generation),
+                _ => None,
+            };
+            let note = (b.value.is_none() && patch.is_none()).then(|| {
+                "no snapshot or patch: the document is larger than history.max_patch_bytes \
+                 and the version before it could not be rebuilt from a backup and the history"
+                    .to_string()
+            });
             let entry = HistoryEntry {
                 generation: b.generation,
                 time: now_rfc3339(),
                 writer: None,
                 change: Change::External,
-                patch: None,
+                patch,
                 snapshot: b.value.clone(),
-                // The version before it is gone (replaced outside statesafe), and
-                // was too large to be kept in the history: nothing to diff against.
-                note: b.value.is_none().then(|| {
-                    "no snapshot or patch: the document is larger than history.max_patch_bytes"
-                        .to_string()
-                }),
+                note,
             };
             history::append(sidecar, policy, &entry, perms)?;
             last = Some(b.generation);

@@ -273,13 +273,49 @@ fn a_small_change_to_a_large_document_is_recorded_as_a_patch() {
             "null",
             r#"[{"op":"replace","path":"/n","value":2}]"#,
             r#"[{"op":"replace","path":"/l/1","value":20}]"#,
-            // The external version: the one before it is not kept for a document
-            // this large, so there is nothing to diff it against.
-            "null",
+            // The external version: diffed against generation 3, rebuilt from
+            // backup 2 and the patch of 3.
+            r#"[{"op":"replace","path":"/n","value":3}]"#,
             r#"[{"op":"replace","path":"/l/0","value":10}]"#,
         ]
     );
-    assert!(entries[1].note.is_none(), "{:?}", entries[1].note);
+    for entry in &entries[1..] {
+        assert!(entry.note.is_none(), "{entry:?}");
+    }
+    assert_eq!(entries[3].change, statesafe::Change::External);
+    let at_4 = s.document_at(4).unwrap();
+    assert_eq!(
+        (at_4["n"].clone(), at_4["l"].clone()),
+        (3.into(), serde_json::json!([1, 20, 3]))
+    );
+    // Without backups there is no version to rebuild the one before from: said so.
+    let bare = dir.path().join("bare.json");
+    let s = Store::<Value>::options()
+        .durability(Durability::None)
+        .backups(statesafe::BackupPolicy {
+            keep: 0,
+            hourly: 0,
+            daily: 0,
+        })
+        .open(&bare)
+        .unwrap();
+    s.replace(serde_json::json!({"pad": "x".repeat(100_000), "n": 1}))
+        .unwrap();
+    let text = std::fs::read_to_string(&bare).unwrap();
+    std::fs::write(&bare, text.replace("\"n\": 1", "\"n\": 5")).unwrap();
+    s.update(|v| v["n"] = Value::from(6)).unwrap();
+    let bare_entries = s.history().unwrap();
+    assert_eq!(bare_entries[1].change, statesafe::Change::External);
+    assert!(bare_entries[1].patch.is_none());
+    assert!(
+        bare_entries[1]
+            .note
+            .as_deref()
+            .unwrap()
+            .contains("max_patch_bytes"),
+        "{:?}",
+        bare_entries[1].note
+    );
     // Sealed: the bytes include the header, so no patch is taken from them.
     let sealed = dir.path().join("sealed.json");
     let s = Store::<Value>::options()
@@ -294,15 +330,6 @@ fn a_small_change_to_a_large_document_is_recorded_as_a_patch() {
     for entry in s.history().unwrap() {
         assert!(entry.patch.is_none(), "{entry:?}");
     }
-    assert!(
-        entries[3]
-            .note
-            .as_deref()
-            .unwrap()
-            .contains("max_patch_bytes"),
-        "{:?}",
-        entries[3].note
-    );
 }
 
 /// JSON text for a number in any spelling JSON allows (statesafe keeps each as
