@@ -258,27 +258,32 @@ pub(crate) fn last_recorded(
     [Some(segment), segment.checked_sub(1)]
         .into_iter()
         .flatten()
-        .find_map(|s| last_generation_in(&dir, &segment_name(s), generation))
+        .find_map(|s| last_generation_in(&dir, &segment_name(s), generation).ok()?)
 }
 
 /// The generation of the last complete entry (at most `limit`) in one segment file,
 /// reading only its tail: this runs on every commit.
-fn last_generation_in(dir: &Dir, name: &str, limit: u64) -> Option<u64> {
-    let file = dir
-        .open(OsStr::new(name), Access::Read, 0, Use::Read, Op::History)
-        .ok()??;
-    last_generation_of(&file, limit)
+/// `Ok(None)` when the segment is missing or holds no such entry, or when what has
+/// its name is not statesafe's (a symbolic link or another user's file planted in
+/// the sidecar: never read, and no record of ours).
+fn last_generation_in(dir: &Dir, name: &str, limit: u64) -> Result<Option<u64>> {
+    let file = match dir.open(OsStr::new(name), Access::Read, 0, Use::Read, Op::History) {
+        Ok(Some(file)) => file,
+        Ok(None) | Err(Error::Unsafe { .. }) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    last_generation_of(&file, limit).map_err(|e| Error::io(Op::History, dir.path().join(name), e))
 }
 
 /// [`last_generation_in`] of an open segment.
-fn last_generation_of(file: &std::fs::File, limit: u64) -> Option<u64> {
+fn last_generation_of(file: &std::fs::File, limit: u64) -> io::Result<Option<u64>> {
     use std::os::unix::fs::FileExt;
-    let len = file.metadata().ok()?.len();
+    let len = file.metadata()?.len();
     let mut window = 8192u64;
     loop {
         let start = len.saturating_sub(window);
         let mut buf = vec![0u8; (len - start) as usize];
-        file.read_exact_at(&mut buf, start).ok()?;
+        file.read_exact_at(&mut buf, start)?;
         let mut lines: Vec<&[u8]> = buf.split(|b| *b == b'\n').collect();
         if start > 0 {
             // The first piece may be the end of a line that starts before the window.
@@ -290,10 +295,10 @@ fn last_generation_of(file: &std::fs::File, limit: u64) -> Option<u64> {
             .filter_map(|l| leading_generation(l))
             .find(|g| *g <= limit)
         {
-            return Some(g);
+            return Ok(Some(g));
         }
         if start == 0 {
-            return None;
+            return Ok(None);
         }
         window *= 4;
     }
@@ -311,19 +316,22 @@ fn leading_generation(line: &[u8]) -> Option<u64> {
 }
 
 /// The newest generation recorded in any segment (for files re-created after deletion).
-pub(crate) fn newest_generation(sidecar: &Sidecar) -> Option<u64> {
-    let dir = sidecar.sub(Sub::History, Op::History).ok()??;
+pub(crate) fn newest_generation(sidecar: &Sidecar) -> Result<Option<u64>> {
+    let Some(dir) = sidecar.sub(Sub::History, Op::History)? else {
+        return Ok(None);
+    };
     let mut segments: Vec<u64> = dir
-        .names(Op::History)
-        .ok()?
+        .names(Op::History)?
         .iter()
         .filter_map(|n| parse_segment_name(n))
         .collect();
     segments.sort_unstable();
-    segments
-        .iter()
-        .rev()
-        .find_map(|s| last_generation_in(&dir, &segment_name(*s), u64::MAX))
+    for s in segments.iter().rev() {
+        if let Some(g) = last_generation_in(&dir, &segment_name(*s), u64::MAX)? {
+            return Ok(Some(g));
+        }
+    }
+    Ok(None)
 }
 
 /// Rebuilds the document at `generation` from the nearest snapshot and the patches
@@ -427,17 +435,17 @@ mod tests {
         }
         std::fs::write(&path, &text).unwrap();
         assert_eq!(
-            last_generation_of(&std::fs::File::open(&path).unwrap(), u64::MAX),
+            last_generation_of(&std::fs::File::open(&path).unwrap(), u64::MAX).unwrap(),
             Some(300)
         );
         assert_eq!(
-            last_generation_of(&std::fs::File::open(&path).unwrap(), 120),
+            last_generation_of(&std::fs::File::open(&path).unwrap(), 120).unwrap(),
             Some(120)
         );
         text.push_str("{\"generation\":301,\"time\":\"");
         std::fs::write(&path, &text).unwrap();
         assert_eq!(
-            last_generation_of(&std::fs::File::open(&path).unwrap(), u64::MAX),
+            last_generation_of(&std::fs::File::open(&path).unwrap(), u64::MAX).unwrap(),
             Some(300)
         );
     }

@@ -402,21 +402,25 @@ impl LockFile {
     /// The last generation recorded in the lock file without taking the lock (0 when
     /// there is no lock file or no readable record). A hint for files whose
     /// generation cannot be read from their own metadata.
-    pub fn last_generation_hint(&self, sidecar: &Sidecar) -> u64 {
-        let Ok(Some(file)) = sidecar.root().open(
+    ///
+    /// # Errors
+    /// An I/O error opening or reading the lock file.
+    pub fn last_generation_hint(&self, sidecar: &Sidecar) -> Result<u64> {
+        let Some(file) = sidecar.root().open(
             OsStr::new(LOCK_FILE),
             Access::Read,
             0,
             Use::Read,
             Op::OpenLock,
-        ) else {
-            return 0;
+        )?
+        else {
+            return Ok(0);
         };
         let mut buf = vec![0u8; RECORD_SIZE];
-        match file.read_at(&mut buf, 0) {
-            Ok(n) => Record::parse(&buf[..n]).map_or(0, |r| r.last_generation),
-            Err(_) => 0,
-        }
+        let n = file
+            .read_at(&mut buf, 0)
+            .map_err(|e| Error::io(Op::OpenLock, sidecar.root().path().join(LOCK_FILE), e))?;
+        Ok(Record::parse(&buf[..n]).map_or(0, |r| r.last_generation))
     }
 }
 

@@ -197,7 +197,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
     fn unless_never_written(&self, cur: &Current, damage: Error) -> Result<Error> {
         let never_written = cur.external
             && cur.generation == 1
-            && write::highest_known_generation(self.sidecar()?.as_ref(), &self.lock) == 0;
+            && write::highest_known_generation(self.sidecar()?.as_ref(), &self.lock)? == 0;
         match damage {
             Error::Corrupt {
                 path,
@@ -286,7 +286,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         // an old generation).
         let below = cur
             .generation
-            .max(write::highest_known_generation(self.sidecar()?.as_ref(), &self.lock) + 1);
+            .max(write::highest_known_generation(self.sidecar()?.as_ref(), &self.lock)? + 1);
         let mut tried = Vec::new();
         for b in self.list_backups()?.backups {
             match self.verify_backup(&b) {

@@ -613,7 +613,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
     pub(crate) fn verify(&self, cur: &Current, want_value: bool) -> Result<Verified<T>> {
         let v = self.verify_bytes(&cur.bytes, cur.generation, !cur.external, want_value)?;
         if let Some(sealed) = v.sealed_generation {
-            let known = write::highest_known_generation(self.sidecar()?.as_ref(), &self.lock);
+            let known = write::highest_known_generation(self.sidecar()?.as_ref(), &self.lock)?;
             if sealed < known {
                 return Err(Error::Corrupt {
                     path: self.target.given.clone(),

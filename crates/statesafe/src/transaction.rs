@@ -441,7 +441,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         let sidecar = Arc::clone(guard.sidecar());
         let generation = match base {
             Some(b) => b.generation + 1,
-            None => write::highest_known_generation(Some(&sidecar), &self.lock) + 1,
+            None => write::highest_known_generation(Some(&sidecar), &self.lock)? + 1,
         };
         // The new version is usually about as long as the one it replaces: for a large
         // document, start the buffer there (with a little room) rather than doubling

@@ -118,12 +118,16 @@ pub(crate) fn read_current(
     let (generation, external, adopted) = match attr {
         sys::MetaAttr::Present(raw) => match classify(Some(&raw), sum) {
             Some((generation, external)) => (generation, external, false),
-            None => adopted_generation(sidecar.as_ref(), lock, &file, &stat, sum),
+            None => adopted_generation(sidecar.as_ref(), lock, &file, &stat, sum)?,
         },
         sys::MetaAttr::Absent | sys::MetaAttr::Unsupported => {
-            match sidecar.as_ref().and_then(read_sidecar_meta) {
+            let meta = match &sidecar {
+                Some(s) => read_sidecar_meta(s)?,
+                None => None,
+            };
+            match meta {
                 Some(m) if m.xxh3 == sum => (m.generation, false, false),
-                _ => adopted_generation(sidecar.as_ref(), lock, &file, &stat, sum),
+                _ => adopted_generation(sidecar.as_ref(), lock, &file, &stat, sum)?,
             }
         }
     };
@@ -189,17 +193,17 @@ fn adopted_generation(
     file: &File,
     stat: &std::fs::Metadata,
     sum: u64,
-) -> (u64, bool, bool) {
-    let known = highest_known_generation(sidecar, lock);
+) -> Result<(u64, bool, bool)> {
+    let known = highest_known_generation(sidecar, lock)?;
     if let Ok(sys::MetaAttr::Present(raw)) = sys::get_meta_attr(file)
         && let Some((generation, false)) = classify(Some(&raw), sum)
     {
-        return (generation, false, false);
+        return Ok((generation, false, false));
     }
     if let Some(generation) = crate::backup::generation_of_inode(sidecar, stat.dev(), stat.ino()) {
-        return (generation, true, false);
+        return Ok((generation, true, false));
     }
-    (known + 1, true, known == 0)
+    Ok((known + 1, true, known == 0))
 }
 
 /// The highest generation this state file is known to have had, from everything in
@@ -207,19 +211,24 @@ fn adopted_generation(
 /// the lock record (0 without a sidecar). A file deleted and created again continues
 /// after it, so generations never repeat (a stale compare-and-swap cannot succeed, and
 /// a new version can never collide with an old backup).
-pub(crate) fn highest_known_generation(sidecar: Option<&Sidecar>, lock: &LockFile) -> u64 {
+///
+/// # Errors
+/// An I/O error reading any of them: a count that skipped one could label a new
+/// version with a generation already used, so it is never guessed.
+pub(crate) fn highest_known_generation(sidecar: Option<&Sidecar>, lock: &LockFile) -> Result<u64> {
     let Some(sidecar) = sidecar else {
-        return 0;
+        return Ok(0);
     };
-    let meta = read_sidecar_meta(sidecar).map_or(0, |m| m.generation);
-    let backups = crate::backup::list(Some(sidecar))
-        .ok()
-        .and_then(|l| l.backups.first().map(|b| b.generation))
-        .unwrap_or(0);
-    let history = crate::history::newest_generation(sidecar).unwrap_or(0);
-    meta.max(backups)
+    let meta = read_sidecar_meta(sidecar)?.map_or(0, |m| m.generation);
+    let backups = crate::backup::list(Some(sidecar))?
+        .backups
+        .first()
+        .map_or(0, |b| b.generation);
+    let history = crate::history::newest_generation(sidecar)?.unwrap_or(0);
+    Ok(meta
+        .max(backups)
         .max(history)
-        .max(lock.last_generation_hint(sidecar))
+        .max(lock.last_generation_hint(sidecar)?))
 }
 
 /// Records `meta` on the current file (best effort: where it cannot be written, a
@@ -239,12 +248,10 @@ pub(crate) fn stamp_meta(target: &Target, dir: &OwnedFd, meta: Meta) -> Option<F
 /// The metadata record's name in the sidecar.
 const META_FILE: &str = "meta";
 
-fn read_sidecar_meta(sidecar: &Sidecar) -> Option<Meta> {
-    let raw = sidecar
-        .root()
-        .read(OsStr::new(META_FILE), Op::Read)
-        .ok()??;
-    Meta::decode(&raw)
+/// The sidecar's metadata record; `Ok(None)` when there is none or it does not decode.
+fn read_sidecar_meta(sidecar: &Sidecar) -> Result<Option<Meta>> {
+    let raw = sidecar.root().read(OsStr::new(META_FILE), Op::Read)?;
+    Ok(raw.and_then(|raw| Meta::decode(&raw)))
 }
 
 /// The POSIX access ACL the new version gets.

@@ -291,6 +291,33 @@ fn a_reader_never_sees_an_adopted_version_under_the_next_generation() {
 }
 
 #[test]
+fn a_generation_is_never_guessed_past_an_unreadable_sidecar() {
+    // The generation of a file replaced by another program comes from everything in
+    // the sidecar. Reading it ignored I/O errors, so a part that could not be read
+    // counted as 0 and the label could repeat an older generation. Now the read fails
+    // and names what could not be read. (Here the sidecar's record is a directory,
+    // so reading it fails with EISDIR.)
+    let dir = common::test_dir();
+    let path = dir.path().join("state.json");
+    let store = Store::<Value>::options()
+        .durability(Durability::None)
+        .open(&path)
+        .unwrap();
+    store.create(json!({"n": 1})).unwrap();
+    store.update(|d| d["n"] = 2.into()).unwrap();
+    std::fs::create_dir(sidecar(&path).join("meta")).unwrap();
+    replace_outside(&path, br#"{"n": 3}"#);
+    let err = store.load().unwrap_err();
+    assert!(
+        err.to_string().contains("meta"),
+        "the error names the sidecar's record: {err}"
+    );
+    std::fs::remove_dir(sidecar(&path).join("meta")).unwrap();
+    let snap = store.load().unwrap();
+    assert_eq!((snap.state, snap.generation), (json!({"n": 3}), 3));
+}
+
+#[test]
 fn pruning_after_a_gap_keeps_the_newest_backups() {
     let dir = common::test_dir();
     let path = dir.path().join("state.json");
