@@ -96,14 +96,18 @@ async function bench(bytes, perRound) {
     }
     const names = Object.keys(contenders)
     const samples = Object.fromEntries(names.map((k) => [k, []]))
+    const cpu = Object.fromEntries(names.map((k) => [k, []]))
     for (const f of Object.values(contenders)) for (let i = 0; i < 5; i++) await f() // warm up
     const calls = Number(args.rounds) * perRound
     for (let c = 0; c < calls; c++) {
       for (let k = 0; k < names.length; k++) {
         const name = names[(c + k) % names.length]
+        const c0 = process.cpuUsage()
         const t0 = process.hrtime.bigint()
         await contenders[name]()
         samples[name].push(Number(process.hrtime.bigint() - t0) / 1e6)
+        const used = process.cpuUsage(c0)
+        cpu[name].push((used.user + used.system) / 1e3)
       }
     }
     const base = samples['wfa + dir fsync']
@@ -124,6 +128,9 @@ async function bench(bytes, perRound) {
         ratio: quantile(sorted, 0.5) / median(base),
         blockMin: blockRatios[0],
         blockMax: blockRatios[BLOCKS - 1],
+        // CPU time of the whole process (every thread) during the call: what the
+        // call costs the machine, whatever the load.
+        cpuMedian: median(cpu[name]),
       }
     }
     const stats = store.stats()
@@ -143,12 +150,12 @@ if (args.json) {
   const load = (l) => l.map((x) => x.toFixed(2)).join(' ')
   console.log(`Node ${process.version}, ${cpus().length} CPUs, ${args.rounds} rounds interleaved call by call, files in ${args.dir}`)
   console.log(`load average (1, 5, 15 min) before: ${load(loadBefore)}; after: ${load(loadAfter)}\n`)
-  console.log(`| document | contender | calls | median | p90 | median / wfa + dir fsync | lowest-highest of ${BLOCKS} blocks |`)
-  console.log('|---|---|---:|---:|---:|---:|---:|')
+  console.log(`| document | contender | calls | median | p90 | median / wfa + dir fsync | lowest-highest of ${BLOCKS} blocks | CPU (median) |`)
+  console.log('|---|---|---:|---:|---:|---:|---:|---:|')
   for (const { bytes, rows } of results) {
     const size = bytes >= 1 << 20 ? `${(bytes / (1 << 20)).toFixed(2)} MiB` : `${(bytes / 1024).toFixed(2)} KiB`
     for (const [name, r] of Object.entries(rows)) {
-      console.log(`| ${size} | ${name} | ${r.n} | ${r.median.toFixed(2)} ms | ${r.p90.toFixed(2)} ms | ${r.ratio.toFixed(2)}x | ${r.blockMin.toFixed(2)}-${r.blockMax.toFixed(2)}x |`)
+      console.log(`| ${size} | ${name} | ${r.n} | ${r.median.toFixed(2)} ms | ${r.p90.toFixed(2)} ms | ${r.ratio.toFixed(2)}x | ${r.blockMin.toFixed(2)}-${r.blockMax.toFixed(2)}x | ${r.cpuMedian.toFixed(2)} ms |`)
     }
   }
   for (const { bytes, cache } of results) {
