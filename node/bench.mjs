@@ -1,7 +1,9 @@
 // `await store.update` side by side with what npm users write today, in one run:
 //
 //   statesafe          await store.update(fn): lock, read, fn, validate, write, fsync,
-//                      rename, fsync the directory, backup link, history, unlock
+//                      rename, fsync the directory, backup link, history, unlock; a
+//                      long-lived store, so its update cache is warm
+//   statesafe, cache: false   the same without the update cache (parses every time)
 //   wfa + dir fsync    JSON.stringify + write-file-atomic with fsync: true, then an fsync
 //                      of the directory (the durability statesafe gives; write-file-atomic
 //                      alone skips it, and locks nothing across processes)
@@ -62,6 +64,8 @@ async function bench(bytes, perRound) {
     const doc = documentOf(bytes)
     const store = open(join(dir, 'statesafe.json'))
     await store.replace(doc)
+    const uncached = open(join(dir, 'uncached.json'), { cache: false })
+    await uncached.replace(doc)
     const wfaFile = join(dir, 'wfa.json')
     const rmwFile = join(dir, 'rmw.json')
     await writeFile(rmwFile, JSON.stringify(doc, null, 2))
@@ -78,6 +82,7 @@ async function bench(bytes, perRound) {
     let plainState = structuredClone(doc)
     const contenders = {
       statesafe: () => store.update((s) => void (s.n += 1)),
+      'statesafe, cache: false': () => uncached.update((s) => void (s.n += 1)),
       'wfa + dir fsync': async () => {
         wfaState.n += 1
         await writeFileAtomic(wfaFile, JSON.stringify(wfaState, null, 2), { fsync: true })
@@ -135,6 +140,7 @@ async function bench(bytes, perRound) {
     }
     const stats = store.stats()
     store.close()
+    uncached.close()
     return { bytes: JSON.stringify(doc, null, 2).length, rows, cache: { hits: stats.cacheHits, misses: stats.cacheMisses } }
   } finally {
     rmSync(dir, { recursive: true, force: true })

@@ -13,9 +13,10 @@
 //!
 //! A large update's biggest costs are JavaScript's: `JSON.parse` of the document read
 //! under the lock, then `JSON.stringify` of the result. A long-lived store skips the
-//! parse: after a commit, `index.js` parses the text it sent into a private copy while
-//! this thread writes and syncs it (so the parse costs no time the commit does not
-//! take anyway), and this side keeps that text with a token naming the copy. The next
+//! parse: while checking that the new document is JSON, `index.js` builds a private
+//! copy of it and serializes that copy (so the copy is exactly the text committed;
+//! building it costs about a third of the parse), and this side keeps the committed
+//! text with a token naming the copy. The next
 //! update, under the lock and after the library has read and checked the file, compares
 //! the file's document text with the kept text, byte for byte: equal, and the
 //! transaction hands JavaScript no snapshot, only "use your copy". Any difference (a

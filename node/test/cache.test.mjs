@@ -254,3 +254,36 @@ test('two worker threads with stores on one file exclude each other', async (t) 
   assert.deepEqual(value, { n: 1, sawHolder: 2 }, 'the update ran only after the other worker let go')
   await Promise.all([holder.terminate(), updater.terminate()])
 })
+
+test('a getter that answers differently each time: the next update starts from what was written', async (t) => {
+  const store = open(join(tempDir(t), 'state.json'), { default: { n: 0 } })
+  let calls = 0
+  await store.update((s) => {
+    Object.defineProperty(s, 'tick', { get: () => ++calls, enumerable: true })
+  })
+  const written = JSON.parse(readFileSync(store.path, 'utf8')).tick
+  const seen = []
+  await store.update((s) => {
+    seen.push(s.tick)
+    s.n += 1
+  })
+  assert.deepEqual(seen, [written])
+  assert.deepEqual(counts(store), { hits: 1, misses: 0 })
+  assert.deepEqual(await store.get(), { n: 1, tick: written })
+})
+
+test('-0 and a "__proto__" key come back from the copy as from the file', async (t) => {
+  const store = open(join(tempDir(t), 'state.json'), { default: {} })
+  await store.update((s) => {
+    s.zero = -0
+    Object.defineProperty(s, '__proto__', { value: { own: true }, enumerable: true, writable: true, configurable: true })
+  })
+  const fromFile = await store.get()
+  const seen = []
+  await store.update((s) => void seen.push(s))
+  assert.deepEqual(counts(store), { hits: 1, misses: 0 })
+  assert.ok(Object.is(seen[0].zero, 0) && Object.is(fromFile.zero, 0))
+  assert.equal(Object.getPrototypeOf(seen[0]), Object.prototype)
+  assert.deepEqual(Object.getOwnPropertyDescriptor(seen[0], '__proto__').value, { own: true })
+  assert.deepEqual(Object.keys(seen[0]), Object.keys(fromFile))
+})
