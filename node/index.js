@@ -555,11 +555,12 @@ class Store extends EventEmitter {
 
   // The document an update starts from: the one the addon read under the lock, or,
   // when the addon found that the file holds exactly the document of the cached copy,
-  // that copy (taken out of the cache: it is this update's now).
+  // that copy. Either way the copy leaves the cache (the addon has emptied its side):
+  // it is this update's now, or of no more use.
   #startValue(tx, cached) {
     const text = tx.takeSnapshot()
+    if (cached && this.#cache === cached) this.#cache = null
     if (text !== null) return decode(text).value
-    if (this.#cache === cached) this.#cache = null
     return cached.value
   }
 
