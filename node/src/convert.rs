@@ -138,10 +138,21 @@ impl TextLayout {
 
 /// A document from `index.js`: `json` is its text (indented when the layout is),
 /// `big` the list of `[pointer tokens, digits]` where a `BigInt` stood (empty when
-/// none did).
-pub(crate) fn document(json: String, big: &str, layout: TextLayout) -> Outcome<Doc> {
+/// none did), `large` whether the value held a number of magnitude 2^53 or more
+/// (`index.js` saw every number while checking the value, so a document without one
+/// skips the scan for long digit runs).
+///
+/// Also says whether the text was kept as it came (so that `JSON.parse` of it is the
+/// document the file holds, which the update cache relies on).
+pub(crate) fn document(
+    json: String,
+    big: &str,
+    large: bool,
+    layout: TextLayout,
+) -> Outcome<(Doc, bool)> {
     let no_big = big.is_empty() || big == "[]";
-    let text = if no_big && !may_hold_big(&json) {
+    let as_sent = no_big && !(large && may_hold_big(&json));
+    let text = if as_sent {
         json
     } else {
         let value = document_value(&json, big)?;
@@ -159,8 +170,9 @@ pub(crate) fn document(json: String, big: &str, layout: TextLayout) -> Outcome<D
     } else {
         text
     };
-    RawValue::from_string(text)
-        .map_err(|e| Failure::type_error(format!("the document is not JSON: {e}")))
+    let doc = RawValue::from_string(text)
+        .map_err(|e| Failure::type_error(format!("the document is not JSON: {e}")))?;
+    Ok((doc, as_sent))
 }
 
 /// [`document`] as a tree: large doubles made exact, `BigInt`s put in place.
@@ -263,9 +275,11 @@ mod tests {
         let back = document(
             r#"{"a":[1,"9007199254740993"],"b":{"c/d":"-9223372036854775807"}}"#.into(),
             &parsed["big"].to_string(),
+            false,
             TextLayout::Compact,
         )
-        .unwrap();
+        .unwrap()
+        .0;
         assert_eq!(back.get(), v.to_string());
         // Read back from the text, the places are found again.
         assert_eq!(
@@ -289,10 +303,11 @@ mod tests {
         let back = document(
             format!(r#"{{"x":"{digits}"}}"#),
             &format!(r#"[[["x"],"{digits}"]]"#),
+            false,
             TextLayout::Compact,
         );
         match back {
-            Ok(v) => assert!(kept && v.get() == format!(r#"{{"x":{digits}}}"#)),
+            Ok((v, _)) => assert!(kept && v.get() == format!(r#"{{"x":{digits}}}"#)),
             Err(_) => assert!(!kept),
         }
     }
@@ -303,9 +318,12 @@ mod tests {
         let v = document(
             "[1152921504606847000, -72057594037927940]".into(),
             "",
+            true,
             TextLayout::Compact,
         )
         .unwrap();
+        assert!(!v.1, "rewritten, not kept as sent");
+        let v = v.0;
         assert_eq!(v.get(), "[1152921504606846976,-72057594037927936]");
         assert_eq!(
             snapshot(&v, 1),
@@ -323,17 +341,26 @@ mod tests {
     #[test]
     fn plain_documents_pass_through_as_text() {
         let text = "{\n  \"a\": [\n    1,\n    2.5\n  ]\n}";
+        let (doc, as_sent) = document(text.into(), "", false, TextLayout::Pretty).unwrap();
+        assert_eq!(doc.get(), text);
+        assert!(as_sent);
         assert_eq!(
-            document(text.into(), "", TextLayout::Pretty).unwrap().get(),
-            text
-        );
-        assert_eq!(
-            document(text.into(), "", TextLayout::PrettySealed)
+            document(text.into(), "", false, TextLayout::PrettySealed)
                 .unwrap()
+                .0
                 .get(),
             "{\n    \"a\": [\n      1,\n      2.5\n    ]\n  }"
         );
-        assert!(document("{\"a\": }".into(), "", TextLayout::Compact).is_err());
+        assert!(document("{\"a\": }".into(), "", false, TextLayout::Compact).is_err());
+        // Digits in a string, with no large number: no scan, no rewrite.
+        let (doc, as_sent) = document(
+            r#"{"id":"12345678901234567890"}"#.into(),
+            "",
+            false,
+            TextLayout::Compact,
+        )
+        .unwrap();
+        assert!(as_sent && doc.get() == r#"{"id":"12345678901234567890"}"#);
         assert!(!may_hold_big(r#"{"a": 900719925474099, "b": "x"}"#));
         assert!(may_hold_big(r#"{"a": 9007199254740993}"#));
     }

@@ -98,7 +98,7 @@ impl Options {
                     serde_json::to_string(v)
                 }
                 .expect("invariant: a Value always serializes");
-                crate::convert::document(text, "", layout)
+                crate::convert::document(text, "", true, layout).map(|(doc, _)| doc)
             })
             .transpose()
     }

@@ -26,6 +26,8 @@ pub(crate) struct Inner {
     pub default: Option<Doc>,
     /// How documents are laid out in the file.
     pub layout: TextLayout,
+    /// The update cache's native half (see `tx.rs`).
+    pub cache: tx::Cache,
 }
 
 /// One open state file.
@@ -50,6 +52,7 @@ impl NativeStore {
                     store,
                     layout,
                     default: options.default(layout)?,
+                    cache: tx::Cache::default(),
                 }))),
                 events: events.clone(),
             })
@@ -83,7 +86,11 @@ impl NativeStore {
     #[napi]
     pub fn stats(&self) -> napi::Result<String> {
         let inner = self.inner()?;
-        Ok(stats_json(&inner.store.stats()).to_string())
+        let mut stats = stats_json(&inner.store.stats());
+        let (hits, misses) = inner.cache.counts();
+        stats["cacheHits"] = json!(hits);
+        stats["cacheMisses"] = json!(misses);
+        Ok(stats.to_string())
     }
 
     #[napi(ts_return_type = "Promise<string>")]
@@ -118,10 +125,13 @@ impl NativeStore {
         env: &'e Env,
         json: String,
         big: String,
+        large: bool,
         if_generation: i64,
     ) -> napi::Result<Object<'e>> {
         let inner = self.inner()?;
-        run::spawn(env, move || replace(&inner, json, &big, if_generation))
+        run::spawn(env, move || {
+            replace(&inner, json, &big, large, if_generation)
+        })
     }
 
     #[napi]
@@ -129,28 +139,32 @@ impl NativeStore {
         &self,
         json: String,
         big: String,
+        large: bool,
         if_generation: i64,
     ) -> napi::Result<String> {
         let inner = self.inner()?;
-        run::block(|| replace(&inner, json, &big, if_generation))
+        run::block(|| replace(&inner, json, &big, large, if_generation))
     }
 
     /// Starts an update (`kind` "update") or holds the lock alone (`kind` "lock").
+    /// `cached` is the token of the document `index.js` holds from its last commit
+    /// (0: none); when the file still holds exactly that document, the transaction
+    /// has no snapshot and JavaScript uses its copy.
     #[napi(ts_return_type = "Promise<NativeTx>")]
-    pub fn begin<'e>(&self, env: &'e Env, kind: String) -> napi::Result<Object<'e>> {
+    pub fn begin<'e>(&self, env: &'e Env, kind: String, cached: i64) -> napi::Result<Object<'e>> {
         let inner = self.inner()?;
         let kind = parse_kind(&kind)?;
         let (settle, promise) = run::Settle::new(env)?;
-        tx::begin(inner, kind, Reply::Promise(settle))?;
+        tx::begin(inner, kind, cached, Reply::Promise(settle))?;
         Ok(promise)
     }
 
     #[napi]
-    pub fn begin_sync(&self, kind: String) -> napi::Result<NativeTx> {
+    pub fn begin_sync(&self, kind: String, cached: i64) -> napi::Result<NativeTx> {
         let inner = self.inner()?;
         let kind = parse_kind(&kind)?;
         let (reply, receiver) = Reply::block();
-        tx::begin(inner, kind, reply)?;
+        tx::begin(inner, kind, cached, reply)?;
         tx::wait(&receiver)
     }
 
@@ -298,8 +312,8 @@ fn load(inner: &Inner) -> Outcome {
     Ok(convert::snapshot(&snap.state, snap.generation))
 }
 
-fn replace(inner: &Inner, json: String, big: &str, if_generation: i64) -> Outcome {
-    let doc = convert::document(json, big, inner.layout)?;
+fn replace(inner: &Inner, json: String, big: &str, large: bool, if_generation: i64) -> Outcome {
+    let (doc, _) = convert::document(json, big, large, inner.layout)?;
     let generation = match u64::try_from(if_generation) {
         Ok(expected) => inner.store.replace_if(expected, doc)?,
         Err(_) => inner.store.replace(doc)?,

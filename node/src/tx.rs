@@ -8,8 +8,31 @@
 //! or a worker terminated mid-update), the thread sees the channel close and aborts.
 //! If the process dies instead, the kernel releases the lock and the file holds the
 //! old version.
+//!
+//! # The update cache
+//!
+//! A large update's biggest costs are JavaScript's: `JSON.parse` of the document read
+//! under the lock, then `JSON.stringify` of the result. A long-lived store skips the
+//! parse: while checking that the new document is JSON, `index.js` builds a private
+//! copy of it and serializes that copy (so the copy is exactly the text committed;
+//! building it costs about a third of the parse), and this side keeps the committed
+//! text with a token naming the copy. The next
+//! update, under the lock and after the library has read and checked the file, compares
+//! the file's document text with the kept text, byte for byte: equal, and the
+//! transaction hands JavaScript no snapshot, only "use your copy". Any difference (a
+//! commit by another process, thread or store, a restore, a hand edit, the same
+//! generation number reached again after the file and its sidecar were deleted)
+//! is a miss, and the update reads the file as always. The comparison is of content,
+//! not of a generation or a checksum, so a hit is the file's document by construction.
+//!
+//! The cache is taken (emptied) by every update that looks at it, and set again only
+//! by a successful commit: an update whose function throws, whose commit fails, or
+//! whose handle is dropped leaves nothing behind, so a copy that a function may have
+//! half-changed is never offered again. JavaScript gives the copy to one update
+//! only and never hands it to the caller (see `index.js`).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 
 use napi::Env;
@@ -21,6 +44,50 @@ use crate::convert;
 use crate::error::Failure;
 use crate::run::{Outcome, Settle};
 use crate::store::Inner;
+
+/// The native half of the update cache: the text of the last document committed
+/// through this store (when `index.js` keeps a copy of it) and the copy's token.
+#[derive(Default)]
+pub(crate) struct Cache {
+    kept: Mutex<Option<Kept>>,
+    tokens: AtomicU64,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+struct Kept {
+    token: u64,
+    text: convert::Doc,
+}
+
+impl Cache {
+    /// Takes the kept text; whether it is the document `current` and `token` names it.
+    fn take_if(&self, token: u64, current: &convert::Doc) -> bool {
+        let kept = self.kept.lock().take();
+        if token == 0 {
+            return false;
+        }
+        let hit = kept.is_some_and(|k| k.token == token && k.text.get() == current.get());
+        let counter = if hit { &self.hits } else { &self.misses };
+        counter.fetch_add(1, Ordering::Relaxed);
+        hit
+    }
+
+    /// Keeps `text` (just committed); returns the token for JavaScript's copy.
+    fn keep(&self, text: convert::Doc) -> u64 {
+        let token = self.tokens.fetch_add(1, Ordering::Relaxed) + 1;
+        *self.kept.lock() = Some(Kept { token, text });
+        token
+    }
+
+    /// (hits, misses) of updates that offered a copy.
+    pub fn counts(&self) -> (u64, u64) {
+        (
+            self.hits.load(Ordering::Relaxed),
+            self.misses.load(Ordering::Relaxed),
+        )
+    }
+}
 
 /// Where an outcome goes: a promise, or a synchronous caller waiting on a channel.
 pub(crate) enum Reply<T: napi::bindgen_prelude::ToNapiValue + Send + 'static> {
@@ -62,10 +129,14 @@ fn worker_gone() -> Failure {
 
 /// What the JavaScript side decided.
 enum Decision {
-    /// Commit this document (JSON text and its `BigInt` places).
+    /// Commit this document (JSON text, its `BigInt` places, whether it holds a
+    /// number of magnitude 2^53 or more), and keep its text for the update cache if
+    /// `keep` (JavaScript is making its copy).
     Commit {
         json: String,
         big: String,
+        large: bool,
+        keep: bool,
         reply: Reply<String>,
     },
     /// Write nothing and release the lock.
@@ -91,19 +162,30 @@ pub struct NativeTx {
 #[napi]
 impl NativeTx {
     /// The document read under the lock, as `{generation, big, value}` JSON text
-    /// (once; `null` for a `withLock` transaction).
+    /// (once; `null` for a `withLock` transaction, and for an update whose cached
+    /// copy is the file's document).
     #[napi]
     pub fn take_snapshot(&self) -> Option<String> {
         self.begun.lock().take()
     }
 
-    /// Validates, writes and syncs `json`, then unlocks; resolves to the generation.
+    /// Validates, writes and syncs `json`, then unlocks; resolves to
+    /// `"GENERATION TOKEN"` (token 0: nothing kept for the cache).
     #[napi(ts_return_type = "Promise<string>")]
-    pub fn commit<'e>(&self, env: &'e Env, json: String, big: String) -> napi::Result<Object<'e>> {
+    pub fn commit<'e>(
+        &self,
+        env: &'e Env,
+        json: String,
+        big: String,
+        large: bool,
+        keep: bool,
+    ) -> napi::Result<Object<'e>> {
         let (settle, promise) = Settle::new(env)?;
         self.decide(Decision::Commit {
             json,
             big,
+            large,
+            keep,
             reply: Reply::Promise(settle),
         })?;
         Ok(promise)
@@ -111,9 +193,21 @@ impl NativeTx {
 
     /// [`NativeTx::commit`], blocking.
     #[napi]
-    pub fn commit_sync(&self, json: String, big: String) -> napi::Result<String> {
+    pub fn commit_sync(
+        &self,
+        json: String,
+        big: String,
+        large: bool,
+        keep: bool,
+    ) -> napi::Result<String> {
         let (reply, receiver) = Reply::block();
-        self.decide(Decision::Commit { json, big, reply })?;
+        self.decide(Decision::Commit {
+            json,
+            big,
+            large,
+            keep,
+            reply,
+        })?;
         wait(&receiver)
     }
 
@@ -151,16 +245,23 @@ impl NativeTx {
 }
 
 /// Starts a transaction on its own thread; `reply` gets the handle once the lock is
-/// held (and, for an update, the document read).
-pub(crate) fn begin(inner: Arc<Inner>, kind: Kind, reply: Reply<NativeTx>) -> napi::Result<()> {
+/// held (and, for an update, the document read). `cached`: the token of JavaScript's
+/// copy (0 or less: none).
+pub(crate) fn begin(
+    inner: Arc<Inner>,
+    kind: Kind,
+    cached: i64,
+    reply: Reply<NativeTx>,
+) -> napi::Result<()> {
+    let cached = u64::try_from(cached).unwrap_or(0);
     std::thread::Builder::new()
         .name("statesafe-tx".into())
-        .spawn(move || hold(&inner, kind, reply))
+        .spawn(move || hold(&inner, kind, cached, reply))
         .map(drop)
         .map_err(|e| napi::Error::from_reason(format!("statesafe: cannot start a thread: {e}")))
 }
 
-fn hold(inner: &Inner, kind: Kind, reply: Reply<NativeTx>) {
+fn hold(inner: &Inner, kind: Kind, cached: u64, reply: Reply<NativeTx>) {
     let store = &inner.store;
     let (decide, decision) = mpsc::channel();
     match kind {
@@ -173,14 +274,28 @@ fn hold(inner: &Inner, kind: Kind, reply: Reply<NativeTx>) {
                 Ok(tx) => tx,
                 Err(e) => return reply.send(Err(e.into())),
             };
-            let snapshot = convert::snapshot(tx.state(), tx.generation());
-            reply.send(Ok(NativeTx::new(decide, Some(snapshot))));
+            let hit = inner.cache.take_if(cached, tx.state());
+            let snapshot = (!hit).then(|| convert::snapshot(tx.state(), tx.generation()));
+            reply.send(Ok(NativeTx::new(decide, snapshot)));
             match decision.recv() {
-                Ok(Decision::Commit { json, big, reply }) => {
-                    let outcome = convert::document(json, &big, inner.layout).and_then(|doc| {
-                        tx.set(doc);
-                        Ok(tx.commit()?.to_string())
-                    });
+                Ok(Decision::Commit {
+                    json,
+                    big,
+                    large,
+                    keep,
+                    reply,
+                }) => {
+                    let outcome = convert::document(json, &big, large, inner.layout).and_then(
+                        |(doc, as_sent)| {
+                            // Only text JavaScript's `JSON.parse` reads as the document
+                            // is worth keeping (not one rewritten for big integers).
+                            let kept = (keep && as_sent).then(|| doc.clone());
+                            tx.set(doc);
+                            let generation = tx.commit()?;
+                            let token = kept.map_or(0, |text| inner.cache.keep(text));
+                            Ok(format!("{generation} {token}"))
+                        },
+                    );
                     reply.send(outcome);
                 }
                 Ok(Decision::Release { reply }) => {

@@ -144,3 +144,33 @@ test('the event loop stays live while updates wait 2 s for a lock held elsewhere
   assert.ok(maxGap < 500, `the event loop stalled for ${maxGap} ms`)
   assert.ok(readsWhileWaiting >= 100, `only ${readsWhileWaiting} fs.readFile calls completed while the updates waited`)
 })
+
+test('a child process started while the lock is held inherits none of the store’s descriptors', async (t) => {
+  // Node never forks its own runtime (child_process.fork starts a new Node), but every
+  // child does inherit descriptors not marked close-on-exec: an inherited lock
+  // descriptor would keep the lock held for as long as the child lives, even after
+  // this process died. The addon opens everything with O_CLOEXEC.
+  if (process.platform !== 'linux') {
+    console.error('\n*** SKIPPED descriptor inheritance: needs /proc/self/fd (Linux) ***\n')
+    t.skip('needs /proc/self/fd (Linux)')
+    return
+  }
+  const dir = tempDir(t)
+  const file = join(dir, 'state.json')
+  const store = open(file)
+  await store.replace({ n: 0 })
+  const inherited = await store.withLock(async () => {
+    const out = spawnSync('sh', ['-c', 'for f in /proc/self/fd/*; do readlink "$f"; done; true'], { encoding: 'utf8' })
+    assert.equal(out.status, 0, out.stderr)
+    return out.stdout.split('\n').filter((target) => target.startsWith(dir))
+  })
+  assert.deepEqual(inherited, [])
+  // And while an update holds the lock with the document read.
+  const duringUpdate = []
+  await store.update((s) => {
+    const out = spawnSync('sh', ['-c', 'for f in /proc/self/fd/*; do readlink "$f"; done; true'], { encoding: 'utf8' })
+    duringUpdate.push(...out.stdout.split('\n').filter((target) => target.startsWith(dir)))
+    s.n += 1
+  })
+  assert.deepEqual(duringUpdate, [])
+})

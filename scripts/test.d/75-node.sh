@@ -22,6 +22,12 @@ npx --no-install tsc -p ../examples/node/tsconfig.json --noEmit
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 node --test --test-reporter=tap test/*.test.mjs 2>&1 | tee "$log"
+# Every skipped test, loudly, in the run's summary: TAP marks it `ok N - name # SKIP why`.
+if [ -n "${STATESAFE_SUMMARY:-}" ]; then
+  sed -nE 's/^ *ok [0-9]+ - (.*) # SKIP ?(.*)$/SKIPPED 75-node test "\1": \2/p' "$log" >> "$STATESAFE_SUMMARY"
+  # A part of a test that could not run (the test itself passes): `*** X part SKIPPED: why ***`.
+  sed -nE 's/^(# )?\*\*\* (.+ part) SKIPPED: (.*) \*\*\*$/SKIPPED 75-node \2: \3/p' "$log" >> "$STATESAFE_SUMMARY"
+fi
 if [ -n "${STATESAFE_COUNTS:-}" ]; then
   # tsc on the examples counts as one test.
   echo $(( $(grep -Eo '^# pass [0-9]+' "$log" | tail -1 | grep -Eo '[0-9]+') + 1 )) >> "$STATESAFE_COUNTS"
