@@ -397,16 +397,32 @@ impl TextWriter {
             if self.copy && !obj.is_exact_instance_of::<PyInt>() {
                 self.copy = false;
             }
-            let n = int_value(i)?;
-            serde_json::to_writer(&mut self.out, &n).expect("invariant: writing to a Vec");
+            // As serde_json writes a `Number` made from an i64 or u64 (itoa), without
+            // making one; beyond 64 bits, through `int_value`'s checked text.
+            if let Ok(n) = i.extract::<i64>() {
+                self.out
+                    .extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+            } else if let Ok(n) = i.extract::<u64>() {
+                self.out
+                    .extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+            } else {
+                let n = int_value(i)?;
+                serde_json::to_writer(&mut self.out, &n).expect("invariant: writing to a Vec");
+            }
             return Ok(None);
         }
         if let Ok(f) = obj.cast::<PyFloat>() {
             if self.copy && !obj.is_exact_instance_of::<PyFloat>() {
                 self.copy = false;
             }
-            let n = Number::from_f64(f.value()).ok_or_else(|| Failure::new(String::new()))?;
-            serde_json::to_writer(&mut self.out, &n).expect("invariant: writing to a Vec");
+            let v = f.value();
+            if !v.is_finite() {
+                return Err(Failure::new(String::new()));
+            }
+            // The digits `Number::from_f64` keeps (serde_json's own formatter, zmij:
+            // the shortest text that reads back as the same float).
+            self.out
+                .extend_from_slice(zmij::Buffer::new().format_finite(v).as_bytes());
             return Ok(None);
         }
         if depth >= MAX_DEPTH {

@@ -21,13 +21,14 @@ use pyo3::prelude::*;
 /// with the private copy a transaction keeps), and that text back into Python objects
 /// (for `python/bench.py`: the conversion cost, apart from the I/O).
 #[pyfunction]
-fn _convert_timings(obj: &Bound<'_, PyAny>) -> PyResult<(f64, f64)> {
+#[pyo3(signature = (obj, copy = true))]
+fn _convert_timings(obj: &Bound<'_, PyAny>, copy: bool) -> PyResult<(f64, f64)> {
     let layout = convert::JsonLayout {
         indent: Some(b"  "),
         base: 0,
     };
     let start = Instant::now();
-    let json = convert::to_json(obj, layout, true)?;
+    let json = convert::to_json(obj, layout, copy)?;
     let to_rust = start.elapsed().as_secs_f64();
     let start = Instant::now();
     let back = convert::from_json(obj.py(), &json.text)?;
