@@ -433,7 +433,9 @@ impl TextWriter {
             if self.copy && !obj.is_exact_instance_of::<PyDict>() {
                 self.copy = false;
             }
-            let copy = if self.copy { d.copy().ok() } else { None };
+            // Built from the very objects written (not copied beforehand), so the copy
+            // is the text even if a finalizer run by the allocator changed something.
+            let copy = self.copy.then(|| PyDict::new(obj.py()));
             self.out.push(b'{');
             let mut first = true;
             for (k, v) in d.iter() {
@@ -458,8 +460,8 @@ impl TextWriter {
                     b":"
                 });
                 let child = self.value(&v, depth + 1)?;
-                if let (Some(copy), Some(child), true) = (&copy, child, self.copy)
-                    && copy.set_item(&k, child).is_err()
+                if let (Some(copy), true) = (&copy, self.copy)
+                    && copy.set_item(&k, child.unwrap_or(v)).is_err()
                 {
                     self.copy = false;
                 }
@@ -474,22 +476,18 @@ impl TextWriter {
             if self.copy && !obj.is_exact_instance_of::<PyList>() {
                 self.copy = false;
             }
-            let copy = if self.copy {
-                Some(l.get_slice(0, l.len()))
-            } else {
-                None
-            };
+            let copy = self.copy.then(|| PyList::empty(obj.py()));
             self.out.push(b'[');
             let mut first = true;
-            for (i, v) in l.iter().enumerate() {
+            for v in l.iter() {
                 if !first {
                     self.out.push(b',');
                 }
                 first = false;
                 self.newline(level + 1);
                 let child = self.value(&v, depth + 1)?;
-                if let (Some(copy), Some(child), true) = (&copy, child, self.copy)
-                    && copy.set_item(i, child).is_err()
+                if let (Some(copy), true) = (&copy, self.copy)
+                    && copy.append(child.unwrap_or(v)).is_err()
                 {
                     self.copy = false;
                 }
