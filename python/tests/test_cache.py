@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -234,3 +235,26 @@ def test_the_file_keeps_the_library_layout(path: pathlib.Path, layout: str, fmt:
     assert text == expected + "\n"
     assert store.get() == doc
     assert store.check()["ok"]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_and_its_parent_see_each_others_commits(path: pathlib.Path) -> None:
+    store = statesafe.open(path, default={"n": 0, "by": []})
+    with store.transaction() as state:
+        state["n"] += 1
+        state["by"].append("parent")
+    pid = os.fork()
+    if pid == 0:  # the child: the inherited store, its inherited cache
+        code = 1
+        try:
+            with store.transaction() as state:
+                if state == {"n": 1, "by": ["parent"]}:
+                    state["n"] += 1
+                    state["by"].append("child")
+                    code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    with store.transaction() as state:
+        assert state == {"n": 2, "by": ["parent", "child"]}
