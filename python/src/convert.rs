@@ -313,14 +313,16 @@ pub struct Json<'py> {
 /// between), refusing exactly what [`to_value`] refuses, with the same `TypeError`
 /// naming the path; the text is what `serde_json` would write for [`to_value`]'s
 /// result in the same layout. With `copy`, also builds the private copy (see
-/// [`Json::copy`]) in the same pass.
+/// [`Json::copy`]) in the same pass. `size_hint`: the expected length (the last
+/// document's), so that a large text is not built by doubling its buffer.
 pub fn to_json<'py>(
     obj: &Bound<'py, PyAny>,
     layout: JsonLayout,
     copy: bool,
+    size_hint: usize,
 ) -> PyResult<Json<'py>> {
     let mut w = TextWriter {
-        out: Vec::new(),
+        out: Vec::with_capacity(size_hint),
         layout,
         copy,
     };
@@ -433,12 +435,19 @@ impl TextWriter {
             if self.copy && !obj.is_exact_instance_of::<PyDict>() {
                 self.copy = false;
             }
-            // Built from the very objects written (not copied beforehand), so the copy
-            // is the text even if a finalizer run by the allocator changed something.
-            let copy = self.copy.then(|| PyDict::new(obj.py()));
+            // With a copy, the copy is made first (`PyDict_Copy`: the table copied at
+            // once) and it is the copy that is written: the text is then made of the
+            // copy's own objects, whatever a finalizer run by an allocation does to
+            // the caller's dict meanwhile. Its dicts and lists are then replaced by
+            // their copies.
+            let copy = if self.copy { d.copy().ok() } else { None };
+            if copy.is_none() {
+                self.copy = false;
+            }
+            let source = copy.as_ref().unwrap_or(d);
             self.out.push(b'{');
             let mut first = true;
-            for (k, v) in d.iter() {
+            for (k, v) in source.iter() {
                 let Ok(key) = k.cast::<PyString>() else {
                     return Err(Failure::new(String::new()));
                 };
@@ -460,8 +469,10 @@ impl TextWriter {
                     b":"
                 });
                 let child = self.value(&v, depth + 1)?;
-                if let (Some(copy), true) = (&copy, self.copy)
-                    && copy.set_item(&k, child.unwrap_or(v)).is_err()
+                // Replacing the value of a key present: the table keeps its size, so
+                // the iteration over it goes on undisturbed.
+                if let (Some(copy), Some(child), true) = (&copy, child, self.copy)
+                    && copy.set_item(&k, child).is_err()
                 {
                     self.copy = false;
                 }
@@ -476,18 +487,20 @@ impl TextWriter {
             if self.copy && !obj.is_exact_instance_of::<PyList>() {
                 self.copy = false;
             }
-            let copy = self.copy.then(|| PyList::empty(obj.py()));
+            // As for a dict: a copy first, and the copy written.
+            let copy = self.copy.then(|| l.get_slice(0, l.len()));
+            let source = copy.as_ref().unwrap_or(l);
             self.out.push(b'[');
             let mut first = true;
-            for v in l.iter() {
+            for (i, v) in source.iter().enumerate() {
                 if !first {
                     self.out.push(b',');
                 }
                 first = false;
                 self.newline(level + 1);
                 let child = self.value(&v, depth + 1)?;
-                if let (Some(copy), true) = (&copy, self.copy)
-                    && copy.append(child.unwrap_or(v)).is_err()
+                if let (Some(copy), Some(child), true) = (&copy, child, self.copy)
+                    && copy.set_item(i, child).is_err()
                 {
                     self.copy = false;
                 }

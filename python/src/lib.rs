@@ -28,7 +28,7 @@ fn _convert_timings(obj: &Bound<'_, PyAny>, copy: bool) -> PyResult<(f64, f64)> 
         base: 0,
     };
     let start = Instant::now();
-    let json = convert::to_json(obj, layout, copy)?;
+    let json = convert::to_json(obj, layout, copy, 0)?;
     let to_rust = start.elapsed().as_secs_f64();
     let start = Instant::now();
     let back = convert::from_json(obj.py(), &json.text)?;

@@ -8,7 +8,7 @@
 //!   parent's handle (its lock descriptor and its mutexes belong to the parent).
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -85,6 +85,8 @@ pub struct Store {
     cache: Mutex<Option<Cached>>,
     cache_hits: AtomicU64,
     cache_misses: AtomicU64,
+    /// The length of the last document written, a little more: [`to_json`]'s buffer.
+    size_hint: AtomicUsize,
     /// One level of indentation, or `None` for compact files.
     indent: Option<&'static [u8]>,
     /// The format given to `open` (else the one recorded with the file applies).
@@ -193,10 +195,20 @@ impl Store {
             self.run_validate(py, validate.bind(py), obj)?;
         }
         let layout = self.json_layout(py)?;
-        match &self.from_model {
-            Some(from_model) => to_json(&from_model.bind(py).call1((obj,))?, layout, copy),
-            None => to_json(obj, layout, copy),
-        }
+        let hint = self.size_hint.load(Ordering::Relaxed);
+        let json = match &self.from_model {
+            Some(from_model) => to_json(&from_model.bind(py).call1((obj,))?, layout, copy, hint),
+            None => to_json(obj, layout, copy, hint),
+        }?;
+        // Small documents grow their buffer from nothing, as the library's do.
+        let len = json.text.len();
+        let next = if len >= 128 << 10 {
+            len + len / 64 + 256
+        } else {
+            0
+        };
+        self.size_hint.store(next, Ordering::Relaxed);
+        Ok(json)
     }
 
     /// [`Store::document_json`] as the library takes it.
@@ -427,6 +439,7 @@ impl Store {
             cache: Mutex::new(None),
             cache_hits: AtomicU64::new(0),
             cache_misses: AtomicU64::new(0),
+            size_hint: AtomicUsize::new(0),
             indent: match layout {
                 "compact" => None,
                 _ => Some(b"  "),
