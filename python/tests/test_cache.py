@@ -235,6 +235,15 @@ def test_the_file_keeps_the_library_layout(path: pathlib.Path, layout: str, fmt:
     assert text == expected + "\n"
     assert store.get() == doc
     assert store.check()["ok"]
+    # The text the cache compares is the document's text inside the file (inside the
+    # envelope, when sealed): the next transaction finds it.
+    with store.transaction() as state:
+        assert state == doc
+        state["t"] = False
+    assert cache(store) == (1, 1)
+    with store.transaction() as state:
+        assert state == {**doc, "t": False}
+    assert cache(store) == (2, 1)
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
