@@ -15,6 +15,7 @@ use std::str::FromStr;
 
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString};
 use serde_json::{Map, Number, Value};
 
@@ -284,5 +285,252 @@ fn number<'py>(py: Python<'py>, n: &Number) -> PyResult<Bound<'py, PyAny>> {
     match n.as_f64() {
         Some(f) => Ok(PyFloat::new(py, f).into_any()),
         None => py.get_type::<PyFloat>().call1((text,)),
+    }
+}
+
+/// How [`to_json`] lays the text out: as the library's `serde_json` formatters do,
+/// byte for byte, so a file keeps the layout it has always had.
+#[derive(Clone, Copy, Debug)]
+pub struct JsonLayout {
+    /// The indentation of one level, or `None` for one compact line.
+    pub indent: Option<&'static [u8]>,
+    /// The level the document starts at: 1 inside a sealed file's envelope (whose
+    /// formatter writes the document's text where its `state` value goes, verbatim).
+    pub base: usize,
+}
+
+/// A document as JSON text, and optionally a private copy of it.
+pub struct Json<'py> {
+    pub text: String,
+    /// Containers copied, immutable leaves shared: equal, type for type, to what
+    /// parsing `text` gives, and reachable from nowhere else. `None` when not asked
+    /// for, or when the document holds a subclass (an `IntEnum`, an `OrderedDict`),
+    /// which parsing would not give back.
+    pub copy: Option<Bound<'py, PyAny>>,
+}
+
+/// Converts a Python object straight into JSON text (no `serde_json::Value` in
+/// between), refusing exactly what [`to_value`] refuses, with the same `TypeError`
+/// naming the path; the text is what `serde_json` would write for [`to_value`]'s
+/// result in the same layout. With `copy`, also builds the private copy (see
+/// [`Json::copy`]) in the same pass. `size_hint`: the expected length (the last
+/// document's), so that a large text is not built by doubling its buffer.
+pub fn to_json<'py>(
+    obj: &Bound<'py, PyAny>,
+    layout: JsonLayout,
+    copy: bool,
+    size_hint: usize,
+) -> PyResult<Json<'py>> {
+    let mut w = TextWriter {
+        out: Vec::with_capacity(size_hint),
+        layout,
+        copy,
+    };
+    match w.value(obj, 0) {
+        Ok(copied) => {
+            let copy = if w.copy {
+                Some(copied.unwrap_or_else(|| obj.clone()))
+            } else {
+                None
+            };
+            // Only whole `str`s and ASCII punctuation were written.
+            let text = String::from_utf8(w.out).expect("invariant: written from str values");
+            Ok(Json { text, copy })
+        }
+        // The same walk, for the same message (a failure costs a second pass; a
+        // success pays nothing for paths).
+        Err(_) => match to_value(obj) {
+            Err(e) => Err(e),
+            Ok(_) => Err(PyTypeError::new_err(
+                "the document could not be written as JSON; nothing was written",
+            )),
+        },
+    }
+}
+
+struct TextWriter {
+    out: Vec<u8>,
+    layout: JsonLayout,
+    /// Still building the copy (cleared at the first subclass).
+    copy: bool,
+}
+
+impl TextWriter {
+    fn newline(&mut self, level: usize) {
+        if let Some(unit) = self.layout.indent {
+            self.out.push(b'\n');
+            for _ in 0..level {
+                self.out.extend_from_slice(unit);
+            }
+        }
+    }
+
+    fn string(&mut self, s: &str) {
+        serde_json::to_writer(&mut self.out, s).expect("invariant: writing to a Vec");
+    }
+
+    /// Writes `obj`; returns its copy when it is a container and the copy is still
+    /// being built (a leaf is its own copy: `None`).
+    fn value<'py>(
+        &mut self,
+        obj: &Bound<'py, PyAny>,
+        depth: usize,
+    ) -> Result<Option<Bound<'py, PyAny>>, Failure> {
+        if obj.is_none() {
+            self.out.extend_from_slice(b"null");
+            return Ok(None);
+        }
+        if let Ok(s) = obj.cast::<PyString>() {
+            if self.copy && !obj.is_exact_instance_of::<PyString>() {
+                self.copy = false;
+            }
+            match s.to_cow() {
+                Ok(s) => self.string(&s),
+                Err(_) => return Err(Failure::new(String::new())),
+            }
+            return Ok(None);
+        }
+        if let Ok(b) = obj.cast::<PyBool>() {
+            self.out
+                .extend_from_slice(if b.is_true() { b"true" } else { b"false" });
+            return Ok(None);
+        }
+        if let Ok(i) = obj.cast::<PyInt>() {
+            if self.copy && !obj.is_exact_instance_of::<PyInt>() {
+                self.copy = false;
+            }
+            // As serde_json writes a `Number` made from an i64 or u64 (itoa), without
+            // making one; beyond 64 bits, through `int_value`'s checked text.
+            if let Ok(n) = i.extract::<i64>() {
+                self.out
+                    .extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+            } else if let Ok(n) = i.extract::<u64>() {
+                self.out
+                    .extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+            } else {
+                let n = int_value(i)?;
+                serde_json::to_writer(&mut self.out, &n).expect("invariant: writing to a Vec");
+            }
+            return Ok(None);
+        }
+        if let Ok(f) = obj.cast::<PyFloat>() {
+            if self.copy && !obj.is_exact_instance_of::<PyFloat>() {
+                self.copy = false;
+            }
+            let v = f.value();
+            if !v.is_finite() {
+                return Err(Failure::new(String::new()));
+            }
+            // The digits `Number::from_f64` keeps (serde_json's own formatter, zmij:
+            // the shortest text that reads back as the same float).
+            self.out
+                .extend_from_slice(zmij::Buffer::new().format_finite(v).as_bytes());
+            return Ok(None);
+        }
+        if depth >= MAX_DEPTH {
+            return Err(Failure::new(String::new()));
+        }
+        let level = self.layout.base + depth;
+        if let Ok(d) = obj.cast::<PyDict>() {
+            if self.copy && !obj.is_exact_instance_of::<PyDict>() {
+                self.copy = false;
+            }
+            // With a copy, the copy is made first (`PyDict_Copy`: the table copied at
+            // once) and it is the copy that is written: the text is then made of the
+            // copy's own objects, whatever a finalizer run by an allocation does to
+            // the caller's dict meanwhile. Its dicts and lists are then replaced by
+            // their copies.
+            let copy = if self.copy { d.copy().ok() } else { None };
+            if copy.is_none() {
+                self.copy = false;
+            }
+            let source = copy.as_ref().unwrap_or(d);
+            self.out.push(b'{');
+            let mut first = true;
+            for (k, v) in source.iter() {
+                let Ok(key) = k.cast::<PyString>() else {
+                    return Err(Failure::new(String::new()));
+                };
+                if self.copy && !k.is_exact_instance_of::<PyString>() {
+                    self.copy = false;
+                }
+                if !first {
+                    self.out.push(b',');
+                }
+                first = false;
+                self.newline(level + 1);
+                match key.to_cow() {
+                    Ok(key) => self.string(&key),
+                    Err(_) => return Err(Failure::new(String::new())),
+                }
+                self.out.extend_from_slice(if self.layout.indent.is_some() {
+                    b": "
+                } else {
+                    b":"
+                });
+                let child = self.value(&v, depth + 1)?;
+                // Replacing the value of a key present: the table keeps its size, so
+                // the iteration over it goes on undisturbed.
+                if let (Some(copy), Some(child), true) = (&copy, child, self.copy)
+                    && copy.set_item(&k, child).is_err()
+                {
+                    self.copy = false;
+                }
+            }
+            if !first {
+                self.newline(level);
+            }
+            self.out.push(b'}');
+            return Ok(copy.filter(|_| self.copy).map(Bound::into_any));
+        }
+        if let Ok(l) = obj.cast::<PyList>() {
+            if self.copy && !obj.is_exact_instance_of::<PyList>() {
+                self.copy = false;
+            }
+            // As for a dict: a copy first, and the copy written.
+            let copy = self.copy.then(|| l.get_slice(0, l.len()));
+            let source = copy.as_ref().unwrap_or(l);
+            self.out.push(b'[');
+            let mut first = true;
+            for (i, v) in source.iter().enumerate() {
+                if !first {
+                    self.out.push(b',');
+                }
+                first = false;
+                self.newline(level + 1);
+                let child = self.value(&v, depth + 1)?;
+                if let (Some(copy), Some(child), true) = (&copy, child, self.copy)
+                    && copy.set_item(i, child).is_err()
+                {
+                    self.copy = false;
+                }
+            }
+            if !first {
+                self.newline(level);
+            }
+            self.out.push(b']');
+            return Ok(copy.filter(|_| self.copy).map(Bound::into_any));
+        }
+        Err(Failure::new(String::new()))
+    }
+}
+
+/// Parses JSON text that statesafe has verified into fresh Python objects, with
+/// CPython's C parser (`json.loads`): the same objects [`to_python`] makes from the
+/// parsed value (an integer literal becomes an `int` of any size, any other number a
+/// `float`), in about half the time. Anything `json.loads` cannot take (nesting
+/// deeper than Python's recursion limit) goes through `serde_json` and
+/// [`to_python`] instead.
+pub fn from_json<'py>(py: Python<'py>, text: &str) -> PyResult<Bound<'py, PyAny>> {
+    static LOADS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    let loads = LOADS.import(py, "json", "loads")?;
+    match loads.call1((text,)) {
+        Ok(obj) => Ok(obj),
+        Err(e) if e.is_instance_of::<pyo3::exceptions::PyRecursionError>(py) => {
+            let value = statesafe::json::parse(text.as_bytes())
+                .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
+            to_python(py, &value)
+        }
+        Err(e) => Err(e),
     }
 }

@@ -8,8 +8,8 @@
 //!   parent's handle (its lock descriptor and its mutexes belong to the parent).
 
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use parking_lot::RwLock;
@@ -17,18 +17,40 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 use serde_json::Value;
+use serde_json::value::RawValue;
 use statesafe::{
     BackupPolicy, DEFAULT_LOCK_TIMEOUT, Durability, Error, Event, Format, HistoryPolicy, Layout,
     RecoveryPolicy, StoreOptions,
 };
 
-use crate::convert::{to_python, to_value};
+use crate::convert::{JsonLayout, from_json, to_json, to_python, to_value};
 use crate::errors::{closed_error, holder_dict, to_py};
 use crate::report::{self, text};
 use crate::transaction::{LockGuard, Transaction};
 
+/// A document as the library stores it for Python: its JSON text, checked by
+/// `serde_json` and written verbatim. The text is made from Python objects in one
+/// pass ([`to_json`]) and parsed by CPython's own parser ([`from_json`]); a
+/// `serde_json::Value` in between cost about as much again (issue 13).
+pub type Doc = Box<RawValue>;
+
 /// The library store behind a Python one.
-pub type Core = statesafe::Store<Value>;
+pub type Core = statesafe::Store<Doc>;
+
+/// What the last transaction of this store committed, kept for the next one.
+///
+/// `tree` is a private copy of the committed document (containers copied, immutable
+/// leaves shared; see [`crate::convert::Json::copy`]), never handed to the caller
+/// while it is here. The next transaction takes it out under the lock, and uses it
+/// only when the file is still at `generation` and its document text is
+/// byte-for-byte `text`; otherwise it is dropped and the file parsed. Taken out, it
+/// is gone: a transaction whose body raises or whose commit fails leaves nothing
+/// cached, and a document once handed out is never handed out again.
+pub struct Cached {
+    pub generation: u64,
+    pub text: String,
+    pub tree: Py<PyAny>,
+}
 
 /// The longest single lock wait between two checks for signals.
 const SLICE: Duration = Duration::from_millis(100);
@@ -57,12 +79,22 @@ impl Snapshot {
 #[pyclass(module = "statesafe._statesafe", frozen, subclass)]
 pub struct Store {
     path: PathBuf,
-    opts: StoreOptions<Value>,
+    opts: StoreOptions<Doc>,
     inner: RwLock<Option<Arc<Core>>>,
+    /// See [`Cached`].
+    cache: Mutex<Option<Cached>>,
+    cache_hits: AtomicU64,
+    cache_misses: AtomicU64,
+    /// The length of the last document written, a little more: [`to_json`]'s buffer.
+    size_hint: AtomicUsize,
+    /// One level of indentation, or `None` for compact files.
+    indent: Option<&'static [u8]>,
+    /// The format given to `open` (else the one recorded with the file applies).
+    format: Option<Format>,
     /// The process `inner` belongs to.
     pid: AtomicU32,
     lock_timeout: Duration,
-    default: Option<Value>,
+    default: Option<Doc>,
     to_model: Option<Py<PyAny>>,
     from_model: Option<Py<PyAny>>,
     validate: Option<Py<PyAny>>,
@@ -124,28 +156,104 @@ impl Store {
         }
     }
 
-    pub fn default_value(&self) -> Option<Value> {
+    pub fn default_value(&self) -> Option<Doc> {
         self.default.clone()
     }
 
     /// A document as the caller sees it: fresh Python objects, then the model.
     pub fn out<'py>(&self, py: Python<'py>, value: &Value) -> PyResult<Bound<'py, PyAny>> {
-        let obj = to_python(py, value)?;
+        self.model_out(py, to_python(py, value)?)
+    }
+
+    /// [`Store::out`] for a document's JSON text.
+    pub fn out_json<'py>(&self, py: Python<'py>, text: &str) -> PyResult<Bound<'py, PyAny>> {
+        self.model_out(py, from_json(py, text)?)
+    }
+
+    /// Plain Python objects as the caller sees them: through the model, if any.
+    pub fn model_out<'py>(
+        &self,
+        py: Python<'py>,
+        obj: Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         match &self.to_model {
             Some(to_model) => to_model.bind(py).call1((obj,)),
             None => Ok(obj),
         }
     }
 
-    /// A document from the caller: validated, unwrapped from the model, converted.
-    pub fn document_value(&self, py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<Value> {
+    /// A document from the caller: validated, unwrapped from the model, converted
+    /// to its JSON text in the layout the library writes (and, with `copy`, a
+    /// private copy of it for [`Cached`]).
+    pub fn document_json<'py>(
+        &self,
+        py: Python<'py>,
+        obj: &Bound<'py, PyAny>,
+        copy: bool,
+    ) -> PyResult<crate::convert::Json<'py>> {
         if let Some(validate) = &self.validate {
             self.run_validate(py, validate.bind(py), obj)?;
         }
-        match &self.from_model {
-            Some(from_model) => to_value(&from_model.bind(py).call1((obj,))?),
-            None => to_value(obj),
-        }
+        let layout = self.json_layout(py)?;
+        let hint = self.size_hint.load(Ordering::Relaxed);
+        let json = match &self.from_model {
+            Some(from_model) => to_json(&from_model.bind(py).call1((obj,))?, layout, copy, hint),
+            None => to_json(obj, layout, copy, hint),
+        }?;
+        // Small documents grow their buffer from nothing, as the library's do.
+        let len = json.text.len();
+        let next = if len >= 128 << 10 {
+            len + len / 64 + 256
+        } else {
+            0
+        };
+        self.size_hint.store(next, Ordering::Relaxed);
+        Ok(json)
+    }
+
+    /// [`Store::document_json`] as the library takes it.
+    pub fn document_doc(&self, py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<Doc> {
+        let text = self.document_json(py, obj, false)?.text;
+        py.detach(|| RawValue::from_string(text))
+            .map_err(written_not_json)
+    }
+
+    /// The layout the library writes a document in: this store's indentation, one
+    /// level deeper inside a sealed file's envelope: the format given to `open`, else
+    /// the one recorded with the file, as the library decides.
+    fn json_layout(&self, py: Python<'_>) -> PyResult<JsonLayout> {
+        let format = match self.format {
+            Some(f) => f,
+            None => self.core(py)?.settings().format,
+        };
+        let sealed = format == Format::Sealed;
+        Ok(JsonLayout {
+            indent: self.indent,
+            base: usize::from(sealed && self.indent.is_some()),
+        })
+    }
+
+    /// Takes the cached document out (see [`Cached`]); call with the lock held.
+    pub fn take_cache(&self) -> Option<Cached> {
+        self.cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+
+    /// Keeps what a transaction just committed for the next one.
+    pub fn put_cache(&self, cached: Cached) {
+        *self.cache.lock().unwrap_or_else(PoisonError::into_inner) = Some(cached);
+    }
+
+    /// Counts a transaction that found the cached document usable, or not.
+    pub fn count_cache(&self, hit: bool) {
+        let counter = if hit {
+            &self.cache_hits
+        } else {
+            &self.cache_misses
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The `validate` callable: None or True passes; False, a message, or a
@@ -183,9 +291,9 @@ impl Store {
         })
     }
 
-    fn snapshot(&self, py: Python<'_>, value: &Value, generation: u64) -> PyResult<Snapshot> {
+    fn snapshot(&self, py: Python<'_>, doc: &Doc, generation: u64) -> PyResult<Snapshot> {
         Ok(Snapshot {
-            value: self.out(py, value)?.unbind(),
+            value: self.out_json(py, doc.get())?.unbind(),
             generation,
         })
     }
@@ -237,7 +345,7 @@ impl Store {
         to_model: Option<Py<PyAny>>,
         from_model: Option<Py<PyAny>>,
     ) -> PyResult<Store> {
-        let mut opts = StoreOptions::<Value>::default()
+        let mut opts = StoreOptions::<Doc>::default()
             .private(private)
             .durability(match durability {
                 "full" => Durability::Full,
@@ -256,12 +364,14 @@ impl Store {
                 "lock_timeout must be a number of seconds >= 0, not {t}"
             )));
         }
+        let format = match format {
+            None => None,
+            Some("plain") => Some(Format::Plain),
+            Some("sealed") => Some(Format::Sealed),
+            Some(other) => return Err(bad_option("format", other, "\"plain\" or \"sealed\"")),
+        };
         if let Some(f) = format {
-            opts = opts.format(match f {
-                "plain" => Format::Plain,
-                "sealed" => Format::Sealed,
-                other => return Err(bad_option("format", other, "\"plain\" or \"sealed\"")),
-            });
+            opts = opts.format(f);
         }
         if let Some(b) = backups {
             opts = opts.backups(backup_policy(&b)?);
@@ -304,8 +414,8 @@ impl Store {
             });
         }
         let default = match (has_default, default) {
-            (true, Some(d)) => Some(to_value(&d)?),
-            (true, None) => Some(Value::Null),
+            (true, Some(d)) => Some(to_value(&d).and_then(|v| raw_doc(&v))?),
+            (true, None) => Some(raw_doc(&Value::Null)?),
             (false, _) => None,
         };
         // The library waits at most one slice; `with_lock` repeats slices up to the
@@ -326,6 +436,15 @@ impl Store {
             path,
             opts,
             inner: RwLock::new(Some(Arc::new(core))),
+            cache: Mutex::new(None),
+            cache_hits: AtomicU64::new(0),
+            cache_misses: AtomicU64::new(0),
+            size_hint: AtomicUsize::new(0),
+            indent: match layout {
+                "compact" => None,
+                _ => Some(b"  "),
+            },
+            format,
             pid: AtomicU32::new(std::process::id()),
             lock_timeout,
             default,
@@ -409,17 +528,17 @@ impl Store {
         document: Bound<'_, PyAny>,
         if_generation: Option<u64>,
     ) -> PyResult<u64> {
-        let value = self.document_value(py, &document)?;
+        let doc = self.document_doc(py, &document)?;
         self.with_lock(py, |c| match if_generation {
-            Some(g) => c.replace_if(g, value.clone()),
-            None => c.replace(value.clone()),
+            Some(g) => c.replace_if(g, doc.clone()),
+            None => c.replace(doc.clone()),
         })
     }
 
     /// Creates the file with `document`; `AlreadyExists` when it exists.
     fn create(&self, py: Python<'_>, document: Bound<'_, PyAny>) -> PyResult<u64> {
-        let value = self.document_value(py, &document)?;
-        self.with_lock(py, |c| c.create(value.clone()))
+        let doc = self.document_doc(py, &document)?;
+        self.with_lock(py, |c| c.create(doc.clone()))
     }
 
     /// Holds the writers' lock: `with store.lock(): ...`.
@@ -489,13 +608,19 @@ impl Store {
     /// Counters and latency summaries since the store was opened (in this process).
     fn stats(&self, py: Python<'_>) -> PyResult<Py<PyDict>> {
         let core = self.core(py)?;
-        report::stats(py, &core.stats())
+        let stats = report::stats(py, &core.stats())?;
+        let cache = PyDict::new(py);
+        cache.set_item("hits", self.cache_hits.load(Ordering::Relaxed))?;
+        cache.set_item("misses", self.cache_misses.load(Ordering::Relaxed))?;
+        stats.bind(py).set_item("transaction_cache", cache)?;
+        Ok(stats)
     }
 
     /// Waits for background bookkeeping and releases the file; later use raises
     /// `statesafe.Closed`. Idempotent.
     fn close(&self, py: Python<'_>) {
         let core = self.inner.write().take();
+        drop(self.take_cache());
         if let Some(core) = core {
             if self.pid.load(Ordering::Acquire) == std::process::id() {
                 py.detach(move || drop(core));
@@ -537,6 +662,18 @@ impl Drop for Store {
             std::mem::forget(core);
         }
     }
+}
+
+/// A value as a document (compact: only ever parsed again, never written as it is).
+fn raw_doc(value: &Value) -> PyResult<Doc> {
+    serde_json::value::to_raw_value(value).map_err(|e| PyValueError::new_err(e.to_string()))
+}
+
+/// The text [`to_json`] made is not JSON: a bug, said as such (nothing was written).
+pub fn written_not_json(e: serde_json::Error) -> PyErr {
+    PyValueError::new_err(format!(
+        "statesafe made JSON text that serde_json refuses ({e}); nothing was written\nhint: this is a bug in statesafe's Python package: please report it with the document"
+    ))
 }
 
 fn bad_option(name: &str, got: &str, want: &str) -> PyErr {

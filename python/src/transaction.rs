@@ -14,12 +14,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use pyo3::prelude::*;
 use self_cell::self_cell;
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::errors::{to_py, usage_error};
-use crate::store::{Core, Store};
+use crate::store::{Cached, Core, Doc, Store, written_not_json};
 
-type Tx<'a> = Option<statesafe::Transaction<'a, Value>>;
+type Tx<'a> = Option<statesafe::Transaction<'a, Doc>>;
 type Held<'a> = Option<statesafe::LockGuard<'a>>;
 
 self_cell!(
@@ -54,6 +54,11 @@ pub struct Transaction {
 
 impl Transaction {
     /// Takes the lock (in slices, so Ctrl-C lands) and reads the document afresh.
+    ///
+    /// The library reads and checks the file as always; its text is then turned into
+    /// Python objects, unless the store's [`Cached`] copy of what it last committed
+    /// is of this very generation and text (compared under the lock, so another
+    /// writer's commit is always seen).
     pub fn begin(py: Python<'_>, store: &Bound<'_, Store>) -> PyResult<Transaction> {
         let s = store.get();
         let core = s.core(py)?;
@@ -72,12 +77,21 @@ impl Transaction {
         let taken = cell.with_dependent_mut(|_, tx| {
             let tx = tx.as_mut().expect("invariant: just begun");
             (
-                std::mem::replace(tx.state_mut(), Value::Null),
+                std::mem::replace(tx.state_mut(), null_doc()),
                 tx.generation(),
             )
         });
-        let (value, generation) = taken;
-        let state = match s.out(py, &value) {
+        let (doc, generation) = taken;
+        let cached = s
+            .take_cache()
+            .filter(|c| generation != 0 && c.generation == generation && c.text == doc.get());
+        s.count_cache(cached.is_some());
+        let plain = match cached {
+            Some(c) => Ok(c.tree.into_bound(py)),
+            None => crate::convert::from_json(py, doc.get()),
+        };
+        drop(doc);
+        let state = match plain.and_then(|p| s.model_out(py, p)) {
             Ok(state) => state,
             Err(e) => {
                 py.detach(move || drop(cell));
@@ -141,7 +155,8 @@ impl Transaction {
     }
 
     /// Converts, validates and commits the working document; the lock is released
-    /// on every path. Returns the new generation.
+    /// on every path. Returns the new generation. On success the store keeps a
+    /// private copy of what was committed for its next transaction ([`Cached`]).
     pub fn commit_now(&self, py: Python<'_>) -> PyResult<u64> {
         let mut cell = self.take_cell()?;
         let state = self
@@ -149,32 +164,54 @@ impl Transaction {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
-        let value = match state {
-            Some(state) => self.store.get().document_value(py, state.bind(py)),
+        let store = self.store.get();
+        let json = match state {
+            Some(state) => store.document_json(py, state.bind(py), true),
             None => Err(usage_error(
                 "this transaction has no document",
                 "start a new one with `store.transaction()`",
             )),
         };
-        let value = match value {
-            Ok(v) => v,
+        let json = match json {
+            Ok(j) => j,
             Err(e) => {
                 py.detach(move || drop(cell));
                 return Err(e);
             }
         };
+        let text = json.text;
+        let tree = json.copy.map(Bound::unbind);
+        let keep = tree.is_some();
         let result = py.detach(move || {
+            let kept = keep.then(|| text.clone());
+            let doc = match RawValue::from_string(text) {
+                Ok(doc) => doc,
+                Err(e) => {
+                    drop(cell);
+                    return Err(Failed::NotJson(e));
+                }
+            };
             let r = cell.with_dependent_mut(|_, tx| {
                 let mut tx = tx
                     .take()
                     .expect("invariant: a cell always holds its transaction");
-                tx.set(value);
+                tx.set(doc);
                 tx.commit()
             });
             drop(cell);
-            r
+            r.map(|g| (g, kept)).map_err(Failed::Commit)
         });
-        let generation = result.map_err(to_py)?;
+        let (generation, kept) = result.map_err(|f| match f {
+            Failed::NotJson(e) => written_not_json(e),
+            Failed::Commit(e) => to_py(e),
+        })?;
+        if let (Some(text), Some(tree)) = (kept, tree) {
+            store.put_cache(Cached {
+                generation,
+                text,
+                tree,
+            });
+        }
         *self
             .committed
             .lock()
@@ -192,6 +229,17 @@ impl Transaction {
         py.detach(move || drop(cell));
         Ok(())
     }
+}
+
+/// Why a commit failed, told apart outside the GIL.
+enum Failed {
+    NotJson(serde_json::Error),
+    Commit(statesafe::Error),
+}
+
+/// A placeholder document (the transaction's own copy is given up for the Python one).
+fn null_doc() -> Doc {
+    RawValue::from_string("null".to_string()).expect("invariant: `null` is JSON")
 }
 
 impl Drop for Transaction {

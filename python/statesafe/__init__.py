@@ -16,7 +16,8 @@ in Rust with the GIL released. Full reference: docs/python.md.
 
 from __future__ import annotations
 
-import os as _os
+import json as _json  # noqa: F401 - the native module parses with json.loads: loaded
+import os as _os       # now, not at the first read (a process may have dropped its rights)
 from typing import Any, Callable, Optional, Union
 
 from . import _model

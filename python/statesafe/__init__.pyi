@@ -24,6 +24,10 @@ class Latency(TypedDict):
     p50: float
     p99: float
 
+class CacheCounts(TypedDict):
+    hits: int
+    misses: int
+
 class Stats(TypedDict):
     commits: int
     failures: dict[str, int]
@@ -32,6 +36,7 @@ class Stats(TypedDict):
     lock_waits: Latency
     fsync: Latency
     commit: Latency
+    transaction_cache: CacheCounts
 
 class BackupInfo(TypedDict):
     generation: int

@@ -1,5 +1,9 @@
 """Shared fixtures. Every test directory comes from `state_dir`, so a run can be pointed
-at tmpfs, a loop mount or a FUSE mount with STATESAFE_TEST_DIR."""
+at tmpfs, a loop mount or a FUSE mount with STATESAFE_TEST_DIR.
+
+Every skipped test is also recorded as a `SKIPPED what: why` line in the file named by
+$STATESAFE_SUMMARY, when set (scripts/test prints those lines at the end), so that a
+test that could not run here is never mistaken for one that passed."""
 
 from __future__ import annotations
 
@@ -21,6 +25,18 @@ def state_dir() -> Iterator[pathlib.Path]:
 @pytest.fixture
 def path(state_dir: pathlib.Path) -> pathlib.Path:
     return state_dir / "state.json"
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    summary = os.environ.get("STATESAFE_SUMMARY")
+    if not summary or not report.skipped or hasattr(report, "wasxfail"):
+        return
+    longrepr = report.longrepr
+    # A skip's report is (file, line, "Skipped: why").
+    why = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+    why = " ".join(why.removeprefix("Skipped: ").split())
+    with open(summary, "a", encoding="utf-8") as f:
+        f.write(f"SKIPPED 70-python {report.nodeid}: {why}\n")
 
 
 def temp_files(directory: pathlib.Path) -> list[str]:

@@ -20,7 +20,8 @@ echo "python: venv and wheel ready in $(( $(date +%s) - start ))s"
 # The `pytest` script (not `python -m pytest`), run from the repository's root: the
 # tests' `python -c` children put their working directory first on sys.path, and in
 # python/ that would import the source tree (which has no compiled module), not the
-# installed package.
+# installed package. Every skipped test appends `SKIPPED 70-python <test>: <why>` to
+# $STATESAFE_SUMMARY (python/tests/conftest.py), printed in scripts/test's summary.
 "$venv/bin/pytest" -q -rs --durations=8 -p no:cacheprovider python/tests 2>&1 | tee "$log"
 "$venv/bin/mypy" --strict --no-incremental examples/python
 echo "python: done in $(( $(date +%s) - start ))s"
