@@ -152,13 +152,17 @@ pub(crate) fn depth_of(bytes: &[u8]) -> usize {
     while i < bytes.len() {
         match bytes[i] {
             b'"' => {
-                // Skip to the closing quote, over escapes.
+                // Skip to the closing quote, over escapes (memchr: strings are most
+                // of a document's bytes, and this runs on every read and write).
                 i += 1;
-                while i < bytes.len() {
-                    match bytes[i] {
-                        b'\\' => i += 2,
-                        b'"' => break,
-                        _ => i += 1,
+                loop {
+                    match memchr::memchr2(b'"', b'\\', bytes.get(i..).unwrap_or_default()) {
+                        None => return deepest,
+                        Some(n) if bytes[i + n] == b'\\' => i += n + 2,
+                        Some(n) => {
+                            i += n;
+                            break;
+                        }
                     }
                 }
             }
@@ -575,6 +579,39 @@ mod tests {
             Style::detect(b"{\"a\": {\n   \"b\": 1}}"),
             Some(Style::Compact)
         );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn depth_of_matches_a_byte_by_byte_scan(text in "[\\[\\]{}\"\\\\a ]{0,60}") {
+            // The plain scan it replaced: skips strings over escapes byte by byte.
+            fn reference(bytes: &[u8]) -> usize {
+                let (mut depth, mut deepest, mut i) = (0usize, 0usize, 0);
+                while i < bytes.len() {
+                    match bytes[i] {
+                        b'"' => {
+                            i += 1;
+                            while i < bytes.len() {
+                                match bytes[i] {
+                                    b'\\' => i += 2,
+                                    b'"' => break,
+                                    _ => i += 1,
+                                }
+                            }
+                        }
+                        b'[' | b'{' => {
+                            depth += 1;
+                            deepest = deepest.max(depth);
+                        }
+                        b']' | b'}' => depth = depth.saturating_sub(1),
+                        _ => {}
+                    }
+                    i += 1;
+                }
+                deepest
+            }
+            proptest::prop_assert_eq!(depth_of(text.as_bytes()), reference(text.as_bytes()));
+        }
     }
 
     #[test]
