@@ -37,6 +37,7 @@ pub mod json;
 mod local_patch;
 mod lock;
 mod paths;
+pub mod postgres;
 mod recover;
 mod settings;
 mod sidecar;

@@ -90,14 +90,13 @@ fn skipped(why: &str) {
     }
     println!("SKIPPED postgres: {why}");
     eprintln!("SKIPPED postgres: {why}");
-    if let Some(summary) = std::env::var_os("STATESAFE_SUMMARY") {
-        if let Ok(mut f) = std::fs::OpenOptions::new()
+    if let Some(summary) = std::env::var_os("STATESAFE_SUMMARY")
+        && let Ok(mut f) = std::fs::OpenOptions::new()
             .append(true)
             .create(true)
             .open(summary)
-        {
-            let _ = writeln!(f, "SKIPPED postgres: {why}");
-        }
+    {
+        let _ = writeln!(f, "SKIPPED postgres: {why}");
     }
 }
 

@@ -1,11 +1,9 @@
 //! The PostgreSQL backend against a real server (see [`cluster`]).
+//!
+//! `both.rs` runs one set of store behaviours against a local file and a PostgreSQL
+//! state alike; `remote.rs` has what only a server has (damaged rows, altered tables,
+//! unreachable servers, terminated connections, a holder killed mid-transaction).
 
+mod both;
 mod cluster;
-
-#[test]
-fn cluster_starts() {
-    let pg = pg_or_skip!();
-    let mut c = pg.client();
-    let row = c.query_one("SELECT 1::int4", &[]).unwrap();
-    assert_eq!(row.get::<_, i32>(0), 1);
-}
+mod remote;
