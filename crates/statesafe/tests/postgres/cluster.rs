@@ -71,17 +71,6 @@ pub fn cluster() -> Option<&'static Cluster> {
     }
 }
 
-/// The cluster, or the `return` a test makes after [`cluster`] said why it cannot run.
-#[macro_export]
-macro_rules! pg_or_skip {
-    () => {
-        match $crate::cluster::cluster() {
-            Some(c) => c,
-            None => return,
-        }
-    };
-}
-
 fn skipped(why: &str) {
     if std::env::var("CI").is_ok_and(|v| v == "true") {
         panic!(
