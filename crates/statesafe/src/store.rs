@@ -268,6 +268,14 @@ impl<T> StoreOptions<T> {
     /// the server cannot be reached or refuses; [`Error::Corrupt`] when the tables
     /// exist with another layout; [`Error::Unsupported`] in a build without the
     /// `postgres` feature.
+    ///
+    /// # Example
+    /// ```no_run
+    /// let store = statesafe::Store::<serde_json::Value>::options()
+    ///     .open_url("postgres://bot@db.internal:5432/ops?state=grades")?;
+    /// store.update(|s| s["n"] = 1.into())?;
+    /// # Ok::<(), statesafe::Error>(())
+    /// ```
     pub fn open_url(self, url: &str) -> Result<Store<T>> {
         let (remote, settings) = crate::postgres::Remote::open(url)?;
         let config = Config::new_at(remote.display(), &self, &settings)?;

@@ -133,7 +133,13 @@ impl Address {
     }
 }
 
-/// Whether the URL carries a password (`postgres://user:PASSWORD@…` or `password=`).
+/// Whether the URL carries a password (`postgres://user:PASSWORD@…` or `password=`),
+/// which a command line must not (every local user can read it).
+///
+/// ```
+/// assert!(statesafe::postgres::has_password("postgres://bot:s3cret@db/ops?state=a"));
+/// assert!(!statesafe::postgres::has_password("postgres://bot@db/ops?state=a"));
+/// ```
 pub fn has_password(url: &str) -> bool {
     redact(url) != url
 }

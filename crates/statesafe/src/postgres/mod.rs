@@ -2,7 +2,7 @@
 //! holding that row's lock (`SELECT … FOR UPDATE`), backups and history are rows.
 //! See `docs/remote.md` for the URL, the table layout and the locking argument.
 //!
-//! Behind the `postgres` cargo feature; without it, [`Remote`] and [`Tx`] are types
+//! Behind the `postgres` cargo feature; without it, `Remote` and `Tx` are types
 //! with no values (so [`crate::Store`] branches on them at no cost and with no `cfg`),
 //! and opening a URL says the feature is off.
 
@@ -30,7 +30,13 @@ fn address_redacted(url: &str) -> String {
 #[cfg(feature = "postgres")]
 pub use address::has_password;
 
-/// Whether `s` names a PostgreSQL state (`postgres://` or `postgresql://`).
+/// Whether `s` names a PostgreSQL state (`postgres://` or `postgresql://`), to be
+/// opened with [`crate::StoreOptions::open_url`].
+///
+/// ```
+/// assert!(statesafe::postgres::is_url("postgres://bot@db:5432/ops?state=grades"));
+/// assert!(!statesafe::postgres::is_url("./postgres:/grades.json"));
+/// ```
 pub fn is_url(s: &str) -> bool {
     s.starts_with("postgres://") || s.starts_with("postgresql://")
 }

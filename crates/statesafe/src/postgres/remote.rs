@@ -357,7 +357,7 @@ impl Remote {
         let millis = config.lock_timeout.as_millis().min(i32::MAX as u128);
         let nowait = millis == 0;
         let begin = format!(
-            "BEGIN; SET LOCAL lock_timeout = '{}ms'; SET LOCAL application_name = '{}'",
+            "BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL lock_timeout = '{}ms'; SET LOCAL application_name = '{}'",
             millis.max(1),
             application_name(operation)
         );
