@@ -426,7 +426,7 @@ pub(crate) struct CommitLost(pub String);
 
 fn outcome_unknown_reason(source: &io::Error) -> &'static str {
     if source.get_ref().is_some_and(|e| e.is::<CommitLost>()) {
-        "the connection to the database server was lost during COMMIT, so the new version may or may not have been committed"
+        "the connection to the database server was lost during COMMIT and the server could not be asked since, so the new version may or may not have been committed"
     } else {
         "the new state is in place but the directory fsync failed, so it may not survive a power loss"
     }
@@ -526,7 +526,7 @@ impl Error {
             Error::OutcomeUnknown { source, .. }
                 if source.get_ref().is_some_and(|e| e.is::<CommitLost>()) =>
             {
-                "read the state (`statesafe get URL`): its generation says whether this write won; the write was not retried, since that could apply it twice".into()
+                "the server could not be asked whether it committed, and the write was not sent again (that could apply it twice); once the server is reachable, a transaction on the state (for example `statesafe update URL .`) waits for that COMMIT to finish and shows which generation won".into()
             }
             Error::Remote { hint, .. } => hint.clone(),
             Error::Unsupported { .. } => {

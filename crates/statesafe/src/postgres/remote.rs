@@ -52,6 +52,9 @@ struct Current {
     checksum: Option<i64>,
     written_at: Option<SystemTime>,
     writer: Option<String>,
+    /// The locking transaction's id (`txid_current()`), read with the row lock: after
+    /// a connection lost during `COMMIT`, `txid_status` of it says what happened.
+    xid: Option<i64>,
 }
 
 impl Current {
@@ -61,7 +64,7 @@ impl Current {
 }
 
 const SELECT_CURRENT: &str = "SELECT generation, document, checksum, \
-    (extract(epoch FROM written_at) * 1000000)::bigint, writer FROM";
+    (extract(epoch FROM written_at) * 1000000)::bigint, writer";
 
 impl Remote {
     /// Parses the URL, connects, makes sure the tables are there and as statesafe
@@ -279,14 +282,14 @@ impl Remote {
         client: &mut Client,
         lock: Option<bool>,
     ) -> Result<Option<Current>, postgres::Error> {
-        let suffix = match lock {
-            None => "",
-            Some(false) => " FOR UPDATE",
-            Some(true) => " FOR UPDATE NOWAIT",
+        let (xid, suffix) = match lock {
+            None => ("", ""),
+            Some(false) => (", txid_current()", " FOR UPDATE"),
+            Some(true) => (", txid_current()", " FOR UPDATE NOWAIT"),
         };
         let row = client.query_typed_opt(
             &format!(
-                "{SELECT_CURRENT} {} WHERE state = $1{suffix}",
+                "{SELECT_CURRENT}{xid} FROM {} WHERE state = $1{suffix}",
                 self.names.main
             ),
             &[(&self.address.state, Type::TEXT)],
@@ -297,6 +300,7 @@ impl Remote {
             checksum: r.get(2),
             written_at: r.get::<_, Option<i64>>(3).map(micros),
             writer: r.get(4),
+            xid: (r.len() > 5).then(|| r.get(5)),
         }))
     }
 
@@ -373,6 +377,7 @@ impl Remote {
         }
         let mut tx = Tx {
             remote: self,
+            lock_timeout: config.lock_timeout,
             client: Some(client),
             current: Current {
                 generation: 0,
@@ -380,6 +385,7 @@ impl Remote {
                 checksum: None,
                 written_at: None,
                 writer: None,
+                xid: None,
             },
         };
         let locked = (|| -> Result<Option<Current>, postgres::Error> {
@@ -426,6 +432,29 @@ impl Remote {
             }
             Err(e) => Err(self.error("lock", e)),
         }
+    }
+
+    /// What became of transaction `xid` whose `COMMIT` lost its answer: `Some(true)`
+    /// committed, `Some(false)` aborted, `None` when the server cannot tell us (not
+    /// reachable, or the transaction still running at `deadline`). Asked on a new
+    /// connection: the old one is gone.
+    fn resolve(&self, xid: i64, deadline: Instant) -> Option<bool> {
+        let mut client = self.connect().ok()?;
+        loop {
+            let status: Option<String> = client
+                .query_typed_one("SELECT txid_status($1)", &[(&xid, Type::INT8)])
+                .ok()?
+                .get(0);
+            match status.as_deref() {
+                Some("committed") => break Some(true),
+                Some("aborted") => break Some(false),
+                Some("in progress") if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                _ => break None,
+            }
+        }
+        .inspect(|_| self.give(client))
     }
 
     /// Who holds the state's row lock, from the row's `xmax`, `pg_locks` and
@@ -726,6 +755,8 @@ impl Remote {
 /// A database transaction holding a state's row lock. Dropping it rolls back.
 pub(crate) struct Tx<'s> {
     remote: &'s Remote,
+    /// How long to wait for the server to settle a commit whose answer was lost.
+    lock_timeout: Duration,
     client: Option<Client>,
     /// The row as read under the lock.
     current: Current,
@@ -772,19 +803,41 @@ impl Tx<'_> {
     /// the outcome unknown: [`Error::OutcomeUnknown`], never retried.
     fn finish_as(&mut self, generation: u64) -> Result<()> {
         let remote = self.remote;
+        let deadline = Instant::now() + self.lock_timeout;
         let mut client = self.client.take().expect("invariant: not finished yet");
         match client.batch_execute("COMMIT") {
             Ok(()) => {
                 remote.give(client);
                 Ok(())
             }
-            Err(e) if e.as_db_error().is_none() => Err(Error::OutcomeUnknown {
-                path: remote.display().to_path_buf(),
-                generation,
-                source: std::io::Error::other(CommitLost(e.to_string())),
-            }),
-            // The server answered: it did not commit.
-            Err(e) => Err(remote.error("commit", e)),
+            // The server answered with an ERROR and goes on: it did not commit
+            // (a deferred constraint, a serialization failure).
+            Err(e) if refused(&e) && !client.is_closed() => Err(remote.error("commit", e)),
+            // No answer, or a FATAL one (the backend was terminated or the server
+            // shut down: that can come after the commit record was written). Ask the
+            // server, on a new connection, what became of the transaction; never
+            // send the change again.
+            Err(e) => match self
+                .current
+                .xid
+                .and_then(|xid| remote.resolve(xid, deadline))
+            {
+                Some(true) => Ok(()),
+                Some(false) => Err(Error::Remote {
+                    path: remote.display().to_path_buf(),
+                    op: "commit".into(),
+                    reason: format!(
+                        "the connection was lost during COMMIT ({e}), and the server says the transaction did not commit"
+                    ),
+                    hint: "nothing was committed by this call; run it again".into(),
+                    source: Some(Box::new(e)),
+                }),
+                None => Err(Error::OutcomeUnknown {
+                    path: remote.display().to_path_buf(),
+                    generation,
+                    source: std::io::Error::other(CommitLost(e.to_string())),
+                }),
+            },
         }
     }
 
@@ -1086,7 +1139,18 @@ fn backup_row(r: &Row) -> Current {
         checksum: r.get(2),
         written_at: r.get::<_, Option<i64>>(3).map(micros),
         writer: None,
+        xid: None,
     }
+}
+
+/// Whether the server refused a statement with an ordinary `ERROR` (the session goes
+/// on), as opposed to a lost connection or a `FATAL` or `PANIC` that ends it.
+fn refused(e: &postgres::Error) -> bool {
+    use postgres::error::Severity;
+    e.as_db_error().is_some_and(|d| match d.parsed_severity() {
+        Some(s) => s == Severity::Error,
+        None => d.severity() == "ERROR",
+    })
 }
 
 /// Whether the connection failed (as opposed to the server refusing a statement).

@@ -28,6 +28,10 @@ const BIN_DIRS: &[&str] = &[
     "/usr/lib/postgresql/15/bin",
 ];
 
+/// Server settings besides the port and socket directory.
+const SERVER_OPTIONS: &str =
+    "-c listen_addresses=127.0.0.1 -c max_connections=200 -c shared_buffers=16MB";
+
 /// The database every test uses (each test uses its own state names and tables).
 pub const DATABASE: &str = "statesafe_test";
 
@@ -39,6 +43,15 @@ pub struct Cluster {
     pub user: String,
     /// The write end of the watchdog's pipe: closed when this process ends.
     _watchdog: Option<Mutex<ChildStdin>>,
+    /// How to run `pg_ctl` on this cluster (`None`: a server given by URL).
+    control: Option<Control>,
+}
+
+/// What stopping and starting the server again needs.
+struct Control {
+    bin: PathBuf,
+    run_as: Vec<String>,
+    dir: PathBuf,
 }
 
 impl Cluster {
@@ -50,6 +63,49 @@ impl Cluster {
     /// The URL of state `state` with more query parameters (`table=t&schema=s`).
     pub fn url_with(&self, state: &str, extra: &str) -> String {
         format!("{}?state={state}&{extra}", self.base)
+    }
+
+    /// Stops the server at once, as a crash would (`pg_ctl stop -m immediate`: no
+    /// checkpoint, clients cut off), then starts it again (crash recovery from the
+    /// WAL). `false` for a server given by `STATESAFE_PG_URL`, which is not ours.
+    pub fn crash_and_restart(&self) -> bool {
+        let Some(c) = &self.control else {
+            return false;
+        };
+        let data = c.dir.join("data");
+        let pg_ctl = c.bin.join("pg_ctl");
+        let run = |args: &[&str]| {
+            let mut cmd = Command::new(c.run_as.first().map_or(pg_ctl.as_os_str(), |s| s.as_ref()));
+            if !c.run_as.is_empty() {
+                cmd.args(&c.run_as[1..]).arg(&pg_ctl);
+            }
+            let out = cmd
+                .arg("-D")
+                .arg(&data)
+                .args(args)
+                .stdout(Stdio::null())
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "pg_ctl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        run(&["-m", "immediate", "-w", "stop"]);
+        let options = format!("-p {} -k {} {SERVER_OPTIONS}", self.port, c.dir.display());
+        let log = c.dir.join("log");
+        run(&[
+            "-l",
+            log.to_str().unwrap(),
+            "-w",
+            "-t",
+            "60",
+            "-o",
+            &options,
+            "start",
+        ]);
+        true
     }
 
     /// A plain client of the test database, for looking at the tables directly.
@@ -102,6 +158,7 @@ fn start() -> Result<Cluster, String> {
             port: 0,
             user,
             _watchdog: None,
+            control: None,
         });
     }
     let bin = BIN_DIRS
@@ -148,6 +205,11 @@ fn start() -> Result<Cluster, String> {
                     port,
                     user,
                     _watchdog: Some(Mutex::new(watchdog)),
+                    control: Some(Control {
+                        bin: bin.to_path_buf(),
+                        run_as: run_as.clone(),
+                        dir: dir.clone(),
+                    }),
                 });
             }
             // Most likely the port was taken between our probe and the server's bind.
@@ -177,7 +239,7 @@ rm -rf "$dir/data"
 cp -a "$template" "$dir/data" 2>&1 || exit 1
 chmod 700 "$dir/data"
 if ! "$bin/pg_ctl" -D "$dir/data" -l "$dir/log" -w -t 60 \
-    -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=200 -c shared_buffers=16MB" start >/dev/null; then
+    -o "-p $port -k $dir $SERVER_OPTIONS" start >/dev/null; then
   echo "failed: the server did not start; its log:"; cat "$dir/log"; rm -rf "$dir/data"; exit 1
 fi
 if ! "$bin/createdb" -h 127.0.0.1 -p "$port" "$db" 2>&1; then
@@ -201,6 +263,7 @@ rm -rf "$dir"
         .arg(dir)
         .arg(port.to_string())
         .arg(DATABASE)
+        .env("SERVER_OPTIONS", SERVER_OPTIONS)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         // Not inherited: the watchdog outlives the test, and a test runner waits for

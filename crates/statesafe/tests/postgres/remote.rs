@@ -136,49 +136,86 @@ fn a_connection_terminated_mid_transaction_leaves_the_old_version_and_the_store_
     );
 }
 
-/// A TCP proxy in front of the server that, once armed, cuts both connections right
-/// after it forwarded a `COMMIT` (before the server's answer reaches the client).
+/// A TCP proxy in front of the server that, once armed, interferes with the next
+/// `COMMIT`: it forwards it, then either cuts both connections before the server's
+/// answer reaches the client, or (with `fatal`) hides the answer and tells the client
+/// `FATAL: terminating connection due to administrator command` instead, as a backend
+/// terminated right after its commit does.
 struct CommitCutter {
     port: u16,
     armed: Arc<AtomicBool>,
+    /// While set, new connections are closed at once (a network partition).
+    partitioned: Arc<AtomicBool>,
 }
 
 impl CommitCutter {
-    fn start(server_port: u16) -> CommitCutter {
+    fn start(server_port: u16, fatal: bool) -> CommitCutter {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let armed = Arc::new(AtomicBool::new(false));
+        let partitioned = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&armed);
+        let cut_off = Arc::clone(&partitioned);
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { continue };
+                if cut_off.load(Ordering::SeqCst) {
+                    continue;
+                }
                 let server = TcpStream::connect(("127.0.0.1", server_port)).unwrap();
                 let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-                let flag = Arc::clone(&flag);
-                std::thread::spawn(move || pump(client, server, Some(flag)));
-                std::thread::spawn(move || pump(s2, c2, None));
+                let muted = Arc::new(AtomicBool::new(false));
+                let cut = Cut {
+                    armed: Arc::clone(&flag),
+                    muted: Arc::clone(&muted),
+                    fatal,
+                };
+                std::thread::spawn(move || pump(client, server, Some(cut), None));
+                std::thread::spawn(move || pump(s2, c2, None, Some(muted)));
             }
         });
-        CommitCutter { port, armed }
+        CommitCutter {
+            port,
+            armed,
+            partitioned,
+        }
     }
 }
 
-fn pump(mut from: TcpStream, mut to: TcpStream, cut: Option<Arc<AtomicBool>>) {
+/// The client-to-server side's part in [`CommitCutter`].
+struct Cut {
+    armed: Arc<AtomicBool>,
+    muted: Arc<AtomicBool>,
+    fatal: bool,
+}
+
+fn pump(mut from: TcpStream, mut to: TcpStream, cut: Option<Cut>, muted: Option<Arc<AtomicBool>>) {
     let mut buf = vec![0u8; 64 << 10];
     loop {
         let n = match from.read(&mut buf) {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
+        if muted.as_ref().is_some_and(|m| m.load(Ordering::SeqCst)) {
+            continue;
+        }
+        let commit = buf[..n].windows(7).any(|w| w == b"COMMIT\0");
+        let cutting = commit
+            && cut
+                .as_ref()
+                .is_some_and(|c| c.armed.swap(false, Ordering::SeqCst));
+        if cutting && cut.as_ref().is_some_and(|c| c.fatal) {
+            cut.as_ref().unwrap().muted.store(true, Ordering::SeqCst);
+        }
         if to.write_all(&buf[..n]).is_err() {
             break;
         }
-        let commit = buf[..n].windows(7).any(|w| w == b"COMMIT\0");
-        if commit
-            && cut
-                .as_ref()
-                .is_some_and(|f| f.swap(false, Ordering::SeqCst))
-        {
+        if cutting {
+            if cut.as_ref().is_some_and(|c| c.fatal) {
+                let _ = from.write_all(&fatal_response());
+                // Give the server time to read the COMMIT before it sees the close.
+                std::thread::sleep(Duration::from_millis(200));
+            }
             let _ = to.shutdown(Shutdown::Both);
             let _ = from.shutdown(Shutdown::Both);
             break;
@@ -187,34 +224,97 @@ fn pump(mut from: TcpStream, mut to: TcpStream, cut: Option<Arc<AtomicBool>>) {
     let _ = to.shutdown(Shutdown::Write);
 }
 
-#[test]
-fn a_connection_lost_during_commit_is_outcome_unknown_and_the_next_read_says_which_won() {
-    let Some(pg) = cluster::cluster() else { return };
-    let cutter = CommitCutter::start(pg.port);
+/// An `ErrorResponse` message: FATAL 57P01, as a terminated backend sends.
+fn fatal_response() -> Vec<u8> {
+    let mut body = Vec::new();
+    for (field, value) in [
+        (b'S', "FATAL"),
+        (b'V', "FATAL"),
+        (b'C', "57P01"),
+        (b'M', "terminating connection due to administrator command"),
+    ] {
+        body.push(field);
+        body.extend_from_slice(value.as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    let mut msg = vec![b'E'];
+    msg.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
+    msg.extend_from_slice(&body);
+    msg
+}
+
+fn cutter_store(pg: &Cluster, fatal: bool, state: &str) -> (CommitCutter, Store) {
+    let cutter = CommitCutter::start(pg.port, fatal);
     let url = format!(
-        "postgres://{}@127.0.0.1:{}/{}?state=cut",
+        "postgres://{}@127.0.0.1:{}/{}?state={state}",
         pg.user,
         cutter.port,
         cluster::DATABASE
     );
     let store = open(&url);
     store.create(json!({"n": 1})).unwrap();
+    (cutter, store)
+}
+
+#[test]
+fn a_commit_whose_answer_is_lost_is_settled_by_asking_the_server() {
+    let Some(pg) = cluster::cluster() else { return };
+    let (cutter, store) = cutter_store(pg, false, "cut");
     cutter.armed.store(true, Ordering::SeqCst);
+    // The COMMIT reached the server; its answer did not reach us. A new connection
+    // asks `txid_status`: committed, so the update succeeded (it is not sent again).
+    store.update(|s| s["n"] = 2.into()).unwrap();
+    assert_eq!(
+        store.load().unwrap(),
+        statesafe::Snapshot {
+            state: json!({"n": 2}),
+            generation: 2
+        }
+    );
+}
+
+#[test]
+fn a_fatal_answer_to_commit_is_not_reported_as_nothing_committed() {
+    let Some(pg) = cluster::cluster() else { return };
+    let (cutter, store) = cutter_store(pg, true, "fatal");
+    cutter.armed.store(true, Ordering::SeqCst);
+    // The server committed, then (as far as the client can tell) its backend was
+    // terminated: "nothing was committed" would be false.
+    let result = store.update(|s| s["n"] = 2.into());
+    let snap = store.load().unwrap();
+    assert_eq!((snap.generation, &snap.state), (2, &json!({"n": 2})));
+    assert!(
+        result.is_ok(),
+        "a commit that happened was reported as {result:?}"
+    );
+}
+
+#[test]
+fn a_commit_lost_with_the_server_out_of_reach_is_outcome_unknown_and_settled_under_the_lock() {
+    let Some(pg) = cluster::cluster() else { return };
+    let (cutter, store) = cutter_store(pg, false, "partition");
+    cutter.armed.store(true, Ordering::SeqCst);
+    cutter.partitioned.store(true, Ordering::SeqCst);
     let err = store.update(|s| s["n"] = 2.into()).unwrap_err();
     match &err {
         Error::OutcomeUnknown { generation: 2, .. } => {}
         other => panic!("expected OutcomeUnknown for generation 2, got {other:?}"),
     }
     assert!(err.to_string().contains("lost during COMMIT"), "{err}");
-    // Never retried by the library; the next read says which version won, whole.
-    let snap = store.load().unwrap();
-    match snap.generation {
-        1 => assert_eq!(snap.state, json!({"n": 1})),
-        2 => assert_eq!(snap.state, json!({"n": 2})),
+    cutter.partitioned.store(false, Ordering::SeqCst);
+    // Never sent again. The next transaction waits for the row lock, so for the
+    // server to finish that COMMIT either way, and sees one whole version.
+    let tx = store.begin().unwrap();
+    match tx.generation() {
+        1 => assert_eq!(tx.state(), &json!({"n": 1})),
+        2 => assert_eq!(tx.state(), &json!({"n": 2})),
         g => panic!("generation {g} after one lost commit"),
     }
+    let generation = tx.generation();
+    drop(tx);
     store.update(|s| s["after"] = true.into()).unwrap();
-    assert_eq!(store.generation().unwrap(), snap.generation + 1);
+    assert_eq!(store.generation().unwrap(), generation + 1);
 }
 
 /// The child role of the SIGKILL test: holds the row lock and waits to be killed.
@@ -275,4 +375,115 @@ fn spawn_holder(pg: &Cluster, url: &str) -> std::process::Child {
         .any(|l| l.contains("@@held"));
     assert!(held, "the child did not take the lock");
     child
+}
+
+/// What one writer of the crash loop saw.
+#[derive(Debug, Default, Clone, Copy)]
+struct Tally {
+    /// Updates that returned `Ok`: each must be in the state.
+    acked: u64,
+    /// `OutcomeUnknown`: each may or may not be in the state.
+    unknown: u64,
+    /// Other errors (the server was down): none may be in the state.
+    failed: u64,
+}
+
+#[test]
+fn server_crashes_and_restarts_lose_no_acknowledged_update() {
+    let Some(pg) = cluster::cluster() else { return };
+    let restarts: u32 = std::env::var("STATESAFE_PG_RESTARTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(15);
+    const WRITERS: usize = 8;
+    let url = pg.url("crashes");
+    let keys: Vec<String> = (0..WRITERS).map(|i| format!("w{i}")).collect();
+    let initial: serde_json::Map<String, serde_json::Value> =
+        keys.iter().map(|k| (k.clone(), json!(0))).collect();
+    open(&url)
+        .create(serde_json::Value::Object(initial))
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let tallies: Arc<Vec<std::sync::Mutex<Tally>>> =
+        Arc::new((0..WRITERS).map(|_| Default::default()).collect());
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|i| {
+            let (url, key, stop, tallies) = (
+                url.clone(),
+                keys[i].clone(),
+                Arc::clone(&stop),
+                Arc::clone(&tallies),
+            );
+            // Its own store: its own connections, like another machine. Opened
+            // before the first crash (opening needs the server).
+            let store: Store = Store::options()
+                .lock_timeout(Duration::from_secs(30))
+                .open_url(&url)
+                .unwrap();
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    let r = store.update(|s| s[&key] = (s[&key].as_u64().unwrap() + 1).into());
+                    let mut t = tallies[i].lock().unwrap();
+                    match r {
+                        Ok(()) => t.acked += 1,
+                        Err(Error::OutcomeUnknown { .. }) => t.unknown += 1,
+                        Err(Error::Remote { .. }) => {
+                            t.failed += 1;
+                            drop(t);
+                            std::thread::sleep(Duration::from_millis(5));
+                        }
+                        Err(e) => panic!("writer {i}: unexpected error: {e}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    println!("seed {seed}");
+    let snapshot = |t: &Arc<Vec<std::sync::Mutex<Tally>>>| -> Vec<Tally> {
+        t.iter().map(|m| *m.lock().unwrap()).collect()
+    };
+    for _ in 0..restarts {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        std::thread::sleep(Duration::from_millis(20 + (seed >> 33) % 300));
+        assert!(pg.crash_and_restart(), "not our server: cannot crash it");
+    }
+    // Every writer recovers on its own: each gets updates through after the last restart.
+    let at_last = snapshot(&tallies);
+    let mut recovered = false;
+    for _ in 0..600 {
+        let now = snapshot(&tallies);
+        if now.iter().zip(&at_last).all(|(n, l)| n.acked > l.acked) {
+            recovered = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    stop.store(true, Ordering::SeqCst);
+    for w in writers {
+        w.join().unwrap();
+    }
+    assert!(
+        recovered,
+        "writers did not recover after the server came back"
+    );
+    let state = open(&url).load().unwrap().state;
+    let tallies = snapshot(&tallies);
+    println!("{tallies:?}");
+    for (key, t) in keys.iter().zip(&tallies) {
+        let v = state[key].as_u64().unwrap();
+        assert!(
+            t.acked <= v && v <= t.acked + t.unknown,
+            "{key} = {v}, but {t:?}: an acknowledged update was lost, or a failed one was applied"
+        );
+    }
+    assert!(
+        tallies.iter().map(|t| t.failed + t.unknown).sum::<u64>() > 0,
+        "no write ever met a crash"
+    );
 }
