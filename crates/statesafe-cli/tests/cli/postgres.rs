@@ -142,3 +142,96 @@ fn processes_and_threads_lose_no_update() {
     assert_eq!(snap.state["n"].as_u64().unwrap(), 2 * WORKERS * rounds);
     assert_eq!(snap.generation, 2 * WORKERS * rounds + 1);
 }
+
+#[test]
+fn passwords_come_from_pgpassword_or_a_private_password_file() {
+    let Some(pg) = cluster::cluster() else {
+        return;
+    };
+    if !pg.ours() {
+        cluster::skipped(
+            "password tests: STATESAFE_PG_URL names a server whose roles the tests do not know",
+        );
+        return;
+    }
+    let (user, password) = cluster::PASSWORD_USER;
+    let url = format!(
+        "postgres://{user}@127.0.0.1:{}/{}?state=pw",
+        pg.port,
+        cluster::DATABASE
+    );
+    let home = tempfile::tempdir().unwrap();
+    let run = |url: &str, env: &[(&str, &str)]| {
+        let mut cmd = Command::new(bin());
+        cmd.args(["set", url, "/a", "1"])
+            .env_remove("PGPASSWORD")
+            .env_remove("PGPASSFILE")
+            .env("HOME", home.path());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    };
+    // None given, or a wrong one: refused, and the hint says where a password goes.
+    let out = run(&url, &[]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("asks for a password") && err.contains("PGPASSWORD"),
+        "{err}"
+    );
+    let out = run(&url, &[("PGPASSWORD", "wrong")]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("refused the credentials") && !err.contains("wrong"),
+        "{err}"
+    );
+    // PGPASSWORD.
+    let out = run(&url, &[("PGPASSWORD", password)]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // ~/.pgpass, readable by its owner only; ignored when others may read it.
+    let pgpass = home.path().join(".pgpass");
+    let line = format!(
+        "# test\n127.0.0.1:{}:{}:{user}:{password}\n",
+        pg.port,
+        cluster::DATABASE
+    );
+    std::fs::write(&pgpass, &line).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&pgpass, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = run(&url, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::set_permissions(&pgpass, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = run(&url, &[]);
+    assert!(!out.status.success(), "a world-readable ~/.pgpass was used");
+    // A password file named in the URL (wildcards match).
+    let named = home.path().join("named-passfile");
+    std::fs::write(&named, format!("*:*:*:{user}:{password}\n")).unwrap();
+    std::fs::set_permissions(&named, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let with_file = format!("{url}&passfile={}", named.display());
+    let out = run(&with_file, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The library takes `passfile=` too; every `set` wrote the same value, so one
+    // generation.
+    let store: Store = Store::options().open_url(&with_file).unwrap();
+    assert_eq!(
+        store.load().unwrap(),
+        statesafe::Snapshot {
+            state: json!({"a": 1}),
+            generation: 1
+        }
+    );
+}

@@ -255,6 +255,13 @@ impl Remote {
                 "the server ended the connection (shut down, restarted, or the backend was terminated)".to_string(),
                 "nothing was committed by this call; run it again once the server is up".to_string(),
             ),
+            // The client's own error (the server asked for a password): no public
+            // kind to match, only the text.
+            None if format!("{e:#}").contains("password missing")
+                || std::error::Error::source(&e).is_some_and(|c| c.to_string().contains("password missing")) => (
+                "the server asks for a password, and none was given".to_string(),
+                "give it in PGPASSWORD, in ~/.pgpass (mode 0600) or in a file named by `passfile=PATH` in the URL; never on the command line".to_string(),
+            ),
             _ if lost(&e) => (
                 "the connection to the server failed or was lost".to_string(),
                 "check that the server runs and is reachable at the URL's host and port; nothing was committed by this call".to_string(),

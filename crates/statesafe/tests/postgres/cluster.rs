@@ -32,6 +32,10 @@ const BIN_DIRS: &[&str] = &[
 const SERVER_OPTIONS: &str =
     "-c listen_addresses=127.0.0.1 -c max_connections=200 -c shared_buffers=16MB";
 
+/// A role of the test cluster that must log in with a password (over TCP from
+/// 127.0.0.1, with SCRAM), and its password: every other role is trusted.
+pub const PASSWORD_USER: (&str, &str) = ("statesafe_pw", "pw-for-tests");
+
 /// The database every test uses (each test uses its own state names and tables).
 pub const DATABASE: &str = "statesafe_test";
 
@@ -108,6 +112,11 @@ impl Cluster {
         true
     }
 
+    /// Whether this is a cluster the fixture started (with [`PASSWORD_USER`]).
+    pub fn ours(&self) -> bool {
+        self.control.is_some()
+    }
+
     /// A plain client of the test database, for looking at the tables directly.
     pub fn client(&self) -> postgres::Client {
         postgres::Client::connect(&self.base, postgres::NoTls)
@@ -127,7 +136,8 @@ pub fn cluster() -> Option<&'static Cluster> {
     }
 }
 
-fn skipped(why: &str) {
+/// Says loudly that a test could not run here, and why (see the module docs).
+pub fn skipped(why: &str) {
     if std::env::var("CI").is_ok_and(|v| v == "true") {
         panic!(
             "postgres: {why} (CI=true: the PostgreSQL tests must run; .ci/run installs `postgresql`)"
@@ -238,12 +248,18 @@ bin=$1 template=$2 dir=$3 port=$4 db=$5
 rm -rf "$dir/data"
 cp -a "$template" "$dir/data" 2>&1 || exit 1
 chmod 700 "$dir/data"
+# One role that must give a password (the others are trusted), for the password tests.
+{ echo "host all $PW_USER 127.0.0.1/32 scram-sha-256"; cat "$dir/data/pg_hba.conf"; } > "$dir/hba" \
+  && mv "$dir/hba" "$dir/data/pg_hba.conf" || exit 1
 if ! "$bin/pg_ctl" -D "$dir/data" -l "$dir/log" -w -t 60 \
     -o "-p $port -k $dir $SERVER_OPTIONS" start >/dev/null; then
   echo "failed: the server did not start; its log:"; cat "$dir/log"; rm -rf "$dir/data"; exit 1
 fi
 if ! "$bin/createdb" -h 127.0.0.1 -p "$port" "$db" 2>&1; then
   echo "failed: createdb"; "$bin/pg_ctl" -D "$dir/data" -m immediate stop >/dev/null; exit 1
+fi
+if ! "$bin/psql" -q -h 127.0.0.1 -p "$port" -d "$db" -c "CREATE ROLE $PW_USER LOGIN PASSWORD '$PW'; GRANT CREATE ON SCHEMA public TO $PW_USER" 2>&1; then
+  echo "failed: create the password role"; "$bin/pg_ctl" -D "$dir/data" -m immediate stop >/dev/null; exit 1
 fi
 echo ready
 cat >/dev/null
@@ -264,6 +280,8 @@ rm -rf "$dir"
         .arg(port.to_string())
         .arg(DATABASE)
         .env("SERVER_OPTIONS", SERVER_OPTIONS)
+        .env("PW_USER", PASSWORD_USER.0)
+        .env("PW", PASSWORD_USER.1)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         // Not inherited: the watchdog outlives the test, and a test runner waits for
