@@ -23,6 +23,8 @@ pub(crate) struct Address {
     pub schema: Option<String>,
     /// The main table's name; backups and history are `TABLE_backups`, `TABLE_history`.
     pub table: String,
+    /// How to connect: plain, or TLS with the certificate checks `sslmode` asks for.
+    pub tls: super::tls::Tls,
 }
 
 /// The longest table name accepted (PostgreSQL's identifiers are at most 63 bytes,
@@ -40,6 +42,8 @@ impl Address {
         let mut table = "statesafe".to_string();
         let mut schema = None;
         let mut passfile = None;
+        let mut sslmode = "prefer".to_string();
+        let mut sslrootcert = None;
         let mut rest = Vec::new();
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
@@ -50,25 +54,8 @@ impl Address {
                 "table" => table = value,
                 "schema" => schema = Some(value),
                 "passfile" => passfile = Some(PathBuf::from(value)),
-                "sslmode" => {
-                    match value.as_str() {
-                        "disable" | "prefer" | "allow" => {}
-                        other => {
-                            return Err(Error::Unsupported {
-                                path: PathBuf::from(redact(url)),
-                                what: format!("`sslmode={other}`"),
-                                why: "yet: this build of statesafe has no TLS client, so it cannot encrypt the connection or verify the server (use `sslmode=disable` on a trusted network or through a local tunnel; see docs/remote.md)".into(),
-                            });
-                        }
-                    }
-                    // `allow` is libpq's "plain first": the same as `prefer` without TLS.
-                    let mode = if value == "allow" {
-                        "prefer"
-                    } else {
-                        value.as_str()
-                    };
-                    rest.push(format!("sslmode={mode}"));
-                }
+                "sslmode" => sslmode = value,
+                "sslrootcert" => sslrootcert = Some(value),
                 _ => rest.push(pair.to_string()),
             }
         }
@@ -92,6 +79,17 @@ impl Address {
                 )));
             }
         }
+        let tls = super::tls::for_mode(&sslmode, sslrootcert.as_deref()).map_err(bad)?;
+        // The client library knows disable, prefer and require; the checks of the
+        // verify modes are the connector's.
+        rest.push(format!(
+            "sslmode={}",
+            match sslmode.as_str() {
+                "disable" => "disable",
+                "allow" | "prefer" => "prefer",
+                _ => "require",
+            }
+        ));
         let plain = if rest.is_empty() {
             base.to_string()
         } else {
@@ -129,6 +127,7 @@ impl Address {
             state,
             schema,
             table,
+            tls,
         })
     }
 }
@@ -325,7 +324,7 @@ mod tests {
     }
 
     #[test]
-    fn parse_takes_statesafe_options_and_refuses_tls_modes_it_cannot_honour() {
+    fn parse_takes_statesafe_options_and_checks_tls_modes() {
         let a = Address::parse(
             "postgres://u@127.0.0.1:5999/db?state=bot&table=t1&schema=s&connect_timeout=3",
         )
@@ -348,9 +347,14 @@ mod tests {
             Err(Error::BadPath { .. })
         ));
         assert!(matches!(
-            Address::parse("postgres://u@h/db?state=a&sslmode=require"),
-            Err(Error::Unsupported { .. })
+            Address::parse("postgres://u@h/db?state=a&sslmode=verify-full&sslrootcert=/nonexistent"),
+            Err(Error::BadPath { reason, .. }) if reason.contains("/nonexistent")
+        ));
+        assert!(matches!(
+            Address::parse("postgres://u@h/db?state=a&sslmode=sometimes"),
+            Err(Error::BadPath { .. })
         ));
         assert!(Address::parse("postgres://u@h/db?state=a&sslmode=disable").is_ok());
+        assert!(Address::parse("postgres://u@h/db?state=a&sslmode=require").is_ok());
     }
 }

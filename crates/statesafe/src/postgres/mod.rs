@@ -12,6 +12,8 @@ mod address;
 mod remote;
 #[cfg(feature = "postgres")]
 mod sql;
+#[cfg(feature = "postgres")]
+mod tls;
 
 #[cfg(not(feature = "postgres"))]
 mod off;

@@ -25,6 +25,7 @@ use serde_json::Value;
 
 use super::address::Address;
 use super::sql::{self, Names};
+use super::tls::Tls;
 use crate::backup::{self, BackupInfo, BackupList};
 use crate::error::{CommitLost, Error, Result};
 use crate::format::{self, Writer};
@@ -118,10 +119,11 @@ impl Remote {
     }
 
     fn connect(&self) -> Result<Client> {
-        self.address
-            .config
-            .connect(NoTls)
-            .map_err(|e| self.error("connect to the server of", e))
+        let connected = match &self.address.tls {
+            Tls::Off => self.address.config.connect(NoTls),
+            Tls::On(tls) => self.address.config.connect(tls.clone()),
+        };
+        connected.map_err(|e| self.error("connect to the server of", e))
     }
 
     /// A connection: an idle one of the pool, or a new one. The flag says it was
@@ -255,8 +257,11 @@ impl Remote {
                 "the server ended the connection (shut down, restarted, or the backend was terminated)".to_string(),
                 "nothing was committed by this call; run it again once the server is up".to_string(),
             ),
-            // The client's own error (the server asked for a password): no public
-            // kind to match, only the text.
+            // The client's own errors have no public kind to match: only the text.
+            None if chain_text(&e).contains("TLS") => (
+                format!("the TLS connection could not be made: {}", chain_text(&e)),
+                "the server does not offer TLS, or its certificate did not verify as `sslmode` asks; check `sslmode` and `sslrootcert` in the URL (docs/remote.md)".to_string(),
+            ),
             None if format!("{e:#}").contains("password missing")
                 || std::error::Error::source(&e).is_some_and(|c| c.to_string().contains("password missing")) => (
                 "the server asks for a password, and none was given".to_string(),
@@ -1148,6 +1153,18 @@ fn backup_row(r: &Row) -> Current {
         writer: None,
         xid: None,
     }
+}
+
+/// The error and its causes, as one line.
+fn chain_text(e: &postgres::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 /// Whether the server refused a statement with an ordinary `ERROR` (the session goes

@@ -36,6 +36,9 @@ const SERVER_OPTIONS: &str =
 /// 127.0.0.1, with SCRAM), and its password: every other role is trusted.
 pub const PASSWORD_USER: (&str, &str) = ("statesafe_pw", "pw-for-tests");
 
+/// A role of the test cluster that may only connect over TLS.
+pub const TLS_USER: &str = "statesafe_tls";
+
 /// The database every test uses (each test uses its own state names and tables).
 pub const DATABASE: &str = "statesafe_test";
 
@@ -97,7 +100,11 @@ impl Cluster {
             );
         };
         run(&["-m", "immediate", "-w", "stop"]);
-        let options = format!("-p {} -k {} {SERVER_OPTIONS}", self.port, c.dir.display());
+        let d = c.dir.display();
+        let options = format!(
+            "-p {} -k {d} {SERVER_OPTIONS} -c ssl=on -c ssl_cert_file={d}/server.crt -c ssl_key_file={d}/server.key",
+            self.port
+        );
         let log = c.dir.join("log");
         run(&[
             "-l",
@@ -112,9 +119,16 @@ impl Cluster {
         true
     }
 
-    /// Whether this is a cluster the fixture started (with [`PASSWORD_USER`]).
+    /// Whether this is a cluster the fixture started (with [`PASSWORD_USER`],
+    /// [`TLS_USER`] and the certificates).
     pub fn ours(&self) -> bool {
         self.control.is_some()
+    }
+
+    /// The PEM file of a certificate the fixture made: `ca.crt` (signed the server's,
+    /// which names `statesafe-test.invalid` only) or `other-ca.crt` (unrelated).
+    pub fn cert(&self, name: &str) -> Option<PathBuf> {
+        self.control.as_ref().map(|c| c.dir.join(name))
     }
 
     /// A plain client of the test database, for looking at the tables directly.
@@ -248,17 +262,31 @@ bin=$1 template=$2 dir=$3 port=$4 db=$5
 rm -rf "$dir/data"
 cp -a "$template" "$dir/data" 2>&1 || exit 1
 chmod 700 "$dir/data"
-# One role that must give a password (the others are trusted), for the password tests.
-{ echo "host all $PW_USER 127.0.0.1/32 scram-sha-256"; cat "$dir/data/pg_hba.conf"; } > "$dir/hba" \
+# One role that must give a password, one that must use TLS (the others are trusted).
+{ echo "host all $PW_USER 127.0.0.1/32 scram-sha-256"
+  echo "hostnossl all $TLS_USER 127.0.0.1/32 reject"
+  cat "$dir/data/pg_hba.conf"; } > "$dir/hba" \
   && mv "$dir/hba" "$dir/data/pg_hba.conf" || exit 1
+# TLS: a test CA, a server certificate it signs for `statesafe-test.invalid` only (so
+# that verify-full to 127.0.0.1 fails and verify-ca passes), and an unrelated CA.
+(
+  cd "$dir" || exit 1
+  ec="-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes"
+  openssl req -x509 $ec -keyout ca.key -out ca.crt -days 2 -subj /CN=statesafe-test-ca &&
+  openssl req -x509 $ec -keyout other-ca.key -out other-ca.crt -days 2 -subj /CN=other-ca &&
+  openssl req $ec -keyout server.key -out server.csr -subj /CN=statesafe-test.invalid &&
+  printf 'subjectAltName=DNS:statesafe-test.invalid\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' > server.ext &&
+  openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out server.crt -days 2 -extfile server.ext &&
+  chmod 600 server.key && chmod 644 ca.crt other-ca.crt
+) >"$dir/openssl.log" 2>&1 || { echo "failed: make the test certificates:"; cat "$dir/openssl.log"; exit 1; }
 if ! "$bin/pg_ctl" -D "$dir/data" -l "$dir/log" -w -t 60 \
-    -o "-p $port -k $dir $SERVER_OPTIONS" start >/dev/null; then
+    -o "-p $port -k $dir $SERVER_OPTIONS -c ssl=on -c ssl_cert_file=$dir/server.crt -c ssl_key_file=$dir/server.key" start >/dev/null; then
   echo "failed: the server did not start; its log:"; cat "$dir/log"; rm -rf "$dir/data"; exit 1
 fi
 if ! "$bin/createdb" -h 127.0.0.1 -p "$port" "$db" 2>&1; then
   echo "failed: createdb"; "$bin/pg_ctl" -D "$dir/data" -m immediate stop >/dev/null; exit 1
 fi
-if ! "$bin/psql" -q -h 127.0.0.1 -p "$port" -d "$db" -c "CREATE ROLE $PW_USER LOGIN PASSWORD '$PW'; GRANT CREATE ON SCHEMA public TO $PW_USER" 2>&1; then
+if ! "$bin/psql" -q -h 127.0.0.1 -p "$port" -d "$db" -c "CREATE ROLE $PW_USER LOGIN PASSWORD '$PW'; GRANT CREATE ON SCHEMA public TO $PW_USER; CREATE ROLE $TLS_USER LOGIN; GRANT CREATE ON SCHEMA public TO $TLS_USER" 2>&1; then
   echo "failed: create the password role"; "$bin/pg_ctl" -D "$dir/data" -m immediate stop >/dev/null; exit 1
 fi
 echo ready
@@ -282,6 +310,7 @@ rm -rf "$dir"
         .env("SERVER_OPTIONS", SERVER_OPTIONS)
         .env("PW_USER", PASSWORD_USER.0)
         .env("PW", PASSWORD_USER.1)
+        .env("TLS_USER", TLS_USER)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         // Not inherited: the watchdog outlives the test, and a test runner waits for

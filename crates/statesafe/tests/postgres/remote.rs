@@ -247,7 +247,8 @@ fn fatal_response() -> Vec<u8> {
 fn cutter_store(pg: &Cluster, fatal: bool, state: &str) -> (CommitCutter, Store) {
     let cutter = CommitCutter::start(pg.port, fatal);
     let url = format!(
-        "postgres://{}@127.0.0.1:{}/{}?state={state}",
+        // Plain: the proxy must see the protocol to find the COMMIT.
+        "postgres://{}@127.0.0.1:{}/{}?state={state}&sslmode=disable",
         pg.user,
         cutter.port,
         cluster::DATABASE
@@ -255,6 +256,16 @@ fn cutter_store(pg: &Cluster, fatal: bool, state: &str) -> (CommitCutter, Store)
     let store = open(&url);
     store.create(json!({"n": 1})).unwrap();
     (cutter, store)
+}
+
+impl CommitCutter {
+    /// Fails the test unless the armed cut happened.
+    fn assert_cut(&self) {
+        assert!(
+            !self.armed.load(Ordering::SeqCst),
+            "the proxy never saw the COMMIT: nothing was tested"
+        );
+    }
 }
 
 #[test]
@@ -265,6 +276,7 @@ fn a_commit_whose_answer_is_lost_is_settled_by_asking_the_server() {
     // The COMMIT reached the server; its answer did not reach us. A new connection
     // asks `txid_status`: committed, so the update succeeded (it is not sent again).
     store.update(|s| s["n"] = 2.into()).unwrap();
+    cutter.assert_cut();
     assert_eq!(
         store.load().unwrap(),
         statesafe::Snapshot {
@@ -282,6 +294,7 @@ fn a_fatal_answer_to_commit_is_not_reported_as_nothing_committed() {
     // The server committed, then (as far as the client can tell) its backend was
     // terminated: "nothing was committed" would be false.
     let result = store.update(|s| s["n"] = 2.into());
+    cutter.assert_cut();
     let snap = store.load().unwrap();
     assert_eq!((snap.generation, &snap.state), (2, &json!({"n": 2})));
     assert!(
@@ -297,6 +310,7 @@ fn a_commit_lost_with_the_server_out_of_reach_is_outcome_unknown_and_settled_und
     cutter.armed.store(true, Ordering::SeqCst);
     cutter.partitioned.store(true, Ordering::SeqCst);
     let err = store.update(|s| s["n"] = 2.into()).unwrap_err();
+    cutter.assert_cut();
     match &err {
         Error::OutcomeUnknown { generation: 2, .. } => {}
         other => panic!("expected OutcomeUnknown for generation 2, got {other:?}"),
@@ -485,5 +499,61 @@ fn server_crashes_and_restarts_lose_no_acknowledged_update() {
     assert!(
         tallies.iter().map(|t| t.failed + t.unknown).sum::<u64>() > 0,
         "no write ever met a crash"
+    );
+}
+
+#[test]
+fn tls_is_used_and_the_certificate_checked_as_sslmode_says() {
+    let Some(pg) = cluster::cluster() else { return };
+    if !pg.ours() {
+        cluster::skipped(
+            "TLS tests: STATESAFE_PG_URL names a server whose certificates the tests do not have",
+        );
+        return;
+    }
+    let ca = pg.cert("ca.crt").unwrap();
+    let other = pg.cert("other-ca.crt").unwrap();
+    let url = |extra: &str| {
+        format!(
+            "postgres://{}@127.0.0.1:{}/{}?state=tls&{extra}",
+            cluster::TLS_USER,
+            pg.port,
+            cluster::DATABASE
+        )
+    };
+    let open = |extra: &str| Store::<serde_json::Value>::options().open_url(&url(extra));
+    // The role may only connect over TLS: without it the server refuses.
+    let err = open("sslmode=disable").unwrap_err();
+    assert!(matches!(err, Error::Remote { .. }), "{err}");
+    // require: encrypted, the certificate not checked (as libpq).
+    open("sslmode=require")
+        .unwrap()
+        .create(json!({"n": 1}))
+        .unwrap();
+    // The default, prefer, takes TLS when the server offers it.
+    assert_eq!(open("").unwrap().load().unwrap().generation, 1);
+    // verify-ca: the chain is checked, the name is not.
+    let ca_arg = format!("sslrootcert={}", ca.display());
+    open(&format!("sslmode=verify-ca&{ca_arg}"))
+        .unwrap()
+        .update(|s| s["n"] = 2.into())
+        .unwrap();
+    // verify-full: the certificate names statesafe-test.invalid, not 127.0.0.1.
+    let err = open(&format!("sslmode=verify-full&{ca_arg}")).unwrap_err();
+    assert!(format!("{err:?}").contains("NotValidForName"), "{err:?}");
+    // A root that did not sign it: refused in both verifying modes.
+    for mode in ["verify-ca", "verify-full"] {
+        let err = open(&format!("sslmode={mode}&sslrootcert={}", other.display())).unwrap_err();
+        assert!(
+            format!("{err:?}").contains("UnknownIssuer"),
+            "{mode}: {err:?}"
+        );
+    }
+    // require with a root given checks the chain, as libpq does.
+    let err = open(&format!("sslmode=require&sslrootcert={}", other.display())).unwrap_err();
+    assert!(format!("{err:?}").contains("UnknownIssuer"), "{err:?}");
+    assert_eq!(
+        open("sslmode=require").unwrap().load().unwrap().state,
+        json!({"n": 2})
     );
 }
