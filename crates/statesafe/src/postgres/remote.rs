@@ -951,11 +951,17 @@ impl Tx<'_> {
             )
             .map_err(|e| remote.error("write", e))?;
         if updated != 1 {
-            // Cannot happen while the row lock is held; refuse rather than guess.
-            return Err(Error::GenerationConflict {
+            // Cannot happen while the row lock is held, unless something writes the
+            // table outside statesafe's transactions: refuse rather than guess.
+            return Err(Error::Remote {
                 path: path.to_path_buf(),
-                expected: self.current.generation,
-                found: u64::MAX,
+                op: "write".into(),
+                reason: format!(
+                    "the row was not at generation {} under the lock ({updated} rows matched)",
+                    self.current.generation
+                ),
+                hint: "something changes the table outside statesafe (a trigger, a rule, a hand edit); nothing was committed".into(),
+                source: None,
             });
         }
         // The outgoing version, if sound, becomes a backup.

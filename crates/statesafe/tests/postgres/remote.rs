@@ -557,3 +557,43 @@ fn tls_is_used_and_the_certificate_checked_as_sslmode_says() {
         json!({"n": 2})
     );
 }
+
+#[test]
+fn a_statement_timeout_is_a_typed_error_with_nothing_written() {
+    let Some(pg) = cluster::cluster() else { return };
+    let url = pg.url("statement_timeout");
+    let store = open(&url);
+    store.create(json!({"n": 1})).unwrap();
+    let held = Arc::new(std::sync::Barrier::new(2));
+    let done = Arc::new(std::sync::Barrier::new(2));
+    std::thread::scope(|scope| {
+        let (h, d, store) = (Arc::clone(&held), Arc::clone(&done), &store);
+        scope.spawn(move || {
+            let tx = store.begin().unwrap();
+            h.wait();
+            d.wait();
+            drop(tx);
+        });
+        held.wait();
+        // The server cancels the wait for the row lock after 200 ms, long before the
+        // store's own lock timeout.
+        let impatient: Store = Store::options()
+            .lock_timeout(Duration::from_secs(60))
+            .open_url(&format!("{url}&options=-c%20statement_timeout%3D200"))
+            .unwrap();
+        let err = impatient.update(|s| s["n"] = 2.into()).unwrap_err();
+        done.wait();
+        assert!(
+            matches!(&err, Error::Remote { reason, .. } if reason.contains("statement_timeout")),
+            "{err:?}"
+        );
+        assert!(err.hint().unwrap().contains("nothing was committed"));
+    });
+    assert_eq!(
+        store.load().unwrap(),
+        statesafe::Snapshot {
+            state: json!({"n": 1}),
+            generation: 1
+        }
+    );
+}
