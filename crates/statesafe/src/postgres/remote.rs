@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 use postgres::error::SqlState;
-use postgres::types::{ToSql, Type};
+use postgres::types::Type;
 use postgres::{Client, NoTls, Row};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -932,6 +932,22 @@ impl Tx<'_> {
         let (g, old_g) = (generation as i64, self.current.generation as i64);
         let settings_text =
             settings.map(|s| serde_json::to_string(s).expect("invariant: settings serialize"));
+        // The outgoing version, if sound, becomes a backup: copied row to row on the
+        // server (we hold its lock), not sent back over the wire.
+        let keep_backup = config.backups.enabled() && old_text.is_some();
+        if keep_backup {
+            conn(&mut self.client)
+                .execute_typed(
+                    &format!(
+                        "INSERT INTO {} (state, generation, document, checksum, written_at) \
+                         SELECT state, generation, document, checksum, written_at FROM {} \
+                         WHERE state = $1 AND generation = $2 ON CONFLICT DO NOTHING",
+                        names.backups, names.main
+                    ),
+                    &[(state_name, Type::TEXT), (&old_g, Type::INT8)],
+                )
+                .map_err(|e| remote.error("keep a backup of", e))?;
+        }
         let updated = conn(&mut self.client)
             .execute_typed(
                 &format!(
@@ -964,32 +980,7 @@ impl Tx<'_> {
                 source: None,
             });
         }
-        // The outgoing version, if sound, becomes a backup.
-        if config.backups.enabled()
-            && let Some(old) = old_text
-        {
-            let old_sum = self
-                .current
-                .checksum
-                .expect("invariant: a document has a checksum");
-            let old_at = self.current.written_at.map_or(0, to_micros);
-            let params: [(&(dyn ToSql + Sync), Type); 5] = [
-                (state_name, Type::TEXT),
-                (&old_g, Type::INT8),
-                (&old, Type::TEXT),
-                (&old_sum, Type::INT8),
-                (&old_at, Type::INT8),
-            ];
-            conn(&mut self.client)
-                .execute_typed(
-                    &format!(
-                        "INSERT INTO {} (state, generation, document, checksum, written_at) \
-                         VALUES ($1, $2, $3, $4, to_timestamp($5::float8 / 1000000)) ON CONFLICT DO NOTHING",
-                        names.backups
-                    ),
-                    &params,
-                )
-                .map_err(|e| remote.error("keep a backup of", e))?;
+        if keep_backup {
             self.prune_backups(&config.backups)?;
         }
         if config.history.keep > 0 {
@@ -1194,11 +1185,6 @@ fn micros(us: i64) -> SystemTime {
     } else {
         UNIX_EPOCH - Duration::from_micros(us.unsigned_abs())
     }
-}
-
-fn to_micros(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
 }
 
 /// `statesafe PID@HOST OPERATION: COMMAND`, cut to PostgreSQL's 63 bytes, with
