@@ -274,7 +274,7 @@ impl From<statesafe::Error> for CliError {
             E::PermissionDenied { .. } | E::ReadOnly { .. } => Exit::Permission,
             E::OutcomeUnknown { .. } => Exit::OutcomeUnknown,
             E::AlreadyExists { .. } => Exit::Exists,
-            E::Poisoned { .. } | E::Io { .. } => Exit::Io,
+            E::Poisoned { .. } | E::Io { .. } | E::Remote { .. } => Exit::Io,
             _ => Exit::Failure,
         };
         let details = match &err {

@@ -225,11 +225,10 @@ pub enum Error {
     },
 
     /// The new state was renamed into place, but the directory could not be flushed:
-    /// it is visible now and may or may not survive a power loss.
-    #[error(
-        "outcome unknown for `{}`: the new state is in place but the directory fsync failed, so it may not survive a power loss",
-        path.display()
-    )]
+    /// it is visible now and may or may not survive a power loss. For a remote store:
+    /// the connection was lost while the server ran the `COMMIT`, so the new version
+    /// may or may not have been committed (read the state to see which generation won).
+    #[error("outcome unknown for `{}`: {}", path.display(), outcome_unknown_reason(source))]
     OutcomeUnknown {
         /// The state file.
         path: PathBuf,
@@ -359,6 +358,33 @@ pub enum Error {
         /// The lock file.
         lock: PathBuf,
     },
+    /// The database server failed or refused an operation (PostgreSQL backend):
+    /// unreachable, authentication, a missing database, a statement timeout, a
+    /// connection lost before the commit. Nothing was committed by this call.
+    #[error("failed to {op} `{}`: {reason}", path.display())]
+    Remote {
+        /// The state's URL (without any password).
+        path: PathBuf,
+        /// What was being done.
+        op: String,
+        /// What went wrong, in a few words.
+        reason: String,
+        /// What to do about it.
+        hint: String,
+        /// The client library's error.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+    /// An operation this kind of store does not offer (yet): nothing was done.
+    #[error("`{}`: {what} is not supported {why}", path.display())]
+    Unsupported {
+        /// The state file or URL.
+        path: PathBuf,
+        /// The operation.
+        what: String,
+        /// Where, or why not.
+        why: String,
+    },
     /// Any other I/O failure.
     #[error("failed to {op} `{}`", path.display())]
     Io {
@@ -390,6 +416,20 @@ fn tried_suffix(tried: &[(PathBuf, String)]) -> String {
     }
     s.pop();
     s
+}
+
+/// The marker a remote store's [`Error::OutcomeUnknown`] carries as its source
+/// (inside the `io::Error`): the connection was lost during `COMMIT`.
+#[derive(Debug, thiserror::Error)]
+#[error("the connection to the database server was lost during COMMIT: {0}")]
+pub(crate) struct CommitLost(pub String);
+
+fn outcome_unknown_reason(source: &io::Error) -> &'static str {
+    if source.get_ref().is_some_and(|e| e.is::<CommitLost>()) {
+        "the connection to the database server was lost during COMMIT and the server could not be asked since, so the new version may or may not have been committed"
+    } else {
+        "the new state is in place but the directory fsync failed, so it may not survive a power loss"
+    }
 }
 
 fn holder_suffix(holder: Option<&Holder>) -> String {
@@ -448,6 +488,8 @@ impl Error {
             Error::GenerationUnavailable { .. } => "generation_unavailable",
             Error::Unsafe { .. } => "unsafe",
             Error::LockLost { .. } => "lock_lost",
+            Error::Remote { .. } => "remote",
+            Error::Unsupported { .. } => "unsupported",
             Error::Io { .. } => "io",
         }
     }
@@ -481,6 +523,15 @@ impl Error {
                 "check the permissions of the state file and its directory (writing needs write access to the directory)".into()
             }
             Error::ReadOnly { .. } => "remount the filesystem read-write, or keep the state elsewhere".into(),
+            Error::OutcomeUnknown { source, .. }
+                if source.get_ref().is_some_and(|e| e.is::<CommitLost>()) =>
+            {
+                "the server could not be asked whether it committed, and the write was not sent again (that could apply it twice); once the server is reachable, a transaction on the state (for example `statesafe update URL .`) waits for that COMMIT to finish and shows which generation won".into()
+            }
+            Error::Remote { hint, .. } => hint.clone(),
+            Error::Unsupported { .. } => {
+                "see docs/remote.md for what a remote store does today".into()
+            }
             Error::OutcomeUnknown { .. } => {
                 "check the storage for errors; read the state back to see which version is in place, and write it again once the storage is healthy".into()
             }

@@ -22,6 +22,10 @@
 //! # Ok::<(), statesafe::Error>(())
 //! ```
 //!
+//! With the `postgres` feature, [`StoreOptions::open_url`] keeps the state in a
+//! PostgreSQL table instead, shared by many machines, with the same API and guarantees
+//! (a transaction holds the state's row lock; see `docs/remote.md`).
+//!
 //! The exact system calls of a commit, and why each is there, are in
 //! `docs/design.md`: lock, create an exclusive temporary file beside the target, copy
 //! mode and owner, attach the metadata attribute, write, `fsync`, `rename`, `fsync` the
@@ -37,6 +41,7 @@ pub mod json;
 mod local_patch;
 mod lock;
 mod paths;
+pub mod postgres;
 mod recover;
 mod settings;
 mod sidecar;

@@ -137,7 +137,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         };
         let Some(cur) = current else {
             return Err(Error::NotFound {
-                path: self.target.given.clone(),
+                path: self.local().target.given.clone(),
             });
         };
         // Someone may have recovered it since we read it.
@@ -171,7 +171,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         match self.newest_provable(cur)? {
             Found::Provable(p) => {
                 self.emit(Event::DamageNotRepaired {
-                    path: self.target.given.clone(),
+                    path: self.local().target.given.clone(),
                     damage: damage.to_string(),
                     because,
                     served: p.generation,
@@ -183,7 +183,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                 })
             }
             Found::Nothing(tried) => Err(Error::Unrecoverable {
-                path: self.target.given.clone(),
+                path: self.local().target.given.clone(),
                 damage: Box::new(damage),
                 quarantined: None,
                 tried,
@@ -197,7 +197,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
     fn unless_never_written(&self, cur: &Current, damage: Error) -> Result<Error> {
         let never_written = cur.external
             && cur.generation == 1
-            && write::highest_known_generation(self.sidecar()?.as_ref(), &self.lock)? == 0;
+            && write::highest_known_generation(self.sidecar()?.as_ref(), &self.local().lock)? == 0;
         match damage {
             Error::Corrupt {
                 path,
@@ -243,7 +243,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                 Found::Nothing(tried) => {
                     self.recorder.failure("unrecoverable");
                     return Err(Error::Unrecoverable {
-                        path: self.target.given.clone(),
+                        path: self.local().target.given.clone(),
                         damage: Box::new(damage),
                         quarantined: Some(quarantined),
                         tried,
@@ -260,7 +260,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         };
         let base = self.write_version(guard, temp_name, &state, Some(&outgoing), change)?;
         let event = Event::Recovered {
-            path: self.target.given.clone(),
+            path: self.local().target.given.clone(),
             damage: damage_text,
             quarantined,
             restored_from: from,
@@ -284,9 +284,9 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         // The newest generation committed before the damage: one less than the
         // damaged file's, or than the newest known (a sealed copy put back claims
         // an old generation).
-        let below = cur
-            .generation
-            .max(write::highest_known_generation(self.sidecar()?.as_ref(), &self.lock)? + 1);
+        let below = cur.generation.max(
+            write::highest_known_generation(self.sidecar()?.as_ref(), &self.local().lock)? + 1,
+        );
         let mut tried = Vec::new();
         for b in self.list_backups()?.backups {
             match self.verify_backup(&b) {
@@ -360,7 +360,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         // rule and schema.
         let state: T = serde_json::from_value(doc).ok()?;
         validate::check(
-            &self.target.given,
+            &self.local().target.given,
             &state,
             self.opts.rule.as_ref(),
             config.schema.as_ref(),
@@ -402,7 +402,13 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
     /// Gives the damaged `cur` a second name in the quarantine; a failed `fsync`
     /// there poisons the store, like one in a commit.
     pub(crate) fn quarantine(&self, sidecar: &Sidecar, cur: &Current) -> Result<PathBuf> {
-        match backup::quarantine(sidecar, &self.target, self.dir()?, cur.checksum, cur.perms) {
+        match backup::quarantine(
+            sidecar,
+            &self.local().target,
+            self.dir()?,
+            cur.checksum,
+            cur.perms,
+        ) {
             Ok(result) => result,
             Err(write::Poisoning(e)) => {
                 self.poison();
@@ -459,8 +465,11 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
     /// error); [`Error::Mismatch`] when a sound version does not fit this store's
     /// type, rule or schema (it is not damage, so this store cannot judge it).
     pub fn check(&self) -> Result<CheckReport> {
+        if let Some(remote) = self.remote() {
+            return remote.check(self);
+        }
         let mut report = CheckReport {
-            path: self.target.given.clone(),
+            path: self.local().target.given.clone(),
             exists: false,
             generation: 0,
             format: None,
@@ -510,6 +519,9 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
     /// # Errors
     /// [`Error::NotFound`], [`Error::Unrecoverable`], lock and I/O errors.
     pub fn recover(&self) -> Result<Option<Event>> {
+        if let Some(remote) = self.remote() {
+            return Err(remote.unsupported("recover"));
+        }
         let Locked {
             mut guard,
             temp_name,
@@ -517,7 +529,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         } = self.lock_and_read("recover", true)?;
         let Some(cur) = current else {
             return Err(Error::NotFound {
-                path: self.target.given.clone(),
+                path: self.local().target.given.clone(),
             });
         };
         let outcome = match self.verify(&cur, false) {
@@ -539,6 +551,9 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
     /// [`Error::NotFound`] when there is no such backup; [`Error::Corrupt`] or
     /// [`Error::Invalid`] when it fails verification; lock and write errors.
     pub fn restore(&self, generation: u64) -> Result<u64> {
+        if let Some(remote) = self.remote() {
+            return remote.restore(self, generation);
+        }
         let Locked {
             mut guard,
             temp_name,
@@ -547,7 +562,8 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         let list = self.list_backups()?;
         let Some(info) = list.backups.iter().find(|b| b.generation == generation) else {
             return Err(Error::NotFound {
-                path: backup::backups_dir(&self.target).join(format!("gen-{generation:020}.json")),
+                path: backup::backups_dir(&self.local().target)
+                    .join(format!("gen-{generation:020}.json")),
             });
         };
         let state = self.verify_backup(info)?;
@@ -579,13 +595,16 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
     /// # Errors
     /// I/O errors listing the folder.
     pub fn backups(&self) -> Result<BackupList> {
+        if let Some(remote) = self.remote() {
+            return remote.backups(self);
+        }
         self.list_backups()
     }
 
     /// Lists the backups once this store's own pending prunes are done, so that it
     /// sees what the retention policy keeps.
     fn list_backups(&self) -> Result<BackupList> {
-        self.janitor.drain();
+        self.local().janitor.drain();
         backup::list(self.sidecar()?.as_ref())
     }
 
@@ -595,6 +614,9 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
     /// # Errors
     /// I/O errors reading the history.
     pub fn history(&self) -> Result<Vec<HistoryEntry>> {
+        if let Some(remote) = self.remote() {
+            return remote.history(self);
+        }
         let config = self.config();
         let cur = self.read_current()?;
         let current = cur.as_ref().map_or(0, |c| c.generation);
@@ -622,12 +644,15 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
     /// # Errors
     /// [`Error::Invalid`] naming why it cannot be rebuilt; I/O errors.
     pub fn document_at(&self, generation: u64) -> Result<Value> {
+        if let Some(remote) = self.remote() {
+            return remote.document_at(self, generation);
+        }
         if let Some(cur) = self.read_current()?
             && cur.generation == generation
         {
             let state = self.verify(&cur, false)?.state;
             return serde_json::to_value(&state).map_err(|source| Error::Serialize {
-                path: self.target.given.clone(),
+                path: self.local().target.given.clone(),
                 source,
             });
         }
@@ -639,14 +664,14 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             && let Ok(state) = self.verify_backup(b)
         {
             return serde_json::to_value(&state).map_err(|source| Error::Serialize {
-                path: self.target.given.clone(),
+                path: self.local().target.given.clone(),
                 source,
             });
         }
         let config = self.config();
         let current = self.generation()?;
         let entries = history::read(self.sidecar()?.as_ref(), &config.history, current, false)?;
-        history::document_at(&self.target.given, &entries, generation)
+        history::document_at(&self.local().target.given, &entries, generation)
     }
 
     /// An RFC 6902 patch from the document at `from` to the document at `to`.
@@ -664,9 +689,12 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
     /// # Errors
     /// I/O errors.
     pub fn info(&self) -> Result<Info> {
+        if let Some(remote) = self.remote() {
+            return remote.info(self);
+        }
         let config = self.config();
         let cur = self.read_current()?;
-        let stat = std::fs::metadata(self.target.real()).ok();
+        let stat = std::fs::metadata(self.local().target.real()).ok();
         let generation = cur.as_ref().map_or(0, |c| c.generation);
         let last_writer =
             history::read(self.sidecar()?.as_ref(), &config.history, generation, false)?
@@ -675,8 +703,8 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                 .find(|e| e.generation == generation)
                 .and_then(|e| e.writer.map(|w| (w, e.time)));
         Ok(Info {
-            path: self.target.given.clone(),
-            real_path: self.target.real(),
+            path: self.local().target.given.clone(),
+            real_path: self.local().target.real(),
             exists: cur.is_some(),
             generation,
             format: cur.as_ref().map(|c| detect_format(&c.bytes)),
@@ -707,7 +735,10 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
     /// # Errors
     /// [`Error::BadSchema`] for an invalid schema; lock and I/O errors.
     pub fn save_settings(&self, settings: &Settings) -> Result<()> {
-        let config = Config::new_for(&self.target, &self.opts, settings)?;
+        if let Some(remote) = self.remote() {
+            return remote.save_settings(self, settings);
+        }
+        let config = Config::new_for(&self.local().target, &self.opts, settings)?;
         let locked = self.lock_and_read("save settings", false)?;
         self.write_settings(locked.guard.sidecar(), settings)?;
         self.set_config(config);
@@ -721,7 +752,10 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
     /// [`Error::AlreadyExists`] when the file exists; otherwise as
     /// [`Store::save_settings`] and [`Store::create`].
     pub fn create_with(&self, settings: &Settings, state: T) -> Result<u64> {
-        let config = Config::new_for(&self.target, &self.opts, settings)?;
+        if let Some(remote) = self.remote() {
+            return remote.create_with(self, settings, &state);
+        }
+        let config = Config::new_for(&self.local().target, &self.opts, settings)?;
         let Locked {
             mut guard,
             temp_name,
@@ -729,7 +763,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         } = self.lock_and_read("create", true)?;
         if current.is_some() {
             return Err(Error::AlreadyExists {
-                path: self.target.given.clone(),
+                path: self.local().target.given.clone(),
             });
         }
         self.write_settings(guard.sidecar(), settings)?;

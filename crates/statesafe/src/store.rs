@@ -245,20 +245,79 @@ impl<T> StoreOptions<T> {
             .map_err(|e| Error::io(Op::Resolve, &target.dir, e))?;
         let settings = Settings::read(Sidecar::open(&target, &dir, None)?.as_ref())?;
         let config = Config::new_for(&target, &self, &settings)?;
-        Ok(Store {
-            target,
-            lock,
-            dir,
-            dir_readable,
-            opts: self,
+        Ok(Store::with_backend(
+            Backend::Local(Local {
+                target,
+                lock,
+                dir,
+                dir_readable,
+                swept: AtomicBool::new(false),
+                janitor: Arc::default(),
+            }),
+            self,
+            config,
+        ))
+    }
+
+    /// Opens the store for the state named in a PostgreSQL URL,
+    /// `postgres://USER@HOST:PORT/DATABASE?state=NAME[&table=T][&schema=S]` (see
+    /// `docs/remote.md`). Connects at once; creates the tables on first use.
+    ///
+    /// # Errors
+    /// [`Error::BadPath`] for a URL that is not of that form; [`Error::Remote`] when
+    /// the server cannot be reached or refuses; [`Error::Corrupt`] when the tables
+    /// exist with another layout; [`Error::Unsupported`] in a build without the
+    /// `postgres` feature.
+    ///
+    /// # Example
+    /// ```no_run
+    /// let store = statesafe::Store::<serde_json::Value>::options()
+    ///     .open_url("postgres://bot@db.internal:5432/ops?state=grades")?;
+    /// store.update(|s| s["n"] = 1.into())?;
+    /// # Ok::<(), statesafe::Error>(())
+    /// ```
+    pub fn open_url(self, url: &str) -> Result<Store<T>> {
+        let (remote, settings) = crate::postgres::Remote::open(url)?;
+        let config = Config::new_at(remote.display(), &self, &settings)?;
+        Ok(Store::with_backend(
+            Backend::Postgres(Box::new(remote)),
+            self,
+            config,
+        ))
+    }
+}
+
+impl<T> Store<T> {
+    fn with_backend(backend: Backend, opts: StoreOptions<T>, config: Config) -> Store<T> {
+        Store {
+            backend,
+            opts,
             config: RwLock::new(Arc::new(config)),
             poisoned: AtomicBool::new(false),
-            swept: AtomicBool::new(false),
             reported_external: AtomicU64::new(0),
             recorder: Arc::new(Recorder::default()),
-            janitor: Arc::default(),
             _state: PhantomData,
-        })
+        }
+    }
+
+    /// The local backend. Every public operation branches on the backend before it
+    /// reaches local code, so a remote store never gets here.
+    pub(crate) fn local(&self) -> &Local {
+        match &self.backend {
+            Backend::Local(local) => local,
+            Backend::Postgres(_) => {
+                unreachable!("invariant: a remote store's operations branch before local code")
+            }
+        }
+    }
+
+    /// The PostgreSQL backend, when this store is remote (never without the
+    /// `postgres` feature, where its type has no values).
+    pub(crate) fn remote(&self) -> Option<&crate::postgres::Remote> {
+        match &self.backend {
+            Backend::Postgres(r) => Some(r),
+            Backend::Local(_) => None,
+        }
     }
 }
 
@@ -282,6 +341,15 @@ impl Config {
         opts: &StoreOptions<T>,
         settings: &Settings,
     ) -> Result<Config> {
+        Config::new_at(&target.given, opts, settings)
+    }
+
+    /// [`Config::new_for`] a store named `path` in messages.
+    pub(crate) fn new_at<T>(
+        path: &Path,
+        opts: &StoreOptions<T>,
+        settings: &Settings,
+    ) -> Result<Config> {
         let schema = opts.schema.as_ref().or(settings.schema.as_ref());
         Ok(Config {
             settings: settings.clone(),
@@ -291,9 +359,7 @@ impl Config {
                     .map_or(DEFAULT_LOCK_TIMEOUT, Duration::from_millis),
             ),
             format: opts.format.unwrap_or(settings.format),
-            schema: schema
-                .map(|s| Schema::compile(&target.given, s))
-                .transpose()?,
+            schema: schema.map(|s| Schema::compile(path, s)).transpose()?,
             backups: opts.backups.unwrap_or(settings.backups),
             history: opts.history.unwrap_or(settings.history),
             max_bytes: opts.max_bytes.or(settings.max_bytes),
@@ -323,6 +389,26 @@ pub struct Snapshot<T> {
 /// `T` is the document type (any `Serialize + DeserializeOwned`); the default,
 /// [`serde_json::Value`], is the untyped API.
 pub struct Store<T = Value> {
+    /// Where the state lives: a file (the local protocol) or a database row.
+    backend: Backend,
+    pub(crate) opts: StoreOptions<T>,
+    config: RwLock<Arc<Config>>,
+    pub(crate) poisoned: AtomicBool,
+    reported_external: AtomicU64,
+    pub(crate) recorder: Arc<Recorder>,
+    _state: PhantomData<fn() -> T>,
+}
+
+/// The two places a state can live. Every public operation of [`Store`] that the
+/// PostgreSQL backend implements branches here first (see `postgres/`); the rest of
+/// this module, `transaction.rs` and `recover.rs` is the local file protocol alone.
+enum Backend {
+    Local(Local),
+    Postgres(Box<crate::postgres::Remote>),
+}
+
+/// The local file backend's part of a store.
+pub(crate) struct Local {
     pub(crate) target: Target,
     pub(crate) lock: LockFile,
     /// The state file's directory: every name in it is used relative to this.
@@ -330,21 +416,15 @@ pub struct Store<T = Value> {
     /// Whether `dir` was opened for reading (so it can be synced and listed); a
     /// directory we may only search gets an `O_PATH` descriptor, enough for reading.
     dir_readable: bool,
-    pub(crate) opts: StoreOptions<T>,
-    config: RwLock<Arc<Config>>,
-    pub(crate) poisoned: AtomicBool,
     swept: AtomicBool,
-    reported_external: AtomicU64,
-    pub(crate) recorder: Arc<Recorder>,
     /// Backup prunes handed to the janitor thread and not yet done.
     pub(crate) janitor: Arc<crate::janitor::Pending>,
-    _state: PhantomData<fn() -> T>,
 }
 
 impl<T> fmt::Debug for Store<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Store")
-            .field("path", &self.target.given)
+            .field("path", &self.path())
             .field("options", &self.opts)
             .finish()
     }
@@ -354,7 +434,9 @@ impl<T> Drop for Store<T> {
     /// Waits for this store's backup prunes (see `janitor.rs`), so that what it leaves
     /// on disk is exactly what the retention policy keeps.
     fn drop(&mut self) {
-        self.janitor.drain();
+        if let Backend::Local(local) = &self.backend {
+            local.janitor.drain();
+        }
     }
 }
 
@@ -373,29 +455,47 @@ impl<T> Store<T> {
         StoreOptions::default()
     }
 
-    /// The path this store was opened with.
+    /// The path this store was opened with (for a remote store, its URL without
+    /// any password).
     pub fn path(&self) -> &Path {
-        &self.target.given
+        match &self.backend {
+            Backend::Local(local) => &local.target.given,
+            Backend::Postgres(remote) => remote.display(),
+        }
     }
 
-    /// The real path of the state file (symlinks resolved).
+    /// The real path of the state file (symlinks resolved); a remote store's URL.
     pub fn real_path(&self) -> PathBuf {
-        self.target.real()
+        match &self.backend {
+            Backend::Local(local) => local.target.real(),
+            Backend::Postgres(remote) => remote.display().to_path_buf(),
+        }
     }
 
-    /// The sidecar directory (lock, settings, backups, history, quarantine).
+    /// The sidecar directory (lock, settings, backups, history, quarantine); a
+    /// remote store has none and gives its URL.
     pub fn sidecar_path(&self) -> PathBuf {
-        self.target.sidecar()
+        match &self.backend {
+            Backend::Local(local) => local.target.sidecar(),
+            Backend::Postgres(remote) => remote.display().to_path_buf(),
+        }
     }
 
-    /// The lock file (inside the sidecar directory).
+    /// The lock file (inside the sidecar directory); a remote store (whose lock is
+    /// the row's) gives its URL.
     pub fn lock_path(&self) -> &Path {
-        self.lock.path()
+        match &self.backend {
+            Backend::Local(local) => local.lock.path(),
+            Backend::Postgres(remote) => remote.display(),
+        }
     }
 
     /// Who holds the writers' lock right now, if anyone does.
     pub fn lock_holder(&self) -> Option<Holder> {
-        self.lock.read_holder(self.dir().ok()?)
+        match &self.backend {
+            Backend::Local(local) => local.lock.read_holder(self.dir().ok()?),
+            Backend::Postgres(remote) => remote.lock_holder(),
+        }
     }
 
     /// The settings recorded with the file (as read when the store was opened or last
@@ -412,6 +512,9 @@ impl<T> Store<T> {
     /// The special filesystem the state file is on (`nfs`, `fuse`, ...), if any: on
     /// those, the guarantees depend on the server or the file system daemon.
     pub fn special_filesystem(&self) -> Option<&'static str> {
+        if self.remote().is_some() {
+            return None;
+        }
         self.dir().ok().and_then(sys::special_filesystem)
     }
 
@@ -424,17 +527,18 @@ impl<T> Store<T> {
     }
 
     pub(crate) fn dir(&self) -> Result<&OwnedFd> {
-        Ok(&self.dir)
+        Ok(&self.local().dir)
     }
 
     /// The directory, for a writer: it must be readable, to be synced after a rename.
     pub(crate) fn write_dir(&self) -> Result<&OwnedFd> {
-        if self.dir_readable {
-            return Ok(&self.dir);
+        let local = self.local();
+        if local.dir_readable {
+            return Ok(&local.dir);
         }
         Err(Error::io(
             Op::SyncDir,
-            &self.target.given,
+            self.path(),
             std::io::Error::from_raw_os_error(rustix::io::Errno::ACCESS.raw_os_error()),
         ))
     }
@@ -442,11 +546,11 @@ impl<T> Store<T> {
     /// The sidecar as it is now, opened and checked (`None`: there is none yet). For
     /// reads that take no lock; writers use the one their lock is in.
     pub(crate) fn sidecar(&self) -> Result<Option<Sidecar>> {
-        Sidecar::open(&self.target, self.dir()?, None)
+        Sidecar::open(&self.local().target, self.dir()?, None)
     }
 
     pub(crate) fn read_current(&self) -> Result<Option<Current>> {
-        write::read_current(&self.target, self.dir()?, &self.lock)
+        write::read_current(&self.local().target, self.dir()?, &self.local().lock)
     }
 
     pub(crate) fn emit(&self, event: Event) {
@@ -460,7 +564,7 @@ impl<T> Store<T> {
     /// wrote) once per generation per store.
     pub(crate) fn note_external(&self, generation: u64, how: Outside) {
         if self.reported_external.swap(generation, Ordering::AcqRel) != generation {
-            let path = self.target.given.clone();
+            let path = self.path().to_path_buf();
             self.emit(match how {
                 Outside::Adopted => Event::Adopted { path, generation },
                 Outside::Changed => Event::ExternalChange { path, generation },
@@ -477,7 +581,7 @@ impl<T> Store<T> {
 
     /// Whether this store's first write has swept the directory for old temp files.
     pub(crate) fn take_first_sweep(&self) -> bool {
-        !self.swept.swap(true, Ordering::AcqRel)
+        !self.local().swept.swap(true, Ordering::AcqRel)
     }
 }
 
@@ -551,9 +655,12 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
     /// # Ok::<(), statesafe::Error>(())
     /// ```
     pub fn load(&self) -> Result<Snapshot<T>> {
+        if let Some(remote) = self.remote() {
+            return remote.load(self);
+        }
         let Some(cur) = self.read_current()? else {
             return Err(Error::NotFound {
-                path: self.target.given.clone(),
+                path: self.path().to_path_buf(),
             });
         };
         match self.verify(&cur, false) {
@@ -602,6 +709,9 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
     /// # Errors
     /// I/O errors reading the file.
     pub fn generation(&self) -> Result<u64> {
+        if let Some(remote) = self.remote() {
+            return remote.generation(self);
+        }
         Ok(self.read_current()?.map_or(0, |c| c.generation))
     }
 
@@ -613,10 +723,11 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
     pub(crate) fn verify(&self, cur: &Current, want_value: bool) -> Result<Verified<T>> {
         let v = self.verify_bytes(&cur.bytes, cur.generation, !cur.external, want_value)?;
         if let Some(sealed) = v.sealed_generation {
-            let known = write::highest_known_generation(self.sidecar()?.as_ref(), &self.lock)?;
+            let known =
+                write::highest_known_generation(self.sidecar()?.as_ref(), &self.local().lock)?;
             if sealed < known {
                 return Err(Error::Corrupt {
-                    path: self.target.given.clone(),
+                    path: self.path().to_path_buf(),
                     line: None,
                     column: None,
                     reason: format!(
@@ -646,7 +757,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         want_value: bool,
     ) -> Result<Verified<T>> {
         let config = self.config();
-        let path = &self.target.given;
+        let path = &self.path().to_path_buf();
         let mismatch = |reason: String| Error::Mismatch {
             path: path.clone(),
             generation,
@@ -721,7 +832,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
     /// version: committed by statesafe, or JSON (with a seal that verifies, if sealed).
     fn sound(&self, bytes: &[u8], sealed: bool, committed_by_us: bool) -> bool {
         use serde::de::IgnoredAny;
-        let path = &self.target.given;
+        let path = &self.path().to_path_buf();
         if sealed {
             committed_by_us || format::decode_sealed::<IgnoredAny>(path, bytes).is_ok()
         } else {

@@ -122,6 +122,9 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
     /// # Ok::<(), statesafe::Error>(())
     /// ```
     pub fn lock(&self, operation: &str) -> Result<LockGuard<'_>> {
+        if let Some(remote) = self.remote() {
+            return Err(remote.unsupported("holding the lock without a transaction"));
+        }
         let locked = self.lock_and_read(operation, false)?;
         Ok(LockGuard {
             guard: locked.guard,
@@ -144,10 +147,10 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
     ) -> Result<Locked<'_>> {
         if self.poisoned.load(std::sync::atomic::Ordering::Acquire) {
             return Err(Error::Poisoned {
-                path: self.target.given.clone(),
+                path: self.local().target.given.clone(),
             });
         }
-        let temp_name = self.target.temp_name();
+        let temp_name = self.local().target.temp_name();
         let dir = self.write_dir()?;
         let start = Instant::now();
         let fresh = Perms {
@@ -155,7 +158,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             uid: sys::effective_uid(),
             gid: sys::effective_gid(),
         };
-        let guard = self.lock.acquire(
+        let guard = self.local().lock.acquire(
             dir,
             timeout,
             operation,
@@ -166,13 +169,13 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         let guard = guard.inspect_err(|e| self.recorder.failure(e.kind()))?;
         self.recorder.lock_wait(waited);
         if let Some(stale) = &guard.previous.temp {
-            write::remove_stale_temp(&self.target, dir, stale);
+            write::remove_stale_temp(&self.local().target, dir, stale);
         }
         if self.take_first_sweep() {
-            write::sweep_temps(&self.target, dir)?;
+            write::sweep_temps(&self.local().target, dir)?;
             if let Some(kind) = sys::special_filesystem(dir) {
                 self.emit(crate::events::Event::SpecialFilesystem {
-                    path: self.target.given.clone(),
+                    path: self.local().target.given.clone(),
                     kind,
                 });
             }
@@ -222,6 +225,14 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         operation: &str,
         init: Option<impl FnOnce() -> T>,
     ) -> Result<Transaction<'_, T>> {
+        if let Some(remote) = self.remote() {
+            let (tx, state) = remote.begin(self, operation, init)?;
+            return Ok(Transaction {
+                store: self,
+                imp: Imp::Remote(tx),
+                state,
+            });
+        }
         let Locked {
             mut guard,
             temp_name,
@@ -243,16 +254,18 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                 Some(init) => (init(), None),
                 None => {
                     return Err(Error::NotFound {
-                        path: self.target.given.clone(),
+                        path: self.local().target.given.clone(),
                     });
                 }
             },
         };
         Ok(Transaction {
             store: self,
-            guard,
-            temp_name,
-            base,
+            imp: Imp::Local {
+                guard,
+                temp_name,
+                base,
+            },
             state,
         })
     }
@@ -367,6 +380,9 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
     }
 
     fn replace_checked(&self, expected: Option<u64>, state: T, operation: &str) -> Result<u64> {
+        if let Some(remote) = self.remote() {
+            return remote.replace(self, expected, &state, operation);
+        }
         let Locked {
             mut guard,
             temp_name,
@@ -391,7 +407,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             let found = base.as_ref().map_or(0, |b| b.generation);
             if found != expected {
                 return Err(Error::GenerationConflict {
-                    path: self.target.given.clone(),
+                    path: self.local().target.given.clone(),
                     expected,
                     found,
                 });
@@ -436,12 +452,12 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         change: Change,
     ) -> Result<(Base, std::time::Duration)> {
         let config = self.config();
-        let path = &self.target.given;
+        let path = &self.local().target.given;
         validate::check(path, state, self.opts.rule.as_ref(), config.schema.as_ref())?;
         let sidecar = Arc::clone(guard.sidecar());
         let generation = match base {
             Some(b) => b.generation + 1,
-            None => write::highest_known_generation(Some(&sidecar), &self.lock)? + 1,
+            None => write::highest_known_generation(Some(&sidecar), &self.local().lock)? + 1,
         };
         // The new version is usually about as long as the one it replaces: for a large
         // document, start the buffer there (with a little room) rather than doubling
@@ -494,7 +510,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         // A replaced file keeps exactly its own ACL (or none); a directory's default
         // ACL never widens it. Read now, under the lock, like the mode was.
         let existing_acl = match base {
-            Some(_) => sys::access_acl(&self.target.real())
+            Some(_) => sys::access_acl(&self.local().target.real())
                 .map_err(|e| Error::io(crate::Op::SetPermissions, path, e))?,
             None => None,
         };
@@ -515,7 +531,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                 // is stale or missing. Stamp it with what we verified, so the backup
                 // vouches for its own bytes like any other.
                 stamped = write::stamp_meta(
-                    &self.target,
+                    &self.local().target,
                     dir,
                     Meta {
                         v: 1,
@@ -526,7 +542,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             }
             match backup::link_outgoing(
                 &sidecar,
-                &self.target,
+                &self.local().target,
                 dir,
                 b.generation,
                 b.checksum,
@@ -542,7 +558,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         }
         let guard_ref: &lock::Guard<'_> = guard;
         let commit = write::Commit {
-            target: &self.target,
+            target: &self.local().target,
             dir,
             temp_name,
             durability: self.opts.durability,
@@ -559,10 +575,10 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                     },
                     None => None,
                 };
-                match write::unchanged_since_read(&self.target, dir, expected) {
+                match write::unchanged_since_read(&self.local().target, dir, expected) {
                     Ok(true) => Ok(()),
                     Ok(false) => Err(guard_ref.lost()),
-                    Err(e) => Err(Error::io(crate::Op::Rename, &self.target.given, e)),
+                    Err(e) => Err(Error::io(crate::Op::Rename, &self.local().target.given, e)),
                 }
             },
         };
@@ -611,7 +627,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                 "recording its generation",
                 &Error::io(
                     crate::Op::WriteMeta,
-                    self.target.sidecar().join("meta"),
+                    self.local().target.sidecar().join("meta"),
                     std::io::Error::other("the sidecar metadata record could not be written"),
                 ),
             );
@@ -623,10 +639,10 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         if keep_backup {
             // Freeing the oldest backup's blocks can be slow and nothing waits for it:
             // the janitor thread does it while we go on (see janitor.rs).
-            let (target, policy) = (self.target.clone(), config.backups);
+            let (target, policy) = (self.local().target.clone(), config.backups);
             let recorder = Arc::clone(&self.recorder);
             let sidecar = Arc::clone(&sidecar);
-            crate::janitor::defer(&self.janitor, move || {
+            crate::janitor::defer(&self.local().janitor, move || {
                 let pruned = backup::prune(&sidecar, &policy);
                 if let Err(e) = pruned {
                     bookkeeping_failed(&recorder, &target.given, "pruning backups", &e);
@@ -673,9 +689,9 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
     }
 
     fn bookkeeping_failed(&self, generation: u64, what: &str, e: &Error) {
-        bookkeeping_failed(&self.recorder, &self.target.given, what, e);
+        bookkeeping_failed(&self.recorder, &self.local().target.given, what, e);
         self.emit(Event::BookkeepingFailed {
-            path: self.target.given.clone(),
+            path: self.local().target.given.clone(),
             generation,
             what: what.to_string(),
             error: e.to_string(),
@@ -744,7 +760,8 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                     .filter(|_| new.backed_up && config.format == Format::Plain)
                     .filter(|_| !format::looks_sealed(new.bytes))
                     .and_then(|b| {
-                        std::fs::File::open(backup::path_of(&self.target, b.generation)).ok()
+                        std::fs::File::open(backup::path_of(&self.local().target, b.generation))
+                            .ok()
                     })
                     .and_then(|old| {
                         crate::local_patch::local_patch(
@@ -835,16 +852,28 @@ pub(crate) fn now_rfc3339() -> String {
 /// writes; dropping it writes nothing and releases the lock.
 pub struct Transaction<'s, T: Serialize + DeserializeOwned> {
     store: &'s Store<T>,
-    guard: lock::Guard<'s>,
-    temp_name: OsString,
-    base: Option<Base>,
+    imp: Imp<'s>,
     state: T,
+}
+
+/// What a transaction holds, by backend. The local variant is the large one and the
+/// common one: boxing it would cost every local transaction an allocation.
+#[allow(clippy::large_enum_variant)]
+enum Imp<'s> {
+    /// The lock file's lock, and what the writer knows of the version it replaces.
+    Local {
+        guard: lock::Guard<'s>,
+        temp_name: OsString,
+        base: Option<Base>,
+    },
+    /// A database transaction holding the row lock.
+    Remote(crate::postgres::Tx<'s>),
 }
 
 impl<T: Serialize + DeserializeOwned> fmt::Debug for Transaction<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Transaction")
-            .field("path", &self.store.target.given)
+            .field("path", &self.store.path())
             .field("generation", &self.generation())
             .finish()
     }
@@ -853,12 +882,18 @@ impl<T: Serialize + DeserializeOwned> fmt::Debug for Transaction<'_, T> {
 impl<T: Serialize + DeserializeOwned> Transaction<'_, T> {
     /// The generation this transaction started from (0 for a new file).
     pub fn generation(&self) -> u64 {
-        self.base.as_ref().map_or(0, |b| b.generation)
+        match &self.imp {
+            Imp::Local { base, .. } => base.as_ref().map_or(0, |b| b.generation),
+            Imp::Remote(tx) => tx.generation(),
+        }
     }
 
     /// Whether the file existed when the transaction started.
     pub fn existed(&self) -> bool {
-        self.base.is_some()
+        match &self.imp {
+            Imp::Local { base, .. } => base.is_some(),
+            Imp::Remote(tx) => tx.existed(),
+        }
     }
 
     /// The document as it is in this transaction.
@@ -886,7 +921,7 @@ impl<T: Serialize + DeserializeOwned> Transaction<'_, T> {
             Ok(())
         } else {
             Err(Error::GenerationConflict {
-                path: self.store.target.given.clone(),
+                path: self.store.path().to_path_buf(),
                 expected,
                 found,
             })
@@ -904,16 +939,25 @@ impl<T: Serialize + DeserializeOwned> Transaction<'_, T> {
     /// [`Error::OutcomeUnknown`] when the directory fsync failed after the rename.
     /// After a failed fsync the store is poisoned: later writes fail with
     /// [`Error::Poisoned`] until it is reopened.
-    pub fn commit(mut self) -> Result<u64> {
+    pub fn commit(self) -> Result<u64> {
         let store = self.store;
-        let new = store.write_version(
-            &mut self.guard,
-            &self.temp_name,
-            &self.state,
-            self.base.as_ref(),
-            Change::Commit,
-        )?;
-        self.guard.release();
-        Ok(new.generation)
+        match self.imp {
+            Imp::Local {
+                mut guard,
+                temp_name,
+                base,
+            } => {
+                let new = store.write_version(
+                    &mut guard,
+                    &temp_name,
+                    &self.state,
+                    base.as_ref(),
+                    Change::Commit,
+                )?;
+                guard.release();
+                Ok(new.generation)
+            }
+            Imp::Remote(tx) => tx.commit(store, &self.state),
+        }
     }
 }

@@ -11,7 +11,7 @@ use crate::output::Output;
 
 /// Lists backups, newest first.
 pub fn run(args: FileArgs, out: &Output) -> Result<()> {
-    let store = Store::<Value>::options().open(&args.file)?;
+    let store = super::open_at(Store::<Value>::options(), &args.file)?;
     let list = store.backups()?;
     if out.json {
         return out.json_line(&serde_json::json!({

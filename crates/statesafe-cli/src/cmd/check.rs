@@ -11,9 +11,10 @@ use crate::output::Output;
 /// with the not-found code when the file does not exist.
 pub fn run(args: FileArgs, out: &Output) -> Result<()> {
     // Fail instead of recovering: a check must never repair by itself.
-    let store = Store::<Value>::options()
-        .recovery(RecoveryPolicy::Fail)
-        .open(&args.file)?;
+    let store = super::open_at(
+        Store::<Value>::options().recovery(RecoveryPolicy::Fail),
+        &args.file,
+    )?;
     let report = store.check()?;
     let file = args.file.display();
     if out.json {

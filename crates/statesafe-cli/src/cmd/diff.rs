@@ -10,9 +10,10 @@ use crate::output::Output;
 /// Prints the patch from FROM to TO (default: the current generation), one
 /// operation per line.
 pub fn run(args: DiffArgs, out: &Output) -> Result<()> {
-    let store = Store::<Value>::options()
-        .on_event(super::warn_on_event(out, false))
-        .open(&args.file)?;
+    let store = super::open_at(
+        Store::<Value>::options().on_event(super::warn_on_event(out, false)),
+        &args.file,
+    )?;
     let to = match args.to {
         Some(to) => to,
         None => store.generation()?,

@@ -10,7 +10,7 @@ use crate::output::Output;
 
 /// Prints the summary as `key: value` lines, or one JSON object.
 pub fn run(args: FileArgs, out: &Output) -> Result<()> {
-    let store = Store::<Value>::options().open(&args.file)?;
+    let store = super::open_at(Store::<Value>::options(), &args.file)?;
     let info = store.info()?;
     let settings = serde_json::to_value(&info.settings).expect("invariant: settings serialize");
     let writer = info.last_writer.as_ref().map(|(w, at)| {

@@ -10,7 +10,7 @@ use statesafe::Store;
 
 use super::exec::{shell_status, spawn_error};
 use crate::cli::LockArgs;
-use crate::error::{CliError, Result};
+use crate::error::{CliError, Exit, Result};
 use crate::output::Output;
 
 /// The signals passed on to CMD: those that ask a program to end.
@@ -25,11 +25,19 @@ const FORWARDED: [i32; 4] = [SIGTERM, SIGINT, SIGHUP, SIGQUIT];
 /// is gone could write beside the next writer. (A terminal's Ctrl-C reaches CMD
 /// directly, from the kernel, so that one is not sent twice.)
 pub fn run(args: LockArgs, _out: &Output) -> Result<u8> {
+    if args.file.to_str().is_some_and(statesafe::postgres::is_url) {
+        return Err(CliError::new(
+            "unsupported",
+            Exit::Usage,
+            "`statesafe lock` does not take a PostgreSQL URL yet",
+        )
+        .hint("use `statesafe update URL EXPR` or `statesafe exec URL -- CMD`, which hold the row lock for their transaction (docs/remote.md)"));
+    }
     let mut options = Store::<Value>::options();
     if let Some(timeout) = args.timeout {
         options = options.lock_timeout(timeout);
     }
-    let store = options.open(&args.file)?;
+    let store = super::open_at(options, &args.file)?;
     // The lock lives in the sidecar, which is never deleted: a file statesafe has
     // never seen gets none just for being named here.
     if !store.real_path().exists() && !store.sidecar_path().exists() {

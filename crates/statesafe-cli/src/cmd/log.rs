@@ -9,9 +9,10 @@ use crate::output::Output;
 
 /// Prints history entries, newest first.
 pub fn run(args: LogArgs, out: &Output) -> Result<()> {
-    let store = Store::<Value>::options()
-        .on_event(super::warn_on_event(out, false))
-        .open(&args.file)?;
+    let store = super::open_at(
+        Store::<Value>::options().on_event(super::warn_on_event(out, false)),
+        &args.file,
+    )?;
     let mut entries = store.history()?;
     entries.reverse();
     if let Some(limit) = args.limit {

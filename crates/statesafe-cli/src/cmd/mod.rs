@@ -149,13 +149,31 @@ fn usage_error(err: clap::Error, args: &[OsString], json: bool) -> ExitCode {
 /// Recoveries and external changes the library notices are printed as warnings.
 fn open(file: &Path, opts: Option<&WriteOptions>, out: &Output) -> Result<Store> {
     let hook = warn_on_event(out, opts.is_some());
-    Ok(options(opts)?.on_event(hook).open(file)?)
+    open_at(options(opts)?.on_event(hook), file)
 }
 
 /// Opens the store with the write options but without the warning hook (for
 /// commands whose result is the event itself).
 fn open_quiet(file: &Path, opts: &WriteOptions) -> Result<Store> {
-    Ok(options(Some(opts))?.open(file)?)
+    open_at(options(Some(opts))?, file)
+}
+
+/// Opens `file` with `options`: a state file, or a state in PostgreSQL when `file`
+/// is a `postgres://` or `postgresql://` URL (a local file of such a name is
+/// `./postgres:/…`). A password in the URL is refused: a command line is visible to
+/// every local user (`ps`), so it comes from PGPASSWORD or a password file.
+fn open_at(options: StoreOptions<Value>, file: &Path) -> Result<Store> {
+    let Some(url) = file.to_str().filter(|s| statesafe::postgres::is_url(s)) else {
+        return Ok(options.open(file)?);
+    };
+    if statesafe::postgres::has_password(url) {
+        return Err(CliError::invalid(
+            "password_in_url",
+            "the URL carries a password, which every local user can read on a command line",
+        )
+        .hint("remove it from the URL and give it in PGPASSWORD, in ~/.pgpass (mode 0600), or in a file named by `passfile=PATH` in the URL"));
+    }
+    Ok(options.open_url(url)?)
 }
 
 fn options(opts: Option<&WriteOptions>) -> Result<StoreOptions<Value>> {

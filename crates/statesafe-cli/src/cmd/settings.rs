@@ -13,9 +13,10 @@ pub fn run(args: SettingsCmdArgs, out: &Output) -> Result<()> {
     if let Some(timeout) = args.lock_timeout {
         options = options.lock_timeout(timeout);
     }
-    let store = options
-        .on_event(super::warn_on_event(out, false))
-        .open(&args.file)?;
+    let store = super::open_at(
+        options.on_event(super::warn_on_event(out, false)),
+        &args.file,
+    )?;
     let mut settings = store.settings();
     let mut changed = apply(&args.settings, &mut settings);
     if let Some(path) = &args.schema {

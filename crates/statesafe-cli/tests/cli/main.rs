@@ -17,6 +17,7 @@ mod init;
 mod integrity;
 mod lock;
 mod meta;
+mod postgres;
 mod reads;
 mod scripts;
 mod set;

@@ -1,0 +1,360 @@
+//! The URL of a remote state, and where its password comes from.
+//!
+//! `postgres://USER@HOST:PORT/DATABASE?state=NAME[&table=T][&schema=S][&sslmode=M]
+//! [&passfile=PATH][&connect_timeout=SECS][&application_name=…]`. The password is
+//! taken, in this order, from the URL (library callers only: the CLI refuses it, since
+//! a command line is visible to every local user), `PGPASSWORD`, then the first
+//! matching line of the password file (`passfile=`, `PGPASSFILE`, or `~/.pgpass`,
+//! ignored unless readable by its owner only), as libpq does.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// A parsed state URL.
+pub(crate) struct Address {
+    /// The URL without any password, for messages.
+    pub display: PathBuf,
+    /// The connection settings for the client library.
+    pub config: postgres::Config,
+    /// The state's name (the row's key).
+    pub state: String,
+    /// The schema of the tables (`None`: the connection's search path).
+    pub schema: Option<String>,
+    /// The main table's name; backups and history are `TABLE_backups`, `TABLE_history`.
+    pub table: String,
+    /// How to connect: plain, or TLS with the certificate checks `sslmode` asks for.
+    pub tls: super::tls::Tls,
+}
+
+/// The longest table name accepted (PostgreSQL's identifiers are at most 63 bytes,
+/// and `_history` is appended).
+const MAX_TABLE: usize = 50;
+
+impl Address {
+    pub(crate) fn parse(url: &str) -> Result<Address> {
+        let bad = |reason: String| Error::BadPath {
+            path: PathBuf::from(redact(url)),
+            reason,
+        };
+        let (base, query) = url.split_once('?').unwrap_or((url, ""));
+        let mut state = None;
+        let mut table = "statesafe".to_string();
+        let mut schema = None;
+        let mut passfile = None;
+        let mut sslmode = "prefer".to_string();
+        let mut sslrootcert = None;
+        let mut rest = Vec::new();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let value = decode(value)
+                .ok_or_else(|| bad(format!("`{pair}` is not percent-encoded correctly")))?;
+            match key {
+                "state" => state = Some(value),
+                "table" => table = value,
+                "schema" => schema = Some(value),
+                "passfile" => passfile = Some(PathBuf::from(value)),
+                "sslmode" => sslmode = value,
+                "sslrootcert" => sslrootcert = Some(value),
+                _ => rest.push(pair.to_string()),
+            }
+        }
+        let state = state.ok_or_else(|| {
+            bad(
+                "it names no state: add `?state=NAME` (the row of the table that holds this state)"
+                    .into(),
+            )
+        })?;
+        if state.is_empty() || state.len() > 200 || state.chars().any(char::is_control) {
+            return Err(bad(format!(
+                "`state={state}` must be 1 to 200 printable characters"
+            )));
+        }
+        for (what, name) in [("table", Some(&table)), ("schema", schema.as_ref())] {
+            if let Some(name) = name
+                && !is_identifier(name)
+            {
+                return Err(bad(format!(
+                    "`{what}={name}` must be a plain identifier: a letter or `_`, then letters, digits or `_`, at most {MAX_TABLE} bytes"
+                )));
+            }
+        }
+        let tls = super::tls::for_mode(&sslmode, sslrootcert.as_deref()).map_err(bad)?;
+        // The client library knows disable, prefer and require; the checks of the
+        // verify modes are the connector's.
+        rest.push(format!(
+            "sslmode={}",
+            match sslmode.as_str() {
+                "disable" => "disable",
+                "allow" | "prefer" => "prefer",
+                _ => "require",
+            }
+        ));
+        let plain = if rest.is_empty() {
+            base.to_string()
+        } else {
+            format!("{base}?{}", rest.join("&"))
+        };
+        let mut config: postgres::Config = plain
+            .parse()
+            .map_err(|e| bad(format!("it is not a PostgreSQL connection URL: {e}")))?;
+        if config.get_hosts().is_empty() {
+            return Err(bad(
+                "it names no host: `postgres://USER@HOST:PORT/DATABASE?state=NAME`".into(),
+            ));
+        }
+        if config.get_user().is_none() {
+            let user = std::env::var("PGUSER")
+                .ok()
+                .unwrap_or_else(|| crate::lock::identity().1.clone());
+            config.user(&user);
+        }
+        if config.get_dbname().is_none() {
+            let db = config.get_user().unwrap_or_default().to_string();
+            config.dbname(&db);
+        }
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(std::time::Duration::from_secs(10));
+        }
+        if config.get_password().is_none()
+            && let Some(password) = password_for(&config, passfile.as_deref())
+        {
+            config.password(password);
+        }
+        Ok(Address {
+            display: PathBuf::from(redact(url)),
+            config,
+            state,
+            schema,
+            table,
+            tls,
+        })
+    }
+}
+
+/// Whether the URL carries a password (`postgres://user:PASSWORD@…` or `password=`),
+/// which a command line must not (every local user can read it).
+///
+/// ```
+/// assert!(statesafe::postgres::has_password("postgres://bot:s3cret@db/ops?state=a"));
+/// assert!(!statesafe::postgres::has_password("postgres://bot@db/ops?state=a"));
+/// ```
+pub fn has_password(url: &str) -> bool {
+    redact(url) != url
+}
+
+/// The URL with any password replaced by `***`.
+pub(crate) fn redact(url: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let mut out = match base.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, path) = rest
+                .split_once('/')
+                .map_or((rest, None), |(a, p)| (a, Some(p)));
+            let authority = match authority.rsplit_once('@') {
+                Some((userinfo, host)) => match userinfo.split_once(':') {
+                    Some((user, _)) => format!("{user}:***@{host}"),
+                    None => authority.to_string(),
+                },
+                None => authority.to_string(),
+            };
+            match path {
+                Some(p) => format!("{scheme}://{authority}/{p}"),
+                None => format!("{scheme}://{authority}"),
+            }
+        }
+        None => base.to_string(),
+    };
+    if let Some(query) = query {
+        let pairs: Vec<String> = query
+            .split('&')
+            .map(|p| match p.split_once('=') {
+                Some(("password", _)) => "password=***".to_string(),
+                _ => p.to_string(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&pairs.join("&"));
+    }
+    out
+}
+
+fn is_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    s.len() <= MAX_TABLE
+        && chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Percent-decoding of a query value (`+` stays `+`).
+fn decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The password from `PGPASSWORD` or the password file, as libpq looks it up.
+fn password_for(config: &postgres::Config, passfile: Option<&Path>) -> Option<Vec<u8>> {
+    if let Some(p) = std::env::var_os("PGPASSWORD") {
+        return Some(p.into_encoded_bytes());
+    }
+    let file = passfile
+        .map(Path::to_path_buf)
+        .or_else(|| std::env::var_os("PGPASSFILE").map(PathBuf::from))
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".pgpass")))?;
+    let text = read_private(&file)?;
+    let host = match config.get_hosts().first()? {
+        postgres::config::Host::Tcp(h) => h.clone(),
+        postgres::config::Host::Unix(_) => "localhost".to_string(),
+    };
+    let port = config
+        .get_ports()
+        .first()
+        .copied()
+        .unwrap_or(5432)
+        .to_string();
+    let db = config.get_dbname().unwrap_or_default();
+    let user = config.get_user().unwrap_or_default();
+    pgpass_lookup(&text, [&host, &port, db, user])
+}
+
+/// The password file's text, if it is a regular file readable by its owner only
+/// (libpq ignores a file others may read, and so does this).
+fn read_private(file: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(file).ok()?;
+    if !meta.is_file() {
+        return None;
+    }
+    if meta.mode() & 0o077 != 0 {
+        tracing::warn!(target: "statesafe", "password file `{}` has group or world access; ignored (chmod 0600 it)", file.display());
+        return None;
+    }
+    std::fs::read_to_string(file).ok()
+}
+
+/// The first line of a pgpass file matching `host:port:database:user` (`*` matches
+/// anything; `\:` and `\\` are a literal colon and backslash).
+pub(crate) fn pgpass_lookup(text: &str, wanted: [&str; 4]) -> Option<Vec<u8>> {
+    for line in text.lines() {
+        if line.trim_start().starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        let fields = split_pgpass(line);
+        if fields.len() < 5 {
+            continue;
+        }
+        let matches = wanted
+            .iter()
+            .zip(&fields)
+            .all(|(want, field)| field == "*" || field == want);
+        if matches {
+            return Some(fields[4].clone().into_bytes());
+        }
+    }
+    None
+}
+
+fn split_pgpass(line: &str) -> Vec<String> {
+    let mut fields = vec![String::new()];
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                if let Some(next) = chars.next() {
+                    fields
+                        .last_mut()
+                        .expect("invariant: never empty")
+                        .push(next);
+                }
+            }
+            ':' if fields.len() < 5 => fields.push(String::new()),
+            c => fields.last_mut().expect("invariant: never empty").push(c),
+        }
+    }
+    fields
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pgpass_first_matching_line_wins_with_wildcards_and_escapes() {
+        let text = "# comment\nother:5432:db:u:no\n*:5433:*:u:p\\:w\\\\d\n*:*:*:*:fallback\n";
+        assert_eq!(
+            pgpass_lookup(text, ["h", "5433", "db", "u"]),
+            Some(b"p:w\\d".to_vec())
+        );
+        assert_eq!(
+            pgpass_lookup(text, ["h", "5432", "db", "u"]),
+            Some(b"fallback".to_vec())
+        );
+        assert_eq!(pgpass_lookup("h:1:d:u:x", ["h", "2", "d", "u"]), None);
+    }
+
+    #[test]
+    fn redact_hides_passwords_only() {
+        assert_eq!(
+            redact("postgres://u:secret@h:5/db?state=s&password=x"),
+            "postgres://u:***@h:5/db?state=s&password=***"
+        );
+        assert_eq!(
+            redact("postgres://u@h/db?state=s"),
+            "postgres://u@h/db?state=s"
+        );
+        assert!(has_password("postgresql://u:p@h/db"));
+        assert!(!has_password("postgresql://u@h/db?state=a"));
+    }
+
+    #[test]
+    fn parse_takes_statesafe_options_and_checks_tls_modes() {
+        let a = Address::parse(
+            "postgres://u@127.0.0.1:5999/db?state=bot&table=t1&schema=s&connect_timeout=3",
+        )
+        .unwrap();
+        assert_eq!(
+            (a.state.as_str(), a.table.as_str(), a.schema.as_deref()),
+            ("bot", "t1", Some("s"))
+        );
+        assert_eq!(a.config.get_ports(), &[5999]);
+        assert_eq!(
+            a.config.get_connect_timeout(),
+            Some(&std::time::Duration::from_secs(3))
+        );
+        assert!(matches!(
+            Address::parse("postgres://u@h/db"),
+            Err(Error::BadPath { .. })
+        ));
+        assert!(matches!(
+            Address::parse("postgres://u@h/db?state=a&table=x;drop"),
+            Err(Error::BadPath { .. })
+        ));
+        assert!(matches!(
+            Address::parse("postgres://u@h/db?state=a&sslmode=verify-full&sslrootcert=/nonexistent"),
+            Err(Error::BadPath { reason, .. }) if reason.contains("/nonexistent")
+        ));
+        assert!(matches!(
+            Address::parse("postgres://u@h/db?state=a&sslmode=sometimes"),
+            Err(Error::BadPath { .. })
+        ));
+        assert!(Address::parse("postgres://u@h/db?state=a&sslmode=disable").is_ok());
+        assert!(Address::parse("postgres://u@h/db?state=a&sslmode=require").is_ok());
+    }
+}

@@ -1,0 +1,44 @@
+//! The PostgreSQL backend: a state is a row, a transaction is a database transaction
+//! holding that row's lock (`SELECT … FOR UPDATE`), backups and history are rows.
+//! See `docs/remote.md` for the URL, the table layout and the locking argument.
+//!
+//! Behind the `postgres` cargo feature; without it, `Remote` and `Tx` are types
+//! with no values (so [`crate::Store`] branches on them at no cost and with no `cfg`),
+//! and opening a URL says the feature is off.
+
+#[cfg(feature = "postgres")]
+mod address;
+#[cfg(feature = "postgres")]
+mod remote;
+#[cfg(feature = "postgres")]
+mod sql;
+#[cfg(feature = "postgres")]
+mod tls;
+
+#[cfg(not(feature = "postgres"))]
+mod off;
+
+#[cfg(not(feature = "postgres"))]
+pub(crate) use off::{Remote, Tx};
+#[cfg(feature = "postgres")]
+pub(crate) use remote::{Remote, Tx};
+
+/// The URL with any password replaced by `***`.
+#[cfg(not(feature = "postgres"))]
+fn address_redacted(url: &str) -> String {
+    url.split('@').next_back().unwrap_or(url).to_string()
+}
+
+#[cfg(feature = "postgres")]
+pub use address::has_password;
+
+/// Whether `s` names a PostgreSQL state (`postgres://` or `postgresql://`), to be
+/// opened with [`crate::StoreOptions::open_url`].
+///
+/// ```
+/// assert!(statesafe::postgres::is_url("postgres://bot@db:5432/ops?state=grades"));
+/// assert!(!statesafe::postgres::is_url("./postgres:/grades.json"));
+/// ```
+pub fn is_url(s: &str) -> bool {
+    s.starts_with("postgres://") || s.starts_with("postgresql://")
+}

@@ -1,0 +1,1253 @@
+//! A state in a PostgreSQL table: reads, locked read-modify-write in one database
+//! transaction, compare-and-swap on the generation, backups and history as rows.
+//!
+//! A write, in order (one transaction, statements sent one at a time):
+//! `BEGIN; SET LOCAL lock_timeout; SET LOCAL application_name` (who holds the lock,
+//! for a waiter's error), `SELECT … FOR UPDATE` of the state's row (inserted first,
+//! with generation 0 and no document, if the state has no row), then
+//! `UPDATE … WHERE generation = <the one read>`, the outgoing version into the backups
+//! table, a history entry, the prunes, `COMMIT`. The row lock is released by the
+//! server when the transaction ends in any way: commit, rollback, or the connection
+//! closing (a holder that dies frees it at once). No session state outlives a
+//! transaction, so it works through PgBouncer in transaction mode (statements are
+//! unnamed: no prepared statements either).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use parking_lot::Mutex;
+use postgres::error::SqlState;
+use postgres::types::Type;
+use postgres::{Client, NoTls, Row};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use super::address::Address;
+use super::sql::{self, Names};
+use super::tls::Tls;
+use crate::backup::{self, BackupInfo, BackupList};
+use crate::error::{CommitLost, Error, Result};
+use crate::format::{self, Writer};
+use crate::history::{self, Change, HistoryEntry};
+use crate::lock::Holder;
+use crate::recover::{CheckReport, Info};
+use crate::settings::{Format, Settings};
+use crate::store::{Config, Snapshot, Store, is_damage};
+use crate::transaction::now_rfc3339;
+use crate::validate;
+
+/// The backend of one remote state: its address and a pool of connections (one per
+/// concurrent transaction of this store; idle ones are kept for the next).
+pub(crate) struct Remote {
+    address: Address,
+    names: Names,
+    pool: Mutex<Vec<Client>>,
+}
+
+/// The current row, as read.
+struct Current {
+    generation: u64,
+    /// `None`: the state has no document (its row only holds settings, or is new).
+    document: Option<String>,
+    checksum: Option<i64>,
+    written_at: Option<SystemTime>,
+    writer: Option<String>,
+    /// The locking transaction's id (`txid_current()`), read with the row lock: after
+    /// a connection lost during `COMMIT`, `txid_status` of it says what happened.
+    xid: Option<i64>,
+}
+
+impl Current {
+    fn exists(&self) -> bool {
+        self.document.is_some()
+    }
+}
+
+const SELECT_CURRENT: &str = "SELECT generation, document, checksum, \
+    (extract(epoch FROM written_at) * 1000000)::bigint, writer";
+
+impl Remote {
+    /// Parses the URL, connects, makes sure the tables are there and as statesafe
+    /// made them, and reads the state's recorded settings.
+    pub(crate) fn open(url: &str) -> Result<(Remote, Settings)> {
+        let address = Address::parse(url)?;
+        let names = Names::new(address.schema.as_deref(), &address.table);
+        let remote = Remote {
+            address,
+            names,
+            pool: Mutex::new(Vec::new()),
+        };
+        let mut client = remote.connect()?;
+        remote.ensure_tables(&mut client)?;
+        let row = client
+            .query_typed_opt(
+                &format!(
+                    "SELECT settings FROM {} WHERE state = $1",
+                    remote.names.main
+                ),
+                &[(&remote.address.state, Type::TEXT)],
+            )
+            .map_err(|e| remote.error("read the settings of", e))?;
+        let settings = match row {
+            Some(row) => {
+                let text: String = row.get(0);
+                serde_json::from_str(&text).map_err(|e| Error::Corrupt {
+                    path: remote.display().to_path_buf(),
+                    line: None,
+                    column: None,
+                    reason: format!("the recorded settings are not valid: {e}"),
+                })?
+            }
+            None => Settings::default(),
+        };
+        remote.give(client);
+        Ok((remote, settings))
+    }
+
+    /// The URL without any password.
+    pub(crate) fn display(&self) -> &Path {
+        &self.address.display
+    }
+
+    pub(crate) fn unsupported(&self, what: &str) -> Error {
+        Error::Unsupported {
+            path: self.display().to_path_buf(),
+            what: what.to_string(),
+            why: "for a PostgreSQL state yet".into(),
+        }
+    }
+
+    fn connect(&self) -> Result<Client> {
+        let connected = match &self.address.tls {
+            Tls::Off => self.address.config.connect(NoTls),
+            Tls::On(tls) => self.address.config.connect(tls.clone()),
+        };
+        connected.map_err(|e| self.error("connect to the server of", e))
+    }
+
+    /// A connection: an idle one of the pool, or a new one. The flag says it was
+    /// idle (so a first failure may only mean the server closed it meanwhile).
+    fn take(&self) -> Result<(Client, bool)> {
+        loop {
+            let pooled = self.pool.lock().pop();
+            match pooled {
+                Some(c) if c.is_closed() => continue,
+                Some(c) => return Ok((c, true)),
+                None => return Ok((self.connect()?, false)),
+            }
+        }
+    }
+
+    fn give(&self, client: Client) {
+        if !client.is_closed() {
+            self.pool.lock().push(client);
+        }
+    }
+
+    /// Runs `f` on a connection outside any transaction (a read). A pooled
+    /// connection the server closed meanwhile is replaced once: nothing was done on it.
+    fn read<R>(
+        &self,
+        op: &str,
+        f: impl Fn(&mut Client) -> Result<R, postgres::Error>,
+    ) -> Result<R> {
+        let (mut client, pooled) = self.take()?;
+        let mut result = f(&mut client);
+        if pooled && result.as_ref().is_err_and(lost) {
+            client = self.connect()?;
+            result = f(&mut client);
+        }
+        match result {
+            Ok(r) => {
+                self.give(client);
+                Ok(r)
+            }
+            Err(e) => Err(self.error(op, e)),
+        }
+    }
+
+    fn ensure_tables(&self, client: &mut Client) -> Result<()> {
+        let layout = |client: &mut Client| -> Result<Vec<(i64, String, String)>> {
+            let names: Vec<&str> = self.names.regclass.iter().map(String::as_str).collect();
+            let rows = client
+                .query_typed(sql::LAYOUT, &[(&names, Type::TEXT_ARRAY)])
+                .map_err(|e| self.error("read the table layout of", e))?;
+            Ok(rows
+                .iter()
+                .map(|r| (r.get(0), r.get(1), r.get(2)))
+                .collect())
+        };
+        let mut found = layout(client)?;
+        if found.is_empty() {
+            if let Err(e) = client.batch_execute(&self.names.create()) {
+                // Another client created them at the same moment: fine if they are there now.
+                let raced = matches!(
+                    e.code(),
+                    Some(c) if *c == SqlState::UNIQUE_VIOLATION || *c == SqlState::DUPLICATE_TABLE
+                );
+                let _ = client.batch_execute("ROLLBACK");
+                if !raced {
+                    return Err(self.error("create the tables of", e));
+                }
+            }
+            found = layout(client)?;
+        }
+        let mut problems = Vec::new();
+        for (i, columns) in sql::COLUMNS.iter().enumerate() {
+            let table = &self.names.regclass[i];
+            let here: Vec<&(i64, String, String)> =
+                found.iter().filter(|f| f.0 == i as i64 + 1).collect();
+            if here.is_empty() {
+                problems.push(format!("table {table} is missing"));
+                continue;
+            }
+            for (name, ty) in *columns {
+                match here.iter().find(|f| f.1 == *name) {
+                    None => problems.push(format!("{table} has no column `{name}`")),
+                    Some(f) if f.2 != *ty => problems.push(format!(
+                        "{table}.{name} is `{}`, statesafe made it `{ty}`",
+                        f.2
+                    )),
+                    Some(_) => {}
+                }
+            }
+        }
+        if problems.is_empty() {
+            return Ok(());
+        }
+        Err(Error::Remote {
+            path: self.display().to_path_buf(),
+            op: "use the tables of".into(),
+            reason: format!(
+                "they are not laid out as statesafe made them: {}",
+                problems.join("; ")
+            ),
+            hint: "the tables were altered by hand, or the name is used by something else: restore the layout in docs/remote.md, or give another `table=` in the URL".into(),
+            source: None,
+        })
+    }
+
+    /// A client library error as the library's error, with a hint.
+    fn error(&self, op: &str, e: postgres::Error) -> Error {
+        let path = self.display().to_path_buf();
+        let code = e.code().cloned();
+        let (reason, hint) = match &code {
+            Some(c) if *c == SqlState::INVALID_PASSWORD || *c == SqlState::INVALID_AUTHORIZATION_SPECIFICATION => (
+                "the server refused the credentials".to_string(),
+                "give the password in PGPASSWORD or ~/.pgpass (mode 0600), never on the command line; check the user name in the URL".to_string(),
+            ),
+            Some(c) if *c == SqlState::INVALID_CATALOG_NAME => (
+                "the database does not exist".to_string(),
+                "create it (`createdb NAME`) or fix the database name in the URL".to_string(),
+            ),
+            Some(c) if *c == SqlState::QUERY_CANCELED => (
+                "the statement was cancelled (statement_timeout, or cancelled by an administrator)".to_string(),
+                "nothing was committed by this call; run it again, or raise the server's statement_timeout".to_string(),
+            ),
+            Some(c) if *c == SqlState::PROGRAM_LIMIT_EXCEEDED || *c == SqlState::OUT_OF_MEMORY => (
+                "the document is over the server's limits".to_string(),
+                "nothing was committed; keep the document smaller (PostgreSQL holds at most 1 GB in one text value), or set `max_bytes` to refuse it earlier".to_string(),
+            ),
+            Some(c) if *c == SqlState::INSUFFICIENT_PRIVILEGE => (
+                "the database user lacks a privilege".to_string(),
+                "grant the user SELECT, INSERT, UPDATE, DELETE on the tables (and CREATE on the schema for the first use)".to_string(),
+            ),
+            Some(c) if c.code().starts_with("57P") || c.code().starts_with("08") => (
+                "the server ended the connection (shut down, restarted, or the backend was terminated)".to_string(),
+                "nothing was committed by this call; run it again once the server is up".to_string(),
+            ),
+            // The client's own errors have no public kind to match: only the text.
+            None if chain_text(&e).contains("TLS") => (
+                format!("the TLS connection could not be made: {}", chain_text(&e)),
+                "the server does not offer TLS, or its certificate did not verify as `sslmode` asks; check `sslmode` and `sslrootcert` in the URL (docs/remote.md)".to_string(),
+            ),
+            None if format!("{e:#}").contains("password missing")
+                || std::error::Error::source(&e).is_some_and(|c| c.to_string().contains("password missing")) => (
+                "the server asks for a password, and none was given".to_string(),
+                "give it in PGPASSWORD, in ~/.pgpass (mode 0600) or in a file named by `passfile=PATH` in the URL; never on the command line".to_string(),
+            ),
+            _ if lost(&e) => (
+                "the connection to the server failed or was lost".to_string(),
+                "check that the server runs and is reachable at the URL's host and port; nothing was committed by this call".to_string(),
+            ),
+            _ => (
+                e.as_db_error().map_or_else(|| e.to_string(), |d| d.message().to_string()),
+                "nothing was committed by this call; see the server's message".to_string(),
+            ),
+        };
+        let reason = match e.as_db_error() {
+            Some(d) => format!("{reason} ({}: {})", d.code().code(), d.message()),
+            None => reason,
+        };
+        Error::Remote {
+            path,
+            op: op.to_string(),
+            reason,
+            hint,
+            source: Some(Box::new(e)),
+        }
+    }
+
+    fn read_current(
+        &self,
+        client: &mut Client,
+        lock: Option<bool>,
+    ) -> Result<Option<Current>, postgres::Error> {
+        let (xid, suffix) = match lock {
+            None => ("", ""),
+            Some(false) => (", txid_current()", " FOR UPDATE"),
+            Some(true) => (", txid_current()", " FOR UPDATE NOWAIT"),
+        };
+        let row = client.query_typed_opt(
+            &format!(
+                "{SELECT_CURRENT}{xid} FROM {} WHERE state = $1{suffix}",
+                self.names.main
+            ),
+            &[(&self.address.state, Type::TEXT)],
+        )?;
+        Ok(row.map(|r| Current {
+            generation: r.get::<_, i64>(0) as u64,
+            document: r.get(1),
+            checksum: r.get(2),
+            written_at: r.get::<_, Option<i64>>(3).map(micros),
+            writer: r.get(4),
+            xid: (r.len() > 5).then(|| r.get(5)),
+        }))
+    }
+
+    /// The document's text after its checksum verified: damage is a checksum that
+    /// does not match (the row was changed by hand, or damaged).
+    fn verified_text<'c>(&self, cur: &'c Current, what: &str) -> Result<Option<&'c str>> {
+        let Some(doc) = cur.document.as_deref() else {
+            return Ok(None);
+        };
+        let sum = format::checksum(doc.as_bytes()) as i64;
+        match cur.checksum {
+            Some(recorded) if recorded == sum => Ok(Some(doc)),
+            recorded => Err(Error::Corrupt {
+                path: self.display().to_path_buf(),
+                line: None,
+                column: None,
+                reason: format!(
+                    "the checksum of {what} (generation {}) does not match its document: recorded {recorded:?}, computed {sum}; the row was changed outside statesafe, or damaged",
+                    cur.generation
+                ),
+            }),
+        }
+    }
+
+    pub(crate) fn load<T: Serialize + DeserializeOwned>(
+        &self,
+        store: &Store<T>,
+    ) -> Result<Snapshot<T>> {
+        let cur = self.read("read", |c| self.read_current(c, None))?;
+        let Some(cur) = cur else {
+            return Err(self.not_found());
+        };
+        let Some(text) = self.verified_text(&cur, "the current row")? else {
+            return Err(self.not_found());
+        };
+        let v = store.verify_bytes(text.as_bytes(), cur.generation, true, false)?;
+        Ok(Snapshot {
+            state: v.state,
+            generation: cur.generation,
+        })
+    }
+
+    pub(crate) fn generation<T>(&self, _store: &Store<T>) -> Result<u64> {
+        let cur = self.read("read", |c| self.read_current(c, None))?;
+        Ok(cur.filter(Current::exists).map_or(0, |c| c.generation))
+    }
+
+    fn not_found(&self) -> Error {
+        Error::NotFound {
+            path: self.display().to_path_buf(),
+        }
+    }
+
+    /// Starts a database transaction holding the state's row lock, waiting at most
+    /// the store's lock timeout.
+    fn lock_row<T>(&self, store: &Store<T>, operation: &str) -> Result<Tx<'_>> {
+        let config = store.config();
+        let millis = config.lock_timeout.as_millis().min(i32::MAX as u128);
+        let nowait = millis == 0;
+        let begin = format!(
+            "BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL lock_timeout = '{}ms'; SET LOCAL application_name = '{}'",
+            millis.max(1),
+            application_name(operation)
+        );
+        let start = Instant::now();
+        let (mut client, pooled) = self.take()?;
+        let mut begun = client.batch_execute(&begin);
+        if pooled && begun.as_ref().is_err_and(lost) {
+            client = self.connect()?;
+            begun = client.batch_execute(&begin);
+        }
+        if let Err(e) = begun {
+            return Err(self.error("start a transaction on", e));
+        }
+        let mut tx = Tx {
+            remote: self,
+            lock_timeout: config.lock_timeout,
+            client: Some(client),
+            current: Current {
+                generation: 0,
+                document: None,
+                checksum: None,
+                written_at: None,
+                writer: None,
+                xid: None,
+            },
+        };
+        let locked = (|| -> Result<Option<Current>, postgres::Error> {
+            let client = tx.client();
+            if let Some(cur) = self.read_current(client, Some(nowait))? {
+                return Ok(Some(cur));
+            }
+            // No row yet: insert one (no document) and lock it. A concurrent first
+            // writer's insert makes this wait for its commit, as the lock would.
+            client.execute_typed(
+                &format!(
+                    "INSERT INTO {} (state, generation) VALUES ($1, 0) ON CONFLICT (state) DO NOTHING",
+                    self.names.main
+                ),
+                &[(&self.address.state, Type::TEXT)],
+            )?;
+            self.read_current(client, Some(nowait))
+        })();
+        let waited = start.elapsed();
+        match locked {
+            Ok(Some(cur)) => {
+                store.recorder.lock_wait(waited);
+                tx.current = cur;
+                Ok(tx)
+            }
+            Ok(None) => Err(Error::Remote {
+                path: self.display().to_path_buf(),
+                op: "lock".into(),
+                reason: "the state's row vanished right after it was inserted".into(),
+                hint: "something deletes rows from the table while statesafe uses it; stop it"
+                    .into(),
+                source: None,
+            }),
+            Err(e) if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => {
+                drop(tx);
+                let holder = self.lock_holder().map(Box::new);
+                let err = Error::LockTimeout {
+                    path: self.display().to_path_buf(),
+                    waited,
+                    holder,
+                };
+                store.recorder.failure(err.kind());
+                Err(err)
+            }
+            Err(e) => Err(self.error("lock", e)),
+        }
+    }
+
+    /// What became of transaction `xid` whose `COMMIT` lost its answer: `Some(true)`
+    /// committed, `Some(false)` aborted, `None` when the server cannot tell us (not
+    /// reachable, or the transaction still running at `deadline`). Asked on a new
+    /// connection: the old one is gone.
+    fn resolve(&self, xid: i64, deadline: Instant) -> Option<bool> {
+        let mut client = self.connect().ok()?;
+        loop {
+            let status: Option<String> = client
+                .query_typed_one("SELECT txid_status($1)", &[(&xid, Type::INT8)])
+                .ok()?
+                .get(0);
+            match status.as_deref() {
+                Some("committed") => break Some(true),
+                Some("aborted") => break Some(false),
+                Some("in progress") if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                _ => break None,
+            }
+        }
+        .inspect(|_| self.give(client))
+    }
+
+    /// Who holds the state's row lock, from the row's `xmax`, `pg_locks` and
+    /// `pg_stat_activity` (statesafe's transactions name themselves there).
+    pub(crate) fn lock_holder(&self) -> Option<Holder> {
+        let query = sql::holder(&self.names.main);
+        let row = self
+            .read("find the lock holder of", |c| {
+                c.query_typed_opt(&query, &[(&self.address.state, Type::TEXT)])
+            })
+            .ok()??;
+        Some(holder_of(&row))
+    }
+
+    pub(crate) fn begin<T: Serialize + DeserializeOwned>(
+        &self,
+        store: &Store<T>,
+        operation: &str,
+        init: Option<impl FnOnce() -> T>,
+    ) -> Result<(Tx<'_>, T)> {
+        let tx = self.lock_row(store, operation)?;
+        let state = match self.verified_text(&tx.current, "the current row")? {
+            Some(text) => {
+                store
+                    .verify_bytes(text.as_bytes(), tx.current.generation, true, false)?
+                    .state
+            }
+            None => match init {
+                Some(init) => init(),
+                None => return Err(self.not_found()),
+            },
+        };
+        Ok((tx, state))
+    }
+
+    pub(crate) fn replace<T: Serialize + DeserializeOwned>(
+        &self,
+        store: &Store<T>,
+        expected: Option<u64>,
+        state: &T,
+        operation: &str,
+    ) -> Result<u64> {
+        let tx = self.lock_row(store, operation)?;
+        if let Some(expected) = expected {
+            let found = tx.generation();
+            if found != expected {
+                return Err(Error::GenerationConflict {
+                    path: self.display().to_path_buf(),
+                    expected,
+                    found,
+                });
+            }
+        }
+        tx.write(store, state, Change::Commit, None)
+    }
+
+    pub(crate) fn create_with<T: Serialize + DeserializeOwned>(
+        &self,
+        store: &Store<T>,
+        settings: &Settings,
+        state: &T,
+    ) -> Result<u64> {
+        let config = Config::new_at(self.display(), &store.opts, settings)?;
+        let tx = self.lock_row(store, "create")?;
+        if tx.existed() {
+            return Err(Error::AlreadyExists {
+                path: self.display().to_path_buf(),
+            });
+        }
+        let previous = store.config();
+        store.set_config(config);
+        let written = tx.write(store, state, Change::Commit, Some(settings));
+        if written.is_err() {
+            store.set_config((*previous).clone());
+        }
+        written
+    }
+
+    pub(crate) fn save_settings<T>(&self, store: &Store<T>, settings: &Settings) -> Result<()> {
+        let config = Config::new_at(self.display(), &store.opts, settings)?;
+        let mut tx = self.lock_row(store, "save settings")?;
+        let text = serde_json::to_string(settings).expect("invariant: settings serialize");
+        let main = &self.names.main;
+        let state = &self.address.state;
+        tx.client()
+            .execute_typed(
+                &format!("UPDATE {main} SET settings = $2 WHERE state = $1"),
+                &[(state, Type::TEXT), (&text, Type::TEXT)],
+            )
+            .map_err(|e| self.error("write the settings of", e))?;
+        tx.finish()?;
+        store.set_config(config);
+        Ok(())
+    }
+
+    pub(crate) fn restore<T: Serialize + DeserializeOwned>(
+        &self,
+        store: &Store<T>,
+        generation: u64,
+    ) -> Result<u64> {
+        let mut tx = self.lock_row(store, "restore")?;
+        let query = format!(
+            "SELECT generation, document, checksum, (extract(epoch FROM written_at) * 1000000)::bigint \
+             FROM {} WHERE state = $1 AND generation = $2",
+            self.names.backups
+        );
+        let g = generation as i64;
+        let row = tx
+            .client()
+            .query_typed_opt(
+                &query,
+                &[(&self.address.state, Type::TEXT), (&g, Type::INT8)],
+            )
+            .map_err(|e| self.error("read the backups of", e))?;
+        let Some(row) = row else {
+            return Err(Error::NotFound {
+                path: self.backup_path(generation),
+            });
+        };
+        let backup = backup_row(&row);
+        let text = self
+            .verified_text(&backup, &format!("backup {generation}"))?
+            .expect("invariant: a backup row has a document");
+        let state: T = store
+            .verify_bytes(text.as_bytes(), generation, true, false)?
+            .state;
+        tx.write(store, &state, Change::Restore { from: generation }, None)
+    }
+
+    fn backup_path(&self, generation: u64) -> PathBuf {
+        PathBuf::from(format!("{}#backup={generation}", self.display().display()))
+    }
+
+    fn backup_rows(&self) -> Result<Vec<Current>> {
+        let query = format!(
+            "SELECT generation, document, checksum, (extract(epoch FROM written_at) * 1000000)::bigint \
+             FROM {} WHERE state = $1 ORDER BY generation DESC",
+            self.names.backups
+        );
+        let rows = self.read("read the backups of", |c| {
+            c.query_typed(&query, &[(&self.address.state, Type::TEXT)])
+        })?;
+        Ok(rows.iter().map(backup_row).collect())
+    }
+
+    pub(crate) fn backups<T>(&self, _store: &Store<T>) -> Result<BackupList> {
+        let backups = self
+            .backup_rows()?
+            .into_iter()
+            .map(|b| BackupInfo {
+                generation: b.generation,
+                path: self.backup_path(b.generation),
+                size: b.document.as_ref().map_or(0, |d| d.len() as u64),
+                committed: b.written_at.unwrap_or(UNIX_EPOCH),
+            })
+            .collect();
+        Ok(BackupList {
+            backups,
+            foreign: Vec::new(),
+        })
+    }
+
+    pub(crate) fn history<T>(&self, _store: &Store<T>) -> Result<Vec<HistoryEntry>> {
+        let query = format!(
+            "SELECT entry FROM {} WHERE state = $1 ORDER BY generation",
+            self.names.history
+        );
+        let rows = self.read("read the history of", |c| {
+            c.query_typed(&query, &[(&self.address.state, Type::TEXT)])
+        })?;
+        rows.iter()
+            .map(|r| {
+                let text: String = r.get(0);
+                serde_json::from_str(&text).map_err(|e| Error::Corrupt {
+                    path: self.display().to_path_buf(),
+                    line: None,
+                    column: None,
+                    reason: format!("a history entry is not valid: {e}"),
+                })
+            })
+            .collect()
+    }
+
+    pub(crate) fn document_at<T: Serialize + DeserializeOwned>(
+        &self,
+        store: &Store<T>,
+        generation: u64,
+    ) -> Result<Value> {
+        let to_value = |state: T| {
+            serde_json::to_value(&state).map_err(|source| Error::Serialize {
+                path: self.display().to_path_buf(),
+                source,
+            })
+        };
+        let cur = self.read("read", |c| self.read_current(c, None))?;
+        if let Some(cur) = cur.filter(|c| c.generation == generation)
+            && let Some(text) = self.verified_text(&cur, "the current row")?
+        {
+            return to_value(
+                store
+                    .verify_bytes(text.as_bytes(), generation, true, false)?
+                    .state,
+            );
+        }
+        if let Some(b) = self
+            .backup_rows()?
+            .iter()
+            .find(|b| b.generation == generation)
+            && let Ok(Some(text)) = self.verified_text(b, "a backup")
+        {
+            return to_value(
+                store
+                    .verify_bytes(text.as_bytes(), generation, true, false)?
+                    .state,
+            );
+        }
+        history::document_at(self.display(), &self.history(store)?, generation)
+    }
+
+    pub(crate) fn check<T: Serialize + DeserializeOwned>(
+        &self,
+        store: &Store<T>,
+    ) -> Result<CheckReport> {
+        let mut report = CheckReport {
+            path: self.display().to_path_buf(),
+            exists: false,
+            generation: 0,
+            format: None,
+            external: false,
+            adopted: false,
+            problems: Vec::new(),
+            backups_valid: 0,
+            backups_damaged: Vec::new(),
+            foreign: Vec::new(),
+            quarantined: Vec::new(),
+        };
+        let cur = self.read("read", |c| self.read_current(c, None))?;
+        if let Some(cur) = cur.filter(Current::exists) {
+            report.exists = true;
+            report.generation = cur.generation;
+            report.format = Some(Format::Plain);
+            let verified = self
+                .verified_text(&cur, "the current row")
+                .and_then(|text| {
+                    let text = text.expect("invariant: it exists");
+                    store.verify_bytes(text.as_bytes(), cur.generation, true, false)
+                });
+            match verified {
+                Ok(_) => {}
+                Err(e) if is_damage(&e) => report.problems.push(e.to_string()),
+                Err(e) => return Err(e),
+            }
+        }
+        for b in self.backup_rows()? {
+            let verified = self
+                .verified_text(&b, &format!("backup {}", b.generation))
+                .and_then(|text| {
+                    let text = text.expect("invariant: a backup row has a document");
+                    store.verify_bytes(text.as_bytes(), b.generation, true, false)
+                });
+            match verified {
+                Ok(_) => report.backups_valid += 1,
+                Err(e) => report
+                    .backups_damaged
+                    .push((self.backup_path(b.generation), e.to_string())),
+            }
+        }
+        Ok(report)
+    }
+
+    pub(crate) fn info<T: Serialize + DeserializeOwned>(&self, store: &Store<T>) -> Result<Info> {
+        let cur = self.read("read", |c| self.read_current(c, None))?;
+        let cur = cur.filter(Current::exists);
+        let last_writer = cur.as_ref().and_then(|c| {
+            let writer: Writer = serde_json::from_str(c.writer.as_deref()?).ok()?;
+            let at = humantime::format_rfc3339_millis(c.written_at?).to_string();
+            Some((writer, at))
+        });
+        Ok(Info {
+            path: self.display().to_path_buf(),
+            real_path: self.display().to_path_buf(),
+            exists: cur.is_some(),
+            generation: cur.as_ref().map_or(0, |c| c.generation),
+            format: cur.as_ref().map(|_| Format::Plain),
+            size: cur
+                .as_ref()
+                .and_then(|c| c.document.as_ref())
+                .map_or(0, |d| d.len() as u64),
+            modified: cur.as_ref().and_then(|c| c.written_at),
+            last_writer,
+            backups: self.backups(store)?.backups,
+            lock_holder: self.lock_holder(),
+            settings: store.config().settings.clone(),
+        })
+    }
+}
+
+/// A database transaction holding a state's row lock. Dropping it rolls back.
+pub(crate) struct Tx<'s> {
+    remote: &'s Remote,
+    /// How long to wait for the server to settle a commit whose answer was lost.
+    lock_timeout: Duration,
+    client: Option<Client>,
+    /// The row as read under the lock.
+    current: Current,
+}
+
+impl Drop for Tx<'_> {
+    fn drop(&mut self) {
+        if let Some(mut client) = self.client.take() {
+            // A failed rollback leaves the connection unusable: drop it (the server
+            // ends the transaction when the connection closes).
+            if client.batch_execute("ROLLBACK").is_ok() {
+                self.remote.give(client);
+            }
+        }
+    }
+}
+
+impl Tx<'_> {
+    fn client(&mut self) -> &mut Client {
+        conn(&mut self.client)
+    }
+
+    pub(crate) fn generation(&self) -> u64 {
+        if self.current.exists() {
+            self.current.generation
+        } else {
+            0
+        }
+    }
+
+    pub(crate) fn existed(&self) -> bool {
+        self.current.exists()
+    }
+
+    pub(crate) fn commit<T: Serialize + DeserializeOwned>(
+        self,
+        store: &Store<T>,
+        state: &T,
+    ) -> Result<u64> {
+        self.write(store, state, Change::Commit, None)
+    }
+
+    /// Commits the database transaction. A connection lost during `COMMIT` leaves
+    /// the outcome unknown: [`Error::OutcomeUnknown`], never retried.
+    fn finish_as(&mut self, generation: u64) -> Result<()> {
+        let remote = self.remote;
+        let deadline = Instant::now() + self.lock_timeout;
+        let mut client = self.client.take().expect("invariant: not finished yet");
+        match client.batch_execute("COMMIT") {
+            Ok(()) => {
+                remote.give(client);
+                Ok(())
+            }
+            // The server answered with an ERROR and goes on: it did not commit
+            // (a deferred constraint, a serialization failure).
+            Err(e) if refused(&e) && !client.is_closed() => Err(remote.error("commit", e)),
+            // No answer, or a FATAL one (the backend was terminated or the server
+            // shut down: that can come after the commit record was written). Ask the
+            // server, on a new connection, what became of the transaction; never
+            // send the change again.
+            Err(e) => match self
+                .current
+                .xid
+                .and_then(|xid| remote.resolve(xid, deadline))
+            {
+                Some(true) => Ok(()),
+                Some(false) => Err(Error::Remote {
+                    path: remote.display().to_path_buf(),
+                    op: "commit".into(),
+                    reason: format!(
+                        "the connection was lost during COMMIT ({e}), and the server says the transaction did not commit"
+                    ),
+                    hint: "nothing was committed by this call; run it again".into(),
+                    source: Some(Box::new(e)),
+                }),
+                None => Err(Error::OutcomeUnknown {
+                    path: remote.display().to_path_buf(),
+                    generation,
+                    source: std::io::Error::other(CommitLost(e.to_string())),
+                }),
+            },
+        }
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        let generation = self.current.generation;
+        self.finish_as(generation)
+    }
+
+    /// Validates and writes `state` as the next generation, keeps the outgoing
+    /// version as a backup, records the history, prunes both, commits.
+    fn write<T: Serialize + DeserializeOwned>(
+        mut self,
+        store: &Store<T>,
+        state: &T,
+        change: Change,
+        settings: Option<&Settings>,
+    ) -> Result<u64> {
+        let started = Instant::now();
+        let result = self.write_inner(store, state, change, settings);
+        match &result {
+            Ok(_) => store.recorder.commit(started.elapsed(), Duration::ZERO),
+            Err(e) => store.recorder.failure(e.kind()),
+        }
+        result
+    }
+
+    fn write_inner<T: Serialize + DeserializeOwned>(
+        &mut self,
+        store: &Store<T>,
+        state: &T,
+        change: Change,
+        settings: Option<&Settings>,
+    ) -> Result<u64> {
+        let remote = self.remote;
+        let path = remote.display();
+        let config = store.config();
+        validate::check(
+            path,
+            state,
+            store.opts.rule.as_ref(),
+            config.schema.as_ref(),
+        )?;
+        let old_text = remote
+            .verified_text(&self.current, "the current row")
+            .ok()
+            .flatten();
+        let style = store
+            .opts
+            .layout
+            .style(old_text.and_then(|t| format::Style::detect(t.as_bytes())));
+        let bytes = format::encode(path, state, style, 0, 0)?;
+        if let Some(limit) = config.max_bytes
+            && bytes.len() as u64 > limit
+        {
+            return Err(Error::TooLarge {
+                path: path.to_path_buf(),
+                size: bytes.len() as u64,
+                limit,
+            });
+        }
+        let text = String::from_utf8(bytes).expect("invariant: serde_json writes UTF-8");
+        let checksum = format::checksum(text.as_bytes()) as i64;
+        let existed = self.current.exists();
+        if existed
+            && change == Change::Commit
+            && settings.is_none()
+            && self.current.checksum == Some(checksum)
+            && old_text == Some(text.as_str())
+        {
+            // Nothing to write: the generation stays (as for a file).
+            let generation = self.current.generation;
+            self.finish_as(generation)?;
+            return Ok(generation);
+        }
+        let generation = self.current.generation + 1;
+        let writer = Writer::current(true);
+        let writer_json = serde_json::to_string(&writer).expect("invariant: a writer serializes");
+        let state_name = &remote.address.state;
+        let names = &remote.names;
+        let (g, old_g) = (generation as i64, self.current.generation as i64);
+        let settings_text =
+            settings.map(|s| serde_json::to_string(s).expect("invariant: settings serialize"));
+        // The outgoing version, if sound, becomes a backup: copied row to row on the
+        // server (we hold its lock), not sent back over the wire.
+        let keep_backup = config.backups.enabled() && old_text.is_some();
+        if keep_backup {
+            conn(&mut self.client)
+                .execute_typed(
+                    &format!(
+                        "INSERT INTO {} (state, generation, document, checksum, written_at) \
+                         SELECT state, generation, document, checksum, written_at FROM {} \
+                         WHERE state = $1 AND generation = $2 ON CONFLICT DO NOTHING",
+                        names.backups, names.main
+                    ),
+                    &[(state_name, Type::TEXT), (&old_g, Type::INT8)],
+                )
+                .map_err(|e| remote.error("keep a backup of", e))?;
+        }
+        let updated = conn(&mut self.client)
+            .execute_typed(
+                &format!(
+                    "UPDATE {} SET generation = $2, document = $3, checksum = $4, written_at = now(), \
+                     writer = $5, settings = coalesce($6, settings) WHERE state = $1 AND generation = $7",
+                    names.main
+                ),
+                &[
+                    (state_name, Type::TEXT),
+                    (&g, Type::INT8),
+                    (&text, Type::TEXT),
+                    (&checksum, Type::INT8),
+                    (&writer_json, Type::TEXT),
+                    (&settings_text, Type::TEXT),
+                    (&old_g, Type::INT8),
+                ],
+            )
+            .map_err(|e| remote.error("write", e))?;
+        if updated != 1 {
+            // Cannot happen while the row lock is held, unless something writes the
+            // table outside statesafe's transactions: refuse rather than guess.
+            return Err(Error::Remote {
+                path: path.to_path_buf(),
+                op: "write".into(),
+                reason: format!(
+                    "the row was not at generation {} under the lock ({updated} rows matched)",
+                    self.current.generation
+                ),
+                hint: "something changes the table outside statesafe (a trigger, a rule, a hand edit); nothing was committed".into(),
+                source: None,
+            });
+        }
+        if keep_backup {
+            self.prune_backups(&config.backups)?;
+        }
+        if config.history.keep > 0 {
+            self.record_history(store, &config, &text, generation, change, writer)?;
+        }
+        self.finish_as(generation)?;
+        Ok(generation)
+    }
+
+    fn prune_backups(&mut self, policy: &crate::BackupPolicy) -> Result<()> {
+        let remote = self.remote;
+        let names = &remote.names;
+        let state = &remote.address.state;
+        let rows = self
+            .client()
+            .query_typed(
+                &format!(
+                    "SELECT generation, (extract(epoch FROM written_at) * 1000000)::bigint FROM {} \
+                     WHERE state = $1 ORDER BY generation DESC",
+                    names.backups
+                ),
+                &[(state, Type::TEXT)],
+            )
+            .map_err(|e| remote.error("list the backups of", e))?;
+        let infos: Vec<BackupInfo> = rows
+            .iter()
+            .map(|r| BackupInfo {
+                generation: r.get::<_, i64>(0) as u64,
+                path: PathBuf::new(),
+                size: 0,
+                committed: micros(r.get(1)),
+            })
+            .collect();
+        let keep = backup::keep_set(&infos, policy, SystemTime::now());
+        let drop: Vec<i64> = infos
+            .iter()
+            .filter(|b| !keep.contains(&b.generation))
+            .map(|b| b.generation as i64)
+            .collect();
+        if drop.is_empty() {
+            return Ok(());
+        }
+        self.client()
+            .execute_typed(
+                &format!(
+                    "DELETE FROM {} WHERE state = $1 AND generation = ANY($2)",
+                    names.backups
+                ),
+                &[(state, Type::TEXT), (&drop, Type::INT8_ARRAY)],
+            )
+            .map_err(|e| remote.error("prune the backups of", e))?;
+        Ok(())
+    }
+
+    fn record_history<T: Serialize + DeserializeOwned>(
+        &mut self,
+        store: &Store<T>,
+        config: &Config,
+        text: &str,
+        generation: u64,
+        change: Change,
+        writer: Writer,
+    ) -> Result<()> {
+        let remote = self.remote;
+        let names = &remote.names;
+        let state = &remote.address.state;
+        let policy = &config.history;
+        let small = |t: &str| t.len() as u64 <= policy.max_patch_bytes;
+        let last: Option<i64> = self
+            .client()
+            .query_typed_one(
+                &format!(
+                    "SELECT max(generation) FROM {} WHERE state = $1",
+                    names.history
+                ),
+                &[(state, Type::TEXT)],
+            )
+            .map_err(|e| remote.error("read the history of", e))?
+            .get(0);
+        let last = last.map(|g| g as u64);
+        let old_value = remote
+            .verified_text(&self.current, "the current row")
+            .ok()
+            .flatten()
+            .filter(|t| small(t))
+            .and_then(|t| serde_json::from_str::<Value>(t).ok());
+        let new_value = if small(text) {
+            serde_json::from_str::<Value>(text).ok()
+        } else {
+            None
+        };
+        let _ = store;
+        let snapshot_needed = history::needs_snapshot(policy, generation, last);
+        let (patch, snapshot, note) = match (&new_value, &old_value) {
+            (Some(new), Some(old)) => (
+                Some(json_patch::diff(old, new)),
+                snapshot_needed.then(|| new.clone()),
+                None,
+            ),
+            (Some(new), None) => (None, Some(new.clone()), None),
+            (None, _) => (
+                None,
+                None,
+                Some(
+                    "no snapshot or patch: the document is larger than history.max_patch_bytes"
+                        .to_string(),
+                ),
+            ),
+        };
+        let entry = HistoryEntry {
+            generation,
+            time: now_rfc3339(),
+            writer: Some(writer),
+            change,
+            patch,
+            snapshot,
+            note,
+        };
+        let has_snapshot = entry.snapshot.is_some();
+        let entry = serde_json::to_string(&entry).expect("invariant: an entry serializes");
+        let g = generation as i64;
+        self.client()
+            .execute_typed(
+                &format!(
+                    "INSERT INTO {} (state, generation, snapshot, entry) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (state, generation) DO UPDATE SET snapshot = excluded.snapshot, entry = excluded.entry",
+                    names.history
+                ),
+                &[
+                    (state, Type::TEXT),
+                    (&g, Type::INT8),
+                    (&has_snapshot, Type::BOOL),
+                    (&entry, Type::TEXT),
+                ],
+            )
+            .map_err(|e| remote.error("record the history of", e))?;
+        // Keep the last `keep` generations, and the snapshot they are rebuilt from.
+        let oldest_kept = (generation + 1).saturating_sub(u64::from(policy.keep)) as i64;
+        self.client()
+            .execute_typed(
+                &format!(
+                    "DELETE FROM {h} WHERE state = $1 AND generation < least($2, \
+                     (SELECT max(generation) FROM {h} WHERE state = $1 AND snapshot AND generation <= $2))",
+                    h = names.history
+                ),
+                &[(state, Type::TEXT), (&oldest_kept, Type::INT8)],
+            )
+            .map_err(|e| remote.error("prune the history of", e))?;
+        Ok(())
+    }
+}
+
+/// A transaction's connection (a function, not a method, so that it borrows the
+/// field alone).
+fn conn(client: &mut Option<Client>) -> &mut Client {
+    client
+        .as_mut()
+        .expect("invariant: a transaction has its connection until it ends")
+}
+
+fn backup_row(r: &Row) -> Current {
+    Current {
+        generation: r.get::<_, i64>(0) as u64,
+        document: r.get(1),
+        checksum: r.get(2),
+        written_at: r.get::<_, Option<i64>>(3).map(micros),
+        writer: None,
+        xid: None,
+    }
+}
+
+/// The error and its causes, as one line.
+fn chain_text(e: &postgres::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
+/// Whether the server refused a statement with an ordinary `ERROR` (the session goes
+/// on), as opposed to a lost connection or a `FATAL` or `PANIC` that ends it.
+fn refused(e: &postgres::Error) -> bool {
+    use postgres::error::Severity;
+    e.as_db_error().is_some_and(|d| match d.parsed_severity() {
+        Some(s) => s == Severity::Error,
+        None => d.severity() == "ERROR",
+    })
+}
+
+/// Whether the connection failed (as opposed to the server refusing a statement).
+fn lost(e: &postgres::Error) -> bool {
+    e.is_closed() || e.as_db_error().is_none()
+}
+
+fn micros(us: i64) -> SystemTime {
+    if us >= 0 {
+        UNIX_EPOCH + Duration::from_micros(us as u64)
+    } else {
+        UNIX_EPOCH - Duration::from_micros(us.unsigned_abs())
+    }
+}
+
+/// `statesafe PID@HOST OPERATION: COMMAND`, cut to PostgreSQL's 63 bytes, with
+/// nothing that needs quoting in an SQL literal.
+fn application_name(operation: &str) -> String {
+    let (host, _, command) = crate::lock::identity();
+    let raw = format!(
+        "statesafe {}@{host} {operation}: {command}",
+        crate::sys::pid()
+    );
+    let mut out = String::new();
+    for c in raw.chars() {
+        let c = if c.is_ascii_graphic() && c != '\'' && c != '\\' || c == ' ' {
+            c
+        } else {
+            '?'
+        };
+        if out.len() + c.len_utf8() > 63 {
+            break;
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The holder from a row of [`sql::holder`]: statesafe's own name, or what the
+/// server knows of another client.
+fn holder_of(row: &Row) -> Holder {
+    let backend: i32 = row.get(0);
+    let app: Option<String> = row.get(1);
+    let user: Option<String> = row.get(2);
+    let addr: Option<String> = row.get(3);
+    let since: Option<String> = row.get(4);
+    let app = app.unwrap_or_default();
+    let user = user.unwrap_or_default();
+    let addr = addr.unwrap_or_default();
+    let since = since.unwrap_or_default();
+    let parsed = app.strip_prefix("statesafe ").and_then(|rest| {
+        let (who, rest) = rest.split_once(' ')?;
+        let (pid, host) = who.split_once('@')?;
+        let (operation, command) = rest.split_once(": ").unwrap_or((rest, ""));
+        Some((pid.parse::<u32>().ok()?, host, operation, command))
+    });
+    match parsed {
+        Some((pid, host, operation, command)) => Holder {
+            pid,
+            host: host.to_string(),
+            user: format!("{user} (database role)"),
+            command: format!("{command} (server backend {backend}, from {addr})"),
+            operation: operation.to_string(),
+            since,
+        },
+        None => Holder {
+            pid: u32::try_from(backend).unwrap_or(0),
+            host: addr,
+            user: format!("{user} (database role)"),
+            command: if app.is_empty() {
+                "a client that gave no application_name".into()
+            } else {
+                app
+            },
+            operation: format!("a transaction outside statesafe (server backend {backend})"),
+            since,
+        },
+    }
+}

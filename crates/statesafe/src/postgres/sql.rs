@@ -1,0 +1,118 @@
+//! The tables, by name: their layout, creation on first use, and the check that a
+//! table found is the one statesafe made.
+
+/// The three tables of one `table=` name, as quoted identifiers.
+#[derive(Debug, Clone)]
+pub(crate) struct Names {
+    /// One row per state: the current version.
+    pub main: String,
+    /// Replaced versions kept as backups.
+    pub backups: String,
+    /// One entry per generation.
+    pub history: String,
+    /// The tables' names as `to_regclass` takes them, in the same order.
+    pub regclass: [String; 3],
+}
+
+impl Names {
+    pub(crate) fn new(schema: Option<&str>, table: &str) -> Names {
+        // Both are plain identifiers (checked when the URL was parsed).
+        let qualify = |t: &str| match schema {
+            Some(s) => format!("\"{s}\".\"{t}\""),
+            None => format!("\"{t}\""),
+        };
+        let (backups, history) = (format!("{table}_backups"), format!("{table}_history"));
+        Names {
+            main: qualify(table),
+            backups: qualify(&backups),
+            history: qualify(&history),
+            regclass: [qualify(table), qualify(&backups), qualify(&history)],
+        }
+    }
+
+    /// The tables, created if missing (one transaction; `IF NOT EXISTS`).
+    pub(crate) fn create(&self) -> String {
+        let Names {
+            main,
+            backups,
+            history,
+            ..
+        } = self;
+        format!(
+            "BEGIN;
+CREATE TABLE IF NOT EXISTS {main} (
+    state      text PRIMARY KEY,
+    generation bigint NOT NULL CHECK (generation >= 0),
+    document   text,
+    checksum   bigint,
+    settings   text NOT NULL DEFAULT '{{}}',
+    written_at timestamptz NOT NULL DEFAULT now(),
+    writer     text,
+    CHECK ((document IS NULL) = (checksum IS NULL))
+);
+CREATE TABLE IF NOT EXISTS {backups} (
+    state      text NOT NULL,
+    generation bigint NOT NULL,
+    document   text NOT NULL,
+    checksum   bigint NOT NULL,
+    written_at timestamptz NOT NULL,
+    PRIMARY KEY (state, generation)
+);
+CREATE TABLE IF NOT EXISTS {history} (
+    state      text NOT NULL,
+    generation bigint NOT NULL,
+    snapshot   boolean NOT NULL,
+    entry      text NOT NULL,
+    PRIMARY KEY (state, generation)
+);
+COMMIT;"
+        )
+    }
+}
+
+/// The columns statesafe reads and writes, by table (0 main, 1 backups, 2 history),
+/// with their types as `format_type` prints them.
+pub(crate) const COLUMNS: [&[(&str, &str)]; 3] = [
+    &[
+        ("state", "text"),
+        ("generation", "bigint"),
+        ("document", "text"),
+        ("checksum", "bigint"),
+        ("settings", "text"),
+        ("written_at", "timestamp with time zone"),
+        ("writer", "text"),
+    ],
+    &[
+        ("state", "text"),
+        ("generation", "bigint"),
+        ("document", "text"),
+        ("checksum", "bigint"),
+        ("written_at", "timestamp with time zone"),
+    ],
+    &[
+        ("state", "text"),
+        ("generation", "bigint"),
+        ("snapshot", "boolean"),
+        ("entry", "text"),
+    ],
+];
+
+/// The columns of the three tables as they are: (table index, column, type).
+pub(crate) const LAYOUT: &str = "SELECT t.i, a.attname::text, format_type(a.atttypid, a.atttypmod)
+FROM unnest($1::text[]) WITH ORDINALITY AS t(name, i)
+JOIN pg_attribute a ON a.attrelid = to_regclass(t.name)
+WHERE a.attnum > 0 AND NOT a.attisdropped";
+
+/// The holder of a row lock: the transaction in the row's `xmax`, its backend, and
+/// the `application_name` statesafe sets in every transaction it runs.
+pub(crate) fn holder(main: &str) -> String {
+    format!(
+        "SELECT l.pid, a.application_name, a.usename::text, coalesce(host(a.client_addr), 'local socket'),
+        to_char(a.xact_start AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')
+FROM {main} s
+JOIN pg_locks l ON l.locktype = 'transactionid' AND l.transactionid = s.xmax AND l.granted
+    AND l.mode = 'ExclusiveLock'
+JOIN pg_stat_activity a ON a.pid = l.pid
+WHERE s.state = $1"
+    )
+}

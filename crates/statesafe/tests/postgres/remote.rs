@@ -1,0 +1,599 @@
+//! What only a server has: damaged rows, tables altered by hand, unreachable servers
+//! and missing databases, a connection terminated mid-transaction or lost during
+//! `COMMIT`, a holder killed mid-transaction.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use serde_json::json;
+use statesafe::{Error, Store};
+
+use crate::cluster::{self, Cluster};
+
+fn open(url: &str) -> Store {
+    Store::options()
+        .lock_timeout(Duration::from_secs(30))
+        .open_url(url)
+        .unwrap()
+}
+
+#[test]
+fn a_row_whose_checksum_does_not_match_is_corrupt_and_nothing_is_written() {
+    let Some(pg) = cluster::cluster() else { return };
+    let url = pg.url("damaged");
+    let store = open(&url);
+    store.create(json!({"n": 1})).unwrap();
+    store.update(|s| s["n"] = 2.into()).unwrap();
+    pg.client()
+        .execute(
+            "UPDATE statesafe SET document = '{\"n\": 666}' WHERE state = 'damaged'",
+            &[],
+        )
+        .unwrap();
+    let err = store.load().unwrap_err();
+    assert!(
+        matches!(&err, Error::Corrupt { reason, .. } if reason.contains("checksum")),
+        "{err}"
+    );
+    let err = store.update(|s| s["n"] = 3.into()).unwrap_err();
+    assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+    let report = store.check().unwrap();
+    assert_eq!(report.problems.len(), 1, "{report:?}");
+    assert!(!report.is_ok());
+    // Still the damaged row: nothing was written over it.
+    let row = pg
+        .client()
+        .query_one(
+            "SELECT generation, document FROM statesafe WHERE state = 'damaged'",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), 2);
+    assert_eq!(row.get::<_, String>(1), "{\"n\": 666}");
+    // A deliberate replace is allowed (the damaged version is not kept as a backup).
+    store.replace(json!({"n": 7})).unwrap();
+    assert_eq!(store.load().unwrap().state, json!({"n": 7}));
+}
+
+#[test]
+fn a_table_altered_by_hand_is_refused_on_open() {
+    let Some(pg) = cluster::cluster() else { return };
+    let url = pg.url_with("altered", "table=altered");
+    open(&url).create(json!({})).unwrap();
+    pg.client()
+        .batch_execute("ALTER TABLE altered DROP COLUMN checksum")
+        .unwrap();
+    let err = Store::<serde_json::Value>::options()
+        .open_url(&url)
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Remote { reason, .. } if reason.contains("no column `checksum`")),
+        "{err}"
+    );
+    assert_eq!(err.kind(), "remote");
+    assert!(err.hint().unwrap().contains("docs/remote.md"));
+}
+
+#[test]
+fn an_unreachable_server_and_a_missing_database_are_typed_errors_with_hints() {
+    let Some(pg) = cluster::cluster() else { return };
+    let closed = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let err = Store::<serde_json::Value>::options()
+        .open_url(&format!(
+            "postgres://{}@127.0.0.1:{port}/x?state=a",
+            pg.user
+        ))
+        .unwrap_err();
+    assert!(matches!(&err, Error::Remote { .. }), "{err}");
+    assert!(err.hint().unwrap().contains("reachable"), "{err:?}");
+    let err = Store::<serde_json::Value>::options()
+        .open_url(&format!(
+            "postgres://{}@127.0.0.1:{}/no_such_db?state=a",
+            pg.user, pg.port
+        ))
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Remote { reason, .. } if reason.contains("does not exist")),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_connection_terminated_mid_transaction_leaves_the_old_version_and_the_store_recovers() {
+    let Some(pg) = cluster::cluster() else { return };
+    let url = pg.url("terminated");
+    let store = open(&url);
+    store.create(json!({"n": 1})).unwrap();
+    let mut tx = store.begin().unwrap();
+    tx.state_mut()["n"] = 2.into();
+    let killed: i64 = pg
+        .client()
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE application_name LIKE 'statesafe %' AND pid <> pg_backend_pid()",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(killed, 1);
+    let err = tx.commit().unwrap_err();
+    assert!(matches!(err, Error::Remote { .. }), "{err}");
+    assert_eq!(store.load().unwrap().state, json!({"n": 1}));
+    // The next write uses a new connection, on its own.
+    store.update(|s| s["n"] = 3.into()).unwrap();
+    assert_eq!(
+        store.load().unwrap(),
+        statesafe::Snapshot {
+            state: json!({"n": 3}),
+            generation: 2
+        }
+    );
+}
+
+/// A TCP proxy in front of the server that, once armed, interferes with the next
+/// `COMMIT`: it forwards it, then either cuts both connections before the server's
+/// answer reaches the client, or (with `fatal`) hides the answer and tells the client
+/// `FATAL: terminating connection due to administrator command` instead, as a backend
+/// terminated right after its commit does.
+struct CommitCutter {
+    port: u16,
+    armed: Arc<AtomicBool>,
+    /// While set, new connections are closed at once (a network partition).
+    partitioned: Arc<AtomicBool>,
+}
+
+impl CommitCutter {
+    fn start(server_port: u16, fatal: bool) -> CommitCutter {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let armed = Arc::new(AtomicBool::new(false));
+        let partitioned = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&armed);
+        let cut_off = Arc::clone(&partitioned);
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                if cut_off.load(Ordering::SeqCst) {
+                    continue;
+                }
+                let server = TcpStream::connect(("127.0.0.1", server_port)).unwrap();
+                let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                let muted = Arc::new(AtomicBool::new(false));
+                let cut = Cut {
+                    armed: Arc::clone(&flag),
+                    muted: Arc::clone(&muted),
+                    fatal,
+                };
+                std::thread::spawn(move || pump(client, server, Some(cut), None));
+                std::thread::spawn(move || pump(s2, c2, None, Some(muted)));
+            }
+        });
+        CommitCutter {
+            port,
+            armed,
+            partitioned,
+        }
+    }
+}
+
+/// The client-to-server side's part in [`CommitCutter`].
+struct Cut {
+    armed: Arc<AtomicBool>,
+    muted: Arc<AtomicBool>,
+    fatal: bool,
+}
+
+fn pump(mut from: TcpStream, mut to: TcpStream, cut: Option<Cut>, muted: Option<Arc<AtomicBool>>) {
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if muted.as_ref().is_some_and(|m| m.load(Ordering::SeqCst)) {
+            continue;
+        }
+        let commit = buf[..n].windows(7).any(|w| w == b"COMMIT\0");
+        let cutting = commit
+            && cut
+                .as_ref()
+                .is_some_and(|c| c.armed.swap(false, Ordering::SeqCst));
+        if cutting && cut.as_ref().is_some_and(|c| c.fatal) {
+            cut.as_ref().unwrap().muted.store(true, Ordering::SeqCst);
+        }
+        if to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+        if cutting {
+            if cut.as_ref().is_some_and(|c| c.fatal) {
+                let _ = from.write_all(&fatal_response());
+                // Give the server time to read the COMMIT before it sees the close.
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            let _ = to.shutdown(Shutdown::Both);
+            let _ = from.shutdown(Shutdown::Both);
+            break;
+        }
+    }
+    let _ = to.shutdown(Shutdown::Write);
+}
+
+/// An `ErrorResponse` message: FATAL 57P01, as a terminated backend sends.
+fn fatal_response() -> Vec<u8> {
+    let mut body = Vec::new();
+    for (field, value) in [
+        (b'S', "FATAL"),
+        (b'V', "FATAL"),
+        (b'C', "57P01"),
+        (b'M', "terminating connection due to administrator command"),
+    ] {
+        body.push(field);
+        body.extend_from_slice(value.as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    let mut msg = vec![b'E'];
+    msg.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
+    msg.extend_from_slice(&body);
+    msg
+}
+
+fn cutter_store(pg: &Cluster, fatal: bool, state: &str) -> (CommitCutter, Store) {
+    let cutter = CommitCutter::start(pg.port, fatal);
+    let url = format!(
+        // Plain: the proxy must see the protocol to find the COMMIT.
+        "postgres://{}@127.0.0.1:{}/{}?state={state}&sslmode=disable",
+        pg.user,
+        cutter.port,
+        cluster::DATABASE
+    );
+    let store = open(&url);
+    store.create(json!({"n": 1})).unwrap();
+    (cutter, store)
+}
+
+impl CommitCutter {
+    /// Fails the test unless the armed cut happened.
+    fn assert_cut(&self) {
+        assert!(
+            !self.armed.load(Ordering::SeqCst),
+            "the proxy never saw the COMMIT: nothing was tested"
+        );
+    }
+}
+
+#[test]
+fn a_commit_whose_answer_is_lost_is_settled_by_asking_the_server() {
+    let Some(pg) = cluster::cluster() else { return };
+    let (cutter, store) = cutter_store(pg, false, "cut");
+    cutter.armed.store(true, Ordering::SeqCst);
+    // The COMMIT reached the server; its answer did not reach us. A new connection
+    // asks `txid_status`: committed, so the update succeeded (it is not sent again).
+    store.update(|s| s["n"] = 2.into()).unwrap();
+    cutter.assert_cut();
+    assert_eq!(
+        store.load().unwrap(),
+        statesafe::Snapshot {
+            state: json!({"n": 2}),
+            generation: 2
+        }
+    );
+}
+
+#[test]
+fn a_fatal_answer_to_commit_is_not_reported_as_nothing_committed() {
+    let Some(pg) = cluster::cluster() else { return };
+    let (cutter, store) = cutter_store(pg, true, "fatal");
+    cutter.armed.store(true, Ordering::SeqCst);
+    // The server committed, then (as far as the client can tell) its backend was
+    // terminated: "nothing was committed" would be false.
+    let result = store.update(|s| s["n"] = 2.into());
+    cutter.assert_cut();
+    let snap = store.load().unwrap();
+    assert_eq!((snap.generation, &snap.state), (2, &json!({"n": 2})));
+    assert!(
+        result.is_ok(),
+        "a commit that happened was reported as {result:?}"
+    );
+}
+
+#[test]
+fn a_commit_lost_with_the_server_out_of_reach_is_outcome_unknown_and_settled_under_the_lock() {
+    let Some(pg) = cluster::cluster() else { return };
+    let (cutter, store) = cutter_store(pg, false, "partition");
+    cutter.armed.store(true, Ordering::SeqCst);
+    cutter.partitioned.store(true, Ordering::SeqCst);
+    let err = store.update(|s| s["n"] = 2.into()).unwrap_err();
+    cutter.assert_cut();
+    match &err {
+        Error::OutcomeUnknown { generation: 2, .. } => {}
+        other => panic!("expected OutcomeUnknown for generation 2, got {other:?}"),
+    }
+    assert!(err.to_string().contains("lost during COMMIT"), "{err}");
+    cutter.partitioned.store(false, Ordering::SeqCst);
+    // Never sent again. The next transaction waits for the row lock, so for the
+    // server to finish that COMMIT either way, and sees one whole version.
+    let tx = store.begin().unwrap();
+    match tx.generation() {
+        1 => assert_eq!(tx.state(), &json!({"n": 1})),
+        2 => assert_eq!(tx.state(), &json!({"n": 2})),
+        g => panic!("generation {g} after one lost commit"),
+    }
+    let generation = tx.generation();
+    drop(tx);
+    store.update(|s| s["after"] = true.into()).unwrap();
+    assert_eq!(store.generation().unwrap(), generation + 1);
+}
+
+/// The child role of the SIGKILL test: holds the row lock and waits to be killed.
+#[test]
+fn child_holds_the_lock_until_killed() {
+    let Ok(url) = std::env::var("STATESAFE_PG_CHILD_URL") else {
+        return;
+    };
+    let store = open(&url);
+    let tx = store.begin().unwrap();
+    println!("@@held");
+    std::io::stdout().flush().unwrap();
+    std::thread::sleep(Duration::from_secs(600));
+    drop(tx);
+}
+
+#[test]
+fn a_holder_killed_mid_transaction_frees_the_lock_at_once() {
+    let Some(pg) = cluster::cluster() else { return };
+    let url = pg.url("killed");
+    let store = open(&url);
+    store.create(json!({"n": 1})).unwrap();
+    let mut child = spawn_holder(pg, &url);
+    let holder = store.lock_holder().expect("the child holds the lock");
+    assert_eq!(holder.pid, child.id());
+    assert_eq!(holder.operation, "update");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // No lease to expire: the server ended the child's transaction when its
+    // connection closed. (Without that, this would wait forever: the server's
+    // idle_in_transaction_session_timeout is off.)
+    let waiting: Store = Store::options()
+        .lock_timeout(Duration::from_secs(600))
+        .open_url(&url)
+        .unwrap();
+    waiting.update(|s| s["n"] = 2.into()).unwrap();
+    assert_eq!(store.load().unwrap().state, json!({"n": 2}));
+    assert!(store.lock_holder().is_none());
+}
+
+fn spawn_holder(pg: &Cluster, url: &str) -> std::process::Child {
+    let _ = pg;
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "remote::child_holds_the_lock_until_killed",
+            "--nocapture",
+        ])
+        .env("STATESAFE_PG_CHILD_URL", url)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let held = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .any(|l| l.contains("@@held"));
+    assert!(held, "the child did not take the lock");
+    child
+}
+
+/// What one writer of the crash loop saw.
+#[derive(Debug, Default, Clone, Copy)]
+struct Tally {
+    /// Updates that returned `Ok`: each must be in the state.
+    acked: u64,
+    /// `OutcomeUnknown`: each may or may not be in the state.
+    unknown: u64,
+    /// Other errors (the server was down): none may be in the state.
+    failed: u64,
+}
+
+#[test]
+fn server_crashes_and_restarts_lose_no_acknowledged_update() {
+    let Some(pg) = cluster::cluster() else { return };
+    let restarts: u32 = std::env::var("STATESAFE_PG_RESTARTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(15);
+    const WRITERS: usize = 8;
+    let url = pg.url("crashes");
+    let keys: Vec<String> = (0..WRITERS).map(|i| format!("w{i}")).collect();
+    let initial: serde_json::Map<String, serde_json::Value> =
+        keys.iter().map(|k| (k.clone(), json!(0))).collect();
+    open(&url)
+        .create(serde_json::Value::Object(initial))
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let tallies: Arc<Vec<std::sync::Mutex<Tally>>> =
+        Arc::new((0..WRITERS).map(|_| Default::default()).collect());
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|i| {
+            let (url, key, stop, tallies) = (
+                url.clone(),
+                keys[i].clone(),
+                Arc::clone(&stop),
+                Arc::clone(&tallies),
+            );
+            // Its own store: its own connections, like another machine. Opened
+            // before the first crash (opening needs the server).
+            let store: Store = Store::options()
+                .lock_timeout(Duration::from_secs(30))
+                .open_url(&url)
+                .unwrap();
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    let r = store.update(|s| s[&key] = (s[&key].as_u64().unwrap() + 1).into());
+                    let mut t = tallies[i].lock().unwrap();
+                    match r {
+                        Ok(()) => t.acked += 1,
+                        Err(Error::OutcomeUnknown { .. }) => t.unknown += 1,
+                        Err(Error::Remote { .. }) => {
+                            t.failed += 1;
+                            drop(t);
+                            std::thread::sleep(Duration::from_millis(5));
+                        }
+                        Err(e) => panic!("writer {i}: unexpected error: {e}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    println!("seed {seed}");
+    let snapshot = |t: &Arc<Vec<std::sync::Mutex<Tally>>>| -> Vec<Tally> {
+        t.iter().map(|m| *m.lock().unwrap()).collect()
+    };
+    for _ in 0..restarts {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        std::thread::sleep(Duration::from_millis(20 + (seed >> 33) % 300));
+        assert!(pg.crash_and_restart(), "not our server: cannot crash it");
+    }
+    // Every writer recovers on its own: each gets updates through after the last restart.
+    let at_last = snapshot(&tallies);
+    let mut recovered = false;
+    for _ in 0..600 {
+        let now = snapshot(&tallies);
+        if now.iter().zip(&at_last).all(|(n, l)| n.acked > l.acked) {
+            recovered = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    stop.store(true, Ordering::SeqCst);
+    for w in writers {
+        w.join().unwrap();
+    }
+    assert!(
+        recovered,
+        "writers did not recover after the server came back"
+    );
+    let state = open(&url).load().unwrap().state;
+    let tallies = snapshot(&tallies);
+    println!("{tallies:?}");
+    for (key, t) in keys.iter().zip(&tallies) {
+        let v = state[key].as_u64().unwrap();
+        assert!(
+            t.acked <= v && v <= t.acked + t.unknown,
+            "{key} = {v}, but {t:?}: an acknowledged update was lost, or a failed one was applied"
+        );
+    }
+    assert!(
+        tallies.iter().map(|t| t.failed + t.unknown).sum::<u64>() > 0,
+        "no write ever met a crash"
+    );
+}
+
+#[test]
+fn tls_is_used_and_the_certificate_checked_as_sslmode_says() {
+    let Some(pg) = cluster::cluster() else { return };
+    if !pg.ours() {
+        cluster::skipped(
+            "TLS tests: STATESAFE_PG_URL names a server whose certificates the tests do not have",
+        );
+        return;
+    }
+    let ca = pg.cert("ca.crt").unwrap();
+    let other = pg.cert("other-ca.crt").unwrap();
+    let url = |extra: &str| {
+        format!(
+            "postgres://{}@127.0.0.1:{}/{}?state=tls&{extra}",
+            cluster::TLS_USER,
+            pg.port,
+            cluster::DATABASE
+        )
+    };
+    let open = |extra: &str| Store::<serde_json::Value>::options().open_url(&url(extra));
+    // The role may only connect over TLS: without it the server refuses.
+    let err = open("sslmode=disable").unwrap_err();
+    assert!(matches!(err, Error::Remote { .. }), "{err}");
+    // require: encrypted, the certificate not checked (as libpq).
+    open("sslmode=require")
+        .unwrap()
+        .create(json!({"n": 1}))
+        .unwrap();
+    // The default, prefer, takes TLS when the server offers it.
+    assert_eq!(open("").unwrap().load().unwrap().generation, 1);
+    // verify-ca: the chain is checked, the name is not.
+    let ca_arg = format!("sslrootcert={}", ca.display());
+    open(&format!("sslmode=verify-ca&{ca_arg}"))
+        .unwrap()
+        .update(|s| s["n"] = 2.into())
+        .unwrap();
+    // verify-full: the certificate names statesafe-test.invalid, not 127.0.0.1.
+    let err = open(&format!("sslmode=verify-full&{ca_arg}")).unwrap_err();
+    assert!(format!("{err:?}").contains("NotValidForName"), "{err:?}");
+    // A root that did not sign it: refused in both verifying modes.
+    for mode in ["verify-ca", "verify-full"] {
+        let err = open(&format!("sslmode={mode}&sslrootcert={}", other.display())).unwrap_err();
+        assert!(
+            format!("{err:?}").contains("UnknownIssuer"),
+            "{mode}: {err:?}"
+        );
+    }
+    // require with a root given checks the chain, as libpq does.
+    let err = open(&format!("sslmode=require&sslrootcert={}", other.display())).unwrap_err();
+    assert!(format!("{err:?}").contains("UnknownIssuer"), "{err:?}");
+    assert_eq!(
+        open("sslmode=require").unwrap().load().unwrap().state,
+        json!({"n": 2})
+    );
+}
+
+#[test]
+fn a_statement_timeout_is_a_typed_error_with_nothing_written() {
+    let Some(pg) = cluster::cluster() else { return };
+    let url = pg.url("statement_timeout");
+    let store = open(&url);
+    store.create(json!({"n": 1})).unwrap();
+    let held = Arc::new(std::sync::Barrier::new(2));
+    let done = Arc::new(std::sync::Barrier::new(2));
+    std::thread::scope(|scope| {
+        let (h, d, store) = (Arc::clone(&held), Arc::clone(&done), &store);
+        scope.spawn(move || {
+            let tx = store.begin().unwrap();
+            h.wait();
+            d.wait();
+            drop(tx);
+        });
+        held.wait();
+        // The server cancels the wait for the row lock after 200 ms, long before the
+        // store's own lock timeout.
+        let impatient: Store = Store::options()
+            .lock_timeout(Duration::from_secs(60))
+            .open_url(&format!("{url}&options=-c%20statement_timeout%3D200"))
+            .unwrap();
+        let err = impatient.update(|s| s["n"] = 2.into()).unwrap_err();
+        done.wait();
+        assert!(
+            matches!(&err, Error::Remote { reason, .. } if reason.contains("statement_timeout")),
+            "{err:?}"
+        );
+        assert!(err.hint().unwrap().contains("nothing was committed"));
+    });
+    assert_eq!(
+        store.load().unwrap(),
+        statesafe::Snapshot {
+            state: json!({"n": 1}),
+            generation: 1
+        }
+    );
+}
