@@ -368,7 +368,9 @@ impl LockFile {
 
     /// The holder recorded in the lock file, if the lock is held right now.
     pub fn read_holder(&self, state_dir: &OwnedFd) -> Option<Holder> {
-        let file = self.open_for_reading(state_dir)?;
+        let Some(file) = self.open_for_reading(state_dir) else {
+            return self.holder_unseen(state_dir);
+        };
         if file.try_lock_shared().is_ok() {
             // Nobody holds it (any more): the record is stale.
             return None;
@@ -398,6 +400,30 @@ impl LockFile {
                 })
             }
         }
+    }
+
+    /// The holder of a lock file this user may not open (it is open only to those who
+    /// may write the state file): named from `/proc/locks` by its inode, without the
+    /// record.
+    fn holder_unseen(&self, state_dir: &OwnedFd) -> Option<Holder> {
+        let sidecar = Sidecar::open(&self.target, state_dir, None).ok()??;
+        let st = sidecar
+            .root()
+            .stat(OsStr::new(LOCK_FILE), Op::OpenLock)
+            .ok()??;
+        let pid = *sys::flock_holders_of(st.dev, st.ino)?.first()?;
+        let (host, _, _) = identity();
+        let (user, command) =
+            sys::process_identity(pid).unwrap_or_else(|| ("unknown".into(), "unknown".into()));
+        Some(Holder {
+            pid,
+            host: host.clone(),
+            user,
+            command,
+            operation: "unknown (its record is readable only by those who may write the file)"
+                .into(),
+            since: "unknown".into(),
+        })
     }
 
     /// The last generation recorded in the lock file without taking the lock (0 when

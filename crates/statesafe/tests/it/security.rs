@@ -662,6 +662,23 @@ fn a_reader_cannot_flock_the_lock_file_directly() {
     .arg("PATH", &path)
     .run();
     assert_eq!(out, ["generation 3"]);
+    // And still sees who holds the lock, though it may not read the record.
+    let held = store.lock("hold").unwrap();
+    let out = ChildCmd::wrapped(
+        &[
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--",
+        ],
+        "security::child_lock_holder",
+        "lock-holder",
+    )
+    .arg("PATH", &path)
+    .run();
+    assert_eq!(out, [format!("held by pid {}", std::process::id())]);
+    drop(held);
     // Who may write it may lock it.
     set_mode(&path, 0o666);
     store.update(|s| s["n"] = 2.into()).unwrap();
@@ -706,4 +723,17 @@ fn narrowing_the_file_narrows_the_whole_sidecar() {
         );
     }
     assert_eq!(common::mode(&side.join("lock")), 0o660);
+}
+
+/// Reports who holds the writers' lock, as whoever runs it sees it.
+#[test]
+fn child_lock_holder() {
+    if !common::child_role("lock-holder") {
+        return;
+    }
+    let store: Store = Store::open(common::child_arg("PATH")).unwrap();
+    match store.lock_holder() {
+        Some(h) => common::say(format!("held by pid {}", h.pid)),
+        None => common::say("nobody"),
+    }
 }
