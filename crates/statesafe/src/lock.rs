@@ -77,7 +77,7 @@ pub(crate) struct Record {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub temp: Option<String>,
     /// The last generation committed through this lock (a hint, not synced to disk).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::format::bounded_generation")]
     pub last_generation: u64,
     /// The last generation recorded in the history by a holder (a hint).
     #[serde(default, skip_serializing_if = "Option::is_none")]
