@@ -305,7 +305,41 @@ impl LockFile {
             }
             other => other,
         };
-        result.map_err(|e| Error::io(Op::Lock, &self.target.given, e))
+        result.map_err(|e| Error::io(Op::Lock, &self.target.given, e))?;
+        self.check_not_planted(state_dir)
+    }
+
+    /// The kernel's `fs.protected_regular` rule, applied whatever the sysctl says: in
+    /// a sticky, world-writable directory, a file that belongs neither to the caller
+    /// nor to the directory's owner is not written (`echo > /tmp/x` is refused there
+    /// too). Only root gets this far with such a file (the sticky bit stops everyone
+    /// else at the rename); without the rule, another user could plant the name root
+    /// means to use and receive whatever root writes, in a file that stays theirs.
+    fn check_not_planted(&self, state_dir: &OwnedFd) -> Result<()> {
+        let euid = sys::effective_uid();
+        if euid != 0 {
+            return Ok(());
+        }
+        let dir = sys::stat_fd(state_dir).map_err(|e| Error::io(Op::Lock, &self.target.dir, e))?;
+        if dir.mode & 0o1002 != 0o1002 {
+            return Ok(());
+        }
+        let file = match sys::stat_at(state_dir, &self.target.name) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(Error::io(Op::Lock, &self.target.given, e)),
+        };
+        if file.uid == euid || file.uid == dir.uid {
+            return Ok(());
+        }
+        Err(Error::Unsafe {
+            path: self.target.given.clone(),
+            reason: format!(
+                "it belongs to uid {} and lies in the sticky, world-writable directory `{}`, where root writes only its own files or the directory owner's (the kernel's protected_regular rule): another user may have planted it to receive what you write; write it as its owner, or keep the state in a directory that is not world-writable",
+                file.uid,
+                self.target.dir.display()
+            ),
+        })
     }
 
     /// Opens (creating where missing) the sidecar and the lock file in it; `None` when

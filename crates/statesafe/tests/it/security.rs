@@ -737,3 +737,44 @@ fn child_lock_holder() {
         None => common::say("nobody"),
     }
 }
+
+/// The kernel's `protected_regular` rule, applied by statesafe whatever the sysctl
+/// says: in a sticky, world-writable directory (`/tmp`), root never writes into a file
+/// another user planted under the name it meant to use (the shell's `echo secret >
+/// /tmp/app.json` is refused there too). The planted file would otherwise receive
+/// what root writes and stay its planter's, readable by them. Ordinary users cannot
+/// replace another's file there anyway (the sticky bit).
+#[test]
+fn root_never_writes_into_a_file_another_user_planted_in_a_sticky_directory() {
+    let test = "security::root_never_writes_into_a_file_another_user_planted_in_a_sticky_directory";
+    if !common::is_root() {
+        common::skipped(test, "needs root to plant a file owned by another user");
+        return;
+    }
+    let dir = common::test_dir();
+    set_mode(dir.path(), 0o755);
+    let shared = dir.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    set_mode(&shared, 0o1777);
+    let planted = shared.join("app.json");
+    std::fs::write(&planted, "{}\n").unwrap();
+    set_mode(&planted, 0o666);
+    std::os::unix::fs::lchown(&planted, Some(65534), Some(65534)).unwrap();
+    let before = snapshot(&planted);
+    let store: Store = Store::open(&planted).unwrap();
+    let err = store.update(|s| s["token"] = "s3cret".into()).unwrap_err();
+    assert!(
+        matches!(&err, Error::Unsafe { path: p, .. } if *p == planted),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("protected_regular"), "{err}");
+    assert_eq!(snapshot(&planted), before);
+    assert!(!sidecar(&planted).exists());
+    // Reads are not writes: root may read it, as `cat` would.
+    assert_eq!(store.load().unwrap().state, json!({}));
+    // A file of root's own (the directory's owner) there is written as usual.
+    let own = shared.join("own.json");
+    let store: Store = Store::open(&own).unwrap();
+    store.create(json!({"n": 0})).unwrap();
+    store.update(|s| s["n"] = 1.into()).unwrap();
+}
