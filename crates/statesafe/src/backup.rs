@@ -65,6 +65,7 @@ fn parse_backup_name(name: &OsStr) -> Option<u64> {
     (digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit()))
         .then(|| digits.parse().ok())
         .flatten()
+        .filter(|g| *g <= crate::format::MAX_GENERATION)
 }
 
 /// What [`link_outgoing`] did.

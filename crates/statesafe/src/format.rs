@@ -13,12 +13,31 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
+/// The highest generation statesafe writes: 2^53 - 1 (a commit every microsecond for
+/// 285 years; also the largest integer JavaScript and JSON readers hold exactly). A
+/// larger number read from a file (metadata, a sealed header, the lock record, a
+/// backup name, a history entry) is not one statesafe wrote: it does not decode, so
+/// a garbled or hostile record can never make the next generation wrap or overflow.
+pub(crate) const MAX_GENERATION: u64 = (1 << 53) - 1;
+
+/// Deserializes a generation, refusing one past [`MAX_GENERATION`].
+pub(crate) fn bounded_generation<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let g = u64::deserialize(d)?;
+    if g > MAX_GENERATION {
+        return Err(serde::de::Error::custom(format!(
+            "generation {g} is past the largest statesafe writes ({MAX_GENERATION})"
+        )));
+    }
+    Ok(g)
+}
+
 /// The metadata of one committed version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Meta {
     /// Format version of this record.
     pub v: u32,
     /// The generation: 1 for the first version written, +1 for each commit.
+    #[serde(deserialize_with = "bounded_generation")]
     pub generation: u64,
     /// xxh3-64 of the file's bytes, in hex.
     #[serde(with = "hex64")]
@@ -345,6 +364,7 @@ impl Writer {
 #[serde(deny_unknown_fields)]
 pub(crate) struct SealHeader {
     pub format: u32,
+    #[serde(deserialize_with = "bounded_generation")]
     pub generation: u64,
     pub time: String,
     pub writer: Writer,
@@ -655,7 +675,7 @@ mod tests {
 
     proptest! {
         #[test]
-        fn meta_round_trips(generation in any::<u64>(), bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+        fn meta_round_trips(generation in 0..=MAX_GENERATION, bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
             let m = Meta::new(generation, &bytes);
             let back = Meta::decode(&m.encode()).unwrap();
             prop_assert_eq!(back, m);

@@ -54,6 +54,7 @@ pub enum Change {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HistoryEntry {
     /// The generation this entry describes.
+    #[serde(deserialize_with = "crate::format::bounded_generation")]
     pub generation: u64,
     /// When it was recorded (RFC 3339, UTC).
     pub time: String,

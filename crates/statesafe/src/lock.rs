@@ -77,7 +77,7 @@ pub(crate) struct Record {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub temp: Option<String>,
     /// The last generation committed through this lock (a hint, not synced to disk).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::format::bounded_generation")]
     pub last_generation: u64,
     /// The last generation recorded in the history by a holder (a hint).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -305,7 +305,41 @@ impl LockFile {
             }
             other => other,
         };
-        result.map_err(|e| Error::io(Op::Lock, &self.target.given, e))
+        result.map_err(|e| Error::io(Op::Lock, &self.target.given, e))?;
+        self.check_not_planted(state_dir)
+    }
+
+    /// The kernel's `fs.protected_regular` rule, applied whatever the sysctl says: in
+    /// a sticky, world-writable directory, a file that belongs neither to the caller
+    /// nor to the directory's owner is not written (`echo > /tmp/x` is refused there
+    /// too). Only root gets this far with such a file (the sticky bit stops everyone
+    /// else at the rename); without the rule, another user could plant the name root
+    /// means to use and receive whatever root writes, in a file that stays theirs.
+    fn check_not_planted(&self, state_dir: &OwnedFd) -> Result<()> {
+        let euid = sys::effective_uid();
+        if euid != 0 {
+            return Ok(());
+        }
+        let dir = sys::stat_fd(state_dir).map_err(|e| Error::io(Op::Lock, &self.target.dir, e))?;
+        if dir.mode & 0o1002 != 0o1002 {
+            return Ok(());
+        }
+        let file = match sys::stat_at(state_dir, &self.target.name) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(Error::io(Op::Lock, &self.target.given, e)),
+        };
+        if file.uid == euid || file.uid == dir.uid {
+            return Ok(());
+        }
+        Err(Error::Unsafe {
+            path: self.target.given.clone(),
+            reason: format!(
+                "it belongs to uid {} and lies in the sticky, world-writable directory `{}`, where root writes only its own files or the directory owner's (the kernel's protected_regular rule): another user may have planted it to receive what you write; write it as its owner, or keep the state in a directory that is not world-writable",
+                file.uid,
+                self.target.dir.display()
+            ),
+        })
     }
 
     /// Opens (creating where missing) the sidecar and the lock file in it; `None` when
@@ -338,10 +372,11 @@ impl LockFile {
             Err(e) => return Err(e),
         };
         if !existed {
-            // Everyone who may write the state file must be able to lock it.
+            // Everyone who may write the state file must be able to lock it; nobody
+            // else may open it (`flock` needs no write access).
             sidecar
                 .root()
-                .fix_new_file(&file, perms)
+                .fix_new_lock(&file, perms)
                 .map_err(|e| Error::io(Op::OpenLock, &self.path, e))?;
         }
         Ok(Some(OpenLock {
@@ -367,7 +402,9 @@ impl LockFile {
 
     /// The holder recorded in the lock file, if the lock is held right now.
     pub fn read_holder(&self, state_dir: &OwnedFd) -> Option<Holder> {
-        let file = self.open_for_reading(state_dir)?;
+        let Some(file) = self.open_for_reading(state_dir) else {
+            return self.holder_unseen(state_dir);
+        };
         if file.try_lock_shared().is_ok() {
             // Nobody holds it (any more): the record is stale.
             return None;
@@ -399,6 +436,30 @@ impl LockFile {
         }
     }
 
+    /// The holder of a lock file this user may not open (it is open only to those who
+    /// may write the state file): named from `/proc/locks` by its inode, without the
+    /// record.
+    fn holder_unseen(&self, state_dir: &OwnedFd) -> Option<Holder> {
+        let sidecar = Sidecar::open(&self.target, state_dir, None).ok()??;
+        let st = sidecar
+            .root()
+            .stat(OsStr::new(LOCK_FILE), Op::OpenLock)
+            .ok()??;
+        let pid = *sys::flock_holders_of(st.dev, st.ino)?.first()?;
+        let (host, _, _) = identity();
+        let (user, command) =
+            sys::process_identity(pid).unwrap_or_else(|| ("unknown".into(), "unknown".into()));
+        Some(Holder {
+            pid,
+            host: host.clone(),
+            user,
+            command,
+            operation: "unknown (its record is readable only by those who may write the file)"
+                .into(),
+            since: "unknown".into(),
+        })
+    }
+
     /// The last generation recorded in the lock file without taking the lock (0 when
     /// there is no lock file or no readable record). A hint for files whose
     /// generation cannot be read from their own metadata.
@@ -406,15 +467,22 @@ impl LockFile {
     /// # Errors
     /// An I/O error opening or reading the lock file.
     pub fn last_generation_hint(&self, sidecar: &Sidecar) -> Result<u64> {
-        let Some(file) = sidecar.root().open(
+        let opened = sidecar.root().open(
             OsStr::new(LOCK_FILE),
             Access::Read,
             0,
             Use::Read,
             Op::OpenLock,
-        )?
-        else {
-            return Ok(0);
+        );
+        let file = match opened {
+            Ok(Some(file)) => file,
+            Ok(None) => return Ok(0),
+            // The lock file is open only to those who may write the state file (see
+            // `sidecar::lock_mode`). A reader who may not derives the generation from
+            // the rest of the sidecar; it can never commit with it (that needs the
+            // lock), and every writer, who can read the record, counts it.
+            Err(Error::PermissionDenied { .. }) => return Ok(0),
+            Err(e) => return Err(e),
         };
         let mut buf = vec![0u8; RECORD_SIZE];
         let n = file

@@ -78,8 +78,34 @@ impl Sub {
     }
 }
 
+/// The mode for the lock file in that sidecar: read and write for each class that may
+/// write the state file, nothing for the others. `flock` works on a read-only
+/// descriptor, so a user who could merely open the lock file could hold every writer
+/// off (with `flock(1)`, say); it holds nothing a reader needs.
+pub(crate) fn lock_mode(file_mode: u32) -> u32 {
+    let mut mode = 0o600;
+    for shift in [3, 0] {
+        if (file_mode >> shift) & 0o2 != 0 {
+            mode |= 0o6 << shift;
+        }
+    }
+    mode
+}
+
+/// The mode statesafe gives its own file `name` at the top of the sidecar.
+fn own_file_mode(name: &OsStr, file_mode_: u32) -> u32 {
+    if name == LOCK {
+        lock_mode(file_mode_)
+    } else {
+        file_mode(file_mode_)
+    }
+}
+
+/// The lock file's name.
+pub(crate) const LOCK: &str = "lock";
+
 /// statesafe's own files at the top of the sidecar.
-const OWN_FILES: [&str; 3] = ["lock", "settings.json", "meta"];
+const OWN_FILES: [&str; 3] = [LOCK, "settings.json", "meta"];
 
 /// An `fsync` failed in [`Dir::write_small_file`]: the caller must not try it again
 /// (the kernel may have dropped what it failed to write), and poisons its store.
@@ -300,6 +326,12 @@ impl Dir {
         fix(file, &st, file_mode(perms.mode), perms)
     }
 
+    /// Gives the lock file statesafe just created here its permissions for `perms`.
+    pub fn fix_new_lock(&self, file: &File, perms: Perms) -> io::Result<()> {
+        let st = sys::stat_fd(file)?;
+        fix(file, &st, lock_mode(perms.mode), perms)
+    }
+
     /// Opens (or with `create`, creates) folder `name`, checked as the sidecar's own.
     fn subdir(&self, name: &str, create: Option<Perms>, op: Op) -> Result<Option<Dir>> {
         let path = self.join(name);
@@ -496,7 +528,17 @@ impl Sidecar {
         let st = sys::stat_fd(&root.fd).map_err(err(root.path.clone()))?;
         let owner_differs =
             sys::effective_uid() == 0 && (st.uid != perms.uid || st.gid != perms.gid);
-        if st.mode == dir_mode(perms.mode) && !owner_differs {
+        // The lock file too: `Sidecar::open` narrows the top folder by itself (so its
+        // mode alone cannot tell that the folders inside are still wider), and lock
+        // files made before `lock_mode` were readable by every reader.
+        let lock_right = match root.stat(OsStr::new(LOCK), Op::Settings)? {
+            Some(lock) if lock.kind == Kind::File => {
+                lock.mode & 0o7777 == lock_mode(perms.mode)
+                    && (sys::effective_uid() != 0 || (lock.uid, lock.gid) == (perms.uid, perms.gid))
+            }
+            _ => true,
+        };
+        if st.mode == dir_mode(perms.mode) && !owner_differs && lock_right {
             return Ok(());
         }
         // Narrow the top folder first: from then on nothing inside is reachable by users
@@ -533,7 +575,7 @@ fn fix_own_file(dir: &Dir, name: &OsStr, perms: Perms) -> Result<()> {
         return Ok(());
     };
     let st = sys::stat_fd(&file).map_err(|e| Error::io(Op::Settings, dir.join(name), e))?;
-    fix(&file, &st, file_mode(perms.mode), perms)
+    fix(&file, &st, own_file_mode(name, perms.mode), perms)
         .map_err(|e| Error::io(Op::Settings, dir.join(name), e))
 }
 
@@ -587,5 +629,10 @@ mod tests {
         assert_eq!(file_mode(0o600), 0o600);
         assert_eq!(file_mode(0o4755), 0o644);
         assert_eq!(file_mode(0o440), 0o640);
+        assert_eq!(lock_mode(0o644), 0o600);
+        assert_eq!(lock_mode(0o664), 0o660);
+        assert_eq!(lock_mode(0o666), 0o666);
+        assert_eq!(lock_mode(0o646), 0o606);
+        assert_eq!(lock_mode(0o444), 0o600);
     }
 }

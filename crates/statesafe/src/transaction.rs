@@ -459,6 +459,15 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             Some(b) => b.generation + 1,
             None => write::highest_known_generation(Some(&sidecar), &self.local().lock)? + 1,
         };
+        if generation > crate::format::MAX_GENERATION {
+            return Err(Error::Invalid {
+                path: path.clone(),
+                message: format!(
+                    "it would be generation {generation}, past the largest statesafe writes ({})",
+                    crate::format::MAX_GENERATION
+                ),
+            });
+        }
         // The new version is usually about as long as the one it replaces: for a large
         // document, start the buffer there (with a little room) rather than doubling
         // up to it, which left the abandoned halves resident (peak memory 3.5x the

@@ -10,6 +10,10 @@ use crate::cli::ExecArgs;
 use crate::error::{CliError, Exit, Result};
 use crate::output::Output;
 
+/// The output CMD may print: this, or four times the document, whichever is larger
+/// (as `jq.rs` allows an expression).
+const OUTPUT_ALLOWANCE: u64 = 1 << 30;
+
 /// Runs CMD under the lock and commits its output, or leaves the file unchanged.
 pub fn run(args: ExecArgs, out: &Output) -> Result<()> {
     let store = super::open(&args.file, Some(&args.write), out)?;
@@ -21,6 +25,10 @@ pub fn run(args: ExecArgs, out: &Output) -> Result<()> {
     let before = tx.generation();
     let existed = tx.existed();
     let input = super::pretty(tx.state());
+    // What CMD may print, as a jq expression may add to the process's memory: its
+    // output is gathered whole, so a runaway printer (`yes`) would otherwise take all
+    // the machine's memory before --eval-timeout.
+    let allowance = OUTPUT_ALLOWANCE.max(4 * input.len() as u64);
     let shown = display_command(&args.command);
     let file = args.file.display();
 
@@ -50,7 +58,10 @@ pub fn run(args: ExecArgs, out: &Output) -> Result<()> {
     let (output_tx, output_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut output = Vec::new();
-        let read = stdout.read_to_end(&mut output).map(|_| output);
+        let read = (&mut stdout)
+            .take(allowance + 1)
+            .read_to_end(&mut output)
+            .map(|_| output);
         let _ = output_tx.send(read);
     });
     let deadline = std::time::Instant::now() + args.eval_timeout;
@@ -84,6 +95,19 @@ pub fn run(args: ExecArgs, out: &Output) -> Result<()> {
             }
         }
     };
+    if output.len() as u64 > allowance {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(CliError::new(
+            "expression_limit",
+            Exit::EvalLimit,
+            format!(
+                "`{shown}` printed more than {} MiB, its memory allowance, and was killed; `{file}` is unchanged",
+                allowance >> 20
+            ),
+        )
+        .hint("the command must print the new document once; one that prints without end (`yes`, a loop) never finishes"));
+    }
     let status = loop {
         match child.try_wait() {
             Ok(Some(status)) => break status,

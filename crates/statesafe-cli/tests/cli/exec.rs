@@ -123,3 +123,30 @@ fn missing_file() {
     );
     assert_eq!(env.read_string("new.json"), "{}\n");
 }
+
+/// A command that prints without end (`yes`, `cat /dev/zero`, a runaway loop) is
+/// stopped at a memory allowance, as a jq expression is: its output is not gathered
+/// until the machine runs out of memory (2 GB resident after 5 s of `cat /dev/zero`
+/// before). The allowance is 1 GiB (or four times the document, if larger).
+#[test]
+fn endless_output_is_cut_at_the_memory_allowance() {
+    let env = env();
+    let run = env.run_unchanged(
+        "s.json",
+        &[
+            "exec",
+            "s.json",
+            "--eval-timeout",
+            "10m",
+            "--",
+            "sh",
+            "-c",
+            "cat >/dev/null; head -c 1200M /dev/zero",
+        ],
+    );
+    assert_eq!(run.code, 15, "{}", run.snapshot());
+    assert!(run.stderr.contains("printed more than"), "{}", run.stderr);
+    // The lock was released: a writer goes through at once.
+    let run = env.run(&["set", "s.json", "/n", "2", "--lock-timeout", "0"]);
+    assert_eq!(run.code, 0, "{}", run.snapshot());
+}

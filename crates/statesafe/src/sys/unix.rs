@@ -277,12 +277,16 @@ pub(crate) fn no_space_error() -> io::Error {
 /// (`None` where that table cannot be read). flock records the pid that took the lock.
 pub(crate) fn flock_holders(file: &File) -> Option<Vec<u32>> {
     let meta = file.metadata().ok()?;
-    let dev = meta.dev();
+    flock_holders_of(meta.dev(), meta.ino())
+}
+
+/// [`flock_holders`] of the inode `dev`/`ino` (a lock file this process may not open).
+pub(crate) fn flock_holders_of(dev: u64, ino: u64) -> Option<Vec<u32>> {
     let wanted = format!(
         "{:02x}:{:02x}:{}",
         rustix::fs::major(dev),
         rustix::fs::minor(dev),
-        meta.ino()
+        ino
     );
     let table = std::fs::read_to_string("/proc/locks").ok()?;
     let mut pids = Vec::new();

@@ -923,3 +923,50 @@ fn a_history_that_cannot_be_read_stops_the_recovery() {
     std::fs::rename(&aside, &history).unwrap();
     assert_eq!(store.get().unwrap(), json!({"n": 3}));
 }
+
+/// A generation nobody can reach (u64::MAX) read from the sidecar, as a hostile or
+/// garbled lock record or backup name could claim it, never makes the next generation
+/// wrap to 0 (release builds) or panic (debug builds): numbers past 2^53 - 1 are not
+/// generations statesafe wrote, and are ignored like any record that does not decode.
+#[test]
+fn an_impossible_generation_in_the_sidecar_never_wraps_or_panics() {
+    let dir = common::test_dir();
+    let path = dir.path().join("g.json");
+    let store: Store = Store::open(&path).unwrap();
+    store.create(json!({"n": 0})).unwrap();
+    let side = sidecar(&path);
+    let mut record = format!("{{\"last_generation\":{}}}", u64::MAX).into_bytes();
+    record.resize(2048, b' ');
+    std::fs::write(side.join("lock"), &record).unwrap();
+    std::fs::create_dir_all(side.join("backups")).unwrap();
+    std::fs::write(
+        side.join("backups").join(format!("gen-{}.json", u64::MAX)),
+        b"{\"n\":-1}",
+    )
+    .unwrap();
+    replace_outside(&path, b"{\"n\":5}\n");
+    let read = std::thread::spawn({
+        let path = path.clone();
+        move || {
+            Store::<Value>::open(&path)
+                .unwrap()
+                .load()
+                .map(|s| s.generation)
+        }
+    })
+    .join()
+    .expect("the read panicked");
+    assert_eq!(read.unwrap(), 2);
+    let committed = std::thread::spawn({
+        let path = path.clone();
+        move || {
+            let store: Store = Store::open(&path).unwrap();
+            store.update(|s| s["n"] = 6.into()).unwrap();
+            store.load().unwrap().generation
+        }
+    })
+    .join()
+    .expect("the commit panicked");
+    assert_eq!(committed, 3);
+    assert_eq!(store.load().unwrap().state, json!({"n": 6}));
+}

@@ -587,3 +587,194 @@ fn a_file_replaced_under_the_lock_is_not_overwritten() {
         Vec::<String>::new()
     );
 }
+
+/// Takes `flock` on the lock file directly, as any program could (`flock(1)`, Python's
+/// `fcntl.flock`): opened read-only, since a shared or exclusive `flock` needs no write
+/// access. Reports whether the lock file could be opened and locked.
+#[test]
+fn child_flock_directly() {
+    if !common::child_role("flock-directly") {
+        return;
+    }
+    match std::fs::File::open(common::child_arg("LOCK")) {
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            common::say("denied open");
+        }
+        Err(e) => common::say(format!("other {e:?}")),
+        Ok(file) => match file.try_lock() {
+            Ok(()) => common::say("locked"),
+            Err(e) => common::say(format!("not locked {e:?}")),
+        },
+    }
+}
+
+fn flock_directly_as_nobody(lock: &Path) -> Vec<String> {
+    ChildCmd::wrapped(
+        &[
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--",
+        ],
+        "security::child_flock_directly",
+        "flock-directly",
+    )
+    .arg("LOCK", lock)
+    .run()
+}
+
+/// Attack 7 without statesafe: a user who may only read the state file cannot hold
+/// the writers off with `flock(1)` on the lock file either. The lock file is readable
+/// only by those who may write the state file (`flock` works on a read-only
+/// descriptor, so read access to the lock file is the power to block every writer).
+#[test]
+fn a_reader_cannot_flock_the_lock_file_directly() {
+    let test = "security::a_reader_cannot_flock_the_lock_file_directly";
+    if !needs_root_and_setpriv(test) {
+        return;
+    }
+    let dir = common::test_dir();
+    set_mode(dir.path(), 0o777);
+    let path = dir.path().join("r.json");
+    let store: Store = Store::open(&path).unwrap();
+    store.create(json!({"n": 0})).unwrap();
+    set_mode(&path, 0o644);
+    store.update(|s| s["n"] = 1.into()).unwrap();
+    assert_eq!(flock_directly_as_nobody(store.lock_path()), ["denied open"]);
+    // A reader still reads the file and its generation, also one that must be derived
+    // from the sidecar (the file replaced by another program, without metadata).
+    let other = dir.path().join("other.json");
+    std::fs::write(&other, "{\"n\": 9}\n").unwrap();
+    set_mode(&other, 0o644);
+    std::fs::rename(&other, &path).unwrap();
+    let out = ChildCmd::wrapped(
+        &[
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--",
+        ],
+        "security::child_read_generation",
+        "read-generation",
+    )
+    .arg("PATH", &path)
+    .run();
+    assert_eq!(out, ["generation 3"]);
+    // And still sees who holds the lock, though it may not read the record.
+    let held = store.lock("hold").unwrap();
+    let out = ChildCmd::wrapped(
+        &[
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--",
+        ],
+        "security::child_lock_holder",
+        "lock-holder",
+    )
+    .arg("PATH", &path)
+    .run();
+    assert_eq!(out, [format!("held by pid {}", std::process::id())]);
+    drop(held);
+    // Who may write it may lock it.
+    set_mode(&path, 0o666);
+    store.update(|s| s["n"] = 2.into()).unwrap();
+    assert_eq!(flock_directly_as_nobody(store.lock_path()), ["locked"]);
+}
+
+/// Reads the state file as whoever runs it and reports its generation.
+#[test]
+fn child_read_generation() {
+    if !common::child_role("read-generation") {
+        return;
+    }
+    let store: Store = Store::open(common::child_arg("PATH")).unwrap();
+    match store.load() {
+        Ok(doc) => common::say(format!("generation {}", doc.generation)),
+        Err(e) => common::say(format!("error {e}")),
+    }
+}
+
+/// A state file narrowed from world-writable (`chmod 664` after `chmod 666`) narrows
+/// its whole sidecar at the next commit: the folders and the lock file too, not only
+/// the top folder; otherwise anyone could still plant backups or history there (and,
+/// the sidecar being group-writable, their files would be accepted).
+#[test]
+fn narrowing_the_file_narrows_the_whole_sidecar() {
+    let dir = common::test_dir();
+    let path = dir.path().join("n.json");
+    let store: Store = Store::open(&path).unwrap();
+    store.create(json!({"n": 0})).unwrap();
+    set_mode(&path, 0o666);
+    store.update(|s| s["n"] = 1.into()).unwrap();
+    store.update(|s| s["n"] = 2.into()).unwrap();
+    let side = sidecar(&path);
+    assert_eq!(common::mode(&side.join("backups")), 0o777);
+    set_mode(&path, 0o664);
+    store.update(|s| s["n"] = 3.into()).unwrap();
+    for sub in ["", "backups", "history"] {
+        assert_eq!(
+            common::mode(&side.join(sub)),
+            0o775,
+            "`{sub}` keeps the old, wider mode"
+        );
+    }
+    assert_eq!(common::mode(&side.join("lock")), 0o660);
+}
+
+/// Reports who holds the writers' lock, as whoever runs it sees it.
+#[test]
+fn child_lock_holder() {
+    if !common::child_role("lock-holder") {
+        return;
+    }
+    let store: Store = Store::open(common::child_arg("PATH")).unwrap();
+    match store.lock_holder() {
+        Some(h) => common::say(format!("held by pid {}", h.pid)),
+        None => common::say("nobody"),
+    }
+}
+
+/// The kernel's `protected_regular` rule, applied by statesafe whatever the sysctl
+/// says: in a sticky, world-writable directory (`/tmp`), root never writes into a file
+/// another user planted under the name it meant to use (the shell's `echo secret >
+/// /tmp/app.json` is refused there too). The planted file would otherwise receive
+/// what root writes and stay its planter's, readable by them. Ordinary users cannot
+/// replace another's file there anyway (the sticky bit).
+#[test]
+fn root_never_writes_into_a_file_another_user_planted_in_a_sticky_directory() {
+    let test = "security::root_never_writes_into_a_file_another_user_planted_in_a_sticky_directory";
+    if !common::is_root() {
+        common::skipped(test, "needs root to plant a file owned by another user");
+        return;
+    }
+    let dir = common::test_dir();
+    set_mode(dir.path(), 0o755);
+    let shared = dir.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    set_mode(&shared, 0o1777);
+    let planted = shared.join("app.json");
+    std::fs::write(&planted, "{}\n").unwrap();
+    set_mode(&planted, 0o666);
+    std::os::unix::fs::lchown(&planted, Some(65534), Some(65534)).unwrap();
+    let before = snapshot(&planted);
+    let store: Store = Store::open(&planted).unwrap();
+    let err = store.update(|s| s["token"] = "s3cret".into()).unwrap_err();
+    assert!(
+        matches!(&err, Error::Unsafe { path: p, .. } if *p == planted),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("protected_regular"), "{err}");
+    assert_eq!(snapshot(&planted), before);
+    assert!(!sidecar(&planted).exists());
+    // Reads are not writes: root may read it, as `cat` would.
+    assert_eq!(store.load().unwrap().state, json!({}));
+    // A file of root's own (the directory's owner) there is written as usual.
+    let own = shared.join("own.json");
+    let store: Store = Store::open(&own).unwrap();
+    store.create(json!({"n": 0})).unwrap();
+    store.update(|s| s["n"] = 1.into()).unwrap();
+}

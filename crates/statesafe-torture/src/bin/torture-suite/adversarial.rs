@@ -99,7 +99,7 @@ pub struct World {
 }
 
 impl World {
-    fn new(base: &Path, label: &str) -> Result<World, String> {
+    fn new(base: &Path, label: &str, shared_mode: u32) -> Result<World, String> {
         let top = base.join(label);
         mkdir(&top, User::Root, 0o755)?;
         let w = World {
@@ -111,7 +111,7 @@ impl World {
             other: top.join("other"),
             marks: top.join("marks"),
         };
-        mkdir(&w.shared, User::Root, 0o1777)?;
+        mkdir(&w.shared, User::Root, shared_mode)?;
         mkdir(&w.home_a, User::A, 0o755)?;
         mkdir(&w.home_b, User::B, 0o755)?;
         mkdir(&w.home_c, User::C, 0o755)?;
@@ -351,18 +351,21 @@ pub fn layer(statesafe: &Path, base: &Path, tally: &Tally) -> Result<(), String>
     let sysctl = Sysctl::save()?;
     for setting in ["0", "1"] {
         sysctl.set(setting)?;
-        for attack in attacks::ATTACKS {
+        for (attack, mode) in attacks::ATTACKS
+            .iter()
+            .flat_map(|a| a.places.iter().map(move |m| (a, *m)))
+        {
             let label = format!(
-                "attack {} ({}), protected_symlinks={setting}",
+                "attack {} ({}), shared/ {mode:o}, protected_symlinks={setting}",
                 attack.number, attack.title
             );
-            let verdict =
-                World::new(base, &format!("{}-ps{setting}", attack.slug)).and_then(|world| {
-                    (attack.run)(&Ctx {
-                        cli: &cli,
-                        world: &world,
-                    })
-                });
+            let world = format!("{}-{mode:o}-ps{setting}", attack.slug);
+            let verdict = World::new(base, &world, mode).and_then(|world| {
+                (attack.run)(&Ctx {
+                    cli: &cli,
+                    world: &world,
+                })
+            });
             let problems = match verdict {
                 Ok(v) if v.problems.is_empty() => {
                     println!("{label}: {}", v.outcome);

@@ -14,7 +14,15 @@ pub struct Attack {
     pub slug: &'static str,
     pub title: &'static str,
     pub run: fn(&Ctx<'_>) -> Result<Verdict, String>,
+    /// The modes of `shared/` to run it in. Root writing A's file in the sticky 1777
+    /// directory is refused at the door (the protected_regular rule), so attacks on
+    /// root through A's sidecar also run in a 0777 directory without the sticky bit (a
+    /// project folder several users write), where root does write A's file.
+    pub places: &'static [u32],
 }
+
+const STICKY: &[u32] = &[0o1777];
+const STICKY_AND_OPEN: &[u32] = &[0o1777, 0o777];
 
 pub const ATTACKS: &[Attack] = &[
     Attack {
@@ -22,84 +30,105 @@ pub const ATTACKS: &[Attack] = &[
         slug: "1-history-symlink",
         title: "history segment symlinked to root's 0600 file, root writes",
         run: history_symlink,
+        places: STICKY_AND_OPEN,
     },
     Attack {
         number: "1b",
         slug: "1b-history-hardlink",
         title: "history segment hard-linked to root's 0600 file, root writes",
         run: history_hardlink,
+        places: STICKY_AND_OPEN,
     },
     Attack {
         number: "2",
         slug: "2-planted-sidecar",
         title: "sidecar planted by A with `lock` symlinked to B's notes",
         run: planted_sidecar,
+        places: STICKY,
     },
     Attack {
         number: "3",
         slug: "3-record-temp-path",
         title: "lock record temp name used as a path",
         run: record_temp_path,
+        places: STICKY_AND_OPEN,
     },
     Attack {
         number: "4",
         slug: "4-sidecar-symlink",
         title: "sidecar symlinked to B's ~/.ssh",
         run: sidecar_symlink,
+        places: STICKY,
     },
     Attack {
         number: "5",
         slug: "5-state-symlink",
         title: "state file symlinked by A to root's file, root writes",
         run: state_symlink,
+        places: STICKY,
+    },
+    Attack {
+        number: "5b",
+        slug: "5b-planted-file",
+        title: "A plants the name root means to write (0666, A's), root sets a secret",
+        run: planted_file,
+        places: STICKY,
     },
     Attack {
         number: "6a",
         slug: "6a-sidecar-removed",
         title: "sidecar removed while a writer holds the lock",
         run: sidecar_removed,
+        places: STICKY,
     },
     Attack {
         number: "6b",
         slug: "6b-lock-removed",
         title: "lock file removed while a writer holds the lock",
         run: lock_removed,
+        places: STICKY,
     },
     Attack {
         number: "7",
         slug: "7-reader-lock",
         title: "read-only user holds the writers' lock",
         run: reader_lock,
+        places: STICKY,
     },
     Attack {
         number: "8a",
         slug: "8a-fifo-backup",
         title: "FIFO planted as a backup",
         run: fifo_backup,
+        places: STICKY_AND_OPEN,
     },
     Attack {
         number: "8b",
         slug: "8b-temp-names",
         title: "directories and a foreign file planted under temp names",
         run: temp_names,
+        places: STICKY,
     },
     Attack {
         number: "8c",
         slug: "8c-fifo-lock",
         title: "FIFO planted as the lock file",
         run: fifo_lock,
+        places: STICKY_AND_OPEN,
     },
     Attack {
         number: "8d",
         slug: "8d-fifo-settings",
         title: "FIFO planted as the settings file",
         run: fifo_settings,
+        places: STICKY_AND_OPEN,
     },
     Attack {
         number: "8e",
         slug: "8e-fifo-history",
         title: "FIFO planted as a history segment",
         run: fifo_history,
+        places: STICKY_AND_OPEN,
     },
 ];
 
@@ -215,6 +244,29 @@ fn state_symlink(cx: &Ctx<'_>) -> Result<Verdict, String> {
     let path = link.to_string_lossy().into_owned();
     let victim = cx.run(User::Root, &["set", &path, "/pwned", "true"])?;
     Ok(judge(&victim, &before, &Snapshot::take(&w.outside())?))
+}
+
+/// The kernel's protected_regular case: A creates `app.json` (0666, A's) in the
+/// shared directory before root first writes it; root sets a secret there. Whatever
+/// root does, A's file must not end up holding the secret.
+fn planted_file(cx: &Ctx<'_>) -> Result<Verdict, String> {
+    let w = cx.world;
+    let planted = w.shared.join("app.json");
+    write(&planted, b"{}\n", User::A, 0o666)?;
+    let before = Snapshot::take(&w.outside())?;
+    let victim = cx.run(User::Root, &["set", "app.json", "/token", "\"s3cret\""])?;
+    let mut verdict = judge(&victim, &before, &Snapshot::take(&w.outside())?);
+    let now =
+        std::fs::read(&planted).map_err(|e| format!("cannot read `{}`: {e}", planted.display()))?;
+    let owner = std::os::unix::fs::MetadataExt::uid(
+        &std::fs::metadata(&planted).map_err(|e| e.to_string())?,
+    );
+    if String::from_utf8_lossy(&now).contains("s3cret") && owner != 0 {
+        verdict.problems.push(format!(
+            "root's secret was written into A's file (uid {owner})"
+        ));
+    }
+    Ok(verdict)
 }
 
 fn sidecar_removed(cx: &Ctx<'_>) -> Result<Verdict, String> {
