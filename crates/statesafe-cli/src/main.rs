@@ -9,6 +9,7 @@ mod error;
 mod jq;
 mod output;
 mod pointer;
+mod val;
 
 use std::process::ExitCode;
 

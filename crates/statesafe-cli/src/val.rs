@@ -1,0 +1,359 @@
+//! The document as jq's values: read from the file's bytes straight into jaq's
+//! [`Val`], and written from it, with no `serde_json::Value` tree in between.
+//!
+//! [`Doc`] is the document type of the store that `statesafe update` opens, so the
+//! library parses the file into it, verifies, validates (a schema check builds its
+//! own JSON from it), backs up and records history exactly as for any other type;
+//! only the tree is jq's. A large document then exists once in memory during an
+//! update (plus the bytes read and written), where it used to exist three times.
+//!
+//! What `statesafe::json` promises holds here too: numbers keep their text (an
+//! integer is a jaq integer, exact at any size; any other number a decimal that is
+//! written back as it was read), keys keep their order, an object may not hold the
+//! same key twice, and nesting stops at [`MAX_DEPTH`].
+
+use std::fmt;
+
+use jaq_json::{Map, Num, Rc, Val};
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::ser::{Error as _, SerializeMap, SerializeSeq, Serializer};
+use serde::{Deserialize, Serialize};
+use statesafe::json::MAX_DEPTH;
+
+/// A JSON document held as jq's value.
+#[derive(Debug, Clone, Default)]
+pub struct Doc(pub Val);
+
+impl Doc {
+    /// An empty object, `{}`.
+    pub fn empty_object() -> Doc {
+        Doc(Val::obj(Map::default()))
+    }
+}
+
+/// serde_json's private name for a number read or written with
+/// `arbitrary_precision` (which the workspace turns on): a number arrives as a map
+/// of this one key, with the number's text as its value.
+const NUMBER_TOKEN: &str = "$serde_json::private::Number";
+
+impl<'de> Deserialize<'de> for Doc {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Doc, D::Error> {
+        Level(0).deserialize(deserializer).map(Doc)
+    }
+}
+
+/// A value `.0` levels down, read into a [`Val`].
+#[derive(Clone, Copy)]
+struct Level(usize);
+
+impl Level {
+    fn enter<E: de::Error>(self) -> Result<Level, E> {
+        if self.0 >= MAX_DEPTH {
+            return Err(E::custom(format_args!(
+                "nested deeper than {MAX_DEPTH} levels, statesafe's limit"
+            )));
+        }
+        Ok(Level(self.0 + 1))
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Level {
+    type Value = Val;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Val, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Level {
+    type Value = Val;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_unit<E>(self) -> Result<Val, E> {
+        Ok(Val::Null)
+    }
+    fn visit_none<E>(self) -> Result<Val, E> {
+        Ok(Val::Null)
+    }
+    fn visit_bool<E>(self, b: bool) -> Result<Val, E> {
+        Ok(Val::Bool(b))
+    }
+    // Without `arbitrary_precision` (or from another deserializer) numbers come as
+    // these; with it, as the map below.
+    fn visit_i64<E>(self, n: i64) -> Result<Val, E> {
+        Ok(Val::Num(Num::from_integral(n)))
+    }
+    fn visit_u64<E>(self, n: u64) -> Result<Val, E> {
+        Ok(Val::Num(Num::from_integral(n)))
+    }
+    fn visit_i128<E>(self, n: i128) -> Result<Val, E> {
+        Ok(Val::Num(Num::from_integral(n)))
+    }
+    fn visit_u128<E>(self, n: u128) -> Result<Val, E> {
+        Ok(Val::Num(Num::from_integral(n)))
+    }
+    // serde_json's `Value` hands a number over as a float only when the float
+    // prints back as the number's text.
+    fn visit_f64<E>(self, n: f64) -> Result<Val, E> {
+        Ok(Val::Num(Num::Float(n)))
+    }
+    fn visit_str<E>(self, s: &str) -> Result<Val, E> {
+        Ok(Val::utf8_str(s.as_bytes().to_vec()))
+    }
+    fn visit_string<E>(self, s: String) -> Result<Val, E> {
+        Ok(Val::utf8_str(s.into_bytes()))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Val, A::Error> {
+        let inner = self.enter()?;
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+        while let Some(item) = seq.next_element_seed(inner)? {
+            items.push(item);
+        }
+        items.shrink_to_fit();
+        Ok(Val::Arr(Rc::new(items)))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Val, A::Error> {
+        let Some(first) = map.next_key::<String>()? else {
+            return Ok(Val::obj(Map::default()));
+        };
+        if first == NUMBER_TOKEN {
+            let text: String = map.next_value()?;
+            return Ok(Val::Num(number_of(text)));
+        }
+        let inner = self.enter()?;
+        let mut out = Map::default();
+        let mut key = first;
+        loop {
+            let value = map.next_value_seed(inner)?;
+            let (at, previous) = out.insert_full(Val::utf8_str(key.into_bytes()), value);
+            if previous.is_some() {
+                let (k, _) = out
+                    .get_index(at)
+                    .expect("invariant: an entry was just inserted");
+                return Err(de::Error::custom(format_args!(
+                    "duplicate key `{}` in one object (JSON readers disagree on which value wins)",
+                    text_of(k).unwrap_or_default()
+                )));
+            }
+            match map.next_key::<String>()? {
+                Some(next) => key = next,
+                None => break,
+            }
+        }
+        out.shrink_to_fit();
+        Ok(Val::obj(out))
+    }
+}
+
+/// A JSON number as jaq keeps it: integers as integers (exact at any size), anything
+/// else (`1.0`, `1e+2`, `-0`) as a decimal that prints back as written.
+pub fn number_of(text: String) -> Num {
+    let integer = text
+        .strip_prefix('-')
+        .unwrap_or(&text)
+        .bytes()
+        .all(|b| b.is_ascii_digit());
+    if integer
+        && text != "-0"
+        && let Some(n) = Num::from_str_radix(&text, 10)
+    {
+        return n;
+    }
+    Num::Dec(Rc::new(text))
+}
+
+/// The text of a string value, if it is one.
+fn text_of(v: &Val) -> Option<String> {
+    match v {
+        Val::TStr(s) => Some(String::from_utf8_lossy(s).into_owned()),
+        _ => None,
+    }
+}
+
+impl Serialize for Doc {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        Out(&self.0).serialize(serializer)
+    }
+}
+
+/// A value written as JSON, as jq prints it: NaN as `null`, infinities as the
+/// largest finite numbers; numbers jaq did not compute keep their text. What JSON
+/// cannot hold (a byte string, a key that is not a string) is an error; `check`
+/// finds it first, with a better message.
+struct Out<'a>(&'a Val);
+
+impl Serialize for Out<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Val::Null => s.serialize_unit(),
+            Val::Bool(b) => s.serialize_bool(*b),
+            Val::Num(Num::Int(i)) => s.serialize_i64(*i as i64),
+            Val::Num(Num::Float(f)) => float(*f, s),
+            Val::Num(Num::Dec(text)) => decimal(text, s),
+            Val::Num(n @ Num::BigInt(_)) => decimal(&n.to_string(), s),
+            Val::TStr(bytes) => s.serialize_str(&String::from_utf8_lossy(bytes)),
+            Val::BStr(_) => Err(S::Error::custom("a byte string, which JSON cannot hold")),
+            Val::Arr(items) => {
+                let mut seq = s.serialize_seq(Some(items.len()))?;
+                for item in items.iter() {
+                    seq.serialize_element(&Out(item))?;
+                }
+                seq.end()
+            }
+            Val::Obj(map) => {
+                let mut out = s.serialize_map(Some(map.len()))?;
+                for (k, v) in map.iter() {
+                    let Val::TStr(key) = k else {
+                        return Err(S::Error::custom("an object key that is not a string"));
+                    };
+                    out.serialize_entry(&String::from_utf8_lossy(key), &Out(v))?;
+                }
+                out.end()
+            }
+        }
+    }
+}
+
+fn float<S: Serializer>(f: f64, s: S) -> Result<S::Ok, S::Error> {
+    if f.is_nan() {
+        s.serialize_unit()
+    } else if f.is_infinite() {
+        s.serialize_f64(if f > 0.0 { f64::MAX } else { f64::MIN })
+    } else {
+        s.serialize_f64(f)
+    }
+}
+
+/// A number's text, as written, when it is a JSON number (a decimal read from the
+/// document or written in the expression); else the nearest float.
+fn decimal<S: Serializer>(text: &str, s: S) -> Result<S::Ok, S::Error> {
+    match text.parse::<serde_json::Number>() {
+        Ok(n) => n.serialize(s),
+        Err(_) => match text.parse::<f64>() {
+            Ok(f) => float(f, s),
+            Err(_) => s.serialize_unit(),
+        },
+    }
+}
+
+/// Why a value cannot be committed as a document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unfit {
+    /// Nested deeper than [`MAX_DEPTH`].
+    TooDeep,
+    /// A byte string somewhere.
+    ByteString,
+    /// An object key that is not a string (shown as jq prints it).
+    Key(String),
+}
+
+/// Checks that `val` is something a state file can hold, before it is written:
+/// at most [`MAX_DEPTH`] deep, no byte strings, string keys only. Recurses once per
+/// level (run it on a deep stack, as every walk over a document).
+pub fn check(val: &Val) -> Result<(), Unfit> {
+    fn walk(val: &Val, depth: usize) -> Result<(), Unfit> {
+        match val {
+            Val::BStr(_) => Err(Unfit::ByteString),
+            Val::Arr(items) => {
+                if depth >= MAX_DEPTH {
+                    return Err(Unfit::TooDeep);
+                }
+                items.iter().try_for_each(|v| walk(v, depth + 1))
+            }
+            Val::Obj(map) => {
+                if depth >= MAX_DEPTH {
+                    return Err(Unfit::TooDeep);
+                }
+                for (k, v) in map.iter() {
+                    if !matches!(k, Val::TStr(_)) {
+                        return Err(Unfit::Key(k.to_string()));
+                    }
+                    walk(v, depth + 1)?;
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+    walk(val, 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip(text: &str) -> String {
+        let doc: Doc = serde_json::from_str(text).unwrap();
+        serde_json::to_string(&doc).unwrap()
+    }
+
+    #[test]
+    fn numbers_and_key_order_are_kept() {
+        for text in [
+            r#"{"z":1,"a":2,"m":[3,4]}"#,
+            "18446744073709551616",
+            "-12345678901234567890123",
+            "-0",
+            "-0.0",
+            "1.50",
+            "0.10",
+            "1e+400",
+            "-1.5e-7",
+            r#"{"id":18446744073709551616,"x":1.50,"s":"é\n","n":null,"t":true}"#,
+        ] {
+            assert_eq!(round_trip(text), text);
+        }
+        // As statesafe::json reads them: the exponent marker normalized.
+        assert_eq!(round_trip("1E2"), "1e+2");
+    }
+
+    #[test]
+    fn duplicate_keys_and_depth_are_refused() {
+        let e = serde_json::from_str::<Doc>(r#"{"a":1,"b":{"x":1,"x":2}}"#).unwrap_err();
+        assert!(e.to_string().contains("duplicate key `x`"), "{e}");
+        let e = serde_json::from_str::<Doc>(r#"{"a\u0062":1,"ab":2}"#).unwrap_err();
+        assert!(e.to_string().contains("duplicate key `ab`"), "{e}");
+        std::thread::Builder::new()
+            .stack_size(256 << 20)
+            .spawn(|| {
+                let deep = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+                let text = deep(MAX_DEPTH);
+                let mut de = serde_json::Deserializer::from_str(&text);
+                de.disable_recursion_limit();
+                let doc = Doc::deserialize(&mut de).unwrap();
+                assert_eq!(check(&doc.0), Ok(()));
+                let text = deep(MAX_DEPTH + 1);
+                let mut de = serde_json::Deserializer::from_str(&text);
+                de.disable_recursion_limit();
+                let e = Doc::deserialize(&mut de).unwrap_err();
+                assert!(e.to_string().contains("deeper than 10000"), "{e}");
+                let deeper = Val::Arr(Rc::new(vec![doc.0]));
+                assert_eq!(check(&deeper), Err(Unfit::TooDeep));
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+    }
+
+    #[test]
+    fn what_json_cannot_hold_is_found() {
+        let bytes = Val::byte_str(b"x".to_vec());
+        assert_eq!(
+            check(&Val::Arr(Rc::new(vec![bytes.clone()]))),
+            Err(Unfit::ByteString)
+        );
+        assert!(serde_json::to_string(&Doc(bytes)).is_err());
+        let mut map = Map::default();
+        map.insert(Val::Num(Num::Int(1)), Val::Null);
+        assert_eq!(check(&Val::obj(map)), Err(Unfit::Key("1".into())));
+        assert_eq!(
+            serde_json::to_string(&Doc(Val::Num(Num::Float(f64::NAN)))).unwrap(),
+            "null"
+        );
+    }
+}
