@@ -8,6 +8,7 @@ mod cmd;
 mod error;
 mod jq;
 mod output;
+mod pick;
 mod pointer;
 mod val;
 
