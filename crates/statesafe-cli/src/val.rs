@@ -12,6 +12,8 @@
 //! written back as it was read), keys keep their order, an object may not hold the
 //! same key twice, and nesting stops at [`MAX_DEPTH`].
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::fmt;
 
 use jaq_json::{Map, Num, Rc, Val};
@@ -38,26 +40,95 @@ const NUMBER_TOKEN: &str = "$serde_json::private::Number";
 
 impl<'de> Deserialize<'de> for Doc {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Doc, D::Error> {
-        Level(0).deserialize(deserializer).map(Doc)
+        let keys = RefCell::new(Keys::default());
+        Level {
+            depth: 0,
+            keys: &keys,
+        }
+        .deserialize(deserializer)
+        .map(Doc)
     }
 }
 
-/// A value `.0` levels down, read into a [`Val`].
-#[derive(Clone, Copy)]
-struct Level(usize);
+/// Object keys read so far: documents repeat the same few keys in every record,
+/// and each copy would cost two allocations (about 80 bytes with the allocator's
+/// overhead). A key seen before shares the first one's bytes. Bounded, so that a
+/// document of unique keys does not also fill a cache.
+#[derive(Default)]
+struct Keys {
+    seen: HashMap<Box<str>, Val>,
+}
 
-impl Level {
-    fn enter<E: de::Error>(self) -> Result<Level, E> {
-        if self.0 >= MAX_DEPTH {
+/// How many distinct keys are shared.
+const MAX_SHARED_KEYS: usize = 4096;
+
+impl Keys {
+    fn get(&mut self, key: &str) -> Val {
+        if let Some(v) = self.seen.get(key) {
+            return v.clone();
+        }
+        let v = Val::utf8_str(key.as_bytes().to_vec());
+        if self.seen.len() < MAX_SHARED_KEYS {
+            self.seen.insert(key.into(), v.clone());
+        }
+        v
+    }
+}
+
+/// A value `depth` levels down, read into a [`Val`].
+#[derive(Clone, Copy)]
+struct Level<'k> {
+    depth: usize,
+    keys: &'k RefCell<Keys>,
+}
+
+impl Level<'_> {
+    fn enter<E: de::Error>(self) -> Result<Self, E> {
+        if self.depth >= MAX_DEPTH {
             return Err(E::custom(format_args!(
                 "nested deeper than {MAX_DEPTH} levels, statesafe's limit"
             )));
         }
-        Ok(Level(self.0 + 1))
+        Ok(Level {
+            depth: self.depth + 1,
+            ..self
+        })
     }
 }
 
-impl<'de> DeserializeSeed<'de> for Level {
+/// An object key, shared through [`Keys`], or the number marker.
+struct Key<'k>(&'k RefCell<Keys>);
+
+/// What [`Key`] read.
+enum KeyOrNumber {
+    Key(Val),
+    Number,
+}
+
+impl<'de> DeserializeSeed<'de> for Key<'_> {
+    type Value = KeyOrNumber;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<KeyOrNumber, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Key<'_> {
+    type Value = KeyOrNumber;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object key")
+    }
+
+    fn visit_str<E>(self, key: &str) -> Result<KeyOrNumber, E> {
+        if key == NUMBER_TOKEN {
+            return Ok(KeyOrNumber::Number);
+        }
+        Ok(KeyOrNumber::Key(self.0.borrow_mut().get(key)))
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Level<'_> {
     type Value = Val;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Val, D::Error> {
@@ -65,7 +136,7 @@ impl<'de> DeserializeSeed<'de> for Level {
     }
 }
 
-impl<'de> Visitor<'de> for Level {
+impl<'de> Visitor<'de> for Level<'_> {
     type Value = Val;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -118,19 +189,20 @@ impl<'de> Visitor<'de> for Level {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Val, A::Error> {
-        let Some(first) = map.next_key::<String>()? else {
-            return Ok(Val::obj(Map::default()));
+        let first = match map.next_key_seed(Key(self.keys))? {
+            None => return Ok(Val::obj(Map::default())),
+            Some(KeyOrNumber::Number) => {
+                let text: String = map.next_value()?;
+                return Ok(Val::Num(number_read(text)));
+            }
+            Some(KeyOrNumber::Key(key)) => key,
         };
-        if first == NUMBER_TOKEN {
-            let text: String = map.next_value()?;
-            return Ok(Val::Num(number_of(text)));
-        }
         let inner = self.enter()?;
         let mut out = Map::default();
         let mut key = first;
         loop {
             let value = map.next_value_seed(inner)?;
-            let (at, previous) = out.insert_full(Val::utf8_str(key.into_bytes()), value);
+            let (at, previous) = out.insert_full(key, value);
             if previous.is_some() {
                 let (k, _) = out
                     .get_index(at)
@@ -140,14 +212,39 @@ impl<'de> Visitor<'de> for Level {
                     text_of(k).unwrap_or_default()
                 )));
             }
-            match map.next_key::<String>()? {
-                Some(next) => key = next,
+            match map.next_key_seed(Key(self.keys))? {
+                Some(KeyOrNumber::Key(next)) => key = next,
+                Some(KeyOrNumber::Number) => {
+                    return Err(de::Error::custom("a number marker as an object key"));
+                }
                 None => break,
             }
         }
         out.shrink_to_fit();
         Ok(Val::obj(out))
     }
+}
+
+/// A number read from a document: as [`number_of`], except that a number whose
+/// text is exactly how a float prints (`0.5`, `1.75`, `-0.0`) is held as that float,
+/// which needs no allocation (a decimal needs two) and is written back as the same
+/// text (serde_json's own `Value` makes the same choice).
+fn number_read(text: String) -> Num {
+    exact_float(&text).map_or_else(|| number_of(text), Num::Float)
+}
+
+/// The float that serde_json writes as exactly `text`, if there is one. Only plain
+/// fractions qualify: integers stay exact integers, exponents keep their form.
+fn exact_float(text: &str) -> Option<f64> {
+    if !text.contains('.') || text.contains(['e', 'E']) || text.len() > 24 {
+        return None;
+    }
+    let f: f64 = text.parse().ok().filter(|f: &f64| f.is_finite())?;
+    let mut buf = [0u8; 32];
+    let mut cursor = std::io::Cursor::new(&mut buf[..]);
+    serde_json::to_writer(&mut cursor, &f).ok()?;
+    let written = usize::try_from(cursor.position()).ok()?;
+    (&buf[..written] == text.as_bytes()).then_some(f)
 }
 
 /// A JSON number as jaq keeps it: integers as integers (exact at any size), anything
@@ -304,12 +401,40 @@ mod tests {
             "0.10",
             "1e+400",
             "-1.5e-7",
+            "0.5",
+            "1.75",
+            "100.0",
+            "0.1",
+            "123456.789",
+            "1.7976931348623157e308",
+            "0.30000000000000004",
+            "1.0000000000000001",
             r#"{"id":18446744073709551616,"x":1.50,"s":"é\n","n":null,"t":true}"#,
         ] {
             assert_eq!(round_trip(text), text);
         }
         // As statesafe::json reads them: the exponent marker normalized.
         assert_eq!(round_trip("1E2"), "1e+2");
+    }
+
+    #[test]
+    fn plain_fractions_are_floats_only_when_they_print_back_the_same() {
+        assert_eq!(exact_float("0.5"), Some(0.5));
+        assert_eq!(
+            exact_float("-0.0").map(f64::to_bits),
+            Some((-0.0f64).to_bits())
+        );
+        for text in [
+            "1.50",
+            "1",
+            "-0",
+            "1e2",
+            "1.0000000000000001",
+            "00.5",
+            "0.10",
+        ] {
+            assert_eq!(exact_float(text), None, "{text}");
+        }
     }
 
     #[test]
