@@ -229,4 +229,21 @@ mod tests {
         let picked = pick(r#"{"a":1}"#, "/a");
         assert!(serde_json::to_vec(&Picked(picked)).is_err());
     }
+
+    proptest::proptest! {
+        /// Picking while parsing finds what `Pointer::get` finds in the whole
+        /// document, or misses it the same way.
+        #[test]
+        fn any_pick_is_what_get_finds(
+            text in crate::val::tests::json_text(),
+            tokens in proptest::collection::vec("a|b|c|0|1|2|00|-", 0..4),
+        ) {
+            let whole = statesafe::json::parse(text.as_bytes()).unwrap();
+            let written: String = tokens.iter().map(|t| format!("/{t}")).collect();
+            let pointer = Pointer::parse(&written).unwrap();
+            let expected = pointer.get(&whole).map(Value::to_string);
+            let got = pick(&text, &written).map(|v| v.to_string());
+            proptest::prop_assert_eq!(got, expected);
+        }
+    }
 }

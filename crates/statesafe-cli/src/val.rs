@@ -381,7 +381,7 @@ pub fn check(val: &Val) -> Result<(), Unfit> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn round_trip(text: &str) -> String {
@@ -406,7 +406,7 @@ mod tests {
             "100.0",
             "0.1",
             "123456.789",
-            "1.7976931348623157e308",
+            "1.7976931348623157e+308",
             "0.30000000000000004",
             "1.0000000000000001",
             r#"{"id":18446744073709551616,"x":1.50,"s":"é\n","n":null,"t":true}"#,
@@ -480,5 +480,42 @@ mod tests {
             serde_json::to_string(&Doc(Val::Num(Num::Float(f64::NAN)))).unwrap(),
             "null"
         );
+    }
+
+    /// JSON texts with numbers in every form, escapes, and nesting.
+    pub fn json_text() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just("null".to_string()),
+            Just("true".to_string()),
+            Just("false".to_string()),
+            "-?(0|[1-9][0-9]{0,24})(\\.[0-9]{1,18})?([eE][+-]?[0-9]{1,3})?",
+            "[a-c\u{e9}\"\\\\\n]{0,6}".prop_map(|s| serde_json::to_string(&s).unwrap()),
+        ];
+        leaf.prop_recursive(4, 48, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..5)
+                    .prop_map(|items| format!("[{}]", items.join(","))),
+                prop::collection::btree_map("[a-c0-2]{1,2}", inner, 0..5).prop_map(|entries| {
+                    let fields: Vec<String> = entries
+                        .into_iter()
+                        .map(|(k, v)| format!("{}:{v}", serde_json::to_string(&k).unwrap()))
+                        .collect();
+                    format!("{{{}}}", fields.join(","))
+                }),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        /// Read into jq's values and written back, any document is what
+        /// `statesafe::json` reads and writes: every number's text, every key in
+        /// its place.
+        #[test]
+        fn any_document_round_trips_as_statesafe_json_does(text in json_text()) {
+            let expected = statesafe::json::parse(text.as_bytes()).unwrap().to_string();
+            let doc: Doc = serde_json::from_str(&text).unwrap();
+            proptest::prop_assert_eq!(serde_json::to_string(&doc).unwrap(), expected);
+        }
     }
 }
