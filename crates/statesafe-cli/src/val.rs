@@ -50,17 +50,21 @@ impl<'de> Deserialize<'de> for Doc {
     }
 }
 
-/// Object keys read so far: documents repeat the same few keys in every record,
-/// and each copy would cost two allocations (about 80 bytes with the allocator's
-/// overhead). A key seen before shares the first one's bytes. Bounded, so that a
-/// document of unique keys does not also fill a cache.
+/// Object keys and short strings read so far: documents repeat the same few keys
+/// in every record, and often the same short values (tags, states, codes), and
+/// each copy would cost two allocations (about 80 bytes with the allocator's
+/// overhead). One seen before shares the first one's bytes. Bounded, so that a
+/// document of unique strings does not also fill a cache.
 #[derive(Default)]
 struct Keys {
     seen: HashMap<Box<str>, Val>,
 }
 
-/// How many distinct keys are shared.
+/// How many distinct keys and strings are shared.
 const MAX_SHARED_KEYS: usize = 4096;
+
+/// Strings up to this long are shared like keys.
+const MAX_SHARED_STRING: usize = 16;
 
 impl Keys {
     fn get(&mut self, key: &str) -> Val {
@@ -172,6 +176,9 @@ impl<'de> Visitor<'de> for Level<'_> {
         Ok(Val::Num(Num::Float(n)))
     }
     fn visit_str<E>(self, s: &str) -> Result<Val, E> {
+        if s.len() <= MAX_SHARED_STRING {
+            return Ok(self.keys.borrow_mut().get(s));
+        }
         Ok(Val::utf8_str(s.as_bytes().to_vec()))
     }
     fn visit_string<E>(self, s: String) -> Result<Val, E> {
