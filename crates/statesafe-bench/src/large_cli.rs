@@ -70,6 +70,8 @@ pub enum LargeResult {
         /// Peak resident size of `statesafe get` on a 1 KiB file: what the process
         /// holds whatever the document.
         baseline: f64,
+        /// The same for `jq .n` on that file (0 without jq).
+        jq_baseline: f64,
         /// Whether `jq` was there to compare with.
         jq: bool,
         /// One entry per size.
@@ -178,6 +180,15 @@ pub fn run(dir: &Path, bin: &Path, sizes: &[usize], runs: usize) -> Result<Large
     for _ in 0..runs.max(3) {
         base.push(measure(statesafe(bin, &["get", "/n"], &tiny), &err)?.1);
     }
+    let mut jq_base = Vec::new();
+    if jq {
+        for _ in 0..runs.max(3) {
+            let mut c = Command::new("jq");
+            c.arg(".n").arg(&tiny);
+            jq_base.push(measure(c, &err)?.1);
+        }
+    }
+    let jq_baseline = if jq { median(&jq_base) } else { 0.0 };
     let mut out = Vec::new();
     for &size in sizes {
         let here = sub.join(size.to_string());
@@ -282,6 +293,7 @@ pub fn run(dir: &Path, bin: &Path, sizes: &[usize], runs: usize) -> Result<Large
         bin: bin.to_path_buf(),
         runs,
         baseline: median(&base),
+        jq_baseline,
         jq,
         sizes: out,
     })
