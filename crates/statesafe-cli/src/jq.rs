@@ -195,7 +195,7 @@ fn resident_bytes() -> Option<u64> {
 }
 
 /// A compiled jq expression and the values of its `--arg`/`--argjson` variables;
-/// lives on the evaluation thread (jaq's values are not `Send`).
+/// lives on the evaluation thread, where it was compiled.
 struct Compiled {
     filter: Filter,
     values: Vec<Val>,
