@@ -5,6 +5,7 @@
 //!   `done COUNT NANOS`.
 //! - `mem`: set up, reset the peak resident size, do one update, print
 //!   `mem BASELINE PEAK` in bytes.
+//! - `rusage`: run a command, print `rusage STATUS MAXRSS_KIB SECONDS`.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, Write};
@@ -21,6 +22,7 @@ pub fn run(args: ChildArgs) -> Result<()> {
     match args.what {
         ChildWhat::Contend { kind, file, millis } => contend(kind, &file, millis),
         ChildWhat::Mem { kind, file } => mem(kind, &file),
+        ChildWhat::Rusage { cmd } => rusage(&cmd),
         ChildWhat::Profile {
             kind,
             file,
@@ -28,6 +30,21 @@ pub fn run(args: ChildArgs) -> Result<()> {
             ops,
         } => profile(kind, &file, size, ops),
     }
+}
+
+/// Runs `cmd` (stdout discarded, stderr inherited) and prints its wait status, peak
+/// resident size in KiB and wall time.
+fn rusage(cmd: &[std::ffi::OsString]) -> Result<()> {
+    let started = Instant::now();
+    let child = std::process::Command::new(&cmd[0])
+        .args(&cmd[1..])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .spawn()?;
+    let (status, maxrss) = crate::large_cli::wait4(child.id())?;
+    let secs = started.elapsed().as_secs_f64();
+    println!("rusage {status} {maxrss} {secs}");
+    Ok(())
 }
 
 /// One read-increment-write of the shared counter, correct under concurrency.

@@ -54,7 +54,7 @@ fn tool_version(tool: &str) -> Option<String> {
 }
 
 /// Finds (building it if needed) a `statesafe` binary that has `get` and `update`.
-fn statesafe_bin(given: Option<&Path>) -> std::result::Result<PathBuf, String> {
+pub fn statesafe_bin(given: Option<&Path>) -> std::result::Result<PathBuf, String> {
     let bin = match given {
         Some(p) => p.to_path_buf(),
         None => {

@@ -34,7 +34,8 @@ pub struct Item {
     pub note: String,
 }
 
-fn item(id: u64) -> Item {
+/// Filler record number `id`.
+pub fn item(id: u64) -> Item {
     const TAGS: [&str; 5] = ["alpha", "beta", "gamma", "delta", "epsilon"];
     Item {
         id,
@@ -69,6 +70,30 @@ pub fn make(size: usize) -> Doc {
         // Records are ~250 bytes pretty-printed; grow by an estimate, then by one.
         let per = 250;
         let more = ((size - len) / per).max(1);
+        let start = doc.items.len() as u64;
+        doc.items.extend((start..start + more as u64).map(item));
+    }
+}
+
+/// A document whose compact encoding (one line and a newline, as statesafe keeps a
+/// compact file) is at least `size` bytes, with those bytes.
+pub fn make_compact(size: usize) -> (Doc, Vec<u8>) {
+    let compact = |doc: &Doc| {
+        let mut bytes = serde_json::to_vec(doc).expect("invariant: a Doc always serializes");
+        bytes.push(b'\n');
+        bytes
+    };
+    let mut doc = Doc {
+        n: COUNTER_START,
+        items: Vec::new(),
+    };
+    loop {
+        let bytes = compact(&doc);
+        if bytes.len() >= size {
+            return (doc, bytes);
+        }
+        // Records are ~190 bytes compact; grow by an estimate, then by one.
+        let more = ((size - bytes.len()) / 190).max(1);
         let start = doc.items.len() as u64;
         doc.items.extend((start..start + more as u64).map(item));
     }
@@ -157,6 +182,17 @@ mod tests {
             assert_eq!(back.items, doc.items);
             assert_eq!(bump_counter(&mut t.bytes), Some(COUNTER_START + 42));
             assert_eq!(read_counter(&t.bytes), Some(COUNTER_START + 42));
+        }
+    }
+
+    #[test]
+    fn compact_documents_have_the_asked_size() {
+        for size in [1 << 10, 64 << 10] {
+            let (doc, bytes) = make_compact(size);
+            assert!(bytes.len() >= size && bytes.len() < size + 400);
+            assert_eq!(bytes.last(), Some(&b'\n'));
+            let back: Doc = serde_json::from_slice(&bytes).unwrap();
+            assert_eq!(back, doc);
         }
     }
 

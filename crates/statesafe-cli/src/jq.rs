@@ -9,19 +9,21 @@
 //! overflow the stack and abort the process. The abandoned thread ends with the
 //! process, which exits right after reporting the error (the lock is released first).
 //!
-//! Numbers keep their text: an integer becomes a jaq integer (exact at any size),
-//! any other number jaq's decimal, which prints back as it was read unless the
-//! expression computes with it.
+//! The document goes in and comes out as jaq's values ([`Doc`], read from and
+//! written to the file's bytes directly, see `val.rs`). Numbers keep their text: an
+//! integer becomes a jaq integer (exact at any size), any other number jaq's
+//! decimal, which prints back as it was read unless the expression computes with it.
 
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use jaq_core::load::{Arena, File, Loader};
 use jaq_core::{Compiler, Ctx, Vars, data};
-use jaq_json::{Num, Rc, Val};
+use jaq_json::{Rc, Val};
 use serde_json::Value;
 
 use crate::error::{CliError, Exit};
+use crate::val::{self, Doc, Unfit};
 
 type Filter = jaq_core::Filter<data::JustLut<Val>>;
 
@@ -37,8 +39,8 @@ pub struct Program {
     code: String,
     timeout: Duration,
     stack: u64,
-    inputs: mpsc::Sender<Value>,
-    outputs: mpsc::Receiver<Result<Value, CliError>>,
+    inputs: mpsc::Sender<Doc>,
+    outputs: mpsc::Receiver<Result<Doc, CliError>>,
 }
 
 impl Program {
@@ -53,13 +55,13 @@ impl Program {
         vars: Vec<(String, Value)>,
         timeout: Duration,
     ) -> Result<Program, CliError> {
-        let (inputs, inputs_rx) = mpsc::channel::<Value>();
+        let (inputs, inputs_rx) = mpsc::channel::<Doc>();
         let (outputs_tx, outputs) = mpsc::channel();
         let source = code.to_string();
         let evaluator = move || {
             let compiled = match Compiled::compile(&source, vars) {
                 Ok(c) => {
-                    let _ = outputs_tx.send(Ok(Value::Null));
+                    let _ = outputs_tx.send(Ok(Doc::default()));
                     c
                 }
                 Err(e) => {
@@ -91,13 +93,13 @@ impl Program {
     /// `expression_failed` for a runtime error or a `halt`, `expression_output` for
     /// no value, several values, or a value JSON cannot hold, `expression_limit` when
     /// it runs out of time or memory.
-    pub fn run_one(&self, input: Value) -> Result<Value, CliError> {
+    pub fn run_one(&self, input: Doc) -> Result<Doc, CliError> {
         self.inputs.send(input).map_err(|_| self.evaluator_lost())?;
         self.wait()
     }
 
     /// The evaluator's next answer, or a limit error.
-    fn wait(&self) -> Result<Value, CliError> {
+    fn wait(&self) -> Result<Doc, CliError> {
         let started = Instant::now();
         let resident = resident_bytes();
         let allowance = resident
@@ -193,7 +195,7 @@ fn resident_bytes() -> Option<u64> {
 }
 
 /// A compiled jq expression and the values of its `--arg`/`--argjson` variables;
-/// lives on the evaluation thread (jaq's values are not `Send`).
+/// lives on the evaluation thread, where it was compiled.
 struct Compiled {
     filter: Filter,
     values: Vec<Val>,
@@ -302,10 +304,12 @@ impl Compiled {
         })
     }
 
-    fn run_one(&self, input: Value) -> Result<Value, CliError> {
+    fn run_one(&self, Doc(input): Doc) -> Result<Doc, CliError> {
         let ctx = Ctx::<data::JustLut<Val>>::new(&self.filter.lut, Vars::new(self.values.clone()));
+        // A copy of the root only: the tree is shared, and parts the expression
+        // does not touch stay shared with the result.
         let original = input.clone();
-        let mut outputs = self.filter.id.run((ctx, to_val(input)));
+        let mut outputs = self.filter.id.run((ctx, input));
         let mut first = None;
         let mut count = 0;
         for out in outputs.by_ref() {
@@ -342,10 +346,14 @@ impl Compiled {
             }
         }
         match (count, first) {
-            (1, Some(v)) => {
-                let mut value = from_val(&v, 0)?;
-                restore_order(&original, &mut value);
-                Ok(value)
+            (1, Some(mut v)) => {
+                // The input's other owner goes first, so that reordering changes
+                // the result in place instead of copying what it shares.
+                drop(outputs);
+                restore_order(&original, &mut v);
+                drop(original);
+                fit(&v)?;
+                Ok(Doc(v))
             }
             (0, _) => Err(CliError::invalid(
                 "expression_output",
@@ -364,13 +372,16 @@ impl Compiled {
 /// Undoes the key reordering of jaq's deletions: jaq removes an object key by
 /// moving the last key into its place (`del(.a)` on `{"a","b","c"}` gives `{"c","b"}`),
 /// which would make every deletion a noisy diff. Where an object lost keys, its
-/// surviving keys go back to their original order, new keys after them.
-fn restore_order(before: &Value, after: &mut Value) {
+/// surviving keys go back to their original order, new keys after them. Parts the
+/// expression left alone are still shared with the input and are not visited.
+fn restore_order(before: &Val, after: &mut Val) {
     match (before, after) {
-        (Value::Object(old), Value::Object(new)) => {
+        (Val::Obj(old), Val::Obj(new)) if !Rc::ptr_eq(old, new) => {
             let lost = old.keys().any(|k| !new.contains_key(k));
+            let new = Rc::make_mut(new);
             if lost {
-                let mut reordered = serde_json::Map::with_capacity(new.len());
+                let mut reordered =
+                    jaq_json::Map::with_capacity_and_hasher(new.len(), Default::default());
                 for key in old.keys() {
                     if let Some((k, v)) = new.shift_remove_entry(key) {
                         reordered.insert(k, v);
@@ -385,12 +396,37 @@ fn restore_order(before: &Value, after: &mut Value) {
                 }
             }
         }
-        (Value::Array(old), Value::Array(new)) if old.len() == new.len() => {
+        (Val::Arr(old), Val::Arr(new)) if !Rc::ptr_eq(old, new) && old.len() == new.len() => {
+            let new = Rc::make_mut(new);
             for (o, n) in old.iter().zip(new.iter_mut()) {
                 restore_order(o, n);
             }
         }
         _ => {}
+    }
+}
+
+/// Refuses a result no state file can hold (see [`val::check`]).
+fn fit(v: &Val) -> Result<(), CliError> {
+    match val::check(v) {
+        Ok(()) => Ok(()),
+        Err(Unfit::TooDeep) => Err(CliError::invalid(
+            "expression_output",
+            format!(
+                "the jq expression produced a document nested deeper than {} levels",
+                statesafe::json::MAX_DEPTH
+            ),
+        )
+        .hint("statesafe holds documents up to that depth; the state file is unchanged")),
+        Err(Unfit::ByteString) => Err(CliError::invalid(
+            "expression_output",
+            "the jq expression produced a byte string, which JSON cannot hold",
+        )
+        .hint("convert it to text first, for example with `tostring` or `@base64`")),
+        Err(Unfit::Key(k)) => Err(CliError::invalid(
+            "expression_output",
+            format!("the jq expression produced an object key that is not a string: {k}"),
+        )),
     }
 }
 
@@ -414,12 +450,13 @@ fn position_error(code: &str, what: &str, why: &str, at: &str) -> CliError {
     .hint("the expression uses jq syntax (https://jqlang.org/manual/), for example '.n += 1'")
 }
 
-/// Converts a document into jaq's value type, keeping every number's text.
+/// Converts a variable's value (`--argjson`, `$ENV`) into jaq's value type,
+/// keeping every number's text.
 fn to_val(value: Value) -> Val {
     match value {
         Value::Null => Val::Null,
         Value::Bool(b) => Val::Bool(b),
-        Value::Number(n) => Val::Num(to_num(n.as_str())),
+        Value::Number(n) => Val::Num(val::number_of(n.as_str().to_string())),
         Value::String(s) => Val::utf8_str(s.into_bytes()),
         Value::Array(items) => Val::Arr(Rc::new(items.into_iter().map(to_val).collect())),
         Value::Object(map) => Val::obj(
@@ -430,111 +467,6 @@ fn to_val(value: Value) -> Val {
     }
 }
 
-/// A JSON number as jaq keeps it: integers as integers (exact at any size), anything
-/// else (`1.0`, `1e2`, `-0`) as a decimal that prints back as written.
-fn to_num(text: &str) -> Num {
-    let integer = text
-        .strip_prefix('-')
-        .unwrap_or(text)
-        .bytes()
-        .all(|b| b.is_ascii_digit());
-    if integer
-        && text != "-0"
-        && let Some(n) = Num::from_str_radix(text, 10)
-    {
-        return n;
-    }
-    Num::Dec(Rc::new(text.to_string()))
-}
-
-/// Converts jaq's value back into JSON, as jq prints it (NaN as null, infinities as
-/// the largest finite numbers); numbers jaq did not compute keep their text.
-/// `depth` is the nesting so far: a result deeper than statesafe holds is refused.
-fn from_val(val: &Val, depth: usize) -> Result<Value, CliError> {
-    let nested = |depth: usize| {
-        if depth > statesafe::json::MAX_DEPTH {
-            Err(CliError::invalid(
-                "expression_output",
-                format!(
-                    "the jq expression produced a document nested deeper than {} levels",
-                    statesafe::json::MAX_DEPTH
-                ),
-            )
-            .hint("statesafe holds documents up to that depth; the state file is unchanged"))
-        } else {
-            Ok(depth)
-        }
-    };
-    Ok(match val {
-        Val::Null => Value::Null,
-        Val::Bool(b) => Value::Bool(*b),
-        Val::Num(n) => number(n),
-        Val::TStr(s) => Value::String(String::from_utf8_lossy(s).into_owned()),
-        Val::BStr(_) => {
-            return Err(CliError::invalid(
-                "expression_output",
-                "the jq expression produced a byte string, which JSON cannot hold",
-            )
-            .hint("convert it to text first, for example with `tostring` or `@base64`"));
-        }
-        Val::Arr(items) => {
-            let depth = nested(depth + 1)?;
-            Value::Array(
-                items
-                    .iter()
-                    .map(|v| from_val(v, depth))
-                    .collect::<Result<_, _>>()?,
-            )
-        }
-        Val::Obj(map) => {
-            let depth = nested(depth + 1)?;
-            let mut out = serde_json::Map::with_capacity(map.len());
-            for (k, v) in map.iter() {
-                let Val::TStr(key) = k else {
-                    return Err(CliError::invalid(
-                        "expression_output",
-                        format!(
-                            "the jq expression produced an object key that is not a string: {k}"
-                        ),
-                    ));
-                };
-                out.insert(
-                    String::from_utf8_lossy(key).into_owned(),
-                    from_val(v, depth)?,
-                );
-            }
-            Value::Object(out)
-        }
-    })
-}
-
-fn number(n: &Num) -> Value {
-    match n {
-        Num::Int(i) => Value::from(*i as i64),
-        Num::Float(f) => float(*f),
-        // Big integers and decimals: their text, when it is a JSON number (a decimal
-        // read from the document or the expression); else the nearest float.
-        other => {
-            let text = other.to_string();
-            serde_json::from_str::<serde_json::Number>(&text)
-                .map(Value::Number)
-                .ok()
-                .or_else(|| text.parse::<f64>().ok().map(float))
-                .unwrap_or(Value::Null)
-        }
-    }
-}
-
-fn float(f: f64) -> Value {
-    if f.is_nan() {
-        Value::Null
-    } else if f.is_infinite() {
-        Value::from(if f > 0.0 { f64::MAX } else { f64::MIN })
-    } else {
-        Value::from(f)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -542,8 +474,19 @@ mod tests {
 
     const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
+    /// Through the text, as the store reads a file (a `Value` hands `-0` over as 0).
+    fn doc(v: Value) -> Doc {
+        serde_json::from_str(&v.to_string()).unwrap()
+    }
+
+    fn value(d: Doc) -> Value {
+        serde_json::to_value(&d).unwrap()
+    }
+
     fn run(code: &str, input: Value) -> Result<Value, CliError> {
-        Program::compile(code, vec![], DEFAULT_TIMEOUT)?.run_one(input)
+        Program::compile(code, vec![], DEFAULT_TIMEOUT)?
+            .run_one(doc(input))
+            .map(value)
     }
 
     #[test]
@@ -613,10 +556,10 @@ mod tests {
         assert!(e.message.contains("column 6"), "{}", e.message);
         let p =
             Program::compile("$who", vec![("who".into(), json!("x"))], DEFAULT_TIMEOUT).unwrap();
-        assert_eq!(p.run_one(Value::Null).unwrap(), json!("x"));
+        assert_eq!(value(p.run_one(Doc::default()).unwrap()), json!("x"));
         let p = Program::compile("$ENV.PATH", vec![], DEFAULT_TIMEOUT).unwrap();
         assert_eq!(
-            p.run_one(Value::Null).unwrap(),
+            value(p.run_one(Doc::default()).unwrap()),
             json!(std::env::var("PATH").unwrap())
         );
     }
@@ -654,7 +597,7 @@ mod tests {
         ] {
             let e = Program::compile(code, vec![], Duration::from_millis(300))
                 .unwrap()
-                .run_one(json!({}))
+                .run_one(doc(json!({})))
                 .unwrap_err();
             assert_eq!(e.kind, "expression_limit", "{code}: {e:?}");
             assert_eq!(e.exit, Exit::EvalLimit);
@@ -662,7 +605,7 @@ mod tests {
         // Runaway recursion is stopped by the memory allowance, not by the stack.
         let e = Program::compile("def f: 1 + f; f", vec![], Duration::from_secs(600))
             .unwrap()
-            .run_one(json!({}))
+            .run_one(doc(json!({})))
             .unwrap_err();
         assert_eq!(e.kind, "expression_limit", "{e:?}");
         assert!(e.message.contains("memory"), "{}", e.message);

@@ -8,7 +8,9 @@ mod cmd;
 mod error;
 mod jq;
 mod output;
+mod pick;
 mod pointer;
+mod val;
 
 use std::process::ExitCode;
 

@@ -91,6 +91,16 @@ impl Pointer {
         self.tokens.is_empty()
     }
 
+    /// The unescaped tokens.
+    pub fn tokens(&self) -> &[String] {
+        &self.tokens
+    }
+
+    /// Nothing at the first `n` tokens.
+    pub fn absent(&self, n: usize) -> Miss {
+        Miss::Absent { at: self.prefix(n) }
+    }
+
     /// The pointer made of the first `n` tokens, for messages.
     fn prefix(&self, n: usize) -> String {
         self.tokens[..n].iter().fold(String::new(), |mut s, t| {
@@ -229,7 +239,8 @@ impl Pointer {
         self.through_kind(i, kind(value))
     }
 
-    fn through_kind(&self, i: usize, what: &'static str) -> Miss {
+    /// The value at the first `i` tokens is `what`, which token `i` cannot enter.
+    pub fn through_kind(&self, i: usize, what: &'static str) -> Miss {
         Miss::Through {
             at: self.prefix(i),
             what,
@@ -305,13 +316,16 @@ fn container_for(token: &str) -> Value {
     }
 }
 
-enum Index {
+/// An array index token, read.
+pub enum Index {
+    /// A position.
     At(usize),
+    /// `-`, past the last element.
     End,
 }
 
 /// An array index token: `0`, or digits without a leading zero, or `-`.
-fn index(token: &str) -> Option<Index> {
+pub fn index(token: &str) -> Option<Index> {
     if token == "-" {
         return Some(Index::End);
     }

@@ -643,7 +643,10 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
     ///
     /// # Errors
     /// [`Error::Invalid`] naming why it cannot be rebuilt; I/O errors.
-    pub fn document_at(&self, generation: u64) -> Result<Value> {
+    pub fn document_at(&self, generation: u64) -> Result<Value>
+    where
+        T: 'static,
+    {
         if let Some(remote) = self.remote() {
             return remote.document_at(self, generation);
         }
@@ -651,10 +654,8 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             && cur.generation == generation
         {
             let state = self.verify(&cur, false)?.state;
-            return serde_json::to_value(&state).map_err(|source| Error::Serialize {
-                path: self.local().target.given.clone(),
-                source,
-            });
+            drop(cur);
+            return self.value_of(state);
         }
         if let Some(b) = self
             .list_backups()?
@@ -663,10 +664,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             .find(|b| b.generation == generation)
             && let Ok(state) = self.verify_backup(b)
         {
-            return serde_json::to_value(&state).map_err(|source| Error::Serialize {
-                path: self.local().target.given.clone(),
-                source,
-            });
+            return self.value_of(state);
         }
         let config = self.config();
         let current = self.generation()?;
@@ -678,10 +676,33 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
     ///
     /// # Errors
     /// As [`Store::document_at`].
-    pub fn diff(&self, from: u64, to: u64) -> Result<json_patch::Patch> {
+    pub fn diff(&self, from: u64, to: u64) -> Result<json_patch::Patch>
+    where
+        T: 'static,
+    {
         let a = self.document_at(from)?;
         let b = self.document_at(to)?;
         Ok(json_patch::diff(&a, &b))
+    }
+
+    /// The document as JSON. For the untyped store the state already is: it is
+    /// moved, not copied, so that `diff` of a large document holds its two trees
+    /// and no third.
+    fn value_of(&self, state: T) -> Result<Value>
+    where
+        T: 'static,
+    {
+        let state: Box<dyn std::any::Any> = Box::new(state);
+        match state.downcast::<Value>() {
+            Ok(value) => Ok(*value),
+            Err(other) => {
+                let state = other.downcast::<T>().expect("invariant: the box holds a T");
+                serde_json::to_value(&*state).map_err(|source| Error::Serialize {
+                    path: self.path().to_path_buf(),
+                    source,
+                })
+            }
+        }
     }
 
     /// A summary of the file: generation, format, size, last writer, backups, lock holder.

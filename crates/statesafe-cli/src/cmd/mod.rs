@@ -148,6 +148,15 @@ fn usage_error(err: clap::Error, args: &[OsString], json: bool) -> ExitCode {
 /// Opens the store at `file`, with the write options when the command writes.
 /// Recoveries and external changes the library notices are printed as warnings.
 fn open(file: &Path, opts: Option<&WriteOptions>, out: &Output) -> Result<Store> {
+    open_as(file, opts, out)
+}
+
+/// [`open`] with another document type (jq's values for `update`).
+fn open_as<T: serde::Serialize + serde::de::DeserializeOwned>(
+    file: &Path,
+    opts: Option<&WriteOptions>,
+    out: &Output,
+) -> Result<Store<T>> {
     let hook = warn_on_event(out, opts.is_some());
     open_at(options(opts)?.on_event(hook), file)
 }
@@ -162,7 +171,10 @@ fn open_quiet(file: &Path, opts: &WriteOptions) -> Result<Store> {
 /// is a `postgres://` or `postgresql://` URL (a local file of such a name is
 /// `./postgres:/…`). A password in the URL is refused: a command line is visible to
 /// every local user (`ps`), so it comes from PGPASSWORD or a password file.
-fn open_at(options: StoreOptions<Value>, file: &Path) -> Result<Store> {
+fn open_at<T: serde::Serialize + serde::de::DeserializeOwned>(
+    options: StoreOptions<T>,
+    file: &Path,
+) -> Result<Store<T>> {
     let Some(url) = file.to_str().filter(|s| statesafe::postgres::is_url(s)) else {
         return Ok(options.open(file)?);
     };
@@ -176,8 +188,8 @@ fn open_at(options: StoreOptions<Value>, file: &Path) -> Result<Store> {
     Ok(options.open_url(url)?)
 }
 
-fn options(opts: Option<&WriteOptions>) -> Result<StoreOptions<Value>> {
-    let mut options = Store::<Value>::options();
+fn options<T>(opts: Option<&WriteOptions>) -> Result<StoreOptions<T>> {
+    let mut options = Store::<T>::options();
     if let Some(opts) = opts {
         options = options
             .durability(match opts.durability {
@@ -308,8 +320,19 @@ fn transact(
     create: bool,
     f: impl FnOnce(&mut Value) -> Result<()>,
 ) -> Result<(u64, bool)> {
+    transact_as(store, create, || Value::Object(serde_json::Map::new()), f)
+}
+
+/// [`transact`] for another document type; `empty` makes the `{}` a missing file
+/// starts from.
+fn transact_as<T: serde::Serialize + serde::de::DeserializeOwned>(
+    store: &Store<T>,
+    create: bool,
+    empty: impl FnOnce() -> T,
+    f: impl FnOnce(&mut T) -> Result<()>,
+) -> Result<(u64, bool)> {
     let mut tx = if create {
-        store.begin_or_insert_with(|| Value::Object(serde_json::Map::new()))?
+        store.begin_or_insert_with(empty)?
     } else {
         store.begin()?
     };

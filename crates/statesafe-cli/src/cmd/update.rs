@@ -6,6 +6,7 @@ use crate::cli::UpdateArgs;
 use crate::error::{CliError, Result};
 use crate::jq::Program;
 use crate::output::Output;
+use crate::val::Doc;
 
 /// Compiles the expression first (without the lock), then applies it under the lock.
 pub fn run(args: UpdateArgs, out: &Output) -> Result<()> {
@@ -18,8 +19,10 @@ pub fn run(args: UpdateArgs, out: &Output) -> Result<()> {
         vars.push((pair[0].clone(), value));
     }
     let program = Program::compile(&args.expr, vars, args.eval_timeout)?;
-    let store = super::open(&args.file, Some(&args.write), out)?;
-    let (generation, changed) = super::transact(&store, args.create, |doc| {
+    // The store reads the file straight into jq's values and writes from them: the
+    // document is in memory once, not once per representation (see val.rs).
+    let store = super::open_as::<Doc>(&args.file, Some(&args.write), out)?;
+    let (generation, changed) = super::transact_as(&store, args.create, Doc::empty_object, |doc| {
         *doc = program.run_one(std::mem::take(doc)).map_err(|mut e| {
             if e.kind == "expression_limit" {
                 e.message = format!("{}; `{}` is unchanged", e.message, args.file.display());
