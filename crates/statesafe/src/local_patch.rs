@@ -224,14 +224,13 @@ fn covering_values(
 /// The index just after the string that starts at `at`.
 fn string_end(json: &[u8], at: usize) -> Option<usize> {
     let mut i = at + 1;
-    while i < json.len() {
-        match json[i] {
-            b'\\' => i += 2,
-            b'"' => return Some(i + 1),
-            _ => i += 1,
+    loop {
+        let n = memchr::memchr2(b'"', b'\\', json.get(i..)?)?;
+        if json[i + n] == b'"' {
+            return Some(i + n + 1);
         }
+        i += n + 2;
     }
-    None
 }
 
 /// Applies `patch` to `old` (for tests and callers that want to check one).
