@@ -316,27 +316,33 @@ impl LockFile {
     /// else at the rename); without the rule, another user could plant the name root
     /// means to use and receive whatever root writes, in a file that stays theirs.
     fn check_not_planted(&self, state_dir: &OwnedFd) -> Result<()> {
+        if sys::effective_uid() != 0 {
+            return Ok(());
+        }
+        match sys::stat_at(state_dir, &self.target.name) {
+            Ok(file) => self.check_owner_not_planted(state_dir, file.uid),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io(Op::Lock, &self.target.given, e)),
+        }
+    }
+
+    /// [`Self::check_not_planted`] for a version owned by `owner`. Called again on the
+    /// version read under the lock: a file created between the check at the lock and
+    /// that read is held to the same rule (its owner is what a commit keeps).
+    pub(crate) fn check_owner_not_planted(&self, state_dir: &OwnedFd, owner: u32) -> Result<()> {
         let euid = sys::effective_uid();
-        if euid != 0 {
+        if euid != 0 || owner == euid {
             return Ok(());
         }
         let dir = sys::stat_fd(state_dir).map_err(|e| Error::io(Op::Lock, &self.target.dir, e))?;
-        if dir.mode & 0o1002 != 0o1002 {
-            return Ok(());
-        }
-        let file = match sys::stat_at(state_dir, &self.target.name) {
-            Ok(file) => file,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(Error::io(Op::Lock, &self.target.given, e)),
-        };
-        if file.uid == euid || file.uid == dir.uid {
+        if dir.mode & 0o1002 != 0o1002 || owner == dir.uid {
             return Ok(());
         }
         Err(Error::Unsafe {
             path: self.target.given.clone(),
             reason: format!(
                 "it belongs to uid {} and lies in the sticky, world-writable directory `{}`, where root writes only its own files or the directory owner's (the kernel's protected_regular rule): another user may have planted it to receive what you write; write it as its owner, or keep the state in a directory that is not world-writable",
-                file.uid,
+                owner,
                 self.target.dir.display()
             ),
         })
@@ -602,6 +608,41 @@ impl Drop for Guard<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_version_read_under_the_lock_is_held_to_the_planted_file_rule() {
+        // The rule is checked when the lock is taken and again on the version read
+        // under it (a file created in between); this is the check of that read.
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let sticky = tmp.path().join("shared");
+        std::fs::create_dir(&sticky).unwrap();
+        std::fs::set_permissions(&sticky, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let target = Target::resolve(&sticky.join("app.json")).unwrap();
+        let lock = LockFile::new(&target);
+        let dir = sys::open_dir(&sticky).unwrap();
+        let root = sys::effective_uid() == 0;
+        let dir_owner = sys::stat_fd(&dir).unwrap().uid;
+        let another = dir_owner + 4242;
+        let planted = lock.check_owner_not_planted(&dir, another);
+        if root {
+            let err = planted.unwrap_err();
+            assert!(matches!(err, Error::Unsafe { .. }), "{err}");
+            assert!(err.to_string().contains("protected_regular"), "{err}");
+        } else {
+            // Only root gets this far with another user's file: the rule is root's.
+            eprintln!("not root: only the non-root side of the rule is checked here");
+            assert!(planted.is_ok());
+        }
+        assert!(
+            lock.check_owner_not_planted(&dir, sys::effective_uid())
+                .is_ok()
+        );
+        assert!(lock.check_owner_not_planted(&dir, dir_owner).is_ok());
+        // Not sticky: not this rule's business (the sidecar checks apply there).
+        std::fs::set_permissions(&sticky, std::fs::Permissions::from_mode(0o0777)).unwrap();
+        assert!(lock.check_owner_not_planted(&dir, another).is_ok());
+    }
 
     #[test]
     fn command_lines_are_quoted_for_a_shell() {

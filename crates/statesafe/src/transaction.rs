@@ -181,6 +181,11 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             }
         }
         let current = if read { self.read_current()? } else { None };
+        if let Some(cur) = &current {
+            self.local()
+                .lock
+                .check_owner_not_planted(dir, cur.perms.uid)?;
+        }
         Ok(Locked {
             guard,
             temp_name,
