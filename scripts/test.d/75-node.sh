@@ -3,8 +3,13 @@
 # mode, `node --test` (API, every error code, processes, worker threads, the CLI and
 # Python on one file, SIGKILL, event-loop liveness, fast-check), and `tsc --strict` on
 # examples/node. The CLI test uses the workspace's statesafe binary (built here if
-# missing); the Python part runs when `python3 -c "import statesafe"` works.
+# missing); the Python part runs with stage 70's venv (or $STATESAFE_PYTHON, else
+# python3) when it can import statesafe, and must run under CI=true.
 set -euo pipefail
+venv_python="${CARGO_TARGET_DIR:-$PWD/target}/python-venv/bin/python"
+if [ -z "${STATESAFE_PYTHON:-}" ] && [ -x "$venv_python" ]; then
+  export STATESAFE_PYTHON="$venv_python"
+fi
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
   echo "!!! 75-node: SKIPPED LOUDLY: node and npm are not installed (Node 20 or later is needed)" >&2
   exit 1
