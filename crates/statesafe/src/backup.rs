@@ -54,11 +54,6 @@ fn backup_name(generation: u64) -> OsString {
     OsString::from(format!("gen-{generation:020}.json"))
 }
 
-/// Where the backup of `generation` is (or would be).
-pub(crate) fn path_of(target: &Target, generation: u64) -> PathBuf {
-    backups_dir(target).join(backup_name(generation))
-}
-
 fn parse_backup_name(name: &OsStr) -> Option<u64> {
     let s = name.to_str()?;
     let digits = s.strip_prefix("gen-")?.strip_suffix(".json")?;
@@ -164,11 +159,17 @@ fn holds(backups: &Dir, name: &OsStr, checksum: u64) -> bool {
 
 /// Opens backup `b` for reading (`None`: it is gone, pruned since the listing).
 pub(crate) fn open(sidecar: &Sidecar, b: &BackupInfo) -> Result<Option<File>> {
+    open_generation(sidecar, b.generation)
+}
+
+/// Opens the backup of `generation` through the sidecar's descriptor (never through
+/// a planted link, FIFO or directory); `None` when there is none.
+pub(crate) fn open_generation(sidecar: &Sidecar, generation: u64) -> Result<Option<File>> {
     let Some(backups) = sidecar.sub(Sub::Backups, Op::Read)? else {
         return Ok(None);
     };
     backups.open(
-        &backup_name(b.generation),
+        &backup_name(generation),
         Access::Read,
         0,
         Use::Read,

@@ -381,17 +381,18 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         let backups = self.list_backups().ok()?.backups;
         let outside = backups.iter().find(|b| b.generation == external)?;
         let older = backups.iter().find(|b| b.generation <= before)?;
-        let mut old = serde_json::to_value(self.verify_backup(older).ok()?).ok()?;
-        if older.generation < before {
+        let kept = self.verify_backup(older).ok()?;
+        let old = if older.generation < before {
             let sidecar = self.sidecar().ok()??;
             let entries = history::read(Some(&sidecar), &config.history, before, false).ok()?;
-            let (state, at) =
-                self.apply_chain(&self.verify_backup(older).ok()?, older.generation, &entries)?;
+            let (state, at) = self.apply_chain(&kept, older.generation, &entries)?;
             if at != before {
                 return None;
             }
-            old = serde_json::to_value(state).ok()?;
-        }
+            serde_json::to_value(state).ok()?
+        } else {
+            serde_json::to_value(kept).ok()?
+        };
         let new = serde_json::to_value(self.verify_backup(outside).ok()?).ok()?;
         let patch = json_patch::diff(&old, &new);
         drop((old, new));

@@ -774,8 +774,9 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                     .filter(|_| new.backed_up && config.format == Format::Plain)
                     .filter(|_| !format::looks_sealed(new.bytes))
                     .and_then(|b| {
-                        std::fs::File::open(backup::path_of(&self.local().target, b.generation))
+                        backup::open_generation(sidecar, b.generation)
                             .ok()
+                            .flatten()
                     })
                     .and_then(|old| {
                         crate::local_patch::local_patch(
