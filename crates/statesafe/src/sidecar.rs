@@ -30,6 +30,7 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rustix::io::Errno;
 
@@ -388,6 +389,15 @@ pub(crate) struct Sidecar {
     name: OsString,
     dev: u64,
     ino: u64,
+    /// `backups` and `history`, once opened and checked: a writer's sidecar lives as
+    /// long as its lock file stays open (checked in place at every lock), and statesafe
+    /// never removes or replaces these folders, so each commit need not open them again.
+    /// Only a user who may write the sidecar (a writer of the state file) could swap
+    /// one, and such a user can change the state itself.
+    cached: [std::sync::OnceLock<Arc<Dir>>; 2],
+    /// The permissions [`Self::enforce`] last found (or made) right, so that a commit
+    /// that changes nothing about them checks nothing.
+    enforced: std::sync::Mutex<Option<Perms>>,
 }
 
 impl Sidecar {
@@ -480,6 +490,8 @@ impl Sidecar {
             name,
             dev: st.dev,
             ino: st.ino,
+            cached: Default::default(),
+            enforced: std::sync::Mutex::new(None),
         }))
     }
 
@@ -489,23 +501,41 @@ impl Sidecar {
     }
 
     /// Opens one of statesafe's folders in it (`None`: it does not exist).
-    pub fn sub(&self, sub: Sub, op: Op) -> Result<Option<Dir>> {
-        self.dir.subdir(sub.name(), None, op)
+    pub fn sub(&self, sub: Sub, op: Op) -> Result<Option<Arc<Dir>>> {
+        self.sub_with(sub, None, op)
     }
 
     /// Opens one of statesafe's folders, creating it with the permissions `perms` call
     /// for if it is missing.
-    pub fn sub_or_create(&self, sub: Sub, perms: Perms, op: Op) -> Result<Dir> {
-        self.dir
-            .subdir(sub.name(), Some(perms), op)?
-            .ok_or_else(|| {
-                // Removed again as soon as it was made: the sidecar is being deleted.
-                Error::io(
-                    op,
-                    self.dir.join(sub.name()),
-                    io::ErrorKind::NotFound.into(),
-                )
-            })
+    pub fn sub_or_create(&self, sub: Sub, perms: Perms, op: Op) -> Result<Arc<Dir>> {
+        self.sub_with(sub, Some(perms), op)?.ok_or_else(|| {
+            // Removed again as soon as it was made: the sidecar is being deleted.
+            Error::io(
+                op,
+                self.dir.join(sub.name()),
+                io::ErrorKind::NotFound.into(),
+            )
+        })
+    }
+
+    fn sub_with(&self, sub: Sub, create: Option<Perms>, op: Op) -> Result<Option<Arc<Dir>>> {
+        let slot = match sub {
+            Sub::Backups => Some(&self.cached[0]),
+            Sub::History => Some(&self.cached[1]),
+            Sub::Quarantine => None,
+        };
+        if let Some(dir) = slot.and_then(|s| s.get()) {
+            return Ok(Some(Arc::clone(dir)));
+        }
+        let Some(dir) = self.dir.subdir(sub.name(), create, op)? else {
+            return Ok(None);
+        };
+        let dir = Arc::new(dir);
+        match slot {
+            // Another thread may have opened it meanwhile: either is the folder.
+            Some(slot) => Ok(Some(Arc::clone(slot.get_or_init(|| dir)))),
+            None => Ok(Some(dir)),
+        }
     }
 
     /// Whether this is still the directory at the sidecar's name in `state_dir` (not
@@ -523,6 +553,19 @@ impl Sidecar {
     /// own entries are adjusted; backups and quarantined files keep their own inode's
     /// permissions (they are versions of the document), and anything else is left alone.
     pub fn enforce(&self, perms: Perms) -> Result<()> {
+        let mut enforced = self
+            .enforced
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if *enforced == Some(perms) {
+            return Ok(());
+        }
+        self.enforce_now(perms)?;
+        *enforced = Some(perms);
+        Ok(())
+    }
+
+    fn enforce_now(&self, perms: Perms) -> Result<()> {
         let root = &self.dir;
         let err = |path: PathBuf| move |e: io::Error| Error::io(Op::Settings, path, e);
         let st = sys::stat_fd(&root.fd).map_err(err(root.path.clone()))?;

@@ -550,7 +550,13 @@ impl<T> Store<T> {
     }
 
     pub(crate) fn read_current(&self) -> Result<Option<Current>> {
-        write::read_current(&self.local().target, self.dir()?, &self.local().lock)
+        write::read_current(&self.local().target, self.dir()?, &self.local().lock, false)
+    }
+
+    /// [`Self::read_current`] for a writer holding the lock: also the file's access
+    /// ACL, which the next version keeps.
+    pub(crate) fn read_current_for_write(&self) -> Result<Option<Current>> {
+        write::read_current(&self.local().target, self.dir()?, &self.local().lock, true)
     }
 
     pub(crate) fn emit(&self, event: Event) {

@@ -44,6 +44,9 @@ pub(crate) struct Base {
     pub id: Option<(u64, u64)>,
     /// Its layout, which [`crate::Layout::Keep`] keeps.
     pub style: Option<format::Style>,
+    /// Its access ACL (`None`: it has none), read under the lock through the
+    /// descriptor it was read from; the next version gets exactly this one.
+    pub acl: Option<Vec<u8>>,
 }
 
 impl Base {
@@ -58,6 +61,7 @@ impl Base {
             valid,
             value,
             id: Some(cur.id),
+            acl: cur.acl.clone(),
             style: format::Style::detect(&cur.bytes),
         }
     }
@@ -180,7 +184,11 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                 });
             }
         }
-        let current = if read { self.read_current()? } else { None };
+        let current = if read {
+            self.read_current_for_write()?
+        } else {
+            None
+        };
         if let Some(cur) = &current {
             self.local()
                 .lock
@@ -523,11 +531,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         }
         // A replaced file keeps exactly its own ACL (or none); a directory's default
         // ACL never widens it. Read now, under the lock, like the mode was.
-        let existing_acl = match base {
-            Some(_) => sys::access_acl(&self.local().target.real())
-                .map_err(|e| Error::io(crate::Op::SetPermissions, path, e))?,
-            None => None,
-        };
+        let existing_acl = base.and_then(|b| b.acl.as_deref());
         let acl = match (&existing_acl, base.is_some() || self.opts.private) {
             (Some(acl), _) => write::Acl::Copy(acl),
             (None, true) => write::Acl::Nothing,
@@ -697,6 +701,9 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                 value,
                 id: None,
                 style: Some(style),
+                // What the new version was given (a directory's default ACL that a
+                // new file inherited is not known here: nothing reuses this for that).
+                acl: existing_acl.map(<[u8]>::to_vec),
             },
             committed.fsync,
         ))

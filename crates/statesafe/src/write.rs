@@ -64,6 +64,9 @@ pub(crate) struct Current {
     pub perms: Perms,
     /// Device and inode of the file read.
     pub id: (u64, u64),
+    /// Its access ACL, read through the same descriptor when the caller asked for it
+    /// (a writer keeps it on the next version); `None` otherwise, or when it has none.
+    pub acl: Option<Vec<u8>>,
 }
 
 /// Reads the state file without any lock: one `open`, so data and metadata come from
@@ -76,6 +79,7 @@ pub(crate) fn read_current(
     target: &Target,
     dir: &OwnedFd,
     lock: &LockFile,
+    want_acl: bool,
 ) -> Result<Option<Current>> {
     let file = match sys::open_at(dir, &target.name, sys::Access::Read, 0) {
         Ok(f) => f,
@@ -114,13 +118,16 @@ pub(crate) fn read_current(
         .map_err(|e| Error::io(Op::Read, &target.given, e))?;
     let attr = sys::get_meta_attr(&file).map_err(|e| Error::io(Op::Read, &target.given, e))?;
     let sum = crate::format::checksum(&bytes);
-    let sidecar = Sidecar::open(target, dir, None).ok().flatten();
+    // The sidecar only when the file's own record does not settle the generation: the
+    // common case (a record that matches) costs no more system calls.
+    let sidecar = || Sidecar::open(target, dir, None).ok().flatten();
     let (generation, external, adopted) = match attr {
         sys::MetaAttr::Present(raw) => match classify(Some(&raw), sum) {
             Some((generation, external)) => (generation, external, false),
-            None => adopted_generation(sidecar.as_ref(), lock, &file, &stat, sum)?,
+            None => adopted_generation(sidecar().as_ref(), lock, &file, &stat, sum)?,
         },
         sys::MetaAttr::Absent | sys::MetaAttr::Unsupported => {
+            let sidecar = sidecar();
             let meta = match &sidecar {
                 Some(s) => read_sidecar_meta(s)?,
                 None => None,
@@ -130,6 +137,11 @@ pub(crate) fn read_current(
                 _ => adopted_generation(sidecar.as_ref(), lock, &file, &stat, sum)?,
             }
         }
+    };
+    let acl = if want_acl {
+        sys::access_acl(&file).map_err(|e| Error::io(Op::SetPermissions, &target.given, e))?
+    } else {
+        None
     };
     Ok(Some(Current {
         bytes,
@@ -143,6 +155,7 @@ pub(crate) fn read_current(
             gid: stat.gid(),
         },
         id: (stat.dev(), stat.ino()),
+        acl,
     }))
 }
 

@@ -107,12 +107,13 @@ pub(crate) fn remove_meta_attr(file: &File) -> io::Result<()> {
 /// The extended attribute that holds a file's POSIX access ACL.
 const ACL_XATTR: &str = "system.posix_acl_access";
 
-/// The access ACL of the file at `path`, as the kernel stores it (`None`: it has
-/// none, or the filesystem keeps no ACLs).
-pub(crate) fn access_acl(path: &Path) -> io::Result<Option<Vec<u8>>> {
+/// The access ACL of the open file `file`, as the kernel stores it (`None`: it has
+/// none, or the filesystem keeps no ACLs). Read through the descriptor, never a path:
+/// a name swapped for a symbolic link cannot make it read another file's ACL.
+pub(crate) fn access_acl(file: &File) -> io::Result<Option<Vec<u8>>> {
     let mut buf = vec![0u8; 256];
     loop {
-        match rustix::fs::getxattr(path, ACL_XATTR, &mut buf[..]) {
+        match rustix::fs::fgetxattr(file, ACL_XATTR, &mut buf[..]) {
             Ok(n) => {
                 buf.truncate(n);
                 return Ok(Some(buf));
