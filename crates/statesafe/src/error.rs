@@ -558,7 +558,7 @@ impl Error {
             }
             Error::Invalid { .. } => "change the update so that the new state satisfies the rule".into(),
             Error::Unsafe { .. } => {
-                "another user may have planted it, or it was set up by hand: inspect it with `ls -la`; remove it if it is not yours (statesafe re-creates its own sidecar files), or have its owner fix it".into()
+                "another user may have planted it, or it was set up by hand: inspect it with `ls -la`; remove it if it is not yours (statesafe re-creates its own sidecar files), or have its owner fix it. In a sticky directory such as /tmp only its owner, the directory's owner or root can remove it: there, keep the state in a directory that other users cannot write, where no one can take its names first".into()
             }
             Error::LockLost { .. } => {
                 "something (a cleanup script, `rm -rf`, `git clean`) deleted statesafe's sidecar while it was in use, so another writer may have got in; a commit that fails this way wrote nothing. Stop the cleanup from doing that, then run the command again".into()
