@@ -164,6 +164,12 @@ struct OpenLock {
     file: File,
     /// The sidecar it is in, checked when opened.
     sidecar: Arc<Sidecar>,
+    /// The process that opened it. A child forked without exec inherits the
+    /// descriptor: the same open file description, so the same `flock`, which it would
+    /// take at once while the parent holds it (a lock never conflicts with itself) and
+    /// whose release would free the parent's. The child closes its copy (that frees
+    /// nothing while the parent's is open) and opens a description of its own.
+    pid: u32,
 }
 
 impl OpenLock {
@@ -237,6 +243,10 @@ impl LockFile {
             None => return Err(timed_out(start.elapsed())),
         };
         self.check_may_write(state_dir)?;
+        if inner.as_ref().is_some_and(|open| open.pid != sys::pid()) {
+            // Inherited across a fork: the parent's (see `OpenLock::pid`).
+            *inner = None;
+        }
         loop {
             if inner.is_none() {
                 *inner = self.open(state_dir, fresh)?;
@@ -388,6 +398,7 @@ impl LockFile {
         Ok(Some(OpenLock {
             file,
             sidecar: Arc::new(sidecar),
+            pid: sys::pid(),
         }))
     }
 
@@ -544,11 +555,28 @@ impl Guard<'_> {
     /// before the rename of a commit): if it was removed or replaced, another writer may
     /// hold a lock of its own, and the commit must not happen.
     pub fn verify(&self, state_dir: &OwnedFd) -> Result<()> {
+        self.check_process()?;
         match self.open().in_place(state_dir) {
             Ok(true) => Ok(()),
             Ok(false) => Err(self.lost()),
             Err(e) => Err(Error::io(Op::Lock, &self.lock, e)),
         }
+    }
+
+    /// Checks that this process took the lock: a guard copied into a child by a fork
+    /// during a transaction is the parent's, and the child's copy may not commit.
+    pub fn check_process(&self) -> Result<()> {
+        let pid = self.open().pid;
+        if pid == sys::pid() {
+            return Ok(());
+        }
+        Err(Error::io(
+            Op::Lock,
+            &self.lock,
+            io::Error::other(format!(
+                "this lock was taken by process {pid}, which forked this one during the transaction: the lock is that process's, and this copy of the transaction may not commit; begin a new transaction in this process"
+            )),
+        ))
     }
 
     /// The error for a lock found lost (or the state file replaced under it).
@@ -591,6 +619,13 @@ impl Guard<'_> {
         }
         self.locked = false;
         if cfg!(statesafe_mutation = "no-lock") {
+            return;
+        }
+        if self.open().pid != sys::pid() {
+            // A guard copied into a forked child: the lock is the parent's, and
+            // unlocking the shared description would free it under the parent. Close
+            // our copy of the descriptor only.
+            *self.inner = None;
             return;
         }
         if self.open().file.unlock().is_err() {

@@ -464,6 +464,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         base: Option<&Base>,
         change: Change,
     ) -> Result<(Base, std::time::Duration)> {
+        guard.check_process()?;
         let config = self.config();
         let path = &self.local().target.given;
         validate::check(path, state, self.opts.rule.as_ref(), config.schema.as_ref())?;

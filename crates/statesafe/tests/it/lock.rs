@@ -212,3 +212,110 @@ fn the_lock_file_is_never_deleted_or_replaced() {
         "dropping the store removed the lock file"
     );
 }
+
+/// A process that forks without exec (a pre-forking server, Python's
+/// `multiprocessing`) gives the child a copy of every store, with the descriptor of
+/// the lock file the store keeps open: the same open file description, so the same
+/// `flock`. Locking it again in the child while the parent holds it would succeed at
+/// once (a lock is never in conflict with itself), and both would commit: a lost
+/// update. The child's store must lock through a description of its own.
+#[test]
+#[allow(unsafe_code)] // fork(2), waitpid(2), _exit(2): no safe wrapper in the dependencies
+fn a_forked_child_does_not_share_the_parents_lock() {
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+
+    let dir = common::test_dir();
+    let path = dir.path().join("state.json");
+    let store: Store = Store::options()
+        .lock_timeout(Duration::from_millis(300))
+        .open(&path)
+        .unwrap();
+    store.create(json!({"n": 0})).unwrap();
+    // The store now keeps the lock file open (unlocked) for its next transaction.
+    store.update(|s| s["n"] = 1.into()).unwrap();
+    let (mut to_child, mut from_parent) = UnixStream::pair().unwrap();
+    // SAFETY: the child only runs the store call below, then `_exit`s without
+    // unwinding or running destructors; nextest runs each test in its own process.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
+    if pid == 0 {
+        let mut go = [0u8; 1];
+        let code = match from_parent.read_exact(&mut go) {
+            Err(_) => 3,
+            Ok(()) => match store.update(|s| s["n"] = 100.into()) {
+                Err(Error::LockTimeout { .. }) => 0,
+                Ok(()) => 1,
+                Err(_) => 2,
+            },
+        };
+        // SAFETY: ends the forked child at once, as above.
+        unsafe { libc::_exit(code) };
+    }
+    let mut tx = store.begin().unwrap();
+    to_child.write_all(b"g").unwrap();
+    let mut status = 0;
+    // SAFETY: waits for the child forked above.
+    let waited = unsafe { libc::waitpid(pid, &mut status, 0) };
+    assert_eq!(waited, pid);
+    assert!(libc::WIFEXITED(status), "child status {status}");
+    let code = libc::WEXITSTATUS(status);
+    tx.state_mut()["n"] = 2.into();
+    tx.commit().unwrap();
+    assert_eq!(
+        code, 0,
+        "the child's update (exit code 1: it committed while the parent held the lock; 2: another error) must time out"
+    );
+    assert_eq!(store.get().unwrap()["n"], 2);
+}
+
+/// A transaction copied into a child by a fork (the fork happened inside it) belongs
+/// to the parent: the child's copy may not commit, and dropping it there must not
+/// release the parent's lock.
+#[test]
+#[allow(unsafe_code)] // fork(2), waitpid(2), _exit(2): no safe wrapper in the dependencies
+fn a_transaction_copied_by_a_fork_neither_commits_nor_unlocks_in_the_child() {
+    let dir = common::test_dir();
+    let path = dir.path().join("state.json");
+    let store: Store = Store::options()
+        .lock_timeout(Duration::from_millis(300))
+        .open(&path)
+        .unwrap();
+    store.create(json!({"n": 0})).unwrap();
+    let mut tx = store.begin().unwrap();
+    // SAFETY: the child only commits its copy of the transaction, then `_exit`s
+    // without unwinding or running destructors; nextest runs each test in its own
+    // process.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
+    if pid == 0 {
+        tx.state_mut()["n"] = 100.into();
+        let code = match tx.commit() {
+            Ok(_) => 1,
+            Err(Error::Io { .. }) => 0,
+            Err(_) => 2,
+        };
+        // SAFETY: ends the forked child at once, as above.
+        unsafe { libc::_exit(code) };
+    }
+    let mut status = 0;
+    // SAFETY: waits for the child forked above.
+    let waited = unsafe { libc::waitpid(pid, &mut status, 0) };
+    assert_eq!(waited, pid);
+    assert!(libc::WIFEXITED(status), "child status {status}");
+    assert_eq!(
+        libc::WEXITSTATUS(status),
+        0,
+        "the child's copy of the transaction must refuse to commit (1: it committed; 2: another error)"
+    );
+    // Still ours: another process times out on it.
+    let other: Store = Store::options()
+        .lock_timeout(Duration::ZERO)
+        .open(&path)
+        .unwrap();
+    let err = other.update(|s| s["n"] = 7.into()).unwrap_err();
+    assert!(matches!(err, Error::LockTimeout { .. }), "{err:?}");
+    tx.state_mut()["n"] = 2.into();
+    tx.commit().unwrap();
+    assert_eq!(store.get().unwrap()["n"], 2);
+}
