@@ -408,7 +408,9 @@ pub struct ExecArgs {
 #[derive(Debug, Args)]
 #[command(
     after_help = "Exits with CMD's status (128+N if CMD was killed by signal N). Writers using\n\
-statesafe wait while CMD runs, so CMD must not itself run statesafe writers on FILE.\n\n\
+statesafe wait while CMD runs, so CMD must not itself run statesafe writers on FILE.\n\
+FILE may be a PostgreSQL URL: then CMD's own statesafe writers on it are let through\n\
+(STATESAFE_PG_LOCKS), and the lock ends when this process or its connection dies.\n\n\
 Example:\n  statesafe lock state.json --timeout 30s -- ./migrate.sh state.json"
 )]
 pub struct LockArgs {

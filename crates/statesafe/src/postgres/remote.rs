@@ -1,16 +1,16 @@
 //! A state in a PostgreSQL table: reads, locked read-modify-write in one database
 //! transaction, compare-and-swap on the generation, backups and history as rows.
 //!
-//! A write, in order (one transaction, statements sent one at a time):
-//! `BEGIN; SET LOCAL lock_timeout; SET LOCAL application_name` (who holds the lock,
-//! for a waiter's error), `SELECT … FOR UPDATE` of the state's row (inserted first,
-//! with generation 0 and no document, if the state has no row), then
-//! `UPDATE … WHERE generation = <the one read>`, the outgoing version into the backups
-//! table, a history entry, the prunes, `COMMIT`. The row lock is released by the
-//! server when the transaction ends in any way: commit, rollback, or the connection
-//! closing (a holder that dies frees it at once). No session state outlives a
-//! transaction, so it works through PgBouncer in transaction mode (statements are
-//! unnamed: no prepared statements either).
+//! A write, in order (one transaction): `BEGIN; SET LOCAL lock_timeout; SET LOCAL
+//! application_name` (who holds the lock, for a waiter's error), `SELECT … FOR UPDATE`
+//! of the state's row (inserted first, with generation 0 and no document, if the
+//! state has no row) and a look at the state's lock row (held by `statesafe lock`),
+//! all in one simple query; then `UPDATE … WHERE generation = <the one read>`, the
+//! outgoing version into the backups table, a history entry, the prunes, `COMMIT`.
+//! The row lock is released by the server when the transaction ends in any way:
+//! commit, rollback, or the connection closing (a holder that dies frees it at once).
+//! No session state outlives a transaction, so it works through PgBouncer in
+//! transaction mode (statements are unnamed: no prepared statements either).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use parking_lot::Mutex;
 use postgres::error::SqlState;
 use postgres::types::Type;
-use postgres::{Client, NoTls, Row};
+use postgres::{Client, NoTls, Row, SimpleQueryMessage};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -366,26 +366,56 @@ impl Remote {
         }
     }
 
+    /// The key of the state's lock row: the row `statesafe lock URL -- CMD` holds
+    /// locked while CMD runs. A state name is printable, so no state has this key.
+    fn lock_key(&self) -> String {
+        format!("\u{1}lock\u{1}{}", self.address.state)
+    }
+
+    /// The statements that take the state's row lock and read the row, then look at
+    /// its lock row: `SELECT … FOR UPDATE` of the row; the lock row `FOR UPDATE SKIP
+    /// LOCKED` (a row when it is free, and then this transaction holds it until it
+    /// ends); the lock row's `xmax` (who holds it, when it is not free). Each
+    /// statement of a simple query takes its own snapshot, so the last two see a lock
+    /// taken by `statesafe lock` while the first waited.
+    fn lock_statements(&self, nowait: bool) -> String {
+        let main = &self.names.main;
+        let state = literal(&self.address.state);
+        let key = literal(&self.lock_key());
+        let wait = if nowait { " NOWAIT" } else { "" };
+        format!(
+            "{SELECT_CURRENT}, txid_current() FROM {main} WHERE state = {state} FOR UPDATE{wait};
+SELECT 1 FROM {main} WHERE state = {key} FOR UPDATE SKIP LOCKED;
+SELECT xmax::text FROM {main} WHERE state = {key}"
+        )
+    }
+
     /// Starts a database transaction holding the state's row lock, waiting at most
-    /// the store's lock timeout.
+    /// the store's lock timeout: one round trip (`BEGIN`, the `SET LOCAL`s and
+    /// [`Remote::lock_statements`] in one simple query) when the row exists and
+    /// `statesafe lock` does not hold the state.
+    ///
+    /// The lock row: a writer holds it (or sees it held by the `statesafe lock` whose
+    /// CMD it runs under: the holder's transaction id is in `STATESAFE_PG_LOCKS`)
+    /// while it holds the state's row. When another process holds it, the writer
+    /// rolls back (letting go of the state's row, which CMD's own writers need) and
+    /// waits for the lock row first, then the state's row.
     fn lock_row<T>(&self, store: &Store<T>, operation: &str) -> Result<Tx<'_>> {
         let config = store.config();
         let millis = config.lock_timeout.as_millis().min(i32::MAX as u128);
         let nowait = millis == 0;
         let begin = format!(
-            "BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL lock_timeout = '{}ms'; SET LOCAL application_name = '{}'",
+            "BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL lock_timeout = '{}ms'; SET LOCAL application_name = '{}';\n",
             millis.max(1),
             application_name(operation)
         );
         let start = Instant::now();
+        let first = format!("{begin}{}", self.lock_statements(nowait));
         let (mut client, pooled) = self.take()?;
-        let mut begun = client.batch_execute(&begin);
+        let mut begun = client.simple_query(&first);
         if pooled && begun.as_ref().is_err_and(lost) {
             client = self.connect()?;
-            begun = client.batch_execute(&begin);
-        }
-        if let Err(e) = begun {
-            return Err(self.error("start a transaction on", e));
+            begun = client.simple_query(&first);
         }
         let mut tx = Tx {
             remote: self,
@@ -401,20 +431,35 @@ impl Remote {
             },
         };
         let locked = (|| -> Result<Option<Current>, postgres::Error> {
-            let client = tx.client();
-            if let Some(cur) = self.read_current(client, Some(nowait))? {
-                return Ok(Some(cur));
+            let mut found = Locking::parse(begun?);
+            if found.current.is_none() {
+                // No row yet: insert one (no document) and lock it. A concurrent first
+                // writer's insert makes this wait for its commit, as the lock would.
+                let insert = format!(
+                    "INSERT INTO {} (state, generation) VALUES ({}, 0) ON CONFLICT (state) DO NOTHING;\n{}",
+                    self.names.main,
+                    literal(&self.address.state),
+                    self.lock_statements(nowait)
+                );
+                found = Locking::parse(tx.client().simple_query(&insert)?);
             }
-            // No row yet: insert one (no document) and lock it. A concurrent first
-            // writer's insert makes this wait for its commit, as the lock would.
-            client.execute_typed(
-                &format!(
-                    "INSERT INTO {} (state, generation) VALUES ($1, 0) ON CONFLICT (state) DO NOTHING",
-                    self.names.main
-                ),
-                &[(&self.address.state, Type::TEXT)],
-            )?;
-            self.read_current(client, Some(nowait))
+            if found.lock_free || found.held_by.as_deref().is_some_and(nested) {
+                return Ok(found.current);
+            }
+            // `statesafe lock` holds the state: wait for it without holding the
+            // state's row (its CMD's writers need that row), then take both.
+            let left = config.lock_timeout.saturating_sub(start.elapsed());
+            let wait = format!(
+                "ROLLBACK; BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL lock_timeout = '{}ms'; SET LOCAL application_name = '{}';
+SELECT 1 FROM {} WHERE state = {} FOR UPDATE{};\n{}",
+                left.as_millis().clamp(1, i32::MAX as u128),
+                application_name(operation),
+                self.names.main,
+                literal(&self.lock_key()),
+                if nowait { " NOWAIT" } else { "" },
+                self.lock_statements(nowait)
+            );
+            Ok(Locking::parse(tx.client().simple_query(&wait)?).current)
         })();
         let waited = start.elapsed();
         match locked {
@@ -438,6 +483,82 @@ impl Remote {
                     path: self.display().to_path_buf(),
                     waited,
                     holder,
+                };
+                store.recorder.failure(err.kind());
+                Err(err)
+            }
+            Err(e) => Err(self.error("lock", e)),
+        }
+    }
+
+    /// Holds the state for `statesafe lock URL -- CMD`: a transaction holding the
+    /// state's lock row, open until the returned [`Held`] is dropped (or this process
+    /// dies and its connection closes). Writers wait for it, except those run by CMD,
+    /// which find the holder's transaction id in `STATESAFE_PG_LOCKS`
+    /// ([`Held::nested_env`]). Taking it waits for writers in progress (they hold the
+    /// lock row while they write).
+    pub(crate) fn hold<T>(&self, store: &Store<T>, operation: &str) -> Result<Held<'_>> {
+        let key = literal(&self.lock_key());
+        let main = &self.names.main;
+        // The lock row is made once, under the state's row lock, so that a writer
+        // that took the state's row before it existed has committed before anyone
+        // can hold it, and every later writer sees it.
+        let exists = self.read("look for the lock row of", |c| {
+            c.simple_query(&format!("SELECT 1 FROM {main} WHERE state = {key}"))
+        })?;
+        if Locking::rows(&exists).is_empty() {
+            let mut tx = self.lock_row(store, operation)?;
+            tx.client()
+                .batch_execute(&format!(
+                    "INSERT INTO {main} (state, generation) VALUES ({key}, 0) ON CONFLICT (state) DO NOTHING; COMMIT"
+                ))
+                .map_err(|e| self.error("create the lock row of", e))?;
+            if let Some(client) = tx.client.take() {
+                self.give(client);
+            }
+        }
+        let config = store.config();
+        let millis = config.lock_timeout.as_millis().min(i32::MAX as u128);
+        let start = Instant::now();
+        let mut client = self.connect()?;
+        let taken = client.simple_query(&format!(
+            "BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL lock_timeout = '{}ms'; SET LOCAL application_name = '{}';
+SELECT txid_current()::text FROM {main} WHERE state = {key} FOR UPDATE{}",
+            millis.max(1),
+            application_name(operation),
+            if millis == 0 { " NOWAIT" } else { "" },
+        ));
+        let waited = start.elapsed();
+        match taken {
+            Ok(messages) => {
+                let rows = Locking::rows(&messages);
+                let xid = rows
+                    .first()
+                    .and_then(|r| r.first().cloned().flatten())
+                    .and_then(|t| t.parse::<u64>().ok())
+                    .ok_or_else(|| Error::Remote {
+                        path: self.display().to_path_buf(),
+                        op: "lock".into(),
+                        reason: "the state's lock row vanished right after it was made".into(),
+                        hint:
+                            "something deletes rows from the table while statesafe uses it; stop it"
+                                .into(),
+                        source: None,
+                    })?;
+                store.recorder.lock_wait(waited);
+                Ok(Held {
+                    remote: self,
+                    client: Mutex::new(Some(client)),
+                    // The row's `xmax` is the 32-bit transaction id.
+                    xid: xid & 0xffff_ffff,
+                })
+            }
+            Err(e) if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => {
+                drop(client);
+                let err = Error::LockTimeout {
+                    path: self.display().to_path_buf(),
+                    waited,
+                    holder: self.lock_holder().map(Box::new),
                 };
                 store.recorder.failure(err.kind());
                 Err(err)
@@ -475,7 +596,13 @@ impl Remote {
         let query = sql::holder(&self.names.main);
         let row = self
             .read("find the lock holder of", |c| {
-                c.query_typed_opt(&query, &[(&self.address.state, Type::TEXT)])
+                c.query_typed_opt(
+                    &query,
+                    &[
+                        (&self.address.state, Type::TEXT),
+                        (&self.lock_key(), Type::TEXT),
+                    ],
+                )
             })
             .ok()??;
         Some(holder_of(&row))
@@ -1130,6 +1257,128 @@ impl Tx<'_> {
             )
             .map_err(|e| remote.error("prune the history of", e))?;
         Ok(())
+    }
+}
+
+/// What [`Remote::lock_statements`] found.
+struct Locking {
+    /// The state's row, locked; `None`: the state has no row.
+    current: Option<Current>,
+    /// The lock row is free (this transaction holds it now) or does not exist.
+    lock_free: bool,
+    /// The lock row's `xmax` when it is held by another transaction.
+    held_by: Option<String>,
+}
+
+impl Locking {
+    /// The rows of each statement of a simple query, in order.
+    fn statements(messages: &[SimpleQueryMessage]) -> Vec<Vec<Vec<Option<String>>>> {
+        let mut out = Vec::new();
+        let mut rows = Vec::new();
+        for m in messages {
+            match m {
+                SimpleQueryMessage::Row(r) => {
+                    rows.push((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect())
+                }
+                SimpleQueryMessage::CommandComplete(_) => out.push(std::mem::take(&mut rows)),
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// The rows of the last statement.
+    fn rows(messages: &[SimpleQueryMessage]) -> Vec<Vec<Option<String>>> {
+        Self::statements(messages).pop().unwrap_or_default()
+    }
+
+    fn parse(messages: Vec<SimpleQueryMessage>) -> Locking {
+        let mut statements = Self::statements(&messages);
+        let xmax = statements.pop().unwrap_or_default();
+        let skip = statements.pop().unwrap_or_default();
+        let main = statements.pop().unwrap_or_default();
+        let int = |v: &Option<String>| v.as_deref().and_then(|t| t.parse::<i64>().ok());
+        let current = main.first().map(|r| Current {
+            generation: r.first().and_then(int).unwrap_or(0) as u64,
+            document: r.get(1).cloned().flatten(),
+            checksum: r.get(2).and_then(int),
+            written_at: r.get(3).and_then(int).map(micros),
+            writer: r.get(4).cloned().flatten(),
+            xid: r.get(5).and_then(int),
+        });
+        let held_by = xmax.first().and_then(|r| r.first().cloned().flatten());
+        Locking {
+            current,
+            lock_free: !skip.is_empty() || xmax.is_empty(),
+            held_by,
+        }
+    }
+}
+
+/// The environment variable through which `statesafe lock URL -- CMD` lets CMD's own
+/// writers through its lock: the transaction ids of the locks held, comma-separated.
+pub(crate) const NESTED_ENV: &str = "STATESAFE_PG_LOCKS";
+
+/// Whether the transaction `xmax` that holds a lock row is a `statesafe lock` this
+/// process runs under.
+fn nested(xmax: &str) -> bool {
+    std::env::var(NESTED_ENV)
+        .is_ok_and(|held| held.split(',').any(|x| !x.is_empty() && x.trim() == xmax))
+}
+
+/// `s` as an SQL string literal, whatever `standard_conforming_strings` says.
+fn literal(s: &str) -> String {
+    format!("E'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
+}
+
+/// A state held by `statesafe lock URL -- CMD`: a transaction holding its lock row.
+/// Dropping it ends the transaction; so does this process dying (its connection
+/// closes).
+pub(crate) struct Held<'r> {
+    remote: &'r Remote,
+    client: Mutex<Option<Client>>,
+    xid: u64,
+}
+
+impl Held<'_> {
+    /// The environment variable, and its value, that lets CMD's own writers through.
+    pub(crate) fn nested_env(&self) -> (&'static str, String) {
+        let mut held = std::env::var(NESTED_ENV).unwrap_or_default();
+        if !held.is_empty() {
+            held.push(',');
+        }
+        held.push_str(&self.xid.to_string());
+        (NESTED_ENV, held)
+    }
+
+    /// Checks that the holding transaction is still there: a lost connection (the
+    /// server restarted, `idle_in_transaction_session_timeout`, a terminated
+    /// backend) released the lock, and other writers may have got in.
+    pub(crate) fn check(&self) -> Result<()> {
+        let mut client = self.client.lock();
+        match conn(&mut client).simple_query("SELECT 1") {
+            Ok(_) => Ok(()),
+            Err(e) => Err(Error::Remote {
+                path: self.remote.display().to_path_buf(),
+                op: "hold the lock of".into(),
+                reason: format!(
+                    "the transaction holding the lock ended while it was held, so other writers may have got in: {}",
+                    chain_text(&e)
+                ),
+                hint: "check the state (`statesafe log URL`); on the server, an idle_in_transaction_session_timeout shorter than the command ends such a lock".into(),
+                source: Some(Box::new(e)),
+            }),
+        }
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        if let Some(mut client) = self.client.get_mut().take()
+            && client.batch_execute("ROLLBACK").is_ok()
+        {
+            self.remote.give(client);
+        }
     }
 }
 
