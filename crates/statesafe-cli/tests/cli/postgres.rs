@@ -346,3 +346,144 @@ fn lock_holder_killed_frees_the_lock() {
     let orphan = std::fs::read_to_string(&pid).unwrap();
     let _ = Command::new("kill").arg(orphan.trim()).status();
 }
+
+/// The versions a state can rebuild, oldest first (its history), ending with the
+/// current one.
+fn versions(location: &str) -> Vec<Value> {
+    let store: Store = if statesafe::postgres::is_url(location) {
+        Store::options().open_url(location).unwrap()
+    } else {
+        Store::open(location).unwrap()
+    };
+    let mut generations: Vec<u64> = store
+        .history()
+        .unwrap()
+        .iter()
+        .map(|e| e.generation)
+        .collect();
+    generations.sort_unstable();
+    generations.dedup();
+    generations
+        .into_iter()
+        .map(|g| store.document_at(g).unwrap())
+        .collect()
+}
+
+/// `statesafe copy` in every direction (file to server, server to server, server to
+/// file, file to file): the destination has the source's versions, in order, and its
+/// settings.
+#[test]
+fn copy_moves_a_state_with_its_history_in_every_direction() {
+    let Some(pg) = cluster::cluster() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("source.json");
+    let file = file.to_str().unwrap();
+    ok(&["init", file, r#"{"n": 0, "tags": []}"#]);
+    ok(&["settings", file, "--keep-backups", "7"]);
+    for expr in [".n += 1", ".tags += [\"a\"]", ".n = 1E2", "del(.tags)"] {
+        ok(&["update", file, expr]);
+    }
+    let expected = versions(file);
+    assert_eq!(expected.len(), 5);
+    assert_eq!(expected[4].to_string(), r#"{"n":1E2}"#);
+    let server = pg.url("copy_a");
+    let server2 = pg.url("copy_b");
+    let back = dir.path().join("back.json");
+    let back = back.to_str().unwrap();
+    let again = dir.path().join("again.json");
+    let again = again.to_str().unwrap();
+    for (from, to) in [
+        (file, server.as_str()),
+        (server.as_str(), server2.as_str()),
+        (server2.as_str(), back),
+        (back, again),
+    ] {
+        let out: Value = serde_json::from_str(&ok(&["--json", "copy", from, to])).unwrap();
+        assert_eq!(out["versions"], 5, "{from} -> {to}: {out}");
+        assert_eq!(out["generation"], 5, "{from} -> {to}: {out}");
+        assert_eq!(versions(to), expected, "{from} -> {to}");
+        let settings: Value = serde_json::from_str(&ok(&["--json", "settings", to])).unwrap();
+        assert_eq!(
+            settings["settings"]["backups"]["keep"], 7,
+            "{from} -> {to}: {settings}"
+        );
+        // The numbers keep their text through every hop.
+        assert_eq!(
+            ok(&["get", "--compact", to]),
+            "{\"n\":1E2}\n",
+            "{from} -> {to}"
+        );
+    }
+    let log = ok(&["log", "--patch", &server2]);
+    assert!(
+        log.contains(r#"{"op":"add","path":"/tags/0","value":"a"}"#),
+        "{log}"
+    );
+}
+
+/// The destination is compared and swapped: an existing one is refused unless
+/// `--replace` or `--if-generation` its generation; a stale `--if-generation` is
+/// refused; nothing is written when refused.
+#[test]
+fn copy_refuses_a_destination_that_exists_or_changed() {
+    let Some(pg) = cluster::cluster() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("source.json");
+    let file = file.to_str().unwrap();
+    ok(&["init", file, r#"{"from": "file"}"#]);
+    let server = pg.url("copy_cas");
+    ok(&["init", &server, r#"{"from": "server"}"#]);
+    ok(&["update", &server, ".n = 1"]);
+    let unchanged = |what: &str| {
+        assert_eq!(
+            ok(&["get", "--compact", &server]),
+            "{\"from\":\"server\",\"n\":1}\n",
+            "{what}"
+        );
+        let info: Value = serde_json::from_str(&ok(&["--json", "info", &server])).unwrap();
+        assert_eq!(info["generation"], 2, "{what}");
+    };
+    let out = statesafe(&["copy", file, &server]);
+    assert_eq!(out.status.code(), Some(12), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--replace") && err.contains("--if-generation 2"),
+        "{err}"
+    );
+    unchanged("exists");
+    let out = statesafe(&["copy", file, &server, "--if-generation", "1"]);
+    assert_eq!(out.status.code(), Some(6), "{out:?}");
+    unchanged("stale --if-generation");
+    let out = statesafe(&["copy", file, &server, "--if-generation", "0"]);
+    assert_eq!(out.status.code(), Some(6), "{out:?}");
+    unchanged("--if-generation 0");
+    // The other way: a file destination is refused the same way.
+    let out = statesafe(&["copy", &server, file]);
+    assert_eq!(out.status.code(), Some(12), "{out:?}");
+    assert_eq!(ok(&["get", "--compact", file]), "{\"from\":\"file\"}\n");
+    // With its generation, on top of it: its own versions stay in its history.
+    ok(&["copy", file, &server, "--if-generation", "2"]);
+    assert_eq!(ok(&["get", "--compact", &server]), "{\"from\":\"file\"}\n");
+    assert_eq!(
+        versions(&server),
+        vec![
+            json!({"from": "server"}),
+            json!({"from": "server", "n": 1}),
+            json!({"from": "file"})
+        ]
+    );
+    ok(&["copy", &server, file, "--replace"]);
+    assert_eq!(ok(&["get", "--compact", file]), "{\"from\":\"file\"}\n");
+    // A missing source is an error, with nothing written.
+    let out = statesafe(&[
+        "copy",
+        &pg.url("copy_missing"),
+        dir.path().join("x.json").to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert!(!dir.path().join("x.json").exists());
+}
