@@ -376,17 +376,21 @@ impl Remote {
     /// its lock row: `SELECT … FOR UPDATE` of the row; the lock row `FOR UPDATE SKIP
     /// LOCKED` (a row when it is free, and then this transaction holds it until it
     /// ends); the lock row's `xmax` (who holds it, when it is not free). Each
-    /// statement of a simple query takes its own snapshot, so the last two see a lock
-    /// taken by `statesafe lock` while the first waited.
+    /// statement of a simple query takes its own snapshot, so these see a lock taken
+    /// by `statesafe lock` while the first waited. Then what a write needs to know,
+    /// read under the lock: the newest history entry and the backups kept.
     fn lock_statements(&self, nowait: bool) -> String {
         let main = &self.names.main;
         let state = literal(&self.address.state);
         let key = literal(&self.lock_key());
         let wait = if nowait { " NOWAIT" } else { "" };
+        let (backups, history) = (&self.names.backups, &self.names.history);
         format!(
             "{SELECT_CURRENT}, txid_current() FROM {main} WHERE state = {state} FOR UPDATE{wait};
 SELECT 1 FROM {main} WHERE state = {key} FOR UPDATE SKIP LOCKED;
-SELECT xmax::text FROM {main} WHERE state = {key}"
+SELECT xmax::text FROM {main} WHERE state = {key};
+SELECT max(generation) FROM {history} WHERE state = {state};
+SELECT generation, (extract(epoch FROM written_at) * 1000000)::bigint FROM {backups} WHERE state = {state}"
         )
     }
 
@@ -429,8 +433,10 @@ SELECT xmax::text FROM {main} WHERE state = {key}"
                 writer: None,
                 xid: None,
             },
+            history_last: None,
+            backups: Vec::new(),
         };
-        let locked = (|| -> Result<Option<Current>, postgres::Error> {
+        let locked = (|| -> Result<Locking, postgres::Error> {
             let mut found = Locking::parse(begun?);
             if found.current.is_none() {
                 // No row yet: insert one (no document) and lock it. A concurrent first
@@ -444,7 +450,7 @@ SELECT xmax::text FROM {main} WHERE state = {key}"
                 found = Locking::parse(tx.client().simple_query(&insert)?);
             }
             if found.lock_free || found.held_by.as_deref().is_some_and(nested) {
-                return Ok(found.current);
+                return Ok(found);
             }
             // `statesafe lock` holds the state: wait for it without holding the
             // state's row (its CMD's writers need that row), then take both.
@@ -459,16 +465,23 @@ SELECT 1 FROM {} WHERE state = {} FOR UPDATE{};\n{}",
                 if nowait { " NOWAIT" } else { "" },
                 self.lock_statements(nowait)
             );
-            Ok(Locking::parse(tx.client().simple_query(&wait)?).current)
+            Ok(Locking::parse(tx.client().simple_query(&wait)?))
         })();
         let waited = start.elapsed();
         match locked {
-            Ok(Some(cur)) => {
+            Ok(Locking {
+                current: Some(cur),
+                history_last,
+                backups,
+                ..
+            }) => {
                 store.recorder.lock_wait(waited);
                 tx.current = cur;
+                tx.history_last = history_last;
+                tx.backups = backups;
                 Ok(tx)
             }
-            Ok(None) => Err(Error::Remote {
+            Ok(Locking { current: None, .. }) => Err(Error::Remote {
                 path: self.display().to_path_buf(),
                 op: "lock".into(),
                 reason: "the state's row vanished right after it was inserted".into(),
@@ -899,6 +912,10 @@ pub(crate) struct Tx<'s> {
     client: Option<Client>,
     /// The row as read under the lock.
     current: Current,
+    /// The newest generation in the history, read under the lock.
+    history_last: Option<u64>,
+    /// The backups kept (generation, commit time), read under the lock.
+    backups: Vec<(u64, SystemTime)>,
 }
 
 impl Drop for Tx<'_> {
@@ -941,17 +958,42 @@ impl Tx<'_> {
     /// Commits the database transaction. A connection lost during `COMMIT` leaves
     /// the outcome unknown: [`Error::OutcomeUnknown`], never retried.
     fn finish_as(&mut self, generation: u64) -> Result<()> {
+        self.finish_with("COMMIT", "commit", generation)
+    }
+
+    /// Sends `statements`, which end with `COMMIT`, as one simple query: the writes
+    /// and the commit in one round trip. An `ERROR` from any of them skips the rest,
+    /// `COMMIT` included: nothing is committed. A lost connection or a `FATAL`
+    /// answer may come after the commit: settled as for a lost `COMMIT`.
+    fn finish_with(&mut self, statements: &str, op: &str, generation: u64) -> Result<()> {
         let remote = self.remote;
         let deadline = Instant::now() + self.lock_timeout;
         let mut client = self.client.take().expect("invariant: not finished yet");
-        match client.batch_execute("COMMIT") {
+        match client.batch_execute(statements) {
             Ok(()) => {
                 remote.give(client);
                 Ok(())
             }
             // The server answered with an ERROR and goes on: it did not commit
-            // (a deferred constraint, a serialization failure).
-            Err(e) if refused(&e) && !client.is_closed() => Err(remote.error("commit", e)),
+            // (a refused statement, a deferred constraint, a serialization failure).
+            // The connection is still in the failed transaction: dropped, the server
+            // rolls it back.
+            Err(e) if refused(&e) && !client.is_closed() => {
+                if e.code() == Some(&SqlState::DIVISION_BY_ZERO) {
+                    // The check that the row was at the generation read under the lock.
+                    return Err(Error::Remote {
+                        path: remote.display().to_path_buf(),
+                        op: op.into(),
+                        reason: format!(
+                            "the row was not at generation {} under the lock",
+                            self.current.generation
+                        ),
+                        hint: "something changes the table outside statesafe (a trigger, a rule, a hand edit); nothing was committed".into(),
+                        source: Some(Box::new(e)),
+                    });
+                }
+                Err(remote.error(op, e))
+            }
             // No answer, or a FATAL one (the backend was terminated or the server
             // shut down: that can come after the commit record was written). Ask the
             // server, on a new connection, what became of the transaction; never
@@ -1062,132 +1104,90 @@ impl Tx<'_> {
         // The outgoing version, if sound, becomes a backup: copied row to row on the
         // server (we hold its lock), not sent back over the wire.
         let keep_backup = config.backups.enabled() && old_text.is_some();
+        let lit_state = literal(state_name);
+        let mut sql = String::with_capacity(text.len() + 2048);
         if keep_backup {
-            conn(&mut self.client)
-                .execute_typed(
-                    &format!(
-                        "INSERT INTO {} (state, generation, document, checksum, written_at) \
-                         SELECT state, generation, document, checksum, written_at FROM {} \
-                         WHERE state = $1 AND generation = $2 ON CONFLICT DO NOTHING",
-                        names.backups, names.main
-                    ),
-                    &[(state_name, Type::TEXT), (&old_g, Type::INT8)],
-                )
-                .map_err(|e| remote.error("keep a backup of", e))?;
+            sql.push_str(&format!(
+                "INSERT INTO {} (state, generation, document, checksum, written_at) \
+                 SELECT state, generation, document, checksum, written_at FROM {} \
+                 WHERE state = {lit_state} AND generation = {old_g} ON CONFLICT DO NOTHING;\n",
+                names.backups, names.main
+            ));
         }
-        let updated = conn(&mut self.client)
-            .execute_typed(
-                &format!(
-                    "UPDATE {} SET generation = $2, document = $3, checksum = $4, written_at = now(), \
-                     writer = $5, settings = coalesce($6, settings) WHERE state = $1 AND generation = $7",
-                    names.main
-                ),
-                &[
-                    (state_name, Type::TEXT),
-                    (&g, Type::INT8),
-                    (&text, Type::TEXT),
-                    (&checksum, Type::INT8),
-                    (&writer_json, Type::TEXT),
-                    (&settings_text, Type::TEXT),
-                    (&old_g, Type::INT8),
-                ],
-            )
-            .map_err(|e| remote.error("write", e))?;
-        if updated != 1 {
-            // Cannot happen while the row lock is held, unless something writes the
-            // table outside statesafe's transactions: refuse rather than guess.
-            return Err(Error::Remote {
-                path: path.to_path_buf(),
-                op: "write".into(),
-                reason: format!(
-                    "the row was not at generation {} under the lock ({updated} rows matched)",
-                    self.current.generation
-                ),
-                hint: "something changes the table outside statesafe (a trigger, a rule, a hand edit); nothing was committed".into(),
-                source: None,
-            });
-        }
+        // The row must be at the generation read under the lock (the primary key
+        // makes it one row at most): a division by zero otherwise, which skips the
+        // rest, COMMIT included.
+        sql.push_str(&format!(
+            "WITH u AS (UPDATE {} SET generation = {g}, document = {}, checksum = {checksum}, \
+             written_at = now(), writer = {}, settings = coalesce({}, settings) \
+             WHERE state = {lit_state} AND generation = {old_g} RETURNING 1) \
+             SELECT 1 / (SELECT count(*)::int FROM u);\n",
+            names.main,
+            literal(&text),
+            literal(&writer_json),
+            settings_text.as_deref().map_or("NULL".to_string(), literal),
+        ));
         if keep_backup {
-            self.prune_backups(&config.backups)?;
+            let mut infos: Vec<BackupInfo> = self
+                .backups
+                .iter()
+                .map(|&(generation, committed)| BackupInfo {
+                    generation,
+                    path: PathBuf::new(),
+                    size: 0,
+                    committed,
+                })
+                .collect();
+            if !infos
+                .iter()
+                .any(|b| b.generation == self.current.generation)
+            {
+                infos.push(BackupInfo {
+                    generation: self.current.generation,
+                    path: PathBuf::new(),
+                    size: 0,
+                    committed: self.current.written_at.unwrap_or_else(SystemTime::now),
+                });
+            }
+            infos.sort_by_key(|b| std::cmp::Reverse(b.generation));
+            let keep = backup::keep_set(&infos, &config.backups, SystemTime::now());
+            let drop: Vec<String> = infos
+                .iter()
+                .filter(|b| !keep.contains(&b.generation))
+                .map(|b| b.generation.to_string())
+                .collect();
+            if !drop.is_empty() {
+                sql.push_str(&format!(
+                    "DELETE FROM {} WHERE state = {lit_state} AND generation IN ({});\n",
+                    names.backups,
+                    drop.join(", ")
+                ));
+            }
         }
         if config.history.keep > 0 {
-            self.record_history(store, &config, &text, generation, change, writer)?;
+            self.history_statements(&mut sql, &config, &text, generation, change, writer);
         }
-        self.finish_as(generation)?;
+        sql.push_str("COMMIT");
+        self.finish_with(&sql, "write", generation)?;
         Ok(generation)
     }
 
-    fn prune_backups(&mut self, policy: &crate::BackupPolicy) -> Result<()> {
-        let remote = self.remote;
-        let names = &remote.names;
-        let state = &remote.address.state;
-        let rows = self
-            .client()
-            .query_typed(
-                &format!(
-                    "SELECT generation, (extract(epoch FROM written_at) * 1000000)::bigint FROM {} \
-                     WHERE state = $1 ORDER BY generation DESC",
-                    names.backups
-                ),
-                &[(state, Type::TEXT)],
-            )
-            .map_err(|e| remote.error("list the backups of", e))?;
-        let infos: Vec<BackupInfo> = rows
-            .iter()
-            .map(|r| BackupInfo {
-                generation: r.get::<_, i64>(0) as u64,
-                path: PathBuf::new(),
-                size: 0,
-                committed: micros(r.get(1)),
-            })
-            .collect();
-        let keep = backup::keep_set(&infos, policy, SystemTime::now());
-        let drop: Vec<i64> = infos
-            .iter()
-            .filter(|b| !keep.contains(&b.generation))
-            .map(|b| b.generation as i64)
-            .collect();
-        if drop.is_empty() {
-            return Ok(());
-        }
-        self.client()
-            .execute_typed(
-                &format!(
-                    "DELETE FROM {} WHERE state = $1 AND generation = ANY($2)",
-                    names.backups
-                ),
-                &[(state, Type::TEXT), (&drop, Type::INT8_ARRAY)],
-            )
-            .map_err(|e| remote.error("prune the backups of", e))?;
-        Ok(())
-    }
-
-    fn record_history<T: Serialize + DeserializeOwned>(
-        &mut self,
-        store: &Store<T>,
+    /// The history entry of `generation` and the prune of entries past the
+    /// retention, as statements to send with the write.
+    fn history_statements(
+        &self,
+        sql: &mut String,
         config: &Config,
         text: &str,
         generation: u64,
         change: Change,
         writer: Writer,
-    ) -> Result<()> {
+    ) {
         let remote = self.remote;
         let names = &remote.names;
-        let state = &remote.address.state;
+        let lit_state = literal(&remote.address.state);
         let policy = &config.history;
         let small = |t: &str| t.len() as u64 <= policy.max_patch_bytes;
-        let last: Option<i64> = self
-            .client()
-            .query_typed_one(
-                &format!(
-                    "SELECT max(generation) FROM {} WHERE state = $1",
-                    names.history
-                ),
-                &[(state, Type::TEXT)],
-            )
-            .map_err(|e| remote.error("read the history of", e))?
-            .get(0);
-        let last = last.map(|g| g as u64);
         let old_value = remote
             .verified_text(&self.current, "the current row")
             .ok()
@@ -1199,8 +1199,7 @@ impl Tx<'_> {
         } else {
             None
         };
-        let _ = store;
-        let snapshot_needed = history::needs_snapshot(policy, generation, last);
+        let snapshot_needed = history::needs_snapshot(policy, generation, self.history_last);
         let (patch, snapshot, note) = match (&new_value, &old_value) {
             (Some(new), Some(old)) => (
                 Some(json_patch::diff(old, new)),
@@ -1228,35 +1227,18 @@ impl Tx<'_> {
         };
         let has_snapshot = entry.snapshot.is_some();
         let entry = serde_json::to_string(&entry).expect("invariant: an entry serializes");
-        let g = generation as i64;
-        self.client()
-            .execute_typed(
-                &format!(
-                    "INSERT INTO {} (state, generation, snapshot, entry) VALUES ($1, $2, $3, $4) \
-                     ON CONFLICT (state, generation) DO UPDATE SET snapshot = excluded.snapshot, entry = excluded.entry",
-                    names.history
-                ),
-                &[
-                    (state, Type::TEXT),
-                    (&g, Type::INT8),
-                    (&has_snapshot, Type::BOOL),
-                    (&entry, Type::TEXT),
-                ],
-            )
-            .map_err(|e| remote.error("record the history of", e))?;
+        let h = &names.history;
+        sql.push_str(&format!(
+            "INSERT INTO {h} (state, generation, snapshot, entry) VALUES ({lit_state}, {generation}, {has_snapshot}, {}) \
+             ON CONFLICT (state, generation) DO UPDATE SET snapshot = excluded.snapshot, entry = excluded.entry;\n",
+            literal(&entry)
+        ));
         // Keep the last `keep` generations, and the snapshot they are rebuilt from.
-        let oldest_kept = (generation + 1).saturating_sub(u64::from(policy.keep)) as i64;
-        self.client()
-            .execute_typed(
-                &format!(
-                    "DELETE FROM {h} WHERE state = $1 AND generation < least($2, \
-                     (SELECT max(generation) FROM {h} WHERE state = $1 AND snapshot AND generation <= $2))",
-                    h = names.history
-                ),
-                &[(state, Type::TEXT), (&oldest_kept, Type::INT8)],
-            )
-            .map_err(|e| remote.error("prune the history of", e))?;
-        Ok(())
+        let oldest_kept = (generation + 1).saturating_sub(u64::from(policy.keep));
+        sql.push_str(&format!(
+            "DELETE FROM {h} WHERE state = {lit_state} AND generation < least({oldest_kept}, \
+             (SELECT max(generation) FROM {h} WHERE state = {lit_state} AND snapshot AND generation <= {oldest_kept}));\n"
+        ));
     }
 }
 
@@ -1268,6 +1250,10 @@ struct Locking {
     lock_free: bool,
     /// The lock row's `xmax` when it is held by another transaction.
     held_by: Option<String>,
+    /// The newest generation in the history.
+    history_last: Option<u64>,
+    /// The backups kept: generation, commit time.
+    backups: Vec<(u64, SystemTime)>,
 }
 
 impl Locking {
@@ -1294,6 +1280,8 @@ impl Locking {
 
     fn parse(messages: Vec<SimpleQueryMessage>) -> Locking {
         let mut statements = Self::statements(&messages);
+        let backups = statements.pop().unwrap_or_default();
+        let history = statements.pop().unwrap_or_default();
         let xmax = statements.pop().unwrap_or_default();
         let skip = statements.pop().unwrap_or_default();
         let main = statements.pop().unwrap_or_default();
@@ -1311,6 +1299,20 @@ impl Locking {
             current,
             lock_free: !skip.is_empty() || xmax.is_empty(),
             held_by,
+            history_last: history
+                .first()
+                .and_then(|r| r.first())
+                .and_then(int)
+                .map(|g| g as u64),
+            backups: backups
+                .iter()
+                .filter_map(|r| {
+                    Some((
+                        r.first().and_then(int)? as u64,
+                        micros(r.get(1).and_then(int)?),
+                    ))
+                })
+                .collect(),
         }
     }
 }
