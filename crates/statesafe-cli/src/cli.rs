@@ -52,6 +52,8 @@ pub enum Command {
     Exec(ExecArgs),
     /// Hold the file's writers' lock while a command runs
     Lock(LockArgs),
+    /// Copy a state with its history to another file or PostgreSQL URL
+    Copy(CopyArgs),
     /// Edit the document in $VISUAL or $EDITOR, checked before it is committed
     Edit(EditArgs),
     /// Check the file and its backups without changing anything
@@ -408,7 +410,9 @@ pub struct ExecArgs {
 #[derive(Debug, Args)]
 #[command(
     after_help = "Exits with CMD's status (128+N if CMD was killed by signal N). Writers using\n\
-statesafe wait while CMD runs, so CMD must not itself run statesafe writers on FILE.\n\n\
+statesafe wait while CMD runs, so CMD must not itself run statesafe writers on FILE.\n\
+FILE may be a PostgreSQL URL: then CMD's own statesafe writers on it are let through\n\
+(STATESAFE_PG_LOCKS), and the lock ends when this process or its connection dies.\n\n\
 Example:\n  statesafe lock state.json --timeout 30s -- ./migrate.sh state.json"
 )]
 pub struct LockArgs {
@@ -427,6 +431,41 @@ pub struct LockArgs {
     /// The command and its arguments, after `--`
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<OsString>,
+}
+
+/// `statesafe copy`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Each version the source can rebuild (its history's generations, oldest first, then\n\
+the current one) is committed to DST in order, so DST's `log`, `diff` and backups show\n\
+the same changes; DST numbers them with its own generations and records this copy as\n\
+their writer. The source's settings (schema, retention, limits) are recorded with DST\n\
+once the last version is in (the schema is not applied to the older versions).\n\n\
+DST must not exist, unless --replace (copy on top of whatever DST holds) or\n\
+--if-generation N (only if DST is still at generation N, as `statesafe info DST` said).\n\
+Every commit to DST is a compare-and-swap on the generation the copy wrote before it:\n\
+if anyone else writes DST meanwhile, the copy stops (exit 6) and says how far it got;\n\
+each version in DST is whole.\n\n\
+Examples:\n  statesafe copy state.json 'postgres://bot@db/ops?state=grades'\n  \
+statesafe copy 'postgres://bot@db/ops?state=grades' backup.json --replace"
+)]
+pub struct CopyArgs {
+    /// The state to copy: a file or a PostgreSQL URL
+    pub source: PathBuf,
+    /// Where to copy it: a file or a PostgreSQL URL
+    pub destination: PathBuf,
+    /// Copy on top of an existing destination (its versions stay in its history)
+    #[arg(long, conflicts_with = "if_generation")]
+    pub replace: bool,
+    /// Copy only if the destination is at generation N (0: only if it does not exist)
+    #[arg(long, value_name = "N", value_parser = parse_count::<u64>)]
+    pub if_generation: Option<u64>,
+    /// Copy the current version only, not the history
+    #[arg(long)]
+    pub no_history: bool,
+    #[command(flatten)]
+    /// Write options.
+    pub write: WriteOptions,
 }
 
 /// `statesafe edit`.
@@ -536,6 +575,7 @@ fn parse_one(args: &[OsString]) -> Option<Cli> {
         "init" => sub::<InitArgs>("init"),
         "exec" => sub::<ExecArgs>("exec"),
         "lock" => sub::<LockArgs>("lock"),
+        "copy" => sub::<CopyArgs>("copy"),
         "edit" => sub::<EditArgs>("edit"),
         "check" | "backups" | "info" => sub::<FileArgs>("info"),
         "recover" => sub::<RecoverArgs>("recover"),

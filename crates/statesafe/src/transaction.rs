@@ -69,8 +69,16 @@ impl Base {
 
 /// The writers' lock on a state file, held until dropped; from [`Store::lock`].
 pub struct LockGuard<'s> {
-    guard: lock::Guard<'s>,
-    dir: &'s std::os::fd::OwnedFd,
+    held: Held<'s>,
+}
+
+enum Held<'s> {
+    Local {
+        guard: lock::Guard<'s>,
+        dir: &'s std::os::fd::OwnedFd,
+    },
+    /// A PostgreSQL state's lock row, held by an open transaction.
+    Remote(crate::postgres::Held<'s>),
 }
 
 impl LockGuard<'_> {
@@ -90,7 +98,20 @@ impl LockGuard<'_> {
     /// # Ok::<(), statesafe::Error>(())
     /// ```
     pub fn check(&self) -> Result<()> {
-        self.guard.verify(self.dir)
+        match &self.held {
+            Held::Local { guard, dir } => guard.verify(dir),
+            Held::Remote(held) => held.check(),
+        }
+    }
+
+    /// For a PostgreSQL state, the environment variable and value that let a
+    /// command's own statesafe writers through this lock (`statesafe lock URL -- CMD`
+    /// sets it for CMD); `None` for a file, whose lock lets no other writer through.
+    pub fn nested_env(&self) -> Option<(&'static str, String)> {
+        match &self.held {
+            Held::Local { .. } => None,
+            Held::Remote(held) => Some(held.nested_env()),
+        }
     }
 }
 
@@ -127,12 +148,16 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
     /// ```
     pub fn lock(&self, operation: &str) -> Result<LockGuard<'_>> {
         if let Some(remote) = self.remote() {
-            return Err(remote.unsupported("holding the lock without a transaction"));
+            return Ok(LockGuard {
+                held: Held::Remote(remote.hold(self, operation)?),
+            });
         }
         let locked = self.lock_and_read(operation, false)?;
         Ok(LockGuard {
-            guard: locked.guard,
-            dir: self.dir()?,
+            held: Held::Local {
+                guard: locked.guard,
+                dir: self.dir()?,
+            },
         })
     }
 

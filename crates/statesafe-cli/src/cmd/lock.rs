@@ -10,13 +10,15 @@ use statesafe::Store;
 
 use super::exec::{shell_status, spawn_error};
 use crate::cli::LockArgs;
-use crate::error::{CliError, Exit, Result};
+use crate::error::{CliError, Result};
 use crate::output::Output;
 
 /// The signals passed on to CMD: those that ask a program to end.
 const FORWARDED: [i32; 4] = [SIGTERM, SIGINT, SIGHUP, SIGQUIT];
 
-/// Takes the same lock every statesafe writer takes, runs CMD with inherited stdio,
+/// Takes the same lock every statesafe writer takes (for a PostgreSQL URL: the
+/// state's lock row, which every writer holds while it writes, and which CMD's own
+/// writers are let through), runs CMD with inherited stdio,
 /// releases the lock when CMD ends, and returns CMD's status; or, if the lock file was
 /// removed while CMD ran (so other writers may have got in), that error (exit 5).
 ///
@@ -25,14 +27,7 @@ const FORWARDED: [i32; 4] = [SIGTERM, SIGINT, SIGHUP, SIGQUIT];
 /// is gone could write beside the next writer. (A terminal's Ctrl-C reaches CMD
 /// directly, from the kernel, so that one is not sent twice.)
 pub fn run(args: LockArgs, _out: &Output) -> Result<u8> {
-    if args.file.to_str().is_some_and(statesafe::postgres::is_url) {
-        return Err(CliError::new(
-            "unsupported",
-            Exit::Usage,
-            "`statesafe lock` does not take a PostgreSQL URL yet",
-        )
-        .hint("use `statesafe update URL EXPR` or `statesafe exec URL -- CMD`, which hold the row lock for their transaction (docs/remote.md)"));
-    }
+    let url = args.file.to_str().is_some_and(statesafe::postgres::is_url);
     let mut options = Store::<Value>::options();
     if let Some(timeout) = args.timeout {
         options = options.lock_timeout(timeout);
@@ -40,7 +35,12 @@ pub fn run(args: LockArgs, _out: &Output) -> Result<u8> {
     let store = super::open_at(options, &args.file)?;
     // The lock lives in the sidecar, which is never deleted: a file statesafe has
     // never seen gets none just for being named here.
-    if !store.real_path().exists() && !store.sidecar_path().exists() {
+    let missing = if url {
+        store.generation()? == 0
+    } else {
+        !store.real_path().exists() && !store.sidecar_path().exists()
+    };
+    if missing {
         return Err(statesafe::Error::NotFound {
             path: args.file.clone(),
         }
@@ -50,9 +50,15 @@ pub fn run(args: LockArgs, _out: &Output) -> Result<u8> {
     // Caught from before CMD starts, so none can end this process while CMD runs.
     let mut signals = SignalsInfo::<WithOrigin>::new(FORWARDED)
         .map_err(|e| CliError::io("set up signal forwarding to the command", e))?;
-    let child = Command::new(&args.command[0])
+    let mut command = Command::new(&args.command[0]);
+    command
         .args(&args.command[1..])
-        .env("STATESAFE_FILE", &args.file)
+        .env("STATESAFE_FILE", &args.file);
+    // A PostgreSQL state's lock lets CMD's own writers through (docs/remote.md).
+    if let Some((name, value)) = guard.nested_env() {
+        command.env(name, value);
+    }
+    let child = command
         .spawn()
         .map_err(|e| spawn_error(&args.command[0], e));
     let mut child = match child {

@@ -4,6 +4,7 @@
 mod backups;
 mod check;
 mod completions;
+mod copy;
 mod del;
 mod diff;
 mod edit;
@@ -77,6 +78,7 @@ fn run(command: Command, out: &Output) -> Result<u8> {
         Command::Init(args) => ok(init::run(args, out)),
         Command::Exec(args) => ok(exec::run(args, out)),
         Command::Lock(args) => lock::run(args, out),
+        Command::Copy(args) => ok(copy::run(args, out)),
         Command::Edit(args) => ok(edit::run(args, out)),
         Command::Check(args) => ok(check::run(args, out)),
         Command::Recover(args) => ok(recover::run(args, out)),

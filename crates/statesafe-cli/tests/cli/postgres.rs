@@ -64,7 +64,7 @@ fn get_set_update_init_info_check_take_a_url() {
 }
 
 #[test]
-fn a_password_in_the_url_and_lock_are_refused_with_nothing_done() {
+fn a_password_in_the_url_is_refused_with_nothing_done() {
     let Some(pg) = cluster::cluster() else {
         return;
     };
@@ -78,9 +78,9 @@ fn a_password_in_the_url_and_lock_are_refused_with_nothing_done() {
         "{err}"
     );
     assert!(!err.contains("secret"), "the password is echoed: {err}");
+    // `lock` of a state that does not exist is refused, as for a file.
     let out = statesafe(&["lock", &url, "--", "true"]);
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("does not take a PostgreSQL URL"));
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
     let store: Store = Store::options().open_url(&url).unwrap();
     assert!(matches!(
         store.load(),
@@ -234,4 +234,256 @@ fn passwords_come_from_pgpassword_or_a_private_password_file() {
             generation: 1
         }
     );
+}
+
+fn wait_for(path: &std::path::Path) {
+    let start = std::time::Instant::now();
+    while !path.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "{} never appeared",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// `statesafe lock URL -- CMD`: CMD's own `statesafe` writers on the state go through
+/// (here 20 of them, and a nested `lock`-free `update`), while another process's
+/// writer waits (it times out naming the holder, and a writer with a long timeout
+/// gets in only after CMD ended, on top of CMD's writes); CMD's status is `lock`'s.
+#[test]
+fn lock_lets_the_commands_own_writers_through_and_holds_off_others() {
+    let Some(pg) = cluster::cluster() else {
+        return;
+    };
+    let url = pg.url("cli_lock");
+    ok(&["init", &url, r#"{"n": 0, "log": []}"#]);
+    let dir = tempfile::tempdir().unwrap();
+    let (ready, release) = (dir.path().join("ready"), dir.path().join("release"));
+    let script = format!(
+        "i=0; while [ $i -lt 20 ]; do \"$0\" update --lock-timeout 5s \"$1\" '.n += 1' >/dev/null || exit 9; i=$((i+1)); done; \
+         touch {ready}; while [ ! -e {release} ]; do sleep 0.02; done; \
+         \"$0\" update --lock-timeout 5s \"$1\" '.log += [\"cmd\"]' >/dev/null || exit 9; exit 7",
+        ready = ready.display(),
+        release = release.display()
+    );
+    let mut holder = Command::new(bin())
+        .args(["lock", &url, "--timeout", "10s", "--", "sh", "-c", &script])
+        .arg(bin())
+        .arg(&url)
+        .env_remove("STATESAFE_PG_LOCKS")
+        .spawn()
+        .unwrap();
+    wait_for(&ready);
+    // Another process: refused at its timeout, naming the holder; nothing written.
+    let out = statesafe(&[
+        "--json",
+        "update",
+        "--lock-timeout",
+        "300ms",
+        &url,
+        ".n = -1",
+    ]);
+    assert_eq!(out.status.code(), Some(5), "{out:?}");
+    let err: Value = serde_json::from_slice(&out.stderr).unwrap();
+    assert_eq!(err["kind"], "lock_timeout");
+    assert_eq!(err["holder"]["operation"], "lock", "{err}");
+    assert_eq!(err["holder"]["pid"], holder.id(), "{err}");
+    // Reads never wait.
+    assert_eq!(ok(&["get", &url, "/n"]), "20\n");
+    // A waiting writer in another process gets in after CMD, on top of its writes.
+    let waiter = Command::new(bin())
+        .args([
+            "update",
+            "--lock-timeout",
+            "60s",
+            &url,
+            ".log += [\"waiter\"]",
+        ])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::write(&release, "").unwrap();
+    assert_eq!(holder.wait().unwrap().code(), Some(7));
+    assert!(waiter.wait_with_output().unwrap().status.success());
+    let got: Value = serde_json::from_str(&ok(&["get", &url])).unwrap();
+    assert_eq!(got, json!({"n": 20, "log": ["cmd", "waiter"]}));
+    let info: Value = serde_json::from_str(&ok(&["--json", "info", &url])).unwrap();
+    assert_eq!(info["generation"], 23);
+}
+
+/// The holder SIGKILLed while CMD runs: the server ends its transaction when its
+/// connection closes, so the lock is freed without any lease to expire: a waiting
+/// writer gets in.
+#[test]
+fn lock_holder_killed_frees_the_lock() {
+    let Some(pg) = cluster::cluster() else {
+        return;
+    };
+    let url = pg.url("cli_lock_killed");
+    ok(&["init", &url, r#"{"n": 0}"#]);
+    let dir = tempfile::tempdir().unwrap();
+    let (ready, pid) = (dir.path().join("ready"), dir.path().join("pid"));
+    let mut holder = Command::new(bin())
+        .args(["lock", &url, "--", "sh", "-c"])
+        .arg(format!(
+            "echo $$ > {}; touch {}; exec sleep 600",
+            pid.display(),
+            ready.display()
+        ))
+        .spawn()
+        .unwrap();
+    wait_for(&ready);
+    let out = statesafe(&["update", "--lock-timeout", "0", &url, ".n += 1"]);
+    assert_eq!(out.status.code(), Some(5), "held: {out:?}");
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    let out = statesafe(&["update", "--lock-timeout", "60s", &url, ".n += 1"]);
+    assert!(out.status.success(), "the lock was not freed: {out:?}");
+    assert_eq!(ok(&["get", &url, "/n"]), "1\n");
+    // CMD (the `sleep`) outlives the killed holder; end it.
+    let orphan = std::fs::read_to_string(&pid).unwrap();
+    let _ = Command::new("kill").arg(orphan.trim()).status();
+}
+
+/// The versions a state can rebuild, oldest first (its history), ending with the
+/// current one.
+fn versions(location: &str) -> Vec<Value> {
+    let store: Store = if statesafe::postgres::is_url(location) {
+        Store::options().open_url(location).unwrap()
+    } else {
+        Store::open(location).unwrap()
+    };
+    let mut generations: Vec<u64> = store
+        .history()
+        .unwrap()
+        .iter()
+        .map(|e| e.generation)
+        .collect();
+    generations.sort_unstable();
+    generations.dedup();
+    generations
+        .into_iter()
+        .map(|g| store.document_at(g).unwrap())
+        .collect()
+}
+
+/// `statesafe copy` in every direction (file to server, server to server, server to
+/// file, file to file): the destination has the source's versions, in order, and its
+/// settings.
+#[test]
+fn copy_moves_a_state_with_its_history_in_every_direction() {
+    let Some(pg) = cluster::cluster() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("source.json");
+    let file = file.to_str().unwrap();
+    ok(&["init", file, r#"{"n": 0, "tags": []}"#]);
+    ok(&["settings", file, "--keep-backups", "7"]);
+    for expr in [".n += 1", ".tags += [\"a\"]", ".n = 1E2", "del(.tags)"] {
+        ok(&["update", file, expr]);
+    }
+    let expected = versions(file);
+    assert_eq!(expected.len(), 5);
+    assert_eq!(expected[4].to_string(), r#"{"n":1E2}"#);
+    let server = pg.url("copy_a");
+    let server2 = pg.url("copy_b");
+    let back = dir.path().join("back.json");
+    let back = back.to_str().unwrap();
+    let again = dir.path().join("again.json");
+    let again = again.to_str().unwrap();
+    for (from, to) in [
+        (file, server.as_str()),
+        (server.as_str(), server2.as_str()),
+        (server2.as_str(), back),
+        (back, again),
+    ] {
+        let out: Value = serde_json::from_str(&ok(&["--json", "copy", from, to])).unwrap();
+        assert_eq!(out["versions"], 5, "{from} -> {to}: {out}");
+        assert_eq!(out["generation"], 5, "{from} -> {to}: {out}");
+        assert_eq!(versions(to), expected, "{from} -> {to}");
+        let settings: Value = serde_json::from_str(&ok(&["--json", "settings", to])).unwrap();
+        assert_eq!(
+            settings["settings"]["backups"]["keep"], 7,
+            "{from} -> {to}: {settings}"
+        );
+        // The numbers keep their text through every hop.
+        assert_eq!(
+            ok(&["get", "--compact", to]),
+            "{\"n\":1E2}\n",
+            "{from} -> {to}"
+        );
+    }
+    let log = ok(&["log", "--patch", &server2]);
+    assert!(
+        log.contains(r#"{"op":"add","path":"/tags/0","value":"a"}"#),
+        "{log}"
+    );
+}
+
+/// The destination is compared and swapped: an existing one is refused unless
+/// `--replace` or `--if-generation` its generation; a stale `--if-generation` is
+/// refused; nothing is written when refused.
+#[test]
+fn copy_refuses_a_destination_that_exists_or_changed() {
+    let Some(pg) = cluster::cluster() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("source.json");
+    let file = file.to_str().unwrap();
+    ok(&["init", file, r#"{"from": "file"}"#]);
+    let server = pg.url("copy_cas");
+    ok(&["init", &server, r#"{"from": "server"}"#]);
+    ok(&["update", &server, ".n = 1"]);
+    let unchanged = |what: &str| {
+        assert_eq!(
+            ok(&["get", "--compact", &server]),
+            "{\"from\":\"server\",\"n\":1}\n",
+            "{what}"
+        );
+        let info: Value = serde_json::from_str(&ok(&["--json", "info", &server])).unwrap();
+        assert_eq!(info["generation"], 2, "{what}");
+    };
+    let out = statesafe(&["copy", file, &server]);
+    assert_eq!(out.status.code(), Some(12), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--replace") && err.contains("--if-generation 2"),
+        "{err}"
+    );
+    unchanged("exists");
+    let out = statesafe(&["copy", file, &server, "--if-generation", "1"]);
+    assert_eq!(out.status.code(), Some(6), "{out:?}");
+    unchanged("stale --if-generation");
+    let out = statesafe(&["copy", file, &server, "--if-generation", "0"]);
+    assert_eq!(out.status.code(), Some(6), "{out:?}");
+    unchanged("--if-generation 0");
+    // The other way: a file destination is refused the same way.
+    let out = statesafe(&["copy", &server, file]);
+    assert_eq!(out.status.code(), Some(12), "{out:?}");
+    assert_eq!(ok(&["get", "--compact", file]), "{\"from\":\"file\"}\n");
+    // With its generation, on top of it: its own versions stay in its history.
+    ok(&["copy", file, &server, "--if-generation", "2"]);
+    assert_eq!(ok(&["get", "--compact", &server]), "{\"from\":\"file\"}\n");
+    assert_eq!(
+        versions(&server),
+        vec![
+            json!({"from": "server"}),
+            json!({"from": "server", "n": 1}),
+            json!({"from": "file"})
+        ]
+    );
+    ok(&["copy", &server, file, "--replace"]);
+    assert_eq!(ok(&["get", "--compact", file]), "{\"from\":\"file\"}\n");
+    // A missing source is an error, with nothing written.
+    let out = statesafe(&[
+        "copy",
+        &pg.url("copy_missing"),
+        dir.path().join("x.json").to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert!(!dir.path().join("x.json").exists());
 }

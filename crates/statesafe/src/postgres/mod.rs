@@ -19,9 +19,9 @@ mod tls;
 mod off;
 
 #[cfg(not(feature = "postgres"))]
-pub(crate) use off::{Remote, Tx};
+pub(crate) use off::{Held, Remote, Tx};
 #[cfg(feature = "postgres")]
-pub(crate) use remote::{Remote, Tx};
+pub(crate) use remote::{Held, Remote, Tx};
 
 /// The URL with any password replaced by `***`.
 #[cfg(not(feature = "postgres"))]

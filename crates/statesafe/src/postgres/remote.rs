@@ -1,16 +1,16 @@
 //! A state in a PostgreSQL table: reads, locked read-modify-write in one database
 //! transaction, compare-and-swap on the generation, backups and history as rows.
 //!
-//! A write, in order (one transaction, statements sent one at a time):
-//! `BEGIN; SET LOCAL lock_timeout; SET LOCAL application_name` (who holds the lock,
-//! for a waiter's error), `SELECT … FOR UPDATE` of the state's row (inserted first,
-//! with generation 0 and no document, if the state has no row), then
-//! `UPDATE … WHERE generation = <the one read>`, the outgoing version into the backups
-//! table, a history entry, the prunes, `COMMIT`. The row lock is released by the
-//! server when the transaction ends in any way: commit, rollback, or the connection
-//! closing (a holder that dies frees it at once). No session state outlives a
-//! transaction, so it works through PgBouncer in transaction mode (statements are
-//! unnamed: no prepared statements either).
+//! A write, in order (one transaction): `BEGIN; SET LOCAL lock_timeout; SET LOCAL
+//! application_name` (who holds the lock, for a waiter's error), `SELECT … FOR UPDATE`
+//! of the state's row (inserted first, with generation 0 and no document, if the
+//! state has no row) and a look at the state's lock row (held by `statesafe lock`),
+//! all in one simple query; then `UPDATE … WHERE generation = <the one read>`, the
+//! outgoing version into the backups table, a history entry, the prunes, `COMMIT`.
+//! The row lock is released by the server when the transaction ends in any way:
+//! commit, rollback, or the connection closing (a holder that dies frees it at once).
+//! No session state outlives a transaction, so it works through PgBouncer in
+//! transaction mode (statements are unnamed: no prepared statements either).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use parking_lot::Mutex;
 use postgres::error::SqlState;
 use postgres::types::Type;
-use postgres::{Client, NoTls, Row};
+use postgres::{Client, NoTls, Row, SimpleQueryMessage};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -366,26 +366,60 @@ impl Remote {
         }
     }
 
+    /// The key of the state's lock row: the row `statesafe lock URL -- CMD` holds
+    /// locked while CMD runs. A state name is printable, so no state has this key.
+    fn lock_key(&self) -> String {
+        format!("\u{1}lock\u{1}{}", self.address.state)
+    }
+
+    /// The statements that take the state's row lock and read the row, then look at
+    /// its lock row: `SELECT … FOR UPDATE` of the row; the lock row `FOR UPDATE SKIP
+    /// LOCKED` (a row when it is free, and then this transaction holds it until it
+    /// ends); the lock row's `xmax` (who holds it, when it is not free). Each
+    /// statement of a simple query takes its own snapshot, so these see a lock taken
+    /// by `statesafe lock` while the first waited. Then what a write needs to know,
+    /// read under the lock: the newest history entry and the backups kept.
+    fn lock_statements(&self, nowait: bool) -> String {
+        let main = &self.names.main;
+        let state = literal(&self.address.state);
+        let key = literal(&self.lock_key());
+        let wait = if nowait { " NOWAIT" } else { "" };
+        let (backups, history) = (&self.names.backups, &self.names.history);
+        format!(
+            "{SELECT_CURRENT}, txid_current() FROM {main} WHERE state = {state} FOR UPDATE{wait};
+SELECT 1 FROM {main} WHERE state = {key} FOR UPDATE SKIP LOCKED;
+SELECT xmax::text FROM {main} WHERE state = {key};
+SELECT max(generation) FROM {history} WHERE state = {state};
+SELECT generation, (extract(epoch FROM written_at) * 1000000)::bigint FROM {backups} WHERE state = {state}"
+        )
+    }
+
     /// Starts a database transaction holding the state's row lock, waiting at most
-    /// the store's lock timeout.
+    /// the store's lock timeout: one round trip (`BEGIN`, the `SET LOCAL`s and
+    /// [`Remote::lock_statements`] in one simple query) when the row exists and
+    /// `statesafe lock` does not hold the state.
+    ///
+    /// The lock row: a writer holds it (or sees it held by the `statesafe lock` whose
+    /// CMD it runs under: the holder's transaction id is in `STATESAFE_PG_LOCKS`)
+    /// while it holds the state's row. When another process holds it, the writer
+    /// rolls back (letting go of the state's row, which CMD's own writers need) and
+    /// waits for the lock row first, then the state's row.
     fn lock_row<T>(&self, store: &Store<T>, operation: &str) -> Result<Tx<'_>> {
         let config = store.config();
         let millis = config.lock_timeout.as_millis().min(i32::MAX as u128);
         let nowait = millis == 0;
         let begin = format!(
-            "BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL lock_timeout = '{}ms'; SET LOCAL application_name = '{}'",
+            "BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL lock_timeout = '{}ms'; SET LOCAL application_name = '{}';\n",
             millis.max(1),
             application_name(operation)
         );
         let start = Instant::now();
+        let first = format!("{begin}{}", self.lock_statements(nowait));
         let (mut client, pooled) = self.take()?;
-        let mut begun = client.batch_execute(&begin);
+        let mut begun = client.simple_query(&first);
         if pooled && begun.as_ref().is_err_and(lost) {
             client = self.connect()?;
-            begun = client.batch_execute(&begin);
-        }
-        if let Err(e) = begun {
-            return Err(self.error("start a transaction on", e));
+            begun = client.simple_query(&first);
         }
         let mut tx = Tx {
             remote: self,
@@ -399,31 +433,55 @@ impl Remote {
                 writer: None,
                 xid: None,
             },
+            history_last: None,
+            backups: Vec::new(),
         };
-        let locked = (|| -> Result<Option<Current>, postgres::Error> {
-            let client = tx.client();
-            if let Some(cur) = self.read_current(client, Some(nowait))? {
-                return Ok(Some(cur));
+        let locked = (|| -> Result<Locking, postgres::Error> {
+            let mut found = Locking::parse(begun?);
+            if found.current.is_none() {
+                // No row yet: insert one (no document) and lock it. A concurrent first
+                // writer's insert makes this wait for its commit, as the lock would.
+                let insert = format!(
+                    "INSERT INTO {} (state, generation) VALUES ({}, 0) ON CONFLICT (state) DO NOTHING;\n{}",
+                    self.names.main,
+                    literal(&self.address.state),
+                    self.lock_statements(nowait)
+                );
+                found = Locking::parse(tx.client().simple_query(&insert)?);
             }
-            // No row yet: insert one (no document) and lock it. A concurrent first
-            // writer's insert makes this wait for its commit, as the lock would.
-            client.execute_typed(
-                &format!(
-                    "INSERT INTO {} (state, generation) VALUES ($1, 0) ON CONFLICT (state) DO NOTHING",
-                    self.names.main
-                ),
-                &[(&self.address.state, Type::TEXT)],
-            )?;
-            self.read_current(client, Some(nowait))
+            if found.lock_free || found.held_by.as_deref().is_some_and(nested) {
+                return Ok(found);
+            }
+            // `statesafe lock` holds the state: wait for it without holding the
+            // state's row (its CMD's writers need that row), then take both.
+            let left = config.lock_timeout.saturating_sub(start.elapsed());
+            let wait = format!(
+                "ROLLBACK; BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL lock_timeout = '{}ms'; SET LOCAL application_name = '{}';
+SELECT 1 FROM {} WHERE state = {} FOR UPDATE{};\n{}",
+                left.as_millis().clamp(1, i32::MAX as u128),
+                application_name(operation),
+                self.names.main,
+                literal(&self.lock_key()),
+                if nowait { " NOWAIT" } else { "" },
+                self.lock_statements(nowait)
+            );
+            Ok(Locking::parse(tx.client().simple_query(&wait)?))
         })();
         let waited = start.elapsed();
         match locked {
-            Ok(Some(cur)) => {
+            Ok(Locking {
+                current: Some(cur),
+                history_last,
+                backups,
+                ..
+            }) => {
                 store.recorder.lock_wait(waited);
                 tx.current = cur;
+                tx.history_last = history_last;
+                tx.backups = backups;
                 Ok(tx)
             }
-            Ok(None) => Err(Error::Remote {
+            Ok(Locking { current: None, .. }) => Err(Error::Remote {
                 path: self.display().to_path_buf(),
                 op: "lock".into(),
                 reason: "the state's row vanished right after it was inserted".into(),
@@ -438,6 +496,82 @@ impl Remote {
                     path: self.display().to_path_buf(),
                     waited,
                     holder,
+                };
+                store.recorder.failure(err.kind());
+                Err(err)
+            }
+            Err(e) => Err(self.error("lock", e)),
+        }
+    }
+
+    /// Holds the state for `statesafe lock URL -- CMD`: a transaction holding the
+    /// state's lock row, open until the returned [`Held`] is dropped (or this process
+    /// dies and its connection closes). Writers wait for it, except those run by CMD,
+    /// which find the holder's transaction id in `STATESAFE_PG_LOCKS`
+    /// ([`Held::nested_env`]). Taking it waits for writers in progress (they hold the
+    /// lock row while they write).
+    pub(crate) fn hold<T>(&self, store: &Store<T>, operation: &str) -> Result<Held<'_>> {
+        let key = literal(&self.lock_key());
+        let main = &self.names.main;
+        // The lock row is made once, under the state's row lock, so that a writer
+        // that took the state's row before it existed has committed before anyone
+        // can hold it, and every later writer sees it.
+        let exists = self.read("look for the lock row of", |c| {
+            c.simple_query(&format!("SELECT 1 FROM {main} WHERE state = {key}"))
+        })?;
+        if Locking::rows(&exists).is_empty() {
+            let mut tx = self.lock_row(store, operation)?;
+            tx.client()
+                .batch_execute(&format!(
+                    "INSERT INTO {main} (state, generation) VALUES ({key}, 0) ON CONFLICT (state) DO NOTHING; COMMIT"
+                ))
+                .map_err(|e| self.error("create the lock row of", e))?;
+            if let Some(client) = tx.client.take() {
+                self.give(client);
+            }
+        }
+        let config = store.config();
+        let millis = config.lock_timeout.as_millis().min(i32::MAX as u128);
+        let start = Instant::now();
+        let mut client = self.connect()?;
+        let taken = client.simple_query(&format!(
+            "BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL lock_timeout = '{}ms'; SET LOCAL application_name = '{}';
+SELECT txid_current()::text FROM {main} WHERE state = {key} FOR UPDATE{}",
+            millis.max(1),
+            application_name(operation),
+            if millis == 0 { " NOWAIT" } else { "" },
+        ));
+        let waited = start.elapsed();
+        match taken {
+            Ok(messages) => {
+                let rows = Locking::rows(&messages);
+                let xid = rows
+                    .first()
+                    .and_then(|r| r.first().cloned().flatten())
+                    .and_then(|t| t.parse::<u64>().ok())
+                    .ok_or_else(|| Error::Remote {
+                        path: self.display().to_path_buf(),
+                        op: "lock".into(),
+                        reason: "the state's lock row vanished right after it was made".into(),
+                        hint:
+                            "something deletes rows from the table while statesafe uses it; stop it"
+                                .into(),
+                        source: None,
+                    })?;
+                store.recorder.lock_wait(waited);
+                Ok(Held {
+                    remote: self,
+                    client: Mutex::new(Some(client)),
+                    // The row's `xmax` is the 32-bit transaction id.
+                    xid: xid & 0xffff_ffff,
+                })
+            }
+            Err(e) if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => {
+                drop(client);
+                let err = Error::LockTimeout {
+                    path: self.display().to_path_buf(),
+                    waited,
+                    holder: self.lock_holder().map(Box::new),
                 };
                 store.recorder.failure(err.kind());
                 Err(err)
@@ -475,7 +609,13 @@ impl Remote {
         let query = sql::holder(&self.names.main);
         let row = self
             .read("find the lock holder of", |c| {
-                c.query_typed_opt(&query, &[(&self.address.state, Type::TEXT)])
+                c.query_typed_opt(
+                    &query,
+                    &[
+                        (&self.address.state, Type::TEXT),
+                        (&self.lock_key(), Type::TEXT),
+                    ],
+                )
             })
             .ok()??;
         Some(holder_of(&row))
@@ -772,6 +912,10 @@ pub(crate) struct Tx<'s> {
     client: Option<Client>,
     /// The row as read under the lock.
     current: Current,
+    /// The newest generation in the history, read under the lock.
+    history_last: Option<u64>,
+    /// The backups kept (generation, commit time), read under the lock.
+    backups: Vec<(u64, SystemTime)>,
 }
 
 impl Drop for Tx<'_> {
@@ -814,17 +958,42 @@ impl Tx<'_> {
     /// Commits the database transaction. A connection lost during `COMMIT` leaves
     /// the outcome unknown: [`Error::OutcomeUnknown`], never retried.
     fn finish_as(&mut self, generation: u64) -> Result<()> {
+        self.finish_with("COMMIT", "commit", generation)
+    }
+
+    /// Sends `statements`, which end with `COMMIT`, as one simple query: the writes
+    /// and the commit in one round trip. An `ERROR` from any of them skips the rest,
+    /// `COMMIT` included: nothing is committed. A lost connection or a `FATAL`
+    /// answer may come after the commit: settled as for a lost `COMMIT`.
+    fn finish_with(&mut self, statements: &str, op: &str, generation: u64) -> Result<()> {
         let remote = self.remote;
         let deadline = Instant::now() + self.lock_timeout;
         let mut client = self.client.take().expect("invariant: not finished yet");
-        match client.batch_execute("COMMIT") {
+        match client.batch_execute(statements) {
             Ok(()) => {
                 remote.give(client);
                 Ok(())
             }
             // The server answered with an ERROR and goes on: it did not commit
-            // (a deferred constraint, a serialization failure).
-            Err(e) if refused(&e) && !client.is_closed() => Err(remote.error("commit", e)),
+            // (a refused statement, a deferred constraint, a serialization failure).
+            // The connection is still in the failed transaction: dropped, the server
+            // rolls it back.
+            Err(e) if refused(&e) && !client.is_closed() => {
+                if e.code() == Some(&SqlState::DIVISION_BY_ZERO) {
+                    // The check that the row was at the generation read under the lock.
+                    return Err(Error::Remote {
+                        path: remote.display().to_path_buf(),
+                        op: op.into(),
+                        reason: format!(
+                            "the row was not at generation {} under the lock",
+                            self.current.generation
+                        ),
+                        hint: "something changes the table outside statesafe (a trigger, a rule, a hand edit); nothing was committed".into(),
+                        source: Some(Box::new(e)),
+                    });
+                }
+                Err(remote.error(op, e))
+            }
             // No answer, or a FATAL one (the backend was terminated or the server
             // shut down: that can come after the commit record was written). Ask the
             // server, on a new connection, what became of the transaction; never
@@ -935,132 +1104,90 @@ impl Tx<'_> {
         // The outgoing version, if sound, becomes a backup: copied row to row on the
         // server (we hold its lock), not sent back over the wire.
         let keep_backup = config.backups.enabled() && old_text.is_some();
+        let lit_state = literal(state_name);
+        let mut sql = String::with_capacity(text.len() + 2048);
         if keep_backup {
-            conn(&mut self.client)
-                .execute_typed(
-                    &format!(
-                        "INSERT INTO {} (state, generation, document, checksum, written_at) \
-                         SELECT state, generation, document, checksum, written_at FROM {} \
-                         WHERE state = $1 AND generation = $2 ON CONFLICT DO NOTHING",
-                        names.backups, names.main
-                    ),
-                    &[(state_name, Type::TEXT), (&old_g, Type::INT8)],
-                )
-                .map_err(|e| remote.error("keep a backup of", e))?;
+            sql.push_str(&format!(
+                "INSERT INTO {} (state, generation, document, checksum, written_at) \
+                 SELECT state, generation, document, checksum, written_at FROM {} \
+                 WHERE state = {lit_state} AND generation = {old_g} ON CONFLICT DO NOTHING;\n",
+                names.backups, names.main
+            ));
         }
-        let updated = conn(&mut self.client)
-            .execute_typed(
-                &format!(
-                    "UPDATE {} SET generation = $2, document = $3, checksum = $4, written_at = now(), \
-                     writer = $5, settings = coalesce($6, settings) WHERE state = $1 AND generation = $7",
-                    names.main
-                ),
-                &[
-                    (state_name, Type::TEXT),
-                    (&g, Type::INT8),
-                    (&text, Type::TEXT),
-                    (&checksum, Type::INT8),
-                    (&writer_json, Type::TEXT),
-                    (&settings_text, Type::TEXT),
-                    (&old_g, Type::INT8),
-                ],
-            )
-            .map_err(|e| remote.error("write", e))?;
-        if updated != 1 {
-            // Cannot happen while the row lock is held, unless something writes the
-            // table outside statesafe's transactions: refuse rather than guess.
-            return Err(Error::Remote {
-                path: path.to_path_buf(),
-                op: "write".into(),
-                reason: format!(
-                    "the row was not at generation {} under the lock ({updated} rows matched)",
-                    self.current.generation
-                ),
-                hint: "something changes the table outside statesafe (a trigger, a rule, a hand edit); nothing was committed".into(),
-                source: None,
-            });
-        }
+        // The row must be at the generation read under the lock (the primary key
+        // makes it one row at most): a division by zero otherwise, which skips the
+        // rest, COMMIT included.
+        sql.push_str(&format!(
+            "WITH u AS (UPDATE {} SET generation = {g}, document = {}, checksum = {checksum}, \
+             written_at = now(), writer = {}, settings = coalesce({}, settings) \
+             WHERE state = {lit_state} AND generation = {old_g} RETURNING 1) \
+             SELECT 1 / (SELECT count(*)::int FROM u);\n",
+            names.main,
+            literal(&text),
+            literal(&writer_json),
+            settings_text.as_deref().map_or("NULL".to_string(), literal),
+        ));
         if keep_backup {
-            self.prune_backups(&config.backups)?;
+            let mut infos: Vec<BackupInfo> = self
+                .backups
+                .iter()
+                .map(|&(generation, committed)| BackupInfo {
+                    generation,
+                    path: PathBuf::new(),
+                    size: 0,
+                    committed,
+                })
+                .collect();
+            if !infos
+                .iter()
+                .any(|b| b.generation == self.current.generation)
+            {
+                infos.push(BackupInfo {
+                    generation: self.current.generation,
+                    path: PathBuf::new(),
+                    size: 0,
+                    committed: self.current.written_at.unwrap_or_else(SystemTime::now),
+                });
+            }
+            infos.sort_by_key(|b| std::cmp::Reverse(b.generation));
+            let keep = backup::keep_set(&infos, &config.backups, SystemTime::now());
+            let drop: Vec<String> = infos
+                .iter()
+                .filter(|b| !keep.contains(&b.generation))
+                .map(|b| b.generation.to_string())
+                .collect();
+            if !drop.is_empty() {
+                sql.push_str(&format!(
+                    "DELETE FROM {} WHERE state = {lit_state} AND generation IN ({});\n",
+                    names.backups,
+                    drop.join(", ")
+                ));
+            }
         }
         if config.history.keep > 0 {
-            self.record_history(store, &config, &text, generation, change, writer)?;
+            self.history_statements(&mut sql, &config, &text, generation, change, writer);
         }
-        self.finish_as(generation)?;
+        sql.push_str("COMMIT");
+        self.finish_with(&sql, "write", generation)?;
         Ok(generation)
     }
 
-    fn prune_backups(&mut self, policy: &crate::BackupPolicy) -> Result<()> {
-        let remote = self.remote;
-        let names = &remote.names;
-        let state = &remote.address.state;
-        let rows = self
-            .client()
-            .query_typed(
-                &format!(
-                    "SELECT generation, (extract(epoch FROM written_at) * 1000000)::bigint FROM {} \
-                     WHERE state = $1 ORDER BY generation DESC",
-                    names.backups
-                ),
-                &[(state, Type::TEXT)],
-            )
-            .map_err(|e| remote.error("list the backups of", e))?;
-        let infos: Vec<BackupInfo> = rows
-            .iter()
-            .map(|r| BackupInfo {
-                generation: r.get::<_, i64>(0) as u64,
-                path: PathBuf::new(),
-                size: 0,
-                committed: micros(r.get(1)),
-            })
-            .collect();
-        let keep = backup::keep_set(&infos, policy, SystemTime::now());
-        let drop: Vec<i64> = infos
-            .iter()
-            .filter(|b| !keep.contains(&b.generation))
-            .map(|b| b.generation as i64)
-            .collect();
-        if drop.is_empty() {
-            return Ok(());
-        }
-        self.client()
-            .execute_typed(
-                &format!(
-                    "DELETE FROM {} WHERE state = $1 AND generation = ANY($2)",
-                    names.backups
-                ),
-                &[(state, Type::TEXT), (&drop, Type::INT8_ARRAY)],
-            )
-            .map_err(|e| remote.error("prune the backups of", e))?;
-        Ok(())
-    }
-
-    fn record_history<T: Serialize + DeserializeOwned>(
-        &mut self,
-        store: &Store<T>,
+    /// The history entry of `generation` and the prune of entries past the
+    /// retention, as statements to send with the write.
+    fn history_statements(
+        &self,
+        sql: &mut String,
         config: &Config,
         text: &str,
         generation: u64,
         change: Change,
         writer: Writer,
-    ) -> Result<()> {
+    ) {
         let remote = self.remote;
         let names = &remote.names;
-        let state = &remote.address.state;
+        let lit_state = literal(&remote.address.state);
         let policy = &config.history;
         let small = |t: &str| t.len() as u64 <= policy.max_patch_bytes;
-        let last: Option<i64> = self
-            .client()
-            .query_typed_one(
-                &format!(
-                    "SELECT max(generation) FROM {} WHERE state = $1",
-                    names.history
-                ),
-                &[(state, Type::TEXT)],
-            )
-            .map_err(|e| remote.error("read the history of", e))?
-            .get(0);
-        let last = last.map(|g| g as u64);
         let old_value = remote
             .verified_text(&self.current, "the current row")
             .ok()
@@ -1072,8 +1199,7 @@ impl Tx<'_> {
         } else {
             None
         };
-        let _ = store;
-        let snapshot_needed = history::needs_snapshot(policy, generation, last);
+        let snapshot_needed = history::needs_snapshot(policy, generation, self.history_last);
         let (patch, snapshot, note) = match (&new_value, &old_value) {
             (Some(new), Some(old)) => (
                 Some(json_patch::diff(old, new)),
@@ -1101,35 +1227,160 @@ impl Tx<'_> {
         };
         let has_snapshot = entry.snapshot.is_some();
         let entry = serde_json::to_string(&entry).expect("invariant: an entry serializes");
-        let g = generation as i64;
-        self.client()
-            .execute_typed(
-                &format!(
-                    "INSERT INTO {} (state, generation, snapshot, entry) VALUES ($1, $2, $3, $4) \
-                     ON CONFLICT (state, generation) DO UPDATE SET snapshot = excluded.snapshot, entry = excluded.entry",
-                    names.history
-                ),
-                &[
-                    (state, Type::TEXT),
-                    (&g, Type::INT8),
-                    (&has_snapshot, Type::BOOL),
-                    (&entry, Type::TEXT),
-                ],
-            )
-            .map_err(|e| remote.error("record the history of", e))?;
+        let h = &names.history;
+        sql.push_str(&format!(
+            "INSERT INTO {h} (state, generation, snapshot, entry) VALUES ({lit_state}, {generation}, {has_snapshot}, {}) \
+             ON CONFLICT (state, generation) DO UPDATE SET snapshot = excluded.snapshot, entry = excluded.entry;\n",
+            literal(&entry)
+        ));
         // Keep the last `keep` generations, and the snapshot they are rebuilt from.
-        let oldest_kept = (generation + 1).saturating_sub(u64::from(policy.keep)) as i64;
-        self.client()
-            .execute_typed(
-                &format!(
-                    "DELETE FROM {h} WHERE state = $1 AND generation < least($2, \
-                     (SELECT max(generation) FROM {h} WHERE state = $1 AND snapshot AND generation <= $2))",
-                    h = names.history
+        let oldest_kept = (generation + 1).saturating_sub(u64::from(policy.keep));
+        sql.push_str(&format!(
+            "DELETE FROM {h} WHERE state = {lit_state} AND generation < least({oldest_kept}, \
+             (SELECT max(generation) FROM {h} WHERE state = {lit_state} AND snapshot AND generation <= {oldest_kept}));\n"
+        ));
+    }
+}
+
+/// What [`Remote::lock_statements`] found.
+struct Locking {
+    /// The state's row, locked; `None`: the state has no row.
+    current: Option<Current>,
+    /// The lock row is free (this transaction holds it now) or does not exist.
+    lock_free: bool,
+    /// The lock row's `xmax` when it is held by another transaction.
+    held_by: Option<String>,
+    /// The newest generation in the history.
+    history_last: Option<u64>,
+    /// The backups kept: generation, commit time.
+    backups: Vec<(u64, SystemTime)>,
+}
+
+impl Locking {
+    /// The rows of each statement of a simple query, in order.
+    fn statements(messages: &[SimpleQueryMessage]) -> Vec<Vec<Vec<Option<String>>>> {
+        let mut out = Vec::new();
+        let mut rows = Vec::new();
+        for m in messages {
+            match m {
+                SimpleQueryMessage::Row(r) => {
+                    rows.push((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect())
+                }
+                SimpleQueryMessage::CommandComplete(_) => out.push(std::mem::take(&mut rows)),
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// The rows of the last statement.
+    fn rows(messages: &[SimpleQueryMessage]) -> Vec<Vec<Option<String>>> {
+        Self::statements(messages).pop().unwrap_or_default()
+    }
+
+    fn parse(messages: Vec<SimpleQueryMessage>) -> Locking {
+        let mut statements = Self::statements(&messages);
+        let backups = statements.pop().unwrap_or_default();
+        let history = statements.pop().unwrap_or_default();
+        let xmax = statements.pop().unwrap_or_default();
+        let skip = statements.pop().unwrap_or_default();
+        let main = statements.pop().unwrap_or_default();
+        let int = |v: &Option<String>| v.as_deref().and_then(|t| t.parse::<i64>().ok());
+        let current = main.first().map(|r| Current {
+            generation: r.first().and_then(int).unwrap_or(0) as u64,
+            document: r.get(1).cloned().flatten(),
+            checksum: r.get(2).and_then(int),
+            written_at: r.get(3).and_then(int).map(micros),
+            writer: r.get(4).cloned().flatten(),
+            xid: r.get(5).and_then(int),
+        });
+        let held_by = xmax.first().and_then(|r| r.first().cloned().flatten());
+        Locking {
+            current,
+            lock_free: !skip.is_empty() || xmax.is_empty(),
+            held_by,
+            history_last: history
+                .first()
+                .and_then(|r| r.first())
+                .and_then(int)
+                .map(|g| g as u64),
+            backups: backups
+                .iter()
+                .filter_map(|r| {
+                    Some((
+                        r.first().and_then(int)? as u64,
+                        micros(r.get(1).and_then(int)?),
+                    ))
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The environment variable through which `statesafe lock URL -- CMD` lets CMD's own
+/// writers through its lock: the transaction ids of the locks held, comma-separated.
+pub(crate) const NESTED_ENV: &str = "STATESAFE_PG_LOCKS";
+
+/// Whether the transaction `xmax` that holds a lock row is a `statesafe lock` this
+/// process runs under.
+fn nested(xmax: &str) -> bool {
+    std::env::var(NESTED_ENV)
+        .is_ok_and(|held| held.split(',').any(|x| !x.is_empty() && x.trim() == xmax))
+}
+
+/// `s` as an SQL string literal, whatever `standard_conforming_strings` says.
+fn literal(s: &str) -> String {
+    format!("E'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
+}
+
+/// A state held by `statesafe lock URL -- CMD`: a transaction holding its lock row.
+/// Dropping it ends the transaction; so does this process dying (its connection
+/// closes).
+pub(crate) struct Held<'r> {
+    remote: &'r Remote,
+    client: Mutex<Option<Client>>,
+    xid: u64,
+}
+
+impl Held<'_> {
+    /// The environment variable, and its value, that lets CMD's own writers through.
+    pub(crate) fn nested_env(&self) -> (&'static str, String) {
+        let mut held = std::env::var(NESTED_ENV).unwrap_or_default();
+        if !held.is_empty() {
+            held.push(',');
+        }
+        held.push_str(&self.xid.to_string());
+        (NESTED_ENV, held)
+    }
+
+    /// Checks that the holding transaction is still there: a lost connection (the
+    /// server restarted, `idle_in_transaction_session_timeout`, a terminated
+    /// backend) released the lock, and other writers may have got in.
+    pub(crate) fn check(&self) -> Result<()> {
+        let mut client = self.client.lock();
+        match conn(&mut client).simple_query("SELECT 1") {
+            Ok(_) => Ok(()),
+            Err(e) => Err(Error::Remote {
+                path: self.remote.display().to_path_buf(),
+                op: "hold the lock of".into(),
+                reason: format!(
+                    "the transaction holding the lock ended while it was held, so other writers may have got in: {}",
+                    chain_text(&e)
                 ),
-                &[(state, Type::TEXT), (&oldest_kept, Type::INT8)],
-            )
-            .map_err(|e| remote.error("prune the history of", e))?;
-        Ok(())
+                hint: "check the state (`statesafe log URL`); on the server, an idle_in_transaction_session_timeout shorter than the command ends such a lock".into(),
+                source: Some(Box::new(e)),
+            }),
+        }
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        if let Some(mut client) = self.client.get_mut().take()
+            && client.batch_execute("ROLLBACK").is_ok()
+        {
+            self.remote.give(client);
+        }
     }
 }
 

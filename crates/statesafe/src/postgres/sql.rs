@@ -104,7 +104,8 @@ JOIN pg_attribute a ON a.attrelid = to_regclass(t.name)
 WHERE a.attnum > 0 AND NOT a.attisdropped";
 
 /// The holder of a row lock: the transaction in the row's `xmax`, its backend, and
-/// the `application_name` statesafe sets in every transaction it runs.
+/// the `application_name` statesafe sets in every transaction it runs. `$1` is the
+/// state's row, `$2` its lock row (held by `statesafe lock`), whose holder comes first.
 pub(crate) fn holder(main: &str) -> String {
     format!(
         "SELECT l.pid, a.application_name, a.usename::text, coalesce(host(a.client_addr), 'local socket'),
@@ -113,6 +114,8 @@ FROM {main} s
 JOIN pg_locks l ON l.locktype = 'transactionid' AND l.transactionid = s.xmax AND l.granted
     AND l.mode = 'ExclusiveLock'
 JOIN pg_stat_activity a ON a.pid = l.pid
-WHERE s.state = $1"
+WHERE s.state = $1 OR s.state = $2
+ORDER BY s.state = $2 DESC
+LIMIT 1"
     )
 }

@@ -59,6 +59,79 @@ fn a_row_whose_checksum_does_not_match_is_corrupt_and_nothing_is_written() {
     assert_eq!(store.load().unwrap().state, json!({"n": 7}));
 }
 
+/// Writes are sent as SQL text (one round trip): quotes, backslashes, `$$`, control
+/// characters and non-ASCII text in the document and the state's name come back as
+/// written, in the row, the backups and the history.
+#[test]
+fn quotes_and_backslashes_survive_the_sql_text() {
+    let Some(pg) = cluster::cluster() else { return };
+    let url = pg.url("it's%20a\\name");
+    let store = open(&url);
+    let nasty =
+        json!({"q": "it's \\' \\\\ $$ $x$ E'\\n' \u{1} \n\t ünï 😀", "k'\\": [1E2, -0.5e-3]});
+    store.create(json!({"n": 0})).unwrap();
+    store.replace(nasty.clone()).unwrap();
+    store.update(|s| s["n"] = 1.into()).unwrap();
+    let mut expected = nasty.clone();
+    expected["n"] = 1.into();
+    assert_eq!(store.load().unwrap().state, expected);
+    assert_eq!(store.document_at(2).unwrap(), nasty);
+    assert!(
+        store
+            .backups()
+            .unwrap()
+            .backups
+            .iter()
+            .any(|b| b.generation == 2)
+    );
+    assert!(store.check().unwrap().is_ok());
+    let row = pg
+        .client()
+        .query_one(
+            "SELECT document FROM statesafe WHERE state = $1",
+            &[&"it's a\\name"],
+        )
+        .unwrap();
+    assert!(row.get::<_, String>(0).contains("it's"));
+}
+
+/// A write that does not land on the row read under the lock (here a trigger
+/// swallows the `UPDATE`) is refused, and nothing of it is committed: not the
+/// backup, not the history entry, sent in the same round trip.
+#[test]
+fn a_write_that_misses_its_row_commits_nothing() {
+    let Some(pg) = cluster::cluster() else { return };
+    let url = pg.url_with("swallowed", "table=swallowed");
+    let store = open(&url);
+    store.create(json!({"n": 1})).unwrap();
+    pg.client()
+        .batch_execute(
+            "CREATE FUNCTION swallow() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN RETURN NULL; END';
+             CREATE TRIGGER swallow BEFORE UPDATE ON swallowed FOR EACH ROW EXECUTE FUNCTION swallow()",
+        )
+        .unwrap();
+    let err = store.update(|s| s["n"] = 2.into()).unwrap_err();
+    assert!(
+        matches!(&err, Error::Remote { reason, .. } if reason.contains("not at generation 1")),
+        "{err}"
+    );
+    let counts = pg
+        .client()
+        .query_one(
+            "SELECT (SELECT count(*) FROM swallowed_backups), (SELECT count(*) FROM swallowed_history)",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(counts.get::<_, i64>(0), 0, "a backup was committed");
+    assert_eq!(counts.get::<_, i64>(1), 1, "a history entry was committed");
+    pg.client()
+        .batch_execute("DROP TRIGGER swallow ON swallowed")
+        .unwrap();
+    store.update(|s| s["n"] = 2.into()).unwrap();
+    assert_eq!(store.load().unwrap().generation, 2);
+    assert_eq!(store.load().unwrap().state, json!({"n": 2}));
+}
+
 #[test]
 fn a_table_altered_by_hand_is_refused_on_open() {
     let Some(pg) = cluster::cluster() else { return };

@@ -1,0 +1,137 @@
+//! `statesafe copy SRC DST`: a state with its history, between files and PostgreSQL
+//! states in any direction.
+
+use serde_json::Value;
+use statesafe::{Error, Store};
+
+use crate::cli::CopyArgs;
+use crate::error::{CliError, Exit, Result};
+use crate::output::Output;
+
+/// Replays the source's versions (those it can rebuild from its history, oldest
+/// first, then the current one) onto the destination, each commit a compare-and-swap
+/// on the generation the copy wrote before it, then records the source's settings.
+pub fn run(args: CopyArgs, out: &Output) -> Result<()> {
+    let source: Store<Value> = super::open(&args.source, None, out)?;
+    let destination: Store<Value> = super::open(&args.destination, Some(&args.write), out)?;
+    let current = source.load()?;
+    let mut versions: Vec<(u64, Value)> = Vec::new();
+    let mut unrebuildable = 0usize;
+    if !args.no_history {
+        let mut generations: Vec<u64> = source
+            .history()?
+            .iter()
+            .map(|e| e.generation)
+            .filter(|g| *g < current.generation)
+            .collect();
+        generations.sort_unstable();
+        generations.dedup();
+        for generation in generations {
+            match source.document_at(generation) {
+                Ok(doc) => versions.push((generation, doc)),
+                Err(_) => unrebuildable += 1,
+            }
+        }
+    }
+    versions.push((current.generation, current.state));
+    let settings = source.settings();
+
+    let found = destination.generation()?;
+    let expected = match (args.if_generation, args.replace) {
+        (Some(n), _) => n,
+        (None, true) => found,
+        (None, false) => 0,
+    };
+    if found != expected {
+        let e: CliError = Error::GenerationConflict {
+            path: args.destination.clone(),
+            expected,
+            found,
+        }
+        .into();
+        return Err(if args.if_generation.is_some() || found == 0 {
+            e
+        } else {
+            let mut e = CliError::new(
+                "already_exists",
+                Exit::Exists,
+                format!(
+                    "`{}` already exists (generation {found}); nothing was copied",
+                    args.destination.display()
+                ),
+            );
+            e = e.hint(format!(
+                "to copy on top of it, add --replace, or --if-generation {found} to do so only if nobody writes it first"
+            ));
+            e
+        });
+    }
+
+    // The older versions go in under the source's settings without its schema (a
+    // version may predate it); the whole settings once the last one is in.
+    let staging = statesafe::Settings {
+        schema: None,
+        ..settings.clone()
+    };
+    let total = versions.len();
+    let mut written = expected;
+    let mut copied = 0usize;
+    let mut last_from = 0;
+    for (i, (from, doc)) in versions.into_iter().enumerate() {
+        let result = if written == 0 {
+            destination.create_with(&staging, doc)
+        } else {
+            destination.replace_if(written, doc)
+        };
+        match result {
+            Ok(generation) => {
+                written = generation;
+                copied += 1;
+                last_from = from;
+            }
+            Err(e) => {
+                let conflict = matches!(
+                    e,
+                    Error::GenerationConflict { .. } | Error::AlreadyExists { .. }
+                );
+                let mut e = CliError::from(e);
+                let so_far = if copied == 0 {
+                    "nothing was copied".to_string()
+                } else {
+                    format!(
+                        "the copy stopped after {copied} of {total} versions: `{}` is at generation {written}, a whole copy of the source's generation {}",
+                        args.destination.display(),
+                        last_from
+                    )
+                };
+                e.message = format!("{}; {so_far}", e.message);
+                if conflict {
+                    e = e.hint("someone else wrote the destination meanwhile; look at it (`statesafe log DST`), then copy again with --replace or --if-generation N");
+                }
+                return Err(e);
+            }
+        }
+        if i == 0 && expected != 0 {
+            destination.save_settings(&staging)?;
+        }
+    }
+    destination.save_settings(&settings)?;
+    if unrebuildable > 0 {
+        out.note(&format!(
+            "note: {unrebuildable} older generation(s) of `{}` could not be rebuilt from its history and were not copied",
+            args.source.display()
+        ));
+    }
+    if out.json {
+        out.json_line(&serde_json::json!({
+            "source": args.source.to_string_lossy(),
+            "destination": args.destination.to_string_lossy(),
+            "source_generation": current.generation,
+            "generation": written,
+            "versions": copied,
+            "not_rebuildable": unrebuildable,
+            "changed": true,
+        }))?;
+    }
+    Ok(())
+}
