@@ -281,7 +281,8 @@ fn hold(inner: &Inner, kind: Kind, cached: u64, reply: Reply<NativeTx>) {
             // checking its checksum; equal, it does not parse it, and the transaction's
             // own document is a placeholder: JavaScript starts from its copy, and a
             // commit always sends the whole new document.
-            let begun = match inner.cache.take(cached) {
+            let known = inner.cache.take(cached);
+            let begun = match &known {
                 Some(known) => store.begin_known(known.as_bytes(), convert::placeholder, init),
                 None => match init {
                     Some(init) => store.begin_or_insert_with(init),
@@ -289,10 +290,13 @@ fn hold(inner: &Inner, kind: Kind, cached: u64, reply: Reply<NativeTx>) {
                 }
                 .map(|tx| (tx, false)),
             };
-            let (mut tx, hit) = match begun {
+            let (mut tx, reused) = match begun {
                 Ok(begun) => begun,
                 Err(e) => return reply.send(Err(e.into())),
             };
+            // A file the library parsed (sealed, or a store with a schema) may still
+            // hold exactly the kept document.
+            let hit = reused || known.is_some_and(|k| k == tx.state().get());
             inner.cache.count(cached, hit);
             let snapshot = (!hit).then(|| convert::snapshot(tx.state(), tx.generation()));
             reply.send(Ok(NativeTx::new(decide, snapshot)));
