@@ -187,6 +187,11 @@ const LARGE = 1
 const SLOW = 2
 const TWO_53 = 2 ** 53
 
+// The nesting depth of the last copy `copyChecked` made (arrays and objects inside
+// each other; 0 for a scalar), counted as the library counts it: the addon writes
+// the copy's text without parsing it again.
+let checkedDepth = 0
+
 // The common case of `walk`, without paths: 3-5x faster on large documents. Anything
 // it does not accept as plainly JSON goes to `walk`, which names the place.
 function quickCheck(v, depth) {
@@ -254,6 +259,7 @@ function copyChecked(v, depth) {
   }
   if (v === null) return null
   if (depth >= 64) throw NOT_PLAIN
+  if (depth >= checkedDepth) checkedDepth = depth + 1
   if (Array.isArray(v)) {
     const n = v.length
     const out = new Array(n)
@@ -280,14 +286,19 @@ function copyChecked(v, depth) {
 }
 
 /**
- * A value as [JSON text, BigInt places, holds a large number, private copy] for the
- * addon; TypeError if it is not JSON. The text is what the file will hold (indented
- * for the pretty layout): the addon checks it and writes it as it is. With `wantCopy`,
- * the copy for the update cache (see `copyChecked`), or undefined when the value needs
- * the full walk or holds a large number (then the addon may rewrite the text).
+ * A value as [JSON text, BigInt places, holds a large number, private copy, depth] for
+ * the addon; TypeError if it is not JSON. The text is what the file will hold
+ * (indented for the pretty layout). With `wantCopy`, the copy for the update cache
+ * (see `copyChecked`), or undefined when the value needs the full walk or holds a
+ * large number (then the addon may rewrite the text). `depth` is the nesting depth
+ * of the copy, whose text the addon writes as it is (`JSON.stringify` of fresh arrays
+ * and plain objects with data properties only is JSON, of that depth); -1 otherwise
+ * (the caller's value, whose getters could answer differently while it is
+ * stringified), and the addon parses the text.
  */
 function encode(value, pretty, wantCopy = false) {
   const indent = pretty ? 2 : undefined
+  checkedDepth = 0
   if (wantCopy) {
     let copy
     copyLarge = false
@@ -297,11 +308,12 @@ function encode(value, pretty, wantCopy = false) {
       if (e !== NOT_PLAIN) throw e
     }
     if (copy !== undefined) {
-      return [JSON.stringify(copy, null, indent), '', copyLarge, copyLarge ? undefined : copy]
+      return [JSON.stringify(copy, null, indent), '', copyLarge, copyLarge ? undefined : copy, checkedDepth]
     }
   } else {
     const quick = quickCheck(value, 0)
-    if (quick !== SLOW) return [JSON.stringify(value, null, indent), '', quick === LARGE, undefined]
+    // -1: the caller's value may have getters, which `JSON.stringify` calls again.
+    if (quick !== SLOW) return [JSON.stringify(value, null, indent), '', quick === LARGE, undefined, -1]
   }
   const big = []
   try {
@@ -311,8 +323,8 @@ function encode(value, pretty, wantCopy = false) {
     walk(value, [], [], [], true)
   }
   // Past the quick check (deep nesting): let the addon scan for large numbers itself.
-  if (big.length === 0) return [JSON.stringify(value, null, indent), '', true, undefined]
-  return [JSON.stringify(value, bigintsAsDigits, indent), JSON.stringify(big), true, undefined]
+  if (big.length === 0) return [JSON.stringify(value, null, indent), '', true, undefined, -1]
+  return [JSON.stringify(value, bigintsAsDigits, indent), JSON.stringify(big), true, undefined, -1]
 }
 
 /** `{generation, big, value}` text from the addon, BigInts put back in place. */
@@ -534,19 +546,19 @@ class Store extends EventEmitter {
     if (typeof fn !== 'function') throw new TypeError('statesafe: update() takes a function')
     const cached = this.#cache
     const tx = await this.#async(() => this.#native.begin('update', cached?.token ?? 0))
-    let json, big, large, next, copy
+    let json, big, large, next, copy, depth
     try {
       const value = this.#startValue(tx, cached)
       const r = await fn(value)
       next = r === undefined ? value : r
       this.#checkRule(next, 'commit')
-      ;[json, big, large, copy] = encode(next, this.#pretty, this.#caching)
+      ;[json, big, large, copy, depth] = encode(next, this.#pretty, this.#caching)
     } catch (e) {
       await tx.release().catch(() => {})
       throw e
     }
     // A failed commit throws here, and the copy is dropped.
-    const reply = await this.#async(() => tx.commit(json, big, large, copy !== undefined))
+    const reply = await this.#async(() => tx.commit(json, big, large, copy !== undefined, depth))
     const [generation, token] = reply.split(' ').map(Number)
     if (token !== 0 && copy !== undefined) this.#cache = { token, value: copy }
     this.#committed(generation, 'update')
@@ -568,7 +580,7 @@ class Store extends EventEmitter {
     if (typeof fn !== 'function') throw new TypeError('statesafe: updateSync() takes a function')
     const cached = this.#cache
     const tx = this.#sync(() => this.#native.beginSync('update', cached?.token ?? 0))
-    let json, big, large, next
+    let json, big, large, next, depth
     try {
       const value = this.#startValue(tx, cached)
       const r = fn(value)
@@ -577,7 +589,7 @@ class Store extends EventEmitter {
       }
       next = r === undefined ? value : r
       this.#checkRule(next, 'commit')
-      ;[json, big, large] = encode(next, this.#pretty)
+      ;[json, big, large, , depth] = encode(next, this.#pretty)
     } catch (e) {
       try {
         tx.releaseSync()
@@ -588,7 +600,7 @@ class Store extends EventEmitter {
     }
     // No copy for the cache here: a synchronous caller (a CLI, a shutdown path)
     // rarely updates again, and would pay for a copy it never uses.
-    const generation = Number(this.#sync(() => tx.commitSync(json, big, large, false)).split(' ')[0])
+    const generation = Number(this.#sync(() => tx.commitSync(json, big, large, false, depth)).split(' ')[0])
     this.#committed(generation, 'update')
     return { value: next, generation }
   }

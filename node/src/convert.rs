@@ -136,6 +136,21 @@ impl TextLayout {
     }
 }
 
+/// Whether `json` from `index.js` is written as it came: no `BigInt` places, no
+/// number a double may have rounded, and a layout that needs no re-indenting (see
+/// [`document`], which makes the same decision for text it parses).
+pub(crate) fn as_sent(json: &str, big: &str, large: bool, layout: TextLayout) -> bool {
+    (big.is_empty() || big == "[]")
+        && !(large && may_hold_big(json))
+        && layout != TextLayout::PrettySealed
+}
+
+/// A stand-in document for a transaction whose real one JavaScript holds (an update
+/// cache hit): never committed, every commit sends its document.
+pub(crate) fn placeholder() -> Doc {
+    RawValue::from_string("null".into()).expect("invariant: `null` is JSON")
+}
+
 /// A document from `index.js`: `json` is its text (indented when the layout is),
 /// `big` the list of `[pointer tokens, digits]` where a `BigInt` stood (empty when
 /// none did), `large` whether the value held a number of magnitude 2^53 or more

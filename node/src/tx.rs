@@ -57,24 +57,27 @@ pub(crate) struct Cache {
 
 struct Kept {
     token: u64,
-    text: convert::Doc,
+    text: String,
 }
 
 impl Cache {
-    /// Takes the kept text; whether it is the document `current` and `token` names it.
-    fn take_if(&self, token: u64, current: &convert::Doc) -> bool {
+    /// Takes the kept text when `token` names it (0: JavaScript holds no copy).
+    fn take(&self, token: u64) -> Option<String> {
         let kept = self.kept.lock().take();
-        if token == 0 {
-            return false;
+        kept.filter(|k| token != 0 && k.token == token)
+            .map(|k| k.text)
+    }
+
+    /// Counts an update that offered a copy (`token` not 0): used or not.
+    fn count(&self, token: u64, hit: bool) {
+        if token != 0 {
+            let counter = if hit { &self.hits } else { &self.misses };
+            counter.fetch_add(1, Ordering::Relaxed);
         }
-        let hit = kept.is_some_and(|k| k.token == token && k.text.get() == current.get());
-        let counter = if hit { &self.hits } else { &self.misses };
-        counter.fetch_add(1, Ordering::Relaxed);
-        hit
     }
 
     /// Keeps `text` (just committed); returns the token for JavaScript's copy.
-    fn keep(&self, text: convert::Doc) -> u64 {
+    fn keep(&self, text: String) -> u64 {
         let token = self.tokens.fetch_add(1, Ordering::Relaxed) + 1;
         *self.kept.lock() = Some(Kept { token, text });
         token
@@ -137,6 +140,7 @@ enum Decision {
         big: String,
         large: bool,
         keep: bool,
+        depth: i32,
         reply: Reply<String>,
     },
     /// Write nothing and release the lock.
@@ -170,7 +174,9 @@ impl NativeTx {
     }
 
     /// Validates, writes and syncs `json`, then unlocks; resolves to
-    /// `"GENERATION TOKEN"` (token 0: nothing kept for the cache).
+    /// `"GENERATION TOKEN"` (token 0: nothing kept for the cache). `depth`: the
+    /// nesting depth `index.js` counted while checking the value it stringified
+    /// (-1: not counted; then the text is parsed here).
     #[napi(ts_return_type = "Promise<string>")]
     pub fn commit<'e>(
         &self,
@@ -179,6 +185,7 @@ impl NativeTx {
         big: String,
         large: bool,
         keep: bool,
+        depth: i32,
     ) -> napi::Result<Object<'e>> {
         let (settle, promise) = Settle::new(env)?;
         self.decide(Decision::Commit {
@@ -186,6 +193,7 @@ impl NativeTx {
             big,
             large,
             keep,
+            depth,
             reply: Reply::Promise(settle),
         })?;
         Ok(promise)
@@ -199,6 +207,7 @@ impl NativeTx {
         big: String,
         large: bool,
         keep: bool,
+        depth: i32,
     ) -> napi::Result<String> {
         let (reply, receiver) = Reply::block();
         self.decide(Decision::Commit {
@@ -206,6 +215,7 @@ impl NativeTx {
             big,
             large,
             keep,
+            depth,
             reply,
         })?;
         wait(&receiver)
@@ -266,15 +276,28 @@ fn hold(inner: &Inner, kind: Kind, cached: u64, reply: Reply<NativeTx>) {
     let (decide, decision) = mpsc::channel();
     match kind {
         Kind::Update => {
-            let tx = match &inner.default {
-                Some(default) => store.begin_or_insert_with(|| default.clone()),
-                None => store.begin(),
+            let init = inner.default.as_ref().map(|d| || d.clone());
+            // The library compares the file with the kept text under the lock, after
+            // checking its checksum; equal, it does not parse it, and the transaction's
+            // own document is a placeholder: JavaScript starts from its copy, and a
+            // commit always sends the whole new document.
+            let known = inner.cache.take(cached);
+            let begun = match &known {
+                Some(known) => store.begin_known(known.as_bytes(), convert::placeholder, init),
+                None => match init {
+                    Some(init) => store.begin_or_insert_with(init),
+                    None => store.begin(),
+                }
+                .map(|tx| (tx, false)),
             };
-            let mut tx = match tx {
-                Ok(tx) => tx,
+            let (mut tx, reused) = match begun {
+                Ok(begun) => begun,
                 Err(e) => return reply.send(Err(e.into())),
             };
-            let hit = inner.cache.take_if(cached, tx.state());
+            // A file the library parsed (sealed, or a store with a schema) may still
+            // hold exactly the kept document.
+            let hit = reused || known.is_some_and(|k| k == tx.state().get());
+            inner.cache.count(cached, hit);
             let snapshot = (!hit).then(|| convert::snapshot(tx.state(), tx.generation()));
             reply.send(Ok(NativeTx::new(decide, snapshot)));
             match decision.recv() {
@@ -283,19 +306,34 @@ fn hold(inner: &Inner, kind: Kind, cached: u64, reply: Reply<NativeTx>) {
                     big,
                     large,
                     keep,
+                    depth,
                     reply,
                 }) => {
-                    let outcome = convert::document(json, &big, large, inner.layout).and_then(
-                        |(doc, as_sent)| {
-                            // Only text JavaScript's `JSON.parse` reads as the document
-                            // is worth keeping (not one rewritten for big integers).
-                            let kept = (keep && as_sent).then(|| doc.clone());
-                            tx.set(doc);
-                            let generation = tx.commit()?;
-                            let token = kept.map_or(0, |text| inner.cache.keep(text));
-                            Ok(format!("{generation} {token}"))
-                        },
-                    );
+                    let depth = usize::try_from(depth).ok();
+                    let outcome = match depth
+                        .filter(|_| convert::as_sent(&json, &big, large, inner.layout))
+                    {
+                        // `JSON.stringify` of a value `index.js` checked to be plain JSON,
+                        // in the file's layout: written as it is, not parsed again.
+                        Some(depth) => tx
+                            .commit_serialized(&json, depth)
+                            .map_err(Failure::from)
+                            .map(|generation| {
+                                let token = if keep { inner.cache.keep(json) } else { 0 };
+                                format!("{generation} {token}")
+                            }),
+                        None => convert::document(json, &big, large, inner.layout).and_then(
+                            |(doc, as_sent)| {
+                                // Only text JavaScript's `JSON.parse` reads as the document
+                                // is worth keeping (not one rewritten for big integers).
+                                let kept = (keep && as_sent).then(|| doc.get().to_owned());
+                                tx.set(doc);
+                                let generation = tx.commit()?;
+                                let token = kept.map_or(0, |text| inner.cache.keep(text));
+                                Ok(format!("{generation} {token}"))
+                            },
+                        ),
+                    };
                     reply.send(outcome);
                 }
                 Ok(Decision::Release { reply }) => {

@@ -287,3 +287,32 @@ test('-0 and a "__proto__" key come back from the copy as from the file', async 
   assert.deepEqual(Object.getOwnPropertyDescriptor(seen[0], '__proto__').value, { own: true })
   assert.deepEqual(Object.keys(seen[0]), Object.keys(fromFile))
 })
+
+test('the copy’s text is written as stringified, at the depth checked; deeper values are parsed natively', async (t) => {
+  const dir = tempDir(t)
+  const nested = (levels) => {
+    let v = 'leaf'
+    for (let i = 0; i < levels; i++) v = i % 2 ? { k: v } : [v]
+    return v
+  }
+  for (const [levels, layout] of [[64, 'pretty'], [64, 'compact'], [65, 'pretty'], [300, 'compact']]) {
+    const store = open(join(dir, `d${levels}-${layout}.json`), { default: {}, layout })
+    await store.update((s) => void (s.deep = nested(levels - 1)))
+    const doc = { deep: nested(levels - 1) }
+    const text = layout === 'pretty' ? JSON.stringify(doc, null, 2) : JSON.stringify(doc)
+    assert.equal(readFileSync(store.path, 'utf8'), `${text}\n`, `${levels} levels, ${layout}`)
+    await store.update((s) => void (s.n = 1))
+    assert.deepEqual(await open(store.path).get(), { ...doc, n: 1 })
+    // The written version is statesafe's own: a fresh store finds nothing to repair.
+    const report = await open(store.path).check()
+    assert.deepEqual(report.problems, [], JSON.stringify(report))
+    store.close()
+  }
+  // Past the library's limit (512 levels): refused, nothing written.
+  const store = open(join(dir, 'too-deep.json'), { default: {} })
+  await store.update((s) => void (s.n = 1))
+  const before = readFileSync(store.path)
+  await assert.rejects(store.update((s) => void (s.deep = nested(600))), StatesafeError)
+  assert.deepEqual(readFileSync(store.path), before)
+  assert.deepEqual(await store.get(), { n: 1 })
+})

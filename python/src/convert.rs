@@ -307,6 +307,9 @@ pub struct Json<'py> {
     /// for, or when the document holds a subclass (an `IntEnum`, an `OrderedDict`),
     /// which parsing would not give back.
     pub copy: Option<Bound<'py, PyAny>>,
+    /// The nesting depth of `text` (lists and dicts inside each other; 0 for a
+    /// scalar), as the library counts it: at most its limit, which the writer keeps.
+    pub depth: usize,
 }
 
 /// Converts a Python object straight into JSON text (no `serde_json::Value` in
@@ -325,6 +328,7 @@ pub fn to_json<'py>(
         out: Vec::with_capacity(size_hint),
         layout,
         copy,
+        deepest: 0,
     };
     match w.value(obj, 0) {
         Ok(copied) => {
@@ -335,7 +339,11 @@ pub fn to_json<'py>(
             };
             // Only whole `str`s and ASCII punctuation were written.
             let text = String::from_utf8(w.out).expect("invariant: written from str values");
-            Ok(Json { text, copy })
+            Ok(Json {
+                text,
+                copy,
+                depth: w.deepest,
+            })
         }
         // The same walk, for the same message (a failure costs a second pass; a
         // success pays nothing for paths).
@@ -353,6 +361,8 @@ struct TextWriter {
     layout: JsonLayout,
     /// Still building the copy (cleared at the first subclass).
     copy: bool,
+    /// The deepest nesting written so far.
+    deepest: usize,
 }
 
 impl TextWriter {
@@ -430,6 +440,8 @@ impl TextWriter {
         if depth >= MAX_DEPTH {
             return Err(Failure::new(String::new()));
         }
+        // Only lists and dicts get past here (or fail below, writing nothing).
+        self.deepest = self.deepest.max(depth + 1);
         let level = self.layout.base + depth;
         if let Ok(d) = obj.cast::<PyDict>() {
             if self.copy && !obj.is_exact_instance_of::<PyDict>() {

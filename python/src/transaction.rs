@@ -10,6 +10,7 @@
 //! never commits, releases or drops it (releasing would free the parent's `flock`,
 //! which the child shares); it is forgotten instead.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use pyo3::prelude::*;
@@ -17,7 +18,7 @@ use self_cell::self_cell;
 use serde_json::value::RawValue;
 
 use crate::errors::{to_py, usage_error};
-use crate::store::{Cached, Core, Doc, Store, written_not_json};
+use crate::store::{Cached, Core, Doc, Store};
 
 type Tx<'a> = Option<statesafe::Transaction<'a, Doc>>;
 type Held<'a> = Option<statesafe::LockGuard<'a>>;
@@ -63,13 +64,24 @@ impl Transaction {
         let s = store.get();
         let core = s.core(py)?;
         let default = s.default_value();
+        // The library compares the file with the kept text under the lock, after
+        // checking its checksum: equal, it does not parse it (its document is then a
+        // placeholder, given up below like any other).
+        let cached = s.take_cache();
+        let known = cached.as_ref().map(|c| c.text.as_bytes());
+        let hit = AtomicBool::new(false);
         let mut cell = s.with_lock(py, |_| {
             TxCell::try_new(Arc::clone(&core), |c| {
-                match &default {
-                    Some(d) => c.begin_or_insert_with(|| d.clone()),
-                    None => c.begin(),
-                }
-                .map(Some)
+                let init = default.as_ref().map(|d| || d.clone());
+                let (tx, reused) = match known {
+                    Some(known) => c.begin_known(known, null_doc, init)?,
+                    None => match init {
+                        Some(init) => (c.begin_or_insert_with(init)?, false),
+                        None => (c.begin()?, false),
+                    },
+                };
+                hit.store(reused, Ordering::Relaxed);
+                Ok(Some(tx))
             })
         })?;
         // The Python copy is the working state; drop the Rust one at once (a large
@@ -82,9 +94,12 @@ impl Transaction {
             )
         });
         let (doc, generation) = taken;
-        let cached = s
-            .take_cache()
-            .filter(|c| generation != 0 && c.generation == generation && c.text == doc.get());
+        // A file the library parsed (sealed, or a store with a schema) may still hold
+        // exactly the kept document.
+        let cached = cached.filter(|c| {
+            hit.load(Ordering::Relaxed)
+                || (generation != 0 && c.generation == generation && c.text == doc.get())
+        });
         s.count_cache(cached.is_some());
         let plain = match cached {
             Some(c) => Ok(c.tree.into_bound(py)),
@@ -179,33 +194,21 @@ impl Transaction {
                 return Err(e);
             }
         };
-        let text = json.text;
+        let (text, depth) = (json.text, json.depth);
         let tree = json.copy.map(Bound::unbind);
-        let keep = tree.is_some();
+        // The text is the package's own writer's (`to_json`), from objects it checked:
+        // JSON by construction, so the library writes it without parsing it again.
         let result = py.detach(move || {
-            let kept = keep.then(|| text.clone());
-            let doc = match RawValue::from_string(text) {
-                Ok(doc) => doc,
-                Err(e) => {
-                    drop(cell);
-                    return Err(Failed::NotJson(e));
-                }
-            };
             let r = cell.with_dependent_mut(|_, tx| {
-                let mut tx = tx
-                    .take()
-                    .expect("invariant: a cell always holds its transaction");
-                tx.set(doc);
-                tx.commit()
+                tx.take()
+                    .expect("invariant: a cell always holds its transaction")
+                    .commit_serialized(&text, depth)
             });
             drop(cell);
-            r.map(|g| (g, kept)).map_err(Failed::Commit)
+            r.map(|g| (g, text))
         });
-        let (generation, kept) = result.map_err(|f| match f {
-            Failed::NotJson(e) => written_not_json(e),
-            Failed::Commit(e) => to_py(e),
-        })?;
-        if let (Some(text), Some(tree)) = (kept, tree) {
+        let (generation, text) = result.map_err(to_py)?;
+        if let Some(tree) = tree {
             store.put_cache(Cached {
                 generation,
                 text,
@@ -229,12 +232,6 @@ impl Transaction {
         py.detach(move || drop(cell));
         Ok(())
     }
-}
-
-/// Why a commit failed, told apart outside the GIL.
-enum Failed {
-    NotJson(serde_json::Error),
-    Commit(statesafe::Error),
 }
 
 /// A placeholder document (the transaction's own copy is given up for the Python one).

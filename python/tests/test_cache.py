@@ -267,3 +267,28 @@ def test_a_forked_child_and_its_parent_see_each_others_commits(path: pathlib.Pat
     assert os.waitstatus_to_exitcode(status) == 0
     with store.transaction() as state:
         assert state == {"n": 2, "by": ["parent", "child"]}
+
+
+def test_the_text_a_transaction_writes_verifies_and_is_recorded(path: pathlib.Path) -> None:
+    """The package's own writer makes the committed text, and the library writes it
+    without parsing it again: at the deepest nesting the writer accepts, the file is
+    still statesafe's own version (a fresh store checks it, reads it back equal) and
+    the commit has its backup and its history entry."""
+    deep: Any = "leaf"
+    for i in range(127):  # 128 levels with the top dict: the writer's limit
+        deep = [deep] if i % 2 else {"k": deep}
+    store = statesafe.open(path, default={})
+    with store.transaction() as state:
+        state["n"] = 1
+    with store.transaction() as state:
+        state["deep"] = deep
+        state["f"] = [0.1, -0.0, 1e300, 2**64 - 1, "é\n\"q\""]
+    fresh = statesafe.open(path)
+    assert fresh.check()["ok"]
+    assert fresh.get() == {"n": 1, "deep": deep, "f": [0.1, -0.0, 1e300, 2**64 - 1, "é\n\"q\""]}
+    assert [b["generation"] for b in fresh.backups()][:1] == [1]
+    assert [h["generation"] for h in fresh.history()][-2:] == [1, 2]
+    with pytest.raises(TypeError, match="nested more than"):
+        with store.transaction() as state:
+            state["deep"] = {"k": deep}
+    assert fresh.get()["n"] == 1 and fresh.generation == 2

@@ -28,7 +28,12 @@ pub(crate) fn local_patch(old: &File, new: &[u8], limit: usize) -> Option<json_p
     let suffix = common_suffix(old, old_len, new, new.len().min(old_len) - prefix)?;
     // The innermost value that covers the change and is one whole value in the old
     // version too (a shorter or longer neighbour may look like a cover in the new one).
-    for (start, end, path) in covering_values(new, prefix, new.len() - suffix, limit) {
+    // The innermost cover alone first: finding it stops the scan there, where all of
+    // them take a scan to the end of the document, needed only when it does not do.
+    let covers = [true, false]
+        .into_iter()
+        .flat_map(|first| covering_values(new, prefix, new.len() - suffix, limit, first));
+    for (start, end, path) in covers {
         let Some(old_end) = (end + old_len).checked_sub(new.len()) else {
             continue;
         };
@@ -54,11 +59,7 @@ fn common_prefix(old: &File, new: &[u8]) -> Option<usize> {
     loop {
         let n = old.read_at(&mut buf, at as u64).ok()?;
         let want = n.min(new.len() - at);
-        let same = buf[..want]
-            .iter()
-            .zip(&new[at..at + want])
-            .take_while(|(a, b)| a == b)
-            .count();
+        let same = same_prefix(&buf[..want], &new[at..at + want]);
         at += same;
         if same < want || n == 0 || at == new.len() {
             return Some(at);
@@ -75,18 +76,46 @@ fn common_suffix(old: &File, old_len: usize, new: &[u8], most: usize) -> Option<
         let old_at = old_len - done - n;
         old.read_exact_at(&mut buf[..n], old_at as u64).ok()?;
         let new_at = new.len() - done - n;
-        let same = buf[..n]
-            .iter()
-            .rev()
-            .zip(new[new_at..new_at + n].iter().rev())
-            .take_while(|(a, b)| a == b)
-            .count();
+        let same = same_suffix(&buf[..n], &new[new_at..new_at + n]);
         done += same;
         if same < n {
             break;
         }
     }
     Some(done)
+}
+
+/// Blocks compared with `==` (memcmp, vectorized) before the byte-by-byte search for
+/// the first difference: most of a large document is the same in both versions.
+const BLOCK: usize = 256;
+
+/// How many leading bytes `a` and `b` (of equal length) share.
+fn same_prefix(a: &[u8], b: &[u8]) -> usize {
+    let mut at = 0;
+    for (x, y) in a.chunks(BLOCK).zip(b.chunks(BLOCK)) {
+        if x != y {
+            return at + x.iter().zip(y).take_while(|(p, q)| p == q).count();
+        }
+        at += x.len();
+    }
+    at
+}
+
+/// How many trailing bytes `a` and `b` (of equal length) share.
+fn same_suffix(a: &[u8], b: &[u8]) -> usize {
+    let mut done = 0;
+    for (x, y) in a.rchunks(BLOCK).zip(b.rchunks(BLOCK)) {
+        if x != y {
+            return done
+                + x.iter()
+                    .rev()
+                    .zip(y.iter().rev())
+                    .take_while(|(p, q)| p == q)
+                    .count();
+        }
+        done += x.len();
+    }
+    done
 }
 
 /// A value's place in its parent: the span of its key, or its index.
@@ -111,11 +140,13 @@ struct Frame {
 
 /// The values of `json` (valid JSON) whose bytes cover `from..to`, innermost first,
 /// up to `limit` bytes each and without the whole document: start, end, JSON Pointer.
+/// With `first`, only the innermost one (found without scanning further).
 fn covering_values(
     json: &[u8],
     from: usize,
     to: usize,
     limit: usize,
+    first: bool,
 ) -> Vec<(usize, usize, String)> {
     let mut found = Vec::new();
     let mut stack: Vec<Frame> = Vec::new();
@@ -157,6 +188,9 @@ fn covering_values(
                         return found;
                     }
                     found.push((frame.start, end, pointer(&stack, frame.segment)));
+                    if first {
+                        return found;
+                    }
                 }
                 i = end;
                 continue;
@@ -215,6 +249,9 @@ fn covering_values(
             && let Some(segment) = segment
         {
             found.push((i, end, pointer(&stack, Some(segment))));
+            if first {
+                return found;
+            }
         }
         i = end;
     }
@@ -251,6 +288,26 @@ mod tests {
         let path = dir.path().join("old.json");
         std::fs::write(&path, old).unwrap();
         local_patch(&File::open(&path).unwrap(), new.as_bytes(), 1 << 16)
+    }
+
+    proptest! {
+        #[test]
+        fn shared_ends_match_a_byte_by_byte_count(
+            a in proptest::collection::vec(0u8..3, 0..1200),
+            flips in proptest::collection::vec(any::<proptest::sample::Index>(), 0..3),
+        ) {
+            let mut b = a.clone();
+            for f in &flips {
+                if !b.is_empty() {
+                    let i = f.index(b.len());
+                    b[i] = b[i].wrapping_add(1);
+                }
+            }
+            let prefix = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
+            let suffix = a.iter().rev().zip(b.iter().rev()).take_while(|(x, y)| x == y).count();
+            prop_assert_eq!(same_prefix(&a, &b), prefix);
+            prop_assert_eq!(same_suffix(&a, &b), suffix);
+        }
     }
 
     #[test]

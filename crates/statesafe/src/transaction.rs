@@ -247,7 +247,43 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
     /// # Ok::<(), statesafe::Error>(())
     /// ```
     pub fn begin(&self) -> Result<Transaction<'_, T>> {
-        self.begin_with("update", None::<fn() -> T>)
+        self.begin_with("update", None::<fn() -> T>, None::<(&[u8], fn() -> T)>)
+            .map(|(tx, _)| tx)
+    }
+
+    /// [`Store::begin`] (or, with `init`, [`Store::begin_or_insert_with`]) for a caller
+    /// that keeps the text of the document it last committed (a language binding's
+    /// update cache): when the file read under the lock is a plain version statesafe
+    /// committed (its checksum matches its metadata record) and is exactly `known`
+    /// and the final newline, the document is not parsed again: the transaction's
+    /// state is `reuse()` (what the caller holds for that text), and the second value
+    /// is `true`. Anything else, and any store with a validation rule or a schema
+    /// (which must see the document as the file holds it), reads and verifies the
+    /// file as [`Store::begin`] does, and the second value is `false`.
+    ///
+    /// # Errors
+    /// As [`Store::begin`] (without [`Error::NotFound`] when `init` is given).
+    ///
+    /// # Example
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let store: statesafe::Store = statesafe::Store::open(dir.path().join("s.json"))?;
+    /// store.create(serde_json::json!({"n": 1}))?;
+    /// let known = b"{\n  \"n\": 1\n}";
+    /// let (tx, hit) = store.begin_known(known, || serde_json::json!({"n": 1}), None::<fn() -> _>)?;
+    /// assert!(hit);
+    /// drop(tx);
+    /// let (_tx, hit) = store.begin_known(b"{}", || serde_json::json!({}), None::<fn() -> _>)?;
+    /// assert!(!hit);
+    /// # Ok::<(), statesafe::Error>(())
+    /// ```
+    pub fn begin_known(
+        &self,
+        known: &[u8],
+        reuse: impl FnOnce() -> T,
+        init: Option<impl FnOnce() -> T>,
+    ) -> Result<(Transaction<'_, T>, bool)> {
+        self.begin_with("update", init, Some((known, reuse)))
     }
 
     /// Like [`Store::begin`], but a missing file starts from `init()` (generation 0).
@@ -255,27 +291,46 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
     /// # Errors
     /// As [`Store::begin`], without [`Error::NotFound`].
     pub fn begin_or_insert_with(&self, init: impl FnOnce() -> T) -> Result<Transaction<'_, T>> {
-        self.begin_with("update", Some(init))
+        self.begin_with("update", Some(init), None::<(&[u8], fn() -> T)>)
+            .map(|(tx, _)| tx)
     }
 
     fn begin_with(
         &self,
         operation: &str,
         init: Option<impl FnOnce() -> T>,
-    ) -> Result<Transaction<'_, T>> {
+        known: Option<(&[u8], impl FnOnce() -> T)>,
+    ) -> Result<(Transaction<'_, T>, bool)> {
         if let Some(remote) = self.remote() {
             let (tx, state) = remote.begin(self, operation, init)?;
-            return Ok(Transaction {
+            let tx = Transaction {
                 store: self,
                 imp: Imp::Remote(tx),
                 state,
-            });
+            };
+            return Ok((tx, false));
         }
         let Locked {
             mut guard,
             temp_name,
             current,
         } = self.lock_and_read(operation, true)?;
+        if let (Some(cur), Some((text, reuse))) = (&current, known)
+            && self.is_known(cur, text)
+        {
+            let state = reuse();
+            let value = self.history_value(cur.bytes.len(), &state);
+            let tx = Transaction {
+                store: self,
+                imp: Imp::Local {
+                    guard,
+                    temp_name,
+                    base: Some(Base::of(cur, true, value)),
+                },
+                state,
+            };
+            return Ok((tx, true));
+        }
         let (state, base) = match current {
             Some(cur) => match self.verify(&cur, true) {
                 // An external change is reported once the commit that records it is
@@ -297,7 +352,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                 }
             },
         };
-        Ok(Transaction {
+        let tx = Transaction {
             store: self,
             imp: Imp::Local {
                 guard,
@@ -305,7 +360,32 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                 base,
             },
             state,
-        })
+        };
+        Ok((tx, false))
+    }
+
+    /// Whether `cur`, read under the lock, is a plain version statesafe committed whose
+    /// bytes are `text` and the final newline, on a store whose reads check nothing
+    /// but the bytes (no rule, no schema): see [`Store::begin_known`]. Such a version
+    /// was checked when it was committed, and its checksum says it is unchanged since.
+    fn is_known(&self, cur: &Current, text: &[u8]) -> bool {
+        let config = self.config();
+        !cur.external
+            && config.format == Format::Plain
+            && config.schema.is_none()
+            && self.opts.rule.is_none()
+            && cur.bytes.len() == text.len() + 1
+            && cur.bytes.strip_suffix(b"\n") == Some(text)
+            && !format::looks_sealed(&cur.bytes)
+    }
+
+    /// The document as a tree for the history's patch, when the history wants one
+    /// for a version of `len` bytes (as [`Store::verify`] gives it).
+    fn history_value(&self, len: usize, state: &T) -> Option<Value> {
+        let history = &self.config().history;
+        (history.keep > 0 && len as u64 <= history.max_patch_bytes)
+            .then(|| serde_json::to_value(state).ok())
+            .flatten()
     }
 
     /// The read-modify-write transaction: under the lock, reads the file, applies `f`,
@@ -380,7 +460,8 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
     /// # Ok::<(), statesafe::Error>(())
     /// ```
     pub fn update_if<R>(&self, expected: u64, f: impl FnOnce(&mut T) -> R) -> Result<R> {
-        let mut tx = self.begin_with("update_if", None::<fn() -> T>)?;
+        let (mut tx, _) =
+            self.begin_with("update_if", None::<fn() -> T>, None::<(&[u8], fn() -> T)>)?;
         tx.expect_generation(expected)?;
         let r = f(tx.state_mut());
         tx.commit()?;
@@ -472,8 +553,20 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         base: Option<&Base>,
         change: Change,
     ) -> Result<Base> {
+        self.write_doc(guard, temp_name, NewDoc::State(state), base, change)
+    }
+
+    /// [`Store::write_version`] of a document given as the state or as its text.
+    fn write_doc(
+        &self,
+        guard: &mut lock::Guard<'_>,
+        temp_name: &OsString,
+        doc: NewDoc<'_, T>,
+        base: Option<&Base>,
+        change: Change,
+    ) -> Result<Base> {
         let started = Instant::now();
-        let result = self.write_version_inner(guard, temp_name, state, base, change);
+        let result = self.write_version_inner(guard, temp_name, doc, base, change);
         match &result {
             Ok((_, fsync)) => self.recorder.commit(started.elapsed(), *fsync),
             Err(e) => self.recorder.failure(e.kind()),
@@ -485,14 +578,16 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         &self,
         guard: &mut lock::Guard<'_>,
         temp_name: &OsString,
-        state: &T,
+        doc: NewDoc<'_, T>,
         base: Option<&Base>,
         change: Change,
     ) -> Result<(Base, std::time::Duration)> {
         guard.check_process()?;
         let config = self.config();
         let path = &self.local().target.given;
-        validate::check(path, state, self.opts.rule.as_ref(), config.schema.as_ref())?;
+        if let NewDoc::State(state) = doc {
+            validate::check(path, state, self.opts.rule.as_ref(), config.schema.as_ref())?;
+        }
         let sidecar = Arc::clone(guard.sidecar());
         let generation = match base {
             Some(b) => b.generation + 1,
@@ -517,10 +612,25 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             .filter(|b| b.len >= 128 << 10)
             .map_or(0, |b| b.len + b.len / 64 + 256);
         let style = self.opts.layout.style(base.and_then(|b| b.style));
-        let bytes = match config.format {
-            Format::Plain => format::encode(path, state, style, size_hint, 0)?,
-            Format::Sealed => {
+        let bytes = match (doc, config.format) {
+            (NewDoc::State(state), Format::Plain) => {
+                format::encode(path, state, style, size_hint, 0)?
+            }
+            (NewDoc::State(state), Format::Sealed) => {
                 format::encode_sealed(path, state, style, generation, now_rfc3339(), size_hint)?
+            }
+            (NewDoc::Serialized { text, depth }, _) => {
+                if depth > format::MAX_DEPTH {
+                    return Err(Error::TooDeep {
+                        path: path.clone(),
+                        depth,
+                        limit: format::MAX_DEPTH,
+                    });
+                }
+                let mut bytes = Vec::with_capacity(text.len() + 1);
+                bytes.extend_from_slice(text.as_bytes());
+                bytes.push(b'\n');
+                bytes
             }
         };
         if let Some(limit) = config.max_bytes
@@ -693,12 +803,13 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                 }
             });
         }
-        let value =
-            if config.history.keep > 0 && bytes.len() as u64 <= config.history.max_patch_bytes {
-                serde_json::to_value(state).ok()
-            } else {
-                None
-            };
+        let value = match doc {
+            NewDoc::State(state) => self.history_value(bytes.len(), state),
+            NewDoc::Serialized { text, .. } => (config.history.keep > 0
+                && bytes.len() as u64 <= config.history.max_patch_bytes)
+                .then(|| serde_json::from_str(text).ok())
+                .flatten(),
+        };
         if config.history.keep > 0 && recorded {
             let hint = guard.previous.history;
             let new = NewVersion {
@@ -859,6 +970,21 @@ fn take_back(
     }
 }
 
+/// The document a commit writes: the state, serialized here, or the text a caller
+/// serialized itself ([`Transaction::commit_serialized`]).
+enum NewDoc<'a, T> {
+    State(&'a T),
+    Serialized { text: &'a str, depth: usize },
+}
+
+impl<T> Clone for NewDoc<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for NewDoc<'_, T> {}
+
 /// The version just committed, as the history sees it.
 struct NewVersion<'a> {
     generation: u64,
@@ -1007,5 +1133,64 @@ impl<T: Serialize + DeserializeOwned> Transaction<'_, T> {
             }
             Imp::Remote(tx) => tx.commit(store, &self.state),
         }
+    }
+
+    /// [`Transaction::commit`] of a document the caller serialized itself: `text`, the
+    /// output of a JSON serializer (`JSON.stringify`, a binding's own writer) run on
+    /// a document the caller checked, laid out as the file should hold it, and
+    /// `depth`, its nesting depth as that serializer counted it. The text is trusted
+    /// to be one JSON value and is not parsed again (parsing a large document costs
+    /// more than writing it); everything else is as in [`Transaction::commit`]:
+    /// the depth and size limits, the checksum of the bytes written, the backup and
+    /// the history. A store with a validation rule or a schema, a sealed store, and
+    /// a remote one parse `text` into the state and commit that (a text that does
+    /// not parse is then [`Error::Serialize`], and nothing is written).
+    ///
+    /// # Errors
+    /// As [`Transaction::commit`]; [`Error::TooDeep`] when `depth` is past the
+    /// depth limit (512 levels).
+    ///
+    /// # Example
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let store: statesafe::Store = statesafe::Store::open(dir.path().join("s.json"))?;
+    /// store.create(serde_json::json!({"n": 1}))?;
+    /// let tx = store.begin()?;
+    /// assert_eq!(tx.commit_serialized("{\"n\": 2}", 1)?, 2);
+    /// assert_eq!(store.get()?, serde_json::json!({"n": 2}));
+    /// # Ok::<(), statesafe::Error>(())
+    /// ```
+    pub fn commit_serialized(mut self, text: &str, depth: usize) -> Result<u64> {
+        let store = self.store;
+        let config = store.config();
+        let parse = config.format != Format::Plain
+            || config.schema.is_some()
+            || store.opts.rule.is_some()
+            || matches!(self.imp, Imp::Remote(_));
+        if parse {
+            let state = format::decode(store.path(), text.as_bytes()).map_err(|e| match e {
+                Error::Corrupt { .. } => Error::Serialize {
+                    path: store.path().to_path_buf(),
+                    source: serde_json::from_str::<serde::de::IgnoredAny>(text)
+                        .err()
+                        .unwrap_or_else(|| serde::de::Error::custom(e.to_string())),
+                },
+                other => other,
+            })?;
+            self.state = state;
+            return self.commit();
+        }
+        let (mut guard, temp_name, base) = match self.imp {
+            Imp::Local {
+                guard,
+                temp_name,
+                base,
+            } => (guard, temp_name, base),
+            Imp::Remote(_) => unreachable!("invariant: a remote transaction parses above"),
+        };
+        let doc = NewDoc::Serialized { text, depth };
+        let new = store.write_doc(&mut guard, &temp_name, doc, base.as_ref(), Change::Commit)?;
+        guard.release();
+        Ok(new.generation)
     }
 }

@@ -28,6 +28,7 @@ mod model;
 mod multiprocess;
 mod perms;
 mod security;
+mod serialized;
 mod symlink;
 mod temps;
 mod transactions;

@@ -1,0 +1,183 @@
+//! The entry points for language bindings that keep and make document text themselves
+//! (`Store::begin_known`, `Transaction::commit_serialized`): a document known to be the
+//! file's is not parsed again, and a text the binding serialized is written as it is,
+//! with every other guarantee of a commit (depth and size limits, the checksum of the
+//! bytes written, backups, history, validation where configured).
+
+use serde_json::{Value, json};
+use statesafe::{BackupPolicy, Error, Store};
+
+use crate::common;
+
+const TEXT: &str = "{\n  \"n\": 1,\n  \"items\": [\n    \"a\",\n    \"b\"\n  ]\n}";
+
+fn store_with(dir: &tempfile::TempDir) -> Store<Value> {
+    let store: Store<Value> = Store::open(dir.path().join("s.json")).unwrap();
+    store.create(json!({"n": 0})).unwrap();
+    store
+}
+
+#[test]
+fn a_serialized_text_is_written_as_given_and_verifies_on_the_next_read() {
+    let dir = common::test_dir();
+    let store = store_with(&dir);
+    let tx = store.begin().unwrap();
+    assert_eq!(tx.commit_serialized(TEXT, 2).unwrap(), 2);
+    let bytes = std::fs::read(store.path()).unwrap();
+    assert_eq!(bytes, format!("{TEXT}\n").as_bytes());
+    // The checksum recorded is of the bytes written: a fresh store reads them as
+    // statesafe's own (no external change), at the generation committed.
+    let fresh: Store<Value> = Store::open(store.path()).unwrap();
+    let snap = fresh.load().unwrap();
+    assert_eq!(snap.generation, 2);
+    assert_eq!(snap.state, json!({"n": 1, "items": ["a", "b"]}));
+    assert!(
+        fresh.check().unwrap().is_ok(),
+        "{:?}",
+        fresh.check().unwrap()
+    );
+    // The outgoing version is a backup; the history has the commit with its patch.
+    let backups = store.backups().unwrap().backups;
+    assert_eq!(backups.first().map(|b| b.generation), Some(1));
+    let history = store.history().unwrap();
+    let last = history.last().unwrap();
+    assert_eq!(last.generation, 2);
+    let patch = last
+        .patch
+        .as_ref()
+        .expect("a small document's commit has a patch");
+    let mut old = json!({"n": 0});
+    json_patch::patch(&mut old, patch).unwrap();
+    assert_eq!(old, snap.state);
+}
+
+#[test]
+fn limits_still_apply_to_a_serialized_text_and_nothing_is_written_past_them() {
+    let dir = common::test_dir();
+    let store = store_with(&dir);
+    let before = std::fs::read(store.path()).unwrap();
+    let err = store
+        .begin()
+        .unwrap()
+        .commit_serialized(TEXT, 513)
+        .unwrap_err();
+    assert!(matches!(err, Error::TooDeep { depth: 513, .. }), "{err}");
+    let small: Store<Value> = Store::options().max_bytes(16).open(store.path()).unwrap();
+    let err = small
+        .begin()
+        .unwrap()
+        .commit_serialized(TEXT, 2)
+        .unwrap_err();
+    assert!(matches!(err, Error::TooLarge { .. }), "{err}");
+    assert_eq!(std::fs::read(store.path()).unwrap(), before);
+    assert_eq!(store.generation().unwrap(), 1);
+}
+
+#[test]
+fn a_store_with_a_rule_parses_the_text_and_refuses_what_is_not_json() {
+    let dir = common::test_dir();
+    let path = dir.path().join("s.json");
+    let store: Store<Value> = Store::options()
+        .validate(|v: &Value| {
+            if v["n"].as_i64().unwrap_or(0) >= 0 {
+                Ok(())
+            } else {
+                Err("n must not be negative".into())
+            }
+        })
+        .open(&path)
+        .unwrap();
+    store.create(json!({"n": 0})).unwrap();
+    let before = std::fs::read(&path).unwrap();
+    let err = store
+        .begin()
+        .unwrap()
+        .commit_serialized("{\"n\": -1}", 1)
+        .unwrap_err();
+    assert!(matches!(err, Error::Invalid { .. }), "{err}");
+    let err = store
+        .begin()
+        .unwrap()
+        .commit_serialized("{\"n\": ", 1)
+        .unwrap_err();
+    assert!(matches!(err, Error::Serialize { .. }), "{err}");
+    assert_eq!(std::fs::read(&path).unwrap(), before);
+    assert_eq!(
+        store
+            .begin()
+            .unwrap()
+            .commit_serialized("{\"n\": 5}", 1)
+            .unwrap(),
+        2
+    );
+    assert_eq!(store.get().unwrap(), json!({"n": 5}));
+}
+
+#[test]
+fn a_known_text_is_reused_only_while_the_file_is_exactly_it() {
+    let dir = common::test_dir();
+    let store = store_with(&dir);
+    let tx = store.begin().unwrap();
+    tx.commit_serialized(TEXT, 2).unwrap();
+    let reused = || json!("the caller's copy");
+    // Unchanged since: the caller's copy, no parse.
+    let (tx, hit) = store
+        .begin_known(TEXT.as_bytes(), reused, None::<fn() -> Value>)
+        .unwrap();
+    assert!(hit);
+    assert_eq!(tx.state(), &json!("the caller's copy"));
+    assert_eq!(tx.generation(), 2);
+    drop(tx);
+    // Another store commits: the file is read and parsed.
+    let other: Store<Value> = Store::open(store.path()).unwrap();
+    other.update(|v| v["n"] = json!(2)).unwrap();
+    let (tx, hit) = store
+        .begin_known(TEXT.as_bytes(), reused, None::<fn() -> Value>)
+        .unwrap();
+    assert!(!hit);
+    assert_eq!(tx.state()["n"], json!(2));
+    drop(tx);
+    // Another program writes the known text back by hand: not statesafe's version
+    // (its checksum is not recorded), so it is read and checked as an outside change.
+    std::fs::write(store.path(), format!("{TEXT}\n")).unwrap();
+    let (tx, hit) = store
+        .begin_known(TEXT.as_bytes(), reused, None::<fn() -> Value>)
+        .unwrap();
+    assert!(!hit);
+    assert_eq!(tx.state(), &json!({"n": 1, "items": ["a", "b"]}));
+    drop(tx);
+    // A missing file starts from `init`.
+    std::fs::remove_file(store.path()).unwrap();
+    let (tx, hit) = store
+        .begin_known(TEXT.as_bytes(), reused, Some(|| json!({"new": true})))
+        .unwrap();
+    assert!(!hit);
+    assert_eq!(tx.state(), &json!({"new": true}));
+}
+
+#[test]
+fn a_store_that_checks_what_it_reads_never_reuses_a_known_text() {
+    let dir = common::test_dir();
+    let path = dir.path().join("s.json");
+    let plain = store_with(&dir);
+    plain.begin().unwrap().commit_serialized(TEXT, 2).unwrap();
+    let schema: Store<Value> = Store::options()
+        .schema(json!({"type": "object", "required": ["n"]}))
+        .backups(BackupPolicy::default())
+        .open(&path)
+        .unwrap();
+    let (tx, hit) = schema
+        .begin_known(TEXT.as_bytes(), || json!("copy"), None::<fn() -> Value>)
+        .unwrap();
+    assert!(!hit);
+    assert_eq!(tx.state()["n"], json!(1));
+    drop(tx);
+    let ruled: Store<Value> = Store::options()
+        .validate(|_: &Value| Ok(()))
+        .open(&path)
+        .unwrap();
+    let (_tx, hit) = ruled
+        .begin_known(TEXT.as_bytes(), || json!("copy"), None::<fn() -> Value>)
+        .unwrap();
+    assert!(!hit);
+}
