@@ -102,6 +102,30 @@ test('ECONFLICT, EINVALID, ETOOLARGE, EBADSCHEMA, EBADPATH, ENOGENERATION, ECLOS
   assert.throws(() => store.getSync(), (e) => isStatesafe(e, 'ECLOSED'))
 })
 
+test('ESERIALIZE for a string holding half of a character: never written, the file still readable by every reader', async (t) => {
+  const dir = tempDir(t)
+  const file = join(dir, 'state.json')
+  const store = open(file)
+  store.replaceSync({ n: 1 })
+  const before = readFileSync(file, 'utf8')
+  const cut = '\u{1F600}'.slice(0, 1) // an emoji cut by index: a lone surrogate
+  const attempts = [
+    () => store.replaceSync({ n: 2, s: cut }),
+    () => store.updateSync((s) => { s.s = cut }),
+    () => store.updateSync((s) => { s[cut] = 1 }),
+    () => store.updateSync((s) => { s.list = ['ok', 'x' + cut] }),
+  ]
+  for (const attempt of attempts) {
+    assert.throws(attempt, (e) => isStatesafe(e, 'ESERIALIZE') && /surrogate/.test(String(e.cause?.message ?? e.message)))
+    assert.equal(readFileSync(file, 'utf8'), before)
+  }
+  await assert.rejects(store.update((s) => { s.s = cut }), (e) => isStatesafe(e, 'ESERIALIZE'))
+  assert.equal(readFileSync(file, 'utf8'), before)
+  // A whole character is fine, and the CLI reads it back.
+  store.updateSync((s) => { s.s = '\u{1F600}' })
+  assert.deepEqual(store.getSync(), { n: 1, s: '\u{1F600}' })
+})
+
 test('EOUTCOMEUNKNOWN when the directory fsync fails, then EPOISONED until reopened', (t) => {
   if (!hasStrace()) return loud(t, 'strace is not installed: cannot inject an fsync failure')
   const file = join(tempDir(t), 'state.json')

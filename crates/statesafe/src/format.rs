@@ -163,6 +163,41 @@ impl Layout {
 /// build (see "Depth" in `docs/design.md`).
 pub const MAX_DEPTH: usize = 512;
 
+/// Where the JSON text `bytes` holds a `\u` escape of a lone UTF-16 surrogate (a high
+/// one not followed by an escaped low one, or a low one alone): the byte offset of
+/// the escape. Such a string is valid JSON syntax that readers disagree on (serde_json's
+/// `Value`, jq and strict decoders refuse it; `JSON.parse` and raw-text readers take
+/// it), so no commit writes one. One `memchr` pass: backslashes occur only in strings.
+pub(crate) fn lone_surrogate(bytes: &[u8]) -> Option<usize> {
+    let hex = |at: usize| -> Option<u32> {
+        let digits = bytes.get(at..at + 4)?;
+        u32::from_str_radix(std::str::from_utf8(digits).ok()?, 16).ok()
+    };
+    let unit = |at: usize| -> Option<u32> {
+        (bytes.get(at) == Some(&b'\\') && bytes.get(at + 1) == Some(&b'u'))
+            .then(|| hex(at + 2))
+            .flatten()
+    };
+    let mut i = 0;
+    while let Some(found) = memchr::memchr(b'\\', &bytes[i..]) {
+        let at = i + found;
+        match unit(at) {
+            Some(0xD800..=0xDBFF) => match unit(at + 6) {
+                Some(0xDC00..=0xDFFF) => i = at + 12,
+                _ => return Some(at),
+            },
+            Some(0xDC00..=0xDFFF) => return Some(at),
+            // Any other escape: two bytes (`\\`, `\"`, `\n`...) or six (`\u0041`).
+            Some(_) => i = at + 6,
+            None => i = at + 2,
+        }
+        if i >= bytes.len() {
+            break;
+        }
+    }
+    None
+}
+
 /// The nesting depth of the JSON text `bytes` (0 for a scalar), by a scan that
 /// skips strings; for text that is not JSON, some number.
 pub(crate) fn depth_of(bytes: &[u8]) -> usize {
@@ -316,7 +351,7 @@ fn decode_within<T: DeserializeOwned>(path: &Path, bytes: &[u8], envelope: usize
     })
 }
 
-fn line_column(bytes: &[u8], at: usize) -> (usize, usize) {
+pub(crate) fn line_column(bytes: &[u8], at: usize) -> (usize, usize) {
     let before = &bytes[..at];
     let line = before.iter().filter(|b| **b == b'\n').count() + 1;
     let column = at

@@ -633,6 +633,16 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                 bytes
             }
         };
+        if let Some(at) = format::lone_surrogate(&bytes) {
+            let (line, column) = format::line_column(&bytes, at);
+            return Err(Error::Serialize {
+                path: path.clone(),
+                source: serde::ser::Error::custom(format!(
+                    "a string holds half of a character (a lone UTF-16 surrogate, `{}`) at line {line}, column {column}: JSON readers disagree on it (the CLI, Rust and Python refuse it), so it is not written; a string cut in the middle of a character (an emoji sliced by index) is the usual cause: cut it at a character boundary",
+                    String::from_utf8_lossy(&bytes[at..(at + 6).min(bytes.len())])
+                )),
+            });
+        }
         if let Some(limit) = config.max_bytes
             && bytes.len() as u64 > limit
         {

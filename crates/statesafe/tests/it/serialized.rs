@@ -181,3 +181,55 @@ fn a_store_that_checks_what_it_reads_never_reuses_a_known_text() {
         .unwrap();
     assert!(!hit);
 }
+
+/// A string holding a lone UTF-16 surrogate (`"\ud800"`: half of a character, as
+/// `JSON.stringify` writes a JavaScript string cut in the middle of an emoji) is
+/// valid JSON syntax that readers disagree on: serde_json's `Value`, Python's strict
+/// decoders and jq refuse it, `JSON.parse` and a raw-text reader take it. Committed, it
+/// would be a version that the CLI, the Rust library and other languages cannot
+/// read. So no commit writes one, whatever the document's type or entry point; nothing
+/// is written and the error names the place.
+#[test]
+fn a_lone_surrogate_is_never_committed() {
+    use serde_json::value::RawValue;
+    let dir = common::test_dir();
+    let store = store_with(&dir);
+    let before = std::fs::read(store.path()).unwrap();
+    for text in [
+        "{\"x\": \"\\ud800\"}",
+        "{\"x\": \"a\\uDC00b\"}",
+        "{\"\\ud83d\": 1}",
+        "[\"\\ud83d\\u0041\"]",
+        "[\"\\ud83d\"]",
+    ] {
+        let tx = store.begin().unwrap();
+        let err = tx.commit_serialized(text, 2).unwrap_err();
+        assert!(matches!(err, Error::Serialize { .. }), "{text}: {err:?}");
+        assert!(
+            err.to_string()
+                .contains(&store.path().display().to_string()),
+            "{err}"
+        );
+        assert!(
+            std::error::Error::source(&err).is_some_and(|s| s.to_string().contains("surrogate")),
+            "{text}: {err:?}"
+        );
+        let raw: Store<Box<RawValue>> = Store::open(store.path()).unwrap();
+        let err = raw
+            .replace(RawValue::from_string(text.to_string()).unwrap())
+            .unwrap_err();
+        assert!(matches!(err, Error::Serialize { .. }), "{text}: {err:?}");
+        assert_eq!(std::fs::read(store.path()).unwrap(), before, "{text}");
+    }
+    // A pair, escaped or not, is a character: fine.
+    for text in [
+        "{\"x\": \"\\ud83d\\ude00\"}",
+        "{\"x\": \"\u{1F600}\"}",
+        "{\"x\": \"\\\\ud800\"}",
+    ] {
+        let tx = store.begin().unwrap();
+        tx.commit_serialized(text, 1).unwrap();
+        let fresh: Store<Value> = Store::open(store.path()).unwrap();
+        fresh.load().unwrap();
+    }
+}
