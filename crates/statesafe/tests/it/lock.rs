@@ -213,6 +213,44 @@ fn the_lock_file_is_never_deleted_or_replaced() {
     );
 }
 
+/// Forks: the child's pid in the parent, `None` in the child, which must end with
+/// [`exit_now`].
+#[allow(unsafe_code)] // fork(2): no safe wrapper in the dependencies
+fn fork() -> Option<libc::pid_t> {
+    // SAFETY: the child runs only store calls, then `exit_now`; nextest runs each
+    // test in its own process.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
+    (pid != 0).then_some(pid)
+}
+
+/// Ends a forked child at once: no unwinding, no destructors.
+#[allow(unsafe_code)] // _exit(2): no safe wrapper in the dependencies
+fn exit_now(code: i32) -> ! {
+    // SAFETY: only ever called in a forked child.
+    unsafe { libc::_exit(code) }
+}
+
+/// Waits for the child `pid` and returns its exit code.
+#[allow(unsafe_code)] // waitpid(2): no safe wrapper in the dependencies
+fn exit_code_of(pid: libc::pid_t) -> i32 {
+    let mut status = 0;
+    // SAFETY: waits for a child this process forked.
+    let waited = unsafe { libc::waitpid(pid, &mut status, 0) };
+    assert_eq!(waited, pid);
+    assert!(libc::WIFEXITED(status), "child status {status}");
+    libc::WEXITSTATUS(status)
+}
+
+fn store_for_fork(path: &Path) -> Store {
+    let store: Store = Store::options()
+        .lock_timeout(Duration::from_millis(300))
+        .open(path)
+        .unwrap();
+    store.create(json!({"n": 0})).unwrap();
+    store
+}
+
 /// A process that forks without exec (a pre-forking server, Python's
 /// `multiprocessing`) gives the child a copy of every store, with the descriptor of
 /// the lock file the store keeps open: the same open file description, so the same
@@ -220,46 +258,30 @@ fn the_lock_file_is_never_deleted_or_replaced() {
 /// once (a lock is never in conflict with itself), and both would commit: a lost
 /// update. The child's store must lock through a description of its own.
 #[test]
-#[allow(unsafe_code)] // fork(2), waitpid(2), _exit(2): no safe wrapper in the dependencies
 fn a_forked_child_does_not_share_the_parents_lock() {
     use std::io::{Read, Write};
     use std::os::unix::net::UnixStream;
 
     let dir = common::test_dir();
     let path = dir.path().join("state.json");
-    let store: Store = Store::options()
-        .lock_timeout(Duration::from_millis(300))
-        .open(&path)
-        .unwrap();
-    store.create(json!({"n": 0})).unwrap();
+    let store = store_for_fork(&path);
     // The store now keeps the lock file open (unlocked) for its next transaction.
     store.update(|s| s["n"] = 1.into()).unwrap();
     let (mut to_child, mut from_parent) = UnixStream::pair().unwrap();
-    // SAFETY: the child only runs the store call below, then `_exit`s without
-    // unwinding or running destructors; nextest runs each test in its own process.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
-    if pid == 0 {
+    let Some(pid) = fork() else {
         let mut go = [0u8; 1];
-        let code = match from_parent.read_exact(&mut go) {
+        exit_now(match from_parent.read_exact(&mut go) {
             Err(_) => 3,
             Ok(()) => match store.update(|s| s["n"] = 100.into()) {
                 Err(Error::LockTimeout { .. }) => 0,
                 Ok(()) => 1,
                 Err(_) => 2,
             },
-        };
-        // SAFETY: ends the forked child at once, as above.
-        unsafe { libc::_exit(code) };
-    }
+        })
+    };
     let mut tx = store.begin().unwrap();
     to_child.write_all(b"g").unwrap();
-    let mut status = 0;
-    // SAFETY: waits for the child forked above.
-    let waited = unsafe { libc::waitpid(pid, &mut status, 0) };
-    assert_eq!(waited, pid);
-    assert!(libc::WIFEXITED(status), "child status {status}");
-    let code = libc::WEXITSTATUS(status);
+    let code = exit_code_of(pid);
     tx.state_mut()["n"] = 2.into();
     tx.commit().unwrap();
     assert_eq!(
@@ -273,38 +295,21 @@ fn a_forked_child_does_not_share_the_parents_lock() {
 /// to the parent: the child's copy may not commit, and dropping it there must not
 /// release the parent's lock.
 #[test]
-#[allow(unsafe_code)] // fork(2), waitpid(2), _exit(2): no safe wrapper in the dependencies
 fn a_transaction_copied_by_a_fork_neither_commits_nor_unlocks_in_the_child() {
     let dir = common::test_dir();
     let path = dir.path().join("state.json");
-    let store: Store = Store::options()
-        .lock_timeout(Duration::from_millis(300))
-        .open(&path)
-        .unwrap();
-    store.create(json!({"n": 0})).unwrap();
+    let store = store_for_fork(&path);
     let mut tx = store.begin().unwrap();
-    // SAFETY: the child only commits its copy of the transaction, then `_exit`s
-    // without unwinding or running destructors; nextest runs each test in its own
-    // process.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
-    if pid == 0 {
+    let Some(pid) = fork() else {
         tx.state_mut()["n"] = 100.into();
-        let code = match tx.commit() {
+        exit_now(match tx.commit() {
             Ok(_) => 1,
             Err(Error::Io { .. }) => 0,
             Err(_) => 2,
-        };
-        // SAFETY: ends the forked child at once, as above.
-        unsafe { libc::_exit(code) };
-    }
-    let mut status = 0;
-    // SAFETY: waits for the child forked above.
-    let waited = unsafe { libc::waitpid(pid, &mut status, 0) };
-    assert_eq!(waited, pid);
-    assert!(libc::WIFEXITED(status), "child status {status}");
+        })
+    };
     assert_eq!(
-        libc::WEXITSTATUS(status),
+        exit_code_of(pid),
         0,
         "the child's copy of the transaction must refuse to commit (1: it committed; 2: another error)"
     );
