@@ -45,7 +45,13 @@ impl NativeStore {
         let events = EventQueue::default();
         run::block(|| {
             let options = Options::parse(&options)?;
-            let store = options.store_options(events.clone())?.open(&path)?;
+            let store_options = options.store_options(events.clone())?;
+            // A `postgres://` URL is a PostgreSQL state (docs/remote.md).
+            let store = if statesafe::postgres::is_url(&path) {
+                store_options.open_url(&path)?
+            } else {
+                store_options.open(&path)?
+            };
             let layout = options.text_layout(store.settings().format);
             Ok(NativeStore {
                 inner: Mutex::new(Some(Arc::new(Inner {

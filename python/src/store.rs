@@ -52,6 +52,15 @@ pub struct Cached {
     pub tree: Py<PyAny>,
 }
 
+/// Opens the library store at `path`: a state file, or a PostgreSQL state when the
+/// path is a `postgres://` or `postgresql://` URL (docs/remote.md).
+fn open_core(opts: StoreOptions<Doc>, path: &std::path::Path) -> statesafe::Result<Core> {
+    match path.to_str().filter(|s| statesafe::postgres::is_url(s)) {
+        Some(url) => opts.open_url(url),
+        None => opts.open(path),
+    }
+}
+
 /// The longest single lock wait between two checks for signals.
 const SLICE: Duration = Duration::from_millis(100);
 
@@ -123,7 +132,7 @@ impl Store {
                 std::mem::forget(parent);
             }
             let _ = py;
-            let fresh = self.opts.clone().open(&self.path).map_err(to_py)?;
+            let fresh = open_core(self.opts.clone(), &self.path).map_err(to_py)?;
             *inner = Some(Arc::new(fresh));
             self.pid.store(pid, Ordering::Release);
         }
@@ -422,7 +431,9 @@ impl Store {
         // real timeout (given here, or recorded with the file, or the default).
         let given = lock_timeout.map(Duration::from_secs_f64);
         let mut opts = opts.lock_timeout(given.unwrap_or(SLICE).min(SLICE));
-        let mut core = py.detach(|| opts.clone().open(&path)).map_err(to_py)?;
+        let mut core = py
+            .detach(|| open_core(opts.clone(), &path))
+            .map_err(to_py)?;
         let lock_timeout = given.unwrap_or_else(|| {
             core.settings()
                 .lock_timeout_ms
@@ -430,7 +441,9 @@ impl Store {
         });
         if lock_timeout < SLICE && given.is_none() {
             opts = opts.lock_timeout(lock_timeout);
-            core = py.detach(|| opts.clone().open(&path)).map_err(to_py)?;
+            core = py
+                .detach(|| open_core(opts.clone(), &path))
+                .map_err(to_py)?;
         }
         Ok(Store {
             path,
