@@ -2,10 +2,12 @@
 //!
 //! A document travels as text, never as a tree: the store's document type is
 //! [`Doc`] (a `Box<RawValue>`), so a read hands JavaScript the file's document text as
-//! it is, and a commit writes the text `JSON.stringify` made (in the store's layout),
-//! after the library has checked that it is JSON. Building and walking a tree here
-//! would cost more than the rest of a large update together. The exception is the
-//! rare document with integers that need the care below: those go through a tree.
+//! it is, and a commit writes the text `JSON.stringify` made (in the store's layout):
+//! parsed here first to check that it is JSON, except the text of the update cache's
+//! private copy, which is JSON by construction (see [`as_sent`] and `tx.rs`). Building
+//! and walking a tree here would cost more than the rest of a large update together.
+//! The exception is the rare document with integers that need the care below: those
+//! go through a tree.
 //!
 //! A JavaScript number is a double: it holds every integer up to 2^53 exactly, and
 //! beyond that only some. Integers a double cannot hold are listed with their JSON

@@ -16,10 +16,14 @@
 //! parse: while checking that the new document is JSON, `index.js` builds a private
 //! copy of it and serializes that copy (so the copy is exactly the text committed;
 //! building it costs about a third of the parse), and this side keeps the committed
-//! text with a token naming the copy. The next
-//! update, under the lock and after the library has read and checked the file, compares
-//! the file's document text with the kept text, byte for byte: equal, and the
-//! transaction hands JavaScript no snapshot, only "use your copy". Any difference (a
+//! text with a token naming the copy. The copy's text is JSON by construction (fresh
+//! arrays and plain objects with data properties, stringified), so the library writes
+//! it without parsing it again ([`statesafe::Transaction::commit_serialized`], with the
+//! depth `index.js` counted). The next update, under the lock, has the library read the
+//! file and verify its checksum, and compare it with the kept text byte for byte
+//! ([`statesafe::Store::begin_known`]; a file the library parses anyway, sealed or with
+//! a schema, is compared as document text): equal, and the transaction hands
+//! JavaScript no snapshot, only "use your copy". Any difference (a
 //! commit by another process, thread or store, a restore, a hand edit, the same
 //! generation number reached again after the file and its sidecar were deleted)
 //! is a miss, and the update reads the file as always. The comparison is of content,

@@ -56,10 +56,13 @@ pub struct Transaction {
 impl Transaction {
     /// Takes the lock (in slices, so Ctrl-C lands) and reads the document afresh.
     ///
-    /// The library reads and checks the file as always; its text is then turned into
-    /// Python objects, unless the store's [`Cached`] copy of what it last committed
-    /// is of this very generation and text (compared under the lock, so another
-    /// writer's commit is always seen).
+    /// The library reads the file and verifies its checksum as always. When it is a
+    /// plain version statesafe committed and byte for byte the text of the store's
+    /// [`Cached`] copy of what it last committed, the library does not parse it and
+    /// the copy is the working state (`Store::begin_known`; compared under the lock,
+    /// so another writer's commit is always seen). Otherwise the library parses and
+    /// checks it, and its text is turned into Python objects, unless it is of the
+    /// cached generation and text all the same (a sealed file, a store with a schema).
     pub fn begin(py: Python<'_>, store: &Bound<'_, Store>) -> PyResult<Transaction> {
         let s = store.get();
         let core = s.core(py)?;
