@@ -387,10 +387,10 @@ impl Remote {
         let (backups, history) = (&self.names.backups, &self.names.history);
         format!(
             "{SELECT_CURRENT}, txid_current() FROM {main} WHERE state = {state} FOR UPDATE{wait};
-SELECT 1 FROM {main} WHERE state = {key} FOR UPDATE SKIP LOCKED;
-SELECT xmax::text FROM {main} WHERE state = {key};
-SELECT max(generation) FROM {history} WHERE state = {state};
-SELECT generation, (extract(epoch FROM written_at) * 1000000)::bigint FROM {backups} WHERE state = {state}"
+SELECT (SELECT 1 FROM {main} WHERE state = {key} FOR UPDATE SKIP LOCKED),
+    (SELECT xmax::text FROM {main} WHERE state = {key}),
+    (SELECT max(generation) FROM {history} WHERE state = {state}),
+    (SELECT string_agg(generation || ':' || (extract(epoch FROM written_at) * 1000000)::bigint, ',') FROM {backups} WHERE state = {state})"
         )
     }
 
@@ -409,7 +409,7 @@ SELECT generation, (extract(epoch FROM written_at) * 1000000)::bigint FROM {back
         let millis = config.lock_timeout.as_millis().min(i32::MAX as u128);
         let nowait = millis == 0;
         let begin = format!(
-            "BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL lock_timeout = '{}ms'; SET LOCAL application_name = '{}';\n",
+            "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT set_config('lock_timeout', '{}ms', true), set_config('application_name', '{}', true);\n",
             millis.max(1),
             application_name(operation)
         );
@@ -456,7 +456,7 @@ SELECT generation, (extract(epoch FROM written_at) * 1000000)::bigint FROM {back
             // state's row (its CMD's writers need that row), then take both.
             let left = config.lock_timeout.saturating_sub(start.elapsed());
             let wait = format!(
-                "ROLLBACK; BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL lock_timeout = '{}ms'; SET LOCAL application_name = '{}';
+                "ROLLBACK; BEGIN ISOLATION LEVEL READ COMMITTED; SELECT set_config('lock_timeout', '{}ms', true), set_config('application_name', '{}', true);
 SELECT 1 FROM {} WHERE state = {} FOR UPDATE{};\n{}",
                 left.as_millis().clamp(1, i32::MAX as u128),
                 application_name(operation),
@@ -535,7 +535,7 @@ SELECT 1 FROM {} WHERE state = {} FOR UPDATE{};\n{}",
         let start = Instant::now();
         let mut client = self.connect()?;
         let taken = client.simple_query(&format!(
-            "BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL lock_timeout = '{}ms'; SET LOCAL application_name = '{}';
+            "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT set_config('lock_timeout', '{}ms', true), set_config('application_name', '{}', true);
 SELECT txid_current()::text FROM {main} WHERE state = {key} FOR UPDATE{}",
             millis.max(1),
             application_name(operation),
@@ -1103,30 +1103,13 @@ impl Tx<'_> {
             settings.map(|s| serde_json::to_string(s).expect("invariant: settings serialize"));
         // The outgoing version, if sound, becomes a backup: copied row to row on the
         // server (we hold its lock), not sent back over the wire.
-        let keep_backup = config.backups.enabled() && old_text.is_some();
+        let mut keep_backup = config.backups.enabled() && old_text.is_some();
         let lit_state = literal(state_name);
-        let mut sql = String::with_capacity(text.len() + 2048);
-        if keep_backup {
-            sql.push_str(&format!(
-                "INSERT INTO {} (state, generation, document, checksum, written_at) \
-                 SELECT state, generation, document, checksum, written_at FROM {} \
-                 WHERE state = {lit_state} AND generation = {old_g} ON CONFLICT DO NOTHING;\n",
-                names.backups, names.main
-            ));
-        }
-        // The row must be at the generation read under the lock (the primary key
-        // makes it one row at most): a division by zero otherwise, which skips the
-        // rest, COMMIT included.
-        sql.push_str(&format!(
-            "WITH u AS (UPDATE {} SET generation = {g}, document = {}, checksum = {checksum}, \
-             written_at = now(), writer = {}, settings = coalesce({}, settings) \
-             WHERE state = {lit_state} AND generation = {old_g} RETURNING 1) \
-             SELECT 1 / (SELECT count(*)::int FROM u);\n",
-            names.main,
-            literal(&text),
-            literal(&writer_json),
-            settings_text.as_deref().map_or("NULL".to_string(), literal),
-        ));
+        // One statement, its parts as data-modifying CTEs (they all see the rows as
+        // they were before it, and each writes other rows), then COMMIT: each
+        // statement costs the server a parse and a plan, as much as a round trip.
+        let mut parts: Vec<String> = Vec::new();
+        let mut prune_backups = Vec::new();
         if keep_backup {
             let mut infos: Vec<BackupInfo> = self
                 .backups
@@ -1151,32 +1134,61 @@ impl Tx<'_> {
             }
             infos.sort_by_key(|b| std::cmp::Reverse(b.generation));
             let keep = backup::keep_set(&infos, &config.backups, SystemTime::now());
-            let drop: Vec<String> = infos
+            // The outgoing version itself not kept: not inserted at all.
+            keep_backup = keep.contains(&self.current.generation);
+            prune_backups = infos
                 .iter()
-                .filter(|b| !keep.contains(&b.generation))
+                .filter(|b| {
+                    !keep.contains(&b.generation) && b.generation != self.current.generation
+                })
                 .map(|b| b.generation.to_string())
                 .collect();
-            if !drop.is_empty() {
-                sql.push_str(&format!(
-                    "DELETE FROM {} WHERE state = {lit_state} AND generation IN ({});\n",
-                    names.backups,
-                    drop.join(", ")
-                ));
-            }
+        }
+        if keep_backup {
+            // The outgoing version, copied row to row on the server (we hold its
+            // lock), not sent back over the wire.
+            parts.push(format!(
+                "b AS (INSERT INTO {} (state, generation, document, checksum, written_at) \
+                 SELECT state, generation, document, checksum, written_at FROM {} \
+                 WHERE state = {lit_state} AND generation = {old_g} ON CONFLICT DO NOTHING)",
+                names.backups, names.main
+            ));
+        }
+        if !prune_backups.is_empty() {
+            parts.push(format!(
+                "pb AS (DELETE FROM {} WHERE state = {lit_state} AND generation IN ({}))",
+                names.backups,
+                prune_backups.join(", ")
+            ));
         }
         if config.history.keep > 0 {
-            self.history_statements(&mut sql, &config, &text, generation, change, writer);
+            self.history_statements(&mut parts, &config, &text, generation, change, writer);
         }
-        sql.push_str("COMMIT");
+        parts.push(format!(
+            "u AS (UPDATE {} SET generation = {g}, document = {}, checksum = {checksum}, \
+             written_at = now(), writer = {}, settings = coalesce({}, settings) \
+             WHERE state = {lit_state} AND generation = {old_g} RETURNING 1)",
+            names.main,
+            literal(&text),
+            literal(&writer_json),
+            settings_text.as_deref().map_or("NULL".to_string(), literal),
+        ));
+        // The row must be at the generation read under the lock (the primary key
+        // makes it one row at most): a division by zero otherwise, which skips the
+        // rest, COMMIT included.
+        let sql = format!(
+            "WITH {} SELECT 1 / (SELECT count(*)::int FROM u);\nCOMMIT",
+            parts.join(",\n")
+        );
         self.finish_with(&sql, "write", generation)?;
         Ok(generation)
     }
 
     /// The history entry of `generation` and the prune of entries past the
-    /// retention, as statements to send with the write.
+    /// retention, as parts of the write's statement.
     fn history_statements(
         &self,
-        sql: &mut String,
+        parts: &mut Vec<String>,
         config: &Config,
         text: &str,
         generation: u64,
@@ -1228,17 +1240,20 @@ impl Tx<'_> {
         let has_snapshot = entry.snapshot.is_some();
         let entry = serde_json::to_string(&entry).expect("invariant: an entry serializes");
         let h = &names.history;
-        sql.push_str(&format!(
-            "INSERT INTO {h} (state, generation, snapshot, entry) VALUES ({lit_state}, {generation}, {has_snapshot}, {}) \
-             ON CONFLICT (state, generation) DO UPDATE SET snapshot = excluded.snapshot, entry = excluded.entry;\n",
+        parts.push(format!(
+            "h AS (INSERT INTO {h} (state, generation, snapshot, entry) VALUES ({lit_state}, {generation}, {has_snapshot}, {}) \
+             ON CONFLICT (state, generation) DO UPDATE SET snapshot = excluded.snapshot, entry = excluded.entry)",
             literal(&entry)
         ));
-        // Keep the last `keep` generations, and the snapshot they are rebuilt from.
+        // Keep the last `keep` generations, and the snapshot they are rebuilt from
+        // (the new entry is newer than both, so that it is not seen here is fine).
         let oldest_kept = (generation + 1).saturating_sub(u64::from(policy.keep));
-        sql.push_str(&format!(
-            "DELETE FROM {h} WHERE state = {lit_state} AND generation < least({oldest_kept}, \
-             (SELECT max(generation) FROM {h} WHERE state = {lit_state} AND snapshot AND generation <= {oldest_kept}));\n"
-        ));
+        if oldest_kept > 1 {
+            parts.push(format!(
+                "ph AS (DELETE FROM {h} WHERE state = {lit_state} AND generation < least({oldest_kept}, \
+                 (SELECT max(generation) FROM {h} WHERE state = {lit_state} AND snapshot AND generation <= {oldest_kept})))"
+            ));
+        }
     }
 }
 
@@ -1280,10 +1295,7 @@ impl Locking {
 
     fn parse(messages: Vec<SimpleQueryMessage>) -> Locking {
         let mut statements = Self::statements(&messages);
-        let backups = statements.pop().unwrap_or_default();
-        let history = statements.pop().unwrap_or_default();
-        let xmax = statements.pop().unwrap_or_default();
-        let skip = statements.pop().unwrap_or_default();
+        let lock = statements.pop().unwrap_or_default();
         let main = statements.pop().unwrap_or_default();
         let int = |v: &Option<String>| v.as_deref().and_then(|t| t.parse::<i64>().ok());
         let current = main.first().map(|r| Current {
@@ -1294,23 +1306,21 @@ impl Locking {
             writer: r.get(4).cloned().flatten(),
             xid: r.get(5).and_then(int),
         });
-        let held_by = xmax.first().and_then(|r| r.first().cloned().flatten());
+        let lock = lock.into_iter().next().unwrap_or_default();
+        let column = |i: usize| lock.get(i).cloned().flatten();
+        // Free: this transaction locked it now (a row), or it was never made (no xmax).
+        let held_by = column(1);
         Locking {
             current,
-            lock_free: !skip.is_empty() || xmax.is_empty(),
+            lock_free: column(0).is_some() || held_by.is_none(),
             held_by,
-            history_last: history
-                .first()
-                .and_then(|r| r.first())
-                .and_then(int)
-                .map(|g| g as u64),
-            backups: backups
-                .iter()
-                .filter_map(|r| {
-                    Some((
-                        r.first().and_then(int)? as u64,
-                        micros(r.get(1).and_then(int)?),
-                    ))
+            history_last: int(&column(2)).map(|g| g as u64),
+            backups: column(3)
+                .unwrap_or_default()
+                .split(',')
+                .filter_map(|b| {
+                    let (generation, us) = b.split_once(':')?;
+                    Some((generation.parse().ok()?, micros(us.parse().ok()?)))
                 })
                 .collect(),
         }

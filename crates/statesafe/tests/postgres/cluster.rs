@@ -348,7 +348,10 @@ fn template(bin: &Path, run_as: &[String], owner: Option<(u32, u32)>) -> Result<
         .and_then(Path::file_name)
         .map(|v| v.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+    // Tests have cargo's target tmpdir; the benchmark (which includes this file) the
+    // system's.
+    let base = option_env!("CARGO_TARGET_TMPDIR")
+        .map_or_else(|| std::env::temp_dir().join("statesafe-pg"), PathBuf::from)
         .join(format!("pg{version}-template-{}", owner.map_or(0, |o| o.0)));
     let done = base.join("done");
     if done.exists() {
