@@ -378,19 +378,27 @@ impl Remote {
     /// ends); the lock row's `xmax` (who holds it, when it is not free). Each
     /// statement of a simple query takes its own snapshot, so these see a lock taken
     /// by `statesafe lock` while the first waited. Then what a write needs to know,
-    /// read under the lock: the newest history entry and the backups kept.
-    fn lock_statements(&self, nowait: bool) -> String {
+    /// read under the lock: the newest history entry and (`list_backups`, for an
+    /// hourly or daily retention) the backups kept.
+    fn lock_statements(&self, nowait: bool, list_backups: bool) -> String {
         let main = &self.names.main;
         let state = literal(&self.address.state);
         let key = literal(&self.lock_key());
         let wait = if nowait { " NOWAIT" } else { "" };
         let (backups, history) = (&self.names.backups, &self.names.history);
+        let list = if list_backups {
+            format!(
+                "(SELECT string_agg(generation || ':' || (extract(epoch FROM written_at) * 1000000)::bigint, ',') FROM {backups} WHERE state = {state})"
+            )
+        } else {
+            "NULL".to_string()
+        };
         format!(
             "{SELECT_CURRENT}, txid_current() FROM {main} WHERE state = {state} FOR UPDATE{wait};
 SELECT (SELECT 1 FROM {main} WHERE state = {key} FOR UPDATE SKIP LOCKED),
     (SELECT xmax::text FROM {main} WHERE state = {key}),
     (SELECT max(generation) FROM {history} WHERE state = {state}),
-    (SELECT string_agg(generation || ':' || (extract(epoch FROM written_at) * 1000000)::bigint, ',') FROM {backups} WHERE state = {state})"
+    {list}"
         )
     }
 
@@ -408,13 +416,15 @@ SELECT (SELECT 1 FROM {main} WHERE state = {key} FOR UPDATE SKIP LOCKED),
         let config = store.config();
         let millis = config.lock_timeout.as_millis().min(i32::MAX as u128);
         let nowait = millis == 0;
+        // Only an hourly or daily retention needs the backups' times.
+        let list_backups = config.backups.hourly > 0 || config.backups.daily > 0;
         let begin = format!(
             "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT set_config('lock_timeout', '{}ms', true), set_config('application_name', '{}', true);\n",
             millis.max(1),
             application_name(operation)
         );
         let start = Instant::now();
-        let first = format!("{begin}{}", self.lock_statements(nowait));
+        let first = format!("{begin}{}", self.lock_statements(nowait, list_backups));
         let (mut client, pooled) = self.take()?;
         let mut begun = client.simple_query(&first);
         if pooled && begun.as_ref().is_err_and(lost) {
@@ -445,7 +455,7 @@ SELECT (SELECT 1 FROM {main} WHERE state = {key} FOR UPDATE SKIP LOCKED),
                     "INSERT INTO {} (state, generation) VALUES ({}, 0) ON CONFLICT (state) DO NOTHING;\n{}",
                     self.names.main,
                     literal(&self.address.state),
-                    self.lock_statements(nowait)
+                    self.lock_statements(nowait, list_backups)
                 );
                 found = Locking::parse(tx.client().simple_query(&insert)?);
             }
@@ -463,7 +473,7 @@ SELECT 1 FROM {} WHERE state = {} FOR UPDATE{};\n{}",
                 self.names.main,
                 literal(&self.lock_key()),
                 if nowait { " NOWAIT" } else { "" },
-                self.lock_statements(nowait)
+                self.lock_statements(nowait, list_backups)
             );
             Ok(Locking::parse(tx.client().simple_query(&wait)?))
         })();
@@ -1109,8 +1119,9 @@ impl Tx<'_> {
         // they were before it, and each writes other rows), then COMMIT: each
         // statement costs the server a parse and a plan, as much as a round trip.
         let mut parts: Vec<String> = Vec::new();
-        let mut prune_backups = Vec::new();
-        if keep_backup {
+        let mut prune_backups = None;
+        let policy = &config.backups;
+        if keep_backup && (policy.hourly > 0 || policy.daily > 0) {
             let mut infos: Vec<BackupInfo> = self
                 .backups
                 .iter()
@@ -1133,16 +1144,29 @@ impl Tx<'_> {
                 });
             }
             infos.sort_by_key(|b| std::cmp::Reverse(b.generation));
-            let keep = backup::keep_set(&infos, &config.backups, SystemTime::now());
+            let keep = backup::keep_set(&infos, policy, SystemTime::now());
             // The outgoing version itself not kept: not inserted at all.
             keep_backup = keep.contains(&self.current.generation);
-            prune_backups = infos
+            let drop: Vec<String> = infos
                 .iter()
                 .filter(|b| {
                     !keep.contains(&b.generation) && b.generation != self.current.generation
                 })
                 .map(|b| b.generation.to_string())
                 .collect();
+            if !drop.is_empty() {
+                prune_backups = Some(format!("generation IN ({})", drop.join(", ")));
+            }
+        } else if keep_backup {
+            // Count only: the newest `keep`, the outgoing version (the newest) and
+            // the `keep - 1` newest others, pruned on the server without listing
+            // them here.
+            prune_backups = Some(format!(
+                "generation <> {old_g} AND generation IN (SELECT generation FROM {} \
+                 WHERE state = {lit_state} AND generation <> {old_g} ORDER BY generation DESC OFFSET {})",
+                names.backups,
+                policy.keep - 1
+            ));
         }
         if keep_backup {
             // The outgoing version, copied row to row on the server (we hold its
@@ -1154,11 +1178,10 @@ impl Tx<'_> {
                 names.backups, names.main
             ));
         }
-        if !prune_backups.is_empty() {
+        if let Some(which) = prune_backups {
             parts.push(format!(
-                "pb AS (DELETE FROM {} WHERE state = {lit_state} AND generation IN ({}))",
-                names.backups,
-                prune_backups.join(", ")
+                "pb AS (DELETE FROM {} WHERE state = {lit_state} AND {which})",
+                names.backups
             ));
         }
         if config.history.keep > 0 {
@@ -1247,8 +1270,10 @@ impl Tx<'_> {
         ));
         // Keep the last `keep` generations, and the snapshot they are rebuilt from
         // (the new entry is newer than both, so that it is not seen here is fine).
+        // Pruned when a snapshot is due (every `keep / 4` generations), as
+        // a file's history drops whole segments: up to that many more are kept.
         let oldest_kept = (generation + 1).saturating_sub(u64::from(policy.keep));
-        if oldest_kept > 1 {
+        if oldest_kept > 1 && snapshot_needed {
             parts.push(format!(
                 "ph AS (DELETE FROM {h} WHERE state = {lit_state} AND generation < least({oldest_kept}, \
                  (SELECT max(generation) FROM {h} WHERE state = {lit_state} AND snapshot AND generation <= {oldest_kept})))"
