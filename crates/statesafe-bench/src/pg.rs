@@ -41,6 +41,10 @@ pub struct Cell {
     pub clients: usize,
     pub who: Who,
     pub rates: Vec<f64>,
+    /// WAL bytes written per increment, one per round (`pg_stat_wal`).
+    pub wal_bytes: Vec<f64>,
+    /// WAL flushes (`wal_sync`) per increment, one per round.
+    pub wal_syncs: Vec<f64>,
 }
 
 impl Cell {
@@ -136,18 +140,30 @@ pub fn run(clients: &[usize], window: Duration, rounds: usize) -> Result<PgResul
                 [Who::Bare, Who::Statesafe]
             };
             for who in order {
+                let before = wal(&mut admin)?;
                 let (ops, elapsed) = contend(who, n, window, &url, &pg.base)?;
+                // The clients' backends report their WAL statistics as they exit.
+                std::thread::sleep(Duration::from_millis(300));
+                let after = wal(&mut admin)?;
+                let per_op = |a: f64, b: f64| (a - b) / ops.max(1) as f64;
+                let (bytes, syncs) = (per_op(after.0, before.0), per_op(after.1, before.1));
                 match who {
                     Who::Statesafe => ours += ops,
                     Who::Bare => bare += ops,
                 }
                 let rate = ops as f64 / elapsed.as_secs_f64();
                 match cells.iter_mut().find(|c| c.who == who && c.clients == n) {
-                    Some(c) => c.rates.push(rate),
+                    Some(c) => {
+                        c.rates.push(rate);
+                        c.wal_bytes.push(bytes);
+                        c.wal_syncs.push(syncs);
+                    }
                     None => cells.push(Cell {
                         clients: n,
                         who,
                         rates: vec![rate],
+                        wal_bytes: vec![bytes],
+                        wal_syncs: vec![syncs],
                     }),
                 }
             }
@@ -174,6 +190,21 @@ pub fn run(clients: &[usize], window: Duration, rounds: usize) -> Result<PgResul
         fsync,
         version,
     })
+}
+
+/// The server's WAL bytes and flushes so far.
+fn wal(admin: &mut postgres::Client) -> Result<(f64, f64)> {
+    let row = admin.query_one(
+        "SELECT wal_bytes::float8, wal_sync::float8 FROM pg_stat_wal",
+        &[],
+    )?;
+    Ok((row.get(0), row.get(1)))
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 /// `n` clients, each on its own connection, increment for `window`; the increments
@@ -272,7 +303,7 @@ pub fn section(o: &mut String, r: &PgResult) {
     );
     let _ = writeln!(
         o,
-        "| clients | {} | {} | statesafe / bare |\n|---:|---:|---:|---:|",
+        "| clients | {} | {} | statesafe / bare | WAL bytes per increment (statesafe, bare) | WAL flushes per increment (statesafe, bare) |\n|---:|---:|---:|---:|---:|---:|",
         Who::Statesafe.label(),
         Who::Bare.label()
     );
@@ -285,7 +316,14 @@ pub fn section(o: &mut String, r: &PgResult) {
                 let _ = write!(o, " **{:.0}**/s ({lo:.0}–{hi:.0}) |", c.rate());
             }
         }
-        let _ = writeln!(o, " {} |", fmt_ratio(ratio));
+        let _ = write!(o, " {} |", fmt_ratio(ratio));
+        let both = |f: fn(&Cell) -> f64| {
+            [Who::Statesafe, Who::Bare].map(|who| PgResult::cell(cells, who, n).map_or(f64::NAN, f))
+        };
+        let [ours, bare] = both(|c| median(&c.wal_bytes));
+        let _ = write!(o, " {ours:.0}, {bare:.0} |");
+        let [ours, bare] = both(|c| median(&c.wal_syncs));
+        let _ = writeln!(o, " {ours:.2}, {bare:.2} |");
     }
     let _ = writeln!(o);
 }
