@@ -69,6 +69,9 @@ pub enum Section {
     Cli,
     /// Large documents through the CLI: time and peak memory.
     LargeCli,
+    /// Contended increments on a throwaway local PostgreSQL server, statesafe vs a
+    /// bare `SELECT … FOR UPDATE; UPDATE; COMMIT` (needs Debian's `postgresql`).
+    Pg,
 }
 
 /// The hidden subcommand.

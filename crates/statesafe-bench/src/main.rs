@@ -18,6 +18,7 @@ mod large_cli;
 mod load;
 mod machine;
 mod memory;
+mod pg;
 mod report;
 mod run;
 mod stats;

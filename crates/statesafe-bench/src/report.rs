@@ -75,6 +75,20 @@ pub fn targets(r: &Results) -> Vec<Target> {
             });
         }
     }
+    if let Some(pg) = &r.pg {
+        let ratios = pg.ratios();
+        if !ratios.is_empty() {
+            out.push(Target {
+                goal: "PostgreSQL contended increments: at least 0.8x a bare transaction's throughput (every client count)".into(),
+                measured: ratios
+                    .iter()
+                    .map(|(n, x)| format!("{n} clients {}", fmt_ratio(*x)))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                met: Some(ratios.iter().all(|(_, x)| *x >= 0.8)),
+            });
+        }
+    }
     if let Some(c) = &r.contended {
         let procs: Vec<usize> = {
             let mut p: Vec<usize> = c.cells.iter().map(|c| c.procs).collect();
@@ -363,6 +377,9 @@ pub fn markdown(r: &Results, svg: &Path, md_path: &Path) -> String {
     memory_section(&mut o, r);
     cli_section(&mut o, r);
     large_cli_section(&mut o, r);
+    if let Some(pg) = &r.pg {
+        crate::pg::section(&mut o, pg);
+    }
 
     let _ = writeln!(o, "## Where the time and memory go\n");
     o.push_str(ANALYSIS);

@@ -59,6 +59,8 @@ pub struct Results {
     pub cli: Option<CliResult>,
     /// Section 6.
     pub large_cli: Option<LargeResult>,
+    /// Section 7.
+    pub pg: Option<crate::pg::PgResult>,
     /// Wall time of the whole run.
     pub elapsed: Duration,
     /// Load averages at the end.
@@ -137,6 +139,7 @@ pub fn all(args: &Args) -> Result<()> {
         memory: Vec::new(),
         cli: None,
         large_cli: None,
+        pg: None,
         elapsed: Duration::ZERO,
         load_end: String::new(),
     };
@@ -228,6 +231,20 @@ pub fn all(args: &Args) -> Result<()> {
             eprintln!("large-cli: done in {:.1?}", t.elapsed());
         }
         results.large_cli = Some(r);
+    }
+    if wants(Section::Pg) {
+        let t = Instant::now();
+        let (window, rounds) = if args.quick {
+            (Duration::from_millis(250), 1)
+        } else {
+            (Duration::from_secs(2), 5)
+        };
+        let r = crate::pg::run(&args.procs, window, rounds)?;
+        match &r {
+            crate::pg::PgResult::Skipped(why) => eprintln!("pg: SKIPPED: {why}"),
+            crate::pg::PgResult::Done { .. } => eprintln!("pg: done in {:.1?}", t.elapsed()),
+        }
+        results.pg = Some(r);
     }
     results.elapsed = started.elapsed();
     results.load_end = machine::loadavg();

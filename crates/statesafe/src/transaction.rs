@@ -136,6 +136,11 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
     /// program edits the file (`statesafe lock FILE -- CMD`). `operation` is what the
     /// holder record says this process is doing. Dropping the guard releases the lock.
     ///
+    /// For a PostgreSQL state it is a transaction holding the state's lock row, which
+    /// every writer holds while it writes; writers whose `STATESAFE_PG_LOCKS` names it
+    /// ([`LockGuard::nested_env`]) are let through, and it ends when this process or
+    /// its connection dies (`docs/remote.md`).
+    ///
     /// # Errors
     /// [`Error::LockTimeout`], I/O errors creating the sidecar directory or lock file.
     ///

@@ -487,3 +487,117 @@ fn copy_refuses_a_destination_that_exists_or_changed() {
     assert_eq!(out.status.code(), Some(3), "{out:?}");
     assert!(!dir.path().join("x.json").exists());
 }
+
+/// The issue's fault loop with processes: 8 shell loops, each running `statesafe
+/// update URL '.wK += 1'` on its own key over and over, while the server is stopped
+/// as a crash would (`pg_ctl stop -m immediate`) and started again at random moments.
+/// Each loop writes one letter per run to its tally: `a` acknowledged (exit 0), `u`
+/// outcome unknown (exit 11), `f` failed with nothing committed (exit 10, the server
+/// unreachable or the connection lost before `COMMIT`), anything else a test failure.
+/// Afterwards every key is at least its acknowledged updates and at most those plus
+/// its unknown ones, and every loop got updates through after the last restart on its
+/// own. 5 restarts here (each writer process connects anew, so this is slower than
+/// the threads' loop); `STATESAFE_PG_RESTARTS=50` runs the acceptance size.
+#[test]
+fn processes_lose_no_acknowledged_update_across_server_crashes() {
+    let Some(pg) = cluster::cluster() else {
+        return;
+    };
+    let restarts: u32 = std::env::var("STATESAFE_PG_RESTARTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    const WRITERS: usize = 8;
+    let url = pg.url("cli_crashes");
+    let initial: serde_json::Map<String, Value> =
+        (0..WRITERS).map(|i| (format!("w{i}"), json!(0))).collect();
+    ok(&["init", &url, &Value::Object(initial).to_string()]);
+    let dir = tempfile::tempdir().unwrap();
+    let stop = dir.path().join("stop");
+    let script = r#"
+bin=$1 url=$2 key=$3 tally=$4 stop=$5
+while [ ! -e "$stop" ]; do
+  "$bin" update --lock-timeout 30s "$url" ".$key += 1" >/dev/null 2>>"$tally.err"
+  case $? in
+    0) printf a >>"$tally" ;;
+    11) printf u >>"$tally" ;;
+    10) printf f >>"$tally"; sleep 0.01 ;;
+    *) printf x >>"$tally" ;;
+  esac
+done
+"#;
+    let tally = |i: usize| dir.path().join(format!("w{i}"));
+    let children: Vec<_> = (0..WRITERS)
+        .map(|i| {
+            Command::new("sh")
+                .arg("-c")
+                .arg(script)
+                .arg("sh")
+                .arg(bin())
+                .arg(&url)
+                .arg(format!("w{i}"))
+                .arg(tally(i))
+                .arg(&stop)
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let count = |i: usize, c: char| {
+        std::fs::read_to_string(tally(i))
+            .unwrap_or_default()
+            .chars()
+            .filter(|x| *x == c)
+            .count() as u64
+    };
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    println!("seed {seed}");
+    for _ in 0..restarts {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        std::thread::sleep(Duration::from_millis(100 + (seed >> 33) % 700));
+        assert!(pg.crash_and_restart(), "not our server: cannot crash it");
+    }
+    let at_last: Vec<u64> = (0..WRITERS).map(|i| count(i, 'a')).collect();
+    let mut recovered = false;
+    for _ in 0..600 {
+        if (0..WRITERS).all(|i| count(i, 'a') > at_last[i]) {
+            recovered = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::fs::write(&stop, "").unwrap();
+    for mut c in children {
+        c.wait().unwrap();
+    }
+    assert!(
+        recovered,
+        "writers did not recover after the server came back"
+    );
+    let state: Value = serde_json::from_str(&ok(&["get", &url])).unwrap();
+    let mut met_a_crash = 0;
+    for i in 0..WRITERS {
+        let (acked, unknown, failed) = (count(i, 'a'), count(i, 'u'), count(i, 'f'));
+        let errors =
+            std::fs::read_to_string(dir.path().join(format!("w{i}.err"))).unwrap_or_default();
+        assert_eq!(
+            count(i, 'x'),
+            0,
+            "w{i}: an unexpected exit status: {errors}"
+        );
+        met_a_crash += unknown + failed;
+        let v = state[format!("w{i}")].as_u64().unwrap();
+        println!("w{i}: {v} (acked {acked}, unknown {unknown}, failed {failed})");
+        assert!(
+            acked <= v && v <= acked + unknown,
+            "w{i} = {v}, but acked {acked}, unknown {unknown}: an acknowledged update was lost, or a failed one was applied"
+        );
+    }
+    assert!(met_a_crash > 0, "no write ever met a crash");
+    let check: Value = serde_json::from_str(&ok(&["--json", "check", &url])).unwrap();
+    assert_eq!(check["ok"], true, "{check}");
+}

@@ -378,19 +378,27 @@ impl Remote {
     /// ends); the lock row's `xmax` (who holds it, when it is not free). Each
     /// statement of a simple query takes its own snapshot, so these see a lock taken
     /// by `statesafe lock` while the first waited. Then what a write needs to know,
-    /// read under the lock: the newest history entry and the backups kept.
-    fn lock_statements(&self, nowait: bool) -> String {
+    /// read under the lock: the newest history entry and (`list_backups`, for an
+    /// hourly or daily retention) the backups kept.
+    fn lock_statements(&self, nowait: bool, list_backups: bool) -> String {
         let main = &self.names.main;
         let state = literal(&self.address.state);
         let key = literal(&self.lock_key());
         let wait = if nowait { " NOWAIT" } else { "" };
         let (backups, history) = (&self.names.backups, &self.names.history);
+        let list = if list_backups {
+            format!(
+                "(SELECT string_agg(generation || ':' || (extract(epoch FROM written_at) * 1000000)::bigint, ',') FROM {backups} WHERE state = {state})"
+            )
+        } else {
+            "NULL".to_string()
+        };
         format!(
             "{SELECT_CURRENT}, txid_current() FROM {main} WHERE state = {state} FOR UPDATE{wait};
-SELECT 1 FROM {main} WHERE state = {key} FOR UPDATE SKIP LOCKED;
-SELECT xmax::text FROM {main} WHERE state = {key};
-SELECT max(generation) FROM {history} WHERE state = {state};
-SELECT generation, (extract(epoch FROM written_at) * 1000000)::bigint FROM {backups} WHERE state = {state}"
+SELECT (SELECT 1 FROM {main} WHERE state = {key} FOR UPDATE SKIP LOCKED),
+    (SELECT xmax::text FROM {main} WHERE state = {key}),
+    (SELECT max(generation) FROM {history} WHERE state = {state}),
+    {list}"
         )
     }
 
@@ -408,13 +416,15 @@ SELECT generation, (extract(epoch FROM written_at) * 1000000)::bigint FROM {back
         let config = store.config();
         let millis = config.lock_timeout.as_millis().min(i32::MAX as u128);
         let nowait = millis == 0;
+        // Only an hourly or daily retention needs the backups' times.
+        let list_backups = config.backups.hourly > 0 || config.backups.daily > 0;
         let begin = format!(
-            "BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL lock_timeout = '{}ms'; SET LOCAL application_name = '{}';\n",
+            "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT set_config('lock_timeout', '{}ms', true), set_config('application_name', '{}', true);\n",
             millis.max(1),
             application_name(operation)
         );
         let start = Instant::now();
-        let first = format!("{begin}{}", self.lock_statements(nowait));
+        let first = format!("{begin}{}", self.lock_statements(nowait, list_backups));
         let (mut client, pooled) = self.take()?;
         let mut begun = client.simple_query(&first);
         if pooled && begun.as_ref().is_err_and(lost) {
@@ -445,7 +455,7 @@ SELECT generation, (extract(epoch FROM written_at) * 1000000)::bigint FROM {back
                     "INSERT INTO {} (state, generation) VALUES ({}, 0) ON CONFLICT (state) DO NOTHING;\n{}",
                     self.names.main,
                     literal(&self.address.state),
-                    self.lock_statements(nowait)
+                    self.lock_statements(nowait, list_backups)
                 );
                 found = Locking::parse(tx.client().simple_query(&insert)?);
             }
@@ -456,14 +466,14 @@ SELECT generation, (extract(epoch FROM written_at) * 1000000)::bigint FROM {back
             // state's row (its CMD's writers need that row), then take both.
             let left = config.lock_timeout.saturating_sub(start.elapsed());
             let wait = format!(
-                "ROLLBACK; BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL lock_timeout = '{}ms'; SET LOCAL application_name = '{}';
+                "ROLLBACK; BEGIN ISOLATION LEVEL READ COMMITTED; SELECT set_config('lock_timeout', '{}ms', true), set_config('application_name', '{}', true);
 SELECT 1 FROM {} WHERE state = {} FOR UPDATE{};\n{}",
                 left.as_millis().clamp(1, i32::MAX as u128),
                 application_name(operation),
                 self.names.main,
                 literal(&self.lock_key()),
                 if nowait { " NOWAIT" } else { "" },
-                self.lock_statements(nowait)
+                self.lock_statements(nowait, list_backups)
             );
             Ok(Locking::parse(tx.client().simple_query(&wait)?))
         })();
@@ -535,7 +545,7 @@ SELECT 1 FROM {} WHERE state = {} FOR UPDATE{};\n{}",
         let start = Instant::now();
         let mut client = self.connect()?;
         let taken = client.simple_query(&format!(
-            "BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL lock_timeout = '{}ms'; SET LOCAL application_name = '{}';
+            "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT set_config('lock_timeout', '{}ms', true), set_config('application_name', '{}', true);
 SELECT txid_current()::text FROM {main} WHERE state = {key} FOR UPDATE{}",
             millis.max(1),
             application_name(operation),
@@ -1103,31 +1113,15 @@ impl Tx<'_> {
             settings.map(|s| serde_json::to_string(s).expect("invariant: settings serialize"));
         // The outgoing version, if sound, becomes a backup: copied row to row on the
         // server (we hold its lock), not sent back over the wire.
-        let keep_backup = config.backups.enabled() && old_text.is_some();
+        let mut keep_backup = config.backups.enabled() && old_text.is_some();
         let lit_state = literal(state_name);
-        let mut sql = String::with_capacity(text.len() + 2048);
-        if keep_backup {
-            sql.push_str(&format!(
-                "INSERT INTO {} (state, generation, document, checksum, written_at) \
-                 SELECT state, generation, document, checksum, written_at FROM {} \
-                 WHERE state = {lit_state} AND generation = {old_g} ON CONFLICT DO NOTHING;\n",
-                names.backups, names.main
-            ));
-        }
-        // The row must be at the generation read under the lock (the primary key
-        // makes it one row at most): a division by zero otherwise, which skips the
-        // rest, COMMIT included.
-        sql.push_str(&format!(
-            "WITH u AS (UPDATE {} SET generation = {g}, document = {}, checksum = {checksum}, \
-             written_at = now(), writer = {}, settings = coalesce({}, settings) \
-             WHERE state = {lit_state} AND generation = {old_g} RETURNING 1) \
-             SELECT 1 / (SELECT count(*)::int FROM u);\n",
-            names.main,
-            literal(&text),
-            literal(&writer_json),
-            settings_text.as_deref().map_or("NULL".to_string(), literal),
-        ));
-        if keep_backup {
+        // One statement, its parts as data-modifying CTEs (they all see the rows as
+        // they were before it, and each writes other rows), then COMMIT: each
+        // statement costs the server a parse and a plan, as much as a round trip.
+        let mut parts: Vec<String> = Vec::new();
+        let mut prune_backups = None;
+        let policy = &config.backups;
+        if keep_backup && (policy.hourly > 0 || policy.daily > 0) {
             let mut infos: Vec<BackupInfo> = self
                 .backups
                 .iter()
@@ -1150,33 +1144,74 @@ impl Tx<'_> {
                 });
             }
             infos.sort_by_key(|b| std::cmp::Reverse(b.generation));
-            let keep = backup::keep_set(&infos, &config.backups, SystemTime::now());
+            let keep = backup::keep_set(&infos, policy, SystemTime::now());
+            // The outgoing version itself not kept: not inserted at all.
+            keep_backup = keep.contains(&self.current.generation);
             let drop: Vec<String> = infos
                 .iter()
-                .filter(|b| !keep.contains(&b.generation))
+                .filter(|b| {
+                    !keep.contains(&b.generation) && b.generation != self.current.generation
+                })
                 .map(|b| b.generation.to_string())
                 .collect();
             if !drop.is_empty() {
-                sql.push_str(&format!(
-                    "DELETE FROM {} WHERE state = {lit_state} AND generation IN ({});\n",
-                    names.backups,
-                    drop.join(", ")
-                ));
+                prune_backups = Some(format!("generation IN ({})", drop.join(", ")));
             }
+        } else if keep_backup {
+            // Count only: the newest `keep`, the outgoing version (the newest) and
+            // the `keep - 1` newest others, pruned on the server without listing
+            // them here.
+            prune_backups = Some(format!(
+                "generation <> {old_g} AND generation IN (SELECT generation FROM {} \
+                 WHERE state = {lit_state} AND generation <> {old_g} ORDER BY generation DESC OFFSET {})",
+                names.backups,
+                policy.keep - 1
+            ));
+        }
+        if keep_backup {
+            // The outgoing version, copied row to row on the server (we hold its
+            // lock), not sent back over the wire.
+            parts.push(format!(
+                "b AS (INSERT INTO {} (state, generation, document, checksum, written_at) \
+                 SELECT state, generation, document, checksum, written_at FROM {} \
+                 WHERE state = {lit_state} AND generation = {old_g} ON CONFLICT DO NOTHING)",
+                names.backups, names.main
+            ));
+        }
+        if let Some(which) = prune_backups {
+            parts.push(format!(
+                "pb AS (DELETE FROM {} WHERE state = {lit_state} AND {which})",
+                names.backups
+            ));
         }
         if config.history.keep > 0 {
-            self.history_statements(&mut sql, &config, &text, generation, change, writer);
+            self.history_statements(&mut parts, &config, &text, generation, change, writer);
         }
-        sql.push_str("COMMIT");
+        parts.push(format!(
+            "u AS (UPDATE {} SET generation = {g}, document = {}, checksum = {checksum}, \
+             written_at = now(), writer = {}, settings = coalesce({}, settings) \
+             WHERE state = {lit_state} AND generation = {old_g} RETURNING 1)",
+            names.main,
+            literal(&text),
+            literal(&writer_json),
+            settings_text.as_deref().map_or("NULL".to_string(), literal),
+        ));
+        // The row must be at the generation read under the lock (the primary key
+        // makes it one row at most): a division by zero otherwise, which skips the
+        // rest, COMMIT included.
+        let sql = format!(
+            "WITH {} SELECT 1 / (SELECT count(*)::int FROM u);\nCOMMIT",
+            parts.join(",\n")
+        );
         self.finish_with(&sql, "write", generation)?;
         Ok(generation)
     }
 
     /// The history entry of `generation` and the prune of entries past the
-    /// retention, as statements to send with the write.
+    /// retention, as parts of the write's statement.
     fn history_statements(
         &self,
-        sql: &mut String,
+        parts: &mut Vec<String>,
         config: &Config,
         text: &str,
         generation: u64,
@@ -1228,17 +1263,22 @@ impl Tx<'_> {
         let has_snapshot = entry.snapshot.is_some();
         let entry = serde_json::to_string(&entry).expect("invariant: an entry serializes");
         let h = &names.history;
-        sql.push_str(&format!(
-            "INSERT INTO {h} (state, generation, snapshot, entry) VALUES ({lit_state}, {generation}, {has_snapshot}, {}) \
-             ON CONFLICT (state, generation) DO UPDATE SET snapshot = excluded.snapshot, entry = excluded.entry;\n",
+        parts.push(format!(
+            "h AS (INSERT INTO {h} (state, generation, snapshot, entry) VALUES ({lit_state}, {generation}, {has_snapshot}, {}) \
+             ON CONFLICT (state, generation) DO UPDATE SET snapshot = excluded.snapshot, entry = excluded.entry)",
             literal(&entry)
         ));
-        // Keep the last `keep` generations, and the snapshot they are rebuilt from.
+        // Keep the last `keep` generations, and the snapshot they are rebuilt from
+        // (the new entry is newer than both, so that it is not seen here is fine).
+        // Pruned when a snapshot is due (every `keep / 4` generations), as
+        // a file's history drops whole segments: up to that many more are kept.
         let oldest_kept = (generation + 1).saturating_sub(u64::from(policy.keep));
-        sql.push_str(&format!(
-            "DELETE FROM {h} WHERE state = {lit_state} AND generation < least({oldest_kept}, \
-             (SELECT max(generation) FROM {h} WHERE state = {lit_state} AND snapshot AND generation <= {oldest_kept}));\n"
-        ));
+        if oldest_kept > 1 && snapshot_needed {
+            parts.push(format!(
+                "ph AS (DELETE FROM {h} WHERE state = {lit_state} AND generation < least({oldest_kept}, \
+                 (SELECT max(generation) FROM {h} WHERE state = {lit_state} AND snapshot AND generation <= {oldest_kept})))"
+            ));
+        }
     }
 }
 
@@ -1280,10 +1320,7 @@ impl Locking {
 
     fn parse(messages: Vec<SimpleQueryMessage>) -> Locking {
         let mut statements = Self::statements(&messages);
-        let backups = statements.pop().unwrap_or_default();
-        let history = statements.pop().unwrap_or_default();
-        let xmax = statements.pop().unwrap_or_default();
-        let skip = statements.pop().unwrap_or_default();
+        let lock = statements.pop().unwrap_or_default();
         let main = statements.pop().unwrap_or_default();
         let int = |v: &Option<String>| v.as_deref().and_then(|t| t.parse::<i64>().ok());
         let current = main.first().map(|r| Current {
@@ -1294,23 +1331,21 @@ impl Locking {
             writer: r.get(4).cloned().flatten(),
             xid: r.get(5).and_then(int),
         });
-        let held_by = xmax.first().and_then(|r| r.first().cloned().flatten());
+        let lock = lock.into_iter().next().unwrap_or_default();
+        let column = |i: usize| lock.get(i).cloned().flatten();
+        // Free: this transaction locked it now (a row), or it was never made (no xmax).
+        let held_by = column(1);
         Locking {
             current,
-            lock_free: !skip.is_empty() || xmax.is_empty(),
+            lock_free: column(0).is_some() || held_by.is_none(),
             held_by,
-            history_last: history
-                .first()
-                .and_then(|r| r.first())
-                .and_then(int)
-                .map(|g| g as u64),
-            backups: backups
-                .iter()
-                .filter_map(|r| {
-                    Some((
-                        r.first().and_then(int)? as u64,
-                        micros(r.get(1).and_then(int)?),
-                    ))
+            history_last: int(&column(2)).map(|g| g as u64),
+            backups: column(3)
+                .unwrap_or_default()
+                .split(',')
+                .filter_map(|b| {
+                    let (generation, us) = b.split_once(':')?;
+                    Some((generation.parse().ok()?, micros(us.parse().ok()?)))
                 })
                 .collect(),
         }

@@ -138,6 +138,111 @@ impl Cluster {
     }
 }
 
+/// A PgBouncer in transaction pooling mode in front of a [`Cluster`], stopped when
+/// this process ends (a watchdog shell, as for the server).
+pub struct Bouncer {
+    /// `postgres://USER@127.0.0.1:PORT/statesafe_test` through the bouncer.
+    pub base: String,
+    _watchdog: Mutex<ChildStdin>,
+}
+
+impl Bouncer {
+    pub fn url(&self, state: &str) -> String {
+        format!("{}?state={state}", self.base)
+    }
+}
+
+impl Cluster {
+    /// Starts Debian's `pgbouncer` (`pool_mode = transaction`, 4 server connections)
+    /// on a free port in front of this cluster; `None`, said loudly, when it cannot
+    /// be started (with `CI=true`, a failure: `.ci/run` installs it).
+    pub fn bouncer(&self) -> Option<Bouncer> {
+        match self.start_bouncer() {
+            Ok(b) => Some(b),
+            Err(why) => {
+                skipped(&format!("pgbouncer: {why}"));
+                None
+            }
+        }
+    }
+
+    fn start_bouncer(&self) -> Result<Bouncer, String> {
+        let Some(c) = &self.control else {
+            return Err("the server was given by STATESAFE_PG_URL".into());
+        };
+        let exe = ["/usr/sbin/pgbouncer", "/usr/bin/pgbouncer"]
+            .into_iter()
+            .find(|p| Path::new(p).is_file())
+            .ok_or("not installed (apt-get install pgbouncer)")?;
+        let port = free_port()?;
+        let dir = c.dir.join(format!("bouncer-{port}"));
+        let user = &self.user;
+        let config = format!(
+            "[databases]\n* = host=127.0.0.1 port={}\n\
+             [pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n\
+             auth_type = trust\nauth_file = {d}/users\npool_mode = transaction\n\
+             default_pool_size = 4\nmax_client_conn = 200\n\
+             ignore_startup_parameters = extra_float_digits,options\n\
+             logfile = {d}/log\npidfile = {d}/pid\n",
+            self.port,
+            d = dir.display()
+        );
+        // Runs as the cluster's user (pgbouncer refuses root); the watchdog stops it
+        // when this process ends.
+        let script = r#"
+set -u
+dir=$1 exe=$2 port=$3
+mkdir -p "$dir" && printf '%s' "$CONFIG" > "$dir/ini" && printf '"%s" ""
+' "$USER_NAME" > "$dir/users" || exit 1
+"$exe" "$dir/ini" & pid=$!
+i=0
+while ! (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null; do
+  i=$((i+1)); if [ $i -gt 500 ] || ! kill -0 $pid 2>/dev/null; then echo "failed: pgbouncer did not start:"; cat "$dir/log"; kill $pid 2>/dev/null; exit 1; fi
+  sleep 0.02
+done
+echo ready
+cat >/dev/null
+kill $pid; wait $pid
+rm -rf "$dir"
+"#;
+        let mut cmd = Command::new(c.run_as.first().map_or("bash", String::as_str));
+        if !c.run_as.is_empty() {
+            cmd.args(&c.run_as[1..]).arg("bash");
+        }
+        let mut child = cmd
+            .arg("-c")
+            .arg(script)
+            .arg("bash")
+            .arg(&dir)
+            .arg(exe)
+            .arg(port.to_string())
+            .env("CONFIG", config)
+            .env("USER_NAME", user)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("start pgbouncer's watchdog shell: {e}"))?;
+        let stdin = child.stdin.take().expect("invariant: piped");
+        let stdout = child.stdout.take().expect("invariant: piped");
+        let mut said = String::new();
+        for line in BufReader::new(stdout).lines() {
+            let line = line.map_err(|e| format!("read the watchdog: {e}"))?;
+            if line == "ready" {
+                return Ok(Bouncer {
+                    base: format!("postgres://{user}@127.0.0.1:{port}/{DATABASE}"),
+                    _watchdog: Mutex::new(stdin),
+                });
+            }
+            said.push_str(&line);
+            said.push('\n');
+        }
+        drop(stdin);
+        let _ = child.wait();
+        Err(said.trim().to_string())
+    }
+}
+
 /// The process's cluster, started on first use; `None` (said loudly) when it cannot be.
 pub fn cluster() -> Option<&'static Cluster> {
     static CLUSTER: OnceLock<Result<Cluster, String>> = OnceLock::new();
@@ -348,7 +453,10 @@ fn template(bin: &Path, run_as: &[String], owner: Option<(u32, u32)>) -> Result<
         .and_then(Path::file_name)
         .map(|v| v.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+    // Tests have cargo's target tmpdir; the benchmark (which includes this file) the
+    // system's.
+    let base = option_env!("CARGO_TARGET_TMPDIR")
+        .map_or_else(|| std::env::temp_dir().join("statesafe-pg"), PathBuf::from)
         .join(format!("pg{version}-template-{}", owner.map_or(0, |o| o.0)));
     let done = base.join("done");
     if done.exists() {

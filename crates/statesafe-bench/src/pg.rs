@@ -1,0 +1,329 @@
+//! Section 7: contended increments on PostgreSQL, statesafe against a bare
+//! hand-written transaction (`BEGIN; SELECT … FOR UPDATE; UPDATE; COMMIT`), on a
+//! throwaway local server started like the tests' (Debian's `postgresql` package).
+
+use std::fmt::Write as _;
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use postgres::types::Type;
+use serde_json::{Value, json};
+use statesafe::Store;
+
+use crate::Result;
+use crate::stats::fmt_ratio;
+
+#[path = "../../statesafe/tests/postgres/cluster.rs"]
+#[allow(dead_code, unreachable_pub, clippy::all)]
+mod cluster;
+
+/// The two contenders.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Who {
+    /// `Store::update` on a PostgreSQL URL: checksum, backup, history, validation.
+    Statesafe,
+    /// The bare transaction, one statement per round trip.
+    Bare,
+}
+
+impl Who {
+    fn label(self) -> &'static str {
+        match self {
+            Who::Statesafe => "statesafe",
+            Who::Bare => "bare transaction",
+        }
+    }
+}
+
+/// One client count's figures: increments per second, one per round.
+#[derive(Debug, Clone)]
+pub struct Cell {
+    pub clients: usize,
+    pub who: Who,
+    pub rates: Vec<f64>,
+    /// WAL bytes written per increment, one per round (`pg_stat_wal`).
+    pub wal_bytes: Vec<f64>,
+    /// WAL flushes (`wal_sync`) per increment, one per round.
+    pub wal_syncs: Vec<f64>,
+}
+
+impl Cell {
+    /// The median of the rounds.
+    pub fn rate(&self) -> f64 {
+        let mut r = self.rates.clone();
+        r.sort_by(f64::total_cmp);
+        r[r.len() / 2]
+    }
+}
+
+/// The section's results, or why it could not run.
+#[derive(Debug, Clone)]
+pub enum PgResult {
+    Done {
+        cells: Vec<Cell>,
+        window: Duration,
+        rounds: usize,
+        synchronous_commit: String,
+        fsync: String,
+        version: String,
+    },
+    Skipped(String),
+}
+
+impl PgResult {
+    fn cell(cells: &[Cell], who: Who, clients: usize) -> Option<&Cell> {
+        cells.iter().find(|c| c.who == who && c.clients == clients)
+    }
+
+    /// statesafe's throughput over the bare transaction's, by client count.
+    pub fn ratios(&self) -> Vec<(usize, f64)> {
+        let PgResult::Done { cells, .. } = self else {
+            return Vec::new();
+        };
+        let mut clients: Vec<usize> = cells.iter().map(|c| c.clients).collect();
+        clients.sort_unstable();
+        clients.dedup();
+        clients
+            .into_iter()
+            .filter_map(|n| {
+                Some((
+                    n,
+                    Self::cell(cells, Who::Statesafe, n)?.rate()
+                        / Self::cell(cells, Who::Bare, n)?.rate(),
+                ))
+            })
+            .collect()
+    }
+}
+
+/// Runs `rounds` rounds; in each, every client count, statesafe and the bare
+/// transaction side by side (which goes first alternates), each for `window`.
+pub fn run(clients: &[usize], window: Duration, rounds: usize) -> Result<PgResult> {
+    let Some(pg) = cluster::cluster() else {
+        return Ok(PgResult::Skipped(
+            "no PostgreSQL server could be started (see the SKIPPED line above)".into(),
+        ));
+    };
+    let mut admin = pg.client();
+    let show = |c: &mut postgres::Client, what: &str| -> Result<String> {
+        Ok(c.query_one(&format!("SHOW {what}"), &[])?.get(0))
+    };
+    if let Ok(mode) = std::env::var("STATESAFE_BENCH_PG_SYNCHRONOUS_COMMIT") {
+        // Both contenders connect after this, so both get it.
+        admin.batch_execute(&format!(
+            "ALTER DATABASE {} SET synchronous_commit = '{}'",
+            cluster::DATABASE,
+            mode.replace('\'', "")
+        ))?;
+        admin = pg.client();
+    }
+    let synchronous_commit = show(&mut admin, "synchronous_commit")?;
+    let fsync = show(&mut admin, "fsync")?;
+    let version = show(&mut admin, "server_version")?;
+    admin.batch_execute(
+        "DROP TABLE IF EXISTS bench_bare;
+         CREATE TABLE bench_bare (id int PRIMARY KEY, doc text NOT NULL);
+         INSERT INTO bench_bare VALUES (1, '{\"n\": 0}');
+         DROP TABLE IF EXISTS bench, bench_backups, bench_history",
+    )?;
+    let url = pg.url_with("counter", "table=bench");
+    let store: Store = Store::options().open_url(&url)?;
+    store.create(json!({"n": 0}))?;
+    drop(store);
+    let mut cells: Vec<Cell> = Vec::new();
+    let (mut ours, mut bare) = (0u64, 0u64);
+    for round in 0..rounds {
+        for &n in clients {
+            let order = if round % 2 == 0 {
+                [Who::Statesafe, Who::Bare]
+            } else {
+                [Who::Bare, Who::Statesafe]
+            };
+            for who in order {
+                let before = wal(&mut admin)?;
+                let (ops, elapsed) = contend(who, n, window, &url, &pg.base)?;
+                // The clients' backends report their WAL statistics as they exit.
+                std::thread::sleep(Duration::from_millis(300));
+                let after = wal(&mut admin)?;
+                let per_op = |a: f64, b: f64| (a - b) / ops.max(1) as f64;
+                let (bytes, syncs) = (per_op(after.0, before.0), per_op(after.1, before.1));
+                match who {
+                    Who::Statesafe => ours += ops,
+                    Who::Bare => bare += ops,
+                }
+                let rate = ops as f64 / elapsed.as_secs_f64();
+                match cells.iter_mut().find(|c| c.who == who && c.clients == n) {
+                    Some(c) => {
+                        c.rates.push(rate);
+                        c.wal_bytes.push(bytes);
+                        c.wal_syncs.push(syncs);
+                    }
+                    None => cells.push(Cell {
+                        clients: n,
+                        who,
+                        rates: vec![rate],
+                        wal_bytes: vec![bytes],
+                        wal_syncs: vec![syncs],
+                    }),
+                }
+            }
+        }
+    }
+    // Nothing lost on either side.
+    let store: Store = Store::options().open_url(&url)?;
+    let n = store.load()?.state["n"].as_u64();
+    if n != Some(ours) {
+        return Err(format!("statesafe's counter is {n:?} after {ours} increments").into());
+    }
+    let doc: String = admin
+        .query_one("SELECT doc FROM bench_bare WHERE id = 1", &[])?
+        .get(0);
+    let n = serde_json::from_str::<Value>(&doc)?["n"].as_u64();
+    if n != Some(bare) {
+        return Err(format!("the bare counter is {n:?} after {bare} increments").into());
+    }
+    Ok(PgResult::Done {
+        cells,
+        window,
+        rounds,
+        synchronous_commit,
+        fsync,
+        version,
+    })
+}
+
+/// The server's WAL bytes and flushes so far.
+fn wal(admin: &mut postgres::Client) -> Result<(f64, f64)> {
+    let row = admin.query_one(
+        "SELECT wal_bytes::float8, wal_sync::float8 FROM pg_stat_wal",
+        &[],
+    )?;
+    Ok((row.get(0), row.get(1)))
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// `n` clients, each on its own connection, increment for `window`; the increments
+/// done and the time they took.
+fn contend(who: Who, n: usize, window: Duration, url: &str, base: &str) -> Result<(u64, Duration)> {
+    let barrier = Arc::new(Barrier::new(n + 1));
+    let threads: Vec<_> = (0..n)
+        .map(|_| {
+            let barrier = Arc::clone(&barrier);
+            let (url, base) = (url.to_string(), base.to_string());
+            std::thread::spawn(move || -> Result<u64> {
+                let mut ops = 0u64;
+                match who {
+                    Who::Statesafe => {
+                        let store: Store = Store::options()
+                            .lock_timeout(Duration::from_secs(120))
+                            .open_url(&url)?;
+                        store.load()?;
+                        barrier.wait();
+                        let end = Instant::now() + window;
+                        while Instant::now() < end {
+                            store.update(|s| s["n"] = (s["n"].as_u64().unwrap_or(0) + 1).into())?;
+                            ops += 1;
+                        }
+                    }
+                    Who::Bare => {
+                        let mut c = postgres::Client::connect(&base, postgres::NoTls)?;
+                        barrier.wait();
+                        let end = Instant::now() + window;
+                        while Instant::now() < end {
+                            c.batch_execute("BEGIN")?;
+                            let doc: String = c
+                                .query_typed_one(
+                                    "SELECT doc FROM bench_bare WHERE id = $1 FOR UPDATE",
+                                    &[(&1i32, Type::INT4)],
+                                )?
+                                .get(0);
+                            let mut v: Value = serde_json::from_str(&doc)?;
+                            v["n"] = (v["n"].as_u64().unwrap_or(0) + 1).into();
+                            let doc = serde_json::to_string(&v)?;
+                            c.execute_typed(
+                                "UPDATE bench_bare SET doc = $1 WHERE id = $2",
+                                &[(&doc, Type::TEXT), (&1i32, Type::INT4)],
+                            )?;
+                            c.batch_execute("COMMIT")?;
+                            ops += 1;
+                        }
+                    }
+                }
+                Ok(ops)
+            })
+        })
+        .collect();
+    barrier.wait();
+    let start = Instant::now();
+    let mut total = 0;
+    for t in threads {
+        total += t.join().map_err(|_| "a benchmark thread panicked")??;
+    }
+    Ok((total, start.elapsed()))
+}
+
+/// The report's section.
+pub fn section(o: &mut String, r: &PgResult) {
+    let _ = writeln!(
+        o,
+        "## 7. PostgreSQL: contended increments, statesafe vs a bare transaction\n"
+    );
+    let PgResult::Done {
+        cells,
+        window,
+        rounds,
+        synchronous_commit,
+        fsync,
+        version,
+    } = r
+    else {
+        if let PgResult::Skipped(why) = r {
+            let _ = writeln!(o, "SKIPPED: {why}\n");
+        }
+        return;
+    };
+    let _ = writeln!(
+        o,
+        "N threads, each with its own connection, increment one counter on a throwaway \
+         local PostgreSQL {version} server (TCP on 127.0.0.1, `synchronous_commit = \
+         {synchronous_commit}`, `fsync = {fsync}`, the same for both) for {:.1} s; \
+         median of {rounds} rounds (which goes first alternates), lowest and highest \
+         round in brackets. Both counters are checked afterwards: no increment lost.\n\n\
+         - **statesafe**: `Store::update` on `postgres://…?state=counter&table=bench` \
+         (row lock, checksum verified, the outgoing version kept as a backup row, a \
+         history row with a JSON Patch, the prunes), two round trips.\n\
+         - **bare transaction**: `BEGIN`; `SELECT doc … FOR UPDATE`; parse, increment, \
+         serialize; `UPDATE … SET doc`; `COMMIT`: four round trips, unnamed statements.\n",
+        window.as_secs_f64()
+    );
+    let _ = writeln!(
+        o,
+        "| clients | {} | {} | statesafe / bare | WAL bytes per increment (statesafe, bare) | WAL flushes per increment (statesafe, bare) |\n|---:|---:|---:|---:|---:|---:|",
+        Who::Statesafe.label(),
+        Who::Bare.label()
+    );
+    for (n, ratio) in r.ratios() {
+        let _ = write!(o, "| {n} |");
+        for who in [Who::Statesafe, Who::Bare] {
+            if let Some(c) = PgResult::cell(cells, who, n) {
+                let lo = c.rates.iter().copied().fold(f64::INFINITY, f64::min);
+                let hi = c.rates.iter().copied().fold(0.0, f64::max);
+                let _ = write!(o, " **{:.0}**/s ({lo:.0}–{hi:.0}) |", c.rate());
+            }
+        }
+        let _ = write!(o, " {} |", fmt_ratio(ratio));
+        let both = |f: fn(&Cell) -> f64| {
+            [Who::Statesafe, Who::Bare].map(|who| PgResult::cell(cells, who, n).map_or(f64::NAN, f))
+        };
+        let [ours, bare] = both(|c| median(&c.wal_bytes));
+        let _ = write!(o, " {ours:.0}, {bare:.0} |");
+        let [ours, bare] = both(|c| median(&c.wal_syncs));
+        let _ = writeln!(o, " {ours:.2}, {bare:.2} |");
+    }
+    let _ = writeln!(o);
+}
