@@ -44,6 +44,8 @@ pub(crate) struct Base {
     pub id: Option<(u64, u64)>,
     /// Its layout, which [`crate::Layout::Keep`] keeps.
     pub style: Option<format::Style>,
+    /// Journal mode: the snapshot and journal under this version.
+    pub journal: Option<Box<crate::journal::Replayed>>,
 }
 
 impl Base {
@@ -58,7 +60,11 @@ impl Base {
             valid,
             value,
             id: Some(cur.id),
-            style: format::Style::detect(&cur.bytes),
+            style: match &cur.journal {
+                Some(j) => j.style,
+                None => format::Style::detect(&cur.bytes),
+            },
+            journal: cur.journal.clone(),
         }
     }
 }
@@ -488,6 +494,8 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             Format::Sealed => {
                 format::encode_sealed(path, state, style, generation, now_rfc3339(), size_hint)?
             }
+            // The snapshot, when this commit compacts; otherwise, what `max_bytes` counts.
+            Format::Journal => format::encode(path, state, style, size_hint, 0)?,
         };
         if let Some(limit) = config.max_bytes
             && bytes.len() as u64 > limit
@@ -521,6 +529,26 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                 });
             }
         }
+        // Journal mode: append one record, or compact (the ordinary protocol below
+        // writes the snapshot, from the snapshot's base).
+        let mut repaired = None;
+        let snapshot_base;
+        let (generation, base) = if config.format == Format::Journal {
+            match self.journal_commit(guard, state, bytes.len(), base, generation)? {
+                crate::journal::Step::Appended(b, fsync) => return Ok((b, fsync)),
+                crate::journal::Step::Compact {
+                    generation,
+                    base,
+                    repaired: r,
+                } => {
+                    repaired = r;
+                    snapshot_base = base;
+                    (generation, snapshot_base.as_ref())
+                }
+            }
+        } else {
+            (generation, base)
+        };
         // A replaced file keeps exactly its own ACL (or none); a directory's default
         // ACL never widens it. Read now, under the lock, like the mode was.
         let existing_acl = match base {
@@ -647,6 +675,12 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             );
         }
         let perms = base.map_or_else(|| current_perms(self), |b| b.perms);
+        if config.format == Format::Journal
+            && recorded
+            && let Err(e) = self.journal_compacted(&sidecar, generation, new_sum, perms, repaired)
+        {
+            self.bookkeeping_failed(generation, "starting a new journal", &e);
+        }
         if let Err(e) = sidecar.enforce(perms) {
             self.bookkeeping_failed(generation, "giving the sidecar the file's permissions", &e);
         }
@@ -697,6 +731,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                 value,
                 id: None,
                 style: Some(style),
+                journal: None,
             },
             committed.fsync,
         ))

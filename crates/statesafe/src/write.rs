@@ -64,6 +64,9 @@ pub(crate) struct Current {
     pub perms: Perms,
     /// Device and inode of the file read.
     pub id: (u64, u64),
+    /// Journal mode: the snapshot and journal this version was replayed from
+    /// (`journal.rs`); `None` in the other formats.
+    pub journal: Option<Box<crate::journal::Replayed>>,
 }
 
 /// Reads the state file without any lock: one `open`, so data and metadata come from
@@ -143,6 +146,7 @@ pub(crate) fn read_current(
             gid: stat.gid(),
         },
         id: (stat.dev(), stat.ino()),
+        journal: None,
     }))
 }
 

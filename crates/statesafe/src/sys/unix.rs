@@ -75,6 +75,28 @@ pub(crate) fn fsync(fd: impl AsFd) -> io::Result<()> {
     Ok(rustix::fs::fsync(fd)?)
 }
 
+/// `fdatasync`: the file's data, and only the inode fields needed to read it back.
+pub(crate) fn fdatasync(fd: impl AsFd) -> io::Result<()> {
+    Ok(rustix::fs::fdatasync(fd)?)
+}
+
+/// Makes `file` at least `len` bytes long with allocated, zeroed blocks (`fallocate`),
+/// so that later writes inside it change no inode field a read needs. Where the
+/// filesystem cannot allocate ahead (`EOPNOTSUPP`), it is extended with `ftruncate`
+/// instead (a hole: correct, but a later flush also writes the allocation).
+pub(crate) fn preallocate(file: &File, len: u64) -> io::Result<()> {
+    match rustix::fs::fallocate(file, rustix::fs::FallocateFlags::empty(), 0, len) {
+        Ok(()) => Ok(()),
+        Err(e) if e == rustix::io::Errno::OPNOTSUPP || e == rustix::io::Errno::NOSYS => {
+            if file.metadata()?.len() < len {
+                file.set_len(len)?;
+            }
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Renames `from` to `to`, both in `dir`, replacing `to` atomically.
 pub(crate) fn rename_in(dir: impl AsFd, from: &OsStr, to: &OsStr) -> io::Result<()> {
     let dir = dir.as_fd();
@@ -433,6 +455,8 @@ pub(crate) enum Access {
     Append,
     /// Reading and writing, created if missing (never truncated).
     ReadWriteCreate,
+    /// Reading and writing an existing file (never created or truncated).
+    ReadWrite,
 }
 
 /// Opens `name` in `dir` never following a symlink (`ELOOP`) and never blocking on a
@@ -445,6 +469,7 @@ pub(crate) fn open_at(dir: impl AsFd, name: &OsStr, access: Access, mode: u32) -
         Access::Append => OFlags::RDWR | OFlags::APPEND,
         Access::AppendCreate => OFlags::RDWR | OFlags::APPEND | OFlags::CREATE | OFlags::EXCL,
         Access::ReadWriteCreate => OFlags::RDWR | OFlags::CREATE,
+        Access::ReadWrite => OFlags::RDWR,
     };
     // Reads and writes of regular files ignore O_NONBLOCK, so it stays set.
     let fd = rustix::fs::openat(dir, name, base | flags, Mode::from_raw_mode(mode))?;
