@@ -820,6 +820,34 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         started
     }
 
+    /// Before the settings leave journal mode (the lock held): writes the newest state
+    /// as the snapshot, so that a reader that ignores the journal misses nothing.
+    pub(crate) fn journal_flatten(
+        &self,
+        guard: &mut lock::Guard<'_>,
+        temp_name: &std::ffi::OsString,
+    ) -> Result<()> {
+        let Some(cur) = self.read_current()? else {
+            return Ok(());
+        };
+        let Some(j) = cur.journal.as_deref() else {
+            return Ok(());
+        };
+        if j.journal.is_none() || (cur.generation == j.snapshot_generation && j.damage.is_none()) {
+            return Ok(());
+        }
+        let v = self.verify(&cur, true)?;
+        let config = self.config();
+        let mut forced = (*config).clone();
+        // A threshold of 0: this commit compacts.
+        forced.settings.journal_max_bytes = Some(0);
+        self.set_config(forced);
+        let base = Base::of(&cur, true, v.value);
+        let written = self.write_version(guard, temp_name, &v.state, Some(&base), Change::Commit);
+        self.set_config((*config).clone());
+        written.map(|_| ())
+    }
+
     /// A load that found the journal damaged: repairs it if the writers' lock is free
     /// at once (quarantine, then the newest state it proves committed as a new
     /// generation with a new snapshot and journal); otherwise serves that state
@@ -873,7 +901,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                 path: self.path().to_path_buf(),
             });
         };
-        let v = self.verify(&cur, true)?;
+        let v = self.verify(&cur, false)?;
         let still_damaged = cur.journal.as_ref().is_some_and(|j| j.damage.is_some());
         if !still_damaged {
             guard.release();
@@ -882,19 +910,60 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                 generation: cur.generation,
             });
         }
-        let base = Base::of(&cur, true, v.value);
-        let new = self.write_version(
-            &mut guard,
-            &temp_name,
-            &v.state,
-            Some(&base),
-            Change::Commit,
-        )?;
+        let event = self.journal_repair(&mut guard, &temp_name, &cur, &v.state)?;
         guard.release();
+        let Event::Recovered { generation, .. } = event else {
+            unreachable!("invariant: a repair reports Recovered")
+        };
         Ok(Snapshot {
             state: v.state,
+            generation,
+        })
+    }
+
+    /// Repairs a damaged journal under the lock: quarantines it and commits `state`
+    /// (the newest version it proves, `cur`) as a new generation past every one it
+    /// shows, with a new snapshot and journal. Returns the [`Event::Recovered`] (also
+    /// reported to the store's hook).
+    pub(crate) fn journal_repair(
+        &self,
+        guard: &mut lock::Guard<'_>,
+        temp_name: &std::ffi::OsString,
+        cur: &Current,
+        state: &T,
+    ) -> Result<Event> {
+        let (damage, checksum) = cur
+            .journal
+            .as_ref()
+            .and_then(|j| j.damage.clone())
+            .expect("invariant: called for a damaged journal");
+        let base = Base::of(cur, true, None);
+        let new = self.write_version(guard, temp_name, state, Some(&base), Change::Commit)?;
+        Ok(Event::Recovered {
+            path: self.path().to_path_buf(),
+            damage,
+            quarantined: self
+                .local()
+                .target
+                .sidecar()
+                .join(Sub::Quarantine.name())
+                .join(format!("journal-damaged-{checksum:016x}")),
+            restored_from: None,
+            rebuilt_from: None,
             generation: new.generation,
         })
+    }
+}
+
+/// Removes the journal once the settings have left journal mode (best effort: a
+/// journal left behind is stale, and skipped, if the file ever returns to journal
+/// mode, because the snapshot written on leaving is newer than all its records).
+pub(crate) fn remove(sidecar: &Sidecar) {
+    if let Err(e) = sidecar
+        .root()
+        .remove_file(OsStr::new(JOURNAL), Op::Settings)
+    {
+        tracing::warn!(target: "statesafe", "could not remove the journal after leaving journal mode: {e}");
     }
 }
 

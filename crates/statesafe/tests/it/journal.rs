@@ -490,3 +490,73 @@ fn a_file_deleted_and_created_again_continues_past_the_journal() {
     let snap = Store::<Value>::open(&path).unwrap().load().unwrap();
     assert_eq!(snap.state, json!({"fresh": true}));
 }
+
+#[test]
+fn a_damaged_journal_is_served_read_only_while_the_lock_is_held_then_recovered() {
+    let dir = common::test_dir();
+    let path = dir.path().join("state.json");
+    let store = create_journal(&path, json!({"n": 0}));
+    for n in 1..=3u64 {
+        store.update(|s| s["n"] = n.into()).unwrap();
+    }
+    damage_first_record(&path);
+    let holder: Store = Store::open(&path).unwrap();
+    let guard = holder.lock("maintenance").unwrap();
+    let (seen, hook) = events();
+    let reader: Store = Store::options().on_event(hook).open(&path).unwrap();
+    let snap = reader.load().unwrap();
+    assert_eq!((snap.state, snap.generation), (json!({"n": 0}), 1));
+    assert!(
+        seen.lock()
+            .unwrap()
+            .iter()
+            .any(|e| matches!(e, Event::DamageNotRepaired { served: 1, .. })),
+        "{:?}",
+        seen.lock().unwrap()
+    );
+    let report = reader.check().unwrap();
+    assert!(!report.is_ok());
+    assert!(
+        report.problems.iter().any(|p| p.contains("journal")),
+        "{report:?}"
+    );
+    drop(guard);
+    let event = reader.recover().unwrap();
+    assert!(
+        matches!(event, Some(Event::Recovered { generation: 5, .. })),
+        "{event:?}"
+    );
+    assert!(reader.check().unwrap().is_ok());
+    assert_eq!(reader.recover().unwrap(), None);
+}
+
+#[test]
+fn leaving_journal_mode_writes_the_newest_state_into_the_file() {
+    let dir = common::test_dir();
+    let path = dir.path().join("state.json");
+    let store = create_journal(&path, json!({"n": 0}));
+    for n in 1..=4u64 {
+        store.update(|s| s["n"] = n.into()).unwrap();
+    }
+    let settings = Settings {
+        format: Format::Plain,
+        ..store.settings()
+    };
+    store.save_settings(&settings).unwrap();
+    assert!(!journal_path(&path).exists());
+    let on_disk: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    assert_eq!(on_disk, json!({"n": 4}));
+    let plain: Store = Store::open(&path).unwrap();
+    assert_eq!(plain.load().unwrap().generation, 6);
+    plain.update(|s| s["n"] = 5.into()).unwrap();
+    // And back: the first commit in journal mode starts a journal.
+    let settings = Settings {
+        format: Format::Journal,
+        ..plain.settings()
+    };
+    plain.save_settings(&settings).unwrap();
+    plain.update(|s| s["n"] = 6.into()).unwrap();
+    plain.update(|s| s["n"] = 7.into()).unwrap();
+    let snap = Store::<Value>::open(&path).unwrap().load().unwrap();
+    assert_eq!((snap.state, snap.generation), (json!({"n": 7}), 9));
+}
