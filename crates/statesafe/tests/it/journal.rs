@@ -560,3 +560,132 @@ fn leaving_journal_mode_writes_the_newest_state_into_the_file() {
     let snap = Store::<Value>::open(&path).unwrap().load().unwrap();
     assert_eq!((snap.state, snap.generation), (json!({"n": 7}), 9));
 }
+
+/// Three commits that append, then one that compacts (the parent set a small limit).
+#[test]
+fn child_journal_appends_then_compacts() {
+    if !common::child_role("journal-appends-then-compacts") {
+        return;
+    }
+    let store: Store = Store::open(common::child_arg("PATH")).unwrap();
+    let inode = common::inode(Path::new(&common::child_arg("PATH")));
+    let mut n = 0u64;
+    while common::inode(Path::new(&common::child_arg("PATH"))) == inode {
+        n += 1;
+        store.update(|s| s["n"] = n.into()).unwrap();
+    }
+    common::say(format!("commits {n}"));
+}
+
+/// One traced call: its name, the path of its first descriptor (`-y`), and the quoted
+/// names of a rename.
+#[derive(Debug)]
+struct Call {
+    name: String,
+    fd_path: String,
+    quoted: Vec<String>,
+}
+
+fn parse_call(line: &str) -> Option<Call> {
+    let start = line.find(|c: char| c.is_ascii_alphabetic())?;
+    let call = &line[start..];
+    let name = call[..call.find('(')?].to_string();
+    let args = &call[name.len() + 1..];
+    let fd_path = match (args.find('<'), args.find('>')) {
+        (Some(a), Some(b)) if a < b => args[a + 1..b].to_string(),
+        _ => String::new(),
+    };
+    let quoted = args
+        .split('"')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_string)
+        .collect();
+    Some(Call {
+        name,
+        fd_path,
+        quoted,
+    })
+}
+
+/// The order that makes journal mode durable, seen in the system calls of real
+/// commits (`strace -y`): every append is followed by an `fdatasync` of the journal
+/// before the next one, and a compaction replaces the journal only after the new
+/// snapshot was renamed into place and its directory synced. Catches the mutations
+/// `journal-skip-flush` and `journal-compact-early`.
+#[test]
+fn appends_are_flushed_and_compaction_replaces_the_journal_last() {
+    let test = "journal::appends_are_flushed_and_compaction_replaces_the_journal_last";
+    if let Err(reason) = common::strace_usable() {
+        common::skipped(test, &reason);
+        return;
+    }
+    let dir = common::test_dir();
+    let real = std::fs::canonicalize(dir.path()).unwrap();
+    let path = real.join("state.json");
+    let store: Store = Store::open(&path).unwrap();
+    let settings = Settings {
+        journal_max_bytes: Some(300),
+        ..journal_settings()
+    };
+    store.create_with(&settings, json!({"n": 0})).unwrap();
+    drop(store);
+    let log = real.join("strace.log");
+    let out = ChildCmd::wrapped(
+        &[
+            "strace",
+            "-f",
+            "-qq",
+            "-y",
+            "-o",
+            log.to_str().unwrap(),
+            "-e",
+            "trace=fsync,fdatasync,pwrite64,rename,renameat,renameat2",
+        ],
+        "journal::child_journal_appends_then_compacts",
+        "journal-appends-then-compacts",
+    )
+    .arg("PATH", &path)
+    .run();
+    let commits: u64 = out[0].strip_prefix("commits ").unwrap().parse().unwrap();
+    assert!(commits >= 3, "{out:?}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let calls: Vec<Call> = text.lines().filter_map(parse_call).collect();
+    let journal = path.parent().unwrap().join(".state.json.statesafe/journal");
+    let journal = journal.to_str().unwrap();
+    // Appends: each pwrite to the journal is flushed before the next one.
+    let mut pending = false;
+    let mut appends = 0;
+    for c in &calls {
+        if c.fd_path == journal && c.name.starts_with("pwrite") {
+            assert!(!pending, "a journal append was not flushed before the next");
+            pending = true;
+            appends += 1;
+        }
+        if c.fd_path == journal && c.name == "fdatasync" {
+            pending = false;
+        }
+    }
+    assert!(!pending, "the last journal append was not flushed");
+    assert_eq!(appends as u64, commits - 1, "{text}");
+    // Compaction: the snapshot's rename and the directory sync come before the new
+    // journal's rename.
+    let at = |pred: &dyn Fn(&Call) -> bool| calls.iter().position(pred);
+    let snapshot =
+        at(&|c| c.name.starts_with("rename") && c.quoted.last().is_some_and(|q| q == "state.json"))
+            .expect("the compaction renamed a snapshot into place");
+    let dir_sync = calls[snapshot..]
+        .iter()
+        .position(|c| c.name == "fsync" && c.fd_path == real.to_str().unwrap())
+        .map(|i| i + snapshot)
+        .expect("the directory was synced after the snapshot's rename");
+    let new_journal =
+        at(&|c| c.name.starts_with("rename") && c.quoted.last().is_some_and(|q| q == "journal"))
+            .expect("the compaction started a new journal");
+    assert!(
+        new_journal > dir_sync,
+        "the journal was replaced (call {new_journal}) before the snapshot was durable (call {dir_sync})"
+    );
+    let snap = Store::<Value>::open(&path).unwrap().load().unwrap();
+    assert_eq!(snap.state["n"], commits);
+}
