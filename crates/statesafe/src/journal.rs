@@ -778,6 +778,12 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         if pos.end + record.len() as u64 - HEADER_LEN as u64 > limit {
             return compact(None);
         }
+        if &new == old {
+            // As in the other formats: a commit that changes nothing writes nothing
+            // and keeps the generation (unless it is due to compact, which leaving
+            // journal mode relies on).
+            return Ok(Step::Appended(b.clone(), Duration::ZERO));
+        }
         let fsync = match append(
             &sidecar,
             pos,

@@ -87,6 +87,10 @@ fn commits_append_to_the_journal_and_readers_replay_it() {
         assert_eq!(snap.generation, 21);
         assert_eq!(reader.generation().unwrap(), 21);
     }
+    // A commit that changes nothing writes nothing and keeps the generation.
+    let end = journal_end(&path);
+    store.update(|s| s["n"] = 20.into()).unwrap();
+    assert_eq!((journal_end(&path), store.generation().unwrap()), (end, 21));
     // Compare-and-swap sees the replayed generation.
     let err = store.update_if(20, |s| s["n"] = 0.into()).unwrap_err();
     assert!(
