@@ -223,7 +223,7 @@ pub(crate) fn scan(bytes: &[u8], from: usize, mut expect: u64) -> Scan {
     let end = at;
     let mut dirty_to = end;
     let tail = bytes.get(end..).unwrap_or_default();
-    if let Some(last) = tail.iter().rposition(|b| *b != 0) {
+    if let Some(last) = last_nonzero(tail) {
         let last = end + last;
         dirty_to = last + 1;
         // Anything that verifies after a record that does not is damage: only the last
@@ -253,6 +253,23 @@ pub(crate) fn scan(bytes: &[u8], from: usize, mut expect: u64) -> Scan {
         damage,
         max_seen,
     }
+}
+
+/// The position of the last byte of `bytes` that is not zero: a word at a time, since
+/// every read of the journal looks through its preallocated zeros (1 MiB or more).
+fn last_nonzero(bytes: &[u8]) -> Option<usize> {
+    let words = bytes.len() / 8;
+    let tail_start = words * 8;
+    if let Some(i) = bytes[tail_start..].iter().rposition(|b| *b != 0) {
+        return Some(tail_start + i);
+    }
+    let word = |i: usize| u64::from_ne_bytes(bytes[i * 8..i * 8 + 8].try_into().expect("8"));
+    let i = (0..words).rev().find(|&i| word(i) != 0)?;
+    let at = i * 8;
+    bytes[at..at + 8]
+        .iter()
+        .rposition(|b| *b != 0)
+        .map(|j| at + j)
 }
 
 /// The journal as a writer finds it, to append to.
@@ -328,11 +345,8 @@ pub(crate) fn read_current<T>(store: &Store<T>) -> Result<Option<Current>> {
     let journal = match journal {
         Some(file) => {
             let st = sys::stat_fd(&file).map_err(|e| Error::io(Op::Read, &journal_path, e))?;
-            let mut bytes = Vec::with_capacity(st.size as usize);
-            (&file)
-                .read_to_end(&mut bytes)
-                .map_err(|e| Error::io(Op::Read, &journal_path, e))?;
-            Some(((st.dev, st.ino), bytes))
+            let bytes = read_journal(&file).map_err(|e| Error::io(Op::Read, &journal_path, e))?;
+            Some(((st.dev, st.ino, st.size), bytes))
         }
         None => None,
     };
@@ -340,7 +354,36 @@ pub(crate) fn read_current<T>(store: &Store<T>) -> Result<Option<Current>> {
     Ok(Some(cur))
 }
 
-/// Applies the journal (`journal`: its device and inode, and its bytes) to the
+/// Reads the journal, leaving out the preallocated zeros at its end but for the first
+/// 64 KiB of them (more than a record's zero padding and checksum can hold), which
+/// tell a scan everything the rest would. The zeros are still read (only they prove
+/// that no record follows), a piece at a time, without being kept.
+fn read_journal(mut file: &std::fs::File) -> io::Result<Vec<u8>> {
+    const PIECE: usize = 64 << 10;
+    let mut bytes = Vec::new();
+    let mut piece = vec![0u8; PIECE];
+    // Zeros read and not yet kept.
+    let mut skipped = 0usize;
+    loop {
+        let n = match file.read(&mut piece) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if last_nonzero(&piece[..n]).is_some() {
+            bytes.resize(bytes.len() + skipped, 0);
+            skipped = 0;
+            bytes.extend_from_slice(&piece[..n]);
+        } else {
+            skipped += n;
+        }
+    }
+    bytes.resize(bytes.len() + skipped.min(PIECE), 0);
+    Ok(bytes)
+}
+
+/// Applies the journal (`journal`: its device, inode and size, and its bytes) to the
 /// snapshot `cur`, in place: afterwards `cur` is the newest version the two prove,
 /// with its [`Replayed`] attached.
 ///
@@ -354,10 +397,10 @@ pub(crate) fn overlay(
     path: &Path,
     journal_path: &Path,
     cur: &mut Current,
-    journal: Option<((u64, u64), Vec<u8>)>,
+    journal: Option<((u64, u64, u64), Vec<u8>)>,
 ) -> Result<()> {
     let mut replayed = Replayed::of_snapshot(cur);
-    let Some((id, bytes)) = journal else {
+    let Some(((dev, ino, size), bytes)) = journal else {
         cur.journal = Some(Box::new(replayed));
         return Ok(());
     };
@@ -378,11 +421,11 @@ pub(crate) fn overlay(
     };
     let found = scan(&bytes, HEADER_LEN, header.follows + 1);
     replayed.journal = Some(Pos {
-        id,
+        id: (dev, ino),
         header,
         end: found.end as u64,
         dirty_to: found.dirty_to as u64,
-        size: bytes.len() as u64,
+        size,
     });
     replayed.max_seen = replayed.max_seen.max(found.max_seen);
     if let Some(why) = &found.damage {
@@ -510,6 +553,22 @@ fn grown(size: u64, needed: u64) -> u64 {
     needed.max(size + chunk)
 }
 
+/// Writes zeros over `from..to` of `file`. Space is preallocated by writing it, not
+/// with `fallocate`: an extent `fallocate` reserves is "unwritten", and the first
+/// write into it converts it, a metadata change every later `fdatasync` has to commit
+/// (measured on ext4: a 1 KiB journal commit took 1.9 ms, against 0.8 ms for the
+/// whole-file replace). Blocks written once are overwritten in place with no metadata.
+fn write_zeros(file: &std::fs::File, from: u64, to: u64) -> io::Result<()> {
+    const ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+    let mut at = from;
+    while at < to {
+        let n = (to - at).min(ZEROS.len() as u64) as usize;
+        file.write_all_at(&ZEROS[..n], at)?;
+        at += n as u64;
+    }
+    Ok(())
+}
+
 /// Appends `record` at `pos.end` (zeroing a torn append's leftovers past it) and
 /// flushes it once. `Ok(Err)`: nothing was flushed and the record was taken back;
 /// `Err(Poisoning)`: the flush failed (outcome unknown, the store is poisoned).
@@ -556,7 +615,7 @@ fn append(
     let end = pos.end + record.len() as u64;
     let written = (|| {
         if end > pos.size {
-            sys::preallocate(&file, grown(pos.size, end))?;
+            write_zeros(&file, pos.size, grown(pos.size, end))?;
         }
         if pos.dirty_to > end {
             file.write_all_at(&vec![0; (pos.dirty_to - end) as usize], end)?;
@@ -624,7 +683,7 @@ pub(crate) fn start(
     // `Err(Ok(e))`: an ordinary failure; `Err(Err(e))`: a failed `fsync`.
     let result = (|| {
         root.fix_new_file(&file, perms).map_err(Ok)?;
-        sys::preallocate(&file, FIRST_CHUNK).map_err(Ok)?;
+        write_zeros(&file, 0, FIRST_CHUNK).map_err(Ok)?;
         file.write_all_at(&header.encode(), 0).map_err(Ok)?;
         if durability == Durability::Full {
             sys::fsync(&file).map_err(Err)?;
@@ -1161,6 +1220,21 @@ mod tests {
         let (kind, body) = change_body(&old, &small, 8);
         assert_eq!(kind, Kind::Document);
         assert_eq!(serde_json::from_slice::<Value>(&body).unwrap(), small);
+    }
+
+    #[test]
+    fn the_last_nonzero_byte_is_found_at_any_position() {
+        for len in [0usize, 1, 7, 8, 9, 63, 64, 65, 200] {
+            assert_eq!(last_nonzero(&vec![0; len]), None);
+            for at in 0..len {
+                let mut b = vec![0u8; len];
+                b[at] = 1;
+                if at > 0 {
+                    b[at / 2] = 7;
+                }
+                assert_eq!(last_nonzero(&b), Some(at), "len {len} at {at}");
+            }
+        }
     }
 
     #[test]

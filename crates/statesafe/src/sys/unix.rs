@@ -80,23 +80,6 @@ pub(crate) fn fdatasync(fd: impl AsFd) -> io::Result<()> {
     Ok(rustix::fs::fdatasync(fd)?)
 }
 
-/// Makes `file` at least `len` bytes long with allocated, zeroed blocks (`fallocate`),
-/// so that later writes inside it change no inode field a read needs. Where the
-/// filesystem cannot allocate ahead (`EOPNOTSUPP`), it is extended with `ftruncate`
-/// instead (a hole: correct, but a later flush also writes the allocation).
-pub(crate) fn preallocate(file: &File, len: u64) -> io::Result<()> {
-    match rustix::fs::fallocate(file, rustix::fs::FallocateFlags::empty(), 0, len) {
-        Ok(()) => Ok(()),
-        Err(e) if e == rustix::io::Errno::OPNOTSUPP || e == rustix::io::Errno::NOSYS => {
-            if file.metadata()?.len() < len {
-                file.set_len(len)?;
-            }
-            Ok(())
-        }
-        Err(e) => Err(e.into()),
-    }
-}
-
 /// Renames `from` to `to`, both in `dir`, replacing `to` atomically.
 pub(crate) fn rename_in(dir: impl AsFd, from: &OsStr, to: &OsStr) -> io::Result<()> {
     let dir = dir.as_fd();
