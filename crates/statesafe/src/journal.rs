@@ -513,7 +513,12 @@ fn apply(doc: &mut Value, record: &Record, bytes: &[u8]) -> std::result::Result<
     let body = &bytes[record.body.clone()];
     match record.kind {
         Kind::Patch => {
-            let patch: json_patch::Patch = serde_json::from_slice(body)
+            // Without serde_json's limit of 128 levels: a patch holds values as deep
+            // as the documents statesafe writes (format::MAX_DEPTH, checked on write).
+            let mut de = serde_json::Deserializer::from_slice(body);
+            de.disable_recursion_limit();
+            let patch = <json_patch::Patch as serde::Deserialize>::deserialize(&mut de)
+                .and_then(|p| de.end().map(|()| p))
                 .map_err(|e| format!("its patch does not parse: {e}"))?;
             json_patch::patch(doc, &patch).map_err(|e| e.to_string())
         }

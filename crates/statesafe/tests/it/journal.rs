@@ -693,3 +693,27 @@ fn appends_are_flushed_and_compaction_replaces_the_journal_last() {
     let snap = Store::<Value>::open(&path).unwrap().load().unwrap();
     assert_eq!(snap.state["n"], commits);
 }
+
+#[test]
+fn deep_documents_replay_like_any_other() {
+    let dir = common::test_dir();
+    let path = dir.path().join("state.json");
+    // Deeper than serde_json's default limit of 128, within statesafe's 512.
+    let mut deep = json!(0);
+    for _ in 0..300 {
+        deep = json!({ "d": deep });
+    }
+    let store = create_journal(&path, json!({"n": 0}));
+    store.update(|s| s["deep"] = deep.clone()).unwrap();
+    store.update(|s| s["n"] = 1.into()).unwrap();
+    let (seen, hook) = events();
+    let reader: Store = Store::options().on_event(hook).open(&path).unwrap();
+    let snap = reader.load().unwrap();
+    assert_eq!(snap.generation, 3);
+    assert_eq!(snap.state["deep"], deep);
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "{:?}",
+        seen.lock().unwrap()
+    );
+}
