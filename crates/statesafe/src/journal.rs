@@ -770,6 +770,20 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         generation: u64,
     ) -> Result<Step> {
         let sidecar = guard.sidecar().clone();
+        // A store reads the settings when it is opened. If another one has taken the
+        // file out of journal mode since, readers ignore the journal: a record here
+        // would be a commit nobody sees. (One small read per commit, journal mode only.)
+        let recorded = crate::settings::Settings::read(Some(&sidecar))?.format;
+        if recorded != Format::Journal {
+            return Err(Error::Unsupported {
+                path: self.path().to_path_buf(),
+                what: "a commit in journal mode".into(),
+                why: format!(
+                    "the file's settings were changed to `{}` since this store was opened; nothing was written: open the store again",
+                    recorded.name()
+                ),
+            });
+        }
         let replayed = base.and_then(|b| b.journal.as_deref());
         // Past every generation the journal shows (a damaged one's too; for a new
         // file, a journal left from before it was deleted).

@@ -717,3 +717,24 @@ fn deep_documents_replay_like_any_other() {
         seen.lock().unwrap()
     );
 }
+
+#[test]
+fn a_store_that_missed_the_switch_out_of_journal_mode_writes_nothing() {
+    let dir = common::test_dir();
+    let path = dir.path().join("state.json");
+    let old = create_journal(&path, json!({"n": 0}));
+    old.update(|s| s["n"] = 1.into()).unwrap();
+    let other: Store = Store::open(&path).unwrap();
+    let settings = Settings {
+        format: Format::Plain,
+        ..other.settings()
+    };
+    other.save_settings(&settings).unwrap();
+    let before = std::fs::read(&path).unwrap();
+    let err = old.update(|s| s["n"] = 2.into()).unwrap_err();
+    assert!(matches!(err, Error::Unsupported { .. }), "{err}");
+    assert!(err.to_string().contains("open the store again"), "{err}");
+    assert_eq!(std::fs::read(&path).unwrap(), before);
+    assert!(!journal_path(&path).exists());
+    assert_eq!(Store::<Value>::open(&path).unwrap().get().unwrap()["n"], 1);
+}
