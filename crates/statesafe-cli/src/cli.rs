@@ -117,9 +117,12 @@ pub struct WriteOptions {
 /// Per-file settings, recorded with the state file so that every writer agrees.
 #[derive(Debug, Clone, Args)]
 pub struct SettingsArgs {
-    /// `plain` JSON, or `sealed` (an envelope whose header holds the generation, writer and a checksum over every byte)
+    /// `plain` JSON, `sealed` (an envelope whose header holds the generation, writer and a checksum over every byte), or `journal` (the file is a snapshot; each commit appends its change to a journal in the sidecar)
     #[arg(long, value_enum)]
     pub format: Option<FormatArg>,
+    /// Journal mode: compact (rewrite the snapshot, start a new journal) once the journal passes this many bytes (default 64 MiB, or 4x the snapshot plus 1 MiB if less)
+    #[arg(long, value_name = "BYTES", allow_negative_numbers = true, value_parser = parse_count::<u64>)]
+    pub journal_max_bytes: Option<u64>,
     /// How many recent versions to keep as backups (0: none)
     #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = parse_count::<u32>)]
     pub keep_backups: Option<u32>,
@@ -147,6 +150,8 @@ pub enum FormatArg {
     Plain,
     /// A JSON envelope whose checksum covers every byte: any outside change is caught.
     Sealed,
+    /// A plain snapshot plus a journal of changes: commits cost the change, not the document.
+    Journal,
 }
 
 /// `--recovery`.

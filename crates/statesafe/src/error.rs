@@ -424,9 +424,20 @@ fn tried_suffix(tried: &[(PathBuf, String)]) -> String {
 #[error("the connection to the database server was lost during COMMIT: {0}")]
 pub(crate) struct CommitLost(pub String);
 
+/// The marker a journal-mode [`Error::OutcomeUnknown`] carries as its source (inside
+/// the `io::Error`): the record was written but its flush failed.
+#[derive(Debug, thiserror::Error)]
+#[error("the journal record was written but flushing it failed: {0}")]
+pub(crate) struct JournalFlushFailed(pub io::Error);
+
 fn outcome_unknown_reason(source: &io::Error) -> &'static str {
     if source.get_ref().is_some_and(|e| e.is::<CommitLost>()) {
         "the connection to the database server was lost during COMMIT and the server could not be asked since, so the new version may or may not have been committed"
+    } else if source
+        .get_ref()
+        .is_some_and(|e| e.is::<JournalFlushFailed>())
+    {
+        "the commit's journal record was written but flushing it (fdatasync) failed, so it may or may not survive a power loss"
     } else {
         "the new state is in place but the directory fsync failed, so it may not survive a power loss"
     }

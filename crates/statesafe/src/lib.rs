@@ -37,6 +37,7 @@ mod events;
 mod format;
 mod history;
 mod janitor;
+mod journal;
 pub mod json;
 mod local_patch;
 mod lock;

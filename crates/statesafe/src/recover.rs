@@ -487,7 +487,10 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             report.generation = cur.generation;
             report.external = cur.external;
             report.adopted = cur.adopted;
-            report.format = Some(detect_format(&cur.bytes));
+            report.format = Some(detect_format(&cur));
+            if let Some((damage, _)) = cur.journal.as_ref().and_then(|j| j.damage.as_ref()) {
+                report.problems.push(damage.clone());
+            }
             if let Err(e) = self.verify(&cur, false) {
                 if !is_damage(&e) {
                     return Err(e);
@@ -534,6 +537,9 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             });
         };
         let outcome = match self.verify(&cur, false) {
+            Ok(v) if cur.journal.as_ref().is_some_and(|j| j.damage.is_some()) => {
+                Some(self.journal_repair(&mut guard, &temp_name, &cur, &v.state)?)
+            }
             Ok(_) => None,
             Err(damage) if is_damage(&damage) => Some(
                 self.recover_locked(&mut guard, &temp_name, &cur, damage, true)?
@@ -729,7 +735,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             real_path: self.local().target.real(),
             exists: cur.is_some(),
             generation,
-            format: cur.as_ref().map(|c| detect_format(&c.bytes)),
+            format: cur.as_ref().map(detect_format),
             size: stat.as_ref().map_or(0, |m| m.len()),
             modified: stat.and_then(|m| m.modified().ok()),
             last_writer,
@@ -761,9 +767,17 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             return remote.save_settings(self, settings);
         }
         let config = Config::new_for(&self.local().target, &self.opts, settings)?;
-        let locked = self.lock_and_read("save settings", false)?;
+        let mut locked = self.lock_and_read("save settings", false)?;
+        let leaving_journal =
+            self.config().format == Format::Journal && settings.format != Format::Journal;
+        if leaving_journal {
+            self.journal_flatten(&mut locked.guard, &locked.temp_name)?;
+        }
         self.write_settings(locked.guard.sidecar(), settings)?;
         self.set_config(config);
+        if leaving_journal {
+            crate::journal::remove(locked.guard.sidecar());
+        }
         locked.guard.release();
         Ok(())
     }
@@ -796,7 +810,16 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
     }
 }
 
-fn detect_format(bytes: &[u8]) -> Format {
+/// The format of version `cur`: journal when it was read through a journal, else as
+/// its bytes say.
+fn detect_format(cur: &Current) -> Format {
+    if cur.journal.is_some() {
+        return Format::Journal;
+    }
+    detect_bytes_format(&cur.bytes)
+}
+
+fn detect_bytes_format(bytes: &[u8]) -> Format {
     if format::looks_sealed(bytes) {
         Format::Sealed
     } else {

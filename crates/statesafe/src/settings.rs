@@ -25,6 +25,12 @@ pub enum Format {
     /// whose checksum covers every byte of the file: any change made outside
     /// statesafe is detected as corruption on load.
     Sealed,
+    /// `NAME` is a plain JSON snapshot as of the last compaction; each commit appends
+    /// one record (the change, or the whole document when smaller) to the sidecar's
+    /// journal and flushes it once. Readers through statesafe see snapshot plus
+    /// journal; a program reading `NAME` directly sees the last compaction. See
+    /// `docs/design.md`, "Journal mode". Chosen in the recorded settings only.
+    Journal,
 }
 
 impl Format {
@@ -33,6 +39,7 @@ impl Format {
         match self {
             Format::Plain => "plain",
             Format::Sealed => "sealed",
+            Format::Journal => "journal",
         }
     }
 }
@@ -127,6 +134,11 @@ pub struct Settings {
     pub min_free_bytes: Option<u64>,
     /// Recovery policy for damaged files (`use-default` is accepted only from code).
     pub recovery: RecoveryPolicy,
+    /// Journal mode: compact (write a new snapshot, start a new journal) once the
+    /// journal's records would pass this many bytes, or 4x the snapshot's size plus
+    /// 1 MiB if that is less. Default 64 MiB.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub journal_max_bytes: Option<u64>,
 }
 
 /// Name of the settings file in the sidecar directory.

@@ -70,7 +70,7 @@ pub(crate) enum Sub {
 }
 
 impl Sub {
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Sub::Backups => "backups",
             Sub::History => "history",

@@ -351,6 +351,7 @@ impl Config {
         settings: &Settings,
     ) -> Result<Config> {
         let schema = opts.schema.as_ref().or(settings.schema.as_ref());
+        let format = crate::journal::effective_format(path, opts.format, settings.format)?;
         Ok(Config {
             settings: settings.clone(),
             lock_timeout: opts.lock_timeout.unwrap_or(
@@ -358,7 +359,7 @@ impl Config {
                     .lock_timeout_ms
                     .map_or(DEFAULT_LOCK_TIMEOUT, Duration::from_millis),
             ),
-            format: opts.format.unwrap_or(settings.format),
+            format,
             schema: schema.map(|s| Schema::compile(path, s)).transpose()?,
             backups: opts.backups.unwrap_or(settings.backups),
             history: opts.history.unwrap_or(settings.history),
@@ -550,13 +551,13 @@ impl<T> Store<T> {
     }
 
     pub(crate) fn read_current(&self) -> Result<Option<Current>> {
-        write::read_current(&self.local().target, self.dir()?, &self.local().lock, false)
+        read_current(self, false)
     }
 
     /// [`Self::read_current`] for a writer holding the lock: also the file's access
     /// ACL, which the next version keeps.
     pub(crate) fn read_current_for_write(&self) -> Result<Option<Current>> {
-        write::read_current(&self.local().target, self.dir()?, &self.local().lock, true)
+        read_current(self, true)
     }
 
     pub(crate) fn emit(&self, event: Event) {
@@ -669,6 +670,9 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                 path: self.path().to_path_buf(),
             });
         };
+        if cur.journal.as_ref().is_some_and(|j| j.damage.is_some()) {
+            return self.journal_repair_on_load(cur);
+        }
         match self.verify(&cur, false) {
             Ok(v) => {
                 if cur.external {
@@ -819,9 +823,10 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                 Err(e) => return Err(e),
             }
         }
+        // Journal mode diffs every commit against the version it replaces.
         let value = if want_value
-            && config.history.keep > 0
-            && bytes.len() as u64 <= config.history.max_patch_bytes
+            && (config.format == Format::Journal
+                || config.history.keep > 0 && bytes.len() as u64 <= config.history.max_patch_bytes)
         {
             serde_json::to_value(&state).ok()
         } else {
@@ -851,4 +856,14 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
 /// an I/O failure while reading it).
 pub(crate) fn is_damage(e: &Error) -> bool {
     matches!(e, Error::Corrupt { .. } | Error::Invalid { .. })
+}
+
+/// The current version of a local store's file (`want_acl`: with its access ACL, for a
+/// writer holding the lock): in journal mode the snapshot with the journal replayed.
+fn read_current<T>(store: &Store<T>, want_acl: bool) -> Result<Option<Current>> {
+    if store.config().format == Format::Journal {
+        return crate::journal::read_current(store, want_acl);
+    }
+    let local = store.local();
+    write::read_current(&local.target, store.dir()?, &local.lock, want_acl)
 }

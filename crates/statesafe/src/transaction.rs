@@ -47,6 +47,8 @@ pub(crate) struct Base {
     /// Its access ACL (`None`: it has none), read under the lock through the
     /// descriptor it was read from; the next version gets exactly this one.
     pub acl: Option<Vec<u8>>,
+    /// Journal mode: the snapshot and journal under this version.
+    pub journal: Option<Box<crate::journal::Replayed>>,
 }
 
 impl Base {
@@ -62,7 +64,11 @@ impl Base {
             value,
             id: Some(cur.id),
             acl: cur.acl.clone(),
-            style: format::Style::detect(&cur.bytes),
+            style: match &cur.journal {
+                Some(j) => j.style,
+                None => format::Style::detect(&cur.bytes),
+            },
+            journal: cur.journal.clone(),
         }
     }
 }
@@ -640,6 +646,10 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                 bytes.push(b'\n');
                 bytes
             }
+            // The snapshot, when this commit compacts; otherwise, what `max_bytes` counts.
+            (NewDoc::State(state), Format::Journal) => {
+                format::encode(path, state, style, size_hint, 0)?
+            }
         };
         if let Some(at) = format::lone_surrogate(&bytes) {
             let (line, column) = format::line_column(&bytes, at);
@@ -683,6 +693,31 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                 });
             }
         }
+        // Journal mode: append one record, or compact (the ordinary protocol below
+        // writes the snapshot, from the snapshot's base).
+        let mut repaired = None;
+        let snapshot_base;
+        let (generation, base) = if config.format == Format::Journal {
+            let NewDoc::State(state) = doc else {
+                unreachable!(
+                    "invariant: commit_serialized parses the text unless the format is plain"
+                )
+            };
+            match self.journal_commit(guard, state, bytes.len(), base, generation)? {
+                crate::journal::Step::Appended(b, fsync) => return Ok((b, fsync)),
+                crate::journal::Step::Compact {
+                    generation,
+                    base,
+                    repaired: r,
+                } => {
+                    repaired = r;
+                    snapshot_base = base;
+                    (generation, snapshot_base.as_ref())
+                }
+            }
+        } else {
+            (generation, base)
+        };
         // A replaced file keeps exactly its own ACL (or none); a directory's default
         // ACL never widens it. Read now, under the lock, like the mode was.
         let existing_acl = base.and_then(|b| b.acl.as_deref());
@@ -805,6 +840,12 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             );
         }
         let perms = base.map_or_else(|| current_perms(self), |b| b.perms);
+        if config.format == Format::Journal
+            && recorded
+            && let Err(e) = self.journal_compacted(&sidecar, generation, new_sum, perms, repaired)
+        {
+            self.bookkeeping_failed(generation, "starting a new journal", &e);
+        }
         if let Err(e) = sidecar.enforce(perms) {
             self.bookkeeping_failed(generation, "giving the sidecar the file's permissions", &e);
         }
@@ -859,6 +900,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                 // What the new version was given (a directory's default ACL that a
                 // new file inherited is not known here: nothing reuses this for that).
                 acl: existing_acl.map(<[u8]>::to_vec),
+                journal: None,
             },
             committed.fsync,
         ))

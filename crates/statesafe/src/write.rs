@@ -67,6 +67,9 @@ pub(crate) struct Current {
     /// Its access ACL, read through the same descriptor when the caller asked for it
     /// (a writer keeps it on the next version); `None` otherwise, or when it has none.
     pub acl: Option<Vec<u8>>,
+    /// Journal mode: the snapshot and journal this version was replayed from
+    /// (`journal.rs`); `None` in the other formats.
+    pub journal: Option<Box<crate::journal::Replayed>>,
 }
 
 /// Reads the state file without any lock: one `open`, so data and metadata come from
@@ -156,6 +159,7 @@ pub(crate) fn read_current(
         },
         id: (stat.dev(), stat.ino()),
         acl,
+        journal: None,
     }))
 }
 

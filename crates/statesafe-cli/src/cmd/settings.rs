@@ -48,7 +48,12 @@ pub fn apply(args: &SettingsArgs, settings: &mut Settings) -> bool {
         settings.format = match format {
             FormatArg::Plain => Format::Plain,
             FormatArg::Sealed => Format::Sealed,
+            FormatArg::Journal => Format::Journal,
         };
+        changed = true;
+    }
+    if let Some(bytes) = args.journal_max_bytes {
+        settings.journal_max_bytes = Some(bytes);
         changed = true;
     }
     if let Some(keep) = args.keep_backups {

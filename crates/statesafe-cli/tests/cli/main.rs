@@ -15,6 +15,7 @@ mod filesystem;
 mod get;
 mod init;
 mod integrity;
+mod journal;
 mod large;
 mod lock;
 mod meta;

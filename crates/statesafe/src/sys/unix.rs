@@ -75,6 +75,11 @@ pub(crate) fn fsync(fd: impl AsFd) -> io::Result<()> {
     Ok(rustix::fs::fsync(fd)?)
 }
 
+/// `fdatasync`: the file's data, and only the inode fields needed to read it back.
+pub(crate) fn fdatasync(fd: impl AsFd) -> io::Result<()> {
+    Ok(rustix::fs::fdatasync(fd)?)
+}
+
 /// Renames `from` to `to`, both in `dir`, replacing `to` atomically.
 pub(crate) fn rename_in(dir: impl AsFd, from: &OsStr, to: &OsStr) -> io::Result<()> {
     let dir = dir.as_fd();
@@ -434,6 +439,8 @@ pub(crate) enum Access {
     Append,
     /// Reading and writing, created if missing (never truncated).
     ReadWriteCreate,
+    /// Reading and writing an existing file (never created or truncated).
+    ReadWrite,
 }
 
 /// Opens `name` in `dir` never following a symlink (`ELOOP`) and never blocking on a
@@ -446,6 +453,7 @@ pub(crate) fn open_at(dir: impl AsFd, name: &OsStr, access: Access, mode: u32) -
         Access::Append => OFlags::RDWR | OFlags::APPEND,
         Access::AppendCreate => OFlags::RDWR | OFlags::APPEND | OFlags::CREATE | OFlags::EXCL,
         Access::ReadWriteCreate => OFlags::RDWR | OFlags::CREATE,
+        Access::ReadWrite => OFlags::RDWR,
     };
     // Reads and writes of regular files ignore O_NONBLOCK, so it stays set.
     let fd = rustix::fs::openat(dir, name, base | flags, Mode::from_raw_mode(mode))?;

@@ -22,6 +22,7 @@ mod durability;
 mod faults;
 mod filesystems;
 mod integrity;
+mod journal;
 mod kill;
 mod lock;
 mod model;

@@ -26,9 +26,25 @@ pub fn counter(file: &Path) -> Result<Option<u64>, String> {
             bytes.len()
         )
     })?;
-    Store::<Doc>::open(file)
+    let repaired = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let seen = std::sync::Arc::clone(&repaired);
+    let snapshot = Store::<Doc>::options()
+        .on_event(move |e| {
+            if matches!(e, statesafe::Event::Recovered { .. }) {
+                seen.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        })
+        .open(file)
         .and_then(|s| s.load())
         .map_err(|e| format!("the library cannot load the state file: {e}"))?;
+    if repaired.load(std::sync::atomic::Ordering::SeqCst) {
+        return Err("the library found damage and repaired it".into());
+    }
+    // In journal mode the file is a snapshot; the counter is the journal's.
+    let journal = file.with_file_name(".state.json.statesafe").join("journal");
+    if journal.exists() {
+        return Ok(Some(snapshot.state.counter));
+    }
     Ok(Some(doc.counter))
 }
 

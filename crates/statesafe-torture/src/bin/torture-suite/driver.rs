@@ -35,6 +35,12 @@ pub enum Op {
     /// and restores the last committed version (backup 2 and the history's patch to
     /// 3, counter 3) as generation 5.
     Recover,
+    /// Journal mode: `Store::update` that appends one record to the journal (the
+    /// prepared file's counter is itself in the journal). Not in the default ops.
+    JournalAppend,
+    /// Journal mode: `Store::update` that compacts (a new snapshot with the ordinary
+    /// protocol, then a new journal). Not in the default ops.
+    JournalCompact,
 }
 
 impl Op {
@@ -45,6 +51,8 @@ impl Op {
             Op::Update => "update",
             Op::UpdateTwice => "update-twice",
             Op::Recover => "recover",
+            Op::JournalAppend => "journal-append",
+            Op::JournalCompact => "journal-compact",
         }
     }
 
@@ -73,6 +81,24 @@ pub fn prepare(dir: &Path, op: Op) -> Result<PathBuf, String> {
     }
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create `{}`: {e}", dir.display()))?;
     let file = dir.join("state.json");
+    if matches!(op, Op::JournalAppend | Op::JournalCompact) {
+        // Journal mode, with the old counter in the journal (a snapshot at 0 and one
+        // appended record), and for a compaction a limit the next record passes.
+        let store = Store::<Doc>::open(&file).map_err(|e| e.to_string())?;
+        let mut settings = statesafe::Settings {
+            format: statesafe::Format::Journal,
+            ..statesafe::Settings::default()
+        };
+        store
+            .create_with(&settings, Doc::new(OLD_COUNTER - 1, DOC_SIZE))
+            .and_then(|_| store.update(|d| d.counter = OLD_COUNTER))
+            .map_err(|e| format!("cannot prepare `{}`: {e}", file.display()))?;
+        if op == Op::JournalCompact {
+            settings.journal_max_bytes = Some(64);
+            store.save_settings(&settings).map_err(|e| e.to_string())?;
+        }
+        return Ok(file);
+    }
     if op.needs_file() {
         Store::<Doc>::open(&file)
             .and_then(|s| s.create(Doc::new(OLD_COUNTER, DOC_SIZE)))
@@ -129,7 +155,7 @@ pub fn main(op: Op, file: &Path, hold: bool) -> std::process::ExitCode {
         .and_then(|store| match op {
             Op::Create => store.create(Doc::new(NEW_COUNTER, DOC_SIZE)),
             Op::Replace => store.replace(Doc::new(NEW_COUNTER, DOC_SIZE)),
-            Op::Update => increment(&store),
+            Op::Update | Op::JournalAppend | Op::JournalCompact => increment(&store),
             Op::UpdateTwice => increment(&store).and_then(|_| increment(&store)),
             Op::Recover => store.load().map(|snapshot| snapshot.generation),
         });

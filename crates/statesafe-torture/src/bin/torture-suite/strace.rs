@@ -131,9 +131,7 @@ pub fn driver_args(exe: &Path, op: Op, file: &Path) -> Vec<String> {
         exe.display().to_string(),
         "driver".into(),
         "--op".into(),
-        format!("{op:?}")
-            .to_lowercase()
-            .replace("updatetwice", "update-twice"),
+        op.name().into(),
         "--file".into(),
         file.display().to_string(),
         "--hold".into(),

@@ -1,0 +1,740 @@
+//! Journal mode (issue 16): commits append one record to `.NAME.statesafe/journal`;
+//! readers replay it over the snapshot `NAME`; compaction rewrites the snapshot. The
+//! record format and the crash argument are in `docs/design.md`, "Journal mode".
+
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Value, json};
+use statesafe::{Error, Event, Format, RecoveryPolicy, Settings, Store};
+
+use crate::common::{self, ChildCmd};
+
+fn journal_settings() -> Settings {
+    Settings {
+        format: Format::Journal,
+        ..Settings::default()
+    }
+}
+
+fn sidecar(path: &Path) -> PathBuf {
+    let name = path.file_name().unwrap().to_str().unwrap();
+    path.with_file_name(format!(".{name}.statesafe"))
+}
+
+fn journal_path(path: &Path) -> PathBuf {
+    sidecar(path).join("journal")
+}
+
+/// The offset after the last non-zero byte of the journal, rounded up to 8: where the
+/// next record goes.
+fn journal_end(path: &Path) -> u64 {
+    let bytes = std::fs::read(journal_path(path)).unwrap();
+    let last = bytes.iter().rposition(|b| *b != 0).unwrap();
+    (last as u64 + 1).div_ceil(8) * 8
+}
+
+/// Offsets of the records in the journal, found by walking their length fields.
+fn record_offsets(path: &Path) -> Vec<u64> {
+    let bytes = std::fs::read(journal_path(path)).unwrap();
+    let mut at = 32usize;
+    let mut found = Vec::new();
+    while at + 16 <= bytes.len() {
+        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+        if len == 0 {
+            break;
+        }
+        found.push(at as u64);
+        at += 16 + len.div_ceil(8) * 8 + 8;
+    }
+    found
+}
+
+fn events() -> (
+    Arc<Mutex<Vec<Event>>>,
+    impl Fn(&Event) + Send + Sync + 'static,
+) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&seen);
+    (seen, move |e: &Event| sink.lock().unwrap().push(e.clone()))
+}
+
+fn create_journal(path: &Path, doc: Value) -> Store {
+    let store: Store = Store::open(path).unwrap();
+    store.create_with(&journal_settings(), doc).unwrap();
+    store
+}
+
+#[test]
+fn commits_append_to_the_journal_and_readers_replay_it() {
+    let dir = common::test_dir();
+    let path = dir.path().join("state.json");
+    let store = create_journal(&path, json!({"n": 0, "keep": "this"}));
+    let snapshot = std::fs::read(&path).unwrap();
+    let inode = common::inode(&path);
+    for n in 1..=20u64 {
+        assert_eq!(store.update(|s| s["n"] = n.into()).unwrap(), ());
+    }
+    // No commit rewrote the snapshot: same inode, same bytes (what `cat` sees).
+    assert_eq!(common::inode(&path), inode);
+    assert_eq!(std::fs::read(&path).unwrap(), snapshot);
+    assert_eq!(record_offsets(&path).len(), 20);
+    // A fresh store, and the long-lived one, replay the journal.
+    for reader in [&Store::<Value>::open(&path).unwrap(), &store] {
+        let snap = reader.load().unwrap();
+        assert_eq!(snap.state, json!({"n": 20, "keep": "this"}));
+        assert_eq!(snap.generation, 21);
+        assert_eq!(reader.generation().unwrap(), 21);
+    }
+    // A commit that changes nothing writes nothing and keeps the generation.
+    let end = journal_end(&path);
+    store.update(|s| s["n"] = 20.into()).unwrap();
+    assert_eq!((journal_end(&path), store.generation().unwrap()), (end, 21));
+    // Compare-and-swap sees the replayed generation.
+    let err = store.update_if(20, |s| s["n"] = 0.into()).unwrap_err();
+    assert!(
+        matches!(err, Error::GenerationConflict { found: 21, .. }),
+        "{err}"
+    );
+    store.update_if(21, |s| s["n"] = 99.into()).unwrap();
+    assert_eq!(store.load().unwrap().generation, 22);
+    // A whole replacement is a record too.
+    let doc: Value = serde_json::from_str(r#"{"other": [1, 2.50, 1E2]}"#).unwrap();
+    store.replace(doc).unwrap();
+    let text = serde_json::to_string(&Store::<Value>::open(&path).unwrap().get().unwrap()).unwrap();
+    assert_eq!(text, r#"{"other":[1,2.50,1E2]}"#, "numbers keep their text");
+}
+
+#[test]
+fn threads_with_their_own_stores_lose_no_update() {
+    let dir = common::test_dir();
+    let path = dir.path().join("counter.json");
+    create_journal(&path, json!({"n": 0}));
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                let store: Store = Store::open(&path).unwrap();
+                for _ in 0..25 {
+                    store
+                        .update(|s| s["n"] = (s["n"].as_u64().unwrap() + 1).into())
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let snap = Store::<Value>::open(&path).unwrap().load().unwrap();
+    assert_eq!(snap.state["n"], 100);
+    assert_eq!(snap.generation, 101);
+}
+
+/// Increments the counter at PATH a few times (for the multi-process test).
+#[test]
+fn child_journal_increments() {
+    if !common::child_role("journal-increments") {
+        return;
+    }
+    let store: Store = Store::open(common::child_arg("PATH")).unwrap();
+    for _ in 0..20 {
+        store
+            .update(|s| s["n"] = (s["n"].as_u64().unwrap() + 1).into())
+            .unwrap();
+    }
+    common::say("done");
+}
+
+#[test]
+fn processes_lose_no_update() {
+    let dir = common::test_dir();
+    let path = dir.path().join("counter.json");
+    create_journal(&path, json!({"n": 0}));
+    let mut children: Vec<_> = (0..3)
+        .map(|_| {
+            ChildCmd::new("journal::child_journal_increments", "journal-increments")
+                .arg("PATH", &path)
+                .spawn()
+        })
+        .collect();
+    for child in &mut children {
+        assert_eq!(child.read_all(), ["done"]);
+        assert!(child.wait().success());
+    }
+    assert_eq!(Store::<Value>::open(&path).unwrap().get().unwrap()["n"], 60);
+}
+
+#[test]
+fn a_torn_append_at_the_tail_is_dropped_and_written_over() {
+    let dir = common::test_dir();
+    let path = dir.path().join("state.json");
+    let store = create_journal(&path, json!({"n": 0}));
+    store.update(|s| s["n"] = 1.into()).unwrap();
+    store.update(|s| s["n"] = 2.into()).unwrap();
+    // A power loss in the middle of the next append: its head and part of its body
+    // reached the disk, its checksum did not.
+    let end = journal_end(&path);
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(journal_path(&path))
+        .unwrap();
+    let mut torn = vec![0u8; 16];
+    torn[..4].copy_from_slice(&200u32.to_le_bytes());
+    torn[4] = 2;
+    torn[8..16].copy_from_slice(&4u64.to_le_bytes());
+    torn.extend_from_slice(b"{\"n\": 3, \"padding\": \"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx");
+    file.write_all_at(&torn, end).unwrap();
+    drop(file);
+    let (seen, hook) = events();
+    let reader: Store = Store::options().on_event(hook).open(&path).unwrap();
+    let snap = reader.load().unwrap();
+    assert_eq!((snap.state["n"].clone(), snap.generation), (json!(2), 3));
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "{:?}",
+        seen.lock().unwrap()
+    );
+    // The next commit takes its place, and zeroes what the torn one left.
+    reader.update(|s| s["n"] = 30.into()).unwrap();
+    assert_eq!(record_offsets(&path).last(), Some(&end));
+    let bytes = std::fs::read(journal_path(&path)).unwrap();
+    let new_end = journal_end(&path) as usize;
+    assert!(new_end < end as usize + torn.len());
+    assert!(
+        bytes[new_end..].iter().all(|b| *b == 0),
+        "the torn bytes were zeroed"
+    );
+    let snap = Store::<Value>::open(&path).unwrap().load().unwrap();
+    assert_eq!((snap.state["n"].clone(), snap.generation), (json!(30), 4));
+}
+
+/// Flips one bit in the body of the first record: a bad record with good ones after it.
+fn damage_first_record(path: &Path) {
+    let offsets = record_offsets(path);
+    assert!(offsets.len() >= 2);
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(journal_path(path))
+        .unwrap();
+    let mut byte = [0u8; 1];
+    let at = offsets[0] + 16 + 2;
+    file.read_exact_at(&mut byte, at).unwrap();
+    byte[0] ^= 0x01;
+    file.write_all_at(&byte, at).unwrap();
+}
+
+#[test]
+fn a_bad_record_before_good_ones_is_quarantined_and_repaired_loudly() {
+    let dir = common::test_dir();
+    let path = dir.path().join("state.json");
+    let store = create_journal(&path, json!({"n": 0}));
+    for n in 1..=3u64 {
+        store.update(|s| s["n"] = n.into()).unwrap();
+    }
+    damage_first_record(&path);
+
+    // With the `fail` policy: an error naming the journal, the damage and what to do.
+    let strict: Store = Store::options()
+        .recovery(RecoveryPolicy::Fail)
+        .open(&path)
+        .unwrap();
+    let err = strict.load().unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, Error::Corrupt { .. }), "{text}");
+    assert!(text.contains("journal"), "{text}");
+    assert!(text.contains("does not verify"), "{text}");
+    assert!(text.contains("statesafe recover"), "{text}");
+
+    // By default: quarantined, and the snapshot (all that can be proven) committed as
+    // a generation past every one the journal shows.
+    let (seen, hook) = events();
+    let reader: Store = Store::options().on_event(hook).open(&path).unwrap();
+    let snap = reader.load().unwrap();
+    assert_eq!(snap.state, json!({"n": 0}));
+    assert_eq!(snap.generation, 5);
+    let events = seen.lock().unwrap().clone();
+    assert!(
+        events.iter().any(
+            |e| matches!(e, Event::Recovered { generation: 5, quarantined, .. }
+            if quarantined.to_string_lossy().contains("journal-damaged-"))
+        ),
+        "{events:?}"
+    );
+    let quarantine: Vec<_> = std::fs::read_dir(sidecar(&path).join("quarantine"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(quarantine.len(), 1, "{quarantine:?}");
+    // Repaired: a fresh journal, and commits go on.
+    reader.update(|s| s["n"] = 7.into()).unwrap();
+    let snap = Store::<Value>::open(&path).unwrap().load().unwrap();
+    assert_eq!((snap.state["n"].clone(), snap.generation), (json!(7), 6));
+}
+
+#[test]
+fn a_record_changed_into_another_valid_change_is_caught_by_its_checksum() {
+    let dir = common::test_dir();
+    let path = dir.path().join("state.json");
+    let store = create_journal(&path, json!({"n": 0}));
+    store.update(|s| s["n"] = 5.into()).unwrap();
+    store.update(|s| s["m"] = 1.into()).unwrap();
+    // `5` becomes `4` in the first record's patch: still a valid patch.
+    let offsets = record_offsets(&path);
+    let bytes = std::fs::read(journal_path(&path)).unwrap();
+    let body = &bytes[offsets[0] as usize + 16..offsets[1] as usize];
+    let five = body.iter().position(|b| *b == b'5').unwrap();
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(journal_path(&path))
+        .unwrap();
+    file.write_all_at(b"4", offsets[0] + 16 + five as u64)
+        .unwrap();
+    let strict: Store = Store::options()
+        .recovery(RecoveryPolicy::Fail)
+        .open(&path)
+        .unwrap();
+    let err = strict.load().unwrap_err();
+    assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+}
+
+#[test]
+fn compaction_rewrites_the_snapshot_and_starts_a_new_journal() {
+    let dir = common::test_dir();
+    let path = dir.path().join("state.json");
+    let store: Store = Store::open(&path).unwrap();
+    let settings = Settings {
+        journal_max_bytes: Some(400),
+        ..journal_settings()
+    };
+    store.create_with(&settings, json!({"n": 0})).unwrap();
+    let first_inode = common::inode(&path);
+    for n in 1..=30u64 {
+        store.update(|s| s["n"] = n.into()).unwrap();
+    }
+    assert_ne!(common::inode(&path), first_inode, "no compaction happened");
+    // The snapshot is a complete document as of the last compaction.
+    let on_disk: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let n_on_disk = on_disk["n"].as_u64().unwrap();
+    assert!(n_on_disk > 0 && n_on_disk <= 30, "{on_disk}");
+    assert!(
+        journal_end(&path) <= 32 + 400,
+        "the journal stays under its limit"
+    );
+    let snap = Store::<Value>::open(&path).unwrap().load().unwrap();
+    assert_eq!((snap.state["n"].clone(), snap.generation), (json!(30), 31));
+    // Outgoing snapshots are kept as backups, and verify.
+    let backups = store.backups().unwrap();
+    assert!(!backups.backups.is_empty());
+    assert!(
+        store.check().unwrap().is_ok(),
+        "{:?}",
+        store.check().unwrap()
+    );
+}
+
+#[test]
+fn a_crash_between_the_snapshot_and_the_new_journal_is_safe() {
+    let dir = common::test_dir();
+    let path = dir.path().join("state.json");
+    let store: Store = Store::open(&path).unwrap();
+    let settings = Settings {
+        journal_max_bytes: Some(300),
+        ..journal_settings()
+    };
+    store.create_with(&settings, json!({"n": 0})).unwrap();
+    // Commit until the next commit compacts; keep the journal as it was just before.
+    let mut old_journal;
+    let mut n = 0u64;
+    loop {
+        old_journal = std::fs::read(journal_path(&path)).unwrap();
+        let inode = common::inode(&path);
+        n += 1;
+        store.update(|s| s["n"] = n.into()).unwrap();
+        if common::inode(&path) != inode {
+            break;
+        }
+    }
+    // The crash: the snapshot of generation n + 1 is in place, the new journal's
+    // rename never happened (the old journal is back).
+    std::fs::write(journal_path(&path), &old_journal).unwrap();
+    let reader: Store = Store::open(&path).unwrap();
+    let snap = reader.load().unwrap();
+    assert_eq!(
+        (snap.state["n"].clone(), snap.generation),
+        (json!(n), n + 1)
+    );
+    // The journal does not follow the snapshot: the next commit compacts again.
+    let inode = common::inode(&path);
+    reader.update(|s| s["n"] = 1000.into()).unwrap();
+    assert_ne!(common::inode(&path), inode);
+    reader.update(|s| s["m"] = 1.into()).unwrap();
+    let snap = Store::<Value>::open(&path).unwrap().load().unwrap();
+    assert_eq!(snap.state, json!({"n": 1000, "m": 1}));
+    assert_eq!(snap.generation, n + 3);
+}
+
+#[test]
+fn an_edit_of_a_snapshot_the_journal_has_moved_past_is_refused_not_merged() {
+    let dir = common::test_dir();
+    let path = dir.path().join("state.json");
+    let store = create_journal(&path, json!({"n": 0}));
+    store.update(|s| s["n"] = 1.into()).unwrap();
+    std::fs::write(&path, b"{\"n\": 0, \"edited\": true}\n").unwrap();
+    let err = Store::<Value>::open(&path).unwrap().load().unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, Error::Corrupt { .. }), "{text}");
+    assert!(text.contains("changed outside statesafe"), "{text}");
+    assert!(text.contains("journal"), "{text}");
+    // Nothing was changed by the refusal.
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        b"{\"n\": 0, \"edited\": true}\n"
+    );
+}
+
+#[test]
+fn an_edit_right_after_a_compaction_is_an_ordinary_external_change() {
+    let dir = common::test_dir();
+    let path = dir.path().join("state.json");
+    let store = create_journal(&path, json!({"n": 0}));
+    std::fs::write(&path, b"{\"n\": 5}\n").unwrap();
+    let (seen, hook) = events();
+    let reader: Store = Store::options().on_event(hook).open(&path).unwrap();
+    let snap = reader.load().unwrap();
+    assert_eq!((snap.state, snap.generation), (json!({"n": 5}), 2));
+    assert!(
+        seen.lock()
+            .unwrap()
+            .iter()
+            .any(|e| matches!(e, Event::ExternalChange { .. }))
+    );
+    reader.update(|s| s["n"] = 6.into()).unwrap();
+    reader.update(|s| s["n"] = 7.into()).unwrap();
+    let snap = Store::<Value>::open(&path).unwrap().load().unwrap();
+    assert_eq!((snap.state, snap.generation), (json!({"n": 7}), 4));
+    drop(store);
+}
+
+#[test]
+fn an_older_snapshot_put_back_is_refused() {
+    let dir = common::test_dir();
+    let path = dir.path().join("state.json");
+    let store: Store = Store::open(&path).unwrap();
+    let settings = Settings {
+        journal_max_bytes: Some(200),
+        ..journal_settings()
+    };
+    store.create_with(&settings, json!({"n": 0})).unwrap();
+    let backup_of_first = dir.path().join("copy");
+    std::fs::hard_link(&path, &backup_of_first).unwrap();
+    let first_inode = common::inode(&path);
+    let mut n = 0;
+    while common::inode(&path) == first_inode {
+        n += 1;
+        store.update(|s| s["n"] = n.into()).unwrap();
+    }
+    // Put the first snapshot back, attributes and all (a rename keeps the inode).
+    std::fs::rename(&backup_of_first, &path).unwrap();
+    let err = Store::<Value>::open(&path).unwrap().load().unwrap_err();
+    assert!(err.to_string().contains("older or different copy"), "{err}");
+}
+
+#[test]
+fn journal_mode_is_a_property_of_the_file_not_of_one_store() {
+    let dir = common::test_dir();
+    let path = dir.path().join("state.json");
+    create_journal(&path, json!({"n": 0}));
+    let err = Store::<Value>::options()
+        .format(Format::Plain)
+        .open(&path)
+        .unwrap_err();
+    assert!(matches!(err, Error::Unsupported { .. }), "{err}");
+    let plain = dir.path().join("plain.json");
+    let err = Store::<Value>::options()
+        .format(Format::Journal)
+        .open(&plain)
+        .unwrap_err();
+    assert!(matches!(err, Error::Unsupported { .. }), "{err}");
+}
+
+#[test]
+fn a_file_deleted_and_created_again_continues_past_the_journal() {
+    let dir = common::test_dir();
+    let path = dir.path().join("state.json");
+    let store = Store::<Value>::options()
+        .history(statesafe::HistoryPolicy {
+            keep: 0,
+            ..Default::default()
+        })
+        .backups(statesafe::BackupPolicy {
+            keep: 0,
+            hourly: 0,
+            daily: 0,
+        })
+        .open(&path)
+        .unwrap();
+    store
+        .create_with(&journal_settings(), json!({"n": 0}))
+        .unwrap();
+    for n in 1..=5u64 {
+        store.update(|s| s["n"] = n.into()).unwrap();
+    }
+    std::fs::remove_file(&path).unwrap();
+    // The lock record's hint is lost too (as after a power loss).
+    std::fs::write(sidecar(&path).join("lock"), b"").unwrap();
+    let again: Store = Store::open(&path).unwrap();
+    let generation = again.create(json!({"fresh": true})).unwrap();
+    assert!(
+        generation > 6,
+        "generation {generation} repeats one the journal used"
+    );
+    let snap = Store::<Value>::open(&path).unwrap().load().unwrap();
+    assert_eq!(snap.state, json!({"fresh": true}));
+}
+
+#[test]
+fn a_damaged_journal_is_served_read_only_while_the_lock_is_held_then_recovered() {
+    let dir = common::test_dir();
+    let path = dir.path().join("state.json");
+    let store = create_journal(&path, json!({"n": 0}));
+    for n in 1..=3u64 {
+        store.update(|s| s["n"] = n.into()).unwrap();
+    }
+    damage_first_record(&path);
+    let holder: Store = Store::open(&path).unwrap();
+    let guard = holder.lock("maintenance").unwrap();
+    let (seen, hook) = events();
+    let reader: Store = Store::options().on_event(hook).open(&path).unwrap();
+    let snap = reader.load().unwrap();
+    assert_eq!((snap.state, snap.generation), (json!({"n": 0}), 1));
+    assert!(
+        seen.lock()
+            .unwrap()
+            .iter()
+            .any(|e| matches!(e, Event::DamageNotRepaired { served: 1, .. })),
+        "{:?}",
+        seen.lock().unwrap()
+    );
+    let report = reader.check().unwrap();
+    assert!(!report.is_ok());
+    assert!(
+        report.problems.iter().any(|p| p.contains("journal")),
+        "{report:?}"
+    );
+    drop(guard);
+    let event = reader.recover().unwrap();
+    assert!(
+        matches!(event, Some(Event::Recovered { generation: 5, .. })),
+        "{event:?}"
+    );
+    assert!(reader.check().unwrap().is_ok());
+    assert_eq!(reader.recover().unwrap(), None);
+}
+
+#[test]
+fn leaving_journal_mode_writes_the_newest_state_into_the_file() {
+    let dir = common::test_dir();
+    let path = dir.path().join("state.json");
+    let store = create_journal(&path, json!({"n": 0}));
+    for n in 1..=4u64 {
+        store.update(|s| s["n"] = n.into()).unwrap();
+    }
+    let settings = Settings {
+        format: Format::Plain,
+        ..store.settings()
+    };
+    store.save_settings(&settings).unwrap();
+    assert!(!journal_path(&path).exists());
+    let on_disk: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    assert_eq!(on_disk, json!({"n": 4}));
+    let plain: Store = Store::open(&path).unwrap();
+    assert_eq!(plain.load().unwrap().generation, 6);
+    plain.update(|s| s["n"] = 5.into()).unwrap();
+    // And back: the first commit in journal mode starts a journal.
+    let settings = Settings {
+        format: Format::Journal,
+        ..plain.settings()
+    };
+    plain.save_settings(&settings).unwrap();
+    plain.update(|s| s["n"] = 6.into()).unwrap();
+    plain.update(|s| s["n"] = 7.into()).unwrap();
+    let snap = Store::<Value>::open(&path).unwrap().load().unwrap();
+    assert_eq!((snap.state, snap.generation), (json!({"n": 7}), 9));
+}
+
+/// Three commits that append, then one that compacts (the parent set a small limit).
+#[test]
+fn child_journal_appends_then_compacts() {
+    if !common::child_role("journal-appends-then-compacts") {
+        return;
+    }
+    let store: Store = Store::open(common::child_arg("PATH")).unwrap();
+    let inode = common::inode(Path::new(&common::child_arg("PATH")));
+    let mut n = 0u64;
+    while common::inode(Path::new(&common::child_arg("PATH"))) == inode {
+        n += 1;
+        store.update(|s| s["n"] = n.into()).unwrap();
+    }
+    common::say(format!("commits {n}"));
+}
+
+/// One traced call: its name, the path of its first descriptor (`-y`), and the quoted
+/// names of a rename.
+#[derive(Debug)]
+struct Call {
+    name: String,
+    fd_path: String,
+    quoted: Vec<String>,
+}
+
+fn parse_call(line: &str) -> Option<Call> {
+    let start = line.find(|c: char| c.is_ascii_alphabetic())?;
+    let call = &line[start..];
+    let name = call[..call.find('(')?].to_string();
+    let args = &call[name.len() + 1..];
+    let fd_path = match (args.find('<'), args.find('>')) {
+        (Some(a), Some(b)) if a < b => args[a + 1..b].to_string(),
+        _ => String::new(),
+    };
+    let quoted = args
+        .split('"')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_string)
+        .collect();
+    Some(Call {
+        name,
+        fd_path,
+        quoted,
+    })
+}
+
+/// The order that makes journal mode durable, seen in the system calls of real
+/// commits (`strace -y`): every append is followed by an `fdatasync` of the journal
+/// before the next one, and a compaction replaces the journal only after the new
+/// snapshot was renamed into place and its directory synced. Catches the mutations
+/// `journal-skip-flush` and `journal-compact-early`.
+#[test]
+fn appends_are_flushed_and_compaction_replaces_the_journal_last() {
+    let test = "journal::appends_are_flushed_and_compaction_replaces_the_journal_last";
+    if let Err(reason) = common::strace_usable() {
+        common::skipped(test, &reason);
+        return;
+    }
+    let dir = common::test_dir();
+    let real = std::fs::canonicalize(dir.path()).unwrap();
+    let path = real.join("state.json");
+    let store: Store = Store::open(&path).unwrap();
+    let settings = Settings {
+        journal_max_bytes: Some(300),
+        ..journal_settings()
+    };
+    store.create_with(&settings, json!({"n": 0})).unwrap();
+    drop(store);
+    let log = real.join("strace.log");
+    let out = ChildCmd::wrapped(
+        &[
+            "strace",
+            "-f",
+            "-qq",
+            "-y",
+            "-o",
+            log.to_str().unwrap(),
+            "-e",
+            "trace=fsync,fdatasync,pwrite64,rename,renameat,renameat2",
+        ],
+        "journal::child_journal_appends_then_compacts",
+        "journal-appends-then-compacts",
+    )
+    .arg("PATH", &path)
+    .run();
+    let commits: u64 = out[0].strip_prefix("commits ").unwrap().parse().unwrap();
+    assert!(commits >= 3, "{out:?}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let calls: Vec<Call> = text.lines().filter_map(parse_call).collect();
+    let journal = path.parent().unwrap().join(".state.json.statesafe/journal");
+    let journal = journal.to_str().unwrap();
+    // Appends: each pwrite to the journal is flushed before the next one.
+    let mut pending = false;
+    let mut appends = 0;
+    for c in &calls {
+        if c.fd_path == journal && c.name.starts_with("pwrite") {
+            assert!(!pending, "a journal append was not flushed before the next");
+            pending = true;
+            appends += 1;
+        }
+        if c.fd_path == journal && c.name == "fdatasync" {
+            pending = false;
+        }
+    }
+    assert!(!pending, "the last journal append was not flushed");
+    assert_eq!(appends as u64, commits - 1, "{text}");
+    // Compaction: the snapshot's rename and the directory sync come before the new
+    // journal's rename.
+    let at = |pred: &dyn Fn(&Call) -> bool| calls.iter().position(pred);
+    let snapshot =
+        at(&|c| c.name.starts_with("rename") && c.quoted.last().is_some_and(|q| q == "state.json"))
+            .expect("the compaction renamed a snapshot into place");
+    let dir_sync = calls[snapshot..]
+        .iter()
+        .position(|c| c.name == "fsync" && c.fd_path == real.to_str().unwrap())
+        .map(|i| i + snapshot)
+        .expect("the directory was synced after the snapshot's rename");
+    let new_journal =
+        at(&|c| c.name.starts_with("rename") && c.quoted.last().is_some_and(|q| q == "journal"))
+            .expect("the compaction started a new journal");
+    assert!(
+        new_journal > dir_sync,
+        "the journal was replaced (call {new_journal}) before the snapshot was durable (call {dir_sync})"
+    );
+    let snap = Store::<Value>::open(&path).unwrap().load().unwrap();
+    assert_eq!(snap.state["n"], commits);
+}
+
+#[test]
+fn deep_documents_replay_like_any_other() {
+    let dir = common::test_dir();
+    let path = dir.path().join("state.json");
+    // Deeper than serde_json's default limit of 128, within statesafe's 512.
+    let mut deep = json!(0);
+    for _ in 0..300 {
+        deep = json!({ "d": deep });
+    }
+    let store = create_journal(&path, json!({"n": 0}));
+    store.update(|s| s["deep"] = deep.clone()).unwrap();
+    store.update(|s| s["n"] = 1.into()).unwrap();
+    let (seen, hook) = events();
+    let reader: Store = Store::options().on_event(hook).open(&path).unwrap();
+    let snap = reader.load().unwrap();
+    assert_eq!(snap.generation, 3);
+    assert_eq!(snap.state["deep"], deep);
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "{:?}",
+        seen.lock().unwrap()
+    );
+}
+
+#[test]
+fn a_store_that_missed_the_switch_out_of_journal_mode_writes_nothing() {
+    let dir = common::test_dir();
+    let path = dir.path().join("state.json");
+    let old = create_journal(&path, json!({"n": 0}));
+    old.update(|s| s["n"] = 1.into()).unwrap();
+    let other: Store = Store::open(&path).unwrap();
+    let settings = Settings {
+        format: Format::Plain,
+        ..other.settings()
+    };
+    other.save_settings(&settings).unwrap();
+    let before = std::fs::read(&path).unwrap();
+    let err = old.update(|s| s["n"] = 2.into()).unwrap_err();
+    assert!(matches!(err, Error::Unsupported { .. }), "{err}");
+    assert!(err.to_string().contains("open the store again"), "{err}");
+    assert_eq!(std::fs::read(&path).unwrap(), before);
+    assert!(!journal_path(&path).exists());
+    assert_eq!(Store::<Value>::open(&path).unwrap().get().unwrap()["n"], 1);
+}
