@@ -294,6 +294,20 @@ pub(crate) fn quarantine(
     checksum: u64,
     perms: Perms,
 ) -> Result<Result<PathBuf>, Poisoning> {
+    let name = OsString::from(format!("damaged-{checksum:016x}"));
+    quarantine_link(sidecar, dir, &target.name, &name, perms)
+}
+
+/// Gives the file `from_name` in the directory `from_dir` the second name `name` in the
+/// sidecar's quarantine (creating that folder with `perms`), durably, as
+/// [`quarantine`] describes; an existing `name` is the same file quarantined before.
+pub(crate) fn quarantine_link(
+    sidecar: &Sidecar,
+    from_dir: &OwnedFd,
+    from_name: &OsStr,
+    name: &OsStr,
+    perms: Perms,
+) -> Result<Result<PathBuf>, Poisoning> {
     let created = match sidecar.sub(Sub::Quarantine, Op::Quarantine) {
         Ok(found) => found.is_none(),
         Err(e) => return Ok(Err(e)),
@@ -302,9 +316,8 @@ pub(crate) fn quarantine(
         Ok(d) => d,
         Err(e) => return Ok(Err(e)),
     };
-    let name = OsString::from(format!("damaged-{checksum:016x}"));
-    let path = qdir.join(&name);
-    match sys::link_at(dir, &target.name, qdir.fd(), &name) {
+    let path = qdir.join(name);
+    match sys::link_at(from_dir, from_name, qdir.fd(), name) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
         Err(e) => return Ok(Err(Error::io(Op::Quarantine, &path, e))),

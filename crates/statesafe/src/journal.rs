@@ -720,27 +720,14 @@ fn quarantine(
     checksum: u64,
     perms: Perms,
 ) -> std::result::Result<Result<PathBuf>, Poisoning> {
-    let created = match sidecar.sub(Sub::Quarantine, Op::Quarantine) {
-        Ok(found) => found.is_none(),
-        Err(e) => return Ok(Err(e)),
-    };
-    let qdir = match sidecar.sub_or_create(Sub::Quarantine, perms, Op::Quarantine) {
-        Ok(d) => d,
-        Err(e) => return Ok(Err(e)),
-    };
     let name = format!("journal-damaged-{checksum:016x}");
-    let path = qdir.join(&name);
-    let root = sidecar.root();
-    match sys::link_at(root.fd(), OsStr::new(JOURNAL), qdir.fd(), OsStr::new(&name)) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Ok(Err(Error::io(Op::Quarantine, &path, e))),
-    }
-    sys::fsync(qdir.fd()).map_err(|e| Poisoning(Error::io(Op::Quarantine, qdir.path(), e)))?;
-    if created {
-        sys::fsync(root.fd()).map_err(|e| Poisoning(Error::io(Op::Quarantine, root.path(), e)))?;
-    }
-    Ok(Ok(path))
+    crate::backup::quarantine_link(
+        sidecar,
+        sidecar.root().fd(),
+        OsStr::new(JOURNAL),
+        OsStr::new(&name),
+        perms,
+    )
 }
 
 /// What a commit in journal mode does.
