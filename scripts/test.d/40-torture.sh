@@ -11,7 +11,7 @@ if ! command -v strace >/dev/null; then
   echo "40-torture: FAILED: strace is not installed (.ci/run installs it); the kill, error and order layers need it"
   exit 1
 fi
-cargo build --release --locked --quiet -p statesafe-torture --bin torture-suite
+scripts/release-build
 bin="${CARGO_TARGET_DIR:-target}/release/torture-suite"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

@@ -9,8 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-cargo build --release --locked --quiet -p statesafe-cli --bin statesafe
-cargo build --release --locked --quiet -p statesafe-torture --bin torture-suite
+scripts/release-build
 bin="${CARGO_TARGET_DIR:-target}/release/torture-suite"
 statesafe="${CARGO_TARGET_DIR:-target}/release/statesafe"
 log=$(mktemp)
