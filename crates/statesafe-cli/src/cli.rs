@@ -414,10 +414,12 @@ pub struct ExecArgs {
 /// `statesafe lock`.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Exits with CMD's status (128+N if CMD was killed by signal N). Writers using\n\
-statesafe wait while CMD runs, so CMD must not itself run statesafe writers on FILE.\n\
-FILE may be a PostgreSQL URL: then CMD's own statesafe writers on it are let through\n\
-(STATESAFE_PG_LOCKS), and the lock ends when this process or its connection dies.\n\n\
+    after_help = "Exits with CMD's status (128+N if CMD was killed by signal N). Other writers\n\
+wait while CMD runs; CMD's own statesafe writers on FILE (and those of the programs\n\
+it starts) are let through, one at a time (STATESAFE_LOCKS; for a PostgreSQL URL,\n\
+STATESAFE_PG_LOCKS, and the lock ends when this process or its connection dies).\n\
+The lock is released when CMD has ended and no writer it let through is still\n\
+writing.\n\n\
 Example:\n  statesafe lock state.json --timeout 30s -- ./migrate.sh state.json"
 )]
 pub struct LockArgs {

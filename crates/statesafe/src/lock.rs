@@ -201,6 +201,40 @@ pub(crate) struct Guard<'a> {
     locked: bool,
     state: PathBuf,
     lock: PathBuf,
+    /// Let through by a pass (see [`PASS_ENV`]): the pass file we hold `flock` on,
+    /// instead of the lock file, whose lock the pass's maker holds.
+    through: Option<File>,
+    /// The pass this holder made for the commands it runs ([`Guard::open_pass`]).
+    pass: Option<Pass>,
+}
+
+/// The environment variable through which a holder of the writers' lock (`statesafe
+/// lock FILE -- CMD`) lets CMD's own writers of FILE through, while every other writer
+/// waits: comma-separated `DEV:INO:TOKEN` entries, one per lock file held (by device
+/// and inode), each naming a pass file `pass-TOKEN` in that lock file's sidecar.
+///
+/// A writer that finds its lock file here takes `flock` on the pass file instead of
+/// the lock file: writers let through by one pass still exclude each other. The pass's
+/// maker, before it releases its own lock, takes the pass file's lock (so it waits for
+/// the writers inside) and removes it; a writer checks, once it holds the pass file's
+/// lock, that the file is still linked. So a pass never outlives its maker's lock: a
+/// process that inherited the variable and runs on after the lock was released (a
+/// daemon started by CMD) finds the pass gone and waits like everyone else, and a
+/// variable set by hand with a made-up token opens nothing. A maker killed before it
+/// could remove its pass leaves it behind, but not the POSIX record lock it held on
+/// it from the start: a writer checks that lock when it enters and again right before
+/// its rename, and without it waits like everyone else.
+pub(crate) const PASS_ENV: &str = "STATESAFE_LOCKS";
+
+/// The prefix of a pass file's name in the sidecar.
+const PASS_PREFIX: &str = "pass-";
+
+/// A pass made by a holder of the lock ([`Guard::open_pass`]).
+struct Pass {
+    file: File,
+    name: String,
+    /// Its entry in [`PASS_ENV`].
+    entry: String,
 }
 
 impl LockFile {
@@ -247,6 +281,7 @@ impl LockFile {
             // Inherited across a fork: the parent's (see `OpenLock::pid`).
             *inner = None;
         }
+        let mut through;
         loop {
             if inner.is_none() {
                 *inner = self.open(state_dir, fresh)?;
@@ -259,11 +294,21 @@ impl LockFile {
                 }
                 continue;
             };
-            if !cfg!(statesafe_mutation = "no-lock")
-                && !wait_for_flock(&open.file, start, timeout)
+            through = None;
+            if !cfg!(statesafe_mutation = "no-lock") {
+                match enter_pass(open, start, timeout)
                     .map_err(|e| Error::io(Op::Lock, &self.path, e))?
-            {
-                return Err(timed_out(start.elapsed()));
+                {
+                    Entry::Through(file) => through = Some(file),
+                    Entry::TimedOut => return Err(timed_out(start.elapsed())),
+                    Entry::NoPass => {
+                        if !wait_for_flock(&open.file, start, timeout)
+                            .map_err(|e| Error::io(Op::Lock, &self.path, e))?
+                        {
+                            return Err(timed_out(start.elapsed()));
+                        }
+                    }
+                }
             }
             if open
                 .in_place(state_dir)
@@ -272,12 +317,14 @@ impl LockFile {
                 break;
             }
             // Locked an inode that is no longer the lock file: closing it frees that
-            // lock; open whatever is at the path now and lock that.
+            // lock; open whatever is at the path now and lock that. (A pass into a lock
+            // file that is no longer in place is worth nothing either.)
             *inner = None;
             if start.elapsed() >= timeout {
                 return Err(timed_out(start.elapsed()));
             }
         }
+        let let_through = through.is_some();
         let mut guard = Guard {
             inner,
             record: Record::default(),
@@ -285,18 +332,26 @@ impl LockFile {
             locked: true,
             state: state.clone(),
             lock: self.path.clone(),
+            through,
+            pass: None,
         };
         guard.previous = guard.read_record().unwrap_or_default();
         let (host, user, command) = identity();
         guard.record = Record {
-            holder: Some(Holder {
-                pid: sys::pid(),
-                host: host.clone(),
-                user: user.clone(),
-                command: command.clone(),
-                operation: operation.to_string(),
-                since: now_rfc3339(),
-            }),
+            // Let through by a pass, the holder is still the pass's maker: others
+            // waiting are told who holds the lock they wait for.
+            holder: if let_through {
+                guard.previous.holder.clone()
+            } else {
+                Some(Holder {
+                    pid: sys::pid(),
+                    host: host.clone(),
+                    user: user.clone(),
+                    command: command.clone(),
+                    operation: operation.to_string(),
+                    since: now_rfc3339(),
+                })
+            },
             temp,
             last_generation: guard.previous.last_generation,
             history: guard.previous.history,
@@ -509,6 +564,104 @@ impl LockFile {
     }
 }
 
+/// What [`enter_pass`] found.
+enum Entry {
+    /// No pass for this lock file: take the lock file's own lock.
+    NoPass,
+    /// Let through: this pass file's lock is held.
+    Through(File),
+    /// A pass is there, but the writers it lets through held it until `timeout`.
+    TimedOut,
+}
+
+/// Looks in [`PASS_ENV`] for a pass into `open`'s lock file and, if one is still
+/// there, takes its lock (waiting at most until `timeout` after `start`).
+fn enter_pass(open: &OpenLock, start: Instant, timeout: Duration) -> io::Result<Entry> {
+    let Some(value) = std::env::var_os(PASS_ENV) else {
+        return Ok(Entry::NoPass);
+    };
+    let Some(value) = value.to_str() else {
+        return Ok(Entry::NoPass);
+    };
+    let lock = sys::stat_fd(&open.file)?;
+    for entry in value.split(',') {
+        let Some((dev, ino, token)) = parse_pass(entry) else {
+            continue;
+        };
+        if (dev, ino) != (lock.dev, lock.ino) {
+            continue;
+        }
+        let name = format!("{PASS_PREFIX}{token}");
+        let opened =
+            open.sidecar
+                .root()
+                .open(OsStr::new(&name), Access::Read, 0, Use::Read, Op::Lock);
+        let file = match opened {
+            Ok(Some(file)) => file,
+            // Its lock ended (or it was never there): wait like everyone else.
+            Ok(None) => continue,
+            Err(e) => return Err(io::Error::other(e.to_string())),
+        };
+        if !wait_for_flock(&file, start, timeout)? {
+            return Ok(Entry::TimedOut);
+        }
+        // Removed while we waited: its maker released its lock (see `PASS_ENV`). Or
+        // its maker died without removing it (killed): its lock died with it.
+        if sys::stat_fd(&file)?.nlink == 0 || !maker_alive(&file)? {
+            let _ = file.unlock();
+            continue;
+        }
+        return Ok(Entry::Through(file));
+    }
+    Ok(Entry::NoPass)
+}
+
+/// Whether the process that made the pass `file` is still alive (and so still holds
+/// the lock it lets writers through): it holds a POSIX write lock on the pass file
+/// from its making to its end, which no process death leaves behind.
+fn maker_alive(file: &File) -> io::Result<bool> {
+    use rustix::fs::{FlockOperation, fcntl_lock};
+    match fcntl_lock(file, FlockOperation::NonBlockingLockShared) {
+        Ok(()) => {
+            fcntl_lock(file, FlockOperation::NonBlockingUnlock)?;
+            Ok(false)
+        }
+        Err(e) if e == rustix::io::Errno::AGAIN || e == rustix::io::Errno::ACCESS => Ok(true),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// One `DEV:INO:TOKEN` entry of [`PASS_ENV`]; the token is 32 lowercase hex digits
+/// (so the pass file's name is one plain component, whatever the variable says).
+fn parse_pass(entry: &str) -> Option<(u64, u64, &str)> {
+    let mut parts = entry.splitn(3, ':');
+    let dev = parts.next()?.parse().ok()?;
+    let ino = parts.next()?.parse().ok()?;
+    let token = parts.next()?;
+    let hex = |b: u8| b.is_ascii_digit() || (b'a'..=b'f').contains(&b);
+    (token.len() == 32 && token.bytes().all(hex)).then_some((dev, ino, token))
+}
+
+/// A fresh token for a pass: unique across processes and calls.
+fn pass_token() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let mut seed = [0u8; 32];
+    seed[..16].copy_from_slice(&nanos.to_le_bytes());
+    seed[16..24].copy_from_slice(&n.to_le_bytes());
+    seed[24..28].copy_from_slice(&sys::pid().to_le_bytes());
+    let stack = &seed as *const _ as usize as u32;
+    seed[28..32].copy_from_slice(&stack.to_le_bytes());
+    let a = xxhash_rust::xxh3::xxh3_64(&seed);
+    let b = xxhash_rust::xxh3::xxh3_64_with_seed(&seed, a);
+    format!("{a:016x}{b:016x}")
+}
+
 /// Polls `try_lock` with a growing sleep until `timeout`; true once locked.
 ///
 /// `flock` has no timed wait, and a blocked `flock` cannot be abandoned, so we poll.
@@ -556,6 +709,14 @@ impl Guard<'_> {
     /// hold a lock of its own, and the commit must not happen.
     pub fn verify(&self, state_dir: &OwnedFd) -> Result<()> {
         self.check_process()?;
+        if let Some(pass) = &self.through {
+            // Let through: the lock is the pass maker's, held only while it lives.
+            match maker_alive(pass) {
+                Ok(true) => {}
+                Ok(false) => return Err(self.lost()),
+                Err(e) => return Err(Error::io(Op::Lock, &self.lock, e)),
+            }
+        }
         match self.open().in_place(state_dir) {
             Ok(true) => Ok(()),
             Ok(false) => Err(self.lost()),
@@ -603,6 +764,82 @@ impl Guard<'_> {
             .map_err(|e| Error::io(Op::Lock, path, e))
     }
 
+    /// Makes a pass for the commands this holder runs (`statesafe lock FILE -- CMD`):
+    /// writers of this file that find it in their environment ([`Guard::pass_env`])
+    /// are let through, one at a time, while every other writer waits (see
+    /// [`PASS_ENV`]). It ends when the guard is released, after the writers inside.
+    /// The pass file gets the lock file's owner and mode: those who may write the
+    /// state file may open it.
+    pub fn open_pass(&mut self) -> Result<()> {
+        if self.pass.is_some() {
+            return Ok(());
+        }
+        let root = self.open().sidecar.root();
+        let name = format!("{PASS_PREFIX}{}", pass_token());
+        let lock =
+            sys::stat_fd(&self.open().file).map_err(|e| Error::io(Op::OpenLock, &self.lock, e))?;
+        let file = sys::create_exclusive(root.fd(), OsStr::new(&name), 0o600)
+            .map_err(|e| Error::io(Op::OpenLock, root.join(&name), e))?;
+        let perms = Perms {
+            mode: lock.mode,
+            uid: lock.uid,
+            gid: lock.gid,
+        };
+        // The maker's liveness, for the writers it lets through: a POSIX record lock
+        // (independent of `flock`), which dies with this process however it ends.
+        let made = root.fix_new_lock(&file, perms).and_then(|()| {
+            rustix::fs::fcntl_lock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+                .map_err(io::Error::from)
+        });
+        match made {
+            Ok(()) => {}
+            Err(e) => {
+                let _ = root.remove_file(OsStr::new(&name), Op::OpenLock);
+                return Err(Error::io(Op::OpenLock, root.join(&name), e));
+            }
+        }
+        let entry = format!("{}:{}:{}", lock.dev, lock.ino, &name[PASS_PREFIX.len()..]);
+        self.pass = Some(Pass { file, name, entry });
+        Ok(())
+    }
+
+    /// The variable and value that let a command's writers through this holder's
+    /// pass ([`Guard::open_pass`]): the entries this process was given for other
+    /// lock files, and this pass for this one (a pass of our own replaces the one we
+    /// were let through by: its writers would wait for us).
+    pub fn pass_env(&self) -> Option<(&'static str, String)> {
+        let pass = self.pass.as_ref()?;
+        let ours = pass.entry.rsplit_once(':').map(|(file, _)| file)?;
+        let inherited = std::env::var(PASS_ENV).unwrap_or_default();
+        let mut entries: Vec<&str> = inherited
+            .split(',')
+            .filter(|e| parse_pass(e).is_some())
+            .filter(|e| e.rsplit_once(':').map(|(file, _)| file) != Some(ours))
+            .collect();
+        entries.push(&pass.entry);
+        Some((PASS_ENV, entries.join(",")))
+    }
+
+    /// Ends this holder's pass: waits until no writer is inside, then removes it.
+    fn end_pass(&mut self) {
+        let Some(pass) = self.pass.take() else {
+            return;
+        };
+        // Blocking: a writer inside is committing under our lock, and must finish
+        // before anyone else may write.
+        loop {
+            match pass.file.lock() {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                _ => break,
+            }
+        }
+        let _ = self
+            .open()
+            .sidecar
+            .root()
+            .remove_file(OsStr::new(&pass.name), Op::Lock);
+    }
+
     /// Releases the lock now (dropping the guard does the same).
     ///
     /// Infallible by design: it runs after commits that are already durable, which must
@@ -625,7 +862,15 @@ impl Guard<'_> {
             // A guard copied into a forked child: the lock is the parent's, and
             // unlocking the shared description would free it under the parent. Close
             // our copy of the descriptor only.
+            self.pass = None;
+            self.through = None;
             *self.inner = None;
+            return;
+        }
+        self.end_pass();
+        if let Some(pass) = self.through.take() {
+            // Let through: the lock file's lock is the pass maker's.
+            let _ = pass.unlock();
             return;
         }
         if self.open().file.unlock().is_err() {

@@ -113,12 +113,15 @@ impl LockGuard<'_> {
         }
     }
 
-    /// For a PostgreSQL state, the environment variable and value that let a
-    /// command's own statesafe writers through this lock (`statesafe lock URL -- CMD`
-    /// sets it for CMD); `None` for a file, whose lock lets no other writer through.
+    /// The environment variable and value that let a command's own statesafe writers
+    /// through this lock, one at a time, while every other writer waits (`statesafe
+    /// lock FILE -- CMD` sets it for CMD): for a file, `STATESAFE_LOCKS` naming a pass
+    /// file in the sidecar that ends with this guard; for a PostgreSQL state,
+    /// `STATESAFE_PG_LOCKS` naming the lock's transaction. `None` only if the pass
+    /// could not be made.
     pub fn nested_env(&self) -> Option<(&'static str, String)> {
         match &self.held {
-            Held::Local { .. } => None,
+            Held::Local { guard, .. } => guard.pass_env(),
             Held::Remote(held) => Some(held.nested_env()),
         }
     }
@@ -141,6 +144,10 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
     /// Holds the writers' lock without a transaction, for example while an external
     /// program edits the file (`statesafe lock FILE -- CMD`). `operation` is what the
     /// holder record says this process is doing. Dropping the guard releases the lock.
+    ///
+    /// Writers whose environment carries [`LockGuard::nested_env`] (a command this
+    /// process runs) are let through, one at a time, while every other writer waits;
+    /// the lock is released only after the last of them has finished.
     ///
     /// For a PostgreSQL state it is a transaction holding the state's lock row, which
     /// every writer holds while it writes; writers whose `STATESAFE_PG_LOCKS` names it
@@ -166,7 +173,8 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                 held: Held::Remote(remote.hold(self, operation)?),
             });
         }
-        let locked = self.lock_and_read(operation, false)?;
+        let mut locked = self.lock_and_read(operation, false)?;
+        locked.guard.open_pass()?;
         Ok(LockGuard {
             held: Held::Local {
                 guard: locked.guard,

@@ -17,8 +17,8 @@ use crate::output::Output;
 const FORWARDED: [i32; 4] = [SIGTERM, SIGINT, SIGHUP, SIGQUIT];
 
 /// Takes the same lock every statesafe writer takes (for a PostgreSQL URL: the
-/// state's lock row, which every writer holds while it writes, and which CMD's own
-/// writers are let through), runs CMD with inherited stdio,
+/// state's lock row, which every writer holds while it writes), runs CMD with
+/// inherited stdio and a pass that lets CMD's own writers through (one at a time),
 /// releases the lock when CMD ends, and returns CMD's status; or, if the lock file was
 /// removed while CMD ran (so other writers may have got in), that error (exit 5).
 ///
@@ -54,7 +54,7 @@ pub fn run(args: LockArgs, _out: &Output) -> Result<u8> {
     command
         .args(&args.command[1..])
         .env("STATESAFE_FILE", &args.file);
-    // A PostgreSQL state's lock lets CMD's own writers through (docs/remote.md).
+    // CMD's own writers are let through (lock.rs `PASS_ENV`; docs/remote.md).
     if let Some((name, value)) = guard.nested_env() {
         command.env(name, value);
     }

@@ -147,3 +147,164 @@ fn a_lock_removed_while_the_command_runs_is_reported() {
     assert_eq!(out.code, 5, "{}", out.stderr);
     snap!("lock_lost", out);
 }
+
+/// `lock FILE -- CMD` lets CMD's own writers of FILE through (one at a time), and its
+/// nested `lock` too; before, they waited for the lock CMD's parent held until their
+/// timeout (the issue 15 semantics, which the PostgreSQL lock already had).
+#[test]
+fn the_commands_own_writers_are_let_through_one_at_a_time() {
+    let env = Env::new();
+    env.state("s.json", "{\"n\": 0}\n");
+    let bin = crate::common::bin();
+    // 4 concurrent loops of 25 increments inside the lock: exact if they exclude
+    // each other; a short timeout so that a writer left waiting fails the test.
+    let script = format!(
+        "for w in 1 2 3 4; do (i=0; while [ $i -lt 25 ]; do \
+         {bin} update s.json '.n += 1' --lock-timeout 20s >/dev/null || exit 1; \
+         i=$((i+1)); done) & done; wait; \
+         {bin} lock s.json --timeout 1s -- {bin} set s.json /nested true --lock-timeout 1s"
+    );
+    let run = env.run(&[
+        "lock",
+        "s.json",
+        "--timeout",
+        "1s",
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    assert_eq!(run.code, 0, "{}", run.snapshot());
+    assert_eq!(env.run(&["get", "s.json", "/n"]).stdout, "100\n");
+    assert_eq!(env.run(&["get", "s.json", "/nested"]).stdout, "true\n");
+    // The passes are gone with their locks.
+    let sidecar = env.path(".s.json.statesafe");
+    let passes: Vec<_> = std::fs::read_dir(&sidecar)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("pass-"))
+        .collect();
+    assert!(passes.is_empty(), "{passes:?}");
+}
+
+/// Writers outside CMD still wait; a variable copied out of CMD (a daemon CMD
+/// started, which runs on after the lock ends) or made up lets nobody through.
+#[test]
+fn a_pass_lets_nobody_else_through_and_dies_with_its_lock() {
+    let env = Env::new();
+    env.state("s.json", "{\"n\": 0}\n");
+    let mut child = std::process::Command::new(crate::common::bin())
+        .current_dir(env.dir())
+        .args([
+            "lock",
+            "s.json",
+            "--",
+            "sh",
+            "-c",
+            "echo \"$STATESAFE_LOCKS\" > pass.tmp; mv pass.tmp pass; \
+             while [ ! -e release ]; do sleep 0.02; done",
+        ])
+        .spawn()
+        .unwrap();
+    wait_for(&env.path("pass"));
+    let pass = env.read_string("pass").trim().to_string();
+    let (file, token) = pass.rsplit_once(':').unwrap();
+    assert_eq!(token.len(), 32, "{pass}");
+    let outside = env.run(&["update", "s.json", ".n += 1", "--lock-timeout", "100ms"]);
+    assert_eq!(outside.code, 5, "{}", outside.snapshot());
+    // A made-up token for the right lock file opens nothing.
+    let forged = env
+        .cmd()
+        .env("STATESAFE_LOCKS", format!("{file}:{}", "0".repeat(32)))
+        .args(["update", "s.json", ".n += 1", "--lock-timeout", "100ms"])
+        .output()
+        .unwrap();
+    assert_eq!(forged.status.code(), Some(5), "{forged:?}");
+    // The real one does.
+    let inside = env
+        .cmd()
+        .env("STATESAFE_LOCKS", &pass)
+        .args(["update", "s.json", ".n += 1", "--lock-timeout", "1s"])
+        .output()
+        .unwrap();
+    assert_eq!(inside.status.code(), Some(0), "{inside:?}");
+    env.write("release", "");
+    assert!(child.wait().unwrap().success());
+    // The lock ended: another holder takes it, and the old pass is worth nothing.
+    let _ = std::fs::remove_file(env.path("release"));
+    let _ = std::fs::remove_file(env.path("ready"));
+    let mut other = std::process::Command::new(crate::common::bin())
+        .current_dir(env.dir())
+        .args([
+            "lock",
+            "s.json",
+            "--",
+            "sh",
+            "-c",
+            "touch ready; while [ ! -e release ]; do sleep 0.02; done",
+        ])
+        .spawn()
+        .unwrap();
+    wait_for(&env.path("ready"));
+    let stale = env
+        .cmd()
+        .env("STATESAFE_LOCKS", &pass)
+        .args(["update", "s.json", ".n += 1", "--lock-timeout", "100ms"])
+        .output()
+        .unwrap();
+    assert_eq!(stale.status.code(), Some(5), "{stale:?}");
+    env.write("release", "");
+    assert!(other.wait().unwrap().success());
+    assert_eq!(env.run(&["get", "s.json", "/n"]).stdout, "1\n");
+}
+
+/// A `lock` killed (SIGKILL) while CMD runs on leaves its pass file behind, but its
+/// lock is gone: CMD's writers wait like everyone else instead of writing beside the
+/// next holder.
+#[test]
+fn the_pass_of_a_killed_lock_lets_nobody_through() {
+    let env = Env::new();
+    env.state("s.json", "{\"n\": 0}\n");
+    let mut child = std::process::Command::new(crate::common::bin())
+        .current_dir(env.dir())
+        .args([
+            "lock",
+            "s.json",
+            "--",
+            "sh",
+            "-c",
+            "echo \"$STATESAFE_LOCKS\" > pass.tmp; mv pass.tmp pass; sleep 5",
+        ])
+        // The orphaned `sh` keeps nothing of the test's open.
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(&env.path("pass"));
+    let pass = env.read_string("pass").trim().to_string();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let mut other = std::process::Command::new(crate::common::bin())
+        .current_dir(env.dir())
+        .args([
+            "lock",
+            "s.json",
+            "--",
+            "sh",
+            "-c",
+            "touch ready; while [ ! -e release ]; do sleep 0.02; done",
+        ])
+        .spawn()
+        .unwrap();
+    wait_for(&env.path("ready"));
+    let orphan = env
+        .cmd()
+        .env("STATESAFE_LOCKS", &pass)
+        .args(["update", "s.json", ".n += 1", "--lock-timeout", "100ms"])
+        .output()
+        .unwrap();
+    assert_eq!(orphan.status.code(), Some(5), "{orphan:?}");
+    env.write("release", "");
+    assert!(other.wait().unwrap().success());
+    assert_eq!(env.run(&["get", "s.json", "/n"]).stdout, "0\n");
+}
