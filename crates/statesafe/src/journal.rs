@@ -37,6 +37,8 @@ use crate::sys::{self, Access};
 use crate::transaction::Base;
 use crate::write::{Current, Durability, Perms, Poisoning};
 
+pub(crate) mod cache;
+
 /// The journal's name in the sidecar.
 pub(crate) const JOURNAL: &str = "journal";
 const MAGIC: &[u8; 8] = b"SSJOURN1";
@@ -284,6 +286,8 @@ pub(crate) struct Pos {
     pub dirty_to: u64,
     /// The file's size (what was preallocated).
     pub size: u64,
+    /// The offset and checksum of the last record that verifies (`None`: none).
+    pub last_record: Option<(u64, u64)>,
 }
 
 /// What journal mode adds to a [`Current`]: the snapshot under the replayed document,
@@ -306,6 +310,9 @@ pub(crate) struct Replayed {
     pub damage: Option<(String, u64)>,
     /// The highest generation the journal shows: the next commit goes past it.
     pub max_seen: u64,
+    /// The replayed document, when it comes from the store's cache (`cache.rs`):
+    /// then the [`Current`]'s bytes are empty and [`Store::verify`] reads this.
+    pub doc: Option<std::sync::Arc<Value>>,
 }
 
 impl Replayed {
@@ -321,6 +328,7 @@ impl Replayed {
             appendable: false,
             damage: None,
             max_seen: cur.generation,
+            doc: None,
         }
     }
 }
@@ -427,6 +435,7 @@ pub(crate) fn overlay(
         end: found.end as u64,
         dirty_to: found.dirty_to as u64,
         size,
+        last_record: found.records.last().map(|r| last_of(r, &bytes)),
     });
     replayed.max_seen = replayed.max_seen.max(found.max_seen);
     if let Some(why) = &found.damage {
@@ -510,7 +519,18 @@ pub(crate) fn overlay(
     Ok(())
 }
 
-fn apply(doc: &mut Value, record: &Record, bytes: &[u8]) -> std::result::Result<(), String> {
+/// The offset and checksum of `record`, found in `bytes`.
+pub(crate) fn last_of(record: &Record, bytes: &[u8]) -> (u64, u64) {
+    let at = record.body.start - RECORD_HEAD;
+    let end = record.body.start + padded(record.body.len()) + 8;
+    (at as u64, le64(&bytes[end - 8..end]))
+}
+
+pub(crate) fn apply(
+    doc: &mut Value,
+    record: &Record,
+    bytes: &[u8],
+) -> std::result::Result<(), String> {
     let body = &bytes[record.body.clone()];
     match record.kind {
         Kind::Patch => {
@@ -876,12 +896,14 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         next.valid = true;
         let mut j = j.clone();
         j.max_seen = generation;
+        j.doc = None;
         if let Some(p) = j.journal.as_mut() {
             if end > p.size {
                 p.size = grown(p.size, end);
             }
             p.end = end;
             p.dirty_to = end;
+            p.last_record = Some((pos.end, le64(&record[record.len() - 8..])));
         }
         next.journal = Some(Box::new(j));
         Ok(Step::Appended(next, fsync))
