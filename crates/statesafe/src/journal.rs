@@ -660,6 +660,10 @@ fn append(
     let started = Instant::now();
     let flushed = if cfg!(statesafe_mutation = "journal-skip-flush") {
         Ok(())
+    } else if cfg!(test) && FAIL_FLUSH.swap(false, std::sync::atomic::Ordering::SeqCst) {
+        Err(io::Error::from_raw_os_error(
+            rustix::io::Errno::IO.raw_os_error(),
+        ))
     } else {
         sys::fdatasync(&file)
     };
@@ -675,6 +679,10 @@ fn append(
         }
     }
 }
+
+/// Makes the next journal flush fail with `EIO` (tests only).
+pub(crate) static FAIL_FLUSH: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
 
 /// Starts a new journal following the snapshot just committed (generation
 /// `follows`, checksum `snapshot`): a temporary file in the sidecar with the header

@@ -296,7 +296,7 @@ impl<T> Store<T> {
             poisoned: AtomicBool::new(false),
             reported_external: AtomicU64::new(0),
             recorder: Arc::new(Recorder::default()),
-            journal_cache: parking_lot::Mutex::new(None),
+            journal: Default::default(),
             _state: PhantomData,
         }
     }
@@ -399,7 +399,7 @@ pub struct Store<T = Value> {
     reported_external: AtomicU64,
     pub(crate) recorder: Arc<Recorder>,
     /// Journal mode: the document as this store last read or wrote it (`journal/cache.rs`).
-    pub(crate) journal_cache: parking_lot::Mutex<Option<crate::journal::cache::Cache>>,
+    pub(crate) journal: crate::journal::cache::Kept,
     _state: PhantomData<fn() -> T>,
 }
 

@@ -124,7 +124,7 @@ impl Cache {
 /// The state in journal mode for a load or a transaction: from the store's cache when
 /// it is still the newest version, else by a full read (which refills the cache).
 pub(crate) fn read_current<T>(store: &Store<T>, want_acl: bool) -> Result<Option<Current>> {
-    let mut slot = store.journal_cache.lock();
+    let mut slot = store.journal.cache.lock();
     if let Some(cache) = slot.as_mut()
         && (cache.acl_known || !want_acl)
     {
@@ -349,7 +349,7 @@ impl Store<Value> {
             .map_err(|e| invalid(format!("the patch is not an RFC 6902 patch: {e}")))?;
         if self.remote().is_none()
             && self.config().format == Format::Journal
-            && let Some(generation) = self.journal_patch(patch, &ops)?
+            && let Some(generation) = self.journal_patch(patch, ops.clone())?
         {
             return Ok(generation);
         }
@@ -359,9 +359,9 @@ impl Store<Value> {
         tx.commit()
     }
 
-    /// [`Store::apply_patch`]'s journal-mode commit from the cache: `Ok(None)` when
-    /// this commit cannot be one (the caller runs a transaction instead).
-    fn journal_patch(&self, patch: &Value, ops: &json_patch::Patch) -> Result<Option<u64>> {
+    /// [`Store::apply_patch`]'s journal-mode commit from the cache, by group commit:
+    /// `Ok(None)` when this commit cannot be one (the caller runs a transaction).
+    fn journal_patch(&self, patch: &Value, ops: json_patch::Patch) -> Result<Option<u64>> {
         let config = self.config();
         let plain_ops = ops.0.iter().all(|op| {
             !matches!(
@@ -405,15 +405,35 @@ impl Store<Value> {
             // The ordinary commit reports these exactly.
             return Ok(None);
         }
-        let started = Instant::now();
-        let locked = self.lock_and_read("update", false)?;
-        let Locked { mut guard, .. } = locked;
-        guard.check_process()?;
-        let recorded = crate::settings::Settings::read(Some(guard.sidecar()))?.format;
-        if recorded != Format::Journal {
-            return Ok(None);
+        match self
+            .journal
+            .group
+            .submit(Request { ops, body }, |batch| self.commit_batch(batch))
+        {
+            Outcome::Done(generation) => Ok(Some(generation)),
+            Outcome::Fallback => Ok(None),
+            Outcome::Failed(e) => Err(e),
         }
-        let mut slot = self.journal_cache.lock();
+    }
+
+    /// The group leader's work: one lock, the patches applied in turn to the kept
+    /// document, their records written with one `pwrite` and flushed with one
+    /// `fdatasync`. Each request's outcome, in order.
+    fn commit_batch(&self, batch: Vec<Request>) -> Vec<Outcome> {
+        let fallback = |n: usize| (0..n).map(|_| Outcome::Fallback).collect();
+        let started = Instant::now();
+        let Ok(Locked { mut guard, .. }) = self.lock_and_read("update", false) else {
+            return fallback(batch.len());
+        };
+        if guard.check_process().is_err()
+            || !matches!(
+                crate::settings::Settings::read(Some(guard.sidecar())),
+                Ok(s) if s.format == Format::Journal
+            )
+        {
+            return fallback(batch.len());
+        }
+        let mut slot = self.journal.cache.lock();
         let fresh = match slot.as_mut() {
             Some(cache) if cache.acl_known => refresh(self, cache).unwrap_or(false),
             _ => false,
@@ -422,48 +442,66 @@ impl Store<Value> {
             *slot = None;
             drop(slot);
             // Fill the cache under this lock (a full read), then use it.
-            let current = self.journal_read_locked()?;
-            if current.is_none() {
-                return Ok(None);
+            if !matches!(self.journal_read_locked(), Ok(Some(_))) {
+                return fallback(batch.len());
             }
-            slot = self.journal_cache.lock();
+            slot = self.journal.cache.lock();
         }
         let Some(cache) = slot.as_mut() else {
-            return Ok(None);
+            return fallback(batch.len());
         };
         let Some(pos) = cache.replayed.journal.clone() else {
-            return Ok(None);
+            return fallback(batch.len());
         };
-        let generation = cache.generation + 1;
-        if generation > format::MAX_GENERATION || !cache.replayed.appendable {
-            return Ok(None);
+        if !cache.replayed.appendable {
+            return fallback(batch.len());
         }
-        let Some(record) = encode_record(generation, Kind::Patch, &body) else {
-            return Ok(None);
-        };
         let limit = super::threshold(
             cache.replayed.snapshot_len,
-            config.settings.journal_max_bytes,
+            self.config().settings.journal_max_bytes,
         );
-        if pos.end + record.len() as u64 - HEADER_LEN as u64 > limit {
-            return Ok(None);
-        }
-        if ops.0.is_empty() {
-            return Ok(Some(cache.generation));
-        }
-        // Applied to the kept document first: a patch that does not apply changes
-        // nothing (json_patch undoes the operations it applied) and writes nothing.
+        let mut records = Vec::new();
+        let mut last_len = 0;
+        let mut generation = cache.generation;
+        let mut outcomes = Vec::with_capacity(batch.len());
         let doc = Arc::make_mut(&mut cache.doc);
-        if let Err(e) = json_patch::patch(doc, ops) {
-            return Err(Error::Invalid {
-                path: self.path().to_path_buf(),
-                message: format!("the patch does not apply: {e}"),
-            });
+        for request in batch {
+            if request.ops.0.is_empty() {
+                outcomes.push(Outcome::Done(generation));
+                continue;
+            }
+            let next = generation + 1;
+            let record = (next <= format::MAX_GENERATION)
+                .then(|| encode_record(next, Kind::Patch, &request.body))
+                .flatten();
+            let Some(record) = record.filter(|r| {
+                pos.end + (records.len() + r.len()) as u64 - HEADER_LEN as u64 <= limit
+            }) else {
+                // Past the threshold (this commit compacts) or too long a record.
+                outcomes.push(Outcome::Fallback);
+                continue;
+            };
+            // A patch that does not apply changes nothing (json_patch undoes the
+            // operations it applied) and writes nothing.
+            if let Err(e) = json_patch::patch(doc, &request.ops) {
+                outcomes.push(Outcome::Failed(Error::Invalid {
+                    path: self.path().to_path_buf(),
+                    message: format!("the patch does not apply: {e}"),
+                }));
+                continue;
+            }
+            last_len = record.len();
+            records.extend_from_slice(&record);
+            generation = next;
+            outcomes.push(Outcome::Done(next));
+        }
+        if records.is_empty() {
+            return outcomes;
         }
         let appended = super::append(
             guard.sidecar(),
             &pos,
-            &record,
+            &records,
             generation,
             self.opts.durability,
             self.path(),
@@ -471,23 +509,45 @@ impl Store<Value> {
         let fsync = match appended {
             Ok(Ok(fsync)) => fsync,
             Ok(Err(e)) => {
+                // Nothing reached the journal (the bytes were zeroed again): the
+                // commits did not happen; each runs as a transaction, which reports
+                // what it finds.
+                tracing::debug!(target: "statesafe", "a group commit's write failed: {e}");
                 *slot = None;
-                self.recorder.failure(e.kind());
-                return Err(e);
+                return outcomes
+                    .into_iter()
+                    .map(|o| match o {
+                        Outcome::Done(_) => Outcome::Fallback,
+                        other => other,
+                    })
+                    .collect();
             }
             Err(Poisoning(e)) => {
                 *slot = None;
                 self.poison();
-                self.recorder.failure(e.kind());
-                return Err(e);
+                return outcomes
+                    .into_iter()
+                    .map(|o| match o {
+                        Outcome::Done(g) => {
+                            self.recorder.failure(e.kind());
+                            Outcome::Failed(flush_failed(self.path(), g, &e))
+                        }
+                        other => other,
+                    })
+                    .collect();
             }
         };
-        let end = pos.end + record.len() as u64;
+        #[cfg(test)]
+        DURABLE.fetch_max(generation, std::sync::atomic::Ordering::SeqCst);
+        let end = pos.end + records.len() as u64;
         let mut pos = pos;
         if end > pos.size {
             pos.size = super::grown(pos.size, end);
         }
-        pos.last_record = Some((pos.end, super::le64(&record[record.len() - 8..])));
+        pos.last_record = Some((
+            end - last_len as u64,
+            super::le64(&records[records.len() - 8..]),
+        ));
         pos.end = end;
         pos.dirty_to = end;
         cache.generation = generation;
@@ -498,7 +558,255 @@ impl Store<Value> {
         guard.record.last_generation = generation;
         let _ = guard.write_record(self.path());
         guard.release();
-        self.recorder.commit(started.elapsed(), fsync);
-        Ok(Some(generation))
+        for o in &outcomes {
+            if matches!(o, Outcome::Done(_)) {
+                self.recorder.commit(started.elapsed(), fsync);
+            }
+        }
+        outcomes
+    }
+}
+
+/// The highest generation a group commit has flushed (tests check that no caller is
+/// acknowledged before it).
+#[cfg(test)]
+pub(crate) static DURABLE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The error of each commit of a batch whose flush failed.
+fn flush_failed(path: &std::path::Path, generation: u64, e: &Error) -> Error {
+    let cause = match e {
+        Error::OutcomeUnknown { source, .. } => source
+            .get_ref()
+            .and_then(|s| s.downcast_ref::<crate::error::JournalFlushFailed>())
+            .map_or_else(|| source.to_string(), |f| f.0.to_string()),
+        other => other.to_string(),
+    };
+    Error::OutcomeUnknown {
+        path: path.to_path_buf(),
+        generation,
+        source: std::io::Error::other(crate::error::JournalFlushFailed(std::io::Error::other(
+            cause,
+        ))),
+    }
+}
+
+/// What a store keeps for journal mode: the cached document and the group commit.
+#[derive(Default)]
+pub(crate) struct Kept {
+    pub(crate) cache: parking_lot::Mutex<Option<Cache>>,
+    pub(crate) group: Group,
+}
+
+/// One commit waiting for a group: the patch and its encoding.
+pub(crate) struct Request {
+    ops: json_patch::Patch,
+    body: Vec<u8>,
+}
+
+/// How a commit of a group ended.
+pub(crate) enum Outcome {
+    /// Durable, as this generation.
+    Done(u64),
+    /// Not written: the caller commits it as a transaction.
+    Fallback,
+    Failed(Error),
+}
+
+/// Group commit: commits that arrive while a batch is being written and flushed wait,
+/// and are written together by the next leader with one flush. A caller returns only
+/// with its own outcome, so only after the flush that covered its record.
+#[derive(Default)]
+pub(crate) struct Group {
+    state: parking_lot::Mutex<GroupState>,
+    turn: parking_lot::Condvar,
+}
+
+#[derive(Default)]
+struct GroupState {
+    leading: bool,
+    next_ticket: u64,
+    queue: Vec<(u64, Request)>,
+    done: std::collections::HashMap<u64, Outcome>,
+}
+
+impl Group {
+    /// Queues `request`; the first caller that finds no leader leads: it takes the
+    /// whole queue and runs `commit` on it, publishes every outcome, and hands over.
+    fn submit(&self, request: Request, commit: impl Fn(Vec<Request>) -> Vec<Outcome>) -> Outcome {
+        let mut st = self.state.lock();
+        let ticket = st.next_ticket;
+        st.next_ticket += 1;
+        st.queue.push((ticket, request));
+        loop {
+            if let Some(outcome) = st.done.remove(&ticket) {
+                return outcome;
+            }
+            if st.leading {
+                self.turn.wait(&mut st);
+                continue;
+            }
+            st.leading = true;
+            let (tickets, batch): (Vec<u64>, Vec<Request>) =
+                std::mem::take(&mut st.queue).into_iter().unzip();
+            drop(st);
+            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| commit(batch)));
+            st = self.state.lock();
+            st.leading = false;
+            let panicked = ran.is_err();
+            let outcomes = ran.unwrap_or_default();
+            let mut outcomes = outcomes.into_iter();
+            for t in tickets {
+                // A leader that panicked wrote nothing it reported: its batch runs
+                // again as transactions.
+                st.done
+                    .insert(t, outcomes.next().unwrap_or(Outcome::Fallback));
+            }
+            self.turn.notify_all();
+            if panicked {
+                drop(st);
+                panic!("a group commit's leader panicked (its batch was handed back)");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::settings::Settings;
+
+    fn journal_store(dir: &std::path::Path) -> Store {
+        let store: Store = Store::open(dir.join("state.json")).unwrap();
+        let settings = Settings {
+            format: Format::Journal,
+            ..Settings::default()
+        };
+        store.create_with(&settings, json!({})).unwrap();
+        store
+    }
+
+    fn request(patch: Value) -> Request {
+        Request {
+            ops: serde_json::from_value(patch.clone()).unwrap(),
+            body: serde_json::to_vec(&patch).unwrap(),
+        }
+    }
+
+    #[test]
+    fn threads_sharing_a_store_are_acknowledged_only_once_flushed_and_lose_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = journal_store(dir.path());
+        const THREADS: usize = 8;
+        const EACH: usize = 25;
+        std::thread::scope(|s| {
+            for t in 0..THREADS {
+                let store = &store;
+                s.spawn(move || {
+                    store
+                        .apply_patch(&json!([{"op": "add", "path": format!("/t{t}"), "value": []}]))
+                        .unwrap();
+                    for i in 0..EACH {
+                        let patch = json!([{"op": "add", "path": format!("/t{t}/-"), "value": i}]);
+                        let generation = store.apply_patch(&patch).unwrap();
+                        // Acknowledged only after a flush that covered this record.
+                        assert!(DURABLE.load(Ordering::SeqCst) >= generation);
+                    }
+                });
+            }
+        });
+        let other: Store = Store::open(dir.path().join("state.json")).unwrap();
+        let snap = other.load().unwrap();
+        assert_eq!(snap.generation, 1 + (THREADS * (EACH + 1)) as u64);
+        for t in 0..THREADS {
+            let want: Vec<usize> = (0..EACH).collect();
+            assert_eq!(snap.state[format!("t{t}")], json!(want), "thread {t}");
+        }
+        assert_eq!(store.load().unwrap().state, snap.state);
+    }
+
+    #[test]
+    fn a_failed_flush_fails_every_commit_of_its_batch_and_writes_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = journal_store(dir.path());
+        store
+            .apply_patch(&json!([{"op": "add", "path": "/a", "value": 0}]))
+            .unwrap();
+        let batch: Vec<Request> = (1..=5)
+            .map(|i| request(json!([{"op": "replace", "path": "/a", "value": i}])))
+            .collect();
+        crate::journal::FAIL_FLUSH.store(true, Ordering::SeqCst);
+        let outcomes = store.commit_batch(batch);
+        assert_eq!(outcomes.len(), 5);
+        for (i, outcome) in outcomes.into_iter().enumerate() {
+            match outcome {
+                Outcome::Failed(Error::OutcomeUnknown { generation, .. }) => {
+                    assert_eq!(generation, 3 + i as u64);
+                }
+                Outcome::Failed(e) => panic!("commit {i}: {e}"),
+                Outcome::Done(g) => panic!("commit {i} acknowledged as {g}"),
+                Outcome::Fallback => panic!("commit {i} fell back"),
+            }
+        }
+        // The store is poisoned; the records were taken back.
+        assert!(matches!(
+            store.apply_patch(&json!([{"op": "replace", "path": "/a", "value": 9}])),
+            Err(Error::Poisoned { .. })
+        ));
+        let other: Store = Store::open(dir.path().join("state.json")).unwrap();
+        assert_eq!(other.load().unwrap().state, json!({"a": 0}));
+        assert_eq!(other.load().unwrap().generation, 2);
+    }
+
+    #[test]
+    fn each_caller_gets_its_own_outcome_after_its_batch_ran() {
+        let group = Group::default();
+        let ran = std::sync::Mutex::new(Vec::new());
+        std::thread::scope(|s| {
+            for t in 0..8u64 {
+                let (group, ran) = (&group, &ran);
+                s.spawn(move || {
+                    let commit = |batch: Vec<Request>| {
+                        let mut ran = ran.lock().unwrap();
+                        batch
+                            .into_iter()
+                            .map(|r| {
+                                let n: u64 = serde_json::from_slice(&r.body).unwrap();
+                                ran.push(n);
+                                if n.is_multiple_of(3) {
+                                    Outcome::Failed(Error::Poisoned {
+                                        path: n.to_string().into(),
+                                    })
+                                } else {
+                                    Outcome::Done(n)
+                                }
+                            })
+                            .collect()
+                    };
+                    let out = group.submit(
+                        Request {
+                            ops: json_patch::Patch(Vec::new()),
+                            body: t.to_string().into_bytes(),
+                        },
+                        commit,
+                    );
+                    // Its own outcome, and only once its batch ran.
+                    assert!(ran.lock().unwrap().contains(&t));
+                    match out {
+                        Outcome::Done(n) => assert_eq!(n, t),
+                        Outcome::Failed(Error::Poisoned { path }) => {
+                            assert_eq!(path, std::path::PathBuf::from(t.to_string()))
+                        }
+                        _ => panic!("unexpected outcome for {t}"),
+                    }
+                });
+            }
+        });
+        let mut ran = ran.into_inner().unwrap();
+        ran.sort_unstable();
+        assert_eq!(ran, (0..8).collect::<Vec<_>>(), "each request ran once");
     }
 }
