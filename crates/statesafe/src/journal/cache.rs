@@ -136,7 +136,14 @@ pub(crate) fn read_current<T>(store: &Store<T>, want_acl: bool) -> Result<Option
     let now = SystemTime::now();
     let before = snapshot_ident(store);
     let cur = super::read_current(store, want_acl)?;
-    if let (Some(cur), Some(before)) = (&cur, before) {
+    // Kept from a store's second full read on: keeping costs a second parse, which a
+    // store opened for one read (the CLI's `get`) would pay for nothing.
+    let again = store
+        .journal
+        .full_reads
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        > 0;
+    if let (Some(cur), Some(before), true) = (&cur, before, again) {
         *slot = fill(store, cur, before, now, want_acl);
     }
     Ok(cur)
@@ -594,6 +601,8 @@ fn flush_failed(path: &std::path::Path, generation: u64, e: &Error) -> Error {
 #[derive(Default)]
 pub(crate) struct Kept {
     pub(crate) cache: parking_lot::Mutex<Option<Cache>>,
+    /// Full reads this store has made (the cache is filled from the second on).
+    full_reads: std::sync::atomic::AtomicU64,
     pub(crate) group: Group,
 }
 
