@@ -27,14 +27,14 @@ const SETTLE: Duration = Duration::from_millis(3500);
 pub struct Row {
     /// What it is.
     pub label: String,
-    /// Mean seconds per commit, one per round.
-    pub means: Vec<f64>,
+    /// Seconds of each commit.
+    pub samples: Vec<f64>,
 }
 
 impl Row {
-    /// Median over rounds of the per-round mean.
+    /// Median over all commits.
     pub fn median(&self) -> f64 {
-        median(&self.means)
+        median(&self.samples)
     }
 }
 
@@ -159,15 +159,20 @@ pub fn run(dir: &Path, quick: bool) -> Result<JournalResult> {
         .iter()
         .map(|l| Row {
             label: (*l).to_string(),
-            means: Vec::new(),
+            samples: Vec::new(),
         })
         .collect();
     for round in 0..rounds {
         crate::run::settle();
-        for i in round_order(round * 7 + 3, LABELS.len()) {
-            let n = if i == BIG { big_ops } else { ops };
-            let started = Instant::now();
-            for _ in 0..n {
+        // Operation by operation, in an order drawn afresh for each round, so that
+        // bursts of load from other programs hit every contender alike.
+        let order = round_order(round * 7 + 3, LABELS.len());
+        for k in 0..ops.max(big_ops) {
+            for &i in &order {
+                if k >= if i == BIG { big_ops } else { ops } {
+                    continue;
+                }
+                let started = Instant::now();
                 match i {
                     WHOLE => whole.op()?,
                     FLOOR => floor.op()?,
@@ -186,16 +191,14 @@ pub fn run(dir: &Path, quick: bool) -> Result<JournalResult> {
                         )?;
                     }
                 }
+                rows[i].samples.push(started.elapsed().as_secs_f64());
             }
-            rows[i]
-                .means
-                .push(started.elapsed().as_secs_f64() / n as f64);
         }
         eprintln!(
-            "  journal round {}: {}",
+            "  journal round {}: medians so far {}",
             round + 1,
             rows.iter()
-                .map(|r| fmt_secs(*r.means.last().unwrap_or(&f64::NAN)))
+                .map(|r| fmt_secs(r.median()))
                 .collect::<Vec<_>>()
                 .join(", ")
         );
@@ -411,7 +414,7 @@ pub fn section(o: &mut String, r: &JournalResult) {
     let _ = writeln!(o, "## Journal mode (issue 16)\n");
     let _ = writeln!(
         o,
-        "Side by side in one run ({} rounds, contenders in a new order each round). Load average {} at the start, {} at the end. The large state is {}.\n",
+        "Side by side in one run ({} rounds; the contenders alternate commit by commit, in a new order each round; medians over all commits). Load average {} at the start, {} at the end. The large state is {}.\n",
         r.rounds,
         r.load.0,
         r.load.1,
