@@ -23,6 +23,7 @@ fn color(kind: Kind) -> RGBColor {
         Kind::SqliteWal => RGBColor(44, 160, 44),
         Kind::SqliteDelete => RGBColor(140, 86, 75),
         Kind::Naive => RGBColor(127, 127, 127),
+        Kind::StatesafeJournal => RGBColor(188, 189, 34),
     }
 }
 

@@ -65,6 +65,8 @@ impl Incrementer {
         Ok(match kind {
             Kind::StatesafeTyped => Incrementer::Typed(statesafe::Store::open(file)?),
             Kind::StatesafeLean => Incrementer::Typed(contenders::lean_store(file)?),
+            // The file's settings say journal mode.
+            Kind::StatesafeJournal => Incrementer::Typed(statesafe::Store::open(file)?),
             Kind::StatesafeValue => Incrementer::Value(statesafe::Store::open(file)?),
             Kind::SqliteWal | Kind::SqliteDelete => {
                 Incrementer::Sqlite(contenders::sqlite_open(kind, file)?)

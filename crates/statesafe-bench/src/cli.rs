@@ -72,6 +72,9 @@ pub enum Section {
     /// Contended increments on a throwaway local PostgreSQL server, statesafe vs a
     /// bare `SELECT … FOR UPDATE; UPDATE; COMMIT` (needs Debian's `postgresql`).
     Pg,
+    /// Journal mode (issue 16): commits against the whole-file commit, the floor and
+    /// the physical limit; contended increments against SQLite WAL; group commit.
+    Journal,
 }
 
 /// The hidden subcommand.

@@ -100,6 +100,16 @@ fn reset(kind: Kind, dir: &Path, document: &Doc) -> Result<std::path::PathBuf> {
         Kind::StatesafeLean => {
             contenders::lean_store(&path)?.replace(document.clone())?;
         }
+        Kind::StatesafeJournal => {
+            // A new file each time: journal mode is chosen when it is created.
+            let _ = std::fs::remove_dir_all(dir);
+            std::fs::create_dir_all(dir)?;
+            let settings = statesafe::Settings {
+                format: statesafe::Format::Journal,
+                ..statesafe::Settings::default()
+            };
+            statesafe::Store::<Doc>::open(&path)?.create_with(&settings, document.clone())?;
+        }
         Kind::SqliteWal | Kind::SqliteDelete => {
             let conn = contenders::sqlite_open(kind, &path)?;
             contenders::sqlite_reset(&conn, &template.bytes)?;
@@ -123,6 +133,8 @@ fn counter(kind: Kind, path: &Path) -> Result<u64> {
         Kind::SqliteWal | Kind::SqliteDelete => {
             contenders::sqlite_counter(&contenders::sqlite_open(kind, path)?)
         }
+        // The file is a snapshot: the newest counter is in the journal too.
+        Kind::StatesafeJournal => Ok(statesafe::Store::<Doc>::open(path)?.get()?.n),
         _ => doc::read_counter(&std::fs::read(path)?).ok_or_else(|| "no counter".into()),
     }
 }
@@ -180,6 +192,14 @@ fn measure(kind: Kind, path: &Path, procs: usize, window: Duration) -> Result<f6
         .into());
     }
     Ok(total as f64 / longest)
+}
+
+/// One measurement on a file of `kind` made afresh in `dir` (a 1 KiB document):
+/// increments per second of `procs` processes in `window`.
+pub fn measure_fresh(kind: Kind, dir: &Path, procs: usize, window: Duration) -> Result<f64> {
+    let document = doc::make(1024);
+    let path = reset(kind, dir, &document)?;
+    measure(kind, &path, procs, window)
 }
 
 /// Runs the section: every contender at every process count, `rounds` times,

@@ -35,6 +35,8 @@ pub enum Kind {
     SqliteDelete,
     /// `File::create` + write, no fsync: not crash-safe, for reference.
     Naive,
+    /// statesafe `Store<Doc>::update` on a file in journal mode (the journal section).
+    StatesafeJournal,
 }
 
 impl Kind {
@@ -65,6 +67,7 @@ impl Kind {
             Kind::SqliteWal => "SQLite WAL",
             Kind::SqliteDelete => "SQLite DELETE",
             Kind::Naive => "naive (unsafe)",
+            Kind::StatesafeJournal => "statesafe (journal)",
         }
     }
 
@@ -116,6 +119,10 @@ impl Kind {
                 "as SQLite WAL, with `journal_mode=DELETE` (rollback journal), \
                  `synchronous=FULL`"
             }
+            Kind::StatesafeJournal => {
+                "`Store<Doc>::update(|d| d.n += 1)` on a file in journal mode: one record \
+                 appended and one `fdatasync` per commit"
+            }
             Kind::Naive => {
                 "`File::create` (truncate) + write, **no fsync, not atomic**: what many \
                  programs do; for reference only"
@@ -166,6 +173,18 @@ pub fn setup(kind: Kind, dir: &Path, doc: &Doc) -> Result<Box<dyn Updater>> {
         Kind::Atomicwrites => Box::new(Peer::new(kind, path, template)?),
         Kind::Tempfile => Box::new(Peer::new(kind, path, template)?),
         Kind::Naive => Box::new(Peer::new(kind, path, template)?),
+        // For `child profile` (the journal section measures its own stores).
+        Kind::StatesafeJournal => {
+            let _ = fs::remove_file(&path);
+            let _ = fs::remove_dir_all(dir.join(".state.json.statesafe"));
+            let store = statesafe::Store::<Doc>::open(&path)?;
+            let settings = statesafe::Settings {
+                format: statesafe::Format::Journal,
+                ..statesafe::Settings::default()
+            };
+            store.create_with(&settings, doc.clone())?;
+            Box::new(StatesafeTyped { store })
+        }
         Kind::SqliteWal | Kind::SqliteDelete => Box::new(Sqlite::new(kind, &path, template)?),
     })
 }

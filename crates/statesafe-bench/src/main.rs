@@ -14,6 +14,7 @@ mod cli_timing;
 mod contended;
 mod contenders;
 mod doc;
+mod journal;
 mod large_cli;
 mod load;
 mod machine;

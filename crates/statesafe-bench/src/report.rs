@@ -75,6 +75,9 @@ pub fn targets(r: &Results) -> Vec<Target> {
             });
         }
     }
+    if let Some(j) = &r.journal {
+        out.extend(j.targets());
+    }
     if let Some(pg) = &r.pg {
         let ratios = pg.ratios();
         if !ratios.is_empty() {
@@ -379,6 +382,9 @@ pub fn markdown(r: &Results, svg: &Path, md_path: &Path) -> String {
     large_cli_section(&mut o, r);
     if let Some(pg) = &r.pg {
         crate::pg::section(&mut o, pg);
+    }
+    if let Some(j) = &r.journal {
+        crate::journal::section(&mut o, j);
     }
 
     let _ = writeln!(o, "## Where the time and memory go\n");

@@ -61,6 +61,8 @@ pub struct Results {
     pub large_cli: Option<LargeResult>,
     /// Section 7.
     pub pg: Option<crate::pg::PgResult>,
+    /// Journal mode.
+    pub journal: Option<crate::journal::JournalResult>,
     /// Wall time of the whole run.
     pub elapsed: Duration,
     /// Load averages at the end.
@@ -140,6 +142,7 @@ pub fn all(args: &Args) -> Result<()> {
         cli: None,
         large_cli: None,
         pg: None,
+        journal: None,
         elapsed: Duration::ZERO,
         load_end: String::new(),
     };
@@ -245,6 +248,12 @@ pub fn all(args: &Args) -> Result<()> {
             crate::pg::PgResult::Done { .. } => eprintln!("pg: done in {:.1?}", t.elapsed()),
         }
         results.pg = Some(r);
+    }
+    if wants(Section::Journal) {
+        let t = Instant::now();
+        settle();
+        results.journal = Some(crate::journal::run(dir, args.quick)?);
+        eprintln!("journal: done in {:.1?}", t.elapsed());
     }
     results.elapsed = started.elapsed();
     results.load_end = machine::loadavg();

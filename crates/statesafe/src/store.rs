@@ -296,6 +296,7 @@ impl<T> Store<T> {
             poisoned: AtomicBool::new(false),
             reported_external: AtomicU64::new(0),
             recorder: Arc::new(Recorder::default()),
+            journal: Default::default(),
             _state: PhantomData,
         }
     }
@@ -397,6 +398,8 @@ pub struct Store<T = Value> {
     pub(crate) poisoned: AtomicBool,
     reported_external: AtomicU64,
     pub(crate) recorder: Arc<Recorder>,
+    /// Journal mode: the document as this store last read or wrote it (`journal/cache.rs`).
+    pub(crate) journal: crate::journal::cache::Kept,
     _state: PhantomData<fn() -> T>,
 }
 
@@ -554,6 +557,16 @@ impl<T> Store<T> {
         read_current(self, false)
     }
 
+    /// [`Self::read_current`] for a load or a transaction, which in journal mode may
+    /// serve the document this store keeps (`journal/cache.rs`): then the `Current`
+    /// has no bytes, and [`Store::verify`] takes the document from its journal part.
+    pub(crate) fn read_current_cached(&self, want_acl: bool) -> Result<Option<Current>> {
+        if self.config().format == Format::Journal {
+            return crate::journal::cache::read_current(self, want_acl);
+        }
+        read_current(self, want_acl)
+    }
+
     /// [`Self::read_current`] for a writer holding the lock: also the file's access
     /// ACL, which the next version keeps.
     pub(crate) fn read_current_for_write(&self) -> Result<Option<Current>> {
@@ -665,7 +678,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         if let Some(remote) = self.remote() {
             return remote.load(self);
         }
-        let Some(cur) = self.read_current()? else {
+        let Some(cur) = self.read_current_cached(false)? else {
             return Err(Error::NotFound {
                 path: self.path().to_path_buf(),
             });
@@ -722,7 +735,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         if let Some(remote) = self.remote() {
             return remote.generation(self);
         }
-        Ok(self.read_current()?.map_or(0, |c| c.generation))
+        Ok(self.read_current_cached(false)?.map_or(0, |c| c.generation))
     }
 
     /// Decodes and validates the current version. Damage ([`Error::Corrupt`], or
@@ -731,6 +744,9 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
     /// A sealed version older than the newest generation known is damage: an old
     /// copy put back in place of a newer one.
     pub(crate) fn verify(&self, cur: &Current, want_value: bool) -> Result<Verified<T>> {
+        if let Some(doc) = cur.journal.as_ref().and_then(|j| j.doc.as_ref()) {
+            return self.verify_cached(doc, cur.generation, want_value);
+        }
         let v = self.verify_bytes(&cur.bytes, cur.generation, !cur.external, want_value)?;
         if let Some(sealed) = v.sealed_generation {
             let known =
@@ -800,6 +816,30 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             // version does (and which would lose one of the values silently).
             format::check_unique_keys(path, bytes)?;
         }
+        let wants = want_value
+            && (config.format == Format::Journal
+                || config.history.keep > 0 && bytes.len() as u64 <= config.history.max_patch_bytes);
+        self.verify_state(state, sealed_generation, generation, committed_by_us, wants)
+    }
+
+    /// The checks of [`Store::verify_bytes`] after decoding: this reader's rule, the
+    /// schemas, and the document as JSON when `want_value`.
+    pub(crate) fn verify_state(
+        &self,
+        state: T,
+        sealed_generation: Option<u64>,
+        generation: u64,
+        committed_by_us: bool,
+        want_value: bool,
+    ) -> Result<Verified<T>> {
+        let config = self.config();
+        let path = &self.path().to_path_buf();
+        let mismatch = |reason: String| Error::Mismatch {
+            path: path.clone(),
+            generation,
+            committed: committed_by_us,
+            reason,
+        };
         if let Some(rule) = self.opts.rule.as_ref()
             && let Err(Error::Invalid { message, .. }) =
                 validate::check(path, &state, Some(rule), None)
@@ -824,10 +864,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             }
         }
         // Journal mode diffs every commit against the version it replaces.
-        let value = if want_value
-            && (config.format == Format::Journal
-                || config.history.keep > 0 && bytes.len() as u64 <= config.history.max_patch_bytes)
-        {
+        let value = if want_value {
             serde_json::to_value(&state).ok()
         } else {
             None

@@ -332,11 +332,15 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             };
             return Ok((tx, false));
         }
+        let journal = self.config().format == Format::Journal;
         let Locked {
             mut guard,
             temp_name,
-            current,
-        } = self.lock_and_read(operation, true)?;
+            mut current,
+        } = self.lock_and_read(operation, !journal)?;
+        if journal {
+            current = self.journal_read_locked()?;
+        }
         if let (Some(cur), Some((text, reuse))) = (&current, known)
             && self.is_known(cur, text)
         {

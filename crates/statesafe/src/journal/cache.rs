@@ -1,0 +1,821 @@
+//! The document a long-lived store keeps in journal mode, so that a read or a commit
+//! costs the change, not the state.
+//!
+//! After a full read (snapshot plus journal) the store remembers the replayed
+//! document, its generation, the snapshot's identity and the journal's identity and
+//! the offset of the last record applied. The next read or transaction checks, in the
+//! order a full read uses (journal first, then snapshot):
+//!
+//! - the journal is the same file (device and inode), its header is the same bytes,
+//!   and the last record applied is still at its offset with the same generation
+//!   and checksum (a record whose flush failed is zeroed by its writer, and another
+//!   one written in its place);
+//! - the snapshot is the same file: device, inode, size, modification and change
+//!   times by one `fstatat`. statesafe never writes a snapshot in place (a new one is
+//!   renamed in), but a program may; a change in place is seen by the change time,
+//!   unless it falls in the same clock tick as the one before. So the identity is
+//!   trusted only once it is *settled*: its change time was at least [`SETTLE`]
+//!   in the past when a check found the bytes unchanged (read whole and compared by
+//!   checksum). Any later change then gets a later change time.
+//!
+//! then reads the journal from the last record applied to its end and applies only
+//! the records after it. Anything that does not match (a compaction renamed a new
+//! snapshot and journal in, a file replaced by hand, damage, an I/O error) drops the
+//! cache and does the full read, which also reports what it finds. A committed
+//! version is never rolled back: records are applied in generation order from the
+//! one the cache holds, and anything else is a full read.
+
+use std::ffi::OsStr;
+use std::io::{Seek, SeekFrom};
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use super::{HEADER_LEN, JOURNAL, Kind, Replayed, encode_record, parse_at, scan};
+use crate::error::{Error, Op, Result};
+use crate::format;
+use crate::settings::Format;
+use crate::sidecar::Use;
+use crate::store::{Store, Verified};
+use crate::sys::{self, Access};
+use crate::transaction::Locked;
+use crate::write::{Current, Poisoning};
+
+/// How long ago a snapshot's change time must be before its identity alone (without
+/// its bytes) proves it unchanged: more than any filesystem's timestamp granularity
+/// (a clock tick; one second on some, two on FAT).
+const SETTLE: Duration = Duration::from_secs(3);
+
+/// A snapshot's identity by `fstatat`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Ident {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Ident {
+    // The field types of `struct stat` differ between architectures.
+    #[allow(clippy::unnecessary_cast)]
+    fn of(st: &rustix::fs::Stat) -> Ident {
+        Ident {
+            dev: st.st_dev as u64,
+            ino: st.st_ino as u64,
+            size: st.st_size as u64,
+            mtime: (st.st_mtime as i64, st.st_mtime_nsec as i64),
+            ctime: (st.st_ctime as i64, st.st_ctime_nsec as i64),
+        }
+    }
+
+    /// Whether the change time was at least [`SETTLE`] before `now`.
+    fn settled_at(&self, now: SystemTime) -> bool {
+        let Ok(now) = now.duration_since(SystemTime::UNIX_EPOCH) else {
+            return false;
+        };
+        let Ok(secs) = u64::try_from(self.ctime.0) else {
+            return false;
+        };
+        let ctime = Duration::new(secs, u32::try_from(self.ctime.1).unwrap_or(0));
+        now >= ctime + SETTLE
+    }
+}
+
+/// What a store keeps between operations in journal mode.
+pub(crate) struct Cache {
+    snapshot: Ident,
+    /// The snapshot's checksum (to compare its bytes while not settled).
+    snapshot_checksum: u64,
+    settled: bool,
+    /// The version: everything of the [`Current`] it came from but the bytes.
+    generation: u64,
+    perms: crate::write::Perms,
+    acl: Option<Vec<u8>>,
+    /// Whether `acl` was read (a transaction needs it; a load does not read it).
+    acl_known: bool,
+    replayed: Replayed,
+    doc: Arc<Value>,
+}
+
+impl Cache {
+    /// The [`Current`] this cache stands for (no bytes; the document in its journal part).
+    fn current(&self) -> Current {
+        let mut replayed = self.replayed.clone();
+        replayed.doc = Some(Arc::clone(&self.doc));
+        Current {
+            bytes: Vec::new(),
+            checksum: self.snapshot_checksum,
+            generation: self.generation,
+            external: false,
+            adopted: false,
+            perms: self.perms,
+            id: (self.snapshot.dev, self.snapshot.ino),
+            acl: self.acl.clone(),
+            journal: Some(Box::new(replayed)),
+        }
+    }
+}
+
+/// The state in journal mode for a load or a transaction: from the store's cache when
+/// it is still the newest version, else by a full read (which refills the cache).
+pub(crate) fn read_current<T>(store: &Store<T>, want_acl: bool) -> Result<Option<Current>> {
+    let mut slot = store.journal.cache.lock();
+    if let Some(cache) = slot.as_mut()
+        && (cache.acl_known || !want_acl)
+    {
+        if refresh(store, cache).unwrap_or(false) {
+            return Ok(Some(cache.current()));
+        }
+        *slot = None;
+    }
+    let now = SystemTime::now();
+    let before = snapshot_ident(store);
+    let cur = super::read_current(store, want_acl)?;
+    // Kept from a store's second full read on: keeping costs a second parse, which a
+    // store opened for one read (the CLI's `get`) would pay for nothing.
+    let again = store
+        .journal
+        .full_reads
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        > 0;
+    if let (Some(cur), Some(before), true) = (&cur, before, again) {
+        *slot = fill(store, cur, before, now, want_acl);
+    }
+    Ok(cur)
+}
+
+fn snapshot_ident<T>(store: &Store<T>) -> Option<Ident> {
+    let local = store.local();
+    let st = rustix::fs::statat(
+        store.dir().ok()?,
+        local.target.name.as_os_str(),
+        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+    )
+    .ok()?;
+    Some(Ident::of(&st))
+}
+
+/// A cache of `cur`, just read in full, if it is one the next read can extend: a
+/// snapshot statesafe wrote (`before` its identity, taken before it was read), an
+/// undamaged journal that follows it.
+fn fill<T>(
+    store: &Store<T>,
+    cur: &Current,
+    before: Ident,
+    now: SystemTime,
+    acl_known: bool,
+) -> Option<Cache> {
+    let replayed = cur.journal.as_deref()?;
+    if cur.external
+        || !replayed.appendable
+        || replayed.damage.is_some()
+        || replayed.journal.is_none()
+        || cur.id != (before.dev, before.ino)
+    {
+        return None;
+    }
+    let doc = format::decode::<Value>(store.path(), &cur.bytes).ok()?;
+    let mut replayed = replayed.clone();
+    replayed.doc = None;
+    Some(Cache {
+        snapshot: before,
+        snapshot_checksum: replayed.snapshot_checksum,
+        // The bytes read may be newer than `before` (changed in place in between):
+        // the next check compares them again unless the change time was long past.
+        settled: before.settled_at(now) && snapshot_ident(store) == Some(before),
+        generation: cur.generation,
+        perms: cur.perms,
+        acl: cur.acl.clone(),
+        acl_known,
+        replayed,
+        doc: Arc::new(doc),
+    })
+}
+
+/// Brings `cache` up to the newest version, reading only the journal's new records.
+/// `Ok(false)` (or an error): it cannot, and a full read must be done.
+fn refresh<T>(store: &Store<T>, cache: &mut Cache) -> Result<bool> {
+    let Some(sidecar) = store.sidecar()? else {
+        return Ok(false);
+    };
+    let Some(file) =
+        sidecar
+            .root()
+            .open(OsStr::new(JOURNAL), Access::Read, 0, Use::Read, Op::Read)?
+    else {
+        return Ok(false);
+    };
+    let Some(pos) = cache.replayed.journal.clone() else {
+        return Ok(false);
+    };
+    let io = |e| Error::io(Op::Read, store.path(), e);
+    let st = sys::stat_fd(&file).map_err(io)?;
+    if (st.dev, st.ino) != pos.id {
+        return Ok(false);
+    }
+    let now = SystemTime::now();
+    if snapshot_ident(store) != Some(cache.snapshot) {
+        return Ok(false);
+    }
+    if !cache.settled {
+        // Read the snapshot whole and compare: the same bytes, through a descriptor
+        // of the same file.
+        let local = store.local();
+        let snap = sys::open_at(store.dir()?, &local.target.name, Access::Read, 0).map_err(io)?;
+        let sst = rustix::fs::fstat(&snap).map_err(|e| io(e.into()))?;
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut &snap, &mut bytes).map_err(io)?;
+        if Ident::of(&sst) != cache.snapshot || format::checksum(&bytes) != cache.snapshot_checksum
+        {
+            return Ok(false);
+        }
+        cache.settled = cache.snapshot.settled_at(now);
+    }
+    let mut header = [0u8; HEADER_LEN];
+    file.read_exact_at(&mut header, 0).map_err(io)?;
+    if header != pos.header.encode() {
+        return Ok(false);
+    }
+    let start = pos.last_record.map_or(HEADER_LEN as u64, |(at, _)| at);
+    (&file).seek(SeekFrom::Start(start)).map_err(io)?;
+    let bytes = super::read_journal(&file).map_err(io)?;
+    let from = match pos.last_record {
+        Some((_, checksum)) => {
+            let Some((record, size)) = parse_at(&bytes, 0) else {
+                return Ok(false);
+            };
+            if record.generation != cache.generation
+                || super::last_of(&record, &bytes).1 != checksum
+            {
+                return Ok(false);
+            }
+            size
+        }
+        None if cache.generation == pos.header.follows => 0,
+        None => return Ok(false),
+    };
+    let found = scan(&bytes, from, cache.generation + 1);
+    if found.damage.is_some() {
+        return Ok(false);
+    }
+    if !found.records.is_empty() {
+        let doc = Arc::make_mut(&mut cache.doc);
+        for record in &found.records {
+            if super::apply(doc, record, &bytes).is_err() {
+                return Ok(false);
+            }
+        }
+    }
+    let mut pos = pos;
+    if let Some(last) = found.records.last() {
+        cache.generation = last.generation;
+        let (at, checksum) = super::last_of(last, &bytes);
+        pos.last_record = Some((start + at, checksum));
+    }
+    pos.end = start + found.end as u64;
+    pos.dirty_to = start + found.dirty_to as u64;
+    pos.size = st.size;
+    cache.replayed.max_seen = cache.generation;
+    cache.replayed.journal = Some(pos);
+    Ok(true)
+}
+
+impl<T: Serialize + DeserializeOwned> Store<T> {
+    /// [`Store::verify`] of a document the cache holds: decoded from the tree, then
+    /// checked as a committed version.
+    pub(crate) fn verify_cached(
+        &self,
+        doc: &Value,
+        generation: u64,
+        want_value: bool,
+    ) -> Result<Verified<T>> {
+        let state = T::deserialize(doc).map_err(|e| Error::Mismatch {
+            path: self.path().to_path_buf(),
+            generation,
+            committed: true,
+            reason: format!("this reader's type refuses it: {e}"),
+        })?;
+        let mut v = self.verify_state(state, None, generation, true, false)?;
+        if want_value {
+            v.value = Some(doc.clone());
+        }
+        Ok(v)
+    }
+
+    /// For a transaction in journal mode, with the lock held: the current version,
+    /// from the cache when it can be, and the check a locked read makes of its owner.
+    pub(crate) fn journal_read_locked(&self) -> Result<Option<Current>> {
+        let current = read_current(self, true)?;
+        if let Some(cur) = &current {
+            self.local()
+                .lock
+                .check_owner_not_planted(self.write_dir()?, cur.perms.uid)?;
+        }
+        Ok(current)
+    }
+}
+
+impl Store<Value> {
+    /// Applies an RFC 6902 JSON Patch (`patch`: the array of operations) to the
+    /// document, under the writers' lock, as one commit; returns the new generation.
+    ///
+    /// Any format takes it (as a transaction that applies the patch). In journal mode,
+    /// on a store that keeps the document (see `docs/design.md`, "Journal mode"), the
+    /// patch is the record: the commit costs the patch, one `pwrite` and one
+    /// `fdatasync`, not the size of the document. That holds while no validation
+    /// rule, schema, size limit or free-space floor is set (each needs the whole
+    /// document) and the patch has no `move` or `copy` (whose depth is not known
+    /// from the patch); otherwise, and when the commit compacts, it is an ordinary
+    /// transaction.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] when the patch is not an array of operations or does not
+    /// apply (nothing is written); otherwise as [`crate::Transaction::commit`].
+    ///
+    /// # Example
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let store: statesafe::Store = statesafe::Store::open(dir.path().join("s.json"))?;
+    /// store.create(serde_json::json!({"n": 1}))?;
+    /// let patch = serde_json::json!([{"op": "replace", "path": "/n", "value": 2}]);
+    /// assert_eq!(store.apply_patch(&patch)?, 2);
+    /// assert_eq!(store.get()?["n"], 2);
+    /// # Ok::<(), statesafe::Error>(())
+    /// ```
+    pub fn apply_patch(&self, patch: &Value) -> Result<u64> {
+        let invalid = |message: String| Error::Invalid {
+            path: self.path().to_path_buf(),
+            message,
+        };
+        let ops: json_patch::Patch = serde_json::from_value(patch.clone())
+            .map_err(|e| invalid(format!("the patch is not an RFC 6902 patch: {e}")))?;
+        if self.remote().is_none()
+            && self.config().format == Format::Journal
+            && let Some(generation) = self.journal_patch(patch, ops.clone())?
+        {
+            return Ok(generation);
+        }
+        let mut tx = self.begin()?;
+        json_patch::patch(tx.state_mut(), &ops)
+            .map_err(|e| invalid(format!("the patch does not apply: {e}")))?;
+        tx.commit()
+    }
+
+    /// [`Store::apply_patch`]'s journal-mode commit from the cache, by group commit:
+    /// `Ok(None)` when this commit cannot be one (the caller runs a transaction).
+    fn journal_patch(&self, patch: &Value, ops: json_patch::Patch) -> Result<Option<u64>> {
+        let config = self.config();
+        let plain_ops = ops.0.iter().all(|op| {
+            !matches!(
+                op,
+                json_patch::PatchOperation::Move(_) | json_patch::PatchOperation::Copy(_)
+            )
+        });
+        if self.opts.rule.is_some()
+            || config.schema.is_some()
+            || config.max_bytes.is_some()
+            || config.min_free_bytes.is_some()
+            || !plain_ops
+        {
+            return Ok(None);
+        }
+        let body = serde_json::to_vec(patch).map_err(|e| Error::Serialize {
+            path: self.path().to_path_buf(),
+            source: e,
+        })?;
+        // The depth of every value written, where it is written: under the limit
+        // each document statesafe writes keeps.
+        let deepest = ops
+            .0
+            .iter()
+            .map(|op| {
+                let (path, value) = match op {
+                    json_patch::PatchOperation::Add(o) => (&o.path, Some(&o.value)),
+                    json_patch::PatchOperation::Replace(o) => (&o.path, Some(&o.value)),
+                    json_patch::PatchOperation::Test(o) => (&o.path, None),
+                    json_patch::PatchOperation::Remove(o) => (&o.path, None),
+                    _ => unreachable!("invariant: move and copy are refused above"),
+                };
+                let value = value.map_or(0, |v| {
+                    format::depth_of(&serde_json::to_vec(v).unwrap_or_default())
+                });
+                path.count() + value
+            })
+            .max()
+            .unwrap_or(0);
+        if deepest > format::MAX_DEPTH || format::lone_surrogate(&body).is_some() {
+            // The ordinary commit reports these exactly.
+            return Ok(None);
+        }
+        match self
+            .journal
+            .group
+            .submit(Request { ops, body }, |batch| self.commit_batch(batch))
+        {
+            Outcome::Done(generation) => Ok(Some(generation)),
+            Outcome::Fallback => Ok(None),
+            Outcome::Failed(e) => Err(e),
+        }
+    }
+
+    /// The group leader's work: one lock, the patches applied in turn to the kept
+    /// document, their records written with one `pwrite` and flushed with one
+    /// `fdatasync`. Each request's outcome, in order.
+    fn commit_batch(&self, batch: Vec<Request>) -> Vec<Outcome> {
+        let fallback = |n: usize| (0..n).map(|_| Outcome::Fallback).collect();
+        let started = Instant::now();
+        let Ok(Locked { mut guard, .. }) = self.lock_and_read("update", false) else {
+            return fallback(batch.len());
+        };
+        if guard.check_process().is_err()
+            || !matches!(
+                crate::settings::Settings::read(Some(guard.sidecar())),
+                Ok(s) if s.format == Format::Journal
+            )
+        {
+            return fallback(batch.len());
+        }
+        let mut slot = self.journal.cache.lock();
+        let fresh = match slot.as_mut() {
+            Some(cache) if cache.acl_known => refresh(self, cache).unwrap_or(false),
+            _ => false,
+        };
+        if !fresh {
+            *slot = None;
+            drop(slot);
+            // Fill the cache under this lock (a full read), then use it.
+            if !matches!(self.journal_read_locked(), Ok(Some(_))) {
+                return fallback(batch.len());
+            }
+            slot = self.journal.cache.lock();
+        }
+        let Some(cache) = slot.as_mut() else {
+            return fallback(batch.len());
+        };
+        let Some(pos) = cache.replayed.journal.clone() else {
+            return fallback(batch.len());
+        };
+        if !cache.replayed.appendable {
+            return fallback(batch.len());
+        }
+        let limit = super::threshold(
+            cache.replayed.snapshot_len,
+            self.config().settings.journal_max_bytes,
+        );
+        let mut records = Vec::new();
+        let mut last_len = 0;
+        let mut generation = cache.generation;
+        let mut outcomes = Vec::with_capacity(batch.len());
+        let doc = Arc::make_mut(&mut cache.doc);
+        for request in batch {
+            if request.ops.0.is_empty() {
+                outcomes.push(Outcome::Done(generation));
+                continue;
+            }
+            let next = generation + 1;
+            let record = (next <= format::MAX_GENERATION)
+                .then(|| encode_record(next, Kind::Patch, &request.body))
+                .flatten();
+            let Some(record) = record.filter(|r| {
+                pos.end + (records.len() + r.len()) as u64 - HEADER_LEN as u64 <= limit
+            }) else {
+                // Past the threshold (this commit compacts) or too long a record.
+                outcomes.push(Outcome::Fallback);
+                continue;
+            };
+            // A patch that does not apply changes nothing (json_patch undoes the
+            // operations it applied) and writes nothing.
+            if let Err(e) = json_patch::patch(doc, &request.ops) {
+                outcomes.push(Outcome::Failed(Error::Invalid {
+                    path: self.path().to_path_buf(),
+                    message: format!("the patch does not apply: {e}"),
+                }));
+                continue;
+            }
+            last_len = record.len();
+            records.extend_from_slice(&record);
+            generation = next;
+            outcomes.push(Outcome::Done(next));
+        }
+        if records.is_empty() {
+            return outcomes;
+        }
+        let appended = super::append(
+            guard.sidecar(),
+            &pos,
+            &records,
+            generation,
+            self.opts.durability,
+            self.path(),
+        );
+        let fsync = match appended {
+            Ok(Ok(fsync)) => fsync,
+            Ok(Err(e)) => {
+                // Nothing reached the journal (the bytes were zeroed again): the
+                // commits did not happen; each runs as a transaction, which reports
+                // what it finds.
+                tracing::debug!(target: "statesafe", "a group commit's write failed: {e}");
+                *slot = None;
+                return outcomes
+                    .into_iter()
+                    .map(|o| match o {
+                        Outcome::Done(_) => Outcome::Fallback,
+                        other => other,
+                    })
+                    .collect();
+            }
+            Err(Poisoning(e)) => {
+                *slot = None;
+                self.poison();
+                return outcomes
+                    .into_iter()
+                    .map(|o| match o {
+                        Outcome::Done(g) => {
+                            self.recorder.failure(e.kind());
+                            Outcome::Failed(flush_failed(self.path(), g, &e))
+                        }
+                        other => other,
+                    })
+                    .collect();
+            }
+        };
+        #[cfg(test)]
+        DURABLE.fetch_max(generation, std::sync::atomic::Ordering::SeqCst);
+        let end = pos.end + records.len() as u64;
+        let mut pos = pos;
+        if end > pos.size {
+            pos.size = super::grown(pos.size, end);
+        }
+        pos.last_record = Some((
+            end - last_len as u64,
+            super::le64(&records[records.len() - 8..]),
+        ));
+        pos.end = end;
+        pos.dirty_to = end;
+        cache.generation = generation;
+        cache.replayed.max_seen = generation;
+        cache.replayed.journal = Some(pos);
+        drop(slot);
+        guard.record.temp = None;
+        guard.record.last_generation = generation;
+        let _ = guard.write_record(self.path());
+        guard.release();
+        for o in &outcomes {
+            if matches!(o, Outcome::Done(_)) {
+                self.recorder.commit(started.elapsed(), fsync);
+            }
+        }
+        outcomes
+    }
+}
+
+/// The highest generation a group commit has flushed (tests check that no caller is
+/// acknowledged before it).
+#[cfg(test)]
+pub(crate) static DURABLE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The error of each commit of a batch whose flush failed.
+fn flush_failed(path: &std::path::Path, generation: u64, e: &Error) -> Error {
+    let cause = match e {
+        Error::OutcomeUnknown { source, .. } => source
+            .get_ref()
+            .and_then(|s| s.downcast_ref::<crate::error::JournalFlushFailed>())
+            .map_or_else(|| source.to_string(), |f| f.0.to_string()),
+        other => other.to_string(),
+    };
+    Error::OutcomeUnknown {
+        path: path.to_path_buf(),
+        generation,
+        source: std::io::Error::other(crate::error::JournalFlushFailed(std::io::Error::other(
+            cause,
+        ))),
+    }
+}
+
+/// What a store keeps for journal mode: the cached document and the group commit.
+#[derive(Default)]
+pub(crate) struct Kept {
+    pub(crate) cache: parking_lot::Mutex<Option<Cache>>,
+    /// Full reads this store has made (the cache is filled from the second on).
+    full_reads: std::sync::atomic::AtomicU64,
+    pub(crate) group: Group,
+}
+
+/// One commit waiting for a group: the patch and its encoding.
+pub(crate) struct Request {
+    ops: json_patch::Patch,
+    body: Vec<u8>,
+}
+
+/// How a commit of a group ended.
+pub(crate) enum Outcome {
+    /// Durable, as this generation.
+    Done(u64),
+    /// Not written: the caller commits it as a transaction.
+    Fallback,
+    Failed(Error),
+}
+
+/// Group commit: commits that arrive while a batch is being written and flushed wait,
+/// and are written together by the next leader with one flush. A caller returns only
+/// with its own outcome, so only after the flush that covered its record.
+#[derive(Default)]
+pub(crate) struct Group {
+    state: parking_lot::Mutex<GroupState>,
+    turn: parking_lot::Condvar,
+}
+
+#[derive(Default)]
+struct GroupState {
+    leading: bool,
+    next_ticket: u64,
+    queue: Vec<(u64, Request)>,
+    done: std::collections::HashMap<u64, Outcome>,
+}
+
+impl Group {
+    /// Queues `request`; the first caller that finds no leader leads: it takes the
+    /// whole queue and runs `commit` on it, publishes every outcome, and hands over.
+    fn submit(&self, request: Request, commit: impl Fn(Vec<Request>) -> Vec<Outcome>) -> Outcome {
+        let mut st = self.state.lock();
+        let ticket = st.next_ticket;
+        st.next_ticket += 1;
+        st.queue.push((ticket, request));
+        loop {
+            if let Some(outcome) = st.done.remove(&ticket) {
+                return outcome;
+            }
+            if st.leading {
+                self.turn.wait(&mut st);
+                continue;
+            }
+            st.leading = true;
+            let (tickets, batch): (Vec<u64>, Vec<Request>) =
+                std::mem::take(&mut st.queue).into_iter().unzip();
+            drop(st);
+            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| commit(batch)));
+            st = self.state.lock();
+            st.leading = false;
+            let panicked = ran.is_err();
+            let outcomes = ran.unwrap_or_default();
+            let mut outcomes = outcomes.into_iter();
+            for t in tickets {
+                // A leader that panicked wrote nothing it reported: its batch runs
+                // again as transactions.
+                st.done
+                    .insert(t, outcomes.next().unwrap_or(Outcome::Fallback));
+            }
+            self.turn.notify_all();
+            if panicked {
+                drop(st);
+                panic!("a group commit's leader panicked (its batch was handed back)");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::settings::Settings;
+
+    fn journal_store(dir: &std::path::Path) -> Store {
+        let store: Store = Store::open(dir.join("state.json")).unwrap();
+        let settings = Settings {
+            format: Format::Journal,
+            ..Settings::default()
+        };
+        store.create_with(&settings, json!({})).unwrap();
+        store
+    }
+
+    fn request(patch: Value) -> Request {
+        Request {
+            ops: serde_json::from_value(patch.clone()).unwrap(),
+            body: serde_json::to_vec(&patch).unwrap(),
+        }
+    }
+
+    #[test]
+    fn threads_sharing_a_store_are_acknowledged_only_once_flushed_and_lose_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = journal_store(dir.path());
+        const THREADS: usize = 8;
+        const EACH: usize = 25;
+        std::thread::scope(|s| {
+            for t in 0..THREADS {
+                let store = &store;
+                s.spawn(move || {
+                    store
+                        .apply_patch(&json!([{"op": "add", "path": format!("/t{t}"), "value": []}]))
+                        .unwrap();
+                    for i in 0..EACH {
+                        let patch = json!([{"op": "add", "path": format!("/t{t}/-"), "value": i}]);
+                        let generation = store.apply_patch(&patch).unwrap();
+                        // Acknowledged only after a flush that covered this record.
+                        assert!(DURABLE.load(Ordering::SeqCst) >= generation);
+                    }
+                });
+            }
+        });
+        let other: Store = Store::open(dir.path().join("state.json")).unwrap();
+        let snap = other.load().unwrap();
+        assert_eq!(snap.generation, 1 + (THREADS * (EACH + 1)) as u64);
+        for t in 0..THREADS {
+            let want: Vec<usize> = (0..EACH).collect();
+            assert_eq!(snap.state[format!("t{t}")], json!(want), "thread {t}");
+        }
+        assert_eq!(store.load().unwrap().state, snap.state);
+    }
+
+    #[test]
+    fn a_failed_flush_fails_every_commit_of_its_batch_and_writes_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = journal_store(dir.path());
+        store
+            .apply_patch(&json!([{"op": "add", "path": "/a", "value": 0}]))
+            .unwrap();
+        let batch: Vec<Request> = (1..=5)
+            .map(|i| request(json!([{"op": "replace", "path": "/a", "value": i}])))
+            .collect();
+        crate::journal::FAIL_FLUSH.store(true, Ordering::SeqCst);
+        let outcomes = store.commit_batch(batch);
+        assert_eq!(outcomes.len(), 5);
+        for (i, outcome) in outcomes.into_iter().enumerate() {
+            match outcome {
+                Outcome::Failed(Error::OutcomeUnknown { generation, .. }) => {
+                    assert_eq!(generation, 3 + i as u64);
+                }
+                Outcome::Failed(e) => panic!("commit {i}: {e}"),
+                Outcome::Done(g) => panic!("commit {i} acknowledged as {g}"),
+                Outcome::Fallback => panic!("commit {i} fell back"),
+            }
+        }
+        // The store is poisoned; the records were taken back.
+        assert!(matches!(
+            store.apply_patch(&json!([{"op": "replace", "path": "/a", "value": 9}])),
+            Err(Error::Poisoned { .. })
+        ));
+        let other: Store = Store::open(dir.path().join("state.json")).unwrap();
+        assert_eq!(other.load().unwrap().state, json!({"a": 0}));
+        assert_eq!(other.load().unwrap().generation, 2);
+    }
+
+    #[test]
+    fn each_caller_gets_its_own_outcome_after_its_batch_ran() {
+        let group = Group::default();
+        let ran = std::sync::Mutex::new(Vec::new());
+        std::thread::scope(|s| {
+            for t in 0..8u64 {
+                let (group, ran) = (&group, &ran);
+                s.spawn(move || {
+                    let commit = |batch: Vec<Request>| {
+                        let mut ran = ran.lock().unwrap();
+                        batch
+                            .into_iter()
+                            .map(|r| {
+                                let n: u64 = serde_json::from_slice(&r.body).unwrap();
+                                ran.push(n);
+                                if n.is_multiple_of(3) {
+                                    Outcome::Failed(Error::Poisoned {
+                                        path: n.to_string().into(),
+                                    })
+                                } else {
+                                    Outcome::Done(n)
+                                }
+                            })
+                            .collect()
+                    };
+                    let out = group.submit(
+                        Request {
+                            ops: json_patch::Patch(Vec::new()),
+                            body: t.to_string().into_bytes(),
+                        },
+                        commit,
+                    );
+                    // Its own outcome, and only once its batch ran.
+                    assert!(ran.lock().unwrap().contains(&t));
+                    match out {
+                        Outcome::Done(n) => assert_eq!(n, t),
+                        Outcome::Failed(Error::Poisoned { path }) => {
+                            assert_eq!(path, std::path::PathBuf::from(t.to_string()))
+                        }
+                        _ => panic!("unexpected outcome for {t}"),
+                    }
+                });
+            }
+        });
+        let mut ran = ran.into_inner().unwrap();
+        ran.sort_unstable();
+        assert_eq!(ran, (0..8).collect::<Vec<_>>(), "each request ran once");
+    }
+}
