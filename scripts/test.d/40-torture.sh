@@ -49,6 +49,10 @@ echo "--- demonstration (short): torture-suite demo --duration 4s"
 if ! "$bin" demo --duration 4s; then
   failed+=("demonstration")
 fi
+echo "--- demonstration in journal mode (short): torture-suite demo --format journal --duration 3s"
+if ! "$bin" demo --format journal --duration 3s; then
+  failed+=("demonstration (journal)")
+fi
 
 states=$(grep -Eo 'crash states checked: [0-9]+' "$log" | awk '{s += $4} END {print s + 0}')
 violations=$(grep -Eo 'violations: [0-9]+' "$log" | awk '{s += $2} END {print s + 0}')
