@@ -71,6 +71,21 @@ impl Call {
         !PURE.contains(&self.name.as_str()) && !self.line.contains("torture-driver: end")
     }
 
+    /// Whether the call changes a file or a directory, or makes a change durable (a
+    /// kill between two such calls leaves the same files as a kill at the next one).
+    pub fn changes_files(&self) -> bool {
+        match self.name.as_str() {
+            "write" | "pwrite64" | "writev" | "pwritev" | "pwritev2" | "ftruncate"
+            | "fallocate" | "fsync" | "fdatasync" | "rename" | "renameat" | "renameat2"
+            | "link" | "linkat" | "unlink" | "unlinkat" | "mkdir" | "mkdirat" | "rmdir"
+            | "fsetxattr" | "setxattr" | "fremovexattr" | "removexattr" | "fchmod" | "fchown" => {
+                true
+            }
+            "open" | "openat" => self.line.contains("O_CREAT"),
+            _ => false,
+        }
+    }
+
     /// What the call operates on, shortened for messages.
     pub fn short(&self) -> String {
         let mut s = self.line.clone();
