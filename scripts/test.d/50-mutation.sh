@@ -70,8 +70,8 @@ applies() {
   if [[ $m == journal-* ]]; then [[ $l == *-j ]]; else [[ $l != *-j ]]; fi
 }
 
-printf "%-18s" "mutation" > "$work/table"
-for l in "${layers[@]}"; do printf ' %-9s' "$l" >> "$work/table"; done
+printf "%-24s" "mutation" > "$work/table"
+for l in "${layers[@]}"; do printf ' %-11s' "$l" >> "$work/table"; done
 printf ' %s\n' "caught" >> "$work/table"
 uncaught=()
 start=$SECONDS
@@ -93,24 +93,24 @@ for m in "${mutations[@]}"; do
     mutated "$m" cargo build --locked --quiet -p statesafe-torture --bin torture-suite
     cp "$target/debug/torture-suite" "$bin"
   fi
-  printf '%-18s' "$m" >> "$work/table"
+  printf '%-24s' "$m" >> "$work/table"
   caught=0
   for l in "${layers[@]}"; do
     if [[ $l == powerloss && $m == eatmydata ]]; then
       # The simulator replaces the filesystem; faking the kernel's fsync means nothing there.
-      printf ' %-9s' "n/a" >> "$work/table"
+      printf ' %-11s' "n/a" >> "$work/table"
       continue
     fi
     if ! applies "$m" "$l"; then
-      printf ' %-9s' "-" >> "$work/table"
+      printf ' %-11s' "-" >> "$work/table"
       continue
     fi
     selected=""
     [[ $m == journal-* ]] && selected=$m
     if STATESAFE_MUTATION=$selected run_layer "$bin" "$l" "$extra" > "$work/$m-$l.log" 2>&1; then
-      printf ' %-9s' "pass" >> "$work/table"
+      printf ' %-11s' "pass" >> "$work/table"
     else
-      printf ' %-9s' "FAIL" >> "$work/table"
+      printf ' %-11s' "FAIL" >> "$work/table"
       caught=$((caught + 1))
     fi
     # Show each layer's summary line and its first violations.
