@@ -21,12 +21,18 @@
 //!   them is tried for a write of up to six pieces (a journal record's head without its
 //!   body, its body without its checksum, ...), else the halves, quarters, first and
 //!   last pieces, all but the first or the last, and every other piece; a piece not
-//!   reached reads as what was there, the journal's preallocated zeros;
+//!   reached reads as what was there, the journal's preallocated zeros. When more than
+//!   four writes are unsynced (the 1 MiB of zeros a new journal starts with), only the
+//!   first and the last are torn;
 //! - the written regions as zeros at the new length (delayed allocation);
 //!
 //! and its user attributes (statesafe's metadata) old or new, since only `fsync`
 //! persists them. States are varied one file at a time (the others all old, or all
 //! new) under every combination of directory prefixes, and deduplicated.
+//!
+//! Crash points: after every call that changes a file or a directory, or flushes,
+//! except a write followed at once by another write to the same descriptor (the
+//! states after the last write of such a run include every prefix of it).
 //!
 //! Every state must read (through `Store::load`, which must not find damage to
 //! repair) as the old version or the new one, the new one once the driver printed its
@@ -999,7 +1005,7 @@ pub struct PowerLoss<'a> {
 }
 
 /// The journal-mode operations this layer runs by default.
-pub const OPS: &[Op] = &[Op::JournalAppend, Op::JournalCompact];
+pub const OPS: &[Op] = &[Op::JournalAppend, Op::JournalGrow, Op::JournalCompact];
 
 /// Runs the layer: for each operation, traces it, replays the trace, and checks every
 /// crash state; then the damaged-record check.
