@@ -19,13 +19,14 @@
 # `fdatasync`, a replay that trusts a bad checksum, a compaction that replaces the
 # journal before the snapshot is durable. They are built once, as the broken build
 # `journal`, in which `STATESAFE_MUTATION=NAME` picks one at run time (one build instead
-# of three: about 35 s each). Two layers run on them: `kill-j` (the kill layer on a
-# journal append and a compaction, at the calls that change a file) and `powerloss-j`
-# (the trace-driven power-loss simulator on a journal append, torn appends and lost
-# flushes, plus a damaged record before a good one). The whole-file layers are not run
-# on the journal mutations (their operations never append), nor the journal layers on
-# the others (they are caught by the whole-file layers; running both would cost about a
-# minute more): `-` in the table.
+# of three: about 35 s each). Each runs the one journal layer that models its failure:
+# `powerloss-j` (the trace-driven power-loss simulator on a journal append: torn
+# appends, lost flushes, and a damaged record before a good one) for the lost flush and
+# the trusted checksum, `kill-j` (the kill layer on a compaction, at the calls that
+# change a file) for the early compaction. The whole-file layers are not run on the
+# journal mutations (their operations never append), nor the journal layers on the
+# others (they are caught by the whole-file layers): `-` in the table. Running every
+# layer on every row would cost about a minute more; CI is near its time budget.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 command -v strace >/dev/null || { echo "50-mutation: FAILED: strace is not installed"; exit 1; }
@@ -66,8 +67,13 @@ run_layer() { # bin layer -> exit status of the layer
 
 # Whether layer `$2` runs on mutation `$1` (see above).
 applies() {
-  local m=$1 l=$2
-  if [[ $m == journal-* ]]; then [[ $l == *-j ]]; else [[ $l != *-j ]]; fi
+  case $1:$2 in
+    journal-skip-flush:powerloss-j | journal-trust-checksum:powerloss-j) true ;;
+    journal-compact-early:kill-j) true ;;
+    journal-*:*) false ;;
+    *:*-j) false ;;
+    *) true ;;
+  esac
 }
 
 printf "%-24s" "mutation" > "$work/table"
