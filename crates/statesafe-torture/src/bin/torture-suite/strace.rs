@@ -282,3 +282,28 @@ pub fn trace_path(dir: &Path, name: &str) -> PathBuf {
     let parent = dir.parent().unwrap_or(dir);
     parent.join(format!("{name}.trace"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_calls_that_change_files_are_kill_points_at_changes() {
+        let calls = parse(
+            "read(3</d/state.json>, \"{\"..., 10) = 10\n\
+             openat(3</d>, \"journal\", O_RDWR|O_CLOEXEC) = 4</d/journal>\n\
+             openat(3</d>, \".journal.tmp-1\", O_WRONLY|O_CREAT|O_EXCL, 0600) = 5</d/.journal.tmp-1>\n\
+             pwrite64(4</d/journal>, \"x\", 1, 104) = 1\n\
+             fdatasync(4</d/journal>) = 0\n\
+             renameat(3</d>, \".journal.tmp-1\", 3</d>, \"journal\") = 0\n\
+             flock(6</d/lock>, LOCK_UN) = 0\n",
+        );
+        let changes: Vec<&str> = calls
+            .iter()
+            .filter(|c| c.changes_files())
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(changes, ["openat", "pwrite64", "fdatasync", "renameat"]);
+        assert!(calls[2].line.contains("O_CREAT"));
+    }
+}
