@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Crash and fault torture (issue 5; docs/torture.md): kill at every system call (a),
-# error injection at every I/O system call (b), the system-call order check, real
-# filesystems (d), multi-process stress (e), and a short run of the demonstration.
+# error injection at every I/O system call (b), the system-call order check, the
+# trace-driven power-loss simulator in journal mode (c; the whole-file protocol's is
+# stage 30), real filesystems (d, with a journal-mode kill pass at the calls that change
+# a file), multi-process stress (e), and short runs of the demonstration (plain and
+# journal mode).
 # Every layer prints `LAYER: crash states checked: N, violations: V`; this stage adds
 # them up and requires at least 1,000 crash states and no violation.
 set -euo pipefail
@@ -32,8 +35,9 @@ layer() {
 layer "a. kill at every syscall" kill
 layer "b. errors at every I/O syscall" errors
 layer "order check" order
+layer "c. power loss in journal mode (torn appends, lost flushes)" powerloss
 layer "e. stress" stress --writers 6 --readers 2 --duration 8s
-layer "d. real filesystems" fs --errnos ENOSPC,EIO --ops create,replace,update
+layer "d. real filesystems" fs --errnos ENOSPC,EIO --ops create,replace,update --journal-ops journal-append,journal-compact
 
 # The order check must be able to fail: with every fsync faked as libeatmydata does,
 # it has to report violations.
@@ -48,6 +52,10 @@ fi
 echo "--- demonstration (short): torture-suite demo --duration 4s"
 if ! "$bin" demo --duration 4s; then
   failed+=("demonstration")
+fi
+echo "--- demonstration in journal mode (short): torture-suite demo --format journal --duration 3s"
+if ! "$bin" demo --format journal --duration 3s; then
+  failed+=("demonstration (journal)")
 fi
 
 states=$(grep -Eo 'crash states checked: [0-9]+' "$log" | awk '{s += $4} END {print s + 0}')

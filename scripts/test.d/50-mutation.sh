@@ -14,6 +14,19 @@
 # Quick variants of the layers keep this stage short: kill (replace, update), errors
 # (EIO, replace), the order check, stress (3 s), and layer c (the library's power-loss
 # simulator, `cargo test -p statesafe --lib -- sim::`).
+#
+# Journal mode (issue 16) has three mutations of its own: an append without its
+# `fdatasync`, a replay that trusts a bad checksum, a compaction that replaces the
+# journal before the snapshot is durable. They are built once, as the broken build
+# `journal`, in which `STATESAFE_MUTATION=NAME` picks one at run time (one build instead
+# of three: about 35 s each). Each runs the one journal layer that models its failure:
+# `powerloss-j` (the trace-driven power-loss simulator on a journal append: torn
+# appends, lost flushes, and a damaged record before a good one) for the lost flush and
+# the trusted checksum, `kill-j` (the kill layer on a compaction, at the calls that
+# change a file) for the early compaction. The whole-file layers are not run on the
+# journal mutations (their operations never append), nor the journal layers on the
+# others (they are caught by the whole-file layers): `-` in the table. Running every
+# layer on every row would cost about a minute more; CI is near its time budget.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 command -v strace >/dev/null || { echo "50-mutation: FAILED: strace is not installed"; exit 1; }
@@ -23,8 +36,9 @@ mkdir -p "$target/mutation-wrappers"
 wrappers=$(cd "$target/mutation-wrappers" && pwd)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-mutations=(skip-file-fsync skip-dir-fsync no-temp-cleanup fixed-temp-name no-lock eatmydata)
-layers=(kill errors order stress powerloss)
+mutations=(skip-file-fsync skip-dir-fsync no-temp-cleanup fixed-temp-name no-lock eatmydata
+  journal-skip-flush journal-trust-checksum journal-compact-early)
+layers=(kill errors order stress powerloss kill-j powerloss-j)
 
 # Runs a cargo command against the broken build `$1`.
 mutated() {
@@ -46,11 +60,24 @@ run_layer() { # bin layer -> exit status of the layer
     stress) "$bin" stress --writers 6 --readers 1 --duration 3s ;;
     # Layer c, the library's own power-loss simulator (crates/statesafe/src/sim.rs).
     powerloss) mutated "$m" cargo test --locked --quiet -p statesafe --lib -- sim:: ;;
+    kill-j) "$bin" kill --ops journal-compact --at-changes ;;
+    powerloss-j) "$bin" powerloss --ops journal-append ;;
   esac
 }
 
-printf "%-18s" "mutation" > "$work/table"
-for l in "${layers[@]}"; do printf ' %-9s' "$l" >> "$work/table"; done
+# Whether layer `$2` runs on mutation `$1` (see above).
+applies() {
+  case $1:$2 in
+    journal-skip-flush:powerloss-j | journal-trust-checksum:powerloss-j) true ;;
+    journal-compact-early:kill-j) true ;;
+    journal-*:*) false ;;
+    *:*-j) false ;;
+    *) true ;;
+  esac
+}
+
+printf "%-24s" "mutation" > "$work/table"
+for l in "${layers[@]}"; do printf ' %-11s' "$l" >> "$work/table"; done
 printf ' %s\n' "caught" >> "$work/table"
 uncaught=()
 start=$SECONDS
@@ -61,22 +88,35 @@ for m in "${mutations[@]}"; do
     cargo build --locked --quiet -p statesafe-torture --bin torture-suite
     cp "$target/debug/torture-suite" "$bin"
     extra="--eatmydata"
+  elif [[ $m == journal-* ]]; then
+    # One build for the three; the mutation is chosen by STATESAFE_MUTATION below.
+    bin="$work/torture-suite-journal"
+    if [[ ! -x $bin ]]; then
+      mutated journal cargo build --locked --quiet -p statesafe-torture --bin torture-suite
+      cp "$target/debug/torture-suite" "$bin"
+    fi
   else
     mutated "$m" cargo build --locked --quiet -p statesafe-torture --bin torture-suite
     cp "$target/debug/torture-suite" "$bin"
   fi
-  printf '%-18s' "$m" >> "$work/table"
+  printf '%-24s' "$m" >> "$work/table"
   caught=0
   for l in "${layers[@]}"; do
     if [[ $l == powerloss && $m == eatmydata ]]; then
       # The simulator replaces the filesystem; faking the kernel's fsync means nothing there.
-      printf ' %-9s' "n/a" >> "$work/table"
+      printf ' %-11s' "n/a" >> "$work/table"
       continue
     fi
-    if run_layer "$bin" "$l" "$extra" > "$work/$m-$l.log" 2>&1; then
-      printf ' %-9s' "pass" >> "$work/table"
+    if ! applies "$m" "$l"; then
+      printf ' %-11s' "-" >> "$work/table"
+      continue
+    fi
+    selected=""
+    [[ $m == journal-* ]] && selected=$m
+    if STATESAFE_MUTATION=$selected run_layer "$bin" "$l" "$extra" > "$work/$m-$l.log" 2>&1; then
+      printf ' %-11s' "pass" >> "$work/table"
     else
-      printf ' %-9s' "FAIL" >> "$work/table"
+      printf ' %-11s' "FAIL" >> "$work/table"
       caught=$((caught + 1))
     fi
     # Show each layer's summary line and its first violations.

@@ -37,10 +37,50 @@ pub struct TortureArgs {
     #[arg(long, default_value = "25ms", value_parser = humantime::parse_duration)]
     pub max_kill_delay: Duration,
 
+    /// The format of statesafe's file: `plain`, `sealed`, or `journal` (each commit
+    /// appends one record to a journal and flushes it once; see `docs/design.md`).
+    /// In `sealed` and `journal` mode the file is read through statesafe, as a program
+    /// must read it, after each kill and by the readers.
+    #[arg(long, value_enum, default_value_t = DemoFormat::Plain)]
+    pub format: DemoFormat,
+
     /// Print the results as one JSON object on stdout instead of a table. Not an
     /// option of its own: the host command sets it from its global `--json`.
     #[arg(skip)]
     pub json: bool,
+}
+
+/// The format of statesafe's state file in the demonstration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DemoFormat {
+    /// Plain JSON, replaced whole by each commit (temp file, fsync, rename).
+    Plain,
+    /// A JSON envelope whose checksum covers every byte.
+    Sealed,
+    /// A plain snapshot plus a journal: each commit appends one record and flushes once.
+    Journal,
+}
+
+impl DemoFormat {
+    /// The library's format.
+    pub fn format(self) -> statesafe::Format {
+        match self {
+            DemoFormat::Plain => statesafe::Format::Plain,
+            DemoFormat::Sealed => statesafe::Format::Sealed,
+            DemoFormat::Journal => statesafe::Format::Journal,
+        }
+    }
+
+    /// The name on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        self.format().name()
+    }
+
+    /// Whether the state file itself is the newest document (else only statesafe's
+    /// read shows it: a sealed envelope, or a snapshot plus a journal).
+    pub fn raw_readable(self) -> bool {
+        self == DemoFormat::Plain
+    }
 }
 
 /// How a writer updates the state file.

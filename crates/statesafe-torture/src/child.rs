@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 
 use crate::args::Approach;
-use crate::doc::{Doc, naive_read, naive_write};
+use crate::doc::{Doc, naive_read, naive_write, statesafe_read, statesafe_reader};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -35,6 +35,10 @@ enum ChildCmd {
     Reader {
         #[arg(long)]
         file: PathBuf,
+        /// Read through statesafe (a sealed or journal-mode file): a read that fails,
+        /// or that repairs damage, counts as torn.
+        #[arg(long)]
+        through_statesafe: bool,
     },
 }
 
@@ -55,7 +59,10 @@ pub fn child_main(args: Vec<String>) -> ExitCode {
             file,
             doc_size,
         } => writer(approach, &file, doc_size),
-        ChildCmd::Reader { file } => reader(&file),
+        ChildCmd::Reader {
+            file,
+            through_statesafe,
+        } => reader(&file, through_statesafe),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -94,7 +101,7 @@ fn writer(approach: Approach, file: &Path, doc_size: usize) -> Result<(), BoxErr
     }
 }
 
-fn reader(file: &Path) -> Result<(), BoxError> {
+fn reader(file: &Path, through_statesafe: bool) -> Result<(), BoxError> {
     let stop = Arc::new(AtomicBool::new(false));
     let watcher = Arc::clone(&stop);
     std::thread::spawn(move || {
@@ -106,10 +113,18 @@ fn reader(file: &Path) -> Result<(), BoxError> {
     let mut out = std::io::stdout().lock();
     let (mut reads, mut torn) = (0u64, 0u64);
     let mut last_report = Instant::now();
+    let store = if through_statesafe {
+        Some(statesafe_reader(file)?)
+    } else {
+        None
+    };
     while !stop.load(Ordering::Acquire) {
-        let whole = std::fs::read(file)
-            .ok()
-            .is_some_and(|b| serde_json::from_slice::<Doc>(&b).is_ok());
+        let whole = match &store {
+            Some((store, repaired)) => statesafe_read(store, repaired).is_some(),
+            None => std::fs::read(file)
+                .ok()
+                .is_some_and(|b| serde_json::from_slice::<Doc>(&b).is_ok()),
+        };
         reads += 1;
         torn += u64::from(!whole);
         if last_report.elapsed() >= Duration::from_millis(50) {

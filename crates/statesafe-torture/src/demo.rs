@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::args::{Approach, TortureArgs};
-use crate::doc::{Doc, naive_read, naive_write};
+use crate::args::{Approach, DemoFormat, TortureArgs};
+use crate::doc::{Doc, naive_read, naive_write, statesafe_read, statesafe_reader};
 
 /// Counters of one approach, shared between its supervisor, its readers and the
 /// progress bar.
@@ -112,15 +112,17 @@ fn run_inner(args: &TortureArgs) -> Result<bool, String> {
         std::fs::create_dir_all(&dir)
             .map_err(|e| format!("cannot create `{}`: {e}", dir.display()))?;
         let file = dir.join("state.json");
-        init_file(approach, &file, args.doc_size)?;
+        init_file(approach, &file, args.doc_size, args.format)?;
         files.push(file);
     }
 
     let stats: Vec<Arc<Stats>> = approaches.iter().map(|_| Arc::default()).collect();
     let mut readers = Vec::new();
-    for (file, stats) in files.iter().zip(&stats) {
+    for ((file, stats), approach) in files.iter().zip(&stats).zip(approaches) {
+        // Readers of a sealed or journal-mode file read it through statesafe.
+        let through = approach == Approach::Statesafe && !args.format.raw_readable();
         for _ in 0..args.readers {
-            readers.push(Reader::spawn(file, Arc::clone(stats))?);
+            readers.push(Reader::spawn(file, through, Arc::clone(stats))?);
         }
     }
     let deadline = Instant::now() + args.duration;
@@ -185,14 +187,43 @@ fn brief(s: &Stats) -> String {
     )
 }
 
-fn init_file(approach: Approach, file: &Path, size: usize) -> Result<(), String> {
+fn init_file(
+    approach: Approach,
+    file: &Path,
+    size: usize,
+    format: DemoFormat,
+) -> Result<(), String> {
     match approach {
         Approach::Naive => naive_write(file, &Doc::new(0, size)).map_err(|e| e.to_string()),
+        Approach::Statesafe if format == DemoFormat::Plain || file.exists() => {
+            statesafe::Store::<Doc>::open(file)
+                .and_then(|s| s.replace(Doc::new(0, size)))
+                .map(drop)
+                .map_err(|e| e.to_string())
+        }
+        // The format is recorded in the file's settings, so the writers use it too.
         Approach::Statesafe => statesafe::Store::<Doc>::open(file)
-            .and_then(|s| s.replace(Doc::new(0, size)))
+            .and_then(|s| {
+                let settings = statesafe::Settings {
+                    format: format.format(),
+                    ..statesafe::Settings::default()
+                };
+                s.create_with(&settings, Doc::new(0, size))
+            })
             .map(drop)
             .map_err(|e| e.to_string()),
     }
+}
+
+/// The document as the next start of the program would find it: the file itself, or
+/// for a sealed or journal-mode file statesafe's read (which must not have found
+/// damage to repair).
+fn read_after_kill(approach: Approach, format: DemoFormat, file: &Path) -> Option<Doc> {
+    if approach == Approach::Naive || format.raw_readable() {
+        return naive_read(file);
+    }
+    let (store, repaired) = statesafe_reader(file).ok()?;
+    statesafe_read(&store, &repaired)
 }
 
 fn child_command() -> Result<Command, String> {
@@ -215,7 +246,7 @@ fn supervise(
     stats: &Stats,
     deadline: Instant,
 ) -> Result<(), String> {
-    let mut before = naive_read(file).map_or(0, |d| d.counter);
+    let mut before = read_after_kill(approach, args.format, file).map_or(0, |d| d.counter);
     while Instant::now() < deadline {
         let round_acks = Arc::new(AtomicU64::new(0));
         let mut writers = Vec::new();
@@ -277,7 +308,7 @@ fn supervise(
         stats.acks.fetch_add(acks, Ordering::Relaxed);
 
         // The file as the next start of the program would find it.
-        match naive_read(file) {
+        match read_after_kill(approach, args.format, file) {
             Some(doc) => {
                 // Every acknowledged increment of this round must be in the counter.
                 let gained = i128::from(doc.counter) - i128::from(before);
@@ -290,7 +321,7 @@ fn supervise(
                 // The naive writers start afresh from defaults (as the seeds do); a
                 // statesafe file would need repairing by hand, so repair it here.
                 if approach == Approach::Statesafe {
-                    init_file(approach, file, args.doc_size)?;
+                    init_file(approach, file, args.doc_size, args.format)?;
                 }
                 before = 0;
             }
@@ -307,10 +338,13 @@ struct Reader {
 }
 
 impl Reader {
-    fn spawn(file: &Path, stats: Arc<Stats>) -> Result<Reader, String> {
-        let mut child = child_command()?
-            .args(["reader", "--file"])
-            .arg(file)
+    fn spawn(file: &Path, through: bool, stats: Arc<Stats>) -> Result<Reader, String> {
+        let mut cmd = child_command()?;
+        cmd.args(["reader", "--file"]).arg(file);
+        if through {
+            cmd.arg("--through-statesafe");
+        }
+        let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -358,12 +392,13 @@ impl Report<'_> {
         let mut t = String::new();
         let fs = filesystem_of(self.root).unwrap_or_else(|| "unknown filesystem".into());
         t += &format!(
-            "statesafe torture: {} in `{}` ({fs}), {} writer(s) killed at random + {} reader(s) per approach, {}-byte documents\n\n",
+            "statesafe torture: {} in `{}` ({fs}), {} writer(s) killed at random + {} reader(s) per approach, {}-byte documents, statesafe format `{}`\n\n",
             humantime::format_duration(Duration::from_secs(self.elapsed.as_secs())),
             self.root.display(),
             self.args.writers,
             self.args.readers,
             self.args.doc_size,
+            self.args.format.name(),
         );
         let rows: [(&str, Field); 8] = [
             ("writer processes killed", |s| &s.kills),
@@ -444,6 +479,7 @@ impl Report<'_> {
             "writers": self.args.writers,
             "readers": self.args.readers,
             "doc_size": self.args.doc_size,
+            "format": self.args.format.name(),
             "naive": one(&self.stats[0]),
             "statesafe": one(&self.stats[1]),
         })

@@ -3,6 +3,8 @@
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::{Deserialize, Serialize};
 
@@ -30,6 +32,37 @@ impl Doc {
 pub fn naive_read(path: &Path) -> Option<Doc> {
     let bytes = std::fs::read(path).ok()?;
     serde_json::from_slice(&bytes).ok()
+}
+
+/// Reads the document through statesafe, as a program must when the file is sealed or
+/// in journal mode: `None` when the read fails, or when it found damage and repaired it
+/// (`Event::Recovered`): a repair after a crash is a failure the demonstration counts,
+/// never a silent success.
+pub fn statesafe_read(store: &statesafe::Store<Doc>, repaired: &AtomicBool) -> Option<Doc> {
+    let doc = store.load().ok().map(|s| s.state);
+    if repaired.swap(false, Ordering::SeqCst) {
+        return None;
+    }
+    doc
+}
+
+/// A store of `path` for [`statesafe_read`], and the flag its repairs set.
+///
+/// # Errors
+/// What opening the store returns.
+pub fn statesafe_reader(
+    path: &Path,
+) -> statesafe::Result<(statesafe::Store<Doc>, Arc<AtomicBool>)> {
+    let repaired = Arc::new(AtomicBool::new(false));
+    let seen = Arc::clone(&repaired);
+    let store = statesafe::Store::<Doc>::options()
+        .on_event(move |e| {
+            if matches!(e, statesafe::Event::Recovered { .. }) {
+                seen.store(true, Ordering::SeqCst);
+            }
+        })
+        .open(path)?;
+    Ok((store, repaired))
 }
 
 /// Writes the document the way the programs in the seed reports do: truncate the file

@@ -21,7 +21,7 @@ mod child;
 mod demo;
 mod doc;
 
-pub use args::{Approach, TortureArgs};
+pub use args::{Approach, DemoFormat, TortureArgs};
 pub use child::child_main;
 pub use demo::run;
-pub use doc::{Doc, naive_read, naive_write};
+pub use doc::{Doc, naive_read, naive_write, statesafe_read, statesafe_reader};

@@ -59,6 +59,23 @@ pub(crate) const DEFAULT_MAX_BYTES: u64 = 64 << 20;
 /// shorter than a patch this small by much).
 const PATCH_CHECK: usize = 4096;
 
+/// Whether the deliberately broken build `name` of the mutation check is in effect:
+/// built with `--cfg statesafe_mutation="NAME"`, or, in the one build made with
+/// `statesafe_mutation="journal"`, chosen at run time by `STATESAFE_MUTATION=NAME`
+/// (`scripts/test.d/50-mutation.sh` builds the three journal mutations once). Always
+/// false in a normal build: the condition is a constant there.
+fn mutation(name: &str) -> bool {
+    let built = match name {
+        "journal-trust-checksum" => cfg!(statesafe_mutation = "journal-trust-checksum"),
+        "journal-skip-flush" => cfg!(statesafe_mutation = "journal-skip-flush"),
+        "journal-compact-early" => cfg!(statesafe_mutation = "journal-compact-early"),
+        _ => false,
+    };
+    built
+        || (cfg!(statesafe_mutation = "journal")
+            && std::env::var("STATESAFE_MUTATION").is_ok_and(|v| v == name))
+}
+
 /// The format a store uses: the options', unless journal mode is involved, which is a
 /// property of the file (every reader must replay the journal, so one store may not
 /// switch it on or off for itself).
@@ -173,7 +190,7 @@ fn parse_at(bytes: &[u8], at: usize) -> Option<(Record, usize)> {
     let end = at.checked_add(size)?;
     let record = bytes.get(at..end)?;
     let body_end = RECORD_HEAD + len;
-    let checksum_fails = !cfg!(statesafe_mutation = "journal-trust-checksum")
+    let checksum_fails = !mutation("journal-trust-checksum")
         && format::checksum(&record[..body_end]) != le64(&record[size - 8..]);
     if record[body_end..size - 8].iter().any(|b| *b != 0) || checksum_fails {
         return None;
@@ -661,7 +678,7 @@ fn append(
         return Ok(Ok(Duration::ZERO));
     }
     let started = Instant::now();
-    let flushed = if cfg!(statesafe_mutation = "journal-skip-flush") {
+    let flushed = if mutation("journal-skip-flush") {
         Ok(())
     } else if cfg!(test) && FAIL_FLUSH.swap(false, std::sync::atomic::Ordering::SeqCst) {
         Err(io::Error::from_raw_os_error(
@@ -821,7 +838,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             });
         }
         let compact = |repaired| {
-            if cfg!(statesafe_mutation = "journal-compact-early") {
+            if mutation("journal-compact-early") {
                 // The broken order: the old journal replaced before the snapshot that
                 // holds its commits is durable.
                 let header = Header {

@@ -41,6 +41,12 @@ pub enum Op {
     /// Journal mode: `Store::update` that compacts (a new snapshot with the ordinary
     /// protocol, then a new journal). Not in the default ops.
     JournalCompact,
+    /// Journal mode: `Store::update` whose record does not fit in the journal's
+    /// preallocated space, so the append first grows it (writes zeros past its end).
+    /// The prepared journal is nearly full (a 64 KiB document, its padding changed by
+    /// each record); the update also lengthens the padding. Slow to prepare (about 16
+    /// commits of 64 KiB): not in the kill or error layers' ops.
+    JournalGrow,
 }
 
 impl Op {
@@ -53,6 +59,7 @@ impl Op {
             Op::Recover => "recover",
             Op::JournalAppend => "journal-append",
             Op::JournalCompact => "journal-compact",
+            Op::JournalGrow => "journal-grow",
         }
     }
 
@@ -99,6 +106,10 @@ pub fn prepare(dir: &Path, op: Op) -> Result<PathBuf, String> {
         }
         return Ok(file);
     }
+    if op == Op::JournalGrow {
+        prepare_full_journal(&file)?;
+        return Ok(file);
+    }
     if op.needs_file() {
         Store::<Doc>::open(&file)
             .and_then(|s| s.create(Doc::new(OLD_COUNTER, DOC_SIZE)))
@@ -125,6 +136,58 @@ pub fn prepare(dir: &Path, op: Op) -> Result<PathBuf, String> {
         std::fs::write(damaged_copy(dir), damaged).map_err(|e| e.to_string())?;
     }
     Ok(file)
+}
+
+/// The padding of the documents [`Op::JournalGrow`] fills the journal with; its own
+/// record is [`GROW_EXTRA`] bytes longer, so that it does not fit.
+const GROW_PADDING: usize = 64 << 10;
+const GROW_EXTRA: usize = 1024;
+
+/// A journal-mode file whose journal has less room left than one more record of
+/// [`GROW_PADDING`] bytes (and no growth yet: still its first preallocation).
+fn prepare_full_journal(file: &Path) -> Result<(), String> {
+    let fail = |e: String| format!("cannot prepare `{}`: {e}", file.display());
+    let store = Store::<Doc>::open(file).map_err(|e| fail(e.to_string()))?;
+    let settings = statesafe::Settings {
+        format: statesafe::Format::Journal,
+        ..statesafe::Settings::default()
+    };
+    let padded = |c: char, len: usize| Doc {
+        counter: OLD_COUNTER,
+        padding: c.to_string().repeat(len),
+    };
+    store
+        .create_with(&settings, padded('a', GROW_PADDING))
+        .map_err(|e| fail(e.to_string()))?;
+    let journal = file.with_file_name(".state.json.statesafe").join("journal");
+    // Where the records end (the last byte that is not a preallocated zero, rounded
+    // up to a record's 8-byte alignment), and the journal's size.
+    let end = || -> Result<(usize, u64), String> {
+        let bytes = std::fs::read(&journal).map_err(|e| fail(e.to_string()))?;
+        let last = bytes.iter().rposition(|b| *b != 0).unwrap_or(0);
+        Ok(((last + 1).div_ceil(8) * 8, bytes.len() as u64))
+    };
+    let (mut at, size) = end()?;
+    let mut record = 0;
+    let mut c = b'b';
+    loop {
+        let doc = padded(c as char, GROW_PADDING);
+        store.replace(doc).map_err(|e| fail(e.to_string()))?;
+        c = if c == b'z' { b'b' } else { c + 1 };
+        let (next, now) = end()?;
+        if now != size {
+            return Err(fail(format!(
+                "the journal grew while being filled ({size} to {now} bytes)"
+            )));
+        }
+        record = record.max(next - at);
+        at = next;
+        // Stop when one more record of this size (with room for a difference in its
+        // length) would no longer fit.
+        if at + record + 64 >= size as usize {
+            return Ok(());
+        }
+    }
 }
 
 /// Where [`prepare`] keeps a copy of the damaged bytes (outside the directory).
@@ -156,6 +219,12 @@ pub fn main(op: Op, file: &Path, hold: bool) -> std::process::ExitCode {
             Op::Create => store.create(Doc::new(NEW_COUNTER, DOC_SIZE)),
             Op::Replace => store.replace(Doc::new(NEW_COUNTER, DOC_SIZE)),
             Op::Update | Op::JournalAppend | Op::JournalCompact => increment(&store),
+            Op::JournalGrow => store.begin().and_then(|mut tx| {
+                let doc = tx.state_mut();
+                doc.counter += 1;
+                doc.padding = "g".repeat(GROW_PADDING + GROW_EXTRA);
+                tx.commit()
+            }),
             Op::UpdateTwice => increment(&store).and_then(|_| increment(&store)),
             Op::Recover => store.load().map(|snapshot| snapshot.generation),
         });

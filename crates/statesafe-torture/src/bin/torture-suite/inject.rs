@@ -85,13 +85,18 @@ pub struct Injection<'a> {
     /// Errnos of the error layer (unused by the kill layer).
     pub errnos: &'a [&'static str],
     pub jobs: usize,
+    /// Kill only before the calls that change a file (and at the acknowledgement).
+    pub at_changes: bool,
 }
 
 /// Layer a: kill at every system call of each operation.
 pub fn kill_layer(cfg: &Injection<'_>, tally: &Tally) -> Result<(), String> {
     let mut points = Vec::new();
     for &op in cfg.ops {
-        for call in probe(cfg, op)?.into_iter().filter(Call::is_crash_point) {
+        for call in probe(cfg, op)?.into_iter().filter(|c| {
+            c.is_crash_point()
+                && (!cfg.at_changes || c.changes_files() || c.line.starts_with("writev(1"))
+        }) {
             points.push(Point {
                 op,
                 call,

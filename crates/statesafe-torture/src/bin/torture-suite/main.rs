@@ -10,6 +10,7 @@ mod driver;
 mod fs;
 mod inject;
 mod order;
+mod powerloss;
 mod run;
 mod sidecar_removal;
 mod snapshot;
@@ -65,6 +66,20 @@ enum Cmd {
         #[arg(long)]
         eatmydata: bool,
     },
+    /// Layer c in journal mode: trace the operation's system calls, replay them into a
+    /// model of what is durable, and check every state a power loss may leave (torn
+    /// appends, lost flushes, directory changes cut short) through the library.
+    Powerloss {
+        /// Where to make scratch directories.
+        #[arg(long, env = "STATESAFE_TEST_DIR")]
+        dir: Option<PathBuf>,
+        /// Operations to trace.
+        #[arg(long, value_enum, value_delimiter = ',', default_values_t = powerloss::OPS.to_vec())]
+        ops: Vec<driver::Op>,
+        /// A label for the summary line.
+        #[arg(long)]
+        label: Option<String>,
+    },
     /// Layer e: many writers and readers, random SIGKILL, exclusion watched in
     /// /proc/locks, no acknowledged update lost.
     Stress {
@@ -85,6 +100,11 @@ enum Cmd {
         /// The errors injected on each filesystem (a subset keeps CI short).
         #[arg(long, value_delimiter = ',', default_values_t = ["ENOSPC".to_string(), "EIO".to_string()])]
         errnos: Vec<String>,
+        /// Journal-mode operations run on each filesystem too, by the kill layer at
+        /// the calls that change a file (`--at-changes`), which keeps the pass to a
+        /// few dozen crash points per filesystem.
+        #[arg(long, value_enum, value_delimiter = ',')]
+        journal_ops: Vec<driver::Op>,
     },
     /// Issue 10's attacks 1-8, by two unprivileged users and root in a sticky shared
     /// directory, with fs.protected_symlinks 0 and 1: every one must be refused or
@@ -151,6 +171,12 @@ struct Common {
     /// A label for the summary line (for example the filesystem).
     #[arg(long)]
     label: Option<String>,
+    /// Kill layer: kill only before the system calls that change a file or make a
+    /// change durable, and at the acknowledgement (the files between two such calls
+    /// are the same; the checks of a live process holding the lock are what is left
+    /// out). For the real-filesystem layer's journal pass and the mutation check.
+    #[arg(long)]
+    at_changes: bool,
 }
 
 /// Options of the layers that attack the `statesafe` binary from outside.
@@ -241,6 +267,7 @@ fn injection(common: &Common, errnos: Vec<&'static str>, kill: bool) -> ExitCode
             ops: &common.ops,
             errnos: &errnos,
             jobs: common.jobs,
+            at_changes: common.at_changes,
         };
         if kill {
             inject::kill_layer(&cfg, &tally)
@@ -269,7 +296,7 @@ fn known_errnos(names: &[String]) -> Result<Vec<&'static str>, ExitCode> {
 }
 
 /// Layer d: mounts each filesystem and runs the kill and error layers on it.
-fn filesystems(common: &Common, errnos: Vec<&'static str>) -> ExitCode {
+fn filesystems(common: &Common, errnos: Vec<&'static str>, journal_ops: &[driver::Op]) -> ExitCode {
     let scratch = match common.scratch() {
         Ok(s) => s,
         Err(e) => {
@@ -295,6 +322,18 @@ fn filesystems(common: &Common, errnos: Vec<&'static str>) -> ExitCode {
         };
         for (kill, errnos) in [(true, Vec::new()), (false, errnos.clone())] {
             let code = injection(&on_fs, errnos, kill);
+            if code != ExitCode::SUCCESS {
+                worst = code;
+            }
+        }
+        if !journal_ops.is_empty() {
+            let journal = Common {
+                ops: journal_ops.to_vec(),
+                at_changes: true,
+                label: Some(format!("{} journal", fs.label)),
+                ..on_fs.clone()
+            };
+            let code = injection(&journal, Vec::new(), true);
             if code != ExitCode::SUCCESS {
                 worst = code;
             }
@@ -385,13 +424,42 @@ fn main() -> ExitCode {
             })();
             finish("sidecar-removal", "crash states", &tally, result)
         }
+        Cmd::Powerloss { dir, ops, label } => {
+            let layer = match label {
+                Some(l) => format!("powerloss [{l}]"),
+                None => "powerloss".to_string(),
+            };
+            let tally = tally::Tally::default();
+            let result = (|| {
+                // The files are a model's, so the filesystem under them does not
+                // matter: a tmpfs when there is one (no real flush on each check).
+                let shm = std::path::Path::new("/dev/shm");
+                let dir = dir.or_else(|| {
+                    rustix::fs::access(shm, rustix::fs::Access::WRITE_OK)
+                        .is_ok()
+                        .then(|| shm.to_path_buf())
+                });
+                let scratch = scratch(dir.as_deref())?;
+                let cfg = powerloss::PowerLoss {
+                    exe: &exe()?,
+                    base: scratch.path(),
+                    ops: &ops,
+                };
+                powerloss::layer(&cfg, &tally)
+            })();
+            finish(&layer, "crash states", &tally, result)
+        }
         Cmd::Kill { common } => injection(&common, Vec::new(), true),
         Cmd::Errors { common, errnos } => match known_errnos(&errnos) {
             Ok(known) => injection(&common, known, false),
             Err(code) => code,
         },
-        Cmd::Fs { common, errnos } => match known_errnos(&errnos) {
-            Ok(known) => filesystems(&common, known),
+        Cmd::Fs {
+            common,
+            errnos,
+            journal_ops,
+        } => match known_errnos(&errnos) {
+            Ok(known) => filesystems(&common, known, &journal_ops),
             Err(code) => code,
         },
         Cmd::Demo { args, json } => {

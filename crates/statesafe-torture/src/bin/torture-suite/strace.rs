@@ -71,6 +71,21 @@ impl Call {
         !PURE.contains(&self.name.as_str()) && !self.line.contains("torture-driver: end")
     }
 
+    /// Whether the call changes a file or a directory, or makes a change durable (a
+    /// kill between two such calls leaves the same files as a kill at the next one).
+    pub fn changes_files(&self) -> bool {
+        match self.name.as_str() {
+            "write" | "pwrite64" | "writev" | "pwritev" | "pwritev2" | "ftruncate"
+            | "fallocate" | "fsync" | "fdatasync" | "rename" | "renameat" | "renameat2"
+            | "link" | "linkat" | "unlink" | "unlinkat" | "mkdir" | "mkdirat" | "rmdir"
+            | "fsetxattr" | "setxattr" | "fremovexattr" | "removexattr" | "fchmod" | "fchown" => {
+                true
+            }
+            "open" | "openat" => self.line.contains("O_CREAT"),
+            _ => false,
+        }
+    }
+
     /// What the call operates on, shortened for messages.
     pub fn short(&self) -> String {
         let mut s = self.line.clone();
@@ -266,4 +281,29 @@ fn parse_report(line: &str) -> Report {
 pub fn trace_path(dir: &Path, name: &str) -> PathBuf {
     let parent = dir.parent().unwrap_or(dir);
     parent.join(format!("{name}.trace"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_calls_that_change_files_are_kill_points_at_changes() {
+        let calls = parse(
+            "read(3</d/state.json>, \"{\"..., 10) = 10\n\
+             openat(3</d>, \"journal\", O_RDWR|O_CLOEXEC) = 4</d/journal>\n\
+             openat(3</d>, \".journal.tmp-1\", O_WRONLY|O_CREAT|O_EXCL, 0600) = 5</d/.journal.tmp-1>\n\
+             pwrite64(4</d/journal>, \"x\", 1, 104) = 1\n\
+             fdatasync(4</d/journal>) = 0\n\
+             renameat(3</d>, \".journal.tmp-1\", 3</d>, \"journal\") = 0\n\
+             flock(6</d/lock>, LOCK_UN) = 0\n",
+        );
+        let changes: Vec<&str> = calls
+            .iter()
+            .filter(|c| c.changes_files())
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(changes, ["openat", "pwrite64", "fdatasync", "renameat"]);
+        assert!(calls[2].line.contains("O_CREAT"));
+    }
 }
