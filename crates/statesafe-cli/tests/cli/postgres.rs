@@ -313,6 +313,36 @@ fn lock_lets_the_commands_own_writers_through_and_holds_off_others() {
     assert_eq!(info["generation"], 23);
 }
 
+/// A `lock` nested inside a `lock` on the same URL passes through, as the outer
+/// one's own writers do (it used to wait for the outer one until its timeout):
+/// the innermost CMD's writer gets in, and once both end the state is free again.
+#[test]
+fn a_lock_nested_in_a_lock_on_the_same_url_passes_through() {
+    let Some(pg) = cluster::cluster() else {
+        return;
+    };
+    let url = pg.url("cli_lock_nested");
+    ok(&["init", &url, r#"{"n": 0}"#]);
+    let out = Command::new(bin())
+        .args(["lock", &url, "--timeout", "2s", "--"])
+        .arg(bin())
+        .args(["lock", &url, "--timeout", "2s", "--"])
+        .arg(bin())
+        .args(["update", "--lock-timeout", "2s", &url, ".n += 1"])
+        .env_remove("STATESAFE_PG_LOCKS")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the nested lock did not pass: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(ok(&["get", &url, "/n"]), "1\n");
+    // Nothing is left held: another process's writer gets in at once.
+    ok(&["update", "--lock-timeout", "0", &url, ".n += 1"]);
+    assert_eq!(ok(&["get", &url, "/n"]), "2\n");
+}
+
 /// The holder SIGKILLed while CMD runs: the server ends its transaction when its
 /// connection closes, so the lock is freed without any lease to expire: a waiting
 /// writer gets in.

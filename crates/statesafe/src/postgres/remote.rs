@@ -544,20 +544,57 @@ SELECT 1 FROM {} WHERE state = {} FOR UPDATE{};\n{}",
         let millis = config.lock_timeout.as_millis().min(i32::MAX as u128);
         let start = Instant::now();
         let mut client = self.connect()?;
-        let taken = client.simple_query(&format!(
+        // First without waiting: free, it is taken now; held by a `statesafe lock`
+        // this process runs under (its transaction id is in `STATESAFE_PG_LOCKS`),
+        // this one passes through, as that lock's writers do (waiting would wait for
+        // our own parent: a deadlock until the timeout). Else wait for it.
+        let probe = client.simple_query(&format!(
             "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT set_config('lock_timeout', '{}ms', true), set_config('application_name', '{}', true);
-SELECT txid_current()::text FROM {main} WHERE state = {key} FOR UPDATE{}",
+SELECT (SELECT txid_current()::text FROM {main} WHERE state = {key} FOR UPDATE SKIP LOCKED),
+    (SELECT xmax::text FROM {main} WHERE state = {key})",
             millis.max(1),
             application_name(operation),
-            if millis == 0 { " NOWAIT" } else { "" },
         ));
+        // `None`: passing through; `Some(xid)`: taken (`xid` is `None` if the row
+        // vanished meanwhile).
+        let taken = probe.and_then(|messages| {
+            let row = Locking::rows(&messages)
+                .into_iter()
+                .next()
+                .unwrap_or_default();
+            let column = |i: usize| row.get(i).cloned().flatten();
+            match (column(0), column(1)) {
+                (Some(xid), _) => Ok(Some(Some(xid))),
+                (None, Some(xmax)) if nested(&xmax) => Ok(None),
+                _ => {
+                    let messages = client.simple_query(&format!(
+                        "SELECT txid_current()::text FROM {main} WHERE state = {key} FOR UPDATE{}",
+                        if millis == 0 { " NOWAIT" } else { "" },
+                    ))?;
+                    Ok(Some(
+                        Locking::rows(&messages)
+                            .first()
+                            .and_then(|r| r.first().cloned().flatten()),
+                    ))
+                }
+            }
+        });
         let waited = start.elapsed();
         match taken {
-            Ok(messages) => {
-                let rows = Locking::rows(&messages);
-                let xid = rows
-                    .first()
-                    .and_then(|r| r.first().cloned().flatten())
+            Ok(None) => {
+                // Nothing is held by this `lock`: the outer one holds the state.
+                if client.batch_execute("ROLLBACK").is_ok() {
+                    self.give(client);
+                }
+                store.recorder.lock_wait(waited);
+                Ok(Held {
+                    remote: self,
+                    client: Mutex::new(None),
+                    xid: None,
+                })
+            }
+            Ok(Some(xid)) => {
+                let xid = xid
                     .and_then(|t| t.parse::<u64>().ok())
                     .ok_or_else(|| Error::Remote {
                         path: self.display().to_path_buf(),
@@ -573,7 +610,7 @@ SELECT txid_current()::text FROM {main} WHERE state = {key} FOR UPDATE{}",
                     remote: self,
                     client: Mutex::new(Some(client)),
                     // The row's `xmax` is the 32-bit transaction id.
-                    xid: xid & 0xffff_ffff,
+                    xid: Some(xid & 0xffff_ffff),
                 })
             }
             Err(e) if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => {
@@ -1373,18 +1410,24 @@ fn literal(s: &str) -> String {
 /// closes).
 pub(crate) struct Held<'r> {
     remote: &'r Remote,
+    /// `None` when this `lock` passes through an outer one (see `xid`).
     client: Mutex<Option<Client>>,
-    xid: u64,
+    /// The holding transaction; `None`: a `lock` nested in a `lock` of the same
+    /// state, which holds nothing itself (the outer one holds the state while this
+    /// one's CMD runs, and lets CMD's writers through already).
+    xid: Option<u64>,
 }
 
 impl Held<'_> {
     /// The environment variable, and its value, that lets CMD's own writers through.
     pub(crate) fn nested_env(&self) -> (&'static str, String) {
         let mut held = std::env::var(NESTED_ENV).unwrap_or_default();
-        if !held.is_empty() {
-            held.push(',');
+        if let Some(xid) = self.xid {
+            if !held.is_empty() {
+                held.push(',');
+            }
+            held.push_str(&xid.to_string());
         }
-        held.push_str(&self.xid.to_string());
         (NESTED_ENV, held)
     }
 
@@ -1393,6 +1436,10 @@ impl Held<'_> {
     /// backend) released the lock, and other writers may have got in.
     pub(crate) fn check(&self) -> Result<()> {
         let mut client = self.client.lock();
+        if self.xid.is_none() {
+            // Passing through: the outer `lock` checks its own.
+            return Ok(());
+        }
         match conn(&mut client).simple_query("SELECT 1") {
             Ok(_) => Ok(()),
             Err(e) => Err(Error::Remote {
