@@ -524,7 +524,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
     /// [`Error::NotFound`], [`Error::Unrecoverable`], lock and I/O errors.
     pub fn recover(&self) -> Result<Option<Event>> {
         if let Some(remote) = self.remote() {
-            return Err(remote.unsupported("recover"));
+            return remote.recover(self);
         }
         let Locked {
             mut guard,

@@ -313,6 +313,56 @@ fn lock_lets_the_commands_own_writers_through_and_holds_off_others() {
     assert_eq!(info["generation"], 23);
 }
 
+/// `statesafe recover URL` on a row damaged by hand: with `--recovery fail` a read is
+/// a typed error naming the state and the next step; `recover` quarantines the row
+/// (kept in `statesafe_quarantine`) and restores the newest valid backup; reads work.
+#[test]
+fn recover_takes_a_url_and_repairs_a_damaged_row() {
+    let Some(pg) = cluster::cluster() else {
+        return;
+    };
+    let url = pg.url("cli_recover");
+    ok(&["init", &url, r#"{"n": 1}"#, "--recovery", "fail"]);
+    ok(&["set", &url, "/n", "2"]);
+    let out = statesafe(&["--json", "recover", &url]);
+    assert!(out.status.success(), "{out:?}");
+    let sound: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(sound["recovered"], false, "{sound}");
+    pg.client()
+        .execute(
+            "UPDATE statesafe SET document = '{\"n\": 666}' WHERE state = 'cli_recover'",
+            &[],
+        )
+        .unwrap();
+    let out = statesafe(&["--json", "get", &url]);
+    assert!(!out.status.success(), "{out:?}");
+    let err: Value = serde_json::from_slice(&out.stderr).unwrap();
+    assert_eq!(err["kind"], "corrupt", "{err}");
+    let message = err.to_string();
+    assert!(
+        message.contains("state=cli_recover") && message.contains("statesafe recover URL"),
+        "{message}"
+    );
+    let out = statesafe(&["--json", "recover", &url]);
+    assert!(out.status.success(), "{out:?}");
+    let done: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (&done["recovered"], &done["generation"]),
+        (&json!(true), &json!(3)),
+        "{done}"
+    );
+    assert_eq!(ok(&["get", &url, "/n"]), "1\n");
+    let kept: String = pg
+        .client()
+        .query_one(
+            "SELECT document FROM statesafe_quarantine WHERE state = 'cli_recover'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(kept, "{\"n\": 666}");
+}
+
 /// A `lock` nested inside a `lock` on the same URL passes through, as the outer
 /// one's own writers do (it used to wait for the outer one until its timeout):
 /// the innermost CMD's writer gets in, and once both end the state is free again.

@@ -28,11 +28,12 @@ use super::sql::{self, Names};
 use super::tls::Tls;
 use crate::backup::{self, BackupInfo, BackupList};
 use crate::error::{CommitLost, Error, Result};
+use crate::events::Event;
 use crate::format::{self, Writer};
 use crate::history::{self, Change, HistoryEntry};
 use crate::lock::Holder;
 use crate::recover::{CheckReport, Info};
-use crate::settings::{Format, Settings};
+use crate::settings::{Format, RecoveryPolicy, Settings};
 use crate::store::{Config, Snapshot, Store, is_damage};
 use crate::transaction::now_rfc3339;
 use crate::validate;
@@ -108,14 +109,6 @@ impl Remote {
     /// The URL without any password.
     pub(crate) fn display(&self) -> &Path {
         &self.address.display
-    }
-
-    pub(crate) fn unsupported(&self, what: &str) -> Error {
-        Error::Unsupported {
-            path: self.display().to_path_buf(),
-            what: what.to_string(),
-            why: "for a PostgreSQL state yet".into(),
-        }
     }
 
     fn connect(&self) -> Result<Client> {
@@ -330,7 +323,7 @@ impl Remote {
                 line: None,
                 column: None,
                 reason: format!(
-                    "the checksum of {what} (generation {}) does not match its document: recorded {recorded:?}, computed {sum}; the row was changed outside statesafe, or damaged",
+                    "the checksum of {what} (generation {}) does not match its document: recorded {recorded:?}, computed {sum}; the row was changed outside statesafe, or damaged; `statesafe recover URL` quarantines it and restores the newest valid backup",
                     cur.generation
                 ),
             }),
@@ -345,13 +338,150 @@ impl Remote {
         let Some(cur) = cur else {
             return Err(self.not_found());
         };
-        let Some(text) = self.verified_text(&cur, "the current row")? else {
+        let verified = self
+            .verified_text(&cur, "the current row")
+            .and_then(|text| match text {
+                Some(text) => store
+                    .verify_bytes(text.as_bytes(), cur.generation, true, false)
+                    .map(|v| Some(v.state)),
+                None => Ok(None),
+            });
+        match verified {
+            Ok(Some(state)) => Ok(Snapshot {
+                state,
+                generation: cur.generation,
+            }),
+            Ok(None) => Err(self.not_found()),
+            // A damaged row: repaired as the recovery policy says (under the row
+            // lock, as a local file's load does), or the damage reported.
+            Err(damage) if is_damage(&damage) => {
+                match self.repair(store, "load (recover)", Some(damage))? {
+                    Repair::Recovered {
+                        state, generation, ..
+                    } => Ok(Snapshot { state, generation }),
+                    Repair::Sound(state, generation) => Ok(Snapshot { state, generation }),
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Recovers a damaged row now, whatever the recovery policy (`statesafe
+    /// recover URL`): `None` when it is sound.
+    pub(crate) fn recover<T: Serialize + DeserializeOwned>(
+        &self,
+        store: &Store<T>,
+    ) -> Result<Option<Event>> {
+        match self.repair(store, "recover", None)? {
+            Repair::Recovered { event, .. } => Ok(Some(event)),
+            Repair::Sound(..) => Ok(None),
+        }
+    }
+
+    /// Under the row lock: if the current row is damaged (its checksum does not
+    /// match, or its document fails verification), moves it as it is into the
+    /// quarantine table, and writes the newest backup that verifies (or the store's
+    /// default state, where it has one and the policy says so) as the next
+    /// generation, all in one transaction. `seen`: the damage a lock-free read saw
+    /// (then the store's recovery policy decides: `Fail` reports it, changing
+    /// nothing); `None`: an explicit recovery, as `Store::recover` for a file.
+    /// Nothing is ever repaired silently: the event is emitted and returned.
+    fn repair<T: Serialize + DeserializeOwned>(
+        &self,
+        store: &Store<T>,
+        operation: &str,
+        seen: Option<Error>,
+    ) -> Result<Repair<T>> {
+        let policy = store.config().recovery;
+        if let Some(damage) = seen
+            && policy == RecoveryPolicy::Fail
+        {
+            return Err(damage);
+        }
+        let mut tx = self.lock_row(store, operation)?;
+        if !tx.existed() {
             return Err(self.not_found());
+        }
+        let generation = tx.current.generation;
+        let damage = match self
+            .verified_text(&tx.current, "the current row")
+            .and_then(|text| {
+                let text = text.expect("invariant: it exists");
+                store.verify_bytes(text.as_bytes(), generation, true, false)
+            }) {
+            // Sound (repaired meanwhile by another process, or never damaged).
+            Ok(v) => return Ok(Repair::Sound(v.state, generation)),
+            Err(e) if is_damage(&e) => e,
+            Err(e) => return Err(e),
         };
-        let v = store.verify_bytes(text.as_bytes(), cur.generation, true, false)?;
-        Ok(Snapshot {
-            state: v.state,
-            generation: cur.generation,
+        let damage_text = damage.to_string();
+        // The newest backup that verifies (they are all older than the damaged row).
+        let mut tried = Vec::new();
+        let mut found = None;
+        if !(policy == RecoveryPolicy::UseDefault && store.opts.default_state.is_some()) {
+            for b in self.backup_rows()? {
+                let path = self.backup_path(b.generation);
+                let verified = self
+                    .verified_text(&b, &format!("backup {}", b.generation))
+                    .and_then(|text| {
+                        let text = text.expect("invariant: a backup row has a document");
+                        store.verify_bytes(text.as_bytes(), b.generation, true, false)
+                    });
+                match verified {
+                    Ok(v) => {
+                        found = Some((v.state, Some(b.generation)));
+                        break;
+                    }
+                    Err(e) if is_damage(&e) => tried.push((path, e.to_string())),
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        let (state, from) = match (found, &store.opts.default_state) {
+            (Some(found), _) => found,
+            (None, Some(default)) if policy == RecoveryPolicy::UseDefault => (default(), None),
+            (None, _) => {
+                // Nothing changed: the transaction rolls back, the damaged row stays.
+                drop(tx);
+                store.recorder.failure("unrecoverable");
+                return Err(Error::Unrecoverable {
+                    path: self.display().to_path_buf(),
+                    damage: Box::new(damage),
+                    quarantined: None,
+                    tried,
+                });
+            }
+        };
+        let sql = self
+            .names
+            .quarantine(&literal(&self.address.state), &literal(&damage_text));
+        let messages = tx
+            .client()
+            .simple_query(&sql)
+            .map_err(|e| self.error("quarantine the damaged row of", e))?;
+        let id = Locking::rows(&messages)
+            .first()
+            .and_then(|r| r.first().cloned().flatten())
+            .unwrap_or_default();
+        let quarantined = PathBuf::from(format!("{}#quarantine={id}", self.display().display()));
+        let change = Change::Recovery {
+            quarantined: Some(quarantined.clone()),
+            from,
+        };
+        let written = tx.write(store, &state, change, None)?;
+        let event = Event::Recovered {
+            path: self.display().to_path_buf(),
+            damage: damage_text,
+            quarantined,
+            restored_from: from,
+            rebuilt_from: None,
+            generation: written,
+        };
+        store.emit(event.clone());
+        Ok(Repair::Recovered {
+            state,
+            generation: written,
+            event,
         })
     }
 
@@ -674,13 +804,36 @@ SELECT (SELECT txid_current()::text FROM {main} WHERE state = {key} FOR UPDATE S
         operation: &str,
         init: Option<impl FnOnce() -> T>,
     ) -> Result<(Tx<'_>, T)> {
-        let tx = self.lock_row(store, operation)?;
-        let state = match self.verified_text(&tx.current, "the current row")? {
-            Some(text) => {
-                store
-                    .verify_bytes(text.as_bytes(), tx.current.generation, true, false)?
-                    .state
+        let mut tx = self.lock_row(store, operation)?;
+        let verified =
+            self.verified_text(&tx.current, "the current row")
+                .and_then(|text| match text {
+                    Some(text) => store
+                        .verify_bytes(text.as_bytes(), tx.current.generation, true, false)
+                        .map(|v| Some(v.state)),
+                    None => Ok(None),
+                });
+        let verified = match verified {
+            // A damaged row: repaired first as the recovery policy says (nothing is
+            // written over it otherwise), then locked again.
+            Err(damage) if is_damage(&damage) => {
+                drop(tx);
+                self.repair(store, &format!("{operation} (recover)"), Some(damage))?;
+                tx = self.lock_row(store, operation)?;
+                let text = self.verified_text(&tx.current, "the current row")?;
+                match text {
+                    Some(text) => Ok(Some(
+                        store
+                            .verify_bytes(text.as_bytes(), tx.current.generation, true, false)?
+                            .state,
+                    )),
+                    None => Ok(None),
+                }
             }
+            other => other,
+        };
+        let state = match verified? {
+            Some(state) => state,
             None => match init {
                 Some(init) => init(),
                 None => return Err(self.not_found()),
@@ -1317,6 +1470,18 @@ impl Tx<'_> {
             ));
         }
     }
+}
+
+/// What [`Remote::repair`] did.
+enum Repair<T> {
+    /// The row was sound: its state and generation.
+    Sound(T, u64),
+    /// The damaged row was quarantined and this state written as `generation`.
+    Recovered {
+        state: T,
+        generation: u64,
+        event: Event,
+    },
 }
 
 /// What [`Remote::lock_statements`] found.
