@@ -1393,6 +1393,24 @@ impl Tx<'_> {
             "WITH {} SELECT 1 / (SELECT count(*)::int FROM u);\nCOMMIT",
             parts.join(",\n")
         );
+        // The server refuses a query message over its limit only after reading it
+        // all; checked here first, so nothing is sent (the server's own refusals,
+        // of a value or a row too large, fail the whole statement: nothing is
+        // committed either way).
+        let limit = statement_limit();
+        if sql.len() as u64 > limit {
+            return Err(Error::Remote {
+                path: path.to_path_buf(),
+                op: "write".into(),
+                reason: format!(
+                    "the document is over PostgreSQL's limits: the statement that writes it would be {} bytes (the document {} bytes, escaped, with its history entry), over the {limit} bytes the server takes in one query message",
+                    sql.len(),
+                    text.len()
+                ),
+                hint: "nothing was committed; keep the document smaller (PostgreSQL holds at most 1 GB in one value and one message), or set `max_bytes` to refuse it before it is built".into(),
+                source: None,
+            });
+        }
         self.finish_with(&sql, "write", generation)?;
         Ok(generation)
     }
@@ -1552,6 +1570,26 @@ impl Locking {
                 .collect(),
         }
     }
+}
+
+/// The longest query message PostgreSQL takes: `PQ_LARGE_MESSAGE_LIMIT`, its
+/// `MaxAllocSize` (1 GiB - 1) less one, less the message's length word and final NUL.
+pub(crate) const STATEMENT_LIMIT: u64 = 0x3fff_ffff - 1 - 5;
+
+static STATEMENT_LIMIT_OVERRIDE: std::sync::atomic::AtomicU64 =
+    std::sync::atomic::AtomicU64::new(0);
+
+fn statement_limit() -> u64 {
+    match STATEMENT_LIMIT_OVERRIDE.load(std::sync::atomic::Ordering::Relaxed) {
+        0 => STATEMENT_LIMIT,
+        n => n,
+    }
+}
+
+/// Lowers the statement size limit of this process (tests: a 1 GB document is more
+/// than a test can afford to build); 0 restores PostgreSQL's.
+pub(crate) fn set_statement_limit(bytes: u64) {
+    STATEMENT_LIMIT_OVERRIDE.store(bytes, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// The environment variable through which `statesafe lock URL -- CMD` lets CMD's own

@@ -811,6 +811,72 @@ fn a_statement_timeout_is_a_typed_error_with_nothing_written() {
     );
 }
 
+/// A document over PostgreSQL's limits (1 GB for a value and for a query message):
+/// refused before anything is sent when the statement would be over the limit (the
+/// limit lowered here by the test hook: a 1 GB document is more than a test can
+/// build), and, when the server itself refuses the statement (here a row that may
+/// not be moved out of line, `STORAGE PLAIN`, fails the `UPDATE` after the backup
+/// and history parts of the same statement ran), a typed error with a hint and no
+/// partial state: the row, its backups and its history are as they were.
+#[test]
+fn a_document_over_the_servers_limits_is_a_typed_error_with_nothing_written() {
+    let Some(pg) = cluster::cluster() else { return };
+    let url = pg.url_with("big", "table=big");
+    let store = open(&url);
+    store.create(json!({"n": 1, "pad": ""})).unwrap();
+    store.update(|s| s["n"] = 2.into()).unwrap();
+    let rows = || {
+        let mut c = pg.client();
+        let main = c
+            .query_one(
+                "SELECT generation, document FROM big WHERE state = 'big'",
+                &[],
+            )
+            .unwrap();
+        let count = |c: &mut postgres::Client, t: &str| -> i64 {
+            c.query_one(
+                &format!("SELECT count(*) FROM {t} WHERE state = 'big'"),
+                &[],
+            )
+            .unwrap()
+            .get(0)
+        };
+        (
+            main.get::<_, i64>(0),
+            main.get::<_, String>(1),
+            count(&mut c, "big_backups"),
+            count(&mut c, "big_history"),
+        )
+    };
+    let before = rows();
+    assert_eq!((before.0, before.2, before.3), (2, 1, 2));
+    let is_over_the_limits = |err: &Error| {
+        matches!(err, Error::Remote { reason, .. } if reason.contains("over the server's limits") || reason.contains("over PostgreSQL's limits"))
+            && err.hint().unwrap().contains("nothing was committed")
+    };
+    // Over the statement limit: refused on the client.
+    statesafe::postgres::set_statement_limit_for_tests(4096);
+    let err = store
+        .update(|s| s["pad"] = "x".repeat(5000).into())
+        .unwrap_err();
+    statesafe::postgres::set_statement_limit_for_tests(0);
+    assert!(is_over_the_limits(&err), "{err:?}");
+    assert_eq!(rows(), before);
+    // Refused by the server, mid-statement.
+    pg.client()
+        .batch_execute("ALTER TABLE big ALTER COLUMN document SET STORAGE PLAIN")
+        .unwrap();
+    let err = store
+        .update(|s| s["pad"] = "x".repeat(20_000).into())
+        .unwrap_err();
+    assert!(is_over_the_limits(&err), "{err:?}");
+    assert!(err.to_string().contains("54000"), "{err}");
+    assert_eq!(rows(), before, "no part of the refused write is left");
+    // The store goes on once the document fits.
+    store.update(|s| s["pad"] = "y".into()).unwrap();
+    assert_eq!(store.load().unwrap().generation, 3);
+}
+
 /// Through PgBouncer in transaction pooling mode (4 server connections for 8
 /// clients, so consecutive transactions of one client run on different server
 /// sessions): 8 threads, each with its own store, increment one state; none is
