@@ -120,21 +120,7 @@ fn processes_and_threads_lose_no_update() {
             .open_url(&url)
             .unwrap(),
     );
-    let threads: Vec<_> = (0..WORKERS)
-        .map(|_| {
-            let store = Arc::clone(&store);
-            std::thread::spawn(move || {
-                for _ in 0..rounds {
-                    store
-                        .update(|s| s["n"] = (s["n"].as_u64().unwrap() + 1).into())
-                        .unwrap();
-                }
-            })
-        })
-        .collect();
-    for t in threads {
-        t.join().unwrap();
-    }
+    cluster::increment_n(WORKERS, rounds, || Arc::clone(&store));
     for mut c in children {
         assert!(c.wait().unwrap().success(), "a statesafe process failed");
     }

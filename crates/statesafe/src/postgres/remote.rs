@@ -330,6 +330,35 @@ impl Remote {
         }
     }
 
+    /// The row's state after its checksum and its document verified (`None`: the
+    /// row holds no document); `Err` with damage ([`is_damage`]) when either fails.
+    fn verified_state<T: Serialize + DeserializeOwned>(
+        &self,
+        store: &Store<T>,
+        row: &Current,
+        what: &str,
+    ) -> Result<Option<T>> {
+        match self.verified_text(row, what)? {
+            Some(text) => Ok(Some(
+                store
+                    .verify_bytes(text.as_bytes(), row.generation, true, false)?
+                    .state,
+            )),
+            None => Ok(None),
+        }
+    }
+
+    /// A backup row's state after its checksum and document verified.
+    fn verified_backup<T: Serialize + DeserializeOwned>(
+        &self,
+        store: &Store<T>,
+        b: &Current,
+    ) -> Result<T> {
+        Ok(self
+            .verified_state(store, b, &format!("backup {}", b.generation))?
+            .expect("invariant: a backup row has a document"))
+    }
+
     pub(crate) fn load<T: Serialize + DeserializeOwned>(
         &self,
         store: &Store<T>,
@@ -338,15 +367,7 @@ impl Remote {
         let Some(cur) = cur else {
             return Err(self.not_found());
         };
-        let verified = self
-            .verified_text(&cur, "the current row")
-            .and_then(|text| match text {
-                Some(text) => store
-                    .verify_bytes(text.as_bytes(), cur.generation, true, false)
-                    .map(|v| Some(v.state)),
-                None => Ok(None),
-            });
-        match verified {
+        match self.verified_state(store, &cur, "the current row") {
             Ok(Some(state)) => Ok(Snapshot {
                 state,
                 generation: cur.generation,
@@ -403,14 +424,12 @@ impl Remote {
             return Err(self.not_found());
         }
         let generation = tx.current.generation;
-        let damage = match self
-            .verified_text(&tx.current, "the current row")
-            .and_then(|text| {
-                let text = text.expect("invariant: it exists");
-                store.verify_bytes(text.as_bytes(), generation, true, false)
-            }) {
+        let damage = match self.verified_state(store, &tx.current, "the current row") {
             // Sound (repaired meanwhile by another process, or never damaged).
-            Ok(v) => return Ok(Repair::Sound(v.state, generation)),
+            Ok(state) => {
+                let state = state.expect("invariant: it exists");
+                return Ok(Repair::Sound(state, generation));
+            }
             Err(e) if is_damage(&e) => e,
             Err(e) => return Err(e),
         };
@@ -420,19 +439,14 @@ impl Remote {
         let mut found = None;
         if !(policy == RecoveryPolicy::UseDefault && store.opts.default_state.is_some()) {
             for b in self.backup_rows()? {
-                let path = self.backup_path(b.generation);
-                let verified = self
-                    .verified_text(&b, &format!("backup {}", b.generation))
-                    .and_then(|text| {
-                        let text = text.expect("invariant: a backup row has a document");
-                        store.verify_bytes(text.as_bytes(), b.generation, true, false)
-                    });
-                match verified {
-                    Ok(v) => {
-                        found = Some((v.state, Some(b.generation)));
+                match self.verified_backup(store, &b) {
+                    Ok(state) => {
+                        found = Some((state, Some(b.generation)));
                         break;
                     }
-                    Err(e) if is_damage(&e) => tried.push((path, e.to_string())),
+                    Err(e) if is_damage(&e) => {
+                        tried.push((self.backup_path(b.generation), e.to_string()))
+                    }
                     Err(e) => return Err(e),
                 }
             }
@@ -805,30 +819,14 @@ SELECT (SELECT txid_current()::text FROM {main} WHERE state = {key} FOR UPDATE S
         init: Option<impl FnOnce() -> T>,
     ) -> Result<(Tx<'_>, T)> {
         let mut tx = self.lock_row(store, operation)?;
-        let verified =
-            self.verified_text(&tx.current, "the current row")
-                .and_then(|text| match text {
-                    Some(text) => store
-                        .verify_bytes(text.as_bytes(), tx.current.generation, true, false)
-                        .map(|v| Some(v.state)),
-                    None => Ok(None),
-                });
-        let verified = match verified {
+        let verified = match self.verified_state(store, &tx.current, "the current row") {
             // A damaged row: repaired first as the recovery policy says (nothing is
             // written over it otherwise), then locked again.
             Err(damage) if is_damage(&damage) => {
                 drop(tx);
                 self.repair(store, &format!("{operation} (recover)"), Some(damage))?;
                 tx = self.lock_row(store, operation)?;
-                let text = self.verified_text(&tx.current, "the current row")?;
-                match text {
-                    Some(text) => Ok(Some(
-                        store
-                            .verify_bytes(text.as_bytes(), tx.current.generation, true, false)?
-                            .state,
-                    )),
-                    None => Ok(None),
-                }
+                self.verified_state(store, &tx.current, "the current row")
             }
             other => other,
         };
@@ -926,13 +924,7 @@ SELECT (SELECT txid_current()::text FROM {main} WHERE state = {key} FOR UPDATE S
                 path: self.backup_path(generation),
             });
         };
-        let backup = backup_row(&row);
-        let text = self
-            .verified_text(&backup, &format!("backup {generation}"))?
-            .expect("invariant: a backup row has a document");
-        let state: T = store
-            .verify_bytes(text.as_bytes(), generation, true, false)?
-            .state;
+        let state = self.verified_backup(store, &backup_row(&row))?;
         tx.write(store, &state, Change::Restore { from: generation }, None)
     }
 
@@ -1003,13 +995,9 @@ SELECT (SELECT txid_current()::text FROM {main} WHERE state = {key} FOR UPDATE S
         };
         let cur = self.read("read", |c| self.read_current(c, None))?;
         if let Some(cur) = cur.filter(|c| c.generation == generation)
-            && let Some(text) = self.verified_text(&cur, "the current row")?
+            && let Some(state) = self.verified_state(store, &cur, "the current row")?
         {
-            return to_value(
-                store
-                    .verify_bytes(text.as_bytes(), generation, true, false)?
-                    .state,
-            );
+            return to_value(state);
         }
         if let Some(b) = self
             .backup_rows()?
@@ -1017,6 +1005,8 @@ SELECT (SELECT txid_current()::text FROM {main} WHERE state = {key} FOR UPDATE S
             .find(|b| b.generation == generation)
             && let Ok(Some(text)) = self.verified_text(b, "a backup")
         {
+            // A backup whose checksum fails is passed over (the history may still
+            // rebuild the version); one whose document fails verification is an error.
             return to_value(
                 store
                     .verify_bytes(text.as_bytes(), generation, true, false)?
@@ -1048,26 +1038,14 @@ SELECT (SELECT txid_current()::text FROM {main} WHERE state = {key} FOR UPDATE S
             report.exists = true;
             report.generation = cur.generation;
             report.format = Some(Format::Plain);
-            let verified = self
-                .verified_text(&cur, "the current row")
-                .and_then(|text| {
-                    let text = text.expect("invariant: it exists");
-                    store.verify_bytes(text.as_bytes(), cur.generation, true, false)
-                });
-            match verified {
+            match self.verified_state(store, &cur, "the current row") {
                 Ok(_) => {}
                 Err(e) if is_damage(&e) => report.problems.push(e.to_string()),
                 Err(e) => return Err(e),
             }
         }
         for b in self.backup_rows()? {
-            let verified = self
-                .verified_text(&b, &format!("backup {}", b.generation))
-                .and_then(|text| {
-                    let text = text.expect("invariant: a backup row has a document");
-                    store.verify_bytes(text.as_bytes(), b.generation, true, false)
-                });
-            match verified {
+            match self.verified_backup(store, &b) {
                 Ok(_) => report.backups_valid += 1,
                 Err(e) => report
                     .backups_damaged

@@ -890,25 +890,15 @@ fn pgbouncer_in_transaction_mode_loses_no_update() {
     open(&url).create(json!({"n": 0})).unwrap();
     const THREADS: u64 = 8;
     const ROUNDS: u64 = 50;
-    let threads: Vec<_> = (0..THREADS)
-        .map(|_| {
-            let url = url.clone();
-            std::thread::spawn(move || {
-                let store: Store<serde_json::Value> = Store::options()
-                    .lock_timeout(std::time::Duration::from_secs(120))
-                    .open_url(&url)
-                    .unwrap();
-                for _ in 0..ROUNDS {
-                    store
-                        .update(|s| s["n"] = (s["n"].as_u64().unwrap() + 1).into())
-                        .unwrap();
-                }
-            })
-        })
-        .collect();
-    for t in threads {
-        t.join().unwrap();
-    }
+    // A store (and so a connection pool) per thread.
+    cluster::increment_n(THREADS, ROUNDS, || {
+        Arc::new(
+            Store::options()
+                .lock_timeout(Duration::from_secs(120))
+                .open_url(&url)
+                .unwrap(),
+        )
+    });
     let store = open(&url);
     let snap = store.load().unwrap();
     assert_eq!(snap.state, json!({"n": THREADS * ROUNDS}));
