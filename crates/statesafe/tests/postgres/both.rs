@@ -272,6 +272,29 @@ fn backups_follow_the_retention(place: &Place) {
     let report = store.check().unwrap();
     assert!(report.is_ok(), "{report:?}");
     assert_eq!(report.backups_valid, 2);
+    // Raised, then lowered below what is kept: the prune catches up in one write.
+    let kept = |keep: u32| {
+        let store: Store = place.open_with(Store::options().backups(BackupPolicy {
+            keep,
+            hourly: 0,
+            daily: 0,
+        }));
+        store
+            .update(|s| s["n"] = (s["n"].as_u64().unwrap() + 1).into())
+            .unwrap();
+        let gens: Vec<u64> = store
+            .backups()
+            .unwrap()
+            .backups
+            .iter()
+            .map(|b| b.generation)
+            .collect();
+        gens
+    };
+    assert_eq!(kept(3), vec![5, 4, 3]);
+    assert_eq!(kept(3), vec![6, 5, 4]);
+    assert_eq!(kept(1), vec![7]);
+    assert_eq!(kept(2), vec![8, 7]);
 }
 
 fn history_rebuilds_every_generation(place: &Place) {
