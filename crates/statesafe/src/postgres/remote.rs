@@ -451,6 +451,28 @@ impl Remote {
                 }
             }
         }
+        // Carried forward by the history's patches while they form an unbroken
+        // chain below the damaged generation, as a file's recovery does.
+        let mut rebuilt_from = None;
+        if let Some((state, Some(b))) = &found
+            && store.config().history.keep > 0
+        {
+            let entries: Vec<HistoryEntry> = self
+                .history(store)?
+                .into_iter()
+                .filter(|e| e.generation < generation)
+                .collect();
+            rebuilt_from = store
+                .apply_chain(state, *b, &entries)
+                .map(|(state, at)| (state, at, *b));
+        }
+        let rebuilt_from = match rebuilt_from {
+            Some((state, at, b)) => {
+                found = Some((state, Some(at)));
+                Some(b)
+            }
+            None => None,
+        };
         let (state, from) = match (found, &store.opts.default_state) {
             (Some(found), _) => found,
             (None, Some(default)) if policy == RecoveryPolicy::UseDefault => (default(), None),
@@ -488,7 +510,7 @@ impl Remote {
             damage: damage_text,
             quarantined,
             restored_from: from,
-            rebuilt_from: None,
+            rebuilt_from,
             generation: written,
         };
         store.emit(event.clone());

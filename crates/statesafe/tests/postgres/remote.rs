@@ -162,7 +162,10 @@ fn a_damaged_row_is_quarantined_and_the_newest_valid_backup_restored() {
         .unwrap();
     damage(pg, "repair");
     let snap = repairing.load().unwrap();
-    assert_eq!((snap.state, snap.generation), (json!({"n": 1}), 4));
+    // Generation 3 (the recovery) never became a backup; the newest provable
+    // version below it is generation 2, rebuilt from backup 1 by its history patch
+    // (as for a file, the damaged generation's own entry is not used).
+    assert_eq!((snap.state, snap.generation), (json!({"n": 2}), 4));
     damage(pg, "repair");
     repairing.update(|s| s["n"] = 10.into()).unwrap();
     let snap = repairing.load().unwrap();
@@ -177,6 +180,36 @@ fn a_damaged_row_is_quarantined_and_the_newest_valid_backup_restored() {
         .unwrap()
         .get(0);
     assert_eq!(kept, 3, "every damaged version is kept");
+    // The newest backup damaged too: the one before it, carried forward by the
+    // history's patch to the version before the damage, as a file's recovery does.
+    let chain_url = pg.url("repair_chain");
+    let chain = open(&chain_url);
+    chain.create(json!({"n": 1})).unwrap();
+    chain.update(|s| s["n"] = 2.into()).unwrap();
+    chain.update(|s| s["n"] = 3.into()).unwrap();
+    damage(pg, "repair_chain");
+    pg.client()
+        .execute(
+            "UPDATE statesafe_backups SET document = '{\"n\": 667}' WHERE state = 'repair_chain' AND generation = 2",
+            &[],
+        )
+        .unwrap();
+    let event = chain.recover().unwrap().expect("it was damaged");
+    let Event::Recovered {
+        restored_from,
+        rebuilt_from,
+        generation,
+        ..
+    } = &event
+    else {
+        panic!("{event:?}")
+    };
+    assert_eq!(
+        (*restored_from, *rebuilt_from, *generation),
+        (Some(2), Some(1), 4),
+        "{event:?}"
+    );
+    assert_eq!(chain.load().unwrap().state, json!({"n": 2}));
     // No valid backup: Unrecoverable, listing what was tried; the row is unchanged.
     let bare_url = pg.url("repair_none");
     let none: Store = Store::options()
