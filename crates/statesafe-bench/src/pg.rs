@@ -56,6 +56,14 @@ impl Cell {
     }
 }
 
+/// The server's version and the settings both contenders ran with.
+#[derive(Debug, Clone)]
+pub struct Server {
+    pub version: String,
+    pub synchronous_commit: String,
+    pub fsync: String,
+}
+
 /// The section's results, or why it could not run.
 #[derive(Debug, Clone)]
 pub enum PgResult {
@@ -63,9 +71,7 @@ pub enum PgResult {
         cells: Vec<Cell>,
         window: Duration,
         rounds: usize,
-        synchronous_commit: String,
-        fsync: String,
-        version: String,
+        server: Server,
     },
     Skipped(String),
 }
@@ -117,9 +123,11 @@ pub fn run(clients: &[usize], window: Duration, rounds: usize) -> Result<PgResul
         ))?;
         admin = pg.client();
     }
-    let synchronous_commit = show(&mut admin, "synchronous_commit")?;
-    let fsync = show(&mut admin, "fsync")?;
-    let version = show(&mut admin, "server_version")?;
+    let server = Server {
+        version: show(&mut admin, "server_version")?,
+        synchronous_commit: show(&mut admin, "synchronous_commit")?,
+        fsync: show(&mut admin, "fsync")?,
+    };
     admin.batch_execute(
         "DROP TABLE IF EXISTS bench_bare;
          CREATE TABLE bench_bare (id int PRIMARY KEY, doc text NOT NULL);
@@ -186,9 +194,7 @@ pub fn run(clients: &[usize], window: Duration, rounds: usize) -> Result<PgResul
         cells,
         window,
         rounds,
-        synchronous_commit,
-        fsync,
-        version,
+        server,
     })
 }
 
@@ -277,9 +283,12 @@ pub fn section(o: &mut String, r: &PgResult) {
         cells,
         window,
         rounds,
-        synchronous_commit,
-        fsync,
-        version,
+        server:
+            Server {
+                version,
+                synchronous_commit,
+                fsync,
+            },
     } = r
     else {
         if let PgResult::Skipped(why) = r {

@@ -332,7 +332,12 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
     }
 
     /// The chain of `entries` after `from`, applied to `state`, verified.
-    fn apply_chain(&self, state: &T, from: u64, entries: &[HistoryEntry]) -> Option<(T, u64)> {
+    pub(crate) fn apply_chain(
+        &self,
+        state: &T,
+        from: u64,
+        entries: &[HistoryEntry],
+    ) -> Option<(T, u64)> {
         let config = self.config();
         let mut doc = serde_json::to_value(state).ok()?;
         let mut at = from;
@@ -360,7 +365,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         // rule and schema.
         let state: T = serde_json::from_value(doc).ok()?;
         validate::check(
-            &self.local().target.given,
+            self.path(),
             &state,
             self.opts.rule.as_ref(),
             config.schema.as_ref(),
@@ -524,7 +529,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
     /// [`Error::NotFound`], [`Error::Unrecoverable`], lock and I/O errors.
     pub fn recover(&self) -> Result<Option<Event>> {
         if let Some(remote) = self.remote() {
-            return Err(remote.unsupported("recover"));
+            return remote.recover(self);
         }
         let Locked {
             mut guard,

@@ -120,21 +120,7 @@ fn processes_and_threads_lose_no_update() {
             .open_url(&url)
             .unwrap(),
     );
-    let threads: Vec<_> = (0..WORKERS)
-        .map(|_| {
-            let store = Arc::clone(&store);
-            std::thread::spawn(move || {
-                for _ in 0..rounds {
-                    store
-                        .update(|s| s["n"] = (s["n"].as_u64().unwrap() + 1).into())
-                        .unwrap();
-                }
-            })
-        })
-        .collect();
-    for t in threads {
-        t.join().unwrap();
-    }
+    cluster::increment_n(WORKERS, rounds, || Arc::clone(&store));
     for mut c in children {
         assert!(c.wait().unwrap().success(), "a statesafe process failed");
     }
@@ -311,6 +297,86 @@ fn lock_lets_the_commands_own_writers_through_and_holds_off_others() {
     assert_eq!(got, json!({"n": 20, "log": ["cmd", "waiter"]}));
     let info: Value = serde_json::from_str(&ok(&["--json", "info", &url])).unwrap();
     assert_eq!(info["generation"], 23);
+}
+
+/// `statesafe recover URL` on a row damaged by hand: with `--recovery fail` a read is
+/// a typed error naming the state and the next step; `recover` quarantines the row
+/// (kept in `statesafe_quarantine`) and restores the newest valid backup; reads work.
+#[test]
+fn recover_takes_a_url_and_repairs_a_damaged_row() {
+    let Some(pg) = cluster::cluster() else {
+        return;
+    };
+    let url = pg.url("cli_recover");
+    ok(&["init", &url, r#"{"n": 1}"#, "--recovery", "fail"]);
+    ok(&["set", &url, "/n", "2"]);
+    let out = statesafe(&["--json", "recover", &url]);
+    assert!(out.status.success(), "{out:?}");
+    let sound: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(sound["recovered"], false, "{sound}");
+    pg.client()
+        .execute(
+            "UPDATE statesafe SET document = '{\"n\": 666}' WHERE state = 'cli_recover'",
+            &[],
+        )
+        .unwrap();
+    let out = statesafe(&["--json", "get", &url]);
+    assert!(!out.status.success(), "{out:?}");
+    let err: Value = serde_json::from_slice(&out.stderr).unwrap();
+    assert_eq!(err["kind"], "corrupt", "{err}");
+    let message = err.to_string();
+    assert!(
+        message.contains("state=cli_recover") && message.contains("statesafe recover URL"),
+        "{message}"
+    );
+    let out = statesafe(&["--json", "recover", &url]);
+    assert!(out.status.success(), "{out:?}");
+    let done: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (&done["recovered"], &done["generation"]),
+        (&json!(true), &json!(3)),
+        "{done}"
+    );
+    assert_eq!(ok(&["get", &url, "/n"]), "1\n");
+    let kept: String = pg
+        .client()
+        .query_one(
+            "SELECT document FROM statesafe_quarantine WHERE state = 'cli_recover'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(kept, "{\"n\": 666}");
+}
+
+/// A `lock` nested inside a `lock` on the same URL passes through, as the outer
+/// one's own writers do (it used to wait for the outer one until its timeout):
+/// the innermost CMD's writer gets in, and once both end the state is free again.
+#[test]
+fn a_lock_nested_in_a_lock_on_the_same_url_passes_through() {
+    let Some(pg) = cluster::cluster() else {
+        return;
+    };
+    let url = pg.url("cli_lock_nested");
+    ok(&["init", &url, r#"{"n": 0}"#]);
+    let out = Command::new(bin())
+        .args(["lock", &url, "--timeout", "2s", "--"])
+        .arg(bin())
+        .args(["lock", &url, "--timeout", "2s", "--"])
+        .arg(bin())
+        .args(["update", "--lock-timeout", "2s", &url, ".n += 1"])
+        .env_remove("STATESAFE_PG_LOCKS")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the nested lock did not pass: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(ok(&["get", &url, "/n"]), "1\n");
+    // Nothing is left held: another process's writer gets in at once.
+    ok(&["update", "--lock-timeout", "0", &url, ".n += 1"]);
+    assert_eq!(ok(&["get", &url, "/n"]), "2\n");
 }
 
 /// The holder SIGKILLed while CMD runs: the server ends its transaction when its

@@ -32,6 +32,15 @@ fn address_redacted(url: &str) -> String {
 #[cfg(feature = "postgres")]
 pub use address::has_password;
 
+/// Test hook: lowers, for this process, the size of the statement a PostgreSQL write
+/// may send (PostgreSQL's own limit is a query message of 1 GiB - 1 bytes); 0
+/// restores it. A write over it is refused before anything is sent.
+#[cfg(feature = "postgres")]
+#[doc(hidden)]
+pub fn set_statement_limit_for_tests(bytes: u64) {
+    remote::set_statement_limit(bytes);
+}
+
 /// Whether `s` names a PostgreSQL state (`postgres://` or `postgresql://`), to be
 /// opened with [`crate::StoreOptions::open_url`].
 ///

@@ -57,9 +57,6 @@ impl Remote {
     pub(crate) fn display(&self) -> &Path {
         match *self {}
     }
-    pub(crate) fn unsupported(&self, _what: &str) -> Error {
-        match *self {}
-    }
     pub(crate) fn lock_holder(&self) -> Option<Holder> {
         match *self {}
     }
@@ -67,6 +64,9 @@ impl Remote {
         match *self {}
     }
     pub(crate) fn generation<T>(&self, _store: &Store<T>) -> Result<u64> {
+        match *self {}
+    }
+    pub(crate) fn recover<T>(&self, _store: &Store<T>) -> Result<Option<crate::Event>> {
         match *self {}
     }
     pub(crate) fn begin<T>(

@@ -28,11 +28,12 @@ use super::sql::{self, Names};
 use super::tls::Tls;
 use crate::backup::{self, BackupInfo, BackupList};
 use crate::error::{CommitLost, Error, Result};
+use crate::events::Event;
 use crate::format::{self, Writer};
 use crate::history::{self, Change, HistoryEntry};
 use crate::lock::Holder;
 use crate::recover::{CheckReport, Info};
-use crate::settings::{Format, Settings};
+use crate::settings::{Format, RecoveryPolicy, Settings};
 use crate::store::{Config, Snapshot, Store, is_damage};
 use crate::transaction::now_rfc3339;
 use crate::validate;
@@ -108,14 +109,6 @@ impl Remote {
     /// The URL without any password.
     pub(crate) fn display(&self) -> &Path {
         &self.address.display
-    }
-
-    pub(crate) fn unsupported(&self, what: &str) -> Error {
-        Error::Unsupported {
-            path: self.display().to_path_buf(),
-            what: what.to_string(),
-            why: "for a PostgreSQL state yet".into(),
-        }
     }
 
     fn connect(&self) -> Result<Client> {
@@ -330,11 +323,40 @@ impl Remote {
                 line: None,
                 column: None,
                 reason: format!(
-                    "the checksum of {what} (generation {}) does not match its document: recorded {recorded:?}, computed {sum}; the row was changed outside statesafe, or damaged",
+                    "the checksum of {what} (generation {}) does not match its document: recorded {recorded:?}, computed {sum}; the row was changed outside statesafe, or damaged; `statesafe recover URL` quarantines it and restores the newest valid backup",
                     cur.generation
                 ),
             }),
         }
+    }
+
+    /// The row's state after its checksum and its document verified (`None`: the
+    /// row holds no document); `Err` with damage ([`is_damage`]) when either fails.
+    fn verified_state<T: Serialize + DeserializeOwned>(
+        &self,
+        store: &Store<T>,
+        row: &Current,
+        what: &str,
+    ) -> Result<Option<T>> {
+        match self.verified_text(row, what)? {
+            Some(text) => Ok(Some(
+                store
+                    .verify_bytes(text.as_bytes(), row.generation, true, false)?
+                    .state,
+            )),
+            None => Ok(None),
+        }
+    }
+
+    /// A backup row's state after its checksum and document verified.
+    fn verified_backup<T: Serialize + DeserializeOwned>(
+        &self,
+        store: &Store<T>,
+        b: &Current,
+    ) -> Result<T> {
+        Ok(self
+            .verified_state(store, b, &format!("backup {}", b.generation))?
+            .expect("invariant: a backup row has a document"))
     }
 
     pub(crate) fn load<T: Serialize + DeserializeOwned>(
@@ -345,13 +367,157 @@ impl Remote {
         let Some(cur) = cur else {
             return Err(self.not_found());
         };
-        let Some(text) = self.verified_text(&cur, "the current row")? else {
+        match self.verified_state(store, &cur, "the current row") {
+            Ok(Some(state)) => Ok(Snapshot {
+                state,
+                generation: cur.generation,
+            }),
+            Ok(None) => Err(self.not_found()),
+            // A damaged row: repaired as the recovery policy says (under the row
+            // lock, as a local file's load does), or the damage reported.
+            Err(damage) if is_damage(&damage) => {
+                match self.repair(store, "load (recover)", Some(damage))? {
+                    Repair::Recovered {
+                        state, generation, ..
+                    } => Ok(Snapshot { state, generation }),
+                    Repair::Sound(state, generation) => Ok(Snapshot { state, generation }),
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Recovers a damaged row now, whatever the recovery policy (`statesafe
+    /// recover URL`): `None` when it is sound.
+    pub(crate) fn recover<T: Serialize + DeserializeOwned>(
+        &self,
+        store: &Store<T>,
+    ) -> Result<Option<Event>> {
+        match self.repair(store, "recover", None)? {
+            Repair::Recovered { event, .. } => Ok(Some(event)),
+            Repair::Sound(..) => Ok(None),
+        }
+    }
+
+    /// Under the row lock: if the current row is damaged (its checksum does not
+    /// match, or its document fails verification), moves it as it is into the
+    /// quarantine table, and writes the newest backup that verifies (or the store's
+    /// default state, where it has one and the policy says so) as the next
+    /// generation, all in one transaction. `seen`: the damage a lock-free read saw
+    /// (then the store's recovery policy decides: `Fail` reports it, changing
+    /// nothing); `None`: an explicit recovery, as `Store::recover` for a file.
+    /// Nothing is ever repaired silently: the event is emitted and returned.
+    fn repair<T: Serialize + DeserializeOwned>(
+        &self,
+        store: &Store<T>,
+        operation: &str,
+        seen: Option<Error>,
+    ) -> Result<Repair<T>> {
+        let policy = store.config().recovery;
+        if let Some(damage) = seen
+            && policy == RecoveryPolicy::Fail
+        {
+            return Err(damage);
+        }
+        let mut tx = self.lock_row(store, operation)?;
+        if !tx.existed() {
             return Err(self.not_found());
+        }
+        let generation = tx.current.generation;
+        let damage = match self.verified_state(store, &tx.current, "the current row") {
+            // Sound (repaired meanwhile by another process, or never damaged).
+            Ok(state) => {
+                let state = state.expect("invariant: it exists");
+                return Ok(Repair::Sound(state, generation));
+            }
+            Err(e) if is_damage(&e) => e,
+            Err(e) => return Err(e),
         };
-        let v = store.verify_bytes(text.as_bytes(), cur.generation, true, false)?;
-        Ok(Snapshot {
-            state: v.state,
-            generation: cur.generation,
+        let damage_text = damage.to_string();
+        // The newest backup that verifies (they are all older than the damaged row).
+        let mut tried = Vec::new();
+        let mut found = None;
+        if !(policy == RecoveryPolicy::UseDefault && store.opts.default_state.is_some()) {
+            for b in self.backup_rows()? {
+                match self.verified_backup(store, &b) {
+                    Ok(state) => {
+                        found = Some((state, Some(b.generation)));
+                        break;
+                    }
+                    Err(e) if is_damage(&e) => {
+                        tried.push((self.backup_path(b.generation), e.to_string()))
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        // Carried forward by the history's patches while they form an unbroken
+        // chain below the damaged generation, as a file's recovery does.
+        let mut rebuilt_from = None;
+        if let Some((state, Some(b))) = &found
+            && store.config().history.keep > 0
+        {
+            let entries: Vec<HistoryEntry> = self
+                .history(store)?
+                .into_iter()
+                .filter(|e| e.generation < generation)
+                .collect();
+            rebuilt_from = store
+                .apply_chain(state, *b, &entries)
+                .map(|(state, at)| (state, at, *b));
+        }
+        let rebuilt_from = match rebuilt_from {
+            Some((state, at, b)) => {
+                found = Some((state, Some(at)));
+                Some(b)
+            }
+            None => None,
+        };
+        let (state, from) = match (found, &store.opts.default_state) {
+            (Some(found), _) => found,
+            (None, Some(default)) if policy == RecoveryPolicy::UseDefault => (default(), None),
+            (None, _) => {
+                // Nothing changed: the transaction rolls back, the damaged row stays.
+                drop(tx);
+                store.recorder.failure("unrecoverable");
+                return Err(Error::Unrecoverable {
+                    path: self.display().to_path_buf(),
+                    damage: Box::new(damage),
+                    quarantined: None,
+                    tried,
+                });
+            }
+        };
+        let sql = self
+            .names
+            .quarantine(&literal(&self.address.state), &literal(&damage_text));
+        let messages = tx
+            .client()
+            .simple_query(&sql)
+            .map_err(|e| self.error("quarantine the damaged row of", e))?;
+        let id = Locking::rows(&messages)
+            .first()
+            .and_then(|r| r.first().cloned().flatten())
+            .unwrap_or_default();
+        let quarantined = PathBuf::from(format!("{}#quarantine={id}", self.display().display()));
+        let change = Change::Recovery {
+            quarantined: Some(quarantined.clone()),
+            from,
+        };
+        let written = tx.write(store, &state, change, None)?;
+        let event = Event::Recovered {
+            path: self.display().to_path_buf(),
+            damage: damage_text,
+            quarantined,
+            restored_from: from,
+            rebuilt_from,
+            generation: written,
+        };
+        store.emit(event.clone());
+        Ok(Repair::Recovered {
+            state,
+            generation: written,
+            event,
         })
     }
 
@@ -544,20 +710,57 @@ SELECT 1 FROM {} WHERE state = {} FOR UPDATE{};\n{}",
         let millis = config.lock_timeout.as_millis().min(i32::MAX as u128);
         let start = Instant::now();
         let mut client = self.connect()?;
-        let taken = client.simple_query(&format!(
+        // First without waiting: free, it is taken now; held by a `statesafe lock`
+        // this process runs under (its transaction id is in `STATESAFE_PG_LOCKS`),
+        // this one passes through, as that lock's writers do (waiting would wait for
+        // our own parent: a deadlock until the timeout). Else wait for it.
+        let probe = client.simple_query(&format!(
             "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT set_config('lock_timeout', '{}ms', true), set_config('application_name', '{}', true);
-SELECT txid_current()::text FROM {main} WHERE state = {key} FOR UPDATE{}",
+SELECT (SELECT txid_current()::text FROM {main} WHERE state = {key} FOR UPDATE SKIP LOCKED),
+    (SELECT xmax::text FROM {main} WHERE state = {key})",
             millis.max(1),
             application_name(operation),
-            if millis == 0 { " NOWAIT" } else { "" },
         ));
+        // `None`: passing through; `Some(xid)`: taken (`xid` is `None` if the row
+        // vanished meanwhile).
+        let taken = probe.and_then(|messages| {
+            let row = Locking::rows(&messages)
+                .into_iter()
+                .next()
+                .unwrap_or_default();
+            let column = |i: usize| row.get(i).cloned().flatten();
+            match (column(0), column(1)) {
+                (Some(xid), _) => Ok(Some(Some(xid))),
+                (None, Some(xmax)) if nested(&xmax) => Ok(None),
+                _ => {
+                    let messages = client.simple_query(&format!(
+                        "SELECT txid_current()::text FROM {main} WHERE state = {key} FOR UPDATE{}",
+                        if millis == 0 { " NOWAIT" } else { "" },
+                    ))?;
+                    Ok(Some(
+                        Locking::rows(&messages)
+                            .first()
+                            .and_then(|r| r.first().cloned().flatten()),
+                    ))
+                }
+            }
+        });
         let waited = start.elapsed();
         match taken {
-            Ok(messages) => {
-                let rows = Locking::rows(&messages);
-                let xid = rows
-                    .first()
-                    .and_then(|r| r.first().cloned().flatten())
+            Ok(None) => {
+                // Nothing is held by this `lock`: the outer one holds the state.
+                if client.batch_execute("ROLLBACK").is_ok() {
+                    self.give(client);
+                }
+                store.recorder.lock_wait(waited);
+                Ok(Held {
+                    remote: self,
+                    client: Mutex::new(None),
+                    xid: None,
+                })
+            }
+            Ok(Some(xid)) => {
+                let xid = xid
                     .and_then(|t| t.parse::<u64>().ok())
                     .ok_or_else(|| Error::Remote {
                         path: self.display().to_path_buf(),
@@ -573,7 +776,7 @@ SELECT txid_current()::text FROM {main} WHERE state = {key} FOR UPDATE{}",
                     remote: self,
                     client: Mutex::new(Some(client)),
                     // The row's `xmax` is the 32-bit transaction id.
-                    xid: xid & 0xffff_ffff,
+                    xid: Some(xid & 0xffff_ffff),
                 })
             }
             Err(e) if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => {
@@ -637,13 +840,20 @@ SELECT txid_current()::text FROM {main} WHERE state = {key} FOR UPDATE{}",
         operation: &str,
         init: Option<impl FnOnce() -> T>,
     ) -> Result<(Tx<'_>, T)> {
-        let tx = self.lock_row(store, operation)?;
-        let state = match self.verified_text(&tx.current, "the current row")? {
-            Some(text) => {
-                store
-                    .verify_bytes(text.as_bytes(), tx.current.generation, true, false)?
-                    .state
+        let mut tx = self.lock_row(store, operation)?;
+        let verified = match self.verified_state(store, &tx.current, "the current row") {
+            // A damaged row: repaired first as the recovery policy says (nothing is
+            // written over it otherwise), then locked again.
+            Err(damage) if is_damage(&damage) => {
+                drop(tx);
+                self.repair(store, &format!("{operation} (recover)"), Some(damage))?;
+                tx = self.lock_row(store, operation)?;
+                self.verified_state(store, &tx.current, "the current row")
             }
+            other => other,
+        };
+        let state = match verified? {
+            Some(state) => state,
             None => match init {
                 Some(init) => init(),
                 None => return Err(self.not_found()),
@@ -736,13 +946,7 @@ SELECT txid_current()::text FROM {main} WHERE state = {key} FOR UPDATE{}",
                 path: self.backup_path(generation),
             });
         };
-        let backup = backup_row(&row);
-        let text = self
-            .verified_text(&backup, &format!("backup {generation}"))?
-            .expect("invariant: a backup row has a document");
-        let state: T = store
-            .verify_bytes(text.as_bytes(), generation, true, false)?
-            .state;
+        let state = self.verified_backup(store, &backup_row(&row))?;
         tx.write(store, &state, Change::Restore { from: generation }, None)
     }
 
@@ -813,13 +1017,9 @@ SELECT txid_current()::text FROM {main} WHERE state = {key} FOR UPDATE{}",
         };
         let cur = self.read("read", |c| self.read_current(c, None))?;
         if let Some(cur) = cur.filter(|c| c.generation == generation)
-            && let Some(text) = self.verified_text(&cur, "the current row")?
+            && let Some(state) = self.verified_state(store, &cur, "the current row")?
         {
-            return to_value(
-                store
-                    .verify_bytes(text.as_bytes(), generation, true, false)?
-                    .state,
-            );
+            return to_value(state);
         }
         if let Some(b) = self
             .backup_rows()?
@@ -827,6 +1027,8 @@ SELECT txid_current()::text FROM {main} WHERE state = {key} FOR UPDATE{}",
             .find(|b| b.generation == generation)
             && let Ok(Some(text)) = self.verified_text(b, "a backup")
         {
+            // A backup whose checksum fails is passed over (the history may still
+            // rebuild the version); one whose document fails verification is an error.
             return to_value(
                 store
                     .verify_bytes(text.as_bytes(), generation, true, false)?
@@ -858,26 +1060,14 @@ SELECT txid_current()::text FROM {main} WHERE state = {key} FOR UPDATE{}",
             report.exists = true;
             report.generation = cur.generation;
             report.format = Some(Format::Plain);
-            let verified = self
-                .verified_text(&cur, "the current row")
-                .and_then(|text| {
-                    let text = text.expect("invariant: it exists");
-                    store.verify_bytes(text.as_bytes(), cur.generation, true, false)
-                });
-            match verified {
+            match self.verified_state(store, &cur, "the current row") {
                 Ok(_) => {}
                 Err(e) if is_damage(&e) => report.problems.push(e.to_string()),
                 Err(e) => return Err(e),
             }
         }
         for b in self.backup_rows()? {
-            let verified = self
-                .verified_text(&b, &format!("backup {}", b.generation))
-                .and_then(|text| {
-                    let text = text.expect("invariant: a backup row has a document");
-                    store.verify_bytes(text.as_bytes(), b.generation, true, false)
-                });
-            match verified {
+            match self.verified_backup(store, &b) {
                 Ok(_) => report.backups_valid += 1,
                 Err(e) => report
                     .backups_damaged
@@ -1160,13 +1350,20 @@ impl Tx<'_> {
         } else if keep_backup {
             // Count only: the newest `keep`, the outgoing version (the newest) and
             // the `keep - 1` newest others, pruned on the server without listing
-            // them here.
-            prune_backups = Some(format!(
-                "generation <> {old_g} AND generation IN (SELECT generation FROM {} \
-                 WHERE state = {lit_state} AND generation <> {old_g} ORDER BY generation DESC OFFSET {})",
-                names.backups,
-                policy.keep - 1
-            ));
+            // them here: every other older than the `keep - 1`th newest (found by
+            // walking the primary key from the newest end, so the cost does not grow
+            // with the deleted rows the index still holds until a vacuum; listing
+            // them all with `OFFSET` did, and took most of a write's server time).
+            prune_backups = Some(if policy.keep == 1 {
+                format!("generation <> {old_g}")
+            } else {
+                format!(
+                    "generation < (SELECT generation FROM {} WHERE state = {lit_state} \
+                     AND generation <> {old_g} ORDER BY generation DESC LIMIT 1 OFFSET {})",
+                    names.backups,
+                    policy.keep - 2
+                )
+            });
         }
         if keep_backup {
             // The outgoing version, copied row to row on the server (we hold its
@@ -1203,6 +1400,24 @@ impl Tx<'_> {
             "WITH {} SELECT 1 / (SELECT count(*)::int FROM u);\nCOMMIT",
             parts.join(",\n")
         );
+        // The server refuses a query message over its limit only after reading it
+        // all; checked here first, so nothing is sent (the server's own refusals,
+        // of a value or a row too large, fail the whole statement: nothing is
+        // committed either way).
+        let limit = statement_limit();
+        if sql.len() as u64 > limit {
+            return Err(Error::Remote {
+                path: path.to_path_buf(),
+                op: "write".into(),
+                reason: format!(
+                    "the document is over PostgreSQL's limits: the statement that writes it would be {} bytes (the document {} bytes, escaped, with its history entry), over the {limit} bytes the server takes in one query message",
+                    sql.len(),
+                    text.len()
+                ),
+                hint: "nothing was committed; keep the document smaller (PostgreSQL holds at most 1 GB in one value and one message), or set `max_bytes` to refuse it before it is built".into(),
+                source: None,
+            });
+        }
         self.finish_with(&sql, "write", generation)?;
         Ok(generation)
     }
@@ -1282,6 +1497,18 @@ impl Tx<'_> {
     }
 }
 
+/// What [`Remote::repair`] did.
+enum Repair<T> {
+    /// The row was sound: its state and generation.
+    Sound(T, u64),
+    /// The damaged row was quarantined and this state written as `generation`.
+    Recovered {
+        state: T,
+        generation: u64,
+        event: Event,
+    },
+}
+
 /// What [`Remote::lock_statements`] found.
 struct Locking {
     /// The state's row, locked; `None`: the state has no row.
@@ -1352,6 +1579,26 @@ impl Locking {
     }
 }
 
+/// The longest query message PostgreSQL takes: `PQ_LARGE_MESSAGE_LIMIT`, its
+/// `MaxAllocSize` (1 GiB - 1) less one, less the message's length word and final NUL.
+pub(crate) const STATEMENT_LIMIT: u64 = 0x3fff_ffff - 1 - 5;
+
+static STATEMENT_LIMIT_OVERRIDE: std::sync::atomic::AtomicU64 =
+    std::sync::atomic::AtomicU64::new(0);
+
+fn statement_limit() -> u64 {
+    match STATEMENT_LIMIT_OVERRIDE.load(std::sync::atomic::Ordering::Relaxed) {
+        0 => STATEMENT_LIMIT,
+        n => n,
+    }
+}
+
+/// Lowers the statement size limit of this process (tests: a 1 GB document is more
+/// than a test can afford to build); 0 restores PostgreSQL's.
+pub(crate) fn set_statement_limit(bytes: u64) {
+    STATEMENT_LIMIT_OVERRIDE.store(bytes, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// The environment variable through which `statesafe lock URL -- CMD` lets CMD's own
 /// writers through its lock: the transaction ids of the locks held, comma-separated.
 pub(crate) const NESTED_ENV: &str = "STATESAFE_PG_LOCKS";
@@ -1373,18 +1620,24 @@ fn literal(s: &str) -> String {
 /// closes).
 pub(crate) struct Held<'r> {
     remote: &'r Remote,
+    /// `None` when this `lock` passes through an outer one (see `xid`).
     client: Mutex<Option<Client>>,
-    xid: u64,
+    /// The holding transaction; `None`: a `lock` nested in a `lock` of the same
+    /// state, which holds nothing itself (the outer one holds the state while this
+    /// one's CMD runs, and lets CMD's writers through already).
+    xid: Option<u64>,
 }
 
 impl Held<'_> {
     /// The environment variable, and its value, that lets CMD's own writers through.
     pub(crate) fn nested_env(&self) -> (&'static str, String) {
         let mut held = std::env::var(NESTED_ENV).unwrap_or_default();
-        if !held.is_empty() {
-            held.push(',');
+        if let Some(xid) = self.xid {
+            if !held.is_empty() {
+                held.push(',');
+            }
+            held.push_str(&xid.to_string());
         }
-        held.push_str(&self.xid.to_string());
         (NESTED_ENV, held)
     }
 
@@ -1393,6 +1646,10 @@ impl Held<'_> {
     /// backend) released the lock, and other writers may have got in.
     pub(crate) fn check(&self) -> Result<()> {
         let mut client = self.client.lock();
+        if self.xid.is_none() {
+            // Passing through: the outer `lock` checks its own.
+            return Ok(());
+        }
         match conn(&mut client).simple_query("SELECT 1") {
             Ok(_) => Ok(()),
             Err(e) => Err(Error::Remote {

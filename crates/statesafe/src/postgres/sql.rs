@@ -10,6 +10,8 @@ pub(crate) struct Names {
     pub backups: String,
     /// One entry per generation.
     pub history: String,
+    /// Damaged versions moved aside by a recovery (created when first needed).
+    pub quarantine: String,
     /// The tables' names as `to_regclass` takes them, in the same order.
     pub regclass: [String; 3],
 }
@@ -26,6 +28,7 @@ impl Names {
             main: qualify(table),
             backups: qualify(&backups),
             history: qualify(&history),
+            quarantine: qualify(&format!("{table}_quarantine")),
             regclass: [qualify(table), qualify(&backups), qualify(&history)],
         }
     }
@@ -66,6 +69,32 @@ CREATE TABLE IF NOT EXISTS {history} (
     PRIMARY KEY (state, generation)
 );
 COMMIT;"
+        )
+    }
+}
+
+impl Names {
+    /// Moves the state's current row, as it is, into the quarantine table (made
+    /// here if missing, in the recovering transaction), with why; returns its id.
+    pub(crate) fn quarantine(&self, state: &str, reason: &str) -> String {
+        let Names {
+            main, quarantine, ..
+        } = self;
+        format!(
+            "CREATE TABLE IF NOT EXISTS {quarantine} (
+    id             bigserial PRIMARY KEY,
+    state          text NOT NULL,
+    generation     bigint NOT NULL,
+    document       text,
+    checksum       bigint,
+    written_at     timestamptz,
+    writer         text,
+    quarantined_at timestamptz NOT NULL DEFAULT now(),
+    reason         text NOT NULL
+);
+INSERT INTO {quarantine} (state, generation, document, checksum, written_at, writer, reason)
+    SELECT state, generation, document, checksum, written_at, writer, {reason} FROM {main} WHERE state = {state}
+    RETURNING id::text"
         )
     }
 }

@@ -250,28 +250,42 @@ fn a_sound_version_of_the_wrong_shape_is_a_mismatch(place: &Place) {
     assert_eq!(untyped.load().unwrap().state, json!({"n": "not a number"}));
 }
 
+/// The generations of the backups kept, newest first.
+fn backup_generations(store: &Store) -> Vec<u64> {
+    let list = store.backups().unwrap().backups;
+    list.iter().map(|b| b.generation).collect()
+}
+
 fn backups_follow_the_retention(place: &Place) {
-    let store: Store = place.open_with(Store::options().backups(BackupPolicy {
-        keep: 2,
-        hourly: 0,
-        daily: 0,
-    }));
+    let keeping = |keep: u32| -> Store {
+        place.open_with(Store::options().backups(BackupPolicy {
+            keep,
+            hourly: 0,
+            daily: 0,
+        }))
+    };
+    let store = keeping(2);
     store.create(json!({"n": 0})).unwrap();
     for n in 1..=4 {
         store.update(|s| s["n"] = n.into()).unwrap();
     }
-    let kept: Vec<u64> = store
-        .backups()
-        .unwrap()
-        .backups
-        .iter()
-        .map(|b| b.generation)
-        .collect();
-    assert_eq!(kept, vec![4, 3]);
+    assert_eq!(backup_generations(&store), vec![4, 3]);
     assert_eq!(store.document_at(4).unwrap(), json!({"n": 3}));
     let report = store.check().unwrap();
     assert!(report.is_ok(), "{report:?}");
     assert_eq!(report.backups_valid, 2);
+    // Raised, then lowered below what is kept: the prune catches up in one write.
+    let kept_after_a_write = |keep: u32| {
+        let store = keeping(keep);
+        store
+            .update(|s| s["n"] = (s["n"].as_u64().unwrap() + 1).into())
+            .unwrap();
+        backup_generations(&store)
+    };
+    assert_eq!(kept_after_a_write(3), vec![5, 4, 3]);
+    assert_eq!(kept_after_a_write(3), vec![6, 5, 4]);
+    assert_eq!(kept_after_a_write(1), vec![7]);
+    assert_eq!(kept_after_a_write(2), vec![8, 7]);
 }
 
 fn history_rebuilds_every_generation(place: &Place) {

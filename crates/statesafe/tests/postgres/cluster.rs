@@ -205,41 +205,42 @@ cat >/dev/null
 kill $pid; wait $pid
 rm -rf "$dir"
 "#;
-        let mut cmd = Command::new(c.run_as.first().map_or("bash", String::as_str));
-        if !c.run_as.is_empty() {
-            cmd.args(&c.run_as[1..]).arg("bash");
-        }
-        let mut child = cmd
-            .arg("-c")
-            .arg(script)
-            .arg("bash")
-            .arg(&dir)
-            .arg(exe)
-            .arg(port.to_string())
-            .env("CONFIG", config)
-            .env("USER_NAME", user)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("start pgbouncer's watchdog shell: {e}"))?;
-        let stdin = child.stdin.take().expect("invariant: piped");
-        let stdout = child.stdout.take().expect("invariant: piped");
-        let mut said = String::new();
-        for line in BufReader::new(stdout).lines() {
-            let line = line.map_err(|e| format!("read the watchdog: {e}"))?;
-            if line == "ready" {
-                return Ok(Bouncer {
-                    base: format!("postgres://{user}@127.0.0.1:{port}/{DATABASE}"),
-                    _watchdog: Mutex::new(stdin),
-                });
-            }
-            said.push_str(&line);
-            said.push('\n');
-        }
-        drop(stdin);
-        let _ = child.wait();
-        Err(said.trim().to_string())
+        let stdin = watchdog(
+            &c.run_as,
+            "bash",
+            script,
+            &[dir.as_os_str(), exe.as_ref(), port.to_string().as_ref()],
+            &[("CONFIG", config.as_str()), ("USER_NAME", user.as_str())],
+        )
+        .map_err(|said| format!("pgbouncer's watchdog: {said}"))?;
+        Ok(Bouncer {
+            base: format!("postgres://{user}@127.0.0.1:{port}/{DATABASE}"),
+            _watchdog: Mutex::new(stdin),
+        })
+    }
+}
+
+/// `threads` threads each increment `/n` `rounds` times, each through the store
+/// `store()` gives it (a store of its own, or one shared); returns once all are done.
+pub fn increment_n(
+    threads: u64,
+    rounds: u64,
+    store: impl Fn() -> std::sync::Arc<statesafe::Store>,
+) {
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let store = store();
+            std::thread::spawn(move || {
+                for _ in 0..rounds {
+                    store
+                        .update(|s| s["n"] = (s["n"].as_u64().unwrap() + 1).into())
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in handles {
+        t.join().unwrap();
     }
 }
 
@@ -358,7 +359,6 @@ fn launch(
     dir: &Path,
     port: u16,
 ) -> Result<ChildStdin, String> {
-    let data = dir.join("data");
     // The watchdog: start, say `ready`, wait for EOF on stdin (this process's end),
     // stop at once (the data is thrown away) and remove everything.
     let script = r#"
@@ -399,30 +399,55 @@ cat >/dev/null
 "$bin/pg_ctl" -D "$dir/data" -m immediate -w stop >/dev/null 2>&1
 rm -rf "$dir"
 "#;
-    let mut cmd = Command::new(run_as.first().map_or("sh", String::as_str));
+    watchdog(
+        run_as,
+        "sh",
+        script,
+        &[
+            bin.as_os_str(),
+            template.as_os_str(),
+            dir.as_os_str(),
+            port.to_string().as_ref(),
+            DATABASE.as_ref(),
+        ],
+        &[
+            ("SERVER_OPTIONS", SERVER_OPTIONS),
+            ("PW_USER", PASSWORD_USER.0),
+            ("PW", PASSWORD_USER.1),
+            ("TLS_USER", TLS_USER),
+        ],
+    )
+    .map_err(|said| format!("could not start PostgreSQL on 127.0.0.1:{port}: {said}"))
+}
+
+/// Runs a watchdog `script` in `shell` (as `run_as`, when given) with `args` and
+/// `envs`; returns the write end of its stdin once it prints `ready`, or what it
+/// printed instead. It lives until that pipe closes, that is until this process ends
+/// in any way, and then stops what it started and removes its files.
+fn watchdog(
+    run_as: &[String],
+    shell: &str,
+    script: &str,
+    args: &[&std::ffi::OsStr],
+    envs: &[(&str, &str)],
+) -> Result<ChildStdin, String> {
+    let mut cmd = Command::new(run_as.first().map_or(shell, String::as_str));
     if !run_as.is_empty() {
-        cmd.args(&run_as[1..]).arg("sh");
+        cmd.args(&run_as[1..]).arg(shell);
     }
     let mut child = cmd
         .arg("-c")
         .arg(script)
-        .arg("sh")
-        .arg(bin)
-        .arg(template)
-        .arg(dir)
-        .arg(port.to_string())
-        .arg(DATABASE)
-        .env("SERVER_OPTIONS", SERVER_OPTIONS)
-        .env("PW_USER", PASSWORD_USER.0)
-        .env("PW", PASSWORD_USER.1)
-        .env("TLS_USER", TLS_USER)
+        .arg(shell)
+        .args(args)
+        .envs(envs.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         // Not inherited: the watchdog outlives the test, and a test runner waits for
         // (or reports as leaked) anything holding its output open.
         .stderr(Stdio::null())
         .spawn()
-        .map_err(|e| format!("start the cluster's watchdog shell: {e}"))?;
+        .map_err(|e| format!("start the watchdog shell: {e}"))?;
     let stdin = child.stdin.take().expect("invariant: piped");
     let stdout = child.stdout.take().expect("invariant: piped");
     let mut said = String::new();
@@ -430,8 +455,7 @@ rm -rf "$dir"
         let line = line.map_err(|e| format!("read the watchdog: {e}"))?;
         if line == "ready" {
             // Dropping `child` neither kills nor waits for it: the watchdog lives until
-            // `stdin` closes, that is until this process ends.
-            let _ = data;
+            // `stdin` closes.
             return Ok(stdin);
         }
         said.push_str(&line);
@@ -439,10 +463,7 @@ rm -rf "$dir"
     }
     drop(stdin);
     let _ = child.wait();
-    Err(format!(
-        "could not start PostgreSQL on 127.0.0.1:{port}: {}",
-        said.trim()
-    ))
+    Err(said.trim().to_string())
 }
 
 /// An initdb'd data directory to copy, made once per target directory and server
