@@ -631,6 +631,31 @@ fn maker_alive(file: &File) -> io::Result<bool> {
     }
 }
 
+/// Removes the passes whose makers died without removing them (a `statesafe lock`
+/// killed with SIGKILL), which let nobody through any more; called by a holder as it
+/// makes its own pass. Best effort: a pass that cannot be checked is left alone.
+fn sweep_passes(root: &crate::sidecar::Dir) {
+    let Ok(names) = root.names(Op::Lock) else {
+        return;
+    };
+    for name in names {
+        let is_pass = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(PASS_PREFIX))
+            .is_some_and(|token| parse_pass(&format!("0:0:{token}")).is_some());
+        if !is_pass {
+            continue;
+        }
+        let Ok(Some(file)) = root.open(&name, Access::Read, 0, Use::Read, Op::Lock) else {
+            continue;
+        };
+        // Not if a writer is inside (it found the maker alive a moment ago).
+        if file.try_lock().is_ok() && matches!(maker_alive(&file), Ok(false)) {
+            let _ = root.remove_file(&name, Op::Lock);
+        }
+    }
+}
+
 /// One `DEV:INO:TOKEN` entry of [`PASS_ENV`]; the token is 32 lowercase hex digits
 /// (so the pass file's name is one plain component, whatever the variable says).
 fn parse_pass(entry: &str) -> Option<(u64, u64, &str)> {
@@ -775,6 +800,7 @@ impl Guard<'_> {
             return Ok(());
         }
         let root = self.open().sidecar.root();
+        sweep_passes(root);
         let name = format!("{PASS_PREFIX}{}", pass_token());
         let lock =
             sys::stat_fd(&self.open().file).map_err(|e| Error::io(Op::OpenLock, &self.lock, e))?;

@@ -307,4 +307,11 @@ fn the_pass_of_a_killed_lock_lets_nobody_through() {
     env.write("release", "");
     assert!(other.wait().unwrap().success());
     assert_eq!(env.run(&["get", "s.json", "/n"]).stdout, "0\n");
+    // The next `lock` swept the dead one's pass file away.
+    let left: Vec<_> = std::fs::read_dir(env.path(".s.json.statesafe"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("pass-"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
 }
