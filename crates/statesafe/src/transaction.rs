@@ -309,7 +309,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             .map(|(tx, _)| tx)
     }
 
-    fn begin_with(
+    pub(crate) fn begin_with(
         &self,
         operation: &str,
         init: Option<impl FnOnce() -> T>,
@@ -324,11 +324,22 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             };
             return Ok((tx, false));
         }
+        let locked = self.lock_and_read(operation, true)?;
+        self.begin_locked(locked, init, known)
+    }
+
+    /// The rest of [`Store::begin_with`], once the lock is held and the file read.
+    pub(crate) fn begin_locked<'s>(
+        &'s self,
+        locked: Locked<'s>,
+        init: Option<impl FnOnce() -> T>,
+        known: Option<(&[u8], impl FnOnce() -> T)>,
+    ) -> Result<(Transaction<'s, T>, bool)> {
         let Locked {
             mut guard,
             temp_name,
             current,
-        } = self.lock_and_read(operation, true)?;
+        } = locked;
         if let (Some(cur), Some((text, reuse))) = (&current, known)
             && self.is_known(cur, text)
         {
@@ -395,7 +406,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
 
     /// The document as a tree for the history's patch, when the history wants one
     /// for a version of `len` bytes (as [`Store::verify`] gives it).
-    fn history_value(&self, len: usize, state: &T) -> Option<Value> {
+    pub(crate) fn history_value(&self, len: usize, state: &T) -> Option<Value> {
         let history = &self.config().history;
         (history.keep > 0 && len as u64 <= history.max_patch_bytes)
             .then(|| serde_json::to_value(state).ok())
@@ -602,6 +613,11 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         if let NewDoc::State(state) = doc {
             validate::check(path, state, self.opts.rule.as_ref(), config.schema.as_ref())?;
         }
+        if let NewDoc::Streamed(held) = doc
+            && let Some(state) = held.borrow().as_ref()
+        {
+            validate::check(path, state, self.opts.rule.as_ref(), config.schema.as_ref())?;
+        }
         let sidecar = Arc::clone(guard.sidecar());
         let generation = match base {
             Some(b) => b.generation + 1,
@@ -626,7 +642,34 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             .filter(|b| b.len >= 128 << 10)
             .map_or(0, |b| b.len + b.len / 64 + 256);
         let style = self.opts.layout.style(base.and_then(|b| b.style));
+        // A streamed document's first pass (`stream.rs`): its length and checksum,
+        // with `bytes` left empty.
+        let mut streamed = None;
         let bytes = match (doc, config.format) {
+            (NewDoc::Streamed(held), format) => {
+                let held = held.borrow();
+                let state = held
+                    .as_ref()
+                    .expect("invariant: taken only once the commit is durable");
+                match format {
+                    Format::Plain => match crate::stream::measure(state, style) {
+                        Some(encoded) => {
+                            streamed = Some(encoded);
+                            Vec::new()
+                        }
+                        None => format::encode(path, state, style, size_hint, 0)?,
+                    },
+                    Format::Sealed => format::encode_sealed(
+                        path,
+                        state,
+                        style,
+                        generation,
+                        now_rfc3339(),
+                        size_hint,
+                    )?,
+                    Format::Journal => format::encode(path, state, style, size_hint, 0)?,
+                }
+            }
             (NewDoc::State(state), Format::Plain) => {
                 format::encode(path, state, style, size_hint, 0)?
             }
@@ -661,22 +704,23 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                 )),
             });
         }
+        let len = streamed.map_or(bytes.len(), |e: crate::stream::Encoded| e.len);
         if let Some(limit) = config.max_bytes
-            && bytes.len() as u64 > limit
+            && len as u64 > limit
         {
             return Err(Error::TooLarge {
                 path: path.clone(),
-                size: bytes.len() as u64,
+                size: len as u64,
                 limit,
             });
         }
-        let new_sum = format::checksum(&bytes);
+        let new_sum = streamed.map_or_else(|| format::checksum(&bytes), |e| e.checksum);
         if let Some(b) = base {
             let unchanged = change == Change::Commit
                 && config.format == Format::Plain
                 && b.valid
                 && !b.external
-                && b.len == bytes.len()
+                && b.len == len
                 && b.checksum == new_sum;
             if unchanged {
                 return Ok((b.clone(), std::time::Duration::ZERO));
@@ -685,7 +729,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         let dir = self.dir()?;
         if let Some(min_free) = config.min_free_bytes {
             let free = sys::free_bytes(dir).map_err(|e| Error::io(crate::Op::Write, path, e))?;
-            if free < min_free.saturating_add(bytes.len() as u64) {
+            if free < min_free.saturating_add(len as u64) {
                 return Err(Error::NoSpace {
                     path: path.clone(),
                     op: crate::Op::Write,
@@ -698,10 +742,17 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         let mut repaired = None;
         let snapshot_base;
         let (generation, base) = if config.format == Format::Journal {
-            let NewDoc::State(state) = doc else {
-                unreachable!(
+            let held;
+            let state = match doc {
+                NewDoc::State(state) => state,
+                NewDoc::Streamed(cell) => {
+                    held = cell.borrow();
+                    held.as_ref()
+                        .expect("invariant: taken only once the commit is durable")
+                }
+                NewDoc::Serialized { .. } => unreachable!(
                     "invariant: commit_serialized parses the text unless the format is plain"
-                )
+                ),
             };
             match self.journal_commit(guard, state, bytes.len(), base, generation)? {
                 crate::journal::Step::Appended(b, fsync) => return Ok((b, fsync)),
@@ -789,16 +840,29 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                 }
             },
         };
-        let outcome = write::commit(
-            &write::RealFs,
-            &commit,
-            &bytes,
-            Meta {
-                v: 1,
-                generation,
-                xxh3: new_sum,
-            },
-        );
+        let meta = Meta {
+            v: 1,
+            generation,
+            xxh3: new_sum,
+        };
+        let outcome = match (doc, streamed) {
+            (NewDoc::Streamed(held), Some(encoded)) => {
+                let held = held.borrow();
+                let state = held
+                    .as_ref()
+                    .expect("invariant: taken only once the commit is durable");
+                let write = |out: &mut dyn std::io::Write| {
+                    crate::stream::write_into(state, style, encoded, out)
+                };
+                write::commit_content(
+                    &write::RealFs,
+                    &commit,
+                    write::Content::Stream(&write),
+                    meta,
+                )
+            }
+            _ => write::commit(&write::RealFs, &commit, &bytes, meta),
+        };
         let failed = match &outcome {
             Ok(Ok(_)) | Err(write::Poisoning(Error::OutcomeUnknown { .. })) => false,
             Ok(Err(_)) | Err(_) => true,
@@ -864,6 +928,16 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         }
         let value = match doc {
             NewDoc::State(state) => self.history_value(bytes.len(), state),
+            NewDoc::Streamed(held) => {
+                let value = held
+                    .borrow()
+                    .as_ref()
+                    .and_then(|state| self.history_value(len, state));
+                // The tree is not needed any more: freed before the history reads
+                // the new version back.
+                drop(held.borrow_mut().take());
+                value
+            }
             NewDoc::Serialized { text, .. } => (config.history.keep > 0
                 && bytes.len() as u64 <= config.history.max_patch_bytes)
                 .then(|| serde_json::from_str(text).ok())
@@ -871,9 +945,13 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         };
         if config.history.keep > 0 && recorded {
             let hint = guard.previous.history;
+            // A streamed version's bytes, for the patch taken from them.
+            let read_back = streamed
+                .filter(|_| value.is_none())
+                .and_then(|e| crate::stream::read_back(&self.local().target, dir, e));
             let new = NewVersion {
                 generation,
-                bytes: &bytes,
+                bytes: read_back.as_deref().unwrap_or(&bytes),
                 value: &value,
                 backed_up: keep_backup,
             };
@@ -889,7 +967,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                 generation,
                 perms,
                 checksum: new_sum,
-                len: bytes.len(),
+                len,
                 // Readers will take it for an external change (see above).
                 external: !recorded,
                 adopted: false,
@@ -1034,7 +1112,13 @@ fn take_back(
 /// serialized itself ([`Transaction::commit_serialized`]).
 enum NewDoc<'a, T> {
     State(&'a T),
-    Serialized { text: &'a str, depth: usize },
+    Serialized {
+        text: &'a str,
+        depth: usize,
+    },
+    /// The state, written straight into the file when large (`stream.rs`), and
+    /// taken (freed) once the commit is durable and the history has its tree.
+    Streamed(&'a std::cell::RefCell<Option<T>>),
 }
 
 impl<T> Clone for NewDoc<'_, T> {
@@ -1110,6 +1194,56 @@ impl<T: Serialize + DeserializeOwned> fmt::Debug for Transaction<'_, T> {
             .field("path", &self.store.path())
             .field("generation", &self.generation())
             .finish()
+    }
+}
+
+impl<'s, T: Serialize + DeserializeOwned> Transaction<'s, T> {
+    /// A local transaction holding `guard`, on `state`, replacing `base`.
+    pub(crate) fn local(
+        store: &'s Store<T>,
+        guard: lock::Guard<'s>,
+        temp_name: OsString,
+        base: Option<Base>,
+        state: T,
+    ) -> Transaction<'s, T> {
+        Transaction {
+            store,
+            imp: Imp::Local {
+                guard,
+                temp_name,
+                base,
+            },
+            state,
+        }
+    }
+
+    /// `Some` when [`Transaction::commit_streaming`] streams this commit: a local
+    /// one replacing a version of at least `stream::STREAM_MIN` bytes, in the plain
+    /// format.
+    pub(crate) fn streamable(&self) -> Option<()> {
+        let large = matches!(&self.imp, Imp::Local { base: Some(b), .. }
+            if b.len as u64 >= crate::stream::STREAM_MIN);
+        (large && self.store.config().format == Format::Plain).then_some(())
+    }
+
+    /// [`Transaction::commit`], writing the state as `stream.rs` does.
+    pub(crate) fn commit_streamed(self) -> Result<u64> {
+        let store = self.store;
+        match self.imp {
+            Imp::Local {
+                mut guard,
+                temp_name,
+                base,
+            } => {
+                let held = std::cell::RefCell::new(Some(self.state));
+                let doc = NewDoc::Streamed(&held);
+                let new =
+                    store.write_doc(&mut guard, &temp_name, doc, base.as_ref(), Change::Commit)?;
+                guard.release();
+                Ok(new.generation)
+            }
+            Imp::Remote(tx) => tx.commit(store, &self.state),
+        }
     }
 }
 

@@ -30,6 +30,7 @@ mod multiprocess;
 mod perms;
 mod security;
 mod serialized;
+mod streaming;
 mod symlink;
 mod temps;
 mod transactions;
