@@ -41,6 +41,10 @@ pub enum Op {
     /// Journal mode: `Store::update` that compacts (a new snapshot with the ordinary
     /// protocol, then a new journal). Not in the default ops.
     JournalCompact,
+    /// `Store::begin_streaming` and `Transaction::commit_streaming` (read, increment,
+    /// write) on a document past the streaming threshold: parsed from the file and
+    /// serialized straight into the temporary file. Not in the default ops.
+    UpdateStreamed,
 }
 
 impl Op {
@@ -53,6 +57,7 @@ impl Op {
             Op::Recover => "recover",
             Op::JournalAppend => "journal-append",
             Op::JournalCompact => "journal-compact",
+            Op::UpdateStreamed => "update-streamed",
         }
     }
 
@@ -72,6 +77,10 @@ pub const RESTORED_COUNTER: u64 = 3;
 
 /// The document size the layers use.
 pub const DOC_SIZE: usize = 4096;
+
+/// The document size of [`Op::UpdateStreamed`]: past the library's streaming
+/// threshold (1 MiB).
+pub const STREAMED_DOC_SIZE: usize = (1 << 20) + (64 << 10);
 
 /// Makes `dir/state.json` as an operation expects to find it (a fresh directory).
 pub fn prepare(dir: &Path, op: Op) -> Result<PathBuf, String> {
@@ -100,8 +109,13 @@ pub fn prepare(dir: &Path, op: Op) -> Result<PathBuf, String> {
         return Ok(file);
     }
     if op.needs_file() {
+        let size = if op == Op::UpdateStreamed {
+            STREAMED_DOC_SIZE
+        } else {
+            DOC_SIZE
+        };
         Store::<Doc>::open(&file)
-            .and_then(|s| s.create(Doc::new(OLD_COUNTER, DOC_SIZE)))
+            .and_then(|s| s.create(Doc::new(OLD_COUNTER, size)))
             .map_err(|e| format!("cannot prepare `{}`: {e}", file.display()))?;
     }
     if op == Op::Recover {
@@ -158,6 +172,11 @@ pub fn main(op: Op, file: &Path, hold: bool) -> std::process::ExitCode {
             Op::Update | Op::JournalAppend | Op::JournalCompact => increment(&store),
             Op::UpdateTwice => increment(&store).and_then(|_| increment(&store)),
             Op::Recover => store.load().map(|snapshot| snapshot.generation),
+            Op::UpdateStreamed => {
+                let mut tx = store.begin_streaming(None::<fn() -> Doc>)?;
+                tx.state_mut().counter += 1;
+                tx.commit_streaming()
+            }
         });
     let line = match &result {
         Ok(_) if op == Op::Recover && !repaired.load(Ordering::SeqCst) => {
