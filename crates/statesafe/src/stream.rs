@@ -25,8 +25,9 @@
 //!   in memory as before, so errors read as always. The metadata record is made
 //!   from the first pass, before the data, in the protocol's usual order.
 //! - **History.** The tree is freed once the new version is durable; the history's
-//!   patch from the change's bytes (`local_patch.rs`) reads the new version back
-//!   and uses it only if it hashes to what was committed.
+//!   patch from the change's bytes (`local_patch.rs`) compares the new version in its
+//!   file with the old one's backup a chunk at a time, once it hashed to what was
+//!   committed, and reads it only as far as a covering value can reach.
 //!
 //! Documents below [`STREAM_MIN`] take the normal path, system call for system call.
 
@@ -289,16 +290,29 @@ pub(crate) fn write_into<T: Serialize>(
     Ok(())
 }
 
-/// The version just committed, read back for the history's patch: its bytes, when
-/// they are what was committed (`None` otherwise, or when it cannot be read).
-pub(crate) fn read_back(target: &Target, dir: &OwnedFd, expected: Encoded) -> Option<Vec<u8>> {
+/// The version just committed, opened again for the history's patch, when its bytes
+/// hash to what was committed (checked a chunk at a time: the text is never whole in
+/// memory); `None` otherwise, or when it cannot be read. Also whether it looks sealed
+/// ([`format::looks_sealed`]; a plain document can begin so), told from its start.
+pub(crate) fn reopen(target: &Target, dir: &OwnedFd, expected: Encoded) -> Option<(File, bool)> {
     let file = sys::open_at(dir, &target.name, sys::Access::Read, 0).ok()?;
-    let mut bytes = Vec::with_capacity(expected.len);
-    (&mut Plain(&file))
-        .take(expected.len as u64 + 1)
-        .read_to_end(&mut bytes)
+    let mut reader = Hashing {
+        inner: Plain(&file),
+        hash: Xxh3::new(),
+        len: 0,
+        depth: Depth::default(),
+        check_depth: false,
+    };
+    let mut start = Vec::with_capacity(CHUNK);
+    (&mut reader)
+        .take(CHUNK as u64)
+        .read_to_end(&mut start)
         .ok()?;
-    (bytes.len() == expected.len && format::checksum(&bytes) == expected.checksum).then_some(bytes)
+    io::copy(&mut reader, &mut io::sink()).ok()?;
+    let same = reader.len == expected.len as u64 && reader.hash.digest() == expected.checksum;
+    // A document this large is not all whitespace: its start tells.
+    let sealed = sealed_in(&start)?;
+    same.then_some((file, sealed))
 }
 
 /// Whether the first bytes `prefix` of a file say it is sealed

@@ -945,13 +945,14 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         };
         if config.history.keep > 0 && recorded {
             let hint = guard.previous.history;
-            // A streamed version's bytes, for the patch taken from them.
-            let read_back = streamed
+            // A streamed version's file, for the patch taken from its bytes.
+            let file = streamed
                 .filter(|_| value.is_none())
-                .and_then(|e| crate::stream::read_back(&self.local().target, dir, e));
+                .and_then(|e| crate::stream::reopen(&self.local().target, dir, e));
             let new = NewVersion {
                 generation,
-                bytes: read_back.as_deref().unwrap_or(&bytes),
+                bytes: &bytes,
+                file: file.as_ref().map(|(f, sealed)| (f, len, *sealed)),
                 value: &value,
                 backed_up: keep_backup,
             };
@@ -1054,18 +1055,23 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                 // whose change is no change of the document.
                 let patch = base
                     .filter(|_| new.backed_up && config.format == Format::Plain)
-                    .filter(|_| !format::looks_sealed(new.bytes))
+                    .filter(|_| match new.file {
+                        Some((_, _, sealed)) => !sealed,
+                        None => !format::looks_sealed(new.bytes),
+                    })
                     .and_then(|b| {
                         backup::open_generation(sidecar, b.generation)
                             .ok()
                             .flatten()
                     })
                     .and_then(|old| {
-                        crate::local_patch::local_patch(
-                            &old,
-                            new.bytes,
-                            usize::try_from(policy.max_patch_bytes).unwrap_or(usize::MAX),
-                        )
+                        let limit = usize::try_from(policy.max_patch_bytes).unwrap_or(usize::MAX);
+                        match new.file {
+                            Some((file, len, _)) => {
+                                crate::local_patch::local_patch_file(&old, file, len, limit)
+                            }
+                            None => crate::local_patch::local_patch(&old, new.bytes, limit),
+                        }
                     });
                 let note = match &patch {
                     Some(_) if !snapshot_needed => None,
@@ -1133,6 +1139,9 @@ impl<T> Copy for NewDoc<'_, T> {}
 struct NewVersion<'a> {
     generation: u64,
     bytes: &'a [u8],
+    /// A streamed version (with `bytes` empty): its file, length, and whether it
+    /// looks sealed.
+    file: Option<(&'a std::fs::File, usize, bool)>,
     /// As JSON, when small enough to diff as a tree.
     value: &'a Option<Value>,
     /// Whether the version it replaced was kept as a backup (to diff bytes against).
