@@ -169,6 +169,23 @@ pub const MAX_DEPTH: usize = 512;
 /// `Value`, jq and strict decoders refuse it; `JSON.parse` and raw-text readers take
 /// it), so no commit writes one. One `memchr` pass: backslashes occur only in strings.
 pub(crate) fn lone_surrogate(bytes: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    while let Some(found) = memchr::memchr(b'\\', &bytes[i..]) {
+        let at = i + found;
+        match escape_len(bytes, at) {
+            Some(n) => i = at + n,
+            None => return Some(at),
+        }
+        if i >= bytes.len() {
+            break;
+        }
+    }
+    None
+}
+
+/// The length of the escape at `bytes[at]` (a backslash) as [`lone_surrogate`]
+/// steps over it; `None` when it is a lone surrogate. Looks at most 12 bytes ahead.
+pub(crate) fn escape_len(bytes: &[u8], at: usize) -> Option<usize> {
     let hex = |at: usize| -> Option<u32> {
         let digits = bytes.get(at..at + 4)?;
         u32::from_str_radix(std::str::from_utf8(digits).ok()?, 16).ok()
@@ -178,24 +195,16 @@ pub(crate) fn lone_surrogate(bytes: &[u8]) -> Option<usize> {
             .then(|| hex(at + 2))
             .flatten()
     };
-    let mut i = 0;
-    while let Some(found) = memchr::memchr(b'\\', &bytes[i..]) {
-        let at = i + found;
-        match unit(at) {
-            Some(0xD800..=0xDBFF) => match unit(at + 6) {
-                Some(0xDC00..=0xDFFF) => i = at + 12,
-                _ => return Some(at),
-            },
-            Some(0xDC00..=0xDFFF) => return Some(at),
-            // Any other escape: two bytes (`\\`, `\"`, `\n`...) or six (`\u0041`).
-            Some(_) => i = at + 6,
-            None => i = at + 2,
-        }
-        if i >= bytes.len() {
-            break;
-        }
+    match unit(at) {
+        Some(0xD800..=0xDBFF) => match unit(at + 6) {
+            Some(0xDC00..=0xDFFF) => Some(12),
+            _ => None,
+        },
+        Some(0xDC00..=0xDFFF) => None,
+        // Any other escape: two bytes (`\\`, `\"`, `\n`...) or six (`\u0041`).
+        Some(_) => Some(6),
+        None => Some(2),
     }
-    None
 }
 
 /// The nesting depth of the JSON text `bytes` (0 for a scalar), by a scan that
@@ -246,26 +255,8 @@ pub(crate) fn encode<T: Serialize>(
     size_hint: usize,
     envelope: usize,
 ) -> Result<Vec<u8>> {
-    use serde_json::ser::{CompactFormatter, PrettyFormatter, Serializer};
     let mut bytes = Vec::with_capacity(size_hint);
-    let result = match style {
-        Style::Compact => state.serialize(&mut Serializer::with_formatter(
-            &mut bytes,
-            CompactFormatter,
-        )),
-        Style::Spaces(n) => {
-            let indent = vec![b' '; usize::from(n)];
-            state.serialize(&mut Serializer::with_formatter(
-                &mut bytes,
-                PrettyFormatter::with_indent(&indent),
-            ))
-        }
-        Style::Tabs => state.serialize(&mut Serializer::with_formatter(
-            &mut bytes,
-            PrettyFormatter::with_indent(b"\t"),
-        )),
-    };
-    result.map_err(|source| Error::Serialize {
+    serialize_styled(state, style, &mut bytes).map_err(|source| Error::Serialize {
         path: path.to_path_buf(),
         source,
     })?;
@@ -279,6 +270,30 @@ pub(crate) fn encode<T: Serialize>(
     }
     bytes.push(b'\n');
     Ok(bytes)
+}
+
+/// Serializes `state` into `out` in `style` (no final newline): the text
+/// [`encode`] makes, wherever it goes.
+pub(crate) fn serialize_styled<T: Serialize, W: std::io::Write>(
+    state: &T,
+    style: Style,
+    out: W,
+) -> serde_json::Result<()> {
+    use serde_json::ser::{CompactFormatter, PrettyFormatter, Serializer};
+    match style {
+        Style::Compact => state.serialize(&mut Serializer::with_formatter(out, CompactFormatter)),
+        Style::Spaces(n) => {
+            let indent = vec![b' '; usize::from(n)];
+            state.serialize(&mut Serializer::with_formatter(
+                out,
+                PrettyFormatter::with_indent(&indent),
+            ))
+        }
+        Style::Tabs => state.serialize(&mut Serializer::with_formatter(
+            out,
+            PrettyFormatter::with_indent(b"\t"),
+        )),
+    }
 }
 
 /// Refuses what a file statesafe did not write may hold and a file it wrote never

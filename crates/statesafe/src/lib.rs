@@ -49,6 +49,7 @@ mod sidecar;
 #[cfg(test)]
 mod sim;
 mod store;
+mod stream;
 mod sys;
 mod transaction;
 mod validate;

@@ -20,21 +20,80 @@ const CHUNK: usize = 64 << 10;
 /// other than the whole document, and the values involved are at most `limit` bytes.
 /// `None` otherwise (or when `old` cannot be read).
 pub(crate) fn local_patch(old: &File, new: &[u8], limit: usize) -> Option<json_patch::Patch> {
+    local_patch_of(old, New::Bytes(new), limit)
+}
+
+/// [`local_patch`] of a new version in a file of `len` bytes (`stream.rs`): compared
+/// with the old one a chunk at a time, and read into memory only as far as a
+/// covering value can reach (every one ends within `limit` bytes of the change's
+/// start, so the scan finds the same ones in that window).
+pub(crate) fn local_patch_file(
+    old: &File,
+    new: &File,
+    len: usize,
+    limit: usize,
+) -> Option<json_patch::Patch> {
+    local_patch_of(old, New::File(new, len), limit)
+}
+
+/// The new version of [`local_patch`]: in memory, or in a file of that length.
+#[derive(Clone, Copy)]
+enum New<'a> {
+    Bytes(&'a [u8]),
+    File(&'a File, usize),
+}
+
+impl<'a> New<'a> {
+    fn len(self) -> usize {
+        match self {
+            New::Bytes(b) => b.len(),
+            New::File(_, len) => len,
+        }
+    }
+
+    /// Its `n` bytes at `at` (read into `buf` from a file).
+    fn chunk<'b>(self, at: usize, n: usize, buf: &'b mut Vec<u8>) -> Option<&'b [u8]>
+    where
+        'a: 'b,
+    {
+        match self {
+            New::Bytes(b) => b.get(at..at + n),
+            New::File(f, _) => {
+                buf.resize(n, 0);
+                f.read_exact_at(&mut buf[..n], at as u64).ok()?;
+                Some(&buf[..n])
+            }
+        }
+    }
+}
+
+fn local_patch_of(old: &File, new: New<'_>, limit: usize) -> Option<json_patch::Patch> {
     let old_len = usize::try_from(old.metadata().ok()?.len()).ok()?;
+    let new_len = new.len();
     let prefix = common_prefix(old, new)?;
-    if prefix == new.len() && prefix == old_len {
+    if prefix == new_len && prefix == old_len {
         return Some(json_patch::Patch(Vec::new()));
     }
-    let suffix = common_suffix(old, old_len, new, new.len().min(old_len) - prefix)?;
+    let suffix = common_suffix(old, old_len, new, new_len.min(old_len) - prefix)?;
+    let read;
+    let new: &[u8] = match new {
+        New::Bytes(b) => b,
+        New::File(f, _) => {
+            let mut window = vec![0u8; new_len.min(prefix.saturating_add(limit).saturating_add(1))];
+            f.read_exact_at(&mut window, 0).ok()?;
+            read = window;
+            &read
+        }
+    };
     // The innermost value that covers the change and is one whole value in the old
     // version too (a shorter or longer neighbour may look like a cover in the new one).
     // The innermost cover alone first: finding it stops the scan there, where all of
     // them take a scan to the end of the document, needed only when it does not do.
     let covers = [true, false]
         .into_iter()
-        .flat_map(|first| covering_values(new, prefix, new.len() - suffix, limit, first));
+        .flat_map(|first| covering_values(new, prefix, new_len - suffix, limit, first));
     for (start, end, path) in covers {
-        let Some(old_end) = (end + old_len).checked_sub(new.len()) else {
+        let Some(old_end) = (end + old_len).checked_sub(new_len) else {
             continue;
         };
         if old_end < start || old_end - start > limit {
@@ -53,13 +112,14 @@ pub(crate) fn local_patch(old: &File, new: &[u8], limit: usize) -> Option<json_p
 }
 
 /// How many leading bytes `old` and `new` share.
-fn common_prefix(old: &File, new: &[u8]) -> Option<usize> {
+fn common_prefix(old: &File, new: New<'_>) -> Option<usize> {
     let mut buf = vec![0u8; CHUNK];
+    let mut theirs = Vec::new();
     let mut at = 0usize;
     loop {
         let n = old.read_at(&mut buf, at as u64).ok()?;
         let want = n.min(new.len() - at);
-        let same = same_prefix(&buf[..want], &new[at..at + want]);
+        let same = same_prefix(&buf[..want], new.chunk(at, want, &mut theirs)?);
         at += same;
         if same < want || n == 0 || at == new.len() {
             return Some(at);
@@ -68,15 +128,16 @@ fn common_prefix(old: &File, new: &[u8]) -> Option<usize> {
 }
 
 /// How many trailing bytes `old` (of `old_len` bytes) and `new` share, at most `most`.
-fn common_suffix(old: &File, old_len: usize, new: &[u8], most: usize) -> Option<usize> {
+fn common_suffix(old: &File, old_len: usize, new: New<'_>, most: usize) -> Option<usize> {
     let mut buf = vec![0u8; CHUNK];
+    let mut theirs = Vec::new();
     let mut done = 0usize;
     while done < most {
         let n = CHUNK.min(most - done);
         let old_at = old_len - done - n;
         old.read_exact_at(&mut buf[..n], old_at as u64).ok()?;
         let new_at = new.len() - done - n;
-        let same = same_suffix(&buf[..n], &new[new_at..new_at + n]);
+        let same = same_suffix(&buf[..n], new.chunk(new_at, n, &mut theirs)?);
         done += same;
         if same < n {
             break;
@@ -283,11 +344,23 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// The patch from bytes in memory, checked to be the one from the new version in
+    /// a file (at this limit and at small ones, where the window read is cut short).
     fn patch_of(old: &str, new: &str) -> Option<json_patch::Patch> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("old.json");
         std::fs::write(&path, old).unwrap();
-        local_patch(&File::open(&path).unwrap(), new.as_bytes(), 1 << 16)
+        let new_path = dir.path().join("new.json");
+        std::fs::write(&new_path, new).unwrap();
+        let old = File::open(&path).unwrap();
+        let new_file = File::open(&new_path).unwrap();
+        let text = |p: &Option<json_patch::Patch>| serde_json::to_string(p).unwrap();
+        for limit in [1 << 16, 1, 4, 9, 24] {
+            let in_memory = local_patch(&old, new.as_bytes(), limit);
+            let from_file = local_patch_file(&old, &new_file, new.len(), limit);
+            assert_eq!(text(&in_memory), text(&from_file), "limit {limit}");
+        }
+        local_patch(&old, new.as_bytes(), 1 << 16)
     }
 
     proptest! {

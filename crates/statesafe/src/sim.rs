@@ -216,6 +216,16 @@ impl Fs for SimFs {
         })
     }
 
+    fn write_stream(
+        &self,
+        file: &mut SimFile,
+        write: &dyn Fn(&mut dyn io::Write) -> io::Result<()>,
+    ) -> io::Result<()> {
+        let mut bytes = Vec::new();
+        write(&mut bytes)?;
+        self.write_all(file, &bytes)
+    }
+
     fn write_all(&self, file: &mut SimFile, bytes: &[u8]) -> io::Result<()> {
         self.op(|d| {
             d.inodes[file.0].data.extend_from_slice(bytes);

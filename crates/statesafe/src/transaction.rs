@@ -317,7 +317,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             .map(|(tx, _)| tx)
     }
 
-    fn begin_with(
+    pub(crate) fn begin_with(
         &self,
         operation: &str,
         init: Option<impl FnOnce() -> T>,
@@ -333,14 +333,25 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             return Ok((tx, false));
         }
         let journal = self.config().format == Format::Journal;
+        let mut locked = self.lock_and_read(operation, !journal)?;
+        if journal {
+            locked.current = self.journal_read_locked()?;
+        }
+        self.begin_locked(locked, init, known)
+    }
+
+    /// The rest of [`Store::begin_with`], once the lock is held and the file read.
+    pub(crate) fn begin_locked<'s>(
+        &'s self,
+        locked: Locked<'s>,
+        init: Option<impl FnOnce() -> T>,
+        known: Option<(&[u8], impl FnOnce() -> T)>,
+    ) -> Result<(Transaction<'s, T>, bool)> {
         let Locked {
             mut guard,
             temp_name,
-            mut current,
-        } = self.lock_and_read(operation, !journal)?;
-        if journal {
-            current = self.journal_read_locked()?;
-        }
+            current,
+        } = locked;
         if let (Some(cur), Some((text, reuse))) = (&current, known)
             && self.is_known(cur, text)
         {
@@ -407,7 +418,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
 
     /// The document as a tree for the history's patch, when the history wants one
     /// for a version of `len` bytes (as [`Store::verify`] gives it).
-    fn history_value(&self, len: usize, state: &T) -> Option<Value> {
+    pub(crate) fn history_value(&self, len: usize, state: &T) -> Option<Value> {
         let history = &self.config().history;
         (history.keep > 0 && len as u64 <= history.max_patch_bytes)
             .then(|| serde_json::to_value(state).ok())
@@ -614,6 +625,11 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         if let NewDoc::State(state) = doc {
             validate::check(path, state, self.opts.rule.as_ref(), config.schema.as_ref())?;
         }
+        if let NewDoc::Streamed(held) = doc
+            && let Some(state) = held.borrow().as_ref()
+        {
+            validate::check(path, state, self.opts.rule.as_ref(), config.schema.as_ref())?;
+        }
         let sidecar = Arc::clone(guard.sidecar());
         let generation = match base {
             Some(b) => b.generation + 1,
@@ -638,7 +654,34 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             .filter(|b| b.len >= 128 << 10)
             .map_or(0, |b| b.len + b.len / 64 + 256);
         let style = self.opts.layout.style(base.and_then(|b| b.style));
+        // A streamed document's first pass (`stream.rs`): its length and checksum,
+        // with `bytes` left empty.
+        let mut streamed = None;
         let bytes = match (doc, config.format) {
+            (NewDoc::Streamed(held), format) => {
+                let held = held.borrow();
+                let state = held
+                    .as_ref()
+                    .expect("invariant: taken only once the commit is durable");
+                match format {
+                    Format::Plain => match crate::stream::measure(state, style) {
+                        Some(encoded) => {
+                            streamed = Some(encoded);
+                            Vec::new()
+                        }
+                        None => format::encode(path, state, style, size_hint, 0)?,
+                    },
+                    Format::Sealed => format::encode_sealed(
+                        path,
+                        state,
+                        style,
+                        generation,
+                        now_rfc3339(),
+                        size_hint,
+                    )?,
+                    Format::Journal => format::encode(path, state, style, size_hint, 0)?,
+                }
+            }
             (NewDoc::State(state), Format::Plain) => {
                 format::encode(path, state, style, size_hint, 0)?
             }
@@ -673,22 +716,23 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                 )),
             });
         }
+        let len = streamed.map_or(bytes.len(), |e: crate::stream::Encoded| e.len);
         if let Some(limit) = config.max_bytes
-            && bytes.len() as u64 > limit
+            && len as u64 > limit
         {
             return Err(Error::TooLarge {
                 path: path.clone(),
-                size: bytes.len() as u64,
+                size: len as u64,
                 limit,
             });
         }
-        let new_sum = format::checksum(&bytes);
+        let new_sum = streamed.map_or_else(|| format::checksum(&bytes), |e| e.checksum);
         if let Some(b) = base {
             let unchanged = change == Change::Commit
                 && config.format == Format::Plain
                 && b.valid
                 && !b.external
-                && b.len == bytes.len()
+                && b.len == len
                 && b.checksum == new_sum;
             if unchanged {
                 return Ok((b.clone(), std::time::Duration::ZERO));
@@ -697,7 +741,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         let dir = self.dir()?;
         if let Some(min_free) = config.min_free_bytes {
             let free = sys::free_bytes(dir).map_err(|e| Error::io(crate::Op::Write, path, e))?;
-            if free < min_free.saturating_add(bytes.len() as u64) {
+            if free < min_free.saturating_add(len as u64) {
                 return Err(Error::NoSpace {
                     path: path.clone(),
                     op: crate::Op::Write,
@@ -710,10 +754,17 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         let mut repaired = None;
         let snapshot_base;
         let (generation, base) = if config.format == Format::Journal {
-            let NewDoc::State(state) = doc else {
-                unreachable!(
+            let held;
+            let state = match doc {
+                NewDoc::State(state) => state,
+                NewDoc::Streamed(cell) => {
+                    held = cell.borrow();
+                    held.as_ref()
+                        .expect("invariant: taken only once the commit is durable")
+                }
+                NewDoc::Serialized { .. } => unreachable!(
                     "invariant: commit_serialized parses the text unless the format is plain"
-                )
+                ),
             };
             match self.journal_commit(guard, state, bytes.len(), base, generation)? {
                 crate::journal::Step::Appended(b, fsync) => return Ok((b, fsync)),
@@ -801,16 +852,29 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                 }
             },
         };
-        let outcome = write::commit(
-            &write::RealFs,
-            &commit,
-            &bytes,
-            Meta {
-                v: 1,
-                generation,
-                xxh3: new_sum,
-            },
-        );
+        let meta = Meta {
+            v: 1,
+            generation,
+            xxh3: new_sum,
+        };
+        let outcome = match (doc, streamed) {
+            (NewDoc::Streamed(held), Some(encoded)) => {
+                let held = held.borrow();
+                let state = held
+                    .as_ref()
+                    .expect("invariant: taken only once the commit is durable");
+                let write = |out: &mut dyn std::io::Write| {
+                    crate::stream::write_into(state, style, encoded, out)
+                };
+                write::commit_content(
+                    &write::RealFs,
+                    &commit,
+                    write::Content::Stream(&write),
+                    meta,
+                )
+            }
+            _ => write::commit(&write::RealFs, &commit, &bytes, meta),
+        };
         let failed = match &outcome {
             Ok(Ok(_)) | Err(write::Poisoning(Error::OutcomeUnknown { .. })) => false,
             Ok(Err(_)) | Err(_) => true,
@@ -876,6 +940,16 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         }
         let value = match doc {
             NewDoc::State(state) => self.history_value(bytes.len(), state),
+            NewDoc::Streamed(held) => {
+                let value = held
+                    .borrow()
+                    .as_ref()
+                    .and_then(|state| self.history_value(len, state));
+                // The tree is not needed any more: freed before the history reads
+                // the new version back.
+                drop(held.borrow_mut().take());
+                value
+            }
             NewDoc::Serialized { text, .. } => (config.history.keep > 0
                 && bytes.len() as u64 <= config.history.max_patch_bytes)
                 .then(|| serde_json::from_str(text).ok())
@@ -883,9 +957,14 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         };
         if config.history.keep > 0 && recorded {
             let hint = guard.previous.history;
+            // A streamed version's file, for the patch taken from its bytes.
+            let file = streamed
+                .filter(|_| value.is_none())
+                .and_then(|e| crate::stream::reopen(&self.local().target, dir, e));
             let new = NewVersion {
                 generation,
                 bytes: &bytes,
+                file: file.as_ref().map(|(f, sealed)| (f, len, *sealed)),
                 value: &value,
                 backed_up: keep_backup,
             };
@@ -901,7 +980,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                 generation,
                 perms,
                 checksum: new_sum,
-                len: bytes.len(),
+                len,
                 // Readers will take it for an external change (see above).
                 external: !recorded,
                 adopted: false,
@@ -988,18 +1067,23 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                 // whose change is no change of the document.
                 let patch = base
                     .filter(|_| new.backed_up && config.format == Format::Plain)
-                    .filter(|_| !format::looks_sealed(new.bytes))
+                    .filter(|_| match new.file {
+                        Some((_, _, sealed)) => !sealed,
+                        None => !format::looks_sealed(new.bytes),
+                    })
                     .and_then(|b| {
                         backup::open_generation(sidecar, b.generation)
                             .ok()
                             .flatten()
                     })
                     .and_then(|old| {
-                        crate::local_patch::local_patch(
-                            &old,
-                            new.bytes,
-                            usize::try_from(policy.max_patch_bytes).unwrap_or(usize::MAX),
-                        )
+                        let limit = usize::try_from(policy.max_patch_bytes).unwrap_or(usize::MAX);
+                        match new.file {
+                            Some((file, len, _)) => {
+                                crate::local_patch::local_patch_file(&old, file, len, limit)
+                            }
+                            None => crate::local_patch::local_patch(&old, new.bytes, limit),
+                        }
                     });
                 let note = match &patch {
                     Some(_) if !snapshot_needed => None,
@@ -1046,7 +1130,13 @@ fn take_back(
 /// serialized itself ([`Transaction::commit_serialized`]).
 enum NewDoc<'a, T> {
     State(&'a T),
-    Serialized { text: &'a str, depth: usize },
+    Serialized {
+        text: &'a str,
+        depth: usize,
+    },
+    /// The state, written straight into the file when large (`stream.rs`), and
+    /// taken (freed) once the commit is durable and the history has its tree.
+    Streamed(&'a std::cell::RefCell<Option<T>>),
 }
 
 impl<T> Clone for NewDoc<'_, T> {
@@ -1061,6 +1151,9 @@ impl<T> Copy for NewDoc<'_, T> {}
 struct NewVersion<'a> {
     generation: u64,
     bytes: &'a [u8],
+    /// A streamed version (with `bytes` empty): its file, length, and whether it
+    /// looks sealed.
+    file: Option<(&'a std::fs::File, usize, bool)>,
     /// As JSON, when small enough to diff as a tree.
     value: &'a Option<Value>,
     /// Whether the version it replaced was kept as a backup (to diff bytes against).
@@ -1122,6 +1215,56 @@ impl<T: Serialize + DeserializeOwned> fmt::Debug for Transaction<'_, T> {
             .field("path", &self.store.path())
             .field("generation", &self.generation())
             .finish()
+    }
+}
+
+impl<'s, T: Serialize + DeserializeOwned> Transaction<'s, T> {
+    /// A local transaction holding `guard`, on `state`, replacing `base`.
+    pub(crate) fn local(
+        store: &'s Store<T>,
+        guard: lock::Guard<'s>,
+        temp_name: OsString,
+        base: Option<Base>,
+        state: T,
+    ) -> Transaction<'s, T> {
+        Transaction {
+            store,
+            imp: Imp::Local {
+                guard,
+                temp_name,
+                base,
+            },
+            state,
+        }
+    }
+
+    /// `Some` when [`Transaction::commit_streaming`] streams this commit: a local
+    /// one replacing a version of at least `stream::STREAM_MIN` bytes, in the plain
+    /// format.
+    pub(crate) fn streamable(&self) -> Option<()> {
+        let large = matches!(&self.imp, Imp::Local { base: Some(b), .. }
+            if b.len as u64 >= crate::stream::STREAM_MIN);
+        (large && self.store.config().format == Format::Plain).then_some(())
+    }
+
+    /// [`Transaction::commit`], writing the state as `stream.rs` does.
+    pub(crate) fn commit_streamed(self) -> Result<u64> {
+        let store = self.store;
+        match self.imp {
+            Imp::Local {
+                mut guard,
+                temp_name,
+                base,
+            } => {
+                let held = std::cell::RefCell::new(Some(self.state));
+                let doc = NewDoc::Streamed(&held);
+                let new =
+                    store.write_doc(&mut guard, &temp_name, doc, base.as_ref(), Change::Commit)?;
+                guard.release();
+                Ok(new.generation)
+            }
+            Imp::Remote(tx) => tx.commit(store, &self.state),
+        }
     }
 }
 

@@ -84,6 +84,18 @@ pub(crate) fn read_current(
     lock: &LockFile,
     want_acl: bool,
 ) -> Result<Option<Current>> {
+    match open_current(target, dir)? {
+        Some((file, stat)) => read_opened(target, dir, lock, want_acl, &file, &stat).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// The first step of [`read_current`]: the state file opened (as described there)
+/// and its status; `None` when it does not exist.
+pub(crate) fn open_current(
+    target: &Target,
+    dir: &OwnedFd,
+) -> Result<Option<(File, std::fs::Metadata)>> {
     let file = match sys::open_at(dir, &target.name, sys::Access::Read, 0) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -107,6 +119,19 @@ pub(crate) fn read_current(
             reason: "it is not a regular file".into(),
         });
     }
+    Ok(Some((file, stat)))
+}
+
+/// The rest of [`read_current`], on a file [`open_current`] opened, read from its
+/// current offset to the end.
+pub(crate) fn read_opened(
+    target: &Target,
+    dir: &OwnedFd,
+    lock: &LockFile,
+    want_acl: bool,
+    file: &File,
+    stat: &std::fs::Metadata,
+) -> Result<Current> {
     let mut bytes = Vec::with_capacity(stat.len() as usize + 1);
     // Through a plain `Read`: `File`'s own `read_to_end` asks the kernel for the size
     // and position again (statx, lseek) though we just did.
@@ -116,10 +141,10 @@ pub(crate) fn read_current(
             (&*self.0).read(buf)
         }
     }
-    Plain(&file)
+    Plain(file)
         .read_to_end(&mut bytes)
         .map_err(|e| Error::io(Op::Read, &target.given, e))?;
-    let attr = sys::get_meta_attr(&file).map_err(|e| Error::io(Op::Read, &target.given, e))?;
+    let attr = sys::get_meta_attr(file).map_err(|e| Error::io(Op::Read, &target.given, e))?;
     let sum = crate::format::checksum(&bytes);
     // The sidecar only when the file's own record does not settle the generation: the
     // common case (a record that matches) costs no more system calls.
@@ -127,7 +152,7 @@ pub(crate) fn read_current(
     let (generation, external, adopted) = match attr {
         sys::MetaAttr::Present(raw) => match classify(Some(&raw), sum) {
             Some((generation, external)) => (generation, external, false),
-            None => adopted_generation(sidecar().as_ref(), lock, &file, &stat, sum)?,
+            None => adopted_generation(sidecar().as_ref(), lock, file, stat, sum)?,
         },
         sys::MetaAttr::Absent | sys::MetaAttr::Unsupported => {
             let sidecar = sidecar();
@@ -137,16 +162,16 @@ pub(crate) fn read_current(
             };
             match meta {
                 Some(m) if m.xxh3 == sum => (m.generation, false, false),
-                _ => adopted_generation(sidecar.as_ref(), lock, &file, &stat, sum)?,
+                _ => adopted_generation(sidecar.as_ref(), lock, file, stat, sum)?,
             }
         }
     };
     let acl = if want_acl {
-        sys::access_acl(&file).map_err(|e| Error::io(Op::SetPermissions, &target.given, e))?
+        sys::access_acl(file).map_err(|e| Error::io(Op::SetPermissions, &target.given, e))?
     } else {
         None
     };
-    Ok(Some(Current {
+    Ok(Current {
         bytes,
         checksum: sum,
         generation,
@@ -160,7 +185,7 @@ pub(crate) fn read_current(
         id: (stat.dev(), stat.ino()),
         acl,
         journal: None,
-    }))
+    })
 }
 
 /// Whether the state file is still the one a transaction read (`expected`: its device
@@ -336,6 +361,26 @@ pub(crate) fn commit<F: Fs>(
     bytes: &[u8],
     meta: Meta,
 ) -> Result<Result<Committed>, Poisoning> {
+    commit_content(fs, c, Content::Bytes(bytes), meta)
+}
+
+/// What a commit writes into the temporary file (step 4).
+#[derive(Clone, Copy)]
+pub(crate) enum Content<'a> {
+    /// These bytes.
+    Bytes(&'a [u8]),
+    /// Whatever this writes, straight into the file (`stream.rs`: a large document
+    /// serialized without its text in memory). Its error abandons the commit.
+    Stream(&'a dyn Fn(&mut dyn Write) -> io::Result<()>),
+}
+
+/// [`commit`] of `content`.
+pub(crate) fn commit_content<F: Fs>(
+    fs: &F,
+    c: &Commit<'_, F::Dir>,
+    content: Content<'_>,
+    meta: Meta,
+) -> Result<Result<Committed>, Poisoning> {
     let mut fsync_time = Duration::ZERO;
     let given = &c.target.given;
     let io_err = |op: Op| move |e: io::Error| Error::io(op, given, e);
@@ -371,7 +416,11 @@ pub(crate) fn commit<F: Fs>(
         Ok(supported) => supported,
         Err(e) => return Ok(Err(io_err(Op::WriteMeta)(e))),
     };
-    if let Err(e) = fs.write_all(file, bytes) {
+    let written = match content {
+        Content::Bytes(bytes) => fs.write_all(file, bytes),
+        Content::Stream(write) => fs.write_stream(file, write),
+    };
+    if let Err(e) = written {
         return Ok(Err(io_err(Op::Write)(e)));
     }
     let sync = c.durability == Durability::Full;
@@ -443,6 +492,12 @@ pub(crate) trait Fs {
     /// `Ok(false)`: the filesystem has no user extended attributes.
     fn set_meta_attr(&self, file: &Self::File, value: &[u8]) -> io::Result<bool>;
     fn write_all(&self, file: &mut Self::File, bytes: &[u8]) -> io::Result<()>;
+    /// Runs `write` on a writer into `file`.
+    fn write_stream(
+        &self,
+        file: &mut Self::File,
+        write: &dyn Fn(&mut dyn Write) -> io::Result<()>,
+    ) -> io::Result<()>;
     fn sync_file(&self, file: &Self::File) -> io::Result<()>;
     fn rename(&self, dir: &Self::Dir, from: &OsStr, to: &OsStr) -> io::Result<()>;
     fn sync_dir(&self, dir: &Self::Dir) -> io::Result<()>;
@@ -478,6 +533,14 @@ impl Fs for RealFs {
 
     fn write_all(&self, file: &mut File, bytes: &[u8]) -> io::Result<()> {
         file.write_all(bytes)
+    }
+
+    fn write_stream(
+        &self,
+        file: &mut File,
+        write: &dyn Fn(&mut dyn Write) -> io::Result<()>,
+    ) -> io::Result<()> {
+        write(file)
     }
 
     fn sync_file(&self, file: &File) -> io::Result<()> {

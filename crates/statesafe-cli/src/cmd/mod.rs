@@ -333,14 +333,12 @@ fn transact_as<T: serde::Serialize + serde::de::DeserializeOwned>(
     empty: impl FnOnce() -> T,
     f: impl FnOnce(&mut T) -> Result<()>,
 ) -> Result<(u64, bool)> {
-    let mut tx = if create {
-        store.begin_or_insert_with(empty)?
-    } else {
-        store.begin()?
-    };
+    // Streaming: a large document is parsed from the file and written into the new
+    // one without its text in memory too (the peak is about the tree alone).
+    let mut tx = store.begin_streaming(create.then_some(empty))?;
     let before = tx.generation();
     let existed = tx.existed();
     f(tx.state_mut())?;
-    let generation = tx.commit()?;
+    let generation = tx.commit_streaming()?;
     Ok((generation, generation != before || !existed))
 }

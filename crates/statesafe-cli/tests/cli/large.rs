@@ -269,4 +269,23 @@ fn update_of_a_larger_document_changes_one_value() {
         "{}",
         run.snapshot()
     );
+    // Again, now on a version statesafe committed (past 1 MiB: read from the file
+    // and written into the new one without the text in memory, stream.rs).
+    assert!(expected.len() > 1 << 20);
+    let run = env.run(&["update", "s.json", ".n += 1"]);
+    assert_eq!(run.code, 0, "{}", run.snapshot());
+    let expected = doc.replace("\"n\":1000000000000,", "\"n\":1000000000002,");
+    assert!(
+        env.read_string("s.json") == format!("{expected}\n"),
+        "the rest of the document changed"
+    );
+    let run = env.run(&["diff", "s.json", "2"]);
+    assert_eq!(
+        run.stdout,
+        "{\"op\":\"replace\",\"path\":\"/n\",\"value\":1000000000002}\n",
+        "{}",
+        run.snapshot()
+    );
+    let run = env.run(&["check", "s.json"]);
+    assert_eq!(run.code, 0, "{}", run.snapshot());
 }

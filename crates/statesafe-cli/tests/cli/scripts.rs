@@ -153,7 +153,7 @@ fn a_missing_prerequisite_is_named_up_front() {
 #[test]
 fn torture_stage_counts_and_names_only_the_skipped_filesystems() {
     let env = Env::new();
-    tree(&env, &["test.d/40-torture.sh"]);
+    tree(&env, &["test.d/40-torture.sh", "release-build"]);
     executable(
         &env.path("target/release/torture-suite"),
         r#"case "$1" in
@@ -188,7 +188,7 @@ exit 0"#,
 #[test]
 fn bench_stage_names_skipped_sections_and_missed_targets() {
     let env = Env::new();
-    tree(&env, &["test.d/60-bench.sh"]);
+    tree(&env, &["test.d/60-bench.sh", "release-build"]);
     executable(
         &env.path("target/release/statesafe-bench"),
         r#"while [ $# -gt 0 ]; do
@@ -205,7 +205,7 @@ printf 'targets:\n  [met] 1 KiB update within 1.5x of the floor: 1.2x\n  [MISSED
     assert_eq!(run.code, 0, "{}", run.snapshot());
     assert_eq!(
         std::fs::read_to_string(&summary).unwrap(),
-        "SKIPPED 60-bench CLI timings: no target/debug/statesafe from the test stage\n\
+        "SKIPPED 60-bench CLI timings: no target/release/statesafe\n\
          SKIPPED 60-bench cli: hyperfine is not installed\n\
          MISSED 60-bench target: typed API memory at most 2x: 2.5x\n"
     );

@@ -31,6 +31,7 @@ mod multiprocess;
 mod perms;
 mod security;
 mod serialized;
+mod streaming;
 mod symlink;
 mod temps;
 mod transactions;

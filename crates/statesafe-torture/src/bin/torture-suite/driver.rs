@@ -47,6 +47,10 @@ pub enum Op {
     /// each record); the update also lengthens the padding. Slow to prepare (about 16
     /// commits of 64 KiB): not in the kill or error layers' ops.
     JournalGrow,
+    /// `Store::begin_streaming` and `Transaction::commit_streaming` (read, increment,
+    /// write) on a document past the streaming threshold: parsed from the file and
+    /// serialized straight into the temporary file. Not in the default ops.
+    UpdateStreamed,
 }
 
 impl Op {
@@ -60,6 +64,7 @@ impl Op {
             Op::JournalAppend => "journal-append",
             Op::JournalCompact => "journal-compact",
             Op::JournalGrow => "journal-grow",
+            Op::UpdateStreamed => "update-streamed",
         }
     }
 
@@ -79,6 +84,10 @@ pub const RESTORED_COUNTER: u64 = 3;
 
 /// The document size the layers use.
 pub const DOC_SIZE: usize = 4096;
+
+/// The document size of [`Op::UpdateStreamed`]: past the library's streaming
+/// threshold (1 MiB).
+pub const STREAMED_DOC_SIZE: usize = (1 << 20) + (64 << 10);
 
 /// Makes `dir/state.json` as an operation expects to find it (a fresh directory).
 pub fn prepare(dir: &Path, op: Op) -> Result<PathBuf, String> {
@@ -111,8 +120,13 @@ pub fn prepare(dir: &Path, op: Op) -> Result<PathBuf, String> {
         return Ok(file);
     }
     if op.needs_file() {
+        let size = if op == Op::UpdateStreamed {
+            STREAMED_DOC_SIZE
+        } else {
+            DOC_SIZE
+        };
         Store::<Doc>::open(&file)
-            .and_then(|s| s.create(Doc::new(OLD_COUNTER, DOC_SIZE)))
+            .and_then(|s| s.create(Doc::new(OLD_COUNTER, size)))
             .map_err(|e| format!("cannot prepare `{}`: {e}", file.display()))?;
     }
     if op == Op::Recover {
@@ -227,6 +241,11 @@ pub fn main(op: Op, file: &Path, hold: bool) -> std::process::ExitCode {
             }),
             Op::UpdateTwice => increment(&store).and_then(|_| increment(&store)),
             Op::Recover => store.load().map(|snapshot| snapshot.generation),
+            Op::UpdateStreamed => {
+                let mut tx = store.begin_streaming(None::<fn() -> Doc>)?;
+                tx.state_mut().counter += 1;
+                tx.commit_streaming()
+            }
         });
     let line = match &result {
         Ok(_) if op == Op::Recover && !repaired.load(Ordering::SeqCst) => {
