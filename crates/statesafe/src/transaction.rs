@@ -339,7 +339,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             mut current,
         } = self.lock_and_read(operation, !journal)?;
         if journal {
-            current = self.journal_read_locked()?;
+            current = self.journal_read_locked(guard.sidecar())?;
         }
         if let (Some(cur), Some((text, reuse))) = (&current, known)
             && self.is_known(cur, text)

@@ -300,3 +300,70 @@ fn apply_patch_works_in_every_format() {
         .unwrap();
     assert_eq!(fresh(&path), (json!({"a": [1, 2]}), g));
 }
+
+#[test]
+fn a_journal_replaced_or_linked_during_a_transaction_is_refused_at_commit() {
+    // A transaction's locked read keeps the journal open for its append: the name
+    // must still be that file, with one link, when the record is written.
+    let dir = common::test_dir();
+    let path = dir.path().join("state.json");
+    let store = create(&path, json!({"n": 0}), None);
+    let journal = dir.path().join(".state.json.statesafe/journal");
+    warm(&store);
+    increment(&store);
+    increment(&store);
+    assert_eq!(fresh(&path), (json!({"n": 2}), 3));
+
+    // A second link made while the lock is held.
+    let mut tx = store.begin().unwrap();
+    tx.state_mut()["n"] = 10.into();
+    let elsewhere = dir.path().join("elsewhere");
+    std::fs::hard_link(&journal, &elsewhere).unwrap();
+    let err = tx.commit().unwrap_err();
+    assert!(err.to_string().contains("journal"), "{err}");
+    assert_eq!(fresh(&path), (json!({"n": 2}), 3));
+    std::fs::remove_file(&elsewhere).unwrap();
+
+    // Replaced by a copy renamed over it while the lock is held.
+    let mut tx = store.begin().unwrap();
+    tx.state_mut()["n"] = 20.into();
+    let copy = dir.path().join(".state.json.statesafe/copy");
+    std::fs::copy(&journal, &copy).unwrap();
+    std::fs::rename(&copy, &journal).unwrap();
+    let err = tx.commit().unwrap_err();
+    assert!(err.to_string().contains("journal"), "{err}");
+    assert_eq!(fresh(&path), (json!({"n": 2}), 3));
+
+    // The store goes on from what is there.
+    increment(&store);
+    assert_eq!(fresh(&path), (json!({"n": 3}), 4));
+    assert_eq!(loaded(&store), (json!({"n": 3}), 4));
+}
+
+#[test]
+fn a_stores_own_commits_and_another_stores_interleave_through_the_cache() {
+    // A store's own append moves its kept document forward without reading the
+    // record back; another store's commits in between are still read.
+    let dir = common::test_dir();
+    let path = dir.path().join("state.json");
+    let a = create(&path, json!({"n": 0}), None);
+    let b: Store = Store::open(&path).unwrap();
+    warm(&a);
+    warm(&b);
+    let mut want = 0;
+    for round in 0..20 {
+        let (first, second) = if round % 3 == 0 { (&b, &a) } else { (&a, &b) };
+        increment(first);
+        increment(first);
+        increment(second);
+        first
+            .apply_patch(&json!([{"op": "add", "path": format!("/r{round}"), "value": round}]))
+            .unwrap();
+        want += 3;
+        let (doc, generation) = fresh(&path);
+        assert_eq!(doc["n"], json!(want), "round {round}");
+        assert_eq!(doc[format!("r{round}")], json!(round));
+        assert_eq!(loaded(&a), (doc.clone(), generation), "round {round}");
+        assert_eq!(loaded(&b), (doc, generation), "round {round}");
+    }
+}
