@@ -818,8 +818,9 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         let sidecar = guard.sidecar().clone();
         // A store reads the settings when it is opened. If another one has taken the
         // file out of journal mode since, readers ignore the journal: a record here
-        // would be a commit nobody sees. (One small read per commit, journal mode only.)
-        let recorded = crate::settings::Settings::read(Some(&sidecar))?.format;
+        // would be a commit nobody sees. (One `fstatat` per commit once the settings file
+        // is settled, else one small read.)
+        let recorded = cache::recorded_format(self, &sidecar)?;
         if recorded != Format::Journal {
             return Err(Error::Unsupported {
                 path: self.path().to_path_buf(),

@@ -209,6 +209,37 @@ fn fill<T>(
     })
 }
 
+/// The format the file's settings record, as a journal-mode commit checks it under
+/// the lock (another store may have taken the file out of journal mode since this one
+/// was opened). The settings are read whole unless one `fstatat` finds the very file
+/// a read found to say `journal`, with its identity settled then (its change time
+/// [`SETTLE`] old: the settings are replaced by rename, and any change since, by
+/// rename or in place, has a later change time or another inode).
+pub(crate) fn recorded_format<T>(store: &Store<T>, sidecar: &Sidecar) -> Result<Format> {
+    let name = OsStr::new(crate::settings::SETTINGS_FILE);
+    let ident = rustix::fs::statat(
+        sidecar.root().fd(),
+        name,
+        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+    )
+    .ok()
+    .map(|st| Ident::of(&st));
+    let mut kept = store.journal.settings.lock();
+    if ident.is_some() && *kept == ident {
+        return Ok(Format::Journal);
+    }
+    *kept = None;
+    let now = SystemTime::now();
+    let format = crate::settings::Settings::read(Some(sidecar))?.format;
+    if format == Format::Journal
+        && let Some(ident) = ident
+        && ident.settled_at(now)
+    {
+        *kept = Some(ident);
+    }
+    Ok(format)
+}
+
 /// The journal the last locked refresh opened for writing, if any (see [`Cache::file`]).
 pub(crate) fn take_file<T>(store: &Store<T>) -> Option<std::fs::File> {
     store
@@ -504,10 +535,7 @@ impl Store<Value> {
             return fallback(batch.len());
         };
         if guard.check_process().is_err()
-            || !matches!(
-                crate::settings::Settings::read(Some(guard.sidecar())),
-                Ok(s) if s.format == Format::Journal
-            )
+            || !matches!(recorded_format(self, guard.sidecar()), Ok(Format::Journal))
         {
             return fallback(batch.len());
         }
@@ -676,6 +704,9 @@ fn flush_failed(path: &std::path::Path, generation: u64, e: &Error) -> Error {
 #[derive(Default)]
 pub(crate) struct Kept {
     pub(crate) cache: parking_lot::Mutex<Option<Cache>>,
+    /// The settings file last read as saying `journal`, once settled
+    /// ([`recorded_format`]).
+    settings: parking_lot::Mutex<Option<Ident>>,
     /// Full reads this store has made (the cache is filled from the second on).
     full_reads: std::sync::atomic::AtomicU64,
     pub(crate) group: Group,

@@ -367,3 +367,41 @@ fn a_stores_own_commits_and_another_stores_interleave_through_the_cache() {
         assert_eq!(loaded(&b), (doc, generation), "round {round}");
     }
 }
+
+#[test]
+fn a_store_that_settled_the_settings_still_sees_another_leave_journal_mode() {
+    // A commit checks under the lock that the file is still in journal mode; once the
+    // settings file is settled, by its identity alone. Another store leaving journal
+    // mode replaces it, and a journal left behind must not take a record nobody reads.
+    let dir = common::test_dir();
+    let path = dir.path().join("state.json");
+    let a = create(&path, json!({"n": 0}), None);
+    std::thread::sleep(std::time::Duration::from_millis(3200));
+    warm(&a);
+    for _ in 0..3 {
+        increment(&a);
+    }
+    let journal = dir.path().join(".state.json.statesafe/journal");
+    let kept = std::fs::read(&journal).unwrap();
+    let b: Store = Store::open(&path).unwrap();
+    let settings = Settings {
+        format: Format::Plain,
+        ..b.settings()
+    };
+    b.save_settings(&settings).unwrap();
+    assert!(!journal.exists());
+    // Put back, as if its removal had failed.
+    std::fs::write(&journal, &kept).unwrap();
+    let err = a
+        .update(|s| s["n"] = json!("lost"))
+        .expect_err("a journal-mode commit on a file that left journal mode");
+    assert!(matches!(err, Error::Unsupported { .. }), "{err}");
+    let plain: Store = Store::open(&path).unwrap();
+    assert_eq!(plain.load().unwrap().state, json!({"n": 3}));
+    // A patch takes the same check.
+    assert!(
+        a.apply_patch(&json!([{"op": "replace", "path": "/n", "value": "lost"}]))
+            .is_err()
+    );
+    assert_eq!(fresh(&path).0, json!({"n": 3}));
+}
