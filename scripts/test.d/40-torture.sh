@@ -33,6 +33,7 @@ layer() {
 }
 
 layer "a. kill at every syscall" kill
+layer "a. kill at every syscall, streamed update (1 MiB, the CLI's path)" kill --ops update-streamed
 layer "b. errors at every I/O syscall" errors
 layer "order check" order
 layer "c. power loss in journal mode (torn appends, lost flushes)" powerloss

@@ -49,9 +49,9 @@ const RECORD_HEAD: usize = 16;
 /// The first preallocation, and each growth: small, because every read (a long-lived
 /// store's too, at each commit) reads the zeros after the last record to the end of
 /// the file (about 100 µs per MiB here), and a growth (a flush that also writes the
-/// inode) comes only once per 256 KiB of records.
-const FIRST_CHUNK: u64 = 256 << 10;
-const MAX_CHUNK: u64 = 256 << 10;
+/// inode) comes only once per 64 KiB of records (about 800 one-key records).
+const FIRST_CHUNK: u64 = 64 << 10;
+const MAX_CHUNK: u64 = 64 << 10;
 /// Default `journal_max_bytes`.
 pub(crate) const DEFAULT_MAX_BYTES: u64 = 64 << 20;
 /// A patch longer than this is compared with the whole document, which is then
@@ -618,8 +618,13 @@ fn write_zeros(file: &std::fs::File, from: u64, to: u64) -> io::Result<()> {
 /// Appends `record` at `pos.end` (zeroing a torn append's leftovers past it) and
 /// flushes it once. `Ok(Err)`: nothing was flushed and the record was taken back;
 /// `Err(Poisoning)`: the flush failed (outcome unknown, the store is poisoned).
+///
+/// `kept`: the journal as the cache's refresh opened it for writing in this lock hold
+/// (`None`: opened here). Its name is checked to be that same file still, with one
+/// link.
 fn append(
     sidecar: &Sidecar,
+    kept: Option<std::fs::File>,
     pos: &Pos,
     record: &[u8],
     generation: u64,
@@ -628,24 +633,46 @@ fn append(
 ) -> std::result::Result<Result<Duration>, Poisoning> {
     let root = sidecar.root();
     let path = root.join(JOURNAL);
-    let file = match root.open(
-        OsStr::new(JOURNAL),
-        Access::ReadWrite,
-        0,
-        Use::Write,
-        Op::Write,
-    ) {
-        Ok(Some(f)) => f,
-        Ok(None) => {
-            return Ok(Err(Error::io(
-                Op::Write,
-                path,
-                io::ErrorKind::NotFound.into(),
-            )));
-        }
-        Err(e) => return Ok(Err(e)),
-    };
     let io = |e: io::Error| Error::io(Op::Write, &path, e);
+    let file = match kept {
+        Some(f) => {
+            match rustix::fs::statat(
+                root.fd(),
+                OsStr::new(JOURNAL),
+                rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+            ) {
+                #[allow(clippy::unnecessary_cast)]
+                Ok(st) if (st.st_dev as u64, st.st_ino as u64) == pos.id && st.st_nlink == 1 => {}
+                Ok(_) => {
+                    return Ok(Err(Error::Corrupt {
+                        path: path.clone(),
+                        line: None,
+                        column: None,
+                        reason: "the journal was replaced or linked elsewhere while the writers' lock was held".into(),
+                    }));
+                }
+                Err(e) => return Ok(Err(io(e.into()))),
+            }
+            f
+        }
+        None => match root.open(
+            OsStr::new(JOURNAL),
+            Access::ReadWrite,
+            0,
+            Use::Write,
+            Op::Write,
+        ) {
+            Ok(Some(f)) => f,
+            Ok(None) => {
+                return Ok(Err(Error::io(
+                    Op::Write,
+                    path,
+                    io::ErrorKind::NotFound.into(),
+                )));
+            }
+            Err(e) => return Ok(Err(e)),
+        },
+    };
     match sys::stat_fd(&file) {
         Ok(st) if (st.dev, st.ino) == pos.id => {}
         Ok(_) => {
@@ -808,8 +835,9 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         let sidecar = guard.sidecar().clone();
         // A store reads the settings when it is opened. If another one has taken the
         // file out of journal mode since, readers ignore the journal: a record here
-        // would be a commit nobody sees. (One small read per commit, journal mode only.)
-        let recorded = crate::settings::Settings::read(Some(&sidecar))?.format;
+        // would be a commit nobody sees. (One `fstatat` per commit once the settings file
+        // is settled, else one small read.)
+        let recorded = cache::recorded_format(self, &sidecar)?;
         if recorded != Format::Journal {
             return Err(Error::Unsupported {
                 path: self.path().to_path_buf(),
@@ -898,8 +926,10 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             // journal mode relies on).
             return Ok(Step::Appended(b.clone(), Duration::ZERO));
         }
+        let kept = cache::take_file(self);
         let fsync = match append(
             &sidecar,
+            kept,
             pos,
             &record,
             generation,
@@ -932,6 +962,12 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             p.end = end;
             p.dirty_to = end;
             p.last_record = Some((pos.end, le64(&record[record.len() - 8..])));
+        }
+        // The kept document follows without reading this record back; a large one is
+        // not copied for it (the next refresh applies the record instead).
+        if let (Some(p), Some(v), true) = (j.journal.as_ref(), &next.value, encoded_len <= 1 << 20)
+        {
+            cache::appended(self, b.generation, generation, v.clone(), p);
         }
         next.journal = Some(Box::new(j));
         Ok(Step::Appended(next, fsync))

@@ -562,7 +562,7 @@ impl<T> Store<T> {
     /// has no bytes, and [`Store::verify`] takes the document from its journal part.
     pub(crate) fn read_current_cached(&self, want_acl: bool) -> Result<Option<Current>> {
         if self.config().format == Format::Journal {
-            return crate::journal::cache::read_current(self, want_acl);
+            return crate::journal::cache::read_current(self, want_acl, None);
         }
         read_current(self, want_acl)
     }

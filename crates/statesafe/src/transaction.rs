@@ -335,7 +335,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         let journal = self.config().format == Format::Journal;
         let mut locked = self.lock_and_read(operation, !journal)?;
         if journal {
-            locked.current = self.journal_read_locked()?;
+            locked.current = self.journal_read_locked(locked.guard.sidecar())?;
         }
         self.begin_locked(locked, init, known)
     }

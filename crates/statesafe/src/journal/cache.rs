@@ -39,7 +39,7 @@ use super::{HEADER_LEN, JOURNAL, Kind, Replayed, encode_record, parse_at, scan};
 use crate::error::{Error, Op, Result};
 use crate::format;
 use crate::settings::Format;
-use crate::sidecar::Use;
+use crate::sidecar::{Sidecar, Use};
 use crate::store::{Store, Verified};
 use crate::sys::{self, Access};
 use crate::transaction::Locked;
@@ -100,6 +100,11 @@ pub(crate) struct Cache {
     acl_known: bool,
     replayed: Replayed,
     doc: Arc<Value>,
+    /// The journal, opened for writing by the last refresh made with the writers'
+    /// lock held (through the lock's sidecar descriptor, checked as any write open),
+    /// for that lock hold's append to take ([`take_file`]): one open per commit, not
+    /// two. Every refresh clears it first, so it never outlives the lock hold.
+    file: Option<std::fs::File>,
 }
 
 impl Cache {
@@ -123,12 +128,18 @@ impl Cache {
 
 /// The state in journal mode for a load or a transaction: from the store's cache when
 /// it is still the newest version, else by a full read (which refills the cache).
-pub(crate) fn read_current<T>(store: &Store<T>, want_acl: bool) -> Result<Option<Current>> {
+///
+/// `locked`: the sidecar of the writers' lock this caller holds (`None`: a reader).
+pub(crate) fn read_current<T>(
+    store: &Store<T>,
+    want_acl: bool,
+    locked: Option<&Sidecar>,
+) -> Result<Option<Current>> {
     let mut slot = store.journal.cache.lock();
     if let Some(cache) = slot.as_mut()
         && (cache.acl_known || !want_acl)
     {
-        if refresh(store, cache).unwrap_or(false) {
+        if refresh(store, cache, locked).unwrap_or(false) {
             return Ok(Some(cache.current()));
         }
         *slot = None;
@@ -194,19 +205,106 @@ fn fill<T>(
         acl_known,
         replayed,
         doc: Arc::new(doc),
+        file: None,
     })
+}
+
+/// The format the file's settings record, as a journal-mode commit checks it under
+/// the lock (another store may have taken the file out of journal mode since this one
+/// was opened). The settings are read whole unless one `fstatat` finds the very file
+/// a read found to say `journal`, with its identity settled then (its change time
+/// [`SETTLE`] old: the settings are replaced by rename, and any change since, by
+/// rename or in place, has a later change time or another inode).
+pub(crate) fn recorded_format<T>(store: &Store<T>, sidecar: &Sidecar) -> Result<Format> {
+    let name = OsStr::new(crate::settings::SETTINGS_FILE);
+    let ident = rustix::fs::statat(
+        sidecar.root().fd(),
+        name,
+        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+    )
+    .ok()
+    .map(|st| Ident::of(&st));
+    let mut kept = store.journal.settings.lock();
+    if ident.is_some() && *kept == ident {
+        return Ok(Format::Journal);
+    }
+    *kept = None;
+    let now = SystemTime::now();
+    let format = crate::settings::Settings::read(Some(sidecar))?.format;
+    if format == Format::Journal
+        && let Some(ident) = ident
+        && ident.settled_at(now)
+    {
+        *kept = Some(ident);
+    }
+    Ok(format)
+}
+
+/// The journal the last locked refresh opened for writing, if any (see [`Cache::file`]).
+pub(crate) fn take_file<T>(store: &Store<T>) -> Option<std::fs::File> {
+    store
+        .journal
+        .cache
+        .lock()
+        .as_mut()
+        .and_then(|c| c.file.take())
+}
+
+/// After this store appended `record_at` (offset of the last record, its checksum)
+/// as `generation` on top of `base_generation` and flushed it: the kept document
+/// becomes `doc` and the journal's end `pos`, so that the next commit does not read
+/// and apply its own record again. Dropped instead unless the cache still stands for
+/// `base_generation` in the same journal.
+pub(crate) fn appended<T>(
+    store: &Store<T>,
+    base_generation: u64,
+    generation: u64,
+    doc: Value,
+    pos: &super::Pos,
+) {
+    let mut slot = store.journal.cache.lock();
+    let Some(cache) = slot.as_mut() else {
+        return;
+    };
+    let same_journal = cache
+        .replayed
+        .journal
+        .as_ref()
+        .is_some_and(|p| p.id == pos.id && p.header == pos.header);
+    if cache.generation != base_generation || !same_journal {
+        *slot = None;
+        return;
+    }
+    cache.generation = generation;
+    cache.doc = Arc::new(doc);
+    cache.replayed.max_seen = generation;
+    cache.replayed.journal = Some(pos.clone());
 }
 
 /// Brings `cache` up to the newest version, reading only the journal's new records.
 /// `Ok(false)` (or an error): it cannot, and a full read must be done.
-fn refresh<T>(store: &Store<T>, cache: &mut Cache) -> Result<bool> {
-    let Some(sidecar) = store.sidecar()? else {
-        return Ok(false);
+/// `locked`: the writers' lock's sidecar, when the caller holds it (the journal is
+/// then opened for writing and kept for the commit's append).
+fn refresh<T>(store: &Store<T>, cache: &mut Cache, locked: Option<&Sidecar>) -> Result<bool> {
+    cache.file = None;
+    let opened;
+    let sidecar = match locked {
+        Some(s) => s,
+        None => {
+            let Some(s) = store.sidecar()? else {
+                return Ok(false);
+            };
+            opened = s;
+            &opened
+        }
     };
-    let Some(file) =
-        sidecar
-            .root()
-            .open(OsStr::new(JOURNAL), Access::Read, 0, Use::Read, Op::Read)?
+    let (access, purpose) = match locked {
+        Some(_) => (Access::ReadWrite, Use::Write),
+        None => (Access::Read, Use::Read),
+    };
+    let Some(file) = sidecar
+        .root()
+        .open(OsStr::new(JOURNAL), access, 0, purpose, Op::Read)?
     else {
         return Ok(false);
     };
@@ -282,6 +380,9 @@ fn refresh<T>(store: &Store<T>, cache: &mut Cache) -> Result<bool> {
     pos.size = st.size;
     cache.replayed.max_seen = cache.generation;
     cache.replayed.journal = Some(pos);
+    if locked.is_some() {
+        cache.file = Some(file);
+    }
     Ok(true)
 }
 
@@ -309,8 +410,9 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
 
     /// For a transaction in journal mode, with the lock held: the current version,
     /// from the cache when it can be, and the check a locked read makes of its owner.
-    pub(crate) fn journal_read_locked(&self) -> Result<Option<Current>> {
-        let current = read_current(self, true)?;
+    /// `sidecar`: the lock's.
+    pub(crate) fn journal_read_locked(&self, sidecar: &Sidecar) -> Result<Option<Current>> {
+        let current = read_current(self, true, Some(sidecar))?;
         if let Some(cur) = &current {
             self.local()
                 .lock
@@ -433,23 +535,22 @@ impl Store<Value> {
             return fallback(batch.len());
         };
         if guard.check_process().is_err()
-            || !matches!(
-                crate::settings::Settings::read(Some(guard.sidecar())),
-                Ok(s) if s.format == Format::Journal
-            )
+            || !matches!(recorded_format(self, guard.sidecar()), Ok(Format::Journal))
         {
             return fallback(batch.len());
         }
         let mut slot = self.journal.cache.lock();
         let fresh = match slot.as_mut() {
-            Some(cache) if cache.acl_known => refresh(self, cache).unwrap_or(false),
+            Some(cache) if cache.acl_known => {
+                refresh(self, cache, Some(guard.sidecar())).unwrap_or(false)
+            }
             _ => false,
         };
         if !fresh {
             *slot = None;
             drop(slot);
             // Fill the cache under this lock (a full read), then use it.
-            if !matches!(self.journal_read_locked(), Ok(Some(_))) {
+            if !matches!(self.journal_read_locked(guard.sidecar()), Ok(Some(_))) {
                 return fallback(batch.len());
             }
             slot = self.journal.cache.lock();
@@ -505,8 +606,10 @@ impl Store<Value> {
         if records.is_empty() {
             return outcomes;
         }
+        let file = cache.file.take();
         let appended = super::append(
             guard.sidecar(),
+            file,
             &pos,
             &records,
             generation,
@@ -601,6 +704,9 @@ fn flush_failed(path: &std::path::Path, generation: u64, e: &Error) -> Error {
 #[derive(Default)]
 pub(crate) struct Kept {
     pub(crate) cache: parking_lot::Mutex<Option<Cache>>,
+    /// The settings file last read as saying `journal`, once settled
+    /// ([`recorded_format`]).
+    settings: parking_lot::Mutex<Option<Ident>>,
     /// Full reads this store has made (the cache is filled from the second on).
     full_reads: std::sync::atomic::AtomicU64,
     pub(crate) group: Group,

@@ -300,3 +300,108 @@ fn apply_patch_works_in_every_format() {
         .unwrap();
     assert_eq!(fresh(&path), (json!({"a": [1, 2]}), g));
 }
+
+#[test]
+fn a_journal_replaced_or_linked_during_a_transaction_is_refused_at_commit() {
+    // A transaction's locked read keeps the journal open for its append: the name
+    // must still be that file, with one link, when the record is written.
+    let dir = common::test_dir();
+    let path = dir.path().join("state.json");
+    let store = create(&path, json!({"n": 0}), None);
+    let journal = dir.path().join(".state.json.statesafe/journal");
+    warm(&store);
+    increment(&store);
+    increment(&store);
+    assert_eq!(fresh(&path), (json!({"n": 2}), 3));
+
+    // A second link made while the lock is held.
+    let mut tx = store.begin().unwrap();
+    tx.state_mut()["n"] = 10.into();
+    let elsewhere = dir.path().join("elsewhere");
+    std::fs::hard_link(&journal, &elsewhere).unwrap();
+    let err = tx.commit().unwrap_err();
+    assert!(err.to_string().contains("journal"), "{err}");
+    assert_eq!(fresh(&path), (json!({"n": 2}), 3));
+    std::fs::remove_file(&elsewhere).unwrap();
+
+    // Replaced by a copy renamed over it while the lock is held.
+    let mut tx = store.begin().unwrap();
+    tx.state_mut()["n"] = 20.into();
+    let copy = dir.path().join(".state.json.statesafe/copy");
+    std::fs::copy(&journal, &copy).unwrap();
+    std::fs::rename(&copy, &journal).unwrap();
+    let err = tx.commit().unwrap_err();
+    assert!(err.to_string().contains("journal"), "{err}");
+    assert_eq!(fresh(&path), (json!({"n": 2}), 3));
+
+    // The store goes on from what is there.
+    increment(&store);
+    assert_eq!(fresh(&path), (json!({"n": 3}), 4));
+    assert_eq!(loaded(&store), (json!({"n": 3}), 4));
+}
+
+#[test]
+fn a_stores_own_commits_and_another_stores_interleave_through_the_cache() {
+    // A store's own append moves its kept document forward without reading the
+    // record back; another store's commits in between are still read.
+    let dir = common::test_dir();
+    let path = dir.path().join("state.json");
+    let a = create(&path, json!({"n": 0}), None);
+    let b: Store = Store::open(&path).unwrap();
+    warm(&a);
+    warm(&b);
+    let mut want = 0;
+    for round in 0..20 {
+        let (first, second) = if round % 3 == 0 { (&b, &a) } else { (&a, &b) };
+        increment(first);
+        increment(first);
+        increment(second);
+        first
+            .apply_patch(&json!([{"op": "add", "path": format!("/r{round}"), "value": round}]))
+            .unwrap();
+        want += 3;
+        let (doc, generation) = fresh(&path);
+        assert_eq!(doc["n"], json!(want), "round {round}");
+        assert_eq!(doc[format!("r{round}")], json!(round));
+        assert_eq!(loaded(&a), (doc.clone(), generation), "round {round}");
+        assert_eq!(loaded(&b), (doc, generation), "round {round}");
+    }
+}
+
+#[test]
+fn a_store_that_settled_the_settings_still_sees_another_leave_journal_mode() {
+    // A commit checks under the lock that the file is still in journal mode; once the
+    // settings file is settled, by its identity alone. Another store leaving journal
+    // mode replaces it, and a journal left behind must not take a record nobody reads.
+    let dir = common::test_dir();
+    let path = dir.path().join("state.json");
+    let a = create(&path, json!({"n": 0}), None);
+    std::thread::sleep(std::time::Duration::from_millis(3200));
+    warm(&a);
+    for _ in 0..3 {
+        increment(&a);
+    }
+    let journal = dir.path().join(".state.json.statesafe/journal");
+    let kept = std::fs::read(&journal).unwrap();
+    let b: Store = Store::open(&path).unwrap();
+    let settings = Settings {
+        format: Format::Plain,
+        ..b.settings()
+    };
+    b.save_settings(&settings).unwrap();
+    assert!(!journal.exists());
+    // Put back, as if its removal had failed.
+    std::fs::write(&journal, &kept).unwrap();
+    let err = a
+        .update(|s| s["n"] = json!("lost"))
+        .expect_err("a journal-mode commit on a file that left journal mode");
+    assert!(matches!(err, Error::Unsupported { .. }), "{err}");
+    let plain: Store = Store::open(&path).unwrap();
+    assert_eq!(plain.load().unwrap().state, json!({"n": 3}));
+    // A patch takes the same check.
+    assert!(
+        a.apply_patch(&json!([{"op": "replace", "path": "/n", "value": "lost"}]))
+            .is_err()
+    );
+    assert_eq!(fresh(&path).0, json!({"n": 3}));
+}
