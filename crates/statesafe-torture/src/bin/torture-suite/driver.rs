@@ -43,9 +43,9 @@ pub enum Op {
     JournalCompact,
     /// Journal mode: `Store::update` whose record does not fit in the journal's
     /// preallocated space, so the append first grows it (writes zeros past its end).
-    /// The prepared journal is nearly full (a 64 KiB document, its padding changed by
-    /// each record); the update also lengthens the padding. Slow to prepare (about 16
-    /// commits of 64 KiB): not in the kill or error layers' ops.
+    /// The prepared journal is nearly full (an 8 KiB document, its padding changed by
+    /// each record); the update also lengthens the padding. Slower to prepare (about 7
+    /// commits of 8 KiB): not in the kill or error layers' ops.
     JournalGrow,
     /// `Store::begin_streaming` and `Transaction::commit_streaming` (read, increment,
     /// write) on a document past the streaming threshold: parsed from the file and
@@ -153,8 +153,9 @@ pub fn prepare(dir: &Path, op: Op) -> Result<PathBuf, String> {
 }
 
 /// The padding of the documents [`Op::JournalGrow`] fills the journal with; its own
-/// record is [`GROW_EXTRA`] bytes longer, so that it does not fit.
-const GROW_PADDING: usize = 64 << 10;
+/// record is [`GROW_EXTRA`] bytes longer, so that it does not fit. Small enough that
+/// several records fit in the journal's first preallocation (64 KiB).
+const GROW_PADDING: usize = 8 << 10;
 const GROW_EXTRA: usize = 1024;
 
 /// A journal-mode file whose journal has less room left than one more record of

@@ -22,7 +22,7 @@
 //!   body, its body without its checksum, ...), else the halves, quarters, first and
 //!   last pieces, all but the first or the last, and every other piece; a piece not
 //!   reached reads as what was there, the journal's preallocated zeros. When more than
-//!   four writes are unsynced (the 1 MiB of zeros a new journal starts with), only the
+//!   four writes are unsynced (the zeros a new journal starts with), only the
 //!   first and the last are torn;
 //! - the written regions as zeros at the new length (delayed allocation);
 //!
