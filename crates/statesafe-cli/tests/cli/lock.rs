@@ -148,6 +148,38 @@ fn a_lock_removed_while_the_command_runs_is_reported() {
     snap!("lock_lost", out);
 }
 
+/// Runs `lock s.json` with a command that waits for the file `release`; returns once
+/// the lock is held.
+fn hold_until_released(env: &Env) -> std::process::Child {
+    let child = std::process::Command::new(crate::common::bin())
+        .current_dir(env.dir())
+        .args([
+            "lock",
+            "s.json",
+            "--",
+            "sh",
+            "-c",
+            "touch ready; while [ ! -e release ]; do sleep 0.02; done",
+        ])
+        .spawn()
+        .unwrap();
+    wait_for(&env.path("ready"));
+    child
+}
+
+/// `update s.json '.n += 1'` with `STATESAFE_LOCKS=pass` and a lock timeout.
+fn update_with(
+    env: &Env,
+    pass: impl AsRef<std::ffi::OsStr>,
+    timeout: &str,
+) -> std::process::Output {
+    env.cmd()
+        .env("STATESAFE_LOCKS", pass)
+        .args(["update", "s.json", ".n += 1", "--lock-timeout", timeout])
+        .output()
+        .unwrap()
+}
+
 /// `lock FILE -- CMD` lets CMD's own writers of FILE through (one at a time), and its
 /// nested `lock` too; before, they waited for the lock CMD's parent held until their
 /// timeout (the issue 15 semantics, which the PostgreSQL lock already had).
@@ -221,37 +253,15 @@ fn a_pass_lets_nobody_else_through_and_dies_with_its_lock() {
         .unwrap();
     assert_eq!(forged.status.code(), Some(5), "{forged:?}");
     // The real one does.
-    let inside = env
-        .cmd()
-        .env("STATESAFE_LOCKS", &pass)
-        .args(["update", "s.json", ".n += 1", "--lock-timeout", "1s"])
-        .output()
-        .unwrap();
+    let inside = update_with(&env, &pass, "1s");
     assert_eq!(inside.status.code(), Some(0), "{inside:?}");
     env.write("release", "");
     assert!(child.wait().unwrap().success());
     // The lock ended: another holder takes it, and the old pass is worth nothing.
     let _ = std::fs::remove_file(env.path("release"));
     let _ = std::fs::remove_file(env.path("ready"));
-    let mut other = std::process::Command::new(crate::common::bin())
-        .current_dir(env.dir())
-        .args([
-            "lock",
-            "s.json",
-            "--",
-            "sh",
-            "-c",
-            "touch ready; while [ ! -e release ]; do sleep 0.02; done",
-        ])
-        .spawn()
-        .unwrap();
-    wait_for(&env.path("ready"));
-    let stale = env
-        .cmd()
-        .env("STATESAFE_LOCKS", &pass)
-        .args(["update", "s.json", ".n += 1", "--lock-timeout", "100ms"])
-        .output()
-        .unwrap();
+    let mut other = hold_until_released(&env);
+    let stale = update_with(&env, &pass, "100ms");
     assert_eq!(stale.status.code(), Some(5), "{stale:?}");
     env.write("release", "");
     assert!(other.wait().unwrap().success());
@@ -284,25 +294,8 @@ fn the_pass_of_a_killed_lock_lets_nobody_through() {
     let pass = env.read_string("pass").trim().to_string();
     child.kill().unwrap();
     child.wait().unwrap();
-    let mut other = std::process::Command::new(crate::common::bin())
-        .current_dir(env.dir())
-        .args([
-            "lock",
-            "s.json",
-            "--",
-            "sh",
-            "-c",
-            "touch ready; while [ ! -e release ]; do sleep 0.02; done",
-        ])
-        .spawn()
-        .unwrap();
-    wait_for(&env.path("ready"));
-    let orphan = env
-        .cmd()
-        .env("STATESAFE_LOCKS", &pass)
-        .args(["update", "s.json", ".n += 1", "--lock-timeout", "100ms"])
-        .output()
-        .unwrap();
+    let mut other = hold_until_released(&env);
+    let orphan = update_with(&env, &pass, "100ms");
     assert_eq!(orphan.status.code(), Some(5), "{orphan:?}");
     env.write("release", "");
     assert!(other.wait().unwrap().success());
