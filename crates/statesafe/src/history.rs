@@ -116,32 +116,7 @@ pub(crate) fn append(
     let path = dir.join(&name);
     let mut line = serde_json::to_vec(entry).expect("invariant: history entries serialize");
     line.push(b'\n');
-    let open = |access| dir.open(&name, access, 0o600, Use::Write, Op::History);
-    // Usually the segment exists. A new one is created exclusively and gets the
-    // sidecar's permissions before it holds anything; if another writer created it in
-    // between, append to theirs.
-    let mut file = match open(Access::Append)? {
-        Some(file) => file,
-        None => match open(Access::AppendCreate) {
-            Ok(Some(file)) => {
-                dir.fix_new_file(&file, perms)
-                    .map_err(|e| Error::io(Op::History, &path, e))?;
-                file
-            }
-            Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::AlreadyExists => {
-                open(Access::Append)?
-                    .ok_or_else(|| Error::io(Op::History, &path, io::ErrorKind::NotFound.into()))?
-            }
-            Err(e) => return Err(e),
-            Ok(None) => {
-                return Err(Error::io(
-                    Op::History,
-                    &path,
-                    io::ErrorKind::NotFound.into(),
-                ));
-            }
-        },
-    };
+    let mut file = open_segment(&dir, &name, perms)?;
     // A power loss during an earlier append can leave that line torn (no newline at
     // the end of the segment): start on a fresh line, or this entry would be glued to
     // the torn one and skipped with it by every reader.
@@ -155,6 +130,97 @@ pub(crate) fn append(
         prune(&dir, policy, entry.generation)?;
     }
     Ok(())
+}
+
+/// Appends `entries` (oldest first, consecutive generations after what the segments
+/// hold) with one write per segment, then prunes; with `sync`, each segment written is
+/// flushed (`fdatasync`), and the folder, before this returns. Journal mode's
+/// compaction moves the journal's records here: once the journal is replaced, this is
+/// where they are. `Err(Poisoning)`: a flush failed (never retried: the caller poisons
+/// its store).
+pub(crate) fn append_many(
+    sidecar: &Sidecar,
+    policy: &HistoryPolicy,
+    entries: &[HistoryEntry],
+    perms: Perms,
+    sync: bool,
+) -> std::result::Result<Result<()>, crate::write::Poisoning> {
+    let Some(newest) = entries.last().map(|e| e.generation) else {
+        return Ok(Ok(()));
+    };
+    let flushed = |r: io::Result<()>, path: &std::path::Path| {
+        r.map_err(|e| crate::write::Poisoning(Error::io(Op::SyncFile, path, e)))
+    };
+    let dir = match sidecar.sub_or_create(Sub::History, perms, Op::History) {
+        Ok(dir) => dir,
+        Err(e) => return Ok(Err(e)),
+    };
+    let size = segment_size(policy);
+    let mut at = 0;
+    while at < entries.len() {
+        let segment = segment_of(entries[at].generation, size);
+        let n = entries[at..]
+            .iter()
+            .take_while(|e| segment_of(e.generation, size) == segment)
+            .count();
+        let name = OsString::from(segment_name(segment));
+        let path = dir.join(&name);
+        let mut lines = Vec::new();
+        for entry in &entries[at..at + n] {
+            serde_json::to_writer(&mut lines, entry).expect("invariant: history entries serialize");
+            lines.push(b'\n');
+        }
+        let written = (|| {
+            let mut file = open_segment(&dir, &name, perms)?;
+            if ends_torn(&file).map_err(|e| Error::io(Op::History, &path, e))? {
+                lines.insert(0, b'\n');
+            }
+            file.write_all(&lines)
+                .map_err(|e| Error::io(Op::History, &path, e))?;
+            Ok(file)
+        })();
+        let file = match written {
+            Ok(file) => file,
+            Err(e) => return Ok(Err(e)),
+        };
+        if sync {
+            flushed(crate::sys::fdatasync(&file), &path)?;
+        }
+        at += n;
+    }
+    if sync {
+        // A segment this created is named in the folder: made durable too.
+        flushed(crate::sys::fsync(dir.fd()), dir.path())?;
+    }
+    Ok(prune(&dir, policy, newest))
+}
+
+/// Opens segment `name` for appending, creating it (exclusively, with the sidecar's
+/// permissions before it holds anything) when it does not exist; if another writer
+/// created it in between, appends to theirs.
+fn open_segment(dir: &Dir, name: &OsStr, perms: Perms) -> Result<std::fs::File> {
+    let path = dir.join(name);
+    let open = |access| dir.open(name, access, 0o600, Use::Write, Op::History);
+    match open(Access::Append)? {
+        Some(file) => Ok(file),
+        None => match open(Access::AppendCreate) {
+            Ok(Some(file)) => {
+                dir.fix_new_file(&file, perms)
+                    .map_err(|e| Error::io(Op::History, &path, e))?;
+                Ok(file)
+            }
+            Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::AlreadyExists => {
+                open(Access::Append)?
+                    .ok_or_else(|| Error::io(Op::History, &path, io::ErrorKind::NotFound.into()))
+            }
+            Err(e) => Err(e),
+            Ok(None) => Err(Error::io(
+                Op::History,
+                &path,
+                io::ErrorKind::NotFound.into(),
+            )),
+        },
+    }
 }
 
 /// Whether the segment's last byte is not a newline: an append was cut short.

@@ -28,7 +28,7 @@ use serde_json::Value;
 use crate::error::{Error, JournalFlushFailed, Op, Result};
 use crate::events::Event;
 use crate::format::{self, MAX_GENERATION, Style};
-use crate::history::Change;
+use crate::history::{Change, HistoryEntry};
 use crate::lock;
 use crate::settings::Format;
 use crate::sidecar::{Sidecar, Sub, Use};
@@ -41,7 +41,12 @@ pub(crate) mod cache;
 
 /// The journal's name in the sidecar.
 pub(crate) const JOURNAL: &str = "journal";
-const MAGIC: &[u8; 8] = b"SSJOURN1";
+/// The magic of a journal whose records carry their time, writer and kind of change
+/// (kinds 3 and 4), which this build writes.
+const MAGIC: &[u8; 8] = b"SSJOURN2";
+/// The magic of a journal an earlier build wrote (records of kinds 1 and 2, without
+/// time or writer): still read, never appended to (the next commit compacts).
+const MAGIC_V1: &[u8; 8] = b"SSJOURN1";
 /// Length of the header: magic, generation followed, snapshot checksum, own checksum.
 pub(crate) const HEADER_LEN: usize = 32;
 /// `len` (4), `kind` (1), three zero bytes, `generation` (8).
@@ -108,6 +113,54 @@ pub(crate) enum Kind {
     Document = 2,
 }
 
+/// The kind byte of a record whose body starts with its metadata (time, writer,
+/// change): the [`Kind`] plus this. Records of kinds 1 and 2 (an earlier build's)
+/// have none.
+const WITH_META: u8 = 2;
+
+/// What a record says about its commit (kinds 3 and 4): compact JSON, the same fields
+/// as a history entry's, so that the history is the records.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub(crate) struct RecordMeta {
+    /// When it was committed (RFC 3339, UTC).
+    pub time: String,
+    pub writer: crate::format::Writer,
+    pub change: Change,
+}
+
+impl RecordMeta {
+    /// This process's commit, now.
+    pub(crate) fn now(change: &Change) -> Vec<u8> {
+        // The writer's part is the same for every commit of a process: serialized once
+        // per process id (a forked child is another writer).
+        static WRITER: std::sync::Mutex<Option<(u32, String)>> = std::sync::Mutex::new(None);
+        let pid = sys::pid();
+        let writer = {
+            let mut kept = WRITER
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            match kept.as_ref() {
+                Some((p, w)) if *p == pid => w.clone(),
+                _ => {
+                    let w = serde_json::to_string(&crate::format::Writer::current(true))
+                        .expect("invariant: a writer serializes");
+                    *kept = Some((pid, w.clone()));
+                    w
+                }
+            }
+        };
+        let change = match change {
+            Change::Commit => "\"commit\"".to_string(),
+            other => serde_json::to_string(other).expect("invariant: a change serializes"),
+        };
+        format!(
+            "{{\"time\":\"{}\",\"writer\":{writer},\"change\":{change}}}",
+            crate::transaction::now_rfc3339()
+        )
+        .into_bytes()
+    }
+}
+
 /// The journal's header: which snapshot it follows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Header {
@@ -115,12 +168,24 @@ pub(crate) struct Header {
     pub follows: u64,
     /// The xxh3 of that snapshot's bytes.
     pub snapshot: u64,
+    /// 2: this build's (records carry their metadata); 1: an earlier build's, read
+    /// but never appended to.
+    pub version: u8,
 }
 
 impl Header {
+    /// The header of a new journal (this build's version).
+    pub(crate) fn new(follows: u64, snapshot: u64) -> Header {
+        Header {
+            follows,
+            snapshot,
+            version: 2,
+        }
+    }
+
     pub(crate) fn encode(&self) -> [u8; HEADER_LEN] {
         let mut b = [0u8; HEADER_LEN];
-        b[..8].copy_from_slice(MAGIC);
+        b[..8].copy_from_slice(if self.version == 1 { MAGIC_V1 } else { MAGIC });
         b[8..16].copy_from_slice(&self.follows.to_le_bytes());
         b[16..24].copy_from_slice(&self.snapshot.to_le_bytes());
         let sum = format::checksum(&b[..24]);
@@ -131,13 +196,19 @@ impl Header {
     /// `None` unless these are the bytes of a header statesafe wrote.
     pub(crate) fn decode(b: &[u8]) -> Option<Header> {
         let b = b.get(..HEADER_LEN)?;
-        if &b[..8] != MAGIC || format::checksum(&b[..24]) != le64(&b[24..32]) {
+        let version = match &b[..8] {
+            m if m == MAGIC => 2,
+            m if m == MAGIC_V1 => 1,
+            _ => return None,
+        };
+        if format::checksum(&b[..24]) != le64(&b[24..32]) {
             return None;
         }
         let follows = le64(&b[8..16]);
         (follows <= MAX_GENERATION).then_some(Header {
             follows,
             snapshot: le64(&b[16..24]),
+            version,
         })
     }
 }
@@ -151,16 +222,31 @@ fn padded(len: usize) -> usize {
 }
 
 /// One record's bytes: head, body, zero padding to 8, checksum of head and body.
+/// With `meta` (this build's records, kinds 3 and 4) the body is the metadata's
+/// length (u32 LE), the metadata ([`RecordMeta`], compact JSON), then the change;
+/// without it (an earlier build's layout, kinds 1 and 2; tests only) the change alone.
 /// `None` when the body is too long for the length field (the commit then compacts).
-pub(crate) fn encode_record(generation: u64, kind: Kind, body: &[u8]) -> Option<Vec<u8>> {
-    let len = u32::try_from(body.len()).ok().filter(|l| *l > 0)?;
-    let mut r = Vec::with_capacity(RECORD_HEAD + padded(body.len()) + 8);
+pub(crate) fn encode_record(
+    generation: u64,
+    kind: Kind,
+    meta: Option<&[u8]>,
+    body: &[u8],
+) -> Option<Vec<u8>> {
+    let meta_len = meta.map_or(0, |m| 4 + m.len());
+    let total = meta_len.checked_add(body.len())?;
+    let len = u32::try_from(total).ok().filter(|_| !body.is_empty())?;
+    let kind = kind as u8 + if meta.is_some() { WITH_META } else { 0 };
+    let mut r = Vec::with_capacity(RECORD_HEAD + padded(total) + 8);
     r.extend_from_slice(&len.to_le_bytes());
-    r.extend_from_slice(&[kind as u8, 0, 0, 0]);
+    r.extend_from_slice(&[kind, 0, 0, 0]);
     r.extend_from_slice(&generation.to_le_bytes());
+    if let Some(m) = meta {
+        r.extend_from_slice(&u32::try_from(m.len()).ok()?.to_le_bytes());
+        r.extend_from_slice(m);
+    }
     r.extend_from_slice(body);
     let sum = format::checksum(&r);
-    r.resize(RECORD_HEAD + padded(body.len()), 0);
+    r.resize(RECORD_HEAD + padded(total), 0);
     r.extend_from_slice(&sum.to_le_bytes());
     Some(r)
 }
@@ -170,7 +256,9 @@ pub(crate) fn encode_record(generation: u64, kind: Kind, body: &[u8]) -> Option<
 pub(crate) struct Record {
     pub generation: u64,
     pub kind: Kind,
-    /// Where its body is in the bytes scanned.
+    /// Where its metadata is in the bytes scanned (`None`: an earlier build's record).
+    pub meta: Option<std::ops::Range<usize>>,
+    /// Where its change (patch or document) is in the bytes scanned.
     pub body: std::ops::Range<usize>,
 }
 
@@ -178,9 +266,11 @@ pub(crate) struct Record {
 fn parse_at(bytes: &[u8], at: usize) -> Option<(Record, usize)> {
     let head = bytes.get(at..at.checked_add(RECORD_HEAD)?)?;
     let len = u32::from_le_bytes(head[..4].try_into().expect("invariant: 4 bytes")) as usize;
-    let kind = match head[4] {
-        1 => Kind::Patch,
-        2 => Kind::Document,
+    let (kind, with_meta) = match head[4] {
+        1 => (Kind::Patch, false),
+        2 => (Kind::Document, false),
+        3 => (Kind::Patch, true),
+        4 => (Kind::Document, true),
         _ => return None,
     };
     if len == 0 || head[5..8] != [0, 0, 0] {
@@ -196,11 +286,23 @@ fn parse_at(bytes: &[u8], at: usize) -> Option<(Record, usize)> {
         return None;
     }
     let generation = le64(&head[8..16]);
+    let start = at + RECORD_HEAD;
+    let (meta, body) = if with_meta {
+        let meta_len = u32::from_le_bytes(bytes.get(start..start + 4)?.try_into().ok()?) as usize;
+        let body = start.checked_add(4)?.checked_add(meta_len)?;
+        if body >= at + body_end {
+            return None;
+        }
+        (Some(start + 4..body), body..at + body_end)
+    } else {
+        (None, start..at + body_end)
+    };
     Some((
         Record {
             generation,
             kind,
-            body: at + RECORD_HEAD..at + body_end,
+            meta,
+            body,
         },
         size,
     ))
@@ -498,8 +600,12 @@ pub(crate) fn overlay(
             header.follows
         )));
     }
-    replayed.appendable =
-        replayed.damage.is_none() && snapshot == header.follows && cur.checksum == header.snapshot;
+    // An earlier build's journal is read, never appended to: the next commit compacts
+    // and starts one whose records carry their time and writer.
+    replayed.appendable = replayed.damage.is_none()
+        && snapshot == header.follows
+        && cur.checksum == header.snapshot
+        && header.version == 2;
     let pending: Vec<&Record> = found
         .records
         .iter()
@@ -541,8 +647,12 @@ pub(crate) fn overlay(
 
 /// The offset and checksum of `record`, found in `bytes`.
 pub(crate) fn last_of(record: &Record, bytes: &[u8]) -> (u64, u64) {
-    let at = record.body.start - RECORD_HEAD;
-    let end = record.body.start + padded(record.body.len()) + 8;
+    let start = record
+        .meta
+        .as_ref()
+        .map_or(record.body.start, |m| m.start - 4);
+    let at = start - RECORD_HEAD;
+    let end = start + padded(record.body.end - start) + 8;
     (at as u64, le64(&bytes[end - 8..end]))
 }
 
@@ -805,6 +915,314 @@ fn quarantine(
     )
 }
 
+/// The note of a history entry made from a record of an earlier build (no metadata).
+const NO_META: &str = "recorded in the journal by an earlier build of statesafe, whose records carry no time or writer";
+
+/// The journal and the snapshot it follows, read whole for the history, the backups
+/// and the versions since the last compaction (the current state is
+/// [`read_current`]'s: this is not kept, and costs the journal and the snapshot).
+pub(crate) struct View {
+    pub header: Header,
+    bytes: Vec<u8>,
+    /// The records that verify, in sequence, before any damage.
+    records: Vec<Record>,
+    /// The snapshot, when the file in place is the one the journal follows: its bytes
+    /// and modification time.
+    snapshot: Option<(Vec<u8>, std::time::SystemTime)>,
+    pub journal_path: PathBuf,
+}
+
+impl View {
+    /// Reads the journal, then the snapshot (a full read's order, so the journal
+    /// follows a generation at or below the snapshot's). `sidecar`: the writers'
+    /// lock's, when the caller holds it. `None`: no journal, or not one statesafe
+    /// wrote.
+    pub(crate) fn read<T>(store: &Store<T>, sidecar: Option<&Sidecar>) -> Result<Option<View>> {
+        let opened;
+        let sidecar = match sidecar {
+            Some(s) => s,
+            None => match store.sidecar()? {
+                Some(s) => {
+                    opened = s;
+                    &opened
+                }
+                None => return Ok(None),
+            },
+        };
+        let journal_path = sidecar.root().join(OsStr::new(JOURNAL));
+        let Some(file) =
+            sidecar
+                .root()
+                .open(OsStr::new(JOURNAL), Access::Read, 0, Use::Read, Op::History)?
+        else {
+            return Ok(None);
+        };
+        let bytes = read_journal(&file).map_err(|e| Error::io(Op::History, &journal_path, e))?;
+        let Some(header) = Header::decode(&bytes) else {
+            return Ok(None);
+        };
+        let records = scan(&bytes, HEADER_LEN, header.follows + 1).records;
+        let local = store.local();
+        let dir = store.dir()?;
+        let snapshot = crate::write::read_current(&local.target, dir, &local.lock, false)?
+            .filter(|cur| {
+                !cur.external && cur.generation == header.follows && cur.checksum == header.snapshot
+            })
+            .map(|cur| {
+                let modified = rustix::fs::statat(
+                    dir,
+                    local.target.name.as_os_str(),
+                    rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+                )
+                .ok()
+                .and_then(|st| {
+                    let secs = u64::try_from(st.st_mtime).ok()?;
+                    let nanos = u32::try_from(st.st_mtime_nsec).ok()?;
+                    Some(std::time::UNIX_EPOCH + Duration::new(secs, nanos))
+                })
+                .unwrap_or(std::time::UNIX_EPOCH);
+                (cur.bytes, modified)
+            });
+        Ok(Some(View {
+            header,
+            bytes,
+            records,
+            snapshot,
+            journal_path,
+        }))
+    }
+
+    /// The newest generation the journal holds (its header's when it has no record).
+    pub(crate) fn newest(&self) -> u64 {
+        self.records
+            .last()
+            .map_or(self.header.follows, |r| r.generation)
+    }
+
+    /// The history entry of `record`: its time, writer and change from its metadata,
+    /// its patch, or its document as the snapshot (when at most `max_patch_bytes`).
+    fn entry(&self, record: &Record, max_patch_bytes: u64) -> HistoryEntry {
+        let meta = record
+            .meta
+            .as_ref()
+            .and_then(|m| serde_json::from_slice::<RecordMeta>(&self.bytes[m.clone()]).ok());
+        let (time, writer, change, mut note) = match meta {
+            Some(m) => (m.time, Some(m.writer), m.change, None),
+            None => (
+                String::new(),
+                None,
+                Change::Commit,
+                Some(NO_META.to_string()),
+            ),
+        };
+        let body = &self.bytes[record.body.clone()];
+        let (patch, snapshot) = match record.kind {
+            Kind::Patch => {
+                let mut de = serde_json::Deserializer::from_slice(body);
+                de.disable_recursion_limit();
+                let patch = <json_patch::Patch as serde::Deserialize>::deserialize(&mut de).ok();
+                (patch, None)
+            }
+            Kind::Document if body.len() as u64 <= max_patch_bytes => {
+                (None, format::decode::<Value>(Path::new(""), body).ok())
+            }
+            Kind::Document => {
+                note.get_or_insert_with(|| {
+                    "no snapshot: the document is larger than history.max_patch_bytes".into()
+                });
+                (None, None)
+            }
+        };
+        HistoryEntry {
+            generation: record.generation,
+            time,
+            writer,
+            change,
+            patch,
+            snapshot,
+            note,
+        }
+    }
+
+    /// `entries` (the history log's, oldest first) with the entries of the journal's
+    /// records up to `current` that the log does not hold, none older than the last
+    /// `keep` generations.
+    pub(crate) fn merge(
+        &self,
+        entries: Vec<HistoryEntry>,
+        current: u64,
+        policy: &crate::settings::HistoryPolicy,
+    ) -> Vec<HistoryEntry> {
+        let oldest = current.saturating_sub(u64::from(policy.keep)) + 1;
+        let mut by_generation: std::collections::BTreeMap<u64, HistoryEntry> =
+            entries.into_iter().map(|e| (e.generation, e)).collect();
+        for r in &self.records {
+            if r.generation >= oldest && r.generation <= current {
+                by_generation
+                    .entry(r.generation)
+                    .or_insert_with(|| self.entry(r, policy.max_patch_bytes));
+            }
+        }
+        by_generation.into_values().collect()
+    }
+
+    /// The document at `generation`, replayed from the snapshot and the records up to
+    /// it; `None` when it is not between the snapshot and the newest record (or the
+    /// snapshot in place is not the one the journal follows).
+    pub(crate) fn document(&self, path: &Path, generation: u64) -> Result<Option<Value>> {
+        let Some((bytes, _)) = &self.snapshot else {
+            return Ok(None);
+        };
+        if generation < self.header.follows || generation > self.newest() {
+            return Ok(None);
+        }
+        let mut doc = format::decode::<Value>(path, bytes)?;
+        for r in self
+            .records
+            .iter()
+            .take_while(|r| r.generation <= generation)
+        {
+            apply(&mut doc, r, &self.bytes).map_err(|why| Error::Corrupt {
+                path: self.journal_path.clone(),
+                line: None,
+                column: None,
+                reason: format!("record {} does not apply: {why}", r.generation),
+            })?;
+        }
+        Ok(Some(doc))
+    }
+
+    /// The versions since the last compaction that the current one replaced, as
+    /// backups (newest first): the snapshot (the file itself) and each record's
+    /// version before the newest. `size` is the bytes that hold each: the file's, or
+    /// the record's.
+    pub(crate) fn versions(&self, state_path: &Path) -> Vec<crate::BackupInfo> {
+        let Some((bytes, modified)) = &self.snapshot else {
+            return Vec::new();
+        };
+        let newest = self.newest();
+        let mut out = Vec::new();
+        if self.header.follows < newest {
+            out.push(crate::BackupInfo {
+                generation: self.header.follows,
+                path: state_path.to_path_buf(),
+                size: bytes.len() as u64,
+                committed: *modified,
+            });
+        }
+        for r in self.records.iter().filter(|r| r.generation < newest) {
+            let committed = r
+                .meta
+                .as_ref()
+                .and_then(|m| serde_json::from_slice::<RecordMeta>(&self.bytes[m.clone()]).ok())
+                .and_then(|m| humantime::parse_rfc3339(&m.time).ok())
+                .unwrap_or(*modified);
+            let start = r.meta.as_ref().map_or(r.body.start, |m| m.start - 4);
+            out.push(crate::BackupInfo {
+                generation: r.generation,
+                path: self.journal_path.clone(),
+                size: (RECORD_HEAD + padded(r.body.end - start) + 8) as u64,
+                committed,
+            });
+        }
+        out.reverse();
+        out
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> Store<T> {
+    /// Before a compaction replaces the journal (the lock held, the new snapshot not
+    /// renamed in yet): appends the history entries of the journal's records up to
+    /// the replayed version `b` that the log does not hold yet and its retention keeps,
+    /// one write per segment, flushed: once the journal is replaced, the log is where
+    /// they are. Idempotent: a compaction after a crash here starts after the last
+    /// generation the log holds.
+    fn move_history(
+        &self,
+        sidecar: &Sidecar,
+        b: &Base,
+        j: &Replayed,
+    ) -> std::result::Result<Result<()>, Poisoning> {
+        let config = self.config();
+        let policy = &config.history;
+        if policy.keep == 0 {
+            return Ok(Ok(()));
+        }
+        let view = match View::read(self, Some(sidecar)) {
+            Ok(Some(view)) => view,
+            Ok(None) => return Ok(Ok(())),
+            Err(e) => return Ok(Err(e)),
+        };
+        let upto = b.generation;
+        let oldest = (upto + 1).saturating_sub(u64::from(policy.keep)) + 1;
+        let last = crate::history::last_recorded(sidecar, policy, upto);
+        let from = last.map_or(0, |l| l + 1).max(oldest);
+        if !view
+            .records
+            .iter()
+            .any(|r| r.generation >= from && r.generation <= upto)
+        {
+            return Ok(Ok(()));
+        }
+        // As for plain files, an entry that opens a segment or follows a gap carries
+        // the whole document, when the history keeps documents that size: replayed
+        // from the snapshot.
+        let mut doc = match &view.snapshot {
+            Some((bytes, _)) if j.snapshot_len as u64 <= policy.max_patch_bytes => {
+                format::decode::<Value>(self.path(), bytes).ok()
+            }
+            _ => None,
+        };
+        let mut previous = last;
+        let mut entries = Vec::new();
+        for r in view.records.iter().take_while(|r| r.generation <= upto) {
+            if let Some(d) = doc.as_mut()
+                && apply(d, r, &view.bytes).is_err()
+            {
+                doc = None;
+            }
+            if r.generation < from {
+                continue;
+            }
+            let mut entry = view.entry(r, policy.max_patch_bytes);
+            if entry.snapshot.is_none()
+                && crate::history::needs_snapshot(policy, r.generation, previous)
+            {
+                let whole = doc.as_ref().filter(|d| {
+                    serde_json::to_vec(d).is_ok_and(|v| v.len() as u64 <= policy.max_patch_bytes)
+                });
+                match whole {
+                    Some(d) => entry.snapshot = Some(d.clone()),
+                    None if entry.note.is_none() => {
+                        entry.note = Some(
+                            "no snapshot: the document is larger than history.max_patch_bytes"
+                                .into(),
+                        );
+                    }
+                    None => {}
+                }
+            }
+            previous = Some(r.generation);
+            entries.push(entry);
+        }
+        crate::history::append_many(
+            sidecar,
+            policy,
+            &entries,
+            b.perms,
+            self.opts.durability == Durability::Full,
+        )
+    }
+
+    /// The journal's view, for a journal-mode store (`None` otherwise).
+    pub(crate) fn journal_view(&self, sidecar: Option<&Sidecar>) -> Result<Option<View>> {
+        if self.config().format != Format::Journal {
+            return Ok(None);
+        }
+        View::read(self, sidecar)
+    }
+}
+
 /// What a commit in journal mode does.
 pub(crate) enum Step {
     /// The change was appended and flushed: the new base, and the time in `fdatasync`.
@@ -831,6 +1249,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         encoded_len: usize,
         base: Option<&Base>,
         generation: u64,
+        change: &Change,
     ) -> Result<Step> {
         let sidecar = guard.sidecar().clone();
         // A store reads the settings when it is opened. If another one has taken the
@@ -866,13 +1285,29 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             });
         }
         let compact = |repaired| {
+            // The journal's records go into the history log before anything replaces
+            // the journal (the new snapshot's rename comes after this).
+            // A failed write is bookkeeping (as a history append is for plain files); a
+            // failed flush is never retried: it poisons the store, and this commit fails
+            // with nothing written.
+            if let (Some(b), Some(j)) = (base, replayed)
+                && j.journal.is_some()
+            {
+                match self.move_history(&sidecar, b, j) {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        self.bookkeeping_failed(b.generation, "moving the journal's history", &e);
+                    }
+                    Err(Poisoning(e)) => {
+                        self.poison();
+                        return Err(e);
+                    }
+                }
+            }
             if mutation("journal-compact-early") {
                 // The broken order: the old journal replaced before the snapshot that
                 // holds its commits is durable.
-                let header = Header {
-                    follows: generation,
-                    snapshot: 0,
-                };
+                let header = Header::new(generation, 0);
                 let perms = base.map_or(
                     Perms {
                         mode: 0o644,
@@ -912,7 +1347,8 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             source: e,
         })?;
         let (kind, body) = change_body(old, &new, encoded_len);
-        let Some(record) = encode_record(generation, kind, &body) else {
+        let meta = RecordMeta::now(change);
+        let Some(record) = encode_record(generation, kind, Some(&meta), &body) else {
             return compact(None);
         };
         let config = self.config();
@@ -984,10 +1420,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         perms: Perms,
         repaired: Option<(String, PathBuf)>,
     ) -> Result<()> {
-        let header = Header {
-            follows: generation,
-            snapshot: checksum,
-        };
+        let header = Header::new(generation, checksum);
         let started = match start(sidecar, header, perms, self.opts.durability) {
             Ok(result) => result,
             Err(Poisoning(e)) => {
@@ -1196,26 +1629,21 @@ mod tests {
     use super::*;
 
     fn journal(records: &[(u64, Kind, &str)]) -> Vec<u8> {
-        let mut b = Header {
-            follows: 4,
-            snapshot: 9,
-        }
-        .encode()
-        .to_vec();
+        let mut b = Header::new(4, 9).encode().to_vec();
         for (g, k, body) in records {
-            b.extend(encode_record(*g, *k, body.as_bytes()).unwrap());
+            b.extend(encode_record(*g, *k, Some(b"{}"), body.as_bytes()).unwrap());
         }
         b
     }
 
     #[test]
     fn headers_round_trip_and_any_changed_byte_is_refused() {
-        let h = Header {
-            follows: 7,
-            snapshot: 0xdead_beef,
-        };
+        let h = Header::new(7, 0xdead_beef);
         let b = h.encode();
         assert_eq!(Header::decode(&b), Some(h));
+        // An earlier build's header still reads, as version 1.
+        let old = Header { version: 1, ..h };
+        assert_eq!(Header::decode(&old.encode()), Some(old));
         for i in 0..HEADER_LEN {
             let mut c = b;
             c[i] ^= 0x10;
@@ -1245,7 +1673,7 @@ mod tests {
     #[test]
     fn a_torn_last_record_is_dropped_whatever_part_of_it_was_written() {
         let good = journal(&[(5, Kind::Patch, "[]")]);
-        let torn = encode_record(6, Kind::Document, &[b'7'; 300]).unwrap();
+        let torn = encode_record(6, Kind::Document, Some(b"{}"), &[b'7'; 300]).unwrap();
         // Every way a power loss can leave the last append: each 8-byte piece of it
         // written or not (sampled), and cut at every length.
         for cut in 1..torn.len() {
@@ -1296,6 +1724,85 @@ mod tests {
         let s = scan(&b, HEADER_LEN, 5);
         assert!(s.damage.unwrap().contains("generation 7, where 6"));
         assert_eq!(s.max_seen, 7);
+    }
+
+    #[test]
+    fn records_carry_their_metadata_and_an_earlier_builds_records_still_read() {
+        let meta = RecordMeta::now(&Change::Restore { from: 3 });
+        let r = encode_record(5, Kind::Patch, Some(&meta), b"[]").unwrap();
+        let (record, size) = parse_at(&r, 0).unwrap();
+        assert_eq!(size, r.len());
+        assert_eq!(&r[record.body.clone()], b"[]");
+        let m: RecordMeta = serde_json::from_slice(&r[record.meta.clone().unwrap()]).unwrap();
+        assert_eq!(m.change, Change::Restore { from: 3 });
+        assert_eq!(m.writer.pid, sys::pid());
+        assert!(humantime::parse_rfc3339(&m.time).is_ok(), "{}", m.time);
+        assert_eq!(last_of(&record, &r), (0, le64(&r[r.len() - 8..])));
+        // A metadata length that runs past the body never verifies.
+        let mut bad = r.clone();
+        bad[RECORD_HEAD..RECORD_HEAD + 4].copy_from_slice(&1000u32.to_le_bytes());
+        assert_eq!(parse_at(&bad, 0), None);
+        // Kinds 1 and 2: no metadata.
+        let old = encode_record(5, Kind::Document, None, b"{}").unwrap();
+        let (record, _) = parse_at(&old, 0).unwrap();
+        assert_eq!(
+            (record.kind, record.meta, &old[record.body]),
+            (Kind::Document, None, &b"{}"[..])
+        );
+    }
+
+    /// A journal as an earlier build wrote it (magic `SSJOURN1`, records without
+    /// metadata) is read, listed in the history with a note, never appended to: the
+    /// next commit compacts and moves its entries into the log.
+    #[test]
+    fn an_earlier_builds_journal_is_read_and_compacted_into_the_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        let store: Store = Store::open(&path).unwrap();
+        let settings = crate::settings::Settings {
+            format: Format::Journal,
+            ..crate::settings::Settings::default()
+        };
+        store
+            .create_with(&settings, serde_json::json!({"n": 0}))
+            .unwrap();
+        let journal = dir.path().join(".state.json.statesafe").join(JOURNAL);
+        let bytes = std::fs::read(&journal).unwrap();
+        let header = Header::decode(&bytes).unwrap();
+        let mut old = Header {
+            version: 1,
+            ..header
+        }
+        .encode()
+        .to_vec();
+        for (g, n) in [(2u64, 1), (3, 2)] {
+            let patch = format!(r#"[{{"op":"replace","path":"/n","value":{n}}}]"#);
+            old.extend(encode_record(g, Kind::Patch, None, patch.as_bytes()).unwrap());
+        }
+        old.resize(bytes.len(), 0);
+        std::fs::write(&journal, &old).unwrap();
+        let reader: Store = Store::open(&path).unwrap();
+        let snap = reader.load().unwrap();
+        assert_eq!(
+            (snap.state, snap.generation),
+            (serde_json::json!({"n": 2}), 3)
+        );
+        let history = reader.history().unwrap();
+        assert_eq!(history.len(), 3);
+        assert_eq!(history[2].note.as_deref(), Some(NO_META));
+        assert!(history[2].writer.is_none() && history[2].patch.is_some());
+        // The next commit compacts (a new snapshot) and starts this build's journal.
+        let inode = |p: &Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap());
+        let before = inode(&path);
+        reader.update(|s| s["n"] = 3.into()).unwrap();
+        assert_ne!(inode(&path), before);
+        assert_eq!(&std::fs::read(&journal).unwrap()[..8], MAGIC);
+        let history = Store::<Value>::open(&path).unwrap().history().unwrap();
+        let generations: Vec<u64> = history.iter().map(|e| e.generation).collect();
+        assert_eq!(generations, vec![1, 2, 3, 4]);
+        assert_eq!(history[1].note.as_deref(), Some(NO_META));
+        assert!(history[3].writer.is_some());
+        assert_eq!(reader.document_at(2).unwrap(), serde_json::json!({"n": 1}));
     }
 
     #[test]

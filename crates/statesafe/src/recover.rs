@@ -572,13 +572,27 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             current,
         } = self.lock_and_read("restore", true)?;
         let list = self.list_backups()?;
-        let Some(info) = list.backups.iter().find(|b| b.generation == generation) else {
-            return Err(Error::NotFound {
-                path: backup::backups_dir(&self.local().target)
-                    .join(format!("gen-{generation:020}.json")),
-            });
+        let state = match list.backups.iter().find(|b| b.generation == generation) {
+            Some(info) => self.verify_backup(info)?,
+            None => {
+                // Journal mode: a version since the last compaction, replayed from the
+                // snapshot and the records up to it.
+                let current_generation = current.as_ref().map_or(0, |c| c.generation);
+                let doc = match self.journal_view(Some(guard.sidecar()))? {
+                    Some(view) if generation < current_generation => {
+                        view.document(self.path(), generation)?
+                    }
+                    _ => None,
+                };
+                let Some(doc) = doc else {
+                    return Err(Error::NotFound {
+                        path: backup::backups_dir(&self.local().target)
+                            .join(format!("gen-{generation:020}.json")),
+                    });
+                };
+                self.verify_cached(&doc, generation, false)?.state
+            }
         };
-        let state = self.verify_backup(info)?;
         let base = match &current {
             Some(cur) => match self.verify(cur, true) {
                 Ok(v) => Some(Base::of(cur, true, v.value)),
@@ -610,7 +624,34 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         if let Some(remote) = self.remote() {
             return remote.backups(self);
         }
-        self.list_backups()
+        let view = self.journal_view(None)?;
+        let mut list = self.list_backups()?;
+        if let Some(view) = view {
+            // Journal mode: the versions since the last compaction are the snapshot
+            // and the records (at no extra write), under the same retention as the
+            // files, counted together with them.
+            let policy = self.config().backups;
+            let versions = view.versions(self.path());
+            let files: std::collections::BTreeSet<u64> =
+                list.backups.iter().map(|b| b.generation).collect();
+            let mut all: Vec<BackupInfo> = list
+                .backups
+                .iter()
+                .cloned()
+                .chain(
+                    versions
+                        .into_iter()
+                        .filter(|v| !files.contains(&v.generation)),
+                )
+                .collect();
+            all.sort_by_key(|b| std::cmp::Reverse(b.generation));
+            let keep = backup::keep_set(&all, &policy, std::time::SystemTime::now());
+            list.backups = all
+                .into_iter()
+                .filter(|b| files.contains(&b.generation) || keep.contains(&b.generation))
+                .collect();
+        }
+        Ok(list)
     }
 
     /// Lists the backups once this store's own pending prunes are done, so that it
@@ -630,9 +671,16 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             return remote.history(self);
         }
         let config = self.config();
+        // Journal mode: the commits since the last compaction are the journal's
+        // records. Read first: a compaction moves them into the log before it replaces
+        // the journal, so the log read after it holds whatever this journal lacks.
+        let view = self.journal_view(None)?;
         let cur = self.read_current()?;
         let current = cur.as_ref().map_or(0, |c| c.generation);
         let mut entries = history::read(self.sidecar()?.as_ref(), &config.history, current, true)?;
+        if let Some(view) = &view {
+            entries = view.merge(entries, current, &config.history);
+        }
         if let Some(cur) = cur.filter(|c| c.external)
             && entries.last().map(|e| e.generation) != Some(cur.generation)
         {
@@ -669,6 +717,12 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             drop(cur);
             return self.value_of(state);
         }
+        // Journal mode: a generation since the last compaction, replayed.
+        if let Some(view) = self.journal_view(None)?
+            && let Some(doc) = view.document(self.path(), generation)?
+        {
+            return Ok(doc);
+        }
         if let Some(b) = self
             .list_backups()?
             .backups
@@ -679,8 +733,12 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             return self.value_of(state);
         }
         let config = self.config();
+        let view = self.journal_view(None)?;
         let current = self.generation()?;
-        let entries = history::read(self.sidecar()?.as_ref(), &config.history, current, false)?;
+        let mut entries = history::read(self.sidecar()?.as_ref(), &config.history, current, false)?;
+        if let Some(view) = &view {
+            entries = view.merge(entries, current, &config.history);
+        }
         history::document_at(&self.local().target.given, &entries, generation)
     }
 
@@ -729,12 +787,16 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         let cur = self.read_current()?;
         let stat = std::fs::metadata(self.local().target.real()).ok();
         let generation = cur.as_ref().map_or(0, |c| c.generation);
-        let last_writer =
-            history::read(self.sidecar()?.as_ref(), &config.history, generation, false)?
-                .into_iter()
-                .rev()
-                .find(|e| e.generation == generation)
-                .and_then(|e| e.writer.map(|w| (w, e.time)));
+        let mut entries =
+            history::read(self.sidecar()?.as_ref(), &config.history, generation, false)?;
+        if let Some(view) = self.journal_view(None)? {
+            entries = view.merge(entries, generation, &config.history);
+        }
+        let last_writer = entries
+            .into_iter()
+            .rev()
+            .find(|e| e.generation == generation)
+            .and_then(|e| e.writer.map(|w| (w, e.time)));
         Ok(Info {
             path: self.local().target.given.clone(),
             real_path: self.local().target.real(),

@@ -766,13 +766,16 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                     "invariant: commit_serialized parses the text unless the format is plain"
                 ),
             };
-            match self.journal_commit(guard, state, bytes.len(), base, generation)? {
+            match self.journal_commit(guard, state, bytes.len(), base, generation, &change)? {
                 crate::journal::Step::Appended(b, fsync) => return Ok((b, fsync)),
                 crate::journal::Step::Compact {
                     generation,
                     base,
                     repaired: r,
                 } => {
+                    // The journal's records were just moved into the history: the
+                    // last holder's hint of what it recorded is out of date.
+                    guard.previous.history = None;
                     repaired = r;
                     snapshot_base = base;
                     (generation, snapshot_base.as_ref())
@@ -997,7 +1000,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         ))
     }
 
-    fn bookkeeping_failed(&self, generation: u64, what: &str, e: &Error) {
+    pub(crate) fn bookkeeping_failed(&self, generation: u64, what: &str, e: &Error) {
         bookkeeping_failed(&self.recorder, &self.local().target.given, what, e);
         self.emit(Event::BookkeepingFailed {
             path: self.local().target.given.clone(),

@@ -40,3 +40,51 @@ fn init_set_get_and_leave_journal_mode() {
     let run = env.run(&["get", "s.json", "/n"]);
     assert_eq!(run.stdout, "3\n", "{}", run.snapshot());
 }
+
+#[test]
+fn log_backups_restore_and_diff_reach_the_journals_commits() {
+    let env = Env::new();
+    let run = env.run(&["init", "s.json", "{\"n\": 0}", "--format", "journal"]);
+    assert_eq!(run.code, 0, "{}", run.snapshot());
+    for n in 1..=3 {
+        let run = env.run(&["set", "s.json", "/n", &n.to_string()]);
+        assert_eq!(run.code, 0, "{}", run.snapshot());
+    }
+    // Every commit is in the log, with its writer (the `set` that made it).
+    let log = env.run(&["log", "s.json", "--json"]).json();
+    let entries = log["entries"].as_array().unwrap();
+    let generations: Vec<u64> = entries
+        .iter()
+        .map(|e| e["generation"].as_u64().unwrap())
+        .collect();
+    assert_eq!(generations, vec![4, 3, 2, 1], "{log}");
+    for e in &entries[..3] {
+        assert!(
+            e["writer"]["command"].as_str().unwrap().contains("set"),
+            "{e}"
+        );
+        assert!(!e["time"].as_str().unwrap().is_empty(), "{e}");
+    }
+    // The versions the commits replaced are backups, from the journal.
+    let backups = env.run(&["backups", "s.json", "--json"]).json();
+    let listed: Vec<u64> = backups["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["generation"].as_u64().unwrap())
+        .collect();
+    assert_eq!(listed, vec![3, 2, 1], "{backups}");
+    let run = env.run(&["diff", "s.json", "2", "4"]);
+    assert_eq!(run.code, 0, "{}", run.snapshot());
+    assert!(run.stdout.contains("\"value\":3"), "{}", run.snapshot());
+    let run = env.run(&["restore", "s.json", "--generation", "2"]);
+    assert_eq!(run.code, 0, "{}", run.snapshot());
+    let run = env.run(&["get", "s.json", "/n"]);
+    assert_eq!(run.stdout, "1\n", "{}", run.snapshot());
+    let log = env.run(&["log", "s.json"]);
+    assert!(
+        log.stdout.starts_with("generation 5 ") && log.stdout.contains("restore of generation 2"),
+        "{}",
+        log.snapshot()
+    );
+}

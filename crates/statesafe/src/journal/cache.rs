@@ -573,6 +573,8 @@ impl Store<Value> {
         let mut generation = cache.generation;
         let mut outcomes = Vec::with_capacity(batch.len());
         let doc = Arc::make_mut(&mut cache.doc);
+        // Every record of the batch is this process's commit, flushed now.
+        let meta = super::RecordMeta::now(&crate::history::Change::Commit);
         for request in batch {
             if request.ops.0.is_empty() {
                 outcomes.push(Outcome::Done(generation));
@@ -580,7 +582,7 @@ impl Store<Value> {
             }
             let next = generation + 1;
             let record = (next <= format::MAX_GENERATION)
-                .then(|| encode_record(next, Kind::Patch, &request.body))
+                .then(|| encode_record(next, Kind::Patch, Some(&meta), &request.body))
                 .flatten();
             let Some(record) = record.filter(|r| {
                 pos.end + (records.len() + r.len()) as u64 - HEADER_LEN as u64 <= limit

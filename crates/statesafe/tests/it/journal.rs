@@ -184,7 +184,10 @@ fn a_torn_append_at_the_tail_is_dropped_and_written_over() {
     torn[..4].copy_from_slice(&200u32.to_le_bytes());
     torn[4] = 2;
     torn[8..16].copy_from_slice(&4u64.to_le_bytes());
-    torn.extend_from_slice(b"{\"n\": 3, \"padding\": \"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx");
+    // Longer than the next record (which carries its time and writer), so that its
+    // zeroing of what is left shows.
+    torn.extend_from_slice(b"{\"n\": 3, \"padding\": \"");
+    torn.extend_from_slice(&[b'x'; 1200]);
     file.write_all_at(&torn, end).unwrap();
     drop(file);
     let (seen, hook) = events();
@@ -629,7 +632,8 @@ fn appends_are_flushed_and_compaction_replaces_the_journal_last() {
     let path = real.join("state.json");
     let store: Store = Store::open(&path).unwrap();
     let settings = Settings {
-        journal_max_bytes: Some(300),
+        // Room for a few records (each carries its time and writer).
+        journal_max_bytes: Some(1500),
         ..journal_settings()
     };
     store.create_with(&settings, json!({"n": 0})).unwrap();
@@ -737,4 +741,195 @@ fn a_store_that_missed_the_switch_out_of_journal_mode_writes_nothing() {
     assert_eq!(std::fs::read(&path).unwrap(), before);
     assert!(!journal_path(&path).exists());
     assert_eq!(Store::<Value>::open(&path).unwrap().get().unwrap()["n"], 1);
+}
+
+/// The generations of the history log's lines, as written (duplicates included).
+fn logged_generations(path: &Path) -> Vec<u64> {
+    let dir = sidecar(path).join("history");
+    let mut names: Vec<_> = match std::fs::read_dir(&dir) {
+        Ok(d) => d.map(|e| e.unwrap().path()).collect(),
+        Err(_) => return Vec::new(),
+    };
+    names.sort();
+    let mut out = Vec::new();
+    for name in names {
+        for line in std::fs::read_to_string(name).unwrap().lines() {
+            let v: Value = serde_json::from_str(line).unwrap();
+            out.push(v["generation"].as_u64().unwrap());
+        }
+    }
+    out
+}
+
+/// A value that makes the document longer than a one-key patch.
+const KEEP: &str = "a value long enough that a one-key patch is shorter than the document";
+
+#[test]
+fn every_journal_commit_is_in_the_history_with_its_time_writer_and_patch() {
+    let dir = common::test_dir();
+    let path = dir.path().join("state.json");
+    let store = create_journal(&path, json!({"n": 0, "keep": KEEP}));
+    for n in 1..=5u64 {
+        store.update(|s| s["n"] = n.into()).unwrap();
+    }
+    // A whole replacement shorter than its patch: a record holding the document.
+    store.replace(json!({"n": 6})).unwrap();
+    // The commits since the compaction wrote nothing but their records.
+    assert_eq!(logged_generations(&path), vec![1]);
+    for reader in [&store, &Store::<Value>::open(&path).unwrap()] {
+        let history = reader.history().unwrap();
+        let generations: Vec<u64> = history.iter().map(|e| e.generation).collect();
+        assert_eq!(generations, (1..=7).collect::<Vec<_>>());
+        for entry in &history[1..] {
+            assert_eq!(entry.change, statesafe::Change::Commit);
+            let writer = entry
+                .writer
+                .as_ref()
+                .expect("a journal commit names its writer");
+            assert_eq!(writer.pid, std::process::id());
+            assert!(!writer.command.is_empty());
+            assert!(
+                humantime::parse_rfc3339(&entry.time).is_ok(),
+                "{}",
+                entry.time
+            );
+            assert!(entry.note.is_none(), "{:?}", entry.note);
+        }
+        // Patches for the updates, the document for the replacement.
+        assert!(history[2].patch.is_some());
+        assert_eq!(history[6].snapshot, Some(json!({"n": 6})));
+        // Every generation since the history began can be rebuilt, and diffed.
+        for g in 1..=5u64 {
+            assert_eq!(
+                reader.document_at(g).unwrap(),
+                json!({"n": g - 1, "keep": KEEP}),
+                "generation {g}"
+            );
+        }
+        let diff = serde_json::to_value(reader.diff(2, 4).unwrap()).unwrap();
+        assert_eq!(diff, json!([{"op": "replace", "path": "/n", "value": 3}]));
+    }
+}
+
+#[test]
+fn compaction_moves_the_records_history_into_the_log_once() {
+    let dir = common::test_dir();
+    let path = dir.path().join("state.json");
+    let store: Store = Store::open(&path).unwrap();
+    let settings = Settings {
+        journal_max_bytes: Some(1500),
+        ..journal_settings()
+    };
+    store.create_with(&settings, json!({"n": 0})).unwrap();
+    let first_inode = common::inode(&path);
+    for n in 1..=30u64 {
+        store.update(|s| s["n"] = n.into()).unwrap();
+    }
+    assert_ne!(common::inode(&path), first_inode, "no compaction happened");
+    let logged = logged_generations(&path);
+    let mut unique = logged.clone();
+    unique.dedup();
+    assert_eq!(logged, unique, "an entry was written twice");
+    let snapshot_generation = Store::<Value>::open(&path)
+        .unwrap()
+        .backups()
+        .unwrap()
+        .backups
+        .iter()
+        .map(|b| b.generation)
+        .max()
+        .unwrap();
+    assert!(snapshot_generation > 1);
+    // Everything up to the last compaction is in the log, each generation once.
+    let on_disk: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let compacted = on_disk["n"].as_u64().unwrap() + 1;
+    assert_eq!(logged, (1..=compacted).collect::<Vec<_>>());
+    let history = Store::<Value>::open(&path).unwrap().history().unwrap();
+    assert_eq!(
+        history.iter().map(|e| e.generation).collect::<Vec<_>>(),
+        (1..=31).collect::<Vec<_>>()
+    );
+    assert!(history[1..].iter().all(|e| e.writer.is_some()));
+    for g in 1..=31u64 {
+        assert_eq!(store.document_at(g).unwrap(), json!({"n": g - 1}), "{g}");
+    }
+}
+
+#[test]
+fn a_crash_before_the_new_journal_neither_loses_nor_duplicates_history() {
+    let dir = common::test_dir();
+    let path = dir.path().join("state.json");
+    let store: Store = Store::open(&path).unwrap();
+    let settings = Settings {
+        journal_max_bytes: Some(1500),
+        ..journal_settings()
+    };
+    store.create_with(&settings, json!({"n": 0})).unwrap();
+    let mut old_journal;
+    let mut n = 0u64;
+    loop {
+        old_journal = std::fs::read(journal_path(&path)).unwrap();
+        let inode = common::inode(&path);
+        n += 1;
+        store.update(|s| s["n"] = n.into()).unwrap();
+        if common::inode(&path) != inode {
+            break;
+        }
+    }
+    // The crash: the history and the snapshot of generation n + 1 are in place, the
+    // new journal's rename never happened (the old journal, records up to n, is back).
+    std::fs::write(journal_path(&path), &old_journal).unwrap();
+    let reader: Store = Store::open(&path).unwrap();
+    let generations =
+        |s: &Store| -> Vec<u64> { s.history().unwrap().iter().map(|e| e.generation).collect() };
+    assert_eq!(generations(&reader), (1..=n + 1).collect::<Vec<_>>());
+    // The next commit compacts again: the stale records are in the log already.
+    reader.update(|s| s["n"] = 1000.into()).unwrap();
+    reader.update(|s| s["m"] = 1.into()).unwrap();
+    let logged = logged_generations(&path);
+    assert_eq!(
+        logged,
+        (1..=n + 2).collect::<Vec<_>>(),
+        "lost or duplicated"
+    );
+    assert_eq!(generations(&reader), (1..=n + 3).collect::<Vec<_>>());
+    assert_eq!(reader.document_at(n).unwrap(), json!({"n": n - 1}));
+}
+
+#[test]
+fn versions_since_the_last_compaction_are_backups_and_can_be_restored() {
+    let dir = common::test_dir();
+    let path = dir.path().join("state.json");
+    let store = create_journal(&path, json!({"n": 0}));
+    for n in 1..=6u64 {
+        store.update(|s| s["n"] = n.into()).unwrap();
+    }
+    // The five newest replaced versions (the default retention), from the records.
+    let list = store.backups().unwrap();
+    let generations: Vec<u64> = list.backups.iter().map(|b| b.generation).collect();
+    assert_eq!(generations, vec![6, 5, 4, 3, 2]);
+    assert!(list.backups.iter().all(|b| b.path == journal_path(&path)));
+    // Nothing was written for them.
+    assert!(!sidecar(&path).join("backups").exists());
+    // Restore one: a new generation, recorded as a restore.
+    let restored = store.restore(3).unwrap();
+    assert_eq!(restored, 8);
+    let reader: Store = Store::open(&path).unwrap();
+    assert_eq!(reader.load().unwrap().state, json!({"n": 2}));
+    let last = reader.history().unwrap().pop().unwrap();
+    assert_eq!(
+        (last.generation, last.change),
+        (8, statesafe::Change::Restore { from: 3 })
+    );
+    // The snapshot itself, once it falls in the window, is the file.
+    let store = create_journal(&dir.path().join("b.json"), json!({"n": 0}));
+    store.update(|s| s["n"] = 1.into()).unwrap();
+    let list = store.backups().unwrap();
+    assert_eq!(list.backups.len(), 1);
+    assert_eq!(
+        (list.backups[0].generation, list.backups[0].path.clone()),
+        (1, dir.path().join("b.json"))
+    );
+    // A generation that is neither kept nor in the journal is not found.
+    assert!(matches!(store.restore(7), Err(Error::NotFound { .. })));
 }
