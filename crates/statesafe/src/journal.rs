@@ -16,7 +16,7 @@
 //! for writing one link and an accepted owner).
 
 use std::ffi::OsStr;
-use std::io::{self, Read};
+use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -476,7 +476,8 @@ pub(crate) fn read_current<T>(store: &Store<T>, want_acl: bool) -> Result<Option
     let journal = match journal {
         Some(file) => {
             let st = sys::stat_fd(&file).map_err(|e| Error::io(Op::Read, &journal_path, e))?;
-            let bytes = read_journal(&file).map_err(|e| Error::io(Op::Read, &journal_path, e))?;
+            let bytes = read_journal_at(&file, 0, Some(st.size))
+                .map_err(|e| Error::io(Op::Read, &journal_path, e))?;
             Some(((st.dev, st.ino, st.size), bytes))
         }
         None => None,
@@ -489,19 +490,39 @@ pub(crate) fn read_current<T>(store: &Store<T>, want_acl: bool) -> Result<Option
 /// 64 KiB of them (more than a record's zero padding and checksum can hold), which
 /// tell a scan everything the rest would. The zeros are still read (only they prove
 /// that no record follows), a piece at a time, without being kept.
-fn read_journal(mut file: &std::fs::File) -> io::Result<Vec<u8>> {
+fn read_journal(file: &std::fs::File) -> io::Result<Vec<u8>> {
+    read_journal_at(file, 0, None)
+}
+
+/// [`read_journal`] from offset `start`. `size`: the file's size, as an `fstat` of
+/// this descriptor just found it: the read stops there rather than making one more
+/// call to meet the end of the file (a journal only grows while the writers' lock is
+/// held, so a reader stopping there reads what was there at the `fstat`, as if it had
+/// read a moment earlier).
+pub(crate) fn read_journal_at(
+    file: &std::fs::File,
+    start: u64,
+    size: Option<u64>,
+) -> io::Result<Vec<u8>> {
     const PIECE: usize = 64 << 10;
     let mut bytes = Vec::new();
-    let mut piece = vec![0u8; PIECE];
+    let left = size.map(|s| s.saturating_sub(start));
+    let mut piece = vec![0u8; left.map_or(PIECE, |l| (l as usize).clamp(1, PIECE))];
     // Zeros read and not yet kept.
     let mut skipped = 0usize;
+    let mut at = start;
     loop {
-        let n = match file.read(&mut piece) {
+        if size.is_some_and(|s| at >= s) {
+            break;
+        }
+        let want = size.map_or(piece.len(), |s| ((s - at) as usize).min(piece.len()));
+        let n = match file.read_at(&mut piece[..want], at) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
+        at += n as u64;
         if last_nonzero(&piece[..n]).is_some() {
             bytes.resize(bytes.len() + skipped, 0);
             skipped = 0;
@@ -744,6 +765,7 @@ fn append(
     let root = sidecar.root();
     let path = root.join(JOURNAL);
     let io = |e: io::Error| Error::io(Op::Write, &path, e);
+    let kept_checked = kept.is_some();
     let file = match kept {
         Some(f) => {
             match rustix::fs::statat(
@@ -783,17 +805,21 @@ fn append(
             Err(e) => return Ok(Err(e)),
         },
     };
-    match sys::stat_fd(&file) {
-        Ok(st) if (st.dev, st.ino) == pos.id => {}
-        Ok(_) => {
-            return Ok(Err(Error::Corrupt {
-                path: path.clone(),
-                line: None,
-                column: None,
-                reason: "the journal was replaced while the writers' lock was held".into(),
-            }));
+    // A kept descriptor is the one the refresh found to be `pos.id` in this lock
+    // hold (and the name was just found to be it still); one opened here is checked.
+    if !kept_checked {
+        match sys::stat_fd(&file) {
+            Ok(st) if (st.dev, st.ino) == pos.id => {}
+            Ok(_) => {
+                return Ok(Err(Error::Corrupt {
+                    path: path.clone(),
+                    line: None,
+                    column: None,
+                    reason: "the journal was replaced while the writers' lock was held".into(),
+                }));
+            }
+            Err(e) => return Ok(Err(io(e))),
         }
-        Err(e) => return Ok(Err(io(e))),
     }
     let end = pos.end + record.len() as u64;
     let written = (|| {

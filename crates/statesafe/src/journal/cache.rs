@@ -26,7 +26,6 @@
 //! one the cache holds, and anything else is a full read.
 
 use std::ffi::OsStr;
-use std::io::{Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -340,8 +339,7 @@ fn refresh<T>(store: &Store<T>, cache: &mut Cache, locked: Option<&Sidecar>) -> 
         return Ok(false);
     }
     let start = pos.last_record.map_or(HEADER_LEN as u64, |(at, _)| at);
-    (&file).seek(SeekFrom::Start(start)).map_err(io)?;
-    let bytes = super::read_journal(&file).map_err(io)?;
+    let bytes = super::read_journal_at(&file, start, Some(st.size)).map_err(io)?;
     let from = match pos.last_record {
         Some((_, checksum)) => {
             let Some((record, size)) = parse_at(&bytes, 0) else {
