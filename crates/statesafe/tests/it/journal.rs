@@ -555,6 +555,14 @@ fn leaving_journal_mode_writes_the_newest_state_into_the_file() {
     assert_eq!(on_disk, json!({"n": 4}));
     let plain: Store = Store::open(&path).unwrap();
     assert_eq!(plain.load().unwrap().generation, 6);
+    // The journal's commits went into the history before it was removed.
+    let history = plain.history().unwrap();
+    assert_eq!(
+        history.iter().map(|e| e.generation).collect::<Vec<_>>(),
+        (1..=6).collect::<Vec<_>>()
+    );
+    assert!(history[1..].iter().all(|e| e.writer.is_some()));
+    assert_eq!(plain.document_at(3).unwrap(), json!({"n": 2}));
     plain.update(|s| s["n"] = 5.into()).unwrap();
     // And back: the first commit in journal mode starts a journal.
     let settings = Settings {
@@ -932,4 +940,30 @@ fn versions_since_the_last_compaction_are_backups_and_can_be_restored() {
     );
     // A generation that is neither kept nor in the journal is not found.
     assert!(matches!(store.restore(7), Err(Error::NotFound { .. })));
+}
+
+#[test]
+fn group_committed_patches_are_in_the_history_too() {
+    let dir = common::test_dir();
+    let path = dir.path().join("state.json");
+    let store = create_journal(&path, json!({"n": 0, "keep": KEEP}));
+    // The kept document comes from a store's second full read on.
+    store.load().unwrap();
+    for n in 1..=3u64 {
+        store
+            .apply_patch(&json!([{"op": "replace", "path": "/n", "value": n}]))
+            .unwrap();
+    }
+    let history = Store::<Value>::open(&path).unwrap().history().unwrap();
+    assert_eq!(
+        history.iter().map(|e| e.generation).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4]
+    );
+    for entry in &history[1..] {
+        assert_eq!(entry.writer.as_ref().unwrap().pid, std::process::id());
+        assert_eq!(
+            serde_json::to_value(entry.patch.as_ref().unwrap()).unwrap(),
+            json!([{"op": "replace", "path": "/n", "value": entry.generation - 1}])
+        );
+    }
 }
