@@ -963,7 +963,13 @@ impl View {
     /// follows a generation at or below the snapshot's). `sidecar`: the writers'
     /// lock's, when the caller holds it. `None`: no journal, or not one statesafe
     /// wrote.
-    pub(crate) fn read<T>(store: &Store<T>, sidecar: Option<&Sidecar>) -> Result<Option<View>> {
+    /// `with_snapshot`: read the snapshot too (else [`View::document`] and
+    /// [`View::versions`] find nothing).
+    pub(crate) fn read<T>(
+        store: &Store<T>,
+        sidecar: Option<&Sidecar>,
+        with_snapshot: bool,
+    ) -> Result<Option<View>> {
         let opened;
         let sidecar = match sidecar {
             Some(s) => s,
@@ -988,6 +994,15 @@ impl View {
             return Ok(None);
         };
         let records = scan(&bytes, HEADER_LEN, header.follows + 1).records;
+        if !with_snapshot {
+            return Ok(Some(View {
+                header,
+                bytes,
+                records,
+                snapshot: None,
+                journal_path,
+            }));
+        }
         let local = store.local();
         let dir = store.dir()?;
         let snapshot = crate::write::read_current(&local.target, dir, &local.lock, false)?
@@ -1174,7 +1189,9 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         if policy.keep == 0 {
             return Ok(Ok(()));
         }
-        let view = match View::read(self, Some(sidecar)) {
+        // The snapshot is read only when the history keeps documents its size.
+        let small = j.snapshot_len as u64 <= policy.max_patch_bytes;
+        let view = match View::read(self, Some(sidecar), small) {
             Ok(Some(view)) => view,
             Ok(None) => return Ok(Ok(())),
             Err(e) => return Ok(Err(e)),
@@ -1241,11 +1258,17 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
     }
 
     /// The journal's view, for a journal-mode store (`None` otherwise).
-    pub(crate) fn journal_view(&self, sidecar: Option<&Sidecar>) -> Result<Option<View>> {
+    /// `with_snapshot`: also read the snapshot (to replay versions from it; the
+    /// history needs only the records).
+    pub(crate) fn journal_view(
+        &self,
+        sidecar: Option<&Sidecar>,
+        with_snapshot: bool,
+    ) -> Result<Option<View>> {
         if self.config().format != Format::Journal {
             return Ok(None);
         }
-        View::read(self, sidecar)
+        View::read(self, sidecar, with_snapshot)
     }
 }
 

@@ -578,7 +578,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                 // Journal mode: a version since the last compaction, replayed from the
                 // snapshot and the records up to it.
                 let current_generation = current.as_ref().map_or(0, |c| c.generation);
-                let doc = match self.journal_view(Some(guard.sidecar()))? {
+                let doc = match self.journal_view(Some(guard.sidecar()), true)? {
                     Some(view) if generation < current_generation => {
                         view.document(self.path(), generation)?
                     }
@@ -624,7 +624,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         if let Some(remote) = self.remote() {
             return remote.backups(self);
         }
-        let view = self.journal_view(None)?;
+        let view = self.journal_view(None, true)?;
         let mut list = self.list_backups()?;
         if let Some(view) = view {
             // Journal mode: the versions since the last compaction are the snapshot
@@ -674,7 +674,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         // Journal mode: the commits since the last compaction are the journal's
         // records. Read first: a compaction moves them into the log before it replaces
         // the journal, so the log read after it holds whatever this journal lacks.
-        let view = self.journal_view(None)?;
+        let view = self.journal_view(None, false)?;
         let cur = self.read_current()?;
         let current = cur.as_ref().map_or(0, |c| c.generation);
         let mut entries = history::read(self.sidecar()?.as_ref(), &config.history, current, true)?;
@@ -718,7 +718,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             return self.value_of(state);
         }
         // Journal mode: a generation since the last compaction, replayed.
-        if let Some(view) = self.journal_view(None)?
+        if let Some(view) = self.journal_view(None, true)?
             && let Some(doc) = view.document(self.path(), generation)?
         {
             return Ok(doc);
@@ -733,7 +733,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             return self.value_of(state);
         }
         let config = self.config();
-        let view = self.journal_view(None)?;
+        let view = self.journal_view(None, false)?;
         let current = self.generation()?;
         let mut entries = history::read(self.sidecar()?.as_ref(), &config.history, current, false)?;
         if let Some(view) = &view {
@@ -789,7 +789,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         let generation = cur.as_ref().map_or(0, |c| c.generation);
         let mut entries =
             history::read(self.sidecar()?.as_ref(), &config.history, generation, false)?;
-        if let Some(view) = self.journal_view(None)? {
+        if let Some(view) = self.journal_view(None, false)? {
             entries = view.merge(entries, generation, &config.history);
         }
         let last_writer = entries
