@@ -124,13 +124,25 @@ const WITH_META: u8 = 2;
 pub(crate) struct RecordMeta {
     /// When it was committed (RFC 3339, UTC).
     pub time: String,
-    pub writer: crate::format::Writer,
+    /// Left out when the store that wrote this record wrote the one before it too
+    /// (in this journal): the writer is that record's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub writer: Option<crate::format::Writer>,
     pub change: Change,
 }
 
 impl RecordMeta {
-    /// This process's commit, now.
-    pub(crate) fn now(change: &Change) -> Vec<u8> {
+    /// This process's commit, now; `with_writer` false: the writer is the previous
+    /// record's (this store wrote it).
+    pub(crate) fn now(change: &Change, with_writer: bool) -> Vec<u8> {
+        let change = match change {
+            Change::Commit => "\"commit\"".to_string(),
+            other => serde_json::to_string(other).expect("invariant: a change serializes"),
+        };
+        let time = crate::transaction::now_rfc3339();
+        if !with_writer {
+            return format!("{{\"time\":\"{time}\",\"change\":{change}}}").into_bytes();
+        }
         // The writer's part is the same for every commit of a process: serialized once
         // per process id (a forked child is another writer).
         static WRITER: std::sync::Mutex<Option<(u32, String)>> = std::sync::Mutex::new(None);
@@ -149,15 +161,7 @@ impl RecordMeta {
                 }
             }
         };
-        let change = match change {
-            Change::Commit => "\"commit\"".to_string(),
-            other => serde_json::to_string(other).expect("invariant: a change serializes"),
-        };
-        format!(
-            "{{\"time\":\"{}\",\"writer\":{writer},\"change\":{change}}}",
-            crate::transaction::now_rfc3339()
-        )
-        .into_bytes()
+        format!("{{\"time\":\"{time}\",\"writer\":{writer},\"change\":{change}}}").into_bytes()
     }
 }
 
@@ -410,6 +414,9 @@ pub(crate) struct Pos {
     pub size: u64,
     /// The offset and checksum of the last record that verifies (`None`: none).
     pub last_record: Option<(u64, u64)>,
+    /// Whether this store appended that record (so its next record may leave out
+    /// the writer: "the same as the record before").
+    pub last_ours: bool,
 }
 
 /// What journal mode adds to a [`Current`]: the snapshot under the replayed document,
@@ -579,6 +586,7 @@ pub(crate) fn overlay(
         dirty_to: found.dirty_to as u64,
         size,
         last_record: found.records.last().map(|r| last_of(r, &bytes)),
+        last_ours: false,
     });
     replayed.max_seen = replayed.max_seen.max(found.max_seen);
     if let Some(why) = &found.damage {
@@ -952,6 +960,9 @@ pub(crate) struct View {
     bytes: Vec<u8>,
     /// The records that verify, in sequence, before any damage.
     records: Vec<Record>,
+    /// Each record's metadata, with the writer of a record that left it out (the
+    /// same as the record before) filled in; `None`: an earlier build's record.
+    metas: Vec<Option<RecordMeta>>,
     /// The snapshot, when the file in place is the one the journal follows: its bytes
     /// and modification time.
     snapshot: Option<(Vec<u8>, std::time::SystemTime)>,
@@ -994,11 +1005,27 @@ impl View {
             return Ok(None);
         };
         let records = scan(&bytes, HEADER_LEN, header.follows + 1).records;
+        let mut writer = None;
+        let metas = records
+            .iter()
+            .map(|r| {
+                let mut m = r
+                    .meta
+                    .as_ref()
+                    .and_then(|m| serde_json::from_slice::<RecordMeta>(&bytes[m.clone()]).ok())?;
+                match &m.writer {
+                    Some(w) => writer = Some(w.clone()),
+                    None => m.writer.clone_from(&writer),
+                }
+                Some(m)
+            })
+            .collect();
         if !with_snapshot {
             return Ok(Some(View {
                 header,
                 bytes,
                 records,
+                metas,
                 snapshot: None,
                 journal_path,
             }));
@@ -1028,6 +1055,7 @@ impl View {
             header,
             bytes,
             records,
+            metas,
             snapshot,
             journal_path,
         }))
@@ -1042,13 +1070,10 @@ impl View {
 
     /// The history entry of `record`: its time, writer and change from its metadata,
     /// its patch, or its document as the snapshot (when at most `max_patch_bytes`).
-    fn entry(&self, record: &Record, max_patch_bytes: u64) -> HistoryEntry {
-        let meta = record
-            .meta
-            .as_ref()
-            .and_then(|m| serde_json::from_slice::<RecordMeta>(&self.bytes[m.clone()]).ok());
-        let (time, writer, change, mut note) = match meta {
-            Some(m) => (m.time, Some(m.writer), m.change, None),
+    fn entry(&self, i: usize, max_patch_bytes: u64) -> HistoryEntry {
+        let record = &self.records[i];
+        let (time, writer, change, mut note) = match self.metas[i].clone() {
+            Some(m) => (m.time, m.writer, m.change, None),
             None => (
                 String::new(),
                 None,
@@ -1097,11 +1122,11 @@ impl View {
         let oldest = current.saturating_sub(u64::from(policy.keep)) + 1;
         let mut by_generation: std::collections::BTreeMap<u64, HistoryEntry> =
             entries.into_iter().map(|e| (e.generation, e)).collect();
-        for r in &self.records {
+        for (i, r) in self.records.iter().enumerate() {
             if r.generation >= oldest && r.generation <= current {
                 by_generation
                     .entry(r.generation)
-                    .or_insert_with(|| self.entry(r, policy.max_patch_bytes));
+                    .or_insert_with(|| self.entry(i, policy.max_patch_bytes));
             }
         }
         by_generation.into_values().collect()
@@ -1218,7 +1243,12 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         };
         let mut previous = last;
         let mut entries = Vec::new();
-        for r in view.records.iter().take_while(|r| r.generation <= upto) {
+        for (i, r) in view
+            .records
+            .iter()
+            .enumerate()
+            .take_while(|(_, r)| r.generation <= upto)
+        {
             if let Some(d) = doc.as_mut()
                 && apply(d, r, &view.bytes).is_err()
             {
@@ -1227,7 +1257,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             if r.generation < from {
                 continue;
             }
-            let mut entry = view.entry(r, policy.max_patch_bytes);
+            let mut entry = view.entry(i, policy.max_patch_bytes);
             if entry.snapshot.is_none()
                 && crate::history::needs_snapshot(policy, r.generation, previous)
             {
@@ -1396,7 +1426,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             source: e,
         })?;
         let (kind, body) = change_body(old, &new, encoded_len);
-        let meta = RecordMeta::now(change);
+        let meta = RecordMeta::now(change, !pos.last_ours);
         let Some(record) = encode_record(generation, kind, Some(&meta), &body) else {
             return compact(None);
         };
@@ -1447,6 +1477,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             p.end = end;
             p.dirty_to = end;
             p.last_record = Some((pos.end, le64(&record[record.len() - 8..])));
+            p.last_ours = true;
         }
         // The kept document follows without reading this record back; a large one is
         // not copied for it (the next refresh applies the record instead).
@@ -1777,14 +1808,17 @@ mod tests {
 
     #[test]
     fn records_carry_their_metadata_and_an_earlier_builds_records_still_read() {
-        let meta = RecordMeta::now(&Change::Restore { from: 3 });
+        let meta = RecordMeta::now(&Change::Restore { from: 3 }, true);
         let r = encode_record(5, Kind::Patch, Some(&meta), b"[]").unwrap();
         let (record, size) = parse_at(&r, 0).unwrap();
         assert_eq!(size, r.len());
         assert_eq!(&r[record.body.clone()], b"[]");
         let m: RecordMeta = serde_json::from_slice(&r[record.meta.clone().unwrap()]).unwrap();
         assert_eq!(m.change, Change::Restore { from: 3 });
-        assert_eq!(m.writer.pid, sys::pid());
+        assert_eq!(m.writer.unwrap().pid, sys::pid());
+        let same: RecordMeta =
+            serde_json::from_slice(&RecordMeta::now(&Change::Commit, false)).unwrap();
+        assert_eq!((same.writer, same.change), (None, Change::Commit));
         assert!(humantime::parse_rfc3339(&m.time).is_ok(), "{}", m.time);
         assert_eq!(last_of(&record, &r), (0, le64(&r[r.len() - 8..])));
         // A metadata length that runs past the body never verifies.

@@ -372,6 +372,8 @@ fn refresh<T>(store: &Store<T>, cache: &mut Cache, locked: Option<&Sidecar>) -> 
         cache.generation = last.generation;
         let (at, checksum) = super::last_of(last, &bytes);
         pos.last_record = Some((start + at, checksum));
+        // Another store's records: the next record of this one names its writer.
+        pos.last_ours = false;
     }
     pos.end = start + found.end as u64;
     pos.dirty_to = start + found.dirty_to as u64;
@@ -571,8 +573,11 @@ impl Store<Value> {
         let mut generation = cache.generation;
         let mut outcomes = Vec::with_capacity(batch.len());
         let doc = Arc::make_mut(&mut cache.doc);
-        // Every record of the batch is this process's commit, flushed now.
-        let meta = super::RecordMeta::now(&crate::history::Change::Commit);
+        // Every record of the batch is this store's commit, flushed now: the first
+        // names its writer unless this store wrote the record before it, the others
+        // are "the same as the record before".
+        let named = super::RecordMeta::now(&crate::history::Change::Commit, true);
+        let same = super::RecordMeta::now(&crate::history::Change::Commit, false);
         for request in batch {
             if request.ops.0.is_empty() {
                 outcomes.push(Outcome::Done(generation));
@@ -580,7 +585,18 @@ impl Store<Value> {
             }
             let next = generation + 1;
             let record = (next <= format::MAX_GENERATION)
-                .then(|| encode_record(next, Kind::Patch, Some(&meta), &request.body))
+                .then(|| {
+                    encode_record(
+                        next,
+                        Kind::Patch,
+                        Some(if records.is_empty() && !pos.last_ours {
+                            &named
+                        } else {
+                            &same
+                        }),
+                        &request.body,
+                    )
+                })
                 .flatten();
             let Some(record) = record.filter(|r| {
                 pos.end + (records.len() + r.len()) as u64 - HEADER_LEN as u64 <= limit
@@ -660,6 +676,7 @@ impl Store<Value> {
         ));
         pos.end = end;
         pos.dirty_to = end;
+        pos.last_ours = true;
         cache.generation = generation;
         cache.replayed.max_seen = generation;
         cache.replayed.journal = Some(pos);

@@ -784,6 +784,10 @@ fn every_journal_commit_is_in_the_history_with_its_time_writer_and_patch() {
     store.replace(json!({"n": 6})).unwrap();
     // The commits since the compaction wrote nothing but their records.
     assert_eq!(logged_generations(&path), vec![1]);
+    // A record of the store that wrote the one before it leaves its writer out.
+    let bytes = std::fs::read(journal_path(&path)).unwrap();
+    let named = bytes.windows(9).filter(|w| w == b"\"writer\":").count();
+    assert!(named < 6, "{named} of 6 records name their writer");
     for reader in [&store, &Store::<Value>::open(&path).unwrap()] {
         let history = reader.history().unwrap();
         let generations: Vec<u64> = history.iter().map(|e| e.generation).collect();
