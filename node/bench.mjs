@@ -11,7 +11,7 @@
 //   read + wfa + dir fsync   the same read-modify-write as statesafe's update, without
 //                      a lock: fs.readFile + JSON.parse + change + the wfa row
 //
-// Usage: node bench.mjs [--dir DIR] [--rounds N] [--json]. The contenders are
+// Usage: node bench.mjs [--dir DIR] [--rounds N] [--sizes 1k,1m] [--json]. The contenders are
 // interleaved call by call (each round runs every contender once per slot, in an order
 // that rotates), so that drift on a shared machine (other processes, fsync latency of
 // a busy disk) hits all of them alike. The table shows the median and p90 of every
@@ -32,6 +32,8 @@ const { values: args } = parseArgs({
     dir: { type: 'string', default: process.env.STATESAFE_BENCH_DIR ?? tmpdir() },
     rounds: { type: 'string', default: '40' },
     json: { type: 'boolean', default: false },
+    // Which documents: `1k`, `1m`, or both (the default), comma-separated.
+    sizes: { type: 'string', default: '1k,1m' },
   },
 })
 
@@ -148,7 +150,10 @@ async function bench(bytes, perRound) {
 }
 
 const loadBefore = loadavg()
-const results = [await bench(1 << 10, 10), await bench(1 << 20, 2)]
+const sizes = new Set(args.sizes.split(','))
+const results = []
+if (sizes.has('1k')) results.push(await bench(1 << 10, 10))
+if (sizes.has('1m')) results.push(await bench(1 << 20, 2))
 const loadAfter = loadavg()
 if (args.json) {
   console.log(JSON.stringify({ loadBefore, loadAfter, results }, null, 2))
