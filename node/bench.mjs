@@ -11,7 +11,7 @@
 //   read + wfa + dir fsync   the same read-modify-write as statesafe's update, without
 //                      a lock: fs.readFile + JSON.parse + change + the wfa row
 //
-// Usage: node bench.mjs [--dir DIR] [--rounds N] [--json]. The contenders are
+// Usage: node bench.mjs [--dir DIR] [--rounds N] [--sizes 1k,1m] [--against DIR/index.mjs] [--json]. The contenders are
 // interleaved call by call (each round runs every contender once per slot, in an order
 // that rotates), so that drift on a shared machine (other processes, fsync latency of
 // a busy disk) hits all of them alike. The table shows the median and p90 of every
@@ -21,10 +21,11 @@
 // on a loaded machine the absolute times inflate, the ratios much less.
 import { mkdtempSync, rmSync, openSync, fsyncSync, closeSync } from 'node:fs'
 import { writeFile, readFile } from 'node:fs/promises'
-import { join } from 'node:path'
+import { join, resolve } from 'node:path'
 import { tmpdir, loadavg, cpus } from 'node:os'
 import { parseArgs } from 'node:util'
 import writeFileAtomic from 'write-file-atomic'
+import { pathToFileURL } from 'node:url'
 import { open } from './index.mjs'
 
 const { values: args } = parseArgs({
@@ -32,8 +33,15 @@ const { values: args } = parseArgs({
     dir: { type: 'string', default: process.env.STATESAFE_BENCH_DIR ?? tmpdir() },
     rounds: { type: 'string', default: '40' },
     json: { type: 'boolean', default: false },
+    // Which documents: `1k`, `1m`, or both (the default), comma-separated.
+    sizes: { type: 'string', default: '1k,1m' },
+    // Another build of the package (the path of its index.mjs, next to its own
+    // statesafe.node) as one more contender: before and after in one process.
+    against: { type: 'string' },
   },
 })
+
+const other = args.against ? await import(pathToFileURL(resolve(args.against)).href) : null
 
 function documentOf(bytes) {
   const items = []
@@ -66,6 +74,8 @@ async function bench(bytes, perRound) {
     await store.replace(doc)
     const uncached = open(join(dir, 'uncached.json'), { cache: false })
     await uncached.replace(doc)
+    const against = other?.open(join(dir, 'against.json'))
+    await against?.replace(doc)
     const wfaFile = join(dir, 'wfa.json')
     const rmwFile = join(dir, 'rmw.json')
     await writeFile(rmwFile, JSON.stringify(doc, null, 2))
@@ -83,6 +93,7 @@ async function bench(bytes, perRound) {
     const contenders = {
       statesafe: () => store.update((s) => void (s.n += 1)),
       'statesafe, cache: false': () => uncached.update((s) => void (s.n += 1)),
+      ...(against ? { [`statesafe of ${args.against}`]: () => against.update((s) => void (s.n += 1)) } : {}),
       'wfa + dir fsync': async () => {
         wfaState.n += 1
         await writeFileAtomic(wfaFile, JSON.stringify(wfaState, null, 2), { fsync: true })
@@ -141,6 +152,7 @@ async function bench(bytes, perRound) {
     const stats = store.stats()
     store.close()
     uncached.close()
+    against?.close()
     return { bytes: JSON.stringify(doc, null, 2).length, rows, cache: { hits: stats.cacheHits, misses: stats.cacheMisses } }
   } finally {
     rmSync(dir, { recursive: true, force: true })
@@ -148,7 +160,10 @@ async function bench(bytes, perRound) {
 }
 
 const loadBefore = loadavg()
-const results = [await bench(1 << 10, 10), await bench(1 << 20, 2)]
+const sizes = new Set(args.sizes.split(','))
+const results = []
+if (sizes.has('1k')) results.push(await bench(1 << 10, 10))
+if (sizes.has('1m')) results.push(await bench(1 << 20, 2))
 const loadAfter = loadavg()
 if (args.json) {
   console.log(JSON.stringify({ loadBefore, loadAfter, results }, null, 2))

@@ -258,7 +258,8 @@ impl NativeTx {
     }
 }
 
-/// Starts a transaction on its own thread; `reply` gets the handle once the lock is
+/// Starts a transaction on a thread of the addon (see `run::on_thread`), which it
+/// keeps until the transaction ends; `reply` gets the handle once the lock is
 /// held (and, for an update, the document read). `cached`: the token of JavaScript's
 /// copy (0 or less: none).
 pub(crate) fn begin(
@@ -268,11 +269,7 @@ pub(crate) fn begin(
     reply: Reply<NativeTx>,
 ) -> napi::Result<()> {
     let cached = u64::try_from(cached).unwrap_or(0);
-    std::thread::Builder::new()
-        .name("statesafe-tx".into())
-        .spawn(move || hold(&inner, kind, cached, reply))
-        .map(drop)
-        .map_err(|e| napi::Error::from_reason(format!("statesafe: cannot start a thread: {e}")))
+    crate::run::on_thread(Box::new(move || hold(&inner, kind, cached, reply)))
 }
 
 fn hold(inner: &Inner, kind: Kind, cached: u64, reply: Reply<NativeTx>) {

@@ -316,3 +316,44 @@ test('the copy’s text is written as stringified, at the depth checked; deeper 
   assert.deepEqual(readFileSync(store.path), before)
   assert.deepEqual(await store.get(), { n: 1 })
 })
+
+test('built-in prototypes a program changed: the file holds what JSON.stringify gives, and the next update starts from it', async (t) => {
+  const dir = tempDir(t)
+  // An enumerable property inherited by every object (the copy must not take it as
+  // the object's own), and an inherited `toJSON` for arrays (which `JSON.stringify`
+  // calls, so the text is not the copy's arrays).
+  const changes = [
+    ['an enumerable Object.prototype property', () => {
+      // eslint-disable-next-line no-extend-native
+      Object.prototype.inherited = { x: 1 }
+      return () => delete Object.prototype.inherited
+    }],
+    ['Array.prototype.toJSON', () => {
+      // eslint-disable-next-line no-extend-native
+      Object.defineProperty(Array.prototype, 'toJSON', { value: () => 'from toJSON', configurable: true, writable: true })
+      return () => delete Array.prototype.toJSON
+    }],
+  ]
+  for (const [i, [what, change]] of changes.entries()) {
+    const store = open(join(dir, `p${i}.json`), { default: { list: [1] } })
+    await store.update((s) => void (s.n = 1))
+    const undo = change()
+    let expected
+    try {
+      const { value } = await store.update((s) => {
+        s.obj = { a: [2] }
+        s.n = 2
+      })
+      expected = `${JSON.stringify(value, null, 2)}\n`
+    } finally {
+      undo()
+    }
+    assert.equal(readFileSync(store.path, 'utf8'), expected, what)
+    const fromFile = JSON.parse(expected)
+    assert.equal(Object.hasOwn(fromFile.obj, 'inherited'), false, what)
+    const seen = []
+    await store.update((s) => void seen.push(structuredClone(s)))
+    assert.deepEqual(seen, [fromFile], `${what}: the next update starts from the file's document`)
+    store.close()
+  }
+})

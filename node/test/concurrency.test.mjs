@@ -3,7 +3,7 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { readFile } from 'node:fs/promises'
-import { writeFileSync } from 'node:fs'
+import { writeFileSync, readdirSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { fork, spawn, spawnSync } from 'node:child_process'
 import { Worker } from 'node:worker_threads'
@@ -145,6 +145,47 @@ test('the event loop stays live while updates wait 2 s for a lock held elsewhere
   assert.ok(ticks >= 50, `setInterval(10 ms) fired only ${ticks} times in ${firstDone - started} ms`)
   assert.ok(maxGap < 500, `the event loop stalled for ${maxGap} ms`)
   assert.ok(readsWhileWaiting >= 100, `only ${readsWhileWaiting} fs.readFile calls completed while the updates waited`)
+})
+
+test('the addon reuses its threads: one for calls in turn, one per call waiting at once', async (t) => {
+  if (process.platform !== 'linux') {
+    console.error('\n*** SKIPPED thread reuse: needs /proc/self/task (Linux) ***\n')
+    t.skip('needs /proc/self/task (Linux)')
+    return
+  }
+  const addonThreads = () =>
+    readdirSync('/proc/self/task').filter((tid) => {
+      try {
+        return readFileSync(`/proc/self/task/${tid}/comm`, 'utf8').trim() === 'statesafe'
+      } catch {
+        return false // ended meanwhile
+      }
+    })
+  const file = join(tempDir(t), 'state.json')
+  const store = open(file, { lockTimeoutMs: 30_000, durability: FAST })
+  await store.replace({ n: 0 })
+  const before = addonThreads().length
+  const seen = new Set()
+  for (let i = 0; i < 30; i++) {
+    await store.update((s) => void (s.n += 1))
+    await store.get()
+    // The thread that served the call waits for the next one (for 10 s).
+    const now = addonThreads()
+    assert.ok(now.length >= 1, `no addon thread left waiting after call ${i}`)
+    for (const tid of now) seen.add(tid)
+  }
+  assert.ok(seen.size <= before + 2, `${seen.size} addon threads served 60 calls in turn (${before} before)`)
+
+  // Calls that wait for a lock held elsewhere never wait for each other's thread.
+  const holder = fork(child, ['hold-lock', file, '1500'], { stdio: 'inherit' })
+  await new Promise((resolve) => holder.once('message', resolve))
+  const released = exited(holder)
+  const waiting = Array.from({ length: 12 }, () => store.update((s) => void (s.n += 1)))
+  await new Promise((resolve) => setTimeout(resolve, 500))
+  assert.ok(addonThreads().length >= 12, `only ${addonThreads().length} addon threads for 12 updates waiting at once`)
+  await Promise.all(waiting)
+  await released
+  assert.equal((await store.get()).n, 42)
 })
 
 test('a child process started while the lock is held inherits none of the store’s descriptors', async (t) => {

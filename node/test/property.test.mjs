@@ -70,3 +70,19 @@ test('fast-check: doubles keep every bit through the file', async (t) => {
     { numRuns: RUNS },
   )
 })
+
+test('fast-check: an update that starts from the store’s copy sees exactly what the file holds', async (t) => {
+  const store = open(join(tempDir(t), 'c.json'), { default: {}, durability: 'none', backups: 0, history: 0 })
+  await fc.assert(
+    fc.asyncProperty(jsonish, fc.double({ noNaN: true, noDefaultInfinity: true }), async (value, d) => {
+      await store.update(() => ({ value, d }))
+      let seen
+      await store.update((s) => void (seen = s))
+      const fresh = open(store.path)
+      assert.deepStrictEqual(seen, await fresh.get())
+      fresh.close()
+    }),
+    { numRuns: RUNS },
+  )
+  assert.ok(store.stats().cacheHits > RUNS / 2, JSON.stringify(store.stats()))
+})

@@ -20,7 +20,13 @@ const CHUNK: usize = 64 << 10;
 /// other than the whole document, and the values involved are at most `limit` bytes.
 /// `None` otherwise (or when `old` cannot be read).
 pub(crate) fn local_patch(old: &File, new: &[u8], limit: usize) -> Option<json_patch::Patch> {
-    local_patch_of(old, New::Bytes(new), limit)
+    local_patch_of(Old::file(old)?, New::Bytes(new), limit)
+}
+
+/// [`local_patch`] of an old version whose bytes the caller holds (read under the
+/// lock, and byte for byte the backup's): no read of the backup.
+pub(crate) fn local_patch_bytes(old: &[u8], new: &[u8], limit: usize) -> Option<json_patch::Patch> {
+    local_patch_of(Old::Bytes(old), New::Bytes(new), limit)
 }
 
 /// [`local_patch`] of a new version in a file of `len` bytes (`stream.rs`): compared
@@ -33,7 +39,45 @@ pub(crate) fn local_patch_file(
     len: usize,
     limit: usize,
 ) -> Option<json_patch::Patch> {
-    local_patch_of(old, New::File(new, len), limit)
+    local_patch_of(Old::file(old)?, New::File(new, len), limit)
+}
+
+/// The old version of [`local_patch`]: its backup file (and length), or its bytes.
+#[derive(Clone, Copy)]
+enum Old<'a> {
+    File(&'a File, usize),
+    Bytes(&'a [u8]),
+}
+
+impl<'a> Old<'a> {
+    fn file(f: &'a File) -> Option<Old<'a>> {
+        Some(Old::File(
+            f,
+            usize::try_from(f.metadata().ok()?.len()).ok()?,
+        ))
+    }
+
+    fn len(self) -> usize {
+        match self {
+            Old::File(_, len) => len,
+            Old::Bytes(b) => b.len(),
+        }
+    }
+
+    /// Its `n` bytes at `at` (read into `buf` from a file).
+    fn chunk<'b>(self, at: usize, n: usize, buf: &'b mut Vec<u8>) -> Option<&'b [u8]>
+    where
+        'a: 'b,
+    {
+        match self {
+            Old::Bytes(b) => b.get(at..at.checked_add(n)?),
+            Old::File(f, _) => {
+                buf.resize(n, 0);
+                f.read_exact_at(&mut buf[..n], at as u64).ok()?;
+                Some(&buf[..n])
+            }
+        }
+    }
 }
 
 /// The new version of [`local_patch`]: in memory, or in a file of that length.
@@ -67,8 +111,8 @@ impl<'a> New<'a> {
     }
 }
 
-fn local_patch_of(old: &File, new: New<'_>, limit: usize) -> Option<json_patch::Patch> {
-    let old_len = usize::try_from(old.metadata().ok()?.len()).ok()?;
+fn local_patch_of(old: Old<'_>, new: New<'_>, limit: usize) -> Option<json_patch::Patch> {
+    let old_len = old.len();
     let new_len = new.len();
     let prefix = common_prefix(old, new)?;
     if prefix == new_len && prefix == old_len {
@@ -99,9 +143,9 @@ fn local_patch_of(old: &File, new: New<'_>, limit: usize) -> Option<json_patch::
         if old_end < start || old_end - start > limit {
             continue;
         }
-        let mut old_value = vec![0u8; old_end - start];
-        old.read_exact_at(&mut old_value, start as u64).ok()?;
-        if crate::json::parse(&old_value).is_err() {
+        let mut buf = Vec::new();
+        let old_value = old.chunk(start, old_end - start, &mut buf)?;
+        if crate::json::parse(old_value).is_err() {
             continue;
         }
         let value = crate::json::parse(&new[start..end]).ok()?;
@@ -112,32 +156,39 @@ fn local_patch_of(old: &File, new: New<'_>, limit: usize) -> Option<json_patch::
 }
 
 /// How many leading bytes `old` and `new` share.
-fn common_prefix(old: &File, new: New<'_>) -> Option<usize> {
-    let mut buf = vec![0u8; CHUNK];
+fn common_prefix(old: Old<'_>, new: New<'_>) -> Option<usize> {
+    let mut ours = Vec::new();
     let mut theirs = Vec::new();
     let mut at = 0usize;
     loop {
-        let n = old.read_at(&mut buf, at as u64).ok()?;
-        let want = n.min(new.len() - at);
-        let same = same_prefix(&buf[..want], new.chunk(at, want, &mut theirs)?);
+        let want = CHUNK.min(old.len() - at).min(new.len() - at);
+        if want == 0 {
+            return Some(at);
+        }
+        let same = same_prefix(
+            old.chunk(at, want, &mut ours)?,
+            new.chunk(at, want, &mut theirs)?,
+        );
         at += same;
-        if same < want || n == 0 || at == new.len() {
+        if same < want {
             return Some(at);
         }
     }
 }
 
 /// How many trailing bytes `old` (of `old_len` bytes) and `new` share, at most `most`.
-fn common_suffix(old: &File, old_len: usize, new: New<'_>, most: usize) -> Option<usize> {
-    let mut buf = vec![0u8; CHUNK];
+fn common_suffix(old: Old<'_>, old_len: usize, new: New<'_>, most: usize) -> Option<usize> {
+    let mut ours = Vec::new();
     let mut theirs = Vec::new();
     let mut done = 0usize;
     while done < most {
         let n = CHUNK.min(most - done);
         let old_at = old_len - done - n;
-        old.read_exact_at(&mut buf[..n], old_at as u64).ok()?;
         let new_at = new.len() - done - n;
-        let same = same_suffix(&buf[..n], new.chunk(new_at, n, &mut theirs)?);
+        let same = same_suffix(
+            old.chunk(old_at, n, &mut ours)?,
+            new.chunk(new_at, n, &mut theirs)?,
+        );
         done += same;
         if same < n {
             break;
@@ -347,6 +398,7 @@ mod tests {
     /// The patch from bytes in memory, checked to be the one from the new version in
     /// a file (at this limit and at small ones, where the window read is cut short).
     fn patch_of(old: &str, new: &str) -> Option<json_patch::Patch> {
+        let old_text = old;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("old.json");
         std::fs::write(&path, old).unwrap();
@@ -359,6 +411,8 @@ mod tests {
             let in_memory = local_patch(&old, new.as_bytes(), limit);
             let from_file = local_patch_file(&old, &new_file, new.len(), limit);
             assert_eq!(text(&in_memory), text(&from_file), "limit {limit}");
+            let both_in_memory = local_patch_bytes(old_text.as_bytes(), new.as_bytes(), limit);
+            assert_eq!(text(&in_memory), text(&both_in_memory), "limit {limit}");
         }
         local_patch(&old, new.as_bytes(), 1 << 16)
     }

@@ -357,12 +357,21 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         {
             let state = reuse();
             let value = self.history_value(cur.bytes.len(), &state);
+            let base = Base::of(cur, true, value);
+            // Too large for the history's tree diff: its patch is taken from the bytes
+            // of the change, against these (the outgoing version, byte for byte its
+            // backup) rather than a second read of the backup.
+            let config = self.config();
+            let keep_bytes =
+                base.value.is_none() && config.history.keep > 0 && config.backups.enabled();
+            let outgoing = current.filter(|_| keep_bytes).map(|cur| cur.bytes);
             let tx = Transaction {
                 store: self,
                 imp: Imp::Local {
                     guard,
                     temp_name,
-                    base: Some(Base::of(cur, true, value)),
+                    base: Some(base),
+                    outgoing,
                 },
                 state,
             };
@@ -395,6 +404,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                 guard,
                 temp_name,
                 base,
+                outgoing: None,
             },
             state,
         };
@@ -688,7 +698,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             (NewDoc::State(state), Format::Sealed) => {
                 format::encode_sealed(path, state, style, generation, now_rfc3339(), size_hint)?
             }
-            (NewDoc::Serialized { text, depth }, _) => {
+            (NewDoc::Serialized { text, depth, .. }, _) => {
                 if depth > format::MAX_DEPTH {
                     return Err(Error::TooDeep {
                         path: path.clone(),
@@ -970,6 +980,10 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                 file: file.as_ref().map(|(f, sealed)| (f, len, *sealed)),
                 value: &value,
                 backed_up: keep_backup,
+                outgoing: match doc {
+                    NewDoc::Serialized { outgoing, .. } => outgoing,
+                    _ => None,
+                },
             };
             match self.record_history(&sidecar, base, &new, change, perms, hint) {
                 Ok(()) => guard.record.history = Some(generation),
@@ -1075,12 +1089,13 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                         None => !format::looks_sealed(new.bytes),
                     })
                     .and_then(|b| {
-                        backup::open_generation(sidecar, b.generation)
-                            .ok()
-                            .flatten()
-                    })
-                    .and_then(|old| {
                         let limit = usize::try_from(policy.max_patch_bytes).unwrap_or(usize::MAX);
+                        if let (Some(old), None) = (new.outgoing, new.file) {
+                            return crate::local_patch::local_patch_bytes(old, new.bytes, limit);
+                        }
+                        let old = backup::open_generation(sidecar, b.generation)
+                            .ok()
+                            .flatten()?;
                         match new.file {
                             Some((file, len, _)) => {
                                 crate::local_patch::local_patch_file(&old, file, len, limit)
@@ -1136,6 +1151,8 @@ enum NewDoc<'a, T> {
     Serialized {
         text: &'a str,
         depth: usize,
+        /// The outgoing version's bytes, when the transaction kept them.
+        outgoing: Option<&'a [u8]>,
     },
     /// The state, written straight into the file when large (`stream.rs`), and
     /// taken (freed) once the commit is durable and the history has its tree.
@@ -1161,6 +1178,9 @@ struct NewVersion<'a> {
     value: &'a Option<Value>,
     /// Whether the version it replaced was kept as a backup (to diff bytes against).
     backed_up: bool,
+    /// The bytes of the version it replaced, when the transaction kept them (the
+    /// backup's, without reading it).
+    outgoing: Option<&'a [u8]>,
 }
 
 /// A step after a durable commit failed: counted and logged, never returned (the
@@ -1207,6 +1227,9 @@ enum Imp<'s> {
         guard: lock::Guard<'s>,
         temp_name: OsString,
         base: Option<Base>,
+        /// The outgoing version's bytes, when [`Store::begin_known`] found them to be
+        /// the caller's text and the history will want a patch taken from them.
+        outgoing: Option<Vec<u8>>,
     },
     /// A database transaction holding the row lock.
     Remote(crate::postgres::Tx<'s>),
@@ -1236,6 +1259,7 @@ impl<'s, T: Serialize + DeserializeOwned> Transaction<'s, T> {
                 guard,
                 temp_name,
                 base,
+                outgoing: None,
             },
             state,
         }
@@ -1258,6 +1282,7 @@ impl<'s, T: Serialize + DeserializeOwned> Transaction<'s, T> {
                 mut guard,
                 temp_name,
                 base,
+                ..
             } => {
                 let held = std::cell::RefCell::new(Some(self.state));
                 let doc = NewDoc::Streamed(&held);
@@ -1338,6 +1363,7 @@ impl<T: Serialize + DeserializeOwned> Transaction<'_, T> {
                 mut guard,
                 temp_name,
                 base,
+                ..
             } => {
                 let new = store.write_version(
                     &mut guard,
@@ -1398,15 +1424,20 @@ impl<T: Serialize + DeserializeOwned> Transaction<'_, T> {
             self.state = state;
             return self.commit();
         }
-        let (mut guard, temp_name, base) = match self.imp {
+        let (mut guard, temp_name, base, outgoing) = match self.imp {
             Imp::Local {
                 guard,
                 temp_name,
                 base,
-            } => (guard, temp_name, base),
+                outgoing,
+            } => (guard, temp_name, base, outgoing),
             Imp::Remote(_) => unreachable!("invariant: a remote transaction parses above"),
         };
-        let doc = NewDoc::Serialized { text, depth };
+        let doc = NewDoc::Serialized {
+            text,
+            depth,
+            outgoing: outgoing.as_deref(),
+        };
         let new = store.write_doc(&mut guard, &temp_name, doc, base.as_ref(), Change::Commit)?;
         guard.release();
         Ok(new.generation)

@@ -233,3 +233,41 @@ fn a_lone_surrogate_is_never_committed() {
         fresh.load().unwrap();
     }
 }
+
+#[test]
+fn a_large_document_reused_from_known_text_still_gets_its_history_patch() {
+    // Past history.max_patch_bytes (64 KiB): the patch is taken from the bytes of the
+    // change, here against the outgoing version's bytes the transaction read (no
+    // second read of its backup); the history and the backup are as for any commit.
+    let dir = common::test_dir();
+    let store = store_with(&dir);
+    let items: Vec<String> = (0..4000).map(|i| format!("item number {i}")).collect();
+    let old_doc = json!({"n": 1, "items": items});
+    let old_text = serde_json::to_string_pretty(&old_doc).unwrap();
+    assert!(old_text.len() > 64 << 10);
+    store
+        .begin()
+        .unwrap()
+        .commit_serialized(&old_text, 2)
+        .unwrap();
+    let (tx, hit) = store
+        .begin_known(old_text.as_bytes(), || json!(null), None::<fn() -> Value>)
+        .unwrap();
+    assert!(hit);
+    let mut new_doc = old_doc.clone();
+    new_doc["items"][2500] = json!("changed");
+    let new_text = serde_json::to_string_pretty(&new_doc).unwrap();
+    assert_eq!(tx.commit_serialized(&new_text, 2).unwrap(), 3);
+    let last = store.history().unwrap().pop().unwrap();
+    assert_eq!(last.generation, 3);
+    let patch = last.patch.expect("a change inside one value has a patch");
+    assert_eq!(
+        serde_json::to_value(&patch).unwrap(),
+        json!([{"op": "replace", "path": "/items/2500", "value": "changed"}])
+    );
+    let mut rebuilt = old_doc;
+    json_patch::patch(&mut rebuilt, &patch).unwrap();
+    assert_eq!(rebuilt, new_doc);
+    let backups = store.backups().unwrap().backups;
+    assert_eq!(backups.first().map(|b| b.generation), Some(2));
+}
