@@ -573,6 +573,69 @@ SELECT (SELECT 1 FROM {main} WHERE state = {key} FOR UPDATE SKIP LOCKED),
         )
     }
 
+    /// [`Remote::lock_statements`] and the `set_config`s before them, as `EXECUTE`s of
+    /// SQL-level prepared statements named by the hash of their text (see [`Write`]),
+    /// with their `PREPARE`s first when `prepare`.
+    fn lock_statements_prepared(
+        &self,
+        millis: u128,
+        operation: &str,
+        nowait: bool,
+        list_backups: bool,
+        prepare: bool,
+    ) -> String {
+        let (main, backups, history) = (&self.names.main, &self.names.backups, &self.names.history);
+        let wait = if nowait { " NOWAIT" } else { "" };
+        let list = if list_backups {
+            format!(
+                "(SELECT string_agg(generation || ':' || (extract(epoch FROM written_at) * 1000000)::bigint, ',') FROM {backups} WHERE state = $1)"
+            )
+        } else {
+            "NULL".to_string()
+        };
+        let statements = [
+            (
+                "text, text",
+                "SELECT set_config('lock_timeout', $1, true), set_config('application_name', $2, true)".to_string(),
+                vec![
+                    literal(&format!("{}ms", millis.max(1))),
+                    literal(&application_name(operation)),
+                ],
+            ),
+            (
+                "text",
+                format!("{SELECT_CURRENT}, txid_current() FROM {main} WHERE state = $1 FOR UPDATE{wait}"),
+                vec![literal(&self.address.state)],
+            ),
+            (
+                "text, text",
+                format!(
+                    "SELECT (SELECT 1 FROM {main} WHERE state = $2 FOR UPDATE SKIP LOCKED),
+    (SELECT xmax::text FROM {main} WHERE state = $2),
+    (SELECT max(generation) FROM {history} WHERE state = $1),
+    {list},
+    (SELECT string_agg(name, ',') FROM pg_prepared_statements WHERE starts_with(name, '{PREPARED_PREFIX}'))"
+                ),
+                vec![literal(&self.address.state), literal(&self.lock_key())],
+            ),
+        ];
+        let mut sql = String::new();
+        let mut executes = String::new();
+        for (types, text, args) in statements {
+            let prepared = format!("({types}) AS {text}");
+            let name = format!(
+                "{PREPARED_PREFIX}{:016x}",
+                format::checksum(prepared.as_bytes())
+            );
+            if prepare {
+                sql.push_str(&format!("PREPARE {name}{prepared};\n"));
+            }
+            executes.push_str(&format!("EXECUTE {name}({});\n", args.join(", ")));
+        }
+        sql.push_str(executes.trim_end_matches([';', '\n']));
+        sql
+    }
+
     /// Starts a database transaction holding the state's row lock, waiting at most
     /// the store's lock timeout: one round trip (`BEGIN`, the `SET LOCAL`s and
     /// [`Remote::lock_statements`] in one simple query) when the row exists and
@@ -589,18 +652,32 @@ SELECT (SELECT 1 FROM {main} WHERE state = {key} FOR UPDATE SKIP LOCKED),
         let nowait = millis == 0;
         // Only an hourly or daily retention needs the backups' times.
         let list_backups = config.backups.hourly > 0 || config.backups.daily > 0;
-        let begin = format!(
-            "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT set_config('lock_timeout', '{}ms', true), set_config('application_name', '{}', true);\n",
-            millis.max(1),
-            application_name(operation)
-        );
         let start = Instant::now();
-        let first = format!("{begin}{}", self.lock_statements(nowait, list_backups));
+        // The statements that lock and read, prepared once per server session: sent
+        // as `EXECUTE`s, and when this session does not have them (the server says
+        // so before anything was locked or read, or at worst after locking the row,
+        // which the rollback lets go of), again after a rollback with their `PREPARE`.
+        let first = format!(
+            "BEGIN ISOLATION LEVEL READ COMMITTED;
+{}",
+            self.lock_statements_prepared(millis, operation, nowait, list_backups, false)
+        );
         let (mut client, pooled) = self.take()?;
         let mut begun = client.simple_query(&first);
         if pooled && begun.as_ref().is_err_and(lost) {
             client = self.connect()?;
             begun = client.simple_query(&first);
+        }
+        if begun
+            .as_ref()
+            .is_err_and(|e| e.code() == Some(&SqlState::INVALID_SQL_STATEMENT_NAME))
+            && !client.is_closed()
+        {
+            begun = client.simple_query(&format!(
+                "ROLLBACK; BEGIN ISOLATION LEVEL READ COMMITTED;
+{}",
+                self.lock_statements_prepared(millis, operation, nowait, list_backups, true)
+            ));
         }
         let mut tx = Tx {
             remote: self,
