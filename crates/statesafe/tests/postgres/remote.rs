@@ -346,6 +346,21 @@ fn the_quarantine_table_is_made_with_the_others_and_checked_when_there() {
     let store = open(&url);
     store.update(|s| s["n"] = 1.into()).unwrap();
     assert!(!exists(&mut admin));
+    // The others dropped and the quarantine left: the others are made again.
+    admin
+        .batch_execute(
+            "CREATE TABLE quar_quarantine (LIKE quar_backups); DROP TABLE quar, quar_backups, quar_history",
+        )
+        .unwrap();
+    drop(store);
+    let err = Store::<serde_json::Value>::options()
+        .open_url(&url)
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Remote { reason, .. } if reason.contains("quar_quarantine") && !reason.contains("missing")),
+        "only the quarantine table's layout is wrong: {err}"
+    );
+    admin.batch_execute("DROP TABLE quar_quarantine").unwrap();
     // One altered by hand is refused, as the others are.
     admin
         .batch_execute(
