@@ -132,7 +132,7 @@ pub fn run(clients: &[usize], window: Duration, rounds: usize) -> Result<PgResul
         "DROP TABLE IF EXISTS bench_bare;
          CREATE TABLE bench_bare (id int PRIMARY KEY, doc text NOT NULL);
          INSERT INTO bench_bare VALUES (1, '{\"n\": 0}');
-         DROP TABLE IF EXISTS bench, bench_backups, bench_history",
+         DROP TABLE IF EXISTS bench, bench_backups, bench_history, bench_quarantine",
     )?;
     let url = pg.url_with("counter", "table=bench");
     let store: Store = Store::options().open_url(&url)?;

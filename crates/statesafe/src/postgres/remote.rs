@@ -9,8 +9,10 @@
 //! outgoing version into the backups table, a history entry, the prunes, `COMMIT`.
 //! The row lock is released by the server when the transaction ends in any way:
 //! commit, rollback, or the connection closing (a holder that dies frees it at once).
-//! No session state outlives a transaction, so it works through PgBouncer in
-//! transaction mode (statements are unnamed: no prepared statements either).
+//! No lock or setting outlives a transaction, so it works through PgBouncer in
+//! transaction mode. The write's statement is an SQL-level prepared statement named
+//! by the hash of its text, prepared on a server session the first time a
+//! transaction finds that session without it (see [`Write`]).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -172,7 +174,12 @@ impl Remote {
                 .collect())
         };
         let mut found = layout(client)?;
-        if found.is_empty() {
+        // Made when any of the three is missing (`IF NOT EXISTS`: those there are
+        // kept, and checked below); the quarantine alone may be there (made by a
+        // recovery, or left when the others were dropped).
+        let missing =
+            |found: &[(i64, String, String)]| (1..=3).any(|i| !found.iter().any(|f| f.0 == i));
+        if missing(&found) {
             if let Err(e) = client.batch_execute(&self.names.create()) {
                 // Another client created them at the same moment: fine if they are there now.
                 let raced = matches!(
@@ -192,7 +199,9 @@ impl Remote {
             let here: Vec<&(i64, String, String)> =
                 found.iter().filter(|f| f.0 == i as i64 + 1).collect();
             if here.is_empty() {
-                problems.push(format!("table {table} is missing"));
+                if i != sql::QUARANTINE {
+                    problems.push(format!("table {table} is missing"));
+                }
                 continue;
             }
             for (name, ty) in *columns {
@@ -564,8 +573,72 @@ impl Remote {
 SELECT (SELECT 1 FROM {main} WHERE state = {key} FOR UPDATE SKIP LOCKED),
     (SELECT xmax::text FROM {main} WHERE state = {key}),
     (SELECT max(generation) FROM {history} WHERE state = {state}),
-    {list}"
+    {list},
+    (SELECT string_agg(name, ',') FROM pg_prepared_statements WHERE starts_with(name, '{PREPARED_PREFIX}'))"
         )
+    }
+
+    /// [`Remote::lock_statements`] and the `set_config`s before them, as `EXECUTE`s of
+    /// SQL-level prepared statements named by the hash of their text (see [`Write`]),
+    /// with their `PREPARE`s first when `prepare`.
+    fn lock_statements_prepared(
+        &self,
+        millis: u128,
+        operation: &str,
+        nowait: bool,
+        list_backups: bool,
+        prepare: bool,
+    ) -> String {
+        let (main, backups, history) = (&self.names.main, &self.names.backups, &self.names.history);
+        let wait = if nowait { " NOWAIT" } else { "" };
+        let list = if list_backups {
+            format!(
+                "(SELECT string_agg(generation || ':' || (extract(epoch FROM written_at) * 1000000)::bigint, ',') FROM {backups} WHERE state = $1)"
+            )
+        } else {
+            "NULL".to_string()
+        };
+        let statements = [
+            (
+                "text, text",
+                "SELECT set_config('lock_timeout', $1, true), set_config('application_name', $2, true)".to_string(),
+                vec![
+                    literal(&format!("{}ms", millis.max(1))),
+                    literal(&application_name(operation)),
+                ],
+            ),
+            (
+                "text",
+                format!("{SELECT_CURRENT}, txid_current() FROM {main} WHERE state = $1 FOR UPDATE{wait}"),
+                vec![literal(&self.address.state)],
+            ),
+            (
+                "text, text",
+                format!(
+                    "SELECT (SELECT 1 FROM {main} WHERE state = $2 FOR UPDATE SKIP LOCKED),
+    (SELECT xmax::text FROM {main} WHERE state = $2),
+    (SELECT max(generation) FROM {history} WHERE state = $1),
+    {list},
+    (SELECT string_agg(name, ',') FROM pg_prepared_statements WHERE starts_with(name, '{PREPARED_PREFIX}'))"
+                ),
+                vec![literal(&self.address.state), literal(&self.lock_key())],
+            ),
+        ];
+        let mut sql = String::new();
+        let mut executes = String::new();
+        for (types, text, args) in statements {
+            let prepared = format!("({types}) AS {text}");
+            let name = format!(
+                "{PREPARED_PREFIX}{:016x}",
+                format::checksum(prepared.as_bytes())
+            );
+            if prepare {
+                sql.push_str(&format!("PREPARE {name}{prepared};\n"));
+            }
+            executes.push_str(&format!("EXECUTE {name}({});\n", args.join(", ")));
+        }
+        sql.push_str(executes.trim_end_matches([';', '\n']));
+        sql
     }
 
     /// Starts a database transaction holding the state's row lock, waiting at most
@@ -584,18 +657,32 @@ SELECT (SELECT 1 FROM {main} WHERE state = {key} FOR UPDATE SKIP LOCKED),
         let nowait = millis == 0;
         // Only an hourly or daily retention needs the backups' times.
         let list_backups = config.backups.hourly > 0 || config.backups.daily > 0;
-        let begin = format!(
-            "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT set_config('lock_timeout', '{}ms', true), set_config('application_name', '{}', true);\n",
-            millis.max(1),
-            application_name(operation)
-        );
         let start = Instant::now();
-        let first = format!("{begin}{}", self.lock_statements(nowait, list_backups));
+        // The statements that lock and read, prepared once per server session: sent
+        // as `EXECUTE`s, and when this session does not have them (the server says
+        // so before anything was locked or read, or at worst after locking the row,
+        // which the rollback lets go of), again after a rollback with their `PREPARE`.
+        let first = format!(
+            "BEGIN ISOLATION LEVEL READ COMMITTED;
+{}",
+            self.lock_statements_prepared(millis, operation, nowait, list_backups, false)
+        );
         let (mut client, pooled) = self.take()?;
         let mut begun = client.simple_query(&first);
         if pooled && begun.as_ref().is_err_and(lost) {
             client = self.connect()?;
             begun = client.simple_query(&first);
+        }
+        if begun
+            .as_ref()
+            .is_err_and(|e| e.code() == Some(&SqlState::INVALID_SQL_STATEMENT_NAME))
+            && !client.is_closed()
+        {
+            begun = client.simple_query(&format!(
+                "ROLLBACK; BEGIN ISOLATION LEVEL READ COMMITTED;
+{}",
+                self.lock_statements_prepared(millis, operation, nowait, list_backups, true)
+            ));
         }
         let mut tx = Tx {
             remote: self,
@@ -611,6 +698,7 @@ SELECT (SELECT 1 FROM {main} WHERE state = {key} FOR UPDATE SKIP LOCKED),
             },
             history_last: None,
             backups: Vec::new(),
+            prepared: Vec::new(),
         };
         let locked = (|| -> Result<Locking, postgres::Error> {
             let mut found = Locking::parse(begun?);
@@ -649,12 +737,14 @@ SELECT 1 FROM {} WHERE state = {} FOR UPDATE{};\n{}",
                 current: Some(cur),
                 history_last,
                 backups,
+                prepared,
                 ..
             }) => {
                 store.recorder.lock_wait(waited);
                 tx.current = cur;
                 tx.history_last = history_last;
                 tx.backups = backups;
+                tx.prepared = prepared;
                 Ok(tx)
             }
             Ok(Locking { current: None, .. }) => Err(Error::Remote {
@@ -1116,6 +1206,10 @@ pub(crate) struct Tx<'s> {
     history_last: Option<u64>,
     /// The backups kept (generation, commit time), read under the lock.
     backups: Vec<(u64, SystemTime)>,
+    /// statesafe's prepared statements the transaction's server session holds, read
+    /// in the transaction (so on the server connection that will run the write, also
+    /// behind PgBouncer in transaction mode).
+    prepared: Vec<String>,
 }
 
 impl Drop for Tx<'_> {
@@ -1296,21 +1390,20 @@ impl Tx<'_> {
         let generation = self.current.generation + 1;
         let writer = Writer::current(true);
         let writer_json = serde_json::to_string(&writer).expect("invariant: a writer serializes");
-        let state_name = &remote.address.state;
         let names = &remote.names;
-        let (g, old_g) = (generation as i64, self.current.generation as i64);
+        let old_g = self.current.generation as i64;
         let settings_text =
             settings.map(|s| serde_json::to_string(s).expect("invariant: settings serialize"));
         // The outgoing version, if sound, becomes a backup: copied row to row on the
         // server (we hold its lock), not sent back over the wire.
         let mut keep_backup = config.backups.enabled() && old_text.is_some();
-        let lit_state = literal(state_name);
         // One statement, its parts as data-modifying CTEs (they all see the rows as
-        // they were before it, and each writes other rows), then COMMIT: each
-        // statement costs the server a parse and a plan, as much as a round trip.
-        let mut parts: Vec<String> = Vec::new();
-        let mut prune_backups = None;
+        // they were before it, and each writes other rows), run as a prepared
+        // statement ([`Write`]), then COMMIT, in one round trip.
+        let mut write = Write::new(&remote.address.state, old_g, &text, checksum, &writer_json);
+        write.settings = settings_text;
         let policy = &config.backups;
+        let mut prune_backups = None;
         if keep_backup && (policy.hourly > 0 || policy.daily > 0) {
             let mut infos: Vec<BackupInfo> = self
                 .backups
@@ -1337,15 +1430,16 @@ impl Tx<'_> {
             let keep = backup::keep_set(&infos, policy, SystemTime::now());
             // The outgoing version itself not kept: not inserted at all.
             keep_backup = keep.contains(&self.current.generation);
-            let drop: Vec<String> = infos
+            let drop: Vec<i64> = infos
                 .iter()
                 .filter(|b| {
                     !keep.contains(&b.generation) && b.generation != self.current.generation
                 })
-                .map(|b| b.generation.to_string())
+                .map(|b| b.generation as i64)
                 .collect();
             if !drop.is_empty() {
-                prune_backups = Some(format!("generation IN ({})", drop.join(", ")));
+                write.drop_backups = Some(drop);
+                prune_backups = Some("generation = ANY($7)");
             }
         } else if keep_backup {
             // Count only: the newest `keep`, the outgoing version (the newest) and
@@ -1355,51 +1449,49 @@ impl Tx<'_> {
             // with the deleted rows the index still holds until a vacuum; listing
             // them all with `OFFSET` did, and took most of a write's server time).
             prune_backups = Some(if policy.keep == 1 {
-                format!("generation <> {old_g}")
+                "generation <> $2"
             } else {
-                format!(
-                    "generation < (SELECT generation FROM {} WHERE state = {lit_state} \
-                     AND generation <> {old_g} ORDER BY generation DESC LIMIT 1 OFFSET {})",
-                    names.backups,
-                    policy.keep - 2
-                )
+                write.offset = Some(i64::from(policy.keep) - 2);
+                "generation < (SELECT generation FROM {backups} WHERE state = $1 \
+                 AND generation <> $2 ORDER BY generation DESC LIMIT 1 OFFSET $8)"
             });
         }
+        let mut parts: Vec<String> = Vec::new();
         if keep_backup {
-            // The outgoing version, copied row to row on the server (we hold its
-            // lock), not sent back over the wire.
-            parts.push(format!(
-                "b AS (INSERT INTO {} (state, generation, document, checksum, written_at) \
-                 SELECT state, generation, document, checksum, written_at FROM {} \
-                 WHERE state = {lit_state} AND generation = {old_g} ON CONFLICT DO NOTHING)",
-                names.backups, names.main
-            ));
+            parts.push(
+                "b AS (INSERT INTO {backups} (state, generation, document, checksum, written_at) \
+                 SELECT state, generation, document, checksum, written_at FROM {main} \
+                 WHERE state = $1 AND generation = $2 ON CONFLICT DO NOTHING)"
+                    .to_string(),
+            );
         }
         if let Some(which) = prune_backups {
             parts.push(format!(
-                "pb AS (DELETE FROM {} WHERE state = {lit_state} AND {which})",
-                names.backups
+                "pb AS (DELETE FROM {{backups}} WHERE state = $1 AND {which})"
             ));
         }
         if config.history.keep > 0 {
-            self.history_statements(&mut parts, &config, &text, generation, change, writer);
+            parts.extend(
+                self.history_statements(&mut write, &config, &text, generation, change, writer),
+            );
         }
-        parts.push(format!(
-            "u AS (UPDATE {} SET generation = {g}, document = {}, checksum = {checksum}, \
-             written_at = now(), writer = {}, settings = coalesce({}, settings) \
-             WHERE state = {lit_state} AND generation = {old_g} RETURNING 1)",
-            names.main,
-            literal(&text),
-            literal(&writer_json),
-            settings_text.as_deref().map_or("NULL".to_string(), literal),
-        ));
+        parts.push(
+            "u AS (UPDATE {main} SET generation = $2 + 1, document = $3, checksum = $4, \
+             written_at = now(), writer = $5, settings = coalesce($6, settings) \
+             WHERE state = $1 AND generation = $2 RETURNING 1)"
+                .to_string(),
+        );
         // The row must be at the generation read under the lock (the primary key
         // makes it one row at most): a division by zero otherwise, which skips the
         // rest, COMMIT included.
-        let sql = format!(
-            "WITH {} SELECT 1 / (SELECT count(*)::int FROM u);\nCOMMIT",
+        let body = format!(
+            "WITH {} SELECT 1 / (SELECT count(*)::int FROM u)",
             parts.join(",\n")
-        );
+        )
+        .replace("{main}", &names.main)
+        .replace("{backups}", &names.backups)
+        .replace("{history}", &names.history);
+        let sql = write.statements(&body, &self.prepared);
         // The server refuses a query message over its limit only after reading it
         // all; checked here first, so nothing is sent (the server's own refusals,
         // of a value or a row too large, fail the whole statement: nothing is
@@ -1423,20 +1515,19 @@ impl Tx<'_> {
     }
 
     /// The history entry of `generation` and the prune of entries past the
-    /// retention, as parts of the write's statement.
+    /// retention, as parts of the write's statement (their values in `write`).
     fn history_statements(
         &self,
-        parts: &mut Vec<String>,
+        write: &mut Write,
         config: &Config,
         text: &str,
         generation: u64,
         change: Change,
         writer: Writer,
-    ) {
+    ) -> Vec<String> {
         let remote = self.remote;
-        let names = &remote.names;
-        let lit_state = literal(&remote.address.state);
         let policy = &config.history;
+        let mut parts = Vec::new();
         let small = |t: &str| t.len() as u64 <= policy.max_patch_bytes;
         let old_value = remote
             .verified_text(&self.current, "the current row")
@@ -1475,25 +1566,125 @@ impl Tx<'_> {
             snapshot,
             note,
         };
-        let has_snapshot = entry.snapshot.is_some();
-        let entry = serde_json::to_string(&entry).expect("invariant: an entry serializes");
-        let h = &names.history;
-        parts.push(format!(
-            "h AS (INSERT INTO {h} (state, generation, snapshot, entry) VALUES ({lit_state}, {generation}, {has_snapshot}, {}) \
-             ON CONFLICT (state, generation) DO UPDATE SET snapshot = excluded.snapshot, entry = excluded.entry)",
-            literal(&entry)
-        ));
+        write.snapshot = Some(entry.snapshot.is_some());
+        write.entry = Some(serde_json::to_string(&entry).expect("invariant: an entry serializes"));
+        parts.push(
+            "h AS (INSERT INTO {history} (state, generation, snapshot, entry) VALUES ($1, $2 + 1, $9, $10) \
+             ON CONFLICT (state, generation) DO UPDATE SET snapshot = excluded.snapshot, entry = excluded.entry)"
+                .to_string(),
+        );
         // Keep the last `keep` generations, and the snapshot they are rebuilt from
         // (the new entry is newer than both, so that it is not seen here is fine).
         // Pruned when a snapshot is due (every `keep / 4` generations), as
         // a file's history drops whole segments: up to that many more are kept.
         let oldest_kept = (generation + 1).saturating_sub(u64::from(policy.keep));
         if oldest_kept > 1 && snapshot_needed {
-            parts.push(format!(
-                "ph AS (DELETE FROM {h} WHERE state = {lit_state} AND generation < least({oldest_kept}, \
-                 (SELECT max(generation) FROM {h} WHERE state = {lit_state} AND snapshot AND generation <= {oldest_kept})))"
-            ));
+            write.oldest_kept = Some(oldest_kept as i64);
+            parts.push(
+                "ph AS (DELETE FROM {history} WHERE state = $1 AND generation < least($11, \
+                 (SELECT max(generation) FROM {history} WHERE state = $1 AND snapshot AND generation <= $11)))"
+                    .to_string(),
+            );
         }
+        parts
+    }
+}
+
+/// The name prefix of statesafe's prepared statements.
+const PREPARED_PREFIX: &str = "statesafe_";
+
+/// The values of a write's statement, and how it is sent: as an SQL-level prepared
+/// statement (`PREPARE`, once per server session, then `EXECUTE` with the values as
+/// literals), so the server plans it once per session rather than once per write
+/// (planning was about as much server time as running it). Its name is
+/// `statesafe_` and the xxh3-64 of its text (tables included), so a server session
+/// that holds that name holds that very statement: behind PgBouncer in transaction
+/// mode a client's transactions run on different server sessions, and each
+/// transaction learns, in its first round trip on the server session that will run
+/// the write (`pg_prepared_statements`), whether that session has it already.
+/// `PREPARE` is not undone by a rollback, and the server replans it by itself when a
+/// table is altered or the `search_path` differs.
+struct Write {
+    /// $1 text: the state.
+    state: String,
+    /// $2 bigint: the generation read under the lock.
+    old_generation: i64,
+    /// $3 text: the document.
+    document: String,
+    /// $4 bigint: its checksum.
+    checksum: i64,
+    /// $5 text: the writer, as JSON.
+    writer: String,
+    /// $6 text: the settings to record (`NULL`: unchanged).
+    settings: Option<String>,
+    /// $7 bigint[]: backups to prune (hourly or daily retention).
+    drop_backups: Option<Vec<i64>>,
+    /// $8 bigint: the OFFSET of the `keep - 1`th newest other backup.
+    offset: Option<i64>,
+    /// $9 boolean: the history entry carries a snapshot.
+    snapshot: Option<bool>,
+    /// $10 text: the history entry, as JSON.
+    entry: Option<String>,
+    /// $11 bigint: the oldest history generation kept.
+    oldest_kept: Option<i64>,
+}
+
+/// The parameters' types, in order.
+const WRITE_TYPES: &str =
+    "text, bigint, text, bigint, text, text, bigint[], bigint, boolean, text, bigint";
+
+impl Write {
+    fn new(state: &str, old_generation: i64, document: &str, checksum: i64, writer: &str) -> Write {
+        Write {
+            state: state.to_string(),
+            old_generation,
+            document: document.to_string(),
+            checksum,
+            writer: writer.to_string(),
+            settings: None,
+            drop_backups: None,
+            offset: None,
+            snapshot: None,
+            entry: None,
+            oldest_kept: None,
+        }
+    }
+
+    /// `PREPARE` (unless `prepared` has it), `EXECUTE` and `COMMIT`, as one simple
+    /// query.
+    fn statements(&self, body: &str, prepared: &[String]) -> String {
+        let prepare = format!("({WRITE_TYPES}) AS {body}");
+        let name = format!(
+            "{PREPARED_PREFIX}{:016x}",
+            format::checksum(prepare.as_bytes())
+        );
+        let text = |v: &Option<String>| v.as_deref().map_or("NULL".to_string(), literal);
+        let int = |v: Option<i64>| v.map_or("NULL".to_string(), |v| v.to_string());
+        let array = self.drop_backups.as_ref().map_or("NULL".to_string(), |d| {
+            let list: Vec<String> = d.iter().map(i64::to_string).collect();
+            format!("ARRAY[{}]::bigint[]", list.join(","))
+        });
+        let mut sql = String::with_capacity(
+            self.document.len() + self.entry.as_ref().map_or(0, String::len) + 512,
+        );
+        if !prepared.contains(&name) {
+            sql.push_str(&format!("PREPARE {name}{prepare};\n"));
+        }
+        sql.push_str(&format!(
+            "EXECUTE {name}({}, {}, {}, {}, {}, {}, {array}, {}, {}, {}, {});\nCOMMIT",
+            literal(&self.state),
+            self.old_generation,
+            literal(&self.document),
+            self.checksum,
+            literal(&self.writer),
+            text(&self.settings),
+            int(self.offset),
+            self.snapshot
+                .map_or("NULL", |s| if s { "true" } else { "false" }),
+            text(&self.entry),
+            int(self.oldest_kept),
+        ));
+        sql
     }
 }
 
@@ -1521,6 +1712,8 @@ struct Locking {
     history_last: Option<u64>,
     /// The backups kept: generation, commit time.
     backups: Vec<(u64, SystemTime)>,
+    /// The names of statesafe's prepared statements this server session holds.
+    prepared: Vec<String>,
 }
 
 impl Locking {
@@ -1574,6 +1767,12 @@ impl Locking {
                     let (generation, us) = b.split_once(':')?;
                     Some((generation.parse().ok()?, micros(us.parse().ok()?)))
                 })
+                .collect(),
+            prepared: column(4)
+                .unwrap_or_default()
+                .split(',')
+                .filter(|n| !n.is_empty())
+                .map(str::to_string)
                 .collect(),
         }
     }

@@ -12,8 +12,10 @@ pub(crate) struct Names {
     pub history: String,
     /// Damaged versions moved aside by a recovery (created when first needed).
     pub quarantine: String,
-    /// The tables' names as `to_regclass` takes them, in the same order.
-    pub regclass: [String; 3],
+    /// The tables' names as `to_regclass` takes them, in the same order (the
+    /// quarantine last: tables made by earlier builds may lack it, and it is made
+    /// when first needed).
+    pub regclass: [String; 4],
 }
 
 impl Names {
@@ -24,12 +26,18 @@ impl Names {
             None => format!("\"{t}\""),
         };
         let (backups, history) = (format!("{table}_backups"), format!("{table}_history"));
+        let quarantine = qualify(&format!("{table}_quarantine"));
         Names {
             main: qualify(table),
             backups: qualify(&backups),
             history: qualify(&history),
-            quarantine: qualify(&format!("{table}_quarantine")),
-            regclass: [qualify(table), qualify(&backups), qualify(&history)],
+            quarantine: quarantine.clone(),
+            regclass: [
+                qualify(table),
+                qualify(&backups),
+                qualify(&history),
+                quarantine,
+            ],
         }
     }
 
@@ -41,6 +49,7 @@ impl Names {
             history,
             ..
         } = self;
+        let quarantine = self.create_quarantine();
         format!(
             "BEGIN;
 CREATE TABLE IF NOT EXISTS {main} (
@@ -68,7 +77,26 @@ CREATE TABLE IF NOT EXISTS {history} (
     entry      text NOT NULL,
     PRIMARY KEY (state, generation)
 );
+{quarantine};
 COMMIT;"
+        )
+    }
+
+    /// The quarantine table, created if missing.
+    fn create_quarantine(&self) -> String {
+        format!(
+            "CREATE TABLE IF NOT EXISTS {} (
+    id             bigserial PRIMARY KEY,
+    state          text NOT NULL,
+    generation     bigint NOT NULL,
+    document       text,
+    checksum       bigint,
+    written_at     timestamptz,
+    writer         text,
+    quarantined_at timestamptz NOT NULL DEFAULT now(),
+    reason         text NOT NULL
+)",
+            self.quarantine
         )
     }
 }
@@ -80,18 +108,9 @@ impl Names {
         let Names {
             main, quarantine, ..
         } = self;
+        let create = self.create_quarantine();
         format!(
-            "CREATE TABLE IF NOT EXISTS {quarantine} (
-    id             bigserial PRIMARY KEY,
-    state          text NOT NULL,
-    generation     bigint NOT NULL,
-    document       text,
-    checksum       bigint,
-    written_at     timestamptz,
-    writer         text,
-    quarantined_at timestamptz NOT NULL DEFAULT now(),
-    reason         text NOT NULL
-);
+            "{create};
 INSERT INTO {quarantine} (state, generation, document, checksum, written_at, writer, reason)
     SELECT state, generation, document, checksum, written_at, writer, {reason} FROM {main} WHERE state = {state}
     RETURNING id::text"
@@ -99,9 +118,9 @@ INSERT INTO {quarantine} (state, generation, document, checksum, written_at, wri
     }
 }
 
-/// The columns statesafe reads and writes, by table (0 main, 1 backups, 2 history),
-/// with their types as `format_type` prints them.
-pub(crate) const COLUMNS: [&[(&str, &str)]; 3] = [
+/// The columns statesafe reads and writes, by table (0 main, 1 backups, 2 history,
+/// 3 quarantine), with their types as `format_type` prints them.
+pub(crate) const COLUMNS: [&[(&str, &str)]; 4] = [
     &[
         ("state", "text"),
         ("generation", "bigint"),
@@ -124,7 +143,22 @@ pub(crate) const COLUMNS: [&[(&str, &str)]; 3] = [
         ("snapshot", "boolean"),
         ("entry", "text"),
     ],
+    &[
+        ("id", "bigint"),
+        ("state", "text"),
+        ("generation", "bigint"),
+        ("document", "text"),
+        ("checksum", "bigint"),
+        ("written_at", "timestamp with time zone"),
+        ("writer", "text"),
+        ("quarantined_at", "timestamp with time zone"),
+        ("reason", "text"),
+    ],
 ];
+
+/// The index in [`COLUMNS`] of the quarantine table, which may be missing (tables
+/// made by earlier builds lack it; it is made when first needed).
+pub(crate) const QUARANTINE: usize = 3;
 
 /// The columns of the three tables as they are: (table index, column, type).
 pub(crate) const LAYOUT: &str = "SELECT t.i, a.attname::text, format_type(a.atttypid, a.atttypmod)

@@ -325,6 +325,114 @@ fn a_table_altered_by_hand_is_refused_on_open() {
 }
 
 #[test]
+fn the_quarantine_table_is_made_with_the_others_and_checked_when_there() {
+    let Some(pg) = cluster::cluster() else { return };
+    let url = pg.url_with("q", "table=quar");
+    open(&url).create(json!({})).unwrap();
+    let mut admin = pg.client();
+    let exists = |admin: &mut postgres::Client| -> bool {
+        admin
+            .query_one("SELECT to_regclass('quar_quarantine') IS NOT NULL", &[])
+            .unwrap()
+            .get(0)
+    };
+    assert!(
+        exists(&mut admin),
+        "made on first use, with the other tables"
+    );
+    // Tables made by an earlier build have no quarantine table: they still open,
+    // and it is made when a recovery needs it.
+    admin.batch_execute("DROP TABLE quar_quarantine").unwrap();
+    let store = open(&url);
+    store.update(|s| s["n"] = 1.into()).unwrap();
+    assert!(!exists(&mut admin));
+    // The others dropped and the quarantine left: the others are made again.
+    admin
+        .batch_execute(
+            "CREATE TABLE quar_quarantine (LIKE quar_backups); DROP TABLE quar, quar_backups, quar_history",
+        )
+        .unwrap();
+    drop(store);
+    let err = Store::<serde_json::Value>::options()
+        .open_url(&url)
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Remote { reason, .. } if reason.contains("quar_quarantine") && !reason.contains("missing")),
+        "only the quarantine table's layout is wrong: {err}"
+    );
+    admin.batch_execute("DROP TABLE quar_quarantine").unwrap();
+    // One altered by hand is refused, as the others are.
+    admin
+        .batch_execute(
+            "CREATE TABLE quar_quarantine (id bigserial PRIMARY KEY, state text NOT NULL, \
+             generation bigint NOT NULL, document text, checksum bigint, written_at timestamptz, \
+             writer text, quarantined_at timestamptz NOT NULL DEFAULT now())",
+        )
+        .unwrap();
+    let err = Store::<serde_json::Value>::options()
+        .open_url(&url)
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Remote { reason, .. } if reason.contains("no column `reason`")),
+        "{err}"
+    );
+}
+
+#[test]
+fn prepared_statements_follow_tables_altered_or_made_again_and_sessions_without_them() {
+    let Some(pg) = cluster::cluster() else { return };
+    let url = pg.url_with("prep", "table=prep");
+    let store = open(&url);
+    store.create(json!({"n": 0})).unwrap();
+    store.update(|s| s["n"] = 1.into()).unwrap();
+    let mut admin = pg.client();
+    // The store's pooled connection has them now; columns added by hand (which the
+    // layout check allows) make the server plan them again, with no error.
+    admin
+        .batch_execute(
+            "ALTER TABLE prep ADD COLUMN note text; ALTER TABLE prep_history ADD COLUMN note text",
+        )
+        .unwrap();
+    store.update(|s| s["n"] = 2.into()).unwrap();
+    // The tables dropped and made again (another state's open makes them), the same
+    // connection's statements run against the new tables.
+    admin
+        .batch_execute("DROP TABLE prep, prep_backups, prep_history")
+        .unwrap();
+    let other = open(&url);
+    other.create(json!({"n": 10})).unwrap();
+    store
+        .update(|s| s["n"] = s["n"].as_u64().unwrap().into())
+        .unwrap();
+    store.update(|s| s["n"] = 11.into()).unwrap();
+    assert_eq!(other.load().unwrap().state, json!({"n": 11}));
+    assert_eq!(store.generation().unwrap(), 2);
+    // A server session without them (the backend terminated: the pool connects
+    // again) prepares them in the transaction. The first call on the terminated
+    // connection may report it (nothing committed), as before prepared statements.
+    admin
+        .batch_execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE pid <> pg_backend_pid() AND datname = current_database()",
+        )
+        .unwrap();
+    if let Err(e) = store.update(|s| s["n"] = 99.into()) {
+        assert!(
+            matches!(&e, Error::Remote { .. })
+                && e.hint().unwrap().contains("nothing was committed"),
+            "{e}"
+        );
+    }
+    for n in 12..15 {
+        store.update(|s| s["n"] = n.into()).unwrap();
+    }
+    assert_eq!(store.load().unwrap().state, json!({"n": 14}));
+    let last = store.history().unwrap().last().unwrap().generation;
+    assert_eq!(last, store.generation().unwrap());
+    assert!((5..=6).contains(&last), "generation {last}");
+}
+
+#[test]
 fn an_unreachable_server_and_a_missing_database_are_typed_errors_with_hints() {
     let Some(pg) = cluster::cluster() else { return };
     let closed = TcpListener::bind("127.0.0.1:0").unwrap();
