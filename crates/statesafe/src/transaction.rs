@@ -870,24 +870,58 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             generation,
             xxh3: new_sum,
         };
-        let outcome = match (doc, streamed) {
-            (NewDoc::Streamed(held), Some(encoded)) => {
-                let held = held.borrow();
-                let state = held
-                    .as_ref()
-                    .expect("invariant: taken only once the commit is durable");
-                let write = |out: &mut dyn std::io::Write| {
-                    crate::stream::write_into(state, style, encoded, out)
-                };
-                write::commit_content(
-                    &write::RealFs,
-                    &commit,
-                    write::Content::Stream(&write),
-                    meta,
-                )
+        // A large document's history patch, taken from the bytes of the change
+        // (local_patch.rs), is a scan of the whole new version: done on a second
+        // thread while this one writes and waits for the `fsync`s, not after them.
+        // Only what the history would compute anyway (see `record_history`): a
+        // serialized text past `max_patch_bytes` whose outgoing version the
+        // transaction kept and backs up, in a plain file.
+        let early_old = match doc {
+            NewDoc::Serialized {
+                outgoing: Some(old),
+                ..
+            } if config.history.keep > 0
+                && bytes.len() as u64 > config.history.max_patch_bytes
+                && keep_backup
+                && config.format == Format::Plain
+                && !format::looks_sealed(&bytes) =>
+            {
+                Some(old)
             }
-            _ => write::commit(&write::RealFs, &commit, &bytes, meta),
+            _ => None,
         };
+        let patch_limit = usize::try_from(config.history.max_patch_bytes).unwrap_or(usize::MAX);
+        let (outcome, early_patch) = std::thread::scope(|scope| {
+            let worker = early_old.and_then(|old| {
+                let bytes = &bytes;
+                std::thread::Builder::new()
+                    .name("statesafe-patch".into())
+                    .spawn_scoped(scope, move || {
+                        crate::local_patch::local_patch_bytes(old, bytes, patch_limit)
+                    })
+                    .ok()
+            });
+            let outcome = match (doc, streamed) {
+                (NewDoc::Streamed(held), Some(encoded)) => {
+                    let held = held.borrow();
+                    let state = held
+                        .as_ref()
+                        .expect("invariant: taken only once the commit is durable");
+                    let write = |out: &mut dyn std::io::Write| {
+                        crate::stream::write_into(state, style, encoded, out)
+                    };
+                    write::commit_content(
+                        &write::RealFs,
+                        &commit,
+                        write::Content::Stream(&write),
+                        meta,
+                    )
+                }
+                _ => write::commit(&write::RealFs, &commit, &bytes, meta),
+            };
+            // A worker that panicked gives no patch (the entry then says so).
+            (outcome, worker.map(|w| w.join().ok().flatten()))
+        });
         let failed = match &outcome {
             Ok(Ok(_)) | Err(write::Poisoning(Error::OutcomeUnknown { .. })) => false,
             Ok(Err(_)) | Err(_) => true,
@@ -984,6 +1018,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                     NewDoc::Serialized { outgoing, .. } => outgoing,
                     _ => None,
                 },
+                early_patch: early_patch.as_ref(),
             };
             match self.record_history(&sidecar, base, &new, change, perms, hint) {
                 Ok(()) => guard.record.history = Some(generation),
@@ -1090,6 +1125,9 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                     })
                     .and_then(|b| {
                         let limit = usize::try_from(policy.max_patch_bytes).unwrap_or(usize::MAX);
+                        if let Some(patch) = new.early_patch {
+                            return patch.clone();
+                        }
                         if let (Some(old), None) = (new.outgoing, new.file) {
                             return crate::local_patch::local_patch_bytes(old, new.bytes, limit);
                         }
@@ -1181,6 +1219,9 @@ struct NewVersion<'a> {
     /// The bytes of the version it replaced, when the transaction kept them (the
     /// backup's, without reading it).
     outgoing: Option<&'a [u8]>,
+    /// The patch from `outgoing` taken while the commit was written, when it was
+    /// (`None` inside: the change is not within one small value).
+    early_patch: Option<&'a Option<json_patch::Patch>>,
 }
 
 /// A step after a durable commit failed: counted and logged, never returned (the
