@@ -1448,12 +1448,30 @@ impl Tx<'_> {
             // walking the primary key from the newest end, so the cost does not grow
             // with the deleted rows the index still holds until a vacuum; listing
             // them all with `OFFSET` did, and took most of a write's server time).
-            prune_backups = Some(if policy.keep == 1 {
-                "generation <> $2"
-            } else {
-                write.offset = Some(i64::from(policy.keep) - 2);
-                "generation < (SELECT generation FROM {backups} WHERE state = $1 \
-                 AND generation <> $2 ORDER BY generation DESC LIMIT 1 OFFSET $8)"
+            //
+            // The range is bounded below too, to the `PRUNE_WINDOW` generations under
+            // the outgoing version's, so that the delete visits those index entries
+            // only: unbounded, it visited every entry of the rows earlier writes had
+            // deleted (still in the index until a vacuum), tens of thousands after a
+            // minute of contended writes (a profile of the server showed its CPU in
+            // those scans). Rows older than the window are there only after the
+            // retention shrank: the write of every `PRUNE_WINDOW`th generation prunes
+            // without the bound, so they go within that many commits.
+            let full = generation % PRUNE_WINDOW as u64 == 0;
+            prune_backups = Some(match (policy.keep == 1, full) {
+                (true, true) => "generation <> $2",
+                (true, false) => "generation <> $2 AND generation >= $2 - 64",
+                (false, full) => {
+                    write.offset = Some(i64::from(policy.keep) - 2);
+                    if full {
+                        "generation < (SELECT generation FROM {backups} WHERE state = $1 \
+                         AND generation <> $2 ORDER BY generation DESC LIMIT 1 OFFSET $8)"
+                    } else {
+                        "generation < (SELECT generation FROM {backups} WHERE state = $1 \
+                         AND generation <> $2 ORDER BY generation DESC LIMIT 1 OFFSET $8) \
+                         AND generation >= $2 - $8 - 64"
+                    }
+                }
             });
         }
         let mut parts: Vec<String> = Vec::new();
@@ -1592,6 +1610,10 @@ impl Tx<'_> {
 
 /// The name prefix of statesafe's prepared statements.
 const PREPARED_PREFIX: &str = "statesafe_";
+
+/// How far below the outgoing version a write's backup prune looks, except on every
+/// `PRUNE_WINDOW`th generation (see `write_inner`). The `64` in its statements is this.
+const PRUNE_WINDOW: i64 = 64;
 
 /// The values of a write's statement, and how it is sent: as an SQL-level prepared
 /// statement (`PREPARE`, once per server session, then `EXECUTE` with the values as

@@ -271,6 +271,66 @@ fn quotes_and_backslashes_survive_the_sql_text() {
 /// A write that does not land on the row read under the lock (here a trigger
 /// swallows the `UPDATE`) is refused, and nothing of it is committed: not the
 /// backup, not the history entry, sent in the same round trip.
+/// The backups kept, newest first, as the server has them.
+fn backup_rows(pg: &Cluster, state: &str) -> Vec<i64> {
+    pg.client()
+        .query(
+            "SELECT generation FROM statesafe_backups WHERE state = $1 ORDER BY generation DESC",
+            &[&state],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+#[test]
+fn the_backup_prune_looks_64_generations_down_and_catches_up_on_every_64th() {
+    // A write prunes the backups within the 64 generations below the one it replaces
+    // (so that it does not visit the index entries of every row deleted before, up
+    // to the next vacuum); rows older than that are left only after the retention
+    // shrank, and the write of every 64th generation prunes them all.
+    let Some(pg) = cluster::cluster() else { return };
+    let url = pg.url("shrunk");
+    let keeping = |keep: u32| -> Store {
+        Store::options()
+            .lock_timeout(Duration::from_secs(30))
+            .backups(statesafe::BackupPolicy {
+                keep,
+                hourly: 0,
+                daily: 0,
+            })
+            .open_url(&url)
+            .unwrap()
+    };
+    let wide = keeping(200);
+    wide.create(json!({"n": 0})).unwrap();
+    for n in 1..100 {
+        wide.update(|s| s["n"] = n.into()).unwrap();
+    }
+    // Generation 100; the 99 outgoing versions 1..=99 kept.
+    assert_eq!(
+        backup_rows(pg, "shrunk"),
+        (1..=99).rev().collect::<Vec<i64>>()
+    );
+    let narrow = keeping(3);
+    narrow.update(|s| s["n"] = 100.into()).unwrap();
+    // Generation 101 replaced 100: the three newest kept, the others within the 64
+    // generations below 100 pruned, the older ones (1..=34) still there.
+    let mut expected: Vec<i64> = vec![100, 99, 98];
+    expected.extend((1..=34).rev());
+    assert_eq!(backup_rows(pg, "shrunk"), expected);
+    for n in 101..127 {
+        narrow.update(|s| s["n"] = n.into()).unwrap();
+    }
+    // Generation 127: still the leftovers below the window.
+    assert_eq!(backup_rows(pg, "shrunk").len(), 3 + 34);
+    narrow.update(|s| s["n"] = 127.into()).unwrap();
+    // Generation 128, a multiple of 64: pruned without the bound.
+    assert_eq!(backup_rows(pg, "shrunk"), vec![127, 126, 125]);
+    assert_eq!(narrow.get().unwrap(), json!({"n": 127}));
+}
+
 #[test]
 fn a_write_that_misses_its_row_commits_nothing() {
     let Some(pg) = cluster::cluster() else { return };
