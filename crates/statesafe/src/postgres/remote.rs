@@ -1457,7 +1457,7 @@ impl Tx<'_> {
             // those scans). Rows older than the window are there only after the
             // retention shrank: the write of every `PRUNE_WINDOW`th generation prunes
             // without the bound, so they go within that many commits.
-            let full = generation % PRUNE_WINDOW as u64 == 0;
+            let full = generation.is_multiple_of(PRUNE_WINDOW as u64);
             prune_backups = Some(match (policy.keep == 1, full) {
                 (true, true) => "generation <> $2",
                 (true, false) => "generation <> $2 AND generation >= $2 - 64",
