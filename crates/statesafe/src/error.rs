@@ -511,6 +511,10 @@ impl Error {
             Error::NotFound { .. } => {
                 "create it first (for example with `statesafe set FILE '' '{}'`), or check the path".into()
             }
+            Error::Corrupt { path, .. } if crate::postgres::is_url(&path.to_string_lossy()) => format!(
+                "the state's row was changed outside statesafe (a hand edit, a trigger) or damaged: `statesafe recover {}` moves it into the quarantine table and restores the newest valid backup as the next generation (docs/remote.md, \"A damaged row\")",
+                path.display()
+            ),
             Error::Corrupt { .. } => {
                 "the file was not written by statesafe or was damaged outside it; inspect it, fix it by hand or restore a backup".into()
             }

@@ -45,6 +45,10 @@ fn a_row_whose_checksum_does_not_match_is_corrupt_and_nothing_is_written() {
         matches!(&err, Error::Corrupt { reason, .. } if reason.contains("checksum")),
         "{err}"
     );
+    // The hint speaks of the row and names the command that repairs it, not a file.
+    let hint = err.hint().unwrap();
+    assert!(hint.contains("statesafe recover postgres://"), "{hint}");
+    assert!(!hint.contains("file"), "{hint}");
     let err = store.update(|s| s["n"] = 3.into()).unwrap_err();
     assert!(matches!(err, Error::Corrupt { .. }), "{err}");
     let report = store.check().unwrap();
