@@ -3,8 +3,8 @@
 
 use crate::common::Env;
 
-#[test]
-fn init_set_get_and_leave_journal_mode() {
+/// `s.json` made in journal mode with `{"n": 0}`, then `/n` set to 1, 2 and 3.
+fn journal_file_with_three_commits() -> Env {
     let env = Env::new();
     let run = env.run(&["init", "s.json", "{\"n\": 0}", "--format", "journal"]);
     assert_eq!(run.code, 0, "{}", run.snapshot());
@@ -12,6 +12,12 @@ fn init_set_get_and_leave_journal_mode() {
         let run = env.run(&["set", "s.json", "/n", &n.to_string()]);
         assert_eq!(run.code, 0, "{}", run.snapshot());
     }
+    env
+}
+
+#[test]
+fn init_set_get_and_leave_journal_mode() {
+    let env = journal_file_with_three_commits();
     // The file is the snapshot as of the last compaction; statesafe reads the journal.
     assert_eq!(env.read_string("s.json"), "{\n  \"n\": 0\n}\n");
     let run = env.run(&["get", "s.json", "/n"]);
@@ -43,13 +49,7 @@ fn init_set_get_and_leave_journal_mode() {
 
 #[test]
 fn log_backups_restore_and_diff_reach_the_journals_commits() {
-    let env = Env::new();
-    let run = env.run(&["init", "s.json", "{\"n\": 0}", "--format", "journal"]);
-    assert_eq!(run.code, 0, "{}", run.snapshot());
-    for n in 1..=3 {
-        let run = env.run(&["set", "s.json", "/n", &n.to_string()]);
-        assert_eq!(run.code, 0, "{}", run.snapshot());
-    }
+    let env = journal_file_with_three_commits();
     // Every commit is in the log, with its writer (the `set` that made it).
     let log = env.run(&["log", "s.json", "--json"]).json();
     let entries = log["entries"].as_array().unwrap();

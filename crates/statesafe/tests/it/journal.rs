@@ -338,13 +338,16 @@ fn compaction_rewrites_the_snapshot_and_starts_a_new_journal() {
     );
 }
 
-#[test]
-fn a_crash_between_the_snapshot_and_the_new_journal_is_safe() {
+/// A journal-mode file (records up to `journal_max_bytes`) committed to until a commit
+/// compacts, then the crash of that compaction right before the new journal's rename:
+/// the snapshot (and the history) of generation n + 1 in place, the old journal
+/// (records up to n) back. Returns the directory, the file and n.
+fn crash_before_the_new_journal(journal_max_bytes: u64) -> (tempfile::TempDir, PathBuf, u64) {
     let dir = common::test_dir();
     let path = dir.path().join("state.json");
     let store: Store = Store::open(&path).unwrap();
     let settings = Settings {
-        journal_max_bytes: Some(300),
+        journal_max_bytes: Some(journal_max_bytes),
         ..journal_settings()
     };
     store.create_with(&settings, json!({"n": 0})).unwrap();
@@ -360,9 +363,15 @@ fn a_crash_between_the_snapshot_and_the_new_journal_is_safe() {
             break;
         }
     }
-    // The crash: the snapshot of generation n + 1 is in place, the new journal's
-    // rename never happened (the old journal is back).
     std::fs::write(journal_path(&path), &old_journal).unwrap();
+    (dir, path, n)
+}
+
+#[test]
+fn a_crash_between_the_snapshot_and_the_new_journal_is_safe() {
+    // The snapshot of generation n + 1 is in place, the new journal's rename never
+    // happened (the old journal is back).
+    let (_dir, path, n) = crash_before_the_new_journal(300);
     let reader: Store = Store::open(&path).unwrap();
     let snap = reader.load().unwrap();
     assert_eq!(
@@ -869,28 +878,9 @@ fn compaction_moves_the_records_history_into_the_log_once() {
 
 #[test]
 fn a_crash_before_the_new_journal_neither_loses_nor_duplicates_history() {
-    let dir = common::test_dir();
-    let path = dir.path().join("state.json");
-    let store: Store = Store::open(&path).unwrap();
-    let settings = Settings {
-        journal_max_bytes: Some(1500),
-        ..journal_settings()
-    };
-    store.create_with(&settings, json!({"n": 0})).unwrap();
-    let mut old_journal;
-    let mut n = 0u64;
-    loop {
-        old_journal = std::fs::read(journal_path(&path)).unwrap();
-        let inode = common::inode(&path);
-        n += 1;
-        store.update(|s| s["n"] = n.into()).unwrap();
-        if common::inode(&path) != inode {
-            break;
-        }
-    }
-    // The crash: the history and the snapshot of generation n + 1 are in place, the
-    // new journal's rename never happened (the old journal, records up to n, is back).
-    std::fs::write(journal_path(&path), &old_journal).unwrap();
+    // The history and the snapshot of generation n + 1 are in place, the new
+    // journal's rename never happened (the old journal, records up to n, is back).
+    let (_dir, path, n) = crash_before_the_new_journal(1500);
     let reader: Store = Store::open(&path).unwrap();
     let generations =
         |s: &Store| -> Vec<u64> { s.history().unwrap().iter().map(|e| e.generation).collect() };
