@@ -303,21 +303,38 @@ fn a_record_changed_into_another_valid_change_is_caught_by_its_checksum() {
     assert!(matches!(err, Error::Corrupt { .. }), "{err}");
 }
 
-#[test]
-fn compaction_rewrites_the_snapshot_and_starts_a_new_journal() {
-    let dir = common::test_dir();
-    let path = dir.path().join("state.json");
-    let store: Store = Store::open(&path).unwrap();
+/// A journal-mode file made at `path` with `{"n": 0}`, its journal limited to
+/// `journal_max_bytes` of records (so that commits compact soon).
+fn limited_journal_store(path: &Path, journal_max_bytes: u64) -> Store {
+    let store: Store = Store::open(path).unwrap();
     let settings = Settings {
-        journal_max_bytes: Some(400),
+        journal_max_bytes: Some(journal_max_bytes),
         ..journal_settings()
     };
     store.create_with(&settings, json!({"n": 0})).unwrap();
+    store
+}
+
+/// [`limited_journal_store`] after 30 commits setting `/n` to 1..=30, at least one of
+/// which compacted (the snapshot was replaced). Returns the directory, the file and
+/// the store.
+fn thirty_commits_through_a_compaction(
+    journal_max_bytes: u64,
+) -> (tempfile::TempDir, PathBuf, Store) {
+    let dir = common::test_dir();
+    let path = dir.path().join("state.json");
+    let store = limited_journal_store(&path, journal_max_bytes);
     let first_inode = common::inode(&path);
     for n in 1..=30u64 {
         store.update(|s| s["n"] = n.into()).unwrap();
     }
     assert_ne!(common::inode(&path), first_inode, "no compaction happened");
+    (dir, path, store)
+}
+
+#[test]
+fn compaction_rewrites_the_snapshot_and_starts_a_new_journal() {
+    let (_dir, path, store) = thirty_commits_through_a_compaction(400);
     // The snapshot is a complete document as of the last compaction.
     let on_disk: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
     let n_on_disk = on_disk["n"].as_u64().unwrap();
@@ -345,12 +362,7 @@ fn compaction_rewrites_the_snapshot_and_starts_a_new_journal() {
 fn crash_before_the_new_journal(journal_max_bytes: u64) -> (tempfile::TempDir, PathBuf, u64) {
     let dir = common::test_dir();
     let path = dir.path().join("state.json");
-    let store: Store = Store::open(&path).unwrap();
-    let settings = Settings {
-        journal_max_bytes: Some(journal_max_bytes),
-        ..journal_settings()
-    };
-    store.create_with(&settings, json!({"n": 0})).unwrap();
+    let store = limited_journal_store(&path, journal_max_bytes);
     // Commit until the next commit compacts; keep the journal as it was just before.
     let mut old_journal;
     let mut n = 0u64;
@@ -834,19 +846,7 @@ fn every_journal_commit_is_in_the_history_with_its_time_writer_and_patch() {
 
 #[test]
 fn compaction_moves_the_records_history_into_the_log_once() {
-    let dir = common::test_dir();
-    let path = dir.path().join("state.json");
-    let store: Store = Store::open(&path).unwrap();
-    let settings = Settings {
-        journal_max_bytes: Some(1500),
-        ..journal_settings()
-    };
-    store.create_with(&settings, json!({"n": 0})).unwrap();
-    let first_inode = common::inode(&path);
-    for n in 1..=30u64 {
-        store.update(|s| s["n"] = n.into()).unwrap();
-    }
-    assert_ne!(common::inode(&path), first_inode, "no compaction happened");
+    let (_dir, path, store) = thirty_commits_through_a_compaction(1500);
     let logged = logged_generations(&path);
     let mut unique = logged.clone();
     unique.dedup();
