@@ -63,6 +63,129 @@ fn get_set_update_init_info_check_take_a_url() {
     assert_eq!(store.load().unwrap().generation, 3);
 }
 
+fn ok_with_stdin(args: &[&str], input: &str) -> String {
+    use std::io::Write as _;
+    let mut child = Command::new(bin())
+        .args(args)
+        .env_remove("PGPASSWORD")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "statesafe {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn json_of(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+/// The verbs the first test leaves out, each on a URL: `del`, `write` (stdin),
+/// `exec`, `backups`, `log`, `diff`, `restore` and `settings`, checked against what
+/// the same verbs do to a file (the outputs' shapes are the file's).
+#[test]
+fn del_write_exec_backups_log_diff_restore_settings_take_a_url() {
+    let Some(pg) = cluster::cluster() else {
+        return;
+    };
+    let url = pg.url("cli_verbs");
+    let url = url.as_str();
+    ok(&["init", url, r#"{"a": 1, "b": 2}"#]);
+    ok(&["del", url, "/b"]);
+    assert_eq!(json_of(&ok(&["get", url])), json!({"a": 1}));
+    ok_with_stdin(
+        &["write", url],
+        r#"{"a": 5, "c": [1], "big": 18446744073709551616}"#,
+    );
+    // exec: the command gets the document on stdin and its environment names the state.
+    ok(&[
+        "exec",
+        url,
+        "--",
+        "sh",
+        "-c",
+        // Python's integers keep every digit (jq 1.6 would turn the big one into a double).
+        r#"test "$STATESAFE_GENERATION" = 3 && python3 -c 'import json,sys; d=json.load(sys.stdin); d["a"]+=1; print(json.dumps(d, separators=(",", ":")))'"#,
+    ]);
+    let got = ok(&["get", "--compact", url]);
+    assert_eq!(got, "{\"a\":6,\"c\":[1],\"big\":18446744073709551616}\n");
+
+    let backups = json_of(&ok(&["--json", "backups", url]));
+    let gens: Vec<u64> = backups["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["generation"].as_u64().unwrap())
+        .collect();
+    assert_eq!(gens, [3, 2, 1]);
+
+    let log = json_of(&ok(&["--json", "log", url, "-n", "2"]));
+    let entries = log["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 2);
+    assert_eq!(entries[0]["generation"], 4);
+    assert_eq!(entries[1]["generation"], 3);
+    assert_eq!(entries[0]["change"], "commit");
+    assert!(
+        entries[0]["writer"]["command"]
+            .as_str()
+            .unwrap()
+            .contains("exec"),
+        "{log}"
+    );
+
+    let diff = ok(&["diff", url, "1", "4"]);
+    let mut ops: Vec<Value> = diff.lines().map(json_of).collect();
+    ops.sort_by_key(|op| op["path"].as_str().unwrap().to_owned());
+    let expected: Vec<Value> = [
+        r#"{"op": "replace", "path": "/a", "value": 6}"#,
+        r#"{"op": "remove", "path": "/b"}"#,
+        r#"{"op": "add", "path": "/big", "value": 18446744073709551616}"#,
+        r#"{"op": "add", "path": "/c", "value": [1]}"#,
+    ]
+    .into_iter()
+    .map(json_of)
+    .collect();
+    assert_eq!(ops, expected);
+    // The big number keeps its digits in the diff's text.
+    assert!(diff.contains("18446744073709551616"), "{diff}");
+
+    let restored = json_of(&ok(&["--json", "restore", url, "--generation", "1"]));
+    assert_eq!(restored["generation"], 5);
+    assert_eq!(restored["restored_from"], 1);
+    assert_eq!(json_of(&ok(&["get", url])), json!({"a": 1, "b": 2}));
+    let log = json_of(&ok(&["--json", "log", url, "-n", "1"]));
+    assert_eq!(log["entries"][0]["change"], json!({"restore": {"from": 1}}));
+
+    let settings = json_of(&ok(&["--json", "settings", url, "--keep-backups", "2"]));
+    assert_eq!(settings["changed"], true);
+    assert_eq!(settings["settings"]["backups"]["keep"], 2);
+    // The setting binds the next write: after it, two backups are left.
+    ok(&["set", url, "/a", "7"]);
+    let backups = json_of(&ok(&["--json", "backups", url]));
+    let gens: Vec<u64> = backups["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["generation"].as_u64().unwrap())
+        .collect();
+    assert_eq!(gens, [5, 4]);
+    let settings = json_of(&ok(&["--json", "settings", url]));
+    assert_eq!(settings["changed"], false);
+    assert_eq!(settings["settings"]["backups"]["keep"], 2);
+}
+
 #[test]
 fn a_password_in_the_url_is_refused_with_nothing_done() {
     let Some(pg) = cluster::cluster() else {
