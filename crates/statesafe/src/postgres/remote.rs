@@ -1938,9 +1938,14 @@ fn refused(e: &postgres::Error) -> bool {
     })
 }
 
-/// Whether the connection failed (as opposed to the server refusing a statement).
+/// Whether the connection failed or the server ended the session (as opposed to the
+/// server refusing a statement). An idle pooled connection that the server ended
+/// meanwhile (`pg_terminate_backend`, a restart, `idle_session_timeout`) answers its
+/// next statement with the `FATAL` the server sent on leaving (`57P01`, `57P05`, ...):
+/// nothing ran there, so the callers, which retry only the first statements of a
+/// pooled connection (reads, or `BEGIN` and the locking read), connect again.
 fn lost(e: &postgres::Error) -> bool {
-    e.is_closed() || e.as_db_error().is_none()
+    !refused(e)
 }
 
 fn micros(us: i64) -> SystemTime {
