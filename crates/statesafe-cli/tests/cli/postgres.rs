@@ -88,13 +88,23 @@ fn ok_with_stdin(args: &[&str], input: &str) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+fn backup_generations(url: &str) -> Vec<u64> {
+    let backups = json_of(&ok(&["--json", "backups", url]));
+    backups["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["generation"].as_u64().unwrap())
+        .collect()
+}
+
 fn json_of(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
 
 /// The verbs the first test leaves out, each on a URL: `del`, `write` (stdin),
-/// `exec`, `backups`, `log`, `diff`, `restore` and `settings`, checked against what
-/// the same verbs do to a file (the outputs' shapes are the file's).
+/// `exec`, `backups`, `log`, `diff`, `restore` and `settings`, with the outputs a
+/// file gives (docs/cli.md).
 #[test]
 fn del_write_exec_backups_log_diff_restore_settings_take_a_url() {
     let Some(pg) = cluster::cluster() else {
@@ -122,14 +132,7 @@ fn del_write_exec_backups_log_diff_restore_settings_take_a_url() {
     let got = ok(&["get", "--compact", url]);
     assert_eq!(got, "{\"a\":6,\"c\":[1],\"big\":18446744073709551616}\n");
 
-    let backups = json_of(&ok(&["--json", "backups", url]));
-    let gens: Vec<u64> = backups["backups"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b["generation"].as_u64().unwrap())
-        .collect();
-    assert_eq!(gens, [3, 2, 1]);
+    assert_eq!(backup_generations(url), [3, 2, 1]);
 
     let log = json_of(&ok(&["--json", "log", url, "-n", "2"]));
     let entries = log["entries"].as_array().unwrap();
@@ -173,14 +176,7 @@ fn del_write_exec_backups_log_diff_restore_settings_take_a_url() {
     assert_eq!(settings["settings"]["backups"]["keep"], 2);
     // The setting binds the next write: after it, two backups are left.
     ok(&["set", url, "/a", "7"]);
-    let backups = json_of(&ok(&["--json", "backups", url]));
-    let gens: Vec<u64> = backups["backups"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b["generation"].as_u64().unwrap())
-        .collect();
-    assert_eq!(gens, [5, 4]);
+    assert_eq!(backup_generations(url), [5, 4]);
     let settings = json_of(&ok(&["--json", "settings", url]));
     assert_eq!(settings["changed"], false);
     assert_eq!(settings["settings"]["backups"]["keep"], 2);
