@@ -26,12 +26,18 @@ use crate::run::Outcome;
 /// A document as the store holds it: its JSON text.
 pub(crate) type Doc = Box<RawValue>;
 
-/// Whether `text` has a run of 16 or more digits: only such a number can be an
-/// integer a double cannot hold (2^53 has 16 digits). A string with such digits is a
-/// false alarm that costs one parse.
+/// Whether `text` has a run of 16 or more digits or an `e+`: only such a number can be
+/// an integer a double cannot hold (2^53 has 16 digits), or an integral double that
+/// `JSON.stringify` prints in exponent form (from 1e21 up). A string holding either is
+/// a false alarm that costs one parse.
 fn may_hold_big(text: &str) -> bool {
     let mut run = 0;
+    let mut e = false;
     for b in text.bytes() {
+        if b == b'+' && e {
+            return true;
+        }
+        e = b == b'e' || b == b'E';
         if b.is_ascii_digit() {
             run += 1;
             if run >= 16 {
@@ -118,6 +124,17 @@ fn is_big(n: &Number) -> bool {
         && text
             .parse::<f64>()
             .map_or(true, |d| format!("{d:.0}") != text)
+}
+
+/// A number in exponent form whose double is an integer (`1e+21`, `1.5e+300`):
+/// from `JSON.stringify`, every finite double of magnitude 1e21 or more. (One below
+/// 2^53 in exponent form, `1e+5` from another source, is left as it is.)
+fn is_exponent_integer(n: &Number) -> bool {
+    let text = n.to_string();
+    text.bytes().any(|b| b == b'e' || b == b'E')
+        && n.as_f64().is_some_and(|d| {
+            d.is_finite() && d.fract() == 0.0 && d.abs() >= 9_007_199_254_740_992.0
+        })
 }
 
 /// How a document's text is laid out in the file.
@@ -219,11 +236,16 @@ fn document_value(json: &str, big: &str) -> Outcome<Value> {
 
 /// Every number JavaScript wrote is a double, but `JSON.stringify` prints a large one
 /// with its shortest digits (2^60 as `1152921504606847000`), which as an integer is
-/// another number. Each such integer becomes the exact integer value of its double
-/// (`1152921504606846976`), so the file holds what the program held.
+/// another number, and from 1e21 up in exponent form (2^70 as
+/// `1.1805916207174113e+21`), which a reader that keeps integers exact (Python, or
+/// statesafe's own CLI) takes for a float with other digits. Each such number becomes
+/// the exact integer value of its double (`1152921504606846976`,
+/// `1180591620717411303424`), so the file holds what the program held, and an integer
+/// another program wrote, which a double holds exactly and the program did not touch,
+/// keeps its text.
 fn as_doubles(value: &mut Value) {
     match value {
-        Value::Number(n) if is_big(n) => {
+        Value::Number(n) if is_big(n) || is_exponent_integer(n) => {
             if let Some(d) = n.as_f64() {
                 // `{:.0}` prints an integral double's exact decimal value, also beyond
                 // 64 bits (where `as u64`/`as i64` would saturate to another number).
@@ -380,6 +402,24 @@ mod tests {
         assert!(as_sent && doc.get() == r#"{"id":"12345678901234567890"}"#);
         assert!(!may_hold_big(r#"{"a": 900719925474099, "b": "x"}"#));
         assert!(may_hold_big(r#"{"a": 9007199254740993}"#));
+        assert!(may_hold_big(r#"{"a": 1e+21}"#));
+        assert!(!may_hold_big(r#"{"a": 1.5e-7, "b": "e", "c": "+"}"#));
+    }
+
+    #[test]
+    fn integral_doubles_in_exponent_form_become_their_exact_integers() {
+        for (sent, written) in [
+            ("1e+21", "1000000000000000000000"),
+            ("1.1805916207174113e+21", "1180591620717411303424"),
+            ("-1.2089258196146292e+24", "-1208925819614629174706176"),
+            ("1152921504606847000", "1152921504606846976"),
+            ("1.5e-7", "1.5e-7"),
+            ("0.1", "0.1"),
+            ("12", "12"),
+        ] {
+            let (doc, _) = document(format!("[{sent}]"), "", true, TextLayout::Compact).unwrap();
+            assert_eq!(doc.get(), format!("[{written}]"), "{sent}");
+        }
     }
 
     #[test]
