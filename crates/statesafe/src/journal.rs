@@ -772,6 +772,21 @@ pub(crate) fn newest_generation(sidecar: &Sidecar) -> Result<u64> {
         .max(scan(&bytes, HEADER_LEN, header.follows + 1).max_seen))
 }
 
+/// Whether the journal's last record (generation `generation`, if `pos` has one)
+/// is one whose writer recorded its commit in the lock record, which it does after
+/// its flush succeeded. A writer whose flush failed zeroes its record again; one
+/// killed before that (or before recording) leaves a record that may be only in the
+/// page cache: after a failed writeback the kernel marks the pages clean, unwritten,
+/// and reports the error to no descriptor opened after another saw it, so a next
+/// writer's successful flush does not prove it durable. Appending after it could
+/// acknowledge a record a power loss separates from the one before; the next writer
+/// compacts instead (the new snapshot is durable whatever the journal's pages hold).
+/// The lock record is not synced: after a power loss the first commit may compact
+/// for nothing.
+pub(crate) fn last_record_confirmed(pos: &Pos, generation: u64, guard: &lock::Guard<'_>) -> bool {
+    pos.last_record.is_none() || generation <= guard.previous.last_generation
+}
+
 /// The compaction threshold for a snapshot of `snapshot_len` bytes.
 fn threshold(snapshot_len: usize, setting: Option<u64>) -> u64 {
     let by_size = (snapshot_len as u64)
@@ -1469,6 +1484,9 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         let (Some(pos), true, Some(old)) = (&j.journal, j.appendable, &b.value) else {
             return compact(None);
         };
+        if !last_record_confirmed(pos, b.generation, guard) {
+            return compact(None);
+        }
         let new = serde_json::to_value(state).map_err(|e| Error::Serialize {
             path: self.path().to_path_buf(),
             source: e,

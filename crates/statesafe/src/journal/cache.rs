@@ -561,7 +561,9 @@ impl Store<Value> {
         let Some(pos) = cache.replayed.journal.clone() else {
             return fallback(batch.len());
         };
-        if !cache.replayed.appendable {
+        if !cache.replayed.appendable
+            || !super::last_record_confirmed(&pos, cache.generation, &guard)
+        {
             return fallback(batch.len());
         }
         let limit = super::threshold(
