@@ -15,14 +15,16 @@
 # (EIO, replace), the order check, stress (3 s), and layer c (the library's power-loss
 # simulator, `cargo test -p statesafe --lib -- sim::`).
 #
-# Journal mode (issue 16) has three mutations of its own: an append without its
+# Journal mode (issue 16) has four mutations of its own: an append without its
 # `fdatasync`, a replay that trusts a bad checksum, a compaction that replaces the
-# journal before the snapshot is durable. They are built once, as the broken build
-# `journal`, in which `STATESAFE_MUTATION=NAME` picks one at run time (one build instead
-# of three: about 35 s each). Each runs the one journal layer that models its failure:
-# `powerloss-j` (the trace-driven power-loss simulator on a journal append: torn
-# appends, lost flushes, and a damaged record before a good one) for the lost flush and
-# the trusted checksum, `kill-j` (the kill layer on a compaction, at the calls that
+# journal before the snapshot is durable, a replay that takes a bad record before a
+# good one for a torn append whatever durable offset the good one's writer claims. They
+# are built once, as the broken build `journal`, in which `STATESAFE_MUTATION=NAME`
+# picks one at run time (one build instead of four: about 35 s each). Each runs the one
+# journal layer that models its failure: `powerloss-j` (the trace-driven power-loss
+# simulator on a journal append: torn appends, lost flushes, and a damaged record
+# before a good one) for the lost flush, the trusted checksum and the ignored claim,
+# `kill-j` (the kill layer on a compaction, at the calls that
 # change a file) for the early compaction. The whole-file layers are not run on the
 # journal mutations (their operations never append), nor the journal layers on the
 # others (they are caught by the whole-file layers): `-` in the table. Running every
@@ -37,7 +39,7 @@ wrappers=$(cd "$target/mutation-wrappers" && pwd)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 mutations=(skip-file-fsync skip-dir-fsync no-temp-cleanup fixed-temp-name no-lock eatmydata
-  journal-skip-flush journal-trust-checksum journal-compact-early)
+  journal-skip-flush journal-trust-checksum journal-compact-early journal-ignore-durable-claim)
 layers=(kill errors order stress powerloss kill-j powerloss-j)
 
 # Runs a cargo command against the broken build `$1`.
@@ -69,6 +71,7 @@ run_layer() { # bin layer -> exit status of the layer
 applies() {
   case $1:$2 in
     journal-skip-flush:powerloss-j | journal-trust-checksum:powerloss-j) true ;;
+    journal-ignore-durable-claim:powerloss-j) true ;;
     journal-compact-early:kill-j) true ;;
     journal-*:*) false ;;
     *:*-j) false ;;

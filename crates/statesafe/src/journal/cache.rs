@@ -34,7 +34,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::{HEADER_LEN, JOURNAL, Kind, Replayed, encode_record, parse_at, scan};
+use super::{HEADER_LEN, JOURNAL, Kind, Replayed, encode_record, parse_at};
 use crate::error::{Error, Op, Result};
 use crate::format;
 use crate::settings::Format;
@@ -355,7 +355,7 @@ fn refresh<T>(store: &Store<T>, cache: &mut Cache, locked: Option<&Sidecar>) -> 
         None if cache.generation == pos.header.follows => 0,
         None => return Ok(false),
     };
-    let found = scan(&bytes, from, cache.generation + 1);
+    let found = super::scan_at(&bytes, start, from, cache.generation + 1);
     if found.damage.is_some() {
         return Ok(false);
     }
@@ -561,7 +561,9 @@ impl Store<Value> {
         let Some(pos) = cache.replayed.journal.clone() else {
             return fallback(batch.len());
         };
-        if !cache.replayed.appendable {
+        if !cache.replayed.appendable
+            || !super::last_record_confirmed(&pos, cache.generation, &guard)
+        {
             return fallback(batch.len());
         }
         let limit = super::threshold(
@@ -576,8 +578,10 @@ impl Store<Value> {
         // Every record of the batch is this store's commit, flushed now: the first
         // names its writer unless this store wrote the record before it, the others
         // are "the same as the record before".
-        let named = super::RecordMeta::now(&crate::history::Change::Commit, true);
-        let same = super::RecordMeta::now(&crate::history::Change::Commit, false);
+        // Each record holds durable what was before the batch: the records before it
+        // in the batch are flushed with it, by the same flush.
+        let named = super::RecordMeta::now(&crate::history::Change::Commit, true, pos.end);
+        let same = super::RecordMeta::now(&crate::history::Change::Commit, false, pos.end);
         for request in batch {
             if request.ops.0.is_empty() {
                 outcomes.push(Outcome::Done(generation));

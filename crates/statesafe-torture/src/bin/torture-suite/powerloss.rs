@@ -15,7 +15,9 @@
 //! crash may leave of a file's unsynced writes:
 //!
 //! - none of them (a lost flush: the durable bytes only);
-//! - the first k of them, for every k;
+//! - the first k of them, for every k, and any subset of them (each whole or not,
+//!   applied in order) when there are two to six: writes to different pages reach the
+//!   disk in any order;
 //! - the first k and part of the next (a torn write): the write is cut into
 //!   [`CHUNK`]-byte pieces, finer than any device's atomic unit, and every subset of
 //!   them is tried for a write of up to six pieces (a journal record's head without its
@@ -100,6 +102,21 @@ impl Inode {
             }
             put(&mut acc, *off, bytes);
             out.push(acc.clone());
+        }
+        // Whole writes in any subset, not only a prefix: writes to different pages
+        // reach the disk in any order (with several appends waiting for one flush, a
+        // later record may survive an earlier one). Every subset for up to six.
+        let n = self.pending.len();
+        if (2..=6).contains(&n) {
+            for mask in 1..(1usize << n) - 1 {
+                let mut d = self.synced.clone();
+                for (i, (off, bytes)) in self.pending.iter().enumerate() {
+                    if mask & (1 << i) != 0 {
+                        put(&mut d, *off, bytes);
+                    }
+                }
+                out.push(d);
+            }
         }
         let mut zeros = self.synced.clone();
         for (off, bytes) in &self.pending {
@@ -1258,6 +1275,23 @@ mod tests {
         let head = [vec![0; 8], vec![1; 16], vec![0; 40]].concat();
         assert!(choices.contains(&head), "{}", choices.len());
         assert_eq!(choices.len(), 2 + 6, "{choices:?}");
+    }
+
+    #[test]
+    fn unsynced_writes_survive_in_any_subset_not_only_a_prefix() {
+        // Two appends waiting for one flush, on different pages: the second may reach
+        // the disk without the first.
+        let inode = Inode {
+            data: [vec![0; 8], vec![1; 8], vec![2; 8], vec![0; 8]].concat(),
+            synced: vec![0; 32],
+            pending: vec![(8, vec![1; 8]), (16, vec![2; 8])],
+            ..Inode::default()
+        };
+        let choices = inode.data_choices();
+        let second_only = [vec![0; 16], vec![2; 8], vec![0; 8]].concat();
+        assert!(choices.contains(&second_only), "{choices:?}");
+        assert!(choices.contains(&inode.data));
+        assert!(choices.contains(&vec![0; 32]));
     }
 
     #[test]
