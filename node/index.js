@@ -317,7 +317,9 @@ function prototypesPlain() {
 /**
  * A value as [JSON text, BigInt places, holds a large number, private copy, depth] for
  * the addon; TypeError if it is not JSON. The text is what the file will hold
- * (indented for the pretty layout). With `wantCopy`, the copy for the update cache
+ * (indented for the pretty layout): a string, or, when the copy was made, its UTF-8
+ * bytes in the buffer commits reuse (`copyText`; valid until the next text is made,
+ * so handed to the addon before anything else runs). With `wantCopy`, the copy for the update cache
  * (see `copyChecked`), or undefined when the value needs the full walk or holds a
  * large number (then the addon may rewrite the text). `depth` is the nesting depth
  * of the copy, whose text the addon writes as it is (`JSON.stringify` of fresh arrays
@@ -337,7 +339,7 @@ function encode(value, pretty, wantCopy = false) {
       if (e !== NOT_PLAIN) throw e
     }
     if (copy !== undefined) {
-      return [JSON.stringify(copy, null, indent), '', copyLarge, copyLarge ? undefined : copy, checkedDepth]
+      return [copyText(copy, pretty), '', copyLarge, copyLarge ? undefined : copy, checkedDepth]
     }
   } else {
     const quick = quickCheck(value, 0)
@@ -354,6 +356,174 @@ function encode(value, pretty, wantCopy = false) {
   // Past the quick check (deep nesting): let the addon scan for large numbers itself.
   if (big.length === 0) return [JSON.stringify(value, null, indent), '', true, undefined, -1]
   return [JSON.stringify(value, bigintsAsDigits, indent), JSON.stringify(big), true, undefined, -1]
+}
+
+// ---------------------------------------------------------------------------------
+// The text handed to the addon
+//
+// A commit's text goes to the addon as UTF-8 bytes, in a buffer reused from commit to
+// commit (the addon copies them during the call, into a buffer of its own it reuses
+// too). Handing over a string costs more than its bytes: V8 first flattens the
+// string `JSON.stringify` returns (a tree of pieces) into one new string, and a string
+// past 128 KiB is a large object, in memory mapped for it alone and page-faulted in
+// on every commit (about 0.5 ms per MiB, 80% of an update's page faults).
+//
+// So the text of the update cache's private copy (plain data: fresh arrays and plain
+// objects with data properties only, see `copyChecked`) is made in pieces of about
+// PIECE characters: a container with SPLIT or more children is written a group of
+// children at a time, each group stringified on its own, its text encoded into the
+// buffer and dropped; a container with fewer children, some of them large, is written
+// child by child. Each piece is exactly the text `JSON.stringify` of the whole gives
+// at that place: a group at depth d is stringified inside d arrays of one element
+// (which indent it as the whole would), and the text of those arrays cut off.
+
+const encoder = new TextEncoder()
+// A buffer grown past this is not kept for the next commit.
+const KEEP_SCRATCH = 16 << 20
+let scratch = new Uint8Array(0)
+let scratchAt = 0
+
+function grow(need) {
+  const next = new Uint8Array(Math.max(need, 2 * scratch.length, 4096))
+  next.set(scratch.subarray(0, scratchAt))
+  scratch = next
+}
+
+// Appends `text` as UTF-8.
+function put(text) {
+  let { read, written } = encoder.encodeInto(text, scratch.subarray(scratchAt))
+  scratchAt += written
+  while (read < text.length) {
+    // At most 3 bytes per UTF-16 unit.
+    grow(scratchAt + 3 * (text.length - read))
+    const rest = encoder.encodeInto(text.slice(read), scratch.subarray(scratchAt))
+    read += rest.read
+    scratchAt += rest.written
+  }
+}
+
+// The bytes written since `scratchAt` was set to 0; valid until the next commit.
+function written() {
+  const bytes = scratch.subarray(0, scratchAt)
+  if (scratch.length > KEEP_SCRATCH) scratch = new Uint8Array(0)
+  scratchAt = 0
+  return bytes
+}
+
+/** A text as UTF-8 bytes for the addon. */
+function utf8(text) {
+  scratchAt = 0
+  if (scratch.length < text.length) grow(text.length)
+  put(text)
+  return written()
+}
+
+// A container with at least this many children is written in groups of children.
+const SPLIT = 256
+// About how many characters a piece has: well below V8's large-object size.
+const PIECE = 32 << 10
+
+function childCount(v, atLeast) {
+  if (Array.isArray(v)) return v.length
+  let n = 0
+  for (const _ in v) if (++n >= atLeast) break
+  return n
+}
+
+// Whether `v` is a container worth writing in pieces: SPLIT children or more, or
+// (`levels` > 0) a child that is.
+function large(v, levels) {
+  if (v === null || typeof v !== 'object') return false
+  if (childCount(v, SPLIT) >= SPLIT) return true
+  if (levels === 0) return false
+  if (Array.isArray(v)) {
+    for (let i = 0; i < v.length; i++) if (large(v[i], levels - 1)) return true
+    return false
+  }
+  for (const k in v) if (large(v[k], levels - 1)) return true
+  return false
+}
+
+// `JSON.stringify(v, null, gap)` as it appears at nesting depth `d` of a whole.
+function textAt(v, d, gap) {
+  if (d === 0 || v === null || typeof v !== 'object') return JSON.stringify(v, null, gap)
+  let w = v
+  for (let k = 0; k < d; k++) w = [w]
+  const text = JSON.stringify(w, null, gap)
+  // The array at level k (0 outermost) opens with `[`, a newline and the indentation
+  // of level k + 1, and closes with a newline, its own indentation and `]`; without a
+  // gap, `[` and `]` alone.
+  const open = gap ? 2 * d + (gap * d * (d + 1)) / 2 : d
+  const close = gap ? 2 * d + (gap * d * (d - 1)) / 2 : d
+  return text.slice(open, text.length - close)
+}
+
+function newline(d, gap) {
+  return gap ? '\n' + ' '.repeat(gap * d) : ''
+}
+
+// Writes the text of `v` (plain data) at depth `d` into the buffer.
+function putValue(v, d, gap) {
+  if (v === null || typeof v !== 'object' || !large(v, 1)) return put(textAt(v, d, gap))
+  const array = Array.isArray(v)
+  if (childCount(v, SPLIT) >= SPLIT) return putGroups(v, array, d, gap)
+  // Few children, some large: one at a time.
+  put(array ? '[' : '{')
+  let first = true
+  const child = (key, x) => {
+    put((first ? '' : ',') + newline(d + 1, gap) + (key === null ? '' : JSON.stringify(key) + (gap ? ': ' : ':')))
+    first = false
+    putValue(x, d + 1, gap)
+  }
+  if (array) for (let i = 0; i < v.length; i++) child(null, v[i])
+  else for (const k in v) child(k, v[k])
+  put((first ? '' : newline(d, gap)) + (array ? ']' : '}'))
+}
+
+// Writes a container of SPLIT children or more, a group of children at a time, each
+// group sized from the text of the one before to about PIECE characters.
+function putGroups(v, array, d, gap) {
+  const keys = array ? null : Object.keys(v)
+  const n = array ? v.length : keys.length
+  // The group's own brackets, and the newline and indentation before its `]`.
+  const tail = gap ? gap * d + 2 : 1
+  put(array ? '[' : '{')
+  let per = 16
+  for (let i = 0; i < n; ) {
+    const end = Math.min(n, i + per)
+    let group
+    if (array) {
+      group = v.slice(i, end)
+    } else {
+      group = {}
+      for (let j = i; j < end; j++) {
+        const k = keys[j]
+        // An own `__proto__` key stays an own key (assigning it would set the prototype).
+        if (k === '__proto__') Object.defineProperty(group, k, { value: v[k], enumerable: true, writable: true, configurable: true })
+        else group[k] = v[k]
+      }
+    }
+    const text = textAt(group, d, gap)
+    if (i > 0) put(',')
+    put(text.slice(1, text.length - tail))
+    per = Math.max(1, Math.min(4 * per, Math.floor((per * PIECE) / text.length)))
+    i = end
+  }
+  put(newline(d, gap) + (array ? ']' : '}'))
+}
+
+/**
+ * `JSON.stringify(copy, null, pretty ? 2 : undefined)` as UTF-8 bytes for the addon,
+ * made in pieces (see above). `copy` is plain data made by `copyChecked`, and the
+ * prototypes are plain (`prototypesPlain`): `for…in` lists exactly its own keys, in
+ * the order `JSON.stringify` uses.
+ */
+function copyText(copy, pretty) {
+  const gap = pretty ? 2 : undefined
+  if (!large(copy, 1)) return utf8(JSON.stringify(copy, null, gap))
+  scratchAt = 0
+  putValue(copy, 0, gap)
+  return written()
 }
 
 /** `{generation, big, value}` text from the addon, BigInts put back in place. */
@@ -587,7 +757,7 @@ class Store extends EventEmitter {
       throw e
     }
     // A failed commit throws here, and the copy is dropped.
-    const reply = await this.#async(() => tx.commit(json, big, large, copy !== undefined, depth))
+    const reply = await this.#async(() => tx.commit(typeof json === 'string' ? utf8(json) : json, big, large, copy !== undefined, depth))
     const [generation, token] = reply.split(' ').map(Number)
     if (token !== 0 && copy !== undefined) this.#cache = { token, value: copy }
     this.#committed(generation, 'update')
@@ -629,7 +799,7 @@ class Store extends EventEmitter {
     }
     // No copy for the cache here: a synchronous caller (a CLI, a shutdown path)
     // rarely updates again, and would pay for a copy it never uses.
-    const generation = Number(this.#sync(() => tx.commitSync(json, big, large, false, depth)).split(' ')[0])
+    const generation = Number(this.#sync(() => tx.commitSync(utf8(json), big, large, false, depth)).split(' ')[0])
     this.#committed(generation, 'update')
     return { value: next, generation }
   }

@@ -40,7 +40,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 
 use napi::Env;
-use napi::bindgen_prelude::Object;
+use napi::bindgen_prelude::{Object, Uint8ArraySlice};
 use napi_derive::napi;
 use parking_lot::Mutex;
 
@@ -165,6 +165,8 @@ pub(crate) enum Kind {
 pub struct NativeTx {
     decide: Mutex<Option<mpsc::Sender<Decision>>>,
     begun: Mutex<Option<String>>,
+    /// A buffer for the text of the commit (see [`NativeTx::text_of`]).
+    spare: Mutex<Option<Vec<u8>>>,
 }
 
 #[napi]
@@ -177,7 +179,8 @@ impl NativeTx {
         self.begun.lock().take()
     }
 
-    /// Validates, writes and syncs `json`, then unlocks; resolves to
+    /// Validates, writes and syncs `json` (the document's text as UTF-8, see
+    /// [`NativeTx::text_of`]), then unlocks; resolves to
     /// `"GENERATION TOKEN"` (token 0: nothing kept for the cache). `depth`: the
     /// nesting depth `index.js` counted while checking the value it stringified
     /// (-1: not counted; then the text is parsed here).
@@ -185,12 +188,13 @@ impl NativeTx {
     pub fn commit<'e>(
         &self,
         env: &'e Env,
-        json: String,
+        json: Uint8ArraySlice,
         big: String,
         large: bool,
         keep: bool,
         depth: i32,
     ) -> napi::Result<Object<'e>> {
+        let json = self.text_of(&json)?;
         let (settle, promise) = Settle::new(env)?;
         self.decide(Decision::Commit {
             json,
@@ -207,12 +211,13 @@ impl NativeTx {
     #[napi]
     pub fn commit_sync(
         &self,
-        json: String,
+        json: Uint8ArraySlice,
         big: String,
         large: bool,
         keep: bool,
         depth: i32,
     ) -> napi::Result<String> {
+        let json = self.text_of(&json)?;
         let (reply, receiver) = Reply::block();
         self.decide(Decision::Commit {
             json,
@@ -245,6 +250,20 @@ impl NativeTx {
 }
 
 impl NativeTx {
+    /// The document's text from `index.js`: UTF-8 bytes in a buffer `index.js` reuses
+    /// (see `textBytes` there), copied during the call so that `index.js` may reuse it
+    /// at once. Copied into the buffer of the text the update cache kept last
+    /// (compared under the lock when this update began, and of no more use), whose
+    /// memory is already mapped: a fresh buffer of a MiB costs its page faults.
+    fn text_of(&self, bytes: &[u8]) -> napi::Result<String> {
+        let mut buf = self.spare.lock().take().unwrap_or_default();
+        buf.clear();
+        buf.extend_from_slice(bytes);
+        String::from_utf8(buf).map_err(|e| {
+            Failure::type_error(format!("the document's text is not UTF-8: {e}")).into_napi()
+        })
+    }
+
     fn decide(&self, decision: Decision) -> napi::Result<()> {
         let sender = self.decide.lock().take().ok_or_else(|| {
             Failure::binding(
@@ -297,10 +316,11 @@ fn hold(inner: &Inner, kind: Kind, cached: u64, reply: Reply<NativeTx>) {
             };
             // A file the library parsed (sealed, or a store with a schema) may still
             // hold exactly the kept document.
-            let hit = reused || known.is_some_and(|k| k == tx.state().get());
+            let hit = reused || known.as_deref().is_some_and(|k| k == tx.state().get());
             inner.cache.count(cached, hit);
             let snapshot = (!hit).then(|| convert::snapshot(tx.state(), tx.generation()));
-            reply.send(Ok(NativeTx::new(decide, snapshot)));
+            let spare = known.map(String::into_bytes);
+            reply.send(Ok(NativeTx::new(decide, snapshot, spare)));
             match decision.recv() {
                 Ok(Decision::Commit {
                     json,
@@ -350,7 +370,7 @@ fn hold(inner: &Inner, kind: Kind, cached: u64, reply: Reply<NativeTx>) {
                 Ok(guard) => guard,
                 Err(e) => return reply.send(Err(e.into())),
             };
-            reply.send(Ok(NativeTx::new(decide, None)));
+            reply.send(Ok(NativeTx::new(decide, None, None)));
             match decision.recv() {
                 Ok(Decision::Commit { reply, .. }) => {
                     drop(guard);
@@ -371,10 +391,15 @@ fn hold(inner: &Inner, kind: Kind, cached: u64, reply: Reply<NativeTx>) {
 }
 
 impl NativeTx {
-    fn new(decide: mpsc::Sender<Decision>, snapshot: Option<String>) -> NativeTx {
+    fn new(
+        decide: mpsc::Sender<Decision>,
+        snapshot: Option<String>,
+        spare: Option<Vec<u8>>,
+    ) -> NativeTx {
         NativeTx {
             decide: Mutex::new(Some(decide)),
             begun: Mutex::new(snapshot),
+            spare: Mutex::new(spare),
         }
     }
 }

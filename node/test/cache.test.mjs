@@ -357,3 +357,34 @@ test('built-in prototypes a program changed: the file holds what JSON.stringify 
     store.close()
   }
 })
+
+test('a large document is written in pieces, each the text JSON.stringify of the whole has there', async (t) => {
+  // Shapes that take each path of `copyText` in index.js: groups of many children
+  // (arrays and objects, integer-like keys, an own `__proto__`), a container of few
+  // children one of which is large, children each larger than a piece (groups of one),
+  // and text that is not ASCII or is escaped (UTF-8 of two to four bytes, a control
+  // character, a quote).
+  const dir = tempDir(t)
+  const keyed = {}
+  for (let i = 0; i < 400; i++) keyed[i % 3 === 0 ? String(i) : `k${i}é`] = { i, tags: ['a', 'ß'] }
+  Object.defineProperty(keyed, '__proto__', { value: [1], enumerable: true, writable: true, configurable: true })
+  const docs = [
+    { version: 1, items: Array.from({ length: 3000 }, (_, i) => ({ id: `res-${i}`, n: i / 7, ok: i % 2 === 0, note: i % 5 ? null : '😀\u0007"' })) },
+    Array.from({ length: 300 }, (_, i) => 'x€'.repeat(20_000 + i)),
+    { a: { b: { c: keyed, d: [] }, e: {} }, f: 'f', g: Array.from({ length: 256 }, (_, i) => [i, [i]]) },
+  ]
+  for (const layout of ['pretty', 'compact']) {
+    const store = open(join(dir, `${layout}.json`), { default: {}, layout })
+    for (const doc of docs) {
+      await store.update(() => doc)
+      const expected = `${JSON.stringify(doc, null, layout === 'pretty' ? 2 : undefined)}\n`
+      assert.equal(readFileSync(store.path, 'utf8'), expected, layout)
+      let seen
+      await store.update((s) => void (seen = s))
+      assert.deepStrictEqual(seen, JSON.parse(expected), layout)
+    }
+    // Every update but the first started from the store's copy.
+    assert.deepEqual(counts(store), { hits: 5, misses: 0 })
+    store.close()
+  }
+})

@@ -3,6 +3,7 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { join } from 'node:path'
+import { readFileSync } from 'node:fs'
 import fc from 'fast-check'
 import { open } from '../index.mjs'
 import { tempDir } from './helpers.mjs'
@@ -85,4 +86,56 @@ test('fast-check: an update that starts from the store’s copy sees exactly wha
     { numRuns: RUNS },
   )
   assert.ok(store.stats().cacheHits > RUNS / 2, JSON.stringify(store.stats()))
+})
+
+// Large documents: an update writes the text of the store's copy in pieces (a container
+// of 256 children or more a group at a time, see `copyText` in index.js); the file
+// must hold byte for byte the text `JSON.stringify` of the whole document gives.
+test('fast-check: a large document written in pieces is byte for byte JSON.stringify of it', async (t) => {
+  const dir = tempDir(t)
+  const options = { default: {}, durability: 'none', backups: 0, history: 0 }
+  const stores = { pretty: open(join(dir, 'p.json'), options), compact: open(join(dir, 'c.json'), { ...options, layout: 'compact' }) }
+  // JSON that the file holds as `JSON.stringify` writes it (no BigInt, no -0, no
+  // number of magnitude 2^53 or more, which the addon writes as the exact integer its
+  // double holds), with keys JavaScript orders itself (integer-like first) and
+  // `__proto__` as an own key.
+  const { value: plain } = fc.letrec((tie) => ({
+    value: fc.oneof(
+      { depthSize: 'small' },
+      fc.constant(null),
+      fc.boolean(),
+      fc.double({ min: -(2 ** 52), max: 2 ** 52, noNaN: true }).filter((d) => !Object.is(d, -0)),
+      fc.string({ unit: 'binary' }),
+      fc.array(tie('value'), { maxLength: 4 }),
+      fc.dictionary(fc.oneof(fc.string(), fc.constantFrom('__proto__', '0', '7', '10')), tie('value'), { maxKeys: 4 }),
+    ),
+  }))
+  const many = fc.array(plain, { minLength: 256, maxLength: 700 })
+  const manyKeys = fc.uniqueArray(fc.tuple(fc.oneof(fc.string(), fc.nat().map(String)), plain), { minLength: 256, maxLength: 500, selector: ([k]) => k })
+    .map((entries) => {
+      const o = {}
+      for (const [k, v] of entries) Object.defineProperty(o, k, { value: v, enumerable: true, writable: true, configurable: true })
+      return o
+    })
+  const large = fc.oneof(
+    many,
+    manyKeys,
+    fc.tuple(plain, many, manyKeys).map(([a, b, c]) => ({ a, nested: { b, c: [c, a] } })),
+    // Children of a few hundred KiB each: groups of one.
+    fc.tuple(fc.string({ minLength: 1, maxLength: 3 }), fc.integer({ min: 256, max: 300 })).map(([s, n]) => Array.from({ length: n }, (_, i) => s.repeat(200 + i))),
+  )
+  await fc.assert(
+    fc.asyncProperty(large, async (doc) => {
+      for (const [layout, store] of Object.entries(stores)) {
+        await store.update(() => doc)
+        const expected = `${JSON.stringify(doc, null, layout === 'pretty' ? 2 : undefined)}\n`
+        assert.equal(readFileSync(store.path, 'utf8'), expected, layout)
+        let seen
+        await store.update((s) => void (seen = s))
+        assert.deepStrictEqual(seen, JSON.parse(expected), layout)
+      }
+    }),
+    { numRuns: Math.max(10, Math.floor(RUNS / 5)) },
+  )
+  assert.ok(stores.pretty.stats().cacheHits > 0)
 })
