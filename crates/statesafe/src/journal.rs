@@ -431,21 +431,33 @@ pub(crate) fn scan_at(bytes: &[u8], base: u64, from: usize, mut expect: u64) -> 
     }
 }
 
-/// The position of the last byte of `bytes` that is not zero: a word at a time, since
-/// every read of the journal looks through its preallocated zeros (1 MiB or more).
+/// The position of the last byte of `bytes` that is not zero: a block of 64 bytes at
+/// a time (or-ed together, which the compiler does with vector instructions), since
+/// every read of the journal looks through its preallocated zeros (up to 64 KiB at
+/// each check of a long-lived store, 1 MiB or more for a large journal).
 fn last_nonzero(bytes: &[u8]) -> Option<usize> {
-    let words = bytes.len() / 8;
-    let tail_start = words * 8;
+    const BLOCK: usize = 64;
+    let blocks = bytes.len() / BLOCK;
+    let tail_start = blocks * BLOCK;
     if let Some(i) = bytes[tail_start..].iter().rposition(|b| *b != 0) {
         return Some(tail_start + i);
     }
-    let word = |i: usize| u64::from_ne_bytes(bytes[i * 8..i * 8 + 8].try_into().expect("8"));
-    let i = (0..words).rev().find(|&i| word(i) != 0)?;
-    let at = i * 8;
-    bytes[at..at + 8]
+    let i = (0..blocks)
+        .rev()
+        .find(|&i| !all_zero(&bytes[i * BLOCK..i * BLOCK + BLOCK]))?;
+    let at = i * BLOCK;
+    bytes[at..at + BLOCK]
         .iter()
         .rposition(|b| *b != 0)
         .map(|j| at + j)
+}
+
+/// Whether every byte of `bytes` is zero, a block of 64 at a time (see
+/// [`last_nonzero`]); a block that is not all zeros ends the search.
+fn all_zero(bytes: &[u8]) -> bool {
+    let mut blocks = bytes.chunks_exact(64);
+    blocks.all(|b| b.iter().fold(0u8, |acc, x| acc | x) == 0)
+        && blocks.remainder().iter().all(|b| *b == 0)
 }
 
 /// The journal as a writer finds it, to append to.
@@ -560,9 +572,8 @@ pub(crate) fn read_journal_at(
     size: Option<u64>,
 ) -> io::Result<Vec<u8>> {
     const PIECE: usize = 64 << 10;
-    let mut bytes = Vec::new();
     let left = size.map(|s| s.saturating_sub(start));
-    let mut piece = vec![0u8; left.map_or(PIECE, |l| (l as usize).clamp(1, PIECE))];
+    let mut bytes = Vec::with_capacity(left.map_or(PIECE, |l| (l as usize).clamp(1, PIECE)));
     // Zeros read and not yet kept.
     let mut skipped = 0usize;
     let mut at = start;
@@ -570,19 +581,30 @@ pub(crate) fn read_journal_at(
         if size.is_some_and(|s| at >= s) {
             break;
         }
-        let want = size.map_or(piece.len(), |s| ((s - at) as usize).min(piece.len()));
-        let n = match file.read_at(&mut piece[..want], at) {
-            Ok(0) => break,
+        let want = size.map_or(PIECE, |s| ((s - at) as usize).min(PIECE));
+        // Each piece is read straight into the end of `bytes` (no buffer of its own,
+        // no copy), and dropped again when it is all zeros.
+        let kept = bytes.len();
+        bytes.resize(kept + want, 0);
+        let n = match file.read_at(&mut bytes[kept..], at) {
             Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                bytes.truncate(kept);
+                continue;
+            }
             Err(e) => return Err(e),
         };
+        bytes.truncate(kept + n);
+        if n == 0 {
+            break;
+        }
         at += n as u64;
-        if last_nonzero(&piece[..n]).is_some() {
-            bytes.resize(bytes.len() + skipped, 0);
+        // A piece that holds a record shows it in its first bytes: look from the front.
+        if !all_zero(&bytes[kept..]) {
+            bytes.splice(kept..kept, std::iter::repeat_n(0, skipped));
             skipped = 0;
-            bytes.extend_from_slice(&piece[..n]);
         } else {
+            bytes.truncate(kept);
             skipped += n;
         }
     }
@@ -2091,8 +2113,9 @@ mod tests {
 
     #[test]
     fn the_last_nonzero_byte_is_found_at_any_position() {
-        for len in [0usize, 1, 7, 8, 9, 63, 64, 65, 200] {
+        for len in [0usize, 1, 7, 8, 9, 63, 64, 65, 127, 128, 129, 200, 300] {
             assert_eq!(last_nonzero(&vec![0; len]), None);
+            assert!(all_zero(&vec![0; len]));
             for at in 0..len {
                 let mut b = vec![0u8; len];
                 b[at] = 1;
@@ -2100,6 +2123,36 @@ mod tests {
                     b[at / 2] = 7;
                 }
                 assert_eq!(last_nonzero(&b), Some(at), "len {len} at {at}");
+                let mut one = vec![0u8; len];
+                one[at] = 0x80;
+                assert!(!all_zero(&one), "len {len} at {at}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_read_keeps_every_byte_up_to_the_last_piece_with_data_and_one_piece_of_zeros() {
+        const PIECE: usize = 64 << 10;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j");
+        // Data at the start, in the third piece, and nothing after it for two pieces
+        // and a half.
+        let mut content = vec![0u8; 5 * PIECE + PIECE / 2];
+        content[..100].fill(7);
+        content[2 * PIECE + 5] = 1;
+        std::fs::write(&path, &content).unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+        for start in [0usize, 8, 96, PIECE + 8, 2 * PIECE, 3 * PIECE] {
+            for size in [None, Some(content.len() as u64)] {
+                let got = read_journal_at(&file, start as u64, size).unwrap();
+                let from = &content[start..];
+                // Pieces start at `start`; the last one with data is kept whole, and the
+                // zeros read after it are kept up to one piece.
+                let last_piece_end =
+                    last_nonzero(from).map_or(0, |i| ((i / PIECE + 1) * PIECE).min(from.len()));
+                let want = (last_piece_end + PIECE).min(from.len());
+                assert_eq!(got.len(), want, "start {start} size {size:?}");
+                assert_eq!(got[..], from[..want], "start {start} size {size:?}");
             }
         }
     }

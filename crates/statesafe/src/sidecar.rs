@@ -208,6 +208,21 @@ impl Dir {
         purpose: Use,
         op: Op,
     ) -> Result<Option<File>> {
+        Ok(self
+            .open_stat(name, access, create_mode, purpose, op)?
+            .map(|(file, _)| file))
+    }
+
+    /// [`Sidecar::open`], with the `fstat` of the descriptor the check was made on
+    /// (so that a caller needing its size or identity makes no second one).
+    pub fn open_stat(
+        &self,
+        name: &OsStr,
+        access: Access,
+        create_mode: u32,
+        purpose: Use,
+        op: Op,
+    ) -> Result<Option<(File, Stat)>> {
         let file = match sys::open_at(&self.fd, name, access, create_mode) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -215,7 +230,7 @@ impl Dir {
         };
         let st = sys::stat_fd(&file).map_err(|e| Error::io(op, self.join(name), e))?;
         self.check_file(name, &st, purpose)?;
-        Ok(Some(file))
+        Ok(Some((file, st)))
     }
 
     fn check_file(&self, name: &OsStr, st: &Stat, purpose: Use) -> Result<()> {

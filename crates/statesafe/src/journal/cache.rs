@@ -301,9 +301,10 @@ fn refresh<T>(store: &Store<T>, cache: &mut Cache, locked: Option<&Sidecar>) -> 
         Some(_) => (Access::ReadWrite, Use::Write),
         None => (Access::Read, Use::Read),
     };
-    let Some(file) = sidecar
-        .root()
-        .open(OsStr::new(JOURNAL), access, 0, purpose, Op::Read)?
+    let Some((file, st)) =
+        sidecar
+            .root()
+            .open_stat(OsStr::new(JOURNAL), access, 0, purpose, Op::Read)?
     else {
         return Ok(false);
     };
@@ -311,7 +312,6 @@ fn refresh<T>(store: &Store<T>, cache: &mut Cache, locked: Option<&Sidecar>) -> 
         return Ok(false);
     };
     let io = |e| Error::io(Op::Read, store.path(), e);
-    let st = sys::stat_fd(&file).map_err(io)?;
     if (st.dev, st.ino) != pos.id {
         return Ok(false);
     }
