@@ -165,7 +165,7 @@ pub(crate) enum Kind {
 pub struct NativeTx {
     decide: Mutex<Option<mpsc::Sender<Decision>>>,
     begun: Mutex<Option<String>>,
-    /// A buffer for the text of the commit (see [`NativeTx::text_of`]).
+    /// A buffer for the text of the commit (see `NativeTx::text_of`).
     spare: Mutex<Option<Vec<u8>>>,
 }
 
@@ -180,7 +180,7 @@ impl NativeTx {
     }
 
     /// Validates, writes and syncs `json` (the document's text as UTF-8, see
-    /// [`NativeTx::text_of`]), then unlocks; resolves to
+    /// `NativeTx::text_of`), then unlocks; resolves to
     /// `"GENERATION TOKEN"` (token 0: nothing kept for the cache). `depth`: the
     /// nesting depth `index.js` counted while checking the value it stringified
     /// (-1: not counted; then the text is parsed here).
