@@ -9,7 +9,7 @@ import { join } from 'node:path'
 import { fork } from 'node:child_process'
 import { Worker } from 'node:worker_threads'
 import { open, StatesafeError } from '../index.mjs'
-import { tempDir, here } from './helpers.mjs'
+import { tempDir, here, updateWritesExactly } from './helpers.mjs'
 
 const child = join(here, 'fixtures', 'child.cjs')
 
@@ -376,12 +376,7 @@ test('a large document is written in pieces, each the text JSON.stringify of the
   for (const layout of ['pretty', 'compact']) {
     const store = open(join(dir, `${layout}.json`), { default: {}, layout })
     for (const doc of docs) {
-      await store.update(() => doc)
-      const expected = `${JSON.stringify(doc, null, layout === 'pretty' ? 2 : undefined)}\n`
-      assert.equal(readFileSync(store.path, 'utf8'), expected, layout)
-      let seen
-      await store.update((s) => void (seen = s))
-      assert.deepStrictEqual(seen, JSON.parse(expected), layout)
+      await updateWritesExactly(store, doc, layout)
     }
     // Every update but the first started from the store's copy.
     assert.deepEqual(counts(store), { hits: 5, misses: 0 })

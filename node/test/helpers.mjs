@@ -1,7 +1,8 @@
 // Shared by the tests: one place that makes test directories (STATESAFE_TEST_DIR points
 // every test at another filesystem: a tmpfs, a loop mount, a FUSE mount), and one that
 // finds the CLI.
-import { mkdtempSync, rmSync, existsSync, readdirSync } from 'node:fs'
+import { mkdtempSync, rmSync, existsSync, readdirSync, readFileSync } from 'node:fs'
+import assert from 'node:assert/strict'
 import { tmpdir } from 'node:os'
 import { join, dirname } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -54,4 +55,18 @@ export function mountDir(t, options) {
     rmSync(dir, { recursive: true, force: true })
   })
   return dir
+}
+
+/**
+ * Commits `doc` through `store.update` and checks the file is byte for byte
+ * `JSON.stringify` of it in the store's `layout` plus a newline, and that the next
+ * update starts from that same document.
+ */
+export async function updateWritesExactly(store, doc, layout) {
+  await store.update(() => doc)
+  const expected = `${JSON.stringify(doc, null, layout === 'pretty' ? 2 : undefined)}\n`
+  assert.equal(readFileSync(store.path, 'utf8'), expected, layout)
+  let seen
+  await store.update((s) => void (seen = s))
+  assert.deepStrictEqual(seen, JSON.parse(expected), layout)
 }

@@ -3,10 +3,9 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { join } from 'node:path'
-import { readFileSync } from 'node:fs'
 import fc from 'fast-check'
 import { open } from '../index.mjs'
-import { tempDir } from './helpers.mjs'
+import { tempDir, updateWritesExactly } from './helpers.mjs'
 
 const RUNS = Number(process.env.STATESAFE_FC_RUNS ?? 150)
 
@@ -127,12 +126,7 @@ test('fast-check: a large document written in pieces is byte for byte JSON.strin
   await fc.assert(
     fc.asyncProperty(large, async (doc) => {
       for (const [layout, store] of Object.entries(stores)) {
-        await store.update(() => doc)
-        const expected = `${JSON.stringify(doc, null, layout === 'pretty' ? 2 : undefined)}\n`
-        assert.equal(readFileSync(store.path, 'utf8'), expected, layout)
-        let seen
-        await store.update((s) => void (seen = s))
-        assert.deepStrictEqual(seen, JSON.parse(expected), layout)
+        await updateWritesExactly(store, doc, layout)
       }
     }),
     { numRuns: Math.max(10, Math.floor(RUNS / 5)) },

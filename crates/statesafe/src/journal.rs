@@ -1896,6 +1896,19 @@ mod tests {
         assert_eq!(s.max_seen, 7);
     }
 
+    /// One patch record of `generation` whose metadata claims the journal durable up
+    /// to `durable`.
+    fn claiming_record(generation: u64, durable: usize, body: &str) -> Vec<u8> {
+        let meta = format!("{{\"durable\":{durable}}}");
+        encode_record(
+            generation,
+            Kind::Patch,
+            Some(meta.as_bytes()),
+            body.as_bytes(),
+        )
+        .unwrap()
+    }
+
     /// A journal following generation 4 whose records (generations 5, 6, ...) claim
     /// the durable offsets `claims` gives, from the offsets of the records
     /// (`claims(i, offsets so far)`); returns it and the records' offsets.
@@ -1904,20 +1917,11 @@ mod tests {
         let mut offsets = Vec::new();
         for i in 0..n {
             offsets.push(b.len());
-            let meta = format!("{{\"durable\":{}}}", claims(i, &offsets));
             let body = format!(
                 "[{{\"op\":\"add\",\"path\":\"/k{i}\",\"value\":\"{}\"}}]",
                 "v".repeat(40)
             );
-            b.extend(
-                encode_record(
-                    5 + i as u64,
-                    Kind::Patch,
-                    Some(meta.as_bytes()),
-                    body.as_bytes(),
-                )
-                .unwrap(),
-            );
+            b.extend(claiming_record(5 + i as u64, claims(i, &offsets), &body));
         }
         let end = b.len();
         b.resize(end + 512, 0);
@@ -2187,17 +2191,11 @@ mod tests {
             let mut bytes = Header::new(4, 9).encode().to_vec();
             let mut bounds = vec![HEADER_LEN];
             for (i, len) in lens.iter().enumerate() {
-                let meta = format!("{{\"durable\":{}}}", bounds[claims[i]]);
-                let body = "x".repeat(*len);
-                bytes.extend(
-                    encode_record(
-                        5 + i as u64,
-                        Kind::Patch,
-                        Some(meta.as_bytes()),
-                        body.as_bytes(),
-                    )
-                    .unwrap(),
-                );
+                bytes.extend(claiming_record(
+                    5 + i as u64,
+                    bounds[claims[i]],
+                    &"x".repeat(*len),
+                ));
                 bounds.push(bytes.len());
             }
             let size = bytes.len() + 512;
