@@ -22,8 +22,8 @@
 # are built once, as the broken build `journal`, in which `STATESAFE_MUTATION=NAME`
 # picks one at run time (one build instead of four: about 35 s each). Each runs the one
 # journal layer that models its failure: `powerloss-j` (the trace-driven power-loss
-# simulator on a journal append: torn appends, lost flushes, and a damaged record
-# before a good one) for the lost flush, the trusted checksum and the ignored claim,
+# simulator on a journal append, and on three processes' appends traced together:
+# torn appends, lost flushes, and a damaged record before a good one) for the lost flush, the trusted checksum and the ignored claim,
 # `kill-j` (the kill layer on a compaction, at the calls that
 # change a file) for the early compaction. The whole-file layers are not run on the
 # journal mutations (their operations never append), nor the journal layers on the
@@ -63,7 +63,7 @@ run_layer() { # bin layer -> exit status of the layer
     # Layer c, the library's own power-loss simulator (crates/statesafe/src/sim.rs).
     powerloss) mutated "$m" cargo test --locked --quiet -p statesafe --lib -- sim:: ;;
     kill-j) "$bin" kill --ops journal-compact --at-changes ;;
-    powerloss-j) "$bin" powerloss --ops journal-append ;;
+    powerloss-j) "$bin" powerloss --ops journal-append,journal-append-many ;;
   esac
 }
 

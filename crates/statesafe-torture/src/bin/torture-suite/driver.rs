@@ -38,6 +38,12 @@ pub enum Op {
     /// Journal mode: `Store::update` that appends one record to the journal (the
     /// prepared file's counter is itself in the journal). Not in the default ops.
     JournalAppend,
+    /// Journal mode: [`APPENDERS`] processes, each an [`Op::JournalAppend`] on the same
+    /// prepared file, started together, so that their appends interleave with each
+    /// other's opens, reads and flushes (one `strace -f` trace for the power-loss
+    /// layer). Acknowledged with the highest generation once every one of them was.
+    /// Not in the default ops.
+    JournalAppendMany,
     /// Journal mode: `Store::update` that compacts (a new snapshot with the ordinary
     /// protocol, then a new journal). Not in the default ops.
     JournalCompact,
@@ -62,6 +68,7 @@ impl Op {
             Op::UpdateTwice => "update-twice",
             Op::Recover => "recover",
             Op::JournalAppend => "journal-append",
+            Op::JournalAppendMany => "journal-append-many",
             Op::JournalCompact => "journal-compact",
             Op::JournalGrow => "journal-grow",
             Op::UpdateStreamed => "update-streamed",
@@ -97,7 +104,10 @@ pub fn prepare(dir: &Path, op: Op) -> Result<PathBuf, String> {
     }
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create `{}`: {e}", dir.display()))?;
     let file = dir.join("state.json");
-    if matches!(op, Op::JournalAppend | Op::JournalCompact) {
+    if matches!(
+        op,
+        Op::JournalAppend | Op::JournalAppendMany | Op::JournalCompact
+    ) {
         // Journal mode, with the old counter in the journal (a snapshot at 0 and one
         // appended record), and for a compaction a limit the next record passes.
         let store = Store::<Doc>::open(&file).map_err(|e| e.to_string())?;
@@ -210,6 +220,47 @@ pub fn damaged_copy(dir: &Path) -> PathBuf {
     dir.with_extension("damaged")
 }
 
+/// How many processes [`Op::JournalAppendMany`] starts.
+pub const APPENDERS: usize = 3;
+
+/// [`Op::JournalAppendMany`]: starts [`APPENDERS`] drivers of [`Op::JournalAppend`]
+/// on `file` at once and waits for them; the highest generation when every one was
+/// acknowledged, else the first failure (as the `err KIND` line's kind).
+fn append_many(file: &Path) -> Result<u64, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+    let children = (0..APPENDERS)
+        .map(|_| {
+            std::process::Command::new(&exe)
+                .args(["driver", "--op", Op::JournalAppend.name(), "--file"])
+                .arg(file)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .map_err(|e| format!("cannot start an appender: {e}"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut newest = 0;
+    let mut failed = None;
+    for child in children {
+        let out = child
+            .wait_with_output()
+            .map_err(|e| format!("cannot wait for an appender: {e}"))?;
+        let line = String::from_utf8_lossy(&out.stdout);
+        match line.trim().strip_prefix("ack ").map(str::parse::<u64>) {
+            Some(Ok(generation)) => newest = newest.max(generation),
+            _ => {
+                failed.get_or_insert_with(|| {
+                    line.trim()
+                        .strip_prefix("err ")
+                        .unwrap_or("no_report")
+                        .to_string()
+                });
+            }
+        }
+    }
+    failed.map_or(Ok(newest), Err)
+}
+
 /// `Store::update` that returns the new generation.
 fn increment(store: &Store<Doc>) -> statesafe::Result<u64> {
     let mut tx = store.begin()?;
@@ -220,6 +271,23 @@ fn increment(store: &Store<Doc>) -> statesafe::Result<u64> {
 pub fn main(op: Op, file: &Path, hold: bool) -> std::process::ExitCode {
     let mut err = std::io::stderr().lock();
     let _ = err.write_all(b"torture-driver: begin\n");
+    if op == Op::JournalAppendMany {
+        let line = match append_many(file) {
+            Ok(generation) => format!("ack {generation}\n"),
+            Err(kind) => {
+                let _ = writeln!(err, "torture-driver: {kind}");
+                format!("err {}\n", kind.split_whitespace().next().unwrap_or("io"))
+            }
+        };
+        let stdout = std::io::stdout();
+        let _ = rustix::io::writev(stdout.as_fd(), &[std::io::IoSlice::new(line.as_bytes())]);
+        let _ = err.write_all(b"torture-driver: end\n");
+        if hold {
+            let mut sink = Vec::new();
+            let _ = std::io::stdin().read_to_end(&mut sink);
+        }
+        return std::process::ExitCode::SUCCESS;
+    }
     // Whether the load repaired the file (it says so with `Event::Recovered`).
     let repaired = Arc::new(AtomicBool::new(false));
     let seen = Arc::clone(&repaired);
@@ -233,7 +301,11 @@ pub fn main(op: Op, file: &Path, hold: bool) -> std::process::ExitCode {
         .and_then(|store| match op {
             Op::Create => store.create(Doc::new(NEW_COUNTER, DOC_SIZE)),
             Op::Replace => store.replace(Doc::new(NEW_COUNTER, DOC_SIZE)),
-            Op::Update | Op::JournalAppend | Op::JournalCompact => increment(&store),
+            // `JournalAppendMany` returned above; as a single process it would be one
+            // append.
+            Op::Update | Op::JournalAppend | Op::JournalAppendMany | Op::JournalCompact => {
+                increment(&store)
+            }
             Op::JournalGrow => store.begin().and_then(|mut tx| {
                 let doc = tx.state_mut();
                 doc.counter += 1;

@@ -36,6 +36,16 @@
 //! except a write followed at once by another write to the same descriptor (the
 //! states after the last write of such a run include every prefix of it).
 //!
+//! Several appenders ([`Op::JournalAppendMany`]): the driver starts three processes
+//! appending to one file and the trace is `strace -f`'s, every line prefixed with the
+//! caller's id. Descriptors are the model's per process; a call that another process
+//! interrupted (`<unfinished ...>`, later `<... NAME resumed>`) is applied at its
+//! completion; a state must then hold every increment up to the highest generation
+//! any of them has acknowledged so far. A write, flush or attribute change through a
+//! descriptor the model did not see opened, under the model's directories, is a
+//! harness error (a descriptor opened in one thread and used in another would be
+//! one).
+//!
 //! Every state must read (through `Store::load`, which must not find damage to
 //! repair) as the old version or the new one, the new one once the driver printed its
 //! acknowledgement, and the next writer must commit on it. A torn tail is a commit
@@ -220,7 +230,8 @@ struct Model {
     dirs: Vec<Dir>,
     /// Absolute path of each directory, and back.
     dir_paths: HashMap<String, usize>,
-    fds: HashMap<i64, Fd>,
+    /// Open descriptors by process (0 in a trace of one process) and number.
+    fds: HashMap<(u32, i64), Fd>,
 }
 
 /// One state a crash may leave: each directory's kept prefix and each file's bytes
@@ -320,8 +331,31 @@ impl Model {
         Some((d, base))
     }
 
-    fn fd(&self, arg: &Arg) -> Option<Fd> {
-        self.fds.get(&arg.fd?).copied()
+    /// The descriptor `arg` names in process `pid`. `Err` when the model did not see
+    /// it opened although `-y` shows a path under the model: a call on a file the
+    /// model follows is never silently ignored (a descriptor opened in another thread
+    /// than the one using it would be one).
+    fn fd(&self, pid: u32, arg: &Arg) -> Result<Option<Fd>, String> {
+        let Some(n) = arg.fd else {
+            return Ok(None);
+        };
+        match self.fds.get(&(pid, n)) {
+            Some(fd) => Ok(Some(*fd)),
+            None if self.inside(arg) => Err(format!(
+                "a descriptor under the model that the model did not see opened: {}",
+                arg.raw
+            )),
+            None => Ok(None),
+        }
+    }
+
+    /// Whether `-y` shows `arg`'s path under one of the model's directories.
+    fn inside(&self, arg: &Arg) -> bool {
+        arg.path.as_ref().is_some_and(|p| {
+            self.dir_paths
+                .keys()
+                .any(|d| p == d || p.starts_with(&format!("{d}/")))
+        })
     }
 
     /// Applies one traced call. `Ok(true)` when it changed the model.
@@ -363,7 +397,7 @@ impl Model {
                     self.dirs[d].live.insert(base.clone(), n);
                     self.dirs[d].pending.push(DirOp::Link(base, n));
                     self.fds.insert(
-                        call.ret,
+                        (call.pid, call.ret),
                         Fd {
                             node: n,
                             pos: 0,
@@ -378,7 +412,7 @@ impl Model {
                     ));
                 };
                 self.fds.insert(
-                    call.ret,
+                    (call.pid, call.ret),
                     Fd {
                         node,
                         pos: 0,
@@ -389,12 +423,12 @@ impl Model {
             }
             "close" => {
                 if let Some(fd) = arg(0)?.fd {
-                    self.fds.remove(&fd);
+                    self.fds.remove(&(call.pid, fd));
                 }
                 Ok(false)
             }
             "write" | "writev" | "pwrite64" => {
-                let Some(mut fd) = self.fd(arg(0)?) else {
+                let Some(mut fd) = self.fd(call.pid, arg(0)?)? else {
                     return Ok(false);
                 };
                 let Node::File(ino) = fd.node else {
@@ -418,7 +452,8 @@ impl Model {
                 };
                 if call.name != "pwrite64" {
                     fd.pos = off + bytes.len();
-                    self.fds.insert(arg(0)?.fd.expect("tracked"), fd);
+                    self.fds
+                        .insert((call.pid, arg(0)?.fd.expect("tracked")), fd);
                 }
                 let inode = &mut self.inodes[ino];
                 put(&mut inode.data, off, &bytes);
@@ -426,7 +461,7 @@ impl Model {
                 Ok(true)
             }
             "fsetxattr" | "fremovexattr" => {
-                let Some(fd) = self.fd(arg(0)?) else {
+                let Some(fd) = self.fd(call.pid, arg(0)?)? else {
                     return Ok(false);
                 };
                 let Node::File(ino) = fd.node else {
@@ -448,7 +483,7 @@ impl Model {
                 Ok(true)
             }
             "fsync" | "fdatasync" => {
-                let Some(fd) = self.fd(arg(0)?) else {
+                let Some(fd) = self.fd(call.pid, arg(0)?)? else {
                     return Ok(false);
                 };
                 match fd.node {
@@ -567,7 +602,7 @@ impl Model {
             }
             "fcntl" => {
                 let dup = a.get(1).is_some_and(|c| c.raw.starts_with("F_DUPFD"));
-                if dup && self.fd(arg(0)?).is_some() {
+                if dup && self.fd(call.pid, arg(0)?)?.is_some() {
                     return Err(format!(
                         "a duplicated descriptor is not modelled: {}",
                         call.line
@@ -579,7 +614,7 @@ impl Model {
                 // Anything else traced (truncate, fallocate, dup, sync_file_range, ...)
                 // on a file of the model is a call the model does not know.
                 let touches = a.iter().any(|x| {
-                    self.fds.contains_key(&x.fd.unwrap_or(-1))
+                    self.fds.contains_key(&(call.pid, x.fd.unwrap_or(-1)))
                         || x.path.as_ref().is_some_and(|p| {
                             self.dir_paths.keys().any(|d| p.starts_with(d.as_str()))
                         })
@@ -954,10 +989,64 @@ fn unescape(s: &str) -> Vec<u8> {
 /// A traced call: name, arguments, return value.
 #[derive(Debug, Clone)]
 struct Traced {
+    /// The process (or thread) that made the call: `strace -f`'s prefix, 0 without.
+    pid: u32,
     name: String,
     args: Vec<Arg>,
     ret: i64,
     line: String,
+}
+
+/// The calls of a trace, in the order they completed. With `strace -f` each line
+/// starts with the caller's id, and a call another process interrupted is split into
+/// `name(args <unfinished ...>` and `<... name resumed>rest`: joined here, at the
+/// place of its completion (a call takes effect at some instant before it returns,
+/// and the calls that change the files are ordered by the writers' lock anyway).
+///
+/// A resumed call whose start is missing, or that does not parse once joined, is an
+/// error: a dropped write would leave the model behind the files unnoticed.
+fn calls_of(text: &str) -> Result<Vec<Traced>, String> {
+    const UNFINISHED: &str = " <unfinished ...>";
+    let mut started: HashMap<u32, String> = HashMap::new();
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let digits = line.bytes().take_while(u8::is_ascii_digit).count();
+        let (pid, rest) = if digits > 0 && line[digits..].starts_with(' ') {
+            (
+                line[..digits].parse().unwrap_or(0),
+                line[digits..].trim_start(),
+            )
+        } else {
+            (0, line)
+        };
+        if let Some(head) = rest.strip_suffix(UNFINISHED) {
+            started.insert(pid, head.to_string());
+            continue;
+        }
+        let joined;
+        let whole = match rest.strip_prefix("<... ") {
+            Some(resumed) => {
+                let (Some(head), Some(at)) = (started.remove(&pid), resumed.find(" resumed>"))
+                else {
+                    return Err(format!("a resumed call without its start: {line}"));
+                };
+                joined = format!("{head}{}", &resumed[at + " resumed>".len()..]);
+                if parse_line(&joined).is_none() {
+                    return Err(format!(
+                        "a resumed call that does not parse: {}",
+                        &joined[..joined.len().min(200)]
+                    ));
+                }
+                joined.as_str()
+            }
+            None => rest,
+        };
+        if let Some(mut call) = parse_line(whole) {
+            call.pid = pid;
+            out.push(call);
+        }
+    }
+    Ok(out)
 }
 
 /// Splits `name(args) = ret` at top-level commas.
@@ -967,8 +1056,10 @@ fn parse_line(line: &str) -> Option<Traced> {
     if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
         return None;
     }
-    let close = line.rfind(") = ")?;
-    let ret_text = line[close + 4..].trim();
+    // strace pads short lines (and a resumed call's tail) to align the `=`.
+    let eq = line.rfind(" = ")?;
+    let close = line[..eq].trim_end().strip_suffix(')')?.len();
+    let ret_text = line[eq + 3..].trim();
     let ret_num: String = ret_text
         .chars()
         .take_while(|c| c.is_ascii_digit() || *c == '-')
@@ -1007,6 +1098,7 @@ fn parse_line(line: &str) -> Option<Traced> {
         args.push(Arg::parse(&body[start..]));
     }
     Some(Traced {
+        pid: 0,
         name: name.to_string(),
         args,
         ret,
@@ -1022,7 +1114,12 @@ pub struct PowerLoss<'a> {
 }
 
 /// The journal-mode operations this layer runs by default.
-pub const OPS: &[Op] = &[Op::JournalAppend, Op::JournalGrow, Op::JournalCompact];
+pub const OPS: &[Op] = &[
+    Op::JournalAppend,
+    Op::JournalAppendMany,
+    Op::JournalGrow,
+    Op::JournalCompact,
+];
 
 /// Runs the layer: for each operation, traces it, replays the trace, and checks every
 /// crash state; then the damaged-record check.
@@ -1040,9 +1137,16 @@ fn run_op(cfg: &PowerLoss<'_>, op: Op, tally: &Tally) -> Result<(), String> {
         .canonicalize()
         .map_err(|e| format!("{}: {e}", dir.display()))?;
     let file = root.join(file.file_name().ok_or("no file name")?);
+    let many = op == Op::JournalAppendMany;
+    // The generation of the prepared version (counter `OLD_COUNTER`): generation
+    // `prepared + k` holds counter `OLD_COUNTER + k`.
+    let prepared = Store::<Doc>::open(&file)
+        .and_then(|s| s.load())
+        .map_err(|e| format!("{}: cannot read the prepared file: {e}", op.name()))?
+        .generation;
     let mut model = Model::load(&root)?;
     let trace_file = strace::trace_path(&dir, "powerloss");
-    let args = vec![
+    let mut args = vec![
         "-y".to_string(),
         "-xx".into(),
         "-s".into(),
@@ -1052,6 +1156,9 @@ fn run_op(cfg: &PowerLoss<'_>, op: Op, tally: &Tally) -> Result<(), String> {
         "-o".into(),
         trace_file.display().to_string(),
     ];
+    if many {
+        args.push("-f".into());
+    }
     let outcome = strace::run(&args, cfg.exe, op, &file, |_| None)?;
     if !matches!(outcome.report, Report::Ack(_)) {
         return Err(format!(
@@ -1064,7 +1171,7 @@ fn run_op(cfg: &PowerLoss<'_>, op: Op, tally: &Tally) -> Result<(), String> {
     let text = std::fs::read_to_string(&trace_file)
         .map_err(|e| format!("cannot read the trace `{}`: {e}", trace_file.display()))?;
     let _ = std::fs::remove_file(&trace_file);
-    let calls: Vec<Traced> = text.lines().filter_map(parse_line).collect();
+    let calls = calls_of(&text).map_err(|e| format!("{}: {e}", op.name()))?;
     let marker = |c: &Traced, what: &str| {
         (c.name == "write" || c.name == "writev")
             && c.args.first().and_then(|a| a.fd) == Some(2)
@@ -1077,40 +1184,59 @@ fn run_op(cfg: &PowerLoss<'_>, op: Op, tally: &Tally) -> Result<(), String> {
         .iter()
         .position(|c| marker(c, "torture-driver: begin"))
         .ok_or("the trace has no begin marker")?;
+    // The driver that printed it (with several appenders, their parent): its end
+    // marker ends the window; the appenders' own markers do not.
+    let root_pid = calls[begin].pid;
     let mut seen = HashSet::new();
     let work = cfg.base.join("crash");
     let mut points = 0;
     let mut acked = false;
-    let check =
-        |model: &Model, point: &str, acked: bool, seen: &mut HashSet<u64>| -> Result<(), String> {
-            for (n, state) in model.crash_states(seen).into_iter().enumerate() {
-                let _ = std::fs::remove_dir_all(&work);
-                model.materialize(&state, &work)?;
-                let problems = check_state(&work, op, acked);
-                tally.record(
-                    &format!("{} / power loss {point}, state {n}", op.name()),
-                    problems,
-                );
-            }
-            Ok(())
-        };
+    // The highest generation acknowledged so far, by any process.
+    let mut newest_acked = None;
+    let check = |model: &Model,
+                 point: &str,
+                 acked: Option<u64>,
+                 seen: &mut HashSet<u64>|
+     -> Result<(), String> {
+        for (n, state) in model.crash_states(seen).into_iter().enumerate() {
+            let _ = std::fs::remove_dir_all(&work);
+            model.materialize(&state, &work)?;
+            let problems = if many {
+                check_many(&work, prepared, acked)
+            } else {
+                check_state(&work, op, acked.is_some())
+            };
+            tally.record(
+                &format!("{} / power loss {point}, state {n}", op.name()),
+                problems,
+            );
+        }
+        Ok(())
+    };
     let window = &calls[begin + 1..];
     for (k, c) in window.iter().enumerate() {
-        if marker(c, "torture-driver: end") {
+        if c.pid == root_pid && marker(c, "torture-driver: end") {
             break;
         }
-        let is_ack = c.name == "writev"
-            && c.args.first().and_then(|a| a.fd) == Some(1)
-            && c.args
-                .get(1)
-                .and_then(|a| a.iov().ok())
-                .is_some_and(|s| s.starts_with(b"ack "));
-        if is_ack {
+        let ack = (c.name == "writev" && c.args.first().and_then(|a| a.fd) == Some(1))
+            .then(|| c.args.get(1).and_then(|a| a.iov().ok()))
+            .flatten()
+            .and_then(|s| {
+                let line = String::from_utf8_lossy(&s).into_owned();
+                line.trim().strip_prefix("ack ")?.parse::<u64>().ok()
+            });
+        if let Some(generation) = ack {
             acked = true;
+            newest_acked = newest_acked.max(Some(generation));
             // Every state the model allows at the acknowledgement, checked again
-            // under the stricter rule: the new version, only.
+            // under the stricter rule: the acknowledged version or a later one.
             seen.clear();
-            check(&model, "at the acknowledgement", true, &mut seen)?;
+            check(
+                &model,
+                &format!("at the acknowledgement of generation {generation}"),
+                newest_acked,
+                &mut seen,
+            )?;
             points += 1;
             continue;
         }
@@ -1123,7 +1249,12 @@ fn run_op(cfg: &PowerLoss<'_>, op: Op, tally: &Tally) -> Result<(), String> {
             });
         if model.step(c).map_err(|e| format!("{}: {e}", op.name()))? && !run_continues {
             points += 1;
-            check(&model, &format!("after `{}`", short(c)), false, &mut seen)?;
+            check(
+                &model,
+                &format!("after `{}`", short(c)),
+                newest_acked,
+                &mut seen,
+            )?;
         }
     }
     let _ = std::fs::remove_dir_all(&work);
@@ -1169,6 +1300,31 @@ fn check_state(dir: &Path, op: Op, acked: bool) -> Vec<String> {
             problems.push("acknowledged, but a power loss leaves the old version".into());
         }
         Ok(_) => {}
+        Err(e) => problems.push(e),
+    }
+    if problems.is_empty()
+        && let Err(e) = check::recover(dir)
+    {
+        problems.push(e);
+    }
+    problems
+}
+
+/// The checks of one crash state of [`Op::JournalAppendMany`]: the counter is the
+/// prepared one plus some of the appenders' increments, at least up to the highest
+/// generation acknowledged (`acked`; the appenders' commits are serialized, so that
+/// version holds every commit before it), and the next writer commits on it.
+fn check_many(dir: &Path, prepared: u64, acked: Option<u64>) -> Vec<String> {
+    let file = dir.join("state.json");
+    let least = driver::OLD_COUNTER + acked.map_or(0, |g| g.saturating_sub(prepared));
+    let most = driver::OLD_COUNTER + driver::APPENDERS as u64;
+    let mut problems = Vec::new();
+    match check::counter(&file) {
+        Ok(Some(n)) if (least..=most).contains(&n) => {}
+        Ok(Some(n)) => problems.push(format!(
+            "the state file holds counter {n}, outside {least}..={most} (generation {acked:?} acknowledged)"
+        )),
+        Ok(None) => problems.push("the state file is gone".into()),
         Err(e) => problems.push(e),
     }
     if problems.is_empty()
@@ -1252,6 +1408,63 @@ mod tests {
     }
 
     #[test]
+    fn several_processes_calls_are_joined_and_kept_apart() {
+        // `strace -f`: the caller's id first; a call another process interrupted is
+        // split, and its tail padded to align the `=`.
+        let text = concat!(
+            "101 pwrite64(6</j>, \"\\x41\\x42\", 2, 8 <unfinished ...>\n",
+            "102 openat(AT_FDCWD</r>, \"\\x6a\", O_RDWR) = 6</r/j>\n",
+            "101 <... pwrite64 resumed>)           = 2\n",
+            "102 fdatasync(6</r/j>)                  = 0\n",
+            "102 +++ exited with 0 +++\n",
+        );
+        let calls = calls_of(text).unwrap();
+        let summary: Vec<_> = calls
+            .iter()
+            .map(|c| (c.pid, c.name.as_str(), c.ret))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (102, "openat", 6),
+                (101, "pwrite64", 2),
+                (102, "fdatasync", 0)
+            ]
+        );
+        assert_eq!(calls[1].args[1].string().unwrap(), b"AB");
+        assert_eq!(calls[1].args[3].raw, "8");
+        // Without the prefix (one process traced), the caller is 0.
+        assert_eq!(calls_of("close(3) = 0\n").unwrap()[0].pid, 0);
+        // A tail without its start would drop a call: refused.
+        assert!(calls_of("7 <... pwrite64 resumed>) = 2\n").is_err());
+    }
+
+    #[test]
+    fn descriptors_belong_to_their_process() {
+        let mut m = Model {
+            dirs: vec![Dir::default()],
+            ..Model::default()
+        };
+        m.dir_paths.insert("/r".into(), 0);
+        let calls = calls_of(concat!(
+            "1 openat(3</r>, \"\\x61\", O_WRONLY|O_CREAT|O_EXCL, 0600) = 4</r/a>\n",
+            "1 write(4</r/a>, \"\\x68\", 1) = 1\n",
+            "2 write(4</r/a>, \"\\x69\", 1) = 1\n",
+            "2 write(4</elsewhere>, \"\\x69\", 1) = 1\n",
+        ))
+        .unwrap();
+        assert!(m.step(&calls[0]).unwrap());
+        assert!(m.step(&calls[1]).unwrap());
+        // Process 2 never opened its descriptor 4: a write through it to a file under
+        // the model is an error, not a write to process 1's file nor one ignored.
+        let err = m.step(&calls[2]).unwrap_err();
+        assert!(err.contains("did not see opened"), "{err}");
+        // Outside the model it is none of the model's business.
+        assert!(!m.step(&calls[3]).unwrap());
+        assert_eq!(m.inodes[0].data, b"h");
+    }
+
+    #[test]
     fn torn_writes_cover_every_subset_of_a_small_write() {
         assert_eq!(torn_subsets(3).len(), 6);
         assert!(torn_subsets(1).is_empty());
@@ -1318,10 +1531,11 @@ mod tests {
         let fsync = parse_line(r#"fsync(4</r/a>) = 0"#).unwrap();
         m.step(&fsync).unwrap();
         let dsync = parse_line(r#"fsync(3</r>) = 0"#).unwrap();
-        // Directory 3 is not open in the model: no change.
-        assert!(!m.step(&dsync).unwrap());
+        // Directory 3 was not seen opened, though `-y` names a directory of the
+        // model: an error, never a flush silently skipped.
+        assert!(m.step(&dsync).is_err());
         m.fds.insert(
-            3,
+            (0, 3),
             Fd {
                 node: Node::Dir(0),
                 pos: 0,
