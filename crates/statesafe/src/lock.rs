@@ -170,6 +170,9 @@ struct OpenLock {
     /// whose release would free the parent's. The child closes its copy (that frees
     /// nothing while the parent's is open) and opens a description of its own.
     pid: u32,
+    /// The locked inode's device and number, by `fstat` when opened (a descriptor's
+    /// inode never changes): what the name must still lead to.
+    id: (u64, u64),
 }
 
 impl OpenLock {
@@ -177,15 +180,12 @@ impl OpenLock {
     /// sidecar still the directory at its name: a cleanup that removed or replaced
     /// either would let another writer lock a different inode.
     fn in_place(&self, state_dir: &OwnedFd) -> io::Result<bool> {
-        let ours = sys::stat_fd(&self.file)?;
         let at_path = match sys::stat_at(self.sidecar.root().fd(), OsStr::new(LOCK_FILE)) {
             Ok(st) => st,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
             Err(e) => return Err(e),
         };
-        Ok(ours.dev == at_path.dev
-            && ours.ino == at_path.ino
-            && self.sidecar.in_place(state_dir)?)
+        Ok(self.id == (at_path.dev, at_path.ino) && self.sidecar.in_place(state_dir)?)
     }
 }
 
@@ -450,10 +450,12 @@ impl LockFile {
                 .fix_new_lock(&file, perms)
                 .map_err(|e| Error::io(Op::OpenLock, &self.path, e))?;
         }
+        let st = sys::stat_fd(&file).map_err(|e| Error::io(Op::OpenLock, &self.path, e))?;
         Ok(Some(OpenLock {
             file,
             sidecar: Arc::new(sidecar),
             pid: sys::pid(),
+            id: (st.dev, st.ino),
         }))
     }
 
@@ -583,12 +585,11 @@ fn enter_pass(open: &OpenLock, start: Instant, timeout: Duration) -> io::Result<
     let Some(value) = value.to_str() else {
         return Ok(Entry::NoPass);
     };
-    let lock = sys::stat_fd(&open.file)?;
     for entry in value.split(',') {
         let Some((dev, ino, token)) = parse_pass(entry) else {
             continue;
         };
-        if (dev, ino) != (lock.dev, lock.ino) {
+        if (dev, ino) != open.id {
             continue;
         }
         let name = format!("{PASS_PREFIX}{token}");
