@@ -1552,7 +1552,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         if pos.end + record.len() as u64 - HEADER_LEN as u64 > limit {
             return compact(None);
         }
-        if &new == old {
+        if new == **old {
             // As in the other formats: a commit that changes nothing writes nothing
             // and keeps the generation (unless it is due to compact, which leaving
             // journal mode relies on).
@@ -1578,6 +1578,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         guard.record.last_generation = generation;
         let _ = guard.write_record(self.path());
         let end = pos.end + record.len() as u64;
+        let new = std::sync::Arc::new(new);
         let mut j = j.clone();
         j.max_seen = generation;
         j.doc = None;
@@ -1593,7 +1594,13 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         // The kept document follows without reading this record back; a large one is
         // not copied for it (the next refresh applies the record instead).
         if let (Some(p), true) = (j.journal.as_ref(), encoded_len <= 1 << 20) {
-            cache::appended(self, b.generation, generation, new.clone(), p);
+            cache::appended(
+                self,
+                b.generation,
+                generation,
+                std::sync::Arc::clone(&new),
+                p,
+            );
         }
         if let Some(kept) = kept {
             cache::keep_file(self, kept, pos.id);

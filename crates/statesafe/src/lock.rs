@@ -86,10 +86,23 @@ pub(crate) struct Record {
 
 impl Record {
     fn parse(raw: &[u8]) -> Option<Record> {
-        let end = raw
-            .iter()
-            .rposition(|b| !b.is_ascii_whitespace() && *b != 0)?;
-        serde_json::from_slice(&raw[..=end]).ok()
+        let pad = |b: &u8| b.is_ascii_whitespace() || *b == 0;
+        // The padding is spaces: passed over eight at a time (most of the 2 KiB), then
+        // whatever other whitespace or zeros, one at a time.
+        let mut end = raw.len();
+        loop {
+            while end >= 8 && raw[end - 8..end] == [b' '; 8] {
+                end -= 8;
+            }
+            match raw[..end].last() {
+                Some(b) if pad(b) => end -= 1,
+                _ => break,
+            }
+        }
+        if end == 0 {
+            return None;
+        }
+        serde_json::from_slice(&raw[..end]).ok()
     }
 
     fn encode(&self) -> Vec<u8> {
@@ -429,15 +442,15 @@ impl LockFile {
         };
         let name = OsStr::new(LOCK_FILE);
         let existed = sidecar.root().stat(name, Op::OpenLock)?.is_some();
-        let opened = sidecar.root().open(
+        let opened = sidecar.root().open_stat(
             name,
             Access::ReadWriteCreate,
             0o600,
             Use::Write,
             Op::OpenLock,
         );
-        let file = match opened {
-            Ok(Some(file)) => file,
+        let (file, st) = match opened {
+            Ok(Some(opened)) => opened,
             // O_CREAT in a directory that was removed meanwhile.
             Ok(None) => return Ok(None),
             Err(e) => return Err(e),
@@ -450,7 +463,6 @@ impl LockFile {
                 .fix_new_lock(&file, perms)
                 .map_err(|e| Error::io(Op::OpenLock, &self.path, e))?;
         }
-        let st = sys::stat_fd(&file).map_err(|e| Error::io(Op::OpenLock, &self.path, e))?;
         Ok(Some(OpenLock {
             file,
             sidecar: Arc::new(sidecar),
@@ -985,5 +997,25 @@ mod tests {
         assert_eq!(back.last_generation, 42);
         assert!(Record::parse(b"").is_none());
         assert!(Record::parse(&[0u8; 64]).is_none());
+        assert!(Record::parse(&[b' '; RECORD_SIZE]).is_none());
+        // Any mix of whitespace and zeros after the record (a shorter record over a
+        // longer one's padding, a file extended with zeros), at any alignment.
+        let json = serde_json::to_vec(&r).unwrap();
+        for pad in 0..20 {
+            let mut raw = json.clone();
+            raw.extend(std::iter::repeat_n(b' ', pad));
+            raw.extend_from_slice(b"\n\t\r\0 ");
+            raw.extend(std::iter::repeat_n(b' ', 3 * pad));
+            raw.push(b'\n');
+            assert_eq!(
+                Record::parse(&raw).unwrap().last_generation,
+                42,
+                "pad {pad}"
+            );
+            // Anything else after it is not a record (a torn write).
+            let mut torn = raw.clone();
+            torn[json.len() + pad + 2] = b'x';
+            assert!(Record::parse(&torn).is_none(), "pad {pad}");
+        }
     }
 }

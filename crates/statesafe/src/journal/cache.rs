@@ -294,7 +294,7 @@ pub(crate) fn appended<T>(
     store: &Store<T>,
     base_generation: u64,
     generation: u64,
-    doc: Value,
+    doc: Arc<Value>,
     pos: &super::Pos,
 ) {
     let mut slot = store.journal.cache.lock();
@@ -311,7 +311,7 @@ pub(crate) fn appended<T>(
         return;
     }
     cache.generation = generation;
-    cache.doc = Arc::new(doc);
+    cache.doc = doc;
     cache.replayed.max_seen = generation;
     cache.replayed.journal = Some(pos.clone());
 }
@@ -477,11 +477,11 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
     /// checked as a committed version.
     pub(crate) fn verify_cached(
         &self,
-        doc: &Value,
+        doc: &Arc<Value>,
         generation: u64,
         want_value: bool,
     ) -> Result<Verified<T>> {
-        let state = T::deserialize(doc).map_err(|e| Error::Mismatch {
+        let state = T::deserialize(&**doc).map_err(|e| Error::Mismatch {
             path: self.path().to_path_buf(),
             generation,
             committed: true,
@@ -489,7 +489,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         })?;
         let mut v = self.verify_state(state, None, generation, true, false)?;
         if want_value {
-            v.value = Some(doc.clone());
+            v.value = Some(Arc::clone(doc));
         }
         Ok(v)
     }
