@@ -106,7 +106,9 @@ impl Record {
     }
 
     fn encode(&self) -> Vec<u8> {
-        let mut bytes = serde_json::to_vec(self).expect("invariant: a record always serializes");
+        // Written where it ends up (padded to RECORD_SIZE): no growing and copying.
+        let mut bytes = Vec::with_capacity(RECORD_SIZE);
+        serde_json::to_writer(&mut bytes, self).expect("invariant: a record always serializes");
         if bytes.len() > RECORD_SIZE - 1 {
             // Only a huge host name could do this; drop the holder rather than tear.
             let mut smaller = self.clone();
@@ -276,7 +278,7 @@ impl LockFile {
         timeout: Duration,
         operation: &str,
         temp: Option<String>,
-        fresh: Perms,
+        fresh: impl Fn() -> Perms,
     ) -> Result<Guard<'_>> {
         let state = &self.target.given;
         let start = Instant::now();
@@ -297,7 +299,7 @@ impl LockFile {
         let mut through;
         loop {
             if inner.is_none() {
-                *inner = self.open(state_dir, fresh)?;
+                *inner = self.open(state_dir, &fresh)?;
             }
             let Some(open) = inner.as_ref() else {
                 // The sidecar vanished while we opened it (a cleanup is deleting it):
@@ -428,14 +430,14 @@ impl LockFile {
 
     /// Opens (creating where missing) the sidecar and the lock file in it; `None` when
     /// the sidecar was deleted under us.
-    fn open(&self, state_dir: &OwnedFd, fresh: Perms) -> Result<Option<OpenLock>> {
+    fn open(&self, state_dir: &OwnedFd, fresh: &dyn Fn() -> Perms) -> Result<Option<OpenLock>> {
         let perms = match sys::stat_at(state_dir, &self.target.name) {
             Ok(st) => Perms {
                 mode: st.mode,
                 uid: st.uid,
                 gid: st.gid,
             },
-            Err(_) => fresh,
+            Err(_) => fresh(),
         };
         let Some(sidecar) = Sidecar::open(&self.target, state_dir, Some(perms))? else {
             return Ok(None);
@@ -787,7 +789,7 @@ impl Guard<'_> {
     }
 
     fn read_record(&self) -> Option<Record> {
-        let mut buf = vec![0u8; RECORD_SIZE];
+        let mut buf = [0u8; RECORD_SIZE];
         let n = self.open().file.read_at(&mut buf, 0).ok()?;
         Record::parse(&buf[..n])
     }

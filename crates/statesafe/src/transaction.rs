@@ -205,7 +205,8 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         let temp_name = self.local().target.temp_name();
         let dir = self.write_dir()?;
         let start = Instant::now();
-        let fresh = Perms {
+        // Asked for only when the lock file is opened (not at every commit).
+        let fresh = || Perms {
             mode: if self.opts.private { 0o600 } else { 0o644 },
             uid: sys::effective_uid(),
             gid: sys::effective_gid(),
