@@ -170,7 +170,8 @@ pub(crate) struct LockFile {
     /// The lock file's path, for messages.
     path: PathBuf,
     /// `None` until first needed; the mutex also serializes this process's threads.
-    file: Mutex<Option<OpenLock>>,
+    /// (Boxed: a `Store` holds this inline, and the open lock is made once per store.)
+    file: Mutex<Option<Box<OpenLock>>>,
 }
 
 #[derive(Debug)]
@@ -209,7 +210,7 @@ const LOCK_FILE: &str = "lock";
 
 /// A held lock; dropping it releases the lock.
 pub(crate) struct Guard<'a> {
-    inner: MutexGuard<'a, Option<OpenLock>>,
+    inner: MutexGuard<'a, Option<Box<OpenLock>>>,
     /// The record as we wrote it; `previous` is what the last holder left.
     pub record: Record,
     pub previous: Record,
@@ -299,9 +300,9 @@ impl LockFile {
         let mut through;
         loop {
             if inner.is_none() {
-                *inner = self.open(state_dir, &fresh)?;
+                *inner = self.open(state_dir, &fresh)?.map(Box::new);
             }
-            let Some(open) = inner.as_ref() else {
+            let Some(open) = inner.as_deref() else {
                 // The sidecar vanished while we opened it (a cleanup is deleting it):
                 // start again with whatever is at the path now.
                 if start.elapsed() >= timeout {
@@ -735,7 +736,7 @@ fn wait_for_flock(file: &File, start: Instant, timeout: Duration) -> io::Result<
 impl Guard<'_> {
     fn open(&self) -> &OpenLock {
         self.inner
-            .as_ref()
+            .as_deref()
             .expect("invariant: a guard exists only for an open lock")
     }
 

@@ -779,7 +779,7 @@ fn a_long_lived_store_opens_its_journal_once_not_once_per_commit() {
         "journal-commits",
     )
     .arg("PATH", &path)
-    .arg("N", &n.to_string())
+    .arg("N", n.to_string())
     .run();
     assert_eq!(out[0], format!("commits {n}"), "{out:?}");
     let text = std::fs::read_to_string(&log).unwrap();
