@@ -571,10 +571,29 @@ pub(crate) fn read_journal_at(
     start: u64,
     size: Option<u64>,
 ) -> io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    let len = read_journal_into(file, start, size, &mut bytes)?;
+    bytes.truncate(len);
+    Ok(bytes)
+}
+
+/// [`read_journal_at`] into `buf`, whose storage is reused (a long-lived store's check
+/// reads about the same length each time): the bytes are `buf[..len]`, `len` the
+/// value returned. What `buf` held before is overwritten or lies past `len`; nothing
+/// is zeroed first that a read then overwrites.
+pub(crate) fn read_journal_into(
+    file: &std::fs::File,
+    start: u64,
+    size: Option<u64>,
+    buf: &mut Vec<u8>,
+) -> io::Result<usize> {
     const PIECE: usize = 64 << 10;
-    let left = size.map(|s| s.saturating_sub(start));
-    let mut bytes = Vec::with_capacity(left.map_or(PIECE, |l| (l as usize).clamp(1, PIECE)));
-    // Zeros read and not yet kept.
+    if buf.is_empty() {
+        let left = size.map(|s| s.saturating_sub(start));
+        buf.reserve(left.map_or(PIECE, |l| (l as usize).clamp(1, PIECE)));
+    }
+    // The bytes kept so far are `buf[..len]`; zeros read and not yet kept.
+    let mut len = 0usize;
     let mut skipped = 0usize;
     let mut at = start;
     loop {
@@ -582,34 +601,38 @@ pub(crate) fn read_journal_at(
             break;
         }
         let want = size.map_or(PIECE, |s| ((s - at) as usize).min(PIECE));
-        // Each piece is read straight into the end of `bytes` (no buffer of its own,
-        // no copy), and dropped again when it is all zeros.
-        let kept = bytes.len();
-        bytes.resize(kept + want, 0);
-        let n = match file.read_at(&mut bytes[kept..], at) {
+        // Each piece is read straight into `buf` after the bytes kept (no buffer of
+        // its own, no copy), and dropped again when it is all zeros.
+        if buf.len() < len + want {
+            buf.resize(len + want, 0);
+        }
+        let n = match file.read_at(&mut buf[len..len + want], at) {
             Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {
-                bytes.truncate(kept);
-                continue;
-            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
-        bytes.truncate(kept + n);
         if n == 0 {
             break;
         }
         at += n as u64;
         // A piece that holds a record shows it in its first bytes: look from the front.
-        if !all_zero(&bytes[kept..]) {
-            bytes.splice(kept..kept, std::iter::repeat_n(0, skipped));
+        if !all_zero(&buf[len..len + n]) {
+            if skipped > 0 {
+                buf.truncate(len + n);
+                buf.splice(len..len, std::iter::repeat_n(0, skipped));
+            }
+            len += skipped + n;
             skipped = 0;
         } else {
-            bytes.truncate(kept);
             skipped += n;
         }
     }
-    bytes.resize(bytes.len() + skipped.min(PIECE), 0);
-    Ok(bytes)
+    let end = len + skipped.min(PIECE);
+    if buf.len() < end {
+        buf.resize(end, 0);
+    }
+    buf[len..end].fill(0);
+    Ok(end)
 }
 
 /// Applies the journal (`journal`: its device, inode and size, and its bytes) to the
@@ -848,7 +871,7 @@ fn write_zeros(file: &std::fs::File, from: u64, to: u64) -> io::Result<()> {
 /// link.
 fn append(
     sidecar: &Sidecar,
-    kept: Option<std::fs::File>,
+    kept: Option<&std::fs::File>,
     pos: &Pos,
     record: &[u8],
     generation: u64,
@@ -859,6 +882,7 @@ fn append(
     let path = root.join(JOURNAL);
     let io = |e: io::Error| Error::io(Op::Write, &path, e);
     let kept_checked = kept.is_some();
+    let opened;
     let file = match kept {
         Some(f) => {
             match rustix::fs::statat(
@@ -887,7 +911,10 @@ fn append(
             Use::Write,
             Op::Write,
         ) {
-            Ok(Some(f)) => f,
+            Ok(Some(f)) => {
+                opened = f;
+                &opened
+            }
             Ok(None) => {
                 return Ok(Err(Error::io(
                     Op::Write,
@@ -901,7 +928,7 @@ fn append(
     // A kept descriptor is the one the refresh found to be `pos.id` in this lock
     // hold (and the name was just found to be it still); one opened here is checked.
     if !kept_checked {
-        match sys::stat_fd(&file) {
+        match sys::stat_fd(file) {
             Ok(st) if (st.dev, st.ino) == pos.id => {}
             Ok(_) => {
                 return Ok(Err(Error::Corrupt {
@@ -917,7 +944,7 @@ fn append(
     let end = pos.end + record.len() as u64;
     let written = (|| {
         if end > pos.size {
-            write_zeros(&file, pos.size, grown(pos.size, end))?;
+            write_zeros(file, pos.size, grown(pos.size, end))?;
         }
         if pos.dirty_to > end {
             file.write_all_at(&vec![0; (pos.dirty_to - end) as usize], end)?;
@@ -941,7 +968,7 @@ fn append(
             rustix::io::Errno::IO.raw_os_error(),
         ))
     } else {
-        sys::fdatasync(&file)
+        sys::fdatasync(file)
     };
     match flushed {
         Ok(()) => Ok(Ok(started.elapsed())),
@@ -1525,7 +1552,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         if pos.end + record.len() as u64 - HEADER_LEN as u64 > limit {
             return compact(None);
         }
-        if &new == old {
+        if new == **old {
             // As in the other formats: a commit that changes nothing writes nothing
             // and keeps the generation (unless it is due to compact, which leaving
             // journal mode relies on).
@@ -1534,7 +1561,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         let kept = cache::take_file(self);
         let fsync = match append(
             &sidecar,
-            kept,
+            kept.as_ref().map(|k| &k.file),
             pos,
             &record,
             generation,
@@ -1551,12 +1578,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         guard.record.last_generation = generation;
         let _ = guard.write_record(self.path());
         let end = pos.end + record.len() as u64;
-        let mut next = b.clone();
-        next.generation = generation;
-        next.value = Some(new);
-        next.external = false;
-        next.adopted = false;
-        next.valid = true;
+        let new = std::sync::Arc::new(new);
         let mut j = j.clone();
         j.max_seen = generation;
         j.doc = None;
@@ -1571,11 +1593,34 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         }
         // The kept document follows without reading this record back; a large one is
         // not copied for it (the next refresh applies the record instead).
-        if let (Some(p), Some(v), true) = (j.journal.as_ref(), &next.value, encoded_len <= 1 << 20)
-        {
-            cache::appended(self, b.generation, generation, v.clone(), p);
+        if let (Some(p), true) = (j.journal.as_ref(), encoded_len <= 1 << 20) {
+            cache::appended(
+                self,
+                b.generation,
+                generation,
+                std::sync::Arc::clone(&new),
+                p,
+            );
         }
-        next.journal = Some(Box::new(j));
+        if let Some(kept) = kept {
+            cache::keep_file(self, kept, pos.id);
+        }
+        // The new base: `b` but for what this commit changed (built field by field:
+        // a clone of `b` would copy the old document only to drop it).
+        let next = Base {
+            generation,
+            perms: b.perms,
+            checksum: b.checksum,
+            len: b.len,
+            external: false,
+            adopted: false,
+            valid: true,
+            value: Some(new),
+            id: b.id,
+            style: b.style,
+            acl: b.acl.clone(),
+            journal: Some(Box::new(j)),
+        };
         Ok(Step::Appended(next, fsync))
     }
 

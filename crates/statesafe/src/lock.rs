@@ -86,14 +86,29 @@ pub(crate) struct Record {
 
 impl Record {
     fn parse(raw: &[u8]) -> Option<Record> {
-        let end = raw
-            .iter()
-            .rposition(|b| !b.is_ascii_whitespace() && *b != 0)?;
-        serde_json::from_slice(&raw[..=end]).ok()
+        let pad = |b: &u8| b.is_ascii_whitespace() || *b == 0;
+        // The padding is spaces: passed over eight at a time (most of the 2 KiB), then
+        // whatever other whitespace or zeros, one at a time.
+        let mut end = raw.len();
+        loop {
+            while end >= 8 && raw[end - 8..end] == [b' '; 8] {
+                end -= 8;
+            }
+            match raw[..end].last() {
+                Some(b) if pad(b) => end -= 1,
+                _ => break,
+            }
+        }
+        if end == 0 {
+            return None;
+        }
+        serde_json::from_slice(&raw[..end]).ok()
     }
 
     fn encode(&self) -> Vec<u8> {
-        let mut bytes = serde_json::to_vec(self).expect("invariant: a record always serializes");
+        // Written where it ends up (padded to RECORD_SIZE): no growing and copying.
+        let mut bytes = Vec::with_capacity(RECORD_SIZE);
+        serde_json::to_writer(&mut bytes, self).expect("invariant: a record always serializes");
         if bytes.len() > RECORD_SIZE - 1 {
             // Only a huge host name could do this; drop the holder rather than tear.
             let mut smaller = self.clone();
@@ -155,7 +170,8 @@ pub(crate) struct LockFile {
     /// The lock file's path, for messages.
     path: PathBuf,
     /// `None` until first needed; the mutex also serializes this process's threads.
-    file: Mutex<Option<OpenLock>>,
+    /// (Boxed: a `Store` holds this inline, and the open lock is made once per store.)
+    file: Mutex<Option<Box<OpenLock>>>,
 }
 
 #[derive(Debug)]
@@ -170,6 +186,9 @@ struct OpenLock {
     /// whose release would free the parent's. The child closes its copy (that frees
     /// nothing while the parent's is open) and opens a description of its own.
     pid: u32,
+    /// The locked inode's device and number, by `fstat` when opened (a descriptor's
+    /// inode never changes): what the name must still lead to.
+    id: (u64, u64),
 }
 
 impl OpenLock {
@@ -177,15 +196,12 @@ impl OpenLock {
     /// sidecar still the directory at its name: a cleanup that removed or replaced
     /// either would let another writer lock a different inode.
     fn in_place(&self, state_dir: &OwnedFd) -> io::Result<bool> {
-        let ours = sys::stat_fd(&self.file)?;
         let at_path = match sys::stat_at(self.sidecar.root().fd(), OsStr::new(LOCK_FILE)) {
             Ok(st) => st,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
             Err(e) => return Err(e),
         };
-        Ok(ours.dev == at_path.dev
-            && ours.ino == at_path.ino
-            && self.sidecar.in_place(state_dir)?)
+        Ok(self.id == (at_path.dev, at_path.ino) && self.sidecar.in_place(state_dir)?)
     }
 }
 
@@ -194,7 +210,7 @@ const LOCK_FILE: &str = "lock";
 
 /// A held lock; dropping it releases the lock.
 pub(crate) struct Guard<'a> {
-    inner: MutexGuard<'a, Option<OpenLock>>,
+    inner: MutexGuard<'a, Option<Box<OpenLock>>>,
     /// The record as we wrote it; `previous` is what the last holder left.
     pub record: Record,
     pub previous: Record,
@@ -263,7 +279,7 @@ impl LockFile {
         timeout: Duration,
         operation: &str,
         temp: Option<String>,
-        fresh: Perms,
+        fresh: impl Fn() -> Perms,
     ) -> Result<Guard<'_>> {
         let state = &self.target.given;
         let start = Instant::now();
@@ -284,9 +300,9 @@ impl LockFile {
         let mut through;
         loop {
             if inner.is_none() {
-                *inner = self.open(state_dir, fresh)?;
+                *inner = self.open(state_dir, &fresh)?.map(Box::new);
             }
-            let Some(open) = inner.as_ref() else {
+            let Some(open) = inner.as_deref() else {
                 // The sidecar vanished while we opened it (a cleanup is deleting it):
                 // start again with whatever is at the path now.
                 if start.elapsed() >= timeout {
@@ -415,29 +431,29 @@ impl LockFile {
 
     /// Opens (creating where missing) the sidecar and the lock file in it; `None` when
     /// the sidecar was deleted under us.
-    fn open(&self, state_dir: &OwnedFd, fresh: Perms) -> Result<Option<OpenLock>> {
+    fn open(&self, state_dir: &OwnedFd, fresh: &dyn Fn() -> Perms) -> Result<Option<OpenLock>> {
         let perms = match sys::stat_at(state_dir, &self.target.name) {
             Ok(st) => Perms {
                 mode: st.mode,
                 uid: st.uid,
                 gid: st.gid,
             },
-            Err(_) => fresh,
+            Err(_) => fresh(),
         };
         let Some(sidecar) = Sidecar::open(&self.target, state_dir, Some(perms))? else {
             return Ok(None);
         };
         let name = OsStr::new(LOCK_FILE);
         let existed = sidecar.root().stat(name, Op::OpenLock)?.is_some();
-        let opened = sidecar.root().open(
+        let opened = sidecar.root().open_stat(
             name,
             Access::ReadWriteCreate,
             0o600,
             Use::Write,
             Op::OpenLock,
         );
-        let file = match opened {
-            Ok(Some(file)) => file,
+        let (file, st) = match opened {
+            Ok(Some(opened)) => opened,
             // O_CREAT in a directory that was removed meanwhile.
             Ok(None) => return Ok(None),
             Err(e) => return Err(e),
@@ -454,6 +470,7 @@ impl LockFile {
             file,
             sidecar: Arc::new(sidecar),
             pid: sys::pid(),
+            id: (st.dev, st.ino),
         }))
     }
 
@@ -583,12 +600,11 @@ fn enter_pass(open: &OpenLock, start: Instant, timeout: Duration) -> io::Result<
     let Some(value) = value.to_str() else {
         return Ok(Entry::NoPass);
     };
-    let lock = sys::stat_fd(&open.file)?;
     for entry in value.split(',') {
         let Some((dev, ino, token)) = parse_pass(entry) else {
             continue;
         };
-        if (dev, ino) != (lock.dev, lock.ino) {
+        if (dev, ino) != open.id {
             continue;
         }
         let name = format!("{PASS_PREFIX}{token}");
@@ -720,7 +736,7 @@ fn wait_for_flock(file: &File, start: Instant, timeout: Duration) -> io::Result<
 impl Guard<'_> {
     fn open(&self) -> &OpenLock {
         self.inner
-            .as_ref()
+            .as_deref()
             .expect("invariant: a guard exists only for an open lock")
     }
 
@@ -774,7 +790,7 @@ impl Guard<'_> {
     }
 
     fn read_record(&self) -> Option<Record> {
-        let mut buf = vec![0u8; RECORD_SIZE];
+        let mut buf = [0u8; RECORD_SIZE];
         let n = self.open().file.read_at(&mut buf, 0).ok()?;
         Record::parse(&buf[..n])
     }
@@ -984,5 +1000,25 @@ mod tests {
         assert_eq!(back.last_generation, 42);
         assert!(Record::parse(b"").is_none());
         assert!(Record::parse(&[0u8; 64]).is_none());
+        assert!(Record::parse(&[b' '; RECORD_SIZE]).is_none());
+        // Any mix of whitespace and zeros after the record (a shorter record over a
+        // longer one's padding, a file extended with zeros), at any alignment.
+        let json = serde_json::to_vec(&r).unwrap();
+        for pad in 0..20 {
+            let mut raw = json.clone();
+            raw.extend(std::iter::repeat_n(b' ', pad));
+            raw.extend_from_slice(b"\n\t\r\0 ");
+            raw.extend(std::iter::repeat_n(b' ', 3 * pad));
+            raw.push(b'\n');
+            assert_eq!(
+                Record::parse(&raw).unwrap().last_generation,
+                42,
+                "pad {pad}"
+            );
+            // Anything else after it is not a record (a torn write).
+            let mut torn = raw.clone();
+            torn[json.len() + pad + 2] = b'x';
+            assert!(Record::parse(&torn).is_none(), "pad {pad}");
+        }
     }
 }

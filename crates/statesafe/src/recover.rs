@@ -12,6 +12,7 @@ use std::ffi::OsString;
 use std::fs::File;
 use std::io::Read;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
@@ -590,7 +591,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                             .join(format!("gen-{generation:020}.json")),
                     });
                 };
-                self.verify_cached(&doc, generation, false)?.state
+                self.verify_cached(&Arc::new(doc), generation, false)?.state
             }
         };
         let base = match &current {
@@ -691,7 +692,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                 writer: None,
                 change: Change::External,
                 patch: None,
-                snapshot: value,
+                snapshot: value.map(Arc::unwrap_or_clone),
                 note: Some("found on load; recorded at the next commit".into()),
             });
         }

@@ -233,6 +233,39 @@ impl Dir {
         Ok(Some((file, st)))
     }
 
+    /// For a descriptor [`Dir::open_stat`] gave earlier (`opened`: its `fstat` then):
+    /// whether `name` is still that very file, with the same owner and mode, passing
+    /// the same checks as an open for `purpose` would. `Some` with its `fstatat`
+    /// (size included) when it is; `None` when anything differs (not there, another
+    /// file, a symlink, changed owner or mode): open it again. One `fstatat` instead of
+    /// an `openat`, an `fstat` and a `close`; the checks are made on the inode the
+    /// name leads to now, exactly as on a fresh open's.
+    pub fn recheck(
+        &self,
+        name: &OsStr,
+        opened: &Stat,
+        purpose: Use,
+        op: Op,
+    ) -> Result<Option<Stat>> {
+        let Some(st) = self.stat(name, op)? else {
+            return Ok(None);
+        };
+        let same = (st.dev, st.ino, st.kind, st.mode, st.uid, st.gid)
+            == (
+                opened.dev,
+                opened.ino,
+                opened.kind,
+                opened.mode,
+                opened.uid,
+                opened.gid,
+            );
+        if !same {
+            return Ok(None);
+        }
+        self.check_file(name, &st, purpose)?;
+        Ok(Some(st))
+    }
+
     fn check_file(&self, name: &OsStr, st: &Stat, purpose: Use) -> Result<()> {
         if st.kind != Kind::File {
             return Err(unsafe_entry(

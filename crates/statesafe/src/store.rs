@@ -448,7 +448,7 @@ impl<T> Drop for Store<T> {
 pub(crate) struct Verified<T> {
     pub state: T,
     /// The state as JSON, kept when the history needs a patch from it.
-    pub value: Option<Value>,
+    pub value: Option<std::sync::Arc<Value>>,
     /// The generation in a sealed file's header.
     pub sealed_generation: Option<u64>,
 }
@@ -865,7 +865,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         }
         // Journal mode diffs every commit against the version it replaces.
         let value = if want_value {
-            serde_json::to_value(&state).ok()
+            serde_json::to_value(&state).ok().map(std::sync::Arc::new)
         } else {
             None
         };

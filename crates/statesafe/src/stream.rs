@@ -197,7 +197,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             external: false,
             adopted: false,
             valid: true,
-            value,
+            value: value.map(std::sync::Arc::new),
             id: Some((stat.dev(), stat.ino())),
             style,
             acl,

@@ -37,8 +37,9 @@ pub(crate) struct Base {
     pub adopted: bool,
     /// Verified valid, so it may become a backup.
     pub valid: bool,
-    /// The document as JSON, when the history wants a patch from it.
-    pub value: Option<Value>,
+    /// The document as JSON, when the history wants a patch from it (shared with the
+    /// document a journal-mode store keeps: no copy per transaction).
+    pub value: Option<Arc<Value>>,
     /// Device and inode of the file read, checked before the rename replaces it;
     /// `None` after a commit of this transaction (nothing to check).
     pub id: Option<(u64, u64)>,
@@ -52,7 +53,7 @@ pub(crate) struct Base {
 }
 
 impl Base {
-    pub fn of(cur: &Current, valid: bool, value: Option<Value>) -> Base {
+    pub fn of(cur: &Current, valid: bool, value: Option<Arc<Value>>) -> Base {
         Base {
             generation: cur.generation,
             perms: cur.perms,
@@ -204,7 +205,8 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         let temp_name = self.local().target.temp_name();
         let dir = self.write_dir()?;
         let start = Instant::now();
-        let fresh = Perms {
+        // Asked for only when the lock file is opened (not at every commit).
+        let fresh = || Perms {
             mode: if self.opts.private { 0o600 } else { 0o644 },
             uid: sys::effective_uid(),
             gid: sys::effective_gid(),
@@ -357,7 +359,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         {
             let state = reuse();
             let value = self.history_value(cur.bytes.len(), &state);
-            let base = Base::of(cur, true, value);
+            let base = Base::of(cur, true, value.map(Arc::new));
             // Too large for the history's tree diff: its patch is taken from the bytes
             // of the change, against these (the outgoing version, byte for byte its
             // backup) rather than a second read of the backup.
@@ -1037,7 +1039,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                 external: !recorded,
                 adopted: false,
                 valid: true,
-                value,
+                value: value.map(Arc::new),
                 id: None,
                 style: Some(style),
                 // What the new version was given (a directory's default ACL that a
@@ -1098,7 +1100,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                 writer: None,
                 change: Change::External,
                 patch,
-                snapshot: b.value.clone(),
+                snapshot: b.value.as_deref().cloned(),
                 note,
             };
             history::append(sidecar, policy, &entry, perms)?;

@@ -99,11 +99,31 @@ pub(crate) struct Cache {
     acl_known: bool,
     replayed: Replayed,
     doc: Arc<Value>,
-    /// The journal, opened for writing by the last refresh made with the writers'
-    /// lock held (through the lock's sidecar descriptor, checked as any write open),
-    /// for that lock hold's append to take ([`take_file`]): one open per commit, not
-    /// two. Every refresh clears it first, so it never outlives the lock hold.
-    file: Option<std::fs::File>,
+    /// The journal, opened for writing by a refresh made with the writers' lock held
+    /// (through the lock's sidecar descriptor, checked as any write open) and kept
+    /// across lock holds: each locked refresh checks by one `fstatat` that the name
+    /// is still this file, with the checks of a fresh open ([`Dir::recheck`]), or
+    /// opens it again.
+    ///
+    /// [`Dir::recheck`]: crate::sidecar::Dir::recheck
+    file: Option<KeptJournal>,
+    /// Whether `file` was checked by the locked refresh of the lock hold now under
+    /// way: only then may that hold's append take it ([`take_file`]). Every refresh
+    /// clears it first, so a check never outlives its lock hold.
+    file_checked: bool,
+    /// The storage of the journal bytes a refresh reads (about the same length each
+    /// time), kept so that each check does not allocate and zero it again.
+    buf: Vec<u8>,
+}
+
+/// The journal descriptor a store keeps between commits ([`Cache::file`]).
+pub(crate) struct KeptJournal {
+    pub(crate) file: std::fs::File,
+    /// Its `fstat` when opened: the file a later check of the name must find.
+    opened: sys::Stat,
+    /// The process that opened it: a child forked without exec shares the open file
+    /// description (and its record of flush errors); it opens one of its own.
+    pid: u32,
 }
 
 impl Cache {
@@ -205,6 +225,8 @@ fn fill<T>(
         replayed,
         doc: Arc::new(doc),
         file: None,
+        file_checked: false,
+        buf: Vec::new(),
     })
 }
 
@@ -239,14 +261,28 @@ pub(crate) fn recorded_format<T>(store: &Store<T>, sidecar: &Sidecar) -> Result<
     Ok(format)
 }
 
-/// The journal the last locked refresh opened for writing, if any (see [`Cache::file`]).
-pub(crate) fn take_file<T>(store: &Store<T>) -> Option<std::fs::File> {
-    store
-        .journal
-        .cache
-        .lock()
-        .as_mut()
-        .and_then(|c| c.file.take())
+/// The journal as the locked refresh of this lock hold opened or checked it for
+/// writing, if it did (see [`Cache::file`]). Hand it back with [`keep_file`] once the
+/// append is done.
+pub(crate) fn take_file<T>(store: &Store<T>) -> Option<KeptJournal> {
+    store.journal.cache.lock().as_mut().and_then(|c| {
+        std::mem::take(&mut c.file_checked)
+            .then(|| c.file.take())
+            .flatten()
+    })
+}
+
+/// Keeps `kept` (taken with [`take_file`], appended through) for the next lock hold's
+/// refresh to check, while the cache still stands for the journal it is (`id`).
+pub(crate) fn keep_file<T>(store: &Store<T>, kept: KeptJournal, id: (u64, u64)) {
+    let mut slot = store.journal.cache.lock();
+    if let Some(cache) = slot.as_mut()
+        && cache.replayed.journal.as_ref().is_some_and(|p| p.id == id)
+        && (kept.opened.dev, kept.opened.ino) == id
+    {
+        cache.file = Some(kept);
+        cache.file_checked = false;
+    }
 }
 
 /// After this store appended `record_at` (offset of the last record, its checksum)
@@ -258,7 +294,7 @@ pub(crate) fn appended<T>(
     store: &Store<T>,
     base_generation: u64,
     generation: u64,
-    doc: Value,
+    doc: Arc<Value>,
     pos: &super::Pos,
 ) {
     let mut slot = store.journal.cache.lock();
@@ -275,7 +311,7 @@ pub(crate) fn appended<T>(
         return;
     }
     cache.generation = generation;
-    cache.doc = Arc::new(doc);
+    cache.doc = doc;
     cache.replayed.max_seen = generation;
     cache.replayed.journal = Some(pos.clone());
 }
@@ -285,7 +321,7 @@ pub(crate) fn appended<T>(
 /// `locked`: the writers' lock's sidecar, when the caller holds it (the journal is
 /// then opened for writing and kept for the commit's append).
 fn refresh<T>(store: &Store<T>, cache: &mut Cache, locked: Option<&Sidecar>) -> Result<bool> {
-    cache.file = None;
+    cache.file_checked = false;
     let opened;
     let sidecar = match locked {
         Some(s) => s,
@@ -301,13 +337,32 @@ fn refresh<T>(store: &Store<T>, cache: &mut Cache, locked: Option<&Sidecar>) -> 
         Some(_) => (Access::ReadWrite, Use::Write),
         None => (Access::Read, Use::Read),
     };
-    let Some((file, st)) =
-        sidecar
+    let name = OsStr::new(JOURNAL);
+    // With the lock held, the descriptor kept from an earlier hold, if the name is
+    // still that file (one `fstatat`); else, and for a reader, a fresh open.
+    let mut reused = None;
+    if locked.is_some()
+        && let Some(kept) = cache.file.take()
+        && kept.pid == sys::pid()
+        && let Some(st) = sidecar
             .root()
-            .open_stat(OsStr::new(JOURNAL), access, 0, purpose, Op::Read)?
-    else {
-        return Ok(false);
+            .recheck(name, &kept.opened, purpose, Op::Read)?
+    {
+        reused = Some((kept, st));
+    }
+    let (file, st) = match reused {
+        Some((kept, st)) => (Held::Kept(kept), st),
+        None => {
+            let Some((file, st)) = sidecar
+                .root()
+                .open_stat(name, access, 0, purpose, Op::Read)?
+            else {
+                return Ok(false);
+            };
+            (Held::Opened(file), st)
+        }
     };
+    let opened_stat = st;
     let Some(pos) = cache.replayed.journal.clone() else {
         return Ok(false);
     };
@@ -339,14 +394,15 @@ fn refresh<T>(store: &Store<T>, cache: &mut Cache, locked: Option<&Sidecar>) -> 
         return Ok(false);
     }
     let start = pos.last_record.map_or(HEADER_LEN as u64, |(at, _)| at);
-    let bytes = super::read_journal_at(&file, start, Some(st.size)).map_err(io)?;
+    let mut buf = std::mem::take(&mut cache.buf);
+    let len = super::read_journal_into(&file, start, Some(st.size), &mut buf).map_err(io)?;
+    let bytes = &buf[..len];
     let from = match pos.last_record {
         Some((_, checksum)) => {
-            let Some((record, size)) = parse_at(&bytes, 0) else {
+            let Some((record, size)) = parse_at(bytes, 0) else {
                 return Ok(false);
             };
-            if record.generation != cache.generation
-                || super::last_of(&record, &bytes).1 != checksum
+            if record.generation != cache.generation || super::last_of(&record, bytes).1 != checksum
             {
                 return Ok(false);
             }
@@ -355,14 +411,14 @@ fn refresh<T>(store: &Store<T>, cache: &mut Cache, locked: Option<&Sidecar>) -> 
         None if cache.generation == pos.header.follows => 0,
         None => return Ok(false),
     };
-    let found = super::scan_at(&bytes, start, from, cache.generation + 1);
+    let found = super::scan_at(bytes, start, from, cache.generation + 1);
     if found.damage.is_some() {
         return Ok(false);
     }
     if !found.records.is_empty() {
         let doc = Arc::make_mut(&mut cache.doc);
         for record in &found.records {
-            if super::apply(doc, record, &bytes).is_err() {
+            if super::apply(doc, record, bytes).is_err() {
                 return Ok(false);
             }
         }
@@ -370,7 +426,7 @@ fn refresh<T>(store: &Store<T>, cache: &mut Cache, locked: Option<&Sidecar>) -> 
     let mut pos = pos;
     if let Some(last) = found.records.last() {
         cache.generation = last.generation;
-        let (at, checksum) = super::last_of(last, &bytes);
+        let (at, checksum) = super::last_of(last, bytes);
         pos.last_record = Some((start + at, checksum));
         // Another store's records: the next record of this one names its writer.
         pos.last_ours = false;
@@ -380,10 +436,40 @@ fn refresh<T>(store: &Store<T>, cache: &mut Cache, locked: Option<&Sidecar>) -> 
     pos.size = st.size;
     cache.replayed.max_seen = cache.generation;
     cache.replayed.journal = Some(pos);
+    // Kept unless a long run of other writers' records made it large.
+    if buf.capacity() <= 1 << 20 {
+        cache.buf = buf;
+    }
     if locked.is_some() {
-        cache.file = Some(file);
+        cache.file = Some(match file {
+            Held::Kept(kept) => kept,
+            Held::Opened(file) => KeptJournal {
+                file,
+                opened: opened_stat,
+                pid: sys::pid(),
+            },
+        });
+        cache.file_checked = true;
     }
     Ok(true)
+}
+
+/// The journal descriptor a refresh reads through.
+enum Held {
+    /// Kept from an earlier lock hold, its name checked just now.
+    Kept(KeptJournal),
+    /// Opened just now.
+    Opened(std::fs::File),
+}
+
+impl std::ops::Deref for Held {
+    type Target = std::fs::File;
+    fn deref(&self) -> &std::fs::File {
+        match self {
+            Held::Kept(k) => &k.file,
+            Held::Opened(f) => f,
+        }
+    }
 }
 
 impl<T: Serialize + DeserializeOwned> Store<T> {
@@ -391,11 +477,11 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
     /// checked as a committed version.
     pub(crate) fn verify_cached(
         &self,
-        doc: &Value,
+        doc: &Arc<Value>,
         generation: u64,
         want_value: bool,
     ) -> Result<Verified<T>> {
-        let state = T::deserialize(doc).map_err(|e| Error::Mismatch {
+        let state = T::deserialize(&**doc).map_err(|e| Error::Mismatch {
             path: self.path().to_path_buf(),
             generation,
             committed: true,
@@ -403,7 +489,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         })?;
         let mut v = self.verify_state(state, None, generation, true, false)?;
         if want_value {
-            v.value = Some(doc.clone());
+            v.value = Some(Arc::clone(doc));
         }
         Ok(v)
     }
@@ -626,10 +712,12 @@ impl Store<Value> {
         if records.is_empty() {
             return outcomes;
         }
-        let file = cache.file.take();
+        let kept = std::mem::take(&mut cache.file_checked)
+            .then(|| cache.file.take())
+            .flatten();
         let appended = super::append(
             guard.sidecar(),
-            file,
+            kept.as_ref().map(|k| &k.file),
             &pos,
             &records,
             generation,
@@ -684,6 +772,7 @@ impl Store<Value> {
         cache.generation = generation;
         cache.replayed.max_seen = generation;
         cache.replayed.journal = Some(pos);
+        cache.file = kept;
         drop(slot);
         guard.record.temp = None;
         guard.record.last_generation = generation;

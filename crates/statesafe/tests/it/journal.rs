@@ -727,6 +727,94 @@ fn appends_are_flushed_and_compaction_replaces_the_journal_last() {
     assert_eq!(snap.state["n"], commits);
 }
 
+/// Commits of a long-lived store (the parent counts their system calls).
+#[test]
+fn child_journal_commits() {
+    if !common::child_role("journal-commits") {
+        return;
+    }
+    let store: Store = Store::open(common::child_arg("PATH")).unwrap();
+    let n: u64 = common::child_arg("N").parse().unwrap();
+    for i in 1..=n {
+        store.update(|s| s["n"] = i.into()).unwrap();
+    }
+    common::say(format!("commits {n}"));
+}
+
+/// A long-lived store keeps its journal open between commits: once its cache holds
+/// the document, a commit checks the journal's name with one `fstatat` (the same
+/// file, one link, the owner and mode it had) instead of opening it again, and the
+/// lock file's identity is the one taken when it was opened (no `fstat` of it per
+/// commit). Pins the count: a change that opens the journal, or `fstat`s a kept
+/// descriptor, once per commit again shows here.
+#[test]
+fn a_long_lived_store_opens_its_journal_once_not_once_per_commit() {
+    let test = "journal::a_long_lived_store_opens_its_journal_once_not_once_per_commit";
+    if let Err(reason) = common::strace_usable() {
+        common::skipped(test, &reason);
+        return;
+    }
+    let dir = common::test_dir();
+    let real = std::fs::canonicalize(dir.path()).unwrap();
+    let path = real.join("state.json");
+    let store: Store = Store::open(&path).unwrap();
+    store
+        .create_with(&journal_settings(), json!({"n": 0}))
+        .unwrap();
+    drop(store);
+    let log = real.join("strace.log");
+    let n = 20u64;
+    let out = ChildCmd::wrapped(
+        &[
+            "strace",
+            "-f",
+            "-qq",
+            "-y",
+            "-o",
+            log.to_str().unwrap(),
+            "-e",
+            "trace=openat,fstat,fdatasync",
+        ],
+        "journal::child_journal_commits",
+        "journal-commits",
+    )
+    .arg("PATH", &path)
+    .arg("N", n.to_string())
+    .run();
+    assert_eq!(out[0], format!("commits {n}"), "{out:?}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let calls: Vec<Call> = text.lines().filter_map(parse_call).collect();
+    let sidecar = sidecar(&path);
+    let journal = sidecar.join("journal");
+    let journal = journal.to_str().unwrap();
+    let lock = sidecar.join("lock");
+    let lock = lock.to_str().unwrap();
+    let flushes = calls
+        .iter()
+        .filter(|c| c.name == "fdatasync" && c.fd_path == journal)
+        .count();
+    assert_eq!(flushes as u64, n, "{text}");
+    // The first two commits read the file in full (the cache is filled from a
+    // store's second full read on) and open the journal to append; the third's
+    // check opens it and keeps it. None after that.
+    let opens = calls
+        .iter()
+        .filter(|c| c.name == "openat" && c.quoted.first().is_some_and(|q| q == "journal"))
+        .count();
+    assert!(
+        (1..=6).contains(&opens),
+        "the journal was opened {opens} times in {n} commits:\n{text}"
+    );
+    let lock_fstats = calls
+        .iter()
+        .filter(|c| c.name == "fstat" && c.fd_path == lock)
+        .count();
+    assert!(
+        lock_fstats <= 1,
+        "the lock file was fstat'ed {lock_fstats} times in {n} commits:\n{text}"
+    );
+}
+
 #[test]
 fn deep_documents_replay_like_any_other() {
     let dir = common::test_dir();
