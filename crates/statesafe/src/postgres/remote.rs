@@ -547,8 +547,9 @@ impl Remote {
         format!("\u{1}lock\u{1}{}", self.address.state)
     }
 
-    /// The statements that take the state's row lock and read the row, then look at
-    /// its lock row: `SELECT … FOR UPDATE` of the row; the lock row `FOR UPDATE SKIP
+    /// The statements that list the server session's prepared statements (before
+    /// the row lock: under it, everything adds to the time other writers wait), take
+    /// the state's row lock and read the row, then look at its lock row: `SELECT … FOR UPDATE` of the row; the lock row `FOR UPDATE SKIP
     /// LOCKED` (a row when it is free, and then this transaction holds it until it
     /// ends); the lock row's `xmax` (who holds it, when it is not free). Each
     /// statement of a simple query takes its own snapshot, so these see a lock taken
@@ -569,12 +570,12 @@ impl Remote {
             "NULL".to_string()
         };
         format!(
-            "{SELECT_CURRENT}, txid_current() FROM {main} WHERE state = {state} FOR UPDATE{wait};
+            "SELECT {PREPARED_LIST};
+{SELECT_CURRENT}, txid_current() FROM {main} WHERE state = {state} FOR UPDATE{wait};
 SELECT (SELECT 1 FROM {main} WHERE state = {key} FOR UPDATE SKIP LOCKED),
     (SELECT xmax::text FROM {main} WHERE state = {key}),
     (SELECT max(generation) FROM {history} WHERE state = {state}),
-    {list},
-    (SELECT string_agg(name, ',') FROM pg_prepared_statements WHERE starts_with(name, '{PREPARED_PREFIX}'))"
+    {list}"
         )
     }
 
@@ -601,7 +602,9 @@ SELECT (SELECT 1 FROM {main} WHERE state = {key} FOR UPDATE SKIP LOCKED),
         let statements = [
             (
                 "text, text",
-                "SELECT set_config('lock_timeout', $1, true), set_config('application_name', $2, true)".to_string(),
+                format!(
+                    "SELECT set_config('lock_timeout', $1, true), set_config('application_name', $2, true), {PREPARED_LIST}"
+                ),
                 vec![
                     literal(&format!("{}ms", millis.max(1))),
                     literal(&application_name(operation)),
@@ -609,7 +612,9 @@ SELECT (SELECT 1 FROM {main} WHERE state = {key} FOR UPDATE SKIP LOCKED),
             ),
             (
                 "text",
-                format!("{SELECT_CURRENT}, txid_current() FROM {main} WHERE state = $1 FOR UPDATE{wait}"),
+                format!(
+                    "{SELECT_CURRENT}, txid_current() FROM {main} WHERE state = $1 FOR UPDATE{wait}"
+                ),
                 vec![literal(&self.address.state)],
             ),
             (
@@ -618,8 +623,7 @@ SELECT (SELECT 1 FROM {main} WHERE state = {key} FOR UPDATE SKIP LOCKED),
                     "SELECT (SELECT 1 FROM {main} WHERE state = $2 FOR UPDATE SKIP LOCKED),
     (SELECT xmax::text FROM {main} WHERE state = $2),
     (SELECT max(generation) FROM {history} WHERE state = $1),
-    {list},
-    (SELECT string_agg(name, ',') FROM pg_prepared_statements WHERE starts_with(name, '{PREPARED_PREFIX}'))"
+    {list}"
                 ),
                 vec![literal(&self.address.state), literal(&self.lock_key())],
             ),
@@ -1608,8 +1612,21 @@ impl Tx<'_> {
     }
 }
 
-/// The name prefix of statesafe's prepared statements.
-const PREPARED_PREFIX: &str = "statesafe_";
+/// The name prefix of statesafe's prepared statements (a macro, for `concat!`).
+macro_rules! prepared_prefix {
+    () => {
+        "statesafe_"
+    };
+}
+const PREPARED_PREFIX: &str = prepared_prefix!();
+
+/// The names of statesafe's prepared statements the server session holds, as one
+/// comma-separated column (read in the transaction, before the row lock).
+const PREPARED_LIST: &str = concat!(
+    "(SELECT string_agg(name, ',') FROM pg_prepared_statements WHERE starts_with(name, '",
+    prepared_prefix!(),
+    "'))"
+);
 
 /// How far below the outgoing version a write's backup prune looks, except on every
 /// `PRUNE_WINDOW`th generation (see `write_inner`). The `64` in its statements is this.
@@ -1764,6 +1781,14 @@ impl Locking {
         let mut statements = Self::statements(&messages);
         let lock = statements.pop().unwrap_or_default();
         let main = statements.pop().unwrap_or_default();
+        // The statement before the locking `SELECT` ends with the list of prepared
+        // statements (read before the row lock: nothing under it needs to wait for it).
+        let prepared = statements
+            .pop()
+            .unwrap_or_default()
+            .into_iter()
+            .next()
+            .and_then(|r| r.last().cloned().flatten());
         let int = |v: &Option<String>| v.as_deref().and_then(|t| t.parse::<i64>().ok());
         let current = main.first().map(|r| Current {
             generation: r.first().and_then(int).unwrap_or(0) as u64,
@@ -1790,7 +1815,7 @@ impl Locking {
                     Some((generation.parse().ok()?, micros(us.parse().ok()?)))
                 })
                 .collect(),
-            prepared: column(4)
+            prepared: prepared
                 .unwrap_or_default()
                 .split(',')
                 .filter(|n| !n.is_empty())
