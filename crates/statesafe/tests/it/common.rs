@@ -147,6 +147,19 @@ impl ChildCmd {
         ChildCmd { cmd }
     }
 
+    /// Like [`ChildCmd::new`], but under `strace -f -qq -y -o LOG -e trace=CALLS`
+    /// (every thread and child, descriptors shown with their paths): the trace the
+    /// strace tests read back from `log`.
+    pub fn traced(log: &std::path::Path, calls: &str, test: &str, role: &str) -> ChildCmd {
+        let trace = format!("trace={calls}");
+        let log = log.to_str().expect("invariant: test paths are UTF-8");
+        ChildCmd::wrapped(
+            &["strace", "-f", "-qq", "-y", "-o", log, "-e", &trace],
+            test,
+            role,
+        )
+    }
+
     /// Passes a parameter, read in the child with [`child_arg`].
     pub fn arg(mut self, name: &str, value: impl AsRef<OsStr>) -> ChildCmd {
         self.cmd.env(format!("{ARG_PREFIX}{name}"), value);

@@ -656,17 +656,9 @@ fn the_first_quarantine_folder_is_made_durable_in_its_parent() {
     }
     let (dir, path) = damaged_state();
     let trace = dir.path().join("trace");
-    common::ChildCmd::wrapped(
-        &[
-            "strace",
-            "-f",
-            "-qq",
-            "-y",
-            "-o",
-            trace.to_str().unwrap(),
-            "-e",
-            "trace=mkdir,mkdirat,fsync,rename,renameat,renameat2",
-        ],
+    common::ChildCmd::traced(
+        &trace,
+        "mkdir,mkdirat,fsync,rename,renameat,renameat2",
         "correctness::child_recover",
         "recover",
     )

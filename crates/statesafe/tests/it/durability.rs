@@ -62,17 +62,9 @@ fn trace_commits(test: &str, durability: &str) -> Option<(PathBuf, Vec<Event>)> 
         .create(serde_json::json!({"n": 0}))
         .unwrap();
     let log = real_dir.join("strace.log");
-    let out = ChildCmd::wrapped(
-        &[
-            "strace",
-            "-f",
-            "-qq",
-            "-y",
-            "-o",
-            log.to_str().unwrap(),
-            "-e",
-            "trace=fsync,fdatasync,syncfs,sync,sync_file_range,msync,rename,renameat,renameat2,openat",
-        ],
+    let out = ChildCmd::traced(
+        &log,
+        "fsync,fdatasync,syncfs,sync,sync_file_range,msync,rename,renameat,renameat2,openat",
         "durability::child_commit_a_few",
         "commit-a-few",
     )

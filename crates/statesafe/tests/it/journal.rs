@@ -668,17 +668,9 @@ fn appends_are_flushed_and_compaction_replaces_the_journal_last() {
     store.create_with(&settings, json!({"n": 0})).unwrap();
     drop(store);
     let log = real.join("strace.log");
-    let out = ChildCmd::wrapped(
-        &[
-            "strace",
-            "-f",
-            "-qq",
-            "-y",
-            "-o",
-            log.to_str().unwrap(),
-            "-e",
-            "trace=fsync,fdatasync,pwrite64,rename,renameat,renameat2",
-        ],
+    let out = ChildCmd::traced(
+        &log,
+        "fsync,fdatasync,pwrite64,rename,renameat,renameat2",
         "journal::child_journal_appends_then_compacts",
         "journal-appends-then-compacts",
     )
@@ -764,17 +756,9 @@ fn a_long_lived_store_opens_its_journal_once_not_once_per_commit() {
     drop(store);
     let log = real.join("strace.log");
     let n = 20u64;
-    let out = ChildCmd::wrapped(
-        &[
-            "strace",
-            "-f",
-            "-qq",
-            "-y",
-            "-o",
-            log.to_str().unwrap(),
-            "-e",
-            "trace=openat,fstat,fdatasync",
-        ],
+    let out = ChildCmd::traced(
+        &log,
+        "openat,fstat,fdatasync",
         "journal::child_journal_commits",
         "journal-commits",
     )
