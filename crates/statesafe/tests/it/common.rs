@@ -392,6 +392,19 @@ impl Drop for Mount {
     }
 }
 
+/// For a test that reads a child's `strace`: a fresh test directory and its real path
+/// (`strace -y` shows descriptors by their resolved paths), or `None` after reporting
+/// `test` skipped when strace cannot run here.
+pub fn strace_test_dir(test: &str) -> Option<(tempfile::TempDir, PathBuf)> {
+    if let Err(reason) = strace_usable() {
+        skipped(test, &reason);
+        return None;
+    }
+    let dir = test_dir();
+    let real = std::fs::canonicalize(dir.path()).unwrap();
+    Some((dir, real))
+}
+
 /// Whether `strace` can trace a process here (it needs ptrace, which containers may forbid).
 pub fn strace_usable() -> Result<(), String> {
     match Command::new("strace")

@@ -50,12 +50,7 @@ enum Event {
 /// Runs the child under `strace -y` and returns the sync and rename calls it made, or
 /// `None` (after printing why) when strace cannot run here.
 fn trace_commits(test: &str, durability: &str) -> Option<(PathBuf, Vec<Event>)> {
-    if let Err(reason) = common::strace_usable() {
-        common::skipped(test, &reason);
-        return None;
-    }
-    let dir = common::test_dir();
-    let real_dir = std::fs::canonicalize(dir.path()).unwrap();
+    let (dir, real_dir) = common::strace_test_dir(test)?;
     let path = real_dir.join("state.json");
     Store::<serde_json::Value>::open(&path)
         .unwrap()

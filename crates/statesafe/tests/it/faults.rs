@@ -248,13 +248,10 @@ fn a_failed_file_fsync_poisons_the_store_and_leaves_the_original() {
 #[test]
 fn a_failed_directory_fsync_is_outcome_unknown() {
     let test = "faults::a_failed_directory_fsync_is_outcome_unknown";
-    if let Err(reason) = common::strace_usable() {
-        common::skipped(test, &reason);
+    let Some((_dir, real_dir)) = common::strace_test_dir(test) else {
         return;
-    }
+    };
     // Fail the first fsync of the state file's directory: the one after the rename.
-    let dir_path = common::test_dir();
-    let real_dir = std::fs::canonicalize(dir_path.path()).unwrap();
     let path = real_dir.join("state.json");
     Store::<serde_json::Value>::open(&path)
         .unwrap()

@@ -652,12 +652,9 @@ fn parse_call(line: &str) -> Option<Call> {
 #[test]
 fn appends_are_flushed_and_compaction_replaces_the_journal_last() {
     let test = "journal::appends_are_flushed_and_compaction_replaces_the_journal_last";
-    if let Err(reason) = common::strace_usable() {
-        common::skipped(test, &reason);
+    let Some((_dir, real)) = common::strace_test_dir(test) else {
         return;
-    }
-    let dir = common::test_dir();
-    let real = std::fs::canonicalize(dir.path()).unwrap();
+    };
     let path = real.join("state.json");
     let store: Store = Store::open(&path).unwrap();
     let settings = Settings {
@@ -742,12 +739,9 @@ fn child_journal_commits() {
 #[test]
 fn a_long_lived_store_opens_its_journal_once_not_once_per_commit() {
     let test = "journal::a_long_lived_store_opens_its_journal_once_not_once_per_commit";
-    if let Err(reason) = common::strace_usable() {
-        common::skipped(test, &reason);
+    let Some((_dir, real)) = common::strace_test_dir(test) else {
         return;
-    }
-    let dir = common::test_dir();
-    let real = std::fs::canonicalize(dir.path()).unwrap();
+    };
     let path = real.join("state.json");
     let store: Store = Store::open(&path).unwrap();
     store

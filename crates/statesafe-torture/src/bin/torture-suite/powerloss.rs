@@ -1382,6 +1382,16 @@ fn damaged_record(cfg: &PowerLoss<'_>, tally: &Tally) -> Result<(), String> {
 mod tests {
     use super::*;
 
+    /// A model with one directory, `/r`, and nothing in it.
+    fn model_of_r() -> Model {
+        let mut m = Model {
+            dirs: vec![Dir::default()],
+            ..Model::default()
+        };
+        m.dir_paths.insert("/r".into(), 0);
+        m
+    }
+
     #[test]
     fn lines_parse_with_descriptors_strings_and_vectors() {
         let c = parse_line(r#"pwrite64(6</\x74\x6d\x70/j>, "\x2e\x00\x41", 3, 104) = 3"#).unwrap();
@@ -1441,11 +1451,7 @@ mod tests {
 
     #[test]
     fn descriptors_belong_to_their_process() {
-        let mut m = Model {
-            dirs: vec![Dir::default()],
-            ..Model::default()
-        };
-        m.dir_paths.insert("/r".into(), 0);
+        let mut m = model_of_r();
         let calls = calls_of(concat!(
             "1 openat(3</r>, \"\\x61\", O_WRONLY|O_CREAT|O_EXCL, 0600) = 4</r/a>\n",
             "1 write(4</r/a>, \"\\x68\", 1) = 1\n",
@@ -1509,11 +1515,7 @@ mod tests {
 
     #[test]
     fn a_directory_change_is_durable_only_after_the_directory_fsync() {
-        let mut m = Model {
-            dirs: vec![Dir::default()],
-            ..Model::default()
-        };
-        m.dir_paths.insert("/r".into(), 0);
+        let mut m = model_of_r();
         let open = parse_line(r#"openat(3</r>, "\x61", O_WRONLY|O_CREAT|O_EXCL, 0600) = 4</r/a>"#)
             .unwrap();
         assert!(m.step(&open).unwrap());
