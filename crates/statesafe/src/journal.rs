@@ -19,7 +19,7 @@ use std::ffi::OsStr;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -38,6 +38,9 @@ use crate::transaction::Base;
 use crate::write::{Current, Durability, Perms, Poisoning};
 
 pub(crate) mod cache;
+pub(crate) mod durable;
+
+pub(crate) use durable::Pending;
 
 /// The journal's name in the sidecar.
 pub(crate) const JOURNAL: &str = "journal";
@@ -817,21 +820,6 @@ pub(crate) fn newest_generation(sidecar: &Sidecar) -> Result<u64> {
         .max(scan(&bytes, HEADER_LEN, header.follows + 1).max_seen))
 }
 
-/// Whether the journal's last record (generation `generation`, if `pos` has one)
-/// is one whose writer recorded its commit in the lock record, which it does after
-/// its flush succeeded. A writer whose flush failed zeroes its record again; one
-/// killed before that (or before recording) leaves a record that may be only in the
-/// page cache: after a failed writeback the kernel marks the pages clean, unwritten,
-/// and reports the error to no descriptor opened after another saw it, so a next
-/// writer's successful flush does not prove it durable. Appending after it could
-/// acknowledge a record a power loss separates from the one before; the next writer
-/// compacts instead (the new snapshot is durable whatever the journal's pages hold).
-/// The lock record is not synced: after a power loss the first commit may compact
-/// for nothing.
-pub(crate) fn last_record_confirmed(pos: &Pos, generation: u64, guard: &lock::Guard<'_>) -> bool {
-    pos.last_record.is_none() || generation <= guard.previous.last_generation
-}
-
 /// The compaction threshold for a snapshot of `snapshot_len` bytes.
 fn threshold(snapshot_len: usize, setting: Option<u64>) -> u64 {
     let by_size = (snapshot_len as u64)
@@ -862,85 +850,64 @@ fn write_zeros(file: &std::fs::File, from: u64, to: u64) -> io::Result<()> {
     Ok(())
 }
 
-/// Appends `record` at `pos.end` (zeroing a torn append's leftovers past it) and
-/// flushes it once. `Ok(Err)`: nothing was flushed and the record was taken back;
-/// `Err(Poisoning)`: the flush failed (outcome unknown, the store is poisoned).
-///
-/// `kept`: the journal as the cache's refresh opened it for writing in this lock hold
-/// (`None`: opened here). Its name is checked to be that same file still, with one
-/// link.
-fn append(
+/// The descriptor to append through, with the writers' lock held: `kept`, the journal
+/// as the cache's refresh opened or checked it for writing in this lock hold (its name
+/// checked here to be that same file still, with one link), or one opened now (`pos`,
+/// read in this lock hold, says where the journal ends: what the new descriptor can
+/// vouch for starts there).
+pub(crate) fn writer(
     sidecar: &Sidecar,
-    kept: Option<&std::fs::File>,
+    kept: Option<std::sync::Arc<cache::KeptJournal>>,
     pos: &Pos,
-    record: &[u8],
-    generation: u64,
-    durability: Durability,
-    state_path: &Path,
-) -> std::result::Result<Result<Duration>, Poisoning> {
+) -> Result<std::sync::Arc<cache::KeptJournal>> {
     let root = sidecar.root();
     let path = root.join(JOURNAL);
     let io = |e: io::Error| Error::io(Op::Write, &path, e);
-    let kept_checked = kept.is_some();
-    let opened;
-    let file = match kept {
-        Some(f) => {
-            match rustix::fs::statat(
-                root.fd(),
-                OsStr::new(JOURNAL),
-                rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
-            ) {
-                #[allow(clippy::unnecessary_cast)]
-                Ok(st) if (st.st_dev as u64, st.st_ino as u64) == pos.id && st.st_nlink == 1 => {}
-                Ok(_) => {
-                    return Ok(Err(Error::Corrupt {
-                        path: path.clone(),
-                        line: None,
-                        column: None,
-                        reason: "the journal was replaced or linked elsewhere while the writers' lock was held".into(),
-                    }));
-                }
-                Err(e) => return Ok(Err(io(e.into()))),
-            }
-            f
-        }
-        None => match root.open(
-            OsStr::new(JOURNAL),
-            Access::ReadWrite,
-            0,
-            Use::Write,
-            Op::Write,
-        ) {
-            Ok(Some(f)) => {
-                opened = f;
-                &opened
-            }
-            Ok(None) => {
-                return Ok(Err(Error::io(
-                    Op::Write,
-                    path,
-                    io::ErrorKind::NotFound.into(),
-                )));
-            }
-            Err(e) => return Ok(Err(e)),
-        },
+    let replaced = |what: &str| Error::Corrupt {
+        path: path.clone(),
+        line: None,
+        column: None,
+        reason: format!("the journal was {what} while the writers' lock was held"),
     };
-    // A kept descriptor is the one the refresh found to be `pos.id` in this lock
-    // hold (and the name was just found to be it still); one opened here is checked.
-    if !kept_checked {
-        match sys::stat_fd(file) {
-            Ok(st) if (st.dev, st.ino) == pos.id => {}
-            Ok(_) => {
-                return Ok(Err(Error::Corrupt {
-                    path: path.clone(),
-                    line: None,
-                    column: None,
-                    reason: "the journal was replaced while the writers' lock was held".into(),
-                }));
+    if let Some(kept) = kept {
+        return match rustix::fs::statat(
+            root.fd(),
+            OsStr::new(JOURNAL),
+            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+        ) {
+            #[allow(clippy::unnecessary_cast)]
+            Ok(st) if (st.st_dev as u64, st.st_ino as u64) == pos.id && st.st_nlink == 1 => {
+                Ok(kept)
             }
-            Err(e) => return Ok(Err(io(e))),
-        }
+            Ok(_) => Err(replaced("replaced or linked elsewhere")),
+            Err(e) => Err(io(e.into())),
+        };
     }
+    let file = match root.open(
+        OsStr::new(JOURNAL),
+        Access::ReadWrite,
+        0,
+        Use::Write,
+        Op::Write,
+    )? {
+        Some(f) => f,
+        None => return Err(Error::io(Op::Write, path, io::ErrorKind::NotFound.into())),
+    };
+    let st = sys::stat_fd(&file).map_err(io)?;
+    if (st.dev, st.ino) != pos.id {
+        return Err(replaced("replaced"));
+    }
+    Ok(std::sync::Arc::new(cache::KeptJournal::new(
+        file, st, pos.end,
+    )))
+}
+
+/// Writes `record` at `pos.end` through `kept` (zeroing a torn append's leftovers
+/// past it, growing the preallocated space when needed). Returns the append's number
+/// through the descriptor, for its flush ([`Pending`]). On failure whatever reached
+/// the file is zeroed again: nothing was flushed, and no reader serves it.
+fn write_record(kept: &cache::KeptJournal, pos: &Pos, record: &[u8]) -> io::Result<u64> {
+    let file = &kept.file;
     let end = pos.end + record.len() as u64;
     let written = (|| {
         if end > pos.size {
@@ -952,34 +919,19 @@ fn append(
         file.write_all_at(record, pos.end)
     })();
     if let Err(e) = written {
-        // Whatever reached the file is a record that never verifies or a torn tail;
-        // zeroed again so that no reader serves a commit that failed.
         let _ = file.write_all_at(&vec![0; record.len()], pos.end);
-        return Ok(Err(io(e)));
+        return Err(e);
     }
-    if durability == Durability::None {
-        return Ok(Ok(Duration::ZERO));
-    }
-    let started = Instant::now();
-    let flushed = if mutation("journal-skip-flush") {
-        Ok(())
-    } else if cfg!(test) && FAIL_FLUSH.swap(false, std::sync::atomic::Ordering::SeqCst) {
-        Err(io::Error::from_raw_os_error(
-            rustix::io::Errno::IO.raw_os_error(),
-        ))
-    } else {
-        sys::fdatasync(file)
-    };
-    match flushed {
-        Ok(()) => Ok(Ok(started.elapsed())),
-        Err(e) => {
-            let _ = file.write_all_at(&vec![0; record.len()], pos.end);
-            Err(Poisoning(Error::OutcomeUnknown {
-                path: state_path.to_path_buf(),
-                generation,
-                source: io::Error::other(JournalFlushFailed(e)),
-            }))
-        }
+    Ok(kept.witness.appended())
+}
+
+/// The error of a commit whose flush failed: its record is in the journal and may or
+/// may not survive a power loss.
+pub(crate) fn flush_failed(state_path: &Path, generation: u64, e: io::Error) -> Error {
+    Error::OutcomeUnknown {
+        path: state_path.to_path_buf(),
+        generation,
+        source: io::Error::other(JournalFlushFailed(e)),
     }
 }
 
@@ -1533,7 +1485,17 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         let (Some(pos), true, Some(old)) = (&j.journal, j.appendable, &b.value) else {
             return compact(None);
         };
-        if !last_record_confirmed(pos, b.generation, guard) {
+        // The descriptor to append through, and whether its flush will vouch for every
+        // record before this one (durable.rs): a descriptor opened after records whose
+        // flushes are not known to have succeeded waits for their writers to publish
+        // them, and otherwise this commit compacts (the new snapshot is durable whatever
+        // the journal's pages hold).
+        let kept = writer(&sidecar, cache::take_file(self), pos)?;
+        let id = durable::JournalId::of(pos.id, &pos.header);
+        let lock_file = std::sync::Arc::clone(guard.lock_file());
+        if self.opts.durability == Durability::Full
+            && !kept.witness.prove(&lock_file, id, durable::PROVE_WAIT)
+        {
             return compact(None);
         }
         let new = serde_json::to_value(state).map_err(|e| Error::Serialize {
@@ -1541,9 +1503,13 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             source: e,
         })?;
         let (kind, body) = change_body(old, &new, encoded_len);
-        // Every record before this one was flushed while the writers' lock was held,
-        // so all of the journal before its offset is durable.
-        let meta = RecordMeta::now(change, !pos.last_ours, pos.end);
+        // What this writer knows durable: a later record's claim tells a reader that a
+        // bad record before it is damage, not a torn append.
+        let meta = RecordMeta::now(
+            change,
+            !pos.last_ours,
+            kept.witness.claim(&lock_file, id, pos.end),
+        );
         let Some(record) = encode_record(generation, kind, Some(&meta), &body) else {
             return compact(None);
         };
@@ -1556,28 +1522,40 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             // As in the other formats: a commit that changes nothing writes nothing
             // and keeps the generation (unless it is due to compact, which leaving
             // journal mode relies on).
+            cache::keep_file(self, kept, pos.id);
             return Ok(Step::Appended(b.clone(), Duration::ZERO));
         }
-        let kept = cache::take_file(self);
-        let fsync = match append(
-            &sidecar,
-            kept.as_ref().map(|k| &k.file),
-            pos,
-            &record,
+        let seq = write_record(&kept, pos, &record)
+            .map_err(|e| Error::io(Op::Write, sidecar.root().join(JOURNAL), e))?;
+        let end = pos.end + record.len() as u64;
+        let pending = Pending {
+            kept: std::sync::Arc::clone(&kept),
+            lock: lock_file,
+            id,
+            seq,
+            end,
             generation,
-            self.opts.durability,
-            self.path(),
-        ) {
-            Ok(result) => result?,
-            Err(Poisoning(e)) => {
-                self.poison();
-                return Err(e);
+        };
+        // The flush: after the lock is released when the caller releases it right after
+        // this commit (so that other writers append meanwhile and flushes overlap),
+        // else now.
+        let fsync = if self.opts.durability == Durability::None {
+            Duration::ZERO
+        } else if guard.may_defer {
+            guard.deferred = Some(pending);
+            Duration::ZERO
+        } else {
+            match pending.finish() {
+                Ok(d) => d,
+                Err(e) => {
+                    self.poison();
+                    return Err(flush_failed(self.path(), generation, e));
+                }
             }
         };
         guard.record.temp = None;
         guard.record.last_generation = generation;
         let _ = guard.write_record(self.path());
-        let end = pos.end + record.len() as u64;
         let new = std::sync::Arc::new(new);
         let mut j = j.clone();
         j.max_seen = generation;
@@ -1602,9 +1580,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                 p,
             );
         }
-        if let Some(kept) = kept {
-            cache::keep_file(self, kept, pos.id);
-        }
+        cache::keep_file(self, kept, pos.id);
         // The new base: `b` but for what this commit changed (built field by field:
         // a clone of `b` would copy the old document only to drop it).
         let next = Base {

@@ -177,7 +177,9 @@ pub(crate) struct LockFile {
 #[derive(Debug)]
 struct OpenLock {
     /// Opened read-write: only a user who may write the state file takes the lock.
-    file: File,
+    /// Shared with journal commits that publish their durable end in it after the
+    /// lock is released ([`Guard::lock_file`]).
+    file: Arc<File>,
     /// The sidecar it is in, checked when opened.
     sidecar: Arc<Sidecar>,
     /// The process that opened it. A child forked without exec inherits the
@@ -222,6 +224,12 @@ pub(crate) struct Guard<'a> {
     through: Option<File>,
     /// The pass this holder made for the commands it runs ([`Guard::open_pass`]).
     pass: Option<Pass>,
+    /// Set by a caller that releases the lock right after its commit: a journal
+    /// append may then leave its flush for after the release ([`Guard::deferred`]).
+    pub may_defer: bool,
+    /// A journal append whose flush waits for the lock's release (see
+    /// `journal::Pending`); the caller finishes it after [`Guard::release`].
+    pub deferred: Option<crate::journal::Pending>,
 }
 
 /// The environment variable through which a holder of the writers' lock (`statesafe
@@ -350,6 +358,8 @@ impl LockFile {
             lock: self.path.clone(),
             through,
             pass: None,
+            may_defer: false,
+            deferred: None,
         };
         guard.previous = guard.read_record().unwrap_or_default();
         let (host, user, command) = identity();
@@ -467,7 +477,7 @@ impl LockFile {
                 .map_err(|e| Error::io(Op::OpenLock, &self.path, e))?;
         }
         Ok(Some(OpenLock {
-            file,
+            file: Arc::new(file),
             sidecar: Arc::new(sidecar),
             pid: sys::pid(),
             id: (st.dev, st.ino),
@@ -738,6 +748,11 @@ impl Guard<'_> {
         self.inner
             .as_deref()
             .expect("invariant: a guard exists only for an open lock")
+    }
+
+    /// The lock file's descriptor (a journal commit publishes its durable end there).
+    pub fn lock_file(&self) -> &Arc<File> {
+        &self.open().file
     }
 
     /// The sidecar the lock file is in.

@@ -581,6 +581,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                 });
             }
         }
+        guard.may_defer = true;
         let new = self.write_version(
             &mut guard,
             &temp_name,
@@ -588,8 +589,30 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             base.as_ref(),
             Change::Commit,
         )?;
-        guard.release();
+        self.release_and_finish(guard)?;
         Ok(new.generation)
+    }
+
+    /// Releases the writers' lock after a commit, then flushes the journal append it
+    /// left for after the release (`journal::Pending`): the commit is acknowledged only
+    /// once that flush proved it durable. A failed flush poisons the store and is
+    /// [`Error::OutcomeUnknown`].
+    pub(crate) fn release_and_finish(&self, mut guard: lock::Guard<'_>) -> Result<()> {
+        let pending = guard.deferred.take();
+        guard.release();
+        let Some(pending) = pending else {
+            return Ok(());
+        };
+        let generation = pending.generation;
+        match pending.finish() {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                self.poison();
+                let e = crate::journal::flush_failed(self.path(), generation, e);
+                self.recorder.failure(e.kind());
+                Err(e)
+            }
+        }
     }
 
     /// Validates, encodes and commits `state` as the version after `base`, keeps the
@@ -1329,9 +1352,10 @@ impl<'s, T: Serialize + DeserializeOwned> Transaction<'s, T> {
             } => {
                 let held = std::cell::RefCell::new(Some(self.state));
                 let doc = NewDoc::Streamed(&held);
+                guard.may_defer = true;
                 let new =
                     store.write_doc(&mut guard, &temp_name, doc, base.as_ref(), Change::Commit)?;
-                guard.release();
+                store.release_and_finish(guard)?;
                 Ok(new.generation)
             }
             Imp::Remote(tx) => tx.commit(store, &self.state),
@@ -1408,6 +1432,7 @@ impl<T: Serialize + DeserializeOwned> Transaction<'_, T> {
                 base,
                 ..
             } => {
+                guard.may_defer = true;
                 let new = store.write_version(
                     &mut guard,
                     &temp_name,
@@ -1415,7 +1440,7 @@ impl<T: Serialize + DeserializeOwned> Transaction<'_, T> {
                     base.as_ref(),
                     Change::Commit,
                 )?;
-                guard.release();
+                store.release_and_finish(guard)?;
                 Ok(new.generation)
             }
             Imp::Remote(tx) => tx.commit(store, &self.state),
@@ -1481,8 +1506,9 @@ impl<T: Serialize + DeserializeOwned> Transaction<'_, T> {
             depth,
             outgoing: outgoing.as_deref(),
         };
+        guard.may_defer = true;
         let new = store.write_doc(&mut guard, &temp_name, doc, base.as_ref(), Change::Commit)?;
-        guard.release();
+        store.release_and_finish(guard)?;
         Ok(new.generation)
     }
 }

@@ -42,7 +42,7 @@ use crate::sidecar::{Sidecar, Use};
 use crate::store::{Store, Verified};
 use crate::sys::{self, Access};
 use crate::transaction::Locked;
-use crate::write::{Current, Poisoning};
+use crate::write::Current;
 
 /// How long ago a snapshot's change time must be before its identity alone (without
 /// its bytes) proves it unchanged: more than any filesystem's timestamp granularity
@@ -106,7 +106,7 @@ pub(crate) struct Cache {
     /// opens it again.
     ///
     /// [`Dir::recheck`]: crate::sidecar::Dir::recheck
-    file: Option<KeptJournal>,
+    file: Option<Arc<KeptJournal>>,
     /// Whether `file` was checked by the locked refresh of the lock hold now under
     /// way: only then may that hold's append take it ([`take_file`]). Every refresh
     /// clears it first, so a check never outlives its lock hold.
@@ -117,6 +117,7 @@ pub(crate) struct Cache {
 }
 
 /// The journal descriptor a store keeps between commits ([`Cache::file`]).
+#[derive(Debug)]
 pub(crate) struct KeptJournal {
     pub(crate) file: std::fs::File,
     /// Its `fstat` when opened: the file a later check of the name must find.
@@ -124,6 +125,26 @@ pub(crate) struct KeptJournal {
     /// The process that opened it: a child forked without exec shares the open file
     /// description (and its record of flush errors); it opens one of its own.
     pid: u32,
+    /// What its flushes prove (`durable.rs`).
+    pub(crate) witness: super::durable::Witness,
+}
+
+impl KeptJournal {
+    /// A descriptor just opened for writing, with the writers' lock held, when the
+    /// journal ended at `end`.
+    pub(crate) fn new(file: std::fs::File, opened: sys::Stat, end: u64) -> KeptJournal {
+        KeptJournal {
+            file,
+            opened,
+            pid: sys::pid(),
+            witness: super::durable::Witness::new(end),
+        }
+    }
+
+    /// Its device and inode.
+    pub(crate) fn id(&self) -> (u64, u64) {
+        (self.opened.dev, self.opened.ino)
+    }
 }
 
 impl Cache {
@@ -264,7 +285,7 @@ pub(crate) fn recorded_format<T>(store: &Store<T>, sidecar: &Sidecar) -> Result<
 /// The journal as the locked refresh of this lock hold opened or checked it for
 /// writing, if it did (see [`Cache::file`]). Hand it back with [`keep_file`] once the
 /// append is done.
-pub(crate) fn take_file<T>(store: &Store<T>) -> Option<KeptJournal> {
+pub(crate) fn take_file<T>(store: &Store<T>) -> Option<Arc<KeptJournal>> {
     store.journal.cache.lock().as_mut().and_then(|c| {
         std::mem::take(&mut c.file_checked)
             .then(|| c.file.take())
@@ -274,11 +295,12 @@ pub(crate) fn take_file<T>(store: &Store<T>) -> Option<KeptJournal> {
 
 /// Keeps `kept` (taken with [`take_file`], appended through) for the next lock hold's
 /// refresh to check, while the cache still stands for the journal it is (`id`).
-pub(crate) fn keep_file<T>(store: &Store<T>, kept: KeptJournal, id: (u64, u64)) {
+pub(crate) fn keep_file<T>(store: &Store<T>, kept: Arc<KeptJournal>, id: (u64, u64)) {
     let mut slot = store.journal.cache.lock();
     if let Some(cache) = slot.as_mut()
         && cache.replayed.journal.as_ref().is_some_and(|p| p.id == id)
-        && (kept.opened.dev, kept.opened.ino) == id
+        && kept.id() == id
+        && !kept.witness.failed()
     {
         cache.file = Some(kept);
         cache.file_checked = false;
@@ -344,6 +366,7 @@ fn refresh<T>(store: &Store<T>, cache: &mut Cache, locked: Option<&Sidecar>) -> 
     if locked.is_some()
         && let Some(kept) = cache.file.take()
         && kept.pid == sys::pid()
+        && !kept.witness.failed()
         && let Some(st) = sidecar
             .root()
             .recheck(name, &kept.opened, purpose, Op::Read)?
@@ -434,6 +457,7 @@ fn refresh<T>(store: &Store<T>, cache: &mut Cache, locked: Option<&Sidecar>) -> 
     pos.end = start + found.end as u64;
     pos.dirty_to = start + found.dirty_to as u64;
     pos.size = st.size;
+    let pos_end = pos.end;
     cache.replayed.max_seen = cache.generation;
     cache.replayed.journal = Some(pos);
     // Kept unless a long run of other writers' records made it large.
@@ -443,11 +467,9 @@ fn refresh<T>(store: &Store<T>, cache: &mut Cache, locked: Option<&Sidecar>) -> 
     if locked.is_some() {
         cache.file = Some(match file {
             Held::Kept(kept) => kept,
-            Held::Opened(file) => KeptJournal {
-                file,
-                opened: opened_stat,
-                pid: sys::pid(),
-            },
+            // Opened in this lock hold, after every append so far: it can vouch
+            // for what is appended from the end just found.
+            Held::Opened(file) => Arc::new(KeptJournal::new(file, opened_stat, pos_end)),
         });
         cache.file_checked = true;
     }
@@ -457,7 +479,7 @@ fn refresh<T>(store: &Store<T>, cache: &mut Cache, locked: Option<&Sidecar>) -> 
 /// The journal descriptor a refresh reads through.
 enum Held {
     /// Kept from an earlier lock hold, its name checked just now.
-    Kept(KeptJournal),
+    Kept(Arc<KeptJournal>),
     /// Opened just now.
     Opened(std::fs::File),
 }
@@ -647,11 +669,27 @@ impl Store<Value> {
         let Some(pos) = cache.replayed.journal.clone() else {
             return fallback(batch.len());
         };
-        if !cache.replayed.appendable
-            || !super::last_record_confirmed(&pos, cache.generation, &guard)
+        if !cache.replayed.appendable {
+            return fallback(batch.len());
+        }
+        // The descriptor, and whether its flush vouches for every record before the
+        // batch (durable.rs); if not, each commit runs as a transaction, which compacts.
+        let kept = std::mem::take(&mut cache.file_checked)
+            .then(|| cache.file.take())
+            .flatten();
+        let Ok(kept) = super::writer(guard.sidecar(), kept, &pos) else {
+            return fallback(batch.len());
+        };
+        let id = super::durable::JournalId::of(pos.id, &pos.header);
+        let lock_file = Arc::clone(guard.lock_file());
+        if self.opts.durability == crate::write::Durability::Full
+            && !kept
+                .witness
+                .prove(&lock_file, id, super::durable::PROVE_WAIT)
         {
             return fallback(batch.len());
         }
+        let claim = kept.witness.claim(&lock_file, id, pos.end);
         let limit = super::threshold(
             cache.replayed.snapshot_len,
             self.config().settings.journal_max_bytes,
@@ -664,10 +702,10 @@ impl Store<Value> {
         // Every record of the batch is this store's commit, flushed now: the first
         // names its writer unless this store wrote the record before it, the others
         // are "the same as the record before".
-        // Each record holds durable what was before the batch: the records before it
-        // in the batch are flushed with it, by the same flush.
-        let named = super::RecordMeta::now(&crate::history::Change::Commit, true, pos.end);
-        let same = super::RecordMeta::now(&crate::history::Change::Commit, false, pos.end);
+        // Each record claims durable what the descriptor knew before the batch: the
+        // records before it in the batch are flushed with it, by the same flush.
+        let named = super::RecordMeta::now(&crate::history::Change::Commit, true, claim);
+        let same = super::RecordMeta::now(&crate::history::Change::Commit, false, claim);
         for request in batch {
             if request.ops.0.is_empty() {
                 outcomes.push(Outcome::Done(generation));
@@ -710,23 +748,12 @@ impl Store<Value> {
             outcomes.push(Outcome::Done(next));
         }
         if records.is_empty() {
+            cache.file = Some(kept);
             return outcomes;
         }
-        let kept = std::mem::take(&mut cache.file_checked)
-            .then(|| cache.file.take())
-            .flatten();
-        let appended = super::append(
-            guard.sidecar(),
-            kept.as_ref().map(|k| &k.file),
-            &pos,
-            &records,
-            generation,
-            self.opts.durability,
-            self.path(),
-        );
-        let fsync = match appended {
-            Ok(Ok(fsync)) => fsync,
-            Ok(Err(e)) => {
+        let seq = match super::write_record(&kept, &pos, &records) {
+            Ok(seq) => seq,
+            Err(e) => {
                 // Nothing reached the journal (the bytes were zeroed again): the
                 // commits did not happen; each runs as a transaction, which reports
                 // what it finds.
@@ -740,23 +767,7 @@ impl Store<Value> {
                     })
                     .collect();
             }
-            Err(Poisoning(e)) => {
-                *slot = None;
-                self.poison();
-                return outcomes
-                    .into_iter()
-                    .map(|o| match o {
-                        Outcome::Done(g) => {
-                            self.recorder.failure(e.kind());
-                            Outcome::Failed(flush_failed(self.path(), g, &e))
-                        }
-                        other => other,
-                    })
-                    .collect();
-            }
         };
-        #[cfg(test)]
-        DURABLE.fetch_max(generation, std::sync::atomic::Ordering::SeqCst);
         let end = pos.end + records.len() as u64;
         let mut pos = pos;
         if end > pos.size {
@@ -772,12 +783,51 @@ impl Store<Value> {
         cache.generation = generation;
         cache.replayed.max_seen = generation;
         cache.replayed.journal = Some(pos);
-        cache.file = kept;
+        cache.file = Some(Arc::clone(&kept));
         drop(slot);
         guard.record.temp = None;
         guard.record.last_generation = generation;
         let _ = guard.write_record(self.path());
+        let pending = super::Pending {
+            kept,
+            lock: lock_file,
+            id,
+            seq,
+            end,
+            generation,
+        };
+        // Flushed once the lock is released: other processes append meanwhile. The
+        // batch slot is kept until then, so this store's next batch appends after it.
         guard.release();
+        let fsync = if self.opts.durability == crate::write::Durability::None {
+            std::time::Duration::ZERO
+        } else {
+            match pending.finish() {
+                Ok(fsync) => fsync,
+                Err(e) => {
+                    *self.journal.cache.lock() = None;
+                    self.poison();
+                    let cause = e.to_string();
+                    return outcomes
+                        .into_iter()
+                        .map(|o| match o {
+                            Outcome::Done(g) => {
+                                let e = super::flush_failed(
+                                    self.path(),
+                                    g,
+                                    std::io::Error::new(e.kind(), cause.clone()),
+                                );
+                                self.recorder.failure(e.kind());
+                                Outcome::Failed(e)
+                            }
+                            other => other,
+                        })
+                        .collect();
+                }
+            }
+        };
+        #[cfg(test)]
+        DURABLE.fetch_max(generation, std::sync::atomic::Ordering::SeqCst);
         for o in &outcomes {
             if matches!(o, Outcome::Done(_)) {
                 self.recorder.commit(started.elapsed(), fsync);
@@ -791,24 +841,6 @@ impl Store<Value> {
 /// acknowledged before it).
 #[cfg(test)]
 pub(crate) static DURABLE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
-/// The error of each commit of a batch whose flush failed.
-fn flush_failed(path: &std::path::Path, generation: u64, e: &Error) -> Error {
-    let cause = match e {
-        Error::OutcomeUnknown { source, .. } => source
-            .get_ref()
-            .and_then(|s| s.downcast_ref::<crate::error::JournalFlushFailed>())
-            .map_or_else(|| source.to_string(), |f| f.0.to_string()),
-        other => other.to_string(),
-    };
-    Error::OutcomeUnknown {
-        path: path.to_path_buf(),
-        generation,
-        source: std::io::Error::other(crate::error::JournalFlushFailed(std::io::Error::other(
-            cause,
-        ))),
-    }
-}
 
 /// What a store keeps for journal mode: the cached document and the group commit.
 #[derive(Default)]
@@ -954,7 +986,7 @@ mod tests {
     }
 
     #[test]
-    fn a_failed_flush_fails_every_commit_of_its_batch_and_writes_none() {
+    fn a_failed_flush_fails_every_commit_of_its_batch_as_unknown() {
         let dir = tempfile::tempdir().unwrap();
         let store = journal_store(dir.path());
         store
@@ -976,14 +1008,17 @@ mod tests {
                 Outcome::Fallback => panic!("commit {i} fell back"),
             }
         }
-        // The store is poisoned; the records were taken back.
+        // The store is poisoned. The records stay in the journal: flushed after the
+        // lock is released, they may have later records after them, which zeroing
+        // would cut off; their commits are unknown, not failed, and a reader may see
+        // them (here the kernel really holds them, so every reader does).
         assert!(matches!(
             store.apply_patch(&json!([{"op": "replace", "path": "/a", "value": 9}])),
             Err(Error::Poisoned { .. })
         ));
         let other: Store = Store::open(dir.path().join("state.json")).unwrap();
-        assert_eq!(other.load().unwrap().state, json!({"a": 0}));
-        assert_eq!(other.load().unwrap().generation, 2);
+        assert_eq!(other.load().unwrap().state, json!({"a": 5}));
+        assert_eq!(other.load().unwrap().generation, 7);
     }
 
     #[test]

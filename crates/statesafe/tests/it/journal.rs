@@ -1104,40 +1104,31 @@ fn a_group_commits_records_say_the_journal_was_durable_up_to_their_batch() {
     }
 }
 
-/// Sets the lock record's `last_generation` (the last generation a holder recorded as
-/// committed, after its flush) to `generation`, as a holder that died before
-/// recording its commit leaves it.
-fn set_recorded_generation(path: &Path, generation: u64) {
+/// Forgets every durable end published in the lock file (past its 4 KiB lock record
+/// page), as after the writer of the journal's last records died between its append
+/// and its flush, or its flush failed.
+fn forget_published(path: &Path) {
     let lock = sidecar(path).join("lock");
-    let bytes = std::fs::read(&lock).unwrap();
-    let end = bytes
-        .iter()
-        .rposition(|b| !b.is_ascii_whitespace())
-        .unwrap();
-    let mut record: Value = serde_json::from_slice(&bytes[..=end]).unwrap();
-    record["last_generation"] = generation.into();
-    let mut out = serde_json::to_vec(&record).unwrap();
-    out.resize(bytes.len() - 1, b' ');
-    out.push(b'\n');
+    let len = std::fs::metadata(&lock).unwrap().len();
+    assert!(len > 4096, "no durable end was published in the lock file");
     std::fs::OpenOptions::new()
         .write(true)
         .open(&lock)
         .unwrap()
-        .write_all_at(&out, 0)
+        .write_all_at(&vec![0; (len - 4096) as usize], 4096)
         .unwrap();
 }
 
 #[test]
-fn a_record_whose_writer_did_not_record_its_flush_is_compacted_not_appended_after() {
-    // A writer whose `fdatasync` failed (the kernel then marks the pages clean,
-    // unwritten, and tells no descriptor opened later) zeroes its record again; one
-    // killed before that leaves a record that may be only in the page cache, and a
-    // next writer's successful flush would not write it. Appending after it, that
-    // writer would be acknowledged with a record a power loss can separate from the
-    // one before it (reported as damage, its commit lost). The next writer sees that
-    // the last record's writer did not record its commit in the lock record (written
-    // after the flush) and compacts: the new snapshot is durable whatever the journal's
-    // pages hold.
+fn records_no_flush_vouches_for_are_compacted_not_appended_after() {
+    // A writer appends with the writers' lock held and flushes after releasing it. A
+    // writer whose `fdatasync` failed (the kernel then marks the pages clean,
+    // unwritten, and tells no descriptor opened later), or that was killed before
+    // flushing, leaves records that may be only in the page cache. A descriptor opened
+    // before them reports such a failure at its own flush, so a store that kept one
+    // appends; a descriptor opened after them cannot, so a store with a fresh one waits
+    // for their writers to publish their flushes and, when none does, compacts: the new
+    // snapshot is durable whatever the journal's pages hold.
     for group in [false, true] {
         let dir = common::test_dir();
         let path = dir.path().join("state.json");
@@ -1146,23 +1137,30 @@ fn a_record_whose_writer_did_not_record_its_flush_is_compacted_not_appended_afte
         store.update(|s| s["n"] = 1.into()).unwrap();
         store.update(|s| s["n"] = 2.into()).unwrap();
         assert_eq!(record_offsets(&path).len(), 2);
-        set_recorded_generation(&path, 2);
+        forget_published(&path);
+        // The store's own descriptor was opened before the records: its flush vouches.
+        store.update(|s| s["n"] = 3.into()).unwrap();
+        assert_eq!(record_offsets(&path).len(), 3, "group commit: {group}");
+        forget_published(&path);
+        let fresh: Store = Store::open(&path).unwrap();
         if group {
-            store
-                .apply_patch(&json!([{"op": "replace", "path": "/n", "value": 3}]))
+            fresh
+                .apply_patch(&json!([{"op": "replace", "path": "/n", "value": 4}]))
                 .unwrap();
         } else {
-            store.update(|s| s["n"] = 3.into()).unwrap();
+            fresh.update(|s| s["n"] = 4.into()).unwrap();
         }
         let snapshot: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-        assert_eq!(snapshot["n"], 3, "group commit: {group}");
+        assert_eq!(snapshot["n"], 4, "group commit: {group}");
         assert!(record_offsets(&path).is_empty(), "group commit: {group}");
-        // Recorded again: the next commit appends.
-        store.update(|s| s["n"] = 4.into()).unwrap();
-        assert_eq!(record_offsets(&path).len(), 1);
+        // Published again: a store opening the journal now appends.
+        store.update(|s| s["n"] = 5.into()).unwrap();
+        let another: Store = Store::open(&path).unwrap();
+        another.update(|s| s["n"] = 6.into()).unwrap();
+        assert_eq!(record_offsets(&path).len(), 2, "group commit: {group}");
         assert_eq!(
             Store::<Value>::open(&path).unwrap().load().unwrap().state["n"],
-            4
+            6
         );
     }
 }

@@ -1,0 +1,360 @@
+//! Flushes after the writers' lock is released, and how a commit knows that every
+//! record before its own is durable (issue 16; the argument is in `docs/design.md`,
+//! "Journal mode", "Shared flushes").
+//!
+//! A journal commit appends its record with the writers' lock held, releases the lock,
+//! and then flushes (`fdatasync`) through the descriptor that made the `pwrite`, so that
+//! the flushes of several processes overlap and the device merges them. A commit is
+//! acknowledged when
+//!
+//! - its own flush succeeded through a descriptor that never reported an error, and
+//! - the journal is known durable up to the end it had when that descriptor was opened
+//!   (`opened_end`): some flush published that end or a later one.
+//!
+//! Linux records a writeback error in the file's error sequence (errseq) and reports it
+//! once to every open file description that sampled the sequence before it, at its next
+//! flush. So a successful flush through a description opened when the journal ended at
+//! `opened_end` proves durable every byte written after that open and before the flush
+//! began (written back without error since the open, or written by this flush), and
+//! the published end covers the bytes before. A description opened after another
+//! process saw an error is never told of it: that is why a fresh descriptor first needs
+//! the published end to reach its `opened_end` (with the writers' lock held, before it
+//! appends: otherwise the commit compacts, and the new snapshot is durable whatever the
+//! journal's pages hold).
+//!
+//! The published end lives in the lock file, past the lock record: [`SLOTS`] slots of
+//! [`SLOT_LEN`] bytes, one per process by its id, each naming the journal (device,
+//! inode, header checksum) and an end, with a checksum; the durable end is the largest
+//! end any valid slot names for this journal. A slot is only ever written after the
+//! flush that proves it; a torn or foreign slot is ignored, and a smaller end written
+//! over a larger one only makes a later writer wait or compact.
+
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use super::{HEADER_LEN, Header, le64};
+use crate::format;
+
+/// Where the slots start in the lock file (the lock record takes the first 2,048
+/// bytes; the slots start at the next page).
+const REGION_AT: u64 = 4096;
+/// How many slots (one per process, by its id: two processes may share one).
+pub(crate) const SLOTS: usize = 64;
+/// One slot: magic, device, inode, header checksum, end, writer's pid, checksum.
+pub(crate) const SLOT_LEN: usize = 64;
+const MAGIC: &[u8; 8] = b"SSDURAB1";
+
+/// How long a writer with a fresh descriptor waits (with the lock held) for the
+/// appenders before it to publish their flushes, before it compacts instead.
+pub(crate) const PROVE_WAIT: Duration = Duration::from_millis(250);
+
+/// Which journal a published end is for: its device and inode, and its header's
+/// checksum (generations never repeat, so neither does a header).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct JournalId {
+    pub dev: u64,
+    pub ino: u64,
+    pub header: u64,
+}
+
+impl JournalId {
+    pub(crate) fn of(id: (u64, u64), header: &Header) -> JournalId {
+        JournalId {
+            dev: id.0,
+            ino: id.1,
+            header: le64(&header.encode()[24..32]),
+        }
+    }
+}
+
+fn encode_slot(id: JournalId, end: u64) -> [u8; SLOT_LEN] {
+    let mut b = [0u8; SLOT_LEN];
+    b[..8].copy_from_slice(MAGIC);
+    b[8..16].copy_from_slice(&id.dev.to_le_bytes());
+    b[16..24].copy_from_slice(&id.ino.to_le_bytes());
+    b[24..32].copy_from_slice(&id.header.to_le_bytes());
+    b[32..40].copy_from_slice(&end.to_le_bytes());
+    b[40..48].copy_from_slice(&u64::from(crate::sys::pid()).to_le_bytes());
+    let sum = format::checksum(&b[..56]);
+    b[56..].copy_from_slice(&sum.to_le_bytes());
+    b
+}
+
+/// The end a valid slot names for `id` (`None`: torn, empty or another journal's).
+fn decode_slot(b: &[u8], id: JournalId) -> Option<u64> {
+    if &b[..8] != MAGIC || format::checksum(&b[..56]) != le64(&b[56..64]) {
+        return None;
+    }
+    let named = JournalId {
+        dev: le64(&b[8..16]),
+        ino: le64(&b[16..24]),
+        header: le64(&b[24..32]),
+    };
+    (named == id).then(|| le64(&b[32..40]))
+}
+
+/// The largest end published for `id` (0: none, or the region cannot be read).
+pub(crate) fn published(lock: &std::fs::File, id: JournalId) -> u64 {
+    let mut buf = [0u8; SLOTS * SLOT_LEN];
+    let Ok(n) = lock.read_at(&mut buf, REGION_AT) else {
+        return 0;
+    };
+    buf[..n - n % SLOT_LEN]
+        .chunks_exact(SLOT_LEN)
+        .filter_map(|s| decode_slot(s, id))
+        .max()
+        .unwrap_or(0)
+}
+
+/// Publishes that `id` is durable up to `end` (best effort: a slot that cannot be
+/// written only makes a later writer wait or compact).
+pub(crate) fn publish(lock: &std::fs::File, id: JournalId, end: u64) {
+    let slot = crate::sys::pid() as usize % SLOTS;
+    let _ = lock.write_all_at(&encode_slot(id, end), REGION_AT + (slot * SLOT_LEN) as u64);
+}
+
+/// What a journal descriptor knows of its own flushes, shared by the commits of one
+/// store that append through it (threads of one process: one open file description,
+/// whose flush error is reported once, to whichever flush comes first).
+#[derive(Debug)]
+pub(crate) struct Witness {
+    /// The journal's end when the descriptor was opened (the writers' lock held).
+    opened_end: u64,
+    /// Whether the journal is known durable up to `opened_end` (see the module).
+    proven: AtomicBool,
+    /// An end up to which the journal is known durable (0: none yet).
+    known: AtomicU64,
+    /// Appends made through the descriptor, numbered from 1.
+    appends: AtomicU64,
+    flushed: parking_lot::Mutex<Flushed>,
+}
+
+#[derive(Debug, Default)]
+struct Flushed {
+    /// The number of appends made before the newest successful flush began.
+    upto: u64,
+    /// A flush through this descriptor failed: nothing it holds is proven again.
+    failed: bool,
+}
+
+impl Witness {
+    pub(crate) fn new(opened_end: u64) -> Witness {
+        // A journal's header is durable before its name is (`start`): nothing before
+        // the first record needs a proof.
+        let proven = opened_end <= HEADER_LEN as u64;
+        Witness {
+            opened_end,
+            proven: AtomicBool::new(proven),
+            known: AtomicU64::new(if proven { opened_end } else { 0 }),
+            appends: AtomicU64::new(0),
+            flushed: parking_lot::Mutex::new(Flushed::default()),
+        }
+    }
+
+    /// Whether a flush through this descriptor can vouch for every record before the
+    /// next one: with the writers' lock held, waits up to `wait` for the appenders
+    /// before to publish. `false`: the commit must compact.
+    pub(crate) fn prove(&self, lock: &std::fs::File, id: JournalId, wait: Duration) -> bool {
+        if self.proven.load(Ordering::Acquire) || super::mutation("journal-ack-unproven") {
+            return true;
+        }
+        if self.flushed.lock().failed {
+            return false;
+        }
+        let started = Instant::now();
+        let mut pause = Duration::from_micros(20);
+        loop {
+            let end = published(lock, id);
+            if end >= self.opened_end {
+                self.known.fetch_max(end, Ordering::AcqRel);
+                self.proven.store(true, Ordering::Release);
+                return true;
+            }
+            if started.elapsed() >= wait {
+                return false;
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(2));
+        }
+    }
+
+    /// The offset the next record claims durable: what this descriptor knows, or the
+    /// published end when that is further (read only when another writer appended
+    /// since: `end` is where the record goes).
+    pub(crate) fn claim(&self, lock: &std::fs::File, id: JournalId, end: u64) -> u64 {
+        let known = self.known.load(Ordering::Acquire);
+        if known >= end {
+            return end;
+        }
+        let published = published(lock, id).min(end);
+        self.known.fetch_max(published, Ordering::AcqRel);
+        known.max(published)
+    }
+
+    /// Numbers an append made through the descriptor (call after its `pwrite`).
+    pub(crate) fn appended(&self) -> u64 {
+        self.appends.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    /// Makes append number `seq` durable: one flush of `file`, unless a flush that
+    /// began after that append succeeded already (group commit among the threads that
+    /// share the descriptor). `Err`: this or an earlier flush through the descriptor
+    /// failed. Returns the time spent flushing.
+    pub(crate) fn flush(
+        &self,
+        file: &std::fs::File,
+        seq: u64,
+        flush: impl FnOnce(&std::fs::File) -> std::io::Result<()>,
+    ) -> std::io::Result<Duration> {
+        let mut state = self.flushed.lock();
+        if state.failed {
+            return Err(std::io::Error::other(
+                "an earlier flush of this journal descriptor failed, so this record's durability is unknown",
+            ));
+        }
+        if state.upto >= seq {
+            return Ok(Duration::ZERO);
+        }
+        let upto = self.appends.load(Ordering::Acquire);
+        let started = Instant::now();
+        match flush(file) {
+            Ok(()) => {
+                state.upto = upto;
+                Ok(started.elapsed())
+            }
+            Err(e) => {
+                state.failed = true;
+                Err(e)
+            }
+        }
+    }
+
+    /// After an acknowledged flush that made the journal durable up to `end`.
+    pub(crate) fn durable(&self, end: u64) {
+        self.known.fetch_max(end, Ordering::AcqRel);
+    }
+
+    /// Whether a flush through the descriptor failed (it is then never used again).
+    pub(crate) fn failed(&self) -> bool {
+        self.flushed.lock().failed
+    }
+}
+
+/// A journal append whose flush is still to come: made with the writers' lock held,
+/// finished ([`Pending::finish`]) after it is released, or at once by a caller that
+/// keeps the lock.
+#[derive(Debug)]
+pub(crate) struct Pending {
+    pub(crate) kept: Arc<super::cache::KeptJournal>,
+    pub(crate) lock: Arc<std::fs::File>,
+    pub(crate) id: JournalId,
+    /// The append's number through the descriptor.
+    pub(crate) seq: u64,
+    /// The end of the record (the last of a batch).
+    pub(crate) end: u64,
+    /// The commit's generation (the last of a batch), for its error.
+    pub(crate) generation: u64,
+}
+
+impl Pending {
+    /// Flushes (or finds flushed) the append and publishes its end. `Err`: the flush
+    /// failed; the commit's outcome is unknown and the caller poisons its store.
+    pub(crate) fn finish(self) -> std::io::Result<Duration> {
+        let witness = &self.kept.witness;
+        let flushed = witness.flush(&self.kept.file, self.seq, |file| {
+            if super::mutation("journal-skip-flush") {
+                Ok(())
+            } else if cfg!(test) && super::FAIL_FLUSH.swap(false, Ordering::SeqCst) {
+                Err(std::io::Error::from_raw_os_error(
+                    rustix::io::Errno::IO.raw_os_error(),
+                ))
+            } else {
+                crate::sys::fdatasync(file)
+            }
+        })?;
+        witness.durable(self.end);
+        publish(&self.lock, self.id, self.end);
+        Ok(flushed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_round_trip_and_a_torn_or_foreign_slot_is_ignored() {
+        let id = JournalId {
+            dev: 1,
+            ino: 2,
+            header: 3,
+        };
+        let slot = encode_slot(id, 4096);
+        assert_eq!(decode_slot(&slot, id), Some(4096));
+        assert_eq!(decode_slot(&slot, JournalId { ino: 9, ..id }), None);
+        for at in 0..SLOT_LEN {
+            let mut torn = slot;
+            torn[at] ^= 0x40;
+            assert_eq!(decode_slot(&torn, id), None, "byte {at}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(dir.path().join("lock"))
+            .unwrap();
+        assert_eq!(published(&file, id), 0);
+        publish(&file, id, 100);
+        assert_eq!(published(&file, id), 100);
+        file.write_all_at(&encode_slot(id, 300), REGION_AT + 5 * SLOT_LEN as u64)
+            .unwrap();
+        file.write_all_at(
+            &encode_slot(JournalId { header: 4, ..id }, 900),
+            REGION_AT + 6 * SLOT_LEN as u64,
+        )
+        .unwrap();
+        assert_eq!(published(&file, id), 300);
+        let w = Witness::new(200);
+        assert!(w.prove(&file, id, Duration::ZERO));
+        let w = Witness::new(400);
+        assert!(!w.prove(&file, id, Duration::from_millis(5)));
+        assert!(Witness::new(HEADER_LEN as u64).prove(&file, id, Duration::ZERO));
+    }
+
+    #[test]
+    fn a_failed_flush_fails_every_later_flush_of_the_descriptor() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = std::fs::File::create(dir.path().join("j")).unwrap();
+        let w = Witness::new(HEADER_LEN as u64);
+        let one = w.appended();
+        let two = w.appended();
+        // The flush for the second append covers the first: no second flush.
+        assert!(w.flush(&file, two, |_| Ok(())).is_ok());
+        let mut called = false;
+        assert!(
+            w.flush(&file, one, |_| {
+                called = true;
+                Ok(())
+            })
+            .is_ok()
+        );
+        assert!(
+            !called,
+            "the first append was covered by the flush after it"
+        );
+        let three = w.appended();
+        assert!(
+            w.flush(&file, three, |_| Err(std::io::Error::other("EIO")))
+                .is_err()
+        );
+        // The kernel reports the error to this description once; every later flush
+        // through it (which the kernel would let succeed) fails here.
+        let four = w.appended();
+        assert!(w.flush(&file, four, |_| Ok(())).is_err());
+        assert!(w.failed());
+    }
+}
