@@ -15,7 +15,7 @@
 # (EIO, replace), the order check, stress (3 s), and layer c (the library's power-loss
 # simulator, `cargo test -p statesafe --lib -- sim::`).
 #
-# Journal mode (issue 16) has four mutations of its own: an append without its
+# Journal mode (issue 16) has five mutations of its own: an append without its
 # `fdatasync`, a replay that trusts a bad checksum, a compaction that replaces the
 # journal before the snapshot is durable, a replay that takes a bad record before a
 # good one for a torn append whatever durable offset the good one's writer claims. They
@@ -24,6 +24,10 @@
 # journal layer that models its failure: `powerloss-j` (the trace-driven power-loss
 # simulator on a journal append, and on three processes' appends traced together:
 # torn appends, lost flushes, and a damaged record before a good one) for the lost flush, the trusted checksum and the ignored claim,
+# `unit-j` (the library's test of a writer whose descriptor was opened after records
+# nobody published as flushed: it must compact, not append) for the fifth, an
+# acknowledgement without that proof (`journal-ack-unproven`; the trace-driven layers
+# cannot make a flush fail with the kernel's effect on the other descriptors),
 # `kill-j` (the kill layer on a compaction, at the calls that
 # change a file) for the early compaction. The whole-file layers are not run on the
 # journal mutations (their operations never append), nor the journal layers on the
@@ -39,8 +43,9 @@ wrappers=$(cd "$target/mutation-wrappers" && pwd)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 mutations=(skip-file-fsync skip-dir-fsync no-temp-cleanup fixed-temp-name no-lock eatmydata
-  journal-skip-flush journal-trust-checksum journal-compact-early journal-ignore-durable-claim)
-layers=(kill errors order stress powerloss kill-j powerloss-j)
+  journal-skip-flush journal-trust-checksum journal-compact-early journal-ignore-durable-claim
+  journal-ack-unproven)
+layers=(kill errors order stress powerloss kill-j powerloss-j unit-j)
 
 # Runs a cargo command against the broken build `$1`.
 mutated() {
@@ -64,6 +69,9 @@ run_layer() { # bin layer -> exit status of the layer
     powerloss) mutated "$m" cargo test --locked --quiet -p statesafe --lib -- sim:: ;;
     kill-j) "$bin" kill --ops journal-compact --at-changes ;;
     powerloss-j) "$bin" powerloss --ops journal-append,journal-append-many ;;
+    # The library's test of a descriptor that cannot vouch for the records before it.
+    unit-j) mutated journal cargo test --locked --quiet -p statesafe --lib -- \
+      journal::cache::tests::a_fresh_descriptor_compacts_after_records_nobody_published ;;
   esac
 }
 
@@ -73,6 +81,7 @@ applies() {
     journal-skip-flush:powerloss-j | journal-trust-checksum:powerloss-j) true ;;
     journal-ignore-durable-claim:powerloss-j) true ;;
     journal-compact-early:kill-j) true ;;
+    journal-ack-unproven:unit-j) true ;;
     journal-*:*) false ;;
     *:*-j) false ;;
     *) true ;;

@@ -1494,7 +1494,9 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         let id = durable::JournalId::of(pos.id, &pos.header);
         let lock_file = std::sync::Arc::clone(guard.lock_file());
         if self.opts.durability == Durability::Full
-            && !kept.witness.prove(&lock_file, id, durable::PROVE_WAIT)
+            && !kept
+                .witness
+                .prove(&lock_file, id, pos.end, durable::PROVE_WAIT)
         {
             return compact(None);
         }

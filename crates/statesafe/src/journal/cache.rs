@@ -685,7 +685,7 @@ impl Store<Value> {
         if self.opts.durability == crate::write::Durability::Full
             && !kept
                 .witness
-                .prove(&lock_file, id, super::durable::PROVE_WAIT)
+                .prove(&lock_file, id, pos.end, super::durable::PROVE_WAIT)
         {
             return fallback(batch.len());
         }
@@ -929,6 +929,7 @@ impl Group {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::FileExt;
     use std::sync::atomic::Ordering;
 
     use serde_json::json;
@@ -1019,6 +1020,39 @@ mod tests {
         let other: Store = Store::open(dir.path().join("state.json")).unwrap();
         assert_eq!(other.load().unwrap().state, json!({"a": 5}));
         assert_eq!(other.load().unwrap().generation, 7);
+    }
+
+    #[test]
+    fn a_fresh_descriptor_compacts_after_records_nobody_published() {
+        // The records' writers died before publishing their flushes (here: the
+        // published ends are wiped). A store with a descriptor opened after them cannot
+        // vouch for them: it compacts (the snapshot gets its commit) instead of
+        // appending. The mutation check runs this test on `journal-ack-unproven`.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        let store = journal_store(dir.path());
+        for i in 0..3 {
+            store
+                .apply_patch(&json!([{"op": "add", "path": "/a", "value": i}]))
+                .unwrap();
+        }
+        let lock = store.local().target.sidecar().join("lock");
+        let len = std::fs::metadata(&lock).unwrap().len();
+        assert!(len > 4096, "nothing was published");
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&lock)
+            .unwrap()
+            .write_all_at(&vec![0; (len - 4096) as usize], 4096)
+            .unwrap();
+        let fresh: Store = Store::open(&path).unwrap();
+        fresh.update(|s| s["a"] = 7.into()).unwrap();
+        let snapshot: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(
+            snapshot,
+            json!({"a": 7}),
+            "the commit was appended after records no flush vouched for"
+        );
     }
 
     #[test]

@@ -154,22 +154,41 @@ impl Witness {
     }
 
     /// Whether a flush through this descriptor can vouch for every record before the
-    /// next one: with the writers' lock held, waits up to `wait` for the appenders
-    /// before to publish. `false`: the commit must compact.
-    pub(crate) fn prove(&self, lock: &std::fs::File, id: JournalId, wait: Duration) -> bool {
-        if self.proven.load(Ordering::Acquire) || super::mutation("journal-ack-unproven") {
+    /// next one, which goes at `end`: with the writers' lock held, waits up to `wait`
+    /// for the appenders before to publish. `false`: the commit must compact.
+    ///
+    /// Where the kernel does not report a writeback error to every description opened
+    /// before it ([`errors_reach_every_descriptor`]), no descriptor vouches for what
+    /// another process wrote: the published end must reach `end` itself, every time.
+    pub(crate) fn prove(
+        &self,
+        lock: &std::fs::File,
+        id: JournalId,
+        end: u64,
+        wait: Duration,
+    ) -> bool {
+        let per_descriptor = errors_reach_every_descriptor();
+        if (per_descriptor && self.proven.load(Ordering::Acquire))
+            || super::mutation("journal-ack-unproven")
+        {
             return true;
         }
         if self.flushed.lock().failed {
             return false;
         }
+        let needed = if per_descriptor { self.opened_end } else { end };
+        if needed <= self.known.load(Ordering::Acquire) {
+            return true;
+        }
         let started = Instant::now();
         let mut pause = Duration::from_micros(20);
         loop {
-            let end = published(lock, id);
-            if end >= self.opened_end {
-                self.known.fetch_max(end, Ordering::AcqRel);
-                self.proven.store(true, Ordering::Release);
+            let published = published(lock, id);
+            if published >= needed {
+                self.known.fetch_max(published, Ordering::AcqRel);
+                if per_descriptor {
+                    self.proven.store(true, Ordering::Release);
+                }
                 return true;
             }
             if started.elapsed() >= wait {
@@ -239,6 +258,34 @@ impl Witness {
     /// Whether a flush through the descriptor failed (it is then never used again).
     pub(crate) fn failed(&self) -> bool {
         self.flushed.lock().failed
+    }
+}
+
+/// Whether the kernel reports a writeback error to every open file description that
+/// sampled the file's error sequence before it (Linux's errseq, complete for ext4, xfs
+/// and btrfs since 4.16), which the proof of a kept descriptor rests on. Elsewhere (an
+/// older kernel reports an error to the first flush of any descriptor only, and other
+/// systems are not known to do better) a commit appends only after every record
+/// before it was published as flushed.
+pub(crate) fn errors_reach_every_descriptor() -> bool {
+    static KNOWN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *KNOWN.get_or_init(|| {
+        cfg!(target_os = "linux")
+            && linux_at_least(
+                &rustix::system::uname().release().to_string_lossy(),
+                (4, 16),
+            )
+    })
+}
+
+/// Whether a Linux release string (`6.1.0-18-amd64`) is at least `want`.
+fn linux_at_least(release: &str, want: (u32, u32)) -> bool {
+    let mut parts = release.split(|c: char| !c.is_ascii_digit());
+    let major = parts.next().and_then(|p| p.parse::<u32>().ok());
+    let minor = parts.next().and_then(|p| p.parse::<u32>().ok());
+    match (major, minor) {
+        (Some(major), Some(minor)) => (major, minor) >= want,
+        _ => false,
     }
 }
 
@@ -318,11 +365,22 @@ mod tests {
         )
         .unwrap();
         assert_eq!(published(&file, id), 300);
+        // A descriptor opened at 200 can vouch from 200 on; one opened at 400 cannot
+        // until someone publishes 400 (where errors reach every descriptor).
+        assert!(
+            errors_reach_every_descriptor(),
+            "the tests run on Linux 4.16 or later"
+        );
         let w = Witness::new(200);
-        assert!(w.prove(&file, id, Duration::ZERO));
+        assert!(w.prove(&file, id, 350, Duration::ZERO));
         let w = Witness::new(400);
-        assert!(!w.prove(&file, id, Duration::from_millis(5)));
-        assert!(Witness::new(HEADER_LEN as u64).prove(&file, id, Duration::ZERO));
+        assert!(!w.prove(&file, id, 450, Duration::from_millis(5)));
+        assert!(Witness::new(HEADER_LEN as u64).prove(&file, id, 450, Duration::ZERO));
+        assert!(linux_at_least("6.1.0-18-amd64", (4, 16)));
+        assert!(linux_at_least("4.16.0", (4, 16)));
+        assert!(!linux_at_least("4.15.18-generic", (4, 16)));
+        assert!(!linux_at_least("3.10.0-1160.el7.x86_64", (4, 16)));
+        assert!(!linux_at_least("garbage", (4, 16)));
     }
 
     #[test]

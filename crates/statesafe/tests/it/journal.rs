@@ -148,6 +148,52 @@ fn child_journal_increments() {
 }
 
 #[test]
+fn threads_sharing_a_store_lose_no_update() {
+    // Their flushes come after the lock's release, through the store's one descriptor:
+    // serialized, and a flush that began after an append covers it.
+    let dir = common::test_dir();
+    let path = dir.path().join("counter.json");
+    let store = create_journal(&path, json!({"n": 0}));
+    std::thread::scope(|s| {
+        for _ in 0..8 {
+            s.spawn(|| {
+                for _ in 0..25 {
+                    store
+                        .update(|s| s["n"] = (s["n"].as_u64().unwrap() + 1).into())
+                        .unwrap();
+                }
+            });
+        }
+    });
+    let snap = Store::<Value>::open(&path).unwrap().load().unwrap();
+    assert_eq!(snap.state["n"], 200);
+    assert_eq!(snap.generation, 201);
+}
+
+#[test]
+fn processes_lose_no_update_across_compactions() {
+    // A small journal: the processes compact often, and each then opens the new
+    // journal with a fresh descriptor, which must see the appenders before it publish
+    // their flushes (or compact) before it appends.
+    let dir = common::test_dir();
+    let path = dir.path().join("counter.json");
+    limited_journal_store(&path, 4096);
+    let mut children: Vec<_> = (0..4)
+        .map(|_| {
+            ChildCmd::new("journal::child_journal_increments", "journal-increments")
+                .arg("PATH", &path)
+                .spawn()
+        })
+        .collect();
+    for child in &mut children {
+        assert_eq!(child.read_all(), ["done"]);
+        assert!(child.wait().success());
+    }
+    let snap = Store::<Value>::open(&path).unwrap().load().unwrap();
+    assert_eq!(snap.state["n"], 80);
+}
+
+#[test]
 fn processes_lose_no_update() {
     let dir = common::test_dir();
     let path = dir.path().join("counter.json");
