@@ -418,7 +418,7 @@ fn refresh<T>(store: &Store<T>, cache: &mut Cache, locked: Option<&Sidecar>) -> 
     }
     let start = pos.last_record.map_or(HEADER_LEN as u64, |(at, _)| at);
     let mut buf = std::mem::take(&mut cache.buf);
-    let len = super::read_journal_into(&file, start, Some(st.size), &mut buf).map_err(io)?;
+    let len = super::read_journal_tail(&file, start, st.size, &mut buf).map_err(io)?;
     let bytes = &buf[..len];
     let from = match pos.last_record {
         Some((_, checksum)) => {
