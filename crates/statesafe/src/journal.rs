@@ -1583,6 +1583,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             seq,
             end,
             generation,
+            started: std::time::Instant::now(),
         };
         // The flush: after the lock is released when the caller releases it right after
         // this commit (so that other writers append meanwhile and flushes overlap),

@@ -172,6 +172,9 @@ pub(crate) struct LockFile {
     /// `None` until first needed; the mutex also serializes this process's threads.
     /// (Boxed: a `Store` holds this inline, and the open lock is made once per store.)
     file: Mutex<Option<Box<OpenLock>>>,
+    /// How long this store's recent lock holds lasted (nanoseconds, a moving
+    /// average; 0: none yet): what a wait for the lock polls by ([`wait_for_flock`]).
+    hold_ns: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Debug)]
@@ -217,6 +220,9 @@ pub(crate) struct Guard<'a> {
     pub record: Record,
     pub previous: Record,
     locked: bool,
+    /// When it was taken, and where its holding time is averaged when released.
+    acquired: Instant,
+    hold_ns: &'a std::sync::atomic::AtomicU64,
     state: PathBuf,
     lock: PathBuf,
     /// Let through by a pass (see [`PASS_ENV`]): the pass file we hold `flock` on,
@@ -267,11 +273,26 @@ impl LockFile {
             target: target.clone(),
             path: target.sidecar().join(LOCK_FILE),
             file: Mutex::new(None),
+            hold_ns: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The longest sleep between tries in the first 100 ms of a wait: half this
+    /// store's recent lock holds, between 20 and 500 µs. Holds are as long as a
+    /// commit's work under the lock: a whole-file commit's two `fsync`s (a
+    /// millisecond or more, so 500 µs), or a journal commit's append without its
+    /// flush (tens of microseconds: sleeping 500 µs there left the lock free most of
+    /// the time under contention).
+    fn poll_cap(&self) -> Duration {
+        match self.hold_ns.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => Duration::from_micros(500),
+            ns => Duration::from_nanos(ns / 2)
+                .clamp(Duration::from_micros(20), Duration::from_micros(500)),
+        }
     }
 
     /// Takes the lock, waiting at most `timeout` (zero: try once).
@@ -326,7 +347,7 @@ impl LockFile {
                     Entry::Through(file) => through = Some(file),
                     Entry::TimedOut => return Err(timed_out(start.elapsed())),
                     Entry::NoPass => {
-                        if !wait_for_flock(&open.file, start, timeout)
+                        if !wait_for_flock(&open.file, start, timeout, self.poll_cap())
                             .map_err(|e| Error::io(Op::Lock, &self.path, e))?
                         {
                             return Err(timed_out(start.elapsed()));
@@ -354,6 +375,8 @@ impl LockFile {
             record: Record::default(),
             previous: Record::default(),
             locked: true,
+            acquired: Instant::now(),
+            hold_ns: &self.hold_ns,
             state: state.clone(),
             lock: self.path.clone(),
             through,
@@ -628,7 +651,7 @@ fn enter_pass(open: &OpenLock, start: Instant, timeout: Duration) -> io::Result<
             Ok(None) => continue,
             Err(e) => return Err(io::Error::other(e.to_string())),
         };
-        if !wait_for_flock(&file, start, timeout)? {
+        if !wait_for_flock(&file, start, timeout, Duration::from_micros(500))? {
             return Ok(Entry::TimedOut);
         }
         // Removed while we waited: its maker released its lock (see `PASS_ENV`). Or
@@ -721,7 +744,12 @@ fn pass_token() -> String {
 /// 500 µs, so that under contention the lock passes on within a fraction of one
 /// commit (two fsyncs); a longer wait (someone holds the lock for a while, as
 /// `statesafe lock` does) backs off to 10 ms between tries.
-fn wait_for_flock(file: &File, start: Instant, timeout: Duration) -> io::Result<bool> {
+fn wait_for_flock(
+    file: &File,
+    start: Instant,
+    timeout: Duration,
+    short_cap: Duration,
+) -> io::Result<bool> {
     let mut pause = Duration::from_micros(20);
     loop {
         match file.try_lock() {
@@ -735,7 +763,7 @@ fn wait_for_flock(file: &File, start: Instant, timeout: Duration) -> io::Result<
         }
         std::thread::sleep(pause.min(timeout - elapsed));
         let cap = if elapsed < Duration::from_millis(100) {
-            Duration::from_micros(500)
+            short_cap
         } else {
             Duration::from_millis(10)
         };
@@ -912,6 +940,15 @@ impl Guard<'_> {
             return;
         }
         self.locked = false;
+        let held = u64::try_from(self.acquired.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let old = self.hold_ns.load(std::sync::atomic::Ordering::Relaxed);
+        let avg = if old == 0 {
+            held
+        } else {
+            (old / 4).saturating_mul(3).saturating_add(held / 4)
+        };
+        self.hold_ns
+            .store(avg, std::sync::atomic::Ordering::Relaxed);
         if cfg!(statesafe_mutation = "no-lock") {
             return;
         }

@@ -604,8 +604,12 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             return Ok(());
         };
         let generation = pending.generation;
+        let started = pending.started;
         match pending.finish() {
-            Ok(_) => Ok(()),
+            Ok(fsync) => {
+                self.recorder.commit(started.elapsed(), fsync);
+                Ok(())
+            }
             Err(e) => {
                 self.poison();
                 let e = crate::journal::flush_failed(self.path(), generation, e);
@@ -639,9 +643,11 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
     ) -> Result<Base> {
         let started = Instant::now();
         let result = self.write_version_inner(guard, temp_name, doc, base, change);
-        match &result {
-            Ok((_, fsync)) => self.recorder.commit(started.elapsed(), *fsync),
-            Err(e) => self.recorder.failure(e.kind()),
+        match (&result, guard.deferred.as_mut()) {
+            // Counted once its flush is done (`release_and_finish`).
+            (Ok(_), Some(pending)) => pending.started = started,
+            (Ok((_, fsync)), None) => self.recorder.commit(started.elapsed(), *fsync),
+            (Err(e), _) => self.recorder.failure(e.kind()),
         }
         result.map(|(b, _)| b)
     }

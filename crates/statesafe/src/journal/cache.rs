@@ -795,6 +795,7 @@ impl Store<Value> {
             seq,
             end,
             generation,
+            started: std::time::Instant::now(),
         };
         // Flushed once the lock is released: other processes append meanwhile. The
         // batch slot is kept until then, so this store's next batch appends after it.

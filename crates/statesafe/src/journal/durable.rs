@@ -303,6 +303,8 @@ pub(crate) struct Pending {
     pub(crate) end: u64,
     /// The commit's generation (the last of a batch), for its error.
     pub(crate) generation: u64,
+    /// When the commit began (for its latency in the store's statistics).
+    pub(crate) started: Instant,
 }
 
 impl Pending {
