@@ -312,6 +312,14 @@ impl Pending {
     /// failed; the commit's outcome is unknown and the caller poisons its store.
     pub(crate) fn finish(self) -> std::io::Result<Duration> {
         let witness = &self.kept.witness;
+        // A writer that appended after this record and has flushed since published an
+        // end past it: that flush began after this record was written, and proved it
+        // durable with everything before it. (The descriptor's own count of what its
+        // flushes covered is left alone: this proves this record only.)
+        if !witness.failed() && published(&self.lock, self.id) >= self.end {
+            witness.durable(self.end);
+            return Ok(Duration::ZERO);
+        }
         let flushed = witness.flush(&self.kept.file, self.seq, |file| {
             if super::mutation("journal-skip-flush") {
                 Ok(())
@@ -383,6 +391,57 @@ mod tests {
         assert!(!linux_at_least("4.15.18-generic", (4, 16)));
         assert!(!linux_at_least("3.10.0-1160.el7.x86_64", (4, 16)));
         assert!(!linux_at_least("garbage", (4, 16)));
+    }
+
+    #[test]
+    fn a_record_a_later_writers_published_flush_covers_is_not_flushed_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(dir.path().join("journal"))
+            .unwrap();
+        let lock = Arc::new(
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(dir.path().join("lock"))
+                .unwrap(),
+        );
+        let st = crate::sys::stat_fd(&journal).unwrap();
+        let kept = Arc::new(super::super::cache::KeptJournal::new(
+            journal,
+            st,
+            HEADER_LEN as u64,
+        ));
+        let id = JournalId {
+            dev: st.dev,
+            ino: st.ino,
+            header: 1,
+        };
+        let pending = |seq, end| Pending {
+            kept: Arc::clone(&kept),
+            lock: Arc::clone(&lock),
+            id,
+            seq,
+            end,
+            generation: 2,
+            started: Instant::now(),
+        };
+        // Another writer published 1000: a record ending at 500 is durable.
+        let one = kept.witness.appended();
+        publish(&lock, id, 1000);
+        assert_eq!(pending(one, 500).finish().unwrap(), Duration::ZERO);
+        assert_eq!(kept.witness.flushed.lock().upto, 0, "no flush was made");
+        // A record past the published end is flushed (and its end published).
+        let two = kept.witness.appended();
+        pending(two, 1500).finish().unwrap();
+        assert_eq!(kept.witness.flushed.lock().upto, 2);
+        assert_eq!(published(&lock, id), 1500);
     }
 
     #[test]
