@@ -220,6 +220,8 @@ pub(crate) struct Guard<'a> {
     pub record: Record,
     pub previous: Record,
     locked: bool,
+    /// Whether another process held the lock when this one first tried.
+    pub contended: bool,
     /// When it was taken, and where its holding time is averaged when released.
     acquired: Instant,
     hold_ns: &'a std::sync::atomic::AtomicU64,
@@ -317,9 +319,17 @@ impl LockFile {
             waited,
             holder: self.read_holder(state_dir).map(Box::new),
         };
-        let mut inner = match self.file.try_lock_for(timeout) {
+        // Another thread of this process holding it counts as contention too.
+        let mut contended = false;
+        let mut inner = match self.file.try_lock() {
             Some(inner) => inner,
-            None => return Err(timed_out(start.elapsed())),
+            None => {
+                contended = true;
+                match self.file.try_lock_for(timeout) {
+                    Some(inner) => inner,
+                    None => return Err(timed_out(start.elapsed())),
+                }
+            }
         };
         self.check_may_write(state_dir)?;
         if inner.as_ref().is_some_and(|open| open.pid != sys::pid()) {
@@ -347,10 +357,11 @@ impl LockFile {
                     Entry::Through(file) => through = Some(file),
                     Entry::TimedOut => return Err(timed_out(start.elapsed())),
                     Entry::NoPass => {
-                        if !wait_for_flock(&open.file, start, timeout, self.poll_cap())
+                        match wait_for_flock(&open.file, start, timeout, self.poll_cap())
                             .map_err(|e| Error::io(Op::Lock, &self.path, e))?
                         {
-                            return Err(timed_out(start.elapsed()));
+                            Some(tries) => contended |= tries > 0,
+                            None => return Err(timed_out(start.elapsed())),
                         }
                     }
                 }
@@ -375,6 +386,7 @@ impl LockFile {
             record: Record::default(),
             previous: Record::default(),
             locked: true,
+            contended,
             acquired: Instant::now(),
             hold_ns: &self.hold_ns,
             state: state.clone(),
@@ -651,7 +663,7 @@ fn enter_pass(open: &OpenLock, start: Instant, timeout: Duration) -> io::Result<
             Ok(None) => continue,
             Err(e) => return Err(io::Error::other(e.to_string())),
         };
-        if !wait_for_flock(&file, start, timeout, Duration::from_micros(500))? {
+        if wait_for_flock(&file, start, timeout, Duration::from_micros(500))?.is_none() {
             return Ok(Entry::TimedOut);
         }
         // Removed while we waited: its maker released its lock (see `PASS_ENV`). Or
@@ -736,7 +748,8 @@ fn pass_token() -> String {
     format!("{a:016x}{b:016x}")
 }
 
-/// Polls `try_lock` with a growing sleep until `timeout`; true once locked.
+/// Polls `try_lock` with a growing sleep until `timeout`: the number of failed tries
+/// once locked, `None` when the time ran out.
 ///
 /// `flock` has no timed wait, and a blocked `flock` cannot be abandoned, so we poll.
 /// Threads of this process never reach here together (the store's mutex), so the
@@ -749,18 +762,20 @@ fn wait_for_flock(
     start: Instant,
     timeout: Duration,
     short_cap: Duration,
-) -> io::Result<bool> {
+) -> io::Result<Option<u32>> {
     let mut pause = Duration::from_micros(20);
+    let mut tries = 0;
     loop {
         match file.try_lock() {
-            Ok(()) => return Ok(true),
+            Ok(()) => return Ok(Some(tries)),
             Err(std::fs::TryLockError::WouldBlock) => {}
             Err(std::fs::TryLockError::Error(e)) => return Err(e),
         }
         let elapsed = start.elapsed();
         if elapsed >= timeout {
-            return Ok(false);
+            return Ok(None);
         }
+        tries += 1;
         std::thread::sleep(pause.min(timeout - elapsed));
         let cap = if elapsed < Duration::from_millis(100) {
             short_cap

@@ -796,6 +796,7 @@ impl Store<Value> {
             end,
             generation,
             started: std::time::Instant::now(),
+            contended: guard.contended,
         };
         // Flushed once the lock is released: other processes append meanwhile. The
         // batch slot is kept until then, so this store's next batch appends after it.

@@ -305,6 +305,10 @@ pub(crate) struct Pending {
     pub(crate) generation: u64,
     /// When the commit began (for its latency in the store's statistics).
     pub(crate) started: Instant,
+    /// Whether this writer had to wait for the lock: others are then likely queued
+    /// behind it, and one of them may flush this record before this writer does
+    /// (otherwise the published end is not read: it would not be past this record).
+    pub(crate) contended: bool,
 }
 
 impl Pending {
@@ -316,7 +320,7 @@ impl Pending {
         // end past it: that flush began after this record was written, and proved it
         // durable with everything before it. (The descriptor's own count of what its
         // flushes covered is left alone: this proves this record only.)
-        if !witness.failed() && published(&self.lock, self.id) >= self.end {
+        if self.contended && !witness.failed() && published(&self.lock, self.id) >= self.end {
             witness.durable(self.end);
             return Ok(Duration::ZERO);
         }
@@ -431,6 +435,7 @@ mod tests {
             end,
             generation: 2,
             started: Instant::now(),
+            contended: true,
         };
         // Another writer published 1000: a record ending at 500 is durable.
         let one = kept.witness.appended();
