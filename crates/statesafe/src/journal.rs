@@ -1584,7 +1584,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             end,
             generation,
             started: std::time::Instant::now(),
-            contended: guard.contended,
+            contended: guard.contended.then(|| (pos.end, record.clone())),
         };
         // The flush: after the lock is released when the caller releases it right after
         // this commit (so that other writers append meanwhile and flushes overlap),

@@ -796,7 +796,9 @@ impl Store<Value> {
             end,
             generation,
             started: std::time::Instant::now(),
-            contended: guard.contended,
+            contended: guard
+                .contended
+                .then(|| (end - records.len() as u64, records.clone())),
         };
         // Flushed once the lock is released: other processes append meanwhile. The
         // batch slot is kept until then, so this store's next batch appends after it.

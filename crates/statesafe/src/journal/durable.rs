@@ -305,10 +305,11 @@ pub(crate) struct Pending {
     pub(crate) generation: u64,
     /// When the commit began (for its latency in the store's statistics).
     pub(crate) started: Instant,
-    /// Whether this writer had to wait for the lock: others are then likely queued
-    /// behind it, and one of them may flush this record before this writer does
-    /// (otherwise the published end is not read: it would not be past this record).
-    pub(crate) contended: bool,
+    /// When this writer had to wait for the lock (others are then likely queued behind
+    /// it, and one of them may flush this record before this writer does): where its
+    /// records start and their bytes, to find them unchanged before taking another
+    /// writer's flush for their proof. `None`: the published end is not read.
+    pub(crate) contended: Option<(u64, Vec<u8>)>,
 }
 
 impl Pending {
@@ -317,12 +318,22 @@ impl Pending {
     pub(crate) fn finish(self) -> std::io::Result<Duration> {
         let witness = &self.kept.witness;
         // A writer that appended after this record and has flushed since published an
-        // end past it: that flush began after this record was written, and proved it
-        // durable with everything before it. (The descriptor's own count of what its
-        // flushes covered is left alone: this proves this record only.)
-        if self.contended && !witness.failed() && published(&self.lock, self.id) >= self.end {
-            witness.durable(self.end);
-            return Ok(Duration::ZERO);
+        // end past it: that flush began after this record was written, and proved
+        // durable the bytes then at its offset, with everything before them. They are
+        // this record's unless another writer found it torn meanwhile (a failed
+        // write-back, the page evicted: the cache then reads the disk's old bytes) and
+        // wrote over its offset, which this writer's own flush would have reported:
+        // the record is read back and compared first. (The descriptor's own count of
+        // what its flushes covered is left alone: this proves this record only.)
+        if let Some((at, bytes)) = &self.contended
+            && !witness.failed()
+            && published(&self.lock, self.id) >= self.end
+        {
+            let mut now = vec![0u8; bytes.len()];
+            if self.kept.file.read_exact_at(&mut now, *at).is_ok() && now == *bytes {
+                witness.durable(self.end);
+                return Ok(Duration::ZERO);
+            }
         }
         let flushed = witness.flush(&self.kept.file, self.seq, |file| {
             if super::mutation("journal-skip-flush") {
@@ -435,17 +446,27 @@ mod tests {
             end,
             generation: 2,
             started: Instant::now(),
-            contended: true,
+            contended: Some((end - 10, vec![b'r'; 10])),
         };
-        // Another writer published 1000: a record ending at 500 is durable.
+        // Another writer published 1000: a record ending at 500, still there, is
+        // durable.
+        kept.file.write_all_at(&[b'r'; 10], 490).unwrap();
         let one = kept.witness.appended();
         publish(&lock, id, 1000);
         assert_eq!(pending(one, 500).finish().unwrap(), Duration::ZERO);
         assert_eq!(kept.witness.flushed.lock().upto, 0, "no flush was made");
-        // A record past the published end is flushed (and its end published).
+        // One whose offset another writer wrote over (it found it torn: a failed
+        // write-back, the page evicted) is not: this writer flushes (and its own
+        // flush would report that failure).
+        kept.file.write_all_at(&[b'q'; 10], 590).unwrap();
         let two = kept.witness.appended();
-        pending(two, 1500).finish().unwrap();
-        assert_eq!(kept.witness.flushed.lock().upto, 2);
+        pending(two, 600).finish().unwrap();
+        assert_eq!(kept.witness.flushed.lock().upto, 2, "a flush was made");
+        // A record past the published end is flushed (and its end published).
+        kept.file.write_all_at(&[b'r'; 10], 1490).unwrap();
+        let three = kept.witness.appended();
+        pending(three, 1500).finish().unwrap();
+        assert_eq!(kept.witness.flushed.lock().upto, 3);
         assert_eq!(published(&lock, id), 1500);
     }
 
