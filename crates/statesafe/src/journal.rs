@@ -38,6 +38,8 @@ use crate::transaction::Base;
 use crate::write::{Current, Durability, Perms, Poisoning};
 
 pub(crate) mod cache;
+#[cfg(test)]
+mod witness_model;
 
 /// The journal's name in the sidecar.
 pub(crate) const JOURNAL: &str = "journal";
