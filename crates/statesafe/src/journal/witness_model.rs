@@ -297,11 +297,14 @@ enum State {
     Failed,
 }
 
-/// A commit in progress: its record, the journal it is in, its end there.
+/// A writer's commits in progress: their records, the journal they are in.
 #[derive(Debug, Clone)]
 struct Pending {
-    id: usize,
+    /// Its records, in order: more than one when the writer appended again before
+    /// flushing (threads sharing a descriptor: one flush covers them all).
+    ids: Vec<usize>,
     epoch: usize,
+    /// The end of its last record.
     end: u64,
     state: State,
 }
@@ -420,6 +423,7 @@ impl Model {
                         }
                     }
                     (Some(_), None) => Op::Append(w, len),
+                    (_, Some(State::Appended)) if give_up => Op::Append(w, len),
                     (_, Some(State::Appended)) => Op::Flush(w, fails),
                     (_, Some(State::Flushed)) if !give_up => Op::Ack(w, publish),
                     (_, Some(_)) => Op::Compact(w),
@@ -450,7 +454,11 @@ impl Model {
                 let cur = self.current();
                 let writer = &self.writers[w];
                 let open_here = writer.fd.as_ref().is_some_and(|f| f.epoch == cur);
-                if writer.pending.is_some() || !open_here || self.appends == MAX_APPENDS {
+                let busy = writer
+                    .pending
+                    .as_ref()
+                    .is_some_and(|p| p.state != State::Appended);
+                if busy || !open_here || self.appends == MAX_APPENDS {
                     return Ok(());
                 }
                 let fd = writer.fd.as_ref().expect("invariant: open here");
@@ -469,7 +477,9 @@ impl Model {
                     self.appends += 1;
                     self.compact(&s, Some(id))?;
                     self.acked.push(id);
-                    self.writers[w] = Writer::default();
+                    if self.writers[w].pending.is_none() {
+                        self.writers[w] = Writer::default();
+                    }
                     self.log.push(format!(
                         "w{w} finds a torn tail at [{}, {}) and commits r{id} by compacting",
                         s.end, s.dirty_to
@@ -501,12 +511,14 @@ impl Model {
                 self.appends += 1;
                 j.appended.push((id, s.end, record.clone()));
                 let end = (s.end + record.len()) as u64;
-                self.writers[w].pending = Some(Pending {
-                    id,
+                let p = self.writers[w].pending.get_or_insert(Pending {
+                    ids: Vec::new(),
                     epoch: cur,
                     end,
                     state: State::Appended,
                 });
+                p.ids.push(id);
+                p.end = end;
                 self.log.push(format!(
                     "w{w} appends r{id} (generation {generation}) at [{}, {end}) claiming {claim}",
                     s.end
@@ -533,24 +545,26 @@ impl Model {
                 }
                 let error = j.errseq.check_and_advance(&mut fd.since);
                 self.log.push(format!(
-                    "w{w} flushes r{}: pages {dirty:?} written, {failed:?} failed: {}",
-                    p.id,
+                    "w{w} flushes {:?}: pages {dirty:?} written, {failed:?} failed: {}",
+                    p.ids,
                     if error { "error" } else { "success" }
                 ));
                 if error {
                     p.state = State::Failed;
-                    let (id, epoch) = (p.id, p.epoch);
+                    let (ids, epoch) = (p.ids.clone(), p.epoch);
                     writer.fd = None;
                     if self.rules.zero_after_failed_flush {
                         let j = &mut self.journals[epoch];
-                        let (_, at, bytes) = j
-                            .appended
-                            .iter()
-                            .find(|a| a.0 == id)
-                            .cloned()
-                            .expect("invariant: a pending record was appended");
-                        j.write(at, &vec![0; bytes.len()], page);
-                        self.log.push(format!("w{w} zeroes r{id}"));
+                        for id in ids {
+                            let (_, at, bytes) = j
+                                .appended
+                                .iter()
+                                .find(|a| a.0 == id)
+                                .cloned()
+                                .expect("invariant: a pending record was appended");
+                            j.write(at, &vec![0; bytes.len()], page);
+                            self.log.push(format!("w{w} zeroes r{id}"));
+                        }
                     }
                 } else {
                     p.state = State::Flushed;
@@ -567,15 +581,18 @@ impl Model {
                 if p.state != State::Flushed || (self.rules.ack_needs_witness && d < fd.e_open) {
                     return Ok(());
                 }
-                let (_, at, bytes) = j
-                    .appended
-                    .iter()
-                    .find(|a| a.0 == p.id)
-                    .expect("invariant: a pending record was appended");
-                if self.rules.ack_rereads_record && j.cache[*at..*at + bytes.len()] != bytes[..] {
+                let changed = |id: &usize| {
+                    let (_, at, bytes) = j
+                        .appended
+                        .iter()
+                        .find(|a| a.0 == *id)
+                        .expect("invariant: a pending record was appended");
+                    j.cache[*at..*at + bytes.len()] != bytes[..]
+                };
+                if self.rules.ack_rereads_record && p.ids.iter().any(changed) {
                     self.log.push(format!(
-                        "w{w} reads r{} back changed: no acknowledgement",
-                        p.id
+                        "w{w} reads {:?} back changed: no acknowledgement",
+                        p.ids
                     ));
                     return Ok(());
                 }
@@ -583,10 +600,10 @@ impl Model {
                     j.slots[w] = j.slots[w].max(p.end);
                 }
                 fd.proven = p.end;
-                self.acked.push(p.id);
+                self.acked.extend(&p.ids);
                 self.log.push(format!(
-                    "w{w} acknowledges r{} (D {d}, E_open {}){}",
-                    p.id,
+                    "w{w} acknowledges {:?} (D {d}, E_open {}){}",
+                    p.ids,
                     fd.e_open,
                     if publish { ", publishes its end" } else { "" }
                 ));
@@ -617,19 +634,12 @@ impl Model {
                 }
                 let s = self.read()?;
                 let follows = self.compact(&s, None)?;
-                let acked = self.snapshot.contains(&p.id);
-                if acked {
-                    self.acked.push(p.id);
-                }
+                let (kept, lost): (Vec<usize>, Vec<usize>) =
+                    p.ids.iter().partition(|id| self.snapshot.contains(id));
+                self.acked.extend(&kept);
                 self.writers[w] = Writer::default();
                 self.log.push(format!(
-                    "w{w} compacts: snapshot of generation {follows}, r{} {}",
-                    p.id,
-                    if acked {
-                        "in it: acknowledged"
-                    } else {
-                        "not in it: not acknowledged"
-                    }
+                    "w{w} compacts: snapshot of generation {follows}, acknowledging {kept:?} in it, not {lost:?}"
                 ));
             }
             Op::WriteBack(pick, fails) => {
