@@ -13,7 +13,9 @@
 //! appends and flushes. The writer acknowledges its record iff its flush returned
 //! success, F never reported an error (a failed flush poisons and closes F: the
 //! commit is `OutcomeUnknown`, its record stays in the file) and D >= `E_open(F)`;
-//! then it may publish its record's end in its slot. A writer that gave up waiting
+//! then it may publish its record's end in its slot. A writer may append again before
+//! it flushes (threads sharing one descriptor: one flush covers all its records, a
+//! failed one fails them all). A writer that gave up waiting
 //! (or whose flush failed) takes the lock and compacts: a durable snapshot of what
 //! the page cache reads (atomic here), acknowledged iff its own record is in it; the
 //! journal then starts over (a new file, a new error sequence, new slots; writers
@@ -75,8 +77,10 @@
 //!
 //! Not modelled: a second power loss after the first (the next writer zeroing the
 //! torn tail and appending, which the real tests cover), a process killed between
-//! its steps other than by never taking the next one, and a compaction's own steps
-//! (atomic here; the ordinary protocol's tests cover them).
+//! its steps other than by never taking the next one, a compaction's own steps
+//! (atomic here; the ordinary protocol's tests cover them), slots shared by two
+//! processes (a smaller end over a larger one: only more waiting), the lock file's
+//! slots after a power loss, and `main`'s rule for kernels without errseq.
 
 use super::{HEADER_LEN, Header, Kind, RECORD_HEAD, Scan, encode_record, padded, scan, scan_at};
 
