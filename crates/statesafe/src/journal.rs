@@ -39,6 +39,8 @@ use crate::write::{Current, Durability, Perms, Poisoning};
 
 pub(crate) mod cache;
 pub(crate) mod durable;
+#[cfg(test)]
+mod witness_model;
 
 pub(crate) use durable::Pending;
 
