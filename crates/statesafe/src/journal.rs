@@ -1605,9 +1605,9 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                 }
             }
         };
-        guard.record.temp = None;
-        guard.record.last_generation = generation;
-        let _ = guard.write_record(self.path());
+        // The lock record is left as written at acquire: it names no temporary file
+        // (see `lock_and_read_within`), and a journal needs no generation hint there
+        // (`newest_generation` reads the journal).
         let new = std::sync::Arc::new(new);
         let mut j = j.clone();
         j.max_seen = generation;

@@ -215,7 +215,12 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             dir,
             timeout,
             operation,
-            Some(temp_name.to_string_lossy().into_owned()),
+            // The temporary file this holder may make, recorded for the next holder
+            // to remove should this one be killed; a journal-mode commit usually
+            // appends and makes none: it records it when it compacts instead, and its
+            // append leaves the record alone (one write of the record less).
+            (self.config().format != Format::Journal)
+                .then(|| temp_name.to_string_lossy().into_owned()),
             fresh,
         );
         let waited = start.elapsed();
@@ -817,6 +822,14 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                     // The journal's records were just moved into the history: the
                     // last holder's hint of what it recorded is out of date.
                     guard.previous.history = None;
+                    // A journal-mode holder records its temporary file only when it
+                    // is about to make one (an append makes none; see
+                    // `lock_and_read_within`), so that a writer killed now has it
+                    // removed by the next holder.
+                    if guard.record.temp.is_none() {
+                        guard.record.temp = Some(temp_name.to_string_lossy().into_owned());
+                        guard.write_record(path)?;
+                    }
                     repaired = r;
                     snapshot_base = base;
                     (generation, snapshot_base.as_ref())

@@ -639,7 +639,7 @@ impl Store<Value> {
     fn commit_batch(&self, batch: Vec<Request>) -> Vec<Outcome> {
         let fallback = |n: usize| (0..n).map(|_| Outcome::Fallback).collect();
         let started = Instant::now();
-        let Ok(Locked { mut guard, .. }) = self.lock_and_read("update", false) else {
+        let Ok(Locked { guard, .. }) = self.lock_and_read("update", false) else {
             return fallback(batch.len());
         };
         if guard.check_process().is_err()
@@ -785,9 +785,6 @@ impl Store<Value> {
         cache.replayed.journal = Some(pos);
         cache.file = Some(Arc::clone(&kept));
         drop(slot);
-        guard.record.temp = None;
-        guard.record.last_generation = generation;
-        let _ = guard.write_record(self.path());
         let pending = super::Pending {
             kept,
             lock: lock_file,

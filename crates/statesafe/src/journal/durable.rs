@@ -69,14 +69,14 @@ impl JournalId {
     }
 }
 
-fn encode_slot(id: JournalId, end: u64) -> [u8; SLOT_LEN] {
+fn encode_slot(id: JournalId, end: u64, pid: u32) -> [u8; SLOT_LEN] {
     let mut b = [0u8; SLOT_LEN];
     b[..8].copy_from_slice(MAGIC);
     b[8..16].copy_from_slice(&id.dev.to_le_bytes());
     b[16..24].copy_from_slice(&id.ino.to_le_bytes());
     b[24..32].copy_from_slice(&id.header.to_le_bytes());
     b[32..40].copy_from_slice(&end.to_le_bytes());
-    b[40..48].copy_from_slice(&u64::from(crate::sys::pid()).to_le_bytes());
+    b[40..48].copy_from_slice(&u64::from(pid).to_le_bytes());
     let sum = format::checksum(&b[..56]);
     b[56..].copy_from_slice(&sum.to_le_bytes());
     b
@@ -111,8 +111,12 @@ pub(crate) fn published(lock: &std::fs::File, id: JournalId) -> u64 {
 /// Publishes that `id` is durable up to `end` (best effort: a slot that cannot be
 /// written only makes a later writer wait or compact).
 pub(crate) fn publish(lock: &std::fs::File, id: JournalId, end: u64) {
-    let slot = crate::sys::pid() as usize % SLOTS;
-    let _ = lock.write_all_at(&encode_slot(id, end), REGION_AT + (slot * SLOT_LEN) as u64);
+    let pid = crate::sys::pid();
+    let slot = pid as usize % SLOTS;
+    let _ = lock.write_all_at(
+        &encode_slot(id, end, pid),
+        REGION_AT + (slot * SLOT_LEN) as u64,
+    );
 }
 
 /// What a journal descriptor knows of its own flushes, shared by the commits of one
@@ -363,7 +367,7 @@ mod tests {
             ino: 2,
             header: 3,
         };
-        let slot = encode_slot(id, 4096);
+        let slot = encode_slot(id, 4096, 1);
         assert_eq!(decode_slot(&slot, id), Some(4096));
         assert_eq!(decode_slot(&slot, JournalId { ino: 9, ..id }), None);
         for at in 0..SLOT_LEN {
@@ -382,10 +386,10 @@ mod tests {
         assert_eq!(published(&file, id), 0);
         publish(&file, id, 100);
         assert_eq!(published(&file, id), 100);
-        file.write_all_at(&encode_slot(id, 300), REGION_AT + 5 * SLOT_LEN as u64)
+        file.write_all_at(&encode_slot(id, 300, 1), REGION_AT + 5 * SLOT_LEN as u64)
             .unwrap();
         file.write_all_at(
-            &encode_slot(JournalId { header: 4, ..id }, 900),
+            &encode_slot(JournalId { header: 4, ..id }, 900, 1),
             REGION_AT + 6 * SLOT_LEN as u64,
         )
         .unwrap();
