@@ -170,6 +170,22 @@ fn threads_sharing_a_store_lose_no_update() {
     assert_eq!(snap.generation, 201);
 }
 
+/// Runs `processes` children of [`child_journal_increments`] on `path` at once, each
+/// adding 20 to its counter, and waits for them.
+fn increment_in_processes(path: &Path, processes: usize) {
+    let mut children: Vec<_> = (0..processes)
+        .map(|_| {
+            ChildCmd::new("journal::child_journal_increments", "journal-increments")
+                .arg("PATH", path)
+                .spawn()
+        })
+        .collect();
+    for child in &mut children {
+        assert_eq!(child.read_all(), ["done"]);
+        assert!(child.wait().success());
+    }
+}
+
 #[test]
 fn processes_lose_no_update_across_compactions() {
     // A small journal: the processes compact often, and each then opens the new
@@ -178,17 +194,7 @@ fn processes_lose_no_update_across_compactions() {
     let dir = common::test_dir();
     let path = dir.path().join("counter.json");
     limited_journal_store(&path, 4096);
-    let mut children: Vec<_> = (0..4)
-        .map(|_| {
-            ChildCmd::new("journal::child_journal_increments", "journal-increments")
-                .arg("PATH", &path)
-                .spawn()
-        })
-        .collect();
-    for child in &mut children {
-        assert_eq!(child.read_all(), ["done"]);
-        assert!(child.wait().success());
-    }
+    increment_in_processes(&path, 4);
     let snap = Store::<Value>::open(&path).unwrap().load().unwrap();
     assert_eq!(snap.state["n"], 80);
 }
@@ -198,17 +204,7 @@ fn processes_lose_no_update() {
     let dir = common::test_dir();
     let path = dir.path().join("counter.json");
     create_journal(&path, json!({"n": 0}));
-    let mut children: Vec<_> = (0..3)
-        .map(|_| {
-            ChildCmd::new("journal::child_journal_increments", "journal-increments")
-                .arg("PATH", &path)
-                .spawn()
-        })
-        .collect();
-    for child in &mut children {
-        assert_eq!(child.read_all(), ["done"]);
-        assert!(child.wait().success());
-    }
+    increment_in_processes(&path, 3);
     assert_eq!(Store::<Value>::open(&path).unwrap().get().unwrap()["n"], 60);
 }
 
