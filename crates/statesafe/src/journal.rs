@@ -819,6 +819,29 @@ pub(crate) fn overlay(
 }
 
 /// The offset and checksum of `record`, found in `bytes`.
+/// When the record at journal offset `at` was written (its metadata's `time`), read
+/// through `file`; `None` when it cannot be read or says nothing (an earlier build's
+/// record). For a writer deciding how long to wait for that record's flush to be
+/// published ([`durable::Witness::prove`]): the record verified when the journal was
+/// scanned and the writers' lock has been held since, so it is not verified again.
+pub(crate) fn record_time(file: &std::fs::File, at: u64) -> Option<std::time::SystemTime> {
+    use std::os::unix::fs::FileExt;
+    #[derive(serde::Deserialize)]
+    struct Time {
+        time: String,
+    }
+    let mut head = [0u8; RECORD_HEAD + 4];
+    file.read_exact_at(&mut head, at).ok()?;
+    if !matches!(head[4], 3 | 4) {
+        return None;
+    }
+    let meta_len = u32::from_le_bytes(head[RECORD_HEAD..].try_into().ok()?) as usize;
+    let mut meta = vec![0u8; meta_len.min(64 * 1024)];
+    file.read_exact_at(&mut meta, at + head.len() as u64).ok()?;
+    let time = serde_json::from_slice::<Time>(&meta).ok()?.time;
+    humantime::parse_rfc3339(&time).ok()
+}
+
 pub(crate) fn last_of(record: &Record, bytes: &[u8]) -> (u64, u64) {
     let start = record
         .meta
@@ -1544,7 +1567,9 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         if self.opts.durability == Durability::Full
             && !kept
                 .witness
-                .prove(&lock_file, id, pos.end, durable::PROVE_WAIT)
+                .prove(&lock_file, id, pos.end, durable::PROVE_WAIT, || {
+                    record_time(&kept.file, pos.last_record?.0)
+                })
         {
             return compact(None);
         }
@@ -2082,6 +2107,36 @@ mod tests {
         let mut b = b2.clone();
         b[HEADER_LEN + 32 + RECORD_HEAD + 8] ^= 0x04;
         assert!(scan(&b, HEADER_LEN, 5).damage.is_some());
+    }
+
+    #[test]
+    fn a_records_time_is_read_back_from_the_file_for_the_wait_for_its_flush() {
+        use std::os::unix::fs::FileExt;
+        let dir = tempfile::tempdir().unwrap();
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(dir.path().join("journal"))
+            .unwrap();
+        let before = std::time::SystemTime::now() - std::time::Duration::from_millis(1);
+        let meta = RecordMeta::now(&Change::Commit, true, 4096);
+        let after = std::time::SystemTime::now();
+        let r = encode_record(5, Kind::Patch, Some(&meta), b"[]").unwrap();
+        file.write_all_at(&r, 4096).unwrap();
+        let t = record_time(&file, 4096).expect("the record's time");
+        assert!(
+            before <= t && t <= after,
+            "{t:?} not in {before:?}..{after:?}"
+        );
+        // An earlier build's record says nothing; nor does an offset past the end, or
+        // bytes that are not a record.
+        let old = encode_record(6, Kind::Patch, None, b"[]").unwrap();
+        file.write_all_at(&old, 8192).unwrap();
+        assert_eq!(record_time(&file, 8192), None);
+        assert_eq!(record_time(&file, 1 << 20), None);
+        assert_eq!(record_time(&file, 0), None);
     }
 
     #[test]

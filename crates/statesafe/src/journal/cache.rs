@@ -685,7 +685,9 @@ impl Store<Value> {
         if self.opts.durability == crate::write::Durability::Full
             && !kept
                 .witness
-                .prove(&lock_file, id, pos.end, super::durable::PROVE_WAIT)
+                .prove(&lock_file, id, pos.end, super::durable::PROVE_WAIT, || {
+                    super::record_time(&kept.file, pos.last_record?.0)
+                })
         {
             return fallback(batch.len());
         }

@@ -164,12 +164,21 @@ impl Witness {
     /// Where the kernel does not report a writeback error to every description opened
     /// before it ([`errors_reach_every_descriptor`]), no descriptor vouches for what
     /// another process wrote: the published end must reach `end` itself, every time.
+    ///
+    /// `last_append` tells when the newest record before `end` was written (its
+    /// metadata's time; read only when the published end falls short): an appender
+    /// publishes within its flush, so once that record is `wait` old nobody is still
+    /// going to publish it (its writer died, after a crash or a power loss, or its
+    /// flush failed), and waiting longer only delays the compaction. Either way the
+    /// outcome is safe: the wait decides between appending with a proof and
+    /// compacting, never whether to trust an unproven record.
     pub(crate) fn prove(
         &self,
         lock: &std::fs::File,
         id: JournalId,
         end: u64,
         wait: Duration,
+        last_append: impl FnOnce() -> Option<std::time::SystemTime>,
     ) -> bool {
         let per_descriptor = errors_reach_every_descriptor();
         if (per_descriptor && self.proven.load(Ordering::Acquire))
@@ -186,6 +195,8 @@ impl Witness {
         }
         let started = Instant::now();
         let mut pause = Duration::from_micros(20);
+        let mut give_up = None;
+        let mut last_append = Some(last_append);
         loop {
             let published = published(lock, id);
             if published >= needed {
@@ -195,7 +206,11 @@ impl Witness {
                 }
                 return true;
             }
-            if started.elapsed() >= wait {
+            let give_up = *give_up.get_or_insert_with(|| {
+                let written = last_append.take().and_then(|f| f());
+                started + wait_left(wait, written, std::time::SystemTime::now())
+            });
+            if Instant::now() >= give_up {
                 return false;
             }
             std::thread::sleep(pause);
@@ -262,6 +277,20 @@ impl Witness {
     /// Whether a flush through the descriptor failed (it is then never used again).
     pub(crate) fn failed(&self) -> bool {
         self.flushed.lock().failed
+    }
+}
+
+/// How much longer a writer waits for a publication: `wait`, but no longer than until
+/// the newest record before its own (written at `last_append`, when known) is `wait`
+/// old. A clock that went back (a record from the future) leaves the whole `wait`.
+fn wait_left(
+    wait: Duration,
+    last_append: Option<std::time::SystemTime>,
+    now: std::time::SystemTime,
+) -> Duration {
+    match last_append.map(|t| now.duration_since(t)) {
+        Some(Ok(age)) => wait.saturating_sub(age),
+        Some(Err(_)) | None => wait,
     }
 }
 
@@ -401,15 +430,45 @@ mod tests {
             "the tests run on Linux 4.16 or later"
         );
         let w = Witness::new(200);
-        assert!(w.prove(&file, id, 350, Duration::ZERO));
+        assert!(w.prove(&file, id, 350, Duration::ZERO, || None));
         let w = Witness::new(400);
-        assert!(!w.prove(&file, id, 450, Duration::from_millis(5)));
-        assert!(Witness::new(HEADER_LEN as u64).prove(&file, id, 450, Duration::ZERO));
+        assert!(!w.prove(&file, id, 450, Duration::from_millis(5), || None));
+        // The newest record is older than the wait: nobody is going to publish it, so
+        // there is nothing to wait for (the wait here would outlast any test run).
+        let old = std::time::SystemTime::now() - Duration::from_secs(7200);
+        assert!(!w.prove(&file, id, 450, Duration::from_secs(3600), || Some(old)));
+        assert!(Witness::new(HEADER_LEN as u64).prove(&file, id, 450, Duration::ZERO, || None));
         assert!(linux_at_least("6.1.0-18-amd64", (4, 16)));
         assert!(linux_at_least("4.16.0", (4, 16)));
         assert!(!linux_at_least("4.15.18-generic", (4, 16)));
         assert!(!linux_at_least("3.10.0-1160.el7.x86_64", (4, 16)));
         assert!(!linux_at_least("garbage", (4, 16)));
+    }
+
+    #[test]
+    fn the_wait_for_a_publication_ends_when_the_newest_record_is_that_old() {
+        let wait = Duration::from_millis(250);
+        let now = std::time::SystemTime::now();
+        // Unknown (an earlier build's record, unreadable): the whole wait.
+        assert_eq!(wait_left(wait, None, now), wait);
+        // Written just now: its writer is flushing; the whole wait.
+        assert_eq!(wait_left(wait, Some(now), now), wait);
+        // Written 100 ms ago: 150 ms more at most.
+        assert_eq!(
+            wait_left(wait, Some(now - Duration::from_millis(100)), now),
+            Duration::from_millis(150)
+        );
+        // Written before the last power loss, or by a writer that died: none.
+        assert_eq!(
+            wait_left(wait, Some(now - Duration::from_secs(60)), now),
+            Duration::ZERO
+        );
+        // A clock that went back: the record seems to come from the future; the whole
+        // wait, as without a time.
+        assert_eq!(
+            wait_left(wait, Some(now + Duration::from_secs(60)), now),
+            wait
+        );
     }
 
     #[test]
