@@ -842,6 +842,18 @@ pub(crate) fn record_time(file: &std::fs::File, at: u64) -> Option<std::time::Sy
     humantime::parse_rfc3339(&time).ok()
 }
 
+/// A new empty file at `path`, open for reading and writing (tests).
+#[cfg(test)]
+pub(crate) fn test_file(path: impl AsRef<std::path::Path>) -> std::fs::File {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+        .unwrap()
+}
+
 pub(crate) fn last_of(record: &Record, bytes: &[u8]) -> (u64, u64) {
     let start = record
         .meta
@@ -2113,13 +2125,7 @@ mod tests {
     fn a_records_time_is_read_back_from_the_file_for_the_wait_for_its_flush() {
         use std::os::unix::fs::FileExt;
         let dir = tempfile::tempdir().unwrap();
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(dir.path().join("journal"))
-            .unwrap();
+        let file = test_file(dir.path().join("journal"));
         let before = std::time::SystemTime::now() - std::time::Duration::from_millis(1);
         let meta = RecordMeta::now(&Change::Commit, true, 4096);
         let after = std::time::SystemTime::now();
@@ -2248,13 +2254,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("j");
         let size = 256u64 << 10;
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .unwrap();
+        let file = test_file(&path);
         file.set_len(size).unwrap();
         // Data at 100..300, then zeros: one first piece, ending in zeros.
         file.write_all_at(&[7u8; 200], 100).unwrap();

@@ -405,13 +405,7 @@ mod tests {
             assert_eq!(decode_slot(&torn, id), None, "byte {at}");
         }
         let dir = tempfile::tempdir().unwrap();
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(dir.path().join("lock"))
-            .unwrap();
+        let file = super::super::test_file(dir.path().join("lock"));
         assert_eq!(published(&file, id), 0);
         publish(&file, id, 100);
         assert_eq!(published(&file, id), 100);
@@ -474,22 +468,8 @@ mod tests {
     #[test]
     fn a_record_a_later_writers_published_flush_covers_is_not_flushed_again() {
         let dir = tempfile::tempdir().unwrap();
-        let journal = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(dir.path().join("journal"))
-            .unwrap();
-        let lock = Arc::new(
-            std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(dir.path().join("lock"))
-                .unwrap(),
-        );
+        let journal = super::super::test_file(dir.path().join("journal"));
+        let lock = Arc::new(super::super::test_file(dir.path().join("lock")));
         let st = crate::sys::stat_fd(&journal).unwrap();
         let kept = Arc::new(super::super::cache::KeptJournal::new(
             journal,
