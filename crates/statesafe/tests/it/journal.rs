@@ -838,7 +838,7 @@ fn a_long_lived_store_opens_its_journal_once_not_once_per_commit() {
 /// The fixed system calls of a settled `update`, pinned where they were cut (lean11):
 /// the process id is asked for at most three times per commit (once before the lock is
 /// taken, for everything up to the caller's code; by the commit's fork check after it;
-/// at the release), where it was eight; and the journal's name is looked up twice per
+/// at the release), where it was seven; and the journal's name is looked up twice per
 /// lock hold (the refresh's check of the kept descriptor, and the append's after the
 /// caller's code), never more.
 #[test]
