@@ -145,8 +145,10 @@ pub(crate) struct RecordMeta {
 
 impl RecordMeta {
     /// This process's commit, now; `with_writer` false: the writer is the previous
-    /// record's (this store wrote it); `durable`: see [`RecordMeta::durable`].
-    pub(crate) fn now(change: &Change, with_writer: bool, durable: u64) -> Vec<u8> {
+    /// record's (this store wrote it); `durable`: see [`RecordMeta::durable`]; `pid`:
+    /// this process's id, as the writers' lock's holder checked it
+    /// ([`lock::Guard::check_process`]).
+    pub(crate) fn now(change: &Change, with_writer: bool, durable: u64, pid: u32) -> Vec<u8> {
         let change = match change {
             Change::Commit => "\"commit\"".to_string(),
             other => serde_json::to_string(other).expect("invariant: a change serializes"),
@@ -159,7 +161,6 @@ impl RecordMeta {
         // The writer's part is the same for every commit of a process: serialized once
         // per process id (a forked child is another writer).
         static WRITER: std::sync::Mutex<Option<(u32, String)>> = std::sync::Mutex::new(None);
-        let pid = sys::pid();
         let writer = {
             let mut kept = WRITER
                 .lock()
@@ -933,15 +934,36 @@ fn write_zeros(file: &std::fs::File, from: u64, to: u64) -> io::Result<()> {
     Ok(())
 }
 
+/// What ran since the refresh of this lock hold checked the kept journal's name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SinceCheck {
+    /// The caller's code (a transaction's closure, or the time between `begin` and
+    /// `commit`, which can be long): the name is checked again before the append.
+    CallerRan,
+    /// Only the commit's own work, microseconds: the check stands (see [`writer`]).
+    NothingRan,
+}
+
 /// The descriptor to append through, with the writers' lock held: `kept`, the journal
 /// as the cache's refresh opened or checked it for writing in this lock hold (its name
-/// checked here to be that same file still, with one link), or one opened now (`pos`,
-/// read in this lock hold, says where the journal ends: what the new descriptor can
-/// vouch for starts there).
+/// checked here to be that same file still, with one link, when the caller's code ran
+/// since), or one opened now (`pos`, read in this lock hold, says where the journal
+/// ends: what the new descriptor can vouch for starts there).
+///
+/// With [`SinceCheck::NothingRan`] (a group commit's batch) `kept`'s name is not looked
+/// up again: the refresh a few microseconds before found it to be that very file, with
+/// one link and an accepted owner and mode, and since then only a process that ignores
+/// the writers' lock can have replaced or linked it (statesafe replaces a journal only
+/// with the lock held). Such a process could as well do it right after a second look,
+/// before the append's `pwrite` or its flush, so a second `fstatat` there closes
+/// nothing. After the caller's code it does: a journal replaced or linked while a
+/// transaction was open is refused at its commit instead of written to a file nobody
+/// reads.
 pub(crate) fn writer(
     sidecar: &Sidecar,
     kept: Option<std::sync::Arc<cache::KeptJournal>>,
     pos: &Pos,
+    since: SinceCheck,
 ) -> Result<std::sync::Arc<cache::KeptJournal>> {
     let root = sidecar.root();
     let path = root.join(JOURNAL);
@@ -953,6 +975,15 @@ pub(crate) fn writer(
         reason: format!("the journal was {what} while the writers' lock was held"),
     };
     if let Some(kept) = kept {
+        if since == SinceCheck::NothingRan {
+            // The refresh that checked it compared it with `pos` (the same device and
+            // inode).
+            return if kept.id() == pos.id {
+                Ok(kept)
+            } else {
+                Err(replaced("replaced"))
+            };
+        }
         return match rustix::fs::statat(
             root.fd(),
             OsStr::new(JOURNAL),
@@ -1573,7 +1604,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         // flushes are not known to have succeeded waits for their writers to publish
         // them, and otherwise this commit compacts (the new snapshot is durable whatever
         // the journal's pages hold).
-        let kept = writer(&sidecar, cache::take_file(self), pos)?;
+        let kept = writer(&sidecar, cache::take_file(self), pos, SinceCheck::CallerRan)?;
         let id = durable::JournalId::of(pos.id, &pos.header);
         let lock_file = std::sync::Arc::clone(guard.lock_file());
         if self.opts.durability == Durability::Full
@@ -1596,6 +1627,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             change,
             !pos.last_ours,
             kept.witness.claim(&lock_file, id, pos.end),
+            guard.pid(),
         );
         let Some(record) = encode_record(generation, kind, Some(&meta), &body) else {
             return compact(None);
@@ -2147,7 +2179,7 @@ mod tests {
 
     #[test]
     fn records_carry_their_metadata_and_an_earlier_builds_records_still_read() {
-        let meta = RecordMeta::now(&Change::Restore { from: 3 }, true, 4096);
+        let meta = RecordMeta::now(&Change::Restore { from: 3 }, true, 4096, sys::pid());
         let r = encode_record(5, Kind::Patch, Some(&meta), b"[]").unwrap();
         let (record, size) = parse_at(&r, 0).unwrap();
         assert_eq!(size, r.len());
@@ -2158,7 +2190,8 @@ mod tests {
         assert_eq!(m.durable, Some(4096));
         assert_eq!(durable_claim(&record, &r, 0), 4096);
         let same: RecordMeta =
-            serde_json::from_slice(&RecordMeta::now(&Change::Commit, false, 72)).unwrap();
+            serde_json::from_slice(&RecordMeta::now(&Change::Commit, false, 72, sys::pid()))
+                .unwrap();
         assert_eq!(
             (same.writer, same.change, same.durable),
             (None, Change::Commit, Some(72))

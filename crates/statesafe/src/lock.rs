@@ -105,19 +105,23 @@ impl Record {
         serde_json::from_slice(&raw[..end]).ok()
     }
 
-    fn encode(&self) -> Vec<u8> {
+    /// Its bytes, padded to [`RECORD_SIZE`], and whether they hold all of it (`false`:
+    /// the holder was left out to fit).
+    fn encode(&self) -> (Vec<u8>, bool) {
         // Written where it ends up (padded to RECORD_SIZE): no growing and copying.
         let mut bytes = Vec::with_capacity(RECORD_SIZE);
         serde_json::to_writer(&mut bytes, self).expect("invariant: a record always serializes");
+        let mut whole = true;
         if bytes.len() > RECORD_SIZE - 1 {
             // Only a huge host name could do this; drop the holder rather than tear.
             let mut smaller = self.clone();
             smaller.holder = None;
             bytes = serde_json::to_vec(&smaller).expect("invariant: a record always serializes");
+            whole = false;
         }
         bytes.resize(RECORD_SIZE - 1, b' ');
         bytes.push(b'\n');
-        bytes
+        (bytes, whole)
     }
 }
 
@@ -194,6 +198,10 @@ struct OpenLock {
     /// The locked inode's device and number, by `fstat` when opened (a descriptor's
     /// inode never changes): what the name must still lead to.
     id: (u64, u64),
+    /// The record this descriptor last wrote, and its bytes: the next acquisition that
+    /// reads exactly these bytes back (nobody wrote a record since) takes the record
+    /// without parsing it. Any other bytes are parsed.
+    written: Option<(Vec<u8>, Record)>,
 }
 
 impl OpenLock {
@@ -238,6 +246,13 @@ pub(crate) struct Guard<'a> {
     /// A journal append whose flush waits for the lock's release (see
     /// `journal::Pending`); the caller finishes it after [`Guard::release`].
     pub deferred: Option<crate::journal::Pending>,
+    /// This process's id, asked for once per lock hold (see [`LockFile::acquire`]): the
+    /// checks and records made before the caller's code runs take it from here. After
+    /// that code (which may fork), [`Guard::check_process`] and the release ask the
+    /// kernel again.
+    pid: u32,
+    /// The effective user id the lock's checks were made as ([`Guard::euid`]).
+    euid: u32,
 }
 
 /// The environment variable through which a holder of the writers' lock (`statesafe
@@ -304,6 +319,12 @@ impl LockFile {
     /// write the state file (or create it) can take the lock. After `flock` succeeds
     /// the lock is checked to be the lock file at its path; if a cleanup removed or
     /// replaced it (or the sidecar), it is opened and locked again.
+    ///
+    /// `pid`: this process's id ([`sys::pid`]), asked for by the caller before this call
+    /// and with none of its user's code run since. It stands for every check in this
+    /// call: a fork in between is another thread's, and a child has only the thread
+    /// that forked, so this call never goes on in one.
+    #[allow(clippy::too_many_arguments)]
     pub fn acquire(
         &self,
         state_dir: &OwnedFd,
@@ -311,6 +332,7 @@ impl LockFile {
         operation: &str,
         temp: Option<String>,
         fresh: impl Fn() -> Perms,
+        pid: u32,
     ) -> Result<Guard<'_>> {
         let state = &self.target.given;
         let start = Instant::now();
@@ -331,15 +353,15 @@ impl LockFile {
                 }
             }
         };
-        self.check_may_write(state_dir)?;
-        if inner.as_ref().is_some_and(|open| open.pid != sys::pid()) {
+        let euid = self.check_may_write(state_dir)?;
+        if inner.as_ref().is_some_and(|open| open.pid != pid) {
             // Inherited across a fork: the parent's (see `OpenLock::pid`).
             *inner = None;
         }
         let mut through;
         loop {
             if inner.is_none() {
-                *inner = self.open(state_dir, &fresh)?.map(Box::new);
+                *inner = self.open(state_dir, &fresh, pid)?.map(Box::new);
             }
             let Some(open) = inner.as_deref() else {
                 // The sidecar vanished while we opened it (a cleanup is deleting it):
@@ -395,6 +417,8 @@ impl LockFile {
             pass: None,
             may_defer: false,
             deferred: None,
+            pid,
+            euid,
         };
         guard.previous = guard.read_record().unwrap_or_default();
         let (host, user, command) = identity();
@@ -405,7 +429,7 @@ impl LockFile {
                 guard.previous.holder.clone()
             } else {
                 Some(Holder {
-                    pid: sys::pid(),
+                    pid,
                     host: host.clone(),
                     user: user.clone(),
                     command: command.clone(),
@@ -424,7 +448,8 @@ impl LockFile {
     /// Refuses the writers' lock to a user who may not write the state file (or, when
     /// it does not exist, create it): otherwise anyone who can read a file could hold
     /// its writers off indefinitely.
-    fn check_may_write(&self, state_dir: &OwnedFd) -> Result<()> {
+    /// Returns the effective user id it checked as.
+    fn check_may_write(&self, state_dir: &OwnedFd) -> Result<u32> {
         let result = match sys::may_write_at(state_dir, &self.target.name) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 sys::may_write_at(state_dir, OsStr::new("."))
@@ -441,22 +466,37 @@ impl LockFile {
     /// too). Only root gets this far with such a file (the sticky bit stops everyone
     /// else at the rename); without the rule, another user could plant the name root
     /// means to use and receive whatever root writes, in a file that stays theirs.
-    fn check_not_planted(&self, state_dir: &OwnedFd) -> Result<()> {
-        if sys::effective_uid() != 0 {
-            return Ok(());
+    ///
+    /// Returns the effective user id it checked as.
+    fn check_not_planted(&self, state_dir: &OwnedFd) -> Result<u32> {
+        let euid = sys::effective_uid();
+        if euid != 0 {
+            return Ok(euid);
         }
         match sys::stat_at(state_dir, &self.target.name) {
-            Ok(file) => self.check_owner_not_planted(state_dir, file.uid),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(Error::io(Op::Lock, &self.target.given, e)),
+            Ok(file) => self.check_owner_not_planted_as(state_dir, file.uid, euid)?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(Op::Lock, &self.target.given, e)),
         }
+        Ok(euid)
     }
 
     /// [`Self::check_not_planted`] for a version owned by `owner`. Called again on the
     /// version read under the lock: a file created between the check at the lock and
     /// that read is held to the same rule (its owner is what a commit keeps).
     pub(crate) fn check_owner_not_planted(&self, state_dir: &OwnedFd, owner: u32) -> Result<()> {
-        let euid = sys::effective_uid();
+        self.check_owner_not_planted_as(state_dir, owner, sys::effective_uid())
+    }
+
+    /// [`Self::check_owner_not_planted`] for a caller that has asked for the effective
+    /// user id `euid` in this lock hold, before any code of its user's ran (one
+    /// `geteuid` per hold: [`Guard::euid`]).
+    pub(crate) fn check_owner_not_planted_as(
+        &self,
+        state_dir: &OwnedFd,
+        owner: u32,
+        euid: u32,
+    ) -> Result<()> {
         if euid != 0 || owner == euid {
             return Ok(());
         }
@@ -476,7 +516,12 @@ impl LockFile {
 
     /// Opens (creating where missing) the sidecar and the lock file in it; `None` when
     /// the sidecar was deleted under us.
-    fn open(&self, state_dir: &OwnedFd, fresh: &dyn Fn() -> Perms) -> Result<Option<OpenLock>> {
+    fn open(
+        &self,
+        state_dir: &OwnedFd,
+        fresh: &dyn Fn() -> Perms,
+        pid: u32,
+    ) -> Result<Option<OpenLock>> {
         let perms = match sys::stat_at(state_dir, &self.target.name) {
             Ok(st) => Perms {
                 mode: st.mode,
@@ -514,8 +559,9 @@ impl LockFile {
         Ok(Some(OpenLock {
             file: Arc::new(file),
             sidecar: Arc::new(sidecar),
-            pid: sys::pid(),
+            pid,
             id: (st.dev, st.ino),
+            written: None,
         }))
     }
 
@@ -798,6 +844,19 @@ impl Guard<'_> {
         &self.open().file
     }
 
+    /// This process's id as asked for when the lock was taken: for the checks made
+    /// before the caller's code runs in this hold (after it, [`Self::check_process`]).
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// The effective user id the lock's checks were made as (`geteuid` when it was
+    /// taken): for the planted-file check of the version read in this hold before the
+    /// caller's code runs.
+    pub fn euid(&self) -> u32 {
+        self.euid
+    }
+
     /// The sidecar the lock file is in.
     pub fn sidecar(&self) -> &Arc<Sidecar> {
         &self.open().sidecar
@@ -850,6 +909,12 @@ impl Guard<'_> {
     fn read_record(&self) -> Option<Record> {
         let mut buf = [0u8; RECORD_SIZE];
         let n = self.open().file.read_at(&mut buf, 0).ok()?;
+        if let Some((bytes, record)) = &self.open().written
+            && bytes[..] == buf[..n]
+        {
+            // The bytes this holder's last record was encoded to: that record.
+            return Some(record.clone());
+        }
         Record::parse(&buf[..n])
     }
 
@@ -857,10 +922,20 @@ impl Guard<'_> {
     /// The record is informational: it is never synced, and a failure to write it is
     /// reported only when we cannot write the lock file at all.
     pub fn write_record(&mut self, path: &Path) -> Result<()> {
-        self.open()
-            .file
-            .write_all_at(&self.record.encode(), 0)
-            .map_err(|e| Error::io(Op::Lock, path, e))
+        let (bytes, whole) = self.record.encode();
+        let open = self
+            .inner
+            .as_deref_mut()
+            .expect("invariant: a guard exists only for an open lock");
+        // Forgotten first: after a failed or partial write the bytes are unknown.
+        open.written = None;
+        open.file
+            .write_all_at(&bytes, 0)
+            .map_err(|e| Error::io(Op::Lock, path, e))?;
+        if whole {
+            open.written = Some((bytes, self.record.clone()));
+        }
+        Ok(())
     }
 
     /// Makes a pass for the commands this holder runs (`statesafe lock FILE -- CMD`):
@@ -998,6 +1073,56 @@ impl Drop for Guard<'_> {
 mod tests {
     use super::*;
 
+    /// The record read at an acquisition is taken without parsing only when its bytes
+    /// are the ones this descriptor last wrote: a record another writer wrote since
+    /// (another description of the lock file, as another process has) is parsed, never
+    /// replaced by the remembered one.
+    #[test]
+    fn a_record_another_holder_wrote_since_is_read_not_remembered() {
+        let tmp = tempfile::tempdir().unwrap();
+        let target = Target::resolve(&tmp.path().join("app.json")).unwrap();
+        let dir = sys::open_dir(tmp.path()).unwrap();
+        let fresh = || Perms {
+            mode: 0o644,
+            uid: sys::effective_uid(),
+            gid: sys::effective_gid(),
+        };
+        let ours = LockFile::new(&target);
+        let theirs = LockFile::new(&target);
+        let take = |lock: &LockFile, temp: Option<&str>, generation: u64| {
+            let mut guard = lock
+                .acquire(
+                    &dir,
+                    Duration::ZERO,
+                    "update",
+                    temp.map(str::to_string),
+                    fresh,
+                    sys::pid(),
+                )
+                .unwrap();
+            let previous = guard.previous.clone();
+            guard.record.last_generation = generation;
+            guard.write_record(&target.given).unwrap();
+            (previous, guard.record.clone())
+        };
+        let (_, first) = take(&ours, Some(".app.json.statesafe-tmp-1-a"), 5);
+        assert!(ours.file.lock().as_ref().unwrap().written.is_some());
+        // Read back unchanged: the record this descriptor wrote, field for field.
+        let (previous, _) = take(&ours, None, 6);
+        assert_eq!(previous.holder, first.holder);
+        assert_eq!(previous.temp, first.temp);
+        assert_eq!(previous.last_generation, 5);
+        // Another description writes a record; ours must read that one.
+        let (previous, _) = take(&theirs, Some(".app.json.statesafe-tmp-2-b"), 9);
+        assert_eq!(previous.last_generation, 6);
+        let (previous, _) = take(&ours, None, 10);
+        assert_eq!(previous.last_generation, 9);
+        assert_eq!(
+            previous.temp.as_deref(),
+            Some(".app.json.statesafe-tmp-2-b")
+        );
+    }
+
     #[test]
     fn a_version_read_under_the_lock_is_held_to_the_planted_file_rule() {
         // The rule is checked when the lock is taken and again on the version read
@@ -1060,7 +1185,8 @@ mod tests {
             last_generation: 42,
             history: Some(41),
         };
-        let bytes = r.encode();
+        let (bytes, whole) = r.encode();
+        assert!(whole);
         assert_eq!(bytes.len(), RECORD_SIZE);
         let back = Record::parse(&bytes).unwrap();
         assert_eq!(back.holder, r.holder);

@@ -148,14 +148,15 @@ impl Target {
         s
     }
 
-    /// A fresh temporary file name, unique across processes and calls.
-    pub fn temp_name(&self) -> OsString {
+    /// A fresh temporary file name, unique across processes and calls; `pid`: this
+    /// process's id ([`crate::sys::pid`], which the caller has at hand).
+    pub fn temp_name_of(&self, pid: u32) -> OsString {
         let mut s = self.temp_prefix();
         if cfg!(statesafe_mutation = "fixed-temp-name") {
             s.push("fixed");
             return s;
         }
-        s.push(unique_suffix());
+        s.push(unique_suffix(pid));
         s
     }
 
@@ -299,14 +300,13 @@ fn check_link_owner(link: &Path, link_uid: u32) -> Result<()> {
 /// A suffix unique to this process and call, and unpredictable enough that another
 /// user cannot pre-create it (creation is exclusive anyway, so a clash is an error,
 /// never a shared file).
-fn unique_suffix() -> String {
+fn unique_suffix(pid: u32) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or(0);
-    let pid = crate::sys::pid();
     let mut seed = [0u8; 32];
     seed[..16].copy_from_slice(&nanos.to_le_bytes());
     seed[16..24].copy_from_slice(&n.to_le_bytes());
@@ -351,8 +351,8 @@ mod tests {
     fn temp_names_are_unique_and_recognized() {
         let dir = tempfile::tempdir().unwrap();
         let t = Target::resolve(&dir.path().join("s.json")).unwrap();
-        let a = t.temp_name();
-        let b = t.temp_name();
+        let a = t.temp_name_of(crate::sys::pid());
+        let b = t.temp_name_of(crate::sys::pid());
         assert_ne!(a, b);
         assert!(t.is_temp(&a));
         assert!(!t.is_temp(OsStr::new("s.json")));
@@ -395,7 +395,7 @@ mod tests {
         let err = Target::resolve(&dir.path().join("a".repeat(MAX_NAME + 1))).unwrap_err();
         assert!(matches!(err, Error::BadPath { .. }), "{err:?}");
         let t = Target::resolve(&dir.path().join("a".repeat(MAX_NAME))).unwrap();
-        assert!(t.temp_name().len() <= 255);
+        assert!(t.temp_name_of(crate::sys::pid()).len() <= 255);
     }
 
     #[test]

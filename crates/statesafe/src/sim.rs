@@ -318,7 +318,7 @@ fn commit_and_check(
         name: OsString::from("s.json"),
     };
     let fs = SimFs::new(&target.name, disk, fault);
-    let temp = target.temp_name();
+    let temp = target.temp_name_of(crate::sys::pid());
     let commit = Commit {
         target: &target,
         dir: &(),

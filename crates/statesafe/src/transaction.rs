@@ -202,7 +202,10 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                 path: self.local().target.given.clone(),
             });
         }
-        let temp_name = self.local().target.temp_name();
+        // One `getpid` for the temporary name and the lock's checks and record: no
+        // code of the caller's runs before the lock is taken (see `LockFile::acquire`).
+        let pid = sys::pid();
+        let temp_name = self.local().target.temp_name_of(pid);
         let dir = self.write_dir()?;
         let start = Instant::now();
         // Asked for only when the lock file is opened (not at every commit).
@@ -222,6 +225,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             (self.config().format != Format::Journal)
                 .then(|| temp_name.to_string_lossy().into_owned()),
             fresh,
+            pid,
         );
         let waited = start.elapsed();
         let guard = guard.inspect_err(|e| self.recorder.failure(e.kind()))?;
@@ -342,7 +346,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         let journal = self.config().format == Format::Journal;
         let mut locked = self.lock_and_read(operation, !journal)?;
         if journal {
-            locked.current = self.journal_read_locked(locked.guard.sidecar())?;
+            locked.current = self.journal_read_locked(&locked.guard)?;
         }
         self.begin_locked(locked, init, known)
     }

@@ -141,6 +141,14 @@ impl KeptJournal {
         }
     }
 
+    /// The process that opened it: this one whenever it is appended through (a
+    /// forked child's refresh opens its own, and its copy of a transaction does not
+    /// commit), so a flush after the lock's release publishes in this slot without
+    /// asking the kernel again.
+    pub(crate) fn pid(&self) -> u32 {
+        self.pid
+    }
+
     /// Its device and inode.
     pub(crate) fn id(&self) -> (u64, u64) {
         (self.opened.dev, self.opened.ino)
@@ -169,11 +177,12 @@ impl Cache {
 /// The state in journal mode for a load or a transaction: from the store's cache when
 /// it is still the newest version, else by a full read (which refills the cache).
 ///
-/// `locked`: the sidecar of the writers' lock this caller holds (`None`: a reader).
+/// `locked`: the sidecar of the writers' lock this caller holds and the process id
+/// asked for when it was taken ([`crate::lock::Guard::pid`]; `None`: a reader).
 pub(crate) fn read_current<T>(
     store: &Store<T>,
     want_acl: bool,
-    locked: Option<&Sidecar>,
+    locked: Option<(&Sidecar, u32)>,
 ) -> Result<Option<Current>> {
     let mut slot = store.journal.cache.lock();
     if let Some(cache) = slot.as_mut()
@@ -340,13 +349,18 @@ pub(crate) fn appended<T>(
 
 /// Brings `cache` up to the newest version, reading only the journal's new records.
 /// `Ok(false)` (or an error): it cannot, and a full read must be done.
-/// `locked`: the writers' lock's sidecar, when the caller holds it (the journal is
-/// then opened for writing and kept for the commit's append).
-fn refresh<T>(store: &Store<T>, cache: &mut Cache, locked: Option<&Sidecar>) -> Result<bool> {
+/// `locked`: the writers' lock's sidecar and the process id asked for when it was
+/// taken, when the caller holds it (the journal is then opened for writing and kept
+/// for the commit's append).
+fn refresh<T>(
+    store: &Store<T>,
+    cache: &mut Cache,
+    locked: Option<(&Sidecar, u32)>,
+) -> Result<bool> {
     cache.file_checked = false;
     let opened;
     let sidecar = match locked {
-        Some(s) => s,
+        Some((s, _)) => s,
         None => {
             let Some(s) = store.sidecar()? else {
                 return Ok(false);
@@ -363,9 +377,11 @@ fn refresh<T>(store: &Store<T>, cache: &mut Cache, locked: Option<&Sidecar>) -> 
     // With the lock held, the descriptor kept from an earlier hold, if the name is
     // still that file (one `fstatat`); else, and for a reader, a fresh open.
     let mut reused = None;
-    if locked.is_some()
+    // The lock's process id stands for `getpid` here: no code of the caller's has run
+    // in this hold yet (`LockFile::acquire`).
+    if let Some((_, pid)) = locked
         && let Some(kept) = cache.file.take()
-        && kept.pid == sys::pid()
+        && kept.pid == pid
         && !kept.witness.failed()
         && let Some(st) = sidecar
             .root()
@@ -519,12 +535,19 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
     /// For a transaction in journal mode, with the lock held: the current version,
     /// from the cache when it can be, and the check a locked read makes of its owner.
     /// `sidecar`: the lock's.
-    pub(crate) fn journal_read_locked(&self, sidecar: &Sidecar) -> Result<Option<Current>> {
-        let current = read_current(self, true, Some(sidecar))?;
+    /// `guard`: the lock's (its process and effective user ids stand for the kernel's:
+    /// no code of the caller's has run in this hold yet).
+    pub(crate) fn journal_read_locked(
+        &self,
+        guard: &crate::lock::Guard<'_>,
+    ) -> Result<Option<Current>> {
+        let current = read_current(self, true, Some((guard.sidecar(), guard.pid())))?;
         if let Some(cur) = &current {
-            self.local()
-                .lock
-                .check_owner_not_planted(self.write_dir()?, cur.perms.uid)?;
+            self.local().lock.check_owner_not_planted_as(
+                self.write_dir()?,
+                cur.perms.uid,
+                guard.euid(),
+            )?;
         }
         Ok(current)
     }
@@ -650,7 +673,7 @@ impl Store<Value> {
         let mut slot = self.journal.cache.lock();
         let fresh = match slot.as_mut() {
             Some(cache) if cache.acl_known => {
-                refresh(self, cache, Some(guard.sidecar())).unwrap_or(false)
+                refresh(self, cache, Some((guard.sidecar(), guard.pid()))).unwrap_or(false)
             }
             _ => false,
         };
@@ -658,7 +681,7 @@ impl Store<Value> {
             *slot = None;
             drop(slot);
             // Fill the cache under this lock (a full read), then use it.
-            if !matches!(self.journal_read_locked(guard.sidecar()), Ok(Some(_))) {
+            if !matches!(self.journal_read_locked(&guard), Ok(Some(_))) {
                 return fallback(batch.len());
             }
             slot = self.journal.cache.lock();
@@ -677,7 +700,9 @@ impl Store<Value> {
         let kept = std::mem::take(&mut cache.file_checked)
             .then(|| cache.file.take())
             .flatten();
-        let Ok(kept) = super::writer(guard.sidecar(), kept, &pos) else {
+        // No code of the callers' runs in a batch: the refresh's check just above stands.
+        let Ok(kept) = super::writer(guard.sidecar(), kept, &pos, super::SinceCheck::NothingRan)
+        else {
             return fallback(batch.len());
         };
         let id = super::durable::JournalId::of(pos.id, &pos.header);
@@ -706,8 +731,9 @@ impl Store<Value> {
         // are "the same as the record before".
         // Each record claims durable what the descriptor knew before the batch: the
         // records before it in the batch are flushed with it, by the same flush.
-        let named = super::RecordMeta::now(&crate::history::Change::Commit, true, claim);
-        let same = super::RecordMeta::now(&crate::history::Change::Commit, false, claim);
+        let pid = guard.pid();
+        let named = super::RecordMeta::now(&crate::history::Change::Commit, true, claim, pid);
+        let same = super::RecordMeta::now(&crate::history::Change::Commit, false, claim, pid);
         for request in batch {
             if request.ops.0.is_empty() {
                 outcomes.push(Outcome::Done(generation));

@@ -109,9 +109,9 @@ pub(crate) fn published(lock: &std::fs::File, id: JournalId) -> u64 {
 }
 
 /// Publishes that `id` is durable up to `end` (best effort: a slot that cannot be
-/// written only makes a later writer wait or compact).
-pub(crate) fn publish(lock: &std::fs::File, id: JournalId, end: u64) {
-    let pid = crate::sys::pid();
+/// written only makes a later writer wait or compact), in the slot of process `pid`
+/// (this one's: the flushing descriptor's opener, [`super::cache::KeptJournal::pid`]).
+pub(crate) fn publish(lock: &std::fs::File, id: JournalId, end: u64, pid: u32) {
     let slot = pid as usize % SLOTS;
     let _ = lock.write_all_at(
         &encode_slot(id, end, pid),
@@ -380,7 +380,7 @@ impl Pending {
             }
         })?;
         witness.durable(self.end);
-        publish(&self.lock, self.id, self.end);
+        publish(&self.lock, self.id, self.end, self.kept.pid());
         Ok(flushed)
     }
 }
@@ -407,7 +407,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = super::super::test_file(dir.path().join("lock"));
         assert_eq!(published(&file, id), 0);
-        publish(&file, id, 100);
+        publish(&file, id, 100, crate::sys::pid());
         assert_eq!(published(&file, id), 100);
         file.write_all_at(&encode_slot(id, 300, 1), REGION_AT + 5 * SLOT_LEN as u64)
             .unwrap();
@@ -495,7 +495,7 @@ mod tests {
         // durable.
         kept.file.write_all_at(&[b'r'; 10], 490).unwrap();
         let one = kept.witness.appended();
-        publish(&lock, id, 1000);
+        publish(&lock, id, 1000, crate::sys::pid());
         assert_eq!(pending(one, 500).finish().unwrap(), Duration::ZERO);
         assert_eq!(kept.witness.flushed.lock().upto, 0, "no flush was made");
         // One whose offset another writer wrote over (it found it torn: a failed

@@ -835,6 +835,62 @@ fn a_long_lived_store_opens_its_journal_once_not_once_per_commit() {
     );
 }
 
+/// The fixed system calls of a settled `update`, pinned where they were cut (lean11):
+/// the process id is asked for at most three times per commit (once before the lock is
+/// taken, for everything up to the caller's code; by the commit's fork check after it;
+/// at the release), where it was seven; and the journal's name is looked up twice per
+/// lock hold (the refresh's check of the kept descriptor, and the append's after the
+/// caller's code), never more.
+#[test]
+fn a_settled_commit_asks_for_its_pid_at_most_three_times() {
+    let test = "journal::a_settled_commit_asks_for_its_pid_at_most_three_times";
+    let Some((_dir, real)) = common::strace_test_dir(test) else {
+        return;
+    };
+    let path = real.join("state.json");
+    let store: Store = Store::open(&path).unwrap();
+    store
+        .create_with(&journal_settings(), json!({"n": 0}))
+        .unwrap();
+    drop(store);
+    let log = real.join("strace.log");
+    let n = 40usize;
+    let out = ChildCmd::traced(
+        &log,
+        "getpid,%stat,fdatasync",
+        "journal::child_journal_commits",
+        "journal-commits",
+    )
+    .arg("PATH", &path)
+    .arg("N", n.to_string())
+    .run();
+    assert_eq!(out[0], format!("commits {n}"), "{out:?}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let calls: Vec<Call> = text.lines().filter_map(parse_call).collect();
+    let journal = sidecar(&path).join("journal");
+    let journal = journal.to_str().unwrap();
+    let flushes = calls
+        .iter()
+        .filter(|c| c.name == "fdatasync" && c.fd_path == journal)
+        .count();
+    assert_eq!(flushes, n, "{text}");
+    // Allowance for the first commits (full reads, the cache filled) and the store's
+    // opening.
+    let pids = calls.iter().filter(|c| c.name == "getpid").count();
+    assert!(
+        pids <= 3 * n + 12,
+        "{pids} getpid calls in {n} commits:\n{text}"
+    );
+    let journal_stats = calls
+        .iter()
+        .filter(|c| c.name.contains("stat") && c.quoted.first().is_some_and(|q| q == "journal"))
+        .count();
+    assert!(
+        journal_stats <= 2 * n + 6,
+        "the journal's name was looked up {journal_stats} times in {n} commits:\n{text}"
+    );
+}
+
 #[test]
 fn deep_documents_replay_like_any_other() {
     let dir = common::test_dir();
