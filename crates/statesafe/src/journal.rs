@@ -2159,7 +2159,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = test_file(dir.path().join("journal"));
         let before = std::time::SystemTime::now() - std::time::Duration::from_millis(1);
-        let meta = RecordMeta::now(&Change::Commit, true, 4096);
+        let meta = RecordMeta::now(&Change::Commit, true, 4096, sys::pid());
         let after = std::time::SystemTime::now();
         let r = encode_record(5, Kind::Patch, Some(&meta), b"[]").unwrap();
         file.write_all_at(&r, 4096).unwrap();
