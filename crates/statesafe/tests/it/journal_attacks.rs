@@ -165,7 +165,7 @@ fn a_torn_batchs_survivor_is_not_replayed_after_the_record_written_over_the_tear
     let mut setup = None;
     for _ in 0..8 {
         let t = torn_batch(pad);
-        if t.survivor.at % PAGE == 0 {
+        if t.survivor.at.is_multiple_of(PAGE) {
             setup = Some(t);
             break;
         }
