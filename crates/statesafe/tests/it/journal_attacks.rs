@@ -387,3 +387,69 @@ fn a_cleanup_that_deletes_the_sidecar_loses_no_acknowledged_journal_commit() {
         Err(e) => println!("reported: {e}"),
     }
 }
+
+/// Attack (held): readers racing compactions. A writer commits increments with a
+/// journal threshold so small that every few commits compact (a new snapshot renamed in,
+/// then a new journal); readers with fresh stores (a full read each time: journal
+/// first, then snapshot) and a long-lived store (its cache's check of the journal and
+/// the snapshot, then the journal's tail) read all the while. No read may fail (an
+/// out-of-order pair read as "a snapshot older than the journal" would be a false
+/// `Corrupt`), every state must be a committed one (`n` = generation - 1), and no
+/// reader may see the generation go back.
+#[test]
+fn readers_racing_compactions_see_committed_states_in_order() {
+    let dir = common::test_dir();
+    let path = dir.path().join("state.json");
+    let store: Store = Store::open(&path).unwrap();
+    let settings = Settings {
+        format: Format::Journal,
+        journal_max_bytes: Some(1200),
+        ..Settings::default()
+    };
+    store.create_with(&settings, json!({"n": 0})).unwrap();
+    const COMMITS: u64 = 300;
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let (path, done) = (&path, &done);
+        let mut readers = Vec::new();
+        for long_lived in [false, false, true, true] {
+            readers.push(scope.spawn(move || {
+                let kept: Store = Store::open(path).unwrap();
+                let mut last = 0u64;
+                let mut reads = 0u64;
+                while !done.load(std::sync::atomic::Ordering::Acquire) {
+                    let snap = if long_lived {
+                        kept.load()
+                    } else {
+                        Store::<Value>::open(path).and_then(|s| s.load())
+                    }
+                    .unwrap_or_else(|e| panic!("a read failed after {reads} reads: {e}"));
+                    assert_eq!(
+                        snap.state["n"].as_u64(),
+                        Some(snap.generation - 1),
+                        "a state no commit made, at generation {}",
+                        snap.generation
+                    );
+                    assert!(
+                        snap.generation >= last,
+                        "the generation went back from {last} to {}",
+                        snap.generation
+                    );
+                    last = snap.generation;
+                    reads += 1;
+                }
+                reads
+            }));
+        }
+        for _ in 0..COMMITS {
+            store
+                .update(|s| s["n"] = (s["n"].as_u64().unwrap() + 1).into())
+                .unwrap();
+        }
+        done.store(true, std::sync::atomic::Ordering::Release);
+        for r in readers {
+            assert!(r.join().unwrap() > 0);
+        }
+    });
+    assert_eq!(fresh(&path), (json!({"n": COMMITS}), COMMITS + 1));
+}
