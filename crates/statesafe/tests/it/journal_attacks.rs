@@ -471,7 +471,8 @@ fn readers_racing_compactions_see_committed_states_in_order() {
 /// it read: A's record lands over B's, the file says `n` = 1 at generation 2 and B's
 /// acknowledged update is gone. (With records in the journal, B finds no published end
 /// in the new lock file and compacts, and A's append is refused because the journal was
-/// replaced: safe by accident.) Breaks "no lost updates between processes/threads";
+/// replaced: safe by accident; a long-lived B cannot take part, it waits on the removed
+/// lock file it keeps open. An empty journal is what every compaction leaves.) Breaks "no lost updates between processes/threads";
 /// `security::a_holder_whose_lock_file_was_removed_commits_nothing` is the plain-format
 /// test of the same attack. A fix: `guard.verify(dir)` before the append's `pwrite`
 /// (as before a rename).
