@@ -508,3 +508,64 @@ fn a_journal_holder_whose_lock_file_was_removed_commits_nothing() {
         "{outcome:?}"
     );
 }
+
+/// The document's text as a fresh store reads it, and as `store` (the writer) has it.
+fn texts(path: &Path, store: &Store) -> (String, String) {
+    (
+        fresh(path).0.to_string(),
+        store.load().unwrap().state.to_string(),
+    )
+}
+
+/// **Bug (red11): journal mode silently drops a commit's key order, and the writer's
+/// own store then disagrees with every other reader.**
+///
+/// statesafe keeps a document's key order (serde_json's `preserve_order`; a plain
+/// commit is written unless its bytes are the file's, so a reordering is a change). A
+/// journal commit is a `json_patch::diff` of the two trees, and compares them with
+/// `==`, which for objects ignores order: a commit that only reorders keys writes
+/// nothing (`new == old`), and a key inserted between two others is replayed by its
+/// `add` at the end. The writer's store keeps the committed tree in its cache
+/// (`cache::appended`), in the caller's order, so it serves `{"a":1,"b":2,"c":3}` while
+/// a fresh store, the CLI and the next compaction's snapshot serve `{"a":1,"c":3,"b":2}`:
+/// two readers of one generation see different documents, and the order the caller
+/// committed is lost at the next compaction. Plain mode keeps both orders (checked
+/// first here). Breaks "nothing silently changed" (as plain mode defines it). A fix:
+/// compare with order (or byte checksums) and write the whole document (kind 4) when
+/// the order changed; or document that journal mode keeps keys in insertion order and
+/// make the writer's cache hold the replayed order.
+#[test]
+#[ignore = "red11: journal mode drops a commit's key order (a reorder writes nothing; an inserted key goes last) while the writer's cache keeps it"]
+fn a_journal_commit_keeps_key_order_as_plain_mode_does() {
+    // A long value, so that the record is a patch (a tiny document is written whole).
+    let pad = "p".repeat(300);
+    for format in [Format::Plain, Format::Journal] {
+        let dir = common::test_dir();
+        let path = dir.path().join("state.json");
+        let store: Store = Store::open(&path).unwrap();
+        let settings = Settings {
+            format,
+            ..Settings::default()
+        };
+        store
+            .create_with(&settings, json!({"pad": pad, "a": 1, "c": 3}))
+            .unwrap();
+        store.load().unwrap();
+        let inserted = json!({"pad": pad, "a": 1, "b": 2, "c": 3});
+        store.update(|s| *s = inserted.clone()).unwrap();
+        let (other, own) = texts(&path, &store);
+        assert_eq!(own, inserted.to_string(), "{format:?}: the writer's store");
+        assert_eq!(
+            other, own,
+            "{format:?}: a fresh store reads another document than the writer's store serves"
+        );
+        let reordered = json!({"c": 3, "b": 2, "a": 1, "pad": pad});
+        store.update(|s| *s = reordered.clone()).unwrap();
+        let (other, own) = texts(&path, &store);
+        assert_eq!(
+            (other, own),
+            (reordered.to_string(), reordered.to_string()),
+            "{format:?}: the reordering was not written (a fresh store, then the writer's)"
+        );
+    }
+}
