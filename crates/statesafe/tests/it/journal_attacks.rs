@@ -569,3 +569,103 @@ fn a_journal_commit_keeps_key_order_as_plain_mode_does() {
         );
     }
 }
+
+/// Writes zeros into `path` until the filesystem is full.
+fn fill(path: &Path) {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).unwrap();
+    let block = vec![0u8; 4096];
+    loop {
+        match f.write(&block) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(28) => break,
+            Err(e) => panic!("filling {}: {e}", path.display()),
+        }
+    }
+}
+
+/// Attack (held): ENOSPC while the journal grows its preallocation. On a full tmpfs,
+/// commits append inside the preallocated 64 KiB until one needs the journal to grow;
+/// that one fails (no space, nothing written), and no reader (a fresh store, a
+/// long-lived one, the writer itself) ever sees its record; once space is freed, the
+/// next commit appends after the last acknowledged one.
+#[test]
+fn enospc_while_the_journal_grows_loses_and_shows_nothing() {
+    let test = "journal_attacks::enospc_while_the_journal_grows_loses_and_shows_nothing";
+    let dir = common::test_dir();
+    let tiny = dir.path().join("tiny");
+    let _mount = match common::Mount::tmpfs(&tiny, 1024 * 1024) {
+        Ok(m) => m,
+        Err(reason) => {
+            common::skipped(test, &reason);
+            return;
+        }
+    };
+    let path = tiny.join("state.json");
+    let store = create_journal(&path, json!({"n": 0, "pad": ""}));
+    let reader: Store = Store::open(&path).unwrap();
+    reader.load().unwrap();
+    reader.load().unwrap();
+    // One commit first: its published end grows the lock file to its slots' page (on a
+    // full filesystem a publication fails, silently, and a fresh descriptor then finds
+    // nothing to prove it and compacts, which needs space). The writer keeps its
+    // descriptor from its second full read on.
+    store.update(|s| s["n"] = 1.into()).unwrap();
+    store.load().unwrap();
+    store.load().unwrap();
+    let filler = tiny.join("filler");
+    fill(&filler);
+    let mut acked = 1u64;
+    let failure = loop {
+        let next = acked + 1;
+        let pad = format!("{next:0>2048}");
+        match store.update(|s| {
+            s["n"] = next.into();
+            s["pad"] = pad.clone().into();
+        }) {
+            Ok(()) => acked = next,
+            Err(e) => break e,
+        }
+        assert!(acked < 200, "the journal never needed to grow");
+        assert_eq!(reader.load().unwrap().state["n"], acked);
+    };
+    assert!(
+        acked >= 20,
+        "commits appended inside the preallocation first: {acked}, then {failure:?}"
+    );
+    assert!(
+        matches!(&failure, statesafe::Error::NoSpace { path, .. } if path.ends_with("journal")),
+        "the growth of the journal failed: {failure:?}"
+    );
+    for (who, snap) in [
+        (
+            "a fresh store",
+            Store::<Value>::open(&path).unwrap().load().unwrap(),
+        ),
+        ("a long-lived store", reader.load().unwrap()),
+        ("the writer", store.load().unwrap()),
+    ] {
+        assert_eq!(
+            (snap.state["n"].as_u64(), snap.generation),
+            (Some(acked), acked + 1),
+            "{who}"
+        );
+    }
+    std::fs::remove_file(&filler).unwrap();
+    store.update(|s| s["n"] = (acked + 1).into()).unwrap();
+    for (who, snap) in [
+        (
+            "a fresh store",
+            Store::<Value>::open(&path).unwrap().load().unwrap(),
+        ),
+        ("a long-lived store", reader.load().unwrap()),
+        ("the writer", store.load().unwrap()),
+    ] {
+        assert_eq!(
+            (snap.state["n"].as_u64(), snap.generation),
+            (Some(acked + 1), acked + 2),
+            "{who}"
+        );
+    }
+}
