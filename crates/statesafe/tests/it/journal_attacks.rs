@@ -669,3 +669,78 @@ fn enospc_while_the_journal_grows_loses_and_shows_nothing() {
         );
     }
 }
+
+/// **Bug (red11): after a single power loss, a long-lived store's commit leaves a torn
+/// batch's survivor in place behind its own record, and readers replay it.**
+///
+/// The same end as the test above, without the second power loss. A long-lived store
+/// (its document kept from its second locked full read on: here two transactions that
+/// change nothing, as a service's store runs all day) checks the journal under the lock
+/// with `read_journal_tail`, which stops at the first 4 KiB of zeros after its last
+/// record, and takes that read's `dirty_to` as the end of the torn tail
+/// (`cache::refresh`: `pos.dirty_to = start + found.dirty_to`), replacing the full
+/// read's. design.md holds the shortcut sound "within one boot ... The gaps a power
+/// loss leaves between pages are found by the full read, which every store makes
+/// first", but the full read's finding is not what the append uses. After a power loss
+/// that lost a torn batch's first pages (more than 4 KiB of zeros) and kept a later
+/// record, the store appends at the tear and writes no zeros over the survivor; when its
+/// record has the torn one's length (commits of one shape, a counter's, often do), the
+/// survivor follows it contiguously with the next generation and verifies, and every
+/// reader serves the new generation 3 with the old batch's generation 4 patched on top:
+/// a state nobody committed, at once (no second crash needed). Breaks "after a crash the
+/// state is old or new, never partial" and "nothing silently changed". A fix: keep the
+/// full read's `dirty_to` when the tail read finds less, or zero to the end of the
+/// preallocated space past a torn tail; and the chain check suggested above.
+#[test]
+#[ignore = "red11: a long-lived store's tail read stops at 4 KiB of zeros, so its append at a torn batch leaves the batch's survivor behind its record, and readers replay it (one power loss)"]
+fn a_long_lived_stores_append_at_a_tear_does_not_leave_the_batchs_survivor_behind() {
+    // The survivor on a page boundary past the tail read's first piece (8 KiB from the
+    // last record applied, generation 2's) whose last 4 KiB are then all zeros.
+    let mut pad = 12000usize;
+    let mut setup = None;
+    for _ in 0..8 {
+        let t = torn_batch(pad);
+        let want = (t.torn.at + 8192 + 64).div_ceil(PAGE) * PAGE;
+        if t.survivor.at == want {
+            setup = Some(t);
+            break;
+        }
+        pad = (pad as i64 + want as i64 - t.survivor.at as i64) as usize;
+    }
+    let t = setup.expect("a length that puts the survivor where the tail read stops short");
+    let path = &t.path;
+    // The power loss: generation 3's pages lost, generation 4's kept.
+    write_range(
+        path,
+        t.torn.at,
+        &vec![0; (t.survivor.at - t.torn.at) as usize],
+    );
+    // A store starting after the power loss: its full reads find the torn batch and
+    // drop it whole.
+    let store: Store = Store::open(path).unwrap();
+    assert_eq!(
+        (
+            store.load().unwrap().state,
+            store.load().unwrap().generation
+        ),
+        (json!({"n": 1, "s": ""}), 2)
+    );
+    // Two transactions that change nothing (a transaction's check needs the cache
+    // filled by a locked read, which knows the file's ACL).
+    store.update(|_| {}).unwrap();
+    store.update(|_| {}).unwrap();
+    store.update(|s| s["s"] = "y".repeat(pad).into()).unwrap();
+    let recs = records(path);
+    assert_eq!(
+        (recs[1].at, recs[1].generation, recs[1].end),
+        (t.torn.at, 3, t.survivor.at),
+        "the store appended its generation 3 in the torn record's place, with its length"
+    );
+    let (state, generation) = fresh(path);
+    let new = (json!({"n": 1, "s": "y".repeat(pad)}), 3);
+    assert!(
+        (state.clone(), generation) == new,
+        "the reader serves generation {generation}, a state nobody committed: m = {}",
+        state["m"]
+    );
+}
