@@ -826,3 +826,66 @@ fn a_writer_under_the_fail_policy_repairs_no_damaged_journal() {
         "the snapshot was replaced"
     );
 }
+
+/// Attack (held): maintenance commands between a long-lived store's commits, on a
+/// healthy journal with a torn tail (a writer killed mid-append): `check`, `recover`,
+/// `restore` of a version from the journal, and leaving and re-entering journal mode
+/// (each by another store, as the CLI does). No acknowledged commit is lost, none is
+/// applied twice, the torn tail is never taken for a commit, and the long-lived store's
+/// next commit builds on the newest state.
+#[test]
+fn maintenance_between_a_long_lived_stores_commits_loses_nothing() {
+    let dir = common::test_dir();
+    let path = dir.path().join("state.json");
+    let store = create_journal(&path, json!({"n": 0, "log": []}));
+    let push = |store: &Store, n: u64| {
+        store
+            .update(|s| {
+                s["n"] = n.into();
+                s["log"].as_array_mut().unwrap().push(n.into());
+            })
+            .unwrap();
+    };
+    for n in 1..=3 {
+        push(&store, n);
+    }
+    // A writer killed mid-append: half a record past the last one.
+    let end = records(&path).last().unwrap().end;
+    write_range(&path, end, &[0x55; 40]);
+    let other: Store = Store::open(&path).unwrap();
+    assert!(other.check().unwrap().is_ok());
+    assert!(other.recover().unwrap().is_none(), "nothing to recover");
+    push(&store, 4);
+    // Restore generation 3 (n = 2), a version that only the journal holds.
+    let restored = Store::<Value>::open(&path).unwrap().restore(3).unwrap();
+    assert_eq!(fresh(&path), (json!({"n": 2, "log": [1, 2]}), restored));
+    push(&store, 5);
+    let settings = |format| Settings {
+        format,
+        ..Settings::default()
+    };
+    Store::<Value>::open(&path)
+        .unwrap()
+        .save_settings(&settings(Format::Plain))
+        .unwrap();
+    let commit = store.update(|s| s["n"] = 99.into());
+    assert!(
+        commit.is_err(),
+        "a journal-mode store after the switch: {commit:?}"
+    );
+    let plain: Store = Store::open(&path).unwrap();
+    push(&plain, 6);
+    plain.save_settings(&settings(Format::Journal)).unwrap();
+    let again: Store = Store::open(&path).unwrap();
+    push(&again, 7);
+    push(&again, 8);
+    // The first long-lived store, back in journal mode: it builds on the newest state.
+    push(&store, 9);
+    push(&again, 10);
+    assert_eq!(
+        fresh(&path).0,
+        json!({"n": 10, "log": [1, 2, 5, 6, 7, 8, 9, 10]}),
+        "every acknowledged commit, once, on the restored version"
+    );
+    assert_eq!(store.load().unwrap().state, fresh(&path).0);
+}
