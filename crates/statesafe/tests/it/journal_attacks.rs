@@ -889,3 +889,84 @@ fn maintenance_between_a_long_lived_stores_commits_loses_nothing() {
     );
     assert_eq!(store.load().unwrap().state, fresh(&path).0);
 }
+
+/// fork(2) (the parent gets `Some(child)`); the child must end with [`exit_now`].
+#[allow(unsafe_code)] // fork(2): no safe wrapper in the dependencies
+fn fork() -> Option<libc::pid_t> {
+    // SAFETY: the child runs only store calls, then `exit_now`; nextest runs each
+    // test in its own process.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
+    (pid != 0).then_some(pid)
+}
+
+#[allow(unsafe_code)] // _exit(2): no safe wrapper in the dependencies
+fn exit_now(code: i32) -> ! {
+    // SAFETY: only ever called in a forked child.
+    unsafe { libc::_exit(code) }
+}
+
+#[allow(unsafe_code)] // waitpid(2): no safe wrapper in the dependencies
+fn exit_code_of(pid: libc::pid_t) -> i32 {
+    let mut status = 0;
+    // SAFETY: waits for a child this process forked.
+    let waited = unsafe { libc::waitpid(pid, &mut status, 0) };
+    assert_eq!(waited, pid);
+    assert!(libc::WIFEXITED(status), "child did not exit: {status}");
+    libc::WEXITSTATUS(status)
+}
+
+/// Attack (held): fork after a store has its journal descriptor kept and proven and its
+/// document cached; then the child and the parent append through their copies of the
+/// store at the same time, by `apply_patch` (group commit, the cache, the kept
+/// descriptor the child must not use) and by transactions. Every append lands exactly
+/// once.
+#[test]
+fn a_forked_child_and_its_parent_appending_at_once_lose_and_repeat_nothing() {
+    let dir = common::test_dir();
+    let path = dir.path().join("state.json");
+    let store = create_journal(&path, json!({"log": []}));
+    let append = |store: &Store, v: u64, patch: bool| {
+        if patch {
+            store
+                .apply_patch(&json!([{"op": "add", "path": "/log/-", "value": v}]))
+                .map(|_| ())
+        } else {
+            store.update(|s| s["log"].as_array_mut().unwrap().push(v.into()))
+        }
+    };
+    for v in 0..3 {
+        append(&store, v, true).unwrap();
+    }
+    store.load().unwrap();
+    const EACH: u64 = 40;
+    match fork() {
+        None => {
+            let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                (0..EACH).all(|i| append(&store, 1000 + i, i % 2 == 0).is_ok())
+            }))
+            .unwrap_or(false);
+            exit_now(if ok { 0 } else { 1 });
+        }
+        Some(pid) => {
+            for i in 0..EACH {
+                append(&store, 2000 + i, i % 3 != 0).unwrap();
+            }
+            assert_eq!(exit_code_of(pid), 0, "the child's appends failed");
+        }
+    }
+    let mut log: Vec<u64> = fresh(&path).0["log"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    log.sort_unstable();
+    let mut want: Vec<u64> = (0..3)
+        .chain(1000..1000 + EACH)
+        .chain(2000..2000 + EACH)
+        .collect();
+    want.sort_unstable();
+    assert_eq!(log, want);
+    assert_eq!(store.load().unwrap().state, fresh(&path).0);
+}
