@@ -23,6 +23,7 @@ mod faults;
 mod filesystems;
 mod integrity;
 mod journal;
+mod journal_attacks;
 mod journal_cache;
 mod kill;
 mod lock;
