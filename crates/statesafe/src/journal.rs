@@ -1644,6 +1644,10 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             cache::keep_file(self, kept, pos.id);
             return Ok(Step::Appended(b.clone(), Duration::ZERO));
         }
+        // The lock must still be the lock file at its path, as before the whole-file
+        // protocol's rename: a cleanup may have removed it since it was taken, and a
+        // writer that locked the new one may be appending at this very offset.
+        guard.verify(self.write_dir()?)?;
         let seq = write_record(&kept, pos, &record)
             .map_err(|e| Error::io(Op::Write, sidecar.root().join(JOURNAL), e))?;
         let end = pos.end + record.len() as u64;

@@ -716,6 +716,11 @@ impl Store<Value> {
         {
             return fallback(batch.len());
         }
+        // The lock must still be the lock file at its path (see `journal_commit`): if a
+        // cleanup removed it, each commit runs as a transaction, which says so.
+        if self.write_dir().and_then(|dir| guard.verify(dir)).is_err() {
+            return fallback(batch.len());
+        }
         let claim = kept.witness.claim(&lock_file, id, pos.end);
         let limit = super::threshold(
             cache.replayed.snapshot_len,

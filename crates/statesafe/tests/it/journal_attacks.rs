@@ -477,7 +477,6 @@ fn readers_racing_compactions_see_committed_states_in_order() {
 /// test of the same attack. A fix: `guard.verify(dir)` before the append's `pwrite`
 /// (as before a rename).
 #[test]
-#[ignore = "red11: a journal append does not check that its lock file is still in place: after a cleanup removed it, two holders append at the same offset and one acknowledged commit is lost"]
 fn a_journal_holder_whose_lock_file_was_removed_commits_nothing() {
     let dir = common::test_dir();
     let path = dir.path().join("state.json");
