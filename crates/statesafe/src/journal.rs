@@ -1769,6 +1769,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         if j.journal.is_none() || (cur.generation == j.snapshot_generation && j.damage.is_none()) {
             return Ok(());
         }
+        self.journal_damage_refused(&cur, "the settings were not changed")?;
         let v = self.verify(&cur, true)?;
         let config = self.config();
         let mut forced = (*config).clone();
@@ -1781,26 +1782,40 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         written.map(|_| ())
     }
 
+    /// Under [`crate::RecoveryPolicy::Fail`], a damaged journal in `cur` is
+    /// [`Error::Corrupt`] (`outcome`: what the caller did not do): a writer that went on
+    /// would quarantine the journal and build on the state before the damage, which
+    /// is the repair that policy forbids (plain files: [`Store::recover_locked`]).
+    pub(crate) fn journal_damage_refused(&self, cur: &Current, outcome: &str) -> Result<()> {
+        let damage = cur.journal.as_ref().and_then(|j| j.damage.as_ref());
+        match damage {
+            Some((damage, _))
+                if self.config().recovery == crate::settings::RecoveryPolicy::Fail =>
+            {
+                Err(Error::Corrupt {
+                    path: self.path().to_path_buf(),
+                    line: None,
+                    column: None,
+                    reason: format!(
+                        "{damage}; the recovery policy is `fail`, so {outcome} (run `statesafe recover` to repair it)"
+                    ),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// A load that found the journal damaged: repairs it if the writers' lock is free
     /// at once (quarantine, then the newest state it proves committed as a new
     /// generation with a new snapshot and journal); otherwise serves that state
     /// without writing, with an [`Event::DamageNotRepaired`].
     pub(crate) fn journal_repair_on_load(&self, cur: Current) -> Result<Snapshot<T>> {
+        self.journal_damage_refused(&cur, "nothing was repaired")?;
         let damage = cur
             .journal
             .as_ref()
             .and_then(|j| j.damage.clone())
             .map_or_else(String::new, |(d, _)| d);
-        if self.config().recovery == crate::settings::RecoveryPolicy::Fail {
-            return Err(Error::Corrupt {
-                path: self.path().to_path_buf(),
-                line: None,
-                column: None,
-                reason: format!(
-                    "{damage}; the recovery policy is `fail`, so nothing was repaired (run `statesafe recover` to repair it)"
-                ),
-            });
-        }
         let locked = match self.lock_and_read_within("recover", true, Duration::ZERO) {
             Ok(locked) => locked,
             Err(

@@ -347,6 +347,9 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         let mut locked = self.lock_and_read(operation, !journal)?;
         if journal {
             locked.current = self.journal_read_locked(&locked.guard)?;
+            if let Some(cur) = &locked.current {
+                self.journal_damage_refused(cur, &format!("the {operation} wrote nothing"))?;
+            }
         }
         self.begin_locked(locked, init, known)
     }

@@ -772,7 +772,6 @@ fn damage_first_record(path: &Path) {
 /// locked read reports the damage as `Corrupt` unless the policy allows a repair (as
 /// `verify` does for plain files).
 #[test]
-#[ignore = "red11: under RecoveryPolicy::Fail a journal-mode update on a damaged journal quarantines it and commits on the state before the damage"]
 fn a_writer_under_the_fail_policy_repairs_no_damaged_journal() {
     // Plain: a damaged file under `fail` is an error for an update.
     let dir = common::test_dir();
