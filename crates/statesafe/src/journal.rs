@@ -1057,11 +1057,15 @@ pub(crate) static FAIL_FLUSH: std::sync::atomic::AtomicBool =
 /// `follows`, checksum `snapshot`): a temporary file in the sidecar with the header
 /// and preallocated zeros, `fsync`, `rename` over `journal`, `fsync` of the sidecar.
 /// Call only once that snapshot is durable (see the crash argument in the design).
+/// Under `Durability::Full` it then publishes the journal durable up to its header
+/// (in `guard`'s lock file): a `Full` writer appends to a journal with no record only
+/// after that publication, and compacts otherwise ("Shared flushes" in the design).
 pub(crate) fn start(
     sidecar: &Sidecar,
     header: Header,
     perms: Perms,
     durability: Durability,
+    guard: &lock::Guard<'_>,
 ) -> std::result::Result<Result<()>, Poisoning> {
     let root = sidecar.root();
     let temp = format!(".{JOURNAL}.tmp-{}", sys::pid());
@@ -1094,6 +1098,12 @@ pub(crate) fn start(
         sys::rename_in(root.fd(), temp, OsStr::new(JOURNAL)).map_err(Ok)?;
         if durability == Durability::Full {
             sys::fsync(root.fd()).map_err(Err)?;
+            // With the lock held: the next writer finds it without waiting.
+            // (Best effort, as every publication: without it a writer compacts.)
+            if let Ok(st) = sys::stat_fd(&file) {
+                let id = durable::JournalId::of((st.dev, st.ino), &header);
+                durable::publish(guard.lock_file(), id, HEADER_LEN as u64, guard.pid());
+            }
         }
         Ok(())
     })();
@@ -1573,7 +1583,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                     },
                     |b| b.perms,
                 );
-                if let Ok(result) = start(&sidecar, header, perms, self.opts.durability) {
+                if let Ok(result) = start(&sidecar, header, perms, self.opts.durability, guard) {
                     result?;
                 }
             }
@@ -1726,6 +1736,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
     /// leave the commit standing (the next commit compacts again).
     pub(crate) fn journal_compacted(
         &self,
+        guard: &lock::Guard<'_>,
         sidecar: &Sidecar,
         generation: u64,
         checksum: u64,
@@ -1733,7 +1744,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         repaired: Option<(String, PathBuf)>,
     ) -> Result<()> {
         let header = Header::new(generation, checksum);
-        let started = match start(sidecar, header, perms, self.opts.durability) {
+        let started = match start(sidecar, header, perms, self.opts.durability, guard) {
             Ok(result) => result,
             Err(Poisoning(e)) => {
                 self.poison();

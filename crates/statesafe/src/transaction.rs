@@ -1016,7 +1016,8 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         let perms = base.map_or_else(|| current_perms(self), |b| b.perms);
         if config.format == Format::Journal
             && recorded
-            && let Err(e) = self.journal_compacted(&sidecar, generation, new_sum, perms, repaired)
+            && let Err(e) =
+                self.journal_compacted(guard, &sidecar, generation, new_sum, perms, repaired)
         {
             self.bookkeeping_failed(generation, "starting a new journal", &e);
         }
