@@ -1057,11 +1057,15 @@ pub(crate) static FAIL_FLUSH: std::sync::atomic::AtomicBool =
 /// `follows`, checksum `snapshot`): a temporary file in the sidecar with the header
 /// and preallocated zeros, `fsync`, `rename` over `journal`, `fsync` of the sidecar.
 /// Call only once that snapshot is durable (see the crash argument in the design).
+/// Under `Durability::Full` it then publishes the journal durable up to its header
+/// (in `guard`'s lock file): a `Full` writer appends to a journal with no record only
+/// after that publication, and compacts otherwise ("Shared flushes" in the design).
 pub(crate) fn start(
     sidecar: &Sidecar,
     header: Header,
     perms: Perms,
     durability: Durability,
+    guard: &lock::Guard<'_>,
 ) -> std::result::Result<Result<()>, Poisoning> {
     let root = sidecar.root();
     let temp = format!(".{JOURNAL}.tmp-{}", sys::pid());
@@ -1094,6 +1098,12 @@ pub(crate) fn start(
         sys::rename_in(root.fd(), temp, OsStr::new(JOURNAL)).map_err(Ok)?;
         if durability == Durability::Full {
             sys::fsync(root.fd()).map_err(Err)?;
+            // With the lock held: the next writer finds it without waiting.
+            // (Best effort, as every publication: without it a writer compacts.)
+            if let Ok(st) = sys::stat_fd(&file) {
+                let id = durable::JournalId::of((st.dev, st.ino), &header);
+                durable::publish(guard.lock_file(), id, HEADER_LEN as u64, guard.pid());
+            }
         }
         Ok(())
     })();
@@ -1573,7 +1583,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                     },
                     |b| b.perms,
                 );
-                if let Ok(result) = start(&sidecar, header, perms, self.opts.durability) {
+                if let Ok(result) = start(&sidecar, header, perms, self.opts.durability, guard) {
                     result?;
                 }
             }
@@ -1730,6 +1740,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
     /// leave the commit standing (the next commit compacts again).
     pub(crate) fn journal_compacted(
         &self,
+        guard: &lock::Guard<'_>,
         sidecar: &Sidecar,
         generation: u64,
         checksum: u64,
@@ -1737,7 +1748,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         repaired: Option<(String, PathBuf)>,
     ) -> Result<()> {
         let header = Header::new(generation, checksum);
-        let started = match start(sidecar, header, perms, self.opts.durability) {
+        let started = match start(sidecar, header, perms, self.opts.durability, guard) {
             Ok(result) => result,
             Err(Poisoning(e)) => {
                 self.poison();
@@ -1773,6 +1784,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         if j.journal.is_none() || (cur.generation == j.snapshot_generation && j.damage.is_none()) {
             return Ok(());
         }
+        self.journal_damage_refused(&cur, "the settings were not changed")?;
         let v = self.verify(&cur, true)?;
         let config = self.config();
         let mut forced = (*config).clone();
@@ -1785,26 +1797,40 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         written.map(|_| ())
     }
 
+    /// Under [`crate::RecoveryPolicy::Fail`], a damaged journal in `cur` is
+    /// [`Error::Corrupt`] (`outcome`: what the caller did not do): a writer that went on
+    /// would quarantine the journal and build on the state before the damage, which
+    /// is the repair that policy forbids (plain files: [`Store::recover_locked`]).
+    pub(crate) fn journal_damage_refused(&self, cur: &Current, outcome: &str) -> Result<()> {
+        let damage = cur.journal.as_ref().and_then(|j| j.damage.as_ref());
+        match damage {
+            Some((damage, _))
+                if self.config().recovery == crate::settings::RecoveryPolicy::Fail =>
+            {
+                Err(Error::Corrupt {
+                    path: self.path().to_path_buf(),
+                    line: None,
+                    column: None,
+                    reason: format!(
+                        "{damage}; the recovery policy is `fail`, so {outcome} (run `statesafe recover` to repair it)"
+                    ),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// A load that found the journal damaged: repairs it if the writers' lock is free
     /// at once (quarantine, then the newest state it proves committed as a new
     /// generation with a new snapshot and journal); otherwise serves that state
     /// without writing, with an [`Event::DamageNotRepaired`].
     pub(crate) fn journal_repair_on_load(&self, cur: Current) -> Result<Snapshot<T>> {
+        self.journal_damage_refused(&cur, "nothing was repaired")?;
         let damage = cur
             .journal
             .as_ref()
             .and_then(|j| j.damage.clone())
             .map_or_else(String::new, |(d, _)| d);
-        if self.config().recovery == crate::settings::RecoveryPolicy::Fail {
-            return Err(Error::Corrupt {
-                path: self.path().to_path_buf(),
-                line: None,
-                column: None,
-                reason: format!(
-                    "{damage}; the recovery policy is `fail`, so nothing was repaired (run `statesafe recover` to repair it)"
-                ),
-            });
-        }
         let locked = match self.lock_and_read_within("recover", true, Duration::ZERO) {
             Ok(locked) => locked,
             Err(

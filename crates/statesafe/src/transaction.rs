@@ -347,6 +347,9 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         let mut locked = self.lock_and_read(operation, !journal)?;
         if journal {
             locked.current = self.journal_read_locked(&locked.guard)?;
+            if let Some(cur) = &locked.current {
+                self.journal_damage_refused(cur, &format!("the {operation} wrote nothing"))?;
+            }
         }
         self.begin_locked(locked, init, known)
     }
@@ -1013,7 +1016,8 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         let perms = base.map_or_else(|| current_perms(self), |b| b.perms);
         if config.format == Format::Journal
             && recorded
-            && let Err(e) = self.journal_compacted(&sidecar, generation, new_sum, perms, repaired)
+            && let Err(e) =
+                self.journal_compacted(guard, &sidecar, generation, new_sum, perms, repaired)
         {
             self.bookkeeping_failed(generation, "starting a new journal", &e);
         }

@@ -145,13 +145,13 @@ struct Flushed {
 
 impl Witness {
     pub(crate) fn new(opened_end: u64) -> Witness {
-        // A journal's header is durable before its name is (`start`): nothing before
-        // the first record needs a proof.
-        let proven = opened_end <= HEADER_LEN as u64;
+        // Even a journal with no record needs a proof: a `Durability::None` writer
+        // starts one without syncing it or its folder, so only a published end (a
+        // `Durability::Full` `start` publishes the header's) vouches for its name.
         Witness {
             opened_end,
-            proven: AtomicBool::new(proven),
-            known: AtomicU64::new(if proven { opened_end } else { 0 }),
+            proven: AtomicBool::new(false),
+            known: AtomicU64::new(0),
             appends: AtomicU64::new(0),
             flushed: parking_lot::Mutex::new(Flushed::default()),
         }
@@ -193,6 +193,12 @@ impl Witness {
         if needed <= self.known.load(Ordering::Acquire) {
             return true;
         }
+        // No record before `end`: no appender to wait for, only `start`'s publication.
+        let wait = if end <= HEADER_LEN as u64 {
+            Duration::ZERO
+        } else {
+            wait
+        };
         let started = Instant::now();
         let mut pause = Duration::from_micros(20);
         let mut give_up = None;
@@ -432,6 +438,15 @@ mod tests {
         let old = std::time::SystemTime::now() - Duration::from_secs(7200);
         assert!(!w.prove(&file, id, 450, Duration::from_secs(3600), || Some(old)));
         assert!(Witness::new(HEADER_LEN as u64).prove(&file, id, 450, Duration::ZERO, || None));
+        // A journal with no record is proven only by a publication of its header (a
+        // `Durability::Full` start's), and nothing is waited for (the wait here would
+        // outlast any test run).
+        let empty = JournalId { header: 5, ..id };
+        let w = Witness::new(HEADER_LEN as u64);
+        let hour = Duration::from_secs(3600);
+        assert!(!w.prove(&file, empty, HEADER_LEN as u64, hour, || None));
+        publish(&file, empty, HEADER_LEN as u64, crate::sys::pid());
+        assert!(w.prove(&file, empty, HEADER_LEN as u64, hour, || None));
         assert!(linux_at_least("6.1.0-18-amd64", (4, 16)));
         assert!(linux_at_least("4.16.0", (4, 16)));
         assert!(!linux_at_least("4.15.18-generic", (4, 16)));
