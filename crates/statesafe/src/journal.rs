@@ -1614,7 +1614,16 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         // flushes are not known to have succeeded waits for their writers to publish
         // them, and otherwise this commit compacts (the new snapshot is durable whatever
         // the journal's pages hold).
-        let kept = writer(&sidecar, cache::take_file(self), pos, SinceCheck::CallerRan)?;
+        // A journal replaced while this transaction was open is most often another
+        // holder's compaction after a cleanup removed this holder's lock file: then the
+        // lock was lost, and the error says so.
+        let kept =
+            writer(&sidecar, cache::take_file(self), pos, SinceCheck::CallerRan).map_err(|e| {
+                match self.write_dir() {
+                    Ok(dir) => guard.verify(dir).err().unwrap_or(e),
+                    Err(_) => e,
+                }
+            })?;
         let id = durable::JournalId::of(pos.id, &pos.header);
         let lock_file = std::sync::Arc::clone(guard.lock_file());
         if self.opts.durability == Durability::Full

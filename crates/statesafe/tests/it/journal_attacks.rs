@@ -500,7 +500,10 @@ fn readers_racing_compactions_see_committed_states_in_order() {
 /// lock file it keeps open. An empty journal is what every compaction leaves.) Breaks "no lost updates between processes/threads";
 /// `security::a_holder_whose_lock_file_was_removed_commits_nothing` is the plain-format
 /// test of the same attack. A fix: `guard.verify(dir)` before the append's `pwrite`
-/// (as before a rename).
+/// (as before a rename). Fixed: the append checks the lock first; and since a writer
+/// appends to a journal with no record only once its start was published durable (a
+/// later fix of session 11), B compacts here instead, and A's commit finds the journal
+/// replaced: either way A is refused with `LockLost` and nothing of it is written.
 #[test]
 fn a_journal_holder_whose_lock_file_was_removed_commits_nothing() {
     let dir = common::test_dir();
