@@ -1941,9 +1941,10 @@ fn change_body(patch: &json_patch::Patch, new: &Value, encoded_len: usize) -> (K
 /// (a document keeps its key order, as a plain commit writes it). `json_patch::diff`
 /// compares objects without their order, and on replay an `add` appends a new key and
 /// a `remove` moves the object's last key into the gap; so here an object is patched
-/// key by key only when `old`'s keys are the first of `new`'s, in order (new keys are
-/// then added at its end), and is replaced whole otherwise. One walk of both trees, as
-/// `json_patch::diff`'s; empty exactly when the two are the same, order included.
+/// key by key up to its first key out of place, and from there on its old keys are
+/// removed from the end and its new ones appended (or, when no key is in place, it is
+/// replaced whole). One walk of both trees, as `json_patch::diff`'s; empty exactly
+/// when the two are the same, order included.
 fn ordered_diff(old: &Value, new: &Value) -> json_patch::Patch {
     let mut ops = Vec::new();
     diff_into(
@@ -1970,20 +1971,32 @@ fn diff_into(
     };
     match (old, new) {
         (Value::Object(o), Value::Object(n)) => {
-            if o.len() > n.len() || !o.keys().zip(n.keys()).all(|(a, b)| a == b) {
+            // The keys at the same places up to the first difference are patched in
+            // place. Past it, a replayed removal is exact only of the last key, and an
+            // `add` of a new key appends: the old keys from there are removed, last
+            // first, and the new ones added in order (a key in both is removed and
+            // added again). When that is every key, the object is replaced whole.
+            let same = o.keys().zip(n.keys()).take_while(|(a, b)| a == b).count();
+            if same == 0 && !o.is_empty() {
                 ops.push(replace(at));
                 return;
             }
-            let mut old_values = o.values();
-            for (key, value) in n {
+            for ((key, was), value) in o.iter().zip(n.values()).take(same) {
                 at.push_back(key);
-                match old_values.next() {
-                    Some(was) => diff_into(was, value, at, ops),
-                    None => ops.push(PatchOperation::Add(AddOperation {
-                        path: at.clone(),
-                        value: value.clone(),
-                    })),
-                }
+                diff_into(was, value, at, ops);
+                at.pop_back();
+            }
+            for key in o.keys().skip(same).rev() {
+                at.push_back(key);
+                ops.push(PatchOperation::Remove(RemoveOperation { path: at.clone() }));
+                at.pop_back();
+            }
+            for (key, value) in n.iter().skip(same) {
+                at.push_back(key);
+                ops.push(PatchOperation::Add(AddOperation {
+                    path: at.clone(),
+                    value: value.clone(),
+                }));
                 at.pop_back();
             }
         }
@@ -2389,6 +2402,54 @@ mod tests {
             patch,
             json!([{"op": "replace", "path": "/o/y", "value": 5}])
         );
+        // A key removed costs the keys after it, not the object.
+        let old = json!({"a": 1, "b": 2, "c": 3, "d": 4});
+        let new = json!({"a": 1, "c": 3, "d": 4});
+        let patch = ordered_diff(&old, &new);
+        let mut doc = old.clone();
+        json_patch::patch(&mut doc, &patch).unwrap();
+        assert_eq!(doc.to_string(), new.to_string());
+        assert_eq!(
+            serde_json::to_value(patch).unwrap(),
+            json!([
+                {"op": "remove", "path": "/d"},
+                {"op": "remove", "path": "/c"},
+                {"op": "remove", "path": "/b"},
+                {"op": "add", "path": "/c", "value": 3},
+                {"op": "add", "path": "/d", "value": 4}
+            ])
+        );
+    }
+
+    /// An object with keys from `a`.. in the order given (the first of a repeated key
+    /// wins): numbers, and objects with their own keys in two orders.
+    fn object_of(entries: &[(u8, u8)]) -> Value {
+        let mut map = serde_json::Map::new();
+        for &(k, v) in entries {
+            let value = match v {
+                0 | 1 => v.into(),
+                2 => serde_json::json!({"x": 1, "y": 2}),
+                _ => serde_json::json!({"y": 2, "x": 1}),
+            };
+            map.entry(char::from(b'a' + k).to_string()).or_insert(value);
+        }
+        Value::Object(map)
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_change_replays_to_the_new_document_key_order_included(
+            old in proptest::collection::vec((0u8..6, 0u8..4), 0..8),
+            new in proptest::collection::vec((0u8..6, 0u8..4), 0..8),
+        ) {
+            let (old, new) = (object_of(&old), object_of(&new));
+            let patch = ordered_diff(&old, &new);
+            let mut doc = old.clone();
+            json_patch::patch(&mut doc, &patch).unwrap();
+            proptest::prop_assert_eq!(doc.to_string(), new.to_string());
+            let same = serde_json::to_vec(&old).unwrap() == serde_json::to_vec(&new).unwrap();
+            proptest::prop_assert_eq!(patch.0.is_empty(), same);
+        }
     }
 
     #[test]
