@@ -1639,7 +1639,8 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             path: self.path().to_path_buf(),
             source: e,
         })?;
-        let (kind, body) = change_body(old, &new, encoded_len);
+        let patch = ordered_diff(old, &new);
+        let (kind, body) = change_body(&patch, &new, encoded_len);
         // What this writer knows durable: a later record's claim tells a reader that a
         // bad record before it is damage, not a torn append.
         let meta = RecordMeta::now(
@@ -1656,8 +1657,9 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         if pos.end + record.len() as u64 - HEADER_LEN as u64 > limit {
             return compact(None);
         }
-        if new == **old {
-            // As in the other formats: a commit that changes nothing writes nothing
+        if patch.0.is_empty() {
+            // As in the other formats: a commit that changes nothing (key order
+            // included) writes nothing
             // and keeps the generation (unless it is due to compact, which leaving
             // journal mode relies on).
             cache::keep_file(self, kept, pos.id);
@@ -1956,14 +1958,13 @@ fn snapshot_base(b: &Base) -> Base {
     s
 }
 
-/// The record body for the change from `old` to `new`: the patch, unless the whole
-/// document is shorter.
+/// The record body for the change `patch` (from [`ordered_diff`]) to `new`: the patch,
+/// unless the whole document is shorter.
 /// `encoded_len` is the length of the document as the snapshot would lay it out (at
 /// least its compact length): the compact document is serialized only when the patch
 /// is longer than that or than [`PATCH_CHECK`].
-fn change_body(old: &Value, new: &Value, encoded_len: usize) -> (Kind, Vec<u8>) {
-    let patch = json_patch::diff(old, new);
-    let patch = serde_json::to_vec(&patch).expect("invariant: a patch serializes");
+fn change_body(patch: &json_patch::Patch, new: &Value, encoded_len: usize) -> (Kind, Vec<u8>) {
+    let patch = serde_json::to_vec(patch).expect("invariant: a patch serializes");
     if patch.len() <= PATCH_CHECK && patch.len() < encoded_len {
         return (Kind::Patch, patch);
     }
@@ -1972,6 +1973,96 @@ fn change_body(old: &Value, new: &Value, encoded_len: usize) -> (Kind, Vec<u8>) 
         (Kind::Document, doc)
     } else {
         (Kind::Patch, patch)
+    }
+}
+
+/// The patch from `old` to `new` whose replay gives `new` exactly, key order included
+/// (a document keeps its key order, as a plain commit writes it). `json_patch::diff`
+/// compares objects without their order, and on replay an `add` appends a new key and
+/// a `remove` moves the object's last key into the gap; so here an object is patched
+/// key by key up to its first key out of place, and from there on its old keys are
+/// removed from the end and its new ones appended (or, when no key is in place, it is
+/// replaced whole). One walk of both trees, as `json_patch::diff`'s; empty exactly
+/// when the two are the same, order included.
+fn ordered_diff(old: &Value, new: &Value) -> json_patch::Patch {
+    let mut ops = Vec::new();
+    diff_into(
+        old,
+        new,
+        &mut json_patch::jsonptr::PointerBuf::new(),
+        &mut ops,
+    );
+    json_patch::Patch(ops)
+}
+
+fn diff_into(
+    old: &Value,
+    new: &Value,
+    at: &mut json_patch::jsonptr::PointerBuf,
+    ops: &mut Vec<json_patch::PatchOperation>,
+) {
+    use json_patch::{AddOperation, PatchOperation, RemoveOperation, ReplaceOperation};
+    let replace = |at: &json_patch::jsonptr::PointerBuf| {
+        PatchOperation::Replace(ReplaceOperation {
+            path: at.clone(),
+            value: new.clone(),
+        })
+    };
+    match (old, new) {
+        (Value::Object(o), Value::Object(n)) => {
+            // The keys at the same places up to the first difference are patched in
+            // place. Past it, a replayed removal is exact only of the last key, and an
+            // `add` of a new key appends: the old keys from there are removed, last
+            // first, and the new ones added in order (a key in both is removed and
+            // added again). When that is every key, the object is replaced whole.
+            let same = o.keys().zip(n.keys()).take_while(|(a, b)| a == b).count();
+            if same == 0 && !o.is_empty() {
+                ops.push(replace(at));
+                return;
+            }
+            for ((key, was), value) in o.iter().zip(n.values()).take(same) {
+                at.push_back(key);
+                diff_into(was, value, at, ops);
+                at.pop_back();
+            }
+            for key in o.keys().skip(same).rev() {
+                at.push_back(key);
+                ops.push(PatchOperation::Remove(RemoveOperation { path: at.clone() }));
+                at.pop_back();
+            }
+            for (key, value) in n.iter().skip(same) {
+                at.push_back(key);
+                ops.push(PatchOperation::Add(AddOperation {
+                    path: at.clone(),
+                    value: value.clone(),
+                }));
+                at.pop_back();
+            }
+        }
+        (Value::Array(o), Value::Array(n)) => {
+            // Element by element; the elements past the shorter end are added at (or
+            // removed from, last first) the end, which a replay does exactly.
+            for (i, (was, value)) in o.iter().zip(n).enumerate() {
+                at.push_back(i);
+                diff_into(was, value, at, ops);
+                at.pop_back();
+            }
+            for (i, value) in n.iter().enumerate().skip(o.len()) {
+                at.push_back(i);
+                ops.push(PatchOperation::Add(AddOperation {
+                    path: at.clone(),
+                    value: value.clone(),
+                }));
+                at.pop_back();
+            }
+            for i in (n.len()..o.len()).rev() {
+                at.push_back(i);
+                ops.push(PatchOperation::Remove(RemoveOperation { path: at.clone() }));
+                at.pop_back();
+            }
+        }
+        _ if old == new => {}
+        _ => ops.push(replace(at)),
     }
 }
 
@@ -2309,16 +2400,95 @@ mod tests {
         let old = serde_json::json!({"a": 1, "big": "x".repeat(10_000)});
         let mut new = old.clone();
         new["a"] = 2.into();
-        let (kind, body) = change_body(&old, &new, 10_020);
+        let (kind, body) = change_body(&ordered_diff(&old, &new), &new, 10_020);
         assert_eq!(kind, Kind::Patch);
         let mut doc = old.clone();
         let patch: json_patch::Patch = serde_json::from_slice(&body).unwrap();
         json_patch::patch(&mut doc, &patch).unwrap();
         assert_eq!(doc, new);
         let small = serde_json::json!({"b": 1});
-        let (kind, body) = change_body(&old, &small, 8);
+        let (kind, body) = change_body(&ordered_diff(&old, &small), &small, 8);
         assert_eq!(kind, Kind::Document);
         assert_eq!(serde_json::from_slice::<Value>(&body).unwrap(), small);
+    }
+
+    #[test]
+    fn the_change_replays_to_the_new_document_key_order_included() {
+        use serde_json::json;
+        let old = json!({"a": 1, "o": {"x": 1, "y": 2, "z": 3}, "l": [1, {"p": 1, "q": 2}, 3]});
+        for new in [
+            json!({"a": 1, "o": {"x": 1, "y": 2, "z": 3}, "l": [1, {"p": 1, "q": 2}, 3]}),
+            json!({"a": 2, "o": {"x": 1, "y": 2, "z": 3, "w": 4}, "l": [1, {"p": 1, "q": 2}, 3, 4]}),
+            json!({"a": 1, "o": {"x": 1, "w": 4, "y": 2, "z": 3}, "l": [1, {"p": 1, "q": 2}, 3]}),
+            json!({"a": 1, "o": {"y": 2, "z": 3}, "l": [1, {"q": 2, "p": 1}]}),
+            json!({"a": 1, "o": {"x": 1, "z": 3}, "l": [1]}),
+            json!({"l": [1, {"p": 1, "q": 2}, 3], "o": {"x": 1, "y": 2, "z": 3}, "a": 1}),
+            json!({"a": 1, "o": {"x": 1, "y": 2, "z": 3}}),
+            json!([1, 2]),
+        ] {
+            let patch = ordered_diff(&old, &new);
+            let same = serde_json::to_vec(&old).unwrap() == serde_json::to_vec(&new).unwrap();
+            assert_eq!(patch.0.is_empty(), same);
+            let mut doc = old.clone();
+            json_patch::patch(&mut doc, &patch).unwrap();
+            assert_eq!(doc.to_string(), new.to_string(), "{patch:?}");
+        }
+        // A value changed in a large object is one operation, not the object.
+        let mut new = old.clone();
+        new["o"]["y"] = 5.into();
+        let patch = serde_json::to_value(ordered_diff(&old, &new)).unwrap();
+        assert_eq!(
+            patch,
+            json!([{"op": "replace", "path": "/o/y", "value": 5}])
+        );
+        // A key removed costs the keys after it, not the object.
+        let old = json!({"a": 1, "b": 2, "c": 3, "d": 4});
+        let new = json!({"a": 1, "c": 3, "d": 4});
+        let patch = ordered_diff(&old, &new);
+        let mut doc = old.clone();
+        json_patch::patch(&mut doc, &patch).unwrap();
+        assert_eq!(doc.to_string(), new.to_string());
+        assert_eq!(
+            serde_json::to_value(patch).unwrap(),
+            json!([
+                {"op": "remove", "path": "/d"},
+                {"op": "remove", "path": "/c"},
+                {"op": "remove", "path": "/b"},
+                {"op": "add", "path": "/c", "value": 3},
+                {"op": "add", "path": "/d", "value": 4}
+            ])
+        );
+    }
+
+    /// An object with keys from `a`.. in the order given (the first of a repeated key
+    /// wins): numbers, and objects with their own keys in two orders.
+    fn object_of(entries: &[(u8, u8)]) -> Value {
+        let mut map = serde_json::Map::new();
+        for &(k, v) in entries {
+            let value = match v {
+                0 | 1 => v.into(),
+                2 => serde_json::json!({"x": 1, "y": 2}),
+                _ => serde_json::json!({"y": 2, "x": 1}),
+            };
+            map.entry(char::from(b'a' + k).to_string()).or_insert(value);
+        }
+        Value::Object(map)
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_change_replays_to_the_new_document_key_order_included(
+            old in proptest::collection::vec((0u8..6, 0u8..4), 0..8),
+            new in proptest::collection::vec((0u8..6, 0u8..4), 0..8),
+        ) {
+            let (old, new) = (object_of(&old), object_of(&new));
+            let patch = ordered_diff(&old, &new);
+            let mut doc = old.clone();
+            json_patch::patch(&mut doc, &patch).unwrap();
+            proptest::prop_assert_eq!(doc.to_string(), new.to_string());
+            let same = serde_json::to_vec(&old).unwrap() == serde_json::to_vec(&new).unwrap();
+            proptest::prop_assert_eq!(patch.0.is_empty(), same);
+        }
     }
 
     #[test]

@@ -731,6 +731,7 @@ impl Store<Value> {
         let mut generation = cache.generation;
         let mut outcomes = Vec::with_capacity(batch.len());
         let doc = Arc::make_mut(&mut cache.doc);
+        let mut undone = false;
         // Every record of the batch is this store's commit, flushed now: the first
         // names its writer unless this store wrote the record before it, the others
         // are "the same as the record before".
@@ -767,8 +768,13 @@ impl Store<Value> {
                 continue;
             };
             // A patch that does not apply changes nothing (json_patch undoes the
-            // operations it applied) and writes nothing.
+            // operations it applied) and writes nothing. An undone removal leaves
+            // its object's keys in another order, though (the removal moved the last
+            // key into the gap, the undo appends the key): past the first operation,
+            // the kept document is dropped after the batch (the next read replays
+            // the file's order).
             if let Err(e) = json_patch::patch(doc, &request.ops) {
+                undone |= e.operation > 0;
                 outcomes.push(Outcome::Failed(Error::Invalid {
                     path: self.path().to_path_buf(),
                     message: format!("the patch does not apply: {e}"),
@@ -781,7 +787,11 @@ impl Store<Value> {
             outcomes.push(Outcome::Done(next));
         }
         if records.is_empty() {
-            cache.file = Some(kept);
+            if undone {
+                *slot = None;
+            } else {
+                cache.file = Some(kept);
+            }
             return outcomes;
         }
         let seq = match super::write_record(&kept, &pos, &records) {
@@ -817,6 +827,9 @@ impl Store<Value> {
         cache.replayed.max_seen = generation;
         cache.replayed.journal = Some(pos);
         cache.file = Some(Arc::clone(&kept));
+        if undone {
+            *slot = None;
+        }
         drop(slot);
         let pending = super::Pending {
             kept,
