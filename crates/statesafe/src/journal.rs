@@ -136,6 +136,13 @@ pub(crate) struct RecordMeta {
     /// [`scan`]). Left out by earlier builds: the record's own offset is taken.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub durable: Option<u64>,
+    /// The checksum of the record before it in the journal (of the journal's header
+    /// for the first record): a record left past a torn batch by another lineage of
+    /// appends names another record, so a scan stops there (see [`scan_at`]): 16 hex
+    /// digits, so that a record's length does not vary with it. Left out by earlier
+    /// builds: such a record follows any record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prev: Option<String>,
     /// Left out when the store that wrote this record wrote the one before it too
     /// (in this journal): the writer is that record's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -147,16 +154,24 @@ impl RecordMeta {
     /// This process's commit, now; `with_writer` false: the writer is the previous
     /// record's (this store wrote it); `durable`: see [`RecordMeta::durable`]; `pid`:
     /// this process's id, as the writers' lock's holder checked it
-    /// ([`lock::Guard::check_process`]).
-    pub(crate) fn now(change: &Change, with_writer: bool, durable: u64, pid: u32) -> Vec<u8> {
+    /// ([`lock::Guard::check_process`]); `prev`: see [`RecordMeta::prev`].
+    pub(crate) fn now(
+        change: &Change,
+        with_writer: bool,
+        durable: u64,
+        prev: u64,
+        pid: u32,
+    ) -> Vec<u8> {
         let change = match change {
             Change::Commit => "\"commit\"".to_string(),
             other => serde_json::to_string(other).expect("invariant: a change serializes"),
         };
         let time = crate::transaction::now_rfc3339();
         if !with_writer {
-            return format!("{{\"time\":\"{time}\",\"durable\":{durable},\"change\":{change}}}")
-                .into_bytes();
+            return format!(
+                "{{\"time\":\"{time}\",\"durable\":{durable},\"prev\":\"{prev:016x}\",\"change\":{change}}}"
+            )
+            .into_bytes();
         }
         // The writer's part is the same for every commit of a process: serialized once
         // per process id (a forked child is another writer).
@@ -176,7 +191,7 @@ impl RecordMeta {
             }
         };
         format!(
-            "{{\"time\":\"{time}\",\"durable\":{durable},\"writer\":{writer},\"change\":{change}}}"
+            "{{\"time\":\"{time}\",\"durable\":{durable},\"prev\":\"{prev:016x}\",\"writer\":{writer},\"change\":{change}}}"
         )
         .into_bytes()
     }
@@ -212,6 +227,12 @@ impl Header {
         let sum = format::checksum(&b[..24]);
         b[24..].copy_from_slice(&sum.to_le_bytes());
         b
+    }
+
+    /// The header's checksum: what the journal's first record names as the record
+    /// before it ([`RecordMeta::prev`]).
+    pub(crate) fn checksum(&self) -> u64 {
+        le64(&self.encode()[24..])
     }
 
     /// `None` unless these are the bytes of a header statesafe wrote.
@@ -347,8 +368,27 @@ pub(crate) struct Scan {
 
 /// Scans `bytes` (the whole journal) from offset `from`, expecting generation
 /// `expect` first. See `docs/design.md` for the three ways a journal can end.
+/// From the header on, the first record must name the header's checksum if it names
+/// one ([`RecordMeta::prev`]).
 pub(crate) fn scan(bytes: &[u8], from: usize, expect: u64) -> Scan {
-    scan_at(bytes, 0, from, expect)
+    let header = (from == HEADER_LEN)
+        .then(|| bytes.get(24..HEADER_LEN).map(le64))
+        .flatten();
+    scan_at(bytes, 0, from, expect, header)
+}
+
+/// The checksum a record of this build names as the record before it
+/// ([`RecordMeta::prev`]; `None`: an earlier build's record, or one that names none).
+/// Read from the metadata without parsing it whole (every record is scanned): our
+/// compact JSON, where `"prev":` can only be a key (a quote inside a string is
+/// escaped), and the metadata's own key comes before the writer and the change.
+/// 16 hex digits, or `None` when they are not there.
+fn chained_to(record: &Record, bytes: &[u8]) -> Option<u64> {
+    const KEY: &[u8] = b"\"prev\":\"";
+    let meta = bytes.get(record.meta.clone()?)?;
+    let at = meta.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
+    let digits = meta.get(at..at + 16)?;
+    u64::from_str_radix(std::str::from_utf8(digits).ok()?, 16).ok()
 }
 
 /// The journal offset up to which the writer of `record` (at `at`, an offset in the
@@ -369,13 +409,30 @@ fn durable_claim(record: &Record, bytes: &[u8], at: u64) -> u64 {
 }
 
 /// [`scan`] of `bytes` read from journal offset `base` on (offsets in the result are
-/// into `bytes`; the records' durable claims are journal offsets).
-pub(crate) fn scan_at(bytes: &[u8], base: u64, from: usize, mut expect: u64) -> Scan {
+/// into `bytes`; the records' durable claims are journal offsets). `prev`: the
+/// checksum of the record before `from` (of the header when `from` is the first
+/// record's offset; `None`: not known, any record may come first).
+///
+/// A record that names another record before it than the one it follows
+/// ([`RecordMeta::prev`]) ends the records like one that does not verify: it was left
+/// there by another lineage of appends (a torn batch's survivor, behind a record that
+/// the next writer appended over the tear, whose zeros over it a power loss lost).
+pub(crate) fn scan_at(
+    bytes: &[u8],
+    base: u64,
+    from: usize,
+    mut expect: u64,
+    mut prev: Option<u64>,
+) -> Scan {
     let mut records = Vec::new();
     let mut at = from;
     let mut max_seen = 0;
     let mut damage = None;
     while let Some((record, size)) = parse_at(bytes, at) {
+        if prev.is_some_and(|p| chained_to(&record, bytes).is_some_and(|c| c != p)) {
+            break;
+        }
+        prev = Some(le64(&bytes[at + size - 8..at + size]));
         if record.generation != expect {
             damage = Some(format!(
                 "the record at offset {at} is generation {}, where {expect} was expected",
@@ -483,6 +540,15 @@ pub(crate) struct Pos {
     /// Whether this store appended that record (so its next record may leave out
     /// the writer: "the same as the record before").
     pub last_ours: bool,
+}
+
+impl Pos {
+    /// What the next record names as the record before it ([`RecordMeta::prev`]): the
+    /// last record's checksum, or the header's before the first record.
+    pub(crate) fn prev(&self) -> u64 {
+        self.last_record
+            .map_or_else(|| self.header.checksum(), |(_, checksum)| checksum)
+    }
 }
 
 /// What journal mode adds to a [`Current`]: the snapshot under the replayed document,
@@ -1647,6 +1713,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             change,
             !pos.last_ours,
             kept.witness.claim(&lock_file, id, pos.end),
+            pos.prev(),
             guard.pid(),
         );
         let Some(record) = encode_record(generation, kind, Some(&meta), &body) else {
@@ -2138,6 +2205,56 @@ mod tests {
         }
     }
 
+    /// Each record of this build names the record before it (the header, for the
+    /// first): one that verifies but names another record (a torn batch's survivor
+    /// behind the record the next writer wrote over the tear) ends the records like a
+    /// torn tail; one that names none (an earlier build's) follows any record.
+    #[test]
+    fn a_record_that_names_another_record_before_it_ends_the_records() {
+        let header = Header::new(4, 9);
+        let record = |g: u64, prev: Option<u64>, body: &str| {
+            let meta = match prev {
+                Some(p) => format!("{{\"durable\":32,\"prev\":\"{p:016x}\"}}"),
+                None => "{}".to_string(),
+            };
+            encode_record(g, Kind::Patch, Some(meta.as_bytes()), body.as_bytes()).unwrap()
+        };
+        let sum = |r: &[u8]| le64(&r[r.len() - 8..]);
+        let r5 = record(5, Some(header.checksum()), "[]");
+        let old6 = record(6, Some(sum(&r5)), "[1]");
+        let new6 = record(6, Some(sum(&r5)), "[2]");
+        let journal = |records: &[&[u8]]| {
+            let mut b = header.encode().to_vec();
+            for r in records {
+                b.extend_from_slice(r);
+            }
+            b.resize(b.len() + 4096, 0);
+            b
+        };
+        let upto = |records: &[&[u8]]| HEADER_LEN + records.iter().map(|r| r.len()).sum::<usize>();
+        // The old batch's 7 behind the new 6: dropped, not replayed, not damage.
+        let survivor = record(7, Some(sum(&old6)), "[3]");
+        let b = journal(&[&r5, &new6, &survivor]);
+        let s = scan(&b, HEADER_LEN, 5);
+        assert_eq!(
+            (s.records.len(), s.end, s.dirty_to, s.damage),
+            (2, upto(&[&r5, &new6]), upto(&[&r5, &new6, &survivor]), None)
+        );
+        // The long-lived store's read from its last record on agrees.
+        let from = upto(&[&r5]);
+        let t = scan_at(&b[from..], from as u64, new6.len(), 7, Some(sum(&new6)));
+        assert_eq!((t.records.len(), t.damage), (0, None));
+        // The new 6's own 7, and an earlier build's 7 (naming none), follow it.
+        for next in [record(7, Some(sum(&new6)), "[3]"), record(7, None, "[3]")] {
+            let s = scan(&journal(&[&r5, &new6, &next]), HEADER_LEN, 5);
+            assert_eq!((s.records.len(), s.damage), (3, None));
+        }
+        // A first record that names another header than the journal's.
+        let stray = record(5, Some(header.checksum() ^ 1), "[]");
+        let s = scan(&journal(&[&stray]), HEADER_LEN, 5);
+        assert_eq!((s.records.len(), s.end, s.damage), (0, HEADER_LEN, None));
+    }
+
     #[test]
     fn a_bad_record_followed_by_a_good_one_is_damage() {
         let b0 = journal(&[
@@ -2231,6 +2348,7 @@ mod tests {
                     from as u64,
                     ends[torn - 1] - from,
                     5 + torn as u64,
+                    None,
                 );
                 assert_eq!(
                     (t.damage, t.records.len()),
@@ -2264,7 +2382,7 @@ mod tests {
         // The long-lived store's check, reading from 6 on, finds the same.
         let mut b = b0.clone();
         b[at[1] + RECORD_HEAD + 8] ^= 0x04;
-        let t = scan_at(&b[at[0]..], at[0] as u64, at[1] - at[0], 6);
+        let t = scan_at(&b[at[0]..], at[0] as u64, at[1] - at[0], 6, None);
         assert!(t.damage.is_some());
         // A claim one word past the bad record's offset is damage too.
         let (b1, at1) = claiming(3, |i, at| if i == 2 { at[1] + 8 } else { at[i] });
@@ -2289,7 +2407,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = test_file(dir.path().join("journal"));
         let before = std::time::SystemTime::now() - std::time::Duration::from_millis(1);
-        let meta = RecordMeta::now(&Change::Commit, true, 4096, sys::pid());
+        let meta = RecordMeta::now(&Change::Commit, true, 4096, 7, sys::pid());
         let after = std::time::SystemTime::now();
         let r = encode_record(5, Kind::Patch, Some(&meta), b"[]").unwrap();
         file.write_all_at(&r, 4096).unwrap();
@@ -2309,7 +2427,13 @@ mod tests {
 
     #[test]
     fn records_carry_their_metadata_and_an_earlier_builds_records_still_read() {
-        let meta = RecordMeta::now(&Change::Restore { from: 3 }, true, 4096, sys::pid());
+        let meta = RecordMeta::now(
+            &Change::Restore { from: 3 },
+            true,
+            4096,
+            u64::MAX,
+            sys::pid(),
+        );
         let r = encode_record(5, Kind::Patch, Some(&meta), b"[]").unwrap();
         let (record, size) = parse_at(&r, 0).unwrap();
         assert_eq!(size, r.len());
@@ -2319,12 +2443,14 @@ mod tests {
         assert_eq!(m.writer.unwrap().pid, sys::pid());
         assert_eq!(m.durable, Some(4096));
         assert_eq!(durable_claim(&record, &r, 0), 4096);
+        assert_eq!(m.prev.as_deref(), Some("ffffffffffffffff"));
+        assert_eq!(chained_to(&record, &r), Some(u64::MAX));
         let same: RecordMeta =
-            serde_json::from_slice(&RecordMeta::now(&Change::Commit, false, 72, sys::pid()))
+            serde_json::from_slice(&RecordMeta::now(&Change::Commit, false, 72, 0, sys::pid()))
                 .unwrap();
         assert_eq!(
-            (same.writer, same.change, same.durable),
-            (None, Change::Commit, Some(72))
+            (same.writer, same.change, same.durable, same.prev.as_deref()),
+            (None, Change::Commit, Some(72), Some("0000000000000000"))
         );
         assert!(humantime::parse_rfc3339(&m.time).is_ok(), "{}", m.time);
         assert_eq!(last_of(&record, &r), (0, le64(&r[r.len() - 8..])));
@@ -2655,6 +2781,7 @@ mod tests {
                     at as u64,
                     self.bounds[from + 1] - at,
                     6 + from as u64,
+                    None,
                 );
                 if t.damage.is_some() || from + 1 + t.records.len() != kept {
                     return Err(format!(

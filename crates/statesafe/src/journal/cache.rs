@@ -450,7 +450,7 @@ fn refresh<T>(
         None if cache.generation == pos.header.follows => 0,
         None => return Ok(false),
     };
-    let found = super::scan_at(bytes, start, from, cache.generation + 1);
+    let found = super::scan_at(bytes, start, from, cache.generation + 1, Some(pos.prev()));
     if found.damage.is_some() {
         return Ok(false);
     }
@@ -471,7 +471,9 @@ fn refresh<T>(
         pos.last_ours = false;
     }
     pos.end = start + found.end as u64;
-    pos.dirty_to = start + found.dirty_to as u64;
+    // This read stops at a run of zeros: the full read's end of a torn tail (a gap a
+    // power loss left between pages, a torn batch's survivor past it) stands.
+    pos.dirty_to = pos.dirty_to.max(start + found.dirty_to as u64);
     pos.size = st.size;
     let pos_end = pos.end;
     cache.replayed.max_seen = cache.generation;
@@ -736,10 +738,10 @@ impl Store<Value> {
         // names its writer unless this store wrote the record before it, the others
         // are "the same as the record before".
         // Each record claims durable what the descriptor knew before the batch: the
-        // records before it in the batch are flushed with it, by the same flush.
+        // records before it in the batch are flushed with it, by the same flush. Each
+        // names the record before it, in the batch or the journal.
         let pid = guard.pid();
-        let named = super::RecordMeta::now(&crate::history::Change::Commit, true, claim, pid);
-        let same = super::RecordMeta::now(&crate::history::Change::Commit, false, claim, pid);
+        let mut prev = pos.prev();
         for request in batch {
             if request.ops.0.is_empty() {
                 outcomes.push(Outcome::Done(generation));
@@ -748,16 +750,14 @@ impl Store<Value> {
             let next = generation + 1;
             let record = (next <= format::MAX_GENERATION)
                 .then(|| {
-                    encode_record(
-                        next,
-                        Kind::Patch,
-                        Some(if records.is_empty() && !pos.last_ours {
-                            &named
-                        } else {
-                            &same
-                        }),
-                        &request.body,
-                    )
+                    let meta = super::RecordMeta::now(
+                        &crate::history::Change::Commit,
+                        records.is_empty() && !pos.last_ours,
+                        claim,
+                        prev,
+                        pid,
+                    );
+                    encode_record(next, Kind::Patch, Some(&meta), &request.body)
                 })
                 .flatten();
             let Some(record) = record.filter(|r| {
@@ -782,6 +782,7 @@ impl Store<Value> {
                 continue;
             }
             last_len = record.len();
+            prev = super::le64(&record[record.len() - 8..]);
             records.extend_from_slice(&record);
             generation = next;
             outcomes.push(Outcome::Done(next));

@@ -742,7 +742,7 @@ impl Model {
             let mut at = HEADER_LEN;
             for (i, r) in s.records.iter().enumerate() {
                 let next = at + RECORD_HEAD + padded(r.body.end - at - RECORD_HEAD) + 8;
-                let t = scan_at(&disk[at..], at as u64, next - at, r.generation + 1);
+                let t = scan_at(&disk[at..], at as u64, next - at, r.generation + 1, None);
                 if t.damage.is_some() || i + 1 + t.records.len() != kept.len() {
                     return Err(format!(
                         "read from the record at {at} on: {:?}, {} more records",

@@ -157,7 +157,6 @@ fn torn_batch(pad: usize) -> TornBatch {
 /// (once per torn tail, after a power loss only), or have a record name the checksum
 /// of the record before it, so that a survivor of another lineage breaks the chain.
 #[test]
-#[ignore = "red11: a torn batch's surviving record is replayed after the next writer's record at the torn offset when a second power loss keeps that record but loses the zeros written over the survivor"]
 fn a_torn_batchs_survivor_is_not_replayed_after_the_record_written_over_the_tear() {
     // Choose `pad` so that the survivor starts on a page boundary (the new record's
     // pages and the zeros' pages are then distinct, and a power loss may keep either).
@@ -775,7 +774,6 @@ fn enospc_while_the_journal_grows_loses_and_shows_nothing() {
 /// full read's `dirty_to` when the tail read finds less, or zero to the end of the
 /// preallocated space past a torn tail; and the chain check suggested above.
 #[test]
-#[ignore = "red11: a long-lived store's tail read stops at 4 KiB of zeros, so its append at a torn batch leaves the batch's survivor behind its record, and readers replay it (one power loss)"]
 fn a_long_lived_stores_append_at_a_tear_does_not_leave_the_batchs_survivor_behind() {
     // The survivor on a page boundary past the tail read's first piece (8 KiB from the
     // last record applied, generation 2's) whose last 4 KiB are then all zeros.
