@@ -851,11 +851,11 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                 std::io::Error::other("the snapshot's metadata attribute could not be rewritten"),
             )
         })?;
-        if self.opts.durability == write::Durability::Full {
-            if let Err(e) = stamped.sync_all() {
-                self.poison();
-                return Err(Error::io(Op::SyncFile, &local.target.given, e));
-            }
+        if self.opts.durability == write::Durability::Full
+            && let Err(e) = stamped.sync_all()
+        {
+            self.poison();
+            return Err(Error::io(Op::SyncFile, &local.target.given, e));
         }
         Ok(())
     }
