@@ -42,6 +42,12 @@ pub(crate) struct Meta {
     /// xxh3-64 of the file's bytes, in hex.
     #[serde(with = "hex64")]
     pub xxh3: u64,
+    /// Journal mode wrote this version as a snapshot (a compaction): the commits after
+    /// it are in the sidecar's journal, so a reader that finds no journal to replay
+    /// must not serve it as the newest state (see "A deleted sidecar" in
+    /// `docs/design.md`). Left out when false; earlier builds skip it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub journal: bool,
 }
 
 impl Meta {
@@ -51,6 +57,7 @@ impl Meta {
             v: 1,
             generation,
             xxh3: checksum(bytes),
+            journal: false,
         }
     }
 
@@ -721,6 +728,37 @@ mod tests {
             .unwrap()
             .join()
             .unwrap();
+    }
+
+    /// A journal-mode snapshot's note is one more field: a record without it is the
+    /// earlier builds' (byte for byte), and one with it still decodes where the field
+    /// is unknown (earlier builds skip it, as `Meta` skips unknown fields).
+    #[test]
+    fn the_journal_note_is_left_out_when_false_and_round_trips_when_true() {
+        let plain = Meta::new(4, b"{}");
+        assert_eq!(
+            plain.encode(),
+            format!(
+                r#"{{"v":1,"generation":4,"xxh3":"{:016x}"}}"#,
+                checksum(b"{}")
+            )
+            .into_bytes()
+        );
+        let noted = Meta {
+            journal: true,
+            ..plain
+        };
+        let raw = noted.encode();
+        assert!(String::from_utf8_lossy(&raw).ends_with(r#","journal":true}"#));
+        assert_eq!(Meta::decode(&raw), Some(noted));
+        #[derive(Deserialize)]
+        struct Earlier {
+            generation: u64,
+        }
+        assert_eq!(
+            serde_json::from_slice::<Earlier>(&raw).unwrap().generation,
+            4
+        );
     }
 
     proptest! {

@@ -619,7 +619,10 @@ pub(crate) fn read_current<T>(store: &Store<T>, want_acl: bool) -> Result<Option
                 .map_err(|e| Error::io(Op::Read, &journal_path, e))?;
             Some(((st.dev, st.ino, st.size), bytes))
         }
-        None => None,
+        None => {
+            store.refuse_lost_journal(&cur, true)?;
+            None
+        }
     };
     overlay(&local.target.given, &journal_path, &mut cur, journal)?;
     Ok(Some(cur))

@@ -825,6 +825,41 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         }
     }
 
+    /// Leaving journal mode (the lock held, the newest state in the snapshot): takes
+    /// the snapshot's note that a journal follows it out of its metadata record, durably,
+    /// before the settings say `plain`; otherwise plain readers would take it for a
+    /// snapshot whose sidecar was deleted (`store::refuse_lost_journal`).
+    fn clear_journal_follows(&self) -> Result<()> {
+        let local = self.local();
+        let dir = self.dir()?;
+        let Some(cur) = write::read_current(&local.target, dir, &local.lock, false)? else {
+            return Ok(());
+        };
+        if !cur.journal_follows {
+            return Ok(());
+        }
+        let meta = Meta {
+            v: 1,
+            generation: cur.generation,
+            xxh3: cur.checksum,
+            journal: false,
+        };
+        let stamped = write::stamp_meta(&local.target, dir, meta).ok_or_else(|| {
+            Error::io(
+                Op::WriteMeta,
+                &local.target.given,
+                std::io::Error::other("the snapshot's metadata attribute could not be rewritten"),
+            )
+        })?;
+        if self.opts.durability == write::Durability::Full
+            && let Err(e) = stamped.sync_all()
+        {
+            self.poison();
+            return Err(Error::io(Op::SyncFile, &local.target.given, e));
+        }
+        Ok(())
+    }
+
     /// Records `settings` with the file (atomically, under the lock) so that every
     /// writer that opens it from now on applies them; this store applies them at once.
     ///
@@ -840,6 +875,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             self.config().format == Format::Journal && settings.format != Format::Journal;
         if leaving_journal {
             self.journal_flatten(&mut locked.guard, &locked.temp_name)?;
+            self.clear_journal_follows()?;
         }
         self.write_settings(locked.guard.sidecar(), settings)?;
         self.set_config(config);

@@ -902,5 +902,55 @@ fn read_current<T>(store: &Store<T>, want_acl: bool) -> Result<Option<Current>> 
         return crate::journal::read_current(store, want_acl);
     }
     let local = store.local();
-    write::read_current(&local.target, store.dir()?, &local.lock, want_acl)
+    let cur = write::read_current(&local.target, store.dir()?, &local.lock, want_acl)?;
+    if let Some(cur) = &cur {
+        store.refuse_lost_journal(cur, false)?;
+    }
+    Ok(cur)
+}
+
+impl<T> Store<T> {
+    /// Refuses to serve, or commit on, a journal-mode snapshot (its own metadata record
+    /// says a journal follows it, `write::Current::journal_follows`) that is read
+    /// without its journal: outside journal mode (`in_journal_mode` false), or in it
+    /// with no journal to replay. Only a call that may refuse reads the settings.
+    ///
+    /// When the file's settings (in the sidecar) still say `journal`, it is not lost:
+    /// a journal-mode reader goes on (the journal was never started, or a start failed:
+    /// the next commit compacts), and a store opened in another format before the file
+    /// entered journal mode is told to open again. Otherwise (leaving journal mode
+    /// clears the record first, `Store::save_settings`) the sidecar was deleted with
+    /// its settings and journal, by a cleanup script: the commits after this snapshot
+    /// are gone, and serving it would silently roll the state back to it. See "A
+    /// deleted sidecar" in `docs/design.md`.
+    pub(crate) fn refuse_lost_journal(&self, cur: &Current, in_journal_mode: bool) -> Result<()> {
+        if !cur.journal_follows {
+            return Ok(());
+        }
+        let path = self.path();
+        if Settings::read(self.sidecar()?.as_ref())?.format == Format::Journal {
+            if in_journal_mode {
+                return Ok(());
+            }
+            return Err(Error::Unsupported {
+                path: path.to_path_buf(),
+                what: "a read or commit that ignores the journal".into(),
+                why: "the file entered journal mode after this store was opened, so its newest commits are in the journal; nothing was read or written: open the store again".into(),
+            });
+        }
+        let name = path.file_name().map_or_else(
+            || path.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        Err(Error::Corrupt {
+            path: path.to_path_buf(),
+            line: None,
+            column: None,
+            reason: format!(
+                "it is a journal-mode snapshot of generation {g}, but its sidecar `.{name}.statesafe` (with the file's settings and journal) was deleted: every commit made after generation {g} was in that journal and is lost, and serving this snapshot would roll the state back to it, so nothing was read or written; restore the sidecar directory from a backup, or accept this snapshot as the current state by removing its metadata attribute (`setfattr -x user.statesafe {path}`: it is then adopted like a file statesafe never wrote, and its generations start again)",
+                g = cur.generation,
+                path = path.display(),
+            ),
+        })
+    }
 }

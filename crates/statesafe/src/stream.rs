@@ -116,14 +116,9 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                         .rewind()
                         .map_err(|e| Error::io(Op::Read, &local.target.given, e))?;
                 }
-                Some(write::read_opened(
-                    &local.target,
-                    dir,
-                    &local.lock,
-                    true,
-                    &file,
-                    &stat,
-                )?)
+                let cur = write::read_opened(&local.target, dir, &local.lock, true, &file, &stat)?;
+                self.refuse_lost_journal(&cur, false)?;
+                Some(cur)
             }
         };
         if let Some(cur) = &current {
@@ -175,6 +170,8 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         io::copy(&mut reader, &mut io::sink()).map_err(io_err)?;
         let sum = reader.hash.digest();
         let generation = match sys::get_meta_attr(file).map_err(io_err)? {
+            // A journal-mode snapshot is read whole, where its lost journal is refused.
+            sys::MetaAttr::Present(raw) if write::journal_follows(&raw, sum) => return Ok(None),
             sys::MetaAttr::Present(raw) => match write::classify(Some(&raw), sum) {
                 Some((generation, false)) => generation,
                 _ => return Ok(None),

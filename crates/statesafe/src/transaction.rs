@@ -871,6 +871,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                         v: 1,
                         generation: b.generation,
                         xxh3: b.checksum,
+                        journal: false,
                     },
                 );
             }
@@ -920,6 +921,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             v: 1,
             generation,
             xxh3: new_sum,
+            journal: config.format == Format::Journal,
         };
         // A large document's history patch, taken from the bytes of the change
         // (local_patch.rs), is a scan of the whole new version: done on a second

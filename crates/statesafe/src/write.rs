@@ -70,6 +70,9 @@ pub(crate) struct Current {
     /// Journal mode: the snapshot and journal this version was replayed from
     /// (`journal.rs`); `None` in the other formats.
     pub journal: Option<Box<crate::journal::Replayed>>,
+    /// The file's own metadata record says journal mode wrote it as a snapshot (and
+    /// describes these bytes): commits after it were in a journal.
+    pub journal_follows: bool,
 }
 
 /// Reads the state file without any lock: one `open`, so data and metadata come from
@@ -149,6 +152,7 @@ pub(crate) fn read_opened(
     // The sidecar only when the file's own record does not settle the generation: the
     // common case (a record that matches) costs no more system calls.
     let sidecar = || Sidecar::open(target, dir, None).ok().flatten();
+    let journal_follows = matches!(&attr, sys::MetaAttr::Present(raw) if journal_follows(raw, sum));
     let (generation, external, adopted) = match attr {
         sys::MetaAttr::Present(raw) => match classify(Some(&raw), sum) {
             Some((generation, external)) => (generation, external, false),
@@ -185,7 +189,14 @@ pub(crate) fn read_opened(
         id: (stat.dev(), stat.ino()),
         acl,
         journal: None,
+        journal_follows,
     })
+}
+
+/// Whether the file's own metadata record (`attr`, the attribute) describes bytes with checksum `sum`
+/// as a journal-mode snapshot (`Meta::journal`).
+pub(crate) fn journal_follows(attr: &[u8], sum: u64) -> bool {
+    Meta::decode(attr).is_some_and(|m| m.journal && m.xxh3 == sum)
 }
 
 /// Whether the state file is still the one a transaction read (`expected`: its device

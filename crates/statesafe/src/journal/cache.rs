@@ -170,6 +170,7 @@ impl Cache {
             id: (self.snapshot.dev, self.snapshot.ino),
             acl: self.acl.clone(),
             journal: Some(Box::new(replayed)),
+            journal_follows: false,
         }
     }
 }
