@@ -418,3 +418,34 @@ pub fn strace_usable() -> Result<(), String> {
         Err(e) => Err(format!("strace is not installed ({e})")),
     }
 }
+
+/// One traced call: its name, the path of its first descriptor (`-y`), and the quoted
+/// strings of its arguments (a rename's names): a line of `strace -y` output.
+#[derive(Debug)]
+pub struct Call {
+    pub name: String,
+    pub fd_path: String,
+    pub quoted: Vec<String>,
+}
+
+pub fn parse_call(line: &str) -> Option<Call> {
+    let start = line.find(|c: char| c.is_ascii_alphabetic())?;
+    let call = &line[start..];
+    let name = call[..call.find('(')?].to_string();
+    let args = &call[name.len() + 1..];
+    let fd_path = match (args.find('<'), args.find('>')) {
+        (Some(a), Some(b)) if a < b => args[a + 1..b].to_string(),
+        _ => String::new(),
+    };
+    let quoted = args
+        .split('"')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_string)
+        .collect();
+    Some(Call {
+        name,
+        fd_path,
+        quoted,
+    })
+}

@@ -37,18 +37,10 @@ fn journal_end(path: &Path) -> u64 {
 
 /// Offsets of the records in the journal, found by walking their length fields.
 fn record_offsets(path: &Path) -> Vec<u64> {
-    let bytes = std::fs::read(journal_path(path)).unwrap();
-    let mut at = 32usize;
-    let mut found = Vec::new();
-    while at + 16 <= bytes.len() {
-        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
-        if len == 0 {
-            break;
-        }
-        found.push(at as u64);
-        at += 16 + len.div_ceil(8) * 8 + 8;
-    }
-    found
+    crate::journal_attacks::records(path)
+        .iter()
+        .map(|r| r.at)
+        .collect()
 }
 
 fn events() -> (
@@ -655,37 +647,6 @@ fn child_journal_appends_then_compacts() {
     common::say(format!("commits {n}"));
 }
 
-/// One traced call: its name, the path of its first descriptor (`-y`), and the quoted
-/// names of a rename.
-#[derive(Debug)]
-struct Call {
-    name: String,
-    fd_path: String,
-    quoted: Vec<String>,
-}
-
-fn parse_call(line: &str) -> Option<Call> {
-    let start = line.find(|c: char| c.is_ascii_alphabetic())?;
-    let call = &line[start..];
-    let name = call[..call.find('(')?].to_string();
-    let args = &call[name.len() + 1..];
-    let fd_path = match (args.find('<'), args.find('>')) {
-        (Some(a), Some(b)) if a < b => args[a + 1..b].to_string(),
-        _ => String::new(),
-    };
-    let quoted = args
-        .split('"')
-        .skip(1)
-        .step_by(2)
-        .map(str::to_string)
-        .collect();
-    Some(Call {
-        name,
-        fd_path,
-        quoted,
-    })
-}
-
 /// The order that makes journal mode durable, seen in the system calls of real
 /// commits (`strace -y`): every append is followed by an `fdatasync` of the journal
 /// before the next one, and a compaction replaces the journal only after the new
@@ -718,7 +679,7 @@ fn appends_are_flushed_and_compaction_replaces_the_journal_last() {
     let commits: u64 = out[0].strip_prefix("commits ").unwrap().parse().unwrap();
     assert!(commits >= 3, "{out:?}");
     let text = std::fs::read_to_string(&log).unwrap();
-    let calls: Vec<Call> = text.lines().filter_map(parse_call).collect();
+    let calls: Vec<common::Call> = text.lines().filter_map(common::parse_call).collect();
     let journal = path.parent().unwrap().join(".state.json.statesafe/journal");
     let journal = journal.to_str().unwrap();
     // Appends: each pwrite to the journal is flushed before the next one.
@@ -738,7 +699,7 @@ fn appends_are_flushed_and_compaction_replaces_the_journal_last() {
     assert_eq!(appends as u64, commits - 1, "{text}");
     // Compaction: the snapshot's rename and the directory sync come before the new
     // journal's rename.
-    let at = |pred: &dyn Fn(&Call) -> bool| calls.iter().position(pred);
+    let at = |pred: &dyn Fn(&common::Call) -> bool| calls.iter().position(pred);
     let snapshot =
         at(&|c| c.name.starts_with("rename") && c.quoted.last().is_some_and(|q| q == "state.json"))
             .expect("the compaction renamed a snapshot into place");
@@ -772,6 +733,36 @@ fn child_journal_commits() {
     common::say(format!("commits {n}"));
 }
 
+/// A journal-mode file made in a directory `strace` can trace, then `n` settled commits
+/// of one long-lived store in a child traced for `calls`: the directory, the file and
+/// the trace (`None`: strace cannot run here, which `strace_test_dir` reports).
+fn traced_commits(
+    test: &str,
+    calls: &str,
+    n: impl std::fmt::Display,
+) -> Option<(tempfile::TempDir, PathBuf, String)> {
+    let (dir, real) = common::strace_test_dir(test)?;
+    let path = real.join("state.json");
+    let store: Store = Store::open(&path).unwrap();
+    store
+        .create_with(&journal_settings(), json!({"n": 0}))
+        .unwrap();
+    drop(store);
+    let log = real.join("strace.log");
+    let out = ChildCmd::traced(
+        &log,
+        calls,
+        "journal::child_journal_commits",
+        "journal-commits",
+    )
+    .arg("PATH", &path)
+    .arg("N", n.to_string())
+    .run();
+    assert_eq!(out[0], format!("commits {n}"), "{out:?}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    Some((dir, path, text))
+}
+
 /// A long-lived store keeps its journal open between commits: once its cache holds
 /// the document, a commit checks the journal's name with one `fstatat` (the same
 /// file, one link, the owner and mode it had) instead of opening it again, and the
@@ -781,29 +772,11 @@ fn child_journal_commits() {
 #[test]
 fn a_long_lived_store_opens_its_journal_once_not_once_per_commit() {
     let test = "journal::a_long_lived_store_opens_its_journal_once_not_once_per_commit";
-    let Some((_dir, real)) = common::strace_test_dir(test) else {
+    let n = 20u64;
+    let Some((_dir, path, text)) = traced_commits(test, "openat,fstat,fdatasync", n) else {
         return;
     };
-    let path = real.join("state.json");
-    let store: Store = Store::open(&path).unwrap();
-    store
-        .create_with(&journal_settings(), json!({"n": 0}))
-        .unwrap();
-    drop(store);
-    let log = real.join("strace.log");
-    let n = 20u64;
-    let out = ChildCmd::traced(
-        &log,
-        "openat,fstat,fdatasync",
-        "journal::child_journal_commits",
-        "journal-commits",
-    )
-    .arg("PATH", &path)
-    .arg("N", n.to_string())
-    .run();
-    assert_eq!(out[0], format!("commits {n}"), "{out:?}");
-    let text = std::fs::read_to_string(&log).unwrap();
-    let calls: Vec<Call> = text.lines().filter_map(parse_call).collect();
+    let calls: Vec<common::Call> = text.lines().filter_map(common::parse_call).collect();
     let sidecar = sidecar(&path);
     let journal = sidecar.join("journal");
     let journal = journal.to_str().unwrap();
@@ -845,29 +818,11 @@ fn a_long_lived_store_opens_its_journal_once_not_once_per_commit() {
 #[test]
 fn a_settled_commit_asks_for_its_pid_at_most_four_times() {
     let test = "journal::a_settled_commit_asks_for_its_pid_at_most_four_times";
-    let Some((_dir, real)) = common::strace_test_dir(test) else {
+    let n = 40usize;
+    let Some((_dir, path, text)) = traced_commits(test, "getpid,%stat,fdatasync", n) else {
         return;
     };
-    let path = real.join("state.json");
-    let store: Store = Store::open(&path).unwrap();
-    store
-        .create_with(&journal_settings(), json!({"n": 0}))
-        .unwrap();
-    drop(store);
-    let log = real.join("strace.log");
-    let n = 40usize;
-    let out = ChildCmd::traced(
-        &log,
-        "getpid,%stat,fdatasync",
-        "journal::child_journal_commits",
-        "journal-commits",
-    )
-    .arg("PATH", &path)
-    .arg("N", n.to_string())
-    .run();
-    assert_eq!(out[0], format!("commits {n}"), "{out:?}");
-    let text = std::fs::read_to_string(&log).unwrap();
-    let calls: Vec<Call> = text.lines().filter_map(parse_call).collect();
+    let calls: Vec<common::Call> = text.lines().filter_map(common::parse_call).collect();
     let journal = sidecar(&path).join("journal");
     let journal = journal.to_str().unwrap();
     let flushes = calls

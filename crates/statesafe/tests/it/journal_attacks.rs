@@ -35,15 +35,15 @@ fn create_journal(path: &Path, doc: Value) -> Store {
 
 /// One record: where it starts, where it ends, and its generation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Rec {
-    at: u64,
-    end: u64,
-    generation: u64,
+pub(crate) struct Rec {
+    pub(crate) at: u64,
+    pub(crate) end: u64,
+    pub(crate) generation: u64,
 }
 
 /// The records of the journal, walked by their length fields from the header on (no
 /// checksum is checked: call only on a journal a store has just written).
-fn records(path: &Path) -> Vec<Rec> {
+pub(crate) fn records(path: &Path) -> Vec<Rec> {
     let bytes = std::fs::read(journal_path(path)).unwrap();
     let mut at = 32usize;
     let mut found = Vec::new();
@@ -225,37 +225,6 @@ fn a_torn_batchs_survivor_is_not_replayed_after_the_record_written_over_the_tear
     );
 }
 
-/// One traced call: its name, the path of its first descriptor (`-y`), and the quoted
-/// strings of its arguments (a rename's names).
-#[derive(Debug)]
-struct Call {
-    name: String,
-    fd_path: String,
-    quoted: Vec<String>,
-}
-
-fn parse_call(line: &str) -> Option<Call> {
-    let start = line.find(|c: char| c.is_ascii_alphabetic())?;
-    let call = &line[start..];
-    let name = call[..call.find('(')?].to_string();
-    let args = &call[name.len() + 1..];
-    let fd_path = match (args.find('<'), args.find('>')) {
-        (Some(a), Some(b)) if a < b => args[a + 1..b].to_string(),
-        _ => String::new(),
-    };
-    let quoted = args
-        .split('"')
-        .skip(1)
-        .step_by(2)
-        .map(str::to_string)
-        .collect();
-    Some(Call {
-        name,
-        fd_path,
-        quoted,
-    })
-}
-
 /// A `Durability::None` store creates the journal-mode file at PATH (its first commit
 /// compacts: snapshot and new journal, neither synced), then a `Durability::Full`
 /// store of the same process commits once and says so.
@@ -326,7 +295,7 @@ fn a_full_commit_is_not_acknowledged_in_a_journal_a_none_store_left_unsynced() {
     assert_eq!(out, ["acknowledged"], "{out:?}");
     assert_eq!(fresh(&path), (json!({"n": 1}), 2));
     let text = std::fs::read_to_string(&log).unwrap();
-    let calls: Vec<Call> = text.lines().filter_map(parse_call).collect();
+    let calls: Vec<common::Call> = text.lines().filter_map(common::parse_call).collect();
     let sidecar = real.join(".state.json.statesafe");
     let journal = sidecar.join("journal");
     let (sidecar, journal) = (sidecar.to_str().unwrap(), journal.to_str().unwrap());
