@@ -449,3 +449,32 @@ pub fn parse_call(line: &str) -> Option<Call> {
         quoted,
     })
 }
+
+/// Forks: the child's pid in the parent, `None` in the child, which must end with
+/// [`exit_now`].
+#[allow(unsafe_code)] // fork(2): no safe wrapper in the dependencies
+pub fn fork() -> Option<libc::pid_t> {
+    // SAFETY: the child runs only store calls, then `exit_now`; nextest runs each
+    // test in its own process.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
+    (pid != 0).then_some(pid)
+}
+
+/// Ends a forked child at once: no unwinding, no destructors.
+#[allow(unsafe_code)] // _exit(2): no safe wrapper in the dependencies
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: only ever called in a forked child.
+    unsafe { libc::_exit(code) }
+}
+
+/// Waits for the child `pid` and returns its exit code.
+#[allow(unsafe_code)] // waitpid(2): no safe wrapper in the dependencies
+pub fn exit_code_of(pid: libc::pid_t) -> i32 {
+    let mut status = 0;
+    // SAFETY: waits for a child this process forked.
+    let waited = unsafe { libc::waitpid(pid, &mut status, 0) };
+    assert_eq!(waited, pid);
+    assert!(libc::WIFEXITED(status), "child status {status}");
+    libc::WEXITSTATUS(status)
+}

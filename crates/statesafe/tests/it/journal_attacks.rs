@@ -1048,32 +1048,6 @@ fn maintenance_between_a_long_lived_stores_commits_loses_nothing() {
     assert_eq!(store.load().unwrap().state, fresh(&path).0);
 }
 
-/// fork(2) (the parent gets `Some(child)`); the child must end with [`exit_now`].
-#[allow(unsafe_code)] // fork(2): no safe wrapper in the dependencies
-fn fork() -> Option<libc::pid_t> {
-    // SAFETY: the child runs only store calls, then `exit_now`; nextest runs each
-    // test in its own process.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
-    (pid != 0).then_some(pid)
-}
-
-#[allow(unsafe_code)] // _exit(2): no safe wrapper in the dependencies
-fn exit_now(code: i32) -> ! {
-    // SAFETY: only ever called in a forked child.
-    unsafe { libc::_exit(code) }
-}
-
-#[allow(unsafe_code)] // waitpid(2): no safe wrapper in the dependencies
-fn exit_code_of(pid: libc::pid_t) -> i32 {
-    let mut status = 0;
-    // SAFETY: waits for a child this process forked.
-    let waited = unsafe { libc::waitpid(pid, &mut status, 0) };
-    assert_eq!(waited, pid);
-    assert!(libc::WIFEXITED(status), "child did not exit: {status}");
-    libc::WEXITSTATUS(status)
-}
-
 /// Attack (held): fork after a store has its journal descriptor kept and proven and its
 /// document cached; then the child and the parent append through their copies of the
 /// store at the same time, by `apply_patch` (group commit, the cache, the kept
@@ -1098,19 +1072,19 @@ fn a_forked_child_and_its_parent_appending_at_once_lose_and_repeat_nothing() {
     }
     store.load().unwrap();
     const EACH: u64 = 40;
-    match fork() {
+    match common::fork() {
         None => {
             let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 (0..EACH).all(|i| append(&store, 1000 + i, i % 2 == 0).is_ok())
             }))
             .unwrap_or(false);
-            exit_now(if ok { 0 } else { 1 });
+            common::exit_now(if ok { 0 } else { 1 });
         }
         Some(pid) => {
             for i in 0..EACH {
                 append(&store, 2000 + i, i % 3 != 0).unwrap();
             }
-            assert_eq!(exit_code_of(pid), 0, "the child's appends failed");
+            assert_eq!(common::exit_code_of(pid), 0, "the child's appends failed");
         }
     }
     let mut log: Vec<u64> = fresh(&path).0["log"]

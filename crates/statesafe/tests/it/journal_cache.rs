@@ -132,33 +132,6 @@ fn threads_sharing_a_store_and_patching_lose_nothing() {
     assert_eq!(loaded(&store), (doc, generation));
 }
 
-/// Forks: the child's pid in the parent, `None` in the child, which must end with
-/// [`exit_now`].
-#[allow(unsafe_code)] // fork(2): no safe wrapper in the dependencies
-fn fork() -> Option<libc::pid_t> {
-    // SAFETY: the child runs only store calls, then `exit_now`; nextest runs each
-    // test in its own process.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
-    (pid != 0).then_some(pid)
-}
-
-#[allow(unsafe_code)] // _exit(2): no safe wrapper in the dependencies
-fn exit_now(code: i32) -> ! {
-    // SAFETY: only ever called in a forked child.
-    unsafe { libc::_exit(code) }
-}
-
-#[allow(unsafe_code)] // waitpid(2): no safe wrapper in the dependencies
-fn exit_code_of(pid: libc::pid_t) -> i32 {
-    let mut status = 0;
-    // SAFETY: waits for a child this process forked.
-    let waited = unsafe { libc::waitpid(pid, &mut status, 0) };
-    assert_eq!(waited, pid);
-    assert!(libc::WIFEXITED(status), "child did not exit: {status}");
-    libc::WEXITSTATUS(status)
-}
-
 #[test]
 fn a_forked_child_and_its_parent_see_each_others_commits() {
     let dir = common::test_dir();
@@ -168,7 +141,7 @@ fn a_forked_child_and_its_parent_see_each_others_commits() {
     assert_eq!(warm(&store), (json!({"n": 1}), 2));
     for round in 0..3u64 {
         // The child starts with a copy of the parent's cache.
-        match fork() {
+        match common::fork() {
             None => {
                 let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     let before = loaded(&store);
@@ -178,9 +151,9 @@ fn a_forked_child_and_its_parent_see_each_others_commits() {
                         && after.0["n"].as_u64() == before.0["n"].as_u64().map(|n| n + 1)
                 }))
                 .unwrap_or(false);
-                exit_now(if ok { 0 } else { 1 });
+                common::exit_now(if ok { 0 } else { 1 });
             }
-            Some(pid) => assert_eq!(exit_code_of(pid), 0, "round {round}"),
+            Some(pid) => assert_eq!(common::exit_code_of(pid), 0, "round {round}"),
         }
         let n = 2 + 2 * round;
         assert_eq!(loaded(&store), (json!({"n": n}), n + 1), "round {round}");

@@ -213,35 +213,6 @@ fn the_lock_file_is_never_deleted_or_replaced() {
     );
 }
 
-/// Forks: the child's pid in the parent, `None` in the child, which must end with
-/// [`exit_now`].
-#[allow(unsafe_code)] // fork(2): no safe wrapper in the dependencies
-fn fork() -> Option<libc::pid_t> {
-    // SAFETY: the child runs only store calls, then `exit_now`; nextest runs each
-    // test in its own process.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
-    (pid != 0).then_some(pid)
-}
-
-/// Ends a forked child at once: no unwinding, no destructors.
-#[allow(unsafe_code)] // _exit(2): no safe wrapper in the dependencies
-fn exit_now(code: i32) -> ! {
-    // SAFETY: only ever called in a forked child.
-    unsafe { libc::_exit(code) }
-}
-
-/// Waits for the child `pid` and returns its exit code.
-#[allow(unsafe_code)] // waitpid(2): no safe wrapper in the dependencies
-fn exit_code_of(pid: libc::pid_t) -> i32 {
-    let mut status = 0;
-    // SAFETY: waits for a child this process forked.
-    let waited = unsafe { libc::waitpid(pid, &mut status, 0) };
-    assert_eq!(waited, pid);
-    assert!(libc::WIFEXITED(status), "child status {status}");
-    libc::WEXITSTATUS(status)
-}
-
 fn store_for_fork(path: &Path) -> Store {
     let store: Store = Store::options()
         .lock_timeout(Duration::from_millis(300))
@@ -268,9 +239,9 @@ fn a_forked_child_does_not_share_the_parents_lock() {
     // The store now keeps the lock file open (unlocked) for its next transaction.
     store.update(|s| s["n"] = 1.into()).unwrap();
     let (mut to_child, mut from_parent) = UnixStream::pair().unwrap();
-    let Some(pid) = fork() else {
+    let Some(pid) = common::fork() else {
         let mut go = [0u8; 1];
-        exit_now(match from_parent.read_exact(&mut go) {
+        common::exit_now(match from_parent.read_exact(&mut go) {
             Err(_) => 3,
             Ok(()) => match store.update(|s| s["n"] = 100.into()) {
                 Err(Error::LockTimeout { .. }) => 0,
@@ -281,7 +252,7 @@ fn a_forked_child_does_not_share_the_parents_lock() {
     };
     let mut tx = store.begin().unwrap();
     to_child.write_all(b"g").unwrap();
-    let code = exit_code_of(pid);
+    let code = common::exit_code_of(pid);
     tx.state_mut()["n"] = 2.into();
     tx.commit().unwrap();
     assert_eq!(
@@ -300,16 +271,16 @@ fn a_transaction_copied_by_a_fork_neither_commits_nor_unlocks_in_the_child() {
     let path = dir.path().join("state.json");
     let store = store_for_fork(&path);
     let mut tx = store.begin().unwrap();
-    let Some(pid) = fork() else {
+    let Some(pid) = common::fork() else {
         tx.state_mut()["n"] = 100.into();
-        exit_now(match tx.commit() {
+        common::exit_now(match tx.commit() {
             Ok(_) => 1,
             Err(Error::Io { .. }) => 0,
             Err(_) => 2,
         })
     };
     assert_eq!(
-        exit_code_of(pid),
+        common::exit_code_of(pid),
         0,
         "the child's copy of the transaction must refuse to commit (1: it committed; 2: another error)"
     );
