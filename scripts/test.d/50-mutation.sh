@@ -28,6 +28,9 @@
 # nobody published as flushed: it must compact, not append) for the fifth, an
 # acknowledgement without that proof (`journal-ack-unproven`; the trace-driven layers
 # cannot make a flush fail with the kernel's effect on the other descriptors),
+# and a scan that ignores which record a record names before it (`journal-ignore-chain`:
+# a torn batch's surviving record would then be replayed behind the record written
+# over the tear), caught by `unit-j` running the library's test of that case,
 # `kill-j` (the kill layer on a compaction, at the calls that
 # change a file) for the early compaction. The whole-file layers are not run on the
 # journal mutations (their operations never append), nor the journal layers on the
@@ -44,7 +47,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 mutations=(skip-file-fsync skip-dir-fsync no-temp-cleanup fixed-temp-name no-lock eatmydata
   journal-skip-flush journal-trust-checksum journal-compact-early journal-ignore-durable-claim
-  journal-ack-unproven)
+  journal-ack-unproven journal-ignore-chain)
 layers=(kill errors order stress powerloss kill-j powerloss-j unit-j)
 
 # Runs a cargo command against the broken build `$1`.
@@ -70,8 +73,12 @@ run_layer() { # bin layer -> exit status of the layer
     kill-j) "$bin" kill --ops journal-compact --at-changes ;;
     powerloss-j) "$bin" powerloss --ops journal-append,journal-append-many ;;
     # The library's test of a descriptor that cannot vouch for the records before it.
-    unit-j) mutated journal cargo test --locked --quiet -p statesafe --lib -- \
-      journal::cache::tests::a_fresh_descriptor_compacts_after_records_nobody_published ;;
+    # (for the chain mutant, its test of a record that names another record before it).
+    unit-j) mutated journal cargo test --locked --quiet -p statesafe --lib -- --exact "$(
+      case $m in
+        journal-ignore-chain) echo journal::tests::a_record_that_names_another_record_before_it_ends_the_records ;;
+        *) echo journal::cache::tests::a_fresh_descriptor_compacts_after_records_nobody_published ;;
+      esac)" ;;
   esac
 }
 
@@ -81,7 +88,7 @@ applies() {
     journal-skip-flush:powerloss-j | journal-trust-checksum:powerloss-j) true ;;
     journal-ignore-durable-claim:powerloss-j) true ;;
     journal-compact-early:kill-j) true ;;
-    journal-ack-unproven:unit-j) true ;;
+    journal-ack-unproven:unit-j | journal-ignore-chain:unit-j) true ;;
     journal-*:*) false ;;
     *:*-j) false ;;
     *) true ;;

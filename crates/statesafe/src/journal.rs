@@ -429,7 +429,9 @@ pub(crate) fn scan_at(
     let mut max_seen = 0;
     let mut damage = None;
     while let Some((record, size)) = parse_at(bytes, at) {
-        if prev.is_some_and(|p| chained_to(&record, bytes).is_some_and(|c| c != p)) {
+        if prev.is_some_and(|p| chained_to(&record, bytes).is_some_and(|c| c != p))
+            && !mutation("journal-ignore-chain")
+        {
             break;
         }
         prev = Some(le64(&bytes[at + size - 8..at + size]));
