@@ -294,18 +294,28 @@ pub(crate) fn flock_holders_of(dev: u64, ino: u64) -> Option<Vec<u32>> {
         rustix::fs::minor(dev),
         ino
     );
-    let table = std::fs::read_to_string("/proc/locks").ok()?;
+    // The kernel hands `/proc/locks` out a page per `read`, each page a new walk of
+    // lists that other processes' locks change meanwhile: under load a read can miss
+    // lines, ours among them. Callers ask only about a lock they know to be held, so
+    // an answer without a holder is read again (a few times: a lock released
+    // meanwhile really has none).
     let mut pids = Vec::new();
-    for line in table.lines() {
-        // "1: FLOCK  ADVISORY  WRITE 1234 fd:01:5678 0 EOF"; waiters have "->".
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        if fields.len() >= 6
-            && fields[1] == "FLOCK"
-            && fields[3] == "WRITE"
-            && fields[5] == wanted
-            && let Ok(pid) = fields[4].parse()
-        {
-            pids.push(pid);
+    for _ in 0..8 {
+        let table = std::fs::read_to_string("/proc/locks").ok()?;
+        for line in table.lines() {
+            // "1: FLOCK  ADVISORY  WRITE 1234 fd:01:5678 0 EOF"; waiters have "->".
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.len() >= 6
+                && fields[1] == "FLOCK"
+                && fields[3] == "WRITE"
+                && fields[5] == wanted
+                && let Ok(pid) = fields[4].parse()
+            {
+                pids.push(pid);
+            }
+        }
+        if !pids.is_empty() {
+            break;
         }
     }
     Some(pids)
