@@ -1,0 +1,82 @@
+"""Red team, session 12: attacks on the Python package. A skipped test is a bug it found
+(the reason says how it happens; STATESAFE_RED12_RUN=1 runs it, to watch it fail); the
+others are attacks the package withstands that no other test makes."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+
+import pytest
+
+import statesafe
+
+
+def bug(reason: str) -> pytest.MarkDecorator:
+    """Skips a test that shows a bug, unless STATESAFE_RED12_RUN is set."""
+    return pytest.mark.skipif(not os.environ.get("STATESAFE_RED12_RUN"), reason=reason)
+
+
+class Cents(int):
+    """An int subclass whose str() is not its value (a display format)."""
+
+    def __str__(self) -> str:
+        return f"{int(self) // 100}"
+
+
+@bug("red12: convert.rs int_value takes an int beyond 64 bits through `str(obj)`, which "
+     "calls a subclass's own __str__: Cents(2**70) (str gives its value // 100) is "
+     "committed as 11805916207174113034, silently, where json.dumps writes "
+     "1180591620717411303424 (it uses int.__repr__); within 64 bits the value is read "
+     "through extract::<i64>() and is right")
+def test_an_int_subclass_beyond_64_bits_keeps_its_value(path: pathlib.Path) -> None:
+    store = statesafe.open(path, default={})
+    doc = {"small": Cents(12345), "big": Cents(2**70), "neg": Cents(-(2**70))}
+    try:
+        store.replace(doc)
+    except TypeError:
+        # A build without big integers may refuse it, naming it; never change it.
+        assert not statesafe.BIG_INTS
+        return
+    assert json.loads(path.read_text()) == {"small": 12345, "big": 2**70, "neg": -(2**70)}
+    assert store.get() == {"small": 12345, "big": 2**70, "neg": -(2**70)}
+
+
+@bug("red12: a number beyond a double's range in the file ({\"a\": 1e400}) is served by "
+     "get() as float('inf') without a word (json.loads overflows), and a transaction that "
+     "changes another key raises TypeError 'the value at `/a` is the float inf, which "
+     "JSON cannot hold', blaming the program's value: it names neither the file nor the "
+     "cause (the file's 1e400) nor a next step")
+def test_a_number_beyond_a_doubles_range_is_not_served_as_inf(path: pathlib.Path) -> None:
+    path.write_text('{"a": 1e400, "n": 0}\n')
+    store = statesafe.open(path)
+    try:
+        got = store.get()
+    except statesafe.Error as e:
+        assert str(path) in str(e) and "/a" in str(e)
+    else:
+        assert got["a"] != float("inf"), "1e400 was served as inf"
+    try:
+        with store.transaction() as state:
+            state["n"] = 1
+    except (statesafe.Error, TypeError) as e:
+        assert str(path) in str(e), f"the error names no file: {e}"
+        assert path.read_text() == '{"a": 1e400, "n": 0}\n'
+    else:
+        assert '"a": 1e400' in path.read_text(), "the untouched 1e400 was changed"
+
+
+@bug("red12: Store::verify_bytes takes any document whose text starts `{\"statesafe\"` for "
+     "a sealed envelope (format::looks_sealed), even in a plain file: replace({'statesafe': "
+     "{'v': 2}, 'x': 1}) is acknowledged (generation 1 on disk, checksum recorded), then "
+     "every get() and transaction fails with Error 'this reader's type refuses it: unknown "
+     "field `v`, expected one of `format`, `generation`…' and the hint 'read it with the "
+     "type it was written with': an acknowledged write that can never be read again")
+def test_a_document_whose_first_key_is_statesafe_reads_back(path: pathlib.Path) -> None:
+    store = statesafe.open(path, default={})
+    store.replace({"statesafe": {"v": 2}, "x": 1})
+    assert store.get() == {"statesafe": {"v": 2}, "x": 1}
+    with store.transaction() as state:
+        state["x"] = 2
+    assert statesafe.open(path).get() == {"statesafe": {"v": 2}, "x": 2}
