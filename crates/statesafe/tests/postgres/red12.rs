@@ -46,10 +46,9 @@ fn a_password_the_client_library_takes_is_never_printed_nor_allowed_on_a_command
             statesafe::postgres::has_password(url),
             "{url}: the client library takes a password from it, has_password says none"
         );
-        let err = Store::<serde_json::Value>::options()
-            .open_url(url)
-            .err()
-            .expect("nothing listens on port 1");
+        let Err(err) = Store::<serde_json::Value>::options().open_url(url) else {
+            panic!("{url}: nothing listens on port 1, yet it opened");
+        };
         let shown = format!("{err} {:?} {err:?}", err.hint());
         assert!(
             !shown.contains(secret),
