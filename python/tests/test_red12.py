@@ -7,6 +7,9 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import subprocess
+import sys
+from typing import Iterator
 
 import pytest
 
@@ -80,3 +83,48 @@ def test_a_document_whose_first_key_is_statesafe_reads_back(path: pathlib.Path) 
     with store.transaction() as state:
         state["x"] = 2
     assert statesafe.open(path).get() == {"statesafe": {"v": 2}, "x": 2}
+
+
+@pytest.fixture(scope="module")
+def pg_server() -> Iterator[str]:
+    """A throwaway PostgreSQL server (scripts/pg-test-server), as test_postgres.py's."""
+    script = pathlib.Path(__file__).resolve().parents[2] / "scripts" / "pg-test-server"
+    proc = subprocess.Popen([str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True)
+    assert proc.stdout is not None and proc.stdin is not None
+    line = proc.stdout.readline().strip()
+    if not line.startswith("url "):
+        proc.wait(timeout=60)
+        why = line.removeprefix("unavailable ") or "scripts/pg-test-server printed nothing"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"postgres: {why} (CI=true: these tests must run)")
+        pytest.skip(f"postgres: {why}")
+    try:
+        yield line.removeprefix("url ")
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=60)
+
+
+@bug("red12: the writer recorded with every remote commit (the row's `writer` column, "
+     "every history entry's writer, Store.info()['last_writer'], and application_name "
+     "in pg_stat_activity, which every role of the server may read) is the process's "
+     "whole command line (lock::identity), never redacted: a program given its URL on "
+     "the command line (`python app.py postgres://bot:PASSWORD@db/ops?state=x`, which "
+     "the library accepts; only the CLI refuses it) stores its password in the database "
+     "for every reader of the tables, while the store's own path shows `***`")
+def test_a_password_on_the_command_line_is_not_recorded_in_the_database(pg_server: str) -> None:
+    # The test server trusts every local connection: any password is accepted.
+    user_at = pg_server.removeprefix("postgres://")
+    url = f"postgres://{user_at.replace('@', ':hunter2-red12@', 1)}?state=red12-pw"
+    code = ("import statesafe, sys\n"
+            "s = statesafe.open(sys.argv[1], default={'n': 0})\n"
+            "s.update(lambda d: d.update(n=d['n'] + 1))\n"
+            "print(s.info()['path'])\n")
+    out = subprocess.run([sys.executable, "-c", code, url], capture_output=True, text=True,
+                         cwd="/", check=True)
+    assert "hunter2-red12" not in out.stdout
+    store = statesafe.open(f"{pg_server}?state=red12-pw")
+    info = store.info()
+    recorded = json.dumps([info["last_writer"], store.history()])
+    assert "hunter2-red12" not in recorded, recorded
