@@ -4,6 +4,7 @@ others are attacks the package withstands that no other test makes."""
 
 from __future__ import annotations
 
+import decimal
 import json
 import os
 import pathlib
@@ -68,6 +69,26 @@ def test_a_number_beyond_a_doubles_range_is_not_served_as_inf(path: pathlib.Path
         assert path.read_text() == '{"a": 1e400, "n": 0}\n'
     else:
         assert '"a": 1e400' in path.read_text(), "the untouched 1e400 was changed"
+
+
+@bug("red12: a number with a fraction or exponent part is read as a Python float "
+     "(json.loads), and a transaction that changes ANOTHER key writes every number back "
+     "from its Python object: 12345678901234567890e0 (an integer beyond 2^53 in exponent "
+     "form) becomes 1.2345678901234567e+19 (= 12345678901234567168) and 1e-400 becomes "
+     "0.0, in a number the program never touched (docs/node.md says the Python package "
+     "keeps such text; docs/python.md says the value as a float is kept, which is not the "
+     "number's value)")
+@pytest.mark.parametrize("written", ["12345678901234567890e0", "1234567890.123456789e10",
+                                     "9007199254740993.0", "1e-400"])
+def test_an_untouched_number_keeps_its_value(path: pathlib.Path, written: str) -> None:
+    path.write_text(f'{{"id": {written}, "n": 0}}\n')
+    store = statesafe.open(path)
+    with store.transaction() as state:
+        state["n"] = 1
+    # The file's number, read exactly (json's parse_float keeps the decimal text).
+    got = json.loads(path.read_text(), parse_float=decimal.Decimal, parse_int=decimal.Decimal)
+    assert got["n"] == 1
+    assert got["id"] == decimal.Decimal(written), f"{written} became {got['id']}"
 
 
 @bug("red12: Store::verify_bytes takes any document whose text starts `{\"statesafe\"` for "
