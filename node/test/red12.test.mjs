@@ -5,8 +5,9 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
+import { Worker } from 'node:worker_threads'
 import { open } from '../index.mjs'
-import { tempDir } from './helpers.mjs'
+import { packageDir, tempDir } from './helpers.mjs'
 
 // A bug's test is skipped with its reason; STATESAFE_RED12_RUN=1 runs it (to watch it fail).
 const bug = (reason) => (process.env.STATESAFE_RED12_RUN ? false : reason)
@@ -85,4 +86,50 @@ test('a document whose first key is "statesafe" reads back as it was committed',
   assert.deepEqual(await store.get(), { statesafe: { v: 2 }, x: 1 })
   await store.update((s) => void (s.x = 2))
   assert.deepEqual(open(file).getSync(), { statesafe: { v: 2 }, x: 2 })
+})
+
+// A worker thread terminated while its update's function is pending (the lock held by
+// the addon's native thread, waiting for the function's promise), or while its update
+// waits for the lock: the lock is released (at once, or as soon as it is granted) and
+// nothing is written. Otherwise the lock would stay held by a live process: every
+// other writer would time out naming this process until it exits.
+
+function workerUpdating(file, body) {
+  return new Worker(`
+const { parentPort } = require('node:worker_threads')
+const { open } = require(${JSON.stringify(join(packageDir, 'index.js'))})
+const store = open(${JSON.stringify(file)}, { default: { n: 0 }, lockTimeoutMs: 60000 })
+${body}
+`, { eval: true })
+}
+
+test('a worker terminated inside update releases the lock and writes nothing', async (t) => {
+  const file = join(tempDir(t), 'state.json')
+  const store = open(file, { default: { n: 0 }, lockTimeoutMs: 10000 })
+  await store.replace({ n: 0 })
+  const worker = workerUpdating(file, `store.update(async (s) => { s.n = 99; parentPort.postMessage('inside'); await new Promise(() => {}) })`)
+  await new Promise((resolve) => worker.once('message', resolve))
+  await worker.terminate()
+  await store.update((s) => void (s.n += 1))
+  assert.deepEqual(await store.get(), { n: 1 })
+  assert.equal(await store.generation(), 2)
+})
+
+test('a worker terminated while its update waits for the lock leaves no lock behind', async (t) => {
+  const file = join(tempDir(t), 'state.json')
+  const store = open(file, { default: { n: 0 }, lockTimeoutMs: 10000 })
+  await store.replace({ n: 0 })
+  let worker
+  await store.withLock(async () => {
+    worker = workerUpdating(file, `parentPort.postMessage('waiting'); store.update((s) => { s.n = 99 })`)
+    await new Promise((resolve) => worker.once('message', resolve))
+    // The worker's update is now (or soon) blocked on the lock this store holds.
+    await new Promise((resolve) => setTimeout(resolve, 200))
+    await worker.terminate()
+  })
+  await store.update((s) => void (s.n += 1))
+  // Its function can never run (its thread is gone): nothing of it is written.
+  assert.deepEqual(await store.get(), { n: 1 })
+  await store.update((s) => void (s.n += 1))
+  assert.deepEqual(await store.get(), { n: 2 })
 })
