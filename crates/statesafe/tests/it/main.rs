@@ -30,6 +30,7 @@ mod lock;
 mod model;
 mod multiprocess;
 mod perms;
+mod red12;
 mod security;
 mod serialized;
 mod streaming;

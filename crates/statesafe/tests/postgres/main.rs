@@ -6,4 +6,5 @@
 
 mod both;
 mod cluster;
+mod red12;
 mod remote;

@@ -1,0 +1,314 @@
+//! Red team, session 12: attacks on the PostgreSQL backend. An `#[ignore = "red12: …"]`
+//! test is a bug it found (the comment says how it happens; `--run-ignored all` runs it,
+//! to watch it fail); the others are attacks the backend withstands that no other test
+//! makes.
+
+use std::time::Duration;
+
+use serde_json::json;
+use statesafe::Store;
+
+use crate::cluster;
+
+fn open(url: &str) -> Store {
+    Store::options()
+        .lock_timeout(Duration::from_secs(30))
+        .open_url(url)
+        .unwrap()
+}
+
+/// A password written in the URL's userinfo with a `/` in it
+/// (`postgres://u:se/cret@host/db`), or given as a percent-encoded query key
+/// (`pass%77ord=…`), is a password to the client library (tokio-postgres takes the
+/// userinfo up to the first `@`, and decodes query keys), but not to `redact`, which
+/// cuts the authority at the first `/` and compares the raw key with `password`. So
+/// `has_password` says no (the CLI accepts the URL on its command line, visible to
+/// every local user through `ps`), and every error message prints the password.
+#[test]
+#[ignore = "red12: redact() cuts the authority at the first `/` and does not decode query keys, so a password with a `/` or given as `pass%77ord=` is accepted by the CLI and printed in every error"]
+fn a_password_the_client_library_takes_is_never_printed_nor_allowed_on_a_command_line() {
+    // Port 1: nothing listens, so opening fails with an error that names the URL.
+    for (url, secret) in [
+        (
+            "postgres://bot:se/cret@127.0.0.1:1/db?state=a&connect_timeout=2",
+            "se/cret",
+        ),
+        (
+            "postgres://bot@127.0.0.1:1/db?state=a&pass%77ord=hunter2&connect_timeout=2",
+            "hunter2",
+        ),
+        (
+            "postgres://bot@127.0.0.1:1/db?state=a&%70assword=hunter3&connect_timeout=2",
+            "hunter3",
+        ),
+    ] {
+        assert!(
+            statesafe::postgres::has_password(url),
+            "{url}: the client library takes a password from it, has_password says none"
+        );
+        let Err(err) = Store::<serde_json::Value>::options().open_url(url) else {
+            panic!("{url}: nothing listens on port 1, yet it opened");
+        };
+        let shown = format!("{err} {:?} {err:?}", err.hint());
+        assert!(
+            !shown.contains(secret),
+            "{url}: the password is shown: {shown}"
+        );
+    }
+}
+
+/// A document whose first key is `statesafe` (`{"statesafe": {"v": 2}, "x": 1}`) is
+/// committed (its checksum recorded), then every read takes its text for a sealed
+/// envelope (`format::looks_sealed` in `Store::verify_bytes`, also for a row, which is
+/// never sealed) and fails with `Mismatch` ("this reader's type refuses it: unknown
+/// field `v`…"); `recover` cannot help (a `Mismatch` is not damage). An acknowledged
+/// write that can never be read or updated again.
+#[test]
+#[ignore = "red12: a row whose document's first key is \"statesafe\" is committed, then read as a sealed envelope and refused with Mismatch forever"]
+fn a_document_whose_first_key_is_statesafe_reads_back() {
+    let Some(pg) = cluster::cluster() else { return };
+    let store = open(&pg.url("red12-sealed-lookalike"));
+    store
+        .create(json!({"statesafe": {"v": 2}, "x": 1}))
+        .unwrap();
+    assert_eq!(
+        store.load().unwrap().state,
+        json!({"statesafe": {"v": 2}, "x": 1})
+    );
+    store.update(|s| s["x"] = 2.into()).unwrap();
+    assert_eq!(store.load().unwrap().generation, 2);
+}
+
+/// The first key alone decides, whatever the spacing: a document written by another
+/// client (the row's checksum recomputed as statesafe does) with `{ "statesafe": 1 }`.
+/// Kept beside the test above so that a fix that only looks at one spelling fails.
+#[test]
+#[ignore = "red12: same bug as a_document_whose_first_key_is_statesafe_reads_back, through `replace` and a scalar value"]
+fn a_document_whose_first_key_is_statesafe_with_a_scalar_value_reads_back() {
+    let Some(pg) = cluster::cluster() else { return };
+    let store = open(&pg.url("red12-sealed-lookalike-2"));
+    store.create(json!({"n": 0})).unwrap();
+    store.replace(json!({"statesafe": 1})).unwrap();
+    let err = store.load().err();
+    assert!(err.is_none(), "{err:?}");
+}
+
+/// The first round trip's statements are prepared once per server session, and a
+/// session that lacks one is sent `ROLLBACK` and the round trip again with a `PREPARE`
+/// of *every* statement (`lock_row`). A session that holds some of them but not all
+/// (the variant of the lock statement or of the look-up after it differs: a lock
+/// timeout of zero, `NOWAIT`; an hourly or daily retention, the backups' times) then
+/// fails that `PREPARE` with 42P05 (prepared statement already exists), and the
+/// transaction is an error. Here: one store, its idle connection holds the statements
+/// of a count-only retention; the store's retention is changed to hourly
+/// (`save_settings`), and every later write on that connection fails. Through
+/// PgBouncer in transaction mode, stores with different lock timeouts or retentions
+/// share server sessions, so the same happens between unrelated clients.
+#[test]
+#[ignore = "red12: a server session holding some of the first round trip's prepared statements (another variant) makes lock_row's retry PREPARE all of them, which fails with 42P05: every write errors"]
+fn a_session_holding_another_variant_of_the_lock_statements_still_writes() {
+    let Some(pg) = cluster::cluster() else { return };
+    let store = open(&pg.url("red12-variants"));
+    store.create(json!({"n": 0})).unwrap();
+    store.update(|s| s["n"] = 1.into()).unwrap();
+    let mut settings = store.settings();
+    settings.backups.hourly = 24;
+    store.save_settings(&settings).unwrap();
+    // Every write on that connection fails, not only the first.
+    let failed: Vec<String> = (2..5)
+        .filter_map(|n| store.update(|s| s["n"] = n.into()).err())
+        .map(|e| e.to_string())
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} of 3 updates failed: {failed:#?}",
+        failed.len()
+    );
+    assert_eq!(store.load().unwrap().state, json!({"n": 4}));
+}
+
+/// The same between two clients through PgBouncer in transaction mode (they share
+/// server sessions): one store waits for locks (30 s), the other does not (a lock
+/// timeout of zero: `FOR UPDATE NOWAIT`, another text of the locking statement).
+#[test]
+#[ignore = "red12: through PgBouncer, a store with lock_timeout 0 on a server session another store prepared fails every write with 42P05"]
+fn through_pgbouncer_stores_with_different_lock_timeouts_both_write() {
+    let Some(pg) = cluster::cluster() else { return };
+    let Some(bouncer) = pg.bouncer() else { return };
+    let url = bouncer.url("red12-bouncer-variants");
+    let waiting = open(&url);
+    waiting.create(json!({"n": 0})).unwrap();
+    let nowait: Store = Store::options()
+        .lock_timeout(Duration::ZERO)
+        .open_url(&url)
+        .unwrap();
+    let mut failed = Vec::new();
+    for n in 1..=20 {
+        waiting.update(|s| s["n"] = (2 * n - 1).into()).unwrap();
+        if let Err(e) = nowait.update(|s| s["n"] = (2 * n).into()) {
+            failed.push(e.to_string());
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "{} of 20 failed: {failed:#?}",
+        failed.len()
+    );
+}
+
+/// A state's row deleted by hand (an operator resetting the state) and made again
+/// starts its generations again at 1, while the backup and history rows of its first
+/// life stay (a local file deleted and made again goes on from the sidecar's
+/// generations instead: 5, 6, …). The new life's backups are `INSERT … ON CONFLICT DO
+/// NOTHING`, so the first life's backup rows keep those generations: `document_at`,
+/// `diff` and `restore` serve the first life's versions under the new life's numbers,
+/// and a recovery of a damaged row takes "the newest backup that verifies", which is
+/// the first life's generation 3, above the damaged generation 2: the state goes back
+/// to a version of the previous life, which no writer of this life committed.
+#[test]
+#[ignore = "red12: a state's row deleted by hand and made again restarts at generation 1 over the old backup rows: diff/document_at serve the old life's versions and a recovery restores one of them"]
+fn a_row_made_again_after_a_hand_delete_never_serves_the_previous_lifes_versions() {
+    let Some(pg) = cluster::cluster() else { return };
+    let url = pg.url("red12-reborn");
+    let store = open(&url);
+    store.create(json!({"life": 1, "n": 0})).unwrap();
+    for n in 1..=3 {
+        store.update(|s| s["n"] = n.into()).unwrap();
+    }
+    assert_eq!(store.load().unwrap().generation, 4);
+    pg.client()
+        .execute("DELETE FROM statesafe WHERE state = 'red12-reborn'", &[])
+        .unwrap();
+    let store = open(&url);
+    store.create(json!({"life": 2, "n": 100})).unwrap();
+    store.update(|s| s["n"] = 101.into()).unwrap();
+    let now = store.load().unwrap();
+    assert_eq!(now.state, json!({"life": 2, "n": 101}));
+    // What generation `now.generation - 1` held is this life's first version.
+    let before = store.document_at(now.generation - 1).unwrap();
+    assert_eq!(before, json!({"life": 2, "n": 100}), "document_at");
+    // A damaged current row is restored from this life's versions, never the last one's.
+    pg.client()
+        .execute(
+            "UPDATE statesafe SET document = '{\"n\": 666}' WHERE state = 'red12-reborn'",
+            &[],
+        )
+        .unwrap();
+    store.recover().unwrap().expect("it was damaged");
+    let restored = store.load().unwrap().state;
+    assert_eq!(restored["life"], json!(2), "restored {restored}");
+}
+
+/// Durability is left to the server's `synchronous_commit`: a database or role set to
+/// `off` (`ALTER DATABASE … SET synchronous_commit = off`, done by an administrator
+/// for other programs' speed, or a role's default) makes the server answer `COMMIT`
+/// before the commit record is flushed, and statesafe acknowledges the write. A server
+/// crash then loses the last acknowledged writes (those in the WAL buffers: 1 to 4 per
+/// writer in each of three crashes here; with the database at `on` the same test passes,
+/// checked). statesafe
+/// sets `lock_timeout` and `application_name` per transaction (`set_config(…, true)`)
+/// but not `synchronous_commit`, which it could pin to `on` the same way at no cost
+/// where it already is. (docs/remote.md, "Failover", says durability is the server's
+/// with the *default* setting; a local file's durability does not depend on a mount
+/// option of someone else's choosing.)
+#[test]
+#[ignore = "red12: statesafe does not pin synchronous_commit = on per transaction: under a database set to off, a server crash loses acknowledged writes"]
+fn a_database_set_to_asynchronous_commit_loses_no_acknowledged_write_in_a_crash() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let Some(pg) = cluster::cluster() else { return };
+    if !pg.ours() {
+        return; // a server given by STATESAFE_PG_URL is not ours to crash or alter
+    }
+    pg.client()
+        .batch_execute("ALTER DATABASE statesafe_test SET synchronous_commit = off")
+        .unwrap();
+    const WRITERS: usize = 4;
+    let url = pg.url("red12-async-commit");
+    let initial: serde_json::Map<String, serde_json::Value> =
+        (0..WRITERS).map(|i| (format!("w{i}"), json!(0))).collect();
+    open(&url)
+        .create(serde_json::Value::Object(initial))
+        .unwrap();
+    let mut lost = Vec::new();
+    for round in 0..3 {
+        let stop = Arc::new(AtomicBool::new(false));
+        let acked: Arc<Vec<AtomicU64>> =
+            Arc::new((0..WRITERS).map(|_| AtomicU64::new(0)).collect());
+        let writers: Vec<_> = (0..WRITERS)
+            .map(|i| {
+                let (stop, acked) = (Arc::clone(&stop), Arc::clone(&acked));
+                let store = open(&url);
+                let key = format!("w{i}");
+                let base = store.load().unwrap().state[&key].as_u64().unwrap();
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::SeqCst) {
+                        let r = store.update(|s| s[&key] = (s[&key].as_u64().unwrap() + 1).into());
+                        if r.is_ok() {
+                            acked[i].fetch_add(1, Ordering::SeqCst);
+                        } else {
+                            // The server is down: every later call fails too.
+                            break;
+                        }
+                    }
+                    base
+                })
+            })
+            .collect();
+        // Let the writers commit for a while, then crash the server under them.
+        while acked.iter().map(|a| a.load(Ordering::SeqCst)).sum::<u64>() < 400 {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(pg.crash_and_restart(), "our server");
+        stop.store(true, Ordering::SeqCst);
+        let bases: Vec<u64> = writers.into_iter().map(|w| w.join().unwrap()).collect();
+        let state = open(&url).load().unwrap().state;
+        for i in 0..WRITERS {
+            let have = state[&format!("w{i}")].as_u64().unwrap();
+            let want = bases[i] + acked[i].load(Ordering::SeqCst);
+            if have < want {
+                lost.push(format!("round {round}: w{i} = {have}, {want} acknowledged"));
+            }
+        }
+    }
+    assert!(lost.is_empty(), "acknowledged writes lost: {lost:#?}");
+}
+
+/// A row whose `settings` column does not hold valid settings (a hand edit:
+/// `{"backups": 7}`) makes every open fail with `Corrupt` ("the recorded settings are
+/// not valid"), whose hint sends the user to `statesafe recover URL`, which opens the
+/// store first and fails with the same error: the one next step the error names is a
+/// dead end (`statesafe settings URL` too). A local file's damaged `settings.json` is
+/// named by its path, with "fix it by hand". The error must name a step that works.
+#[test]
+#[ignore = "red12: damaged settings in a row: the error's hint names `statesafe recover URL`, which fails with the same error"]
+fn damaged_settings_in_a_row_name_a_next_step_that_works() {
+    let Some(pg) = cluster::cluster() else { return };
+    let url = pg.url("red12-bad-settings");
+    open(&url).create(json!({"a": 1})).unwrap();
+    pg.client()
+        .execute(
+            "UPDATE statesafe SET settings = '{\"backups\": 7}' WHERE state = 'red12-bad-settings'",
+            &[],
+        )
+        .unwrap();
+    let Err(err) = Store::<serde_json::Value>::options().open_url(&url) else {
+        panic!("damaged settings were accepted");
+    };
+    let hint = err.hint().unwrap_or_default();
+    assert!(
+        err.to_string().contains("settings"),
+        "the error does not say what is damaged: {err}"
+    );
+    if hint.contains("statesafe recover") {
+        // Then recovering must work: what `statesafe recover URL` does first.
+        let recovered = Store::<serde_json::Value>::options()
+            .open_url(&url)
+            .and_then(|s| s.recover());
+        assert!(
+            recovered.is_ok(),
+            "the hint says `statesafe recover`, which fails: {}",
+            recovered.err().map(|e| e.to_string()).unwrap_or_default()
+        );
+    }
+}
