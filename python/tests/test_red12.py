@@ -91,12 +91,8 @@ def test_an_untouched_number_keeps_its_value(path: pathlib.Path, written: str) -
     assert got["id"] == decimal.Decimal(written), f"{written} became {got['id']}"
 
 
-@bug("red12: Store::verify_bytes takes any document whose text starts `{\"statesafe\"` for "
-     "a sealed envelope (format::looks_sealed), even in a plain file: replace({'statesafe': "
-     "{'v': 2}, 'x': 1}) is acknowledged (generation 1 on disk, checksum recorded), then "
-     "every get() and transaction fails with Error 'this reader's type refuses it: unknown "
-     "field `v`, expected one of `format`, `generation`…' and the hint 'read it with the "
-     "type it was written with': an acknowledged write that can never be read again")
+# Once a bug (a plain document starting with a `statesafe` member was read as a sealed
+# envelope): fixed, only an envelope's exact shape is sealed.
 def test_a_document_whose_first_key_is_statesafe_reads_back(path: pathlib.Path) -> None:
     store = statesafe.open(path, default={})
     store.replace({"statesafe": {"v": 2}, "x": 1})

@@ -275,8 +275,21 @@ pub(crate) fn encode<T: Serialize>(
             limit: MAX_DEPTH,
         });
     }
+    if envelope == 0 && looks_sealed(&bytes) {
+        return Err(envelope_refused(path));
+    }
     bytes.push(b'\n');
     Ok(bytes)
+}
+
+/// The refusal of a plain document shaped as a sealed envelope (see [`envelope_in`]):
+/// every reader would take a file or row holding it for a sealed one and serve only
+/// its `state` member.
+pub(crate) fn envelope_refused(path: &Path) -> Error {
+    Error::Invalid {
+        path: path.to_path_buf(),
+        message: "it has the exact shape of a statesafe sealed envelope (a first member `statesafe` holding a seal header, a second member `state`), so every reader would take it for a sealed version and serve only its `state`; nothing was written: rename its top-level `statesafe` member, or keep such documents in a sealed file (`statesafe settings FILE --format sealed`), which wraps them".into(),
+    }
 }
 
 /// Serializes `state` into `out` in `style` (no final newline): the text
@@ -444,13 +457,68 @@ struct SealedIn<T> {
     state: T,
 }
 
-/// Whether `bytes` look like a sealed file (an object whose first key is `statesafe`).
+/// Whether `bytes` (a whole file) are a sealed file's text: see [`envelope_in`]. A
+/// plain document may begin with a `statesafe` member of its own (a program's label
+/// or version block): only the envelope's exact shape makes a file sealed.
 pub(crate) fn looks_sealed(bytes: &[u8]) -> bool {
+    envelope_in(bytes) == Some(true)
+}
+
+/// Whether `bytes` begin as a sealed file does: an object whose first key is
+/// `statesafe`. Where only sealed files are written (and the metadata record does not
+/// vouch for the bytes), such a file is read as sealed and its damage named exactly.
+pub(crate) fn starts_sealed(bytes: &[u8]) -> bool {
     let rest = trim_start(bytes);
     let Some(rest) = rest.strip_prefix(b"{") else {
         return false;
     };
     trim_start(rest).starts_with(b"\"statesafe\"")
+}
+
+/// Whether `bytes`, a whole file or its start, are a sealed envelope: an object whose
+/// first member is `"statesafe"` holding a seal header (exactly its fields, well
+/// typed) and whose second member's key is `"state"`. `None` when the bytes end
+/// before that is told. Only the header is parsed, never the state.
+pub(crate) fn envelope_in(bytes: &[u8]) -> Option<bool> {
+    use serde::de::{MapAccess, Visitor};
+
+    /// Decides from the first two members, and says so in `decided` (the parser's
+    /// own result is an error once the visitor stops early).
+    struct Probe<'a>(&'a mut Option<bool>);
+    impl<'de> Visitor<'de> for Probe<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a sealed envelope")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<(), A::Error> {
+            if map.next_key::<String>()?.as_deref() != Some("statesafe") {
+                *self.0 = Some(false);
+                return Ok(());
+            }
+            map.next_value::<SealHeader>()?;
+            *self.0 = Some(map.next_key::<String>()?.as_deref() == Some("state"));
+            Ok(())
+        }
+    }
+
+    if !starts_sealed(bytes) {
+        // Told by the first bytes, unless they end first.
+        let rest = trim_start(bytes);
+        let undecided = rest.is_empty()
+            || rest == b"{"
+            || rest.strip_prefix(b"{").is_some_and(|r| {
+                let r = trim_start(r);
+                b"\"statesafe\"".starts_with(r)
+            });
+        return if undecided { None } else { Some(false) };
+    }
+    let mut decided = None;
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    match serde::Deserializer::deserialize_map(&mut de, Probe(&mut decided)) {
+        _ if decided.is_some() => decided,
+        Err(e) if e.is_eof() => None,
+        _ => Some(false),
+    }
 }
 
 fn trim_start(bytes: &[u8]) -> &[u8] {
@@ -608,6 +676,17 @@ mod tests {
             }
         }
         assert!(!looks_sealed(br#"{"grades": []}"#));
+        // A `statesafe` member of the document's own, or a header with a field too
+        // many, or no `state` after it: plain.
+        assert!(!looks_sealed(br#"{"statesafe": {"v": 2}, "state": 1}"#));
+        let sealed = encode_sealed(p, &1, Style::Compact, 7, String::new(), 0).unwrap();
+        assert!(looks_sealed(&sealed));
+        let text = String::from_utf8(sealed).unwrap();
+        let extra = text.replacen("\"format\"", "\"extra\":1,\"format\"", 1);
+        assert!(!looks_sealed(extra.as_bytes()), "{extra}");
+        let renamed = text.replacen("\"state\":", "\"status\":", 1);
+        assert!(!looks_sealed(renamed.as_bytes()), "{renamed}");
+        assert!(!looks_sealed(&text.as_bytes()[..text.len() / 2]));
     }
 
     #[test]

@@ -790,7 +790,12 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             committed: committed_by_us,
             reason,
         };
-        let sealed = format::looks_sealed(bytes);
+        // Where only sealed files are written, bytes not vouched for that begin as one
+        // are read as one, so that a damaged header is named; elsewhere only an
+        // envelope's exact shape is sealed (a plain document may have a `statesafe`
+        // member of its own).
+        let sealed = format::looks_sealed(bytes)
+            || config.format == Format::Sealed && !committed_by_us && format::starts_sealed(bytes);
         if !sealed && config.format == Format::Sealed && !committed_by_us {
             return Err(Error::Corrupt {
                 path: path.clone(),

@@ -244,6 +244,7 @@ pub(crate) fn measure<T: Serialize>(state: &T, style: Style) -> Option<Encoded> 
         len: 0,
         depth: Some(Depth::default()),
         surrogates: Some(Surrogates::default()),
+        start: Some(Vec::new()),
     };
     let mut w = BufWriter::with_capacity(CHUNK, &mut sink);
     format::serialize_styled(state, style, &mut w).ok()?;
@@ -252,7 +253,13 @@ pub(crate) fn measure<T: Serialize>(state: &T, style: Style) -> Option<Encoded> 
     drop(w);
     let deepest = sink.depth.map_or(0, |d| d.deepest);
     let lone = sink.surrogates.as_mut().is_some_and(Surrogates::finish);
-    (deepest <= MAX_DEPTH && !lone).then(|| Encoded {
+    // A text that may be an envelope's shape is made in memory, where it is told and
+    // refused (`format::encode`).
+    let plain = sink
+        .start
+        .as_deref()
+        .is_some_and(|start| format::envelope_in(start) == Some(false));
+    (deepest <= MAX_DEPTH && !lone && plain).then(|| Encoded {
         len: sink.len,
         checksum: sink.hash.digest(),
     })
@@ -273,6 +280,7 @@ pub(crate) fn write_into<T: Serialize>(
         len: 0,
         depth: None,
         surrogates: None,
+        start: None,
     };
     let mut w = BufWriter::with_capacity(CHUNK, &mut sink);
     format::serialize_styled(state, style, &mut w).map_err(io::Error::from)?;
@@ -315,25 +323,7 @@ pub(crate) fn reopen(target: &Target, dir: &OwnedFd, expected: Encoded) -> Optio
 /// Whether the first bytes `prefix` of a file say it is sealed
 /// ([`format::looks_sealed`] of the whole file); `None` when they do not tell.
 fn sealed_in(prefix: &[u8]) -> Option<bool> {
-    const KEY: &[u8] = b"\"statesafe\"";
-    let ws = |b: &[u8]| b.iter().take_while(|c| c.is_ascii_whitespace()).count();
-    let rest = &prefix[ws(prefix)..];
-    let first = *rest.first()?;
-    if first != b'{' {
-        return Some(false);
-    }
-    let rest = &rest[1..];
-    let rest = &rest[ws(rest)..];
-    if rest.is_empty() {
-        return None;
-    }
-    if rest.len() >= KEY.len() {
-        Some(rest.starts_with(KEY))
-    } else if KEY.starts_with(rest) {
-        None
-    } else {
-        Some(false)
-    }
+    format::envelope_in(prefix)
 }
 
 /// [`Style::detect`] of a whole file from its first bytes `prefix`; `None` when
@@ -390,6 +380,8 @@ struct Sink<'a> {
     len: usize,
     depth: Option<Depth>,
     surrogates: Option<Surrogates>,
+    /// The text's first [`CHUNK`] bytes, when kept (to tell an envelope's shape).
+    start: Option<Vec<u8>>,
 }
 
 impl Write for Sink<'_> {
@@ -406,6 +398,10 @@ impl Write for Sink<'_> {
         }
         if let Some(s) = &mut self.surrogates {
             s.feed(done);
+        }
+        if let Some(start) = &mut self.start {
+            let room = CHUNK.saturating_sub(start.len()).min(done.len());
+            start.extend_from_slice(&done[..room]);
         }
         Ok(n)
     }
@@ -567,7 +563,25 @@ mod tests {
 
     #[test]
     fn sealed_and_layout_are_told_only_when_the_prefix_tells() {
-        assert_eq!(sealed_in(b"  {\n  \"statesafe\": {"), Some(true));
+        assert_eq!(sealed_in(b"  {\n  \"statesafe\": {"), None);
+        let sealed = format::encode_sealed(
+            std::path::Path::new("s.json"),
+            &serde_json::json!({"n": 1}),
+            Style::Spaces(2),
+            3,
+            "2026-01-01T00:00:00Z".into(),
+            0,
+        )
+        .unwrap();
+        let header_end = sealed.windows(7).position(|w| w == b"\"state\"").unwrap();
+        assert_eq!(sealed_in(&sealed[..header_end]), None);
+        assert_eq!(sealed_in(&sealed[..header_end + 7]), Some(true));
+        // A plain document's own `statesafe` member is no envelope.
+        assert_eq!(
+            sealed_in(b"{\"statesafe\": {\"v\": 2}, \"x\": 1}"),
+            Some(false)
+        );
+        assert_eq!(sealed_in(b"{\"statesafe\": 1"), Some(false));
         assert_eq!(sealed_in(b"{\"state"), None);
         assert_eq!(sealed_in(b"{\"items\":[]}"), Some(false));
         assert_eq!(sealed_in(b"[1]"), Some(false));

@@ -749,6 +749,9 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                         limit: format::MAX_DEPTH,
                     });
                 }
+                if config.format != Format::Sealed && format::looks_sealed(text.as_bytes()) {
+                    return Err(format::envelope_refused(path));
+                }
                 let mut bytes = Vec::with_capacity(text.len() + 1);
                 bytes.extend_from_slice(text.as_bytes());
                 bytes.push(b'\n');

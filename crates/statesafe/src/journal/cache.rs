@@ -612,11 +612,20 @@ impl Store<Value> {
                 json_patch::PatchOperation::Move(_) | json_patch::PatchOperation::Copy(_)
             )
         });
+        // A change at the root or of a top-level `statesafe` or `state` member could
+        // give the document a sealed envelope's shape, which a transaction refuses
+        // (`format::encode`): such a change goes that way.
+        let envelope_keys = ops.0.iter().any(|op| {
+            op.path()
+                .first()
+                .is_none_or(|key| matches!(key.decoded().as_ref(), "statesafe" | "state"))
+        });
         if self.opts.rule.is_some()
             || config.schema.is_some()
             || config.max_bytes.is_some()
             || config.min_free_bytes.is_some()
             || !plain_ops
+            || envelope_keys
         {
             return Ok(None);
         }

@@ -432,3 +432,76 @@ fn generated_documents_round_trip_through_commit_and_reload() {
         .join()
         .unwrap();
 }
+
+/// A plain document with the exact shape of a sealed envelope (a first member
+/// `statesafe` holding a seal header, a second member `state`) would be read back by
+/// every reader as a sealed version and served only its `state`: a changed document.
+/// Every format but sealed refuses to write it, by every write path (a transaction, a
+/// streamed commit of a large document, a journal commit, a group-commit patch), and
+/// the file keeps its version; a sealed file wraps it and gives it back whole.
+#[test]
+fn a_plain_document_shaped_as_a_sealed_envelope_is_refused_and_a_sealed_file_keeps_it() {
+    use statesafe::{Format, Settings};
+    let dir = common::test_dir();
+    // A real envelope: a sealed file's text, read as plain JSON.
+    let sealed_path = dir.path().join("sealed.json");
+    let sealed: Store<Value> = Store::options()
+        .durability(Durability::None)
+        .format(Format::Sealed)
+        .open(&sealed_path)
+        .unwrap();
+    sealed.create(serde_json::json!({"n": 1})).unwrap();
+    let envelope = parse(&std::fs::read_to_string(&sealed_path).unwrap());
+    assert!(envelope.get("statesafe").is_some() && envelope.get("state").is_some());
+    // The sealed format keeps it whole, inside its own envelope.
+    sealed.replace(envelope.clone()).unwrap();
+    assert_eq!(store(&sealed_path).get().unwrap(), envelope);
+
+    let refused = |e: Error, what: &str| {
+        assert!(matches!(e, Error::Invalid { .. }), "{what}: {e:?}");
+        assert!(e.to_string().contains("sealed envelope"), "{what}: {e}");
+    };
+    for format in [Format::Plain, Format::Journal] {
+        let path = dir.path().join(format!("{format:?}.json"));
+        let plain = store(&path);
+        let settings = Settings {
+            format,
+            ..Settings::default()
+        };
+        plain
+            .create_with(&settings, serde_json::json!({"n": 0}))
+            .unwrap();
+        refused(plain.replace(envelope.clone()).unwrap_err(), "replace");
+        refused(
+            plain.update(|s| *s = envelope.clone()).unwrap_err(),
+            "update",
+        );
+        for patch in [
+            serde_json::json!([{"op": "replace", "path": "", "value": envelope}]),
+            serde_json::json!([
+                {"op": "add", "path": "/statesafe", "value": envelope["statesafe"]},
+                {"op": "remove", "path": "/n"},
+                {"op": "add", "path": "/state", "value": 1},
+            ]),
+        ] {
+            refused(plain.apply_patch(&patch).unwrap_err(), "apply_patch");
+        }
+        assert_eq!(store(&path).get().unwrap(), serde_json::json!({"n": 0}));
+        // A document's own `statesafe` member of another shape is plain data.
+        let own = serde_json::json!({"statesafe": {"v": 2}, "state": 1});
+        plain.replace(own.clone()).unwrap();
+        assert_eq!(store(&path).get().unwrap(), own, "{format:?}");
+    }
+
+    // A large plain version is replaced by streaming it into the file: the same.
+    let path = dir.path().join("large.json");
+    let large = store(&path);
+    let big = "x".repeat(2 << 20);
+    large.create(serde_json::json!({"big": big})).unwrap();
+    let mut shaped = envelope.clone();
+    shaped["state"] = serde_json::json!({"big": big});
+    let mut tx = large.begin().unwrap();
+    *tx.state_mut() = shaped;
+    refused(tx.commit_streaming().unwrap_err(), "commit_streaming");
+    assert_eq!(store(&path).get().unwrap(), serde_json::json!({"big": big}));
+}

@@ -17,7 +17,6 @@ use crate::common;
 /// written with): the version can never be read or updated again, by any reader
 /// (Python, Node, the CLI; a PostgreSQL row the same).
 #[test]
-#[ignore = "red12: a plain document whose first key is \"statesafe\" is read as a sealed envelope: committed, then refused forever"]
 fn a_plain_document_whose_first_key_is_statesafe_reads_back() {
     let dir = common::test_dir();
     for (name, layout) in [
@@ -48,7 +47,6 @@ fn a_plain_document_whose_first_key_is_statesafe_reads_back() {
 /// 2 restored as generation 4): the other program's valid version is undone by a
 /// reader.
 #[test]
-#[ignore = "red12: an external change that parses but starts with a \"statesafe\" key is quarantined and rolled back as damage"]
 fn an_external_change_whose_first_key_is_statesafe_is_adopted_not_rolled_back() {
     let dir = common::test_dir();
     let path = dir.path().join("state.json");

@@ -64,7 +64,6 @@ fn a_password_the_client_library_takes_is_never_printed_nor_allowed_on_a_command
 /// field `v`…"); `recover` cannot help (a `Mismatch` is not damage). An acknowledged
 /// write that can never be read or updated again.
 #[test]
-#[ignore = "red12: a row whose document's first key is \"statesafe\" is committed, then read as a sealed envelope and refused with Mismatch forever"]
 fn a_document_whose_first_key_is_statesafe_reads_back() {
     let Some(pg) = cluster::cluster() else { return };
     let store = open(&pg.url("red12-sealed-lookalike"));
@@ -83,7 +82,6 @@ fn a_document_whose_first_key_is_statesafe_reads_back() {
 /// client (the row's checksum recomputed as statesafe does) with `{ "statesafe": 1 }`.
 /// Kept beside the test above so that a fix that only looks at one spelling fails.
 #[test]
-#[ignore = "red12: same bug as a_document_whose_first_key_is_statesafe_reads_back, through `replace` and a scalar value"]
 fn a_document_whose_first_key_is_statesafe_with_a_scalar_value_reads_back() {
     let Some(pg) = cluster::cluster() else { return };
     let store = open(&pg.url("red12-sealed-lookalike-2"));
