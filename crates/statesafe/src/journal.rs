@@ -1120,6 +1120,20 @@ pub(crate) fn flush_failed(state_path: &Path, generation: u64, e: io::Error) -> 
     }
 }
 
+/// The error of a commit whose record may be in the journal (`journal`) although the
+/// commit did not finish (`what` happened): it must not be run again, which could
+/// apply it twice.
+pub(crate) fn record_left(state_path: &Path, generation: u64, journal: &Path, what: &str) -> Error {
+    Error::OutcomeUnknown {
+        path: state_path.to_path_buf(),
+        generation,
+        source: io::Error::other(crate::error::JournalRecordLeft(format!(
+            "its record was written to the journal `{}`, and then {what}",
+            journal.display()
+        ))),
+    }
+}
+
 /// Makes the next journal flush fail with `EIO` (tests only).
 pub(crate) static FAIL_FLUSH: std::sync::atomic::AtomicBool =
     std::sync::atomic::AtomicBool::new(false);

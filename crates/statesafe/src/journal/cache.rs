@@ -648,11 +648,18 @@ impl Store<Value> {
             // The ordinary commit reports these exactly.
             return Ok(None);
         }
-        match self
-            .journal
-            .group
-            .submit(Request { ops, body }, |batch| self.commit_batch(batch))
-        {
+        let commit = |batch, unwound: &mut Vec<Outcome>| {
+            // A leader that unwinds may leave the kept document changed by patches it
+            // did not write: the document is dropped (the next read replays the file).
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.commit_batch(batch, unwound)
+            }))
+            .unwrap_or_else(|panic| {
+                *self.journal.cache.lock() = None;
+                std::panic::resume_unwind(panic)
+            })
+        };
+        match self.journal.group.submit(Request { ops, body }, commit) {
             Outcome::Done(generation) => Ok(Some(generation)),
             Outcome::Fallback => Ok(None),
             Outcome::Failed(e) => Err(e),
@@ -661,8 +668,9 @@ impl Store<Value> {
 
     /// The group leader's work: one lock, the patches applied in turn to the kept
     /// document, their records written with one `pwrite` and flushed with one
-    /// `fdatasync`. Each request's outcome, in order.
-    fn commit_batch(&self, batch: Vec<Request>) -> Vec<Outcome> {
+    /// `fdatasync`. Each request's outcome, in order. `unwound` receives, before the
+    /// records are written, what each caller is told should this leader unwind.
+    fn commit_batch(&self, batch: Vec<Request>, unwound: &mut Vec<Outcome>) -> Vec<Outcome> {
         let fallback = |n: usize| (0..n).map(|_| Outcome::Fallback).collect();
         let started = Instant::now();
         let Ok(Locked { guard, .. }) = self.lock_and_read("update", false) else {
@@ -796,6 +804,23 @@ impl Store<Value> {
             }
             return outcomes;
         }
+        // From here the records may be in the journal: should this leader unwind (a
+        // panic in code it calls, such as a metrics recorder or a tracing subscriber),
+        // their callers are told that the outcome is unknown, and none is handed back
+        // to run again, which could apply it twice.
+        let journal = guard.sidecar().root().join(super::JOURNAL);
+        *unwound = outcomes
+            .iter()
+            .map(|o| match o {
+                Outcome::Done(g) => Outcome::Failed(super::record_left(
+                    self.path(),
+                    *g,
+                    &journal,
+                    "the group commit that wrote it panicked before reporting (see the panic's message)",
+                )),
+                _ => Outcome::Fallback,
+            })
+            .collect();
         let seq = match super::write_record(&kept, &pos, &records) {
             Ok(seq) => seq,
             Err(e) => {
@@ -938,7 +963,14 @@ struct GroupState {
 impl Group {
     /// Queues `request`; the first caller that finds no leader leads: it takes the
     /// whole queue and runs `commit` on it, publishes every outcome, and hands over.
-    fn submit(&self, request: Request, commit: impl Fn(Vec<Request>) -> Vec<Outcome>) -> Outcome {
+    /// Should `commit` unwind, each caller is told what `commit` last put in its second
+    /// argument for it (by default [`Outcome::Fallback`]), and the leader's panic goes
+    /// on.
+    fn submit(
+        &self,
+        request: Request,
+        commit: impl Fn(Vec<Request>, &mut Vec<Outcome>) -> Vec<Outcome>,
+    ) -> Outcome {
         let mut st = self.state.lock();
         let ticket = st.next_ticket;
         st.next_ticket += 1;
@@ -955,22 +987,25 @@ impl Group {
             let (tickets, batch): (Vec<u64>, Vec<Request>) =
                 std::mem::take(&mut st.queue).into_iter().unzip();
             drop(st);
-            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| commit(batch)));
+            let mut unwound = Vec::new();
+            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                commit(batch, &mut unwound)
+            }));
             st = self.state.lock();
             st.leading = false;
-            let panicked = ran.is_err();
-            let outcomes = ran.unwrap_or_default();
+            let (outcomes, panic) = match ran {
+                Ok(outcomes) => (outcomes, None),
+                Err(panic) => (unwound, Some(panic)),
+            };
             let mut outcomes = outcomes.into_iter();
             for t in tickets {
-                // A leader that panicked wrote nothing it reported: its batch runs
-                // again as transactions.
                 st.done
                     .insert(t, outcomes.next().unwrap_or(Outcome::Fallback));
             }
             self.turn.notify_all();
-            if panicked {
+            if let Some(panic) = panic {
                 drop(st);
-                panic!("a group commit's leader panicked (its batch was handed back)");
+                std::panic::resume_unwind(panic);
             }
         }
     }
@@ -1046,7 +1081,7 @@ mod tests {
             .map(|i| request(json!([{"op": "replace", "path": "/a", "value": i}])))
             .collect();
         crate::journal::FAIL_FLUSH.store(true, Ordering::SeqCst);
-        let outcomes = store.commit_batch(batch);
+        let outcomes = store.commit_batch(batch, &mut Vec::new());
         assert_eq!(outcomes.len(), 5);
         for (i, outcome) in outcomes.into_iter().enumerate() {
             match outcome {
@@ -1069,6 +1104,112 @@ mod tests {
         let other: Store = Store::open(dir.path().join("state.json")).unwrap();
         assert_eq!(other.load().unwrap().state, json!({"a": 5}));
         assert_eq!(other.load().unwrap().generation, 7);
+    }
+
+    /// A metrics recorder that panics when a commit is counted (user code the library
+    /// calls after a batch's records are written and flushed).
+    struct PanicsOnCommit;
+
+    impl metrics::Recorder for PanicsOnCommit {
+        fn describe_counter(
+            &self,
+            _: metrics::KeyName,
+            _: Option<metrics::Unit>,
+            _: metrics::SharedString,
+        ) {
+        }
+        fn describe_gauge(
+            &self,
+            _: metrics::KeyName,
+            _: Option<metrics::Unit>,
+            _: metrics::SharedString,
+        ) {
+        }
+        fn describe_histogram(
+            &self,
+            _: metrics::KeyName,
+            _: Option<metrics::Unit>,
+            _: metrics::SharedString,
+        ) {
+        }
+        fn register_counter(
+            &self,
+            key: &metrics::Key,
+            _: &metrics::Metadata<'_>,
+        ) -> metrics::Counter {
+            assert_ne!(key.name(), "statesafe_commits_total", "the recorder panics");
+            metrics::Counter::noop()
+        }
+        fn register_gauge(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
+            metrics::Gauge::noop()
+        }
+        fn register_histogram(
+            &self,
+            _: &metrics::Key,
+            _: &metrics::Metadata<'_>,
+        ) -> metrics::Histogram {
+            metrics::Histogram::noop()
+        }
+    }
+
+    #[test]
+    fn a_leader_that_panics_after_writing_its_batch_hands_no_commit_back_to_run_again() {
+        // Three callers queue while a leader is marked as running; the one that leads
+        // next takes all three, writes and flushes their records, and then panics in
+        // the user's metrics recorder. The two others must not run their commits again
+        // (as transactions: each element would be appended twice); they are told the
+        // outcome is unknown.
+        let dir = tempfile::tempdir().unwrap();
+        let store = journal_store(dir.path());
+        store
+            .apply_patch(&json!([{"op": "add", "path": "/l", "value": []}]))
+            .unwrap();
+        store.journal.group.state.lock().leading = true;
+        let results = std::thread::scope(|s| {
+            let callers: Vec<_> = (0..3)
+                .map(|t| {
+                    let store = &store;
+                    s.spawn(move || {
+                        let patch = json!([{"op": "add", "path": "/l/-", "value": t}]);
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            metrics::with_local_recorder(&PanicsOnCommit, || {
+                                store.apply_patch(&patch)
+                            })
+                        }))
+                    })
+                })
+                .collect();
+            while store.journal.group.state.lock().queue.len() < 3 {
+                std::thread::yield_now();
+            }
+            let mut st = store.journal.group.state.lock();
+            st.leading = false;
+            store.journal.group.turn.notify_all();
+            drop(st);
+            callers
+                .into_iter()
+                .map(|c| c.join().unwrap())
+                .collect::<Vec<_>>()
+        });
+        let other: Store = Store::open(dir.path().join("state.json")).unwrap();
+        let mut list: Vec<u64> = serde_json::from_value(other.get().unwrap()["l"].clone()).unwrap();
+        list.sort_unstable();
+        assert_eq!(list, vec![0, 1, 2], "a commit was applied twice (or lost)");
+        assert_eq!(
+            results.iter().filter(|r| r.is_err()).count(),
+            1,
+            "the leader panicked"
+        );
+        for r in results.into_iter().flatten() {
+            match r {
+                Err(e @ Error::OutcomeUnknown { .. }) => {
+                    let text = format!("{e}: {}", std::error::Error::source(&e).unwrap());
+                    assert!(text.contains("journal"), "{text}");
+                    assert!(e.hint().unwrap().contains("read"), "{e}");
+                }
+                other => panic!("a follower was told {other:?}"),
+            }
+        }
     }
 
     #[test]
@@ -1112,7 +1253,7 @@ mod tests {
             for t in 0..8u64 {
                 let (group, ran) = (&group, &ran);
                 s.spawn(move || {
-                    let commit = |batch: Vec<Request>| {
+                    let commit = |batch: Vec<Request>, _: &mut Vec<Outcome>| {
                         let mut ran = ran.lock().unwrap();
                         batch
                             .into_iter()
