@@ -815,15 +815,35 @@ impl Store<Value> {
                 Outcome::Done(g) => Outcome::Failed(super::record_left(
                     self.path(),
                     *g,
-                    &journal,
-                    "the group commit that wrote it panicked before reporting (see the panic's message)",
+                    format!(
+                        "its record was written to the journal `{}`, and the group commit that wrote it panicked before reporting (see the panic's message)",
+                        journal.display()
+                    ),
                 )),
                 _ => Outcome::Fallback,
             })
             .collect();
         let seq = match super::write_record(&kept, &pos, &records) {
             Ok(seq) => seq,
-            Err(e) => {
+            Err(failed) if failed.left.is_some() => {
+                // Part of the records stays in the journal (whole ones among them,
+                // which every reader replays): no commit of the batch is handed back
+                // or reported not applied; each is unknown, and the store refuses
+                // writes until it is opened again (a read then decides).
+                *slot = None;
+                self.poison();
+                return outcomes
+                    .into_iter()
+                    .map(|o| match o {
+                        Outcome::Done(g) => {
+                            self.recorder.failure("outcome_unknown");
+                            Outcome::Failed(super::append_left(self.path(), g, &journal, &failed))
+                        }
+                        other => other,
+                    })
+                    .collect();
+            }
+            Err(super::AppendFailed { error: e, .. }) => {
                 // Nothing reached the journal (the bytes were zeroed again): the
                 // commits did not happen; each runs as a transaction, which reports
                 // what it finds.
@@ -1104,6 +1124,89 @@ mod tests {
         let other: Store = Store::open(dir.path().join("state.json")).unwrap();
         assert_eq!(other.load().unwrap().state, json!({"a": 5}));
         assert_eq!(other.load().unwrap().generation, 7);
+    }
+
+    #[test]
+    fn a_batch_write_cut_short_whose_bytes_cannot_be_erased_is_unknown_not_handed_back() {
+        // The batch's `pwrite` stops one byte short (ENOSPC) after its first records
+        // reached the file whole, and zeroing them again fails: those records are in
+        // the journal, and every reader replays them. Handing the batch back would run
+        // each commit again as a transaction (applied twice); reporting it failed would
+        // be contradicted by the next read. The outcome is unknown, and the store
+        // refuses writes until opened again.
+        let dir = tempfile::tempdir().unwrap();
+        let store = journal_store(dir.path());
+        store
+            .apply_patch(&json!([{"op": "add", "path": "/l", "value": []}]))
+            .unwrap();
+        let batch: Vec<Request> = (0..3)
+            .map(|i| request(json!([{"op": "add", "path": "/l/-", "value": i}])))
+            .collect();
+        crate::journal::APPEND_FAULTS.with(|f| f.set((1, true)));
+        let outcomes = store.commit_batch(batch, &mut Vec::new());
+        assert_eq!(outcomes.len(), 3);
+        for (i, outcome) in outcomes.into_iter().enumerate() {
+            match outcome {
+                Outcome::Failed(e @ Error::OutcomeUnknown { .. }) => {
+                    let cause = std::error::Error::source(&e).unwrap().to_string();
+                    assert!(cause.contains("erasing"), "{cause}");
+                }
+                Outcome::Failed(e) => panic!("commit {i} failed: {e}"),
+                Outcome::Done(g) => panic!("commit {i} acknowledged as {g}"),
+                Outcome::Fallback => panic!("commit {i} was handed back to run again"),
+            }
+        }
+        assert!(matches!(
+            store.apply_patch(&json!([{"op": "add", "path": "/l/-", "value": 9}])),
+            Err(Error::Poisoned { .. })
+        ));
+        // What a reader finds: the records that reached the file whole, each once.
+        let other: Store = Store::open(dir.path().join("state.json")).unwrap();
+        assert_eq!(other.get().unwrap(), json!({"l": [0, 1]}));
+    }
+
+    #[test]
+    fn a_write_cut_short_whose_bytes_are_erased_hands_the_batch_back_once() {
+        // The same write, whose bytes are zeroed again: nothing of the batch is in the
+        // journal, each commit runs once more as a transaction, and each is applied
+        // once.
+        let dir = tempfile::tempdir().unwrap();
+        let store = journal_store(dir.path());
+        store
+            .apply_patch(&json!([{"op": "add", "path": "/l", "value": []}]))
+            .unwrap();
+        let batch: Vec<Request> = (0..3)
+            .map(|i| request(json!([{"op": "add", "path": "/l/-", "value": i}])))
+            .collect();
+        crate::journal::APPEND_FAULTS.with(|f| f.set((1, false)));
+        let outcomes = store.commit_batch(batch, &mut Vec::new());
+        assert!(outcomes.iter().all(|o| matches!(o, Outcome::Fallback)));
+        let other: Store = Store::open(dir.path().join("state.json")).unwrap();
+        assert_eq!(other.get().unwrap(), json!({"l": []}));
+    }
+
+    #[test]
+    fn a_transactions_append_cut_short_is_unknown_unless_its_bytes_are_erased() {
+        // One record: a prefix of it is never read as a commit (a torn tail), but the
+        // rule is the batch's: bytes that could not be erased make the outcome
+        // unknown, never "not applied".
+        let dir = tempfile::tempdir().unwrap();
+        let store = journal_store(dir.path());
+        store.update(|s| s["n"] = 1.into()).unwrap();
+        crate::journal::APPEND_FAULTS.with(|f| f.set((1, false)));
+        let err = store.update(|s| s["n"] = 2.into()).unwrap_err();
+        assert!(matches!(err, Error::NoSpace { .. }), "{err:?}");
+        crate::journal::APPEND_FAULTS.with(|f| f.set((1, true)));
+        let err = store.update(|s| s["n"] = 3.into()).unwrap_err();
+        assert!(matches!(err, Error::OutcomeUnknown { .. }), "{err:?}");
+        assert!(matches!(
+            store.update(|s| s["n"] = 4.into()),
+            Err(Error::Poisoned { .. })
+        ));
+        let other: Store = Store::open(dir.path().join("state.json")).unwrap();
+        assert_eq!(other.get().unwrap(), json!({"n": 1}));
+        other.update(|s| s["n"] = 5.into()).unwrap();
+        assert_eq!(other.get().unwrap(), json!({"n": 5}));
     }
 
     /// A metrics recorder that panics when a commit is counted (user code the library
