@@ -1251,6 +1251,18 @@ pub(crate) fn start(
             }
         }
     }
+    // The space of the published ends first (once per lock file): on a full disk a
+    // publication must not need a block, or every writer after it compacts, which a
+    // full disk refuses. Without it no journal is started (the next commit compacts).
+    if durability == Durability::Full
+        && let Err(e) = durable::reserve(guard.lock_file())
+    {
+        return Ok(Err(Error::io(
+            Op::Write,
+            root.join(crate::sidecar::LOCK),
+            e,
+        )));
+    }
     let file = match sys::create_exclusive(root.fd(), temp, 0o600) {
         Ok(f) => f,
         Err(e) => return Ok(Err(Error::io(Op::Write, path, e))),
