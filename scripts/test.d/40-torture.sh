@@ -35,6 +35,7 @@ layer() {
 layer "a. kill at every syscall" kill
 layer "a. kill at every syscall, streamed update (1 MiB, the CLI's path)" kill --ops update-streamed
 layer "b. errors at every I/O syscall" errors
+layer "b. errors in journal mode's group commit (threads of one store)" errors --ops journal-group
 layer "order check" order
 layer "c. power loss in journal mode (torn appends, lost flushes)" powerloss
 layer "e. stress" stress --writers 6 --readers 2 --duration 8s

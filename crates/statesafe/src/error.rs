@@ -430,6 +430,13 @@ pub(crate) struct CommitLost(pub String);
 #[error("the journal record was written but flushing it failed: {0}")]
 pub(crate) struct JournalFlushFailed(pub io::Error);
 
+/// The marker of a journal-mode [`Error::OutcomeUnknown`] whose record may be in the
+/// journal although its commit did not finish (its group commit's leader panicked, or
+/// a failed append could not be erased): it says what happened.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct JournalRecordLeft(pub String);
+
 fn outcome_unknown_reason(source: &io::Error) -> &'static str {
     if source.get_ref().is_some_and(|e| e.is::<CommitLost>()) {
         "the connection to the database server was lost during COMMIT and the server could not be asked since, so the new version may or may not have been committed"
@@ -438,6 +445,11 @@ fn outcome_unknown_reason(source: &io::Error) -> &'static str {
         .is_some_and(|e| e.is::<JournalFlushFailed>())
     {
         "the commit's journal record was written but flushing it (fdatasync) failed, so it may or may not survive a power loss"
+    } else if source
+        .get_ref()
+        .is_some_and(|e| e.is::<JournalRecordLeft>())
+    {
+        "the commit's journal record may be in the journal but the commit did not finish, so it may or may not be in place"
     } else {
         "the new state is in place but the directory fsync failed, so it may not survive a power loss"
     }
@@ -546,6 +558,11 @@ impl Error {
             Error::Remote { hint, .. } => hint.clone(),
             Error::Unsupported { .. } => {
                 "see docs/remote.md for what a remote store does today".into()
+            }
+            Error::OutcomeUnknown { source, .. }
+                if source.get_ref().is_some_and(|e| e.is::<JournalRecordLeft>()) =>
+            {
+                "the commit was not run again (that could apply it twice): read the state back (after opening the store again if it refuses writes) to see whether it is in place".into()
             }
             Error::OutcomeUnknown { .. } => {
                 "check the storage for errors; read the state back to see which version is in place, and write it again once the storage is healthy".into()

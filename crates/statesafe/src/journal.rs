@@ -1087,27 +1087,114 @@ pub(crate) fn writer(
     )))
 }
 
+/// A failed append ([`write_record`]): its error, and the error of zeroing again the
+/// part of the record(s) that reached the file (`None`: nothing of them is left).
+pub(crate) struct AppendFailed {
+    pub(crate) error: io::Error,
+    pub(crate) left: Option<io::Error>,
+}
+
 /// Writes `record` at `pos.end` through `kept` (zeroing a torn append's leftovers
 /// past it, growing the preallocated space when needed). Returns the append's number
 /// through the descriptor, for its flush ([`Pending`]). On failure whatever reached
-/// the file is zeroed again: nothing was flushed, and no reader serves it.
-fn write_record(kept: &cache::KeptJournal, pos: &Pos, record: &[u8]) -> io::Result<u64> {
+/// the file of `record` is zeroed again: nothing was flushed, and no reader serves it.
+/// If that zeroing fails too, the bytes stay ([`AppendFailed::left`]): a write cut
+/// short (`ENOSPC` on a copy-on-write filesystem, `EIO`) may have written whole records
+/// of a batch, which every reader replays, so their commits are neither done nor
+/// undone.
+fn write_record(
+    kept: &cache::KeptJournal,
+    pos: &Pos,
+    record: &[u8],
+) -> std::result::Result<u64, AppendFailed> {
     let file = &kept.file;
     let end = pos.end + record.len() as u64;
-    let written = (|| {
-        if end > pos.size {
-            write_zeros(file, pos.size, grown(pos.size, end))?;
+    let failed = |error| AppendFailed { error, left: None };
+    if end > pos.size {
+        write_zeros(file, pos.size, grown(pos.size, end)).map_err(failed)?;
+    }
+    if pos.dirty_to > end {
+        file.write_all_at(&vec![0; (pos.dirty_to - end) as usize], end)
+            .map_err(failed)?;
+    }
+    // Call by call, to know how much of it reached the file.
+    let (cut, erase_fails) = append_faults();
+    let upto = record.len() - cut.min(record.len());
+    let mut written = 0;
+    let result = loop {
+        if written == record.len() {
+            break Ok(());
         }
-        if pos.dirty_to > end {
-            file.write_all_at(&vec![0; (pos.dirty_to - end) as usize], end)?;
+        if written == upto {
+            break Err(io::Error::from_raw_os_error(
+                rustix::io::Errno::NOSPC.raw_os_error(),
+            ));
         }
-        file.write_all_at(record, pos.end)
-    })();
-    if let Err(e) = written {
-        let _ = file.write_all_at(&vec![0; record.len()], pos.end);
-        return Err(e);
+        match file.write_at(&record[written..upto], pos.end + written as u64) {
+            Ok(0) => break Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => written += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => break Err(e),
+        }
+    };
+    if let Err(error) = result {
+        let left = (written > 0)
+            .then(|| {
+                if erase_fails {
+                    Err(io::Error::from_raw_os_error(
+                        rustix::io::Errno::IO.raw_os_error(),
+                    ))
+                } else {
+                    file.write_all_at(&vec![0; written], pos.end)
+                }
+            })
+            .and_then(|erased| erased.err());
+        return Err(AppendFailed { error, left });
     }
     Ok(kept.witness.appended())
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Faults for this thread's next append (tests only): its write stops this many
+    /// bytes short of the record's end and fails with `ENOSPC` (0: off), and zeroing
+    /// what it wrote fails with `EIO`.
+    pub(crate) static APPEND_FAULTS: std::cell::Cell<(usize, bool)> =
+        const { std::cell::Cell::new((0, false)) };
+}
+
+#[cfg(test)]
+fn append_faults() -> (usize, bool) {
+    APPEND_FAULTS.with(std::cell::Cell::take)
+}
+
+#[cfg(not(test))]
+fn append_faults() -> (usize, bool) {
+    (0, false)
+}
+
+/// The error of a commit whose append failed after part of it reached the journal
+/// (`journal`) and could not be erased (`failed`): its outcome is unknown.
+pub(crate) fn append_left(
+    state_path: &Path,
+    generation: u64,
+    journal: &Path,
+    failed: &AppendFailed,
+) -> Error {
+    let erase = failed
+        .left
+        .as_ref()
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    record_left(
+        state_path,
+        generation,
+        format!(
+            "writing its record to the journal `{}` failed part way ({}), and erasing the part written failed too ({erase}); the store refuses writes until it is opened again",
+            journal.display(),
+            failed.error
+        ),
+    )
 }
 
 /// The error of a commit whose flush failed: its record is in the journal and may or
@@ -1117,6 +1204,16 @@ pub(crate) fn flush_failed(state_path: &Path, generation: u64, e: io::Error) -> 
         path: state_path.to_path_buf(),
         generation,
         source: io::Error::other(JournalFlushFailed(e)),
+    }
+}
+
+/// The error of a commit whose record may be in the journal although the commit did
+/// not finish (`what` happened): it must not be run again, which could apply it twice.
+pub(crate) fn record_left(state_path: &Path, generation: u64, what: String) -> Error {
+    Error::OutcomeUnknown {
+        path: state_path.to_path_buf(),
+        generation,
+        source: io::Error::other(crate::error::JournalRecordLeft(what)),
     }
 }
 
@@ -1153,6 +1250,18 @@ pub(crate) fn start(
                 let _ = root.remove_file(&name, Op::RemoveTemp);
             }
         }
+    }
+    // The space of the published ends first (once per lock file): on a full disk a
+    // publication must not need a block, or every writer after it compacts, which a
+    // full disk refuses. Without it no journal is started (the next commit compacts).
+    if durability == Durability::Full
+        && let Err(e) = durable::reserve(guard.lock_file())
+    {
+        return Ok(Err(Error::io(
+            Op::Write,
+            root.join(crate::sidecar::LOCK),
+            e,
+        )));
     }
     let file = match sys::create_exclusive(root.fd(), temp, 0o600) {
         Ok(f) => f,
@@ -1741,8 +1850,16 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         // protocol's rename: a cleanup may have removed it since it was taken, and a
         // writer that locked the new one may be appending at this very offset.
         guard.verify(self.write_dir()?)?;
-        let seq = write_record(&kept, pos, &record)
-            .map_err(|e| Error::io(Op::Write, sidecar.root().join(JOURNAL), e))?;
+        let seq = write_record(&kept, pos, &record).map_err(|f| {
+            let journal = sidecar.root().join(JOURNAL);
+            if f.left.is_none() {
+                return Error::io(Op::Write, journal, f.error);
+            }
+            // Part of the record stays in the journal: the commit is not reported
+            // as not applied.
+            self.poison();
+            append_left(self.path(), generation, &journal, &f)
+        })?;
         let end = pos.end + record.len() as u64;
         let pending = Pending {
             kept: std::sync::Arc::clone(&kept),

@@ -173,7 +173,7 @@ exit 0"#,
     assert_eq!(run.code, 0, "{}", run.snapshot());
     assert!(
         run.stdout.contains(
-            "torture total: crash states checked: 1660, violations: 0, filesystems skipped: 2\n"
+            "torture total: crash states checked: 2060, violations: 0, filesystems skipped: 2\n"
         ),
         "{}",
         run.snapshot()

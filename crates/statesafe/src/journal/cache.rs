@@ -657,11 +657,18 @@ impl Store<Value> {
             // The ordinary commit reports these exactly.
             return Ok(None);
         }
-        match self
-            .journal
-            .group
-            .submit(Request { ops, body }, |batch| self.commit_batch(batch))
-        {
+        let commit = |batch, unwound: &mut Vec<Outcome>| {
+            // A leader that unwinds may leave the kept document changed by patches it
+            // did not write: the document is dropped (the next read replays the file).
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.commit_batch(batch, unwound)
+            }))
+            .unwrap_or_else(|panic| {
+                *self.journal.cache.lock() = None;
+                std::panic::resume_unwind(panic)
+            })
+        };
+        match self.journal.group.submit(Request { ops, body }, commit) {
             Outcome::Done(generation) => Ok(Some(generation)),
             Outcome::Fallback => Ok(None),
             Outcome::Failed(e) => Err(e),
@@ -670,8 +677,9 @@ impl Store<Value> {
 
     /// The group leader's work: one lock, the patches applied in turn to the kept
     /// document, their records written with one `pwrite` and flushed with one
-    /// `fdatasync`. Each request's outcome, in order.
-    fn commit_batch(&self, batch: Vec<Request>) -> Vec<Outcome> {
+    /// `fdatasync`. Each request's outcome, in order. `unwound` receives, before the
+    /// records are written, what each caller is told should this leader unwind.
+    fn commit_batch(&self, batch: Vec<Request>, unwound: &mut Vec<Outcome>) -> Vec<Outcome> {
         let fallback = |n: usize| (0..n).map(|_| Outcome::Fallback).collect();
         let started = Instant::now();
         let Ok(Locked { guard, .. }) = self.lock_and_read("update", false) else {
@@ -805,9 +813,46 @@ impl Store<Value> {
             }
             return outcomes;
         }
+        // From here the records may be in the journal: should this leader unwind (a
+        // panic in code it calls, such as a metrics recorder or a tracing subscriber),
+        // their callers are told that the outcome is unknown, and none is handed back
+        // to run again, which could apply it twice.
+        let journal = guard.sidecar().root().join(super::JOURNAL);
+        *unwound = outcomes
+            .iter()
+            .map(|o| match o {
+                Outcome::Done(g) => Outcome::Failed(super::record_left(
+                    self.path(),
+                    *g,
+                    format!(
+                        "its record was written to the journal `{}`, and the group commit that wrote it panicked before reporting (see the panic's message)",
+                        journal.display()
+                    ),
+                )),
+                _ => Outcome::Fallback,
+            })
+            .collect();
         let seq = match super::write_record(&kept, &pos, &records) {
             Ok(seq) => seq,
-            Err(e) => {
+            Err(failed) if failed.left.is_some() => {
+                // Part of the records stays in the journal (whole ones among them,
+                // which every reader replays): no commit of the batch is handed back
+                // or reported not applied; each is unknown, and the store refuses
+                // writes until it is opened again (a read then decides).
+                *slot = None;
+                self.poison();
+                return outcomes
+                    .into_iter()
+                    .map(|o| match o {
+                        Outcome::Done(g) => {
+                            self.recorder.failure("outcome_unknown");
+                            Outcome::Failed(super::append_left(self.path(), g, &journal, &failed))
+                        }
+                        other => other,
+                    })
+                    .collect();
+            }
+            Err(super::AppendFailed { error: e, .. }) => {
                 // Nothing reached the journal (the bytes were zeroed again): the
                 // commits did not happen; each runs as a transaction, which reports
                 // what it finds.
@@ -947,7 +992,14 @@ struct GroupState {
 impl Group {
     /// Queues `request`; the first caller that finds no leader leads: it takes the
     /// whole queue and runs `commit` on it, publishes every outcome, and hands over.
-    fn submit(&self, request: Request, commit: impl Fn(Vec<Request>) -> Vec<Outcome>) -> Outcome {
+    /// Should `commit` unwind, each caller is told what `commit` last put in its second
+    /// argument for it (by default [`Outcome::Fallback`]), and the leader's panic goes
+    /// on.
+    fn submit(
+        &self,
+        request: Request,
+        commit: impl Fn(Vec<Request>, &mut Vec<Outcome>) -> Vec<Outcome>,
+    ) -> Outcome {
         let mut st = self.state.lock();
         let ticket = st.next_ticket;
         st.next_ticket += 1;
@@ -964,22 +1016,25 @@ impl Group {
             let (tickets, batch): (Vec<u64>, Vec<Request>) =
                 std::mem::take(&mut st.queue).into_iter().unzip();
             drop(st);
-            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| commit(batch)));
+            let mut unwound = Vec::new();
+            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                commit(batch, &mut unwound)
+            }));
             st = self.state.lock();
             st.leading = false;
-            let panicked = ran.is_err();
-            let outcomes = ran.unwrap_or_default();
+            let (outcomes, panic) = match ran {
+                Ok(outcomes) => (outcomes, None),
+                Err(panic) => (unwound, Some(panic)),
+            };
             let mut outcomes = outcomes.into_iter();
             for t in tickets {
-                // A leader that panicked wrote nothing it reported: its batch runs
-                // again as transactions.
                 st.done
                     .insert(t, outcomes.next().unwrap_or(Outcome::Fallback));
             }
             self.turn.notify_all();
-            if panicked {
+            if let Some(panic) = panic {
                 drop(st);
-                panic!("a group commit's leader panicked (its batch was handed back)");
+                std::panic::resume_unwind(panic);
             }
         }
     }
@@ -1055,7 +1110,7 @@ mod tests {
             .map(|i| request(json!([{"op": "replace", "path": "/a", "value": i}])))
             .collect();
         crate::journal::FAIL_FLUSH.store(true, Ordering::SeqCst);
-        let outcomes = store.commit_batch(batch);
+        let outcomes = store.commit_batch(batch, &mut Vec::new());
         assert_eq!(outcomes.len(), 5);
         for (i, outcome) in outcomes.into_iter().enumerate() {
             match outcome {
@@ -1078,6 +1133,195 @@ mod tests {
         let other: Store = Store::open(dir.path().join("state.json")).unwrap();
         assert_eq!(other.load().unwrap().state, json!({"a": 5}));
         assert_eq!(other.load().unwrap().generation, 7);
+    }
+
+    #[test]
+    fn a_batch_write_cut_short_whose_bytes_cannot_be_erased_is_unknown_not_handed_back() {
+        // The batch's `pwrite` stops one byte short (ENOSPC) after its first records
+        // reached the file whole, and zeroing them again fails: those records are in
+        // the journal, and every reader replays them. Handing the batch back would run
+        // each commit again as a transaction (applied twice); reporting it failed would
+        // be contradicted by the next read. The outcome is unknown, and the store
+        // refuses writes until opened again.
+        let dir = tempfile::tempdir().unwrap();
+        let store = journal_store(dir.path());
+        store
+            .apply_patch(&json!([{"op": "add", "path": "/l", "value": []}]))
+            .unwrap();
+        let batch: Vec<Request> = (0..3)
+            .map(|i| request(json!([{"op": "add", "path": "/l/-", "value": i}])))
+            .collect();
+        crate::journal::APPEND_FAULTS.with(|f| f.set((1, true)));
+        let outcomes = store.commit_batch(batch, &mut Vec::new());
+        assert_eq!(outcomes.len(), 3);
+        for (i, outcome) in outcomes.into_iter().enumerate() {
+            match outcome {
+                Outcome::Failed(e @ Error::OutcomeUnknown { .. }) => {
+                    let cause = std::error::Error::source(&e).unwrap().to_string();
+                    assert!(cause.contains("erasing"), "{cause}");
+                }
+                Outcome::Failed(e) => panic!("commit {i} failed: {e}"),
+                Outcome::Done(g) => panic!("commit {i} acknowledged as {g}"),
+                Outcome::Fallback => panic!("commit {i} was handed back to run again"),
+            }
+        }
+        assert!(matches!(
+            store.apply_patch(&json!([{"op": "add", "path": "/l/-", "value": 9}])),
+            Err(Error::Poisoned { .. })
+        ));
+        // What a reader finds: the records that reached the file whole, each once.
+        let other: Store = Store::open(dir.path().join("state.json")).unwrap();
+        assert_eq!(other.get().unwrap(), json!({"l": [0, 1]}));
+    }
+
+    #[test]
+    fn a_write_cut_short_whose_bytes_are_erased_hands_the_batch_back_once() {
+        // The same write, whose bytes are zeroed again: nothing of the batch is in the
+        // journal, each commit runs once more as a transaction, and each is applied
+        // once.
+        let dir = tempfile::tempdir().unwrap();
+        let store = journal_store(dir.path());
+        store
+            .apply_patch(&json!([{"op": "add", "path": "/l", "value": []}]))
+            .unwrap();
+        let batch: Vec<Request> = (0..3)
+            .map(|i| request(json!([{"op": "add", "path": "/l/-", "value": i}])))
+            .collect();
+        crate::journal::APPEND_FAULTS.with(|f| f.set((1, false)));
+        let outcomes = store.commit_batch(batch, &mut Vec::new());
+        assert!(outcomes.iter().all(|o| matches!(o, Outcome::Fallback)));
+        let other: Store = Store::open(dir.path().join("state.json")).unwrap();
+        assert_eq!(other.get().unwrap(), json!({"l": []}));
+    }
+
+    #[test]
+    fn a_transactions_append_cut_short_is_unknown_unless_its_bytes_are_erased() {
+        // One record: a prefix of it is never read as a commit (a torn tail), but the
+        // rule is the batch's: bytes that could not be erased make the outcome
+        // unknown, never "not applied".
+        let dir = tempfile::tempdir().unwrap();
+        let store = journal_store(dir.path());
+        store.update(|s| s["n"] = 1.into()).unwrap();
+        crate::journal::APPEND_FAULTS.with(|f| f.set((1, false)));
+        let err = store.update(|s| s["n"] = 2.into()).unwrap_err();
+        assert!(matches!(err, Error::NoSpace { .. }), "{err:?}");
+        crate::journal::APPEND_FAULTS.with(|f| f.set((1, true)));
+        let err = store.update(|s| s["n"] = 3.into()).unwrap_err();
+        assert!(matches!(err, Error::OutcomeUnknown { .. }), "{err:?}");
+        assert!(matches!(
+            store.update(|s| s["n"] = 4.into()),
+            Err(Error::Poisoned { .. })
+        ));
+        let other: Store = Store::open(dir.path().join("state.json")).unwrap();
+        assert_eq!(other.get().unwrap(), json!({"n": 1}));
+        other.update(|s| s["n"] = 5.into()).unwrap();
+        assert_eq!(other.get().unwrap(), json!({"n": 5}));
+    }
+
+    /// A metrics recorder that panics when a commit is counted (user code the library
+    /// calls after a batch's records are written and flushed).
+    struct PanicsOnCommit;
+
+    impl metrics::Recorder for PanicsOnCommit {
+        fn describe_counter(
+            &self,
+            _: metrics::KeyName,
+            _: Option<metrics::Unit>,
+            _: metrics::SharedString,
+        ) {
+        }
+        fn describe_gauge(
+            &self,
+            _: metrics::KeyName,
+            _: Option<metrics::Unit>,
+            _: metrics::SharedString,
+        ) {
+        }
+        fn describe_histogram(
+            &self,
+            _: metrics::KeyName,
+            _: Option<metrics::Unit>,
+            _: metrics::SharedString,
+        ) {
+        }
+        fn register_counter(
+            &self,
+            key: &metrics::Key,
+            _: &metrics::Metadata<'_>,
+        ) -> metrics::Counter {
+            assert_ne!(key.name(), "statesafe_commits_total", "the recorder panics");
+            metrics::Counter::noop()
+        }
+        fn register_gauge(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
+            metrics::Gauge::noop()
+        }
+        fn register_histogram(
+            &self,
+            _: &metrics::Key,
+            _: &metrics::Metadata<'_>,
+        ) -> metrics::Histogram {
+            metrics::Histogram::noop()
+        }
+    }
+
+    #[test]
+    fn a_leader_that_panics_after_writing_its_batch_hands_no_commit_back_to_run_again() {
+        // Three callers queue while a leader is marked as running; the one that leads
+        // next takes all three, writes and flushes their records, and then panics in
+        // the user's metrics recorder. The two others must not run their commits again
+        // (as transactions: each element would be appended twice); they are told the
+        // outcome is unknown.
+        let dir = tempfile::tempdir().unwrap();
+        let store = journal_store(dir.path());
+        store
+            .apply_patch(&json!([{"op": "add", "path": "/l", "value": []}]))
+            .unwrap();
+        store.journal.group.state.lock().leading = true;
+        let results = std::thread::scope(|s| {
+            let callers: Vec<_> = (0..3)
+                .map(|t| {
+                    let store = &store;
+                    s.spawn(move || {
+                        let patch = json!([{"op": "add", "path": "/l/-", "value": t}]);
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            metrics::with_local_recorder(&PanicsOnCommit, || {
+                                store.apply_patch(&patch)
+                            })
+                        }))
+                    })
+                })
+                .collect();
+            while store.journal.group.state.lock().queue.len() < 3 {
+                std::thread::yield_now();
+            }
+            let mut st = store.journal.group.state.lock();
+            st.leading = false;
+            store.journal.group.turn.notify_all();
+            drop(st);
+            callers
+                .into_iter()
+                .map(|c| c.join().unwrap())
+                .collect::<Vec<_>>()
+        });
+        let other: Store = Store::open(dir.path().join("state.json")).unwrap();
+        let mut list: Vec<u64> = serde_json::from_value(other.get().unwrap()["l"].clone()).unwrap();
+        list.sort_unstable();
+        assert_eq!(list, vec![0, 1, 2], "a commit was applied twice (or lost)");
+        assert_eq!(
+            results.iter().filter(|r| r.is_err()).count(),
+            1,
+            "the leader panicked"
+        );
+        for r in results.into_iter().flatten() {
+            match r {
+                Err(e @ Error::OutcomeUnknown { .. }) => {
+                    let text = format!("{e}: {}", std::error::Error::source(&e).unwrap());
+                    assert!(text.contains("journal"), "{text}");
+                    assert!(e.hint().unwrap().contains("read"), "{e}");
+                }
+                other => panic!("a follower was told {other:?}"),
+            }
+        }
     }
 
     #[test]
@@ -1121,7 +1365,7 @@ mod tests {
             for t in 0..8u64 {
                 let (group, ran) = (&group, &ran);
                 s.spawn(move || {
-                    let commit = |batch: Vec<Request>| {
+                    let commit = |batch: Vec<Request>, _: &mut Vec<Outcome>| {
                         let mut ran = ran.lock().unwrap();
                         batch
                             .into_iter()

@@ -108,6 +108,21 @@ pub(crate) fn published(lock: &std::fs::File, id: JournalId) -> u64 {
         .unwrap_or(0)
 }
 
+/// Gives the lock file the space of every slot (zeros past its end, never over a
+/// slot), so that a publication overwrites blocks the file has and needs none on a
+/// full disk. Called with the writers' lock held, before a journal is started. A
+/// publisher extending the file at that moment may see its slot zeroed, which only
+/// makes a later writer wait or compact.
+pub(crate) fn reserve(lock: &std::fs::File) -> std::io::Result<()> {
+    let len = lock.metadata()?.len();
+    let end = REGION_AT + (SLOTS * SLOT_LEN) as u64;
+    if len >= end {
+        return Ok(());
+    }
+    let from = len.max(REGION_AT);
+    lock.write_all_at(&vec![0; (end - from) as usize], from)
+}
+
 /// Publishes that `id` is durable up to `end` (best effort: a slot that cannot be
 /// written only makes a later writer wait or compact), in the slot of process `pid`
 /// (this one's: the flushing descriptor's opener, [`super::cache::KeptJournal::pid`]).

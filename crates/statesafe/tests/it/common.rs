@@ -374,6 +374,42 @@ impl Mount {
         })
     }
 
+    /// Mounts a fresh ext4 filesystem of `size` bytes with blocks of `block` bytes (no
+    /// blocks reserved for root), made in the image file `image`, on `path` (created if
+    /// needed), or says why not.
+    pub fn ext4(path: &Path, image: &Path, size: u64, block: u32) -> Result<Mount, String> {
+        if !is_root() {
+            return Err("mounting a filesystem needs root".into());
+        }
+        std::fs::create_dir_all(path).unwrap();
+        std::fs::File::create(image).unwrap().set_len(size).unwrap();
+        let block = block.to_string();
+        run(
+            "mkfs.ext4",
+            &[
+                "-q".as_ref(),
+                "-F".as_ref(),
+                "-m".as_ref(),
+                "0".as_ref(),
+                "-b".as_ref(),
+                block.as_ref(),
+                image.as_ref(),
+            ],
+        )?;
+        run(
+            "mount",
+            &[
+                "-o".as_ref(),
+                "loop".as_ref(),
+                image.as_ref(),
+                path.as_ref(),
+            ],
+        )?;
+        Ok(Mount {
+            path: path.to_path_buf(),
+        })
+    }
+
     /// Remounts it read-only (every file open for writing must be closed first).
     pub fn remount_read_only(&self) -> Result<(), String> {
         run(

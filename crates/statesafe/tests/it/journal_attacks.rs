@@ -1102,3 +1102,104 @@ fn a_forked_child_and_its_parent_appending_at_once_lose_and_repeat_nothing() {
     assert_eq!(log, want);
     assert_eq!(store.load().unwrap().state, fresh(&path).0);
 }
+
+const FULL_DISK_CHILD: &str = "journal_attacks::child_commits_once_on_a_full_disk";
+
+/// Waits for its stdin to close, then appends `"child"` to `/l` of the journal-mode
+/// file at PATH with a fresh store and reports `ack GENERATION` or `err KIND`.
+#[test]
+fn child_commits_once_on_a_full_disk() {
+    if !common::child_role("commit-on-full-disk") {
+        return;
+    }
+    let path = PathBuf::from(common::child_arg("PATH"));
+    let mut sink = String::new();
+    std::io::Read::read_to_string(&mut std::io::stdin(), &mut sink).unwrap();
+    let store: Store = Store::open(&path).unwrap();
+    match store.apply_patch(&json!([{"op": "add", "path": "/l/-", "value": "child"}])) {
+        Ok(generation) => common::say(format!("ack {generation}")),
+        Err(e) => common::say(format!("err {}: {e}", e.kind())),
+    }
+}
+
+/// Writes into `path` until the filesystem has no block left (chunks of a page, then
+/// of a 1 KiB block).
+fn fill_up(path: &Path) {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).unwrap();
+    for chunk in [4096, 1024] {
+        let block = vec![1u8; chunk];
+        loop {
+            match f.write(&block) {
+                Ok(n) if n == chunk => {}
+                Ok(_) => break,
+                Err(e) if e.raw_os_error() == Some(28) => break,
+                Err(e) => panic!("filling {}: {e}", path.display()),
+            }
+        }
+    }
+    f.sync_all().unwrap();
+}
+
+/// **Bug (session 12, fixed): on a full disk, a process's publication of its flush
+/// failed silently, and every process after it compacted, which a full disk refuses.**
+///
+/// A `Durability::Full` commit publishes the end it flushed in its slot of the lock
+/// file (the slot of its process id modulo 64; "Shared flushes" in the design). The
+/// first publication in a slot's block allocated that block; a failed one was
+/// ignored. On a filesystem with 1 KiB blocks the 64 slots lie in four blocks, so a
+/// second process's slot was often in a block no publication had written: on a full
+/// disk its commit was appended (in the journal's preallocated space) and flushed, and
+/// its publication failed with `ENOSPC`. A store opened after that record then found
+/// no published end covering it, waited, and compacted: a whole snapshot written on a
+/// full disk, which fails (`no_space`), although the journal had room. Now a journal
+/// is started only once the lock file holds every slot's space, so a publication
+/// overwrites blocks the file has.
+#[test]
+fn on_a_full_disk_every_process_appends_and_publishes_without_compacting() {
+    let test =
+        "journal_attacks::on_a_full_disk_every_process_appends_and_publishes_without_compacting";
+    let dir = common::test_dir();
+    let fs = dir.path().join("fs");
+    let _mount = match common::Mount::ext4(&fs, &dir.path().join("fs.img"), 4 << 20, 1024) {
+        Ok(m) => m,
+        Err(reason) => {
+            common::skipped(test, &reason);
+            return;
+        }
+    };
+    let path = fs.join("state.json");
+    let store = create_journal(&path, json!({"l": []}));
+    store
+        .apply_patch(&json!([{"op": "add", "path": "/l/-", "value": "parent"}]))
+        .unwrap();
+    // A child whose slot lies in another 1 KiB block of the lock file than this
+    // process's slot (the one block a publication had written).
+    let block_of = |pid: u32| (4096 + u64::from(pid % 64) * 64) / 1024;
+    let own = block_of(std::process::id());
+    let mut child = loop {
+        let child = common::ChildCmd::new(FULL_DISK_CHILD, "commit-on-full-disk")
+            .arg("PATH", &path)
+            .piped_stdin()
+            .spawn();
+        if block_of(child.pid()) != own {
+            break child;
+        }
+    };
+    fill_up(&fs.join("filler"));
+    child.close_stdin();
+    let out = child.read_all();
+    assert!(child.wait().success(), "{out:?}");
+    assert_eq!(out, vec!["ack 3".to_string()], "the child's append");
+    // A store opened now: only the child's publication proves its record durable.
+    let fresh: Store = Store::open(&path).unwrap();
+    let appended = fresh.apply_patch(&json!([{"op": "add", "path": "/l/-", "value": "fresh"}]));
+    assert!(
+        matches!(appended, Ok(4)),
+        "a commit after the child's compacted on the full disk: {appended:?}"
+    );
+    assert_eq!(
+        fresh.get().unwrap(),
+        json!({"l": ["parent", "child", "fresh"]})
+    );
+}

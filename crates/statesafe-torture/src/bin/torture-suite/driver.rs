@@ -44,6 +44,15 @@ pub enum Op {
     /// layer). Acknowledged with the highest generation once every one of them was.
     /// Not in the default ops.
     JournalAppendMany,
+    /// Journal mode: [`GROUP`] threads of one store, each `Store::apply_patch`
+    /// appending its number to `/g`, at once: group commit (a batch's leader writes
+    /// its records with one `pwrite` and flushes them with one `fdatasync`). Each
+    /// thread's outcome goes to [`group_results`]; the report is `ack` with the
+    /// highest generation when every one was acknowledged, else the first error's
+    /// kind. Error layer only (`strace` counts injections per thread and the leader
+    /// varies: the layer injects at every call of a kind on the journal, by path). Not
+    /// in the default ops.
+    JournalGroup,
     /// Journal mode: `Store::update` that compacts (a new snapshot with the ordinary
     /// protocol, then a new journal). Not in the default ops.
     JournalCompact,
@@ -69,6 +78,7 @@ impl Op {
             Op::Recover => "recover",
             Op::JournalAppend => "journal-append",
             Op::JournalAppendMany => "journal-append-many",
+            Op::JournalGroup => "journal-group",
             Op::JournalCompact => "journal-compact",
             Op::JournalGrow => "journal-grow",
             Op::UpdateStreamed => "update-streamed",
@@ -106,7 +116,7 @@ pub fn prepare(dir: &Path, op: Op) -> Result<PathBuf, String> {
     let file = dir.join("state.json");
     if matches!(
         op,
-        Op::JournalAppend | Op::JournalAppendMany | Op::JournalCompact
+        Op::JournalAppend | Op::JournalAppendMany | Op::JournalCompact | Op::JournalGroup
     ) {
         // Journal mode, with the old counter in the journal (a snapshot at 0 and one
         // appended record), and for a compaction a limit the next record passes.
@@ -122,6 +132,13 @@ pub fn prepare(dir: &Path, op: Op) -> Result<PathBuf, String> {
         if op == Op::JournalCompact {
             settings.journal_max_bytes = Some(64);
             store.save_settings(&settings).map_err(|e| e.to_string())?;
+        }
+        if op == Op::JournalGroup {
+            Store::<serde_json::Value>::open(&file)
+                .and_then(|s| {
+                    s.apply_patch(&serde_json::json!([{"op": "add", "path": "/g", "value": []}]))
+                })
+                .map_err(|e| format!("cannot prepare `{}`: {e}", file.display()))?;
         }
         return Ok(file);
     }
@@ -261,6 +278,54 @@ fn append_many(file: &Path) -> Result<u64, String> {
     failed.map_or(Ok(newest), Err)
 }
 
+/// How many threads [`Op::JournalGroup`] starts.
+pub const GROUP: usize = 3;
+
+/// Where [`Op::JournalGroup`] writes each thread's outcome (outside the directory):
+/// one line per thread, `N ack GENERATION` or `N err KIND`.
+pub fn group_results(file: &Path) -> PathBuf {
+    let dir = file
+        .parent()
+        .expect("invariant: the state file has a directory");
+    dir.with_extension("group")
+}
+
+/// [`Op::JournalGroup`]: the highest generation when every thread was acknowledged,
+/// else the first failure's kind.
+fn group(file: &Path) -> Result<u64, String> {
+    let store = Store::<serde_json::Value>::open(file).map_err(|e| e.kind().to_string())?;
+    let results: Vec<statesafe::Result<u64>> = std::thread::scope(|s| {
+        let threads: Vec<_> = (0..GROUP)
+            .map(|n| {
+                let store = &store;
+                s.spawn(move || {
+                    store.apply_patch(
+                        &serde_json::json!([{"op": "add", "path": "/g/-", "value": n}]),
+                    )
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .map(|t| t.join().expect("a group thread panicked"))
+            .collect()
+    });
+    let lines: String = results
+        .iter()
+        .enumerate()
+        .map(|(n, r)| match r {
+            Ok(generation) => format!("{n} ack {generation}\n"),
+            Err(e) => format!("{n} err {}\n", e.kind()),
+        })
+        .collect();
+    std::fs::write(group_results(file), lines).map_err(|e| format!("io cannot record: {e}"))?;
+    let mut newest = 0;
+    for r in results {
+        newest = newest.max(r.map_err(|e| e.kind().to_string())?);
+    }
+    Ok(newest)
+}
+
 /// `Store::update` that returns the new generation.
 fn increment(store: &Store<Doc>) -> statesafe::Result<u64> {
     let mut tx = store.begin()?;
@@ -271,8 +336,13 @@ fn increment(store: &Store<Doc>) -> statesafe::Result<u64> {
 pub fn main(op: Op, file: &Path, hold: bool) -> std::process::ExitCode {
     let mut err = std::io::stderr().lock();
     let _ = err.write_all(b"torture-driver: begin\n");
-    if op == Op::JournalAppendMany {
-        let line = match append_many(file) {
+    if matches!(op, Op::JournalAppendMany | Op::JournalGroup) {
+        let ran = if op == Op::JournalGroup {
+            group(file)
+        } else {
+            append_many(file)
+        };
+        let line = match ran {
             Ok(generation) => format!("ack {generation}\n"),
             Err(kind) => {
                 let _ = writeln!(err, "torture-driver: {kind}");
@@ -301,11 +371,13 @@ pub fn main(op: Op, file: &Path, hold: bool) -> std::process::ExitCode {
         .and_then(|store| match op {
             Op::Create => store.create(Doc::new(NEW_COUNTER, DOC_SIZE)),
             Op::Replace => store.replace(Doc::new(NEW_COUNTER, DOC_SIZE)),
-            // `JournalAppendMany` returned above; as a single process it would be one
-            // append.
-            Op::Update | Op::JournalAppend | Op::JournalAppendMany | Op::JournalCompact => {
-                increment(&store)
-            }
+            // `JournalAppendMany` and `JournalGroup` returned above; as a single process
+            // each would be one append.
+            Op::Update
+            | Op::JournalAppend
+            | Op::JournalAppendMany
+            | Op::JournalGroup
+            | Op::JournalCompact => increment(&store),
             Op::JournalGrow => store.begin().and_then(|mut tx| {
                 let doc = tx.state_mut();
                 doc.counter += 1;

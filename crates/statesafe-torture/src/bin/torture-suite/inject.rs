@@ -93,6 +93,9 @@ pub struct Injection<'a> {
 pub fn kill_layer(cfg: &Injection<'_>, tally: &Tally) -> Result<(), String> {
     let mut points = Vec::new();
     for &op in cfg.ops {
+        if op == Op::JournalGroup {
+            return Err("journal-group is for the error layer only".into());
+        }
         for call in probe(cfg, op)?.into_iter().filter(|c| {
             c.is_crash_point()
                 && (!cfg.at_changes || c.changes_files() || c.line.starts_with("writev(1"))
@@ -111,6 +114,10 @@ pub fn kill_layer(cfg: &Injection<'_>, tally: &Tally) -> Result<(), String> {
 pub fn error_layer(cfg: &Injection<'_>, tally: &Tally) -> Result<(), String> {
     let mut points = Vec::new();
     for &op in cfg.ops {
+        if op == Op::JournalGroup {
+            group_layer(cfg, tally)?;
+            continue;
+        }
         for call in probe(cfg, op)?.into_iter().filter(Call::is_io) {
             for &errno in cfg.errnos {
                 for persistent in [false, true] {
@@ -332,4 +339,162 @@ fn normalize(line: &str) -> String {
     }
     flush(&mut token, &mut out);
     out
+}
+
+/// The calls of the journal that [`Op::JournalGroup`] fails.
+const GROUP_CALLS: &[&str] = &["pwrite64", "fdatasync"];
+
+/// The error layer for [`Op::JournalGroup`]: each errno at each call of
+/// [`GROUP_CALLS`] on the journal (selected by path, `strace -P`, in every thread:
+/// `strace` counts injections per thread, and which thread leads a batch varies), at
+/// each thread's first such call and at every one.
+fn group_layer(cfg: &Injection<'_>, tally: &Tally) -> Result<(), String> {
+    let dir = worker_dir(cfg.base, 0);
+    for &errno in cfg.errnos {
+        for call in GROUP_CALLS {
+            for persistent in [false, true] {
+                let when = match (errno, persistent) {
+                    (_, false) => "1".to_string(),
+                    ("EINTR", true) => "1..10".to_string(),
+                    (_, true) => "1+".to_string(),
+                };
+                let what = format!(
+                    "{} / {errno}{} at every thread's `{call}` of the journal",
+                    Op::JournalGroup.name(),
+                    if persistent {
+                        " (persistent)"
+                    } else {
+                        " (first)"
+                    }
+                );
+                let problems = check_group(
+                    cfg.exe,
+                    &dir,
+                    &format!("{call}:error={errno}:when={when}"),
+                    errno,
+                )?;
+                tally.record(&what, problems);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs [`Op::JournalGroup`] with `inject` on the journal's calls and returns the
+/// violations: a commit applied twice, an acknowledged one missing, one reported
+/// failed (an error of `errno`'s kind, or the store refusing writes) that is in
+/// place, an unexpected error kind, and the checks every operation gets.
+fn check_group(exe: &Path, dir: &Path, inject: &str, errno: &str) -> Result<Vec<String>, String> {
+    let op = Op::JournalGroup;
+    let file = driver::prepare(dir, op)?;
+    let results = driver::group_results(&file);
+    let _ = std::fs::remove_file(&results);
+    let journal = dir.join(".state.json.statesafe").join("journal");
+    let args = vec![
+        "-f".to_string(),
+        "-qq".into(),
+        "-o".into(),
+        "/dev/null".into(),
+        "-P".into(),
+        journal.display().to_string(),
+        "-e".into(),
+        format!("inject={inject}"),
+    ];
+    let check_dir = dir.to_path_buf();
+    let outcome = strace::run(&args, exe, op, &file, |_| check::lock_held(&check_dir))?;
+    let mut problems = Vec::new();
+    if outcome.hung {
+        problems.push("the operation hung (no report within 15 s)".into());
+    }
+    if let Some(p) = &outcome.while_alive {
+        problems.push(format!(
+            "after the calls returned, in the live process: {p}"
+        ));
+    }
+    let text = std::fs::read_to_string(&results).unwrap_or_default();
+    let outcomes: Vec<(usize, String)> = text
+        .lines()
+        .filter_map(|l| {
+            let (n, rest) = l.split_once(' ')?;
+            Some((n.parse().ok()?, rest.to_string()))
+        })
+        .collect();
+    if outcomes.len() != driver::GROUP {
+        problems.push(format!(
+            "{} of {} threads reported: {}",
+            outcomes.len(),
+            driver::GROUP,
+            outcome.stderr.trim()
+        ));
+    }
+    match group_values(&file) {
+        Ok(values) => {
+            for n in 0..driver::GROUP {
+                let times = values.iter().filter(|v| **v == n as u64).count();
+                if times > 1 {
+                    problems.push(format!("thread {n}'s commit was applied {times} times"));
+                }
+                let Some((_, said)) = outcomes.iter().find(|(m, _)| *m == n) else {
+                    continue;
+                };
+                let kind = said.strip_prefix("err ");
+                match kind {
+                    None if times == 0 => {
+                        problems.push(format!(
+                            "thread {n} was told `{said}`, but its commit is not in place"
+                        ));
+                    }
+                    Some(k) if (k == expected_kind(errno) || k == "poisoned") && times > 0 => {
+                        problems.push(format!(
+                            "thread {n} was told `{k}`, but its commit is in place"
+                        ));
+                    }
+                    Some(k)
+                        if k != expected_kind(errno)
+                            && k != "poisoned"
+                            && k != "outcome_unknown" =>
+                    {
+                        problems.push(format!("thread {n} was told `{k}` for {errno}"));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Err(e) => problems.push(e),
+    }
+    if !check::temps(dir).is_empty() {
+        problems.push(format!("temporary files left: {:?}", check::temps(dir)));
+    }
+    if let Some(p) = check::lock_held(dir) {
+        problems.push(format!("after the process ended: {p}"));
+    }
+    if problems.is_empty()
+        && let Err(e) = check::recover(dir)
+    {
+        problems.push(e);
+    }
+    Ok(problems)
+}
+
+/// The numbers in `/g` of the state, read through the library by a fresh store (a load
+/// that found damage and repaired it is a violation).
+fn group_values(file: &Path) -> Result<Vec<u64>, String> {
+    let repaired = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let seen = std::sync::Arc::clone(&repaired);
+    let state = statesafe::Store::<serde_json::Value>::options()
+        .on_event(move |e| {
+            if matches!(e, statesafe::Event::Recovered { .. }) {
+                seen.store(true, Ordering::SeqCst);
+            }
+        })
+        .open(file)
+        .and_then(|s| s.get())
+        .map_err(|e| format!("the library cannot load the state file: {e}"))?;
+    if repaired.load(Ordering::SeqCst) {
+        return Err("the library found damage and repaired it".into());
+    }
+    state["g"]
+        .as_array()
+        .and_then(|g| g.iter().map(serde_json::Value::as_u64).collect())
+        .ok_or_else(|| format!("`/g` is not an array of numbers: {}", state["g"]))
 }
