@@ -427,6 +427,112 @@ fn a_cleanup_that_deletes_the_sidecar_loses_no_acknowledged_journal_commit() {
     assert_eq!(fresh(&path).0, json!({"n": 5}));
 }
 
+/// Deleting the journal alone (the sidecar's settings, `meta` and lock file kept, as a
+/// cleanup of `*journal*` or a hand "fix" leaves them) takes every commit since the
+/// last compaction, and the snapshot's note alone cannot tell that from a compaction
+/// whose new journal never started (both leave a noted snapshot, settings saying
+/// `journal` and no journal). It used to serve the snapshot (generation 4 back to 1)
+/// and commit on it. The lock file's published durable ends say that a journal
+/// following this very snapshot held flushed records: the loss is refused loudly, as
+/// for a deleted sidecar; a journal that never held a record is not mistaken for one.
+#[test]
+fn a_cleanup_that_deletes_only_the_journal_loses_no_acknowledged_journal_commit() {
+    let dir = common::test_dir();
+    let path = dir.path().join("state.json");
+    let store = create_journal(&path, json!({"n": 0}));
+    for n in 1..=3u64 {
+        store.update(|s| s["n"] = n.into()).unwrap();
+    }
+    assert_eq!(store.load().unwrap().generation, 4);
+    assert_eq!(store.load().unwrap().generation, 4);
+    assert_eq!(fresh(&path), (json!({"n": 3}), 4));
+    std::fs::remove_file(journal_path(&path)).unwrap();
+    let snapshot = std::fs::read(&path).unwrap();
+    let refused = |what: &str, e: Error| {
+        let text = e.to_string();
+        assert!(matches!(e, Error::Corrupt { .. }), "{what}: {e:?}");
+        for part in [
+            path.display().to_string(),
+            "journal-mode snapshot of generation 1".into(),
+            "journal".into(),
+            "was deleted".into(),
+            "every commit made after generation 1 was in that journal and is lost".into(),
+            "statesafe recover".into(),
+            "--accept-snapshot".into(),
+        ] {
+            assert!(
+                text.contains(&part),
+                "{what}: `{part}` missing from: {text}"
+            );
+        }
+    };
+    match Store::<Value>::open(&path).and_then(|s| s.load()) {
+        Ok(snap) => panic!(
+            "the three commits after the snapshot were lost without an error: served {} at generation {}",
+            snap.state, snap.generation
+        ),
+        Err(e) => refused("a load", e),
+    }
+    refused("the long-lived store's load", store.load().unwrap_err());
+    refused(
+        "the long-lived store's update",
+        store.update(|s| s["n"] = 4.into()).map(|_| ()).unwrap_err(),
+    );
+    let writer: Store = Store::open(&path).unwrap();
+    refused(
+        "an update",
+        writer
+            .update(|s| s["n"] = 99.into())
+            .map(|_| ())
+            .unwrap_err(),
+    );
+    refused("a check", writer.check().map(|_| ()).unwrap_err());
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        snapshot,
+        "the snapshot was changed"
+    );
+    assert!(
+        !journal_path(&path).exists(),
+        "a journal was started over the loss"
+    );
+}
+
+/// The other side of the test above: a journal that held no record (a file just put in
+/// journal mode, or a compaction's new journal) may go missing without a commit lost
+/// (a compaction whose new journal failed to start leaves exactly that): the snapshot
+/// is served and the next commit compacts, after a compaction too.
+#[test]
+fn a_missing_journal_that_never_held_a_record_is_not_taken_for_a_loss() {
+    let dir = common::test_dir();
+    let path = dir.path().join("state.json");
+    let store = create_journal(&path, json!({"n": 0}));
+    std::fs::remove_file(journal_path(&path)).unwrap();
+    assert_eq!(fresh(&path), (json!({"n": 0}), 1));
+    store.update(|s| s["n"] = 1.into()).unwrap();
+    assert_eq!(fresh(&path), (json!({"n": 1}), 2));
+    // Records, then a compaction (a settings change leaving and re-entering journal
+    // mode is one; here the threshold): its new journal holds no record yet.
+    for n in 2..=4u64 {
+        store.update(|s| s["n"] = n.into()).unwrap();
+    }
+    let small = Settings {
+        format: Format::Journal,
+        journal_max_bytes: Some(1),
+        ..Settings::default()
+    };
+    store.save_settings(&small).unwrap();
+    store.update(|s| s["n"] = 5.into()).unwrap();
+    let (state, generation) = fresh(&path);
+    assert_eq!(state, json!({"n": 5}));
+    assert!(records(&path).is_empty(), "{:?}", records(&path));
+    std::fs::remove_file(journal_path(&path)).unwrap();
+    assert_eq!(fresh(&path), (json!({"n": 5}), generation));
+    let store: Store = Store::open(&path).unwrap();
+    store.update(|s| s["n"] = 6.into()).unwrap();
+    assert_eq!(fresh(&path), (json!({"n": 6}), generation + 1));
+}
+
 /// Leaving journal mode clears the snapshot's note that a journal follows it (before
 /// the settings say `plain`), so the plain file reads and commits as before, and a
 /// sidecar deleted after that loses nothing and raises nothing.
