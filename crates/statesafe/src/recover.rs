@@ -521,6 +521,45 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         Ok(report)
     }
 
+    /// What a deletion in the file's sidecar could take without any reader noticing,
+    /// as sentences naming the file, the cause and what to do (`statesafe check`
+    /// prints them as notes): empty outside journal mode, and where every such loss is
+    /// refused ("A deleted sidecar" in `docs/design.md`). In journal mode on a
+    /// filesystem without user extended attributes, the snapshot's note that a journal
+    /// follows it lives in the sidecar's `meta`, so deleting the whole sidecar loses
+    /// the commits since the last compaction silently.
+    ///
+    /// # Errors
+    /// An I/O error reading the state file's attribute.
+    ///
+    /// # Examples
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let store: statesafe::Store = statesafe::Store::open(dir.path().join("s.json"))?;
+    /// store.create(serde_json::json!({"n": 1}))?;
+    /// assert!(store.undetected_deletions()?.is_empty()); // not in journal mode
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn undetected_deletions(&self) -> Result<Vec<String>> {
+        if self.remote().is_some() || self.config().format != Format::Journal {
+            return Ok(Vec::new());
+        }
+        let local = self.local();
+        let Some((file, _)) = write::open_current(&local.target, self.dir()?)? else {
+            return Ok(Vec::new());
+        };
+        let attr =
+            sys::get_meta_attr(&file).map_err(|e| Error::io(Op::Read, &local.target.given, e))?;
+        if !matches!(attr, sys::MetaAttr::Unsupported) {
+            return Ok(Vec::new());
+        }
+        Ok(vec![format!(
+            "`{}` is in journal mode on a filesystem without user extended attributes: the snapshot's note that a journal follows it is kept in the sidecar `{}`, so a cleanup that deletes the whole sidecar would lose every commit since the last compaction without any reader noticing (deleting the journal alone is still refused); keep the file on a filesystem with user extended attributes, or keep cleanups away from the sidecar",
+            local.target.given.display(),
+            local.target.sidecar().display()
+        )])
+    }
+
     /// Recovers a damaged state file now, restoring the newest valid backup (or the
     /// default state, where [`crate::StoreOptions::on_corrupt_use_default`] is set),
     /// whatever the recovery policy. Returns the recovery event, or `None` when the
@@ -844,13 +883,35 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             xxh3: cur.checksum,
             journal: false,
         };
-        let stamped = write::stamp_meta(&local.target, dir, meta).ok_or_else(|| {
+        let unwritten = |what: &str| {
             Error::io(
                 Op::WriteMeta,
                 &local.target.given,
-                std::io::Error::other("the snapshot's metadata attribute could not be rewritten"),
+                std::io::Error::other(format!("the snapshot's {what} could not be rewritten")),
             )
-        })?;
+        };
+        let Some(stamped) = write::stamp_meta(&local.target, dir, meta) else {
+            // No user attributes here: the note is in the sidecar's record. (With the
+            // note in the attribute, the attribute must change: else it still says so.)
+            let in_attribute = sys::open_at(dir, &local.target.name, sys::Access::Read, 0)
+                .ok()
+                .and_then(|f| sys::get_meta_attr(&f).ok())
+                .is_some_and(|a| matches!(a, sys::MetaAttr::Present(_)));
+            if in_attribute {
+                return Err(unwritten("metadata attribute"));
+            }
+            let sidecar = self
+                .sidecar()?
+                .ok_or_else(|| unwritten("metadata attribute"))?;
+            return match write::write_sidecar_meta(&sidecar, meta, self.opts.durability) {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(unwritten("metadata record in the sidecar")),
+                Err(e) => {
+                    self.poison();
+                    Err(Error::io(Op::SyncFile, sidecar.root().join("meta"), e))
+                }
+            };
+        };
         if self.opts.durability == write::Durability::Full
             && let Err(e) = stamped.sync_all()
         {
