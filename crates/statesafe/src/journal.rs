@@ -56,6 +56,9 @@ const MAGIC_V1: &[u8; 8] = b"SSJOURN1";
 pub(crate) const HEADER_LEN: usize = 32;
 /// `len` (4), `kind` (1), three zero bytes, `generation` (8).
 const RECORD_HEAD: usize = 16;
+/// The smallest record: its head, a body padded to 8 bytes, its checksum. A journal
+/// whose records reach byte E holds at most `(E - HEADER_LEN) / MIN_RECORD` of them.
+pub(crate) const MIN_RECORD: u64 = (RECORD_HEAD + 8 + 8) as u64;
 /// The first preallocation, and each growth: small, because every read (a long-lived
 /// store's too, at each commit) reads the zeros after the last record to the end of
 /// the file (about 100 µs per MiB here), and a growth (a flush that also writes the

@@ -877,9 +877,19 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         if !cur.journal_follows {
             return Ok(());
         }
+        self.restamp_snapshot(&cur, cur.generation)
+    }
+
+    /// Rewrites the snapshot `cur`'s metadata record in place, under the lock: its
+    /// generation becomes `generation`, without the note that a journal follows it
+    /// (the attribute, one `fsetxattr` and an `fsync`; where the filesystem has no
+    /// user attributes, the sidecar's record).
+    fn restamp_snapshot(&self, cur: &Current, generation: u64) -> Result<()> {
+        let local = self.local();
+        let dir = self.dir()?;
         let meta = Meta {
             v: 1,
-            generation: cur.generation,
+            generation,
             xxh3: cur.checksum,
             journal: false,
         };
@@ -919,6 +929,97 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             return Err(Error::io(Op::SyncFile, &local.target.given, e));
         }
         Ok(())
+    }
+
+    /// Accepts the snapshot of a journal-mode file whose journal is lost as the current
+    /// state: the loss that every read and commit refuses (`Error::Corrupt`, "A deleted
+    /// sidecar" in `docs/design.md`: the sidecar deleted, or the journal alone). Under
+    /// the writers' lock, the snapshot's metadata record is rewritten in place (its
+    /// bytes are not touched) with a generation past every generation the sidecar
+    /// records (the metadata record, backups, history, lock record) and past every
+    /// record the lost journal could have held up to its furthest published durable
+    /// end (one per 32 bytes, the smallest record), without the note that a
+    /// journal follows it; the next commit compacts and starts a new journal. So no
+    /// acknowledged generation number is used again for other contents (a stale
+    /// compare-and-swap fails). Nothing is deleted: the lost journal is gone already,
+    /// and what is left of the sidecar (settings, backups, history, the lock file's
+    /// slots naming the lost journal) stays as it is.
+    ///
+    /// Returns the snapshot's new generation, or `None` when no loss is detected (the
+    /// file is then left alone: accepting is only ever the way out of that refusal).
+    ///
+    /// # Errors
+    /// [`Error::NotFound`], [`Error::Unsupported`] for a PostgreSQL state, lock and
+    /// I/O errors.
+    ///
+    /// # Examples
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let store: statesafe::Store = statesafe::Store::open(dir.path().join("s.json"))?;
+    /// store.create(serde_json::json!({"n": 1}))?;
+    /// assert_eq!(store.accept_snapshot()?, None); // nothing was lost
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn accept_snapshot(&self) -> Result<Option<u64>> {
+        if self.remote().is_some() {
+            return Err(Error::Unsupported {
+                path: self.path().to_path_buf(),
+                what: "accepting a snapshot".into(),
+                why: "a PostgreSQL state has no journal to lose".into(),
+            });
+        }
+        let Locked { mut guard, .. } = self.lock_and_read("accept-snapshot", false)?;
+        let local = self.local();
+        let dir = self.dir()?;
+        let Some(cur) = write::read_current(&local.target, dir, &local.lock, false)? else {
+            return Err(Error::NotFound {
+                path: local.target.given.clone(),
+            });
+        };
+        let sidecar = self.sidecar()?;
+        let journal_left = match &sidecar {
+            Some(s) => s
+                .root()
+                .open(
+                    std::ffi::OsStr::new(crate::journal::JOURNAL),
+                    sys::Access::Read,
+                    0,
+                    crate::sidecar::Use::Read,
+                    Op::Read,
+                )?
+                .is_some(),
+            None => false,
+        };
+        // Only the refusal of a lost journal is accepted: a noted snapshot, no journal,
+        // and a read that refuses it.
+        if !cur.journal_follows
+            || journal_left
+            || !matches!(self.read_current(), Err(Error::Corrupt { .. }))
+        {
+            return Ok(None);
+        }
+        let header = crate::journal::Header::new(cur.generation, cur.checksum).checksum();
+        let published = match &sidecar {
+            Some(s) => local.lock.published_journal_end(s, header)?.unwrap_or(0),
+            None => 0,
+        };
+        let lost = published.saturating_sub(crate::journal::HEADER_LEN as u64)
+            / crate::journal::MIN_RECORD;
+        let generation = write::highest_known_generation(sidecar.as_ref(), &local.lock)?
+            .max(cur.generation + lost)
+            + 1;
+        if generation > format::MAX_GENERATION {
+            return Err(Error::Unsupported {
+                path: self.path().to_path_buf(),
+                what: "accepting the snapshot".into(),
+                why: format!("its generation would pass {}", format::MAX_GENERATION),
+            });
+        }
+        self.restamp_snapshot(&cur, generation)?;
+        guard.record.last_generation = generation;
+        let _ = guard.write_record(&local.target.sidecar().join("lock"));
+        guard.release();
+        Ok(Some(generation))
     }
 
     /// Records `settings` with the file (atomically, under the lock) so that every

@@ -950,7 +950,7 @@ impl<T> Store<T> {
             line: None,
             column: None,
             reason: format!(
-                "it is a journal-mode snapshot of generation {g}, but its sidecar `.{name}.statesafe` (with the file's settings and journal) was deleted: every commit made after generation {g} was in that journal and is lost, and serving this snapshot would roll the state back to it, so nothing was read or written; restore the sidecar directory from a backup, or accept this snapshot as the current state by removing its metadata attribute (`setfattr -x user.statesafe {path}`: it is then adopted like a file statesafe never wrote, and its generations start again)",
+                "it is a journal-mode snapshot of generation {g}, but its sidecar `.{name}.statesafe` (with the file's settings and journal) was deleted: every commit made after generation {g} was in that journal and is lost, and serving this snapshot would roll the state back to it, so nothing was read or written; restore the sidecar directory from a backup, or accept this snapshot as the current state with `statesafe recover {path} --accept-snapshot` (or by removing its metadata attribute, `setfattr -x user.statesafe {path}`: it is then adopted like a file statesafe never wrote; either way its generations start again after {g}, since the record of the lost ones went with the sidecar)",
                 g = cur.generation,
                 path = path.display(),
             ),

@@ -496,6 +496,39 @@ fn a_cleanup_that_deletes_only_the_journal_loses_no_acknowledged_journal_commit(
         !journal_path(&path).exists(),
         "a journal was started over the loss"
     );
+    // Accepting the snapshot, as the error says (`statesafe recover --accept-snapshot`):
+    // the same bytes, at a generation past the lost ones (2 to 4), so that no
+    // acknowledged generation number is used again.
+    let accepted = writer.accept_snapshot().unwrap().expect("a loss to accept");
+    assert!(accepted > 4, "{accepted}");
+    assert_eq!(fresh(&path), (json!({"n": 0}), accepted));
+    assert_eq!(std::fs::read(&path).unwrap(), snapshot);
+    assert_eq!(writer.accept_snapshot().unwrap(), None, "accepted twice");
+    writer.update(|s| s["n"] = 5.into()).unwrap();
+    store.update(|s| s["n"] = 6.into()).unwrap();
+    assert_eq!(fresh(&path), (json!({"n": 6}), accepted + 2));
+}
+
+/// `accept_snapshot` after the whole sidecar was deleted: the snapshot's bytes at the
+/// next generation (nothing records the lost ones), and commits go on in journal mode
+/// once the settings say so again.
+#[test]
+fn a_snapshot_whose_sidecar_was_deleted_can_be_accepted() {
+    let dir = common::test_dir();
+    let path = dir.path().join("state.json");
+    let store = create_journal(&path, json!({"n": 0}));
+    store.update(|s| s["n"] = 1.into()).unwrap();
+    let snapshot = std::fs::read(&path).unwrap();
+    std::fs::remove_dir_all(journal_path(&path).parent().unwrap()).unwrap();
+    let e = Store::<Value>::open(&path).unwrap().load().unwrap_err();
+    assert!(e.to_string().contains("--accept-snapshot"), "{e}");
+    let writer: Store = Store::open(&path).unwrap();
+    assert_eq!(writer.accept_snapshot().unwrap(), Some(2));
+    assert_eq!(std::fs::read(&path).unwrap(), snapshot);
+    assert_eq!(fresh(&path), (json!({"n": 0}), 2));
+    assert_eq!(writer.accept_snapshot().unwrap(), None);
+    writer.update(|s| s["n"] = 3.into()).unwrap();
+    assert_eq!(fresh(&path), (json!({"n": 3}), 3));
 }
 
 /// The other side of the test above: a journal that held no record (a file just put in
