@@ -977,28 +977,52 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             });
         };
         let sidecar = self.sidecar()?;
-        let journal_left = match &sidecar {
-            Some(s) => s
-                .root()
-                .open(
-                    std::ffi::OsStr::new(crate::journal::JOURNAL),
-                    sys::Access::Read,
-                    0,
-                    crate::sidecar::Use::Read,
-                    Op::Read,
-                )?
-                .is_some(),
-            None => false,
+        let header = crate::journal::Header::new(cur.generation, cur.checksum);
+        // What is left in the journal's place: nothing, or a journal that follows an
+        // earlier generation (an older copy put back): quarantined below, never removed.
+        let journal_path = local.target.sidecar().join(crate::journal::JOURNAL);
+        let left = match &sidecar {
+            Some(s) => s.root().open(
+                std::ffi::OsStr::new(crate::journal::JOURNAL),
+                sys::Access::Read,
+                0,
+                crate::sidecar::Use::Read,
+                Op::Read,
+            )?,
+            None => None,
         };
-        // Only the refusal of a lost journal is accepted: a noted snapshot, no journal,
-        // and a read that refuses it.
+        let left = match left {
+            Some(file) => {
+                let mut bytes = Vec::new();
+                (&file)
+                    .read_to_end(&mut bytes)
+                    .map_err(|e| Error::io(Op::Read, &journal_path, e))?;
+                Some(bytes)
+            }
+            None => None,
+        };
+        let follows_this = left.as_ref().is_some_and(|b| {
+            crate::journal::Header::decode(b).is_some_and(|h| h.follows >= cur.generation)
+        });
+        // Only the refusal of a lost journal is accepted: a noted snapshot, no journal
+        // that follows it, and a read that refuses it.
         if !cur.journal_follows
-            || journal_left
+            || follows_this
             || !matches!(self.read_current(), Err(Error::Corrupt { .. }))
         {
             return Ok(None);
         }
-        let header = crate::journal::Header::new(cur.generation, cur.checksum).checksum();
+        if let (Some(s), Some(bytes)) = (&sidecar, &left) {
+            match crate::journal::quarantine(s, format::checksum(bytes), cur.perms) {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err(e),
+                Err(write::Poisoning(e)) => {
+                    self.poison();
+                    return Err(e);
+                }
+            }
+        }
+        let header = header.checksum();
         let published = match &sidecar {
             Some(s) => local.lock.published_journal_end(s, header)?.unwrap_or(0),
             None => 0,

@@ -923,8 +923,8 @@ impl<T> Store<T> {
     /// its settings and journal, by a cleanup script: the commits after this snapshot
     /// are gone, and serving it would silently roll the state back to it. See "A
     /// deleted sidecar" in `docs/design.md`. With the settings kept and the journal
-    /// gone, [`Store::refuse_deleted_journal`] tells a deleted journal from one that
-    /// never held a record.
+    /// gone, [`Store::refuse_deleted_journal`] (called by `journal::read_current`)
+    /// tells a deleted journal from one that never held a record.
     pub(crate) fn refuse_lost_journal(&self, cur: &Current, in_journal_mode: bool) -> Result<()> {
         if !cur.journal_follows {
             return Ok(());
@@ -933,7 +933,7 @@ impl<T> Store<T> {
         let sidecar = self.sidecar()?;
         if Settings::read(sidecar.as_ref())?.format == Format::Journal {
             if in_journal_mode {
-                return self.refuse_deleted_journal(cur, sidecar.as_ref());
+                return Ok(());
             }
             return Err(Error::Unsupported {
                 path: path.to_path_buf(),
@@ -957,22 +957,28 @@ impl<T> Store<T> {
         })
     }
 
-    /// In journal mode, a noted snapshot (`cur`) with the settings still saying
-    /// `journal` and no journal: a compaction whose new journal failed to start, or a
+    /// In journal mode, a noted snapshot (of `generation`, with `checksum`) with the
+    /// settings still saying `journal` and no journal following it (none, or an
+    /// earlier generation's): a compaction whose new journal failed to start, or a
     /// journal that held no record, leaves exactly that (the next commit compacts);
-    /// so does a cleanup that deleted the journal alone, taking every commit after the
-    /// snapshot. The lock file tells them apart: a writer publishes each flush of a
+    /// so does a cleanup that deleted the journal alone (or put an older copy in its
+    /// place), taking every commit after the snapshot. The lock file tells them apart: a writer publishes each flush of a
     /// record there, naming the journal's header, which names this snapshot's
     /// generation and checksum (`journal/durable.rs`). A published end past the header
     /// proves that a journal following this very snapshot held acknowledged records:
     /// refused, as a deleted sidecar is. (A reader who may not read the lock file, a
     /// `Durability::None` writer's records, and a lock file deleted too leave nothing
     /// to tell: "A deleted sidecar" in `docs/design.md`.)
-    fn refuse_deleted_journal(&self, cur: &Current, sidecar: Option<&Sidecar>) -> Result<()> {
+    pub(crate) fn refuse_deleted_journal(
+        &self,
+        generation: u64,
+        checksum: u64,
+        sidecar: Option<&Sidecar>,
+    ) -> Result<()> {
         let Some(sidecar) = sidecar else {
             return Ok(());
         };
-        let header = crate::journal::Header::new(cur.generation, cur.checksum).checksum();
+        let header = crate::journal::Header::new(generation, checksum).checksum();
         let end = match self.local().lock.published_journal_end(sidecar, header)? {
             Some(end) if end > crate::journal::HEADER_LEN as u64 => end,
             _ => return Ok(()),
@@ -984,8 +990,8 @@ impl<T> Store<T> {
             line: None,
             column: None,
             reason: format!(
-                "it is a journal-mode snapshot of generation {g}, but its journal `{journal}` was deleted (the sidecar's lock file shows that a journal following this snapshot held records flushed up to byte {end}): every commit made after generation {g} was in that journal and is lost, and serving this snapshot would roll the state back to it, so nothing was read or written; restore the journal from a backup of the sidecar directory, or accept this snapshot as the current state with `statesafe recover {path} --accept-snapshot` (its generations then continue past the lost ones)",
-                g = cur.generation,
+                "it is a journal-mode snapshot of generation {g}, but its journal `{journal}` was deleted (or an older copy put in its place; the sidecar's lock file shows that a journal following this snapshot held records flushed up to byte {end}): every commit made after generation {g} was in that journal and is lost, and serving this snapshot would roll the state back to it, so nothing was read or written; restore the journal from a backup of the sidecar directory, or accept this snapshot as the current state with `statesafe recover {path} --accept-snapshot` (its generations then continue past the lost ones)",
+                g = generation,
                 journal = journal.display(),
                 path = path.display(),
             ),

@@ -509,6 +509,69 @@ fn a_cleanup_that_deletes_only_the_journal_loses_no_acknowledged_journal_commit(
     assert_eq!(fresh(&path), (json!({"n": 6}), accepted + 2));
 }
 
+/// An older journal put in place of the one that held the commits (a sidecar restored
+/// from an old backup, a sync tool going back): it follows an earlier snapshot, which
+/// is also what a crash between a compaction's snapshot and its new journal leaves, so
+/// it used to be skipped as stale and the commits after the snapshot silently dropped.
+/// The lock file's published ends for the snapshot's own journal tell: refused;
+/// accepting quarantines the older journal (never removed) before going on.
+#[test]
+fn an_older_journal_put_back_in_place_of_the_current_one_is_refused() {
+    let dir = common::test_dir();
+    let path = dir.path().join("state.json");
+    let store = create_journal(&path, json!({"n": 0}));
+    let older = std::fs::read(journal_path(&path)).unwrap();
+    let compact_every_commit = Settings {
+        format: Format::Journal,
+        journal_max_bytes: Some(1),
+        ..Settings::default()
+    };
+    store.save_settings(&compact_every_commit).unwrap();
+    store.update(|s| s["n"] = 1.into()).unwrap();
+    store
+        .save_settings(&Settings {
+            format: Format::Journal,
+            ..Settings::default()
+        })
+        .unwrap();
+    for n in 2..=4u64 {
+        store.update(|s| s["n"] = n.into()).unwrap();
+    }
+    let (state, generation) = fresh(&path);
+    assert_eq!(state, json!({"n": 4}));
+    assert_eq!(records(&path).len(), 3, "{:?}", records(&path));
+    std::fs::write(journal_path(&path), &older).unwrap();
+    for e in [
+        Store::<Value>::open(&path)
+            .unwrap()
+            .load()
+            .map(|_| ())
+            .unwrap_err(),
+        store.update(|s| s["n"] = 9.into()).map(|_| ()).unwrap_err(),
+    ] {
+        assert!(matches!(e, Error::Corrupt { .. }), "{e:?}");
+        let text = e.to_string();
+        assert!(
+            text.contains("an older copy put in its place") && text.contains("--accept-snapshot"),
+            "{text}"
+        );
+    }
+    let accepted = store.accept_snapshot().unwrap().expect("a loss to accept");
+    assert!(accepted > generation, "{accepted} after {generation}");
+    let quarantine = journal_path(&path).parent().unwrap().join("quarantine");
+    let kept: Vec<_> = std::fs::read_dir(&quarantine)
+        .unwrap()
+        .map(|e| std::fs::read(e.unwrap().path()).unwrap())
+        .collect();
+    assert!(
+        kept.contains(&older),
+        "the older journal was not quarantined"
+    );
+    assert_eq!(fresh(&path), (json!({"n": 1}), accepted));
+    store.update(|s| s["n"] = 5.into()).unwrap();
+    assert_eq!(fresh(&path), (json!({"n": 5}), accepted + 1));
+}
+
 /// `accept_snapshot` after the whole sidecar was deleted: the snapshot's bytes at the
 /// next generation (nothing records the lost ones), and commits go on in journal mode
 /// once the settings say so again.
