@@ -962,9 +962,9 @@ impl<T> Store<T> {
     /// earlier generation's): a compaction whose new journal failed to start, or a
     /// journal that held no record, leaves exactly that (the next commit compacts);
     /// so does a cleanup that deleted the journal alone (or put an older copy in its
-    /// place), taking every commit after the snapshot. The lock file tells them apart: a writer publishes each flush of a
-    /// record there, naming the journal's header, which names this snapshot's
-    /// generation and checksum (`journal/durable.rs`). A published end past the header
+    /// place), taking every commit after the snapshot. The lock file tells them apart:
+    /// a writer publishes each flush of a record there, naming the journal's header,
+    /// which names this snapshot's generation and checksum (`journal/durable.rs`). A published end past the header
     /// proves that a journal following this very snapshot held acknowledged records:
     /// refused, as a deleted sidecar is. (A reader who may not read the lock file, a
     /// `Durability::None` writer's records, and a lock file deleted too leave nothing
