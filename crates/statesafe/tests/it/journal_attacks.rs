@@ -478,6 +478,13 @@ fn a_cleanup_that_deletes_only_the_journal_loses_no_acknowledged_journal_commit(
         "the long-lived store's update",
         store.update(|s| s["n"] = 4.into()).map(|_| ()).unwrap_err(),
     );
+    refused(
+        "the long-lived store's group commit",
+        store
+            .apply_patch(&json!([{"op": "replace", "path": "/n", "value": 4}]))
+            .map(|_| ())
+            .unwrap_err(),
+    );
     let writer: Store = Store::open(&path).unwrap();
     refused(
         "an update",
