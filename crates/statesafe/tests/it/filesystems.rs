@@ -279,9 +279,20 @@ fn journal_mode_without_user_xattrs_refuses_a_deleted_journal_and_names_the_gap(
     // Put back, nothing was lost.
     std::fs::write(&journal, &kept).unwrap();
     assert_eq!(fresh(&path), (json!({"n": 3}), 4));
+    // Deleted again and accepted: the sidecar's record takes the new generation.
+    std::fs::remove_file(&journal).unwrap();
+    let accepted = Store::<Value>::open(&path)
+        .unwrap()
+        .accept_snapshot()
+        .unwrap()
+        .expect("a loss to accept");
+    assert!(accepted > 4, "{accepted}");
+    assert_eq!(fresh(&path), (json!({"n": 0}), accepted));
+    let store: Store = Store::open(&path).unwrap();
+    store.update(|s| s["n"] = 3.into()).unwrap();
+    assert_eq!(fresh(&path), (json!({"n": 3}), accepted + 1));
     // Leaving journal mode clears the note in the sidecar's record: the plain file
     // is read as before, with its sidecar and without it.
-    let store: Store = Store::open(&path).unwrap();
     store
         .save_settings(&Settings {
             format: Format::Plain,
