@@ -172,10 +172,17 @@ pub struct FileArgs {
 
 /// `statesafe recover`.
 #[derive(Debug, Args)]
-#[command(after_help = "Example:\n  statesafe recover state.json")]
+#[command(
+    after_help = "Example:\n  statesafe recover state.json\n  statesafe recover state.json --accept-snapshot"
+)]
 pub struct RecoverArgs {
     /// The state file
     pub file: PathBuf,
+    /// Journal mode: accept the snapshot as the current state after its journal was
+    /// lost (the sidecar or the journal deleted, which every read refuses); its
+    /// generations continue past the lost ones
+    #[arg(long)]
+    pub accept_snapshot: bool,
     #[command(flatten)]
     /// Write options.
     pub write: WriteOptions,

@@ -56,6 +56,9 @@ const MAGIC_V1: &[u8; 8] = b"SSJOURN1";
 pub(crate) const HEADER_LEN: usize = 32;
 /// `len` (4), `kind` (1), three zero bytes, `generation` (8).
 const RECORD_HEAD: usize = 16;
+/// The smallest record: its head, a body padded to 8 bytes, its checksum. A journal
+/// whose records reach byte E holds at most `(E - HEADER_LEN) / MIN_RECORD` of them.
+pub(crate) const MIN_RECORD: u64 = (RECORD_HEAD + 8 + 8) as u64;
 /// The first preallocation, and each growth: small, because every read (a long-lived
 /// store's too, at each commit) reads the zeros after the last record to the end of
 /// the file (about 100 µs per MiB here), and a growth (a flush that also writes the
@@ -626,7 +629,42 @@ pub(crate) fn read_current<T>(store: &Store<T>, want_acl: bool) -> Result<Option
             None
         }
     };
+    let (noted, snapshot, checksum) = (cur.journal_follows, cur.generation, cur.checksum);
+    let missing = journal.is_none();
     overlay(&local.target.given, &journal_path, &mut cur, journal)?;
+    // A noted snapshot without its journal: none, or one that follows an earlier
+    // generation. A compaction whose new journal is not started yet (or never was)
+    // leaves that with nothing lost; a journal deleted, or an older copy put in its
+    // place, with its records lost: `Store::refuse_deleted_journal` tells them apart.
+    let stale = cur
+        .journal
+        .as_deref()
+        .and_then(|r| r.journal.as_ref())
+        .is_some_and(|p| p.header.follows < snapshot);
+    if noted
+        && (missing || stale)
+        && let Err(e) = store.refuse_deleted_journal(snapshot, checksum, sidecar.as_ref())
+    {
+        // The journal was opened before the snapshot was read: a compaction in between
+        // (a newer snapshot, and its journal renamed in and appended to) looks the same.
+        // Such a journal is renamed in before its first end is published, so after the
+        // slots were read it is at the path: then read again.
+        let now = match &sidecar {
+            Some(s) => s
+                .root()
+                .open(OsStr::new(JOURNAL), Access::Read, 0, Use::Read, Op::Read)?,
+            None => None,
+        };
+        let follows = now.is_some_and(|f| {
+            let mut head = [0u8; HEADER_LEN];
+            f.read_exact_at(&mut head, 0).is_ok()
+                && Header::decode(&head).is_some_and(|h| h.follows >= snapshot)
+        });
+        if follows {
+            return read_current(store, want_acl);
+        }
+        return Err(e);
+    }
     Ok(Some(cur))
 }
 
@@ -1302,7 +1340,7 @@ pub(crate) fn start(
 /// Gives the damaged journal a second name in the quarantine, keyed by its checksum
 /// (a repeated attempt finds it there), and makes that durable before anything
 /// replaces it.
-fn quarantine(
+pub(crate) fn quarantine(
     sidecar: &Sidecar,
     checksum: u64,
     perms: Perms,

@@ -647,6 +647,26 @@ impl LockFile {
     /// # Errors
     /// An I/O error opening or reading the lock file.
     pub fn last_generation_hint(&self, sidecar: &Sidecar) -> Result<u64> {
+        // The lock file is open only to those who may write the state file (see
+        // `sidecar::lock_mode`). A reader who may not derives the generation from
+        // the rest of the sidecar; it can never commit with it (that needs the
+        // lock), and every writer, who can read the record, counts it.
+        let Some(file) = Self::open_to_read(sidecar)? else {
+            return Ok(0);
+        };
+        let mut buf = vec![0u8; RECORD_SIZE];
+        let n = file
+            .read_at(&mut buf, 0)
+            .map_err(|e| Error::io(Op::OpenLock, sidecar.root().path().join(LOCK_FILE), e))?;
+        Ok(Record::parse(&buf[..n]).map_or(0, |r| r.last_generation))
+    }
+}
+
+impl LockFile {
+    /// The lock file, opened to read without taking the lock; `None` when there is
+    /// none or the caller may not read it (only those who may write the state file
+    /// may: `sidecar::lock_mode`).
+    fn open_to_read(sidecar: &Sidecar) -> Result<Option<File>> {
         let opened = sidecar.root().open(
             OsStr::new(LOCK_FILE),
             Access::Read,
@@ -654,21 +674,27 @@ impl LockFile {
             Use::Read,
             Op::OpenLock,
         );
-        let file = match opened {
-            Ok(Some(file)) => file,
-            Ok(None) => return Ok(0),
-            // The lock file is open only to those who may write the state file (see
-            // `sidecar::lock_mode`). A reader who may not derives the generation from
-            // the rest of the sidecar; it can never commit with it (that needs the
-            // lock), and every writer, who can read the record, counts it.
-            Err(Error::PermissionDenied { .. }) => return Ok(0),
-            Err(e) => return Err(e),
-        };
-        let mut buf = vec![0u8; RECORD_SIZE];
-        let n = file
-            .read_at(&mut buf, 0)
-            .map_err(|e| Error::io(Op::OpenLock, sidecar.root().path().join(LOCK_FILE), e))?;
-        Ok(Record::parse(&buf[..n]).map_or(0, |r| r.last_generation))
+        match opened {
+            Ok(file) => Ok(file),
+            Err(Error::PermissionDenied { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The furthest journal end the lock file publishes as flushed for a journal whose
+    /// header's checksum is `header` (`journal/durable.rs`), read without the lock;
+    /// `None` when the caller may not read the lock file or there is none (nothing can
+    /// be told then), `Some(0)` when no slot names such a journal.
+    ///
+    /// # Errors
+    /// An I/O error opening the lock file.
+    pub(crate) fn published_journal_end(
+        &self,
+        sidecar: &Sidecar,
+        header: u64,
+    ) -> Result<Option<u64>> {
+        Ok(Self::open_to_read(sidecar)?
+            .map(|file| crate::journal::durable::published_for_header(&file, header)))
     }
 }
 

@@ -521,6 +521,45 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         Ok(report)
     }
 
+    /// What a deletion in the file's sidecar could take without any reader noticing,
+    /// as sentences naming the file, the cause and what to do (`statesafe check`
+    /// prints them as notes): empty outside journal mode, and where every such loss is
+    /// refused ("A deleted sidecar" in `docs/design.md`). In journal mode on a
+    /// filesystem without user extended attributes, the snapshot's note that a journal
+    /// follows it lives in the sidecar's `meta`, so deleting the whole sidecar loses
+    /// the commits since the last compaction silently.
+    ///
+    /// # Errors
+    /// An I/O error reading the state file's attribute.
+    ///
+    /// # Examples
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let store: statesafe::Store = statesafe::Store::open(dir.path().join("s.json"))?;
+    /// store.create(serde_json::json!({"n": 1}))?;
+    /// assert!(store.undetected_deletions()?.is_empty()); // not in journal mode
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn undetected_deletions(&self) -> Result<Vec<String>> {
+        if self.remote().is_some() || self.config().format != Format::Journal {
+            return Ok(Vec::new());
+        }
+        let local = self.local();
+        let Some((file, _)) = write::open_current(&local.target, self.dir()?)? else {
+            return Ok(Vec::new());
+        };
+        let attr =
+            sys::get_meta_attr(&file).map_err(|e| Error::io(Op::Read, &local.target.given, e))?;
+        if !matches!(attr, sys::MetaAttr::Unsupported) {
+            return Ok(Vec::new());
+        }
+        Ok(vec![format!(
+            "`{}` is in journal mode on a filesystem without user extended attributes: the snapshot's note that a journal follows it is kept in the sidecar `{}`, so a cleanup that deletes the whole sidecar would lose every commit since the last compaction without any reader noticing (deleting the journal alone is still refused); keep the file on a filesystem with user extended attributes, or keep cleanups away from the sidecar",
+            local.target.given.display(),
+            local.target.sidecar().display()
+        )])
+    }
+
     /// Recovers a damaged state file now, restoring the newest valid backup (or the
     /// default state, where [`crate::StoreOptions::on_corrupt_use_default`] is set),
     /// whatever the recovery policy. Returns the recovery event, or `None` when the
@@ -838,19 +877,51 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         if !cur.journal_follows {
             return Ok(());
         }
+        self.restamp_snapshot(&cur, cur.generation)
+    }
+
+    /// Rewrites the snapshot `cur`'s metadata record in place, under the lock: its
+    /// generation becomes `generation`, without the note that a journal follows it
+    /// (the attribute, one `fsetxattr` and an `fsync`; where the filesystem has no
+    /// user attributes, the sidecar's record).
+    fn restamp_snapshot(&self, cur: &Current, generation: u64) -> Result<()> {
+        let local = self.local();
+        let dir = self.dir()?;
         let meta = Meta {
             v: 1,
-            generation: cur.generation,
+            generation,
             xxh3: cur.checksum,
             journal: false,
         };
-        let stamped = write::stamp_meta(&local.target, dir, meta).ok_or_else(|| {
+        let unwritten = |what: &str| {
             Error::io(
                 Op::WriteMeta,
                 &local.target.given,
-                std::io::Error::other("the snapshot's metadata attribute could not be rewritten"),
+                std::io::Error::other(format!("the snapshot's {what} could not be rewritten")),
             )
-        })?;
+        };
+        let Some(stamped) = write::stamp_meta(&local.target, dir, meta) else {
+            // No user attributes here: the note is in the sidecar's record. (With the
+            // note in the attribute, the attribute must change: else it still says so.)
+            let in_attribute = sys::open_at(dir, &local.target.name, sys::Access::Read, 0)
+                .ok()
+                .and_then(|f| sys::get_meta_attr(&f).ok())
+                .is_some_and(|a| matches!(a, sys::MetaAttr::Present(_)));
+            if in_attribute {
+                return Err(unwritten("metadata attribute"));
+            }
+            let sidecar = self
+                .sidecar()?
+                .ok_or_else(|| unwritten("metadata attribute"))?;
+            return match write::write_sidecar_meta(&sidecar, meta, self.opts.durability) {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(unwritten("metadata record in the sidecar")),
+                Err(e) => {
+                    self.poison();
+                    Err(Error::io(Op::SyncFile, sidecar.root().join("meta"), e))
+                }
+            };
+        };
         if self.opts.durability == write::Durability::Full
             && let Err(e) = stamped.sync_all()
         {
@@ -858,6 +929,121 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             return Err(Error::io(Op::SyncFile, &local.target.given, e));
         }
         Ok(())
+    }
+
+    /// Accepts the snapshot of a journal-mode file whose journal is lost as the current
+    /// state: the loss that every read and commit refuses (`Error::Corrupt`, "A deleted
+    /// sidecar" in `docs/design.md`: the sidecar deleted, or the journal alone). Under
+    /// the writers' lock, the snapshot's metadata record is rewritten in place (its
+    /// bytes are not touched) with a generation past every generation the sidecar
+    /// records (the metadata record, backups, history, lock record) and past every
+    /// record the lost journal could have held up to its furthest published durable
+    /// end (one per 32 bytes, the smallest record), without the note that a
+    /// journal follows it; the next commit compacts and starts a new journal. So no
+    /// acknowledged generation number is used again for other contents (a stale
+    /// compare-and-swap fails). Nothing is deleted: the lost journal is gone already,
+    /// and what is left of the sidecar (settings, backups, history, the lock file's
+    /// slots naming the lost journal) stays as it is.
+    ///
+    /// Returns the snapshot's new generation, or `None` when no loss is detected (the
+    /// file is then left alone: accepting is only ever the way out of that refusal).
+    ///
+    /// # Errors
+    /// [`Error::NotFound`], [`Error::Unsupported`] for a PostgreSQL state, lock and
+    /// I/O errors.
+    ///
+    /// # Examples
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let store: statesafe::Store = statesafe::Store::open(dir.path().join("s.json"))?;
+    /// store.create(serde_json::json!({"n": 1}))?;
+    /// assert_eq!(store.accept_snapshot()?, None); // nothing was lost
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn accept_snapshot(&self) -> Result<Option<u64>> {
+        if self.remote().is_some() {
+            return Err(Error::Unsupported {
+                path: self.path().to_path_buf(),
+                what: "accepting a snapshot".into(),
+                why: "a PostgreSQL state has no journal to lose".into(),
+            });
+        }
+        let Locked { mut guard, .. } = self.lock_and_read("accept-snapshot", false)?;
+        let local = self.local();
+        let dir = self.dir()?;
+        let Some(cur) = write::read_current(&local.target, dir, &local.lock, false)? else {
+            return Err(Error::NotFound {
+                path: local.target.given.clone(),
+            });
+        };
+        let sidecar = self.sidecar()?;
+        let header = crate::journal::Header::new(cur.generation, cur.checksum);
+        // What is left in the journal's place: nothing, or a journal that follows an
+        // earlier generation (an older copy put back): quarantined below, never removed.
+        let journal_path = local.target.sidecar().join(crate::journal::JOURNAL);
+        let left = match &sidecar {
+            Some(s) => s.root().open(
+                std::ffi::OsStr::new(crate::journal::JOURNAL),
+                sys::Access::Read,
+                0,
+                crate::sidecar::Use::Read,
+                Op::Read,
+            )?,
+            None => None,
+        };
+        let left = match left {
+            Some(file) => {
+                let mut bytes = Vec::new();
+                (&file)
+                    .read_to_end(&mut bytes)
+                    .map_err(|e| Error::io(Op::Read, &journal_path, e))?;
+                Some(bytes)
+            }
+            None => None,
+        };
+        let follows_this = left.as_ref().is_some_and(|b| {
+            crate::journal::Header::decode(b).is_some_and(|h| h.follows >= cur.generation)
+        });
+        // Only the refusal of a lost journal is accepted: a noted snapshot, no journal
+        // that follows it, and a read that refuses it.
+        if !cur.journal_follows
+            || follows_this
+            || !matches!(self.read_current(), Err(Error::Corrupt { .. }))
+        {
+            return Ok(None);
+        }
+        if let (Some(s), Some(bytes)) = (&sidecar, &left) {
+            match crate::journal::quarantine(s, format::checksum(bytes), cur.perms) {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err(e),
+                Err(write::Poisoning(e)) => {
+                    self.poison();
+                    return Err(e);
+                }
+            }
+        }
+        let header = header.checksum();
+        let published = match &sidecar {
+            Some(s) => local.lock.published_journal_end(s, header)?.unwrap_or(0),
+            None => 0,
+        };
+        let lost = published.saturating_sub(crate::journal::HEADER_LEN as u64)
+            / crate::journal::MIN_RECORD;
+        let generation = write::highest_known_generation(sidecar.as_ref(), &local.lock)?
+            .max(cur.generation + lost)
+            + 1;
+        if generation > format::MAX_GENERATION {
+            return Err(Error::Unsupported {
+                path: self.path().to_path_buf(),
+                what: "accepting the snapshot".into(),
+                why: format!("its generation would pass {}", format::MAX_GENERATION),
+            });
+        }
+        self.restamp_snapshot(&cur, generation)?;
+        guard.record.last_generation = generation;
+        let _ = guard.write_record(&local.target.sidecar().join("lock"));
+        guard.release();
+        Ok(Some(generation))
     }
 
     /// Records `settings` with the file (atomically, under the lock) so that every

@@ -927,13 +927,16 @@ impl<T> Store<T> {
     /// clears the record first, `Store::save_settings`) the sidecar was deleted with
     /// its settings and journal, by a cleanup script: the commits after this snapshot
     /// are gone, and serving it would silently roll the state back to it. See "A
-    /// deleted sidecar" in `docs/design.md`.
+    /// deleted sidecar" in `docs/design.md`. With the settings kept and the journal
+    /// gone, [`Store::refuse_deleted_journal`] (called by `journal::read_current`)
+    /// tells a deleted journal from one that never held a record.
     pub(crate) fn refuse_lost_journal(&self, cur: &Current, in_journal_mode: bool) -> Result<()> {
         if !cur.journal_follows {
             return Ok(());
         }
         let path = self.path();
-        if Settings::read(self.sidecar()?.as_ref())?.format == Format::Journal {
+        let sidecar = self.sidecar()?;
+        if Settings::read(sidecar.as_ref())?.format == Format::Journal {
             if in_journal_mode {
                 return Ok(());
             }
@@ -952,8 +955,49 @@ impl<T> Store<T> {
             line: None,
             column: None,
             reason: format!(
-                "it is a journal-mode snapshot of generation {g}, but its sidecar `.{name}.statesafe` (with the file's settings and journal) was deleted: every commit made after generation {g} was in that journal and is lost, and serving this snapshot would roll the state back to it, so nothing was read or written; restore the sidecar directory from a backup, or accept this snapshot as the current state by removing its metadata attribute (`setfattr -x user.statesafe {path}`: it is then adopted like a file statesafe never wrote, and its generations start again)",
+                "it is a journal-mode snapshot of generation {g}, but its sidecar `.{name}.statesafe` (with the file's settings and journal) was deleted: every commit made after generation {g} was in that journal and is lost, and serving this snapshot would roll the state back to it, so nothing was read or written; restore the sidecar directory from a backup, or accept this snapshot as the current state with `statesafe recover {path} --accept-snapshot` (or by removing its metadata attribute, `setfattr -x user.statesafe {path}`: it is then adopted like a file statesafe never wrote; either way its generations start again after {g}, since the record of the lost ones went with the sidecar)",
                 g = cur.generation,
+                path = path.display(),
+            ),
+        })
+    }
+
+    /// In journal mode, a noted snapshot (of `generation`, with `checksum`) with the
+    /// settings still saying `journal` and no journal following it (none, or an
+    /// earlier generation's): a compaction whose new journal failed to start, or a
+    /// journal that held no record, leaves exactly that (the next commit compacts);
+    /// so does a cleanup that deleted the journal alone (or put an older copy in its
+    /// place), taking every commit after the snapshot. The lock file tells them apart:
+    /// a writer publishes each flush of a record there, naming the journal's header,
+    /// which names this snapshot's generation and checksum (`journal/durable.rs`). A published end past the header
+    /// proves that a journal following this very snapshot held acknowledged records:
+    /// refused, as a deleted sidecar is. (A reader who may not read the lock file, a
+    /// `Durability::None` writer's records, and a lock file deleted too leave nothing
+    /// to tell: "A deleted sidecar" in `docs/design.md`.)
+    pub(crate) fn refuse_deleted_journal(
+        &self,
+        generation: u64,
+        checksum: u64,
+        sidecar: Option<&Sidecar>,
+    ) -> Result<()> {
+        let Some(sidecar) = sidecar else {
+            return Ok(());
+        };
+        let header = crate::journal::Header::new(generation, checksum).checksum();
+        let end = match self.local().lock.published_journal_end(sidecar, header)? {
+            Some(end) if end > crate::journal::HEADER_LEN as u64 => end,
+            _ => return Ok(()),
+        };
+        let path = self.path();
+        let journal = self.local().target.sidecar().join(crate::journal::JOURNAL);
+        Err(Error::Corrupt {
+            path: path.to_path_buf(),
+            line: None,
+            column: None,
+            reason: format!(
+                "it is a journal-mode snapshot of generation {g}, but its journal `{journal}` was deleted (or an older copy put in its place; the sidecar's lock file shows that a journal following this snapshot held records flushed up to byte {end}): every commit made after generation {g} was in that journal and is lost, and serving this snapshot would roll the state back to it, so nothing was read or written; restore the journal from a backup of the sidecar directory, or accept this snapshot as the current state with `statesafe recover {path} --accept-snapshot` (its generations then continue past the lost ones)",
+                g = generation,
+                journal = journal.display(),
                 path = path.display(),
             ),
         })

@@ -152,7 +152,8 @@ pub(crate) fn read_opened(
     // The sidecar only when the file's own record does not settle the generation: the
     // common case (a record that matches) costs no more system calls.
     let sidecar = || Sidecar::open(target, dir, None).ok().flatten();
-    let journal_follows = matches!(&attr, sys::MetaAttr::Present(raw) if journal_follows(raw, sum));
+    let mut journal_follows =
+        matches!(&attr, sys::MetaAttr::Present(raw) if journal_follows(raw, sum));
     let (generation, external, adopted) = match attr {
         sys::MetaAttr::Present(raw) => match classify(Some(&raw), sum) {
             Some((generation, external)) => (generation, external, false),
@@ -165,7 +166,11 @@ pub(crate) fn read_opened(
                 None => None,
             };
             match meta {
-                Some(m) if m.xxh3 == sum => (m.generation, false, false),
+                Some(m) if m.xxh3 == sum => {
+                    // Without user attributes the note is in the sidecar's record.
+                    journal_follows = m.journal;
+                    (m.generation, false, false)
+                }
                 _ => adopted_generation(sidecar.as_ref(), lock, file, stat, sum)?,
             }
         }
@@ -300,6 +305,22 @@ pub(crate) fn stamp_meta(target: &Target, dir: &OwnedFd, meta: Meta) -> Option<F
 
 /// The metadata record's name in the sidecar.
 const META_FILE: &str = "meta";
+
+/// Replaces the sidecar's metadata record (where the file's own attribute cannot be
+/// written): `Ok(false)` when it could not be written; `Err` when its `fsync` failed.
+pub(crate) fn write_sidecar_meta(
+    sidecar: &Sidecar,
+    meta: Meta,
+    durability: Durability,
+) -> std::result::Result<bool, io::Error> {
+    match sidecar
+        .root()
+        .write_small_file(META_FILE, &meta.encode(), durability == Durability::Full)
+    {
+        Ok(written) => Ok(written.is_ok()),
+        Err(failed) => Err(failed.0),
+    }
+}
 
 /// The sidecar's metadata record; `Ok(None)` when there is none or it does not decode.
 fn read_sidecar_meta(sidecar: &Sidecar) -> Result<Option<Meta>> {

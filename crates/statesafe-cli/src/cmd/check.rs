@@ -16,6 +16,8 @@ pub fn run(args: FileArgs, out: &Output) -> Result<()> {
         &args.file,
     )?;
     let report = store.check()?;
+    // Not problems (the file is sound): what a deletion could take unnoticed here.
+    let notes = store.undetected_deletions()?;
     let file = args.file.display();
     if out.json {
         out.json_line(&serde_json::json!({
@@ -31,6 +33,7 @@ pub fn run(args: FileArgs, out: &Output) -> Result<()> {
             "backups_damaged": report.backups_damaged.iter().map(|(p, why)| serde_json::json!({"backup": p.to_string_lossy(), "problem": why})).collect::<Vec<_>>(),
             "foreign": report.foreign.iter().map(|p| p.to_string_lossy()).collect::<Vec<_>>(),
             "quarantined": report.quarantined.iter().map(|p| p.to_string_lossy()).collect::<Vec<_>>(),
+            "notes": notes,
         }))?;
     } else if report.exists {
         let mut text = String::new();
@@ -67,6 +70,9 @@ pub fn run(args: FileArgs, out: &Output) -> Result<()> {
         }
         for path in &report.quarantined {
             text.push_str(&format!("  quarantined: `{}`\n", path.display()));
+        }
+        for note in &notes {
+            text.push_str(&format!("  note: {note}\n"));
         }
         out.data(text.as_bytes())?;
     }

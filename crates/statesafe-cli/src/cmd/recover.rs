@@ -8,8 +8,25 @@ use crate::output::Output;
 pub fn run(args: RecoverArgs, out: &Output) -> Result<()> {
     // No event hook here: the recovery is the result, printed below.
     let store = super::open_quiet(&args.file, &args.write)?;
-    let event = store.recover()?;
     let file = args.file.display();
+    if args.accept_snapshot {
+        let accepted = store.accept_snapshot()?;
+        if out.json {
+            return out.json_line(&serde_json::json!({
+                "file": args.file.to_string_lossy(),
+                "accepted": accepted.is_some(),
+                "generation": accepted,
+            }));
+        }
+        let text = match accepted {
+            Some(g) => format!(
+                "accepted: `{file}` is its snapshot, now generation {g}; the commits of the lost journal are gone\n"
+            ),
+            None => format!("`{file}` has lost no journal; nothing to accept\n"),
+        };
+        return out.data(text.as_bytes());
+    }
+    let event = store.recover()?;
     if out.json {
         let (recovered, message) = match &event {
             Some(e) => (true, Some(e.to_string())),

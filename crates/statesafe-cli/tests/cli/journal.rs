@@ -88,3 +88,41 @@ fn log_backups_restore_and_diff_reach_the_journals_commits() {
         log.snapshot()
     );
 }
+
+/// A journal deleted alone: every read refuses (exit 7, saying what was lost and the
+/// way out); `recover --accept-snapshot` takes the snapshot as the current state at a
+/// generation past the lost ones; without a loss it changes nothing.
+#[test]
+fn a_deleted_journal_is_refused_until_the_snapshot_is_accepted() {
+    let env = journal_file_with_three_commits();
+    let run = env.run(&["recover", "s.json", "--accept-snapshot"]);
+    assert_eq!(run.code, 0, "{}", run.snapshot());
+    assert!(
+        run.stdout.contains("nothing to accept"),
+        "{}",
+        run.snapshot()
+    );
+    std::fs::remove_file(env.path(".s.json.statesafe/journal")).unwrap();
+    let run = env.run(&["get", "s.json", "/n"]);
+    assert_eq!(run.code, 7, "{}", run.snapshot());
+    for part in [
+        "was deleted",
+        "every commit made after generation 1",
+        "statesafe recover",
+        "--accept-snapshot",
+    ] {
+        assert!(run.stderr.contains(part), "`{part}`: {}", run.snapshot());
+    }
+    let run = env.run(&["recover", "s.json", "--accept-snapshot", "--json"]);
+    assert_eq!(run.code, 0, "{}", run.snapshot());
+    let accepted = run.json();
+    assert_eq!(accepted["accepted"], true, "{accepted}");
+    let generation = accepted["generation"].as_u64().unwrap();
+    assert!(generation > 4, "{accepted}");
+    let run = env.run(&["get", "s.json", "/n"]);
+    assert_eq!(run.stdout, "0\n", "{}", run.snapshot());
+    let run = env.run(&["set", "s.json", "/n", "7"]);
+    assert_eq!(run.code, 0, "{}", run.snapshot());
+    let info = env.run(&["info", "s.json", "--json"]).json();
+    assert_eq!(info["generation"], generation + 1, "{info}");
+}

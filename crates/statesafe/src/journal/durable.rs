@@ -123,6 +123,23 @@ pub(crate) fn reserve(lock: &std::fs::File) -> std::io::Result<()> {
     lock.write_all_at(&vec![0; (end - from) as usize], from)
 }
 
+/// The largest end published for any journal whose header's checksum is `header`,
+/// whatever its device and inode (0: none). A witness that such a journal held
+/// flushed records even after it was deleted: `Store::refuse_lost_journal`.
+pub(crate) fn published_for_header(lock: &std::fs::File, header: u64) -> u64 {
+    let mut buf = [0u8; SLOTS * SLOT_LEN];
+    let Ok(n) = lock.read_at(&mut buf, REGION_AT) else {
+        return 0;
+    };
+    buf[..n - n % SLOT_LEN]
+        .chunks_exact(SLOT_LEN)
+        .filter(|b| &b[..8] == MAGIC && format::checksum(&b[..56]) == le64(&b[56..64]))
+        .filter(|b| le64(&b[24..32]) == header)
+        .map(|b| le64(&b[32..40]))
+        .max()
+        .unwrap_or(0)
+}
+
 /// Publishes that `id` is durable up to `end` (best effort: a slot that cannot be
 /// written only makes a later writer wait or compact), in the slot of process `pid`
 /// (this one's: the flushing descriptor's opener, [`super::cache::KeptJournal::pid`]).

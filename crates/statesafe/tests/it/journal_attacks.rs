@@ -427,6 +427,215 @@ fn a_cleanup_that_deletes_the_sidecar_loses_no_acknowledged_journal_commit() {
     assert_eq!(fresh(&path).0, json!({"n": 5}));
 }
 
+/// Deleting the journal alone (the sidecar's settings, `meta` and lock file kept, as a
+/// cleanup of `*journal*` or a hand "fix" leaves them) takes every commit since the
+/// last compaction, and the snapshot's note alone cannot tell that from a compaction
+/// whose new journal never started (both leave a noted snapshot, settings saying
+/// `journal` and no journal). It used to serve the snapshot (generation 4 back to 1)
+/// and commit on it. The lock file's published durable ends say that a journal
+/// following this very snapshot held flushed records: the loss is refused loudly, as
+/// for a deleted sidecar; a journal that never held a record is not mistaken for one.
+#[test]
+fn a_cleanup_that_deletes_only_the_journal_loses_no_acknowledged_journal_commit() {
+    let dir = common::test_dir();
+    let path = dir.path().join("state.json");
+    let store = create_journal(&path, json!({"n": 0}));
+    for n in 1..=3u64 {
+        store.update(|s| s["n"] = n.into()).unwrap();
+    }
+    assert_eq!(store.load().unwrap().generation, 4);
+    assert_eq!(store.load().unwrap().generation, 4);
+    assert_eq!(fresh(&path), (json!({"n": 3}), 4));
+    std::fs::remove_file(journal_path(&path)).unwrap();
+    let snapshot = std::fs::read(&path).unwrap();
+    let refused = |what: &str, e: Error| {
+        let text = e.to_string();
+        assert!(matches!(e, Error::Corrupt { .. }), "{what}: {e:?}");
+        for part in [
+            path.display().to_string(),
+            "journal-mode snapshot of generation 1".into(),
+            "journal".into(),
+            "was deleted".into(),
+            "every commit made after generation 1 was in that journal and is lost".into(),
+            "statesafe recover".into(),
+            "--accept-snapshot".into(),
+        ] {
+            assert!(
+                text.contains(&part),
+                "{what}: `{part}` missing from: {text}"
+            );
+        }
+    };
+    match Store::<Value>::open(&path).and_then(|s| s.load()) {
+        Ok(snap) => panic!(
+            "the three commits after the snapshot were lost without an error: served {} at generation {}",
+            snap.state, snap.generation
+        ),
+        Err(e) => refused("a load", e),
+    }
+    refused("the long-lived store's load", store.load().unwrap_err());
+    refused(
+        "the long-lived store's update",
+        store.update(|s| s["n"] = 4.into()).map(|_| ()).unwrap_err(),
+    );
+    refused(
+        "the long-lived store's group commit",
+        store
+            .apply_patch(&json!([{"op": "replace", "path": "/n", "value": 4}]))
+            .map(|_| ())
+            .unwrap_err(),
+    );
+    let writer: Store = Store::open(&path).unwrap();
+    refused(
+        "an update",
+        writer
+            .update(|s| s["n"] = 99.into())
+            .map(|_| ())
+            .unwrap_err(),
+    );
+    refused("a check", writer.check().map(|_| ()).unwrap_err());
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        snapshot,
+        "the snapshot was changed"
+    );
+    assert!(
+        !journal_path(&path).exists(),
+        "a journal was started over the loss"
+    );
+    // Accepting the snapshot, as the error says (`statesafe recover --accept-snapshot`):
+    // the same bytes, at a generation past the lost ones (2 to 4), so that no
+    // acknowledged generation number is used again.
+    let accepted = writer.accept_snapshot().unwrap().expect("a loss to accept");
+    assert!(accepted > 4, "{accepted}");
+    assert_eq!(fresh(&path), (json!({"n": 0}), accepted));
+    assert_eq!(std::fs::read(&path).unwrap(), snapshot);
+    assert_eq!(writer.accept_snapshot().unwrap(), None, "accepted twice");
+    writer.update(|s| s["n"] = 5.into()).unwrap();
+    store.update(|s| s["n"] = 6.into()).unwrap();
+    assert_eq!(fresh(&path), (json!({"n": 6}), accepted + 2));
+}
+
+/// An older journal put in place of the one that held the commits (a sidecar restored
+/// from an old backup, a sync tool going back): it follows an earlier snapshot, which
+/// is also what a crash between a compaction's snapshot and its new journal leaves, so
+/// it used to be skipped as stale and the commits after the snapshot silently dropped.
+/// The lock file's published ends for the snapshot's own journal tell: refused;
+/// accepting quarantines the older journal (never removed) before going on.
+#[test]
+fn an_older_journal_put_back_in_place_of_the_current_one_is_refused() {
+    let dir = common::test_dir();
+    let path = dir.path().join("state.json");
+    let store = create_journal(&path, json!({"n": 0}));
+    let older = std::fs::read(journal_path(&path)).unwrap();
+    let compact_every_commit = Settings {
+        format: Format::Journal,
+        journal_max_bytes: Some(1),
+        ..Settings::default()
+    };
+    store.save_settings(&compact_every_commit).unwrap();
+    store.update(|s| s["n"] = 1.into()).unwrap();
+    store
+        .save_settings(&Settings {
+            format: Format::Journal,
+            ..Settings::default()
+        })
+        .unwrap();
+    for n in 2..=4u64 {
+        store.update(|s| s["n"] = n.into()).unwrap();
+    }
+    let (state, generation) = fresh(&path);
+    assert_eq!(state, json!({"n": 4}));
+    assert_eq!(records(&path).len(), 3, "{:?}", records(&path));
+    std::fs::write(journal_path(&path), &older).unwrap();
+    for e in [
+        Store::<Value>::open(&path)
+            .unwrap()
+            .load()
+            .map(|_| ())
+            .unwrap_err(),
+        store.update(|s| s["n"] = 9.into()).map(|_| ()).unwrap_err(),
+    ] {
+        assert!(matches!(e, Error::Corrupt { .. }), "{e:?}");
+        let text = e.to_string();
+        assert!(
+            text.contains("an older copy put in its place") && text.contains("--accept-snapshot"),
+            "{text}"
+        );
+    }
+    let accepted = store.accept_snapshot().unwrap().expect("a loss to accept");
+    assert!(accepted > generation, "{accepted} after {generation}");
+    let quarantine = journal_path(&path).parent().unwrap().join("quarantine");
+    let kept: Vec<_> = std::fs::read_dir(&quarantine)
+        .unwrap()
+        .map(|e| std::fs::read(e.unwrap().path()).unwrap())
+        .collect();
+    assert!(
+        kept.contains(&older),
+        "the older journal was not quarantined"
+    );
+    assert_eq!(fresh(&path), (json!({"n": 1}), accepted));
+    store.update(|s| s["n"] = 5.into()).unwrap();
+    assert_eq!(fresh(&path), (json!({"n": 5}), accepted + 1));
+}
+
+/// `accept_snapshot` after the whole sidecar was deleted: the snapshot's bytes at the
+/// next generation (nothing records the lost ones), and commits go on in journal mode
+/// once the settings say so again.
+#[test]
+fn a_snapshot_whose_sidecar_was_deleted_can_be_accepted() {
+    let dir = common::test_dir();
+    let path = dir.path().join("state.json");
+    let store = create_journal(&path, json!({"n": 0}));
+    store.update(|s| s["n"] = 1.into()).unwrap();
+    let snapshot = std::fs::read(&path).unwrap();
+    std::fs::remove_dir_all(journal_path(&path).parent().unwrap()).unwrap();
+    let e = Store::<Value>::open(&path).unwrap().load().unwrap_err();
+    assert!(e.to_string().contains("--accept-snapshot"), "{e}");
+    let writer: Store = Store::open(&path).unwrap();
+    assert_eq!(writer.accept_snapshot().unwrap(), Some(2));
+    assert_eq!(std::fs::read(&path).unwrap(), snapshot);
+    assert_eq!(fresh(&path), (json!({"n": 0}), 2));
+    assert_eq!(writer.accept_snapshot().unwrap(), None);
+    writer.update(|s| s["n"] = 3.into()).unwrap();
+    assert_eq!(fresh(&path), (json!({"n": 3}), 3));
+}
+
+/// The other side of the test above: a journal that held no record (a file just put in
+/// journal mode, or a compaction's new journal) may go missing without a commit lost
+/// (a compaction whose new journal failed to start leaves exactly that): the snapshot
+/// is served and the next commit compacts, after a compaction too.
+#[test]
+fn a_missing_journal_that_never_held_a_record_is_not_taken_for_a_loss() {
+    let dir = common::test_dir();
+    let path = dir.path().join("state.json");
+    let store = create_journal(&path, json!({"n": 0}));
+    std::fs::remove_file(journal_path(&path)).unwrap();
+    assert_eq!(fresh(&path), (json!({"n": 0}), 1));
+    store.update(|s| s["n"] = 1.into()).unwrap();
+    assert_eq!(fresh(&path), (json!({"n": 1}), 2));
+    // Records, then a compaction (a settings change leaving and re-entering journal
+    // mode is one; here the threshold): its new journal holds no record yet.
+    for n in 2..=4u64 {
+        store.update(|s| s["n"] = n.into()).unwrap();
+    }
+    let small = Settings {
+        format: Format::Journal,
+        journal_max_bytes: Some(1),
+        ..Settings::default()
+    };
+    store.save_settings(&small).unwrap();
+    store.update(|s| s["n"] = 5.into()).unwrap();
+    let (state, generation) = fresh(&path);
+    assert_eq!(state, json!({"n": 5}));
+    assert!(records(&path).is_empty(), "{:?}", records(&path));
+    std::fs::remove_file(journal_path(&path)).unwrap();
+    assert_eq!(fresh(&path), (json!({"n": 5}), generation));
+    let store: Store = Store::open(&path).unwrap();
+    store.update(|s| s["n"] = 6.into()).unwrap();
+    assert_eq!(fresh(&path), (json!({"n": 6}), generation + 1));
+}
+
 /// Leaving journal mode clears the snapshot's note that a journal follows it (before
 /// the settings say `plain`), so the plain file reads and commits as before, and a
 /// sidecar deleted after that loses nothing and raises nothing.
