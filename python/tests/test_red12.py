@@ -57,14 +57,14 @@ def test_a_number_beyond_a_doubles_range_is_not_served_as_inf(path: pathlib.Path
     store = statesafe.open(path)
     try:
         got = store.get()
-    except statesafe.Error as e:
-        assert str(path) in str(e) and "/a" in str(e)
+    except Exception as e:  # refusing is fine if it says where and why
+        assert str(path) in str(e) and "/a" in str(e), str(e)
     else:
         assert got["a"] != float("inf"), "1e400 was served as inf"
     try:
         with store.transaction() as state:
             state["n"] = 1
-    except (statesafe.Error, TypeError) as e:
+    except Exception as e:
         assert str(path) in str(e), f"the error names no file: {e}"
         assert path.read_text() == '{"a": 1e400, "n": 0}\n'
     else:
