@@ -149,3 +149,22 @@ def test_a_password_on_the_command_line_is_not_recorded_in_the_database(pg_serve
     info = store.info()
     recorded = json.dumps([info["last_writer"], store.history()])
     assert "hunter2-red12" not in recorded, recorded
+
+
+@bug("red12: a transaction begun inside another transaction of the same store, in the "
+     "same thread, can never get the lock (this thread holds it and waits for itself): it "
+     "waits the whole lock timeout, then raises LockTimeout naming this very process as "
+     "the holder with the hint 'wait for process N to finish, or raise the lock timeout' "
+     "(raising it only makes the hang longer); the store knows it holds its own lock, so "
+     "it could say so at once (UsageError: a transaction of this store is already open)")
+def test_a_nested_transaction_of_one_store_is_told_so(path: pathlib.Path) -> None:
+    store = statesafe.open(path, default={"n": 0}, lock_timeout=1)
+    with pytest.raises(statesafe.Error) as e:
+        with store.transaction() as outer:
+            outer["n"] = 1
+            with store.transaction() as inner:
+                inner["n"] = 2
+    text = str(e.value)
+    if isinstance(e.value, statesafe.LockTimeout):
+        assert f"wait for process {os.getpid()} to finish" not in text, text
+    assert path.exists() is False or statesafe.open(path).get() == {"n": 0}
