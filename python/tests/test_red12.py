@@ -4,17 +4,20 @@ others are attacks the package withstands that no other test makes."""
 
 from __future__ import annotations
 
+import asyncio
 import decimal
 import json
 import os
 import pathlib
 import subprocess
 import sys
+import threading
 from typing import Iterator
 
 import pytest
 
 import statesafe
+import statesafe.aio
 
 
 def bug(reason: str) -> pytest.MarkDecorator:
@@ -168,3 +171,33 @@ def test_a_nested_transaction_of_one_store_is_told_so(path: pathlib.Path) -> Non
     if isinstance(e.value, statesafe.LockTimeout):
         assert f"wait for process {os.getpid()} to finish" not in text, text
     assert path.exists() is False or statesafe.open(path).get() == {"n": 0}
+
+
+@bug("red12: statesafe.aio: AsyncStore.update (and replace, create, restore: every call "
+     "through `_run`) runs in a worker thread that is not told of a cancellation: a task "
+     "cancelled while the update waits for the lock (asyncio.wait_for's timeout, "
+     "task.cancel()) gets CancelledError/TimeoutError, and when the lock comes free the "
+     "thread still runs fn and commits: an update the caller was told did not happen is "
+     "written later (a retry applies it twice). transaction() handles this (it rolls back "
+     "what it gets after a cancel); update and replace do not")
+def test_a_cancelled_async_update_is_never_committed_later(path: pathlib.Path) -> None:
+    holder = statesafe.open(path, default={"n": 0})
+    holder.replace({"n": 0})
+
+    async def main() -> None:
+        store = statesafe.aio.open(path, lock_timeout=30)
+        guard = holder.lock()
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(store.update(lambda s: s.update(n=s["n"] + 1)), 0.2)
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(store.replace({"n": 99}), 0.2)
+        guard.release()
+
+    asyncio.run(main())
+    # Every worker thread of statesafe.aio has finished: whatever it was going to do
+    # after the lock came free is done.
+    for t in threading.enumerate():
+        if t.name == "statesafe-aio":
+            t.join(30)
+    assert holder.get() == {"n": 0}
+    assert holder.generation == 1
