@@ -348,3 +348,88 @@ fn one_state_named_by_urls_spelled_differently_loses_no_update() {
         assert_eq!(store.load().unwrap().state, json!({"n": n}));
     }
 }
+
+/// Attack (holds): another role adds a trigger that rewrites every document written to
+/// the main table (`BEFORE UPDATE … NEW.document := '{"hacked": true}'`). The write is
+/// acknowledged (the server committed it), but what the row holds no longer matches
+/// the checksum statesafe sent: no read ever serves the trigger's text (with
+/// `RecoveryPolicy::Fail` it is `Corrupt`), and once the trigger is gone a recovery
+/// restores a version a writer committed (which one: see
+/// `a_damaged_last_generation_is_rebuilt_from_its_history_entry_as_for_a_file`).
+#[test]
+fn a_trigger_rewriting_documents_is_never_served_and_a_committed_version_restored() {
+    let Some(pg) = cluster::cluster() else { return };
+    let url = pg.url("red12-trigger");
+    let store = open(&url);
+    store.create(json!({"n": 1})).unwrap();
+    pg.client()
+        .batch_execute(
+            "CREATE FUNCTION red12_hack() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+               IF NEW.state = 'red12-trigger' THEN NEW.document := '{\"hacked\": true}'; END IF;
+               RETURN NEW;
+             END $$;
+             CREATE TRIGGER red12_hack BEFORE UPDATE ON statesafe
+               FOR EACH ROW EXECUTE FUNCTION red12_hack();",
+        )
+        .unwrap();
+    store.update(|s| s["n"] = 2.into()).unwrap();
+    let strict: Store = Store::options()
+        .recovery(statesafe::RecoveryPolicy::Fail)
+        .open_url(&url)
+        .unwrap();
+    let err = strict.load().map(|s| s.state);
+    assert!(
+        matches!(err, Err(statesafe::Error::Corrupt { .. })),
+        "the trigger's text was served: {err:?}"
+    );
+    pg.client()
+        .batch_execute("DROP TRIGGER red12_hack ON statesafe; DROP FUNCTION red12_hack()")
+        .unwrap();
+    assert!(store.recover().unwrap().is_some(), "it was damaged");
+    let restored = store.load().unwrap().state;
+    assert!(
+        restored == json!({"n": 1}) || restored == json!({"n": 2}),
+        "{restored}"
+    );
+}
+
+/// The same damage as a file and as a row, recovered differently. A file committed at
+/// generation 2 and then damaged is recovered to generation 2 ("restored generation 2
+/// (backup 1 and the history's changes after it)"): the history entry of generation 2
+/// rebuilds the acknowledged version. A row committed at generation 2 and then damaged
+/// (a hand edit, the trigger above) is recovered to generation 1: `repair` keeps only
+/// the history entries *below* the damaged generation (`e.generation < generation`),
+/// although the row's history entry was written in the very transaction that committed
+/// it (docs/design.md: carried forward "up to the last generation committed before the
+/// damage"; docs/remote.md says "below the damaged generation"). So a reader's automatic
+/// recovery rolls an acknowledged write back when its history could rebuild it.
+#[test]
+#[ignore = "red12: a damaged row at generation N is recovered to N-1 (history entries below N only), where a damaged file is rebuilt to N from its history: an acknowledged write rolled back"]
+fn a_damaged_last_generation_is_rebuilt_from_its_history_entry_as_for_a_file() {
+    let Some(pg) = cluster::cluster() else { return };
+    // The file: the control, recovered to the acknowledged generation 2.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.json");
+    let file: Store = Store::open(&path).unwrap();
+    file.create(json!({"n": 1})).unwrap();
+    file.update(|s| s["n"] = 2.into()).unwrap();
+    std::fs::write(&path, "{\"n\": 2").unwrap();
+    assert_eq!(file.load().unwrap().state, json!({"n": 2}), "the file");
+    // The row, damaged the same way.
+    let url = pg.url("red12-damaged-last");
+    let store = open(&url);
+    store.create(json!({"n": 1})).unwrap();
+    store.update(|s| s["n"] = 2.into()).unwrap();
+    pg.client()
+        .execute(
+            "UPDATE statesafe SET document = '{\"n\": 2' WHERE state = 'red12-damaged-last'",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(
+        store.load().unwrap().state,
+        json!({"n": 2}),
+        "the row: the acknowledged generation 2 was rolled back"
+    );
+}
