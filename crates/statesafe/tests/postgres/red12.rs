@@ -433,3 +433,38 @@ fn a_damaged_last_generation_is_rebuilt_from_its_history_entry_as_for_a_file() {
         "the row: the acknowledged generation 2 was rolled back"
     );
 }
+
+/// Attack (holds): many clients opening a state whose tables do not exist yet, all at
+/// the same moment (`CREATE TABLE IF NOT EXISTS` races: the catalog's unique indexes,
+/// `pg_type`'s among them, refuse the losers), each with its own first write. Every
+/// open and every write must succeed, and the tables end up as statesafe makes them.
+#[test]
+fn clients_creating_the_tables_at_the_same_moment_all_succeed() {
+    let Some(pg) = cluster::cluster() else { return };
+    for round in 0..3 {
+        let table = format!("red12_race_{round}");
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(12));
+        let handles: Vec<_> = (0..12)
+            .map(|i| {
+                let url = pg.url_with(&format!("s{i}"), &format!("table={table}"));
+                let barrier = std::sync::Arc::clone(&barrier);
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    let store: Store = Store::options()
+                        .lock_timeout(Duration::from_secs(30))
+                        .open_url(&url)
+                        .map_err(|e| format!("open: {e}"))?;
+                    store
+                        .create(json!({"i": i}))
+                        .map_err(|e| format!("create: {e}"))?;
+                    Ok::<_, String>(())
+                })
+            })
+            .collect();
+        let failed: Vec<String> = handles
+            .into_iter()
+            .filter_map(|h| h.join().unwrap().err())
+            .collect();
+        assert!(failed.is_empty(), "round {round}: {failed:#?}");
+    }
+}
