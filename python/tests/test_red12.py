@@ -201,3 +201,16 @@ def test_a_cancelled_async_update_is_never_committed_later(path: pathlib.Path) -
             t.join(30)
     assert holder.get() == {"n": 0}
     assert holder.generation == 1
+
+
+@bug("red12: python/src/errors.rs takes `path` from a list of variants that lacks "
+     "statesafe::Error::Remote (and Error::Mismatch): a refused or lost connection to a "
+     "PostgreSQL state raises the base statesafe.Error with path None (kind 'remote'), "
+     "no class of its own, so a program cannot tell which state failed, nor a retryable "
+     "remote failure from anything else, but by parsing the message")
+def test_an_error_of_a_postgres_state_names_its_url() -> None:
+    url = "postgres://nobody@127.0.0.1:1/db?state=red12&connect_timeout=2"
+    with pytest.raises(statesafe.Error) as e:
+        statesafe.open(url).get()
+    assert e.value.path == url
+    assert type(e.value) is not statesafe.Error, "no class of its own"
