@@ -214,3 +214,28 @@ def test_an_error_of_a_postgres_state_names_its_url() -> None:
         statesafe.open(url).get()
     assert e.value.path == url
     assert type(e.value) is not statesafe.Error, "no class of its own"
+
+
+@bug("red12: statesafe::Error::Unsafe (a symlink another user planted in a sticky "
+     "directory, a foreign sidecar) raises the base statesafe.Error with path None (kind "
+     "'unsafe'): no class of its own (the CLI gives it exit code 14), no path")
+def test_the_refusal_of_a_planted_symlink_names_its_path(state_dir: pathlib.Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to act as another user through setpriv: NOT TESTED here")
+    state_dir.chmod(0o755)
+    shared = state_dir / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    victim = state_dir / "victim.json"
+    victim.write_text('{"secret": 1}\n')
+    link = shared / "state.json"
+    r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                        "ln", "-s", str(victim), str(link)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"setpriv failed ({r.stderr.strip()}): NOT TESTED here")
+    with pytest.raises(statesafe.Error) as e:
+        statesafe.open(link, default={"n": 0}).get()
+    assert "symbolic link owned by uid 65534" in str(e.value)
+    assert victim.read_text() == '{"secret": 1}\n'
+    assert e.value.path == str(link)
+    assert type(e.value) is not statesafe.Error, "no class of its own"
