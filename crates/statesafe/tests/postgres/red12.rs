@@ -468,3 +468,38 @@ fn clients_creating_the_tables_at_the_same_moment_all_succeed() {
         assert!(failed.is_empty(), "round {round}: {failed:#?}");
     }
 }
+
+/// `connect_timeout` (docs/remote.md: "defaults to 10 s") bounds only the TCP connect in
+/// the client library (tokio-postgres: "applied to each socket-level connection
+/// attempt"), not the startup that follows (the `SSLRequest` under the default
+/// `sslmode=prefer`, authentication). A port that accepts connections and never answers
+/// (a hung server or pooler, a mistyped port of an HTTP service, which waits for the
+/// client to speak) makes `open_url` wait forever: `statesafe get URL` hangs, and in
+/// Node `open(url)` blocks the event loop with it. libpq's `connect_timeout` bounds the
+/// whole connection. Here: `connect_timeout=1`, and no answer within 30 s.
+#[test]
+#[ignore = "red12: connect_timeout bounds only the TCP connect: a port that accepts and never answers makes open_url hang forever"]
+fn a_server_that_accepts_and_never_answers_is_an_error_within_the_connect_timeout() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // Accept and hold every connection, never writing a byte.
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in listener.incoming() {
+            held.push(c);
+        }
+    });
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let url = format!("postgres://nobody@127.0.0.1:{port}/db?state=a&connect_timeout=1");
+        let result = Store::<serde_json::Value>::options()
+            .open_url(&url)
+            .map(|_| ());
+        let _ = tx.send(result.map_err(|e| e.to_string()));
+    });
+    match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(Err(e)) => assert!(e.contains("127.0.0.1"), "{e}"),
+        Ok(Ok(())) => panic!("a silent port was taken for a server"),
+        Err(_) => panic!("open_url still waits after 30 s with connect_timeout=1"),
+    }
+}
