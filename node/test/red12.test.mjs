@@ -195,3 +195,28 @@ test('the refusal of a planted symlink has a code of its own and names the path'
     return true
   })
 })
+
+test('open(url) of a port that accepts and never answers fails within the connect timeout', {
+  skip: bug('red12: `open(url)` connects on the JavaScript thread, and `connect_timeout` bounds only the TCP connect (tokio-postgres), not the startup after it: against a port that accepts and never answers (a hung server or pooler, a mistyped port of an HTTP service), `open` never returns and the event loop is blocked the whole time (no timer fires; still blocked after 30 s with connect_timeout=1)'),
+}, async (t) => {
+  const { createServer } = await import('node:net')
+  const { spawn } = await import('node:child_process')
+  const held = []
+  const server = createServer((socket) => held.push(socket)) // accept, never answer
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
+  t.after(() => { held.forEach((s) => s.destroy()); server.close() })
+  const url = `postgres://nobody@127.0.0.1:${server.address().port}/db?state=a&connect_timeout=1`
+  // In a child process: this test's own event loop must stay free to accept.
+  const child = spawn(process.execPath, ['-e', `
+    const { open } = require(${JSON.stringify(join(packageDir, 'index.js'))})
+    try { open(${JSON.stringify(url)}); console.log('opened') } catch (e) { console.log('error ' + e.code) }
+  `], { stdio: ['ignore', 'pipe', 'inherit'] })
+  let out = ''
+  child.stdout.on('data', (d) => { out += d })
+  const finished = await new Promise((resolve) => {
+    const guard = setTimeout(() => { child.kill('SIGKILL'); resolve(false) }, 20000)
+    child.on('exit', () => { clearTimeout(guard); resolve(true) })
+  })
+  assert.ok(finished, 'open(url) still blocked after 20 s with connect_timeout=1')
+  assert.match(out, /^error /)
+})
