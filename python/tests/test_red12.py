@@ -239,3 +239,29 @@ def test_the_refusal_of_a_planted_symlink_names_its_path(state_dir: pathlib.Path
     assert victim.read_text() == '{"secret": 1}\n'
     assert e.value.path == str(link)
     assert type(e.value) is not statesafe.Error, "no class of its own"
+
+
+def test_a_password_in_a_url_is_hidden_in_the_error_of_a_failed_open() -> None:
+    """Attack (holds): the library's own error for a URL it cannot reach shows `***`."""
+    url = "postgres://bot:hunter2-red12@127.0.0.1:1/db?state=a&connect_timeout=2"
+    with pytest.raises(statesafe.Error) as e:
+        statesafe.open(url)
+    assert "hunter2-red12" not in str(e.value)
+    assert "bot:***@127.0.0.1:1" in str(e.value)
+
+
+@bug("red12: the Python layer shows the URL it was given, password included, where the "
+     "library shows `***`: repr(store) (logged by any `%r`), store.path, and the errors "
+     "the package makes itself (Closed: 'store for `postgres://bot:PASSWORD@…` is "
+     "closed'); store.info()['path'] is redacted")
+def test_a_password_in_a_url_is_never_shown_by_repr_path_or_closed(pg_server: str) -> None:
+    user_at = pg_server.removeprefix("postgres://")
+    url = f"postgres://{user_at.replace('@', ':hunter2-red12@', 1)}?state=red12-repr"
+    store = statesafe.open(url)
+    shown = [repr(store), str(store.path)]
+    store.close()
+    with pytest.raises(statesafe.Error) as e:
+        store.get()
+    shown.append(str(e.value))
+    for text in shown:
+        assert "hunter2-red12" not in text, text
