@@ -434,17 +434,23 @@ fn a_damaged_last_generation_is_rebuilt_from_its_history_entry_as_for_a_file() {
     );
 }
 
-/// Attack (holds): many clients opening a state whose tables do not exist yet, all at
-/// the same moment (`CREATE TABLE IF NOT EXISTS` races: the catalog's unique indexes,
-/// `pg_type`'s among them, refuse the losers), each with its own first write. Every
-/// open and every write must succeed, and the tables end up as statesafe makes them.
+/// Many clients opening a state whose tables do not exist yet, all at the same moment,
+/// each with its own first write (docs/remote.md: "two clients creating them at once
+/// is fine"). `ensure_tables` sends `CREATE TABLE IF NOT EXISTS` for all four tables and
+/// treats a lost race as fine only when the server answers 23505 (unique_violation) or
+/// 42P07 (duplicate_table); a race on a table's row type answers 42710
+/// (duplicate_object: `type "red12_race_2" already exists`), and the open fails with
+/// "failed to create the tables of …". Seen in the full suite (round 2 of 3 rounds of 12
+/// clients, load 24); here up to 100 rounds of 24 clients, which failed in each of
+/// three runs (in round 3, 9 and 18).
 #[test]
+#[ignore = "red12: clients creating the tables at the same moment: a lost race answered 42710 (type already exists) is not taken as raced, and the open fails"]
 fn clients_creating_the_tables_at_the_same_moment_all_succeed() {
     let Some(pg) = cluster::cluster() else { return };
-    for round in 0..3 {
+    for round in 0..100 {
         let table = format!("red12_race_{round}");
-        let barrier = std::sync::Arc::new(std::sync::Barrier::new(12));
-        let handles: Vec<_> = (0..12)
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(24));
+        let handles: Vec<_> = (0..24)
             .map(|i| {
                 let url = pg.url_with(&format!("s{i}"), &format!("table={table}"));
                 let barrier = std::sync::Arc::clone(&barrier);
