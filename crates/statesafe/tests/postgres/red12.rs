@@ -310,3 +310,276 @@ fn damaged_settings_in_a_row_name_a_next_step_that_works() {
         );
     }
 }
+
+/// Attack (holds): one state named by URLs spelled differently, each a store of its own
+/// with its own connections, as other machines would: `postgres://` and
+/// `postgresql://`, `127.0.0.1` and `localhost`, the schema from the search path and
+/// `schema=public`, `table=statesafe` given or not, the state's name percent-encoded.
+/// There is one lock (the row's), so writers through every spelling exclude each other:
+/// the count is exact. (A split lock would need two rows or two tables for one state.)
+#[test]
+fn one_state_named_by_urls_spelled_differently_loses_no_update() {
+    let Some(pg) = cluster::cluster() else { return };
+    let rest = pg.base.strip_prefix("postgres://").unwrap();
+    let spellings = [
+        pg.url("red12-spelled"),
+        format!("postgresql://{rest}?state=red12-spelled"),
+        format!(
+            "postgres://{}?state=red12-spelled",
+            rest.replace("127.0.0.1", "localhost")
+        ),
+        pg.url_with("red12-spelled", "schema=public&table=statesafe"),
+        format!("{}?state=red12%2Dspelled", pg.base),
+    ];
+    open(&spellings[0]).create(json!({"n": 0})).unwrap();
+    let stores: Vec<std::sync::Arc<Store>> = spellings
+        .iter()
+        .map(|u| std::sync::Arc::new(open(u)))
+        .collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    cluster::increment_n(stores.len() as u64 * 2, 40, || {
+        let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        std::sync::Arc::clone(&stores[i % stores.len()])
+    });
+    let n = stores.len() as u64 * 2 * 40;
+    for store in &stores {
+        assert_eq!(store.load().unwrap().state, json!({"n": n}));
+    }
+}
+
+/// Attack (holds): another role adds a trigger that rewrites every document written to
+/// the main table (`BEFORE UPDATE … NEW.document := '{"hacked": true}'`). The write is
+/// acknowledged (the server committed it), but what the row holds no longer matches
+/// the checksum statesafe sent: no read ever serves the trigger's text (with
+/// `RecoveryPolicy::Fail` it is `Corrupt`), and once the trigger is gone a recovery
+/// restores a version a writer committed (which one: see
+/// `a_damaged_last_generation_is_rebuilt_from_its_history_entry_as_for_a_file`).
+#[test]
+fn a_trigger_rewriting_documents_is_never_served_and_a_committed_version_restored() {
+    let Some(pg) = cluster::cluster() else { return };
+    let url = pg.url("red12-trigger");
+    let store = open(&url);
+    store.create(json!({"n": 1})).unwrap();
+    pg.client()
+        .batch_execute(
+            "CREATE FUNCTION red12_hack() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+               IF NEW.state = 'red12-trigger' THEN NEW.document := '{\"hacked\": true}'; END IF;
+               RETURN NEW;
+             END $$;
+             CREATE TRIGGER red12_hack BEFORE UPDATE ON statesafe
+               FOR EACH ROW EXECUTE FUNCTION red12_hack();",
+        )
+        .unwrap();
+    store.update(|s| s["n"] = 2.into()).unwrap();
+    let strict: Store = Store::options()
+        .recovery(statesafe::RecoveryPolicy::Fail)
+        .open_url(&url)
+        .unwrap();
+    let err = strict.load().map(|s| s.state);
+    assert!(
+        matches!(err, Err(statesafe::Error::Corrupt { .. })),
+        "the trigger's text was served: {err:?}"
+    );
+    pg.client()
+        .batch_execute("DROP TRIGGER red12_hack ON statesafe; DROP FUNCTION red12_hack()")
+        .unwrap();
+    assert!(store.recover().unwrap().is_some(), "it was damaged");
+    let restored = store.load().unwrap().state;
+    assert!(
+        restored == json!({"n": 1}) || restored == json!({"n": 2}),
+        "{restored}"
+    );
+}
+
+/// The same damage as a file and as a row, recovered differently. A file committed at
+/// generation 2 and then damaged is recovered to generation 2 ("restored generation 2
+/// (backup 1 and the history's changes after it)"): the history entry of generation 2
+/// rebuilds the acknowledged version. A row committed at generation 2 and then damaged
+/// (a hand edit, the trigger above) is recovered to generation 1: `repair` keeps only
+/// the history entries *below* the damaged generation (`e.generation < generation`),
+/// although the row's history entry was written in the very transaction that committed
+/// it (docs/design.md: carried forward "up to the last generation committed before the
+/// damage"; docs/remote.md says "below the damaged generation"). So a reader's automatic
+/// recovery rolls an acknowledged write back when its history could rebuild it.
+#[test]
+#[ignore = "red12: a damaged row at generation N is recovered to N-1 (history entries below N only), where a damaged file is rebuilt to N from its history: an acknowledged write rolled back"]
+fn a_damaged_last_generation_is_rebuilt_from_its_history_entry_as_for_a_file() {
+    let Some(pg) = cluster::cluster() else { return };
+    // The file: the control, recovered to the acknowledged generation 2.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.json");
+    let file: Store = Store::open(&path).unwrap();
+    file.create(json!({"n": 1})).unwrap();
+    file.update(|s| s["n"] = 2.into()).unwrap();
+    std::fs::write(&path, "{\"n\": 2").unwrap();
+    assert_eq!(file.load().unwrap().state, json!({"n": 2}), "the file");
+    // The row, damaged the same way.
+    let url = pg.url("red12-damaged-last");
+    let store = open(&url);
+    store.create(json!({"n": 1})).unwrap();
+    store.update(|s| s["n"] = 2.into()).unwrap();
+    pg.client()
+        .execute(
+            "UPDATE statesafe SET document = '{\"n\": 2' WHERE state = 'red12-damaged-last'",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(
+        store.load().unwrap().state,
+        json!({"n": 2}),
+        "the row: the acknowledged generation 2 was rolled back"
+    );
+}
+
+/// Many clients opening a state whose tables do not exist yet, all at the same moment,
+/// each with its own first write (docs/remote.md: "two clients creating them at once
+/// is fine"). `ensure_tables` sends `CREATE TABLE IF NOT EXISTS` for all four tables and
+/// treats a lost race as fine only when the server answers 23505 (unique_violation) or
+/// 42P07 (duplicate_table); a race on a table's row type answers 42710
+/// (duplicate_object: `type "red12_race_2" already exists`), and the open fails with
+/// "failed to create the tables of …". Seen in the full suite (round 2 of 3 rounds of 12
+/// clients, load 24); here up to 100 rounds of 24 clients, which failed in each of
+/// three runs (in round 3, 9 and 18).
+#[test]
+#[ignore = "red12: clients creating the tables at the same moment: a lost race answered 42710 (type already exists) is not taken as raced, and the open fails"]
+fn clients_creating_the_tables_at_the_same_moment_all_succeed() {
+    let Some(pg) = cluster::cluster() else { return };
+    for round in 0..100 {
+        let table = format!("red12_race_{round}");
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(24));
+        let handles: Vec<_> = (0..24)
+            .map(|i| {
+                let url = pg.url_with(&format!("s{i}"), &format!("table={table}"));
+                let barrier = std::sync::Arc::clone(&barrier);
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    let store: Store = Store::options()
+                        .lock_timeout(Duration::from_secs(30))
+                        .open_url(&url)
+                        .map_err(|e| format!("open: {e}"))?;
+                    store
+                        .create(json!({"i": i}))
+                        .map_err(|e| format!("create: {e}"))?;
+                    Ok::<_, String>(())
+                })
+            })
+            .collect();
+        let failed: Vec<String> = handles
+            .into_iter()
+            .filter_map(|h| h.join().unwrap().err())
+            .collect();
+        assert!(failed.is_empty(), "round {round}: {failed:#?}");
+    }
+}
+
+/// `connect_timeout` (docs/remote.md: "defaults to 10 s") bounds only the TCP connect in
+/// the client library (tokio-postgres: "applied to each socket-level connection
+/// attempt"), not the startup that follows (the `SSLRequest` under the default
+/// `sslmode=prefer`, authentication). A port that accepts connections and never answers
+/// (a hung server or pooler, a mistyped port of an HTTP service, which waits for the
+/// client to speak) makes `open_url` wait forever: `statesafe get URL` hangs, and in
+/// Node `open(url)` blocks the event loop with it. libpq's `connect_timeout` bounds the
+/// whole connection. Here: `connect_timeout=1`, and no answer within 30 s.
+#[test]
+#[ignore = "red12: connect_timeout bounds only the TCP connect: a port that accepts and never answers makes open_url hang forever"]
+fn a_server_that_accepts_and_never_answers_is_an_error_within_the_connect_timeout() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // Accept and hold every connection, never writing a byte.
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in listener.incoming() {
+            held.push(c);
+        }
+    });
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let url = format!("postgres://nobody@127.0.0.1:{port}/db?state=a&connect_timeout=1");
+        let result = Store::<serde_json::Value>::options()
+            .open_url(&url)
+            .map(|_| ());
+        let _ = tx.send(result.map_err(|e| e.to_string()));
+    });
+    match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(Err(e)) => assert!(e.contains("127.0.0.1"), "{e}"),
+        Ok(Ok(())) => panic!("a silent port was taken for a server"),
+        Err(_) => panic!("open_url still waits after 30 s with connect_timeout=1"),
+    }
+}
+
+/// One history row that is not JSON (a hand edit of generation 1's entry) makes
+/// `Remote::history` fail as a whole (`Corrupt`: "a history entry is not valid",
+/// without saying which), and the recovery of a damaged row reads the history before it
+/// restores anything: so the damaged row can never be recovered, every read under the
+/// default policy fails, `statesafe recover URL` (which the hint names) fails the same
+/// way, and `log` too. A file's history skips a damaged line: the same damage on a file
+/// recovers generation 3 (backup 2 and the history's entry 3) and its log shows the
+/// rest.
+#[test]
+#[ignore = "red12: one non-JSON history row makes a damaged row unrecoverable (and history/log fail): Remote::history fails as a whole"]
+fn one_damaged_history_row_does_not_block_the_recovery_of_a_damaged_row() {
+    let Some(pg) = cluster::cluster() else { return };
+    let url = pg.url("red12-history-damaged");
+    let store = open(&url);
+    store.create(json!({"n": 1})).unwrap();
+    store.update(|s| s["n"] = 2.into()).unwrap();
+    store.update(|s| s["n"] = 3.into()).unwrap();
+    pg.client()
+        .batch_execute(
+            "UPDATE statesafe_history SET entry = 'garbage' \
+               WHERE state = 'red12-history-damaged' AND generation = 1;
+             UPDATE statesafe SET document = '{\"n\": 666}' WHERE state = 'red12-history-damaged'",
+        )
+        .unwrap();
+    // Generation 2 (the newest backup) or 3 (rebuilt with the history's entry 3: see
+    // `a_damaged_last_generation_is_rebuilt_from_its_history_entry_as_for_a_file`).
+    match store.load() {
+        Ok(snap) => assert!(
+            snap.state == json!({"n": 2}) || snap.state == json!({"n": 3}),
+            "{}",
+            snap.state
+        ),
+        Err(e) => panic!("the damaged row was not recovered: {e}"),
+    }
+    let history = store.history();
+    assert!(
+        history.is_ok(),
+        "{:?}",
+        history.err().map(|e| e.to_string())
+    );
+}
+
+/// A server, database or role with a `statement_timeout` shorter than the store's lock
+/// timeout (`ALTER ROLE … SET statement_timeout = '1s'`, common on shared servers; here
+/// through the URL's `options`) cancels the locking `SELECT … FOR UPDATE` while it
+/// waits: the writer gets "the statement was cancelled" after 1 s, not a wait of its
+/// lock timeout and then `LockTimeout` naming the holder (docs/remote.md, "Who holds the
+/// lock"). statesafe sets `lock_timeout` per transaction (`set_config`) but leaves
+/// `statement_timeout` as the server says; it could lift it for the locking statement
+/// the same way.
+#[test]
+#[ignore = "red12: a statement_timeout shorter than the lock timeout cancels the lock wait: an error after 1 s, never LockTimeout naming the holder"]
+fn a_short_statement_timeout_does_not_cut_the_lock_wait_short() {
+    let Some(pg) = cluster::cluster() else { return };
+    let url = pg.url("red12-statement-timeout");
+    let holder = open(&url);
+    holder.create(json!({"n": 0})).unwrap();
+    let guard = holder.lock("hold").unwrap();
+    let waiter: Store = Store::options()
+        .lock_timeout(Duration::from_secs(3))
+        .open_url(&format!("{url}&options=-c%20statement_timeout%3D1000"))
+        .unwrap();
+    let err = waiter.update(|s| s["n"] = 1.into()).unwrap_err();
+    drop(guard);
+    assert!(
+        matches!(
+            err,
+            statesafe::Error::LockTimeout {
+                holder: Some(_),
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
