@@ -2,7 +2,8 @@
 //! transaction, compare-and-swap on the generation, backups and history as rows.
 //!
 //! A write, in order (one transaction): `BEGIN; SET LOCAL lock_timeout; SET LOCAL
-//! application_name` (who holds the lock, for a waiter's error), `SELECT … FOR UPDATE`
+//! application_name` (who holds the lock, for a waiter's error), `SET LOCAL
+//! synchronous_commit` (at least `on`: [`SYNCHRONOUS_COMMIT`]), `SELECT … FOR UPDATE`
 //! of the state's row (inserted first, with generation 0 and no document, if the
 //! state has no row) and a look at the state's lock row (held by `statesafe lock`),
 //! all in one simple query; then `UPDATE … WHERE generation = <the one read>`, the
@@ -603,7 +604,7 @@ SELECT (SELECT 1 FROM {main} WHERE state = {key} FOR UPDATE SKIP LOCKED),
             (
                 "text, text",
                 format!(
-                    "SELECT set_config('lock_timeout', $1, true), set_config('application_name', $2, true), {PREPARED_LIST}"
+                    "SELECT set_config('lock_timeout', $1, true), set_config('application_name', $2, true), {SYNCHRONOUS_COMMIT}, {PREPARED_LIST}"
                 ),
                 vec![
                     literal(&format!("{}ms", millis.max(1))),
@@ -724,7 +725,7 @@ SELECT (SELECT 1 FROM {main} WHERE state = {key} FOR UPDATE SKIP LOCKED),
             // state's row (its CMD's writers need that row), then take both.
             let left = config.lock_timeout.saturating_sub(start.elapsed());
             let wait = format!(
-                "ROLLBACK; BEGIN ISOLATION LEVEL READ COMMITTED; SELECT set_config('lock_timeout', '{}ms', true), set_config('application_name', '{}', true);
+                "ROLLBACK; BEGIN ISOLATION LEVEL READ COMMITTED; SELECT set_config('lock_timeout', '{}ms', true), set_config('application_name', '{}', true), {SYNCHRONOUS_COMMIT};
 SELECT 1 FROM {} WHERE state = {} FOR UPDATE{};\n{}",
                 left.as_millis().clamp(1, i32::MAX as u128),
                 application_name(operation),
@@ -1611,6 +1612,16 @@ impl Tx<'_> {
         parts
     }
 }
+
+/// Durability pinned per transaction: a commit is acknowledged only once its commit
+/// record is flushed, whatever the database's, role's or session's default (`off`
+/// answers `COMMIT` first, and a server crash loses the write; `local` does not wait
+/// for a synchronous standby). A stronger setting (`remote_write`, `remote_apply`)
+/// is kept. Local to the transaction (`set_config(…, true)`, as `SET LOCAL`), so it
+/// holds through PgBouncer's transaction pooling and touches no other client.
+const SYNCHRONOUS_COMMIT: &str = "set_config('synchronous_commit', \
+    CASE WHEN current_setting('synchronous_commit') IN ('off', 'local') THEN 'on' \
+    ELSE current_setting('synchronous_commit') END, true)";
 
 /// The name prefix of statesafe's prepared statements (a macro, for `concat!`).
 macro_rules! prepared_prefix {

@@ -212,7 +212,6 @@ fn a_row_made_again_after_a_hand_delete_never_serves_the_previous_lifes_versions
 /// with the *default* setting; a local file's durability does not depend on a mount
 /// option of someone else's choosing.)
 #[test]
-#[ignore = "red12: statesafe does not pin synchronous_commit = on per transaction: under a database set to off, a server crash loses acknowledged writes"]
 fn a_database_set_to_asynchronous_commit_loses_no_acknowledged_write_in_a_crash() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
