@@ -582,14 +582,15 @@ SELECT (SELECT 1 FROM {main} WHERE state = {key} FOR UPDATE SKIP LOCKED),
 
     /// [`Remote::lock_statements`] and the `set_config`s before them, as `EXECUTE`s of
     /// SQL-level prepared statements named by the hash of their text (see [`Write`]),
-    /// with their `PREPARE`s first when `prepare`.
+    /// with a `PREPARE` first of each that `have` (the names the server session holds,
+    /// when known) lacks.
     fn lock_statements_prepared(
         &self,
         millis: u128,
         operation: &str,
         nowait: bool,
         list_backups: bool,
-        prepare: bool,
+        have: Option<&[String]>,
     ) -> String {
         let (main, backups, history) = (&self.names.main, &self.names.backups, &self.names.history);
         let wait = if nowait { " NOWAIT" } else { "" };
@@ -637,7 +638,7 @@ SELECT (SELECT 1 FROM {main} WHERE state = {key} FOR UPDATE SKIP LOCKED),
                 "{PREPARED_PREFIX}{:016x}",
                 format::checksum(prepared.as_bytes())
             );
-            if prepare {
+            if have.is_some_and(|have| !have.contains(&name)) {
                 sql.push_str(&format!("PREPARE {name}{prepared};\n"));
             }
             executes.push_str(&format!("EXECUTE {name}({});\n", args.join(", ")));
@@ -664,13 +665,15 @@ SELECT (SELECT 1 FROM {main} WHERE state = {key} FOR UPDATE SKIP LOCKED),
         let list_backups = config.backups.hourly > 0 || config.backups.daily > 0;
         let start = Instant::now();
         // The statements that lock and read, prepared once per server session: sent
-        // as `EXECUTE`s, and when this session does not have them (the server says
-        // so before anything was locked or read, or at worst after locking the row,
-        // which the rollback lets go of), again after a rollback with their `PREPARE`.
+        // as `EXECUTE`s, and when this session lacks one (the server says so before
+        // anything was locked or read, or at worst after locking the row, which the
+        // rollback lets go of), again after a rollback, in a transaction that first
+        // lists what its server session holds (it may hold some: other variants of
+        // these statements share some texts), with a `PREPARE` of each it lacks.
         let first = format!(
             "BEGIN ISOLATION LEVEL READ COMMITTED;
 {}",
-            self.lock_statements_prepared(millis, operation, nowait, list_backups, false)
+            self.lock_statements_prepared(millis, operation, nowait, list_backups, None)
         );
         let (mut client, pooled) = self.take()?;
         let mut begun = client.simple_query(&first);
@@ -683,11 +686,29 @@ SELECT (SELECT 1 FROM {main} WHERE state = {key} FOR UPDATE SKIP LOCKED),
             .is_err_and(|e| e.code() == Some(&SqlState::INVALID_SQL_STATEMENT_NAME))
             && !client.is_closed()
         {
-            begun = client.simple_query(&format!(
-                "ROLLBACK; BEGIN ISOLATION LEVEL READ COMMITTED;
-{}",
-                self.lock_statements_prepared(millis, operation, nowait, list_backups, true)
-            ));
+            // The transaction keeps its server session (through PgBouncer too) from
+            // the list to the `PREPARE`s.
+            begun = client
+                .simple_query(&format!(
+                    "ROLLBACK; BEGIN ISOLATION LEVEL READ COMMITTED; SELECT {PREPARED_LIST}"
+                ))
+                .and_then(|messages| {
+                    let have: Vec<String> = Locking::rows(&messages)
+                        .first()
+                        .and_then(|r| r.first().cloned().flatten())
+                        .unwrap_or_default()
+                        .split(',')
+                        .filter(|n| !n.is_empty())
+                        .map(str::to_string)
+                        .collect();
+                    client.simple_query(&self.lock_statements_prepared(
+                        millis,
+                        operation,
+                        nowait,
+                        list_backups,
+                        Some(&have),
+                    ))
+                });
         }
         let mut tx = Tx {
             remote: self,

@@ -105,7 +105,6 @@ fn a_document_whose_first_key_is_statesafe_with_a_scalar_value_reads_back() {
 /// PgBouncer in transaction mode, stores with different lock timeouts or retentions
 /// share server sessions, so the same happens between unrelated clients.
 #[test]
-#[ignore = "red12: a server session holding some of the first round trip's prepared statements (another variant) makes lock_row's retry PREPARE all of them, which fails with 42P05: every write errors"]
 fn a_session_holding_another_variant_of_the_lock_statements_still_writes() {
     let Some(pg) = cluster::cluster() else { return };
     let store = open(&pg.url("red12-variants"));
@@ -131,7 +130,6 @@ fn a_session_holding_another_variant_of_the_lock_statements_still_writes() {
 /// server sessions): one store waits for locks (30 s), the other does not (a lock
 /// timeout of zero: `FOR UPDATE NOWAIT`, another text of the locking statement).
 #[test]
-#[ignore = "red12: through PgBouncer, a store with lock_timeout 0 on a server session another store prepared fails every write with 42P05"]
 fn through_pgbouncer_stores_with_different_lock_timeouts_both_write() {
     let Some(pg) = cluster::cluster() else { return };
     let Some(bouncer) = pg.bouncer() else { return };
