@@ -1,5 +1,7 @@
-//! Passwords kept out of what statesafe prints: a PostgreSQL URL's password, found
-//! where the client library finds it.
+//! Passwords kept out of what statesafe prints and records: a PostgreSQL URL's
+//! password, found where the client library finds it, and the password of any other
+//! URL or `password=` setting in this process's command line (recorded as the writer
+//! of every commit and in the lock file's holder record).
 
 /// The prefixes of a PostgreSQL URL, as the client library (tokio-postgres) takes them.
 const PG_PREFIXES: [&str; 2] = ["postgres://", "postgresql://"];
@@ -113,6 +115,82 @@ fn decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// One command-line argument with its passwords replaced by `***`: those of the URLs
+/// in it (a PostgreSQL URL's as [`redact_url`] finds them; another scheme's in the
+/// userinfo of its authority) and the values of `password=` settings (a libpq
+/// connection string, `--password=…`).
+pub(crate) fn redact_arg(arg: &str) -> String {
+    let mut out = String::new();
+    let mut rest = arg;
+    while let Some(at) = rest.find("://") {
+        // The scheme's characters are ASCII: as many bytes as characters.
+        let start = at
+            - rest[..at]
+                .chars()
+                .rev()
+                .take_while(|c| c.is_ascii_alphanumeric() || "+-.".contains(*c))
+                .count();
+        let end = rest[at..]
+            .find(char::is_whitespace)
+            .map_or(rest.len(), |i| at + i);
+        out.push_str(&redact_settings(&rest[..start]));
+        let url = &rest[start..end];
+        if PG_PREFIXES.iter().any(|p| url.starts_with(p)) {
+            out.push_str(&redact_url(url).0);
+        } else {
+            out.push_str(&redact_authority(url, at - start + 3));
+        }
+        rest = &rest[end..];
+    }
+    out.push_str(&redact_settings(rest));
+    out
+}
+
+/// Another scheme's URL with the password of its userinfo (`user:PASSWORD@`, the
+/// authority running from `from` to the first `/`, `?` or `#`) replaced by `***`.
+fn redact_authority(url: &str, from: usize) -> String {
+    let end = url[from..]
+        .find(['/', '?', '#'])
+        .map_or(url.len(), |i| from + i);
+    match url[from..end].rsplit_once('@') {
+        Some((userinfo, _)) if userinfo.contains(':') => {
+            let colon = from + userinfo.find(':').expect("invariant: it has one");
+            format!("{}:***{}", &url[..colon], &url[from + userinfo.len()..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// Text with the value of every `password=` (up to the next space, or a quoted value)
+/// replaced by `***`.
+fn redact_settings(text: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("password=") {
+        let value = at + "password=".len();
+        out.push_str(&rest[..value]);
+        out.push_str("***");
+        let tail = &rest[value..];
+        let len = if let Some(quoted) = tail.strip_prefix('\'') {
+            // A quoted value runs to the next quote not escaped by a backslash.
+            let mut escaped = false;
+            quoted
+                .char_indices()
+                .find(|&(_, c)| {
+                    let end = c == '\'' && !escaped;
+                    escaped = c == '\\' && !escaped;
+                    end
+                })
+                .map_or(tail.len(), |(i, _)| i + 2)
+        } else {
+            tail.find(char::is_whitespace).unwrap_or(tail.len())
+        };
+        rest = &tail[len..];
+    }
+    out.push_str(rest);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,5 +237,33 @@ mod tests {
             split_url_query("postgres://u@h/db"),
             ("postgres://u@h/db", None)
         );
+    }
+
+    #[test]
+    fn command_line_arguments_lose_their_passwords() {
+        for (arg, want) in [
+            (
+                "postgres://u:s3/c@h/db?state=a",
+                "postgres://u:***@h/db?state=a",
+            ),
+            (
+                "--url=postgresql://u@h/db?pass%77ord=x",
+                "--url=postgresql://u@h/db?pass%77ord=***",
+            ),
+            (
+                "mirror https://me:tok@git.example/r.git and redis://:pw@r:6379/0",
+                "mirror https://me:***@git.example/r.git and redis://:***@r:6379/0",
+            ),
+            (
+                "host=db password=hunter2 dbname=ops",
+                "host=db password=*** dbname=ops",
+            ),
+            ("--password=hunter2", "--password=***"),
+            ("password='a \\' b' user=x", "password=*** user=x"),
+            ("plain/arg:with@signs", "plain/arg:with@signs"),
+            ("https://h/p?q=1", "https://h/p?q=1"),
+        ] {
+            assert_eq!(redact_arg(arg), want, "{arg}");
+        }
     }
 }
