@@ -4,8 +4,8 @@
 //! A write, in order (one transaction): `BEGIN; SET LOCAL lock_timeout; SET LOCAL
 //! application_name` (who holds the lock, for a waiter's error), `SET LOCAL
 //! synchronous_commit` (at least `on`: [`SYNCHRONOUS_COMMIT`]), `SELECT … FOR UPDATE`
-//! of the state's row (inserted first, with generation 0 and no document, if the
-//! state has no row) and a look at the state's lock row (held by `statesafe lock`),
+//! of the state's row (inserted first, with no document and the highest generation
+//! of its kept backups and history, else 0, if the state has no row) and a look at the state's lock row (held by `statesafe lock`),
 //! all in one simple query; then `UPDATE … WHERE generation = <the one read>`, the
 //! outgoing version into the backups table, a history entry, the prunes, `COMMIT`.
 //! The row lock is released by the server when the transaction ends in any way:
@@ -731,10 +731,18 @@ SELECT (SELECT 1 FROM {main} WHERE state = {key} FOR UPDATE SKIP LOCKED),
             if found.current.is_none() {
                 // No row yet: insert one (no document) and lock it. A concurrent first
                 // writer's insert makes this wait for its commit, as the lock would.
+                // Its generation goes on above the backups and history kept from an
+                // earlier life of the state (its row deleted by hand), so that no
+                // generation of this life names a version of that one.
+                let state = literal(&self.address.state);
                 let insert = format!(
-                    "INSERT INTO {} (state, generation) VALUES ({}, 0) ON CONFLICT (state) DO NOTHING;\n{}",
+                    "INSERT INTO {} (state, generation) VALUES ({state}, coalesce(greatest(\
+                     (SELECT max(generation) FROM {} WHERE state = {state}), \
+                     (SELECT max(generation) FROM {} WHERE state = {state})), 0)) \
+                     ON CONFLICT (state) DO NOTHING;\n{}",
                     self.names.main,
-                    literal(&self.address.state),
+                    self.names.backups,
+                    self.names.history,
                     self.lock_statements(nowait, list_backups)
                 );
                 found = Locking::parse(tx.client().simple_query(&insert)?);

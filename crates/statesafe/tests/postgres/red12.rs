@@ -163,7 +163,6 @@ fn through_pgbouncer_stores_with_different_lock_timeouts_both_write() {
 /// the first life's generation 3, above the damaged generation 2: the state goes back
 /// to a version of the previous life, which no writer of this life committed.
 #[test]
-#[ignore = "red12: a state's row deleted by hand and made again restarts at generation 1 over the old backup rows: diff/document_at serve the old life's versions and a recovery restores one of them"]
 fn a_row_made_again_after_a_hand_delete_never_serves_the_previous_lifes_versions() {
     let Some(pg) = cluster::cluster() else { return };
     let url = pg.url("red12-reborn");
