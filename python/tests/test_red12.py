@@ -126,13 +126,6 @@ def pg_server() -> Iterator[str]:
         proc.wait(timeout=60)
 
 
-@bug("red12: the writer recorded with every remote commit (the row's `writer` column, "
-     "every history entry's writer, Store.info()['last_writer'], and application_name "
-     "in pg_stat_activity, which every role of the server may read) is the process's "
-     "whole command line (lock::identity), never redacted: a program given its URL on "
-     "the command line (`python app.py postgres://bot:PASSWORD@db/ops?state=x`, which "
-     "the library accepts; only the CLI refuses it) stores its password in the database "
-     "for every reader of the tables, while the store's own path shows `***`")
 def test_a_password_on_the_command_line_is_not_recorded_in_the_database(pg_server: str) -> None:
     # The test server trusts every local connection: any password is accepted.
     user_at = pg_server.removeprefix("postgres://")

@@ -123,9 +123,20 @@ pub fn run(clients: &[usize], window: Duration, rounds: usize) -> Result<PgResul
         ))?;
         admin = pg.client();
     }
+    // statesafe raises `off` and `local` to `on` in each of its transactions; the bare
+    // transaction runs with the same setting (`SET LOCAL`, in its `BEGIN`'s round trip).
+    let database = show(&mut admin, "synchronous_commit")?;
+    let pinned = match database.as_str() {
+        "off" | "local" => "on".to_string(),
+        other => other.to_string(),
+    };
     let server = Server {
         version: show(&mut admin, "server_version")?,
-        synchronous_commit: show(&mut admin, "synchronous_commit")?,
+        synchronous_commit: if pinned == database {
+            pinned.clone()
+        } else {
+            format!("{pinned}` (the database's `{database}`, raised per transaction)")
+        },
         fsync: show(&mut admin, "fsync")?,
     };
     admin.batch_execute(
@@ -149,7 +160,7 @@ pub fn run(clients: &[usize], window: Duration, rounds: usize) -> Result<PgResul
             };
             for who in order {
                 let before = wal(&mut admin)?;
-                let (ops, elapsed) = contend(who, n, window, &url, &pg.base)?;
+                let (ops, elapsed) = contend(who, n, window, &url, &pg.base, &pinned)?;
                 // The clients' backends report their WAL statistics as they exit.
                 std::thread::sleep(Duration::from_millis(300));
                 let after = wal(&mut admin)?;
@@ -214,13 +225,22 @@ fn median(v: &[f64]) -> f64 {
 }
 
 /// `n` clients, each on its own connection, increment for `window`; the increments
-/// done and the time they took.
-fn contend(who: Who, n: usize, window: Duration, url: &str, base: &str) -> Result<(u64, Duration)> {
+/// done and the time they took. The bare transaction runs with `synchronous_commit`
+/// set to `pinned`, as statesafe's do.
+fn contend(
+    who: Who,
+    n: usize,
+    window: Duration,
+    url: &str,
+    base: &str,
+    pinned: &str,
+) -> Result<(u64, Duration)> {
+    let begin = format!("BEGIN; SET LOCAL synchronous_commit = '{pinned}'");
     let barrier = Arc::new(Barrier::new(n + 1));
     let threads: Vec<_> = (0..n)
         .map(|_| {
             let barrier = Arc::clone(&barrier);
-            let (url, base) = (url.to_string(), base.to_string());
+            let (url, base, begin) = (url.to_string(), base.to_string(), begin.clone());
             std::thread::spawn(move || -> Result<u64> {
                 let mut ops = 0u64;
                 match who {
@@ -241,7 +261,7 @@ fn contend(who: Who, n: usize, window: Duration, url: &str, base: &str) -> Resul
                         barrier.wait();
                         let end = Instant::now() + window;
                         while Instant::now() < end {
-                            c.batch_execute("BEGIN")?;
+                            c.batch_execute(&begin)?;
                             let doc: String = c
                                 .query_typed_one(
                                     "SELECT doc FROM bench_bare WHERE id = $1 FOR UPDATE",
@@ -306,8 +326,9 @@ pub fn section(o: &mut String, r: &PgResult) {
          - **statesafe**: `Store::update` on `postgres://…?state=counter&table=bench` \
          (row lock, checksum verified, the outgoing version kept as a backup row, a \
          history row with a JSON Patch, the prunes), two round trips.\n\
-         - **bare transaction**: `BEGIN`; `SELECT doc … FOR UPDATE`; parse, increment, \
-         serialize; `UPDATE … SET doc`; `COMMIT`: four round trips, unnamed statements.\n",
+         - **bare transaction**: `BEGIN; SET LOCAL synchronous_commit`; `SELECT doc … \
+         FOR UPDATE`; parse, increment, serialize; `UPDATE … SET doc`; `COMMIT`: four \
+         round trips, unnamed statements.\n",
         window.as_secs_f64()
     );
     let _ = writeln!(

@@ -44,6 +44,7 @@ mod lock;
 mod paths;
 pub mod postgres;
 mod recover;
+mod secret;
 mod settings;
 mod sidecar;
 #[cfg(test)]

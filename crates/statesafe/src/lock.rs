@@ -131,7 +131,12 @@ pub(crate) fn identity() -> &'static (String, String, String) {
     ID.get_or_init(|| {
         let uid = sys::real_uid();
         let user = sys::user_name(uid).unwrap_or_else(|| format!("uid {uid}"));
-        let mut command = shell_quoted(&sys::command_args());
+        // Without passwords: the command is recorded where other users may read it.
+        let args: Vec<String> = sys::command_args()
+            .iter()
+            .map(|a| crate::secret::redact_arg(a))
+            .collect();
+        let mut command = shell_quoted(&args);
         if command.len() > MAX_COMMAND {
             let mut cut = MAX_COMMAND;
             while !command.is_char_boundary(cut) {

@@ -37,7 +37,9 @@ impl Address {
             path: PathBuf::from(redact(url)),
             reason,
         };
-        let (base, query) = url.split_once('?').unwrap_or((url, ""));
+        // The query starts after the userinfo, whose password may hold a `?`.
+        let (base, query) = crate::secret::split_url_query(url);
+        let query = query.unwrap_or("");
         let mut state = None;
         let mut table = "statesafe".to_string();
         let mut schema = None;
@@ -132,54 +134,22 @@ impl Address {
     }
 }
 
-/// Whether the URL carries a password (`postgres://user:PASSWORD@…` or `password=`),
-/// which a command line must not (every local user can read it).
+/// Whether the URL carries a password (`postgres://user:PASSWORD@…` or `password=`,
+/// also percent-encoded: any the client library would take), which a command line
+/// must not (every local user can read it).
 ///
 /// ```
 /// assert!(statesafe::postgres::has_password("postgres://bot:s3cret@db/ops?state=a"));
+/// assert!(statesafe::postgres::has_password("postgres://bot@db/ops?state=a&pass%77ord=x"));
 /// assert!(!statesafe::postgres::has_password("postgres://bot@db/ops?state=a"));
 /// ```
 pub fn has_password(url: &str) -> bool {
-    redact(url) != url
+    crate::secret::redact_url(url).1
 }
 
 /// The URL with any password replaced by `***`.
 pub(crate) fn redact(url: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (url, None),
-    };
-    let mut out = match base.split_once("://") {
-        Some((scheme, rest)) => {
-            let (authority, path) = rest
-                .split_once('/')
-                .map_or((rest, None), |(a, p)| (a, Some(p)));
-            let authority = match authority.rsplit_once('@') {
-                Some((userinfo, host)) => match userinfo.split_once(':') {
-                    Some((user, _)) => format!("{user}:***@{host}"),
-                    None => authority.to_string(),
-                },
-                None => authority.to_string(),
-            };
-            match path {
-                Some(p) => format!("{scheme}://{authority}/{p}"),
-                None => format!("{scheme}://{authority}"),
-            }
-        }
-        None => base.to_string(),
-    };
-    if let Some(query) = query {
-        let pairs: Vec<String> = query
-            .split('&')
-            .map(|p| match p.split_once('=') {
-                Some(("password", _)) => "password=***".to_string(),
-                _ => p.to_string(),
-            })
-            .collect();
-        out.push('?');
-        out.push_str(&pairs.join("&"));
-    }
-    out
+    crate::secret::redact_url(url).0
 }
 
 fn is_identifier(s: &str) -> bool {

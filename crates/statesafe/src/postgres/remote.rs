@@ -2,9 +2,10 @@
 //! transaction, compare-and-swap on the generation, backups and history as rows.
 //!
 //! A write, in order (one transaction): `BEGIN; SET LOCAL lock_timeout; SET LOCAL
-//! application_name` (who holds the lock, for a waiter's error), `SELECT … FOR UPDATE`
-//! of the state's row (inserted first, with generation 0 and no document, if the
-//! state has no row) and a look at the state's lock row (held by `statesafe lock`),
+//! application_name` (who holds the lock, for a waiter's error), `SET LOCAL
+//! synchronous_commit` (at least `on`: [`SYNCHRONOUS_COMMIT`]), `SELECT … FOR UPDATE`
+//! of the state's row (inserted first, with no document and the highest generation
+//! of its kept backups and history, else 0, if the state has no row) and a look at the state's lock row (held by `statesafe lock`),
 //! all in one simple query; then `UPDATE … WHERE generation = <the one read>`, the
 //! outgoing version into the backups table, a history entry, the prunes, `COMMIT`.
 //! The row lock is released by the server when the transaction ends in any way:
@@ -581,14 +582,15 @@ SELECT (SELECT 1 FROM {main} WHERE state = {key} FOR UPDATE SKIP LOCKED),
 
     /// [`Remote::lock_statements`] and the `set_config`s before them, as `EXECUTE`s of
     /// SQL-level prepared statements named by the hash of their text (see [`Write`]),
-    /// with their `PREPARE`s first when `prepare`.
+    /// with a `PREPARE` first of each that `have` (the names the server session holds,
+    /// when known) lacks.
     fn lock_statements_prepared(
         &self,
         millis: u128,
         operation: &str,
         nowait: bool,
         list_backups: bool,
-        prepare: bool,
+        have: Option<&[String]>,
     ) -> String {
         let (main, backups, history) = (&self.names.main, &self.names.backups, &self.names.history);
         let wait = if nowait { " NOWAIT" } else { "" };
@@ -603,7 +605,7 @@ SELECT (SELECT 1 FROM {main} WHERE state = {key} FOR UPDATE SKIP LOCKED),
             (
                 "text, text",
                 format!(
-                    "SELECT set_config('lock_timeout', $1, true), set_config('application_name', $2, true), {PREPARED_LIST}"
+                    "SELECT set_config('lock_timeout', $1, true), set_config('application_name', $2, true), {SYNCHRONOUS_COMMIT}, {PREPARED_LIST}"
                 ),
                 vec![
                     literal(&format!("{}ms", millis.max(1))),
@@ -636,7 +638,7 @@ SELECT (SELECT 1 FROM {main} WHERE state = {key} FOR UPDATE SKIP LOCKED),
                 "{PREPARED_PREFIX}{:016x}",
                 format::checksum(prepared.as_bytes())
             );
-            if prepare {
+            if have.is_some_and(|have| !have.contains(&name)) {
                 sql.push_str(&format!("PREPARE {name}{prepared};\n"));
             }
             executes.push_str(&format!("EXECUTE {name}({});\n", args.join(", ")));
@@ -663,13 +665,15 @@ SELECT (SELECT 1 FROM {main} WHERE state = {key} FOR UPDATE SKIP LOCKED),
         let list_backups = config.backups.hourly > 0 || config.backups.daily > 0;
         let start = Instant::now();
         // The statements that lock and read, prepared once per server session: sent
-        // as `EXECUTE`s, and when this session does not have them (the server says
-        // so before anything was locked or read, or at worst after locking the row,
-        // which the rollback lets go of), again after a rollback with their `PREPARE`.
+        // as `EXECUTE`s, and when this session lacks one (the server says so before
+        // anything was locked or read, or at worst after locking the row, which the
+        // rollback lets go of), again after a rollback, in a transaction that first
+        // lists what its server session holds (it may hold some: other variants of
+        // these statements share some texts), with a `PREPARE` of each it lacks.
         let first = format!(
             "BEGIN ISOLATION LEVEL READ COMMITTED;
 {}",
-            self.lock_statements_prepared(millis, operation, nowait, list_backups, false)
+            self.lock_statements_prepared(millis, operation, nowait, list_backups, None)
         );
         let (mut client, pooled) = self.take()?;
         let mut begun = client.simple_query(&first);
@@ -682,11 +686,29 @@ SELECT (SELECT 1 FROM {main} WHERE state = {key} FOR UPDATE SKIP LOCKED),
             .is_err_and(|e| e.code() == Some(&SqlState::INVALID_SQL_STATEMENT_NAME))
             && !client.is_closed()
         {
-            begun = client.simple_query(&format!(
-                "ROLLBACK; BEGIN ISOLATION LEVEL READ COMMITTED;
-{}",
-                self.lock_statements_prepared(millis, operation, nowait, list_backups, true)
-            ));
+            // The transaction keeps its server session (through PgBouncer too) from
+            // the list to the `PREPARE`s.
+            begun = client
+                .simple_query(&format!(
+                    "ROLLBACK; BEGIN ISOLATION LEVEL READ COMMITTED; SELECT {PREPARED_LIST}"
+                ))
+                .and_then(|messages| {
+                    let have: Vec<String> = Locking::rows(&messages)
+                        .first()
+                        .and_then(|r| r.first().cloned().flatten())
+                        .unwrap_or_default()
+                        .split(',')
+                        .filter(|n| !n.is_empty())
+                        .map(str::to_string)
+                        .collect();
+                    client.simple_query(&self.lock_statements_prepared(
+                        millis,
+                        operation,
+                        nowait,
+                        list_backups,
+                        Some(&have),
+                    ))
+                });
         }
         let mut tx = Tx {
             remote: self,
@@ -709,10 +731,18 @@ SELECT (SELECT 1 FROM {main} WHERE state = {key} FOR UPDATE SKIP LOCKED),
             if found.current.is_none() {
                 // No row yet: insert one (no document) and lock it. A concurrent first
                 // writer's insert makes this wait for its commit, as the lock would.
+                // Its generation goes on above the backups and history kept from an
+                // earlier life of the state (its row deleted by hand), so that no
+                // generation of this life names a version of that one.
+                let state = literal(&self.address.state);
                 let insert = format!(
-                    "INSERT INTO {} (state, generation) VALUES ({}, 0) ON CONFLICT (state) DO NOTHING;\n{}",
+                    "INSERT INTO {} (state, generation) VALUES ({state}, coalesce(greatest(\
+                     (SELECT max(generation) FROM {} WHERE state = {state}), \
+                     (SELECT max(generation) FROM {} WHERE state = {state})), 0)) \
+                     ON CONFLICT (state) DO NOTHING;\n{}",
                     self.names.main,
-                    literal(&self.address.state),
+                    self.names.backups,
+                    self.names.history,
                     self.lock_statements(nowait, list_backups)
                 );
                 found = Locking::parse(tx.client().simple_query(&insert)?);
@@ -724,7 +754,7 @@ SELECT (SELECT 1 FROM {main} WHERE state = {key} FOR UPDATE SKIP LOCKED),
             // state's row (its CMD's writers need that row), then take both.
             let left = config.lock_timeout.saturating_sub(start.elapsed());
             let wait = format!(
-                "ROLLBACK; BEGIN ISOLATION LEVEL READ COMMITTED; SELECT set_config('lock_timeout', '{}ms', true), set_config('application_name', '{}', true);
+                "ROLLBACK; BEGIN ISOLATION LEVEL READ COMMITTED; SELECT set_config('lock_timeout', '{}ms', true), set_config('application_name', '{}', true), {SYNCHRONOUS_COMMIT};
 SELECT 1 FROM {} WHERE state = {} FOR UPDATE{};\n{}",
                 left.as_millis().clamp(1, i32::MAX as u128),
                 application_name(operation),
@@ -1611,6 +1641,16 @@ impl Tx<'_> {
         parts
     }
 }
+
+/// Durability pinned per transaction: a commit is acknowledged only once its commit
+/// record is flushed, whatever the database's, role's or session's default (`off`
+/// answers `COMMIT` first, and a server crash loses the write; `local` does not wait
+/// for a synchronous standby). A stronger setting (`remote_write`, `remote_apply`)
+/// is kept. Local to the transaction (`set_config(…, true)`, as `SET LOCAL`), so it
+/// holds through PgBouncer's transaction pooling and touches no other client.
+const SYNCHRONOUS_COMMIT: &str = "set_config('synchronous_commit', \
+    CASE WHEN current_setting('synchronous_commit') IN ('off', 'local') THEN 'on' \
+    ELSE current_setting('synchronous_commit') END, true)";
 
 /// The name prefix of statesafe's prepared statements (a macro, for `concat!`).
 macro_rules! prepared_prefix {

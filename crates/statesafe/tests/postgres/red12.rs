@@ -25,7 +25,6 @@ fn open(url: &str) -> Store {
 /// `has_password` says no (the CLI accepts the URL on its command line, visible to
 /// every local user through `ps`), and every error message prints the password.
 #[test]
-#[ignore = "red12: redact() cuts the authority at the first `/` and does not decode query keys, so a password with a `/` or given as `pass%77ord=` is accepted by the CLI and printed in every error"]
 fn a_password_the_client_library_takes_is_never_printed_nor_allowed_on_a_command_line() {
     // Port 1: nothing listens, so opening fails with an error that names the URL.
     for (url, secret) in [
@@ -103,7 +102,6 @@ fn a_document_whose_first_key_is_statesafe_with_a_scalar_value_reads_back() {
 /// PgBouncer in transaction mode, stores with different lock timeouts or retentions
 /// share server sessions, so the same happens between unrelated clients.
 #[test]
-#[ignore = "red12: a server session holding some of the first round trip's prepared statements (another variant) makes lock_row's retry PREPARE all of them, which fails with 42P05: every write errors"]
 fn a_session_holding_another_variant_of_the_lock_statements_still_writes() {
     let Some(pg) = cluster::cluster() else { return };
     let store = open(&pg.url("red12-variants"));
@@ -129,7 +127,6 @@ fn a_session_holding_another_variant_of_the_lock_statements_still_writes() {
 /// server sessions): one store waits for locks (30 s), the other does not (a lock
 /// timeout of zero: `FOR UPDATE NOWAIT`, another text of the locking statement).
 #[test]
-#[ignore = "red12: through PgBouncer, a store with lock_timeout 0 on a server session another store prepared fails every write with 42P05"]
 fn through_pgbouncer_stores_with_different_lock_timeouts_both_write() {
     let Some(pg) = cluster::cluster() else { return };
     let Some(bouncer) = pg.bouncer() else { return };
@@ -164,7 +161,6 @@ fn through_pgbouncer_stores_with_different_lock_timeouts_both_write() {
 /// the first life's generation 3, above the damaged generation 2: the state goes back
 /// to a version of the previous life, which no writer of this life committed.
 #[test]
-#[ignore = "red12: a state's row deleted by hand and made again restarts at generation 1 over the old backup rows: diff/document_at serve the old life's versions and a recovery restores one of them"]
 fn a_row_made_again_after_a_hand_delete_never_serves_the_previous_lifes_versions() {
     let Some(pg) = cluster::cluster() else { return };
     let url = pg.url("red12-reborn");
@@ -210,7 +206,6 @@ fn a_row_made_again_after_a_hand_delete_never_serves_the_previous_lifes_versions
 /// with the *default* setting; a local file's durability does not depend on a mount
 /// option of someone else's choosing.)
 #[test]
-#[ignore = "red12: statesafe does not pin synchronous_commit = on per transaction: under a database set to off, a server crash loses acknowledged writes"]
 fn a_database_set_to_asynchronous_commit_loses_no_acknowledged_write_in_a_crash() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
