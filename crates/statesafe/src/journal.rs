@@ -2082,6 +2082,12 @@ fn push_token(at: &mut String, token: &str) {
     }
 }
 
+/// Appends the array index `i` to the JSON pointer `at`.
+fn push_index(at: &mut String, i: usize) {
+    use std::fmt::Write as _;
+    write!(at, "/{i}").expect("invariant: a String takes any text");
+}
+
 /// The pointer `at` of an operation (made only for the operations written).
 fn pointer(at: &str) -> json_patch::jsonptr::PointerBuf {
     json_patch::jsonptr::PointerBuf::parse(at)
@@ -2090,7 +2096,6 @@ fn pointer(at: &str) -> json_patch::jsonptr::PointerBuf {
 
 fn diff_into(old: &Value, new: &Value, at: &mut String, ops: &mut Vec<json_patch::PatchOperation>) {
     use json_patch::{AddOperation, PatchOperation, RemoveOperation, ReplaceOperation};
-    use std::fmt::Write as _;
     let replace = |at: &str| {
         PatchOperation::Replace(ReplaceOperation {
             path: pointer(at),
@@ -2135,12 +2140,12 @@ fn diff_into(old: &Value, new: &Value, at: &mut String, ops: &mut Vec<json_patch
             // Element by element; the elements past the shorter end are added at (or
             // removed from, last first) the end, which a replay does exactly.
             for (i, (was, value)) in o.iter().zip(n).enumerate() {
-                let _ = write!(at, "/{i}");
+                push_index(at, i);
                 diff_into(was, value, at, ops);
                 at.truncate(len);
             }
             for (i, value) in n.iter().enumerate().skip(o.len()) {
-                let _ = write!(at, "/{i}");
+                push_index(at, i);
                 ops.push(PatchOperation::Add(AddOperation {
                     path: pointer(at),
                     value: value.clone(),
@@ -2148,7 +2153,7 @@ fn diff_into(old: &Value, new: &Value, at: &mut String, ops: &mut Vec<json_patch
                 at.truncate(len);
             }
             for i in (n.len()..o.len()).rev() {
-                let _ = write!(at, "/{i}");
+                push_index(at, i);
                 ops.push(PatchOperation::Remove(RemoveOperation {
                     path: pointer(at),
                 }));
