@@ -82,7 +82,8 @@ export interface Holder {
 export type ErrorCode =
   | 'ENOENT' | 'ECORRUPT' | 'ELOCKTIMEOUT' | 'ECONFLICT' | 'EINVALID' | 'ESERIALIZE' | 'EABORTED'
   | 'ENOSPC' | 'EACCES' | 'EROFS' | 'EOUTCOMEUNKNOWN' | 'EPOISONED' | 'EBADPATH' | 'EEXIST'
-  | 'ETOOLARGE' | 'EUNRECOVERABLE' | 'EBADSCHEMA' | 'ENOGENERATION' | 'EIO' | 'ECLOSED'
+  | 'ETOOLARGE' | 'EUNRECOVERABLE' | 'EBADSCHEMA' | 'ENOGENERATION' | 'EMISMATCH' | 'EREMOTE'
+  | 'EIO' | 'ECLOSED' | 'ENESTED'
   | 'EFINISHED' | 'ESTATESAFE'
 
 /** Every failure of a store. `message` names the file and operation; `cause` is the OS error or the damage. */
@@ -92,8 +93,9 @@ export declare class StatesafeError extends Error {
   /** What to do next. */
   readonly hint: string | null
   readonly kind?: string
+  /** The file, or a PostgreSQL state's URL (its password redacted). */
   readonly path?: string
-  /** The operation that failed (`rename`, `syncFile`, `syncDir`, ...), for I/O errors. */
+  /** The operation that failed (`rename`, `syncFile`, `syncDir`, ...), for I/O and EREMOTE errors. */
   readonly op?: string
   /** ELOCKTIMEOUT: who holds the lock (null if it could not be read). */
   readonly holder?: Holder | null
@@ -108,8 +110,10 @@ export declare class StatesafeError extends Error {
   /** EINVALID: the rule that failed (`validate`, or the schema path) and where (a JSON Pointer). */
   readonly rule?: string
   readonly pointer?: string
-  /** EOUTCOMEUNKNOWN: the generation written; ENOGENERATION: the one asked for. */
+  /** EOUTCOMEUNKNOWN: the generation written; ENOGENERATION: the one asked for; EMISMATCH: the one refused. */
   readonly generation?: number
+  /** EMISMATCH: whether statesafe committed the refused version (else it was changed outside statesafe). */
+  readonly committed?: boolean
   /** ETOOLARGE */
   readonly size?: number
   readonly limit?: number

@@ -7,6 +7,7 @@
 // libuv's thread pool; this file checks values, runs the caller's functions, turns
 // native failures into StatesafeError, and emits events. See docs/node.md.
 
+const { AsyncLocalStorage } = require('node:async_hooks')
 const { EventEmitter } = require('node:events')
 const util = require('node:util')
 
@@ -30,7 +31,8 @@ const MARKER = 'STATESAFE_PAYLOAD '
 
 const FIELDS = [
   'kind', 'path', 'op', 'holder', 'waitedMs', 'expected', 'actual', 'line', 'column',
-  'reason', 'rule', 'pointer', 'generation', 'size', 'limit', 'quarantined', 'tried',
+  'reason', 'rule', 'pointer', 'generation', 'committed', 'size', 'limit', 'quarantined',
+  'tried',
 ]
 
 /** Every failure of a store: one class, told apart by its stable `code`. */
@@ -85,6 +87,22 @@ function convert(e) {
     return err
   }
   return e
+}
+
+// The locks the running code holds: an `update` or `withLock` runs its function inside
+// `holding.run`, with one more `{ store, open }` entry; the entry is closed once the
+// lock is given up (work the function started and left running inherits the context,
+// and must not be refused later).
+const holding = new AsyncLocalStorage()
+
+function nested(path, what) {
+  return new StatesafeError({
+    code: 'ENESTED',
+    kind: 'usage',
+    message: `${what} of \`${path}\` inside a function that holds its lock (an update or withLock of this store): it would wait for that lock until the lock timeout`,
+    hint: 'do the change in the function that holds the lock (change its document, or return a new one), or make the call after that update or withLock has finished',
+    path,
+  })
 }
 
 function invalid(path, message, reason) {
@@ -689,6 +707,17 @@ class Store extends EventEmitter {
     return snap
   }
 
+  // ENESTED at once when the running code holds this store's lock already (see
+  // `holding`): the lock is not reentrant.
+  #refuseNested(what) {
+    if (holding.getStore()?.some((h) => h.store === this && h.open)) throw nested(this.#path, what)
+  }
+
+  // Runs `fn` as code that holds this store's lock; `entry.open = false` once it is given up.
+  #holding(entry, fn) {
+    return holding.run([...(holding.getStore() ?? []), entry], fn)
+  }
+
   #missing(e) {
     if (this.#hasDefault && e instanceof StatesafeError && e.code === 'ENOENT') {
       return { value: structuredClone(this.#default), generation: 0 }
@@ -743,19 +772,23 @@ class Store extends EventEmitter {
    */
   async update(fn) {
     if (typeof fn !== 'function') throw new TypeError('statesafe: update() takes a function')
+    this.#refuseNested('an update')
     const cached = this.#cache
     const tx = await this.#async(() => this.#native.begin('update', cached?.token ?? 0))
+    const entry = { store: this, open: true }
     let json, big, large, next, copy, depth
     try {
       const value = this.#startValue(tx, cached)
-      const r = await fn(value)
+      const r = await this.#holding(entry, () => fn(value))
       next = r === undefined ? value : r
       this.#checkRule(next, 'commit')
       ;[json, big, large, copy, depth] = encode(next, this.#pretty, this.#caching)
     } catch (e) {
+      entry.open = false
       await tx.release().catch(() => {})
       throw e
     }
+    entry.open = false
     // A failed commit throws here, and the copy is dropped.
     const reply = await this.#async(() => tx.commit(typeof json === 'string' ? utf8(json) : json, big, large, copy !== undefined, depth))
     const [generation, token] = reply.split(' ').map(Number)
@@ -777,12 +810,19 @@ class Store extends EventEmitter {
 
   updateSync(fn) {
     if (typeof fn !== 'function') throw new TypeError('statesafe: updateSync() takes a function')
+    this.#refuseNested('an update')
     const cached = this.#cache
     const tx = this.#sync(() => this.#native.beginSync('update', cached?.token ?? 0))
+    const entry = { store: this, open: true }
     let json, big, large, next, depth
     try {
       const value = this.#startValue(tx, cached)
-      const r = fn(value)
+      let r
+      try {
+        r = this.#holding(entry, () => fn(value))
+      } finally {
+        entry.open = false
+      }
       if (isThenable(r)) {
         throw new TypeError('statesafe: the function given to updateSync() returned a promise; use update() for async functions')
       }
@@ -816,6 +856,7 @@ class Store extends EventEmitter {
 
   /** Replaces the whole document; with `{ ifGeneration }` only if the file is still at it. */
   async replace(doc, opts) {
+    this.#refuseNested('a replace')
     const [json, big, large, ifGeneration] = this.#replaceArgs(doc, opts)
     const generation = Number(await this.#async(() => this.#native.replace(json, big, large, ifGeneration)))
     this.#committed(generation, 'replace')
@@ -823,6 +864,7 @@ class Store extends EventEmitter {
   }
 
   replaceSync(doc, opts) {
+    this.#refuseNested('a replace')
     const [json, big, large, ifGeneration] = this.#replaceArgs(doc, opts)
     const generation = Number(this.#sync(() => this.#native.replaceSync(json, big, large, ifGeneration)))
     this.#committed(generation, 'replace')
@@ -832,19 +874,29 @@ class Store extends EventEmitter {
   /** Holds the writers' lock while `fn` runs (for example while another program edits the file). */
   async withLock(fn) {
     if (typeof fn !== 'function') throw new TypeError('statesafe: withLock() takes a function')
+    this.#refuseNested('a withLock')
     const tx = await this.#async(() => this.#native.begin('lock', 0))
+    const entry = { store: this, open: true }
     try {
-      return await fn()
+      return await this.#holding(entry, fn)
     } finally {
+      entry.open = false
       await this.#async(() => tx.release())
     }
   }
 
   withLockSync(fn) {
     if (typeof fn !== 'function') throw new TypeError('statesafe: withLockSync() takes a function')
+    this.#refuseNested('a withLock')
     const tx = this.#sync(() => this.#native.beginSync('lock', 0))
+    const entry = { store: this, open: true }
     try {
-      const r = fn()
+      let r
+      try {
+        r = this.#holding(entry, fn)
+      } finally {
+        entry.open = false
+      }
       if (isThenable(r)) {
         throw new TypeError('statesafe: the function given to withLockSync() returned a promise; use withLock()')
       }
@@ -865,12 +917,14 @@ class Store extends EventEmitter {
 
   /** Recovers a damaged file now (quarantine, restore the newest valid backup); null if sound. */
   async recover() {
+    this.#refuseNested('a recover')
     const event = JSON.parse(await this.#async(() => this.#native.recover()))
     if (event) this.#committed(event.generation, 'recover')
     return event
   }
 
   recoverSync() {
+    this.#refuseNested('a recover')
     const event = JSON.parse(this.#sync(() => this.#native.recoverSync()))
     if (event) this.#committed(event.generation, 'recover')
     return event
@@ -887,12 +941,14 @@ class Store extends EventEmitter {
 
   /** Commits a past generation (from a backup or the history) as a new generation. */
   async restore(generation) {
+    this.#refuseNested('a restore')
     const g = Number(await this.#async(() => this.#native.restore(generation)))
     this.#committed(g, 'restore')
     return g
   }
 
   restoreSync(generation) {
+    this.#refuseNested('a restore')
     const g = Number(this.#sync(() => this.#native.restoreSync(generation)))
     this.#committed(g, 'restore')
     return g

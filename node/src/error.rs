@@ -66,6 +66,8 @@ pub(crate) fn code(e: &Error) -> &'static str {
         Error::Unrecoverable { .. } => "EUNRECOVERABLE",
         Error::BadSchema { .. } => "EBADSCHEMA",
         Error::GenerationUnavailable { .. } => "ENOGENERATION",
+        Error::Mismatch { .. } => "EMISMATCH",
+        Error::Remote { .. } => "EREMOTE",
         Error::Io { .. } => "EIO",
         _ => "ESTATESAFE",
     }
@@ -86,7 +88,29 @@ fn payload(e: &Error) -> Value {
         | Error::AlreadyExists { path }
         | Error::Serialize { path, .. }
         | Error::Aborted { path, .. }
-        | Error::BadSchema { path, .. } => p["path"] = path.display().to_string().into(),
+        | Error::BadSchema { path, .. }
+        | Error::Unsafe { path, .. }
+        | Error::LockLost { path, .. }
+        | Error::Unsupported { path, .. } => p["path"] = path.display().to_string().into(),
+        Error::Mismatch {
+            path,
+            generation,
+            committed,
+            reason,
+        } => {
+            p["path"] = path.display().to_string().into();
+            p["generation"] = json!(generation);
+            p["committed"] = json!(committed);
+            p["reason"] = reason.as_str().into();
+        }
+        // `path`: the state's URL, its password already redacted by the library.
+        Error::Remote {
+            path, op, reason, ..
+        } => {
+            p["path"] = path.display().to_string().into();
+            p["op"] = op.as_str().into();
+            p["reason"] = reason.as_str().into();
+        }
         Error::Corrupt {
             path,
             line,

@@ -144,9 +144,7 @@ test('a worker terminated while its update waits for the lock leaves no lock beh
   assert.deepEqual(await store.get(), { n: 2 })
 })
 
-test('an error of a PostgreSQL state has a code of its own and names the URL in `path`', {
-  skip: bug('red12: node/src/error.rs maps no code for statesafe::Error::Remote (a refused or lost connection, "nothing was committed", a server error) nor Error::Mismatch: both are ESTATESAFE, which docs/node.md reserves for "an error added to the library later", and neither carries `path` (the payload takes the path from a list of variants that lacks both), so a program cannot tell a retryable remote failure from anything else, nor which state failed, but by parsing the message'),
-}, async () => {
+test('an error of a PostgreSQL state has a code of its own and names the URL in `path`', async () => {
   const url = 'postgres://nobody@127.0.0.1:1/db?state=red12&connect_timeout=2'
   await assert.rejects(async () => open(url).get(), (e) => {
     assert.notEqual(e.code, 'ESTATESAFE', e.message)

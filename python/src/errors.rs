@@ -40,6 +40,12 @@ fn build(py: Python<'_>, err: &Error) -> PyResult<PyErr> {
         | Error::BadSchema { path, .. }
         | Error::GenerationUnavailable { path, .. }
         | Error::AlreadyExists { path }
+        | Error::Mismatch { path, .. }
+        | Error::Unsafe { path, .. }
+        | Error::LockLost { path, .. }
+        | Error::Unsupported { path, .. }
+        // A PostgreSQL state's URL, its password already redacted by the library.
+        | Error::Remote { path, .. }
         | Error::Io { path, .. } => Some(path),
         _ => None,
     };
@@ -102,6 +108,20 @@ fn build(py: Python<'_>, err: &Error) -> PyResult<PyErr> {
             fields.set_item("tried", tried)?;
         }
         Error::BadSchema { message, .. } => fields.set_item("message", message)?,
+        Error::Mismatch {
+            generation,
+            committed,
+            reason,
+            ..
+        } => {
+            fields.set_item("generation", *generation)?;
+            fields.set_item("committed", *committed)?;
+            fields.set_item("reason", reason)?;
+        }
+        Error::Remote { op, reason, .. } => {
+            fields.set_item("operation", op)?;
+            fields.set_item("reason", reason)?;
+        }
         Error::GenerationUnavailable {
             generation, reason, ..
         } => {

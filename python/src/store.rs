@@ -10,6 +10,7 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
 use parking_lot::RwLock;
@@ -24,7 +25,7 @@ use statesafe::{
 };
 
 use crate::convert::{JsonLayout, from_json, to_json, to_python, to_value};
-use crate::errors::{closed_error, holder_dict, to_py};
+use crate::errors::{closed_error, holder_dict, to_py, usage_error};
 use crate::report::{self, text};
 use crate::transaction::{LockGuard, Transaction};
 
@@ -107,9 +108,56 @@ pub struct Store {
     to_model: Option<Py<PyAny>>,
     from_model: Option<Py<PyAny>>,
     validate: Option<Py<PyAny>>,
+    /// The process and thread holding this store's lock through a transaction or a
+    /// lock guard, if any: see [`Store::refuse_nested`].
+    held_by: Arc<Mutex<Option<(u32, ThreadId)>>>,
+}
+
+/// Marks a store's lock as held by this thread (of this process) while it lives:
+/// made once the lock is taken, dropped once it is given up.
+pub struct HeldMark {
+    held_by: Arc<Mutex<Option<(u32, ThreadId)>>>,
+    me: (u32, ThreadId),
+}
+
+impl Drop for HeldMark {
+    fn drop(&mut self) {
+        let mut held = self.held_by.lock().unwrap_or_else(PoisonError::into_inner);
+        if *held == Some(self.me) {
+            *held = None;
+        }
+    }
 }
 
 impl Store {
+    /// `UsageError` at once when this thread already holds this store's lock (an open
+    /// transaction or lock guard of this store): the lock is not reentrant, and waiting
+    /// for it would wait for ourselves until the lock timeout, then blame this very
+    /// process as the holder.
+    pub fn refuse_nested(&self) -> PyResult<()> {
+        let me = (std::process::id(), std::thread::current().id());
+        if *self.held_by.lock().unwrap_or_else(PoisonError::into_inner) == Some(me) {
+            return Err(usage_error(
+                &format!(
+                    "a transaction of this store (`{}`) is already open in this thread (or its `lock()` is held): it cannot wait for its own lock",
+                    self.path.display()
+                ),
+                "commit or roll it back first (or release the lock), or use one transaction",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Records that this thread now holds the store's lock, until the mark is dropped.
+    pub fn mark_held(&self) -> HeldMark {
+        let me = (std::process::id(), std::thread::current().id());
+        *self.held_by.lock().unwrap_or_else(PoisonError::into_inner) = Some(me);
+        HeldMark {
+            held_by: Arc::clone(&self.held_by),
+            me,
+        }
+    }
+
     /// The library store of this process: reopened after a fork, an error once closed.
     pub fn core(&self, py: Python<'_>) -> PyResult<Arc<Core>> {
         let pid = std::process::id();
@@ -146,11 +194,33 @@ impl Store {
         py: Python<'_>,
         f: impl Fn(&Core) -> Result<R, Error> + Sync,
     ) -> PyResult<R> {
+        self.with_lock_gated(py, None, f)
+    }
+
+    /// [`Store::with_lock`] behind `statesafe.aio`'s gate: `gate.enter()` before each
+    /// slice (it raises once the caller's task was cancelled, and then nothing is
+    /// tried), `gate.leave()` after a slice that did not get the lock (it raises when
+    /// a cancel came during the slice). A slice that gets the lock goes on to its end
+    /// (the write, or its error) without asking the gate again: the canceller waits
+    /// for that outcome. So a cancel either stops the call before it holds the lock,
+    /// or learns what the call did, never neither.
+    pub fn with_lock_gated<R: Send>(
+        &self,
+        py: Python<'_>,
+        gate: Option<&Bound<'_, PyAny>>,
+        f: impl Fn(&Core) -> Result<R, Error> + Sync,
+    ) -> PyResult<R> {
         let core = self.core(py)?;
         let start = Instant::now();
         loop {
+            if let Some(gate) = gate {
+                gate.call_method0("enter")?;
+            }
             match py.detach(|| f(&core)) {
                 Err(Error::LockTimeout { .. }) if start.elapsed() < self.lock_timeout => {
+                    if let Some(gate) = gate {
+                        gate.call_method0("leave")?;
+                    }
                     py.check_signals()?;
                 }
                 Err(Error::LockTimeout { path, holder, .. }) => {
@@ -464,6 +534,7 @@ impl Store {
             to_model,
             from_model,
             validate,
+            held_by: Arc::new(Mutex::new(None)),
         })
     }
 
@@ -508,9 +579,16 @@ impl Store {
 
     /// `fn(state)` under the lock: changes made in place, or a returned document, are
     /// committed; an exception writes nothing. Returns the committed document.
-    fn update(slf: &Bound<'_, Self>, f: Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+    ///
+    /// `gate`: `statesafe.aio`'s cancellation gate (see [`Store::with_lock_gated`]).
+    #[pyo3(signature = (f, *, gate = None))]
+    fn update(
+        slf: &Bound<'_, Self>,
+        f: Bound<'_, PyAny>,
+        gate: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
         let py = slf.py();
-        let tx = Transaction::begin(py, slf)?;
+        let tx = Transaction::begin_gated(py, slf, gate.as_ref())?;
         let state = tx.current_state(py)?;
         match f.call1((state.clone_ref(py),)) {
             Ok(returned) => {
@@ -534,24 +612,33 @@ impl Store {
     /// Replaces the whole document under the lock; with `if_generation`, only if the
     /// file is still at that generation (0: only if it does not exist). Returns the new
     /// generation.
-    #[pyo3(signature = (document, *, if_generation = None))]
+    #[pyo3(signature = (document, *, if_generation = None, gate = None))]
     fn replace(
         &self,
         py: Python<'_>,
         document: Bound<'_, PyAny>,
         if_generation: Option<u64>,
+        gate: Option<Bound<'_, PyAny>>,
     ) -> PyResult<u64> {
+        self.refuse_nested()?;
         let doc = self.document_doc(py, &document)?;
-        self.with_lock(py, |c| match if_generation {
+        self.with_lock_gated(py, gate.as_ref(), |c| match if_generation {
             Some(g) => c.replace_if(g, doc.clone()),
             None => c.replace(doc.clone()),
         })
     }
 
     /// Creates the file with `document`; `AlreadyExists` when it exists.
-    fn create(&self, py: Python<'_>, document: Bound<'_, PyAny>) -> PyResult<u64> {
+    #[pyo3(signature = (document, *, gate = None))]
+    fn create(
+        &self,
+        py: Python<'_>,
+        document: Bound<'_, PyAny>,
+        gate: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<u64> {
+        self.refuse_nested()?;
         let doc = self.document_doc(py, &document)?;
-        self.with_lock(py, |c| c.create(doc.clone()))
+        self.with_lock_gated(py, gate.as_ref(), |c| c.create(doc.clone()))
     }
 
     /// Holds the writers' lock: `with store.lock(): ...`.
@@ -576,8 +663,14 @@ impl Store {
     }
 
     /// Recovers a damaged file now; the recovery event (a dict), or None when sound.
-    fn recover(&self, py: Python<'_>) -> PyResult<Option<Py<PyDict>>> {
-        match self.with_lock(py, |c| c.recover())? {
+    #[pyo3(signature = (*, gate = None))]
+    fn recover(
+        &self,
+        py: Python<'_>,
+        gate: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Option<Py<PyDict>>> {
+        self.refuse_nested()?;
+        match self.with_lock_gated(py, gate.as_ref(), |c| c.recover())? {
             Some(e) => Ok(Some(event_dict(py, &e)?.unbind())),
             None => Ok(None),
         }
@@ -590,8 +683,15 @@ impl Store {
     }
 
     /// Brings back the backup of `generation` as a new generation; returns it.
-    fn restore(&self, py: Python<'_>, generation: u64) -> PyResult<u64> {
-        self.with_lock(py, |c| c.restore(generation))
+    #[pyo3(signature = (generation, *, gate = None))]
+    fn restore(
+        &self,
+        py: Python<'_>,
+        generation: u64,
+        gate: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<u64> {
+        self.refuse_nested()?;
+        self.with_lock_gated(py, gate.as_ref(), |c| c.restore(generation))
     }
 
     /// The retained history, oldest first (a list of dicts).

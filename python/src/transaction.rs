@@ -18,7 +18,7 @@ use self_cell::self_cell;
 use serde_json::value::RawValue;
 
 use crate::errors::{to_py, usage_error};
-use crate::store::{Cached, Core, Doc, Store};
+use crate::store::{Cached, Core, Doc, HeldMark, Store};
 
 type Tx<'a> = Option<statesafe::Transaction<'a, Doc>>;
 type Held<'a> = Option<statesafe::LockGuard<'a>>;
@@ -51,6 +51,9 @@ pub struct Transaction {
     generation: u64,
     committed: Mutex<Option<u64>>,
     pid: u32,
+    /// This thread holds the store's lock (see [`Store::refuse_nested`]): given up
+    /// with the cell.
+    mark: Mutex<Option<HeldMark>>,
 }
 
 impl Transaction {
@@ -64,7 +67,17 @@ impl Transaction {
     /// checks it, and its text is turned into Python objects, unless it is of the
     /// cached generation and text all the same (a sealed file, a store with a schema).
     pub fn begin(py: Python<'_>, store: &Bound<'_, Store>) -> PyResult<Transaction> {
+        Self::begin_gated(py, store, None)
+    }
+
+    /// [`Transaction::begin`] behind `statesafe.aio`'s gate ([`Store::with_lock_gated`]).
+    pub fn begin_gated(
+        py: Python<'_>,
+        store: &Bound<'_, Store>,
+        gate: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Transaction> {
         let s = store.get();
+        s.refuse_nested()?;
         let core = s.core(py)?;
         let default = s.default_value();
         // The library compares the file with the kept text under the lock, after
@@ -73,7 +86,7 @@ impl Transaction {
         let cached = s.take_cache();
         let known = cached.as_ref().map(|c| c.text.as_bytes());
         let hit = AtomicBool::new(false);
-        let mut cell = s.with_lock(py, |_| {
+        let mut cell = s.with_lock_gated(py, gate, |_| {
             TxCell::try_new(Arc::clone(&core), |c| {
                 let init = default.as_ref().map(|d| || d.clone());
                 let (tx, reused) = match known {
@@ -87,6 +100,7 @@ impl Transaction {
                 Ok(Some(tx))
             })
         })?;
+        let mark = s.mark_held();
         // The Python copy is the working state; drop the Rust one at once (a large
         // document would otherwise be held twice until the commit).
         let taken = cell.with_dependent_mut(|_, tx| {
@@ -123,6 +137,7 @@ impl Transaction {
             generation,
             committed: Mutex::new(None),
             pid: std::process::id(),
+            mark: Mutex::new(Some(mark)),
         })
     }
 
@@ -132,6 +147,14 @@ impl Transaction {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
+        // The lock is given up with the cell, by this call's caller: no other
+        // transaction of this thread can begin before that.
+        drop(
+            self.mark
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take(),
+        );
         let Some(cell) = cell else {
             return Err(usage_error(
                 "this transaction is already finished (committed or rolled back)",
@@ -334,10 +357,13 @@ impl Transaction {
 pub struct LockGuard {
     cell: Mutex<Option<LockCell>>,
     pid: u32,
+    /// This thread holds the store's lock (see [`Store::refuse_nested`]).
+    mark: Mutex<Option<HeldMark>>,
 }
 
 impl LockGuard {
     pub fn acquire(py: Python<'_>, store: &Store, operation: &str) -> PyResult<LockGuard> {
+        store.refuse_nested()?;
         let core = store.core(py)?;
         let cell = store.with_lock(py, |_| {
             LockCell::try_new(Arc::clone(&core), |c| c.lock(operation).map(Some))
@@ -345,6 +371,7 @@ impl LockGuard {
         Ok(LockGuard {
             cell: Mutex::new(Some(cell)),
             pid: std::process::id(),
+            mark: Mutex::new(Some(store.mark_held())),
         })
     }
 }
@@ -372,6 +399,12 @@ impl LockGuard {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
+        drop(
+            self.mark
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take(),
+        );
         if let Some(cell) = cell {
             if self.pid == std::process::id() {
                 py.detach(move || drop(cell));

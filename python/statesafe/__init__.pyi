@@ -148,6 +148,15 @@ class BadSchema(Error, ValueError): ...
 class GenerationUnavailable(Error, LookupError):
     generation: int
 
+class Mismatch(Error):
+    generation: int
+    committed: bool
+    reason: str
+
+class RemoteError(Error, ConnectionError):
+    operation: Optional[str]
+    reason: str
+
 class Closed(Error): ...
 class UsageError(Error): ...
 

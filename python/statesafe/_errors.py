@@ -177,6 +177,30 @@ class GenerationUnavailable(Error, LookupError):
     generation: int = 0
 
 
+class Mismatch(Error):
+    """A sound version this store's model, ``validate`` or schema refuses (committed by
+    statesafe, or valid JSON changed outside it). Not damage: nothing was quarantined,
+    restored or rewritten. Retrying does not help: read it with what it was written
+    with, or migrate it deliberately."""
+
+    kind = "mismatch"
+    generation: int = 0
+    committed: bool = False
+    reason: str = ""
+
+
+class RemoteError(Error, ConnectionError):
+    """The PostgreSQL server failed or refused an operation (unreachable, lost
+    connection, authentication, a missing database, a statement timeout); ``path`` is
+    the state's URL, its password redacted. Nothing was committed by the call that
+    raised it, so it is safe to retry; whether a retry can succeed depends on ``reason``
+    (a lost connection or timeout: later; a refused password: not until it is fixed)."""
+
+    kind = "remote"
+    operation: Optional[str] = None
+    reason: str = ""
+
+
 class Closed(Error):
     """The store was used after ``close()``."""
 
@@ -194,8 +218,8 @@ _CLASSES: dict[str, type[Error]] = {
     cls.kind: cls
     for cls in (NotFound, AlreadyExists, Corrupt, LockTimeout, Conflict, Invalid, TooLarge,
                 OSFailure, NoSpace, PermissionDenied, ReadOnlyFilesystem, OutcomeUnknown,
-                Poisoned, Unrecoverable, BadPath, BadSchema, GenerationUnavailable, Closed,
-                UsageError)
+                Poisoned, Unrecoverable, BadPath, BadSchema, GenerationUnavailable, Mismatch,
+                RemoteError, Closed, UsageError)
 }
 
 _ERRNO = {"no_space": _errno.ENOSPC, "permission_denied": _errno.EACCES,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import pathlib
+import threading
 
 import pytest
 
@@ -100,3 +101,89 @@ def test_cancelled_wait_leaves_no_lock(path: pathlib.Path) -> None:
 
     asyncio.run(main())
     assert holder.get() == {"n": 0}
+
+
+def test_a_cancel_once_the_update_holds_the_lock_reports_the_write(path: pathlib.Path) -> None:
+    """A cancel that comes while `fn` runs under the lock cannot stop the commit: the
+    task waits for it and gets what was committed, never a CancelledError for a write
+    that happened."""
+    inside = threading.Event()
+    go_on = threading.Event()
+
+    def bump(state: dict[str, int]) -> None:
+        inside.set()
+        go_on.wait(30)
+        state["n"] += 1
+
+    async def main() -> None:
+        store = statesafe.aio.open(path, default={"n": 0})
+        task = asyncio.create_task(store.update(bump))
+        while not inside.is_set():
+            await asyncio.sleep(0.01)
+        task.cancel()
+        await asyncio.sleep(0)
+        go_on.set()
+        assert await task == {"n": 1}
+
+    asyncio.run(main())
+    assert statesafe.open(path).get() == {"n": 1}
+
+
+def test_a_cancel_before_the_lock_stops_every_kind_of_write(path: pathlib.Path) -> None:
+    """replace, create, restore and recover cancelled while they wait for the lock:
+    CancelledError, and nothing written once the lock comes free."""
+    holder = statesafe.open(path, default={"n": 0})
+    holder.replace({"n": 0})
+
+    async def main() -> None:
+        store = statesafe.aio.open(path, lock_timeout=30)
+        with holder.lock():
+            for write in (store.replace({"n": 1}), store.replace({"n": 2}, if_generation=1),
+                          store.update(lambda s: {"n": 3}), store.restore(1)):
+                task = asyncio.create_task(write)
+                await asyncio.sleep(0.15)  # into the lock wait (slices of 100 ms)
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+
+    asyncio.run(main())
+    for t in threading.enumerate():
+        if t.name == "statesafe-aio":
+            t.join(30)
+    assert holder.load().generation == 1
+    assert holder.get() == {"n": 0}
+
+
+def test_a_write_of_the_store_inside_its_own_async_transaction_is_refused(
+        path: pathlib.Path) -> None:
+    """The task holds the lock: waiting for it again would wait for itself until the lock
+    timeout. UsageError at once; a task started inside that runs after the commit is not
+    refused."""
+
+    async def main() -> None:
+        store = statesafe.aio.open(path, default={"n": 0}, lock_timeout=30)
+        later: "list[asyncio.Task[object]]" = []
+        gate = asyncio.Event()
+
+        async def after() -> object:
+            await gate.wait()
+            return await store.update(lambda s: s.update(n=s["n"] + 10))
+
+        async with store.transaction() as state:
+            state["n"] = 1
+            for write in (lambda: store.update(lambda s: None),
+                          lambda: store.replace({"n": 2}), lambda: store.create({"n": 2}),
+                          lambda: store.restore(1), lambda: store.recover()):
+                with pytest.raises(statesafe.UsageError) as e:
+                    await write()
+                assert "already open in this task" in str(e.value)
+            with pytest.raises(statesafe.UsageError):
+                async with store.transaction():
+                    pass
+            assert await store.get() == {"n": 0}
+            later.append(asyncio.create_task(after()))
+        gate.set()
+        assert await later[0] == {"n": 11}
+        assert await store.get() == {"n": 11}
+
+    asyncio.run(main())

@@ -143,12 +143,6 @@ def test_a_password_on_the_command_line_is_not_recorded_in_the_database(pg_serve
     assert "hunter2-red12" not in recorded, recorded
 
 
-@bug("red12: a transaction begun inside another transaction of the same store, in the "
-     "same thread, can never get the lock (this thread holds it and waits for itself): it "
-     "waits the whole lock timeout, then raises LockTimeout naming this very process as "
-     "the holder with the hint 'wait for process N to finish, or raise the lock timeout' "
-     "(raising it only makes the hang longer); the store knows it holds its own lock, so "
-     "it could say so at once (UsageError: a transaction of this store is already open)")
 def test_a_nested_transaction_of_one_store_is_told_so(path: pathlib.Path) -> None:
     store = statesafe.open(path, default={"n": 0}, lock_timeout=1)
     with pytest.raises(statesafe.Error) as e:
@@ -162,13 +156,6 @@ def test_a_nested_transaction_of_one_store_is_told_so(path: pathlib.Path) -> Non
     assert path.exists() is False or statesafe.open(path).get() == {"n": 0}
 
 
-@bug("red12: statesafe.aio: AsyncStore.update (and replace, create, restore: every call "
-     "through `_run`) runs in a worker thread that is not told of a cancellation: a task "
-     "cancelled while the update waits for the lock (asyncio.wait_for's timeout, "
-     "task.cancel()) gets CancelledError/TimeoutError, and when the lock comes free the "
-     "thread still runs fn and commits: an update the caller was told did not happen is "
-     "written later (a retry applies it twice). transaction() handles this (it rolls back "
-     "what it gets after a cancel); update and replace do not")
 def test_a_cancelled_async_update_is_never_committed_later(path: pathlib.Path) -> None:
     holder = statesafe.open(path, default={"n": 0})
     holder.replace({"n": 0})
@@ -192,11 +179,6 @@ def test_a_cancelled_async_update_is_never_committed_later(path: pathlib.Path) -
     assert holder.generation == 1
 
 
-@bug("red12: python/src/errors.rs takes `path` from a list of variants that lacks "
-     "statesafe::Error::Remote (and Error::Mismatch): a refused or lost connection to a "
-     "PostgreSQL state raises the base statesafe.Error with path None (kind 'remote'), "
-     "no class of its own, so a program cannot tell which state failed, nor a retryable "
-     "remote failure from anything else, but by parsing the message")
 def test_an_error_of_a_postgres_state_names_its_url() -> None:
     url = "postgres://nobody@127.0.0.1:1/db?state=red12&connect_timeout=2"
     with pytest.raises(statesafe.Error) as e:
