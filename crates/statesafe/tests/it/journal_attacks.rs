@@ -85,6 +85,57 @@ fn fresh(path: &Path) -> (Value, u64) {
     (snap.state, snap.generation)
 }
 
+/// A long-lived journal store at generation 4: the snapshot `{"n": 0}` and three
+/// commits in its journal (the document kept, `journal/cache.rs`).
+fn journal_with_three_commits(path: &Path) -> Store {
+    let store = create_journal(path, json!({"n": 0}));
+    for n in 1..=3u64 {
+        store.update(|s| s["n"] = n.into()).unwrap();
+    }
+    assert_eq!(store.load().unwrap().generation, 4);
+    assert_eq!(store.load().unwrap().generation, 4);
+    assert_eq!(fresh(path), (json!({"n": 3}), 4));
+    store
+}
+
+/// Asserts that `e` (from `what`) refuses the snapshot of [`journal_with_three_commits`]
+/// whose journal was lost: `Error::Corrupt` naming the file, the lost generations and
+/// each of `parts`.
+fn assert_lost_journal(path: &Path, what: &str, e: Error, parts: &[&str]) {
+    let text = e.to_string();
+    assert!(matches!(e, Error::Corrupt { .. }), "{what}: {e:?}");
+    let file = path.display().to_string();
+    let named = [
+        file.as_str(),
+        "journal-mode snapshot of generation 1",
+        "was deleted",
+        "every commit made after generation 1 was in that journal and is lost",
+    ];
+    for part in named.iter().chain(parts) {
+        assert!(text.contains(part), "{what}: `{part}` missing from: {text}");
+    }
+}
+
+/// A writer opened after the loss: its update and check are `refused`, and the
+/// snapshot keeps its bytes (`snapshot`). Returns it.
+fn a_writer_refused(path: &Path, snapshot: &[u8], refused: impl Fn(&str, Error)) -> Store {
+    let writer: Store = Store::open(path).unwrap();
+    refused(
+        "an update",
+        writer
+            .update(|s| s["n"] = 99.into())
+            .map(|_| ())
+            .unwrap_err(),
+    );
+    refused("a check", writer.check().map(|_| ()).unwrap_err());
+    assert_eq!(
+        std::fs::read(path).unwrap(),
+        snapshot,
+        "the snapshot was changed"
+    );
+    writer
+}
+
 /// What the torn-batch scenario below built, for one choice of lengths.
 struct TornBatch {
     _dir: tempfile::TempDir,
@@ -359,34 +410,21 @@ fn a_full_commit_is_not_acknowledged_in_a_journal_a_none_store_left_unsynced() {
 fn a_cleanup_that_deletes_the_sidecar_loses_no_acknowledged_journal_commit() {
     let dir = common::test_dir();
     let path = dir.path().join("state.json");
-    let store = create_journal(&path, json!({"n": 0}));
-    for n in 1..=3u64 {
-        store.update(|s| s["n"] = n.into()).unwrap();
-    }
-    // A long-lived store that read generation 4 (its document kept, `journal/cache.rs`).
-    assert_eq!(store.load().unwrap().generation, 4);
-    assert_eq!(store.load().unwrap().generation, 4);
-    assert_eq!(fresh(&path), (json!({"n": 3}), 4));
+    let store = journal_with_three_commits(&path);
     let sidecar = journal_path(&path).parent().unwrap().to_path_buf();
     std::fs::remove_dir_all(&sidecar).unwrap();
     let snapshot = std::fs::read(&path).unwrap();
     let refused = |what: &str, e: Error| {
-        let text = e.to_string();
-        assert!(matches!(e, Error::Corrupt { .. }), "{what}: {e:?}");
-        for part in [
-            path.display().to_string(),
-            "journal-mode snapshot of generation 1".into(),
-            ".state.json.statesafe".into(),
-            "was deleted".into(),
-            "every commit made after generation 1 was in that journal and is lost".into(),
-            "restore the sidecar directory from a backup".into(),
-            "setfattr -x user.statesafe".into(),
-        ] {
-            assert!(
-                text.contains(&part),
-                "{what}: `{part}` missing from: {text}"
-            );
-        }
+        assert_lost_journal(
+            &path,
+            what,
+            e,
+            &[
+                ".state.json.statesafe",
+                "restore the sidecar directory from a backup",
+                "setfattr -x user.statesafe",
+            ],
+        );
     };
     match Store::<Value>::open(&path).and_then(|s| s.load()) {
         Ok(snap) => panic!(
@@ -401,20 +439,7 @@ fn a_cleanup_that_deletes_the_sidecar_loses_no_acknowledged_journal_commit() {
         store.update(|s| s["n"] = 4.into()).map(|_| ()).unwrap_err(),
     );
     // A writer neither commits on the old snapshot nor re-creates the sidecar's settings.
-    let writer: Store = Store::open(&path).unwrap();
-    refused(
-        "an update",
-        writer
-            .update(|s| s["n"] = 99.into())
-            .map(|_| ())
-            .unwrap_err(),
-    );
-    refused("a check", writer.check().map(|_| ()).unwrap_err());
-    assert_eq!(
-        std::fs::read(&path).unwrap(),
-        snapshot,
-        "the snapshot was changed"
-    );
+    let writer = a_writer_refused(&path, &snapshot, refused);
     // Accepting the snapshot explicitly, as the error says: it is adopted.
     // (What `setfattr -x user.statesafe FILE` does.)
     let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
@@ -439,32 +464,11 @@ fn a_cleanup_that_deletes_the_sidecar_loses_no_acknowledged_journal_commit() {
 fn a_cleanup_that_deletes_only_the_journal_loses_no_acknowledged_journal_commit() {
     let dir = common::test_dir();
     let path = dir.path().join("state.json");
-    let store = create_journal(&path, json!({"n": 0}));
-    for n in 1..=3u64 {
-        store.update(|s| s["n"] = n.into()).unwrap();
-    }
-    assert_eq!(store.load().unwrap().generation, 4);
-    assert_eq!(store.load().unwrap().generation, 4);
-    assert_eq!(fresh(&path), (json!({"n": 3}), 4));
+    let store = journal_with_three_commits(&path);
     std::fs::remove_file(journal_path(&path)).unwrap();
     let snapshot = std::fs::read(&path).unwrap();
     let refused = |what: &str, e: Error| {
-        let text = e.to_string();
-        assert!(matches!(e, Error::Corrupt { .. }), "{what}: {e:?}");
-        for part in [
-            path.display().to_string(),
-            "journal-mode snapshot of generation 1".into(),
-            "journal".into(),
-            "was deleted".into(),
-            "every commit made after generation 1 was in that journal and is lost".into(),
-            "statesafe recover".into(),
-            "--accept-snapshot".into(),
-        ] {
-            assert!(
-                text.contains(&part),
-                "{what}: `{part}` missing from: {text}"
-            );
-        }
+        assert_lost_journal(&path, what, e, &["statesafe recover", "--accept-snapshot"]);
     };
     match Store::<Value>::open(&path).and_then(|s| s.load()) {
         Ok(snap) => panic!(
@@ -485,20 +489,7 @@ fn a_cleanup_that_deletes_only_the_journal_loses_no_acknowledged_journal_commit(
             .map(|_| ())
             .unwrap_err(),
     );
-    let writer: Store = Store::open(&path).unwrap();
-    refused(
-        "an update",
-        writer
-            .update(|s| s["n"] = 99.into())
-            .map(|_| ())
-            .unwrap_err(),
-    );
-    refused("a check", writer.check().map(|_| ()).unwrap_err());
-    assert_eq!(
-        std::fs::read(&path).unwrap(),
-        snapshot,
-        "the snapshot was changed"
-    );
+    let writer = a_writer_refused(&path, &snapshot, refused);
     assert!(
         !journal_path(&path).exists(),
         "a journal was started over the loss"
