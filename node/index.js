@@ -544,11 +544,20 @@ function copyText(copy, pretty) {
   return written()
 }
 
-/** `{generation, big, value}` text from the addon, BigInts put back in place. */
-function decode(text) {
+/**
+ * `{generation, big, kept?, refused?, value}` text from the addon (src/convert.rs),
+ * BigInts put back in place: `[{value, generation}, kept]`, where `kept` lists
+ * `[path, text, served]` for each number whose file text is to be written back while
+ * the program's value at `path` is still `served` (see `untouched`). A number that
+ * JavaScript has no value for (`refused`) fails the read, naming `file`.
+ */
+function decode(text, file) {
   const snap = JSON.parse(text)
-  for (const [path, digits] of snap.big) {
+  if (snap.refused) throw refusedNumber(file, snap.refused[0])
+  const kept = []
+  for (const [path, digits, written] of snap.big) {
     const n = BigInt(digits)
+    if (written !== undefined) kept.push([path, written, n])
     if (path.length === 0) {
       snap.value = n
       continue
@@ -557,7 +566,38 @@ function decode(text) {
     for (let i = 0; i < path.length - 1; i++) parent = parent[path[i]]
     parent[path[path.length - 1]] = n
   }
-  return { value: snap.value, generation: snap.generation }
+  if (snap.kept) for (const [path, written] of snap.kept) kept.push([path, written, at(snap.value, path)])
+  return [{ value: snap.value, generation: snap.generation }, kept]
+}
+
+/** The value at `path` in `value`, or undefined when there is none. */
+function at(value, path) {
+  let v = value
+  for (const t of path) {
+    if (v === null || typeof v !== 'object' || !Object.hasOwn(v, t)) return undefined
+    v = v[t]
+  }
+  return v
+}
+
+/**
+ * `big` (the addon's list of `[path, number text]` places, as JSON text, or '') with
+ * the places of the numbers in `kept` that the program left as they were served: the
+ * file's text is written there again, so an untouched number keeps its exact value
+ * (`1e-400`, served as 0; `1e400`, served as a BigInt, not rewritten as its digits).
+ */
+function untouched(next, kept, big) {
+  const places = kept.filter(([path, , served]) => Object.is(at(next, path), served)).map(([path, written]) => [path, written])
+  if (places.length === 0) return big
+  return JSON.stringify([...(big ? JSON.parse(big) : []), ...places])
+}
+
+function refusedNumber(file, [path, written, why]) {
+  const shown = written.length > 40 ? `${written.slice(0, 37)}...` : written
+  const err = new RangeError(
+    `statesafe: cannot read \`${file}\`: the number at ${pointer(path)} (${shown}) is ${why}: JavaScript has no value that keeps it, so it is not served as another; the file was left as it is\nhint: store such a number as a string, or read and change it with a program that keeps it (the statesafe CLI, or the Python package, which serves it as a Decimal)`,
+  )
+  return Object.assign(err, { code: 'ERANGE', path: file, pointer: pointer(path) })
 }
 
 // ---------------------------------------------------------------------------------
@@ -702,7 +742,7 @@ class Store extends EventEmitter {
   }
 
   #snapshot(text) {
-    const snap = decode(text)
+    const [snap] = decode(text, this.#path)
     this.#checkRule(snap.value, 'load')
     return snap
   }
@@ -778,11 +818,16 @@ class Store extends EventEmitter {
     const entry = { store: this, open: true }
     let json, big, large, next, copy, depth
     try {
-      const value = this.#startValue(tx, cached)
+      const [value, kept] = this.#startValue(tx, cached)
       const r = await this.#holding(entry, () => fn(value))
       next = r === undefined ? value : r
       this.#checkRule(next, 'commit')
       ;[json, big, large, copy, depth] = encode(next, this.#pretty, this.#caching)
+      if (kept.length > 0) {
+        const places = untouched(next, kept, big)
+        // The addon puts the file's numbers in place: no longer the copy's text.
+        if (places !== big) [big, copy, depth] = [places, undefined, -1]
+      }
     } catch (e) {
       entry.open = false
       await tx.release().catch(() => {})
@@ -801,11 +846,15 @@ class Store extends EventEmitter {
   // when the addon found that the file holds exactly the document of the cached copy,
   // that copy. Either way the copy leaves the cache (the addon has emptied its side):
   // it is this update's now, or of no more use.
+  // Also the numbers whose file text is written back while untouched (see `decode`).
   #startValue(tx, cached) {
     const text = tx.takeSnapshot()
     if (cached && this.#cache === cached) this.#cache = null
-    if (text !== null) return decode(text).value
-    return cached.value
+    if (text !== null) {
+      const [snap, kept] = decode(text, this.#path)
+      return [snap.value, kept]
+    }
+    return [cached.value, []]
   }
 
   updateSync(fn) {
@@ -816,7 +865,7 @@ class Store extends EventEmitter {
     const entry = { store: this, open: true }
     let json, big, large, next, depth
     try {
-      const value = this.#startValue(tx, cached)
+      const [value, kept] = this.#startValue(tx, cached)
       let r
       try {
         r = this.#holding(entry, () => fn(value))
@@ -829,6 +878,10 @@ class Store extends EventEmitter {
       next = r === undefined ? value : r
       this.#checkRule(next, 'commit')
       ;[json, big, large, , depth] = encode(next, this.#pretty)
+      if (kept.length > 0) {
+        const places = untouched(next, kept, big)
+        if (places !== big) [big, depth] = [places, -1]
+      }
     } catch (e) {
       try {
         tx.releaseSync()
@@ -974,11 +1027,11 @@ class Store extends EventEmitter {
 
   /** The document as it was at a past generation. */
   async documentAt(generation) {
-    return decode(await this.#async(() => this.#native.documentAt(generation))).value
+    return decode(await this.#async(() => this.#native.documentAt(generation)), this.#path)[0].value
   }
 
   documentAtSync(generation) {
-    return decode(this.#sync(() => this.#native.documentAtSync(generation))).value
+    return decode(this.#sync(() => this.#native.documentAtSync(generation)), this.#path)[0].value
   }
 
   /** A summary: generation, size, backups, lock holder, settings. */

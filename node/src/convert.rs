@@ -21,15 +21,18 @@ use serde_json::value::RawValue;
 use serde_json::{Number, Value, json};
 
 use crate::error::Failure;
+use crate::exact::{self, Served};
 use crate::run::Outcome;
 
 /// A document as the store holds it: its JSON text.
 pub(crate) type Doc = Box<RawValue>;
 
-/// Whether `text` has a run of 16 or more digits or an `e+`: only such a number can be
-/// an integer a double cannot hold (2^53 has 16 digits), or an integral double that
-/// `JSON.stringify` prints in exponent form (from 1e21 up). A string holding either is
-/// a false alarm that costs one parse.
+/// Whether `text` from `JSON.stringify` has a run of 16 or more digits or an `e+`: only
+/// such a number can be an integer a double cannot hold (2^53 has 16 digits), or an
+/// integral double that `JSON.stringify` prints in exponent form (from 1e21 up). A
+/// string holding either is a false alarm that costs one parse. (A file's text is
+/// scanned by [`exact::may_hold_inexact`], which also finds the numbers of other
+/// spellings that a double does not hold.)
 fn may_hold_big(text: &str) -> bool {
     let mut run = 0;
     let mut e = false;
@@ -50,57 +53,107 @@ fn may_hold_big(text: &str) -> bool {
     false
 }
 
-/// `{"generation":G,"big":[...],"value":DOC}` for `index.js`.
+/// `{"generation":G,"big":[...],"value":DOC}` for `index.js`, with `"kept":[...]` and
+/// `"refused":[...]` when there are such numbers (see [`Found`]).
 pub(crate) fn snapshot(doc: &RawValue, generation: u64) -> String {
     let text = doc.get();
-    let mut big = Vec::new();
-    if may_hold_big(text) {
+    let mut found = Found::default();
+    if exact::may_hold_inexact(text.as_bytes()) {
         let value: Value =
             serde_json::from_str(text).expect("invariant: the library parsed this document");
-        find_big(&value, &mut Vec::new(), &mut big);
+        found.walk(&value, &mut Vec::new());
     }
-    envelope(text, &Value::Array(big).to_string(), generation)
+    envelope(text, &found, generation)
 }
 
 /// [`snapshot`] of a document the library returns as a tree (a past generation).
 pub(crate) fn snapshot_value(value: &Value, generation: u64) -> String {
-    let mut big = Vec::new();
-    find_big(value, &mut Vec::new(), &mut big);
+    let mut found = Found::default();
+    found.walk(value, &mut Vec::new());
     let doc = serde_json::to_string(value).expect("invariant: a Value always serializes");
-    envelope(&doc, &Value::Array(big).to_string(), generation)
+    envelope(&doc, &found, generation)
 }
 
-fn envelope(doc: &str, big: &str, generation: u64) -> String {
+fn envelope(doc: &str, found: &Found, generation: u64) -> String {
+    let big = Value::Array(found.big.clone()).to_string();
     let mut out = String::with_capacity(doc.len() + big.len() + 48);
     out.push_str("{\"generation\":");
     out.push_str(&generation.to_string());
     out.push_str(",\"big\":");
-    out.push_str(big);
+    out.push_str(&big);
+    for (key, list) in [("kept", &found.kept), ("refused", &found.refused)] {
+        if !list.is_empty() {
+            out.push_str(&format!(",\"{key}\":"));
+            out.push_str(&Value::Array(list.clone()).to_string());
+        }
+    }
     out.push_str(",\"value\":");
     out.push_str(doc);
     out.push('}');
     out
 }
 
-fn find_big(value: &Value, path: &mut Vec<Value>, out: &mut Vec<Value>) {
-    match value {
-        Value::Number(n) if is_big(n) => out.push(json!([path.clone(), n.to_string()])),
-        Value::Array(items) => {
-            for (i, item) in items.iter().enumerate() {
-                path.push(json!(i));
-                find_big(item, path, out);
-                path.pop();
+/// The numbers of a document that `JSON.parse` would not serve as their value (see
+/// [`exact`]), each with its JSON Pointer tokens.
+#[derive(Default)]
+struct Found {
+    /// `[tokens, digits]`, or `[tokens, digits, text]` when the file spells the
+    /// integer otherwise (`1e400`): served as a `BigInt`; the text is written back
+    /// while the program's value there is still that `BigInt`.
+    big: Vec<Value>,
+    /// `[tokens, text]`: served as the nearest double; the text is written back while
+    /// the program's value there is still that double.
+    kept: Vec<Value>,
+    /// `[tokens, text, why]`: not served (`index.js` refuses the read).
+    refused: Vec<Value>,
+}
+
+impl Found {
+    fn walk(&mut self, value: &Value, path: &mut Vec<Value>) {
+        match value {
+            // An integer literal within 64 bits: big unless a double holds it.
+            Value::Number(n) if within_64_bits(n) && is_big(n) => {
+                self.big.push(json!([path.clone(), n.to_string()]));
             }
-        }
-        Value::Object(map) => {
-            for (k, item) in map {
-                path.push(Value::String(k.clone()));
-                find_big(item, path, out);
-                path.pop();
+            Value::Number(n) if within_64_bits(n) => {}
+            Value::Number(n) => {
+                let text = n.to_string();
+                match exact::classify(text.as_bytes()) {
+                    Some(Served::Big(digits)) if digits == text => {
+                        self.big.push(json!([path.clone(), digits]));
+                    }
+                    Some(Served::Big(digits)) => {
+                        self.big.push(json!([path.clone(), digits, text]));
+                    }
+                    Some(Served::Nearest) => self.kept.push(json!([path.clone(), text])),
+                    Some(Served::Refused(why)) => {
+                        self.refused.push(json!([path.clone(), text, why]));
+                    }
+                    Some(Served::Double) | None => {}
+                }
             }
+            Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    path.push(json!(i));
+                    self.walk(item, path);
+                    path.pop();
+                }
+            }
+            Value::Object(map) => {
+                for (k, item) in map {
+                    path.push(Value::String(k.clone()));
+                    self.walk(item, path);
+                    path.pop();
+                }
+            }
+            _ => {}
         }
-        _ => {}
     }
+}
+
+/// An integer literal of at most 64 bits (signed or unsigned).
+fn within_64_bits(n: &Number) -> bool {
+    n.as_i64().is_some() || n.as_u64().is_some()
 }
 
 /// An integer a JavaScript number (a double) would round.
@@ -329,10 +382,33 @@ mod tests {
 
     #[test]
     fn integers_a_double_holds_and_floats_are_not_big() {
-        let v: Value =
-            serde_json::from_str(r#"[9007199254740991, -9007199254740992, 9007199254740994, 18446744073709549568, 1e300, 0.1]"#).unwrap();
+        let text = r#"[9007199254740991, -9007199254740992, 9007199254740994, 18446744073709549568, 1e21, 0.1]"#;
+        let v: Value = serde_json::from_str(text).unwrap();
         let parsed: Value = serde_json::from_str(&snapshot_value(&v, 1)).unwrap();
         assert_eq!(parsed["big"], json!([]));
+        let doc = RawValue::from_string(text.into()).unwrap();
+        assert_eq!(
+            snapshot(&doc, 1),
+            format!(r#"{{"generation":1,"big":[],"value":{text}}}"#)
+        );
+    }
+
+    #[test]
+    fn numbers_of_other_spellings_no_double_holds_are_found() {
+        let text = r#"{"a":[1e300,9007199254740993.0,12345678901234567890],"b":1e-400,"c":0.1,"d":1e99999999999}"#;
+        let doc = RawValue::from_string(text.into()).unwrap();
+        let parsed: Value = serde_json::from_str(&snapshot(&doc, 3)).unwrap();
+        assert_eq!(
+            parsed["big"],
+            json!([
+                [["a", 0], format!("1{}", "0".repeat(300)), "1e300"],
+                [["a", 1], "9007199254740993", "9007199254740993.0"],
+                [["a", 2], "12345678901234567890"]
+            ])
+        );
+        assert_eq!(parsed["kept"], json!([[["b"], "1e-400"]]));
+        assert_eq!(parsed["refused"][0][0], json!(["d"]));
+        assert_eq!(parsed["refused"][0][1], json!("1e99999999999"));
     }
 
     #[test]

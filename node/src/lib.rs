@@ -17,6 +17,7 @@
 
 mod convert;
 mod error;
+mod exact;
 mod options;
 mod run;
 mod store;

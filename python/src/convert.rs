@@ -1,14 +1,17 @@
 //! Python objects to and from `serde_json::Value`, exactly.
 //!
 //! Only the JSON types pass: `dict` (with `str` keys), `list`, `str`, `int`, `float`
-//! (finite), `bool` and `None`, or their subclasses (an `IntEnum` is an `int`). A tuple,
-//! set, `datetime`, `Decimal`, NaN or a non-`str` key is a `TypeError` naming the JSON
-//! Pointer of the value, raised before anything is written: writing it would change
-//! the value silently (a tuple comes back as a list, a `datetime` as a string).
+//! (finite), `decimal.Decimal` (finite), `bool` and `None`, or their subclasses (an
+//! `IntEnum` is an `int`). A tuple, set, `datetime`, NaN or a non-`str` key is a
+//! `TypeError` naming the JSON Pointer of the value, raised before anything is
+//! written: writing it would change the value silently (a tuple comes back as a list,
+//! a `datetime` as a string).
 //!
 //! Integers outside 64 bits go through their decimal text: kept exactly when
 //! serde_json's `arbitrary_precision` is enabled, refused with a clear error otherwise
-//! (never rounded to a float).
+//! (never rounded to a float). A number with a fraction or exponent part is read as a
+//! `float` when the float keeps its value, else as a `Decimal` (see [`exact`]); a
+//! `Decimal` is written as its exact text.
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -18,6 +21,8 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString};
 use serde_json::{Map, Number, Value};
+
+use crate::exact;
 
 /// One step of the path to a value that failed to convert.
 enum Step {
@@ -76,7 +81,7 @@ pub fn to_value(obj: &Bound<'_, PyAny>) -> PyResult<Value> {
         let py = obj.py();
         let pointer = f.pointer();
         let err = PyTypeError::new_err(format!(
-            "the value at `{pointer}` {}; nothing was written\nhint: store only dict (str keys), list, str, int, float, bool and None; convert other values first (for example a datetime to its isoformat() text)",
+            "the value at `{pointer}` {}; nothing was written\nhint: store only dict (str keys), list, str, int, float, Decimal, bool and None; convert other values first (for example a datetime to its isoformat() text)",
             f.what
         ));
         // `.pointer` lets a caller find the value without parsing the message.
@@ -117,6 +122,10 @@ fn walk(obj: &Bound<'_, PyAny>, depth: usize) -> Result<Value, Failure> {
         });
     }
     if depth >= MAX_DEPTH {
+        if let Some(text) = decimal_json(obj)? {
+            let n = Number::from_str(&text).expect("invariant: decimal_json checked it");
+            return Ok(Value::Number(n));
+        }
         return Err(Failure::new(format!(
             "is nested more than {MAX_DEPTH} levels deep"
         )));
@@ -148,6 +157,10 @@ fn walk(obj: &Bound<'_, PyAny>, depth: usize) -> Result<Value, Failure> {
         }
         return Ok(Value::Array(items));
     }
+    if let Some(text) = decimal_json(obj)? {
+        let n = Number::from_str(&text).expect("invariant: decimal_json checked it");
+        return Ok(Value::Number(n));
+    }
     Err(Failure::new(format!(
         "is a {} ({}), which is not a JSON type",
         type_name(obj),
@@ -162,10 +175,19 @@ fn int_value(i: &Bound<'_, PyInt>) -> Result<Number, Failure> {
     if let Ok(n) = i.extract::<u64>() {
         return Ok(n.into());
     }
-    // Beyond 64 bits: through the decimal text, kept only if it survives exactly.
-    let text = i
-        .str()
-        .and_then(|s| s.to_cow().map(|c| c.into_owned()))
+    // Beyond 64 bits: through the decimal text of the int's value (`int.__repr__`,
+    // as `json.dumps` takes it: never a subclass's own `__str__` or `__repr__`, which
+    // may print anything), kept only if it survives exactly.
+    static INT_REPR: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    let text = INT_REPR
+        .get_or_try_init(i.py(), || {
+            i.py()
+                .get_type::<PyInt>()
+                .getattr("__repr__")
+                .map(Bound::unbind)
+        })
+        .and_then(|f| f.bind(i.py()).call1((i,)))
+        .and_then(|s| Ok(s.cast_into::<PyString>()?.to_cow()?.into_owned()))
         .map_err(|e| Failure::new(format!("is an int that could not be read: {e}")))?;
     match Number::from_str(&text) {
         Ok(n) if n.to_string() == text => Ok(n),
@@ -282,9 +304,61 @@ fn number<'py>(py: Python<'py>, n: &Number) -> PyResult<Bound<'py, PyAny>> {
         // A big integer (only with arbitrary_precision): exactly, through its text.
         return py.get_type::<PyInt>().call1((text,)).map(Bound::into_any);
     }
-    match n.as_f64() {
-        Some(f) => Ok(PyFloat::new(py, f).into_any()),
-        None => py.get_type::<PyFloat>().call1((text,)),
+    float_or_decimal(py, &text)
+}
+
+/// A JSON number with a fraction or exponent part, as a `float` when the float keeps
+/// its value (see [`exact::float_keeps`]), else as a `decimal.Decimal` of exactly the
+/// text: what the program is served is the file's number, never a neighbour of it
+/// (`9007199254740993.0`, `1e-400` and `1e400` are `Decimal`s; `0.1` is a `float`).
+fn float_or_decimal<'py>(py: Python<'py>, text: &str) -> PyResult<Bound<'py, PyAny>> {
+    if exact::float_keeps(text.as_bytes()) == Some(true)
+        && let Ok(f) = text.parse::<f64>()
+    {
+        return Ok(PyFloat::new(py, f).into_any());
+    }
+    decimal_type(py)?.call1((text,))
+}
+
+/// `decimal.Decimal`.
+fn decimal_type(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
+    static DECIMAL: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    DECIMAL.import(py, "decimal", "Decimal")
+}
+
+/// `json.loads`'s `parse_float` for a document that holds a number no float holds.
+#[pyfunction]
+fn parse_float<'py>(py: Python<'py>, text: &str) -> PyResult<Bound<'py, PyAny>> {
+    float_or_decimal(py, text)
+}
+
+/// `Some(text)` when `obj` is a `decimal.Decimal` (or a subclass): its exact value as
+/// a JSON number (`Decimal.__str__`'s digits, whatever a subclass overrides, with a
+/// lower-case `e` and no `+`: `Decimal("1e400")` is written `1e400`). NaN and
+/// infinities fail, as their floats do.
+fn decimal_json(obj: &Bound<'_, PyAny>) -> Result<Option<String>, Failure> {
+    let py = obj.py();
+    let read = |e: PyErr| Failure::new(format!("is a Decimal that could not be read: {e}"));
+    let decimal = decimal_type(py).map_err(read)?;
+    if !obj.is_instance(decimal).map_err(read)? {
+        return Ok(None);
+    }
+    let text = decimal
+        .getattr("__str__")
+        .and_then(|f| f.call1((obj,)))
+        .and_then(|s| Ok(s.cast_into::<PyString>()?.to_cow()?.into_owned()))
+        .map_err(read)?;
+    if text.contains(['N', 'I', 'n', 'i']) {
+        return Err(Failure::new(format!(
+            "is the Decimal {text}, which JSON cannot hold"
+        )));
+    }
+    let text = text.replace("E+", "e").replace('E', "e");
+    match Number::from_str(&text) {
+        Ok(n) if n.to_string() == text => Ok(Some(text)),
+        _ => Err(Failure::new(format!(
+            "is the Decimal {text}, which this build of statesafe cannot keep exactly"
+        ))),
     }
 }
 
@@ -438,7 +512,11 @@ impl TextWriter {
             return Ok(None);
         }
         if depth >= MAX_DEPTH {
-            return Err(Failure::new(String::new()));
+            return if self.decimal(obj)? {
+                Ok(None)
+            } else {
+                Err(Failure::new(String::new()))
+            };
         }
         // Only lists and dicts get past here (or fail below, writing nothing).
         self.deepest = self.deepest.max(depth + 1);
@@ -523,7 +601,33 @@ impl TextWriter {
             self.out.push(b']');
             return Ok(copy.filter(|_| self.copy).map(Bound::into_any));
         }
+        if self.decimal(obj)? {
+            return Ok(None);
+        }
         Err(Failure::new(String::new()))
+    }
+
+    /// Writes `obj` if it is a `Decimal` (its exact text); whether it was one.
+    fn decimal(&mut self, obj: &Bound<'_, PyAny>) -> Result<bool, Failure> {
+        let Some(text) = decimal_json(obj)? else {
+            return Ok(false);
+        };
+        // Parsing the text gives back an equal `Decimal` only for a number with a
+        // fraction or exponent part that no float holds (else an `int` or a `float`):
+        // otherwise the copy would differ, type for type, from what parsing gives.
+        if self.copy {
+            let exact_decimal = obj
+                .get_type()
+                .is(decimal_type(obj.py()).map_err(|_| Failure::new(String::new()))?);
+            if !exact_decimal
+                || !text.contains(['.', 'e'])
+                || exact::float_keeps(text.as_bytes()) != Some(false)
+            {
+                self.copy = false;
+            }
+        }
+        self.out.extend_from_slice(text.as_bytes());
+        Ok(true)
     }
 }
 
@@ -535,8 +639,23 @@ impl TextWriter {
 /// [`to_python`] instead.
 pub fn from_json<'py>(py: Python<'py>, text: &str) -> PyResult<Bound<'py, PyAny>> {
     static LOADS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    static PARSE_FLOAT: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
     let loads = LOADS.import(py, "json", "loads")?;
-    match loads.call1((text,)) {
+    // A document whose every number with a fraction or exponent part is held exactly
+    // by a float (almost all) takes `json.loads` as it is, at full speed; one that may
+    // hold a number no float holds takes it with `parse_float`, which serves that
+    // number as a `Decimal` (see [`float_or_decimal`]).
+    let parsed = if exact::may_hold_inexact_float(text.as_bytes()) {
+        let hook = PARSE_FLOAT.get_or_try_init(py, || {
+            wrap_pyfunction!(parse_float, py).map(|f| f.into_any().unbind())
+        })?;
+        let kwargs = PyDict::new(py);
+        kwargs.set_item("parse_float", hook)?;
+        loads.call((text,), Some(&kwargs))
+    } else {
+        loads.call1((text,))
+    };
+    match parsed {
         Ok(obj) => Ok(obj),
         Err(e) if e.is_instance_of::<pyo3::exceptions::PyRecursionError>(py) => {
             let value = statesafe::json::parse(text.as_bytes())

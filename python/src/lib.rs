@@ -8,6 +8,7 @@
 
 mod convert;
 mod errors;
+mod exact;
 mod logging;
 mod report;
 mod store;

@@ -26,7 +26,9 @@ import statesafe
     ({"x": float("nan")}, "/x", "nan"),
     ({"x": [0, float("inf")]}, "/x/1", "inf"),
     ({"grades": {1: "a"}}, "/grades", "key 1 of type int"),
-    ({"a": {"b/c": [{"~d": decimal.Decimal("1.5")}]}}, "/a/b~1c/0/~0d", "decimal.Decimal"),
+    ({"a": {"b/c": [{"~d": decimal.Decimal("NaN")}]}}, "/a/b~1c/0/~0d", "Decimal NaN"),
+    ({"x": decimal.Decimal("-Infinity")}, "/x", "Decimal -Infinity"),
+    ({"x": decimal.Decimal("sNaN")}, "/x", "Decimal sNaN"),
     ({"f": print}, "/f", "builtin_function_or_method"),
     (b"bytes", "/", "bytes"),
 ])
@@ -138,3 +140,103 @@ def test_round_trip_of_arbitrary_json(state_dir: pathlib.Path, doc: Any) -> None
     assert json.dumps(got, sort_keys=True) == json.dumps(doc, sort_keys=True)
     # What is on disk is what Python's own json module reads back.
     assert json.loads((state_dir / "rt.json").read_text()) == doc
+
+
+# Number texts another program may write: every JSON spelling, from 0 to far beyond a
+# double's range and precision.
+number_texts = st.builds(
+    lambda sign, whole, frac, exp: f"{sign}{whole}{frac}{exp}",
+    st.sampled_from(["", "-"]),
+    st.from_regex(r"0|[1-9][0-9]{0,24}", fullmatch=True),
+    st.one_of(st.just(""), st.from_regex(r"\.[0-9]{1,24}", fullmatch=True)),
+    st.one_of(st.just(""), st.builds(lambda e, s, n: f"{e}{s}{n}", st.sampled_from("eE"),
+                                     st.sampled_from(["", "+", "-"]),
+                                     st.integers(0, 450))),
+)
+
+
+def exactly(text: str) -> decimal.Decimal:
+    """A JSON number's exact value."""
+    return decimal.Decimal(text)
+
+
+@settings(max_examples=300, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(written=number_texts)
+def test_an_untouched_number_of_any_spelling_keeps_its_value(state_dir: pathlib.Path,
+                                                             written: str) -> None:
+    path = state_dir / "n.json"
+    path.write_text(f'{{"id": {written}, "n": 0}}\n')
+    store = statesafe.open(path, durability="none", history=0, backups=0)
+    # What the program is served is the file's number: an int, a float that is that
+    # number (its repr denotes it), or a Decimal of it.
+    served = store.get()["id"]
+    if isinstance(served, float):
+        assert exactly(repr(served)) == exactly(written), f"{written} served as {served!r}"
+        assert any(c in written for c in ".eE"), "an integer literal is an int"
+    else:
+        assert isinstance(served, (int, decimal.Decimal)), type(served)
+        assert exactly(str(served)) == exactly(written), f"{written} served as {served!r}"
+    with store.transaction() as state:
+        state["n"] = 1
+    got = json.loads(path.read_text(), parse_float=decimal.Decimal, parse_int=decimal.Decimal)
+    assert got == {"id": exactly(written), "n": 1}, path.read_text()
+
+
+def test_numbers_no_float_holds_are_decimals(path: pathlib.Path) -> None:
+    path.write_text('{"a": 0.1, "b": 1e400, "c": 9007199254740993.0, "d": 1e-400, '
+                    '"e": 0.10000000000000001, "f": 12345678901234567890e0, "g": 2.5e-3}\n')
+    got = statesafe.open(path).get()
+    assert got == {"a": 0.1, "b": decimal.Decimal("1e400"),
+                   "c": decimal.Decimal("9007199254740993.0"), "d": decimal.Decimal("1e-400"),
+                   "e": decimal.Decimal("0.10000000000000001"),
+                   "f": decimal.Decimal("12345678901234567890"), "g": 0.0025}
+    assert [type(v) for v in got.values()] == [float, decimal.Decimal, decimal.Decimal,
+                                               decimal.Decimal, decimal.Decimal,
+                                               decimal.Decimal, float]
+
+
+def test_decimals_are_written_exactly(path: pathlib.Path) -> None:
+    class Shown(decimal.Decimal):
+        def __str__(self) -> str:
+            return "a display format"
+
+    store = statesafe.open(path, default={})
+    doc = {"a": decimal.Decimal("0.10000000000000001"), "b": decimal.Decimal("1E+400"),
+           "c": decimal.Decimal("-2.50"), "d": decimal.Decimal("7"),
+           "e": Shown("1e-400"), "f": [decimal.Decimal("0.1")]}
+    store.replace(doc)
+    text = path.read_text()
+    for written in ['"a": 0.10000000000000001', '"b": 1e400', '"c": -2.50', '"d": 7',
+                    '"e": 1e-400', "0.1\n"]:
+        assert written in text, text
+    # Read back: each a number of the same value; a Decimal a float or an int holds
+    # exactly comes back as that float or int.
+    assert store.get() == {"a": decimal.Decimal("0.10000000000000001"),
+                           "b": decimal.Decimal("1e400"), "c": -2.5, "d": 7,
+                           "e": decimal.Decimal("1e-400"), "f": [0.1]}
+    # And through a transaction (whose private copy must equal what parsing gives).
+    with store.transaction() as state:
+        state["g"] = decimal.Decimal("3.14159265358979323846")
+    with store.transaction() as state:
+        assert state["g"] == decimal.Decimal("3.14159265358979323846")
+        assert type(state["c"]) is float and type(state["f"][0]) is float
+    assert statesafe.open(path).get()["g"] == decimal.Decimal("3.14159265358979323846")
+
+
+def test_an_int_subclass_is_written_with_its_value(path: pathlib.Path) -> None:
+    class Shown(int):
+        def __str__(self) -> str:
+            return "1"
+
+        def __repr__(self) -> str:
+            return "2"
+
+    store = statesafe.open(path, default={})
+    doc = {"small": Shown(5), "big": Shown(2**80), "neg": Shown(-(2**80))}
+    if statesafe.BIG_INTS:
+        store.replace(doc)
+        assert json.loads(path.read_text()) == {"small": 5, "big": 2**80, "neg": -(2**80)}
+    else:
+        with pytest.raises(TypeError, match="1208925819614629174706176, beyond 64 bits"):
+            store.replace(doc)
