@@ -83,7 +83,7 @@ export type ErrorCode =
   | 'ENOENT' | 'ECORRUPT' | 'ELOCKTIMEOUT' | 'ECONFLICT' | 'EINVALID' | 'ESERIALIZE' | 'EABORTED'
   | 'ENOSPC' | 'EACCES' | 'EROFS' | 'EOUTCOMEUNKNOWN' | 'EPOISONED' | 'EBADPATH' | 'EEXIST'
   | 'ETOOLARGE' | 'EUNRECOVERABLE' | 'EBADSCHEMA' | 'ENOGENERATION' | 'EMISMATCH' | 'EREMOTE'
-  | 'EIO' | 'ECLOSED' | 'ENESTED'
+  | 'EUNSAFE' | 'EIO' | 'ECLOSED' | 'ENESTED'
   | 'EFINISHED' | 'ESTATESAFE'
 
 /** Every failure of a store. `message` names the file and operation; `cause` is the OS error or the damage. */

@@ -68,6 +68,7 @@ pub(crate) fn code(e: &Error) -> &'static str {
         Error::GenerationUnavailable { .. } => "ENOGENERATION",
         Error::Mismatch { .. } => "EMISMATCH",
         Error::Remote { .. } => "EREMOTE",
+        Error::Unsafe { .. } => "EUNSAFE",
         Error::Io { .. } => "EIO",
         _ => "ESTATESAFE",
     }

@@ -180,13 +180,12 @@ test('a symlink another user planted in a sticky directory is refused; its targe
   assert.equal(readFileSync(planted.victim, 'utf8'), '{"secret": 1}\n')
 })
 
-test('the refusal of a planted symlink has a code of its own and names the path', {
-  skip: bug('red12: statesafe::Error::Unsafe (a planted symlink, a foreign sidecar) has no code in node/src/error.rs: ESTATESAFE ("an error added to the library later", docs/node.md), and no `path`; the CLI gives it exit code 14 of its own'),
-}, async (t) => {
+// Once a red12 bug (fixed in session 12): EUNSAFE, with `path`.
+test('the refusal of a planted symlink has a code of its own and names the path', async (t) => {
   const planted = plantedLink(t)
   if (!planted) return t.skip('needs root and setpriv to act as another user')
   assert.throws(() => open(planted.link, { default: { n: 0 } }), (e) => {
-    assert.notEqual(e.code, 'ESTATESAFE', e.message)
+    assert.equal(e.code, 'EUNSAFE', e.message)
     assert.equal(e.path, planted.link)
     return true
   })

@@ -88,7 +88,12 @@ impl Snapshot {
 /// One JSON state file.
 #[pyclass(module = "statesafe._statesafe", frozen, subclass)]
 pub struct Store {
+    /// The path or URL given, to open the store again (after a fork): a URL's password
+    /// included. Never shown: see `shown`.
     path: PathBuf,
+    /// The path as the library shows it (a URL's password as `***`): in `repr`, the
+    /// `path` attribute and every error this package makes.
+    shown: PathBuf,
     opts: StoreOptions<Doc>,
     inner: RwLock<Option<Arc<Core>>>,
     /// See [`Cached`].
@@ -140,7 +145,7 @@ impl Store {
             return Err(usage_error(
                 &format!(
                     "a transaction of this store (`{}`) is already open in this thread (or its `lock()` is held): it cannot wait for its own lock",
-                    self.path.display()
+                    self.shown.display()
                 ),
                 "commit or roll it back first (or release the lock), or use one transaction",
             ));
@@ -164,7 +169,7 @@ impl Store {
         {
             let inner = self.inner.read();
             match &*inner {
-                None => return Err(closed_error(&self.path)),
+                None => return Err(closed_error(&self.shown)),
                 Some(core) if self.pid.load(Ordering::Acquire) == pid => {
                     return Ok(Arc::clone(core));
                 }
@@ -184,7 +189,7 @@ impl Store {
             *inner = Some(Arc::new(fresh));
             self.pid.store(pid, Ordering::Release);
         }
-        inner.clone().ok_or_else(|| closed_error(&self.path))
+        inner.clone().ok_or_else(|| closed_error(&self.shown))
     }
 
     /// Runs `f` with the GIL released, retrying lock timeouts in slices until the
@@ -365,7 +370,7 @@ impl Store {
 
     fn invalid(&self, message: String) -> PyErr {
         to_py(Error::Invalid {
-            path: self.path.clone(),
+            path: self.shown.clone(),
             message: format!("validation rule: {message}"),
         })
     }
@@ -516,6 +521,7 @@ impl Store {
                 .map_err(to_py)?;
         }
         Ok(Store {
+            shown: core.path().to_path_buf(),
             path,
             opts,
             inner: RwLock::new(Some(Arc::new(core))),
@@ -541,7 +547,7 @@ impl Store {
     /// The path the store was opened with.
     #[getter]
     fn path(&self) -> String {
-        text(&self.path)
+        text(&self.shown)
     }
 
     /// The effective lock timeout in seconds.
@@ -756,7 +762,7 @@ impl Store {
     fn __repr__(&self) -> String {
         format!(
             "<statesafe.Store `{}`{}>",
-            self.path.display(),
+            self.shown.display(),
             if self.inner.read().is_none() {
                 " (closed)"
             } else {

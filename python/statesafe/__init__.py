@@ -24,7 +24,8 @@ from . import _model
 from ._errors import (AlreadyExists, BadPath, BadSchema, Closed, Conflict, Corrupt, Error,
                       GenerationUnavailable, Holder, Invalid, LockTimeout, Mismatch, NoSpace,
                       NotFound, OSFailure, OutcomeUnknown, PermissionDenied, Poisoned,
-                      ReadOnlyFilesystem, RemoteError, TooLarge, Unrecoverable, UsageError)
+                      ReadOnlyFilesystem, RemoteError, TooLarge, Unrecoverable, Unsafe,
+                      UsageError)
 from ._statesafe import BIG_INTS, LockGuard, Snapshot, Store, Transaction, __version__
 
 __all__ = [
@@ -32,7 +33,8 @@ __all__ = [
     "Error", "NotFound", "AlreadyExists", "Corrupt", "LockTimeout", "Conflict", "Invalid",
     "TooLarge", "OSFailure", "NoSpace", "PermissionDenied", "ReadOnlyFilesystem",
     "OutcomeUnknown", "Poisoned", "Unrecoverable", "BadPath", "BadSchema",
-    "GenerationUnavailable", "Mismatch", "RemoteError", "Closed", "UsageError", "__version__",
+    "GenerationUnavailable", "Mismatch", "RemoteError", "Unsafe", "Closed", "UsageError",
+    "__version__",
 ]
 
 _MISSING: Any = object()

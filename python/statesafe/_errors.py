@@ -201,6 +201,15 @@ class RemoteError(Error, ConnectionError):
     reason: str = ""
 
 
+class Unsafe(Error):
+    """Refused for safety: a symlink or a sidecar another user could have planted (in a
+    shared directory) was not followed or used; nothing was read or written through it.
+    ``path`` is the state file. Retrying does not help: inspect and remove what is not
+    yours, or keep the state in a directory other users cannot write."""
+
+    kind = "unsafe"
+
+
 class Closed(Error):
     """The store was used after ``close()``."""
 
@@ -219,7 +228,7 @@ _CLASSES: dict[str, type[Error]] = {
     for cls in (NotFound, AlreadyExists, Corrupt, LockTimeout, Conflict, Invalid, TooLarge,
                 OSFailure, NoSpace, PermissionDenied, ReadOnlyFilesystem, OutcomeUnknown,
                 Poisoned, Unrecoverable, BadPath, BadSchema, GenerationUnavailable, Mismatch,
-                RemoteError, Closed, UsageError)
+                RemoteError, Unsafe, Closed, UsageError)
 }
 
 _ERRNO = {"no_space": _errno.ENOSPC, "permission_denied": _errno.EACCES,

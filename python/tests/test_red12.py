@@ -173,9 +173,7 @@ def test_an_error_of_a_postgres_state_names_its_url() -> None:
     assert type(e.value) is not statesafe.Error, "no class of its own"
 
 
-@bug("red12: statesafe::Error::Unsafe (a symlink another user planted in a sticky "
-     "directory, a foreign sidecar) raises the base statesafe.Error with path None (kind "
-     "'unsafe'): no class of its own (the CLI gives it exit code 14), no path")
+# Once a red12 bug (fixed in session 12).
 def test_the_refusal_of_a_planted_symlink_names_its_path(state_dir: pathlib.Path) -> None:
     if os.geteuid() != 0:
         pytest.skip("needs root to act as another user through setpriv: NOT TESTED here")
@@ -207,10 +205,7 @@ def test_a_password_in_a_url_is_hidden_in_the_error_of_a_failed_open() -> None:
     assert "bot:***@127.0.0.1:1" in str(e.value)
 
 
-@bug("red12: the Python layer shows the URL it was given, password included, where the "
-     "library shows `***`: repr(store) (logged by any `%r`), store.path, and the errors "
-     "the package makes itself (Closed: 'store for `postgres://bot:PASSWORD@…` is "
-     "closed'); store.info()['path'] is redacted")
+# Once a red12 bug (fixed in session 12).
 def test_a_password_in_a_url_is_never_shown_by_repr_path_or_closed(pg_server: str) -> None:
     user_at = pg_server.removeprefix("postgres://")
     url = f"postgres://{user_at.replace('@', ':hunter2-red12@', 1)}?state=red12-repr"

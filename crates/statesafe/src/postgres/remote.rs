@@ -182,10 +182,14 @@ impl Remote {
             |found: &[(i64, String, String)]| (1..=3).any(|i| !found.iter().any(|f| f.0 == i));
         if missing(&found) {
             if let Err(e) = client.batch_execute(&self.names.create()) {
-                // Another client created them at the same moment: fine if they are there now.
+                // Another client created them at the same moment: fine if they are there
+                // now (checked below). The server answers a lost race with 23505 or
+                // 42P07, or with 42710 when it lost on a table's row type (red12).
                 let raced = matches!(
                     e.code(),
-                    Some(c) if *c == SqlState::UNIQUE_VIOLATION || *c == SqlState::DUPLICATE_TABLE
+                    Some(c) if *c == SqlState::UNIQUE_VIOLATION
+                        || *c == SqlState::DUPLICATE_TABLE
+                        || *c == SqlState::DUPLICATE_OBJECT
                 );
                 let _ = client.batch_execute("ROLLBACK");
                 if !raced {
