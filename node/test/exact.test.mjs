@@ -9,29 +9,10 @@ import { readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import fc from 'fast-check'
 import { open } from '../index.mjs'
-import { tempDir } from './helpers.mjs'
+import { exact, numberText, tempDir } from './helpers.mjs'
 
 const RUNS = Number(process.env.STATESAFE_FC_RUNS ?? 150)
 
-// The exact decimal value of a JSON number's text, as [digits BigInt, power of ten],
-// normalised (no trailing zeros in the digits; zero as [0n, 0]).
-function exact(text) {
-  const m = /^(-?)(\d+)(?:\.(\d+))?(?:[eE]([+-]?\d+))?$/.exec(text)
-  assert.ok(m, `not a JSON number: ${text}`)
-  let digits = BigInt(`${m[1]}${m[2]}${m[3] ?? ''}`)
-  let exp = Number(m[4] ?? 0) - (m[3] ?? '').length
-  while (digits !== 0n && digits % 10n === 0n) {
-    digits /= 10n
-    exp += 1
-  }
-  return [digits, digits === 0n ? 0 : exp]
-}
-
-function numberText(fileText, key) {
-  const m = new RegExp(`"${key}":\\s*(-?[0-9][0-9.eE+-]*)`).exec(fileText)
-  assert.ok(m, `no number at "${key}" in ${fileText}`)
-  return m[1]
-}
 
 // Every spelling: integer part, optional fraction, optional exponent of either case and
 // sign, from 0 to far beyond a double's range and precision.

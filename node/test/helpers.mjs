@@ -70,3 +70,26 @@ export async function updateWritesExactly(store, doc, layout) {
   await store.update((s) => void (seen = s))
   assert.deepStrictEqual(seen, JSON.parse(expected), layout)
 }
+
+// The exact decimal value of a JSON number's text, as [digits BigInt, power of ten],
+// normalised (no trailing zeros in the digits; zero as [0n, 0]; an exponent `-0` as 0,
+// not -0), so `12345678901234567890e0`, `1234567890.123456789e10` and
+// `12345678901234567890` compare equal.
+export function exact(text) {
+  const m = /^(-?)(\d+)(?:\.(\d+))?(?:[eE]([+-]?\d+))?$/.exec(text)
+  assert.ok(m, `not a JSON number: ${text}`)
+  let digits = BigInt(`${m[1]}${m[2]}${m[3] ?? ''}`)
+  let exp = Number(m[4] ?? 0) - (m[3] ?? '').length + 0
+  while (digits !== 0n && digits % 10n === 0n) {
+    digits /= 10n
+    exp += 1
+  }
+  return [digits, digits === 0n ? 0 : exp]
+}
+
+// The text of the number at top-level key `key` in a flat JSON object's text.
+export function numberText(fileText, key) {
+  const m = new RegExp(`"${key}":\\s*(-?[0-9][0-9.eE+-]*)`).exec(fileText)
+  assert.ok(m, `no number at "${key}" in ${fileText}`)
+  return m[1]
+}

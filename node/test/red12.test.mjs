@@ -10,32 +10,11 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Worker } from 'node:worker_threads'
 import { open } from '../index.mjs'
-import { packageDir, tempDir } from './helpers.mjs'
+import { exact, numberText, packageDir, tempDir } from './helpers.mjs'
 
 // A bug's test is skipped with its reason; STATESAFE_RED12_RUN=1 runs it (to watch it fail).
 const bug = (reason) => (process.env.STATESAFE_RED12_RUN ? false : reason)
 
-// The exact decimal value of a JSON number's text, as [digits BigInt, power of ten],
-// normalised (no trailing zeros in the digits), so `12345678901234567890e0`,
-// `1234567890.123456789e10` and `12345678901234567890` compare equal.
-function exact(text) {
-  const m = /^(-?)(\d+)(?:\.(\d+))?(?:[eE]([+-]?\d+))?$/.exec(text)
-  assert.ok(m, `not a JSON number: ${text}`)
-  let digits = BigInt(`${m[1]}${m[2]}${m[3] ?? ''}`)
-  let exp = Number(m[4] ?? 0) - (m[3] ?? '').length
-  while (digits !== 0n && digits % 10n === 0n) {
-    digits /= 10n
-    exp += 1
-  }
-  return [digits, digits === 0n ? 0 : exp]
-}
-
-// The text of the number at top-level key `key` in a flat JSON object's text.
-function numberText(fileText, key) {
-  const m = new RegExp(`"${key}":\\s*(-?[0-9][0-9.eE+-]*)`).exec(fileText)
-  assert.ok(m, `no number at "${key}" in ${fileText}`)
-  return m[1]
-}
 
 for (const written of ['12345678901234567890e0', '1234567890.123456789e10', '9007199254740993.0', '1e-400']) {
   // Was a bug (red12): such a number was read as the nearest double and written back as it.
