@@ -466,7 +466,9 @@ impl Remote {
             }
         }
         // Carried forward by the history's patches while they form an unbroken
-        // chain below the damaged generation, as a file's recovery does.
+        // chain up to the damaged generation itself, as a file's recovery does: its
+        // entry was written in the transaction that committed it, so the chain
+        // rebuilds the acknowledged version (stopping below it rolled that back).
         let mut rebuilt_from = None;
         if let Some((state, Some(b))) = &found
             && store.config().history.keep > 0
@@ -474,7 +476,7 @@ impl Remote {
             let entries: Vec<HistoryEntry> = self
                 .history(store)?
                 .into_iter()
-                .filter(|e| e.generation < generation)
+                .filter(|e| e.generation <= generation)
                 .collect();
             rebuilt_from = store
                 .apply_chain(state, *b, &entries)

@@ -396,9 +396,9 @@ fn a_trigger_rewriting_documents_is_never_served_and_a_committed_version_restore
 /// although the row's history entry was written in the very transaction that committed
 /// it (docs/design.md: carried forward "up to the last generation committed before the
 /// damage"; docs/remote.md says "below the damaged generation"). So a reader's automatic
-/// recovery rolls an acknowledged write back when its history could rebuild it.
+/// recovery rolls an acknowledged write back when its history could rebuild it. Fixed
+/// in session 12: the chain goes up to the damaged generation.
 #[test]
-#[ignore = "red12: a damaged row at generation N is recovered to N-1 (history entries below N only), where a damaged file is rebuilt to N from its history: an acknowledged write rolled back"]
 fn a_damaged_last_generation_is_rebuilt_from_its_history_entry_as_for_a_file() {
     let Some(pg) = cluster::cluster() else { return };
     // The file: the control, recovered to the acknowledged generation 2.

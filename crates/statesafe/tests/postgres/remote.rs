@@ -117,7 +117,9 @@ fn a_damaged_row_is_quarantined_and_the_newest_valid_backup_restored() {
         text.contains("state=repair") && text.contains("statesafe recover"),
         "{text}"
     );
-    // recover: quarantined, generation 1 (the newest backup) restored as generation 3.
+    // recover: quarantined; generation 2 (the damaged generation's acknowledged
+    // version: backup 1 carried forward by generation 2's history entry) restored as
+    // generation 3.
     let event = strict.recover().unwrap().expect("it was damaged");
     let Event::Recovered {
         quarantined,
@@ -129,7 +131,7 @@ fn a_damaged_row_is_quarantined_and_the_newest_valid_backup_restored() {
     else {
         panic!("{event:?}")
     };
-    assert_eq!((*restored_from, *generation), (Some(1), 3), "{event:?}");
+    assert_eq!((*restored_from, *generation), (Some(2), 3), "{event:?}");
     assert!(why.contains("checksum"), "{why}");
     let id: i64 = quarantined
         .to_string_lossy()
@@ -150,13 +152,13 @@ fn a_damaged_row_is_quarantined_and_the_newest_valid_backup_restored() {
     assert_eq!(row.get::<_, String>(2), "{\"n\": 666}");
     assert!(row.get::<_, String>(3).contains("checksum"));
     let snap = strict.load().unwrap();
-    assert_eq!((snap.state, snap.generation), (json!({"n": 1}), 3));
+    assert_eq!((snap.state, snap.generation), (json!({"n": 2}), 3));
     let last = strict.history().unwrap().pop().unwrap();
     assert_eq!(
         last.change,
         Change::Recovery {
             quarantined: Some(quarantined.clone()),
-            from: Some(1)
+            from: Some(2)
         }
     );
     assert_eq!(events.lock().unwrap().len(), 1, "the recovery is reported");
@@ -166,9 +168,9 @@ fn a_damaged_row_is_quarantined_and_the_newest_valid_backup_restored() {
         .unwrap();
     damage(pg, "repair");
     let snap = repairing.load().unwrap();
-    // Generation 3 (the recovery) never became a backup; the newest provable
-    // version below it is generation 2, rebuilt from backup 1 by its history patch
-    // (as for a file, the damaged generation's own entry is not used).
+    // Generation 3 (the recovery) never became a backup; it is rebuilt from backup 1
+    // by the history's entries of generations 2 and 3 (the damaged generation's own
+    // entry included, as for a file): `{"n": 2}`, written as generation 4.
     assert_eq!((snap.state, snap.generation), (json!({"n": 2}), 4));
     damage(pg, "repair");
     repairing.update(|s| s["n"] = 10.into()).unwrap();
@@ -185,7 +187,8 @@ fn a_damaged_row_is_quarantined_and_the_newest_valid_backup_restored() {
         .get(0);
     assert_eq!(kept, 3, "every damaged version is kept");
     // The newest backup damaged too: the one before it, carried forward by the
-    // history's patch to the version before the damage, as a file's recovery does.
+    // history's patches up to the damaged generation's acknowledged version, as a
+    // file's recovery does.
     let chain_url = pg.url("repair_chain");
     let chain = open(&chain_url);
     chain.create(json!({"n": 1})).unwrap();
@@ -210,10 +213,10 @@ fn a_damaged_row_is_quarantined_and_the_newest_valid_backup_restored() {
     };
     assert_eq!(
         (*restored_from, *rebuilt_from, *generation),
-        (Some(2), Some(1), 4),
+        (Some(3), Some(1), 4),
         "{event:?}"
     );
-    assert_eq!(chain.load().unwrap().state, json!({"n": 2}));
+    assert_eq!(chain.load().unwrap().state, json!({"n": 3}));
     // No valid backup: Unrecoverable, listing what was tried; the row is unchanged.
     let bare_url = pg.url("repair_none");
     let none: Store = Store::options()
