@@ -76,3 +76,117 @@ fn a_remove_that_swaps_state_into_second_place_is_refused_like_update() {
     );
     assert_eq!(now, doc);
 }
+
+/// Attack (held): numbers in every spelling JSON allows, through a group-commit
+/// patch (the record is the caller's patch text), then a replay by a fresh store, a
+/// compaction forced by a tiny `journal_max_bytes` (the snapshot is serialized from
+/// the replayed tree) and a `cat` of the snapshot: each number keeps its text, so its
+/// value, whoever reads it (`1e400` is not infinity, `-0.0` not `0`, `2**128` not
+/// `3.4e38`, `0.1000000000000000055511151231257827` not `0.1`). (`-0` and integers
+/// just past 64 bits do not get through `apply_patch`:
+/// `apply_patch_keeps_every_number_it_is_given`.)
+#[test]
+fn numbers_through_journal_patches_keep_their_text_after_compaction() {
+    let numbers = [
+        "1e400",
+        "-1E-400",
+        "-0.0",
+        "340282366920938463463374607431768211456",
+        "0.1000000000000000055511151231257827",
+        "1.50",
+        "2E5",
+        "9007199254740993",
+    ];
+    let dir = common::test_dir();
+    let path = dir.path().join("state.json");
+    let store = create_journal(&path, json!({"n": 0}));
+    for (i, text) in numbers.iter().enumerate() {
+        let patch: Value = serde_json::from_str(&format!(
+            r#"[{{"op": "add", "path": "/k{i}", "value": {text}}}, {{"op": "add", "path": "/a", "value": [{text}]}}]"#
+        ))
+        .unwrap();
+        store.apply_patch(&patch).unwrap();
+    }
+    let expect = |doc: &Value| {
+        for (i, text) in numbers.iter().enumerate() {
+            assert_eq!(doc[format!("k{i}")].to_string(), *text, "k{i}");
+        }
+        assert_eq!(doc["a"][0].to_string(), numbers[numbers.len() - 1]);
+    };
+    // A fresh store replays the records.
+    let fresh: Store = Store::open(&path).unwrap();
+    expect(&fresh.get().unwrap());
+    // Compaction at every commit from here on: the snapshot is the replayed tree.
+    let mut settings = fresh.settings();
+    settings.journal_max_bytes = Some(1);
+    fresh.save_settings(&settings).unwrap();
+    fresh.update(|s| s["n"] = 1.into()).unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    for text_of in numbers {
+        assert!(text.contains(text_of), "{text_of} in the snapshot {text}");
+    }
+    let from_file: Value = serde_json::from_str(&text).unwrap();
+    expect(&from_file);
+    expect(&Store::<Value>::open(&path).unwrap().get().unwrap());
+}
+
+/// The numbers of a document created from text (as the CLI, the bindings and
+/// `serde_json::from_str` make them: each number keeps its text).
+const NUMBERS: &str = r#"{"n": 0, "z": -0, "zf": -0.0, "big": 18446744073709551617, "neg": -9223372036854775809, "e": 1e400, "d": 1.50, "E": 2E5}"#;
+
+/// A long-lived journal-mode store keeps the replayed document from its second full
+/// read on (`journal/cache.rs`) and decodes each transaction's `T` from that tree. That
+/// decoding turns the integer `-0` into `0`: the next commit's new document has `"z":
+/// 0` although the caller's closure never touched `z`, the diff against the kept tree
+/// sees the change, and the record (here the whole document, shorter than the patch)
+/// commits it: every reader from then on gets `0`. A number changed by a commit that
+/// did not touch it. (Plain and sealed files read the text afresh at each transaction
+/// and keep `-0`; `docs/design.md`: numbers keep their value, `-0` included, as the
+/// CLI's `large.rs` and `documents.rs`'s number strategy expect.)
+#[test]
+#[ignore = "red13: a long-lived journal store's kept tree turns -0 into 0 in a commit that never touched it"]
+fn a_journal_commit_keeps_numbers_it_did_not_touch() {
+    let dir = common::test_dir();
+    let path = dir.path().join("state.json");
+    let doc: Value = serde_json::from_str(NUMBERS).unwrap();
+    let store = create_journal(&path, doc.clone());
+    for i in 1..=4 {
+        store.update(|s| s["n"] = i.into()).unwrap();
+    }
+    let mut expected = doc;
+    expected["n"] = 4.into();
+    let fresh = Store::<Value>::open(&path).unwrap().get().unwrap();
+    assert_eq!(fresh.to_string(), expected.to_string());
+}
+
+/// `Store::apply_patch` converts the caller's patch (a `Value`) into a
+/// `json_patch::Patch` with `serde_json::from_value`, which goes through serde's data
+/// model: there an integer `-0` is `0` (the added value is `0`, in every format: a
+/// number changed), and an integer past the 64-bit range (`18446744073709551617`,
+/// `-9223372036854775809`, which the documents hold exactly) is refused as "the
+/// patch is not an RFC 6902 patch: invalid type: integer ... as u128": a valid patch
+/// refused with a wrong cause. `update` and `replace` keep both.
+#[test]
+#[ignore = "red13: apply_patch turns -0 into 0 and refuses integers past 64 bits as not a patch"]
+fn apply_patch_keeps_every_number_it_is_given() {
+    let dir = common::test_dir();
+    for format in [Format::Plain, Format::Journal] {
+        for text in ["-0", "18446744073709551617", "-9223372036854775809"] {
+            let path = dir.path().join(format!("{format:?}{text}.json"));
+            let store: Store = Store::open(&path).unwrap();
+            let settings = Settings {
+                format,
+                ..Settings::default()
+            };
+            store.create_with(&settings, json!({"n": 0})).unwrap();
+            let patch: Value = serde_json::from_str(&format!(
+                r#"[{{"op": "add", "path": "/k", "value": {text}}}]"#
+            ))
+            .unwrap();
+            let applied = store.apply_patch(&patch);
+            assert!(applied.is_ok(), "{format:?} {text}: {applied:?}");
+            let back = Store::<Value>::open(&path).unwrap().get().unwrap();
+            assert_eq!(back["k"].to_string(), text, "{format:?}");
+        }
+    }
+}
