@@ -3,7 +3,7 @@
 //! happens; `--run-ignored all` runs it, to watch it fail); the others are attacks the
 //! code withstands, kept because no other test makes them.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde_json::{Value, json};
 use statesafe::{Error, Format, Settings, Store};
@@ -15,11 +15,6 @@ fn journal_settings() -> Settings {
         format: Format::Journal,
         ..Settings::default()
     }
-}
-
-fn sidecar(path: &Path) -> PathBuf {
-    let name = path.file_name().unwrap().to_str().unwrap();
-    path.with_file_name(format!(".{name}.statesafe"))
 }
 
 fn create_journal(path: &Path, doc: Value) -> Store {
