@@ -130,8 +130,9 @@ fn numbers_through_journal_patches_keep_their_text_after_compaction() {
 const NUMBERS: &str = r#"{"n": 0, "z": -0, "zf": -0.0, "big": 18446744073709551617, "neg": -9223372036854775809, "e": 1e400, "d": 1.50, "E": 2E5}"#;
 
 /// A long-lived journal-mode store keeps the replayed document from its second full
-/// read on (`journal/cache.rs`) and decodes each transaction's `T` from that tree. That
-/// decoding turns the integer `-0` into `0`: the next commit's new document has `"z":
+/// read on (`journal/cache.rs`) and decodes each read's and each transaction's `T` from
+/// that tree. That decoding turns the integer `-0` into `0`: from its third read on, a
+/// reader serves `"z": 0` (the file says `-0`), and a writer's next commit's new document has `"z":
 /// 0` although the caller's closure never touched `z`, the diff against the kept tree
 /// sees the change, and the record (here the whole document, shorter than the patch)
 /// commits it: every reader from then on gets `0`. A number changed by a commit that
@@ -145,6 +146,14 @@ fn a_journal_commit_keeps_numbers_it_did_not_touch() {
     let path = dir.path().join("state.json");
     let doc: Value = serde_json::from_str(NUMBERS).unwrap();
     let store = create_journal(&path, doc.clone());
+    let reader = Store::<Value>::open(&path).unwrap();
+    for read in 0..3 {
+        assert_eq!(
+            reader.get().unwrap().to_string(),
+            doc.to_string(),
+            "read {read}"
+        );
+    }
     for i in 1..=4 {
         store.update(|s| s["n"] = i.into()).unwrap();
     }
