@@ -194,3 +194,100 @@ fn apply_patch_keeps_every_number_it_is_given() {
         }
     }
 }
+
+/// Sets `fs.protected_hardlinks` for the life of the value, then restores it.
+struct HardlinkSysctl(String);
+
+impl HardlinkSysctl {
+    const PATH: &'static str = "/proc/sys/fs/protected_hardlinks";
+    fn set(value: &str) -> std::io::Result<HardlinkSysctl> {
+        let old = std::fs::read_to_string(Self::PATH)?;
+        std::fs::write(Self::PATH, value)?;
+        Ok(HardlinkSysctl(old.trim().to_string()))
+    }
+}
+
+impl Drop for HardlinkSysctl {
+    fn drop(&mut self) {
+        let _ = std::fs::write(Self::PATH, &self.0);
+    }
+}
+
+/// What a write to an inode's metadata changes: its change time, and its link count.
+fn inode_marks(path: &Path) -> (i64, i64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).unwrap();
+    (m.ctime(), m.ctime_nsec(), m.nlink())
+}
+
+/// Another user (uid 4242) plants, in a sticky world-writable directory, the name
+/// root means to use as a HARD LINK to a root-owned 0600 file elsewhere
+/// (`/var/lib/app/secret.json`; the kernel lets them where `fs.protected_hardlinks` is
+/// 0, which the torture suite's adversarial notes call the kernel's default). The
+/// planted name is root's own file, so the protected_regular rule statesafe applies
+/// (root writes only its own files or the directory owner's there) lets it through,
+/// and root's first commit adopts it: it stamps the victim inode with a
+/// `user.statesafe` attribute (a write to a file the attacker could not touch, which
+/// also changes its ctime) and links the victim inode into the sidecar as backup 1 (a
+/// root-only file now kept alive under `/tmp`, whoever deletes the original). The
+/// symlink variant is refused (adversarial attack "state file symlinked by A to
+/// root's file"); a link count above 1 on a file in a sticky world-writable directory
+/// says the same thing and is not looked at.
+#[test]
+#[ignore = "red13: a hard link planted in a sticky dir makes root stamp an xattr on, and link, a root file elsewhere"]
+fn a_hard_link_planted_in_a_sticky_directory_gains_its_planter_nothing() {
+    let test = "red13::a_hard_link_planted_in_a_sticky_directory_gains_its_planter_nothing";
+    if !common::is_root() {
+        return common::skipped(test, "needs root to act as two users and set a sysctl");
+    }
+    let dir = common::test_dir();
+    let private = dir.path().join("private");
+    std::fs::create_dir(&private).unwrap();
+    std::fs::set_permissions(
+        &private,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let victim = private.join("secret.json");
+    std::fs::write(&victim, "{\"secret\": \"root only\", \"n\": 0}\n").unwrap();
+    std::fs::set_permissions(&victim, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let shared = dir.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(
+        &shared,
+        std::os::unix::fs::PermissionsExt::from_mode(0o1777),
+    )
+    .unwrap();
+    let path = shared.join("app.json");
+    let planted = {
+        let _sysctl = match HardlinkSysctl::set("0") {
+            Ok(s) => s,
+            Err(e) => return common::skipped(test, &format!("cannot set the sysctl: {e}")),
+        };
+        std::process::Command::new("setpriv")
+            .args(["--reuid=4242", "--regid=4242", "--clear-groups", "--", "ln"])
+            .arg(&victim)
+            .arg(&path)
+            .status()
+    };
+    match planted {
+        Ok(s) if s.success() => {}
+        other => return common::skipped(test, &format!("uid 4242 could not link: {other:?}")),
+    }
+    let before = inode_marks(&victim);
+    let store: Store = Store::open(&path).unwrap();
+    let committed = store.update(|s| s["n"] = 1.into());
+    let after = inode_marks(&victim);
+    // Once root's commit replaced the planted name, the victim is linked only where it
+    // was before the attack, and nothing was written on it.
+    assert_eq!(
+        (after.0, after.1, after.2),
+        (before.0, before.1, before.2 - 1),
+        "root's commit ({committed:?}) through the planted hard link wrote on the victim inode (change time) or kept a link to it (link count); (ctime s, ns, links) before {before:?}, after {after:?}"
+    );
+}
