@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use serde_json::{Value, json};
-use statesafe::{Error, Format, Settings, Store};
+use statesafe::{Error, Event, Format, Settings, Store};
 
 use crate::common;
 
@@ -289,5 +289,50 @@ fn a_hard_link_planted_in_a_sticky_directory_gains_its_planter_nothing() {
         (after.0, after.1, after.2),
         (before.0, before.1, before.2 - 1),
         "root's commit ({committed:?}) through the planted hard link wrote on the victim inode (change time) or kept a link to it (link count); (ctime s, ns, links) before {before:?}, after {after:?}"
+    );
+}
+
+/// A journal whose first record is damaged while a later record's writer held it
+/// durable is repaired by the next load under the default policy: the journal is
+/// quarantined and the snapshot (plus the records before the damage, none here) is
+/// committed as a new generation (`docs/design.md`, "Journal mode"). The event that
+/// reports it (`Event::Recovered`, printed by the CLI as a `warning:` and logged) says
+/// "replaced by the default state": its `restored_from` is `None`, which means "the
+/// store's default state". The state served is the snapshot of generation 1, with the
+/// caller's data, not a default: the message misstates what was done to the file (a
+/// reader told their state was reset to a default, or one who trusts it and does not
+/// look at what the snapshot kept), and names no generation it came from.
+#[test]
+#[ignore = "red13: a repaired journal is reported as 'replaced by the default state' though the snapshot was kept"]
+fn a_repaired_journal_is_reported_as_the_snapshot_it_kept() {
+    let dir = common::test_dir();
+    let path = dir.path().join("state.json");
+    let store = create_journal(&path, json!({"n": 0, "kept": "from the snapshot"}));
+    for n in 1..=3u64 {
+        store.update(|s| s["n"] = n.into()).unwrap();
+    }
+    let journal = path.with_file_name(".state.json.statesafe").join("journal");
+    let mut bytes = std::fs::read(&journal).unwrap();
+    bytes[32 + 16 + 2] ^= 0x01;
+    std::fs::write(&journal, &bytes).unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = std::sync::Arc::clone(&seen);
+    let reader: Store = Store::options()
+        .on_event(move |e| sink.lock().unwrap().push(e.clone()))
+        .open(&path)
+        .unwrap();
+    let snap = reader.load().unwrap();
+    assert_eq!(snap.state, json!({"n": 0, "kept": "from the snapshot"}));
+    let events = seen.lock().unwrap().clone();
+    let recovered: Vec<String> = events
+        .iter()
+        .filter(|e| matches!(e, Event::Recovered { .. }))
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(recovered.len(), 1, "{events:?}");
+    assert!(
+        !recovered[0].contains("default state") && recovered[0].contains("generation 1"),
+        "{}",
+        recovered[0]
     );
 }
