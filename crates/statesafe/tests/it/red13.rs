@@ -379,3 +379,42 @@ fn a_schema_recorded_by_another_process_binds_a_store_opened_before() {
         );
     }
 }
+
+/// Attack (held): a file leaves journal mode for the sealed format while long-lived
+/// journal-mode stores (one keeping the replayed document, one not yet) are open. The
+/// snapshot is then a sealed envelope: a journal-mode reader must not serve the
+/// envelope (`{"statesafe": …, "state": …}`) as the document, nor the document it kept
+/// from before; its commits must not append to the journal left behind.
+#[test]
+fn leaving_journal_mode_for_sealed_under_long_lived_journal_stores() {
+    let dir = common::test_dir();
+    let path = dir.path().join("state.json");
+    let kept = create_journal(&path, json!({"n": 0}));
+    kept.update(|d| d["n"] = 1.into()).unwrap();
+    kept.get().unwrap();
+    kept.get().unwrap();
+    let fresh: Store = Store::open(&path).unwrap();
+    fresh.get().unwrap();
+    let admin: Store = Store::open(&path).unwrap();
+    let mut settings = admin.settings();
+    settings.format = Format::Sealed;
+    admin.save_settings(&settings).unwrap();
+    admin.update(|d| d["n"] = 2.into()).unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains("\"statesafe\""), "{text}");
+    assert_eq!(kept.get().unwrap(), json!({"n": 2}));
+    assert_eq!(fresh.get().unwrap(), json!({"n": 2}));
+    for store in [&kept, &fresh] {
+        assert!(matches!(
+            store.update(|d| d["n"] = 3.into()),
+            Err(Error::Unsupported { .. })
+        ));
+        assert!(matches!(
+            store.apply_patch(&json!([{"op": "replace", "path": "/n", "value": 4}])),
+            Err(Error::Unsupported { .. })
+        ));
+    }
+    let last = Store::<Value>::open(&path).unwrap().load().unwrap();
+    assert_eq!(last.state, json!({"n": 2}));
+    assert_eq!(last.generation, 4);
+}
