@@ -418,3 +418,87 @@ fn leaving_journal_mode_for_sealed_under_long_lived_journal_stores() {
     assert_eq!(last.state, json!({"n": 2}));
     assert_eq!(last.generation, 4);
 }
+
+/// Attack (held): `readers_racing_compactions_see_committed_states_in_order`
+/// (journal_attacks.rs) with group commits as the writers: 4 threads share one store
+/// and each commits `n` + 1 by `apply_patch` with a `test` of the `n` it read (a
+/// patch whose test fails writes nothing and fails alone), batches of them share one
+/// `pwrite` and one flush, and a tiny `journal_max_bytes` makes the batches fall back
+/// to compactions again and again. Readers (fresh stores, and long-lived ones that
+/// keep the replayed document and read only the journal's tail) must never fail, never
+/// see a state no commit made (`n` = generation - 1) and never see the generation go
+/// back; at the end every acknowledged patch is in the file once.
+#[test]
+fn readers_racing_group_commits_and_compactions_see_committed_states_in_order() {
+    let dir = common::test_dir();
+    let path = dir.path().join("state.json");
+    let store: Store = Store::open(&path).unwrap();
+    let settings = Settings {
+        format: Format::Journal,
+        journal_max_bytes: Some(1500),
+        ..Settings::default()
+    };
+    store.create_with(&settings, json!({"n": 0})).unwrap();
+    const PER_WRITER: u64 = 60;
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let (path, done, store) = (&path, &done, &store);
+        let mut readers = Vec::new();
+        for long_lived in [false, true, true] {
+            readers.push(scope.spawn(move || {
+                let kept: Store = Store::open(path).unwrap();
+                let (mut last, mut reads) = (0u64, 0u64);
+                while !done.load(std::sync::atomic::Ordering::Acquire) {
+                    let snap = if long_lived {
+                        kept.load()
+                    } else {
+                        Store::<Value>::open(path).and_then(|s| s.load())
+                    }
+                    .unwrap_or_else(|e| panic!("a read failed after {reads} reads: {e}"));
+                    assert_eq!(
+                        snap.state["n"].as_u64(),
+                        Some(snap.generation - 1),
+                        "a state no commit made, at generation {}",
+                        snap.generation
+                    );
+                    assert!(snap.generation >= last, "{last} -> {}", snap.generation);
+                    last = snap.generation;
+                    reads += 1;
+                }
+                reads
+            }));
+        }
+        let writers: Vec<_> = (0..4)
+            .map(|_| {
+                scope.spawn(move || {
+                    let mut acked = 0u64;
+                    while acked < PER_WRITER {
+                        let n = store.get().unwrap()["n"].as_u64().unwrap();
+                        let patch = json!([
+                            {"op": "test", "path": "/n", "value": n},
+                            {"op": "replace", "path": "/n", "value": n + 1},
+                        ]);
+                        match store.apply_patch(&patch) {
+                            Ok(g) => {
+                                assert_eq!(g, n + 2, "generation of n = {}", n + 1);
+                                acked += 1;
+                            }
+                            Err(Error::Invalid { .. }) => {}
+                            Err(e) => panic!("{e}"),
+                        }
+                    }
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().unwrap();
+        }
+        done.store(true, std::sync::atomic::Ordering::Release);
+        for r in readers {
+            assert!(r.join().unwrap() > 0);
+        }
+    });
+    let last = Store::<Value>::open(&path).unwrap().load().unwrap();
+    assert_eq!(last.state, json!({"n": 4 * PER_WRITER}));
+    assert_eq!(last.generation, 4 * PER_WRITER + 1);
+}
