@@ -502,3 +502,51 @@ fn readers_racing_group_commits_and_compactions_see_committed_states_in_order() 
     assert_eq!(last.state, json!({"n": 4 * PER_WRITER}));
     assert_eq!(last.generation, 4 * PER_WRITER + 1);
 }
+
+/// **An acknowledged group commit is rolled back by the next reader.** `apply_patch`
+/// applies `serde_json::from_value(patch)` to the long-lived store's kept document, and
+/// that conversion turns an integer `-0` into `0` (see
+/// `apply_patch_keeps_every_number_it_is_given`), while the record it appends is the
+/// caller's patch text, `-0` included. So after `add /k -0` the writer keeps `"k": 0`
+/// and the file replays `"k": -0` (two numbers that `json_patch`'s `test` tells
+/// apart). A later patch `[test /k 0, replace /n 1]` passes on the writer's kept
+/// document and is appended and acknowledged as generation 3. Every other reader
+/// replays it on `"k": -0`, where the `test` fails: the record does not apply, which
+/// the reader takes for damage (a record that verifies but does not apply), and under
+/// the default policy the *reader* quarantines the journal and commits the snapshot
+/// plus the records before it as generation 4: `n` is back to 0, and the writer itself
+/// sees that on its next read. Breaks "every acknowledged write survives" and "a
+/// committed version never rolled back by a reader". (Any other difference between
+/// the kept document and the replayed one would do the same; `-0` is the one found.)
+#[test]
+#[ignore = "red13: a -0 in a patch makes the writer's kept document differ from the replay; a later acknowledged test+replace is rolled back by a reader"]
+fn a_group_commit_acknowledged_after_a_minus_zero_is_not_rolled_back_by_a_reader() {
+    let dir = common::test_dir();
+    let path = dir.path().join("state.json");
+    let store = create_journal(&path, json!({"n": 0}));
+    // From its second full read on the store keeps the replayed document.
+    store.get().unwrap();
+    store.get().unwrap();
+    let add: Value = serde_json::from_str(r#"[{"op": "add", "path": "/k", "value": -0}]"#).unwrap();
+    assert_eq!(store.apply_patch(&add).unwrap(), 2);
+    let guarded: Value = serde_json::from_str(
+        r#"[{"op": "test", "path": "/k", "value": 0}, {"op": "replace", "path": "/n", "value": 1}]"#,
+    )
+    .unwrap();
+    let acknowledged = store.apply_patch(&guarded);
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = std::sync::Arc::clone(&seen);
+    let reader: Store = Store::options()
+        .on_event(move |e| sink.lock().unwrap().push(e.to_string()))
+        .open(&path)
+        .unwrap();
+    let read = reader.load().map(|s| (s.generation, s.state["n"].clone()));
+    if let Ok(generation) = acknowledged {
+        assert_eq!(
+            read.as_ref().ok(),
+            Some(&(generation, json!(1))),
+            "generation {generation} (n = 1) was acknowledged; a reader then got {read:?}, events {:?}",
+            seen.lock().unwrap()
+        );
+    }
+}
