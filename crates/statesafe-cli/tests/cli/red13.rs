@@ -45,9 +45,12 @@ fn as_other(env: &Env, args: &[&str]) -> (Option<i32>, String) {
     )
 }
 
+/// An entry's bytes, mode, owner, link count and change time (seconds, nanoseconds).
+type Entry = (Vec<u8>, u32, u32, u64, i64, i64);
+
 /// Every entry under `dir`: its bytes (files), kind, mode, owner, link count and
 /// change time: what any write, chmod, chown, link or unlink would change.
-fn tree(dir: &Path) -> BTreeMap<String, (Vec<u8>, u32, u32, u64, i64, i64)> {
+fn tree(dir: &Path) -> BTreeMap<String, Entry> {
     let mut found = BTreeMap::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
