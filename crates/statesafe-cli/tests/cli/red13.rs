@@ -182,3 +182,38 @@ fn root_on_another_users_journal_state_in_a_sticky_directory_changes_nothing() {
     }
     assert_eq!(tree(env.dir()), before, "root changed something");
 }
+
+/// A journal-mode file whose journal was deleted: every command refuses it with a
+/// message that names the file, the journal, the lost generations and both ways out.
+/// The `hint:` line under it is the generic one for a corrupt file: "the file was not
+/// written by statesafe or was damaged outside it; inspect it, fix it by hand or
+/// restore a backup". Both halves are wrong here: statesafe wrote the file and it is
+/// intact (what is gone is the journal beside it); fixing it by hand or restoring a
+/// backup of it does not bring the commits back, and the hint names neither way out
+/// the message gives (restore the sidecar, `recover --accept-snapshot`). A reader of
+/// the last line (a script's log, a notification) is sent the wrong way.
+#[test]
+#[ignore = "red13: a lost journal's hint says the file was not written by statesafe and to fix it by hand"]
+fn a_lost_journals_hint_names_the_ways_out() {
+    let env = Env::new();
+    let run = env.run(&["init", "s.json", "{\"n\": 0}", "--format", "journal"]);
+    assert_eq!(run.code, 0, "{}", run.snapshot());
+    for n in 1..=3 {
+        let run = env.run(&["set", "s.json", "/n", &n.to_string()]);
+        assert_eq!(run.code, 0, "{}", run.snapshot());
+    }
+    std::fs::remove_file(env.path(".s.json.statesafe/journal")).unwrap();
+    for args in [&["get", "s.json"][..], &["set", "s.json", "/n", "4"][..]] {
+        let run = env.run(args);
+        assert_eq!(run.code, 7, "{}", run.snapshot());
+        let hint = run
+            .stderr
+            .lines()
+            .find(|l| l.starts_with("hint:"))
+            .unwrap_or_default();
+        assert!(
+            !hint.contains("not written by statesafe") && hint.contains("accept-snapshot"),
+            "{args:?}: {hint}"
+        );
+    }
+}
