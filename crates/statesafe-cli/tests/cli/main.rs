@@ -21,6 +21,7 @@ mod lock;
 mod meta;
 mod postgres;
 mod reads;
+mod red13;
 mod scripts;
 mod set;
 mod torture;

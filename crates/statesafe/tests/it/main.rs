@@ -31,6 +31,7 @@ mod model;
 mod multiprocess;
 mod perms;
 mod red12;
+mod red13;
 mod security;
 mod serialized;
 mod streaming;

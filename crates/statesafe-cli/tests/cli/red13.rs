@@ -1,0 +1,219 @@
+//! Red team, session 13: the CLI on a journal-mode state in a sticky, world-writable
+//! directory (a `/tmp`), owned by another user. Each test that holds is an attack the
+//! code withstands, kept because no other test makes it.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::process::Command;
+
+use crate::common::{Env, bin};
+
+const OTHER: &str = "4242";
+
+fn usable() -> Result<(), String> {
+    let root = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"));
+    if !root {
+        return Err("needs root to run the binary as another user".into());
+    }
+    match Command::new("setpriv").arg("--version").output() {
+        Ok(o) if o.status.success() => Ok(()),
+        _ => Err("setpriv (util-linux) is not installed".into()),
+    }
+}
+
+/// Runs the binary as uid/gid `OTHER` in the test directory; returns (code, stderr).
+fn as_other(env: &Env, args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new("setpriv")
+        .args([
+            &format!("--reuid={OTHER}"),
+            &format!("--regid={OTHER}"),
+            "--clear-groups",
+            "--",
+        ])
+        .arg(bin())
+        .args(args)
+        .current_dir(env.dir())
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// An entry's bytes, mode, owner, link count and change time (seconds, nanoseconds).
+type Entry = (Vec<u8>, u32, u32, u64, i64, i64);
+
+/// Every entry under `dir`: its bytes (files), kind, mode, owner, link count and
+/// change time: what any write, chmod, chown, link or unlink would change.
+fn tree(dir: &Path) -> BTreeMap<String, Entry> {
+    let mut found = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            let m = std::fs::symlink_metadata(&path).unwrap();
+            let bytes = if m.is_file() {
+                std::fs::read(&path).unwrap()
+            } else {
+                Vec::new()
+            };
+            if m.is_dir() {
+                stack.push(path.clone());
+            }
+            found.insert(
+                path.strip_prefix(dir).unwrap().display().to_string(),
+                (
+                    bytes,
+                    m.mode(),
+                    m.uid(),
+                    m.nlink(),
+                    m.ctime(),
+                    m.ctime_nsec(),
+                ),
+            );
+        }
+    }
+    found
+}
+
+/// Attack (held): another user's journal-mode state in a sticky world-writable
+/// directory, its journal deleted by its owner (so every read refuses and
+/// `--accept-snapshot` has a loss to accept). Root runs every command on it: the
+/// writes (`recover --accept-snapshot`, `recover`, `set`, `restore`, `settings
+/// --format plain`, `lock`) are refused (exit 14: root writes only its own files or the
+/// directory owner's there, the protected_regular rule), the reads report the loss
+/// (exit 7), and nothing under the directory changes: no byte, mode, owner, link or
+/// change time. Then the owner puts the journal back, and root reads the newest
+/// commit and still writes nothing.
+#[test]
+fn root_on_another_users_journal_state_in_a_sticky_directory_changes_nothing() {
+    let test = "red13::root_on_another_users_journal_state_in_a_sticky_directory_changes_nothing";
+    if let Err(reason) = usable() {
+        println!("SKIPPED: {test}: {reason}");
+        eprintln!("SKIPPED: {test}: {reason}");
+        return;
+    }
+    let env = Env::new();
+    std::fs::set_permissions(env.dir(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let (code, err) = as_other(
+        &env,
+        &["init", "s.json", "{\"n\": 0}", "--format", "journal"],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    for n in 1..=3 {
+        let (code, err) = as_other(&env, &["set", "s.json", "/n", &n.to_string()]);
+        assert_eq!(code, Some(0), "{err}");
+    }
+    let journal = env.path(".s.json.statesafe/journal");
+    let kept = std::fs::read(&journal).unwrap();
+    let (code, err) = as_other(&env, &["exec", "s.json", "--", "cat"]);
+    assert_eq!(code, Some(0), "{err}");
+    std::fs::remove_file(&journal).unwrap();
+    let before = tree(env.dir());
+    let writes: [&[&str]; 6] = [
+        &["recover", "s.json", "--accept-snapshot"],
+        &["recover", "s.json"],
+        &["set", "s.json", "/n", "9"],
+        &["restore", "s.json", "--generation", "2"],
+        &["settings", "s.json", "--format", "plain"],
+        &["lock", "s.json", "--", "true"],
+    ];
+    for args in writes {
+        let run = env.run(args);
+        assert_eq!(run.code, 14, "{args:?}: {}", run.snapshot());
+        assert!(
+            run.stderr.contains("s.json"),
+            "{args:?}: {}",
+            run.snapshot()
+        );
+    }
+    for args in [&["get", "s.json"][..], &["check", "s.json"][..]] {
+        let run = env.run(args);
+        assert_eq!(run.code, 7, "{args:?}: {}", run.snapshot());
+        assert!(
+            run.stderr.contains("accept-snapshot"),
+            "{args:?}: {}",
+            run.snapshot()
+        );
+    }
+    // (`backups` lists nothing and exits 0: the versions since the last compaction were
+    // in the journal; it serves no state.)
+    for args in [
+        &["log", "s.json"][..],
+        &["info", "s.json"][..],
+        &["backups", "s.json"][..],
+    ] {
+        let run = env.run(args);
+        if args[0] != "backups" {
+            assert_eq!(
+                run.code,
+                7,
+                "{args:?} served the snapshot: {}",
+                run.snapshot()
+            );
+        }
+    }
+    assert_eq!(tree(env.dir()), before, "root changed something");
+    // The owner puts the journal back: root reads the newest commit, writes nothing.
+    let (code, err) = as_other(&env, &["exec", "s.json", "--", "cat"]);
+    assert_ne!(
+        code,
+        Some(0),
+        "the owner's commit went through the loss: {err}"
+    );
+    std::fs::write(&journal, &kept).unwrap();
+    std::os::unix::fs::chown(&journal, Some(4242), Some(4242)).unwrap();
+    let before = tree(env.dir());
+    let run = env.run(&["get", "s.json", "/n"]);
+    assert_eq!(
+        (run.code, run.stdout.as_str()),
+        (0, "3\n"),
+        "{}",
+        run.snapshot()
+    );
+    for args in writes {
+        let run = env.run(args);
+        assert_eq!(run.code, 14, "{args:?}: {}", run.snapshot());
+    }
+    assert_eq!(tree(env.dir()), before, "root changed something");
+}
+
+/// A journal-mode file whose journal was deleted: every command refuses it with a
+/// message that names the file, the journal, the lost generations and both ways out.
+/// The `hint:` line under it is the generic one for a corrupt file: "the file was not
+/// written by statesafe or was damaged outside it; inspect it, fix it by hand or
+/// restore a backup". Both halves are wrong here: statesafe wrote the file and it is
+/// intact (what is gone is the journal beside it); fixing it by hand or restoring a
+/// backup of it does not bring the commits back, and the hint names neither way out
+/// the message gives (restore the sidecar, `recover --accept-snapshot`). A reader of
+/// the last line (a script's log, a notification) is sent the wrong way.
+#[test]
+#[ignore = "red13: a lost journal's hint says the file was not written by statesafe and to fix it by hand"]
+fn a_lost_journals_hint_names_the_ways_out() {
+    let env = Env::new();
+    let run = env.run(&["init", "s.json", "{\"n\": 0}", "--format", "journal"]);
+    assert_eq!(run.code, 0, "{}", run.snapshot());
+    for n in 1..=3 {
+        let run = env.run(&["set", "s.json", "/n", &n.to_string()]);
+        assert_eq!(run.code, 0, "{}", run.snapshot());
+    }
+    std::fs::remove_file(env.path(".s.json.statesafe/journal")).unwrap();
+    for args in [&["get", "s.json"][..], &["set", "s.json", "/n", "4"][..]] {
+        let run = env.run(args);
+        assert_eq!(run.code, 7, "{}", run.snapshot());
+        let hint = run
+            .stderr
+            .lines()
+            .find(|l| l.starts_with("hint:"))
+            .unwrap_or_default();
+        assert!(
+            !hint.contains("not written by statesafe") && hint.contains("accept-snapshot"),
+            "{args:?}: {hint}"
+        );
+    }
+}
