@@ -95,6 +95,21 @@ function convert(e) {
 // and must not be refused later).
 const holding = new AsyncLocalStorage()
 
+// On Node 20 an AsyncLocalStorage that has run puts a hook on every promise the whole
+// process makes from then on: an `await` anywhere in the program cost 1.8x as much
+// after the first update (docs/benchmarks.md, "tidy13"). So `holding` is enabled only
+// while some function holds a lock, and disabled again once none does (work a function
+// left running reads no context then, which is what it should read).
+let holders = 0
+
+// The end of an entry's hold (its lock given up): no longer refused, and `holding`
+// disabled when it was the last.
+function letGo(entry) {
+  if (!entry.open) return
+  entry.open = false
+  if (entry.counted && --holders === 0) holding.disable()
+}
+
 function nested(path, what) {
   return new StatesafeError({
     code: 'ENESTED',
@@ -753,8 +768,12 @@ class Store extends EventEmitter {
     if (holding.getStore()?.some((h) => h.store === this && h.open)) throw nested(this.#path, what)
   }
 
-  // Runs `fn` as code that holds this store's lock; `entry.open = false` once it is given up.
+  // Runs `fn` as code that holds this store's lock; `letGo(entry)` once it is given up.
   #holding(entry, fn) {
+    if (!entry.counted) {
+      entry.counted = true
+      holders++
+    }
     return holding.run([...(holding.getStore() ?? []), entry], fn)
   }
 
@@ -829,11 +848,11 @@ class Store extends EventEmitter {
         if (places !== big) [big, copy, depth] = [places, undefined, -1]
       }
     } catch (e) {
-      entry.open = false
+      letGo(entry)
       await tx.release().catch(() => {})
       throw e
     }
-    entry.open = false
+    letGo(entry)
     // A failed commit throws here, and the copy is dropped.
     const reply = await this.#async(() => tx.commit(typeof json === 'string' ? utf8(json) : json, big, large, copy !== undefined, depth))
     const [generation, token] = reply.split(' ').map(Number)
@@ -870,7 +889,7 @@ class Store extends EventEmitter {
       try {
         r = this.#holding(entry, () => fn(value))
       } finally {
-        entry.open = false
+        letGo(entry)
       }
       if (isThenable(r)) {
         throw new TypeError('statesafe: the function given to updateSync() returned a promise; use update() for async functions')
@@ -933,7 +952,7 @@ class Store extends EventEmitter {
     try {
       return await this.#holding(entry, fn)
     } finally {
-      entry.open = false
+      letGo(entry)
       await this.#async(() => tx.release())
     }
   }
@@ -948,7 +967,7 @@ class Store extends EventEmitter {
       try {
         r = this.#holding(entry, fn)
       } finally {
-        entry.open = false
+        letGo(entry)
       }
       if (isThenable(r)) {
         throw new TypeError('statesafe: the function given to withLockSync() returned a promise; use withLock()')

@@ -70,6 +70,7 @@ pub(crate) fn code(e: &Error) -> &'static str {
         Error::Remote { .. } => "EREMOTE",
         Error::Unsafe { .. } => "EUNSAFE",
         Error::Io { .. } => "EIO",
+        Error::Nested { .. } => "ENESTED",
         _ => "ESTATESAFE",
     }
 }
@@ -92,7 +93,8 @@ fn payload(e: &Error) -> Value {
         | Error::BadSchema { path, .. }
         | Error::Unsafe { path, .. }
         | Error::LockLost { path, .. }
-        | Error::Unsupported { path, .. } => p["path"] = path.display().to_string().into(),
+        | Error::Unsupported { path, .. }
+        | Error::Nested { path, .. } => p["path"] = path.display().to_string().into(),
         Error::Mismatch {
             path,
             generation,

@@ -61,3 +61,29 @@ test('concurrent updates of one store (not nested) still wait for each other', a
   })))
   assert.deepEqual(await store.get(), { n: 20 })
 })
+
+// Outside the functions that hold a lock the AsyncLocalStorage is disabled (on Node 20
+// an enabled one hooks every promise of the process); one hold ending while another
+// store's function still runs must not disable it under that function.
+test('a hold that ends while another store is held leaves that one refusing nested calls', async (t) => {
+  const dir = tempDir(t)
+  const a = open(join(dir, 'a.json'), { default: { n: 0 }, lockTimeoutMs: 30_000 })
+  const b = open(join(dir, 'b.json'), { default: { n: 0 }, lockTimeoutMs: 30_000 })
+  let aDone
+  const aEnded = new Promise((resolve) => { aDone = resolve })
+  const inB = b.update(async (s) => {
+    await aEnded
+    await assert.rejects(b.update((d) => d), isNested)
+    assert.throws(() => b.replaceSync({ n: 5 }), isNested)
+    s.n = 1
+  })
+  await a.update((s) => { s.n = 1 })
+  aDone()
+  await inB
+  // And again once every hold has ended and a new one begins.
+  await a.update(async () => {
+    await assert.rejects(a.update((d) => d), isNested)
+  })
+  assert.deepEqual(await a.get(), { n: 1 })
+  assert.deepEqual(await b.get(), { n: 1 })
+})

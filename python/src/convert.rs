@@ -10,7 +10,7 @@
 //! Integers outside 64 bits go through their decimal text: kept exactly when
 //! serde_json's `arbitrary_precision` is enabled, refused with a clear error otherwise
 //! (never rounded to a float). A number with a fraction or exponent part is read as a
-//! `float` when the float keeps its value, else as a `Decimal` (see [`exact`]); a
+//! `float` when the float keeps its value, else as a `Decimal` (see [`statesafe::exact`]); a
 //! `Decimal` is written as its exact text.
 
 use std::collections::HashMap;
@@ -22,7 +22,7 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString};
 use serde_json::{Map, Number, Value};
 
-use crate::exact;
+use statesafe::exact;
 
 /// One step of the path to a value that failed to convert.
 enum Step {
@@ -324,6 +324,20 @@ fn float_or_decimal<'py>(py: Python<'py>, text: &str) -> PyResult<Bound<'py, PyA
 fn decimal_type(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
     static DECIMAL: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
     DECIMAL.import(py, "decimal", "Decimal")
+}
+
+/// Whether `text` (a JSON document) may hold a number with a fraction or exponent
+/// part that no float holds exactly ([`exact::float_keeps`]): every such number is
+/// found ([`exact::runs`]); a run inside a string that happens to be one is a false
+/// alarm, which costs only the slower exact parse.
+fn may_hold_inexact_float(text: &[u8]) -> bool {
+    // Without an exponent, 15 digits or fewer: 15 significant digits at most, of
+    // magnitude 1e-15 to 1e15 (the common case, decided here).
+    exact::runs(text).any(|run| {
+        (run.exponent || (run.fraction && run.digits > 15))
+            && (run.text[0] == b'-' || run.text[0].is_ascii_digit())
+            && exact::float_keeps(run.text) == Some(false)
+    })
 }
 
 /// `json.loads`'s `parse_float` for a document that holds a number no float holds.
@@ -645,7 +659,7 @@ pub fn from_json<'py>(py: Python<'py>, text: &str) -> PyResult<Bound<'py, PyAny>
     // by a float (almost all) takes `json.loads` as it is, at full speed; one that may
     // hold a number no float holds takes it with `parse_float`, which serves that
     // number as a `Decimal` (see [`float_or_decimal`]).
-    let parsed = if exact::may_hold_inexact_float(text.as_bytes()) {
+    let parsed = if may_hold_inexact_float(text.as_bytes()) {
         let hook = PARSE_FLOAT.get_or_try_init(py, || {
             wrap_pyfunction!(parse_float, py).map(|f| f.into_any().unbind())
         })?;

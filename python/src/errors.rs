@@ -44,6 +44,7 @@ fn build(py: Python<'_>, err: &Error) -> PyResult<PyErr> {
         | Error::Unsafe { path, .. }
         | Error::LockLost { path, .. }
         | Error::Unsupported { path, .. }
+        | Error::Nested { path, .. }
         // A PostgreSQL state's URL, its password already redacted by the library.
         | Error::Remote { path, .. }
         | Error::Io { path, .. } => Some(path),

@@ -8,7 +8,6 @@
 
 mod convert;
 mod errors;
-mod exact;
 mod logging;
 mod report;
 mod store;

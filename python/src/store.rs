@@ -209,6 +209,10 @@ impl Store {
     /// (the write, or its error) without asking the gate again: the canceller waits
     /// for that outcome. So a cancel either stops the call before it holds the lock,
     /// or learns what the call did, never neither.
+    ///
+    /// The five writes `statesafe.aio` runs in a thread (`update`, `replace`,
+    /// `create`, `recover`, `restore`) take the gate as the keyword `_gate`: private
+    /// (its protocol is `aio`'s `_Gate`), so absent from the stubs and the docs.
     pub fn with_lock_gated<R: Send>(
         &self,
         py: Python<'_>,
@@ -586,15 +590,14 @@ impl Store {
     /// `fn(state)` under the lock: changes made in place, or a returned document, are
     /// committed; an exception writes nothing. Returns the committed document.
     ///
-    /// `gate`: `statesafe.aio`'s cancellation gate (see [`Store::with_lock_gated`]).
-    #[pyo3(signature = (f, *, gate = None))]
+    #[pyo3(signature = (f, *, _gate = None))]
     fn update(
         slf: &Bound<'_, Self>,
         f: Bound<'_, PyAny>,
-        gate: Option<Bound<'_, PyAny>>,
+        _gate: Option<Bound<'_, PyAny>>,
     ) -> PyResult<Py<PyAny>> {
         let py = slf.py();
-        let tx = Transaction::begin_gated(py, slf, gate.as_ref())?;
+        let tx = Transaction::begin_gated(py, slf, _gate.as_ref())?;
         let state = tx.current_state(py)?;
         match f.call1((state.clone_ref(py),)) {
             Ok(returned) => {
@@ -618,33 +621,33 @@ impl Store {
     /// Replaces the whole document under the lock; with `if_generation`, only if the
     /// file is still at that generation (0: only if it does not exist). Returns the new
     /// generation.
-    #[pyo3(signature = (document, *, if_generation = None, gate = None))]
+    #[pyo3(signature = (document, *, if_generation = None, _gate = None))]
     fn replace(
         &self,
         py: Python<'_>,
         document: Bound<'_, PyAny>,
         if_generation: Option<u64>,
-        gate: Option<Bound<'_, PyAny>>,
+        _gate: Option<Bound<'_, PyAny>>,
     ) -> PyResult<u64> {
         self.refuse_nested()?;
         let doc = self.document_doc(py, &document)?;
-        self.with_lock_gated(py, gate.as_ref(), |c| match if_generation {
+        self.with_lock_gated(py, _gate.as_ref(), |c| match if_generation {
             Some(g) => c.replace_if(g, doc.clone()),
             None => c.replace(doc.clone()),
         })
     }
 
     /// Creates the file with `document`; `AlreadyExists` when it exists.
-    #[pyo3(signature = (document, *, gate = None))]
+    #[pyo3(signature = (document, *, _gate = None))]
     fn create(
         &self,
         py: Python<'_>,
         document: Bound<'_, PyAny>,
-        gate: Option<Bound<'_, PyAny>>,
+        _gate: Option<Bound<'_, PyAny>>,
     ) -> PyResult<u64> {
         self.refuse_nested()?;
         let doc = self.document_doc(py, &document)?;
-        self.with_lock_gated(py, gate.as_ref(), |c| c.create(doc.clone()))
+        self.with_lock_gated(py, _gate.as_ref(), |c| c.create(doc.clone()))
     }
 
     /// Holds the writers' lock: `with store.lock(): ...`.
@@ -669,14 +672,14 @@ impl Store {
     }
 
     /// Recovers a damaged file now; the recovery event (a dict), or None when sound.
-    #[pyo3(signature = (*, gate = None))]
+    #[pyo3(signature = (*, _gate = None))]
     fn recover(
         &self,
         py: Python<'_>,
-        gate: Option<Bound<'_, PyAny>>,
+        _gate: Option<Bound<'_, PyAny>>,
     ) -> PyResult<Option<Py<PyDict>>> {
         self.refuse_nested()?;
-        match self.with_lock_gated(py, gate.as_ref(), |c| c.recover())? {
+        match self.with_lock_gated(py, _gate.as_ref(), |c| c.recover())? {
             Some(e) => Ok(Some(event_dict(py, &e)?.unbind())),
             None => Ok(None),
         }
@@ -689,15 +692,15 @@ impl Store {
     }
 
     /// Brings back the backup of `generation` as a new generation; returns it.
-    #[pyo3(signature = (generation, *, gate = None))]
+    #[pyo3(signature = (generation, *, _gate = None))]
     fn restore(
         &self,
         py: Python<'_>,
         generation: u64,
-        gate: Option<Bound<'_, PyAny>>,
+        _gate: Option<Bound<'_, PyAny>>,
     ) -> PyResult<u64> {
         self.refuse_nested()?;
-        self.with_lock_gated(py, gate.as_ref(), |c| c.restore(generation))
+        self.with_lock_gated(py, _gate.as_ref(), |c| c.restore(generation))
     }
 
     /// The retained history, oldest first (a list of dicts).

@@ -126,7 +126,7 @@ async def _outcome(future: "asyncio.Future[R]", cancel: BaseException) -> R:
 
 
 async def _write(fn: Callable[..., R], *args: Any, **kwargs: Any) -> R:
-    """Runs the write `fn(*args, **kwargs, gate=...)` in a thread of its own, behind a
+    """Runs the write `fn(*args, **kwargs, _gate=...)` in a thread of its own, behind a
     :class:`_Gate`: a cancel before the write holds the lock stops it for good (and
     ``CancelledError`` is raised at once, or within one lock slice of 100 ms); a
     cancel once it holds the lock waits for the write (its own time, never the lock
@@ -135,7 +135,7 @@ async def _write(fn: Callable[..., R], *args: Any, **kwargs: Any) -> R:
     if isinstance(store, Store):
         _refuse_nested(store)
     gate = _Gate()
-    future = _start(functools.partial(fn, *args, gate=gate, **kwargs))
+    future = _start(functools.partial(fn, *args, _gate=gate, **kwargs))
     try:
         return await asyncio.shield(future)
     except asyncio.CancelledError as cancel:

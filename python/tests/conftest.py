@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import subprocess
 import tempfile
 from typing import Iterator
 
@@ -25,6 +26,29 @@ def state_dir() -> Iterator[pathlib.Path]:
 @pytest.fixture
 def path(state_dir: pathlib.Path) -> pathlib.Path:
     return state_dir / "state.json"
+
+
+@pytest.fixture(scope="module")
+def pg_server() -> Iterator[str]:
+    """The URL of a throwaway PostgreSQL server (scripts/pg-test-server), one for each
+    test module that asks: skipped loudly when none can be started, a failure under
+    CI=true (CI installs it)."""
+    script = pathlib.Path(__file__).resolve().parents[2] / "scripts" / "pg-test-server"
+    proc = subprocess.Popen([str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True)
+    assert proc.stdout is not None and proc.stdin is not None
+    line = proc.stdout.readline().strip()
+    if not line.startswith("url "):
+        proc.wait(timeout=60)
+        why = line.removeprefix("unavailable ") or "scripts/pg-test-server printed nothing"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"postgres: {why} (CI=true: these tests must run)")
+        pytest.skip(f"postgres: {why}")
+    try:
+        yield line.removeprefix("url ")
+    finally:
+        proc.stdin.close()  # the script stops the server and removes its directory
+        proc.wait(timeout=60)
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:

@@ -1,6 +1,6 @@
 """A PostgreSQL state by URL (issue 15): `statesafe.open("postgres://…?state=NAME")` is
 the same store as a file, on a throwaway server started for this module
-(scripts/pg-test-server). No lost update across processes; the lock wait is bounded
+(conftest.py's `pg_server`). No lost update across processes; the lock wait is bounded
 and names the holder; a wrong database is a clear error. When no server can be
 started the tests are skipped loudly, and fail under CI=true (CI installs it)."""
 
@@ -8,11 +8,8 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import pathlib
-import subprocess
 import threading
 import uuid
-from typing import Iterator
 
 import pytest
 
@@ -20,34 +17,13 @@ import statesafe
 
 import _workers
 
-SCRIPT = pathlib.Path(__file__).resolve().parents[2] / "scripts" / "pg-test-server"
+
+def url(pg_server: str) -> str:
+    return f"{pg_server}?state=py-{uuid.uuid4().hex[:12]}"
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[str]:
-    proc = subprocess.Popen([str(SCRIPT)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            text=True)
-    assert proc.stdout is not None and proc.stdin is not None
-    line = proc.stdout.readline().strip()
-    if not line.startswith("url "):
-        proc.wait(timeout=60)
-        why = line.removeprefix("unavailable ") or "scripts/pg-test-server printed nothing"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"postgres: {why} (CI=true: these tests must run)")
-        pytest.skip(f"postgres: {why}")
-    try:
-        yield line.removeprefix("url ")
-    finally:
-        proc.stdin.close()  # the script stops the server and removes its directory
-        proc.wait(timeout=60)
-
-
-def url(server: str) -> str:
-    return f"{server}?state=py-{uuid.uuid4().hex[:12]}"
-
-
-def test_a_url_is_a_store_like_a_file(server: str) -> None:
-    store = statesafe.open(url(server))
+def test_a_url_is_a_store_like_a_file(pg_server: str) -> None:
+    store = statesafe.open(url(pg_server))
     with pytest.raises(statesafe.NotFound):
         store.get()
     assert store.create({"n": 1, "tags": ["a"], "big": 12345678901234567890}) == 1
@@ -63,8 +39,8 @@ def test_a_url_is_a_store_like_a_file(server: str) -> None:
     assert store.check()["ok"] is True
 
 
-def test_processes_never_lose_an_update(server: str) -> None:
-    target = url(server)
+def test_processes_never_lose_an_update(pg_server: str) -> None:
+    target = url(pg_server)
     statesafe.open(target).create({"n": 0, "by": {}})
     procs_n, times = 4, 50
     ctx = multiprocessing.get_context("spawn")
@@ -80,8 +56,8 @@ def test_processes_never_lose_an_update(server: str) -> None:
     assert sorted(final["by"].values()) == [times] * procs_n
 
 
-def test_a_held_lock_times_out_naming_the_holder(server: str) -> None:
-    target = url(server)
+def test_a_held_lock_times_out_naming_the_holder(pg_server: str) -> None:
+    target = url(pg_server)
     holder = statesafe.open(target)
     holder.create({"n": 0})
     waiter = statesafe.open(target, lock_timeout=0.3)
@@ -108,8 +84,8 @@ def test_a_held_lock_times_out_naming_the_holder(server: str) -> None:
     assert waiter.get() == {"n": 1}
 
 
-def test_a_missing_database_is_a_clear_error(server: str) -> None:
-    base = server.rsplit("/", 1)[0]
+def test_a_missing_database_is_a_clear_error(pg_server: str) -> None:
+    base = pg_server.rsplit("/", 1)[0]
     with pytest.raises(statesafe.Error) as raised:
         statesafe.open(f"{base}/no_such_database?state=x").get()
     assert "no_such_database" in str(raised.value) or "does not exist" in str(raised.value)

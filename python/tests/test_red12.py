@@ -12,7 +12,6 @@ import pathlib
 import subprocess
 import sys
 import threading
-from typing import Iterator
 
 import pytest
 
@@ -89,27 +88,6 @@ def test_a_document_whose_first_key_is_statesafe_reads_back(path: pathlib.Path) 
     with store.transaction() as state:
         state["x"] = 2
     assert statesafe.open(path).get() == {"statesafe": {"v": 2}, "x": 2}
-
-
-@pytest.fixture(scope="module")
-def pg_server() -> Iterator[str]:
-    """A throwaway PostgreSQL server (scripts/pg-test-server), as test_postgres.py's."""
-    script = pathlib.Path(__file__).resolve().parents[2] / "scripts" / "pg-test-server"
-    proc = subprocess.Popen([str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            text=True)
-    assert proc.stdout is not None and proc.stdin is not None
-    line = proc.stdout.readline().strip()
-    if not line.startswith("url "):
-        proc.wait(timeout=60)
-        why = line.removeprefix("unavailable ") or "scripts/pg-test-server printed nothing"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"postgres: {why} (CI=true: these tests must run)")
-        pytest.skip(f"postgres: {why}")
-    try:
-        yield line.removeprefix("url ")
-    finally:
-        proc.stdin.close()
-        proc.wait(timeout=60)
 
 
 def test_a_password_on_the_command_line_is_not_recorded_in_the_database(pg_server: str) -> None:

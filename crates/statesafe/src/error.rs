@@ -358,6 +358,22 @@ pub enum Error {
         /// The lock file.
         lock: PathBuf,
     },
+    /// This thread already holds the writers' lock of this file (an open transaction or
+    /// lock guard of this store or of another store of the same file, or the closure
+    /// of an `update`): the lock is not reentrant, so the call would wait for this
+    /// very thread until the lock timeout. Refused at once; nothing was written, and
+    /// what holds the lock goes on. Other threads still wait for the lock as usual.
+    #[error(
+        "cannot {operation} `{}`: this thread already holds its writers' lock (an open transaction or lock guard of this file), so it would wait for itself",
+        path.display()
+    )]
+    Nested {
+        /// The state file.
+        path: PathBuf,
+        /// What the refused call was doing (`update`, `replace`, a lock's operation).
+        operation: String,
+    },
+
     /// The database server failed or refused an operation (PostgreSQL backend):
     /// unreachable, authentication, a missing database, a statement timeout, a
     /// connection lost before the commit. Nothing was committed by this call.
@@ -513,6 +529,7 @@ impl Error {
             Error::LockLost { .. } => "lock_lost",
             Error::Remote { .. } => "remote",
             Error::Unsupported { .. } => "unsupported",
+            Error::Nested { .. } => "usage",
             Error::Io { .. } => "io",
         }
     }
@@ -569,6 +586,9 @@ impl Error {
             }
             Error::Poisoned { .. } => {
                 "an fsync failed earlier, so data may have been lost by the kernel; check the storage, then reopen the store".into()
+            }
+            Error::Nested { .. } => {
+                "commit or drop the open transaction (or lock guard) first, or make the change inside it (change its document, or return from the `update` closure)".into()
             }
             Error::BadPath { .. } => "give the path of a regular file in an existing directory".into(),
             Error::AlreadyExists { .. } => "use an update instead of create, or remove the file first".into(),

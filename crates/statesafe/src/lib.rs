@@ -34,6 +34,7 @@
 mod backup;
 mod error;
 mod events;
+pub mod exact;
 mod format;
 mod history;
 mod janitor;

@@ -15,6 +15,7 @@
 //!   a commit's rename: a lock file deleted while held cannot give two holders a commit
 //!   each (`docs/design.md`, "The lock cannot split").
 
+use std::cell::RefCell;
 use std::ffi::OsStr;
 use std::fmt;
 use std::fs::File;
@@ -22,6 +23,7 @@ use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -181,9 +183,60 @@ pub(crate) struct LockFile {
     /// `None` until first needed; the mutex also serializes this process's threads.
     /// (Boxed: a `Store` holds this inline, and the open lock is made once per store.)
     file: Mutex<Option<Box<OpenLock>>>,
+    /// How this store's lock is held (shared with the entry in the holding thread's
+    /// [`HELD_HERE`]).
+    holds: Arc<Holds>,
+}
+
+#[derive(Debug)]
+struct Holds {
     /// How long this store's recent lock holds lasted (nanoseconds, a moving
     /// average; 0: none yet): what a wait for the lock polls by ([`wait_for_flock`]).
-    hold_ns: std::sync::atomic::AtomicU64,
+    ns: AtomicU64,
+    /// The key of the guard that holds the lock now (0: none; see [`refuse_nested`]).
+    key: AtomicU64,
+}
+
+/// A writers' lock this thread took and may still hold. Released on another thread
+/// (a guard can be sent), the entry stays behind, dead: `holds.key` is no longer its
+/// `key`.
+struct HeldHere {
+    key: u64,
+    holds: Arc<Holds>,
+    /// The lock file's device and inode: another store of the same file locks it too.
+    id: (u64, u64),
+    pid: u32,
+}
+
+impl HeldHere {
+    fn live(&self) -> bool {
+        self.holds.key.load(Ordering::Relaxed) == self.key
+    }
+}
+
+thread_local! {
+    /// The writers' locks this thread holds: nearly always none or one.
+    static HELD_HERE: RefCell<Vec<HeldHere>> = const { RefCell::new(Vec::new()) };
+}
+
+/// [`Error::Nested`] when this thread already holds the lock that `lock` (this store's)
+/// or `id` (the lock file's inode, of any store) names: the lock is not reentrant, and
+/// waiting for it would wait for this thread until the timeout. Other threads wait.
+fn refuse_nested(lock: &LockFile, id: Option<(u64, u64)>, pid: u32, operation: &str) -> Result<()> {
+    let nested = HELD_HERE
+        .try_with(|held| {
+            held.borrow().iter().any(|h| {
+                h.pid == pid && h.live() && (Arc::ptr_eq(&h.holds, &lock.holds) || Some(h.id) == id)
+            })
+        })
+        .unwrap_or(false);
+    if nested {
+        return Err(Error::Nested {
+            path: lock.target.given.clone(),
+            operation: operation.to_string(),
+        });
+    }
+    Ok(())
 }
 
 #[derive(Debug)]
@@ -238,6 +291,9 @@ pub(crate) struct Guard<'a> {
     /// When it was taken, and where its holding time is averaged when released.
     acquired: Instant,
     hold_ns: &'a std::sync::atomic::AtomicU64,
+    /// Where this hold's key is kept while it holds ([`Holds::key`]), and the key.
+    holder_key: &'a AtomicU64,
+    key: u64,
     state: PathBuf,
     lock: PathBuf,
     /// Let through by a pass (see [`PASS_ENV`]): the pass file we hold `flock` on,
@@ -295,7 +351,10 @@ impl LockFile {
             target: target.clone(),
             path: target.sidecar().join(LOCK_FILE),
             file: Mutex::new(None),
-            hold_ns: std::sync::atomic::AtomicU64::new(0),
+            holds: Arc::new(Holds {
+                ns: AtomicU64::new(0),
+                key: AtomicU64::new(0),
+            }),
         }
     }
 
@@ -310,7 +369,7 @@ impl LockFile {
     /// flush (tens of microseconds: sleeping 500 µs there left the lock free most of
     /// the time under contention).
     fn poll_cap(&self) -> Duration {
-        match self.hold_ns.load(std::sync::atomic::Ordering::Relaxed) {
+        match self.holds.ns.load(std::sync::atomic::Ordering::Relaxed) {
             0 => Duration::from_micros(500),
             ns => Duration::from_nanos(ns / 2)
                 .clamp(Duration::from_micros(20), Duration::from_micros(500)),
@@ -346,11 +405,15 @@ impl LockFile {
             waited,
             holder: self.read_holder(state_dir).map(Box::new),
         };
-        // Another thread of this process holding it counts as contention too.
+        // Another thread of this process holding it counts as contention too. A zero
+        // timeout tries once, so it never waits for itself (a read recovering a file).
         let mut contended = false;
         let mut inner = match self.file.try_lock() {
             Some(inner) => inner,
             None => {
+                if !timeout.is_zero() {
+                    refuse_nested(self, None, pid, operation)?;
+                }
                 contended = true;
                 match self.file.try_lock_for(timeout) {
                     Some(inner) => inner,
@@ -377,6 +440,9 @@ impl LockFile {
                 continue;
             };
             through = None;
+            if !timeout.is_zero() {
+                refuse_nested(self, Some(open.id), pid, operation)?;
+            }
             if !cfg!(statesafe_mutation = "no-lock") {
                 match enter_pass(open, start, timeout)
                     .map_err(|e| Error::io(Op::Lock, &self.path, e))?
@@ -408,6 +474,20 @@ impl LockFile {
             }
         }
         let let_through = through.is_some();
+        static KEYS: AtomicU64 = AtomicU64::new(1);
+        let key = KEYS.fetch_add(1, Ordering::Relaxed);
+        self.holds.key.store(key, Ordering::Relaxed);
+        let id = inner.as_deref().map_or((0, 0), |open| open.id);
+        let _ = HELD_HERE.try_with(|held| {
+            let mut held = held.borrow_mut();
+            held.retain(HeldHere::live);
+            held.push(HeldHere {
+                key,
+                holds: Arc::clone(&self.holds),
+                id,
+                pid,
+            });
+        });
         let mut guard = Guard {
             inner,
             record: Record::default(),
@@ -415,7 +495,9 @@ impl LockFile {
             locked: true,
             contended,
             acquired: Instant::now(),
-            hold_ns: &self.hold_ns,
+            hold_ns: &self.holds.ns,
+            holder_key: &self.holds.key,
+            key,
             state: state.clone(),
             lock: self.path.clone(),
             through,
@@ -1061,6 +1143,10 @@ impl Guard<'_> {
             return;
         }
         self.locked = false;
+        // No longer held by the thread that took it, wherever this runs.
+        self.holder_key.store(0, Ordering::Relaxed);
+        let key = self.key;
+        let _ = HELD_HERE.try_with(|held| held.borrow_mut().retain(|h| h.key != key));
         let held = u64::try_from(self.acquired.elapsed().as_nanos()).unwrap_or(u64::MAX);
         let old = self.hold_ns.load(std::sync::atomic::Ordering::Relaxed);
         let avg = if old == 0 {

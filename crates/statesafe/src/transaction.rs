@@ -266,7 +266,9 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
     ///
     /// # Errors
     /// [`Error::LockTimeout`], [`Error::NotFound`], [`Error::Unrecoverable`],
-    /// [`Error::Poisoned`], I/O.
+    /// [`Error::Poisoned`], I/O; [`Error::Nested`] at once when this thread already
+    /// holds the file's lock (a transaction or lock guard still open here: the lock is
+    /// not reentrant).
     ///
     /// # Example
     /// ```

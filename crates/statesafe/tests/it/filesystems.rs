@@ -51,6 +51,38 @@ impl Drop for Mounted {
     }
 }
 
+/// A ramfs (a filesystem without user extended attributes) mounted for one test in a
+/// fresh test directory: unmounted, then the directory removed, when dropped.
+struct Ramfs {
+    // Fields drop in order: the mount before its directory.
+    _mount: Mounted,
+    path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// A ramfs for `test`, checked to keep no user extended attributes; `None` (the test
+/// recorded as skipped, with why) where none can be mounted.
+fn ramfs(test: &str) -> Option<Ramfs> {
+    let dir = common::test_dir();
+    let path = dir.path().join("ramfs");
+    let mount = match Mounted::with(&path, "mount", &["-t", "ramfs", "ramfs"]) {
+        Ok(m) => m,
+        Err(why) => {
+            common::skipped(test, &why);
+            return None;
+        }
+    };
+    assert!(
+        !supports_user_xattr(&path),
+        "ramfs unexpectedly supports user xattrs: {test} would not test the fallback"
+    );
+    Some(Ramfs {
+        _mount: mount,
+        path,
+        _dir: dir,
+    })
+}
+
 fn supports_user_xattr(dir: &Path) -> bool {
     let probe = dir.join("xattr-probe");
     std::fs::write(&probe, "x").unwrap();
@@ -114,22 +146,11 @@ fn life_without_xattrs(dir: &Path) -> Vec<Event> {
 
 #[test]
 fn ramfs_has_no_user_xattrs_and_the_sidecar_record_keeps_generations() {
-    let dir = common::test_dir();
-    let mnt = dir.path().join("ramfs");
-    let _m = match Mounted::with(&mnt, "mount", &["-t", "ramfs", "ramfs"]) {
-        Ok(m) => m,
-        Err(why) => {
-            return common::skipped(
-                "ramfs_has_no_user_xattrs_and_the_sidecar_record_keeps_generations",
-                &why,
-            );
-        }
+    let Some(ramfs) = ramfs("ramfs_has_no_user_xattrs_and_the_sidecar_record_keeps_generations")
+    else {
+        return;
     };
-    assert!(
-        !supports_user_xattr(&mnt),
-        "ramfs unexpectedly supports user xattrs: this test would not test the fallback"
-    );
-    let events = life_without_xattrs(&mnt);
+    let events = life_without_xattrs(&ramfs.path);
     assert!(
         events
             .iter()
@@ -180,13 +201,10 @@ fn a_fuse_filesystem_is_reported_and_works_without_xattrs() {
 #[test]
 fn a_failed_sidecar_record_never_makes_generations_skip() {
     let test = "filesystems::a_failed_sidecar_record_never_makes_generations_skip";
-    let dir = common::test_dir();
-    let mnt = dir.path().join("ramfs");
-    let _m = match Mounted::with(&mnt, "mount", &["-t", "ramfs", "ramfs"]) {
-        Ok(m) => m,
-        Err(why) => return common::skipped(test, &why),
+    let Some(ramfs) = ramfs(test) else {
+        return;
     };
-    assert!(!supports_user_xattr(&mnt));
+    let mnt = &ramfs.path;
     let path = mnt.join("state.json");
     let store: Store = Store::open(&path).unwrap();
     store.create(json!({"n": 1})).unwrap();
@@ -221,13 +239,10 @@ fn journal_mode_without_user_xattrs_refuses_a_deleted_journal_and_names_the_gap(
     use statesafe::{Error, Format, Settings};
     let test =
         "filesystems::journal_mode_without_user_xattrs_refuses_a_deleted_journal_and_names_the_gap";
-    let dir = common::test_dir();
-    let mnt = dir.path().join("ramfs");
-    let _m = match Mounted::with(&mnt, "mount", &["-t", "ramfs", "ramfs"]) {
-        Ok(m) => m,
-        Err(why) => return common::skipped(test, &why),
+    let Some(ramfs) = ramfs(test) else {
+        return;
     };
-    assert!(!supports_user_xattr(&mnt));
+    let mnt = &ramfs.path;
     let journal_mode = Settings {
         format: Format::Journal,
         ..Settings::default()

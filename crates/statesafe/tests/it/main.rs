@@ -29,6 +29,7 @@ mod kill;
 mod lock;
 mod model;
 mod multiprocess;
+mod nested;
 mod perms;
 mod red12;
 mod red13;
