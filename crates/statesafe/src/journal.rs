@@ -603,6 +603,16 @@ impl Replayed {
 /// (so the journal always follows a generation at or below the snapshot's, see
 /// `docs/design.md`), then the records after the snapshot are applied.
 pub(crate) fn read_current<T>(store: &Store<T>, want_acl: bool) -> Result<Option<Current>> {
+    read_current_after(store, want_acl, None)
+}
+
+/// [`read_current`]; `slots_first`: a journal header's checksum and the end the lock
+/// file published for it, read before this read opened the journal (see the end).
+fn read_current_after<T>(
+    store: &Store<T>,
+    want_acl: bool,
+    slots_first: Option<(u64, u64)>,
+) -> Result<Option<Current>> {
     let local = store.local();
     let sidecar = store.sidecar()?;
     let journal = match &sidecar {
@@ -664,6 +674,33 @@ pub(crate) fn read_current<T>(store: &Store<T>, want_acl: bool) -> Result<Option
             return read_current(store, want_acl);
         }
         return Err(e);
+    }
+    // The journal that follows this very snapshot, whole: an older copy of it put
+    // back (the same header, fewer records) ends before the end the lock file
+    // published for its header (`Store::refuse_cut_journal`). Slots read after the
+    // journal may name a record appended and flushed in between: then the slots are
+    // read first and everything again, and only that read's journal, if it still has
+    // this header, is held to them.
+    let following = cur.journal.as_deref().and_then(|r| {
+        r.journal
+            .as_ref()
+            .filter(|p| r.damage.is_none() && p.header.follows == snapshot)
+            .map(|p| (p.header.checksum(), p.end))
+    });
+    if let (Some((header, end)), Some(sidecar)) = (following, sidecar.as_ref()) {
+        match slots_first {
+            None => {
+                let published = local.lock.published_journal_end(sidecar, header)?;
+                if published.is_some_and(|p| p > end) {
+                    let before = local.lock.published_journal_end(sidecar, header)?;
+                    return read_current_after(store, want_acl, before.map(|p| (header, p)));
+                }
+            }
+            Some((h, published)) if h == header && published > end => {
+                return Err(store.refuse_cut_journal(snapshot, end, published));
+            }
+            Some(_) => {}
+        }
     }
     Ok(Some(cur))
 }

@@ -570,6 +570,80 @@ fn an_older_journal_put_back_in_place_of_the_current_one_is_refused() {
     assert_eq!(fresh(&path), (json!({"n": 5}), accepted + 1));
 }
 
+/// An older copy of the very journal put back (a backup tool, or a user restoring the
+/// sidecar from yesterday): the same header, fewer records. It used to be read as the
+/// journal's end, serving generation 2 where 4 was acknowledged (jfix13). The lock
+/// file's published ends for this journal pass what the file holds: refused as a lost
+/// journal, whether the copy was written over the journal in place (`cp`) or renamed in
+/// (`rsync`), by a fresh reader, the long-lived store and a writer; accepting the
+/// snapshot quarantines the copy and goes on past every lost generation.
+#[test]
+fn an_older_copy_of_the_same_journal_put_back_is_refused() {
+    for in_place in [true, false] {
+        let dir = common::test_dir();
+        let path = dir.path().join("state.json");
+        let store = create_journal(&path, json!({"n": 0}));
+        store.update(|s| s["n"] = 1.into()).unwrap();
+        let older = std::fs::read(journal_path(&path)).unwrap();
+        for n in 2..=3u64 {
+            store.update(|s| s["n"] = n.into()).unwrap();
+        }
+        assert_eq!(fresh(&path), (json!({"n": 3}), 4));
+        let snapshot = std::fs::read(&path).unwrap();
+        if in_place {
+            std::fs::write(journal_path(&path), &older).unwrap();
+        } else {
+            let copy = dir.path().join("journal.copy");
+            std::fs::write(&copy, &older).unwrap();
+            std::fs::rename(&copy, journal_path(&path)).unwrap();
+        }
+        let refused = |what: &str, e: Error| {
+            let text = e.to_string();
+            assert!(matches!(e, Error::Corrupt { .. }), "{what}: {e:?}");
+            for part in [
+                path.display().to_string().as_str(),
+                "journal-mode snapshot of generation 1",
+                "older copy",
+                "lost",
+                "statesafe recover",
+                "--accept-snapshot",
+            ] {
+                assert!(text.contains(part), "{what}: `{part}` missing from: {text}");
+            }
+            assert!(
+                e.hint().is_some_and(|h| h.contains("--accept-snapshot")),
+                "{what}: the hint does not name the way out: {:?}",
+                e.hint()
+            );
+        };
+        match Store::<Value>::open(&path).and_then(|s| s.load()) {
+            Ok(snap) => panic!(
+                "in place {in_place}: commits 3 and 4 were lost without an error: served {} at generation {}",
+                snap.state, snap.generation
+            ),
+            Err(e) => refused("a load", e),
+        }
+        refused("the long-lived store's load", store.load().unwrap_err());
+        refused(
+            "the long-lived store's update",
+            store.update(|s| s["n"] = 9.into()).map(|_| ()).unwrap_err(),
+        );
+        let writer = a_writer_refused(&path, &snapshot, refused);
+        let accepted = writer.accept_snapshot().unwrap().expect("a loss to accept");
+        assert!(accepted > 4, "{accepted}");
+        let quarantine = journal_path(&path).parent().unwrap().join("quarantine");
+        let kept: Vec<_> = std::fs::read_dir(&quarantine)
+            .unwrap()
+            .map(|e| std::fs::read(e.unwrap().path()).unwrap())
+            .collect();
+        assert!(kept.contains(&older), "the older copy was not quarantined");
+        assert_eq!(fresh(&path), (json!({"n": 0}), accepted));
+        assert_eq!(writer.accept_snapshot().unwrap(), None, "accepted twice");
+        store.update(|s| s["n"] = 5.into()).unwrap();
+        assert_eq!(fresh(&path), (json!({"n": 5}), accepted + 1));
+    }
+}
+
 /// `accept_snapshot` after the whole sidecar was deleted: the snapshot's bytes at the
 /// next generation (nothing records the lost ones), and commits go on in journal mode
 /// once the settings say so again.
