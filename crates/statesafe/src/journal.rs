@@ -1272,6 +1272,39 @@ pub(crate) fn append_left(
     )
 }
 
+impl<T> Store<T> {
+    /// [`durable::Pending::finish`], for a commit of this store: the time spent
+    /// flushing. A publication of the durable end that failed after a successful flush
+    /// does not fail the commit (it is durable; an error would invite running it again)
+    /// but is reported as [`crate::Event::BookkeepingFailed`] (with a `tracing`
+    /// warning and a failure counted): until a later publication covers the record,
+    /// nothing witnesses it if the journal is deleted or an older copy put back, and
+    /// other processes' writers wait for it and compact ("Shared flushes" in
+    /// `docs/design.md`).
+    pub(crate) fn finish_journal(&self, pending: durable::Pending) -> io::Result<Duration> {
+        let (generation, lock) = (pending.generation, self.local().target.sidecar());
+        let finished = pending.finish()?;
+        if let Some(e) = finished.unpublished {
+            let lock = lock.join(crate::sidecar::LOCK);
+            let what = format!(
+                "publishing the journal's durable end in the lock file `{}` (the commit is durable; until a later commit publishes, a deletion of the journal would go unnoticed, and other processes' writers compact)",
+                lock.display()
+            );
+            let e = Error::io(Op::Write, &lock, e);
+            let path = &self.local().target.given;
+            self.recorder.failure(e.kind());
+            tracing::warn!(target: "statesafe", "committed `{}`, but {what} failed: {e}", path.display());
+            self.emit(Event::BookkeepingFailed {
+                path: path.clone(),
+                generation,
+                what,
+                error: e.to_string(),
+            });
+        }
+        Ok(finished.flushed)
+    }
+}
+
 /// The error of a commit whose flush failed: its record is in the journal and may or
 /// may not survive a power loss.
 pub(crate) fn flush_failed(state_path: &Path, generation: u64, e: io::Error) -> Error {
@@ -1294,6 +1327,10 @@ pub(crate) fn record_left(state_path: &Path, generation: u64, what: String) -> E
 
 /// Makes the next journal flush fail with `EIO` (tests only).
 pub(crate) static FAIL_FLUSH: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+/// Makes the next publication of a journal's durable end fail with `EIO` (tests only).
+pub(crate) static FAIL_PUBLISH: std::sync::atomic::AtomicBool =
     std::sync::atomic::AtomicBool::new(false);
 
 /// Starts a new journal following the snapshot just committed (generation
@@ -1357,7 +1394,7 @@ pub(crate) fn start(
             // (Best effort, as every publication: without it a writer compacts.)
             if let Ok(st) = sys::stat_fd(&file) {
                 let id = durable::JournalId::of((st.dev, st.ino), &header);
-                durable::publish(guard.lock_file(), id, HEADER_LEN as u64, guard.pid());
+                let _ = durable::publish(guard.lock_file(), id, HEADER_LEN as u64, guard.pid());
             }
         }
         Ok(())
@@ -1955,7 +1992,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             guard.deferred = Some(pending);
             Duration::ZERO
         } else {
-            match pending.finish() {
+            match self.finish_journal(pending) {
                 Ok(d) => d,
                 Err(e) => {
                     self.poison();

@@ -905,7 +905,7 @@ impl Store<Value> {
         let fsync = if self.opts.durability == crate::write::Durability::None {
             std::time::Duration::ZERO
         } else {
-            match pending.finish() {
+            match self.finish_journal(pending) {
                 Ok(fsync) => fsync,
                 Err(e) => {
                     *self.journal.cache.lock() = None;
@@ -1133,6 +1133,60 @@ mod tests {
         let other: Store = Store::open(dir.path().join("state.json")).unwrap();
         assert_eq!(other.load().unwrap().state, json!({"a": 5}));
         assert_eq!(other.load().unwrap().generation, 7);
+    }
+
+    /// A publication of the durable end that fails (`EIO` on the lock file's slot)
+    /// used to be ignored: the commit stood, but nothing said that its record had no
+    /// witness, so a journal deleted or put back older before the next publication
+    /// lost it silently (`Store::refuse_deleted_journal` reads the slots). The commit
+    /// still stands (its flush succeeded; failing it would invite a second run of a
+    /// durable change), and the failure is reported as bookkeeping that failed, for a
+    /// transaction and for a group commit.
+    #[test]
+    fn a_failed_publication_is_reported_and_its_commit_stands() {
+        let dir = tempfile::tempdir().unwrap();
+        let seen = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let sink = Arc::clone(&seen);
+        let store: Store = Store::options()
+            .on_event(move |e| sink.lock().push(e.clone()))
+            .open(dir.path().join("state.json"))
+            .unwrap();
+        let settings = Settings {
+            format: Format::Journal,
+            ..Settings::default()
+        };
+        store.create_with(&settings, json!({"a": 0})).unwrap();
+        store.update(|s| s["a"] = json!(1)).unwrap();
+        assert!(seen.lock().is_empty(), "{:?}", seen.lock());
+        let publication_failed = |generation: u64| {
+            let events = std::mem::take(&mut *seen.lock());
+            assert!(
+                events.iter().any(|e| matches!(
+                    e,
+                    crate::Event::BookkeepingFailed { generation: g, what, .. }
+                        if *g == generation && what.contains("durable end") && what.contains("lock")
+                )),
+                "generation {generation}: {events:?}"
+            );
+        };
+        crate::journal::FAIL_PUBLISH.store(true, Ordering::SeqCst);
+        store.update(|s| s["a"] = json!(2)).unwrap();
+        publication_failed(3);
+        crate::journal::FAIL_PUBLISH.store(true, Ordering::SeqCst);
+        assert_eq!(
+            store
+                .apply_patch(&json!([{"op": "replace", "path": "/a", "value": 3}]))
+                .unwrap(),
+            4
+        );
+        publication_failed(4);
+        assert!(store.stats().failures.values().sum::<u64>() >= 2);
+        // Nothing is poisoned, and every commit stands.
+        store.update(|s| s["a"] = json!(4)).unwrap();
+        assert!(seen.lock().is_empty(), "{:?}", seen.lock());
+        let other: Store = Store::open(dir.path().join("state.json")).unwrap();
+        assert_eq!(other.load().unwrap().state, json!({"a": 4}));
+        assert_eq!(other.load().unwrap().generation, 5);
     }
 
     #[test]
