@@ -1171,12 +1171,12 @@ pub(crate) struct AppendFailed {
 
 /// Writes `record` at `pos.end` through `kept` (zeroing a torn append's leftovers
 /// past it, growing the preallocated space when needed). Returns the append's number
-/// through the descriptor, for its flush ([`Pending`]). On failure whatever reached
-/// the file of `record` is zeroed again: nothing was flushed, and no reader serves it.
-/// If that zeroing fails too, the bytes stay ([`AppendFailed::left`]): a write cut
-/// short (`ENOSPC` on a copy-on-write filesystem, `EIO`) may have written whole records
-/// of a batch, which every reader replays, so their commits are neither done nor
-/// undone.
+/// through the descriptor, for its flush ([`Pending`]). On failure a torn first
+/// record (all that reached the file) is zeroed again: nothing was flushed, and no
+/// reader serves a torn record. The bytes stay ([`AppendFailed::left`]) when that
+/// zeroing fails too, and when a write cut short (`ENOSPC` on a copy-on-write
+/// filesystem, `EIO`) wrote whole records of a batch, which every reader replays
+/// from that instant: their commits are neither done nor undone.
 fn write_record(
     kept: &cache::KeptJournal,
     pos: &Pos,
@@ -1213,6 +1213,23 @@ fn write_record(
         }
     };
     if let Err(error) = result {
+        #[cfg(test)]
+        if let Some(reader) = BEFORE_ERASE.with(|r| r.borrow_mut().take()) {
+            reader();
+        }
+        // A whole record that reached the file is replayed by every reader from that
+        // instant (flushed or not): erasing it would take back a version a reader may
+        // have served, and its generation would be given again to other contents.
+        // It stays, like bytes that cannot be erased; only a torn first record (no
+        // reader replays it) is erased and the append handed back as never made.
+        if parse_at(&record[..written], 0).is_some() {
+            return Err(AppendFailed {
+                error,
+                left: Some(io::Error::other(
+                    "whole records reached the journal, where readers may have served them already, so they are not erased",
+                )),
+            });
+        }
         let left = (written > 0)
             .then(|| {
                 if erase_fails {
@@ -1243,6 +1260,15 @@ fn append_faults() -> (usize, bool) {
     APPEND_FAULTS.with(std::cell::Cell::take)
 }
 
+#[cfg(test)]
+thread_local! {
+    /// Runs once on this thread after its next append failed and before what it wrote
+    /// is erased (tests only): a reader racing the failed append, at the instant when
+    /// the bytes that reached the file are there for every reader to see.
+    pub(crate) static BEFORE_ERASE: std::cell::RefCell<Option<Box<dyn FnOnce()>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
 #[cfg(not(test))]
 fn append_faults() -> (usize, bool) {
     (0, false)
@@ -1265,7 +1291,7 @@ pub(crate) fn append_left(
         state_path,
         generation,
         format!(
-            "writing its record to the journal `{}` failed part way ({}), and erasing the part written failed too ({erase}); the store refuses writes until it is opened again",
+            "writing its record to the journal `{}` failed part way ({}), and the part written was left there ({erase}); the store refuses writes until it is opened again",
             journal.display(),
             failed.error
         ),

@@ -1212,7 +1212,7 @@ mod tests {
             match outcome {
                 Outcome::Failed(e @ Error::OutcomeUnknown { .. }) => {
                     let cause = std::error::Error::source(&e).unwrap().to_string();
-                    assert!(cause.contains("erasing"), "{cause}");
+                    assert!(cause.contains("left there"), "{cause}");
                 }
                 Outcome::Failed(e) => panic!("commit {i} failed: {e}"),
                 Outcome::Done(g) => panic!("commit {i} acknowledged as {g}"),
@@ -1228,12 +1228,18 @@ mod tests {
         assert_eq!(other.get().unwrap(), json!({"l": [0, 1]}));
     }
 
+    /// A batch's write cut short after whole records reached the file, erased again:
+    /// it used to be handed back as never written, each commit to run again as a
+    /// transaction. But a lock-free reader replays every whole record the file holds
+    /// (flushed or not), so one reading in that instant served a version that then
+    /// went away: generation 4 with `[0, 1]`, then generation 2 again, and the handed
+    /// back commits (or another writer's) gave generation 3 and 4 other contents. Whole
+    /// records that reached the file are not erased: each commit's outcome is unknown
+    /// (as when they cannot be erased), and no reader sees the state go back.
     #[test]
-    fn a_write_cut_short_whose_bytes_are_erased_hands_the_batch_back_once() {
-        // The same write, whose bytes are zeroed again: nothing of the batch is in the
-        // journal, each commit runs once more as a transaction, and each is applied
-        // once.
+    fn a_reader_racing_a_batch_cut_short_never_sees_its_records_taken_back() {
         let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
         let store = journal_store(dir.path());
         store
             .apply_patch(&json!([{"op": "add", "path": "/l", "value": []}]))
@@ -1241,8 +1247,65 @@ mod tests {
         let batch: Vec<Request> = (0..3)
             .map(|i| request(json!([{"op": "add", "path": "/l/-", "value": i}])))
             .collect();
+        let seen = Arc::new(parking_lot::Mutex::new(None));
+        let sink = Arc::clone(&seen);
+        let reader_path = path.clone();
+        crate::journal::BEFORE_ERASE.with(|r| {
+            *r.borrow_mut() = Some(Box::new(move || {
+                let reader: Store = Store::open(&reader_path).unwrap();
+                let snap = reader.load().unwrap();
+                *sink.lock() = Some((snap.state, snap.generation));
+            }));
+        });
         crate::journal::APPEND_FAULTS.with(|f| f.set((1, false)));
         let outcomes = store.commit_batch(batch, &mut Vec::new());
+        let (seen_state, seen_generation) = seen.lock().take().expect("the reader ran");
+        assert_eq!((&seen_state, seen_generation), (&json!({"l": [0, 1]}), 4));
+        for (i, outcome) in outcomes.into_iter().enumerate() {
+            match outcome {
+                Outcome::Failed(Error::OutcomeUnknown { .. }) => {}
+                Outcome::Failed(e) => panic!("commit {i} failed: {e}"),
+                Outcome::Done(g) => panic!("commit {i} acknowledged as {g}"),
+                Outcome::Fallback => {
+                    panic!("commit {i} was handed back to run again, after a reader served it")
+                }
+            }
+        }
+        let other: Store = Store::open(&path).unwrap();
+        let now = other.load().unwrap();
+        assert_eq!((now.state, now.generation), (seen_state, seen_generation));
+        other
+            .apply_patch(&json!([{"op": "add", "path": "/l/-", "value": 9}]))
+            .unwrap();
+        assert_eq!(other.load().unwrap().state, json!({"l": [0, 1, 9]}));
+        assert_eq!(other.load().unwrap().generation, 5);
+    }
+
+    #[test]
+    fn a_write_cut_short_whose_bytes_are_erased_hands_the_batch_back_once() {
+        // A write cut short inside the batch's first record (torn: no reader replays
+        // it), whose bytes are zeroed again: nothing of the batch is in the journal,
+        // each commit runs once more as a transaction, and each is applied once. (Cut
+        // after whole records, see the test above.)
+        let dir = tempfile::tempdir().unwrap();
+        let store = journal_store(dir.path());
+        store
+            .apply_patch(&json!([{"op": "add", "path": "/l", "value": []}]))
+            .unwrap();
+        let long = "x".repeat(4000);
+        let batch: Vec<Request> = [json!(long), json!(1), json!(2)]
+            .into_iter()
+            .map(|v| request(json!([{"op": "add", "path": "/l/-", "value": v}])))
+            .collect();
+        // The two short records are far shorter than 2,000 bytes: the cut tears the
+        // first.
+        crate::journal::APPEND_FAULTS.with(|f| f.set((2000, false)));
+        let outcomes = store.commit_batch(batch, &mut Vec::new());
+        assert_eq!(
+            crate::journal::APPEND_FAULTS.with(std::cell::Cell::get),
+            (0, false),
+            "the batch was not written"
+        );
         assert!(outcomes.iter().all(|o| matches!(o, Outcome::Fallback)));
         let other: Store = Store::open(dir.path().join("state.json")).unwrap();
         assert_eq!(other.get().unwrap(), json!({"l": []}));
