@@ -301,10 +301,12 @@ pub(crate) fn quarantine(
 /// Gives the file `from_name` in the directory `from_dir` the second name `name` in the
 /// sidecar's quarantine (creating that folder with `perms`), durably, as
 /// [`quarantine`] describes. An existing `name` that is the very file (the same
-/// device and inode) was quarantined before; anything else there (the name is known in
-/// advance: another writer of a shared sidecar may plant a symlink or a file under it)
-/// is left alone, and the file gets `name-2`, `name-3`, … instead: otherwise the
-/// planted entry would stand in for it, and the next step would replace the only copy.
+/// device and inode), or a regular file with the very same bytes (the same damage
+/// quarantined before from another inode: a recovery renames a new file in), keeps
+/// it already; anything else there (the name is known in advance: another writer of a
+/// shared sidecar may plant a symlink or another file under it) is left alone, and the
+/// file gets `name-2`, `name-3`, … instead: otherwise the planted entry would stand in
+/// for it, and the next step would replace the only copy.
 pub(crate) fn quarantine_link(
     sidecar: &Sidecar,
     from_dir: &OwnedFd,
@@ -334,7 +336,10 @@ pub(crate) fn quarantine_link(
         match sys::link_at(from_dir, from_name, qdir.fd(), &named) {
             Ok(()) => break,
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                if sys::stat_at(qdir.fd(), &named).is_ok_and(|st| (st.dev, st.ino) == source) {
+                if sys::stat_at(qdir.fd(), &named).is_ok_and(|st| (st.dev, st.ino) == source)
+                    || read_regular(qdir.fd(), &named)
+                        .is_some_and(|kept| Some(kept) == read_regular(from_dir, from_name))
+                {
                     break;
                 }
                 if n == QUARANTINE_TRIES {
@@ -358,6 +363,19 @@ pub(crate) fn quarantine_link(
         sys::fsync(root.fd()).map_err(|e| Poisoning(Error::io(Op::Quarantine, root.path(), e)))?;
     }
     Ok(Ok(path))
+}
+
+/// The bytes of the regular file `name` in `dir` (never through a symlink; `None`
+/// for anything else, or when it cannot be read).
+fn read_regular(dir: impl std::os::fd::AsFd, name: &OsStr) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let file = sys::open_at(dir, name, Access::Read, 0).ok()?;
+    if sys::stat_fd(&file).ok()?.kind != Kind::File {
+        return None;
+    }
+    let mut bytes = Vec::new();
+    (&file).read_to_end(&mut bytes).ok()?;
+    Some(bytes)
 }
 
 /// How many names [`quarantine_link`] tries for one file (`name`, `name-2`, …).
