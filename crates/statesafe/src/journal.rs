@@ -1953,6 +1953,13 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         {
             return compact(None);
         }
+        // With the lock held every published end is in the file: one past this
+        // journal's end means an older copy of it was put back (`refuse_cut_journal`),
+        // which a refresh that extends its cache does not see.
+        let published = durable::published_for_header(&lock_file, pos.header.checksum());
+        if published > pos.end {
+            return Err(self.refuse_cut_journal(pos.header.follows, pos.end, published));
+        }
         let new = serde_json::to_value(state).map_err(|e| Error::Serialize {
             path: self.path().to_path_buf(),
             source: e,

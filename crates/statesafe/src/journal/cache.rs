@@ -736,6 +736,11 @@ impl Store<Value> {
         {
             return fallback(batch.len());
         }
+        // An older copy of the journal put back (see `journal_commit`): each commit
+        // runs as a transaction, which refuses it.
+        if super::durable::published_for_header(&lock_file, pos.header.checksum()) > pos.end {
+            return fallback(batch.len());
+        }
         // The lock must still be the lock file at its path (see `journal_commit`): if a
         // cleanup removed it, each commit runs as a transaction, which says so.
         if self.write_dir().and_then(|dir| guard.verify(dir)).is_err() {

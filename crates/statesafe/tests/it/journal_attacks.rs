@@ -644,6 +644,55 @@ fn an_older_copy_of_the_same_journal_put_back_is_refused() {
     }
 }
 
+/// The older copy put back while a long-lived store lags behind other writers: its
+/// cache still holds the copy's last record, so its refresh extends the copy without
+/// a full read, and its commit used to append right after that record, over where the
+/// other writers' acknowledged commits had been: their loss went silent once the new
+/// record passed their published end, and their generations were given to other
+/// contents. A writer holds the lock, so every published end is in the file it reads:
+/// one that passes it is a loss, refused before the append.
+#[test]
+fn a_long_lived_writer_behind_others_does_not_commit_on_an_older_copy_of_the_journal() {
+    for group in [false, true] {
+        let dir = common::test_dir();
+        let path = dir.path().join("state.json");
+        let lagging = create_journal(&path, json!({"n": 0}));
+        for _ in 0..3 {
+            lagging.load().unwrap();
+        }
+        lagging.update(|s| s["n"] = 1.into()).unwrap();
+        assert_eq!(lagging.load().unwrap().generation, 2);
+        let older = std::fs::read(journal_path(&path)).unwrap();
+        let other: Store = Store::open(&path).unwrap();
+        for n in 2..=3u64 {
+            other.update(|s| s["n"] = n.into()).unwrap();
+        }
+        std::fs::write(journal_path(&path), &older).unwrap();
+        // A record longer than the two lost ones: appended after the copy's last
+        // record, it would end past their published end.
+        let big = "x".repeat(4000);
+        let e = if group {
+            lagging
+                .apply_patch(&json!([{"op": "add", "path": "/big", "value": big}]))
+                .map(|_| ())
+                .unwrap_err()
+        } else {
+            lagging
+                .update(|s| s["big"] = big.clone().into())
+                .map(|_| ())
+                .unwrap_err()
+        };
+        let text = e.to_string();
+        assert!(
+            matches!(e, Error::Corrupt { .. }) && text.contains("older copy"),
+            "group {group}: {e:?}"
+        );
+        let e = Store::<Value>::open(&path).unwrap().load().unwrap_err();
+        assert!(e.to_string().contains("older copy"), "group {group}: {e}");
+        assert_eq!(std::fs::read(journal_path(&path)).unwrap(), older);
+    }
+}
+
 /// `accept_snapshot` after the whole sidecar was deleted: the snapshot's bytes at the
 /// next generation (nothing records the lost ones), and commits go on in journal mode
 /// once the settings say so again.
