@@ -300,7 +300,13 @@ pub(crate) fn quarantine(
 
 /// Gives the file `from_name` in the directory `from_dir` the second name `name` in the
 /// sidecar's quarantine (creating that folder with `perms`), durably, as
-/// [`quarantine`] describes; an existing `name` is the same file quarantined before.
+/// [`quarantine`] describes. An existing `name` that is the very file (the same
+/// device and inode), or a regular file with the very same bytes (the same damage
+/// quarantined before from another inode: a recovery renames a new file in), keeps
+/// it already; anything else there (the name is known in advance: another writer of a
+/// shared sidecar may plant a symlink or another file under it) is left alone, and the
+/// file gets `name-2`, `name-3`, … instead: otherwise the planted entry would stand in
+/// for it, and the next step would replace the only copy.
 pub(crate) fn quarantine_link(
     sidecar: &Sidecar,
     from_dir: &OwnedFd,
@@ -316,11 +322,39 @@ pub(crate) fn quarantine_link(
         Ok(d) => d,
         Err(e) => return Ok(Err(e)),
     };
-    let path = qdir.join(name);
-    match sys::link_at(from_dir, from_name, qdir.fd(), name) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+    let mut path = qdir.join(name);
+    let source = match sys::stat_at(from_dir, from_name) {
+        Ok(st) => (st.dev, st.ino),
         Err(e) => return Ok(Err(Error::io(Op::Quarantine, &path, e))),
+    };
+    for n in 1..=QUARANTINE_TRIES {
+        let mut named = name.to_os_string();
+        if n > 1 {
+            named.push(format!("-{n}"));
+        }
+        path = qdir.join(&named);
+        match sys::link_at(from_dir, from_name, qdir.fd(), &named) {
+            Ok(()) => break,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                if sys::stat_at(qdir.fd(), &named).is_ok_and(|st| (st.dev, st.ino) == source)
+                    || read_regular(qdir.fd(), &named)
+                        .is_some_and(|kept| Some(kept) == read_regular(from_dir, from_name))
+                {
+                    break;
+                }
+                if n == QUARANTINE_TRIES {
+                    return Ok(Err(Error::io(
+                        Op::Quarantine,
+                        &path,
+                        io::Error::other(format!(
+                            "this name and {} others were taken by other files, none of them the one to keep",
+                            QUARANTINE_TRIES - 1
+                        )),
+                    )));
+                }
+            }
+            Err(e) => return Ok(Err(Error::io(Op::Quarantine, &path, e))),
+        }
     }
     // The quarantine must survive: the next step replaces the damaged file's name.
     sys::fsync(qdir.fd()).map_err(|e| Poisoning(Error::io(Op::Quarantine, qdir.path(), e)))?;
@@ -330,6 +364,22 @@ pub(crate) fn quarantine_link(
     }
     Ok(Ok(path))
 }
+
+/// The bytes of the regular file `name` in `dir` (never through a symlink; `None`
+/// for anything else, or when it cannot be read).
+fn read_regular(dir: impl std::os::fd::AsFd, name: &OsStr) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let file = sys::open_at(dir, name, Access::Read, 0).ok()?;
+    if sys::stat_fd(&file).ok()?.kind != Kind::File {
+        return None;
+    }
+    let mut bytes = Vec::new();
+    (&file).read_to_end(&mut bytes).ok()?;
+    Some(bytes)
+}
+
+/// How many names [`quarantine_link`] tries for one file (`name`, `name-2`, …).
+const QUARANTINE_TRIES: u32 = 16;
 
 /// The names in the quarantine (none without a sidecar or quarantine).
 pub(crate) fn quarantined(sidecar: Option<&Sidecar>) -> Result<Vec<PathBuf>> {

@@ -97,7 +97,7 @@ pub enum Error {
     },
 
     /// The state file exists but its contents are not a valid document.
-    #[error("state file `{}` is corrupt{}: {reason}", path.display(), location(*line, *column))]
+    #[error("state file `{}` {}{}: {reason}", path.display(), corrupt_what(reason), location(*line, *column))]
     Corrupt {
         /// The state file.
         path: PathBuf,
@@ -414,6 +414,27 @@ pub enum Error {
     },
 }
 
+/// How the reason of every [`Error::Corrupt`] that refuses a journal-mode snapshot
+/// whose journal was lost begins (`Store::refuse_lost_journal`,
+/// `Store::refuse_deleted_journal`, `Store::refuse_cut_journal`): its hint then names
+/// the way out, and `Store::accept_snapshot` accepts only such a refusal.
+pub(crate) const LOST_JOURNAL: &str = "it is a journal-mode snapshot of generation";
+
+/// Whether a [`Error::Corrupt`]'s reason refuses a snapshot whose journal was lost.
+pub(crate) fn is_lost_journal(reason: &str) -> bool {
+    reason.starts_with(LOST_JOURNAL)
+}
+
+/// What a [`Error::Corrupt`]'s message says happened: a lost journal is not damage to
+/// the file (its snapshot is intact), and says so.
+fn corrupt_what(reason: &str) -> &'static str {
+    if is_lost_journal(reason) {
+        "lost the commits in its journal"
+    } else {
+        "is corrupt"
+    }
+}
+
 fn location(line: Option<usize>, column: Option<usize>) -> String {
     match (line, column) {
         (Some(l), Some(c)) => format!(" at line {l}, column {c}"),
@@ -542,6 +563,11 @@ impl Error {
             }
             Error::Corrupt { path, .. } if crate::postgres::is_url(&path.to_string_lossy()) => format!(
                 "the state's row was changed outside statesafe (a hand edit, a trigger) or damaged: `statesafe recover {}` moves it into the quarantine table and restores the newest valid backup as the next generation (docs/remote.md, \"A damaged row\")",
+                path.display()
+            ),
+            Error::Corrupt { path, reason, .. } if is_lost_journal(reason) => format!(
+                "the commits after the snapshot were in its journal, which is gone or was replaced by an older copy, and nothing repairs that automatically: restore the sidecar directory `.{}.statesafe` from a backup that holds them, or accept the snapshot as the current state (the commits after it are then given up) with `statesafe recover {} --accept-snapshot`",
+                path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned()),
                 path.display()
             ),
             Error::Corrupt { .. } => {

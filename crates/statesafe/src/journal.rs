@@ -603,6 +603,16 @@ impl Replayed {
 /// (so the journal always follows a generation at or below the snapshot's, see
 /// `docs/design.md`), then the records after the snapshot are applied.
 pub(crate) fn read_current<T>(store: &Store<T>, want_acl: bool) -> Result<Option<Current>> {
+    read_current_after(store, want_acl, None)
+}
+
+/// [`read_current`]; `slots_first`: a journal header's checksum and the end the lock
+/// file published for it, read before this read opened the journal (see the end).
+fn read_current_after<T>(
+    store: &Store<T>,
+    want_acl: bool,
+    slots_first: Option<(u64, u64)>,
+) -> Result<Option<Current>> {
     let local = store.local();
     let sidecar = store.sidecar()?;
     let journal = match &sidecar {
@@ -664,6 +674,33 @@ pub(crate) fn read_current<T>(store: &Store<T>, want_acl: bool) -> Result<Option
             return read_current(store, want_acl);
         }
         return Err(e);
+    }
+    // The journal that follows this very snapshot, whole: an older copy of it put
+    // back (the same header, fewer records) ends before the end the lock file
+    // published for its header (`Store::refuse_cut_journal`). Slots read after the
+    // journal may name a record appended and flushed in between: then the slots are
+    // read first and everything again, and only that read's journal, if it still has
+    // this header, is held to them.
+    let following = cur.journal.as_deref().and_then(|r| {
+        r.journal
+            .as_ref()
+            .filter(|p| r.damage.is_none() && p.header.follows == snapshot)
+            .map(|p| (p.header.checksum(), p.end))
+    });
+    if let (Some((header, end)), Some(sidecar)) = (following, sidecar.as_ref()) {
+        match slots_first {
+            None => {
+                let published = local.lock.published_journal_end(sidecar, header)?;
+                if published.is_some_and(|p| p > end) {
+                    let before = local.lock.published_journal_end(sidecar, header)?;
+                    return read_current_after(store, want_acl, before.map(|p| (header, p)));
+                }
+            }
+            Some((h, published)) if h == header && published > end => {
+                return Err(store.refuse_cut_journal(snapshot, end, published));
+            }
+            Some(_) => {}
+        }
     }
     Ok(Some(cur))
 }
@@ -1134,12 +1171,12 @@ pub(crate) struct AppendFailed {
 
 /// Writes `record` at `pos.end` through `kept` (zeroing a torn append's leftovers
 /// past it, growing the preallocated space when needed). Returns the append's number
-/// through the descriptor, for its flush ([`Pending`]). On failure whatever reached
-/// the file of `record` is zeroed again: nothing was flushed, and no reader serves it.
-/// If that zeroing fails too, the bytes stay ([`AppendFailed::left`]): a write cut
-/// short (`ENOSPC` on a copy-on-write filesystem, `EIO`) may have written whole records
-/// of a batch, which every reader replays, so their commits are neither done nor
-/// undone.
+/// through the descriptor, for its flush ([`Pending`]). On failure a torn first
+/// record (all that reached the file) is zeroed again: nothing was flushed, and no
+/// reader serves a torn record. The bytes stay ([`AppendFailed::left`]) when that
+/// zeroing fails too, and when a write cut short (`ENOSPC` on a copy-on-write
+/// filesystem, `EIO`) wrote whole records of a batch, which every reader replays
+/// from that instant: their commits are neither done nor undone.
 fn write_record(
     kept: &cache::KeptJournal,
     pos: &Pos,
@@ -1176,6 +1213,23 @@ fn write_record(
         }
     };
     if let Err(error) = result {
+        #[cfg(test)]
+        if let Some(reader) = BEFORE_ERASE.with(|r| r.borrow_mut().take()) {
+            reader();
+        }
+        // A whole record that reached the file is replayed by every reader from that
+        // instant (flushed or not): erasing it would take back a version a reader may
+        // have served, and its generation would be given again to other contents.
+        // It stays, like bytes that cannot be erased; only a torn first record (no
+        // reader replays it) is erased and the append handed back as never made.
+        if parse_at(&record[..written], 0).is_some() {
+            return Err(AppendFailed {
+                error,
+                left: Some(io::Error::other(
+                    "whole records reached the journal, where readers may have served them already, so they are not erased",
+                )),
+            });
+        }
         let left = (written > 0)
             .then(|| {
                 if erase_fails {
@@ -1206,6 +1260,15 @@ fn append_faults() -> (usize, bool) {
     APPEND_FAULTS.with(std::cell::Cell::take)
 }
 
+#[cfg(test)]
+thread_local! {
+    /// Runs once on this thread after its next append failed and before what it wrote
+    /// is erased (tests only): a reader racing the failed append, at the instant when
+    /// the bytes that reached the file are there for every reader to see.
+    pub(crate) static BEFORE_ERASE: std::cell::RefCell<Option<Box<dyn FnOnce()>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
 #[cfg(not(test))]
 fn append_faults() -> (usize, bool) {
     (0, false)
@@ -1228,11 +1291,44 @@ pub(crate) fn append_left(
         state_path,
         generation,
         format!(
-            "writing its record to the journal `{}` failed part way ({}), and erasing the part written failed too ({erase}); the store refuses writes until it is opened again",
+            "writing its record to the journal `{}` failed part way ({}), and the part written was left there ({erase}); the store refuses writes until it is opened again",
             journal.display(),
             failed.error
         ),
     )
+}
+
+impl<T> Store<T> {
+    /// [`durable::Pending::finish`], for a commit of this store: the time spent
+    /// flushing. A publication of the durable end that failed after a successful flush
+    /// does not fail the commit (it is durable; an error would invite running it again)
+    /// but is reported as [`crate::Event::BookkeepingFailed`] (with a `tracing`
+    /// warning and a failure counted): until a later publication covers the record,
+    /// nothing witnesses it if the journal is deleted or an older copy put back, and
+    /// other processes' writers wait for it and compact ("Shared flushes" in
+    /// `docs/design.md`).
+    pub(crate) fn finish_journal(&self, pending: durable::Pending) -> io::Result<Duration> {
+        let (generation, lock) = (pending.generation, self.local().target.sidecar());
+        let finished = pending.finish()?;
+        if let Some(e) = finished.unpublished {
+            let lock = lock.join(crate::sidecar::LOCK);
+            let what = format!(
+                "publishing the journal's durable end in the lock file `{}` (the commit is durable; until a later commit publishes, a deletion of the journal would go unnoticed, and other processes' writers compact)",
+                lock.display()
+            );
+            let e = Error::io(Op::Write, &lock, e);
+            let path = &self.local().target.given;
+            self.recorder.failure(e.kind());
+            tracing::warn!(target: "statesafe", "committed `{}`, but {what} failed: {e}", path.display());
+            self.emit(Event::BookkeepingFailed {
+                path: path.clone(),
+                generation,
+                what,
+                error: e.to_string(),
+            });
+        }
+        Ok(finished.flushed)
+    }
 }
 
 /// The error of a commit whose flush failed: its record is in the journal and may or
@@ -1257,6 +1353,10 @@ pub(crate) fn record_left(state_path: &Path, generation: u64, what: String) -> E
 
 /// Makes the next journal flush fail with `EIO` (tests only).
 pub(crate) static FAIL_FLUSH: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+/// Makes the next publication of a journal's durable end fail with `EIO` (tests only).
+pub(crate) static FAIL_PUBLISH: std::sync::atomic::AtomicBool =
     std::sync::atomic::AtomicBool::new(false);
 
 /// Starts a new journal following the snapshot just committed (generation
@@ -1320,7 +1420,7 @@ pub(crate) fn start(
             // (Best effort, as every publication: without it a writer compacts.)
             if let Ok(st) = sys::stat_fd(&file) {
                 let id = durable::JournalId::of((st.dev, st.ino), &header);
-                durable::publish(guard.lock_file(), id, HEADER_LEN as u64, guard.pid());
+                let _ = durable::publish(guard.lock_file(), id, HEADER_LEN as u64, guard.pid());
             }
         }
         Ok(())
@@ -1853,6 +1953,13 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         {
             return compact(None);
         }
+        // With the lock held every published end is in the file: one past this
+        // journal's end means an older copy of it was put back (`refuse_cut_journal`),
+        // which a refresh that extends its cache does not see.
+        let published = durable::published_for_header(&lock_file, pos.header.checksum());
+        if published > pos.end {
+            return Err(self.refuse_cut_journal(pos.header.follows, pos.end, published));
+        }
         let new = serde_json::to_value(state).map_err(|e| Error::Serialize {
             path: self.path().to_path_buf(),
             source: e,
@@ -1918,7 +2025,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             guard.deferred = Some(pending);
             Duration::ZERO
         } else {
-            match pending.finish() {
+            match self.finish_journal(pending) {
                 Ok(d) => d,
                 Err(e) => {
                     self.poison();

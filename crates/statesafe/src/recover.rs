@@ -978,8 +978,9 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         };
         let sidecar = self.sidecar()?;
         let header = crate::journal::Header::new(cur.generation, cur.checksum);
-        // What is left in the journal's place: nothing, or a journal that follows an
-        // earlier generation (an older copy put back): quarantined below, never removed.
+        // What is left in the journal's place: nothing, a journal that follows an
+        // earlier generation, or an older copy of this snapshot's own journal (fewer
+        // records than the lock file published): quarantined below, never removed.
         let journal_path = local.target.sidecar().join(crate::journal::JOURNAL);
         let left = match &sidecar {
             Some(s) => s.root().open(
@@ -1001,15 +1002,13 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             }
             None => None,
         };
-        let follows_this = left.as_ref().is_some_and(|b| {
-            crate::journal::Header::decode(b).is_some_and(|h| h.follows >= cur.generation)
-        });
-        // Only the refusal of a lost journal is accepted: a noted snapshot, no journal
-        // that follows it, and a read that refuses it.
-        if !cur.journal_follows
-            || follows_this
-            || !matches!(self.read_current(), Err(Error::Corrupt { .. }))
-        {
+        // Only the refusal of a lost journal is accepted: a noted snapshot and a read
+        // that refuses it as such (not damage, which `recover` handles).
+        let refused = matches!(
+            self.read_current(),
+            Err(Error::Corrupt { reason, .. }) if crate::error::is_lost_journal(&reason)
+        );
+        if !cur.journal_follows || !refused {
             return Ok(None);
         }
         if let (Some(s), Some(bytes)) = (&sidecar, &left) {

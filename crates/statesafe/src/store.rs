@@ -16,7 +16,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::error::{Error, Op, Result};
+use crate::error::{Error, LOST_JOURNAL, Op, Result};
 use crate::events::{Event, Recorder, Stats};
 use crate::format::{self, Layout};
 use crate::lock::{Holder, LockFile};
@@ -955,7 +955,7 @@ impl<T> Store<T> {
             line: None,
             column: None,
             reason: format!(
-                "it is a journal-mode snapshot of generation {g}, but its sidecar `.{name}.statesafe` (with the file's settings and journal) was deleted: every commit made after generation {g} was in that journal and is lost, and serving this snapshot would roll the state back to it, so nothing was read or written; restore the sidecar directory from a backup, or accept this snapshot as the current state with `statesafe recover {path} --accept-snapshot` (or by removing its metadata attribute, `setfattr -x user.statesafe {path}`: it is then adopted like a file statesafe never wrote; either way its generations start again after {g}, since the record of the lost ones went with the sidecar)",
+                "{LOST_JOURNAL} {g}, but its sidecar `.{name}.statesafe` (with the file's settings and journal) was deleted: every commit made after generation {g} was in that journal and is lost, and serving this snapshot would roll the state back to it, so nothing was read or written; restore the sidecar directory from a backup, or accept this snapshot as the current state with `statesafe recover {path} --accept-snapshot` (or by removing its metadata attribute, `setfattr -x user.statesafe {path}`: it is then adopted like a file statesafe never wrote; either way its generations start again after {g}, since the record of the lost ones went with the sidecar)",
                 g = cur.generation,
                 path = path.display(),
             ),
@@ -995,11 +995,31 @@ impl<T> Store<T> {
             line: None,
             column: None,
             reason: format!(
-                "it is a journal-mode snapshot of generation {g}, but its journal `{journal}` was deleted (or an older copy put in its place; the sidecar's lock file shows that a journal following this snapshot held records flushed up to byte {end}): every commit made after generation {g} was in that journal and is lost, and serving this snapshot would roll the state back to it, so nothing was read or written; restore the journal from a backup of the sidecar directory, or accept this snapshot as the current state with `statesafe recover {path} --accept-snapshot` (its generations then continue past the lost ones)",
+                "{LOST_JOURNAL} {g}, but its journal `{journal}` was deleted (or an older copy put in its place; the sidecar's lock file shows that a journal following this snapshot held records flushed up to byte {end}): every commit made after generation {g} was in that journal and is lost, and serving this snapshot would roll the state back to it, so nothing was read or written; restore the journal from a backup of the sidecar directory, or accept this snapshot as the current state with `statesafe recover {path} --accept-snapshot` (its generations then continue past the lost ones)",
                 g = generation,
                 journal = journal.display(),
                 path = path.display(),
             ),
         })
+    }
+
+    /// The journal that follows the snapshot of `generation` ends at byte `end`, but
+    /// the lock file published it flushed up to `published` (read before the journal):
+    /// an older copy of the very journal was put back (a backup tool, a sidecar restored
+    /// from yesterday), or it was cut short, taking the acknowledged commits past `end`.
+    /// Refused as a deleted journal is ("A deleted sidecar" in `docs/design.md`).
+    pub(crate) fn refuse_cut_journal(&self, generation: u64, end: u64, published: u64) -> Error {
+        let path = self.path();
+        let journal = self.local().target.sidecar().join(crate::journal::JOURNAL);
+        Error::Corrupt {
+            path: path.to_path_buf(),
+            line: None,
+            column: None,
+            reason: format!(
+                "{LOST_JOURNAL} {generation}, but its journal `{journal}` holds records only up to byte {end} while the sidecar's lock file shows them flushed up to byte {published}: an older copy of the journal was put in its place (a backup restored, a sync tool going back) or it was cut short, and every commit it held past byte {end} is lost; serving it would roll the state back, so nothing was read or written; restore the newest journal from a backup of the sidecar directory, or accept the snapshot of generation {generation} as the current state with `statesafe recover {path} --accept-snapshot` (the journal left in place is quarantined, and generations continue past the lost ones)",
+                journal = journal.display(),
+                path = path.display(),
+            ),
+        }
     }
 }

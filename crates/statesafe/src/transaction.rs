@@ -619,7 +619,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         };
         let generation = pending.generation;
         let started = pending.started;
-        match pending.finish() {
+        match self.finish_journal(pending) {
             Ok(fsync) => {
                 self.recorder.commit(started.elapsed(), fsync);
                 Ok(())

@@ -1,7 +1,8 @@
 //! Journal mode from the command line: `init --format journal`, commits that leave the
 //! file a snapshot, reads that replay the journal, and leaving journal mode.
 
-use crate::common::Env;
+use crate::common::{Env, Run};
+use crate::snap;
 
 /// `s.json` made in journal mode with `{"n": 0}`, then `/n` set to 1, 2 and 3.
 fn journal_file_with_three_commits() -> Env {
@@ -113,6 +114,9 @@ fn a_deleted_journal_is_refused_until_the_snapshot_is_accepted() {
     ] {
         assert!(run.stderr.contains(part), "`{part}`: {}", run.snapshot());
     }
+    // The hint names the way out, not the generic one for a damaged file.
+    assert_lost_journal_hint(&run);
+    snap!("journal_deleted_refused", run);
     let run = env.run(&["recover", "s.json", "--accept-snapshot", "--json"]);
     assert_eq!(run.code, 0, "{}", run.snapshot());
     let accepted = run.json();
@@ -125,4 +129,51 @@ fn a_deleted_journal_is_refused_until_the_snapshot_is_accepted() {
     assert_eq!(run.code, 0, "{}", run.snapshot());
     let info = env.run(&["info", "s.json", "--json"]).json();
     assert_eq!(info["generation"], generation + 1, "{info}");
+}
+
+/// The `hint:` line of a refused lost journal names the exact command that accepts the
+/// snapshot (it used to be the generic hint for a file damaged outside statesafe).
+fn assert_lost_journal_hint(run: &Run) {
+    let hint = run
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("hint:"))
+        .unwrap_or_else(|| panic!("no hint: {}", run.snapshot()));
+    assert!(
+        hint.contains("statesafe recover") && hint.contains("s.json --accept-snapshot"),
+        "{}",
+        run.snapshot()
+    );
+    assert!(
+        !hint.contains("not written by statesafe"),
+        "{}",
+        run.snapshot()
+    );
+}
+
+/// An older copy of the same journal put back (a sidecar restored from yesterday):
+/// refused with what happened and the way out, as a deleted journal is; accepting the
+/// snapshot then works as there.
+#[test]
+fn an_older_copy_of_the_journal_put_back_is_refused_with_the_way_out() {
+    let env = Env::new();
+    let run = env.run(&["init", "s.json", "{\"n\": 0}", "--format", "journal"]);
+    assert_eq!(run.code, 0, "{}", run.snapshot());
+    let run = env.run(&["set", "s.json", "/n", "1"]);
+    assert_eq!(run.code, 0, "{}", run.snapshot());
+    let older = std::fs::read(env.path(".s.json.statesafe/journal")).unwrap();
+    for n in 2..=3 {
+        let run = env.run(&["set", "s.json", "/n", &n.to_string()]);
+        assert_eq!(run.code, 0, "{}", run.snapshot());
+    }
+    std::fs::write(env.path(".s.json.statesafe/journal"), &older).unwrap();
+    let run = env.run(&["get", "s.json", "/n"]);
+    assert_eq!(run.code, 7, "{}", run.snapshot());
+    assert!(run.stderr.contains("older copy"), "{}", run.snapshot());
+    assert_lost_journal_hint(&run);
+    snap!("journal_older_copy_refused", run);
+    let run = env.run(&["recover", "s.json", "--accept-snapshot"]);
+    assert_eq!(run.code, 0, "{}", run.snapshot());
+    let run = env.run(&["get", "s.json", "/n"]);
+    assert_eq!(run.stdout, "0\n", "{}", run.snapshot());
 }

@@ -736,6 +736,11 @@ impl Store<Value> {
         {
             return fallback(batch.len());
         }
+        // An older copy of the journal put back (see `journal_commit`): each commit
+        // runs as a transaction, which refuses it.
+        if super::durable::published_for_header(&lock_file, pos.header.checksum()) > pos.end {
+            return fallback(batch.len());
+        }
         // The lock must still be the lock file at its path (see `journal_commit`): if a
         // cleanup removed it, each commit runs as a transaction, which says so.
         if self.write_dir().and_then(|dir| guard.verify(dir)).is_err() {
@@ -905,7 +910,7 @@ impl Store<Value> {
         let fsync = if self.opts.durability == crate::write::Durability::None {
             std::time::Duration::ZERO
         } else {
-            match pending.finish() {
+            match self.finish_journal(pending) {
                 Ok(fsync) => fsync,
                 Err(e) => {
                     *self.journal.cache.lock() = None;
@@ -1135,6 +1140,60 @@ mod tests {
         assert_eq!(other.load().unwrap().generation, 7);
     }
 
+    /// A publication of the durable end that fails (`EIO` on the lock file's slot)
+    /// used to be ignored: the commit stood, but nothing said that its record had no
+    /// witness, so a journal deleted or put back older before the next publication
+    /// lost it silently (`Store::refuse_deleted_journal` reads the slots). The commit
+    /// still stands (its flush succeeded; failing it would invite a second run of a
+    /// durable change), and the failure is reported as bookkeeping that failed, for a
+    /// transaction and for a group commit.
+    #[test]
+    fn a_failed_publication_is_reported_and_its_commit_stands() {
+        let dir = tempfile::tempdir().unwrap();
+        let seen = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let sink = Arc::clone(&seen);
+        let store: Store = Store::options()
+            .on_event(move |e| sink.lock().push(e.clone()))
+            .open(dir.path().join("state.json"))
+            .unwrap();
+        let settings = Settings {
+            format: Format::Journal,
+            ..Settings::default()
+        };
+        store.create_with(&settings, json!({"a": 0})).unwrap();
+        store.update(|s| s["a"] = json!(1)).unwrap();
+        assert!(seen.lock().is_empty(), "{:?}", seen.lock());
+        let publication_failed = |generation: u64| {
+            let events = std::mem::take(&mut *seen.lock());
+            assert!(
+                events.iter().any(|e| matches!(
+                    e,
+                    crate::Event::BookkeepingFailed { generation: g, what, .. }
+                        if *g == generation && what.contains("durable end") && what.contains("lock")
+                )),
+                "generation {generation}: {events:?}"
+            );
+        };
+        crate::journal::FAIL_PUBLISH.store(true, Ordering::SeqCst);
+        store.update(|s| s["a"] = json!(2)).unwrap();
+        publication_failed(3);
+        crate::journal::FAIL_PUBLISH.store(true, Ordering::SeqCst);
+        assert_eq!(
+            store
+                .apply_patch(&json!([{"op": "replace", "path": "/a", "value": 3}]))
+                .unwrap(),
+            4
+        );
+        publication_failed(4);
+        assert!(store.stats().failures.values().sum::<u64>() >= 2);
+        // Nothing is poisoned, and every commit stands.
+        store.update(|s| s["a"] = json!(4)).unwrap();
+        assert!(seen.lock().is_empty(), "{:?}", seen.lock());
+        let other: Store = Store::open(dir.path().join("state.json")).unwrap();
+        assert_eq!(other.load().unwrap().state, json!({"a": 4}));
+        assert_eq!(other.load().unwrap().generation, 5);
+    }
+
     #[test]
     fn a_batch_write_cut_short_whose_bytes_cannot_be_erased_is_unknown_not_handed_back() {
         // The batch's `pwrite` stops one byte short (ENOSPC) after its first records
@@ -1158,7 +1217,7 @@ mod tests {
             match outcome {
                 Outcome::Failed(e @ Error::OutcomeUnknown { .. }) => {
                     let cause = std::error::Error::source(&e).unwrap().to_string();
-                    assert!(cause.contains("erasing"), "{cause}");
+                    assert!(cause.contains("left there"), "{cause}");
                 }
                 Outcome::Failed(e) => panic!("commit {i} failed: {e}"),
                 Outcome::Done(g) => panic!("commit {i} acknowledged as {g}"),
@@ -1174,12 +1233,18 @@ mod tests {
         assert_eq!(other.get().unwrap(), json!({"l": [0, 1]}));
     }
 
+    /// A batch's write cut short after whole records reached the file, erased again:
+    /// it used to be handed back as never written, each commit to run again as a
+    /// transaction. But a lock-free reader replays every whole record the file holds
+    /// (flushed or not), so one reading in that instant served a version that then
+    /// went away: generation 4 with `[0, 1]`, then generation 2 again, and the handed
+    /// back commits (or another writer's) gave generation 3 and 4 other contents. Whole
+    /// records that reached the file are not erased: each commit's outcome is unknown
+    /// (as when they cannot be erased), and no reader sees the state go back.
     #[test]
-    fn a_write_cut_short_whose_bytes_are_erased_hands_the_batch_back_once() {
-        // The same write, whose bytes are zeroed again: nothing of the batch is in the
-        // journal, each commit runs once more as a transaction, and each is applied
-        // once.
+    fn a_reader_racing_a_batch_cut_short_never_sees_its_records_taken_back() {
         let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
         let store = journal_store(dir.path());
         store
             .apply_patch(&json!([{"op": "add", "path": "/l", "value": []}]))
@@ -1187,8 +1252,65 @@ mod tests {
         let batch: Vec<Request> = (0..3)
             .map(|i| request(json!([{"op": "add", "path": "/l/-", "value": i}])))
             .collect();
+        let seen = Arc::new(parking_lot::Mutex::new(None));
+        let sink = Arc::clone(&seen);
+        let reader_path = path.clone();
+        crate::journal::BEFORE_ERASE.with(|r| {
+            *r.borrow_mut() = Some(Box::new(move || {
+                let reader: Store = Store::open(&reader_path).unwrap();
+                let snap = reader.load().unwrap();
+                *sink.lock() = Some((snap.state, snap.generation));
+            }));
+        });
         crate::journal::APPEND_FAULTS.with(|f| f.set((1, false)));
         let outcomes = store.commit_batch(batch, &mut Vec::new());
+        let (seen_state, seen_generation) = seen.lock().take().expect("the reader ran");
+        assert_eq!((&seen_state, seen_generation), (&json!({"l": [0, 1]}), 4));
+        for (i, outcome) in outcomes.into_iter().enumerate() {
+            match outcome {
+                Outcome::Failed(Error::OutcomeUnknown { .. }) => {}
+                Outcome::Failed(e) => panic!("commit {i} failed: {e}"),
+                Outcome::Done(g) => panic!("commit {i} acknowledged as {g}"),
+                Outcome::Fallback => {
+                    panic!("commit {i} was handed back to run again, after a reader served it")
+                }
+            }
+        }
+        let other: Store = Store::open(&path).unwrap();
+        let now = other.load().unwrap();
+        assert_eq!((now.state, now.generation), (seen_state, seen_generation));
+        other
+            .apply_patch(&json!([{"op": "add", "path": "/l/-", "value": 9}]))
+            .unwrap();
+        assert_eq!(other.load().unwrap().state, json!({"l": [0, 1, 9]}));
+        assert_eq!(other.load().unwrap().generation, 5);
+    }
+
+    #[test]
+    fn a_write_cut_short_whose_bytes_are_erased_hands_the_batch_back_once() {
+        // A write cut short inside the batch's first record (torn: no reader replays
+        // it), whose bytes are zeroed again: nothing of the batch is in the journal,
+        // each commit runs once more as a transaction, and each is applied once. (Cut
+        // after whole records, see the test above.)
+        let dir = tempfile::tempdir().unwrap();
+        let store = journal_store(dir.path());
+        store
+            .apply_patch(&json!([{"op": "add", "path": "/l", "value": []}]))
+            .unwrap();
+        let long = "x".repeat(4000);
+        let batch: Vec<Request> = [json!(long), json!(1), json!(2)]
+            .into_iter()
+            .map(|v| request(json!([{"op": "add", "path": "/l/-", "value": v}])))
+            .collect();
+        // The two short records are far shorter than 2,000 bytes: the cut tears the
+        // first.
+        crate::journal::APPEND_FAULTS.with(|f| f.set((2000, false)));
+        let outcomes = store.commit_batch(batch, &mut Vec::new());
+        assert_eq!(
+            crate::journal::APPEND_FAULTS.with(std::cell::Cell::get),
+            (0, false),
+            "the batch was not written"
+        );
         assert!(outcomes.iter().all(|o| matches!(o, Outcome::Fallback)));
         let other: Store = Store::open(dir.path().join("state.json")).unwrap();
         assert_eq!(other.get().unwrap(), json!({"l": []}));

@@ -140,15 +140,28 @@ pub(crate) fn published_for_header(lock: &std::fs::File, header: u64) -> u64 {
         .unwrap_or(0)
 }
 
-/// Publishes that `id` is durable up to `end` (best effort: a slot that cannot be
-/// written only makes a later writer wait or compact), in the slot of process `pid`
-/// (this one's: the flushing descriptor's opener, [`super::cache::KeptJournal::pid`]).
-pub(crate) fn publish(lock: &std::fs::File, id: JournalId, end: u64, pid: u32) {
+/// Publishes that `id` is durable up to `end`, in the slot of process `pid` (this
+/// one's: the flushing descriptor's opener, [`super::cache::KeptJournal::pid`]). A slot
+/// that cannot be written (torn, or left as it was) is never taken as proof: it only
+/// makes a later writer wait or compact; but until a later publication covers `end`,
+/// nothing witnesses that the journal held those records (`Store::refuse_deleted_journal`),
+/// so the caller reports the error (see [`Pending::finish`]).
+pub(crate) fn publish(
+    lock: &std::fs::File,
+    id: JournalId,
+    end: u64,
+    pid: u32,
+) -> std::io::Result<()> {
+    if cfg!(test) && super::FAIL_PUBLISH.swap(false, Ordering::SeqCst) {
+        return Err(std::io::Error::from_raw_os_error(
+            rustix::io::Errno::IO.raw_os_error(),
+        ));
+    }
     let slot = pid as usize % SLOTS;
-    let _ = lock.write_all_at(
+    lock.write_all_at(
         &encode_slot(id, end, pid),
         REGION_AT + (slot * SLOT_LEN) as u64,
-    );
+    )
 }
 
 /// What a journal descriptor knows of its own flushes, shared by the commits of one
@@ -383,10 +396,19 @@ pub(crate) struct Pending {
     pub(crate) contended: Option<(u64, Vec<u8>)>,
 }
 
+/// What [`Pending::finish`] did: the time spent flushing, and the error of a
+/// publication that failed after the flush (the commit stands; the caller reports it,
+/// `Store::finish_journal`).
+#[derive(Debug)]
+pub(crate) struct Finished {
+    pub(crate) flushed: Duration,
+    pub(crate) unpublished: Option<std::io::Error>,
+}
+
 impl Pending {
     /// Flushes (or finds flushed) the append and publishes its end. `Err`: the flush
     /// failed; the commit's outcome is unknown and the caller poisons its store.
-    pub(crate) fn finish(self) -> std::io::Result<Duration> {
+    pub(crate) fn finish(self) -> std::io::Result<Finished> {
         let witness = &self.kept.witness;
         // A writer that appended after this record and has flushed since published an
         // end past it: that flush began after this record was written, and proved
@@ -403,7 +425,10 @@ impl Pending {
             let mut now = vec![0u8; bytes.len()];
             if self.kept.file.read_exact_at(&mut now, *at).is_ok() && now == *bytes {
                 witness.durable(self.end);
-                return Ok(Duration::ZERO);
+                return Ok(Finished {
+                    flushed: Duration::ZERO,
+                    unpublished: None,
+                });
             }
         }
         let flushed = witness.flush(&self.kept.file, self.seq, |file| {
@@ -418,8 +443,11 @@ impl Pending {
             }
         })?;
         witness.durable(self.end);
-        publish(&self.lock, self.id, self.end, self.kept.pid());
-        Ok(flushed)
+        let unpublished = publish(&self.lock, self.id, self.end, self.kept.pid()).err();
+        Ok(Finished {
+            flushed,
+            unpublished,
+        })
     }
 }
 
@@ -445,7 +473,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = super::super::test_file(dir.path().join("lock"));
         assert_eq!(published(&file, id), 0);
-        publish(&file, id, 100, crate::sys::pid());
+        publish(&file, id, 100, crate::sys::pid()).unwrap();
         assert_eq!(published(&file, id), 100);
         file.write_all_at(&encode_slot(id, 300, 1), REGION_AT + 5 * SLOT_LEN as u64)
             .unwrap();
@@ -477,7 +505,7 @@ mod tests {
         let w = Witness::new(HEADER_LEN as u64);
         let hour = Duration::from_secs(3600);
         assert!(!w.prove(&file, empty, HEADER_LEN as u64, hour, || None));
-        publish(&file, empty, HEADER_LEN as u64, crate::sys::pid());
+        publish(&file, empty, HEADER_LEN as u64, crate::sys::pid()).unwrap();
         assert!(w.prove(&file, empty, HEADER_LEN as u64, hour, || None));
         assert!(linux_at_least("6.1.0-18-amd64", (4, 16)));
         assert!(linux_at_least("4.16.0", (4, 16)));
@@ -542,8 +570,8 @@ mod tests {
         // durable.
         kept.file.write_all_at(&[b'r'; 10], 490).unwrap();
         let one = kept.witness.appended();
-        publish(&lock, id, 1000, crate::sys::pid());
-        assert_eq!(pending(one, 500).finish().unwrap(), Duration::ZERO);
+        publish(&lock, id, 1000, crate::sys::pid()).unwrap();
+        assert_eq!(pending(one, 500).finish().unwrap().flushed, Duration::ZERO);
         assert_eq!(kept.witness.flushed.lock().upto, 0, "no flush was made");
         // One whose offset another writer wrote over (it found it torn: a failed
         // write-back, the page evicted) is not: this writer flushes (and its own

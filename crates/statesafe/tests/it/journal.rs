@@ -802,8 +802,10 @@ fn a_long_lived_store_opens_its_journal_once_not_once_per_commit() {
         .iter()
         .filter(|c| c.name == "fstat" && c.fd_path == lock)
         .count();
+    // Once at the start, and once per full read (the first two commits), which reads
+    // the slots through a descriptor of its own (`Store::refuse_cut_journal`).
     assert!(
-        lock_fstats <= 1,
+        lock_fstats <= 3,
         "the lock file was fstat'ed {lock_fstats} times in {n} commits:\n{text}"
     );
 }

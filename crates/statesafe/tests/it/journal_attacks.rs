@@ -7,7 +7,7 @@
 //! leave (any subset of the pages written since the last flush, each whole), written
 //! into the journal while no store has it open.
 
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
@@ -568,6 +568,129 @@ fn an_older_journal_put_back_in_place_of_the_current_one_is_refused() {
     assert_eq!(fresh(&path), (json!({"n": 1}), accepted));
     store.update(|s| s["n"] = 5.into()).unwrap();
     assert_eq!(fresh(&path), (json!({"n": 5}), accepted + 1));
+}
+
+/// An older copy of the very journal put back (a backup tool, or a user restoring the
+/// sidecar from yesterday): the same header, fewer records. It used to be read as the
+/// journal's end, serving generation 2 where 4 was acknowledged (jfix13). The lock
+/// file's published ends for this journal pass what the file holds: refused as a lost
+/// journal, whether the copy was written over the journal in place (`cp`) or renamed in
+/// (`rsync`), by a fresh reader, the long-lived store and a writer; accepting the
+/// snapshot quarantines the copy and goes on past every lost generation.
+#[test]
+fn an_older_copy_of_the_same_journal_put_back_is_refused() {
+    for in_place in [true, false] {
+        let dir = common::test_dir();
+        let path = dir.path().join("state.json");
+        let store = create_journal(&path, json!({"n": 0}));
+        store.update(|s| s["n"] = 1.into()).unwrap();
+        let older = std::fs::read(journal_path(&path)).unwrap();
+        for n in 2..=3u64 {
+            store.update(|s| s["n"] = n.into()).unwrap();
+        }
+        assert_eq!(fresh(&path), (json!({"n": 3}), 4));
+        let snapshot = std::fs::read(&path).unwrap();
+        if in_place {
+            std::fs::write(journal_path(&path), &older).unwrap();
+        } else {
+            let copy = dir.path().join("journal.copy");
+            std::fs::write(&copy, &older).unwrap();
+            std::fs::rename(&copy, journal_path(&path)).unwrap();
+        }
+        let refused = |what: &str, e: Error| {
+            let text = e.to_string();
+            assert!(matches!(e, Error::Corrupt { .. }), "{what}: {e:?}");
+            for part in [
+                path.display().to_string().as_str(),
+                "journal-mode snapshot of generation 1",
+                "older copy",
+                "lost",
+                "statesafe recover",
+                "--accept-snapshot",
+            ] {
+                assert!(text.contains(part), "{what}: `{part}` missing from: {text}");
+            }
+            assert!(
+                e.hint().is_some_and(|h| h.contains("--accept-snapshot")),
+                "{what}: the hint does not name the way out: {:?}",
+                e.hint()
+            );
+        };
+        match Store::<Value>::open(&path).and_then(|s| s.load()) {
+            Ok(snap) => panic!(
+                "in place {in_place}: commits 3 and 4 were lost without an error: served {} at generation {}",
+                snap.state, snap.generation
+            ),
+            Err(e) => refused("a load", e),
+        }
+        refused("the long-lived store's load", store.load().unwrap_err());
+        refused(
+            "the long-lived store's update",
+            store.update(|s| s["n"] = 9.into()).map(|_| ()).unwrap_err(),
+        );
+        let writer = a_writer_refused(&path, &snapshot, refused);
+        let accepted = writer.accept_snapshot().unwrap().expect("a loss to accept");
+        assert!(accepted > 4, "{accepted}");
+        let quarantine = journal_path(&path).parent().unwrap().join("quarantine");
+        let kept: Vec<_> = std::fs::read_dir(&quarantine)
+            .unwrap()
+            .map(|e| std::fs::read(e.unwrap().path()).unwrap())
+            .collect();
+        assert!(kept.contains(&older), "the older copy was not quarantined");
+        assert_eq!(fresh(&path), (json!({"n": 0}), accepted));
+        assert_eq!(writer.accept_snapshot().unwrap(), None, "accepted twice");
+        store.update(|s| s["n"] = 5.into()).unwrap();
+        assert_eq!(fresh(&path), (json!({"n": 5}), accepted + 1));
+    }
+}
+
+/// The older copy put back while a long-lived store lags behind other writers: its
+/// cache still holds the copy's last record, so its refresh extends the copy without
+/// a full read, and its commit used to append right after that record, over where the
+/// other writers' acknowledged commits had been: their loss went silent once the new
+/// record passed their published end, and their generations were given to other
+/// contents. A writer holds the lock, so every published end is in the file it reads:
+/// one that passes it is a loss, refused before the append.
+#[test]
+fn a_long_lived_writer_behind_others_does_not_commit_on_an_older_copy_of_the_journal() {
+    for group in [false, true] {
+        let dir = common::test_dir();
+        let path = dir.path().join("state.json");
+        let lagging = create_journal(&path, json!({"n": 0}));
+        for _ in 0..3 {
+            lagging.load().unwrap();
+        }
+        lagging.update(|s| s["n"] = 1.into()).unwrap();
+        assert_eq!(lagging.load().unwrap().generation, 2);
+        let older = std::fs::read(journal_path(&path)).unwrap();
+        let other: Store = Store::open(&path).unwrap();
+        for n in 2..=3u64 {
+            other.update(|s| s["n"] = n.into()).unwrap();
+        }
+        std::fs::write(journal_path(&path), &older).unwrap();
+        // A record longer than the two lost ones: appended after the copy's last
+        // record, it would end past their published end.
+        let big = "x".repeat(4000);
+        let e = if group {
+            lagging
+                .apply_patch(&json!([{"op": "add", "path": "/big", "value": big}]))
+                .map(|_| ())
+                .unwrap_err()
+        } else {
+            lagging
+                .update(|s| s["big"] = big.clone().into())
+                .map(|_| ())
+                .unwrap_err()
+        };
+        let text = e.to_string();
+        assert!(
+            matches!(e, Error::Corrupt { .. }) && text.contains("older copy"),
+            "group {group}: {e:?}"
+        );
+        let e = Store::<Value>::open(&path).unwrap().load().unwrap_err();
+        assert!(e.to_string().contains("older copy"), "group {group}: {e}");
+        assert_eq!(std::fs::read(journal_path(&path)).unwrap(), older);
+    }
 }
 
 /// `accept_snapshot` after the whole sidecar was deleted: the snapshot's bytes at the
@@ -1402,4 +1525,192 @@ fn on_a_full_disk_every_process_appends_and_publishes_without_compacting() {
         fresh.get().unwrap(),
         json!({"l": ["parent", "child", "fresh"]})
     );
+}
+
+/// Whether this test can act as a second user (root, and `setpriv` to drop to
+/// `nobody`); says so loudly when not.
+fn can_act_as_nobody(test: &str) -> bool {
+    if !common::is_root() {
+        common::skipped(test, "needs root to act as two users");
+        return false;
+    }
+    if std::process::Command::new("setpriv")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        common::skipped(test, "setpriv (util-linux) is not installed");
+        return false;
+    }
+    true
+}
+
+/// Runs the shell `script` as `nobody` (uid and gid 65534, no groups) and asserts that
+/// it succeeded.
+fn as_nobody(script: &str) {
+    let out = std::process::Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--",
+            "sh",
+            "-c",
+        ])
+        .arg(script)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "as nobody: {script}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A journal-mode state file that `nobody` may write (0666, so its sidecar is
+/// world-writable too: another writer may plant anything in it), owned by root in a
+/// sticky world-writable directory, with the snapshot `{"n": 0}`, then `/n` set to 1
+/// (the journal's bytes then are returned), 2 and 3.
+fn shared_journal(dir: &Path) -> (PathBuf, Store, Vec<u8>) {
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let path = dir.join("state.json");
+    std::fs::write(&path, "{\"n\": 0}\n").unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let store: Store = Store::open(&path).unwrap();
+    store
+        .save_settings(&Settings {
+            format: Format::Journal,
+            ..Settings::default()
+        })
+        .unwrap();
+    store.update(|s| s["n"] = 1.into()).unwrap();
+    let older = std::fs::read(journal_path(&path)).unwrap();
+    for n in 2..=3u64 {
+        store.update(|s| s["n"] = n.into()).unwrap();
+    }
+    let sidecar = journal_path(&path).parent().unwrap().to_path_buf();
+    assert_eq!(
+        std::fs::metadata(&sidecar).unwrap().mode() & 0o777,
+        0o777,
+        "the sidecar of a world-writable file is world-writable"
+    );
+    (path, store, older)
+}
+
+/// Attack on `accept_snapshot`'s quarantine: the quarantine's name for the journal left
+/// in the lost one's place (`journal-damaged-XXH3` of its bytes) is known in advance
+/// to another writer, who plants there a symlink to root's private file before the
+/// owner accepts. The planted entry used to be taken for the journal "quarantined
+/// before", and the next compaction replaced the journal, so nothing kept it. Now the
+/// journal gets a name of its own beside it; nothing is written, linked or changed
+/// through the planted link, and the planted entry stays as it was.
+#[test]
+fn a_quarantine_name_planted_in_advance_does_not_stand_in_for_the_journal() {
+    let test =
+        "journal_attacks::a_quarantine_name_planted_in_advance_does_not_stand_in_for_the_journal";
+    if !can_act_as_nobody(test) {
+        return;
+    }
+    let dir = common::test_dir();
+    let (path, store, older) = shared_journal(dir.path());
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "root's secret\n").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::write(journal_path(&path), &older).unwrap();
+    let quarantine = journal_path(&path).parent().unwrap().join("quarantine");
+    let name = format!(
+        "journal-damaged-{:016x}",
+        xxhash_rust::xxh3::xxh3_64(&older)
+    );
+    as_nobody(&format!(
+        "mkdir -p '{q}' && ln -s '{secret}' '{q}/{name}'",
+        q = quarantine.display(),
+        secret = secret.display(),
+    ));
+    let accepted = store.accept_snapshot().unwrap().expect("a loss to accept");
+    store.update(|s| s["n"] = 5.into()).unwrap();
+    assert_eq!(fresh(&path), (json!({"n": 5}), accepted + 1));
+    // The secret is untouched: its bytes, mode, owner and link count.
+    let meta = std::fs::metadata(&secret).unwrap();
+    assert_eq!(std::fs::read(&secret).unwrap(), b"root's secret\n");
+    assert_eq!(
+        (meta.mode() & 0o7777, meta.uid(), meta.nlink()),
+        (0o600, 0, 1)
+    );
+    // The planted link is as it was, and the journal is kept under another name.
+    let planted = quarantine.join(&name);
+    assert!(
+        std::fs::symlink_metadata(&planted)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert_eq!(std::fs::read_link(&planted).unwrap(), secret);
+    let kept: Vec<_> = std::fs::read_dir(&quarantine)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| std::fs::symlink_metadata(p).unwrap().is_file())
+        .map(|p| std::fs::read(p).unwrap())
+        .collect();
+    assert!(
+        kept.contains(&older),
+        "the journal left in place is nowhere in the quarantine (the planted name stood in for it)"
+    );
+}
+
+/// Attack on the journal start's reservation of the lock file's slot space (it writes
+/// zeros past the lock file's end): another writer replaces the lock file with a hard
+/// link to a file of root's it may write, or a symlink to root's private file, hoping
+/// that the reservation (or the publication) extends or overwrites it. The lock file is
+/// opened with the checks of a file statesafe writes (no symlink, one link), and the
+/// reservation writes through that descriptor only: refused, nothing written.
+#[test]
+fn a_planted_lock_file_is_never_extended_by_a_journal_start() {
+    let test = "journal_attacks::a_planted_lock_file_is_never_extended_by_a_journal_start";
+    if !can_act_as_nobody(test) {
+        return;
+    }
+    let dir = common::test_dir();
+    let (path, store, _) = shared_journal(dir.path());
+    let lock = journal_path(&path).parent().unwrap().join("lock");
+    // A file of root's that nobody may write (so may hard-link, where the kernel
+    // protects hard links), and one that is private (only a symlink can name it).
+    let shared = dir.path().join("shared.txt");
+    std::fs::write(&shared, "shared notes\n").unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "root's secret\n").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    // Every commit compacts and starts a new journal (which reserves the slots).
+    let compact_every_commit = Settings {
+        format: Format::Journal,
+        journal_max_bytes: Some(1),
+        ..Settings::default()
+    };
+    store.save_settings(&compact_every_commit).unwrap();
+    for (planted, how) in [
+        (
+            &shared,
+            format!("ln -f '{}' '{}'", shared.display(), lock.display()),
+        ),
+        (
+            &secret,
+            format!("ln -sf '{}' '{}'", secret.display(), lock.display()),
+        ),
+    ] {
+        as_nobody(&how);
+        let before = std::fs::read(planted).unwrap();
+        for attempt in [
+            store.update(|s| s["n"] = 7.into()).map(|_| ()),
+            Store::<Value>::open(&path)
+                .unwrap()
+                .update(|s| s["n"] = 8.into())
+                .map(|_| ()),
+        ] {
+            let e = attempt.expect_err("a commit through a planted lock file");
+            assert!(matches!(e, Error::Unsafe { .. }), "{how}: {e:?}");
+        }
+        assert_eq!(std::fs::read(planted).unwrap(), before, "{how}: written");
+        std::fs::remove_file(&lock).unwrap();
+    }
 }
