@@ -220,6 +220,21 @@ mod tests {
         }
     }
 
+    /// A `Value` decoded from a `Value` (how journal mode's kept document becomes each
+    /// read's and each transaction's state, and how `apply_patch` reads the caller's
+    /// patch) holds every number the text parser would: the same text.
+    #[test]
+    fn a_value_decoded_from_a_value_keeps_every_number() {
+        use serde::Deserialize;
+        for text in ["-0", "[-0]", r#"{"z": -0, "n": 0, "m": -1}"#] {
+            let doc = parse(text.as_bytes()).unwrap();
+            let by_ref = Value::deserialize(&doc).unwrap();
+            let owned: Value = serde_json::from_value(doc.clone()).unwrap();
+            assert_eq!(by_ref.to_string(), doc.to_string(), "{text}");
+            assert_eq!(owned.to_string(), doc.to_string(), "{text}");
+        }
+    }
+
     #[test]
     fn duplicate_keys_are_refused_with_their_place() {
         let e = parse(b"{\"a\": 1,\n \"b\": {\"x\": 1, \"x\": 2}}").unwrap_err();

@@ -550,6 +550,14 @@ macro_rules! deserialize_any {
         fn deserialize_any<V>(self, visitor: V) -> Result<V::Value, Error>
             where V: Visitor<'de>
         {
+            // statesafe: `-0` is handed over as its text, as the parser hands it
+            // (`parse_any_number`): `as_i64` reads it as `0`, and a `Value` built from
+            // a `Value` would lose its sign. See vendor/serde_json/STATESAFE.md.
+            if self.n == "-0" {
+                return visitor.visit_map(NumberDeserializer {
+                    number: Some(self.$($num_string)*),
+                });
+            }
             if let Some(u) = self.as_u64() {
                 return visitor.visit_u64(u);
             } else if let Some(i) = self.as_i64() {

@@ -140,7 +140,6 @@ const NUMBERS: &str = r#"{"n": 0, "z": -0, "zf": -0.0, "big": 184467440737095516
 /// and keep `-0`; `docs/design.md`: numbers keep their value, `-0` included, as the
 /// CLI's `large.rs` and `documents.rs`'s number strategy expect.)
 #[test]
-#[ignore = "red13: a long-lived journal store's kept tree turns -0 into 0 in a commit that never touched it"]
 fn a_journal_commit_keeps_numbers_it_did_not_touch() {
     let dir = common::test_dir();
     let path = dir.path().join("state.json");
@@ -519,7 +518,6 @@ fn readers_racing_group_commits_and_compactions_see_committed_states_in_order() 
 /// committed version never rolled back by a reader". (Any other difference between
 /// the kept document and the replayed one would do the same; `-0` is the one found.)
 #[test]
-#[ignore = "red13: a -0 in a patch makes the writer's kept document differ from the replay; a later acknowledged test+replace is rolled back by a reader"]
 fn a_group_commit_acknowledged_after_a_minus_zero_is_not_rolled_back_by_a_reader() {
     let dir = common::test_dir();
     let path = dir.path().join("state.json");
