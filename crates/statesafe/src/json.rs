@@ -220,6 +220,48 @@ mod tests {
         }
     }
 
+    /// A `Value` decoded from a `Value` (how journal mode's kept document becomes each
+    /// read's and each transaction's state, and how `apply_patch` reads the caller's
+    /// patch) holds every number the text parser would: the same text.
+    #[test]
+    fn a_value_decoded_from_a_value_keeps_every_number() {
+        use serde::Deserialize;
+        for text in [
+            "-0",
+            "[-0]",
+            r#"{"z": -0, "n": 0, "m": -1}"#,
+            "18446744073709551615",
+            "18446744073709551617",
+            "-9223372036854775808",
+            "-9223372036854775809",
+            "100000000000000000000000",
+            "-0.0",
+            "0.0000001",
+            "1e-7",
+            "1E5",
+            "1e+5",
+            "1.50",
+            "1e400",
+            "0.100000000000000000000000000001",
+            "5e-324",
+        ] {
+            let doc = parse(text.as_bytes()).unwrap();
+            let by_ref = Value::deserialize(&doc).unwrap();
+            let owned: Value = serde_json::from_value(doc.clone()).unwrap();
+            assert_eq!(by_ref.to_string(), doc.to_string(), "{text}");
+            assert_eq!(owned.to_string(), doc.to_string(), "{text}");
+            // Through serde's buffered `Content` too (json_patch's operations are an
+            // internally tagged enum).
+            let patch = format!(r#"[{{"op": "add", "path": "/k", "value": {text}}}]"#);
+            let ops: json_patch::Patch =
+                serde_json::from_value(parse(patch.as_bytes()).unwrap()).unwrap();
+            let json_patch::PatchOperation::Add(add) = &ops.0[0] else {
+                panic!("{ops:?}")
+            };
+            assert_eq!(add.value.to_string(), doc.to_string(), "{text}");
+        }
+    }
+
     #[test]
     fn duplicate_keys_are_refused_with_their_place() {
         let e = parse(b"{\"a\": 1,\n \"b\": {\"x\": 1, \"x\": 2}}").unwrap_err();

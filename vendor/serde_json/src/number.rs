@@ -550,17 +550,19 @@ macro_rules! deserialize_any {
         fn deserialize_any<V>(self, visitor: V) -> Result<V::Value, Error>
             where V: Visitor<'de>
         {
+            // statesafe: a number is handed over exactly as the text parser hands it
+            // (`parse_any_number`): as a `u64` or an `i64` when it is one (`-0` is
+            // not: its sign would be lost), otherwise as its text (the one-key map).
+            // Upstream also hands over `-0` as the `i64` `0`, a 128-bit integer as a
+            // `u128`/`i128` (which serde's buffered `Content` refuses: an internally
+            // tagged enum's field, as in json_patch) and a float as an `f64` whenever
+            // one of two printers gives its text back (`0.0000001` came back as
+            // `1e-7`). See vendor/serde_json/STATESAFE.md.
             if let Some(u) = self.as_u64() {
                 return visitor.visit_u64(u);
-            } else if let Some(i) = self.as_i64() {
-                return visitor.visit_i64(i);
-            } else if let Some(u) = self.as_u128() {
-                return visitor.visit_u128(u);
-            } else if let Some(i) = self.as_i128() {
-                return visitor.visit_i128(i);
-            } else if let Some(f) = self.as_f64() {
-                if zmij::Buffer::new().format_finite(f) == self.n || f.to_string() == self.n {
-                    return visitor.visit_f64(f);
+            } else if self.n != "-0" {
+                if let Some(i) = self.as_i64() {
+                    return visitor.visit_i64(i);
                 }
             }
 

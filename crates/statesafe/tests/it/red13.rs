@@ -78,8 +78,8 @@ fn a_remove_that_swaps_state_into_second_place_is_refused_like_update() {
 /// the replayed tree) and a `cat` of the snapshot: each number keeps its text, so its
 /// value, whoever reads it (`1e400` is not infinity, `-0.0` not `0`, `2**128` not
 /// `3.4e38`, `0.1000000000000000055511151231257827` not `0.1`). (`-0` and integers
-/// just past 64 bits do not get through `apply_patch`:
-/// `apply_patch_keeps_every_number_it_is_given`.)
+/// just past 64 bits: `apply_patch_keeps_every_number_it_is_given`, and every
+/// spelling at random: `journal_numbers`.)
 #[test]
 fn numbers_through_journal_patches_keep_their_text_after_compaction() {
     let numbers = [
@@ -140,7 +140,6 @@ const NUMBERS: &str = r#"{"n": 0, "z": -0, "zf": -0.0, "big": 184467440737095516
 /// and keep `-0`; `docs/design.md`: numbers keep their value, `-0` included, as the
 /// CLI's `large.rs` and `documents.rs`'s number strategy expect.)
 #[test]
-#[ignore = "red13: a long-lived journal store's kept tree turns -0 into 0 in a commit that never touched it"]
 fn a_journal_commit_keeps_numbers_it_did_not_touch() {
     let dir = common::test_dir();
     let path = dir.path().join("state.json");
@@ -171,7 +170,6 @@ fn a_journal_commit_keeps_numbers_it_did_not_touch() {
 /// patch is not an RFC 6902 patch: invalid type: integer ... as u128": a valid patch
 /// refused with a wrong cause. `update` and `replace` keep both.
 #[test]
-#[ignore = "red13: apply_patch turns -0 into 0 and refuses integers past 64 bits as not a patch"]
 fn apply_patch_keeps_every_number_it_is_given() {
     let dir = common::test_dir();
     for format in [Format::Plain, Format::Journal] {
@@ -519,7 +517,6 @@ fn readers_racing_group_commits_and_compactions_see_committed_states_in_order() 
 /// committed version never rolled back by a reader". (Any other difference between
 /// the kept document and the replayed one would do the same; `-0` is the one found.)
 #[test]
-#[ignore = "red13: a -0 in a patch makes the writer's kept document differ from the replay; a later acknowledged test+replace is rolled back by a reader"]
 fn a_group_commit_acknowledged_after_a_minus_zero_is_not_rolled_back_by_a_reader() {
     let dir = common::test_dir();
     let path = dir.path().join("state.json");
