@@ -193,7 +193,6 @@ fn root_on_another_users_journal_state_in_a_sticky_directory_changes_nothing() {
 /// the message gives (restore the sidecar, `recover --accept-snapshot`). A reader of
 /// the last line (a script's log, a notification) is sent the wrong way.
 #[test]
-#[ignore = "red13: a lost journal's hint says the file was not written by statesafe and to fix it by hand"]
 fn a_lost_journals_hint_names_the_ways_out() {
     let env = Env::new();
     let run = env.run(&["init", "s.json", "{\"n\": 0}", "--format", "journal"]);
