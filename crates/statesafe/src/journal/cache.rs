@@ -614,11 +614,17 @@ impl Store<Value> {
         });
         // A change at the root or of a top-level `statesafe` or `state` member could
         // give the document a sealed envelope's shape, which a transaction refuses
-        // (`format::encode`): such a change goes that way.
+        // (`format::encode`): such a change goes that way. So does the removal of any
+        // top-level member: a replayed `remove` moves the object's last member into
+        // its place (`{"statesafe": H, "a": 1, "state": 2}` minus `/a` is the
+        // envelope `{"statesafe": H, "state": 2}`).
         let envelope_keys = ops.0.iter().any(|op| {
-            op.path()
-                .first()
-                .is_none_or(|key| matches!(key.decoded().as_ref(), "statesafe" | "state"))
+            let top = op.path().count() <= 1;
+            top && matches!(op, json_patch::PatchOperation::Remove(_))
+                || op
+                    .path()
+                    .first()
+                    .is_none_or(|key| matches!(key.decoded().as_ref(), "statesafe" | "state"))
         });
         if self.opts.rule.is_some()
             || config.schema.is_some()

@@ -46,7 +46,6 @@ fn seal_header() -> Value {
 /// `statesafe settings --format plain`, a journal past its threshold) fails forever,
 /// and a plain reader of the snapshot it would write would serve only `state`.
 #[test]
-#[ignore = "red13: apply_patch's remove of /a swap-moves `state` second and commits an envelope-shaped plain document"]
 fn a_remove_that_swaps_state_into_second_place_is_refused_like_update() {
     let dir = common::test_dir();
     let path = dir.path().join("state.json");
