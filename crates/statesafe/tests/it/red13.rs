@@ -361,7 +361,6 @@ fn a_repaired_journal_is_reported_as_the_snapshot_it_kept() {
 /// since it was committed) refuses it"), so the state can no longer be read by a
 /// newly started program until someone replaces it.
 #[test]
-#[ignore = "red13: a store opened before a schema was recorded commits what the schema refuses; new readers then get Mismatch"]
 fn a_schema_recorded_by_another_process_binds_a_store_opened_before() {
     let dir = common::test_dir();
     for format in [Format::Plain, Format::Journal] {
