@@ -253,7 +253,6 @@ impl<T> StoreOptions<T> {
                 dir_readable,
                 swept: AtomicBool::new(false),
                 janitor: Arc::default(),
-                settings_seen: parking_lot::Mutex::new(None),
             }),
             self,
             config,
@@ -298,6 +297,7 @@ impl<T> Store<T> {
             reported_external: AtomicU64::new(0),
             recorder: Arc::new(Recorder::default()),
             journal: Default::default(),
+            settings_seen: parking_lot::Mutex::new(None),
             _state: PhantomData,
         }
     }
@@ -401,6 +401,10 @@ pub struct Store<T = Value> {
     pub(crate) recorder: Arc<Recorder>,
     /// Journal mode: the document as this store last read or wrote it (`journal/cache.rs`).
     pub(crate) journal: crate::journal::cache::Kept,
+    /// Local files: the identity of the settings file whose settings this store
+    /// applies, once settled (`Some(None)`: there was none): see
+    /// [`Store::refresh_settings`].
+    settings_seen: parking_lot::Mutex<Option<Option<crate::journal::cache::Ident>>>,
     _state: PhantomData<fn() -> T>,
 }
 
@@ -424,9 +428,6 @@ pub(crate) struct Local {
     swept: AtomicBool,
     /// Backup prunes handed to the janitor thread and not yet done.
     pub(crate) janitor: Arc<crate::janitor::Pending>,
-    /// The identity of the settings file whose settings this store applies, once
-    /// settled (`Some(None)`: there was none): see [`Store::refresh_settings`].
-    settings_seen: parking_lot::Mutex<Option<Option<crate::journal::cache::Ident>>>,
 }
 
 impl<T> fmt::Debug for Store<T> {
@@ -559,7 +560,7 @@ impl<T> Store<T> {
             }
         };
         let local = self.local();
-        let mut seen = local.settings_seen.lock();
+        let mut seen = self.settings_seen.lock();
         if *seen == Some(ident) {
             return Ok(());
         }
