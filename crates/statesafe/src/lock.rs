@@ -555,9 +555,11 @@ impl LockFile {
     /// means to use and receive whatever root writes, in a file that stays theirs.
     ///
     /// Returns the effective user id it checked as.
+    /// And, for every user, [`Self::check_links_not_planted`].
     fn check_not_planted(&self, state_dir: &OwnedFd) -> Result<u32> {
         let euid = sys::effective_uid();
-        if euid != 0 {
+        let dir = sys::stat_fd(state_dir).map_err(|e| Error::io(Op::Lock, &self.target.dir, e))?;
+        if dir.mode & 0o1002 != 0o1002 {
             return Ok(euid);
         }
         match sys::stat_at(state_dir, &self.target.name) {
@@ -568,9 +570,39 @@ impl LockFile {
         Ok(euid)
     }
 
+    /// The hard-link variant of the planted file, for every user: in a sticky,
+    /// world-writable directory, a state file (`file`: its `lstat`) with more than one
+    /// name may be another user's hard link (where `fs.protected_hardlinks` is 0) to a
+    /// file of ours elsewhere, planted at the name we mean to use. Adopting it would
+    /// stamp our metadata on that file, link it into the sidecar as a backup and read
+    /// it as our state, so it is refused. The one second name a commit makes itself
+    /// (the backup of the outgoing version, left by a writer killed between that link
+    /// and its rename) is allowed: only the sidecar's owners can make it.
+    fn check_links_not_planted(&self, state_dir: &OwnedFd, file: &sys::Stat) -> Result<()> {
+        if file.nlink <= 1 {
+            return Ok(());
+        }
+        if file.nlink == 2 {
+            let sidecar = Sidecar::open(&self.target, state_dir, None).ok().flatten();
+            if crate::backup::generation_of_inode(sidecar.as_ref(), file.dev, file.ino).is_some() {
+                return Ok(());
+            }
+        }
+        Err(Error::Unsafe {
+            path: self.target.given.clone(),
+            reason: format!(
+                "it has {} hard links and lies in the sticky, world-writable directory `{}`: another user may have linked a file of yours from elsewhere at this name, and writing it would stamp and keep that file (nothing was read or written); list its other names with `find / -xdev -samefile {}`, remove the link that is not yours, or keep the state in a directory that is not world-writable",
+                file.nlink,
+                self.target.dir.display(),
+                self.target.given.display()
+            ),
+        })
+    }
+
     /// [`Self::check_not_planted`] for a version owned by `owner`. Called again on the
     /// version read under the lock: a file created between the check at the lock and
-    /// that read is held to the same rule (its owner is what a commit keeps).
+    /// that read is held to the same rule (its owner is what a commit keeps), and to
+    /// [`Self::check_links_not_planted`].
     pub(crate) fn check_owner_not_planted(&self, state_dir: &OwnedFd, owner: u32) -> Result<()> {
         self.check_owner_not_planted_as(state_dir, owner, sys::effective_uid())
     }
@@ -584,12 +616,16 @@ impl LockFile {
         owner: u32,
         euid: u32,
     ) -> Result<()> {
-        if euid != 0 || owner == euid {
+        let dir = sys::stat_fd(state_dir).map_err(|e| Error::io(Op::Lock, &self.target.dir, e))?;
+        if dir.mode & 0o1002 != 0o1002 {
             return Ok(());
         }
-        let dir = sys::stat_fd(state_dir).map_err(|e| Error::io(Op::Lock, &self.target.dir, e))?;
-        if dir.mode & 0o1002 != 0o1002 || owner == dir.uid {
-            return Ok(());
+        if euid != 0 || owner == euid || owner == dir.uid {
+            return match sys::stat_at(state_dir, &self.target.name) {
+                Ok(file) => self.check_links_not_planted(state_dir, &file),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(Error::io(Op::Lock, &self.target.given, e)),
+            };
         }
         Err(Error::Unsafe {
             path: self.target.given.clone(),

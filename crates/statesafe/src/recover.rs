@@ -1046,7 +1046,8 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
     }
 
     /// Records `settings` with the file (atomically, under the lock) so that every
-    /// writer that opens it from now on applies them; this store applies them at once.
+    /// writer applies them: this store at once, every other store at its next commit
+    /// (it reads them under the lock), and every store opened from now on.
     ///
     /// # Errors
     /// [`Error::BadSchema`] for an invalid schema; lock and I/O errors.

@@ -297,6 +297,7 @@ impl<T> Store<T> {
             reported_external: AtomicU64::new(0),
             recorder: Arc::new(Recorder::default()),
             journal: Default::default(),
+            settings_seen: parking_lot::Mutex::new(None),
             _state: PhantomData,
         }
     }
@@ -400,6 +401,10 @@ pub struct Store<T = Value> {
     pub(crate) recorder: Arc<Recorder>,
     /// Journal mode: the document as this store last read or wrote it (`journal/cache.rs`).
     pub(crate) journal: crate::journal::cache::Kept,
+    /// Local files: the identity of the settings file whose settings this store
+    /// applies, once settled (`Some(None)`: there was none): see
+    /// [`Store::refresh_settings`].
+    settings_seen: parking_lot::Mutex<Option<Option<crate::journal::cache::Ident>>>,
     _state: PhantomData<fn() -> T>,
 }
 
@@ -502,8 +507,8 @@ impl<T> Store<T> {
         }
     }
 
-    /// The settings recorded with the file (as read when the store was opened or last
-    /// saved through it).
+    /// The settings recorded with the file (as read when the store was opened, at its
+    /// last commit, or as last saved through it).
     pub fn settings(&self) -> Settings {
         self.config().settings.clone()
     }
@@ -528,6 +533,50 @@ impl<T> Store<T> {
 
     pub(crate) fn set_config(&self, config: Config) {
         *self.config.write() = Arc::new(config);
+    }
+
+    /// With the writers' lock held (`sidecar`: the lock's): applies the settings
+    /// recorded now, so that settings another store saved since this one read them
+    /// (a schema recorded by `statesafe settings FILE --schema S`) bind this store's
+    /// next commit too. One `fstatat` while the settings file is the one last read
+    /// and settled (as [`crate::journal::cache::recorded_format`] checks it); read
+    /// whole otherwise. The format stays this store's: a change of format is noticed
+    /// by the commit itself.
+    pub(crate) fn refresh_settings(&self, sidecar: &Sidecar) -> Result<()> {
+        let name = std::ffi::OsStr::new(crate::settings::SETTINGS_FILE);
+        let ident = match rustix::fs::statat(
+            sidecar.root().fd(),
+            name,
+            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+        ) {
+            Ok(st) => Some(crate::journal::cache::Ident::of(&st)),
+            Err(rustix::io::Errno::NOENT) => None,
+            Err(e) => {
+                return Err(Error::io(
+                    Op::Read,
+                    sidecar.root().join(name),
+                    std::io::Error::from(e),
+                ));
+            }
+        };
+        let local = self.local();
+        let mut seen = self.settings_seen.lock();
+        if *seen == Some(ident) {
+            return Ok(());
+        }
+        *seen = None;
+        let now = std::time::SystemTime::now();
+        let settings = Settings::read(Some(sidecar))?;
+        let config = self.config();
+        if settings != config.settings {
+            let mut fresh = Config::new_for(&local.target, &self.opts, &settings)?;
+            fresh.format = config.format;
+            self.set_config(fresh);
+        }
+        if ident.is_none_or(|i| i.settled_at(now)) {
+            *seen = Some(ident);
+        }
+        Ok(())
     }
 
     pub(crate) fn dir(&self) -> Result<&OwnedFd> {

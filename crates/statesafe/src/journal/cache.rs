@@ -51,7 +51,7 @@ const SETTLE: Duration = Duration::from_secs(3);
 
 /// A snapshot's identity by `fstatat`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Ident {
+pub(crate) struct Ident {
     dev: u64,
     ino: u64,
     size: u64,
@@ -62,7 +62,7 @@ struct Ident {
 impl Ident {
     // The field types of `struct stat` differ between architectures.
     #[allow(clippy::unnecessary_cast)]
-    fn of(st: &rustix::fs::Stat) -> Ident {
+    pub(crate) fn of(st: &rustix::fs::Stat) -> Ident {
         Ident {
             dev: st.st_dev as u64,
             ino: st.st_ino as u64,
@@ -73,7 +73,7 @@ impl Ident {
     }
 
     /// Whether the change time was at least [`SETTLE`] before `now`.
-    fn settled_at(&self, now: SystemTime) -> bool {
+    pub(crate) fn settled_at(&self, now: SystemTime) -> bool {
         let Ok(now) = now.duration_since(SystemTime::UNIX_EPOCH) else {
             return false;
         };
@@ -614,11 +614,17 @@ impl Store<Value> {
         });
         // A change at the root or of a top-level `statesafe` or `state` member could
         // give the document a sealed envelope's shape, which a transaction refuses
-        // (`format::encode`): such a change goes that way.
+        // (`format::encode`): such a change goes that way. So does the removal of any
+        // top-level member: a replayed `remove` moves the object's last member into
+        // its place (`{"statesafe": H, "a": 1, "state": 2}` minus `/a` is the
+        // envelope `{"statesafe": H, "state": 2}`).
         let envelope_keys = ops.0.iter().any(|op| {
-            op.path()
-                .first()
-                .is_none_or(|key| matches!(key.decoded().as_ref(), "statesafe" | "state"))
+            let top = op.path().count() <= 1;
+            top && matches!(op, json_patch::PatchOperation::Remove(_))
+                || op
+                    .path()
+                    .first()
+                    .is_none_or(|key| matches!(key.decoded().as_ref(), "statesafe" | "state"))
         });
         if self.opts.rule.is_some()
             || config.schema.is_some()
@@ -685,7 +691,14 @@ impl Store<Value> {
         let Ok(Locked { guard, .. }) = self.lock_and_read("update", false) else {
             return fallback(batch.len());
         };
+        // The settings as recorded now (`lock_and_read` applied them): a schema, size
+        // limit or free-space floor recorded since the batch was queued needs the
+        // whole document, so the transaction path.
+        let config = self.config();
         if guard.check_process().is_err()
+            || config.schema.is_some()
+            || config.max_bytes.is_some()
+            || config.min_free_bytes.is_some()
             || !matches!(recorded_format(self, guard.sidecar()), Ok(Format::Journal))
         {
             return fallback(batch.len());

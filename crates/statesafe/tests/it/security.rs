@@ -778,3 +778,45 @@ fn root_never_writes_into_a_file_another_user_planted_in_a_sticky_directory() {
     store.create(json!({"n": 0})).unwrap();
     store.update(|s| s["n"] = 1.into()).unwrap();
 }
+
+/// The hard-link check of `a_hard_link_planted_in_a_sticky_directory_gains_its_planter_nothing`
+/// (red13.rs) for any user, and the one second name it lets through: in a sticky,
+/// world-writable directory, a state file with another name elsewhere is refused
+/// (nothing read or written), but the backup link a commit makes of the outgoing
+/// version before its rename (left as the second name by a writer killed between the
+/// two) is the writer's own, and the next commit goes ahead.
+#[test]
+fn a_second_name_in_a_sticky_directory_is_refused_unless_it_is_our_backup() {
+    let dir = common::test_dir();
+    let shared = dir.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    set_mode(&shared, 0o1777);
+    let path = shared.join("app.json");
+    let store: Store = Store::open(&path).unwrap();
+    store.create(json!({"n": 0})).unwrap();
+    store.update(|d| d["n"] = 1.into()).unwrap();
+    // A writer killed after linking generation 2 as its backup, before its rename.
+    let backup = sidecar(&path).join("backups/gen-00000000000000000002.json");
+    std::fs::hard_link(&path, &backup).unwrap();
+    assert_eq!(std::fs::metadata(&path).unwrap().nlink(), 2);
+    store.update(|d| d["n"] = 2.into()).unwrap();
+    assert_eq!(store.load().unwrap().generation, 3);
+    // A second name anywhere else.
+    let elsewhere = dir.path().join("elsewhere.json");
+    std::fs::hard_link(&path, &elsewhere).unwrap();
+    let before = snapshot(&path);
+    let refused = store.update(|d| d["n"] = 3.into());
+    match &refused {
+        Err(Error::Unsafe { path: p, reason }) => {
+            assert_eq!(p, &path);
+            assert!(reason.contains("2 hard links"), "{reason}");
+        }
+        other => panic!("a commit on a state file with a second name: {other:?}"),
+    }
+    assert_eq!(snapshot(&path), before);
+    assert_eq!(std::fs::metadata(&path).unwrap().nlink(), 2);
+    // Its owner removes the other name: commits go on.
+    std::fs::remove_file(&elsewhere).unwrap();
+    store.update(|d| d["n"] = 3.into()).unwrap();
+    assert_eq!(store.get().unwrap(), json!({"n": 3}));
+}
