@@ -1959,6 +1959,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                 b.generation,
                 generation,
                 std::sync::Arc::clone(&new),
+                patch,
                 p,
             );
         }
