@@ -184,6 +184,8 @@ pub fn filters() -> Vec<(&'static str, &'static str)> {
             "timed out after [DURATION] waiting",
         ),
         (r"statesafe \d+\.\d+\.\d+", "statesafe [VERSION]"),
+        // A journal's offsets: its records hold the writer's pid and command line.
+        (r"byte \d+", "byte [OFFSET]"),
     ]
 }
 
