@@ -96,12 +96,7 @@ impl Remote {
         let settings = match row {
             Some(row) => {
                 let text: String = row.get(0);
-                serde_json::from_str(&text).map_err(|e| Error::Corrupt {
-                    path: remote.display().to_path_buf(),
-                    line: None,
-                    column: None,
-                    reason: format!("the recorded settings are not valid: {e}"),
-                })?
+                serde_json::from_str(&text).map_err(|e| remote.settings_damaged(&e))?
             }
             None => Settings::default(),
         };
@@ -2089,5 +2084,91 @@ fn holder_of(row: &Row) -> Holder {
             operation: format!("a transaction outside statesafe (server backend {backend})"),
             since,
         },
+    }
+}
+
+/// Damaged recorded settings (the `settings` column of the state's row), which every
+/// open refuses: `statesafe recover URL` moves them aside first.
+impl Remote {
+    /// The error of an open that found the settings damaged: its path is
+    /// `URL#settings`, so that its hint names the step that works.
+    fn settings_damaged(&self, e: &serde_json::Error) -> Error {
+        Error::Corrupt {
+            path: PathBuf::from(format!("{}#settings", self.display().display())),
+            line: None,
+            column: None,
+            reason: format!("the recorded settings are not valid: {e}"),
+        }
+    }
+
+    /// Moves the state's recorded settings, if they are not valid, into the
+    /// quarantine table as they are (with the row's generation and why), and records
+    /// none in their place (the defaults, as for a state never given settings), under
+    /// the row's lock, in one transaction; the quarantined copy's location, or `None`
+    /// when they are valid (or the state has no row). Never done by an open: only by
+    /// an explicit recovery.
+    pub(crate) fn quarantine_settings(
+        url: &str,
+        lock_timeout: Duration,
+    ) -> Result<Option<PathBuf>> {
+        let address = Address::parse(url)?;
+        let names = Names::new(address.schema.as_deref(), &address.table);
+        let remote = Remote {
+            address,
+            names,
+            pool: Mutex::new(Vec::new()),
+        };
+        let mut client = remote.connect()?;
+        remote.ensure_tables(&mut client)?;
+        let (main, state) = (&remote.names.main, literal(&remote.address.state));
+        let millis = lock_timeout.as_millis().clamp(1, i32::MAX as u128);
+        let locked = client
+            .simple_query(&format!(
+                "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT set_config('lock_timeout', '{millis}ms', true), set_config('application_name', {}, true), {SYNCHRONOUS_COMMIT};
+SELECT generation::text, settings FROM {main} WHERE state = {state} FOR UPDATE",
+                literal(&application_name("recover settings"))
+            ))
+            .map_err(|e| match e.code() {
+                Some(c) if *c == SqlState::LOCK_NOT_AVAILABLE => Error::LockTimeout {
+                    path: remote.display().to_path_buf(),
+                    waited: lock_timeout,
+                    holder: remote.lock_holder().map(Box::new),
+                },
+                _ => remote.error("lock", e),
+            })?;
+        let row = Locking::rows(&locked)
+            .into_iter()
+            .next()
+            .unwrap_or_default();
+        let column = |i: usize| row.get(i).cloned().flatten();
+        let (Some(generation), Some(settings)) = (column(0), column(1)) else {
+            return Ok(None);
+        };
+        let Err(damage) = serde_json::from_str::<Settings>(&settings) else {
+            return Ok(None);
+        };
+        let reason = format!("the recorded settings are not valid: {damage}");
+        let moved = client
+            .simple_query(&format!(
+                "{};\n{};\nUPDATE {main} SET settings = '{{}}' WHERE state = {state};\nCOMMIT",
+                remote.names.create_quarantine(),
+                remote.names.quarantine_settings(
+                    &state,
+                    generation.parse::<i64>().unwrap_or(0),
+                    &literal(&settings),
+                    &literal(&reason)
+                ),
+            ))
+            .map_err(|e| remote.error("quarantine the damaged settings of", e))?;
+        let id = Locking::statements(&moved)
+            .get(1)
+            .and_then(|rows| rows.first())
+            .and_then(|r| r.first().cloned().flatten())
+            .unwrap_or_default();
+        remote.give(client);
+        Ok(Some(PathBuf::from(format!(
+            "{}#quarantine={id}",
+            remote.display().display()
+        ))))
     }
 }

@@ -273,8 +273,10 @@ fn a_database_set_to_asynchronous_commit_loses_no_acknowledged_write_in_a_crash(
 /// store first and fails with the same error: the one next step the error names is a
 /// dead end (`statesafe settings URL` too). A local file's damaged `settings.json` is
 /// named by its path, with "fix it by hand". The error must name a step that works.
+/// Fixed in session 13: the error names `URL#settings`, and `statesafe recover URL`
+/// first moves damaged settings into the quarantine table
+/// (`statesafe::postgres::quarantine_settings`), then opens and recovers the row.
 #[test]
-#[ignore = "red12: damaged settings in a row: the error's hint names `statesafe recover URL`, which fails with the same error"]
 fn damaged_settings_in_a_row_name_a_next_step_that_works() {
     let Some(pg) = cluster::cluster() else { return };
     let url = pg.url("red12-bad-settings");
@@ -293,17 +295,47 @@ fn damaged_settings_in_a_row_name_a_next_step_that_works() {
         err.to_string().contains("settings"),
         "the error does not say what is damaged: {err}"
     );
-    if hint.contains("statesafe recover") {
-        // Then recovering must work: what `statesafe recover URL` does first.
-        let recovered = Store::<serde_json::Value>::options()
-            .open_url(&url)
-            .and_then(|s| s.recover());
-        assert!(
-            recovered.is_ok(),
-            "the hint says `statesafe recover`, which fails: {}",
-            recovered.err().map(|e| e.to_string()).unwrap_or_default()
-        );
-    }
+    assert!(
+        hint.contains("statesafe recover"),
+        "the hint names no next step: {hint}"
+    );
+    // Then recovering must work: what `statesafe recover URL` does (the damaged
+    // settings moved aside first, then the store opened and recovered).
+    let recovered = statesafe::postgres::quarantine_settings(&url, Duration::from_secs(30))
+        .and_then(|moved| {
+            let store = Store::<serde_json::Value>::options().open_url(&url)?;
+            store.recover()?;
+            Ok((moved, store))
+        });
+    let (moved, store) = match recovered {
+        Ok(r) => r,
+        Err(e) => panic!("the hint says `statesafe recover`, which fails: {e}"),
+    };
+    let moved = moved.expect("the damaged settings were moved aside");
+    // Never silently replaced: kept as they were, where the result says.
+    let id: i64 = moved
+        .to_string_lossy()
+        .rsplit('=')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let kept: Option<String> = pg
+        .client()
+        .query_one(
+            "SELECT document FROM statesafe_quarantine WHERE id = $1",
+            &[&id],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(kept.as_deref(), Some("{\"backups\": 7}"));
+    assert_eq!(store.settings(), statesafe::Settings::default());
+    assert_eq!(store.load().unwrap().state, json!({"a": 1}));
+    // Sound now: a second run moves nothing.
+    assert_eq!(
+        statesafe::postgres::quarantine_settings(&url, Duration::from_secs(30)).unwrap(),
+        None
+    );
 }
 
 /// Attack (holds): one state named by URLs spelled differently, each a store of its own
