@@ -226,6 +226,7 @@ export interface HistoryEntry {
     | { type: 'external' }
     | { type: 'restore'; from: number }
     | { type: 'recovery'; from: number | null; quarantined: string | null }
+    | { type: 'damaged'; reason: string }
   /** RFC 6902 patch from the previous generation, when recorded. */
   patch: PatchOperation[] | null
   note: string | null

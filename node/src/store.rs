@@ -512,6 +512,7 @@ fn history_json(e: &HistoryEntry) -> Value {
             "from": from,
             "quarantined": quarantined.as_ref().map(|q| q.display().to_string()),
         }),
+        Change::Damaged { reason } => json!({ "type": "damaged", "reason": reason }),
         other => json!({ "type": format!("{other:?}").to_lowercase() }),
     };
     json!({

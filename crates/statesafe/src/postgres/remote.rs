@@ -1110,23 +1110,45 @@ SELECT (SELECT txid_current()::text FROM {main} WHERE state = {key} FOR UPDATE S
 
     pub(crate) fn history<T>(&self, _store: &Store<T>) -> Result<Vec<HistoryEntry>> {
         let query = format!(
-            "SELECT entry FROM {} WHERE state = $1 ORDER BY generation",
+            "SELECT entry, generation FROM {} WHERE state = $1 ORDER BY generation",
             self.names.history
         );
         let rows = self.read("read the history of", |c| {
             c.query_typed(&query, &[(&self.address.state, Type::TEXT)])
         })?;
-        rows.iter()
+        // A row that is not a valid entry of its generation (changed outside
+        // statesafe, or damaged) is shown in its place as damaged, naming it, and
+        // never fails the rest (red12: it made a damaged row unrecoverable).
+        Ok(rows
+            .iter()
             .map(|r| {
                 let text: String = r.get(0);
-                serde_json::from_str(&text).map_err(|e| Error::Corrupt {
-                    path: self.display().to_path_buf(),
-                    line: None,
-                    column: None,
-                    reason: format!("a history entry is not valid: {e}"),
-                })
+                let generation = r.get::<_, i64>(1) as u64;
+                match serde_json::from_str::<HistoryEntry>(&text) {
+                    Ok(entry) if entry.generation == generation => entry,
+                    read => {
+                        let why = match read {
+                            Ok(entry) => format!("it describes generation {}", entry.generation),
+                            Err(e) => format!("it is not a valid entry: {e}"),
+                        };
+                        let reason = format!(
+                            "the history entry of generation {generation} (a row of {}) was changed outside statesafe or damaged: {why}; rebuilding a version stops at it",
+                            self.names.history
+                        );
+                        tracing::warn!(target: "statesafe", "`{}`: {reason}", self.display().display());
+                        HistoryEntry {
+                            generation,
+                            time: String::new(),
+                            writer: None,
+                            change: Change::Damaged { reason },
+                            patch: None,
+                            snapshot: None,
+                            note: None,
+                        }
+                    }
+                }
             })
-            .collect()
+            .collect())
     }
 
     pub(crate) fn document_at<T: Serialize + DeserializeOwned>(

@@ -542,9 +542,9 @@ fn a_server_that_accepts_and_never_answers_is_an_error_within_the_connect_timeou
 /// default policy fails, `statesafe recover URL` (which the hint names) fails the same
 /// way, and `log` too. A file's history skips a damaged line: the same damage on a file
 /// recovers generation 3 (backup 2 and the history's entry 3) and its log shows the
-/// rest.
+/// rest. Fixed in session 13: the damaged entry is shown in its place as
+/// `Change::Damaged`, naming its generation, and rebuilding a version stops at it.
 #[test]
-#[ignore = "red12: one non-JSON history row makes a damaged row unrecoverable (and history/log fail): Remote::history fails as a whole"]
 fn one_damaged_history_row_does_not_block_the_recovery_of_a_damaged_row() {
     let Some(pg) = cluster::cluster() else { return };
     let url = pg.url("red12-history-damaged");
@@ -574,6 +574,19 @@ fn one_damaged_history_row_does_not_block_the_recovery_of_a_damaged_row() {
         history.is_ok(),
         "{:?}",
         history.err().map(|e| e.to_string())
+    );
+    // Shown as damaged, named with its generation, never silently dropped.
+    let history = history.unwrap();
+    let first = history.iter().find(|e| e.generation == 1).expect("entry 1");
+    assert!(
+        matches!(&first.change, statesafe::Change::Damaged { reason } if reason.contains("generation 1")),
+        "{first:?}"
+    );
+    assert!(
+        history
+            .iter()
+            .any(|e| e.generation == 3 && e.change == statesafe::Change::Commit),
+        "{history:?}"
     );
 }
 
