@@ -243,6 +243,11 @@ impl Remote {
                 "the database does not exist".to_string(),
                 "create it (`createdb NAME`) or fix the database name in the URL".to_string(),
             ),
+            Some(c) if *c == SqlState::QUERY_CANCELED
+                && e.as_db_error().is_some_and(|d| d.message().contains("statement timeout")) => (
+                "the server's statement_timeout cancelled the statement".to_string(),
+                "nothing was committed by this call; the statement_timeout of the database or role (or `options=-c statement_timeout=…` in the URL) is shorter than this statement needs (statesafe adds the lock timeout to it for the wait for the lock): raise it, or keep the document smaller".to_string(),
+            ),
             Some(c) if *c == SqlState::QUERY_CANCELED => (
                 "the statement was cancelled (statement_timeout, or cancelled by an administrator)".to_string(),
                 "nothing was committed by this call; run it again, or raise the server's statement_timeout".to_string(),
@@ -606,7 +611,8 @@ SELECT (SELECT 1 FROM {main} WHERE state = {key} FOR UPDATE SKIP LOCKED),
             (
                 "text, text",
                 format!(
-                    "SELECT set_config('lock_timeout', $1, true), set_config('application_name', $2, true), {SYNCHRONOUS_COMMIT}, {PREPARED_LIST}"
+                    "SELECT set_config('lock_timeout', $1, true), set_config('application_name', $2, true), {SYNCHRONOUS_COMMIT}, {}, {PREPARED_LIST}",
+                    statement_timeout("$1")
                 ),
                 vec![
                     literal(&format!("{}ms", millis.max(1))),
@@ -754,11 +760,12 @@ SELECT (SELECT 1 FROM {main} WHERE state = {key} FOR UPDATE SKIP LOCKED),
             // `statesafe lock` holds the state: wait for it without holding the
             // state's row (its CMD's writers need that row), then take both.
             let left = config.lock_timeout.saturating_sub(start.elapsed());
+            let ms = left.as_millis().clamp(1, i32::MAX as u128);
             let wait = format!(
-                "ROLLBACK; BEGIN ISOLATION LEVEL READ COMMITTED; SELECT set_config('lock_timeout', '{}ms', true), set_config('application_name', '{}', true), {SYNCHRONOUS_COMMIT};
+                "ROLLBACK; BEGIN ISOLATION LEVEL READ COMMITTED; SELECT set_config('lock_timeout', '{ms}ms', true), set_config('application_name', '{}', true), {SYNCHRONOUS_COMMIT}, {};
 SELECT 1 FROM {} WHERE state = {} FOR UPDATE{};\n{}",
-                left.as_millis().clamp(1, i32::MAX as u128),
                 application_name(operation),
+                statement_timeout(&format!("'{ms}ms'")),
                 self.names.main,
                 literal(&self.lock_key()),
                 if nowait { " NOWAIT" } else { "" },
@@ -840,11 +847,12 @@ SELECT 1 FROM {} WHERE state = {} FOR UPDATE{};\n{}",
         // this one passes through, as that lock's writers do (waiting would wait for
         // our own parent: a deadlock until the timeout). Else wait for it.
         let probe = client.simple_query(&format!(
-            "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT set_config('lock_timeout', '{}ms', true), set_config('application_name', '{}', true);
+            "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT set_config('lock_timeout', '{}ms', true), set_config('application_name', '{}', true), {};
 SELECT (SELECT txid_current()::text FROM {main} WHERE state = {key} FOR UPDATE SKIP LOCKED),
     (SELECT xmax::text FROM {main} WHERE state = {key})",
             millis.max(1),
             application_name(operation),
+            statement_timeout(&format!("'{}ms'", millis.max(1))),
         ));
         // `None`: passing through; `Some(xid)`: taken (`xid` is `None` if the row
         // vanished meanwhile).
@@ -1675,6 +1683,20 @@ const SYNCHRONOUS_COMMIT: &str = "set_config('synchronous_commit', \
     CASE WHEN current_setting('synchronous_commit') IN ('off', 'local') THEN 'on' \
     ELSE current_setting('synchronous_commit') END, true)";
 
+/// The server's `statement_timeout` (of the database, the role or the URL's
+/// `options`), when it is set, lengthened by the lock timeout `lock` (an SQL text
+/// expression such as `'3000ms'`) for the rest of the transaction (`set_config(…,
+/// true)`, as `SET LOCAL`): the locking statement may wait for the lock up to the lock
+/// timeout, and then a holder's wait ends in [`Error::LockTimeout`] naming the holder
+/// rather than in a cancelled statement (red12); each statement still has the
+/// server's budget for its own work. `0` (no timeout) stays `0`.
+fn statement_timeout(lock: &str) -> String {
+    format!(
+        "set_config('statement_timeout', CASE current_setting('statement_timeout') WHEN '0' THEN '0' \
+         ELSE (extract(epoch FROM current_setting('statement_timeout')::interval + {lock}::interval) * 1000)::bigint || 'ms' END, true)"
+    )
+}
+
 /// The name prefix of statesafe's prepared statements (a macro, for `concat!`).
 macro_rules! prepared_prefix {
     () => {
@@ -2146,9 +2168,10 @@ impl Remote {
         let millis = lock_timeout.as_millis().clamp(1, i32::MAX as u128);
         let locked = client
             .simple_query(&format!(
-                "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT set_config('lock_timeout', '{millis}ms', true), set_config('application_name', {}, true), {SYNCHRONOUS_COMMIT};
+                "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT set_config('lock_timeout', '{millis}ms', true), set_config('application_name', {}, true), {SYNCHRONOUS_COMMIT}, {};
 SELECT generation::text, settings FROM {main} WHERE state = {state} FOR UPDATE",
-                literal(&application_name("recover settings"))
+                literal(&application_name("recover settings")),
+                statement_timeout(&format!("'{millis}ms'"))
             ))
             .map_err(|e| match e.code() {
                 Some(c) if *c == SqlState::LOCK_NOT_AVAILABLE => Error::LockTimeout {

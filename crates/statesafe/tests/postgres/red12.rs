@@ -597,9 +597,9 @@ fn one_damaged_history_row_does_not_block_the_recovery_of_a_damaged_row() {
 /// lock timeout and then `LockTimeout` naming the holder (docs/remote.md, "Who holds the
 /// lock"). statesafe sets `lock_timeout` per transaction (`set_config`) but leaves
 /// `statement_timeout` as the server says; it could lift it for the locking statement
-/// the same way.
+/// the same way. Fixed in session 13: the transaction's statement_timeout is the
+/// server's plus the lock timeout (`set_config`, local to the transaction).
 #[test]
-#[ignore = "red12: a statement_timeout shorter than the lock timeout cancels the lock wait: an error after 1 s, never LockTimeout naming the holder"]
 fn a_short_statement_timeout_does_not_cut_the_lock_wait_short() {
     let Some(pg) = cluster::cluster() else { return };
     let url = pg.url("red12-statement-timeout");
