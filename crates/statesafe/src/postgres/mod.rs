@@ -9,6 +9,8 @@
 #[cfg(feature = "postgres")]
 mod address;
 #[cfg(feature = "postgres")]
+mod client;
+#[cfg(feature = "postgres")]
 mod remote;
 #[cfg(feature = "postgres")]
 mod sql;

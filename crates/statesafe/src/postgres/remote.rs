@@ -21,12 +21,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use parking_lot::Mutex;
 use postgres::error::SqlState;
 use postgres::types::Type;
-use postgres::{Client, NoTls, Row, SimpleQueryMessage};
+use postgres::{NoTls, Row, SimpleQueryMessage};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::address::Address;
+use super::client::{Client, ConnectError};
 use super::sql::{self, Names};
 use super::tls::Tls;
 use crate::backup::{self, BackupInfo, BackupList};
@@ -109,12 +110,40 @@ impl Remote {
         &self.address.display
     }
 
+    /// A new connection, its whole start-up (TCP, TLS, authentication) bounded by
+    /// `connect_timeout` per host of the URL, as libpq's (tokio-postgres's bounds
+    /// only the TCP connect).
     fn connect(&self) -> Result<Client> {
+        let config = &self.address.config;
+        let limit = config
+            .get_connect_timeout()
+            .copied()
+            .unwrap_or(Duration::from_secs(10))
+            .saturating_mul(config.get_hosts().len().max(1) as u32);
         let connected = match &self.address.tls {
-            Tls::Off => self.address.config.connect(NoTls),
-            Tls::On(tls) => self.address.config.connect(tls.clone()),
+            Tls::Off => Client::connect(config, NoTls, limit),
+            Tls::On(tls) => Client::connect(config, tls.clone(), limit),
         };
-        connected.map_err(|e| self.error("connect to the server of", e))
+        let op = "connect to the server of";
+        connected.map_err(|e| match e {
+            ConnectError::Failed(e) => self.error(op, e),
+            ConnectError::TimedOut(limit) => Error::Remote {
+                path: self.display().to_path_buf(),
+                op: op.into(),
+                reason: format!(
+                    "the server did not finish the connection start-up (TLS, authentication) within {limit:?} (connect_timeout): something accepts connections at that address but does not answer"
+                ),
+                hint: "check that the URL's host and port are a PostgreSQL server's (or its pooler's) and that it is not hung; or raise `connect_timeout` in the URL".into(),
+                source: None,
+            },
+            ConnectError::Runtime(e) => Error::Remote {
+                path: self.display().to_path_buf(),
+                op: op.into(),
+                reason: format!("this process could not start the connection's I/O driver: {e}"),
+                hint: "the process is out of file descriptors or threads; nothing was sent".into(),
+                source: Some(Box::new(e)),
+            },
+        })
     }
 
     /// A connection: an idle one of the pool, or a new one. The flag says it was
