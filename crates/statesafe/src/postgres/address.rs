@@ -40,6 +40,21 @@ impl Address {
         // The query starts after the userinfo, whose password may hold a `?`.
         let (base, query) = crate::secret::split_url_query(url);
         let query = query.unwrap_or("");
+        // A fragment (after the userinfo, which the client library takes up to the
+        // first `@`) names nothing statesafe opens: `URL#backup=N` is how messages
+        // name a backup. Taken as part of the state's name, it made a new state (red13).
+        let host_on = base.split_once('@').map_or(base, |(_, rest)| rest);
+        let fragment = match (host_on.find('#'), query.find('#')) {
+            (Some(i), _) => Some(&host_on[i..]),
+            (None, Some(i)) => Some(&query[i..]),
+            (None, None) => None,
+        };
+        if let Some(fragment) = fragment {
+            return Err(bad(format!(
+                "`{}` is not part of a state's URL: `URL#backup=N`, `URL#quarantine=ID` and `URL#settings` are how statesafe names a backup, a quarantined row and the recorded settings in its messages; list the backups with `statesafe backups URL` and read one with `statesafe restore URL --generation N` (or `Store::document_at`); a `#` in a state's name is written `%23`",
+                fragment
+            )));
+        }
         let mut state = None;
         let mut table = "statesafe".to_string();
         let mut schema = None;
@@ -97,9 +112,13 @@ impl Address {
         } else {
             format!("{base}?{}", rest.join("&"))
         };
-        let mut config: tokio_postgres::Config = plain
-            .parse()
-            .map_err(|e| bad(format!("it is not a PostgreSQL connection URL: {e}")))?;
+        let mut config: tokio_postgres::Config =
+            plain.parse().map_err(|e: tokio_postgres::Error| {
+                // The cause names the parameter (`unknown option \`format\``).
+                let cause =
+                    std::error::Error::source(&e).map_or(String::new(), |c| format!(": {c}"));
+                bad(format!("it is not a PostgreSQL connection URL: {e}{cause}"))
+            })?;
         if config.get_hosts().is_empty() {
             return Err(bad(
                 "it names no host: `postgres://USER@HOST:PORT/DATABASE?state=NAME`".into(),

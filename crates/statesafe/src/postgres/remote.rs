@@ -64,8 +64,11 @@ struct Current {
 }
 
 impl Current {
+    /// Whether the state has a version: a document, or a writer (a row statesafe
+    /// committed; its document NULL only by a hand edit, which is damage: see
+    /// [`Remote::verified_text`]).
     fn exists(&self) -> bool {
-        self.document.is_some()
+        self.document.is_some() || self.writer.is_some()
     }
 }
 
@@ -356,6 +359,19 @@ impl Remote {
     /// does not match (the row was changed by hand, or damaged).
     fn verified_text<'c>(&self, cur: &'c Current, what: &str) -> Result<Option<&'c str>> {
         let Some(doc) = cur.document.as_deref() else {
+            if cur.writer.is_some() {
+                // Committed (it has a writer), yet no document: never served as a
+                // missing state (that would hand out the default, red13).
+                return Err(Error::Corrupt {
+                    path: self.display().to_path_buf(),
+                    line: None,
+                    column: None,
+                    reason: format!(
+                        "{what} (generation {}) has no document although it was committed: the row was changed outside statesafe, or damaged; `statesafe recover URL` quarantines it and restores the newest valid backup",
+                        cur.generation
+                    ),
+                });
+            }
             return Ok(None);
         };
         let sum = format::checksum(doc.as_bytes()) as i64;
@@ -695,6 +711,7 @@ SELECT (SELECT 1 FROM {main} WHERE state = {key} FOR UPDATE SKIP LOCKED),
     /// waits for the lock row first, then the state's row.
     fn lock_row<T>(&self, store: &Store<T>, operation: &str) -> Result<Tx<'_>> {
         let config = store.config();
+        self.plain_only(config.format)?;
         let millis = config.lock_timeout.as_millis().min(i32::MAX as u128);
         let nowait = millis == 0;
         // Only an hourly or daily retention needs the backups' times.
@@ -1052,6 +1069,7 @@ SELECT (SELECT txid_current()::text FROM {main} WHERE state = {key} FOR UPDATE S
         state: &T,
     ) -> Result<u64> {
         let config = Config::new_at(self.display(), &store.opts, settings)?;
+        self.plain_only(config.format)?;
         let tx = self.lock_row(store, "create")?;
         if tx.existed() {
             return Err(Error::AlreadyExists {
@@ -1069,6 +1087,7 @@ SELECT (SELECT txid_current()::text FROM {main} WHERE state = {key} FOR UPDATE S
 
     pub(crate) fn save_settings<T>(&self, store: &Store<T>, settings: &Settings) -> Result<()> {
         let config = Config::new_at(self.display(), &store.opts, settings)?;
+        self.plain_only(config.format)?;
         let mut tx = self.lock_row(store, "save settings")?;
         let text = serde_json::to_string(settings).expect("invariant: settings serialize");
         let main = &self.names.main;
@@ -2157,6 +2176,24 @@ fn holder_of(row: &Row) -> Holder {
             operation: format!("a transaction outside statesafe (server backend {backend})"),
             since,
         },
+    }
+}
+
+impl Remote {
+    /// A PostgreSQL state is stored plain (its row's checksum covers the document):
+    /// another format asked for (an option, settings to record) is refused, never
+    /// silently written plain (red13).
+    fn plain_only(&self, format: Format) -> Result<()> {
+        let name = match format {
+            Format::Plain => return Ok(()),
+            Format::Sealed => "sealed",
+            Format::Journal => "journal",
+        };
+        Err(Error::Unsupported {
+            path: self.display().to_path_buf(),
+            what: format!("the {name} format"),
+            why: "for a PostgreSQL state, which is stored plain (the row's checksum covers its document); leave the format at plain".into(),
+        })
     }
 }
 
