@@ -51,13 +51,18 @@ pub fn run(args: RecoverArgs, out: &Output) -> Result<()> {
             None => (false, None),
         };
         let generation = store.generation()?;
-        return out.json_line(&serde_json::json!({
+        let mut line = serde_json::json!({
             "file": args.file.to_string_lossy(),
             "recovered": recovered,
             "generation": generation,
             "message": message,
-            "settings_quarantined": settings_moved.map(|p| p.to_string_lossy().into_owned()),
-        }));
+        });
+        if statesafe::postgres::is_url(&args.file.to_string_lossy()) {
+            // Where damaged recorded settings went (PostgreSQL only), or null.
+            line["settings_quarantined"] =
+                serde_json::json!(settings_moved.map(|p| p.to_string_lossy().into_owned()));
+        }
+        return out.json_line(&line);
     }
     let text = match event {
         Some(e) => format!("recovered: {e}\n"),
