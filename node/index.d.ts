@@ -226,6 +226,7 @@ export interface HistoryEntry {
     | { type: 'external' }
     | { type: 'restore'; from: number }
     | { type: 'recovery'; from: number | null; quarantined: string | null }
+    | { type: 'damaged'; reason: string }
   /** RFC 6902 patch from the previous generation, when recorded. */
   patch: PatchOperation[] | null
   note: string | null
@@ -323,3 +324,9 @@ export declare class Store<T = JsonValue> extends EventEmitter {
 
 /** Opens the state file at `path`; nothing is created until the first write. */
 export declare function open<T = JsonValue>(path: string | URL, options?: Options<T>): Store<T>
+/**
+ * `open`, with the opening done on a thread of the addon: for a PostgreSQL URL, the
+ * connection (bounded by its `connect_timeout`, default 10 s) never blocks the event
+ * loop.
+ */
+export declare function openAsync<T = JsonValue>(path: string | URL, options?: Options<T>): Promise<Store<T>>

@@ -13,6 +13,9 @@ const util = require('node:util')
 
 const native = loadNative()
 
+// The key of a native store `openAsync` opened, for the `Store` constructor.
+const OPENED = Symbol('statesafe: opened')
+
 function loadNative() {
   try {
     return require('./statesafe.node')
@@ -672,7 +675,7 @@ class Store extends EventEmitter {
   // when that update fails.
   #cache = null
 
-  constructor(path, options = {}) {
+  constructor(path, options = {}, opened = undefined) {
     super()
     if (typeof path !== 'string' && !(path instanceof URL)) {
       throw new TypeError('statesafe: the path must be a string or a file: URL')
@@ -684,6 +687,14 @@ class Store extends EventEmitter {
     this.#validate = options.validate
     this.#pretty = options.layout !== 'compact'
     this.#caching = options.cache !== false
+    if (opened !== undefined) {
+      // Opened by `openAsync` on a thread of the addon, with these very options.
+      if (opened.key !== OPENED) {
+        throw new TypeError('statesafe: a Store is made by open(path, options) or openAsync(path, options)')
+      }
+      this.#native = opened.native
+      return
+    }
     try {
       this.#native = new native.NativeStore(this.#path, opts)
     } catch (e) {
@@ -1080,4 +1091,22 @@ function open(path, options) {
   return new Store(path, options)
 }
 
-module.exports = { open, Store, StatesafeError }
+/**
+ * `open`, with the opening (for a PostgreSQL URL, the connection) on a thread of the
+ * addon: the JavaScript thread never waits for the server.
+ */
+async function openAsync(path, options = {}) {
+  if (typeof path !== 'string' && !(path instanceof URL)) {
+    throw new TypeError('statesafe: the path must be a string or a file: URL')
+  }
+  const p = path instanceof URL ? require('node:url').fileURLToPath(path) : path
+  let opened
+  try {
+    opened = await native.NativeStore.openAsync(p, nativeOptions(options))
+  } catch (e) {
+    throw convert(e)
+  }
+  return new Store(path, options, { key: OPENED, native: opened })
+}
+
+module.exports = { open, openAsync, Store, StatesafeError }

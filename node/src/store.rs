@@ -39,32 +39,48 @@ pub struct NativeStore {
 
 #[napi]
 impl NativeStore {
-    /// Opens the store (reads the recorded settings; creates nothing).
+    /// Opens the store (reads the recorded settings; creates nothing), on the calling
+    /// thread: for a PostgreSQL URL, that is the connection (bounded by its
+    /// `connect_timeout`); `open_async` does it on a thread of the addon.
     #[napi(constructor)]
     pub fn new(path: String, options: String) -> napi::Result<NativeStore> {
-        let events = EventQueue::default();
-        run::block(|| {
-            let options = Options::parse(&options)?;
-            let store_options = options.store_options(events.clone())?;
-            // A `postgres://` URL is a PostgreSQL state (docs/remote.md).
-            let store = if statesafe::postgres::is_url(&path) {
-                store_options.open_url(&path)?
-            } else {
-                store_options.open(&path)?
-            };
-            let layout = options.text_layout(store.settings().format);
-            Ok(NativeStore {
-                inner: Mutex::new(Some(Arc::new(Inner {
-                    store,
-                    layout,
-                    default: options.default(layout)?,
-                    cache: tx::Cache::default(),
-                }))),
-                events: events.clone(),
-            })
-        })
+        run::block(|| NativeStore::open(path, options))
     }
 
+    /// `new`, on a thread of the addon: the JavaScript thread never waits for the
+    /// server (`openAsync` in `index.js`).
+    #[napi(ts_return_type = "Promise<NativeStore>")]
+    pub fn open_async(env: &Env, path: String, options: String) -> napi::Result<Object<'_>> {
+        run::spawn(env, move || NativeStore::open(path, options))
+    }
+}
+
+impl NativeStore {
+    fn open(path: String, options: String) -> Outcome<NativeStore> {
+        let events = EventQueue::default();
+        let options = Options::parse(&options)?;
+        let store_options = options.store_options(events.clone())?;
+        // A `postgres://` URL is a PostgreSQL state (docs/remote.md).
+        let store = if statesafe::postgres::is_url(&path) {
+            store_options.open_url(&path)?
+        } else {
+            store_options.open(&path)?
+        };
+        let layout = options.text_layout(store.settings().format);
+        Ok(NativeStore {
+            inner: Mutex::new(Some(Arc::new(Inner {
+                store,
+                layout,
+                default: options.default(layout)?,
+                cache: tx::Cache::default(),
+            }))),
+            events,
+        })
+    }
+}
+
+#[napi]
+impl NativeStore {
     /// Closes the store: later calls fail with `ECLOSED`. Operations already running
     /// finish.
     #[napi]
@@ -512,6 +528,7 @@ fn history_json(e: &HistoryEntry) -> Value {
             "from": from,
             "quarantined": quarantined.as_ref().map(|q| q.display().to_string()),
         }),
+        Change::Damaged { reason } => json!({ "type": "damaged", "reason": reason }),
         other => json!({ "type": format!("{other:?}").to_lowercase() }),
     };
     json!({

@@ -9,7 +9,7 @@ import { rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Worker } from 'node:worker_threads'
-import { open } from '../index.mjs'
+import { open, openAsync } from '../index.mjs'
 import { exact, numberText, packageDir, tempDir } from './helpers.mjs'
 
 // A bug's test is skipped with its reason; STATESAFE_RED12_RUN=1 runs it (to watch it fail).
@@ -170,9 +170,13 @@ test('the refusal of a planted symlink has a code of its own and names the path'
   })
 })
 
-test('open(url) of a port that accepts and never answers fails within the connect timeout', {
-  skip: bug('red12: `open(url)` connects on the JavaScript thread, and `connect_timeout` bounds only the TCP connect (tokio-postgres), not the startup after it: against a port that accepts and never answers (a hung server or pooler, a mistyped port of an HTTP service), `open` never returns and the event loop is blocked the whole time (no timer fires; still blocked after 30 s with connect_timeout=1)'),
-}, async (t) => {
+// Was a bug (red12): `open(url)` connected on the JavaScript thread, and
+// `connect_timeout` bounded only the TCP connect (tokio-postgres), not the startup
+// after it: against a port that accepts and never answers (a hung server or pooler, a
+// mistyped port of an HTTP service), `open` never returned and the event loop was
+// blocked the whole time. Fixed in session 13: the whole start-up is bounded, and
+// `openAsync` connects on a thread of the addon (the next test).
+test('open(url) of a port that accepts and never answers fails within the connect timeout', async (t) => {
   const { createServer } = await import('node:net')
   const { spawn } = await import('node:child_process')
   const held = []
@@ -193,4 +197,37 @@ test('open(url) of a port that accepts and never answers fails within the connec
   })
   assert.ok(finished, 'open(url) still blocked after 20 s with connect_timeout=1')
   assert.match(out, /^error /)
+})
+
+test('openAsync(url) of a port that accepts and never answers leaves the event loop free and fails with EREMOTE', async (t) => {
+  const { createServer } = await import('node:net')
+  const held = []
+  const server = createServer((socket) => held.push(socket)) // accept, never answer
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
+  t.after(() => { held.forEach((s) => s.destroy()); server.close() })
+  const url = `postgres://nobody@127.0.0.1:${server.address().port}/db?state=a&connect_timeout=1`
+  // Counts the timer's turns while the open is under way: a blocked event loop runs
+  // none before the promise settles (its continuation comes before any timer).
+  let turns = 0
+  const timer = setInterval(() => { turns += 1 }, 20)
+  try {
+    await assert.rejects(openAsync(url), (e) => {
+      assert.equal(e.code, 'EREMOTE', e.message)
+      assert.equal(e.path, url)
+      assert.match(e.message, /connect_timeout/)
+      return true
+    })
+  } finally {
+    clearInterval(timer)
+  }
+  assert.ok(turns > 0, 'the event loop ran nothing while openAsync connected')
+})
+
+test('openAsync opens a file as open does', async (t) => {
+  const file = join(tempDir(t), 'state.json')
+  const store = await openAsync(file, { default: { n: 0 } })
+  await store.update((s) => void (s.n += 1))
+  assert.deepEqual(open(file).getSync(), { n: 1 })
+  assert.equal(store.path, file)
+  await assert.rejects(openAsync(file, { nope: 1 }), TypeError)
 })

@@ -561,6 +561,11 @@ impl Error {
             Error::NotFound { .. } => {
                 "create it first (for example with `statesafe set FILE '' '{}'`), or check the path".into()
             }
+            Error::Corrupt { path, .. } if crate::postgres::is_url(&path.to_string_lossy())
+                && path.to_string_lossy().ends_with("#settings") => format!(
+                "the state's recorded settings (the `settings` column of its row) were changed outside statesafe or damaged: `statesafe recover {}` moves them as they are into the quarantine table, and the state goes on with the default settings until you record yours again (`statesafe settings URL …`; docs/remote.md, \"Damaged settings\")",
+                path.to_string_lossy().trim_end_matches("#settings")
+            ),
             Error::Corrupt { path, .. } if crate::postgres::is_url(&path.to_string_lossy()) => format!(
                 "the state's row was changed outside statesafe (a hand edit, a trigger) or damaged: `statesafe recover {}` moves it into the quarantine table and restores the newest valid backup as the next generation (docs/remote.md, \"A damaged row\")",
                 path.display()

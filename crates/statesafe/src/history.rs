@@ -48,6 +48,14 @@ pub enum Change {
         /// The backup generation restored (`None`: the store's default state).
         from: Option<u64>,
     },
+    /// An entry that could not be read, shown in its place (a PostgreSQL state's
+    /// history row changed outside statesafe or damaged); never written by statesafe.
+    /// It has no time, writer, patch or snapshot: rebuilding a version (`document_at`,
+    /// a recovery's chain) stops at it.
+    Damaged {
+        /// Why it could not be read.
+        reason: String,
+    },
 }
 
 /// One history entry.

@@ -45,6 +45,7 @@ pub fn run(args: LogArgs, out: &Output) -> Result<()> {
                 format!("recovery from backup generation {g}")
             }
             Change::Recovery { from: None, .. } => "recovery to the default state".to_string(),
+            Change::Damaged { reason } => format!("DAMAGED ENTRY: {reason}"),
             _ => "change".to_string(),
         };
         text.push_str(&format!(

@@ -180,6 +180,13 @@ fn open_at<T: serde::Serialize + serde::de::DeserializeOwned>(
     let Some(url) = file.to_str().filter(|s| statesafe::postgres::is_url(s)) else {
         return Ok(options.open(file)?);
     };
+    refuse_password(url)?;
+    Ok(options.open_url(url)?)
+}
+
+/// Refuses a URL that carries a password: a command line is visible to every local
+/// user (`ps`).
+fn refuse_password(url: &str) -> Result<()> {
     if statesafe::postgres::has_password(url) {
         return Err(CliError::invalid(
             "password_in_url",
@@ -187,7 +194,7 @@ fn open_at<T: serde::Serialize + serde::de::DeserializeOwned>(
         )
         .hint("remove it from the URL and give it in PGPASSWORD, in ~/.pgpass (mode 0600), or in a file named by `passfile=PATH` in the URL"));
     }
-    Ok(options.open_url(url)?)
+    Ok(())
 }
 
 fn options<T>(opts: Option<&WriteOptions>) -> Result<StoreOptions<T>> {

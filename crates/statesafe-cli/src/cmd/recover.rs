@@ -6,9 +6,27 @@ use crate::output::Output;
 
 /// Recovers now if the file is damaged; says so if it was sound.
 pub fn run(args: RecoverArgs, out: &Output) -> Result<()> {
+    let file = args.file.display();
+    // A state in PostgreSQL whose recorded settings are damaged cannot be opened:
+    // they are moved into the quarantine table first (said below, never silently).
+    let mut settings_moved = None;
+    if let Some(url) = args
+        .file
+        .to_str()
+        .filter(|s| statesafe::postgres::is_url(s))
+    {
+        super::refuse_password(url)?;
+        let timeout = args
+            .write
+            .lock_timeout
+            .unwrap_or(statesafe::DEFAULT_LOCK_TIMEOUT);
+        settings_moved = statesafe::postgres::quarantine_settings(url, timeout)?;
+        if let (Some(place), false) = (&settings_moved, out.json) {
+            out.data(format!("recovered: the recorded settings of `{file}` were not valid; moved as they were to `{}`; the state has the default settings now: record yours again with `statesafe settings {file} …`\n", place.display()).as_bytes())?;
+        }
+    }
     // No event hook here: the recovery is the result, printed below.
     let store = super::open_quiet(&args.file, &args.write)?;
-    let file = args.file.display();
     if args.accept_snapshot {
         let accepted = store.accept_snapshot()?;
         if out.json {
@@ -33,12 +51,18 @@ pub fn run(args: RecoverArgs, out: &Output) -> Result<()> {
             None => (false, None),
         };
         let generation = store.generation()?;
-        return out.json_line(&serde_json::json!({
+        let mut line = serde_json::json!({
             "file": args.file.to_string_lossy(),
             "recovered": recovered,
             "generation": generation,
             "message": message,
-        }));
+        });
+        if statesafe::postgres::is_url(&args.file.to_string_lossy()) {
+            // Where damaged recorded settings went (PostgreSQL only), or null.
+            line["settings_quarantined"] =
+                serde_json::json!(settings_moved.map(|p| p.to_string_lossy().into_owned()));
+        }
+        return out.json_line(&line);
     }
     let text = match event {
         Some(e) => format!("recovered: {e}\n"),

@@ -469,6 +469,49 @@ fn recover_takes_a_url_and_repairs_a_damaged_row() {
     assert_eq!(kept, "{\"n\": 666}");
 }
 
+/// Damaged recorded settings (a hand edit of the `settings` column): every command
+/// refuses the state with a hint naming `statesafe recover URL`, which works: the
+/// settings are moved into the quarantine table as they were (said on stdout), the
+/// state goes on with the default settings, and reads work again (red12).
+#[test]
+fn recover_moves_damaged_settings_aside_as_the_hint_says() {
+    let Some(pg) = cluster::cluster() else {
+        return;
+    };
+    let url = pg.url("cli_bad_settings");
+    ok(&["init", &url, r#"{"n": 1}"#, "--keep-backups", "3"]);
+    pg.client()
+        .execute(
+            "UPDATE statesafe SET settings = '{\"backups\": 7}' WHERE state = 'cli_bad_settings'",
+            &[],
+        )
+        .unwrap();
+    let out = statesafe(&["--json", "get", &url]);
+    assert!(!out.status.success(), "{out:?}");
+    let err: Value = serde_json::from_slice(&out.stderr).unwrap();
+    assert_eq!(err["kind"], "corrupt", "{err}");
+    let hint = err["hint"].as_str().unwrap_or_default();
+    assert!(hint.contains(&format!("statesafe recover {url}")), "{err}");
+    let text = ok(&["recover", &url]);
+    assert!(
+        text.contains("settings") && text.contains("#quarantine="),
+        "{text}"
+    );
+    assert_eq!(ok(&["get", &url, "/n"]), "1\n");
+    let kept: String = pg
+        .client()
+        .query_one(
+            "SELECT document FROM statesafe_quarantine WHERE state = 'cli_bad_settings'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(kept, "{\"backups\": 7}");
+    // Sound now: nothing more is moved.
+    let again: Value = serde_json::from_str(&ok(&["--json", "recover", &url])).unwrap();
+    assert_eq!(again["settings_quarantined"], Value::Null, "{again}");
+}
+
 /// A `lock` nested inside a `lock` on the same URL passes through, as the outer
 /// one's own writers do (it used to wait for the outer one until its timeout):
 /// the innermost CMD's writer gets in, and once both end the state is free again.

@@ -16,7 +16,7 @@ pub(crate) struct Address {
     /// The URL without any password, for messages.
     pub display: PathBuf,
     /// The connection settings for the client library.
-    pub config: postgres::Config,
+    pub config: tokio_postgres::Config,
     /// The state's name (the row's key).
     pub state: String,
     /// The schema of the tables (`None`: the connection's search path).
@@ -40,6 +40,21 @@ impl Address {
         // The query starts after the userinfo, whose password may hold a `?`.
         let (base, query) = crate::secret::split_url_query(url);
         let query = query.unwrap_or("");
+        // A fragment (after the userinfo, which the client library takes up to the
+        // first `@`) names nothing statesafe opens: `URL#backup=N` is how messages
+        // name a backup. Taken as part of the state's name, it made a new state (red13).
+        let host_on = base.split_once('@').map_or(base, |(_, rest)| rest);
+        let fragment = match (host_on.find('#'), query.find('#')) {
+            (Some(i), _) => Some(&host_on[i..]),
+            (None, Some(i)) => Some(&query[i..]),
+            (None, None) => None,
+        };
+        if let Some(fragment) = fragment {
+            return Err(bad(format!(
+                "`{}` is not part of a state's URL: `URL#backup=N`, `URL#quarantine=ID` and `URL#settings` are how statesafe names a backup, a quarantined row and the recorded settings in its messages; list the backups with `statesafe backups URL` and read one with `statesafe restore URL --generation N` (or `Store::document_at`); a `#` in a state's name is written `%23`",
+                fragment
+            )));
+        }
         let mut state = None;
         let mut table = "statesafe".to_string();
         let mut schema = None;
@@ -97,9 +112,13 @@ impl Address {
         } else {
             format!("{base}?{}", rest.join("&"))
         };
-        let mut config: postgres::Config = plain
-            .parse()
-            .map_err(|e| bad(format!("it is not a PostgreSQL connection URL: {e}")))?;
+        let mut config: tokio_postgres::Config =
+            plain.parse().map_err(|e: tokio_postgres::Error| {
+                // The cause names the parameter (`unknown option \`format\``).
+                let cause =
+                    std::error::Error::source(&e).map_or(String::new(), |c| format!(": {c}"));
+                bad(format!("it is not a PostgreSQL connection URL: {e}{cause}"))
+            })?;
         if config.get_hosts().is_empty() {
             return Err(bad(
                 "it names no host: `postgres://USER@HOST:PORT/DATABASE?state=NAME`".into(),
@@ -117,6 +136,26 @@ impl Address {
         }
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(std::time::Duration::from_secs(10));
+        }
+        // A server that stops answering once connected (its machine gone, a network
+        // partition) is noticed by TCP, unless the URL says otherwise: data sent and
+        // not acknowledged for 60 s (`tcp_user_timeout`), or 30 s of silence and then
+        // 3 keepalive probes 10 s apart left unanswered, end the connection (the call
+        // fails as a lost connection; a COMMIT's outcome is settled as for any lost
+        // COMMIT). The client library's own defaults wait 2 hours before a first probe.
+        let given = |key: &str| rest.iter().any(|pair| pair.split('=').next() == Some(key));
+        let seconds = std::time::Duration::from_secs;
+        if !given("tcp_user_timeout") {
+            config.tcp_user_timeout(seconds(60));
+        }
+        if !given("keepalives_idle") {
+            config.keepalives_idle(seconds(30));
+        }
+        if !given("keepalives_interval") {
+            config.keepalives_interval(seconds(10));
+        }
+        if !given("keepalives_retries") {
+            config.keepalives_retries(3);
         }
         if config.get_password().is_none()
             && let Some(password) = password_for(&config, passfile.as_deref())
@@ -180,7 +219,7 @@ fn decode(s: &str) -> Option<String> {
 }
 
 /// The password from `PGPASSWORD` or the password file, as libpq looks it up.
-fn password_for(config: &postgres::Config, passfile: Option<&Path>) -> Option<Vec<u8>> {
+fn password_for(config: &tokio_postgres::Config, passfile: Option<&Path>) -> Option<Vec<u8>> {
     if let Some(p) = std::env::var_os("PGPASSWORD") {
         return Some(p.into_encoded_bytes());
     }
@@ -190,8 +229,8 @@ fn password_for(config: &postgres::Config, passfile: Option<&Path>) -> Option<Ve
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".pgpass")))?;
     let text = read_private(&file)?;
     let host = match config.get_hosts().first()? {
-        postgres::config::Host::Tcp(h) => h.clone(),
-        postgres::config::Host::Unix(_) => "localhost".to_string(),
+        tokio_postgres::config::Host::Tcp(h) => h.clone(),
+        tokio_postgres::config::Host::Unix(_) => "localhost".to_string(),
     };
     let port = config
         .get_ports()
@@ -307,6 +346,25 @@ mod tests {
         assert_eq!(
             a.config.get_connect_timeout(),
             Some(&std::time::Duration::from_secs(3))
+        );
+        // A silent server is noticed by TCP: statesafe's defaults, or the URL's.
+        assert_eq!(
+            a.config.get_tcp_user_timeout(),
+            Some(&std::time::Duration::from_secs(60))
+        );
+        assert_eq!(
+            a.config.get_keepalives_idle(),
+            std::time::Duration::from_secs(30)
+        );
+        let b = Address::parse("postgres://u@h/db?state=a&keepalives_idle=5&tcp_user_timeout=7")
+            .unwrap();
+        assert_eq!(
+            b.config.get_keepalives_idle(),
+            std::time::Duration::from_secs(5)
+        );
+        assert_eq!(
+            b.config.get_tcp_user_timeout(),
+            Some(&std::time::Duration::from_secs(7))
         );
         assert!(matches!(
             Address::parse("postgres://u@h/db"),

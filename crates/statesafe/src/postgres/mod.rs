@@ -9,6 +9,8 @@
 #[cfg(feature = "postgres")]
 mod address;
 #[cfg(feature = "postgres")]
+mod client;
+#[cfg(feature = "postgres")]
 mod remote;
 #[cfg(feature = "postgres")]
 mod sql;
@@ -31,6 +33,37 @@ fn address_redacted(url: &str) -> String {
 
 #[cfg(feature = "postgres")]
 pub use address::has_password;
+
+/// The recovery of a state whose recorded settings are damaged (a hand edit of the
+/// `settings` column of its row), which every open refuses with [`crate::Error::Corrupt`]
+/// naming `URL#settings`: under the row's lock, moves them as they are into the
+/// quarantine table, and records none in their place, so the state opens again with
+/// the default settings (record yours again with [`crate::Store::save_settings`]).
+/// Returns where the damaged settings went (`URL#quarantine=ID`), or `None` when
+/// they are valid. `statesafe recover URL` runs it first.
+///
+/// # Errors
+/// [`crate::Error::BadPath`] for a URL that is not a state's; [`crate::Error::Remote`]
+/// when the server cannot be reached or refuses; [`crate::Error::LockTimeout`] when
+/// a writer holds the row past `lock_timeout`; [`crate::Error::Unsupported`] in a
+/// build without the `postgres` feature.
+///
+/// ```no_run
+/// let moved = statesafe::postgres::quarantine_settings(
+///     "postgres://bot@db.internal:5432/ops?state=grades",
+///     std::time::Duration::from_secs(10),
+/// )?;
+/// if let Some(place) = moved {
+///     eprintln!("the damaged settings are kept at `{}`", place.display());
+/// }
+/// # Ok::<(), statesafe::Error>(())
+/// ```
+pub fn quarantine_settings(
+    url: &str,
+    lock_timeout: std::time::Duration,
+) -> crate::Result<Option<std::path::PathBuf>> {
+    Remote::quarantine_settings(url, lock_timeout)
+}
 
 /// Test hook: lowers, for this process, the size of the statement a PostgreSQL write
 /// may send (PostgreSQL's own limit is a query message of 1 GiB - 1 bytes); 0

@@ -21,12 +21,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use parking_lot::Mutex;
 use postgres::error::SqlState;
 use postgres::types::Type;
-use postgres::{Client, NoTls, Row, SimpleQueryMessage};
+use postgres::{NoTls, Row, SimpleQueryMessage};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::address::Address;
+use super::client::{Client, ConnectError};
 use super::sql::{self, Names};
 use super::tls::Tls;
 use crate::backup::{self, BackupInfo, BackupList};
@@ -63,8 +64,11 @@ struct Current {
 }
 
 impl Current {
+    /// Whether the state has a version: a document, or a writer (a row statesafe
+    /// committed; its document NULL only by a hand edit, which is damage: see
+    /// [`Remote::verified_text`]).
     fn exists(&self) -> bool {
-        self.document.is_some()
+        self.document.is_some() || self.writer.is_some()
     }
 }
 
@@ -96,12 +100,7 @@ impl Remote {
         let settings = match row {
             Some(row) => {
                 let text: String = row.get(0);
-                serde_json::from_str(&text).map_err(|e| Error::Corrupt {
-                    path: remote.display().to_path_buf(),
-                    line: None,
-                    column: None,
-                    reason: format!("the recorded settings are not valid: {e}"),
-                })?
+                serde_json::from_str(&text).map_err(|e| remote.settings_damaged(&e))?
             }
             None => Settings::default(),
         };
@@ -114,12 +113,40 @@ impl Remote {
         &self.address.display
     }
 
+    /// A new connection, its whole start-up (TCP, TLS, authentication) bounded by
+    /// `connect_timeout` per host of the URL, as libpq's (tokio-postgres's bounds
+    /// only the TCP connect).
     fn connect(&self) -> Result<Client> {
+        let config = &self.address.config;
+        let limit = config
+            .get_connect_timeout()
+            .copied()
+            .unwrap_or(Duration::from_secs(10))
+            .saturating_mul(config.get_hosts().len().max(1) as u32);
         let connected = match &self.address.tls {
-            Tls::Off => self.address.config.connect(NoTls),
-            Tls::On(tls) => self.address.config.connect(tls.clone()),
+            Tls::Off => Client::connect(config, NoTls, limit),
+            Tls::On(tls) => Client::connect(config, tls.clone(), limit),
         };
-        connected.map_err(|e| self.error("connect to the server of", e))
+        let op = "connect to the server of";
+        connected.map_err(|e| match e {
+            ConnectError::Failed(e) => self.error(op, e),
+            ConnectError::TimedOut(limit) => Error::Remote {
+                path: self.display().to_path_buf(),
+                op: op.into(),
+                reason: format!(
+                    "the server did not finish the connection start-up (TLS, authentication) within {limit:?} (connect_timeout): something accepts connections at that address but does not answer"
+                ),
+                hint: "check that the URL's host and port are a PostgreSQL server's (or its pooler's) and that it is not hung; or raise `connect_timeout` in the URL".into(),
+                source: None,
+            },
+            ConnectError::Runtime(e) => Error::Remote {
+                path: self.display().to_path_buf(),
+                op: op.into(),
+                reason: format!("this process could not start the connection's I/O driver: {e}"),
+                hint: "the process is out of file descriptors or threads; nothing was sent".into(),
+                source: Some(Box::new(e)),
+            },
+        })
     }
 
     /// A connection: an idle one of the pool, or a new one. The flag says it was
@@ -248,6 +275,11 @@ impl Remote {
                 "the database does not exist".to_string(),
                 "create it (`createdb NAME`) or fix the database name in the URL".to_string(),
             ),
+            Some(c) if *c == SqlState::QUERY_CANCELED
+                && e.as_db_error().is_some_and(|d| d.message().contains("statement timeout")) => (
+                "the server's statement_timeout cancelled the statement".to_string(),
+                "nothing was committed by this call; the statement_timeout of the database or role (or `options=-c statement_timeout=…` in the URL) is shorter than this statement needs (statesafe adds the lock timeout to it for the wait for the lock): raise it, or keep the document smaller".to_string(),
+            ),
             Some(c) if *c == SqlState::QUERY_CANCELED => (
                 "the statement was cancelled (statement_timeout, or cancelled by an administrator)".to_string(),
                 "nothing was committed by this call; run it again, or raise the server's statement_timeout".to_string(),
@@ -327,6 +359,19 @@ impl Remote {
     /// does not match (the row was changed by hand, or damaged).
     fn verified_text<'c>(&self, cur: &'c Current, what: &str) -> Result<Option<&'c str>> {
         let Some(doc) = cur.document.as_deref() else {
+            if cur.writer.is_some() {
+                // Committed (it has a writer), yet no document: never served as a
+                // missing state (that would hand out the default, red13).
+                return Err(Error::Corrupt {
+                    path: self.display().to_path_buf(),
+                    line: None,
+                    column: None,
+                    reason: format!(
+                        "{what} (generation {}) has no document although it was committed: the row was changed outside statesafe, or damaged; `statesafe recover URL` quarantines it and restores the newest valid backup",
+                        cur.generation
+                    ),
+                });
+            }
             return Ok(None);
         };
         let sum = format::checksum(doc.as_bytes()) as i64;
@@ -611,7 +656,8 @@ SELECT (SELECT 1 FROM {main} WHERE state = {key} FOR UPDATE SKIP LOCKED),
             (
                 "text, text",
                 format!(
-                    "SELECT set_config('lock_timeout', $1, true), set_config('application_name', $2, true), {SYNCHRONOUS_COMMIT}, {PREPARED_LIST}"
+                    "SELECT set_config('lock_timeout', $1, true), set_config('application_name', $2, true), {SYNCHRONOUS_COMMIT}, {}, {PREPARED_LIST}",
+                    statement_timeout("$1")
                 ),
                 vec![
                     literal(&format!("{}ms", millis.max(1))),
@@ -665,6 +711,7 @@ SELECT (SELECT 1 FROM {main} WHERE state = {key} FOR UPDATE SKIP LOCKED),
     /// waits for the lock row first, then the state's row.
     fn lock_row<T>(&self, store: &Store<T>, operation: &str) -> Result<Tx<'_>> {
         let config = store.config();
+        self.plain_only(config.format)?;
         let millis = config.lock_timeout.as_millis().min(i32::MAX as u128);
         let nowait = millis == 0;
         // Only an hourly or daily retention needs the backups' times.
@@ -759,11 +806,12 @@ SELECT (SELECT 1 FROM {main} WHERE state = {key} FOR UPDATE SKIP LOCKED),
             // `statesafe lock` holds the state: wait for it without holding the
             // state's row (its CMD's writers need that row), then take both.
             let left = config.lock_timeout.saturating_sub(start.elapsed());
+            let ms = left.as_millis().clamp(1, i32::MAX as u128);
             let wait = format!(
-                "ROLLBACK; BEGIN ISOLATION LEVEL READ COMMITTED; SELECT set_config('lock_timeout', '{}ms', true), set_config('application_name', '{}', true), {SYNCHRONOUS_COMMIT};
+                "ROLLBACK; BEGIN ISOLATION LEVEL READ COMMITTED; SELECT set_config('lock_timeout', '{ms}ms', true), set_config('application_name', '{}', true), {SYNCHRONOUS_COMMIT}, {};
 SELECT 1 FROM {} WHERE state = {} FOR UPDATE{};\n{}",
-                left.as_millis().clamp(1, i32::MAX as u128),
                 application_name(operation),
+                statement_timeout(&format!("'{ms}ms'")),
                 self.names.main,
                 literal(&self.lock_key()),
                 if nowait { " NOWAIT" } else { "" },
@@ -845,11 +893,12 @@ SELECT 1 FROM {} WHERE state = {} FOR UPDATE{};\n{}",
         // this one passes through, as that lock's writers do (waiting would wait for
         // our own parent: a deadlock until the timeout). Else wait for it.
         let probe = client.simple_query(&format!(
-            "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT set_config('lock_timeout', '{}ms', true), set_config('application_name', '{}', true);
+            "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT set_config('lock_timeout', '{}ms', true), set_config('application_name', '{}', true), {};
 SELECT (SELECT txid_current()::text FROM {main} WHERE state = {key} FOR UPDATE SKIP LOCKED),
     (SELECT xmax::text FROM {main} WHERE state = {key})",
             millis.max(1),
             application_name(operation),
+            statement_timeout(&format!("'{}ms'", millis.max(1))),
         ));
         // `None`: passing through; `Some(xid)`: taken (`xid` is `None` if the row
         // vanished meanwhile).
@@ -1020,6 +1069,7 @@ SELECT (SELECT txid_current()::text FROM {main} WHERE state = {key} FOR UPDATE S
         state: &T,
     ) -> Result<u64> {
         let config = Config::new_at(self.display(), &store.opts, settings)?;
+        self.plain_only(config.format)?;
         let tx = self.lock_row(store, "create")?;
         if tx.existed() {
             return Err(Error::AlreadyExists {
@@ -1037,6 +1087,7 @@ SELECT (SELECT txid_current()::text FROM {main} WHERE state = {key} FOR UPDATE S
 
     pub(crate) fn save_settings<T>(&self, store: &Store<T>, settings: &Settings) -> Result<()> {
         let config = Config::new_at(self.display(), &store.opts, settings)?;
+        self.plain_only(config.format)?;
         let mut tx = self.lock_row(store, "save settings")?;
         let text = serde_json::to_string(settings).expect("invariant: settings serialize");
         let main = &self.names.main;
@@ -1115,23 +1166,45 @@ SELECT (SELECT txid_current()::text FROM {main} WHERE state = {key} FOR UPDATE S
 
     pub(crate) fn history<T>(&self, _store: &Store<T>) -> Result<Vec<HistoryEntry>> {
         let query = format!(
-            "SELECT entry FROM {} WHERE state = $1 ORDER BY generation",
+            "SELECT entry, generation FROM {} WHERE state = $1 ORDER BY generation",
             self.names.history
         );
         let rows = self.read("read the history of", |c| {
             c.query_typed(&query, &[(&self.address.state, Type::TEXT)])
         })?;
-        rows.iter()
+        // A row that is not a valid entry of its generation (changed outside
+        // statesafe, or damaged) is shown in its place as damaged, naming it, and
+        // never fails the rest (red12: it made a damaged row unrecoverable).
+        Ok(rows
+            .iter()
             .map(|r| {
                 let text: String = r.get(0);
-                serde_json::from_str(&text).map_err(|e| Error::Corrupt {
-                    path: self.display().to_path_buf(),
-                    line: None,
-                    column: None,
-                    reason: format!("a history entry is not valid: {e}"),
-                })
+                let generation = r.get::<_, i64>(1) as u64;
+                match serde_json::from_str::<HistoryEntry>(&text) {
+                    Ok(entry) if entry.generation == generation => entry,
+                    read => {
+                        let why = match read {
+                            Ok(entry) => format!("it describes generation {}", entry.generation),
+                            Err(e) => format!("it is not a valid entry: {e}"),
+                        };
+                        let reason = format!(
+                            "the history entry of generation {generation} (a row of {}) was changed outside statesafe or damaged: {why}; rebuilding a version stops at it",
+                            self.names.history
+                        );
+                        tracing::warn!(target: "statesafe", "`{}`: {reason}", self.display().display());
+                        HistoryEntry {
+                            generation,
+                            time: String::new(),
+                            writer: None,
+                            change: Change::Damaged { reason },
+                            patch: None,
+                            snapshot: None,
+                            note: None,
+                        }
+                    }
+                }
             })
-            .collect()
+            .collect())
     }
 
     pub(crate) fn document_at<T: Serialize + DeserializeOwned>(
@@ -1658,6 +1731,20 @@ const SYNCHRONOUS_COMMIT: &str = "set_config('synchronous_commit', \
     CASE WHEN current_setting('synchronous_commit') IN ('off', 'local') THEN 'on' \
     ELSE current_setting('synchronous_commit') END, true)";
 
+/// The server's `statement_timeout` (of the database, the role or the URL's
+/// `options`), when it is set, lengthened by the lock timeout `lock` (an SQL text
+/// expression such as `'3000ms'`) for the rest of the transaction (`set_config(…,
+/// true)`, as `SET LOCAL`): the locking statement may wait for the lock up to the lock
+/// timeout, and then a holder's wait ends in [`Error::LockTimeout`] naming the holder
+/// rather than in a cancelled statement (red12); each statement still has the
+/// server's budget for its own work. `0` (no timeout) stays `0`.
+fn statement_timeout(lock: &str) -> String {
+    format!(
+        "set_config('statement_timeout', CASE current_setting('statement_timeout') WHEN '0' THEN '0' \
+         ELSE (extract(epoch FROM current_setting('statement_timeout')::interval + {lock}::interval) * 1000)::bigint || 'ms' END, true)"
+    )
+}
+
 /// The name prefix of statesafe's prepared statements (a macro, for `concat!`).
 macro_rules! prepared_prefix {
     () => {
@@ -2089,5 +2176,110 @@ fn holder_of(row: &Row) -> Holder {
             operation: format!("a transaction outside statesafe (server backend {backend})"),
             since,
         },
+    }
+}
+
+impl Remote {
+    /// A PostgreSQL state is stored plain (its row's checksum covers the document):
+    /// another format asked for (an option, settings to record) is refused, never
+    /// silently written plain (red13).
+    fn plain_only(&self, format: Format) -> Result<()> {
+        let name = match format {
+            Format::Plain => return Ok(()),
+            Format::Sealed => "sealed",
+            Format::Journal => "journal",
+        };
+        Err(Error::Unsupported {
+            path: self.display().to_path_buf(),
+            what: format!("the {name} format"),
+            why: "for a PostgreSQL state, which is stored plain (the row's checksum covers its document); leave the format at plain".into(),
+        })
+    }
+}
+
+/// Damaged recorded settings (the `settings` column of the state's row), which every
+/// open refuses: `statesafe recover URL` moves them aside first.
+impl Remote {
+    /// The error of an open that found the settings damaged: its path is
+    /// `URL#settings`, so that its hint names the step that works.
+    fn settings_damaged(&self, e: &serde_json::Error) -> Error {
+        Error::Corrupt {
+            path: PathBuf::from(format!("{}#settings", self.display().display())),
+            line: None,
+            column: None,
+            reason: format!("the recorded settings are not valid: {e}"),
+        }
+    }
+
+    /// Moves the state's recorded settings, if they are not valid, into the
+    /// quarantine table as they are (with the row's generation and why), and records
+    /// none in their place (the defaults, as for a state never given settings), under
+    /// the row's lock, in one transaction; the quarantined copy's location, or `None`
+    /// when they are valid (or the state has no row). Never done by an open: only by
+    /// an explicit recovery.
+    pub(crate) fn quarantine_settings(
+        url: &str,
+        lock_timeout: Duration,
+    ) -> Result<Option<PathBuf>> {
+        let address = Address::parse(url)?;
+        let names = Names::new(address.schema.as_deref(), &address.table);
+        let remote = Remote {
+            address,
+            names,
+            pool: Mutex::new(Vec::new()),
+        };
+        let mut client = remote.connect()?;
+        remote.ensure_tables(&mut client)?;
+        let (main, state) = (&remote.names.main, literal(&remote.address.state));
+        let millis = lock_timeout.as_millis().clamp(1, i32::MAX as u128);
+        let locked = client
+            .simple_query(&format!(
+                "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT set_config('lock_timeout', '{millis}ms', true), set_config('application_name', {}, true), {SYNCHRONOUS_COMMIT}, {};
+SELECT generation::text, settings FROM {main} WHERE state = {state} FOR UPDATE",
+                literal(&application_name("recover settings")),
+                statement_timeout(&format!("'{millis}ms'"))
+            ))
+            .map_err(|e| match e.code() {
+                Some(c) if *c == SqlState::LOCK_NOT_AVAILABLE => Error::LockTimeout {
+                    path: remote.display().to_path_buf(),
+                    waited: lock_timeout,
+                    holder: remote.lock_holder().map(Box::new),
+                },
+                _ => remote.error("lock", e),
+            })?;
+        let row = Locking::rows(&locked)
+            .into_iter()
+            .next()
+            .unwrap_or_default();
+        let column = |i: usize| row.get(i).cloned().flatten();
+        let (Some(generation), Some(settings)) = (column(0), column(1)) else {
+            return Ok(None);
+        };
+        let Err(damage) = serde_json::from_str::<Settings>(&settings) else {
+            return Ok(None);
+        };
+        let reason = format!("the recorded settings are not valid: {damage}");
+        let moved = client
+            .simple_query(&format!(
+                "{};\n{};\nUPDATE {main} SET settings = '{{}}' WHERE state = {state};\nCOMMIT",
+                remote.names.create_quarantine(),
+                remote.names.quarantine_settings(
+                    &state,
+                    generation.parse::<i64>().unwrap_or(0),
+                    &literal(&settings),
+                    &literal(&reason)
+                ),
+            ))
+            .map_err(|e| remote.error("quarantine the damaged settings of", e))?;
+        let id = Locking::statements(&moved)
+            .get(1)
+            .and_then(|rows| rows.first())
+            .and_then(|r| r.first().cloned().flatten())
+            .unwrap_or_default();
+        remote.give(client);
+        Ok(Some(PathBuf::from(format!(
+            "{}#quarantine={id}",
+            remote.display().display()
+        ))))
     }
 }

@@ -83,7 +83,7 @@ COMMIT;"
     }
 
     /// The quarantine table, created if missing.
-    fn create_quarantine(&self) -> String {
+    pub(crate) fn create_quarantine(&self) -> String {
         format!(
             "CREATE TABLE IF NOT EXISTS {} (
     id             bigserial PRIMARY KEY,
@@ -114,6 +114,24 @@ impl Names {
 INSERT INTO {quarantine} (state, generation, document, checksum, written_at, writer, reason)
     SELECT state, generation, document, checksum, written_at, writer, {reason} FROM {main} WHERE state = {state}
     RETURNING id::text"
+        )
+    }
+}
+
+impl Names {
+    /// Keeps a state's damaged recorded settings in the quarantine table (made
+    /// first: [`Names::create_quarantine`]): the text in `document`, with no
+    /// checksum, and the reason saying they are settings; returns its id.
+    pub(crate) fn quarantine_settings(
+        &self,
+        state: &str,
+        generation: i64,
+        settings: &str,
+        reason: &str,
+    ) -> String {
+        format!(
+            "INSERT INTO {} (state, generation, document, reason) VALUES ({state}, {generation}, {settings}, {reason}) RETURNING id::text",
+            self.quarantine
         )
     }
 }

@@ -7,4 +7,5 @@
 mod both;
 mod cluster;
 mod red12;
+mod red13;
 mod remote;

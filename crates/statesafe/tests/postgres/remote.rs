@@ -1090,37 +1090,46 @@ fn tls_is_used_and_the_certificate_checked_as_sslmode_says() {
     );
 }
 
+/// A statement the server's `statement_timeout` cancels (here the write itself, slowed
+/// by a trigger; the wait for the row lock is no longer cut short by it: see
+/// `red12::a_short_statement_timeout_does_not_cut_the_lock_wait_short`) is a typed
+/// error naming the URL, the operation and the cause, with a hint; nothing is written.
 #[test]
 fn a_statement_timeout_is_a_typed_error_with_nothing_written() {
     let Some(pg) = cluster::cluster() else { return };
     let url = pg.url("statement_timeout");
     let store = open(&url);
     store.create(json!({"n": 1})).unwrap();
-    let held = Arc::new(std::sync::Barrier::new(2));
-    let done = Arc::new(std::sync::Barrier::new(2));
-    std::thread::scope(|scope| {
-        let (h, d, store) = (Arc::clone(&held), Arc::clone(&done), &store);
-        scope.spawn(move || {
-            let tx = store.begin().unwrap();
-            h.wait();
-            d.wait();
-            drop(tx);
-        });
-        held.wait();
-        // The server cancels the wait for the row lock after 200 ms, long before the
-        // store's own lock timeout.
-        let impatient: Store = Store::options()
-            .lock_timeout(Duration::from_secs(60))
-            .open_url(&format!("{url}&options=-c%20statement_timeout%3D200"))
-            .unwrap();
-        let err = impatient.update(|s| s["n"] = 2.into()).unwrap_err();
-        done.wait();
-        assert!(
-            matches!(&err, Error::Remote { reason, .. } if reason.contains("statement_timeout")),
-            "{err:?}"
-        );
-        assert!(err.hint().unwrap().contains("nothing was committed"));
-    });
+    pg.client()
+        .batch_execute(
+            "CREATE FUNCTION statesafe_test_slow() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN PERFORM pg_sleep(5); RETURN NEW; END $$;
+             CREATE TRIGGER statesafe_test_slow BEFORE UPDATE ON statesafe FOR EACH ROW
+               WHEN (NEW.state = 'statement_timeout') EXECUTE FUNCTION statesafe_test_slow();",
+        )
+        .unwrap();
+    // 200 ms for the statement's own work, plus the 1 s lock timeout: cancelled
+    // after 1.2 s, long before the trigger's 5 s.
+    let impatient: Store = Store::options()
+        .lock_timeout(Duration::from_secs(1))
+        .open_url(&format!("{url}&options=-c%20statement_timeout%3D200"))
+        .unwrap();
+    let err = impatient.update(|s| s["n"] = 2.into()).unwrap_err();
+    pg.client()
+        .batch_execute(
+            "DROP TRIGGER statesafe_test_slow ON statesafe; DROP FUNCTION statesafe_test_slow()",
+        )
+        .unwrap();
+    assert!(
+        matches!(&err, Error::Remote { reason, op, .. } if reason.contains("statement_timeout") && op == "write"),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("state=statement_timeout"), "{err}");
+    let hint = err.hint().unwrap();
+    assert!(
+        hint.contains("nothing was committed") && hint.contains("statement_timeout"),
+        "{hint}"
+    );
     assert_eq!(
         store.load().unwrap(),
         statesafe::Snapshot {
