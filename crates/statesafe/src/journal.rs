@@ -641,10 +641,32 @@ pub(crate) fn read_current<T>(store: &Store<T>, want_acl: bool) -> Result<Option
         .as_deref()
         .and_then(|r| r.journal.as_ref())
         .is_some_and(|p| p.header.follows < snapshot);
+    // A journal whose header does not verify (damaged, or truncated to nothing) shows
+    // no generation, but the lock file's slots may show that a journal following this
+    // snapshot held acknowledged records: then it is a lost journal, refused as a
+    // deleted one is (a repair would reuse their generations).
+    let unreadable = cur
+        .journal
+        .as_deref()
+        .and_then(|r| {
+            r.damage
+                .as_ref()
+                .filter(|_| r.journal.is_none() && !missing)
+        })
+        .map(|(why, _)| why.clone());
     if noted
-        && (missing || stale)
+        && (missing || stale || unreadable.is_some())
         && let Err(e) = store.refuse_deleted_journal(snapshot, checksum, sidecar.as_ref())
     {
+        let e = match (&unreadable, e) {
+            (Some(why), Error::Corrupt { path, .. }) => Error::Corrupt {
+                reason: damaged_header_reason(&path, &journal_path, snapshot, why),
+                path,
+                line: None,
+                column: None,
+            },
+            (_, e) => e,
+        };
         // The journal was opened before the snapshot was read: a compaction in between
         // (a newer snapshot, and its journal renamed in and appended to) looks the same.
         // Such a journal is renamed in before its first end is published, so after the
@@ -666,6 +688,17 @@ pub(crate) fn read_current<T>(store: &Store<T>, want_acl: bool) -> Result<Option
         return Err(e);
     }
     Ok(Some(cur))
+}
+
+/// Why a journal whose header does not verify (`why`), following the snapshot of
+/// `generation` in the state file `path`, is refused: the lock file shows that it held
+/// acknowledged records, lost with the header (see [`Store::refuse_deleted_journal`]).
+fn damaged_header_reason(path: &Path, journal: &Path, generation: u64, why: &str) -> String {
+    format!(
+        "it is a journal-mode snapshot of generation {generation}, but {why}, and the sidecar's lock file shows that this journal held acknowledged records following the snapshot: every commit made after generation {generation} is unreadable, and serving the snapshot (or repairing to it) would roll the state back and use their generations again, so nothing was read or written; restore the journal `{journal}` from a backup of the sidecar directory, or accept the snapshot as the current state with `statesafe recover {path} --accept-snapshot` (the damaged journal is then quarantined, not deleted, and the generations continue past the lost ones)",
+        journal = journal.display(),
+        path = path.display(),
+    )
 }
 
 /// Reads the journal, leaving out the preallocated zeros at its end but for the first
