@@ -1747,11 +1747,12 @@ pub(crate) enum Step {
     Appended(Base, Duration),
     /// This commit writes a snapshot with the ordinary protocol (compaction): its
     /// generation, the base that protocol sees (the snapshot in place, to keep as a
-    /// backup), and a quarantined damaged journal to report once it is done.
+    /// backup), and a quarantined damaged journal to report once it is done (what was
+    /// wrong, where it is kept, the generation kept and its snapshot's generation).
     Compact {
         generation: u64,
         base: Option<Base>,
-        repaired: Option<(String, PathBuf)>,
+        repaired: Option<(String, PathBuf, u64, u64)>,
     },
 }
 
@@ -1855,7 +1856,12 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                     return Err(e);
                 }
             };
-            return compact(Some((damage.clone(), quarantined)));
+            return compact(Some((
+                damage.clone(),
+                quarantined,
+                b.generation,
+                j.snapshot_generation,
+            )));
         }
         let (Some(pos), true, Some(old)) = (&j.journal, j.appendable, &b.value) else {
             return compact(None);
@@ -2016,7 +2022,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         generation: u64,
         checksum: u64,
         perms: Perms,
-        repaired: Option<(String, PathBuf)>,
+        repaired: Option<(String, PathBuf, u64, u64)>,
     ) -> Result<()> {
         let header = Header::new(generation, checksum);
         let started = match start(sidecar, header, perms, self.opts.durability, guard) {
@@ -2026,13 +2032,13 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                 Err(e)
             }
         };
-        if let Some((damage, quarantined)) = repaired {
+        if let Some((damage, quarantined, kept, snapshot)) = repaired {
             self.emit(Event::Recovered {
                 path: self.path().to_path_buf(),
                 damage,
                 quarantined,
-                restored_from: None,
-                rebuilt_from: None,
+                restored_from: Some(kept),
+                rebuilt_from: (kept > snapshot).then_some(snapshot),
                 generation,
             });
         }
@@ -2173,6 +2179,10 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             .expect("invariant: called for a damaged journal");
         let base = Base::of(cur, true, None);
         let new = self.write_version(guard, temp_name, state, Some(&base), Change::Commit)?;
+        let snapshot = cur
+            .journal
+            .as_ref()
+            .map_or(cur.generation, |j| j.snapshot_generation);
         Ok(Event::Recovered {
             path: self.path().to_path_buf(),
             damage,
@@ -2182,8 +2192,8 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                 .sidecar()
                 .join(Sub::Quarantine.name())
                 .join(format!("journal-damaged-{checksum:016x}")),
-            restored_from: None,
-            rebuilt_from: None,
+            restored_from: Some(cur.generation),
+            rebuilt_from: (cur.generation > snapshot).then_some(snapshot),
             generation: new.generation,
         })
     }

@@ -303,7 +303,6 @@ fn a_hard_link_planted_in_a_sticky_directory_gains_its_planter_nothing() {
 /// reader told their state was reset to a default, or one who trusts it and does not
 /// look at what the snapshot kept), and names no generation it came from.
 #[test]
-#[ignore = "red13: a repaired journal is reported as 'replaced by the default state' though the snapshot was kept"]
 fn a_repaired_journal_is_reported_as_the_snapshot_it_kept() {
     let dir = common::test_dir();
     let path = dir.path().join("state.json");
