@@ -704,7 +704,7 @@ fn a_damaged_journal_header_is_accepted_past_its_lost_generations_or_repaired_wh
         .map(|e| std::fs::read(e.unwrap().path()).unwrap())
         .collect();
     assert!(
-        kept.iter().any(|k| *k == bytes),
+        kept.contains(&bytes),
         "the damaged journal was not quarantined"
     );
     assert!(
