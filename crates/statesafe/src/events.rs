@@ -16,19 +16,24 @@ use parking_lot::Mutex;
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Event {
-    /// The state file was damaged; it was quarantined and replaced.
+    /// The state file (in journal mode: its journal) was damaged; it was quarantined
+    /// and replaced.
     Recovered {
         /// The state file.
         path: PathBuf,
         /// What was wrong with it.
         damage: String,
-        /// Where the damaged file is kept.
+        /// Where the damaged file is kept (a damaged journal:
+        /// `quarantine/journal-damaged-XXH3` in the sidecar).
         quarantined: PathBuf,
         /// The generation whose document was restored (`None`: the store's default
-        /// state).
+        /// state). A damaged journal: the generation kept, the snapshot plus the
+        /// journal's records before the damage.
         restored_from: Option<u64>,
         /// When the history's patches rebuilt that generation: the backup generation
-        /// they were applied to (`None`: it was restored from its own backup).
+        /// they were applied to (`None`: it was restored from its own backup). A
+        /// damaged journal: the snapshot's generation, when records were applied to it
+        /// (`None`: the snapshot was kept as it is).
         rebuilt_from: Option<u64>,
         /// The generation now in place.
         generation: u64,
@@ -119,7 +124,20 @@ impl std::fmt::Display for Event {
                     "state file `{}` was damaged ({damage}); ",
                     path.display()
                 )?;
+                // A damaged journal (quarantined under this name, `journal.rs`) is
+                // repaired to the snapshot plus the records before the damage.
+                let journal = quarantined
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("journal-damaged-"));
                 match (restored_from, rebuilt_from) {
+                    (Some(g), Some(s)) if journal => write!(
+                        f,
+                        "kept generation {g} (the snapshot of generation {s} and the journal's records after it, up to the damage)"
+                    )?,
+                    (Some(g), None) if journal => write!(
+                        f,
+                        "kept the snapshot of generation {g} (no record of the journal before the damage)"
+                    )?,
                     (Some(g), Some(b)) => write!(
                         f,
                         "restored generation {g} (backup {b} and the history's changes after it)"
@@ -129,7 +147,8 @@ impl std::fmt::Display for Event {
                 }
                 write!(
                     f,
-                    " as generation {generation}; the damaged file is kept at `{}`",
+                    " as generation {generation}; the damaged {} is kept at `{}`",
+                    if journal { "journal" } else { "file" },
                     quarantined.display()
                 )
             }

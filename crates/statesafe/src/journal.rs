@@ -660,10 +660,32 @@ fn read_current_after<T>(
         .as_deref()
         .and_then(|r| r.journal.as_ref())
         .is_some_and(|p| p.header.follows < snapshot);
+    // A journal whose header does not verify (damaged, or truncated to nothing) shows
+    // no generation, but the lock file's slots may show that a journal following this
+    // snapshot held acknowledged records: then it is a lost journal, refused as a
+    // deleted one is (a repair would reuse their generations).
+    let unreadable = cur
+        .journal
+        .as_deref()
+        .and_then(|r| {
+            r.damage
+                .as_ref()
+                .filter(|_| r.journal.is_none() && !missing)
+        })
+        .map(|(why, _)| why.clone());
     if noted
-        && (missing || stale)
+        && (missing || stale || unreadable.is_some())
         && let Err(e) = store.refuse_deleted_journal(snapshot, checksum, sidecar.as_ref())
     {
+        let e = match (&unreadable, e) {
+            (Some(why), Error::Corrupt { path, .. }) => Error::Corrupt {
+                reason: damaged_header_reason(&path, &journal_path, snapshot, why),
+                path,
+                line: None,
+                column: None,
+            },
+            (_, e) => e,
+        };
         // The journal was opened before the snapshot was read: a compaction in between
         // (a newer snapshot, and its journal renamed in and appended to) looks the same.
         // Such a journal is renamed in before its first end is published, so after the
@@ -712,6 +734,17 @@ fn read_current_after<T>(
         }
     }
     Ok(Some(cur))
+}
+
+/// Why a journal whose header does not verify (`why`), following the snapshot of
+/// `generation` in the state file `path`, is refused: the lock file shows that it held
+/// acknowledged records, lost with the header (see [`Store::refuse_deleted_journal`]).
+fn damaged_header_reason(path: &Path, journal: &Path, generation: u64, why: &str) -> String {
+    format!(
+        "it is a journal-mode snapshot of generation {generation}, but {why}, and the sidecar's lock file shows that this journal held acknowledged records following the snapshot: every commit made after generation {generation} is unreadable, and serving the snapshot (or repairing to it) would roll the state back and use their generations again, so nothing was read or written; restore the journal `{journal}` from a backup of the sidecar directory, or accept the snapshot as the current state with `statesafe recover {path} --accept-snapshot` (the damaged journal is then quarantined, not deleted, and the generations continue past the lost ones)",
+        journal = journal.display(),
+        path = path.display(),
+    )
 }
 
 /// Reads the journal, leaving out the preallocated zeros at its end but for the first
@@ -1823,11 +1856,12 @@ pub(crate) enum Step {
     Appended(Base, Duration),
     /// This commit writes a snapshot with the ordinary protocol (compaction): its
     /// generation, the base that protocol sees (the snapshot in place, to keep as a
-    /// backup), and a quarantined damaged journal to report once it is done.
+    /// backup), and a quarantined damaged journal to report once it is done (what was
+    /// wrong, where it is kept, the generation kept and its snapshot's generation).
     Compact {
         generation: u64,
         base: Option<Base>,
-        repaired: Option<(String, PathBuf)>,
+        repaired: Option<(String, PathBuf, u64, u64)>,
     },
 }
 
@@ -1931,7 +1965,12 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                     return Err(e);
                 }
             };
-            return compact(Some((damage.clone(), quarantined)));
+            return compact(Some((
+                damage.clone(),
+                quarantined,
+                b.generation,
+                j.snapshot_generation,
+            )));
         }
         let (Some(pos), true, Some(old)) = (&j.journal, j.appendable, &b.value) else {
             return compact(None);
@@ -2100,7 +2139,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         generation: u64,
         checksum: u64,
         perms: Perms,
-        repaired: Option<(String, PathBuf)>,
+        repaired: Option<(String, PathBuf, u64, u64)>,
     ) -> Result<()> {
         let header = Header::new(generation, checksum);
         let started = match start(sidecar, header, perms, self.opts.durability, guard) {
@@ -2110,13 +2149,13 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                 Err(e)
             }
         };
-        if let Some((damage, quarantined)) = repaired {
+        if let Some((damage, quarantined, kept, snapshot)) = repaired {
             self.emit(Event::Recovered {
                 path: self.path().to_path_buf(),
                 damage,
                 quarantined,
-                restored_from: None,
-                rebuilt_from: None,
+                restored_from: Some(kept),
+                rebuilt_from: (kept > snapshot).then_some(snapshot),
                 generation,
             });
         }
@@ -2257,6 +2296,10 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             .expect("invariant: called for a damaged journal");
         let base = Base::of(cur, true, None);
         let new = self.write_version(guard, temp_name, state, Some(&base), Change::Commit)?;
+        let snapshot = cur
+            .journal
+            .as_ref()
+            .map_or(cur.generation, |j| j.snapshot_generation);
         Ok(Event::Recovered {
             path: self.path().to_path_buf(),
             damage,
@@ -2266,8 +2309,8 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                 .sidecar()
                 .join(Sub::Quarantine.name())
                 .join(format!("journal-damaged-{checksum:016x}")),
-            restored_from: None,
-            rebuilt_from: None,
+            restored_from: Some(cur.generation),
+            rebuilt_from: (cur.generation > snapshot).then_some(snapshot),
             generation: new.generation,
         })
     }

@@ -9,10 +9,24 @@ use crate::cli::FileArgs;
 use crate::error::Result;
 use crate::output::Output;
 
-/// Lists backups, newest first.
+/// Lists backups, newest first. A file whose reads are refused (a journal-mode file
+/// whose journal was lost: `statesafe recover --accept-snapshot`, or restoring one of
+/// these backups, is the way out) still has its backups listed, then the refusal is
+/// reported as `get` reports it (its error and exit code): an empty list with exit 0
+/// would hide that the commits after the snapshot are gone.
 pub fn run(args: FileArgs, out: &Output) -> Result<()> {
     let store = super::open_at(Store::<Value>::options(), &args.file)?;
     let list = store.backups()?;
+    // Reads the file as every read does, without repairing or writing anything.
+    let refused = store.generation().err();
+    list_backups(&args, out, &list)?;
+    match refused {
+        Some(e) => Err(e.into()),
+        None => Ok(()),
+    }
+}
+
+fn list_backups(args: &FileArgs, out: &Output, list: &statesafe::BackupList) -> Result<()> {
     if out.json {
         return out.json_line(&serde_json::json!({
             "file": args.file.to_string_lossy(),

@@ -106,6 +106,14 @@ fn a_deleted_journal_is_refused_until_the_snapshot_is_accepted() {
     std::fs::remove_file(env.path(".s.json.statesafe/journal")).unwrap();
     let run = env.run(&["get", "s.json", "/n"]);
     assert_eq!(run.code, 7, "{}", run.snapshot());
+    // `backups` lists what exists, then reports the refusal as `get` does.
+    let backups = env.run(&["backups", "s.json"]);
+    assert_eq!(backups.code, 7, "{}", backups.snapshot());
+    assert!(
+        backups.stderr.contains("was deleted") && backups.stderr.contains("--accept-snapshot"),
+        "{}",
+        backups.snapshot()
+    );
     for part in [
         "was deleted",
         "every commit made after generation 1",
