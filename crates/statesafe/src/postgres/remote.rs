@@ -76,9 +76,9 @@ const SELECT_CURRENT: &str = "SELECT generation, document, checksum, \
     (extract(epoch FROM written_at) * 1000000)::bigint, writer";
 
 impl Remote {
-    /// Parses the URL, connects, makes sure the tables are there and as statesafe
-    /// made them, and reads the state's recorded settings.
-    pub(crate) fn open(url: &str) -> Result<(Remote, Settings)> {
+    /// Parses the URL, connects, and makes sure the tables are there and as
+    /// statesafe made them: the remote and its first connection.
+    fn connected(url: &str) -> Result<(Remote, Client)> {
         let address = Address::parse(url)?;
         let names = Names::new(address.schema.as_deref(), &address.table);
         let remote = Remote {
@@ -88,6 +88,13 @@ impl Remote {
         };
         let mut client = remote.connect()?;
         remote.ensure_tables(&mut client)?;
+        Ok((remote, client))
+    }
+
+    /// Parses the URL, connects, makes sure the tables are there and as statesafe
+    /// made them, and reads the state's recorded settings.
+    pub(crate) fn open(url: &str) -> Result<(Remote, Settings)> {
+        let (remote, mut client) = Remote::connected(url)?;
         let row = client
             .query_typed_opt(
                 &format!(
@@ -2221,15 +2228,7 @@ impl Remote {
         url: &str,
         lock_timeout: Duration,
     ) -> Result<Option<PathBuf>> {
-        let address = Address::parse(url)?;
-        let names = Names::new(address.schema.as_deref(), &address.table);
-        let remote = Remote {
-            address,
-            names,
-            pool: Mutex::new(Vec::new()),
-        };
-        let mut client = remote.connect()?;
-        remote.ensure_tables(&mut client)?;
+        let (remote, mut client) = Remote::connected(url)?;
         let (main, state) = (&remote.names.main, literal(&remote.address.state));
         let millis = lock_timeout.as_millis().clamp(1, i32::MAX as u128);
         let locked = client

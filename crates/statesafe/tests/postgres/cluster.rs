@@ -220,6 +220,14 @@ rm -rf "$dir"
     }
 }
 
+/// A store of the state at `url`, with a lock timeout long enough for a loaded machine.
+pub fn open(url: &str) -> statesafe::Store {
+    statesafe::Store::options()
+        .lock_timeout(std::time::Duration::from_secs(30))
+        .open_url(url)
+        .unwrap()
+}
+
 /// `threads` threads each increment `/n` `rounds` times, each through the store
 /// `store()` gives it (a store of its own, or one shared); returns once all are done.
 pub fn increment_n(

@@ -8,14 +8,7 @@ use std::time::Duration;
 use serde_json::json;
 use statesafe::Store;
 
-use crate::cluster;
-
-fn open(url: &str) -> Store {
-    Store::options()
-        .lock_timeout(Duration::from_secs(30))
-        .open_url(url)
-        .unwrap()
-}
+use crate::cluster::{self, open};
 
 /// A password written in the URL's userinfo with a `/` in it
 /// (`postgres://u:se/cret@host/db`), or given as a percent-encoded query key

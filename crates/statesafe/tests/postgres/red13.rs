@@ -2,19 +2,10 @@
 //! `#[ignore = "red13: …"]` test is a bug not fixed yet (the comment says how it
 //! happens; `--run-ignored all` runs it).
 
-use std::time::Duration;
-
 use serde_json::json;
 use statesafe::{Error, Format, RecoveryPolicy, Settings, Store};
 
-use crate::cluster;
-
-fn open(url: &str) -> Store {
-    Store::options()
-        .lock_timeout(Duration::from_secs(30))
-        .open_url(url)
-        .unwrap()
-}
+use crate::cluster::{self, open};
 
 /// `URL#backup=N` is how statesafe names a backup in its messages (and
 /// `URL#quarantine=ID`, `URL#settings`), so a user may pass one back: the `#…` was

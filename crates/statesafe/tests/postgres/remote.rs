@@ -12,14 +12,7 @@ use std::time::Duration;
 use serde_json::json;
 use statesafe::{Change, Error, Event, RecoveryPolicy, Store};
 
-use crate::cluster::{self, Cluster};
-
-fn open(url: &str) -> Store {
-    Store::options()
-        .lock_timeout(Duration::from_secs(30))
-        .open_url(url)
-        .unwrap()
-}
+use crate::cluster::{self, Cluster, open};
 
 #[test]
 fn a_row_whose_checksum_does_not_match_is_corrupt_and_nothing_is_written() {
