@@ -72,11 +72,14 @@ run_layer() { # bin layer -> exit status of the layer
     powerloss) mutated "$m" cargo test --locked --quiet -p statesafe --lib -- sim:: ;;
     kill-j) "$bin" kill --ops journal-compact --at-changes ;;
     powerloss-j) "$bin" powerloss --ops journal-append,journal-append-many ;;
-    # The library's test of a descriptor that cannot vouch for the records before it.
-    # (for the chain mutant, its test of a record that names another record before it).
+    # The library's test of a descriptor that cannot vouch for the records before it
+    # (for the chain mutant, its test of a record that names another record before it;
+    # for the durable-claim mutant, its test of a bad record before a good one whose
+    # writer held the journal durable past it).
     unit-j) mutated journal cargo test --locked --quiet -p statesafe --lib -- --exact "$(
       case $m in
         journal-ignore-chain) echo journal::tests::a_record_that_names_another_record_before_it_ends_the_records ;;
+        journal-ignore-durable-claim) echo journal::tests::a_bad_record_before_one_whose_writer_held_it_durable_is_damage ;;
         *) echo journal::cache::tests::a_fresh_descriptor_compacts_after_records_nobody_published ;;
       esac)" ;;
   esac
@@ -86,7 +89,11 @@ run_layer() { # bin layer -> exit status of the layer
 applies() {
   case $1:$2 in
     journal-skip-flush:powerloss-j | journal-trust-checksum:powerloss-j) true ;;
-    journal-ignore-durable-claim:powerloss-j) true ;;
+    # Since session 13's merges the power-loss layer no longer fails on this mutant
+    # (probably: the records it drops as a torn tail leave the journal short of the
+    # lock file's published durable end, which jfix13's check refuses loudly, and a
+    # loud refusal is no violation). The rule itself is pinned by the unit test.
+    journal-ignore-durable-claim:powerloss-j | journal-ignore-durable-claim:unit-j) true ;;
     journal-compact-early:kill-j) true ;;
     journal-ack-unproven:unit-j | journal-ignore-chain:unit-j) true ;;
     journal-*:*) false ;;
