@@ -454,8 +454,12 @@ impl LockFile {
                 continue;
             };
             through = None;
+            // Only this store's own hold is refused: another store of the same file
+            // held by this thread waits its timeout and gets `LockTimeout` naming the
+            // holder (its operation, e.g. a `statesafe lock`-style maintenance guard),
+            // which programs report to their users (examples/python, seed 002).
             if !timeout.is_zero() {
-                refuse_nested(self, Some(open.id), pid, operation)?;
+                refuse_nested(self, None, pid, operation)?;
             }
             if !cfg!(statesafe_mutation = "no-lock") {
                 match enter_pass(open, start, timeout)
