@@ -1545,37 +1545,13 @@ fn on_a_full_disk_every_process_appends_and_publishes_without_compacting() {
     );
 }
 
-/// Whether this test can act as a second user (root, and `setpriv` to drop to
-/// `nobody`); says so loudly when not.
-fn can_act_as_nobody(test: &str) -> bool {
-    if !common::is_root() {
-        common::skipped(test, "needs root to act as two users");
-        return false;
-    }
-    if std::process::Command::new("setpriv")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        common::skipped(test, "setpriv (util-linux) is not installed");
-        return false;
-    }
-    true
-}
-
 /// Runs the shell `script` as `nobody` (uid and gid 65534, no groups) and asserts that
 /// it succeeded.
 fn as_nobody(script: &str) {
-    let out = std::process::Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--",
-            "sh",
-            "-c",
-        ])
-        .arg(script)
+    let (setpriv, to_nobody) = common::AS_NOBODY.split_first().unwrap();
+    let out = std::process::Command::new(setpriv)
+        .args(to_nobody)
+        .args(["sh", "-c", script])
         .output()
         .unwrap();
     assert!(
@@ -1626,7 +1602,7 @@ fn shared_journal(dir: &Path) -> (PathBuf, Store, Vec<u8>) {
 fn a_quarantine_name_planted_in_advance_does_not_stand_in_for_the_journal() {
     let test =
         "journal_attacks::a_quarantine_name_planted_in_advance_does_not_stand_in_for_the_journal";
-    if !can_act_as_nobody(test) {
+    if !common::can_act_as_nobody(test) {
         return;
     }
     let dir = common::test_dir();
@@ -1685,7 +1661,7 @@ fn a_quarantine_name_planted_in_advance_does_not_stand_in_for_the_journal() {
 #[test]
 fn a_planted_lock_file_is_never_extended_by_a_journal_start() {
     let test = "journal_attacks::a_planted_lock_file_is_never_extended_by_a_journal_start";
-    if !can_act_as_nobody(test) {
+    if !common::can_act_as_nobody(test) {
         return;
     }
     let dir = common::test_dir();
