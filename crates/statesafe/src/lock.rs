@@ -196,7 +196,7 @@ pub(crate) struct LockFile {
     /// `None` until first needed; the mutex also serializes this process's threads.
     /// (Boxed: a `Store` holds this inline, and the open lock is made once per store.)
     file: Mutex<Option<Box<OpenLock>>>,
-    /// How this store's lock is held (boxed, as `file` is).
+    /// How this store's lock is held (boxed too: a `Store` holds this inline).
     holds: Box<Holds>,
 }
 
@@ -206,8 +206,9 @@ struct Holds {
     /// average; 0: none yet): what a wait for the lock polls by ([`wait_for_flock`]).
     ns: AtomicU64,
     /// The thread that holds this store's lock now, by its [`THREAD`] number (0:
-    /// none; a release clears it), and the process it took it in (a child forked without exec has a copy of both, and of the
-    /// thread's number, but holds nothing). See [`refuse_nested`].
+    /// none; a release clears it), and the process it took it in (a child forked
+    /// without exec has a copy of both, and of the thread's number, but holds
+    /// nothing). See [`refuse_nested`].
     thread: AtomicU64,
     pid: AtomicU32,
 }
