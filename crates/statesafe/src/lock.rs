@@ -15,7 +15,6 @@
 //!   a commit's rename: a lock file deleted while held cannot give two holders a commit
 //!   each (`docs/design.md`, "The lock cannot split").
 
-use std::cell::RefCell;
 use std::ffi::OsStr;
 use std::fmt;
 use std::fs::File;
@@ -23,7 +22,7 @@ use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -197,9 +196,8 @@ pub(crate) struct LockFile {
     /// `None` until first needed; the mutex also serializes this process's threads.
     /// (Boxed: a `Store` holds this inline, and the open lock is made once per store.)
     file: Mutex<Option<Box<OpenLock>>>,
-    /// How this store's lock is held (shared with the entry in the holding thread's
-    /// [`HELD_HERE`]).
-    holds: Arc<Holds>,
+    /// How this store's lock is held (boxed too: a `Store` holds this inline).
+    holds: Box<Holds>,
 }
 
 #[derive(Debug)]
@@ -207,43 +205,37 @@ struct Holds {
     /// How long this store's recent lock holds lasted (nanoseconds, a moving
     /// average; 0: none yet): what a wait for the lock polls by ([`wait_for_flock`]).
     ns: AtomicU64,
-    /// The key of the guard that holds the lock now (0: none; see [`refuse_nested`]).
-    key: AtomicU64,
-}
-
-/// A writers' lock this thread took and may still hold. Released on another thread
-/// (a guard can be sent), the entry stays behind, dead: `holds.key` is no longer its
-/// `key`.
-struct HeldHere {
-    key: u64,
-    holds: Arc<Holds>,
-    /// The lock file's device and inode: another store of the same file locks it too.
-    id: (u64, u64),
-    pid: u32,
-}
-
-impl HeldHere {
-    fn live(&self) -> bool {
-        self.holds.key.load(Ordering::Relaxed) == self.key
-    }
+    /// The thread that holds this store's lock now, by its [`THREAD`] number (0:
+    /// none; a release clears it), and the process it took it in (a child forked
+    /// without exec has a copy of both, and of the thread's number, but holds
+    /// nothing). See [`refuse_nested`].
+    thread: AtomicU64,
+    pid: AtomicU32,
 }
 
 thread_local! {
-    /// The writers' locks this thread holds: nearly always none or one.
-    static HELD_HERE: RefCell<Vec<HeldHere>> = const { RefCell::new(Vec::new()) };
+    /// This thread's number, unique in the process (from 1): what [`Holds::thread`]
+    /// names a holder by.
+    static THREAD: u64 = {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    };
 }
 
-/// [`Error::Nested`] when this thread already holds the lock that `lock` (this store's)
-/// or `id` (the lock file's inode, of any store) names: the lock is not reentrant, and
-/// waiting for it would wait for this thread until the timeout. Other threads wait.
-fn refuse_nested(lock: &LockFile, id: Option<(u64, u64)>, pid: u32, operation: &str) -> Result<()> {
-    let nested = HELD_HERE
-        .try_with(|held| {
-            held.borrow().iter().any(|h| {
-                h.pid == pid && h.live() && (Arc::ptr_eq(&h.holds, &lock.holds) || Some(h.id) == id)
-            })
-        })
-        .unwrap_or(false);
+/// This thread's [`THREAD`] number; 0 (no thread's) while the thread is torn down.
+fn this_thread() -> u64 {
+    THREAD.try_with(|n| *n).unwrap_or(0)
+}
+
+/// [`Error::Nested`] when this thread already holds this store's lock: the lock is not
+/// reentrant, and waiting for it would wait for this thread until the timeout. Other
+/// threads wait, and so does another store of the same file in this thread (it gets
+/// `LockTimeout` naming the holder and its operation, which programs report to their
+/// users: examples/python, seed 002).
+fn refuse_nested(lock: &LockFile, pid: u32, operation: &str) -> Result<()> {
+    let thread = lock.holds.thread.load(Ordering::Relaxed);
+    let nested =
+        thread != 0 && thread == this_thread() && lock.holds.pid.load(Ordering::Relaxed) == pid;
     if nested {
         return Err(Error::Nested {
             path: lock.target.given.clone(),
@@ -305,9 +297,8 @@ pub(crate) struct Guard<'a> {
     /// When it was taken, and where its holding time is averaged when released.
     acquired: Instant,
     hold_ns: &'a std::sync::atomic::AtomicU64,
-    /// Where this hold's key is kept while it holds ([`Holds::key`]), and the key.
-    holder_key: &'a AtomicU64,
-    key: u64,
+    /// Where the holding thread is kept while it holds ([`Holds::thread`]).
+    holder_thread: &'a AtomicU64,
     state: PathBuf,
     lock: PathBuf,
     /// Let through by a pass (see [`PASS_ENV`]): the pass file we hold `flock` on,
@@ -365,9 +356,10 @@ impl LockFile {
             target: target.clone(),
             path: target.sidecar().join(LOCK_FILE),
             file: Mutex::new(None),
-            holds: Arc::new(Holds {
+            holds: Box::new(Holds {
                 ns: AtomicU64::new(0),
-                key: AtomicU64::new(0),
+                thread: AtomicU64::new(0),
+                pid: AtomicU32::new(0),
             }),
         }
     }
@@ -421,12 +413,13 @@ impl LockFile {
         };
         // Another thread of this process holding it counts as contention too. A zero
         // timeout tries once, so it never waits for itself (a read recovering a file).
+        // This thread's own hold is found only here: a guard keeps the mutex.
         let mut contended = false;
         let mut inner = match self.file.try_lock() {
             Some(inner) => inner,
             None => {
                 if !timeout.is_zero() {
-                    refuse_nested(self, None, pid, operation)?;
+                    refuse_nested(self, pid, operation)?;
                 }
                 contended = true;
                 match self.file.try_lock_for(timeout) {
@@ -454,13 +447,6 @@ impl LockFile {
                 continue;
             };
             through = None;
-            // Only this store's own hold is refused: another store of the same file
-            // held by this thread waits its timeout and gets `LockTimeout` naming the
-            // holder (its operation, e.g. a `statesafe lock`-style maintenance guard),
-            // which programs report to their users (examples/python, seed 002).
-            if !timeout.is_zero() {
-                refuse_nested(self, None, pid, operation)?;
-            }
             if !cfg!(statesafe_mutation = "no-lock") {
                 match enter_pass(open, start, timeout)
                     .map_err(|e| Error::io(Op::Lock, &self.path, e))?
@@ -492,20 +478,8 @@ impl LockFile {
             }
         }
         let let_through = through.is_some();
-        static KEYS: AtomicU64 = AtomicU64::new(1);
-        let key = KEYS.fetch_add(1, Ordering::Relaxed);
-        self.holds.key.store(key, Ordering::Relaxed);
-        let id = inner.as_deref().map_or((0, 0), |open| open.id);
-        let _ = HELD_HERE.try_with(|held| {
-            let mut held = held.borrow_mut();
-            held.retain(HeldHere::live);
-            held.push(HeldHere {
-                key,
-                holds: Arc::clone(&self.holds),
-                id,
-                pid,
-            });
-        });
+        self.holds.pid.store(pid, Ordering::Relaxed);
+        self.holds.thread.store(this_thread(), Ordering::Relaxed);
         let mut guard = Guard {
             inner,
             record: Record::default(),
@@ -514,8 +488,7 @@ impl LockFile {
             contended,
             acquired: Instant::now(),
             hold_ns: &self.holds.ns,
-            holder_key: &self.holds.key,
-            key,
+            holder_thread: &self.holds.thread,
             state: state.clone(),
             lock: self.path.clone(),
             through,
@@ -1198,9 +1171,7 @@ impl Guard<'_> {
         }
         self.locked = false;
         // No longer held by the thread that took it, wherever this runs.
-        self.holder_key.store(0, Ordering::Relaxed);
-        let key = self.key;
-        let _ = HELD_HERE.try_with(|held| held.borrow_mut().retain(|h| h.key != key));
+        self.holder_thread.store(0, Ordering::Relaxed);
         let held = u64::try_from(self.acquired.elapsed().as_nanos()).unwrap_or(u64::MAX);
         let old = self.hold_ns.load(std::sync::atomic::Ordering::Relaxed);
         let avg = if old == 0 {

@@ -92,6 +92,25 @@ impl Env {
         )
     }
 
+    /// Runs `args` in this directory as user and group `id` (no other groups), through
+    /// `setpriv`: see [`can_run_as_another_user`].
+    pub fn run_as(&self, id: u32, args: &[&str]) -> Run {
+        Run::from(
+            std::process::Command::new("setpriv")
+                .args([
+                    &format!("--reuid={id}"),
+                    &format!("--regid={id}"),
+                    "--clear-groups",
+                    "--",
+                ])
+                .arg(bin())
+                .args(args)
+                .current_dir(self.dir())
+                .output()
+                .expect("run statesafe through setpriv"),
+        )
+    }
+
     pub fn run_stdin(&self, args: &[&str], stdin: &str) -> Run {
         Run::from(
             self.cmd()
@@ -135,6 +154,29 @@ pub fn skipped(test: &str, why: &str) {
     }
 }
 
+/// Whether `test` can run the binary as another user ([`Env::run_as`]: root, and
+/// `setpriv`); says so loudly ([`skipped`]) when not.
+pub fn can_run_as_another_user(test: &str) -> bool {
+    let root = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"));
+    if !root {
+        skipped(test, "needs root to run the binary as another user");
+        return false;
+    }
+    match std::process::Command::new("setpriv")
+        .arg("--version")
+        .output()
+    {
+        Ok(o) if o.status.success() => true,
+        _ => {
+            skipped(test, "setpriv (util-linux) is not installed");
+            false
+        }
+    }
+}
+
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_statesafe")
 }
@@ -157,6 +199,13 @@ impl Run {
             self.code, self.stdout, self.stderr
         )
         .replace(bin(), "statesafe")
+    }
+
+    /// Asserts that the run of `args` exited with `code` and that its stderr contains
+    /// `text`.
+    pub fn assert_failed(&self, args: &[&str], code: i32, text: &str) {
+        assert_eq!(self.code, code, "{args:?}: {}", self.snapshot());
+        assert!(self.stderr.contains(text), "{args:?}: {}", self.snapshot());
     }
 
     pub fn json(&self) -> serde_json::Value {

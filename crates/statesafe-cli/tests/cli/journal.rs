@@ -5,7 +5,7 @@ use crate::common::{Env, Run};
 use crate::snap;
 
 /// `s.json` made in journal mode with `{"n": 0}`, then `/n` set to 1, 2 and 3.
-fn journal_file_with_three_commits() -> Env {
+pub(crate) fn journal_file_with_three_commits() -> Env {
     let env = Env::new();
     let run = env.run(&["init", "s.json", "{\"n\": 0}", "--format", "journal"]);
     assert_eq!(run.code, 0, "{}", run.snapshot());

@@ -26,6 +26,46 @@ fn statesafe(args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+/// The test server (`None`: there is none, and `cluster()` said so) and the URL of
+/// `state`, created by `statesafe init URL init...`.
+fn initialized(state: &str, init: &[&str]) -> Option<(&'static cluster::Cluster, String)> {
+    let pg = cluster::cluster()?;
+    let url = pg.url(state);
+    ok(&[&["init", url.as_str()][..], init].concat());
+    Some((pg, url))
+}
+
+/// The number the environment variable `name` holds, or `default`.
+fn from_env<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The JSON error of a run of `args` (with `--json`) that must fail.
+fn failed(args: &[&str]) -> Value {
+    let out = statesafe(args);
+    assert!(!out.status.success(), "{out:?}");
+    serde_json::from_slice(&out.stderr).unwrap()
+}
+
+/// The document the quarantine table keeps for `state` (one row).
+fn quarantined(pg: &cluster::Cluster, state: &str) -> String {
+    pg.client()
+        .query_one(
+            "SELECT document FROM statesafe_quarantine WHERE state = $1",
+            &[&state],
+        )
+        .unwrap()
+        .get(0)
+}
+
+/// `name` in `dir`, as text.
+fn path_in(dir: &tempfile::TempDir, name: &str) -> String {
+    dir.path().join(name).to_str().unwrap().to_owned()
+}
+
 fn ok(args: &[&str]) -> String {
     let out = statesafe(args);
     assert!(
@@ -38,12 +78,10 @@ fn ok(args: &[&str]) -> String {
 
 #[test]
 fn get_set_update_init_info_check_take_a_url() {
-    let Some(pg) = cluster::cluster() else {
+    let Some((_pg, url)) = initialized("cli_basic", &[r#"{"grades": []}"#]) else {
         return;
     };
-    let url = pg.url("cli_basic");
     let url = url.as_str();
-    ok(&["init", url, r#"{"grades": []}"#]);
     assert_eq!(ok(&["get", "--compact", url, "/grades"]), "[]\n");
     ok(&["set", url, "/grades/-", r#""math: 8.5""#]);
     ok(&["update", url, ".n = 41 | .n += 1"]);
@@ -107,12 +145,10 @@ fn json_of(text: &str) -> Value {
 /// file gives (docs/cli.md).
 #[test]
 fn del_write_exec_backups_log_diff_restore_settings_take_a_url() {
-    let Some(pg) = cluster::cluster() else {
+    let Some((_pg, url)) = initialized("cli_verbs", &[r#"{"a": 1, "b": 2}"#]) else {
         return;
     };
-    let url = pg.url("cli_verbs");
     let url = url.as_str();
-    ok(&["init", url, r#"{"a": 1, "b": 2}"#]);
     ok(&["del", url, "/b"]);
     assert_eq!(json_of(&ok(&["get", url])), json!({"a": 1}));
     ok_with_stdin(
@@ -212,10 +248,7 @@ fn processes_and_threads_lose_no_update() {
     let Some(pg) = cluster::cluster() else {
         return;
     };
-    let rounds: u64 = std::env::var("STATESAFE_PG_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100);
+    let rounds: u64 = from_env("STATESAFE_PG_ROUNDS", 100);
     const WORKERS: u64 = 8;
     let url = pg.url("cli_counter");
     ok(&["init", &url, r#"{"n": 0}"#]);
@@ -359,11 +392,9 @@ fn wait_for(path: &std::path::Path) {
 /// gets in only after CMD ended, on top of CMD's writes); CMD's status is `lock`'s.
 #[test]
 fn lock_lets_the_commands_own_writers_through_and_holds_off_others() {
-    let Some(pg) = cluster::cluster() else {
+    let Some((_pg, url)) = initialized("cli_lock", &[r#"{"n": 0, "log": []}"#]) else {
         return;
     };
-    let url = pg.url("cli_lock");
-    ok(&["init", &url, r#"{"n": 0, "log": []}"#]);
     let dir = tempfile::tempdir().unwrap();
     let (ready, release) = (dir.path().join("ready"), dir.path().join("release"));
     let script = format!(
@@ -423,11 +454,9 @@ fn lock_lets_the_commands_own_writers_through_and_holds_off_others() {
 /// (kept in `statesafe_quarantine`) and restores the newest valid backup; reads work.
 #[test]
 fn recover_takes_a_url_and_repairs_a_damaged_row() {
-    let Some(pg) = cluster::cluster() else {
+    let Some((pg, url)) = initialized("cli_recover", &[r#"{"n": 1}"#, "--recovery", "fail"]) else {
         return;
     };
-    let url = pg.url("cli_recover");
-    ok(&["init", &url, r#"{"n": 1}"#, "--recovery", "fail"]);
     ok(&["set", &url, "/n", "2"]);
     let out = statesafe(&["--json", "recover", &url]);
     assert!(out.status.success(), "{out:?}");
@@ -439,9 +468,7 @@ fn recover_takes_a_url_and_repairs_a_damaged_row() {
             &[],
         )
         .unwrap();
-    let out = statesafe(&["--json", "get", &url]);
-    assert!(!out.status.success(), "{out:?}");
-    let err: Value = serde_json::from_slice(&out.stderr).unwrap();
+    let err = failed(&["--json", "get", &url]);
     assert_eq!(err["kind"], "corrupt", "{err}");
     let message = err.to_string();
     assert!(
@@ -458,15 +485,7 @@ fn recover_takes_a_url_and_repairs_a_damaged_row() {
     );
     // The acknowledged generation 2, rebuilt from backup 1 by its history entry.
     assert_eq!(ok(&["get", &url, "/n"]), "2\n");
-    let kept: String = pg
-        .client()
-        .query_one(
-            "SELECT document FROM statesafe_quarantine WHERE state = 'cli_recover'",
-            &[],
-        )
-        .unwrap()
-        .get(0);
-    assert_eq!(kept, "{\"n\": 666}");
+    assert_eq!(quarantined(pg, "cli_recover"), "{\"n\": 666}");
 }
 
 /// Damaged recorded settings (a hand edit of the `settings` column): every command
@@ -475,20 +494,17 @@ fn recover_takes_a_url_and_repairs_a_damaged_row() {
 /// state goes on with the default settings, and reads work again (red12).
 #[test]
 fn recover_moves_damaged_settings_aside_as_the_hint_says() {
-    let Some(pg) = cluster::cluster() else {
+    let Some((pg, url)) = initialized("cli_bad_settings", &[r#"{"n": 1}"#, "--keep-backups", "3"])
+    else {
         return;
     };
-    let url = pg.url("cli_bad_settings");
-    ok(&["init", &url, r#"{"n": 1}"#, "--keep-backups", "3"]);
     pg.client()
         .execute(
             "UPDATE statesafe SET settings = '{\"backups\": 7}' WHERE state = 'cli_bad_settings'",
             &[],
         )
         .unwrap();
-    let out = statesafe(&["--json", "get", &url]);
-    assert!(!out.status.success(), "{out:?}");
-    let err: Value = serde_json::from_slice(&out.stderr).unwrap();
+    let err = failed(&["--json", "get", &url]);
     assert_eq!(err["kind"], "corrupt", "{err}");
     let hint = err["hint"].as_str().unwrap_or_default();
     assert!(hint.contains(&format!("statesafe recover {url}")), "{err}");
@@ -498,15 +514,7 @@ fn recover_moves_damaged_settings_aside_as_the_hint_says() {
         "{text}"
     );
     assert_eq!(ok(&["get", &url, "/n"]), "1\n");
-    let kept: String = pg
-        .client()
-        .query_one(
-            "SELECT document FROM statesafe_quarantine WHERE state = 'cli_bad_settings'",
-            &[],
-        )
-        .unwrap()
-        .get(0);
-    assert_eq!(kept, "{\"backups\": 7}");
+    assert_eq!(quarantined(pg, "cli_bad_settings"), "{\"backups\": 7}");
     // Sound now: nothing more is moved.
     let again: Value = serde_json::from_str(&ok(&["--json", "recover", &url])).unwrap();
     assert_eq!(again["settings_quarantined"], Value::Null, "{again}");
@@ -517,11 +525,9 @@ fn recover_moves_damaged_settings_aside_as_the_hint_says() {
 /// the innermost CMD's writer gets in, and once both end the state is free again.
 #[test]
 fn a_lock_nested_in_a_lock_on_the_same_url_passes_through() {
-    let Some(pg) = cluster::cluster() else {
+    let Some((_pg, url)) = initialized("cli_lock_nested", &[r#"{"n": 0}"#]) else {
         return;
     };
-    let url = pg.url("cli_lock_nested");
-    ok(&["init", &url, r#"{"n": 0}"#]);
     let out = Command::new(bin())
         .args(["lock", &url, "--timeout", "2s", "--"])
         .arg(bin())
@@ -547,11 +553,9 @@ fn a_lock_nested_in_a_lock_on_the_same_url_passes_through() {
 /// writer gets in.
 #[test]
 fn lock_holder_killed_frees_the_lock() {
-    let Some(pg) = cluster::cluster() else {
+    let Some((_pg, url)) = initialized("cli_lock_killed", &[r#"{"n": 0}"#]) else {
         return;
     };
-    let url = pg.url("cli_lock_killed");
-    ok(&["init", &url, r#"{"n": 0}"#]);
     let dir = tempfile::tempdir().unwrap();
     let (ready, pid) = (dir.path().join("ready"), dir.path().join("pid"));
     let mut holder = Command::new(bin())
@@ -607,8 +611,7 @@ fn copy_moves_a_state_with_its_history_in_every_direction() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("source.json");
-    let file = file.to_str().unwrap();
+    let file: &str = &path_in(&dir, "source.json");
     ok(&["init", file, r#"{"n": 0, "tags": []}"#]);
     ok(&["settings", file, "--keep-backups", "7"]);
     for expr in [".n += 1", ".tags += [\"a\"]", ".n = 1E2", "del(.tags)"] {
@@ -619,10 +622,8 @@ fn copy_moves_a_state_with_its_history_in_every_direction() {
     assert_eq!(expected[4].to_string(), r#"{"n":1E2}"#);
     let server = pg.url("copy_a");
     let server2 = pg.url("copy_b");
-    let back = dir.path().join("back.json");
-    let back = back.to_str().unwrap();
-    let again = dir.path().join("again.json");
-    let again = again.to_str().unwrap();
+    let back: &str = &path_in(&dir, "back.json");
+    let again: &str = &path_in(&dir, "again.json");
     for (from, to) in [
         (file, server.as_str()),
         (server.as_str(), server2.as_str()),
@@ -661,8 +662,7 @@ fn copy_refuses_a_destination_that_exists_or_changed() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("source.json");
-    let file = file.to_str().unwrap();
+    let file: &str = &path_in(&dir, "source.json");
     ok(&["init", file, r#"{"from": "file"}"#]);
     let server = pg.url("copy_cas");
     ok(&["init", &server, r#"{"from": "server"}"#]);
@@ -732,10 +732,7 @@ fn processes_lose_no_acknowledged_update_across_server_crashes() {
     let Some(pg) = cluster::cluster() else {
         return;
     };
-    let restarts: u32 = std::env::var("STATESAFE_PG_RESTARTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(5);
+    let restarts: u32 = from_env("STATESAFE_PG_RESTARTS", 5);
     const WRITERS: usize = 8;
     let url = pg.url("cli_crashes");
     let initial: serde_json::Map<String, Value> =

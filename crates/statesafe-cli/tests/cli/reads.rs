@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{Env, bin};
+use crate::common::{Env, bin, can_run_as_another_user};
 use crate::snap;
 
 fn wait_for(path: &Path) {
@@ -139,26 +139,10 @@ fn lock_on_a_missing_file_leaves_no_sidecar() {
     assert!(!env.path(".nothere.json.statesafe").exists());
 }
 
-fn setpriv_usable() -> Result<(), String> {
-    let root = std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"));
-    if !root {
-        return Err("needs root to run the binary as another user".into());
-    }
-    match Command::new("setpriv").arg("--version").output() {
-        Ok(o) if o.status.success() => Ok(()),
-        _ => Err("setpriv (util-linux) is not installed".into()),
-    }
-}
-
 #[test]
 fn a_write_that_fails_for_lack_of_permission_records_nothing() {
     let test = "reads::a_write_that_fails_for_lack_of_permission_records_nothing";
-    if let Err(reason) = setpriv_usable() {
-        println!("SKIPPED: {test}: {reason}");
-        eprintln!("SKIPPED: {test}: {reason}");
+    if !can_run_as_another_user(test) {
         return;
     }
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -169,15 +153,9 @@ fn a_write_that_fails_for_lack_of_permission_records_nothing() {
     std::fs::set_permissions(env.path("f.json"), std::fs::Permissions::from_mode(0o666)).unwrap();
     let before = env.read("f.json");
     for _ in 0..3 {
-        let out = Command::new("setpriv")
-            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-            .arg(bin())
-            .args(["set", "f.json", "/b", "2"])
-            .current_dir(env.dir())
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(8), "{stderr}");
+        let run = env.run_as(65534, &["set", "f.json", "/b", "2"]);
+        let stderr = run.stderr;
+        assert_eq!(run.code, 8, "{stderr}");
         assert!(stderr.starts_with("error: permission denied"), "{stderr}");
         assert!(!stderr.contains("accepted as generation"), "{stderr}");
     }

@@ -2,48 +2,14 @@
 //! directory (a `/tmp`), owned by another user. Each test that holds is an attack the
 //! code withstands, kept because no other test makes it.
 
+use crate::common::{Env, can_run_as_another_user};
+use crate::journal::journal_file_with_three_commits;
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
-use std::process::Command;
 
-use crate::common::{Env, bin};
-
-const OTHER: &str = "4242";
-
-fn usable() -> Result<(), String> {
-    let root = std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"));
-    if !root {
-        return Err("needs root to run the binary as another user".into());
-    }
-    match Command::new("setpriv").arg("--version").output() {
-        Ok(o) if o.status.success() => Ok(()),
-        _ => Err("setpriv (util-linux) is not installed".into()),
-    }
-}
-
-/// Runs the binary as uid/gid `OTHER` in the test directory; returns (code, stderr).
-fn as_other(env: &Env, args: &[&str]) -> (Option<i32>, String) {
-    let out = Command::new("setpriv")
-        .args([
-            &format!("--reuid={OTHER}"),
-            &format!("--regid={OTHER}"),
-            "--clear-groups",
-            "--",
-        ])
-        .arg(bin())
-        .args(args)
-        .current_dir(env.dir())
-        .output()
-        .unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+/// The other user (uid and gid) who owns the state.
+const OTHER: u32 = 4242;
 
 /// An entry's bytes, mode, owner, link count and change time (seconds, nanoseconds).
 type Entry = (Vec<u8>, u32, u32, u64, i64, i64);
@@ -93,26 +59,24 @@ fn tree(dir: &Path) -> BTreeMap<String, Entry> {
 #[test]
 fn root_on_another_users_journal_state_in_a_sticky_directory_changes_nothing() {
     let test = "red13::root_on_another_users_journal_state_in_a_sticky_directory_changes_nothing";
-    if let Err(reason) = usable() {
-        println!("SKIPPED: {test}: {reason}");
-        eprintln!("SKIPPED: {test}: {reason}");
+    if !can_run_as_another_user(test) {
         return;
     }
     let env = Env::new();
     std::fs::set_permissions(env.dir(), std::fs::Permissions::from_mode(0o1777)).unwrap();
-    let (code, err) = as_other(
-        &env,
+    let run = env.run_as(
+        OTHER,
         &["init", "s.json", "{\"n\": 0}", "--format", "journal"],
     );
-    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(run.code, 0, "{}", run.stderr);
     for n in 1..=3 {
-        let (code, err) = as_other(&env, &["set", "s.json", "/n", &n.to_string()]);
-        assert_eq!(code, Some(0), "{err}");
+        let run = env.run_as(OTHER, &["set", "s.json", "/n", &n.to_string()]);
+        assert_eq!(run.code, 0, "{}", run.stderr);
     }
     let journal = env.path(".s.json.statesafe/journal");
     let kept = std::fs::read(&journal).unwrap();
-    let (code, err) = as_other(&env, &["exec", "s.json", "--", "cat"]);
-    assert_eq!(code, Some(0), "{err}");
+    let run = env.run_as(OTHER, &["exec", "s.json", "--", "cat"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
     std::fs::remove_file(&journal).unwrap();
     let before = tree(env.dir());
     let writes: [&[&str]; 6] = [
@@ -124,22 +88,10 @@ fn root_on_another_users_journal_state_in_a_sticky_directory_changes_nothing() {
         &["lock", "s.json", "--", "true"],
     ];
     for args in writes {
-        let run = env.run(args);
-        assert_eq!(run.code, 14, "{args:?}: {}", run.snapshot());
-        assert!(
-            run.stderr.contains("s.json"),
-            "{args:?}: {}",
-            run.snapshot()
-        );
+        env.run(args).assert_failed(args, 14, "s.json");
     }
     for args in [&["get", "s.json"][..], &["check", "s.json"][..]] {
-        let run = env.run(args);
-        assert_eq!(run.code, 7, "{args:?}: {}", run.snapshot());
-        assert!(
-            run.stderr.contains("accept-snapshot"),
-            "{args:?}: {}",
-            run.snapshot()
-        );
+        env.run(args).assert_failed(args, 7, "accept-snapshot");
     }
     // (`backups` lists nothing and exits 0: the versions since the last compaction were
     // in the journal; it serves no state.)
@@ -160,14 +112,14 @@ fn root_on_another_users_journal_state_in_a_sticky_directory_changes_nothing() {
     }
     assert_eq!(tree(env.dir()), before, "root changed something");
     // The owner puts the journal back: root reads the newest commit, writes nothing.
-    let (code, err) = as_other(&env, &["exec", "s.json", "--", "cat"]);
+    let run = env.run_as(OTHER, &["exec", "s.json", "--", "cat"]);
     assert_ne!(
-        code,
-        Some(0),
-        "the owner's commit went through the loss: {err}"
+        run.code, 0,
+        "the owner's commit went through the loss: {}",
+        run.stderr
     );
     std::fs::write(&journal, &kept).unwrap();
-    std::os::unix::fs::chown(&journal, Some(4242), Some(4242)).unwrap();
+    std::os::unix::fs::chown(&journal, Some(OTHER), Some(OTHER)).unwrap();
     let before = tree(env.dir());
     let run = env.run(&["get", "s.json", "/n"]);
     assert_eq!(
@@ -194,13 +146,7 @@ fn root_on_another_users_journal_state_in_a_sticky_directory_changes_nothing() {
 /// the last line (a script's log, a notification) is sent the wrong way.
 #[test]
 fn a_lost_journals_hint_names_the_ways_out() {
-    let env = Env::new();
-    let run = env.run(&["init", "s.json", "{\"n\": 0}", "--format", "journal"]);
-    assert_eq!(run.code, 0, "{}", run.snapshot());
-    for n in 1..=3 {
-        let run = env.run(&["set", "s.json", "/n", &n.to_string()]);
-        assert_eq!(run.code, 0, "{}", run.snapshot());
-    }
+    let env = journal_file_with_three_commits();
     std::fs::remove_file(env.path(".s.json.statesafe/journal")).unwrap();
     for args in [&["get", "s.json"][..], &["set", "s.json", "/n", "4"][..]] {
         let run = env.run(args);

@@ -55,13 +55,7 @@ fn negative_counts_must_be_0_or_more() {
         &["diff", "s.json", "-1"],
         &["write", "s.json", "--if-generation", "-1"],
     ] {
-        let run = env.run(args);
-        assert_eq!(run.code, 2, "{}", run.snapshot());
-        assert!(
-            run.stderr.contains("must be 0 or more"),
-            "{}",
-            run.snapshot()
-        );
+        env.run(args).assert_failed(args, 2, "must be 0 or more");
     }
     assert!(!env.path("s.json").exists());
 }

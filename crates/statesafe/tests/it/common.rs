@@ -70,6 +70,30 @@ pub fn is_root() -> bool {
         .is_some_and(|euid| euid == "0")
 }
 
+/// The command that runs the program after it as `nobody` (uid and gid 65534, no
+/// groups): a second user, for [`ChildCmd::wrapped`] or [`std::process::Command`].
+pub const AS_NOBODY: [&str; 5] = [
+    "setpriv",
+    "--reuid=65534",
+    "--regid=65534",
+    "--clear-groups",
+    "--",
+];
+
+/// Whether `test` can act as a second user ([`AS_NOBODY`]: root, and `setpriv`);
+/// says so loudly ([`skipped`]) when not.
+pub fn can_act_as_nobody(test: &str) -> bool {
+    if !is_root() {
+        skipped(test, "needs root to act as two users");
+        return false;
+    }
+    if Command::new("setpriv").arg("--version").output().is_err() {
+        skipped(test, "setpriv (util-linux) is not installed");
+        return false;
+    }
+    true
+}
+
 /// This process's umask.
 pub fn umask() -> u32 {
     let v = proc_status_field("Umask:").expect("the kernel reports Umask in /proc/self/status");

@@ -839,15 +839,8 @@ fn child_update_as_user() {
 #[test]
 fn a_writer_outside_the_files_group_never_changes_the_group() {
     let test = "correctness::a_writer_outside_the_files_group_never_changes_the_group";
-    if !common::is_root() {
-        return common::skipped(test, "needs root to run a child as another user");
-    }
-    if std::process::Command::new("setpriv")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        return common::skipped(test, "setpriv (util-linux) is not installed");
+    if !common::can_act_as_nobody(test) {
+        return;
     }
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let dir = common::test_dir();
@@ -863,13 +856,7 @@ fn a_writer_outside_the_files_group_never_changes_the_group() {
     store.update(|s| s["n"] = 5.into()).unwrap();
     let before = std::fs::read(&path).unwrap();
     let out = common::ChildCmd::wrapped(
-        &[
-            "setpriv",
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--",
-        ],
+        &common::AS_NOBODY,
         "correctness::child_update_as_user",
         "update-as-user",
     )

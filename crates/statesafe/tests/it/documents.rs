@@ -21,7 +21,7 @@ fn store(path: &Path) -> Store<Value> {
         .unwrap()
 }
 
-fn parse(text: &str) -> Value {
+pub(crate) fn parse(text: &str) -> Value {
     statesafe::json::parse(text.as_bytes()).unwrap()
 }
 
@@ -329,18 +329,48 @@ fn a_small_change_to_a_large_document_is_recorded_as_a_patch() {
     }
 }
 
-/// JSON text for a number in any spelling JSON allows (statesafe keeps each as
-/// written, exponents included).
-fn number() -> impl Strategy<Value = String> {
+/// JSON text for an integer, a decimal fraction or a number with an exponent, of any
+/// length JSON allows (4 kinds, equally likely).
+pub(crate) fn spelled_number() -> impl Strategy<Value = String> {
     prop_oneof![
-        Just("0".to_string()),
-        Just("-0".to_string()),
-        Just("-0.0".to_string()),
-        Just("18446744073709551616".to_string()),
         "-?[1-9][0-9]{0,40}",
         "-?(0|[1-9][0-9]{0,20})\\.[0-9]{1,30}",
         "-?[1-9][0-9]{0,4}(\\.[0-9]{1,8})?[eE][+-]?[0-9]{1,3}",
         any::<i64>().prop_map(|n| n.to_string()),
+    ]
+}
+
+/// JSON text for an object with `members` as values, named `{prefix}0`, `{prefix}1`, ….
+pub(crate) fn object_text(prefix: &str, members: &[String]) -> String {
+    let members: Vec<String> = members
+        .iter()
+        .enumerate()
+        .map(|(i, m)| format!("\"{prefix}{i}\":{m}"))
+        .collect();
+    format!("{{{}}}", members.join(","))
+}
+
+/// JSON text for an array or an object (equally likely) of up to `most` - 1 `inner`s.
+pub(crate) fn array_or_object(
+    inner: impl Strategy<Value = String> + Clone,
+    most: usize,
+) -> impl Strategy<Value = String> {
+    prop_oneof![
+        proptest::collection::vec(inner.clone(), 0..most)
+            .prop_map(|v| format!("[{}]", v.join(","))),
+        proptest::collection::vec(inner, 0..most).prop_map(|v| object_text("k", &v)),
+    ]
+}
+
+/// JSON text for a number in any spelling JSON allows (statesafe keeps each as
+/// written, exponents included).
+fn number() -> impl Strategy<Value = String> {
+    prop_oneof![
+        1 => Just("0".to_string()),
+        1 => Just("-0".to_string()),
+        1 => Just("-0.0".to_string()),
+        1 => Just("18446744073709551616".to_string()),
+        4 => spelled_number(),
     ]
 }
 
@@ -369,28 +399,12 @@ fn document() -> impl Strategy<Value = String> {
     ];
     let tree = leaf.prop_recursive(6, 64, 6, |inner| {
         prop_oneof![
-            proptest::collection::vec(inner.clone(), 0..6)
-                .prop_map(|v| format!("[{}]", v.join(","))),
-            proptest::collection::vec(inner.clone(), 0..6).prop_map(|v| {
-                let members: Vec<String> = v
-                    .iter()
-                    .enumerate()
-                    .map(|(i, m)| format!("\"k{i}\":{m}"))
-                    .collect();
-                format!("{{{}}}", members.join(","))
-            }),
+            2 => array_or_object(inner.clone(), 6),
             // Up to 6 chains inside each other stay within MAX_DEPTH (512).
-            (1usize..80, inner).prop_map(|(n, v)| format!("{}{v}{}", "[".repeat(n), "]".repeat(n))),
+            1 => (1usize..80, inner).prop_map(|(n, v)| format!("{}{v}{}", "[".repeat(n), "]".repeat(n))),
         ]
     });
-    proptest::collection::vec(tree, 1..4).prop_map(|members| {
-        let members: Vec<String> = members
-            .iter()
-            .enumerate()
-            .map(|(i, m)| format!("\"m{i}\":{m}"))
-            .collect();
-        format!("{{{}}}", members.join(","))
-    })
+    proptest::collection::vec(tree, 1..4).prop_map(|members| object_text("m", &members))
 }
 
 #[test]

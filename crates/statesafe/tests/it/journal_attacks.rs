@@ -9,6 +9,7 @@
 
 use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde_json::{Value, json};
 use statesafe::{Durability, Error, Format, Settings, Store};
@@ -17,16 +18,23 @@ use crate::common;
 
 const PAGE: u64 = 4096;
 
-fn journal_path(path: &Path) -> PathBuf {
+pub(crate) fn journal_path(path: &Path) -> PathBuf {
     let name = path.file_name().unwrap().to_str().unwrap();
     path.with_file_name(format!(".{name}.statesafe"))
         .join("journal")
 }
 
-fn create_journal(path: &Path, doc: Value) -> Store {
+pub(crate) fn create_journal(path: &Path, doc: Value) -> Store {
+    create_journal_with(path, None, doc)
+}
+
+/// A journal-mode file at `path` holding `doc`, compacted whenever its journal passes
+/// `max_bytes` (`None`: the default threshold). Returns the store that created it.
+pub(crate) fn create_journal_with(path: &Path, max_bytes: Option<u64>, doc: Value) -> Store {
     let store: Store = Store::open(path).unwrap();
     let settings = Settings {
         format: Format::Journal,
+        journal_max_bytes: max_bytes,
         ..Settings::default()
     };
     store.create_with(&settings, doc).unwrap();
@@ -80,9 +88,56 @@ fn write_range(path: &Path, at: u64, bytes: &[u8]) {
         .unwrap();
 }
 
-fn fresh(path: &Path) -> (Value, u64) {
+pub(crate) fn fresh(path: &Path) -> (Value, u64) {
     let snap = Store::<Value>::open(path).unwrap().load().unwrap();
     (snap.state, snap.generation)
+}
+
+/// The bytes of every file in the quarantine of `path`'s sidecar.
+pub(crate) fn quarantined(path: &Path) -> Vec<Vec<u8>> {
+    let quarantine = journal_path(path).parent().unwrap().join("quarantine");
+    std::fs::read_dir(&quarantine)
+        .unwrap()
+        .map(|e| std::fs::read(e.unwrap().path()).unwrap())
+        .collect()
+}
+
+/// A reader racing the writers of `path` (whose state is `{"n": …}`, one increment a
+/// commit) until `done`: by a fresh store each time (a full read: journal first, then
+/// snapshot) or by one long-lived store (its cache's check of the journal and the
+/// snapshot, then the journal's tail). No read may fail, every state must be a
+/// committed one (`n` = generation - 1) and the generation must never go back.
+/// Returns how many reads it made.
+pub(crate) fn read_committed_states_in_order(
+    path: &Path,
+    long_lived: bool,
+    done: &AtomicBool,
+) -> u64 {
+    let kept: Store = Store::open(path).unwrap();
+    let mut last = 0u64;
+    let mut reads = 0u64;
+    while !done.load(Ordering::Acquire) {
+        let snap = if long_lived {
+            kept.load()
+        } else {
+            Store::<Value>::open(path).and_then(|s| s.load())
+        }
+        .unwrap_or_else(|e| panic!("a read failed after {reads} reads: {e}"));
+        assert_eq!(
+            snap.state["n"].as_u64(),
+            Some(snap.generation - 1),
+            "a state no commit made, at generation {}",
+            snap.generation
+        );
+        assert!(
+            snap.generation >= last,
+            "the generation went back from {last} to {}",
+            snap.generation
+        );
+        last = snap.generation;
+        reads += 1;
+    }
+    reads
 }
 
 /// A long-lived journal store at generation 4: the snapshot `{"n": 0}` and three
@@ -556,13 +611,8 @@ fn an_older_journal_put_back_in_place_of_the_current_one_is_refused() {
     }
     let accepted = store.accept_snapshot().unwrap().expect("a loss to accept");
     assert!(accepted > generation, "{accepted} after {generation}");
-    let quarantine = journal_path(&path).parent().unwrap().join("quarantine");
-    let kept: Vec<_> = std::fs::read_dir(&quarantine)
-        .unwrap()
-        .map(|e| std::fs::read(e.unwrap().path()).unwrap())
-        .collect();
     assert!(
-        kept.contains(&older),
+        quarantined(&path).contains(&older),
         "the older journal was not quarantined"
     );
     assert_eq!(fresh(&path), (json!({"n": 1}), accepted));
@@ -631,12 +681,10 @@ fn an_older_copy_of_the_same_journal_put_back_is_refused() {
         let writer = a_writer_refused(&path, &snapshot, refused);
         let accepted = writer.accept_snapshot().unwrap().expect("a loss to accept");
         assert!(accepted > 4, "{accepted}");
-        let quarantine = journal_path(&path).parent().unwrap().join("quarantine");
-        let kept: Vec<_> = std::fs::read_dir(&quarantine)
-            .unwrap()
-            .map(|e| std::fs::read(e.unwrap().path()).unwrap())
-            .collect();
-        assert!(kept.contains(&older), "the older copy was not quarantined");
+        assert!(
+            quarantined(&path).contains(&older),
+            "the older copy was not quarantined"
+        );
         assert_eq!(fresh(&path), (json!({"n": 0}), accepted));
         assert_eq!(writer.accept_snapshot().unwrap(), None, "accepted twice");
         store.update(|s| s["n"] = 5.into()).unwrap();
@@ -825,53 +873,23 @@ fn a_store_opened_before_the_file_entered_journal_mode_is_told_to_open_again() {
 fn readers_racing_compactions_see_committed_states_in_order() {
     let dir = common::test_dir();
     let path = dir.path().join("state.json");
-    let store: Store = Store::open(&path).unwrap();
-    let settings = Settings {
-        format: Format::Journal,
-        journal_max_bytes: Some(1200),
-        ..Settings::default()
-    };
-    store.create_with(&settings, json!({"n": 0})).unwrap();
+    let store = create_journal_with(&path, Some(1200), json!({"n": 0}));
     const COMMITS: u64 = 300;
-    let done = std::sync::atomic::AtomicBool::new(false);
+    let done = AtomicBool::new(false);
     std::thread::scope(|scope| {
         let (path, done) = (&path, &done);
-        let mut readers = Vec::new();
-        for long_lived in [false, false, true, true] {
-            readers.push(scope.spawn(move || {
-                let kept: Store = Store::open(path).unwrap();
-                let mut last = 0u64;
-                let mut reads = 0u64;
-                while !done.load(std::sync::atomic::Ordering::Acquire) {
-                    let snap = if long_lived {
-                        kept.load()
-                    } else {
-                        Store::<Value>::open(path).and_then(|s| s.load())
-                    }
-                    .unwrap_or_else(|e| panic!("a read failed after {reads} reads: {e}"));
-                    assert_eq!(
-                        snap.state["n"].as_u64(),
-                        Some(snap.generation - 1),
-                        "a state no commit made, at generation {}",
-                        snap.generation
-                    );
-                    assert!(
-                        snap.generation >= last,
-                        "the generation went back from {last} to {}",
-                        snap.generation
-                    );
-                    last = snap.generation;
-                    reads += 1;
-                }
-                reads
-            }));
-        }
+        let readers: Vec<_> = [false, false, true, true]
+            .into_iter()
+            .map(|long_lived| {
+                scope.spawn(move || read_committed_states_in_order(path, long_lived, done))
+            })
+            .collect();
         for _ in 0..COMMITS {
             store
                 .update(|s| s["n"] = (s["n"].as_u64().unwrap() + 1).into())
                 .unwrap();
         }
-        done.store(true, std::sync::atomic::Ordering::Release);
+        done.store(true, Ordering::Release);
         for r in readers {
             assert!(r.join().unwrap() > 0);
         }
@@ -1527,37 +1545,13 @@ fn on_a_full_disk_every_process_appends_and_publishes_without_compacting() {
     );
 }
 
-/// Whether this test can act as a second user (root, and `setpriv` to drop to
-/// `nobody`); says so loudly when not.
-fn can_act_as_nobody(test: &str) -> bool {
-    if !common::is_root() {
-        common::skipped(test, "needs root to act as two users");
-        return false;
-    }
-    if std::process::Command::new("setpriv")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        common::skipped(test, "setpriv (util-linux) is not installed");
-        return false;
-    }
-    true
-}
-
 /// Runs the shell `script` as `nobody` (uid and gid 65534, no groups) and asserts that
 /// it succeeded.
 fn as_nobody(script: &str) {
-    let out = std::process::Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--",
-            "sh",
-            "-c",
-        ])
-        .arg(script)
+    let (setpriv, to_nobody) = common::AS_NOBODY.split_first().unwrap();
+    let out = std::process::Command::new(setpriv)
+        .args(to_nobody)
+        .args(["sh", "-c", script])
         .output()
         .unwrap();
     assert!(
@@ -1608,7 +1602,7 @@ fn shared_journal(dir: &Path) -> (PathBuf, Store, Vec<u8>) {
 fn a_quarantine_name_planted_in_advance_does_not_stand_in_for_the_journal() {
     let test =
         "journal_attacks::a_quarantine_name_planted_in_advance_does_not_stand_in_for_the_journal";
-    if !can_act_as_nobody(test) {
+    if !common::can_act_as_nobody(test) {
         return;
     }
     let dir = common::test_dir();
@@ -1667,7 +1661,7 @@ fn a_quarantine_name_planted_in_advance_does_not_stand_in_for_the_journal() {
 #[test]
 fn a_planted_lock_file_is_never_extended_by_a_journal_start() {
     let test = "journal_attacks::a_planted_lock_file_is_never_extended_by_a_journal_start";
-    if !can_act_as_nobody(test) {
+    if !common::can_act_as_nobody(test) {
         return;
     }
     let dir = common::test_dir();

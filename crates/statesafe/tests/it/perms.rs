@@ -196,13 +196,7 @@ fn child_as_ordinary_user() {
 /// Runs the ordinary-user child as `nobody` on `path`.
 fn as_nobody(path: &Path) -> Vec<String> {
     ChildCmd::wrapped(
-        &[
-            "setpriv",
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--",
-        ],
+        &common::AS_NOBODY,
         "perms::child_as_ordinary_user",
         "ordinary-user",
     )
@@ -213,16 +207,7 @@ fn as_nobody(path: &Path) -> Vec<String> {
 #[test]
 fn permission_denied_is_typed_and_changes_nothing() {
     let test = "perms::permission_denied_is_typed_and_changes_nothing";
-    if !common::is_root() {
-        common::skipped(test, "needs root to run a child as another user");
-        return;
-    }
-    if std::process::Command::new("setpriv")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        common::skipped(test, "setpriv (util-linux) is not installed");
+    if !common::can_act_as_nobody(test) {
         return;
     }
     let dir = common::test_dir();

@@ -9,19 +9,9 @@ use serde_json::{Value, json};
 use statesafe::{Error, Event, Format, Settings, Store};
 
 use crate::common;
-
-fn journal_settings() -> Settings {
-    Settings {
-        format: Format::Journal,
-        ..Settings::default()
-    }
-}
-
-fn create_journal(path: &Path, doc: Value) -> Store {
-    let store: Store = Store::open(path).unwrap();
-    store.create_with(&journal_settings(), doc).unwrap();
-    store
-}
+use crate::journal_attacks::{
+    create_journal, create_journal_with, journal_path, quarantined, read_committed_states_in_order,
+};
 
 /// A seal header's exact fields, well typed: with a second member `state`, the
 /// document has a sealed envelope's shape.
@@ -440,42 +430,17 @@ fn leaving_journal_mode_for_sealed_under_long_lived_journal_stores() {
 fn readers_racing_group_commits_and_compactions_see_committed_states_in_order() {
     let dir = common::test_dir();
     let path = dir.path().join("state.json");
-    let store: Store = Store::open(&path).unwrap();
-    let settings = Settings {
-        format: Format::Journal,
-        journal_max_bytes: Some(1500),
-        ..Settings::default()
-    };
-    store.create_with(&settings, json!({"n": 0})).unwrap();
+    let store = create_journal_with(&path, Some(1500), json!({"n": 0}));
     const PER_WRITER: u64 = 60;
     let done = std::sync::atomic::AtomicBool::new(false);
     std::thread::scope(|scope| {
         let (path, done, store) = (&path, &done, &store);
-        let mut readers = Vec::new();
-        for long_lived in [false, true, true] {
-            readers.push(scope.spawn(move || {
-                let kept: Store = Store::open(path).unwrap();
-                let (mut last, mut reads) = (0u64, 0u64);
-                while !done.load(std::sync::atomic::Ordering::Acquire) {
-                    let snap = if long_lived {
-                        kept.load()
-                    } else {
-                        Store::<Value>::open(path).and_then(|s| s.load())
-                    }
-                    .unwrap_or_else(|e| panic!("a read failed after {reads} reads: {e}"));
-                    assert_eq!(
-                        snap.state["n"].as_u64(),
-                        Some(snap.generation - 1),
-                        "a state no commit made, at generation {}",
-                        snap.generation
-                    );
-                    assert!(snap.generation >= last, "{last} -> {}", snap.generation);
-                    last = snap.generation;
-                    reads += 1;
-                }
-                reads
-            }));
-        }
+        let readers: Vec<_> = [false, true, true]
+            .into_iter()
+            .map(|long_lived| {
+                scope.spawn(move || read_committed_states_in_order(path, long_lived, done))
+            })
+            .collect();
         let writers: Vec<_> = (0..4)
             .map(|_| {
                 scope.spawn(move || {
@@ -646,9 +611,7 @@ fn a_journal_with_a_damaged_header_is_repaired_past_every_generation_it_held() {
         let client = Store::<Value>::open(&path).unwrap().load().unwrap();
         let at_two = 2;
         assert_eq!(client.generation, 4);
-        let journal = path
-            .with_file_name(format!(".s{truncate}.json.statesafe"))
-            .join("journal");
+        let journal = journal_path(&path);
         let mut bytes = std::fs::read(&journal).unwrap();
         if truncate {
             bytes.clear();
@@ -688,7 +651,7 @@ fn a_damaged_journal_header_is_accepted_past_its_lost_generations_or_repaired_wh
     for n in 1..=3u64 {
         store.update(|s| s["n"] = n.into()).unwrap();
     }
-    let journal = path.with_file_name(".s.json.statesafe").join("journal");
+    let journal = journal_path(&path);
     let mut bytes = std::fs::read(&journal).unwrap();
     bytes[9] ^= 0x01;
     std::fs::write(&journal, &bytes).unwrap();
@@ -706,13 +669,8 @@ fn a_damaged_journal_header_is_accepted_past_its_lost_generations_or_repaired_wh
     ));
     let accepted = reader.accept_snapshot().unwrap().expect("a loss to accept");
     assert!(accepted > 4, "accepted as generation {accepted}");
-    let quarantine = journal.parent().unwrap().join("quarantine");
-    let kept: Vec<Vec<u8>> = std::fs::read_dir(&quarantine)
-        .unwrap()
-        .map(|e| std::fs::read(e.unwrap().path()).unwrap())
-        .collect();
     assert!(
-        kept.contains(&bytes),
+        quarantined(&path).contains(&bytes),
         "the damaged journal was not quarantined"
     );
     assert!(
@@ -732,7 +690,7 @@ fn a_damaged_journal_header_is_accepted_past_its_lost_generations_or_repaired_wh
     // Nothing acknowledged after the snapshot: repaired on load, no refusal.
     let empty = dir.path().join("e.json");
     create_journal(&empty, json!({"n": 0}));
-    let journal = empty.with_file_name(".e.json.statesafe").join("journal");
+    let journal = journal_path(&empty);
     let mut bytes = std::fs::read(&journal).unwrap();
     bytes[9] ^= 0x01;
     std::fs::write(&journal, &bytes).unwrap();

@@ -44,22 +44,6 @@ fn within_a_minute<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) ->
         .expect("the call blocked (a FIFO opened without O_NONBLOCK?)")
 }
 
-fn needs_root_and_setpriv(test: &str) -> bool {
-    if !common::is_root() {
-        common::skipped(test, "needs root to act as two users");
-        return false;
-    }
-    if std::process::Command::new("setpriv")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        common::skipped(test, "setpriv (util-linux) is not installed");
-        return false;
-    }
-    true
-}
-
 /// Attack 1: a history segment planted as a symlink to someone else's private file.
 /// The permission fix-up never follows it, and the append never writes through it.
 #[test]
@@ -518,19 +502,9 @@ fn child_try_lock() {
 }
 
 fn try_lock_as_nobody(path: &Path) -> Vec<String> {
-    ChildCmd::wrapped(
-        &[
-            "setpriv",
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--",
-        ],
-        "security::child_try_lock",
-        "try-lock",
-    )
-    .arg("PATH", path)
-    .run()
+    ChildCmd::wrapped(&common::AS_NOBODY, "security::child_try_lock", "try-lock")
+        .arg("PATH", path)
+        .run()
 }
 
 /// Attack 7: a user who may only read the state file cannot take the writers' lock
@@ -539,7 +513,7 @@ fn try_lock_as_nobody(path: &Path) -> Vec<String> {
 #[test]
 fn only_a_user_who_may_write_the_file_takes_the_lock() {
     let test = "security::only_a_user_who_may_write_the_file_takes_the_lock";
-    if !needs_root_and_setpriv(test) {
+    if !common::can_act_as_nobody(test) {
         return;
     }
     let dir = common::test_dir();
@@ -610,13 +584,7 @@ fn child_flock_directly() {
 
 fn flock_directly_as_nobody(lock: &Path) -> Vec<String> {
     ChildCmd::wrapped(
-        &[
-            "setpriv",
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--",
-        ],
+        &common::AS_NOBODY,
         "security::child_flock_directly",
         "flock-directly",
     )
@@ -631,7 +599,7 @@ fn flock_directly_as_nobody(lock: &Path) -> Vec<String> {
 #[test]
 fn a_reader_cannot_flock_the_lock_file_directly() {
     let test = "security::a_reader_cannot_flock_the_lock_file_directly";
-    if !needs_root_and_setpriv(test) {
+    if !common::can_act_as_nobody(test) {
         return;
     }
     let dir = common::test_dir();
@@ -649,13 +617,7 @@ fn a_reader_cannot_flock_the_lock_file_directly() {
     set_mode(&other, 0o644);
     std::fs::rename(&other, &path).unwrap();
     let out = ChildCmd::wrapped(
-        &[
-            "setpriv",
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--",
-        ],
+        &common::AS_NOBODY,
         "security::child_read_generation",
         "read-generation",
     )
@@ -665,13 +627,7 @@ fn a_reader_cannot_flock_the_lock_file_directly() {
     // And still sees who holds the lock, though it may not read the record.
     let held = store.lock("hold").unwrap();
     let out = ChildCmd::wrapped(
-        &[
-            "setpriv",
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--",
-        ],
+        &common::AS_NOBODY,
         "security::child_lock_holder",
         "lock-holder",
     )
