@@ -45,7 +45,6 @@ fn chmod(path: &Path, mode: u32) {
 /// The other way round, a sealed store kept sealing a file recorded as plain. A store
 /// whose own options name a format keeps it (the options override the settings).
 #[test]
-#[ignore = "red14: a store opened before the format changed keeps writing its own (plain over sealed)"]
 fn a_store_opened_before_the_format_changed_writes_the_recorded_format() {
     let dir = common::test_dir();
     for (from, to) in [
