@@ -629,7 +629,18 @@ impl Sidecar {
             }
             _ => true,
         };
-        if st.mode == dir_mode(perms.mode) && !owner_differs && lock_right {
+        // The journal holds every change since the last compaction: it admits whom the
+        // state file admits, like the snapshot (a narrowing must not leave it readable
+        // by users the file no longer admits; a widening must let the new writers in).
+        let journal = OsStr::new(crate::journal::JOURNAL);
+        let journal_right = match root.stat(journal, Op::Settings)? {
+            Some(j) if j.kind == Kind::File && j.nlink == 1 => {
+                j.mode & 0o7777 == file_mode(perms.mode)
+                    && (sys::effective_uid() != 0 || (j.uid, j.gid) == (perms.uid, perms.gid))
+            }
+            _ => true,
+        };
+        if st.mode == dir_mode(perms.mode) && !owner_differs && lock_right && journal_right {
             return Ok(());
         }
         // Narrow the top folder first: from then on nothing inside is reachable by users
@@ -649,6 +660,15 @@ impl Sidecar {
         }
         for name in OWN_FILES {
             fix_own_file(root, OsStr::new(name), perms)?;
+        }
+        // A journal with a second name (a quarantine's hard link, until the compaction
+        // that follows replaces it) is left as it is: a `chmod` would change the
+        // quarantined copy too.
+        if root
+            .stat(journal, Op::Settings)?
+            .is_some_and(|j| j.kind == Kind::File && j.nlink == 1)
+        {
+            fix_own_file(root, journal, perms)?;
         }
         Ok(())
     }

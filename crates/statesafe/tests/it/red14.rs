@@ -95,7 +95,6 @@ fn a_store_opened_before_the_format_changed_writes_the_recorded_format() {
 /// too, until a compaction), and after `chmod 0666 FILE` another user granted write to
 /// the file could not open the journal (nor the lock file) to commit.
 #[test]
-#[ignore = "red14: a chmod of the state file never reaches the journal"]
 fn the_journal_follows_the_state_files_permissions() {
     let dir = common::test_dir();
     let path = dir.path().join("state.json");
