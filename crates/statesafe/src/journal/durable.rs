@@ -157,11 +157,21 @@ pub(crate) fn publish(
             rustix::io::Errno::IO.raw_os_error(),
         ));
     }
-    let slot = pid as usize % SLOTS;
-    lock.write_all_at(
-        &encode_slot(id, end, pid),
-        REGION_AT + (slot * SLOT_LEN) as u64,
-    )
+    let at = REGION_AT + (pid as usize % SLOTS * SLOT_LEN) as u64;
+    // Every writer of this process shares the slot (threads of one store, and other
+    // stores of the same file), and each publishes after its own flush, without the
+    // writers' lock: one that appended first may flush last. So the process's
+    // publications are made one at a time, and one never writes a smaller end over the
+    // larger one the slot holds for the same journal: it would take away the only
+    // witness of the later records ("A deleted sidecar" in `docs/design.md`).
+    static ONE_AT_A_TIME: parking_lot::Mutex<()> = parking_lot::const_mutex(());
+    let _one = ONE_AT_A_TIME.lock();
+    let mut held = [0u8; SLOT_LEN];
+    if lock.read_exact_at(&mut held, at).is_ok() && decode_slot(&held, id).is_some_and(|e| e >= end)
+    {
+        return Ok(());
+    }
+    lock.write_all_at(&encode_slot(id, end, pid), at)
 }
 
 /// What a journal descriptor knows of its own flushes, shared by the commits of one

@@ -267,7 +267,6 @@ fn published_end(lock: &Path) -> u64 {
 /// fresh reader of a copy cut at the published end must serve the last acknowledged
 /// generation or refuse.
 #[test]
-#[ignore = "red14: a late publication in a shared slot hides an acknowledged record"]
 fn a_late_publication_in_a_shared_slot_never_hides_an_acknowledged_record() {
     let dir = common::test_dir();
     let path = dir.path().join("state.json");
