@@ -212,7 +212,6 @@ fn settings_planted_between_two_commits_are_refused_not_followed() {
 /// refused must keep every version that survives: the copy's records are replayed onto
 /// the snapshot, and the state accepted is the newest of them.
 #[test]
-#[ignore = "red14: accept_snapshot drops the older copy's committed records"]
 fn accepting_after_an_older_copy_keeps_the_copys_records() {
     let dir = common::test_dir();
     let path = dir.path().join("state.json");
