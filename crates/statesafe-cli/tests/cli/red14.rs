@@ -37,8 +37,9 @@ fn accepting_after_an_older_copy_keeps_and_names_what_survived() {
 
 /// A second user granted write to a journal-mode file by `chmod 0666 FILE` commits
 /// once the sidecar followed (at the owner's next commit, an append included), and
-/// before that is refused with an error that names the file, the cause and the way
-/// out, never a bare `EACCES`.
+/// before that is refused with an error that names the lock file, the cause and the
+/// way out (the hint used to send the user to the state file's permissions, which
+/// were right: the sidecar had not followed them yet).
 #[test]
 fn a_user_granted_write_by_chmod_commits_in_journal_mode() {
     let test = "red14::a_user_granted_write_by_chmod_commits_in_journal_mode";
@@ -71,7 +72,7 @@ fn a_user_granted_write_by_chmod_commits_in_journal_mode() {
     let stderr = String::from_utf8_lossy(&before.stderr).into_owned();
     if !before.status.success() {
         assert!(
-            stderr.contains("s.json") && stderr.contains("hint:"),
+            stderr.contains("s.json") && stderr.contains("one commit by the file's owner"),
             "the refusal before the owner's commit names no file or way out: {stderr}"
         );
     }
