@@ -169,6 +169,13 @@ fn not_a_dir(dir: &OwnedFd, name: &OsStr, path: PathBuf) -> Error {
 }
 
 impl Dir {
+    /// Whether users other than its owner may write here now (they may write the
+    /// state file), so plant entries: one `fstat` (the folder follows a `chmod` of the
+    /// state file after it was opened).
+    pub(crate) fn shared(&self) -> bool {
+        self.owners.is_none() || sys::stat_fd(&self.fd).is_ok_and(|st| st.mode & 0o022 != 0)
+    }
+
     /// Where it is, for messages.
     pub fn path(&self) -> &Path {
         &self.path

@@ -131,16 +131,18 @@ fn the_journal_follows_the_state_files_permissions() {
     }
 }
 
-/// Attack (held): rfix13b re-reads `settings.json` under the lock when its identity
-/// changed. In a sticky world-writable directory, with the state file writable by
-/// everyone (so the sidecar is too), a symlink to a private file of root's, a FIFO, or
-/// a hard link to another file is planted in its place between two commits of a
-/// long-lived store run by root. The re-read goes through the sidecar's checked open
-/// (no link followed, no FIFO waited on, one link only): the commit is refused with
-/// `Error::Unsafe` naming the settings file, and nothing is read from or written to the
-/// planted target.
+/// rfix13b re-reads `settings.json` under the lock when its identity changed. In a
+/// sticky world-writable directory, with the state file writable by everyone (so the
+/// sidecar is too), a symlink to a private file of root's, a FIFO, or a hard link to
+/// it is planted in its place between two commits of a long-lived store run by root.
+/// The symlink and the FIFO held: the re-read goes through the sidecar's checked open,
+/// as the first read does (no link followed, no FIFO waited on). The hard link did
+/// not: both reads took any regular file, so root's private file was read and applied
+/// as the file's settings (its keys even quoted in the error when it does not parse).
+/// Now a settings file with a second name in a sidecar others may write is refused:
+/// the commit fails with `Error::Unsafe` naming it, and nothing is read from or
+/// written to the planted target.
 #[test]
-#[ignore = "red14: a hard-linked settings file is read as the settings"]
 fn settings_planted_between_two_commits_are_refused_not_followed() {
     let test = "red14::settings_planted_between_two_commits_are_refused_not_followed";
     if !common::is_root() {
