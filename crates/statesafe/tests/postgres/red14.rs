@@ -24,7 +24,6 @@ fn store(url: &str, timeout: Duration) -> Store {
 /// and gets `LockTimeout` naming the holder; the first transaction's update is never
 /// lost either way.
 #[test]
-#[ignore = "red14: a nested begin on a PostgreSQL state waits for itself until the lock timeout"]
 fn a_nested_begin_on_a_postgres_state_is_refused_at_once() {
     let Some(pg) = cluster::cluster() else { return };
     let url = pg.url("red14-nested");
