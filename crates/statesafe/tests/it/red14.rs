@@ -110,13 +110,20 @@ fn the_journal_follows_the_state_files_permissions() {
     .into_iter()
     .enumerate()
     {
+        let journal_inode = common::inode(&journal);
         chmod(&path, mode);
         store.update(|d| d["n"] = (n as u64 + 2).into()).unwrap();
+        let after_long_lived = common::mode(&journal);
         let fresh_commit: Store = Store::open(&path).unwrap();
         fresh_commit.update(|d| d["m"] = n.into()).unwrap();
-        assert!(
-            std::fs::read(&path).unwrap().len() < 20,
+        assert_eq!(
+            common::inode(&journal),
+            journal_inode,
             "the commits compacted; this test wants appends"
+        );
+        assert_eq!(
+            after_long_lived, journal_mode,
+            "after chmod {mode:o}, the long-lived store's append left the journal's mode"
         );
         let got = (
             common::mode(&journal),
