@@ -594,6 +594,11 @@ impl Error {
             } => {
                 "the file belongs to a group this user is not in, and a new version would silently change its group: write it as a member of that group (`newgrp`, `sg`), as its owner after `chgrp` to a group of yours, or as root".into()
             }
+            Error::PermissionDenied {
+                op: Op::OpenLock, ..
+            } => {
+                "the sidecar's files admit whom the state file admitted at its last commit: after a `chmod` that grants you write access, one commit by the file's owner (or root) gives them the file's permissions; otherwise check the permissions of the state file and its directory".into()
+            }
             Error::PermissionDenied { .. } => {
                 "check the permissions of the state file and its directory (writing needs write access to the directory)".into()
             }

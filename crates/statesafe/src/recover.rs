@@ -943,7 +943,11 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
     /// acknowledged generation number is used again for other contents (a stale
     /// compare-and-swap fails). Nothing is deleted: the lost journal is gone already,
     /// and what is left of the sidecar (settings, backups, history, the lock file's
-    /// slots naming the lost journal) stays as it is.
+    /// slots naming the lost journal) stays as it is. Where an older copy of the
+    /// snapshot's own journal was left in its place, its records are committed
+    /// versions nothing lost: the newest document they replay to is accepted instead
+    /// of the bare snapshot (written as a new snapshot, and recorded in the history as
+    /// a restore of the copy's last generation).
     ///
     /// Returns the snapshot's new generation, or `None` when no loss is detected (the
     /// file is then left alone: accepting is only ever the way out of that refusal).
@@ -968,10 +972,14 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                 why: "a PostgreSQL state has no journal to lose".into(),
             });
         }
-        let Locked { mut guard, .. } = self.lock_and_read("accept-snapshot", false)?;
+        let Locked {
+            mut guard,
+            temp_name,
+            ..
+        } = self.lock_and_read("accept-snapshot", false)?;
         let local = self.local();
         let dir = self.dir()?;
-        let Some(cur) = write::read_current(&local.target, dir, &local.lock, false)? else {
+        let Some(cur) = write::read_current(&local.target, dir, &local.lock, true)? else {
             return Err(Error::NotFound {
                 path: local.target.given.clone(),
             });
@@ -1038,11 +1046,75 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                 why: format!("its generation would pass {}", format::MAX_GENERATION),
             });
         }
+        // An older copy of this snapshot's own journal holds committed versions that
+        // nothing lost: the newest of them is accepted, not the bare snapshot.
+        if let Some((state, kept)) = match &left {
+            Some(bytes) => self.survivors_of_copy(&cur, &journal_path, bytes),
+            None => None,
+        } {
+            // Written as a new snapshot at `generation` with the ordinary protocol (the
+            // journal step compacts: the base has no journal). The outgoing snapshot is
+            // not linked as a backup: it would be named after a generation it never
+            // had, and its own generation's version is in the history already.
+            let mut base = Base::of(&cur, false, None);
+            base.generation = generation - 1;
+            base.journal = None;
+            let new = self.write_version(
+                &mut guard,
+                &temp_name,
+                &state,
+                Some(&base),
+                Change::Restore { from: kept },
+            )?;
+            guard.release();
+            return Ok(Some(new.generation));
+        }
         self.restamp_snapshot(&cur, generation)?;
         guard.record.last_generation = generation;
         let _ = guard.write_record(&local.target.sidecar().join("lock"));
         guard.release();
         Ok(Some(generation))
+    }
+
+    /// The newest version the journal `bytes` left in the lost one's place holds past
+    /// the snapshot `cur`, and its generation: `None` unless it is a copy of the
+    /// snapshot's own journal (the same header) with at least one record that replays
+    /// (records up to any damage in it are kept, as a repair keeps them).
+    fn survivors_of_copy(
+        &self,
+        cur: &Current,
+        journal_path: &std::path::Path,
+        bytes: &[u8],
+    ) -> Option<(T, u64)> {
+        let header = crate::journal::Header::decode(bytes)?;
+        if header.follows != cur.generation || header.snapshot != cur.checksum {
+            return None;
+        }
+        let mut replayed = Current {
+            bytes: cur.bytes.clone(),
+            checksum: cur.checksum,
+            generation: cur.generation,
+            external: false,
+            adopted: false,
+            perms: cur.perms,
+            id: cur.id,
+            acl: None,
+            journal: None,
+            journal_follows: cur.journal_follows,
+        };
+        let size = bytes.len() as u64;
+        crate::journal::overlay(
+            self.path(),
+            journal_path,
+            &mut replayed,
+            Some(((0, 0, size), bytes.to_vec())),
+        )
+        .ok()?;
+        if replayed.generation <= cur.generation {
+            return None;
+        }
+        let state = format::decode::<T>(self.path(), &replayed.bytes).ok()?;
+        Some((state, replayed.generation))
     }
 
     /// Records `settings` with the file (atomically, under the lock) so that every

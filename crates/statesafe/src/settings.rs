@@ -152,7 +152,37 @@ impl Settings {
             return Ok(Settings::default());
         };
         let path = sidecar.root().join(SETTINGS_FILE);
-        match sidecar.root().read(OsStr::new(SETTINGS_FILE), Op::Read)? {
+        let name = OsStr::new(SETTINGS_FILE);
+        let opened = sidecar.root().open_stat(
+            name,
+            crate::sys::Access::Read,
+            0,
+            crate::sidecar::Use::Read,
+            Op::Read,
+        )?;
+        let bytes = match opened {
+            // statesafe replaces the settings by rename, so they have one name. A
+            // second one, where other users may plant entries, is a hard link someone
+            // made to a file elsewhere (where `fs.protected_hardlinks` is 0, to a file
+            // of the caller's they may not read): never read as the settings.
+            Some((_, st)) if st.nlink > 1 && sidecar.root().shared() => {
+                return Err(Error::Unsafe {
+                    path,
+                    reason: format!(
+                        "it has {} hard links in a sidecar other users may write, so it may be a link to a file elsewhere; remove it and record the settings again (`statesafe settings FILE ...`)",
+                        st.nlink
+                    ),
+                });
+            }
+            Some((mut file, _)) => {
+                let mut bytes = Vec::new();
+                std::io::Read::read_to_end(&mut file, &mut bytes)
+                    .map_err(|e| Error::io(Op::Read, &path, e))?;
+                Some(bytes)
+            }
+            None => None,
+        };
+        match bytes {
             Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| Error::Corrupt {
                 path,
                 line: Some(e.line()),

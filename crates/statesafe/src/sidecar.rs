@@ -169,6 +169,13 @@ fn not_a_dir(dir: &OwnedFd, name: &OsStr, path: PathBuf) -> Error {
 }
 
 impl Dir {
+    /// Whether users other than its owner may write here now (they may write the
+    /// state file), so plant entries: one `fstat` (the folder follows a `chmod` of the
+    /// state file after it was opened).
+    pub(crate) fn shared(&self) -> bool {
+        self.owners.is_none() || sys::stat_fd(&self.fd).is_ok_and(|st| st.mode & 0o022 != 0)
+    }
+
     /// Where it is, for messages.
     pub fn path(&self) -> &Path {
         &self.path
@@ -629,7 +636,18 @@ impl Sidecar {
             }
             _ => true,
         };
-        if st.mode == dir_mode(perms.mode) && !owner_differs && lock_right {
+        // The journal holds every change since the last compaction: it admits whom the
+        // state file admits, like the snapshot (a narrowing must not leave it readable
+        // by users the file no longer admits; a widening must let the new writers in).
+        let journal = OsStr::new(crate::journal::JOURNAL);
+        let journal_right = match root.stat(journal, Op::Settings)? {
+            Some(j) if j.kind == Kind::File && j.nlink == 1 => {
+                j.mode & 0o7777 == file_mode(perms.mode)
+                    && (sys::effective_uid() != 0 || (j.uid, j.gid) == (perms.uid, perms.gid))
+            }
+            _ => true,
+        };
+        if st.mode == dir_mode(perms.mode) && !owner_differs && lock_right && journal_right {
             return Ok(());
         }
         // Narrow the top folder first: from then on nothing inside is reachable by users
@@ -649,6 +667,15 @@ impl Sidecar {
         }
         for name in OWN_FILES {
             fix_own_file(root, OsStr::new(name), perms)?;
+        }
+        // A journal with a second name (a quarantine's hard link, until the compaction
+        // that follows replaces it) is left as it is: a `chmod` would change the
+        // quarantined copy too.
+        if root
+            .stat(journal, Op::Settings)?
+            .is_some_and(|j| j.kind == Kind::File && j.nlink == 1)
+        {
+            fix_own_file(root, journal, perms)?;
         }
         Ok(())
     }

@@ -540,8 +540,9 @@ impl<T> Store<T> {
     /// (a schema recorded by `statesafe settings FILE --schema S`) bind this store's
     /// next commit too. One `fstatat` while the settings file is the one last read
     /// and settled (as [`crate::journal::cache::recorded_format`] checks it); read
-    /// whole otherwise. The format stays this store's: a change of format is noticed
-    /// by the commit itself.
+    /// whole otherwise. A change between plain and sealed binds the next commit too
+    /// (unless the store's options name a format); entering or leaving journal mode
+    /// leaves the store's format as it was: the commit and the read notice it.
     pub(crate) fn refresh_settings(&self, sidecar: &Sidecar) -> Result<()> {
         let name = std::ffi::OsStr::new(crate::settings::SETTINGS_FILE);
         let ident = match rustix::fs::statat(
@@ -570,7 +571,13 @@ impl<T> Store<T> {
         let config = self.config();
         if settings != config.settings {
             let mut fresh = Config::new_for(&local.target, &self.opts, &settings)?;
-            fresh.format = config.format;
+            // Plain and sealed are layouts of the same file: the recorded one binds
+            // this store's next commit as a schema does (unless its options name
+            // one). Entering or leaving journal mode is not a layout: the commit and
+            // the read notice it and refuse (open the store again).
+            if (fresh.format == Format::Journal) != (config.format == Format::Journal) {
+                fresh.format = config.format;
+            }
             self.set_config(fresh);
         }
         if ident.is_none_or(|i| i.settled_at(now)) {

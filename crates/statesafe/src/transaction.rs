@@ -826,7 +826,19 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                 ),
             };
             match self.journal_commit(guard, state, bytes.len(), base, generation, &change)? {
-                crate::journal::Step::Appended(b, fsync) => return Ok((b, fsync)),
+                crate::journal::Step::Appended(b, fsync) => {
+                    // A `chmod` of the state file since the last commit reaches the
+                    // sidecar and the journal now, not at the next compaction (one
+                    // `fstat` when nothing changed).
+                    if let Err(e) = guard.sidecar().enforce(b.perms) {
+                        self.bookkeeping_failed(
+                            b.generation,
+                            "giving the sidecar the file's permissions",
+                            &e,
+                        );
+                    }
+                    return Ok((b, fsync));
+                }
                 crate::journal::Step::Compact {
                     generation,
                     base,

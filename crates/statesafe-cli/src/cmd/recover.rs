@@ -29,18 +29,36 @@ pub fn run(args: RecoverArgs, out: &Output) -> Result<()> {
     let store = super::open_quiet(&args.file, &args.write)?;
     if args.accept_snapshot {
         let accepted = store.accept_snapshot()?;
+        // Where an older copy of the journal was left in the lost one's place, the
+        // newest version it still held is kept (its history entry says which).
+        let kept = accepted.and_then(|g| {
+            let history = store.history().ok()?;
+            match history
+                .into_iter()
+                .rev()
+                .find(|e| e.generation == g)?
+                .change
+            {
+                statesafe::Change::Restore { from } => Some(from),
+                _ => None,
+            }
+        });
         if out.json {
             return out.json_line(&serde_json::json!({
                 "file": args.file.to_string_lossy(),
                 "accepted": accepted.is_some(),
                 "generation": accepted,
+                "kept": kept,
             }));
         }
-        let text = match accepted {
-            Some(g) => format!(
+        let text = match (accepted, kept) {
+            (Some(g), Some(k)) => format!(
+                "accepted: `{file}` is now generation {g}, the document of generation {k}: the newest version the older journal left in the lost one's place still held (quarantined as it was); the acknowledged commits after generation {k} are gone\n"
+            ),
+            (Some(g), None) => format!(
                 "accepted: `{file}` is its snapshot, now generation {g}; the commits of the lost journal are gone\n"
             ),
-            None => format!("`{file}` has lost no journal; nothing to accept\n"),
+            (None, _) => format!("`{file}` has lost no journal; nothing to accept\n"),
         };
         return out.data(text.as_bytes());
     }

@@ -22,6 +22,7 @@ mod meta;
 mod postgres;
 mod reads;
 mod red13;
+mod red14;
 mod scripts;
 mod set;
 mod torture;

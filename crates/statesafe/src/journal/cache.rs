@@ -958,10 +958,16 @@ impl Store<Value> {
         cache.replayed.max_seen = generation;
         cache.replayed.journal = Some(pos);
         cache.file = Some(Arc::clone(&kept));
+        let perms = cache.perms;
         if undone {
             *slot = None;
         }
         drop(slot);
+        // As a transaction's append: a `chmod` of the state file reaches the sidecar
+        // and the journal now.
+        if let Err(e) = guard.sidecar().enforce(perms) {
+            self.bookkeeping_failed(generation, "giving the sidecar the file's permissions", &e);
+        }
         let pending = super::Pending {
             kept,
             lock: lock_file,

@@ -152,16 +152,46 @@ pub(crate) fn publish(
     end: u64,
     pid: u32,
 ) -> std::io::Result<()> {
+    publish_for(lock, id, end, pid, None)
+}
+
+/// [`publish`] for a record appended through `journal`: nothing is published once that
+/// journal is no longer linked (a compaction replaced it since the append). Its end
+/// witnesses nothing then (the snapshot that replaced it holds its records), and
+/// written in the slot it would take the place of the new journal's end, published by
+/// another writer of this process meanwhile.
+pub(crate) fn publish_for(
+    lock: &std::fs::File,
+    id: JournalId,
+    end: u64,
+    pid: u32,
+    journal: Option<&std::fs::File>,
+) -> std::io::Result<()> {
     if cfg!(test) && super::FAIL_PUBLISH.swap(false, Ordering::SeqCst) {
         return Err(std::io::Error::from_raw_os_error(
             rustix::io::Errno::IO.raw_os_error(),
         ));
     }
-    let slot = pid as usize % SLOTS;
-    lock.write_all_at(
-        &encode_slot(id, end, pid),
-        REGION_AT + (slot * SLOT_LEN) as u64,
-    )
+    let at = REGION_AT + (pid as usize % SLOTS * SLOT_LEN) as u64;
+    // Every writer of this process shares the slot (threads of one store, and other
+    // stores of the same file), and each publishes after its own flush, without the
+    // writers' lock: one that appended first may flush last. So the process's
+    // publications are made one at a time, and one never writes a smaller end over the
+    // larger one the slot holds for the same journal: it would take away the only
+    // witness of the later records ("A deleted sidecar" in `docs/design.md`).
+    static ONE_AT_A_TIME: parking_lot::Mutex<()> = parking_lot::const_mutex(());
+    let _one = ONE_AT_A_TIME.lock();
+    if let Some(journal) = journal
+        && crate::sys::stat_fd(journal).is_ok_and(|st| st.nlink == 0)
+    {
+        return Ok(());
+    }
+    let mut held = [0u8; SLOT_LEN];
+    if lock.read_exact_at(&mut held, at).is_ok() && decode_slot(&held, id).is_some_and(|e| e >= end)
+    {
+        return Ok(());
+    }
+    lock.write_all_at(&encode_slot(id, end, pid), at)
 }
 
 /// What a journal descriptor knows of its own flushes, shared by the commits of one
@@ -443,7 +473,14 @@ impl Pending {
             }
         })?;
         witness.durable(self.end);
-        let unpublished = publish(&self.lock, self.id, self.end, self.kept.pid()).err();
+        let unpublished = publish_for(
+            &self.lock,
+            self.id,
+            self.end,
+            self.kept.pid(),
+            Some(&self.kept.file),
+        )
+        .err();
         Ok(Finished {
             flushed,
             unpublished,
@@ -586,6 +623,42 @@ mod tests {
         pending(three, 1500).finish().unwrap();
         assert_eq!(kept.witness.flushed.lock().upto, 3);
         assert_eq!(published(&lock, id), 1500);
+    }
+
+    /// Two writers of one process share its slot: a late publication never lowers
+    /// the slot's end for the same journal, and one for a journal a compaction
+    /// replaced since (unlinked) never takes the place of the new journal's end.
+    #[test]
+    fn a_late_publication_never_takes_the_place_of_a_later_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = super::super::test_file(dir.path().join("lock"));
+        let old = super::super::test_file(dir.path().join("old"));
+        let new = super::super::test_file(dir.path().join("new"));
+        let id_of = |file: &std::fs::File, header| {
+            let st = crate::sys::stat_fd(file).unwrap();
+            JournalId {
+                dev: st.dev,
+                ino: st.ino,
+                header,
+            }
+        };
+        let (old_id, new_id) = (id_of(&old, 1), id_of(&new, 2));
+        let pid = crate::sys::pid();
+        publish_for(&lock, old_id, 1000, pid, Some(&old)).unwrap();
+        publish_for(&lock, old_id, 900, pid, Some(&old)).unwrap();
+        assert_eq!(
+            published(&lock, old_id),
+            1000,
+            "a smaller end was written over"
+        );
+        std::fs::remove_file(dir.path().join("old")).unwrap();
+        publish_for(&lock, new_id, 200, pid, Some(&new)).unwrap();
+        publish_for(&lock, old_id, 1100, pid, Some(&old)).unwrap();
+        assert_eq!(
+            published(&lock, new_id),
+            200,
+            "a replaced journal's end took the new journal's place"
+        );
     }
 
     #[test]

@@ -11,6 +11,8 @@ mod address;
 #[cfg(feature = "postgres")]
 mod client;
 #[cfg(feature = "postgres")]
+mod nested;
+#[cfg(feature = "postgres")]
 mod remote;
 #[cfg(feature = "postgres")]
 mod sql;

@@ -721,6 +721,9 @@ SELECT (SELECT 1 FROM {main} WHERE state = {key} FOR UPDATE SKIP LOCKED),
         self.plain_only(config.format)?;
         let millis = config.lock_timeout.as_millis().min(i32::MAX as u128);
         let nowait = millis == 0;
+        if !nowait {
+            super::nested::refuse(self, operation)?;
+        }
         // Only an hourly or daily retention needs the backups' times.
         let list_backups = config.backups.hourly > 0 || config.backups.daily > 0;
         let start = Instant::now();
@@ -772,6 +775,7 @@ SELECT (SELECT 1 FROM {main} WHERE state = {key} FOR UPDATE SKIP LOCKED),
         }
         let mut tx = Tx {
             remote: self,
+            _hold: super::nested::enter(self),
             lock_timeout: config.lock_timeout,
             client: Some(client),
             current: Current {
@@ -872,6 +876,9 @@ SELECT 1 FROM {} WHERE state = {} FOR UPDATE{};\n{}",
     /// ([`Held::nested_env`]). Taking it waits for writers in progress (they hold the
     /// lock row while they write).
     pub(crate) fn hold<T>(&self, store: &Store<T>, operation: &str) -> Result<Held<'_>> {
+        if !store.config().lock_timeout.is_zero() {
+            super::nested::refuse(self, operation)?;
+        }
         let key = literal(&self.lock_key());
         let main = &self.names.main;
         // The lock row is made once, under the state's row lock, so that a writer
@@ -941,6 +948,7 @@ SELECT (SELECT txid_current()::text FROM {main} WHERE state = {key} FOR UPDATE S
                 store.recorder.lock_wait(waited);
                 Ok(Held {
                     remote: self,
+                    _hold: super::nested::enter(self),
                     client: Mutex::new(None),
                     xid: None,
                 })
@@ -960,6 +968,7 @@ SELECT (SELECT txid_current()::text FROM {main} WHERE state = {key} FOR UPDATE S
                 store.recorder.lock_wait(waited);
                 Ok(Held {
                     remote: self,
+                    _hold: super::nested::enter(self),
                     client: Mutex::new(Some(client)),
                     // The row's `xmax` is the 32-bit transaction id.
                     xid: Some(xid & 0xffff_ffff),
@@ -1317,6 +1326,8 @@ SELECT (SELECT txid_current()::text FROM {main} WHERE state = {key} FOR UPDATE S
 /// A database transaction holding a state's row lock. Dropping it rolls back.
 pub(crate) struct Tx<'s> {
     remote: &'s Remote,
+    /// This thread's hold of the state (a nested `begin` of this store is refused).
+    _hold: super::nested::Hold,
     /// How long to wait for the server to settle a commit whose answer was lost.
     lock_timeout: Duration,
     client: Option<Client>,
@@ -2006,6 +2017,8 @@ fn literal(s: &str) -> String {
 /// closes).
 pub(crate) struct Held<'r> {
     remote: &'r Remote,
+    /// This thread's hold of the state (a nested `begin` of this store is refused).
+    _hold: super::nested::Hold,
     /// `None` when this `lock` passes through an outer one (see `xid`).
     client: Mutex<Option<Client>>,
     /// The holding transaction; `None`: a `lock` nested in a `lock` of the same

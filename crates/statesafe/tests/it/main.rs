@@ -34,6 +34,7 @@ mod nested;
 mod perms;
 mod red12;
 mod red13;
+mod red14;
 mod security;
 mod serialized;
 mod streaming;

@@ -8,4 +8,5 @@ mod both;
 mod cluster;
 mod red12;
 mod red13;
+mod red14;
 mod remote;
