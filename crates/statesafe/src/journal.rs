@@ -1882,9 +1882,9 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         let sidecar = guard.sidecar().clone();
         // A store reads the settings when it is opened. If another one has taken the
         // file out of journal mode since, readers ignore the journal: a record here
-        // would be a commit nobody sees. (One `fstatat` per commit once the settings file
-        // is settled, else one small read.)
-        let recorded = cache::recorded_format(self, &sidecar)?;
+        // would be a commit nobody sees. (As the lock's `refresh_settings` found them
+        // in this hold: no system call.)
+        let recorded = cache::recorded_format(self, guard)?;
         if recorded != Format::Journal {
             return Err(Error::Unsupported {
                 path: self.path().to_path_buf(),
@@ -2001,10 +2001,11 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         {
             return compact(None);
         }
-        // With the lock held every published end is in the file: one past this
-        // journal's end means an older copy of it was put back (`refuse_cut_journal`),
-        // which a refresh that extends its cache does not see.
-        let published = durable::published_for_header(&lock_file, pos.header.checksum());
+        // Every append before this lock hold came before the lock's read of the
+        // published ends: one past this journal's end means an older copy of it was put
+        // back (`refuse_cut_journal`), which a refresh that extends its cache does not
+        // see (docs/design.md: the ends read when the lock was taken, no second read).
+        let published = guard.published_for_header(pos.header.checksum());
         if published > pos.end {
             return Err(self.refuse_cut_journal(pos.header.follows, pos.end, published));
         }
