@@ -266,6 +266,11 @@ struct OpenLock {
     /// reads exactly these bytes back (nobody wrote a record since) takes the record
     /// without parsing it. Any other bytes are parsed.
     written: Option<(Vec<u8>, Record)>,
+    /// The bytes the last acquisition read: the holder record and the journal's
+    /// published ends after it (`journal/durable.rs`, [`Guard::published_for_header`]),
+    /// and how many were read. Kept, so that each acquisition neither allocates nor
+    /// zeroes a buffer.
+    read: (Vec<u8>, usize),
 }
 
 impl OpenLock {
@@ -285,6 +290,9 @@ impl OpenLock {
 /// The lock file's name in the sidecar.
 const LOCK_FILE: &str = "lock";
 
+/// The next lock hold's key ([`Guard::key`]); 0 is never one.
+static HOLD_KEYS: AtomicU64 = AtomicU64::new(1);
+
 /// A held lock; dropping it releases the lock.
 pub(crate) struct Guard<'a> {
     inner: MutexGuard<'a, Option<Box<OpenLock>>>,
@@ -299,6 +307,8 @@ pub(crate) struct Guard<'a> {
     hold_ns: &'a std::sync::atomic::AtomicU64,
     /// Where the holding thread is kept while it holds ([`Holds::thread`]).
     holder_thread: &'a AtomicU64,
+    /// This hold's key ([`Guard::key`]).
+    key: u64,
     state: PathBuf,
     lock: PathBuf,
     /// Let through by a pass (see [`PASS_ENV`]): the pass file we hold `flock` on,
@@ -489,6 +499,7 @@ impl LockFile {
             acquired: Instant::now(),
             hold_ns: &self.holds.ns,
             holder_thread: &self.holds.thread,
+            key: HOLD_KEYS.fetch_add(1, Ordering::Relaxed),
             state: state.clone(),
             lock: self.path.clone(),
             through,
@@ -676,6 +687,7 @@ impl LockFile {
             pid,
             id: (st.dev, st.ino),
             written: None,
+            read: (Vec::new(), 0),
         }))
     }
 
@@ -990,6 +1002,11 @@ impl Guard<'_> {
         self.pid
     }
 
+    /// This hold's key: unique among the holds of every lock in this process.
+    pub fn key(&self) -> u64 {
+        self.key
+    }
+
     /// The effective user id the lock's checks were made as (`geteuid` when it was
     /// taken): for the planted-file check of the version read in this hold before the
     /// caller's code runs.
@@ -1046,16 +1063,41 @@ impl Guard<'_> {
         }
     }
 
-    fn read_record(&self) -> Option<Record> {
-        let mut buf = [0u8; RECORD_SIZE];
-        let n = self.open().file.read_at(&mut buf, 0).ok()?;
-        if let Some((bytes, record)) = &self.open().written
+    /// Reads the holder record, and with it the journal's published ends that follow
+    /// it in the file (one read: a journal commit checks them before its append,
+    /// [`Guard::published_for_header`]).
+    fn read_record(&mut self) -> Option<Record> {
+        const END: usize = crate::journal::durable::REGION_AT as usize
+            + crate::journal::durable::SLOTS * crate::journal::durable::SLOT_LEN;
+        let open = self
+            .inner
+            .as_deref_mut()
+            .expect("invariant: a guard exists only for an open lock");
+        let (buf, len) = &mut open.read;
+        buf.resize(END, 0);
+        *len = 0;
+        *len = open.file.read_at(buf, 0).ok()?;
+        let n = (*len).min(RECORD_SIZE);
+        if let Some((bytes, record)) = &open.written
             && bytes[..] == buf[..n]
         {
             // The bytes this holder's last record was encoded to: that record.
             return Some(record.clone());
         }
         Record::parse(&buf[..n])
+    }
+
+    /// The largest end published for a journal whose header's checksum is `header`
+    /// (`journal/durable.rs`, [`crate::journal::durable::published_for_header`]), as
+    /// read when this lock was taken (0: none): every append before this hold was
+    /// made before that read; see docs/design.md ("Journal mode", "An older copy of
+    /// the journal put back") for what a publication made during the hold means.
+    pub fn published_for_header(&self, header: u64) -> u64 {
+        let (buf, len) = &self.open().read;
+        let at = crate::journal::durable::REGION_AT as usize;
+        buf.get(at..*len).map_or(0, |slots| {
+            crate::journal::durable::published_for_header_in(slots, header)
+        })
     }
 
     /// Rewrites our record (for example after a commit, with the new generation).

@@ -855,6 +855,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
     /// Writes `settings` into the sidecar (call with the lock); a failed `fsync`
     /// poisons the store.
     fn write_settings(&self, sidecar: &Sidecar, settings: &Settings) -> Result<()> {
+        self.settings_written();
         match settings.write(sidecar) {
             Ok(result) => result,
             Err(write::Poisoning(e)) => {

@@ -298,6 +298,7 @@ impl<T> Store<T> {
             recorder: Arc::new(Recorder::default()),
             journal: Default::default(),
             settings_seen: parking_lot::Mutex::new(None),
+            settings_checked: parking_lot::Mutex::new(None),
             _state: PhantomData,
         }
     }
@@ -402,9 +403,13 @@ pub struct Store<T = Value> {
     /// Journal mode: the document as this store last read or wrote it (`journal/cache.rs`).
     pub(crate) journal: crate::journal::cache::Kept,
     /// Local files: the identity of the settings file whose settings this store
-    /// applies, once settled (`Some(None)`: there was none): see
-    /// [`Store::refresh_settings`].
-    settings_seen: parking_lot::Mutex<Option<Option<crate::journal::cache::Ident>>>,
+    /// applies, once settled (`Some(None)`: there was none), and the format they
+    /// record: see [`Store::refresh_settings`].
+    settings_seen: parking_lot::Mutex<Option<(Option<crate::journal::cache::Ident>, Format)>>,
+    /// The lock hold ([`crate::lock::Guard::key`]) in which
+    /// [`Store::refresh_settings`] last found the settings, and the format they
+    /// recorded then: [`Store::recorded_format_in`].
+    settings_checked: parking_lot::Mutex<Option<(u64, Format)>>,
     _state: PhantomData<fn() -> T>,
 }
 
@@ -535,15 +540,17 @@ impl<T> Store<T> {
         *self.config.write() = Arc::new(config);
     }
 
-    /// With the writers' lock held (`sidecar`: the lock's): applies the settings
-    /// recorded now, so that settings another store saved since this one read them
-    /// (a schema recorded by `statesafe settings FILE --schema S`) bind this store's
-    /// next commit too. One `fstatat` while the settings file is the one last read
-    /// and settled (as [`crate::journal::cache::recorded_format`] checks it); read
+    /// With the writers' lock held (`guard`): applies the settings recorded now, so
+    /// that settings another store saved since this one read them (a schema recorded
+    /// by `statesafe settings FILE --schema S`) bind this store's next commit too.
+    /// One `fstatat` while the settings file is the one last read and settled; read
     /// whole otherwise. A change between plain and sealed binds the next commit too
     /// (unless the store's options name a format); entering or leaving journal mode
-    /// leaves the store's format as it was: the commit and the read notice it.
-    pub(crate) fn refresh_settings(&self, sidecar: &Sidecar) -> Result<()> {
+    /// leaves the store's format as it was: the commit notices it from the format
+    /// found here ([`Store::recorded_format_in`]: the settings are written only under
+    /// the lock), and the read notices it too.
+    pub(crate) fn refresh_settings(&self, guard: &crate::lock::Guard<'_>) -> Result<()> {
+        let sidecar = guard.sidecar();
         let name = std::ffi::OsStr::new(crate::settings::SETTINGS_FILE);
         let ident = match rustix::fs::statat(
             sidecar.root().fd(),
@@ -562,12 +569,17 @@ impl<T> Store<T> {
         };
         let local = self.local();
         let mut seen = self.settings_seen.lock();
-        if *seen == Some(ident) {
+        if let Some((i, format)) = *seen
+            && i == ident
+        {
+            *self.settings_checked.lock() = Some((guard.key(), format));
             return Ok(());
         }
         *seen = None;
+        *self.settings_checked.lock() = None;
         let now = std::time::SystemTime::now();
         let settings = Settings::read(Some(sidecar))?;
+        let format = settings.format;
         let config = self.config();
         if settings != config.settings {
             let mut fresh = Config::new_for(&local.target, &self.opts, &settings)?;
@@ -581,9 +593,29 @@ impl<T> Store<T> {
             self.set_config(fresh);
         }
         if ident.is_none_or(|i| i.settled_at(now)) {
-            *seen = Some(ident);
+            *seen = Some((ident, format));
         }
+        *self.settings_checked.lock() = Some((guard.key(), format));
         Ok(())
+    }
+
+    /// The format the settings record, as [`Store::refresh_settings`] found it in the
+    /// lock hold `guard` (`None`: it did not check them in this hold, or this store
+    /// wrote settings since). The settings are written only with the writers' lock
+    /// held, so in one hold they stay as found at its start (docs/design.md,
+    /// "Journal mode").
+    pub(crate) fn recorded_format_in(&self, guard: &crate::lock::Guard<'_>) -> Option<Format> {
+        match *self.settings_checked.lock() {
+            Some((key, format)) if key == guard.key() => Some(format),
+            _ => None,
+        }
+    }
+
+    /// Forgets what [`Store::refresh_settings`] found: called before this store
+    /// writes the settings.
+    pub(crate) fn settings_written(&self) {
+        *self.settings_checked.lock() = None;
+        *self.settings_seen.lock() = None;
     }
 
     pub(crate) fn dir(&self) -> Result<&OwnedFd> {

@@ -230,7 +230,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         let waited = start.elapsed();
         let guard = guard.inspect_err(|e| self.recorder.failure(e.kind()))?;
         self.recorder.lock_wait(waited);
-        self.refresh_settings(guard.sidecar())?;
+        self.refresh_settings(&guard)?;
         if let Some(stale) = &guard.previous.temp {
             write::remove_stale_temp(&self.local().target, dir, stale);
         }

@@ -273,11 +273,20 @@ fn fill<T>(
 
 /// The format the file's settings record, as a journal-mode commit checks it under
 /// the lock (another store may have taken the file out of journal mode since this one
-/// was opened). The settings are read whole unless one `fstatat` finds the very file
-/// a read found to say `journal`, with its identity settled then (its change time
-/// [`SETTLE`] old: the settings are replaced by rename, and any change since, by
-/// rename or in place, has a later change time or another inode).
-pub(crate) fn recorded_format<T>(store: &Store<T>, sidecar: &Sidecar) -> Result<Format> {
+/// was opened). As [`Store::refresh_settings`] found it in this lock hold, when it
+/// did ([`Store::recorded_format_in`]); otherwise the settings are read whole unless
+/// one `fstatat` finds the very file a read found to say `journal`, with its identity
+/// settled then (its change time [`SETTLE`] old: the settings are replaced by rename,
+/// and any change since, by rename or in place, has a later change time or another
+/// inode).
+pub(crate) fn recorded_format<T>(
+    store: &Store<T>,
+    guard: &crate::lock::Guard<'_>,
+) -> Result<Format> {
+    if let Some(format) = store.recorded_format_in(guard) {
+        return Ok(format);
+    }
+    let sidecar = guard.sidecar();
     let name = OsStr::new(crate::settings::SETTINGS_FILE);
     let ident = rustix::fs::statat(
         sidecar.root().fd(),
@@ -755,7 +764,7 @@ impl Store<Value> {
             || config.schema.is_some()
             || config.max_bytes.is_some()
             || config.min_free_bytes.is_some()
-            || !matches!(recorded_format(self, guard.sidecar()), Ok(Format::Journal))
+            || !matches!(recorded_format(self, &guard), Ok(Format::Journal))
         {
             return fallback(batch.len());
         }
@@ -807,7 +816,7 @@ impl Store<Value> {
         }
         // An older copy of the journal put back (see `journal_commit`): each commit
         // runs as a transaction, which refuses it.
-        if super::durable::published_for_header(&lock_file, pos.header.checksum()) > pos.end {
+        if guard.published_for_header(pos.header.checksum()) > pos.end {
             return fallback(batch.len());
         }
         // The lock must still be the lock file at its path (see `journal_commit`): if a

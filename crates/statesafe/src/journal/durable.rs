@@ -39,7 +39,7 @@ use crate::format;
 
 /// Where the slots start in the lock file (the lock record takes the first 2,048
 /// bytes; the slots start at the next page).
-const REGION_AT: u64 = 4096;
+pub(crate) const REGION_AT: u64 = 4096;
 /// How many slots (one per process, by its id: two processes may share one).
 pub(crate) const SLOTS: usize = 64;
 /// One slot: magic, device, inode, header checksum, end, writer's pid, checksum.
@@ -131,10 +131,16 @@ pub(crate) fn published_for_header(lock: &std::fs::File, header: u64) -> u64 {
     let Ok(n) = lock.read_at(&mut buf, REGION_AT) else {
         return 0;
     };
-    buf[..n - n % SLOT_LEN]
+    published_for_header_in(&buf[..n], header)
+}
+
+/// [`published_for_header`] from the slots' bytes as read (from [`REGION_AT`]; the
+/// writers' lock reads them with its record: [`crate::lock::Guard::published_for_header`]).
+pub(crate) fn published_for_header_in(slots: &[u8], header: u64) -> u64 {
+    slots[..slots.len() - slots.len() % SLOT_LEN]
         .chunks_exact(SLOT_LEN)
-        .filter(|b| &b[..8] == MAGIC && format::checksum(&b[..56]) == le64(&b[56..64]))
-        .filter(|b| le64(&b[24..32]) == header)
+        .filter(|b| &b[..8] == MAGIC && le64(&b[24..32]) == header)
+        .filter(|b| format::checksum(&b[..56]) == le64(&b[56..64]))
         .map(|b| le64(&b[32..40]))
         .max()
         .unwrap_or(0)
