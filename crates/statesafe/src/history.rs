@@ -101,48 +101,49 @@ pub struct HistoryEntry {
 /// snapshot and patches holds the same members as the one committed, not always in
 /// the same order (a patch adds a member at the end).
 pub(crate) fn checksum_of(document: &Value) -> u64 {
-    struct Hasher(xxhash_rust::xxh3::Xxh3);
-    impl Write for Hasher {
-        fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
-            self.0.update(bytes);
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-    fn canonical(w: &mut Hasher, v: &Value) -> io::Result<()> {
+    fn canonical(out: &mut Vec<u8>, v: &Value) {
+        let member = |out: &mut Vec<u8>, i: usize, key: &String, value: &Value| {
+            if i > 0 {
+                out.push(b',');
+            }
+            serde_json::to_writer(&mut *out, key).expect("invariant: writing to memory");
+            out.push(b':');
+            canonical(out, value);
+        };
         match v {
             Value::Object(map) => {
-                let mut members: Vec<(&String, &Value)> = map.iter().collect();
-                members.sort_unstable_by(|a, b| a.0.cmp(b.0));
-                w.write_all(b"{")?;
-                for (i, (key, value)) in members.into_iter().enumerate() {
-                    if i > 0 {
-                        w.write_all(b",")?;
+                out.push(b'{');
+                if map.keys().is_sorted() {
+                    for (i, (key, value)) in map.iter().enumerate() {
+                        member(out, i, key, value);
                     }
-                    serde_json::to_writer(&mut *w, key)?;
-                    w.write_all(b":")?;
-                    canonical(w, value)?;
+                } else {
+                    let mut members: Vec<(&String, &Value)> = map.iter().collect();
+                    members.sort_unstable_by(|a, b| a.0.cmp(b.0));
+                    for (i, (key, value)) in members.into_iter().enumerate() {
+                        member(out, i, key, value);
+                    }
                 }
-                w.write_all(b"}")
+                out.push(b'}');
             }
             Value::Array(items) => {
-                w.write_all(b"[")?;
+                out.push(b'[');
                 for (i, item) in items.iter().enumerate() {
                     if i > 0 {
-                        w.write_all(b",")?;
+                        out.push(b',');
                     }
-                    canonical(w, item)?;
+                    canonical(out, item);
                 }
-                w.write_all(b"]")
+                out.push(b']');
             }
-            scalar => Ok(serde_json::to_writer(&mut *w, scalar)?),
+            scalar => {
+                serde_json::to_writer(&mut *out, scalar).expect("invariant: writing to memory")
+            }
         }
     }
-    let mut hasher = Hasher(xxhash_rust::xxh3::Xxh3::new());
-    canonical(&mut hasher, document).expect("invariant: hashing writes to memory");
-    hasher.0.digest()
+    let mut text = Vec::new();
+    canonical(&mut text, document);
+    crate::format::checksum(&text)
 }
 
 /// [`HistoryEntry::checksum`] as 16 hex digits (a JSON number that large loses digits
