@@ -638,6 +638,13 @@ impl Error {
             },
             Error::TooDeep { .. } => "flatten the document (an array of records instead of records inside records); statesafe holds documents up to that depth, on write and on read alike".into(),
             Error::BadSchema { .. } => "fix the schema (see https://json-schema.org)".into(),
+            Error::GenerationUnavailable { generation, reason, .. }
+                if reason.starts_with(crate::history::DAMAGED_ENTRY) =>
+            {
+                format!(
+                    "a history entry was changed outside statesafe (a hand edit) or damaged, so statesafe serves no version rebuilt through it; the current state is not affected. A backup of generation {generation}, if one is kept (`statesafe backups`), still serves that version; the entry stays as it is for inspection (`statesafe log --patch`)"
+                )
+            }
             Error::GenerationUnavailable { .. } => {
                 "list what is kept with `statesafe log` and `statesafe backups`; raise the history or backup retention to keep more".into()
             }

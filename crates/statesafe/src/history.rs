@@ -49,7 +49,9 @@ pub enum Change {
         from: Option<u64>,
     },
     /// An entry that could not be read, shown in its place (a PostgreSQL state's
-    /// history row changed outside statesafe or damaged); never written by statesafe.
+    /// history row changed outside statesafe or damaged), or one whose document does
+    /// not match the checksum it records (a file's line or a row edited by hand);
+    /// never written by statesafe.
     /// It has no time, writer, patch or snapshot: rebuilding a version (`document_at`,
     /// a recovery's chain) stops at it.
     Damaged {
@@ -77,9 +79,94 @@ pub struct HistoryEntry {
     /// The whole document, on the first entry of a segment and after a gap.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot: Option<Value>,
-    /// Why the patch or snapshot is missing, if it is.
+    /// Why the patch, snapshot or checksum is missing, if it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// The checksum of the document this generation holds (the xxh3-64 of its
+    /// canonical JSON: compact, each object's members sorted by key), verified
+    /// whenever the version is rebuilt from the history; written as 16 hex digits.
+    /// `None` on entries written before statesafe recorded it, and on entries of a
+    /// document too large to hold as a tree (their note says so).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "hex_checksum"
+    )]
+    pub checksum: Option<u64>,
+}
+
+/// The checksum a history entry records of its document: the xxh3-64 of the
+/// document's canonical JSON (compact, each object's members sorted by key, strings
+/// and numbers as statesafe writes them). Canonical because a version rebuilt from a
+/// snapshot and patches holds the same members as the one committed, not always in
+/// the same order (a patch adds a member at the end).
+pub(crate) fn checksum_of(document: &Value) -> u64 {
+    fn canonical(out: &mut Vec<u8>, v: &Value) {
+        let member = |out: &mut Vec<u8>, i: usize, key: &String, value: &Value| {
+            if i > 0 {
+                out.push(b',');
+            }
+            serde_json::to_writer(&mut *out, key).expect("invariant: writing to memory");
+            out.push(b':');
+            canonical(out, value);
+        };
+        match v {
+            Value::Object(map) => {
+                out.push(b'{');
+                if map.keys().is_sorted() {
+                    for (i, (key, value)) in map.iter().enumerate() {
+                        member(out, i, key, value);
+                    }
+                } else {
+                    let mut members: Vec<(&String, &Value)> = map.iter().collect();
+                    members.sort_unstable_by(|a, b| a.0.cmp(b.0));
+                    for (i, (key, value)) in members.into_iter().enumerate() {
+                        member(out, i, key, value);
+                    }
+                }
+                out.push(b'}');
+            }
+            Value::Array(items) => {
+                out.push(b'[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    canonical(out, item);
+                }
+                out.push(b']');
+            }
+            scalar => {
+                serde_json::to_writer(&mut *out, scalar).expect("invariant: writing to memory")
+            }
+        }
+    }
+    let mut text = Vec::new();
+    canonical(&mut text, document);
+    crate::format::checksum(&text)
+}
+
+/// [`HistoryEntry::checksum`] as 16 hex digits (a JSON number that large loses digits
+/// in JavaScript and in many other readers).
+mod hex_checksum {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(sum: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
+        match sum {
+            Some(sum) => s.serialize_str(&format!("{sum:016x}")),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        let text = String::deserialize(d)?;
+        if text.len() != 16 {
+            return Err(serde::de::Error::custom("a checksum is 16 hex digits"));
+        }
+        u64::from_str_radix(&text, 16)
+            .map(Some)
+            .map_err(serde::de::Error::custom)
+    }
 }
 
 fn segment_size(policy: &HistoryPolicy) -> u64 {
@@ -409,8 +496,20 @@ pub(crate) fn newest_generation(sidecar: &Sidecar) -> Result<Option<u64>> {
     Ok(None)
 }
 
+/// The note of an entry with a patch but no checksum: statesafe held the document
+/// only as bytes.
+pub(crate) const NO_CHECKSUM: &str = "no checksum: the document is larger than history.max_patch_bytes (held as bytes, not as a tree)";
+
+/// How the reason of an [`Error::GenerationUnavailable`] begins when a history entry
+/// does not produce the document it records (its hint then says what to do).
+pub(crate) const DAMAGED_ENTRY: &str = "the history entry of generation";
+
 /// Rebuilds the document at `generation` from the nearest snapshot and the patches
-/// after it.
+/// after it, and verifies it: against the checksum its entry records, or, for an
+/// entry that records none (written before statesafe recorded them, or of a document
+/// too large to hold as a tree), against the next later entry's that the chain
+/// reaches. A mismatch is an error naming the entry that does not produce what it
+/// records: a version nobody committed is never served.
 pub(crate) fn document_at(
     path: &std::path::Path,
     entries: &[HistoryEntry],
@@ -434,30 +533,150 @@ pub(crate) fn document_at(
         .iter()
         .rposition(|e| e.snapshot.is_some())
         .ok_or_else(|| unavailable("no snapshot at or before it".into()))?;
-    let mut doc = upto[start]
-        .snapshot
-        .clone()
-        .expect("invariant: found by position");
-    let mut at = upto[start].generation;
-    for entry in &upto[start + 1..] {
+    let chain = &upto[start..];
+    let doc = rebuild(chain, None).map_err(unavailable)?;
+    let target = chain
+        .last()
+        .expect("invariant: the chain ends at `generation`");
+    let damaged = |chain: &[&HistoryEntry]| unavailable(culprit(chain));
+    if let Some(sum) = target.checksum {
+        if checksum_of(&doc) != sum {
+            return Err(damaged(chain));
+        }
+        return Ok(doc);
+    }
+    // No checksum of its own. An entry statesafe writes without one says why (its
+    // note); one without a note after an entry that has a checksum had it removed (or
+    // was written by an older statesafe after a newer one): not vouched for.
+    if target.note.is_none() && chain.iter().any(|e| e.checksum.is_some()) {
+        return Err(unavailable(format!(
+            "{DAMAGED_ENTRY} {generation} records no checksum, though an entry before it does: it was changed outside statesafe (or written by an older statesafe after a newer one), and statesafe cannot vouch for the version it rebuilds"
+        )));
+    }
+    // Checked by the next entry that records a checksum, when the chain reaches it
+    // (a later change that overwrote an edited value hides that edit from this check:
+    // entries written before checksums were recorded are vouched for no further).
+    let mut later: Vec<&HistoryEntry> = chain.to_vec();
+    let mut next = doc.clone();
+    for entry in entries.iter().filter(|e| e.generation > generation) {
+        if entry.generation != later.last().expect("invariant: not empty").generation + 1 {
+            break;
+        }
+        let Ok(rebuilt) = rebuild(&[entry], Some(next)) else {
+            break;
+        };
+        next = rebuilt;
+        later.push(entry);
+        if let Some(sum) = entry.checksum {
+            if checksum_of(&next) != sum {
+                return Err(damaged(&later));
+            }
+            break;
+        }
+    }
+    Ok(doc)
+}
+
+/// Shows each entry of `entries` (a listing, oldest first) whose document does not
+/// match the checksum it records as [`Change::Damaged`], naming it: the history's
+/// consecutive entries are rebuilt from each snapshot on, as `document_at` rebuilds
+/// them. An entry the rebuild cannot reach (no snapshot before it, a gap, an entry
+/// already damaged) is shown as recorded; one without a checksum too.
+pub(crate) fn mark_damaged(entries: &mut [HistoryEntry]) {
+    let mut doc: Option<Value> = None;
+    let mut at = 0;
+    for entry in entries.iter_mut() {
+        let candidate = match (&entry.snapshot, &entry.patch, doc.take()) {
+            (Some(snapshot), _, _) => Some(snapshot.clone()),
+            (None, Some(patch), Some(mut d)) if entry.generation == at + 1 => {
+                json_patch::patch(&mut d, patch).ok().map(|()| d)
+            }
+            _ => None,
+        };
+        at = entry.generation;
+        let Some(candidate) = candidate else { continue };
+        match entry.checksum {
+            Some(sum) if checksum_of(&candidate) != sum => {
+                let reason = format!(
+                    "{DAMAGED_ENTRY} {} was changed outside statesafe or damaged: the document it produces does not match the checksum it records ({sum:016x}); no version is rebuilt through it",
+                    entry.generation
+                );
+                *entry = HistoryEntry {
+                    generation: entry.generation,
+                    time: String::new(),
+                    writer: None,
+                    change: Change::Damaged { reason },
+                    patch: None,
+                    snapshot: None,
+                    note: None,
+                    checksum: None,
+                };
+            }
+            _ => doc = Some(candidate),
+        }
+    }
+}
+
+/// The document `chain` (a snapshot, then consecutive entries with patches; or, from
+/// `doc`, consecutive entries with patches) produces; `Err` says why it cannot be
+/// rebuilt.
+fn rebuild(chain: &[&HistoryEntry], doc: Option<Value>) -> std::result::Result<Value, String> {
+    let (mut doc, mut at, rest) = match doc {
+        Some(doc) => (doc, chain[0].generation - 1, chain),
+        None => (
+            chain[0]
+                .snapshot
+                .clone()
+                .expect("invariant: a chain starts at a snapshot"),
+            chain[0].generation,
+            &chain[1..],
+        ),
+    };
+    for entry in rest {
         let patch = match (&entry.patch, entry.generation == at + 1) {
             (Some(p), true) => p,
             _ => {
-                return Err(unavailable(format!(
+                return Err(format!(
                     "the entry for generation {} has no patch from {at}",
                     entry.generation
-                )));
+                ));
             }
         };
         json_patch::patch(&mut doc, patch).map_err(|e| {
-            unavailable(format!(
+            format!(
                 "the patch of generation {} does not apply: {e}",
                 entry.generation
-            ))
+            )
         })?;
         at = entry.generation;
     }
     Ok(doc)
+}
+
+/// Why `chain` (which rebuilds, but whose last checksum does not match) cannot be
+/// served: the first entry whose recorded checksum its document fails, or the last.
+fn culprit(chain: &[&HistoryEntry]) -> String {
+    let mut doc = None;
+    let mut found = chain.last().expect("invariant: not empty");
+    for (i, entry) in chain.iter().enumerate() {
+        doc = match doc {
+            None => entry.snapshot.clone(),
+            Some(d) => rebuild(&chain[i..=i], Some(d)).ok(),
+        };
+        let Some(d) = &doc else { break };
+        if entry.checksum.is_some_and(|sum| checksum_of(d) != sum) {
+            found = entry;
+            break;
+        }
+    }
+    format!(
+        "{DAMAGED_ENTRY} {} was changed outside statesafe or damaged: the document rebuilt through it does not match the checksum it records{}, so statesafe does not serve the version",
+        found.generation,
+        match found.checksum {
+            Some(sum) => format!(" ({sum:016x})"),
+            None => String::new(),
+        }
+    )
 }
 
 #[cfg(test)]
@@ -477,6 +696,7 @@ mod tests {
             patch,
             snapshot,
             note: None,
+            checksum: None,
         }
     }
 
@@ -496,6 +716,108 @@ mod tests {
         assert_eq!(document_at(p, &entries, 3).unwrap(), v3);
         assert!(document_at(p, &entries, 4).is_err());
         assert!(document_at(p, &entries[1..], 3).is_err());
+    }
+
+    #[test]
+    fn the_checksum_is_of_the_canonical_document() {
+        let a: Value =
+            serde_json::from_str(r#"{"b": [1, {"y": 2, "x": 1.50}], "a": "é"}"#).unwrap();
+        let b: Value = serde_json::from_str(r#"{"a":"é","b":[1,{"x":1.50,"y":2}]}"#).unwrap();
+        assert_eq!(checksum_of(&a), checksum_of(&b));
+        // The xxh3-64 of the compact text, members sorted: checkable with other tools.
+        assert_eq!(
+            checksum_of(&a),
+            crate::format::checksum(r#"{"a":"é","b":[1,{"x":1.50,"y":2}]}"#.as_bytes())
+        );
+        let c: Value = serde_json::from_str(r#"{"a":"é","b":[1,{"x":1.5,"y":2}]}"#).unwrap();
+        assert_ne!(
+            checksum_of(&a),
+            checksum_of(&c),
+            "numbers keep their digits"
+        );
+        let d: Value = serde_json::from_str(r#"{"a":"é","b":[{"x":1.50,"y":2},1]}"#).unwrap();
+        assert_ne!(checksum_of(&a), checksum_of(&d), "arrays keep their order");
+    }
+
+    fn checksummed(entries: &mut [HistoryEntry]) {
+        let mut doc = Value::Null;
+        for e in entries {
+            match (&e.snapshot, &e.patch) {
+                (Some(s), _) => doc = s.clone(),
+                (None, Some(p)) => json_patch::patch(&mut doc, p).unwrap(),
+                (None, None) => unreachable!(),
+            }
+            e.checksum = Some(checksum_of(&doc));
+        }
+    }
+
+    #[test]
+    fn a_rebuilt_version_is_verified_against_the_checksums_entries_record() {
+        let v1 = serde_json::json!({"n": 1, "m": 0});
+        let v2 = serde_json::json!({"n": 2, "m": 0});
+        let v3 = serde_json::json!({"n": 3, "m": 0});
+        let p = std::path::Path::new("s.json");
+        let mut entries = vec![
+            entry(1, Some(v1.clone()), None),
+            entry(2, None, Some(json_patch::diff(&v1, &v2))),
+            entry(3, None, Some(json_patch::diff(&v2, &v3))),
+        ];
+        checksummed(&mut entries);
+        assert_eq!(document_at(p, &entries, 2).unwrap(), v2);
+        // Members added by a patch come last: the checksum does not depend on order.
+        let v4 = serde_json::json!({"a": 1, "m": 0, "n": 3});
+        entries.push(entry(4, None, Some(json_patch::diff(&v3, &v4))));
+        entries[3].checksum = Some(checksum_of(&v4));
+        assert_eq!(document_at(p, &entries, 4).unwrap(), v4);
+        let edited = {
+            let mut e = entries.clone();
+            e[1].patch = Some(json_patch::diff(
+                &v1,
+                &serde_json::json!({"n": 999, "m": 0}),
+            ));
+            e
+        };
+        let why = document_at(p, &edited, 2).unwrap_err().to_string();
+        assert!(why.contains("history entry of generation 2"), "{why}");
+        // Generation 3 replaces `n`: it is what generation 3's entry records.
+        assert_eq!(document_at(p, &edited, 3).unwrap(), v3);
+        // An edited snapshot is named as the entry that does not match.
+        let mut snap = entries.clone();
+        snap[0].snapshot = Some(serde_json::json!({"n": 1, "m": 5}));
+        let why = document_at(p, &snap, 3).unwrap_err().to_string();
+        assert!(why.contains("history entry of generation 1 "), "{why}");
+        // Without checksums (entries written before they were recorded): served as
+        // rebuilt, but checked by a later entry's checksum when the chain reaches one.
+        let mut legacy = entries.clone();
+        for e in &mut legacy[..3] {
+            e.checksum = None;
+        }
+        assert_eq!(document_at(p, &legacy, 2).unwrap(), v2);
+        legacy[1].patch = Some(json_patch::diff(&v1, &serde_json::json!({"n": 2, "m": 7})));
+        let why = document_at(p, &legacy, 2).unwrap_err().to_string();
+        assert!(why.contains("history entry of generation 4"), "{why}");
+        // One without a checksum after entries with one had it removed.
+        let mut stripped = entries.clone();
+        stripped[1].checksum = None;
+        let why = document_at(p, &stripped, 2).unwrap_err().to_string();
+        assert!(why.contains("records no checksum"), "{why}");
+        stripped[1].note = Some(NO_CHECKSUM.into());
+        assert_eq!(document_at(p, &stripped, 2).unwrap(), v2);
+    }
+
+    #[test]
+    fn the_checksum_is_written_as_hex_and_read_back() {
+        let mut e = entry(7, Some(serde_json::json!({"n": 1})), None);
+        e.checksum = Some(0x00ab_cdef_0123_4567);
+        let line = serde_json::to_string(&e).unwrap();
+        assert!(
+            line.ends_with(r#","checksum":"00abcdef01234567"}"#),
+            "{line}"
+        );
+        assert_eq!(parse_entry(line.as_bytes()), Some(e));
+        assert!(parse_entry(line.replace("00abcdef", "00abcdeg").as_bytes()).is_none());
+        let legacy = r#"{"generation":7,"time":"","change":"commit","snapshot":{"n":1}}"#;
+        assert_eq!(parse_entry(legacy.as_bytes()).unwrap().checksum, None);
     }
 
     #[test]

@@ -1677,6 +1677,9 @@ impl View {
             patch,
             snapshot,
             note,
+            // The journal's records carry checksums of their own (verified on read);
+            // a compaction gives the log's entry the document's.
+            checksum: None,
         }
     }
 
@@ -1828,6 +1831,12 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                 continue;
             }
             let mut entry = view.entry(i, policy.max_patch_bytes);
+            // The log's entry records the checksum of the version it produces (the
+            // journal's records carry their own; the log's lines would not).
+            entry.checksum = doc.as_ref().map(crate::history::checksum_of);
+            if entry.checksum.is_none() && entry.note.is_none() {
+                entry.note = Some(crate::history::NO_CHECKSUM.into());
+            }
             if entry.snapshot.is_none()
                 && crate::history::needs_snapshot(policy, r.generation, previous)
             {

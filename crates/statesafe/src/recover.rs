@@ -332,7 +332,11 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         Ok(self.apply_chain(state, from, &entries))
     }
 
-    /// The chain of `entries` after `from`, applied to `state`, verified.
+    /// The chain of `entries` after `from`, applied to `state`, verified: it stops
+    /// before an entry whose document does not match the checksum it records (changed
+    /// outside statesafe or damaged), and before an entry without a checksum or a note
+    /// saying why it has none once an entry of the chain had one (its checksum was
+    /// removed); entries written before checksums were recorded are applied as they are.
     pub(crate) fn apply_chain(
         &self,
         state: &T,
@@ -342,21 +346,32 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         let config = self.config();
         let mut doc = serde_json::to_value(state).ok()?;
         let mut at = from;
+        let mut checksummed = false;
         for entry in entries.iter().filter(|e| e.generation > from) {
-            if entry.generation != at + 1 {
+            if entry.generation != at + 1
+                || (checksummed && entry.checksum.is_none() && entry.note.is_none())
+            {
                 break;
             }
-            match (&entry.patch, &entry.snapshot) {
+            let next = match (&entry.patch, &entry.snapshot) {
                 (Some(patch), _) => {
                     let mut next = doc.clone();
                     if json_patch::patch(&mut next, patch).is_err() {
                         break;
                     }
-                    doc = next;
+                    next
                 }
-                (None, Some(snapshot)) => doc = snapshot.clone(),
+                (None, Some(snapshot)) => snapshot.clone(),
                 (None, None) => break,
+            };
+            if let Some(sum) = entry.checksum {
+                if history::checksum_of(&next) != sum {
+                    tracing::warn!(target: "statesafe", "`{}`: {} {} does not produce the document it records (changed outside statesafe or damaged): recovery stops before it", self.path().display(), history::DAMAGED_ENTRY, entry.generation);
+                    break;
+                }
+                checksummed = true;
             }
+            doc = next;
             at = entry.generation;
         }
         if at == from {
@@ -702,7 +717,9 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
     }
 
     /// The retained history, oldest first. A change made outside statesafe that no
-    /// commit has recorded yet is included as a pending external entry.
+    /// commit has recorded yet is included as a pending external entry; an entry
+    /// whose document does not match the checksum it records (changed outside
+    /// statesafe, or damaged) is shown as [`Change::Damaged`].
     ///
     /// # Errors
     /// I/O errors reading the history.
@@ -717,10 +734,16 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         let view = self.journal_view(None, false)?;
         let cur = self.read_current()?;
         let current = cur.as_ref().map_or(0, |c| c.generation);
-        let mut entries = history::read(self.sidecar()?.as_ref(), &config.history, current, true)?;
+        // Read with the entries before the retention still on disk: the snapshot the
+        // retained ones are rebuilt from, to verify them (shown as damaged when they
+        // do not produce the document they record).
+        let mut entries = history::read(self.sidecar()?.as_ref(), &config.history, current, false)?;
         if let Some(view) = &view {
             entries = view.merge(entries, current, &config.history);
         }
+        history::mark_damaged(&mut entries);
+        let oldest = current.saturating_sub(u64::from(config.history.keep)) + 1;
+        entries.retain(|e| e.generation >= oldest);
         if let Some(cur) = cur.filter(|c| c.external)
             && entries.last().map(|e| e.generation) != Some(cur.generation)
         {
@@ -731,6 +754,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                 writer: None,
                 change: Change::External,
                 patch: None,
+                checksum: value.as_deref().map(history::checksum_of),
                 snapshot: value.map(Arc::unwrap_or_clone),
                 note: Some("found on load; recorded at the next commit".into()),
             });

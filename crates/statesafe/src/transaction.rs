@@ -1159,11 +1159,15 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                 (None, true, Some(l)) if l + 1 == b.generation => self.external_patch(b.generation),
                 _ => None,
             };
-            let note = (b.value.is_none() && patch.is_none()).then(|| {
-                "no snapshot or patch: the document is larger than history.max_patch_bytes \
-                 and the version before it could not be rebuilt from a backup and the history"
-                    .to_string()
-            });
+            let note = match (&b.value, &patch) {
+                (None, None) => Some(
+                    "no snapshot or patch: the document is larger than history.max_patch_bytes \
+                     and the version before it could not be rebuilt from a backup and the history"
+                        .to_string(),
+                ),
+                (None, Some(_)) => Some(history::NO_CHECKSUM.to_string()),
+                (Some(_), _) => None,
+            };
             let entry = HistoryEntry {
                 generation: b.generation,
                 time: now_rfc3339(),
@@ -1172,6 +1176,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                 patch,
                 snapshot: b.value.as_deref().cloned(),
                 note,
+                checksum: b.value.as_deref().map(history::checksum_of),
             };
             history::append(sidecar, policy, &entry, perms)?;
             last = Some(b.generation);
@@ -1214,7 +1219,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                         }
                     });
                 let note = match &patch {
-                    Some(_) if !snapshot_needed => None,
+                    Some(_) if !snapshot_needed => Some(history::NO_CHECKSUM),
                     Some(_) => {
                         Some("no snapshot: the document is larger than history.max_patch_bytes")
                     }
@@ -1233,6 +1238,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             patch,
             snapshot,
             note,
+            checksum: value.as_ref().map(history::checksum_of),
         };
         history::append(sidecar, policy, &entry, perms)
     }

@@ -61,15 +61,26 @@ struct Current {
     /// The locking transaction's id (`txid_current()`), read with the row lock: after
     /// a connection lost during `COMMIT`, `txid_status` of it says what happened.
     xid: Option<i64>,
+    /// Made by this transaction (or one before it that recorded only settings), with
+    /// no version yet: its generation is where the state's first version goes on from.
+    fresh: bool,
 }
 
 impl Current {
-    /// Whether the state has a version: a document, or a writer (a row statesafe
-    /// committed; its document NULL only by a hand edit, which is damage: see
-    /// [`Remote::verified_text`]).
+    /// Whether the state has a version: a document, a writer or a generation above 0
+    /// (a row statesafe committed; its document NULL only by a hand edit, which is
+    /// damage: see [`Remote::verified_text`]).
     fn exists(&self) -> bool {
-        self.document.is_some() || self.writer.is_some()
+        self.document.is_some() || self.writer.is_some() || (self.generation > 0 && !self.fresh)
     }
+}
+
+/// A row's checksum: the xxh3-64 of its document's UTF-8 bytes seeded with its
+/// generation, so that a generation changed by hand fails it as a changed document
+/// does. Rows written by earlier builds carry the unseeded xxh3-64, still accepted
+/// (see [`Remote::verified_text`]); the two agree at generation 0.
+fn row_checksum(document: &str, generation: u64) -> i64 {
+    xxhash_rust::xxh3::xxh3_64_with_seed(document.as_bytes(), generation) as i64
 }
 
 const SELECT_CURRENT: &str = "SELECT generation, document, checksum, \
@@ -359,6 +370,7 @@ impl Remote {
             written_at: r.get::<_, Option<i64>>(3).map(micros),
             writer: r.get(4),
             xid: (r.len() > 5).then(|| r.get(5)),
+            fresh: false,
         }))
     }
 
@@ -366,9 +378,11 @@ impl Remote {
     /// does not match (the row was changed by hand, or damaged).
     fn verified_text<'c>(&self, cur: &'c Current, what: &str) -> Result<Option<&'c str>> {
         let Some(doc) = cur.document.as_deref() else {
-            if cur.writer.is_some() {
-                // Committed (it has a writer), yet no document: never served as a
-                // missing state (that would hand out the default, red13).
+            if cur.exists() {
+                // Committed (it has a writer, or a generation: statesafe leaves a row
+                // without a document only at generation 0, or within the transaction
+                // that writes its first version), yet no document: never served as a
+                // missing state (that would hand out the default, red13, hist14).
                 return Err(Error::Corrupt {
                     path: self.display().to_path_buf(),
                     line: None,
@@ -381,15 +395,17 @@ impl Remote {
             }
             return Ok(None);
         };
-        let sum = format::checksum(doc.as_bytes()) as i64;
+        let sum = row_checksum(doc, cur.generation);
         match cur.checksum {
             Some(recorded) if recorded == sum => Ok(Some(doc)),
+            // A row of an earlier build: the document's checksum alone.
+            Some(recorded) if recorded == format::checksum(doc.as_bytes()) as i64 => Ok(Some(doc)),
             recorded => Err(Error::Corrupt {
                 path: self.display().to_path_buf(),
                 line: None,
                 column: None,
                 reason: format!(
-                    "the checksum of {what} (generation {}) does not match its document: recorded {recorded:?}, computed {sum}; the row was changed outside statesafe, or damaged; `statesafe recover URL` quarantines it and restores the newest valid backup",
+                    "the checksum of {what} (generation {}) does not match its document and generation: recorded {recorded:?}, computed {sum}; the row was changed outside statesafe, or damaged; `statesafe recover URL` quarantines it and restores the newest valid backup",
                     cur.generation
                 ),
             }),
@@ -500,6 +516,21 @@ impl Remote {
             Err(e) => return Err(e),
         };
         let damage_text = damage.to_string();
+        // The newest generation the backups and the history hold: above the row's
+        // when its generation was lowered by hand (its checksum covers it). The
+        // repair goes on above it, and carries the history forward up to it: writing
+        // below would replace entries of committed versions.
+        let kept = format!(
+            "SELECT greatest((SELECT max(generation) FROM {} WHERE state = $1), \
+             (SELECT max(generation) FROM {} WHERE state = $1))",
+            self.names.backups, self.names.history
+        );
+        let kept: Option<i64> = tx
+            .client()
+            .query_typed_one(&kept, &[(&self.address.state, Type::TEXT)])
+            .map_err(|e| self.error("read the generations kept of", e))?
+            .get(0);
+        let generation = generation.max(kept.map_or(0, |g| g as u64));
         // The newest backup that verifies (they are all older than the damaged row).
         let mut tried = Vec::new();
         let mut found = None;
@@ -526,7 +557,7 @@ impl Remote {
             && store.config().history.keep > 0
         {
             let entries: Vec<HistoryEntry> = self
-                .history(store)?
+                .history_rows()?
                 .into_iter()
                 .filter(|e| e.generation <= generation)
                 .collect();
@@ -568,6 +599,21 @@ impl Remote {
             .and_then(|r| r.first().cloned().flatten())
             .unwrap_or_default();
         let quarantined = PathBuf::from(format!("{}#quarantine={id}", self.display().display()));
+        if generation > tx.current.generation {
+            tx.client()
+                .execute_typed(
+                    &format!(
+                        "UPDATE {} SET generation = $2 WHERE state = $1",
+                        self.names.main
+                    ),
+                    &[
+                        (&self.address.state, Type::TEXT),
+                        (&(generation as i64), Type::INT8),
+                    ],
+                )
+                .map_err(|e| self.error("recover", e))?;
+            tx.current.generation = generation;
+        }
         let change = Change::Recovery {
             quarantined: Some(quarantined.clone()),
             from,
@@ -785,6 +831,7 @@ SELECT (SELECT 1 FROM {main} WHERE state = {key} FOR UPDATE SKIP LOCKED),
                 written_at: None,
                 writer: None,
                 xid: None,
+                fresh: false,
             },
             history_last: None,
             backups: Vec::new(),
@@ -792,24 +839,35 @@ SELECT (SELECT 1 FROM {main} WHERE state = {key} FOR UPDATE SKIP LOCKED),
         };
         let locked = (|| -> Result<Locking, postgres::Error> {
             let mut found = Locking::parse(begun?);
-            if found.current.is_none() {
-                // No row yet: insert one (no document) and lock it. A concurrent first
-                // writer's insert makes this wait for its commit, as the lock would.
-                // Its generation goes on above the backups and history kept from an
-                // earlier life of the state (its row deleted by hand), so that no
-                // generation of this life names a version of that one.
+            let unwritten = |c: &Current| c.document.is_none() && c.writer.is_none();
+            if found
+                .current
+                .as_ref()
+                .is_none_or(|c| unwritten(c) && c.generation == 0)
+            {
+                // No row yet (or one that only holds settings): insert one (no
+                // document) and lock it. A concurrent first writer's insert makes this
+                // wait for its commit, as the lock would. Its generation goes on above
+                // the backups and history kept from an earlier life of the state (its
+                // row deleted by hand), so that no generation of this life names a
+                // version of that one. A row without a document at a generation above
+                // 0 is made only here: committed so, it is damage (hist14).
                 let state = literal(&self.address.state);
+                let main = &self.names.main;
                 let insert = format!(
-                    "INSERT INTO {} (state, generation) VALUES ({state}, coalesce(greatest(\
+                    "INSERT INTO {main} (state, generation) VALUES ({state}, coalesce(greatest(\
                      (SELECT max(generation) FROM {} WHERE state = {state}), \
                      (SELECT max(generation) FROM {} WHERE state = {state})), 0)) \
-                     ON CONFLICT (state) DO NOTHING;\n{}",
-                    self.names.main,
+                     ON CONFLICT (state) DO UPDATE SET generation = excluded.generation \
+                     WHERE {main}.document IS NULL AND {main}.writer IS NULL AND {main}.generation = 0;\n{}",
                     self.names.backups,
                     self.names.history,
                     self.lock_statements(nowait, list_backups)
                 );
                 found = Locking::parse(tx.client().simple_query(&insert)?);
+                if let Some(c) = found.current.as_mut().filter(|c| unwritten(c)) {
+                    c.fresh = true;
+                }
             }
             if found.lock_free || found.held_by.as_deref().is_some_and(nested) {
                 return Ok(found);
@@ -1108,9 +1166,17 @@ SELECT (SELECT txid_current()::text FROM {main} WHERE state = {key} FOR UPDATE S
         let text = serde_json::to_string(settings).expect("invariant: settings serialize");
         let main = &self.names.main;
         let state = &self.address.state;
+        // A row made for this (no version yet) is left at generation 0: one without a
+        // document above 0 is a committed row damaged, and the first write goes on
+        // from the earlier life's generations then.
+        let generation = if tx.current.fresh {
+            ", generation = 0"
+        } else {
+            ""
+        };
         tx.client()
             .execute_typed(
-                &format!("UPDATE {main} SET settings = $2 WHERE state = $1"),
+                &format!("UPDATE {main} SET settings = $2{generation} WHERE state = $1"),
                 &[(state, Type::TEXT), (&text, Type::TEXT)],
             )
             .map_err(|e| self.error("write the settings of", e))?;
@@ -1180,7 +1246,17 @@ SELECT (SELECT txid_current()::text FROM {main} WHERE state = {key} FOR UPDATE S
         })
     }
 
+    /// The history as listed: an entry whose document does not match the checksum it
+    /// records is shown as damaged ([`history::mark_damaged`]).
     pub(crate) fn history<T>(&self, _store: &Store<T>) -> Result<Vec<HistoryEntry>> {
+        let mut entries = self.history_rows()?;
+        history::mark_damaged(&mut entries);
+        Ok(entries)
+    }
+
+    /// The history's rows as entries (a row that is not one shown as damaged), for
+    /// rebuilding versions, which verifies them itself.
+    fn history_rows(&self) -> Result<Vec<HistoryEntry>> {
         let query = format!(
             "SELECT entry, generation FROM {} WHERE state = $1 ORDER BY generation",
             self.names.history
@@ -1216,6 +1292,7 @@ SELECT (SELECT txid_current()::text FROM {main} WHERE state = {key} FOR UPDATE S
                             patch: None,
                             snapshot: None,
                             note: None,
+                            checksum: None,
                         }
                     }
                 }
@@ -1254,7 +1331,7 @@ SELECT (SELECT txid_current()::text FROM {main} WHERE state = {key} FOR UPDATE S
                     .state,
             );
         }
-        history::document_at(self.display(), &self.history(store)?, generation)
+        history::document_at(self.display(), &self.history_rows()?, generation)
     }
 
     pub(crate) fn check<T: Serialize + DeserializeOwned>(
@@ -1505,12 +1582,11 @@ impl Tx<'_> {
             });
         }
         let text = String::from_utf8(bytes).expect("invariant: serde_json writes UTF-8");
-        let checksum = format::checksum(text.as_bytes()) as i64;
+        let checksum = row_checksum(&text, self.current.generation + 1);
         let existed = self.current.exists();
         if existed
             && change == Change::Commit
             && settings.is_none()
-            && self.current.checksum == Some(checksum)
             && old_text == Some(text.as_str())
         {
             // Nothing to write: the generation stays (as for a file).
@@ -1714,6 +1790,7 @@ impl Tx<'_> {
             patch,
             snapshot,
             note,
+            checksum: new_value.as_ref().map(history::checksum_of),
         };
         write.snapshot = Some(entry.snapshot.is_some());
         write.entry = Some(serde_json::to_string(&entry).expect("invariant: an entry serializes"));
@@ -1948,6 +2025,7 @@ impl Locking {
             written_at: r.get(3).and_then(int).map(micros),
             writer: r.get(4).cloned().flatten(),
             xid: r.get(5).and_then(int),
+            fresh: false,
         });
         let lock = lock.into_iter().next().unwrap_or_default();
         let column = |i: usize| lock.get(i).cloned().flatten();
@@ -2091,6 +2169,7 @@ fn backup_row(r: &Row) -> Current {
         written_at: r.get::<_, Option<i64>>(3).map(micros),
         writer: None,
         xid: None,
+        fresh: false,
     }
 }
 

@@ -402,6 +402,146 @@ fn history_retention_holds_and_old_generations_stay_rebuildable() {
     assert!(segs <= 10 / 2 + 2, "{segs} segments");
 }
 
+/// Rewrites the history line of `generation` in the segment files with `edit`; the
+/// number of lines changed.
+fn edit_history_line(store: &Store, generation: u64, edit: impl Fn(&str) -> String) -> usize {
+    let mut edited = 0;
+    for seg in std::fs::read_dir(store.sidecar_path().join("history")).unwrap() {
+        let seg = seg.unwrap().path();
+        let text = std::fs::read_to_string(&seg).unwrap();
+        let prefix = format!("{{\"generation\":{generation},");
+        let out: Vec<String> = text
+            .lines()
+            .map(|l| {
+                if l.starts_with(&prefix) {
+                    edited += 1;
+                    edit(l)
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect();
+        std::fs::write(&seg, out.join("\n") + "\n").unwrap();
+    }
+    edited
+}
+
+/// A store whose generations 1..=4 hold `{"n": g, "m": 0}`, with one backup kept
+/// (generation 3): generations 1 and 2 come from the history alone.
+fn four_generations(path: &Path) -> Store {
+    let store: Store = Store::options()
+        .backups(BackupPolicy {
+            keep: 1,
+            hourly: 0,
+            daily: 0,
+        })
+        .open(path)
+        .unwrap();
+    store.create(json!({"n": 1, "m": 0})).unwrap();
+    for n in 2..=4 {
+        store.update(|s| s["n"] = n.into()).unwrap();
+    }
+    store
+}
+
+/// A history line edited by hand into another valid entry (generation 2's patch made
+/// to set `n` to 999) was served by `document_at` and `diff` as the version a writer
+/// committed: the lines carried no checksum. Each entry records the checksum of the
+/// document it produces, verified when the version is rebuilt; a mismatch is an error
+/// naming the entry, never a version nobody committed.
+#[test]
+fn a_history_line_edited_by_hand_is_never_served_as_a_committed_version() {
+    let dir = common::test_dir();
+    let path = dir.path().join("state.json");
+    let store = four_generations(&path);
+    assert_eq!(store.document_at(2).unwrap(), json!({"n": 2, "m": 0}));
+    let edited = edit_history_line(&store, 2, |l| l.replace("\"value\":2", "\"value\":999"));
+    assert_eq!(edited, 1, "generation 2's line was not found");
+    for got in [
+        store.document_at(2).map(|d| d.to_string()),
+        store.diff(2, 3).map(|p| serde_json::to_string(&p).unwrap()),
+    ] {
+        match got {
+            Err(Error::GenerationUnavailable {
+                generation, reason, ..
+            }) => {
+                assert_eq!(generation, 2);
+                assert!(
+                    reason.contains("history entry of generation 2")
+                        && reason.contains("changed outside statesafe"),
+                    "{reason}"
+                );
+            }
+            other => panic!("a version nobody committed was served: {other:?}"),
+        }
+    }
+    let err = store.document_at(2).unwrap_err();
+    assert!(err.hint().unwrap().contains("backup"), "{:?}", err.hint());
+    // Listed as damaged, in its place; the entries around it as recorded.
+    let listed = store.history().unwrap();
+    let changes: Vec<(u64, bool)> = listed
+        .iter()
+        .map(|e| (e.generation, matches!(e.change, Change::Damaged { .. })))
+        .collect();
+    assert_eq!(changes, [(1, false), (2, true), (3, false), (4, false)]);
+    // Generation 3 replaced `n` whole: what its entry records is what the chain gives.
+    assert_eq!(store.document_at(3).unwrap(), json!({"n": 3, "m": 0}));
+    // The same edit with the entry's checksum taken out is refused too.
+    edit_history_line(&store, 2, |l| {
+        let at = l
+            .find(",\"checksum\":")
+            .expect("the entry records a checksum");
+        format!("{}{}", &l[..at], &l[at + 30..])
+    });
+    let err = store.document_at(2).unwrap_err();
+    assert!(err.to_string().contains("records no checksum"), "{err}");
+}
+
+/// Entries written before statesafe recorded checksums stay readable; one whose
+/// change survives to a later entry that records a checksum is checked by it.
+#[test]
+fn history_lines_without_a_checksum_stay_readable_and_a_later_checksum_covers_them() {
+    let dir = common::test_dir();
+    let path = dir.path().join("state.json");
+    let store = four_generations(&path);
+    let strip = |l: &str| match l.find(",\"checksum\":") {
+        Some(at) => format!("{}{}", &l[..at], &l[at + 30..]),
+        None => l.to_string(),
+    };
+    for g in 1..=3 {
+        assert_eq!(edit_history_line(&store, g, strip), 1);
+    }
+    assert_eq!(store.document_at(1).unwrap(), json!({"n": 1, "m": 0}));
+    assert_eq!(store.document_at(2).unwrap(), json!({"n": 2, "m": 0}));
+    // Generation 2's entry made to set `m` too: generation 4's checksum covers `m`.
+    edit_history_line(&store, 2, |l| {
+        l.replace(
+            "\"patch\":[",
+            "\"patch\":[{\"op\":\"replace\",\"path\":\"/m\",\"value\":7},",
+        )
+    });
+    let err = store.document_at(2).unwrap_err();
+    assert!(
+        err.to_string().contains("history entry of generation 4"),
+        "{err}"
+    );
+}
+
+/// Recovery carries a backup forward through the history's patches: it stops before
+/// an entry that does not produce the document it records, never restoring a version
+/// nobody committed.
+#[test]
+fn recovery_stops_before_a_history_line_edited_by_hand() {
+    let dir = common::test_dir();
+    let path = dir.path().join("state.json");
+    let store = four_generations(&path);
+    edit_history_line(&store, 4, |l| l.replace("\"value\":4", "\"value\":999"));
+    std::fs::write(&path, b"{\"n\": 4, \"m\"").unwrap();
+    let fresh: Store = Store::open(&path).unwrap();
+    let got = fresh.load().unwrap();
+    assert_eq!(got.state, json!({"n": 3, "m": 0}));
+}
+
 #[test]
 fn an_invalid_update_is_refused_naming_rule_and_place() {
     let dir = common::test_dir();

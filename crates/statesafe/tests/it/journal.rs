@@ -998,6 +998,69 @@ fn compaction_moves_the_records_history_into_the_log_once() {
     }
 }
 
+/// Journal mode's history: the commits since the last compaction are its journal's
+/// records (checksummed, verified on read); a compaction moves them into the log,
+/// each entry with the checksum of the version it produces, so a log line edited by
+/// hand is never served as a committed version.
+#[test]
+fn a_compacted_history_line_edited_by_hand_is_never_served() {
+    let (_dir, path, store) = thirty_commits_through_a_compaction(1500);
+    let seg_dir = sidecar(&path).join("history");
+    let mut segs: Vec<_> = std::fs::read_dir(&seg_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    segs.sort();
+    let lines: Vec<String> = segs
+        .iter()
+        .flat_map(|s| {
+            std::fs::read_to_string(s)
+                .unwrap()
+                .lines()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(lines.len() > 3, "{lines:?}");
+    assert!(
+        lines.iter().all(|l| l.contains("\"checksum\":\"")),
+        "a compacted entry without its checksum: {lines:?}"
+    );
+    assert_eq!(store.document_at(3).unwrap(), json!({"n": 2}));
+    let mut edited = 0;
+    for seg in &segs {
+        let text = std::fs::read_to_string(seg).unwrap();
+        let out: Vec<String> = text
+            .lines()
+            .map(|l| {
+                if l.starts_with("{\"generation\":3,") {
+                    // A record of the whole document is the entry's snapshot; a patch
+                    // record its patch.
+                    let edit = l
+                        .replace("\"snapshot\":{\"n\":2}", "\"snapshot\":{\"n\":999}")
+                        .replace("\"value\":2", "\"value\":999");
+                    edited += usize::from(edit != l);
+                    edit
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect();
+        std::fs::write(seg, out.join("\n") + "\n").unwrap();
+    }
+    assert_eq!(
+        edited, 1,
+        "generation 3's entry was not found to edit: {lines:?}"
+    );
+    let reader = Store::<Value>::open(&path).unwrap();
+    match reader.document_at(3) {
+        Err(Error::GenerationUnavailable { reason, .. }) => {
+            assert!(reason.contains("history entry of generation 3"), "{reason}")
+        }
+        other => panic!("a version nobody committed was served: {other:?}"),
+    }
+}
+
 #[test]
 fn a_crash_before_the_new_journal_neither_loses_nor_duplicates_history() {
     // The history and the snapshot of generation n + 1 are in place, the new

@@ -116,6 +116,79 @@ fn a_committed_row_whose_document_was_nulled_is_damage_not_a_missing_state() {
     assert_eq!(store.load().unwrap().state, json!({"n": 2}));
 }
 
+/// A committed row whose document, checksum and writer were all set to NULL by hand
+/// (nothing left saying a writer committed it) was served as a state never committed:
+/// `load` said `NotFound`, and the next write created over it. A row with a
+/// generation above 0 was committed (statesafe makes a row without a document only at
+/// generation 0, or in the transaction that writes its first version): damage, as a
+/// damaged file is, never "not found".
+#[test]
+fn a_committed_row_whose_document_checksum_and_writer_were_nulled_is_damage() {
+    let Some(pg) = cluster::cluster() else { return };
+    let url = pg.url("hist14-null-row");
+    let store = open(&url);
+    store.create(json!({"n": 1})).unwrap();
+    store.update(|s| s["n"] = 2.into()).unwrap();
+    pg.client()
+        .execute(
+            "UPDATE statesafe SET document = NULL, checksum = NULL, writer = NULL WHERE state = 'hist14-null-row'",
+            &[],
+        )
+        .unwrap();
+    let strict: Store = Store::options()
+        .recovery(RecoveryPolicy::Fail)
+        .open_url(&url)
+        .unwrap();
+    let got = strict.load();
+    assert!(
+        matches!(&got, Err(Error::Corrupt { reason, .. }) if reason.contains("generation 2")),
+        "a nulled row was served as {got:?}"
+    );
+    assert!(strict.info().unwrap().exists);
+    // Recovered as a damaged row is: the acknowledged generation 2 rebuilt, above it.
+    let loaded = store.load().unwrap();
+    assert_eq!(loaded.state, json!({"n": 2}));
+    assert_eq!(loaded.generation, 3);
+}
+
+/// A committed row whose generation was lowered by hand (its document and checksum
+/// left as they were) was served as that older generation: the next write then took
+/// generations the history and the backups already hold (a history entry of a
+/// committed version silently replaced), and a reader saw the generation go back.
+/// The row's checksum covers its generation: damage, repaired above every generation
+/// kept, with the acknowledged version rebuilt.
+#[test]
+fn a_row_whose_generation_was_lowered_is_damage_not_an_older_version() {
+    let Some(pg) = cluster::cluster() else { return };
+    let url = pg.url("hist14-lowered");
+    let store = open(&url);
+    store.create(json!({"n": 1})).unwrap();
+    for n in 2..=4 {
+        store.update(|s| s["n"] = n.into()).unwrap();
+    }
+    pg.client()
+        .execute(
+            "UPDATE statesafe SET generation = 2 WHERE state = 'hist14-lowered'",
+            &[],
+        )
+        .unwrap();
+    let strict: Store = Store::options()
+        .recovery(RecoveryPolicy::Fail)
+        .open_url(&url)
+        .unwrap();
+    let got = strict.load();
+    assert!(
+        matches!(got, Err(Error::Corrupt { .. })),
+        "a lowered generation was served as {got:?}"
+    );
+    let loaded = store.load().unwrap();
+    assert_eq!(loaded.state, json!({"n": 4}));
+    assert_eq!(loaded.generation, 5);
+    // The history of the generations the lowered row claimed to be below is intact.
+    assert_eq!(store.document_at(3).unwrap(), json!({"n": 3}));
+    assert_eq!(store.document_at(4).unwrap(), json!({"n": 4}));
+}
+
 /// A history row edited by hand into another valid entry (here generation 2's patch
 /// made to set `n` to 999) is served as the version a writer committed: history
 /// entries carry no checksum (a row's document and a backup's do), so `document_at`,
@@ -124,7 +197,6 @@ fn a_committed_row_whose_document_was_nulled_is_damage_not_a_missing_state() {
 /// verified when a version is rebuilt) touches the history format both backends share
 /// (history.rs), which is more than this session could do.
 #[test]
-#[ignore = "red13: a history entry edited by hand into another valid entry is served by document_at as a committed version: entries carry no checksum"]
 fn a_history_entry_edited_by_hand_is_never_served_as_a_committed_version() {
     let Some(pg) = cluster::cluster() else { return };
     let url = pg.url("red13-history-edited");
