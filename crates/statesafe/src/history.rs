@@ -62,6 +62,7 @@ pub enum Change {
 
 /// One history entry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct HistoryEntry {
     /// The generation this entry describes.
     #[serde(deserialize_with = "crate::format::bounded_generation")]
