@@ -759,11 +759,12 @@ SELECT (SELECT 1 FROM {main} WHERE state = {key} FOR UPDATE SKIP LOCKED),
     /// transaction may run where this connection's statements are unknown, or where
     /// another client's statement has the same name (the client library numbers
     /// them per process): binding that one would run another statement. So the
-    /// statements are parsed in a transaction that also marks its server session
-    /// (`SET statesafe.connection`, a value of this connection's own, kept after
-    /// the commit), and every transaction checks the mark first, in the same
-    /// transaction block as the statements it binds: a missing or other mark (another
-    /// session, or one reset by `DISCARD ALL`) fails that check, a statement missing
+    /// statements are parsed in a transaction that also marks its server session (a
+    /// cursor `WITH HOLD`, kept after the commit, named for this connection alone:
+    /// its process id, a counter and the time), and every transaction checks the
+    /// mark first, in the same transaction block as the statements it binds (`MOVE 0
+    /// IN` the cursor: a utility statement, nothing to plan): no such cursor
+    /// (another session, or one reset by `DISCARD ALL`) fails that check, a statement missing
     /// from the marked session (`DEALLOCATE ALL`) fails its Bind (`26000`), and
     /// either way the transaction block is aborted before the first statement
     /// runs: nothing is locked, read or written. `Ok(None)` then: the transaction is
@@ -788,13 +789,9 @@ SELECT (SELECT 1 FROM {main} WHERE state = {key} FOR UPDATE SKIP LOCKED),
             .zip(types)
             .map(|((_, text), types)| (text.as_str(), types))
             .collect();
-        let check = |mark: &str| {
-            format!(
-                "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT 1 / (coalesce(current_setting('statesafe.connection', true), '') = '{mark}')::int"
-            )
-        };
+        let check = |mark: &str| format!("BEGIN ISOLATION LEVEL READ COMMITTED; MOVE 0 IN {mark}");
         let mismatch = |e: &postgres::Error, client: &Client| {
-            refused(e) && !client.is_closed() && e.code() == Some(&SqlState::DIVISION_BY_ZERO)
+            refused(e) && !client.is_closed() && e.code() == Some(&SqlState::INVALID_CURSOR_NAME)
         };
         // Statements are parsed only in a transaction in the marked server session
         // (the first marks it): every one this connection holds is in that session.
@@ -806,12 +803,14 @@ SELECT (SELECT 1 FROM {main} WHERE state = {key} FOR UPDATE SKIP LOCKED),
                         .duration_since(UNIX_EPOCH)
                         .unwrap_or_default();
                     let mark = format!(
-                        "{}.{}.{}",
+                        "statesafe_mark_{}_{}_{}",
                         crate::sys::pid(),
                         MARKS.fetch_add(1, Ordering::Relaxed),
                         since.as_nanos()
                     );
-                    client.batch_execute(&format!("BEGIN; SET statesafe.connection = '{mark}'"))?;
+                    client.batch_execute(&format!(
+                        "BEGIN; DECLARE {mark} CURSOR WITH HOLD FOR SELECT 1"
+                    ))?;
                     client.set_mark(mark);
                 }
                 Some(mark) => match client.batch_execute(&check(mark)) {
