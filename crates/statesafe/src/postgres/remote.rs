@@ -777,7 +777,7 @@ SELECT (SELECT 1 FROM {main} WHERE state = {key} FOR UPDATE SKIP LOCKED),
         operation: &str,
         nowait: bool,
         list_backups: bool,
-    ) -> Result<Option<Vec<Vec<Vec<Option<String>>>>>, postgres::Error> {
+    ) -> Result<Option<Statements>, postgres::Error> {
         let texts = self.lock_texts(nowait, list_backups, false);
         let types = [
             &[Type::TEXT, Type::TEXT][..],
@@ -2159,6 +2159,10 @@ enum Repair<T> {
     },
 }
 
+/// The rows of each statement of a round trip, each row's columns as text (as a
+/// simple query gives them).
+type Statements = Vec<Vec<Vec<Option<String>>>>;
+
 /// What [`Remote::lock_statements`] found.
 struct Locking {
     /// The state's row, locked; `None`: the state has no row.
@@ -2177,7 +2181,7 @@ struct Locking {
 
 impl Locking {
     /// The rows of each statement of a simple query, in order.
-    fn statements(messages: &[SimpleQueryMessage]) -> Vec<Vec<Vec<Option<String>>>> {
+    fn statements(messages: &[SimpleQueryMessage]) -> Statements {
         let mut out = Vec::new();
         let mut rows = Vec::new();
         for m in messages {
@@ -2204,7 +2208,7 @@ impl Locking {
     /// From the rows of each statement: the last is the look at the lock row, the one
     /// before it the locking `SELECT`, the one before that ends with the list of
     /// prepared statements (none: an empty statement).
-    fn from_statements(mut statements: Vec<Vec<Vec<Option<String>>>>) -> Locking {
+    fn from_statements(mut statements: Statements) -> Locking {
         let lock = statements.pop().unwrap_or_default();
         let main = statements.pop().unwrap_or_default();
         // The statement before the locking `SELECT` ends with the list of prepared
