@@ -1,7 +1,7 @@
 //! The URL of a remote state, and where its password comes from.
 //!
 //! `postgres://USER@HOST:PORT/DATABASE?state=NAME[&table=T][&schema=S][&sslmode=M]
-//! [&passfile=PATH][&connect_timeout=SECS][&application_name=…]`. The password is
+//! [&passfile=PATH][&connect_timeout=SECS][&prepare=protocol|sql][&application_name=…]`. The password is
 //! taken, in this order, from the URL (library callers only: the CLI refuses it, since
 //! a command line is visible to every local user), `PGPASSWORD`, then the first
 //! matching line of the password file (`passfile=`, `PGPASSFILE`, or `~/.pgpass`,
@@ -25,6 +25,11 @@ pub(crate) struct Address {
     pub table: String,
     /// How to connect: plain, or TLS with the certificate checks `sslmode` asks for.
     pub tls: super::tls::Tls,
+    /// `prepare=sql`: send the statements of a write as SQL-level `EXECUTE`s of
+    /// statements `PREPARE`d in the transaction, never as protocol-level prepared
+    /// statements (for a pooler that moves a client between server sessions and
+    /// does not track them: PgBouncer before 1.21 in transaction mode).
+    pub sql_prepare: bool,
 }
 
 /// The longest table name accepted (PostgreSQL's identifiers are at most 63 bytes,
@@ -61,6 +66,7 @@ impl Address {
         let mut passfile = None;
         let mut sslmode = "prefer".to_string();
         let mut sslrootcert = None;
+        let mut sql_prepare = false;
         let mut rest = Vec::new();
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
@@ -73,6 +79,17 @@ impl Address {
                 "passfile" => passfile = Some(PathBuf::from(value)),
                 "sslmode" => sslmode = value,
                 "sslrootcert" => sslrootcert = Some(value),
+                "prepare" => {
+                    sql_prepare = match value.as_str() {
+                        "protocol" => false,
+                        "sql" => true,
+                        _ => {
+                            return Err(bad(format!(
+                                "`prepare={value}` must be `protocol` (the default: statements prepared once per connection, then bound) or `sql` (SQL-level `PREPARE` and `EXECUTE`, for a pooler that does not keep a client on one server session and does not track prepared statements, as PgBouncer before 1.21 in transaction mode)"
+                            )));
+                        }
+                    }
+                }
                 _ => rest.push(pair.to_string()),
             }
         }
@@ -169,6 +186,7 @@ impl Address {
             schema,
             table,
             tls,
+            sql_prepare,
         })
     }
 }

@@ -5,8 +5,9 @@
 //! bounds only the TCP connect, so a port that accepts and never answers (a hung
 //! server or pooler, another service's port) made an open wait forever (red12).
 
+use std::collections::HashMap;
 use std::future::{Future, poll_fn};
-use std::pin::pin;
+use std::pin::{Pin, pin};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ use postgres::types::{ToSql, Type};
 use postgres::{Row, SimpleQueryMessage};
 use tokio::runtime::Runtime;
 use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
-use tokio_postgres::{AsyncMessage, Error, Socket};
+use tokio_postgres::{AsyncMessage, Error, Socket, Statement};
 
 /// What the connection's task yields: the server's asynchronous messages (notices),
 /// its error, or its end.
@@ -27,7 +28,30 @@ pub(crate) struct Client {
     /// `None` once closed (in `drop`).
     client: Option<tokio_postgres::Client>,
     connection: Messages,
+    /// The statements prepared on this connection at the protocol level (Parse once,
+    /// then Bind and Execute), by text, and the mark set in the server session they
+    /// were prepared in; `None` until the first are. Per connection: a new one (after
+    /// a reconnect) starts with none.
+    prepared: Option<Prepared>,
 }
+
+/// See [`Client::prepared`].
+struct Prepared {
+    mark: String,
+    statements: HashMap<String, Statement>,
+}
+
+/// One request of a pipeline ([`Client::pipeline`]).
+pub(crate) enum Request<'a> {
+    /// A simple query (its rows are not kept).
+    Simple(&'a str),
+    /// Bind and Execute of a statement prepared on this connection, with these
+    /// parameters.
+    Bound(&'a Statement, &'a [&'a (dyn ToSql + Sync)]),
+}
+
+/// A future of a request, boxed so that different kinds go in one list.
+type Pending<'a, T> = Pin<Box<dyn Future<Output = Result<T, Error>> + 'a>>;
 
 /// Why a connection could not be made.
 pub(crate) enum ConnectError {
@@ -69,6 +93,7 @@ impl Client {
             runtime,
             client: Some(client),
             connection: Box::new(move |cx| connection.poll_message(cx)),
+            prepared: None,
         })
     }
 
@@ -86,6 +111,7 @@ impl Client {
             runtime,
             client,
             connection,
+            ..
         } = self;
         let client = client
             .as_ref()
@@ -146,12 +172,134 @@ impl Client {
         self.run(|c| c.execute_typed(query, params))
     }
 
+    /// The mark of the server session this connection's statements were prepared
+    /// in, `None` before any was (see `Remote::lock_protocol`).
+    pub(crate) fn mark(&self) -> Option<&str> {
+        self.prepared.as_ref().map(|p| p.mark.as_str())
+    }
+
+    /// Whether a statement of this text is prepared on this connection.
+    pub(crate) fn holds(&self, text: &str) -> bool {
+        self.prepared
+            .as_ref()
+            .is_some_and(|p| p.statements.contains_key(text))
+    }
+
+    /// Records that this connection's server session now carries `mark`; the
+    /// statements prepared from now on are taken to be in it.
+    pub(crate) fn set_mark(&mut self, mark: String) {
+        self.prepared = Some(Prepared {
+            mark,
+            statements: HashMap::new(),
+        });
+    }
+
+    /// The statements of these texts and parameter types, each prepared on this
+    /// connection at its first use (a `Parse` of a statement named by the client
+    /// library, all the missing ones pipelined in one round trip) and kept for the
+    /// connection's life. Called only once a mark is set ([`Client::set_mark`]).
+    pub(crate) fn prepared(&mut self, wanted: &[(&str, &[Type])]) -> Result<Vec<Statement>, Error> {
+        let have = &self
+            .prepared
+            .as_ref()
+            .expect("invariant: statements are prepared after the mark is set")
+            .statements;
+        let missing: Vec<(&str, &[Type])> = wanted
+            .iter()
+            .filter(|(text, _)| !have.contains_key(*text))
+            .copied()
+            .collect();
+        if !missing.is_empty() {
+            let asked = &missing;
+            let made = self.run(|c| async move {
+                let futures: Vec<Pending<'_, Statement>> = asked
+                    .iter()
+                    .map(|&(text, types)| Box::pin(c.prepare_typed(text, types)) as Pending<'_, _>)
+                    .collect();
+                in_order(futures)
+                    .await
+                    .into_iter()
+                    .collect::<Result<Vec<_>, Error>>()
+            })?;
+            let have = &mut self
+                .prepared
+                .as_mut()
+                .expect("invariant: statements are prepared after the mark is set")
+                .statements;
+            for ((text, _), statement) in missing.iter().zip(made) {
+                have.insert((*text).to_string(), statement);
+            }
+        }
+        let have = &self
+            .prepared
+            .as_ref()
+            .expect("invariant: statements are prepared after the mark is set")
+            .statements;
+        Ok(wanted.iter().map(|(text, _)| have[*text].clone()).collect())
+    }
+
+    /// Sends the requests one after the other without waiting for an answer in
+    /// between (the server runs them in order; each bound statement ends with its
+    /// own `Sync`), then reads every answer: one round trip. The rows of each, or the
+    /// first error with the index of its request (the later requests of a
+    /// transaction block fail once one has: `25P02`).
+    pub(crate) fn pipeline(
+        &mut self,
+        requests: &[Request<'_>],
+    ) -> Result<Vec<Vec<Row>>, (usize, Error)> {
+        let answers = self.run(|c| async move {
+            let futures: Vec<Pending<'_, Vec<Row>>> = requests
+                .iter()
+                .map(|request| match *request {
+                    Request::Simple(query) => {
+                        Box::pin(async move { c.batch_execute(query).await.map(|()| Vec::new()) })
+                            as Pending<'_, _>
+                    }
+                    Request::Bound(statement, params) => Box::pin(c.query(statement, params)),
+                })
+                .collect();
+            Ok(in_order(futures).await)
+        });
+        let answers = answers.map_err(|e| (0, e))?;
+        answers
+            .into_iter()
+            .enumerate()
+            .map(|(i, a)| a.map_err(|e| (i, e)))
+            .collect()
+    }
+
     /// Whether the connection has ended (the server closed it, or it failed).
     pub(crate) fn is_closed(&self) -> bool {
         self.client
             .as_ref()
             .is_none_or(tokio_postgres::Client::is_closed)
     }
+}
+
+/// Polls every future, always in the list's order, until all are done: each sends
+/// its request when first polled, so the requests go out in that order.
+async fn in_order<T>(mut futures: Vec<Pending<'_, T>>) -> Vec<Result<T, Error>> {
+    let mut done: Vec<Option<Result<T, Error>>> = futures.iter().map(|_| None).collect();
+    poll_fn(|cx| {
+        let mut pending = false;
+        for (future, slot) in futures.iter_mut().zip(done.iter_mut()) {
+            if slot.is_none() {
+                match future.as_mut().poll(cx) {
+                    Poll::Ready(answer) => *slot = Some(answer),
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await;
+    done.into_iter()
+        .map(|d| d.expect("invariant: every future is done"))
+        .collect()
 }
 
 impl Drop for Client {

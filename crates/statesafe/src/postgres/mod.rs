@@ -76,6 +76,15 @@ pub fn set_statement_limit_for_tests(bytes: u64) {
     remote::set_statement_limit(bytes);
 }
 
+/// Test hook: a statement this process runs on every PostgreSQL connection as it goes
+/// back to a store's pool, as a pooler runs its `server_reset_query` (`DISCARD ALL`,
+/// `DEALLOCATE ALL`) on a server session it releases; `None` runs none.
+#[cfg(feature = "postgres")]
+#[doc(hidden)]
+pub fn set_release_query_for_tests(query: Option<&str>) {
+    remote::set_release_query(query);
+}
+
 /// Whether `s` names a PostgreSQL state (`postgres://` or `postgresql://`), to be
 /// opened with [`crate::StoreOptions::open_url`].
 ///

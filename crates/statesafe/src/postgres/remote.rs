@@ -11,23 +11,28 @@
 //! The row lock is released by the server when the transaction ends in any way:
 //! commit, rollback, or the connection closing (a holder that dies frees it at once).
 //! No lock or setting outlives a transaction, so it works through PgBouncer in
-//! transaction mode. The write's statement is an SQL-level prepared statement named
-//! by the hash of its text, prepared on a server session the first time a
-//! transaction finds that session without it (see [`Write`]).
+//! transaction mode. The statements are prepared once per connection at the protocol
+//! level and bound with their values, the requests of each round trip pipelined
+//! ([`Remote::lock_protocol`]); where a pooler moves the connection between server
+//! sessions (found out before anything is locked, or said by the URL's
+//! `prepare=sql`), they are SQL-level prepared statements named by the hash of
+//! their text, prepared on a server session the first time a transaction finds that
+//! session without it (see [`Write`]).
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 use postgres::error::SqlState;
-use postgres::types::Type;
+use postgres::types::{ToSql, Type};
 use postgres::{NoTls, Row, SimpleQueryMessage};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::address::Address;
-use super::client::{Client, ConnectError};
+use super::client::{Client, ConnectError, Request};
 use super::sql::{self, Names};
 use super::tls::Tls;
 use crate::backup::{self, BackupInfo, BackupList};
@@ -48,6 +53,10 @@ pub(crate) struct Remote {
     address: Address,
     names: Names,
     pool: Mutex<Vec<Client>>,
+    /// Transactions send SQL-level `EXECUTE`s ([`Write`]) rather than protocol-level
+    /// prepared statements: the URL says `prepare=sql`, or a transaction found its
+    /// connection's statements missing from its server session (a pooler).
+    sql_prepare: AtomicBool,
 }
 
 /// The current row, as read.
@@ -92,10 +101,12 @@ impl Remote {
     fn connected(url: &str) -> Result<(Remote, Client)> {
         let address = Address::parse(url)?;
         let names = Names::new(address.schema.as_deref(), &address.table);
+        let sql_prepare = address.sql_prepare;
         let remote = Remote {
             address,
             names,
             pool: Mutex::new(Vec::new()),
+            sql_prepare: AtomicBool::new(sql_prepare),
         };
         let mut client = remote.connect()?;
         remote.ensure_tables(&mut client)?;
@@ -180,7 +191,16 @@ impl Remote {
         }
     }
 
-    fn give(&self, client: Client) {
+    fn give(&self, mut client: Client) {
+        let reset = RELEASE_QUERY
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(reset) = reset
+            && client.batch_execute(&reset).is_err()
+        {
+            return;
+        }
         if !client.is_closed() {
             self.pool.lock().push(client);
         }
@@ -684,10 +704,59 @@ SELECT (SELECT 1 FROM {main} WHERE state = {key} FOR UPDATE SKIP LOCKED),
         )
     }
 
-    /// [`Remote::lock_statements`] and the `set_config`s before them, as `EXECUTE`s of
-    /// SQL-level prepared statements named by the hash of their text (see [`Write`]),
-    /// with a `PREPARE` first of each that `have` (the names the server session holds,
-    /// when known) lacks.
+    /// [`Remote::lock_statements`] and the `set_config`s before them as statements
+    /// with parameters: `$1` the lock timeout and `$2` the `application_name`; `$1`
+    /// the state; `$1` the state and `$2` its lock row's key. With `list`, the first
+    /// also lists the session's SQL-level prepared statements ([`PREPARED_LIST`]).
+    fn lock_texts(
+        &self,
+        nowait: bool,
+        list_backups: bool,
+        list: bool,
+    ) -> [(&'static str, String); 3] {
+        let (main, backups, history) = (&self.names.main, &self.names.backups, &self.names.history);
+        let wait = if nowait { " NOWAIT" } else { "" };
+        let backups_list = if list_backups {
+            format!(
+                "(SELECT string_agg(generation || ':' || (extract(epoch FROM written_at) * 1000000)::bigint, ',') FROM {backups} WHERE state = $1)"
+            )
+        } else {
+            "NULL".to_string()
+        };
+        let prepared = if list {
+            format!(", {PREPARED_LIST}")
+        } else {
+            String::new()
+        };
+        [
+            (
+                "text, text",
+                format!(
+                    "SELECT set_config('lock_timeout', $1, true), set_config('application_name', $2, true), {SYNCHRONOUS_COMMIT}, {}{prepared}",
+                    statement_timeout("$1")
+                ),
+            ),
+            (
+                "text",
+                format!(
+                    "{SELECT_CURRENT}, txid_current() FROM {main} WHERE state = $1 FOR UPDATE{wait}"
+                ),
+            ),
+            (
+                "text, text",
+                format!(
+                    "SELECT (SELECT 1 FROM {main} WHERE state = $2 FOR UPDATE SKIP LOCKED),
+    (SELECT xmax::text FROM {main} WHERE state = $2),
+    (SELECT max(generation) FROM {history} WHERE state = $1),
+    {backups_list}"
+                ),
+            ),
+        ]
+    }
+
+    /// [`Remote::lock_texts`] as `EXECUTE`s of SQL-level prepared statements named by
+    /// the hash of their text (see [`Write`]), with a `PREPARE` first of each that
+    /// `have` (the names the server session holds, when known) lacks.
     fn lock_statements_prepared(
         &self,
         millis: u128,
@@ -696,48 +765,21 @@ SELECT (SELECT 1 FROM {main} WHERE state = {key} FOR UPDATE SKIP LOCKED),
         list_backups: bool,
         have: Option<&[String]>,
     ) -> String {
-        let (main, backups, history) = (&self.names.main, &self.names.backups, &self.names.history);
-        let wait = if nowait { " NOWAIT" } else { "" };
-        let list = if list_backups {
-            format!(
-                "(SELECT string_agg(generation || ':' || (extract(epoch FROM written_at) * 1000000)::bigint, ',') FROM {backups} WHERE state = $1)"
-            )
-        } else {
-            "NULL".to_string()
-        };
-        let statements = [
-            (
-                "text, text",
-                format!(
-                    "SELECT set_config('lock_timeout', $1, true), set_config('application_name', $2, true), {SYNCHRONOUS_COMMIT}, {}, {PREPARED_LIST}",
-                    statement_timeout("$1")
-                ),
-                vec![
-                    literal(&format!("{}ms", millis.max(1))),
-                    literal(&application_name(operation)),
-                ],
-            ),
-            (
-                "text",
-                format!(
-                    "{SELECT_CURRENT}, txid_current() FROM {main} WHERE state = $1 FOR UPDATE{wait}"
-                ),
-                vec![literal(&self.address.state)],
-            ),
-            (
-                "text, text",
-                format!(
-                    "SELECT (SELECT 1 FROM {main} WHERE state = $2 FOR UPDATE SKIP LOCKED),
-    (SELECT xmax::text FROM {main} WHERE state = $2),
-    (SELECT max(generation) FROM {history} WHERE state = $1),
-    {list}"
-                ),
-                vec![literal(&self.address.state), literal(&self.lock_key())],
-            ),
+        let args = [
+            vec![
+                literal(&format!("{}ms", millis.max(1))),
+                literal(&application_name(operation)),
+            ],
+            vec![literal(&self.address.state)],
+            vec![literal(&self.address.state), literal(&self.lock_key())],
         ];
         let mut sql = String::new();
         let mut executes = String::new();
-        for (types, text, args) in statements {
+        for ((types, text), args) in self
+            .lock_texts(nowait, list_backups, true)
+            .into_iter()
+            .zip(args)
+        {
             let prepared = format!("({types}) AS {text}");
             let name = format!(
                 "{PREPARED_PREFIX}{:016x}",
@@ -750,6 +792,116 @@ SELECT (SELECT 1 FROM {main} WHERE state = {key} FOR UPDATE SKIP LOCKED),
         }
         sql.push_str(executes.trim_end_matches([';', '\n']));
         sql
+    }
+
+    /// The first round trip of a transaction with protocol-level prepared statements:
+    /// `BEGIN` and the check of the server session's mark, then Bind and Execute of
+    /// [`Remote::lock_texts`] (prepared once per connection), pipelined. The rows of
+    /// each statement, as [`Locking::statements`] gives them.
+    ///
+    /// A named statement lives in the server session that parsed it. Behind a pooler
+    /// that moves a client's transactions between server sessions (PgBouncer before
+    /// 1.21, or without `max_prepared_statements`, in transaction mode) a later
+    /// transaction may run where this connection's statements are unknown, or where
+    /// another client's statement has the same name (the client library numbers
+    /// them per process): binding that one would run another statement. So the
+    /// statements are parsed in a transaction that also marks its server session (a
+    /// cursor `WITH HOLD`, kept after the commit, named for this connection alone:
+    /// its process id, a counter and the time), and every transaction checks the
+    /// mark first, in the same transaction block as the statements it binds (`MOVE 0
+    /// IN` the cursor: a utility statement, nothing to plan): no such cursor
+    /// (another session, or one reset by `DISCARD ALL`) fails that check, a statement missing
+    /// from the marked session (`DEALLOCATE ALL`) fails its Bind (`26000`), and
+    /// either way the transaction block is aborted before the first statement
+    /// runs: nothing is locked, read or written. `Ok(None)` then: the transaction is
+    /// rolled back, and the caller uses the SQL-level statements, which work behind
+    /// such a pooler, from then on.
+    fn lock_protocol(
+        &self,
+        client: &mut Client,
+        millis: u128,
+        operation: &str,
+        nowait: bool,
+        list_backups: bool,
+    ) -> Result<Option<Statements>, postgres::Error> {
+        let texts = self.lock_texts(nowait, list_backups, false);
+        let types = [
+            &[Type::TEXT, Type::TEXT][..],
+            &[Type::TEXT][..],
+            &[Type::TEXT, Type::TEXT][..],
+        ];
+        let wanted: Vec<(&str, &[Type])> = texts
+            .iter()
+            .zip(types)
+            .map(|((_, text), types)| (text.as_str(), types))
+            .collect();
+        let check = |mark: &str| format!("BEGIN ISOLATION LEVEL READ COMMITTED; MOVE 0 IN {mark}");
+        let mismatch = |e: &postgres::Error, client: &Client| {
+            refused(e) && !client.is_closed() && e.code() == Some(&SqlState::INVALID_CURSOR_NAME)
+        };
+        // Statements are parsed only in a transaction in the marked server session
+        // (the first marks it): every one this connection holds is in that session.
+        if wanted.iter().any(|(text, _)| !client.holds(text)) {
+            match client.mark() {
+                None => {
+                    static MARKS: AtomicU64 = AtomicU64::new(0);
+                    let since = SystemTime::now()
+                        .duration_since(UNIX_EPOCH)
+                        .unwrap_or_default();
+                    let mark = format!(
+                        "statesafe_mark_{}_{}_{}",
+                        crate::sys::pid(),
+                        MARKS.fetch_add(1, Ordering::Relaxed),
+                        since.as_nanos()
+                    );
+                    client.batch_execute(&format!(
+                        "BEGIN; DECLARE {mark} CURSOR WITH HOLD FOR SELECT 1"
+                    ))?;
+                    client.set_mark(mark);
+                }
+                Some(mark) => match client.batch_execute(&check(mark)) {
+                    Err(e) if mismatch(&e, client) => {
+                        client.batch_execute("ROLLBACK")?;
+                        return Ok(None);
+                    }
+                    begun => begun?,
+                },
+            }
+            client.prepared(&wanted)?;
+            client.batch_execute("COMMIT")?;
+        }
+        let check = check(client.mark().unwrap_or_default());
+        let statements = client.prepared(&wanted)?;
+        let timeout = format!("{}ms", millis.max(1));
+        let name = application_name(operation);
+        let (state, key) = (&self.address.state, self.lock_key());
+        let answers = client.pipeline(&[
+            Request::Simple(&check),
+            Request::Bound(&statements[0], &[&timeout, &name]),
+            Request::Bound(&statements[1], &[state]),
+            Request::Bound(&statements[2], &[state, &key]),
+        ]);
+        match answers {
+            Ok(mut answers) => {
+                let lock = answers.pop().unwrap_or_default();
+                let main = answers.pop().unwrap_or_default();
+                Ok(Some(vec![
+                    Vec::new(),
+                    main.iter().map(texts_of).collect(),
+                    lock.iter().map(texts_of).collect(),
+                ]))
+            }
+            Err((i, e))
+                if (i == 0 && mismatch(&e, client))
+                    || (refused(&e)
+                        && !client.is_closed()
+                        && e.code() == Some(&SqlState::INVALID_SQL_STATEMENT_NAME)) =>
+            {
+                client.batch_execute("ROLLBACK")?;
+                Ok(None)
+            }
+            Err((_, e)) => Err(e),
+        }
     }
 
     /// Starts a database transaction holding the state's row lock, waiting at most
@@ -784,11 +936,31 @@ SELECT (SELECT 1 FROM {main} WHERE state = {key} FOR UPDATE SKIP LOCKED),
 {}",
             self.lock_statements_prepared(millis, operation, nowait, list_backups, None)
         );
+        // Protocol-level prepared statements unless this store found (or was told)
+        // that they do not stay in the server session: `(protocol, statements' rows)`.
+        let start_tx = |client: &mut Client| {
+            if !self.sql_prepare.load(Ordering::Relaxed) {
+                if let Some(found) =
+                    self.lock_protocol(client, millis, operation, nowait, list_backups)?
+                {
+                    return Ok((true, found));
+                }
+                tracing::info!(
+                    target: "statesafe",
+                    "{}: this connection's prepared statements were not in the server session of its next transaction (a pooler in transaction mode that does not track them, or one that resets sessions): SQL-level PREPARE and EXECUTE from now on (set `prepare=sql` in the URL to start so)",
+                    self.display().display()
+                );
+                self.sql_prepare.store(true, Ordering::Relaxed);
+            }
+            client
+                .simple_query(&first)
+                .map(|m| (false, Locking::statements(&m)))
+        };
         let (mut client, pooled) = self.take()?;
-        let mut begun = client.simple_query(&first);
+        let mut begun = start_tx(&mut client);
         if pooled && begun.as_ref().is_err_and(lost) {
             client = self.connect()?;
-            begun = client.simple_query(&first);
+            begun = start_tx(&mut client);
         }
         if begun
             .as_ref()
@@ -810,13 +982,15 @@ SELECT (SELECT 1 FROM {main} WHERE state = {key} FOR UPDATE SKIP LOCKED),
                         .filter(|n| !n.is_empty())
                         .map(str::to_string)
                         .collect();
-                    client.simple_query(&self.lock_statements_prepared(
-                        millis,
-                        operation,
-                        nowait,
-                        list_backups,
-                        Some(&have),
-                    ))
+                    client
+                        .simple_query(&self.lock_statements_prepared(
+                            millis,
+                            operation,
+                            nowait,
+                            list_backups,
+                            Some(&have),
+                        ))
+                        .map(|m| (false, Locking::statements(&m)))
                 });
         }
         let mut tx = Tx {
@@ -836,9 +1010,12 @@ SELECT (SELECT 1 FROM {main} WHERE state = {key} FOR UPDATE SKIP LOCKED),
             history_last: None,
             backups: Vec::new(),
             prepared: Vec::new(),
+            protocol: false,
         };
         let locked = (|| -> Result<Locking, postgres::Error> {
-            let mut found = Locking::parse(begun?);
+            let (protocol, statements) = begun?;
+            tx.protocol = protocol;
+            let mut found = Locking::from_statements(statements);
             let unwritten = |c: &Current| c.document.is_none() && c.writer.is_none();
             if found
                 .current
@@ -874,6 +1051,9 @@ SELECT (SELECT 1 FROM {main} WHERE state = {key} FOR UPDATE SKIP LOCKED),
             }
             // `statesafe lock` holds the state: wait for it without holding the
             // state's row (its CMD's writers need that row), then take both.
+            // A new transaction: behind a pooler, maybe in another server session,
+            // which its `PREPARED_LIST` is read from.
+            tx.protocol = false;
             let left = config.lock_timeout.saturating_sub(start.elapsed());
             let ms = left.as_millis().clamp(1, i32::MAX as u128);
             let wait = format!(
@@ -1418,6 +1598,10 @@ pub(crate) struct Tx<'s> {
     /// in the transaction (so on the server connection that will run the write, also
     /// behind PgBouncer in transaction mode).
     prepared: Vec<String>,
+    /// The write goes as a protocol-level prepared statement of this connection: the
+    /// transaction checked that its server session holds them
+    /// ([`Remote::lock_protocol`]). Else as an SQL-level `EXECUTE` ([`Write`]).
+    protocol: bool,
 }
 
 impl Drop for Tx<'_> {
@@ -1460,18 +1644,25 @@ impl Tx<'_> {
     /// Commits the database transaction. A connection lost during `COMMIT` leaves
     /// the outcome unknown: [`Error::OutcomeUnknown`], never retried.
     fn finish_as(&mut self, generation: u64) -> Result<()> {
-        self.finish_with("COMMIT", "commit", generation)
+        self.finish_with(|c| c.batch_execute("COMMIT"), "commit", generation)
     }
 
-    /// Sends `statements`, which end with `COMMIT`, as one simple query: the writes
-    /// and the commit in one round trip. An `ERROR` from any of them skips the rest,
-    /// `COMMIT` included: nothing is committed. A lost connection or a `FATAL`
-    /// answer may come after the commit: settled as for a lost `COMMIT`.
-    fn finish_with(&mut self, statements: &str, op: &str, generation: u64) -> Result<()> {
+    /// Sends, with `send`, statements that end with `COMMIT` in one round trip (one
+    /// simple query, or a pipeline whose `COMMIT` is in the same transaction block):
+    /// an `ERROR` from any of them aborts the transaction, and its `COMMIT` rolls back
+    /// (or is skipped): nothing is committed. A lost connection or a `FATAL` answer,
+    /// from any of them, may come after the commit: settled as for a lost `COMMIT`,
+    /// never sent again.
+    fn finish_with(
+        &mut self,
+        send: impl FnOnce(&mut Client) -> Result<(), postgres::Error>,
+        op: &str,
+        generation: u64,
+    ) -> Result<()> {
         let remote = self.remote;
         let deadline = Instant::now() + self.lock_timeout;
         let mut client = self.client.take().expect("invariant: not finished yet");
-        match client.batch_execute(statements) {
+        match send(&mut client) {
             Ok(()) => {
                 remote.give(client);
                 Ok(())
@@ -1716,26 +1907,58 @@ impl Tx<'_> {
         .replace("{main}", &names.main)
         .replace("{backups}", &names.backups)
         .replace("{history}", &names.history);
-        let sql = write.statements(&body, &self.prepared);
-        // The server refuses a query message over its limit only after reading it
-        // all; checked here first, so nothing is sent (the server's own refusals,
-        // of a value or a row too large, fail the whole statement: nothing is
-        // committed either way).
+        // As a protocol-level prepared statement of this connection (made at its
+        // first use, in this transaction: its server session is the marked one), its
+        // Bind and Execute pipelined with `COMMIT`; else as an SQL-level `EXECUTE`.
+        let (sql, statement) = if self.protocol {
+            let statement = self
+                .client()
+                .prepared(&[(&body, &Write::TYPES)])
+                .map_err(|e| remote.error("write", e))?
+                .pop()
+                .expect("invariant: one statement asked, one given");
+            (String::new(), Some(statement))
+        } else {
+            (write.statements(&body, &self.prepared), None)
+        };
+        let size = statement
+            .as_ref()
+            .map_or(sql.len() as u64, |_| write.bound_size());
+        // The server refuses a message over its limit only after reading it all;
+        // checked here first, so nothing is sent (the server's own refusals, of a
+        // value or a row too large, fail the whole statement: nothing is committed
+        // either way).
         let limit = statement_limit();
-        if sql.len() as u64 > limit {
+        if size > limit {
             return Err(Error::Remote {
                 path: path.to_path_buf(),
                 op: "write".into(),
                 reason: format!(
-                    "the document is over PostgreSQL's limits: the statement that writes it would be {} bytes (the document {} bytes, escaped, with its history entry), over the {limit} bytes the server takes in one query message",
-                    sql.len(),
+                    "the document is over PostgreSQL's limits: the message that writes it would be {size} bytes (the document {} bytes, with its history entry), over the {limit} bytes the server takes in one message",
                     text.len()
                 ),
                 hint: "nothing was committed; keep the document smaller (PostgreSQL holds at most 1 GB in one value and one message), or set `max_bytes` to refuse it before it is built".into(),
                 source: None,
             });
         }
-        self.finish_with(&sql, "write", generation)?;
+        match &statement {
+            Some(statement) => {
+                let params = write.params();
+                self.finish_with(
+                    |c| {
+                        c.pipeline(&[
+                            Request::Bound(statement, &params),
+                            Request::Simple("COMMIT"),
+                        ])
+                        .map(drop)
+                        .map_err(|(_, e)| e)
+                    },
+                    "write",
+                    generation,
+                )?;
+            }
+            None => self.finish_with(|c| c.batch_execute(&sql), "write", generation)?,
+        }
         Ok(generation)
     }
 
@@ -1917,6 +2140,63 @@ impl Write {
         }
     }
 
+    /// The parameters' types, in order (as [`WRITE_TYPES`]).
+    const TYPES: [Type; 11] = [
+        Type::TEXT,
+        Type::INT8,
+        Type::TEXT,
+        Type::INT8,
+        Type::TEXT,
+        Type::TEXT,
+        Type::INT8_ARRAY,
+        Type::INT8,
+        Type::BOOL,
+        Type::TEXT,
+        Type::INT8,
+    ];
+
+    /// The values, in order, for a Bind of the statement.
+    fn params(&self) -> [&(dyn ToSql + Sync); 11] {
+        [
+            &self.state,
+            &self.old_generation,
+            &self.document,
+            &self.checksum,
+            &self.writer,
+            &self.settings,
+            &self.drop_backups,
+            &self.offset,
+            &self.snapshot,
+            &self.entry,
+            &self.oldest_kept,
+        ]
+    }
+
+    /// The size of the Bind message of the statement (the values in the binary
+    /// format: text as it is, `bigint` 8 bytes, an array 20 bytes and 12 an element;
+    /// each with a length word; the statement's name, made by the client library,
+    /// taken as at most 20 bytes).
+    fn bound_size(&self) -> u64 {
+        let text = |t: &str| t.len() as u64;
+        let opt = |t: &Option<String>| t.as_deref().map_or(0, text);
+        let array = self
+            .drop_backups
+            .as_ref()
+            .map_or(0, |d| 20 + 12 * d.len() as u64);
+        // Type, length, the empty portal's and the statement's names, format
+        // codes, the parameters' count and length words, the result format codes.
+        let overhead = 1 + 4 + 1 + 21 + 2 + 2 * 11 + 2 + 4 * 11 + 2 + 2;
+        overhead
+            + text(&self.state)
+            + text(&self.document)
+            + text(&self.writer)
+            + opt(&self.settings)
+            + opt(&self.entry)
+            + array
+            + 8 * 4
+            + 1
+    }
+
     /// `PREPARE` (unless `prepared` has it), `EXECUTE` and `COMMIT`, as one simple
     /// query.
     fn statements(&self, body: &str, prepared: &[String]) -> String {
@@ -1967,6 +2247,10 @@ enum Repair<T> {
     },
 }
 
+/// The rows of each statement of a round trip, each row's columns as text (as a
+/// simple query gives them).
+type Statements = Vec<Vec<Vec<Option<String>>>>;
+
 /// What [`Remote::lock_statements`] found.
 struct Locking {
     /// The state's row, locked; `None`: the state has no row.
@@ -1985,7 +2269,7 @@ struct Locking {
 
 impl Locking {
     /// The rows of each statement of a simple query, in order.
-    fn statements(messages: &[SimpleQueryMessage]) -> Vec<Vec<Vec<Option<String>>>> {
+    fn statements(messages: &[SimpleQueryMessage]) -> Statements {
         let mut out = Vec::new();
         let mut rows = Vec::new();
         for m in messages {
@@ -2006,7 +2290,13 @@ impl Locking {
     }
 
     fn parse(messages: Vec<SimpleQueryMessage>) -> Locking {
-        let mut statements = Self::statements(&messages);
+        Self::from_statements(Self::statements(&messages))
+    }
+
+    /// From the rows of each statement: the last is the look at the lock row, the one
+    /// before it the locking `SELECT`, the one before that ends with the list of
+    /// prepared statements (none: an empty statement).
+    fn from_statements(mut statements: Statements) -> Locking {
         let lock = statements.pop().unwrap_or_default();
         let main = statements.pop().unwrap_or_default();
         // The statement before the locking `SELECT` ends with the list of prepared
@@ -2054,6 +2344,26 @@ impl Locking {
     }
 }
 
+/// A row's columns as text, as a simple query gives them (the locking statements'
+/// columns are `bigint`, `integer` and `text`).
+fn texts_of(row: &Row) -> Vec<Option<String>> {
+    (0..row.len())
+        .map(|i| match *row.columns()[i].type_() {
+            Type::INT8 => row
+                .try_get::<_, Option<i64>>(i)
+                .ok()
+                .flatten()
+                .map(|v| v.to_string()),
+            Type::INT4 => row
+                .try_get::<_, Option<i32>>(i)
+                .ok()
+                .flatten()
+                .map(|v| v.to_string()),
+            _ => row.try_get::<_, Option<String>>(i).ok().flatten(),
+        })
+        .collect()
+}
+
 /// The longest query message PostgreSQL takes: `PQ_LARGE_MESSAGE_LIMIT`, its
 /// `MaxAllocSize` (1 GiB - 1) less one, less the message's length word and final NUL.
 pub(crate) const STATEMENT_LIMIT: u64 = 0x3fff_ffff - 1 - 5;
@@ -2066,6 +2376,15 @@ fn statement_limit() -> u64 {
         0 => STATEMENT_LIMIT,
         n => n,
     }
+}
+
+/// What [`Remote::give`] runs on every connection it takes back (tests: a pooler's
+/// `server_reset_query`, `DISCARD ALL` or `DEALLOCATE ALL`, run on the server
+/// session as it is released).
+static RELEASE_QUERY: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+pub(crate) fn set_release_query(query: Option<&str>) {
+    *RELEASE_QUERY.lock().unwrap_or_else(|e| e.into_inner()) = query.map(str::to_string);
 }
 
 /// Lowers the statement size limit of this process (tests: a 1 GB document is more

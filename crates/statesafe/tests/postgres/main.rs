@@ -6,6 +6,7 @@
 
 mod both;
 mod cluster;
+mod prepared;
 mod red12;
 mod red13;
 mod red14;
