@@ -5,9 +5,10 @@
 //! application_name` (who holds the lock, for a waiter's error), `SET LOCAL
 //! synchronous_commit` (at least `on`: [`SYNCHRONOUS_COMMIT`]), `SELECT … FOR UPDATE`
 //! of the state's row (inserted first, with no document and the highest generation
-//! of its kept backups and history, else 0, if the state has no row) and a look at the state's lock row (held by `statesafe lock`),
-//! all in one simple query; then `UPDATE … WHERE generation = <the one read>`, the
-//! outgoing version into the backups table, a history entry, the prunes, `COMMIT`.
+//! of its kept backups and history, else 0, if the state has no row) and a look at
+//! the state's lock row (held by `statesafe lock`), all in the first round trip; then
+//! `UPDATE … WHERE generation = <the one read>`, the outgoing version into the backups
+//! table, a history entry, the prunes and `COMMIT` in the second.
 //! The row lock is released by the server when the transaction ends in any way:
 //! commit, rollback, or the connection closing (a holder that dies frees it at once).
 //! No lock or setting outlives a transaction, so it works through PgBouncer in
