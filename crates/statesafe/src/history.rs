@@ -96,6 +96,23 @@ pub struct HistoryEntry {
     pub checksum: Option<u64>,
 }
 
+impl HistoryEntry {
+    /// The entry shown in place of one that could not be read or failed its checksum
+    /// (`reason`): no time, writer, patch, snapshot or checksum.
+    pub(crate) fn damaged(generation: u64, reason: String) -> HistoryEntry {
+        HistoryEntry {
+            generation,
+            time: String::new(),
+            writer: None,
+            change: Change::Damaged { reason },
+            patch: None,
+            snapshot: None,
+            note: None,
+            checksum: None,
+        }
+    }
+}
+
 /// The checksum a history entry records of its document: the xxh3-64 of the
 /// document's canonical JSON (compact, each object's members sorted by key, strings
 /// and numbers as statesafe writes them). Canonical because a version rebuilt from a
@@ -602,16 +619,7 @@ pub(crate) fn mark_damaged(entries: &mut [HistoryEntry]) {
                     "{DAMAGED_ENTRY} {} was changed outside statesafe or damaged: the document it produces does not match the checksum it records ({sum:016x}); no version is rebuilt through it",
                     entry.generation
                 );
-                *entry = HistoryEntry {
-                    generation: entry.generation,
-                    time: String::new(),
-                    writer: None,
-                    change: Change::Damaged { reason },
-                    patch: None,
-                    snapshot: None,
-                    note: None,
-                    checksum: None,
-                };
+                *entry = HistoryEntry::damaged(entry.generation, reason);
             }
             _ => doc = Some(candidate),
         }

@@ -1465,16 +1465,7 @@ SELECT (SELECT txid_current()::text FROM {main} WHERE state = {key} FOR UPDATE S
                             self.names.history
                         );
                         tracing::warn!(target: "statesafe", "`{}`: {reason}", self.display().display());
-                        HistoryEntry {
-                            generation,
-                            time: String::new(),
-                            writer: None,
-                            change: Change::Damaged { reason },
-                            patch: None,
-                            snapshot: None,
-                            note: None,
-                            checksum: None,
-                        }
+                        HistoryEntry::damaged(generation, reason)
                     }
                 }
             })

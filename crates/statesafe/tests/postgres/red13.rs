@@ -84,6 +84,29 @@ fn a_format_other_than_plain_is_refused_for_a_postgres_state() {
     assert_eq!(open(&url).settings().format, Format::Plain);
 }
 
+/// The state `name` committed at generations 1 and 2 (`{"n": 1}`, `{"n": 2}`), then its
+/// row changed by hand (`UPDATE statesafe SET {set}`): a store (default recovery) and
+/// one that fails on damage instead of recovering it.
+fn two_commits_then_edited(pg: &cluster::Cluster, name: &str, set: &str) -> (Store, Store) {
+    let url = pg.url(name);
+    let store = open(&url);
+    store.create(json!({"n": 1})).unwrap();
+    store.update(|s| s["n"] = 2.into()).unwrap();
+    let edited = pg
+        .client()
+        .execute(
+            &format!("UPDATE statesafe SET {set} WHERE state = $1"),
+            &[&name],
+        )
+        .unwrap();
+    assert_eq!(edited, 1, "the row of `{name}` was not found to edit");
+    let strict: Store = Store::options()
+        .recovery(RecoveryPolicy::Fail)
+        .open_url(&url)
+        .unwrap();
+    (store, strict)
+}
+
 /// A state's row whose document and checksum were set to NULL by hand after commits
 /// (a row with a writer: statesafe only leaves the document NULL on a row it made
 /// before the state's first commit) was served as a missing state: `load` said
@@ -93,20 +116,11 @@ fn a_format_other_than_plain_is_refused_for_a_postgres_state() {
 #[test]
 fn a_committed_row_whose_document_was_nulled_is_damage_not_a_missing_state() {
     let Some(pg) = cluster::cluster() else { return };
-    let url = pg.url("red13-null-document");
-    let store = open(&url);
-    store.create(json!({"n": 1})).unwrap();
-    store.update(|s| s["n"] = 2.into()).unwrap();
-    pg.client()
-        .execute(
-            "UPDATE statesafe SET document = NULL, checksum = NULL WHERE state = 'red13-null-document'",
-            &[],
-        )
-        .unwrap();
-    let strict: Store = Store::options()
-        .recovery(RecoveryPolicy::Fail)
-        .open_url(&url)
-        .unwrap();
+    let (store, strict) = two_commits_then_edited(
+        pg,
+        "red13-null-document",
+        "document = NULL, checksum = NULL",
+    );
     let got = strict.load();
     assert!(
         matches!(got, Err(Error::Corrupt { .. })),
@@ -125,20 +139,11 @@ fn a_committed_row_whose_document_was_nulled_is_damage_not_a_missing_state() {
 #[test]
 fn a_committed_row_whose_document_checksum_and_writer_were_nulled_is_damage() {
     let Some(pg) = cluster::cluster() else { return };
-    let url = pg.url("hist14-null-row");
-    let store = open(&url);
-    store.create(json!({"n": 1})).unwrap();
-    store.update(|s| s["n"] = 2.into()).unwrap();
-    pg.client()
-        .execute(
-            "UPDATE statesafe SET document = NULL, checksum = NULL, writer = NULL WHERE state = 'hist14-null-row'",
-            &[],
-        )
-        .unwrap();
-    let strict: Store = Store::options()
-        .recovery(RecoveryPolicy::Fail)
-        .open_url(&url)
-        .unwrap();
+    let (store, strict) = two_commits_then_edited(
+        pg,
+        "hist14-null-row",
+        "document = NULL, checksum = NULL, writer = NULL",
+    );
     let got = strict.load();
     assert!(
         matches!(&got, Err(Error::Corrupt { reason, .. }) if reason.contains("generation 2")),
