@@ -1484,7 +1484,13 @@ pub(crate) fn start(
             // (Best effort, as every publication: without it a writer compacts.)
             if let Ok(st) = sys::stat_fd(&file) {
                 let id = durable::JournalId::of((st.dev, st.ino), &header);
-                let _ = durable::publish(guard.lock_file(), id, HEADER_LEN as u64, guard.pid());
+                let _ = durable::publish(
+                    guard.lock_file(),
+                    id,
+                    HEADER_LEN as u64,
+                    guard.slot(),
+                    guard.pid(),
+                );
             }
         }
         Ok(())
@@ -2086,9 +2092,11 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             append_left(self.path(), generation, &journal, &f)
         })?;
         let end = pos.end + record.len() as u64;
+        let slot = guard.slot();
         let pending = Pending {
             kept: std::sync::Arc::clone(&kept),
             lock: lock_file,
+            slot,
             id,
             seq,
             end,
@@ -2098,10 +2106,11 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         };
         // The flush: after the lock is released when the caller releases it right after
         // this commit (so that other writers append meanwhile and flushes overlap),
-        // else now.
+        // else now; and now when the lock file's description has no slot of its own
+        // (the shared one is written with the lock held).
         let fsync = if self.opts.durability == Durability::None {
             Duration::ZERO
-        } else if guard.may_defer {
+        } else if guard.may_defer && slot.own() {
             guard.deferred = Some(pending);
             Duration::ZERO
         } else {

@@ -266,6 +266,10 @@ struct OpenLock {
     /// reads exactly these bytes back (nobody wrote a record since) takes the record
     /// without parsing it. Any other bytes are parsed.
     written: Option<(Vec<u8>, Record)>,
+    /// The slot this description publishes the journal's durable ends in, claimed
+    /// by the first journal commit that needs it ([`Guard::slot`]) and held while the
+    /// description is open (`journal/durable.rs`, [`crate::journal::durable::Slot`]).
+    slot: OnceLock<crate::journal::durable::Slot>,
     /// The bytes the last acquisition read: the holder record and the journal's
     /// published ends after it (`journal/durable.rs`, [`Guard::published_for_header`]),
     /// and how many were read. Kept, so that each acquisition neither allocates nor
@@ -686,6 +690,7 @@ impl LockFile {
             sidecar: Arc::new(sidecar),
             pid,
             id: (st.dev, st.ino),
+            slot: OnceLock::new(),
             written: None,
             read: (Vec::new(), 0),
         }))
@@ -994,6 +999,15 @@ impl Guard<'_> {
     /// The lock file's descriptor (a journal commit publishes its durable end there).
     pub fn lock_file(&self) -> &Arc<File> {
         &self.open().file
+    }
+
+    /// The slot of the lock file's description for the journal's published ends
+    /// (claimed by the first call, with this lock held: one `fcntl`).
+    pub fn slot(&self) -> crate::journal::durable::Slot {
+        let open = self.open();
+        *open
+            .slot
+            .get_or_init(|| crate::journal::durable::Slot::claim(&open.file, open.pid))
     }
 
     /// This process's id as asked for when the lock was taken: for the checks made

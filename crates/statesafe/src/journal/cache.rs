@@ -151,8 +151,8 @@ impl KeptJournal {
 
     /// The process that opened it: this one whenever it is appended through (a
     /// forked child's refresh opens its own, and its copy of a transaction does not
-    /// commit), so a flush after the lock's release publishes in this slot without
-    /// asking the kernel again.
+    /// commit), so a flush after the lock's release names it in its publication
+    /// without asking the kernel again.
     pub(crate) fn pid(&self) -> u32 {
         self.pid
     }
@@ -977,9 +977,11 @@ impl Store<Value> {
         if let Err(e) = guard.sidecar().enforce(perms) {
             self.bookkeeping_failed(generation, "giving the sidecar the file's permissions", &e);
         }
+        let slot = guard.slot();
         let pending = super::Pending {
             kept,
             lock: lock_file,
+            slot,
             id,
             seq,
             end,
@@ -991,7 +993,14 @@ impl Store<Value> {
         };
         // Flushed once the lock is released: other processes append meanwhile. The
         // batch slot is kept until then, so this store's next batch appends after it.
-        guard.release();
+        // (A lock-file description without a slot of its own publishes in the shared
+        // one, with the lock held: it is released after the flush.)
+        let held = if slot.own() {
+            guard.release();
+            None
+        } else {
+            Some(guard)
+        };
         let fsync = if self.opts.durability == crate::write::Durability::None {
             std::time::Duration::ZERO
         } else {
@@ -1019,6 +1028,7 @@ impl Store<Value> {
                 }
             }
         };
+        drop(held);
         #[cfg(test)]
         DURABLE.fetch_max(generation, std::sync::atomic::Ordering::SeqCst);
         for o in &outcomes {

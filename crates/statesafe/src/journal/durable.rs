@@ -23,11 +23,14 @@
 //! journal's pages hold).
 //!
 //! The published end lives in the lock file, past the lock record: [`SLOTS`] slots of
-//! [`SLOT_LEN`] bytes, one per process by its id, each naming the journal (device,
-//! inode, header checksum) and an end, with a checksum; the durable end is the largest
-//! end any valid slot names for this journal. A slot is only ever written after the
-//! flush that proves it; a torn or foreign slot is ignored, and a smaller end written
-//! over a larger one only makes a later writer wait or compact.
+//! [`SLOT_LEN`] bytes, each naming the journal (device, inode, header checksum) and an
+//! end, with a checksum; the durable end is the largest end any valid slot names for
+//! this journal. A slot is only ever written after the flush that proves it; a torn or
+//! foreign slot is ignored. Each lock-file description (each store) claims a slot of
+//! its own ([`Slot::claim`]), so that no other process ever writes its slot: a smaller
+//! end written over a larger one for the same journal would take away the only
+//! witness of the later records. A description that finds none free publishes in the
+//! shared slot, with the writers' lock held ([`Slot::Shared`]).
 
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
@@ -40,8 +43,11 @@ use crate::format;
 /// Where the slots start in the lock file (the lock record takes the first 2,048
 /// bytes; the slots start at the next page).
 pub(crate) const REGION_AT: u64 = 4096;
-/// How many slots (one per process, by its id: two processes may share one).
+/// How many slots: [`SHARED_SLOT`], and one for each of up to 63 lock-file
+/// descriptions ([`Slot::claim`]).
 pub(crate) const SLOTS: usize = 64;
+/// The slot of the descriptions that could claim none ([`Slot::Shared`]).
+const SHARED_SLOT: usize = 0;
 /// One slot: magic, device, inode, header checksum, end, writer's pid, checksum.
 pub(crate) const SLOT_LEN: usize = 64;
 const MAGIC: &[u8; 8] = b"SSDURAB1";
@@ -67,6 +73,59 @@ impl JournalId {
             header: le64(&header.encode()[24..32]),
         }
     }
+}
+
+/// Where a lock-file description publishes its journal's durable ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Slot {
+    /// A slot this description holds an open file description lock on (Linux's
+    /// `F_OFD_SETLK`, over the slot's bytes), for as long as it is open: no other
+    /// description writes it, so its publications (made after the lock's release,
+    /// one at a time in this process) never race another process's.
+    Own(usize),
+    /// Every slot taken (more than 63 stores of the file open at once, or a holder
+    /// of other slots' locks), or no such locks here: [`SHARED_SLOT`], written only
+    /// with the writers' lock held, so a commit flushes and publishes before it
+    /// releases the lock.
+    Shared,
+}
+
+impl Slot {
+    /// Claims a free slot for the description `lock` (call once per description,
+    /// with the writers' lock held: one `fcntl`, more only when slots are taken),
+    /// starting at one chosen by `pid` so that processes rarely try the same one. A
+    /// lock another description holds (a live store's, or one a hostile holder of
+    /// the lock file took) is passed over: the worst such a holder can do is leave
+    /// every store [`Slot::Shared`], whose flushes are made with the lock held.
+    pub(crate) fn claim(lock: &std::fs::File, pid: u32) -> Slot {
+        let mine = SLOTS - 1;
+        for i in 0..mine {
+            let slot = 1 + (pid as usize + i) % mine;
+            match crate::sys::try_lock_range(lock, slot_at(slot), SLOT_LEN as u64) {
+                Ok(true) => return Slot::Own(slot),
+                Ok(false) => {}
+                Err(_) => break,
+            }
+        }
+        Slot::Shared
+    }
+
+    /// Whether its publications may be made without the writers' lock.
+    pub(crate) fn own(self) -> bool {
+        matches!(self, Slot::Own(_))
+    }
+
+    fn index(self) -> usize {
+        match self {
+            Slot::Own(slot) => slot,
+            Slot::Shared => SHARED_SLOT,
+        }
+    }
+}
+
+/// Where slot number `slot` starts in the lock file.
+fn slot_at(slot: usize) -> u64 {
+    REGION_AT + (slot * SLOT_LEN) as u64
 }
 
 fn encode_slot(id: JournalId, end: u64, pid: u32) -> [u8; SLOT_LEN] {
@@ -146,8 +205,9 @@ pub(crate) fn published_for_header_in(slots: &[u8], header: u64) -> u64 {
         .unwrap_or(0)
 }
 
-/// Publishes that `id` is durable up to `end`, in the slot of process `pid` (this
-/// one's: the flushing descriptor's opener, [`super::cache::KeptJournal::pid`]). A slot
+/// Publishes that `id` is durable up to `end`, in `slot` (the lock-file description's:
+/// [`Slot::Shared`] only with the writers' lock held), naming process `pid` (this one:
+/// the flushing descriptor's opener, [`super::cache::KeptJournal::pid`]). A slot
 /// that cannot be written (torn, or left as it was) is never taken as proof: it only
 /// makes a later writer wait or compact; but until a later publication covers `end`,
 /// nothing witnesses that the journal held those records (`Store::refuse_deleted_journal`),
@@ -156,9 +216,10 @@ pub(crate) fn publish(
     lock: &std::fs::File,
     id: JournalId,
     end: u64,
+    slot: Slot,
     pid: u32,
 ) -> std::io::Result<()> {
-    publish_for(lock, id, end, pid, None)
+    publish_for(lock, id, end, slot, pid, None)
 }
 
 /// [`publish`] for a record appended through `journal`: nothing is published once that
@@ -170,6 +231,7 @@ pub(crate) fn publish_for(
     lock: &std::fs::File,
     id: JournalId,
     end: u64,
+    slot: Slot,
     pid: u32,
     journal: Option<&std::fs::File>,
 ) -> std::io::Result<()> {
@@ -178,13 +240,15 @@ pub(crate) fn publish_for(
             rustix::io::Errno::IO.raw_os_error(),
         ));
     }
-    let at = REGION_AT + (pid as usize % SLOTS * SLOT_LEN) as u64;
-    // Every writer of this process shares the slot (threads of one store, and other
-    // stores of the same file), and each publishes after its own flush, without the
-    // writers' lock: one that appended first may flush last. So the process's
-    // publications are made one at a time, and one never writes a smaller end over the
-    // larger one the slot holds for the same journal: it would take away the only
-    // witness of the later records ("A deleted sidecar" in `docs/design.md`).
+    let at = slot_at(slot.index());
+    // Every writer of the description shares its slot (threads of one store), and each
+    // publishes after its own flush, without the writers' lock: one that appended
+    // first may flush last. So the process's publications are made one at a time, and
+    // one never writes a smaller end over the larger one the slot holds for the same
+    // journal: it would take away the only witness of the later records ("A deleted
+    // sidecar" in `docs/design.md`). No other process writes the slot (`Slot::claim`),
+    // or the shared slot's writers all hold the writers' lock: the read below and the
+    // write after it are not split by another process's publication.
     static ONE_AT_A_TIME: parking_lot::Mutex<()> = parking_lot::const_mutex(());
     let _one = ONE_AT_A_TIME.lock();
     if let Some(journal) = journal
@@ -197,8 +261,25 @@ pub(crate) fn publish_for(
     {
         return Ok(());
     }
+    #[cfg(test)]
+    {
+        let mut hook = BETWEEN_READ_AND_WRITE.lock();
+        if hook.as_ref().is_some_and(|(of, _)| *of == id)
+            && let Some((_, run)) = hook.take()
+        {
+            drop(hook);
+            run();
+        }
+    }
     lock.write_all_at(&encode_slot(id, end, pid), at)
 }
+
+/// What a test runs in a publication for the journal it names, between the read of the
+/// slot and the write: another process's publication at that instant.
+#[cfg(test)]
+type Between = Option<(JournalId, Box<dyn FnOnce() + Send>)>;
+#[cfg(test)]
+static BETWEEN_READ_AND_WRITE: parking_lot::Mutex<Between> = parking_lot::const_mutex(None);
 
 /// What a journal descriptor knows of its own flushes, shared by the commits of one
 /// store that append through it (threads of one process: one open file description,
@@ -416,6 +497,9 @@ fn linux_at_least(release: &str, want: (u32, u32)) -> bool {
 pub(crate) struct Pending {
     pub(crate) kept: Arc<super::cache::KeptJournal>,
     pub(crate) lock: Arc<std::fs::File>,
+    /// The slot of that lock-file description ([`crate::lock::Guard::slot`]): with
+    /// [`Slot::Shared`], `finish` is called with the writers' lock still held.
+    pub(crate) slot: Slot,
     pub(crate) id: JournalId,
     /// The append's number through the descriptor.
     pub(crate) seq: u64,
@@ -483,6 +567,7 @@ impl Pending {
             &self.lock,
             self.id,
             self.end,
+            self.slot,
             self.kept.pid(),
             Some(&self.kept.file),
         )
@@ -516,7 +601,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = super::super::test_file(dir.path().join("lock"));
         assert_eq!(published(&file, id), 0);
-        publish(&file, id, 100, crate::sys::pid()).unwrap();
+        publish(&file, id, 100, Slot::Own(1), crate::sys::pid()).unwrap();
         assert_eq!(published(&file, id), 100);
         file.write_all_at(&encode_slot(id, 300, 1), REGION_AT + 5 * SLOT_LEN as u64)
             .unwrap();
@@ -548,7 +633,14 @@ mod tests {
         let w = Witness::new(HEADER_LEN as u64);
         let hour = Duration::from_secs(3600);
         assert!(!w.prove(&file, empty, HEADER_LEN as u64, hour, || None));
-        publish(&file, empty, HEADER_LEN as u64, crate::sys::pid()).unwrap();
+        publish(
+            &file,
+            empty,
+            HEADER_LEN as u64,
+            Slot::Own(1),
+            crate::sys::pid(),
+        )
+        .unwrap();
         assert!(w.prove(&file, empty, HEADER_LEN as u64, hour, || None));
         assert!(linux_at_least("6.1.0-18-amd64", (4, 16)));
         assert!(linux_at_least("4.16.0", (4, 16)));
@@ -602,6 +694,7 @@ mod tests {
         let pending = |seq, end| Pending {
             kept: Arc::clone(&kept),
             lock: Arc::clone(&lock),
+            slot: Slot::Own(1),
             id,
             seq,
             end,
@@ -613,7 +706,7 @@ mod tests {
         // durable.
         kept.file.write_all_at(&[b'r'; 10], 490).unwrap();
         let one = kept.witness.appended();
-        publish(&lock, id, 1000, crate::sys::pid()).unwrap();
+        publish(&lock, id, 1000, Slot::Own(2), crate::sys::pid()).unwrap();
         assert_eq!(pending(one, 500).finish().unwrap().flushed, Duration::ZERO);
         assert_eq!(kept.witness.flushed.lock().upto, 0, "no flush was made");
         // One whose offset another writer wrote over (it found it torn: a failed
@@ -650,21 +743,108 @@ mod tests {
         };
         let (old_id, new_id) = (id_of(&old, 1), id_of(&new, 2));
         let pid = crate::sys::pid();
-        publish_for(&lock, old_id, 1000, pid, Some(&old)).unwrap();
-        publish_for(&lock, old_id, 900, pid, Some(&old)).unwrap();
+        publish_for(&lock, old_id, 1000, Slot::Own(1), pid, Some(&old)).unwrap();
+        publish_for(&lock, old_id, 900, Slot::Own(1), pid, Some(&old)).unwrap();
         assert_eq!(
             published(&lock, old_id),
             1000,
             "a smaller end was written over"
         );
         std::fs::remove_file(dir.path().join("old")).unwrap();
-        publish_for(&lock, new_id, 200, pid, Some(&new)).unwrap();
-        publish_for(&lock, old_id, 1100, pid, Some(&old)).unwrap();
+        publish_for(&lock, new_id, 200, Slot::Own(1), pid, Some(&new)).unwrap();
+        publish_for(&lock, old_id, 1100, Slot::Own(1), pid, Some(&old)).unwrap();
         assert_eq!(
             published(&lock, new_id),
             200,
             "a replaced journal's end took the new journal's place"
         );
+    }
+
+    /// Two processes whose ids are equal modulo 64 published in one slot (by their
+    /// id), each after its flush and without the writers' lock: one that read the slot
+    /// before the other's publication and wrote after it (it appended first and
+    /// flushed last) wrote its smaller end over the other's, and a journal later cut
+    /// back between the two ends was served as an older generation. Each lock-file
+    /// description (`a` and `b` stand for two processes' stores, `pid` and `pid + 64`)
+    /// now holds a slot of its own: `b`'s publication, made between `a`'s read of its
+    /// slot and its write, is in another slot and stays.
+    #[test]
+    fn two_processes_whose_ids_are_equal_modulo_64_never_share_a_slot() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = super::super::test_file(dir.path().join("lock"));
+        let b = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(dir.path().join("lock"))
+            .unwrap();
+        let id = JournalId {
+            dev: 1,
+            ino: 2,
+            header: 0x5107,
+        };
+        let pid = crate::sys::pid();
+        let (slot_a, slot_b) = (Slot::claim(&a, pid), Slot::claim(&b, pid + 64));
+        assert!(slot_a.own() && slot_b.own(), "{slot_a:?} {slot_b:?}");
+        assert_ne!(slot_a, slot_b);
+        // A description keeps its slot: claiming again through it finds it free (a
+        // lock never conflicts with its own description), another does not.
+        assert!(crate::sys::try_lock_range(&a, slot_at(slot_a.index()), SLOT_LEN as u64).unwrap());
+        assert!(!crate::sys::try_lock_range(&b, slot_at(slot_a.index()), SLOT_LEN as u64).unwrap());
+        *BETWEEN_READ_AND_WRITE.lock() = Some((
+            id,
+            Box::new(move || {
+                b.write_all_at(&encode_slot(id, 1000, pid + 64), slot_at(slot_b.index()))
+                    .unwrap();
+            }),
+        ));
+        publish(&a, id, 900, slot_a, pid).unwrap();
+        assert_eq!(
+            published(&a, id),
+            1000,
+            "a late publication hid another process's larger end"
+        );
+    }
+
+    /// With every slot but the shared one held by other descriptions (63 stores open,
+    /// or a hostile holder of the lock file), a description publishes in the shared
+    /// slot; closing a description frees its slot for the next one.
+    #[test]
+    fn with_every_slot_taken_a_description_publishes_in_the_shared_slot() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lock");
+        let first = super::super::test_file(&path);
+        let open = || {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&path)
+                .unwrap()
+        };
+        let mut holders = vec![first];
+        holders.extend((1..SLOTS - 1).map(|_| open()));
+        let mut claimed: Vec<usize> = holders
+            .iter()
+            .map(|h| match Slot::claim(h, 7) {
+                Slot::Own(n) => n,
+                Slot::Shared => panic!("a slot was free"),
+            })
+            .collect();
+        claimed.sort_unstable();
+        assert_eq!(claimed, (1..SLOTS).collect::<Vec<_>>());
+        let late = open();
+        assert_eq!(Slot::claim(&late, 7), Slot::Shared);
+        let id = JournalId {
+            dev: 1,
+            ino: 2,
+            header: 3,
+        };
+        publish(&late, id, 500, Slot::Shared, 7).unwrap();
+        assert_eq!(published(&late, id), 500);
+        let mut at = [0u8; SLOT_LEN];
+        late.read_exact_at(&mut at, slot_at(SHARED_SLOT)).unwrap();
+        assert_eq!(decode_slot(&at, id), Some(500));
+        drop(holders.pop());
+        assert!(Slot::claim(&open(), 7).own());
     }
 
     #[test]

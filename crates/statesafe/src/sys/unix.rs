@@ -1,4 +1,5 @@
-//! Unix system calls, through `rustix` (no `unsafe` here).
+//! Unix system calls, through `rustix` (no `unsafe` here but in [`try_lock_range`],
+//! the one call `rustix` does not wrap).
 
 use std::ffi::OsStr;
 use std::fs::File;
@@ -277,6 +278,45 @@ pub(crate) fn free_bytes(fd: impl AsFd) -> io::Result<u64> {
 /// An `io::Error` for "no space left on device", for checks made before writing.
 pub(crate) fn no_space_error() -> io::Error {
     io::Error::from_raw_os_error(Errno::NOSPC.raw_os_error())
+}
+
+/// Takes, without waiting, an exclusive lock of the `len` bytes at `at` in `file`,
+/// owned by its open file description (Linux's `F_OFD_SETLK`: kept until the last
+/// descriptor of that description is closed, whatever other descriptors of the file
+/// the process opens and closes, and never conflicting with the description itself).
+/// `Ok(false)`: another description holds a lock over some of those bytes. `Err`:
+/// the system or filesystem has no such locks (callers then do without).
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+pub(crate) fn try_lock_range(file: &File, at: u64, len: u64) -> io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    let (Ok(start), Ok(len)) = (libc::off_t::try_from(at), libc::off_t::try_from(len)) else {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    };
+    // SAFETY: `flock` is a plain C struct, for which all zeros is a valid value
+    // (`l_pid` must be 0 for OFD locks).
+    let mut lock: libc::flock = unsafe { std::mem::zeroed() };
+    lock.l_type = libc::F_WRLCK as _;
+    lock.l_whence = libc::SEEK_SET as _;
+    lock.l_start = start;
+    lock.l_len = len;
+    // SAFETY: `file` is an open descriptor for the duration of the call, and `lock`
+    // a valid `flock` the kernel only reads for `F_OFD_SETLK`.
+    let r = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &raw const lock) };
+    if r == 0 {
+        return Ok(true);
+    }
+    let e = io::Error::last_os_error();
+    match Errno::from_io_error(&e) {
+        Some(Errno::AGAIN | Errno::ACCESS) => Ok(false),
+        _ => Err(e),
+    }
+}
+
+/// [`try_lock_range`] where open file description locks are not known: none.
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn try_lock_range(_file: &File, _at: u64, _len: u64) -> io::Result<bool> {
+    Err(io::Error::from(io::ErrorKind::Unsupported))
 }
 
 /// The pids holding an exclusive `flock` on `file` right now, from `/proc/locks`

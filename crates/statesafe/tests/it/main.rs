@@ -35,6 +35,7 @@ mod perms;
 mod red12;
 mod red13;
 mod red14;
+mod red15;
 mod security;
 mod serialized;
 mod streaming;
