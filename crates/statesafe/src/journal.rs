@@ -2096,6 +2096,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         let pending = Pending {
             kept: std::sync::Arc::clone(&kept),
             lock: lock_file,
+            sidecar: std::sync::Arc::clone(&sidecar),
             slot,
             id,
             seq,

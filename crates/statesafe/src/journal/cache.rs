@@ -981,6 +981,7 @@ impl Store<Value> {
         let pending = super::Pending {
             kept,
             lock: lock_file,
+            sidecar: Arc::clone(guard.sidecar()),
             slot,
             id,
             seq,

@@ -222,18 +222,20 @@ pub(crate) fn publish(
     publish_for(lock, id, end, slot, pid, None)
 }
 
-/// [`publish`] for a record appended through `journal`: nothing is published once that
-/// journal is no longer linked (a compaction replaced it since the append). Its end
-/// witnesses nothing then (the snapshot that replaced it holds its records), and
-/// written in the slot it would take the place of the new journal's end, published by
-/// another writer of this process meanwhile.
+/// [`publish`] for a record appended to the journal `id` named [`super::JOURNAL`] in
+/// the directory `named_in`: nothing is published once that name leads to another
+/// file (a compaction replaced the journal since the append; the old one may keep
+/// another name, a hard link, so its link count proves nothing). Its end witnesses
+/// nothing then (the snapshot that replaced it holds its records), and written in the
+/// slot it would take the place of the new journal's end, published by another writer
+/// of this description meanwhile.
 pub(crate) fn publish_for(
     lock: &std::fs::File,
     id: JournalId,
     end: u64,
     slot: Slot,
     pid: u32,
-    journal: Option<&std::fs::File>,
+    named_in: Option<&std::os::fd::OwnedFd>,
 ) -> std::io::Result<()> {
     if cfg!(test) && super::FAIL_PUBLISH.swap(false, Ordering::SeqCst) {
         return Err(std::io::Error::from_raw_os_error(
@@ -251,10 +253,15 @@ pub(crate) fn publish_for(
     // write after it are not split by another process's publication.
     static ONE_AT_A_TIME: parking_lot::Mutex<()> = parking_lot::const_mutex(());
     let _one = ONE_AT_A_TIME.lock();
-    if let Some(journal) = journal
-        && crate::sys::stat_fd(journal).is_ok_and(|st| st.nlink == 0)
-    {
-        return Ok(());
+    if let Some(dir) = named_in {
+        match crate::sys::stat_at(dir, std::ffi::OsStr::new(super::JOURNAL)) {
+            Ok(st) if (st.dev, st.ino) == (id.dev, id.ino) => {}
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            // Not known to be this journal's name still: publishing could hide the new
+            // journal's end; not publishing is reported (as any failed publication).
+            Err(e) => return Err(e),
+        }
     }
     let mut held = [0u8; SLOT_LEN];
     if lock.read_exact_at(&mut held, at).is_ok() && decode_slot(&held, id).is_some_and(|e| e >= end)
@@ -497,6 +504,9 @@ fn linux_at_least(release: &str, want: (u32, u32)) -> bool {
 pub(crate) struct Pending {
     pub(crate) kept: Arc<super::cache::KeptJournal>,
     pub(crate) lock: Arc<std::fs::File>,
+    /// The sidecar the journal is named in (its publication checks that the name
+    /// still leads to the journal appended to: [`publish_for`]).
+    pub(crate) sidecar: Arc<crate::sidecar::Sidecar>,
     /// The slot of that lock-file description ([`crate::lock::Guard::slot`]): with
     /// [`Slot::Shared`], `finish` is called with the writers' lock still held.
     pub(crate) slot: Slot,
@@ -569,7 +579,7 @@ impl Pending {
             self.end,
             self.slot,
             self.kept.pid(),
-            Some(&self.kept.file),
+            Some(self.sidecar.root().fd()),
         )
         .err();
         Ok(Finished {
@@ -582,6 +592,22 @@ impl Pending {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A state file's sidecar in `dir`, made as a store makes it.
+    fn test_sidecar(dir: &std::path::Path) -> Arc<crate::sidecar::Sidecar> {
+        let target = crate::paths::Target::resolve(&dir.join("s.json")).unwrap();
+        let fd = crate::sys::open_dir(&target.dir).unwrap();
+        let perms = crate::write::Perms {
+            mode: 0o644,
+            uid: crate::sys::effective_uid(),
+            gid: crate::sys::effective_gid(),
+        };
+        Arc::new(
+            crate::sidecar::Sidecar::open(&target, &fd, Some(perms))
+                .unwrap()
+                .unwrap(),
+        )
+    }
 
     #[test]
     fn slots_round_trip_and_a_torn_or_foreign_slot_is_ignored() {
@@ -678,7 +704,8 @@ mod tests {
     #[test]
     fn a_record_a_later_writers_published_flush_covers_is_not_flushed_again() {
         let dir = tempfile::tempdir().unwrap();
-        let journal = super::super::test_file(dir.path().join("journal"));
+        let sidecar = test_sidecar(dir.path());
+        let journal = super::super::test_file(sidecar.root().join(super::super::JOURNAL));
         let lock = Arc::new(super::super::test_file(dir.path().join("lock")));
         let st = crate::sys::stat_fd(&journal).unwrap();
         let kept = Arc::new(super::super::cache::KeptJournal::new(
@@ -694,6 +721,7 @@ mod tests {
         let pending = |seq, end| Pending {
             kept: Arc::clone(&kept),
             lock: Arc::clone(&lock),
+            sidecar: Arc::clone(&sidecar),
             slot: Slot::Own(1),
             id,
             seq,
@@ -730,8 +758,10 @@ mod tests {
     #[test]
     fn a_late_publication_never_takes_the_place_of_a_later_one() {
         let dir = tempfile::tempdir().unwrap();
+        let named_in = crate::sys::open_dir(dir.path()).unwrap();
         let lock = super::super::test_file(dir.path().join("lock"));
-        let old = super::super::test_file(dir.path().join("old"));
+        let name = dir.path().join(super::super::JOURNAL);
+        let old = super::super::test_file(&name);
         let new = super::super::test_file(dir.path().join("new"));
         let id_of = |file: &std::fs::File, header| {
             let st = crate::sys::stat_fd(file).unwrap();
@@ -743,20 +773,56 @@ mod tests {
         };
         let (old_id, new_id) = (id_of(&old, 1), id_of(&new, 2));
         let pid = crate::sys::pid();
-        publish_for(&lock, old_id, 1000, Slot::Own(1), pid, Some(&old)).unwrap();
-        publish_for(&lock, old_id, 900, Slot::Own(1), pid, Some(&old)).unwrap();
+        let publish = |id, end| publish_for(&lock, id, end, Slot::Own(1), pid, Some(&named_in));
+        publish(old_id, 1000).unwrap();
+        publish(old_id, 900).unwrap();
         assert_eq!(
             published(&lock, old_id),
             1000,
             "a smaller end was written over"
         );
-        std::fs::remove_file(dir.path().join("old")).unwrap();
-        publish_for(&lock, new_id, 200, Slot::Own(1), pid, Some(&new)).unwrap();
-        publish_for(&lock, old_id, 1100, Slot::Own(1), pid, Some(&old)).unwrap();
+        std::fs::rename(dir.path().join("new"), &name).unwrap();
+        publish(new_id, 200).unwrap();
+        publish(old_id, 1100).unwrap();
         assert_eq!(
             published(&lock, new_id),
             200,
             "a replaced journal's end took the new journal's place"
+        );
+    }
+
+    /// A compaction replaced the journal, but the old one keeps a second name (a
+    /// hard link: a quarantine, a backup tool's snapshot made with `cp -al`), so its
+    /// link count never reaches 0. A thread that appended to it and flushes last must
+    /// still not write its end over the new journal's, published meanwhile by another
+    /// thread of the store: the publication checks that the journal's name still
+    /// leads to the journal it appended to.
+    #[test]
+    fn a_replaced_journal_with_a_second_name_never_takes_the_place_of_the_new_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = super::super::test_file(dir.path().join("lock"));
+        let name = dir.path().join(super::super::JOURNAL);
+        let old = super::super::test_file(&name);
+        std::fs::hard_link(&name, dir.path().join("kept")).unwrap();
+        let new = super::super::test_file(dir.path().join("new"));
+        std::fs::rename(dir.path().join("new"), &name).unwrap();
+        let id_of = |file: &std::fs::File, header| {
+            let st = crate::sys::stat_fd(file).unwrap();
+            JournalId {
+                dev: st.dev,
+                ino: st.ino,
+                header,
+            }
+        };
+        let (old_id, new_id) = (id_of(&old, 1), id_of(&new, 2));
+        let pid = crate::sys::pid();
+        let named_in = crate::sys::open_dir(dir.path()).unwrap();
+        publish_for(&lock, new_id, 200, Slot::Own(1), pid, Some(&named_in)).unwrap();
+        publish_for(&lock, old_id, 1100, Slot::Own(1), pid, Some(&named_in)).unwrap();
+        assert_eq!(
+            published(&lock, new_id),
+            200,
+            "the replaced journal's end took the new journal's place"
         );
     }
 
