@@ -230,6 +230,13 @@ export interface HistoryEntry {
   /** RFC 6902 patch from the previous generation, when recorded. */
   patch: PatchOperation[] | null
   note: string | null
+  /**
+   * The checksum of the document this generation holds (xxh3-64 of its canonical JSON,
+   * 16 hex digits), verified whenever the version is rebuilt from the history; `null`
+   * on entries written before statesafe recorded it and on documents too large to hold
+   * as a tree (the note says so).
+   */
+  checksum: string | null
 }
 
 export type PatchOperation =

@@ -540,5 +540,8 @@ fn history_json(e: &HistoryEntry) -> Value {
         "change": change,
         "patch": e.patch,
         "note": e.note,
+        // 16 hex digits, as the CLI's `--json` and Python write it (a number would lose
+        // bits past 2^53).
+        "checksum": e.checksum.map(|c| format!("{c:016x}")),
     })
 }

@@ -104,6 +104,11 @@ for (const mode of ['async', 'sync']) {
     assert.deepEqual(history.map((h) => h.generation), [1, 2, 3, 4, 5, 6])
     assert.deepEqual(history[5].change, { type: 'restore', from: 3 })
     assert.equal(history[0].writer.pid, process.pid)
+    // Each entry's checksum of the document it holds (16 hex digits, as the CLI's
+    // `--json`): the restore of generation 3 holds its document, so its checksum.
+    for (const h of history) assert.match(h.checksum, /^[0-9a-f]{16}$/, `generation ${h.generation}`)
+    assert.equal(new Set(history.slice(0, 5).map((h) => h.checksum)).size, 5)
+    assert.equal(history[5].checksum, history[2].checksum)
     assert.deepEqual(await call(store, 'diff', 4, 5), [{ op: 'replace', path: '/n', value: 5 }])
     assert.deepEqual(await call(store, 'documentAt', 2), { n: 2 })
     const info = await call(store, 'info')

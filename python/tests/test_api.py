@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import re
 
 import pytest
 
@@ -162,6 +163,11 @@ def test_backups_restore_history_diff_at(path: pathlib.Path) -> None:
     history = store.history()
     assert [h["generation"] for h in history] == [1, 2, 3, 4, 5, 6]
     assert history[-1]["change"] == {"restore": {"from": 3}}
+    # Each entry's checksum of the document it holds (16 hex digits, as the CLI's
+    # `--json` and Node): the restore of generation 3 holds its document, so its checksum.
+    assert all(re.fullmatch(r"[0-9a-f]{16}", h["checksum"]) for h in history), history
+    assert len({h["checksum"] for h in history[:5]}) == 5
+    assert history[5]["checksum"] == history[2]["checksum"]
     assert store.diff(1, 2) == [{"op": "replace", "path": "/n", "value": 2}]
     assert store.at(2) == {"n": 2}
     with pytest.raises(statesafe.GenerationUnavailable):
