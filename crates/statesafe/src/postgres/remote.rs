@@ -74,6 +74,11 @@ struct Current {
     /// Made by this transaction (or one before it that recorded only settings), with
     /// no version yet: its generation is where the state's first version goes on from.
     fresh: bool,
+    /// A row that reads as never written (no document, no writer, generation 0: as a
+    /// row that only holds settings) for a state whose history or backups hold
+    /// versions: a committed row changed by hand, which is damage (red15). Asked only
+    /// of such rows.
+    kept_versions: bool,
 }
 
 impl Current {
@@ -81,7 +86,16 @@ impl Current {
     /// (a row statesafe committed; its document NULL only by a hand edit, which is
     /// damage: see [`Remote::verified_text`]).
     fn exists(&self) -> bool {
-        self.document.is_some() || self.writer.is_some() || (self.generation > 0 && !self.fresh)
+        self.document.is_some()
+            || self.writer.is_some()
+            || (self.generation > 0 && !self.fresh)
+            || self.kept_versions
+    }
+
+    /// Whether it reads as a row that only holds settings, or a new one (no version):
+    /// then whether the state has versions kept elsewhere tells it from damage.
+    fn reads_unwritten(&self) -> bool {
+        self.document.is_none() && self.writer.is_none() && self.generation == 0
     }
 }
 
@@ -384,7 +398,7 @@ impl Remote {
             ),
             &[(&self.address.state, Type::TEXT)],
         )?;
-        Ok(row.map(|r| Current {
+        row.map(|r| Current {
             generation: r.get::<_, i64>(0) as u64,
             document: r.get(1),
             checksum: r.get(2),
@@ -392,13 +406,45 @@ impl Remote {
             writer: r.get(4),
             xid: (r.len() > 5).then(|| r.get(5)),
             fresh: false,
-        }))
+            kept_versions: false,
+        })
+        .map(|mut cur| {
+            if cur.reads_unwritten() {
+                cur.kept_versions = self.has_kept_versions(client)?;
+            }
+            Ok(cur)
+        })
+        .transpose()
+    }
+
+    /// Whether the state has history or backup rows (versions that a row reading as
+    /// never written cannot have had: [`Current::kept_versions`]).
+    fn has_kept_versions(&self, client: &mut Client) -> Result<bool, postgres::Error> {
+        let row = client.query_typed_one(
+            &format!(
+                "SELECT EXISTS (SELECT 1 FROM {} WHERE state = $1) \
+                 OR EXISTS (SELECT 1 FROM {} WHERE state = $1)",
+                self.names.history, self.names.backups
+            ),
+            &[(&self.address.state, Type::TEXT)],
+        )?;
+        Ok(row.get(0))
     }
 
     /// The document's text after its checksum verified: damage is a checksum that
     /// does not match (the row was changed by hand, or damaged).
     fn verified_text<'c>(&self, cur: &'c Current, what: &str) -> Result<Option<&'c str>> {
         let Some(doc) = cur.document.as_deref() else {
+            if cur.kept_versions {
+                return Err(Error::Corrupt {
+                    path: self.display().to_path_buf(),
+                    line: None,
+                    column: None,
+                    reason: format!(
+                        "{what} reads as a state never written (no document, no writer, generation 0), but the state's history or backups hold versions: the row was changed outside statesafe, or damaged; `statesafe recover URL` quarantines it and restores the newest valid backup"
+                    ),
+                });
+            }
             if cur.exists() {
                 // Committed (it has a writer, or a generation: statesafe leaves a row
                 // without a document only at generation 0, or within the transaction
@@ -1007,6 +1053,7 @@ SELECT (SELECT 1 FROM {main} WHERE state = {key} FOR UPDATE SKIP LOCKED),
                 writer: None,
                 xid: None,
                 fresh: false,
+                kept_versions: false,
             },
             history_last: None,
             backups: Vec::new(),
@@ -1042,9 +1089,17 @@ SELECT (SELECT 1 FROM {main} WHERE state = {key} FOR UPDATE SKIP LOCKED),
                     self.names.history,
                     self.lock_statements(nowait, list_backups)
                 );
+                let had_row = found.current.is_some();
                 found = Locking::parse(tx.client().simple_query(&insert)?);
                 if let Some(c) = found.current.as_mut().filter(|c| unwritten(c)) {
-                    c.fresh = true;
+                    // A row that was there (settings only) goes on above kept versions
+                    // only when it was damage: a state whose row only ever held
+                    // settings has none (red15). (This transaction rolls back.)
+                    if had_row && c.generation > 0 {
+                        c.kept_versions = true;
+                    } else {
+                        c.fresh = true;
+                    }
                 }
             }
             if found.lock_free || found.held_by.as_deref().is_some_and(nested) {
@@ -2308,6 +2363,7 @@ impl Locking {
             writer: r.get(4).cloned().flatten(),
             xid: r.get(5).and_then(int),
             fresh: false,
+            kept_versions: false,
         });
         let lock = lock.into_iter().next().unwrap_or_default();
         let column = |i: usize| lock.get(i).cloned().flatten();
@@ -2481,6 +2537,7 @@ fn backup_row(r: &Row) -> Current {
         writer: None,
         xid: None,
         fresh: false,
+        kept_versions: false,
     }
 }
 

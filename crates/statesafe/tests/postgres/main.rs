@@ -10,4 +10,5 @@ mod prepared;
 mod red12;
 mod red13;
 mod red14;
+mod red15;
 mod remote;
