@@ -523,11 +523,12 @@ pub(crate) const NO_CHECKSUM: &str = "no checksum: the document is larger than h
 pub(crate) const DAMAGED_ENTRY: &str = "the history entry of generation";
 
 /// Rebuilds the document at `generation` from the nearest snapshot and the patches
-/// after it, and verifies it: against the checksum its entry records, or, for an
-/// entry that records none (written before statesafe recorded them, or of a document
-/// too large to hold as a tree), against the next later entry's that the chain
-/// reaches. A mismatch is an error naming the entry that does not produce what it
-/// records: a version nobody committed is never served.
+/// after it, and verifies it against the checksum its entry records. An entry that
+/// records none (written before statesafe recorded them, or of a document too large
+/// to hold as a tree) is not verified: the chain is carried on to the next later
+/// entry that records one, which catches an edit only while the edited value
+/// survives to it (a damage check, not a proof: `docs/design.md`, "History"). A
+/// mismatch is an error naming the entry that does not produce what it records.
 pub(crate) fn document_at(
     path: &std::path::Path,
     entries: &[HistoryEntry],
