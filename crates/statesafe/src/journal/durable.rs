@@ -91,13 +91,22 @@ pub(crate) enum Slot {
 }
 
 impl Slot {
-    /// Claims a free slot for the description `lock` (call once per description,
-    /// with the writers' lock held: one `fcntl`, more only when slots are taken),
-    /// starting at one chosen by `pid` so that processes rarely try the same one. A
+    /// Claims a free slot for the description `lock` (call once per description, with
+    /// the writers' lock held: one `fstatfs` and one `fcntl`, more only when slots are
+    /// taken), starting at one chosen by `pid` so that processes rarely try the same
+    /// one. A
     /// lock another description holds (a live store's, or one a hostile holder of
     /// the lock file took) is passed over: the worst such a holder can do is leave
     /// every store [`Slot::Shared`], whose flushes are made with the lock held.
+    ///
+    /// On a network or user-space filesystem none is claimed: an NFS client may
+    /// emulate `flock` with a byte-range lock of the whole file, which a slot's lock
+    /// held by another store would block (the writers' lock never taken while that
+    /// store is open).
     pub(crate) fn claim(lock: &std::fs::File, pid: u32) -> Slot {
+        if crate::sys::special_filesystem(lock).is_some() {
+            return Slot::Shared;
+        }
         let mine = SLOTS - 1;
         for i in 0..mine {
             let slot = 1 + (pid as usize + i) % mine;

@@ -63,8 +63,10 @@ fn stores_past_the_63rd_publish_in_the_shared_slot_and_nothing_is_hidden() {
         store.update(|d| d[format!("s{i}")] = i.into()).unwrap();
     }
     let held = slots(&lock);
+    // On a network or user-space filesystem no store claims a slot.
+    let claimed = stores[0].special_filesystem().is_none();
     assert!(
-        held[1..].iter().all(Option::is_some),
+        held[1..].iter().all(|s| s.is_some() == claimed),
         "every slot but the shared one was claimed: {held:?}"
     );
     assert!(
