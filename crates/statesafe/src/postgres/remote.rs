@@ -8,7 +8,9 @@
 //! of its kept backups and history, else 0, if the state has no row) and a look at
 //! the state's lock row (held by `statesafe lock`), all in the first round trip; then
 //! `UPDATE … WHERE generation = <the one read>`, the outgoing version into the backups
-//! table, a history entry, the prunes and `COMMIT` in the second.
+//! table, the backups' prune and `COMMIT` in the second, followed in the same round
+//! trip by the history entry and its prune in a transaction of their own, after the
+//! row lock is released ([`HistoryRow`]).
 //! The row lock is released by the server when the transaction ends in any way:
 //! commit, rollback, or the connection closing (a holder that dies frees it at once).
 //! No lock or setting outlives a transaction, so it works through PgBouncer in
@@ -571,8 +573,9 @@ impl Remote {
         }
         // Carried forward by the history's patches while they form an unbroken
         // chain up to the damaged generation itself, as a file's recovery does: its
-        // entry was written in the transaction that committed it, so the chain
-        // rebuilds the acknowledged version (stopping below it rolled that back).
+        // entry is recorded right after the commit that made it, so the chain
+        // rebuilds the acknowledged version (stopping below it rolled that back;
+        // it still does when a crash dropped that entry, as for a file).
         let mut rebuilt_from = None;
         if let Some((state, Some(b))) = &found
             && store.config().history.keep > 0
