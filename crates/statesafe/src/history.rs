@@ -215,37 +215,6 @@ pub(crate) fn needs_snapshot(
     (generation - 1).is_multiple_of(size) || last_recorded != Some(generation - 1)
 }
 
-/// [`needs_snapshot`] for a history written after the commit by another
-/// transaction (the PostgreSQL backend's: the entry of the outgoing version may not be
-/// in yet when the next writer looks). `newest` is the newest two entries recorded
-/// (generation, whether it carries a snapshot), newest first. The entry for
-/// `generation` may be a patch when the one before it is in and can be rebuilt as far
-/// as this writer can tell (it carries a snapshot, or the one before it is in too), or
-/// when the newest recorded is `generation - 2` (the outgoing version's entry is on
-/// its way: its writer committed a moment ago). If that entry never comes (a crash
-/// between the commit and the history's own commit), the next writer finds
-/// `generation - 1` missing below a patch and records a snapshot: a lost entry makes
-/// its own generation and the next unrebuildable (`document_at` says so), never a
-/// later one, and never a wrong version (every entry records its checksum).
-pub(crate) fn needs_snapshot_after(
-    policy: &HistoryPolicy,
-    generation: u64,
-    newest: &[(u64, bool)],
-) -> bool {
-    let size = segment_size(policy);
-    if (generation - 1).is_multiple_of(size) {
-        return true;
-    }
-    let previous = generation - 1;
-    match newest {
-        [(last, snapshot), rest @ ..] if *last == previous => {
-            !(*snapshot || rest.first().is_some_and(|(g, _)| *g + 1 == previous))
-        }
-        [(last, _), ..] => *last + 2 != generation,
-        [] => true,
-    }
-}
-
 /// Appends `entry`, then prunes segments the policy no longer keeps.
 pub(crate) fn append(
     sidecar: &Sidecar,
@@ -897,45 +866,5 @@ mod tests {
         assert!(!needs_snapshot(&policy, 2, Some(1)));
         assert!(needs_snapshot(&policy, 3, Some(2)));
         assert!(needs_snapshot(&policy, 4, Some(2)));
-    }
-    #[test]
-    fn a_history_written_after_the_commit_snapshots_exactly_after_a_lost_entry() {
-        let policy = HistoryPolicy {
-            keep: 400,
-            ..HistoryPolicy::default()
-        };
-        // Segment openings always.
-        assert!(needs_snapshot_after(&policy, 1, &[]));
-        assert!(needs_snapshot_after(
-            &policy,
-            101,
-            &[(100, false), (99, false)]
-        ));
-        // The entry before is in, and so is the one before it (or it is a snapshot).
-        assert!(!needs_snapshot_after(
-            &policy,
-            10,
-            &[(9, false), (8, false)]
-        ));
-        assert!(!needs_snapshot_after(&policy, 10, &[(9, true), (5, false)]));
-        assert!(!needs_snapshot_after(&policy, 2, &[(1, true)]));
-        // The entry before is on its way (its writer committed a moment ago).
-        assert!(!needs_snapshot_after(
-            &policy,
-            10,
-            &[(8, false), (7, false)]
-        ));
-        // The entry before is in but a patch from one that never came: a snapshot.
-        assert!(needs_snapshot_after(&policy, 10, &[(9, false), (7, false)]));
-        assert!(needs_snapshot_after(&policy, 10, &[(9, false)]));
-        // Two missing (one lost and one on its way, or both lost), or nothing.
-        assert!(needs_snapshot_after(&policy, 10, &[(7, false), (6, false)]));
-        assert!(needs_snapshot_after(&policy, 10, &[]));
-        // Newer entries than the outgoing version (an earlier life's): a snapshot.
-        assert!(needs_snapshot_after(
-            &policy,
-            10,
-            &[(12, true), (11, false)]
-        ));
     }
 }

@@ -8,9 +8,7 @@
 //! of its kept backups and history, else 0, if the state has no row) and a look at
 //! the state's lock row (held by `statesafe lock`), all in the first round trip; then
 //! `UPDATE … WHERE generation = <the one read>`, the outgoing version into the backups
-//! table, the backups' prune and `COMMIT` in the second, followed in the same round
-//! trip by the history entry and its prune in a transaction of their own, after the
-//! row lock is released ([`HistoryRow`]).
+//! table, a history entry, the prunes and `COMMIT` in the second.
 //! The row lock is released by the server when the transaction ends in any way:
 //! commit, rollback, or the connection closing (a holder that dies frees it at once).
 //! No lock or setting outlives a transaction, so it works through PgBouncer in
@@ -573,9 +571,8 @@ impl Remote {
         }
         // Carried forward by the history's patches while they form an unbroken
         // chain up to the damaged generation itself, as a file's recovery does: its
-        // entry is recorded right after the commit that made it, so the chain
-        // rebuilds the acknowledged version (stopping below it rolled that back;
-        // it still does when a crash dropped that entry, as for a file).
+        // entry was written in the transaction that committed it, so the chain
+        // rebuilds the acknowledged version (stopping below it rolled that back).
         let mut rebuilt_from = None;
         if let Some((state, Some(b))) = &found
             && store.config().history.keep > 0
@@ -698,13 +695,12 @@ impl Remote {
         } else {
             "NULL".to_string()
         };
-        let newest = history_newest(history, &state);
         format!(
             "SELECT {PREPARED_LIST};
 {SELECT_CURRENT}, txid_current() FROM {main} WHERE state = {state} FOR UPDATE{wait};
 SELECT (SELECT 1 FROM {main} WHERE state = {key} FOR UPDATE SKIP LOCKED),
     (SELECT xmax::text FROM {main} WHERE state = {key}),
-    (SELECT {newest}),
+    (SELECT max(generation) FROM {history} WHERE state = {state}),
     {list}"
         )
     }
@@ -728,7 +724,6 @@ SELECT (SELECT 1 FROM {main} WHERE state = {key} FOR UPDATE SKIP LOCKED),
         } else {
             "NULL".to_string()
         };
-        let newest = history_newest(history, "$1");
         let prepared = if list {
             format!(", {PREPARED_LIST}")
         } else {
@@ -753,7 +748,7 @@ SELECT (SELECT 1 FROM {main} WHERE state = {key} FOR UPDATE SKIP LOCKED),
                 format!(
                     "SELECT (SELECT 1 FROM {main} WHERE state = $2 FOR UPDATE SKIP LOCKED),
     (SELECT xmax::text FROM {main} WHERE state = $2),
-    (SELECT {newest}),
+    (SELECT max(generation) FROM {history} WHERE state = $1),
     {backups_list}"
                 ),
             ),
@@ -1013,7 +1008,7 @@ SELECT (SELECT 1 FROM {main} WHERE state = {key} FOR UPDATE SKIP LOCKED),
                 xid: None,
                 fresh: false,
             },
-            history_newest: Vec::new(),
+            history_last: None,
             backups: Vec::new(),
             prepared: Vec::new(),
             protocol: false,
@@ -1078,14 +1073,14 @@ SELECT 1 FROM {} WHERE state = {} FOR UPDATE{};\n{}",
         match locked {
             Ok(Locking {
                 current: Some(cur),
-                history_newest,
+                history_last,
                 backups,
                 prepared,
                 ..
             }) => {
                 store.recorder.lock_wait(waited);
                 tx.current = cur;
-                tx.history_newest = history_newest;
+                tx.history_last = history_last;
                 tx.backups = backups;
                 tx.prepared = prepared;
                 Ok(tx)
@@ -1587,9 +1582,8 @@ pub(crate) struct Tx<'s> {
     client: Option<Client>,
     /// The row as read under the lock.
     current: Current,
-    /// The newest two entries of the history (generation, whether it is a snapshot),
-    /// newest first, read under the lock.
-    history_newest: Vec<(u64, bool)>,
+    /// The newest generation in the history, read under the lock.
+    history_last: Option<u64>,
     /// The backups kept (generation, commit time), read under the lock.
     backups: Vec<(u64, SystemTime)>,
     /// statesafe's prepared statements the transaction's server session holds, read
@@ -1884,11 +1878,11 @@ impl Tx<'_> {
                 "pb AS (DELETE FROM {{backups}} WHERE state = $1 AND {which})"
             ));
         }
-        // The history entry goes in its own transaction right after the `COMMIT`, in
-        // the same round trip: not under the row lock (see [`HistoryRow`]).
-        let history = (config.history.keep > 0)
-            .then(|| self.history_row(&config, &text, generation, change, writer))
-            .flatten();
+        if config.history.keep > 0 {
+            parts.extend(
+                self.history_statements(&mut write, &config, &text, generation, change, writer),
+            );
+        }
         parts.push(
             "u AS (UPDATE {main} SET generation = $2 + 1, document = $3, checksum = $4, \
              written_at = now(), writer = $5, settings = coalesce($6, settings) \
@@ -1903,28 +1897,25 @@ impl Tx<'_> {
             parts.join(",\n")
         )
         .replace("{main}", &names.main)
-        .replace("{backups}", &names.backups);
+        .replace("{backups}", &names.backups)
+        .replace("{history}", &names.history);
         // As a protocol-level prepared statement of this connection (made at its
         // first use, in this transaction: its server session is the marked one), its
         // Bind and Execute pipelined with `COMMIT`; else as an SQL-level `EXECUTE`.
-        let history_body = history.as_ref().map(|h| h.body(names));
         let (sql, statement) = if self.protocol {
-            let mut wanted: Vec<(&str, &[Type])> = vec![(&body, &Write::TYPES)];
-            if let Some(text) = &history_body {
-                wanted.push((text, &HistoryRow::TYPES));
-            }
-            let statements = self
+            let statement = self
                 .client()
-                .prepared(&wanted)
-                .map_err(|e| remote.error("write", e))?;
-            (String::new(), Some(statements))
+                .prepared(&[(&body, &Write::TYPES)])
+                .map_err(|e| remote.error("write", e))?
+                .pop()
+                .expect("invariant: one statement asked, one given");
+            (String::new(), Some(statement))
         } else {
             (write.statements(&body, &self.prepared), None)
         };
         let size = statement
             .as_ref()
-            .map_or(sql.len() as u64, |_| write.bound_size())
-            .max(history.as_ref().map_or(0, HistoryRow::size));
+            .map_or(sql.len() as u64, |_| write.bound_size());
         // The server refuses a message over its limit only after reading it all;
         // checked here first, so nothing is sent (the server's own refusals, of a
         // value or a row too large, fail the whole statement: nothing is committed
@@ -1942,90 +1933,41 @@ impl Tx<'_> {
                 source: None,
             });
         }
-        // The requests up to the `COMMIT`'s answer settle the write; those after it
-        // are the history's transaction, whose failure loses the entry (a gap the
-        // next writer's snapshot closes: [`history::needs_snapshot_after`]) and never
-        // the write.
-        // The history's transaction ends with a `COMMIT` of its own, a request of its
-        // own, which ends it however its statements went (a rollback after an
-        // error); the `ROLLBACK` here only makes sure of it.
-        let history_failed = |c: &mut Client, e: postgres::Error| {
-            tracing::warn!(
-                target: "statesafe",
-                "`{}`: generation {generation} was committed, but its history entry was not recorded ({}); the next write's entry carries a snapshot",
-                path.display(),
-                chain_text(&e)
-            );
-            if !c.is_closed() {
-                let _ = c.batch_execute("ROLLBACK");
-            }
-            Ok(())
-        };
-        match (&statement, &history) {
-            (Some(statements), history) => {
+        match &statement {
+            Some(statement) => {
                 let params = write.params();
-                let begin = format!(
-                    "BEGIN ISOLATION LEVEL READ COMMITTED; MOVE 0 IN {}; {HISTORY_BEGIN}",
-                    self.client().mark().unwrap_or_default()
-                );
-                let history_params = history.as_ref().map(HistoryRow::params);
-                let mut requests = vec![
-                    Request::Bound(&statements[0], &params),
-                    Request::Simple("COMMIT"),
-                ];
-                if let (Some(statement), Some(history_params)) =
-                    (statements.get(1), &history_params)
-                {
-                    requests.extend([
-                        Request::Simple(&begin),
-                        Request::Bound(statement, history_params),
-                        Request::Simple("COMMIT"),
-                    ]);
-                }
                 self.finish_with(
-                    |c| match c.pipeline(&requests) {
-                        Ok(_) => Ok(()),
-                        Err((i, e)) if i >= 2 => history_failed(c, e),
-                        Err((_, e)) => Err(e),
+                    |c| {
+                        c.pipeline(&[
+                            Request::Bound(statement, &params),
+                            Request::Simple("COMMIT"),
+                        ])
+                        .map(drop)
+                        .map_err(|(_, e)| e)
                     },
                     "write",
                     generation,
                 )?;
             }
-            (None, history) => {
-                let history_sql = history.as_ref().map(|h| h.statements(names));
-                let mut requests = vec![Request::Simple(&sql)];
-                if let Some(history_sql) = &history_sql {
-                    requests.extend([Request::Simple(history_sql), Request::Simple("COMMIT")]);
-                }
-                self.finish_with(
-                    |c| match c.pipeline(&requests) {
-                        Ok(_) => Ok(()),
-                        Err((i, e)) if i >= 1 => history_failed(c, e),
-                        Err((_, e)) => Err(e),
-                    },
-                    "write",
-                    generation,
-                )?;
-            }
+            None => self.finish_with(|c| c.batch_execute(&sql), "write", generation)?,
         }
         Ok(generation)
     }
 
-    /// The history entry of `generation` and whether to prune entries past the
-    /// retention, for the history's transaction after the commit ([`HistoryRow`]);
-    /// `None` without the locking transaction's id to check the commit by.
-    fn history_row(
+    /// The history entry of `generation` and the prune of entries past the
+    /// retention, as parts of the write's statement (their values in `write`).
+    fn history_statements(
         &self,
+        write: &mut Write,
         config: &Config,
         text: &str,
         generation: u64,
         change: Change,
         writer: Writer,
-    ) -> Option<HistoryRow> {
+    ) -> Vec<String> {
         let remote = self.remote;
         let policy = &config.history;
-        let xid = self.current.xid?;
+        let mut parts = Vec::new();
         let small = |t: &str| t.len() as u64 <= policy.max_patch_bytes;
         let old_value = remote
             .verified_text(&self.current, "the current row")
@@ -2038,8 +1980,7 @@ impl Tx<'_> {
         } else {
             None
         };
-        let snapshot_needed =
-            history::needs_snapshot_after(policy, generation, &self.history_newest);
+        let snapshot_needed = history::needs_snapshot(policy, generation, self.history_last);
         let (patch, snapshot, note) = match (&new_value, &old_value) {
             (Some(new), Some(old)) => (
                 Some(json_patch::diff(old, new)),
@@ -2066,19 +2007,27 @@ impl Tx<'_> {
             note,
             checksum: new_value.as_ref().map(history::checksum_of),
         };
+        write.snapshot = Some(entry.snapshot.is_some());
+        write.entry = Some(serde_json::to_string(&entry).expect("invariant: an entry serializes"));
+        parts.push(
+            "h AS (INSERT INTO {history} (state, generation, snapshot, entry) VALUES ($1, $2 + 1, $9, $10) \
+             ON CONFLICT (state, generation) DO UPDATE SET snapshot = excluded.snapshot, entry = excluded.entry)"
+                .to_string(),
+        );
         // Keep the last `keep` generations, and the snapshot they are rebuilt from
         // (the new entry is newer than both, so that it is not seen here is fine).
         // Pruned when a snapshot is due (every `keep / 4` generations), as
         // a file's history drops whole segments: up to that many more are kept.
         let oldest_kept = (generation + 1).saturating_sub(u64::from(policy.keep));
-        Some(HistoryRow {
-            state: remote.address.state.clone(),
-            generation: generation as i64,
-            snapshot: entry.snapshot.is_some(),
-            entry: serde_json::to_string(&entry).expect("invariant: an entry serializes"),
-            oldest_kept: (oldest_kept > 1 && snapshot_needed).then_some(oldest_kept as i64),
-            xid,
-        })
+        if oldest_kept > 1 && snapshot_needed {
+            write.oldest_kept = Some(oldest_kept as i64);
+            parts.push(
+                "ph AS (DELETE FROM {history} WHERE state = $1 AND generation < least($11, \
+                 (SELECT max(generation) FROM {history} WHERE state = $1 AND snapshot AND generation <= $11)))"
+                    .to_string(),
+            );
+        }
+        parts
     }
 }
 
@@ -2154,10 +2103,17 @@ struct Write {
     drop_backups: Option<Vec<i64>>,
     /// $8 bigint: the OFFSET of the `keep - 1`th newest other backup.
     offset: Option<i64>,
+    /// $9 boolean: the history entry carries a snapshot.
+    snapshot: Option<bool>,
+    /// $10 text: the history entry, as JSON.
+    entry: Option<String>,
+    /// $11 bigint: the oldest history generation kept.
+    oldest_kept: Option<i64>,
 }
 
 /// The parameters' types, in order.
-const WRITE_TYPES: &str = "text, bigint, text, bigint, text, text, bigint[], bigint";
+const WRITE_TYPES: &str =
+    "text, bigint, text, bigint, text, text, bigint[], bigint, boolean, text, bigint";
 
 impl Write {
     fn new(state: &str, old_generation: i64, document: &str, checksum: i64, writer: &str) -> Write {
@@ -2170,11 +2126,14 @@ impl Write {
             settings: None,
             drop_backups: None,
             offset: None,
+            snapshot: None,
+            entry: None,
+            oldest_kept: None,
         }
     }
 
     /// The parameters' types, in order (as [`WRITE_TYPES`]).
-    const TYPES: [Type; 8] = [
+    const TYPES: [Type; 11] = [
         Type::TEXT,
         Type::INT8,
         Type::TEXT,
@@ -2183,10 +2142,13 @@ impl Write {
         Type::TEXT,
         Type::INT8_ARRAY,
         Type::INT8,
+        Type::BOOL,
+        Type::TEXT,
+        Type::INT8,
     ];
 
     /// The values, in order, for a Bind of the statement.
-    fn params(&self) -> [&(dyn ToSql + Sync); 8] {
+    fn params(&self) -> [&(dyn ToSql + Sync); 11] {
         [
             &self.state,
             &self.old_generation,
@@ -2196,6 +2158,9 @@ impl Write {
             &self.settings,
             &self.drop_backups,
             &self.offset,
+            &self.snapshot,
+            &self.entry,
+            &self.oldest_kept,
         ]
     }
 
@@ -2212,14 +2177,16 @@ impl Write {
             .map_or(0, |d| 20 + 12 * d.len() as u64);
         // Type, length, the empty portal's and the statement's names, format
         // codes, the parameters' count and length words, the result format codes.
-        let overhead = 1 + 4 + 1 + 21 + 2 + 2 * 8 + 2 + 4 * 8 + 2 + 2;
+        let overhead = 1 + 4 + 1 + 21 + 2 + 2 * 11 + 2 + 4 * 11 + 2 + 2;
         overhead
             + text(&self.state)
             + text(&self.document)
             + text(&self.writer)
             + opt(&self.settings)
+            + opt(&self.entry)
             + array
-            + 8 * 3
+            + 8 * 4
+            + 1
     }
 
     /// `PREPARE` (unless `prepared` has it), `EXECUTE` and `COMMIT`, as one simple
@@ -2236,12 +2203,14 @@ impl Write {
             let list: Vec<String> = d.iter().map(i64::to_string).collect();
             format!("ARRAY[{}]::bigint[]", list.join(","))
         });
-        let mut sql = String::with_capacity(self.document.len() + 512);
+        let mut sql = String::with_capacity(
+            self.document.len() + self.entry.as_ref().map_or(0, String::len) + 512,
+        );
         if !prepared.contains(&name) {
             sql.push_str(&format!("PREPARE {name}{prepare};\n"));
         }
         sql.push_str(&format!(
-            "EXECUTE {name}({}, {}, {}, {}, {}, {}, {array}, {});\nCOMMIT",
+            "EXECUTE {name}({}, {}, {}, {}, {}, {}, {array}, {}, {}, {}, {});\nCOMMIT",
             literal(&self.state),
             self.old_generation,
             literal(&self.document),
@@ -2249,124 +2218,12 @@ impl Write {
             literal(&self.writer),
             text(&self.settings),
             int(self.offset),
+            self.snapshot
+                .map_or("NULL", |s| if s { "true" } else { "false" }),
+            text(&self.entry),
+            int(self.oldest_kept),
         ));
         sql
-    }
-}
-
-/// How the history's transaction begins: its commit is not waited for (see
-/// [`HistoryRow`]).
-const HISTORY_BEGIN: &str = "SELECT set_config('synchronous_commit', 'off', true)";
-
-/// A write's history entry, recorded in a transaction of its own right after the
-/// write's `COMMIT`, in the same round trip (pipelined after it), so that the row
-/// lock is not held while it is inserted and the history pruned: the next writer
-/// takes the lock while this goes in. As a file's history, it is recorded only after
-/// the commit and may be lost: its commit is not waited for (`synchronous_commit =
-/// off`; the next write's commit flushes it), so a server crash can drop the newest
-/// entries, never the state, and an error in it (a statement timeout, a deadlock
-/// between two prunes) loses that entry only. The next writer records a snapshot
-/// after a missing entry ([`history::needs_snapshot_after`]). It names the committed
-/// generation only: it is inserted only if the write's transaction committed
-/// (`txid_status` of its id, read with the lock; the requests after a failed write
-/// are sent all the same, pipelined).
-struct HistoryRow {
-    /// $1 text: the state.
-    state: String,
-    /// $2 bigint: the generation written.
-    generation: i64,
-    /// $3 boolean: the entry carries a snapshot.
-    snapshot: bool,
-    /// $4 text: the entry, as JSON.
-    entry: String,
-    /// $5 bigint: the oldest generation kept, when entries past the retention are
-    /// pruned (else no prune, and not sent).
-    oldest_kept: Option<i64>,
-    /// $6 bigint: the write's transaction's id (`txid_current()`).
-    xid: i64,
-}
-
-impl HistoryRow {
-    const TYPES: [Type; 6] = [
-        Type::TEXT,
-        Type::INT8,
-        Type::BOOL,
-        Type::TEXT,
-        Type::INT8,
-        Type::INT8,
-    ];
-
-    /// The statement (with the prune when there is one to do).
-    fn body(&self, names: &Names) -> String {
-        let history = &names.history;
-        let insert = format!(
-            "INSERT INTO {history} (state, generation, snapshot, entry) \
-             SELECT $1, $2, $3, $4 WHERE txid_status($6) = 'committed' \
-             ON CONFLICT (state, generation) DO UPDATE SET snapshot = excluded.snapshot, entry = excluded.entry"
-        );
-        match self.oldest_kept {
-            None => insert,
-            Some(_) => format!(
-                "WITH h AS ({insert}) DELETE FROM {history} WHERE state = $1 \
-                 AND txid_status($6) = 'committed' AND generation < least($5, \
-                 (SELECT max(generation) FROM {history} WHERE state = $1 AND snapshot AND generation <= $5))"
-            ),
-        }
-    }
-
-    fn params(&self) -> [&(dyn ToSql + Sync); 6] {
-        [
-            &self.state,
-            &self.generation,
-            &self.snapshot,
-            &self.entry,
-            &self.oldest_kept,
-            &self.xid,
-        ]
-    }
-
-    /// An upper bound of the size of its Bind message, or of its simple query.
-    fn size(&self) -> u64 {
-        (self.state.len() + self.entry.len() * 2 + 1024) as u64
-    }
-
-    /// The transaction as one simple query, the values as literals (for a
-    /// connection without protocol-level statements), but for its `COMMIT`: that is
-    /// a request of its own, so that it ends the transaction after an error too (an
-    /// error skips the rest of a simple query).
-    fn statements(&self, names: &Names) -> String {
-        let values = [
-            literal(&self.state),
-            self.generation.to_string(),
-            self.snapshot.to_string(),
-            literal(&self.entry),
-            self.oldest_kept.map_or("NULL".into(), |g| g.to_string()),
-            self.xid.to_string(),
-        ];
-        // One pass over the statement's own text (a value is never searched: an
-        // entry may hold `$2`).
-        let template = self.body(names);
-        let mut body = String::with_capacity(template.len() + self.entry.len() * 2);
-        let mut rest = template.as_str();
-        while let Some(at) = rest.find('$') {
-            body.push_str(&rest[..at]);
-            let digit = rest[at + 1..].chars().next();
-            match digit
-                .and_then(|d| d.to_digit(10))
-                .filter(|d| (1..=6).contains(d))
-            {
-                Some(d) => {
-                    body.push_str(&values[d as usize - 1]);
-                    rest = &rest[at + 2..];
-                }
-                None => {
-                    body.push('$');
-                    rest = &rest[at + 1..];
-                }
-            }
-        }
-        body.push_str(rest);
-        format!("BEGIN ISOLATION LEVEL READ COMMITTED; {HISTORY_BEGIN}; {body}")
     }
 }
 
@@ -2394,8 +2251,8 @@ struct Locking {
     lock_free: bool,
     /// The lock row's `xmax` when it is held by another transaction.
     held_by: Option<String>,
-    /// The newest two entries of the history: generation, whether it is a snapshot.
-    history_newest: Vec<(u64, bool)>,
+    /// The newest generation in the history.
+    history_last: Option<u64>,
     /// The backups kept: generation, commit time.
     backups: Vec<(u64, SystemTime)>,
     /// The names of statesafe's prepared statements this server session holds.
@@ -2460,7 +2317,7 @@ impl Locking {
             current,
             lock_free: column(0).is_some() || held_by.is_none(),
             held_by,
-            history_newest: parse_history_newest(column(2).as_deref()),
+            history_last: int(&column(2)).map(|g| g as u64),
             backups: column(3)
                 .unwrap_or_default()
                 .split(',')
@@ -2477,31 +2334,6 @@ impl Locking {
                 .collect(),
         }
     }
-}
-
-/// The newest two entries of a state's history as one text column, `GENERATION` or
-/// `GENERATIONs` (a snapshot) joined by commas (see [`history::needs_snapshot_after`]):
-/// the body of a scalar subquery on `history`, the state being `state` (an SQL
-/// expression).
-fn history_newest(history: &str, state: &str) -> String {
-    format!(
-        "string_agg(generation || CASE WHEN snapshot THEN 's' ELSE '' END, ',') FROM \
-         (SELECT generation, snapshot FROM {history} WHERE state = {state} ORDER BY generation DESC LIMIT 2) n"
-    )
-}
-
-/// [`history_newest`]'s column, newest first.
-fn parse_history_newest(column: Option<&str>) -> Vec<(u64, bool)> {
-    let mut newest: Vec<(u64, bool)> = column
-        .unwrap_or_default()
-        .split(',')
-        .filter_map(|e| match e.strip_suffix('s') {
-            Some(g) => Some((g.parse().ok()?, true)),
-            None => Some((e.parse().ok()?, false)),
-        })
-        .collect();
-    newest.sort_by_key(|e| std::cmp::Reverse(e.0));
-    newest
 }
 
 /// A row's columns as text, as a simple query gives them (the locking statements'
