@@ -6,6 +6,7 @@
 
 mod both;
 mod cluster;
+mod history15;
 mod prepared;
 mod red12;
 mod red13;
