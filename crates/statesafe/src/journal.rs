@@ -2040,10 +2040,14 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         if published > pos.end {
             return Err(self.refuse_cut_journal(pos.header.follows, pos.end, published));
         }
-        let new = serde_json::to_value(state).map_err(|e| Error::Serialize {
-            path: self.path().to_path_buf(),
-            source: e,
-        })?;
+        // A `Store<Value>`'s state is the new tree already (`sys/value.rs`).
+        let new = match crate::sys::value::as_value(state) {
+            Some(tree) => tree.clone(),
+            None => serde_json::to_value(state).map_err(|e| Error::Serialize {
+                path: self.path().to_path_buf(),
+                source: e,
+            })?,
+        };
         let patch = ordered_diff(old, &new);
         let (kind, body) = change_body(&patch, &new, encoded_len);
         // What this writer knows durable: a later record's claim tells a reader that a
