@@ -1896,6 +1896,16 @@ pub(crate) enum Step {
     },
 }
 
+/// The state a journal commit writes.
+pub(crate) enum NewState<'a, T> {
+    /// Borrowed from the caller: the kept tree is made from it.
+    Borrowed(&'a T),
+    /// In a cell the append takes it from when it is the tree itself (a
+    /// `Store<Value>`'s, `sys/value.rs`): kept as the new tree, neither copied nor
+    /// freed. It stays in the cell when this commit compacts or changes nothing.
+    Cell(&'a std::cell::RefCell<Option<T>>),
+}
+
 impl<T: Serialize + DeserializeOwned> Store<T> {
     /// Journal mode's part of a commit of `state` (`encoded_len` bytes as a snapshot)
     /// after `base` as `generation`:
@@ -1904,7 +1914,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
     pub(crate) fn journal_commit(
         &self,
         guard: &mut lock::Guard<'_>,
-        state: &T,
+        state: NewState<'_, T>,
         encoded_len: usize,
         base: Option<&Base>,
         generation: u64,
@@ -2040,16 +2050,36 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         if published > pos.end {
             return Err(self.refuse_cut_journal(pos.header.follows, pos.end, published));
         }
-        // A `Store<Value>`'s state is the new tree already (`sys/value.rs`).
-        let new = match crate::sys::value::as_value(state) {
-            Some(tree) => tree.clone(),
-            None => serde_json::to_value(state).map_err(|e| Error::Serialize {
-                path: self.path().to_path_buf(),
-                source: e,
-            })?,
+        // A `Store<Value>`'s state is the new tree already (`sys/value.rs`): it is
+        // read in place, and taken (or copied) only once the append is done.
+        let held = match &state {
+            NewState::Borrowed(_) => None,
+            NewState::Cell(cell) => Some(cell.borrow()),
         };
-        let patch = ordered_diff(old, &new);
-        let (kind, body) = change_body(&patch, &new, encoded_len);
+        let state_ref = match (&state, &held) {
+            (NewState::Borrowed(s), _) => *s,
+            (NewState::Cell(_), Some(h)) => h
+                .as_ref()
+                .expect("invariant: taken only once the commit is durable"),
+            (NewState::Cell(_), None) => unreachable!("invariant: borrowed just above"),
+        };
+        let converted = match crate::sys::value::as_value(state_ref) {
+            Some(_) => None,
+            None => Some(
+                serde_json::to_value(state_ref).map_err(|e| Error::Serialize {
+                    path: self.path().to_path_buf(),
+                    source: e,
+                })?,
+            ),
+        };
+        let new_ref = match &converted {
+            Some(v) => v,
+            None => crate::sys::value::as_value(state_ref)
+                .expect("invariant: converted unless it is a Value"),
+        };
+        let patch = ordered_diff(old, new_ref);
+        let (kind, body) = change_body(&patch, new_ref, encoded_len);
+        drop(held);
         // What this writer knows durable: a later record's claim tells a reader that a
         // bad record before it is damage, not a torn append.
         let meta = RecordMeta::now(
@@ -2120,7 +2150,10 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         // The lock record is left as written at acquire: it names no temporary file
         // (see `lock_and_read_within`), and a journal needs no generation hint there
         // (`newest_generation` reads the journal).
-        let new = std::sync::Arc::new(new);
+        let new = std::sync::Arc::new(match converted {
+            Some(v) => v,
+            None => take_tree(&state),
+        });
         let mut j = j.clone();
         j.max_seen = generation;
         j.doc = None;
@@ -2367,6 +2400,25 @@ pub(crate) fn remove(sidecar: &Sidecar) {
 /// The base the ordinary protocol sees when a journal-mode commit compacts: the
 /// snapshot in place (its generation and checksum, kept as a backup under its own
 /// attribute), with the replayed document as the history's previous value.
+/// A `Store<Value>`'s state as the new tree: taken from its cell, or copied when
+/// borrowed.
+fn take_tree<T>(state: &NewState<'_, T>) -> Value {
+    let taken = match state {
+        NewState::Cell(cell) => cell
+            .borrow_mut()
+            .take()
+            .map(|t| crate::sys::value::into_value(t).map_err(|_| ())),
+        NewState::Borrowed(_) => None,
+    };
+    match (taken, state) {
+        (Some(Ok(tree)), _) => tree,
+        (_, NewState::Borrowed(s)) => crate::sys::value::as_value(*s)
+            .expect("invariant: called only for a Value")
+            .clone(),
+        _ => unreachable!("invariant: called only for a Value still in its cell"),
+    }
+}
+
 fn snapshot_base(b: &Base) -> Base {
     let mut s = b.clone();
     if let Some(j) = b.journal.as_deref() {

@@ -813,14 +813,9 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         let mut repaired = None;
         let snapshot_base;
         let (generation, base) = if config.format == Format::Journal {
-            let held;
             let state = match doc {
-                NewDoc::State(state) => state,
-                NewDoc::Streamed(cell) => {
-                    held = cell.borrow();
-                    held.as_ref()
-                        .expect("invariant: taken only once the commit is durable")
-                }
+                NewDoc::State(state) => crate::journal::NewState::Borrowed(state),
+                NewDoc::Streamed(cell) => crate::journal::NewState::Cell(cell),
                 NewDoc::Serialized { .. } => unreachable!(
                     "invariant: commit_serialized parses the text unless the format is plain"
                 ),
@@ -1271,7 +1266,9 @@ enum NewDoc<'a, T> {
         outgoing: Option<&'a [u8]>,
     },
     /// The state, written straight into the file when large (`stream.rs`), and
-    /// taken (freed) once the commit is durable and the history has its tree.
+    /// taken (freed) once the commit is durable and the history has its tree. In
+    /// journal mode, a `Store<Value>`'s state, which an append takes as the new
+    /// kept tree (`journal::NewState::Cell`).
     Streamed(&'a std::cell::RefCell<Option<T>>),
 }
 
@@ -1486,13 +1483,20 @@ impl<T: Serialize + DeserializeOwned> Transaction<'_, T> {
                 ..
             } => {
                 guard.may_defer = true;
-                let new = store.write_version(
-                    &mut guard,
-                    &temp_name,
-                    &self.state,
-                    base.as_ref(),
-                    Change::Commit,
-                )?;
+                // In journal mode a `Store<Value>` hands its state over: an append
+                // keeps it as the new tree, neither copied nor freed (`sys/value.rs`).
+                let held = std::cell::RefCell::new(Some(self.state));
+                let borrowed;
+                let doc = if store.config().format == Format::Journal
+                    && crate::sys::value::is_value::<T>()
+                {
+                    NewDoc::Streamed(&held)
+                } else {
+                    borrowed = held.borrow();
+                    NewDoc::State(borrowed.as_ref().expect("invariant: just put there"))
+                };
+                let new =
+                    store.write_doc(&mut guard, &temp_name, doc, base.as_ref(), Change::Commit)?;
                 store.release_and_finish(guard)?;
                 // Journal mode: the replaced version's tree, now shared with nobody,
                 // becomes the kept document's spare (`journal/cache.rs`, `make_spare`)
