@@ -785,14 +785,16 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                 limit,
             });
         }
-        let new_sum = streamed.map_or_else(|| format::checksum(&bytes), |e| e.checksum);
+        // Not for a journal append, which records no checksum of the document (its
+        // base keeps the snapshot's).
+        let new_sum = || streamed.map_or_else(|| format::checksum(&bytes), |e| e.checksum);
         if let Some(b) = base {
             let unchanged = change == Change::Commit
                 && config.format == Format::Plain
                 && b.valid
                 && !b.external
                 && b.len == len
-                && b.checksum == new_sum;
+                && b.checksum == new_sum();
             if unchanged {
                 return Ok((b.clone(), std::time::Duration::ZERO));
             }
@@ -858,6 +860,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         } else {
             (generation, base)
         };
+        let new_sum = new_sum();
         // A replaced file keeps exactly its own ACL (or none); a directory's default
         // ACL never widens it. Read now, under the lock, like the mode was.
         let existing_acl = base.and_then(|b| b.acl.as_deref());
