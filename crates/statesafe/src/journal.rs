@@ -2058,19 +2058,20 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         };
         let state_ref = match (&state, &held) {
             (NewState::Borrowed(s), _) => *s,
-            (NewState::Cell(_), Some(h)) => h
+            (NewState::Cell(_), h) => h
                 .as_ref()
-                .expect("invariant: taken only once the commit is durable"),
-            (NewState::Cell(_), None) => unreachable!("invariant: borrowed just above"),
+                .and_then(|h| h.as_ref())
+                .expect("invariant: taken only by the append, below"),
         };
-        let converted = match crate::sys::value::as_value(state_ref) {
-            Some(_) => None,
-            None => Some(
+        let converted = if crate::sys::value::is_value::<T>() {
+            None
+        } else {
+            Some(
                 serde_json::to_value(state_ref).map_err(|e| Error::Serialize {
                     path: self.path().to_path_buf(),
                     source: e,
                 })?,
-            ),
+            )
         };
         let new_ref = match &converted {
             Some(v) => v,
@@ -2397,28 +2398,27 @@ pub(crate) fn remove(sidecar: &Sidecar) {
     }
 }
 
-/// The base the ordinary protocol sees when a journal-mode commit compacts: the
-/// snapshot in place (its generation and checksum, kept as a backup under its own
-/// attribute), with the replayed document as the history's previous value.
 /// A `Store<Value>`'s state as the new tree: taken from its cell, or copied when
 /// borrowed.
 fn take_tree<T>(state: &NewState<'_, T>) -> Value {
-    let taken = match state {
-        NewState::Cell(cell) => cell
-            .borrow_mut()
-            .take()
-            .map(|t| crate::sys::value::into_value(t).map_err(|_| ())),
-        NewState::Borrowed(_) => None,
-    };
-    match (taken, state) {
-        (Some(Ok(tree)), _) => tree,
-        (_, NewState::Borrowed(s)) => crate::sys::value::as_value(*s)
+    match state {
+        NewState::Cell(cell) => {
+            let taken = cell
+                .borrow_mut()
+                .take()
+                .expect("invariant: taken once, by the append");
+            crate::sys::value::into_value(taken)
+                .unwrap_or_else(|_| unreachable!("invariant: called only for a Value"))
+        }
+        NewState::Borrowed(s) => crate::sys::value::as_value(*s)
             .expect("invariant: called only for a Value")
             .clone(),
-        _ => unreachable!("invariant: called only for a Value still in its cell"),
     }
 }
 
+/// The base the ordinary protocol sees when a journal-mode commit compacts: the
+/// snapshot in place (its generation and checksum, kept as a backup under its own
+/// attribute), with the replayed document as the history's previous value.
 fn snapshot_base(b: &Base) -> Base {
     let mut s = b.clone();
     if let Some(j) = b.journal.as_deref() {
