@@ -1902,6 +1902,16 @@ pub(crate) enum Step {
     },
 }
 
+/// The state a journal commit writes.
+pub(crate) enum NewState<'a, T> {
+    /// Borrowed from the caller: the kept tree is made from it.
+    Borrowed(&'a T),
+    /// In a cell the append takes it from when it is the tree itself (a
+    /// `Store<Value>`'s, `sys/value.rs`): kept as the new tree, neither copied nor
+    /// freed. It stays in the cell when this commit compacts or changes nothing.
+    Cell(&'a std::cell::RefCell<Option<T>>),
+}
+
 impl<T: Serialize + DeserializeOwned> Store<T> {
     /// Journal mode's part of a commit of `state` (`encoded_len` bytes as a snapshot)
     /// after `base` as `generation`:
@@ -1910,7 +1920,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
     pub(crate) fn journal_commit(
         &self,
         guard: &mut lock::Guard<'_>,
-        state: &T,
+        state: NewState<'_, T>,
         encoded_len: usize,
         base: Option<&Base>,
         generation: u64,
@@ -2046,12 +2056,37 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         if published > pos.end {
             return Err(self.refuse_cut_journal(pos.header.follows, pos.end, published));
         }
-        let new = serde_json::to_value(state).map_err(|e| Error::Serialize {
-            path: self.path().to_path_buf(),
-            source: e,
-        })?;
-        let patch = ordered_diff(old, &new);
-        let (kind, body) = change_body(&patch, &new, encoded_len);
+        // A `Store<Value>`'s state is the new tree already (`sys/value.rs`): it is
+        // read in place, and taken (or copied) only once the append is done.
+        let held = match &state {
+            NewState::Borrowed(_) => None,
+            NewState::Cell(cell) => Some(cell.borrow()),
+        };
+        let state_ref = match (&state, &held) {
+            (NewState::Borrowed(s), _) => *s,
+            (NewState::Cell(_), h) => h
+                .as_ref()
+                .and_then(|h| h.as_ref())
+                .expect("invariant: taken only by the append, below"),
+        };
+        let converted = if crate::sys::value::is_value::<T>() {
+            None
+        } else {
+            Some(
+                serde_json::to_value(state_ref).map_err(|e| Error::Serialize {
+                    path: self.path().to_path_buf(),
+                    source: e,
+                })?,
+            )
+        };
+        let new_ref = match &converted {
+            Some(v) => v,
+            None => crate::sys::value::as_value(state_ref)
+                .expect("invariant: converted unless it is a Value"),
+        };
+        let patch = ordered_diff(old, new_ref);
+        let (kind, body) = change_body(&patch, new_ref, encoded_len);
+        drop(held);
         // What this writer knows durable: a later record's claim tells a reader that a
         // bad record before it is damage, not a torn append.
         let meta = RecordMeta::now(
@@ -2126,7 +2161,10 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         // The lock record is left as written at acquire: it names no temporary file
         // (see `lock_and_read_within`), and a journal needs no generation hint there
         // (`newest_generation` reads the journal).
-        let new = std::sync::Arc::new(new);
+        let new = std::sync::Arc::new(match converted {
+            Some(v) => v,
+            None => take_tree(&state),
+        });
         let mut j = j.clone();
         j.max_seen = generation;
         j.doc = None;
@@ -2367,6 +2405,24 @@ pub(crate) fn remove(sidecar: &Sidecar) {
         .remove_file(OsStr::new(JOURNAL), Op::Settings)
     {
         tracing::warn!(target: "statesafe", "could not remove the journal after leaving journal mode: {e}");
+    }
+}
+
+/// A `Store<Value>`'s state as the new tree: taken from its cell, or copied when
+/// borrowed.
+fn take_tree<T>(state: &NewState<'_, T>) -> Value {
+    match state {
+        NewState::Cell(cell) => {
+            let taken = cell
+                .borrow_mut()
+                .take()
+                .expect("invariant: taken once, by the append");
+            crate::sys::value::into_value(taken)
+                .unwrap_or_else(|_| unreachable!("invariant: called only for a Value"))
+        }
+        NewState::Borrowed(s) => crate::sys::value::as_value(*s)
+            .expect("invariant: called only for a Value")
+            .clone(),
     }
 }
 

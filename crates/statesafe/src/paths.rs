@@ -144,19 +144,25 @@ impl Target {
     pub fn temp_prefix(&self) -> OsString {
         let mut s = OsString::from(".");
         s.push(&self.name);
-        s.push(".statesafe-tmp-");
+        s.push(TEMP_INFIX);
         s
     }
 
     /// A fresh temporary file name, unique across processes and calls; `pid`: this
     /// process's id ([`crate::sys::pid`], which the caller has at hand).
     pub fn temp_name_of(&self, pid: u32) -> OsString {
-        let mut s = self.temp_prefix();
+        // Made at every lock (docs/benchmarks.md, "jperf15"): one allocation, no
+        // formatting machinery.
+        let mut s = OsString::with_capacity(1 + self.name.len() + TEMP_INFIX.len() + 27);
+        s.push(".");
+        s.push(&self.name);
+        s.push(TEMP_INFIX);
         if cfg!(statesafe_mutation = "fixed-temp-name") {
             s.push("fixed");
             return s;
         }
-        s.push(unique_suffix(pid));
+        let mut suffix = [0u8; 27];
+        s.push(unique_suffix(pid, &mut suffix));
         s
     }
 
@@ -300,7 +306,13 @@ fn check_link_owner(link: &Path, link_uid: u32) -> Result<()> {
 /// A suffix unique to this process and call, and unpredictable enough that another
 /// user cannot pre-create it (creation is exclusive anyway, so a clash is an error,
 /// never a shared file).
-fn unique_suffix(pid: u32) -> String {
+/// What comes between the state file's name and the unique suffix in a temporary
+/// file's name.
+const TEMP_INFIX: &str = ".statesafe-tmp-";
+
+/// `{pid}-{h:016x}` for a fresh `h`, written into `buf` (27 bytes: 10 digits, `-`,
+/// 16 hex digits).
+fn unique_suffix(pid: u32, buf: &mut [u8; 27]) -> &str {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let nanos = SystemTime::now()
@@ -314,12 +326,39 @@ fn unique_suffix(pid: u32) -> String {
     let stack_addr = &seed as *const _ as usize as u32;
     seed[28..32].copy_from_slice(&stack_addr.to_le_bytes());
     let h = xxhash_rust::xxh3::xxh3_64(&seed);
-    format!("{pid}-{h:016x}")
+    let mut at = 10;
+    let mut rest = pid;
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    buf[10] = b'-';
+    for (i, b) in buf[11..].iter_mut().enumerate() {
+        *b = b"0123456789abcdef"[((h >> (60 - 4 * i)) & 15) as usize];
+    }
+    std::str::from_utf8(&buf[at..]).expect("invariant: ASCII digits")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_unique_suffix_is_the_pid_a_dash_and_16_hex_digits() {
+        for pid in [0, 7, 10, 4_194_304, u32::MAX] {
+            let mut buf = [0u8; 27];
+            let suffix = unique_suffix(pid, &mut buf).to_owned();
+            let (p, h) = suffix.split_once('-').unwrap();
+            assert_eq!(p, pid.to_string());
+            assert_eq!(h.len(), 16);
+            let parsed = u64::from_str_radix(h, 16).unwrap();
+            assert_eq!(format!("{parsed:016x}"), h);
+        }
+    }
 
     #[test]
     fn directories_resolve_like_canonicalize() {

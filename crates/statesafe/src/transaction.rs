@@ -785,14 +785,16 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                 limit,
             });
         }
-        let new_sum = streamed.map_or_else(|| format::checksum(&bytes), |e| e.checksum);
+        // Not for a journal append, which records no checksum of the document (its
+        // base keeps the snapshot's).
+        let new_sum = || streamed.map_or_else(|| format::checksum(&bytes), |e| e.checksum);
         if let Some(b) = base {
             let unchanged = change == Change::Commit
                 && config.format == Format::Plain
                 && b.valid
                 && !b.external
                 && b.len == len
-                && b.checksum == new_sum;
+                && b.checksum == new_sum();
             if unchanged {
                 return Ok((b.clone(), std::time::Duration::ZERO));
             }
@@ -813,14 +815,9 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         let mut repaired = None;
         let snapshot_base;
         let (generation, base) = if config.format == Format::Journal {
-            let held;
             let state = match doc {
-                NewDoc::State(state) => state,
-                NewDoc::Streamed(cell) => {
-                    held = cell.borrow();
-                    held.as_ref()
-                        .expect("invariant: taken only once the commit is durable")
-                }
+                NewDoc::State(state) => crate::journal::NewState::Borrowed(state),
+                NewDoc::Streamed(cell) => crate::journal::NewState::Cell(cell),
                 NewDoc::Serialized { .. } => unreachable!(
                     "invariant: commit_serialized parses the text unless the format is plain"
                 ),
@@ -863,6 +860,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         } else {
             (generation, base)
         };
+        let new_sum = new_sum();
         // A replaced file keeps exactly its own ACL (or none); a directory's default
         // ACL never widens it. Read now, under the lock, like the mode was.
         let existing_acl = base.and_then(|b| b.acl.as_deref());
@@ -1271,7 +1269,9 @@ enum NewDoc<'a, T> {
         outgoing: Option<&'a [u8]>,
     },
     /// The state, written straight into the file when large (`stream.rs`), and
-    /// taken (freed) once the commit is durable and the history has its tree.
+    /// taken (freed) once the commit is durable and the history has its tree. In
+    /// journal mode, a `Store<Value>`'s state, which an append takes as the new
+    /// kept tree (`journal::NewState::Cell`).
     Streamed(&'a std::cell::RefCell<Option<T>>),
 }
 
@@ -1486,13 +1486,20 @@ impl<T: Serialize + DeserializeOwned> Transaction<'_, T> {
                 ..
             } => {
                 guard.may_defer = true;
-                let new = store.write_version(
-                    &mut guard,
-                    &temp_name,
-                    &self.state,
-                    base.as_ref(),
-                    Change::Commit,
-                )?;
+                // In journal mode a `Store<Value>` hands its state over: an append
+                // keeps it as the new tree, neither copied nor freed (`sys/value.rs`).
+                let held = std::cell::RefCell::new(Some(self.state));
+                let borrowed;
+                let doc = if store.config().format == Format::Journal
+                    && crate::sys::value::is_value::<T>()
+                {
+                    NewDoc::Streamed(&held)
+                } else {
+                    borrowed = held.borrow();
+                    NewDoc::State(borrowed.as_ref().expect("invariant: just put there"))
+                };
+                let new =
+                    store.write_doc(&mut guard, &temp_name, doc, base.as_ref(), Change::Commit)?;
                 store.release_and_finish(guard)?;
                 // Journal mode: the replaced version's tree, now shared with nobody,
                 // becomes the kept document's spare (`journal/cache.rs`, `make_spare`)

@@ -582,9 +582,13 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         want_value: bool,
     ) -> Result<Verified<T>> {
         // From the spare when there is one: the same tree, owned, so that its strings
-        // are moved into the state rather than copied.
+        // are moved into the state rather than copied. A `Store<Value>` takes the
+        // tree itself as the state (`sys/value.rs`): no decode.
         let state = match take_spare(self, generation, doc) {
-            Some(tree) => T::deserialize(tree),
+            Some(tree) => sys::value::from_value(tree).or_else(T::deserialize),
+            None if sys::value::is_value::<T>() => {
+                sys::value::from_value((**doc).clone()).or_else(T::deserialize)
+            }
             None => T::deserialize(&**doc),
         }
         .map_err(|e| Error::Mismatch {

@@ -2,6 +2,9 @@
 //!
 //! Everything above this module speaks in terms of these few functions; a port to
 //! another platform implements them again (see `docs/design.md`).
+//!
+//! `value.rs` is here for the other reason this module exists: it holds the crate's
+//! only `unsafe` (the house style keeps all of it in `sys/`).
 
 #[cfg(unix)]
 pub(crate) mod unix;
@@ -14,3 +17,5 @@ compile_error!(
 );
 
 pub(crate) use imp::*;
+
+pub(crate) mod value;

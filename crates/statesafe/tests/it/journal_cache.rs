@@ -389,3 +389,66 @@ fn a_store_that_settled_the_settings_still_sees_another_leave_journal_mode() {
     );
     assert_eq!(fresh(&path).0, json!({"n": 3}));
 }
+
+/// A `Store<Value>` takes the kept tree (or its spare) as a transaction's state and
+/// the committed state as the new kept tree, by move (`sys/value.rs`): the state is
+/// still the transaction's own (a change left uncommitted or refused changes nothing
+/// kept), a commit that compacts or changes nothing still has it, and every version
+/// reads back, number text included, as a fresh store replays it and as a typed
+/// store decodes it.
+#[test]
+fn a_value_stores_state_moved_to_and_from_the_kept_tree_is_its_own() {
+    let dir = common::test_dir();
+    let path = dir.path().join("s.json");
+    let doc: Value = serde_json::from_str(
+        r#"{"n": 0, "x": [1E2, -0, 123456789012345678901234567890, 0.0000001], "s": "a"}"#,
+    )
+    .unwrap();
+    // Small enough that some commits compact.
+    let store = create(&path, doc, Some(600));
+    let ruled: Store = Store::options()
+        .validate(|s: &Value| {
+            if s["s"] == "refused" {
+                Err("no".into())
+            } else {
+                Ok(())
+            }
+        })
+        .open(&path)
+        .unwrap();
+    let text = |v: &Value| serde_json::to_string(v).unwrap();
+    warm(&store);
+    for i in 0..40u64 {
+        let before = loaded(&store);
+        // Left uncommitted: the kept document is not the state that was changed.
+        let mut tx = store.begin().unwrap();
+        tx.state_mut()["n"] = json!("uncommitted");
+        tx.state_mut()["x"] = json!(null);
+        drop(tx);
+        assert_eq!(text(&loaded(&store).0), text(&before.0));
+        // Refused by a rule: nothing kept changes either.
+        warm(&ruled);
+        let refused = ruled.update(|s| s["s"] = json!("refused"));
+        assert!(matches!(refused, Err(Error::Invalid { .. })), "{refused:?}");
+        assert_eq!(text(&loaded(&ruled).0), text(&before.0));
+        match i % 4 {
+            // A commit that changes nothing (it appends nothing; it may compact).
+            0 => {
+                store.update(|_| ()).unwrap();
+                assert_eq!(text(&loaded(&store).0), text(&before.0));
+            }
+            1 => store
+                .update(|s| s["s"] = json!("a".repeat(i as usize)))
+                .unwrap(),
+            _ => increment(&store),
+        }
+        let (kept, generation) = loaded(&store);
+        let (replayed, replayed_generation) = fresh(&path);
+        assert_eq!(generation, replayed_generation);
+        assert_eq!(text(&kept), text(&replayed));
+        assert!(text(&kept).contains("[1E2,-0,123456789012345678901234567890,0.0000001]"));
+        let typed: Store<std::collections::BTreeMap<String, Value>> = Store::open(&path).unwrap();
+        assert_eq!(typed.load().unwrap().state["x"], kept["x"]);
+    }
+    assert_eq!(loaded(&store).0["n"], json!(20));
+}
