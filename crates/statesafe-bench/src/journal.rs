@@ -387,9 +387,10 @@ impl JournalResult {
                     self.procs
                 ),
                 measured: format!(
-                    "{} (median of {} rounds: {})",
+                    "{} (median of {} rounds, each on a journal-mode file made {} s before: {})",
                     fmt_ratio(contended),
                     self.contended.len(),
+                    SETTLE.as_secs_f64(),
                     self.contended
                         .iter()
                         .map(|(j, s)| format!("{j:.0} vs {s:.0}/s"))
