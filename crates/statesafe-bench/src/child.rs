@@ -22,6 +22,14 @@ pub fn run(args: ChildArgs) -> Result<()> {
     match args.what {
         ChildWhat::Contend { kind, file, millis } => contend(kind, &file, millis),
         ChildWhat::Mem { kind, file } => mem(kind, &file),
+        ChildWhat::Pair {
+            dir,
+            procs,
+            millis,
+            rounds,
+            journal_only,
+            settle,
+        } => pair(&dir, procs, millis, rounds, journal_only, settle),
         ChildWhat::Rusage { cmd } => rusage(&cmd),
         ChildWhat::Profile {
             kind,
@@ -144,6 +152,46 @@ fn contend(kind: Kind, file: &Path, millis: u64) -> Result<()> {
         count += 1;
     }
     writeln!(out, "done {count} {}", start.elapsed().as_nanos())?;
+    Ok(())
+}
+
+fn pair(
+    dir: &Path,
+    procs: usize,
+    millis: u64,
+    rounds: usize,
+    journal_only: bool,
+    settle: bool,
+) -> Result<()> {
+    let window = Duration::from_millis(millis);
+    let kinds: &[Kind] = if journal_only {
+        &[Kind::StatesafeJournal]
+    } else {
+        &[Kind::StatesafeJournal, Kind::SqliteWal]
+    };
+    for round in 0..rounds {
+        let mut rates = [0.0; 2];
+        for i in crate::stats::round_order(round, kinds.len()) {
+            let sub = dir.join(format!("{:?}", kinds[i]));
+            let settle = if settle && kinds[i] == Kind::StatesafeJournal {
+                Duration::from_millis(3500)
+            } else {
+                Duration::ZERO
+            };
+            rates[i] = crate::contended::measure_fresh(kinds[i], &sub, procs, window, settle)?;
+        }
+        if journal_only {
+            println!("round {}: journal {:.0}/s", round + 1, rates[0]);
+        } else {
+            println!(
+                "round {}: journal {:.0}/s, SQLite WAL {:.0}/s, {:.2}x",
+                round + 1,
+                rates[0],
+                rates[1],
+                rates[0] / rates[1]
+            );
+        }
+    }
     Ok(())
 }
 

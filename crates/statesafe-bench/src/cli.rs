@@ -134,6 +134,30 @@ pub enum ChildWhat {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
         cmd: Vec<std::ffi::OsString>,
     },
+    /// The journal section's contended part alone, for profilers and quick
+    /// comparisons: PROCS processes incrementing one counter for MILLIS, statesafe's
+    /// journal mode and SQLite WAL alternating, ROUNDS times; prints each pair's rates.
+    Pair {
+        /// A directory to make the files in.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Processes.
+        #[arg(long, default_value_t = 8)]
+        procs: usize,
+        /// Window in milliseconds.
+        #[arg(long, default_value_t = 1000)]
+        millis: u64,
+        /// Rounds.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Measure statesafe's journal mode only.
+        #[arg(long)]
+        journal_only: bool,
+        /// Let the journal-mode file settle 3.5 s before timing, as the journal
+        /// section does.
+        #[arg(long)]
+        settle: bool,
+    },
     /// One update of FILE; print the resident baseline and the peak, in bytes.
     Mem {
         /// Contender.

@@ -195,10 +195,18 @@ fn measure(kind: Kind, path: &Path, procs: usize, window: Duration) -> Result<f6
 }
 
 /// One measurement on a file of `kind` made afresh in `dir` (a 1 KiB document):
-/// increments per second of `procs` processes in `window`.
-pub fn measure_fresh(kind: Kind, dir: &Path, procs: usize, window: Duration) -> Result<f64> {
+/// increments per second of `procs` processes in `window`, started `settle` after the
+/// file was made.
+pub fn measure_fresh(
+    kind: Kind,
+    dir: &Path,
+    procs: usize,
+    window: Duration,
+    settle: Duration,
+) -> Result<f64> {
     let document = doc::make(1024);
     let path = reset(kind, dir, &document)?;
+    std::thread::sleep(settle);
     measure(kind, &path, procs, window)
 }
 

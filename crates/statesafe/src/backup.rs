@@ -187,8 +187,11 @@ pub(crate) fn list(sidecar: Option<&Sidecar>) -> Result<BackupList> {
     };
     let mut list = BackupList::default();
     for name in dir.names(Op::Backup)? {
-        let Some(st) = dir.stat(&name, Op::Backup)? else {
-            continue;
+        // With its time, unlike `Dir::stat` (see `sys::stat_at`).
+        let st = match crate::sys::stat_at_timed(dir.fd(), &name) {
+            Ok(st) => st,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::io(Op::Backup, dir.join(&name), e)),
         };
         let path = dir.join(&name);
         match parse_backup_name(&name) {
@@ -196,7 +199,7 @@ pub(crate) fn list(sidecar: Option<&Sidecar>) -> Result<BackupList> {
                 generation,
                 path,
                 size: st.size,
-                committed: st.modified,
+                committed: st.modified.unwrap_or(SystemTime::UNIX_EPOCH),
             }),
             _ => list.foreign.push(path),
         }

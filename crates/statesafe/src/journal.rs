@@ -1194,17 +1194,12 @@ pub(crate) fn writer(
                 Err(replaced("replaced"))
             };
         }
-        return match rustix::fs::statat(
-            root.fd(),
-            OsStr::new(JOURNAL),
-            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
-        ) {
-            #[allow(clippy::unnecessary_cast)]
-            Ok(st) if (st.st_dev as u64, st.st_ino as u64) == pos.id && st.st_nlink == 1 => {
-                Ok(kept)
-            }
+        // Without the times (`sys::stat_at`): asking for them would make the append's
+        // write change the journal's times, which each flush then writes too.
+        return match sys::stat_at(root.fd(), OsStr::new(JOURNAL)) {
+            Ok(st) if (st.dev, st.ino) == pos.id && st.nlink == 1 => Ok(kept),
             Ok(_) => Err(replaced("replaced or linked elsewhere")),
-            Err(e) => Err(io(e.into())),
+            Err(e) => Err(io(e)),
         };
     }
     let file = match root.open(

@@ -4,7 +4,7 @@
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -394,8 +394,9 @@ pub(crate) struct Stat {
     pub dev: u64,
     pub ino: u64,
     pub size: u64,
-    /// Modification time.
-    pub modified: std::time::SystemTime,
+    /// Modification time: only from [`stat_at_timed`] (see [`untimed`] why not
+    /// always).
+    pub modified: Option<std::time::SystemTime>,
 }
 
 /// The type of a file.
@@ -440,26 +441,103 @@ fn stat_of(st: &rustix::fs::Stat) -> Stat {
         dev: st.st_dev as u64,
         ino: st.st_ino as u64,
         size: st.st_size as u64,
-        modified: std::time::UNIX_EPOCH
-            + std::time::Duration::new(
-                u64::try_from(st.st_mtime).unwrap_or(0),
-                u32::try_from(st.st_mtime_nsec).unwrap_or(0),
-            ),
+        modified: Some(
+            std::time::UNIX_EPOCH
+                + std::time::Duration::new(
+                    u64::try_from(st.st_mtime).unwrap_or(0),
+                    u32::try_from(st.st_mtime_nsec).unwrap_or(0),
+                ),
+        ),
     }
 }
 
-/// `fstat` of an open file or directory.
+/// `fstat` of an open file or directory, without its times (see [`untimed`]).
 pub(crate) fn stat_fd(fd: impl AsFd) -> io::Result<Stat> {
-    Ok(stat_of(&rustix::fs::fstat(fd)?))
+    match untimed(fd.as_fd(), c"", AtFlags::EMPTY_PATH) {
+        Some(st) => st,
+        None => Ok(stat_of(&rustix::fs::fstat(fd)?)),
+    }
 }
 
-/// `fstatat` of `name` in `dir`, never following a symlink.
+/// `fstatat` of `name` in `dir`, never following a symlink, without its times (see
+/// [`untimed`]).
 pub(crate) fn stat_at(dir: impl AsFd, name: &OsStr) -> io::Result<Stat> {
+    match untimed(dir.as_fd(), name, AtFlags::SYMLINK_NOFOLLOW) {
+        Some(st) => st,
+        None => stat_at_timed(dir, name),
+    }
+}
+
+/// [`stat_at`] with the modification time.
+pub(crate) fn stat_at_timed(dir: impl AsFd, name: &OsStr) -> io::Result<Stat> {
     Ok(stat_of(&rustix::fs::statat(
         dir,
         name,
         AtFlags::SYMLINK_NOFOLLOW,
     )?))
+}
+
+/// A `statx` that asks for everything [`Stat`] holds but the times (`None`: no
+/// `statx`, or it did not give every field asked for; the caller makes a plain
+/// `stat`).
+///
+/// Why not the times: since Linux 6.13, ext4, xfs, btrfs and tmpfs keep coarse
+/// (clock-tick) change times unless someone asked for a file's times since its last
+/// change; then its next write takes a fine-grained time. A writer that `fstatat`s
+/// the journal and the lock file at each commit (their identity checks) made every
+/// append and every publication change the inode's times, and on ext4 without a
+/// journal every `fdatasync` then also writes the inode table block, synchronously:
+/// one more write and wait per commit (a block that holds the lock file's inode too).
+/// None of the identity checks reads a time.
+#[cfg(not(target_os = "linux"))]
+fn untimed(
+    _dir: BorrowedFd<'_>,
+    _name: impl rustix::path::Arg,
+    _flags: AtFlags,
+) -> Option<io::Result<Stat>> {
+    None
+}
+
+/// See above: Linux.
+#[cfg(target_os = "linux")]
+fn untimed(
+    dir: BorrowedFd<'_>,
+    name: impl rustix::path::Arg,
+    flags: AtFlags,
+) -> Option<io::Result<Stat>> {
+    use rustix::fs::{FileType, StatxFlags};
+    let want = StatxFlags::TYPE
+        | StatxFlags::MODE
+        | StatxFlags::NLINK
+        | StatxFlags::UID
+        | StatxFlags::GID
+        | StatxFlags::INO
+        | StatxFlags::SIZE;
+    let st = match rustix::fs::statx(dir, name, flags, want) {
+        Ok(st) => st,
+        Err(rustix::io::Errno::NOSYS) => return None,
+        Err(e) => return Some(Err(e.into())),
+    };
+    if !StatxFlags::from_bits_retain(st.stx_mask).contains(want) {
+        return None;
+    }
+    let kind = match FileType::from_raw_mode(u32::from(st.stx_mode)) {
+        FileType::RegularFile => Kind::File,
+        FileType::Directory => Kind::Dir,
+        FileType::Symlink => Kind::Symlink,
+        _ => Kind::Special,
+    };
+    Some(Ok(Stat {
+        kind,
+        mode: u32::from(st.stx_mode) & 0o7777,
+        uid: st.stx_uid,
+        gid: st.stx_gid,
+        nlink: u64::from(st.stx_nlink),
+        dev: rustix::fs::makedev(st.stx_dev_major, st.stx_dev_minor) as u64,
+        ino: st.stx_ino,
+        size: st.stx_size,
+        modified: None,
+    }))
 }
 
 /// Opens directory `name` in `dir`, never following a symlink (`ELOOP` if it is one,
@@ -556,4 +634,59 @@ pub(crate) fn names_in(fd: impl AsFd) -> io::Result<Vec<std::ffi::OsString>> {
         }
     }
     Ok(names)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The identity checks compare what [`stat_at`] and [`stat_fd`] give (no times)
+    /// with what other calls gave (`fstat` of a fresh descriptor, `std`'s metadata, a
+    /// published end's device and inode): every field must be the same, the device's
+    /// encoding included.
+    #[test]
+    fn an_untimed_stat_is_the_plain_stat_without_its_time() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("f"), b"12345").unwrap();
+        std::fs::create_dir(dir.path().join("d")).unwrap();
+        std::os::unix::fs::symlink("f", dir.path().join("l")).unwrap();
+        let root = File::open(dir.path()).unwrap();
+        for name in ["f", "d", "l"] {
+            let timed = stat_at_timed(&root, OsStr::new(name)).unwrap();
+            let untimed = stat_at(&root, OsStr::new(name)).unwrap();
+            assert!(timed.modified.is_some(), "{name}");
+            assert_eq!(
+                Stat {
+                    modified: None,
+                    ..untimed
+                },
+                Stat {
+                    modified: None,
+                    ..timed
+                },
+                "{name}"
+            );
+            let meta = std::fs::symlink_metadata(dir.path().join(name)).unwrap();
+            assert_eq!(
+                (untimed.dev, untimed.ino),
+                (meta.dev(), meta.ino()),
+                "{name}"
+            );
+        }
+        let file = File::open(dir.path().join("f")).unwrap();
+        let by_fd = stat_fd(&file).unwrap();
+        let plain = stat_of(&rustix::fs::fstat(&file).unwrap());
+        assert_eq!(
+            Stat {
+                modified: None,
+                ..plain
+            },
+            by_fd
+        );
+        assert_eq!((by_fd.kind, by_fd.size, by_fd.nlink), (Kind::File, 5, 1));
+        assert!(matches!(
+            stat_at(&root, OsStr::new("missing")),
+            Err(e) if e.kind() == io::ErrorKind::NotFound
+        ));
+    }
 }
