@@ -229,6 +229,12 @@ export interface HistoryEntry {
     | { type: 'damaged'; reason: string }
   /** RFC 6902 patch from the previous generation, when recorded. */
   patch: PatchOperation[] | null
+  /**
+   * The whole document this generation holds, on the entries that keep one (the first
+   * of a history segment, after a gap, or without a previous version to patch);
+   * `null` on the others, which hold `patch`.
+   */
+  snapshot: JsonValue | null
   note: string | null
   /**
    * The checksum of the document this generation holds (xxh3-64 of its canonical JSON,

@@ -539,6 +539,7 @@ fn history_json(e: &HistoryEntry) -> Value {
         })),
         "change": change,
         "patch": e.patch,
+        "snapshot": e.snapshot,
         "note": e.note,
         // 16 hex digits, as the CLI's `--json` and Python write it (a number would lose
         // bits past 2^53).
