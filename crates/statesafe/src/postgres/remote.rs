@@ -1403,6 +1403,37 @@ SELECT (SELECT txid_current()::text FROM {main} WHERE state = {key} FOR UPDATE S
             .and_then(|r| r.first().cloned().flatten())
             .unwrap_or_default();
         let quarantined = PathBuf::from(format!("{}#quarantine={id}", self.display().display()));
+        // A generation lowered by hand (the checksum covers it; a row reading as
+        // never written is at 0): the write goes on above every generation the
+        // history and the backups hold, as `repair` does, since written below it
+        // would replace the history entries of committed versions.
+        let kept = format!(
+            "SELECT greatest((SELECT max(generation) FROM {} WHERE state = $1), \
+             (SELECT max(generation) FROM {} WHERE state = $1))",
+            self.names.backups, self.names.history
+        );
+        let kept: Option<i64> = tx
+            .client()
+            .query_typed_one(&kept, &[(&self.address.state, Type::TEXT)])
+            .map_err(|e| self.error("read the generations kept of", e))?
+            .get(0);
+        if let Some(kept) = kept.map(|g| g as u64)
+            && kept > tx.current.generation
+        {
+            tx.client()
+                .execute_typed(
+                    &format!(
+                        "UPDATE {} SET generation = $2 WHERE state = $1",
+                        self.names.main
+                    ),
+                    &[
+                        (&self.address.state, Type::TEXT),
+                        (&(kept as i64), Type::INT8),
+                    ],
+                )
+                .map_err(|e| self.error("replace", e))?;
+            tx.current.generation = kept;
+        }
         Ok(Some((quarantined, damage)))
     }
 

@@ -173,6 +173,43 @@ fn replacing_a_damaged_row_keeps_it_in_quarantine() {
 /// Writes are sent as SQL text (one round trip): quotes, backslashes, `$$`, control
 /// characters and non-ASCII text in the document and the state's name come back as
 /// written, in the row, the backups and the history.
+/// A replace over a row whose generation was lowered by hand (damage: the checksum
+/// covers it) goes on above every generation the history and the backups hold, as
+/// `recover` does: written at the row's generation + 1 it replaced the history entries
+/// (and skipped the backups) of committed versions.
+#[test]
+fn replacing_a_row_whose_generation_was_lowered_keeps_the_history() {
+    let Some(pg) = cluster::cluster() else { return };
+    let url = pg.url("replace_lowered");
+    let store: Store = Store::options()
+        .lock_timeout(Duration::from_secs(30))
+        .recovery(RecoveryPolicy::Fail)
+        .open_url(&url)
+        .unwrap();
+    store.create(json!({"n": 1})).unwrap();
+    store.update(|s| s["n"] = 2.into()).unwrap();
+    store.update(|s| s["n"] = 3.into()).unwrap();
+    let before = store.history().unwrap();
+    pg.client()
+        .execute(
+            "UPDATE statesafe SET generation = 1 WHERE state = 'replace_lowered'",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(store.replace(json!({"n": 9})).unwrap(), 4);
+    let after = store.history().unwrap();
+    assert_eq!(
+        after.iter().map(|e| e.generation).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4]
+    );
+    assert_eq!(after[..3], before[..], "committed versions' entries kept");
+    assert_eq!(store.document_at(3).unwrap(), json!({"n": 3}));
+    let rows = quarantined_rows(pg, "replace_lowered");
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let kept: serde_json::Value = serde_json::from_str(&rows[0].2).unwrap();
+    assert_eq!((rows[0].1, kept), (1, json!({"n": 3})));
+}
+
 /// Damages `state`'s current row by hand, as an operator or a broken tool would.
 fn damage(pg: &Cluster, state: &str) {
     let n = pg
