@@ -392,6 +392,19 @@ pub(crate) fn event_json(e: &Event) -> Value {
             "generation": generation,
             "message": e.to_string(),
         }),
+        Event::Quarantined {
+            path,
+            damage,
+            quarantined,
+            generation,
+        } => json!({
+            "type": "quarantined",
+            "path": path.display().to_string(),
+            "damage": damage,
+            "quarantined": quarantined.display().to_string(),
+            "generation": generation,
+            "message": e.to_string(),
+        }),
         Event::DamageNotRepaired {
             path,
             damage,

@@ -141,6 +141,19 @@ for (const mode of ['async', 'sync']) {
     assert.deepEqual(await call(store, 'get'), { n: 3 })
     assert.equal(recovered.length, 1)
     assert.ok(existsSync(event.quarantined))
+
+    // A replace over a damaged file: kept in quarantine, and said where.
+    writeFileSync(file, '{"n": 3, "cut')
+    const quarantined = []
+    store.on('quarantined', (e) => quarantined.push(e))
+    const generation = await call(store, 'replace', { n: 10 })
+    assert.equal(quarantined.length, 1)
+    assert.equal(quarantined[0].type, 'quarantined')
+    assert.equal(quarantined[0].generation, generation)
+    assert.equal(quarantined[0].path, file)
+    assert.ok(existsSync(quarantined[0].quarantined))
+    assert.equal(readFileSync(quarantined[0].quarantined, 'utf8'), '{"n": 3, "cut')
+    assert.match(quarantined[0].message, /kept at/)
   })
 }
 
