@@ -161,6 +161,22 @@ export interface RecoveredEvent {
   message: string
 }
 
+/**
+ * A write that replaces the whole document (`replace`, `restore`) found the state
+ * damaged: the damaged version was kept in quarantine (never in the backups), in the
+ * same commit.
+ */
+export interface QuarantinedEvent {
+  type: 'quarantined'
+  path: string
+  damage: string
+  /** Where the damaged version is kept (a file, or `URL#quarantine=ID`). */
+  quarantined: string
+  /** The generation written over it. */
+  generation: number
+  message: string
+}
+
 export interface ExternalChangeEvent {
   type: 'externalChange'
   path: string
@@ -229,6 +245,12 @@ export interface HistoryEntry {
     | { type: 'damaged'; reason: string }
   /** RFC 6902 patch from the previous generation, when recorded. */
   patch: PatchOperation[] | null
+  /**
+   * The whole document this generation holds, on the entries that keep one (the first
+   * of a history segment, after a gap, or without a previous version to patch);
+   * `null` on the others, which hold `patch`.
+   */
+  snapshot: JsonValue | null
   note: string | null
   /**
    * The checksum of the document this generation holds (xxh3-64 of its canonical JSON,
@@ -321,10 +343,12 @@ export declare class Store<T = JsonValue> extends EventEmitter {
 
   on(event: 'commit', listener: (e: CommitEvent) => void): this
   on(event: 'recovered', listener: (e: RecoveredEvent) => void): this
+  on(event: 'quarantined', listener: (e: QuarantinedEvent) => void): this
   on(event: 'externalChange', listener: (e: ExternalChangeEvent) => void): this
   on(event: 'specialFilesystem', listener: (e: SpecialFilesystemEvent) => void): this
   once(event: 'commit', listener: (e: CommitEvent) => void): this
   once(event: 'recovered', listener: (e: RecoveredEvent) => void): this
+  once(event: 'quarantined', listener: (e: QuarantinedEvent) => void): this
   once(event: 'externalChange', listener: (e: ExternalChangeEvent) => void): this
   once(event: 'specialFilesystem', listener: (e: SpecialFilesystemEvent) => void): this
 }

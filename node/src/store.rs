@@ -392,6 +392,19 @@ pub(crate) fn event_json(e: &Event) -> Value {
             "generation": generation,
             "message": e.to_string(),
         }),
+        Event::Quarantined {
+            path,
+            damage,
+            quarantined,
+            generation,
+        } => json!({
+            "type": "quarantined",
+            "path": path.display().to_string(),
+            "damage": damage,
+            "quarantined": quarantined.display().to_string(),
+            "generation": generation,
+            "message": e.to_string(),
+        }),
         Event::DamageNotRepaired {
             path,
             damage,
@@ -539,6 +552,7 @@ fn history_json(e: &HistoryEntry) -> Value {
         })),
         "change": change,
         "patch": e.patch,
+        "snapshot": e.snapshot,
         "note": e.note,
         // 16 hex digits, as the CLI's `--json` and Python write it (a number would lose
         // bits past 2^53).

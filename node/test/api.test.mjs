@@ -109,6 +109,16 @@ for (const mode of ['async', 'sync']) {
     for (const h of history) assert.match(h.checksum, /^[0-9a-f]{16}$/, `generation ${h.generation}`)
     assert.equal(new Set(history.slice(0, 5).map((h) => h.checksum)).size, 5)
     assert.equal(history[5].checksum, history[2].checksum)
+    // The whole document on the entries that hold one (the first of a segment), as
+    // the Rust `HistoryEntry`, Python and the CLI's `--json --patch`; `null` on the
+    // others, which hold a patch instead.
+    assert.deepEqual(history[0].snapshot, { n: 1 })
+    assert.equal(history[0].patch, null)
+    for (const h of history.slice(1)) {
+      assert.ok('snapshot' in h, `generation ${h.generation}`)
+      if (h.snapshot === null) assert.ok(Array.isArray(h.patch), `generation ${h.generation}`)
+      else assert.deepEqual(h.snapshot, { n: h.generation === 6 ? 3 : h.generation })
+    }
     assert.deepEqual(await call(store, 'diff', 4, 5), [{ op: 'replace', path: '/n', value: 5 }])
     assert.deepEqual(await call(store, 'documentAt', 2), { n: 2 })
     const info = await call(store, 'info')
@@ -131,6 +141,19 @@ for (const mode of ['async', 'sync']) {
     assert.deepEqual(await call(store, 'get'), { n: 3 })
     assert.equal(recovered.length, 1)
     assert.ok(existsSync(event.quarantined))
+
+    // A replace over a damaged file: kept in quarantine, and said where.
+    writeFileSync(file, '{"n": 3, "cut')
+    const quarantined = []
+    store.on('quarantined', (e) => quarantined.push(e))
+    const generation = await call(store, 'replace', { n: 10 })
+    assert.equal(quarantined.length, 1)
+    assert.equal(quarantined[0].type, 'quarantined')
+    assert.equal(quarantined[0].generation, generation)
+    assert.equal(quarantined[0].path, file)
+    assert.ok(existsSync(quarantined[0].quarantined))
+    assert.equal(readFileSync(quarantined[0].quarantined, 'utf8'), '{"n": 3, "cut')
+    assert.match(quarantined[0].message, /kept at/)
   })
 }
 

@@ -38,6 +38,19 @@ pub enum Event {
         /// The generation now in place.
         generation: u64,
     },
+    /// A write that replaces the whole document (`replace`, `restore`) found the
+    /// state damaged: the damaged version was moved to quarantine (never into the
+    /// backups, never dropped) before the new one was written, in the same commit.
+    Quarantined {
+        /// The state file.
+        path: PathBuf,
+        /// What was wrong with it.
+        damage: String,
+        /// Where the damaged version is kept.
+        quarantined: PathBuf,
+        /// The generation written over it.
+        generation: u64,
+    },
     /// A read met a damaged state file but could not repair it without waiting (the
     /// writers' lock was held) or at all (no write access): it returned the newest
     /// version it could prove instead, and wrote nothing. The next writer, or
@@ -152,6 +165,17 @@ impl std::fmt::Display for Event {
                     quarantined.display()
                 )
             }
+            Event::Quarantined {
+                path,
+                damage,
+                quarantined,
+                generation,
+            } => write!(
+                f,
+                "state `{}` was damaged ({damage}) and replaced by generation {generation}; the damaged version is kept at `{}`",
+                path.display(),
+                quarantined.display()
+            ),
             Event::DamageNotRepaired {
                 path,
                 damage,
@@ -294,6 +318,10 @@ impl Recorder {
             Event::Recovered { .. } => {
                 self.stats.lock().recoveries += 1;
                 metrics::counter!("statesafe_recoveries_total").increment(1);
+                tracing::warn!(target: "statesafe", "{event}");
+            }
+            Event::Quarantined { .. } => {
+                metrics::counter!("statesafe_quarantined_total").increment(1);
                 tracing::warn!(target: "statesafe", "{event}");
             }
             Event::DamageNotRepaired { .. } => {

@@ -648,12 +648,14 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                 self.verify_cached(&Arc::new(doc), generation, false)?.state
             }
         };
+        let mut quarantined = None;
         let base = match &current {
             Some(cur) => match self.verify(cur, true) {
                 Ok(v) => Some(Base::of(cur, true, v.value)),
                 Err(Error::Mismatch { .. }) => Some(Base::of(cur, true, None)),
                 Err(damage) if is_damage(&damage) => {
-                    self.quarantine(guard.sidecar(), cur)?;
+                    let kept = self.quarantine(guard.sidecar(), cur)?;
+                    quarantined = Some((kept, damage.to_string()));
                     Some(Base::of(cur, false, None))
                 }
                 Err(e) => return Err(e),
@@ -668,6 +670,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             Change::Restore { from: generation },
         )?;
         guard.release();
+        self.report_quarantined(quarantined, new.generation);
         Ok(new.generation)
     }
 

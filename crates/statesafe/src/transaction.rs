@@ -3,7 +3,7 @@
 
 use std::ffi::OsString;
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -571,6 +571,8 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             temp_name,
             current,
         } = self.lock_and_read(operation, true)?;
+        // Where a damaged file went and why: said once the replace committed.
+        let mut quarantined = None;
         let base = match &current {
             Some(cur) => Some(match self.verify(cur, true) {
                 Ok(v) => Base::of(cur, true, v.value),
@@ -579,7 +581,8 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                 Err(Error::Mismatch { .. }) => Base::of(cur, true, None),
                 // Replacing a damaged file: keep it in quarantine, never in the backups.
                 Err(damage) if is_damage(&damage) => {
-                    self.quarantine(guard.sidecar(), cur)?;
+                    let kept = self.quarantine(guard.sidecar(), cur)?;
+                    quarantined = Some((kept, damage.to_string()));
                     Base::of(cur, false, None)
                 }
                 Err(e) => return Err(e),
@@ -605,7 +608,25 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             Change::Commit,
         )?;
         self.release_and_finish(guard)?;
+        self.report_quarantined(quarantined, new.generation);
         Ok(new.generation)
+    }
+
+    /// Says, once a write that replaced a damaged file committed as `generation`,
+    /// where the damaged version went ([`Event::Quarantined`]): never silently.
+    pub(crate) fn report_quarantined(
+        &self,
+        quarantined: Option<(PathBuf, String)>,
+        generation: u64,
+    ) {
+        if let Some((quarantined, damage)) = quarantined {
+            self.emit(Event::Quarantined {
+                path: self.local().target.given.clone(),
+                damage,
+                quarantined,
+                generation,
+            });
+        }
     }
 
     /// Releases the writers' lock after a commit, then flushes the journal append it

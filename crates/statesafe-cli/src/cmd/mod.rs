@@ -253,6 +253,7 @@ fn warn_on_event(
     move |event| {
         let kind = match event {
             statesafe::Event::Recovered { .. } => "recovered",
+            statesafe::Event::Quarantined { .. } => "quarantined",
             statesafe::Event::DamageNotRepaired { .. } => "damaged",
             statesafe::Event::BookkeepingFailed { .. } => "bookkeeping",
             statesafe::Event::ExternalChange { .. } | statesafe::Event::Adopted { .. }

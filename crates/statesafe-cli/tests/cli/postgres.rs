@@ -488,6 +488,82 @@ fn recover_takes_a_url_and_repairs_a_damaged_row() {
     assert_eq!(quarantined(pg, "cli_recover"), "{\"n\": 666}");
 }
 
+/// `statesafe write URL` (stdin) and `statesafe restore URL` over a row damaged by
+/// hand: the damaged row is moved into the quarantine table, and a warning on stderr
+/// names where (`URL#quarantine=ID`), as for a file: never replaced silently.
+#[test]
+fn write_and_restore_over_a_damaged_row_say_where_it_was_kept() {
+    use std::io::Write as _;
+    let Some((pg, url)) = initialized(
+        "cli_replace_damaged",
+        &[r#"{"n": 1}"#, "--recovery", "fail"],
+    ) else {
+        return;
+    };
+    ok(&["set", &url, "/n", "2"]);
+    let damage = || {
+        pg.client()
+            .execute(
+                "UPDATE statesafe SET document = '{\"n\": 666}' WHERE state = 'cli_replace_damaged'",
+                &[],
+            )
+            .unwrap()
+    };
+    let ids = || -> Vec<i64> {
+        pg.client()
+            .query(
+                "SELECT id FROM statesafe_quarantine WHERE state = 'cli_replace_damaged' ORDER BY id",
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    };
+    damage();
+    let mut child = Command::new(bin())
+        .args(["write", &url])
+        .env_remove("PGPASSWORD")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(br#"{"n": 7}"#)
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let kept = ids();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert!(
+        stderr.contains("warning") && stderr.contains(&format!("{url}#quarantine={}", kept[0])),
+        "{stderr}"
+    );
+    assert_eq!(quarantined(pg, "cli_replace_damaged"), "{\"n\": 666}");
+    assert_eq!(ok(&["get", &url, "/n"]), "7\n");
+    // restore, with --json: the warning is a JSON line naming the kind.
+    damage();
+    let out = statesafe(&["--json", "restore", &url, "--generation", "1"]);
+    assert!(out.status.success(), "{out:?}");
+    let warning: Value = serde_json::from_slice(&out.stderr).unwrap();
+    let kept = ids();
+    assert_eq!(kept.len(), 2, "{kept:?}");
+    assert_eq!(warning["warning"], "quarantined", "{warning}");
+    assert!(
+        warning["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("{url}#quarantine={}", kept[1])),
+        "{warning}"
+    );
+    assert_eq!(ok(&["get", &url, "/n"]), "1\n");
+}
+
 /// Damaged recorded settings (a hand edit of the `settings` column): every command
 /// refuses the state with a hint naming `statesafe recover URL`, which works: the
 /// settings are moved into the quarantine table as they were (said on stdout), the

@@ -1358,7 +1358,7 @@ SELECT (SELECT txid_current()::text FROM {main} WHERE state = {key} FOR UPDATE S
         state: &T,
         operation: &str,
     ) -> Result<u64> {
-        let tx = self.lock_row(store, operation)?;
+        let mut tx = self.lock_row(store, operation)?;
         if let Some(expected) = expected {
             let found = tx.generation();
             if found != expected {
@@ -1369,7 +1369,90 @@ SELECT (SELECT txid_current()::text FROM {main} WHERE state = {key} FOR UPDATE S
                 });
             }
         }
-        tx.write(store, state, Change::Commit, None)
+        let quarantined = self.quarantine_damaged(&mut tx)?;
+        let written = tx.write(store, state, Change::Commit, None)?;
+        self.report_quarantined(store, quarantined, written);
+        Ok(written)
+    }
+
+    /// Before a write that replaces the whole document without reading the current
+    /// one (`replace`, `restore`): a damaged current row (its checksum does not
+    /// match, or it lost its document) is copied as it is into the quarantine table,
+    /// in `tx`'s transaction, as a file's replace keeps the damaged file in its
+    /// quarantine: never in the backups, never dropped. The write's `UPDATE` then
+    /// overwrites the row in the same transaction, so a write that fails keeps
+    /// nothing in the quarantine, and one that commits has kept it. Returns where it
+    /// went and why, for [`Remote::report_quarantined`] once the write committed;
+    /// `None` for a sound row or no row. (A document whose checksum matches is kept
+    /// as a backup by the write like any other: not parsed again here.)
+    fn quarantine_damaged(&self, tx: &mut Tx<'_>) -> Result<Option<(PathBuf, String)>> {
+        let damage = match self.verified_text(&tx.current, "the current row") {
+            Ok(_) => return Ok(None),
+            Err(e) if is_damage(&e) => e.to_string(),
+            Err(e) => return Err(e),
+        };
+        let sql = self
+            .names
+            .quarantine(&literal(&self.address.state), &literal(&damage));
+        let messages = tx
+            .client()
+            .simple_query(&sql)
+            .map_err(|e| self.error("quarantine the damaged row of", e))?;
+        let id = Locking::rows(&messages)
+            .first()
+            .and_then(|r| r.first().cloned().flatten())
+            .unwrap_or_default();
+        let quarantined = PathBuf::from(format!("{}#quarantine={id}", self.display().display()));
+        // A generation lowered by hand (the checksum covers it; a row reading as
+        // never written is at 0): the write goes on above every generation the
+        // history and the backups hold, as `repair` does, since written below it
+        // would replace the history entries of committed versions.
+        let kept = format!(
+            "SELECT greatest((SELECT max(generation) FROM {} WHERE state = $1), \
+             (SELECT max(generation) FROM {} WHERE state = $1))",
+            self.names.backups, self.names.history
+        );
+        let kept: Option<i64> = tx
+            .client()
+            .query_typed_one(&kept, &[(&self.address.state, Type::TEXT)])
+            .map_err(|e| self.error("read the generations kept of", e))?
+            .get(0);
+        if let Some(kept) = kept.map(|g| g as u64)
+            && kept > tx.current.generation
+        {
+            tx.client()
+                .execute_typed(
+                    &format!(
+                        "UPDATE {} SET generation = $2 WHERE state = $1",
+                        self.names.main
+                    ),
+                    &[
+                        (&self.address.state, Type::TEXT),
+                        (&(kept as i64), Type::INT8),
+                    ],
+                )
+                .map_err(|e| self.error("replace", e))?;
+            tx.current.generation = kept;
+        }
+        Ok(Some((quarantined, damage)))
+    }
+
+    /// Says, once the write that replaced a damaged row committed as `generation`,
+    /// where the damaged row went ([`Event::Quarantined`]): never silently.
+    fn report_quarantined<T>(
+        &self,
+        store: &Store<T>,
+        quarantined: Option<(PathBuf, String)>,
+        generation: u64,
+    ) {
+        if let Some((quarantined, damage)) = quarantined {
+            store.emit(Event::Quarantined {
+                path: self.display().to_path_buf(),
+                damage,
+                quarantined,
+                generation,
+            });
+        }
     }
 
     pub(crate) fn create_with<T: Serialize + DeserializeOwned>(
@@ -1446,7 +1529,10 @@ SELECT (SELECT txid_current()::text FROM {main} WHERE state = {key} FOR UPDATE S
             });
         };
         let state = self.verified_backup(store, &backup_row(&row))?;
-        tx.write(store, &state, Change::Restore { from: generation }, None)
+        let quarantined = self.quarantine_damaged(&mut tx)?;
+        let written = tx.write(store, &state, Change::Restore { from: generation }, None)?;
+        self.report_quarantined(store, quarantined, written);
+        Ok(written)
     }
 
     fn backup_path(&self, generation: u64) -> PathBuf {

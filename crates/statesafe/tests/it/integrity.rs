@@ -34,6 +34,22 @@ fn events_of<T>(
     )
 }
 
+/// The [`Event::Quarantined`] events a store of `path` reports while `f` runs.
+fn quarantined_events(path: &Path, f: impl FnOnce(&Store)) -> Vec<Event> {
+    let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = std::sync::Arc::clone(&events);
+    let store: Store = Store::options()
+        .on_event(move |e| {
+            if matches!(e, Event::Quarantined { .. }) {
+                seen.lock().unwrap().push(e.clone());
+            }
+        })
+        .open(path)
+        .unwrap();
+    f(&store);
+    events.lock().unwrap().clone()
+}
+
 fn quarantine_files(state: &Path) -> Vec<std::path::PathBuf> {
     let name = state.file_name().unwrap().to_string_lossy();
     let q = state
@@ -284,6 +300,29 @@ fn backups_keep_the_last_n_and_never_a_damaged_version() {
             .all(|b| std::fs::read(&b.path).unwrap() != b"{ broken")
     );
     assert_eq!(quarantine_files(&path).len(), 1);
+    // Said, with where it went (the event the PostgreSQL backend gives too).
+    let mut written = Vec::new();
+    let quarantined = quarantined_events(&path, |store| {
+        std::fs::write(store.path(), b"{ broken 2").unwrap();
+        written.push(store.replace(json!({"n": 101})).unwrap());
+        std::fs::write(store.path(), b"{ broken 3").unwrap();
+        let newest = store.backups().unwrap().backups[0].generation;
+        written.push(store.restore(newest).unwrap());
+    });
+    assert_eq!(quarantined.len(), 2, "{quarantined:?}");
+    for (event, generation) in quarantined.iter().zip(written) {
+        let Event::Quarantined {
+            quarantined,
+            generation: g,
+            ..
+        } = event
+        else {
+            unreachable!()
+        };
+        assert_eq!(*g, generation);
+        assert!(quarantine_files(&path).contains(quarantined), "{event}");
+    }
+    assert_eq!(quarantine_files(&path).len(), 3);
     for n in 0..5 {
         store.update(|s| s["n"] = (200 + n).into()).unwrap();
     }

@@ -57,14 +57,159 @@ fn a_row_whose_checksum_does_not_match_is_corrupt_and_nothing_is_written() {
         .unwrap();
     assert_eq!(row.get::<_, i64>(0), 2);
     assert_eq!(row.get::<_, String>(1), "{\"n\": 666}");
-    // A deliberate replace is allowed (the damaged version is not kept as a backup).
+    // A deliberate replace is allowed (the damaged version is not kept as a backup,
+    // but in quarantine: `replacing_a_damaged_row_keeps_it_in_quarantine`).
     store.replace(json!({"n": 7})).unwrap();
     assert_eq!(store.load().unwrap().state, json!({"n": 7}));
+}
+
+/// The quarantined rows of `state`: (generation, document, reason), oldest first.
+fn quarantined_rows(pg: &Cluster, state: &str) -> Vec<(i64, i64, String, String)> {
+    pg.client()
+        .query(
+            "SELECT id, generation, document, reason FROM statesafe_quarantine WHERE state = $1 ORDER BY id",
+            &[&state],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect()
+}
+
+/// A replace or a restore over a damaged row writes a whole new document without
+/// reading the old one; the damaged row is moved into the quarantine table first, in
+/// the same transaction (a write that fails keeps nothing there), and an event names
+/// where it went (`URL#quarantine=ID`), as a file's replace keeps the damaged file in
+/// its quarantine. Nothing is silently lost, whatever the recovery policy.
+#[test]
+fn replacing_a_damaged_row_keeps_it_in_quarantine() {
+    let Some(pg) = cluster::cluster() else { return };
+    let url = pg.url("replace_damaged");
+    let events = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = Arc::clone(&events);
+    let store: Store = Store::options()
+        .lock_timeout(Duration::from_secs(30))
+        .recovery(RecoveryPolicy::Fail)
+        .on_event(move |e| {
+            if matches!(e, Event::Quarantined { .. }) {
+                seen.lock().unwrap().push(e.clone());
+            }
+        })
+        .open_url(&url)
+        .unwrap();
+    store.create(json!({"n": 1})).unwrap();
+    store.update(|s| s["n"] = 2.into()).unwrap();
+    damage(pg, "replace_damaged");
+    // A replace that fails after the damage was seen (too large here) quarantines
+    // nothing: the move is part of the replace's transaction.
+    let small: Store = Store::options()
+        .lock_timeout(Duration::from_secs(30))
+        .recovery(RecoveryPolicy::Fail)
+        .max_bytes(16)
+        .open_url(&url)
+        .unwrap();
+    let err = small
+        .replace(json!({"n": "a document longer than sixteen bytes"}))
+        .unwrap_err();
+    assert!(matches!(err, Error::TooLarge { .. }), "{err}");
+    assert_eq!(quarantined_rows(pg, "replace_damaged"), vec![]);
+    // A conflict is found before anything is moved.
+    let err = store.replace_if(1, json!({"n": 7})).unwrap_err();
+    assert!(matches!(err, Error::GenerationConflict { .. }), "{err}");
+    assert_eq!(quarantined_rows(pg, "replace_damaged"), vec![]);
+
+    assert_eq!(store.replace(json!({"n": 7})).unwrap(), 3);
+    assert_eq!(store.load().unwrap().state, json!({"n": 7}));
+    let rows = quarantined_rows(pg, "replace_damaged");
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let (id, generation, document, reason) = &rows[0];
+    assert_eq!((*generation, document.as_str()), (2, "{\"n\": 666}"));
+    assert!(reason.contains("checksum"), "{reason}");
+    let events = |n: usize| {
+        let got = events.lock().unwrap().clone();
+        assert_eq!(got.len(), n, "{got:?}");
+        got[n - 1].clone()
+    };
+    let Event::Quarantined {
+        path,
+        damage: why,
+        quarantined,
+        generation,
+    } = events(1)
+    else {
+        unreachable!()
+    };
+    assert_eq!(
+        quarantined.to_string_lossy(),
+        format!("{url}#quarantine={id}")
+    );
+    assert_eq!(path.to_string_lossy(), url);
+    assert_eq!(generation, 3);
+    assert!(why.contains("checksum"), "{why}");
+    // The damaged version is not among the backups.
+    let backups = store.backups().unwrap().backups;
+    assert!(backups.iter().all(|b| b.generation != 2), "{backups:?}");
+
+    // A restore over a damaged row: the same.
+    damage(pg, "replace_damaged");
+    assert_eq!(store.restore(1).unwrap(), 4);
+    assert_eq!(store.load().unwrap().state, json!({"n": 1}));
+    let rows = quarantined_rows(pg, "replace_damaged");
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!((rows[1].1, rows[1].2.as_str()), (3, "{\"n\": 666}"));
+    let Event::Quarantined { quarantined, .. } = events(2) else {
+        unreachable!()
+    };
+    assert_eq!(
+        quarantined.to_string_lossy(),
+        format!("{url}#quarantine={}", rows[1].0)
+    );
+    // A sound row replaced: nothing quarantined, no event.
+    store.replace(json!({"n": 8})).unwrap();
+    assert_eq!(quarantined_rows(pg, "replace_damaged").len(), 2);
+    events(2);
 }
 
 /// Writes are sent as SQL text (one round trip): quotes, backslashes, `$$`, control
 /// characters and non-ASCII text in the document and the state's name come back as
 /// written, in the row, the backups and the history.
+/// A replace over a row whose generation was lowered by hand (damage: the checksum
+/// covers it) goes on above every generation the history and the backups hold, as
+/// `recover` does: written at the row's generation + 1 it replaced the history entries
+/// (and skipped the backups) of committed versions.
+#[test]
+fn replacing_a_row_whose_generation_was_lowered_keeps_the_history() {
+    let Some(pg) = cluster::cluster() else { return };
+    let url = pg.url("replace_lowered");
+    let store: Store = Store::options()
+        .lock_timeout(Duration::from_secs(30))
+        .recovery(RecoveryPolicy::Fail)
+        .open_url(&url)
+        .unwrap();
+    store.create(json!({"n": 1})).unwrap();
+    store.update(|s| s["n"] = 2.into()).unwrap();
+    store.update(|s| s["n"] = 3.into()).unwrap();
+    let before = store.history().unwrap();
+    pg.client()
+        .execute(
+            "UPDATE statesafe SET generation = 1 WHERE state = 'replace_lowered'",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(store.replace(json!({"n": 9})).unwrap(), 4);
+    let after = store.history().unwrap();
+    assert_eq!(
+        after.iter().map(|e| e.generation).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4]
+    );
+    assert_eq!(after[..3], before[..], "committed versions' entries kept");
+    assert_eq!(store.document_at(3).unwrap(), json!({"n": 3}));
+    let rows = quarantined_rows(pg, "replace_lowered");
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let kept: serde_json::Value = serde_json::from_str(&rows[0].2).unwrap();
+    assert_eq!((rows[0].1, kept), (1, json!({"n": 3})));
+}
+
 /// Damages `state`'s current row by hand, as an operator or a broken tool would.
 fn damage(pg: &Cluster, state: &str) {
     let n = pg
