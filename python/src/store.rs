@@ -899,6 +899,18 @@ pub fn event_dict<'py>(py: Python<'py>, event: &Event) -> PyResult<Bound<'py, Py
             d.set_item("rebuilt_from", *rebuilt_from)?;
             d.set_item("generation", *generation)?;
         }
+        Event::Quarantined {
+            path,
+            damage,
+            quarantined,
+            generation,
+        } => {
+            d.set_item("kind", "quarantined")?;
+            d.set_item("path", text(path))?;
+            d.set_item("damage", damage)?;
+            d.set_item("quarantined", text(quarantined))?;
+            d.set_item("generation", *generation)?;
+        }
         Event::DamageNotRepaired {
             path,
             damage,

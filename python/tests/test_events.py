@@ -34,6 +34,23 @@ def test_recovery_is_reported_everywhere(path: pathlib.Path,
     assert store.stats()["recoveries"] == 1
 
 
+def test_a_replace_over_a_damaged_file_says_where_it_was_kept(path: pathlib.Path) -> None:
+    events: list[dict[str, Any]] = []
+    store = statesafe.open(path, on_event=events.append)
+    store.replace({"n": 1})
+    path.write_bytes(b'{"n": 3, "cut')
+    generation = store.replace({"n": 10})
+    assert [e["kind"] for e in events] == ["quarantined"]
+    e = events[0]
+    assert e["generation"] == generation
+    assert e["path"] == str(path)
+    assert isinstance(e["damage"], str) and e["damage"]
+    kept = pathlib.Path(e["quarantined"])
+    assert kept.read_bytes() == b'{"n": 3, "cut'
+    assert "kept at" in e["message"]
+    assert store.get() == {"n": 10}
+
+
 def test_external_change_is_reported_once(path: pathlib.Path) -> None:
     events: list[dict[str, Any]] = []
     store = statesafe.open(path, on_event=events.append)

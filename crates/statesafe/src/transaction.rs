@@ -1027,7 +1027,9 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                 return Err(e);
             }
         };
-        if let Some(b) = base.filter(|b| b.external) {
+        // A damaged version written over was not accepted: its event is `Quarantined`
+        // (sent by the replace), not an external change "accepted as generation N".
+        if let Some(b) = base.filter(|b| b.external && b.valid) {
             self.note_external(b.generation, crate::store::Outside::of(b.adopted));
         }
         // The commit is durable. What follows is bookkeeping: a failure there must not
