@@ -221,7 +221,9 @@ impl RecordMeta {
         out.extend_from_slice(b",\"change\":");
         match change {
             Change::Commit => out.extend_from_slice(b"\"commit\""),
-            other => serde_json::to_writer(&mut out, other).expect("invariant: a change serializes"),
+            other => {
+                serde_json::to_writer(&mut out, other).expect("invariant: a change serializes")
+            }
         }
         out.push(b'}');
         out
