@@ -1065,6 +1065,33 @@ SELECT (SELECT 1 FROM {main} WHERE state = {key} FOR UPDATE SKIP LOCKED),
             tx.protocol = protocol;
             let mut found = Locking::from_statements(statements);
             let unwritten = |c: &Current| c.document.is_none() && c.writer.is_none();
+            // Whether this writer made or raised the row (below), and whether a row was
+            // there before: the transaction that waits for `statesafe lock` must do the
+            // same after its re-read (this one rolls back), or it would take a damaged
+            // settings-only row for one never written (review15).
+            let mut made: Option<bool> = None;
+            let state = literal(&self.address.state);
+            let main = &self.names.main;
+            let insert = format!(
+                "INSERT INTO {main} (state, generation) VALUES ({state}, coalesce(greatest(\
+                 (SELECT max(generation) FROM {} WHERE state = {state}), \
+                 (SELECT max(generation) FROM {} WHERE state = {state})), 0)) \
+                 ON CONFLICT (state) DO UPDATE SET generation = excluded.generation \
+                 WHERE {main}.document IS NULL AND {main}.writer IS NULL AND {main}.generation = 0",
+                self.names.backups, self.names.history,
+            );
+            let mark = |found: &mut Locking, had_row: bool| {
+                if let Some(c) = found.current.as_mut().filter(|c| unwritten(c)) {
+                    // A row that was there (settings only) goes on above kept versions
+                    // only when it was damage: a state whose row only ever held
+                    // settings has none (red15). (This transaction rolls back.)
+                    if had_row && c.generation > 0 {
+                        c.kept_versions = true;
+                    } else {
+                        c.fresh = true;
+                    }
+                }
+            };
             if found
                 .current
                 .as_ref()
@@ -1077,30 +1104,11 @@ SELECT (SELECT 1 FROM {main} WHERE state = {key} FOR UPDATE SKIP LOCKED),
                 // row deleted by hand), so that no generation of this life names a
                 // version of that one. A row without a document at a generation above
                 // 0 is made only here: committed so, it is damage (hist14).
-                let state = literal(&self.address.state);
-                let main = &self.names.main;
-                let insert = format!(
-                    "INSERT INTO {main} (state, generation) VALUES ({state}, coalesce(greatest(\
-                     (SELECT max(generation) FROM {} WHERE state = {state}), \
-                     (SELECT max(generation) FROM {} WHERE state = {state})), 0)) \
-                     ON CONFLICT (state) DO UPDATE SET generation = excluded.generation \
-                     WHERE {main}.document IS NULL AND {main}.writer IS NULL AND {main}.generation = 0;\n{}",
-                    self.names.backups,
-                    self.names.history,
-                    self.lock_statements(nowait, list_backups)
-                );
                 let had_row = found.current.is_some();
-                found = Locking::parse(tx.client().simple_query(&insert)?);
-                if let Some(c) = found.current.as_mut().filter(|c| unwritten(c)) {
-                    // A row that was there (settings only) goes on above kept versions
-                    // only when it was damage: a state whose row only ever held
-                    // settings has none (red15). (This transaction rolls back.)
-                    if had_row && c.generation > 0 {
-                        c.kept_versions = true;
-                    } else {
-                        c.fresh = true;
-                    }
-                }
+                made = Some(had_row);
+                let query = format!("{insert};\n{}", self.lock_statements(nowait, list_backups));
+                found = Locking::parse(tx.client().simple_query(&query)?);
+                mark(&mut found, had_row);
             }
             if found.lock_free || found.held_by.as_deref().is_some_and(nested) {
                 return Ok(found);
@@ -1114,15 +1122,22 @@ SELECT (SELECT 1 FROM {main} WHERE state = {key} FOR UPDATE SKIP LOCKED),
             let ms = left.as_millis().clamp(1, i32::MAX as u128);
             let wait = format!(
                 "ROLLBACK; BEGIN ISOLATION LEVEL READ COMMITTED; SELECT set_config('lock_timeout', '{ms}ms', true), set_config('application_name', '{}', true), {SYNCHRONOUS_COMMIT}, {};
-SELECT 1 FROM {} WHERE state = {} FOR UPDATE{};\n{}",
+SELECT 1 FROM {} WHERE state = {} FOR UPDATE{};\n{}{}",
                 application_name(operation),
                 statement_timeout(&format!("'{ms}ms'")),
                 self.names.main,
                 literal(&self.lock_key()),
                 if nowait { " NOWAIT" } else { "" },
+                // The row made or raised in the transaction just rolled back, made or
+                // raised again (a no-op on a row written meanwhile).
+                if made.is_some() { format!("{insert};\n") } else { String::new() },
                 self.lock_statements(nowait, list_backups)
             );
-            Ok(Locking::parse(tx.client().simple_query(&wait)?))
+            let mut found = Locking::parse(tx.client().simple_query(&wait)?);
+            if let Some(had_row) = made {
+                mark(&mut found, had_row);
+            }
+            Ok(found)
         })();
         let waited = start.elapsed();
         match locked {
