@@ -654,33 +654,8 @@ impl Remote {
                 });
             }
         };
-        let sql = self
-            .names
-            .quarantine(&literal(&self.address.state), &literal(&damage_text));
-        let messages = tx
-            .client()
-            .simple_query(&sql)
-            .map_err(|e| self.error("quarantine the damaged row of", e))?;
-        let id = Locking::rows(&messages)
-            .first()
-            .and_then(|r| r.first().cloned().flatten())
-            .unwrap_or_default();
-        let quarantined = PathBuf::from(format!("{}#quarantine={id}", self.display().display()));
-        if generation > tx.current.generation {
-            tx.client()
-                .execute_typed(
-                    &format!(
-                        "UPDATE {} SET generation = $2 WHERE state = $1",
-                        self.names.main
-                    ),
-                    &[
-                        (&self.address.state, Type::TEXT),
-                        (&(generation as i64), Type::INT8),
-                    ],
-                )
-                .map_err(|e| self.error("recover", e))?;
-            tx.current.generation = generation;
-        }
+        let quarantined = self.quarantine_row(&mut tx, &damage_text)?;
+        self.raise_generation(&mut tx, generation, "recover")?;
         let change = Change::Recovery {
             quarantined: Some(quarantined.clone()),
             from,
@@ -1406,18 +1381,7 @@ SELECT (SELECT txid_current()::text FROM {main} WHERE state = {key} FOR UPDATE S
             Err(e) if is_damage(&e) => e.to_string(),
             Err(e) => return Err(e),
         };
-        let sql = self
-            .names
-            .quarantine(&literal(&self.address.state), &literal(&damage));
-        let messages = tx
-            .client()
-            .simple_query(&sql)
-            .map_err(|e| self.error("quarantine the damaged row of", e))?;
-        let id = Locking::rows(&messages)
-            .first()
-            .and_then(|r| r.first().cloned().flatten())
-            .unwrap_or_default();
-        let quarantined = PathBuf::from(format!("{}#quarantine={id}", self.display().display()));
+        let quarantined = self.quarantine_row(tx, &damage)?;
         // A generation lowered by hand (the checksum covers it; a row reading as
         // never written is at 0): the write goes on above every generation the
         // history and the backups hold, as `repair` does, since written below it
@@ -1432,24 +1396,53 @@ SELECT (SELECT txid_current()::text FROM {main} WHERE state = {key} FOR UPDATE S
             .query_typed_one(&kept, &[(&self.address.state, Type::TEXT)])
             .map_err(|e| self.error("read the generations kept of", e))?
             .get(0);
-        if let Some(kept) = kept.map(|g| g as u64)
-            && kept > tx.current.generation
-        {
-            tx.client()
-                .execute_typed(
-                    &format!(
-                        "UPDATE {} SET generation = $2 WHERE state = $1",
-                        self.names.main
-                    ),
-                    &[
-                        (&self.address.state, Type::TEXT),
-                        (&(kept as i64), Type::INT8),
-                    ],
-                )
-                .map_err(|e| self.error("replace", e))?;
-            tx.current.generation = kept;
+        if let Some(kept) = kept {
+            self.raise_generation(tx, kept as u64, "replace")?;
         }
         Ok(Some((quarantined, damage)))
+    }
+
+    /// Copies the current row as it is into the quarantine table, in `tx`'s
+    /// transaction, with `damage` as the reason: where it went (`URL#quarantine=ID`).
+    fn quarantine_row(&self, tx: &mut Tx<'_>, damage: &str) -> Result<PathBuf> {
+        let sql = self
+            .names
+            .quarantine(&literal(&self.address.state), &literal(damage));
+        let messages = tx
+            .client()
+            .simple_query(&sql)
+            .map_err(|e| self.error("quarantine the damaged row of", e))?;
+        let id = Locking::rows(&messages)
+            .first()
+            .and_then(|r| r.first().cloned().flatten())
+            .unwrap_or_default();
+        Ok(PathBuf::from(format!(
+            "{}#quarantine={id}",
+            self.display().display()
+        )))
+    }
+
+    /// Sets the row's generation to `generation` in `tx`'s transaction when it is
+    /// below it (a write then goes on above every version kept); `op` names the
+    /// operation in an error.
+    fn raise_generation(&self, tx: &mut Tx<'_>, generation: u64, op: &str) -> Result<()> {
+        if generation <= tx.current.generation {
+            return Ok(());
+        }
+        tx.client()
+            .execute_typed(
+                &format!(
+                    "UPDATE {} SET generation = $2 WHERE state = $1",
+                    self.names.main
+                ),
+                &[
+                    (&self.address.state, Type::TEXT),
+                    (&(generation as i64), Type::INT8),
+                ],
+            )
+            .map_err(|e| self.error(op, e))?;
+        tx.current.generation = generation;
+        Ok(())
     }
 
     /// Says, once the write that replaced a damaged row committed as `generation`,
