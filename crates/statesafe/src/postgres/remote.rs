@@ -97,6 +97,35 @@ impl Current {
     fn reads_unwritten(&self) -> bool {
         self.document.is_none() && self.writer.is_none() && self.generation == 0
     }
+
+    /// Whether it is marked as a row that only holds settings for a state whose
+    /// earlier life (its row deleted by hand) left versions up to its generation kept
+    /// ([`new_life_mark`]): then whether the state has versions kept above that tells
+    /// it from damage.
+    fn marks_new_life(&self) -> bool {
+        self.document.is_none()
+            && self
+                .writer
+                .as_deref()
+                .is_some_and(|w| w == new_life_mark(self.generation))
+    }
+}
+
+/// What `save_settings` writes in the `writer` column of the row it makes for a state
+/// whose earlier life (its row deleted by hand) left versions kept, up to
+/// `generation`: the row stays at that generation, where the new life's first version
+/// goes on from, and this marks it as a row that only holds settings. A row at a
+/// generation above 0 with no document is otherwise damage (hist14), and one at 0
+/// while versions are kept too (red15): a row that only ever held settings has no
+/// versions kept, but a state reset by hand has its earlier life's (review15).
+///
+/// Only statesafe writes it, and never on a row with a version: every commit writes
+/// the writer's identity over it. Columns set to NULL by hand (a document, checksum
+/// and writer) cannot make it, so they cannot make a committed row pass as one not
+/// yet written; and versions kept above the mark (the row brought back from an
+/// older copy of the table) make it damage.
+fn new_life_mark(generation: u64) -> String {
+    format!("{{\"new_life_above\":{generation}}}")
 }
 
 /// A row's checksum: the xxh3-64 of its document's UTF-8 bytes seeded with its
@@ -412,9 +441,42 @@ impl Remote {
             if cur.reads_unwritten() {
                 cur.kept_versions = self.has_kept_versions(client)?;
             }
+            self.settle_new_life(client, &mut cur)?;
             Ok(cur)
         })
         .transpose()
+    }
+
+    /// A row marked as the start of a new life ([`new_life_mark`]): one not yet
+    /// written (`fresh`, its mark no writer) when no backup or history row is above
+    /// its generation, else damage (`kept_versions`: versions were committed above
+    /// it, and the row was brought back over them). Other rows are left as they are.
+    fn settle_new_life(
+        &self,
+        client: &mut Client,
+        cur: &mut Current,
+    ) -> Result<(), postgres::Error> {
+        if !cur.marks_new_life() {
+            return Ok(());
+        }
+        let row = client.query_typed_one(
+            &format!(
+                "SELECT EXISTS (SELECT 1 FROM {} WHERE state = $1 AND generation > $2) \
+                 OR EXISTS (SELECT 1 FROM {} WHERE state = $1 AND generation > $2)",
+                self.names.history, self.names.backups
+            ),
+            &[
+                (&self.address.state, Type::TEXT),
+                (&(cur.generation as i64), Type::INT8),
+            ],
+        )?;
+        if row.get(0) {
+            cur.kept_versions = true;
+        } else {
+            cur.fresh = true;
+            cur.writer = None;
+        }
+        Ok(())
     }
 
     /// Whether the state has history or backup rows (versions that a row reading as
@@ -441,7 +503,8 @@ impl Remote {
                     line: None,
                     column: None,
                     reason: format!(
-                        "{what} reads as a state never written (no document, no writer, generation 0), but the state's history or backups hold versions: the row was changed outside statesafe, or damaged; `statesafe recover URL` quarantines it and restores the newest valid backup"
+                        "{what} reads as a state never written (no document, no writer, generation {}), but the state's history or backups hold versions above that generation: the row was changed outside statesafe, or damaged; `statesafe recover URL` quarantines it and restores the newest valid backup",
+                        cur.generation
                     ),
                 });
             }
@@ -1117,13 +1180,15 @@ SELECT 1 FROM {} WHERE state = {} FOR UPDATE{};\n{}{}",
         let waited = start.elapsed();
         match locked {
             Ok(Locking {
-                current: Some(cur),
+                current: Some(mut cur),
                 history_last,
                 backups,
                 prepared,
                 ..
             }) => {
                 store.recorder.lock_wait(waited);
+                self.settle_new_life(tx.client(), &mut cur)
+                    .map_err(|e| self.error("lock", e))?;
                 tx.current = cur;
                 tx.history_last = history_last;
                 tx.backups = backups;
@@ -1493,18 +1558,19 @@ SELECT (SELECT txid_current()::text FROM {main} WHERE state = {key} FOR UPDATE S
         let text = serde_json::to_string(settings).expect("invariant: settings serialize");
         let main = &self.names.main;
         let state = &self.address.state;
-        // A row made for this (no version yet) is left at generation 0: one without a
-        // document above 0 is a committed row damaged, and the first write goes on
-        // from the earlier life's generations then.
-        let generation = if tx.current.fresh {
-            ", generation = 0"
-        } else {
-            ""
-        };
+        // A row with no version yet stays at its generation: 0, or above an earlier
+        // life's versions kept (its row deleted by hand), where the first version
+        // goes on from; then it is marked so ([`new_life_mark`]), since a row without
+        // a document is otherwise damage there (review15: it was left at 0, read as
+        // a committed row damaged, and a load brought the deleted life back).
+        let mark = (tx.current.fresh && tx.current.generation > 0)
+            .then(|| new_life_mark(tx.current.generation));
         tx.client()
             .execute_typed(
-                &format!("UPDATE {main} SET settings = $2{generation} WHERE state = $1"),
-                &[(state, Type::TEXT), (&text, Type::TEXT)],
+                &format!(
+                    "UPDATE {main} SET settings = $2, writer = coalesce($3, writer) WHERE state = $1"
+                ),
+                &[(state, Type::TEXT), (&text, Type::TEXT), (&mark, Type::TEXT)],
             )
             .map_err(|e| self.error("write the settings of", e))?;
         tx.finish()?;

@@ -164,11 +164,12 @@ fn review15_a_writer_that_waited_for_statesafe_lock_still_refuses_the_damaged_ro
 
 /// review15: an operator resets a state (deletes its row by hand: the "earlier life"
 /// remote.md supports), then records settings before the first write of the new life
-/// (`statesafe settings URL …`). The settings-only row now reads as damage (the
-/// earlier life's history and backups exist), and a store with the default recovery
-/// policy brings the deleted life's newest version back as the current state.
+/// (`statesafe settings URL …`). The settings-only row read as damage (the earlier
+/// life's history and backups exist), and a store with the default recovery policy
+/// brought the deleted life's newest version back as the current state. The row is
+/// now marked as the start of a new life: no state yet, and the first write goes on
+/// above the earlier life's generations.
 #[test]
-#[ignore = "known bug (review15, session 15): red15 reads this documented reset sequence as damage, and the default recovery policy restores the deleted life; fix: mark where a new life begins when save_settings makes the row"]
 fn review15_a_reset_state_given_settings_is_not_brought_back_by_a_load() {
     let Some(pg) = cluster::cluster() else { return };
     let name = "review15-reset-then-settings";
@@ -189,4 +190,138 @@ fn review15_a_reset_state_given_settings_is_not_brought_back_by_a_load() {
         matches!(&got, Err(Error::NotFound { .. })),
         "the reset state read as {got:?}"
     );
+    // Recording settings again, and a strict store, see the same.
+    fresh.save_settings(&Settings::default()).unwrap();
+    let strict: Store = Store::options()
+        .recovery(RecoveryPolicy::Fail)
+        .open_url(&url)
+        .unwrap();
+    assert!(
+        matches!(strict.load(), Err(Error::NotFound { .. })),
+        "{:?}",
+        strict.load()
+    );
+    assert_eq!(strict.check().unwrap().problems, Vec::<String>::new());
+    // Nothing was quarantined, and the new life's first version goes on above the
+    // earlier life's generations.
+    let kept: i64 = pg
+        .client()
+        .query_one(
+            "SELECT count(*) FROM statesafe_quarantine WHERE state = $1",
+            &[&name],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(kept, 0);
+    let g = strict.create(json!({"new": 1})).unwrap();
+    assert_eq!(g, 3);
+    let loaded = strict.load().unwrap();
+    assert_eq!((loaded.state, loaded.generation), (json!({"new": 1}), 3));
+    assert_eq!(strict.document_at(3).unwrap(), json!({"new": 1}));
+}
+
+/// review15's fix, against an attacker who can only set columns to NULL: the new
+/// life's committed row with its document, checksum and writer NULLed is damage (the
+/// mark of a row not yet written is a value only statesafe writes, which a commit
+/// writes over), repaired from the new life's own version.
+#[test]
+fn review15_a_new_lifes_committed_row_nulled_is_still_damage() {
+    let Some(pg) = cluster::cluster() else { return };
+    let name = "review15-reset-then-nulled";
+    let url = pg.url(name);
+    let store = open(&url);
+    store.create(json!({"old": 1})).unwrap();
+    store.update(|s| s["old"] = 2.into()).unwrap();
+    let mut admin = pg.client();
+    admin
+        .execute("DELETE FROM statesafe WHERE state = $1", &[&name])
+        .unwrap();
+    let fresh = open(&url);
+    fresh.save_settings(&Settings::default()).unwrap();
+    fresh.create(json!({"new": 1})).unwrap();
+    fresh.update(|s| s["new"] = 2.into()).unwrap();
+    for nulled in [
+        "document = NULL, checksum = NULL",
+        "document = NULL, checksum = NULL, writer = NULL",
+    ] {
+        let edited = admin
+            .execute(
+                &format!("UPDATE statesafe SET {nulled} WHERE state = $1"),
+                &[&name],
+            )
+            .unwrap();
+        assert_eq!(edited, 1);
+        let strict: Store = Store::options()
+            .recovery(RecoveryPolicy::Fail)
+            .open_url(&url)
+            .unwrap();
+        let got = strict.load();
+        assert!(
+            matches!(&got, Err(Error::Corrupt { .. })),
+            "the new life's row with {nulled} read as {got:?}"
+        );
+        let wrote = strict.update(|s| s["new"] = 9.into());
+        assert!(
+            matches!(&wrote, Err(Error::Corrupt { .. })),
+            "a write over it: {wrote:?}"
+        );
+        // Recovered to the new life's acknowledged version, never the old life's.
+        let loaded = store.load().unwrap();
+        assert_eq!(loaded.state, json!({"new": 2}), "after {nulled}");
+    }
+}
+
+/// review15's fix: a row marked as not yet written, brought back (from an older copy
+/// of the table) after versions of the new life were committed above it, is damage:
+/// the versions kept above its generation say so.
+#[test]
+fn review15_a_new_life_mark_brought_back_over_committed_versions_is_damage() {
+    let Some(pg) = cluster::cluster() else { return };
+    let name = "review15-mark-brought-back";
+    let url = pg.url(name);
+    let store = open(&url);
+    store.create(json!({"old": 1})).unwrap();
+    store.update(|s| s["old"] = 2.into()).unwrap();
+    let mut admin = pg.client();
+    admin
+        .execute("DELETE FROM statesafe WHERE state = $1", &[&name])
+        .unwrap();
+    let fresh = open(&url);
+    fresh.save_settings(&Settings::default()).unwrap();
+    let (generation, writer): (i64, Option<String>) = {
+        let r = admin
+            .query_one(
+                "SELECT generation, writer FROM statesafe WHERE state = $1",
+                &[&name],
+            )
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!(generation, 2);
+    fresh.create(json!({"new": 1})).unwrap();
+    fresh.update(|s| s["new"] = 2.into()).unwrap();
+    let edited = admin
+        .execute(
+            "UPDATE statesafe SET document = NULL, checksum = NULL, writer = $2, generation = $3 WHERE state = $1",
+            &[&name, &writer, &generation],
+        )
+        .unwrap();
+    assert_eq!(edited, 1);
+    let strict: Store = Store::options()
+        .recovery(RecoveryPolicy::Fail)
+        .open_url(&url)
+        .unwrap();
+    let got = strict.load();
+    assert!(
+        matches!(&got, Err(Error::Corrupt { .. })),
+        "the mark brought back read as {got:?}"
+    );
+    let created = strict.create(json!({"x": 1}));
+    assert!(
+        matches!(&created, Err(Error::AlreadyExists { .. })),
+        "a create over it: {created:?}"
+    );
+    let loaded = store.load().unwrap();
+    assert_eq!(loaded.state, json!({"new": 2}));
+    assert!(loaded.generation > 4, "{}", loaded.generation);
 }
