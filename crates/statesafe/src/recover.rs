@@ -1084,6 +1084,15 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             // journal step compacts: the base has no journal). The outgoing snapshot is
             // not linked as a backup: it would be named after a generation it never
             // had, and its own generation's version is in the history already.
+            // (`valid: false` also means no `ExternalChange` for it: none is due. This
+            // path needs the snapshot's record to note a journal and to match its
+            // bytes, `journal_follows`, so it was not changed outside statesafe; a
+            // change by hand beside a journal is refused as such before it, review15:
+            // `red15::review15_a_snapshot_changed_by_hand_beside_an_older_journal_copy_is_reported`.)
+            debug_assert!(
+                !cur.external,
+                "invariant: a noted snapshot matches its record"
+            );
             let mut base = Base::of(&cur, false, None);
             base.generation = generation - 1;
             base.journal = None;

@@ -106,3 +106,71 @@ fn stores_past_the_63rd_publish_in_the_shared_slot_and_nothing_is_hidden() {
         }
     }
 }
+
+/// review15 item 5: `accept_snapshot` with an older copy of the snapshot's journal
+/// left in its place writes the copy's newest version over a base built as not valid
+/// (`Base::of(&cur, false, …)`), and a commit reports an external change only for a
+/// valid base (a damaged one is quarantined, not accepted): would a snapshot changed
+/// outside statesafe go unreported there? It cannot get there: that path needs the
+/// snapshot's record to note a journal *and* match its bytes, which a change by hand
+/// (in place, or another program's file renamed over it) does not. The change is
+/// refused as one beside a journal, `accept_snapshot` accepts nothing, and once the
+/// journal is moved aside (as the refusal says) the change is accepted and reported.
+#[test]
+fn review15_a_snapshot_changed_by_hand_beside_an_older_journal_copy_is_reported() {
+    for replaced in [false, true] {
+        let dir = common::test_dir();
+        let path = dir.path().join("state.json");
+        let store = create_journal(&path, json!({"n": 0}));
+        store.update(|s| s["n"] = 1.into()).unwrap();
+        store.update(|s| s["kept"] = true.into()).unwrap();
+        let journal = sidecar(&path).join("journal");
+        let older = std::fs::read(&journal).unwrap();
+        for n in 2..=3u64 {
+            store.update(|s| s["n"] = n.into()).unwrap();
+        }
+        std::fs::write(&journal, &older).unwrap();
+        assert!(fresh(&path).is_err(), "the older copy was not refused");
+        let edit = b"{\"n\": 100, \"by\": \"hand\"}\n";
+        if replaced {
+            let other = dir.path().join("other.json");
+            std::fs::write(&other, edit).unwrap();
+            std::fs::rename(&other, &path).unwrap();
+        } else {
+            std::fs::write(&path, edit).unwrap();
+        }
+        let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = std::sync::Arc::clone(&events);
+        let writer: Store = Store::options()
+            .on_event(move |e| sink.lock().unwrap().push(e.clone()))
+            .open(&path)
+            .unwrap();
+        let accepted = writer.accept_snapshot();
+        assert!(
+            matches!(accepted, Ok(None)),
+            "replaced {replaced}: accepted {accepted:?}"
+        );
+        let refused = writer.load();
+        assert!(
+            matches!(&refused, Err(statesafe::Error::Corrupt { reason, .. })
+                if reason.contains("changed outside statesafe")),
+            "replaced {replaced}: {refused:?}"
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), edit, "replaced {replaced}");
+        // As the refusal says: move the journal aside to accept the change.
+        std::fs::rename(&journal, dir.path().join("journal.aside")).unwrap();
+        let loaded = writer.load().unwrap();
+        assert_eq!(
+            loaded.state,
+            json!({"n": 100, "by": "hand"}),
+            "replaced {replaced}"
+        );
+        writer.update(|s| s["n"] = 101.into()).unwrap();
+        let seen = events.lock().unwrap().clone();
+        assert!(
+            seen.iter()
+                .any(|e| matches!(e, statesafe::Event::ExternalChange { .. })),
+            "replaced {replaced}: the change made by hand was not reported: {seen:?}"
+        );
+    }
+}
