@@ -458,8 +458,11 @@ fn tried_suffix(tried: &[(PathBuf, String)]) -> String {
 /// The marker a remote store's [`Error::OutcomeUnknown`] carries as its source
 /// (inside the `io::Error`): the connection was lost during `COMMIT`.
 #[derive(Debug, thiserror::Error)]
+///
+/// `1`: where the damaged row the transaction replaced went (`URL#quarantine=ID`), if
+/// it committed: the quarantine happened in the same transaction.
 #[error("the connection to the database server was lost during COMMIT: {0}")]
-pub(crate) struct CommitLost(pub String);
+pub(crate) struct CommitLost(pub String, pub Option<PathBuf>);
 
 /// The marker a journal-mode [`Error::OutcomeUnknown`] carries as its source (inside
 /// the `io::Error`): the record was written but its flush failed.
@@ -474,21 +477,33 @@ pub(crate) struct JournalFlushFailed(pub io::Error);
 #[error("{0}")]
 pub(crate) struct JournalRecordLeft(pub String);
 
-fn outcome_unknown_reason(source: &io::Error) -> &'static str {
-    if source.get_ref().is_some_and(|e| e.is::<CommitLost>()) {
-        "the connection to the database server was lost during COMMIT and the server could not be asked since, so the new version may or may not have been committed"
-    } else if source
+fn outcome_unknown_reason(source: &io::Error) -> std::borrow::Cow<'static, str> {
+    if let Some(CommitLost(_, quarantined)) = source
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<CommitLost>())
+    {
+        let lost = "the connection to the database server was lost during COMMIT and the server could not be asked since, so the new version may or may not have been committed";
+        return match quarantined {
+            None => lost.into(),
+            Some(q) => format!(
+                "{lost}; if it was, the damaged row it replaced was moved as it was to the quarantine table, `{}` (the store reports it as quarantined at its next read or transaction, once the server can say), and if not, the damaged row is still in place",
+                q.display()
+            )
+            .into(),
+        };
+    }
+    if source
         .get_ref()
         .is_some_and(|e| e.is::<JournalFlushFailed>())
     {
-        "the commit's journal record was written but flushing it (fdatasync) failed, so it may or may not survive a power loss"
+        "the commit's journal record was written but flushing it (fdatasync) failed, so it may or may not survive a power loss".into()
     } else if source
         .get_ref()
         .is_some_and(|e| e.is::<JournalRecordLeft>())
     {
-        "the commit's journal record may be in the journal but the commit did not finish, so it may or may not be in place"
+        "the commit's journal record may be in the journal but the commit did not finish, so it may or may not be in place".into()
     } else {
-        "the new state is in place but the directory fsync failed, so it may not survive a power loss"
+        "the new state is in place but the directory fsync failed, so it may not survive a power loss".into()
     }
 }
 

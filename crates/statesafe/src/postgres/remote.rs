@@ -58,6 +58,12 @@ pub(crate) struct Remote {
     /// prepared statements: the URL says `prepare=sql`, or a transaction found its
     /// connection's statements missing from its server session (a pooler).
     sql_prepare: AtomicBool,
+    /// Writes over a damaged row whose `COMMIT` lost its answer while the server could
+    /// not be asked: the transaction's id and the [`Event::Quarantined`] due if it
+    /// committed, settled at the next read or transaction ([`Remote::settle_unsettled`]).
+    unsettled: Mutex<Vec<(i64, Event)>>,
+    /// `unsettled` is not empty (so that reads and transactions skip its lock).
+    any_unsettled: AtomicBool,
 }
 
 /// The current row, as read.
@@ -151,6 +157,8 @@ impl Remote {
             names,
             pool: Mutex::new(Vec::new()),
             sql_prepare: AtomicBool::new(sql_prepare),
+            unsettled: Mutex::new(Vec::new()),
+            any_unsettled: AtomicBool::new(false),
         };
         let mut client = remote.connect()?;
         remote.ensure_tables(&mut client)?;
@@ -575,6 +583,7 @@ impl Remote {
         &self,
         store: &Store<T>,
     ) -> Result<Snapshot<T>> {
+        self.settle_unsettled(store);
         let cur = self.read("read", |c| self.read_current(c, None))?;
         let Some(cur) = cur else {
             return Err(self.not_found());
@@ -1000,6 +1009,7 @@ SELECT (SELECT 1 FROM {main} WHERE state = {key} FOR UPDATE SKIP LOCKED),
     /// rolls back (letting go of the state's row, which CMD's own writers need) and
     /// waits for the lock row first, then the state's row.
     fn lock_row<T>(&self, store: &Store<T>, operation: &str) -> Result<Tx<'_>> {
+        self.settle_unsettled(store);
         let config = store.config();
         self.plain_only(config.format)?;
         let millis = config.lock_timeout.as_millis().min(i32::MAX as u128);
@@ -1097,6 +1107,7 @@ SELECT (SELECT 1 FROM {main} WHERE state = {key} FOR UPDATE SKIP LOCKED),
             backups: Vec::new(),
             prepared: Vec::new(),
             protocol: false,
+            quarantined: None,
         };
         let locked = (|| -> Result<Locking, postgres::Error> {
             let (protocol, statements) = begun?;
@@ -1360,6 +1371,39 @@ SELECT (SELECT txid_current()::text FROM {main} WHERE state = {key} FOR UPDATE S
         .inspect(|_| self.give(client))
     }
 
+    /// Asks the server what became of the writes over a damaged row whose `COMMIT`
+    /// lost its answer while it could not be asked (review15): reports
+    /// [`Event::Quarantined`] for each that committed (never silently: the error said
+    /// the row may have gone there), forgets each that did not (the damaged row is
+    /// still in place, and the next read or write meets it), and keeps the others for
+    /// the next time. Called before each read and transaction: a lock-free check
+    /// when there are none.
+    fn settle_unsettled<T>(&self, store: &Store<T>) {
+        if !self.any_unsettled.load(Ordering::Acquire) {
+            return;
+        }
+        let pending = std::mem::take(&mut *self.unsettled.lock());
+        let mut committed = Vec::new();
+        let mut left = Vec::new();
+        for (xid, event) in pending {
+            match self.resolve(xid, Instant::now()) {
+                Some(true) => committed.push(event),
+                Some(false) => {}
+                None => left.push((xid, event)),
+            }
+        }
+        {
+            let mut unsettled = self.unsettled.lock();
+            unsettled.extend(left);
+            self.any_unsettled
+                .store(!unsettled.is_empty(), Ordering::Release);
+        }
+        // Emitted with no lock held: a listener may use the store.
+        for event in committed {
+            store.emit(event);
+        }
+    }
+
     /// Who holds the state's row lock, from the row's `xmax`, `pg_locks` and
     /// `pg_stat_activity` (statesafe's transactions name themselves there).
     pub(crate) fn lock_holder(&self) -> Option<Holder> {
@@ -1481,10 +1525,9 @@ SELECT (SELECT txid_current()::text FROM {main} WHERE state = {key} FOR UPDATE S
             .first()
             .and_then(|r| r.first().cloned().flatten())
             .unwrap_or_default();
-        Ok(PathBuf::from(format!(
-            "{}#quarantine={id}",
-            self.display().display()
-        )))
+        let path = PathBuf::from(format!("{}#quarantine={id}", self.display().display()));
+        tx.quarantined = Some((path.clone(), damage.to_string()));
+        Ok(path)
     }
 
     /// Sets the row's generation to `generation` in `tx`'s transaction when it is
@@ -1809,6 +1852,10 @@ pub(crate) struct Tx<'s> {
     /// transaction checked that its server session holds them
     /// ([`Remote::lock_protocol`]). Else as an SQL-level `EXECUTE` ([`Write`]).
     protocol: bool,
+    /// The damaged row this transaction copied into the quarantine table (where, and
+    /// why), for a `COMMIT` that loses its answer: the error says where it went if it
+    /// committed, and the store reports it once the server can say.
+    quarantined: Option<(PathBuf, String)>,
 }
 
 impl Drop for Tx<'_> {
@@ -1913,11 +1960,31 @@ impl Tx<'_> {
                     hint: "nothing was committed by this call; run it again".into(),
                     source: Some(Box::new(e)),
                 }),
-                None => Err(Error::OutcomeUnknown {
-                    path: remote.display().to_path_buf(),
-                    generation,
-                    source: std::io::Error::other(CommitLost(e.to_string())),
-                }),
+                None => {
+                    let quarantined = self.quarantined.take();
+                    if let (Some((quarantined, damage)), Some(xid)) =
+                        (&quarantined, self.current.xid)
+                    {
+                        remote.unsettled.lock().push((
+                            xid,
+                            Event::Quarantined {
+                                path: remote.display().to_path_buf(),
+                                damage: damage.clone(),
+                                quarantined: quarantined.clone(),
+                                generation,
+                            },
+                        ));
+                        remote.any_unsettled.store(true, Ordering::Release);
+                    }
+                    Err(Error::OutcomeUnknown {
+                        path: remote.display().to_path_buf(),
+                        generation,
+                        source: std::io::Error::other(CommitLost(
+                            e.to_string(),
+                            quarantined.map(|(q, _)| q),
+                        )),
+                    })
+                }
             },
         }
     }

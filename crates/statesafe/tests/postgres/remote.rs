@@ -1001,6 +1001,128 @@ fn a_commit_lost_with_the_server_out_of_reach_is_outcome_unknown_and_settled_und
     assert_eq!(store.generation().unwrap(), generation + 1);
 }
 
+/// review15 item 6: a `replace` over a damaged row (which it copies into the
+/// quarantine table in its own transaction) whose `COMMIT` lost its answer with the
+/// server out of reach gave `OutcomeUnknown` and nothing else: no word that the row
+/// may have been quarantined, nor where, and no `Quarantined` event even when the
+/// replace had landed. The error now names where the row went if it committed, and
+/// the store asks the server at its next transaction or read (as `txid_status`
+/// settles a lost `COMMIT` at once when the server can be reached): `Quarantined`
+/// when it landed, nothing when it did not.
+#[test]
+fn review15_a_replace_over_damage_whose_commit_is_lost_says_where_the_row_went() {
+    let Some(pg) = cluster::cluster() else { return };
+    let cutter = CommitCutter::start(pg.port, false);
+    let name = "review15-lost-quarantine";
+    let url = format!(
+        "postgres://{}@127.0.0.1:{}/{}?state={name}&sslmode=disable",
+        pg.user,
+        cutter.port,
+        cluster::DATABASE
+    );
+    let events = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = Arc::clone(&events);
+    let store: Store = Store::options()
+        .on_event(move |e| sink.lock().unwrap().push(e.clone()))
+        .open_url(&url)
+        .unwrap();
+    store.create(json!({"n": 1})).unwrap();
+    store.update(|s| s["n"] = 2.into()).unwrap();
+    let mut admin = pg.client();
+    let damaged = admin
+        .execute(
+            "UPDATE statesafe SET checksum = checksum + 1 WHERE state = $1",
+            &[&name],
+        )
+        .unwrap();
+    assert_eq!(damaged, 1);
+    cutter.armed.store(true, Ordering::SeqCst);
+    cutter.partitioned.store(true, Ordering::SeqCst);
+    let err = store.replace(json!({"n": 3})).unwrap_err();
+    cutter.assert_cut();
+    assert!(matches!(err, Error::OutcomeUnknown { .. }), "{err:?}");
+    let text = err.to_string();
+    let named = text
+        .split('`')
+        .find(|p| p.contains("#quarantine="))
+        .map(std::path::PathBuf::from);
+    assert!(
+        named.is_some() && text.contains("quarantine table"),
+        "the error does not say where the damaged row went: {text}"
+    );
+    assert!(
+        !events
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|e| matches!(e, statesafe::Event::Quarantined { .. })),
+        "reported as quarantined before anyone knew"
+    );
+    cutter.partitioned.store(false, Ordering::SeqCst);
+    // Wait for the server to finish that COMMIT either way (it holds the row lock).
+    let mut settle = admin.transaction().unwrap();
+    settle
+        .query(
+            "SELECT 1 FROM statesafe WHERE state = $1 FOR UPDATE",
+            &[&name],
+        )
+        .unwrap();
+    settle.commit().unwrap();
+    let kept: Vec<i64> = admin
+        .query(
+            "SELECT id FROM statesafe_quarantine WHERE state = $1",
+            &[&name],
+        )
+        .unwrap()
+        .into_iter()
+        .map(|r| r.get(0))
+        .collect();
+    let strict: Store = Store::options()
+        .recovery(statesafe::RecoveryPolicy::Fail)
+        .open_url(&pg.url(name))
+        .unwrap();
+    let landed = strict.load().is_ok();
+    eprintln!("landed: {landed}; quarantine rows {kept:?}; error: {text}");
+    // The next read asks the server.
+    let _ = store.load();
+    let seen: Vec<statesafe::Event> = events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| matches!(e, statesafe::Event::Quarantined { .. }))
+        .cloned()
+        .collect();
+    if landed {
+        assert_eq!(kept.len(), 1, "{kept:?}");
+        assert!(
+            named
+                .as_ref()
+                .unwrap()
+                .to_string_lossy()
+                .ends_with(&format!("#quarantine={}", kept[0])),
+            "{named:?} is not quarantine row {}",
+            kept[0]
+        );
+        assert_eq!(strict.load().unwrap().state, json!({"n": 3}));
+        match seen.as_slice() {
+            [
+                statesafe::Event::Quarantined {
+                    quarantined,
+                    generation,
+                    ..
+                },
+            ] => {
+                assert_eq!(Some(quarantined), named.as_ref());
+                assert_eq!(*generation, strict.load().unwrap().generation);
+            }
+            other => panic!("the replace landed, and the store said {other:?}"),
+        }
+    } else {
+        assert!(kept.is_empty(), "{kept:?}");
+        assert!(seen.is_empty(), "the replace did not land: {seen:?}");
+    }
+}
+
 /// The child role of the SIGKILL test: holds the row lock and waits to be killed.
 #[test]
 fn child_holds_the_lock_until_killed() {
