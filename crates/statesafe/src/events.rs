@@ -74,7 +74,8 @@ pub enum Event {
     SpecialFilesystem {
         /// The state file.
         path: PathBuf,
-        /// The kind of filesystem (`nfs`, `cifs`, `smb2`, `fuse`, `9p`).
+        /// The kind of filesystem (`nfs`, `cifs`, `smb2`, `fuse`, `9p`, `lustre`, `gpfs`,
+        /// `afs`, `ceph`, `gfs2`, `ocfs2`, `beegfs`).
         kind: &'static str,
     },
     /// The file was changed outside statesafe; the change was accepted (it is valid).

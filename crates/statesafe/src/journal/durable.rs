@@ -99,10 +99,12 @@ impl Slot {
     /// the lock file took) is passed over: the worst such a holder can do is leave
     /// every store [`Slot::Shared`], whose flushes are made with the lock held.
     ///
-    /// On a network or user-space filesystem none is claimed: an NFS client may
-    /// emulate `flock` with a byte-range lock of the whole file, which a slot's lock
-    /// held by another store would block (the writers' lock never taken while that
-    /// store is open).
+    /// On a network, cluster or user-space filesystem none is claimed: an NFS client
+    /// (or Lustre's, or kAFS's) may send `flock` as a byte-range lock of the whole
+    /// file, which a slot's lock held by another store would block (the writers' lock
+    /// never taken while that store is open), and on some cluster filesystems
+    /// byte-range locks are local to one node, so two nodes could claim the same slot
+    /// (`sys::special_filesystem` lists them).
     pub(crate) fn claim(lock: &std::fs::File, pid: u32) -> Slot {
         if crate::sys::special_filesystem(lock).is_some() {
             return Slot::Shared;

@@ -239,16 +239,53 @@ pub(crate) fn command_args() -> Vec<String> {
 }
 
 /// The filesystem type of the filesystem holding `fd`, as a name when it is one we
-/// treat specially (network and user-space filesystems).
+/// treat specially (network and user-space filesystems): [`special_kind`].
 pub(crate) fn special_filesystem(fd: impl AsFd) -> Option<&'static str> {
     let stat = rustix::fs::fstatfs(fd).ok()?;
-    // Magic numbers from linux/magic.h.
-    match stat.f_type as i64 {
+    // The magic numbers are 32-bit; `f_type` is a signed word (32 bits on 32-bit
+    // systems, where 0xFF534D42 reads negative).
+    special_kind(stat.f_type as u32)
+}
+
+/// The name of the special filesystem whose `statfs` magic number is `magic` (from
+/// `linux/magic.h`, and the projects' own headers for those outside the kernel).
+///
+/// Network and cluster filesystems, whose locking is their server's or their lock
+/// manager's, and whose `flock` (the writers' lock) may not be what it is locally:
+/// - in the lock space of byte-range locks (a slot's lock another store holds would
+///   block it, `journal/durable.rs`): NFS, which emulates `flock` with a byte-range
+///   lock of the whole file, CIFS/SMB, FUSE and 9p (their daemon's choice); Lustre
+///   mounted with `-o flock` (the default since 2.13: `ll_file_flock` sends `flock`
+///   to the lock server as a byte-range lock of the whole file, beside `fcntl`'s);
+///   AFS (kAFS sends `flock` to the server as a whole-file lock, and with
+///   `-o flock=strict` or `write` byte-range locks too; OpenAFS's magic is the other);
+/// - local to one node while the other kind spans the cluster, so that a slot (or
+///   the writers' lock) two nodes both take is taken twice: GPFS (its `flock` is
+///   node-local, its `fcntl` locks cluster-wide), OCFS2 on its own `o2cb` stack
+///   (cluster-wide `flock`, node-local byte-range locks), Lustre mounted with
+///   `localflock`, GFS2 and OCFS2 mounted with `localflocks`, BeeGFS (global or
+///   local by its `tuneUseGlobalFileLocks`);
+/// - CephFS keeps the two in separate cluster-wide spaces (as GFS2 and OCFS2 on a
+///   DLM do), but its mount options vary as the others' do: listed so that a store
+///   there claims no slot and says where it is.
+///
+/// On all of them no lock-file slot is claimed (a store's flushes are then made
+/// with the writers' lock held, which costs concurrency only) and
+/// `Event::SpecialFilesystem` says the guarantees depend on the cluster.
+fn special_kind(magic: u32) -> Option<&'static str> {
+    match magic {
         0x6969 => Some("nfs"),
         0xFF534D42 => Some("cifs"),
         0xFE534D42 => Some("smb2"),
         0x65735546 => Some("fuse"),
         0x01021997 => Some("9p"),
+        0x0BD00BD0 => Some("lustre"),
+        0x47504653 => Some("gpfs"),
+        0x6B414653 | 0x5346414F => Some("afs"),
+        0x00C36400 => Some("ceph"),
+        0x01161970 => Some("gfs2"),
+        0x7461636F => Some("ocfs2"),
+        0x19830326 => Some("beegfs"),
         _ => None,
     }
 }
@@ -639,6 +676,40 @@ pub(crate) fn names_in(fd: impl AsFd) -> io::Result<Vec<std::ffi::OsString>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The filesystems on which no store claims a lock-file slot of its own
+    /// (`journal/durable.rs`) and whose stores report `Event::SpecialFilesystem`: the
+    /// network and cluster filesystems whose `flock` may share the lock space of
+    /// byte-range locks, or whose byte-range locks or `flock` may not span the
+    /// cluster's nodes (review15 item 4; see `special_kind`), and not the local ones.
+    #[test]
+    fn the_special_filesystems_are_the_network_and_cluster_ones() {
+        for (magic, kind) in [
+            (0x6969, "nfs"),
+            (0xFF534D42, "cifs"),
+            (0xFE534D42, "smb2"),
+            (0x65735546, "fuse"),
+            (0x01021997, "9p"),
+            (0x0BD00BD0, "lustre"),
+            (0x47504653, "gpfs"),
+            (0x6B414653, "afs"),
+            (0x5346414F, "afs"),
+            (0x00C36400, "ceph"),
+            (0x01161970, "gfs2"),
+            (0x7461636F, "ocfs2"),
+            (0x19830326, "beegfs"),
+        ] {
+            assert_eq!(special_kind(magic), Some(kind), "{magic:#x}");
+        }
+        // ext4, xfs, btrfs, tmpfs, overlayfs, zfs, f2fs.
+        for magic in [
+            0xEF53, 0x58465342, 0x9123683E, 0x01021994, 0x794C7630, 0x2FC12FC1, 0xF2F52010,
+        ] {
+            assert_eq!(special_kind(magic), None, "{magic:#x}");
+        }
+        // `f_type` as a 32-bit system gives it (signed): the same name.
+        assert_eq!(special_kind(0xFF534D42u32 as i32 as u32), Some("cifs"));
+    }
 
     /// The identity checks compare what [`stat_at`] and [`stat_fd`] give (no times)
     /// with what other calls gave (`fstat` of a fresh descriptor, `std`'s metadata, a
