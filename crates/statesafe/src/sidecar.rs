@@ -604,7 +604,10 @@ impl Sidecar {
     }
 
     /// Brings the sidecar in line with the state file's `perms` (call with the lock
-    /// held, after a commit). Cheap when nothing changed: one `fstat`. Only statesafe's
+    /// held, after a commit). Cheap when nothing changed: no system call at all when
+    /// `perms` are the ones this handle last applied (it remembers them); otherwise an
+    /// `fstat` of the folder and a `stat` of the lock file and of the journal, and
+    /// changes only where they differ. Only statesafe's
     /// own entries are adjusted; backups and quarantined files keep their own inode's
     /// permissions (they are versions of the document), and anything else is left alone.
     pub fn enforce(&self, perms: Perms) -> Result<()> {
