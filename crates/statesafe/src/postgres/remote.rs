@@ -1996,10 +1996,24 @@ impl Tx<'_> {
             // those scans). Rows older than the window are there only after the
             // retention shrank: the write of every `PRUNE_WINDOW`th generation prunes
             // without the bound, so they go within that many commits.
+            //
+            // The sub-`SELECT` that finds the `keep - 1`th newest other backup is
+            // bounded to the same window (the same rows deleted: one below the window
+            // leaves nothing in it to delete either way), and each bounded scan has an
+            // upper bound too (`<= i64::MAX`, true of every row): a key range with a
+            // parameter at one end is what the planner estimates as a narrow range
+            // (`state = $1` alone is every row of a table of one state, `<>` and one
+            // inequality a third of it), so the generic plan reads the state's
+            // newest keys instead of scanning the whole table, every state's rows and
+            // the dead ones (pg16: with the statistics of a table of few live rows and
+            // many pages, as between vacuums, it was a sequential scan in every write).
             let full = generation.is_multiple_of(PRUNE_WINDOW as u64);
             prune_backups = Some(match (policy.keep == 1, full) {
                 (true, true) => "generation <> $2",
-                (true, false) => "generation <> $2 AND generation >= $2 - 64",
+                (true, false) => {
+                    "generation <> $2 AND generation >= $2 - 64 \
+                     AND generation <= 9223372036854775807"
+                }
                 (false, full) => {
                     write.offset = Some(i64::from(policy.keep) - 2);
                     if full {
@@ -2007,7 +2021,9 @@ impl Tx<'_> {
                          AND generation <> $2 ORDER BY generation DESC LIMIT 1 OFFSET $8)"
                     } else {
                         "generation < (SELECT generation FROM {backups} WHERE state = $1 \
-                         AND generation <> $2 ORDER BY generation DESC LIMIT 1 OFFSET $8) \
+                         AND generation <> $2 AND generation >= $2 - $8 - 64 \
+                         AND generation <= 9223372036854775807 \
+                         ORDER BY generation DESC LIMIT 1 OFFSET $8) \
                          AND generation >= $2 - $8 - 64"
                     }
                 }
