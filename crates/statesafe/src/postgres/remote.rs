@@ -754,7 +754,7 @@ SELECT (SELECT 1 FROM {main} WHERE state = {key} FOR UPDATE SKIP LOCKED),
             (
                 "text, text",
                 format!(
-                    "SELECT set_config('lock_timeout', $1, true), set_config('application_name', $2, true), {SYNCHRONOUS_COMMIT}, {}{prepared}",
+                    "SELECT set_config('lock_timeout', $1, true), set_config('application_name', $2, true), {SYNCHRONOUS_COMMIT}, {PLAN_BY_INDEX}, {}{prepared}",
                     statement_timeout("$1")
                 ),
             ),
@@ -1096,7 +1096,7 @@ SELECT (SELECT 1 FROM {main} WHERE state = {key} FOR UPDATE SKIP LOCKED),
             let left = config.lock_timeout.saturating_sub(start.elapsed());
             let ms = left.as_millis().clamp(1, i32::MAX as u128);
             let wait = format!(
-                "ROLLBACK; BEGIN ISOLATION LEVEL READ COMMITTED; SELECT set_config('lock_timeout', '{ms}ms', true), set_config('application_name', '{}', true), {SYNCHRONOUS_COMMIT}, {};
+                "ROLLBACK; BEGIN ISOLATION LEVEL READ COMMITTED; SELECT set_config('lock_timeout', '{ms}ms', true), set_config('application_name', '{}', true), {SYNCHRONOUS_COMMIT}, {PLAN_BY_INDEX}, {};
 SELECT 1 FROM {} WHERE state = {} FOR UPDATE{};\n{}{}",
                 application_name(operation),
                 statement_timeout(&format!("'{ms}ms'")),
@@ -2205,6 +2205,18 @@ impl Tx<'_> {
 const SYNCHRONOUS_COMMIT: &str = "set_config('synchronous_commit', \
     CASE WHEN current_setting('synchronous_commit') IN ('off', 'local') THEN 'on' \
     ELSE current_setting('synchronous_commit') END, true)";
+
+/// The statements of a write transaction planned to read by index (`enable_seqscan`
+/// off for the transaction, as `SET LOCAL`). Each has an index for what it reads (the
+/// primary keys: a state's row, its newest backups and history entries), but a
+/// prepared statement keeps the plan made at its first executions, and when a table is
+/// new (one page) a sequential scan is cheaper: that plan stayed while the table
+/// grew with the rows its writes deleted (until a vacuum's statistics made it plan
+/// again), so every write scanned the whole backups table, every state's rows live
+/// and dead (pg16: 24 shared buffers a write in the bench's runs, from the backup
+/// prune's sub-`SELECT`). Only the plans change: a statement with no index path is
+/// still planned, as a scan.
+const PLAN_BY_INDEX: &str = "set_config('enable_seqscan', 'off', true)";
 
 /// The server's `statement_timeout` (of the database, the role or the URL's
 /// `options`), when it is set, lengthened by the lock timeout `lock` (an SQL text
