@@ -2209,13 +2209,13 @@ const SYNCHRONOUS_COMMIT: &str = "set_config('synchronous_commit', \
 /// The statements of a write transaction planned to read by index (`enable_seqscan`
 /// off for the transaction, as `SET LOCAL`). Each has an index for what it reads (the
 /// primary keys: a state's row, its newest backups and history entries), but a
-/// prepared statement keeps the plan made at its first executions, and when a table is
-/// new (one page) a sequential scan is cheaper: that plan stayed while the table
-/// grew with the rows its writes deleted (until a vacuum's statistics made it plan
-/// again), so every write scanned the whole backups table, every state's rows live
-/// and dead (pg16: 24 shared buffers a write in the bench's runs, from the backup
-/// prune's sub-`SELECT`). Only the plans change: a statement with no index path is
-/// still planned, as a scan.
+/// prepared statement keeps its plan until a table's statistics change, and while a
+/// table is a page of a few rows (after a vacuum) a sequential scan is cheaper: that
+/// plan stayed while the table grew with the rows the writes deleted (until the next
+/// vacuum), so every write scanned the whole backups table, every state's rows live
+/// and dead (pg16: the backup prune's sub-`SELECT`; 65 shared buffers a write
+/// against 18 without the prune, in a `pgbench` replay after an autovacuum). Only
+/// the plans change: a statement with no index path is still planned, as a scan.
 const PLAN_BY_INDEX: &str = "set_config('enable_seqscan', 'off', true)";
 
 /// The server's `statement_timeout` (of the database, the role or the URL's
