@@ -826,7 +826,7 @@ SELECT (SELECT 1 FROM {main} WHERE state = {key} FOR UPDATE SKIP LOCKED),
             (
                 "text, text",
                 format!(
-                    "SELECT set_config('lock_timeout', $1, true), set_config('application_name', $2, true), {SYNCHRONOUS_COMMIT}, {}{prepared}",
+                    "SELECT set_config('lock_timeout', $1, true), set_config('application_name', $2, true), {SYNCHRONOUS_COMMIT}, {PLAN_BY_INDEX}, {}{prepared}",
                     statement_timeout("$1")
                 ),
             ),
@@ -1170,7 +1170,7 @@ SELECT (SELECT 1 FROM {main} WHERE state = {key} FOR UPDATE SKIP LOCKED),
             let left = config.lock_timeout.saturating_sub(start.elapsed());
             let ms = left.as_millis().clamp(1, i32::MAX as u128);
             let wait = format!(
-                "ROLLBACK; BEGIN ISOLATION LEVEL READ COMMITTED; SELECT set_config('lock_timeout', '{ms}ms', true), set_config('application_name', '{}', true), {SYNCHRONOUS_COMMIT}, {};
+                "ROLLBACK; BEGIN ISOLATION LEVEL READ COMMITTED; SELECT set_config('lock_timeout', '{ms}ms', true), set_config('application_name', '{}', true), {SYNCHRONOUS_COMMIT}, {PLAN_BY_INDEX}, {};
 SELECT 1 FROM {} WHERE state = {} FOR UPDATE{};\n{}{}",
                 application_name(operation),
                 statement_timeout(&format!("'{ms}ms'")),
@@ -2129,10 +2129,24 @@ impl Tx<'_> {
             // those scans). Rows older than the window are there only after the
             // retention shrank: the write of every `PRUNE_WINDOW`th generation prunes
             // without the bound, so they go within that many commits.
+            //
+            // The sub-`SELECT` that finds the `keep - 1`th newest other backup is
+            // bounded to the same window (the same rows deleted: one below the window
+            // leaves nothing in it to delete either way), and each bounded scan has an
+            // upper bound too (`<= i64::MAX`, true of every row): a key range with a
+            // parameter at one end is what the planner estimates as a narrow range
+            // (`state = $1` alone is every row of a table of one state, `<>` and one
+            // inequality a third of it), so the generic plan reads the state's
+            // newest keys instead of scanning the whole table, every state's rows and
+            // the dead ones (pg16: with the statistics of a table of few live rows and
+            // many pages, as between vacuums, it was a sequential scan in every write).
             let full = generation.is_multiple_of(PRUNE_WINDOW as u64);
             prune_backups = Some(match (policy.keep == 1, full) {
                 (true, true) => "generation <> $2",
-                (true, false) => "generation <> $2 AND generation >= $2 - 64",
+                (true, false) => {
+                    "generation <> $2 AND generation >= $2 - 64 \
+                     AND generation <= 9223372036854775807"
+                }
                 (false, full) => {
                     write.offset = Some(i64::from(policy.keep) - 2);
                     if full {
@@ -2140,7 +2154,9 @@ impl Tx<'_> {
                          AND generation <> $2 ORDER BY generation DESC LIMIT 1 OFFSET $8)"
                     } else {
                         "generation < (SELECT generation FROM {backups} WHERE state = $1 \
-                         AND generation <> $2 ORDER BY generation DESC LIMIT 1 OFFSET $8) \
+                         AND generation <> $2 AND generation >= $2 - $8 - 64 \
+                         AND generation <= 9223372036854775807 \
+                         ORDER BY generation DESC LIMIT 1 OFFSET $8) \
                          AND generation >= $2 - $8 - 64"
                     }
                 }
@@ -2322,6 +2338,18 @@ impl Tx<'_> {
 const SYNCHRONOUS_COMMIT: &str = "set_config('synchronous_commit', \
     CASE WHEN current_setting('synchronous_commit') IN ('off', 'local') THEN 'on' \
     ELSE current_setting('synchronous_commit') END, true)";
+
+/// The statements of a write transaction planned to read by index (`enable_seqscan`
+/// off for the transaction, as `SET LOCAL`). Each has an index for what it reads (the
+/// primary keys: a state's row, its newest backups and history entries), but a
+/// prepared statement keeps its plan until a table's statistics change, and while a
+/// table is a page of a few rows (after a vacuum) a sequential scan is cheaper: that
+/// plan stayed while the table grew with the rows the writes deleted (until the next
+/// vacuum), so every write scanned the whole backups table, every state's rows live
+/// and dead (pg16: the backup prune's sub-`SELECT`; 65 shared buffers a write
+/// against 18 without the prune, in a `pgbench` replay after an autovacuum). Only
+/// the plans change: a statement with no index path is still planned, as a scan.
+const PLAN_BY_INDEX: &str = "set_config('enable_seqscan', 'off', true)";
 
 /// The server's `statement_timeout` (of the database, the role or the URL's
 /// `options`), when it is set, lengthened by the lock timeout `lock` (an SQL text

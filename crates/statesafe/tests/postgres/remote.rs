@@ -476,6 +476,152 @@ fn the_backup_prune_looks_64_generations_down_and_catches_up_on_every_64th() {
     assert_eq!(narrow.get().unwrap(), json!({"n": 127}));
 }
 
+#[test]
+fn the_backup_prune_reads_the_states_own_backups_by_index_in_a_bloated_table() {
+    // pg16: the prune's sub-`SELECT` (the `keep - 1`th newest backup other than the
+    // outgoing one) had only `state = $1` and `generation <> $2` to go by, and its
+    // generic plan, with the statistics of a table of few live rows in many pages
+    // not yet vacuumed (the rows earlier writes deleted, or another state's), was a
+    // sequential scan of the whole backups table, every state's rows live and dead,
+    // in every write (a `pgbench` replay after an autovacuum: 65 buffers a write,
+    // 18 without the prune). Bounded to the prune's window, it reads the state's
+    // newest keys.
+    let Some(pg) = cluster::cluster() else { return };
+    let url = pg.url_with("bloated", "table=bloated");
+    let store = open(&url);
+    store.create(json!({"n": 0})).unwrap();
+    // Another state's rows first, this state's backups after them, then the others
+    // deleted and the table analyzed, not vacuumed (no autovacuum either: a vacuum
+    // marks the pages all-visible, and then an index-only scan is cheap enough).
+    let mut admin = pg.client();
+    admin
+        .batch_execute(
+            "ALTER TABLE bloated_backups SET (autovacuum_enabled = false);
+             INSERT INTO bloated_backups SELECT 'other', g, '{}', 0, now() FROM generate_series(1, 20000) g",
+        )
+        .unwrap();
+    for n in 1..=10 {
+        store.update(|s| s["n"] = n.into()).unwrap();
+    }
+    drop(store);
+    admin
+        .batch_execute("DELETE FROM bloated_backups WHERE state = 'other'; ANALYZE bloated_backups")
+        .unwrap();
+    drop(admin);
+    // A backend reports its counters when it ends (or idle, within seconds): wait for
+    // every insert so far to be counted, then read the scans.
+    let scans = |inserted: i64| -> i64 {
+        for _ in 0..600 {
+            let row = pg
+                .client()
+                .query_one(
+                    "SELECT n_tup_ins, seq_scan FROM pg_stat_user_tables WHERE relname = 'bloated_backups'",
+                    &[],
+                )
+                .unwrap();
+            if row.get::<_, i64>(0) >= inserted {
+                return row.get(1);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("the server never counted {inserted} inserts into bloated_backups");
+    };
+    let before = scans(20_010);
+    // One thread, so one connection: its first five writes are planned with their
+    // values (a table of one state: every row matches, so a scan of it is fair);
+    // the later ones run the generic plan.
+    let store = open(&url);
+    for n in 11..=30 {
+        store.update(|s| s["n"] = n.into()).unwrap();
+    }
+    drop(store);
+    let seq = scans(20_030) - before;
+    assert!(
+        seq <= 5,
+        "{seq} of 20 writes scanned the whole backups table"
+    );
+    // And the retention held (default: 5).
+    let kept: Vec<i64> = pg
+        .client()
+        .query(
+            "SELECT generation FROM bloated_backups WHERE state = 'bloated' ORDER BY generation DESC",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(kept, vec![30, 29, 28, 27, 26]);
+}
+
+#[test]
+fn a_write_reads_by_index_in_tables_that_grew_after_it_was_planned() {
+    // pg16: a connection keeps the plans of its statements until a table's
+    // statistics change (a vacuum or an analyze: autovacuum's, as in the bench, once
+    // a minute), and plans them again at their next execution. Planned when the
+    // backups table was a page after a vacuum, the prune's sub-`SELECT` was a
+    // sequential scan, and stayed one as the table grew with the rows the writes
+    // deleted, so every write read the whole table, every state's rows live and
+    // dead. Write transactions now plan by index.
+    let Some(pg) = cluster::cluster() else { return };
+    let url = pg.url_with("young", "table=young");
+    let store = open(&url);
+    store.create(json!({"n": 0})).unwrap();
+    pg.client()
+        .batch_execute("ALTER TABLE young_backups SET (autovacuum_enabled = false)")
+        .unwrap();
+    for n in 1..=10 {
+        store.update(|s| s["n"] = n.into()).unwrap();
+    }
+    // A page of five live rows: the connection plans its write again at the next.
+    pg.client()
+        .batch_execute("VACUUM ANALYZE young_backups")
+        .unwrap();
+    store.update(|s| s["n"] = 11.into()).unwrap();
+    // The table grows (another state's rows) under the plan made; nothing plans it
+    // again.
+    pg.client()
+        .batch_execute(
+            "INSERT INTO young_backups SELECT 'other', g, '{}', 0, now() FROM generate_series(1, 20000) g",
+        )
+        .unwrap();
+    for n in 12..=31 {
+        store.update(|s| s["n"] = n.into()).unwrap();
+    }
+    drop(store);
+    // A backend reports its counters when it ends (or idle, within seconds). The
+    // rows sequential scans read: none (the primary key's build on the empty table
+    // counts as a scan, of no row).
+    let mut read = None;
+    for _ in 0..600 {
+        let row = pg
+            .client()
+            .query_one(
+                "SELECT n_tup_ins, seq_tup_read FROM pg_stat_user_tables WHERE relname = 'young_backups'",
+                &[],
+            )
+            .unwrap();
+        if row.get::<_, i64>(0) >= 20_031 {
+            read = Some(row.get::<_, i64>(1));
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let read = read.expect("the server never counted the inserts into young_backups");
+    assert_eq!(read, 0, "the writes scanned the backups table, {read} rows");
+    let kept: Vec<i64> = pg
+        .client()
+        .query(
+            "SELECT generation FROM young_backups WHERE state = 'young' ORDER BY generation DESC",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(kept, vec![31, 30, 29, 28, 27]);
+}
+
 /// A store of `state` keeping `keep` backups (count only).
 fn keeping(pg: &Cluster, state: &str, keep: u32) -> Store {
     Store::options()
