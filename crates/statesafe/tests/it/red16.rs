@@ -143,3 +143,56 @@ fn a_compare_and_swap_from_before_an_old_copy_was_put_back_does_not_overwrite_la
     }
     assert_eq!(cron.get().unwrap()["cron"], json!(2));
 }
+
+/// **Bug (red16): a failure after the commit (here: recording the history) is
+/// reported without its cause.**
+///
+/// `Event::BookkeepingFailed` carries the error as text, made with the error's
+/// `Display`, which (as every error of the library, in the `fs-err` manner) names the
+/// operation and the file and leaves the OS error to its `source`: the event, the
+/// warning logged with it and the bindings' events (Python's `on_event`, Node's
+/// `'event'`) said "failed to record history in `…/seg-….jsonl`" and never why
+/// ("Is a directory", "No space left on device", "Permission denied"), which is what
+/// tells the user what to fix.
+#[test]
+fn a_bookkeeping_failure_names_its_cause() {
+    let dir = common::test_dir();
+    let path = dir.path().join("state.json");
+    let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = std::sync::Arc::clone(&events);
+    let store: Store = Store::options()
+        .on_event(move |e| seen.lock().unwrap().push(e.clone()))
+        .open(&path)
+        .unwrap();
+    store.create(json!({"n": 1})).unwrap();
+    // The history's segment replaced by a directory: the next append fails (EISDIR).
+    let history = sidecar(&path).join("history");
+    for entry in std::fs::read_dir(&history).unwrap() {
+        let segment = entry.unwrap().path();
+        std::fs::remove_file(&segment).unwrap();
+        std::fs::create_dir(&segment).unwrap();
+    }
+    let generation = store.replace(json!({"n": 2})).unwrap();
+    let events = events.lock().unwrap();
+    let failed: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            statesafe::Event::BookkeepingFailed {
+                generation: g,
+                what,
+                error,
+                ..
+            } => Some((*g, what.clone(), error.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(failed.len(), 1, "{events:?}");
+    let (g, what, error) = &failed[0];
+    assert_eq!(*g, generation);
+    assert_eq!(what, "recording history");
+    let cause = "Is a directory";
+    assert!(
+        error.contains(cause),
+        "the event's error does not say why: {error:?} (expected {cause:?})"
+    );
+}
