@@ -1179,7 +1179,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             path: self.local().target.given.clone(),
             generation,
             what: what.to_string(),
-            error: e.to_string(),
+            error: e.with_causes(),
         });
     }
 
@@ -1360,7 +1360,12 @@ struct NewVersion<'a> {
 /// commit stands).
 fn bookkeeping_failed(recorder: &Recorder, path: &Path, what: &str, e: &Error) {
     recorder.failure(e.kind());
-    tracing::warn!(target: "statesafe", "committed `{}`, but {what} failed: {e}", path.display());
+    tracing::warn!(
+        target: "statesafe",
+        "committed `{}`, but {what} failed: {}",
+        path.display(),
+        e.with_causes()
+    );
 }
 
 fn current_perms<T>(store: &Store<T>) -> Perms {
