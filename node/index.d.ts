@@ -184,6 +184,23 @@ export interface ExternalChangeEvent {
   message: string
 }
 
+/**
+ * A commit stood, but a step after it failed (recording the history, pruning
+ * backups, giving the sidecar the file's permissions, publishing a journal's durable
+ * end): nothing to retry, something to fix.
+ */
+export interface BookkeepingFailedEvent {
+  type: 'bookkeepingFailed'
+  path: string
+  /** The generation committed. */
+  generation: number
+  /** The step that failed ("recording history"). */
+  what: string
+  /** The error with its causes ("failed to record history in `…`: Is a directory (os error 21)"). */
+  error: string
+  message: string
+}
+
 export interface CommitEvent {
   type: 'commit'
   path: string
@@ -346,11 +363,13 @@ export declare class Store<T = JsonValue> extends EventEmitter {
   on(event: 'quarantined', listener: (e: QuarantinedEvent) => void): this
   on(event: 'externalChange', listener: (e: ExternalChangeEvent) => void): this
   on(event: 'specialFilesystem', listener: (e: SpecialFilesystemEvent) => void): this
+  on(event: 'bookkeepingFailed', listener: (e: BookkeepingFailedEvent) => void): this
   once(event: 'commit', listener: (e: CommitEvent) => void): this
   once(event: 'recovered', listener: (e: RecoveredEvent) => void): this
   once(event: 'quarantined', listener: (e: QuarantinedEvent) => void): this
   once(event: 'externalChange', listener: (e: ExternalChangeEvent) => void): this
   once(event: 'specialFilesystem', listener: (e: SpecialFilesystemEvent) => void): this
+  once(event: 'bookkeepingFailed', listener: (e: BookkeepingFailedEvent) => void): this
 }
 
 /** Opens the state file at `path`; nothing is created until the first write. */

@@ -438,6 +438,19 @@ pub(crate) fn event_json(e: &Event) -> Value {
             "kind": kind,
             "message": e.to_string(),
         }),
+        Event::BookkeepingFailed {
+            path,
+            generation,
+            what,
+            error,
+        } => json!({
+            "type": "bookkeepingFailed",
+            "path": path.display().to_string(),
+            "generation": generation,
+            "what": what,
+            "error": error,
+            "message": e.to_string(),
+        }),
         other => json!({ "type": "other", "message": other.to_string() }),
     }
 }

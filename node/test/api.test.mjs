@@ -1,7 +1,7 @@
 // Every method, async and sync twin, every option, events, and the JSON-only rule.
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { readFileSync, writeFileSync, statSync, existsSync } from 'node:fs'
+import { readFileSync, writeFileSync, statSync, existsSync, readdirSync, rmSync, mkdirSync } from 'node:fs'
 import { join } from 'node:path'
 import { createRequire } from 'node:module'
 import { spawnSync } from 'node:child_process'
@@ -338,4 +338,29 @@ test('a closed store refuses every call with ECLOSED', async (t) => {
   await assert.rejects(store.update(() => {}), { code: 'ECLOSED' })
   assert.throws(() => store.replaceSync({}), { code: 'ECLOSED' })
   assert.throws(() => store.stats(), { code: 'ECLOSED' })
+})
+
+test('a bookkeeping failure after a commit is its own event, with its cause (red16)', async (t) => {
+  // It came as type 'other' with only a message that did not say why.
+  const dir = tempDir(t)
+  const file = join(dir, 'state.json')
+  const store = open(file)
+  const failed = []
+  store.on('bookkeepingFailed', (e) => failed.push(e))
+  await store.replace({ n: 1 })
+  const history = join(dir, '.state.json.statesafe', 'history')
+  for (const name of readdirSync(history)) {
+    rmSync(join(history, name))
+    mkdirSync(join(history, name)) // the next history append fails (EISDIR)
+  }
+  const generation = await store.replace({ n: 2 })
+  assert.deepEqual(await store.get(), { n: 2 }) // the commit stands
+  assert.equal(failed.length, 1)
+  assert.equal(failed[0].type, 'bookkeepingFailed')
+  assert.equal(failed[0].path, file)
+  assert.equal(failed[0].generation, generation)
+  assert.equal(failed[0].what, 'recording history')
+  assert.match(failed[0].error, /Is a directory/)
+  assert.match(failed[0].message, /Is a directory/)
+  store.close()
 })

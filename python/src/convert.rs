@@ -90,9 +90,12 @@ pub fn to_value(obj: &Bound<'_, PyAny>) -> PyResult<Value> {
     })
 }
 
-/// Deeper than this is refused rather than overflowing the stack (serde_json's own
-/// parser stops at 128).
-const MAX_DEPTH: usize = 128;
+/// Deeper than this is refused rather than overflowing the stack: the library's own
+/// limit (512 levels, on write and on read alike), which Python reads too. It was
+/// 128 (serde_json's default parser limit, which the workspace lifts), so a document
+/// another program wrote 129 to 512 levels deep was read here but could not be
+/// committed again, even untouched.
+const MAX_DEPTH: usize = statesafe::json::MAX_DEPTH;
 
 fn walk(obj: &Bound<'_, PyAny>, depth: usize) -> Result<Value, Failure> {
     if obj.is_none() {

@@ -940,6 +940,18 @@ pub fn event_dict<'py>(py: Python<'py>, event: &Event) -> PyResult<Bound<'py, Py
             d.set_item("path", text(path))?;
             d.set_item("generation", *generation)?;
         }
+        Event::BookkeepingFailed {
+            path,
+            generation,
+            what,
+            error,
+        } => {
+            d.set_item("kind", "bookkeeping_failed")?;
+            d.set_item("path", text(path))?;
+            d.set_item("generation", *generation)?;
+            d.set_item("what", what)?;
+            d.set_item("error", error)?;
+        }
         _ => d.set_item("kind", "other")?,
     }
     Ok(d)

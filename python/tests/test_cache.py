@@ -275,7 +275,7 @@ def test_the_text_a_transaction_writes_verifies_and_is_recorded(path: pathlib.Pa
     still statesafe's own version (a fresh store checks it, reads it back equal) and
     the commit has its backup and its history entry."""
     deep: Any = "leaf"
-    for i in range(127):  # 128 levels with the top dict: the writer's limit
+    for i in range(511):  # 512 levels with the top dict: the writer's limit (the library's)
         deep = [deep] if i % 2 else {"k": deep}
     store = statesafe.open(path, default={})
     with store.transaction() as state:

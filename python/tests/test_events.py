@@ -86,3 +86,26 @@ def test_stats_count_failures_and_lock_waits(path: pathlib.Path) -> None:
     assert s["commits"] == 1 and s["failures"] == {"too_large": 1}
     assert s["lock_waits"]["count"] == 2
     assert set(s["commit"]) == {"count", "total", "mean", "max", "p50", "p99"}
+
+
+def test_a_bookkeeping_failure_is_its_own_kind_with_its_fields(path: pathlib.Path) -> None:
+    # Red16: a failure after the commit (recording the history) came as kind "other"
+    # with only a message, although the Event type declares `what` and `error` for it;
+    # a program that watches for it by kind never saw it, and the cause was not said.
+    events: list[dict[str, Any]] = []
+    store = statesafe.open(path, on_event=events.append)
+    store.replace({"n": 1})
+    history = path.parent / f".{path.name}.statesafe" / "history"
+    for segment in list(history.iterdir()):
+        segment.unlink()
+        segment.mkdir()  # the next history append fails (EISDIR)
+    generation = store.replace({"n": 2})
+    assert store.get() == {"n": 2}  # the commit stands
+    failed = [e for e in events if e["kind"] == "bookkeeping_failed"]
+    assert len(failed) == 1, events
+    e = failed[0]
+    assert e["path"] == str(path)
+    assert e["generation"] == generation
+    assert e["what"] == "recording history"
+    assert "Is a directory" in e["error"], e
+    assert "Is a directory" in e["message"], e

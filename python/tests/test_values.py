@@ -9,6 +9,7 @@ import enum
 import json
 import math
 import pathlib
+import threading
 from collections import OrderedDict
 from typing import Any
 
@@ -111,10 +112,54 @@ def test_unicode(path: pathlib.Path) -> None:
 
 def test_deep_nesting_is_refused_not_a_crash(path: pathlib.Path) -> None:
     doc: Any = []
-    for _ in range(200):
+    for _ in range(600):
         doc = [doc]
     with pytest.raises(TypeError, match="nested more than"):
         statesafe.open(path).replace(doc)
+
+
+def _nested(levels: int) -> str:
+    # `levels` arrays one inside the other, the innermost holding 1.
+    return "[" * levels + "1" + "]" * levels
+
+
+@pytest.mark.parametrize("levels", [129, 300, 511])
+def test_a_document_as_deep_as_the_library_allows_can_be_updated(
+        path: pathlib.Path, levels: int) -> None:
+    # `levels` inside the top-level object. Red16: the Python package refused
+    # documents nested more than 128 levels on write, while the library (and the
+    # CLI, Node and Rust) hold up to 512 and Python reads them: a Python program
+    # could read a state another tool wrote but not update it at all, even leaving
+    # the deep part alone (TypeError, nothing written).
+    path.write_text('{"n": 0, "deep": ' + _nested(levels) + "}")
+    store = statesafe.open(path)
+    assert store.get()["n"] == 0
+
+    def bump(doc: Any) -> None:
+        doc["n"] += 1
+
+    store.update(bump)
+    assert store.get()["n"] == 1
+    assert json.loads(path.read_text())["deep"] == json.loads(_nested(levels))
+    # And written whole from Python objects, at that depth (511 + 1 = the limit), on
+    # a thread with a small stack (2 MiB, what the library is sized for).
+    errors: list[BaseException] = []
+
+    def replace() -> None:
+        try:
+            store.replace([json.loads(_nested(levels))])
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    old_size = threading.stack_size(2 << 20)
+    try:
+        worker = threading.Thread(target=replace)
+        worker.start()
+        worker.join()
+    finally:
+        threading.stack_size(old_size)
+    assert errors == []
+    assert path.read_text().count("[") == levels + 1
 
 
 json_ints = st.integers(min_value=-(2**63), max_value=2**64 - 1)

@@ -538,6 +538,20 @@ impl Error {
         }
     }
 
+    /// The message and every cause after it, as one line (`failed to record history in
+    /// `…`: Is a directory (os error 21)`): for reports that carry an error as text,
+    /// where the `source` chain would otherwise be lost with the cause it names.
+    pub(crate) fn with_causes(&self) -> String {
+        let mut text = self.to_string();
+        let mut cause = std::error::Error::source(self);
+        while let Some(c) = cause {
+            text.push_str(": ");
+            text.push_str(&c.to_string());
+            cause = c.source();
+        }
+        text
+    }
+
     /// A short, stable name for the kind of error, for logs, metrics and `--json` output.
     pub fn kind(&self) -> &'static str {
         match self {

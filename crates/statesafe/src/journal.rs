@@ -1408,12 +1408,13 @@ impl<T> Store<T> {
             let e = Error::io(Op::Write, &lock, e);
             let path = &self.local().target.given;
             self.recorder.failure(e.kind());
-            tracing::warn!(target: "statesafe", "committed `{}`, but {what} failed: {e}", path.display());
+            let error = e.with_causes();
+            tracing::warn!(target: "statesafe", "committed `{}`, but {what} failed: {error}", path.display());
             self.emit(Event::BookkeepingFailed {
                 path: path.clone(),
                 generation,
                 what,
-                error: e.to_string(),
+                error,
             });
         }
         Ok(finished.flushed)

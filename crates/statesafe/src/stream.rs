@@ -100,6 +100,8 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             Some((file, stat)) => {
                 if stat.len() >= STREAM_MIN
                     && let Some((state, base)) = self.read_streamed(&file, &stat)?
+                    // An older version put back is relabelled by the full read below.
+                    && base.generation >= guard.previous.last_generation
                 {
                     local.lock.check_owner_not_planted(dir, base.perms.uid)?;
                     return Ok(Transaction::local(
@@ -116,8 +118,10 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                         .rewind()
                         .map_err(|e| Error::io(Op::Read, &local.target.given, e))?;
                 }
-                let cur = write::read_opened(&local.target, dir, &local.lock, true, &file, &stat)?;
+                let mut cur =
+                    write::read_opened(&local.target, dir, &local.lock, true, &file, &stat)?;
                 self.refuse_lost_journal(&cur, false)?;
+                self.older_version_put_back(&guard, &mut cur)?;
                 Some(cur)
             }
         };

@@ -243,21 +243,52 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                 });
             }
         }
-        let current = if read {
+        let mut current = if read {
             self.read_current_for_write()?
         } else {
             None
         };
-        if let Some(cur) = &current {
+        if let Some(cur) = &mut current {
             self.local()
                 .lock
                 .check_owner_not_planted(dir, cur.perms.uid)?;
+            self.older_version_put_back(&guard, cur)?;
         }
         Ok(Locked {
             guard,
             temp_name,
             current,
         })
+    }
+
+    /// Relabels `cur`, read under the lock `guard`, when it is an older version put
+    /// back with its own metadata record (`cp -a` of a backup, a backup tool that
+    /// keeps extended attributes): its record matches its bytes, so it reads as the
+    /// generation it had, below the one the last holder recorded. Taken as that
+    /// generation, the next commit would write generations that committed versions
+    /// had (their history entries hidden behind new ones, a stale compare-and-swap
+    /// succeeding over commits it never saw). A plain file accepts outside changes,
+    /// so it is one: generation highest known + 1, external (stamped, kept as a
+    /// backup and recorded in the history by the commit, as any external change).
+    /// Sealed files (where it is damage, [`Store::verify`]) and journal snapshots
+    /// (whose journal is checked against them) are left to their own checks.
+    pub(crate) fn older_version_put_back(
+        &self,
+        guard: &lock::Guard<'_>,
+        cur: &mut Current,
+    ) -> Result<()> {
+        if cur.external
+            || cur.journal.is_some()
+            || cur.journal_follows
+            || cur.generation >= guard.previous.last_generation
+            || format::looks_sealed(&cur.bytes)
+        {
+            return Ok(());
+        }
+        let known = write::highest_known_generation(Some(guard.sidecar()), &self.local().lock)?;
+        cur.generation = known.max(guard.previous.last_generation) + 1;
+        cur.external = true;
+        Ok(())
     }
 
     /// Starts a transaction on an existing file: takes the lock, then reads the file
@@ -1148,7 +1179,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             path: self.local().target.given.clone(),
             generation,
             what: what.to_string(),
-            error: e.to_string(),
+            error: e.with_causes(),
         });
     }
 
@@ -1329,7 +1360,12 @@ struct NewVersion<'a> {
 /// commit stands).
 fn bookkeeping_failed(recorder: &Recorder, path: &Path, what: &str, e: &Error) {
     recorder.failure(e.kind());
-    tracing::warn!(target: "statesafe", "committed `{}`, but {what} failed: {e}", path.display());
+    tracing::warn!(
+        target: "statesafe",
+        "committed `{}`, but {what} failed: {}",
+        path.display(),
+        e.with_causes()
+    );
 }
 
 fn current_perms<T>(store: &Store<T>) -> Perms {

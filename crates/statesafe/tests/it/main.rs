@@ -36,6 +36,7 @@ mod red12;
 mod red13;
 mod red14;
 mod red15;
+mod red16;
 mod security;
 mod serialized;
 mod streaming;
