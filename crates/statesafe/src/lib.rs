@@ -42,6 +42,7 @@ mod journal;
 pub mod json;
 mod local_patch;
 mod lock;
+mod measure;
 mod paths;
 pub mod postgres;
 mod recover;
