@@ -40,6 +40,7 @@ mod history;
 mod janitor;
 mod journal;
 pub mod json;
+mod json_out;
 mod local_patch;
 mod lock;
 mod measure;

@@ -109,7 +109,7 @@ fn len(value: &Value, level: usize, indent: Option<usize>) -> Option<usize> {
 /// control characters six (`\u001f`), everything else itself.
 fn string_len(s: &str) -> usize {
     let bytes = s.as_bytes();
-    if !has_escapes(bytes) {
+    if !crate::json_out::has_escapes(bytes) {
         return bytes.len() + 2;
     }
     bytes.len()
@@ -122,31 +122,6 @@ fn string_len(s: &str) -> usize {
                 _ => 0,
             })
             .sum::<usize>()
-}
-
-/// Whether `bytes` hold a byte serde_json escapes: `"`, `\` or a control character.
-/// Looked for 16 bytes at a time, in blocks the compiler turns into vector compares
-/// (a byte at a time cost more than the rest of the walk); a string shorter than a
-/// block is copied into one padded with spaces, and the last block of a longer one
-/// overlaps the one before.
-fn has_escapes(bytes: &[u8]) -> bool {
-    const BLOCK: usize = 16;
-    let any = |block: &[u8; BLOCK]| {
-        block.iter().fold(0u8, |found, &b| {
-            found | u8::from(b < 0x20 || b == b'"' || b == b'\\')
-        }) != 0
-    };
-    let block = |at: usize| -> &[u8; BLOCK] {
-        bytes[at..at + BLOCK]
-            .try_into()
-            .expect("invariant: a block's length")
-    };
-    if bytes.len() < BLOCK {
-        let mut padded = [b' '; BLOCK];
-        padded[..bytes.len()].copy_from_slice(bytes);
-        return any(&padded);
-    }
-    (0..bytes.len() / BLOCK).any(|i| any(block(i * BLOCK))) || any(block(bytes.len() - BLOCK))
 }
 
 #[cfg(test)]
@@ -353,21 +328,6 @@ mod tests {
             .unwrap()
             .join()
             .unwrap();
-    }
-
-    #[test]
-    fn an_escaped_byte_is_found_at_every_place_in_strings_of_every_length() {
-        let escaped = |b: u8| b < 0x20 || b == b'"' || b == b'\\';
-        for n in 0..=48 {
-            assert!(!has_escapes(&vec![b'a'; n]), "{n}");
-            for at in 0..n {
-                for b in 0..=u8::MAX {
-                    let mut bytes = vec![b'a'; n];
-                    bytes[at] = b;
-                    assert_eq!(has_escapes(&bytes), escaped(b), "{n} {at} {b:#x}");
-                }
-            }
-        }
     }
 
     #[test]
