@@ -1385,7 +1385,7 @@ impl<T> Store<T> {
         let generation = pending.generation;
         let finished = pending.finish()?;
         if let Some(e) = finished.unpublished {
-            // The path is made only to tell of a failure (about 1,700 instructions).
+            // The path is made only to tell of a failure (about 1,500 instructions).
             let lock = self.local().target.sidecar().join(crate::sidecar::LOCK);
             let what = format!(
                 "publishing the journal's durable end in the lock file `{}` (the commit is durable; until a later commit publishes, a deletion of the journal would go unnoticed, and other processes' writers compact)",
