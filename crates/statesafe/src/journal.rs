@@ -2482,15 +2482,23 @@ fn change_body(patch: &json_patch::Patch, new: &Value, encoded_len: usize) -> (K
 /// when the two are the same, order included.
 fn ordered_diff(old: &Value, new: &Value) -> json_patch::Patch {
     let mut ops = Vec::new();
-    diff_into(old, new, &mut String::new(), &mut ops);
+    diff_into(old, new, &mut Vec::new(), &mut ops);
     json_patch::Patch(ops)
 }
 
+/// One step of the walk's place in the trees: an object's key or an array's index.
+/// The walk keeps its place as these (a push and a pop at every key and element of
+/// both trees) and writes a pointer only for an operation it emits: writing the
+/// pointer at every step (`PointerBuf::pop_back`, later a `String` cut back to its
+/// length) cost a tenth, then a twelfth of a 1 KiB commit's instructions
+/// (`docs/benchmarks.md`, "jperf16").
+#[derive(Clone, Copy)]
+enum Place<'a> {
+    Key(&'a str),
+    Index(usize),
+}
+
 /// Appends `token` to the JSON pointer `at` (`~` written `~0`, `/` written `~1`).
-/// The walk keeps its pointer as a `String` and cuts it back to its length before
-/// the push: `PointerBuf::pop_back` searched for the last `/` and allocated the
-/// token it returned, at every key and element of both trees (about a tenth of a
-/// 1 KiB commit's instructions, callgrind).
 fn push_token(at: &mut String, token: &str) {
     at.push('/');
     // By bytes: a `char` pattern decodes the key's characters one by one.
@@ -2515,15 +2523,28 @@ fn push_index(at: &mut String, i: usize) {
     at.push_str(crate::json_out::decimal(i as u64, &mut [0; 20]));
 }
 
-/// The pointer `at` of an operation (made only for the operations written).
-fn pointer(at: &str) -> json_patch::jsonptr::PointerBuf {
-    json_patch::jsonptr::PointerBuf::parse(at)
+/// The pointer to the place `at` of an operation (made only for the operations
+/// written).
+fn pointer(at: &[Place<'_>]) -> json_patch::jsonptr::PointerBuf {
+    let mut text = String::new();
+    for step in at {
+        match *step {
+            Place::Key(key) => push_token(&mut text, key),
+            Place::Index(i) => push_index(&mut text, i),
+        }
+    }
+    json_patch::jsonptr::PointerBuf::parse(&text)
         .expect("invariant: made of tokens escaped by `push_token`")
 }
 
-fn diff_into(old: &Value, new: &Value, at: &mut String, ops: &mut Vec<json_patch::PatchOperation>) {
+fn diff_into<'a>(
+    old: &'a Value,
+    new: &'a Value,
+    at: &mut Vec<Place<'a>>,
+    ops: &mut Vec<json_patch::PatchOperation>,
+) {
     use json_patch::{AddOperation, PatchOperation, RemoveOperation, ReplaceOperation};
-    let replace = |at: &str| {
+    let replace = |at: &[Place<'_>]| {
         PatchOperation::Replace(ReplaceOperation {
             path: pointer(at),
             value: new.clone(),
@@ -2543,19 +2564,19 @@ fn diff_into(old: &Value, new: &Value, at: &mut String, ops: &mut Vec<json_patch
                 return;
             }
             for ((key, was), value) in o.iter().zip(n.values()).take(same) {
-                push_token(at, key);
+                at.push(Place::Key(key));
                 diff_into(was, value, at, ops);
                 at.truncate(len);
             }
             for key in o.keys().skip(same).rev() {
-                push_token(at, key);
+                at.push(Place::Key(key));
                 ops.push(PatchOperation::Remove(RemoveOperation {
                     path: pointer(at),
                 }));
                 at.truncate(len);
             }
             for (key, value) in n.iter().skip(same) {
-                push_token(at, key);
+                at.push(Place::Key(key));
                 ops.push(PatchOperation::Add(AddOperation {
                     path: pointer(at),
                     value: value.clone(),
@@ -2567,12 +2588,12 @@ fn diff_into(old: &Value, new: &Value, at: &mut String, ops: &mut Vec<json_patch
             // Element by element; the elements past the shorter end are added at (or
             // removed from, last first) the end, which a replay does exactly.
             for (i, (was, value)) in o.iter().zip(n).enumerate() {
-                push_index(at, i);
+                at.push(Place::Index(i));
                 diff_into(was, value, at, ops);
                 at.truncate(len);
             }
             for (i, value) in n.iter().enumerate().skip(o.len()) {
-                push_index(at, i);
+                at.push(Place::Index(i));
                 ops.push(PatchOperation::Add(AddOperation {
                     path: pointer(at),
                     value: value.clone(),
@@ -2580,7 +2601,7 @@ fn diff_into(old: &Value, new: &Value, at: &mut String, ops: &mut Vec<json_patch
                 at.truncate(len);
             }
             for i in (n.len()..o.len()).rev() {
-                push_index(at, i);
+                at.push(Place::Index(i));
                 ops.push(PatchOperation::Remove(RemoveOperation {
                     path: pointer(at),
                 }));
