@@ -2520,7 +2520,9 @@ fn push_token(at: &mut String, token: &str) {
 /// about a quarter of the diff's instructions: `docs/benchmarks.md`, "jperf16").
 fn push_index(at: &mut String, i: usize) {
     at.push('/');
-    at.push_str(crate::json_out::decimal(i as u64, &mut [0; 20]));
+    for &digit in crate::json_out::decimal(i as u64, &mut [0; 20]) {
+        at.push(char::from(digit));
+    }
 }
 
 /// The pointer to the place `at` of an operation (made only for the operations

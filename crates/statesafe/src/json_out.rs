@@ -17,11 +17,12 @@ pub(crate) fn push_string(out: &mut Vec<u8>, s: &str) {
 
 /// `n` in decimal, appended to `out` (as `format!("{n}")` writes it).
 pub(crate) fn push_decimal(out: &mut Vec<u8>, n: u64) {
-    out.extend_from_slice(decimal(n, &mut [0; 20]).as_bytes());
+    out.extend_from_slice(decimal(n, &mut [0; 20]));
 }
 
-/// `n` in decimal (as `format!("{n}")` writes it), written into the end of `buf`.
-pub(crate) fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &str {
+/// `n`'s ASCII digits in decimal (as `format!("{n}")` writes it), written into the
+/// end of `buf`.
+pub(crate) fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
     let mut at = buf.len();
     loop {
         at -= 1;
@@ -31,7 +32,7 @@ pub(crate) fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &str {
             break;
         }
     }
-    std::str::from_utf8(&buf[at..]).expect("invariant: ASCII digits")
+    &buf[at..]
 }
 
 /// Whether `bytes` hold a byte serde_json escapes: `"`, `\` or a control character.
@@ -83,7 +84,7 @@ mod tests {
     #[test]
     fn decimals_are_the_ones_format_writes() {
         for n in [0, 1, 9, 10, 99, 100, 12_345, u64::from(u32::MAX), u64::MAX] {
-            assert_eq!(decimal(n, &mut [0; 20]), n.to_string());
+            assert_eq!(decimal(n, &mut [0; 20]), n.to_string().as_bytes());
             let mut out = b"x".to_vec();
             push_decimal(&mut out, n);
             assert_eq!(out, format!("x{n}").into_bytes());
