@@ -153,21 +153,6 @@ pub(crate) struct RecordMeta {
     pub change: Change,
 }
 
-/// `n` in decimal, appended to `out` (as `format!("{n}")` writes it).
-fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
-    let mut buf = [0u8; 20];
-    let mut at = buf.len();
-    loop {
-        at -= 1;
-        buf[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&buf[at..]);
-}
-
 impl RecordMeta {
     /// This process's commit, now; `with_writer` false: the writer is the previous
     /// record's (this store wrote it); `durable`: see [`RecordMeta::durable`]; `pid`:
@@ -194,7 +179,7 @@ impl RecordMeta {
             .expect("invariant: writing to a Vec succeeds");
         }
         out.extend_from_slice(b"\",\"durable\":");
-        push_decimal(&mut out, durable);
+        crate::json_out::push_decimal(&mut out, durable);
         out.extend_from_slice(b",\"prev\":\"");
         for i in 0..16 {
             out.push(b"0123456789abcdef"[((prev >> (60 - 4 * i)) & 15) as usize]);
@@ -1397,10 +1382,11 @@ impl<T> Store<T> {
     /// other processes' writers wait for it and compact ("Shared flushes" in
     /// `docs/design.md`).
     pub(crate) fn finish_journal(&self, pending: durable::Pending) -> io::Result<Duration> {
-        let (generation, lock) = (pending.generation, self.local().target.sidecar());
+        let generation = pending.generation;
         let finished = pending.finish()?;
         if let Some(e) = finished.unpublished {
-            let lock = lock.join(crate::sidecar::LOCK);
+            // The path is made only to tell of a failure (about 1,500 instructions).
+            let lock = self.local().target.sidecar().join(crate::sidecar::LOCK);
             let what = format!(
                 "publishing the journal's durable end in the lock file `{}` (the commit is durable; until a later commit publishes, a deletion of the journal would go unnoticed, and other processes' writers compact)",
                 lock.display()
@@ -2497,18 +2483,27 @@ fn change_body(patch: &json_patch::Patch, new: &Value, encoded_len: usize) -> (K
 /// when the two are the same, order included.
 fn ordered_diff(old: &Value, new: &Value) -> json_patch::Patch {
     let mut ops = Vec::new();
-    diff_into(old, new, &mut String::new(), &mut ops);
+    diff_into(old, new, &mut Vec::new(), &mut ops);
     json_patch::Patch(ops)
 }
 
+/// One step of the walk's place in the trees: an object's key or an array's index.
+/// The walk keeps its place as these (a push and a pop at every key and element of
+/// both trees) and writes a pointer only for an operation it emits: writing the
+/// pointer at every step (`PointerBuf::pop_back`, later a `String` cut back to its
+/// length) cost a tenth, then a twelfth of a 1 KiB commit's instructions
+/// (`docs/benchmarks.md`, "jperf16").
+#[derive(Clone, Copy)]
+enum Place<'a> {
+    Key(&'a str),
+    Index(usize),
+}
+
 /// Appends `token` to the JSON pointer `at` (`~` written `~0`, `/` written `~1`).
-/// The walk keeps its pointer as a `String` and cuts it back to its length before
-/// the push: `PointerBuf::pop_back` searched for the last `/` and allocated the
-/// token it returned, at every key and element of both trees (about a tenth of a
-/// 1 KiB commit's instructions, callgrind).
 fn push_token(at: &mut String, token: &str) {
     at.push('/');
-    if !token.contains(['~', '/']) {
+    // By bytes: a `char` pattern decodes the key's characters one by one.
+    if !token.bytes().any(|b| b == b'~' || b == b'/') {
         at.push_str(token);
         return;
     }
@@ -2521,21 +2516,38 @@ fn push_token(at: &mut String, token: &str) {
     }
 }
 
-/// Appends the array index `i` to the JSON pointer `at`.
+/// Appends the array index `i` to the JSON pointer `at`: its digits written by hand
+/// (`write!` went through the formatting machinery at every element of both trees,
+/// about a quarter of the diff's instructions: `docs/benchmarks.md`, "jperf16").
 fn push_index(at: &mut String, i: usize) {
-    use std::fmt::Write as _;
-    write!(at, "/{i}").expect("invariant: a String takes any text");
+    at.push('/');
+    for &digit in crate::json_out::decimal(i as u64, &mut [0; 20]) {
+        at.push(char::from(digit));
+    }
 }
 
-/// The pointer `at` of an operation (made only for the operations written).
-fn pointer(at: &str) -> json_patch::jsonptr::PointerBuf {
-    json_patch::jsonptr::PointerBuf::parse(at)
+/// The pointer to the place `at` of an operation (made only for the operations
+/// written).
+fn pointer(at: &[Place<'_>]) -> json_patch::jsonptr::PointerBuf {
+    let mut text = String::new();
+    for step in at {
+        match *step {
+            Place::Key(key) => push_token(&mut text, key),
+            Place::Index(i) => push_index(&mut text, i),
+        }
+    }
+    json_patch::jsonptr::PointerBuf::parse(&text)
         .expect("invariant: made of tokens escaped by `push_token`")
 }
 
-fn diff_into(old: &Value, new: &Value, at: &mut String, ops: &mut Vec<json_patch::PatchOperation>) {
+fn diff_into<'a>(
+    old: &'a Value,
+    new: &'a Value,
+    at: &mut Vec<Place<'a>>,
+    ops: &mut Vec<json_patch::PatchOperation>,
+) {
     use json_patch::{AddOperation, PatchOperation, RemoveOperation, ReplaceOperation};
-    let replace = |at: &str| {
+    let replace = |at: &[Place<'_>]| {
         PatchOperation::Replace(ReplaceOperation {
             path: pointer(at),
             value: new.clone(),
@@ -2555,19 +2567,19 @@ fn diff_into(old: &Value, new: &Value, at: &mut String, ops: &mut Vec<json_patch
                 return;
             }
             for ((key, was), value) in o.iter().zip(n.values()).take(same) {
-                push_token(at, key);
+                at.push(Place::Key(key));
                 diff_into(was, value, at, ops);
                 at.truncate(len);
             }
             for key in o.keys().skip(same).rev() {
-                push_token(at, key);
+                at.push(Place::Key(key));
                 ops.push(PatchOperation::Remove(RemoveOperation {
                     path: pointer(at),
                 }));
                 at.truncate(len);
             }
             for (key, value) in n.iter().skip(same) {
-                push_token(at, key);
+                at.push(Place::Key(key));
                 ops.push(PatchOperation::Add(AddOperation {
                     path: pointer(at),
                     value: value.clone(),
@@ -2579,12 +2591,12 @@ fn diff_into(old: &Value, new: &Value, at: &mut String, ops: &mut Vec<json_patch
             // Element by element; the elements past the shorter end are added at (or
             // removed from, last first) the end, which a replay does exactly.
             for (i, (was, value)) in o.iter().zip(n).enumerate() {
-                push_index(at, i);
+                at.push(Place::Index(i));
                 diff_into(was, value, at, ops);
                 at.truncate(len);
             }
             for (i, value) in n.iter().enumerate().skip(o.len()) {
-                push_index(at, i);
+                at.push(Place::Index(i));
                 ops.push(PatchOperation::Add(AddOperation {
                     path: pointer(at),
                     value: value.clone(),
@@ -2592,7 +2604,7 @@ fn diff_into(old: &Value, new: &Value, at: &mut String, ops: &mut Vec<json_patch
                 at.truncate(len);
             }
             for i in (n.len()..o.len()).rev() {
-                push_index(at, i);
+                at.push(Place::Index(i));
                 ops.push(PatchOperation::Remove(RemoveOperation {
                     path: pointer(at),
                 }));
@@ -3391,6 +3403,34 @@ mod tests {
             let disk = w.crash(w.bounds[acked], page, &page_versions);
             let kept = w.check(&disk, acked);
             proptest::prop_assert!(kept.is_ok(), "{kept:?}");
+        }
+    }
+
+    /// The pointer tokens are the ones the formatting machinery and a `char` search
+    /// wrote: indices in decimal, `~` and `/` escaped, everything else as it is.
+    #[test]
+    fn pointer_tokens_are_written_as_before() {
+        for i in [0, 1, 9, 10, 99, 100, 12_345, u32::MAX as usize, usize::MAX] {
+            let mut at = String::from("/a");
+            push_index(&mut at, i);
+            assert_eq!(at, format!("/a/{i}"));
+        }
+        for token in [
+            "",
+            "k",
+            "~",
+            "/",
+            "a~b/c",
+            "~0~1",
+            "é/😀~",
+            "no escapes at all, long",
+        ] {
+            let mut at = String::from("/x");
+            push_token(&mut at, token);
+            assert_eq!(
+                at,
+                format!("/x/{}", token.replace('~', "~0").replace('/', "~1"))
+            );
         }
     }
 }

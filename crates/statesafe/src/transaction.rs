@@ -765,7 +765,11 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         // A streamed document's first pass (`stream.rs`): its length and checksum,
         // with `bytes` left empty.
         let mut streamed = None;
-        let bytes = match (doc, config.format) {
+        // Journal mode: the length of a text that passes every check, told without
+        // making it (`measure.rs`), with `bytes` left empty: only a compaction
+        // (below) writes the text.
+        let mut measured = None;
+        let mut bytes = match (doc, config.format) {
             (NewDoc::Streamed(held), format) => {
                 let held = held.borrow();
                 let state = held
@@ -787,7 +791,13 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                         now_rfc3339(),
                         size_hint,
                     )?,
-                    Format::Journal => format::encode(path, state, style, size_hint, 0)?,
+                    Format::Journal => match crate::measure::encoded_len(state, style) {
+                        Some(len) => {
+                            measured = Some(len);
+                            Vec::new()
+                        }
+                        None => format::encode(path, state, style, size_hint, 0)?,
+                    },
                 }
             }
             (NewDoc::State(state), Format::Plain) => {
@@ -814,20 +824,20 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             }
             // The snapshot, when this commit compacts; otherwise, what `max_bytes` counts.
             (NewDoc::State(state), Format::Journal) => {
-                format::encode(path, state, style, size_hint, 0)?
+                match crate::measure::encoded_len(state, style) {
+                    Some(len) => {
+                        measured = Some(len);
+                        Vec::new()
+                    }
+                    None => format::encode(path, state, style, size_hint, 0)?,
+                }
             }
         };
-        if let Some(at) = format::lone_surrogate(&bytes) {
-            let (line, column) = format::line_column(&bytes, at);
-            return Err(Error::Serialize {
-                path: path.clone(),
-                source: serde::ser::Error::custom(format!(
-                    "a string holds half of a character (a lone UTF-16 surrogate, `{}`) at line {line}, column {column}: JSON readers disagree on it (the CLI, Rust and Python refuse it), so it is not written; a string cut in the middle of a character (an emoji sliced by index) is the usual cause: cut it at a character boundary",
-                    String::from_utf8_lossy(&bytes[at..(at + 6).min(bytes.len())])
-                )),
-            });
-        }
-        let len = streamed.map_or(bytes.len(), |e: crate::stream::Encoded| e.len);
+        refuse_lone_surrogate(path, &bytes)?;
+        let len = streamed.map_or(
+            measured.unwrap_or(bytes.len()),
+            |e: crate::stream::Encoded| e.len,
+        );
         if let Some(limit) = config.max_bytes
             && len as u64 > limit
         {
@@ -839,14 +849,15 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         }
         // Not for a journal append, which records no checksum of the document (its
         // base keeps the snapshot's).
-        let new_sum = || streamed.map_or_else(|| format::checksum(&bytes), |e| e.checksum);
+        let new_sum =
+            |bytes: &[u8]| streamed.map_or_else(|| format::checksum(bytes), |e| e.checksum);
         if let Some(b) = base {
             let unchanged = change == Change::Commit
                 && config.format == Format::Plain
                 && b.valid
                 && !b.external
                 && b.len == len
-                && b.checksum == new_sum();
+                && b.checksum == new_sum(&bytes);
             if unchanged {
                 return Ok((b.clone(), std::time::Duration::ZERO));
             }
@@ -874,7 +885,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                     "invariant: commit_serialized parses the text unless the format is plain"
                 ),
             };
-            match self.journal_commit(guard, state, bytes.len(), base, generation, &change)? {
+            match self.journal_commit(guard, state, len, base, generation, &change)? {
                 crate::journal::Step::Appended(b, fsync) => {
                     // A `chmod` of the state file since the last commit reaches the
                     // sidecar and the journal now, not at the next compaction (one
@@ -906,13 +917,35 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                     }
                     repaired = r;
                     snapshot_base = base;
+                    // The snapshot's text, with every check the text's (the measure
+                    // answered only for a text that passes them).
+                    if measured.is_some() {
+                        bytes = match doc {
+                            NewDoc::State(state) => {
+                                format::encode(path, state, style, size_hint, 0)?
+                            }
+                            NewDoc::Streamed(held) => format::encode(
+                                path,
+                                held.borrow()
+                                    .as_ref()
+                                    .expect("invariant: taken only once the commit is durable"),
+                                style,
+                                size_hint,
+                                0,
+                            )?,
+                            NewDoc::Serialized { .. } => {
+                                unreachable!("invariant: measured only in journal mode")
+                            }
+                        };
+                        refuse_lone_surrogate(path, &bytes)?;
+                    }
                     (generation, snapshot_base.as_ref())
                 }
             }
         } else {
             (generation, base)
         };
-        let new_sum = new_sum();
+        let new_sum = new_sum(&bytes);
         // A replaced file keeps exactly its own ACL (or none); a directory's default
         // ACL never widens it. Read now, under the lock, like the mode was.
         let existing_acl = base.and_then(|b| b.acl.as_deref());
@@ -1299,6 +1332,22 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
 /// Undoes what a commit that failed before its rename did to the outgoing version:
 /// the backup it linked (not one that was there already) and the stamp it set. Best
 /// effort: what remains is harmless (a backup that verifies, a stamp that is true).
+/// Refuses a text that holds a `\u` escape of a lone UTF-16 surrogate: a string
+/// JSON readers disagree on ([`format::lone_surrogate`]).
+fn refuse_lone_surrogate(path: &Path, bytes: &[u8]) -> Result<()> {
+    let Some(at) = format::lone_surrogate(bytes) else {
+        return Ok(());
+    };
+    let (line, column) = format::line_column(bytes, at);
+    Err(Error::Serialize {
+        path: path.to_path_buf(),
+        source: serde::ser::Error::custom(format!(
+            "a string holds half of a character (a lone UTF-16 surrogate, `{}`) at line {line}, column {column}: JSON readers disagree on it (the CLI, Rust and Python refuse it), so it is not written; a string cut in the middle of a character (an emoji sliced by index) is the usual cause: cut it at a character boundary",
+            String::from_utf8_lossy(&bytes[at..(at + 6).min(bytes.len())])
+        )),
+    })
+}
+
 fn take_back(
     sidecar: &Sidecar,
     linked: Option<(backup::Linked, u64)>,

@@ -25,6 +25,7 @@ mod integrity;
 mod journal;
 mod journal_attacks;
 mod journal_cache;
+mod journal_checks;
 mod journal_numbers;
 mod kill;
 mod lock;
