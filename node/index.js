@@ -684,11 +684,13 @@ function untouched(next, keep, big, file, op) {
  * served); throws (ERANGE) when that cannot be told. A JavaScript number has no
  * identity, so a place is followed by its double:
  *
- * - A place that still holds its double, where no array on its path lost or reordered
- *   an element (each still starts with the elements it had, `Object.is`, so indices did
- *   not shift), is the same number (`anchored`): a kept text is written there again, a
- *   number the double is stays that double. (A program that put that very double there
- *   cannot be told from one that left it.)
+ * - A number still in place is the same number (`whereNow`): a kept text is written
+ *   there again, a number the double is stays that double. In place: its path leads
+ *   through the same keys, through arrays to wherever the very object it was in now is
+ *   (objects have an identity), and to a place that still holds its double in an array
+ *   whose indices did not shift (it still starts with the elements it had,
+ *   `Object.is`). A program that put that very double there cannot be told from one
+ *   that left it.
  * - The other places of each double, before and now, are matched: none of them had a
  *   kept text, or the double is now nowhere else (the numbers were deleted): nothing
  *   to write. As many places now as before, all before with the same text: the numbers
@@ -698,12 +700,46 @@ function untouched(next, keep, big, file, op) {
  */
 function follow(next, before, file, op) {
   const stable = new Map()
-  const unmoved = ([depth, copy], path) => {
-    if (!stable.has(copy)) {
-      const a = at(next, path.slice(0, depth))
-      stable.set(copy, Array.isArray(a) && a.length >= copy.length && copy.every((x, j) => Object.is(a[j], x)))
-    }
+  const unmoved = (copy, a) => {
+    if (!stable.has(copy)) stable.set(copy, a.length >= copy.length && copy.every((x, j) => Object.is(a[j], x)))
     return stable.get(copy)
+  }
+  // Where each object of an array of `next` is (-1: there more than once).
+  const indexes = new Map()
+  const indexOf = (a, o) => {
+    let m = indexes.get(a)
+    if (!m) {
+      m = new Map()
+      a.forEach((x, j) => {
+        if (x !== null && typeof x === 'object') m.set(x, m.has(x) ? -1 : j)
+      })
+      indexes.set(a, m)
+    }
+    return m.get(o) ?? -1
+  }
+  // The path in `next` of the number at `p` if it is still there (null if it may have moved).
+  const whereNow = (p) => {
+    let v = next
+    const path = []
+    let c = 0
+    for (let k = 0; k < p.path.length; k++) {
+      const t = p.path[k]
+      if (c < p.arrays.length && p.arrays[c][0] === k) {
+        const copy = p.arrays[c++][1]
+        if (!Array.isArray(v)) return null
+        // The number itself: its array's indices must not have shifted. An object on
+        // the way: wherever that very object now is in the array.
+        const j = k === p.path.length - 1 ? (unmoved(copy, v) ? t : -1) : indexOf(v, copy[t])
+        if (j < 0) return null
+        path.push(j)
+        v = v[j]
+      } else {
+        if (v === null || typeof v !== 'object' || Array.isArray(v) || !Object.hasOwn(v, t)) return null
+        path.push(t)
+        v = v[t]
+      }
+    }
+    return Object.is(v, p.d) ? path : null
   }
   const out = []
   const taken = new Set()
@@ -714,9 +750,10 @@ function follow(next, before, file, op) {
     return groups.get(key)
   }
   for (const p of before) {
-    if (Object.is(at(next, p.path), p.d) && p.arrays.every((a) => unmoved(a, p.path))) {
-      if (p.text !== null) out.push([p.path, p.text])
-      taken.add(pointer(p.path))
+    const now = whereNow(p)
+    if (now !== null) {
+      if (p.text !== null) out.push([now, p.text])
+      taken.add(pointer(now))
     } else {
       group(p.d).left.push(p)
     }

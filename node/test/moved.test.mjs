@@ -66,6 +66,14 @@ test('a number in an object rebuilt under another key keeps its text', async (t)
   await moves(t, '{"old": [1e-400]}', (s) => ({ renamed: s.old }), '{"renamed":[1e-400]}')
 })
 
+test('a number in an object of an array follows that object', async (t) => {
+  const body = '{"items":[{"id":1,"v":1e-400},{"id":2,"v":0}]}'
+  await moves(t, body, (s) => void s.items.reverse(), '{"items":[{"id":2,"v":0},{"id":1,"v":1e-400}]}')
+  await moves(t, body, (s) => void s.items.shift(), '{"items":[{"id":2,"v":0}]}')
+  await moves(t, body, (s) => void s.items.unshift({ id: 0, v: 0 }), '{"items":[{"id":0,"v":0},{"id":1,"v":1e-400},{"id":2,"v":0}]}')
+  await moves(t, body, (s) => void s.items.splice(1, 1), '{"items":[{"id":1,"v":1e-400}]}')
+})
+
 test('a deleted number, or a place set to another value, commits as the program left it', async (t) => {
   await moves(t, '{"q":[1, 1e-400, 2], "z": 0}', (s) => void s.q.splice(1, 1), '{"q":[1,2],"z":0}')
   await moves(t, '{"q":[1, 1e-400, 2]}', (s) => void (s.q[1] = 5), '{"q":[1,5,2]}')
