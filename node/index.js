@@ -569,10 +569,10 @@ function copyText(copy, pretty) {
  * `[path, text, served]` for each BigInt whose file text is written back while the
  * program's value at `path` is still `served` (see `untouched`), `nearest` (null when
  * none) the places of the doubles served for non-integers no double holds (see
- * `nearestPlaces`). A number that JavaScript has no value for (`refused`) fails the
- * read, naming `file`.
+ * `nearestPlaces`; found only when `following`, for an update). A number that
+ * JavaScript has no value for (`refused`) fails the read, naming `file`.
  */
-function decode(text, file) {
+function decode(text, file, following = false) {
   const snap = JSON.parse(text)
   if (snap.refused) throw refusedNumber(file, snap.refused[0])
   const kept = []
@@ -587,7 +587,7 @@ function decode(text, file) {
     for (let i = 0; i < path.length - 1; i++) parent = parent[path[i]]
     parent[path[path.length - 1]] = n
   }
-  const nearest = snap.kept ? nearestPlaces(snap.value, snap.kept) : null
+  const nearest = snap.kept && following ? nearestPlaces(snap.value, snap.kept) : null
   const keep = kept.length > 0 || nearest ? { big: kept, nearest } : null
   return [{ value: snap.value, generation: snap.generation }, keep]
 }
@@ -1053,7 +1053,7 @@ class Store extends EventEmitter {
     const text = tx.takeSnapshot()
     if (cached && this.#cache === cached) this.#cache = null
     if (text !== null) {
-      const [snap, keep] = decode(text, this.#path)
+      const [snap, keep] = decode(text, this.#path, true)
       return [snap.value, keep]
     }
     return [cached.value, null]
