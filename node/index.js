@@ -564,12 +564,15 @@ function copyText(copy, pretty) {
 
 /**
  * `{generation, big, kept?, refused?, value}` text from the addon (src/convert.rs),
- * BigInts put back in place: `[{value, generation}, kept]`, where `kept` lists
- * `[path, text, served]` for each number whose file text is to be written back while
- * the program's value at `path` is still `served` (see `untouched`). A number that
+ * BigInts put back in place: `[{value, generation}, keep]`, where `keep` is null when
+ * the file has no number whose text is kept, else `{ big, nearest }`: `big` lists
+ * `[path, text, served]` for each BigInt whose file text is written back while the
+ * program's value at `path` is still `served` (see `untouched`), `nearest` (null when
+ * none) the places of the doubles served for non-integers no double holds (see
+ * `nearestPlaces`; found only when `following`, for an update). A number that
  * JavaScript has no value for (`refused`) fails the read, naming `file`.
  */
-function decode(text, file) {
+function decode(text, file, following = false) {
   const snap = JSON.parse(text)
   if (snap.refused) throw refusedNumber(file, snap.refused[0])
   const kept = []
@@ -584,8 +587,9 @@ function decode(text, file) {
     for (let i = 0; i < path.length - 1; i++) parent = parent[path[i]]
     parent[path[path.length - 1]] = n
   }
-  if (snap.kept) for (const [path, written] of snap.kept) kept.push([path, written, at(snap.value, path)])
-  return [{ value: snap.value, generation: snap.generation }, kept]
+  const nearest = snap.kept && following ? nearestPlaces(snap.value, snap.kept) : null
+  const keep = kept.length > 0 || nearest ? { big: kept, nearest } : null
+  return [{ value: snap.value, generation: snap.generation }, keep]
 }
 
 /** The value at `path` in `value`, or undefined when there is none. */
@@ -598,16 +602,184 @@ function at(value, path) {
   return v
 }
 
+/** A double as a key that keeps `Object.is` apart (`-0` is not `0`). */
+function doubleKey(d) {
+  return Object.is(d, -0) ? '-0' : String(d)
+}
+
+/**
+ * Calls `found(path, v, arrays)` for each number of `value` whose `doubleKey` is in
+ * `keys`, in document order; `arrays` lists `[depth, array]` for the arrays on its
+ * path (`path.slice(0, depth)` is where the array is). `path` and `arrays` are
+ * reused: copy them to keep them.
+ */
+function eachDouble(value, keys, found) {
+  const path = []
+  const arrays = []
+  const go = (v) => {
+    if (typeof v === 'number') {
+      if (keys.has(doubleKey(v))) found(path, v, arrays)
+      return
+    }
+    if (v === null || typeof v !== 'object') return
+    if (Array.isArray(v)) {
+      arrays.push([path.length, v])
+      for (let i = 0; i < v.length; i++) {
+        path.push(i)
+        go(v[i])
+        path.pop()
+      }
+      arrays.pop()
+    } else {
+      for (const k of Object.keys(v)) {
+        path.push(k)
+        go(v[k])
+        path.pop()
+      }
+    }
+  }
+  go(value)
+}
+
+/**
+ * Every place of the served document `value` that holds one of the doubles served for
+ * the addon's `kept` numbers (`[path, text]`, each a non-integer no double holds):
+ * `{path, d, text, arrays}`, with `text` the file's text there (null for a number the
+ * double is, such as a `0` beside a `1e-400` served as 0), and `arrays` a shallow copy
+ * of each array on its path (`[depth, copy]`), to tell after the program ran whether
+ * the number can have moved (see `follow`).
+ */
+function nearestPlaces(value, list) {
+  const texts = new Map(list.map(([path, written]) => [pointer(path), written]))
+  const keys = new Set(list.map(([path]) => doubleKey(at(value, path))))
+  const copies = new Map()
+  const places = []
+  eachDouble(value, keys, (path, d, arrays) => {
+    const copied = arrays.map(([depth, a]) => {
+      if (!copies.has(a)) copies.set(a, a.slice())
+      return [depth, copies.get(a)]
+    })
+    places.push({ path: path.slice(), d, text: texts.get(pointer(path)) ?? null, arrays: copied })
+  })
+  return places
+}
+
 /**
  * `big` (the addon's list of `[path, number text]` places, as JSON text, or '') with
- * the places of the numbers in `kept` that the program left as they were served: the
- * file's text is written there again, so an untouched number keeps its exact value
- * (`1e-400`, served as 0; `1e400`, served as a BigInt, not rewritten as its digits).
+ * the places where the file's text of a kept number is written again: a BigInt the
+ * program left as it was served (`1e400` is not rewritten as its digits), and each
+ * non-integer no double holds wherever it now is (`follow`). `op` names the operation
+ * for an error.
  */
-function untouched(next, kept, big) {
-  const places = kept.filter(([path, , served]) => Object.is(at(next, path), served)).map(([path, written]) => [path, written])
+function untouched(next, keep, big, file, op) {
+  const places = keep.big.filter(([path, , served]) => Object.is(at(next, path), served)).map(([path, written]) => [path, written])
+  if (keep.nearest) places.push(...follow(next, keep.nearest, file, op))
   if (places.length === 0) return big
   return JSON.stringify([...(big ? JSON.parse(big) : []), ...places])
+}
+
+/**
+ * Where the file's text of each non-integer no double holds goes in `next` (as
+ * `[path, text]`), given `before` (`nearestPlaces` of the document the program was
+ * served); throws (ERANGE) when that cannot be told. A JavaScript number has no
+ * identity, so a place is followed by its double:
+ *
+ * - A number still in place is the same number (`whereNow`): a kept text is written
+ *   there again, a number the double is stays that double. In place: its path leads
+ *   through the same keys, through arrays to wherever the very object it was in now is
+ *   (objects have an identity), and to a place that still holds its double in an array
+ *   whose indices did not shift (it still starts with the elements it had,
+ *   `Object.is`). A program that put that very double there cannot be told from one
+ *   that left it.
+ * - The other places of each double, before and now, are matched: none of them had a
+ *   kept text, or the double is now nowhere else (the numbers were deleted): nothing
+ *   to write. As many places now as before, all before with the same text: the numbers
+ *   moved (a shift, a sort, another key), and each gets that text. Anything else (a
+ *   number of another text, or the plain double, among them; fewer or more places) is
+ *   refused: writing the double could change the file's number.
+ */
+function follow(next, before, file, op) {
+  const stable = new Map()
+  const unmoved = (copy, a) => {
+    if (!stable.has(copy)) stable.set(copy, a.length >= copy.length && copy.every((x, j) => Object.is(a[j], x)))
+    return stable.get(copy)
+  }
+  // Where each object of an array of `next` is (-1: there more than once).
+  const indexes = new Map()
+  const indexOf = (a, o) => {
+    let m = indexes.get(a)
+    if (!m) {
+      m = new Map()
+      a.forEach((x, j) => {
+        if (x !== null && typeof x === 'object') m.set(x, m.has(x) ? -1 : j)
+      })
+      indexes.set(a, m)
+    }
+    return m.get(o) ?? -1
+  }
+  // The path in `next` of the number at `p` if it is still there (null if it may have moved).
+  const whereNow = (p) => {
+    let v = next
+    const path = []
+    let c = 0
+    for (let k = 0; k < p.path.length; k++) {
+      const t = p.path[k]
+      if (c < p.arrays.length && p.arrays[c][0] === k) {
+        const copy = p.arrays[c++][1]
+        if (!Array.isArray(v)) return null
+        // The number itself: its array's indices must not have shifted. An object on
+        // the way: wherever that very object now is in the array.
+        const j = k === p.path.length - 1 ? (unmoved(copy, v) ? t : -1) : indexOf(v, copy[t])
+        if (j < 0) return null
+        path.push(j)
+        v = v[j]
+      } else {
+        if (v === null || typeof v !== 'object' || Array.isArray(v) || !Object.hasOwn(v, t)) return null
+        path.push(t)
+        v = v[t]
+      }
+    }
+    return Object.is(v, p.d) ? path : null
+  }
+  const out = []
+  const taken = new Set()
+  const groups = new Map()
+  const group = (d) => {
+    const key = doubleKey(d)
+    if (!groups.has(key)) groups.set(key, { d, left: [], open: [] })
+    return groups.get(key)
+  }
+  for (const p of before) {
+    const now = whereNow(p)
+    if (now !== null) {
+      if (p.text !== null) out.push([now, p.text])
+      taken.add(pointer(now))
+    } else {
+      group(p.d).left.push(p)
+    }
+  }
+  eachDouble(next, new Set(before.map((p) => doubleKey(p.d))), (path, d) => {
+    if (!taken.has(pointer(path))) group(d).open.push(path.slice())
+  })
+  for (const { d, left, open } of groups.values()) {
+    const texts = left.filter((p) => p.text !== null)
+    if (texts.length === 0 || open.length === 0) continue
+    if (left.length === open.length && left.every((p) => p.text === texts[0].text)) {
+      for (const path of open) out.push([path, texts[0].text])
+      continue
+    }
+    throw movedNumber(file, op, d, texts, open)
+  }
+  return out
+}
+
+function movedNumber(file, op, d, texts, open) {
+  const list = (items, show) => (items.length > 5 ? `${items.slice(0, 5).map(show).join(', ')} and ${items.length - 5} more` : items.map(show).join(', '))
+  const shown = (t) => (t.length > 40 ? `${t.slice(0, 37)}...` : t)
+  const err = new RangeError(
+    `statesafe: cannot ${op} \`${file}\`: the file's ${list(texts, (p) => `${shown(p.text)} at ${pointer(p.path)}`)}, served as the nearest double ${doubleKey(d)}, did not stay in place, and where it went cannot be told: the new document holds ${doubleKey(d)} at ${list(open, pointer)}, which may be it or another number equal to its double; writing ${doubleKey(d)} could change the file's number, so nothing was written\nhint: keep such a number as a string, or change it with a program that keeps it exactly (the statesafe CLI, or the Python package, which serves it as a Decimal); or move it in a commit that adds or removes no other ${doubleKey(d)}`,
+  )
+  return Object.assign(err, { code: 'ERANGE', path: file, pointer: pointer(texts[0].path), pointers: texts.map((p) => pointer(p.path)) })
 }
 
 function refusedNumber(file, [path, written, why]) {
@@ -848,13 +1020,13 @@ class Store extends EventEmitter {
     const entry = { store: this, open: true }
     let json, big, large, next, copy, depth
     try {
-      const [value, kept] = this.#startValue(tx, cached)
+      const [value, keep] = this.#startValue(tx, cached)
       const r = await this.#holding(entry, () => fn(value))
       next = r === undefined ? value : r
       this.#checkRule(next, 'commit')
       ;[json, big, large, copy, depth] = encode(next, this.#pretty, this.#caching)
-      if (kept.length > 0) {
-        const places = untouched(next, kept, big)
+      if (keep !== null) {
+        const places = untouched(next, keep, big, this.#path, 'update')
         // The addon puts the file's numbers in place: no longer the copy's text.
         if (places !== big) [big, copy, depth] = [places, undefined, -1]
       }
@@ -881,10 +1053,10 @@ class Store extends EventEmitter {
     const text = tx.takeSnapshot()
     if (cached && this.#cache === cached) this.#cache = null
     if (text !== null) {
-      const [snap, kept] = decode(text, this.#path)
-      return [snap.value, kept]
+      const [snap, keep] = decode(text, this.#path, true)
+      return [snap.value, keep]
     }
-    return [cached.value, []]
+    return [cached.value, null]
   }
 
   updateSync(fn) {
@@ -895,7 +1067,7 @@ class Store extends EventEmitter {
     const entry = { store: this, open: true }
     let json, big, large, next, depth
     try {
-      const [value, kept] = this.#startValue(tx, cached)
+      const [value, keep] = this.#startValue(tx, cached)
       let r
       try {
         r = this.#holding(entry, () => fn(value))
@@ -908,8 +1080,8 @@ class Store extends EventEmitter {
       next = r === undefined ? value : r
       this.#checkRule(next, 'commit')
       ;[json, big, large, , depth] = encode(next, this.#pretty)
-      if (kept.length > 0) {
-        const places = untouched(next, kept, big)
+      if (keep !== null) {
+        const places = untouched(next, keep, big, this.#path, 'update')
         if (places !== big) [big, depth] = [places, -1]
       }
     } catch (e) {

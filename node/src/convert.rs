@@ -101,8 +101,8 @@ struct Found {
     /// integer otherwise (`1e400`): served as a `BigInt`; the text is written back
     /// while the program's value there is still that `BigInt`.
     big: Vec<Value>,
-    /// `[tokens, text]`: served as the nearest double; the text is written back while
-    /// the program's value there is still that double.
+    /// `[tokens, text]`: served as the nearest double; the text is written back where
+    /// that number is after the program ran (`follow` in `index.js`).
     kept: Vec<Value>,
     /// `[tokens, text, why]`: not served (`index.js` refuses the read).
     refused: Vec<Value>,

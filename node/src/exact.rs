@@ -8,7 +8,8 @@
 //!   `9007199254740993.0`, `1e300`, `1e400`): served as a `BigInt` of its exact value;
 //! - a non-integer no double holds (`0.10000000000000001`, `1e-400`): served as the
 //!   nearest double, as `JSON.parse` reads it, and its text is written back as it was
-//!   while the program's value at its place is still that double;
+//!   where that number is after the program ran (`index.js` follows it when it moves,
+//!   and refuses the commit when where it went cannot be told);
 //! - refused, loudly (an integer of more than [`MAX_BIG_DIGITS`] digits, a
 //!   non-integer beyond a double's range): never served as something else.
 
