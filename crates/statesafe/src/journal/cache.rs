@@ -493,7 +493,8 @@ fn refresh<T>(
     }
     let start = pos.last_record.map_or(HEADER_LEN as u64, |(at, _)| at);
     let mut buf = std::mem::take(&mut cache.buf);
-    let len = super::read_journal_tail(&file, start, st.size, &mut buf).map_err(io)?;
+    let known = pos.end.saturating_sub(start);
+    let len = super::read_journal_tail(&file, start, st.size, known, &mut buf).map_err(io)?;
     let bytes = &buf[..len];
     let from = match pos.last_record {
         Some((_, checksum)) => {
