@@ -1329,9 +1329,6 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
     }
 }
 
-/// Undoes what a commit that failed before its rename did to the outgoing version:
-/// the backup it linked (not one that was there already) and the stamp it set. Best
-/// effort: what remains is harmless (a backup that verifies, a stamp that is true).
 /// Refuses a text that holds a `\u` escape of a lone UTF-16 surrogate: a string
 /// JSON readers disagree on ([`format::lone_surrogate`]).
 fn refuse_lone_surrogate(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -1348,6 +1345,9 @@ fn refuse_lone_surrogate(path: &Path, bytes: &[u8]) -> Result<()> {
     })
 }
 
+/// Undoes what a commit that failed before its rename did to the outgoing version:
+/// the backup it linked (not one that was there already) and the stamp it set. Best
+/// effort: what remains is harmless (a backup that verifies, a stamp that is true).
 fn take_back(
     sidecar: &Sidecar,
     linked: Option<(backup::Linked, u64)>,
