@@ -38,6 +38,7 @@ mod red13;
 mod red14;
 mod red15;
 mod red16;
+mod review16;
 mod security;
 mod serialized;
 mod streaming;
