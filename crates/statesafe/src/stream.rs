@@ -101,7 +101,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                 if stat.len() >= STREAM_MIN
                     && let Some((state, base)) = self.read_streamed(&file, &stat)?
                     // An older version put back is relabelled by the full read below.
-                    && base.generation >= guard.previous.last_generation
+                    && self.known_above(&guard, base.generation)?.is_none()
                 {
                     local.lock.check_owner_not_planted(dir, base.perms.uid)?;
                     return Ok(Transaction::local(

@@ -280,15 +280,39 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         if cur.external
             || cur.journal.is_some()
             || cur.journal_follows
-            || cur.generation >= guard.previous.last_generation
+            || (guard.previous.last_generation != 0
+                && cur.generation >= guard.previous.last_generation)
             || format::looks_sealed(&cur.bytes)
         {
             return Ok(());
         }
-        let known = write::highest_known_generation(Some(guard.sidecar()), &self.local().lock)?;
-        cur.generation = known.max(guard.previous.last_generation) + 1;
+        let Some(known) = self.known_above(guard, cur.generation)? else {
+            return Ok(());
+        };
+        cur.generation = known + 1;
         cur.external = true;
         Ok(())
+    }
+
+    /// The highest generation known for this state (the lock record's, the sidecar's
+    /// record, the backups, the history) when it is above `generation`; `None`
+    /// otherwise. The lock record alone answers when it names a generation: it is
+    /// written after every commit. Without one (the lock file removed, or its record
+    /// unreadable: `acquire` then starts from an empty record) the others are read,
+    /// so that losing the lock file does not switch off the check of an older
+    /// version put back (review16).
+    pub(crate) fn known_above(
+        &self,
+        guard: &lock::Guard<'_>,
+        generation: u64,
+    ) -> Result<Option<u64>> {
+        let last = guard.previous.last_generation;
+        if last != 0 && generation >= last {
+            return Ok(None);
+        }
+        let known =
+            write::highest_known_generation(Some(guard.sidecar()), &self.local().lock)?.max(last);
+        Ok((known > generation).then_some(known))
     }
 
     /// Starts a transaction on an existing file: takes the lock, then reads the file
