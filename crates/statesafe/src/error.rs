@@ -542,14 +542,7 @@ impl Error {
     /// `…`: Is a directory (os error 21)`): for reports that carry an error as text,
     /// where the `source` chain would otherwise be lost with the cause it names.
     pub(crate) fn with_causes(&self) -> String {
-        let mut text = self.to_string();
-        let mut cause = std::error::Error::source(self);
-        while let Some(c) = cause {
-            text.push_str(": ");
-            text.push_str(&c.to_string());
-            cause = c.source();
-        }
-        text
+        chain_text(self)
     }
 
     /// A short, stable name for the kind of error, for logs, metrics and `--json` output.
@@ -700,3 +693,15 @@ impl Error {
 
 /// Shorthand for results of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// `e`'s message and every cause after it, as one line (`a: b: c`).
+pub(crate) fn chain_text(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}

@@ -2798,14 +2798,7 @@ fn backup_row(r: &Row) -> Current {
 
 /// The error and its causes, as one line.
 fn chain_text(e: &postgres::Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = std::error::Error::source(e);
-    while let Some(c) = cause {
-        text.push_str(": ");
-        text.push_str(&c.to_string());
-        cause = c.source();
-    }
-    text
+    crate::error::chain_text(e)
 }
 
 /// Whether the server refused a statement with an ordinary `ERROR` (the session goes
