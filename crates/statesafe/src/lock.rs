@@ -86,8 +86,10 @@ pub(crate) struct Record {
     /// The boot of the machine the record was written in ([`sys::boot_id`]): the
     /// record is never synced, so one from another boot may be older than the last
     /// commit (a power loss kept an earlier write of it).
+    /// (Borrowed from [`sys::boot_id`] when this process writes it: no allocation
+    /// per acquisition.)
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub boot: Option<String>,
+    pub boot: Option<std::borrow::Cow<'static, str>>,
 }
 
 impl Record {
@@ -588,7 +590,7 @@ impl LockFile {
             temp,
             last_generation: guard.previous.last_generation,
             history: guard.previous.history,
-            boot: boot.map(str::to_string),
+            boot: boot.map(std::borrow::Cow::Borrowed),
         };
         guard.write_record(&self.path)?;
         Ok(guard)
@@ -1354,7 +1356,7 @@ mod tests {
                 temp,
                 last_generation,
                 history,
-                boot,
+                boot: boot.map(std::borrow::Cow::Owned),
             };
             let mut out = Vec::new();
             record.write_json(&mut out, record.holder.as_ref());
@@ -1477,7 +1479,7 @@ mod tests {
             temp: Some(".x.statesafe-tmp-1".into()),
             last_generation: 42,
             history: Some(41),
-            boot: sys::boot_id().map(str::to_string),
+            boot: sys::boot_id().map(std::borrow::Cow::Borrowed),
         };
         let (bytes, whole) = r.encode();
         assert!(whole);

@@ -1398,9 +1398,10 @@ SELECT (SELECT txid_current()::text FROM {main} WHERE state = {key} FOR UPDATE S
             "SELECT EXISTS (SELECT 1 FROM {} WHERE id::text = $1 AND state = $2)",
             self.names.quarantine
         );
-        let kept = match client
-            .query_typed_one(&sql, &[(&id, Type::TEXT), (&self.address.state, Type::TEXT)])
-        {
+        let kept = match client.query_typed_one(
+            &sql,
+            &[(&id, Type::TEXT), (&self.address.state, Type::TEXT)],
+        ) {
             Ok(row) => row.get(0),
             Err(e) if e.code() == Some(&SqlState::UNDEFINED_TABLE) => false,
             Err(_) => return None,

@@ -26,7 +26,7 @@ fn put_back_backup(path: &Path, generation: u64) {
             .unwrap()
             .success()
     );
-    std::fs::rename(&aside, &path).unwrap();
+    std::fs::rename(&aside, path).unwrap();
 }
 
 /// The lock record is never synced: after a power loss it holds whatever of it was
@@ -87,8 +87,7 @@ fn an_older_version_put_back_after_a_power_loss_that_kept_an_older_lock_record_t
 /// update be refused. (Where numbers are never reused, as on tmpfs, the loop below
 /// runs to its end and the test checks the plain case.)
 #[test]
-fn a_file_replaced_twice_during_an_update_is_not_overwritten_when_its_inode_number_comes_back()
- {
+fn a_file_replaced_twice_during_an_update_is_not_overwritten_when_its_inode_number_comes_back() {
     let dir = common::test_dir();
     let path = dir.path().join("state.json");
     let store: Store = Store::open(&path).unwrap();

@@ -202,7 +202,10 @@ fn the_lock_file_is_never_deleted_or_replaced() {
         assert!(held.is_at(&lock), "the lock file was replaced");
     }
     drop(store);
-    assert!(held.is_at(&lock), "dropping the store removed the lock file");
+    assert!(
+        held.is_at(&lock),
+        "dropping the store removed the lock file"
+    );
 }
 
 fn store_for_fork(path: &Path) -> Store {
