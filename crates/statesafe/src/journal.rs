@@ -2221,6 +2221,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             valid: true,
             value: Some(new),
             id: b.id,
+            pin: b.pin.clone(),
             style: b.style,
             acl: b.acl.clone(),
             journal: Some(Box::new(j)),

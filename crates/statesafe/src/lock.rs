@@ -83,6 +83,13 @@ pub(crate) struct Record {
     /// The last generation recorded in the history by a holder (a hint).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub history: Option<u64>,
+    /// The boot of the machine the record was written in ([`sys::boot_id`]): the
+    /// record is never synced, so one from another boot may be older than the last
+    /// commit (a power loss kept an earlier write of it).
+    /// (Borrowed from [`sys::boot_id`] when this process writes it: no allocation
+    /// per acquisition.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot: Option<std::borrow::Cow<'static, str>>,
 }
 
 impl Record {
@@ -170,6 +177,10 @@ impl Record {
         if let Some(history) = self.history {
             out.extend_from_slice(b",\"history\":");
             push_decimal(out, history);
+        }
+        if let Some(boot) = &self.boot {
+            out.extend_from_slice(b",\"boot\":");
+            push_string(out, boot);
         }
         out.push(b'}');
     }
@@ -549,6 +560,17 @@ impl LockFile {
             euid,
         };
         guard.previous = guard.read_record().unwrap_or_default();
+        // A record from another boot (or from before records named it) may be older
+        // than the last commit: it is never synced, and a power loss keeps whatever
+        // write of it reached the disk, while the commit after it did (synced). Its
+        // generation is then no more than a lower bound, which the put-back check
+        // must not take for the last one (`Store::older_version_put_back`): unknown
+        // (0) here, so that check asks the backups, the history and the sidecar's
+        // record, and so does the next holder until a commit records one again.
+        let boot = sys::boot_id();
+        if boot.is_some() && guard.previous.boot.as_deref() != boot {
+            guard.previous.last_generation = 0;
+        }
         let (host, user, command) = identity();
         guard.record = Record {
             // Let through by a pass, the holder is still the pass's maker: others
@@ -568,6 +590,7 @@ impl LockFile {
             temp,
             last_generation: guard.previous.last_generation,
             history: guard.previous.history,
+            boot: boot.map(std::borrow::Cow::Borrowed),
         };
         guard.write_record(&self.path)?;
         Ok(guard)
@@ -1319,6 +1342,7 @@ mod tests {
             temp in proptest::option::of("(\\PC|[\\x00-\\x1f\"\\\\])*"),
             last_generation in any::<u64>(),
             history in proptest::option::of(any::<u64>()),
+            boot in proptest::option::of("(\\PC|[\\x00-\\x1f\"\\\\])*"),
         ) {
             let record = Record {
                 holder: holder.map(|(pid, s)| Holder {
@@ -1332,6 +1356,7 @@ mod tests {
                 temp,
                 last_generation,
                 history,
+                boot: boot.map(std::borrow::Cow::Owned),
             };
             let mut out = Vec::new();
             record.write_json(&mut out, record.holder.as_ref());
@@ -1454,6 +1479,7 @@ mod tests {
             temp: Some(".x.statesafe-tmp-1".into()),
             last_generation: 42,
             history: Some(41),
+            boot: sys::boot_id().map(std::borrow::Cow::Borrowed),
         };
         let (bytes, whole) = r.encode();
         assert!(whole);

@@ -1138,6 +1138,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             acl: None,
             journal: None,
             journal_follows: cur.journal_follows,
+            pin: None,
         };
         let size = bytes.len() as u64;
         crate::journal::overlay(

@@ -104,6 +104,10 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                     && self.known_above(&guard, base.generation)?.is_none()
                 {
                     local.lock.check_owner_not_planted(dir, base.perms.uid)?;
+                    let base = Base {
+                        pin: Some(std::sync::Arc::new(file)),
+                        ..base
+                    };
                     return Ok(Transaction::local(
                         self,
                         guard,
@@ -120,6 +124,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                 }
                 let mut cur =
                     write::read_opened(&local.target, dir, &local.lock, true, &file, &stat)?;
+                cur.pin = Some(std::sync::Arc::new(file));
                 self.refuse_lost_journal(&cur, false)?;
                 self.older_version_put_back(&guard, &mut cur)?;
                 Some(cur)
@@ -200,6 +205,8 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             valid: true,
             value: value.map(std::sync::Arc::new),
             id: Some((stat.dev(), stat.ino())),
+            // Set by the caller, which owns the descriptor.
+            pin: None,
             style,
             acl,
             journal: None,

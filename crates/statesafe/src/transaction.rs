@@ -43,6 +43,10 @@ pub(crate) struct Base {
     /// Device and inode of the file read, checked before the rename replaces it;
     /// `None` after a commit of this transaction (nothing to check).
     pub id: Option<(u64, u64)>,
+    /// The file read, held open until the rename so that its inode number cannot be
+    /// given to another file in between (`write::Current::pin`); `None` where the
+    /// version came from a journal-mode store's cache.
+    pub pin: Option<Arc<std::fs::File>>,
     /// Its layout, which [`crate::Layout::Keep`] keeps.
     pub style: Option<format::Style>,
     /// Its access ACL (`None`: it has none), read under the lock through the
@@ -64,6 +68,7 @@ impl Base {
             valid,
             value,
             id: Some(cur.id),
+            pin: cur.pin.clone(),
             acl: cur.acl.clone(),
             style: match &cur.journal {
                 Some(j) => j.style,
@@ -1220,6 +1225,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                 valid: true,
                 value: value.map(Arc::new),
                 id: None,
+                pin: None,
                 style: Some(style),
                 // What the new version was given (a directory's default ACL that a
                 // new file inherited is not known here: nothing reuses this for that).

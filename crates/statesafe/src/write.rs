@@ -73,6 +73,11 @@ pub(crate) struct Current {
     /// The file's own metadata record says journal mode wrote it as a snapshot (and
     /// describes these bytes): commits after it were in a journal.
     pub journal_follows: bool,
+    /// The descriptor it was read through ([`read_current`]). A transaction keeps it
+    /// until its rename: while it is open the inode read is not freed, so no other
+    /// file can be given its number and pass [`unchanged_since_read`] as the file read
+    /// (ext4 gives a freed number to the next new file).
+    pub pin: Option<std::sync::Arc<File>>,
 }
 
 /// Reads the state file without any lock: one `open`, so data and metadata come from
@@ -88,7 +93,11 @@ pub(crate) fn read_current(
     want_acl: bool,
 ) -> Result<Option<Current>> {
     match open_current(target, dir)? {
-        Some((file, stat)) => read_opened(target, dir, lock, want_acl, &file, &stat).map(Some),
+        Some((file, stat)) => {
+            let mut cur = read_opened(target, dir, lock, want_acl, &file, &stat)?;
+            cur.pin = Some(std::sync::Arc::new(file));
+            Ok(Some(cur))
+        }
         None => Ok(None),
     }
 }
@@ -195,6 +204,7 @@ pub(crate) fn read_opened(
         acl,
         journal: None,
         journal_follows,
+        pin: None,
     })
 }
 
@@ -206,7 +216,9 @@ pub(crate) fn journal_follows(attr: &[u8], sum: u64) -> bool {
 
 /// Whether the state file is still the one a transaction read (`expected`: its device
 /// and inode, `None` when it did not exist). Checked right before the rename, with the
-/// lock checked too: see "The lock cannot split" in `docs/design.md`.
+/// lock checked too: see "The lock cannot split" in `docs/design.md`. Sound only while
+/// the file read is held open ([`Current::pin`]): a freed inode's number is given to
+/// new files.
 pub(crate) fn unchanged_since_read(
     target: &Target,
     dir: &OwnedFd,

@@ -179,6 +179,7 @@ impl Cache {
             acl: self.acl.clone(),
             journal: Some(Box::new(replayed)),
             journal_follows: false,
+            pin: None,
         }
     }
 }

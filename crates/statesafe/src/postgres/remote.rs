@@ -66,6 +66,21 @@ pub(crate) struct Remote {
     any_unsettled: AtomicBool,
 }
 
+/// What the server says of a transaction whose `COMMIT` lost its answer
+/// ([`Remote::resolve`]).
+#[derive(Debug, Clone, Copy)]
+enum Fate {
+    Committed,
+    Aborted,
+    /// `txid_status` is NULL: the id is older than the server's commit log keeps.
+    Forgotten,
+}
+
+/// The id in a quarantined row's name, `URL#quarantine=ID` ([`Remote::quarantine_row`]).
+fn quarantine_id(name: &Path) -> Option<&str> {
+    name.to_str()?.rsplit_once("#quarantine=").map(|(_, id)| id)
+}
+
 /// The current row, as read.
 struct Current {
     generation: u64,
@@ -1348,11 +1363,10 @@ SELECT (SELECT txid_current()::text FROM {main} WHERE state = {key} FOR UPDATE S
         }
     }
 
-    /// What became of transaction `xid` whose `COMMIT` lost its answer: `Some(true)`
-    /// committed, `Some(false)` aborted, `None` when the server cannot tell us (not
-    /// reachable, or the transaction still running at `deadline`). Asked on a new
-    /// connection: the old one is gone.
-    fn resolve(&self, xid: i64, deadline: Instant) -> Option<bool> {
+    /// What became of transaction `xid` whose `COMMIT` lost its answer, or `None`
+    /// when the server cannot be asked (not reachable, or the transaction still
+    /// running at `deadline`). Asked on a new connection: the old one is gone.
+    fn resolve(&self, xid: i64, deadline: Instant) -> Option<Fate> {
         let mut client = self.connect().ok()?;
         loop {
             let status: Option<String> = client
@@ -1360,15 +1374,40 @@ SELECT (SELECT txid_current()::text FROM {main} WHERE state = {key} FOR UPDATE S
                 .ok()?
                 .get(0);
             match status.as_deref() {
-                Some("committed") => break Some(true),
-                Some("aborted") => break Some(false),
+                Some("committed") => break Some(Fate::Committed),
+                Some("aborted") => break Some(Fate::Aborted),
                 Some("in progress") if Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(5));
                 }
-                _ => break None,
+                Some("in progress") => break None,
+                // NULL: the id is older than the server's commit log keeps.
+                None => break Some(Fate::Forgotten),
+                Some(_) => break None,
             }
         }
         .inspect(|_| self.give(client))
+    }
+
+    /// Whether the quarantine table holds row `id` (the text its insert returned)
+    /// of this state: the write that copied the damaged row there committed. No
+    /// table: nothing committed there (a first quarantine makes it in the write's
+    /// own transaction). `None`: the server cannot be asked.
+    fn quarantine_kept(&self, id: &str) -> Option<bool> {
+        let mut client = self.connect().ok()?;
+        let sql = format!(
+            "SELECT EXISTS (SELECT 1 FROM {} WHERE id::text = $1 AND state = $2)",
+            self.names.quarantine
+        );
+        let kept = match client.query_typed_one(
+            &sql,
+            &[(&id, Type::TEXT), (&self.address.state, Type::TEXT)],
+        ) {
+            Ok(row) => row.get(0),
+            Err(e) if e.code() == Some(&SqlState::UNDEFINED_TABLE) => false,
+            Err(_) => return None,
+        };
+        self.give(client);
+        Some(kept)
     }
 
     /// Asks the server what became of the writes over a damaged row whose `COMMIT`
@@ -1386,7 +1425,18 @@ SELECT (SELECT txid_current()::text FROM {main} WHERE state = {key} FOR UPDATE S
         let mut committed = Vec::new();
         let mut left = Vec::new();
         for (xid, event) in pending {
-            match self.resolve(xid, Instant::now()) {
+            // Too old for `txid_status` (fix17: it stayed pending forever): the
+            // quarantined copy is in the table exactly when the write committed
+            // (statesafe never deletes a quarantined row).
+            let landed = match self.resolve(xid, Instant::now()) {
+                Some(Fate::Forgotten) => match &event {
+                    Event::Quarantined { quarantined, .. } => quarantine_id(quarantined)
+                        .map_or(Some(false), |id| self.quarantine_kept(id)),
+                    _ => Some(false),
+                },
+                fate => fate.map(|f| matches!(f, Fate::Committed)),
+            };
+            match landed {
                 Some(true) => committed.push(event),
                 Some(false) => {}
                 None => left.push((xid, event)),
@@ -1950,8 +2000,8 @@ impl Tx<'_> {
                 .xid
                 .and_then(|xid| remote.resolve(xid, deadline))
             {
-                Some(true) => Ok(()),
-                Some(false) => Err(Error::Remote {
+                Some(Fate::Committed) => Ok(()),
+                Some(Fate::Aborted) => Err(Error::Remote {
                     path: remote.display().to_path_buf(),
                     op: "commit".into(),
                     reason: format!(
@@ -1960,7 +2010,8 @@ impl Tx<'_> {
                     hint: "nothing was committed by this call; run it again".into(),
                     source: Some(Box::new(e)),
                 }),
-                None => {
+                // Forgotten: not for an id read in this transaction; as unknown.
+                None | Some(Fate::Forgotten) => {
                     let quarantined = self.quarantined.take();
                     if let (Some((quarantined, damage)), Some(xid)) =
                         (&quarantined, self.current.xid)

@@ -317,6 +317,19 @@ pub(crate) fn no_space_error() -> io::Error {
     io::Error::from_raw_os_error(Errno::NOSPC.raw_os_error())
 }
 
+/// This boot of the machine, as the kernel names it (`/proc/sys/kernel/random/boot_id`,
+/// a random UUID drawn at each boot), read once; `None` where there is no such name.
+/// A record written in another boot may have lost its last writes to a power loss.
+pub(crate) fn boot_id() -> Option<&'static str> {
+    static BOOT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    BOOT.get_or_init(|| {
+        let id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+        let id = id.trim();
+        (!id.is_empty()).then(|| id.to_string())
+    })
+    .as_deref()
+}
+
 /// Takes, without waiting, an exclusive lock of the `len` bytes at `at` in `file`,
 /// owned by its open file description (Linux's `F_OFD_SETLK`: kept until the last
 /// descriptor of that description is closed, whatever other descriptors of the file

@@ -54,8 +54,43 @@ pub fn temp_files(dir: &Path, name: &str) -> Vec<String> {
 }
 
 /// Inode number of a path (without following a final symlink).
+///
+/// Two numbers compared prove "the same file" only while the first file cannot have
+/// been freed in between: ext4 gives a new file the number a deleted one freed (seen
+/// in CI). Where the file may be replaced more than once between the two looks, use
+/// [`HeldInode`].
 pub fn inode(path: &Path) -> u64 {
     std::fs::symlink_metadata(path).unwrap().ino()
+}
+
+/// A file held open by its descriptor: while this lives the inode is not freed, even
+/// if every name of it is removed, so no new file can be given its (device, inode)
+/// and "the path still names this file" is a sound test across any window.
+pub struct HeldInode {
+    _file: std::fs::File,
+    id: (u64, u64),
+}
+
+impl HeldInode {
+    /// Opens `path` for reading (a regular file; a final symlink is not followed).
+    pub fn hold(path: &Path) -> HeldInode {
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)
+            .unwrap_or_else(|e| panic!("cannot hold `{}` open: {e}", path.display()));
+        let st = file.metadata().unwrap();
+        HeldInode {
+            id: (st.dev(), st.ino()),
+            _file: file,
+        }
+    }
+
+    /// Whether `path` (without following a final symlink) still names the held file.
+    pub fn is_at(&self, path: &Path) -> bool {
+        std::fs::symlink_metadata(path).is_ok_and(|st| (st.dev(), st.ino()) == self.id)
+    }
 }
 
 /// Permission bits (including set-id and sticky bits) of a path.

@@ -166,7 +166,7 @@ fn a_holder_killed_with_sigkill_frees_the_lock_at_once() {
         .unwrap();
     store.create(json!({"n": 0})).unwrap();
     let lock = store.lock_path().to_path_buf();
-    let lock_inode = common::inode(&lock);
+    let held = common::HeldInode::hold(&lock);
 
     for round in 1..=3 {
         let mut holder = spawn_holder(&path);
@@ -178,11 +178,7 @@ fn a_holder_killed_with_sigkill_frees_the_lock_at_once() {
         // No waiting, no stale-lock heuristics: one try succeeds.
         store.update(|s| s["n"] = round.into()).unwrap();
         assert!(lock.is_file(), "the lock file was deleted");
-        assert_eq!(
-            common::inode(&lock),
-            lock_inode,
-            "the lock file was replaced"
-        );
+        assert!(held.is_at(&lock), "the lock file was replaced");
     }
     assert_eq!(store.get().unwrap(), json!({"n": 3}));
 }
@@ -195,7 +191,7 @@ fn the_lock_file_is_never_deleted_or_replaced() {
     store.create(json!({"n": 0})).unwrap();
     let lock = store.lock_path().to_path_buf();
     assert!(lock.starts_with(dir.path().join(".state.json.statesafe")));
-    let lock_inode = common::inode(&lock);
+    let held = common::HeldInode::hold(&lock);
     for i in 1..=5 {
         store.update(|s| s["n"] = i.into()).unwrap();
         let other: Store = Store::open(&path).unwrap();
@@ -203,12 +199,11 @@ fn the_lock_file_is_never_deleted_or_replaced() {
         drop(other);
         let tx = store.begin().unwrap();
         drop(tx);
-        assert_eq!(common::inode(&lock), lock_inode);
+        assert!(held.is_at(&lock), "the lock file was replaced");
     }
     drop(store);
-    assert_eq!(
-        common::inode(&lock),
-        lock_inode,
+    assert!(
+        held.is_at(&lock),
         "dropping the store removed the lock file"
     );
 }

@@ -21,6 +21,7 @@ mod documents;
 mod durability;
 mod faults;
 mod filesystems;
+mod fix17;
 mod integrity;
 mod journal;
 mod journal_attacks;

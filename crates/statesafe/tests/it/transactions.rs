@@ -51,7 +51,7 @@ fn a_closure_error_aborts_with_nothing_written() {
     store.create(json!({"balance": 10})).unwrap();
     store.update(|s| s["balance"] = 20.into()).unwrap();
     let before = std::fs::read(&path).unwrap();
-    let inode = common::inode(&path);
+    let held = common::HeldInode::hold(&path);
 
     let result: Result<(), AppError> = store.try_update(|s| {
         s["balance"] = (-5).into();
@@ -66,11 +66,7 @@ fn a_closure_error_aborts_with_nothing_written() {
         before,
         "an aborted update changed the file"
     );
-    assert_eq!(
-        common::inode(&path),
-        inode,
-        "an aborted update replaced the file"
-    );
+    assert!(held.is_at(&path), "an aborted update replaced the file");
     assert_eq!(store.generation().unwrap(), 2);
     assert!(common::temp_files(dir.path(), "state.json").is_empty());
 
@@ -164,7 +160,7 @@ fn generations_count_commits() {
     assert_eq!(store.replace(Counter { n: 100 }).unwrap(), 7);
 
     // A commit that changes nothing writes nothing and does not bump.
-    let inode = common::inode(&path);
+    let held = common::HeldInode::hold(&path);
     store.update(|_| ()).unwrap();
     store.update(|c| c.n = 100).unwrap();
     assert_eq!(store.replace(Counter { n: 100 }).unwrap(), 7);
@@ -172,11 +168,7 @@ fn generations_count_commits() {
     assert_eq!(tx.generation(), 7);
     assert_eq!(tx.commit().unwrap(), 7);
     assert_eq!(store.load().unwrap().generation, 7);
-    assert_eq!(
-        common::inode(&path),
-        inode,
-        "a no-op commit replaced the file"
-    );
+    assert!(held.is_at(&path), "a no-op commit replaced the file");
 
     // Another store (another process, as far as the file knows) sees the same count.
     let other: Store<Counter> = Store::open(&path).unwrap();
@@ -332,7 +324,7 @@ fn assert_corrupt(bytes: &[u8], line: Option<usize>, column: Option<usize>) {
     let dir = common::test_dir();
     let path = dir.path().join("state.json");
     std::fs::write(&path, bytes).unwrap();
-    let inode = common::inode(&path);
+    let held = common::HeldInode::hold(&path);
     let store: Store = failing_store(&path);
     let err = store.load().unwrap_err();
     assert_eq!(
@@ -384,7 +376,7 @@ fn assert_corrupt(bytes: &[u8], line: Option<usize>, column: Option<usize>) {
         bytes,
         "recovery touched the damaged file"
     );
-    assert_eq!(common::inode(&path), inode);
+    assert!(held.is_at(&path), "the damaged file was replaced");
     assert!(common::temp_files(dir.path(), "state.json").is_empty());
 }
 

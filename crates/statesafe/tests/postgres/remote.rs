@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde_json::json;
@@ -962,6 +962,12 @@ struct CommitCutter {
     armed: Arc<AtomicBool>,
     /// While set, new connections are closed at once (a network partition).
     partitioned: Arc<AtomicBool>,
+    /// While set, `txid_status($1)` is answered NULL, as a server answers for a
+    /// transaction id older than its commit log keeps: the query is rewritten, in
+    /// place and at the same length, to `text(NULL+$1)  `.
+    forgotten: Arc<AtomicBool>,
+    /// How many `txid_status($1)` queries went through.
+    asked: Arc<AtomicUsize>,
 }
 
 impl CommitCutter {
@@ -970,8 +976,11 @@ impl CommitCutter {
         let port = listener.local_addr().unwrap().port();
         let armed = Arc::new(AtomicBool::new(false));
         let partitioned = Arc::new(AtomicBool::new(false));
+        let forgotten = Arc::new(AtomicBool::new(false));
+        let asked = Arc::new(AtomicUsize::new(0));
         let flag = Arc::clone(&armed);
         let cut_off = Arc::clone(&partitioned);
+        let (forget, count) = (Arc::clone(&forgotten), Arc::clone(&asked));
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { continue };
@@ -985,6 +994,8 @@ impl CommitCutter {
                     armed: Arc::clone(&flag),
                     muted: Arc::clone(&muted),
                     fatal,
+                    forgotten: Arc::clone(&forget),
+                    asked: Arc::clone(&count),
                 };
                 std::thread::spawn(move || pump(client, server, Some(cut), None));
                 std::thread::spawn(move || pump(s2, c2, None, Some(muted)));
@@ -994,6 +1005,8 @@ impl CommitCutter {
             port,
             armed,
             partitioned,
+            forgotten,
+            asked,
         }
     }
 }
@@ -1003,7 +1016,13 @@ struct Cut {
     armed: Arc<AtomicBool>,
     muted: Arc<AtomicBool>,
     fatal: bool,
+    forgotten: Arc<AtomicBool>,
+    asked: Arc<AtomicUsize>,
 }
+
+/// The question [`CommitCutter`] counts, and what it asks instead while `forgotten`.
+const TXID_STATUS: &[u8] = b"txid_status($1)";
+const TXID_FORGOTTEN: &[u8] = b"text(NULL+$1)  ";
 
 fn pump(mut from: TcpStream, mut to: TcpStream, cut: Option<Cut>, muted: Option<Arc<AtomicBool>>) {
     let mut buf = vec![0u8; 64 << 10];
@@ -1014,6 +1033,19 @@ fn pump(mut from: TcpStream, mut to: TcpStream, cut: Option<Cut>, muted: Option<
         };
         if muted.as_ref().is_some_and(|m| m.load(Ordering::SeqCst)) {
             continue;
+        }
+        if let Some(c) = &cut {
+            let mut at = 0;
+            while let Some(i) = buf[at..n]
+                .windows(TXID_STATUS.len())
+                .position(|w| w == TXID_STATUS)
+            {
+                c.asked.fetch_add(1, Ordering::SeqCst);
+                if c.forgotten.load(Ordering::SeqCst) {
+                    buf[at + i..at + i + TXID_STATUS.len()].copy_from_slice(TXID_FORGOTTEN);
+                }
+                at += i + TXID_STATUS.len();
+            }
         }
         let commit = buf[..n].windows(7).any(|w| w == b"COMMIT\0");
         let cutting = commit
@@ -1267,6 +1299,107 @@ fn review15_a_replace_over_damage_whose_commit_is_lost_says_where_the_row_went()
         assert!(kept.is_empty(), "{kept:?}");
         assert!(seen.is_empty(), "the replace did not land: {seen:?}");
     }
+}
+
+/// fix17: the follow-up of a lost `COMMIT` over a damaged row stayed pending forever
+/// when `txid_status` answered NULL (the transaction id older than the server's commit
+/// log keeps: a store that was not used for long, or a busy server): every read and
+/// transaction asked again, and the user never learned whether the row went to the
+/// quarantine. The proxy answers NULL here. The quarantined copy is now looked up by
+/// the id its insert returned: there, the write committed (`Quarantined`); not there,
+/// it did not (nothing). Either way the store stops asking.
+#[test]
+fn fix17_a_lost_commit_the_server_no_longer_knows_is_settled_by_its_quarantine_row() {
+    let Some(pg) = cluster::cluster() else { return };
+    let cutter = CommitCutter::start(pg.port, false);
+    let name = "fix17-forgotten-xid";
+    let url = format!(
+        "postgres://{}@127.0.0.1:{}/{}?state={name}&sslmode=disable",
+        pg.user,
+        cutter.port,
+        cluster::DATABASE
+    );
+    let events = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = Arc::clone(&events);
+    let store: Store = Store::options()
+        .on_event(move |e| sink.lock().unwrap().push(e.clone()))
+        .open_url(&url)
+        .unwrap();
+    store.create(json!({"n": 1})).unwrap();
+    store.update(|s| s["n"] = 2.into()).unwrap();
+    let mut admin = pg.client();
+    let damaged = admin
+        .execute(
+            "UPDATE statesafe SET checksum = checksum + 1 WHERE state = $1",
+            &[&name],
+        )
+        .unwrap();
+    assert_eq!(damaged, 1);
+    cutter.armed.store(true, Ordering::SeqCst);
+    cutter.partitioned.store(true, Ordering::SeqCst);
+    let err = store.replace(json!({"n": 3})).unwrap_err();
+    cutter.assert_cut();
+    assert!(matches!(err, Error::OutcomeUnknown { .. }), "{err:?}");
+    let named = err
+        .to_string()
+        .split('`')
+        .find(|p| p.contains("#quarantine="))
+        .map(std::path::PathBuf::from);
+    cutter.partitioned.store(false, Ordering::SeqCst);
+    // Wait for the server to finish that COMMIT either way (it holds the row lock).
+    let mut settle = admin.transaction().unwrap();
+    settle
+        .query(
+            "SELECT 1 FROM statesafe WHERE state = $1 FOR UPDATE",
+            &[&name],
+        )
+        .unwrap();
+    settle.commit().unwrap();
+    let landed = !admin
+        .query(
+            "SELECT id FROM statesafe_quarantine WHERE state = $1",
+            &[&name],
+        )
+        .unwrap()
+        .is_empty();
+    cutter.forgotten.store(true, Ordering::SeqCst);
+    let asked = cutter.asked.load(Ordering::SeqCst);
+    // The next read asks the server, which no longer knows the transaction.
+    let _ = store.load();
+    let asked_then = cutter.asked.load(Ordering::SeqCst);
+    assert!(
+        asked_then > asked,
+        "the read did not ask about the lost COMMIT: nothing was tested"
+    );
+    let quarantined = |events: &[Event]| {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Quarantined { quarantined, .. } => Some(quarantined.clone()),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    let seen = quarantined(&events.lock().unwrap());
+    eprintln!("landed: {landed}; asked {asked} then {asked_then}; seen {seen:?}");
+    if landed {
+        assert!(named.is_some());
+        assert_eq!(
+            seen,
+            named.into_iter().collect::<Vec<_>>(),
+            "the replace landed, and the store did not say where the row went"
+        );
+    } else {
+        assert!(seen.is_empty(), "the replace did not land: {seen:?}");
+    }
+    // Settled: the reads and transactions after it ask nothing more.
+    let _ = store.load();
+    let _ = store.update(|s| s["after"] = true.into());
+    assert_eq!(
+        cutter.asked.load(Ordering::SeqCst),
+        asked_then,
+        "the store asks again and again about a transaction the server no longer knows"
+    );
 }
 
 /// The child role of the SIGKILL test: holds the row lock and waits to be killed.
