@@ -329,7 +329,11 @@ export declare class Store<T = JsonValue> extends EventEmitter {
    */
   update(fn: (state: T) => T | void | Promise<T | void>): Promise<Snapshot<T>>
   updateSync(fn: (state: T) => T | void): Snapshot<T>
-  /** Replaces the document; with `ifGeneration`, a compare-and-swap (`ECONFLICT`). Returns the new generation. */
+  /**
+   * Replaces the document; with `ifGeneration`, a compare-and-swap (`ECONFLICT`). Returns the new generation.
+   * A number no double holds in a document `load` or `get` served keeps its file text
+   * (docs/node.md, "Values"); `RangeError` (`ERANGE`) when where it went cannot be told.
+   */
   replace(doc: T, options?: ReplaceOptions): Promise<number>
   replaceSync(doc: T, options?: ReplaceOptions): number
   /** Holds the writers' lock while `fn` runs; returns what `fn` returns. */

@@ -565,14 +565,14 @@ function copyText(copy, pretty) {
 /**
  * `{generation, big, kept?, refused?, value}` text from the addon (src/convert.rs),
  * BigInts put back in place: `[{value, generation}, keep]`, where `keep` is null when
- * the file has no number whose text is kept, else `{ big, nearest }`: `big` lists
- * `[path, text, served]` for each BigInt whose file text is written back while the
- * program's value at `path` is still `served` (see `untouched`), `nearest` (null when
- * none) the places of the doubles served for non-integers no double holds (see
- * `nearestPlaces`; found only when `following`, for an update). A number that
- * JavaScript has no value for (`refused`) fails the read, naming `file`.
+ * the file has no BigInt whose text is kept, else `{ big }`: `big` lists `[path, text,
+ * served]` for each BigInt whose file text is written back while the program's value
+ * at `path` is still `served` (see `untouched`). The non-integers no double holds
+ * (`kept`) are served as their nearest doubles, each place of those doubles tracked
+ * (`track`). A number that JavaScript has no value for (`refused`) fails the read,
+ * naming `file`.
  */
-function decode(text, file, following = false) {
+function decode(text, file) {
   const snap = JSON.parse(text)
   if (snap.refused) throw refusedNumber(file, snap.refused[0])
   const kept = []
@@ -587,8 +587,8 @@ function decode(text, file, following = false) {
     for (let i = 0; i < path.length - 1; i++) parent = parent[path[i]]
     parent[path[path.length - 1]] = n
   }
-  const nearest = snap.kept && following ? nearestPlaces(snap.value, snap.kept) : null
-  const keep = kept.length > 0 || nearest ? { big: kept, nearest } : null
+  if (snap.kept) track(snap.value, snap.kept)
+  const keep = kept.length > 0 ? { big: kept } : null
   return [{ value: snap.value, generation: snap.generation }, keep]
 }
 
@@ -608,176 +608,194 @@ function doubleKey(d) {
 }
 
 /**
- * Calls `found(path, v, arrays)` for each number of `value` whose `doubleKey` is in
- * `keys`, in document order; `arrays` lists `[depth, array]` for the arrays on its
- * path (`path.slice(0, depth)` is where the array is). `path` and `arrays` are
- * reused: copy them to keep them.
+ * Calls `found(path, v, parent)` for each number of `value` whose `doubleKey` is in
+ * `keys`, in document order; `parent` is the array or object that holds it (null for
+ * the root). `path` is reused: copy it to keep it.
  */
 function eachDouble(value, keys, found) {
   const path = []
-  const arrays = []
-  const go = (v) => {
+  const go = (v, parent) => {
     if (typeof v === 'number') {
-      if (keys.has(doubleKey(v))) found(path, v, arrays)
+      if (keys.has(doubleKey(v))) found(path, v, parent)
       return
     }
     if (v === null || typeof v !== 'object') return
     if (Array.isArray(v)) {
-      arrays.push([path.length, v])
       for (let i = 0; i < v.length; i++) {
         path.push(i)
-        go(v[i])
+        go(v[i], v)
         path.pop()
       }
-      arrays.pop()
     } else {
       for (const k of Object.keys(v)) {
         path.push(k)
-        go(v[k])
+        go(v[k], v)
         path.pop()
       }
     }
   }
-  go(value)
+  go(value, null)
+}
+
+// ---------------------------------------------------------------------------------
+// Following the numbers no double holds
+//
+// A non-integer no double holds (`1e-400`, `0.10000000000000001`) is served as its
+// nearest double, and a JavaScript number has no identity. What has one is the place
+// that holds it: so every place of a served document that holds one of those doubles
+// (the file's number, and any number equal to its double: a `0` beside a `1e-400`) is
+// made an accessor property of its object or array, whose getter returns the double
+// and notes the read, and whose setter turns the place back into a plain data property
+// holding what was set. Then, at a commit (`follow`):
+//
+// - a place of the new document that is still such an accessor holds the very number
+//   it held when served, wherever its object or array now is (moved, or at two places):
+//   it is written with that number's text (a number the double is, as the double);
+// - any other place holding one of those doubles holds a value the program wrote
+//   there: a copy or a move of a number it read (`s.y = s.x`, `shift()`, `reverse()`,
+//   spread, destructuring all read), or a double it made. When no number of that
+//   double was read in the time that counts, it is the program's double; when every
+//   number of that double that was read had one text, it is taken for that number, and
+//   written with its text (a program that reads such a number and writes its double
+//   elsewhere is taken to have copied or moved it); when they had several texts (or
+//   some were the plain double), which one it is cannot be told, and the commit is
+//   refused: ERANGE, nothing written.
+//
+// The time that counts: an update's function (reads since the update began); for a
+// `replace`, since the store's last commit (or its opening), which covers a document
+// load() or get() served, read and passed back. Reads by statesafe itself (while it
+// checks and writes a value) and by the `validate` option are not noted (`quiet`).
+
+// A counter: reads are stamped with it, an update and a commit start a new count.
+let clock = 1
+// Greater than 0 while statesafe itself reads a value.
+let quiet = 0
+// The getter of each accessor a served document's place was made → its record
+// `{ d, text, path }` (text: null for a number the double is).
+const records = new WeakMap()
+// The served documents whose places are accessors (weakly: a track lives as long as
+// one of its places, whose getter holds its record, which holds the track).
+const tracks = new Set()
+// The reads noted: double key → (text, or null) → { at, path }, the last read of a
+// number of that double and text (one entry per pair, so a long-running program keeps
+// as many entries as there are distinct such numbers it was served).
+const reads = new Map()
+
+function noteRead(rec) {
+  let m = reads.get(doubleKey(rec.d))
+  if (!m) reads.set(doubleKey(rec.d), (m = new Map()))
+  m.set(rec.text, { at: clock, path: rec.path })
+}
+
+/** Runs `fn` with reads of tracked places not noted (statesafe's own reads). */
+function quietly(fn) {
+  quiet++
+  try {
+    return fn()
+  } finally {
+    quiet--
+  }
 }
 
 /**
- * Every place of the served document `value` that holds one of the doubles served for
- * the addon's `kept` numbers (`[path, text]`, each a non-integer no double holds):
- * `{path, d, text, arrays}`, with `text` the file's text there (null for a number the
- * double is, such as a `0` beside a `1e-400` served as 0), and `arrays` a shallow copy
- * of each array on its path (`[depth, copy]`), to tell after the program ran whether
- * the number can have moved (see `follow`).
+ * Makes every place of the served document `value` that holds the double of one of
+ * the addon's `kept` numbers (`[path, text]`) an accessor (see above), and registers
+ * the document. A document that is itself such a number has no place to make one: it
+ * is noted as read (handed to the program).
  */
-function nearestPlaces(value, list) {
+function track(value, list) {
   const texts = new Map(list.map(([path, written]) => [pointer(path), written]))
   const keys = new Set(list.map(([path]) => doubleKey(at(value, path))))
-  const copies = new Map()
-  const places = []
-  eachDouble(value, keys, (path, d, arrays) => {
-    const copied = arrays.map(([depth, a]) => {
-      if (!copies.has(a)) copies.set(a, a.slice())
-      return [depth, copies.get(a)]
+  const t = { keys }
+  eachDouble(value, keys, (path, d, parent) => {
+    const rec = { d, text: texts.get(pointer(path)) ?? null, path: path.slice(), track: t }
+    if (parent === null) {
+      noteRead(rec)
+      return
+    }
+    const key = path[path.length - 1]
+    const get = () => {
+      if (quiet === 0) noteRead(rec)
+      return d
+    }
+    records.set(get, rec)
+    Object.defineProperty(parent, key, {
+      get,
+      set(v) {
+        Object.defineProperty(this, key, { value: v, writable: true, enumerable: true, configurable: true })
+      },
+      enumerable: true,
+      configurable: true,
     })
-    places.push({ path: path.slice(), d, text: texts.get(pointer(path)) ?? null, arrays: copied })
   })
-  return places
+  for (const ref of tracks) if (ref.deref() === undefined) tracks.delete(ref)
+  tracks.add(new WeakRef(t))
 }
 
 /**
  * `big` (the addon's list of `[path, number text]` places, as JSON text, or '') with
  * the places where the file's text of a kept number is written again: a BigInt the
  * program left as it was served (`1e400` is not rewritten as its digits), and each
- * non-integer no double holds wherever it now is (`follow`). `op` names the operation
- * for an error.
+ * non-integer no double holds wherever it now is (`follow`, counting reads stamped
+ * `since` or later). `op` names the operation for an error.
  */
-function untouched(next, keep, big, file, op) {
-  const places = keep.big.filter(([path, , served]) => Object.is(at(next, path), served)).map(([path, written]) => [path, written])
-  if (keep.nearest) places.push(...follow(next, keep.nearest, file, op))
-  if (places.length === 0) return big
-  return JSON.stringify([...(big ? JSON.parse(big) : []), ...places])
+function untouched(next, keep, big, since, file, op) {
+  return quietly(() => {
+    const places = keep === null ? [] : keep.big.filter(([path, , served]) => Object.is(at(next, path), served)).map(([path, written]) => [path, written])
+    places.push(...follow(next, since, file, op))
+    if (places.length === 0) return big
+    return JSON.stringify([...(big ? JSON.parse(big) : []), ...places])
+  })
 }
 
 /**
  * Where the file's text of each non-integer no double holds goes in `next` (as
- * `[path, text]`), given `before` (`nearestPlaces` of the document the program was
- * served); throws (ERANGE) when that cannot be told. A JavaScript number has no
- * identity, so a place is followed by its double:
- *
- * - A number still in place is the same number (`whereNow`): a kept text is written
- *   there again, a number the double is stays that double. In place: its path leads
- *   through the same keys, through arrays to wherever the very object it was in now is
- *   (objects have an identity), and to a place that still holds its double in an array
- *   whose indices did not shift (it still starts with the elements it had,
- *   `Object.is`). A program that put that very double there cannot be told from one
- *   that left it.
- * - The other places of each double, before and now, are matched: none of them had a
- *   kept text, or the double is now nowhere else (the numbers were deleted): nothing
- *   to write. As many places now as before, all before with the same text: the numbers
- *   moved (a shift, a sort, another key), and each gets that text. Anything else (a
- *   number of another text, or the plain double, among them; fewer or more places) is
- *   refused: writing the double could change the file's number.
+ * `[path, text]`; see "Following the numbers no double holds" above), counting the
+ * reads stamped `since` or later; throws (ERANGE) when that cannot be told. Costs a
+ * walk of `next` only while a served document with such numbers is alive, or such a
+ * number was read since `since`.
  */
-function follow(next, before, file, op) {
-  const stable = new Map()
-  const unmoved = (copy, a) => {
-    if (!stable.has(copy)) stable.set(copy, a.length >= copy.length && copy.every((x, j) => Object.is(a[j], x)))
-    return stable.get(copy)
+function follow(next, since, file, op) {
+  const keys = new Set()
+  for (const ref of tracks) {
+    const t = ref.deref()
+    if (t === undefined) tracks.delete(ref)
+    else for (const k of t.keys) keys.add(k)
   }
-  // Where each object of an array of `next` is (-1: there more than once).
-  const indexes = new Map()
-  const indexOf = (a, o) => {
-    let m = indexes.get(a)
-    if (!m) {
-      m = new Map()
-      a.forEach((x, j) => {
-        if (x !== null && typeof x === 'object') m.set(x, m.has(x) ? -1 : j)
-      })
-      indexes.set(a, m)
-    }
-    return m.get(o) ?? -1
-  }
-  // The path in `next` of the number at `p` if it is still there (null if it may have moved).
-  const whereNow = (p) => {
-    let v = next
-    const path = []
-    let c = 0
-    for (let k = 0; k < p.path.length; k++) {
-      const t = p.path[k]
-      if (c < p.arrays.length && p.arrays[c][0] === k) {
-        const copy = p.arrays[c++][1]
-        if (!Array.isArray(v)) return null
-        // The number itself: its array's indices must not have shifted. An object on
-        // the way: wherever that very object now is in the array.
-        const j = k === p.path.length - 1 ? (unmoved(copy, v) ? t : -1) : indexOf(v, copy[t])
-        if (j < 0) return null
-        path.push(j)
-        v = v[j]
-      } else {
-        if (v === null || typeof v !== 'object' || Array.isArray(v) || !Object.hasOwn(v, t)) return null
-        path.push(t)
-        v = v[t]
-      }
-    }
-    return Object.is(v, p.d) ? path : null
-  }
+  for (const [k, m] of reads) for (const r of m.values()) if (r.at >= since) keys.add(k)
+  if (keys.size === 0) return []
   const out = []
-  const taken = new Set()
-  const groups = new Map()
-  const group = (d) => {
-    const key = doubleKey(d)
-    if (!groups.has(key)) groups.set(key, { d, left: [], open: [] })
-    return groups.get(key)
-  }
-  for (const p of before) {
-    const now = whereNow(p)
-    if (now !== null) {
-      if (p.text !== null) out.push([now, p.text])
-      taken.add(pointer(now))
-    } else {
-      group(p.d).left.push(p)
+  const open = new Map()
+  eachDouble(next, keys, (path, d, parent) => {
+    const get = parent === null ? undefined : Object.getOwnPropertyDescriptor(parent, path[path.length - 1])?.get
+    const rec = get === undefined ? undefined : records.get(get)
+    if (rec !== undefined) {
+      if (rec.text !== null) out.push([path.slice(), rec.text])
+      return
     }
-  }
-  eachDouble(next, new Set(before.map((p) => doubleKey(p.d))), (path, d) => {
-    if (!taken.has(pointer(path))) group(d).open.push(path.slice())
+    const key = doubleKey(d)
+    if (!open.has(key)) open.set(key, { d, paths: [] })
+    open.get(key).paths.push(path.slice())
   })
-  for (const { d, left, open } of groups.values()) {
-    const texts = left.filter((p) => p.text !== null)
-    if (texts.length === 0 || open.length === 0) continue
-    if (left.length === open.length && left.every((p) => p.text === texts[0].text)) {
-      for (const path of open) out.push([path, texts[0].text])
+  for (const [key, { d, paths }] of open) {
+    const sources = [...(reads.get(key) ?? [])].filter(([, r]) => r.at >= since)
+    const texts = sources.filter(([text]) => text !== null).map(([text, r]) => ({ text, path: r.path }))
+    if (texts.length === 0) continue
+    if (texts.length === 1 && sources.length === 1) {
+      for (const path of paths) out.push([path, texts[0].text])
       continue
     }
-    throw movedNumber(file, op, d, texts, open)
+    throw movedNumber(file, op, d, texts, paths, sources.length > texts.length)
   }
   return out
 }
 
-function movedNumber(file, op, d, texts, open) {
+function movedNumber(file, op, d, texts, open, plain) {
   const list = (items, show) => (items.length > 5 ? `${items.slice(0, 5).map(show).join(', ')} and ${items.length - 5} more` : items.map(show).join(', '))
   const shown = (t) => (t.length > 40 ? `${t.slice(0, 37)}...` : t)
+  const others = plain ? ` and a ${doubleKey(d)} that is that double` : ''
   const err = new RangeError(
-    `statesafe: cannot ${op} \`${file}\`: the file's ${list(texts, (p) => `${shown(p.text)} at ${pointer(p.path)}`)}, served as the nearest double ${doubleKey(d)}, did not stay in place, and where it went cannot be told: the new document holds ${doubleKey(d)} at ${list(open, pointer)}, which may be it or another number equal to its double; writing ${doubleKey(d)} could change the file's number, so nothing was written\nhint: keep such a number as a string, or change it with a program that keeps it exactly (the statesafe CLI, or the Python package, which serves it as a Decimal); or move it in a commit that adds or removes no other ${doubleKey(d)}`,
+    `statesafe: cannot ${op} \`${file}\`: the file's ${list(texts, (p) => `${shown(p.text)} at ${pointer(p.path)}`)}${others}, served as the nearest double ${doubleKey(d)}, were read, and the new document holds ${doubleKey(d)} at ${list(open, pointer)}, where the program wrote it: which of them (or a double of its own) is there cannot be told; writing ${doubleKey(d)} could change the file's number, so nothing was written\nhint: keep such a number as a string, or change it with a program that keeps it exactly (the statesafe CLI, or the Python package, which serves it as a Decimal); or move numbers of one text only in a commit`,
   )
   return Object.assign(err, { code: 'ERANGE', path: file, pointer: pointer(texts[0].path), pointers: texts.map((p) => pointer(p.path)) })
 }
@@ -839,6 +857,9 @@ class Store extends EventEmitter {
   #validate
   #pretty
   #caching
+  // The `clock` when this store last committed (or was opened): a `replace` follows the
+  // numbers no double holds read since then (see `follow`).
+  #since = ++clock
   // The update cache (see "The update cache" in src/tx.rs): a private copy of the
   // document this store last committed, and the addon's token for it. The copy is
   // made while checking the value (`copyChecked`) and the committed text is made from
@@ -922,12 +943,14 @@ class Store extends EventEmitter {
   }
 
   #committed(generation, operation) {
+    this.#since = ++clock
     this.#emitSafely('commit', { type: 'commit', path: this.#path, generation, operation })
   }
 
   #checkRule(state, when) {
     if (!this.#validate) return
-    const verdict = this.#validate(state)
+    // Its reads of the numbers no double holds are not noted: a check copies nothing.
+    const verdict = quietly(() => this.#validate(state))
     if (verdict === true || verdict === undefined) return
     const reason = typeof verdict === 'string' ? verdict : 'refused by the validate option'
     if (when === 'load') {
@@ -1020,16 +1043,15 @@ class Store extends EventEmitter {
     const entry = { store: this, open: true }
     let json, big, large, next, copy, depth
     try {
+      const since = ++clock
       const [value, keep] = this.#startValue(tx, cached)
       const r = await this.#holding(entry, () => fn(value))
       next = r === undefined ? value : r
       this.#checkRule(next, 'commit')
-      ;[json, big, large, copy, depth] = encode(next, this.#pretty, this.#caching)
-      if (keep !== null) {
-        const places = untouched(next, keep, big, this.#path, 'update')
-        // The addon puts the file's numbers in place: no longer the copy's text.
-        if (places !== big) [big, copy, depth] = [places, undefined, -1]
-      }
+      ;[json, big, large, copy, depth] = quietly(() => encode(next, this.#pretty, this.#caching))
+      const places = untouched(next, keep, big, since, this.#path, 'update')
+      // The addon puts the file's numbers in place: no longer the copy's text.
+      if (places !== big) [big, copy, depth] = [places, undefined, -1]
     } catch (e) {
       letGo(entry)
       await tx.release().catch(() => {})
@@ -1053,7 +1075,7 @@ class Store extends EventEmitter {
     const text = tx.takeSnapshot()
     if (cached && this.#cache === cached) this.#cache = null
     if (text !== null) {
-      const [snap, keep] = decode(text, this.#path, true)
+      const [snap, keep] = decode(text, this.#path)
       return [snap.value, keep]
     }
     return [cached.value, null]
@@ -1067,6 +1089,7 @@ class Store extends EventEmitter {
     const entry = { store: this, open: true }
     let json, big, large, next, depth
     try {
+      const since = ++clock
       const [value, keep] = this.#startValue(tx, cached)
       let r
       try {
@@ -1079,11 +1102,9 @@ class Store extends EventEmitter {
       }
       next = r === undefined ? value : r
       this.#checkRule(next, 'commit')
-      ;[json, big, large, , depth] = encode(next, this.#pretty)
-      if (keep !== null) {
-        const places = untouched(next, keep, big, this.#path, 'update')
-        if (places !== big) [big, depth] = [places, -1]
-      }
+      ;[json, big, large, , depth] = quietly(() => encode(next, this.#pretty))
+      const places = untouched(next, keep, big, since, this.#path, 'update')
+      if (places !== big) [big, depth] = [places, -1]
     } catch (e) {
       try {
         tx.releaseSync()
@@ -1105,8 +1126,9 @@ class Store extends EventEmitter {
       throw new TypeError('statesafe: ifGeneration must be a generation (an integer, 0 or more)')
     }
     this.#checkRule(doc, 'commit')
-    const [json, big, large] = encode(doc, this.#pretty)
-    return [json, big, large, ifGeneration ?? -1]
+    const [json, big, large] = quietly(() => encode(doc, this.#pretty))
+    // A document a load() or get() served keeps its numbers' texts (see `follow`).
+    return [json, untouched(doc, null, big, this.#since, this.#path, 'replace'), large, ifGeneration ?? -1]
   }
 
   /** Replaces the whole document; with `{ ifGeneration }` only if the file is still at it. */

@@ -43,7 +43,9 @@ test('unshift, splice, sort and reverse keep the numbers that moved', async (t) 
   await moves(t, '{"q":[1, 1e-400, 2, 3]}', (s) => void s.q.splice(0, 1, 8, 9), '{"q":[8,9,1e-400,2,3]}')
   await moves(t, '{"q":[3, 1e-400, 2]}', (s) => void s.q.sort((a, b) => a - b), '{"q":[1e-400,2,3]}')
   await moves(t, '{"q":[1e-400, 2, 3]}', (s) => void s.q.reverse(), '{"q":[3,2,1e-400]}')
-  // Two of the same text move together.
+  // Two of the same text move together, or one of them is deleted (node17: was
+  // refused; whichever is left, its text is the same).
+  await moves(t, '{"q":[1e-400, 1e-400, 5]}', (s) => void s.q.shift(), '{"q":[1e-400,5]}')
   await moves(t, '{"q":[1e-400, 5, 1e-400]}', (s) => void s.q.unshift(7), '{"q":[7,1e-400,5,1e-400]}')
   // Equal doubles elsewhere, in places that did not move, stay what they were.
   await moves(
@@ -83,7 +85,7 @@ test('a deleted number, or a place set to another value, commits as the program 
 })
 
 test('a commit where it cannot be told which number went where is refused, the file left as it was', async (t) => {
-  for (const body of ['{"q":[1e-400, 0, 5]}', '{"q":[1e-400, 2e-400, 5]}', '{"q":[1e-400, 1e-400, 5]}']) {
+  for (const body of ['{"q":[1e-400, 0, 5]}', '{"q":[1e-400, 2e-400, 5]}']) {
     for (const sync of [false, true]) {
       const file = join(tempDir(t), 'state.json')
       writeFileSync(file, body)

@@ -285,3 +285,65 @@ def test_an_int_subclass_is_written_with_its_value(path: pathlib.Path) -> None:
     else:
         with pytest.raises(TypeError, match="1208925819614629174706176, beyond 64 bits"):
             store.replace(doc)
+
+
+# The three shapes in which the Node package once wrote a number no double holds as its
+# nearest double (node17): a copy with the original left in place, a document load()
+# served passed to replace(), and equal floats of other texts trading places. Python
+# serves such a number as a Decimal, an object that carries its exact value wherever
+# the program puts it, so each is written with its text, sync and async alike.
+def _three_shapes() -> list[tuple[str, Any, str]]:
+    def copy(s: Any) -> None:
+        s["y"] = s["x"]
+
+    def reverse(s: Any) -> None:
+        s["a"].reverse()
+
+    def swap(s: Any) -> None:
+        s["a"][0], s["a"][1] = s["a"][1], s["a"][0]
+
+    return [
+        ('{"x": 1e-400}', copy, '{"x": 1e-400, "y": 1e-400}'),
+        ('{"x": 0.10000000000000001}', copy,
+         '{"x": 0.10000000000000001, "y": 0.10000000000000001}'),
+        ('{"a": [0.10000000000000001, 0.1]}', reverse, '{"a": [0.1, 0.10000000000000001]}'),
+        ('{"a": [1e-400, 0]}', swap, '{"a": [0, 1e-400]}'),
+    ]
+
+
+def _as_texts(text: str) -> Any:
+    # Each number as the Decimal of its exact value: 0.1 and 0.10000000000000001 differ.
+    return json.loads(text, parse_float=decimal.Decimal, parse_int=decimal.Decimal)
+
+
+def test_numbers_no_float_holds_keep_their_text_when_copied_moved_or_replaced(
+        state_dir: pathlib.Path) -> None:
+    import asyncio
+
+    import statesafe.aio
+
+    for i, (body, change, expected) in enumerate(_three_shapes()):
+        for way in ["update", "transaction", "replace", "async update", "async replace"]:
+            path = state_dir / f"{i}-{way.replace(' ', '-')}.json"
+            path.write_text(body)
+            if way == "update":
+                statesafe.open(path).update(change)
+            elif way == "transaction":
+                with statesafe.open(path).transaction() as state:
+                    change(state)
+            elif way == "replace":
+                store = statesafe.open(path)
+                doc = store.load().value
+                change(doc)
+                store.replace(doc)
+            else:
+                async def run() -> None:
+                    async with statesafe.aio.open(path) as store:
+                        if way == "async update":
+                            await store.update(change)
+                        else:
+                            doc = (await store.load()).value
+                            change(doc)
+                            await store.replace(doc)
+                asyncio.run(run())
+            assert _as_texts(path.read_text()) == _as_texts(expected), (way, body)
