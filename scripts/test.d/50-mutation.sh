@@ -15,7 +15,7 @@
 # (EIO, replace), the order check, stress (3 s), and layer c (the library's power-loss
 # simulator, `cargo test -p statesafe --lib -- sim::`).
 #
-# Journal mode (issue 16) has eight mutations of its own: an append without its
+# Journal mode (issue 16) has five mutations of its own: an append without its
 # `fdatasync`, a replay that trusts a bad checksum, a compaction that replaces the
 # journal before the snapshot is durable, a replay that takes a bad record before a
 # good one for a torn append whatever durable offset the good one's writer claims. They
@@ -31,11 +31,6 @@
 # and a scan that ignores which record a record names before it (`journal-ignore-chain`:
 # a torn batch's surviving record would then be replayed behind the record written
 # over the tear), caught by `unit-j` running the library's test of that case,
-# two ways a group commit's leader could publish an end its flush did not prove: records
-# after its own counted by their length, whole or not (`journal-leader-trusts-tail`), and
-# the records looked for after its flush instead of before (`journal-leader-scans-late`),
-# both caught by `unit-j` running the library's test of a leader's flush with a record
-# finished while it runs,
 # `kill-j` (the kill layer on a compaction, at the calls that
 # change a file) for the early compaction. The whole-file layers are not run on the
 # journal mutations (their operations never append), nor the journal layers on the
@@ -52,7 +47,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 mutations=(skip-file-fsync skip-dir-fsync no-temp-cleanup fixed-temp-name no-lock eatmydata
   journal-skip-flush journal-trust-checksum journal-compact-early journal-ignore-durable-claim
-  journal-ack-unproven journal-ignore-chain journal-leader-trusts-tail journal-leader-scans-late)
+  journal-ack-unproven journal-ignore-chain)
 layers=(kill errors order stress powerloss kill-j powerloss-j unit-j)
 
 # Runs a cargo command against the broken build `$1`.
@@ -85,7 +80,6 @@ run_layer() { # bin layer -> exit status of the layer
       case $m in
         journal-ignore-chain) echo journal::tests::a_record_that_names_another_record_before_it_ends_the_records ;;
         journal-ignore-durable-claim) echo journal::tests::a_bad_record_before_one_whose_writer_held_it_durable_is_damage ;;
-        journal-leader-*) echo journal::durable::tests::a_leaders_flush_covers_the_whole_records_found_after_its_own_before_it_began ;;
         *) echo journal::cache::tests::a_fresh_descriptor_compacts_after_records_nobody_published ;;
       esac)" ;;
   esac
@@ -101,7 +95,7 @@ applies() {
     # loud refusal is no violation). The rule itself is pinned by the unit test.
     journal-ignore-durable-claim:powerloss-j | journal-ignore-durable-claim:unit-j) true ;;
     journal-compact-early:kill-j) true ;;
-    journal-ack-unproven:unit-j | journal-ignore-chain:unit-j | journal-leader-*:unit-j) true ;;
+    journal-ack-unproven:unit-j | journal-ignore-chain:unit-j) true ;;
     journal-*:*) false ;;
     *:*-j) false ;;
     *) true ;;

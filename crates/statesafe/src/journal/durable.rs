@@ -56,24 +56,6 @@ const MAGIC: &[u8; 8] = b"SSDURAB1";
 /// appenders before it to publish their flushes, before it compacts instead.
 pub(crate) const PROVE_WAIT: Duration = Duration::from_millis(250);
 
-/// The byte of the lock file that a flush's leader holds an open file description
-/// lock on while it flushes for the writers queued behind it ([`Pending::finish`]),
-/// past the slots. The lock only says who flushes next: nothing is proven by it.
-const LEADER_AT: u64 = REGION_AT + (SLOTS * SLOT_LEN) as u64;
-/// How long a follower waits for a leader's flush (one flush takes 0.1 to a few
-/// milliseconds) before it flushes its record itself.
-const FOLLOW_WAIT: Duration = if cfg!(test) {
-    // Long enough that no test depends on how fast its machine is.
-    Duration::from_secs(60)
-} else {
-    Duration::from_millis(10)
-};
-/// How long a follower sleeps between looks for its leader's publication.
-const FOLLOW_POLL: Duration = Duration::from_micros(100);
-/// How much of the journal a leader reads after its own record for the records
-/// appended since, which its flush then covers (a few 1 KiB commits' records).
-const COVER_READ: usize = 4096;
-
 /// Which journal a published end is for: its device and inode, and its header's
 /// checksum (generations never repeat, so neither does a header).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -298,7 +280,15 @@ pub(crate) fn publish_for(
         return Ok(());
     }
     #[cfg(test)]
-    run_hook(&BETWEEN_READ_AND_WRITE, id);
+    {
+        let mut hook = BETWEEN_READ_AND_WRITE.lock();
+        if hook.as_ref().is_some_and(|(of, _)| *of == id)
+            && let Some((_, run)) = hook.take()
+        {
+            drop(hook);
+            run();
+        }
+    }
     lock.write_all_at(&encode_slot(id, end, pid), at)
 }
 
@@ -559,108 +549,31 @@ pub(crate) struct Finished {
 impl Pending {
     /// Flushes (or finds flushed) the append and publishes its end. `Err`: the flush
     /// failed; the commit's outcome is unknown and the caller poisons its store.
-    ///
-    /// A writer that had to wait for the lock (others are then queued behind it, and
-    /// append while it flushes) takes part in a group commit across processes: it
-    /// becomes the *leader* when no other writer is flushing (it takes [`LEADER_AT`]'s
-    /// lock), and its flush then covers the records appended after its own that it
-    /// found whole in the journal right before the flush began ([`Pending::covered`]),
-    /// whose end it publishes; otherwise it *follows*: it waits for a published end
-    /// past its record (that publication's flush began after its record was written)
-    /// and takes it for its proof after reading its record back, or leads once the
-    /// leader is done. Nothing rests on the leader's lock but who flushes: a follower
-    /// is acknowledged by a publication and its record's bytes only, as below, and
-    /// one that waits [`FOLLOW_WAIT`], or finds the byte read-locked (a lock only a
-    /// read-only opener takes: no leader's), flushes itself.
     pub(crate) fn finish(self) -> std::io::Result<Finished> {
         let witness = &self.kept.witness;
+        // A writer that appended after this record and has flushed since published an
+        // end past it: that flush began after this record was written, and proved
+        // durable the bytes then at its offset, with everything before them. They are
+        // this record's unless another writer found it torn meanwhile (a failed
+        // write-back, the page evicted: the cache then reads the disk's old bytes) and
+        // wrote over its offset, which this writer's own flush would have reported:
+        // the record is read back and compared first. (The descriptor's own count of
+        // what its flushes covered is left alone: this proves this record only.)
         if let Some((at, bytes)) = &self.contended
             && !witness.failed()
+            && published(&self.lock, self.id) >= self.end
         {
-            // Where errors do not reach every descriptor, a flush vouches for this
-            // process's own records only (`Witness::prove`), and a shared slot is
-            // written with the writers' lock held (no one else appends meanwhile).
-            let group = self.slot.own() && errors_reach_every_descriptor();
-            if !group {
-                if let Some(done) = self.flushed_by_another(*at, bytes) {
-                    return Ok(done);
-                }
-                return self.flush_and_publish(Cover::Own);
-            }
-            let started = Instant::now();
-            let mut looked = false;
-            loop {
-                let leads = crate::sys::try_lock_range(&self.lock, LEADER_AT, 1);
-                if let Some(done) = self.flushed_by_another(*at, bytes) {
-                    if matches!(leads, Ok(true)) {
-                        let _ = crate::sys::unlock_range(&self.lock, LEADER_AT, 1);
-                    }
-                    return Ok(done);
-                }
-                match leads {
-                    Ok(true) => {
-                        let led = self.flush_and_publish(Cover::Later);
-                        let _ = crate::sys::unlock_range(&self.lock, LEADER_AT, 1);
-                        return led;
-                    }
-                    Ok(false) if started.elapsed() < FOLLOW_WAIT => {
-                        if !looked {
-                            looked = true;
-                            if crate::sys::range_read_locked(&self.lock, LEADER_AT, 1)
-                                .unwrap_or(true)
-                            {
-                                break;
-                            }
-                        }
-                        #[cfg(test)]
-                        run_hook(&WHILE_FOLLOWING, self.id);
-                        std::thread::sleep(FOLLOW_POLL);
-                    }
-                    _ => break,
-                }
+            let mut now = vec![0u8; bytes.len()];
+            if self.kept.file.read_exact_at(&mut now, *at).is_ok() && now == *bytes {
+                witness.durable(self.end);
+                return Ok(Finished {
+                    flushed: Duration::ZERO,
+                    unpublished: None,
+                });
             }
         }
-        self.flush_and_publish(Cover::Own)
-    }
-
-    /// Whether a writer that appended after this record has flushed since: it
-    /// published an end past it, and that flush began after this record was written
-    /// and proved durable the bytes then at its offset, with everything before them.
-    /// They are this record's unless another writer found it torn meanwhile (a
-    /// failed write-back, the page evicted: the cache then reads the disk's old bytes)
-    /// and wrote over its offset, which this writer's own flush would have reported:
-    /// the record is read back and compared first. (The descriptor's own count of what
-    /// its flushes covered is left alone: this proves this record only.)
-    fn flushed_by_another(&self, at: u64, bytes: &[u8]) -> Option<Finished> {
-        if published(&self.lock, self.id) < self.end {
-            return None;
-        }
-        let mut now = vec![0u8; bytes.len()];
-        if self.kept.file.read_exact_at(&mut now, at).is_ok() && now == bytes {
-            self.kept.witness.durable(self.end);
-            return Some(Finished {
-                flushed: Duration::ZERO,
-                unpublished: None,
-            });
-        }
-        None
-    }
-
-    /// Flushes through the descriptor (unless a flush of this process that began after
-    /// the append covered it: `Witness::flush`) and publishes the end proven: this
-    /// record's, or with [`Cover::Later`] the end of the records found after it right
-    /// before the flush began ([`Pending::covered`]).
-    fn flush_and_publish(&self, cover: Cover) -> std::io::Result<Finished> {
-        let witness = &self.kept.witness;
-        let mut proven = self.end;
         let flushed = witness.flush(&self.kept.file, self.seq, |file| {
-            let late = super::mutation("journal-leader-scans-late");
-            if cover == Cover::Later && !late {
-                proven = self.covered();
-            }
-            #[cfg(test)]
-            run_hook(&DURING_FLUSH, self.id);
-            let flushed = if super::mutation("journal-skip-flush") {
+            if super::mutation("journal-skip-flush") {
                 Ok(())
             } else if cfg!(test) && super::FAIL_FLUSH.swap(false, Ordering::SeqCst) {
                 Err(std::io::Error::from_raw_os_error(
@@ -668,17 +581,13 @@ impl Pending {
                 ))
             } else {
                 crate::sys::fdatasync(file)
-            };
-            if cover == Cover::Later && late {
-                proven = self.covered();
             }
-            flushed
         })?;
-        witness.durable(proven);
+        witness.durable(self.end);
         let unpublished = publish_for(
             &self.lock,
             self.id,
-            proven,
+            self.end,
             self.slot,
             self.kept.pid(),
             Some(self.sidecar.root().fd()),
@@ -688,83 +597,6 @@ impl Pending {
             flushed,
             unpublished,
         })
-    }
-
-    /// The end of the records that follow this append's in the journal now, each
-    /// whole (it verifies), naming the record before it and the next generation (at
-    /// least this record's end). Read right before the flush begins: every byte of
-    /// them was written after this descriptor was opened (after this append) and
-    /// before the flush, so the flush proves them as it proves this record (a failed
-    /// write-back of theirs is reported to this descriptor). A record still being
-    /// written does not verify, and one that verifies is never zeroed again (design.md,
-    /// "Group commit"), so the end published is never past what a reader finds.
-    fn covered(&self) -> u64 {
-        let Some((_, own)) = &self.contended else {
-            return self.end;
-        };
-        let mut buf = vec![0u8; COVER_READ];
-        let Ok(n) = self.kept.file.read_at(&mut buf, self.end) else {
-            return self.end;
-        };
-        let bytes = &buf[..n];
-        let trusting = super::mutation("journal-leader-trusts-tail");
-        let mut prev = le64(&own[own.len() - 8..]);
-        let mut expect = self.generation + 1;
-        let mut at = 0;
-        loop {
-            if trusting {
-                // A record taken by its length alone, verified or not.
-                let Some(len) = bytes.get(at..at + 4) else {
-                    break;
-                };
-                let len = u32::from_le_bytes(len.try_into().expect("invariant: 4 bytes"));
-                let size = super::RECORD_HEAD + super::padded(len as usize) + 8;
-                if len == 0 || at + size > bytes.len() {
-                    break;
-                }
-                at += size;
-                continue;
-            }
-            let Some((record, size)) = super::parse_at(bytes, at) else {
-                break;
-            };
-            if record.generation != expect || super::chained_to(&record, bytes) != Some(prev) {
-                break;
-            }
-            prev = le64(&bytes[at + size - 8..at + size]);
-            expect += 1;
-            at += size;
-        }
-        self.end + at as u64
-    }
-}
-
-/// What a flush publishes: the end of its own record(s), or of the records found
-/// after them too (a leader's: [`Pending::covered`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Cover {
-    Own,
-    Later,
-}
-
-/// What a test runs inside a flush of the journal it names, right before the
-/// `fdatasync`: another writer's append at that instant.
-#[cfg(test)]
-static DURING_FLUSH: parking_lot::Mutex<Between> = parking_lot::const_mutex(None);
-/// What a test runs when a follower of the journal it names first sleeps: another
-/// process's leader at that instant.
-#[cfg(test)]
-static WHILE_FOLLOWING: parking_lot::Mutex<Between> = parking_lot::const_mutex(None);
-
-/// Runs (once) the test's hook in `hook` if it names the journal `id`.
-#[cfg(test)]
-fn run_hook(hook: &parking_lot::Mutex<Between>, id: JournalId) {
-    let mut held = hook.lock();
-    if held.as_ref().is_some_and(|(of, _)| *of == id)
-        && let Some((_, run)) = held.take()
-    {
-        drop(held);
-        run();
     }
 }
 
@@ -929,165 +761,6 @@ mod tests {
         pending(three, 1500).finish().unwrap();
         assert_eq!(kept.witness.flushed.lock().upto, 3);
         assert_eq!(published(&lock, id), 1500);
-    }
-
-    /// A journal in a sidecar, its lock file, and a record of generation 2 appended
-    /// at the header's end by a writer that had to wait for the lock; the pending
-    /// commit of that record.
-    fn contended_append(
-        dir: &std::path::Path,
-    ) -> (
-        Arc<super::super::cache::KeptJournal>,
-        Arc<std::fs::File>,
-        Pending,
-    ) {
-        let sidecar = test_sidecar(dir);
-        let journal = super::super::test_file(sidecar.root().join(super::super::JOURNAL));
-        let lock = Arc::new(super::super::test_file(dir.join("lock")));
-        let st = crate::sys::stat_fd(&journal).unwrap();
-        let kept = Arc::new(super::super::cache::KeptJournal::new(
-            journal,
-            st,
-            HEADER_LEN as u64,
-        ));
-        // Preallocated, as a journal is: zeros after the records.
-        kept.file.write_all_at(&[0; 8192], 0).unwrap();
-        let own = record(2, 0x5eed);
-        kept.file.write_all_at(&own, HEADER_LEN as u64).unwrap();
-        let seq = kept.witness.appended();
-        let end = (HEADER_LEN + own.len()) as u64;
-        let pending = Pending {
-            kept: Arc::clone(&kept),
-            lock: Arc::clone(&lock),
-            sidecar,
-            slot: Slot::Own(1),
-            id: JournalId {
-                dev: st.dev,
-                ino: st.ino,
-                header: 0x5eed,
-            },
-            seq,
-            end,
-            generation: 2,
-            started: Instant::now(),
-            contended: Some((HEADER_LEN as u64, own)),
-        };
-        (kept, lock, pending)
-    }
-
-    /// A one-operation patch record of `generation` naming `prev` before it.
-    fn record(generation: u64, prev: u64) -> Vec<u8> {
-        let meta = super::super::RecordMeta::now(
-            &crate::history::Change::Commit,
-            false,
-            0,
-            prev,
-            crate::sys::pid(),
-        );
-        super::super::encode_record(
-            generation,
-            super::super::Kind::Patch,
-            Some(&meta),
-            br#"[{"op":"replace","path":"/n","value":1}]"#,
-        )
-        .unwrap()
-    }
-
-    /// A leader's flush covers the records other writers appended after its own, and
-    /// it publishes their end: but only records found whole (verifying, naming the
-    /// record before them) right before the flush began. A record still being
-    /// written then (all but its checksum), whose writer finishes it while the flush
-    /// runs, is not covered: the flush may have written its pages before the rest came.
-    /// The mutations `journal-leader-trusts-tail` (records counted by their length)
-    /// and `journal-leader-scans-late` (the records looked for after the flush) both
-    /// publish the third record's end.
-    #[test]
-    fn a_leaders_flush_covers_the_whole_records_found_after_its_own_before_it_began() {
-        let dir = tempfile::tempdir().unwrap();
-        let (kept, lock, pending) = contended_append(dir.path());
-        let own = pending.contended.as_ref().unwrap().1.clone();
-        let second = record(3, le64(&own[own.len() - 8..]));
-        kept.file.write_all_at(&second, pending.end).unwrap();
-        let third = record(4, le64(&second[second.len() - 8..]));
-        let third_at = pending.end + second.len() as u64;
-        kept.file
-            .write_all_at(&third[..third.len() - 8], third_at)
-            .unwrap();
-        let id = pending.id;
-        let file = Arc::clone(&kept);
-        let tail = third[third.len() - 8..].to_vec();
-        *DURING_FLUSH.lock() = Some((
-            id,
-            Box::new(move || {
-                file.file
-                    .write_all_at(&tail, third_at + third.len() as u64 - 8)
-                    .unwrap();
-            }),
-        ));
-        let end = pending.end;
-        let finished = pending.finish().unwrap();
-        assert!(DURING_FLUSH.lock().is_none(), "the flush ran its hook");
-        assert!(finished.unpublished.is_none());
-        assert_eq!(
-            published(&lock, id),
-            end + second.len() as u64,
-            "the leader published another end than the second record's"
-        );
-        // A record naming another record before it is not covered either.
-        let dir = tempfile::tempdir().unwrap();
-        let (kept, lock, pending) = contended_append(dir.path());
-        kept.file
-            .write_all_at(&record(3, 0xbad), pending.end)
-            .unwrap();
-        let (id, end) = (pending.id, pending.end);
-        pending.finish().unwrap();
-        assert_eq!(published(&lock, id), end);
-    }
-
-    /// A writer that finds another process's leader flushing waits for its
-    /// publication and takes it for its record's proof, without a flush of its own;
-    /// one that finds the leader's byte read-locked (only a description opened for
-    /// reading takes such a lock: not a leader) flushes at once, without waiting.
-    #[test]
-    fn a_follower_takes_the_leaders_publication_and_a_read_lock_is_no_leader() {
-        let dir = tempfile::tempdir().unwrap();
-        let (kept, lock, pending) = contended_append(dir.path());
-        let leader = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(dir.path().join("lock"))
-            .unwrap();
-        assert!(crate::sys::try_lock_range(&leader, LEADER_AT, 1).unwrap());
-        let (id, end) = (pending.id, pending.end);
-        *WHILE_FOLLOWING.lock() = Some((
-            id,
-            Box::new(move || {
-                // The leader's flush covered the follower's record: it publishes.
-                publish(&leader, id, end + 64, Slot::Own(2), crate::sys::pid()).unwrap();
-            }),
-        ));
-        let finished = pending.finish().unwrap();
-        assert!(
-            WHILE_FOLLOWING.lock().is_none(),
-            "the follower never waited"
-        );
-        assert_eq!(finished.flushed, Duration::ZERO);
-        assert_eq!(kept.witness.flushed.lock().upto, 0, "the follower flushed");
-        assert_eq!(published(&lock, id), end + 64);
-
-        let dir = tempfile::tempdir().unwrap();
-        let (kept, lock, pending) = contended_append(dir.path());
-        let reader = std::fs::File::open(dir.path().join("lock")).unwrap();
-        crate::sys::read_lock_range(&reader, LEADER_AT, 1).unwrap();
-        let (id, end) = (pending.id, pending.end);
-        *WHILE_FOLLOWING.lock() = Some((id, Box::new(|| panic!("waited behind a read lock"))));
-        pending.finish().unwrap();
-        assert!(
-            WHILE_FOLLOWING.lock().take().is_some(),
-            "waited behind a read lock"
-        );
-        assert_eq!(kept.witness.flushed.lock().upto, 1, "no flush was made");
-        assert_eq!(published(&lock, id), end);
     }
 
     /// Two writers of one process share its slot: a late publication never lowers

@@ -1,6 +1,5 @@
-//! Unix system calls, through `rustix` (no `unsafe` here but for the open file
-//! description locks of [`try_lock_range`] and its siblings, which `rustix` does not
-//! wrap).
+//! Unix system calls, through `rustix` (no `unsafe` here but in [`try_lock_range`],
+//! the one call `rustix` does not wrap).
 
 use std::ffi::OsStr;
 use std::fs::File;
@@ -325,92 +324,35 @@ pub(crate) fn no_space_error() -> io::Error {
 /// `Ok(false)`: another description holds a lock over some of those bytes. `Err`:
 /// the system or filesystem has no such locks (callers then do without).
 #[cfg(target_os = "linux")]
-pub(crate) fn try_lock_range(file: &File, at: u64, len: u64) -> io::Result<bool> {
-    let mut lock = range_flock(at, len, libc::F_WRLCK)?;
-    match ofd_fcntl(file, libc::F_OFD_SETLK, &mut lock) {
-        Ok(()) => Ok(true),
-        Err(e) => match Errno::from_io_error(&e) {
-            Some(Errno::AGAIN | Errno::ACCESS) => Ok(false),
-            _ => Err(e),
-        },
-    }
-}
-
-/// Releases the lock `file`'s open file description holds over the `len` bytes at
-/// `at` ([`try_lock_range`]'s; nothing if it holds none).
-#[cfg(target_os = "linux")]
-pub(crate) fn unlock_range(file: &File, at: u64, len: u64) -> io::Result<()> {
-    let mut lock = range_flock(at, len, libc::F_UNLCK)?;
-    ofd_fcntl(file, libc::F_OFD_SETLK, &mut lock)
-}
-
-/// Whether a lock that another open file description holds over some of the `len`
-/// bytes at `at` is a shared (read) lock (`F_OFD_GETLK`): one a description opened
-/// for reading only can take, where [`try_lock_range`]'s callers take exclusive ones.
-#[cfg(target_os = "linux")]
-pub(crate) fn range_read_locked(file: &File, at: u64, len: u64) -> io::Result<bool> {
-    let mut lock = range_flock(at, len, libc::F_WRLCK)?;
-    ofd_fcntl(file, libc::F_OFD_GETLK, &mut lock)?;
-    Ok(libc::c_int::from(lock.l_type) == libc::F_RDLCK)
-}
-
-/// Takes a shared (read) open file description lock of the `len` bytes at `at`, as
-/// a description opened for reading only can (tests of what such a holder can do).
-#[cfg(all(test, target_os = "linux"))]
-pub(crate) fn read_lock_range(file: &File, at: u64, len: u64) -> io::Result<()> {
-    let mut lock = range_flock(at, len, libc::F_RDLCK)?;
-    ofd_fcntl(file, libc::F_OFD_SETLK, &mut lock)
-}
-
-/// A `flock` structure for an open file description lock of `type_` over the `len`
-/// bytes at `at`.
-#[cfg(target_os = "linux")]
 #[allow(unsafe_code)]
-fn range_flock(at: u64, len: u64, type_: libc::c_int) -> io::Result<libc::flock> {
+pub(crate) fn try_lock_range(file: &File, at: u64, len: u64) -> io::Result<bool> {
+    use std::os::fd::AsRawFd;
     let (Ok(start), Ok(len)) = (libc::off_t::try_from(at), libc::off_t::try_from(len)) else {
         return Err(io::Error::from(io::ErrorKind::InvalidInput));
     };
     // SAFETY: `flock` is a plain C struct, for which all zeros is a valid value
     // (`l_pid` must be 0 for OFD locks).
     let mut lock: libc::flock = unsafe { std::mem::zeroed() };
-    lock.l_type = type_ as _;
+    lock.l_type = libc::F_WRLCK as _;
     lock.l_whence = libc::SEEK_SET as _;
     lock.l_start = start;
     lock.l_len = len;
-    Ok(lock)
-}
-
-/// `fcntl(file, cmd, lock)` for the open file description lock commands.
-#[cfg(target_os = "linux")]
-#[allow(unsafe_code)]
-fn ofd_fcntl(file: &File, cmd: libc::c_int, lock: &mut libc::flock) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
     // SAFETY: `file` is an open descriptor for the duration of the call, and `lock`
-    // a valid `flock` the kernel reads (`F_OFD_SETLK`) or reads and writes
-    // (`F_OFD_GETLK`) within the call only.
-    let r = unsafe { libc::fcntl(file.as_raw_fd(), cmd, &raw mut *lock) };
+    // a valid `flock` the kernel only reads for `F_OFD_SETLK`.
+    let r = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &raw const lock) };
     if r == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
+        return Ok(true);
+    }
+    let e = io::Error::last_os_error();
+    match Errno::from_io_error(&e) {
+        Some(Errno::AGAIN | Errno::ACCESS) => Ok(false),
+        _ => Err(e),
     }
 }
 
 /// [`try_lock_range`] where open file description locks are not known: none.
 #[cfg(not(target_os = "linux"))]
 pub(crate) fn try_lock_range(_file: &File, _at: u64, _len: u64) -> io::Result<bool> {
-    Err(io::Error::from(io::ErrorKind::Unsupported))
-}
-
-/// [`unlock_range`] where open file description locks are not known: none.
-#[cfg(not(target_os = "linux"))]
-pub(crate) fn unlock_range(_file: &File, _at: u64, _len: u64) -> io::Result<()> {
-    Err(io::Error::from(io::ErrorKind::Unsupported))
-}
-
-/// [`range_read_locked`] where open file description locks are not known: none.
-#[cfg(not(target_os = "linux"))]
-pub(crate) fn range_read_locked(_file: &File, _at: u64, _len: u64) -> io::Result<bool> {
     Err(io::Error::from(io::ErrorKind::Unsupported))
 }
 
