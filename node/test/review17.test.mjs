@@ -78,3 +78,22 @@ test('a read in an abandoned update does not give its text to the next replace',
   await store.replace({ reset: true, n: 0 })
   assert.equal(compact(file), '{"reset":true,"n":0}')
 })
+
+// Bug (review17, low: loud, nothing lost): a place made an accessor refuses a write
+// that a plain object allows. `Object.seal` leaves a plain property writable, but
+// makes the accessor non-configurable, and its setter turns the place back into a data
+// property with `Object.defineProperty`, which a sealed object refuses: the update
+// fails with "TypeError: Cannot redefine property: y" only because the file holds a
+// number no double holds (a program that seals its config objects against typos
+// breaks the day another tool writes 0.10000000000000001).
+// Expected: the update commits {"cfg":{"y":0.5,"z":1}}.
+test('a sealed object of a served document can still have its numbers set', async (t) => {
+  const file = join(tempDir(t), 'state.json')
+  writeFileSync(file, '{"cfg":{"y":0.10000000000000001,"z":1}}')
+  const store = open(file)
+  await store.update((s) => {
+    Object.seal(s.cfg)
+    s.cfg.y = 0.5
+  })
+  assert.equal(compact(file), '{"cfg":{"y":0.5,"z":1}}')
+})
