@@ -40,6 +40,7 @@ mod red14;
 mod red15;
 mod red16;
 mod review16;
+mod review17;
 mod security;
 mod serialized;
 mod streaming;

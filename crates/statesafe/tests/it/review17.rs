@@ -1,0 +1,83 @@
+//! Session 17, review17: findings of the red team, each shown by a failing test (not
+//! fixed here).
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{Value, json};
+use statesafe::Store;
+
+use crate::common;
+
+fn sidecar(path: &Path) -> PathBuf {
+    let name = path.file_name().unwrap().to_str().unwrap();
+    path.with_file_name(format!(".{name}.statesafe"))
+}
+
+/// `cp -a` of backup `generation` put back as the live file (a new inode with the
+/// backup's metadata attribute: an older version put back by hand).
+fn put_back_backup(path: &Path, generation: u64) {
+    let backup = sidecar(path).join(format!("backups/gen-{generation:020}.json"));
+    let aside = path.with_file_name("restored-copy");
+    assert!(
+        std::process::Command::new("cp")
+            .arg("-a")
+            .arg(&backup)
+            .arg(&aside)
+            .status()
+            .unwrap()
+            .success()
+    );
+    std::fs::rename(&aside, path).unwrap();
+}
+
+/// Bug (review17): fix17 distrusts a lock record from another boot (a power loss may
+/// have kept an older write of it), but the same stale record arises in the same boot
+/// when a writer is killed (SIGKILL, the OOM killer, a container stop) after its
+/// rename and before it writes its record again (transaction.rs writes
+/// `last_generation` only after the rename): the record on disk then names its temp
+/// file (written before the rename) and the generation before the one it committed
+/// (3, with generation 4 in place). Its boot id is this boot's, so it is trusted; the
+/// backup of generation 3 put back by hand (`cp -a`) passes "3 >= 3", keeps its
+/// number, and the next commit writes generation 4 a second time, over the committed
+/// generation 4 (its history entry hidden, a compare-and-swap at 4 succeeding over a
+/// version it never saw).
+/// Printed: "generation 4 written again after committed generation 4".
+/// Expected: a generation above 4 (the put-back taken as an external change).
+#[test]
+fn an_older_version_put_back_after_a_writer_killed_past_its_rename_takes_a_new_generation() {
+    let dir = common::test_dir();
+    let path = dir.path().join("state.json");
+    let lock = sidecar(&path).join("lock");
+    let mut held = None;
+    {
+        let store: Store = Store::open(&path).unwrap();
+        store.create(json!({"n": 1})).unwrap();
+        for n in 2..=3 {
+            store.update(|s| s["n"] = n.into()).unwrap();
+        }
+        // The record on disk while commit 4's writer holds the lock: what a kill
+        // right after its rename leaves (but for the temp file's name, which the
+        // writer adds before its rename and the next holder only cleans up).
+        store
+            .update(|s| {
+                held = Some(std::fs::read(&lock).unwrap());
+                s["n"] = 4.into();
+            })
+            .unwrap();
+        assert_eq!(store.generation().unwrap(), 4);
+    }
+    let held = held.unwrap();
+    let text = String::from_utf8_lossy(&held).into_owned();
+    assert!(text.contains("\"last_generation\":3"), "{text}");
+    std::fs::write(&lock, &held).unwrap();
+    put_back_backup(&path, 3);
+
+    let store: Store = Store::open(&path).unwrap();
+    let generation = store.replace(json!({"n": 5})).unwrap();
+    assert!(
+        generation > 4,
+        "generation {generation} written again after committed generation 4"
+    );
+    let snap = Store::<Value>::open(&path).unwrap().load().unwrap();
+    assert_eq!((snap.state, snap.generation), (json!({"n": 5}), generation));
+}
