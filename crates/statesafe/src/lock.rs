@@ -567,8 +567,15 @@ impl LockFile {
         // must not take for the last one (`Store::older_version_put_back`): unknown
         // (0) here, so that check asks the backups, the history and the sidecar's
         // record, and so does the next holder until a commit records one again.
+        //
+        // So may one that still names its holder's temporary file (review17): a holder
+        // clears that name in the record it writes after its commit, with the new
+        // generation; one killed between its rename and that write (SIGKILL, the OOM
+        // killer, a container stop) left the generation before its commit, in this boot.
         let boot = sys::boot_id();
-        if boot.is_some() && guard.previous.boot.as_deref() != boot {
+        if (boot.is_some() && guard.previous.boot.as_deref() != boot)
+            || guard.previous.temp.is_some()
+        {
             guard.previous.last_generation = 0;
         }
         let (host, user, command) = identity();
@@ -1406,12 +1413,14 @@ mod tests {
         let (previous, _) = take(&ours, None, 6);
         assert_eq!(previous.holder, first.holder);
         assert_eq!(previous.temp, first.temp);
-        assert_eq!(previous.last_generation, 5);
+        // A record that still names its holder's temporary file names no generation
+        // (its holder may have been killed past its rename: review17).
+        assert_eq!(previous.last_generation, 0);
         // Another description writes a record; ours must read that one.
         let (previous, _) = take(&theirs, Some(".app.json.statesafe-tmp-2-b"), 9);
         assert_eq!(previous.last_generation, 6);
         let (previous, _) = take(&ours, None, 10);
-        assert_eq!(previous.last_generation, 9);
+        assert_eq!(previous.last_generation, 0);
         assert_eq!(
             previous.temp.as_deref(),
             Some(".app.json.statesafe-tmp-2-b")

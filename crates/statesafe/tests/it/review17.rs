@@ -1,5 +1,5 @@
-//! Session 17, review17: findings of the red team, each shown by a failing test (not
-//! fixed here).
+//! Session 17, review17: findings of the red team, each shown by a test that failed
+//! (fixed by the lead after the review).
 
 use std::path::{Path, PathBuf};
 
@@ -43,6 +43,8 @@ fn put_back_backup(path: &Path, generation: u64) {
 /// version it never saw).
 /// Printed: "generation 4 written again after committed generation 4".
 /// Expected: a generation above 4 (the put-back taken as an external change).
+/// Fixed: a record that still names its holder's temporary file names no generation
+/// (`LockFile::acquire`).
 #[test]
 fn an_older_version_put_back_after_a_writer_killed_past_its_rename_takes_a_new_generation() {
     let dir = common::test_dir();
@@ -55,9 +57,8 @@ fn an_older_version_put_back_after_a_writer_killed_past_its_rename_takes_a_new_g
         for n in 2..=3 {
             store.update(|s| s["n"] = n.into()).unwrap();
         }
-        // The record on disk while commit 4's writer holds the lock: what a kill
-        // right after its rename leaves (but for the temp file's name, which the
-        // writer adds before its rename and the next holder only cleans up).
+        // The record on disk while commit 4's writer holds the lock (naming its
+        // temporary file): what a kill right after its rename leaves.
         store
             .update(|s| {
                 held = Some(std::fs::read(&lock).unwrap());
@@ -69,6 +70,7 @@ fn an_older_version_put_back_after_a_writer_killed_past_its_rename_takes_a_new_g
     let held = held.unwrap();
     let text = String::from_utf8_lossy(&held).into_owned();
     assert!(text.contains("\"last_generation\":3"), "{text}");
+    assert!(text.contains("\"temp\":"), "{text}");
     std::fs::write(&lock, &held).unwrap();
     put_back_backup(&path, 3);
 
