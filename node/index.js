@@ -741,13 +741,14 @@ function track(value, list, log) {
   const keys = new Set(list.map(([path]) => doubleKey(at(value, path))))
   const t = { keys, log }
   eachDouble(value, keys, (path, d, parent) => {
-    const rec = { d, text: texts.get(pointer(path)) ?? null, path: path.slice(), track: t }
+    const rec = { d, text: texts.get(pointer(path)) ?? null, path: path.slice(), track: t, set: false, value: undefined }
     if (parent === null) {
       noteRead(rec)
       return
     }
     const key = path[path.length - 1]
     const get = () => {
+      if (rec.set) return rec.value
       if (quiet === 0) noteRead(rec)
       return d
     }
@@ -755,6 +756,16 @@ function track(value, list, log) {
     Object.defineProperty(parent, key, {
       get,
       set(v) {
+        // A sealed or frozen object (`Object.seal`) made the accessor non-configurable,
+        // so it cannot become a data property again; a plain sealed object lets its
+        // property be written, so the place keeps what was set (`rec.value`), and is
+        // the program's value from then on (`follow`). (A frozen object's accessor
+        // cannot be told from a sealed one's: it is written too.)
+        if (this === parent && !Object.getOwnPropertyDescriptor(parent, key).configurable) {
+          rec.set = true
+          rec.value = v
+          return
+        }
         Object.defineProperty(this, key, { value: v, writable: true, enumerable: true, configurable: true })
       },
       enumerable: true,
@@ -813,7 +824,7 @@ function follow(next, since, logs, file, op) {
   eachDouble(next, keys, (path, d, parent) => {
     const get = parent === null ? undefined : Object.getOwnPropertyDescriptor(parent, path[path.length - 1])?.get
     const rec = get === undefined ? undefined : records.get(get)
-    if (rec !== undefined) {
+    if (rec !== undefined && !rec.set) {
       if (rec.text !== null) out.push([path.slice(), rec.text])
       return
     }
