@@ -654,12 +654,19 @@ function eachDouble(value, keys, found) {
 // - any other place holding one of those doubles holds a value the program wrote
 //   there: a copy or a move of a number it read (`s.y = s.x`, `shift()`, `reverse()`,
 //   spread, destructuring all read), or a double it made. When no number of that
-//   double was read in the time that counts, it is the program's double; when every
-//   number of that double that was read had one text, it is taken for that number, and
-//   written with its text (a program that reads such a number and writes its double
-//   elsewhere is taken to have copied or moved it); when they had several texts (or
-//   some were the plain double), which one it is cannot be told, and the commit is
-//   refused: ERANGE, nothing written.
+//   double was read in the time that counts, it is the program's double. When every
+//   number of that double that was read had one text: if one of them is still in its
+//   place (its accessor is in the new document), the double may be a copy of it or the
+//   program's own (a compare reads it too), which cannot be told, so the commit is
+//   refused (ERANGE, nothing written; review17: a guess could change a number the
+//   program computed); else those numbers left their places, and the new places, if
+//   no more than them, are their moves, written with their text (more places: refused).
+//   When they had several texts (or some were the plain double), which one it is
+//   cannot be told, and the commit is refused: ERANGE, nothing written.
+//
+// A place whose object was sealed or frozen keeps its accessor (it cannot be
+// redefined): setting it keeps the value in the place's record (`rec.set`), served by
+// the getter, and the place is the program's value from then on.
 //
 // The time that counts: an update's function (reads since the update began); for a
 // `replace`, since the store's last commit (or its opening), which covers a document
@@ -703,11 +710,24 @@ function logOf(t) {
   return log
 }
 
+// The places of one double and text a log remembers as read (the oldest are forgotten
+// beyond this: a commit then counts fewer of them as moved, and refuses rather than
+// guess).
+const READ_PLACES = 256
+
 function noteRead(rec) {
-  const { reads } = logOf(rec.track)
-  let m = reads.get(doubleKey(rec.d))
-  if (!m) reads.set(doubleKey(rec.d), (m = new Map()))
-  m.set(rec.text, { at: clock, path: rec.path })
+  const log = logOf(rec.track)
+  let m = log.reads.get(doubleKey(rec.d))
+  if (!m) log.reads.set(doubleKey(rec.d), (m = new Map()))
+  let r = m.get(rec.text)
+  if (!r) m.set(rec.text, (r = { at: clock, path: rec.path, recs: new Map() }))
+  r.at = clock
+  r.path = rec.path
+  r.recs.delete(rec)
+  r.recs.set(rec, clock)
+  if (r.recs.size > READ_PLACES) r.recs.delete(r.recs.keys().next().value)
+  rec.at = clock
+  rec.readIn = log
 }
 
 /**
@@ -741,7 +761,7 @@ function track(value, list, log) {
   const keys = new Set(list.map(([path]) => doubleKey(at(value, path))))
   const t = { keys, log }
   eachDouble(value, keys, (path, d, parent) => {
-    const rec = { d, text: texts.get(pointer(path)) ?? null, path: path.slice(), track: t, set: false, value: undefined }
+    const rec = { d, text: texts.get(pointer(path)) ?? null, path: path.slice(), track: t, set: false, value: undefined, at: 0, readIn: null }
     if (parent === null) {
       noteRead(rec)
       return
@@ -800,17 +820,23 @@ function untouched(next, keep, big, since, logs, file, op) {
  * number was read since `since`.
  */
 function follow(next, since, logs, file, op) {
-  // The reads that count: double key → text → { at, path }, the last in `logs`.
+  // The reads that count: double key → text → { path, recs }: the place of the last
+  // read in `logs`, and the places read (their records).
   const reads = new Map()
   for (const log of logs) {
     for (const [k, m] of log.reads) {
       for (const [text, r] of m) {
         if (r.at < since) continue
         if (!reads.has(k)) reads.set(k, new Map())
-        if ((reads.get(k).get(text)?.at ?? 0) < r.at) reads.get(k).set(text, r)
+        const into = reads.get(k).get(text) ?? { at: 0, path: r.path, recs: new Set() }
+        if (into.at < r.at) [into.at, into.path] = [r.at, r.path]
+        for (const [rec, at] of r.recs) if (at >= since) into.recs.add(rec)
+        reads.get(k).set(text, into)
       }
     }
   }
+  // A place of a kept number read in the time that counts.
+  const readNow = (rec) => rec.at >= since && logs.includes(rec.readIn)
   const keys = new Set()
   for (const ref of tracks) {
     const t = ref.deref()
@@ -821,11 +847,16 @@ function follow(next, since, logs, file, op) {
   if (keys.size === 0) return []
   const out = []
   const open = new Map()
+  // The places still holding their kept numbers, and those of them read.
+  const stayed = new Set()
+  const stayedRead = []
   eachDouble(next, keys, (path, d, parent) => {
     const get = parent === null ? undefined : Object.getOwnPropertyDescriptor(parent, path[path.length - 1])?.get
     const rec = get === undefined ? undefined : records.get(get)
     if (rec !== undefined && !rec.set) {
       if (rec.text !== null) out.push([path.slice(), rec.text])
+      stayed.add(rec)
+      if (rec.text !== null && readNow(rec)) stayedRead.push(rec)
       return
     }
     const key = doubleKey(d)
@@ -837,12 +868,35 @@ function follow(next, since, logs, file, op) {
     const texts = sources.filter(([text]) => text !== null).map(([text, r]) => ({ text, path: r.path }))
     if (texts.length === 0) continue
     if (texts.length === 1 && sources.length === 1) {
-      for (const path of paths) out.push([path, texts[0].text])
+      const text = texts[0].text
+      // A kept number read and still in its place: the program's double here may be a
+      // copy of it or a double of its own (a compare reads it too), which cannot be
+      // told; either guess could change a number (review17).
+      const kept = stayedRead.find((rec) => doubleKey(rec.d) === key && rec.text === text)
+      if (kept !== undefined) throw copiedNumber(file, op, d, text, kept.path, paths)
+      // Moved: the numbers read that left their places, one new place for each.
+      let moved = 0
+      for (const rec of sources[0][1].recs) if (!stayed.has(rec)) moved++
+      if (paths.length > moved) throw copiedNumber(file, op, d, text, texts[0].path, paths, moved)
+      for (const path of paths) out.push([path, text])
       continue
     }
     throw movedNumber(file, op, d, texts, paths, sources.length > texts.length)
   }
   return out
+}
+
+function copiedNumber(file, op, d, text, from, open, moved) {
+  const list = (items, show) => (items.length > 5 ? `${items.slice(0, 5).map(show).join(', ')} and ${items.length - 5} more` : items.map(show).join(', '))
+  const shown = text.length > 40 ? `${text.slice(0, 37)}...` : text
+  const where =
+    moved === undefined
+      ? `the file's ${shown} at ${pointer(from)}, served as the nearest double ${doubleKey(d)}, was read and is still in its place`
+      : `the file's ${shown} (last read at ${pointer(from)}), served as the nearest double ${doubleKey(d)}, was read, and ${moved} such number${moved === 1 ? '' : 's'} left ${moved === 1 ? 'its place' : 'their places'}`
+  const err = new RangeError(
+    `statesafe: cannot ${op} \`${file}\`: the new document holds ${doubleKey(d)} at ${list(open, pointer)}, where the program wrote it, and ${where}: whether the program copied that number there or wrote a double of its own (after comparing with it, say) cannot be told; writing ${doubleKey(d)} could change a copy, writing ${shown} could change the program's own number, so nothing was written\nhint: keep such a number as a string, or write a value no kept number equals at ${pointer(open[0])}; to copy the number exactly, change the file with the statesafe CLI or the Python package (which serves it as a Decimal)`,
+  )
+  return Object.assign(err, { code: 'ERANGE', path: file, pointer: pointer(from), pointers: [pointer(from)] })
 }
 
 function movedNumber(file, op, d, texts, open, plain) {
@@ -1003,7 +1057,10 @@ class Store extends EventEmitter {
     this.#since = ++clock
     // Reads before a commit count for no later one.
     for (const [k, m] of this.#reads.reads) {
-      for (const [text, r] of m) if (r.at < this.#since) m.delete(text)
+      for (const [text, r] of m) {
+        if (r.at < this.#since) m.delete(text)
+        else for (const [rec, at] of r.recs) if (at < this.#since) r.recs.delete(rec)
+      }
       if (m.size === 0) this.#reads.reads.delete(k)
     }
     this.#emitSafely('commit', { type: 'commit', path: this.#path, generation, operation })
