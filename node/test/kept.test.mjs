@@ -245,3 +245,39 @@ test('moves, copies, swaps and rebuilds never change a number silently (fast-che
   t.diagnostic(`committed ${seen.committed}, refused ${seen.refused}`)
   assert.ok(seen.committed > seen.refused, JSON.stringify(seen))
 })
+
+// Reads are noted per store, and an update's own reads per update (review17, node17b);
+// reads of a document load() served, made during an update that failed, still count for
+// the store's next replace, and an object moved from another store's document keeps
+// its numbers' texts.
+test('reads of a served document made during a failed update still count for replace', async (t) => {
+  const file = join(tempDir(t), 'state.json')
+  writeFileSync(file, '{"x":1e-400}')
+  const store = open(file)
+  const doc = await store.get()
+  await assert.rejects(
+    store.update(() => {
+      doc.y = doc.x
+      delete doc.x
+      throw new Error('abandoned')
+    }),
+    /abandoned/,
+  )
+  await store.replace(doc)
+  assert.equal(compact(file), '{"y":1e-400}')
+})
+
+test('an object moved from another store\'s document keeps its numbers\' texts', async (t) => {
+  const dir = tempDir(t)
+  const fa = join(dir, 'a.json')
+  const fb = join(dir, 'b.json')
+  writeFileSync(fa, '{"cfg":{"rate":0.10000000000000001}}')
+  writeFileSync(fb, '{}')
+  const a = open(fa)
+  const b = open(fb)
+  const doc = await a.get()
+  await b.update((s) => {
+    s.cfg = doc.cfg
+  })
+  assert.equal(compact(fb), '{"cfg":{"rate":0.10000000000000001}}')
+})
