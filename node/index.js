@@ -572,7 +572,7 @@ function copyText(copy, pretty) {
  * (`track`). A number that JavaScript has no value for (`refused`) fails the read,
  * naming `file`.
  */
-function decode(text, file) {
+function decode(text, file, log) {
   const snap = JSON.parse(text)
   if (snap.refused) throw refusedNumber(file, snap.refused[0])
   const kept = []
@@ -587,7 +587,7 @@ function decode(text, file) {
     for (let i = 0; i < path.length - 1; i++) parent = parent[path[i]]
     parent[path[path.length - 1]] = n
   }
-  if (snap.kept) track(snap.value, snap.kept)
+  if (snap.kept) track(snap.value, snap.kept, log)
   const keep = kept.length > 0 ? { big: kept } : null
   return [{ value: snap.value, generation: snap.generation }, keep]
 }
@@ -654,19 +654,35 @@ function eachDouble(value, keys, found) {
 // - any other place holding one of those doubles holds a value the program wrote
 //   there: a copy or a move of a number it read (`s.y = s.x`, `shift()`, `reverse()`,
 //   spread, destructuring all read), or a double it made. When no number of that
-//   double was read in the time that counts, it is the program's double; when every
-//   number of that double that was read had one text, it is taken for that number, and
-//   written with its text (a program that reads such a number and writes its double
-//   elsewhere is taken to have copied or moved it); when they had several texts (or
-//   some were the plain double), which one it is cannot be told, and the commit is
-//   refused: ERANGE, nothing written.
+//   double was read in the time that counts, it is the program's double. When every
+//   number of that double that was read had one text: if one of them is still in its
+//   place (its accessor is in the new document), the double may be a copy of it or the
+//   program's own (a compare reads it too), which cannot be told, so the commit is
+//   refused (ERANGE, nothing written; review17: a guess could change a number the
+//   program computed); else those numbers left their places, and the new places, if
+//   no more than them, are their moves, written with their text (more places: refused).
+//   When they had several texts (or some were the plain double), which one it is
+//   cannot be told, and the commit is refused: ERANGE, nothing written.
+//
+// A place whose object was sealed or frozen keeps its accessor (it cannot be
+// redefined): setting it keeps the value in the place's record (`rec.set`), served by
+// the getter, and the place is the program's value from then on.
 //
 // The time that counts: an update's function (reads since the update began); for a
 // `replace`, since the store's last commit (or its opening), which covers a document
 // load() or get() served, read and passed back. Reads by statesafe itself (while it
 // checks and writes a value) and by the `validate` option are not noted (`quiet`).
+//
+// Reads are noted per store (review17): each served document notes its reads in a log
+// of the store that served it, and a commit counts only its own store's reads, so a
+// read of another store's number (a handler's `a.get()` while `b.update` awaits) gives
+// b nothing. An update's own document notes its reads in a log of that update (a
+// draft log): when the update ends they are dropped, so a failed update's reads do not
+// count for the store's next `replace` (nothing of its document was written; reads of
+// documents load() or get() served during it stay, in the store's log). Later reads of
+// that document (returned by update, or kept by the program) go to the store's log.
 
-// A counter: reads are stamped with it, an update and a commit start a new count.
+// A stamp counter: reads are stamped with it, an update and a commit start a new count.
 let clock = 1
 // Greater than 0 while statesafe itself reads a value.
 let quiet = 0
@@ -676,15 +692,52 @@ const records = new WeakMap()
 // The served documents whose places are accessors (weakly: a track lives as long as
 // one of its places, whose getter holds its record, which holds the track).
 const tracks = new Set()
-// The reads noted: double key → (text, or null) → { at, path }, the last read of a
-// number of that double and text (one entry per pair, so a long-running program keeps
-// as many entries as there are distinct such numbers it was served).
-const reads = new Map()
+/**
+ * A log of reads (one per store, and one per update's draft, see above): `reads`,
+ * double key → (text, or null) → { at, path }, the last read of a number of that
+ * double and text (one entry per pair, so a long-running program keeps as many
+ * entries as there are distinct such numbers it was served); `into`, the log its reads
+ * go to once its update has ended (null for a store's).
+ */
+function newLog(into = null) {
+  return { reads: new Map(), into, ended: false }
+}
+
+/** The log a read through a track's document is noted in now. */
+function logOf(t) {
+  let log = t.log
+  while (log.into !== null && log.ended) log = log.into
+  return log
+}
+
+// The places of one double and text a log remembers as read (the oldest are forgotten
+// beyond this: a commit then counts fewer of them as moved, and refuses rather than
+// guess).
+const READ_PLACES = 256
 
 function noteRead(rec) {
-  let m = reads.get(doubleKey(rec.d))
-  if (!m) reads.set(doubleKey(rec.d), (m = new Map()))
-  m.set(rec.text, { at: clock, path: rec.path })
+  const log = logOf(rec.track)
+  let m = log.reads.get(doubleKey(rec.d))
+  if (!m) log.reads.set(doubleKey(rec.d), (m = new Map()))
+  let r = m.get(rec.text)
+  if (!r) m.set(rec.text, (r = { at: clock, path: rec.path, recs: new Map() }))
+  r.at = clock
+  r.path = rec.path
+  r.recs.delete(rec)
+  r.recs.set(rec, clock)
+  if (r.recs.size > READ_PLACES) r.recs.delete(r.recs.keys().next().value)
+  rec.at = clock
+  rec.readIn = log
+}
+
+/**
+ * Ends a draft log when its update ends: its reads are dropped (a failed update wrote
+ * nothing; a committed one's reads are before its commit, and count for no later one),
+ * and later reads of the update's document go to its store's log.
+ */
+function endDraft(draft) {
+  draft.reads.clear()
+  draft.ended = true
 }
 
 /** Runs `fn` with reads of tracked places not noted (statesafe's own reads). */
@@ -699,22 +752,23 @@ function quietly(fn) {
 
 /**
  * Makes every place of the served document `value` that holds the double of one of
- * the addon's `kept` numbers (`[path, text]`) an accessor (see above), and registers
- * the document. A document that is itself such a number has no place to make one: it
+ * the addon's `kept` numbers (`[path, text]`) an accessor (see above), noting its reads
+ * in `log`, and registers the document. A document that is itself such a number has no place to make one: it
  * is noted as read (handed to the program).
  */
-function track(value, list) {
+function track(value, list, log) {
   const texts = new Map(list.map(([path, written]) => [pointer(path), written]))
   const keys = new Set(list.map(([path]) => doubleKey(at(value, path))))
-  const t = { keys }
+  const t = { keys, log }
   eachDouble(value, keys, (path, d, parent) => {
-    const rec = { d, text: texts.get(pointer(path)) ?? null, path: path.slice(), track: t }
+    const rec = { d, text: texts.get(pointer(path)) ?? null, path: path.slice(), track: t, set: false, value: undefined, at: 0, readIn: null }
     if (parent === null) {
       noteRead(rec)
       return
     }
     const key = path[path.length - 1]
     const get = () => {
+      if (rec.set) return rec.value
       if (quiet === 0) noteRead(rec)
       return d
     }
@@ -722,6 +776,16 @@ function track(value, list) {
     Object.defineProperty(parent, key, {
       get,
       set(v) {
+        // A sealed or frozen object (`Object.seal`) made the accessor non-configurable,
+        // so it cannot become a data property again; a plain sealed object lets its
+        // property be written, so the place keeps what was set (`rec.value`), and is
+        // the program's value from then on (`follow`). (A frozen object's accessor
+        // cannot be told from a sealed one's: it is written too.)
+        if (this === parent && !Object.getOwnPropertyDescriptor(parent, key).configurable) {
+          rec.set = true
+          rec.value = v
+          return
+        }
         Object.defineProperty(this, key, { value: v, writable: true, enumerable: true, configurable: true })
       },
       enumerable: true,
@@ -737,12 +801,12 @@ function track(value, list) {
  * the places where the file's text of a kept number is written again: a BigInt the
  * program left as it was served (`1e400` is not rewritten as its digits), and each
  * non-integer no double holds wherever it now is (`follow`, counting reads stamped
- * `since` or later). `op` names the operation for an error.
+ * `since` or later in `logs`). `op` names the operation for an error.
  */
-function untouched(next, keep, big, since, file, op) {
+function untouched(next, keep, big, since, logs, file, op) {
   return quietly(() => {
     const places = keep === null ? [] : keep.big.filter(([path, , served]) => Object.is(at(next, path), served)).map(([path, written]) => [path, written])
-    places.push(...follow(next, since, file, op))
+    places.push(...follow(next, since, logs, file, op))
     if (places.length === 0) return big
     return JSON.stringify([...(big ? JSON.parse(big) : []), ...places])
   })
@@ -755,22 +819,44 @@ function untouched(next, keep, big, since, file, op) {
  * walk of `next` only while a served document with such numbers is alive, or such a
  * number was read since `since`.
  */
-function follow(next, since, file, op) {
+function follow(next, since, logs, file, op) {
+  // The reads that count: double key → text → { path, recs }: the place of the last
+  // read in `logs`, and the places read (their records).
+  const reads = new Map()
+  for (const log of logs) {
+    for (const [k, m] of log.reads) {
+      for (const [text, r] of m) {
+        if (r.at < since) continue
+        if (!reads.has(k)) reads.set(k, new Map())
+        const into = reads.get(k).get(text) ?? { at: 0, path: r.path, recs: new Set() }
+        if (into.at < r.at) [into.at, into.path] = [r.at, r.path]
+        for (const [rec, at] of r.recs) if (at >= since) into.recs.add(rec)
+        reads.get(k).set(text, into)
+      }
+    }
+  }
+  // A place of a kept number read in the time that counts.
+  const readNow = (rec) => rec.at >= since && logs.includes(rec.readIn)
   const keys = new Set()
   for (const ref of tracks) {
     const t = ref.deref()
     if (t === undefined) tracks.delete(ref)
     else for (const k of t.keys) keys.add(k)
   }
-  for (const [k, m] of reads) for (const r of m.values()) if (r.at >= since) keys.add(k)
+  for (const k of reads.keys()) keys.add(k)
   if (keys.size === 0) return []
   const out = []
   const open = new Map()
+  // The places still holding their kept numbers, and those of them read.
+  const stayed = new Set()
+  const stayedRead = []
   eachDouble(next, keys, (path, d, parent) => {
     const get = parent === null ? undefined : Object.getOwnPropertyDescriptor(parent, path[path.length - 1])?.get
     const rec = get === undefined ? undefined : records.get(get)
-    if (rec !== undefined) {
+    if (rec !== undefined && !rec.set) {
       if (rec.text !== null) out.push([path.slice(), rec.text])
+      stayed.add(rec)
+      if (rec.text !== null && readNow(rec)) stayedRead.push(rec)
       return
     }
     const key = doubleKey(d)
@@ -778,16 +864,39 @@ function follow(next, since, file, op) {
     open.get(key).paths.push(path.slice())
   })
   for (const [key, { d, paths }] of open) {
-    const sources = [...(reads.get(key) ?? [])].filter(([, r]) => r.at >= since)
+    const sources = [...(reads.get(key) ?? [])]
     const texts = sources.filter(([text]) => text !== null).map(([text, r]) => ({ text, path: r.path }))
     if (texts.length === 0) continue
     if (texts.length === 1 && sources.length === 1) {
-      for (const path of paths) out.push([path, texts[0].text])
+      const text = texts[0].text
+      // A kept number read and still in its place: the program's double here may be a
+      // copy of it or a double of its own (a compare reads it too), which cannot be
+      // told; either guess could change a number (review17).
+      const kept = stayedRead.find((rec) => doubleKey(rec.d) === key && rec.text === text)
+      if (kept !== undefined) throw copiedNumber(file, op, d, text, kept.path, paths)
+      // Moved: the numbers read that left their places, one new place for each.
+      let moved = 0
+      for (const rec of sources[0][1].recs) if (!stayed.has(rec)) moved++
+      if (paths.length > moved) throw copiedNumber(file, op, d, text, texts[0].path, paths, moved)
+      for (const path of paths) out.push([path, text])
       continue
     }
     throw movedNumber(file, op, d, texts, paths, sources.length > texts.length)
   }
   return out
+}
+
+function copiedNumber(file, op, d, text, from, open, moved) {
+  const list = (items, show) => (items.length > 5 ? `${items.slice(0, 5).map(show).join(', ')} and ${items.length - 5} more` : items.map(show).join(', '))
+  const shown = text.length > 40 ? `${text.slice(0, 37)}...` : text
+  const where =
+    moved === undefined
+      ? `the file's ${shown} at ${pointer(from)}, served as the nearest double ${doubleKey(d)}, was read and is still in its place`
+      : `the file's ${shown} (last read at ${pointer(from)}), served as the nearest double ${doubleKey(d)}, was read, and ${moved} such number${moved === 1 ? '' : 's'} left ${moved === 1 ? 'its place' : 'their places'}`
+  const err = new RangeError(
+    `statesafe: cannot ${op} \`${file}\`: the new document holds ${doubleKey(d)} at ${list(open, pointer)}, where the program wrote it, and ${where}: whether the program copied that number there or wrote a double of its own (after comparing with it, say) cannot be told; writing ${doubleKey(d)} could change a copy, writing ${shown} could change the program's own number, so nothing was written\nhint: keep such a number as a string, or write a value no kept number equals at ${pointer(open[0])}; to copy the number exactly, change the file with the statesafe CLI or the Python package (which serves it as a Decimal)`,
+  )
+  return Object.assign(err, { code: 'ERANGE', path: file, pointer: pointer(from), pointers: [pointer(from)] })
 }
 
 function movedNumber(file, op, d, texts, open, plain) {
@@ -860,6 +969,8 @@ class Store extends EventEmitter {
   // The `clock` when this store last committed (or was opened): a `replace` follows the
   // numbers no double holds read since then (see `follow`).
   #since = ++clock
+  // This store's log of reads of the numbers no double holds (see `follow`).
+  #reads = newLog()
   // The update cache (see "The update cache" in src/tx.rs): a private copy of the
   // document this store last committed, and the addon's token for it. The copy is
   // made while checking the value (`copyChecked`) and the committed text is made from
@@ -944,6 +1055,14 @@ class Store extends EventEmitter {
 
   #committed(generation, operation) {
     this.#since = ++clock
+    // Reads before a commit count for no later one.
+    for (const [k, m] of this.#reads.reads) {
+      for (const [text, r] of m) {
+        if (r.at < this.#since) m.delete(text)
+        else for (const [rec, at] of r.recs) if (at < this.#since) r.recs.delete(rec)
+      }
+      if (m.size === 0) this.#reads.reads.delete(k)
+    }
     this.#emitSafely('commit', { type: 'commit', path: this.#path, generation, operation })
   }
 
@@ -963,7 +1082,7 @@ class Store extends EventEmitter {
   }
 
   #snapshot(text) {
-    const [snap] = decode(text, this.#path)
+    const [snap] = decode(text, this.#path, this.#reads)
     this.#checkRule(snap.value, 'load')
     return snap
   }
@@ -1042,24 +1161,32 @@ class Store extends EventEmitter {
     const tx = await this.#async(() => this.#native.begin('update', cached?.token ?? 0))
     const entry = { store: this, open: true }
     let json, big, large, next, copy, depth
+    // The reads of this update's own document (see `endDraft`).
+    const draft = newLog(this.#reads)
     try {
       const since = ++clock
-      const [value, keep] = this.#startValue(tx, cached)
+      const [value, keep] = this.#startValue(tx, cached, draft)
       const r = await this.#holding(entry, () => fn(value))
       next = r === undefined ? value : r
       this.#checkRule(next, 'commit')
       ;[json, big, large, copy, depth] = quietly(() => encode(next, this.#pretty, this.#caching))
-      const places = untouched(next, keep, big, since, this.#path, 'update')
+      const places = untouched(next, keep, big, since, [this.#reads, draft], this.#path, 'update')
       // The addon puts the file's numbers in place: no longer the copy's text.
       if (places !== big) [big, copy, depth] = [places, undefined, -1]
     } catch (e) {
+      endDraft(draft)
       letGo(entry)
       await tx.release().catch(() => {})
       throw e
     }
     letGo(entry)
     // A failed commit throws here, and the copy is dropped.
-    const reply = await this.#async(() => tx.commit(typeof json === 'string' ? utf8(json) : json, big, large, copy !== undefined, depth))
+    let reply
+    try {
+      reply = await this.#async(() => tx.commit(typeof json === 'string' ? utf8(json) : json, big, large, copy !== undefined, depth))
+    } finally {
+      endDraft(draft)
+    }
     const [generation, token] = reply.split(' ').map(Number)
     if (token !== 0 && copy !== undefined) this.#cache = { token, value: copy }
     this.#committed(generation, 'update')
@@ -1071,11 +1198,11 @@ class Store extends EventEmitter {
   // that copy. Either way the copy leaves the cache (the addon has emptied its side):
   // it is this update's now, or of no more use.
   // Also the numbers whose file text is written back while untouched (see `decode`).
-  #startValue(tx, cached) {
+  #startValue(tx, cached, draft) {
     const text = tx.takeSnapshot()
     if (cached && this.#cache === cached) this.#cache = null
     if (text !== null) {
-      const [snap, keep] = decode(text, this.#path)
+      const [snap, keep] = decode(text, this.#path, draft)
       return [snap.value, keep]
     }
     return [cached.value, null]
@@ -1088,9 +1215,10 @@ class Store extends EventEmitter {
     const tx = this.#sync(() => this.#native.beginSync('update', cached?.token ?? 0))
     const entry = { store: this, open: true }
     let json, big, large, next, depth
+    const draft = newLog(this.#reads)
     try {
       const since = ++clock
-      const [value, keep] = this.#startValue(tx, cached)
+      const [value, keep] = this.#startValue(tx, cached, draft)
       let r
       try {
         r = this.#holding(entry, () => fn(value))
@@ -1103,9 +1231,10 @@ class Store extends EventEmitter {
       next = r === undefined ? value : r
       this.#checkRule(next, 'commit')
       ;[json, big, large, , depth] = quietly(() => encode(next, this.#pretty))
-      const places = untouched(next, keep, big, since, this.#path, 'update')
+      const places = untouched(next, keep, big, since, [this.#reads, draft], this.#path, 'update')
       if (places !== big) [big, depth] = [places, -1]
     } catch (e) {
+      endDraft(draft)
       try {
         tx.releaseSync()
       } catch {
@@ -1115,7 +1244,12 @@ class Store extends EventEmitter {
     }
     // No copy for the cache here: a synchronous caller (a CLI, a shutdown path)
     // rarely updates again, and would pay for a copy it never uses.
-    const generation = Number(this.#sync(() => tx.commitSync(utf8(json), big, large, false, depth)).split(' ')[0])
+    let generation
+    try {
+      generation = Number(this.#sync(() => tx.commitSync(utf8(json), big, large, false, depth)).split(' ')[0])
+    } finally {
+      endDraft(draft)
+    }
     this.#committed(generation, 'update')
     return { value: next, generation }
   }
@@ -1128,7 +1262,7 @@ class Store extends EventEmitter {
     this.#checkRule(doc, 'commit')
     const [json, big, large] = quietly(() => encode(doc, this.#pretty))
     // A document a load() or get() served keeps its numbers' texts (see `follow`).
-    return [json, untouched(doc, null, big, this.#since, this.#path, 'replace'), large, ifGeneration ?? -1]
+    return [json, untouched(doc, null, big, this.#since, [this.#reads], this.#path, 'replace'), large, ifGeneration ?? -1]
   }
 
   /** Replaces the whole document; with `{ ifGeneration }` only if the file is still at it. */
@@ -1251,11 +1385,11 @@ class Store extends EventEmitter {
 
   /** The document as it was at a past generation. */
   async documentAt(generation) {
-    return decode(await this.#async(() => this.#native.documentAt(generation)), this.#path)[0].value
+    return decode(await this.#async(() => this.#native.documentAt(generation)), this.#path, this.#reads)[0].value
   }
 
   documentAtSync(generation) {
-    return decode(this.#sync(() => this.#native.documentAtSync(generation)), this.#path)[0].value
+    return decode(this.#sync(() => this.#native.documentAtSync(generation)), this.#path, this.#reads)[0].value
   }
 
   /** A summary: generation, size, backups, lock holder, settings. */
