@@ -573,3 +573,26 @@ pub fn exit_code_of(pid: libc::pid_t) -> i32 {
     assert!(libc::WIFEXITED(status), "child status {status}");
     libc::WEXITSTATUS(status)
 }
+
+/// The sidecar directory of the state file `path` (`.NAME.statesafe` beside it).
+pub fn sidecar(path: &Path) -> PathBuf {
+    let name = path.file_name().unwrap().to_string_lossy();
+    path.with_file_name(format!(".{name}.statesafe"))
+}
+
+/// Puts backup `generation` of the plain file `path` back in its place with its
+/// metadata, as `cp -a` of an old backup (or a backup tool that keeps extended
+/// attributes) does: a new inode with the backup's bytes and its `user.statesafe`
+/// attribute, which names the old generation and the bytes' checksum.
+pub fn put_back_with_metadata(path: &Path, generation: u64) {
+    let backup = sidecar(path).join(format!("backups/gen-{generation:020}.json"));
+    let aside = path.with_file_name("restored-copy");
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&backup)
+        .arg(&aside)
+        .status()
+        .unwrap();
+    assert!(status.success(), "cp -a failed");
+    std::fs::rename(&aside, path).unwrap();
+}

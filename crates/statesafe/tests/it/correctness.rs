@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use statesafe::{BackupPolicy, Durability, Error, Event, Format, Settings, Store, StoreOptions};
 
-use crate::common::{self, Mount};
+use crate::common::{self, Mount, sidecar};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Counter {
@@ -28,11 +28,6 @@ fn with_events<T>(opts: StoreOptions<T>) -> (StoreOptions<T>, Arc<Mutex<Vec<Even
         opts.on_event(move |e| sink.lock().unwrap().push(e.clone())),
         seen,
     )
-}
-
-fn sidecar(path: &Path) -> PathBuf {
-    let name = path.file_name().unwrap().to_string_lossy();
-    path.with_file_name(format!(".{name}.statesafe"))
 }
 
 fn names_in(dir: &Path) -> Vec<String> {

@@ -1,33 +1,9 @@
 //! Session 17, fix17: loose ends of earlier sessions, each shown by a failing test.
 
-use std::path::{Path, PathBuf};
-
 use serde_json::{Value, json};
 use statesafe::Store;
 
-use crate::common;
-
-fn sidecar(path: &Path) -> PathBuf {
-    let name = path.file_name().unwrap().to_str().unwrap();
-    path.with_file_name(format!(".{name}.statesafe"))
-}
-
-/// `cp -a` of backup `generation` put back as the live file (a new inode with the
-/// backup's metadata attribute: an older version put back by hand).
-fn put_back_backup(path: &Path, generation: u64) {
-    let backup = sidecar(path).join(format!("backups/gen-{generation:020}.json"));
-    let aside = path.with_file_name("restored-copy");
-    assert!(
-        std::process::Command::new("cp")
-            .arg("-a")
-            .arg(&backup)
-            .arg(&aside)
-            .status()
-            .unwrap()
-            .success()
-    );
-    std::fs::rename(&aside, path).unwrap();
-}
+use crate::common::{self, put_back_with_metadata, sidecar};
 
 /// The lock record is never synced: after a power loss it holds whatever of it was
 /// written back, which can be the record of a commit before the last one, while the
@@ -66,7 +42,7 @@ fn an_older_version_put_back_after_a_power_loss_that_kept_an_older_lock_record_t
         text.replace(&boot, "00000000-0000-4000-8000-000000000000")
     };
     std::fs::write(&lock, text).unwrap();
-    put_back_backup(&path, 3);
+    put_back_with_metadata(&path, 3);
 
     let store: Store = Store::open(&path).unwrap();
     let generation = store.replace(json!({"n": 5})).unwrap();

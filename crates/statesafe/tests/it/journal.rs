@@ -9,18 +9,13 @@ use std::sync::{Arc, Mutex};
 use serde_json::{Value, json};
 use statesafe::{Error, Event, Format, RecoveryPolicy, Settings, Store};
 
-use crate::common::{self, ChildCmd};
+use crate::common::{self, ChildCmd, sidecar};
 
 fn journal_settings() -> Settings {
     Settings {
         format: Format::Journal,
         ..Settings::default()
     }
-}
-
-fn sidecar(path: &Path) -> PathBuf {
-    let name = path.file_name().unwrap().to_str().unwrap();
-    path.with_file_name(format!(".{name}.statesafe"))
 }
 
 fn journal_path(path: &Path) -> PathBuf {

@@ -5,12 +5,12 @@
 //! other test makes them.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde_json::{Value, json};
 use statesafe::{Error, Format, Settings, Store};
 
-use crate::common;
+use crate::common::{self, sidecar};
 
 fn create_journal(path: &Path, doc: Value) -> Store {
     let store: Store = Store::open(path).unwrap();
@@ -20,11 +20,6 @@ fn create_journal(path: &Path, doc: Value) -> Store {
     };
     store.create_with(&settings, doc).unwrap();
     store
-}
-
-fn sidecar(path: &Path) -> PathBuf {
-    let name = path.file_name().unwrap().to_str().unwrap();
-    path.with_file_name(format!(".{name}.statesafe"))
 }
 
 fn fresh(path: &Path) -> statesafe::Result<(Value, u64)> {

@@ -1,33 +1,11 @@
 //! Red team, session 16: each finding shown by a test that failed before its fix.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde_json::{Value, json};
 use statesafe::{Error, Store};
 
-use crate::common;
-
-fn sidecar(path: &Path) -> PathBuf {
-    let name = path.file_name().unwrap().to_str().unwrap();
-    path.with_file_name(format!(".{name}.statesafe"))
-}
-
-/// Puts backup `generation` of the plain file `path` back in its place with its
-/// metadata, as `cp -a` of an old backup (or a backup tool that keeps extended
-/// attributes) does: a new inode with the backup's bytes and its `user.statesafe`
-/// attribute, which names the old generation and the bytes' checksum.
-fn put_back_with_metadata(path: &Path, generation: u64) {
-    let backup = sidecar(path).join(format!("backups/gen-{generation:020}.json"));
-    let aside = path.with_file_name("restored-copy");
-    let status = std::process::Command::new("cp")
-        .arg("-a")
-        .arg(&backup)
-        .arg(&aside)
-        .status()
-        .unwrap();
-    assert!(status.success(), "cp -a failed");
-    std::fs::rename(&aside, path).unwrap();
-}
+use crate::common::{self, put_back_with_metadata, sidecar};
 
 /// A plain file at generation 4 (`{"n": 4}`), with backups of generations 1 to 3.
 fn four_generations(path: &Path) -> Store {

@@ -1,34 +1,10 @@
 //! Session 17, review17: findings of the red team, each shown by a test that failed
 //! (fixed by the lead after the review).
 
-use std::path::{Path, PathBuf};
-
 use serde_json::{Value, json};
 use statesafe::Store;
 
-use crate::common;
-
-fn sidecar(path: &Path) -> PathBuf {
-    let name = path.file_name().unwrap().to_str().unwrap();
-    path.with_file_name(format!(".{name}.statesafe"))
-}
-
-/// `cp -a` of backup `generation` put back as the live file (a new inode with the
-/// backup's metadata attribute: an older version put back by hand).
-fn put_back_backup(path: &Path, generation: u64) {
-    let backup = sidecar(path).join(format!("backups/gen-{generation:020}.json"));
-    let aside = path.with_file_name("restored-copy");
-    assert!(
-        std::process::Command::new("cp")
-            .arg("-a")
-            .arg(&backup)
-            .arg(&aside)
-            .status()
-            .unwrap()
-            .success()
-    );
-    std::fs::rename(&aside, path).unwrap();
-}
+use crate::common::{self, put_back_with_metadata, sidecar};
 
 /// Bug (review17): fix17 distrusts a lock record from another boot (a power loss may
 /// have kept an older write of it), but the same stale record arises in the same boot
@@ -72,7 +48,7 @@ fn an_older_version_put_back_after_a_writer_killed_past_its_rename_takes_a_new_g
     assert!(text.contains("\"last_generation\":3"), "{text}");
     assert!(text.contains("\"temp\":"), "{text}");
     std::fs::write(&lock, &held).unwrap();
-    put_back_backup(&path, 3);
+    put_back_with_metadata(&path, 3);
 
     let store: Store = Store::open(&path).unwrap();
     let generation = store.replace(json!({"n": 5})).unwrap();

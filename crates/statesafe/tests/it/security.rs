@@ -8,7 +8,7 @@
 //! lock file deleted while held: two holders).
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -16,15 +16,10 @@ use std::time::Duration;
 use serde_json::json;
 use statesafe::{Error, Store};
 
-use crate::common::{self, ChildCmd};
+use crate::common::{self, ChildCmd, sidecar};
 
 fn set_mode(path: &Path, mode: u32) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
-}
-
-fn sidecar(path: &Path) -> PathBuf {
-    let name = path.file_name().unwrap().to_string_lossy();
-    path.with_file_name(format!(".{name}.statesafe"))
 }
 
 /// Bytes and mode of a file that must not change.
