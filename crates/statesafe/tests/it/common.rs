@@ -596,3 +596,34 @@ pub fn put_back_with_metadata(path: &Path, generation: u64) {
     assert!(status.success(), "cp -a failed");
     std::fs::rename(&aside, path).unwrap();
 }
+
+/// A plain file at generation 4 (`{"n": 4}`), with backups of generations 1 to 3.
+pub fn four_generations(path: &Path) -> statesafe::Store {
+    let store: statesafe::Store = statesafe::Store::open(path).unwrap();
+    store.create(serde_json::json!({"n": 1})).unwrap();
+    for n in 2..=4 {
+        store.update(|s| s["n"] = n.into()).unwrap();
+    }
+    assert_eq!(store.generation().unwrap(), 4);
+    store
+}
+
+/// Replaces the state at `path` (a version put back by hand in place of committed
+/// generation `committed`) and checks that the commit took a generation above it,
+/// never one a commit already had.
+pub fn replace_lands_above(path: &Path, committed: u64) {
+    let store: statesafe::Store = statesafe::Store::open(path).unwrap();
+    let generation = store.replace(serde_json::json!({"n": 5})).unwrap();
+    assert!(
+        generation > committed,
+        "generation {generation} written again after committed generation {committed}"
+    );
+    let snap = statesafe::Store::<serde_json::Value>::open(path)
+        .unwrap()
+        .load()
+        .unwrap();
+    assert_eq!(
+        (snap.state, snap.generation),
+        (serde_json::json!({"n": 5}), generation)
+    );
+}

@@ -1,22 +1,9 @@
 //! Red team, session 16: each finding shown by a test that failed before its fix.
 
-use std::path::Path;
-
 use serde_json::{Value, json};
 use statesafe::{Error, Store};
 
-use crate::common::{self, put_back_with_metadata, sidecar};
-
-/// A plain file at generation 4 (`{"n": 4}`), with backups of generations 1 to 3.
-fn four_generations(path: &Path) -> Store {
-    let store: Store = Store::open(path).unwrap();
-    store.create(json!({"n": 1})).unwrap();
-    for n in 2..=4 {
-        store.update(|s| s["n"] = n.into()).unwrap();
-    }
-    assert_eq!(store.generation().unwrap(), 4);
-    store
-}
+use crate::common::{self, four_generations, put_back_with_metadata, sidecar};
 
 /// **Bug (red16): an older plain version put back with its metadata (`cp -a` of a
 /// backup) takes its old generation again, and the next commits reuse generations

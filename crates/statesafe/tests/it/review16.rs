@@ -4,7 +4,7 @@
 use serde_json::{Value, json};
 use statesafe::Store;
 
-use crate::common::{self, put_back_with_metadata, sidecar};
+use crate::common::{self, four_generations, put_back_with_metadata, sidecar};
 
 /// **Bug (review16): red16's defence against an older version put back with its
 /// metadata (`Store::older_version_put_back`) rests on the lock record alone: when the
@@ -24,14 +24,7 @@ use crate::common::{self, put_back_with_metadata, sidecar};
 fn an_older_version_put_back_under_an_unparsable_lock_record_takes_a_new_generation() {
     let dir = common::test_dir();
     let path = dir.path().join("state.json");
-    {
-        let store: Store = Store::open(&path).unwrap();
-        store.create(json!({"n": 1})).unwrap();
-        for n in 2..=4 {
-            store.update(|s| s["n"] = n.into()).unwrap();
-        }
-        assert_eq!(store.generation().unwrap(), 4);
-    }
+    drop(four_generations(&path));
     // The lock record, damaged: `last_generation` the largest u64, same length.
     let lock = sidecar(&path).join("lock");
     let raw = String::from_utf8(std::fs::read(&lock).unwrap()).unwrap();
@@ -79,13 +72,7 @@ fn an_older_version_put_back_under_an_unparsable_lock_record_takes_a_new_generat
 fn an_older_version_put_back_after_the_lock_file_was_removed_takes_a_new_generation() {
     let dir = common::test_dir();
     let path = dir.path().join("state.json");
-    {
-        let store: Store = Store::open(&path).unwrap();
-        store.create(json!({"n": 1})).unwrap();
-        for n in 2..=4 {
-            store.update(|s| s["n"] = n.into()).unwrap();
-        }
-    }
+    drop(four_generations(&path));
     std::fs::remove_file(sidecar(&path).join("lock")).unwrap();
     put_back_with_metadata(&path, 2);
     let store: Store = Store::open(&path).unwrap();

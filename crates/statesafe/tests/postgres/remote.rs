@@ -1179,19 +1179,20 @@ fn a_commit_lost_with_the_server_out_of_reach_is_outcome_unknown_and_settled_und
     assert_eq!(store.generation().unwrap(), generation + 1);
 }
 
-/// review15 item 6: a `replace` over a damaged row (which it copies into the
-/// quarantine table in its own transaction) whose `COMMIT` lost its answer with the
-/// server out of reach gave `OutcomeUnknown` and nothing else: no word that the row
-/// may have been quarantined, nor where, and no `Quarantined` event even when the
-/// replace had landed. The error now names where the row went if it committed, and
-/// the store asks the server at its next transaction or read (as `txid_status`
-/// settles a lost `COMMIT` at once when the server can be reached): `Quarantined`
-/// when it landed, nothing when it did not.
-#[test]
-fn review15_a_replace_over_damage_whose_commit_is_lost_says_where_the_row_went() {
-    let Some(pg) = cluster::cluster() else { return };
+/// A `replace` over a damaged row (its checksum bumped by hand) of state `name`, made
+/// through a [`CommitCutter`] that loses its `COMMIT`'s answer with the server out of
+/// reach (still partitioned on return): the `OutcomeUnknown` it gave, and what the
+/// tests of its follow-up need.
+struct LostCommit {
+    cutter: CommitCutter,
+    store: Store,
+    events: Arc<std::sync::Mutex<Vec<Event>>>,
+    admin: postgres::Client,
+    err: Error,
+}
+
+fn replace_over_damage_losing_its_commit(pg: &Cluster, name: &str) -> LostCommit {
     let cutter = CommitCutter::start(pg.port, false);
-    let name = "review15-lost-quarantine";
     let url = format!(
         "postgres://{}@127.0.0.1:{}/{}?state={name}&sslmode=disable",
         pg.user,
@@ -1219,6 +1220,34 @@ fn review15_a_replace_over_damage_whose_commit_is_lost_says_where_the_row_went()
     let err = store.replace(json!({"n": 3})).unwrap_err();
     cutter.assert_cut();
     assert!(matches!(err, Error::OutcomeUnknown { .. }), "{err:?}");
+    LostCommit {
+        cutter,
+        store,
+        events,
+        admin,
+        err,
+    }
+}
+
+/// review15 item 6: a `replace` over a damaged row (which it copies into the
+/// quarantine table in its own transaction) whose `COMMIT` lost its answer with the
+/// server out of reach gave `OutcomeUnknown` and nothing else: no word that the row
+/// may have been quarantined, nor where, and no `Quarantined` event even when the
+/// replace had landed. The error now names where the row went if it committed, and
+/// the store asks the server at its next transaction or read (as `txid_status`
+/// settles a lost `COMMIT` at once when the server can be reached): `Quarantined`
+/// when it landed, nothing when it did not.
+#[test]
+fn review15_a_replace_over_damage_whose_commit_is_lost_says_where_the_row_went() {
+    let Some(pg) = cluster::cluster() else { return };
+    let name = "review15-lost-quarantine";
+    let LostCommit {
+        cutter,
+        store,
+        events,
+        mut admin,
+        err,
+    } = replace_over_damage_losing_its_commit(pg, name);
     let text = err.to_string();
     let named = text
         .split('`')
@@ -1311,35 +1340,14 @@ fn review15_a_replace_over_damage_whose_commit_is_lost_says_where_the_row_went()
 #[test]
 fn fix17_a_lost_commit_the_server_no_longer_knows_is_settled_by_its_quarantine_row() {
     let Some(pg) = cluster::cluster() else { return };
-    let cutter = CommitCutter::start(pg.port, false);
     let name = "fix17-forgotten-xid";
-    let url = format!(
-        "postgres://{}@127.0.0.1:{}/{}?state={name}&sslmode=disable",
-        pg.user,
-        cutter.port,
-        cluster::DATABASE
-    );
-    let events = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let sink = Arc::clone(&events);
-    let store: Store = Store::options()
-        .on_event(move |e| sink.lock().unwrap().push(e.clone()))
-        .open_url(&url)
-        .unwrap();
-    store.create(json!({"n": 1})).unwrap();
-    store.update(|s| s["n"] = 2.into()).unwrap();
-    let mut admin = pg.client();
-    let damaged = admin
-        .execute(
-            "UPDATE statesafe SET checksum = checksum + 1 WHERE state = $1",
-            &[&name],
-        )
-        .unwrap();
-    assert_eq!(damaged, 1);
-    cutter.armed.store(true, Ordering::SeqCst);
-    cutter.partitioned.store(true, Ordering::SeqCst);
-    let err = store.replace(json!({"n": 3})).unwrap_err();
-    cutter.assert_cut();
-    assert!(matches!(err, Error::OutcomeUnknown { .. }), "{err:?}");
+    let LostCommit {
+        cutter,
+        store,
+        events,
+        mut admin,
+        err,
+    } = replace_over_damage_losing_its_commit(pg, name);
     let named = err
         .to_string()
         .split('`')
