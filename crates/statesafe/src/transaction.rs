@@ -905,7 +905,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         // Journal mode: append one record, or compact (the ordinary protocol below
         // writes the snapshot, from the snapshot's base).
         let mut repaired = None;
-        let snapshot_base;
+        let mut snapshot_base;
         let (generation, base) = if config.format == Format::Journal {
             let state = match doc {
                 NewDoc::State(state) => crate::journal::NewState::Borrowed(state),
@@ -946,6 +946,17 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                     }
                     repaired = r;
                     snapshot_base = base;
+                    // A version served from the store's cache (journal mode) holds no
+                    // descriptor of the snapshot, so nothing kept its inode number
+                    // from another file since (see `write::Current::pin`): the
+                    // snapshot is read now, through a descriptor this commit keeps to
+                    // its rename, and must still be the bytes the cache stood for.
+                    if let Some(b) = snapshot_base.as_mut()
+                        && b.pin.is_none()
+                        && let Some(id) = b.id
+                    {
+                        b.pin = Some(self.pin_snapshot(guard, dir, id, b.checksum)?);
+                    }
                     // The snapshot's text, with every check the text's (the measure
                     // answered only for a text that passes them).
                     if measured.is_some() {
@@ -1234,6 +1245,38 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             },
             committed.fsync,
         ))
+    }
+
+    /// The snapshot a journal-mode commit served from the store's cache is about to
+    /// replace, opened to keep its inode (and number) until the rename: `LockLost`,
+    /// as for the check before the rename, unless it is still the file of device and
+    /// inode `id` with the bytes of checksum `checksum` (a file another program
+    /// replaced meanwhile, even one that was given the same inode number, is not
+    /// overwritten).
+    fn pin_snapshot(
+        &self,
+        guard: &lock::Guard<'_>,
+        dir: &std::os::fd::OwnedFd,
+        id: (u64, u64),
+        checksum: u64,
+    ) -> Result<Arc<std::fs::File>> {
+        let target = &self.local().target;
+        let io = |e| Error::io(crate::Op::Read, &target.given, e);
+        let file = match sys::open_at(dir, &target.name, sys::Access::Read, 0) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(guard.lost()),
+            Err(e) => return Err(io(e)),
+        };
+        let st = sys::stat_fd(&file).map_err(io)?;
+        if (st.dev, st.ino) != id {
+            return Err(guard.lost());
+        }
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut &file, &mut bytes).map_err(io)?;
+        if format::checksum(&bytes) != checksum {
+            return Err(guard.lost());
+        }
+        Ok(Arc::new(file))
     }
 
     pub(crate) fn bookkeeping_failed(&self, generation: u64, what: &str, e: &Error) {

@@ -345,6 +345,48 @@ fn limited_journal_store(path: &Path, journal_max_bytes: u64) -> Store {
     store
 }
 
+/// fix17 closed a lost update for plain files: another program replacing the file
+/// twice during an `update` can get the freed inode number back (ext4 gives it to the
+/// next new file), and a check of device and inode before the rename then takes its
+/// version for the one read. A transaction keeps the descriptor it read open, which
+/// holds the number. A journal-mode transaction served from the store's cache read no
+/// descriptor: when its commit compacts (here, a change past the journal's limit), the
+/// rename went over that program's version without a word. (Where numbers are never
+/// reused, as on tmpfs, the loop runs to its end and the test checks the plain case.)
+#[test]
+fn a_compaction_from_the_stores_cache_does_not_overwrite_a_file_replaced_twice_when_its_inode_number_comes_back()
+ {
+    let dir = common::test_dir();
+    let path = dir.path().join("state.json");
+    let store = limited_journal_store(&path, 400);
+    // The store keeps the document from its second full read on.
+    for n in 1..=5 {
+        store.update(|s| s["n"] = n.into()).unwrap();
+    }
+    let mut reused = None;
+    let result = store.update(|s| {
+        let read = common::inode(&path);
+        let other = dir.path().join("other.json");
+        for i in 0..2000 {
+            std::fs::write(&other, format!("{{\"external\": {i}}}\n")).unwrap();
+            std::fs::rename(&other, &path).unwrap();
+            if common::inode(&path) == read {
+                reused = Some(i);
+                break;
+            }
+        }
+        // Past the journal's 400 bytes: this commit writes a new snapshot.
+        s["pad"] = "x".repeat(600).into();
+    });
+    eprintln!("the inode number read came back at save {reused:?}; the update: {result:?}");
+    let on_disk: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    assert!(
+        on_disk.get("external").is_some(),
+        "the compaction overwrote another program's version (inode number reused at save {reused:?}): {on_disk}"
+    );
+    assert!(result.is_err(), "{result:?}");
+}
+
 /// [`limited_journal_store`] after 30 commits setting `/n` to 1..=30, at least one of
 /// which compacted (the snapshot was replaced). Returns the directory, the file and
 /// the store.
