@@ -30,6 +30,13 @@ pub fn run(args: ChildArgs) -> Result<()> {
             journal_only,
             settle,
         } => pair(&dir, procs, millis, rounds, journal_only, settle),
+        ChildWhat::Group {
+            dir,
+            threads,
+            millis,
+            rounds,
+            threads_only,
+        } => crate::journal::group(&dir, threads, millis, rounds, threads_only),
         ChildWhat::Rusage { cmd } => rusage(&cmd),
         ChildWhat::Profile {
             kind,

@@ -158,6 +158,26 @@ pub enum ChildWhat {
         #[arg(long)]
         settle: bool,
     },
+    /// The journal section's group-commit part alone, for profilers: THREADS threads
+    /// of one process sharing a store in journal mode, each applying one-key patches
+    /// for MILLIS, ROUNDS times, alternating with one thread; prints each pair's rates.
+    Group {
+        /// A directory to make the file in.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Threads.
+        #[arg(long, default_value_t = 8)]
+        threads: usize,
+        /// Window in milliseconds.
+        #[arg(long, default_value_t = 1000)]
+        millis: u64,
+        /// Rounds.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Measure THREADS threads only (no one-thread rounds).
+        #[arg(long)]
+        threads_only: bool,
+    },
     /// One update of FILE; print the resident baseline and the peak, in bytes.
     Mem {
         /// Contender.

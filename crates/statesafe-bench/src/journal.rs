@@ -278,6 +278,38 @@ pub fn run(dir: &Path, quick: bool) -> Result<JournalResult> {
     })
 }
 
+/// `child group`: the group-commit measurement alone, on a fresh store in `dir`.
+pub fn group(
+    dir: &Path,
+    threads: usize,
+    millis: u64,
+    rounds: usize,
+    threads_only: bool,
+) -> Result<()> {
+    let store = journal_store(&dir.join("group"), json!({"n": 0}))?;
+    store.apply_patch(&json!([{"op": "replace", "path": "/n", "value": 1}]))?;
+    let window = Duration::from_millis(millis);
+    for round in 0..rounds {
+        if threads_only {
+            let rate = threads_rate(&store, threads, window)?;
+            println!("round {}: {threads} threads {rate:.0}/s", round + 1);
+            continue;
+        }
+        let mut pair = [0.0; 2];
+        for i in round_order(round + 5, 2) {
+            pair[i] = threads_rate(&store, [1, threads][i], window)?;
+        }
+        println!(
+            "round {}: 1 thread {:.0}/s, {threads} threads {:.0}/s, {:.2}x",
+            round + 1,
+            pair[0],
+            pair[1],
+            pair[1] / pair[0]
+        );
+    }
+    Ok(())
+}
+
 /// Commits per second of `threads` threads each applying one-key patches to the
 /// shared `store` for `window`.
 fn threads_rate(store: &statesafe::Store, threads: usize, window: Duration) -> Result<f64> {
