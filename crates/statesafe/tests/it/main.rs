@@ -41,6 +41,7 @@ mod red15;
 mod red16;
 mod review16;
 mod review17;
+mod review18;
 mod security;
 mod serialized;
 mod streaming;
