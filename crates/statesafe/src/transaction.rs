@@ -460,8 +460,17 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                 // done: a write that fails reports nothing.
                 Ok(v) => (v.state, Some(Base::of(&cur, true, v.value))),
                 Err(damage) if is_damage(&damage) => {
-                    let (state, base, _) =
+                    let (state, mut base, _) =
                         self.recover_locked(&mut guard, &temp_name, &cur, damage, false)?;
+                    // The version the recovery just wrote is this transaction's base.
+                    // A commit returns no descriptor of its file (`id: None`), which
+                    // would leave nothing to check before this transaction's rename,
+                    // and another program's save during the update would be
+                    // overwritten (review18): the file is opened now, and must hold
+                    // the bytes the recovery wrote.
+                    let (pin, id) = self.pin_version(&guard, self.dir()?, None, base.checksum)?;
+                    base.id = Some(id);
+                    base.pin = Some(pin);
                     (state, Some(base))
                 }
                 Err(e) => return Err(e),
@@ -905,7 +914,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         // Journal mode: append one record, or compact (the ordinary protocol below
         // writes the snapshot, from the snapshot's base).
         let mut repaired = None;
-        let mut snapshot_base;
+        let snapshot_base;
         let (generation, base) = if config.format == Format::Journal {
             let state = match doc {
                 NewDoc::State(state) => crate::journal::NewState::Borrowed(state),
@@ -946,17 +955,6 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                     }
                     repaired = r;
                     snapshot_base = base;
-                    // A version served from the store's cache (journal mode) holds no
-                    // descriptor of the snapshot, so nothing kept its inode number
-                    // from another file since (see `write::Current::pin`): the
-                    // snapshot is read now, through a descriptor this commit keeps to
-                    // its rename, and must still be the bytes the cache stood for.
-                    if let Some(b) = snapshot_base.as_mut()
-                        && b.pin.is_none()
-                        && let Some(id) = b.id
-                    {
-                        b.pin = Some(self.pin_snapshot(guard, dir, id, b.checksum)?);
-                    }
                     // The snapshot's text, with every check the text's (the measure
                     // answered only for a text that passes them).
                     if measured.is_some() {
@@ -984,6 +982,18 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             }
         } else {
             (generation, base)
+        };
+        // A version known without a descriptor of its file (a journal-mode store's
+        // cache; a version served otherwise) kept nothing from giving its inode number
+        // to another file since (see `write::Current::pin`): the file is read now,
+        // through a descriptor kept to the rename, and must still be the device, inode
+        // and bytes the version stood for.
+        let _pinned = match base {
+            Some(b) if b.pin.is_none() => match b.id {
+                Some(id) => Some(self.pin_version(guard, dir, Some(id), b.checksum)?.0),
+                None => None,
+            },
+            _ => None,
         };
         let new_sum = new_sum(&bytes);
         // A replaced file keeps exactly its own ACL (or none); a directory's default
@@ -1247,19 +1257,20 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         ))
     }
 
-    /// The snapshot a journal-mode commit served from the store's cache is about to
-    /// replace, opened to keep its inode (and number) until the rename: `LockLost`,
-    /// as for the check before the rename, unless it is still the file of device and
-    /// inode `id` with the bytes of checksum `checksum` (a file another program
-    /// replaced meanwhile, even one that was given the same inode number, is not
-    /// overwritten).
-    fn pin_snapshot(
+    /// The state file as a commit is about to replace it, opened to keep its inode
+    /// (and so its number) until the rename, with its device and inode: `LockLost`,
+    /// as for the check before the rename, unless it still holds the bytes of
+    /// checksum `checksum` (and, given `id`, is still that device and inode). So a
+    /// version known without a descriptor (a journal-mode store's cache; a version
+    /// this transaction wrote) is never taken for a file another program put in its
+    /// place, even one given the same inode number.
+    fn pin_version(
         &self,
         guard: &lock::Guard<'_>,
         dir: &std::os::fd::OwnedFd,
-        id: (u64, u64),
+        id: Option<(u64, u64)>,
         checksum: u64,
-    ) -> Result<Arc<std::fs::File>> {
+    ) -> Result<(Arc<std::fs::File>, (u64, u64))> {
         let target = &self.local().target;
         let io = |e| Error::io(crate::Op::Read, &target.given, e);
         let file = match sys::open_at(dir, &target.name, sys::Access::Read, 0) {
@@ -1268,7 +1279,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             Err(e) => return Err(io(e)),
         };
         let st = sys::stat_fd(&file).map_err(io)?;
-        if (st.dev, st.ino) != id {
+        if id.is_some_and(|id| (st.dev, st.ino) != id) {
             return Err(guard.lost());
         }
         let mut bytes = Vec::new();
@@ -1276,7 +1287,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         if format::checksum(&bytes) != checksum {
             return Err(guard.lost());
         }
-        Ok(Arc::new(file))
+        Ok((Arc::new(file), (st.dev, st.ino)))
     }
 
     pub(crate) fn bookkeeping_failed(&self, generation: u64, what: &str, e: &Error) {

@@ -1,7 +1,7 @@
 //! review18: paths that replace a version while the base they check carries no
 //! descriptor of the file read (`pin: None`) or no identity at all (`id: None`), so that
 //! another program's version, written without the lock (an editor, `cp`), is
-//! overwritten without a word. Each test fails until the library is fixed.
+//! overwritten without a word.
 
 use serde_json::{Value, json};
 use statesafe::Store;
@@ -44,7 +44,6 @@ fn review18_control_an_update_does_not_overwrite_a_file_saved_by_hand_meanwhile(
 /// `write_version_inner`'s `Base { id: None, pin: None, .. }` -> `before_rename`
 /// returns `Ok(())` for `id: None`.
 #[test]
-#[ignore = "review18: fails until fixed"]
 fn review18_an_update_that_recovers_a_damaged_file_does_not_overwrite_a_file_saved_by_hand_meanwhile()
  {
     let dir = common::test_dir();
