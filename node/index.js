@@ -779,9 +779,15 @@ function track(value, list, log) {
         // A sealed or frozen object (`Object.seal`) made the accessor non-configurable,
         // so it cannot become a data property again; a plain sealed object lets its
         // property be written, so the place keeps what was set (`rec.value`), and is
-        // the program's value from then on (`follow`). (A frozen object's accessor
-        // cannot be told from a sealed one's: it is written too.)
+        // the program's value from then on (`follow`). A plain frozen object refuses
+        // the write (a TypeError in strict code, as ES modules and classes are), and
+        // so does this place, its value unchanged. (`Object.isFrozen` is also true of
+        // a sealed object whose every property is an accessor: one that holds only
+        // such numbers refuses too, loudly.)
         if (this === parent && !Object.getOwnPropertyDescriptor(parent, key).configurable) {
+          if (Object.isFrozen(parent)) {
+            throw new TypeError(`Cannot assign to read only property '${String(key)}' of a frozen ${Array.isArray(parent) ? 'array' : 'object'} (statesafe: the place holds a number no double holds, served as its nearest double)`)
+          }
           rec.set = true
           rec.value = v
           return
