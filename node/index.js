@@ -681,6 +681,17 @@ function eachDouble(value, keys, found) {
 // count for the store's next `replace` (nothing of its document was written; reads of
 // documents load() or get() served during it stay, in the store's log). Later reads of
 // that document (returned by update, or kept by the program) go to the store's log.
+//
+// A number copied by value from another store's document (`s.x = aDoc.x`) would so be
+// written as its double, changing it (node18). So the reads of every store's documents
+// are also kept for the others (`anyReads`, and the drafts of updates running now; an
+// update's reads join `anyReads` only if it committed): where a commit's new document
+// holds a double the program wrote, and a number of that double with a text was read
+// from another store's document in the time that counts, the commit is refused
+// (ERANGE, nothing written), never given that text. A place where the document the
+// commit replaces held that double already is taken as untouched (a document without
+// such numbers of its own has no accessors to tell it by), at the cost of reading that
+// document again (the update's snapshot text, else the file) in that case only.
 
 // A stamp counter: reads are stamped with it, an update and a commit start a new count.
 let clock = 1
@@ -699,8 +710,32 @@ const tracks = new Set()
  * entries as there are distinct such numbers it was served); `into`, the log its reads
  * go to once its update has ended (null for a store's).
  */
-function newLog(into = null) {
-  return { reads: new Map(), into, ended: false }
+function newLog(into = null, file = null) {
+  const log = { reads: new Map(), into, ended: false, id: into === null ? ++storeIds : into.id, file: into === null ? file : into.file }
+  if (into !== null) drafts.add(log)
+  return log
+}
+
+// Each store log's `id` (a draft's is its store's).
+let storeIds = 0
+/**
+ * The reads of every store's served documents, for the other stores' commits (see
+ * `foreignReads`): double key → text → store id → { at, path, file }, the last read of
+ * a number of that double and text by that store's documents (so as many entries as
+ * distinct such numbers read, per store). An update's own reads join at its commit
+ * (`endDraft`): a failed update's never do.
+ */
+const anyReads = new Map()
+// The draft logs of the updates running now.
+const drafts = new Set()
+
+function noteAny(id, key, text, at, path, file) {
+  let m = anyReads.get(key)
+  if (!m) anyReads.set(key, (m = new Map()))
+  let byStore = m.get(text)
+  if (!byStore) m.set(text, (byStore = new Map()))
+  const r = byStore.get(id)
+  if (r === undefined || r.at <= at) byStore.set(id, { at, path, file })
 }
 
 /** The log a read through a track's document is noted in now. */
@@ -728,6 +763,7 @@ function noteRead(rec) {
   if (r.recs.size > READ_PLACES) r.recs.delete(r.recs.keys().next().value)
   rec.at = clock
   rec.readIn = log
+  if (log.into === null && rec.text !== null) noteAny(log.id, doubleKey(rec.d), rec.text, clock, rec.path, log.file)
 }
 
 /**
@@ -735,9 +771,39 @@ function noteRead(rec) {
  * nothing; a committed one's reads are before its commit, and count for no later one),
  * and later reads of the update's document go to its store's log.
  */
-function endDraft(draft) {
+function endDraft(draft, committed = false) {
+  // Committed, its reads count for other stores' commits (`anyReads`).
+  if (committed) {
+    for (const [k, m] of draft.reads) {
+      for (const [text, r] of m) if (text !== null) noteAny(draft.id, k, text, r.at, r.path, draft.file)
+    }
+  }
+  drafts.delete(draft)
   draft.reads.clear()
   draft.ended = true
+}
+
+/**
+ * The reads that count for the refusal of a number copied from another store (see
+ * `follow`): double key → the last read stamped `since` or later, of a number of that
+ * double with a text, in a document served by a store other than the one of id `self`
+ * (`{ text, at, path, file }`).
+ */
+function foreignReads(since, self) {
+  const out = new Map()
+  const note = (k, text, r, file) => {
+    if (text === null || r.at < since) return
+    const seen = out.get(k)
+    if (seen === undefined || seen.at < r.at) out.set(k, { text, at: r.at, path: r.path, file })
+  }
+  for (const [k, m] of anyReads) {
+    for (const [text, byStore] of m) for (const [id, r] of byStore) if (id !== self) note(k, text, r, r.file)
+  }
+  for (const d of drafts) {
+    if (d.id === self) continue
+    for (const [k, m] of d.reads) for (const [text, r] of m) note(k, text, r, d.file)
+  }
+  return out
 }
 
 /** Runs `fn` with reads of tracked places not noted (statesafe's own reads). */
@@ -779,9 +845,15 @@ function track(value, list, log) {
         // A sealed or frozen object (`Object.seal`) made the accessor non-configurable,
         // so it cannot become a data property again; a plain sealed object lets its
         // property be written, so the place keeps what was set (`rec.value`), and is
-        // the program's value from then on (`follow`). (A frozen object's accessor
-        // cannot be told from a sealed one's: it is written too.)
+        // the program's value from then on (`follow`). A plain frozen object refuses
+        // the write (a TypeError in strict code, as ES modules and classes are), and
+        // so does this place, its value unchanged. (`Object.isFrozen` is also true of
+        // a sealed object whose every property is an accessor: one that holds only
+        // such numbers refuses too, loudly.)
         if (this === parent && !Object.getOwnPropertyDescriptor(parent, key).configurable) {
+          if (Object.isFrozen(parent)) {
+            throw new TypeError(`Cannot assign to read only property '${String(key)}' of a frozen ${Array.isArray(parent) ? 'array' : 'object'} (statesafe: the place holds a number no double holds, served as its nearest double)`)
+          }
           rec.set = true
           rec.value = v
           return
@@ -803,10 +875,10 @@ function track(value, list, log) {
  * non-integer no double holds wherever it now is (`follow`, counting reads stamped
  * `since` or later in `logs`). `op` names the operation for an error.
  */
-function untouched(next, keep, big, since, logs, file, op) {
+function untouched(next, keep, big, since, logs, file, op, start) {
   return quietly(() => {
     const places = keep === null ? [] : keep.big.filter(([path, , served]) => Object.is(at(next, path), served)).map(([path, written]) => [path, written])
-    places.push(...follow(next, since, logs, file, op))
+    places.push(...follow(next, since, logs, file, op, start))
     if (places.length === 0) return big
     return JSON.stringify([...(big ? JSON.parse(big) : []), ...places])
   })
@@ -819,7 +891,7 @@ function untouched(next, keep, big, since, logs, file, op) {
  * walk of `next` only while a served document with such numbers is alive, or such a
  * number was read since `since`.
  */
-function follow(next, since, logs, file, op) {
+function follow(next, since, logs, file, op, start) {
   // The reads that count: double key → text → { path, recs }: the place of the last
   // read in `logs`, and the places read (their records).
   const reads = new Map()
@@ -844,6 +916,8 @@ function follow(next, since, logs, file, op) {
     else for (const k of t.keys) keys.add(k)
   }
   for (const k of reads.keys()) keys.add(k)
+  const foreign = foreignReads(since, logs[0].id)
+  for (const k of foreign.keys()) keys.add(k)
   if (keys.size === 0) return []
   const out = []
   const open = new Map()
@@ -863,7 +937,26 @@ function follow(next, since, logs, file, op) {
     if (!open.has(key)) open.set(key, { d, paths: [] })
     open.get(key).paths.push(path.slice())
   })
+  // The document the commit replaces (see below), read once if needed.
+  let before = null
+  const was = (path, d) => {
+    if (before === null) before = { value: start() }
+    const v = at(before.value, path)
+    return typeof v === 'number' && doubleKey(v) === doubleKey(d)
+  }
   for (const [key, { d, paths }] of open) {
+    // A number of another store's document read in the time that counts, of this
+    // double: the program's double at a place where the document replaced held no
+    // number of it may be a copy of that number, which cannot be told (and this store
+    // has no text to give it: a text is only ever taken from its own documents), or a
+    // double of its own: refused. A place where it held that double already is taken
+    // as untouched (a served document without such numbers of its own has no accessor
+    // to tell it by).
+    const other = foreign.get(key)
+    if (other !== undefined) {
+      const written = paths.filter((path) => !was(path, d))
+      if (written.length > 0) throw foreignNumber(file, op, d, other, written)
+    }
     const sources = [...(reads.get(key) ?? [])]
     const texts = sources.filter(([text]) => text !== null).map(([text, r]) => ({ text, path: r.path }))
     if (texts.length === 0) continue
@@ -897,6 +990,15 @@ function copiedNumber(file, op, d, text, from, open, moved) {
     `statesafe: cannot ${op} \`${file}\`: the new document holds ${doubleKey(d)} at ${list(open, pointer)}, where the program wrote it, and ${where}: whether the program copied that number there or wrote a double of its own (after comparing with it, say) cannot be told; writing ${doubleKey(d)} could change a copy, writing ${shown} could change the program's own number, so nothing was written\nhint: keep such a number as a string, or write a value no kept number equals at ${pointer(open[0])}; to copy the number exactly, change the file with the statesafe CLI or the Python package (which serves it as a Decimal)`,
   )
   return Object.assign(err, { code: 'ERANGE', path: file, pointer: pointer(from), pointers: [pointer(from)] })
+}
+
+function foreignNumber(file, op, d, other, open) {
+  const list = (items) => (items.length > 5 ? `${items.slice(0, 5).map(pointer).join(', ')} and ${items.length - 5} more` : items.map(pointer).join(', '))
+  const shown = other.text.length > 40 ? `${other.text.slice(0, 37)}...` : other.text
+  const err = new RangeError(
+    `statesafe: cannot ${op} \`${file}\`: the new document holds ${doubleKey(d)} at ${list(open)}, where the program wrote it, and the ${shown} at ${pointer(other.path)} of another store's document (\`${other.file}\`), served as the nearest double ${doubleKey(d)}, was read ${op === 'update' ? 'during the update' : 'since this store last committed'}: if the program copied that number, writing ${doubleKey(d)} would change it, and whether it did or wrote a double of its own cannot be told, so nothing was written\nhint: move the object that holds it (\`s.cfg = aDoc.cfg\` keeps its numbers' texts), keep such numbers as strings, or copy them exactly with the statesafe CLI or the Python package; a program that computes this double itself can read the other store's numbers before the update (or, for replace, before this store's last commit)`,
+  )
+  return Object.assign(err, { code: 'ERANGE', path: file, pointer: pointer(open[0]), pointers: open.map(pointer) })
 }
 
 function movedNumber(file, op, d, texts, open, plain) {
@@ -985,6 +1087,7 @@ class Store extends EventEmitter {
       throw new TypeError('statesafe: the path must be a string or a file: URL')
     }
     this.#path = path instanceof URL ? require('node:url').fileURLToPath(path) : path
+    this.#reads.file = this.#path
     const opts = nativeOptions(options)
     this.#hasDefault = options.default !== undefined
     this.#default = this.#hasDefault ? JSON.parse(JSON.stringify(options.default)) : undefined
@@ -1165,12 +1268,12 @@ class Store extends EventEmitter {
     const draft = newLog(this.#reads)
     try {
       const since = ++clock
-      const [value, keep] = this.#startValue(tx, cached, draft)
+      const [value, keep, start] = this.#startValue(tx, cached, draft)
       const r = await this.#holding(entry, () => fn(value))
       next = r === undefined ? value : r
       this.#checkRule(next, 'commit')
       ;[json, big, large, copy, depth] = quietly(() => encode(next, this.#pretty, this.#caching))
-      const places = untouched(next, keep, big, since, [this.#reads, draft], this.#path, 'update')
+      const places = untouched(next, keep, big, since, [this.#reads, draft], this.#path, 'update', start)
       // The addon puts the file's numbers in place: no longer the copy's text.
       if (places !== big) [big, copy, depth] = [places, undefined, -1]
     } catch (e) {
@@ -1184,9 +1287,11 @@ class Store extends EventEmitter {
     let reply
     try {
       reply = await this.#async(() => tx.commit(typeof json === 'string' ? utf8(json) : json, big, large, copy !== undefined, depth))
-    } finally {
+    } catch (e) {
       endDraft(draft)
+      throw e
     }
+    endDraft(draft, true)
     const [generation, token] = reply.split(' ').map(Number)
     if (token !== 0 && copy !== undefined) this.#cache = { token, value: copy }
     this.#committed(generation, 'update')
@@ -1203,9 +1308,19 @@ class Store extends EventEmitter {
     if (cached && this.#cache === cached) this.#cache = null
     if (text !== null) {
       const [snap, keep] = decode(text, this.#path, draft)
-      return [snap.value, keep]
+      return [snap.value, keep, () => JSON.parse(text).value]
     }
-    return [cached.value, null]
+    return [cached.value, null, () => this.#fileValue()]
+  }
+
+  // The document of the file as it is now, for `follow` (the one a commit replaces),
+  // or undefined when it cannot be read (then nothing is taken as untouched).
+  #fileValue() {
+    try {
+      return JSON.parse(this.#native.loadSync()).value
+    } catch {
+      return undefined
+    }
   }
 
   updateSync(fn) {
@@ -1218,7 +1333,7 @@ class Store extends EventEmitter {
     const draft = newLog(this.#reads)
     try {
       const since = ++clock
-      const [value, keep] = this.#startValue(tx, cached, draft)
+      const [value, keep, start] = this.#startValue(tx, cached, draft)
       let r
       try {
         r = this.#holding(entry, () => fn(value))
@@ -1231,7 +1346,7 @@ class Store extends EventEmitter {
       next = r === undefined ? value : r
       this.#checkRule(next, 'commit')
       ;[json, big, large, , depth] = quietly(() => encode(next, this.#pretty))
-      const places = untouched(next, keep, big, since, [this.#reads, draft], this.#path, 'update')
+      const places = untouched(next, keep, big, since, [this.#reads, draft], this.#path, 'update', start)
       if (places !== big) [big, depth] = [places, -1]
     } catch (e) {
       endDraft(draft)
@@ -1247,9 +1362,11 @@ class Store extends EventEmitter {
     let generation
     try {
       generation = Number(this.#sync(() => tx.commitSync(utf8(json), big, large, false, depth)).split(' ')[0])
-    } finally {
+    } catch (e) {
       endDraft(draft)
+      throw e
     }
+    endDraft(draft, true)
     this.#committed(generation, 'update')
     return { value: next, generation }
   }
@@ -1262,7 +1379,7 @@ class Store extends EventEmitter {
     this.#checkRule(doc, 'commit')
     const [json, big, large] = quietly(() => encode(doc, this.#pretty))
     // A document a load() or get() served keeps its numbers' texts (see `follow`).
-    return [json, untouched(doc, null, big, this.#since, [this.#reads], this.#path, 'replace'), large, ifGeneration ?? -1]
+    return [json, untouched(doc, null, big, this.#since, [this.#reads], this.#path, 'replace', () => this.#fileValue()), large, ifGeneration ?? -1]
   }
 
   /** Replaces the whole document; with `{ ifGeneration }` only if the file is still at it. */
