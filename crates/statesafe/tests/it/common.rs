@@ -63,6 +63,24 @@ pub fn inode(path: &Path) -> u64 {
     std::fs::symlink_metadata(path).unwrap().ino()
 }
 
+/// Another program saving `path` again and again (`{"external": i}` written beside it
+/// and renamed over it, as an editor saves) until the file at `path` has the inode
+/// number it had before the first save: ext4 gives a freed number to the next new
+/// file. Returns the save at which it came back (`None` after 2,000 saves: a
+/// filesystem that does not reuse numbers at once, such as tmpfs).
+pub fn save_until_inode_comes_back(path: &Path) -> Option<usize> {
+    let read = inode(path);
+    let other = path.with_file_name("other.json");
+    for i in 0..2000 {
+        std::fs::write(&other, format!("{{\"external\": {i}}}\n")).unwrap();
+        std::fs::rename(&other, path).unwrap();
+        if inode(path) == read {
+            return Some(i);
+        }
+    }
+    None
+}
+
 /// A file held open by its descriptor: while this lives the inode is not freed, even
 /// if every name of it is removed, so no new file can be given its (device, inode)
 /// and "the path still names this file" is a sound test across any window.

@@ -63,16 +63,7 @@ fn a_file_replaced_twice_during_an_update_is_not_overwritten_when_its_inode_numb
     store.create(json!({"n": 1})).unwrap();
     let mut reused = None;
     let result = store.update(|s| {
-        let read = common::inode(&path);
-        let other = dir.path().join("other.json");
-        for i in 0..2000 {
-            std::fs::write(&other, format!("{{\"external\": {i}}}\n")).unwrap();
-            std::fs::rename(&other, &path).unwrap();
-            if common::inode(&path) == read {
-                reused = Some(i);
-                break;
-            }
-        }
+        reused = common::save_until_inode_comes_back(&path);
         s["n"] = 2.into();
     });
     eprintln!("the inode number read came back at save {reused:?}; the update: {result:?}");

@@ -365,16 +365,7 @@ fn a_compaction_from_the_stores_cache_does_not_overwrite_a_file_replaced_twice_w
     }
     let mut reused = None;
     let result = store.update(|s| {
-        let read = common::inode(&path);
-        let other = dir.path().join("other.json");
-        for i in 0..2000 {
-            std::fs::write(&other, format!("{{\"external\": {i}}}\n")).unwrap();
-            std::fs::rename(&other, &path).unwrap();
-            if common::inode(&path) == read {
-                reused = Some(i);
-                break;
-            }
-        }
+        reused = common::save_until_inode_comes_back(&path);
         // Past the journal's 400 bytes: this commit writes a new snapshot.
         s["pad"] = "x".repeat(600).into();
     });
