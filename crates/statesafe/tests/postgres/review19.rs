@@ -384,3 +384,24 @@ fn review19_the_row_put_back_to_an_older_version_is_not_served_as_current() {
         "the row put back to generation 2 while the history holds 3: {got:?}"
     );
 }
+
+/// A server `statement_timeout` (here the URL's `options`, as for a role or
+/// database) and a long store lock timeout (a batch job that would rather wait a
+/// month than fail): the transaction's `statement_timeout` is the server's plus the
+/// lock timeout (`statement_timeout()` in remote.rs), the lock timeout capped at
+/// `i32::MAX` ms, the sum not: over PostgreSQL's largest value (2147483647 ms), the
+/// `set_config` is refused and no write can be made at all, with no lock held by
+/// anyone.
+#[test]
+#[ignore = "review19pg: fails until fixed"]
+fn review19_a_long_lock_timeout_with_a_server_statement_timeout_still_writes() {
+    let Some(pg) = cluster::cluster() else { return };
+    let url = pg.url("review19-long-timeout");
+    open(&url).create(json!({"n": 0})).unwrap();
+    let store: Store = Store::options()
+        .lock_timeout(std::time::Duration::from_secs(30 * 24 * 3600))
+        .open_url(&format!("{url}&options=-c%20statement_timeout%3D60000"))
+        .unwrap();
+    let wrote = store.update(|s| s["n"] = 1.into());
+    assert!(wrote.is_ok(), "{}", wrote.unwrap_err());
+}
