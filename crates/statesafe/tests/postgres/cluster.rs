@@ -264,6 +264,23 @@ pub fn cluster() -> Option<&'static Cluster> {
     }
 }
 
+/// A second cluster of this process, for a test of two servers (its own port,
+/// directory and watchdog); `None` (said loudly) when the first was given by
+/// `STATESAFE_PG_URL` or a second cannot be started.
+pub fn another_cluster() -> Option<Cluster> {
+    if std::env::var_os("STATESAFE_PG_URL").is_some() {
+        skipped("a second server: the first was given by STATESAFE_PG_URL");
+        return None;
+    }
+    match start() {
+        Ok(c) => Some(c),
+        Err(why) => {
+            skipped(&why);
+            None
+        }
+    }
+}
+
 /// Says loudly that a test could not run here, and why (see the module docs).
 pub fn skipped(why: &str) {
     if std::env::var("CI").is_ok_and(|v| v == "true") {

@@ -13,3 +13,4 @@ mod red13;
 mod red14;
 mod red15;
 mod remote;
+mod review19;
