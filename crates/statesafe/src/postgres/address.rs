@@ -32,6 +32,17 @@ pub(crate) struct Address {
     pub sql_prepare: bool,
 }
 
+/// The parameters whose value an error may quote: statesafe's own, none a secret.
+const SHOWN: [&str; 7] = [
+    "state",
+    "table",
+    "schema",
+    "passfile",
+    "sslmode",
+    "sslrootcert",
+    "prepare",
+];
+
 /// The longest table name accepted (PostgreSQL's identifiers are at most 63 bytes,
 /// and `_history` is appended).
 const MAX_TABLE: usize = 50;
@@ -70,8 +81,19 @@ impl Address {
         let mut rest = Vec::new();
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            let value = decode(value)
-                .ok_or_else(|| bad(format!("`{pair}` is not percent-encoded correctly")))?;
+            // The value is quoted only for statesafe's own parameters, none of which
+            // holds a secret: another one may be the password (`password=`, also
+            // spelled `pass%77ord=`), which no message shows (review19).
+            let value = decode(value).ok_or_else(|| {
+                bad(if SHOWN.contains(&key) {
+                    format!("`{pair}` is not percent-encoded correctly")
+                } else {
+                    format!(
+                        "the value of `{}` is not percent-encoded correctly (a `%` is written `%25`)",
+                        decode(key).filter(|k| !k.is_empty()).unwrap_or_else(|| key.to_string())
+                    )
+                })
+            })?;
             match key {
                 "state" => state = Some(value),
                 "table" => table = value,

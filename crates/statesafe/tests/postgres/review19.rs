@@ -231,7 +231,6 @@ fn review19_child_updates_the_state_at_its_url() {
 /// option, a bad `connect_timeout` or `sslmode`, a fragment, no state, no host) name
 /// no password.
 #[test]
-#[ignore = "review19pg: fails until fixed"]
 fn review19_a_password_parameter_encoded_wrong_is_not_printed() {
     for url in [
         "postgres://u@127.0.0.1:1/db?state=a&password=SECRETPW%zz",
