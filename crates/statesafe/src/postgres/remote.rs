@@ -1964,7 +1964,11 @@ impl Tx<'_> {
         generation: u64,
     ) -> Result<()> {
         let remote = self.remote;
-        let deadline = Instant::now() + self.lock_timeout;
+        // A lock timeout too long for an `Instant` (`Duration::MAX`) waits a year.
+        let now = Instant::now();
+        let deadline = now
+            .checked_add(self.lock_timeout)
+            .unwrap_or_else(|| now + Duration::from_secs(365 * 24 * 3600));
         let mut client = self.client.take().expect("invariant: not finished yet");
         match send(&mut client) {
             Ok(()) => {
@@ -2408,11 +2412,14 @@ const PLAN_BY_INDEX: &str = "set_config('enable_seqscan', 'off', true)";
 /// true)`, as `SET LOCAL`): the locking statement may wait for the lock up to the lock
 /// timeout, and then a holder's wait ends in [`Error::LockTimeout`] naming the holder
 /// rather than in a cancelled statement (red12); each statement still has the
-/// server's budget for its own work. `0` (no timeout) stays `0`.
+/// server's budget for its own work. `0` (no timeout) stays `0`. The sum is capped at
+/// PostgreSQL's largest timeout, `i32::MAX` ms (about 24.8 days), as the lock timeout
+/// is: over it, the `set_config` was refused and no write could be made (review19).
 fn statement_timeout(lock: &str) -> String {
     format!(
         "set_config('statement_timeout', CASE current_setting('statement_timeout') WHEN '0' THEN '0' \
-         ELSE (extract(epoch FROM current_setting('statement_timeout')::interval + {lock}::interval) * 1000)::bigint || 'ms' END, true)"
+         ELSE least(extract(epoch FROM current_setting('statement_timeout')::interval + {lock}::interval) * 1000, {})::bigint || 'ms' END, true)",
+        i32::MAX
     )
 }
 

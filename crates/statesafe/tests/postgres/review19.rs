@@ -394,7 +394,6 @@ fn review19_the_row_put_back_to_an_older_version_is_not_served_as_current() {
 /// `set_config` is refused and no write can be made at all, with no lock held by
 /// anyone.
 #[test]
-#[ignore = "review19pg: fails until fixed"]
 fn review19_a_long_lock_timeout_with_a_server_statement_timeout_still_writes() {
     let Some(pg) = cluster::cluster() else { return };
     let url = pg.url("review19-long-timeout");
@@ -405,6 +404,24 @@ fn review19_a_long_lock_timeout_with_a_server_statement_timeout_still_writes() {
         .unwrap();
     let wrote = store.update(|s| s["n"] = 1.into());
     assert!(wrote.is_ok(), "{}", wrote.unwrap_err());
+}
+
+/// The longest lock timeout there is (`Duration::MAX`: "wait for ever") writes too:
+/// every timeout statesafe derives from it is capped, on the server (`lock_timeout`,
+/// `statement_timeout`) and in this process (the deadline of a lost `COMMIT`'s
+/// settling, once an `Instant` overflow: a panic in `commit`).
+#[test]
+fn review19_the_longest_lock_timeout_still_writes() {
+    let Some(pg) = cluster::cluster() else { return };
+    let url = pg.url("review19-longest-timeout");
+    open(&url).create(json!({"n": 0})).unwrap();
+    let store: Store = Store::options()
+        .lock_timeout(std::time::Duration::MAX)
+        .open_url(&format!("{url}&options=-c%20statement_timeout%3D60000"))
+        .unwrap();
+    let wrote = store.update(|s| s["n"] = 1.into());
+    assert!(wrote.is_ok(), "{}", wrote.unwrap_err());
+    let _held = store.lock("a lock held for ever").unwrap();
 }
 
 /// Settings recorded by another client after a store opened the state do not bind
