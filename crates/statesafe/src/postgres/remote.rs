@@ -781,6 +781,46 @@ impl Remote {
         format!("\u{1}lock\u{1}{}", self.address.state)
     }
 
+    /// The columns that tie a `statesafe lock`'s transaction id to this server and
+    /// this state, for [`Remote::lock_id`]: the server's system identifier (`-` when
+    /// this role may not call `pg_control_system()`), its start time in microseconds
+    /// (which tells apart two servers cloned from one data directory, as the system
+    /// identifier does not, and changes when the server restarts, which ends every
+    /// lock), the database, and the OID of the main table.
+    fn lock_id_columns(&self) -> String {
+        format!(
+            "CASE WHEN has_function_privilege('pg_control_system()', 'EXECUTE') \
+             THEN (pg_control_system()).system_identifier::text ELSE '-' END, \
+             (extract(epoch FROM pg_postmaster_start_time()) * 1000000)::bigint::text, \
+             current_database()::text, {}::regclass::oid::text",
+            literal(&self.names.main)
+        )
+    }
+
+    /// [`Remote::lock_id_columns`] alone.
+    fn lock_id_query(&self) -> String {
+        format!("SELECT NULL, NULL, {}", self.lock_id_columns())
+    }
+
+    /// The id of this state's lock on the server that answered `rows` (a row whose
+    /// columns from the third on are [`Remote::lock_id_columns`]): the hex xxh3-128 of
+    /// those and the state's name. An entry of `STATESAFE_PG_LOCKS` is `XID@ID`, so
+    /// that a transaction id lets writers through the lock row of this state on
+    /// this server only: the same number is another transaction on another server
+    /// (review19). Empty if the row is missing (then no entry matches).
+    fn lock_id(&self, rows: &[Vec<Option<String>>]) -> String {
+        let Some(row) = rows.first().filter(|r| r.len() >= 6) else {
+            return String::new();
+        };
+        let mut key = String::new();
+        for column in &row[2..6] {
+            key.push_str(column.as_deref().unwrap_or("-"));
+            key.push('\0');
+        }
+        key.push_str(&self.address.state);
+        format!("{:032x}", xxhash_rust::xxh3::xxh3_128(key.as_bytes()))
+    }
+
     /// The statements that list the server session's prepared statements (before
     /// the row lock: under it, everything adds to the time other writers wait), take
     /// the state's row lock and read the row, then look at its lock row: `SELECT … FOR UPDATE` of the row; the lock row `FOR UPDATE SKIP
@@ -1174,8 +1214,20 @@ SELECT (SELECT 1 FROM {main} WHERE state = {key} FOR UPDATE SKIP LOCKED),
                 found = Locking::parse(tx.client().simple_query(&query)?);
                 mark(&mut found, had_row);
             }
-            if found.lock_free || found.held_by.as_deref().is_some_and(nested) {
+            if found.lock_free {
                 return Ok(found);
+            }
+            // Held: by the `statesafe lock` this process runs under, if an entry of
+            // `STATESAFE_PG_LOCKS` names its transaction on this server and this state
+            // (asked only when the variable is set: one more statement, in this
+            // transaction, on the server that holds the row).
+            if let Some(xmax) = found.held_by.as_deref()
+                && under_a_lock()
+            {
+                let rows = Locking::rows(&tx.client().simple_query(&self.lock_id_query())?);
+                if nested(xmax, &self.lock_id(&rows)) {
+                    return Ok(found);
+                }
             }
             // `statesafe lock` holds the state: wait for it without holding the
             // state's row (its CMD's writers need that row), then take both.
@@ -1284,22 +1336,24 @@ SELECT 1 FROM {} WHERE state = {} FOR UPDATE{};\n{}{}",
         let probe = client.simple_query(&format!(
             "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT set_config('lock_timeout', '{}ms', true), set_config('application_name', '{}', true), {};
 SELECT (SELECT txid_current()::text FROM {main} WHERE state = {key} FOR UPDATE SKIP LOCKED),
-    (SELECT xmax::text FROM {main} WHERE state = {key})",
+    (SELECT xmax::text FROM {main} WHERE state = {key}), {}",
             millis.max(1),
             application_name(operation),
             statement_timeout(&format!("'{}ms'", millis.max(1))),
+            self.lock_id_columns(),
         ));
         // `None`: passing through; `Some(xid)`: taken (`xid` is `None` if the row
-        // vanished meanwhile).
+        // vanished meanwhile). The lock's id ([`Remote::lock_id`]), read in the same
+        // statement, on the server that holds the row.
+        let mut id = String::new();
         let taken = probe.and_then(|messages| {
-            let row = Locking::rows(&messages)
-                .into_iter()
-                .next()
-                .unwrap_or_default();
+            let rows = Locking::rows(&messages);
+            id = self.lock_id(&rows);
+            let row = rows.into_iter().next().unwrap_or_default();
             let column = |i: usize| row.get(i).cloned().flatten();
             match (column(0), column(1)) {
                 (Some(xid), _) => Ok(Some(Some(xid))),
-                (None, Some(xmax)) if nested(&xmax) => Ok(None),
+                (None, Some(xmax)) if nested(&xmax, &id) => Ok(None),
                 _ => {
                     let messages = client.simple_query(&format!(
                         "SELECT txid_current()::text FROM {main} WHERE state = {key} FOR UPDATE{}",
@@ -1326,6 +1380,7 @@ SELECT (SELECT txid_current()::text FROM {main} WHERE state = {key} FOR UPDATE S
                     _hold: super::nested::enter(self),
                     client: Mutex::new(None),
                     xid: None,
+                    id,
                 })
             }
             Ok(Some(xid)) => {
@@ -1347,6 +1402,7 @@ SELECT (SELECT txid_current()::text FROM {main} WHERE state = {key} FOR UPDATE S
                     client: Mutex::new(Some(client)),
                     // The row's `xmax` is the 32-bit transaction id.
                     xid: Some(xid & 0xffff_ffff),
+                    id,
                 })
             }
             Err(e) if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => {
@@ -2755,14 +2811,24 @@ pub(crate) fn set_statement_limit(bytes: u64) {
 }
 
 /// The environment variable through which `statesafe lock URL -- CMD` lets CMD's own
-/// writers through its lock: the transaction ids of the locks held, comma-separated.
+/// writers through its lock: the locks held, comma-separated, each `XID@ID`, its
+/// transaction id and the id of the state and server it holds ([`Remote::lock_id`]).
 pub(crate) const NESTED_ENV: &str = "STATESAFE_PG_LOCKS";
 
-/// Whether the transaction `xmax` that holds a lock row is a `statesafe lock` this
-/// process runs under.
-fn nested(xmax: &str) -> bool {
-    std::env::var(NESTED_ENV)
-        .is_ok_and(|held| held.split(',').any(|x| !x.is_empty() && x.trim() == xmax))
+/// Whether this process runs under a `statesafe lock` of a PostgreSQL state.
+fn under_a_lock() -> bool {
+    std::env::var_os(NESTED_ENV).is_some_and(|held| !held.is_empty())
+}
+
+/// Whether the transaction `xmax` that holds the lock row of the state whose lock id
+/// is `id` is a `statesafe lock` this process runs under. An entry of another form (a
+/// bare transaction id, as earlier builds wrote) matches nothing.
+fn nested(xmax: &str, id: &str) -> bool {
+    if id.is_empty() {
+        return false;
+    }
+    let wanted = format!("{xmax}@{id}");
+    std::env::var(NESTED_ENV).is_ok_and(|held| held.split(',').any(|x| x.trim() == wanted))
 }
 
 /// `s` as an SQL string literal, whatever `standard_conforming_strings` says.
@@ -2783,6 +2849,8 @@ pub(crate) struct Held<'r> {
     /// state, which holds nothing itself (the outer one holds the state while this
     /// one's CMD runs, and lets CMD's writers through already).
     xid: Option<u64>,
+    /// The id of the state and server it holds ([`Remote::lock_id`]).
+    id: String,
 }
 
 impl Held<'_> {
@@ -2793,7 +2861,7 @@ impl Held<'_> {
             if !held.is_empty() {
                 held.push(',');
             }
-            held.push_str(&xid.to_string());
+            held.push_str(&format!("{xid}@{}", self.id));
         }
         (NESTED_ENV, held)
     }
