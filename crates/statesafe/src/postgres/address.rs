@@ -163,6 +163,25 @@ impl Address {
                 "it names no host: `postgres://USER@HOST:PORT/DATABASE?state=NAME`".into(),
             ));
         }
+        // Over TCP (every host of the URL), statesafe's connector makes the TLS
+        // request, so that it sees the server's requests for the password and refuses
+        // one in clear text or MD5 unless the certificate was verified: the client
+        // library hands it the socket at once (`require` with direct negotiation).
+        // A Unix socket is reached through the file system, where its directory's
+        // permissions say who may listen; the client library negotiates there as before.
+        let tcp_only = config
+            .get_hosts()
+            .iter()
+            .all(|h| matches!(h, tokio_postgres::config::Host::Tcp(_)));
+        let tls = if tcp_only {
+            let direct =
+                config.get_ssl_negotiation() == tokio_postgres::config::SslNegotiation::Direct;
+            config.ssl_mode(tokio_postgres::config::SslMode::Require);
+            config.ssl_negotiation(tokio_postgres::config::SslNegotiation::Direct);
+            tls.guarded(&sslmode, sslrootcert.as_deref(), direct)
+        } else {
+            tls
+        };
         if config.get_user().is_none() {
             let user = std::env::var("PGUSER")
                 .ok()

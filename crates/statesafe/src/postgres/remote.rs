@@ -222,9 +222,18 @@ impl Remote {
         let connected = match &self.address.tls {
             Tls::Off => Client::connect(config, NoTls, limit),
             Tls::On(tls) => Client::connect(config, tls.clone(), limit),
+            Tls::Guarded(tls) => Client::connect(config, tls.clone(), limit),
         };
         let op = "connect to the server of";
         connected.map_err(|e| match e {
+            ConnectError::Failed(ref e) if let Some(refusal) = super::startup::refused(e) => {
+                Error::Unsafe {
+                    path: self.display().to_path_buf(),
+                    reason: format!(
+                        "{refusal}: whatever listens at that address (another local user's program while the server is down, or a machine posing as the server) would collect it. Configure the server to ask for SCRAM (`password_encryption = scram-sha-256`, the role's password set again, `scram-sha-256` in pg_hba.conf), or connect with TLS and a verified certificate (`sslmode=verify-full` or `verify-ca` with `sslrootcert`)"
+                    ),
+                }
+            }
             ConnectError::Failed(e) => self.error(op, e),
             ConnectError::TimedOut(limit) => Error::Remote {
                 path: self.display().to_path_buf(),

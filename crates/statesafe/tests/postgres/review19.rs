@@ -507,7 +507,6 @@ fn review19_a_retention_raised_after_a_store_opened_is_kept_by_its_writes() {
 /// network's can be impersonated the same way. The fake server here answers the
 /// TLS request with `N` and asks for the password in clear text.
 #[test]
-#[ignore = "review19pg: fails until fixed"]
 fn review19_the_password_is_not_sent_in_clear_text_to_whoever_asks() {
     use std::io::{Read, Write};
     const PASSWORD: &str = "review19-never-in-clear";
@@ -554,6 +553,104 @@ fn review19_the_password_is_not_sent_in_clear_text_to_whoever_asks() {
         "a fake server at the URL's address got the password in clear text: {got:?} (open: {:?})",
         opened.err()
     );
+}
+
+/// A fake server at the URL's address (see above) that asks for the password in clear
+/// text or as MD5, without TLS (`sslmode=disable`: the start-up message at once) or
+/// after declining TLS (`prefer`, the default): refused before anything is sent, as
+/// `Error::Unsafe` naming the server and the ways out.
+#[test]
+fn review19_a_clear_text_or_md5_request_is_refused_naming_the_server_and_the_way_out() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let passfile = dir.path().join("pgpass");
+    std::fs::write(&passfile, "*:*:*:*:review19-pw\n").unwrap();
+    std::fs::set_permissions(
+        &passfile,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    for (request, sslmode) in [
+        (&[b'R', 0, 0, 0, 8, 0, 0, 0, 3][..], "disable"),
+        (&[b'R', 0, 0, 0, 12, 0, 0, 0, 5, 1, 2, 3, 4][..], "disable"),
+        (&[b'R', 0, 0, 0, 12, 0, 0, 0, 5, 1, 2, 3, 4][..], "prefer"),
+    ] {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let request = request.to_vec();
+        let fake = std::thread::spawn(move || {
+            let (mut c, _) = listener.accept().unwrap();
+            let mut len = [0u8; 4];
+            c.read_exact(&mut len).unwrap();
+            let mut first = vec![0u8; u32::from_be_bytes(len) as usize - 4];
+            c.read_exact(&mut first).unwrap();
+            if first == 80877103u32.to_be_bytes() {
+                c.write_all(b"N").unwrap();
+                c.read_exact(&mut len).unwrap();
+                let mut startup = vec![0u8; u32::from_be_bytes(len) as usize - 4];
+                c.read_exact(&mut startup).unwrap();
+            }
+            c.write_all(&request).unwrap();
+            let mut got = Vec::new();
+            let _ = c.read_to_end(&mut got);
+            got
+        });
+        let url = format!(
+            "postgres://victim@127.0.0.1:{port}/db?state=a&connect_timeout=5&sslmode={sslmode}&passfile={}",
+            passfile.display()
+        );
+        let opened: Result<Store, _> = Store::options().open_url(&url);
+        let got = fake.join().unwrap();
+        assert!(got.is_empty(), "{sslmode}: the fake server got {got:?}");
+        let Err(statesafe::Error::Unsafe { reason, .. }) = &opened else {
+            panic!("{sslmode}: {opened:?}")
+        };
+        for said in ["`127.0.0.1`", "scram-sha-256", "sslmode=verify-full"] {
+            assert!(reason.contains(said), "{said} in {reason}");
+        }
+    }
+}
+
+/// SCRAM is answered as before, with TLS or without it: the role that must give a
+/// password (`scram-sha-256` in the test server's pg_hba.conf) writes with
+/// `sslmode=disable`, `prefer` (TLS, the certificate not verified: SCRAM with channel
+/// binding) and `verify-ca`.
+#[test]
+fn review19_scram_still_works_with_and_without_tls() {
+    let Some(pg) = cluster::cluster() else { return };
+    if !pg.ours() {
+        return;
+    }
+    let (user, password) = cluster::PASSWORD_USER;
+    let dir = tempfile::tempdir().unwrap();
+    let passfile = dir.path().join("pgpass");
+    std::fs::write(&passfile, format!("*:*:*:{user}:{password}\n")).unwrap();
+    std::fs::set_permissions(
+        &passfile,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let ca = pg.cert("ca.crt").unwrap();
+    for (n, tls) in [
+        "sslmode=disable".to_string(),
+        "sslmode=prefer".to_string(),
+        format!("sslmode=verify-ca&sslrootcert={}", ca.display()),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let url = format!(
+            "postgres://{user}@127.0.0.1:{}/{}?state=review19-scram&{tls}&passfile={}",
+            pg.port,
+            cluster::DATABASE,
+            passfile.display()
+        );
+        let store: Store = Store::options().open_url(&url).unwrap();
+        if n == 0 {
+            store.create(json!({"n": 0})).unwrap();
+        }
+        store.update(|s| s["n"] = (n + 1).into()).unwrap();
+    }
 }
 
 /// `table=` names a main table, and statesafe appends `_backups`, `_history` and
