@@ -790,44 +790,45 @@ impl Remote {
         format!("\u{1}lock\u{1}{}", self.address.state)
     }
 
-    /// The columns that tie a `statesafe lock`'s transaction id to this server and
-    /// this state, for [`Remote::lock_id`]: the server's system identifier (`-` when
-    /// this role may not call `pg_control_system()`), its start time in microseconds
-    /// (which tells apart two servers cloned from one data directory, as the system
-    /// identifier does not, and changes when the server restarts, which ends every
-    /// lock), the database, and the OID of the main table.
-    fn lock_id_columns(&self) -> String {
-        format!(
-            "CASE WHEN has_function_privilege('pg_control_system()', 'EXECUTE') \
-             THEN (pg_control_system()).system_identifier::text ELSE '-' END, \
-             (extract(epoch FROM pg_postmaster_start_time()) * 1000000)::bigint::text, \
+    /// The id of this state's lock on the server `client` is connected to: the hex
+    /// xxh3-128 of the server's system identifier (`-` when this role may not call
+    /// `pg_control_system()`), its start time in microseconds (which tells apart two
+    /// servers cloned from one data directory, as the system identifier does not, and
+    /// changes when the server restarts, which ends every lock), the database, the
+    /// OID of the main table and the state's name. An entry of `STATESAFE_PG_LOCKS` is
+    /// `XID@ID`, so that a transaction id lets writers through the lock row of this
+    /// state on this server only: the same number is another transaction on another
+    /// server (review19). Two statements: a function this role may not call fails
+    /// the statement that names it, in any branch of a `CASE`.
+    fn lock_id(&self, client: &mut Client) -> Result<String, postgres::Error> {
+        let may = Locking::rows(&client.simple_query(
+            "SELECT has_function_privilege('pg_control_system()', 'EXECUTE')::text",
+        )?);
+        let system = if may
+            .first()
+            .and_then(|r| r.first().cloned().flatten())
+            .as_deref()
+            == Some("true")
+        {
+            "(SELECT system_identifier FROM pg_control_system())::text"
+        } else {
+            "'-'"
+        };
+        let rows = Locking::rows(&client.simple_query(&format!(
+            "SELECT {system}, (extract(epoch FROM pg_postmaster_start_time()) * 1000000)::bigint::text, \
              current_database()::text, {}::regclass::oid::text",
             literal(&self.names.main)
-        )
-    }
-
-    /// [`Remote::lock_id_columns`] alone.
-    fn lock_id_query(&self) -> String {
-        format!("SELECT NULL, NULL, {}", self.lock_id_columns())
-    }
-
-    /// The id of this state's lock on the server that answered `rows` (a row whose
-    /// columns from the third on are [`Remote::lock_id_columns`]): the hex xxh3-128 of
-    /// those and the state's name. An entry of `STATESAFE_PG_LOCKS` is `XID@ID`, so
-    /// that a transaction id lets writers through the lock row of this state on
-    /// this server only: the same number is another transaction on another server
-    /// (review19). Empty if the row is missing (then no entry matches).
-    fn lock_id(&self, rows: &[Vec<Option<String>>]) -> String {
-        let Some(row) = rows.first().filter(|r| r.len() >= 6) else {
-            return String::new();
-        };
+        ))?);
         let mut key = String::new();
-        for column in &row[2..6] {
+        for column in rows.first().map(Vec::as_slice).unwrap_or_default() {
             key.push_str(column.as_deref().unwrap_or("-"));
             key.push('\0');
         }
         key.push_str(&self.address.state);
-        format!("{:032x}", xxhash_rust::xxh3::xxh3_128(key.as_bytes()))
+        Ok(format!(
+            "{:032x}",
+            xxhash_rust::xxh3::xxh3_128(key.as_bytes())
+        ))
     }
 
     /// The statements that list the server session's prepared statements (before
@@ -1232,11 +1233,9 @@ SELECT (SELECT 1 FROM {main} WHERE state = {key} FOR UPDATE SKIP LOCKED),
             // transaction, on the server that holds the row).
             if let Some(xmax) = found.held_by.as_deref()
                 && under_a_lock()
+                && nested(xmax, &self.lock_id(tx.client())?)
             {
-                let rows = Locking::rows(&tx.client().simple_query(&self.lock_id_query())?);
-                if nested(xmax, &self.lock_id(&rows)) {
-                    return Ok(found);
-                }
+                return Ok(found);
             }
             // `statesafe lock` holds the state: wait for it without holding the
             // state's row (its CMD's writers need that row), then take both.
@@ -1338,6 +1337,10 @@ SELECT 1 FROM {} WHERE state = {} FOR UPDATE{};\n{}{}",
         let millis = config.lock_timeout.as_millis().min(i32::MAX as u128);
         let start = Instant::now();
         let mut client = self.connect()?;
+        // The lock's id ([`Remote::lock_id`]), read on this connection's server.
+        let id = self
+            .lock_id(&mut client)
+            .map_err(|e| self.error("lock", e))?;
         // First without waiting: free, it is taken now; held by a `statesafe lock`
         // this process runs under (its transaction id is in `STATESAFE_PG_LOCKS`),
         // this one passes through, as that lock's writers do (waiting would wait for
@@ -1345,20 +1348,18 @@ SELECT 1 FROM {} WHERE state = {} FOR UPDATE{};\n{}{}",
         let probe = client.simple_query(&format!(
             "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT set_config('lock_timeout', '{}ms', true), set_config('application_name', '{}', true), {};
 SELECT (SELECT txid_current()::text FROM {main} WHERE state = {key} FOR UPDATE SKIP LOCKED),
-    (SELECT xmax::text FROM {main} WHERE state = {key}), {}",
+    (SELECT xmax::text FROM {main} WHERE state = {key})",
             millis.max(1),
             application_name(operation),
             statement_timeout(&format!("'{}ms'", millis.max(1))),
-            self.lock_id_columns(),
         ));
         // `None`: passing through; `Some(xid)`: taken (`xid` is `None` if the row
-        // vanished meanwhile). The lock's id ([`Remote::lock_id`]), read in the same
-        // statement, on the server that holds the row.
-        let mut id = String::new();
+        // vanished meanwhile).
         let taken = probe.and_then(|messages| {
-            let rows = Locking::rows(&messages);
-            id = self.lock_id(&rows);
-            let row = rows.into_iter().next().unwrap_or_default();
+            let row = Locking::rows(&messages)
+                .into_iter()
+                .next()
+                .unwrap_or_default();
             let column = |i: usize| row.get(i).cloned().flatten();
             match (column(0), column(1)) {
                 (Some(xid), _) => Ok(Some(Some(xid))),

@@ -207,6 +207,59 @@ fn review19_a_lock_on_one_server_does_not_let_writers_through_a_lock_on_another(
     );
 }
 
+/// The lock's tie to its server where the role may not call `pg_control_system()`
+/// (an administrator revoked it): the id falls back to the server's start time, and
+/// CMD's own writer (a child process, as CMD is) still goes through the lock.
+#[test]
+fn review19_a_lock_lets_its_own_writers_through_where_pg_control_system_is_revoked() {
+    let Some(pg) = cluster::another_cluster() else {
+        return;
+    };
+    if !pg.ours() {
+        return;
+    }
+    pg.client()
+        .batch_execute("REVOKE EXECUTE ON FUNCTION pg_control_system() FROM PUBLIC")
+        .unwrap();
+    let (user, password) = cluster::PASSWORD_USER;
+    let dir = tempfile::tempdir().unwrap();
+    let passfile = dir.path().join("pgpass");
+    std::fs::write(&passfile, format!("*:*:*:{user}:{password}\n")).unwrap();
+    std::fs::set_permissions(
+        &passfile,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let url = format!(
+        "postgres://{user}@127.0.0.1:{}/{}?state=review19-revoked&passfile={}",
+        pg.port,
+        cluster::DATABASE,
+        passfile.display()
+    );
+    let store = open(&url);
+    store.create(json!({"n": 0})).unwrap();
+    let held = store
+        .lock("a lock whose role may not read the system identifier")
+        .unwrap();
+    let (var, value) = held.nested_env().unwrap();
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "review19::review19_child_updates_the_state_at_its_url",
+            "--nocapture",
+            "--include-ignored",
+        ])
+        .env("STATESAFE_R19_CHILD_URL", &url)
+        .env(var, &value)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("@@wrote"),
+        "CMD's writer under the lock ({var}={value}): {stdout}"
+    );
+}
+
 /// The child of the test above: one update of the state at `$STATESAFE_R19_CHILD_URL`
 /// within a short lock timeout; prints what became of it.
 #[test]
