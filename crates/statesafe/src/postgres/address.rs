@@ -32,6 +32,17 @@ pub(crate) struct Address {
     pub sql_prepare: bool,
 }
 
+/// The parameters whose value an error may quote: statesafe's own, none a secret.
+const SHOWN: [&str; 7] = [
+    "state",
+    "table",
+    "schema",
+    "passfile",
+    "sslmode",
+    "sslrootcert",
+    "prepare",
+];
+
 /// The longest table name accepted (PostgreSQL's identifiers are at most 63 bytes,
 /// and `_history` is appended).
 const MAX_TABLE: usize = 50;
@@ -70,8 +81,19 @@ impl Address {
         let mut rest = Vec::new();
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            let value = decode(value)
-                .ok_or_else(|| bad(format!("`{pair}` is not percent-encoded correctly")))?;
+            // The value is quoted only for statesafe's own parameters, none of which
+            // holds a secret: another one may be the password (`password=`, also
+            // spelled `pass%77ord=`), which no message shows (review19).
+            let value = decode(value).ok_or_else(|| {
+                bad(if SHOWN.contains(&key) {
+                    format!("`{pair}` is not percent-encoded correctly")
+                } else {
+                    format!(
+                        "the value of `{}` is not percent-encoded correctly (a `%` is written `%25`)",
+                        decode(key).filter(|k| !k.is_empty()).unwrap_or_else(|| key.to_string())
+                    )
+                })
+            })?;
             match key {
                 "state" => state = Some(value),
                 "table" => table = value,
@@ -141,6 +163,25 @@ impl Address {
                 "it names no host: `postgres://USER@HOST:PORT/DATABASE?state=NAME`".into(),
             ));
         }
+        // Over TCP (every host of the URL), statesafe's connector makes the TLS
+        // request, so that it sees the server's requests for the password and refuses
+        // one in clear text or MD5 unless the certificate was verified: the client
+        // library hands it the socket at once (`require` with direct negotiation).
+        // A Unix socket is reached through the file system, where its directory's
+        // permissions say who may listen; the client library negotiates there as before.
+        let tcp_only = config
+            .get_hosts()
+            .iter()
+            .all(|h| matches!(h, tokio_postgres::config::Host::Tcp(_)));
+        let tls = if tcp_only {
+            let direct =
+                config.get_ssl_negotiation() == tokio_postgres::config::SslNegotiation::Direct;
+            config.ssl_mode(tokio_postgres::config::SslMode::Require);
+            config.ssl_negotiation(tokio_postgres::config::SslNegotiation::Direct);
+            tls.guarded(&sslmode, sslrootcert.as_deref(), direct)
+        } else {
+            tls
+        };
         if config.get_user().is_none() {
             let user = std::env::var("PGUSER")
                 .ok()

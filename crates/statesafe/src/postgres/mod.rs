@@ -17,6 +17,8 @@ mod remote;
 #[cfg(feature = "postgres")]
 mod sql;
 #[cfg(feature = "postgres")]
+mod startup;
+#[cfg(feature = "postgres")]
 mod tls;
 
 #[cfg(not(feature = "postgres"))]

@@ -222,9 +222,18 @@ impl Remote {
         let connected = match &self.address.tls {
             Tls::Off => Client::connect(config, NoTls, limit),
             Tls::On(tls) => Client::connect(config, tls.clone(), limit),
+            Tls::Guarded(tls) => Client::connect(config, tls.clone(), limit),
         };
         let op = "connect to the server of";
         connected.map_err(|e| match e {
+            ConnectError::Failed(ref e) if let Some(refusal) = super::startup::refused(e) => {
+                Error::Unsafe {
+                    path: self.display().to_path_buf(),
+                    reason: format!(
+                        "{refusal}: whatever listens at that address (another local user's program while the server is down, or a machine posing as the server) would collect it. Configure the server to ask for SCRAM (`password_encryption = scram-sha-256`, the role's password set again, `scram-sha-256` in pg_hba.conf), or connect with TLS and a verified certificate (`sslmode=verify-full` or `verify-ca` with `sslrootcert`)"
+                    ),
+                }
+            }
             ConnectError::Failed(e) => self.error(op, e),
             ConnectError::TimedOut(limit) => Error::Remote {
                 path: self.display().to_path_buf(),
@@ -781,6 +790,47 @@ impl Remote {
         format!("\u{1}lock\u{1}{}", self.address.state)
     }
 
+    /// The id of this state's lock on the server `client` is connected to: the hex
+    /// xxh3-128 of the server's system identifier (`-` when this role may not call
+    /// `pg_control_system()`), its start time in microseconds (which tells apart two
+    /// servers cloned from one data directory, as the system identifier does not, and
+    /// changes when the server restarts, which ends every lock), the database, the
+    /// OID of the main table and the state's name. An entry of `STATESAFE_PG_LOCKS` is
+    /// `XID@ID`, so that a transaction id lets writers through the lock row of this
+    /// state on this server only: the same number is another transaction on another
+    /// server (review19). Two statements: a function this role may not call fails
+    /// the statement that names it, in any branch of a `CASE`.
+    fn lock_id(&self, client: &mut Client) -> Result<String, postgres::Error> {
+        let may = Locking::rows(&client.simple_query(
+            "SELECT has_function_privilege('pg_control_system()', 'EXECUTE')::text",
+        )?);
+        let system = if may
+            .first()
+            .and_then(|r| r.first().cloned().flatten())
+            .as_deref()
+            == Some("true")
+        {
+            "(SELECT system_identifier FROM pg_control_system())::text"
+        } else {
+            "'-'"
+        };
+        let rows = Locking::rows(&client.simple_query(&format!(
+            "SELECT {system}, (extract(epoch FROM pg_postmaster_start_time()) * 1000000)::bigint::text, \
+             current_database()::text, {}::regclass::oid::text",
+            literal(&self.names.main)
+        ))?);
+        let mut key = String::new();
+        for column in rows.first().map(Vec::as_slice).unwrap_or_default() {
+            key.push_str(column.as_deref().unwrap_or("-"));
+            key.push('\0');
+        }
+        key.push_str(&self.address.state);
+        Ok(format!(
+            "{:032x}",
+            xxhash_rust::xxh3::xxh3_128(key.as_bytes())
+        ))
+    }
+
     /// The statements that list the server session's prepared statements (before
     /// the row lock: under it, everything adds to the time other writers wait), take
     /// the state's row lock and read the row, then look at its lock row: `SELECT … FOR UPDATE` of the row; the lock row `FOR UPDATE SKIP
@@ -1174,7 +1224,17 @@ SELECT (SELECT 1 FROM {main} WHERE state = {key} FOR UPDATE SKIP LOCKED),
                 found = Locking::parse(tx.client().simple_query(&query)?);
                 mark(&mut found, had_row);
             }
-            if found.lock_free || found.held_by.as_deref().is_some_and(nested) {
+            if found.lock_free {
+                return Ok(found);
+            }
+            // Held: by the `statesafe lock` this process runs under, if an entry of
+            // `STATESAFE_PG_LOCKS` names its transaction on this server and this state
+            // (asked only when the variable is set: one more statement, in this
+            // transaction, on the server that holds the row).
+            if let Some(xmax) = found.held_by.as_deref()
+                && under_a_lock()
+                && nested(xmax, &self.lock_id(tx.client())?)
+            {
                 return Ok(found);
             }
             // `statesafe lock` holds the state: wait for it without holding the
@@ -1277,6 +1337,10 @@ SELECT 1 FROM {} WHERE state = {} FOR UPDATE{};\n{}{}",
         let millis = config.lock_timeout.as_millis().min(i32::MAX as u128);
         let start = Instant::now();
         let mut client = self.connect()?;
+        // The lock's id ([`Remote::lock_id`]), read on this connection's server.
+        let id = self
+            .lock_id(&mut client)
+            .map_err(|e| self.error("lock", e))?;
         // First without waiting: free, it is taken now; held by a `statesafe lock`
         // this process runs under (its transaction id is in `STATESAFE_PG_LOCKS`),
         // this one passes through, as that lock's writers do (waiting would wait for
@@ -1299,7 +1363,7 @@ SELECT (SELECT txid_current()::text FROM {main} WHERE state = {key} FOR UPDATE S
             let column = |i: usize| row.get(i).cloned().flatten();
             match (column(0), column(1)) {
                 (Some(xid), _) => Ok(Some(Some(xid))),
-                (None, Some(xmax)) if nested(&xmax) => Ok(None),
+                (None, Some(xmax)) if nested(&xmax, &id) => Ok(None),
                 _ => {
                     let messages = client.simple_query(&format!(
                         "SELECT txid_current()::text FROM {main} WHERE state = {key} FOR UPDATE{}",
@@ -1326,6 +1390,7 @@ SELECT (SELECT txid_current()::text FROM {main} WHERE state = {key} FOR UPDATE S
                     _hold: super::nested::enter(self),
                     client: Mutex::new(None),
                     xid: None,
+                    id,
                 })
             }
             Ok(Some(xid)) => {
@@ -1347,6 +1412,7 @@ SELECT (SELECT txid_current()::text FROM {main} WHERE state = {key} FOR UPDATE S
                     client: Mutex::new(Some(client)),
                     // The row's `xmax` is the 32-bit transaction id.
                     xid: Some(xid & 0xffff_ffff),
+                    id,
                 })
             }
             Err(e) if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => {
@@ -1964,7 +2030,11 @@ impl Tx<'_> {
         generation: u64,
     ) -> Result<()> {
         let remote = self.remote;
-        let deadline = Instant::now() + self.lock_timeout;
+        // A lock timeout too long for an `Instant` (`Duration::MAX`) waits a year.
+        let now = Instant::now();
+        let deadline = now
+            .checked_add(self.lock_timeout)
+            .unwrap_or_else(|| now + Duration::from_secs(365 * 24 * 3600));
         let mut client = self.client.take().expect("invariant: not finished yet");
         match send(&mut client) {
             Ok(()) => {
@@ -2408,11 +2478,14 @@ const PLAN_BY_INDEX: &str = "set_config('enable_seqscan', 'off', true)";
 /// true)`, as `SET LOCAL`): the locking statement may wait for the lock up to the lock
 /// timeout, and then a holder's wait ends in [`Error::LockTimeout`] naming the holder
 /// rather than in a cancelled statement (red12); each statement still has the
-/// server's budget for its own work. `0` (no timeout) stays `0`.
+/// server's budget for its own work. `0` (no timeout) stays `0`. The sum is capped at
+/// PostgreSQL's largest timeout, `i32::MAX` ms (about 24.8 days), as the lock timeout
+/// is: over it, the `set_config` was refused and no write could be made (review19).
 fn statement_timeout(lock: &str) -> String {
     format!(
         "set_config('statement_timeout', CASE current_setting('statement_timeout') WHEN '0' THEN '0' \
-         ELSE (extract(epoch FROM current_setting('statement_timeout')::interval + {lock}::interval) * 1000)::bigint || 'ms' END, true)"
+         ELSE least(extract(epoch FROM current_setting('statement_timeout')::interval + {lock}::interval) * 1000, {})::bigint || 'ms' END, true)",
+        i32::MAX
     )
 }
 
@@ -2748,14 +2821,24 @@ pub(crate) fn set_statement_limit(bytes: u64) {
 }
 
 /// The environment variable through which `statesafe lock URL -- CMD` lets CMD's own
-/// writers through its lock: the transaction ids of the locks held, comma-separated.
+/// writers through its lock: the locks held, comma-separated, each `XID@ID`, its
+/// transaction id and the id of the state and server it holds ([`Remote::lock_id`]).
 pub(crate) const NESTED_ENV: &str = "STATESAFE_PG_LOCKS";
 
-/// Whether the transaction `xmax` that holds a lock row is a `statesafe lock` this
-/// process runs under.
-fn nested(xmax: &str) -> bool {
-    std::env::var(NESTED_ENV)
-        .is_ok_and(|held| held.split(',').any(|x| !x.is_empty() && x.trim() == xmax))
+/// Whether this process runs under a `statesafe lock` of a PostgreSQL state.
+fn under_a_lock() -> bool {
+    std::env::var_os(NESTED_ENV).is_some_and(|held| !held.is_empty())
+}
+
+/// Whether the transaction `xmax` that holds the lock row of the state whose lock id
+/// is `id` is a `statesafe lock` this process runs under. An entry of another form (a
+/// bare transaction id, as earlier builds wrote) matches nothing.
+fn nested(xmax: &str, id: &str) -> bool {
+    if id.is_empty() {
+        return false;
+    }
+    let wanted = format!("{xmax}@{id}");
+    std::env::var(NESTED_ENV).is_ok_and(|held| held.split(',').any(|x| x.trim() == wanted))
 }
 
 /// `s` as an SQL string literal, whatever `standard_conforming_strings` says.
@@ -2776,6 +2859,8 @@ pub(crate) struct Held<'r> {
     /// state, which holds nothing itself (the outer one holds the state while this
     /// one's CMD runs, and lets CMD's writers through already).
     xid: Option<u64>,
+    /// The id of the state and server it holds ([`Remote::lock_id`]).
+    id: String,
 }
 
 impl Held<'_> {
@@ -2786,7 +2871,7 @@ impl Held<'_> {
             if !held.is_empty() {
                 held.push(',');
             }
-            held.push_str(&xid.to_string());
+            held.push_str(&format!("{xid}@{}", self.id));
         }
         (NESTED_ENV, held)
     }

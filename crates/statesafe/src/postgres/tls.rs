@@ -9,6 +9,10 @@
 //! | `verify-ca` | always | signed by a root in `sslrootcert` |
 //! | `verify-full` | always | signed by a root in `sslrootcert`, and issued for the URL's host |
 //!
+//! Over TCP the TLS request is made by `startup.rs`'s connector, which also refuses a
+//! request for the password in clear text or as MD5 unless the certificate was
+//! verified (the last two rows, or `require` with `sslrootcert`).
+//!
 //! `sslrootcert` is a PEM file, or `system` for the system's roots
 //! (`/etc/ssl/certs/ca-certificates.crt`, or `SSL_CERT_FILE`); default
 //! `~/.postgresql/root.crt`, as libpq.
@@ -34,6 +38,34 @@ pub(crate) enum Tls {
     /// Everything else: the connector (tokio-postgres decides from its own
     /// `sslmode`, `prefer` or `require`, whether TLS is optional).
     On(MakeRustlsConnect),
+    /// Every host of the URL a TCP one: the TLS request made by statesafe's connector,
+    /// which answers no request for the password in clear text or MD5 unless the
+    /// server's certificate was verified (`postgres/startup.rs`).
+    Guarded(super::startup::Guarded),
+}
+
+impl Tls {
+    /// The same, with the start-up's requests for a password watched: `mode` and
+    /// `rootcert` as given to [`for_mode`], and `direct` for `sslnegotiation=direct`.
+    pub(crate) fn guarded(self, mode: &str, rootcert: Option<&str>, direct: bool) -> Tls {
+        use super::startup::{Certificate, Guarded, Negotiate};
+        let negotiate = match mode {
+            "disable" => Negotiate::Never,
+            _ if direct => Negotiate::Direct,
+            "allow" | "prefer" => Negotiate::IfOffered,
+            _ => Negotiate::Always,
+        };
+        let certificate = match (mode, rootcert) {
+            ("verify-ca" | "verify-full", _) | ("require", Some(_)) => Certificate::Verified,
+            _ => Certificate::Unverified,
+        };
+        let tls = match self {
+            Tls::On(make) => Some(make),
+            Tls::Off => None,
+            guarded @ Tls::Guarded(_) => return guarded,
+        };
+        Tls::Guarded(Guarded::new(negotiate, tls, certificate))
+    }
 }
 
 /// How the server's certificate is checked.

@@ -139,7 +139,6 @@ fn review19_tables_another_role_made_in_a_shared_schema_are_refused() {
 /// holder, who read the state under its lock). Two servers made from one `initdb`
 /// (as here, or cloned machines) count from the same number.
 #[test]
-#[ignore = "review19pg: fails until fixed"]
 fn review19_a_lock_on_one_server_does_not_let_writers_through_a_lock_on_another() {
     let Some(pg1) = cluster::cluster() else {
         return;
@@ -152,8 +151,11 @@ fn review19_a_lock_on_one_server_does_not_let_writers_through_a_lock_on_another(
     let theirs = open(&theirs_url);
     ours.create(json!({"n": 0})).unwrap();
     theirs.create(json!({"n": 0})).unwrap();
+    // The lock's transaction id: the number before the `@` of its entry
+    // (`XID@ID`; a bare number in earlier builds).
     let xid = |g: &statesafe::LockGuard<'_>| -> u64 {
-        g.nested_env().expect("a remote lock").1.parse().unwrap()
+        let (_, value) = g.nested_env().expect("a remote lock");
+        value.split('@').next().unwrap().parse().unwrap()
     };
     // Spend transaction ids on a server, one transaction each.
     let burn = |pg: &cluster::Cluster, n: u64| {
@@ -205,6 +207,59 @@ fn review19_a_lock_on_one_server_does_not_let_writers_through_a_lock_on_another(
     );
 }
 
+/// The lock's tie to its server where the role may not call `pg_control_system()`
+/// (an administrator revoked it): the id falls back to the server's start time, and
+/// CMD's own writer (a child process, as CMD is) still goes through the lock.
+#[test]
+fn review19_a_lock_lets_its_own_writers_through_where_pg_control_system_is_revoked() {
+    let Some(pg) = cluster::another_cluster() else {
+        return;
+    };
+    if !pg.ours() {
+        return;
+    }
+    pg.client()
+        .batch_execute("REVOKE EXECUTE ON FUNCTION pg_control_system() FROM PUBLIC")
+        .unwrap();
+    let (user, password) = cluster::PASSWORD_USER;
+    let dir = tempfile::tempdir().unwrap();
+    let passfile = dir.path().join("pgpass");
+    std::fs::write(&passfile, format!("*:*:*:{user}:{password}\n")).unwrap();
+    std::fs::set_permissions(
+        &passfile,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let url = format!(
+        "postgres://{user}@127.0.0.1:{}/{}?state=review19-revoked&passfile={}",
+        pg.port,
+        cluster::DATABASE,
+        passfile.display()
+    );
+    let store = open(&url);
+    store.create(json!({"n": 0})).unwrap();
+    let held = store
+        .lock("a lock whose role may not read the system identifier")
+        .unwrap();
+    let (var, value) = held.nested_env().unwrap();
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "review19::review19_child_updates_the_state_at_its_url",
+            "--nocapture",
+            "--include-ignored",
+        ])
+        .env("STATESAFE_R19_CHILD_URL", &url)
+        .env(var, &value)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("@@wrote"),
+        "CMD's writer under the lock ({var}={value}): {stdout}"
+    );
+}
+
 /// The child of the test above: one update of the state at `$STATESAFE_R19_CHILD_URL`
 /// within a short lock timeout; prints what became of it.
 #[test]
@@ -231,7 +286,6 @@ fn review19_child_updates_the_state_at_its_url() {
 /// option, a bad `connect_timeout` or `sslmode`, a fragment, no state, no host) name
 /// no password.
 #[test]
-#[ignore = "review19pg: fails until fixed"]
 fn review19_a_password_parameter_encoded_wrong_is_not_printed() {
     for url in [
         "postgres://u@127.0.0.1:1/db?state=a&password=SECRETPW%zz",
@@ -395,7 +449,6 @@ fn review19_the_row_put_back_to_an_older_version_is_not_served_as_current() {
 /// `set_config` is refused and no write can be made at all, with no lock held by
 /// anyone.
 #[test]
-#[ignore = "review19pg: fails until fixed"]
 fn review19_a_long_lock_timeout_with_a_server_statement_timeout_still_writes() {
     let Some(pg) = cluster::cluster() else { return };
     let url = pg.url("review19-long-timeout");
@@ -406,6 +459,24 @@ fn review19_a_long_lock_timeout_with_a_server_statement_timeout_still_writes() {
         .unwrap();
     let wrote = store.update(|s| s["n"] = 1.into());
     assert!(wrote.is_ok(), "{}", wrote.unwrap_err());
+}
+
+/// The longest lock timeout there is (`Duration::MAX`: "wait for ever") writes too:
+/// every timeout statesafe derives from it is capped, on the server (`lock_timeout`,
+/// `statement_timeout`) and in this process (the deadline of a lost `COMMIT`'s
+/// settling, once an `Instant` overflow: a panic in `commit`).
+#[test]
+fn review19_the_longest_lock_timeout_still_writes() {
+    let Some(pg) = cluster::cluster() else { return };
+    let url = pg.url("review19-longest-timeout");
+    open(&url).create(json!({"n": 0})).unwrap();
+    let store: Store = Store::options()
+        .lock_timeout(std::time::Duration::MAX)
+        .open_url(&format!("{url}&options=-c%20statement_timeout%3D60000"))
+        .unwrap();
+    let wrote = store.update(|s| s["n"] = 1.into());
+    assert!(wrote.is_ok(), "{}", wrote.unwrap_err());
+    let _held = store.lock("a lock held for ever").unwrap();
 }
 
 /// Settings recorded by another client after a store opened the state do not bind
@@ -489,7 +560,6 @@ fn review19_a_retention_raised_after_a_store_opened_is_kept_by_its_writes() {
 /// network's can be impersonated the same way. The fake server here answers the
 /// TLS request with `N` and asks for the password in clear text.
 #[test]
-#[ignore = "review19pg: fails until fixed"]
 fn review19_the_password_is_not_sent_in_clear_text_to_whoever_asks() {
     use std::io::{Read, Write};
     const PASSWORD: &str = "review19-never-in-clear";
@@ -536,6 +606,104 @@ fn review19_the_password_is_not_sent_in_clear_text_to_whoever_asks() {
         "a fake server at the URL's address got the password in clear text: {got:?} (open: {:?})",
         opened.err()
     );
+}
+
+/// A fake server at the URL's address (see above) that asks for the password in clear
+/// text or as MD5, without TLS (`sslmode=disable`: the start-up message at once) or
+/// after declining TLS (`prefer`, the default): refused before anything is sent, as
+/// `Error::Unsafe` naming the server and the ways out.
+#[test]
+fn review19_a_clear_text_or_md5_request_is_refused_naming_the_server_and_the_way_out() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let passfile = dir.path().join("pgpass");
+    std::fs::write(&passfile, "*:*:*:*:review19-pw\n").unwrap();
+    std::fs::set_permissions(
+        &passfile,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    for (request, sslmode) in [
+        (&[b'R', 0, 0, 0, 8, 0, 0, 0, 3][..], "disable"),
+        (&[b'R', 0, 0, 0, 12, 0, 0, 0, 5, 1, 2, 3, 4][..], "disable"),
+        (&[b'R', 0, 0, 0, 12, 0, 0, 0, 5, 1, 2, 3, 4][..], "prefer"),
+    ] {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let request = request.to_vec();
+        let fake = std::thread::spawn(move || {
+            let (mut c, _) = listener.accept().unwrap();
+            let mut len = [0u8; 4];
+            c.read_exact(&mut len).unwrap();
+            let mut first = vec![0u8; u32::from_be_bytes(len) as usize - 4];
+            c.read_exact(&mut first).unwrap();
+            if first == 80877103u32.to_be_bytes() {
+                c.write_all(b"N").unwrap();
+                c.read_exact(&mut len).unwrap();
+                let mut startup = vec![0u8; u32::from_be_bytes(len) as usize - 4];
+                c.read_exact(&mut startup).unwrap();
+            }
+            c.write_all(&request).unwrap();
+            let mut got = Vec::new();
+            let _ = c.read_to_end(&mut got);
+            got
+        });
+        let url = format!(
+            "postgres://victim@127.0.0.1:{port}/db?state=a&connect_timeout=5&sslmode={sslmode}&passfile={}",
+            passfile.display()
+        );
+        let opened: Result<Store, _> = Store::options().open_url(&url);
+        let got = fake.join().unwrap();
+        assert!(got.is_empty(), "{sslmode}: the fake server got {got:?}");
+        let Err(statesafe::Error::Unsafe { reason, .. }) = &opened else {
+            panic!("{sslmode}: {opened:?}")
+        };
+        for said in ["`127.0.0.1`", "scram-sha-256", "sslmode=verify-full"] {
+            assert!(reason.contains(said), "{said} in {reason}");
+        }
+    }
+}
+
+/// SCRAM is answered as before, with TLS or without it: the role that must give a
+/// password (`scram-sha-256` in the test server's pg_hba.conf) writes with
+/// `sslmode=disable`, `prefer` (TLS, the certificate not verified: SCRAM with channel
+/// binding) and `verify-ca`.
+#[test]
+fn review19_scram_still_works_with_and_without_tls() {
+    let Some(pg) = cluster::cluster() else { return };
+    if !pg.ours() {
+        return;
+    }
+    let (user, password) = cluster::PASSWORD_USER;
+    let dir = tempfile::tempdir().unwrap();
+    let passfile = dir.path().join("pgpass");
+    std::fs::write(&passfile, format!("*:*:*:{user}:{password}\n")).unwrap();
+    std::fs::set_permissions(
+        &passfile,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let ca = pg.cert("ca.crt").unwrap();
+    for (n, tls) in [
+        "sslmode=disable".to_string(),
+        "sslmode=prefer".to_string(),
+        format!("sslmode=verify-ca&sslrootcert={}", ca.display()),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let url = format!(
+            "postgres://{user}@127.0.0.1:{}/{}?state=review19-scram&{tls}&passfile={}",
+            pg.port,
+            cluster::DATABASE,
+            passfile.display()
+        );
+        let store: Store = Store::options().open_url(&url).unwrap();
+        if n == 0 {
+            store.create(json!({"n": 0})).unwrap();
+        }
+        store.update(|s| s["n"] = (n + 1).into()).unwrap();
+    }
 }
 
 /// `table=` names a main table, and statesafe appends `_backups`, `_history` and
