@@ -100,6 +100,11 @@ struct Current {
     /// versions: a committed row changed by hand, which is damage (red15). Asked only
     /// of such rows.
     kept_versions: bool,
+    /// The newest generation the state's history holds (and, under the lock, the
+    /// backups listed there), read with the row: a row with a document below it is
+    /// an older version put back by hand, which is damage (review19). `None` for a
+    /// backup row, and where a row is read as the version of its own generation.
+    known: Option<u64>,
 }
 
 impl Current {
@@ -443,10 +448,13 @@ impl Remote {
             Some(false) => (", txid_current()", " FOR UPDATE"),
             Some(true) => (", txid_current()", " FOR UPDATE NOWAIT"),
         };
+        // The history's newest generation in the same statement (one index probe):
+        // a row below it is an older version put back by hand (review19).
         let row = client.query_typed_opt(
             &format!(
-                "{SELECT_CURRENT}{xid} FROM {} WHERE state = $1{suffix}",
-                self.names.main
+                "{SELECT_CURRENT}, (SELECT max(generation) FROM {} WHERE state = $1){xid} \
+                 FROM {} WHERE state = $1{suffix}",
+                self.names.history, self.names.main
             ),
             &[(&self.address.state, Type::TEXT)],
         )?;
@@ -456,7 +464,8 @@ impl Remote {
             checksum: r.get(2),
             written_at: r.get::<_, Option<i64>>(3).map(micros),
             writer: r.get(4),
-            xid: (r.len() > 5).then(|| r.get(5)),
+            known: r.get::<_, Option<i64>>(5).map(|g| g as u64),
+            xid: (r.len() > 6).then(|| r.get(6)),
             fresh: false,
             kept_versions: false,
         })
@@ -549,10 +558,30 @@ impl Remote {
             return Ok(None);
         };
         let sum = row_checksum(doc, cur.generation);
-        match cur.checksum {
-            Some(recorded) if recorded == sum => Ok(Some(doc)),
+        let sound = match cur.checksum {
+            Some(recorded) if recorded == sum => true,
             // A row of an earlier build: the document's checksum alone.
-            Some(recorded) if recorded == format::checksum(doc.as_bytes()) as i64 => Ok(Some(doc)),
+            Some(recorded) => recorded == format::checksum(doc.as_bytes()) as i64,
+            None => false,
+        };
+        match cur.checksum {
+            // Sound, but below a generation the history (or the backups) hold: an
+            // older version put back by hand (a restore of the table from an older
+            // dump), its newer acknowledged versions still kept there. Served as
+            // current, it hid them, and the next write took generations they have.
+            _ if sound && cur.known.is_some_and(|known| known > cur.generation) => {
+                Err(Error::Corrupt {
+                    path: self.display().to_path_buf(),
+                    line: None,
+                    column: None,
+                    reason: format!(
+                        "{what} holds generation {} but the state's history holds generation {}: an older version was put back by hand (a restore of the table from an older copy?), over the versions committed after it; `statesafe recover URL` quarantines it and restores the newest version (to go back to an older version, `statesafe restore URL --generation G` after that)",
+                        cur.generation,
+                        cur.known.unwrap_or_default()
+                    ),
+                })
+            }
+            _ if sound => Ok(Some(doc)),
             recorded => Err(Error::Corrupt {
                 path: self.display().to_path_buf(),
                 line: None,
@@ -1117,6 +1146,7 @@ SELECT (SELECT 1 FROM {main} WHERE state = {key} FOR UPDATE SKIP LOCKED),
                 xid: None,
                 fresh: false,
                 kept_versions: false,
+                known: None,
             },
             history_last: None,
             backups: Vec::new(),
@@ -1215,6 +1245,9 @@ SELECT 1 FROM {} WHERE state = {} FOR UPDATE{};\n{}{}",
                 store.recorder.lock_wait(waited);
                 self.settle_new_life(tx.client(), &mut cur)
                     .map_err(|e| self.error("lock", e))?;
+                // What the history (and the backups, when listed) know: a row below
+                // it was put back by hand (review19), damage for `verified_text`.
+                cur.known = history_last.max(backups.iter().map(|&(g, _)| g).max());
                 tx.current = cur;
                 tx.history_last = history_last;
                 tx.backups = backups;
@@ -1792,7 +1825,11 @@ SELECT (SELECT txid_current()::text FROM {main} WHERE state = {key} FOR UPDATE S
             })
         };
         let cur = self.read("read", |c| self.read_current(c, None))?;
-        if let Some(cur) = cur.filter(|c| c.generation == generation)
+        // The row holds its own generation's version even when newer ones are kept
+        // (an older version put back by hand).
+        if let Some(cur) = cur
+            .filter(|c| c.generation == generation)
+            .map(|c| Current { known: None, ..c })
             && let Some(state) = self.verified_state(store, &cur, "the current row")?
         {
             return to_value(state);
@@ -2670,6 +2707,7 @@ impl Locking {
             xid: r.get(5).and_then(int),
             fresh: false,
             kept_versions: false,
+            known: None,
         });
         let lock = lock.into_iter().next().unwrap_or_default();
         let column = |i: usize| lock.get(i).cloned().flatten();
@@ -2844,6 +2882,7 @@ fn backup_row(r: &Row) -> Current {
         xid: None,
         fresh: false,
         kept_versions: false,
+        known: None,
     }
 }
 
