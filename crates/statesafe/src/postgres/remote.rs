@@ -64,6 +64,9 @@ pub(crate) struct Remote {
     unsettled: Mutex<Vec<(i64, Event)>>,
     /// `unsettled` is not empty (so that reads and transactions skip its lock).
     any_unsettled: AtomicBool,
+    /// The settings text of the state's row as this store last applied it (at open,
+    /// then under the row lock of each transaction: [`Remote::refresh_settings`]).
+    settings_seen: Mutex<Option<String>>,
 }
 
 /// What the server says of a transaction whose `COMMIT` lost its answer
@@ -179,6 +182,7 @@ impl Remote {
             sql_prepare: AtomicBool::new(sql_prepare),
             unsettled: Mutex::new(Vec::new()),
             any_unsettled: AtomicBool::new(false),
+            settings_seen: Mutex::new(None),
         };
         let mut client = remote.connect()?;
         remote.ensure_tables(&mut client)?;
@@ -201,7 +205,10 @@ impl Remote {
         let settings = match row {
             Some(row) => {
                 let text: String = row.get(0);
-                serde_json::from_str(&text).map_err(|e| remote.settings_damaged(&e))?
+                let settings =
+                    serde_json::from_str(&text).map_err(|e| remote.settings_damaged(&e))?;
+                *remote.settings_seen.lock() = Some(text);
+                settings
             }
             None => Settings::default(),
         };
@@ -798,6 +805,53 @@ impl Remote {
         Ok(cur.filter(Current::exists).map_or(0, |c| c.generation))
     }
 
+    /// Under the row lock: applies the settings recorded in the row now (`recorded`),
+    /// so that settings another client saved since this store read them (a schema, a
+    /// retention, a size limit) bind this transaction's write, as a file's
+    /// `Store::refresh_settings` does; they were read only at open (review19). Parsed
+    /// only when the text differs from the one this store last applied. Whether the
+    /// store's configuration changed.
+    fn refresh_settings<T>(&self, store: &Store<T>, recorded: Option<&str>) -> Result<bool> {
+        let Some(recorded) = recorded else {
+            return Ok(false);
+        };
+        let mut seen = self.settings_seen.lock();
+        if seen.as_deref() == Some(recorded) {
+            return Ok(false);
+        }
+        let settings: Settings =
+            serde_json::from_str(recorded).map_err(|e| self.settings_damaged(&e))?;
+        let changed = settings != store.config().settings;
+        if changed {
+            let config = Config::new_at(self.display(), &store.opts, &settings)?;
+            self.plain_only(config.format)?;
+            store.set_config(config);
+        }
+        *seen = Some(recorded.to_string());
+        Ok(changed)
+    }
+
+    /// The backups kept (generation, commit time), read in `tx`: for settings found
+    /// under the lock to name an hourly or daily retention the lock's statements did
+    /// not list them for.
+    fn backups_listed(&self, tx: &mut Tx<'_>) -> Result<Vec<(u64, SystemTime)>> {
+        let rows = tx
+            .client()
+            .query_typed(
+                &format!(
+                    "SELECT generation, (extract(epoch FROM written_at) * 1000000)::bigint \
+                     FROM {} WHERE state = $1",
+                    self.names.backups
+                ),
+                &[(&self.address.state, Type::TEXT)],
+            )
+            .map_err(|e| self.error("read the backups of", e))?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get::<_, i64>(0) as u64, micros(r.get(1))))
+            .collect())
+    }
+
     fn not_found(&self) -> Error {
         Error::NotFound {
             path: self.display().to_path_buf(),
@@ -834,7 +888,7 @@ impl Remote {
         };
         format!(
             "SELECT {PREPARED_LIST};
-{SELECT_CURRENT}, txid_current() FROM {main} WHERE state = {state} FOR UPDATE{wait};
+{SELECT_CURRENT}, txid_current(), settings FROM {main} WHERE state = {state} FOR UPDATE{wait};
 SELECT (SELECT 1 FROM {main} WHERE state = {key} FOR UPDATE SKIP LOCKED),
     (SELECT xmax::text FROM {main} WHERE state = {key}),
     (SELECT max(generation) FROM {history} WHERE state = {state}),
@@ -877,7 +931,7 @@ SELECT (SELECT 1 FROM {main} WHERE state = {key} FOR UPDATE SKIP LOCKED),
             (
                 "text",
                 format!(
-                    "{SELECT_CURRENT}, txid_current() FROM {main} WHERE state = $1 FOR UPDATE{wait}"
+                    "{SELECT_CURRENT}, txid_current(), settings FROM {main} WHERE state = $1 FOR UPDATE{wait}"
                 ),
             ),
             (
@@ -1238,11 +1292,19 @@ SELECT 1 FROM {} WHERE state = {} FOR UPDATE{};\n{}{}",
             Ok(Locking {
                 current: Some(mut cur),
                 history_last,
-                backups,
+                mut backups,
                 prepared,
+                settings,
                 ..
             }) => {
                 store.recorder.lock_wait(waited);
+                // The settings recorded now bind this transaction (review19).
+                if self.refresh_settings(store, settings.as_deref())? {
+                    let policy = store.config().backups;
+                    if !list_backups && (policy.hourly > 0 || policy.daily > 0) {
+                        backups = self.backups_listed(&mut tx)?;
+                    }
+                }
                 self.settle_new_life(tx.client(), &mut cur)
                     .map_err(|e| self.error("lock", e))?;
                 // What the history (and the backups, when listed) know: a row below
@@ -2655,6 +2717,8 @@ struct Locking {
     backups: Vec<(u64, SystemTime)>,
     /// The names of statesafe's prepared statements this server session holds.
     prepared: Vec<String>,
+    /// The settings recorded in the state's row, read with its lock.
+    settings: Option<String>,
 }
 
 impl Locking {
@@ -2698,6 +2762,7 @@ impl Locking {
             .next()
             .and_then(|r| r.last().cloned().flatten());
         let int = |v: &Option<String>| v.as_deref().and_then(|t| t.parse::<i64>().ok());
+        let settings = main.first().and_then(|r| r.get(6).cloned().flatten());
         let current = main.first().map(|r| Current {
             generation: r.first().and_then(int).unwrap_or(0) as u64,
             document: r.get(1).cloned().flatten(),
@@ -2732,6 +2797,7 @@ impl Locking {
                 .filter(|n| !n.is_empty())
                 .map(str::to_string)
                 .collect(),
+            settings,
         }
     }
 }
