@@ -157,11 +157,20 @@ fn new_life_mark(generation: u64) -> String {
     format!("{{\"new_life_above\":{generation}}}")
 }
 
-/// A row's checksum: the xxh3-64 of its document's UTF-8 bytes seeded with its
-/// generation, so that a generation changed by hand fails it as a changed document
-/// does. Rows written by earlier builds carry the unseeded xxh3-64, still accepted
-/// (see [`Remote::verified_text`]); the two agree at generation 0.
-fn row_checksum(document: &str, generation: u64) -> i64 {
+/// A row's checksum: the xxh3-64 of its document's UTF-8 bytes seeded with the
+/// xxh3-64 of its state's name seeded with its generation, so that a generation
+/// changed by hand fails it as a changed document does, and so does another state's
+/// row copied over (review19). Rows written by earlier builds carry
+/// [`row_checksum_unnamed`] or the unseeded xxh3-64, still accepted (see
+/// [`Remote::verified_text`]) until their next write rewrites them.
+fn row_checksum(state: &str, document: &str, generation: u64) -> i64 {
+    let seed = xxhash_rust::xxh3::xxh3_64_with_seed(state.as_bytes(), generation);
+    xxhash_rust::xxh3::xxh3_64_with_seed(document.as_bytes(), seed) as i64
+}
+
+/// A row's checksum as builds before review19 wrote it: seeded with the generation
+/// alone (so another state's row at the same generation verified).
+fn row_checksum_unnamed(document: &str, generation: u64) -> i64 {
     xxhash_rust::xxh3::xxh3_64_with_seed(document.as_bytes(), generation) as i64
 }
 
@@ -564,11 +573,15 @@ impl Remote {
             }
             return Ok(None);
         };
-        let sum = row_checksum(doc, cur.generation);
+        let sum = row_checksum(&self.address.state, doc, cur.generation);
         let sound = match cur.checksum {
             Some(recorded) if recorded == sum => true,
-            // A row of an earlier build: the document's checksum alone.
-            Some(recorded) => recorded == format::checksum(doc.as_bytes()) as i64,
+            // A row of an earlier build: seeded with the generation alone, or the
+            // document's checksum alone.
+            Some(recorded) => {
+                recorded == row_checksum_unnamed(doc, cur.generation)
+                    || recorded == format::checksum(doc.as_bytes()) as i64
+            }
             None => false,
         };
         match cur.checksum {
@@ -2197,7 +2210,7 @@ impl Tx<'_> {
             });
         }
         let text = String::from_utf8(bytes).expect("invariant: serde_json writes UTF-8");
-        let checksum = row_checksum(&text, self.current.generation + 1);
+        let checksum = row_checksum(&remote.address.state, &text, self.current.generation + 1);
         let existed = self.current.exists();
         if existed
             && change == Change::Commit
@@ -3144,5 +3157,69 @@ SELECT generation::text, settings FROM {main} WHERE state = {state} FOR UPDATE",
             "{}#quarantine={id}",
             remote.display().display()
         ))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A remote for `state`, never connected.
+    fn remote(state: &str) -> Remote {
+        let address = Address::parse(&format!("postgres://u@127.0.0.1:5999/db?state={state}"))
+            .expect("a valid URL");
+        let names = Names::new(address.schema.as_deref(), &address.table);
+        Remote {
+            address,
+            names,
+            pool: Mutex::new(Vec::new()),
+            sql_prepare: AtomicBool::new(false),
+            unsettled: Mutex::new(Vec::new()),
+            any_unsettled: AtomicBool::new(false),
+            settings_seen: Mutex::new(None),
+        }
+    }
+
+    fn row(document: &str, generation: u64, checksum: i64) -> Current {
+        Current {
+            generation,
+            document: Some(document.to_string()),
+            checksum: Some(checksum),
+            written_at: None,
+            writer: None,
+            xid: None,
+            fresh: false,
+            kept_versions: false,
+            known: None,
+        }
+    }
+
+    /// A row's checksum names its state (review19): another state's row does not
+    /// verify, nor one at another generation; rows of the earlier forms (seeded with
+    /// the generation alone, or not seeded) still do, for any state, until rewritten.
+    #[test]
+    fn row_checksums_name_their_state_and_the_earlier_forms_still_verify() {
+        let doc = r#"{"n":1}"#;
+        let (a, b) = (remote("a"), remote("b"));
+        let sum = row_checksum("a", doc, 3);
+        assert_eq!(
+            a.verified_text(&row(doc, 3, sum), "row").unwrap(),
+            Some(doc)
+        );
+        let copied = row(doc, 3, sum);
+        assert!(is_damage(&b.verified_text(&copied, "row").unwrap_err()));
+        assert!(is_damage(
+            &a.verified_text(&row(doc, 4, sum), "row").unwrap_err()
+        ));
+        assert_ne!(sum, row_checksum("b", doc, 3));
+        for earlier in [
+            row_checksum_unnamed(doc, 3),
+            format::checksum(doc.as_bytes()) as i64,
+        ] {
+            assert_eq!(
+                b.verified_text(&row(doc, 3, earlier), "row").unwrap(),
+                Some(doc)
+            );
+        }
     }
 }

@@ -320,7 +320,6 @@ fn review19_schema_pg_temp_is_refused_or_shared() {
 /// and is served as this state's version, silently: another document under this
 /// state's name and generation.
 #[test]
-#[ignore = "review19pg: fails until fixed"]
 fn review19_another_states_row_copied_over_is_damage() {
     let Some(pg) = cluster::cluster() else { return };
     let (a, b) = ("review19-swap-a", "review19-swap-b");
