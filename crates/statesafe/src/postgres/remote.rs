@@ -2039,7 +2039,11 @@ impl Tx<'_> {
 
     pub(crate) fn generation(&self) -> u64 {
         if self.current.exists() {
-            self.current.generation
+            // A row put back below a generation the history holds (damage, review19):
+            // the newest committed one, so that a compare-and-swap based on a read
+            // from before the put-back fails rather than writing over commits it
+            // never saw.
+            self.current.generation.max(self.current.known.unwrap_or(0))
         } else {
             0
         }

@@ -389,7 +389,8 @@ fn review19_the_row_put_back_to_an_older_version_is_not_served_as_current() {
 /// version put back is quarantined (never dropped), the acknowledged generation 3 is
 /// rebuilt from the backups and the history as the next generation, and the update
 /// goes on above it: no generation is committed twice, and `document_at(3)` is still
-/// the version committed as 3. A `replace` over it keeps it in quarantine too.
+/// the version committed as 3. A `replace` over it keeps it in quarantine too, and a
+/// compare-and-swap on the generation put back fails.
 #[test]
 fn review19_writers_over_a_row_put_back_commit_no_generation_twice() {
     let Some(pg) = cluster::cluster() else { return };
@@ -426,6 +427,19 @@ fn review19_writers_over_a_row_put_back_commit_no_generation_twice() {
     assert_eq!(store.document_at(3).unwrap(), json!({"n": 3}));
     assert_eq!(store.document_at(4).unwrap(), json!({"n": 3}));
     put_back(4);
+    // A compare-and-swap on the generation put back (read before commit 5) fails.
+    let stale = open(&pg.url(name)).replace_if(4, json!({"n": 0}));
+    assert!(
+        matches!(
+            stale,
+            Err(statesafe::Error::GenerationConflict {
+                expected: 4,
+                found: 5,
+                ..
+            })
+        ),
+        "{stale:?}"
+    );
     let replaced = open(&pg.url(name)).replace(json!({"n": 7})).unwrap();
     assert_eq!(replaced, 6, "the replace goes on above generation 5");
     assert_eq!(store.document_at(5).unwrap(), json!({"n": 30}));
