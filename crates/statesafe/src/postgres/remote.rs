@@ -64,6 +64,9 @@ pub(crate) struct Remote {
     unsettled: Mutex<Vec<(i64, Event)>>,
     /// `unsettled` is not empty (so that reads and transactions skip its lock).
     any_unsettled: AtomicBool,
+    /// The settings text of the state's row as this store last applied it (at open,
+    /// then under the row lock of each transaction: [`Remote::refresh_settings`]).
+    settings_seen: Mutex<Option<String>>,
 }
 
 /// What the server says of a transaction whose `COMMIT` lost its answer
@@ -100,6 +103,11 @@ struct Current {
     /// versions: a committed row changed by hand, which is damage (red15). Asked only
     /// of such rows.
     kept_versions: bool,
+    /// The newest generation the state's history holds (and, under the lock, the
+    /// backups listed there), read with the row: a row with a document below it is
+    /// an older version put back by hand, which is damage (review19). `None` for a
+    /// backup row, and where a row is read as the version of its own generation.
+    known: Option<u64>,
 }
 
 impl Current {
@@ -149,11 +157,20 @@ fn new_life_mark(generation: u64) -> String {
     format!("{{\"new_life_above\":{generation}}}")
 }
 
-/// A row's checksum: the xxh3-64 of its document's UTF-8 bytes seeded with its
-/// generation, so that a generation changed by hand fails it as a changed document
-/// does. Rows written by earlier builds carry the unseeded xxh3-64, still accepted
-/// (see [`Remote::verified_text`]); the two agree at generation 0.
-fn row_checksum(document: &str, generation: u64) -> i64 {
+/// A row's checksum: the xxh3-64 of its document's UTF-8 bytes seeded with the
+/// xxh3-64 of its state's name seeded with its generation, so that a generation
+/// changed by hand fails it as a changed document does, and so does another state's
+/// row copied over (review19). Rows written by earlier builds carry
+/// [`row_checksum_unnamed`] or the unseeded xxh3-64, still accepted (see
+/// [`Remote::verified_text`]) until their next write rewrites them.
+fn row_checksum(state: &str, document: &str, generation: u64) -> i64 {
+    let seed = xxhash_rust::xxh3::xxh3_64_with_seed(state.as_bytes(), generation);
+    xxhash_rust::xxh3::xxh3_64_with_seed(document.as_bytes(), seed) as i64
+}
+
+/// A row's checksum as builds before review19 wrote it: seeded with the generation
+/// alone (so another state's row at the same generation verified).
+fn row_checksum_unnamed(document: &str, generation: u64) -> i64 {
     xxhash_rust::xxh3::xxh3_64_with_seed(document.as_bytes(), generation) as i64
 }
 
@@ -174,6 +191,7 @@ impl Remote {
             sql_prepare: AtomicBool::new(sql_prepare),
             unsettled: Mutex::new(Vec::new()),
             any_unsettled: AtomicBool::new(false),
+            settings_seen: Mutex::new(None),
         };
         let mut client = remote.connect()?;
         remote.ensure_tables(&mut client)?;
@@ -196,7 +214,10 @@ impl Remote {
         let settings = match row {
             Some(row) => {
                 let text: String = row.get(0);
-                serde_json::from_str(&text).map_err(|e| remote.settings_damaged(&e))?
+                let settings =
+                    serde_json::from_str(&text).map_err(|e| remote.settings_damaged(&e))?;
+                *remote.settings_seen.lock() = Some(text);
+                settings
             }
             None => Settings::default(),
         };
@@ -452,10 +473,13 @@ impl Remote {
             Some(false) => (", txid_current()", " FOR UPDATE"),
             Some(true) => (", txid_current()", " FOR UPDATE NOWAIT"),
         };
+        // The history's newest generation in the same statement (one index probe):
+        // a row below it is an older version put back by hand (review19).
         let row = client.query_typed_opt(
             &format!(
-                "{SELECT_CURRENT}{xid} FROM {} WHERE state = $1{suffix}",
-                self.names.main
+                "{SELECT_CURRENT}, (SELECT max(generation) FROM {} WHERE state = $1){xid} \
+                 FROM {} WHERE state = $1{suffix}",
+                self.names.history, self.names.main
             ),
             &[(&self.address.state, Type::TEXT)],
         )?;
@@ -465,7 +489,8 @@ impl Remote {
             checksum: r.get(2),
             written_at: r.get::<_, Option<i64>>(3).map(micros),
             writer: r.get(4),
-            xid: (r.len() > 5).then(|| r.get(5)),
+            known: r.get::<_, Option<i64>>(5).map(|g| g as u64),
+            xid: (r.len() > 6).then(|| r.get(6)),
             fresh: false,
             kept_versions: false,
         })
@@ -557,11 +582,35 @@ impl Remote {
             }
             return Ok(None);
         };
-        let sum = row_checksum(doc, cur.generation);
+        let sum = row_checksum(&self.address.state, doc, cur.generation);
+        let sound = match cur.checksum {
+            Some(recorded) if recorded == sum => true,
+            // A row of an earlier build: seeded with the generation alone, or the
+            // document's checksum alone.
+            Some(recorded) => {
+                recorded == row_checksum_unnamed(doc, cur.generation)
+                    || recorded == format::checksum(doc.as_bytes()) as i64
+            }
+            None => false,
+        };
         match cur.checksum {
-            Some(recorded) if recorded == sum => Ok(Some(doc)),
-            // A row of an earlier build: the document's checksum alone.
-            Some(recorded) if recorded == format::checksum(doc.as_bytes()) as i64 => Ok(Some(doc)),
+            // Sound, but below a generation the history (or the backups) hold: an
+            // older version put back by hand (a restore of the table from an older
+            // dump), its newer acknowledged versions still kept there. Served as
+            // current, it hid them, and the next write took generations they have.
+            _ if sound && cur.known.is_some_and(|known| known > cur.generation) => {
+                Err(Error::Corrupt {
+                    path: self.display().to_path_buf(),
+                    line: None,
+                    column: None,
+                    reason: format!(
+                        "{what} holds generation {} but the state's history holds generation {}: an older version was put back by hand (a restore of the table from an older copy?), over the versions committed after it; `statesafe recover URL` quarantines it and restores the newest version (to go back to an older version, `statesafe restore URL --generation G` after that)",
+                        cur.generation,
+                        cur.known.unwrap_or_default()
+                    ),
+                })
+            }
+            _ if sound => Ok(Some(doc)),
             recorded => Err(Error::Corrupt {
                 path: self.display().to_path_buf(),
                 line: None,
@@ -778,6 +827,53 @@ impl Remote {
         Ok(cur.filter(Current::exists).map_or(0, |c| c.generation))
     }
 
+    /// Under the row lock: applies the settings recorded in the row now (`recorded`),
+    /// so that settings another client saved since this store read them (a schema, a
+    /// retention, a size limit) bind this transaction's write, as a file's
+    /// `Store::refresh_settings` does; they were read only at open (review19). Parsed
+    /// only when the text differs from the one this store last applied. Whether the
+    /// store's configuration changed.
+    fn refresh_settings<T>(&self, store: &Store<T>, recorded: Option<&str>) -> Result<bool> {
+        let Some(recorded) = recorded else {
+            return Ok(false);
+        };
+        let mut seen = self.settings_seen.lock();
+        if seen.as_deref() == Some(recorded) {
+            return Ok(false);
+        }
+        let settings: Settings =
+            serde_json::from_str(recorded).map_err(|e| self.settings_damaged(&e))?;
+        let changed = settings != store.config().settings;
+        if changed {
+            let config = Config::new_at(self.display(), &store.opts, &settings)?;
+            self.plain_only(config.format)?;
+            store.set_config(config);
+        }
+        *seen = Some(recorded.to_string());
+        Ok(changed)
+    }
+
+    /// The backups kept (generation, commit time), read in `tx`: for settings found
+    /// under the lock to name an hourly or daily retention the lock's statements did
+    /// not list them for.
+    fn backups_listed(&self, tx: &mut Tx<'_>) -> Result<Vec<(u64, SystemTime)>> {
+        let rows = tx
+            .client()
+            .query_typed(
+                &format!(
+                    "SELECT generation, (extract(epoch FROM written_at) * 1000000)::bigint \
+                     FROM {} WHERE state = $1",
+                    self.names.backups
+                ),
+                &[(&self.address.state, Type::TEXT)],
+            )
+            .map_err(|e| self.error("read the backups of", e))?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get::<_, i64>(0) as u64, micros(r.get(1))))
+            .collect())
+    }
+
     fn not_found(&self) -> Error {
         Error::NotFound {
             path: self.display().to_path_buf(),
@@ -855,7 +951,7 @@ impl Remote {
         };
         format!(
             "SELECT {PREPARED_LIST};
-{SELECT_CURRENT}, txid_current() FROM {main} WHERE state = {state} FOR UPDATE{wait};
+{SELECT_CURRENT}, txid_current(), settings FROM {main} WHERE state = {state} FOR UPDATE{wait};
 SELECT (SELECT 1 FROM {main} WHERE state = {key} FOR UPDATE SKIP LOCKED),
     (SELECT xmax::text FROM {main} WHERE state = {key}),
     (SELECT max(generation) FROM {history} WHERE state = {state}),
@@ -898,7 +994,7 @@ SELECT (SELECT 1 FROM {main} WHERE state = {key} FOR UPDATE SKIP LOCKED),
             (
                 "text",
                 format!(
-                    "{SELECT_CURRENT}, txid_current() FROM {main} WHERE state = $1 FOR UPDATE{wait}"
+                    "{SELECT_CURRENT}, txid_current(), settings FROM {main} WHERE state = $1 FOR UPDATE{wait}"
                 ),
             ),
             (
@@ -1167,6 +1263,7 @@ SELECT (SELECT 1 FROM {main} WHERE state = {key} FOR UPDATE SKIP LOCKED),
                 xid: None,
                 fresh: false,
                 kept_versions: false,
+                known: None,
             },
             history_last: None,
             backups: Vec::new(),
@@ -1268,13 +1365,24 @@ SELECT 1 FROM {} WHERE state = {} FOR UPDATE{};\n{}{}",
             Ok(Locking {
                 current: Some(mut cur),
                 history_last,
-                backups,
+                mut backups,
                 prepared,
+                settings,
                 ..
             }) => {
                 store.recorder.lock_wait(waited);
+                // The settings recorded now bind this transaction (review19).
+                if self.refresh_settings(store, settings.as_deref())? {
+                    let policy = store.config().backups;
+                    if !list_backups && (policy.hourly > 0 || policy.daily > 0) {
+                        backups = self.backups_listed(&mut tx)?;
+                    }
+                }
                 self.settle_new_life(tx.client(), &mut cur)
                     .map_err(|e| self.error("lock", e))?;
+                // What the history (and the backups, when listed) know: a row below
+                // it was put back by hand (review19), damage for `verified_text`.
+                cur.known = history_last.max(backups.iter().map(|&(g, _)| g).max());
                 tx.current = cur;
                 tx.history_last = history_last;
                 tx.backups = backups;
@@ -1858,7 +1966,11 @@ SELECT (SELECT txid_current()::text FROM {main} WHERE state = {key} FOR UPDATE S
             })
         };
         let cur = self.read("read", |c| self.read_current(c, None))?;
-        if let Some(cur) = cur.filter(|c| c.generation == generation)
+        // The row holds its own generation's version even when newer ones are kept
+        // (an older version put back by hand).
+        if let Some(cur) = cur
+            .filter(|c| c.generation == generation)
+            .map(|c| Current { known: None, ..c })
             && let Some(state) = self.verified_state(store, &cur, "the current row")?
         {
             return to_value(state);
@@ -1993,7 +2105,11 @@ impl Tx<'_> {
 
     pub(crate) fn generation(&self) -> u64 {
         if self.current.exists() {
-            self.current.generation
+            // A row put back below a generation the history holds (damage, review19):
+            // the newest committed one, so that a compare-and-swap based on a read
+            // from before the put-back fails rather than writing over commits it
+            // never saw.
+            self.current.generation.max(self.current.known.unwrap_or(0))
         } else {
             0
         }
@@ -2168,7 +2284,7 @@ impl Tx<'_> {
             });
         }
         let text = String::from_utf8(bytes).expect("invariant: serde_json writes UTF-8");
-        let checksum = row_checksum(&text, self.current.generation + 1);
+        let checksum = row_checksum(&remote.address.state, &text, self.current.generation + 1);
         let existed = self.current.exists();
         if existed
             && change == Change::Commit
@@ -2691,6 +2807,8 @@ struct Locking {
     backups: Vec<(u64, SystemTime)>,
     /// The names of statesafe's prepared statements this server session holds.
     prepared: Vec<String>,
+    /// The settings recorded in the state's row, read with its lock.
+    settings: Option<String>,
 }
 
 impl Locking {
@@ -2734,6 +2852,7 @@ impl Locking {
             .next()
             .and_then(|r| r.last().cloned().flatten());
         let int = |v: &Option<String>| v.as_deref().and_then(|t| t.parse::<i64>().ok());
+        let settings = main.first().and_then(|r| r.get(6).cloned().flatten());
         let current = main.first().map(|r| Current {
             generation: r.first().and_then(int).unwrap_or(0) as u64,
             document: r.get(1).cloned().flatten(),
@@ -2743,6 +2862,7 @@ impl Locking {
             xid: r.get(5).and_then(int),
             fresh: false,
             kept_versions: false,
+            known: None,
         });
         let lock = lock.into_iter().next().unwrap_or_default();
         let column = |i: usize| lock.get(i).cloned().flatten();
@@ -2767,6 +2887,7 @@ impl Locking {
                 .filter(|n| !n.is_empty())
                 .map(str::to_string)
                 .collect(),
+            settings,
         }
     }
 }
@@ -2929,6 +3050,7 @@ fn backup_row(r: &Row) -> Current {
         xid: None,
         fresh: false,
         kept_versions: false,
+        known: None,
     }
 }
 
@@ -3124,5 +3246,69 @@ SELECT generation::text, settings FROM {main} WHERE state = {state} FOR UPDATE",
             "{}#quarantine={id}",
             remote.display().display()
         ))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A remote for `state`, never connected.
+    fn remote(state: &str) -> Remote {
+        let address = Address::parse(&format!("postgres://u@127.0.0.1:5999/db?state={state}"))
+            .expect("a valid URL");
+        let names = Names::new(address.schema.as_deref(), &address.table);
+        Remote {
+            address,
+            names,
+            pool: Mutex::new(Vec::new()),
+            sql_prepare: AtomicBool::new(false),
+            unsettled: Mutex::new(Vec::new()),
+            any_unsettled: AtomicBool::new(false),
+            settings_seen: Mutex::new(None),
+        }
+    }
+
+    fn row(document: &str, generation: u64, checksum: i64) -> Current {
+        Current {
+            generation,
+            document: Some(document.to_string()),
+            checksum: Some(checksum),
+            written_at: None,
+            writer: None,
+            xid: None,
+            fresh: false,
+            kept_versions: false,
+            known: None,
+        }
+    }
+
+    /// A row's checksum names its state (review19): another state's row does not
+    /// verify, nor one at another generation; rows of the earlier forms (seeded with
+    /// the generation alone, or not seeded) still do, for any state, until rewritten.
+    #[test]
+    fn row_checksums_name_their_state_and_the_earlier_forms_still_verify() {
+        let doc = r#"{"n":1}"#;
+        let (a, b) = (remote("a"), remote("b"));
+        let sum = row_checksum("a", doc, 3);
+        assert_eq!(
+            a.verified_text(&row(doc, 3, sum), "row").unwrap(),
+            Some(doc)
+        );
+        let copied = row(doc, 3, sum);
+        assert!(is_damage(&b.verified_text(&copied, "row").unwrap_err()));
+        assert!(is_damage(
+            &a.verified_text(&row(doc, 4, sum), "row").unwrap_err()
+        ));
+        assert_ne!(sum, row_checksum("b", doc, 3));
+        for earlier in [
+            row_checksum_unnamed(doc, 3),
+            format::checksum(doc.as_bytes()) as i64,
+        ] {
+            assert_eq!(
+                b.verified_text(&row(doc, 3, earlier), "row").unwrap(),
+                Some(doc)
+            );
+        }
     }
 }

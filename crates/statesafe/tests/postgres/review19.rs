@@ -374,7 +374,6 @@ fn review19_schema_pg_temp_is_refused_or_shared() {
 /// and is served as this state's version, silently: another document under this
 /// state's name and generation.
 #[test]
-#[ignore = "review19pg: fails until fixed"]
 fn review19_another_states_row_copied_over_is_damage() {
     let Some(pg) = cluster::cluster() else { return };
     let (a, b) = ("review19-swap-a", "review19-swap-b");
@@ -413,7 +412,6 @@ fn review19_another_states_row_copied_over_is_damage() {
 /// generation 3 (seen: `document_at(3)` gives the new version; `{"n": 3}` is in no
 /// row any more).
 #[test]
-#[ignore = "review19pg: fails until fixed"]
 fn review19_the_row_put_back_to_an_older_version_is_not_served_as_current() {
     let Some(pg) = cluster::cluster() else { return };
     let name = "review19-put-back";
@@ -439,6 +437,84 @@ fn review19_the_row_put_back_to_an_older_version_is_not_served_as_current() {
         !matches!(&got, Ok(snap) if snap.state == json!({"n": 2})),
         "the row put back to generation 2 while the history holds 3: {got:?}"
     );
+}
+
+/// The same row put back, met by writers under the default recovery policy: the
+/// version put back is quarantined (never dropped), the acknowledged generation 3 is
+/// rebuilt from the backups and the history as the next generation, and the update
+/// goes on above it: no generation is committed twice, and `document_at(3)` is still
+/// the version committed as 3. A `replace` over it keeps it in quarantine too, and a
+/// compare-and-swap on the generation put back fails.
+#[test]
+fn review19_writers_over_a_row_put_back_commit_no_generation_twice() {
+    let Some(pg) = cluster::cluster() else { return };
+    let name = "review19-put-back-writers";
+    let store = open(&pg.url(name));
+    store.create(json!({"n": 1})).unwrap();
+    store.update(|s| s["n"] = 2.into()).unwrap();
+    store.update(|s| s["n"] = 3.into()).unwrap();
+    let put_back = |to: i64| {
+        let n = pg
+            .client()
+            .execute(
+                "UPDATE statesafe SET generation = b.generation, document = b.document, \
+                 checksum = b.checksum FROM statesafe_backups b \
+                 WHERE statesafe.state = $1 AND b.state = $1 AND b.generation = $2",
+                &[&name, &to],
+            )
+            .unwrap();
+        assert_eq!(n, 1);
+    };
+    put_back(2);
+    let updated = open(&pg.url(name)).update(|s| s["n"] = (s["n"].as_i64().unwrap() * 10).into());
+    assert!(updated.is_ok(), "{updated:?}");
+    let snap = store.load().unwrap();
+    assert_eq!(
+        snap.state,
+        json!({"n": 30}),
+        "the update was applied to the acknowledged version"
+    );
+    assert_eq!(
+        snap.generation, 5,
+        "put back at 2, recovered as 4, updated as 5"
+    );
+    assert_eq!(store.document_at(3).unwrap(), json!({"n": 3}));
+    assert_eq!(store.document_at(4).unwrap(), json!({"n": 3}));
+    put_back(4);
+    // A compare-and-swap on the generation put back (read before commit 5) fails.
+    let stale = open(&pg.url(name)).replace_if(4, json!({"n": 0}));
+    assert!(
+        matches!(
+            stale,
+            Err(statesafe::Error::GenerationConflict {
+                expected: 4,
+                found: 5,
+                ..
+            })
+        ),
+        "{stale:?}"
+    );
+    let replaced = open(&pg.url(name)).replace(json!({"n": 7})).unwrap();
+    assert_eq!(replaced, 6, "the replace goes on above generation 5");
+    assert_eq!(store.document_at(5).unwrap(), json!({"n": 30}));
+    let quarantined: i64 = pg
+        .client()
+        .query_one(
+            "SELECT count(*) FROM statesafe_quarantine WHERE state = $1",
+            &[&name],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(quarantined, 2, "both rows put back are kept in quarantine");
+    let mut generations: Vec<u64> = store
+        .history()
+        .unwrap()
+        .iter()
+        .map(|e| e.generation)
+        .collect();
+    let len = generations.len();
+    generations.dedup();
+    assert_eq!(generations.len(), len, "a generation twice in the history");
 }
 
 /// A server `statement_timeout` (here the URL's `options`, as for a role or
@@ -487,7 +563,6 @@ fn review19_the_longest_lock_timeout_still_writes() {
 /// commit too"). A long-lived writer (a service) then commits a document the
 /// recorded schema refuses.
 #[test]
-#[ignore = "review19pg: fails until fixed"]
 fn review19_a_schema_recorded_after_a_store_opened_binds_its_next_write() {
     let Some(pg) = cluster::cluster() else { return };
     let url = pg.url("review19-late-schema");
@@ -516,7 +591,6 @@ fn review19_a_schema_recorded_after_a_store_opened_binds_its_next_write() {
 /// kept, and a store opened before (under the default 5) prunes every write's
 /// backups down to 5, dropping the versions the recorded retention keeps.
 #[test]
-#[ignore = "review19pg: fails until fixed"]
 fn review19_a_retention_raised_after_a_store_opened_is_kept_by_its_writes() {
     let Some(pg) = cluster::cluster() else { return };
     let url = pg.url("review19-late-retention");
@@ -546,6 +620,44 @@ fn review19_a_retention_raised_after_a_store_opened_is_kept_by_its_writes() {
         kept.len(),
         12,
         "backups kept with `keep: 20` recorded, after 12 writes by a store opened before: {kept:?}"
+    );
+}
+
+/// The same for an hourly retention recorded after the store opened under a count: the
+/// first write after it prunes by the recorded policy, which needs the backups' times
+/// (the locking statements list them only for a store that knew of such a policy).
+#[test]
+fn review19_an_hourly_retention_recorded_after_a_store_opened_prunes_its_next_write() {
+    let Some(pg) = cluster::cluster() else { return };
+    let url = pg.url("review19-late-hourly");
+    let service = open(&url);
+    service.create(json!({"n": 0})).unwrap();
+    for n in 1..=6 {
+        service.update(|s| s["n"] = n.into()).unwrap();
+    }
+    let admin = open(&url);
+    admin
+        .save_settings(&statesafe::Settings {
+            backups: statesafe::BackupPolicy {
+                keep: 2,
+                hourly: 1,
+                ..Default::default()
+            },
+            ..admin.settings()
+        })
+        .unwrap();
+    service.update(|s| s["n"] = 7.into()).unwrap();
+    let kept: Vec<u64> = open(&url)
+        .backups()
+        .unwrap()
+        .backups
+        .iter()
+        .map(|b| b.generation)
+        .collect();
+    assert_eq!(
+        kept,
+        [7, 6],
+        "backups kept with `keep: 2, hourly: 1` recorded, after a write by a store opened before"
     );
 }
 
