@@ -293,7 +293,6 @@ fn review19_an_unlogged_table_loses_no_acknowledged_write_in_a_crash() {
 /// gone once the connection closes. Either the schema is refused on open, or a
 /// second store sees the first one's state.
 #[test]
-#[ignore = "review19pg: fails until fixed"]
 fn review19_schema_pg_temp_is_refused_or_shared() {
     let Some(pg) = cluster::cluster() else { return };
     let url = pg.url_with("review19-temp", "schema=pg_temp");
