@@ -113,6 +113,16 @@ impl Address {
                 )));
             }
         }
+        if let Some(suffix) = super::sql::SUFFIXES
+            .iter()
+            .find(|s| table.len() > s.len() && table.ends_with(*s))
+        {
+            let other = &table[..table.len() - suffix.len()];
+            return Err(bad(format!(
+                "`table={table}` ends with `{suffix}`, which statesafe appends to `table={other}` for one of its other tables: the two URLs would share a table (a state's versions read as another's backups or history); give a name that ends with none of {} (tables an earlier build made under such a name: rename the three together, docs/remote.md)",
+                super::sql::SUFFIXES.map(|s| format!("`{s}`")).join(", ")
+            )));
+        }
         if let Some(schema) = schema.as_deref()
             && is_temporary_schema(schema)
         {
@@ -430,6 +440,15 @@ mod tests {
             ));
         }
         assert!(Address::parse("postgres://u@h/db?state=a&schema=pg_temporary").is_ok());
+        // A name statesafe derives for another URL's table (review19pg).
+        for table in ["t_backups", "t_history", "t_quarantine"] {
+            assert!(matches!(
+                Address::parse(&format!("postgres://u@h/db?state=a&table={table}")),
+                Err(Error::BadPath { reason, .. }) if reason.contains(table)
+            ));
+        }
+        assert!(Address::parse("postgres://u@h/db?state=a&table=_backups").is_ok());
+        assert!(Address::parse("postgres://u@h/db?state=a&table=t_backups2").is_ok());
         assert!(Address::parse("postgres://u@h/db?state=a&sslmode=require").is_ok());
     }
 }

@@ -307,6 +307,9 @@ impl Remote {
                 .collect())
         };
         let mut found = layout(client)?;
+        // Another kind of statesafe table under one of this URL's names is refused
+        // before anything is made beside it.
+        self.refuse_other_kinds(&found)?;
         // Made when any of the three is missing (`IF NOT EXISTS`: those there are
         // kept, and checked below); the quarantine alone may be there (made by a
         // recovery, or left when the others were dropped).
@@ -329,6 +332,7 @@ impl Remote {
                 }
             }
             found = layout(client)?;
+            self.refuse_other_kinds(&found)?;
         }
         let mut problems = Vec::new();
         for (i, columns) in sql::COLUMNS.iter().enumerate() {
@@ -363,6 +367,39 @@ impl Remote {
                 problems.join("; ")
             ),
             hint: "the tables were altered by hand, or the name is used by something else: restore the layout in docs/remote.md, or give another `table=` in the URL".into(),
+            source: None,
+        })
+    }
+
+    /// Refuses tables found under this URL's names with the layout of another kind of
+    /// statesafe table ([`sql::other_kinds`]): another URL's tables.
+    fn refuse_other_kinds(&self, found: &[(i64, String, String)]) -> Result<()> {
+        let other = sql::other_kinds(found);
+        if other.is_empty() {
+            return Ok(());
+        }
+        let which: Vec<String> = other
+            .iter()
+            .map(|&(i, j)| {
+                format!(
+                    "{} (this URL's {}) has the layout of a statesafe {}",
+                    self.names.regclass[i],
+                    sql::KINDS[i],
+                    sql::KINDS[j]
+                )
+            })
+            .collect();
+        Err(Error::Remote {
+            path: self.display().to_path_buf(),
+            op: "use the tables of".into(),
+            reason: format!(
+                "another URL's tables have this URL's table names: {}",
+                which.join("; ")
+            ),
+            hint: format!(
+                "a `table=` name ending with {} is another URL's table too (refused since review19pg; tables made under one before: rename that URL's three tables together, docs/remote.md); give this state another `table=` in the URL",
+                sql::SUFFIXES.map(|s| format!("`{s}`")).join(", ")
+            ),
             source: None,
         })
     }
