@@ -165,9 +165,12 @@ impl Remote {
     /// statesafe made them: the remote and its first connection.
     fn connected(url: &str) -> Result<(Remote, Client)> {
         let address = Address::parse(url)?;
-        let names = Names::new(address.schema.as_deref(), &address.table);
+        // Without `schema=`, the names are qualified with the schema resolved below,
+        // before any statement names a table; until then with the empty name, which
+        // no statement would take (a zero-length identifier is an error).
+        let names = Names::new(address.schema.as_deref().unwrap_or(""), &address.table);
         let sql_prepare = address.sql_prepare;
-        let remote = Remote {
+        let mut remote = Remote {
             address,
             names,
             pool: Mutex::new(Vec::new()),
@@ -176,8 +179,67 @@ impl Remote {
             any_unsettled: AtomicBool::new(false),
         };
         let mut client = remote.connect()?;
+        if remote.address.schema.is_none() {
+            let schema = remote.default_schema(&mut client)?;
+            remote.names = Names::new(&schema, &remote.address.table);
+        }
         remote.ensure_tables(&mut client)?;
         Ok((remote, client))
+    }
+
+    /// The schema of a URL without `schema=`, resolved once, at open, and named in
+    /// every statement of the store: the first schema of the role's default
+    /// `search_path` that holds a table of the main table's name (where an
+    /// unqualified name found it before review19pg, so states made then stay where
+    /// they are), else the first that exists (`current_schema()`, where `CREATE
+    /// TABLE` makes it). Asked in a transaction of its own after `SET LOCAL
+    /// search_path TO DEFAULT`: the value the server session started with (the
+    /// server's, database's and role's settings, and the URL's `options`), not one
+    /// another client of a pooled session set (PgBouncer in transaction mode resets
+    /// nothing), and nothing is left set on the session. Implicitly searched schemas
+    /// (the session's temporary schema, `pg_catalog`) are not looked in: a temporary
+    /// table named like ours never stands in for it.
+    fn default_schema(&self, client: &mut Client) -> Result<String> {
+        let table = literal(&self.address.table);
+        let asked = client.simple_query(&format!(
+            "BEGIN; SET LOCAL search_path TO DEFAULT;
+SELECT (SELECT s.name::text FROM unnest(current_schemas(false)) WITH ORDINALITY AS s(name, i)
+        WHERE to_regclass(quote_ident(s.name) || '.' || quote_ident({table})) IS NOT NULL
+        ORDER BY s.i LIMIT 1),
+    current_schema()::text;
+COMMIT"
+        ));
+        let messages = match asked {
+            Ok(messages) => messages,
+            Err(e) => {
+                let _ = client.batch_execute("ROLLBACK");
+                return Err(self.error("find the default schema of", e));
+            }
+        };
+        // BEGIN, SET, the SELECT's one row, COMMIT.
+        let row = Locking::statements(&messages)
+            .get(2)
+            .and_then(|rows| rows.first().cloned())
+            .unwrap_or_default();
+        let schema = row.into_iter().flatten().next();
+        let refused = |reason: String| {
+            Error::Remote {
+            path: self.display().to_path_buf(),
+            op: "find the schema of the tables of".into(),
+            reason,
+            hint: "give the schema in the URL: `schema=NAME` (one every connection shares; `CREATE SCHEMA NAME` first if need be)".into(),
+            source: None,
+        }
+        };
+        match schema {
+            None => Err(refused(
+                "the URL names no schema, and the role's default `search_path` names none that exists".into(),
+            )),
+            Some(schema) if super::address::is_temporary_schema(&schema) => Err(refused(
+                format!("the role's default `search_path` starts with its session's temporary schema: {}", super::address::temporary_schema_refused(&schema)),
+            )),
+            Some(schema) => Ok(schema),
+        }
     }
 
     /// Parses the URL, connects, makes sure the tables are there and as statesafe

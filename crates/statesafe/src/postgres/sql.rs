@@ -1,7 +1,11 @@
 //! The tables, by name: their layout, creation on first use, and the check that a
 //! table found is the one statesafe made.
 
-/// The three tables of one `table=` name, as quoted identifiers.
+/// The tables of one `table=` name, as quoted identifiers qualified with their
+/// schema: the URL's `schema=`, else the one the open resolved
+/// ([`super::remote::Remote`]'s `default_schema`), so that no statement follows a
+/// `search_path` another client of a pooled server session set, and no temporary
+/// table of the same name shadows one (review19pg).
 #[derive(Debug, Clone)]
 pub(crate) struct Names {
     /// One row per state: the current version.
@@ -24,12 +28,11 @@ pub(crate) struct Names {
 pub(crate) const SUFFIXES: [&str; 3] = ["_backups", "_history", "_quarantine"];
 
 impl Names {
-    pub(crate) fn new(schema: Option<&str>, table: &str) -> Names {
-        // Both are plain identifiers (checked when the URL was parsed).
-        let qualify = |t: &str| match schema {
-            Some(s) => format!("\"{s}\".\"{t}\""),
-            None => format!("\"{t}\""),
-        };
+    pub(crate) fn new(schema: &str, table: &str) -> Names {
+        // The table is a plain identifier (checked when the URL was parsed); the
+        // schema may be any name the server gave.
+        let quote = |name: &str| format!("\"{}\"", name.replace('"', "\"\""));
+        let qualify = |t: &str| format!("{}.{}", quote(schema), quote(t));
         let [backups, history, quarantine] = SUFFIXES.map(|suffix| format!("{table}{suffix}"));
         let quarantine = qualify(&quarantine);
         Names {

@@ -16,7 +16,6 @@ use crate::cluster::{self, open};
 /// URL names (in `public`, where the store was opened and checked) never gets it;
 /// the write went to another application's row of the same name.
 #[test]
-#[ignore = "review19pg: fails until fixed"]
 fn review19_a_pooled_session_with_another_clients_search_path_gets_no_write() {
     let Some(pg) = cluster::cluster() else { return };
     let Some(bouncer) = pg.bouncer() else { return };
@@ -61,6 +60,71 @@ fn review19_a_pooled_session_with_another_clients_search_path_gets_no_write() {
          the other schema's state of the same name is at generation {}",
         ours.generation,
         other.generation
+    );
+}
+
+/// The same through a temporary table: another client of the pool made a
+/// temporary table named like ours, with its layout, on every server session (a
+/// temporary table lives as long as the server session, whichever client made it),
+/// and an unqualified name finds the session's temporary table first.
+#[test]
+fn review19_a_temporary_table_of_another_pooled_client_does_not_take_our_write() {
+    let Some(pg) = cluster::cluster() else { return };
+    let Some(bouncer) = pg.bouncer() else { return };
+    let name = "review19-temp-shadow";
+    let store = open(&bouncer.url(name));
+    store.create(json!({"n": 1})).unwrap();
+    let mut others: Vec<postgres::Client> = (0..4)
+        .map(|_| postgres::Client::connect(&bouncer.base, postgres::NoTls).unwrap())
+        .collect();
+    for c in &mut others {
+        c.batch_execute(
+            "BEGIN; CREATE TEMPORARY TABLE statesafe (LIKE public.statesafe INCLUDING ALL);
+             INSERT INTO statesafe SELECT * FROM public.statesafe",
+        )
+        .unwrap();
+    }
+    for c in &mut others {
+        c.batch_execute("COMMIT").unwrap();
+    }
+    store.update(|s| s["n"] = 2.into()).unwrap();
+    let ours = open(&pg.url(name)).load().unwrap();
+    assert_eq!(
+        ours.state,
+        json!({"n": 2}),
+        "an acknowledged update is not in the state (generation {})",
+        ours.generation
+    );
+}
+
+/// A state made while the role's default `search_path` (`"$user", public`) found
+/// no schema of the role's name, so its tables went to `public`: once such a schema
+/// is made, the state is still found where it is (the schema resolved at open is
+/// the first of the path that holds the table, as an unqualified name found it),
+/// not made anew, empty, in the new schema.
+#[test]
+fn review19_a_state_in_public_is_still_found_once_the_roles_own_schema_exists() {
+    let Some(pg) = cluster::cluster() else { return };
+    pg.client()
+        .batch_execute(
+            "CREATE ROLE review19_dollar LOGIN; GRANT CREATE ON SCHEMA public TO review19_dollar",
+        )
+        .unwrap();
+    let base = pg
+        .base
+        .replacen(&format!("//{}@", pg.user), "//review19_dollar@", 1);
+    assert_ne!(base, pg.base, "the test URL names its user");
+    let url = format!("{base}?state=kept&table=r19_dollar");
+    open(&url).create(json!({"n": 1})).unwrap();
+    pg.client()
+        .batch_execute("CREATE SCHEMA review19_dollar AUTHORIZATION review19_dollar")
+        .unwrap();
+    let store = open(&url);
+    store.update(|s| s["n"] = 2.into()).unwrap();
+    let kept = open(&format!("{url}&schema=public")).load();
+    assert!(
+        matches!(&kept, Ok(snap) if snap.state == json!({"n": 2})),
+        "the state in `public`, after the role's own schema was made: {kept:?}"
     );
 }
 
