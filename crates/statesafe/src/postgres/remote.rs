@@ -358,19 +358,36 @@ COMMIT"
     }
 
     fn ensure_tables(&self, client: &mut Client) -> Result<()> {
-        let layout = |client: &mut Client| -> Result<Vec<(i64, String, String)>> {
+        type Found = (Vec<(i64, String, String)>, Vec<sql::Table>);
+        let layout = |client: &mut Client| -> Result<Found> {
             let names: Vec<&str> = self.names.regclass.iter().map(String::as_str).collect();
             let rows = client
                 .query_typed(sql::LAYOUT, &[(&names, Type::TEXT_ARRAY)])
                 .map_err(|e| self.error("read the table layout of", e))?;
-            Ok(rows
+            let mut tables: Vec<sql::Table> = Vec::new();
+            for r in &rows {
+                let index = r.get::<_, i64>(0) as usize - 1;
+                if !tables.iter().any(|t| t.index == index) {
+                    tables.push(sql::Table {
+                        index,
+                        owner: r.get(3),
+                        member: r.get(4),
+                        persistence: r.get(5),
+                        user: r.get(6),
+                    });
+                }
+            }
+            let columns = rows
                 .iter()
                 .map(|r| (r.get(0), r.get(1), r.get(2)))
-                .collect())
+                .collect();
+            Ok((columns, tables))
         };
-        let mut found = layout(client)?;
-        // Another kind of statesafe table under one of this URL's names is refused
-        // before anything is made beside it.
+        let (mut found, tables) = layout(client)?;
+        // Tables of another role, and another kind of
+        // statesafe table under one of this URL's names are refused before anything
+        // is made beside them.
+        self.refuse_foreign(&tables)?;
         self.refuse_other_kinds(&found)?;
         // Made when any of the three is missing (`IF NOT EXISTS`: those there are
         // kept, and checked below); the quarantine alone may be there (made by a
@@ -393,7 +410,9 @@ COMMIT"
                     return Err(self.error("create the tables of", e));
                 }
             }
-            found = layout(client)?;
+            let tables;
+            (found, tables) = layout(client)?;
+            self.refuse_foreign(&tables)?;
             self.refuse_other_kinds(&found)?;
         }
         let mut problems = Vec::new();
@@ -431,6 +450,22 @@ COMMIT"
             hint: "the tables were altered by hand, or the name is used by something else: restore the layout in docs/remote.md, or give another `table=` in the URL".into(),
             source: None,
         })
+    }
+
+    /// Refuses tables another role owns (one the current user is neither nor a member
+    /// of: it reads every version written there, and may change or drop the rows, as
+    /// the owner of a sidecar may; the file backend refuses that as [`Error::Unsafe`]).
+    fn refuse_foreign(&self, tables: &[sql::Table]) -> Result<()> {
+        if let Some(t) = tables.iter().find(|t| !t.member) {
+            return Err(Error::Unsafe {
+                path: self.display().to_path_buf(),
+                reason: format!(
+                    "table {} belongs to role `{}`, and `{}` is not that role or a member of it: its owner reads every version written there, and may change or drop the rows; if `{}` is your own owner role, make `{}` a member of it (`GRANT \"{}\" TO \"{}\"`)",
+                    self.names.regclass[t.index], t.owner, t.user, t.owner, t.user, t.owner, t.user
+                ),
+            });
+        }
+        Ok(())
     }
 
     /// Refuses tables found under this URL's names with the layout of another kind of

@@ -224,11 +224,32 @@ pub(crate) fn other_kinds(found: &[(i64, String, String)]) -> Vec<(usize, usize)
     other
 }
 
-/// The columns of the three tables as they are: (table index, column, type).
-pub(crate) const LAYOUT: &str = "SELECT t.i, a.attname::text, format_type(a.atttypid, a.atttypmod)
+/// The columns of the tables as they are: (table index, column, type), and on each
+/// row its table's owner, whether the current user is that role or a member of it
+/// (a superuser is a member of every role), its persistence (`p` permanent, `u`
+/// unlogged, `t` temporary) and the current user: see [`Table`].
+pub(crate) const LAYOUT: &str = "SELECT t.i, a.attname::text, format_type(a.atttypid, a.atttypmod),
+    pg_get_userbyid(c.relowner)::text, pg_has_role(current_user, c.relowner, 'MEMBER'),
+    c.relpersistence::text, current_user::text
 FROM unnest($1::text[]) WITH ORDINALITY AS t(name, i)
-JOIN pg_attribute a ON a.attrelid = to_regclass(t.name)
+JOIN pg_class c ON c.oid = to_regclass(t.name)
+JOIN pg_attribute a ON a.attrelid = c.oid
 WHERE a.attnum > 0 AND NOT a.attisdropped";
+
+/// What [`LAYOUT`] says of a table found, besides its columns.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Table {
+    /// Its index in [`COLUMNS`].
+    pub index: usize,
+    /// The role that owns it.
+    pub owner: String,
+    /// Whether the current user is that role or a member of it.
+    pub member: bool,
+    /// `pg_class.relpersistence`: `p` permanent, `u` unlogged, `t` temporary.
+    pub persistence: String,
+    /// The current user, for messages.
+    pub user: String,
+}
 
 /// The holder of a row lock: the transaction in the row's `xmax`, its backend, and
 /// the `application_name` statesafe sets in every transaction it runs. `$1` is the

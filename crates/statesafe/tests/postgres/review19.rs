@@ -136,7 +136,6 @@ fn review19_a_state_in_public_is_still_found_once_the_roles_own_schema_exists() 
 /// catch an edit, not a read). The file backend refuses a sidecar another user owns
 /// (`Error::Unsafe`); a table another role owns is accepted without a word.
 #[test]
-#[ignore = "review19pg: fails until fixed"]
 fn review19_tables_another_role_made_in_a_shared_schema_are_refused() {
     let Some(pg) = cluster::cluster() else { return };
     let mut admin = pg.client();
