@@ -384,7 +384,7 @@ COMMIT"
             Ok((columns, tables))
         };
         let (mut found, tables) = layout(client)?;
-        // Tables of another role, and another kind of
+        // Tables of another role, unlogged or temporary ones, and another kind of
         // statesafe table under one of this URL's names are refused before anything
         // is made beside them.
         self.refuse_foreign(&tables)?;
@@ -454,7 +454,10 @@ COMMIT"
 
     /// Refuses tables another role owns (one the current user is neither nor a member
     /// of: it reads every version written there, and may change or drop the rows, as
-    /// the owner of a sidecar may; the file backend refuses that as [`Error::Unsafe`]).
+    /// the owner of a sidecar may; the file backend refuses that as [`Error::Unsafe`]),
+    /// and tables that are not permanent (PostgreSQL empties an unlogged table in
+    /// crash recovery, and drops a temporary one with its session: acknowledged
+    /// writes gone either way).
     fn refuse_foreign(&self, tables: &[sql::Table]) -> Result<()> {
         if let Some(t) = tables.iter().find(|t| !t.member) {
             return Err(Error::Unsafe {
@@ -463,6 +466,31 @@ COMMIT"
                     "table {} belongs to role `{}`, and `{}` is not that role or a member of it: its owner reads every version written there, and may change or drop the rows; if `{}` is your own owner role, make `{}` a member of it (`GRANT \"{}\" TO \"{}\"`)",
                     self.names.regclass[t.index], t.owner, t.user, t.owner, t.user, t.owner, t.user
                 ),
+            });
+        }
+        if let Some(t) = tables.iter().find(|t| t.persistence != "p") {
+            let table = &self.names.regclass[t.index];
+            let (what, why, hint) = if t.persistence == "u" {
+                (
+                    "unlogged",
+                    "PostgreSQL empties an unlogged table in crash recovery, and every acknowledged write with it",
+                    format!(
+                        "make the tables logged again: `ALTER TABLE {table} SET LOGGED` (and the same for each of the URL's other tables that is unlogged)"
+                    ),
+                )
+            } else {
+                (
+                    "temporary",
+                    "it is seen by one connection only and dropped when that connection closes",
+                    "give a schema every connection shares (`schema=`)".to_string(),
+                )
+            };
+            return Err(Error::Remote {
+                path: self.display().to_path_buf(),
+                op: "use the tables of".into(),
+                reason: format!("table {table} is {what}: {why}"),
+                hint,
+                source: None,
             });
         }
         Ok(())

@@ -318,7 +318,6 @@ fn review19_a_password_parameter_encoded_wrong_is_not_printed() {
 /// is gone after a server crash. Either such a table is refused on open, as a table
 /// altered by hand in its columns is, or the acknowledged write survives the crash.
 #[test]
-#[ignore = "review19pg: fails until fixed"]
 fn review19_an_unlogged_table_loses_no_acknowledged_write_in_a_crash() {
     let Some(pg) = cluster::cluster() else { return };
     if !pg.ours() {
