@@ -335,7 +335,9 @@ pub enum Error {
     /// entry that is a symlink, FIFO, socket, device or hard link, belongs to someone
     /// who may not write the state file, or is writable by more users than the state
     /// file; or a symlinked state file that the kernel's `protected_symlinks` rule
-    /// would not follow. Nothing was followed, written or removed.
+    /// would not follow. For a PostgreSQL state: one of its tables belongs to a role
+    /// the URL's user is neither nor a member of. Nothing was followed, written or
+    /// removed.
     #[error("refusing to use `{}`: {reason}", path.display())]
     Unsafe {
         /// The object refused.
@@ -674,6 +676,9 @@ impl Error {
                 "the file is not damaged and nothing was changed: read it with the type, rule or schema it was written with, or migrate it deliberately".into()
             }
             Error::Invalid { .. } => "change the update so that the new state satisfies the rule".into(),
+            Error::Unsafe { path, .. } if path.to_str().is_some_and(crate::postgres::is_url) => {
+                "another role may have made the tables first (in a schema several roles may create tables in, as `public` before PostgreSQL 15), or they were set up by hand: nothing was read or written there. If they are not yours, have their owner or an administrator look at them, and keep the state where only roles you trust may create tables (`schema=` a schema of your own, or another `table=`); an owner role of your own is set up by membership (docs/remote.md, \"Who owns the tables\")".into()
+            }
             Error::Unsafe { .. } => {
                 "another user may have planted it, or it was set up by hand: inspect it with `ls -la`; remove it if it is not yours (statesafe re-creates its own sidecar files), or have its owner fix it. In a sticky directory such as /tmp only its owner, the directory's owner or root can remove it: there, keep the state in a directory that other users cannot write, where no one can take its names first".into()
             }

@@ -135,6 +135,21 @@ impl Address {
                 )));
             }
         }
+        if let Some(suffix) = super::sql::SUFFIXES
+            .iter()
+            .find(|s| table.len() > s.len() && table.ends_with(*s))
+        {
+            let other = &table[..table.len() - suffix.len()];
+            return Err(bad(format!(
+                "`table={table}` ends with `{suffix}`, which statesafe appends to `table={other}` for one of its other tables: the two URLs would share a table (a state's versions read as another's backups or history); give a name that ends with none of {} (tables an earlier build made under such a name: rename the three together, docs/remote.md)",
+                super::sql::SUFFIXES.map(|s| format!("`{s}`")).join(", ")
+            )));
+        }
+        if let Some(schema) = schema.as_deref()
+            && is_temporary_schema(schema)
+        {
+            return Err(bad(temporary_schema_refused(schema)));
+        }
         let tls = super::tls::for_mode(&sslmode, sslrootcert.as_deref()).map_err(bad)?;
         // The client library knows disable, prefer and require; the checks of the
         // verify modes are the connector's.
@@ -257,6 +272,21 @@ fn is_identifier(s: &str) -> bool {
             .next()
             .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Whether a schema is a session's temporary schema: `pg_temp` (the alias of the
+/// session's own) or `pg_temp_N` (one session's), in any case. Tables made there
+/// are seen by that one connection only and dropped when it closes (review19pg).
+pub(crate) fn is_temporary_schema(schema: &str) -> bool {
+    let lower = schema.to_ascii_lowercase();
+    lower == "pg_temp" || lower.starts_with("pg_temp_")
+}
+
+/// Why a temporary schema is refused, and what to give instead.
+pub(crate) fn temporary_schema_refused(schema: &str) -> String {
+    format!(
+        "`schema={schema}` is a session's temporary schema: tables made there are seen by that one connection only and dropped when it closes, so each connection would have a state of its own and an acknowledged write would go with it; give a schema every connection shares (`schema=public`, or one made with `CREATE SCHEMA`)"
+    )
 }
 
 /// Percent-decoding of a query value (`+` stays `+`).
@@ -442,6 +472,24 @@ mod tests {
             Err(Error::BadPath { .. })
         ));
         assert!(Address::parse("postgres://u@h/db?state=a&sslmode=disable").is_ok());
+        // A session's temporary schema (review19pg), in any case; a name that only
+        // starts like one is a schema like any other.
+        for temp in ["pg_temp", "PG_Temp", "pg_temp_3"] {
+            assert!(matches!(
+                Address::parse(&format!("postgres://u@h/db?state=a&schema={temp}")),
+                Err(Error::BadPath { reason, .. }) if reason.contains(temp) && reason.contains("temporary")
+            ));
+        }
+        assert!(Address::parse("postgres://u@h/db?state=a&schema=pg_temporary").is_ok());
+        // A name statesafe derives for another URL's table (review19pg).
+        for table in ["t_backups", "t_history", "t_quarantine"] {
+            assert!(matches!(
+                Address::parse(&format!("postgres://u@h/db?state=a&table={table}")),
+                Err(Error::BadPath { reason, .. }) if reason.contains(table)
+            ));
+        }
+        assert!(Address::parse("postgres://u@h/db?state=a&table=_backups").is_ok());
+        assert!(Address::parse("postgres://u@h/db?state=a&table=t_backups2").is_ok());
         assert!(Address::parse("postgres://u@h/db?state=a&sslmode=require").is_ok());
     }
 }

@@ -182,9 +182,12 @@ impl Remote {
     /// statesafe made them: the remote and its first connection.
     fn connected(url: &str) -> Result<(Remote, Client)> {
         let address = Address::parse(url)?;
-        let names = Names::new(address.schema.as_deref(), &address.table);
+        // Without `schema=`, the names are qualified with the schema resolved below,
+        // before any statement names a table; until then with the empty name, which
+        // no statement would take (a zero-length identifier is an error).
+        let names = Names::new(address.schema.as_deref().unwrap_or(""), &address.table);
         let sql_prepare = address.sql_prepare;
-        let remote = Remote {
+        let mut remote = Remote {
             address,
             names,
             pool: Mutex::new(Vec::new()),
@@ -194,8 +197,67 @@ impl Remote {
             settings_seen: Mutex::new(None),
         };
         let mut client = remote.connect()?;
+        if remote.address.schema.is_none() {
+            let schema = remote.default_schema(&mut client)?;
+            remote.names = Names::new(&schema, &remote.address.table);
+        }
         remote.ensure_tables(&mut client)?;
         Ok((remote, client))
+    }
+
+    /// The schema of a URL without `schema=`, resolved once, at open, and named in
+    /// every statement of the store: the first schema of the role's default
+    /// `search_path` that holds a table of the main table's name (where an
+    /// unqualified name found it before review19pg, so states made then stay where
+    /// they are), else the first that exists (`current_schema()`, where `CREATE
+    /// TABLE` makes it). Asked in a transaction of its own after `SET LOCAL
+    /// search_path TO DEFAULT`: the value the server session started with (the
+    /// server's, database's and role's settings, and the URL's `options`), not one
+    /// another client of a pooled session set (PgBouncer in transaction mode resets
+    /// nothing), and nothing is left set on the session. Implicitly searched schemas
+    /// (the session's temporary schema, `pg_catalog`) are not looked in: a temporary
+    /// table named like ours never stands in for it.
+    fn default_schema(&self, client: &mut Client) -> Result<String> {
+        let table = literal(&self.address.table);
+        let asked = client.simple_query(&format!(
+            "BEGIN; SET LOCAL search_path TO DEFAULT;
+SELECT (SELECT s.name::text FROM unnest(current_schemas(false)) WITH ORDINALITY AS s(name, i)
+        WHERE to_regclass(quote_ident(s.name) || '.' || quote_ident({table})) IS NOT NULL
+        ORDER BY s.i LIMIT 1),
+    current_schema()::text;
+COMMIT"
+        ));
+        let messages = match asked {
+            Ok(messages) => messages,
+            Err(e) => {
+                let _ = client.batch_execute("ROLLBACK");
+                return Err(self.error("find the default schema of", e));
+            }
+        };
+        // BEGIN, SET, the SELECT's one row, COMMIT.
+        let row = Locking::statements(&messages)
+            .get(2)
+            .and_then(|rows| rows.first().cloned())
+            .unwrap_or_default();
+        let schema = row.into_iter().flatten().next();
+        let refused = |reason: String| {
+            Error::Remote {
+            path: self.display().to_path_buf(),
+            op: "find the schema of the tables of".into(),
+            reason,
+            hint: "give the schema in the URL: `schema=NAME` (one every connection shares; `CREATE SCHEMA NAME` first if need be)".into(),
+            source: None,
+        }
+        };
+        match schema {
+            None => Err(refused(
+                "the URL names no schema, and the role's default `search_path` names none that exists".into(),
+            )),
+            Some(schema) if super::address::is_temporary_schema(&schema) => Err(refused(
+                format!("the role's default `search_path` starts with its session's temporary schema: {}", super::address::temporary_schema_refused(&schema)),
+            )),
+            Some(schema) => Ok(schema),
+        }
     }
 
     /// Parses the URL, connects, makes sure the tables are there and as statesafe
@@ -326,17 +388,37 @@ impl Remote {
     }
 
     fn ensure_tables(&self, client: &mut Client) -> Result<()> {
-        let layout = |client: &mut Client| -> Result<Vec<(i64, String, String)>> {
+        type Found = (Vec<(i64, String, String)>, Vec<sql::Table>);
+        let layout = |client: &mut Client| -> Result<Found> {
             let names: Vec<&str> = self.names.regclass.iter().map(String::as_str).collect();
             let rows = client
                 .query_typed(sql::LAYOUT, &[(&names, Type::TEXT_ARRAY)])
                 .map_err(|e| self.error("read the table layout of", e))?;
-            Ok(rows
+            let mut tables: Vec<sql::Table> = Vec::new();
+            for r in &rows {
+                let index = r.get::<_, i64>(0) as usize - 1;
+                if !tables.iter().any(|t| t.index == index) {
+                    tables.push(sql::Table {
+                        index,
+                        owner: r.get(3),
+                        member: r.get(4),
+                        persistence: r.get(5),
+                        user: r.get(6),
+                    });
+                }
+            }
+            let columns = rows
                 .iter()
                 .map(|r| (r.get(0), r.get(1), r.get(2)))
-                .collect())
+                .collect();
+            Ok((columns, tables))
         };
-        let mut found = layout(client)?;
+        let (mut found, tables) = layout(client)?;
+        // Tables of another role, unlogged or temporary ones, and another kind of
+        // statesafe table under one of this URL's names are refused before anything
+        // is made beside them.
+        self.refuse_foreign(&tables)?;
+        self.refuse_other_kinds(&found)?;
         // Made when any of the three is missing (`IF NOT EXISTS`: those there are
         // kept, and checked below); the quarantine alone may be there (made by a
         // recovery, or left when the others were dropped).
@@ -358,7 +440,10 @@ impl Remote {
                     return Err(self.error("create the tables of", e));
                 }
             }
-            found = layout(client)?;
+            let tables;
+            (found, tables) = layout(client)?;
+            self.refuse_foreign(&tables)?;
+            self.refuse_other_kinds(&found)?;
         }
         let mut problems = Vec::new();
         for (i, columns) in sql::COLUMNS.iter().enumerate() {
@@ -393,6 +478,83 @@ impl Remote {
                 problems.join("; ")
             ),
             hint: "the tables were altered by hand, or the name is used by something else: restore the layout in docs/remote.md, or give another `table=` in the URL".into(),
+            source: None,
+        })
+    }
+
+    /// Refuses tables another role owns (one the current user is neither nor a member
+    /// of: it reads every version written there, and may change or drop the rows, as
+    /// the owner of a sidecar may; the file backend refuses that as [`Error::Unsafe`]),
+    /// and tables that are not permanent (PostgreSQL empties an unlogged table in
+    /// crash recovery, and drops a temporary one with its session: acknowledged
+    /// writes gone either way).
+    fn refuse_foreign(&self, tables: &[sql::Table]) -> Result<()> {
+        if let Some(t) = tables.iter().find(|t| !t.member) {
+            return Err(Error::Unsafe {
+                path: self.display().to_path_buf(),
+                reason: format!(
+                    "table {} belongs to role `{}`, and `{}` is not that role or a member of it: its owner reads every version written there, and may change or drop the rows; if `{}` is your own owner role, make `{}` a member of it (`GRANT \"{}\" TO \"{}\"`)",
+                    self.names.regclass[t.index], t.owner, t.user, t.owner, t.user, t.owner, t.user
+                ),
+            });
+        }
+        if let Some(t) = tables.iter().find(|t| t.persistence != "p") {
+            let table = &self.names.regclass[t.index];
+            let (what, why, hint) = if t.persistence == "u" {
+                (
+                    "unlogged",
+                    "PostgreSQL empties an unlogged table in crash recovery, and every acknowledged write with it",
+                    format!(
+                        "make the tables logged again: `ALTER TABLE {table} SET LOGGED` (and the same for each of the URL's other tables that is unlogged)"
+                    ),
+                )
+            } else {
+                (
+                    "temporary",
+                    "it is seen by one connection only and dropped when that connection closes",
+                    "give a schema every connection shares (`schema=`)".to_string(),
+                )
+            };
+            return Err(Error::Remote {
+                path: self.display().to_path_buf(),
+                op: "use the tables of".into(),
+                reason: format!("table {table} is {what}: {why}"),
+                hint,
+                source: None,
+            });
+        }
+        Ok(())
+    }
+
+    /// Refuses tables found under this URL's names with the layout of another kind of
+    /// statesafe table ([`sql::other_kinds`]): another URL's tables.
+    fn refuse_other_kinds(&self, found: &[(i64, String, String)]) -> Result<()> {
+        let other = sql::other_kinds(found);
+        if other.is_empty() {
+            return Ok(());
+        }
+        let which: Vec<String> = other
+            .iter()
+            .map(|&(i, j)| {
+                format!(
+                    "{} (this URL's {}) has the layout of a statesafe {}",
+                    self.names.regclass[i],
+                    sql::KINDS[i],
+                    sql::KINDS[j]
+                )
+            })
+            .collect();
+        Err(Error::Remote {
+            path: self.display().to_path_buf(),
+            op: "use the tables of".into(),
+            reason: format!(
+                "another URL's tables have this URL's table names: {}",
+                which.join("; ")
+            ),
+            hint: format!(
+                "a `table=` name ending with {} is another URL's table too (refused since review19pg; tables made under one before: rename that URL's three tables together, docs/remote.md); give this state another `table=` in the URL",
+                sql::SUFFIXES.map(|s| format!("`{s}`")).join(", ")
+            ),
             source: None,
         })
     }

@@ -1,7 +1,11 @@
 //! The tables, by name: their layout, creation on first use, and the check that a
 //! table found is the one statesafe made.
 
-/// The three tables of one `table=` name, as quoted identifiers.
+/// The tables of one `table=` name, as quoted identifiers qualified with their
+/// schema: the URL's `schema=`, else the one the open resolved
+/// ([`super::remote::Remote`]'s `default_schema`), so that no statement follows a
+/// `search_path` another client of a pooled server session set, and no temporary
+/// table of the same name shadows one (review19pg).
 #[derive(Debug, Clone)]
 pub(crate) struct Names {
     /// One row per state: the current version.
@@ -18,15 +22,19 @@ pub(crate) struct Names {
     pub regclass: [String; 4],
 }
 
+/// What statesafe appends to the `table=` name for the backups, history and
+/// quarantine tables. A `table=` name ending with one of them is refused
+/// ([`super::address::Address::parse`]): it would be another URL's table too.
+pub(crate) const SUFFIXES: [&str; 3] = ["_backups", "_history", "_quarantine"];
+
 impl Names {
-    pub(crate) fn new(schema: Option<&str>, table: &str) -> Names {
-        // Both are plain identifiers (checked when the URL was parsed).
-        let qualify = |t: &str| match schema {
-            Some(s) => format!("\"{s}\".\"{t}\""),
-            None => format!("\"{t}\""),
-        };
-        let (backups, history) = (format!("{table}_backups"), format!("{table}_history"));
-        let quarantine = qualify(&format!("{table}_quarantine"));
+    pub(crate) fn new(schema: &str, table: &str) -> Names {
+        // The table is a plain identifier (checked when the URL was parsed); the
+        // schema may be any name the server gave.
+        let quote = |name: &str| format!("\"{}\"", name.replace('"', "\"\""));
+        let qualify = |t: &str| format!("{}.{}", quote(schema), quote(t));
+        let [backups, history, quarantine] = SUFFIXES.map(|suffix| format!("{table}{suffix}"));
+        let quarantine = qualify(&quarantine);
         Names {
             main: qualify(table),
             backups: qualify(&backups),
@@ -178,11 +186,70 @@ pub(crate) const COLUMNS: [&[(&str, &str)]; 4] = [
 /// made by earlier builds lack it; it is made when first needed).
 pub(crate) const QUARANTINE: usize = 3;
 
-/// The columns of the three tables as they are: (table index, column, type).
-pub(crate) const LAYOUT: &str = "SELECT t.i, a.attname::text, format_type(a.atttypid, a.atttypmod)
+/// The kinds of table, in [`COLUMNS`] order, for messages.
+pub(crate) const KINDS: [&str; 4] = [
+    "main table",
+    "backups table",
+    "history table",
+    "quarantine table",
+];
+
+/// The tables found ([`LAYOUT`]'s rows: (table index + 1, column, type)) that have
+/// the whole layout of another kind of statesafe table, one their own kind's layout
+/// does not include: (index, the kind it has the layout of). `table=T` where
+/// `T_backups` is the main table of another URL (`table=T_backups`, made before such
+/// names were refused) finds a backups table with a main table's columns (review19pg).
+/// A backups table's columns are a main table's and a quarantine table's too, so
+/// those two never count as having a backups table's layout.
+pub(crate) fn other_kinds(found: &[(i64, String, String)]) -> Vec<(usize, usize)> {
+    let has = |i: usize, columns: &[(&str, &str)]| {
+        columns.iter().all(|(name, ty)| {
+            found
+                .iter()
+                .any(|f| f.0 == i as i64 + 1 && f.1 == *name && f.2 == *ty)
+        })
+    };
+    let includes = |i: usize, j: usize| COLUMNS[j].iter().all(|c| COLUMNS[i].contains(c));
+    let mut other = Vec::new();
+    for i in 0..COLUMNS.len() {
+        if !found.iter().any(|f| f.0 == i as i64 + 1) {
+            continue;
+        }
+        if let Some(j) =
+            (0..COLUMNS.len()).find(|&j| j != i && !includes(i, j) && has(i, COLUMNS[j]))
+        {
+            other.push((i, j));
+        }
+    }
+    other
+}
+
+/// The columns of the tables as they are: (table index, column, type), and on each
+/// row its table's owner, whether the current user is that role or a member of it
+/// (a superuser is a member of every role), its persistence (`p` permanent, `u`
+/// unlogged, `t` temporary) and the current user: see [`Table`].
+pub(crate) const LAYOUT: &str = "SELECT t.i, a.attname::text, format_type(a.atttypid, a.atttypmod),
+    pg_get_userbyid(c.relowner)::text, pg_has_role(current_user, c.relowner, 'MEMBER'),
+    c.relpersistence::text, current_user::text
 FROM unnest($1::text[]) WITH ORDINALITY AS t(name, i)
-JOIN pg_attribute a ON a.attrelid = to_regclass(t.name)
+JOIN pg_class c ON c.oid = to_regclass(t.name)
+JOIN pg_attribute a ON a.attrelid = c.oid
 WHERE a.attnum > 0 AND NOT a.attisdropped";
+
+/// What [`LAYOUT`] says of a table found, besides its columns.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Table {
+    /// Its index in [`COLUMNS`].
+    pub index: usize,
+    /// The role that owns it.
+    pub owner: String,
+    /// Whether the current user is that role or a member of it.
+    pub member: bool,
+    /// `pg_class.relpersistence`: `p` permanent, `u` unlogged, `t` temporary.
+    pub persistence: String,
+    /// The current user, for messages.
+    pub user: String,
+}
 
 /// The holder of a row lock: the transaction in the row's `xmax`, its backend, and
 /// the `application_name` statesafe sets in every transaction it runs. `$1` is the
@@ -199,4 +266,46 @@ WHERE s.state = $1 OR s.state = $2
 ORDER BY s.state = $2 DESC
 LIMIT 1"
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// [`LAYOUT`]'s rows for tables laid out as `kinds[i]` says (`None`: missing).
+    fn found(kinds: [Option<usize>; 4]) -> Vec<(i64, String, String)> {
+        let mut rows = Vec::new();
+        for (i, kind) in kinds.iter().enumerate() {
+            if let Some(k) = kind {
+                for (name, ty) in COLUMNS[*k] {
+                    rows.push((i as i64 + 1, name.to_string(), ty.to_string()));
+                }
+            }
+        }
+        rows
+    }
+
+    #[test]
+    fn a_table_with_another_kinds_layout_is_found_and_statesafes_own_are_not() {
+        assert_eq!(
+            other_kinds(&found([Some(0), Some(1), Some(2), Some(3)])),
+            []
+        );
+        assert_eq!(other_kinds(&found([Some(0), Some(1), Some(2), None])), []);
+        // Another URL's main table where this one's backups table goes.
+        assert_eq!(other_kinds(&found([None, Some(0), None, None])), [(1, 0)]);
+        // A history or quarantine table there, or a backups table as the history.
+        assert_eq!(
+            other_kinds(&found([Some(0), Some(2), Some(1), None])),
+            [(1, 2), (2, 1)]
+        );
+        assert_eq!(
+            other_kinds(&found([Some(0), Some(3), Some(2), None])),
+            [(1, 3)]
+        );
+        assert_eq!(
+            other_kinds(&found([Some(0), Some(1), Some(2), Some(0)])),
+            [(3, 0)]
+        );
+    }
 }
