@@ -37,13 +37,22 @@ def _build(tp: Any, value: Any, where: str) -> Any:
             raise TypeError(f"the document at `{where or '/'}` should be an object for "
                             f"{tp.__name__}, not {type(value).__name__}")
         hints = typing.get_type_hints(tp, vars(sys.modules.get(tp.__module__, typing)))
-        names = {f.name for f in dataclasses.fields(tp) if f.init}
+        fields = dataclasses.fields(tp)
+        names = {f.name for f in fields}
         unknown = sorted(set(value) - names)
         if unknown:
             raise TypeError(f"the document at `{where or '/'}` has fields that {tp.__name__} "
                             f"does not know: {', '.join(unknown)}; nothing was changed "
                             f"(add them to the dataclass, or remove them from the file)")
-        return tp(**{k: _build(hints.get(k, Any), v, f"{where}/{k}") for k, v in value.items()})
+        built = {k: _build(hints.get(k, Any), v, f"{where}/{k}") for k, v in value.items()}
+        # `init=False` fields are not __init__'s arguments, but dataclasses.asdict writes
+        # them: set after __init__ (as a frozen dataclass's own __init__ does), so that
+        # the store reads what it wrote.
+        later = {f.name for f in fields if not f.init}
+        instance = tp(**{k: v for k, v in built.items() if k not in later})
+        for k in later & set(built):
+            object.__setattr__(instance, k, built[k])
+        return instance
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if origin is list and args and isinstance(value, list):
@@ -51,8 +60,13 @@ def _build(tp: Any, value: Any, where: str) -> Any:
     if origin is dict and len(args) == 2 and isinstance(value, dict):
         return {k: _build(args[1], v, f"{where}/{k}") for k, v in value.items()}
     if origin in _UNIONS and value is not None:
-        for arg in args:
-            if arg is not type(None) and dataclasses.is_dataclass(arg):
+        # `Optional[X]`: built as X, whatever X is (a dataclass, a list of them...).
+        # Another union: as its first dataclass member, if the value is an object.
+        members = [arg for arg in args if arg is not type(None)]
+        if len(members) == 1:
+            return _build(members[0], value, where)
+        for arg in members:
+            if dataclasses.is_dataclass(arg) and isinstance(value, dict):
                 return _build(arg, value, where)
     return value
 

@@ -162,9 +162,6 @@ class _Counted:
     seen: int = dataclasses.field(default=0, init=False)
 
 
-@pytest.mark.xfail(strict=True, reason="review19py: dataclasses.asdict writes init=False "
-                   "fields, which _model._build then refuses as unknown: the store cannot "
-                   "read what it writes (here, its own default)")
 def test_a_dataclass_with_an_init_false_field_reads_what_it_wrote(path: pathlib.Path) -> None:
     store = statesafe.open(path, model=_Counted, default=_Counted())
     with store.transaction() as state:
@@ -182,9 +179,6 @@ class _Items:
     items: Optional[list[_Item]] = None
 
 
-@pytest.mark.xfail(strict=True, reason="review19py: _model._build builds a dataclass inside "
-                   "Optional[X] only when X itself is one: Optional[list[Item]] is served as "
-                   "a list of dicts")
 def test_an_optional_list_of_dataclasses_is_built(path: pathlib.Path) -> None:
     path.write_text('{"items": [{"a": 1}]}')
     got = statesafe.open(path, model=_Items).get()
