@@ -25,7 +25,7 @@ use statesafe::{
 };
 
 use crate::convert::{JsonLayout, from_json, to_json, to_python, to_value};
-use crate::errors::{closed_error, holder_dict, to_py, usage_error};
+use crate::errors::{closed_error, holder_dict, to_py, unservable, usage_error};
 use crate::report::{self, text};
 use crate::transaction::{LockGuard, Transaction};
 
@@ -250,24 +250,62 @@ impl Store {
 
     /// A document as the caller sees it: fresh Python objects, then the model.
     pub fn out<'py>(&self, py: Python<'py>, value: &Value) -> PyResult<Bound<'py, PyAny>> {
-        self.model_out(py, to_python(py, value)?)
+        self.model_out(py, self.parsed_value(py, value)?)
     }
 
     /// [`Store::out`] for a document's JSON text.
     pub fn out_json<'py>(&self, py: Python<'py>, text: &str) -> PyResult<Bound<'py, PyAny>> {
-        self.model_out(py, from_json(py, text)?)
+        self.model_out(py, self.parsed(py, text)?)
     }
 
-    /// Plain Python objects as the caller sees them: through the model, if any.
+    /// Plain Python objects as the caller sees them: through the model, if any. A
+    /// document the model refuses is a `Mismatch` naming the file.
     pub fn model_out<'py>(
         &self,
         py: Python<'py>,
         obj: Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
         match &self.to_model {
-            Some(to_model) => to_model.bind(py).call1((obj,)),
+            Some(to_model) => to_model.bind(py).call1((obj,)).map_err(|e| {
+                unservable(
+                    py,
+                    e,
+                    &self.shown,
+                    "the model refuses it",
+                    "read it with the model it was written with (or without `model=`), or change the model, or migrate the file deliberately (for example with `store.replace(...)` from a store opened without `model=`)",
+                )
+            }),
             None => Ok(obj),
         }
+    }
+
+    /// The document of a verified JSON text as fresh Python objects. A number that
+    /// Python cannot hold (an `int` over `sys.get_int_max_str_digits()` digits, an
+    /// exponent beyond `decimal`'s range) is a `Mismatch` naming the file.
+    pub fn parsed<'py>(&self, py: Python<'py>, text: &str) -> PyResult<Bound<'py, PyAny>> {
+        from_json(py, text).map_err(|e| self.unreadable_number(py, e))
+    }
+
+    /// [`Store::parsed`] for a parsed value.
+    fn parsed_value<'py>(&self, py: Python<'py>, value: &Value) -> PyResult<Bound<'py, PyAny>> {
+        to_python(py, value).map_err(|e| self.unreadable_number(py, e))
+    }
+
+    /// Only `ValueError` (the int digit limit) and `ArithmeticError`
+    /// (`decimal.InvalidOperation`): anything else (`MemoryError`) is passed on.
+    fn unreadable_number(&self, py: Python<'_>, e: PyErr) -> PyErr {
+        if !e.is_instance_of::<PyValueError>(py)
+            && !e.is_instance_of::<pyo3::exceptions::PyArithmeticError>(py)
+        {
+            return e;
+        }
+        unservable(
+            py,
+            e,
+            &self.shown,
+            "it holds a number Python cannot hold",
+            "for an int of more digits than sys.get_int_max_str_digits() allows, raise the limit with sys.set_int_max_str_digits(0) before reading; a number beyond decimal.Decimal's exponent range cannot be read in Python: read the file with another tool (`statesafe get FILE`) and migrate it deliberately",
+        )
     }
 
     /// A document from the caller: validated, unwrapped from the model, converted

@@ -46,12 +46,23 @@ def test_an_update_function_that_changed_the_state_in_place_keeps_it(path: pathl
         f"the document was replaced by the function's return value: {doc!r}")
 
 
+def test_a_file_a_pydantic_model_refuses_is_a_mismatch_naming_the_file(
+        path: pathlib.Path) -> None:
+    pydantic = pytest.importorskip("pydantic")
+
+    class Balance(pydantic.BaseModel):  # type: ignore[misc, name-defined]
+        balance: int = 0
+
+    path.write_text('{"balance": "lots"}')
+    with pytest.raises(statesafe.Mismatch) as e:
+        statesafe.open(path, model=Balance).get()
+    assert str(path) in str(e.value) and isinstance(e.value.__cause__, ValueError)
+    assert path.read_text() == '{"balance": "lots"}'
+
+
 # --- errors that do not name the file ------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="review19py: _errors._from_rust sets every field as an "
-                   "attribute, and Invalid's `message` field (the rule alone) overwrites "
-                   "e.message, so str(e) no longer names the file")
 def test_a_refusal_by_validate_names_the_file(path: pathlib.Path) -> None:
     store = statesafe.open(path, default={"balance": 0},
                            validate=lambda s: "balance must not be negative"
@@ -61,8 +72,6 @@ def test_a_refusal_by_validate_names_the_file(path: pathlib.Path) -> None:
     assert str(path) in str(e.value), str(e.value)
 
 
-@pytest.mark.xfail(strict=True, reason="review19py: as for validate, a schema refusal's str(e) "
-                   "is the rule alone (e.message overwritten by the `message` field)")
 def test_a_refusal_by_the_schema_names_the_file(path: pathlib.Path) -> None:
     schema = {"type": "object", "properties": {"balance": {"type": "number", "minimum": 0}}}
     store = statesafe.open(path, default={"balance": 0}, schema=schema)
@@ -76,9 +85,6 @@ class _Balance:
     balance: float = 0.0
 
 
-@pytest.mark.xfail(strict=True, reason="review19py: a sound file the dataclass model refuses "
-                   "raises a bare TypeError from _model._build, which names neither the "
-                   "file nor its generation (docs/python.md's table says Mismatch)")
 def test_a_file_the_model_refuses_is_an_error_naming_the_file(path: pathlib.Path) -> None:
     path.write_text('{"balance": 1, "surprise": true}')
     store = statesafe.open(path, model=_Balance)
@@ -87,9 +93,6 @@ def test_a_file_the_model_refuses_is_an_error_naming_the_file(path: pathlib.Path
     assert str(path) in str(got), f"{type(got).__name__}: {got}"
 
 
-@pytest.mark.xfail(strict=True, reason="review19py: a file nested deeper than 512 levels raises "
-                   "the base statesafe.Error with path None: errors.rs leaves Error::TooDeep "
-                   "out of its path list and _errors has no class for `too_deep`")
 def test_a_file_nested_too_deep_is_an_error_with_its_path(path: pathlib.Path) -> None:
     path.write_text("[" * 600 + "]" * 600)
     store = statesafe.open(path)
@@ -98,9 +101,6 @@ def test_a_file_nested_too_deep_is_an_error_with_its_path(path: pathlib.Path) ->
     assert e.value.path == str(path), (type(e.value).__name__, e.value.kind, e.value.path)
 
 
-@pytest.mark.xfail(strict=True, reason="review19py: Error.__reduce__ rebuilds from __dict__, "
-                   "but errno, strerror and filename are OSError's own slots: an OSError-kind "
-                   "error sent by multiprocessing arrives with errno None")
 def test_an_os_error_kind_keeps_its_errno_through_pickle(path: pathlib.Path) -> None:
     with pytest.raises(statesafe.NotFound) as e:
         statesafe.open(path).get()
@@ -121,9 +121,6 @@ def _served_or_refused_naming_the_file(path: pathlib.Path, got: Any, exact: Any)
         assert got == exact
 
 
-@pytest.mark.xfail(strict=True, reason="review19py: an int of more than 4300 digits (which a "
-                   "statesafe writer with sys.set_int_max_str_digits(0) commits) makes every "
-                   "read raise json's bare ValueError, naming no file")
 @pytest.mark.skipif(not hasattr(sys, "set_int_max_str_digits"),
                     reason="this Python has no int digit limit")
 def test_an_int_beyond_pythons_digit_limit_is_served_or_refused_naming_the_file(
@@ -139,9 +136,6 @@ def test_an_int_beyond_pythons_digit_limit_is_served_or_refused_naming_the_file(
     _served_or_refused_naming_the_file(path, got, {"n": big})
 
 
-@pytest.mark.xfail(strict=True, reason="review19py: a number whose exponent is beyond "
-                   "decimal's range (valid JSON, adopted by the library) makes every read "
-                   "raise decimal.InvalidOperation('[<class decimal.InvalidOperation>]')")
 @pytest.mark.parametrize("number", ["1e9999999999999999999", "-1e-9999999999999999999"])
 def test_an_exponent_beyond_decimals_range_is_refused_naming_the_file(
         path: pathlib.Path, number: str) -> None:
