@@ -200,7 +200,7 @@ fn int_value(i: &Bound<'_, PyInt>) -> Result<Number, Failure> {
     }
 }
 
-fn type_name(obj: &Bound<'_, PyAny>) -> String {
+pub fn type_name(obj: &Bound<'_, PyAny>) -> String {
     let ty = obj.get_type();
     let module = ty
         .module()

@@ -183,6 +183,11 @@ pub fn usage_error(message: &str, hint: &str) -> PyErr {
     kind_error("usage", message, hint, None)
 }
 
+/// [`usage_error`] about the state file at `path`.
+pub fn usage_error_at(message: &str, hint: &str, path: &std::path::Path) -> PyErr {
+    kind_error("usage", message, hint, Some(path))
+}
+
 /// `statesafe.Mismatch`: a sound document of `path` that this process cannot serve
 /// (`why`: the model refuses it, a number Python cannot hold), `cause` being what
 /// Python raised (also its `__cause__`). Nothing was changed. An exception that is not
