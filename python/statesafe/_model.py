@@ -4,18 +4,18 @@
 from __future__ import annotations
 
 import dataclasses
+import decimal
 import sys
 import types
 import typing
-from typing import Any, Callable, Optional, Union
+import weakref
+from typing import Any, Callable, Iterator, Optional, Union
 
 
 def adapters(model: Any) -> tuple[Callable[[Any], Any], Callable[[Any], Any]]:
     """``(to_model, from_model)`` for ``model``: document -> instance, instance -> document."""
     if hasattr(model, "model_validate") and hasattr(model, "model_dump"):
-        def dump(instance: Any) -> Any:
-            return instance.model_dump(mode="json")
-        return model.model_validate, dump
+        return _pydantic_adapters(model)
     if dataclasses.is_dataclass(model) and isinstance(model, type):
         def load(document: Any) -> Any:
             return _build(model, document, "")
@@ -23,6 +23,90 @@ def adapters(model: Any) -> tuple[Callable[[Any], Any], Callable[[Any], Any]]:
     raise TypeError(
         f"model must be a dataclass or a class with model_validate and model_dump (pydantic v2), "
         f"not {model!r}")
+
+
+def _pydantic_adapters(model: Any) -> tuple[Callable[[Any], Any], Callable[[Any], Any]]:
+    """A pydantic model coerces a number the file holds as a ``Decimal`` (one no float
+    holds exactly, such as ``0.10000000000000001``) into a ``float`` field, and
+    ``model_dump`` would write the float: the number would change although the program
+    never touched it. So, per instance loaded, the numbers the model changed are
+    remembered (where, what the model made of it, the file's ``Decimal``), and the
+    dump writes the file's number back wherever the instance still holds what the
+    model made of it. A number the program changed is written as it is."""
+    kept: dict[int, dict[tuple[Any, ...], tuple[Any, decimal.Decimal]]] = {}
+
+    def load(document: Any) -> Any:
+        instance = model.model_validate(document)
+        found = list(_decimals(document, ()))
+        if not found:
+            return instance
+        dumped = instance.model_dump(mode="json")
+        changed = {}
+        for where, original in found:
+            made = _at(dumped, where)
+            if _is_number(made) and (not isinstance(made, decimal.Decimal)
+                                     or made != original):
+                if decimal.Decimal(made) != original:
+                    changed[where] = (made, original)
+        if changed:
+            try:
+                weakref.finalize(instance, kept.pop, id(instance), None)
+            except TypeError:
+                pointer = "/" + "/".join(str(k) for k in next(iter(changed)))
+                raise TypeError(
+                    f"the model {model.__name__} turns the number at `{pointer}` into "
+                    f"{next(iter(changed.values()))[0]!r} and cannot be tracked (no weak "
+                    f"references), so the next commit would change it; nothing was "
+                    f"changed (declare the field as decimal.Decimal)") from None
+            kept[id(instance)] = changed
+        return instance
+
+    def dump(instance: Any) -> Any:
+        out = instance.model_dump(mode="json")
+        for where, (made, original) in kept.get(id(instance), {}).items():
+            now = _at(out, where)
+            if type(now) is type(made) and now == made:
+                _set(out, where, original)
+        return out
+
+    return load, dump
+
+
+_ABSENT: Any = object()
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float, decimal.Decimal)) and not isinstance(value, bool)
+
+
+def _decimals(value: Any, where: tuple[Any, ...]) -> Iterator[tuple[tuple[Any, ...],
+                                                                   decimal.Decimal]]:
+    """Where the plain document holds a ``Decimal``, and the ``Decimal``."""
+    if isinstance(value, decimal.Decimal):
+        yield where, value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from _decimals(v, (*where, k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _decimals(v, (*where, i))
+
+
+def _at(value: Any, where: tuple[Any, ...]) -> Any:
+    for k in where:
+        if isinstance(value, dict) and isinstance(k, str) and k in value:
+            value = value[k]
+        elif isinstance(value, list) and isinstance(k, int) and k < len(value):
+            value = value[k]
+        else:
+            return _ABSENT
+    return value
+
+
+def _set(value: Any, where: tuple[Any, ...], new: Any) -> None:
+    for k in where[:-1]:
+        value = value[k]
+    value[where[-1]] = new
 
 
 # `Optional[X]` and, from Python 3.10, `X | None`.
