@@ -206,9 +206,6 @@ class _Key(str):
         return self is other
 
 
-@pytest.mark.xfail(strict=True, reason="review19py: two dict keys with the same text (str "
-                   "subclasses) are written as a duplicate key; every reader keeps the last "
-                   "value and the first is lost silently (check() says ok)")
 def test_two_keys_with_one_text_are_refused_not_half_written(path: pathlib.Path) -> None:
     store = statesafe.open(path)
     try:
