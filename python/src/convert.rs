@@ -149,7 +149,16 @@ fn walk(obj: &Bound<'_, PyAny>, depth: usize) -> Result<Value, Failure> {
                 ));
             };
             let value = walk(&v, depth + 1).map_err(|f| f.at(Step::Key(key.to_string())))?;
-            map.insert(key.into_owned(), value);
+            let text = key.into_owned();
+            if map.contains_key(&text) {
+                // Two keys of one text (`str` subclasses with their own `__eq__` or
+                // `__hash__`): JSON would hold the key twice and every reader keep one.
+                return Err(Failure::new(format!(
+                    "has two keys with the text {}, which JSON cannot tell apart (str subclasses that compare unequal)",
+                    serde_json::to_string(&text).expect("invariant: a str serializes")
+                )));
+            }
+            map.insert(text, value);
         }
         return Ok(Value::Object(map));
     }
@@ -200,7 +209,7 @@ fn int_value(i: &Bound<'_, PyInt>) -> Result<Number, Failure> {
     }
 }
 
-fn type_name(obj: &Bound<'_, PyAny>) -> String {
+pub fn type_name(obj: &Bound<'_, PyAny>) -> String {
     let ty = obj.get_type();
     let module = ty
         .module()
@@ -554,11 +563,14 @@ impl TextWriter {
             let source = copy.as_ref().unwrap_or(d);
             self.out.push(b'{');
             let mut first = true;
+            // Keys of exact `str` are distinct texts; a `str` subclass's may not be.
+            let mut subclassed = false;
             for (k, v) in source.iter() {
                 let Ok(key) = k.cast::<PyString>() else {
                     return Err(Failure::new(String::new()));
                 };
-                if self.copy && !k.is_exact_instance_of::<PyString>() {
+                if !k.is_exact_instance_of::<PyString>() {
+                    subclassed = true;
                     self.copy = false;
                 }
                 if !first {
@@ -583,6 +595,10 @@ impl TextWriter {
                 {
                     self.copy = false;
                 }
+            }
+            if subclassed && !distinct_texts(source) {
+                // [`walk`] says which key.
+                return Err(Failure::new(String::new()));
             }
             if !first {
                 self.newline(level);
@@ -646,6 +662,17 @@ impl TextWriter {
         self.out.extend_from_slice(text.as_bytes());
         Ok(true)
     }
+}
+
+/// Whether the keys of `d` (all `str`) have distinct texts.
+fn distinct_texts(d: &Bound<'_, PyDict>) -> bool {
+    let mut seen = std::collections::HashSet::with_capacity(d.len());
+    d.keys().iter().all(|k| {
+        k.cast::<PyString>()
+            .ok()
+            .and_then(|s| s.to_cow().ok().map(|t| t.into_owned()))
+            .is_some_and(|t| seen.insert(t))
+    })
 }
 
 /// Parses JSON text that statesafe has verified into fresh Python objects, with

@@ -44,6 +44,7 @@ fn build(py: Python<'_>, err: &Error) -> PyResult<PyErr> {
         | Error::Unsafe { path, .. }
         | Error::LockLost { path, .. }
         | Error::Unsupported { path, .. }
+        | Error::TooDeep { path, .. }
         | Error::Nested { path, .. }
         // A PostgreSQL state's URL, its password already redacted by the library.
         | Error::Remote { path, .. }
@@ -109,6 +110,17 @@ fn build(py: Python<'_>, err: &Error) -> PyResult<PyErr> {
             fields.set_item("tried", tried)?;
         }
         Error::BadSchema { message, .. } => fields.set_item("message", message)?,
+        Error::TooDeep { depth, limit, .. } => {
+            fields.set_item("depth", *depth)?;
+            fields.set_item("limit", *limit)?;
+        }
+        Error::LockLost { lock, .. } => {
+            fields.set_item("lock", lock.to_string_lossy().into_owned())?;
+        }
+        Error::Unsupported { what, why, .. } => {
+            fields.set_item("operation", what)?;
+            fields.set_item("reason", why)?;
+        }
         Error::Mismatch {
             generation,
             committed,
@@ -169,6 +181,59 @@ pub fn closed_error(path: &std::path::Path) -> PyErr {
 /// `statesafe.UsageError`: an API used out of order (a finished transaction, say).
 pub fn usage_error(message: &str, hint: &str) -> PyErr {
     kind_error("usage", message, hint, None)
+}
+
+/// [`usage_error`] about the state file at `path`.
+pub fn usage_error_at(message: &str, hint: &str, path: &std::path::Path) -> PyErr {
+    kind_error("usage", message, hint, Some(path))
+}
+
+/// `statesafe.Mismatch`: a sound document of `path` that this process cannot serve
+/// (`why`: the model refuses it, a number Python cannot hold), `cause` being what
+/// Python raised (also its `__cause__`). Nothing was changed. An exception that is not
+/// an `Exception` (`KeyboardInterrupt`), or already a `statesafe.Error`, is returned
+/// as it is.
+pub fn unservable(
+    py: Python<'_>,
+    cause: PyErr,
+    path: &std::path::Path,
+    why: &str,
+    hint: &str,
+) -> PyErr {
+    let made = (|| -> PyResult<Option<PyErr>> {
+        let errors = py.import("statesafe._errors")?;
+        let base = errors.getattr("Error")?;
+        let value = cause.value(py);
+        if !cause.is_instance_of::<pyo3::exceptions::PyException>(py) || value.is_instance(&base)? {
+            return Ok(None);
+        }
+        let described = format!(
+            "{}: {}",
+            value.get_type().qualname()?,
+            value.str()?.to_string_lossy()
+        );
+        let fields = PyDict::new(py);
+        let shown = path.to_string_lossy().into_owned();
+        fields.set_item("path", &shown)?;
+        fields.set_item("reason", why)?;
+        fields.set_item("committed", false)?;
+        fields.set_item("generation", 0)?;
+        let exc = errors.getattr("_from_rust")?.call1((
+            "mismatch",
+            format!("cannot serve the document in `{shown}`: {why}; nothing was changed"),
+            vec![described],
+            hint,
+            fields,
+        ))?;
+        let exc = PyErr::from_value(exc);
+        exc.set_cause(py, Some(cause.clone_ref(py)));
+        Ok(Some(exc))
+    })();
+    match made {
+        Ok(Some(e)) => e,
+        Ok(None) => cause,
+        Err(broken) => broken,
+    }
 }
 
 fn kind_error(kind: &str, message: &str, hint: &str, path: Option<&std::path::Path>) -> PyErr {

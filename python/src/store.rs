@@ -24,8 +24,8 @@ use statesafe::{
     RecoveryPolicy, StoreOptions,
 };
 
-use crate::convert::{JsonLayout, from_json, to_json, to_python, to_value};
-use crate::errors::{closed_error, holder_dict, to_py, usage_error};
+use crate::convert::{JsonLayout, from_json, to_json, to_python, to_value, type_name};
+use crate::errors::{closed_error, holder_dict, to_py, unservable, usage_error, usage_error_at};
 use crate::report::{self, text};
 use crate::transaction::{LockGuard, Transaction};
 
@@ -250,24 +250,126 @@ impl Store {
 
     /// A document as the caller sees it: fresh Python objects, then the model.
     pub fn out<'py>(&self, py: Python<'py>, value: &Value) -> PyResult<Bound<'py, PyAny>> {
-        self.model_out(py, to_python(py, value)?)
+        self.model_out(py, self.parsed_value(py, value)?)
     }
 
     /// [`Store::out`] for a document's JSON text.
     pub fn out_json<'py>(&self, py: Python<'py>, text: &str) -> PyResult<Bound<'py, PyAny>> {
-        self.model_out(py, from_json(py, text)?)
+        self.model_out(py, self.parsed(py, text)?)
     }
 
-    /// Plain Python objects as the caller sees them: through the model, if any.
+    /// Plain Python objects as the caller sees them: through the model, if any. A
+    /// document the model refuses is a `Mismatch` naming the file.
     pub fn model_out<'py>(
         &self,
         py: Python<'py>,
         obj: Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
         match &self.to_model {
-            Some(to_model) => to_model.bind(py).call1((obj,)),
+            Some(to_model) => to_model.bind(py).call1((obj,)).map_err(|e| {
+                unservable(
+                    py,
+                    e,
+                    &self.shown,
+                    "the model refuses it",
+                    "read it with the model it was written with (or without `model=`), or change the model, or migrate the file deliberately (for example with `store.replace(...)` from a store opened without `model=`)",
+                )
+            }),
             None => Ok(obj),
         }
+    }
+
+    /// The document of a verified JSON text as fresh Python objects. A number that
+    /// Python cannot hold (an `int` over `sys.get_int_max_str_digits()` digits, an
+    /// exponent beyond `decimal`'s range) is a `Mismatch` naming the file.
+    pub fn parsed<'py>(&self, py: Python<'py>, text: &str) -> PyResult<Bound<'py, PyAny>> {
+        from_json(py, text).map_err(|e| self.unreadable_number(py, e))
+    }
+
+    /// [`Store::parsed`] for a parsed value.
+    fn parsed_value<'py>(&self, py: Python<'py>, value: &Value) -> PyResult<Bound<'py, PyAny>> {
+        to_python(py, value).map_err(|e| self.unreadable_number(py, e))
+    }
+
+    /// Only `ValueError` (the int digit limit) and `ArithmeticError`
+    /// (`decimal.InvalidOperation`): anything else (`MemoryError`) is passed on.
+    fn unreadable_number(&self, py: Python<'_>, e: PyErr) -> PyErr {
+        if !e.is_instance_of::<PyValueError>(py)
+            && !e.is_instance_of::<pyo3::exceptions::PyArithmeticError>(py)
+        {
+            return e;
+        }
+        unservable(
+            py,
+            e,
+            &self.shown,
+            "it holds a number Python cannot hold",
+            "for an int of more digits than sys.get_int_max_str_digits() allows, raise the limit with sys.set_int_max_str_digits(0) before reading; a number beyond decimal.Decimal's exponent range cannot be read in Python: read the file with another tool (`statesafe get FILE`) and migrate it deliberately",
+        )
+    }
+
+    /// `obj` (a state, through the model) as JSON text, without validation.
+    pub fn plain_json(&self, obj: &Bound<'_, PyAny>) -> PyResult<String> {
+        let py = obj.py();
+        let layout = JsonLayout {
+            indent: None,
+            base: 0,
+        };
+        let json = match &self.from_model {
+            Some(from_model) => to_json(&from_model.bind(py).call1((obj,))?, layout, false, 0),
+            None => to_json(obj, layout, false, 0),
+        }?;
+        Ok(json.text)
+    }
+
+    /// `update(fn)`: refuses a returned document that is not what `fn` meant, with a
+    /// `UsageError` (nothing is written): `fn` changed the state it was given in place
+    /// AND returned another object (`lambda s: s["grades"].setdefault(k, v)` returns
+    /// `v`: committing it would replace the whole document), or `fn` returned a
+    /// document of another JSON kind than the state (an object for an object, an
+    /// array for an array; a `null` state may become anything) — `lambda s:
+    /// s.get("n")`. Changing the kind of the whole document is `replace`'s job.
+    fn ambiguous_return(
+        &self,
+        state: &Bound<'_, PyAny>,
+        before: Option<&str>,
+        returned: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let what_to_do = "change the state in place and return None, or return a new document without changing the one given; to change the kind of the whole document, use `store.replace(...)`";
+        let Some(before) = before else {
+            return Ok(());
+        };
+        if self.plain_json(state).ok().as_deref() != Some(before) {
+            return Err(usage_error_at(
+                &format!(
+                    "update of `{}`: the function changed the state in place and also returned another object ({}); committing either would be a guess, so nothing was written",
+                    self.shown.display(),
+                    type_name(returned)
+                ),
+                what_to_do,
+                &self.shown,
+            ));
+        }
+        let after = self.plain_json(returned)?;
+        let kind = |text: &str| match text.as_bytes().first() {
+            Some(b'{') => "an object",
+            Some(b'[') => "an array",
+            Some(b'n') => "null",
+            _ => "a scalar",
+        };
+        let (was, is) = (kind(before), kind(&after));
+        if was != is && was != "null" {
+            return Err(usage_error_at(
+                &format!(
+                    "update of `{}`: the state is {was} but the function returned {is} ({}); nothing was written",
+                    self.shown.display(),
+                    type_name(returned)
+                ),
+                what_to_do,
+                &self.shown,
+            ));
+        }
+        Ok(())
     }
 
     /// A document from the caller: validated, unwrapped from the model, converted
@@ -599,15 +701,21 @@ impl Store {
         let py = slf.py();
         let tx = Transaction::begin_gated(py, slf, _gate.as_ref())?;
         let state = tx.current_state(py)?;
-        match f.call1((state.clone_ref(py),)) {
-            Ok(returned) => {
-                let state = if returned.is_none() {
-                    state
-                } else {
-                    let returned = returned.unbind();
-                    tx.set_state(returned.clone_ref(py));
-                    returned
-                };
+        // The state as given, to tell afterwards whether `f` changed it in place (see
+        // [`Store::ambiguous_return`]). A state that cannot be converted is refused by
+        // the commit anyway.
+        let before = slf.get().plain_json(state.bind(py)).ok();
+        let outcome = f.call1((state.clone_ref(py),)).and_then(|returned| {
+            if returned.is_none() || returned.is(state.bind(py)) {
+                return Ok(state.clone_ref(py));
+            }
+            slf.get()
+                .ambiguous_return(state.bind(py), before.as_deref(), &returned)?;
+            Ok(returned.unbind())
+        });
+        match outcome {
+            Ok(state) => {
+                tx.set_state(state.clone_ref(py));
                 tx.commit_now(py)?;
                 Ok(state)
             }

@@ -120,7 +120,7 @@ impl Transaction {
         s.count_cache(cached.is_some());
         let plain = match cached {
             Some(c) => Ok(c.tree.into_bound(py)),
-            None => crate::convert::from_json(py, doc.get()),
+            None => s.parsed(py, doc.get()),
         };
         drop(doc);
         let state = match plain.and_then(|p| s.model_out(py, p)) {

@@ -22,10 +22,10 @@ from typing import Any, Callable, Optional, Union
 
 from . import _model
 from ._errors import (AlreadyExists, BadPath, BadSchema, Closed, Conflict, Corrupt, Error,
-                      GenerationUnavailable, Holder, Invalid, LockTimeout, Mismatch, NoSpace,
-                      NotFound, OSFailure, OutcomeUnknown, PermissionDenied, Poisoned,
-                      ReadOnlyFilesystem, RemoteError, TooLarge, Unrecoverable, Unsafe,
-                      UsageError)
+                      GenerationUnavailable, Holder, Invalid, LockLost, LockTimeout, Mismatch,
+                      NoSpace, NotFound, OSFailure, OutcomeUnknown, PermissionDenied,
+                      Poisoned, ReadOnlyFilesystem, RemoteError, TooDeep, TooLarge,
+                      Unrecoverable, Unsafe, Unsupported, UsageError)
 from ._statesafe import BIG_INTS, LockGuard, Snapshot, Store, Transaction, __version__
 
 __all__ = [
@@ -33,7 +33,8 @@ __all__ = [
     "Error", "NotFound", "AlreadyExists", "Corrupt", "LockTimeout", "Conflict", "Invalid",
     "TooLarge", "OSFailure", "NoSpace", "PermissionDenied", "ReadOnlyFilesystem",
     "OutcomeUnknown", "Poisoned", "Unrecoverable", "BadPath", "BadSchema",
-    "GenerationUnavailable", "Mismatch", "RemoteError", "Unsafe", "Closed", "UsageError",
+    "GenerationUnavailable", "Mismatch", "RemoteError", "Unsafe", "TooDeep", "LockLost",
+    "Unsupported", "Closed", "UsageError",
     "__version__",
 ]
 

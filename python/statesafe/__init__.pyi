@@ -158,6 +158,18 @@ class RemoteError(Error, ConnectionError):
     reason: str
 
 class Unsafe(Error): ...
+
+class TooDeep(Error, ValueError):
+    depth: int
+    limit: int
+
+class LockLost(Error):
+    lock: Optional[str]
+
+class Unsupported(Error):
+    operation: Optional[str]
+    reason: str
+
 class Closed(Error): ...
 class UsageError(Error): ...
 

@@ -45,13 +45,22 @@ class Error(Exception):
         return text
 
     def __reduce__(self) -> Any:
-        # Picklable (multiprocessing sends exceptions between processes).
-        return (_rebuild, (type(self), self.message, self.__dict__.copy()))
+        # Picklable (multiprocessing sends exceptions between processes). An OSError
+        # keeps errno, strerror and filename in slots of its own, not in __dict__.
+        state = self.__dict__.copy()
+        if isinstance(self, OSError):
+            state["errno"], state["strerror"], state["filename"] = (
+                self.errno, self.strerror, self.filename)
+        return (_rebuild, (type(self), self.message, state))
 
 
 def _rebuild(cls: type[Error], message: str, state: dict[str, Any]) -> Error:
     e = cls.__new__(cls)
     Exception.__init__(e, message)
+    if isinstance(e, OSError):
+        e.errno = state.pop("errno", None)
+        e.strerror = state.pop("strerror", None)
+        e.filename = state.pop("filename", None)
     e.__dict__.update(state)
     return e
 
@@ -210,6 +219,35 @@ class Unsafe(Error):
     kind = "unsafe"
 
 
+class TooDeep(Error, ValueError):
+    """The document is nested deeper than statesafe's limit (``depth`` over ``limit``):
+    a new document is refused with nothing written; a file that deep (written outside
+    statesafe) is not served. Not damage: nothing is quarantined."""
+
+    kind = "too_deep"
+    depth: int = 0
+    limit: int = 0
+
+
+class LockLost(Error):
+    """The lock file ``lock`` was removed or replaced while this store held it (or
+    the state file was replaced by a writer without the lock): the commit was
+    abandoned before the rename, nothing was written. Find what removes files in the
+    state's directory; retry once it is stopped."""
+
+    kind = "lock_lost"
+    lock: Optional[str] = None
+
+
+class Unsupported(Error):
+    """An operation this kind of store does not offer (yet), ``operation``, for
+    ``reason``: nothing was done."""
+
+    kind = "unsupported"
+    operation: Optional[str] = None
+    reason: str = ""
+
+
 class Closed(Error):
     """The store was used after ``close()``."""
 
@@ -228,7 +266,7 @@ _CLASSES: dict[str, type[Error]] = {
     for cls in (NotFound, AlreadyExists, Corrupt, LockTimeout, Conflict, Invalid, TooLarge,
                 OSFailure, NoSpace, PermissionDenied, ReadOnlyFilesystem, OutcomeUnknown,
                 Poisoned, Unrecoverable, BadPath, BadSchema, GenerationUnavailable, Mismatch,
-                RemoteError, Unsafe, Closed, UsageError)
+                RemoteError, Unsafe, TooDeep, LockLost, Unsupported, Closed, UsageError)
 }
 
 _ERRNO = {"no_space": _errno.ENOSPC, "permission_denied": _errno.EACCES,
@@ -264,10 +302,12 @@ def _from_rust(kind: str, message: str, causes: list[str], hint: Optional[str],
         e.errno = code
         e.strerror = message
         e.filename = e.path
+    # The rule alone (Invalid, BadSchema): str(e) keeps the whole message, which names
+    # the file; the rule goes to `violations`, `rule` and `pointer` below.
+    text = fields.pop("message", None) or ""
     for name, value in fields.items():
         setattr(e, name, value)
     if isinstance(e, Invalid):
-        text = fields.get("message", "")
         e.violations = [v.strip() for v in text.split("; ") if v.strip()]
         m = _SCHEMA_VIOLATION.search(text)
         if m:

@@ -51,8 +51,9 @@ def test_dataclass_round_trip(path: pathlib.Path) -> None:
 def test_dataclass_refuses_unknown_fields_without_touching_the_file(path: pathlib.Path) -> None:
     path.write_text('{"current_balance": 1, "surprise": true}')
     store = statesafe.open(path, model=TradingState)
-    with pytest.raises(TypeError, match="surprise"):
+    with pytest.raises(statesafe.Mismatch, match="surprise") as e:
         store.get()
+    assert str(path) in str(e.value) and isinstance(e.value.__cause__, TypeError)
     assert json.loads(path.read_text()) == {"current_balance": 1, "surprise": True}
 
 
