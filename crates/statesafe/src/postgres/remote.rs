@@ -3419,7 +3419,10 @@ mod tests {
     fn remote(state: &str) -> Remote {
         let address = Address::parse(&format!("postgres://u@127.0.0.1:5999/db?state={state}"))
             .expect("a valid URL");
-        let names = Names::new(address.schema.as_deref(), &address.table);
+        let names = Names::new(
+            address.schema.as_deref().unwrap_or("public"),
+            &address.table,
+        );
         Remote {
             address,
             names,
