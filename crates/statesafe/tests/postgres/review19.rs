@@ -252,18 +252,7 @@ fn review19_a_lock_on_one_server_does_not_let_writers_through_a_lock_on_another(
     let (_held_theirs, held_ours) = aligned.expect("the two servers' transaction ids met");
     let (var, value) = held_ours.nested_env().unwrap();
     // Our CMD writes their state on server 2 (a child process, as CMD is).
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "review19::review19_child_updates_the_state_at_its_url",
-            "--nocapture",
-            "--include-ignored",
-        ])
-        .env("STATESAFE_R19_CHILD_URL", &theirs_url)
-        .env(var, &value)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = child_update(&theirs_url, var, &value);
     assert!(
         stdout.contains("@@refused"),
         "a writer under our lock of `{ours_url}` (STATESAFE_PG_LOCKS={value}) wrote `{theirs_url}` while another `statesafe lock` held it: {stdout}"
@@ -305,6 +294,17 @@ fn review19_a_lock_lets_its_own_writers_through_where_pg_control_system_is_revok
         .lock("a lock whose role may not read the system identifier")
         .unwrap();
     let (var, value) = held.nested_env().unwrap();
+    let stdout = child_update(&url, var, &value);
+    assert!(
+        stdout.contains("@@wrote"),
+        "CMD's writer under the lock ({var}={value}): {stdout}"
+    );
+}
+
+/// Runs [`review19_child_updates_the_state_at_its_url`] in a child process (as CMD
+/// under `statesafe lock` is one) on `url`, with the lock's variable `var=value`;
+/// returns what it printed.
+fn child_update(url: &str, var: &str, value: &str) -> String {
     let out = std::process::Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
@@ -312,15 +312,11 @@ fn review19_a_lock_lets_its_own_writers_through_where_pg_control_system_is_revok
             "--nocapture",
             "--include-ignored",
         ])
-        .env("STATESAFE_R19_CHILD_URL", &url)
-        .env(var, &value)
+        .env("STATESAFE_R19_CHILD_URL", url)
+        .env(var, value)
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        stdout.contains("@@wrote"),
-        "CMD's writer under the lock ({var}={value}): {stdout}"
-    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// The child of the test above: one update of the state at `$STATESAFE_R19_CHILD_URL`
