@@ -458,6 +458,30 @@ fn review19_another_states_row_copied_over_is_damage() {
     );
 }
 
+/// State `name` created as `{"n": 1}` and updated to 2 and 3 (generations 1 to 3).
+fn three_commits(pg: &cluster::Cluster, name: &str) -> Store {
+    let store = open(&pg.url(name));
+    store.create(json!({"n": 1})).unwrap();
+    store.update(|s| s["n"] = 2.into()).unwrap();
+    store.update(|s| s["n"] = 3.into()).unwrap();
+    store
+}
+
+/// State `name`'s row put back by hand to its backup of generation `to` (generation,
+/// document and checksum), as a restore of the main table from an older dump does.
+fn put_back(pg: &cluster::Cluster, name: &str, to: i64) {
+    let n = pg
+        .client()
+        .execute(
+            "UPDATE statesafe SET generation = b.generation, document = b.document, \
+             checksum = b.checksum FROM statesafe_backups b \
+             WHERE statesafe.state = $1 AND b.state = $1 AND b.generation = $2",
+            &[&name, &to],
+        )
+        .unwrap();
+    assert_eq!(n, 1, "state `{name}` has a backup of generation {to}");
+}
+
 /// The row put back to an older version of itself by hand (its generation, document
 /// and checksum those of its newest backup row, as a restore of the main table from
 /// an older dump leaves it), while the history and backups hold the newer
@@ -472,20 +496,8 @@ fn review19_another_states_row_copied_over_is_damage() {
 fn review19_the_row_put_back_to_an_older_version_is_not_served_as_current() {
     let Some(pg) = cluster::cluster() else { return };
     let name = "review19-put-back";
-    let store = open(&pg.url(name));
-    store.create(json!({"n": 1})).unwrap();
-    store.update(|s| s["n"] = 2.into()).unwrap();
-    store.update(|s| s["n"] = 3.into()).unwrap();
-    let put_back = pg
-        .client()
-        .execute(
-            "UPDATE statesafe SET generation = b.generation, document = b.document, \
-             checksum = b.checksum FROM statesafe_backups b \
-             WHERE statesafe.state = $1 AND b.state = $1 AND b.generation = 2",
-            &[&name],
-        )
-        .unwrap();
-    assert_eq!(put_back, 1);
+    three_commits(pg, name);
+    put_back(pg, name, 2);
     let got = Store::options()
         .recovery(statesafe::RecoveryPolicy::Fail)
         .open_url(&pg.url(name))
@@ -506,23 +518,8 @@ fn review19_the_row_put_back_to_an_older_version_is_not_served_as_current() {
 fn review19_writers_over_a_row_put_back_commit_no_generation_twice() {
     let Some(pg) = cluster::cluster() else { return };
     let name = "review19-put-back-writers";
-    let store = open(&pg.url(name));
-    store.create(json!({"n": 1})).unwrap();
-    store.update(|s| s["n"] = 2.into()).unwrap();
-    store.update(|s| s["n"] = 3.into()).unwrap();
-    let put_back = |to: i64| {
-        let n = pg
-            .client()
-            .execute(
-                "UPDATE statesafe SET generation = b.generation, document = b.document, \
-                 checksum = b.checksum FROM statesafe_backups b \
-                 WHERE statesafe.state = $1 AND b.state = $1 AND b.generation = $2",
-                &[&name, &to],
-            )
-            .unwrap();
-        assert_eq!(n, 1);
-    };
-    put_back(2);
+    let store = three_commits(pg, name);
+    put_back(pg, name, 2);
     let updated = open(&pg.url(name)).update(|s| s["n"] = (s["n"].as_i64().unwrap() * 10).into());
     assert!(updated.is_ok(), "{updated:?}");
     let snap = store.load().unwrap();
@@ -537,7 +534,7 @@ fn review19_writers_over_a_row_put_back_commit_no_generation_twice() {
     );
     assert_eq!(store.document_at(3).unwrap(), json!({"n": 3}));
     assert_eq!(store.document_at(4).unwrap(), json!({"n": 3}));
-    put_back(4);
+    put_back(pg, name, 4);
     // A compare-and-swap on the generation put back (read before commit 5) fails.
     let stale = open(&pg.url(name)).replace_if(4, json!({"n": 0}));
     assert!(
