@@ -37,6 +37,13 @@ pub fn run(args: ChildArgs) -> Result<()> {
             rounds,
             threads_only,
         } => crate::journal::group(&dir, threads, millis, rounds, threads_only),
+        ChildWhat::Pg {
+            base,
+            who,
+            clients,
+            millis,
+            rounds,
+        } => crate::pg::child(&base, &who, clients, Duration::from_millis(millis), rounds),
         ChildWhat::Rusage { cmd } => rusage(&cmd),
         ChildWhat::Profile {
             kind,

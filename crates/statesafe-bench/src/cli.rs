@@ -178,6 +178,29 @@ pub enum ChildWhat {
         #[arg(long)]
         threads_only: bool,
     },
+    /// The PostgreSQL section's contenders alone, for profilers (`perf record -a`
+    /// sees one contender's server work): CLIENTS threads increment one counter on
+    /// the server at BASE (a database URL, `postgres://USER@HOST:PORT/DB`, whose
+    /// tables `bench*` it replaces) for MILLIS, ROUNDS times; prints each round's rate.
+    /// `STATESAFE_BENCH_PG_URL_EXTRA` is appended to the state's URL (for example
+    /// `&prepare=sql`), to compare a URL option side by side.
+    Pg {
+        /// The database, as a URL without `?state=`.
+        #[arg(long)]
+        base: String,
+        /// Which contender: `statesafe`, `bare` or `both` (alternating).
+        #[arg(long, default_value = "both")]
+        who: String,
+        /// Threads, each with its own connection.
+        #[arg(long, default_value_t = 8)]
+        clients: usize,
+        /// Window in milliseconds.
+        #[arg(long, default_value_t = 2000)]
+        millis: u64,
+        /// Rounds.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
     /// One update of FILE; print the resident baseline and the peak, in bytes.
     Mem {
         /// Contender.

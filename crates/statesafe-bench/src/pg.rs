@@ -139,16 +139,7 @@ pub fn run(clients: &[usize], window: Duration, rounds: usize) -> Result<PgResul
         },
         fsync: show(&mut admin, "fsync")?,
     };
-    admin.batch_execute(
-        "DROP TABLE IF EXISTS bench_bare;
-         CREATE TABLE bench_bare (id int PRIMARY KEY, doc text NOT NULL);
-         INSERT INTO bench_bare VALUES (1, '{\"n\": 0}');
-         DROP TABLE IF EXISTS bench, bench_backups, bench_history, bench_quarantine",
-    )?;
-    let url = pg.url_with("counter", "table=bench");
-    let store: Store = Store::options().open_url(&url)?;
-    store.create(json!({"n": 0}))?;
-    drop(store);
+    let url = setup(&mut admin, &pg.url_with("counter", URL_OPTIONS))?;
     let mut cells: Vec<Cell> = Vec::new();
     let (mut ours, mut bare) = (0u64, 0u64);
     for round in 0..rounds {
@@ -207,6 +198,59 @@ pub fn run(clients: &[usize], window: Duration, rounds: usize) -> Result<PgResul
         rounds,
         server,
     })
+}
+
+/// The state's URL options: its own tables, and the same transport as the bare
+/// transaction's (plain TCP: the tests' server also offers TLS, which the URL's
+/// default `sslmode=prefer` would take, and the bare client, `NoTls`, does not).
+const URL_OPTIONS: &str = "table=bench&sslmode=disable";
+
+/// Makes both contenders' tables afresh, each counter at 0; the state's URL.
+fn setup(admin: &mut postgres::Client, url: &str) -> Result<String> {
+    admin.batch_execute(
+        "DROP TABLE IF EXISTS bench_bare;
+         CREATE TABLE bench_bare (id int PRIMARY KEY, doc text NOT NULL);
+         INSERT INTO bench_bare VALUES (1, '{\"n\": 0}');
+         DROP TABLE IF EXISTS bench, bench_backups, bench_history, bench_quarantine",
+    )?;
+    let store: Store = Store::options().open_url(url)?;
+    store.create(json!({"n": 0}))?;
+    drop(store);
+    Ok(url.to_string())
+}
+
+/// `child pg`: one contender (or both, alternating) alone on the server at `base`.
+pub fn child(base: &str, who: &str, clients: usize, window: Duration, rounds: usize) -> Result<()> {
+    let mut admin = postgres::Client::connect(base, postgres::NoTls)?;
+    let extra = std::env::var("STATESAFE_BENCH_PG_URL_EXTRA").unwrap_or_default();
+    let url = setup(
+        &mut admin,
+        &format!("{base}?state=counter&{URL_OPTIONS}{extra}"),
+    )?;
+    let pinned = match admin
+        .query_one("SHOW synchronous_commit", &[])?
+        .get::<_, String>(0)
+    {
+        s if s == "off" || s == "local" => "on".to_string(),
+        s => s,
+    };
+    let order: &[Who] = match who {
+        "statesafe" => &[Who::Statesafe],
+        "bare" => &[Who::Bare],
+        "both" => &[Who::Statesafe, Who::Bare],
+        other => return Err(format!("--who {other}: statesafe, bare or both").into()),
+    };
+    for round in 0..rounds {
+        for &w in order {
+            let (ops, elapsed) = contend(w, clients, window, &url, base, &pinned)?;
+            println!(
+                "round {round} {}: {clients} clients, {ops} increments, {:.0}/s",
+                w.label(),
+                ops as f64 / elapsed.as_secs_f64()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The server's WAL bytes and flushes so far.
@@ -319,11 +363,11 @@ pub fn section(o: &mut String, r: &PgResult) {
     let _ = writeln!(
         o,
         "N threads, each with its own connection, increment one counter on a throwaway \
-         local PostgreSQL {version} server (TCP on 127.0.0.1, `synchronous_commit = \
+         local PostgreSQL {version} server (plain TCP on 127.0.0.1, no TLS, `synchronous_commit = \
          {synchronous_commit}`, `fsync = {fsync}`, the same for both) for {:.1} s; \
          median of {rounds} rounds (which goes first alternates), lowest and highest \
          round in brackets. Both counters are checked afterwards: no increment lost.\n\n\
-         - **statesafe**: `Store::update` on `postgres://…?state=counter&table=bench` \
+         - **statesafe**: `Store::update` on `postgres://…?state=counter&table=bench&sslmode=disable` \
          (row lock, checksum verified, the outgoing version kept as a backup row, a \
          history row with a JSON Patch, the prunes), two round trips.\n\
          - **bare transaction**: `BEGIN; SET LOCAL synchronous_commit`; `SELECT doc … \

@@ -1349,11 +1349,15 @@ SELECT (SELECT 1 FROM {main} WHERE state = {key} FOR UPDATE SKIP LOCKED),
         // rollback lets go of), again after a rollback, in a transaction that first
         // lists what its server session holds (it may hold some: other variants of
         // these statements share some texts), with a `PREPARE` of each it lacks.
-        let first = format!(
-            "BEGIN ISOLATION LEVEL READ COMMITTED;
+        // (Built only when used: the text and its statements' names cost about 8% of
+        // a write's client time, spent for nothing on the protocol-level path.)
+        let first = || {
+            format!(
+                "BEGIN ISOLATION LEVEL READ COMMITTED;
 {}",
-            self.lock_statements_prepared(millis, operation, nowait, list_backups, None)
-        );
+                self.lock_statements_prepared(millis, operation, nowait, list_backups, None)
+            )
+        };
         // Protocol-level prepared statements unless this store found (or was told)
         // that they do not stay in the server session: `(protocol, statements' rows)`.
         let start_tx = |client: &mut Client| {
@@ -1371,7 +1375,7 @@ SELECT (SELECT 1 FROM {main} WHERE state = {key} FOR UPDATE SKIP LOCKED),
                 self.sql_prepare.store(true, Ordering::Relaxed);
             }
             client
-                .simple_query(&first)
+                .simple_query(&first())
                 .map(|m| (false, Locking::statements(&m)))
         };
         let (mut client, pooled) = self.take()?;
@@ -3252,6 +3256,27 @@ fn micros(us: i64) -> SystemTime {
 /// `statesafe PID@HOST OPERATION: COMMAND`, cut to PostgreSQL's 63 bytes, with
 /// nothing that needs quoting in an SQL literal.
 fn application_name(operation: &str) -> String {
+    // Remembered per thread for the last operation and process id (a fork's child
+    // names itself afresh): built on every transaction, it was about 2% of a
+    // write's client time.
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<(u32, String, String)>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    let pid = crate::sys::pid();
+    if let Some(name) = LAST.with_borrow(|last| {
+        last.as_ref()
+            .filter(|(p, op, _)| *p == pid && op == operation)
+            .map(|(_, _, name)| name.clone())
+    }) {
+        return name;
+    }
+    let name = application_name_of(operation);
+    LAST.with_borrow_mut(|last| *last = Some((pid, operation.to_string(), name.clone())));
+    name
+}
+
+fn application_name_of(operation: &str) -> String {
     let (host, _, command) = crate::lock::identity();
     let raw = format!(
         "statesafe {}@{host} {operation}: {command}",
