@@ -17,7 +17,7 @@ pub(crate) fn redact_url(url: &str) -> (String, bool) {
     };
     let mut out = prefix.to_string();
     let mut found = false;
-    let (creds, rest) = split_creds(&url[prefix.len()..]);
+    let (creds, rest) = split_creds_shown(&url[prefix.len()..]);
     if let Some(creds) = creds {
         match creds.split_once(':') {
             Some((user, _)) => {
@@ -63,6 +63,37 @@ fn split_creds(rest: &str) -> (Option<&str>, &str) {
     match rest.split_once('@') {
         Some((creds, after)) => (Some(creds), after),
         None => (None, rest),
+    }
+}
+
+/// [`split_creds`] for what is shown: when the text between the first `@` and the
+/// query holds another `@` (a user name or password with an `@` not percent-encoded,
+/// which the library would cut at the first and take the rest for the host), the
+/// userinfo is taken to run to the last of them, so that no part of the password is
+/// shown (review19pg). [`unencoded_at_in_userinfo`] tells such a URL, refused before
+/// it is used.
+fn split_creds_shown(rest: &str) -> (Option<&str>, &str) {
+    let (creds, after) = split_creds(rest);
+    let Some(creds) = creds else {
+        return (None, rest);
+    };
+    match split_query(after).0.rfind('@') {
+        Some(i) => (Some(&rest[..creds.len() + 1 + i]), &after[i + 1..]),
+        None => (Some(creds), after),
+    }
+}
+
+/// Whether a PostgreSQL URL's host part (as the client library reads it: after the
+/// first `@`, before the query) holds an `@`: a user name or password whose `@` is not
+/// written `%40`.
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+pub(crate) fn unencoded_at_in_userinfo(url: &str) -> bool {
+    let Some(prefix) = PG_PREFIXES.iter().find(|p| url.starts_with(**p)) else {
+        return false;
+    };
+    match split_creds(&url[prefix.len()..]) {
+        (Some(_), after) => split_query(after).0.contains('@'),
+        (None, _) => false,
     }
 }
 
@@ -194,6 +225,26 @@ fn redact_settings(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A password with an `@` that is not percent-encoded: the client library takes
+    /// the userinfo up to the first `@` and the rest as the host, so the password's
+    /// tail was shown in every message naming the URL (review19pg). Everything up to
+    /// the last `@` before the query is hidden.
+    #[test]
+    fn the_tail_of_a_password_with_an_unencoded_at_is_hidden_too() {
+        for (url, want) in [
+            (
+                "postgres://bot:pa@ssword@127.0.0.1:1/db?state=a",
+                "postgres://bot:***@127.0.0.1:1/db?state=a",
+            ),
+            (
+                "postgres://bot:p@ss/w@rd@h/db?state=a&passfile=/home/a@b/pgpass",
+                "postgres://bot:***@h/db?state=a&passfile=/home/a@b/pgpass",
+            ),
+        ] {
+            assert_eq!(redact_url(url), (want.to_string(), true), "{url}");
+        }
+    }
 
     #[test]
     fn every_password_the_client_library_takes_is_found() {

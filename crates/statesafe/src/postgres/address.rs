@@ -53,6 +53,15 @@ impl Address {
             path: PathBuf::from(redact(url)),
             reason,
         };
+        // Before anything is read from it: the client library would take the text
+        // after the first `@` for the host, look it up (the password's tail sent to
+        // the name resolver) and name it in its errors (review19pg).
+        if crate::secret::unencoded_at_in_userinfo(url) {
+            return Err(bad(
+                "its user name or password holds an `@` that is not percent-encoded: the client library would take the text after the first `@` for the host; write each `@` of the user name or password as `%40` (and the password is better kept out of the URL: PGPASSWORD, ~/.pgpass or `passfile=PATH`)"
+                    .into(),
+            ));
+        }
         // The query starts after the userinfo, whose password may hold a `?`.
         let (base, query) = crate::secret::split_url_query(url);
         let query = query.unwrap_or("");
@@ -405,6 +414,32 @@ mod tests {
             Some(b"fallback".to_vec())
         );
         assert_eq!(pgpass_lookup("h:1:d:u:x", ["h", "2", "d", "u"]), None);
+    }
+
+    /// review19pg: a password with an unencoded `@` was cut there by the client
+    /// library, which took the rest as the host: it looked that up (the password's
+    /// tail sent to the name resolver) and every message showed it. Refused before
+    /// any connection, and the refusal shows none of it.
+    #[test]
+    fn a_url_whose_userinfo_holds_an_unencoded_at_is_refused_without_showing_it() {
+        let url = "postgres://bot:pa@zq9xk@127.0.0.1:1/db?state=a";
+        let err = match Address::parse(url) {
+            Ok(a) => panic!(
+                "accepted, as host {:?} and display {}",
+                a.config.get_hosts(),
+                a.display.display()
+            ),
+            Err(e) => e,
+        };
+        let shown = format!("{err} {:?}", err.hint());
+        assert!(matches!(err, Error::BadPath { .. }), "{shown}");
+        assert!(!shown.contains("zq9xk"), "{shown}");
+        assert!(shown.contains("%40"), "{shown}");
+        // A `@` in the query (a passfile's path) is no such thing.
+        assert!(
+            Address::parse("postgres://bot@127.0.0.1:1/db?state=a&passfile=/home/a@b/pgpass")
+                .is_ok()
+        );
     }
 
     #[test]
