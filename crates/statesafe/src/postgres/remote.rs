@@ -296,6 +296,7 @@ COMMIT"
     /// `connect_timeout` per host of the URL, as libpq's (tokio-postgres's bounds
     /// only the TCP connect).
     fn connect(&self) -> Result<Client> {
+        self.refuse_planted_sockets()?;
         let config = &self.address.config;
         let limit = config
             .get_connect_timeout()
@@ -335,6 +336,44 @@ COMMIT"
                 source: Some(Box::new(e)),
             },
         })
+    }
+
+    /// Over a Unix socket the client library answers the server's request for the
+    /// password as it comes (clear text included; over TCP statesafe's connector
+    /// refuses that without a verified certificate, `startup.rs`). A socket is only as
+    /// trustworthy as the directory it is in: where other users can write (`/tmp`,
+    /// where an upstream build puts its socket), one may plant a socket of their own
+    /// while the server is down and collect the password (review19pg). So when a
+    /// password would be sent, each Unix-socket host's directory must be writable by
+    /// its owner alone, or sticky (others cannot rename or delete a socket there that
+    /// is not theirs) with the server's socket belonging to root, the directory's
+    /// owner, this user or the `postgres` account. Checked before every connection.
+    fn refuse_planted_sockets(&self) -> Result<()> {
+        let config = &self.address.config;
+        if config.get_password().is_none() {
+            return Ok(());
+        }
+        let ports = config.get_ports();
+        for (i, host) in config.get_hosts().iter().enumerate() {
+            let tokio_postgres::config::Host::Unix(dir) = host else {
+                continue;
+            };
+            let port = ports
+                .get(i)
+                .or_else(|| ports.first())
+                .copied()
+                .unwrap_or(5432);
+            if let Some(why) = planted_socket_risk(dir, port) {
+                return Err(Error::Unsafe {
+                    path: self.display().to_path_buf(),
+                    reason: format!(
+                        "the password is not sent over the Unix socket `{}`: {why}, so another local user may be listening there (a socket planted while the server is down collects the password); keep the server's socket in a directory only its owner can write (Debian's `/var/run/postgresql`), connect over TCP with a verified certificate, or use peer authentication (no password)",
+                        dir.join(format!(".s.PGSQL.{port}")).display()
+                    ),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// A connection: an idle one of the pool, or a new one. The flag says it was
@@ -2769,6 +2808,52 @@ fn statement_timeout(lock: &str) -> String {
          ELSE least(extract(epoch FROM current_setting('statement_timeout')::interval + {lock}::interval) * 1000, {})::bigint || 'ms' END, true)",
         i32::MAX
     )
+}
+
+/// Why a password must not be sent to the server's socket for `port` in `dir`
+/// ([`Remote::refuse_planted_sockets`]); `None` when it may.
+fn planted_socket_risk(dir: &std::path::Path, port: u16) -> Option<String> {
+    let Ok(fd) = crate::sys::open_dir(dir) else {
+        // No such directory: nothing to connect to, and the connection says so.
+        return None;
+    };
+    let Ok(st) = crate::sys::stat_fd(&fd) else {
+        return None;
+    };
+    if st.mode & 0o022 == 0 {
+        return None;
+    }
+    if st.mode & 0o1000 == 0 {
+        return Some(format!(
+            "its directory (mode {:o}) lets other users replace any file in it",
+            st.mode
+        ));
+    }
+    let name = format!(".s.PGSQL.{port}");
+    let socket = match crate::sys::stat_at(&fd, std::ffi::OsStr::new(&name)) {
+        Ok(socket) => socket,
+        Err(_) => {
+            return Some(format!(
+                "there is no server socket in its directory (mode {:o}, writable by other users), where another user may make one",
+                st.mode
+            ));
+        }
+    };
+    let me = crate::sys::effective_uid();
+    let trusted = [0, st.uid, me]
+        .into_iter()
+        .chain(crate::sys::uid_of_account("postgres"));
+    if trusted.into_iter().any(|uid| uid == socket.uid) && socket.kind != crate::sys::Kind::Symlink
+    {
+        return None;
+    }
+    Some(format!(
+        "it is {} of uid {} in a directory (mode {:o}) other users can write, and belongs to none of root, the directory's owner (uid {}), you (uid {me}) or the `postgres` account",
+        socket.kind.describe(),
+        socket.uid,
+        st.mode,
+        st.uid
+    ))
 }
 
 /// The name prefix of statesafe's prepared statements (a macro, for `concat!`).

@@ -432,6 +432,18 @@ pub(crate) fn process_identity(pid: u32) -> Option<(String, String)> {
     Some((user, command))
 }
 
+/// The user id of the local account `name`, from `/etc/passwd` (`None`: no such line,
+/// or the file cannot be read; accounts of a directory service are not looked up).
+pub(crate) fn uid_of_account(name: &str) -> Option<u32> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        (fields.next()? == name)
+            .then(|| fields.nth(1)?.parse().ok())
+            .flatten()
+    })
+}
+
 /// What `fstat`/`fstatat` says of a file, in the terms statesafe's checks need.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Stat {
