@@ -10,7 +10,8 @@ use crate::output::Output;
 
 /// Replays the source's versions (those it can rebuild from its history, oldest
 /// first, then the current one) onto the destination, each commit a compare-and-swap
-/// on the generation the copy wrote before it, then records the source's settings.
+/// on the generation the copy wrote before it, then records the source's settings (on
+/// an existing destination, with the larger retention of the two).
 pub fn run(args: CopyArgs, out: &Output) -> Result<()> {
     let source: Store<Value> = super::open(&args.source, None, out)?;
     let destination: Store<Value> = super::open(&args.destination, Some(&args.write), out)?;
@@ -34,7 +35,7 @@ pub fn run(args: CopyArgs, out: &Output) -> Result<()> {
         }
     }
     versions.push((current.generation, current.state));
-    let settings = source.settings();
+    let mut settings = source.settings();
 
     let found = destination.generation()?;
     let expected = match (args.if_generation, args.replace) {
@@ -67,6 +68,19 @@ pub fn run(args: CopyArgs, out: &Output) -> Result<()> {
         });
     }
 
+    // On an existing destination (`--replace`, `--if-generation N`), whose own versions
+    // stay in its history, the retention is the larger of the two, field by field: the
+    // source's alone pruned the destination's versions during the copy itself
+    // (review19), and the destination's alone would prune the copied ones.
+    if expected != 0 {
+        let own = destination.settings();
+        let (b, h) = (&mut settings.backups, &mut settings.history);
+        b.keep = b.keep.max(own.backups.keep);
+        b.hourly = b.hourly.max(own.backups.hourly);
+        b.daily = b.daily.max(own.backups.daily);
+        h.keep = h.keep.max(own.history.keep);
+        h.max_patch_bytes = h.max_patch_bytes.max(own.history.max_patch_bytes);
+    }
     // The older versions go in under the source's settings without its schema (a
     // version may predate it); the whole settings once the last one is in.
     let staging = statesafe::Settings {

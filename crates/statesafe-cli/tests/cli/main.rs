@@ -23,6 +23,7 @@ mod postgres;
 mod reads;
 mod red13;
 mod red14;
+mod review19;
 mod scripts;
 mod set;
 mod torture;
