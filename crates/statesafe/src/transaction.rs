@@ -476,8 +476,12 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                 Err(e) => return Err(e),
             },
             None => match init {
-                Some(init) => (init(), None),
+                Some(init) => {
+                    self.refuse_deleted(Some(guard.sidecar()))?;
+                    (init(), None)
+                }
                 None => {
+                    self.refuse_deleted(Some(guard.sidecar()))?;
                     return Err(Error::NotFound {
                         path: self.local().target.given.clone(),
                     });
@@ -656,6 +660,12 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                 }
                 Err(e) => return Err(e),
             }),
+            // A create (expected generation 0) starts from nothing: not in the place
+            // of a deleted state (`replace`, unconditional, may: a whole document).
+            None if expected == Some(0) => {
+                self.refuse_deleted(Some(guard.sidecar()))?;
+                None
+            }
             None => None,
         };
         if let Some(expected) = expected {
