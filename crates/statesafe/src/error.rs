@@ -618,7 +618,7 @@ impl Error {
                 "create it first (for example with `statesafe set FILE '' '{}'`), or check the path".into()
             }
             Error::Deleted { path, sidecar, .. } => format!(
-                "run `statesafe recover {p}` (Store::recover) to put back the newest version the backups and history prove, as the next generation; or, to start over on purpose, `statesafe init {p} DOCUMENT --force` (Store::replace, which keeps the old generations' backups and history), or remove the sidecar directory `{s}` to discard the old state's backups, history and settings too",
+                "run `statesafe recover {p}` to put back the newest version its backups and history prove, as the next generation; or, to start over on purpose, write a whole new document (`statesafe init {p} DOCUMENT --force`, or `replace` in a program; the old generations' backups and history stay), or remove the sidecar directory `{s}` to discard the old state's backups, history and settings too",
                 p = path.display(),
                 s = sidecar.display()
             ),

@@ -7,6 +7,7 @@
 mod common;
 
 mod concurrency;
+mod deleted;
 mod del;
 mod documents;
 mod edit;
