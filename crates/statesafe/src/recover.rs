@@ -650,9 +650,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                 });
             }
         };
-        let change = Change::Restore {
-            from: p.generation,
-        };
+        let change = Change::Restore { from: p.generation };
         let base = self.write_version(guard, temp_name, &p.state, None, change)?;
         let event = Event::Undeleted {
             path: self.local().target.given.clone(),

@@ -47,7 +47,12 @@ fn deleted_recover_puts_the_last_document_back() {
     assert_eq!(run.code, 0, "{}", run.snapshot());
     assert!(run.stdout.contains("was deleted"), "{}", run.snapshot());
     let run = env.run(&["get", "s.json", "/n"]);
-    assert_eq!((run.code, run.stdout.as_str()), (0, "3\n"), "{}", run.snapshot());
+    assert_eq!(
+        (run.code, run.stdout.as_str()),
+        (0, "3\n"),
+        "{}",
+        run.snapshot()
+    );
 }
 
 #[test]
@@ -64,6 +69,7 @@ fn deleted_init_force_starts_over_on_purpose() {
 #[test]
 fn deleted_control_a_new_file_is_not_found_then_created() {
     let env = Env::new();
-    env.run(&["get", "s.json"]).assert_failed(&["get"], 3, "does not exist");
+    env.run(&["get", "s.json"])
+        .assert_failed(&["get"], 3, "does not exist");
     assert_eq!(env.run(&["init", "s.json"]).code, 0);
 }

@@ -7,8 +7,8 @@
 mod common;
 
 mod concurrency;
-mod deleted;
 mod del;
+mod deleted;
 mod documents;
 mod edit;
 mod exec;

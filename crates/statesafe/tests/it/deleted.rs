@@ -123,10 +123,7 @@ fn deleted_recover_puts_the_last_committed_document_back() {
     assert_eq!(*generation, 3);
     let newest = newest_backup.clone().expect("the newest backup is named");
     assert!(newest.exists(), "{}", newest.display());
-    assert!(
-        e.to_string().contains(&newest.display().to_string()),
-        "{e}"
-    );
+    assert!(e.to_string().contains(&newest.display().to_string()), "{e}");
     let event = store.recover().unwrap().expect("recover says what it did");
     let text = event.to_string();
     assert!(text.contains("deleted"), "{text}");

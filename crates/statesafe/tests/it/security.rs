@@ -553,7 +553,10 @@ fn a_file_replaced_under_the_lock_is_not_overwritten() {
     std::fs::write(&fresh_path, "{\"n\": 8}\n").unwrap();
     tx.set(json!({"n": 2}));
     assert!(matches!(tx.commit(), Err(Error::LockLost { .. })));
-    assert_eq!(std::fs::read_to_string(&fresh_path).unwrap(), "{\"n\": 8}\n");
+    assert_eq!(
+        std::fs::read_to_string(&fresh_path).unwrap(),
+        "{\"n\": 8}\n"
+    );
     assert_eq!(
         common::temp_files(dir.path(), "f.json"),
         Vec::<String>::new()
