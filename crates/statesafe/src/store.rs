@@ -745,7 +745,8 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
     /// that is [`Error::Mismatch`], and nothing is changed.
     ///
     /// # Errors
-    /// [`Error::NotFound`] when the file does not exist; [`Error::Mismatch`];
+    /// [`Error::NotFound`] when the file does not exist; [`Error::Deleted`] when it
+    /// does not but its sidecar shows committed generations; [`Error::Mismatch`];
     /// [`Error::Corrupt`] or [`Error::Invalid`] when it is damaged and the policy is
     /// `fail`, or when statesafe never wrote the file (it is left as it is);
     /// [`Error::Unrecoverable`] when nothing verifies. A damaged file is never
@@ -816,7 +817,8 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
     }
 
     /// [`Store::load`], or `T::default()` at generation 0 when the file does not
-    /// exist. Never used for a damaged file.
+    /// exist. Never used for a damaged file, nor for a deleted one
+    /// ([`Error::Deleted`]: its sidecar shows committed generations).
     ///
     /// # Errors
     /// As [`Store::load`], without [`Error::NotFound`].
