@@ -80,7 +80,7 @@ export interface Holder {
 }
 
 export type ErrorCode =
-  | 'ENOENT' | 'ECORRUPT' | 'ELOCKTIMEOUT' | 'ECONFLICT' | 'EINVALID' | 'ESERIALIZE' | 'EABORTED'
+  | 'ENOENT' | 'EDELETED' | 'ECORRUPT' | 'ELOCKTIMEOUT' | 'ECONFLICT' | 'EINVALID' | 'ESERIALIZE' | 'EABORTED'
   | 'ENOSPC' | 'EACCES' | 'EROFS' | 'EOUTCOMEUNKNOWN' | 'EPOISONED' | 'EBADPATH' | 'EEXIST'
   | 'ETOOLARGE' | 'EUNRECOVERABLE' | 'EBADSCHEMA' | 'ENOGENERATION' | 'EMISMATCH' | 'EREMOTE'
   | 'EUNSAFE' | 'EIO' | 'ECLOSED' | 'ENESTED'
@@ -117,6 +117,13 @@ export declare class StatesafeError extends Error {
   /** ETOOLARGE */
   readonly size?: number
   readonly limit?: number
+  /** EDELETED (the state file was deleted while its sidecar shows committed
+   * generations; never served as the `default`): `generation` is the last one known,
+   * `newestBackup` the newest backup kept (or null), `sidecar` the sidecar directory.
+   * `store.recover()` puts the newest provable version back; `store.replace(doc)`
+   * starts over on purpose. */
+  readonly newestBackup?: string | null
+  readonly sidecar?: string
   /** EUNRECOVERABLE: where the damaged file is kept, and every backup tried. */
   readonly quarantined?: string | null
   readonly tried?: { path: string; reason: string }[]
@@ -155,6 +162,23 @@ export interface RecoveredEvent {
   quarantined: string
   /** The generation restored (a backup, or a backup carried forward by the history). */
   restoredFrom: number | null
+  /** When the history's patches rebuilt it: the backup generation they were applied to. */
+  rebuiltFrom: number | null
+  generation: number
+  message: string
+}
+
+/**
+ * `recover()` found the state file deleted while its sidecar showed committed
+ * generations (EDELETED) and put back the newest version it could prove.
+ */
+export interface UndeletedEvent {
+  type: 'undeleted'
+  path: string
+  /** The last generation the sidecar knew. */
+  known: number
+  /** The generation whose document was put back. */
+  restoredFrom: number
   /** When the history's patches rebuilt it: the backup generation they were applied to. */
   rebuiltFrom: number | null
   generation: number
@@ -342,9 +366,9 @@ export declare class Store<T = JsonValue> extends EventEmitter {
 
   check(): Promise<CheckReport>
   checkSync(): CheckReport
-  /** Recovers a damaged file now; `null` when it is sound. */
-  recover(): Promise<RecoveredEvent | null>
-  recoverSync(): RecoveredEvent | null
+  /** Recovers a damaged file (or puts back a deleted one) now; `null` when it is sound. */
+  recover(): Promise<RecoveredEvent | UndeletedEvent | null>
+  recoverSync(): RecoveredEvent | UndeletedEvent | null
   backups(): Promise<BackupList>
   backupsSync(): BackupList
   /** Commits a past generation again as a new generation; returns it. */
@@ -364,12 +388,14 @@ export declare class Store<T = JsonValue> extends EventEmitter {
 
   on(event: 'commit', listener: (e: CommitEvent) => void): this
   on(event: 'recovered', listener: (e: RecoveredEvent) => void): this
+  on(event: 'undeleted', listener: (e: UndeletedEvent) => void): this
   on(event: 'quarantined', listener: (e: QuarantinedEvent) => void): this
   on(event: 'externalChange', listener: (e: ExternalChangeEvent) => void): this
   on(event: 'specialFilesystem', listener: (e: SpecialFilesystemEvent) => void): this
   on(event: 'bookkeepingFailed', listener: (e: BookkeepingFailedEvent) => void): this
   once(event: 'commit', listener: (e: CommitEvent) => void): this
   once(event: 'recovered', listener: (e: RecoveredEvent) => void): this
+  once(event: 'undeleted', listener: (e: UndeletedEvent) => void): this
   once(event: 'quarantined', listener: (e: QuarantinedEvent) => void): this
   once(event: 'externalChange', listener: (e: ExternalChangeEvent) => void): this
   once(event: 'specialFilesystem', listener: (e: SpecialFilesystemEvent) => void): this

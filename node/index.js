@@ -35,7 +35,7 @@ const MARKER = 'STATESAFE_PAYLOAD '
 const FIELDS = [
   'kind', 'path', 'op', 'holder', 'waitedMs', 'expected', 'actual', 'line', 'column',
   'reason', 'rule', 'pointer', 'generation', 'committed', 'size', 'limit', 'quarantined',
-  'tried',
+  'tried', 'newestBackup', 'sidecar',
 ]
 
 /** Every failure of a store: one class, told apart by its stable `code`. */

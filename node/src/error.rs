@@ -49,6 +49,7 @@ impl From<Error> for Failure {
 pub(crate) fn code(e: &Error) -> &'static str {
     match e {
         Error::NotFound { .. } => "ENOENT",
+        Error::Deleted { .. } => "EDELETED",
         Error::Corrupt { .. } => "ECORRUPT",
         Error::LockTimeout { .. } => "ELOCKTIMEOUT",
         Error::GenerationConflict { .. } => "ECONFLICT",
@@ -124,6 +125,23 @@ fn payload(e: &Error) -> Value {
             p["line"] = json!(line);
             p["column"] = json!(column);
             p["reason"] = reason.as_str().into();
+        }
+        Error::Deleted {
+            path,
+            generation,
+            newest_backup,
+            sidecar,
+        } => {
+            p["path"] = path.display().to_string().into();
+            p["generation"] = json!(generation);
+            p["newestBackup"] = json!(newest_backup.as_ref().map(|b| b.display().to_string()));
+            p["sidecar"] = sidecar.display().to_string().into();
+            // The library's hint speaks of the command line; the Node way first.
+            p["hint"] = format!(
+                "store.recover() (or `statesafe recover FILE`) puts back the newest version its backups and history prove, as the next generation; to start over on purpose, store.replace(doc) writes a whole new document (the old generations' backups and history stay), or remove the sidecar directory `{}` to discard them too",
+                sidecar.display()
+            )
+            .into();
         }
         Error::LockTimeout {
             path,

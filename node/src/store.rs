@@ -392,6 +392,21 @@ pub(crate) fn event_json(e: &Event) -> Value {
             "generation": generation,
             "message": e.to_string(),
         }),
+        Event::Undeleted {
+            path,
+            known,
+            restored_from,
+            rebuilt_from,
+            generation,
+        } => json!({
+            "type": "undeleted",
+            "path": path.display().to_string(),
+            "known": known,
+            "restoredFrom": restored_from,
+            "rebuiltFrom": rebuilt_from,
+            "generation": generation,
+            "message": e.to_string(),
+        }),
         Event::Quarantined {
             path,
             damage,

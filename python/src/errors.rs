@@ -23,6 +23,7 @@ fn build(py: Python<'_>, err: &Error) -> PyResult<PyErr> {
     let fields = PyDict::new(py);
     let path = match err {
         Error::NotFound { path }
+        | Error::Deleted { path, .. }
         | Error::Corrupt { path, .. }
         | Error::LockTimeout { path, .. }
         | Error::GenerationConflict { path, .. }
@@ -62,6 +63,21 @@ fn build(py: Python<'_>, err: &Error) -> PyResult<PyErr> {
             fields.set_item("line", *line)?;
             fields.set_item("column", *column)?;
             fields.set_item("reason", reason)?;
+        }
+        Error::Deleted {
+            generation,
+            newest_backup,
+            sidecar,
+            ..
+        } => {
+            fields.set_item("generation", *generation)?;
+            fields.set_item(
+                "newest_backup",
+                newest_backup
+                    .as_ref()
+                    .map(|p| p.to_string_lossy().into_owned()),
+            )?;
+            fields.set_item("sidecar", sidecar.to_string_lossy().into_owned())?;
         }
         Error::LockTimeout { waited, holder, .. } => {
             fields.set_item("waited", waited.as_secs_f64())?;

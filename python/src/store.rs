@@ -1007,6 +1007,20 @@ pub fn event_dict<'py>(py: Python<'py>, event: &Event) -> PyResult<Bound<'py, Py
             d.set_item("rebuilt_from", *rebuilt_from)?;
             d.set_item("generation", *generation)?;
         }
+        Event::Undeleted {
+            path,
+            known,
+            restored_from,
+            rebuilt_from,
+            generation,
+        } => {
+            d.set_item("kind", "undeleted")?;
+            d.set_item("path", text(path))?;
+            d.set_item("known", *known)?;
+            d.set_item("restored_from", *restored_from)?;
+            d.set_item("rebuilt_from", *rebuilt_from)?;
+            d.set_item("generation", *generation)?;
+        }
         Event::Quarantined {
             path,
             damage,

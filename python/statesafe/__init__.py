@@ -21,16 +21,16 @@ import os as _os       # now, not at the first read (a process may have dropped 
 from typing import Any, Callable, Optional, Union
 
 from . import _model
-from ._errors import (AlreadyExists, BadPath, BadSchema, Closed, Conflict, Corrupt, Error,
-                      GenerationUnavailable, Holder, Invalid, LockLost, LockTimeout, Mismatch,
-                      NoSpace, NotFound, OSFailure, OutcomeUnknown, PermissionDenied,
+from ._errors import (AlreadyExists, BadPath, BadSchema, Closed, Conflict, Corrupt, Deleted,
+                      Error, GenerationUnavailable, Holder, Invalid, LockLost, LockTimeout,
+                      Mismatch, NoSpace, NotFound, OSFailure, OutcomeUnknown, PermissionDenied,
                       Poisoned, ReadOnlyFilesystem, RemoteError, TooDeep, TooLarge,
                       Unrecoverable, Unsafe, Unsupported, UsageError)
 from ._statesafe import BIG_INTS, LockGuard, Snapshot, Store, Transaction, __version__
 
 __all__ = [
     "open", "Store", "Transaction", "LockGuard", "Snapshot", "Holder", "BIG_INTS",
-    "Error", "NotFound", "AlreadyExists", "Corrupt", "LockTimeout", "Conflict", "Invalid",
+    "Error", "NotFound", "Deleted", "AlreadyExists", "Corrupt", "LockTimeout", "Conflict", "Invalid",
     "TooLarge", "OSFailure", "NoSpace", "PermissionDenied", "ReadOnlyFilesystem",
     "OutcomeUnknown", "Poisoned", "Unrecoverable", "BadPath", "BadSchema",
     "GenerationUnavailable", "Mismatch", "RemoteError", "Unsafe", "TooDeep", "LockLost",

@@ -77,6 +77,7 @@ class Event(TypedDict, total=False):
     filesystem: str
     because: str
     served: int
+    known: int
     what: str
     error: str
 
@@ -136,6 +137,11 @@ class OutcomeUnknown(Error):
     generation: int
 
 class Poisoned(Error): ...
+
+class Deleted(Error):
+    generation: int
+    newest_backup: Optional[str]
+    sidecar: Optional[str]
 
 class Unrecoverable(Error):
     damage: str

@@ -71,6 +71,21 @@ class NotFound(Error, FileNotFoundError):
     kind = "not_found"
 
 
+class Deleted(Error):
+    """The state file was deleted (a careless ``rm``, a cleanup script, a sync tool)
+    while its sidecar shows committed generations: it is not served as missing, and
+    ``default=`` never takes its place. ``generation`` is the last one the sidecar
+    knows, ``newest_backup`` the newest backup kept (or None), ``sidecar`` the
+    sidecar directory. ``store.recover()`` puts the newest provable version back;
+    ``store.replace(document)`` starts over on purpose. Deliberately not a
+    ``FileNotFoundError``: code that catches that to start afresh must not."""
+
+    kind = "deleted"
+    generation: int = 0
+    newest_backup: Optional[str] = None
+    sidecar: Optional[str] = None
+
+
 class AlreadyExists(Error, FileExistsError):
     """``create`` found the file already there."""
 
@@ -263,7 +278,7 @@ class UsageError(Error):
 
 _CLASSES: dict[str, type[Error]] = {
     cls.kind: cls
-    for cls in (NotFound, AlreadyExists, Corrupt, LockTimeout, Conflict, Invalid, TooLarge,
+    for cls in (NotFound, Deleted, AlreadyExists, Corrupt, LockTimeout, Conflict, Invalid, TooLarge,
                 OSFailure, NoSpace, PermissionDenied, ReadOnlyFilesystem, OutcomeUnknown,
                 Poisoned, Unrecoverable, BadPath, BadSchema, GenerationUnavailable, Mismatch,
                 RemoteError, Unsafe, TooDeep, LockLost, Unsupported, Closed, UsageError)
@@ -287,10 +302,18 @@ _PYTHON_HINTS = {
 }
 
 
+def _deleted_hint(fields: dict[str, Any]) -> str:
+    return ("store.recover() (or `statesafe recover FILE`) puts back the newest version its "
+            "backups and history prove, as the next generation; to start over on purpose, "
+            "store.replace(document) writes a whole new document (the old generations' "
+            "backups and history stay), or remove the sidecar directory "
+            f"`{fields.get('sidecar')}` to discard them too")
+
+
 def _from_rust(kind: str, message: str, causes: list[str], hint: Optional[str],
                fields: dict[str, Any]) -> Error:
     cls = _CLASSES.get(kind, Error)
-    hint = _PYTHON_HINTS.get(kind, hint)
+    hint = _deleted_hint(fields) if kind == "deleted" else _PYTHON_HINTS.get(kind, hint)
     e = cls(message, path=fields.pop("path", None), causes=causes, hint=hint)
     if kind not in _CLASSES:
         e.kind = kind

@@ -221,10 +221,6 @@ def test_two_keys_with_one_text_are_refused_not_half_written(path: pathlib.Path)
 # --- a deleted state file -------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="review19py: with a default, a state file deleted "
-                   "under a store that committed generation 3 is served as the default, "
-                   "generation 0, with no event, and the next transaction commits "
-                   "default + change as generation 4 (backups of 1 and 2 still there)")
 def test_a_deleted_state_file_is_not_silently_replaced_by_the_default(path: pathlib.Path) -> None:
     events: list[dict[str, Any]] = []
     store = statesafe.open(path, default={"n": 0}, on_event=events.append)
@@ -235,6 +231,43 @@ def test_a_deleted_state_file_is_not_silently_replaced_by_the_default(path: path
     got = _read_or_error(store)
     assert got != {"n": 0} or events, (
         "the default was served for a file whose generation 3 was committed, with no event")
+    # lost19: refused with an exception of its own (not a FileNotFoundError, which a
+    # caller might take for "start from the default"), naming the file, the last
+    # generation and the way out; no transaction starts a new life either.
+    assert isinstance(got, statesafe.Deleted) and not isinstance(got, FileNotFoundError), got
+    assert got.path == str(path) and got.generation == 3 and got.kind == "deleted"
+    assert str(path) in str(got) and "store.recover()" in str(got), str(got)
+    assert got.newest_backup is not None and os.path.exists(got.newest_backup), got.newest_backup
+    with pytest.raises(statesafe.Deleted):
+        with store.transaction() as state:
+            state["n"] += 1
+    with pytest.raises(statesafe.Deleted):
+        store.update(lambda s: {"n": s["n"] + 1})
+    with pytest.raises(statesafe.Deleted):
+        store.create({"n": 0})
+    assert not path.exists()
+
+
+def test_a_deleted_state_file_is_put_back_by_recover(path: pathlib.Path) -> None:
+    events: list[dict[str, Any]] = []
+    store = statesafe.open(path, default={"n": 0}, on_event=events.append)
+    for _ in range(3):
+        with store.transaction() as state:
+            state["n"] += 1
+    os.unlink(path)
+    event = store.recover()
+    assert event is not None and event["kind"] == "undeleted", event
+    assert (event["known"], event["restored_from"], event["generation"]) == (3, 3, 4), event
+    assert store.get() == {"n": 3} and store.generation == 4
+    assert [e["kind"] for e in events] == ["undeleted"], events
+
+
+def test_a_deleted_state_file_is_started_over_only_by_replace(path: pathlib.Path) -> None:
+    store = statesafe.open(path, default={"n": 0})
+    store.replace({"n": 7})
+    os.unlink(path)
+    assert store.replace({"n": 0}) == 2  # on purpose: generations go on
+    assert store.get() == {"n": 0}
 
 
 

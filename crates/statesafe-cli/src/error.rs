@@ -46,6 +46,9 @@ pub enum Exit {
     Unsafe = 14,
     /// A jq expression or `exec`'s command ran out of time or memory; nothing written.
     EvalLimit = 15,
+    /// The state file was deleted while its sidecar shows committed generations;
+    /// nothing served or written.
+    Deleted = 16,
     /// The command exists but cannot be run (shell convention).
     CannotRun = 126,
     /// The command was not found (shell convention).
@@ -109,6 +112,10 @@ pub const EXIT_CODES: &[(Exit, &str)] = &[
     (
         Exit::EvalLimit,
         "`update`, `exec`: the expression or command exceeded --eval-timeout or its memory allowance",
+    ),
+    (
+        Exit::Deleted,
+        "the state file was deleted but its sidecar shows committed generations (`statesafe recover FILE` puts it back)",
     ),
     (Exit::CannotRun, "`exec`, `lock`: the command cannot be run"),
     (
@@ -260,6 +267,7 @@ impl From<statesafe::Error> for CliError {
         use statesafe::Error as E;
         let exit = match &err {
             E::NotFound { .. } | E::GenerationUnavailable { .. } => Exit::NotFound,
+            E::Deleted { .. } => Exit::Deleted,
             E::Corrupt { .. } | E::Unrecoverable { .. } => Exit::Corrupt,
             E::LockTimeout { .. } | E::LockLost { .. } => Exit::LockTimeout,
             E::Unsafe { .. } => Exit::Unsafe,

@@ -96,6 +96,30 @@ pub enum Error {
         path: PathBuf,
     },
 
+    /// The state file does not exist, but its sidecar shows that statesafe committed
+    /// generations of it (backups, history, the metadata or lock record): it was
+    /// deleted (a careless `rm`, a cleanup script, a sync tool), not never created.
+    /// Served as missing, a default would silently take the place of the state and the
+    /// next commit would build on it; so every read and every transaction that would
+    /// start from nothing refuses it, and nothing is written. [`crate::Store::recover`]
+    /// puts the newest version it can prove back; [`crate::Store::replace`] (or
+    /// removing the sidecar directory) starts over on purpose.
+    #[error(
+        "state file `{}` was deleted: its sidecar shows it was committed up to generation {generation}{}; refusing to serve a default or start a new state in its place",
+        path.display(),
+        newest_backup_suffix(newest_backup.as_deref())
+    )]
+    Deleted {
+        /// The state file.
+        path: PathBuf,
+        /// The last generation its sidecar knows.
+        generation: u64,
+        /// The newest backup kept, if any.
+        newest_backup: Option<PathBuf>,
+        /// The sidecar directory that shows it.
+        sidecar: PathBuf,
+    },
+
     /// The state file exists but its contents are not a valid document.
     #[error("state file `{}` {}{}: {reason}", path.display(), corrupt_what(reason), location(*line, *column))]
     Corrupt {
@@ -437,6 +461,13 @@ fn corrupt_what(reason: &str) -> &'static str {
     }
 }
 
+fn newest_backup_suffix(newest: Option<&std::path::Path>) -> String {
+    match newest {
+        Some(b) => format!(" (newest backup `{}`)", b.display()),
+        None => " (no backup is kept)".into(),
+    }
+}
+
 fn location(line: Option<usize>, column: Option<usize>) -> String {
     match (line, column) {
         (Some(l), Some(c)) => format!(" at line {l}, column {c}"),
@@ -551,6 +582,7 @@ impl Error {
     pub fn kind(&self) -> &'static str {
         match self {
             Error::NotFound { .. } => "not_found",
+            Error::Deleted { .. } => "deleted",
             Error::Corrupt { .. } => "corrupt",
             Error::LockTimeout { .. } => "lock_timeout",
             Error::GenerationConflict { .. } => "generation_conflict",
@@ -585,6 +617,11 @@ impl Error {
             Error::NotFound { .. } => {
                 "create it first (for example with `statesafe set FILE '' '{}'`), or check the path".into()
             }
+            Error::Deleted { path, sidecar, .. } => format!(
+                "run `statesafe recover {p}` to put back the newest version its backups and history prove, as the next generation; or, to start over on purpose, write a whole new document (`statesafe init {p} DOCUMENT --force`, or `replace` in a program; the old generations' backups and history stay), or remove the sidecar directory `{s}` to discard the old state's backups, history and settings too",
+                p = path.display(),
+                s = sidecar.display()
+            ),
             Error::Corrupt { path, .. } if crate::postgres::is_url(&path.to_string_lossy())
                 && path.to_string_lossy().ends_with("#settings") => format!(
                 "the state's recorded settings (the `settings` column of its row) were changed outside statesafe or damaged: `statesafe recover {}` moves them as they are into the quarantine table, and the state goes on with the default settings until you record yours again (`statesafe settings URL …`; docs/remote.md, \"Damaged settings\")",

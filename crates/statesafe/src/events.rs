@@ -100,6 +100,22 @@ pub enum Event {
         /// The error, as text.
         error: String,
     },
+    /// [`crate::Store::recover`] found the state file deleted while its sidecar
+    /// showed committed generations ([`crate::Error::Deleted`]), and put back the
+    /// newest version it could prove as the next generation.
+    Undeleted {
+        /// The state file.
+        path: PathBuf,
+        /// The last generation the sidecar knew when the file was found missing.
+        known: u64,
+        /// The generation whose document was put back.
+        restored_from: u64,
+        /// When the history's patches rebuilt it: the backup generation they were
+        /// applied to (`None`: it was restored from its own backup).
+        rebuilt_from: Option<u64>,
+        /// The generation now in place.
+        generation: u64,
+    },
     /// First contact with an existing file that statesafe has never written: no
     /// metadata of ours on it, no sidecar record, backup or history. It is taken as it
     /// is, as generation 1 (a valid document; anything else is damage as usual).
@@ -165,6 +181,34 @@ impl std::fmt::Display for Event {
                     if journal { "journal" } else { "file" },
                     quarantined.display()
                 )
+            }
+            Event::Undeleted {
+                path,
+                known,
+                restored_from,
+                rebuilt_from,
+                generation,
+            } => {
+                write!(
+                    f,
+                    "state file `{}` was deleted (its sidecar knew generation {known}); ",
+                    path.display()
+                )?;
+                match rebuilt_from {
+                    Some(b) => write!(
+                        f,
+                        "put back generation {restored_from} (backup {b} and the history's changes after it)"
+                    )?,
+                    None => write!(f, "put back backup generation {restored_from}")?,
+                }
+                if restored_from < known {
+                    write!(
+                        f,
+                        "; the changes of generations {} to {known} were neither in a backup nor in the history and are lost",
+                        restored_from + 1
+                    )?;
+                }
+                write!(f, ", as generation {generation}")
             }
             Event::Quarantined {
                 path,
@@ -316,7 +360,7 @@ impl Recorder {
 
     pub fn event(&self, event: &Event) {
         match event {
-            Event::Recovered { .. } => {
+            Event::Recovered { .. } | Event::Undeleted { .. } => {
                 self.stats.lock().recoveries += 1;
                 metrics::counter!("statesafe_recoveries_total").increment(1);
                 tracing::warn!(target: "statesafe", "{event}");

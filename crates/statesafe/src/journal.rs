@@ -1565,6 +1565,14 @@ pub(crate) struct View {
 }
 
 impl View {
+    /// The newest generation the journal holds a record of (the generation it
+    /// follows when it holds none).
+    pub(crate) fn newest_generation(&self) -> u64 {
+        self.records
+            .last()
+            .map_or(self.header.follows, |r| r.generation)
+    }
+
     /// Reads the journal, then the snapshot (a full read's order, so the journal
     /// follows a generation at or below the snapshot's). `sidecar`: the writers'
     /// lock's, when the caller holds it. `None`: no journal, or not one statesafe

@@ -288,6 +288,11 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         let below = cur.generation.max(
             write::highest_known_generation(self.sidecar()?.as_ref(), &self.local().lock)? + 1,
         );
+        self.newest_provable_below(below)
+    }
+
+    /// [`Store::newest_provable`] up to generation `below - 1`.
+    fn newest_provable_below(&self, below: u64) -> Result<Found<T>> {
         let mut tried = Vec::new();
         for b in self.list_backups()?.backups {
             match self.verify_backup(&b) {
@@ -580,8 +585,13 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
     /// whatever the recovery policy. Returns the recovery event, or `None` when the
     /// file was sound.
     ///
+    /// A state file that was deleted while its sidecar shows committed generations
+    /// ([`Error::Deleted`]) is put back: the newest version the backups and the
+    /// history prove, as the next generation ([`Event::Undeleted`]).
+    ///
     /// # Errors
-    /// [`Error::NotFound`], [`Error::Unrecoverable`], lock and I/O errors.
+    /// [`Error::NotFound`] for a file that never had a commit, [`Error::Unrecoverable`]
+    /// when no backup verifies, lock and I/O errors.
     pub fn recover(&self) -> Result<Option<Event>> {
         if let Some(remote) = self.remote() {
             return remote.recover(self);
@@ -592,9 +602,9 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             current,
         } = self.lock_and_read("recover", true)?;
         let Some(cur) = current else {
-            return Err(Error::NotFound {
-                path: self.local().target.given.clone(),
-            });
+            let event = self.undelete(&mut guard, &temp_name)?;
+            guard.release();
+            return Ok(Some(event));
         };
         let outcome = match self.verify(&cur, false) {
             Ok(v) if cur.journal.as_ref().is_some_and(|j| j.damage.is_some()) => {
@@ -609,6 +619,48 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         };
         guard.release();
         Ok(outcome)
+    }
+
+    /// [`Store::recover`] of a missing state file, with the lock held: refused with
+    /// [`Error::NotFound`] when its sidecar shows no commit; otherwise the newest
+    /// version [`Store::newest_provable`] finds below the last generation known is
+    /// committed as the next generation.
+    fn undelete(&self, guard: &mut lock::Guard<'_>, temp_name: &OsString) -> Result<Event> {
+        let known = match self.refuse_deleted(Some(guard.sidecar())) {
+            Ok(()) => {
+                return Err(Error::NotFound {
+                    path: self.local().target.given.clone(),
+                });
+            }
+            Err(Error::Deleted { generation, .. }) => generation,
+            Err(e) => return Err(e),
+        };
+        let p = match self.newest_provable_below(known + 1)? {
+            Found::Provable(p) => p,
+            Found::Nothing(tried) => {
+                self.recorder.failure("unrecoverable");
+                let damage = self
+                    .refuse_deleted(Some(guard.sidecar()))
+                    .expect_err("invariant: refused just above, under the same lock");
+                return Err(Error::Unrecoverable {
+                    path: self.local().target.given.clone(),
+                    damage: Box::new(damage),
+                    quarantined: None,
+                    tried,
+                });
+            }
+        };
+        let change = Change::Restore { from: p.generation };
+        let base = self.write_version(guard, temp_name, &p.state, None, change)?;
+        let event = Event::Undeleted {
+            path: self.local().target.given.clone(),
+            known,
+            restored_from: p.generation,
+            rebuilt_from: p.rebuilt_from,
+            generation: base.generation,
+        };
+        self.emit(event.clone());
+        Ok(event)
     }
 
     /// Brings back the backup of `generation` as a new generation (the version it
@@ -1202,6 +1254,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                 path: self.local().target.given.clone(),
             });
         }
+        self.refuse_deleted(Some(guard.sidecar()))?;
         self.write_settings(guard.sidecar(), settings)?;
         self.set_config(config);
         let new = self.write_version(&mut guard, &temp_name, &state, None, Change::Commit)?;

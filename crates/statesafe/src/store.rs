@@ -745,7 +745,8 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
     /// that is [`Error::Mismatch`], and nothing is changed.
     ///
     /// # Errors
-    /// [`Error::NotFound`] when the file does not exist; [`Error::Mismatch`];
+    /// [`Error::NotFound`] when the file does not exist; [`Error::Deleted`] when it
+    /// does not but its sidecar shows committed generations; [`Error::Mismatch`];
     /// [`Error::Corrupt`] or [`Error::Invalid`] when it is damaged and the policy is
     /// `fail`, or when statesafe never wrote the file (it is left as it is);
     /// [`Error::Unrecoverable`] when nothing verifies. A damaged file is never
@@ -767,9 +768,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             return remote.load(self);
         }
         let Some(cur) = self.read_current_cached(false)? else {
-            return Err(Error::NotFound {
-                path: self.path().to_path_buf(),
-            });
+            return self.missing_on_load();
         };
         if cur.journal.as_ref().is_some_and(|j| j.damage.is_some()) {
             return self.journal_repair_on_load(cur);
@@ -789,6 +788,26 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         }
     }
 
+    /// A load found no state file: [`Error::Deleted`] when the sidecar shows
+    /// committed generations, else [`Error::NotFound`]. A first commit by another
+    /// writer between the read and the look at the sidecar leaves evidence and the
+    /// file: then the load is done again (the evidence is written after the rename,
+    /// so a file still missing once it is seen was deleted).
+    fn missing_on_load(&self) -> Result<Snapshot<T>> {
+        match self.refuse_deleted(self.sidecar()?.as_ref()) {
+            Err(e @ Error::Deleted { .. }) => {
+                if write::open_current(&self.local().target, self.dir()?)?.is_some() {
+                    return self.load();
+                }
+                Err(e)
+            }
+            Err(e) => Err(e),
+            Ok(()) => Err(Error::NotFound {
+                path: self.path().to_path_buf(),
+            }),
+        }
+    }
+
     /// The document alone; see [`Store::load`].
     ///
     /// # Errors
@@ -798,7 +817,8 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
     }
 
     /// [`Store::load`], or `T::default()` at generation 0 when the file does not
-    /// exist. Never used for a damaged file.
+    /// exist. Never used for a damaged file, nor for a deleted one
+    /// ([`Error::Deleted`]: its sidecar shows committed generations).
     ///
     /// # Errors
     /// As [`Store::load`], without [`Error::NotFound`].
@@ -1003,6 +1023,36 @@ fn read_current<T>(store: &Store<T>, want_acl: bool) -> Result<Option<Current>> 
 }
 
 impl<T> Store<T> {
+    /// Refuses a missing state file whose `sidecar` shows committed generations (its
+    /// metadata record, a backup, the history, the lock record: anything
+    /// [`write::highest_known_generation`] counts) with [`Error::Deleted`]: it was
+    /// deleted, and serving a default or committing a new document in its place would
+    /// silently replace the state ("A deleted state file" in `docs/design.md`). A
+    /// state that never had a commit passes.
+    pub(crate) fn refuse_deleted(&self, sidecar: Option<&Sidecar>) -> Result<()> {
+        let local = self.local();
+        // In journal mode the commits after the snapshot are the journal's records.
+        let journal = if self.config().format == Format::Journal {
+            crate::journal::View::read(self, sidecar, false)?.map_or(0, |v| v.newest_generation())
+        } else {
+            0
+        };
+        let known = write::highest_known_generation(sidecar, &local.lock)?.max(journal);
+        if known == 0 {
+            return Ok(());
+        }
+        let newest_backup = crate::backup::list(sidecar)?
+            .backups
+            .first()
+            .map(|b| b.path.clone());
+        Err(Error::Deleted {
+            path: self.path().to_path_buf(),
+            generation: known,
+            newest_backup,
+            sidecar: local.target.sidecar(),
+        })
+    }
+
     /// Refuses to serve, or commit on, a journal-mode snapshot (its own metadata record
     /// says a journal follows it, `write::Current::journal_follows`) that is read
     /// without its journal: outside journal mode (`in_journal_mode` false), or in it

@@ -382,7 +382,8 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         self.begin_with("update", init, Some((known, reuse)))
     }
 
-    /// Like [`Store::begin`], but a missing file starts from `init()` (generation 0).
+    /// Like [`Store::begin`], but a missing file starts from `init()` (generation 0),
+    /// unless its sidecar shows committed generations ([`Error::Deleted`]).
     ///
     /// # Errors
     /// As [`Store::begin`], without [`Error::NotFound`].
@@ -476,8 +477,12 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                 Err(e) => return Err(e),
             },
             None => match init {
-                Some(init) => (init(), None),
+                Some(init) => {
+                    self.refuse_deleted(Some(guard.sidecar()))?;
+                    (init(), None)
+                }
                 None => {
+                    self.refuse_deleted(Some(guard.sidecar()))?;
                     return Err(Error::NotFound {
                         path: self.local().target.given.clone(),
                     });
@@ -618,12 +623,15 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         self.replace_checked(Some(expected), state, "replace_if")
     }
 
-    /// Creates the file with `state`: generation 1 for a new state file; a file that
-    /// was deleted and is created again continues after the last generation its
-    /// sidecar knows, so generations never repeat.
+    /// Creates the file with `state`: generation 1 for a new state file. A file
+    /// deleted while its sidecar shows committed generations is refused
+    /// ([`Error::Deleted`]): [`Store::recover`] puts it back, and [`Store::replace`]
+    /// starts over on purpose, continuing after the last generation the sidecar
+    /// knows (generations never repeat).
     ///
     /// # Errors
-    /// [`Error::AlreadyExists`] when it exists, or as [`Transaction::commit`].
+    /// [`Error::AlreadyExists`] when it exists, [`Error::Deleted`], or as
+    /// [`Transaction::commit`].
     pub fn create(&self, state: T) -> Result<u64> {
         match self.replace_checked(Some(0), state, "create") {
             Err(Error::GenerationConflict { path, .. }) => Err(Error::AlreadyExists { path }),
@@ -656,6 +664,12 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                 }
                 Err(e) => return Err(e),
             }),
+            // A create (expected generation 0) starts from nothing: not in the place
+            // of a deleted state (`replace`, unconditional, may: a whole document).
+            None if expected == Some(0) => {
+                self.refuse_deleted(Some(guard.sidecar()))?;
+                None
+            }
             None => None,
         };
         if let Some(expected) = expected {

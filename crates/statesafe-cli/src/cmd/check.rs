@@ -77,10 +77,15 @@ pub fn run(args: FileArgs, out: &Output) -> Result<()> {
         out.data(text.as_bytes())?;
     }
     if !report.exists {
-        return Err(statesafe::Error::NotFound {
-            path: args.file.clone(),
-        }
-        .into());
+        // Deleted (its sidecar shows commits: exit 16) or never created (exit 3), as
+        // a read says it.
+        let missing = match store.load() {
+            Err(e @ statesafe::Error::Deleted { .. }) => e,
+            _ => statesafe::Error::NotFound {
+                path: args.file.clone(),
+            },
+        };
+        return Err(missing.into());
     }
     if !report.is_ok() {
         let count = report.problems.len() + report.backups_damaged.len() + report.foreign.len();

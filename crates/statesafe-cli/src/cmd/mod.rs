@@ -252,7 +252,7 @@ fn warn_on_event(
     let out = *out;
     move |event| {
         let kind = match event {
-            statesafe::Event::Recovered { .. } => "recovered",
+            statesafe::Event::Recovered { .. } | statesafe::Event::Undeleted { .. } => "recovered",
             statesafe::Event::Quarantined { .. } => "quarantined",
             statesafe::Event::DamageNotRepaired { .. } => "damaged",
             statesafe::Event::BookkeepingFailed { .. } => "bookkeeping",

@@ -8,6 +8,7 @@ mod common;
 
 mod concurrency;
 mod del;
+mod deleted;
 mod documents;
 mod edit;
 mod exec;

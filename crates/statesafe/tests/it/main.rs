@@ -17,6 +17,7 @@
 
 mod common;
 mod correctness;
+mod deleted;
 mod documents;
 mod durability;
 mod faults;

@@ -544,17 +544,28 @@ fn a_file_replaced_under_the_lock_is_not_overwritten() {
     tx.state_mut()["n"] = 1.into();
     assert!(matches!(tx.commit(), Err(Error::LockLost { .. })));
     assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"n\": 7}\n");
-    // A file created under the lock of a transaction that found none is kept too.
-    std::fs::remove_file(&path).unwrap();
-    let mut tx = store.begin_or_insert_with(|| json!({})).unwrap();
-    std::fs::write(&path, "{\"n\": 8}\n").unwrap();
+    // A file created under the lock of a transaction that found none is kept too
+    // (a state never committed: one deleted after commits is refused outright,
+    // `deleted::*`).
+    let fresh_path = dir.path().join("f.json");
+    let fresh: Store = Store::open(&fresh_path).unwrap();
+    let mut tx = fresh.begin_or_insert_with(|| json!({})).unwrap();
+    std::fs::write(&fresh_path, "{\"n\": 8}\n").unwrap();
     tx.set(json!({"n": 2}));
     assert!(matches!(tx.commit(), Err(Error::LockLost { .. })));
-    assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"n\": 8}\n");
     assert_eq!(
-        common::temp_files(dir.path(), "r.json"),
+        std::fs::read_to_string(&fresh_path).unwrap(),
+        "{\"n\": 8}\n"
+    );
+    assert_eq!(
+        common::temp_files(dir.path(), "f.json"),
         Vec::<String>::new()
     );
+    std::fs::remove_file(&path).unwrap();
+    assert!(matches!(
+        store.begin_or_insert_with(|| json!({})),
+        Err(Error::Deleted { .. })
+    ));
 }
 
 /// Takes `flock` on the lock file directly, as any program could (`flock(1)`, Python's

@@ -146,8 +146,15 @@ fn a_known_text_is_reused_only_while_the_file_is_exactly_it() {
     assert!(!hit);
     assert_eq!(tx.state(), &json!({"n": 1, "items": ["a", "b"]}));
     drop(tx);
-    // A missing file starts from `init`.
+    // A file deleted after commits is refused, the known text never reused (lost19,
+    // `deleted::*`); with its sidecar gone too (a state discarded on purpose), a
+    // missing file starts from `init`.
     std::fs::remove_file(store.path()).unwrap();
+    assert!(matches!(
+        store.begin_known(TEXT.as_bytes(), reused, Some(|| json!({"new": true}))),
+        Err(statesafe::Error::Deleted { .. })
+    ));
+    std::fs::remove_dir_all(store.sidecar_path()).unwrap();
     let (tx, hit) = store
         .begin_known(TEXT.as_bytes(), reused, Some(|| json!({"new": true})))
         .unwrap();

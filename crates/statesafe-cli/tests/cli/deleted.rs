@@ -1,0 +1,78 @@
+//! lost19: a state file deleted while its sidecar shows committed generations is
+//! refused by every command that would read it or start a new life from nothing
+//! (exit 16, kind `deleted`), never served or written over as a fresh file;
+//! `recover` puts the newest provable version back, `init --force` starts over on
+//! purpose. FAILURE_MODES.md row 13 (a "recovery" that resets to defaults).
+
+use crate::common::Env;
+
+/// `s.json` committed as generations 1 to 3 (`{"n": 3}` last), then deleted.
+fn three_commits_then_rm() -> Env {
+    let env = Env::new();
+    assert_eq!(env.run(&["init", "s.json", "{\"n\": 1}"]).code, 0);
+    assert_eq!(env.run(&["set", "s.json", "/n", "2"]).code, 0);
+    assert_eq!(env.run(&["set", "s.json", "/n", "3"]).code, 0);
+    std::fs::remove_file(env.path("s.json")).unwrap();
+    env
+}
+
+#[test]
+fn deleted_every_command_that_would_start_from_nothing_refuses() {
+    let env = three_commits_then_rm();
+    for args in [
+        &["get", "s.json"][..],
+        &["get", "s.json", "/n"],
+        &["set", "s.json", "/n", "100"],
+        &["update", "s.json", ".n = 100"],
+        &["update", "--create", "s.json", ".n = 100"],
+        &["del", "s.json", "/n"],
+        &["exec", "s.json", "--", "cat"],
+        &["init", "s.json", "{\"n\": 0}"],
+        &["init", "s.json", "--exist-ok"],
+        &["check", "s.json"],
+    ] {
+        let run = env.run(args);
+        run.assert_failed(args, 16, "was deleted");
+        run.assert_failed(args, 16, "generation 3");
+        run.assert_failed(args, 16, "statesafe recover");
+        assert!(!env.path("s.json").exists(), "{args:?} wrote the file");
+    }
+    let run = env.run(&["get", "s.json", "--json"]);
+    assert_eq!(run.code, 16, "{}", run.snapshot());
+    let err: serde_json::Value = serde_json::from_str(&run.stderr).expect("a JSON error");
+    assert_eq!(err["kind"], "deleted", "{}", run.snapshot());
+}
+
+#[test]
+fn deleted_recover_puts_the_last_document_back() {
+    let env = three_commits_then_rm();
+    let run = env.run(&["recover", "s.json"]);
+    assert_eq!(run.code, 0, "{}", run.snapshot());
+    assert!(run.stdout.contains("was deleted"), "{}", run.snapshot());
+    let run = env.run(&["get", "s.json", "/n"]);
+    assert_eq!(
+        (run.code, run.stdout.as_str()),
+        (0, "3\n"),
+        "{}",
+        run.snapshot()
+    );
+}
+
+#[test]
+fn deleted_init_force_starts_over_on_purpose() {
+    let env = three_commits_then_rm();
+    let run = env.run(&["init", "s.json", "{\"fresh\": true}", "--force", "--json"]);
+    assert_eq!(run.code, 0, "{}", run.snapshot());
+    assert_eq!(run.json()["generation"], 4, "{}", run.snapshot());
+    assert_eq!(env.read_string("s.json"), "{\n  \"fresh\": true\n}\n");
+}
+
+/// The control: a file that never existed is still "not found" (exit 3), and `init`
+/// creates it.
+#[test]
+fn deleted_control_a_new_file_is_not_found_then_created() {
+    let env = Env::new();
+    env.run(&["get", "s.json"])
+        .assert_failed(&["get"], 3, "does not exist");
+    assert_eq!(env.run(&["init", "s.json"]).code, 0);
+}
