@@ -1,0 +1,215 @@
+//! Review, session 19 (review19c): the Unix-socket password check, the URL `@`
+//! refusal and redaction, red-teamed. Each test here fails on the code it was written
+//! against and is ignored until the lead fixes what it shows.
+
+use std::io::{Read, Write};
+use std::sync::mpsc::{Receiver, Sender};
+
+use statesafe::Store;
+
+use crate::cluster;
+
+const PASSWORD: &str = "hunter2-review19c";
+
+/// A fake server on one connection: answers a TLS request with `N`, reads the start-up
+/// message, asks for the password in clear text (AuthenticationCleartextPassword) and
+/// sends whatever comes back on `tx`.
+fn ask_for_the_password(mut conn: impl Read + Write, tx: Sender<String>) {
+    let read_message = |conn: &mut dyn Read| -> Option<Vec<u8>> {
+        let mut len = [0u8; 4];
+        conn.read_exact(&mut len).ok()?;
+        let mut body = vec![0u8; (u32::from_be_bytes(len) as usize).saturating_sub(4)];
+        conn.read_exact(&mut body).ok()?;
+        Some(body)
+    };
+    let Some(first) = read_message(&mut conn) else {
+        return;
+    };
+    if first == 80877103u32.to_be_bytes() {
+        let _ = conn.write_all(b"N");
+        if read_message(&mut conn).is_none() {
+            return;
+        }
+    }
+    let _ = conn.write_all(&[b'R', 0, 0, 0, 8, 0, 0, 0, 3]);
+    let mut reply = vec![0u8; 256];
+    if let Ok(n) = conn.read(&mut reply) {
+        let _ = tx.send(String::from_utf8_lossy(&reply[..n]).into_owned());
+    }
+}
+
+/// What the fake servers received (each connection's reply is sent before it closes,
+/// and the client's error comes after it).
+fn collected(rx: &Receiver<String>) -> Vec<String> {
+    std::iter::from_fn(|| rx.recv_timeout(std::time::Duration::from_millis(500)).ok()).collect()
+}
+
+fn unix_listener(path: &std::path::Path) -> Receiver<String> {
+    let listener = std::os::unix::net::UnixListener::bind(path).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { return };
+            let tx = tx.clone();
+            std::thread::spawn(move || ask_for_the_password(conn, tx));
+        }
+    });
+    rx
+}
+
+fn tcp_listener() -> (u16, Receiver<String>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { return };
+            let tx = tx.clone();
+            std::thread::spawn(move || ask_for_the_password(conn, tx));
+        }
+    });
+    (port, rx)
+}
+
+/// `planted_socket_risk` trusts any directory "writable by its owner alone" without
+/// asking who the owner is: a directory another local user made (say `/tmp/pgsock`,
+/// made first by uid 64001 while the server that normally makes it is down, mode
+/// 0755, or a symlink of theirs to one) passes, and the password goes to their socket.
+/// On 2bd96ec the planted listener received `p\0\0\0\x16hunter2-review19c\0`.
+#[test]
+#[ignore = "review19c: a socket directory owned by another user passes the planted-socket check"]
+fn review19c_a_password_is_not_sent_to_a_socket_in_a_directory_another_user_owns() {
+    use std::os::unix::fs::PermissionsExt;
+    if rustix::process::geteuid().as_raw() != 0 {
+        cluster::skipped("review19c directory owner: needs root to chown");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let theirs = dir.path().join("pgsock");
+    std::fs::create_dir(&theirs).unwrap();
+    std::fs::set_permissions(&theirs, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let port = 5998;
+    let socket = theirs.join(format!(".s.PGSQL.{port}"));
+    let rx = unix_listener(&socket);
+    for path in [&theirs, &socket] {
+        rustix::fs::chown(
+            path,
+            Some(rustix::fs::Uid::from_raw(64001)),
+            Some(rustix::fs::Gid::from_raw(64001)),
+        )
+        .unwrap();
+    }
+    let url = format!(
+        "postgres://bot@localhost:{port}/db?state=a&host={}&password={PASSWORD}&connect_timeout=2",
+        theirs.display()
+    );
+    let opened = Store::<serde_json::Value>::options().open_url(&url);
+    let collected = collected(&rx);
+    assert!(
+        collected.iter().all(|r| !r.contains(PASSWORD)),
+        "the socket of uid 64001 (in its own directory, mode 0755) collected the password: {collected:?}"
+    );
+    let Err(err) = opened else {
+        panic!("a store was opened over another user's socket")
+    };
+    assert_eq!(err.kind(), "unsafe", "{err}");
+}
+
+/// The TCP guard (no password in clear text or MD5 without a verified certificate) is
+/// applied only when every host of the URL is TCP; the planted-socket check looks at
+/// the Unix hosts only. A host list with one Unix socket (`host=/var/run/postgresql`,
+/// here a directory that does not exist) and a TCP host, or a Unix host with a
+/// `hostaddr=` (the client library then connects over TCP to it), sends the password
+/// in clear text to whatever answers at the TCP address. On 2bd96ec the TCP listener
+/// received `p\0\0\0\x16hunter2-review19c\0` for each of the two forms.
+#[test]
+#[ignore = "review19c: a host list mixing a Unix socket and TCP sends the password in clear text over TCP"]
+fn review19c_a_password_is_not_sent_in_clear_text_over_tcp_in_a_host_list_with_a_unix_socket() {
+    let private = tempfile::tempdir().unwrap();
+    for form in ["hostaddr", "list"] {
+        let (port, rx) = tcp_listener();
+        let url = match form {
+            "list" => format!(
+                "postgres://bot@127.0.0.1:{port}/db?state=a&host=/nonexistent-review19c&password={PASSWORD}&connect_timeout=2"
+            ),
+            _ => format!(
+                "postgres://bot@{}:{port}/db?state=a&hostaddr=127.0.0.1&password={PASSWORD}&connect_timeout=2",
+                private.path().display().to_string().replace('/', "%2F")
+            ),
+        };
+        let opened = Store::<serde_json::Value>::options().open_url(&url);
+        let collected = collected(&rx);
+        assert!(
+            collected.iter().all(|r| !r.contains(PASSWORD)),
+            "{form}: the TCP listener got the password in clear text: {collected:?}"
+        );
+        assert!(opened.is_err(), "{form}: opened");
+    }
+}
+
+/// The userinfo of a URL without one: the client library takes the text up to the
+/// first `@` of the whole URL for the userinfo, so a `password=` in the query with an
+/// `@` (`postgres:///ops?host=/var/run/postgresql&password=p@ss`, a common form for a
+/// Unix socket) makes everything before that `@` the "user name". The redaction sees a
+/// userinfo without `:` and shows it whole; `unencoded_at_in_userinfo` sees no `@`
+/// after the first one and lets it through, and `has_password` says there is none
+/// (the CLI's refusal of a password on the command line does not fire). With a port
+/// (`127.0.0.1:1/db?...password=p@ss`) it is hidden only because the port's `:` is
+/// taken for the user name's end. On 2bd96ec the message was:
+/// `postgresql:///db?host=/var/run/postgresql&state=a&password=hunter2@review19c`
+/// cannot be used as a state file: it names no state: add `?state=NAME` ...
+#[test]
+#[ignore = "review19c: a query password with an @ in a URL without userinfo is shown in full"]
+fn review19c_a_query_password_with_an_at_is_never_shown() {
+    for url in [
+        "postgres://127.0.0.1:1/db?state=a&password=hunter2@review19c",
+        "postgres://review19c.invalid/db?state=a&password=hunter2@review19c",
+        "postgresql:///db?host=/var/run/postgresql&state=a&password=hunter2@review19c",
+    ] {
+        let err = match Store::<serde_json::Value>::options().open_url(url) {
+            Ok(_) => panic!("{url}: opened"),
+            Err(e) => e,
+        };
+        let shown = format!("{err} {err:?}");
+        assert!(!shown.contains("hunter2"), "{url}: {shown}");
+        assert!(
+            statesafe::postgres::has_password(url),
+            "{url}: has_password says it has none"
+        );
+    }
+}
+
+/// A password with an `@` followed by a `?` (`hun@ter?2x`): the library reads the
+/// host up to the `?`, which `unencoded_at_in_userinfo` takes for the query's start,
+/// so it finds no second `@` and does not refuse; the redaction then hides only up to
+/// the first `@` and shows the password's tail. On 2bd96ec the message was
+/// `postgres://bot:***@ter?2review19c@127.0.0.1:1/db?state=a: it names no state ...`.
+#[test]
+#[ignore = "review19c: the tail of a password with an @ and then a ? is shown"]
+fn review19c_the_tail_of_a_password_with_an_at_and_a_question_mark_is_never_shown() {
+    let url = "postgres://bot:hun@ter?2review19c@127.0.0.1:1/db?state=a&connect_timeout=1";
+    let err = match Store::<serde_json::Value>::options().open_url(url) {
+        Ok(_) => panic!("opened"),
+        Err(e) => e,
+    };
+    let shown = format!("{err} {err:?}");
+    assert!(!shown.contains("2review19c"), "{shown}");
+    assert!(!shown.contains("ter?"), "{shown}");
+}
+
+/// A database name may hold an `@` (RFC 3986 allows it in the path unencoded, and the
+/// client library takes the userinfo up to the first `@` only, so
+/// `postgres://bot@h/team@corp` is user `bot`, database `team@corp`); the new check
+/// refuses every `@` between the first one and the query, the path's included. On
+/// 2bd96ec: kind `bad_path`, "its user name or password holds an `@` that is not
+/// percent-encoded".
+#[test]
+#[ignore = "review19c: a database name holding an @ is refused as a password with an @"]
+fn review19c_a_database_name_with_an_at_is_not_taken_for_a_password() {
+    let url = "postgres://bot@127.0.0.1:1/team@corp?state=a&connect_timeout=1";
+    let err = match Store::<serde_json::Value>::options().open_url(url) {
+        Ok(_) => panic!("opened"),
+        Err(e) => e,
+    };
+    assert_ne!(err.kind(), "bad_path", "{err}");
+}
