@@ -369,3 +369,62 @@ fn shared_swap(link: &std::path::Path, target: &std::path::Path) {
     std::os::unix::fs::symlink(target, &new).unwrap();
     std::fs::rename(&new, link).unwrap();
 }
+
+/// Debian's and Ubuntu's socket directory, `/var/run/postgresql`, is `drwxrwsr-x
+/// postgres postgres` (mode 2775, postgresql-common's tmpfiles.d): group-writable, not
+/// sticky. The check refuses any directory others than its owner may write unless it
+/// is sticky, so every password-bearing URL to the packaged server's default socket is
+/// refused as unsafe, though the refusal's own advice names that directory as the
+/// safe place ("keep the server's socket in a directory only its owner can write
+/// (Debian's `/var/run/postgresql`)"). A directory of the same owner, group and mode,
+/// with the server's socket (the `postgres` account's) in it. On 2bd96ec: kind
+/// `unsafe`, "its directory (mode 2775) lets other users replace any file in it".
+#[test]
+#[ignore = "review19c: Debian's /var/run/postgresql (2775 postgres:postgres) is refused with a password"]
+fn review19c_a_password_may_be_sent_to_the_socket_in_debians_socket_directory() {
+    use std::os::unix::fs::PermissionsExt;
+    if rustix::process::geteuid().as_raw() != 0 {
+        cluster::skipped("review19c Debian socket directory: needs root to chown");
+        return;
+    }
+    let Some((uid, gid)) = std::fs::read_to_string("/etc/passwd")
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.first() == Some(&"postgres")).then(|| (f[2].parse().unwrap(), f[3].parse().unwrap()))
+        })
+    else {
+        cluster::skipped("review19c Debian socket directory: no `postgres` account");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("postgresql");
+    std::fs::create_dir(&run).unwrap();
+    let port = 5995;
+    let socket = run.join(format!(".s.PGSQL.{port}"));
+    let rx = unix_listener(&socket);
+    for path in [&run, &socket] {
+        rustix::fs::chown(
+            path,
+            Some(rustix::fs::Uid::from_raw(uid)),
+            Some(rustix::fs::Gid::from_raw(gid)),
+        )
+        .unwrap();
+    }
+    std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o2775)).unwrap();
+    let url = format!(
+        "postgres://bot@{}:{port}/db?state=a&password={PASSWORD}&connect_timeout=2",
+        run.display().to_string().replace('/', "%2F")
+    );
+    let opened = Store::<serde_json::Value>::options().open_url(&url);
+    let collected = collected(&rx);
+    let Err(err) = opened else {
+        panic!("the fake server let a store open")
+    };
+    assert_ne!(err.kind(), "unsafe", "{err}");
+    assert!(
+        collected.iter().any(|r| r.contains(PASSWORD)),
+        "the server's own socket did not get the password: {collected:?}"
+    );
+}
