@@ -97,3 +97,43 @@ fn copy_of_a_source_whose_limit_was_lowered_completes_and_keeps_the_destinations
         refused.code
     );
 }
+
+/// The command line recorded as the writer of every commit (and in the lock file's
+/// holder record) goes through `redact_arg`, which misses two forms of a PostgreSQL
+/// URL's password with an `@`: `postgres://bot:hun@ter?2x@h/db` (after the first `@`
+/// a `?` comes before the next `@`, so the userinfo is taken to end at the first) and
+/// a `password=` in the query of a URL without userinfo, whose `@` makes everything
+/// before it the "user name" (`postgresql:///db?host=/run/postgresql&password=p@ss`),
+/// shown whole. Here the URLs are values a command writes (a program holding such a
+/// URL on its command line records it the same way). On 2bd96ec the log's writer
+/// was `statesafe set s.json /u '"postgres://bot:***@ter?2review19c@db.example/ops"'`,
+/// and the lock file held the same.
+#[test]
+#[ignore = "review19c: the recorded command line shows passwords with an @ in two URL forms"]
+fn the_recorded_command_line_shows_no_part_of_a_password_with_an_at() {
+    let env = Env::new();
+    for (n, url) in [
+        "postgres://bot:hun@ter?2review19c@db.example/ops",
+        "postgresql:///ops?host=/run/postgresql&password=hunter2@review19c",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let file = format!("s{n}.json");
+        let value = format!("\"{url}\"");
+        let run = env.run(&["set", &file, "/u", &value]);
+        assert_eq!(run.code, 0, "{}", run.snapshot());
+        let run = env.run(&["--json", "log", &file]);
+        assert_eq!(run.code, 0, "{}", run.snapshot());
+        let writers = run.json()["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["writer"]["command"].as_str().unwrap_or("").to_string())
+            .collect::<Vec<_>>();
+        assert!(
+            writers.iter().all(|w| !w.contains("review19c")),
+            "{url}: the writer record shows the password: {writers:?}"
+        );
+    }
+}
