@@ -25,6 +25,7 @@ mod reads;
 mod red13;
 mod red14;
 mod review19;
+mod review19c;
 mod scripts;
 mod set;
 mod torture;

@@ -14,3 +14,4 @@ mod red14;
 mod red15;
 mod remote;
 mod review19;
+mod review19c;
