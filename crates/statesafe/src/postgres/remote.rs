@@ -353,6 +353,20 @@ COMMIT"
         if config.get_password().is_none() {
             return Ok(());
         }
+        let unix =
+            |h: &tokio_postgres::config::Host| matches!(h, tokio_postgres::config::Host::Unix(_));
+        let hosts = config.get_hosts();
+        if hosts.iter().any(unix) && (!hosts.iter().all(unix) || !config.get_hostaddrs().is_empty())
+        {
+            // TCP is guarded (no clear text or MD5 without a verified certificate)
+            // only when every host is TCP (`address.rs`); a list that mixes the two, or
+            // a Unix host with `hostaddr=` (the client library then connects over TCP),
+            // would send it unguarded (review19c).
+            return Err(Error::Unsafe {
+                path: self.display().to_path_buf(),
+                reason: "the URL mixes Unix-socket and TCP hosts (or gives a Unix-socket host a `hostaddr`), and a password would be sent: over TCP it is answered only to SCRAM or to a server whose certificate was verified, a guard that holds only when every host is TCP; give the Unix-socket hosts and the TCP hosts in separate URLs".into(),
+            });
+        }
         let ports = config.get_ports();
         for (i, host) in config.get_hosts().iter().enumerate() {
             let tokio_postgres::config::Host::Unix(dir) = host else {
@@ -367,7 +381,7 @@ COMMIT"
                 return Err(Error::Unsafe {
                     path: self.display().to_path_buf(),
                     reason: format!(
-                        "the password is not sent over the Unix socket `{}`: {why}, so another local user may be listening there (a socket planted while the server is down collects the password); keep the server's socket in a directory only its owner can write (Debian's `/var/run/postgresql`), connect over TCP with a verified certificate, or use peer authentication (no password)",
+                        "the password is not sent over the Unix socket `{}`: {why}, so another local user may be listening there (a socket planted while the server is down collects the password); keep the server's socket in a directory only root, you or the `postgres` account can change (Debian's `/var/run/postgresql`), connect over TCP with a verified certificate, or use peer authentication (no password)",
                         dir.join(format!(".s.PGSQL.{port}")).display()
                     ),
                 });
@@ -2812,48 +2826,135 @@ fn statement_timeout(lock: &str) -> String {
 
 /// Why a password must not be sent to the server's socket for `port` in `dir`
 /// ([`Remote::refuse_planted_sockets`]); `None` when it may.
+///
+/// Trusted: root, this user and the local `postgres` account (and as groups, root's and
+/// that account's primary group). Every directory on the way to the socket, symlinks
+/// followed as the kernel follows them, must be one no one else can change: owned by a
+/// trusted user, and writable by no untrusted user (group write only for a trusted
+/// group: Debian's `/var/run/postgresql` is `postgres:postgres` 2775). A directory that
+/// others can write is passed only when it is sticky (others cannot rename or delete an
+/// entry there that is not theirs: `/tmp`) and the entry followed in it (a path
+/// component, a symlink, the socket itself, which must then exist) belongs to a
+/// trusted user. Checked by path with `lstat` (a directory one may search and not read
+/// is checked too); what was checked cannot change before the connection, since only
+/// trusted users can change it (review19c). One residue: the server's own socket in a
+/// sticky directory, removed by the server (a restart) between this check and the
+/// connection, leaves a moment in which another user can make one there.
 fn planted_socket_risk(dir: &std::path::Path, port: u16) -> Option<String> {
-    let Ok(fd) = crate::sys::open_dir(dir) else {
-        // No such directory: nothing to connect to, and the connection says so.
-        return None;
-    };
-    let Ok(st) = crate::sys::stat_fd(&fd) else {
-        return None;
-    };
-    if st.mode & 0o022 == 0 {
-        return None;
-    }
-    if st.mode & 0o1000 == 0 {
-        return Some(format!(
-            "its directory (mode {:o}) lets other users replace any file in it",
-            st.mode
-        ));
-    }
-    let name = format!(".s.PGSQL.{port}");
-    let socket = match crate::sys::stat_at(&fd, std::ffi::OsStr::new(&name)) {
-        Ok(socket) => socket,
-        Err(_) => {
-            return Some(format!(
-                "there is no server socket in its directory (mode {:o}, writable by other users), where another user may make one",
+    use crate::sys::Kind;
+    use std::path::{Component, Path, PathBuf};
+    let me = crate::sys::effective_uid();
+    let postgres = crate::sys::account("postgres");
+    let trusted_uid = |uid: u32| uid == 0 || uid == me || postgres.is_some_and(|(p, _)| p == uid);
+    let trusted_gid = |gid: u32| gid == 0 || postgres.is_some_and(|(_, g)| g == gid);
+    // How a directory may be written: `Ok(true)` by trusted users only; `Ok(false)` by
+    // others too, but sticky (each entry then judged by its owner); `Err`: unsafe.
+    let judge = |path: &Path, st: &crate::sys::Stat| -> Result<bool, String> {
+        if !trusted_uid(st.uid) {
+            return Err(format!(
+                "`{}` belongs to uid {}, who could replace anything in it",
+                path.display(),
+                st.uid
+            ));
+        }
+        let others = st.mode & 0o002 != 0 || (st.mode & 0o020 != 0 && !trusted_gid(st.gid));
+        if !others {
+            return Ok(true);
+        }
+        if st.mode & 0o1000 == 0 {
+            return Err(format!(
+                "`{}` (mode {:o}) lets other users replace anything in it",
+                path.display(),
                 st.mode
             ));
         }
+        Ok(false)
     };
-    let me = crate::sys::effective_uid();
-    let trusted = [0, st.uid, me]
-        .into_iter()
-        .chain(crate::sys::uid_of_account("postgres"));
-    if trusted.into_iter().any(|uid| uid == socket.uid) && socket.kind != crate::sys::Kind::Symlink
-    {
-        return None;
-    }
-    Some(format!(
-        "it is {} of uid {} in a directory (mode {:o}) other users can write, and belongs to none of root, the directory's owner (uid {}), you (uid {me}) or the `postgres` account",
-        socket.kind.describe(),
-        socket.uid,
-        st.mode,
-        st.uid
-    ))
+    let entry_ok = |path: &Path, st: &crate::sys::Stat, guarded: bool| -> Result<(), String> {
+        if guarded || trusted_uid(st.uid) {
+            Ok(())
+        } else {
+            Err(format!(
+                "`{}` is {} of uid {} in a directory other users can write",
+                path.display(),
+                st.kind.describe(),
+                st.uid
+            ))
+        }
+    };
+    let walk = || -> Result<(), String> {
+        let start = if dir.is_absolute() {
+            PathBuf::from("/")
+        } else {
+            std::env::current_dir().map_err(|e| format!("the current directory: {e}"))?
+        };
+        let mut pending: std::collections::VecDeque<std::ffi::OsString> = dir
+            .components()
+            .filter_map(|c| match c {
+                Component::Normal(n) => Some(n.to_os_string()),
+                Component::ParentDir => Some("..".into()),
+                _ => None,
+            })
+            .collect();
+        // The directory reached so far (no symlink in it), and how it may be written.
+        let mut current = start;
+        let mut hops = 0;
+        loop {
+            let st = crate::sys::lstat_path(&current)
+                .map_err(|e| format!("`{}`: {e}", current.display()))?;
+            let guarded = judge(&current, &st)?;
+            let Some(name) = pending.pop_front() else {
+                // The socket's directory: the socket itself.
+                let socket = current.join(format!(".s.PGSQL.{port}"));
+                return match crate::sys::lstat_path(&socket) {
+                    Ok(st) if st.kind == Kind::Symlink && !guarded => Err(format!(
+                        "`{}` is a symbolic link in a directory other users can write",
+                        socket.display()
+                    )),
+                    Ok(st) => entry_ok(&socket, &st, guarded),
+                    Err(_) if guarded => Ok(()),
+                    Err(_) => Err(format!(
+                        "there is no server socket `{}` in a directory other users can write, where one of them may make one",
+                        socket.display()
+                    )),
+                };
+            };
+            if name == ".." {
+                current.pop();
+                continue;
+            }
+            let next = current.join(&name);
+            let st = match crate::sys::lstat_path(&next) {
+                Ok(st) => st,
+                // Nothing there, in a directory only trusted users write: nothing to
+                // connect to, and nobody else can make it.
+                Err(_) if guarded => return Ok(()),
+                Err(e) => return Err(format!("`{}`: {e}", next.display())),
+            };
+            entry_ok(&next, &st, guarded)?;
+            if st.kind == Kind::Symlink {
+                hops += 1;
+                if hops > 40 {
+                    return Err(format!("`{}`: too many symbolic links", dir.display()));
+                }
+                let target =
+                    std::fs::read_link(&next).map_err(|e| format!("`{}`: {e}", next.display()))?;
+                if target.is_absolute() {
+                    current = PathBuf::from("/");
+                }
+                for c in target.components().rev() {
+                    match c {
+                        Component::Normal(n) => pending.push_front(n.to_os_string()),
+                        Component::ParentDir => pending.push_front("..".into()),
+                        _ => {}
+                    }
+                }
+            } else {
+                current = next;
+            }
+        }
+    };
+    walk().err()
 }
 
 /// The name prefix of statesafe's prepared statements (a macro, for `concat!`).

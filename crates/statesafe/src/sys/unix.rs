@@ -432,16 +432,25 @@ pub(crate) fn process_identity(pid: u32) -> Option<(String, String)> {
     Some((user, command))
 }
 
-/// The user id of the local account `name`, from `/etc/passwd` (`None`: no such line,
-/// or the file cannot be read; accounts of a directory service are not looked up).
-pub(crate) fn uid_of_account(name: &str) -> Option<u32> {
+/// The user id and primary group id of the local account `name`, from `/etc/passwd`
+/// (`None`: no such line, or the file cannot be read; accounts of a directory service
+/// are not looked up).
+pub(crate) fn account(name: &str) -> Option<(u32, u32)> {
     let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
     passwd.lines().find_map(|line| {
         let mut fields = line.split(':');
-        (fields.next()? == name)
-            .then(|| fields.nth(1)?.parse().ok())
-            .flatten()
+        if fields.next()? != name {
+            return None;
+        }
+        let uid = fields.nth(1)?.parse().ok()?;
+        let gid = fields.next()?.parse().ok()?;
+        Some((uid, gid))
     })
+}
+
+/// `lstat` of a path (a symlink is described, not followed), without its times.
+pub(crate) fn lstat_path(path: &Path) -> io::Result<Stat> {
+    Ok(stat_of(&rustix::fs::lstat(path)?))
 }
 
 /// What `fstat`/`fstatat` says of a file, in the terms statesafe's checks need.

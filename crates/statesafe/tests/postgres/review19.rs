@@ -1002,8 +1002,8 @@ fn review19_a_password_is_not_sent_to_a_socket_another_user_planted_in_a_shared_
         }
     });
     let url = format!(
-        "postgres://bot@localhost:{port}/db?state=a&host={}&password=hunter2-review19&connect_timeout=2",
-        shared.display()
+        "postgres://bot@{}:{port}/db?state=a&password=hunter2-review19&connect_timeout=2",
+        shared.display().to_string().replace('/', "%2F")
     );
     let opened = Store::<serde_json::Value>::options().open_url(&url);
     // What the planted listener got (each connection's reply, sent before it closes:
