@@ -17,7 +17,18 @@ pub(crate) fn redact_url(url: &str) -> (String, bool) {
     };
     let mut out = prefix.to_string();
     let mut found = false;
-    let (creds, rest) = split_creds_shown(&url[prefix.len()..]);
+    let (creds, rest) = match ambiguous_at(&url[prefix.len()..]) {
+        // Where the userinfo ends cannot be told (see `ambiguous_at`): counted as a
+        // password, and hidden up to the last `@` before the query's values, or (an
+        // `@` in the query: any text may be a password's) whole.
+        Some(Some(last)) => {
+            out.push_str("***@");
+            found = true;
+            (None, &url[prefix.len() + last + 1..])
+        }
+        Some(None) => return (format!("{prefix}***"), true),
+        None => split_creds(&url[prefix.len()..]),
+    };
     if let Some(creds) = creds {
         match creds.split_once(':') {
             Some((user, _)) => {
@@ -66,35 +77,47 @@ fn split_creds(rest: &str) -> (Option<&str>, &str) {
     }
 }
 
-/// [`split_creds`] for what is shown: when the text between the first `@` and the
-/// query holds another `@` (a user name or password with an `@` not percent-encoded,
-/// which the library would cut at the first and take the rest for the host), the
-/// userinfo is taken to run to the last of them, so that no part of the password is
-/// shown (review19pg). [`unencoded_at_in_userinfo`] tells such a URL, refused before
-/// it is used.
-fn split_creds_shown(rest: &str) -> (Option<&str>, &str) {
-    let (creds, after) = split_creds(rest);
-    let Some(creds) = creds else {
-        return (None, rest);
-    };
-    match split_query(after).0.rfind('@') {
-        Some(i) => (Some(&rest[..creds.len() + 1 + i]), &after[i + 1..]),
-        None => (Some(creds), after),
+/// Whether a PostgreSQL URL's remainder (after `postgres://`) holds an `@` whose
+/// meaning the client library and the URL's writer may not share (review19pg,
+/// review19c). The library takes the userinfo up to the first `@` of the whole URL, so:
+/// - an `@` after that one and before the query's first value (`=`): a user name or
+///   password with an `@` not written `%40` (`bot:p@ss@h/db`, `bot:p@ss?x@h/db`), or
+///   a database name with one (`bot@h/team@corp`); the library would take a piece of
+///   the password for the host (and look it up) and show it in its errors;
+/// - a first `@` whose "user name" holds `/`, `?`, `=`, `&` or `#`, or whose userinfo
+///   holds a `?` and then a `=`: the `@` was in the path or the query
+///   (`h/db?password=p@ss`, `h:1/db?password=p@ss`), and the library would send the
+///   text before it, password included, as the user name or password.
+///
+/// Such a URL is refused before it is used, and shown with everything up to the last
+/// `@` before the query's values hidden (`Some(Some(i))`, `i` that `@`), or, for an
+/// `@` in the query, everything (`Some(None)`).
+fn ambiguous_at(rest: &str) -> Option<Option<usize>> {
+    let (userinfo, after) = rest.split_once('@')?;
+    let user = userinfo.split(':').next().unwrap_or_default();
+    // A query inside the userinfo (`h:5432/db?password=p@ss`: a port taken for the
+    // password's start): a password holding `?` and then `=` must write them encoded.
+    if user.contains(['/', '?', '=', '&', '#'])
+        || userinfo
+            .find('?')
+            .is_some_and(|q| userinfo[q..].contains('='))
+    {
+        return Some(None);
     }
+    let values = after.find('=').unwrap_or(after.len());
+    after[..values]
+        .rfind('@')
+        .map(|i| Some(userinfo.len() + 1 + i))
 }
 
-/// Whether a PostgreSQL URL's host part (as the client library reads it: after the
-/// first `@`, before the query) holds an `@`: a user name or password whose `@` is not
-/// written `%40`.
+/// Whether a PostgreSQL URL holds an `@` that makes its userinfo ambiguous
+/// ([`ambiguous_at`]): refused by the address parser.
 #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
 pub(crate) fn unencoded_at_in_userinfo(url: &str) -> bool {
-    let Some(prefix) = PG_PREFIXES.iter().find(|p| url.starts_with(**p)) else {
-        return false;
-    };
-    match split_creds(&url[prefix.len()..]) {
-        (Some(_), after) => split_query(after).0.contains('@'),
-        (None, _) => false,
-    }
+    PG_PREFIXES
+        .iter()
+        .find(|p| url.starts_with(**p))
+        .is_some_and(|p| ambiguous_at(&url[p.len()..]).is_some())
 }
 
 /// A PostgreSQL URL split at the `?` that starts its query, as the client library
@@ -235,11 +258,11 @@ mod tests {
         for (url, want) in [
             (
                 "postgres://bot:pa@ssword@127.0.0.1:1/db?state=a",
-                "postgres://bot:***@127.0.0.1:1/db?state=a",
+                "postgres://***@127.0.0.1:1/db?state=a",
             ),
             (
                 "postgres://bot:p@ss/w@rd@h/db?state=a&passfile=/home/a@b/pgpass",
-                "postgres://bot:***@h/db?state=a&passfile=/home/a@b/pgpass",
+                "postgres://***@h/db?state=a&passfile=/home/a@b/pgpass",
             ),
         ] {
             assert_eq!(redact_url(url), (want.to_string(), true), "{url}");

@@ -69,29 +69,50 @@ pub fn run(args: CopyArgs, out: &Output) -> Result<()> {
     }
 
     // On an existing destination (`--replace`, `--if-generation N`), whose own versions
-    // stay in its history, the retention is the larger of the two, field by field: the
-    // source's alone pruned the destination's versions during the copy itself
-    // (review19), and the destination's alone would prune the copied ones.
-    if expected != 0 {
-        let own = destination.settings();
+    // stay in its history, the retention is the larger of the two, field by field,
+    // and the counts of kept backups and history entries are raised by the number of
+    // versions copied (each is a commit, which would push out as many of the
+    // destination's own): the source's alone pruned the destination's versions during
+    // the copy itself (review19), the larger alone did when the destination's history
+    // was full (review19c: nothing of its data was left), and the destination's alone
+    // would prune the copied ones. A retention of none stays none.
+    let original = (expected != 0).then(|| destination.settings());
+    if let Some(own) = &original {
+        let copies = u32::try_from(versions.len()).unwrap_or(u32::MAX);
+        let raised = |keep: u32| {
+            if keep == 0 {
+                0
+            } else {
+                keep.saturating_add(copies)
+            }
+        };
         let (b, h) = (&mut settings.backups, &mut settings.history);
-        b.keep = b.keep.max(own.backups.keep);
+        b.keep = raised(b.keep.max(own.backups.keep));
         b.hourly = b.hourly.max(own.backups.hourly);
         b.daily = b.daily.max(own.backups.daily);
-        h.keep = h.keep.max(own.history.keep);
+        h.keep = raised(h.keep.max(own.history.keep));
         h.max_patch_bytes = h.max_patch_bytes.max(own.history.max_patch_bytes);
     }
     // The older versions go in under the source's settings without its schema (a
-    // version may predate it); the whole settings once the last one is in.
+    // version may predate it) and without its size limit (which binds new commits:
+    // an older version may be larger, review19c); the whole settings once the last
+    // one is in.
     let staging = statesafe::Settings {
         schema: None,
+        max_bytes: None,
         ..settings.clone()
     };
+    // On an existing destination the staging settings go in before the first version,
+    // so that its retention holds for every copied commit (after the first, the first
+    // was pruned under the destination's own: review19c).
+    if original.is_some() {
+        destination.save_settings(&staging)?;
+    }
     let total = versions.len();
     let mut written = expected;
     let mut copied = 0usize;
     let mut last_from = 0;
-    for (i, (from, doc)) in versions.into_iter().enumerate() {
+    for (from, doc) in versions {
         let result = if written == 0 {
             destination.create_with(&staging, doc)
         } else {
@@ -108,7 +129,17 @@ pub fn run(args: CopyArgs, out: &Output) -> Result<()> {
                     e,
                     Error::GenerationConflict { .. } | Error::AlreadyExists { .. }
                 );
+                // The staging settings (no schema, no size limit) must not stay on a
+                // destination that had its own: they are put back (review19c: its
+                // schema was gone, and it accepted what the schema refused).
+                let restored = original.as_ref().map(|own| destination.save_settings(own));
                 let mut e = CliError::from(e);
+                if let Some(Err(r)) = restored {
+                    e.message = format!(
+                        "{}; and the destination's own settings could not be put back ({r}): check them with `statesafe settings DST`",
+                        e.message
+                    );
+                }
                 let so_far = if copied == 0 {
                     "nothing was copied".to_string()
                 } else {
@@ -124,9 +155,6 @@ pub fn run(args: CopyArgs, out: &Output) -> Result<()> {
                 }
                 return Err(e);
             }
-        }
-        if i == 0 && expected != 0 {
-            destination.save_settings(&staging)?;
         }
     }
     destination.save_settings(&settings)?;

@@ -8,7 +8,8 @@ use crate::common::Env;
 /// history entries and 1 backup pruned the destination's six earlier generations
 /// during the copy itself (the destination's history held only generations 8 and 9
 /// after the next commit, its settings `keep: 2` and `keep: 1`). The retention
-/// recorded on an existing destination is now the larger of the two, field by field.
+/// recorded on an existing destination is now the larger of the two, field by field
+/// (and the counts raised by the versions copied, `review19c.rs`).
 #[test]
 fn copy_replace_keeps_the_destinations_own_versions_and_retention() {
     let env = Env::new();
@@ -49,6 +50,8 @@ fn copy_replace_keeps_the_destinations_own_versions_and_retention() {
     );
     let run = env.run(&["--json", "settings", "dst.json"]);
     let settings = &run.json()["settings"];
-    assert_eq!(settings["history"]["keep"], 1000, "{settings}");
-    assert_eq!(settings["backups"]["keep"], 5, "{settings}");
+    // The larger of the two (the destination's defaults, 1000 and 5), raised by the
+    // two versions copied (review19c: a full history lost its own versions otherwise).
+    assert_eq!(settings["history"]["keep"], 1002, "{settings}");
+    assert_eq!(settings["backups"]["keep"], 7, "{settings}");
 }

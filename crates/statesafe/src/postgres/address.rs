@@ -58,7 +58,7 @@ impl Address {
         // the name resolver) and name it in its errors (review19pg).
         if crate::secret::unencoded_at_in_userinfo(url) {
             return Err(bad(
-                "its user name or password holds an `@` that is not percent-encoded: the client library would take the text after the first `@` for the host; write each `@` of the user name or password as `%40` (and the password is better kept out of the URL: PGPASSWORD, ~/.pgpass or `passfile=PATH`)"
+                "it holds an `@` that is not percent-encoded where the client library would misread it (it takes the user name and password up to the first `@` of the whole URL, so an `@` in the password, the database name or a query value before it would end them there, and the rest be taken for the host); write each `@` of the user name, password, database name or query as `%40` (and the password is better kept out of the URL: PGPASSWORD, ~/.pgpass or `passfile=PATH`)"
                     .into(),
             ));
         }
