@@ -3,7 +3,8 @@
 
 use crate::common::Env;
 
-fn log_generations(env: &Env, file: &str) -> Vec<u64> {
+/// The generations `statesafe log FILE` lists, oldest first.
+pub(crate) fn log_generations(env: &Env, file: &str) -> Vec<u64> {
     let run = env.run(&["--json", "log", file]);
     assert_eq!(run.code, 0, "{}", run.snapshot());
     let mut generations: Vec<u64> = run.json()["entries"]

@@ -946,7 +946,6 @@ fn review19_a_table_name_that_is_another_urls_backups_table_is_refused() {
 /// belongs to root, the directory's owner, this user or the `postgres` account.
 #[test]
 fn review19_a_password_is_not_sent_to_a_socket_another_user_planted_in_a_shared_directory() {
-    use std::io::{Read, Write};
     use std::os::unix::fs::PermissionsExt;
     if rustix::process::geteuid().as_raw() != 0 {
         cluster::skipped(
@@ -960,57 +959,21 @@ fn review19_a_password_is_not_sent_to_a_socket_another_user_planted_in_a_shared_
     std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
     let port = 5999;
     let socket = shared.join(format!(".s.PGSQL.{port}"));
-    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
-    // Another local user's program (uid 64001) listens where the server would.
+    // Another local user's program (uid 64001) listens where the server would, and
+    // asks for the password in clear text.
+    let rx = crate::review19c::unix_listener(&socket);
     rustix::fs::chown(
         &socket,
         Some(rustix::fs::Uid::from_raw(64001)),
         Some(rustix::fs::Gid::from_raw(64001)),
     )
     .unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut conn) = conn else { return };
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                // The start-up message (after a TLS request, answered `N`: no TLS), then
-                // a request for the password in clear text (AuthenticationCleartextPassword),
-                // then whatever comes back.
-                let read_message = |conn: &mut std::os::unix::net::UnixStream| -> Option<Vec<u8>> {
-                    let mut len = [0u8; 4];
-                    conn.read_exact(&mut len).ok()?;
-                    let mut body = vec![0u8; (u32::from_be_bytes(len) as usize).saturating_sub(4)];
-                    conn.read_exact(&mut body).ok()?;
-                    Some(body)
-                };
-                let Some(first) = read_message(&mut conn) else {
-                    return;
-                };
-                if first == 80877103u32.to_be_bytes() {
-                    let _ = conn.write_all(b"N");
-                    if read_message(&mut conn).is_none() {
-                        return;
-                    }
-                }
-                let _ = conn.write_all(&[b'R', 0, 0, 0, 8, 0, 0, 0, 3]);
-                let mut reply = vec![0u8; 256];
-                if let Ok(n) = conn.read(&mut reply) {
-                    let _ = tx.send(String::from_utf8_lossy(&reply[..n]).into_owned());
-                }
-            });
-        }
-    });
     let url = format!(
         "postgres://bot@{}:{port}/db?state=a&password=hunter2-review19&connect_timeout=2",
         shared.display().to_string().replace('/', "%2F")
     );
     let opened = Store::<serde_json::Value>::options().open_url(&url);
-    // What the planted listener got (each connection's reply, sent before it closes:
-    // the client's error comes after).
-    let collected: Vec<String> =
-        std::iter::from_fn(|| rx.recv_timeout(std::time::Duration::from_millis(500)).ok())
-            .collect();
+    let collected = crate::review19c::collected(&rx);
     assert!(
         collected.iter().all(|r| !r.contains("hunter2-review19")),
         "the planted socket collected the password: {collected:?}"

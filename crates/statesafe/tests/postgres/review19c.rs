@@ -40,11 +40,12 @@ fn ask_for_the_password(mut conn: impl Read + Write, tx: Sender<String>) {
 
 /// What the fake servers received (each connection's reply is sent before it closes,
 /// and the client's error comes after it).
-fn collected(rx: &Receiver<String>) -> Vec<String> {
+pub(crate) fn collected(rx: &Receiver<String>) -> Vec<String> {
     std::iter::from_fn(|| rx.recv_timeout(std::time::Duration::from_millis(500)).ok()).collect()
 }
 
-fn unix_listener(path: &std::path::Path) -> Receiver<String> {
+/// A fake server listening at `path` ([`ask_for_the_password`] on each connection).
+pub(crate) fn unix_listener(path: &std::path::Path) -> Receiver<String> {
     let listener = std::os::unix::net::UnixListener::bind(path).unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
