@@ -321,6 +321,19 @@ struct OpenLock {
     /// and how many were read. Kept, so that each acquisition neither allocates nor
     /// zeroes a buffer.
     read: (Vec<u8>, usize),
+    /// The lock file's wake-up page (`sys/wake.rs`), mapped at the first wait or
+    /// release: waiters sleep on it, a releaser wakes one. `None` inside: no page
+    /// could be mapped, and waiters poll.
+    wake: OnceLock<Option<sys::wake::Wake>>,
+}
+
+impl OpenLock {
+    /// The wake-up page, mapped on first use.
+    fn wake(&self) -> Option<&sys::wake::Wake> {
+        self.wake
+            .get_or_init(|| sys::wake::Wake::map(&self.file))
+            .as_ref()
+    }
 }
 
 impl OpenLock {
@@ -514,8 +527,14 @@ impl LockFile {
                     Entry::Through(file) => through = Some(file),
                     Entry::TimedOut => return Err(timed_out(start.elapsed())),
                     Entry::NoPass => {
-                        match wait_for_flock(&open.file, start, timeout, self.poll_cap())
-                            .map_err(|e| Error::io(Op::Lock, &self.path, e))?
+                        match wait_for_flock(
+                            &open.file,
+                            open.wake(),
+                            start,
+                            timeout,
+                            self.poll_cap(),
+                        )
+                        .map_err(|e| Error::io(Op::Lock, &self.path, e))?
                         {
                             Some(tries) => contended |= tries > 0,
                             None => return Err(timed_out(start.elapsed())),
@@ -758,6 +777,7 @@ impl LockFile {
             slot: OnceLock::new(),
             written: None,
             read: (Vec::new(), 0),
+            wake: OnceLock::new(),
         }))
     }
 
@@ -931,7 +951,7 @@ fn enter_pass(open: &OpenLock, start: Instant, timeout: Duration) -> io::Result<
             Ok(None) => continue,
             Err(e) => return Err(io::Error::other(e.to_string())),
         };
-        if wait_for_flock(&file, start, timeout, Duration::from_micros(500))?.is_none() {
+        if wait_for_flock(&file, None, start, timeout, Duration::from_micros(500))?.is_none() {
             return Ok(Entry::TimedOut);
         }
         // Removed while we waited: its maker released its lock (see `PASS_ENV`). Or
@@ -1022,11 +1042,18 @@ fn pass_token() -> String {
 /// `flock` has no timed wait, and a blocked `flock` cannot be abandoned, so we poll.
 /// Threads of this process never reach here together (the store's mutex), so the
 /// polling is only between processes. For the first 100 ms the sleep stays at most
-/// 500 µs, so that under contention the lock passes on within a fraction of one
-/// commit (two fsyncs); a longer wait (someone holds the lock for a while, as
+/// `short_cap` (at most 500 µs), so that under contention the lock passes on within a
+/// fraction of one commit; a longer wait (someone holds the lock for a while, as
 /// `statesafe lock` does) backs off to 10 ms between tries.
+///
+/// With the lock file's wake-up page (`wake`, `sys/wake.rs`) the sleep between tries
+/// ends as soon as a releaser wakes this waiter; the poll is only the backstop (for a
+/// releaser that was killed, or one of a build without the page), so it sleeps at
+/// least [`WOKEN_BACKSTOP`] between tries and does not wake to poll while the lock is
+/// passed on from holder to holder.
 fn wait_for_flock(
     file: &File,
+    wake: Option<&sys::wake::Wake>,
     start: Instant,
     timeout: Duration,
     short_cap: Duration,
@@ -1034,17 +1061,30 @@ fn wait_for_flock(
     let mut pause = Duration::from_micros(20);
     let mut tries = 0;
     loop {
-        match file.try_lock() {
-            Ok(()) => return Ok(Some(tries)),
-            Err(std::fs::TryLockError::WouldBlock) => {}
-            Err(std::fs::TryLockError::Error(e)) => return Err(e),
-        }
+        let seen = wake.map(sys::wake::Wake::enter);
+        let tried = file.try_lock();
         let elapsed = start.elapsed();
-        if elapsed >= timeout {
-            return Ok(None);
+        let outcome = match tried {
+            Ok(()) => Some(Ok(Some(tries))),
+            Err(std::fs::TryLockError::WouldBlock) if elapsed >= timeout => Some(Ok(None)),
+            Err(std::fs::TryLockError::WouldBlock) => None,
+            Err(std::fs::TryLockError::Error(e)) => Some(Err(e)),
+        };
+        if let Some(outcome) = outcome {
+            if let Some(wake) = wake {
+                wake.leave();
+            }
+            return outcome;
         }
         tries += 1;
-        std::thread::sleep(pause.min(timeout - elapsed));
+        let left = timeout - elapsed;
+        match (wake, seen) {
+            (Some(wake), Some(seen)) => {
+                wake.sleep(seen, pause.max(WOKEN_BACKSTOP).min(left));
+                wake.leave();
+            }
+            _ => std::thread::sleep(pause.min(left)),
+        }
         let cap = if elapsed < Duration::from_millis(100) {
             short_cap
         } else {
@@ -1053,6 +1093,9 @@ fn wait_for_flock(
         pause = (pause * 2).min(cap);
     }
 }
+
+/// The least sleep between tries of a waiter woken by releases ([`wait_for_flock`]).
+const WOKEN_BACKSTOP: Duration = Duration::from_millis(2);
 
 impl Guard<'_> {
     fn open(&self) -> &OpenLock {
@@ -1320,8 +1363,21 @@ impl Guard<'_> {
             let _ = pass.unlock();
             return;
         }
-        if self.open().file.unlock().is_err() {
+        let open = self.open();
+        // Mapped before the unlock (its first use may map it), so that the wake-up
+        // follows the unlock as closely as it can.
+        let wake = open.wake();
+        if open.file.unlock().is_err() {
+            // Closing the descriptor frees the lock as surely (the page's mapping,
+            // dropped with it, is not needed for the wake-up: it is called first).
+            if let Some(wake) = wake {
+                wake.released();
+            }
             *self.inner = None;
+            return;
+        }
+        if let Some(wake) = wake {
+            wake.released();
         }
     }
 }

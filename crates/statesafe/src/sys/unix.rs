@@ -435,6 +435,7 @@ pub(crate) fn process_identity(pid: u32) -> Option<(String, String)> {
 /// The user id and primary group id of the local account `name`, from `/etc/passwd`
 /// (`None`: no such line, or the file cannot be read; accounts of a directory service
 /// are not looked up).
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
 pub(crate) fn account(name: &str) -> Option<(u32, u32)> {
     let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
     passwd.lines().find_map(|line| {
@@ -449,6 +450,7 @@ pub(crate) fn account(name: &str) -> Option<(u32, u32)> {
 }
 
 /// `lstat` of a path (a symlink is described, not followed), without its times.
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
 pub(crate) fn lstat_path(path: &Path) -> io::Result<Stat> {
     Ok(stat_of(&rustix::fs::lstat(path)?))
 }
