@@ -1061,7 +1061,7 @@ fn wait_for_flock(
     let mut pause = Duration::from_micros(20);
     let mut tries = 0;
     loop {
-        let seen = wake.map(sys::wake::Wake::enter);
+        let seen = wake.map(|wake| wake.enter(file));
         let tried = file.try_lock();
         let elapsed = start.elapsed();
         let outcome = match tried {
@@ -1071,17 +1071,13 @@ fn wait_for_flock(
             Err(std::fs::TryLockError::Error(e)) => Some(Err(e)),
         };
         if let Some(outcome) = outcome {
-            if let Some(wake) = wake {
-                wake.leave();
-            }
             return outcome;
         }
         tries += 1;
         let left = timeout - elapsed;
-        match (wake, seen) {
+        match (wake, seen.flatten()) {
             (Some(wake), Some(seen)) => {
-                wake.sleep(seen, pause.max(WOKEN_BACKSTOP).min(left));
-                wake.leave();
+                wake.sleep(Some(seen), pause.max(WOKEN_BACKSTOP).min(left));
             }
             _ => std::thread::sleep(pause.min(left)),
         }

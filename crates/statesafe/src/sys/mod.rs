@@ -36,13 +36,10 @@ pub(crate) mod wake {
         pub(crate) fn map(_file: &std::fs::File) -> Option<Wake> {
             None
         }
-        pub(crate) fn enter(&self) -> u32 {
+        pub(crate) fn enter(&self, _file: &std::fs::File) -> Option<u32> {
             match *self {}
         }
-        pub(crate) fn sleep(&self, _seen: u32, _limit: std::time::Duration) -> bool {
-            match *self {}
-        }
-        pub(crate) fn leave(&self) {
+        pub(crate) fn sleep(&self, _seen: Option<u32>, _limit: std::time::Duration) -> bool {
             match *self {}
         }
         pub(crate) fn released(&self) {

@@ -20,6 +20,18 @@
 //! statesafe ever shortens the lock file), and mapped shared, read-write (the lock file
 //! is opened read-write: only a user who may write the state takes the lock).
 //!
+//! **This process never touches the mapped page itself.** Another writer of the lock
+//! file may truncate it, and a load or store of this process into a mapped page past
+//! the file's end is killed by `SIGBUS` (a test of an earlier build that used atomics on
+//! the page: the child died of signal 7). So the page is only ever read and written by
+//! the kernel: the release count is read with `pread` (the same page of the page cache
+//! the mapping shows), compared and slept on with `FUTEX_WAIT`, and bumped with the
+//! wake-up itself (`FUTEX_WAKE_OP`: add 1, wake one). The kernel reports a page past
+//! the end as `EFAULT`, never as a signal; the waiter then sleeps the backstop and
+//! polls, as with no page. The futex calls take the page's address as a raw pointer
+//! (`libc::syscall`), never as a Rust reference, for the same reason: nothing in this
+//! process may assume the page readable.
+//!
 //! Where a shared mapping of the file cannot be made (a filesystem without it), there is
 //! no page and the waiters poll as before. The futex wakes waiters of this machine only:
 //! on a network filesystem, other machines' waiters poll.
@@ -27,38 +39,36 @@
 #![allow(unsafe_code)]
 
 use std::fs::File;
+use std::os::unix::fs::FileExt;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use rustix::mm::{MapFlags, ProtFlags};
-use rustix::thread::futex;
 
 /// Where the page is in the lock file.
 pub(crate) const PAGE_AT: u64 = 8192;
 const PAGE_LEN: usize = 4096;
 
-/// A shared mapping of the lock file's wake page: a release count (the futex word) at
-/// offset 0 and a count of sleeping waiters at offset 4.
+/// A shared mapping of the lock file's wake page, whose first word is the release count
+/// (the futex word). Only the kernel reads or writes it (see the module's text).
 pub(crate) struct Wake {
     page: NonNull<u8>,
 }
 
-// SAFETY: the mapping is only read and written through atomics, from any thread; it is
-// unmapped once, in `drop`, when no reference into it is left.
+// SAFETY: the mapping is never read or written by this process, only passed to the
+// kernel's futex calls (which are safe from any thread); it is unmapped once, in
+// `drop`.
 unsafe impl Send for Wake {}
-// SAFETY: as for `Send`: every access is atomic.
+// SAFETY: as for `Send`.
 unsafe impl Sync for Wake {}
 
 impl Wake {
     /// Maps `file`'s wake page (making the file long enough first); `None` when that
     /// cannot be done: the caller polls.
     pub(crate) fn map(file: &File) -> Option<Wake> {
-        use std::os::unix::fs::FileExt;
         // Where a write to a mapped page may need a block of its own (copy-on-write
-        // filesystems allocate at each write: on a full disk the process would die of
-        // `SIGBUS`, not get an error) or where the lock is not this machine's alone
-        // (network and cluster filesystems): no page, waiters poll.
+        // filesystems allocate at each write) or where the lock is not this machine's
+        // alone (network and cluster filesystems): no page, waiters poll.
         if super::special_filesystem(file).is_some() || copy_on_write(file) {
             return None;
         }
@@ -66,8 +76,8 @@ impl Wake {
         let len = file.metadata().ok()?.len();
         if len < end {
             // Zeros written past the file's end, blocks and all (never `set_len`: a
-            // sparse hole would need a block at the first write through the mapping,
-            // `SIGBUS` on a full disk, and would make `durable::reserve` take the
+            // sparse hole would need a block at the kernel's first write to the page,
+            // which fails on a full disk, and would make `durable::reserve` take the
             // journal slots for written). From the slots' region on, as `reserve`
             // does: a full disk fails this write, and there is no page. A slot
             // published past `len` meanwhile may be zeroed, which only makes a later
@@ -77,8 +87,9 @@ impl Wake {
             file.write_all_at(&zeros, from).ok()?;
         }
         // SAFETY: a new shared mapping of a whole page of an open file, at an address
-        // the kernel chooses: nothing else in this process is at that address. The
-        // file is at least `end` long (checked above); only atomics touch the page.
+        // the kernel chooses: nothing else in this process is at that address, and
+        // nothing in this process reads or writes it (a truncation by another writer
+        // of the file would make such an access a `SIGBUS`).
         let page = unsafe {
             rustix::mm::mmap(
                 std::ptr::null_mut(),
@@ -95,58 +106,85 @@ impl Wake {
         })
     }
 
-    fn word(&self, at: usize) -> &AtomicU32 {
-        debug_assert!(at + 4 <= PAGE_LEN && at.is_multiple_of(4));
-        // SAFETY: the page is mapped for as long as `self` lives, page-aligned (so
-        // `at`, a multiple of 4, is aligned for a u32), and only ever accessed through
-        // atomics, here and in every other process that maps it.
-        unsafe { &*self.page.as_ptr().add(at).cast::<AtomicU32>() }
+    /// The release count's address, for the kernel only.
+    fn word(&self) -> *mut u32 {
+        self.page.as_ptr().cast::<u32>()
     }
 
-    fn releases(&self) -> &AtomicU32 {
-        self.word(0)
-    }
-
-    fn sleepers(&self) -> &AtomicU32 {
-        self.word(4)
-    }
-
-    /// Counts this waiter in, before it tries the lock; the release count to sleep on
-    /// if the try fails. (In this order, a releaser that finds no waiter counted has
-    /// bumped the count before this reads it, and unlocked before this tries: the try
-    /// then succeeds, or another got the lock, whose release wakes a waiter.)
-    pub(crate) fn enter(&self) -> u32 {
-        self.sleepers().fetch_add(1, Ordering::SeqCst);
-        self.releases().load(Ordering::SeqCst)
+    /// The release count to sleep on if a try of the lock fails, read (from `file`,
+    /// the lock file this page maps) before the try: a releaser that unlocks after
+    /// this read bumps the count after it too, and the sleep returns at once. `None`:
+    /// the page is past the file's end (truncated by another writer), and the caller
+    /// sleeps the backstop instead.
+    pub(crate) fn enter(&self, file: &File) -> Option<u32> {
+        let mut word = [0u8; 4];
+        file.read_exact_at(&mut word, PAGE_AT).ok()?;
+        Some(u32::from_ne_bytes(word))
     }
 
     /// Sleeps until a release after `seen` wakes this waiter, or for `limit` at most
-    /// (at once if one came already); `true` if woken by a release.
-    pub(crate) fn sleep(&self, seen: u32, limit: Duration) -> bool {
-        let timeout = futex::Timespec {
-            tv_sec: limit.as_secs().try_into().unwrap_or(i64::MAX),
+    /// (at once if one came already); `true` if woken by a release. Where the futex
+    /// cannot be used (the page gone past the file's end: `EFAULT`), sleeps `limit`.
+    pub(crate) fn sleep(&self, seen: Option<u32>, limit: Duration) -> bool {
+        let Some(seen) = seen else {
+            std::thread::sleep(limit);
+            return false;
+        };
+        let timeout = libc::timespec {
+            tv_sec: limit.as_secs().try_into().unwrap_or(libc::time_t::MAX),
             tv_nsec: limit.subsec_nanos().into(),
         };
-        match futex::wait(self.releases(), futex::Flags::empty(), seen, Some(&timeout)) {
-            Ok(()) => true,
+        // SAFETY: `FUTEX_WAIT` reads the word at `self.word()` in the kernel (a page
+        // past the file's end is `EFAULT`, not a signal) and the timeout from a live
+        // local; no memory of this process is written.
+        let done = unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                self.word(),
+                libc::FUTEX_WAIT,
+                seen,
+                &raw const timeout,
+                std::ptr::null::<u32>(),
+                0u32,
+            )
+        };
+        if done == 0 {
+            return true;
+        }
+        match std::io::Error::last_os_error().raw_os_error() {
             // The count moved before the sleep began: a release came.
-            Err(e) if e == rustix::io::Errno::AGAIN => true,
+            Some(libc::EAGAIN) => true,
             // Timed out, or a signal: the caller tries the lock again either way.
-            Err(_) => false,
+            Some(libc::ETIMEDOUT | libc::EINTR) => false,
+            // The page cannot be read (`EFAULT`: truncated under the mapping), or a
+            // kernel without futexes: sleep the limit, as a poller does.
+            _ => {
+                std::thread::sleep(limit);
+                false
+            }
         }
     }
 
-    /// Counts this waiter out (it got the lock, or gives up, or tries again).
-    pub(crate) fn leave(&self) {
-        self.sleepers().fetch_sub(1, Ordering::SeqCst);
-    }
-
-    /// After the lock was let go: bumps the release count and wakes one sleeper, if
-    /// any is counted.
+    /// After the lock was let go: bumps the release count and wakes one sleeper, in
+    /// one call (`FUTEX_WAKE_OP` on the count itself: add 1, wake one; the second wake
+    /// is of none). Failures are left: the waiters' backstop polls.
     pub(crate) fn released(&self) {
-        self.releases().fetch_add(1, Ordering::SeqCst);
-        if self.sleepers().load(Ordering::SeqCst) != 0 {
-            let _ = futex::wake(self.releases(), futex::Flags::empty(), 1);
+        // FUTEX_OP(FUTEX_OP_ADD, 1, FUTEX_OP_CMP_EQ, 0): `*word += 1`, and the
+        // comparison's wake is of `nr_wake2 = 0` waiters.
+        const ADD_ONE: u32 = (1 << 28) | (1 << 12);
+        // SAFETY: `FUTEX_WAKE_OP` adds to the word at `self.word()` in the kernel
+        // (`EFAULT` past the file's end, not a signal) and wakes waiters; the pointer
+        // arguments are that word, and the integer `nr_wake2` in the timeout's place.
+        unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                self.word(),
+                libc::FUTEX_WAKE_OP,
+                1u32,
+                0usize,
+                self.word(),
+                ADD_ONE,
+            );
         }
     }
 }
@@ -164,10 +202,8 @@ fn copy_on_write(file: &File) -> bool {
 
 impl std::fmt::Debug for Wake {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Wake")
-            .field("releases", &self.releases().load(Ordering::Relaxed))
-            .field("sleepers", &self.sleepers().load(Ordering::Relaxed))
-            .finish()
+        // The page's words are not read here: only the kernel touches the page.
+        f.debug_struct("Wake").field("page", &self.page).finish()
     }
 }
 
@@ -206,23 +242,26 @@ mod tests {
             PAGE_AT + PAGE_LEN as u64,
             "the file was made long enough for the page"
         );
-        let seen = waiter.enter();
+        let seen = waiter.enter(&a);
+        assert_eq!(seen, Some(0));
         let sleeping = {
             let waiter = Arc::clone(&waiter);
             // A limit no test run reaches: a missed wake-up fails the assertion below
             // instead of passing late.
             std::thread::spawn(move || waiter.sleep(seen, Duration::from_secs(600)))
         };
-        // Released after the sleeper counted itself in: it is woken, whether it was
+        // Released after the sleeper read the count: it is woken, whether it was
         // already asleep or not yet (then the moved count ends its sleep at once).
         releaser.released();
         assert!(
             sleeping.join().unwrap(),
             "the sleeper was woken by the release"
         );
-        waiter.leave();
-        assert_eq!(waiter.sleepers().load(Ordering::SeqCst), 0);
-        assert_eq!(waiter.releases().load(Ordering::SeqCst), 1);
+        assert_eq!(
+            waiter.enter(&a),
+            Some(1),
+            "the release count, seen by pread"
+        );
     }
 
     #[test]
@@ -230,9 +269,47 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = lock_file(dir.path());
         let wake = Wake::map(&file).unwrap();
-        let seen = wake.enter();
+        let seen = wake.enter(&file);
         assert!(!wake.sleep(seen, Duration::from_millis(1)));
-        wake.leave();
+    }
+
+    /// Another writer of the lock file (anyone who may write the state) truncates it
+    /// under the mapped page: every call on the page must still return (the lock's
+    /// waiters fall back to polling), never kill the process with `SIGBUS`. Run in a
+    /// forked child, whose death by a signal the parent sees.
+    #[test]
+    fn a_lock_file_truncated_under_the_page_kills_nobody() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = lock_file(dir.path());
+        let wake = Wake::map(&file).unwrap();
+        file.set_len(0).unwrap();
+        // SAFETY: the child only makes system calls through `wake` and exits; no lock
+        // of this test process's other threads is taken in it.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            let seen = wake.enter(&file);
+            let _ = wake.sleep(seen, Duration::from_millis(1));
+            // The futex calls on the page past the end (`enter` saw no page, so
+            // `FUTEX_WAIT` was not reached above).
+            let _ = wake.sleep(Some(0), Duration::from_millis(1));
+            wake.released();
+            // SAFETY: ends the forked child at once, without running the test
+            // harness's code after the fork; 3: `enter` read a count past the end.
+            unsafe { libc::_exit(if seen.is_none() { 0 } else { 3 }) };
+        }
+        let mut status = 0;
+        // SAFETY: waits for the child forked above.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "the child died: wait status {status:#x} (signal {})",
+            if libc::WIFSIGNALED(status) {
+                libc::WTERMSIG(status)
+            } else {
+                0
+            }
+        );
     }
 
     #[test]
@@ -245,6 +322,7 @@ mod tests {
         file.set_len(PAGE_AT + 3 * PAGE_LEN as u64).unwrap();
         let wake = Wake::map(&file).unwrap();
         wake.released();
+        wake.released();
         assert_eq!(
             file.metadata().unwrap().len(),
             PAGE_AT + 3 * PAGE_LEN as u64
@@ -256,6 +334,6 @@ mod tests {
         file.read_exact_at(&mut buf, 4096).unwrap();
         assert_eq!(&buf, b"slot");
         file.read_exact_at(&mut buf, PAGE_AT).unwrap();
-        assert_eq!(u32::from_ne_bytes(buf), 1, "the release count, in the file");
+        assert_eq!(u32::from_ne_bytes(buf), 2, "the release count, in the file");
     }
 }
