@@ -464,3 +464,33 @@ fn review20_recover_that_proves_nothing_says_deleted_and_what_to_do() {
         "the way to start over is not named: {hint}"
     );
 }
+
+/// Finding 6, through the documented way to start over: `replace` (`statesafe init
+/// FILE DOC --force`) after a private file was deleted writes a new file with the
+/// default mode, and the old life's history, which lost19 keeps on purpose ("the old
+/// generations' backups and history stay"), is widened with it: the deleted state's
+/// secrets become readable by every local user.
+#[test]
+#[ignore = "review20: replace after a private file was deleted makes the old history world-readable"]
+fn review20_starting_over_keeps_the_old_history_private() {
+    let dir = common::test_dir();
+    let path = dir.path().join("state.json");
+    let store: Store = Store::open(&path).unwrap();
+    store.create(json!({"token": "hunter2"})).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    store.update(|s| s["n"] = 2.into()).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    store.replace(json!({"fresh": true})).unwrap();
+    let sidecar = store.sidecar_path();
+    let readable: Vec<_> = std::fs::read_dir(sidecar.join("history"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .chain([sidecar.clone(), sidecar.join("history")])
+        .filter(|p| common::mode(p) & 0o077 != 0 && common::mode(p) & 0o004 != 0)
+        .map(|p| (p.clone(), common::mode(&p)))
+        .collect();
+    assert!(
+        readable.is_empty(),
+        "the deleted private state's history is readable by others: {readable:?}"
+    );
+}
