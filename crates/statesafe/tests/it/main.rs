@@ -43,6 +43,7 @@ mod red16;
 mod review16;
 mod review17;
 mod review18;
+mod review20;
 mod security;
 mod serialized;
 mod streaming;
