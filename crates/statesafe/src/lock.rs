@@ -329,9 +329,33 @@ struct OpenLock {
 
 impl OpenLock {
     /// The wake-up page, mapped on first use.
+    ///
+    /// Mapped through a second open of the lock file (the same inode, checked), never
+    /// through the locked descriptor: a mapping holds its open file description, and
+    /// so would hold the `flock` on it for as long as any copy of the mapping lives; a
+    /// child forked while the lock is held keeps its copy of the mapping (closing the
+    /// inherited descriptor does not unmap it), and the lock would outlive a holder
+    /// that died (`lock::the_lock_dies_with_its_holder_even_with_a_forked_child_alive`).
+    /// Nobody ever locks the second description.
     fn wake(&self) -> Option<&sys::wake::Wake> {
         self.wake
-            .get_or_init(|| sys::wake::Wake::map(&self.file))
+            .get_or_init(|| {
+                let (file, st) = self
+                    .sidecar
+                    .root()
+                    .open_stat(
+                        OsStr::new(LOCK_FILE),
+                        Access::ReadWrite,
+                        0,
+                        Use::Write,
+                        Op::OpenLock,
+                    )
+                    .ok()??;
+                if (st.dev, st.ino) != self.id {
+                    return None;
+                }
+                sys::wake::Wake::map(&file)
+            })
             .as_ref()
     }
 }

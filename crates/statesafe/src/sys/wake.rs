@@ -32,6 +32,10 @@
 //! (`libc::syscall`), never as a Rust reference, for the same reason: nothing in this
 //! process may assume the page readable.
 //!
+//! The caller maps the page through a descriptor of its own, never the one it locks
+//! (`lock.rs`, `OpenLock::wake`): a mapping holds its open file description, and with
+//! it any `flock` on that description, for as long as a forked child keeps a copy.
+//!
 //! Where a shared mapping of the file cannot be made (a filesystem without it), there is
 //! no page and the waiters poll as before. The futex wakes waiters of this machine only:
 //! on a network filesystem, other machines' waiters poll.

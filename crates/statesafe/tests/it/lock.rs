@@ -290,3 +290,55 @@ fn a_transaction_copied_by_a_fork_neither_commits_nor_unlocks_in_the_child() {
     tx.commit().unwrap();
     assert_eq!(store.get().unwrap()["n"], 2);
 }
+
+/// A holder that forks a long-lived child (which closes its inherited descriptors, as
+/// Python's fork hook closes the lock file's) and then dies holding the lock: the lock
+/// is free at once. The lock file's wake-up page (`sys/wake.rs`) is mapped shared, and a
+/// mapping keeps its open file description alive: mapped from the locked description,
+/// the child's inherited copy of the mapping kept the `flock` held after its holder died
+/// (found by the Python test
+/// `test_the_lock_dies_with_its_holder_even_with_a_forked_child_alive`).
+#[test]
+fn the_lock_dies_with_its_holder_even_with_a_forked_child_alive() {
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+
+    let dir = common::test_dir();
+    let path = dir.path().join("state.json");
+    let store = store_for_fork(&path);
+    let (mut from_holder, mut to_parent) = UnixStream::pair().unwrap();
+    let Some(holder) = common::fork() else {
+        // A release maps the page; then the lock is held while a child is forked.
+        store.update(|s| s["n"] = 1.into()).unwrap();
+        let guard = store.lock("hold").unwrap();
+        let Some(child) = common::fork() else {
+            #[allow(unsafe_code)]
+            // SAFETY: closes this forked child's descriptors from 3 up; it then only
+            // sleeps and exits.
+            unsafe {
+                libc::close_range(3, libc::c_uint::MAX, 0);
+            }
+            std::thread::sleep(Duration::from_secs(120));
+            common::exit_now(0)
+        };
+        to_parent.write_all(&child.to_ne_bytes()).unwrap();
+        std::mem::forget(guard);
+        // Dies holding the lock.
+        common::exit_now(0)
+    };
+    let mut pid = [0u8; 4];
+    from_holder.read_exact(&mut pid).unwrap();
+    let child = libc::pid_t::from_ne_bytes(pid);
+    assert_eq!(common::exit_code_of(holder), 0);
+    let other: Store = Store::options()
+        .lock_timeout(Duration::from_secs(5))
+        .open(&path)
+        .unwrap();
+    let locked = other.update(|s| s["n"] = 2.into());
+    #[allow(unsafe_code)]
+    // SAFETY: ends the sleeping grandchild (reparented; not waited for here).
+    unsafe {
+        libc::kill(child, libc::SIGKILL);
+    }
+    locked.expect("the lock must be free once its holder died, whatever its children hold");
+}
