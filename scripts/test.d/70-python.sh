@@ -22,8 +22,11 @@ echo "python: venv and wheel ready in $(( $(date +%s) - start ))s"
 # python/ that would import the source tree (which has no compiled module), not the
 # installed package. Every skipped test appends `SKIPPED 70-python <test>: <why>` to
 # $STATESAFE_SUMMARY (python/tests/conftest.py), printed in scripts/test's summary.
-"$venv/bin/pytest" -q -rs --durations=8 -p no:cacheprovider python/tests 2>&1 | tee "$log"
-"$venv/bin/mypy" --strict --no-incremental examples/python
+# Run by this venv's own interpreter: a venv copied with its `target/` (a git
+# worktree's) keeps scripts whose `#!` names the original venv's interpreter, which
+# would test the original checkout's installed package.
+"$venv/bin/python" "$venv/bin/pytest" -q -rs --durations=8 -p no:cacheprovider python/tests 2>&1 | tee "$log"
+"$venv/bin/python" "$venv/bin/mypy" --strict --no-incremental examples/python
 echo "python: done in $(( $(date +%s) - start ))s"
 if [ -n "${STATESAFE_COUNTS:-}" ]; then
   grep -Eo '[0-9]+ passed' "$log" | tail -1 | grep -Eo '[0-9]+' >> "$STATESAFE_COUNTS"
