@@ -583,7 +583,6 @@ fn review20_child_victim_in_a_sticky_directory() {
 /// have produced, is served without a word. (In a sticky directory root already
 /// refuses to write such a file: `security::root_never_writes_into_a_file_another_user_planted_in_a_sticky_directory`.)
 #[test]
-#[ignore = "review20: a file another user planted in place of a deleted state (sticky directory) is served as the state"]
 fn review20_a_file_planted_in_place_of_a_deleted_state_is_not_served() {
     let test = "review20::review20_a_file_planted_in_place_of_a_deleted_state_is_not_served";
     if !common::can_act_as_nobody(test) {
