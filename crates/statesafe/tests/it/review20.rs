@@ -277,7 +277,6 @@ fn review20_a_damaged_file_deleted_under_the_repairs_lock_is_not_served_as_the_d
 /// retry loop, a service restart, a user pressing up-arrow and Enter: the refusal
 /// erases its own evidence.
 #[test]
-#[ignore = "review20: a refused transaction erases the lock record's generation, so the retry commits the default"]
 fn review20_a_refused_update_does_not_let_the_retry_start_from_the_default() {
     let dir = common::test_dir();
     let path = dir.path().join("state.json");
@@ -321,7 +320,6 @@ fn review20_a_refused_update_does_not_let_the_retry_start_from_the_default() {
 /// kept, but a file replaced once has none) says `NotFound` ("create it first"), and
 /// from then on the default is served.
 #[test]
-#[ignore = "review20: recover of a deleted file erases the lock record's generation, then the default is served"]
 fn review20_recover_that_cannot_prove_a_version_leaves_the_file_deleted() {
     let dir = common::test_dir();
     let path = dir.path().join("state.json");
