@@ -137,6 +137,12 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             Err(e) => return Err(e),
         };
         let Some(cur) = current else {
+            // Deleted since the read: `Deleted` when the sidecar shows commits, as a
+            // load that finds it missing says (review20, finding 4: a `NotFound` here
+            // was served as the default by `load_or_default`).
+            let refused = self.refuse_deleted(Some(guard.sidecar()));
+            guard.release();
+            refused?;
             return Err(Error::NotFound {
                 path: self.local().target.given.clone(),
             });

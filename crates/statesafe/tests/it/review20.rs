@@ -193,18 +193,9 @@ fn review20_child_load_or_default() {
 /// `load_or_default` (Python's and Node's `default` the same way) serves the default
 /// at generation 0 for a file with 3 committed generations; the CLI's `get` says
 /// "does not exist" (exit 3, "create it first with `statesafe init`"), not exit 16.
-///
-/// Made deterministic with strace: the child is stopped (SIGSTOP injected) right
-/// after its first `flock`, the repair's writers' lock; the file is removed; the child
-/// continued.
 #[test]
-#[ignore = "review20: a damaged file deleted between the read and the repair's locked read is served as the default"]
 fn review20_a_damaged_file_deleted_under_the_repairs_lock_is_not_served_as_the_default() {
     let test = "review20::review20_a_damaged_file_deleted_under_the_repairs_lock_is_not_served_as_the_default";
-    if let Err(reason) = common::strace_usable() {
-        common::skipped(test, &reason);
-        return;
-    }
     let dir = common::test_dir();
     let path = dir.path().join("state.json");
     let store: Store = Store::open(&path).unwrap();
@@ -213,7 +204,40 @@ fn review20_a_damaged_file_deleted_under_the_repairs_lock_is_not_served_as_the_d
     store.update(|s| s["n"] = 3.into()).unwrap();
     drop(store);
     std::fs::write(&path, b"").unwrap();
-    let pidfile = dir.path().join("child.pid");
+    deleted_under_the_repairs_lock(test, dir.path(), &path);
+}
+
+/// Finding 4 in journal mode (`journal_repair_on_load`): a journal found damaged by a
+/// read (a bad record before good ones), and the snapshot deleted before the repair
+/// reads it again under the writers' lock. Before the fix: "served null generation 0"
+/// (by reading the code, the same `NotFound` as the plain file's).
+#[test]
+fn review20_a_damaged_journal_whose_snapshot_is_deleted_under_the_repairs_lock_is_not_served_as_the_default()
+ {
+    let test = "review20::review20_a_damaged_journal_whose_snapshot_is_deleted_under_the_repairs_lock_is_not_served_as_the_default";
+    let dir = common::test_dir();
+    let path = dir.path().join("state.json");
+    let store = crate::journal::create_journal(&path, json!({"n": 0}));
+    for n in 1..=3u64 {
+        store.update(|s| s["n"] = n.into()).unwrap();
+    }
+    drop(store);
+    crate::journal::damage_first_record(&path);
+    deleted_under_the_repairs_lock(test, dir.path(), &path);
+}
+
+/// Runs [`review20_child_load_or_default`] on the damaged `path` and removes the file
+/// while the child holds the repair's lock; the child must answer `Deleted`.
+///
+/// Made deterministic with strace: the child is stopped (SIGSTOP injected) right
+/// after its first `flock`, the repair's writers' lock; the file is removed; the child
+/// continued.
+fn deleted_under_the_repairs_lock(test: &str, dir: &Path, path: &Path) {
+    if let Err(reason) = common::strace_usable() {
+        common::skipped(test, &reason);
+        return;
+    }
+    let pidfile = dir.join("child.pid");
     let mut child = ChildCmd::wrapped(
         &[
             "strace",
@@ -229,7 +253,7 @@ fn review20_a_damaged_file_deleted_under_the_repairs_lock_is_not_served_as_the_d
         "review20::review20_child_load_or_default",
         "review20-load-or-default",
     )
-    .arg("PATH", &path)
+    .arg("PATH", path)
     .arg("PIDFILE", &pidfile)
     .spawn();
     // Until the child is stopped in its first flock (or has ended: then it never
@@ -251,7 +275,7 @@ fn review20_a_damaged_file_deleted_under_the_repairs_lock_is_not_served_as_the_d
         std::thread::sleep(std::time::Duration::from_millis(5));
     };
     let pid = pid.expect("the child ended without stopping at its flock");
-    std::fs::remove_file(&path).unwrap();
+    std::fs::remove_file(path).unwrap();
     let cont = std::process::Command::new("kill")
         .args(["-CONT", &pid.to_string()])
         .status()
