@@ -32,6 +32,10 @@ pub(crate) struct Target {
     pub dir: PathBuf,
     /// The file's name in `dir`.
     pub name: OsString,
+    /// The symbolic links followed to reach it from `given` (each its real
+    /// directory and its name): a link put in place of a state file leaves that
+    /// state's sidecar beside it ([`Target::link_names`]).
+    pub links: Vec<(PathBuf, OsString)>,
 }
 
 impl Target {
@@ -52,6 +56,7 @@ impl Target {
         }
         let mut current = path.to_path_buf();
         let mut hops = 0;
+        let mut links = Vec::new();
         for _ in 0..MAX_LINKS {
             // The directories on the way are resolved by us too, one component at a
             // time, under the same symlink rule as the file's own name.
@@ -68,6 +73,9 @@ impl Target {
                     check_link_owner(&current, meta.uid())?;
                     let link = std::fs::read_link(&current)
                         .map_err(|e| Error::io(Op::Resolve, &current, e))?;
+                    if let (Some(parent), Some(name)) = (current.parent(), current.file_name()) {
+                        links.push((parent.to_path_buf(), name.to_os_string()));
+                    }
                     current = match current.parent() {
                         Some(parent) if link.is_relative() => parent.join(link),
                         _ => link,
@@ -77,9 +85,9 @@ impl Target {
                 Ok(meta) if !meta.is_file() => {
                     return Err(bad("it is not a regular file (a device, socket or pipe)"));
                 }
-                Ok(_) => return Target::split(given, &current),
+                Ok(_) => return Target::split(given, &current, links),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    return Target::split(given, &current);
+                    return Target::split(given, &current, links);
                 }
                 Err(e) => return Err(Error::io(Op::Resolve, &current, e)),
             }
@@ -87,7 +95,7 @@ impl Target {
         Err(bad("too many levels of symbolic links"))
     }
 
-    fn split(given: PathBuf, real: &Path) -> Result<Target> {
+    fn split(given: PathBuf, real: &Path, links: Vec<(PathBuf, OsString)>) -> Result<Target> {
         let name = real
             .file_name()
             .ok_or_else(|| Error::BadPath {
@@ -119,7 +127,23 @@ impl Target {
                 ),
             });
         }
-        Ok(Target { given, dir, name })
+        Ok(Target {
+            given,
+            dir,
+            name,
+            links,
+        })
+    }
+
+    /// The names of the symbolic links followed to reach the file, each as a target
+    /// of its own (its sidecar is the one a state file at that name had).
+    pub fn link_names(&self) -> impl Iterator<Item = Target> + '_ {
+        self.links.iter().map(|(dir, name)| Target {
+            given: dir.join(name),
+            dir: dir.clone(),
+            name: name.clone(),
+            links: Vec::new(),
+        })
     }
 
     /// The real path of the state file.

@@ -548,7 +548,6 @@ fn review20_check_reports_a_deleted_file_as_a_problem() {
 /// still shows generation 2 committed. The CLI's `get` says "does not exist … create it
 /// first with `statesafe init`" (exit 3).
 #[test]
-#[ignore = "review20: a state file replaced by a dangling symlink is served as the default"]
 fn review20_a_state_file_replaced_by_a_dangling_symlink_is_not_served_as_the_default() {
     let dir = common::test_dir();
     let path = dir.path().join("state.json");
@@ -565,6 +564,22 @@ fn review20_a_state_file_replaced_by_a_dangling_symlink_is_not_served_as_the_def
         "the default was served at a path whose sidecar shows generation 2: {:?}",
         got.map(|s| (s.state, s.generation))
     );
+    let update = store.update_or_default(|s| s["fresh"] = true.into());
+    assert!(
+        update.is_err(),
+        "an update started a new state at the link's target: {update:?}"
+    );
+    assert!(
+        !dir.path().join("elsewhere.json").exists(),
+        "something was written at the link's target"
+    );
+    // Removing the link gives the state back to `recover`, as the refusal says.
+    let text = got.unwrap_err().to_string();
+    assert!(text.contains("recover"), "{text}");
+    std::fs::remove_file(&path).unwrap();
+    let store: Store = Store::open(&path).unwrap();
+    store.recover().unwrap().expect("recovered");
+    assert_eq!(store.load().unwrap().state, json!({"n": 2}));
 }
 
 /// Finding 11, the role of
