@@ -44,7 +44,7 @@ test.skip('review20: recover() puts back a state committed once', async (t) => {
 // review20 finding 9: check() of a deleted file reports it sound. Before the fix:
 // { ok: true, exists: false, generation: 0, problems: [] }, as for a file never
 // created, while every read rejects with EDELETED.
-test.skip('review20: check() does not report a deleted file as sound', async (t) => {
+test('review20: check() does not report a deleted file as sound', async (t) => {
   const file = join(tempDir(t), 'state.json')
   const store = open(file)
   await store.replace({ n: 1 })

@@ -79,7 +79,6 @@ def test_recover_keeps_a_private_file_private(path: pathlib.Path) -> None:
     assert not readable, readable
 
 
-@pytest.mark.xfail(strict=True, reason="review20: check() of a deleted file reports ok: True")
 def test_check_does_not_report_a_deleted_file_as_sound(path: pathlib.Path) -> None:
     store = statesafe.open(path)
     store.create({"n": 1})

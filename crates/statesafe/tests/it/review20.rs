@@ -523,7 +523,6 @@ fn review20_starting_over_keeps_the_old_history_private() {
 /// health check written against the library (the report's `ok`) never notices that
 /// the state is gone while every read fails.
 #[test]
-#[ignore = "review20: check() of a deleted file reports it ok"]
 fn review20_check_reports_a_deleted_file_as_a_problem() {
     let dir = common::test_dir();
     let path = dir.path().join("state.json");
@@ -538,6 +537,17 @@ fn review20_check_reports_a_deleted_file_as_a_problem() {
         "check() says a deleted state is sound: {:?}",
         report.map(|r| (r.is_ok(), r.exists, r.problems))
     );
+    let report = report.unwrap();
+    assert!(!report.exists);
+    assert!(
+        report.problems.iter().any(|p| p.contains("was deleted")),
+        "{:?}",
+        report.problems
+    );
+    // A file never created is no problem.
+    let fresh: Store = Store::open(dir.path().join("never.json")).unwrap();
+    let report = fresh.check().unwrap();
+    assert!(report.is_ok() && !report.exists, "{:?}", report.problems);
 }
 
 /// Finding 10: the state file replaced by a symbolic link to a file that does not
