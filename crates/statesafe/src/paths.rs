@@ -32,17 +32,27 @@ pub(crate) struct Target {
     pub dir: PathBuf,
     /// The file's name in `dir`.
     pub name: OsString,
-    /// The symbolic links followed to reach it from `given` (each its real
-    /// directory and its name): a link put in place of a state file leaves that
-    /// state's sidecar beside it ([`Target::link_names`]).
-    pub links: Vec<(PathBuf, OsString)>,
 }
 
+/// The symbolic links followed to reach a state file from the path given, each as
+/// the target a state file at the link's name would be (its real directory and its
+/// name): a link put in place of a state file leaves that state's sidecar beside it
+/// (`Store::refuse_replaced_by_link`). Kept by the store, not in [`Target`], which
+/// every store and lock holds (and links are rare).
+pub(crate) type Links = Box<[Target]>;
+
 impl Target {
+    /// [`Target::resolve_with_links`] without the links.
+    #[cfg(test)]
+    pub fn resolve(path: &Path) -> Result<Target> {
+        Target::resolve_with_links(path).map(|(target, _)| target)
+    }
+
     /// Resolves `path`: follows a symlink chain to the real file (which need not exist
     /// yet), and canonicalizes its directory, so every writer of the same file, whatever
-    /// path it was given, uses the same lock.
-    pub fn resolve(path: &Path) -> Result<Target> {
+    /// path it was given, uses the same lock. Also returns the links it followed for
+    /// the file's own name ([`Links`]).
+    pub fn resolve_with_links(path: &Path) -> Result<(Target, Links)> {
         let given = path.to_path_buf();
         let bad = |reason: &str| Error::BadPath {
             path: given.clone(),
@@ -74,7 +84,11 @@ impl Target {
                     let link = std::fs::read_link(&current)
                         .map_err(|e| Error::io(Op::Resolve, &current, e))?;
                     if let (Some(parent), Some(name)) = (current.parent(), current.file_name()) {
-                        links.push((parent.to_path_buf(), name.to_os_string()));
+                        links.push(Target {
+                            given: current.clone(),
+                            dir: parent.to_path_buf(),
+                            name: name.to_os_string(),
+                        });
                     }
                     current = match current.parent() {
                         Some(parent) if link.is_relative() => parent.join(link),
@@ -85,9 +99,9 @@ impl Target {
                 Ok(meta) if !meta.is_file() => {
                     return Err(bad("it is not a regular file (a device, socket or pipe)"));
                 }
-                Ok(_) => return Target::split(given, &current, links),
+                Ok(_) => return Ok((Target::split(given, &current)?, links.into())),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    return Target::split(given, &current, links);
+                    return Ok((Target::split(given, &current)?, links.into()));
                 }
                 Err(e) => return Err(Error::io(Op::Resolve, &current, e)),
             }
@@ -95,7 +109,7 @@ impl Target {
         Err(bad("too many levels of symbolic links"))
     }
 
-    fn split(given: PathBuf, real: &Path, links: Vec<(PathBuf, OsString)>) -> Result<Target> {
+    fn split(given: PathBuf, real: &Path) -> Result<Target> {
         let name = real
             .file_name()
             .ok_or_else(|| Error::BadPath {
@@ -127,23 +141,7 @@ impl Target {
                 ),
             });
         }
-        Ok(Target {
-            given,
-            dir,
-            name,
-            links,
-        })
-    }
-
-    /// The names of the symbolic links followed to reach the file, each as a target
-    /// of its own (its sidecar is the one a state file at that name had).
-    pub fn link_names(&self) -> impl Iterator<Item = Target> + '_ {
-        self.links.iter().map(|(dir, name)| Target {
-            given: dir.join(name),
-            dir: dir.clone(),
-            name: name.clone(),
-            links: Vec::new(),
-        })
+        Ok(Target { given, dir, name })
     }
 
     /// The real path of the state file.

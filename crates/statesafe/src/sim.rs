@@ -316,7 +316,6 @@ fn commit_and_check(
         given: PathBuf::from("s.json"),
         dir: PathBuf::from("/sim"),
         name: OsString::from("s.json"),
-        links: Vec::new(),
     };
     let fs = SimFs::new(&target.name, disk, fault);
     let temp = target.temp_name_of(crate::sys::pid());

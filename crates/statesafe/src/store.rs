@@ -239,13 +239,13 @@ impl<T> StoreOptions<T> {
     /// # Ok::<(), statesafe::Error>(())
     /// ```
     pub fn open(self, path: impl AsRef<Path>) -> Result<Store<T>> {
-        let target = Target::resolve(path.as_ref())?;
+        let (target, links) = Target::resolve_with_links(path.as_ref())?;
         let lock = LockFile::new(&target);
         let (dir, dir_readable) = sys::open_dir_or_path(&target.dir)
             .map_err(|e| Error::io(Op::Resolve, &target.dir, e))?;
         let settings = Settings::read(Sidecar::open(&target, &dir, None)?.as_ref())?;
         let config = Config::new_for(&target, &self, &settings)?;
-        Ok(Store::with_backend(
+        let mut store = Store::with_backend(
             Backend::Local(Local {
                 target,
                 lock,
@@ -256,7 +256,9 @@ impl<T> StoreOptions<T> {
             }),
             self,
             config,
-        ))
+        );
+        store.links = links;
+        Ok(store)
     }
 
     /// Opens the store for the state named in a PostgreSQL URL,
@@ -299,6 +301,7 @@ impl<T> Store<T> {
             journal: Default::default(),
             settings_seen: parking_lot::Mutex::new(None),
             settings_checked: parking_lot::Mutex::new(None),
+            links: Box::default(),
             _state: PhantomData,
         }
     }
@@ -410,6 +413,8 @@ pub struct Store<T = Value> {
     /// [`Store::refresh_settings`] last found the settings, and the format they
     /// recorded then: [`Store::recorded_format_in`].
     settings_checked: parking_lot::Mutex<Option<(u64, Format)>>,
+    /// Local files: the symbolic links followed to the file (`paths::Links`).
+    links: crate::paths::Links,
     _state: PhantomData<fn() -> T>,
 }
 
@@ -1062,16 +1067,16 @@ impl<T> Store<T> {
     /// finding 10). A link to an existing file is followed as ever.
     fn refuse_replaced_by_link(&self) -> Result<()> {
         let target = &self.local().target;
-        for link in target.link_names() {
+        for link in &self.links {
             let Ok((dir, _)) = sys::open_dir_or_path(&link.dir) else {
                 continue;
             };
             // A sidecar refused as foreign (another user's, in a shared directory)
             // is no evidence of a state of the caller's.
-            let Some(sidecar) = Sidecar::open(&link, &dir, None).ok().flatten() else {
+            let Some(sidecar) = Sidecar::open(link, &dir, None).ok().flatten() else {
                 continue;
             };
-            let known = write::highest_known_generation(Some(&sidecar), &LockFile::new(&link))?;
+            let known = write::highest_known_generation(Some(&sidecar), &LockFile::new(link))?;
             if known == 0 {
                 continue;
             }
