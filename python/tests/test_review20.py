@@ -36,9 +36,6 @@ def _run_program(path: pathlib.Path) -> str:
     return out.stdout.strip()
 
 
-@pytest.mark.xfail(strict=True, reason="review20: a refused transaction erases the lock "
-                   "record's generation (the only evidence with history=0 and no backup "
-                   "yet), so the program's next run starts from the default")
 def test_a_deleted_counter_is_not_restarted_from_the_default_by_the_next_run(
         path: pathlib.Path) -> None:
     statesafe.open(path, history=0).create({"counter": 41})
@@ -82,7 +79,6 @@ def test_recover_keeps_a_private_file_private(path: pathlib.Path) -> None:
     assert not readable, readable
 
 
-@pytest.mark.xfail(strict=True, reason="review20: check() of a deleted file reports ok: True")
 def test_check_does_not_report_a_deleted_file_as_sound(path: pathlib.Path) -> None:
     store = statesafe.open(path)
     store.create({"n": 1})

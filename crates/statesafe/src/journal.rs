@@ -2362,6 +2362,10 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             current,
         } = locked;
         let Some(cur) = current else {
+            // Deleted since the read (review20, finding 4): as in `recover_on_load`.
+            let refused = self.refuse_deleted(Some(guard.sidecar()));
+            guard.release();
+            refused?;
             return Err(Error::NotFound {
                 path: self.path().to_path_buf(),
             });

@@ -80,6 +80,18 @@ pub(crate) struct Record {
     /// The last generation committed through this lock (a hint, not synced to disk).
     #[serde(default, deserialize_with = "crate::format::bounded_generation")]
     pub last_generation: u64,
+    /// A generation the state is known to have reached, from a record whose
+    /// `last_generation` could not be taken for the last one (it named its holder's
+    /// temporary file, or came from another boot: see [`LockFile::acquire`]). Not the
+    /// last generation (the put-back check never takes it for one), but evidence all
+    /// the same: generations are counted past it, and a missing file with it above 0
+    /// was deleted (review20, finding 5: zeroing it erased the only evidence).
+    #[serde(
+        default,
+        deserialize_with = "crate::format::bounded_generation",
+        skip_serializing_if = "is_zero"
+    )]
+    pub at_least: u64,
     /// The last generation recorded in the history by a holder (a hint).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub history: Option<u64>,
@@ -92,7 +104,18 @@ pub(crate) struct Record {
     pub boot: Option<std::borrow::Cow<'static, str>>,
 }
 
+/// For serde's `skip_serializing_if`.
+#[allow(clippy::trivially_copy_pass_by_ref)]
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 impl Record {
+    /// The highest generation it shows: its last one, or the bound it keeps.
+    pub(crate) fn known_generation(&self) -> u64 {
+        self.last_generation.max(self.at_least)
+    }
+
     fn parse(raw: &[u8]) -> Option<Record> {
         let pad = |b: &u8| b.is_ascii_whitespace() || *b == 0;
         // The padding is spaces: passed over eight at a time (most of the 2 KiB), then
@@ -174,6 +197,10 @@ impl Record {
         }
         out.extend_from_slice(b"\"last_generation\":");
         push_decimal(out, self.last_generation);
+        if self.at_least != 0 {
+            out.extend_from_slice(b",\"at_least\":");
+            push_decimal(out, self.at_least);
+        }
         if let Some(history) = self.history {
             out.extend_from_slice(b",\"history\":");
             push_decimal(out, history);
@@ -615,10 +642,18 @@ impl LockFile {
         // clears that name in the record it writes after its commit, with the new
         // generation; one killed between its rename and that write (SIGKILL, the OOM
         // killer, a container stop) left the generation before its commit, in this boot.
+        //
+        // Either way it is still a generation the state reached: kept as `at_least`
+        // in this holder's record, so that it goes on counting (a deleted file is
+        // told by it, and generations never repeat). Zeroed, a holder that committed
+        // nothing (a transaction refused as `Deleted`, a `statesafe lock`, a reboot)
+        // erased the only evidence of a deleted file without backups or history, and
+        // the next attempt served the default (review20, finding 5).
         let boot = sys::boot_id();
         if (boot.is_some() && guard.previous.boot.as_deref() != boot)
             || guard.previous.temp.is_some()
         {
+            guard.previous.at_least = guard.previous.known_generation();
             guard.previous.last_generation = 0;
         }
         let (host, user, command) = identity();
@@ -639,6 +674,7 @@ impl LockFile {
             },
             temp,
             last_generation: guard.previous.last_generation,
+            at_least: guard.previous.at_least,
             history: guard.previous.history,
             boot: boot.map(std::borrow::Cow::Borrowed),
         };
@@ -880,8 +916,9 @@ impl LockFile {
         })
     }
 
-    /// The last generation recorded in the lock file without taking the lock (0 when
-    /// there is no lock file or no readable record). A hint for files whose
+    /// The last generation recorded in the lock file without taking the lock, or the
+    /// bound its record keeps when higher ([`Record::at_least`]; 0 when there is no
+    /// lock file or no readable record). A hint for files whose
     /// generation cannot be read from their own metadata.
     ///
     /// # Errors
@@ -898,7 +935,7 @@ impl LockFile {
         let n = file
             .read_at(&mut buf, 0)
             .map_err(|e| Error::io(Op::OpenLock, sidecar.root().path().join(LOCK_FILE), e))?;
-        Ok(Record::parse(&buf[..n]).map_or(0, |r| r.last_generation))
+        Ok(Record::parse(&buf[..n]).map_or(0, |r| r.known_generation()))
     }
 }
 
@@ -1424,6 +1461,7 @@ mod tests {
             )),
             temp in proptest::option::of("(\\PC|[\\x00-\\x1f\"\\\\])*"),
             last_generation in any::<u64>(),
+            at_least in any::<u64>(),
             history in proptest::option::of(any::<u64>()),
             boot in proptest::option::of("(\\PC|[\\x00-\\x1f\"\\\\])*"),
         ) {
@@ -1438,6 +1476,7 @@ mod tests {
                 }),
                 temp,
                 last_generation,
+                at_least,
                 history,
                 boot: boot.map(std::borrow::Cow::Owned),
             };
@@ -1490,8 +1529,10 @@ mod tests {
         assert_eq!(previous.holder, first.holder);
         assert_eq!(previous.temp, first.temp);
         // A record that still names its holder's temporary file names no generation
-        // (its holder may have been killed past its rename: review17).
+        // (its holder may have been killed past its rename: review17), but keeps it
+        // as a bound the state reached (review20), in the record this holder wrote too.
         assert_eq!(previous.last_generation, 0);
+        assert_eq!(previous.at_least, 5);
         // Another description writes a record; ours must read that one.
         let (previous, _) = take(&theirs, Some(".app.json.statesafe-tmp-2-b"), 9);
         assert_eq!(previous.last_generation, 6);
@@ -1563,6 +1604,7 @@ mod tests {
             }),
             temp: Some(".x.statesafe-tmp-1".into()),
             last_generation: 42,
+            at_least: 40,
             history: Some(41),
             boot: sys::boot_id().map(std::borrow::Cow::Borrowed),
         };

@@ -34,11 +34,25 @@ pub(crate) struct Target {
     pub name: OsString,
 }
 
+/// The symbolic links followed to reach a state file from the path given, each as
+/// the target a state file at the link's name would be (its real directory and its
+/// name): a link put in place of a state file leaves that state's sidecar beside it
+/// (`Store::refuse_replaced_by_link`). Kept by the store, not in [`Target`], which
+/// every store and lock holds (and links are rare).
+pub(crate) type Links = Box<[Target]>;
+
 impl Target {
+    /// [`Target::resolve_with_links`] without the links.
+    #[cfg(test)]
+    pub fn resolve(path: &Path) -> Result<Target> {
+        Target::resolve_with_links(path).map(|(target, _)| target)
+    }
+
     /// Resolves `path`: follows a symlink chain to the real file (which need not exist
     /// yet), and canonicalizes its directory, so every writer of the same file, whatever
-    /// path it was given, uses the same lock.
-    pub fn resolve(path: &Path) -> Result<Target> {
+    /// path it was given, uses the same lock. Also returns the links it followed for
+    /// the file's own name ([`Links`]).
+    pub fn resolve_with_links(path: &Path) -> Result<(Target, Links)> {
         let given = path.to_path_buf();
         let bad = |reason: &str| Error::BadPath {
             path: given.clone(),
@@ -52,6 +66,7 @@ impl Target {
         }
         let mut current = path.to_path_buf();
         let mut hops = 0;
+        let mut links = Vec::new();
         for _ in 0..MAX_LINKS {
             // The directories on the way are resolved by us too, one component at a
             // time, under the same symlink rule as the file's own name.
@@ -68,6 +83,13 @@ impl Target {
                     check_link_owner(&current, meta.uid())?;
                     let link = std::fs::read_link(&current)
                         .map_err(|e| Error::io(Op::Resolve, &current, e))?;
+                    if let (Some(parent), Some(name)) = (current.parent(), current.file_name()) {
+                        links.push(Target {
+                            given: current.clone(),
+                            dir: parent.to_path_buf(),
+                            name: name.to_os_string(),
+                        });
+                    }
                     current = match current.parent() {
                         Some(parent) if link.is_relative() => parent.join(link),
                         _ => link,
@@ -77,9 +99,9 @@ impl Target {
                 Ok(meta) if !meta.is_file() => {
                     return Err(bad("it is not a regular file (a device, socket or pipe)"));
                 }
-                Ok(_) => return Target::split(given, &current),
+                Ok(_) => return Ok((Target::split(given, &current)?, links.into())),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    return Target::split(given, &current);
+                    return Ok((Target::split(given, &current)?, links.into()));
                 }
                 Err(e) => return Err(Error::io(Op::Resolve, &current, e)),
             }

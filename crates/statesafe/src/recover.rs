@@ -137,6 +137,12 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             Err(e) => return Err(e),
         };
         let Some(cur) = current else {
+            // Deleted since the read: `Deleted` when the sidecar shows commits, as a
+            // load that finds it missing says (review20, finding 4: a `NotFound` here
+            // was served as the default by `load_or_default`).
+            let refused = self.refuse_deleted(Some(guard.sidecar()));
+            guard.release();
+            refused?;
             return Err(Error::NotFound {
                 path: self.local().target.given.clone(),
             });
@@ -485,7 +491,10 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             .state)
     }
 
-    /// Checks the state file and its backups without changing anything.
+    /// Checks the state file and its backups without changing anything. A missing
+    /// file whose sidecar shows committed generations (deleted: every read fails with
+    /// [`Error::Deleted`]) is a problem, so the report is not [`CheckReport::is_ok`];
+    /// a file never created is not.
     ///
     /// # Errors
     /// I/O errors reading them (damage is reported in the [`CheckReport`], not as an
@@ -522,6 +531,19 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                     return Err(e);
                 }
                 report.problems.push(e.to_string());
+            }
+        } else {
+            // A deleted file is a problem, not a state never created (review20,
+            // finding 9: the report said it was sound while every read failed). A
+            // first commit racing this look leaves the file as well as its evidence.
+            match self.refuse_deleted(self.sidecar()?.as_ref()) {
+                Ok(()) => {}
+                Err(e @ (Error::Deleted { .. } | Error::BadPath { .. })) => {
+                    if write::open_current(&self.local().target, self.dir()?)?.is_none() {
+                        report.problems.push(e.to_string());
+                    }
+                }
+                Err(e) => return Err(e),
             }
         }
         let BackupList { backups, foreign } = self.list_backups()?;

@@ -239,13 +239,13 @@ impl<T> StoreOptions<T> {
     /// # Ok::<(), statesafe::Error>(())
     /// ```
     pub fn open(self, path: impl AsRef<Path>) -> Result<Store<T>> {
-        let target = Target::resolve(path.as_ref())?;
+        let (target, links) = Target::resolve_with_links(path.as_ref())?;
         let lock = LockFile::new(&target);
         let (dir, dir_readable) = sys::open_dir_or_path(&target.dir)
             .map_err(|e| Error::io(Op::Resolve, &target.dir, e))?;
         let settings = Settings::read(Sidecar::open(&target, &dir, None)?.as_ref())?;
         let config = Config::new_for(&target, &self, &settings)?;
-        Ok(Store::with_backend(
+        let mut store = Store::with_backend(
             Backend::Local(Local {
                 target,
                 lock,
@@ -256,7 +256,9 @@ impl<T> StoreOptions<T> {
             }),
             self,
             config,
-        ))
+        );
+        store.links = links;
+        Ok(store)
     }
 
     /// Opens the store for the state named in a PostgreSQL URL,
@@ -299,6 +301,7 @@ impl<T> Store<T> {
             journal: Default::default(),
             settings_seen: parking_lot::Mutex::new(None),
             settings_checked: parking_lot::Mutex::new(None),
+            links: Box::default(),
             _state: PhantomData,
         }
     }
@@ -410,6 +413,8 @@ pub struct Store<T = Value> {
     /// [`Store::refresh_settings`] last found the settings, and the format they
     /// recorded then: [`Store::recorded_format_in`].
     settings_checked: parking_lot::Mutex<Option<(u64, Format)>>,
+    /// Local files: the symbolic links followed to the file (`paths::Links`).
+    links: crate::paths::Links,
     _state: PhantomData<fn() -> T>,
 }
 
@@ -795,7 +800,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
     /// so a file still missing once it is seen was deleted).
     fn missing_on_load(&self) -> Result<Snapshot<T>> {
         match self.refuse_deleted(self.sidecar()?.as_ref()) {
-            Err(e @ Error::Deleted { .. }) => {
+            Err(e @ (Error::Deleted { .. } | Error::BadPath { .. })) => {
                 if write::open_current(&self.local().target, self.dir()?)?.is_some() {
                     return self.load();
                 }
@@ -1039,7 +1044,7 @@ impl<T> Store<T> {
         };
         let known = write::highest_known_generation(sidecar, &local.lock)?.max(journal);
         if known == 0 {
-            return Ok(());
+            return self.refuse_replaced_by_link();
         }
         let newest_backup = crate::backup::list(sidecar)?
             .backups
@@ -1051,6 +1056,41 @@ impl<T> Store<T> {
             newest_backup,
             sidecar: local.target.sidecar(),
         })
+    }
+
+    /// [`Store::refuse_deleted`] for a path that is a symbolic link to a missing file:
+    /// refused ([`Error::BadPath`]) when the sidecar beside a link followed (the one a
+    /// state file at the link's name had) shows committed generations. The state file
+    /// was replaced by the link (`ln -sf`, a dotfile manager, a sync tool), and
+    /// serving a default, or starting a new state at the link's target, would take
+    /// its place unseen: the target's own sidecar knows nothing of it (review20,
+    /// finding 10). A link to an existing file is followed as ever.
+    fn refuse_replaced_by_link(&self) -> Result<()> {
+        let target = &self.local().target;
+        for link in &self.links {
+            let Ok((dir, _)) = sys::open_dir_or_path(&link.dir) else {
+                continue;
+            };
+            // A sidecar refused as foreign (another user's, in a shared directory)
+            // is no evidence of a state of the caller's.
+            let Some(sidecar) = Sidecar::open(link, &dir, None).ok().flatten() else {
+                continue;
+            };
+            let known = write::highest_known_generation(Some(&sidecar), &LockFile::new(link))?;
+            if known == 0 {
+                continue;
+            }
+            return Err(Error::BadPath {
+                path: target.given.clone(),
+                reason: format!(
+                    "`{link}` is a symbolic link to `{real}`, which does not exist, while the sidecar `{side}` beside the link shows a state committed at that name up to generation {known}: the state file was replaced by the link, and serving a default (or starting a new state at the link's target) would take its place, so nothing was read or written; remove the link and run `statesafe recover {link}` to put the state back, point the link at the state's file, or remove that sidecar directory to discard the old state",
+                    link = link.given.display(),
+                    real = target.real().display(),
+                    side = link.sidecar().display(),
+                ),
+            });
+        }
+        Ok(())
     }
 
     /// Refuses to serve, or commit on, a journal-mode snapshot (its own metadata record

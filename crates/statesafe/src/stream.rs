@@ -98,6 +98,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         let current = match write::open_current(&local.target, dir)? {
             None => None,
             Some((file, stat)) => {
+                write::refuse_planted(&local.target, dir, &local.lock, &stat)?;
                 if stat.len() >= STREAM_MIN
                     && let Some((state, base)) = self.read_streamed(&file, &stat)?
                     // An older version put back is relabelled by the full read below.

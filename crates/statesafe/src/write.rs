@@ -144,6 +144,7 @@ pub(crate) fn read_opened(
     file: &File,
     stat: &std::fs::Metadata,
 ) -> Result<Current> {
+    refuse_planted(target, dir, lock, stat)?;
     let mut bytes = Vec::with_capacity(stat.len() as usize + 1);
     // Through a plain `Read`: `File`'s own `read_to_end` asks the kernel for the size
     // and position again (statx, lseek) though we just did.
@@ -205,6 +206,60 @@ pub(crate) fn read_opened(
         journal: None,
         journal_follows,
         pin: None,
+    })
+}
+
+/// Refuses the state file `stat` describes when another user may have planted it in
+/// place of a deleted state: it lies in a sticky directory others may write (`/tmp`,
+/// a shared drop folder), its sidecar shows committed generations, and its owner is
+/// none of those who could have put it there as the state: the caller, root, the
+/// directory's owner, or a writer of the state as the sidecar admits them (its owner;
+/// a member of its group, the file's group, where the group may write it; anyone,
+/// where others may). In such a directory only a file's owner (or the directory's
+/// owner, or root) may delete or rename over it, so the state's own file never
+/// changes hands; a file of someone else's at its name was made after it was deleted
+/// (review20, finding 11). Its metadata record proves nothing: its owner may write
+/// any user attribute on it. The common case, the caller's own file, costs one
+/// `geteuid`.
+pub(crate) fn refuse_planted(
+    target: &Target,
+    dir: &OwnedFd,
+    lock: &LockFile,
+    stat: &std::fs::Metadata,
+) -> Result<()> {
+    let owner = stat.uid();
+    if owner == sys::effective_uid() || owner == 0 {
+        return Ok(());
+    }
+    let folder = sys::stat_fd(dir).map_err(|e| Error::io(Op::Read, &target.dir, e))?;
+    if folder.mode & 0o1002 != 0o1002 || owner == folder.uid {
+        return Ok(());
+    }
+    // A sidecar refused as foreign is reported by whoever uses it.
+    let Some(sidecar) = Sidecar::open(target, dir, None).ok().flatten() else {
+        return Ok(());
+    };
+    let side = sys::stat_fd(sidecar.root().fd())
+        .map_err(|e| Error::io(Op::Read, sidecar.root().path(), e))?;
+    let writer = owner == side.uid
+        || side.mode & 0o002 != 0
+        || side.mode & 0o020 != 0 && stat.gid() == side.gid;
+    if writer {
+        return Ok(());
+    }
+    let known = highest_known_generation(Some(&sidecar), lock)?;
+    if known == 0 {
+        return Ok(());
+    }
+    Err(Error::Unsafe {
+        path: target.given.clone(),
+        reason: format!(
+            "it belongs to uid {owner}, who may not write this state, and lies in the sticky, world-writable directory `{}`, while its sidecar `{}` (uid {}) shows {known} committed generations: the state file was deleted and another user may have planted this one in its place, so it was neither read nor written; have its owner, the directory's owner or root remove it, then put the state back with `statesafe recover {}`; better, keep the state in a directory other users cannot write",
+            target.dir.display(),
+            sidecar.root().path().display(),
+            side.uid,
+            target.given.display(),
+        ),
     })
 }
 

@@ -80,7 +80,7 @@ pub fn run(args: FileArgs, out: &Output) -> Result<()> {
         // Deleted (its sidecar shows commits: exit 16) or never created (exit 3), as
         // a read says it.
         let missing = match store.load() {
-            Err(e @ statesafe::Error::Deleted { .. }) => e,
+            Err(e @ (statesafe::Error::Deleted { .. } | statesafe::Error::BadPath { .. })) => e,
             _ => statesafe::Error::NotFound {
                 path: args.file.clone(),
             },

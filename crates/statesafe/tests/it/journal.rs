@@ -47,7 +47,7 @@ fn events() -> (
     (seen, move |e: &Event| sink.lock().unwrap().push(e.clone()))
 }
 
-fn create_journal(path: &Path, doc: Value) -> Store {
+pub(crate) fn create_journal(path: &Path, doc: Value) -> Store {
     let store: Store = Store::open(path).unwrap();
     store.create_with(&journal_settings(), doc).unwrap();
     store
@@ -244,7 +244,7 @@ fn a_torn_append_at_the_tail_is_dropped_and_written_over() {
 }
 
 /// Flips one bit in the body of the first record: a bad record with good ones after it.
-fn damage_first_record(path: &Path) {
+pub(crate) fn damage_first_record(path: &Path) {
     let offsets = record_offsets(path);
     assert!(offsets.len() >= 2);
     let file = std::fs::OpenOptions::new()

@@ -193,18 +193,9 @@ fn review20_child_load_or_default() {
 /// `load_or_default` (Python's and Node's `default` the same way) serves the default
 /// at generation 0 for a file with 3 committed generations; the CLI's `get` says
 /// "does not exist" (exit 3, "create it first with `statesafe init`"), not exit 16.
-///
-/// Made deterministic with strace: the child is stopped (SIGSTOP injected) right
-/// after its first `flock`, the repair's writers' lock; the file is removed; the child
-/// continued.
 #[test]
-#[ignore = "review20: a damaged file deleted between the read and the repair's locked read is served as the default"]
 fn review20_a_damaged_file_deleted_under_the_repairs_lock_is_not_served_as_the_default() {
     let test = "review20::review20_a_damaged_file_deleted_under_the_repairs_lock_is_not_served_as_the_default";
-    if let Err(reason) = common::strace_usable() {
-        common::skipped(test, &reason);
-        return;
-    }
     let dir = common::test_dir();
     let path = dir.path().join("state.json");
     let store: Store = Store::open(&path).unwrap();
@@ -213,7 +204,40 @@ fn review20_a_damaged_file_deleted_under_the_repairs_lock_is_not_served_as_the_d
     store.update(|s| s["n"] = 3.into()).unwrap();
     drop(store);
     std::fs::write(&path, b"").unwrap();
-    let pidfile = dir.path().join("child.pid");
+    deleted_under_the_repairs_lock(test, dir.path(), &path);
+}
+
+/// Finding 4 in journal mode (`journal_repair_on_load`): a journal found damaged by a
+/// read (a bad record before good ones), and the snapshot deleted before the repair
+/// reads it again under the writers' lock. Before the fix: "served null generation 0"
+/// (by reading the code, the same `NotFound` as the plain file's).
+#[test]
+fn review20_a_damaged_journal_whose_snapshot_is_deleted_under_the_repairs_lock_is_not_served_as_the_default()
+ {
+    let test = "review20::review20_a_damaged_journal_whose_snapshot_is_deleted_under_the_repairs_lock_is_not_served_as_the_default";
+    let dir = common::test_dir();
+    let path = dir.path().join("state.json");
+    let store = crate::journal::create_journal(&path, json!({"n": 0}));
+    for n in 1..=3u64 {
+        store.update(|s| s["n"] = n.into()).unwrap();
+    }
+    drop(store);
+    crate::journal::damage_first_record(&path);
+    deleted_under_the_repairs_lock(test, dir.path(), &path);
+}
+
+/// Runs [`review20_child_load_or_default`] on the damaged `path` and removes the file
+/// while the child holds the repair's lock; the child must answer `Deleted`.
+///
+/// Made deterministic with strace: the child is stopped (SIGSTOP injected) right
+/// after its first `flock`, the repair's writers' lock; the file is removed; the child
+/// continued.
+fn deleted_under_the_repairs_lock(test: &str, dir: &Path, path: &Path) {
+    if let Err(reason) = common::strace_usable() {
+        common::skipped(test, &reason);
+        return;
+    }
+    let pidfile = dir.join("child.pid");
     let mut child = ChildCmd::wrapped(
         &[
             "strace",
@@ -229,7 +253,7 @@ fn review20_a_damaged_file_deleted_under_the_repairs_lock_is_not_served_as_the_d
         "review20::review20_child_load_or_default",
         "review20-load-or-default",
     )
-    .arg("PATH", &path)
+    .arg("PATH", path)
     .arg("PIDFILE", &pidfile)
     .spawn();
     // Until the child is stopped in its first flock (or has ended: then it never
@@ -251,7 +275,7 @@ fn review20_a_damaged_file_deleted_under_the_repairs_lock_is_not_served_as_the_d
         std::thread::sleep(std::time::Duration::from_millis(5));
     };
     let pid = pid.expect("the child ended without stopping at its flock");
-    std::fs::remove_file(&path).unwrap();
+    std::fs::remove_file(path).unwrap();
     let cont = std::process::Command::new("kill")
         .args(["-CONT", &pid.to_string()])
         .status()
@@ -277,7 +301,6 @@ fn review20_a_damaged_file_deleted_under_the_repairs_lock_is_not_served_as_the_d
 /// retry loop, a service restart, a user pressing up-arrow and Enter: the refusal
 /// erases its own evidence.
 #[test]
-#[ignore = "review20: a refused transaction erases the lock record's generation, so the retry commits the default"]
 fn review20_a_refused_update_does_not_let_the_retry_start_from_the_default() {
     let dir = common::test_dir();
     let path = dir.path().join("state.json");
@@ -321,7 +344,6 @@ fn review20_a_refused_update_does_not_let_the_retry_start_from_the_default() {
 /// kept, but a file replaced once has none) says `NotFound` ("create it first"), and
 /// from then on the default is served.
 #[test]
-#[ignore = "review20: recover of a deleted file erases the lock record's generation, then the default is served"]
 fn review20_recover_that_cannot_prove_a_version_leaves_the_file_deleted() {
     let dir = common::test_dir();
     let path = dir.path().join("state.json");
@@ -501,7 +523,6 @@ fn review20_starting_over_keeps_the_old_history_private() {
 /// health check written against the library (the report's `ok`) never notices that
 /// the state is gone while every read fails.
 #[test]
-#[ignore = "review20: check() of a deleted file reports it ok"]
 fn review20_check_reports_a_deleted_file_as_a_problem() {
     let dir = common::test_dir();
     let path = dir.path().join("state.json");
@@ -516,6 +537,17 @@ fn review20_check_reports_a_deleted_file_as_a_problem() {
         "check() says a deleted state is sound: {:?}",
         report.map(|r| (r.is_ok(), r.exists, r.problems))
     );
+    let report = report.unwrap();
+    assert!(!report.exists);
+    assert!(
+        report.problems.iter().any(|p| p.contains("was deleted")),
+        "{:?}",
+        report.problems
+    );
+    // A file never created is no problem.
+    let fresh: Store = Store::open(dir.path().join("never.json")).unwrap();
+    let report = fresh.check().unwrap();
+    assert!(report.is_ok() && !report.exists, "{:?}", report.problems);
 }
 
 /// Finding 10: the state file replaced by a symbolic link to a file that does not
@@ -526,7 +558,6 @@ fn review20_check_reports_a_deleted_file_as_a_problem() {
 /// still shows generation 2 committed. The CLI's `get` says "does not exist … create it
 /// first with `statesafe init`" (exit 3).
 #[test]
-#[ignore = "review20: a state file replaced by a dangling symlink is served as the default"]
 fn review20_a_state_file_replaced_by_a_dangling_symlink_is_not_served_as_the_default() {
     let dir = common::test_dir();
     let path = dir.path().join("state.json");
@@ -543,6 +574,22 @@ fn review20_a_state_file_replaced_by_a_dangling_symlink_is_not_served_as_the_def
         "the default was served at a path whose sidecar shows generation 2: {:?}",
         got.map(|s| (s.state, s.generation))
     );
+    let update = store.update_or_default(|s| s["fresh"] = true.into());
+    assert!(
+        update.is_err(),
+        "an update started a new state at the link's target: {update:?}"
+    );
+    assert!(
+        !dir.path().join("elsewhere.json").exists(),
+        "something was written at the link's target"
+    );
+    // Removing the link gives the state back to `recover`, as the refusal says.
+    let text = got.unwrap_err().to_string();
+    assert!(text.contains("recover"), "{text}");
+    std::fs::remove_file(&path).unwrap();
+    let store: Store = Store::open(&path).unwrap();
+    store.recover().unwrap().expect("recovered");
+    assert_eq!(store.load().unwrap().state, json!({"n": 2}));
 }
 
 /// Finding 11, the role of
@@ -583,7 +630,6 @@ fn review20_child_victim_in_a_sticky_directory() {
 /// have produced, is served without a word. (In a sticky directory root already
 /// refuses to write such a file: `security::root_never_writes_into_a_file_another_user_planted_in_a_sticky_directory`.)
 #[test]
-#[ignore = "review20: a file another user planted in place of a deleted state (sticky directory) is served as the state"]
 fn review20_a_file_planted_in_place_of_a_deleted_state_is_not_served() {
     let test = "review20::review20_a_file_planted_in_place_of_a_deleted_state_is_not_served";
     if !common::can_act_as_nobody(test) {
