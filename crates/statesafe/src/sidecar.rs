@@ -603,6 +603,37 @@ impl Sidecar {
         }
     }
 
+    /// The permissions of the state file this sidecar was kept for, as the sidecar
+    /// tells them once the file is gone (a deleted state put back or started over):
+    /// its owner and group are the folder's (which follow the file's as root), and
+    /// each of group and others may read it only if the folder lets them read (which
+    /// [`Self::open`] never widens) and write it only if the lock file lets them write
+    /// ([`lock_mode`]); the owner may read and write. Never wider than the file the
+    /// sidecar's permissions were last made for (execute bits and an access ACL are
+    /// not kept: an ACL's named entries lose their access).
+    pub fn former_perms(&self) -> Result<Perms> {
+        let st = sys::stat_fd(&self.dir.fd)
+            .map_err(|e| Error::io(Op::OpenSidecar, &self.dir.path, e))?;
+        let lock = self
+            .dir
+            .stat(OsStr::new(LOCK), Op::OpenSidecar)?
+            .filter(|lock| lock.kind == Kind::File);
+        let mut mode = 0o600;
+        for shift in [3, 0] {
+            if (st.mode >> shift) & 0o4 != 0 {
+                mode |= 0o4 << shift;
+            }
+            if lock.is_some_and(|lock| (lock.mode >> shift) & 0o2 != 0) {
+                mode |= 0o2 << shift;
+            }
+        }
+        Ok(Perms {
+            mode,
+            uid: st.uid,
+            gid: st.gid,
+        })
+    }
+
     /// Brings the sidecar in line with the state file's `perms` (call with the lock
     /// held, after a commit). Cheap when nothing changed: no system call at all when
     /// `perms` are the ones this handle last applied (it remembers them); otherwise an

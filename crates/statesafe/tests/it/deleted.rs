@@ -168,6 +168,44 @@ fn deleted_replace_starts_over_on_purpose() {
     assert_eq!(store.load().unwrap().state, json!({"fresh": true}));
 }
 
+/// fix20c (review20 finding 6): a state put back (`recover`) or started over
+/// (`replace`) in place of a deleted file is that state's next version, with the
+/// permissions its sidecar kept: a group-writable file stays group-writable (its
+/// co-writers keep their access), a group-readable one group-readable, and neither
+/// becomes readable by others. Before: every one came back 0644 (a new file's mode).
+#[test]
+fn deleted_recover_and_replace_keep_the_files_permissions() {
+    use std::os::unix::fs::PermissionsExt;
+    for mode in [0o660, 0o640, 0o606, 0o644, 0o600] {
+        for start_over in [false, true] {
+            let dir = common::test_dir();
+            let path = dir.path().join("state.json");
+            let store: Store = Store::open(&path).unwrap();
+            store.create(json!({"n": 1})).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            store.update(|s| s["n"] = 2.into()).unwrap();
+            std::fs::remove_file(&path).unwrap();
+            if start_over {
+                store.replace(json!({"fresh": true})).unwrap();
+            } else {
+                store.recover().unwrap().expect("recovered");
+            }
+            assert_eq!(
+                common::mode(&path),
+                mode,
+                "{mode:o}, start over {start_over}"
+            );
+            let sidecar = store.sidecar_path();
+            let history = std::fs::read_dir(sidecar.join("history"))
+                .unwrap()
+                .map(|e| common::mode(&e.unwrap().path()));
+            for got in history {
+                assert_eq!(got, mode, "history of {mode:o}, start over {start_over}");
+            }
+        }
+    }
+}
+
 /// The control: a state that never had a commit serves the default, and a plain
 /// `load` says the file is not found.
 #[test]

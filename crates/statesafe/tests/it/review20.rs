@@ -359,7 +359,6 @@ fn review20_recover_that_cannot_prove_a_version_leaves_the_file_deleted() {
 /// every local user, through the file and through the history. The old mode is in
 /// plain sight: the sidecar (0700) and the backups (0600).
 #[test]
-#[ignore = "review20: recover of a deleted 0600 file makes it and its history world-readable"]
 fn review20_recover_keeps_a_private_file_private() {
     let dir = common::test_dir();
     let path = dir.path().join("state.json");
@@ -471,7 +470,6 @@ fn review20_recover_that_proves_nothing_says_deleted_and_what_to_do() {
 /// generations' backups and history stay"), is widened with it: the deleted state's
 /// secrets become readable by every local user.
 #[test]
-#[ignore = "review20: replace after a private file was deleted makes the old history world-readable"]
 fn review20_starting_over_keeps_the_old_history_private() {
     let dir = common::test_dir();
     let path = dir.path().join("state.json");
