@@ -6,7 +6,8 @@
 //!   state file's directory descriptor, with `O_DIRECTORY|O_NOFOLLOW`, and checked with
 //!   `fstat`: a directory (never a symlink), owned by someone who may write the state
 //!   file (its owner, the caller, or a member of the group or anyone when the file is
-//!   group- or world-writable), and writable by group or others only where the state
+//!   group- or world-writable; with no state file, the caller or the directory's
+//!   owner), and writable by group or others only where the state
 //!   file is (the caller narrows its own sidecar; anyone else's is refused).
 //! - Every entry (lock, meta, settings.json, backups/, history/, quarantine/ and their
 //!   files) is opened relative to that descriptor with `O_NOFOLLOW|O_NONBLOCK` and
@@ -497,9 +498,21 @@ impl Sidecar {
         };
         let euid = sys::effective_uid();
         let owner_may_write = st.uid == euid
-            || file.is_some_and(|f| {
-                st.uid == f.uid || f.mode & 0o002 != 0 || (f.mode & 0o020 != 0 && st.gid == f.gid)
-            });
+            || match file {
+                Some(f) => {
+                    st.uid == f.uid
+                        || f.mode & 0o002 != 0
+                        || (f.mode & 0o020 != 0 && st.gid == f.gid)
+                }
+                // No state file to say who may write it (never made, or deleted: then
+                // this sidecar holds its only copies). Its directory's owner may
+                // create, rename and remove anything there, this sidecar and the file
+                // included, so trusting their sidecar gives them nothing: root putting
+                // back a user's deleted file in the user's own directory (review20,
+                // finding 7). Anyone else's, in a directory others may write, may be
+                // planted: refused.
+                None => sys::stat_fd(state_dir).is_ok_and(|d| d.uid == st.uid),
+            };
         if !owner_may_write {
             return Err(unsafe_entry(
                 path,
@@ -509,7 +522,7 @@ impl Sidecar {
                     if file.is_some() {
                         "may not write the state file"
                     } else {
-                        "is not you, and there is no state file yet to say who may write it"
+                        "is neither you nor the directory's owner, and there is no state file to say who may write it"
                     }
                 ),
             ));

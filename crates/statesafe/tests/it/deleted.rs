@@ -206,6 +206,60 @@ fn deleted_recover_and_replace_keep_the_files_permissions() {
     }
 }
 
+/// fix20c (review20 finding 7): with the state file gone, nothing says who may write
+/// it, so a sidecar is trusted only when it is the caller's or the directory's owner's
+/// (who may create, rename and remove anything there anyway). Another user's sidecar
+/// stays refused, even for root and even when it holds a plausible deleted state
+/// (planted, or a co-writer's): `Unsafe`, nothing written, and a hint that does not
+/// send anyone to remove what may be the state's only copies. Once that user owns the
+/// directory, the same sidecar is theirs to keep, and root puts the file back for
+/// them. Before: the second half failed with `Unsafe` ("who is not you, and there is
+/// no state file yet"), and the hint said to remove the sidecar.
+#[test]
+fn deleted_with_no_file_only_the_directory_owners_sidecar_is_trusted() {
+    let test = "deleted::deleted_with_no_file_only_the_directory_owners_sidecar_is_trusted";
+    if !common::is_root() {
+        common::skipped(test, "needs root to give the sidecar to another user");
+        return;
+    }
+    let dir = common::test_dir();
+    let home = dir.path().join("shared");
+    std::fs::create_dir(&home).unwrap();
+    let path = home.join("state.json");
+    let store = three_commits_then_rm(&path, Format::Plain);
+    let sidecar = store.sidecar_path();
+    let chown_all = |uid: u32| {
+        let mut stack = vec![sidecar.clone()];
+        while let Some(p) = stack.pop() {
+            std::os::unix::fs::lchown(&p, Some(uid), Some(uid)).unwrap();
+            if p.is_dir() {
+                stack.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+            }
+        }
+    };
+    chown_all(65534);
+    let e = Store::<Value>::open(&path)
+        .and_then(|s| s.recover())
+        .unwrap_err();
+    assert!(
+        matches!(&e, Error::Unsafe { path: p, .. } if *p == sidecar),
+        "{e:?}"
+    );
+    let hint = e.hint().unwrap_or_default();
+    assert!(
+        hint.contains("statesafe recover") && !hint.contains("re-creates"),
+        "{hint}"
+    );
+    assert!(!path.exists());
+    std::os::unix::fs::chown(&home, Some(65534), Some(65534)).unwrap();
+    let store: Store = Store::open(&path).unwrap();
+    assert_deleted(&path, store.load());
+    store.recover().unwrap().expect("recovered");
+    assert_eq!(store.load().unwrap().state, json!({"n": 3}));
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(std::fs::metadata(&path).unwrap().uid(), 65534);
+}
+
 /// The control: a state that never had a commit serves the default, and a plain
 /// `load` says the file is not found.
 #[test]

@@ -397,7 +397,6 @@ fn review20_recover_keeps_a_private_file_private() {
 /// only copies. `load` says `Unsafe` too, not `Deleted`. The same refusal meets a
 /// co-writer of a group-writable file whose sidecar another member made.
 #[test]
-#[ignore = "review20: root cannot recover a user's deleted file; the refusal advises removing its sidecar"]
 fn review20_root_recovers_a_users_deleted_file_for_the_user() {
     let test = "review20::review20_root_recovers_a_users_deleted_file_for_the_user";
     if !common::is_root() {
