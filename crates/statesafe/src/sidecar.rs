@@ -623,7 +623,11 @@ impl Sidecar {
     /// [`Self::open`] never widens) and write it only if the lock file lets them write
     /// ([`lock_mode`]); the owner may read and write. Never wider than the file the
     /// sidecar's permissions were last made for (execute bits and an access ACL are
-    /// not kept: an ACL's named entries lose their access).
+    /// not kept: an ACL's named entries lose their access). An ordinary user's file
+    /// is writable by group or others, and in the sidecar's group, only if the
+    /// sidecar is theirs: another user's (the directory owner's, trusted with no
+    /// file; a co-writer's) does not choose who may write the caller's file, and its
+    /// group may be one the caller cannot give a file.
     pub fn former_perms(&self) -> Result<Perms> {
         let st = sys::stat_fd(&self.dir.fd)
             .map_err(|e| Error::io(Op::OpenSidecar, &self.dir.path, e))?;
@@ -640,10 +644,18 @@ impl Sidecar {
                 mode |= 0o2 << shift;
             }
         }
+        let euid = sys::effective_uid();
+        let mut gid = st.gid;
+        if euid != 0 && st.uid != euid {
+            // Not ours: the file is the caller's, in the caller's group, and nobody
+            // else's sidecar lets others write it.
+            mode &= !0o022;
+            gid = sys::effective_gid();
+        }
         Ok(Perms {
             mode,
             uid: st.uid,
-            gid: st.gid,
+            gid,
         })
     }
 

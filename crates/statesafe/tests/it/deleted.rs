@@ -260,6 +260,70 @@ fn deleted_with_no_file_only_the_directory_owners_sidecar_is_trusted() {
     assert_eq!(std::fs::metadata(&path).unwrap().uid(), 65534);
 }
 
+/// fix20c: the other side of trusting the directory owner's sidecar when there is no
+/// file. In a directory another user (uid 1000) owns and everyone may write, that
+/// user plants a sidecar that shows generations, with a lock file writable by all.
+/// An ordinary user (nobody) who starts the state over there (`replace`) gets a file
+/// of their own that is not writable by others: the planter's sidecar does not choose
+/// who may write it. Without this rule the file came back 0666 (and, with the
+/// sidecar in a group the caller is not in, the start-over failed: `KeepGroup`).
+#[test]
+fn deleted_another_users_sidecar_does_not_make_the_callers_file_writable_by_others() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let test =
+        "deleted::deleted_another_users_sidecar_does_not_make_the_callers_file_writable_by_others";
+    if !common::can_act_as_nobody(test) {
+        return;
+    }
+    let dir = common::test_dir();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let shared = dir.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    let path = shared.join("state.json");
+    let store = three_commits_then_rm(&path, Format::Plain);
+    let sidecar = store.sidecar_path();
+    drop(store);
+    std::fs::set_permissions(sidecar.join("lock"), std::fs::Permissions::from_mode(0o666)).unwrap();
+    let mut stack = vec![sidecar.clone(), shared.clone()];
+    while let Some(p) = stack.pop() {
+        // In a group the caller is in too (nobody's), so only the mode can differ.
+        std::os::unix::fs::lchown(&p, Some(1000), Some(65534)).unwrap();
+        if p.is_dir() && p != shared {
+            stack.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+        }
+    }
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = common::ChildCmd::wrapped(
+        &common::AS_NOBODY,
+        "deleted::deleted_child_starts_over",
+        "deleted-start-over",
+    )
+    .arg("PATH", &path)
+    .run();
+    assert_eq!(out, vec!["replaced".to_string()], "{out:?}");
+    let meta = std::fs::metadata(&path).unwrap();
+    assert_eq!(meta.uid(), 65534);
+    assert_eq!(
+        meta.mode() & 0o022,
+        0,
+        "another user's sidecar made the caller's file writable by others: {:o}",
+        meta.mode() & 0o7777
+    );
+}
+
+#[test]
+fn deleted_child_starts_over() {
+    if !common::child_role("deleted-start-over") {
+        return;
+    }
+    let path = std::path::PathBuf::from(common::child_arg("PATH"));
+    let store: Store = Store::open(&path).unwrap();
+    match store.replace(json!({"mine": 1})) {
+        Ok(_) => common::say("replaced"),
+        Err(e) => common::say(format!("error {e:?}")),
+    }
+}
+
 /// The control: a state that never had a commit serves the default, and a plain
 /// `load` says the file is not found.
 #[test]
