@@ -645,17 +645,19 @@ impl Sidecar {
             }
         }
         let euid = sys::effective_uid();
-        let mut gid = st.gid;
         if euid != 0 && st.uid != euid {
             // Not ours: the file is the caller's, in the caller's group, and nobody
             // else's sidecar lets others write it.
-            mode &= !0o022;
-            gid = sys::effective_gid();
+            return Ok(Perms {
+                mode: mode & !0o022,
+                uid: euid,
+                gid: sys::effective_gid(),
+            });
         }
         Ok(Perms {
             mode,
             uid: st.uid,
-            gid,
+            gid: st.gid,
         })
     }
 
