@@ -61,8 +61,6 @@ def test_recover_puts_back_a_state_committed_once(path: pathlib.Path) -> None:
     assert store.get() == {"api_key": "k-123", "users": ["ann"]}
 
 
-@pytest.mark.xfail(strict=True, reason="review20: recover() of a deleted 0600 file writes "
-                   "it back 0644 and widens its sidecar and history to match")
 def test_recover_keeps_a_private_file_private(path: pathlib.Path) -> None:
     store = statesafe.open(path)
     store.create({"token": "hunter2"})

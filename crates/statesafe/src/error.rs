@@ -716,6 +716,12 @@ impl Error {
             Error::Unsafe { path, .. } if path.to_str().is_some_and(crate::postgres::is_url) => {
                 "another role may have made the tables first (in a schema several roles may create tables in, as `public` before PostgreSQL 15), or they were set up by hand: nothing was read or written there. If they are not yours, have their owner or an administrator look at them, and keep the state where only roles you trust may create tables (`schema=` a schema of your own, or another `table=`); an owner role of your own is set up by membership (docs/remote.md, \"Who owns the tables\")".into()
             }
+            // A sidecar refused for want of a state file (never made, or deleted): it
+            // may be a co-writer's, holding a deleted state's only backups and history
+            // (review20, finding 7), so it is not to be removed on a guess.
+            Error::Unsafe { reason, .. } if reason.contains("there is no state file") => {
+                "another user may have planted it, or it is the sidecar of a state file that was deleted, made by another writer of that file: then its backups and history are the state's only copies. Inspect it with `ls -la` and `ls -la` its `backups/`; if it holds a state you need, have its owner run `statesafe recover FILE`, which puts the file back; remove it only if it is not a state you need. In a sticky directory such as /tmp only its owner, the directory's owner or root can remove it: there, keep the state in a directory that other users cannot write, where no one can take its names first".into()
+            }
             Error::Unsafe { .. } => {
                 "another user may have planted it, or it was set up by hand: inspect it with `ls -la`; remove it if it is not yours (statesafe re-creates its own sidecar files), or have its owner fix it. In a sticky directory such as /tmp only its owner, the directory's owner or root can remove it: there, keep the state in a directory that other users cannot write, where no one can take its names first".into()
             }

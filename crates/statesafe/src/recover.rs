@@ -609,7 +609,8 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
     ///
     /// A state file that was deleted while its sidecar shows committed generations
     /// ([`Error::Deleted`]) is put back: the newest version the backups and the
-    /// history prove, as the next generation ([`Event::Undeleted`]).
+    /// history prove, as the next generation ([`Event::Undeleted`]), with the
+    /// permissions its sidecar kept for the file (a private file comes back private).
     ///
     /// # Errors
     /// [`Error::NotFound`] for a file that never had a commit, [`Error::Unrecoverable`]

@@ -6,7 +6,8 @@
 //!   state file's directory descriptor, with `O_DIRECTORY|O_NOFOLLOW`, and checked with
 //!   `fstat`: a directory (never a symlink), owned by someone who may write the state
 //!   file (its owner, the caller, or a member of the group or anyone when the file is
-//!   group- or world-writable), and writable by group or others only where the state
+//!   group- or world-writable; with no state file, the caller or the directory's
+//!   owner), and writable by group or others only where the state
 //!   file is (the caller narrows its own sidecar; anyone else's is refused).
 //! - Every entry (lock, meta, settings.json, backups/, history/, quarantine/ and their
 //!   files) is opened relative to that descriptor with `O_NOFOLLOW|O_NONBLOCK` and
@@ -497,9 +498,21 @@ impl Sidecar {
         };
         let euid = sys::effective_uid();
         let owner_may_write = st.uid == euid
-            || file.is_some_and(|f| {
-                st.uid == f.uid || f.mode & 0o002 != 0 || (f.mode & 0o020 != 0 && st.gid == f.gid)
-            });
+            || match file {
+                Some(f) => {
+                    st.uid == f.uid
+                        || f.mode & 0o002 != 0
+                        || (f.mode & 0o020 != 0 && st.gid == f.gid)
+                }
+                // No state file to say who may write it (never made, or deleted: then
+                // this sidecar holds its only copies). Its directory's owner may
+                // create, rename and remove anything there, this sidecar and the file
+                // included, so trusting their sidecar gives them nothing: root putting
+                // back a user's deleted file in the user's own directory (review20,
+                // finding 7). Anyone else's, in a directory others may write, may be
+                // planted: refused.
+                None => sys::stat_fd(state_dir).is_ok_and(|d| d.uid == st.uid),
+            };
         if !owner_may_write {
             return Err(unsafe_entry(
                 path,
@@ -509,7 +522,7 @@ impl Sidecar {
                     if file.is_some() {
                         "may not write the state file"
                     } else {
-                        "is not you, and there is no state file yet to say who may write it"
+                        "is neither you nor the directory's owner, and there is no state file to say who may write it"
                     }
                 ),
             ));
@@ -601,6 +614,51 @@ impl Sidecar {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
             Err(e) => Err(e),
         }
+    }
+
+    /// The permissions of the state file this sidecar was kept for, as the sidecar
+    /// tells them once the file is gone (a deleted state put back or started over):
+    /// its owner and group are the folder's (which follow the file's as root), and
+    /// each of group and others may read it only if the folder lets them read (which
+    /// [`Self::open`] never widens) and write it only if the lock file lets them write
+    /// ([`lock_mode`]); the owner may read and write. Never wider than the file the
+    /// sidecar's permissions were last made for (execute bits and an access ACL are
+    /// not kept: an ACL's named entries lose their access). An ordinary user's file
+    /// is writable by group or others, and in the sidecar's group, only if the
+    /// sidecar is theirs: another user's (the directory owner's, trusted with no
+    /// file; a co-writer's) does not choose who may write the caller's file, and its
+    /// group may be one the caller cannot give a file.
+    pub fn former_perms(&self) -> Result<Perms> {
+        let st = sys::stat_fd(&self.dir.fd)
+            .map_err(|e| Error::io(Op::OpenSidecar, &self.dir.path, e))?;
+        let lock = self
+            .dir
+            .stat(OsStr::new(LOCK), Op::OpenSidecar)?
+            .filter(|lock| lock.kind == Kind::File);
+        let mut mode = 0o600;
+        for shift in [3, 0] {
+            if (st.mode >> shift) & 0o4 != 0 {
+                mode |= 0o4 << shift;
+            }
+            if lock.is_some_and(|lock| (lock.mode >> shift) & 0o2 != 0) {
+                mode |= 0o2 << shift;
+            }
+        }
+        let euid = sys::effective_uid();
+        if euid != 0 && st.uid != euid {
+            // Not ours: the file is the caller's, in the caller's group, and nobody
+            // else's sidecar lets others write it.
+            return Ok(Perms {
+                mode: mode & !0o022,
+                uid: euid,
+                gid: sys::effective_gid(),
+            });
+        }
+        Ok(Perms {
+            mode,
+            uid: st.uid,
+            gid: st.gid,
+        })
     }
 
     /// Brings the sidecar in line with the state file's `perms` (call with the lock

@@ -130,7 +130,9 @@ impl<T> StoreOptions<T> {
     }
 
     /// Create a new state file readable by its owner only (mode 0600) instead of
-    /// 0644 less the umask. An existing file always keeps its own mode.
+    /// 0644 less the umask. An existing file always keeps its own mode, and a deleted
+    /// one put back by [`Store::recover`] or started over by [`Store::replace`] the
+    /// mode its sidecar kept for it.
     pub fn private(mut self, private: bool) -> Self {
         self.private = private;
         self

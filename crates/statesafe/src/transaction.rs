@@ -795,6 +795,16 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             Some(b) => b.generation + 1,
             None => write::highest_known_generation(Some(&sidecar), &self.local().lock)? + 1,
         };
+        // No file, but the sidecar knows generations: a deleted state put back
+        // (`recover`) or started over (`replace`). The new file is that state's next
+        // version, and takes the permissions its sidecar kept for it, never a new
+        // file's: those would widen the file and then (`Sidecar::enforce`, which
+        // follows the file) the old history and backups folders with it ("A deleted
+        // state file" in docs/design.md).
+        let former = match base {
+            None if generation > 1 => Some(sidecar.former_perms()?),
+            _ => None,
+        };
         if generation > crate::format::MAX_GENERATION {
             return Err(Error::Invalid {
                 path: path.clone(),
@@ -1013,7 +1023,10 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         // A replaced file keeps exactly its own ACL (or none); a directory's default
         // ACL never widens it. Read now, under the lock, like the mode was.
         let existing_acl = base.and_then(|b| b.acl.as_deref());
-        let acl = match (&existing_acl, base.is_some() || self.opts.private) {
+        let acl = match (
+            &existing_acl,
+            base.is_some() || former.is_some() || self.opts.private,
+        ) {
             (Some(acl), _) => write::Acl::Copy(acl),
             (None, true) => write::Acl::Nothing,
             (None, false) => write::Acl::Inherit,
@@ -1062,7 +1075,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             dir,
             temp_name,
             durability: self.opts.durability,
-            existing: base.map(|b| b.perms),
+            existing: base.map(|b| b.perms).or(former),
             private: self.opts.private,
             acl,
             sidecar: Some(&sidecar),
@@ -1182,7 +1195,10 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                 ),
             );
         }
-        let perms = base.map_or_else(|| current_perms(self), |b| b.perms);
+        let perms = base
+            .map(|b| b.perms)
+            .or(former)
+            .unwrap_or_else(|| current_perms(self));
         if config.format == Format::Journal
             && recorded
             && let Err(e) =

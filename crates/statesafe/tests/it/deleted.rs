@@ -168,6 +168,162 @@ fn deleted_replace_starts_over_on_purpose() {
     assert_eq!(store.load().unwrap().state, json!({"fresh": true}));
 }
 
+/// fix20c (review20 finding 6): a state put back (`recover`) or started over
+/// (`replace`) in place of a deleted file is that state's next version, with the
+/// permissions its sidecar kept: a group-writable file stays group-writable (its
+/// co-writers keep their access), a group-readable one group-readable, and neither
+/// becomes readable by others. Before: every one came back 0644 (a new file's mode).
+#[test]
+fn deleted_recover_and_replace_keep_the_files_permissions() {
+    use std::os::unix::fs::PermissionsExt;
+    for mode in [0o660, 0o640, 0o606, 0o644, 0o600] {
+        for start_over in [false, true] {
+            let dir = common::test_dir();
+            let path = dir.path().join("state.json");
+            let store: Store = Store::open(&path).unwrap();
+            store.create(json!({"n": 1})).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            store.update(|s| s["n"] = 2.into()).unwrap();
+            std::fs::remove_file(&path).unwrap();
+            if start_over {
+                store.replace(json!({"fresh": true})).unwrap();
+            } else {
+                store.recover().unwrap().expect("recovered");
+            }
+            assert_eq!(
+                common::mode(&path),
+                mode,
+                "{mode:o}, start over {start_over}"
+            );
+            let sidecar = store.sidecar_path();
+            let history = std::fs::read_dir(sidecar.join("history"))
+                .unwrap()
+                .map(|e| common::mode(&e.unwrap().path()));
+            for got in history {
+                assert_eq!(got, mode, "history of {mode:o}, start over {start_over}");
+            }
+        }
+    }
+}
+
+/// fix20c (review20 finding 7): with the state file gone, nothing says who may write
+/// it, so a sidecar is trusted only when it is the caller's or the directory's owner's
+/// (who may create, rename and remove anything there anyway). Another user's sidecar
+/// stays refused, even for root and even when it holds a plausible deleted state
+/// (planted, or a co-writer's): `Unsafe`, nothing written, and a hint that does not
+/// send anyone to remove what may be the state's only copies. Once that user owns the
+/// directory, the same sidecar is theirs to keep, and root puts the file back for
+/// them. Before: the second half failed with `Unsafe` ("who is not you, and there is
+/// no state file yet"), and the hint said to remove the sidecar.
+#[test]
+fn deleted_with_no_file_only_the_directory_owners_sidecar_is_trusted() {
+    let test = "deleted::deleted_with_no_file_only_the_directory_owners_sidecar_is_trusted";
+    if !common::is_root() {
+        common::skipped(test, "needs root to give the sidecar to another user");
+        return;
+    }
+    let dir = common::test_dir();
+    let home = dir.path().join("shared");
+    std::fs::create_dir(&home).unwrap();
+    let path = home.join("state.json");
+    let store = three_commits_then_rm(&path, Format::Plain);
+    let sidecar = store.sidecar_path();
+    let chown_all = |uid: u32| {
+        let mut stack = vec![sidecar.clone()];
+        while let Some(p) = stack.pop() {
+            std::os::unix::fs::lchown(&p, Some(uid), Some(uid)).unwrap();
+            if p.is_dir() {
+                stack.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+            }
+        }
+    };
+    chown_all(65534);
+    let e = Store::<Value>::open(&path)
+        .and_then(|s| s.recover())
+        .unwrap_err();
+    assert!(
+        matches!(&e, Error::Unsafe { path: p, .. } if *p == sidecar),
+        "{e:?}"
+    );
+    let hint = e.hint().unwrap_or_default();
+    assert!(
+        hint.contains("statesafe recover") && !hint.contains("re-creates"),
+        "{hint}"
+    );
+    assert!(!path.exists());
+    std::os::unix::fs::chown(&home, Some(65534), Some(65534)).unwrap();
+    let store: Store = Store::open(&path).unwrap();
+    assert_deleted(&path, store.load());
+    store.recover().unwrap().expect("recovered");
+    assert_eq!(store.load().unwrap().state, json!({"n": 3}));
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(std::fs::metadata(&path).unwrap().uid(), 65534);
+}
+
+/// fix20c: the other side of trusting the directory owner's sidecar when there is no
+/// file. In a directory another user (uid 1000) owns and everyone may write, that
+/// user plants a sidecar that shows generations, with a lock file writable by all.
+/// An ordinary user (nobody) who starts the state over there (`replace`) gets a file
+/// of their own that is not writable by others: the planter's sidecar does not choose
+/// who may write it. Without this rule the file came back 0666 (and, with the
+/// sidecar in a group the caller is not in, the start-over failed: `KeepGroup`).
+#[test]
+fn deleted_another_users_sidecar_does_not_make_the_callers_file_writable_by_others() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let test =
+        "deleted::deleted_another_users_sidecar_does_not_make_the_callers_file_writable_by_others";
+    if !common::can_act_as_nobody(test) {
+        return;
+    }
+    let dir = common::test_dir();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let shared = dir.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    let path = shared.join("state.json");
+    let store = three_commits_then_rm(&path, Format::Plain);
+    let sidecar = store.sidecar_path();
+    drop(store);
+    std::fs::set_permissions(sidecar.join("lock"), std::fs::Permissions::from_mode(0o666)).unwrap();
+    let mut stack = vec![sidecar.clone(), shared.clone()];
+    while let Some(p) = stack.pop() {
+        // In a group the caller is in too (nobody's), so only the mode can differ.
+        std::os::unix::fs::lchown(&p, Some(1000), Some(65534)).unwrap();
+        if p.is_dir() && p != shared {
+            stack.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+        }
+    }
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = common::ChildCmd::wrapped(
+        &common::AS_NOBODY,
+        "deleted::deleted_child_starts_over",
+        "deleted-start-over",
+    )
+    .arg("PATH", &path)
+    .run();
+    assert_eq!(out, vec!["replaced".to_string()], "{out:?}");
+    let meta = std::fs::metadata(&path).unwrap();
+    assert_eq!(meta.uid(), 65534);
+    assert_eq!(
+        meta.mode() & 0o022,
+        0,
+        "another user's sidecar made the caller's file writable by others: {:o}",
+        meta.mode() & 0o7777
+    );
+}
+
+#[test]
+fn deleted_child_starts_over() {
+    if !common::child_role("deleted-start-over") {
+        return;
+    }
+    let path = std::path::PathBuf::from(common::child_arg("PATH"));
+    let store: Store = Store::open(&path).unwrap();
+    match store.replace(json!({"mine": 1})) {
+        Ok(_) => common::say("replaced"),
+        Err(e) => common::say(format!("error {e:?}")),
+    }
+}
+
 /// The control: a state that never had a commit serves the default, and a plain
 /// `load` says the file is not found.
 #[test]

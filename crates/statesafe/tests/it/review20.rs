@@ -381,7 +381,6 @@ fn review20_recover_that_cannot_prove_a_version_leaves_the_file_deleted() {
 /// every local user, through the file and through the history. The old mode is in
 /// plain sight: the sidecar (0700) and the backups (0600).
 #[test]
-#[ignore = "review20: recover of a deleted 0600 file makes it and its history world-readable"]
 fn review20_recover_keeps_a_private_file_private() {
     let dir = common::test_dir();
     let path = dir.path().join("state.json");
@@ -420,7 +419,6 @@ fn review20_recover_keeps_a_private_file_private() {
 /// only copies. `load` says `Unsafe` too, not `Deleted`. The same refusal meets a
 /// co-writer of a group-writable file whose sidecar another member made.
 #[test]
-#[ignore = "review20: root cannot recover a user's deleted file; the refusal advises removing its sidecar"]
 fn review20_root_recovers_a_users_deleted_file_for_the_user() {
     let test = "review20::review20_root_recovers_a_users_deleted_file_for_the_user";
     if !common::is_root() {
@@ -493,7 +491,6 @@ fn review20_recover_that_proves_nothing_says_deleted_and_what_to_do() {
 /// generations' backups and history stay"), is widened with it: the deleted state's
 /// secrets become readable by every local user.
 #[test]
-#[ignore = "review20: replace after a private file was deleted makes the old history world-readable"]
 fn review20_starting_over_keeps_the_old_history_private() {
     let dir = common::test_dir();
     let path = dir.path().join("state.json");
