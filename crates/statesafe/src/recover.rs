@@ -21,7 +21,7 @@ use serde_json::Value;
 
 use crate::backup::{self, BackupInfo, BackupList};
 use crate::error::{Error, Op, Result};
-use crate::events::Event;
+use crate::events::{Event, Source};
 use crate::format::{self, Meta, Writer};
 use crate::history::{self, Change, HistoryEntry};
 use crate::lock::{self, Holder};
@@ -111,6 +111,8 @@ struct Provable<T> {
     generation: u64,
     /// When the history's patches rebuilt it: the backup generation they started from.
     rebuilt_from: Option<u64>,
+    /// Where the whole copy it was read or rebuilt from was kept.
+    source: Source,
 }
 
 impl<T: Serialize + DeserializeOwned> Store<T> {
@@ -303,11 +305,13 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                                 state,
                                 generation,
                                 rebuilt_from: Some(b.generation),
+                                source: Source::Backup,
                             },
                             None => Provable {
                                 state,
                                 generation: b.generation,
                                 rebuilt_from: None,
+                                source: Source::Backup,
                             },
                         },
                     ));
@@ -624,7 +628,11 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
     /// [`Store::recover`] of a missing state file, with the lock held: refused with
     /// [`Error::NotFound`] when its sidecar shows no commit; otherwise the newest
     /// version [`Store::newest_provable`] finds below the last generation known is
-    /// committed as the next generation.
+    /// committed as the next generation. In journal mode the journal's records (the
+    /// commits since the last compaction, changes to the snapshot deleted) are applied
+    /// to that version when it is the one the journal follows; a journal holding
+    /// generations the version put back lacks is kept in the quarantine before the
+    /// commit starts a new one, never dropped.
     fn undelete(&self, guard: &mut lock::Guard<'_>, temp_name: &OsString) -> Result<Event> {
         let known = match self.refuse_deleted(Some(guard.sidecar())) {
             Ok(()) => {
@@ -650,6 +658,13 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                 });
             }
         };
+        let sidecar = Arc::clone(guard.sidecar());
+        let view = self.journal_view(Some(&sidecar), false)?;
+        let (p, journal) = match &view {
+            Some(view) => self.replay_deleted(p, view, &sidecar)?,
+            None => (p, None),
+        };
+        let quarantined = self.keep_unapplied_journal(&sidecar, p.generation)?;
         let change = Change::Restore { from: p.generation };
         let base = self.write_version(guard, temp_name, &p.state, None, change)?;
         let event = Event::Undeleted {
@@ -657,10 +672,141 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             known,
             restored_from: p.generation,
             rebuilt_from: p.rebuilt_from,
+            source: p.source,
+            journal,
+            quarantined,
             generation: base.generation,
         };
         self.emit(event.clone());
         Ok(event)
+    }
+
+    /// Journal mode, a deleted snapshot: `p` carried forward by the journal's records
+    /// when it is the version the journal follows (their history entries are written
+    /// first, as a compaction writes them), with the generations of the records
+    /// applied; `p` as it is otherwise. The result passes what any version must.
+    fn replay_deleted(
+        &self,
+        p: Provable<T>,
+        view: &crate::journal::View,
+        sidecar: &Sidecar,
+    ) -> Result<(Provable<T>, Option<(u64, u64)>)> {
+        let follows = view.header.follows;
+        if p.generation != follows || view.newest() <= follows {
+            return Ok((p, None));
+        }
+        let start = serde_json::to_value(&p.state).map_err(|source| Error::Serialize {
+            path: self.path().to_path_buf(),
+            source,
+        })?;
+        let mut doc = start.clone();
+        let reached = view.replay(&mut doc);
+        if reached == follows {
+            return Ok((p, None));
+        }
+        let Ok(state) = serde_json::from_value::<T>(doc) else {
+            return Ok((p, None));
+        };
+        let config = self.config();
+        if validate::check(
+            self.path(),
+            &state,
+            self.opts.rule.as_ref(),
+            config.schema.as_ref(),
+        )
+        .is_err()
+        {
+            return Ok((p, None));
+        }
+        // The records' history entries, before the commit replaces the journal (a
+        // failure is bookkeeping, as in a compaction: the records are in the version
+        // put back, and the journal is quarantined below if it is not all there).
+        match self.record_journal_history(
+            sidecar,
+            view,
+            Some(start),
+            reached,
+            self.journal_perms(sidecar),
+        ) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(target: "statesafe", "`{}`: recording the journal's records in the history failed: {}", self.path().display(), e.with_causes());
+            }
+            Err(write::Poisoning(e)) => {
+                self.poison();
+                return Err(e);
+            }
+        }
+        Ok((
+            Provable {
+                state,
+                generation: reached,
+                rebuilt_from: Some(p.rebuilt_from.unwrap_or(p.generation)),
+                source: p.source,
+            },
+            Some((follows + 1, reached)),
+        ))
+    }
+
+    /// The permissions of the journal in `sidecar` (it follows the state file's at
+    /// every commit), for what is written from it once the state file is gone; the
+    /// sidecar's own owner and a private mode when it cannot be read.
+    fn journal_perms(&self, sidecar: &Sidecar) -> write::Perms {
+        let root = sidecar.root();
+        match sys::stat_at(root.fd(), std::ffi::OsStr::new(crate::journal::JOURNAL))
+            .or_else(|_| sys::stat_fd(root.fd()))
+        {
+            Ok(st) => write::Perms {
+                mode: st.mode & 0o666,
+                uid: st.uid,
+                gid: st.gid,
+            },
+            Err(_) => write::Perms {
+                mode: 0o600,
+                uid: sys::effective_uid(),
+                gid: sys::effective_gid(),
+            },
+        }
+    }
+
+    /// Before a deleted state file is put back at generation `upto`: a journal in
+    /// `sidecar` that holds a generation past it (or whose header does not verify)
+    /// gets a second name in the quarantine (`journal-unapplied-XXH3`), synced, since
+    /// the commit that follows starts a new journal in its place. Its path, or `None`
+    /// when there is no journal or nothing in it is past `upto`.
+    fn keep_unapplied_journal(&self, sidecar: &Sidecar, upto: u64) -> Result<Option<PathBuf>> {
+        let name = std::ffi::OsStr::new(crate::journal::JOURNAL);
+        let Some(bytes) = sidecar.root().read(name, Op::Read)? else {
+            return Ok(None);
+        };
+        let past = match crate::journal::Header::decode(&bytes) {
+            Some(header) => {
+                let scan = crate::journal::scan(
+                    &bytes,
+                    crate::journal::HEADER_LEN,
+                    header.follows + 1,
+                );
+                let newest = scan.records.last().map_or(header.follows, |r| r.generation);
+                newest.max(scan.max_seen) > upto || scan.damage.is_some()
+            }
+            None => bytes.iter().any(|b| *b != 0),
+        };
+        if !past {
+            return Ok(None);
+        }
+        let perms = self.journal_perms(sidecar);
+        match crate::journal::quarantine_as(
+            sidecar,
+            "journal-unapplied",
+            format::checksum(&bytes),
+            perms,
+        ) {
+            Ok(result) => result.map(Some),
+            Err(write::Poisoning(e)) => {
+                self.poison();
+                Err(e)
+            }
+        }
     }
 
     /// Brings back the backup of `generation` as a new generation (the version it

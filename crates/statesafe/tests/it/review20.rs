@@ -119,7 +119,6 @@ fn journal_compacted_at_5_then_three_records(path: &Path) -> Store {
 /// for good (nothing is quarantined). Three acknowledged commits rolled back by
 /// the repair meant to save them.
 #[test]
-#[ignore = "review20: journal-mode recover of a deleted snapshot rolls back to the last compaction and destroys the journal's records"]
 fn review20_journal_recover_after_a_compaction_keeps_the_journals_records() {
     let dir = common::test_dir();
     let path = dir.path().join("state.json");
@@ -132,6 +131,81 @@ fn review20_journal_recover_after_a_compaction_keeps_the_journals_records() {
         snap.state,
         json!({"n": 8}),
         "recover rolled back acknowledged journal commits: {event}"
+    );
+}
+
+/// Finding 3, the records kept as well as applied: after `recover`, the history lists
+/// the journal's commits (moved into the log before the new journal replaced the old
+/// one, as a compaction moves them), and the version put back is generation 8's.
+#[test]
+fn review20_journal_recover_after_a_compaction_keeps_the_records_in_the_history() {
+    let dir = common::test_dir();
+    let path = dir.path().join("state.json");
+    let store = journal_compacted_at_5_then_three_records(&path);
+    std::fs::remove_file(&path).unwrap();
+    let event = store.recover().unwrap().expect("recover says what it did");
+    let text = event.to_string();
+    assert!(
+        text.contains("the journal's records of generations 6 to 8") && !text.contains("lost"),
+        "{text}"
+    );
+    let generations: Vec<u64> = store
+        .history()
+        .unwrap()
+        .iter()
+        .map(|e| e.generation)
+        .collect();
+    assert_eq!(generations, (1..=9).collect::<Vec<_>>(), "{text}");
+    assert_eq!(store.document_at(7).unwrap(), json!({"n": 7}));
+    assert_eq!(store.load().unwrap().generation, 9);
+}
+
+/// Finding 3 where the journal's records cannot be applied: with the history off, the
+/// version they follow (generation 5, compacted, never backed up) is proven by
+/// nothing, so `recover` puts back the newest backup (generation 1). Its commit starts
+/// a new journal: the old one, the only copy of generations 6 to 8, is kept in the
+/// quarantine first (before the fix it was replaced, gone for good, and the event
+/// said they "are lost").
+#[test]
+fn review20_journal_recover_keeps_a_journal_it_cannot_apply_in_the_quarantine() {
+    let dir = common::test_dir();
+    let path = dir.path().join("state.json");
+    let no_history = || HistoryPolicy {
+        keep: 0,
+        ..Default::default()
+    };
+    let first: Store = Store::open(&path).unwrap();
+    first
+        .save_settings(&Settings {
+            format: Format::Journal,
+            history: no_history(),
+            ..Default::default()
+        })
+        .unwrap();
+    let store: Store = Store::options().history(no_history()).open(&path).unwrap();
+    store.create(json!({"n": 1})).unwrap();
+    for n in 2..=4 {
+        store.update(move |s| s["n"] = n.into()).unwrap();
+    }
+    let mut settings = store.settings();
+    settings.journal_max_bytes = Some(1);
+    store.save_settings(&settings).unwrap();
+    store.update(|s| s["n"] = 5.into()).unwrap();
+    settings.journal_max_bytes = Some(1 << 20);
+    store.save_settings(&settings).unwrap();
+    for n in 6..=8 {
+        store.update(move |s| s["n"] = n.into()).unwrap();
+    }
+    let journal = std::fs::read(store.sidecar_path().join("journal")).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let event = store.recover().unwrap().expect("recover says what it did");
+    assert_eq!(store.load().unwrap().state, json!({"n": 1}), "{event}");
+    let kept: Vec<_> = std::fs::read_dir(store.sidecar_path().join("quarantine"))
+        .map(|d| d.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default();
+    assert!(
+        kept.iter().any(|p| std::fs::read(p).unwrap() == journal),
+        "the journal holding generations 6 to 8 was not kept: {kept:?} ({event})"
     );
 }
 
