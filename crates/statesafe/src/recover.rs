@@ -326,6 +326,72 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         Ok(Found::Nothing(tried))
     }
 
+    /// The newest version below generation `below` that a deleted file's backups or
+    /// history prove: [`Store::newest_provable_below`], or the history alone where it
+    /// reaches further (review20 finding 1: a file committed once, or whose backups
+    /// were cleaned away, has no backup, but the history's first entry, and the first
+    /// of each segment, holds the whole document with its checksum).
+    fn newest_provable_deleted(&self, below: u64) -> Result<Found<T>> {
+        let found = self.newest_provable_below(below)?;
+        let history = self.provable_from_history(below)?;
+        Ok(match (found, history) {
+            (Found::Provable(p), Some(h)) if h.generation > p.generation => Found::Provable(h),
+            (Found::Nothing(_), Some(h)) => Found::Provable(h),
+            (found, _) => found,
+        })
+    }
+
+    /// The history's newest entry below `below` that holds the whole document with a
+    /// checksum it matches (and that passes this store's type, rule and schema),
+    /// carried forward by the entries after it as [`Store::apply_chain`] carries a
+    /// backup; `None` when there is no such entry. An entry whose document does not
+    /// match its checksum (changed outside statesafe, damaged) is passed over for an
+    /// older one. An I/O error reading the history is returned (see
+    /// [`Store::carry_forward`]).
+    fn provable_from_history(&self, below: u64) -> Result<Option<Provable<T>>> {
+        let config = self.config();
+        if config.history.keep == 0 || below == 0 {
+            return Ok(None);
+        }
+        let sidecar = self.sidecar()?;
+        let entries = history::read(sidecar.as_ref(), &config.history, below - 1, false)?;
+        for start in entries.iter().rev() {
+            let (Some(doc), Some(sum)) = (&start.snapshot, start.checksum) else {
+                continue;
+            };
+            if history::checksum_of(doc) != sum {
+                continue;
+            }
+            let Ok(state) = serde_json::from_value::<T>(doc.clone()) else {
+                continue;
+            };
+            if let Some((state, generation)) = self.apply_chain(&state, start.generation, &entries)
+            {
+                return Ok(Some(Provable {
+                    state,
+                    generation,
+                    rebuilt_from: Some(start.generation),
+                    source: Source::History,
+                }));
+            }
+            let valid = validate::check(
+                self.path(),
+                &state,
+                self.opts.rule.as_ref(),
+                config.schema.as_ref(),
+            );
+            if valid.is_ok() {
+                return Ok(Some(Provable {
+                    state,
+                    generation: start.generation,
+                    rebuilt_from: None,
+                    source: Source::History,
+                }));
+            }
+        }
+        Ok(None)
+    }
+
     /// Applies the history's entries after generation `from` to `state`, up to the
     /// newest generation before `below` that the chain reaches; `None` when it
     /// reaches none, or the result does not verify. An I/O error reading the history
@@ -643,7 +709,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             Err(Error::Deleted { generation, .. }) => generation,
             Err(e) => return Err(e),
         };
-        let p = match self.newest_provable_below(known + 1)? {
+        let p = match self.newest_provable_deleted(known + 1)? {
             Found::Provable(p) => p,
             Found::Nothing(tried) => {
                 self.recorder.failure("unrecoverable");

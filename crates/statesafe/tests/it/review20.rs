@@ -19,7 +19,6 @@ use crate::common::{self, ChildCmd};
 /// backups", hint "repair the file by hand") right after `Error::Deleted`'s hint sent
 /// the user to it. The document is provable and nothing gives it back.
 #[test]
-#[ignore = "review20: recover of a deleted file ignores a history that holds its whole document (no backup yet)"]
 fn review20_recover_puts_back_a_single_commit_from_the_history_snapshot() {
     let dir = common::test_dir();
     let path = dir.path().join("state.json");
@@ -39,7 +38,6 @@ fn review20_recover_puts_back_a_single_commit_from_the_history_snapshot() {
 /// still holds generation 1's snapshot and every patch after it, each with the
 /// checksum of the document it produces.
 #[test]
-#[ignore = "review20: recover of a deleted file ignores a history that holds its whole chain (backups removed)"]
 fn review20_recover_rebuilds_from_the_history_alone_when_the_backups_are_gone() {
     let dir = common::test_dir();
     let path = dir.path().join("state.json");
@@ -216,7 +214,6 @@ fn review20_journal_recover_keeps_a_journal_it_cannot_apply_in_the_quarantine() 
 /// tests of lost19 assert `Unrecoverable` here
 /// (`deleted::deleted_journal_snapshot_is_refused_by_a_store_with_a_cached_copy`).
 #[test]
-#[ignore = "review20: journal mode before its first compaction: generation 1 is whole in the history and the journal holds the rest, yet recover gives Unrecoverable"]
 fn review20_journal_recover_before_a_compaction_uses_the_history_and_the_journal() {
     let dir = common::test_dir();
     let path = dir.path().join("state.json");
