@@ -513,7 +513,6 @@ fn review20_root_recovers_a_users_deleted_file_for_the_user() {
 /// hint "repair the file by hand, or start afresh deliberately". There is no file to
 /// repair; the way out (`replace`, `init --force`, removing the sidecar) is not named.
 #[test]
-#[ignore = "review20: recover of an unprovable deleted file says 'damaged', 'repair the file by hand'"]
 fn review20_recover_that_proves_nothing_says_deleted_and_what_to_do() {
     let dir = common::test_dir();
     let path = dir.path().join("state.json");
