@@ -1000,7 +1000,10 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         // the journal, so the log read after it holds whatever this journal lacks.
         let view = self.journal_view(None, false)?;
         let cur = self.read_current()?;
-        let current = cur.as_ref().map_or(0, |c| c.generation);
+        let current = match &cur {
+            Some(c) => c.generation,
+            None => self.newest_known(view.as_ref())?,
+        };
         // Read with the entries before the retention still on disk: the snapshot the
         // retained ones are rebuilt from, to verify them (shown as damaged when they
         // do not produce the document they record).
@@ -1027,6 +1030,16 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             });
         }
         Ok(entries)
+    }
+
+    /// For a missing state file: the newest generation its sidecar knows (0 when it
+    /// knows none), as `Store::refuse_deleted` counts it, so that the history of a
+    /// deleted file still shows every commit it holds (review20 finding 2: read up to
+    /// generation 0, it showed none, and `statesafe log` said "no history recorded").
+    fn newest_known(&self, view: Option<&crate::journal::View>) -> Result<u64> {
+        let sidecar = self.sidecar()?;
+        let known = write::highest_known_generation(sidecar.as_ref(), &self.local().lock)?;
+        Ok(known.max(view.map_or(0, crate::journal::View::newest_generation)))
     }
 
     /// The document as it was at `generation`: the current file, a backup, or rebuilt
@@ -1065,7 +1078,10 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         }
         let config = self.config();
         let view = self.journal_view(None, false)?;
-        let current = self.generation()?;
+        let current = match self.generation()? {
+            0 => self.newest_known(view.as_ref())?,
+            g => g,
+        };
         let mut entries = history::read(self.sidecar()?.as_ref(), &config.history, current, false)?;
         if let Some(view) = &view {
             entries = view.merge(entries, current, &config.history);

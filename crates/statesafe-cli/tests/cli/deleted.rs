@@ -94,3 +94,23 @@ fn deleted_recover_that_proves_nothing_says_so_and_names_init_force() {
     assert!(!run.stderr.contains("is damaged"), "{}", run.snapshot());
     assert!(!env.path("s.json").exists(), "{}", run.snapshot());
 }
+
+/// review20 finding 2: `log` and `diff` of a deleted file read its history up to the
+/// last generation its sidecar knows (before: up to 0, "no history recorded", exit 0,
+/// while the history held every commit).
+#[test]
+fn deleted_log_and_diff_still_show_the_history() {
+    let env = three_commits_then_rm();
+    let run = env.run(&["log", "s.json"]);
+    assert_eq!(run.code, 0, "{}", run.snapshot());
+    for g in 1..=3 {
+        assert!(
+            run.stdout.contains(&format!("generation {g} ")),
+            "{}",
+            run.snapshot()
+        );
+    }
+    let run = env.run(&["diff", "s.json", "1", "3"]);
+    assert_eq!(run.code, 0, "{}", run.snapshot());
+    assert!(run.stdout.contains("\"value\":3"), "{}", run.snapshot());
+}

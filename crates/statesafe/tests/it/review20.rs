@@ -60,7 +60,6 @@ fn review20_recover_rebuilds_from_the_history_alone_when_the_backups_are_gone() 
 /// history recorded", exit 0) while it holds every commit: the one place a user
 /// looks for what was lost shows nothing. (`diff` and `document_at` likewise.)
 #[test]
-#[ignore = "review20: history() of a deleted file is empty though its history holds every commit"]
 fn review20_history_of_a_deleted_file_still_lists_its_commits() {
     let dir = common::test_dir();
     let path = dir.path().join("state.json");
