@@ -242,7 +242,10 @@ impl std::fmt::Display for Event {
                     write!(f, ", the history's changes up to generation {history_to}")?;
                 }
                 if let Some((first, last)) = journal {
-                    write!(f, ", the journal's records of generations {first} to {last}")?;
+                    write!(
+                        f,
+                        ", the journal's records of generations {first} to {last}"
+                    )?;
                 }
                 write!(f, ")")?;
                 if restored_from < known {

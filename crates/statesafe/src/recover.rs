@@ -113,6 +113,9 @@ struct Provable<T> {
     rebuilt_from: Option<u64>,
     /// Where the whole copy it was read or rebuilt from was kept.
     source: Source,
+    /// Journal mode: the generations of the journal's records applied last, first and
+    /// last (a deleted snapshot's commits since the last compaction).
+    journal: Option<(u64, u64)>,
 }
 
 impl<T: Serialize + DeserializeOwned> Store<T> {
@@ -306,12 +309,14 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                                 generation,
                                 rebuilt_from: Some(b.generation),
                                 source: Source::Backup,
+                                journal: None,
                             },
                             None => Provable {
                                 state,
                                 generation: b.generation,
                                 rebuilt_from: None,
                                 source: Source::Backup,
+                                journal: None,
                             },
                         },
                     ));
@@ -372,6 +377,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                     generation,
                     rebuilt_from: Some(start.generation),
                     source: Source::History,
+                    journal: None,
                 }));
             }
             let valid = validate::check(
@@ -386,6 +392,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                     generation: start.generation,
                     rebuilt_from: None,
                     source: Source::History,
+                    journal: None,
                 }));
             }
         }
@@ -726,9 +733,9 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         };
         let sidecar = Arc::clone(guard.sidecar());
         let view = self.journal_view(Some(&sidecar), false)?;
-        let (p, journal) = match &view {
+        let p = match &view {
             Some(view) => self.replay_deleted(p, view, &sidecar)?,
-            None => (p, None),
+            None => p,
         };
         let quarantined = self.keep_unapplied_journal(&sidecar, p.generation)?;
         let change = Change::Restore { from: p.generation };
@@ -739,7 +746,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             restored_from: p.generation,
             rebuilt_from: p.rebuilt_from,
             source: p.source,
-            journal,
+            journal: p.journal,
             quarantined,
             generation: base.generation,
         };
@@ -750,16 +757,16 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
     /// Journal mode, a deleted snapshot: `p` carried forward by the journal's records
     /// when it is the version the journal follows (their history entries are written
     /// first, as a compaction writes them), with the generations of the records
-    /// applied; `p` as it is otherwise. The result passes what any version must.
+    /// applied in [`Provable::journal`]; `p` as it is otherwise. The result passes what any version must.
     fn replay_deleted(
         &self,
         p: Provable<T>,
         view: &crate::journal::View,
         sidecar: &Sidecar,
-    ) -> Result<(Provable<T>, Option<(u64, u64)>)> {
+    ) -> Result<Provable<T>> {
         let follows = view.header.follows;
         if p.generation != follows || view.newest() <= follows {
-            return Ok((p, None));
+            return Ok(p);
         }
         let start = serde_json::to_value(&p.state).map_err(|source| Error::Serialize {
             path: self.path().to_path_buf(),
@@ -768,10 +775,10 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         let mut doc = start.clone();
         let reached = view.replay(&mut doc);
         if reached == follows {
-            return Ok((p, None));
+            return Ok(p);
         }
         let Ok(state) = serde_json::from_value::<T>(doc) else {
-            return Ok((p, None));
+            return Ok(p);
         };
         let config = self.config();
         if validate::check(
@@ -782,7 +789,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         )
         .is_err()
         {
-            return Ok((p, None));
+            return Ok(p);
         }
         // The records' history entries, before the commit replaces the journal (a
         // failure is bookkeeping, as in a compaction: the records are in the version
@@ -803,15 +810,13 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                 return Err(e);
             }
         }
-        Ok((
-            Provable {
-                state,
-                generation: reached,
-                rebuilt_from: Some(p.rebuilt_from.unwrap_or(p.generation)),
-                source: p.source,
-            },
-            Some((follows + 1, reached)),
-        ))
+        Ok(Provable {
+            state,
+            generation: reached,
+            rebuilt_from: Some(p.rebuilt_from.unwrap_or(p.generation)),
+            source: p.source,
+            journal: Some((follows + 1, reached)),
+        })
     }
 
     /// The permissions of the journal in `sidecar` (it follows the state file's at
@@ -847,11 +852,8 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         };
         let past = match crate::journal::Header::decode(&bytes) {
             Some(header) => {
-                let scan = crate::journal::scan(
-                    &bytes,
-                    crate::journal::HEADER_LEN,
-                    header.follows + 1,
-                );
+                let scan =
+                    crate::journal::scan(&bytes, crate::journal::HEADER_LEN, header.follows + 1);
                 let newest = scan.records.last().map_or(header.follows, |r| r.generation);
                 newest.max(scan.max_seen) > upto || scan.damage.is_some()
             }

@@ -89,7 +89,11 @@ fn deleted_recover_that_proves_nothing_says_so_and_names_init_force() {
     std::fs::remove_dir_all(sidecar.join("history")).unwrap();
     let args = &["recover", "s.json"][..];
     let run = env.run(args);
-    run.assert_failed(args, 16, "was deleted and no version of it could be put back");
+    run.assert_failed(
+        args,
+        16,
+        "was deleted and no version of it could be put back",
+    );
     run.assert_failed(args, 16, "--force");
     assert!(!run.stderr.contains("is damaged"), "{}", run.snapshot());
     assert!(!env.path("s.json").exists(), "{}", run.snapshot());
