@@ -179,8 +179,14 @@ export interface UndeletedEvent {
   known: number
   /** The generation whose document was put back. */
   restoredFrom: number
-  /** When the history's patches rebuilt it: the backup generation they were applied to. */
+  /** When changes (the history's patches, the journal's records) rebuilt it: the generation of the whole copy they were applied to. */
   rebuiltFrom: number | null
+  /** Where that whole copy was kept: a backup, or the history (an entry holding the whole document). */
+  source: 'backup' | 'history'
+  /** Journal mode: the first and last generation of the journal's records applied. */
+  journal: [number, number] | null
+  /** Journal mode: where the journal was kept when it holds generations the version put back lacks. */
+  quarantined: string | null
   generation: number
   message: string
 }

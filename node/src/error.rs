@@ -138,7 +138,7 @@ fn payload(e: &Error) -> Value {
             p["sidecar"] = sidecar.display().to_string().into();
             // The library's hint speaks of the command line; the Node way first.
             p["hint"] = format!(
-                "store.recover() (or `statesafe recover FILE`) puts back the newest version its backups and history prove, as the next generation; to start over on purpose, store.replace(doc) writes a whole new document (the old generations' backups and history stay), or remove the sidecar directory `{}` to discard them too",
+                "store.recover() (or `statesafe recover FILE`) puts back the newest version its backups, history and journal prove, as the next generation (when they prove none, it rejects with EUNRECOVERABLE and writes nothing); to start over on purpose, store.replace(doc) writes a whole new document (the old generations' backups and history stay), or remove the sidecar directory `{}` to discard them too",
                 sidecar.display()
             )
             .into();

@@ -30,7 +30,7 @@ test('review20: a refused update does not let the next attempt start from the de
 // it whole (generation 1's entry is a snapshot with its checksum). Before the fix:
 // recover() rejected with EUNRECOVERABLE, "state file `…` is damaged and could not be
 // recovered; there are no backups", right after EDELETED's hint sent the user to it.
-test.skip('review20: recover() puts back a state committed once', async (t) => {
+test('review20: recover() puts back a state committed once', async (t) => {
   const file = join(tempDir(t), 'state.json')
   const store = open(file, { default: {} })
   await store.replace({ apiKey: 'k-123' })

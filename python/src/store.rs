@@ -1012,6 +1012,9 @@ pub fn event_dict<'py>(py: Python<'py>, event: &Event) -> PyResult<Bound<'py, Py
             known,
             restored_from,
             rebuilt_from,
+            source,
+            journal,
+            quarantined,
             generation,
         } => {
             d.set_item("kind", "undeleted")?;
@@ -1019,6 +1022,9 @@ pub fn event_dict<'py>(py: Python<'py>, event: &Event) -> PyResult<Bound<'py, Py
             d.set_item("known", *known)?;
             d.set_item("restored_from", *restored_from)?;
             d.set_item("rebuilt_from", *rebuilt_from)?;
+            d.set_item("source", source.name())?;
+            d.set_item("journal", *journal)?;
+            d.set_item("quarantined", quarantined.as_deref().map(text))?;
             d.set_item("generation", *generation)?;
         }
         Event::Quarantined {

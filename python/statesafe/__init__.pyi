@@ -70,9 +70,15 @@ class Event(TypedDict, total=False):
     message: str
     path: str
     damage: str
-    quarantined: str
+    # A str for `recovered` and `quarantined`; for `undeleted`, where a journal it
+    # could not apply whole was kept (journal mode), else None.
+    quarantined: Optional[str]
     restored_from: Optional[int]
     rebuilt_from: Optional[int]
+    # `undeleted`: "backup" or "history" (where the whole copy it started from was
+    # kept), and the first and last generation of the journal's records applied.
+    source: str
+    journal: Optional[tuple[int, int]]
     generation: int
     filesystem: str
     because: str

@@ -304,7 +304,8 @@ _PYTHON_HINTS = {
 
 def _deleted_hint(fields: dict[str, Any]) -> str:
     return ("store.recover() (or `statesafe recover FILE`) puts back the newest version its "
-            "backups and history prove, as the next generation; to start over on purpose, "
+            "backups, history and journal prove, as the next generation (when they prove "
+            "none, it raises Unrecoverable and writes nothing); to start over on purpose, "
             "store.replace(document) writes a whole new document (the old generations' "
             "backups and history stay), or remove the sidecar directory "
             f"`{fields.get('sidecar')}` to discard them too")

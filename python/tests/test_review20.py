@@ -45,8 +45,6 @@ def test_a_deleted_counter_is_not_restarted_from_the_default_by_the_next_run(
     assert runs == ["refused deleted"] * 3, runs
 
 
-@pytest.mark.xfail(strict=True, reason="review20: recover() of a deleted file ignores the "
-                   "history, which holds a state committed once whole (no backup yet)")
 def test_recover_puts_back_a_state_committed_once(path: pathlib.Path) -> None:
     store = statesafe.open(path, default={})
     store.create({"api_key": "k-123", "users": ["ann"]})

@@ -268,6 +268,10 @@ impl From<statesafe::Error> for CliError {
         let exit = match &err {
             E::NotFound { .. } | E::GenerationUnavailable { .. } => Exit::NotFound,
             E::Deleted { .. } => Exit::Deleted,
+            // A deleted file nothing proves a version of is still deleted, not damaged.
+            E::Unrecoverable { damage, .. } if matches!(**damage, E::Deleted { .. }) => {
+                Exit::Deleted
+            }
             E::Corrupt { .. } | E::Unrecoverable { .. } => Exit::Corrupt,
             E::LockTimeout { .. } | E::LockLost { .. } => Exit::LockTimeout,
             E::Unsafe { .. } => Exit::Unsafe,

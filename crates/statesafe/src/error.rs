@@ -310,16 +310,20 @@ pub enum Error {
         limit: usize,
     },
 
-    /// The state file is damaged and no valid backup could replace it.
+    /// The state file is damaged and no valid backup could replace it; or it was
+    /// deleted ([`Error::Deleted`] as the damage) and nothing its sidecar keeps proves
+    /// a version to put back.
     #[error(
-        "state file `{}` is damaged and could not be recovered{}",
+        "state file `{}` {}{}",
         path.display(),
+        unrecoverable_what(damage),
         tried_suffix(tried)
     )]
     Unrecoverable {
         /// The state file.
         path: PathBuf,
-        /// What is wrong with it ([`Error::Corrupt`] or [`Error::Invalid`]).
+        /// What is wrong with it ([`Error::Corrupt`] or [`Error::Invalid`];
+        /// [`Error::Deleted`] for a deleted file).
         #[source]
         damage: Box<Error>,
         /// Where the damaged file was kept, if it could be.
@@ -476,6 +480,16 @@ fn location(line: Option<usize>, column: Option<usize>) -> String {
     }
 }
 
+/// What [`Error::Unrecoverable`] says of its file: damaged, or deleted.
+fn unrecoverable_what(damage: &Error) -> String {
+    match damage {
+        Error::Deleted { generation, .. } => format!(
+            "was deleted and no version of it could be put back: its sidecar shows generation {generation} committed, but no backup, history entry or journal record it keeps proves any version"
+        ),
+        _ => "is damaged and could not be recovered".into(),
+    }
+}
+
 fn tried_suffix(tried: &[(PathBuf, String)]) -> String {
     if tried.is_empty() {
         return "; there are no backups".into();
@@ -618,7 +632,7 @@ impl Error {
                 "create it first (for example with `statesafe set FILE '' '{}'`), or check the path".into()
             }
             Error::Deleted { path, sidecar, .. } => format!(
-                "run `statesafe recover {p}` to put back the newest version its backups and history prove, as the next generation; or, to start over on purpose, write a whole new document (`statesafe init {p} DOCUMENT --force`, or `replace` in a program; the old generations' backups and history stay), or remove the sidecar directory `{s}` to discard the old state's backups, history and settings too",
+                "run `statesafe recover {p}` to put back the newest version its backups, history and journal prove, as the next generation (when they prove none, it says so and writes nothing); or, to start over on purpose, write a whole new document (`statesafe init {p} DOCUMENT --force`, or `replace` in a program; the old generations' backups and history stay), or remove the sidecar directory `{s}` to discard the old state's backups, history and settings too",
                 p = path.display(),
                 s = sidecar.display()
             ),
@@ -690,6 +704,17 @@ impl Error {
             Error::BadPath { .. } => "give the path of a regular file in an existing directory".into(),
             Error::AlreadyExists { .. } => "use an update instead of create, or remove the file first".into(),
             Error::TooLarge { .. } => "remove data from the state, or raise the limit (`max_bytes` in the settings)".into(),
+            Error::Unrecoverable { damage, .. } if matches!(**damage, Error::Deleted { .. }) => {
+                let (path, sidecar) = match &**damage {
+                    Error::Deleted { path, sidecar, .. } => (path, sidecar),
+                    _ => unreachable!("invariant: matched just above"),
+                };
+                format!(
+                    "nothing was written. If you have a copy of the state elsewhere (a backup of the directory, another machine), write it back as a new generation with `statesafe init {p} DOCUMENT --force` (`replace` in a program); otherwise start over on purpose the same way, or remove the sidecar directory `{s}` to discard what is left of the old state (settings, lock record) too",
+                    p = path.display(),
+                    s = sidecar.display()
+                )
+            }
             Error::Unrecoverable { quarantined, .. } => match quarantined {
                 Some(q) => format!(
                     "the damaged file is kept at `{}`; repair it by hand and write it back, or start afresh deliberately",

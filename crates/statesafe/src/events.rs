@@ -110,9 +110,21 @@ pub enum Event {
         known: u64,
         /// The generation whose document was put back.
         restored_from: u64,
-        /// When the history's patches rebuilt it: the backup generation they were
-        /// applied to (`None`: it was restored from its own backup).
+        /// When changes (the history's patches, the journal's records) rebuilt it: the
+        /// generation of the whole copy they were applied to (`None`: it was put back
+        /// from its own whole copy).
         rebuilt_from: Option<u64>,
+        /// Where that whole copy was kept: a backup, or the history (an entry that
+        /// holds the whole document with its checksum, as the first commit's does).
+        source: Source,
+        /// Journal mode: the generations of the journal's records applied last (the
+        /// commits since the last compaction), first and last.
+        journal: Option<(u64, u64)>,
+        /// Journal mode: where the journal was kept when it holds generations the
+        /// version put back lacks (its records follow a version nothing proves, or one
+        /// does not apply): in the sidecar's quarantine, before a new journal replaced
+        /// it.
+        quarantined: Option<PathBuf>,
         /// The generation now in place.
         generation: u64,
     },
@@ -126,6 +138,27 @@ pub enum Event {
         /// The generation given to the file (1).
         generation: u64,
     },
+}
+
+/// Where the whole copy of a document that [`Event::Undeleted`] put back (or started
+/// its rebuild from) was kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Source {
+    /// A backup, verified by its own metadata record.
+    Backup,
+    /// A history entry holding the whole document, verified by the checksum it records.
+    History,
+}
+
+impl Source {
+    /// `backup` or `history`, for the bindings' events.
+    pub fn name(self) -> &'static str {
+        match self {
+            Source::Backup => "backup",
+            Source::History => "history",
+        }
+    }
 }
 
 impl std::fmt::Display for Event {
@@ -187,26 +220,48 @@ impl std::fmt::Display for Event {
                 known,
                 restored_from,
                 rebuilt_from,
+                source,
+                journal,
+                quarantined,
                 generation,
             } => {
                 write!(
                     f,
-                    "state file `{}` was deleted (its sidecar knew generation {known}); ",
+                    "state file `{}` was deleted (its sidecar knew generation {known}); put back generation {restored_from} (",
                     path.display()
                 )?;
-                match rebuilt_from {
-                    Some(b) => write!(
-                        f,
-                        "put back generation {restored_from} (backup {b} and the history's changes after it)"
-                    )?,
-                    None => write!(f, "put back backup generation {restored_from}")?,
+                let whole = rebuilt_from.unwrap_or(*restored_from);
+                match source {
+                    Source::Backup => write!(f, "backup {whole}")?,
+                    Source::History => {
+                        write!(f, "the history's whole copy of generation {whole}")?;
+                    }
                 }
+                let history_to = journal.map_or(*restored_from, |(first, _)| first - 1);
+                if history_to > whole {
+                    write!(f, ", the history's changes up to generation {history_to}")?;
+                }
+                if let Some((first, last)) = journal {
+                    write!(
+                        f,
+                        ", the journal's records of generations {first} to {last}"
+                    )?;
+                }
+                write!(f, ")")?;
                 if restored_from < known {
                     write!(
                         f,
-                        "; the changes of generations {} to {known} were neither in a backup nor in the history and are lost",
+                        "; the changes of generations {} to {known} are in nothing that proves them",
                         restored_from + 1
                     )?;
+                    match quarantined {
+                        Some(q) => write!(
+                            f,
+                            " (the journal that holds records of them is kept at `{}`)",
+                            q.display()
+                        )?,
+                        None => write!(f, " and are lost")?,
+                    }
                 }
                 write!(f, ", as generation {generation}")
             }

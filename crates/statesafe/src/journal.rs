@@ -1534,7 +1534,20 @@ pub(crate) fn quarantine(
     checksum: u64,
     perms: Perms,
 ) -> std::result::Result<Result<PathBuf>, Poisoning> {
-    let name = format!("journal-damaged-{checksum:016x}");
+    quarantine_as(sidecar, "journal-damaged", checksum, perms)
+}
+
+/// [`quarantine`] under `prefix-XXH3`: `journal-unapplied` for a journal that
+/// `recover` of a deleted state file could not carry over whole (its records follow a
+/// version nothing proves, or one does not apply): not damaged, but the only copy of
+/// those commits.
+pub(crate) fn quarantine_as(
+    sidecar: &Sidecar,
+    prefix: &str,
+    checksum: u64,
+    perms: Perms,
+) -> std::result::Result<Result<PathBuf>, Poisoning> {
+    let name = format!("{prefix}-{checksum:016x}");
     crate::backup::quarantine_link(
         sidecar,
         sidecar.root().fd(),
@@ -1662,6 +1675,22 @@ impl View {
             snapshot,
             journal_path,
         }))
+    }
+
+    /// Applies the records, in order, to `doc`, the document of the generation the
+    /// journal follows (the caller proved it: the snapshot itself is gone when a
+    /// deleted state file is put back): the generation reached, the header's when no
+    /// record applies. A record that does not apply ends the replay, `doc` left as
+    /// the record before it made it (a patch that fails changes nothing).
+    pub(crate) fn replay(&self, doc: &mut Value) -> u64 {
+        let mut at = self.header.follows;
+        for r in &self.records {
+            if apply(doc, r, &self.bytes).is_err() {
+                break;
+            }
+            at = r.generation;
+        }
+        at
     }
 
     /// The newest generation the journal holds (its header's when it has no record).
@@ -1827,7 +1856,34 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             Ok(None) => return Ok(Ok(())),
             Err(e) => return Ok(Err(e)),
         };
-        let upto = b.generation;
+        // As for plain files, an entry that opens a segment or follows a gap carries
+        // the whole document, when the history keeps documents that size: replayed
+        // from the snapshot.
+        let doc = match &view.snapshot {
+            Some((bytes, _)) if small => format::decode::<Value>(self.path(), bytes).ok(),
+            _ => None,
+        };
+        self.record_journal_history(sidecar, &view, doc, b.generation, b.perms)
+    }
+
+    /// The history entries of `view`'s records up to generation `upto` that the log
+    /// does not hold yet and its retention keeps, appended and flushed (one write per
+    /// segment). `doc`: the document of the generation the journal follows, when
+    /// known, to give each entry the checksum of the version it produces (and the
+    /// whole document where one is due).
+    pub(crate) fn record_journal_history(
+        &self,
+        sidecar: &Sidecar,
+        view: &View,
+        doc: Option<Value>,
+        upto: u64,
+        perms: Perms,
+    ) -> std::result::Result<Result<()>, Poisoning> {
+        let config = self.config();
+        let policy = &config.history;
+        if policy.keep == 0 {
+            return Ok(Ok(()));
+        }
         let oldest = (upto + 1).saturating_sub(u64::from(policy.keep)) + 1;
         let last = crate::history::last_recorded(sidecar, policy, upto);
         let from = last.map_or(0, |l| l + 1).max(oldest);
@@ -1838,15 +1894,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         {
             return Ok(Ok(()));
         }
-        // As for plain files, an entry that opens a segment or follows a gap carries
-        // the whole document, when the history keeps documents that size: replayed
-        // from the snapshot.
-        let mut doc = match &view.snapshot {
-            Some((bytes, _)) if j.snapshot_len as u64 <= policy.max_patch_bytes => {
-                format::decode::<Value>(self.path(), bytes).ok()
-            }
-            _ => None,
-        };
+        let mut doc = doc;
         let mut previous = last;
         let mut entries = Vec::new();
         for (i, r) in view
@@ -1894,7 +1942,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             sidecar,
             policy,
             &entries,
-            b.perms,
+            perms,
             self.opts.durability == Durability::Full,
         )
     }

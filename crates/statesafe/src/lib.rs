@@ -61,7 +61,7 @@ mod write;
 
 pub use backup::{BackupInfo, BackupList};
 pub use error::{Error, Op, Result};
-pub use events::{Event, Latency, Stats};
+pub use events::{Event, Latency, Source, Stats};
 pub use format::{Layout, Writer};
 pub use history::{Change, HistoryEntry};
 pub use lock::Holder;

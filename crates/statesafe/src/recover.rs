@@ -21,7 +21,7 @@ use serde_json::Value;
 
 use crate::backup::{self, BackupInfo, BackupList};
 use crate::error::{Error, Op, Result};
-use crate::events::Event;
+use crate::events::{Event, Source};
 use crate::format::{self, Meta, Writer};
 use crate::history::{self, Change, HistoryEntry};
 use crate::lock::{self, Holder};
@@ -111,6 +111,11 @@ struct Provable<T> {
     generation: u64,
     /// When the history's patches rebuilt it: the backup generation they started from.
     rebuilt_from: Option<u64>,
+    /// Where the whole copy it was read or rebuilt from was kept.
+    source: Source,
+    /// Journal mode: the generations of the journal's records applied last, first and
+    /// last (a deleted snapshot's commits since the last compaction).
+    journal: Option<(u64, u64)>,
 }
 
 impl<T: Serialize + DeserializeOwned> Store<T> {
@@ -309,11 +314,15 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                                 state,
                                 generation,
                                 rebuilt_from: Some(b.generation),
+                                source: Source::Backup,
+                                journal: None,
                             },
                             None => Provable {
                                 state,
                                 generation: b.generation,
                                 rebuilt_from: None,
+                                source: Source::Backup,
+                                journal: None,
                             },
                         },
                     ));
@@ -326,6 +335,74 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             }
         }
         Ok(Found::Nothing(tried))
+    }
+
+    /// The newest version below generation `below` that a deleted file's backups or
+    /// history prove: [`Store::newest_provable_below`], or the history alone where it
+    /// reaches further (review20 finding 1: a file committed once, or whose backups
+    /// were cleaned away, has no backup, but the history's first entry, and the first
+    /// of each segment, holds the whole document with its checksum).
+    fn newest_provable_deleted(&self, below: u64) -> Result<Found<T>> {
+        let found = self.newest_provable_below(below)?;
+        let history = self.provable_from_history(below)?;
+        Ok(match (found, history) {
+            (Found::Provable(p), Some(h)) if h.generation > p.generation => Found::Provable(h),
+            (Found::Nothing(_), Some(h)) => Found::Provable(h),
+            (found, _) => found,
+        })
+    }
+
+    /// The history's newest entry below `below` that holds the whole document with a
+    /// checksum it matches (and that passes this store's type, rule and schema),
+    /// carried forward by the entries after it as [`Store::apply_chain`] carries a
+    /// backup; `None` when there is no such entry. An entry whose document does not
+    /// match its checksum (changed outside statesafe, damaged) is passed over for an
+    /// older one. An I/O error reading the history is returned (see
+    /// [`Store::carry_forward`]).
+    fn provable_from_history(&self, below: u64) -> Result<Option<Provable<T>>> {
+        let config = self.config();
+        if config.history.keep == 0 || below == 0 {
+            return Ok(None);
+        }
+        let sidecar = self.sidecar()?;
+        let entries = history::read(sidecar.as_ref(), &config.history, below - 1, false)?;
+        for start in entries.iter().rev() {
+            let (Some(doc), Some(sum)) = (&start.snapshot, start.checksum) else {
+                continue;
+            };
+            if history::checksum_of(doc) != sum {
+                continue;
+            }
+            let Ok(state) = serde_json::from_value::<T>(doc.clone()) else {
+                continue;
+            };
+            if let Some((state, generation)) = self.apply_chain(&state, start.generation, &entries)
+            {
+                return Ok(Some(Provable {
+                    state,
+                    generation,
+                    rebuilt_from: Some(start.generation),
+                    source: Source::History,
+                    journal: None,
+                }));
+            }
+            let valid = validate::check(
+                self.path(),
+                &state,
+                self.opts.rule.as_ref(),
+                config.schema.as_ref(),
+            );
+            if valid.is_ok() {
+                return Ok(Some(Provable {
+                    state,
+                    generation: start.generation,
+                    rebuilt_from: None,
+                    source: Source::History,
+                    journal: None,
+                }));
+            }
+        }
+        Ok(None)
     }
 
     /// Applies the history's entries after generation `from` to `state`, up to the
@@ -647,7 +724,11 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
     /// [`Store::recover`] of a missing state file, with the lock held: refused with
     /// [`Error::NotFound`] when its sidecar shows no commit; otherwise the newest
     /// version [`Store::newest_provable`] finds below the last generation known is
-    /// committed as the next generation.
+    /// committed as the next generation. In journal mode the journal's records (the
+    /// commits since the last compaction, changes to the snapshot deleted) are applied
+    /// to that version when it is the one the journal follows; a journal holding
+    /// generations the version put back lacks is kept in the quarantine before the
+    /// commit starts a new one, never dropped.
     fn undelete(&self, guard: &mut lock::Guard<'_>, temp_name: &OsString) -> Result<Event> {
         let known = match self.refuse_deleted(Some(guard.sidecar())) {
             Ok(()) => {
@@ -658,7 +739,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             Err(Error::Deleted { generation, .. }) => generation,
             Err(e) => return Err(e),
         };
-        let p = match self.newest_provable_below(known + 1)? {
+        let p = match self.newest_provable_deleted(known + 1)? {
             Found::Provable(p) => p,
             Found::Nothing(tried) => {
                 self.recorder.failure("unrecoverable");
@@ -673,6 +754,13 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                 });
             }
         };
+        let sidecar = Arc::clone(guard.sidecar());
+        let view = self.journal_view(Some(&sidecar), false)?;
+        let p = match &view {
+            Some(view) => self.replay_deleted(p, view, &sidecar)?,
+            None => p,
+        };
+        let quarantined = self.keep_unapplied_journal(&sidecar, p.generation)?;
         let change = Change::Restore { from: p.generation };
         let base = self.write_version(guard, temp_name, &p.state, None, change)?;
         let event = Event::Undeleted {
@@ -680,10 +768,136 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             known,
             restored_from: p.generation,
             rebuilt_from: p.rebuilt_from,
+            source: p.source,
+            journal: p.journal,
+            quarantined,
             generation: base.generation,
         };
         self.emit(event.clone());
         Ok(event)
+    }
+
+    /// Journal mode, a deleted snapshot: `p` carried forward by the journal's records
+    /// when it is the version the journal follows (their history entries are written
+    /// first, as a compaction writes them), with the generations of the records
+    /// applied in [`Provable::journal`]; `p` as it is otherwise. The result passes what any version must.
+    fn replay_deleted(
+        &self,
+        p: Provable<T>,
+        view: &crate::journal::View,
+        sidecar: &Sidecar,
+    ) -> Result<Provable<T>> {
+        let follows = view.header.follows;
+        if p.generation != follows || view.newest() <= follows {
+            return Ok(p);
+        }
+        let start = serde_json::to_value(&p.state).map_err(|source| Error::Serialize {
+            path: self.path().to_path_buf(),
+            source,
+        })?;
+        let mut doc = start.clone();
+        let reached = view.replay(&mut doc);
+        if reached == follows {
+            return Ok(p);
+        }
+        let Ok(state) = serde_json::from_value::<T>(doc) else {
+            return Ok(p);
+        };
+        let config = self.config();
+        if validate::check(
+            self.path(),
+            &state,
+            self.opts.rule.as_ref(),
+            config.schema.as_ref(),
+        )
+        .is_err()
+        {
+            return Ok(p);
+        }
+        // The records' history entries, before the commit replaces the journal (a
+        // failure is bookkeeping, as in a compaction: the records are in the version
+        // put back, and the journal is quarantined below if it is not all there).
+        match self.record_journal_history(
+            sidecar,
+            view,
+            Some(start),
+            reached,
+            self.journal_perms(sidecar),
+        ) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(target: "statesafe", "`{}`: recording the journal's records in the history failed: {}", self.path().display(), e.with_causes());
+            }
+            Err(write::Poisoning(e)) => {
+                self.poison();
+                return Err(e);
+            }
+        }
+        Ok(Provable {
+            state,
+            generation: reached,
+            rebuilt_from: Some(p.rebuilt_from.unwrap_or(p.generation)),
+            source: p.source,
+            journal: Some((follows + 1, reached)),
+        })
+    }
+
+    /// The permissions of the journal in `sidecar` (it follows the state file's at
+    /// every commit), for what is written from it once the state file is gone; the
+    /// sidecar's own owner and a private mode when it cannot be read.
+    fn journal_perms(&self, sidecar: &Sidecar) -> write::Perms {
+        let root = sidecar.root();
+        match sys::stat_at(root.fd(), std::ffi::OsStr::new(crate::journal::JOURNAL))
+            .or_else(|_| sys::stat_fd(root.fd()))
+        {
+            Ok(st) => write::Perms {
+                mode: st.mode & 0o666,
+                uid: st.uid,
+                gid: st.gid,
+            },
+            Err(_) => write::Perms {
+                mode: 0o600,
+                uid: sys::effective_uid(),
+                gid: sys::effective_gid(),
+            },
+        }
+    }
+
+    /// Before a deleted state file is put back at generation `upto`: a journal in
+    /// `sidecar` that holds a generation past it (or whose header does not verify)
+    /// gets a second name in the quarantine (`journal-unapplied-XXH3`), synced, since
+    /// the commit that follows starts a new journal in its place. Its path, or `None`
+    /// when there is no journal or nothing in it is past `upto`.
+    fn keep_unapplied_journal(&self, sidecar: &Sidecar, upto: u64) -> Result<Option<PathBuf>> {
+        let name = std::ffi::OsStr::new(crate::journal::JOURNAL);
+        let Some(bytes) = sidecar.root().read(name, Op::Read)? else {
+            return Ok(None);
+        };
+        let past = match crate::journal::Header::decode(&bytes) {
+            Some(header) => {
+                let scan =
+                    crate::journal::scan(&bytes, crate::journal::HEADER_LEN, header.follows + 1);
+                let newest = scan.records.last().map_or(header.follows, |r| r.generation);
+                newest.max(scan.max_seen) > upto || scan.damage.is_some()
+            }
+            None => bytes.iter().any(|b| *b != 0),
+        };
+        if !past {
+            return Ok(None);
+        }
+        let perms = self.journal_perms(sidecar);
+        match crate::journal::quarantine_as(
+            sidecar,
+            "journal-unapplied",
+            format::checksum(&bytes),
+            perms,
+        ) {
+            Ok(result) => result.map(Some),
+            Err(write::Poisoning(e)) => {
+                self.poison();
+                Err(e)
+            }
+        }
     }
 
     /// Brings back the backup of `generation` as a new generation (the version it
@@ -811,7 +1025,10 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         // the journal, so the log read after it holds whatever this journal lacks.
         let view = self.journal_view(None, false)?;
         let cur = self.read_current()?;
-        let current = cur.as_ref().map_or(0, |c| c.generation);
+        let current = match &cur {
+            Some(c) => c.generation,
+            None => self.newest_known(view.as_ref())?,
+        };
         // Read with the entries before the retention still on disk: the snapshot the
         // retained ones are rebuilt from, to verify them (shown as damaged when they
         // do not produce the document they record).
@@ -838,6 +1055,16 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             });
         }
         Ok(entries)
+    }
+
+    /// For a missing state file: the newest generation its sidecar knows (0 when it
+    /// knows none), as `Store::refuse_deleted` counts it, so that the history of a
+    /// deleted file still shows every commit it holds (review20 finding 2: read up to
+    /// generation 0, it showed none, and `statesafe log` said "no history recorded").
+    fn newest_known(&self, view: Option<&crate::journal::View>) -> Result<u64> {
+        let sidecar = self.sidecar()?;
+        let known = write::highest_known_generation(sidecar.as_ref(), &self.local().lock)?;
+        Ok(known.max(view.map_or(0, crate::journal::View::newest_generation)))
     }
 
     /// The document as it was at `generation`: the current file, a backup, or rebuilt
@@ -876,7 +1103,10 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         }
         let config = self.config();
         let view = self.journal_view(None, false)?;
-        let current = self.generation()?;
+        let current = match self.generation()? {
+            0 => self.newest_known(view.as_ref())?,
+            g => g,
+        };
         let mut entries = history::read(self.sidecar()?.as_ref(), &config.history, current, false)?;
         if let Some(view) = &view {
             entries = view.merge(entries, current, &config.history);

@@ -76,3 +76,45 @@ fn deleted_control_a_new_file_is_not_found_then_created() {
         .assert_failed(&["get"], 3, "does not exist");
     assert_eq!(env.run(&["init", "s.json"]).code, 0);
 }
+
+/// review20 finding 8: with the backups and the history cleaned away, nothing proves a
+/// version; `recover` said "is damaged … repair the file by hand" (exit 7) about a file
+/// that is not there. It says the file was deleted (exit 16, the file still is) and
+/// names the ways out.
+#[test]
+fn deleted_recover_that_proves_nothing_says_so_and_names_init_force() {
+    let env = three_commits_then_rm();
+    let sidecar = env.path(".s.json.statesafe");
+    std::fs::remove_dir_all(sidecar.join("backups")).unwrap();
+    std::fs::remove_dir_all(sidecar.join("history")).unwrap();
+    let args = &["recover", "s.json"][..];
+    let run = env.run(args);
+    run.assert_failed(
+        args,
+        16,
+        "was deleted and no version of it could be put back",
+    );
+    run.assert_failed(args, 16, "--force");
+    assert!(!run.stderr.contains("is damaged"), "{}", run.snapshot());
+    assert!(!env.path("s.json").exists(), "{}", run.snapshot());
+}
+
+/// review20 finding 2: `log` and `diff` of a deleted file read its history up to the
+/// last generation its sidecar knows (before: up to 0, "no history recorded", exit 0,
+/// while the history held every commit).
+#[test]
+fn deleted_log_and_diff_still_show_the_history() {
+    let env = three_commits_then_rm();
+    let run = env.run(&["log", "s.json"]);
+    assert_eq!(run.code, 0, "{}", run.snapshot());
+    for g in 1..=3 {
+        assert!(
+            run.stdout.contains(&format!("generation {g} ")),
+            "{}",
+            run.snapshot()
+        );
+    }
+    let run = env.run(&["diff", "s.json", "1", "3"]);
+    assert_eq!(run.code, 0, "{}", run.snapshot());
+    assert!(run.stdout.contains("\"value\":3"), "{}", run.snapshot());
+}

@@ -19,7 +19,6 @@ use crate::common::{self, ChildCmd};
 /// backups", hint "repair the file by hand") right after `Error::Deleted`'s hint sent
 /// the user to it. The document is provable and nothing gives it back.
 #[test]
-#[ignore = "review20: recover of a deleted file ignores a history that holds its whole document (no backup yet)"]
 fn review20_recover_puts_back_a_single_commit_from_the_history_snapshot() {
     let dir = common::test_dir();
     let path = dir.path().join("state.json");
@@ -39,7 +38,6 @@ fn review20_recover_puts_back_a_single_commit_from_the_history_snapshot() {
 /// still holds generation 1's snapshot and every patch after it, each with the
 /// checksum of the document it produces.
 #[test]
-#[ignore = "review20: recover of a deleted file ignores a history that holds its whole chain (backups removed)"]
 fn review20_recover_rebuilds_from_the_history_alone_when_the_backups_are_gone() {
     let dir = common::test_dir();
     let path = dir.path().join("state.json");
@@ -62,7 +60,6 @@ fn review20_recover_rebuilds_from_the_history_alone_when_the_backups_are_gone() 
 /// history recorded", exit 0) while it holds every commit: the one place a user
 /// looks for what was lost shows nothing. (`diff` and `document_at` likewise.)
 #[test]
-#[ignore = "review20: history() of a deleted file is empty though its history holds every commit"]
 fn review20_history_of_a_deleted_file_still_lists_its_commits() {
     let dir = common::test_dir();
     let path = dir.path().join("state.json");
@@ -119,7 +116,6 @@ fn journal_compacted_at_5_then_three_records(path: &Path) -> Store {
 /// for good (nothing is quarantined). Three acknowledged commits rolled back by
 /// the repair meant to save them.
 #[test]
-#[ignore = "review20: journal-mode recover of a deleted snapshot rolls back to the last compaction and destroys the journal's records"]
 fn review20_journal_recover_after_a_compaction_keeps_the_journals_records() {
     let dir = common::test_dir();
     let path = dir.path().join("state.json");
@@ -135,6 +131,81 @@ fn review20_journal_recover_after_a_compaction_keeps_the_journals_records() {
     );
 }
 
+/// Finding 3, the records kept as well as applied: after `recover`, the history lists
+/// the journal's commits (moved into the log before the new journal replaced the old
+/// one, as a compaction moves them), and the version put back is generation 8's.
+#[test]
+fn review20_journal_recover_after_a_compaction_keeps_the_records_in_the_history() {
+    let dir = common::test_dir();
+    let path = dir.path().join("state.json");
+    let store = journal_compacted_at_5_then_three_records(&path);
+    std::fs::remove_file(&path).unwrap();
+    let event = store.recover().unwrap().expect("recover says what it did");
+    let text = event.to_string();
+    assert!(
+        text.contains("the journal's records of generations 6 to 8") && !text.contains("lost"),
+        "{text}"
+    );
+    let generations: Vec<u64> = store
+        .history()
+        .unwrap()
+        .iter()
+        .map(|e| e.generation)
+        .collect();
+    assert_eq!(generations, (1..=9).collect::<Vec<_>>(), "{text}");
+    assert_eq!(store.document_at(7).unwrap(), json!({"n": 7}));
+    assert_eq!(store.load().unwrap().generation, 9);
+}
+
+/// Finding 3 where the journal's records cannot be applied: with the history off, the
+/// version they follow (generation 5, compacted, never backed up) is proven by
+/// nothing, so `recover` puts back the newest backup (generation 1). Its commit starts
+/// a new journal: the old one, the only copy of generations 6 to 8, is kept in the
+/// quarantine first (before the fix it was replaced, gone for good, and the event
+/// said they "are lost").
+#[test]
+fn review20_journal_recover_keeps_a_journal_it_cannot_apply_in_the_quarantine() {
+    let dir = common::test_dir();
+    let path = dir.path().join("state.json");
+    let no_history = || HistoryPolicy {
+        keep: 0,
+        ..Default::default()
+    };
+    let first: Store = Store::open(&path).unwrap();
+    first
+        .save_settings(&Settings {
+            format: Format::Journal,
+            history: no_history(),
+            ..Default::default()
+        })
+        .unwrap();
+    let store: Store = Store::options().history(no_history()).open(&path).unwrap();
+    store.create(json!({"n": 1})).unwrap();
+    for n in 2..=4 {
+        store.update(move |s| s["n"] = n.into()).unwrap();
+    }
+    let mut settings = store.settings();
+    settings.journal_max_bytes = Some(1);
+    store.save_settings(&settings).unwrap();
+    store.update(|s| s["n"] = 5.into()).unwrap();
+    settings.journal_max_bytes = Some(1 << 20);
+    store.save_settings(&settings).unwrap();
+    for n in 6..=8 {
+        store.update(move |s| s["n"] = n.into()).unwrap();
+    }
+    let journal = std::fs::read(store.sidecar_path().join("journal")).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let event = store.recover().unwrap().expect("recover says what it did");
+    assert_eq!(store.load().unwrap().state, json!({"n": 1}), "{event}");
+    let kept: Vec<_> = std::fs::read_dir(store.sidecar_path().join("quarantine"))
+        .map(|d| d.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default();
+    assert!(
+        kept.iter().any(|p| std::fs::read(p).unwrap() == journal),
+        "the journal holding generations 6 to 8 was not kept: {kept:?} ({event})"
+    );
+}
+
 /// Finding 1 in journal mode before its first compaction (documented as "nothing
 /// proves a version"): the history's first entry is generation 1's whole document
 /// with its checksum, and the journal's records 2..=4 are changes to exactly that
@@ -142,7 +213,6 @@ fn review20_journal_recover_after_a_compaction_keeps_the_journals_records() {
 /// tests of lost19 assert `Unrecoverable` here
 /// (`deleted::deleted_journal_snapshot_is_refused_by_a_store_with_a_cached_copy`).
 #[test]
-#[ignore = "review20: journal mode before its first compaction: generation 1 is whole in the history and the journal holds the rest, yet recover gives Unrecoverable"]
 fn review20_journal_recover_before_a_compaction_uses_the_history_and_the_journal() {
     let dir = common::test_dir();
     let path = dir.path().join("state.json");
@@ -462,7 +532,6 @@ fn review20_root_recovers_a_users_deleted_file_for_the_user() {
 /// hint "repair the file by hand, or start afresh deliberately". There is no file to
 /// repair; the way out (`replace`, `init --force`, removing the sidecar) is not named.
 #[test]
-#[ignore = "review20: recover of an unprovable deleted file says 'damaged', 'repair the file by hand'"]
 fn review20_recover_that_proves_nothing_says_deleted_and_what_to_do() {
     let dir = common::test_dir();
     let path = dir.path().join("state.json");
