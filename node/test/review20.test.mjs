@@ -1,8 +1,7 @@
 // review20: lost19's "a deleted state file is never served as the default" red-teamed
 // from Node. Each test failed against main (42982e1) when written, for the reason its
-// comment gives (what it printed is in the commit message), and is skipped with
-// `test.skip` so that the suite stays green until the fix lands: then remove the
-// skip. The library tests of the same findings: crates/statesafe/tests/it/review20.rs.
+// comment gives (what it printed is in the commit message); all were fixed in
+// session 20 and run as ordinary tests. The library tests of the same findings: crates/statesafe/tests/it/review20.rs.
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { unlinkSync } from 'node:fs'

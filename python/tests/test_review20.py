@@ -1,8 +1,7 @@
 """Review, session 20 (review20): lost19's "a deleted state file is never served as the
 default" red-teamed from Python. Each test here failed against main (42982e1) when
-written (what it printed is in the commit message and the branch's report) and is
-marked `xfail(strict=True)`, so that CI stays green until the fix lands and then flags
-the marker for removal. The library tests of the same findings are in
+written (what it printed is in the commit message and the branch's report); all were
+fixed in session 20 and run as ordinary tests. The library tests of the same findings are in
 crates/statesafe/tests/it/review20.rs."""
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 //! review20: red-team of lost19's "a deleted state file is never served as the
 //! default" (`Store::refuse_deleted`, `Error::Deleted`, `recover` putting the newest
 //! provable version back). Each test here fails on main at 42982e1 for the reason its
-//! comment gives; they are `#[ignore]`d so that the suite stays green until the lead
-//! fixes them (run one with `--run-ignored only`).
+//! comment gives; all were fixed in session 20 (fix20a, fix20b, fix20c) and run as
+//! ordinary tests.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
