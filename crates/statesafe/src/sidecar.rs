@@ -106,8 +106,13 @@ fn own_file_mode(name: &OsStr, file_mode_: u32) -> u32 {
 /// The lock file's name.
 pub(crate) const LOCK: &str = "lock";
 
+/// The record that the state was committed at least once, and the generation it had
+/// reached when this record was written ([`Sidecar::enforce`]): evidence of a deleted
+/// state file for a reader who may not read the lock file (`write::highest_known_generation`).
+pub(crate) const COMMITTED: &str = "committed";
+
 /// statesafe's own files at the top of the sidecar.
-const OWN_FILES: [&str; 3] = [LOCK, "settings.json", "meta"];
+const OWN_FILES: [&str; 4] = [LOCK, "settings.json", "meta", COMMITTED];
 
 /// An `fsync` failed in [`Dir::write_small_file`]: the caller must not try it again
 /// (the kernel may have dropped what it failed to write), and poisons its store.
@@ -454,6 +459,9 @@ pub(crate) struct Sidecar {
     /// The permissions [`Self::enforce`] last found (or made) right, so that a commit
     /// that changes nothing about them checks nothing.
     enforced: std::sync::Mutex<Option<Perms>>,
+    /// Whether this handle found the [`COMMITTED`] record in place (or wrote it), so
+    /// that a commit looks for it once per handle.
+    committed: std::sync::atomic::AtomicBool,
 }
 
 impl Sidecar {
@@ -560,6 +568,7 @@ impl Sidecar {
             ino: st.ino,
             cached: Default::default(),
             enforced: std::sync::Mutex::new(None),
+            committed: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 
@@ -668,17 +677,49 @@ impl Sidecar {
     /// changes only where they differ. Only statesafe's
     /// own entries are adjusted; backups and quarantined files keep their own inode's
     /// permissions (they are versions of the document), and anything else is left alone.
-    pub fn enforce(&self, perms: Perms) -> Result<()> {
+    ///
+    /// And, once per handle, makes sure the [`COMMITTED`] record is there (written
+    /// with `generation`, the commit's, when it is not): the only evidence of a
+    /// commit that a reader who may not read the lock file is sure to find once the
+    /// state file is deleted (no backups, no history, the metadata record in the
+    /// file's own attribute).
+    pub fn enforce(&self, perms: Perms, generation: u64) -> Result<()> {
         let mut enforced = self
             .enforced
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if *enforced == Some(perms) {
+        if *enforced != Some(perms) {
+            self.enforce_now(perms)?;
+            *enforced = Some(perms);
+        }
+        drop(enforced);
+        if !self
+            .committed
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            self.note_committed(generation)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the [`COMMITTED`] record (`generation` in decimal) unless there is one.
+    /// Written after the commit's rename, so it never claims a commit that failed; a
+    /// crash before it leaves it to the next writer's handle. Synced (once in the
+    /// sidecar's life); a failed `fsync` is reported, never retried: this handle does
+    /// not write it again.
+    fn note_committed(&self, generation: u64) -> Result<()> {
+        let name = OsStr::new(COMMITTED);
+        if self.dir.stat(name, Op::WriteMeta)?.is_some() {
             return Ok(());
         }
-        self.enforce_now(perms)?;
-        *enforced = Some(perms);
-        Ok(())
+        let failed = |e: io::Error| Error::io(Op::WriteMeta, self.dir.join(name), e);
+        match self
+            .dir
+            .write_small_file(COMMITTED, format!("{generation}\n").as_bytes(), true)
+        {
+            Ok(written) => written.map_err(failed),
+            Err(SyncFailed(e)) => Err(failed(e)),
+        }
     }
 
     fn enforce_now(&self, perms: Perms) -> Result<()> {

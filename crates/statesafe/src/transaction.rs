@@ -952,7 +952,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                     // A `chmod` of the state file since the last commit reaches the
                     // sidecar and the journal now, not at the next compaction (one
                     // `fstat` when nothing changed).
-                    if let Err(e) = guard.sidecar().enforce(b.perms) {
+                    if let Err(e) = guard.sidecar().enforce(b.perms, b.generation) {
                         self.bookkeeping_failed(
                             b.generation,
                             "giving the sidecar the file's permissions",
@@ -1206,7 +1206,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         {
             self.bookkeeping_failed(generation, "starting a new journal", &e);
         }
-        if let Err(e) = sidecar.enforce(perms) {
+        if let Err(e) = sidecar.enforce(perms, generation) {
             self.bookkeeping_failed(generation, "giving the sidecar the file's permissions", &e);
         }
         if keep_backup {

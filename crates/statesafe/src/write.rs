@@ -333,7 +333,10 @@ fn adopted_generation(
 
 /// The highest generation this state file is known to have had, from everything in
 /// its sidecar: the metadata record, the newest backup, the newest history entry and
-/// the lock record (0 without a sidecar). A file deleted and created again continues
+/// the lock record (0 without a sidecar), and, when none of them shows one, the
+/// `committed` record (`sidecar::COMMITTED`: the generation reached when it was
+/// written, which is all a reader who may not read the lock file may find of a
+/// state deleted with no backups and no history). A file deleted and created again continues
 /// after it, so generations never repeat (a stale compare-and-swap cannot succeed, and
 /// a new version can never collide with an old backup).
 ///
@@ -350,10 +353,30 @@ pub(crate) fn highest_known_generation(sidecar: Option<&Sidecar>, lock: &LockFil
         .first()
         .map_or(0, |b| b.generation);
     let history = crate::history::newest_generation(sidecar)?.unwrap_or(0);
-    Ok(meta
+    let known = meta
         .max(backups)
         .max(history)
-        .max(lock.last_generation_hint(sidecar)?))
+        .max(lock.last_generation_hint(sidecar)?);
+    if known > 0 {
+        return Ok(known);
+    }
+    read_committed(sidecar)
+}
+
+/// The generation the sidecar's `committed` record names (`sidecar::COMMITTED`; 0 when
+/// there is none). One that does not read as a generation still proves a commit: 1.
+fn read_committed(sidecar: &Sidecar) -> Result<u64> {
+    let raw = sidecar
+        .root()
+        .read(OsStr::new(crate::sidecar::COMMITTED), Op::Read)?;
+    Ok(raw.map_or(0, |raw| {
+        std::str::from_utf8(&raw)
+            .ok()
+            .and_then(|t| t.trim().parse::<u64>().ok())
+            .filter(|g| *g <= crate::format::MAX_GENERATION)
+            .unwrap_or(1)
+            .max(1)
+    }))
 }
 
 /// Records `meta` on the current file (best effort: where it cannot be written, a

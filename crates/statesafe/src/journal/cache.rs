@@ -980,7 +980,7 @@ impl Store<Value> {
         drop(slot);
         // As a transaction's append: a `chmod` of the state file reaches the sidecar
         // and the journal now.
-        if let Err(e) = guard.sidecar().enforce(perms) {
+        if let Err(e) = guard.sidecar().enforce(perms, generation) {
             self.bookkeeping_failed(generation, "giving the sidecar the file's permissions", &e);
         }
         let slot = guard.slot();

@@ -408,3 +408,74 @@ fn deleted_control_an_empty_file_in_its_place_is_recovered_not_defaulted() {
     let snap = store.load_or_default().unwrap();
     assert_eq!(snap.state, json!({"n": 3}));
 }
+
+/// The child for [`deleted_a_reader_who_may_not_write_is_refused_not_served_the_default`]:
+/// loads the state at `PATH` with a default and says what it got.
+#[test]
+fn deleted_child_reads_with_a_default() {
+    if !common::child_role("read-with-default") {
+        return;
+    }
+    let store: Store = Store::open(common::child_arg("PATH")).unwrap();
+    match store.load_or_default() {
+        Ok(snap) => common::say(format!(
+            "served generation {} {}",
+            snap.generation, snap.state
+        )),
+        Err(Error::Deleted { generation, .. }) => common::say(format!("deleted {generation}")),
+        Err(e) => common::say(format!("other {} {e}", e.kind())),
+    }
+}
+
+/// fix21rs (1): a user who may read the state file but not write it cannot open its
+/// lock file (`sidecar::lock_mode`), so the lock record's generation is unseen; with
+/// no backups, no history and the metadata record in the file's own attribute (gone
+/// with it), such a reader found nothing in the sidecar and was served the default
+/// for a deleted file (it printed `served generation 0 null`). The sidecar's
+/// `committed` record, readable by whoever may read the file, proves commits.
+#[test]
+fn deleted_a_reader_who_may_not_write_is_refused_not_served_the_default() {
+    let test = "deleted::deleted_a_reader_who_may_not_write_is_refused_not_served_the_default";
+    if !common::can_act_as_nobody(test) {
+        return;
+    }
+    let dir = common::test_dir();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let path = dir.path().join("state.json");
+    let store: Store = Store::options()
+        .backups(statesafe::BackupPolicy {
+            keep: 0,
+            ..Default::default()
+        })
+        .history(statesafe::HistoryPolicy {
+            keep: 0,
+            ..Default::default()
+        })
+        .open(&path)
+        .unwrap();
+    store.create(json!({"n": 1})).unwrap();
+    store.replace(json!({"n": 2})).unwrap();
+    store.replace(json!({"n": 3})).unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let read_as_nobody = || {
+        common::ChildCmd::wrapped(
+            &common::AS_NOBODY,
+            "deleted::deleted_child_reads_with_a_default",
+            "read-with-default",
+        )
+        .arg("PATH", &path)
+        .run()
+    };
+    // The control: the reader can read the file while it is there.
+    assert_eq!(read_as_nobody(), [r#"served generation 3 {"n":3}"#]);
+    std::fs::remove_file(&path).unwrap();
+    let said = read_as_nobody();
+    assert_eq!(said.len(), 1, "{said:?}");
+    assert!(said[0].starts_with("deleted "), "{said:?}");
+    // The writer, who reads the lock record, still knows generation 3.
+    assert_deleted(&path, store.load_or_default());
+}
