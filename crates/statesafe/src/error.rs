@@ -524,6 +524,15 @@ pub(crate) struct JournalFlushFailed(pub io::Error);
 #[error("{0}")]
 pub(crate) struct JournalRecordLeft(pub String);
 
+/// The cause of the [`Error::Io`] of a load that found the state file missing, then
+/// evidence of commits in its sidecar, then the file back, again and again
+/// (`Store::load`): something keeps deleting it and creating it again.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "it was deleted and created again {0} times in a row while it was being read (missing when read, there again after its sidecar showed commits): a program keeps replacing it by deleting it first, so no version of it could be read"
+)]
+pub(crate) struct KeptVanishing(pub u32);
+
 fn outcome_unknown_reason(source: &io::Error) -> std::borrow::Cow<'static, str> {
     if let Some(CommitLost(_, quarantined)) = source
         .get_ref()
@@ -752,6 +761,9 @@ impl Error {
             }
             Error::LockLost { .. } => {
                 "something (a cleanup script, `rm -rf`, `git clean`) deleted statesafe's sidecar while it was in use, so another writer may have got in; a commit that fails this way wrote nothing. Stop the cleanup from doing that, then run the command again".into()
+            }
+            Error::Io { source, .. } if source.get_ref().is_some_and(|e| e.is::<KeptVanishing>()) => {
+                "stop the program that deletes the file and writes it anew (a sync tool, a script that does `rm` then writes, an editor saving by deleting first): statesafe's writers rename a new version over the file and never delete it, so while it is deleted a reader cannot tell a deleted state from a new one. Then read it again; nothing was changed by this call".into()
             }
             Error::Io { source, .. } if source.kind() == io::ErrorKind::NotFound => {
                 "a file statesafe was working on vanished under it: something (a cleanup job, `rm -rf` of the sidecar, another tool) removed statesafe's files meanwhile; nothing was committed by this call, so run it again".into()

@@ -774,8 +774,26 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         if let Some(remote) = self.remote() {
             return remote.load(self);
         }
-        let Some(cur) = self.read_current_cached(false)? else {
-            return self.missing_on_load();
+        // A file found missing, then evidence of commits, then the file back, is read
+        // again (see `missing_on_load`); a file that keeps vanishing that way fails.
+        let mut attempt = 0;
+        let cur = loop {
+            #[cfg(test)]
+            run_load_hook();
+            if let Some(cur) = self.read_current_cached(false)? {
+                break cur;
+            }
+            if let Some(refused) = self.missing_on_load() {
+                return Err(refused);
+            }
+            attempt += 1;
+            if attempt == LOAD_ATTEMPTS {
+                return Err(Error::Io {
+                    path: self.path().to_path_buf(),
+                    op: Op::Read,
+                    source: std::io::Error::other(crate::error::KeptVanishing(attempt)),
+                });
+            }
         };
         if cur.journal.as_ref().is_some_and(|j| j.damage.is_some()) {
             return self.journal_repair_on_load(cur);
@@ -795,21 +813,33 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         }
     }
 
-    /// A load found no state file: [`Error::Deleted`] when the sidecar shows
-    /// committed generations, else [`Error::NotFound`]. A first commit by another
-    /// writer between the read and the look at the sidecar leaves evidence and the
-    /// file: then the load is done again (the evidence is written after the rename,
-    /// so a file still missing once it is seen was deleted).
-    fn missing_on_load(&self) -> Result<Snapshot<T>> {
-        match self.refuse_deleted(self.sidecar()?.as_ref()) {
+    /// A load found no state file: what it fails with, [`Error::Deleted`] when the
+    /// sidecar shows committed generations, else [`Error::NotFound`]; `None` when the
+    /// file is there again. A first commit by another writer between the read and the
+    /// look at the sidecar leaves evidence and the file: then the load is done again
+    /// (the evidence is written after the rename, so a file still missing once it is
+    /// seen was deleted), up to [`LOAD_ATTEMPTS`] times.
+    fn missing_on_load(&self) -> Option<Error> {
+        let sidecar = match self.sidecar() {
+            Ok(sidecar) => sidecar,
+            Err(e) => return Some(e),
+        };
+        let refused = self.refuse_deleted(sidecar.as_ref());
+        #[cfg(test)]
+        run_load_hook();
+        match refused {
             Err(e @ (Error::Deleted { .. } | Error::BadPath { .. })) => {
-                if write::open_current(&self.local().target, self.dir()?)?.is_some() {
-                    return self.load();
+                let back = self
+                    .dir()
+                    .and_then(|dir| write::open_current(&self.local().target, dir));
+                match back {
+                    Ok(Some(_)) => None,
+                    Ok(None) => Some(e),
+                    Err(io) => Some(io),
                 }
-                Err(e)
             }
-            Err(e) => Err(e),
-            Ok(()) => Err(Error::NotFound {
+            Err(e) => Some(e),
+            Ok(()) => Some(Error::NotFound {
                 path: self.path().to_path_buf(),
             }),
         }
@@ -1201,5 +1231,77 @@ impl<T> Store<T> {
                 path = path.display(),
             ),
         }
+    }
+}
+
+/// How many times a load reads a file found missing and then there again
+/// (`Store::load`): a first commit racing a load makes one more read; only a file
+/// that something keeps deleting and creating again needs more.
+const LOAD_ATTEMPTS: u32 = 8;
+
+#[cfg(test)]
+thread_local! {
+    /// Runs on this thread before a load reads the file and after a load that found
+    /// it missing looked at the sidecar (tests only): a file deleted and created
+    /// again at those instants, over and over.
+    static LOAD_HOOK: std::cell::RefCell<Option<Box<dyn FnMut()>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+#[cfg(test)]
+fn run_load_hook() {
+    let hook = LOAD_HOOK.with(|h| h.borrow_mut().take());
+    if let Some(mut hook) = hook {
+        hook();
+        LOAD_HOOK.with(|h| *h.borrow_mut() = Some(hook));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// fix21rs (2): a load that finds the file missing, then evidence of commits,
+    /// then the file back, loads again; a file that another program keeps deleting
+    /// and creating again at exactly those instants made that an unbounded
+    /// recursion. It is a bounded loop that fails naming the file, what was done,
+    /// why and what to do.
+    #[test]
+    fn a_file_that_keeps_vanishing_under_a_load_fails_after_a_few_attempts() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        let store: Store = Store::open(&path).unwrap();
+        store.create(serde_json::json!({"n": 1})).unwrap();
+        store.replace(serde_json::json!({"n": 2})).unwrap();
+        let flips = std::rc::Rc::new(std::cell::Cell::new(0u32));
+        let (p, f) = (path.clone(), std::rc::Rc::clone(&flips));
+        // Deletes the file before each read and puts it back after each look at the
+        // sidecar, 400 times (then leaves it there), so an unbounded retry ends too.
+        LOAD_HOOK.with(|h| {
+            *h.borrow_mut() = Some(Box::new(move || {
+                if f.get() >= 400 {
+                    return;
+                }
+                f.set(f.get() + 1);
+                if p.exists() {
+                    std::fs::remove_file(&p).unwrap();
+                } else {
+                    std::fs::write(&p, b"{\"n\": 2}\n").unwrap();
+                }
+            }));
+        });
+        let result = store.load();
+        LOAD_HOOK.with(|h| h.borrow_mut().take());
+        let e = result.expect_err("a load of a file that kept vanishing succeeded");
+        assert!(flips.get() < 400, "{} flips before {e}", flips.get());
+        let text = e.to_string();
+        assert!(
+            text.contains(&path.display().to_string()) && text.contains("read"),
+            "{text}"
+        );
+        let cause = crate::error::chain_text(&e);
+        assert!(cause.contains("deleted and created again"), "{cause}");
+        let hint = e.hint().unwrap_or_default();
+        assert!(hint.contains("stop"), "{hint}");
     }
 }
