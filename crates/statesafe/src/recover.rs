@@ -951,6 +951,23 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             },
             None => None,
         };
+        // A deleted file (its sidecar shows commits) is put back, as `recover` puts
+        // it back: said with the same event, and, in journal mode, a journal holding
+        // generations past the version restored kept in the quarantine before the
+        // commit starts a new one.
+        let deleted = match &current {
+            Some(_) => None,
+            None => match self.refuse_deleted(Some(guard.sidecar())) {
+                Ok(()) => None,
+                Err(Error::Deleted {
+                    generation: known, ..
+                }) => {
+                    let sidecar = Arc::clone(guard.sidecar());
+                    Some((known, self.keep_unapplied_journal(&sidecar, generation)?))
+                }
+                Err(e) => return Err(e),
+            },
+        };
         let new = self.write_version(
             &mut guard,
             &temp_name,
@@ -960,6 +977,18 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         )?;
         guard.release();
         self.report_quarantined(quarantined, new.generation);
+        if let Some((known, journal)) = deleted {
+            self.emit(Event::Undeleted {
+                path: self.local().target.given.clone(),
+                known,
+                restored_from: generation,
+                rebuilt_from: None,
+                source: Source::Backup,
+                journal: None,
+                quarantined: journal,
+                generation: new.generation,
+            });
+        }
         Ok(new.generation)
     }
 

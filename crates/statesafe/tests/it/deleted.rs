@@ -479,3 +479,45 @@ fn deleted_a_reader_who_may_not_write_is_refused_not_served_the_default() {
     // The writer, who reads the lock record, still knows generation 3.
     assert_deleted(&path, store.load_or_default());
 }
+
+/// fix21rs (3): `restore(G)` of a deleted file puts a version back in its place, as
+/// `recover` does, and says so with the same event (`Event::Undeleted`: the last
+/// generation known, the generation restored, from a backup). Before, it committed
+/// with no event at all (the test found `[]`).
+#[test]
+fn deleted_restore_of_a_deleted_file_says_it_was_put_back() {
+    let dir = common::test_dir();
+    let path = dir.path().join("state.json");
+    let format = Format::Plain;
+    three_commits_then_rm(&path, format);
+    let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = std::sync::Arc::clone(&events);
+    let store: Store = Store::options()
+        .on_event(move |e| sink.lock().unwrap().push(e.clone()))
+        .open(&path)
+        .unwrap();
+    assert_eq!(store.restore(1).unwrap(), 4);
+    assert_eq!(store.load().unwrap().state, json!({"n": 1}));
+    let undeleted: Vec<_> = events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|e| match e {
+            statesafe::Event::Undeleted {
+                known,
+                restored_from,
+                rebuilt_from,
+                source,
+                generation,
+                ..
+            } => Some((*known, *restored_from, *rebuilt_from, *source, *generation)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        undeleted,
+        [(3, 1, None, statesafe::Source::Backup, 4)],
+        "{:?}",
+        events.lock().unwrap()
+    );
+}
