@@ -114,9 +114,11 @@ pub enum Error {
         path: PathBuf,
         /// The last generation its sidecar knows.
         generation: u64,
-        /// The newest backup kept, if any.
+        /// The newest backup kept, if any (named as `sidecar` is).
         newest_backup: Option<PathBuf>,
-        /// The sidecar directory that shows it.
+        /// The sidecar directory that shows it, named as the user named the file
+        /// (beside the path given, relative when it is; absolute when a symbolic
+        /// link led to another directory).
         sidecar: PathBuf,
     },
 

@@ -162,6 +162,28 @@ impl Target {
         self.dir.join(self.sidecar_name())
     }
 
+    /// The sidecar directory's path as the user named the state file, for messages:
+    /// beside the path given (`.s.json.statesafe` for `s.json`, `../.s.json.statesafe`
+    /// for `../s.json`) when that path's directory is the file's (no symbolic link
+    /// followed to another directory), else [`Target::sidecar`], the absolute path.
+    pub fn sidecar_as_given(&self) -> PathBuf {
+        use std::os::unix::fs::MetadataExt;
+        if self.given.file_name() == Some(self.name.as_os_str()) {
+            let parent = match self.given.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p,
+                _ => Path::new("."),
+            };
+            let same = match (std::fs::metadata(parent), std::fs::metadata(&self.dir)) {
+                (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+                _ => false,
+            };
+            if same {
+                return self.given.with_file_name(self.sidecar_name());
+            }
+        }
+        self.sidecar()
+    }
+
     /// The prefix shared by all temporary files of this state file.
     pub fn temp_prefix(&self) -> OsString {
         let mut s = OsString::from(".");

@@ -1078,15 +1078,20 @@ impl<T> Store<T> {
         if known == 0 {
             return self.refuse_replaced_by_link();
         }
-        let newest_backup = crate::backup::list(sidecar)?
-            .backups
-            .first()
-            .map(|b| b.path.clone());
+        // Both named as the user named the file (fix21rs: a relative file's hint
+        // named its sidecar by an absolute path).
+        let (absolute, named) = (local.target.sidecar(), local.target.sidecar_as_given());
+        let newest_backup = crate::backup::list(sidecar)?.backups.first().map(|b| {
+            match b.path.strip_prefix(&absolute) {
+                Ok(inside) => named.join(inside),
+                Err(_) => b.path.clone(),
+            }
+        });
         Err(Error::Deleted {
             path: self.path().to_path_buf(),
             generation: known,
             newest_backup,
-            sidecar: local.target.sidecar(),
+            sidecar: named,
         })
     }
 

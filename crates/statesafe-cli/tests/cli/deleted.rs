@@ -118,3 +118,27 @@ fn deleted_log_and_diff_still_show_the_history() {
     assert_eq!(run.code, 0, "{}", run.snapshot());
     assert!(run.stdout.contains("\"value\":3"), "{}", run.snapshot());
 }
+
+/// fix21rs (5): the hints of a deleted file name its sidecar as the user named the
+/// file: `recover s.json` run in the file's directory names `.s.json.statesafe`, and
+/// `recover sub/s.json` names `sub/.s.json.statesafe`, not the sidecar's absolute path
+/// (before, both hints named `/tmp/…/.s.json.statesafe`).
+#[test]
+fn deleted_hints_name_the_sidecar_as_the_file_was_named() {
+    let env = three_commits_then_rm();
+    let sidecar = env.path(".s.json.statesafe");
+    std::fs::remove_dir_all(sidecar.join("backups")).unwrap();
+    std::fs::remove_dir_all(sidecar.join("history")).unwrap();
+    let absolute = sidecar.display().to_string();
+    for (dir, file, named) in [
+        (".", "s.json", "`.s.json.statesafe`"),
+        ("sub", "../s.json", "`../.s.json.statesafe`"),
+    ] {
+        std::fs::create_dir_all(env.path(dir)).unwrap();
+        for args in [&["recover", file][..], &["get", file]] {
+            let run = env.run_in(dir, args);
+            run.assert_failed(args, 16, named);
+            assert!(!run.stderr.contains(&absolute), "{}", run.snapshot());
+        }
+    }
+}
