@@ -374,6 +374,8 @@ pub enum Error {
         path: PathBuf,
         /// What is wrong with it.
         reason: String,
+        /// Which kind of refusal it is, where the way out differs (the hint).
+        what: Unsafety,
     },
     /// The lock file (or the sidecar holding it) was removed or replaced while this
     /// process held the lock, so another writer may have taken a lock of its own (or
@@ -444,6 +446,21 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+}
+
+/// Which kind of [`Error::Unsafe`] refusal, where the way out differs: told by type,
+/// never by the words of its reason (which names paths, any of which may hold them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Unsafety {
+    /// An object another user may have planted, or one set up by hand (a symlink, a
+    /// FIFO, a hard link, a file or table of someone who may not write the state).
+    Planted,
+    /// A sidecar that belongs to another user, who is not the directory's owner, while
+    /// there is no state file (never made, or deleted) to say who may write it. It may
+    /// be a co-writer's, holding a deleted state's only backups and history: not to be
+    /// removed on a guess.
+    SidecarWithoutFile,
 }
 
 /// How the reason of every [`Error::Corrupt`] that refuses a journal-mode snapshot
@@ -755,7 +772,10 @@ impl Error {
             // A sidecar refused for want of a state file (never made, or deleted): it
             // may be a co-writer's, holding a deleted state's only backups and history
             // (review20, finding 7), so it is not to be removed on a guess.
-            Error::Unsafe { reason, .. } if reason.contains("there is no state file") => {
+            Error::Unsafe {
+                what: Unsafety::SidecarWithoutFile,
+                ..
+            } => {
                 "another user may have planted it, or it is the sidecar of a state file that was deleted, made by another writer of that file: then its backups and history are the state's only copies. Inspect it with `ls -la` and `ls -la` its `backups/`; if it holds a state you need, have its owner run `statesafe recover FILE`, which puts the file back; remove it only if it is not a state you need. In a sticky directory such as /tmp only its owner, the directory's owner or root can remove it: there, keep the state in a directory that other users cannot write, where no one can take its names first".into()
             }
             Error::Unsafe { .. } => {

@@ -746,6 +746,7 @@ impl LockFile {
                 self.target.dir.display(),
                 self.target.given.display()
             ),
+            what: crate::error::Unsafety::Planted,
         })
     }
 
@@ -784,6 +785,7 @@ impl LockFile {
                 owner,
                 self.target.dir.display()
             ),
+            what: crate::error::Unsafety::Planted,
         })
     }
 

@@ -342,6 +342,7 @@ fn check_link_owner(link: &Path, link_uid: u32) -> Result<()> {
                     .unwrap_or_else(|_| parent.to_path_buf())
                     .display()
             ),
+            what: crate::error::Unsafety::Planted,
         });
     }
     Ok(())

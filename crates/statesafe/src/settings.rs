@@ -172,6 +172,7 @@ impl Settings {
                         "it has {} hard links in a sidecar other users may write, so it may be a link to a file elsewhere; remove it and record the settings again (`statesafe settings FILE ...`)",
                         st.nlink
                     ),
+                    what: crate::error::Unsafety::Planted,
                 });
             }
             Some((mut file, _)) => {

@@ -35,7 +35,7 @@ use std::sync::Arc;
 
 use rustix::io::Errno;
 
-use crate::error::{Error, Op, Result};
+use crate::error::{Error, Op, Result, Unsafety};
 use crate::paths::Target;
 use crate::sys::{self, Access, Kind, Stat};
 use crate::write::Perms;
@@ -141,6 +141,7 @@ fn unsafe_entry(path: PathBuf, reason: impl Into<String>) -> Error {
     Error::Unsafe {
         path,
         reason: reason.into(),
+        what: Unsafety::Planted,
     }
 }
 
@@ -522,18 +523,19 @@ impl Sidecar {
                 None => sys::stat_fd(state_dir).is_ok_and(|d| d.uid == st.uid),
             };
         if !owner_may_write {
-            return Err(unsafe_entry(
+            let (who, what) = if file.is_some() {
+                ("may not write the state file", Unsafety::Planted)
+            } else {
+                (
+                    "is neither you nor the directory's owner, and there is no state file to say who may write it",
+                    Unsafety::SidecarWithoutFile,
+                )
+            };
+            return Err(Error::Unsafe {
                 path,
-                format!(
-                    "it belongs to {}, who {}",
-                    user(st.uid),
-                    if file.is_some() {
-                        "may not write the state file"
-                    } else {
-                        "is neither you nor the directory's owner, and there is no state file to say who may write it"
-                    }
-                ),
-            ));
+                reason: format!("it belongs to {}, who {who}", user(st.uid)),
+                what,
+            });
         }
         let mut mode = st.mode;
         let allowed = file.map_or(0, |f| f.mode & 0o022);

@@ -260,6 +260,7 @@ pub(crate) fn refuse_planted(
             side.uid,
             target.given.display(),
         ),
+        what: crate::error::Unsafety::Planted,
     })
 }
 

@@ -316,6 +316,7 @@ COMMIT"
                     reason: format!(
                         "{refusal}: whatever listens at that address (another local user's program while the server is down, or a machine posing as the server) would collect it. Configure the server to ask for SCRAM (`password_encryption = scram-sha-256`, the role's password set again, `scram-sha-256` in pg_hba.conf), or connect with TLS and a verified certificate (`sslmode=verify-full` or `verify-ca` with `sslrootcert`)"
                     ),
+                    what: crate::error::Unsafety::Planted,
                 }
             }
             ConnectError::Failed(e) => self.error(op, e),
@@ -365,6 +366,7 @@ COMMIT"
             return Err(Error::Unsafe {
                 path: self.display().to_path_buf(),
                 reason: "the URL mixes Unix-socket and TCP hosts (or gives a Unix-socket host a `hostaddr`), and a password would be sent: over TCP it is answered only to SCRAM or to a server whose certificate was verified, a guard that holds only when every host is TCP; give the Unix-socket hosts and the TCP hosts in separate URLs".into(),
+                what: crate::error::Unsafety::Planted,
             });
         }
         let ports = config.get_ports();
@@ -384,6 +386,7 @@ COMMIT"
                         "the password is not sent over the Unix socket `{}`: {why}, so another local user may be listening there (a socket planted while the server is down collects the password); keep the server's socket in a directory only root, you or the `postgres` account can change (Debian's `/var/run/postgresql`), connect over TCP with a verified certificate, or use peer authentication (no password)",
                         dir.join(format!(".s.PGSQL.{port}")).display()
                     ),
+                    what: crate::error::Unsafety::Planted,
                 });
             }
         }
@@ -549,6 +552,7 @@ COMMIT"
                     "table {} belongs to role `{}`, and `{}` is not that role or a member of it: its owner reads every version written there, and may change or drop the rows; if `{}` is your own owner role, make `{}` a member of it (`GRANT \"{}\" TO \"{}\"`)",
                     self.names.regclass[t.index], t.owner, t.user, t.owner, t.user, t.owner, t.user
                 ),
+                what: crate::error::Unsafety::Planted,
             });
         }
         if let Some(t) = tables.iter().find(|t| t.persistence != "p") {

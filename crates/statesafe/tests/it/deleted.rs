@@ -521,3 +521,36 @@ fn deleted_restore_of_a_deleted_file_says_it_was_put_back() {
         events.lock().unwrap()
     );
 }
+
+/// fix21rs (6): the hint of an `Unsafe` refusal was chosen by looking for the words
+/// "there is no state file" in its reason, which names paths: a file planted in place
+/// of a deleted state, in a sticky directory whose name holds those words, got the
+/// hint for another user's sidecar ("its backups and history are the state's only
+/// copies"). The distinction is typed now (`Unsafety`).
+#[test]
+fn deleted_unsafe_hint_is_not_chosen_by_words_in_a_path() {
+    let test = "deleted::deleted_unsafe_hint_is_not_chosen_by_words_in_a_path";
+    if !common::is_root() {
+        common::skipped(test, "needs root to give a planted file to another user");
+        return;
+    }
+    let dir = common::test_dir();
+    let shared = dir.path().join("there is no state file");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(
+        &shared,
+        std::os::unix::fs::PermissionsExt::from_mode(0o1777),
+    )
+    .unwrap();
+    let path = shared.join("state.json");
+    let store: Store = Store::open(&path).unwrap();
+    store.create(json!({"n": 1})).unwrap();
+    store.replace(json!({"n": 2})).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    std::fs::write(&path, "{\"n\": 1000}\n").unwrap();
+    std::os::unix::fs::chown(&path, Some(1000), Some(1000)).unwrap();
+    let e = store.load().unwrap_err();
+    assert_eq!(e.kind(), "unsafe", "{e:?}");
+    let hint = e.hint().unwrap_or_default();
+    assert!(!hint.contains("only copies"), "{hint}");
+}

@@ -280,6 +280,7 @@ fn a_hard_link_planted_in_a_sticky_directory_gains_its_planter_nothing() {
         Err(Error::Unsafe {
             path: refused,
             reason,
+            ..
         }) => {
             assert_eq!(refused, path);
             assert!(reason.contains("hard links"), "{reason}");

@@ -769,7 +769,9 @@ fn a_second_name_in_a_sticky_directory_is_refused_unless_it_is_our_backup() {
     let before = snapshot(&path);
     let refused = store.update(|d| d["n"] = 3.into());
     match &refused {
-        Err(Error::Unsafe { path: p, reason }) => {
+        Err(Error::Unsafe {
+            path: p, reason, ..
+        }) => {
             assert_eq!(p, &path);
             assert!(reason.contains("2 hard links"), "{reason}");
         }
