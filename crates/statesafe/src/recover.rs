@@ -79,8 +79,13 @@ pub struct Info {
     pub real_path: PathBuf,
     /// Whether it exists.
     pub exists: bool,
-    /// Its generation.
+    /// Its generation; for a deleted file, the last one its sidecar knows
+    /// ([`Info::deleted`]); 0 for a file never created.
     pub generation: u64,
+    /// When the file is missing while its sidecar shows commits (it was deleted, and
+    /// every read refuses it with [`Error::Deleted`]): the last generation the sidecar
+    /// knows. `None` when the file exists or never had a commit.
+    pub deleted: Option<u64>,
     /// Its layout on disk.
     pub format: Option<Format>,
     /// Size in bytes.
@@ -1187,7 +1192,17 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         let config = self.config();
         let cur = self.read_current()?;
         let stat = std::fs::metadata(self.local().target.real()).ok();
-        let generation = cur.as_ref().map_or(0, |c| c.generation);
+        // A deleted file is described by what its sidecar knows (fix21rs: it was
+        // reported as generation 0 with no writer, as a file never created).
+        let deleted = match &cur {
+            Some(_) => None,
+            None => match self.refuse_deleted(self.sidecar()?.as_ref()) {
+                Err(Error::Deleted { generation, .. }) => Some(generation),
+                Ok(()) | Err(Error::BadPath { .. }) => None,
+                Err(e) => return Err(e),
+            },
+        };
+        let generation = cur.as_ref().map_or(deleted.unwrap_or(0), |c| c.generation);
         let mut entries =
             history::read(self.sidecar()?.as_ref(), &config.history, generation, false)?;
         if let Some(view) = self.journal_view(None, false)? {
@@ -1203,6 +1218,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             real_path: self.local().target.real(),
             exists: cur.is_some(),
             generation,
+            deleted,
             format: cur.as_ref().map(detect_format),
             size: stat.as_ref().map_or(0, |m| m.len()),
             modified: stat.and_then(|m| m.modified().ok()),

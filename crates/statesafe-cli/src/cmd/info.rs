@@ -21,6 +21,7 @@ pub fn run(args: FileArgs, out: &Output) -> Result<()> {
             "file": info.path.to_string_lossy(),
             "real_path": info.real_path.to_string_lossy(),
             "exists": info.exists,
+            "deleted": info.deleted.is_some(),
             "generation": info.generation,
             "format": info.format.map(|f| f.name()),
             "size": info.size,
@@ -37,8 +38,25 @@ pub fn run(args: FileArgs, out: &Output) -> Result<()> {
     if info.real_path != info.path {
         line("real path:", info.real_path.display().to_string());
     }
-    line("exists:", if info.exists { "yes" } else { "no" }.into());
-    line("generation:", info.generation.to_string());
+    // A deleted file: what its sidecar knows, and the way back.
+    line(
+        "exists:",
+        match (info.exists, info.deleted) {
+            (true, _) => "yes".into(),
+            (false, None) => "no".into(),
+            (false, Some(_)) => format!(
+                "no: deleted (its sidecar shows commits; `statesafe recover {}` puts it back)",
+                info.path.display()
+            ),
+        },
+    );
+    line(
+        "generation:",
+        match info.deleted {
+            None => info.generation.to_string(),
+            Some(g) => format!("{g} (the last its sidecar knows)"),
+        },
+    );
     line("format:", info.format.map_or("-", |f| f.name()).into());
     line("size:", format!("{} bytes", info.size));
     line("modified:", info.modified.map_or("-".into(), time));

@@ -142,3 +142,33 @@ fn deleted_hints_name_the_sidecar_as_the_file_was_named() {
         }
     }
 }
+
+/// fix21rs (4): `statesafe info` of a deleted file says it was deleted, with the last
+/// generation its sidecar knows and who committed it (text and `--json`). Before:
+/// `exists: no`, `generation: 0`, `last writer: -`, as for a file never created.
+#[test]
+fn deleted_info_says_deleted_with_the_last_generation_known() {
+    let env = three_commits_then_rm();
+    let run = env.run(&["info", "s.json"]);
+    assert_eq!(run.code, 0, "{}", run.snapshot());
+    assert!(run.stdout.contains("generation:  3"), "{}", run.snapshot());
+    assert!(run.stdout.contains("deleted"), "{}", run.snapshot());
+    assert!(
+        run.stdout.contains("statesafe recover"),
+        "{}",
+        run.snapshot()
+    );
+    assert!(!run.stdout.contains("last writer: -"), "{}", run.snapshot());
+    let info = env.run(&["info", "s.json", "--json"]).json();
+    assert_eq!(info["exists"], false, "{info}");
+    assert_eq!(info["generation"], 3, "{info}");
+    assert_eq!(info["deleted"], true, "{info}");
+    assert!(info["last_writer"].is_object(), "{info}");
+    // The control: a file never created.
+    let info = env.run(&["info", "new.json", "--json"]).json();
+    assert_eq!(
+        (&info["exists"], &info["generation"], &info["deleted"]),
+        (&false.into(), &0.into(), &false.into()),
+        "{info}"
+    );
+}

@@ -2267,6 +2267,8 @@ SELECT (SELECT txid_current()::text FROM {main} WHERE state = {key} FOR UPDATE S
             real_path: self.display().to_path_buf(),
             exists: cur.is_some(),
             generation: cur.as_ref().map_or(0, |c| c.generation),
+            // Not told for a PostgreSQL state (a row deleted by hand: docs/remote.md).
+            deleted: None,
             format: cur.as_ref().map(|_| Format::Plain),
             size: cur
                 .as_ref()

@@ -554,3 +554,26 @@ fn deleted_unsafe_hint_is_not_chosen_by_words_in_a_path() {
     let hint = e.hint().unwrap_or_default();
     assert!(!hint.contains("only copies"), "{hint}");
 }
+
+/// fix21rs (4): `info()` of a deleted file reports what its sidecar knows: the file is
+/// missing, its last generation known, who committed that generation (from the
+/// history), and that it was deleted. Before: generation 0 and no writer, as for a
+/// file never created.
+#[test]
+fn deleted_info_reports_the_last_generation_known_and_its_writer() {
+    let dir = common::test_dir();
+    let path = dir.path().join("state.json");
+    let store = three_commits_then_rm(&path, Format::Plain);
+    let info = store.info().unwrap();
+    assert!(!info.exists);
+    assert_eq!(info.generation, 3, "{info:?}");
+    assert!(info.last_writer.is_some(), "{info:?}");
+    assert_eq!(info.deleted, Some(3), "{info:?}");
+    // The control: a file never created is not deleted, generation 0.
+    let fresh: Store = Store::open(dir.path().join("fresh.json")).unwrap();
+    let info = fresh.info().unwrap();
+    assert_eq!(
+        (info.exists, info.generation, info.deleted),
+        (false, 0, None)
+    );
+}
