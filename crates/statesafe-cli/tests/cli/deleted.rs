@@ -172,3 +172,51 @@ fn deleted_info_says_deleted_with_the_last_generation_known() {
         "{info}"
     );
 }
+
+/// fix21rs (1), from the command line: with no backups and no history kept, a user
+/// who may read the file but not write it (and so not open its lock file) is refused
+/// a deleted file (exit 16) as its writers are, not told it does not exist (exit 3),
+/// after which `set` by a writer would have started a new life.
+#[test]
+fn deleted_a_reader_who_may_not_write_is_refused_too() {
+    let test = "deleted::deleted_a_reader_who_may_not_write_is_refused_too";
+    if !crate::common::can_run_as_another_user(test) {
+        return;
+    }
+    let env = Env::new();
+    std::fs::set_permissions(
+        env.dir(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let init = [
+        "init",
+        "s.json",
+        "{\"n\": 1}",
+        "--keep-backups",
+        "0",
+        "--keep-history",
+        "0",
+    ];
+    assert_eq!(env.run(&init).code, 0);
+    assert_eq!(env.run(&["set", "s.json", "/n", "2"]).code, 0);
+    std::fs::set_permissions(
+        env.path("s.json"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .unwrap();
+    let run = env.run_as(65534, &["get", "s.json", "/n"]);
+    assert_eq!(
+        (run.code, run.stdout.as_str()),
+        (0, "2\n"),
+        "{}",
+        run.snapshot()
+    );
+    std::fs::remove_file(env.path("s.json")).unwrap();
+    let args = &["get", "s.json"][..];
+    let run = env.run_as(65534, args);
+    run.assert_failed(args, 16, "was deleted");
+    let run = env.run_as(65534, &["info", "s.json", "--json"]);
+    assert_eq!(run.code, 0, "{}", run.snapshot());
+    assert_eq!(run.json()["deleted"], true, "{}", run.snapshot());
+}
