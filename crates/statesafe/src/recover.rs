@@ -1182,9 +1182,11 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
     }
 
     /// A summary of the file: generation, format, size, last writer, backups, lock holder.
+    /// A deleted file (missing while its sidecar shows commits) is described by what
+    /// the sidecar knows: [`Info::deleted`], the last generation known and its writer.
     ///
     /// # Errors
-    /// I/O errors.
+    /// I/O errors; [`Error::Unsafe`] for a sidecar refused.
     pub fn info(&self) -> Result<Info> {
         if let Some(remote) = self.remote() {
             return remote.info(self);
