@@ -699,17 +699,18 @@ impl Sidecar {
             .committed
             .swap(true, std::sync::atomic::Ordering::Relaxed)
         {
-            self.note_committed(generation)?;
+            self.note_committed(generation, perms)?;
         }
         Ok(())
     }
 
-    /// Writes the [`COMMITTED`] record (`generation` in decimal) unless there is one.
-    /// Written after the commit's rename, so it never claims a commit that failed; a
-    /// crash before it leaves it to the next writer's handle. Synced (once in the
-    /// sidecar's life); a failed `fsync` is reported, never retried: this handle does
-    /// not write it again.
-    fn note_committed(&self, generation: u64) -> Result<()> {
+    /// Writes the [`COMMITTED`] record (`generation` in decimal) unless there is one,
+    /// with the sidecar's permissions for `perms` (its owner's, as root writing a
+    /// user's file; readable by whoever may read the file). Written after the
+    /// commit's rename, so it never claims a commit that failed; a crash before it
+    /// leaves it to the next writer's handle. Synced (once in the sidecar's life); a
+    /// failed `fsync` is reported, never retried: this handle does not write it again.
+    fn note_committed(&self, generation: u64, perms: Perms) -> Result<()> {
         let name = OsStr::new(COMMITTED);
         if self.dir.stat(name, Op::WriteMeta)?.is_some() {
             return Ok(());
@@ -719,9 +720,10 @@ impl Sidecar {
             .dir
             .write_small_file(COMMITTED, format!("{generation}\n").as_bytes(), true)
         {
-            Ok(written) => written.map_err(failed),
-            Err(SyncFailed(e)) => Err(failed(e)),
+            Ok(written) => written.map_err(failed)?,
+            Err(SyncFailed(e)) => return Err(failed(e)),
         }
+        fix_own_file(&self.dir, name, perms)
     }
 
     fn enforce_now(&self, perms: Perms) -> Result<()> {

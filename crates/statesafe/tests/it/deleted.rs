@@ -577,3 +577,41 @@ fn deleted_info_reports_the_last_generation_known_and_its_writer() {
         (false, 0, None)
     );
 }
+
+/// fix21rs (1): the sidecar's `committed` record is written once, after a commit, with
+/// the sidecar's permissions: root committing a user's file (whose sidecar predates
+/// the record) leaves it the user's, and readable as the file is.
+#[test]
+fn deleted_the_committed_record_is_the_sidecar_owners_and_readable_as_the_file() {
+    use std::os::unix::fs::MetadataExt;
+    let test =
+        "deleted::deleted_the_committed_record_is_the_sidecar_owners_and_readable_as_the_file";
+    if !common::is_root() {
+        common::skipped(test, "needs root to give the file to another user");
+        return;
+    }
+    let dir = common::test_dir();
+    let path = dir.path().join("state.json");
+    let store: Store = Store::open(&path).unwrap();
+    store.create(json!({"n": 1})).unwrap();
+    let record = store.sidecar_path().join("committed");
+    assert_eq!(std::fs::read_to_string(&record).unwrap(), "1\n");
+    // A sidecar made before the record: the next handle's commit writes it.
+    std::fs::remove_file(&record).unwrap();
+    let mut stack = vec![path.clone(), store.sidecar_path()];
+    while let Some(p) = stack.pop() {
+        std::os::unix::fs::lchown(&p, Some(65534), Some(65534)).unwrap();
+        if p.is_dir() {
+            stack.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+        }
+    }
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o640)).unwrap();
+    let again: Store = Store::open(&path).unwrap();
+    again.replace(json!({"n": 2})).unwrap();
+    again.replace(json!({"n": 3})).unwrap();
+    let st = std::fs::metadata(&record).unwrap();
+    assert_eq!((st.uid(), st.gid()), (65534, 65534));
+    assert_eq!(st.mode() & 0o777, 0o640);
+    // Written once per handle and once in the sidecar's life: still the first.
+    assert_eq!(std::fs::read_to_string(&record).unwrap(), "2\n");
+}
