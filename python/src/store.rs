@@ -146,13 +146,18 @@ impl Store {
         if *self.held_by.lock().unwrap_or_else(PoisonError::into_inner) == Some(me) {
             return Err(usage_error(
                 &format!(
-                    "a transaction of this store (`{}`) is already open in this thread (or its `lock()` is held): it cannot wait for its own lock",
+                    "a transaction of this store (`{}`) is already open in this thread (or its `lock()` is held, or an `async with store.transaction()` of it is open on this thread's event loop): it cannot wait for its own lock",
                     self.shown.display()
                 ),
                 "commit or roll it back first (or release the lock), or use one transaction",
             ));
         }
         Ok(())
+    }
+
+    /// The path as shown in errors (a URL's password redacted).
+    pub fn shown(&self) -> &std::path::Path {
+        &self.shown
     }
 
     /// Records that this thread now holds the store's lock, until the mark is dropped.
