@@ -9,7 +9,7 @@ import sys
 import types
 import typing
 import weakref
-from typing import Any, Callable, Iterator, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 
 class NotTheModel(TypeError):
@@ -94,10 +94,11 @@ def _pydantic_adapters(model: Any) -> tuple[Callable[[Any], Any], Callable[[Any]
     def load(document: Any) -> Any:
         instance = model.model_validate(document)
         dumped = instance.model_dump(mode="json")
-        dropped = list(_dropped(document, dumped, ()))
+        dropped: list[tuple[Any, ...]] = []
+        found: list[tuple[tuple[Any, ...], decimal.Decimal]] = []
+        _walk(document, dumped, (), dropped, found)
         if dropped:
             raise _fields_dropped(model, dropped)
-        found = list(_decimals(document, ()))
         if not found:
             return instance
         changed = {}
@@ -134,20 +135,35 @@ def _pydantic_adapters(model: Any) -> tuple[Callable[[Any], Any], Callable[[Any]
 _ABSENT: Any = object()
 
 
-def _dropped(document: Any, dumped: Any, where: tuple[Any, ...]) -> Iterator[tuple[Any, ...]]:
-    """Where the document has an object member that the model's dump has not: a
-    field the model ignored (pydantic's default ``extra="ignore"``, at any depth) or
-    does not write back (a field excluded from the dump, one read through an alias)."""
-    if isinstance(document, dict) and isinstance(dumped, dict):
+def _walk(document: Any, dumped: Any, where: tuple[Any, ...],
+          dropped: list[tuple[Any, ...]],
+          found: list[tuple[tuple[Any, ...], decimal.Decimal]]) -> None:
+    """One walk of the plain document, alongside the model's dump (``None`` where
+    they part): ``dropped`` gets where the document has an object member the dump
+    has not (a field the model ignored, pydantic's default ``extra="ignore"`, at any
+    depth; a field excluded from the dump; one read through an alias and written
+    under its name), ``found`` where it holds a ``Decimal``, and the ``Decimal``."""
+    if isinstance(document, dict):
+        parallel = dumped if isinstance(dumped, dict) else None
         for k, v in document.items():
-            if k not in dumped:
-                yield (*where, k)
-            else:
-                yield from _dropped(v, dumped[k], (*where, k))
-    elif (isinstance(document, list) and isinstance(dumped, list)
-          and len(document) == len(dumped)):
-        for i, (a, b) in enumerate(zip(document, dumped)):
-            yield from _dropped(a, b, (*where, i))
+            if parallel is not None and k not in parallel:
+                dropped.append((*where, k))
+            elif isinstance(v, (dict, list)):
+                _walk(v, None if parallel is None else parallel[k], (*where, k), dropped,
+                      found)
+            elif isinstance(v, decimal.Decimal):
+                found.append(((*where, k), v))
+    elif isinstance(document, list):
+        parallel = (dumped if isinstance(dumped, list) and len(dumped) == len(document)
+                    else None)
+        for i, v in enumerate(document):
+            if isinstance(v, (dict, list)):
+                _walk(v, None if parallel is None else parallel[i], (*where, i), dropped,
+                      found)
+            elif isinstance(v, decimal.Decimal):
+                found.append(((*where, i), v))
+    elif isinstance(document, decimal.Decimal):
+        found.append((where, document))
 
 
 def _pointer(where: tuple[Any, ...]) -> str:
@@ -169,19 +185,6 @@ def _fields_dropped(model: Any, dropped: list[tuple[Any, ...]]) -> FieldsDropped
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float, decimal.Decimal)) and not isinstance(value, bool)
-
-
-def _decimals(value: Any, where: tuple[Any, ...]) -> Iterator[tuple[tuple[Any, ...],
-                                                                   decimal.Decimal]]:
-    """Where the plain document holds a ``Decimal``, and the ``Decimal``."""
-    if isinstance(value, decimal.Decimal):
-        yield where, value
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            yield from _decimals(v, (*where, k))
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            yield from _decimals(v, (*where, i))
 
 
 def _at(value: Any, where: tuple[Any, ...]) -> Any:
