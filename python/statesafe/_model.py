@@ -154,12 +154,11 @@ def _walk(document: Any, dumped: Any, where: tuple[Any, ...],
             elif isinstance(v, decimal.Decimal):
                 found.append(((*where, k), v))
     elif isinstance(document, list):
-        parallel = (dumped if isinstance(dumped, list) and len(dumped) == len(document)
-                    else None)
+        items = (dumped if isinstance(dumped, list) and len(dumped) == len(document)
+                 else None)
         for i, v in enumerate(document):
             if isinstance(v, (dict, list)):
-                _walk(v, None if parallel is None else parallel[i], (*where, i), dropped,
-                      found)
+                _walk(v, None if items is None else items[i], (*where, i), dropped, found)
             elif isinstance(v, decimal.Decimal):
                 found.append(((*where, i), v))
     elif isinstance(document, decimal.Decimal):
