@@ -904,7 +904,9 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
     /// replaces is itself backed up, if valid). Returns the new generation.
     ///
     /// # Errors
-    /// [`Error::NotFound`] when there is no such backup; [`Error::Corrupt`] or
+    /// [`Error::GenerationUnavailable`] when neither a backup nor the history (nor, in
+    /// journal mode, the journal) can produce that generation, or it is not older than
+    /// the current one; [`Error::Corrupt`] or
     /// [`Error::Invalid`] when it fails verification; lock and write errors.
     pub fn restore(&self, generation: u64) -> Result<u64> {
         if let Some(remote) = self.remote() {
@@ -928,11 +930,41 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                     }
                     _ => None,
                 };
-                let Some(doc) = doc else {
-                    return Err(Error::NotFound {
-                        path: backup::backups_dir(&self.local().target)
-                            .join(format!("gen-{generation:020}.json")),
-                    });
+                // Else the history, as `document_at` rebuilds it (its checksums
+                // verified); a generation nothing can rebuild is
+                // `GenerationUnavailable`, never `NotFound`, which says the state file
+                // does not exist and invites creating it afresh (review21node,
+                // finding 5).
+                let doc = match doc {
+                    Some(doc) => doc,
+                    None if generation == 0 || generation >= current_generation => {
+                        return Err(Error::GenerationUnavailable {
+                            path: self.path().to_path_buf(),
+                            generation,
+                            reason: format!(
+                                "restore brings back a generation before the current one ({current_generation}); {}",
+                                if generation == 0 {
+                                    "generation 0 is the state before its first commit"
+                                } else {
+                                    "this one is not older"
+                                }
+                            ),
+                        });
+                    }
+                    None => {
+                        let config = self.config();
+                        let view = self.journal_view(Some(guard.sidecar()), false)?;
+                        let mut entries = history::read(
+                            Some(guard.sidecar()),
+                            &config.history,
+                            current_generation,
+                            false,
+                        )?;
+                        if let Some(view) = &view {
+                            entries = view.merge(entries, current_generation, &config.history);
+                        }
+                        history::document_at(&self.local().target.given, &entries, generation)?
+                    }
                 };
                 self.verify_cached(&Arc::new(doc), generation, false)?.state
             }
