@@ -373,7 +373,7 @@ fn restore_rebuilds_from_the_history_what_no_backup_holds() {
         hourly: 0,
         daily: 0,
     };
-    let store: Store = Store::options().backups(one.clone()).open(&path).unwrap();
+    let store: Store = Store::options().backups(one).open(&path).unwrap();
     store.create(json!({"v": 1})).unwrap();
     for v in 2..=5 {
         store.update(|s| s["v"] = v.into()).unwrap();
