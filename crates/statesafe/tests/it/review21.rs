@@ -326,7 +326,7 @@ fn review21_recover_from_the_history_never_writes_an_unverified_entry() {
 /// journal to the quarantine: the state comes back as generation 8 (`{"n": 8}`), the
 /// acknowledged commit 9 rolled back into the quarantine, though its record chains
 /// onto generation 8, which recover itself just proved. Cause:
-/// crates/statesafe/src/recover.rs:792 (`p.generation != follows`: records past a
+/// crates/statesafe/src/recover.rs:791 (`p.generation != follows`: records past a
 /// version the history carried beyond the journal's start are never applied). Run as
 /// `nobody` (root ignores a read-only directory's mode).
 #[test]
@@ -414,4 +414,50 @@ fn review21_child_journal_after_a_failed_compaction() {
     let event = store.recover().unwrap().expect("recover says what it did");
     common::say(format!("recovered {}", store.load().unwrap().state));
     common::say(format!("event: {event}"));
+}
+
+/// Finding 6 (fix20b, `write::refuse_planted`): a file owned by root is always taken as
+/// the state (`owner == 0` returns early), but in a sticky, world-writable directory
+/// another user can put a root-owned file under the deleted state's name without
+/// root's help: `rename(2)` keeps a file's owner, and a user may move any file out of
+/// a directory of their own (same filesystem) into one they may write. Root-owned
+/// files with content a user chose are common in users' directories (`sudo tee`,
+/// `sudo cp`, `sudo curl -o`, a root job's output). Here root writes
+/// `{"balance": 1000000}` into `nobody`'s directory; `nobody` moves it in place of
+/// uid 1000's deleted state, and uid 1000 is served it (`served
+/// {"balance":1000000} generation 3`). A root-owned file in place of a state whose
+/// sidecar is not root's is not one root wrote as that state either: root's
+/// `recover` and `replace` give the file the sidecar's owner. Cause:
+/// crates/statesafe/src/write.rs:231.
+#[test]
+#[ignore = "review21rec: a root-owned file another user moves in place of a deleted state is served"]
+fn review21_a_root_owned_file_moved_in_place_of_a_deleted_state_is_not_served() {
+    let test =
+        "review21::review21_a_root_owned_file_moved_in_place_of_a_deleted_state_is_not_served";
+    if !common::can_act_as_nobody(test) {
+        return;
+    }
+    let dir = common::test_dir();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let shared = dir.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let planter_home = dir.path().join("nobody");
+    std::fs::create_dir(&planter_home).unwrap();
+    std::os::unix::fs::chown(&planter_home, Some(65534), Some(65534)).unwrap();
+    let path = shared.join("state.json");
+    assert_eq!(user_step(&AS_UID_1000, "make", &path), ["made"]);
+    // Root writes a file with content `nobody` chose, in `nobody`'s directory.
+    let out = planter_home.join("out.json");
+    std::fs::write(&out, "{\"balance\": 1000000}\n").unwrap();
+    sh_as(
+        &common::AS_NOBODY,
+        &format!("mv '{}' '{}'", out.display(), path.display()),
+    );
+    assert_eq!(std::fs::metadata(&path).unwrap().uid(), 0);
+    let got = user_step(&AS_UID_1000, "load", &path);
+    assert!(
+        got.len() == 1 && got[0].starts_with("error "),
+        "the victim was served a root-owned file another user moved in place of its deleted state: {got:?}"
+    );
 }
