@@ -43,7 +43,9 @@ fn sh_as(wrapper: &[&str], script: &str) {
 ///   `rm`, a tmp cleaner);
 /// - `make-shared`: the same, with the file made writable by its group (`chmod 664`)
 ///   before the update, so that the sidecar follows (shared with the group);
-/// - `load`: `load_or_default`, reporting `served DOC generation G` or `error KIND`.
+/// - `load`: `load_or_default`, reporting `served DOC generation G` or `error KIND`;
+/// - `update`: set `balance` to 90 in a transaction, reporting `committed G` or
+///   `error KIND`.
 #[test]
 fn review21_child_user() {
     if !common::child_role("review21-user") {
@@ -66,6 +68,10 @@ fn review21_child_user() {
                 "served {} generation {}",
                 snap.state, snap.generation
             )),
+            Err(e) => common::say(format!("error {}", e.kind())),
+        },
+        "update" => match store.update(|s| s["balance"] = 90.into()) {
+            Ok(()) => common::say(format!("committed {}", store.load().unwrap().generation)),
             Err(e) => common::say(format!("error {}", e.kind())),
         },
         other => panic!("unknown step {other}"),
@@ -459,5 +465,60 @@ fn review21_a_root_owned_file_moved_in_place_of_a_deleted_state_is_not_served() 
     assert!(
         got.len() == 1 && got[0].starts_with("error "),
         "the victim was served a root-owned file another user moved in place of its deleted state: {got:?}"
+    );
+}
+
+/// Finding 7 (the rule fix20b's finding 1 relies on, in `Sidecar::open`): a sidecar
+/// owned by someone else is accepted when "the state file is group-writable and the
+/// sidecar is in the file's group" (crates/statesafe/src/sidecar.rs:505), taken to
+/// mean that its owner is a member of that group. In a set-group-ID directory every
+/// new entry takes the directory's group, whoever makes it. The victim (`nobody`,
+/// group 65534) keeps a group-shared state (`chmod 664`) in a sticky, world-writable,
+/// set-group-ID directory (`chmod 3777`, group 65534) and has no sidecar there yet (the
+/// file was made by another program, or a cleanup removed the sidecar: the threat
+/// model's "a cleanup that deletes the sidecar"). Uid 1000, not in group 65534, makes
+/// `.state.json.statesafe` (mode 775, group 65534 by inheritance). The victim's next
+/// update accepts it and commits (`committed 2`), putting its lock file, backups and
+/// history in a folder uid 1000 owns, where uid 1000 may rename, replace or remove any
+/// of them (a lock file swapped to split the lock, backups and history forged for the
+/// next `recover`). The threat model lists "get a foreign sidecar … accepted for a
+/// file they may not write" as refused (`Error::Unsafe`, exit 14).
+#[test]
+#[ignore = "review21rec: in a set-group-ID directory a sidecar planted by a user outside the group is accepted for a group-writable state"]
+fn review21_a_sidecar_planted_in_a_setgid_directory_is_refused() {
+    let test = "review21::review21_a_sidecar_planted_in_a_setgid_directory_is_refused";
+    if !common::can_act_as_nobody(test) {
+        return;
+    }
+    let dir = common::test_dir();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let shared = dir.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::os::unix::fs::chown(&shared, Some(0), Some(65534)).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o3777)).unwrap();
+    let path = shared.join("state.json");
+    sh_as(
+        &common::AS_NOBODY,
+        &format!(
+            "printf '{{\"balance\": 100}}\\n' > '{p}' && chmod 664 '{p}'",
+            p = path.display()
+        ),
+    );
+    let sidecar = common::sidecar(&path);
+    sh_as(
+        &AS_UID_1000,
+        &format!("mkdir '{s}' && chmod 775 '{s}'", s = sidecar.display()),
+    );
+    let planted = std::fs::metadata(&sidecar).unwrap();
+    assert_eq!((planted.uid(), planted.gid()), (1000, 65534));
+    let got = user_step(&common::AS_NOBODY, "update", &path);
+    assert!(
+        got.len() == 1 && got[0] == "error unsafe",
+        "the victim committed into a sidecar that a user outside its group planted: {got:?} (the sidecar, uid {}, now holds {:?})",
+        planted.uid(),
+        std::fs::read_dir(&sidecar)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect::<Vec<_>>()
     );
 }
