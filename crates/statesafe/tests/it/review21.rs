@@ -215,7 +215,6 @@ fn review21_a_file_planted_in_a_sticky_group_writable_directory_is_not_served() 
 /// `fix_own_file`'s `Use::Write` check at :753 passes) and :724-725 (every name in
 /// `history/` is fixed up, not only segments statesafe made).
 #[test]
-#[ignore = "review21rec: root's recover of a user's deleted file chowns a root-owned file the user moved into the sidecar to the user"]
 fn review21_root_recover_never_hands_a_root_file_to_the_user() {
     let test = "review21::review21_root_recover_never_hands_a_root_file_to_the_user";
     if !common::can_act_as_nobody(test) {
