@@ -499,10 +499,16 @@ impl Sidecar {
         let euid = sys::effective_uid();
         let owner_may_write = st.uid == euid
             || match file {
+                // The sidecar's group vouches for its owner only where the owner
+                // chose it: in a set-group-ID directory others may write, every new
+                // entry takes the directory's group (review21rec, finding 7).
                 Some(f) => {
                     st.uid == f.uid
                         || f.mode & 0o002 != 0
-                        || (f.mode & 0o020 != 0 && st.gid == f.gid)
+                        || (f.mode & 0o020 != 0
+                            && st.gid == f.gid
+                            && sys::stat_fd(state_dir)
+                                .is_ok_and(|d| sys::group_vouches_for(st.uid, st.gid, &d)))
                 }
                 // No state file to say who may write it (never made, or deleted: then
                 // this sidecar holds its only copies). Its directory's owner may
@@ -729,8 +735,7 @@ impl Sidecar {
             };
             let dst = sys::stat_fd(&dir.fd).map_err(err(dir.path.clone()))?;
             if mine.admits(&dst) {
-                fix(&dir.fd, &dst, dir_mode(perms.mode), perms)
-                    .map_err(err(dir.path.clone()))?;
+                fix(&dir.fd, &dst, dir_mode(perms.mode), perms).map_err(err(dir.path.clone()))?;
             }
             if sub == Sub::History {
                 // Only the segments statesafe writes there, never another name.
