@@ -277,7 +277,6 @@ fn review21_root_recover_never_hands_a_root_file_to_the_user() {
 /// (the start's checksum is not passed on) and :437-440. (A backup start is treated
 /// the same way, deliberately, for entries older builds wrote without checksums.)
 #[test]
-#[ignore = "review21rec: recover from the history applies an entry whose checksum was removed right after a checksummed start"]
 fn review21_recover_from_the_history_never_writes_an_unverified_entry() {
     let dir = common::test_dir();
     let path = dir.path().join("state.json");
@@ -337,7 +336,6 @@ fn review21_recover_from_the_history_never_writes_an_unverified_entry() {
 /// version the history carried beyond the journal's start are never applied). Run as
 /// `nobody` (root ignores a read-only directory's mode).
 #[test]
-#[ignore = "review21rec: recover of a deleted journal snapshot rolls back a record appended after a failed compaction"]
 fn review21_journal_recover_applies_records_past_a_failed_compactions_history() {
     let test =
         "review21::review21_journal_recover_applies_records_past_a_failed_compactions_history";
