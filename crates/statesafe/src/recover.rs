@@ -376,7 +376,8 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             let Ok(state) = serde_json::from_value::<T>(doc.clone()) else {
                 continue;
             };
-            if let Some((state, generation)) = self.apply_chain(&state, start.generation, &entries)
+            if let Some((state, generation)) =
+                self.apply_chain_from(&state, start.generation, &entries, true)
             {
                 return Ok(Some(Provable {
                     state,
@@ -425,16 +426,33 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
     /// outside statesafe or damaged), and before an entry without a checksum or a note
     /// saying why it has none once an entry of the chain had one (its checksum was
     /// removed); entries written before checksums were recorded are applied as they are.
+    /// A start with no checksum of its own (a backup, whose file verifies otherwise):
+    /// see [`Store::apply_chain_from`] for one that has one.
     pub(crate) fn apply_chain(
         &self,
         state: &T,
         from: u64,
         entries: &[HistoryEntry],
     ) -> Option<(T, u64)> {
+        self.apply_chain_from(state, from, entries, false)
+    }
+
+    /// [`Store::apply_chain`] from a start that `checksummed` says was verified by
+    /// a history checksum of its own (a history entry's snapshot): then the entries
+    /// after it must carry one too, or a note saying why not, from the first on
+    /// (review21rec, finding 4: the entry right after such a start was applied
+    /// unverified once its checksum was removed).
+    pub(crate) fn apply_chain_from(
+        &self,
+        state: &T,
+        from: u64,
+        entries: &[HistoryEntry],
+        checksummed: bool,
+    ) -> Option<(T, u64)> {
         let config = self.config();
         let mut doc = serde_json::to_value(state).ok()?;
         let mut at = from;
-        let mut checksummed = false;
+        let mut checksummed = checksummed;
         for entry in entries.iter().filter(|e| e.generation > from) {
             if entry.generation != at + 1
                 || (checksummed && entry.checksum.is_none() && entry.note.is_none())
@@ -787,6 +805,25 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         view: &crate::journal::View,
         sidecar: &Sidecar,
     ) -> Result<Provable<T>> {
+        // A version the history carried past the journal's start (a compaction that
+        // moved the records there and failed before its rename, then commits appended
+        // to the same journal): the records after it, once the history shows it is
+        // their lineage (review21rec, finding 5: they were quarantined, acknowledged
+        // commits rolled back).
+        let later;
+        let view = if p.generation > view.header.follows {
+            let config = self.config();
+            let entries = history::read(Some(sidecar), &config.history, p.generation, false)?;
+            match view.after(p.generation, &entries) {
+                Some(v) => {
+                    later = v;
+                    &later
+                }
+                None => return Ok(p),
+            }
+        } else {
+            view
+        };
         let follows = view.header.follows;
         if p.generation != follows || view.newest() <= follows {
             return Ok(p);
