@@ -228,6 +228,12 @@ pub fn unservable(
             value.get_type().qualname()?,
             value.str()?.to_string_lossy()
         );
+        // The cause's own hint, when it has one (`statesafe._model.FieldsDropped`).
+        let own_hint = value
+            .getattr("_statesafe_hint")
+            .ok()
+            .and_then(|h| h.extract::<String>().ok());
+        let hint = own_hint.as_deref().unwrap_or(hint);
         let fields = PyDict::new(py);
         let shown = path.to_string_lossy().into_owned();
         fields.set_item("path", &shown)?;
@@ -250,6 +256,44 @@ pub fn unservable(
         Ok(None) => cause,
         Err(broken) => broken,
     }
+}
+
+/// A document to write that the store's model cannot take
+/// (`statesafe._model.NotTheModel`, marked `_statesafe_usage`) as a `UsageError`
+/// naming the file, its message and hint, the model's exception as its cause; any
+/// other error is returned as it is.
+pub fn not_the_model(py: Python<'_>, e: PyErr, path: &std::path::Path) -> PyErr {
+    let value = e.value(py);
+    let marked = value
+        .getattr("_statesafe_usage")
+        .ok()
+        .is_some_and(|m| m.is_truthy().unwrap_or(false));
+    if !marked {
+        return e;
+    }
+    let text = |attr: &str| -> String {
+        value
+            .getattr(attr)
+            .ok()
+            .and_then(|h| h.extract::<String>().ok())
+            .unwrap_or_default()
+    };
+    let message = value
+        .str()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let made = usage_error_at(
+        &format!("cannot write `{}`: {message}", path.display()),
+        &text("_statesafe_hint"),
+        path,
+    );
+    if let Ok(Some(cause)) = value
+        .getattr("__cause__")
+        .map(|c| (!c.is_none()).then(|| PyErr::from_value(c)))
+    {
+        made.set_cause(py, Some(cause));
+    }
+    made
 }
 
 fn kind_error(kind: &str, message: &str, hint: &str, path: Option<&std::path::Path>) -> PyErr {

@@ -25,7 +25,9 @@ use statesafe::{
 };
 
 use crate::convert::{JsonLayout, from_json, to_json, to_python, to_value, type_name};
-use crate::errors::{closed_error, holder_dict, to_py, unservable, usage_error, usage_error_at};
+use crate::errors::{
+    closed_error, holder_dict, not_the_model, to_py, unservable, usage_error, usage_error_at,
+};
 use crate::report::{self, text};
 use crate::transaction::{LockGuard, Transaction};
 
@@ -144,13 +146,18 @@ impl Store {
         if *self.held_by.lock().unwrap_or_else(PoisonError::into_inner) == Some(me) {
             return Err(usage_error(
                 &format!(
-                    "a transaction of this store (`{}`) is already open in this thread (or its `lock()` is held): it cannot wait for its own lock",
+                    "a transaction of this store (`{}`) is already open in this thread (or its `lock()` is held, or an `async with store.transaction()` of it is open on this thread's event loop): it cannot wait for its own lock",
                     self.shown.display()
                 ),
                 "commit or roll it back first (or release the lock), or use one transaction",
             ));
         }
         Ok(())
+    }
+
+    /// The path as shown in errors (a URL's password redacted).
+    pub fn shown(&self) -> &std::path::Path {
+        &self.shown
     }
 
     /// Records that this thread now holds the store's lock, until the mark is dropped.
@@ -308,6 +315,19 @@ impl Store {
         )
     }
 
+    /// A document to write as the model's plain document; one the model cannot take
+    /// (not an instance of it, nor a plain document it accepts) is a `UsageError`
+    /// naming the file (see `statesafe._model.NotTheModel`).
+    fn unwrap_model<'py>(
+        &self,
+        from_model: &Bound<'py, PyAny>,
+        obj: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        from_model
+            .call1((obj,))
+            .map_err(|e| not_the_model(obj.py(), e, &self.shown))
+    }
+
     /// `obj` (a state, through the model) as JSON text, without validation.
     pub fn plain_json(&self, obj: &Bound<'_, PyAny>) -> PyResult<String> {
         let py = obj.py();
@@ -316,7 +336,12 @@ impl Store {
             base: 0,
         };
         let json = match &self.from_model {
-            Some(from_model) => to_json(&from_model.bind(py).call1((obj,))?, layout, false, 0),
+            Some(from_model) => to_json(
+                &self.unwrap_model(from_model.bind(py), obj)?,
+                layout,
+                false,
+                0,
+            ),
             None => to_json(obj, layout, false, 0),
         }?;
         Ok(json.text)
@@ -387,7 +412,12 @@ impl Store {
         let layout = self.json_layout(py)?;
         let hint = self.size_hint.load(Ordering::Relaxed);
         let json = match &self.from_model {
-            Some(from_model) => to_json(&from_model.bind(py).call1((obj,))?, layout, copy, hint),
+            Some(from_model) => to_json(
+                &self.unwrap_model(from_model.bind(py), obj)?,
+                layout,
+                copy,
+                hint,
+            ),
             None => to_json(obj, layout, copy, hint),
         }?;
         // Small documents grow their buffer from nothing, as the library's do.

@@ -54,6 +54,9 @@ pub struct Transaction {
     /// This thread holds the store's lock (see [`Store::refuse_nested`]): given up
     /// with the cell.
     mark: Mutex<Option<HeldMark>>,
+    /// Where `with ... as NAME` bound the document (`statesafe._rebind.Binding`), to
+    /// refuse a block that rebinds NAME instead of changing the document.
+    binding: Mutex<Option<Py<PyAny>>>,
 }
 
 impl Transaction {
@@ -138,6 +141,7 @@ impl Transaction {
             committed: Mutex::new(None),
             pid: std::process::id(),
             mark: Mutex::new(Some(mark)),
+            binding: Mutex::new(None),
         })
     }
 
@@ -260,6 +264,19 @@ impl Transaction {
     }
 }
 
+/// `UsageError`: the `with ... as NAME` block rebound NAME (see [`Transaction::__enter__`]);
+/// made by `statesafe._rebind.error`, which `statesafe.aio` uses too.
+fn rebound_error(py: Python<'_>, path: &std::path::Path, name: &str) -> PyErr {
+    let shown = path.to_string_lossy().into_owned();
+    match py
+        .import("statesafe._rebind")
+        .and_then(|m| m.getattr("error")?.call1((shown, name)))
+    {
+        Ok(e) => PyErr::from_value(e),
+        Err(broken) => broken,
+    }
+}
+
 /// A placeholder document (the transaction's own copy is given up for the Python one).
 fn null_doc() -> Doc {
     RawValue::from_string("null".to_string()).expect("invariant: `null` is JSON")
@@ -317,7 +334,43 @@ impl Transaction {
     }
 
     fn __enter__(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        self.current_state(py)
+        let state = self.current_state(py)?;
+        // The frame running the `with` statement (this native call adds none): which
+        // name it binds the document to. Best effort: None when not known.
+        let binding = py
+            .import("statesafe._rebind")
+            .and_then(|m| m.getattr("capture")?.call1((0,)))
+            .ok()
+            .filter(|b| !b.is_none())
+            .map(Bound::unbind);
+        *self.binding.lock().unwrap_or_else(PoisonError::into_inner) = binding;
+        Ok(state)
+    }
+
+    /// `UsageError` (after a rollback: nothing is written) when the block that ends in
+    /// the calling frame bound the document to a name and that name now refers to
+    /// another object: the new object would be lost and the old document committed.
+    fn refuse_rebound(&self, py: Python<'_>) -> PyResult<()> {
+        let Some(binding) = self
+            .binding
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        else {
+            return Ok(());
+        };
+        let state = self.current_state(py)?;
+        let name = py
+            .import("statesafe._rebind")
+            .and_then(|m| m.getattr("rebound")?.call1((binding, state, 0)))
+            .ok()
+            .and_then(|n| n.extract::<String>().ok());
+        let Some(name) = name else {
+            return Ok(());
+        };
+        let _ = self.rollback_now(py);
+        let store = self.store.get();
+        Err(rebound_error(py, store.shown(), &name))
     }
 
     #[pyo3(signature = (exc_type, _exc, _tb))]
@@ -329,13 +382,35 @@ impl Transaction {
         _tb: Option<Bound<'_, PyAny>>,
     ) -> PyResult<bool> {
         match exc_type {
-            None => self.commit_now(py).map(|_| false),
+            None => {
+                self.refuse_rebound(py)?;
+                self.commit_now(py).map(|_| false)
+            }
             Some(_) => {
                 // The block raised: write nothing. Its exception wins over ours.
                 let _ = self.rollback_now(py);
                 Ok(false)
             }
         }
+    }
+
+    /// `statesafe.aio`: the transaction was begun in a worker thread, and its block
+    /// runs on the event loop's thread: mark that thread as the lock's holder, so a
+    /// blocking call of this store there (`store.sync.transaction()`, `update`, ...)
+    /// is refused at once instead of waiting for a lock its own task holds.
+    fn _hold_here(&self) -> PyResult<()> {
+        let mut mark = self.mark.lock().unwrap_or_else(PoisonError::into_inner);
+        if mark.is_none() {
+            return Err(usage_error(
+                "this transaction is already finished (committed or rolled back)",
+                "start a new one with `store.transaction()`",
+            ));
+        }
+        // The new mark first: dropping the old one clears the store's holder only
+        // while it is still the old thread.
+        let fresh = self.store.get().mark_held();
+        drop(mark.replace(fresh));
+        Ok(())
     }
 
     fn __repr__(&self) -> String {

@@ -9,17 +9,73 @@ import sys
 import types
 import typing
 import weakref
-from typing import Any, Callable, Iterator, Optional, Union
+from typing import Any, Callable, Optional, Union
+
+
+class NotTheModel(TypeError):
+    """A document given to write (``replace``, ``create``, ``update``'s return, a
+    transaction's ``commit(state)``) that is neither an instance of the store's model
+    nor a plain document the model accepts. The native store makes it a
+    ``statesafe.UsageError`` naming the file (``_statesafe_hint`` is its hint)."""
+
+    _statesafe_usage = True
+
+    def __init__(self, message: str, hint: str) -> None:
+        super().__init__(message)
+        self._statesafe_hint = hint
+
+
+class FieldsDropped(TypeError):
+    """A document holding fields the model would not write back: refused on load (the
+    native store makes it a ``statesafe.Mismatch`` naming the file, with this hint)."""
+
+    def __init__(self, message: str, hint: str) -> None:
+        super().__init__(message)
+        self._statesafe_hint = hint
+
+
+_PLAIN = (dict, list, str, int, float, bool, decimal.Decimal, type(None))
+
+
+def _accepting_plain(model: Any, load: Callable[[Any], Any],
+                     dump: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``dump`` for an instance of ``model``; a plain document (a dict, as a migration
+    script writes) is first read through the model, exactly as the next load would
+    read it, so what is written is what the model accepts; anything else is refused."""
+    name = getattr(model, "__name__", repr(model))
+
+    def from_model(value: Any) -> Any:
+        if isinstance(value, model):
+            return dump(value)
+        if not isinstance(value, _PLAIN):
+            raise NotTheModel(
+                f"the document to write is a {type(value).__name__}, not a {name} (the "
+                f"store's model); nothing was written",
+                f"pass a {name} instance, or a plain document (a dict) that {name} "
+                f"accepts")
+        try:
+            instance = load(value)
+        except Exception as e:  # noqa: BLE001 - the model's refusal, as the cause
+            raise NotTheModel(
+                f"the document to write is a plain {type(value).__name__} that {name} (the "
+                f"store's model) refuses ({type(e).__name__}: {e}); nothing was written",
+                f"pass a {name} instance, or a plain document {name} accepts (it is "
+                f"read through the model, as the next load would read it)") from e
+        return dump(instance)
+
+    return from_model
 
 
 def adapters(model: Any) -> tuple[Callable[[Any], Any], Callable[[Any], Any]]:
     """``(to_model, from_model)`` for ``model``: document -> instance, instance -> document."""
     if hasattr(model, "model_validate") and hasattr(model, "model_dump"):
-        return _pydantic_adapters(model)
+        load, dump = _pydantic_adapters(model)
+        return load, (_accepting_plain(model, load, dump) if isinstance(model, type)
+                      else dump)
     if dataclasses.is_dataclass(model) and isinstance(model, type):
         def load(document: Any) -> Any:
             return _build(model, document, "")
-        return load, dataclasses.asdict
+        return load, _accepting_plain(model, load, dataclasses.asdict)
     raise TypeError(
         f"model must be a dataclass or a class with model_validate and model_dump (pydantic v2), "
         f"not {model!r}")
@@ -37,10 +93,14 @@ def _pydantic_adapters(model: Any) -> tuple[Callable[[Any], Any], Callable[[Any]
 
     def load(document: Any) -> Any:
         instance = model.model_validate(document)
-        found = list(_decimals(document, ()))
+        dumped = instance.model_dump(mode="json")
+        dropped: list[tuple[Any, ...]] = []
+        found: list[tuple[tuple[Any, ...], decimal.Decimal]] = []
+        _walk(document, dumped, (), dropped, found)
+        if dropped:
+            raise _fields_dropped(model, dropped)
         if not found:
             return instance
-        dumped = instance.model_dump(mode="json")
         changed = {}
         for where, original in found:
             made = _at(dumped, where)
@@ -75,21 +135,55 @@ def _pydantic_adapters(model: Any) -> tuple[Callable[[Any], Any], Callable[[Any]
 _ABSENT: Any = object()
 
 
+def _walk(document: Any, dumped: Any, where: tuple[Any, ...],
+          dropped: list[tuple[Any, ...]],
+          found: list[tuple[tuple[Any, ...], decimal.Decimal]]) -> None:
+    """One walk of the plain document, alongside the model's dump (``None`` where
+    they part): ``dropped`` gets where the document has an object member the dump
+    has not (a field the model ignored, pydantic's default ``extra="ignore"`, at any
+    depth; a field excluded from the dump; one read through an alias and written
+    under its name), ``found`` where it holds a ``Decimal``, and the ``Decimal``."""
+    if isinstance(document, dict):
+        parallel = dumped if isinstance(dumped, dict) else None
+        for k, v in document.items():
+            if parallel is not None and k not in parallel:
+                dropped.append((*where, k))
+            elif isinstance(v, (dict, list)):
+                _walk(v, None if parallel is None else parallel[k], (*where, k), dropped,
+                      found)
+            elif isinstance(v, decimal.Decimal):
+                found.append(((*where, k), v))
+    elif isinstance(document, list):
+        items = (dumped if isinstance(dumped, list) and len(dumped) == len(document)
+                 else None)
+        for i, v in enumerate(document):
+            if isinstance(v, (dict, list)):
+                _walk(v, None if items is None else items[i], (*where, i), dropped, found)
+            elif isinstance(v, decimal.Decimal):
+                found.append(((*where, i), v))
+    elif isinstance(document, decimal.Decimal):
+        found.append((where, document))
+
+
+def _pointer(where: tuple[Any, ...]) -> str:
+    return "/" + "/".join(str(k).replace("~", "~0").replace("/", "~1") for k in where)
+
+
+def _fields_dropped(model: Any, dropped: list[tuple[Any, ...]]) -> FieldsDropped:
+    name = getattr(model, "__name__", repr(model))
+    shown = ", ".join(f"`{_pointer(w)}`" for w in dropped[:5])
+    more = f" and {len(dropped) - 5} more" if len(dropped) > 5 else ""
+    return FieldsDropped(
+        f"the file holds fields that {name} would drop at the next commit: {shown}{more} "
+        f"(a pydantic model ignores undeclared fields by default, extra=\"ignore\")",
+        f"keep them with `model_config = ConfigDict(extra=\"allow\")` on {name} (and on "
+        f"any nested model that drops them), or declare them as fields; "
+        f"`extra=\"forbid\"` refuses such files instead; a field read through an alias "
+        f"must also be written under it (`serialize_by_alias=True`); nothing was changed")
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float, decimal.Decimal)) and not isinstance(value, bool)
-
-
-def _decimals(value: Any, where: tuple[Any, ...]) -> Iterator[tuple[tuple[Any, ...],
-                                                                   decimal.Decimal]]:
-    """Where the plain document holds a ``Decimal``, and the ``Decimal``."""
-    if isinstance(value, decimal.Decimal):
-        yield where, value
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            yield from _decimals(v, (*where, k))
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            yield from _decimals(v, (*where, i))
 
 
 def _at(value: Any, where: tuple[Any, ...]) -> Any:

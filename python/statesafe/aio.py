@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Callable, Generic, Optional, TypeVar, ove
 
 import statesafe
 from statesafe import Snapshot, Store, Transaction
+from statesafe import _rebind
 
 R = TypeVar("R")
 T = TypeVar("T")
@@ -191,8 +192,13 @@ class AsyncTransaction(Generic[T]):
         self._tx: "Optional[Transaction[T]]" = None
         self._held: Optional[_Held] = None
         self._token: "Optional[contextvars.Token[tuple[_Held, ...]]]" = None
+        self._binding: "Optional[_rebind.Binding]" = None
+        self._state: Any = None
 
     async def __aenter__(self) -> T:
+        # The name `async with ... as NAME` binds the document to, in the caller's
+        # frame (see statesafe._rebind): a block that rebinds it is refused at its end.
+        self._binding = _rebind.capture(1)
         _refuse_nested(self._store)
         begun: "list[Transaction[T]]" = []
         cancelled = threading.Event()
@@ -215,9 +221,14 @@ class AsyncTransaction(Generic[T]):
                 except statesafe.UsageError:
                     pass
             raise
+        # The block runs on this (the loop's) thread: a blocking call of this store
+        # here would wait for the lock this task holds, blocking the loop until the
+        # lock timeout; marked as the holder, this thread is refused at once instead.
+        self._tx._hold_here()
         self._held = _Held(self._store)
         self._token = _holding.set(_holding.get() + (self._held,))
-        return self._tx.state
+        self._state = self._tx.state
+        return self._state  # type: ignore[no-any-return]
 
     async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
         tx = self._tx
@@ -229,6 +240,12 @@ class AsyncTransaction(Generic[T]):
                 _holding.reset(self._token)
             except ValueError:  # exited in another context than it was entered in
                 pass
+        state, self._state = self._state, None
+        if exc_type is None:
+            name = _rebind.rebound(self._binding, state, 1)
+            if name is not None:
+                tx.rollback()
+                raise _rebind.error(str(self._store.path), name)
         if exc_type is None:
             # The lock is held: a cancel cannot stop the commit. The task waits for it
             # and learns its outcome (the commit's error, or none: then the cancel is

@@ -46,6 +46,7 @@ pub struct BackupList {
 }
 
 /// The backups folder's path, for messages.
+#[cfg(test)]
 pub(crate) fn backups_dir(target: &Target) -> PathBuf {
     target.sidecar().join("backups")
 }

@@ -199,6 +199,11 @@ fn segment_name(segment: u64) -> String {
     format!("seg-{segment:020}.jsonl")
 }
 
+/// Whether `name` is one statesafe gives a history segment.
+pub(crate) fn is_segment_name(name: &OsStr) -> bool {
+    parse_segment_name(name).is_some()
+}
+
 fn parse_segment_name(name: &OsStr) -> Option<u64> {
     let s = name.to_str()?;
     s.strip_prefix("seg-")?.strip_suffix(".jsonl")?.parse().ok()

@@ -1693,6 +1693,51 @@ impl View {
         at
     }
 
+    /// The journal from generation `at` on, when the history's `entries` prove that
+    /// its records up to `at` are the ones the history holds (a compaction moved them
+    /// there, then failed before its rename: review21rec, finding 5): each record
+    /// after the header's generation, up to `at`, has the history entry it makes (the
+    /// same patch, or the same document). A view whose header follows `at` and which
+    /// holds only the records after it, to [`View::replay`] onto generation `at`'s
+    /// document and to record in the history; `None` when the journal does not reach
+    /// past `at`, or a record up to `at` has no such entry (another lineage, or pruned).
+    pub(crate) fn after(&self, at: u64, entries: &[HistoryEntry]) -> Option<View> {
+        if at <= self.header.follows || self.newest() <= at {
+            return None;
+        }
+        for (i, r) in self.records.iter().enumerate() {
+            if r.generation > at {
+                break;
+            }
+            let mine = self.entry(i, u64::MAX);
+            let theirs = entries
+                .iter()
+                .rev()
+                .find(|e| e.generation == r.generation)?;
+            let same = match r.kind {
+                Kind::Patch => mine.patch.is_some() && mine.patch == theirs.patch,
+                Kind::Document => mine.snapshot.is_some() && mine.snapshot == theirs.snapshot,
+            };
+            if !same {
+                return None;
+            }
+        }
+        let keep: Vec<usize> = (0..self.records.len())
+            .filter(|&i| self.records[i].generation > at)
+            .collect();
+        Some(View {
+            header: Header {
+                follows: at,
+                ..self.header
+            },
+            bytes: self.bytes.clone(),
+            records: keep.iter().map(|&i| self.records[i].clone()).collect(),
+            metas: keep.iter().map(|&i| self.metas[i].clone()).collect(),
+            snapshot: None,
+            journal_path: self.journal_path.clone(),
+        })
+    }
+
     /// The newest generation the journal holds (its header's when it has no record).
     pub(crate) fn newest(&self) -> u64 {
         self.records

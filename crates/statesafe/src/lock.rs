@@ -709,7 +709,7 @@ impl LockFile {
     fn check_not_planted(&self, state_dir: &OwnedFd) -> Result<u32> {
         let euid = sys::effective_uid();
         let dir = sys::stat_fd(state_dir).map_err(|e| Error::io(Op::Lock, &self.target.dir, e))?;
-        if dir.mode & 0o1002 != 0o1002 {
+        if !sys::sticky_shared(dir.mode) {
             return Ok(euid);
         }
         match sys::stat_at(state_dir, &self.target.name) {
@@ -768,7 +768,7 @@ impl LockFile {
         euid: u32,
     ) -> Result<()> {
         let dir = sys::stat_fd(state_dir).map_err(|e| Error::io(Op::Lock, &self.target.dir, e))?;
-        if dir.mode & 0o1002 != 0o1002 {
+        if !sys::sticky_shared(dir.mode) {
             return Ok(());
         }
         if euid != 0 || owner == euid || owner == dir.uid {

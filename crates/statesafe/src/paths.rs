@@ -67,6 +67,9 @@ impl Target {
         let mut current = path.to_path_buf();
         let mut hops = 0;
         let mut links = Vec::new();
+        // Links another user owns (not the caller, not root), on the way or for the
+        // file's own name: see [`check_foreign_links`].
+        let mut foreign = Vec::new();
         for _ in 0..MAX_LINKS {
             // The directories on the way are resolved by us too, one component at a
             // time, under the same symlink rule as the file's own name.
@@ -74,13 +77,14 @@ impl Target {
                 && !parent.as_os_str().is_empty()
             {
                 let name = name.to_os_string();
-                current = canonical_dir(parent, &mut hops)
+                current = canonical_dir(parent, &mut hops, &mut foreign)
                     .map_err(|e| e.into_error(&given, parent))?
                     .join(name);
             }
             match std::fs::symlink_metadata(&current) {
                 Ok(meta) if meta.file_type().is_symlink() => {
                     check_link_owner(&current, meta.uid())?;
+                    note_foreign(&mut foreign, &current, meta.uid());
                     let link = std::fs::read_link(&current)
                         .map_err(|e| Error::io(Op::Resolve, &current, e))?;
                     if let (Some(parent), Some(name)) = (current.parent(), current.file_name()) {
@@ -99,9 +103,15 @@ impl Target {
                 Ok(meta) if !meta.is_file() => {
                     return Err(bad("it is not a regular file (a device, socket or pipe)"));
                 }
-                Ok(_) => return Ok((Target::split(given, &current)?, links.into())),
+                Ok(_) => {
+                    let target = Target::split(given, &current, &mut foreign)?;
+                    check_foreign_links(&target, &foreign)?;
+                    return Ok((target, links.into()));
+                }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    return Ok((Target::split(given, &current)?, links.into()));
+                    let target = Target::split(given, &current, &mut foreign)?;
+                    check_foreign_links(&target, &foreign)?;
+                    return Ok((target, links.into()));
                 }
                 Err(e) => return Err(Error::io(Op::Resolve, &current, e)),
             }
@@ -109,7 +119,7 @@ impl Target {
         Err(bad("too many levels of symbolic links"))
     }
 
-    fn split(given: PathBuf, real: &Path) -> Result<Target> {
+    fn split(given: PathBuf, real: &Path, foreign: &mut Vec<(PathBuf, u32)>) -> Result<Target> {
         let name = real
             .file_name()
             .ok_or_else(|| Error::BadPath {
@@ -121,7 +131,8 @@ impl Target {
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => Path::new("."),
         };
-        let dir = canonical_dir(parent, &mut 0).map_err(|e| e.into_error(&given, parent))?;
+        let dir =
+            canonical_dir(parent, &mut 0, foreign).map_err(|e| e.into_error(&given, parent))?;
         match std::fs::metadata(&dir) {
             Ok(m) if m.is_dir() => {}
             Ok(_) => {
@@ -264,7 +275,11 @@ impl DirError {
 /// directory (`/tmp/d -> /root`) is refused wherever it stands in the path, as the
 /// kernel's `protected_symlinks` would refuse it. `hops` counts the links followed
 /// (at most [`MAX_LINKS`], shared with the caller's own chain).
-fn canonical_dir(dir: &Path, hops: &mut usize) -> std::result::Result<PathBuf, DirError> {
+fn canonical_dir(
+    dir: &Path,
+    hops: &mut usize,
+    foreign: &mut Vec<(PathBuf, u32)>,
+) -> std::result::Result<PathBuf, DirError> {
     use std::collections::VecDeque;
     use std::path::Component;
     let absolute = if dir.is_absolute() {
@@ -301,6 +316,7 @@ fn canonical_dir(dir: &Path, hops: &mut usize) -> std::result::Result<PathBuf, D
         match std::fs::symlink_metadata(&next) {
             Ok(meta) if meta.file_type().is_symlink() => {
                 check_link_owner(&next, meta.uid()).map_err(DirError::Refused)?;
+                note_foreign(foreign, &next, meta.uid());
                 *hops += 1;
                 if *hops > MAX_LINKS {
                     return Err(DirError::Io(
@@ -344,6 +360,56 @@ fn check_link_owner(link: &Path, link_uid: u32) -> Result<()> {
             ),
             what: crate::error::Unsafety::Planted,
         });
+    }
+    Ok(())
+}
+
+/// Keeps `link` in `foreign` when another user owns it: neither the caller nor root
+/// (a link of root's is trusted as root's files are).
+fn note_foreign(foreign: &mut Vec<(PathBuf, u32)>, link: &Path, link_uid: u32) {
+    if link_uid != 0 && link_uid != crate::sys::effective_uid() {
+        foreign.push((link.to_path_buf(), link_uid));
+    }
+}
+
+/// A link another user owns leads only to a place that user controls: the state file
+/// it resolves to is theirs, or the directory that file is in (where the sidecar and the
+/// temporary files go) is theirs. Otherwise the link's owner could make the caller
+/// (root's cron job, a colleague) write, create, `chmod` or quarantine files of the
+/// caller's own, or of a third user, by pointing a name they own at them
+/// (`/home/a/state.json -> /etc/app.json` followed by root's `statesafe set`): the
+/// threat model's "root is never redirected by a user's planted links", everywhere,
+/// not only in sticky directories, where [`check_link_owner`] applies the kernel's
+/// rule first. The caller gives the real path to use such a file on purpose.
+fn check_foreign_links(target: &Target, foreign: &[(PathBuf, u32)]) -> Result<()> {
+    use std::os::unix::fs::MetadataExt as _;
+    if foreign.is_empty() {
+        return Ok(());
+    }
+    let dir_uid = std::fs::metadata(&target.dir)
+        .map_err(|e| Error::io(Op::Resolve, &target.dir, e))?
+        .uid();
+    let real = target.real();
+    let file_uid = match std::fs::symlink_metadata(&real) {
+        Ok(m) => Some(m.uid()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => return Err(Error::io(Op::Resolve, &real, e)),
+    };
+    for (link, uid) in foreign {
+        if *uid != dir_uid && Some(*uid) != file_uid {
+            let whose = match file_uid {
+                Some(f) => format!("`{}` (a file of uid {f}", real.display()),
+                None => format!("`{}` (a new file", real.display()),
+            };
+            return Err(Error::Unsafe {
+                path: link.clone(),
+                reason: format!(
+                    "it is a symbolic link owned by uid {uid}, who is not you, and it leads to {whose} in a directory of uid {dir_uid}); statesafe follows another user's link only to a file or directory that user owns, so that nobody can point a name at your files; use the real path `{}` if you mean that file",
+                    real.display()
+                ),
+                what: crate::error::Unsafety::Planted,
+            });
+        }
     }
     Ok(())
 }

@@ -381,7 +381,8 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             let Ok(state) = serde_json::from_value::<T>(doc.clone()) else {
                 continue;
             };
-            if let Some((state, generation)) = self.apply_chain(&state, start.generation, &entries)
+            if let Some((state, generation)) =
+                self.apply_chain_from(&state, start.generation, &entries, true)
             {
                 return Ok(Some(Provable {
                     state,
@@ -430,16 +431,33 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
     /// outside statesafe or damaged), and before an entry without a checksum or a note
     /// saying why it has none once an entry of the chain had one (its checksum was
     /// removed); entries written before checksums were recorded are applied as they are.
+    /// A start with no checksum of its own (a backup, whose file verifies otherwise):
+    /// see [`Store::apply_chain_from`] for one that has one.
     pub(crate) fn apply_chain(
         &self,
         state: &T,
         from: u64,
         entries: &[HistoryEntry],
     ) -> Option<(T, u64)> {
+        self.apply_chain_from(state, from, entries, false)
+    }
+
+    /// [`Store::apply_chain`] from a start that `checksummed` says was verified by
+    /// a history checksum of its own (a history entry's snapshot): then the entries
+    /// after it must carry one too, or a note saying why not, from the first on
+    /// (review21rec, finding 4: the entry right after such a start was applied
+    /// unverified once its checksum was removed).
+    pub(crate) fn apply_chain_from(
+        &self,
+        state: &T,
+        from: u64,
+        entries: &[HistoryEntry],
+        checksummed: bool,
+    ) -> Option<(T, u64)> {
         let config = self.config();
         let mut doc = serde_json::to_value(state).ok()?;
         let mut at = from;
-        let mut checksummed = false;
+        let mut checksummed = checksummed;
         for entry in entries.iter().filter(|e| e.generation > from) {
             if entry.generation != at + 1
                 || (checksummed && entry.checksum.is_none() && entry.note.is_none())
@@ -792,6 +810,25 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         view: &crate::journal::View,
         sidecar: &Sidecar,
     ) -> Result<Provable<T>> {
+        // A version the history carried past the journal's start (a compaction that
+        // moved the records there and failed before its rename, then commits appended
+        // to the same journal): the records after it, once the history shows it is
+        // their lineage (review21rec, finding 5: they were quarantined, acknowledged
+        // commits rolled back).
+        let later;
+        let view = if p.generation > view.header.follows {
+            let config = self.config();
+            let entries = history::read(Some(sidecar), &config.history, p.generation, false)?;
+            match view.after(p.generation, &entries) {
+                Some(v) => {
+                    later = v;
+                    &later
+                }
+                None => return Ok(p),
+            }
+        } else {
+            view
+        };
         let follows = view.header.follows;
         if p.generation != follows || view.newest() <= follows {
             return Ok(p);
@@ -909,7 +946,9 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
     /// replaces is itself backed up, if valid). Returns the new generation.
     ///
     /// # Errors
-    /// [`Error::NotFound`] when there is no such backup; [`Error::Corrupt`] or
+    /// [`Error::GenerationUnavailable`] when neither a backup nor the history (nor, in
+    /// journal mode, the journal) can produce that generation, or it is not older than
+    /// the current one; [`Error::Corrupt`] or
     /// [`Error::Invalid`] when it fails verification; lock and write errors.
     pub fn restore(&self, generation: u64) -> Result<u64> {
         if let Some(remote) = self.remote() {
@@ -933,11 +972,41 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                     }
                     _ => None,
                 };
-                let Some(doc) = doc else {
-                    return Err(Error::NotFound {
-                        path: backup::backups_dir(&self.local().target)
-                            .join(format!("gen-{generation:020}.json")),
-                    });
+                // Else the history, as `document_at` rebuilds it (its checksums
+                // verified); a generation nothing can rebuild is
+                // `GenerationUnavailable`, never `NotFound`, which says the state file
+                // does not exist and invites creating it afresh (review21node,
+                // finding 5).
+                let doc = match doc {
+                    Some(doc) => doc,
+                    None if generation == 0 || generation >= current_generation => {
+                        return Err(Error::GenerationUnavailable {
+                            path: self.path().to_path_buf(),
+                            generation,
+                            reason: format!(
+                                "restore brings back a generation before the current one ({current_generation}); {}",
+                                if generation == 0 {
+                                    "generation 0 is the state before its first commit"
+                                } else {
+                                    "this one is not older"
+                                }
+                            ),
+                        });
+                    }
+                    None => {
+                        let config = self.config();
+                        let view = self.journal_view(Some(guard.sidecar()), false)?;
+                        let mut entries = history::read(
+                            Some(guard.sidecar()),
+                            &config.history,
+                            current_generation,
+                            false,
+                        )?;
+                        if let Some(view) = &view {
+                            entries = view.merge(entries, current_generation, &config.history);
+                        }
+                        history::document_at(&self.local().target.given, &entries, generation)?
+                    }
                 };
                 self.verify_cached(&Arc::new(doc), generation, false)?.state
             }

@@ -350,6 +350,19 @@ impl Dir {
         bytes: &[u8],
         sync: bool,
     ) -> std::result::Result<io::Result<()>, SyncFailed> {
+        self.write_small_file_as(name, bytes, sync, None)
+    }
+
+    /// [`Self::write_small_file`], the new file given the sidecar's owner and mode for
+    /// `perms` (when given) on its own descriptor before the rename: never a name
+    /// that may have been swapped since.
+    pub fn write_small_file_as(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        sync: bool,
+        perms: Option<Perms>,
+    ) -> std::result::Result<io::Result<()>, SyncFailed> {
         let temp = format!(".{name}.tmp-{}", sys::pid());
         let temp = OsStr::new(&temp);
         // A leftover of ours, or anything planted under that name: unlinking a name
@@ -361,6 +374,9 @@ impl Dir {
         };
         // `Err(Ok(e))`: an ordinary failure; `Err(Err(e))`: a failed `fsync`.
         let result = (|| {
+            if let Some(perms) = perms {
+                self.fix_new_file(&file, perms).map_err(Ok)?;
+            }
             file.write_all(bytes).map_err(Ok)?;
             if sync {
                 sys::fsync(&file).map_err(Err)?;
@@ -508,10 +524,16 @@ impl Sidecar {
         let euid = sys::effective_uid();
         let owner_may_write = st.uid == euid
             || match file {
+                // The sidecar's group vouches for its owner only where the owner
+                // chose it: in a set-group-ID directory others may write, every new
+                // entry takes the directory's group (review21rec, finding 7).
                 Some(f) => {
                     st.uid == f.uid
                         || f.mode & 0o002 != 0
-                        || (f.mode & 0o020 != 0 && st.gid == f.gid)
+                        || (f.mode & 0o020 != 0
+                            && st.gid == f.gid
+                            && sys::stat_fd(state_dir)
+                                .is_ok_and(|d| sys::group_vouches_for(st.uid, st.gid, &d)))
                 }
                 // No state file to say who may write it (never made, or deleted: then
                 // this sidecar holds its only copies). Its directory's owner may
@@ -706,7 +728,8 @@ impl Sidecar {
 
     /// Writes the [`COMMITTED`] record (`generation` in decimal) unless there is one,
     /// with the sidecar's permissions for `perms` (its owner's, as root writing a
-    /// user's file; readable by whoever may read the file). Written after the
+    /// user's file; readable by whoever may read the file), given on the new file's
+    /// own descriptor before its rename. Written after the
     /// commit's rename, so it never claims a commit that failed; a crash before it
     /// leaves it to the next writer's handle. Synced (once in the sidecar's life); a
     /// failed `fsync` is reported, never retried: this handle does not write it again.
@@ -716,14 +739,14 @@ impl Sidecar {
             return Ok(());
         }
         let failed = |e: io::Error| Error::io(Op::WriteMeta, self.dir.join(name), e);
+        let bytes = format!("{generation}\n");
         match self
             .dir
-            .write_small_file(COMMITTED, format!("{generation}\n").as_bytes(), true)
+            .write_small_file_as(COMMITTED, bytes.as_bytes(), true, Some(perms))
         {
-            Ok(written) => written.map_err(failed)?,
-            Err(SyncFailed(e)) => return Err(failed(e)),
+            Ok(written) => written.map_err(failed),
+            Err(SyncFailed(e)) => Err(failed(e)),
         }
-        fix_own_file(&self.dir, name, perms)
     }
 
     fn enforce_now(&self, perms: Perms) -> Result<()> {
@@ -756,6 +779,15 @@ impl Sidecar {
         if st.mode == dir_mode(perms.mode) && !owner_differs && lock_right && journal_right {
             return Ok(());
         }
+        // As root, only entries that already belong to the state's owner or to the
+        // sidecar's (as it was before this fix-up) are changed: a root-owned file a
+        // user moved into their sidecar (rename keeps the owner) is not one statesafe
+        // made for this state, and handing it over would give the user root's file
+        // (review21rec, finding 3).
+        let mine = Mine {
+            state: perms.uid,
+            sidecar: st.uid,
+        };
         // Narrow the top folder first: from then on nothing inside is reachable by users
         // the state file does not admit.
         fix(&root.fd, &st, dir_mode(perms.mode), perms).map_err(err(root.path.clone()))?;
@@ -764,15 +796,20 @@ impl Sidecar {
                 continue;
             };
             let dst = sys::stat_fd(&dir.fd).map_err(err(dir.path.clone()))?;
-            fix(&dir.fd, &dst, dir_mode(perms.mode), perms).map_err(err(dir.path.clone()))?;
+            if mine.admits(&dst) {
+                fix(&dir.fd, &dst, dir_mode(perms.mode), perms).map_err(err(dir.path.clone()))?;
+            }
             if sub == Sub::History {
+                // Only the segments statesafe writes there, never another name.
                 for name in dir.names(Op::Settings)? {
-                    fix_own_file(&dir, &name, perms)?;
+                    if crate::history::is_segment_name(&name) {
+                        fix_own_file(&dir, &name, perms, mine)?;
+                    }
                 }
             }
         }
         for name in OWN_FILES {
-            fix_own_file(root, OsStr::new(name), perms)?;
+            fix_own_file(root, OsStr::new(name), perms, mine)?;
         }
         // A journal with a second name (a quarantine's hard link, until the compaction
         // that follows replaces it) is left as it is: a `chmod` would change the
@@ -781,24 +818,48 @@ impl Sidecar {
             .stat(journal, Op::Settings)?
             .is_some_and(|j| j.kind == Kind::File && j.nlink == 1)
         {
-            fix_own_file(root, journal, perms)?;
+            fix_own_file(root, journal, perms, mine)?;
         }
         Ok(())
     }
 }
 
+/// Whose entries [`Sidecar::enforce`] may change as root: the state file's owner's and
+/// the sidecar's owner's (before the fix-up). Anyone else's (root's own, in a user's
+/// sidecar) is left as it is. For an ordinary user the kernel already allows changes
+/// to their own entries only.
+#[derive(Clone, Copy)]
+struct Mine {
+    state: u32,
+    sidecar: u32,
+}
+
+impl Mine {
+    fn admits(self, st: &Stat) -> bool {
+        sys::effective_uid() != 0 || st.uid == self.state || st.uid == self.sidecar
+    }
+}
+
 /// Gives one of statesafe's own files in `dir` the sidecar's permissions, if it is
 /// there and is what statesafe would have made (a regular file with one link).
-fn fix_own_file(dir: &Dir, name: &OsStr, perms: Perms) -> Result<()> {
+fn fix_own_file(dir: &Dir, name: &OsStr, perms: Perms, mine: Mine) -> Result<()> {
     match dir.stat(name, Op::Settings)? {
-        Some(st) if st.kind == Kind::File => {}
+        Some(st) if st.kind == Kind::File && mine.admits(&st) => {}
         // Not statesafe's: never touched (it is refused when statesafe needs it).
+        Some(st) if st.kind == Kind::File => {
+            tracing::warn!(target: "statesafe", "left `{}` as it is: it belongs to uid {}, neither the state file's owner nor the sidecar's, so statesafe did not make it for this state", dir.join(name).display(), st.uid);
+            return Ok(());
+        }
         _ => return Ok(()),
     }
     let Some(file) = dir.open(name, Access::Read, 0, Use::Write, Op::Settings)? else {
         return Ok(());
     };
     let st = sys::stat_fd(&file).map_err(|e| Error::io(Op::Settings, dir.join(name), e))?;
+    // Checked again on the descriptor: the name may have been swapped since the stat.
+    if !mine.admits(&st) {
+        return Ok(());
+    }
     fix(&file, &st, own_file_mode(name, perms.mode), perms)
         .map_err(|e| Error::io(Op::Settings, dir.join(name), e))
 }

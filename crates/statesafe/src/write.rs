@@ -210,17 +210,25 @@ pub(crate) fn read_opened(
 }
 
 /// Refuses the state file `stat` describes when another user may have planted it in
-/// place of a deleted state: it lies in a sticky directory others may write (`/tmp`,
-/// a shared drop folder), its sidecar shows committed generations, and its owner is
-/// none of those who could have put it there as the state: the caller, root, the
-/// directory's owner, or a writer of the state as the sidecar admits them (its owner;
-/// a member of its group, the file's group, where the group may write it; anyone,
-/// where others may). In such a directory only a file's owner (or the directory's
-/// owner, or root) may delete or rename over it, so the state's own file never
-/// changes hands; a file of someone else's at its name was made after it was deleted
-/// (review20, finding 11). Its metadata record proves nothing: its owner may write
-/// any user attribute on it. The common case, the caller's own file, costs one
-/// `geteuid`.
+/// place of a deleted state: it lies in a sticky directory others than its owner may
+/// write (`/tmp`, a team's `1775` drop folder: [`sys::sticky_shared`]), its sidecar
+/// shows committed generations, and its owner is none of those who could have put it
+/// there as the state: the caller, the directory's owner (not root: anyone may move a
+/// root-owned file from a directory of theirs, `rename` keeps the owner), or a writer
+/// of the state as the sidecar admits them (its owner, root included; a member of its
+/// group, the file's group, where the group may write it, membership not taken from a
+/// group the file inherited from a set-group-ID directory: [`sys::group_vouches_for`];
+/// anyone, where others may). In such a directory only a file's owner (or the
+/// directory's owner, or root) may delete or rename over it, so the state's own file
+/// never changes hands; a file of someone else's at its name was made after it was
+/// deleted (review20, finding 11; review21rec, findings 1, 2 and 6). Its metadata
+/// record proves nothing: its owner may write any user attribute on it.
+///
+/// Root, which writes there only its own files or the directory owner's
+/// ([`crate::lock::LockFile`]'s `check_not_planted`, the kernel's `protected_regular`
+/// rule), reads no other file there either, sidecar or not: a lock-free read served
+/// what the writer refused (review21node, finding 11). The common case, the caller's
+/// own file, costs one `geteuid`.
 pub(crate) fn refuse_planted(
     target: &Target,
     dir: &OwnedFd,
@@ -228,22 +236,37 @@ pub(crate) fn refuse_planted(
     stat: &std::fs::Metadata,
 ) -> Result<()> {
     let owner = stat.uid();
-    if owner == sys::effective_uid() || owner == 0 {
+    let euid = sys::effective_uid();
+    if owner == euid {
         return Ok(());
     }
     let folder = sys::stat_fd(dir).map_err(|e| Error::io(Op::Read, &target.dir, e))?;
-    if folder.mode & 0o1002 != 0o1002 || owner == folder.uid {
+    if !sys::sticky_shared(folder.mode) || (owner == folder.uid && owner != 0) {
         return Ok(());
     }
-    // A sidecar refused as foreign is reported by whoever uses it.
-    let Some(sidecar) = Sidecar::open(target, dir, None).ok().flatten() else {
+    if euid == 0 && owner != folder.uid {
+        return Err(Error::Unsafe {
+            path: target.given.clone(),
+            reason: format!(
+                "it belongs to uid {owner} and lies in the sticky directory `{}`, which others may write, where root reads and writes only its own files or the directory owner's (the kernel's protected_regular rule): another user may have planted it, so it was neither read nor written; read it as its owner, or keep the state in a directory other users cannot write",
+                target.dir.display(),
+            ),
+            what: crate::error::Unsafety::Planted,
+        });
+    }
+    // A sidecar that cannot be opened or is refused says nothing about who may write
+    // the state: its error is the answer (a planted file narrower than a shared
+    // sidecar made a co-writer's open refuse the sidecar, which let the file through).
+    let Some(sidecar) = Sidecar::open(target, dir, None)? else {
         return Ok(());
     };
     let side = sys::stat_fd(sidecar.root().fd())
         .map_err(|e| Error::io(Op::Read, sidecar.root().path(), e))?;
     let writer = owner == side.uid
         || side.mode & 0o002 != 0
-        || side.mode & 0o020 != 0 && stat.gid() == side.gid;
+        || side.mode & 0o020 != 0
+            && stat.gid() == side.gid
+            && sys::group_vouches_for(owner, stat.gid(), &folder);
     if writer {
         return Ok(());
     }
@@ -254,7 +277,7 @@ pub(crate) fn refuse_planted(
     Err(Error::Unsafe {
         path: target.given.clone(),
         reason: format!(
-            "it belongs to uid {owner}, who may not write this state, and lies in the sticky, world-writable directory `{}`, while its sidecar `{}` (uid {}) shows {known} committed generations: the state file was deleted and another user may have planted this one in its place, so it was neither read nor written; have its owner, the directory's owner or root remove it, then put the state back with `statesafe recover {}`; better, keep the state in a directory other users cannot write",
+            "it belongs to uid {owner}, who may not write this state, and lies in the sticky directory `{}`, which others may write, while its sidecar `{}` (uid {}) shows {known} committed generations: the state file was deleted and another user may have planted this one in its place, so it was neither read nor written; have its owner, the directory's owner or root remove it, then put the state back with `statesafe recover {}`; better, keep the state in a directory other users cannot write",
             target.dir.display(),
             sidecar.root().path().display(),
             side.uid,

@@ -2087,9 +2087,18 @@ SELECT (SELECT txid_current()::text FROM {main} WHERE state = {key} FOR UPDATE S
                 &[(&self.address.state, Type::TEXT), (&g, Type::INT8)],
             )
             .map_err(|e| self.error("read the backups of", e))?;
+        // Only the backup rows are restored from here (the history's rebuild,
+        // `document_at`, reads through another connection than this locked one); a
+        // generation they do not hold is unavailable, never `NotFound`, which says the
+        // state does not exist (review21node, finding 5).
         let Some(row) = row else {
-            return Err(Error::NotFound {
-                path: self.backup_path(generation),
+            return Err(Error::GenerationUnavailable {
+                path: self.display().to_path_buf(),
+                generation,
+                reason: format!(
+                    "no backup row holds it (the backups kept: `statesafe backups {0}`); on PostgreSQL, restore brings back backup rows only: `statesafe log {0} --patch` shows the history's changes, and `statesafe diff` rebuilds a past version's difference",
+                    self.display().display()
+                ),
             });
         };
         let state = self.verified_backup(store, &backup_row(&row))?;

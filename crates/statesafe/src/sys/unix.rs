@@ -213,6 +213,63 @@ pub(crate) fn user_name(uid: u32) -> Option<String> {
     })
 }
 
+/// Whether a directory of mode `mode` is sticky and others than its owner may create
+/// entries there (its group or everyone: `/tmp`'s `1777`, a team's `1775` or `3770`).
+/// There only an entry's owner, the directory's owner or root may rename or remove it,
+/// and anyone who may write the directory may create an entry at a free name: the
+/// directories where statesafe holds an entry's owner to account (`fs.protected_regular
+/// = 2`'s reach).
+pub(crate) fn sticky_shared(mode: u32) -> bool {
+    mode & 0o1000 != 0 && mode & 0o022 != 0
+}
+
+/// Whether an entry's group `gid` says that its owner `owner` is a member of that group,
+/// for an entry in the directory `dir`. It does unless the directory is set-group-ID,
+/// the entry has the directory's group and others may create entries there: then every
+/// new entry takes that group whoever makes it, and only the owner's real membership
+/// (the group database: their primary group, `getgrouplist`) counts (review21rec,
+/// findings 1 and 7).
+pub(crate) fn group_vouches_for(owner: u32, gid: u32, dir: &Stat) -> bool {
+    if dir.mode & 0o2000 == 0 || gid != dir.gid || dir.mode & 0o002 == 0 {
+        return true;
+    }
+    owner == 0 || user_in_group(owner, gid)
+}
+
+/// Whether the user `uid` is a member of the group `gid` as `/etc/passwd` (their
+/// primary group) and `/etc/group` (its member list) say; `false` for a user they do
+/// not know. Read like [`user_name`], without `unsafe` and without the name service
+/// switch: a user known only to a directory service (LDAP) counts as no member, which
+/// refuses rather than trusts.
+pub(crate) fn user_in_group(uid: u32, gid: u32) -> bool {
+    let Ok(passwd) = std::fs::read("/etc/passwd") else {
+        return false;
+    };
+    let Some((name, primary)) = passwd.split(|b| *b == b'\n').find_map(|line| {
+        let f: Vec<&[u8]> = line.split(|b| *b == b':').collect();
+        let id = OsStr::from_bytes(f.get(2)?).to_str()?.parse::<u32>().ok()?;
+        let group = OsStr::from_bytes(f.get(3)?).to_str()?.parse::<u32>().ok()?;
+        (id == uid).then(|| (f[0].to_vec(), group))
+    }) else {
+        return false;
+    };
+    if primary == gid {
+        return true;
+    }
+    let Ok(groups) = std::fs::read("/etc/group") else {
+        return false;
+    };
+    groups.split(|b| *b == b'\n').any(|line| {
+        let f: Vec<&[u8]> = line.split(|b| *b == b':').collect();
+        f.len() >= 4
+            && OsStr::from_bytes(f[2])
+                .to_str()
+                .and_then(|g| g.parse::<u32>().ok())
+                == Some(gid)
+            && f[3].split(|b| *b == b',').any(|m| m == name.as_slice())
+    })
+}
+
 /// The real user id.
 pub(crate) fn real_uid() -> u32 {
     rustix::process::getuid().as_raw()

@@ -352,7 +352,70 @@ fn restore_brings_a_backup_back_as_a_new_generation() {
         .map(|b| b.generation)
         .collect();
     assert!(gens.contains(&3), "{gens:?}");
-    assert!(matches!(store.restore(42), Err(Error::NotFound { .. })));
+    // A generation not yet committed is unavailable, not a missing state file.
+    assert!(matches!(
+        store.restore(42),
+        Err(Error::GenerationUnavailable { generation: 42, .. })
+    ));
+}
+
+/// `restore` of a generation no backup holds any more rebuilds it from the history,
+/// as `document_at` does; one nothing can rebuild is `GenerationUnavailable`. Before,
+/// both were `Error::NotFound` naming `backups/gen-….json` as a state file that "does
+/// not exist" with the hint to create it (review21node, finding 5: a program treating
+/// ENOENT as "no state yet" would have created a fresh state over the real one).
+#[test]
+fn restore_rebuilds_from_the_history_what_no_backup_holds() {
+    let dir = common::test_dir();
+    let path = dir.path().join("state.json");
+    let one = BackupPolicy {
+        keep: 1,
+        hourly: 0,
+        daily: 0,
+    };
+    let store: Store = Store::options().backups(one).open(&path).unwrap();
+    store.create(json!({"v": 1})).unwrap();
+    for v in 2..=5 {
+        store.update(|s| s["v"] = v.into()).unwrap();
+    }
+    let kept: Vec<u64> = store
+        .backups()
+        .unwrap()
+        .backups
+        .iter()
+        .map(|b| b.generation)
+        .collect();
+    assert_eq!(kept, [4]);
+    assert_eq!(store.document_at(2).unwrap(), json!({"v": 2}));
+    assert_eq!(store.restore(2).unwrap(), 6);
+    assert_eq!(store.get().unwrap(), json!({"v": 2}));
+    for g in [0, 6, 7] {
+        let e = store.restore(g).unwrap_err();
+        assert!(
+            matches!(e, Error::GenerationUnavailable { generation, .. } if generation == g),
+            "restore({g}): {e:?}"
+        );
+    }
+    // Without a history, a generation no backup holds is unavailable, not NotFound.
+    let bare = dir.path().join("bare.json");
+    let store: Store = Store::options()
+        .backups(one)
+        .history(statesafe::HistoryPolicy {
+            keep: 0,
+            ..Default::default()
+        })
+        .open(&bare)
+        .unwrap();
+    store.create(json!({"v": 1})).unwrap();
+    for v in 2..=4 {
+        store.update(|s| s["v"] = v.into()).unwrap();
+    }
+    let e = store.restore(1).unwrap_err();
+    assert!(
+        matches!(e, Error::GenerationUnavailable { generation: 1, .. }),
+        "restore(1) with no history: {e:?}"
+    );
+    assert_eq!(store.get().unwrap(), json!({"v": 4}));
 }
 
 #[test]

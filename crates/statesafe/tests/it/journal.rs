@@ -1158,8 +1158,11 @@ fn versions_since_the_last_compaction_are_backups_and_can_be_restored() {
         (list.backups[0].generation, list.backups[0].path.clone()),
         (1, dir.path().join("b.json"))
     );
-    // A generation that is neither kept nor in the journal is not found.
-    assert!(matches!(store.restore(7), Err(Error::NotFound { .. })));
+    // A generation that is neither kept nor in the journal is unavailable.
+    assert!(matches!(
+        store.restore(7),
+        Err(Error::GenerationUnavailable { generation: 7, .. })
+    ));
 }
 
 #[test]

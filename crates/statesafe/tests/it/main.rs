@@ -44,6 +44,7 @@ mod review16;
 mod review17;
 mod review18;
 mod review20;
+mod review21;
 mod security;
 mod serialized;
 mod streaming;

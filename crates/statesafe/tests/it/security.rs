@@ -732,8 +732,13 @@ fn root_never_writes_into_a_file_another_user_planted_in_a_sticky_directory() {
     assert!(err.to_string().contains("protected_regular"), "{err}");
     assert_eq!(snapshot(&planted), before);
     assert!(!sidecar(&planted).exists());
-    // Reads are not writes: root may read it, as `cat` would.
-    assert_eq!(store.load().unwrap().state, json!({}));
+    // Nor read as the state: what the writer refuses, a lock-free read does not serve
+    // (review21node, finding 11: `get` served a planted `{"admin": true}`).
+    let err = store.load().unwrap_err();
+    assert!(
+        matches!(&err, Error::Unsafe { path: p, .. } if *p == planted),
+        "{err:?}"
+    );
     // A file of root's own (the directory's owner) there is written as usual.
     let own = shared.join("own.json");
     let store: Store = Store::open(&own).unwrap();

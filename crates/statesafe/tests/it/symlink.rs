@@ -218,3 +218,63 @@ fn names_too_long_for_the_temp_and_sidecar_names_are_refused_up_front() {
     );
     assert!(!too_long.exists());
 }
+
+/// A link another user owns leads only to what that user controls (paths.rs,
+/// `check_foreign_links`). As root in a directory of `nobody`'s (a home directory,
+/// not a sticky one, where the kernel's rule already applied): `nobody`'s links to a
+/// file of root's, to a new file in a directory of root's, and a directory link to
+/// one of root's, are refused (`Error::Unsafe`) and nothing of root's is written or
+/// created; `nobody`'s link to `nobody`'s own file is followed. Before: root's commit
+/// through the first link rewrote root's private file, and the second created one in
+/// root's directory (review21rec's note; the threat model claimed this refused).
+#[test]
+fn another_users_link_never_leads_root_to_its_own_files() {
+    use std::os::unix::fs::lchown;
+    let test = "symlink::another_users_link_never_leads_root_to_its_own_files";
+    if !common::can_act_as_nobody(test) {
+        return;
+    }
+    let dir = common::test_dir();
+    let home = dir.path().join("home");
+    let roots = dir.path().join("root-only");
+    std::fs::create_dir(&home).unwrap();
+    std::fs::create_dir(&roots).unwrap();
+    std::os::unix::fs::chown(&home, Some(65534), Some(65534)).unwrap();
+    let secret = roots.join("secret.json");
+    std::fs::write(&secret, "{\"root\": 1}\n").unwrap();
+    let plant = |name: &str, to: &Path| {
+        let link = home.join(name);
+        symlink(to, &link).unwrap();
+        lchown(&link, Some(65534), Some(65534)).unwrap();
+        link
+    };
+    let to_root_file = plant("state.json", &secret);
+    let dangling = plant("new.json", &roots.join("new.json"));
+    let dir_link = plant("data", &roots);
+    for path in [to_root_file, dangling, dir_link.join("x.json")] {
+        // Refused where the path is resolved: at the open.
+        let refused = Store::<serde_json::Value>::open(&path)
+            .and_then(|store| store.update(|s| s["x"] = 5.into()));
+        assert!(
+            matches!(refused, Err(Error::Unsafe { .. })),
+            "root's update through {path:?} gave {refused:?}"
+        );
+    }
+    assert_eq!(std::fs::read_to_string(&secret).unwrap(), "{\"root\": 1}\n");
+    let mut left: Vec<_> = std::fs::read_dir(&roots)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["secret.json"], "root's directory gained files");
+    // nobody's link to nobody's own file: root writes nobody's file, as `echo >` would.
+    let own = home.join("own.json");
+    std::fs::write(&own, "{}\n").unwrap();
+    std::os::unix::fs::chown(&own, Some(65534), Some(65534)).unwrap();
+    let link = plant("link.json", Path::new("own.json"));
+    let store: Store = Store::open(&link).unwrap();
+    store.update(|s| s["x"] = 1.into()).unwrap();
+    let back: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&own).unwrap()).unwrap();
+    assert_eq!(back, json!({"x": 1}));
+}

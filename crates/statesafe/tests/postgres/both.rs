@@ -332,7 +332,10 @@ fn restore_brings_a_backup_back_as_a_new_generation(place: &Place) {
         (last.generation, last.change),
         (4, Change::Restore { from: 1 })
     );
-    assert!(matches!(store.restore(99), Err(Error::NotFound { .. })));
+    assert!(matches!(
+        store.restore(99),
+        Err(Error::GenerationUnavailable { generation: 99, .. })
+    ));
 }
 
 fn check_and_info_report_a_sound_state(place: &Place) {
