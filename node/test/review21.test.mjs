@@ -5,7 +5,7 @@
 // becomes an ordinary test. What each printed un-skipped is in the commit message.
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { chmodSync, mkdirSync, readFileSync } from 'node:fs'
+import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { execFileSync } from 'node:child_process'
 import { join } from 'node:path'
 import { open } from '../index.mjs'
@@ -256,4 +256,42 @@ test.skip('review21node: a state file another user planted in a sticky directory
     assert.equal(e.code, 'EUNSAFE', e.message)
     return true
   }, 'get() served the planted file as the state')
+})
+
+// Finding 12 (the types and the docs omit events the package emits): a read that
+// meets a damaged file while the writers' lock is held serves the newest version that
+// verifies (an older one) and emits 'damageNotRepaired'; the first contact with a
+// file statesafe never wrote emits 'adopted'. Neither is among the events index.d.ts
+// declares (`on(event: …)` overloads) nor in docs/node.md's table, so a program that
+// subscribes to every documented event never learns that it was served an older
+// version of a damaged file. Before the fix: 'damageNotRepaired' and 'adopted' were
+// emitted and not declared.
+test.skip('review21node: every event a store emits is declared in index.d.ts', async (t) => {
+  // review21node: 'damageNotRepaired' and 'adopted' were emitted, not declared
+  const declared = new Set([...readFileSync(new URL('../index.d.ts', import.meta.url), 'utf8').matchAll(/on\(event: '([A-Za-z]+)'/g)].map((m) => m[1]))
+  const dir = tempDir(t)
+  const emitted = new Set()
+  const watch = (store) => {
+    const emit = store.emit.bind(store)
+    store.emit = (type, ...rest) => {
+      emitted.add(type)
+      return emit(type, ...rest)
+    }
+    return store
+  }
+  const file = join(dir, 'state.json')
+  const a = open(file, { default: {} })
+  const b = watch(open(file, { default: {} }))
+  for (let n = 1; n <= 3; n++) await a.replace({ n })
+  let served
+  await a.withLock(async () => {
+    writeFileSync(file, '{"n": ')
+    served = await b.get()
+  })
+  assert.deepEqual(served, { n: 3 })
+  const other = join(dir, 'written-by-hand.json')
+  writeFileSync(other, '{"n": 1}\n')
+  await watch(open(other)).update((s) => void (s.n = 2))
+  const undeclared = [...emitted].filter((type) => !declared.has(type))
+  assert.deepEqual(undeclared, [], `emitted but not declared in index.d.ts: ${undeclared.join(', ')}`)
 })
