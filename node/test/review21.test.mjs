@@ -34,6 +34,11 @@ test.skip('review21node: an updater that returns push()\'s count does not replac
     // Refusing it loudly, nothing written, is as good.
     assert.deepEqual(doc, { list: [], owner: 'ops' })
   }
+  // The same with `delete`, which returns true: the file held `true`.
+  await store.replace({ sessions: { a: 1, b: 2 }, owner: 'ops' })
+  await store.update((s) => delete s.sessions.a).catch(() => {})
+  const after = JSON.parse(readFileSync(file, 'utf8'))
+  assert.ok(after !== null && typeof after === 'object', `the update wrote ${JSON.stringify(after)} as the whole document`)
 })
 
 // Finding 2 (a value changed silently): a named property of an array (`d.items.note =
@@ -294,4 +299,22 @@ test.skip('review21node: every event a store emits is declared in index.d.ts', a
   await watch(open(other)).update((s) => void (s.n = 2))
   const undeclared = [...emitted].filter((type) => !declared.has(type))
   assert.deepEqual(undeclared, [], `emitted but not declared in index.d.ts: ${undeclared.join(', ')}`)
+})
+
+// Finding 13 (an error that names the wrong cause and the wrong fix): a `validate`
+// that is async (an `async (s) => …` rule, a schema library's async check) returns a
+// Promise, which is neither true nor undefined, so every commit is refused and every
+// read fails with EINVALID "refused by the validate option", hint "fix the data with
+// an update that satisfies the rule": the data is fine, the rule is the wrong kind.
+// Before the fix: get() failed with EINVALID blaming the file's data.
+test.skip('review21node: an async validate is reported as such, not blamed on the data', async (t) => {
+  // review21node: get() and update() failed with EINVALID "refused by the validate option"
+  const file = join(tempDir(t), 'state.json')
+  await open(file).replace({ n: 1 })
+  const store = open(file, { validate: async (s) => s.n > 0 })
+  await assert.rejects(store.get(), (e) => {
+    assert.notEqual(e.code, 'EINVALID', `${e.message} / hint: ${e.hint}`)
+    assert.match(e.message, /promise|async/i)
+    return true
+  })
 })
