@@ -318,3 +318,25 @@ test.skip('review21node: an async validate is reported as such, not blamed on th
     return true
   })
 })
+
+// Finding 14 (an option changed silently): options cross to the addon as
+// `JSON.stringify(options)`, which writes Infinity and NaN as null, and null there
+// means "not set". So `backups: Infinity` ("keep every backup") keeps the default 5
+// and prunes the older ones, `history: Infinity` keeps 1000, and
+// `lockTimeoutMs: Infinity` ("wait as long as it takes") gives up after 10 s, all
+// without a word. Before the fix: 5 backups kept after 9 commits with backups: Infinity.
+test.skip('review21node: backups: Infinity keeps every backup, or is refused', async (t) => {
+  // review21node: backups: Infinity silently kept 5 (JSON.stringify made it null, read as "not set")
+  const file = join(tempDir(t), 'state.json')
+  let store
+  try {
+    store = open(file, { backups: Infinity })
+  } catch (e) {
+    // A TypeError naming the option is as good.
+    assert.ok(e instanceof TypeError && /backups/.test(e.message), e.message)
+    return
+  }
+  for (let n = 1; n <= 9; n++) await store.replace({ n })
+  const { backups } = await store.backups()
+  assert.equal(backups.length, 8, `backups: Infinity kept ${backups.length} of 8 replaced versions`)
+})
