@@ -5,11 +5,12 @@
 // becomes an ordinary test. What each printed un-skipped is in the commit message.
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { chmodSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs'
 import { execFileSync } from 'node:child_process'
 import { join } from 'node:path'
+import { createRequire } from 'node:module'
 import { open } from '../index.mjs'
-import { tempDir } from './helpers.mjs'
+import { packageDir, repoDir, tempDir } from './helpers.mjs'
 
 // Finding 1 (a lost update, and the whole document gone): an arrow function without
 // braces returns what its expression gives. `s => s.list.push(job)` (or `s => s.n++`,
@@ -339,4 +340,39 @@ test.skip('review21node: backups: Infinity keeps every backup, or is refused', a
   for (let n = 1; n <= 9; n++) await store.replace({ n })
   const { backups } = await store.backups()
   assert.equal(backups.length, 8, `backups: Infinity kept ${backups.length} of 8 replaced versions`)
+})
+
+// Finding 15 (a lost update the shipped example teaches): examples/node, seed 004's
+// StateStore ported, keeps the seed's `loadState()` / `saveState(state)` pair, and its
+// main.ts uses it as the seed's CLI did: read the state, change a copy, save it. The
+// save is a blind `replace` (no `ifGeneration` from the load), so a resource another
+// CLI run tracked in between (with the locked `trackResource`) is silently dropped:
+// exactly the lost update seed 004 asked statesafe to end. Before the fix: the
+// resource tracked by the other run was gone after the save.
+test.skip('review21node: the example\'s loadState/saveState does not drop a concurrent run\'s resource', async (t) => {
+  // review21node: saveState after loadState dropped the resource another run tracked in between
+  const out = tempDir(t)
+  const tsc = join(packageDir, 'node_modules', 'typescript', 'bin', 'tsc')
+  execFileSync(process.execPath, [tsc, '-p', join(repoDir, 'examples', 'node', 'tsconfig.json'), '--outDir', out], { stdio: 'inherit' })
+  mkdirSync(join(out, 'node_modules'))
+  symlinkSync(packageDir, join(out, 'node_modules', 'statesafe'), 'dir')
+  const { StateStore } = createRequire(join(out, 'x.js'))('./state-store.js')
+  const stateDir = join(out, '.hypernative')
+  const resource = (id) => ({ id, kind: 'agent', name: id, hash: '0', updatedAt: new Date(0).toISOString() })
+  const ours = new StateStore(stateDir, '1.2.0')
+  const theirs = new StateStore(stateDir, '1.2.0') // another run of the CLI
+  await ours.trackResource(resource('agent-alpha'))
+  const current = await ours.loadState()
+  await theirs.trackResource(resource('agent-beta'))
+  let saved = true
+  try {
+    await ours.saveState({ ...current, metadata: { ...current.metadata, cliVersion: '1.2.1' } })
+  } catch (e) {
+    saved = false // refusing the stale save (ECONFLICT) is as good
+    assert.equal(e.code, 'ECONFLICT', e.message)
+  }
+  const after = await theirs.loadState()
+  assert.ok('agent-beta' in after.resources, `saved: ${saved}; resources after the save: ${Object.keys(after.resources).join(', ')}`)
+  ours.close()
+  theirs.close()
 })
