@@ -74,7 +74,8 @@ fn bad(option: &str, value: &str, allowed: &str) -> Failure {
 
 impl Options {
     pub fn parse(json: &str) -> Outcome<Options> {
-        serde_json::from_str(json).map_err(|e| Failure::option_error(format!("statesafe: bad options: {e}")))
+        serde_json::from_str(json)
+            .map_err(|e| Failure::option_error(format!("statesafe: bad options: {e}")))
     }
 
     /// How documents are laid out in the file; `recorded` is the format recorded
