@@ -1190,9 +1190,10 @@ function nativeOptions(options, file) {
       if (big) out.defaultBig = big
       doc = [json, big]
     } else if (COUNTS.has(k)) {
+      // null, like undefined: not set (the default).
       if (v !== null && typeof v === 'object' && (k === 'backups' || k === 'history')) {
-        for (const [part, n] of Object.entries(v)) count(`${k}.${part}`, n)
-      } else {
+        for (const [part, n] of Object.entries(v)) if (n !== undefined && n !== null) count(`${k}.${part}`, n)
+      } else if (v !== null) {
         count(k, v)
       }
       out[k] = v
@@ -1287,7 +1288,7 @@ class Store extends EventEmitter {
   // values put into it) is part of it; it is handed to one update only, and dropped
   // when that update fails.
   #cache = null
-  // `fileKey` of the path, made at the first lock taken or asked about.
+  // `fileKey` of the path, made at the opening (a later chdir does not change it).
   #fileKey
 
   constructor(path, options = {}, opened = undefined) {
@@ -1297,6 +1298,7 @@ class Store extends EventEmitter {
     }
     this.#path = path instanceof URL ? require('node:url').fileURLToPath(path) : path
     this.#reads.file = this.#path
+    this.#fileKey = fileKey(this.#path)
     const [opts, doc] = nativeOptions(options, this.#path)
     this.#hasDefault = doc !== undefined
     this.#default = this.#hasDefault ? withBigInts(...doc) : undefined
@@ -1434,7 +1436,6 @@ class Store extends EventEmitter {
   }
 
   #key() {
-    if (this.#fileKey === undefined) this.#fileKey = fileKey(this.#path)
     return this.#fileKey
   }
 

@@ -164,6 +164,9 @@ test('a bad option names the option, and every option error has a code', (t) => 
     })
   }
   assert.throws(() => open(file, { lockTimeout: 5 }), (e) => typeof e.code === 'string' && e.code !== 'ENOTJSON')
+  // fix21node: a part left undefined, or an option null, is not set (as before the check).
+  open(file, { backups: { keep: 2, hourly: undefined }, history: null, maxBytes: undefined })
+  assert.throws(() => open(file, { backups: { keep: Infinity } }), (e) => e.code === 'EBADOPTION' && e.option === 'backups.keep')
 })
 
 // Finding 7 (napi's errors leak, a wrong generation used): a generation that is not a
