@@ -124,7 +124,7 @@ test('an update of another store of the same file inside an update fails at once
 // history). A program that treats ENOENT as "no state yet" and creates one would
 // replace the state. Before the fix: `ENOENT state file `…/.state.json.statesafe/
 // backups/gen-00000000000000000001.json` does not exist`.
-test.skip('review21node: restore of a generation kept only in the history is not ENOENT', async (t) => {
+test('review21node: restore of a generation kept only in the history is not ENOENT', async (t) => {
   // review21node: restore(1) with backups: 1 failed with ENOENT naming a backup path
   const file = join(tempDir(t), 'state.json')
   const store = open(file, { default: {}, backups: 1 })
@@ -247,7 +247,7 @@ test('ECLOSED and ENOTJSON name the file', async (t) => {
 // served by get()/load() as the state (root's program reads `{"admin": true}` in place
 // of its `default`), while update() of the same file refuses it with EUNSAFE
 // (protected_regular). The reader trusts what the writer refuses.
-test.skip('review21node: a state file another user planted in a sticky directory is not served to root', async (t) => {
+test('review21node: a state file another user planted in a sticky directory is not served to root', async (t) => {
   // review21node: get() returned the planted {"admin": true}; update() refused the file with EUNSAFE
   if (process.getuid() !== 0) return t.skip('needs root and setpriv to act as another user')
   const base = tempDir(t)
