@@ -23,7 +23,7 @@ export interface HistoryPolicy {
 }
 
 export interface Options<T> {
-  /** The document `get`/`load` return, and `update` starts from, while the file does not exist (never for a damaged file). */
+  /** The document `get`/`load` return, and `update` starts from, while the file does not exist (never for a damaged file). May hold BigInts. */
   default?: T
   /** How long a writer waits for the lock before `ELOCKTIMEOUT`; 0 tries once. Default 10 000. */
   lockTimeoutMs?: number
@@ -84,6 +84,7 @@ export type ErrorCode =
   | 'ENOSPC' | 'EACCES' | 'EROFS' | 'EOUTCOMEUNKNOWN' | 'EPOISONED' | 'EBADPATH' | 'EEXIST'
   | 'ETOOLARGE' | 'EUNRECOVERABLE' | 'EBADSCHEMA' | 'ENOGENERATION' | 'EMISMATCH' | 'EREMOTE'
   | 'EUNSAFE' | 'EIO' | 'ECLOSED' | 'ENESTED'
+  | 'ETOODEEP' | 'EUSAGE'
   | 'EFINISHED' | 'ESTATESAFE'
 
 /** Every failure of a store. `message` names the file and operation; `cause` is the OS error or the damage. */
@@ -203,6 +204,30 @@ export interface QuarantinedEvent {
   /** Where the damaged version is kept (a file, or `URL#quarantine=ID`). */
   quarantined: string
   /** The generation written over it. */
+  generation: number
+  message: string
+}
+
+/**
+ * A read met a damaged file while the writers' lock was held (so it could not be
+ * repaired now) and served the newest version that verifies: `served`, an older
+ * generation than the damaged file's (rebuilt by the history's patches from backup
+ * `rebuiltFrom`, when not null). The next write repairs the file.
+ */
+export interface DamageNotRepairedEvent {
+  type: 'damageNotRepaired'
+  path: string
+  damage: string
+  because: string
+  served: number
+  rebuiltFrom: number | null
+  message: string
+}
+
+/** The first contact with a file statesafe never wrote: taken as generation `generation`. */
+export interface AdoptedEvent {
+  type: 'adopted'
+  path: string
   generation: number
   message: string
 }
@@ -354,8 +379,13 @@ export declare class Store<T = JsonValue> extends EventEmitter {
   generationSync(): number
 
   /**
-   * Locked read-modify-write: `fn` gets the document read under the lock, changes it in
-   * place or returns a new one; may be async. A throw or rejection writes nothing.
+   * Locked read-modify-write: `fn` gets the document read under the lock, and either
+   * changes it in place and returns nothing (or that same object), or leaves it alone
+   * and returns a new document of the same JSON kind (a `null` state may become
+   * anything); may be async. Anything else (`s => s.list.push(x)` changes the list AND
+   * returns a number) is `EUSAGE`, nothing written. A throw or rejection writes nothing.
+   * `ENESTED` at once from inside a function holding the lock of the same file (any
+   * store of it).
    */
   update(fn: (state: T) => T | void | Promise<T | void>): Promise<Snapshot<T>>
   updateSync(fn: (state: T) => T | void): Snapshot<T>
@@ -377,7 +407,7 @@ export declare class Store<T = JsonValue> extends EventEmitter {
   recoverSync(): RecoveredEvent | UndeletedEvent | null
   backups(): Promise<BackupList>
   backupsSync(): BackupList
-  /** Commits a past generation again as a new generation; returns it. */
+  /** Commits a past generation again as a new generation; returns it. A generation that is not a whole number 0 or more is a `TypeError` (`EBADARG`). */
   restore(generation: number): Promise<number>
   restoreSync(generation: number): number
   history(): Promise<HistoryEntry[]>
@@ -396,6 +426,8 @@ export declare class Store<T = JsonValue> extends EventEmitter {
   on(event: 'recovered', listener: (e: RecoveredEvent) => void): this
   on(event: 'undeleted', listener: (e: UndeletedEvent) => void): this
   on(event: 'quarantined', listener: (e: QuarantinedEvent) => void): this
+  on(event: 'damageNotRepaired', listener: (e: DamageNotRepairedEvent) => void): this
+  on(event: 'adopted', listener: (e: AdoptedEvent) => void): this
   on(event: 'externalChange', listener: (e: ExternalChangeEvent) => void): this
   on(event: 'specialFilesystem', listener: (e: SpecialFilesystemEvent) => void): this
   on(event: 'bookkeepingFailed', listener: (e: BookkeepingFailedEvent) => void): this
@@ -403,6 +435,8 @@ export declare class Store<T = JsonValue> extends EventEmitter {
   once(event: 'recovered', listener: (e: RecoveredEvent) => void): this
   once(event: 'undeleted', listener: (e: UndeletedEvent) => void): this
   once(event: 'quarantined', listener: (e: QuarantinedEvent) => void): this
+  once(event: 'damageNotRepaired', listener: (e: DamageNotRepairedEvent) => void): this
+  once(event: 'adopted', listener: (e: AdoptedEvent) => void): this
   once(event: 'externalChange', listener: (e: ExternalChangeEvent) => void): this
   once(event: 'specialFilesystem', listener: (e: SpecialFilesystemEvent) => void): this
   once(event: 'bookkeepingFailed', listener: (e: BookkeepingFailedEvent) => void): this

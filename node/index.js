@@ -9,6 +9,8 @@
 
 const { AsyncLocalStorage } = require('node:async_hooks')
 const { EventEmitter } = require('node:events')
+const fs = require('node:fs')
+const nodePath = require('node:path')
 const util = require('node:util')
 
 const native = loadNative()
@@ -35,7 +37,7 @@ const MARKER = 'STATESAFE_PAYLOAD '
 const FIELDS = [
   'kind', 'path', 'op', 'holder', 'waitedMs', 'expected', 'actual', 'line', 'column',
   'reason', 'rule', 'pointer', 'generation', 'committed', 'size', 'limit', 'quarantined',
-  'tried', 'newestBackup', 'sidecar',
+  'tried', 'newestBackup', 'sidecar', 'depth',
 ]
 
 /** Every failure of a store: one class, told apart by its stable `code`. */
@@ -76,7 +78,8 @@ function causeOf(c) {
 }
 
 function fromPayload(p) {
-  if (p.typeError) return Object.assign(new TypeError(p.message), { code: 'ENOTJSON' })
+  // ETYPE: a document the addon found not to be JSON (index.js checks values first).
+  if (p.typeError) return Object.assign(new TypeError(p.message), { code: p.code === 'ETYPE' ? 'ENOTJSON' : p.code })
   if (p.rangeError) return Object.assign(new RangeError(p.message), { code: 'ERANGE' })
   const cause = causeOf(p.cause)
   return new StatesafeError(p, cause ? { cause } : undefined)
@@ -110,7 +113,44 @@ let holders = 0
 function letGo(entry) {
   if (!entry.open) return
   entry.open = false
-  if (entry.counted && --holders === 0) holding.disable()
+  if (!entry.counted) return
+  const n = heldFiles.get(entry.key) - 1
+  if (n === 0) heldFiles.delete(entry.key)
+  else heldFiles.set(entry.key, n)
+  if (--holders === 0) holding.disable()
+}
+
+// How many functions of this process hold the lock of each file now (an update's or
+// withLock's function running, or awaiting), by `fileKey`, whatever store they came
+// through: a …Sync write of that file from anywhere (a signal handler, a timer) would
+// block the event loop that those functions need to finish, until the lock timeout.
+const heldFiles = new Map()
+
+// The file a store's lock belongs to: its real path (the real directory and the
+// name, when the file does not exist yet), so that two stores of one file, opened
+// through different paths, are one file here; a PostgreSQL URL as it is.
+function fileKey(path) {
+  if (/^postgres(ql)?:\/\//i.test(path)) return path
+  const abs = nodePath.resolve(path)
+  try {
+    return fs.realpathSync(abs)
+  } catch {
+    try {
+      return nodePath.join(fs.realpathSync(nodePath.dirname(abs)), nodePath.basename(abs))
+    } catch {
+      return abs
+    }
+  }
+}
+
+function blocked(path, what) {
+  return new StatesafeError({
+    code: 'ENESTED',
+    kind: 'usage',
+    message: `${what} of \`${path}\` while a function of this process holds its lock (an update or withLock of this file that has not finished): it would block the event loop that function needs, until the lock timeout`,
+    hint: 'use the async method (it waits for the lock without blocking), or make the change inside that update',
+    path,
+  })
 }
 
 function nested(path, what) {
@@ -121,6 +161,35 @@ function nested(path, what) {
     hint: 'do the change in the function that holds the lock (change its document, or return a new one), or make the call after that update or withLock has finished',
     path,
   })
+}
+
+// A call the package refuses before anything is done (an update function that both
+// changed its state and returned another document, an async `validate`, ...).
+function usage(path, message, hint) {
+  return new StatesafeError({ code: 'EUSAGE', kind: 'usage', message, hint, path })
+}
+
+/** A bad option: a TypeError with code EBADOPTION naming the option. */
+function badOption(name, what) {
+  const err = new TypeError(`statesafe: option \`${name}\` ${what}`)
+  err.code = 'EBADOPTION'
+  err.option = name
+  return err
+}
+
+/** A bad argument (not an option, not a value of the document): a TypeError with code EBADARG. */
+function badArg(message) {
+  const err = new TypeError(`statesafe: ${message}`)
+  err.code = 'EBADARG'
+  return err
+}
+
+/** `g` as a generation (a whole number, 0 or more), else EBADARG naming `what`. */
+function generationArg(g, what) {
+  if (!Number.isSafeInteger(g) || g < 0) {
+    throw badArg(`${what} must be a generation (a whole number, 0 or more), not ${typeof g === 'number' ? g : `${typeof g} ${util.inspect(g)}`}`)
+  }
+  return g
 }
 
 function invalid(path, message, reason) {
@@ -155,6 +224,31 @@ function notJson(path, what) {
 
 class Cycle extends Error {}
 
+// The nesting limit of the library (`statesafe::format::MAX_DEPTH`): arrays and
+// objects inside each other, the outermost at level 1.
+const MAX_DEPTH = 512
+
+// Thrown by `walk` past MAX_DEPTH (a StatesafeError ETOODEEP once `encode` names the
+// file). The walk stops there: it never recurses deeper than the library accepts.
+function tooDeep() {
+  return new StatesafeError({
+    code: 'ETOODEEP',
+    kind: 'too_deep',
+    message: `the document is nested more than ${MAX_DEPTH} levels deep, over statesafe's limit of ${MAX_DEPTH}`,
+    hint: 'flatten the document (an array of records instead of records inside records); statesafe holds documents up to that depth, on write and on read alike',
+    limit: MAX_DEPTH,
+  })
+}
+
+const SURROGATE = 'a string with a lone surrogate (half of a character, e.g. an emoji cut by an index), which UTF-8 cannot hold'
+
+// The first own key of array `v` that is not an index, or undefined; `Object.keys`
+// lists the indices first, then the named keys.
+function namedKey(v) {
+  const keys = Object.keys(v)
+  return keys.length > v.length ? keys[v.length] : undefined
+}
+
 // Walks a value and throws a TypeError naming the first place that is not JSON.
 // Collects BigInts as [path, digits]. Ancestors are tracked only past depth 64
 // (a cycle always gets there), so ordinary documents pay nothing for cycle checks;
@@ -162,6 +256,8 @@ class Cycle extends Error {}
 function walk(v, path, big, ancestors, strict) {
   switch (typeof v) {
     case 'string':
+      if (!v.isWellFormed()) throw notJson(path, SURROGATE)
+      return
     case 'boolean':
       return
     case 'number':
@@ -178,6 +274,7 @@ function walk(v, path, big, ancestors, strict) {
       throw notJson(path, `a symbol (${v.toString()})`)
   }
   if (v === null) return
+  if (path.length >= MAX_DEPTH) throw tooDeep()
   if (strict || ancestors.length >= 64) {
     if (ancestors.includes(v)) {
       if (!strict) throw new Cycle()
@@ -192,6 +289,12 @@ function walk(v, path, big, ancestors, strict) {
       walk(v[i], path, big, ancestors, strict)
       path.pop()
     }
+    // `JSON.stringify` writes an array's elements only: a named property would be
+    // dropped without a word.
+    const named = namedKey(v)
+    if (named !== undefined) throw notJson(path, `an array with a named property (\`${named}\`), which JSON cannot hold (use an object, or an array of values)`)
+    const symbols = Object.getOwnPropertySymbols(v)
+    if (symbols.length > 0) throw notJson(path, `an array with a symbol key (${symbols[0].toString()})`)
   } else {
     const proto = Object.getPrototypeOf(v)
     if (proto !== Object.prototype && proto !== null) {
@@ -202,6 +305,7 @@ function walk(v, path, big, ancestors, strict) {
     const symbols = Object.getOwnPropertySymbols(v)
     if (symbols.length > 0) throw notJson(path, `an object with a symbol key (${symbols[0].toString()})`)
     for (const k of Object.keys(v)) {
+      if (!k.isWellFormed()) throw notJson(path, `an object with a key that is ${SURROGATE}`)
       path.push(k)
       walk(v[k], path, big, ancestors, strict)
       path.pop()
@@ -233,6 +337,7 @@ let checkedDepth = 0
 function quickCheck(v, depth) {
   switch (typeof v) {
     case 'string':
+      return v.isWellFormed() ? PLAIN : SLOW
     case 'boolean':
       return PLAIN
     case 'number':
@@ -253,6 +358,7 @@ function quickCheck(v, depth) {
       if (r === SLOW) return SLOW
       found |= r
     }
+    if (namedKey(v) !== undefined || Object.getOwnPropertySymbols(v).length > 0) return SLOW
     return found
   }
   const proto = Object.getPrototypeOf(v)
@@ -261,6 +367,7 @@ function quickCheck(v, depth) {
   if (Object.getOwnPropertySymbols(v).length > 0) return SLOW
   const keys = Object.keys(v)
   for (let i = 0; i < keys.length; i++) {
+    if (!keys[i].isWellFormed()) return SLOW
     const r = quickCheck(v[keys[i]], depth + 1)
     if (r === SLOW) return SLOW
     found |= r
@@ -290,6 +397,8 @@ let copyLarge = false
 function copyChecked(v, depth) {
   switch (typeof v) {
     case 'string':
+      if (!v.isWellFormed()) throw NOT_PLAIN
+      return v
     case 'boolean':
       return v
     case 'number':
@@ -312,6 +421,7 @@ function copyChecked(v, depth) {
       if (!(i in v)) throw NOT_PLAIN
       out[i] = copyChecked(v[i], depth + 1)
     }
+    if (namedKey(v) !== undefined || Object.getOwnPropertySymbols(v).length > 0) throw NOT_PLAIN
     return out
   }
   const proto = Object.getPrototypeOf(v)
@@ -319,9 +429,12 @@ function copyChecked(v, depth) {
   if (Object.getOwnPropertySymbols(v).length > 0) throw NOT_PLAIN
   const out = { ...v }
   for (const k in out) {
+    if (!k.isWellFormed()) throw NOT_PLAIN
     const item = out[k]
     switch (typeof item) {
       case 'string':
+        if (!item.isWellFormed()) throw NOT_PLAIN
+        break
       case 'boolean':
         break
       case 'number':
@@ -363,7 +476,24 @@ function prototypesPlain() {
  * (the caller's value, whose getters could answer differently while it is
  * stringified), and the addon parses the text.
  */
-function encode(value, pretty, wantCopy = false) {
+function encode(value, pretty, wantCopy, file, op) {
+  try {
+    return encodeValue(value, pretty, wantCopy)
+  } catch (e) {
+    throw named(e, file, op)
+  }
+}
+
+// A refusal of a value (ENOTJSON, ETOODEEP) with the file and the operation named.
+function named(e, file, op) {
+  if ((e?.code === 'ENOTJSON' || e?.code === 'ETOODEEP') && e.path === undefined && file !== undefined) {
+    e.message = `statesafe: cannot ${op} \`${file}\`: ${e.message}`
+    e.path = file
+  }
+  return e
+}
+
+function encodeValue(value, pretty, wantCopy = false) {
   const indent = pretty ? 2 : undefined
   checkedDepth = 0
   if (wantCopy) {
@@ -1027,29 +1157,107 @@ const OPTIONS = new Set([
   'maxBytes', 'minFreeBytes', 'format', 'layout', 'private', 'recovery', 'cache',
 ])
 
-function nativeOptions(options) {
+// The options that are counts (of milliseconds, bytes, backups, generations), alone
+// or, for `backups` and `history`, in an object of counts.
+const COUNTS = new Set(['lockTimeoutMs', 'maxBytes', 'minFreeBytes', 'backups', 'history'])
+
+function count(name, v) {
+  if (!Number.isSafeInteger(v) || v < 0) {
+    throw badOption(name, `must be a whole number, 0 or more, not ${util.inspect(v)}`)
+  }
+}
+
+/**
+ * The options as JSON for the addon: [text, the default document, its BigInt places].
+ * A bad option is a TypeError with code EBADOPTION naming it: checked here, since
+ * `JSON.stringify` would turn Infinity or NaN into null, which the addon reads as not
+ * set (the default), silently.
+ */
+function nativeOptions(options, file) {
   if (options === null || typeof options !== 'object') {
-    throw new TypeError('statesafe: options must be an object')
+    throw Object.assign(new TypeError('statesafe: options must be an object'), { code: 'EBADOPTION' })
   }
   const out = {}
+  let doc
   for (const [k, v] of Object.entries(options)) {
-    if (!OPTIONS.has(k)) throw new TypeError(`statesafe: unknown option \`${k}\` (known: ${[...OPTIONS].join(', ')})`)
+    if (!OPTIONS.has(k)) {
+      throw Object.assign(new TypeError(`statesafe: unknown option \`${k}\` (known: ${[...OPTIONS].join(', ')})`), { code: 'EBADOPTION', option: k })
+    }
     if (v === undefined || k === 'validate' || k === 'cache') continue
     if (k === 'default') {
-      const [json, big] = encode(v)
-      if (big) throw new TypeError('statesafe: the `default` option cannot hold BigInts')
+      const [json, big] = encode(v, false, false, file, 'use the default for')
       out.default = JSON.parse(json)
+      if (big) out.defaultBig = big
+      doc = [json, big]
+    } else if (COUNTS.has(k)) {
+      // null, like undefined: not set (the default).
+      if (v !== null && typeof v === 'object' && (k === 'backups' || k === 'history')) {
+        for (const [part, n] of Object.entries(v)) if (n !== undefined && n !== null) count(`${k}.${part}`, n)
+      } else if (v !== null) {
+        count(k, v)
+      }
+      out[k] = v
     } else {
       out[k] = v
     }
   }
   if (options.validate !== undefined && typeof options.validate !== 'function') {
-    throw new TypeError('statesafe: option `validate` must be a function')
+    throw badOption('validate', 'must be a function')
   }
   if (options.cache !== undefined && typeof options.cache !== 'boolean') {
-    throw new TypeError('statesafe: option `cache` must be true or false')
+    throw badOption('cache', 'must be true or false')
   }
-  return JSON.stringify(out)
+  return [JSON.stringify(out), doc]
+}
+
+/** The value of `[json, big]` (as `encode` made them) with its BigInts in place. */
+function withBigInts(json, big) {
+  return placeBigInts(JSON.parse(json), big ? JSON.parse(big) : [])
+}
+
+/** `value` with a BigInt of `digits` at each `[path, digits]` of `list`. */
+function placeBigInts(value, list) {
+  for (const [path, digits] of list) {
+    if (path.length === 0) {
+      value = BigInt(digits)
+      continue
+    }
+    let parent = value
+    for (let i = 0; i < path.length - 1; i++) parent = parent[path[i]]
+    parent[path[path.length - 1]] = BigInt(digits)
+  }
+  return value
+}
+
+/** A snapshot text of the addon (`{generation, big, value}`) as a value, BigInts in place, nothing tracked. */
+function plainValue(text) {
+  const snap = JSON.parse(text)
+  return placeBigInts(snap.value, snap.big)
+}
+
+// Marks a BigInt apart from a string of its digits, for `sameJson`.
+function bigintMarked(_key, v) {
+  return typeof v === 'bigint' ? { '\u0000bigint': v.toString() } : v
+}
+
+/** Whether two values are one JSON document (false when either cannot be written). */
+function sameJson(a, b) {
+  try {
+    return JSON.stringify(a, bigintMarked) === JSON.stringify(b, bigintMarked)
+  } catch {
+    return false
+  }
+}
+
+function jsonKind(v) {
+  if (v === null) return 'null'
+  if (Array.isArray(v)) return 'an array'
+  return typeof v === 'object' ? 'an object' : 'a scalar'
+}
+
+function shown(v) {
+  const text = util.inspect(v, { depth: 0, breakLength: Infinity })
+  return text.length > 40 ? `${text.slice(0, 37)}...` : text
 }
 
 // ---------------------------------------------------------------------------------
@@ -1080,6 +1288,8 @@ class Store extends EventEmitter {
   // values put into it) is part of it; it is handed to one update only, and dropped
   // when that update fails.
   #cache = null
+  // `fileKey` of the path, made at the opening (a later chdir does not change it).
+  #fileKey
 
   constructor(path, options = {}, opened = undefined) {
     super()
@@ -1088,9 +1298,10 @@ class Store extends EventEmitter {
     }
     this.#path = path instanceof URL ? require('node:url').fileURLToPath(path) : path
     this.#reads.file = this.#path
-    const opts = nativeOptions(options)
-    this.#hasDefault = options.default !== undefined
-    this.#default = this.#hasDefault ? JSON.parse(JSON.stringify(options.default)) : undefined
+    this.#fileKey = fileKey(this.#path)
+    const [opts, doc] = nativeOptions(options, this.#path)
+    this.#hasDefault = doc !== undefined
+    this.#default = this.#hasDefault ? withBigInts(...doc) : undefined
     this.#validate = options.validate
     this.#pretty = options.layout !== 'compact'
     this.#caching = options.cache !== false
@@ -1124,7 +1335,7 @@ class Store extends EventEmitter {
     try {
       return call()
     } catch (e) {
-      throw convert(e)
+      throw this.#named(convert(e))
     } finally {
       this.#flush()
     }
@@ -1134,10 +1345,19 @@ class Store extends EventEmitter {
     try {
       return await call()
     } catch (e) {
-      throw convert(e)
+      throw this.#named(convert(e))
     } finally {
       this.#flush()
     }
+  }
+
+  // The addon's ECLOSED knows no path: named here.
+  #named(e) {
+    if (e instanceof StatesafeError && e.code === 'ECLOSED' && e.path === undefined) {
+      e.message = `the store of \`${this.#path}\` is closed`
+      e.path = this.#path
+    }
+    return e
   }
 
   #flush() {
@@ -1174,6 +1394,15 @@ class Store extends EventEmitter {
     // Its reads of the numbers no double holds are not noted: a check copies nothing.
     const verdict = quietly(() => this.#validate(state))
     if (verdict === true || verdict === undefined) return
+    if (isThenable(verdict)) {
+      // Its outcome is of no use: a rejection must not be an unhandled one.
+      Promise.resolve(verdict).catch(() => {})
+      throw usage(
+        this.#path,
+        `the validate option of \`${this.#path}\` returned a promise (an async function?): validate must be a synchronous function, whose answer is known before a read is served or a commit written; the data was not judged`,
+        'make validate synchronous (return true, or a string saying what is wrong); do an asynchronous check before the update, or use the schema option',
+      )
+    }
     const reason = typeof verdict === 'string' ? verdict : 'refused by the validate option'
     if (when === 'load') {
       throw Object.assign(
@@ -1192,8 +1421,27 @@ class Store extends EventEmitter {
 
   // ENESTED at once when the running code holds this store's lock already (see
   // `holding`): the lock is not reentrant.
+  // (Any store of the same file: the lock is the file's.)
   #refuseNested(what) {
-    if (holding.getStore()?.some((h) => h.store === this && h.open)) throw nested(this.#path, what)
+    if (holders === 0) return
+    const key = this.#key()
+    if (holding.getStore()?.some((h) => h.key === key && h.open)) throw nested(this.#path, what)
+  }
+
+  // ENESTED at once for a …Sync write while a function of this process holds the
+  // file's lock, from whatever code (see `heldFiles`).
+  #refuseBlocking(what) {
+    this.#refuseNested(what)
+    if (heldFiles.size > 0 && heldFiles.has(this.#key())) throw blocked(this.#path, what)
+  }
+
+  #key() {
+    return this.#fileKey
+  }
+
+  // A record of this store's lock held by a function of this process.
+  #entry() {
+    return { key: this.#key(), open: true, counted: false }
   }
 
   // Runs `fn` as code that holds this store's lock; `letGo(entry)` once it is given up.
@@ -1201,6 +1449,7 @@ class Store extends EventEmitter {
     if (!entry.counted) {
       entry.counted = true
       holders++
+      heldFiles.set(entry.key, (heldFiles.get(entry.key) ?? 0) + 1)
     }
     return holding.run([...(holding.getStore() ?? []), entry], fn)
   }
@@ -1262,17 +1511,17 @@ class Store extends EventEmitter {
     this.#refuseNested('an update')
     const cached = this.#cache
     const tx = await this.#async(() => this.#native.begin('update', cached?.token ?? 0))
-    const entry = { store: this, open: true }
+    const entry = this.#entry()
     let json, big, large, next, copy, depth
     // The reads of this update's own document (see `endDraft`).
     const draft = newLog(this.#reads)
     try {
       const since = ++clock
-      const [value, keep, start] = this.#startValue(tx, cached, draft)
+      const [value, keep, start, before] = this.#startValue(tx, cached, draft)
       const r = await this.#holding(entry, () => fn(value))
-      next = r === undefined ? value : r
+      next = this.#outcome(r, value, before)
       this.#checkRule(next, 'commit')
-      ;[json, big, large, copy, depth] = quietly(() => encode(next, this.#pretty, this.#caching))
+      ;[json, big, large, copy, depth] = quietly(() => encode(next, this.#pretty, this.#caching, this.#path, 'update'))
       const places = untouched(next, keep, big, since, [this.#reads, draft], this.#path, 'update', start)
       // The addon puts the file's numbers in place: no longer the copy's text.
       if (places !== big) [big, copy, depth] = [places, undefined, -1]
@@ -1308,9 +1557,47 @@ class Store extends EventEmitter {
     if (cached && this.#cache === cached) this.#cache = null
     if (text !== null) {
       const [snap, keep] = decode(text, this.#path, draft)
-      return [snap.value, keep, () => JSON.parse(text).value]
+      return [snap.value, keep, () => JSON.parse(text).value, () => plainValue(text)]
     }
-    return [cached.value, null, () => this.#fileValue()]
+    // The file is the cached copy's document (its text, byte for byte), under the lock.
+    return [cached.value, null, () => this.#fileValue(), () => plainValue(this.#native.loadSync())]
+  }
+
+  /**
+   * The new document of an update whose function got `value` and returned `r`
+   * (`before()`: the document it was given, as it was). The contract, as in the Python
+   * package: the function changes the state in place and returns undefined (or that
+   * same object), or leaves it alone and returns a new document of the same JSON kind
+   * (a null state may become anything). Anything else is ambiguous (`s =>
+   * s.list.push(x)` changes the list AND returns its length, which would replace the
+   * whole document): EUSAGE naming the file, nothing written. Costs nothing unless the
+   * function returned another value; then one more read of the document given.
+   */
+  #outcome(r, value, before) {
+    if (r === undefined || r === value) return value
+    const hint = 'change the state in place and return nothing (an arrow function with a body: `s => { s.list.push(x) }`), or leave it alone and return the new document; replace() sets a document of another kind'
+    let same
+    try {
+      same = quietly(() => sameJson(value, before()))
+    } catch {
+      // The document given cannot be read again: taken as changed (refused).
+      same = false
+    }
+    if (!same) {
+      throw usage(
+        this.#path,
+        `update of \`${this.#path}\`: the function changed the state in place and also returned ${jsonKind(r)} (${shown(r)}); which of the two is the new document cannot be told, so nothing was written`,
+        hint,
+      )
+    }
+    if (value !== null && jsonKind(r) !== jsonKind(value)) {
+      throw usage(
+        this.#path,
+        `update of \`${this.#path}\`: the function returned ${jsonKind(r)} (${shown(r)}) as the new document of a state that is ${jsonKind(value)}; nothing was written`,
+        hint,
+      )
+    }
+    return r
   }
 
   // The document of the file as it is now, for `follow` (the one a commit replaces),
@@ -1325,15 +1612,15 @@ class Store extends EventEmitter {
 
   updateSync(fn) {
     if (typeof fn !== 'function') throw new TypeError('statesafe: updateSync() takes a function')
-    this.#refuseNested('an update')
+    this.#refuseBlocking('an updateSync')
     const cached = this.#cache
     const tx = this.#sync(() => this.#native.beginSync('update', cached?.token ?? 0))
-    const entry = { store: this, open: true }
+    const entry = this.#entry()
     let json, big, large, next, depth
     const draft = newLog(this.#reads)
     try {
       const since = ++clock
-      const [value, keep, start] = this.#startValue(tx, cached, draft)
+      const [value, keep, start, before] = this.#startValue(tx, cached, draft)
       let r
       try {
         r = this.#holding(entry, () => fn(value))
@@ -1343,9 +1630,9 @@ class Store extends EventEmitter {
       if (isThenable(r)) {
         throw new TypeError('statesafe: the function given to updateSync() returned a promise; use update() for async functions')
       }
-      next = r === undefined ? value : r
+      next = this.#outcome(r, value, before)
       this.#checkRule(next, 'commit')
-      ;[json, big, large, , depth] = quietly(() => encode(next, this.#pretty))
+      ;[json, big, large, , depth] = quietly(() => encode(next, this.#pretty, false, this.#path, 'update'))
       const places = untouched(next, keep, big, since, [this.#reads, draft], this.#path, 'update', start)
       if (places !== big) [big, depth] = [places, -1]
     } catch (e) {
@@ -1373,11 +1660,9 @@ class Store extends EventEmitter {
 
   #replaceArgs(doc, opts) {
     const ifGeneration = opts?.ifGeneration
-    if (ifGeneration !== undefined && (!Number.isSafeInteger(ifGeneration) || ifGeneration < 0)) {
-      throw new TypeError('statesafe: ifGeneration must be a generation (an integer, 0 or more)')
-    }
+    if (ifGeneration !== undefined) generationArg(ifGeneration, 'ifGeneration')
     this.#checkRule(doc, 'commit')
-    const [json, big, large] = quietly(() => encode(doc, this.#pretty))
+    const [json, big, large] = quietly(() => encode(doc, this.#pretty, false, this.#path, 'replace'))
     // A document a load() or get() served keeps its numbers' texts (see `follow`).
     return [json, untouched(doc, null, big, this.#since, [this.#reads], this.#path, 'replace', () => this.#fileValue()), large, ifGeneration ?? -1]
   }
@@ -1392,7 +1677,7 @@ class Store extends EventEmitter {
   }
 
   replaceSync(doc, opts) {
-    this.#refuseNested('a replace')
+    this.#refuseBlocking('a replaceSync')
     const [json, big, large, ifGeneration] = this.#replaceArgs(doc, opts)
     const generation = Number(this.#sync(() => this.#native.replaceSync(json, big, large, ifGeneration)))
     this.#committed(generation, 'replace')
@@ -1404,7 +1689,7 @@ class Store extends EventEmitter {
     if (typeof fn !== 'function') throw new TypeError('statesafe: withLock() takes a function')
     this.#refuseNested('a withLock')
     const tx = await this.#async(() => this.#native.begin('lock', 0))
-    const entry = { store: this, open: true }
+    const entry = this.#entry()
     try {
       return await this.#holding(entry, fn)
     } finally {
@@ -1415,9 +1700,9 @@ class Store extends EventEmitter {
 
   withLockSync(fn) {
     if (typeof fn !== 'function') throw new TypeError('statesafe: withLockSync() takes a function')
-    this.#refuseNested('a withLock')
+    this.#refuseBlocking('a withLockSync')
     const tx = this.#sync(() => this.#native.beginSync('lock', 0))
-    const entry = { store: this, open: true }
+    const entry = this.#entry()
     try {
       let r
       try {
@@ -1452,7 +1737,7 @@ class Store extends EventEmitter {
   }
 
   recoverSync() {
-    this.#refuseNested('a recover')
+    this.#refuseBlocking('a recoverSync')
     const event = JSON.parse(this.#sync(() => this.#native.recoverSync()))
     if (event) this.#committed(event.generation, 'recover')
     return event
@@ -1469,6 +1754,7 @@ class Store extends EventEmitter {
 
   /** Commits a past generation (from a backup or the history) as a new generation. */
   async restore(generation) {
+    generationArg(generation, 'restore\'s generation')
     this.#refuseNested('a restore')
     const g = Number(await this.#async(() => this.#native.restore(generation)))
     this.#committed(g, 'restore')
@@ -1476,36 +1762,45 @@ class Store extends EventEmitter {
   }
 
   restoreSync(generation) {
-    this.#refuseNested('a restore')
+    generationArg(generation, 'restoreSync\'s generation')
+    this.#refuseBlocking('a restoreSync')
     const g = Number(this.#sync(() => this.#native.restoreSync(generation)))
     this.#committed(g, 'restore')
     return g
   }
 
   /** The audit history, oldest first. */
+  // (Served as snapshots: the integers no double holds, in snapshots and patches, are
+  // BigInts, as in documentAt.)
   async history() {
-    return JSON.parse(await this.#async(() => this.#native.history()))
+    return decode(await this.#async(() => this.#native.history()), this.#path, this.#reads)[0].value
   }
 
   historySync() {
-    return JSON.parse(this.#sync(() => this.#native.historySync()))
+    return decode(this.#sync(() => this.#native.historySync()), this.#path, this.#reads)[0].value
   }
 
   /** The RFC 6902 JSON Patch from generation `from` to generation `to`. */
   async diff(from, to) {
-    return JSON.parse(await this.#async(() => this.#native.diff(from, to)))
+    generationArg(from, 'diff\'s from')
+    generationArg(to, 'diff\'s to')
+    return decode(await this.#async(() => this.#native.diff(from, to)), this.#path, this.#reads)[0].value
   }
 
   diffSync(from, to) {
-    return JSON.parse(this.#sync(() => this.#native.diffSync(from, to)))
+    generationArg(from, 'diffSync\'s from')
+    generationArg(to, 'diffSync\'s to')
+    return decode(this.#sync(() => this.#native.diffSync(from, to)), this.#path, this.#reads)[0].value
   }
 
   /** The document as it was at a past generation. */
   async documentAt(generation) {
+    generationArg(generation, 'documentAt\'s generation')
     return decode(await this.#async(() => this.#native.documentAt(generation)), this.#path, this.#reads)[0].value
   }
 
   documentAtSync(generation) {
+    generationArg(generation, 'documentAtSync\'s generation')
     return decode(this.#sync(() => this.#native.documentAtSync(generation)), this.#path, this.#reads)[0].value
   }
 
@@ -1547,7 +1842,7 @@ async function openAsync(path, options = {}) {
   const p = path instanceof URL ? require('node:url').fileURLToPath(path) : path
   let opened
   try {
-    opened = await native.NativeStore.openAsync(p, nativeOptions(options))
+    opened = await native.NativeStore.openAsync(p, nativeOptions(options, p)[0])
   } catch (e) {
     throw convert(e)
   }

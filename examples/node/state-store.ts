@@ -35,6 +35,8 @@ function validState(s: StateFile): true | string {
 
 export class StateStore {
   private readonly store: Store<StateFile>
+  // The generation `loadState` last served (0: none yet), for `saveState`'s check.
+  private loaded = 0
 
   constructor(dir = '.hypernative', cliVersion = '0.0.0') {
     mkdirSync(dir, { recursive: true })
@@ -48,13 +50,22 @@ export class StateStore {
   }
 
   /** The current state (the default while no state file exists). */
-  loadState(): Promise<StateFile> {
-    return this.store.get()
+  async loadState(): Promise<StateFile> {
+    const { value, generation } = await this.store.load()
+    this.loaded = generation
+    return value
   }
 
-  /** Replaces the whole state, atomically and durably; returns the new generation. */
-  saveState(state: StateFile): Promise<number> {
-    return this.store.replace(state)
+  /**
+   * Replaces the whole state, atomically and durably, if it is still the version
+   * `loadState` last served; returns the new generation. A change another run made
+   * since (a `trackResource`) is never written over: the save fails with ECONFLICT
+   * (load again and redo the change, or use `update`, which cannot conflict).
+   */
+  async saveState(state: StateFile): Promise<number> {
+    const generation = await this.store.replace(state, { ifGeneration: this.loaded })
+    this.loaded = generation
+    return generation
   }
 
   /** Records one resource: read, change and write under the lock, so concurrent runs lose nothing. */
@@ -69,7 +80,7 @@ export class StateStore {
   async untrackResource(id: string): Promise<boolean> {
     let removed = false
     await this.store.update((s) => {
-      removed = id in s.resources
+      removed = Object.hasOwn(s.resources, id)
       delete s.resources[id]
     })
     return removed

@@ -29,6 +29,11 @@ impl Failure {
         Failure(json!({ "code": "ETYPE", "message": message, "typeError": true }))
     }
 
+    /// A bad option of `open()` (a `TypeError` with code `EBADOPTION`).
+    pub fn option_error(message: String) -> Failure {
+        Failure(json!({ "code": "EBADOPTION", "message": message, "typeError": true }))
+    }
+
     /// A number JavaScript sent that no JSON integer here can hold (a `RangeError`).
     pub fn range_error(message: String) -> Failure {
         Failure(json!({ "code": "ERANGE", "message": message, "rangeError": true }))
@@ -72,6 +77,7 @@ pub(crate) fn code(e: &Error) -> &'static str {
         Error::Unsafe { .. } => "EUNSAFE",
         Error::Io { .. } => "EIO",
         Error::Nested { .. } => "ENESTED",
+        Error::TooDeep { .. } => "ETOODEEP",
         _ => "ESTATESAFE",
     }
 }
@@ -193,6 +199,11 @@ fn payload(e: &Error) -> Value {
         Error::TooLarge { path, size, limit } => {
             p["path"] = path.display().to_string().into();
             p["size"] = json!(size);
+            p["limit"] = json!(limit);
+        }
+        Error::TooDeep { path, depth, limit } => {
+            p["path"] = path.display().to_string().into();
+            p["depth"] = json!(depth);
             p["limit"] = json!(limit);
         }
         Error::Unrecoverable {

@@ -21,6 +21,10 @@ use crate::run::Outcome;
 pub(crate) struct Options {
     #[serde(default)]
     default: Option<Value>,
+    /// The places of `default`'s BigInts, as `index.js` lists them for a document
+    /// (`[tokens, digits]` as JSON text; the places hold the digits as strings).
+    #[serde(default)]
+    default_big: Option<String>,
     lock_timeout_ms: Option<u64>,
     durability: Option<String>,
     backups: Option<Backups>,
@@ -63,14 +67,15 @@ enum History {
 pub(crate) type EventQueue = Arc<Mutex<Vec<Event>>>;
 
 fn bad(option: &str, value: &str, allowed: &str) -> Failure {
-    Failure::type_error(format!(
-        "option `{option}` is {value:?}; it must be one of {allowed}"
+    Failure::option_error(format!(
+        "statesafe: option `{option}` is {value:?}; it must be one of {allowed}"
     ))
 }
 
 impl Options {
     pub fn parse(json: &str) -> Outcome<Options> {
-        serde_json::from_str(json).map_err(|e| Failure::type_error(format!("bad options: {e}")))
+        serde_json::from_str(json)
+            .map_err(|e| Failure::option_error(format!("statesafe: bad options: {e}")))
     }
 
     /// How documents are laid out in the file; `recorded` is the format recorded
@@ -98,7 +103,8 @@ impl Options {
                     serde_json::to_string(v)
                 }
                 .expect("invariant: a Value always serializes");
-                crate::convert::document(text, "", true, layout).map(|(doc, _)| doc)
+                let big = self.default_big.as_deref().unwrap_or("");
+                crate::convert::document(text, big, true, layout).map(|(doc, _)| doc)
             })
             .transpose()
     }

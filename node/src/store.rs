@@ -352,13 +352,16 @@ fn recover(inner: &Inner) -> Outcome {
 }
 
 fn history(inner: &Inner) -> Outcome {
+    // As a snapshot (`{generation, big, value}`), so that `index.js` serves the
+    // integers no double holds, in snapshots and patches, as the BigInts they are.
     let entries: Vec<Value> = inner.store.history()?.iter().map(history_json).collect();
-    Ok(Value::Array(entries).to_string())
+    Ok(convert::snapshot_value(&Value::Array(entries), 0))
 }
 
 fn diff(inner: &Inner, from: u64, to: u64) -> Outcome {
     let patch = inner.store.diff(from, to)?;
-    Ok(serde_json::to_string(&patch).expect("invariant: a patch always serializes"))
+    let patch = serde_json::to_value(&patch).expect("invariant: a patch always serializes");
+    Ok(convert::snapshot_value(&patch, to))
 }
 
 fn document_at(inner: &Inner, generation: u64) -> Outcome {

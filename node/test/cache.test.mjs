@@ -378,8 +378,9 @@ test('a large document is written in pieces, each the text JSON.stringify of the
     for (const doc of docs) {
       await updateWritesExactly(store, doc, layout)
     }
-    // Every update but the first started from the store's copy.
-    assert.deepEqual(counts(store), { hits: 5, misses: 0 })
+    // Every update but the first, and the two after a replace that changed the kind
+    // of the document (object, array, object), started from the store's copy.
+    assert.deepEqual(counts(store), { hits: 3, misses: 2 })
     store.close()
   }
 })

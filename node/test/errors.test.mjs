@@ -102,24 +102,27 @@ test('ECONFLICT, EINVALID, ETOOLARGE, EBADSCHEMA, EBADPATH, ENOGENERATION, ECLOS
   assert.throws(() => store.getSync(), (e) => isStatesafe(e, 'ECLOSED'))
 })
 
-test('ESERIALIZE for a string holding half of a character: never written, the file still readable by every reader', async (t) => {
+test('ENOTJSON for a string holding half of a character, naming its place: never written, the file still readable by every reader', async (t) => {
   const dir = tempDir(t)
   const file = join(dir, 'state.json')
   const store = open(file)
   store.replaceSync({ n: 1 })
   const before = readFileSync(file, 'utf8')
   const cut = '\u{1F600}'.slice(0, 1) // an emoji cut by index: a lone surrogate
+  // Checked with the other values (review21node): a TypeError, ENOTJSON, `pointer`
+  // the place (the object, for a key).
   const attempts = [
-    () => store.replaceSync({ n: 2, s: cut }),
-    () => store.updateSync((s) => { s.s = cut }),
-    () => store.updateSync((s) => { s[cut] = 1 }),
-    () => store.updateSync((s) => { s.list = ['ok', 'x' + cut] }),
+    [() => store.replaceSync({ n: 2, s: cut }), '/s'],
+    [() => store.updateSync((s) => { s.s = cut }), '/s'],
+    [() => store.updateSync((s) => { s[cut] = 1 }), '/'],
+    [() => store.updateSync((s) => { s.list = ['ok', 'x' + cut] }), '/list/1'],
   ]
-  for (const attempt of attempts) {
-    assert.throws(attempt, (e) => isStatesafe(e, 'ESERIALIZE') && /surrogate/.test(String(e.cause?.message ?? e.message)))
+  const notJson = (where) => (e) => e instanceof TypeError && e.code === 'ENOTJSON' && e.pointer === where && e.path === file && /surrogate/.test(e.message)
+  for (const [attempt, where] of attempts) {
+    assert.throws(attempt, notJson(where))
     assert.equal(readFileSync(file, 'utf8'), before)
   }
-  await assert.rejects(store.update((s) => { s.s = cut }), (e) => isStatesafe(e, 'ESERIALIZE'))
+  await assert.rejects(store.update((s) => { s.s = cut }), notJson('/s'))
   assert.equal(readFileSync(file, 'utf8'), before)
   // A whole character is fine, and the CLI reads it back.
   store.updateSync((s) => { s.s = '\u{1F600}' })

@@ -983,14 +983,13 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                         return Err(Error::GenerationUnavailable {
                             path: self.path().to_path_buf(),
                             generation,
-                            reason: format!(
-                                "restore brings back a generation before the current one ({current_generation}); {}",
-                                if generation == 0 {
-                                    "generation 0 is the state before its first commit"
-                                } else {
-                                    "this one is not older"
-                                }
-                            ),
+                            reason: if generation == 0 {
+                                "generation 0 is the state before its first commit".to_owned()
+                            } else {
+                                format!(
+                                    "it is not older than the current generation ({current_generation}); restore brings back an earlier one"
+                                )
+                            },
                         });
                     }
                     None => {
