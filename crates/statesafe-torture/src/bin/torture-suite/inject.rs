@@ -223,7 +223,9 @@ fn check_point(exe: &Path, dir: &Path, point: &Point) -> Result<Vec<String>, Str
         (_, Report::Ack(_)) if version == Some(Version::Old) => {
             problems.push("acknowledged, but the old version is in place".into());
         }
-        (Some((errno, _)), Report::Ack(_)) if must_fail(&point.call, errno, op) => {
+        (Some((errno, _)), Report::Ack(_))
+            if must_fail(&point.call, errno, op) && !committed_record_dir_sync(&trace, point) =>
+        {
             problems.push(format!("the {errno} from `{}` was swallowed: the operation was acknowledged", point.call.name));
         }
         (Some((errno, _)), Report::Err(kind)) => match version {
@@ -282,6 +284,13 @@ const JOURNAL_FD: &str = ".statesafe/journal>";
 /// Calls whose failure must fail the operation: the data and its durability.
 fn must_fail(call: &Call, errno: &str, op: Op) -> bool {
     let temp = call.line.contains("statesafe-tmp-");
+    // The sidecar's `committed` record (written once per sidecar, after the commit's
+    // rename and directory sync): bookkeeping, whose failure is reported as such
+    // (`bookkeeping_failed`), never the commit's (docs/design.md, "A deleted state
+    // file"). Its folder's sync: [`committed_record_dir_sync`].
+    if call.line.contains(".committed.tmp-") {
+        return false;
+    }
     // Journal mode: the append and its flush are the commit. Starting the new journal
     // after a compaction is not: the snapshot is durable by then, and a new journal
     // that is lost leaves the old one, which no longer follows the snapshot and is
@@ -303,6 +312,27 @@ fn must_fail(call: &Call, errno: &str, op: Op) -> bool {
         "openat" | "open" => temp && call.line.contains("O_EXCL"),
         _ => false,
     }
+}
+
+/// Whether the injected call is the sync of the sidecar's folder right after the
+/// `committed` record's rename (the nearest rename before it in the run's trace), which
+/// is that record's bookkeeping, not the commit's.
+fn committed_record_dir_sync(trace: &str, point: &Point) -> bool {
+    if point.call.name != "fsync" || !point.call.line.contains(".statesafe>)") {
+        return false;
+    }
+    let calls = strace::parse(trace);
+    let Some(at) = calls
+        .iter()
+        .position(|c| c.name == point.call.name && c.ordinal == point.call.ordinal)
+    else {
+        return false;
+    };
+    calls[..at]
+        .iter()
+        .rev()
+        .find(|c| c.name.starts_with("rename"))
+        .is_some_and(|c| c.line.contains(".committed.tmp-"))
 }
 
 /// Checks that the injected call is the one the probe saw (same name, same target).
