@@ -993,18 +993,13 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                         });
                     }
                     None => {
-                        let config = self.config();
                         let view = self.journal_view(Some(guard.sidecar()), false)?;
-                        let mut entries = history::read(
+                        self.rebuild_from_history(
                             Some(guard.sidecar()),
-                            &config.history,
+                            view.as_ref(),
                             current_generation,
-                            false,
-                        )?;
-                        if let Some(view) = &view {
-                            entries = view.merge(entries, current_generation, &config.history);
-                        }
-                        history::document_at(&self.local().target.given, &entries, generation)?
+                            generation,
+                        )?
                     }
                 };
                 self.verify_cached(&Arc::new(doc), generation, false)?.state
@@ -1203,14 +1198,28 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         {
             return self.value_of(state);
         }
-        let config = self.config();
         let view = self.journal_view(None, false)?;
         let current = match self.generation()? {
             0 => self.newest_known(view.as_ref())?,
             g => g,
         };
-        let mut entries = history::read(self.sidecar()?.as_ref(), &config.history, current, false)?;
-        if let Some(view) = &view {
+        self.rebuild_from_history(self.sidecar()?.as_ref(), view.as_ref(), current, generation)
+    }
+
+    /// The document at `generation` rebuilt from the history (its checksums verified)
+    /// read from `sidecar` up to `current`, with a journal-mode store's records since
+    /// the last compaction (`view`) merged in: what `document_at` and `restore` fall
+    /// back on when neither the file, the journal's replay nor a backup holds it.
+    fn rebuild_from_history(
+        &self,
+        sidecar: Option<&Sidecar>,
+        view: Option<&crate::journal::View>,
+        current: u64,
+        generation: u64,
+    ) -> Result<Value> {
+        let config = self.config();
+        let mut entries = history::read(sidecar, &config.history, current, false)?;
+        if let Some(view) = view {
             entries = view.merge(entries, current, &config.history);
         }
         history::document_at(&self.local().target.given, &entries, generation)
