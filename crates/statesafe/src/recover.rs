@@ -885,19 +885,27 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
     }
 
     /// The permissions of the journal in `sidecar` (it follows the state file's at
-    /// every commit), for what is written from it once the state file is gone; the
-    /// sidecar's own owner and a private mode when it cannot be read.
+    /// every commit), for what is written from it once the state file is gone, when
+    /// the journal is the sidecar owner's; else the sidecar's own owner, group and
+    /// mode (its file bits). A journal of another owner says nothing about who the
+    /// state's files belong to: whoever may write the sidecar can put a hard link to a
+    /// third user's file in its place, and root would make the new files that user's.
+    /// A private mode and the caller's ids when neither can be read.
     fn journal_perms(&self, sidecar: &Sidecar) -> write::Perms {
         let root = sidecar.root();
-        match sys::stat_at(root.fd(), std::ffi::OsStr::new(crate::journal::JOURNAL))
-            .or_else(|_| sys::stat_fd(root.fd()))
-        {
-            Ok(st) => write::Perms {
+        let journal = sys::stat_at(root.fd(), std::ffi::OsStr::new(crate::journal::JOURNAL));
+        match (journal, sys::stat_fd(root.fd())) {
+            (Ok(st), Ok(side)) if st.uid == side.uid => write::Perms {
                 mode: st.mode & 0o666,
                 uid: st.uid,
                 gid: st.gid,
             },
-            Err(_) => write::Perms {
+            (_, Ok(side)) => write::Perms {
+                mode: side.mode & 0o666,
+                uid: side.uid,
+                gid: side.gid,
+            },
+            (_, Err(_)) => write::Perms {
                 mode: 0o600,
                 uid: sys::effective_uid(),
                 gid: sys::effective_gid(),

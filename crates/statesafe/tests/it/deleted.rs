@@ -615,3 +615,101 @@ fn deleted_the_committed_record_is_the_sidecar_owners_and_readable_as_the_file()
     // Written once per handle and once in the sidecar's life: still the first.
     assert_eq!(std::fs::read_to_string(&record).unwrap(), "2\n");
 }
+
+/// Root (`sudo statesafe recover`, an admin's cron job) putting back a user's deleted
+/// journal-mode file creates files in the user's sidecar: the history entries of the
+/// journal's records, the quarantined copy of a journal past the version put back. They
+/// must be the sidecar owner's. The journal's own owner says nothing: the user can
+/// replace it by a hard link to another user's world-writable file (the kernel's
+/// `protected_hardlinks` allows a link to a file one may read and write), and root then
+/// made the new files that third user's, giving them a way into the victim's history.
+/// Simulated here by giving the journal to uid 1000, after the user's cleanup took the
+/// history too (so that recover quarantines the journal, making the quarantine folder).
+#[test]
+fn deleted_root_recovering_a_users_journal_makes_files_only_the_sidecar_owners() {
+    use std::os::unix::fs::MetadataExt;
+    let test =
+        "deleted::deleted_root_recovering_a_users_journal_makes_files_only_the_sidecar_owners";
+    if !common::is_root() {
+        common::skipped(test, "needs root to act for another user");
+        return;
+    }
+    let dir = common::test_dir();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let home = dir.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    std::os::unix::fs::chown(&home, Some(65534), Some(65534)).unwrap();
+    let path = home.join("state.json");
+    std::fs::write(&path, "{\"n\": 0}\n").unwrap();
+    std::os::unix::fs::chown(&path, Some(65534), Some(65534)).unwrap();
+    let first: Store = Store::open(&path).unwrap();
+    first
+        .save_settings(&statesafe::Settings {
+            format: Format::Journal,
+            ..Default::default()
+        })
+        .unwrap();
+    let store: Store = Store::open(&path).unwrap();
+    for n in 1..=3 {
+        store.update(|s| s["n"] = n.into()).unwrap();
+    }
+    let sidecar = store.sidecar_path();
+    assert_eq!(std::fs::metadata(&sidecar).unwrap().uid(), 65534);
+    let journal = sidecar.join("journal");
+    assert!(journal.exists(), "journal mode keeps a journal");
+    std::fs::remove_file(&path).unwrap();
+    // The user's cleanup took the history too.
+    std::fs::remove_dir_all(sidecar.join("history")).unwrap();
+    let before: std::collections::BTreeSet<std::path::PathBuf> =
+        walk(&sidecar).into_iter().collect();
+    std::os::unix::fs::chown(&journal, Some(1000), Some(1000)).unwrap();
+    let journal_ino = std::fs::metadata(&journal).map(|m| m.ino()).ok();
+    let recovered = Store::<Value>::open(&path).unwrap().recover();
+    assert!(
+        matches!(recovered, Ok(Some(_))),
+        "root's recover of the user's deleted journal-mode file: {recovered:?}"
+    );
+    // The snapshot and the history gone, the journal's records follow a version
+    // nothing proves: generation 1 (the backup) is put back and the journal is kept in
+    // the quarantine under a second name (a hard link: the journal itself, not a file
+    // root made).
+    assert_eq!(
+        Store::<Value>::open(&path).unwrap().load().unwrap().state,
+        json!({"n": 0})
+    );
+    let made: Vec<(std::path::PathBuf, u32)> = walk(&sidecar)
+        .into_iter()
+        .filter(|p| !before.contains(p) && p != &journal)
+        .filter(|p| std::fs::symlink_metadata(p).map(|m| m.ino()).ok() != journal_ino)
+        .map(|p| {
+            let uid = std::fs::symlink_metadata(&p).unwrap().uid();
+            (p, uid)
+        })
+        .collect();
+    assert!(!made.is_empty(), "recover made no file in the sidecar");
+    let foreign: Vec<_> = made.iter().filter(|(_, uid)| *uid != 65534).collect();
+    assert!(
+        foreign.is_empty(),
+        "root's recover made files in the user's sidecar owned by another uid: {foreign:?}"
+    );
+}
+
+/// Every path under `dir`, itself excluded.
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        for e in std::fs::read_dir(&p).unwrap() {
+            let e = e.unwrap().path();
+            if std::fs::symlink_metadata(&e).unwrap().is_dir() {
+                stack.push(e.clone());
+            }
+            out.push(e);
+        }
+    }
+    out
+}
