@@ -7,8 +7,9 @@
 //! `SKIPPED: <test>: <reason>` and passes without checking anything.
 //!
 //! Defends FAILURE_MODES.md rows 17 (disk full, read-only filesystem: typed errors,
-//! original intact), 18 (fsync error then retry: poison the handle) and 2 (a failed
-//! directory fsync after the rename is reported as such).
+//! original intact), 18 (fsync error then retry: poison the handle), 2 (a failed
+//! directory fsync after the rename is reported as such) and 12 (a rename that fails
+//! with `EXDEV` or `EBUSY` is an error, never a fallback that writes into the file).
 
 use std::path::Path;
 
@@ -312,4 +313,85 @@ fn the_fsync_fault_child_succeeds_without_a_fault() {
             "reopened ok"
         ]
     );
+}
+
+/// FAILURE_MODES.md row 12: where the atomic rename is refused (`EXDEV` when the
+/// temporary file and the target are on two filesystems, as with a bind-mounted file
+/// or an overlay; `EBUSY` when the target is a mount point or busy in a sandbox), the
+/// well-meant fallback of copying into the target (`open(path, O_TRUNC)`, then write)
+/// is exactly the non-atomic write statesafe exists to prevent. The commit must fail
+/// with a typed error naming the rename, leave the file as it was and no temporary file
+/// behind, and never open the state file for writing; the next commit works. The
+/// fault is injected with `strace` into the first `renameat` of the child's update
+/// (the commit's: the sidecar's `committed` record was written by the first commit,
+/// in this process, so the update's rename is its only one).
+#[test]
+fn a_refused_rename_is_an_error_never_a_copy_into_the_file() {
+    let test = "faults::a_refused_rename_is_an_error_never_a_copy_into_the_file";
+    for errno in ["EXDEV", "EBUSY"] {
+        let Some((_dir, real_dir)) = common::strace_test_dir(test) else {
+            return;
+        };
+        let path = real_dir.join("state.json");
+        Store::<serde_json::Value>::open(&path)
+            .unwrap()
+            .create(json!({"n": 1}))
+            .unwrap();
+        let trace = real_dir.join("trace.txt");
+        let inject = format!("inject=renameat,renameat2,rename:error={errno}:when=1");
+        let out = ChildCmd::wrapped(
+            &[
+                "strace",
+                "-f",
+                "-qq",
+                "-o",
+                trace.to_str().unwrap(),
+                "-e",
+                "trace=openat,open,creat,renameat,renameat2,rename,copy_file_range,sendfile",
+                "-e",
+                &inject,
+            ],
+            "faults::child_fsync_fault",
+            "fsync-fault",
+        )
+        .arg("PATH", &path)
+        .run();
+        assert!(
+            out[0].starts_with("first io Some(Rename) | ") && out[0].contains("rename"),
+            "{errno}: the refused rename must fail the commit, naming the rename: {out:?}"
+        );
+        assert_eq!(out[1], "unchanged true", "{errno}: {out:?}");
+        assert_eq!(out[2], "temps 0", "{errno}: {out:?}");
+        assert_eq!(out[3], "second ok", "{errno}: {out:?}");
+        assert_eq!(out[4], "reopened ok", "{errno}: {out:?}");
+        let trace = std::fs::read_to_string(&trace).unwrap();
+        let injected: Vec<&str> = trace
+            .lines()
+            .filter(|l| l.contains(errno) && l.contains("INJECTED"))
+            .collect();
+        assert_eq!(injected.len(), 1, "{errno}: one rename refused: {trace}");
+        // Every open of the state file itself (not its temporary files or sidecar)
+        // is read-only: nothing was copied into it.
+        let written: Vec<&str> = trace
+            .lines()
+            .filter(|l| l.contains("\"state.json\"") || l.contains("/state.json\""))
+            .filter(|l| {
+                l.contains("open")
+                    && (l.contains("O_WRONLY") || l.contains("O_RDWR") || l.contains("O_TRUNC"))
+            })
+            .collect();
+        assert!(
+            written.is_empty(),
+            "{errno}: the state file was opened for writing: {written:?}"
+        );
+        let snap = Store::<serde_json::Value>::open(&path)
+            .unwrap()
+            .load()
+            .unwrap();
+        assert_eq!(snap.state, json!({"n": 4}), "{errno}");
+        assert_eq!(
+            snap.generation, 3,
+            "{errno}: the refused commit took no generation"
+        );
+    }
 }
