@@ -4,7 +4,9 @@
 //! at once; reads never wait for the lock; the lock file is never deleted.
 //!
 //! Defends FAILURE_MODES.md rows 4 (sidecar lock file never deleted), 5 (no stale locks:
-//! the kernel frees a dead holder's flock) and 14 ("state is locked" with no idea by whom).
+//! the kernel frees a dead holder's flock, and a live holder is never broken however old
+//! or dead its record looks), 6 (no `fcntl` lock, which any `close()` of the file in the
+//! holding process drops) and 14 ("state is locked" with no idea by whom).
 
 use std::path::Path;
 use std::time::Duration;
@@ -341,4 +343,120 @@ fn the_lock_dies_with_its_holder_even_with_a_forked_child_alive() {
         libc::kill(child, libc::SIGKILL);
     }
     locked.expect("the lock must be free once its holder died, whatever its children hold");
+}
+
+/// FAILURE_MODES.md row 5: "stale lock" takeover. The record in the lock file is
+/// written by the holder and readable (and, for whoever may write the sidecar,
+/// writable) by others: it says who holds the lock, never whether it is held. A live
+/// holder whose record claims a process that cannot exist, on another host, since
+/// 1970 (what an age or liveness heuristic would break) keeps the lock: a writer times
+/// out, and writes once the holder really lets go. Each writer's increment counts.
+#[test]
+fn a_live_holder_is_never_broken_however_stale_its_record_looks() {
+    use std::os::unix::fs::FileExt;
+    let dir = common::test_dir();
+    let path = dir.path().join("state.json");
+    let store: Store = Store::options()
+        .lock_timeout(Duration::from_millis(300))
+        .open(&path)
+        .unwrap();
+    store.create(json!({"n": 0})).unwrap();
+    let lock = store.lock_path().to_path_buf();
+    let held = common::HeldInode::hold(&lock);
+    let mut holder = spawn_holder(&path);
+    // pid_max is at most 2^22: this pid cannot exist.
+    let forged = json!({
+        "holder": {
+            "pid": 4_194_305,
+            "host": "decommissioned.example",
+            "user": "nobody",
+            "command": "a job that died in 1970",
+            "operation": "update",
+            "since": "1970-01-01T00:00:00.000Z",
+        },
+        "boot": "00000000-0000-0000-0000-000000000000",
+    })
+    .to_string();
+    let mut record = forged.into_bytes();
+    record.resize(2048, b' ');
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&lock)
+        .unwrap()
+        .write_all_at(&record, 0)
+        .unwrap();
+    for _ in 0..3 {
+        let err = store.update(|s| s["n"] = 1.into()).unwrap_err();
+        assert!(
+            matches!(err, Error::LockTimeout { .. }),
+            "a live holder's lock was taken over because of its record: {err:?}"
+        );
+    }
+    assert!(held.is_at(&lock), "the lock file was replaced");
+    assert_eq!(store.get().unwrap(), json!({"n": 0}));
+    holder.close_stdin();
+    assert!(holder.wait().success());
+    store
+        .update(|s| s["n"] = (s["n"].as_u64().unwrap() + 1).into())
+        .unwrap();
+    assert_eq!(store.get().unwrap(), json!({"n": 1}));
+    assert!(held.is_at(&lock), "the lock file was replaced");
+}
+
+/// FAILURE_MODES.md row 6: a POSIX `fcntl` lock is dropped by any `close()` of any
+/// descriptor of the file in the holding process: a library that opens the lock file
+/// to read the holder, a second store of the same file opened and dropped, a
+/// `std::fs::read` of it. The lock is a `flock` on the open file description, so none
+/// of those lets another process in while this one holds it.
+#[test]
+fn closing_other_descriptors_of_the_lock_file_keeps_the_lock() {
+    let dir = common::test_dir();
+    let path = dir.path().join("state.json");
+    let store: Store = Store::open(&path).unwrap();
+    store.create(json!({"n": 0})).unwrap();
+    let lock = store.lock_path().to_path_buf();
+    let tx = store.begin().unwrap();
+    // Everything a program might do in the holder's process, each closing a
+    // descriptor of the lock file.
+    drop(std::fs::File::open(&lock).unwrap());
+    std::fs::read(&lock).unwrap();
+    let other: Store = Store::options()
+        .lock_timeout(Duration::ZERO)
+        .open(&path)
+        .unwrap();
+    assert!(other.lock_holder().is_some());
+    assert!(matches!(
+        other.update(|s| s["n"] = 9.into()),
+        Err(Error::LockTimeout { .. })
+    ));
+    drop(other);
+    // Another process, with a zero timeout, must still find the lock held.
+    let out = ChildCmd::new("lock::child_try_update", "try-update")
+        .arg("PATH", &path)
+        .run();
+    assert_eq!(
+        out,
+        ["lock_timeout"],
+        "another process got the lock: {out:?}"
+    );
+    let mut tx = tx;
+    tx.state_mut()["n"] = 1.into();
+    tx.commit().unwrap();
+    assert_eq!(store.get().unwrap(), json!({"n": 1}));
+}
+
+/// Tries one update with a zero lock timeout; reports `ok` or the error's kind.
+#[test]
+fn child_try_update() {
+    if !common::child_role("try-update") {
+        return;
+    }
+    let store: Store = Store::options()
+        .lock_timeout(Duration::ZERO)
+        .open(common::child_arg("PATH"))
+        .unwrap();
+    match store.update(|s| s["n"] = 7.into()) {
+        Ok(_) => common::say("ok"),
+        Err(e) => common::say(e.kind()),
+    }
 }
