@@ -90,6 +90,20 @@ fn holds_off_writers() {
     assert_eq!(err["holder"]["operation"], "lock");
     assert_eq!(err["holder"]["pid"], child.id());
     assert_eq!(env.read("s.json"), before);
+    // `info` names the live holder (FAILURE_MODES.md row 14: "state is locked" with no
+    // idea by whom), in both forms.
+    let info = env.run(&["info", "s.json", "--json"]);
+    assert_eq!(info.code, 0, "{}", info.snapshot());
+    let info: serde_json::Value = serde_json::from_str(&info.stdout).unwrap();
+    assert_eq!(info["lock_holder"]["pid"], child.id());
+    assert_eq!(info["lock_holder"]["operation"], "lock");
+    let text = env.run(&["info", "s.json"]).stdout;
+    assert!(
+        text.lines().any(|l| l.starts_with("locked by:")
+            && l.contains(&format!("pid {} ", child.id()))
+            && l.contains("doing lock")),
+        "{text}"
+    );
     // Reads never wait.
     assert_eq!(env.run(&["get", "s.json", "/n"]).stdout, "0\n");
     env.write("release", "");
