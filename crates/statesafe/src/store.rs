@@ -241,10 +241,8 @@ impl<T> StoreOptions<T> {
     /// # Ok::<(), statesafe::Error>(())
     /// ```
     pub fn open(self, path: impl AsRef<Path>) -> Result<Store<T>> {
-        let (target, links) = Target::resolve_with_links(path.as_ref())?;
+        let (target, links, dir, dir_readable) = open_resolved(path.as_ref())?;
         let lock = LockFile::new(&target);
-        let (dir, dir_readable) = sys::open_dir_or_path(&target.dir)
-            .map_err(|e| Error::io(Op::Resolve, &target.dir, e))?;
         let settings = Settings::read(Sidecar::open(&target, &dir, None)?.as_ref())?;
         let config = Config::new_for(&target, &self, &settings)?;
         let mut store = Store::with_backend(
@@ -288,6 +286,46 @@ impl<T> StoreOptions<T> {
             self,
             config,
         ))
+    }
+}
+
+/// How many times [`open_resolved`] resolves a path again when a directory on it was
+/// replaced by a link between the resolution and the open.
+const RESOLVE_TRIES: usize = 8;
+
+/// Resolves `path` ([`Target::resolve_with_links`], which judges every link on the
+/// way) and opens the state file's directory without following any link
+/// ([`sys::open_dir_nofollow`]), so that the directory opened is the one judged. A
+/// link that appeared on the way since the resolution (a user who owns a directory on
+/// the way swapped it for a link to another user's directory: red22 finding 1, where
+/// root's update of a user's file wrote root's own) fails the open; the path is then
+/// resolved again, and the link judged, up to [`RESOLVE_TRIES`] times: a path that
+/// keeps changing under us is [`Error::Unsafe`].
+fn open_resolved(path: &Path) -> Result<(Target, crate::paths::Links, OwnedFd, bool)> {
+    let mut tries = 0;
+    loop {
+        let (target, links) = Target::resolve_with_links(path)?;
+        match sys::open_dir_nofollow(&target.dir) {
+            Ok((dir, readable)) => return Ok((target, links, dir, readable)),
+            Err(e)
+                if [rustix::io::Errno::LOOP, rustix::io::Errno::NOTDIR]
+                    .iter()
+                    .any(|errno| e.raw_os_error() == Some(errno.raw_os_error())) =>
+            {
+                tries += 1;
+                if tries >= RESOLVE_TRIES {
+                    return Err(Error::Unsafe {
+                        path: target.given.clone(),
+                        reason: format!(
+                            "a directory on the way to `{}` was replaced by a symbolic link or a file each time it was opened ({RESOLVE_TRIES} times) after its links were checked: someone who may write a directory on the path is changing it under us, so nothing was read or written; keep the state in a directory only its users may write",
+                            target.dir.display(),
+                        ),
+                        what: crate::error::Unsafety::Planted,
+                    });
+                }
+            }
+            Err(e) => return Err(Error::io(Op::Resolve, &target.dir, e)),
+        }
     }
 }
 
@@ -1105,7 +1143,7 @@ impl<T> Store<T> {
     fn refuse_replaced_by_link(&self) -> Result<()> {
         let target = &self.local().target;
         for link in &self.links {
-            let Ok((dir, _)) = sys::open_dir_or_path(&link.dir) else {
+            let Ok((dir, _)) = sys::open_dir_nofollow(&link.dir) else {
                 continue;
             };
             // A sidecar refused as foreign (another user's, in a shared directory)

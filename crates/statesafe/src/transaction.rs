@@ -1531,18 +1531,24 @@ fn bookkeeping_failed(recorder: &Recorder, path: &Path, what: &str, e: &Error) {
     );
 }
 
+/// The permissions of the file just committed, read through the store's directory
+/// descriptor (never by path: a directory on the path may have been swapped for a link
+/// to another user's directory since the store was opened, red22 finding 1); the
+/// caller's own ids and `0644` when it cannot be read.
 fn current_perms<T>(store: &Store<T>) -> Perms {
-    use std::os::unix::fs::MetadataExt;
-    match std::fs::metadata(store.real_path()) {
-        Ok(m) => Perms {
-            mode: m.mode() & 0o7777,
-            uid: m.uid(),
-            gid: m.gid(),
+    let target = &store.local().target;
+    match store.dir().and_then(|dir| {
+        sys::stat_at(dir, &target.name).map_err(|e| Error::io(crate::Op::Read, target.real(), e))
+    }) {
+        Ok(st) => Perms {
+            mode: st.mode & 0o7777,
+            uid: st.uid,
+            gid: st.gid,
         },
         Err(_) => Perms {
             mode: 0o644,
-            uid: 0,
-            gid: 0,
+            uid: sys::effective_uid(),
+            gid: sys::effective_gid(),
         },
     }
 }

@@ -41,6 +41,54 @@ pub(crate) fn open_dir_or_path(path: &Path) -> io::Result<(OwnedFd, bool)> {
     }
 }
 
+/// Opens the directory at `path`, an absolute path that names no symbolic link (one
+/// [`crate::paths::Target::resolve`] made canonical, after judging every link on the
+/// way), as [`open_dir_or_path`] does, but one component at a time from `/` with
+/// `O_NOFOLLOW`: the directory opened is reached through real directories only, so a
+/// component swapped for a link after the links were judged (a user who owns a
+/// directory on the way exchanges it with a link to another user's directory: red22
+/// finding 1) is never followed. A link met on the way fails the open (`ELOOP`, or
+/// `ENOTDIR` for an `O_PATH` open, as for a component that is a file): the caller
+/// resolves the path again, judging the link.
+pub(crate) fn open_dir_nofollow(path: &Path) -> io::Result<(OwnedFd, bool)> {
+    use std::path::Component;
+    let walk = OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let mut names = Vec::new();
+    for component in path.components() {
+        match component {
+            Component::RootDir => {}
+            Component::Normal(name) => names.push(name),
+            _ => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("`{}` is not an absolute canonical path", path.display()),
+                ));
+            }
+        }
+    }
+    if !path.is_absolute() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("`{}` is not an absolute canonical path", path.display()),
+        ));
+    }
+    let Some((last, parents)) = names.split_last() else {
+        return open_dir_or_path(path);
+    };
+    let mut dir = rustix::fs::open("/", walk, Mode::empty())?;
+    for name in parents {
+        dir = rustix::fs::openat(&dir, *name, walk, Mode::empty())?;
+    }
+    let read = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    match rustix::fs::openat(&dir, *last, read, Mode::empty()) {
+        Ok(fd) => Ok((fd, true)),
+        Err(rustix::io::Errno::ACCESS) => {
+            Ok((rustix::fs::openat(&dir, *last, walk, Mode::empty())?, false))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Creates a new file `name` in `dir`: exclusive, never following a symlink, closed on exec.
 pub(crate) fn create_exclusive(dir: impl AsFd, name: &OsStr, mode: u32) -> io::Result<File> {
     let fd = rustix::fs::openat(
