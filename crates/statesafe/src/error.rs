@@ -790,6 +790,14 @@ impl Error {
             Error::Io { source, .. } if source.kind() == io::ErrorKind::NotFound => {
                 "a file statesafe was working on vanished under it: something (a cleanup job, `rm -rf` of the sidecar, another tool) removed statesafe's files meanwhile; nothing was committed by this call, so run it again".into()
             }
+            // A rename or link the kernel refuses across mounts or over a mount point:
+            // the state file is itself mounted (a container's single-file volume, `mount
+            // --bind`), and no atomic replacement of it is possible there.
+            Error::Io { source, .. }
+                if matches!(source.raw_os_error(), Some(code) if code == rustix::io::Errno::XDEV.raw_os_error() || code == rustix::io::Errno::BUSY.raw_os_error()) =>
+            {
+                "the state file, or its directory's entry for it, is a mount point (a bind mount, a container's single-file volume such as `docker run -v host.json:/app/state.json`), so it cannot be replaced atomically: nothing was committed and it was not written in place. Mount the directory that holds it instead of the file, or keep the state in a directory of its own".into()
+            }
             Error::Io { .. } => {
                 "an unexpected system error: check the path, the permissions and the storage (`dmesg`); nothing was committed by this call".into()
             }

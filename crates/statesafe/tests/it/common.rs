@@ -487,6 +487,22 @@ impl Mount {
         })
     }
 
+    /// Bind-mounts the file or directory `source` on `path` (which must exist), as a
+    /// container runtime mounts a single file (`docker run -v a.json:/app/state.json`),
+    /// or says why not.
+    pub fn bind(source: &Path, path: &Path) -> Result<Mount, String> {
+        if !is_root() {
+            return Err("a bind mount needs root".into());
+        }
+        run(
+            "mount",
+            &["--bind".as_ref(), source.as_ref(), path.as_ref()],
+        )?;
+        Ok(Mount {
+            path: path.to_path_buf(),
+        })
+    }
+
     /// Remounts it read-only (every file open for writing must be closed first).
     pub fn remount_read_only(&self) -> Result<(), String> {
         run(

@@ -395,3 +395,63 @@ fn a_refused_rename_is_an_error_never_a_copy_into_the_file() {
         );
     }
 }
+
+/// FAILURE_MODES.md row 12 on the kernel's real path: a state file bind-mounted from
+/// another file (a container's single-file volume, `docker run -v host.json:/app/state.json`)
+/// cannot be replaced by a rename (`EBUSY` over a mount point, `EXDEV` for a link
+/// across it). Every commit must fail with a typed error and change neither the mounted
+/// file nor the one underneath, leaving no temporary file: never a copy into the file,
+/// which is what a program falling back to `open(path, "w")` would do.
+#[test]
+fn a_bind_mounted_state_file_is_never_written_in_place() {
+    let test = "faults::a_bind_mounted_state_file_is_never_written_in_place";
+    let dir = common::test_dir();
+    let path = dir.path().join("state.json");
+    let host = dir.path().join("host.json");
+    std::fs::write(&path, b"{\"n\": 1}\n").unwrap();
+    std::fs::write(&host, b"{\"n\": 100}\n").unwrap();
+    let mount = match Mount::bind(&host, &path) {
+        Ok(m) => m,
+        Err(reason) => return common::skipped(test, &reason),
+    };
+    for backups in [true, false] {
+        let store: Store = if backups {
+            Store::open(&path).unwrap()
+        } else {
+            Store::options()
+                .backups(statesafe::BackupPolicy {
+                    keep: 0,
+                    ..Default::default()
+                })
+                .open(&path)
+                .unwrap()
+        };
+        let err = store
+            .update(|s| s["n"] = 101.into())
+            .expect_err("a commit over a bind-mounted file succeeded");
+        assert!(
+            matches!(err, Error::Io { .. }),
+            "backups {backups}: expected a typed I/O error, got {err:?}"
+        );
+        if !backups {
+            // With no backup to link first, the rename itself is refused.
+            assert_eq!(op_of(&err), Some(Op::Rename), "{err:?}");
+        }
+        let text = err.to_string();
+        assert!(text.contains("state.json"), "backups {backups}: {text}");
+        let hint = err.hint().unwrap_or_default();
+        assert!(
+            hint.contains("mount point") && hint.contains("Mount the directory"),
+            "backups {backups}: the hint does not say what is wrong and what to do: {hint}"
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), b"{\"n\": 100}\n");
+        assert_eq!(
+            common::temp_files(dir.path(), "state.json"),
+            Vec::<String>::new(),
+            "backups {backups}"
+        );
+    }
+    drop(mount);
+    assert_eq!(std::fs::read(&host).unwrap(), b"{\"n\": 100}\n");
+    assert_eq!(std::fs::read(&path).unwrap(), b"{\"n\": 1}\n");
+}
