@@ -372,9 +372,13 @@ fn note_foreign(foreign: &mut Vec<(PathBuf, u32)>, link: &Path, link_uid: u32) {
     }
 }
 
-/// A link another user owns leads only to a place that user controls: the state file
-/// it resolves to is theirs, or the directory that file is in (where the sidecar and the
-/// temporary files go) is theirs. Otherwise the link's owner could make the caller
+/// A link another user owns leads only to a place that user controls: the directory the
+/// state file it resolves to is in (where the sidecar and the temporary files go) is
+/// theirs, or they may create files in it (its group's or everyone's write bit, as the
+/// kernel would grant it to them). Owning the file alone is not enough: root's commit
+/// would create its temporary file and a sidecar (given to the file's owner) in a
+/// directory they could not write (`~a/state.json -> /var/mail/a`: red22's note).
+/// Otherwise the link's owner could make the caller
 /// (root's cron job, a colleague) write, create, `chmod` or quarantine files of the
 /// caller's own, or of a third user, by pointing a name they own at them
 /// (`/home/a/state.json -> /etc/app.json` followed by root's `statesafe set`): the
@@ -386,9 +390,19 @@ fn check_foreign_links(target: &Target, foreign: &[(PathBuf, u32)]) -> Result<()
     if foreign.is_empty() {
         return Ok(());
     }
-    let dir_uid = std::fs::metadata(&target.dir)
-        .map_err(|e| Error::io(Op::Resolve, &target.dir, e))?
-        .uid();
+    let dir = std::fs::metadata(&target.dir).map_err(|e| Error::io(Op::Resolve, &target.dir, e))?;
+    let dir_uid = dir.uid();
+    // Whether `uid` may create files in the directory, by the class the kernel checks
+    // first (owner, then group, then others).
+    let may_write = |uid: u32| {
+        if uid == dir_uid {
+            true
+        } else if crate::sys::user_in_group(uid, dir.gid()) {
+            dir.mode() & 0o020 != 0
+        } else {
+            dir.mode() & 0o002 != 0
+        }
+    };
     let real = target.real();
     let file_uid = match std::fs::symlink_metadata(&real) {
         Ok(m) => Some(m.uid()),
@@ -396,7 +410,7 @@ fn check_foreign_links(target: &Target, foreign: &[(PathBuf, u32)]) -> Result<()
         Err(e) => return Err(Error::io(Op::Resolve, &real, e)),
     };
     for (link, uid) in foreign {
-        if *uid != dir_uid && Some(*uid) != file_uid {
+        if !may_write(*uid) {
             let whose = match file_uid {
                 Some(f) => format!("`{}` (a file of uid {f}", real.display()),
                 None => format!("`{}` (a new file", real.display()),
@@ -404,7 +418,7 @@ fn check_foreign_links(target: &Target, foreign: &[(PathBuf, u32)]) -> Result<()
             return Err(Error::Unsafe {
                 path: link.clone(),
                 reason: format!(
-                    "it is a symbolic link owned by uid {uid}, who is not you, and it leads to {whose} in a directory of uid {dir_uid}); statesafe follows another user's link only to a file or directory that user owns, so that nobody can point a name at your files; use the real path `{}` if you mean that file",
+                    "it is a symbolic link owned by uid {uid}, who is not you, and it leads to {whose} in a directory of uid {dir_uid}); statesafe follows another user's link only into a directory that user owns or may write, so that nobody can point a name at your files or have files made where they could not make them; use the real path `{}` if you mean that file",
                     real.display()
                 ),
                 what: crate::error::Unsafety::Planted,

@@ -278,3 +278,61 @@ fn another_users_link_never_leads_root_to_its_own_files() {
         serde_json::from_str(&std::fs::read_to_string(&own).unwrap()).unwrap();
     assert_eq!(back, json!({"x": 1}));
 }
+
+/// red22's note: another user's link may lead to a file that user owns in a directory
+/// they cannot write (`~a/state.json -> /var/mail/a`, `/etc/app/a.json` chowned to
+/// `a`). Following it, root's commit creates its temporary file and the sidecar in that
+/// directory, and gives the sidecar to the file's owner: `a` gains a directory of their
+/// own where they could create nothing. The link is followed only where its owner may
+/// write the directory the file is in (they own it, or its group or everyone may
+/// write it); else `Unsafe`, and nothing is created there. A link to a file of the
+/// owner's in a directory they may write is still followed.
+#[test]
+fn another_users_link_to_their_file_in_a_directory_they_cannot_write_is_refused() {
+    use std::os::unix::fs::{PermissionsExt, lchown};
+    let test =
+        "symlink::another_users_link_to_their_file_in_a_directory_they_cannot_write_is_refused";
+    if !common::can_act_as_nobody(test) {
+        return;
+    }
+    let dir = common::test_dir();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let home = dir.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    std::os::unix::fs::chown(&home, Some(65534), Some(65534)).unwrap();
+    // Root's directory, 0755: nobody may not create anything in it; a file of
+    // nobody's inside (an admin's chown).
+    let spool = dir.path().join("spool");
+    std::fs::create_dir(&spool).unwrap();
+    std::fs::set_permissions(&spool, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mail = spool.join("nobody.json");
+    std::fs::write(&mail, "{\"n\": 1}\n").unwrap();
+    std::os::unix::fs::chown(&mail, Some(65534), Some(65534)).unwrap();
+    let link = home.join("state.json");
+    std::os::unix::fs::symlink(&mail, &link).unwrap();
+    lchown(&link, Some(65534), Some(65534)).unwrap();
+    let refused = Store::<serde_json::Value>::open(&link)
+        .and_then(|store| store.update(|s| s["n"] = 2.into()));
+    assert!(
+        matches!(refused, Err(Error::Unsafe { .. })),
+        "root's update through nobody's link into root's directory gave {refused:?}"
+    );
+    let mut left: Vec<_> = std::fs::read_dir(&spool)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    left.sort();
+    assert_eq!(
+        left,
+        ["nobody.json"],
+        "root created files in its own directory for nobody"
+    );
+    assert_eq!(std::fs::read_to_string(&mail).unwrap(), "{\"n\": 1}\n");
+    // The same directory writable by nobody's group: nobody could create there, so the
+    // link is followed.
+    std::fs::set_permissions(&spool, std::fs::Permissions::from_mode(0o775)).unwrap();
+    std::os::unix::fs::chown(&spool, Some(0), Some(65534)).unwrap();
+    let store: Store = Store::open(&link).unwrap();
+    store.update(|s| s["n"] = 2.into()).unwrap();
+    assert_eq!(store.get().unwrap(), json!({"n": 2}));
+}
