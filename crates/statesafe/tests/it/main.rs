@@ -45,6 +45,7 @@ mod review17;
 mod review18;
 mod review20;
 mod review21;
+mod review22;
 mod security;
 mod serialized;
 mod streaming;
