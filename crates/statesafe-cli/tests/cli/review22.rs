@@ -1,0 +1,139 @@
+//! red22: the CLI red-teamed in session 22. Each test here fails on main at 83a2a55
+//! for the reason its comment gives, and is ignored until fixed (`--run-ignored only`
+//! runs them).
+
+use crate::common::{Env, bin};
+
+/// A source with `versions` versions of `{"n": i}` in its history, and a destination
+/// `dst.json` at `{"n": 0}` whose schema wants `n` to be an integer.
+fn source_and_a_destination_with_a_schema(env: &Env, versions: usize) {
+    assert_eq!(env.run(&["init", "src.json", "{\"n\": 0}"]).code, 0);
+    // One process writes them all: `exec` would do, a shell loop is plainer.
+    let script = env.script(
+        "fill.sh",
+        &format!(
+            "i=1; while [ $i -le {versions} ]; do \"{}\" set src.json /n $i --durability none >/dev/null || exit 1; i=$((i+1)); done",
+            bin()
+        ),
+    );
+    let status = std::process::Command::new(&script)
+        .current_dir(env.dir())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(env.run(&["init", "dst.json", "{\"n\": 0}"]).code, 0);
+    env.write(
+        "schema.json",
+        r#"{"type": "object", "properties": {"n": {"type": "integer"}}}"#,
+    );
+    let schema = env.path("schema.json");
+    let run = env.run(&["settings", "dst.json", "--schema", schema.to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{}", run.snapshot());
+    let refused = env.run(&["set", "dst.json", "/n", "\"not a number\""]);
+    assert_eq!(refused.code, 4, "{}", refused.snapshot());
+}
+
+/// Starts `copy src.json dst.json --replace`, its output thrown away.
+fn spawn_copy(env: &Env) -> std::process::Child {
+    std::process::Command::new(bin())
+        .current_dir(env.dir())
+        .args(["copy", "src.json", "dst.json", "--replace"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn generation(env: &Env, file: &str) -> u64 {
+    env.run(&["--json", "info", file]).json()["generation"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+/// Finding 2 (cmd/copy.rs): `copy SRC DST --replace` records staging settings on the
+/// destination before its first version (the source's retention, **no schema, no
+/// size limit**) and puts the real ones in only after its last version, or, when it
+/// stops on an error, puts the destination's own back. A copy that is killed in
+/// between (SIGKILL, the OOM killer, a power loss, a CI job's timeout) never gets to
+/// either: the destination is left with no schema and no size limit for good, and
+/// nothing says so (`check` is happy, `info` shows no schema); from then on it accepts
+/// what its schema refused. The partial copy is documented ("a stopped copy leaves
+/// the destination at an older version of the source"); losing the destination's
+/// schema is not.
+///
+/// Must: after a copy killed at any instant the destination's recorded settings are
+/// its own or the final ones, never the staging ones (e.g. keep the schema and
+/// `max_bytes` in the staging settings and bypass them for the copied versions only,
+/// or record the staging settings as a marked, temporary record that a later writer
+/// or `check` undoes).
+#[test]
+#[ignore = "red22: a copy --replace killed midway leaves the destination without its schema for good"]
+fn review22_a_killed_copy_leaves_the_destinations_schema_in_place() {
+    let env = Env::new();
+    source_and_a_destination_with_a_schema(&env, 150);
+    let before = generation(&env, "dst.json");
+    let mut child = spawn_copy(&env);
+    // Killed once it has put a few versions in (it has 151 to write).
+    let mut killed_at = None;
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        let now = generation(&env, "dst.json");
+        if now >= before + 3 {
+            child.kill().unwrap();
+            killed_at = Some(now);
+            break;
+        }
+    }
+    child.wait().unwrap();
+    let killed_at = killed_at.expect("the copy finished before it could be killed midway");
+    let settings = env.run(&["--json", "settings", "dst.json"]).json()["settings"].clone();
+    let accepted = env.run(&["set", "dst.json", "/n", "\"not a number\""]);
+    assert_ne!(
+        accepted.code,
+        0,
+        "after a copy killed at destination generation {killed_at}, the destination's settings are {settings} (no schema) and it accepted a string for /n, which its schema refuses: {}",
+        accepted.snapshot()
+    );
+}
+
+/// Finding 3 (cmd/copy.rs): during `copy SRC DST --replace` the destination's schema
+/// is not in force (the staging settings have none), so another writer of the
+/// destination (its application, `statesafe set`) commits what the schema refuses;
+/// the copy then stops on the conflict and puts the schema back over a document that
+/// breaks it. Nothing reports that the document was never validated.
+///
+/// Must: a document the destination's schema refuses is never committed by anyone
+/// but the copy's own (unvalidated, older) versions while the copy runs.
+#[test]
+#[ignore = "red22: while copy --replace runs, other writers of the destination commit what its schema refuses"]
+fn review22_a_copy_never_lets_other_writers_past_the_destinations_schema() {
+    let env = Env::new();
+    source_and_a_destination_with_a_schema(&env, 150);
+    let before = generation(&env, "dst.json");
+    let mut child = spawn_copy(&env);
+    // Once the copy has started writing, another writer tries its invalid document.
+    let mut accepted = None;
+    let mut tries = 0;
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        if generation(&env, "dst.json") <= before {
+            continue;
+        }
+        tries += 1;
+        let run = env.run(&["set", "dst.json", "/n", "\"not a number\""]);
+        if run.code == 0 {
+            accepted = Some(run);
+            break;
+        }
+    }
+    child.wait().unwrap();
+    let now = env.run(&["get", "dst.json"]).snapshot();
+    assert!(
+        accepted.is_none(),
+        "another writer's `set dst.json /n '\"not a number\"'` was committed during the copy (try {tries}); the schema wants an integer; dst.json now holds {now}"
+    );
+}
