@@ -6,7 +6,7 @@
 
 use std::fmt;
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::lock::Holder;
@@ -379,18 +379,18 @@ pub enum Error {
     },
     /// The lock file (or the sidecar holding it) was removed or replaced while this
     /// process held the lock, so another writer may have taken a lock of its own (or
-    /// the state file was replaced by a writer that did not hold the lock): the commit
-    /// was abandoned before the rename and nothing was written.
-    #[error(
-        "lost the lock on `{}`: `{}` was removed or replaced while it was held (or the file was replaced by a writer without the lock)",
-        path.display(),
-        lock.display()
-    )]
+    /// the state file was replaced by a writer that did not hold the lock); or the
+    /// `statesafe lock` whose pass let this writer through died without ending it
+    /// ([`LockLoss::HolderDied`]): the commit was abandoned before the rename (or the
+    /// lock refused) and nothing was written.
+    #[error("lost the lock on `{}`: {}", path.display(), why.describe(lock))]
     LockLost {
         /// The state file.
         path: PathBuf,
         /// The lock file.
         lock: PathBuf,
+        /// How it was lost: the way out differs (the hint).
+        why: LockLoss,
     },
     /// This thread already holds the writers' lock of this file (an open transaction or
     /// lock guard of this store or of another store of the same file, or the closure
@@ -461,6 +461,30 @@ pub enum Unsafety {
     /// be a co-writer's, holding a deleted state's only backups and history: not to be
     /// removed on a guess.
     SidecarWithoutFile,
+}
+
+/// How an [`Error::LockLost`] lock was lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LockLoss {
+    /// The lock file or its sidecar was removed or replaced while the lock was held.
+    Removed,
+    /// The `statesafe lock FILE -- CMD` whose pass (in `STATESAFE_LOCKS`) let this
+    /// writer through was killed before it could end its pass: its lock died with it,
+    /// so another writer may have written since CMD read the state.
+    HolderDied,
+}
+
+impl LockLoss {
+    fn describe(self, lock: &Path) -> String {
+        match self {
+            LockLoss::Removed => format!(
+                "`{}` was removed or replaced while it was held (or the file was replaced by a writer without the lock)",
+                lock.display()
+            ),
+            LockLoss::HolderDied => "the `statesafe lock` this writer ran under died (killed) while its command ran on, and its lock died with it, so another writer may have written since the command read the state; nothing was written".into(),
+        }
+    }
 }
 
 /// How the reason of every [`Error::Corrupt`] that refuses a journal-mode snapshot
@@ -780,6 +804,12 @@ impl Error {
             }
             Error::Unsafe { .. } => {
                 "another user may have planted it, or it was set up by hand: inspect it with `ls -la`; remove it if it is not yours (statesafe re-creates its own sidecar files), or have its owner fix it. In a sticky directory such as /tmp only its owner, the directory's owner or root can remove it: there, keep the state in a directory that other users cannot write, where no one can take its names first".into()
+            }
+            Error::LockLost {
+                why: LockLoss::HolderDied,
+                ..
+            } => {
+                "the lock the command ran under is gone: run the whole command again under a new `statesafe lock` (its reads are stale). A `statesafe lock` killed with SIGKILL takes its command with it on Linux; a program the command started may run on, and its writes are refused like this one".into()
             }
             Error::LockLost { .. } => {
                 "something (a cleanup script, `rm -rf`, `git clean`) deleted statesafe's sidecar while it was in use, so another writer may have got in; a commit that fails this way wrote nothing. Stop the cleanup from doing that, then run the command again".into()

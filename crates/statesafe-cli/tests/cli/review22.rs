@@ -153,15 +153,17 @@ fn review22_a_copy_never_lets_other_writers_past_the_destinations_schema() {
 /// than commit; or CMD dies with the `lock` process. Either way the other writer's
 /// update survives.
 #[test]
-#[ignore = "red22: CMD's writers commit after their lock holder was SIGKILLed, losing another writer's update"]
 fn review22_a_killed_lock_holder_never_lets_its_command_lose_an_update() {
     let env = Env::new();
     env.state("s.json", "{\"n\": 0}\n");
     let bin = bin();
     // CMD: read n, wait for `go`, write n + 1 (a read-modify-write the lock protects).
+    // In a subshell CMD waits for: `lock` takes CMD itself with it when killed
+    // (Linux, `PR_SET_PDEATHSIG`; tested in lock.rs), not a process CMD started,
+    // whose writer must be refused.
     let script = format!(
-        "v=$({bin} get s.json /n); touch read; while [ ! -e go ]; do sleep 0.01; done; \
-         {bin} set s.json /n $((v + 1)) --lock-timeout 20s >/dev/null 2>set.err; echo $? > set.code.tmp; mv set.code.tmp set.code"
+        "( v=$({bin} get s.json /n); touch read; while [ ! -e go ]; do sleep 0.01; done; \
+         {bin} set s.json /n $((v + 1)) --lock-timeout 20s >/dev/null 2>set.err; echo $? > set.code.tmp; mv set.code.tmp set.code ) & wait"
     );
     let mut lock = std::process::Command::new(bin)
         .current_dir(env.dir())
@@ -193,6 +195,9 @@ fn review22_a_killed_lock_holder_never_lets_its_command_lose_an_update() {
         code.trim(),
         n.trim()
     );
+    // Refused as a lost lock (exit 5), saying why.
+    assert_eq!(code.trim(), "5", "{err}");
+    assert!(err.contains("died"), "{err}");
 }
 
 /// Finding 5 (error.rs `shell_word`): the commands the hints suggest name the file as
