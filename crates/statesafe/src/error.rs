@@ -463,6 +463,28 @@ pub enum Unsafety {
     SidecarWithoutFile,
 }
 
+/// `path` as one word of a command the user is told to type (`statesafe recover
+/// PATH`): quoted for a POSIX shell only when it needs to be, and a name that starts
+/// with `-` written `./-name`, which no command reads as an option (review22). The
+/// CLI's `shell_quote` follows the same rules.
+pub(crate) fn command_word(path: &Path) -> String {
+    let s = path.to_string_lossy();
+    // Only a relative path starts with `-`: `./` names the same file.
+    let s = if s.starts_with('-') {
+        format!("./{s}")
+    } else {
+        s.into_owned()
+    };
+    let plain = !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./+,:@%=".contains(c));
+    if plain {
+        s
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
 /// How an [`Error::LockLost`] lock was lost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -685,7 +707,7 @@ impl Error {
             }
             Error::Deleted { path, sidecar, .. } => format!(
                 "run `statesafe recover {p}` to put back the newest version its backups, history and journal prove, as the next generation (when they prove none, it says so and writes nothing); or, to start over on purpose, write a whole new document (`statesafe init {p} DOCUMENT --force`, or `replace` in a program; the old generations' backups and history stay), or remove the sidecar directory `{s}` to discard the old state's backups, history and settings too",
-                p = path.display(),
+                p = command_word(path),
                 s = sidecar.display()
             ),
             Error::Corrupt { path, .. } if crate::postgres::is_url(&path.to_string_lossy())
@@ -700,7 +722,7 @@ impl Error {
             Error::Corrupt { path, reason, .. } if is_lost_journal(reason) => format!(
                 "the commits after the snapshot were in its journal, which is gone or was replaced by an older copy, and nothing repairs that automatically: restore the sidecar directory `.{}.statesafe` from a backup that holds them, or accept the snapshot as the current state (the commits after it are then given up) with `statesafe recover {} --accept-snapshot`",
                 path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned()),
-                path.display()
+                command_word(path)
             ),
             Error::Corrupt { .. } => {
                 "the file was not written by statesafe or was damaged outside it; inspect it, fix it by hand or restore a backup".into()
@@ -763,7 +785,7 @@ impl Error {
                 };
                 format!(
                     "nothing was written. If you have a copy of the state elsewhere (a backup of the directory, another machine), write it back as a new generation with `statesafe init {p} DOCUMENT --force` (`replace` in a program); otherwise start over on purpose the same way, or remove the sidecar directory `{s}` to discard what is left of the old state (settings, lock record) too",
-                    p = path.display(),
+                    p = command_word(path),
                     s = sidecar.display()
                 )
             }

@@ -210,7 +210,6 @@ fn review22_a_killed_lock_holder_never_lets_its_command_lose_an_update() {
 /// Must: a file name that starts with `-` is written so that the command works
 /// (`./-x.json`, or `--` before it).
 #[test]
-#[ignore = "red22: a hint names a file starting with '-' as a bare word, so the command it suggests fails"]
 fn review22_the_suggested_command_works_for_a_name_with_a_leading_dash() {
     let env = Env::new();
     let run = env.run(&["init", "--", "-x.json", "{\"n\": 1}"]);
