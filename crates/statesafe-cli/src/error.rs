@@ -404,9 +404,18 @@ fn damage_of(path: &Path) -> Option<Damage> {
     }
 }
 
-/// `path` as it would be typed in a shell (quoted only when it needs to be).
+/// `path` as it would be typed in a shell (quoted only when it needs to be), as an
+/// argument of a command: a name that starts with `-` is written `./-name`, which no
+/// command reads as an option (review22). The library's hints follow the same rules
+/// (`statesafe::error::command_word`).
 pub fn shell_quote(path: &Path) -> String {
-    shell_word(&path.to_string_lossy())
+    let s = path.to_string_lossy();
+    // Only a relative path starts with `-`: `./` names the same file.
+    if s.starts_with('-') {
+        shell_word(&format!("./{s}"))
+    } else {
+        shell_word(&s)
+    }
 }
 
 /// `s` as one shell word (quoted only when it needs to be).
@@ -463,5 +472,8 @@ mod tests {
     fn quoting() {
         assert_eq!(shell_quote(Path::new("a/b.json")), "a/b.json");
         assert_eq!(shell_quote(Path::new("it's.json")), r"'it'\''s.json'");
+        assert_eq!(shell_quote(Path::new("-x.json")), "./-x.json");
+        assert_eq!(shell_quote(Path::new("-x y.json")), "'./-x y.json'");
+        assert_eq!(shell_quote(Path::new("/a/-x.json")), "/a/-x.json");
     }
 }

@@ -10,6 +10,7 @@ mod jq;
 mod output;
 mod pick;
 mod pointer;
+mod sys;
 mod val;
 
 use std::process::ExitCode;

@@ -6,7 +6,7 @@
 
 use std::fmt;
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::lock::Holder;
@@ -379,18 +379,18 @@ pub enum Error {
     },
     /// The lock file (or the sidecar holding it) was removed or replaced while this
     /// process held the lock, so another writer may have taken a lock of its own (or
-    /// the state file was replaced by a writer that did not hold the lock): the commit
-    /// was abandoned before the rename and nothing was written.
-    #[error(
-        "lost the lock on `{}`: `{}` was removed or replaced while it was held (or the file was replaced by a writer without the lock)",
-        path.display(),
-        lock.display()
-    )]
+    /// the state file was replaced by a writer that did not hold the lock); or the
+    /// `statesafe lock` whose pass let this writer through died without ending it
+    /// ([`LockLoss::HolderDied`]): the commit was abandoned before the rename (or the
+    /// lock refused) and nothing was written.
+    #[error("lost the lock on `{}`: {}", path.display(), why.describe(lock))]
     LockLost {
         /// The state file.
         path: PathBuf,
         /// The lock file.
         lock: PathBuf,
+        /// How it was lost: the way out differs (the hint).
+        why: LockLoss,
     },
     /// This thread already holds the writers' lock of this file (an open transaction or
     /// lock guard of this store or of another store of the same file, or the closure
@@ -461,6 +461,52 @@ pub enum Unsafety {
     /// be a co-writer's, holding a deleted state's only backups and history: not to be
     /// removed on a guess.
     SidecarWithoutFile,
+}
+
+/// `path` as one word of a command the user is told to type (`statesafe recover
+/// PATH`): quoted for a POSIX shell only when it needs to be, and a name that starts
+/// with `-` written `./-name`, which no command reads as an option (review22). The
+/// CLI's `shell_quote` follows the same rules.
+pub(crate) fn command_word(path: &Path) -> String {
+    let s = path.to_string_lossy();
+    // Only a relative path starts with `-`: `./` names the same file.
+    let s = if s.starts_with('-') {
+        format!("./{s}")
+    } else {
+        s.into_owned()
+    };
+    let plain = !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./+,:@%=".contains(c));
+    if plain {
+        s
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+/// How an [`Error::LockLost`] lock was lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LockLoss {
+    /// The lock file or its sidecar was removed or replaced while the lock was held.
+    Removed,
+    /// The `statesafe lock FILE -- CMD` whose pass (in `STATESAFE_LOCKS`) let this
+    /// writer through was killed before it could end its pass: its lock died with it,
+    /// so another writer may have written since CMD read the state.
+    HolderDied,
+}
+
+impl LockLoss {
+    fn describe(self, lock: &Path) -> String {
+        match self {
+            LockLoss::Removed => format!(
+                "`{}` was removed or replaced while it was held (or the file was replaced by a writer without the lock)",
+                lock.display()
+            ),
+            LockLoss::HolderDied => "the `statesafe lock` this writer ran under died (killed) while its command ran on, and its lock died with it, so another writer may have written since the command read the state; nothing was written".into(),
+        }
+    }
 }
 
 /// How the reason of every [`Error::Corrupt`] that refuses a journal-mode snapshot
@@ -661,7 +707,7 @@ impl Error {
             }
             Error::Deleted { path, sidecar, .. } => format!(
                 "run `statesafe recover {p}` to put back the newest version its backups, history and journal prove, as the next generation (when they prove none, it says so and writes nothing); or, to start over on purpose, write a whole new document (`statesafe init {p} DOCUMENT --force`, or `replace` in a program; the old generations' backups and history stay), or remove the sidecar directory `{s}` to discard the old state's backups, history and settings too",
-                p = path.display(),
+                p = command_word(path),
                 s = sidecar.display()
             ),
             Error::Corrupt { path, .. } if crate::postgres::is_url(&path.to_string_lossy())
@@ -676,7 +722,7 @@ impl Error {
             Error::Corrupt { path, reason, .. } if is_lost_journal(reason) => format!(
                 "the commits after the snapshot were in its journal, which is gone or was replaced by an older copy, and nothing repairs that automatically: restore the sidecar directory `.{}.statesafe` from a backup that holds them, or accept the snapshot as the current state (the commits after it are then given up) with `statesafe recover {} --accept-snapshot`",
                 path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned()),
-                path.display()
+                command_word(path)
             ),
             Error::Corrupt { .. } => {
                 "the file was not written by statesafe or was damaged outside it; inspect it, fix it by hand or restore a backup".into()
@@ -739,7 +785,7 @@ impl Error {
                 };
                 format!(
                     "nothing was written. If you have a copy of the state elsewhere (a backup of the directory, another machine), write it back as a new generation with `statesafe init {p} DOCUMENT --force` (`replace` in a program); otherwise start over on purpose the same way, or remove the sidecar directory `{s}` to discard what is left of the old state (settings, lock record) too",
-                    p = path.display(),
+                    p = command_word(path),
                     s = sidecar.display()
                 )
             }
@@ -780,6 +826,12 @@ impl Error {
             }
             Error::Unsafe { .. } => {
                 "another user may have planted it, or it was set up by hand: inspect it with `ls -la`; remove it if it is not yours (statesafe re-creates its own sidecar files), or have its owner fix it. In a sticky directory such as /tmp only its owner, the directory's owner or root can remove it: there, keep the state in a directory that other users cannot write, where no one can take its names first".into()
+            }
+            Error::LockLost {
+                why: LockLoss::HolderDied,
+                ..
+            } => {
+                "the lock the command ran under is gone: run the whole command again under a new `statesafe lock` (its reads are stale). A `statesafe lock` killed with SIGKILL takes its command with it on Linux; a program the command started may run on, and its writes are refused like this one".into()
             }
             Error::LockLost { .. } => {
                 "something (a cleanup script, `rm -rf`, `git clean`) deleted statesafe's sidecar while it was in use, so another writer may have got in; a commit that fails this way wrote nothing. Stop the cleanup from doing that, then run the command again".into()

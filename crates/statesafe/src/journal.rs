@@ -780,7 +780,7 @@ fn damaged_header_reason(path: &Path, journal: &Path, generation: u64, why: &str
     format!(
         "it is a journal-mode snapshot of generation {generation}, but {why}, and the sidecar's lock file shows that this journal held acknowledged records following the snapshot: every commit made after generation {generation} is unreadable, and serving the snapshot (or repairing to it) would roll the state back and use their generations again, so nothing was read or written; restore the journal `{journal}` from a backup of the sidecar directory, or accept the snapshot as the current state with `statesafe recover {path} --accept-snapshot` (the damaged journal is then quarantined, not deleted, and the generations continue past the lost ones)",
         journal = journal.display(),
-        path = path.display(),
+        path = crate::error::command_word(path),
     )
 }
 

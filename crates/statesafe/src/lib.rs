@@ -60,7 +60,7 @@ mod validate;
 mod write;
 
 pub use backup::{BackupInfo, BackupList};
-pub use error::{Error, Op, Result, Unsafety};
+pub use error::{Error, LockLoss, Op, Result, Unsafety};
 pub use events::{Event, Latency, Source, Stats};
 pub use format::{Layout, Writer};
 pub use history::{Change, HistoryEntry};

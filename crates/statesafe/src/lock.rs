@@ -29,7 +29,7 @@ use std::time::{Duration, Instant, SystemTime};
 use parking_lot::{Mutex, MutexGuard};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Op, Result};
+use crate::error::{Error, LockLoss, Op, Result};
 use crate::paths::Target;
 use crate::sidecar::{Sidecar, Use};
 use crate::sys::{self, Access};
@@ -460,7 +460,10 @@ pub(crate) struct Guard<'a> {
 /// variable set by hand with a made-up token opens nothing. A maker killed before it
 /// could remove its pass leaves it behind, but not the POSIX record lock it held on
 /// it from the start: a writer checks that lock when it enters and again right before
-/// its rename, and without it waits like everyone else.
+/// its rename, and without it is refused ([`LockLoss::HolderDied`]): it is CMD's, and
+/// CMD read the state under the lock that died, so waiting like everyone else would
+/// commit on a stale read. Such a pass file is never removed by statesafe: it is the
+/// record that refuses them.
 pub(crate) const PASS_ENV: &str = "STATESAFE_LOCKS";
 
 /// The prefix of a pass file's name in the sidecar.
@@ -577,6 +580,13 @@ impl LockFile {
                 {
                     Entry::Through(file) => through = Some(file),
                     Entry::TimedOut => return Err(timed_out(start.elapsed())),
+                    Entry::MakerDied => {
+                        return Err(Error::LockLost {
+                            path: state.clone(),
+                            lock: self.path.clone(),
+                            why: LockLoss::HolderDied,
+                        });
+                    }
                     Entry::NoPass => {
                         match wait_for_flock(
                             &open.file,
@@ -985,6 +995,10 @@ enum Entry {
     Through(File),
     /// A pass is there, but the writers it lets through held it until `timeout`.
     TimedOut,
+    /// A pass is there, still linked, but its maker died (killed) without ending it:
+    /// the lock it let writers through died with its maker, and the command that
+    /// inherited it may hold stale reads. Refused, never let through or made to wait.
+    MakerDied,
 }
 
 /// Looks in [`PASS_ENV`] for a pass into `open`'s lock file and, if one is still
@@ -1017,11 +1031,19 @@ fn enter_pass(open: &OpenLock, start: Instant, timeout: Duration) -> io::Result<
         if wait_for_flock(&file, None, start, timeout, Duration::from_micros(500))?.is_none() {
             return Ok(Entry::TimedOut);
         }
-        // Removed while we waited: its maker released its lock (see `PASS_ENV`). Or
-        // its maker died without removing it (killed): its lock died with it.
-        if sys::stat_fd(&file)?.nlink == 0 || !maker_alive(&file)? {
+        // Removed while we waited: its maker released its lock (see `PASS_ENV`); a
+        // program CMD left behind waits like everyone else.
+        if sys::stat_fd(&file)?.nlink == 0 {
             let _ = file.unlock();
             continue;
+        }
+        // Its maker died without removing it (killed): its lock died with it, and
+        // the command it ran (whose writer this is) read the state under that lock.
+        // Waiting like everyone else would commit on that read over whatever the next
+        // holder wrote (review22, finding 4): refused.
+        if !maker_alive(&file)? {
+            let _ = file.unlock();
+            return Ok(Entry::MakerDied);
         }
         return Ok(Entry::Through(file));
     }
@@ -1040,31 +1062,6 @@ fn maker_alive(file: &File) -> io::Result<bool> {
         }
         Err(e) if e == rustix::io::Errno::AGAIN || e == rustix::io::Errno::ACCESS => Ok(true),
         Err(e) => Err(e.into()),
-    }
-}
-
-/// Removes the passes whose makers died without removing them (a `statesafe lock`
-/// killed with SIGKILL), which let nobody through any more; called by a holder as it
-/// makes its own pass. Best effort: a pass that cannot be checked is left alone.
-fn sweep_passes(root: &crate::sidecar::Dir) {
-    let Ok(names) = root.names(Op::Lock) else {
-        return;
-    };
-    for name in names {
-        let is_pass = name
-            .to_str()
-            .and_then(|n| n.strip_prefix(PASS_PREFIX))
-            .is_some_and(|token| parse_pass(&format!("0:0:{token}")).is_some());
-        if !is_pass {
-            continue;
-        }
-        let Ok(Some(file)) = root.open(&name, Access::Read, 0, Use::Read, Op::Lock) else {
-            continue;
-        };
-        // Not if a writer is inside (it found the maker alive a moment ago).
-        if file.try_lock().is_ok() && matches!(maker_alive(&file), Ok(false)) {
-            let _ = root.remove_file(&name, Op::Lock);
-        }
     }
 }
 
@@ -1209,7 +1206,7 @@ impl Guard<'_> {
             // Let through: the lock is the pass maker's, held only while it lives.
             match maker_alive(pass) {
                 Ok(true) => {}
-                Ok(false) => return Err(self.lost()),
+                Ok(false) => return Err(self.lost_as(LockLoss::HolderDied)),
                 Err(e) => return Err(Error::io(Op::Lock, &self.lock, e)),
             }
         }
@@ -1238,9 +1235,15 @@ impl Guard<'_> {
 
     /// The error for a lock found lost (or the state file replaced under it).
     pub fn lost(&self) -> Error {
+        self.lost_as(LockLoss::Removed)
+    }
+
+    /// The error for a lock lost as `why` says.
+    fn lost_as(&self, why: LockLoss) -> Error {
         Error::LockLost {
             path: self.state.clone(),
             lock: self.lock.clone(),
+            why,
         }
     }
 
@@ -1311,8 +1314,10 @@ impl Guard<'_> {
         if self.pass.is_some() {
             return Ok(());
         }
+        // The passes of makers that died without removing them stay: each is the
+        // record that its lock was lost, which refuses the writers of the command it
+        // ran (`enter_pass`), however long they run on (review22, finding 4).
         let root = self.open().sidecar.root();
-        sweep_passes(root);
         let name = format!("{PASS_PREFIX}{}", pass_token());
         let lock =
             sys::stat_fd(&self.open().file).map_err(|e| Error::io(Op::OpenLock, &self.lock, e))?;

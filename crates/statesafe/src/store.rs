@@ -1158,8 +1158,9 @@ impl<T> Store<T> {
             return Err(Error::BadPath {
                 path: target.given.clone(),
                 reason: format!(
-                    "`{link}` is a symbolic link to `{real}`, which does not exist, while the sidecar `{side}` beside the link shows a state committed at that name up to generation {known}: the state file was replaced by the link, and serving a default (or starting a new state at the link's target) would take its place, so nothing was read or written; remove the link and run `statesafe recover {link}` to put the state back, point the link at the state's file, or remove that sidecar directory to discard the old state",
+                    "`{link}` is a symbolic link to `{real}`, which does not exist, while the sidecar `{side}` beside the link shows a state committed at that name up to generation {known}: the state file was replaced by the link, and serving a default (or starting a new state at the link's target) would take its place, so nothing was read or written; remove the link and run `statesafe recover {command}` to put the state back, point the link at the state's file, or remove that sidecar directory to discard the old state",
                     link = link.given.display(),
+                    command = crate::error::command_word(&link.given),
                     real = target.real().display(),
                     side = link.sidecar().display(),
                 ),
@@ -1210,7 +1211,7 @@ impl<T> Store<T> {
             reason: format!(
                 "{LOST_JOURNAL} {g}, but its sidecar `.{name}.statesafe` (with the file's settings and journal) was deleted: every commit made after generation {g} was in that journal and is lost, and serving this snapshot would roll the state back to it, so nothing was read or written; restore the sidecar directory from a backup, or accept this snapshot as the current state with `statesafe recover {path} --accept-snapshot` (or by removing its metadata attribute, `setfattr -x user.statesafe {path}`: it is then adopted like a file statesafe never wrote; either way its generations start again after {g}, since the record of the lost ones went with the sidecar)",
                 g = cur.generation,
-                path = path.display(),
+                path = crate::error::command_word(path),
             ),
         })
     }
@@ -1251,7 +1252,7 @@ impl<T> Store<T> {
                 "{LOST_JOURNAL} {g}, but its journal `{journal}` was deleted (or an older copy put in its place; the sidecar's lock file shows that a journal following this snapshot held records flushed up to byte {end}): every commit made after generation {g} was in that journal and is lost, and serving this snapshot would roll the state back to it, so nothing was read or written; restore the journal from a backup of the sidecar directory, or accept this snapshot as the current state with `statesafe recover {path} --accept-snapshot` (its generations then continue past the lost ones)",
                 g = generation,
                 journal = journal.display(),
-                path = path.display(),
+                path = crate::error::command_word(path),
             ),
         })
     }
@@ -1271,7 +1272,7 @@ impl<T> Store<T> {
             reason: format!(
                 "{LOST_JOURNAL} {generation}, but its journal `{journal}` holds records only up to byte {end} while the sidecar's lock file shows them flushed up to byte {published}: an older copy of the journal was put in its place (a backup restored, a sync tool going back) or it was cut short, and every commit it held past byte {end} is lost; serving it would roll the state back, so nothing was read or written; restore the newest journal from a backup of the sidecar directory, or accept the snapshot of generation {generation} as the current state with `statesafe recover {path} --accept-snapshot` (the journal left in place is quarantined, and generations continue past the lost ones)",
                 journal = journal.display(),
-                path = path.display(),
+                path = crate::error::command_word(path),
             ),
         }
     }

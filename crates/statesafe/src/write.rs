@@ -281,7 +281,7 @@ pub(crate) fn refuse_planted(
             target.dir.display(),
             sidecar.root().path().display(),
             side.uid,
-            target.given.display(),
+            crate::error::command_word(&target.given),
         ),
         what: crate::error::Unsafety::Planted,
     })

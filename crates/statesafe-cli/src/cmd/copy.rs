@@ -14,7 +14,19 @@ use crate::output::Output;
 /// an existing destination, with the larger retention of the two).
 pub fn run(args: CopyArgs, out: &Output) -> Result<()> {
     let source: Store<Value> = super::open(&args.source, None, out)?;
-    let destination: Store<Value> = super::open(&args.destination, Some(&args.write), out)?;
+    // The copy's own versions go in without the destination's recorded schema and
+    // size limit (an older version may predate the schema or be larger: review19c):
+    // options of this store alone, never recorded, so every other writer of the
+    // destination stays bound by them throughout (review22, findings 2 and 3). A
+    // schema given with --schema still binds the copy's versions.
+    let mut options = super::options(Some(&args.write))?
+        .max_bytes(u64::MAX)
+        .on_event(super::warn_on_event(out, true));
+    if args.write.schema.is_none() {
+        // `true`: the JSON Schema every document satisfies.
+        options = options.schema(Value::Bool(true));
+    }
+    let destination: Store<Value> = super::open_at(options, &args.destination)?;
     let current = source.load()?;
     let mut versions: Vec<(u64, Value)> = Vec::new();
     let mut unrebuildable = 0usize;
@@ -93,14 +105,21 @@ pub fn run(args: CopyArgs, out: &Output) -> Result<()> {
         h.keep = raised(h.keep.max(own.history.keep));
         h.max_patch_bytes = h.max_patch_bytes.max(own.history.max_patch_bytes);
     }
-    // The older versions go in under the source's settings without its schema (a
-    // version may predate it) and without its size limit (which binds new commits:
-    // an older version may be larger, review19c); the whole settings once the last
-    // one is in.
-    let staging = statesafe::Settings {
-        schema: None,
-        max_bytes: None,
-        ..settings.clone()
+    // The versions go in under the source's settings (with the retention above), but
+    // with the schema and size limit the destination is under, which bind every other
+    // writer while the copy runs: an existing destination's own (which another
+    // writer's commit meanwhile satisfies, and which a copy killed at any instant
+    // leaves in force: review22, findings 2 and 3), a new one's the source's (which
+    // the copy ends with anyway). The copy's own versions are not checked against
+    // them (this store's options above). The whole source settings once the last
+    // version is in.
+    let staging = match &original {
+        Some(own) => statesafe::Settings {
+            schema: own.schema.clone(),
+            max_bytes: own.max_bytes,
+            ..settings.clone()
+        },
+        None => settings.clone(),
     };
     // On an existing destination the staging settings go in before the first version,
     // so that its retention holds for every copied commit (after the first, the first
@@ -129,9 +148,8 @@ pub fn run(args: CopyArgs, out: &Output) -> Result<()> {
                     e,
                     Error::GenerationConflict { .. } | Error::AlreadyExists { .. }
                 );
-                // The staging settings (no schema, no size limit) must not stay on a
-                // destination that had its own: they are put back (review19c: its
-                // schema was gone, and it accepted what the schema refused).
+                // A destination that had its own settings gets them back (review19c),
+                // its retention included.
                 let restored = original.as_ref().map(|own| destination.save_settings(own));
                 let mut e = CliError::from(e);
                 if let Some(Err(r)) = restored {

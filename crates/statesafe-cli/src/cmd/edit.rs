@@ -267,7 +267,7 @@ fn abandon(kind: &'static str, problem: &str, file: &str, body: &[u8]) -> Result
     .hint(format!(
         "your version is saved in `{}`; fix it there and commit it with `statesafe write {} < {}`",
         kept.display(),
-        crate::error::shell_word(file),
+        crate::error::shell_quote(std::path::Path::new(file)),
         crate::error::shell_quote(&kept),
     ));
     e.details = Some(serde_json::json!({ "kept": kept.to_string_lossy() }));

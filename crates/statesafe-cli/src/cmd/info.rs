@@ -46,7 +46,7 @@ pub fn run(args: FileArgs, out: &Output) -> Result<()> {
             (false, None) => "no".into(),
             (false, Some(_)) => format!(
                 "no: deleted (its sidecar shows commits; `statesafe recover {}` puts it back)",
-                info.path.display()
+                crate::error::shell_quote(&info.path)
             ),
         },
     );

@@ -58,6 +58,9 @@ pub fn run(args: LockArgs, _out: &Output) -> Result<u8> {
     if let Some((name, value)) = guard.nested_env() {
         command.env(name, value);
     }
+    // Killed with SIGKILL (nothing is passed on then), this process takes CMD with it
+    // (Linux): CMD's reads were made under the lock that dies with us (review22).
+    crate::sys::die_with_parent(&mut command);
     let child = command
         .spawn()
         .map_err(|e| spawn_error(&args.command[0], e));

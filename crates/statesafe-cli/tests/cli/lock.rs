@@ -283,8 +283,8 @@ fn a_pass_lets_nobody_else_through_and_dies_with_its_lock() {
 }
 
 /// A `lock` killed (SIGKILL) while CMD runs on leaves its pass file behind, but its
-/// lock is gone: CMD's writers wait like everyone else instead of writing beside the
-/// next holder.
+/// lock is gone: CMD's writers are refused (exit 5) instead of writing beside the
+/// next holder, or after it on what CMD read under the dead lock (review22).
 #[test]
 fn the_pass_of_a_killed_lock_lets_nobody_through() {
     let env = Env::new();
@@ -311,14 +311,71 @@ fn the_pass_of_a_killed_lock_lets_nobody_through() {
     let mut other = hold_until_released(&env);
     let orphan = update_with(&env, &pass, "100ms");
     assert_eq!(orphan.status.code(), Some(5), "{orphan:?}");
+    assert!(
+        String::from_utf8_lossy(&orphan.stderr).contains("lost the lock"),
+        "{orphan:?}"
+    );
     env.write("release", "");
     assert!(other.wait().unwrap().success());
+    // With the lock free, it is refused just the same: it would commit on a read
+    // made under the dead lock.
+    let later = update_with(&env, &pass, "100ms");
+    assert_eq!(later.status.code(), Some(5), "{later:?}");
     assert_eq!(env.run(&["get", "s.json", "/n"]).stdout, "0\n");
-    // The next `lock` swept the dead one's pass file away.
+    // The dead one's pass file stays (the record that refuses them); the next
+    // `lock`'s own went at its end.
     let left: Vec<_> = std::fs::read_dir(env.path(".s.json.statesafe"))
         .unwrap()
         .filter_map(|e| e.ok())
         .filter(|e| e.file_name().to_string_lossy().starts_with("pass-"))
         .collect();
-    assert!(left.is_empty(), "{left:?}");
+    assert_eq!(left.len(), 1, "{left:?}");
+}
+
+/// Whether process `pid` has ended (gone, or a zombie not yet reaped).
+fn ended(pid: &str) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        // `PID (COMM) STATE ...`: the state follows the last `)`.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| matches!(rest.trim_start().chars().next(), Some('Z' | 'X'))),
+    }
+}
+
+/// A `lock` killed with SIGKILL takes CMD with it (Linux, `PR_SET_PDEATHSIG`): CMD
+/// read the state under the lock that died. CMD here would go on (and leave
+/// `survived`) once `stop` appears, written only after `lock` was reaped; the kernel
+/// sends CMD its SIGKILL as `lock` exits, before that.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_killed_lock_takes_its_command_with_it() {
+    let env = Env::new();
+    env.state("s.json", "{\"n\": 0}\n");
+    let mut child = std::process::Command::new(crate::common::bin())
+        .current_dir(env.dir())
+        .args([
+            "lock",
+            "s.json",
+            "--",
+            "sh",
+            "-c",
+            "echo $$ > pid.tmp; mv pid.tmp pid; while [ ! -e stop ]; do sleep 0.01; done; touch survived",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(&env.path("pid"));
+    let pid = env.read_string("pid").trim().to_string();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    env.write("stop", "");
+    while !ended(&pid) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        !env.path("survived").exists(),
+        "CMD (pid {pid}) ran on after its `statesafe lock` was killed"
+    );
 }

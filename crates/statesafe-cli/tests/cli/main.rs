@@ -26,6 +26,7 @@ mod red13;
 mod red14;
 mod review19;
 mod review19c;
+mod review22;
 mod scripts;
 mod set;
 mod torture;

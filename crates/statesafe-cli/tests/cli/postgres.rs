@@ -903,3 +903,85 @@ done
     let check: Value = serde_json::from_str(&ok(&["--json", "check", &url])).unwrap();
     assert_eq!(check["ok"], true, "{check}");
 }
+
+/// review22 findings 2 and 3 on a server: a `copy --replace` onto a state with a
+/// schema keeps that schema in force for every other writer while it runs, and a
+/// copy killed midway leaves it recorded (the copy's own versions bypass it through
+/// its store's options, never through recorded settings without it).
+#[test]
+fn a_copy_onto_a_server_keeps_its_schema_for_other_writers_and_when_killed() {
+    let Some(pg) = cluster::cluster() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let file: &str = &path_in(&dir, "source.json");
+    let schema: &str = &path_in(&dir, "schema.json");
+    std::fs::write(
+        schema,
+        r#"{"type": "object", "properties": {"n": {"type": "integer"}}}"#,
+    )
+    .unwrap();
+    ok(&["init", file, r#"{"n": 0}"#]);
+    for i in 1..=150 {
+        ok(&["set", file, "/n", &i.to_string(), "--durability", "none"]);
+    }
+    // The source has the schema too: a `set` just after a copy ended is refused
+    // as well, and only one let past the schema during the copy is accepted.
+    ok(&["settings", file, "--schema", schema]);
+    let server = pg.url("copy_keeps_schema");
+    ok(&["init", &server, r#"{"n": 0}"#]);
+    ok(&["settings", &server, "--schema", schema]);
+    let invalid = ["set", server.as_str(), "/n", "\"not a number\""];
+    assert_eq!(statesafe(&invalid).status.code(), Some(4));
+    let generation = || {
+        let info: Value = serde_json::from_str(&ok(&["--json", "info", &server])).unwrap();
+        info["generation"].as_u64().unwrap()
+    };
+    let spawn_copy = || {
+        Command::new(bin())
+            .args(["copy", file, &server, "--replace"])
+            .env_remove("PGPASSWORD")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    // Killed once it put a few versions in (of 151).
+    let before = generation();
+    let mut copy = spawn_copy();
+    let mut killed = false;
+    while copy.try_wait().unwrap().is_none() {
+        if generation() >= before + 3 {
+            copy.kill().unwrap();
+            killed = true;
+            break;
+        }
+    }
+    copy.wait().unwrap();
+    assert!(killed, "the copy finished before it could be killed midway");
+    let out = statesafe(&invalid);
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "after a killed copy the server's state accepted what its schema refuses: {out:?}"
+    );
+    // Another writer while a copy runs: refused every time.
+    let before = generation();
+    let mut copy = spawn_copy();
+    let mut tries = 0;
+    while copy.try_wait().unwrap().is_none() {
+        if generation() <= before {
+            continue;
+        }
+        tries += 1;
+        let out = statesafe(&invalid);
+        assert_eq!(
+            out.status.code(),
+            Some(4),
+            "try {tries}: another writer got past the schema during the copy: {out:?}"
+        );
+    }
+    copy.wait().unwrap();
+    let n = ok(&["get", &server, "/n"]);
+    assert!(n.trim().parse::<u64>().is_ok(), "{n}");
+}
