@@ -93,6 +93,94 @@ pub(crate) fn may_hold_inexact(text: &[u8]) -> bool {
     })
 }
 
+/// The text JavaScript writes for the double `d` (finite): `JSON.stringify`'s (the
+/// shortest digits that read back as `d`, in exponent form below 1e-6 and from 1e21
+/// up; `0` for both zeros), made the exact integer for an integral double of 2^53 or
+/// more as `convert.rs` makes it (`1e+22` is written `10000000000000000000000`).
+pub(crate) fn js_text(d: f64) -> String {
+    if d == 0.0 {
+        return "0".into();
+    }
+    if d.fract() == 0.0 && d.abs() >= 9_007_199_254_740_992.0 {
+        return format!("{d:.0}");
+    }
+    // `{:e}` prints the shortest digits that read back as `d`: `1.5e300`, `1e-7`.
+    let sci = format!("{:e}", d.abs());
+    let (mantissa, exp) = sci.split_once('e').expect("invariant: `{:e}` has an `e`");
+    let exp: i64 = exp.parse().expect("invariant: `{:e}` has an integer exponent");
+    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+    let k = digits.len() as i64;
+    // Number::prototype.toString (ECMA-262, Number::toString): the value is
+    // 0.digits × 10^n.
+    let n = exp + 1;
+    let mut out = String::with_capacity(digits.len() + 8);
+    if d < 0.0 {
+        out.push('-');
+    }
+    if k <= n && n <= 21 {
+        out.push_str(&digits);
+        out.extend(std::iter::repeat_n('0', (n - k) as usize));
+    } else if 0 < n && n <= 21 {
+        out.push_str(&digits[..n as usize]);
+        out.push('.');
+        out.push_str(&digits[n as usize..]);
+    } else if -6 < n && n <= 0 {
+        out.push_str("0.");
+        out.extend(std::iter::repeat_n('0', (-n) as usize));
+        out.push_str(&digits);
+    } else {
+        out.push_str(&digits[..1]);
+        if k > 1 {
+            out.push('.');
+            out.push_str(&digits[1..]);
+        }
+        out.push('e');
+        out.push(if n - 1 < 0 { '-' } else { '+' });
+        out.push_str(&(n - 1).abs().to_string());
+    }
+    out
+}
+
+/// Whether the number `text`, which a double holds ([`Served::Double`]), would be
+/// written with another text by a commit that leaves it as it is (`1.0` as `1`, `1e22`
+/// as its digits, `-0.0` as `0`, `1e-07` as `1e-7`): its text is then written back
+/// while its place still holds its double (see `convert.rs`).
+pub(crate) fn retexted(text: &str) -> bool {
+    text.parse::<f64>().is_ok_and(|d| js_text(d) != text)
+}
+
+/// Whether the run's text is certainly what JavaScript writes for its double (the
+/// common case, decided without parsing): an integer of 15 digits or fewer (not
+/// `-0`), or a decimal of 15 digits or fewer without an exponent, a trailing `0` in
+/// its fraction or 6 leading zeros after `0.` (a double holds 15 significant digits,
+/// so no shorter text reads back as it; JavaScript prints exponents below 1e-6 only).
+fn surely_js_text(run: &exact::Run<'_>) -> bool {
+    if run.exponent || run.digits > 15 {
+        return false;
+    }
+    let t = run.text.strip_prefix(b"-").unwrap_or(run.text);
+    if !run.fraction {
+        return t != b"0";
+    }
+    t.last().is_some_and(|&b| b != b'0' && b != b'.') && !t.starts_with(b"0.000000")
+}
+
+/// Whether `text` (a JSON document) may hold a number that needs care on the way to
+/// JavaScript and back: one not served as the double `JSON.parse` makes of it
+/// ([`may_hold_inexact`]), or one whose text JavaScript would write otherwise
+/// ([`retexted`]). A false alarm (such a run inside a string) costs only a parse.
+pub(crate) fn may_need_care(text: &[u8]) -> bool {
+    exact::runs(text).any(|run| {
+        !surely_js_text(&run)
+            && (run.text[0] == b'-' || run.text[0].is_ascii_digit())
+            && match classify(run.text) {
+                None => false,
+                Some(Served::Double) => std::str::from_utf8(run.text).is_ok_and(retexted),
+                Some(_) => true,
+            }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,5 +257,50 @@ mod tests {
         assert!(may_hold_inexact(br#"[12345678901234567890]"#));
         assert!(may_hold_inexact(br#"["v 1e-400"]"#));
         assert!(!may_hold_inexact(br#"[9007199254740992, 1e21, -0.5e-3]"#));
+    }
+
+    #[test]
+    fn javascript_texts_of_doubles() {
+        // JSON.stringify's (then the exact integer from 2^53 up).
+        for (d, t) in [
+            (1.0, "1"),
+            (-0.0, "0"),
+            (0.5, "0.5"),
+            (100.0, "100"),
+            (1.5e-7, "1.5e-7"),
+            (1e-7, "1e-7"),
+            (1e-6, "0.000001"),
+            (1.25e-5, "0.0000125"),
+            (123.456, "123.456"),
+            (1e21, "1000000000000000000000"),
+            (1e22, "10000000000000000000000"),
+            (1e16, "10000000000000000"),
+            (-2.5, "-2.5"),
+            (5e-324, "5e-324"),
+            (1.7976931348623157e308, &format!("{:.0}", f64::MAX)),
+            (0.1 + 0.2, "0.30000000000000004"),
+            (1.5e300, &format!("{:.0}", 1.5e300)),
+            (123456789.125, "123456789.125"),
+        ] {
+            assert_eq!(js_text(d), t, "{d:e}");
+        }
+    }
+
+    #[test]
+    fn texts_javascript_would_change_are_found() {
+        for t in [
+            "1.0", "-0.0", "-0", "0.0", "100.0", "1e22", "1e+22", "1e+16", "1.5e300", "1e-07",
+            "1E5", "2.50", "0.0000001", "1e2",
+        ] {
+            assert!(retexted(t), "{t}");
+            assert!(may_need_care(format!("[{t}]").as_bytes()), "{t}");
+        }
+        for t in [
+            "1", "0", "0.5", "1e-7", "1.5e-7", "-2.5", "0.000001", "1000000000000000000000",
+            "0.30000000000000004", "123.456",
+        ] {
+            assert!(!retexted(t), "{t}");
+            assert!(!may_need_care(format!("[{t}]").as_bytes()), "{t}");
+        }
     }
 }
