@@ -54,12 +54,41 @@ class StatesafeError extends Error {
 
   /** The error as the CLI prints it: `error: … / caused by: … / hint: …`. */
   describe() {
-    const lines = [`error: ${this.message}`]
-    for (let c = this.cause; c; c = c.cause) lines.push(`caused by: ${c.message}`)
-    if (this.hint) lines.push(`hint: ${this.hint}`)
-    return lines.join('\n')
+    return describeError(this)
   }
 }
+
+// `error: … / caused by: … / hint: …`, for a StatesafeError and for the TypeError and
+// RangeError the package throws with a code (`coded`). A message that ends with its
+// own `\nhint: …` line (the ERANGE messages) gives that line as the hint.
+function describeError(err) {
+  let message = String(err.message)
+  const at = err.hint ? message.lastIndexOf(`\nhint: ${err.hint}`) : -1
+  if (at >= 0 && at + `\nhint: ${err.hint}`.length === message.length) message = message.slice(0, at)
+  const lines = [`error: ${message}`]
+  for (let c = err.cause; c; c = c.cause) lines.push(`caused by: ${c.message}`)
+  if (err.hint) lines.push(`hint: ${err.hint}`)
+  return lines.join('\n')
+}
+
+/**
+ * A TypeError or RangeError the package throws (ENOTJSON, ERANGE, EBADOPTION,
+ * EBADARG) with `code`, the `fields` given, a `hint` (the message's own `hint:` line
+ * when it has one, else `hint`, else null) and `describe()`, as a StatesafeError has.
+ */
+function coded(err, code, fields = {}, hint = null) {
+  Object.assign(err, { code }, fields)
+  const at = err.message.lastIndexOf('\nhint: ')
+  err.hint = at >= 0 ? err.message.slice(at + '\nhint: '.length) : (err.hint ?? hint)
+  Object.defineProperty(err, 'describe', { value: describeThis, writable: true, configurable: true, enumerable: false })
+  return err
+}
+
+function describeThis() {
+  return describeError(this)
+}
+
+const NOT_JSON_HINT = 'store only null, booleans, finite numbers, strings, arrays, plain objects and BigInt (for integers); convert other values first (a Date to its toISOString(), a Map to an object)'
 
 function causeOf(c) {
   if (!c) return undefined
@@ -79,8 +108,11 @@ function causeOf(c) {
 
 function fromPayload(p) {
   // ETYPE: a document the addon found not to be JSON (index.js checks values first).
-  if (p.typeError) return Object.assign(new TypeError(p.message), { code: p.code === 'ETYPE' ? 'ENOTJSON' : p.code })
-  if (p.rangeError) return Object.assign(new RangeError(p.message), { code: 'ERANGE' })
+  if (p.typeError) {
+    const code = p.code === 'ETYPE' ? 'ENOTJSON' : p.code
+    return coded(new TypeError(p.message), code, {}, p.hint ?? (code === 'ENOTJSON' ? NOT_JSON_HINT : null))
+  }
+  if (p.rangeError) return coded(new RangeError(p.message), 'ERANGE', {}, p.hint ?? null)
   const cause = causeOf(p.cause)
   return new StatesafeError(p, cause ? { cause } : undefined)
 }
@@ -171,17 +203,12 @@ function usage(path, message, hint) {
 
 /** A bad option: a TypeError with code EBADOPTION naming the option. */
 function badOption(name, what) {
-  const err = new TypeError(`statesafe: option \`${name}\` ${what}`)
-  err.code = 'EBADOPTION'
-  err.option = name
-  return err
+  return coded(new TypeError(`statesafe: option \`${name}\` ${what}`), 'EBADOPTION', { option: name }, 'see the options of open() in docs/node.md')
 }
 
 /** A bad argument (not an option, not a value of the document): a TypeError with code EBADARG. */
 function badArg(message) {
-  const err = new TypeError(`statesafe: ${message}`)
-  err.code = 'EBADARG'
-  return err
+  return coded(new TypeError(`statesafe: ${message}`), 'EBADARG')
 }
 
 /** `g` as a generation (a whole number, 0 or more), else EBADARG naming `what`. */
@@ -217,9 +244,7 @@ function notJson(path, what) {
   const err = new TypeError(
     `the state at ${pointer(path)} is ${what}; only JSON values can be stored (null, booleans, finite numbers, strings, arrays, plain objects, and BigInt for integers)`,
   )
-  err.code = 'ENOTJSON'
-  err.pointer = pointer(path)
-  return err
+  return coded(err, 'ENOTJSON', { pointer: pointer(path) }, NOT_JSON_HINT)
 }
 
 class Cycle extends Error {}
@@ -1124,7 +1149,7 @@ function copiedNumber(file, op, d, text, from, open, moved) {
   const err = new RangeError(
     `statesafe: cannot ${op} \`${file}\`: the new document holds ${doubleKey(d)} at ${list(open, pointer)}, where the program wrote it, and ${where}: whether the program copied that number there or wrote a double of its own (after comparing with it, say) cannot be told; writing ${doubleKey(d)} could change a copy, writing ${shown} could change the program's own number, so nothing was written\nhint: keep such a number as a string, or write a value no kept number equals at ${pointer(open[0])}; to copy the number exactly, change the file with the statesafe CLI or the Python package (which serves it as a Decimal)`,
   )
-  return Object.assign(err, { code: 'ERANGE', path: file, pointer: pointer(from), pointers: [pointer(from)] })
+  return coded(err, 'ERANGE', { path: file, pointer: pointer(from), pointers: [pointer(from)] })
 }
 
 function foreignNumber(file, op, d, other, open) {
@@ -1133,7 +1158,7 @@ function foreignNumber(file, op, d, other, open) {
   const err = new RangeError(
     `statesafe: cannot ${op} \`${file}\`: the new document holds ${doubleKey(d)} at ${list(open)}, where the program wrote it, and the ${shown} at ${pointer(other.path)} of another store's document (\`${other.file}\`), served as the nearest double ${doubleKey(d)}, was read ${op === 'update' ? 'during the update' : 'since this store last committed'}: if the program copied that number, writing ${doubleKey(d)} would change it, and whether it did or wrote a double of its own cannot be told, so nothing was written\nhint: move the object that holds it (\`s.cfg = aDoc.cfg\` keeps its numbers' texts), keep such numbers as strings, or copy them exactly with the statesafe CLI or the Python package; a program that computes this double itself can read the other store's numbers before the update (or, for replace, before this store's last commit)`,
   )
-  return Object.assign(err, { code: 'ERANGE', path: file, pointer: pointer(open[0]), pointers: open.map(pointer) })
+  return coded(err, 'ERANGE', { path: file, pointer: pointer(open[0]), pointers: open.map(pointer) })
 }
 
 function movedNumber(file, op, d, texts, open, plain) {
@@ -1143,7 +1168,7 @@ function movedNumber(file, op, d, texts, open, plain) {
   const err = new RangeError(
     `statesafe: cannot ${op} \`${file}\`: the file's ${list(texts, (p) => `${shown(p.text)} at ${pointer(p.path)}`)}${others}, served as the nearest double ${doubleKey(d)}, were read, and the new document holds ${doubleKey(d)} at ${list(open, pointer)}, where the program wrote it: which of them (or a double of its own) is there cannot be told; writing ${doubleKey(d)} could change the file's number, so nothing was written\nhint: keep such a number as a string, or change it with a program that keeps it exactly (the statesafe CLI, or the Python package, which serves it as a Decimal); or move numbers of one text only in a commit`,
   )
-  return Object.assign(err, { code: 'ERANGE', path: file, pointer: pointer(texts[0].path), pointers: texts.map((p) => pointer(p.path)) })
+  return coded(err, 'ERANGE', { path: file, pointer: pointer(texts[0].path), pointers: texts.map((p) => pointer(p.path)) })
 }
 
 function refusedNumber(file, [path, written, why]) {
@@ -1151,7 +1176,7 @@ function refusedNumber(file, [path, written, why]) {
   const err = new RangeError(
     `statesafe: cannot read \`${file}\`: the number at ${pointer(path)} (${shown}) is ${why}: JavaScript has no value that keeps it, so it is not served as another; the file was left as it is\nhint: store such a number as a string, or read and change it with a program that keeps it (the statesafe CLI, or the Python package, which serves it as a Decimal)`,
   )
-  return Object.assign(err, { code: 'ERANGE', path: file, pointer: pointer(path) })
+  return coded(err, 'ERANGE', { path: file, pointer: pointer(path) })
 }
 
 // ---------------------------------------------------------------------------------
@@ -1180,13 +1205,13 @@ function count(name, v) {
  */
 function nativeOptions(options, file) {
   if (options === null || typeof options !== 'object') {
-    throw Object.assign(new TypeError('statesafe: options must be an object'), { code: 'EBADOPTION' })
+    throw coded(new TypeError('statesafe: options must be an object'), 'EBADOPTION', {}, 'pass the options as a plain object: open(path, { lockTimeoutMs: 5000 })')
   }
   const out = {}
   let doc
   for (const [k, v] of Object.entries(options)) {
     if (!OPTIONS.has(k)) {
-      throw Object.assign(new TypeError(`statesafe: unknown option \`${k}\` (known: ${[...OPTIONS].join(', ')})`), { code: 'EBADOPTION', option: k })
+      throw coded(new TypeError(`statesafe: unknown option \`${k}\` (known: ${[...OPTIONS].join(', ')})`), 'EBADOPTION', { option: k }, 'check its spelling against the known options')
     }
     if (v === undefined || k === 'validate' || k === 'cache') continue
     if (k === 'default') {

@@ -1,4 +1,4 @@
-// Session 22 (pol22): numbers across languages.
+// Session 22 (pol22): numbers across languages, error descriptions.
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { readFileSync, writeFileSync } from 'node:fs'
@@ -104,4 +104,33 @@ print(json.dumps({k: [type(v).__name__, repr(v), type(j[k]).__name__, repr(j[k])
   assert.ok(Object.is(back.nz, 0))
   assert.equal(back.big, 1e21)
   assert.equal(back.max, Number.MAX_VALUE)
+})
+
+test('pol22: ENOTJSON and ERANGE errors have describe(), as every statesafe error', async (t) => {
+  const file = join(tempDir(t), 'state.json')
+  const store = open(file, { default: {} })
+  const e1 = await store.update((s) => void (s.when = new Date(0))).catch((e) => e)
+  assert.equal(e1.code, 'ENOTJSON', e1.message)
+  assert.ok(e1 instanceof TypeError)
+  assert.equal(typeof e1.describe, 'function')
+  assert.equal(e1.describe(), `error: ${e1.message}\nhint: ${e1.hint}`)
+  assert.ok(e1.hint.length > 0)
+  // Not an own enumerable field: a spread or JSON of the error shows data only.
+  assert.equal(Object.keys(e1).includes('describe'), false)
+  writeFileSync(file, '{"x": 1e99999999999}\n')
+  const e2 = await store.get().catch((e) => e)
+  assert.equal(e2.code, 'ERANGE', e2.message)
+  assert.ok(e2 instanceof RangeError)
+  // Its message ends with its hint line: describe() gives it once, as the hint.
+  assert.match(e2.hint, /^store such a number as a string/)
+  assert.equal(e2.describe(), `error: ${e2.message.slice(0, e2.message.indexOf('\nhint: '))}\nhint: ${e2.hint}`)
+  const e3 = (() => {
+    try {
+      open(file, { lockTimeoutMS: 5 })
+    } catch (e) {
+      return e
+    }
+  })()
+  assert.equal(e3.code, 'EBADOPTION')
+  assert.match(e3.describe(), /^error: statesafe: unknown option `lockTimeoutMS`.*\nhint: /s)
 })
