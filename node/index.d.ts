@@ -365,6 +365,8 @@ export interface Info {
 
 /** One state file. Async methods never block the event loop; `…Sync` twins block the calling thread. */
 export declare class Store<T = JsonValue> extends EventEmitter {
+  /** The file's path, made absolute at the opening against the working directory of
+   * then (a later `process.chdir()` moves nothing); a PostgreSQL URL as given. */
   readonly path: string
   readonly closed: boolean
 

@@ -1328,10 +1328,7 @@ class Store extends EventEmitter {
 
   constructor(path, options = {}, opened = undefined) {
     super()
-    if (typeof path !== 'string' && !(path instanceof URL)) {
-      throw new TypeError('statesafe: the path must be a string or a file: URL')
-    }
-    this.#path = path instanceof URL ? require('node:url').fileURLToPath(path) : path
+    this.#path = storePath(path)
     this.#reads.file = this.#path
     this.#fileKey = fileKey(this.#path)
     const [opts, doc] = nativeOptions(options, this.#path)
@@ -1355,7 +1352,7 @@ class Store extends EventEmitter {
     }
   }
 
-  /** The path the store was opened with. */
+  /** The file's path, made absolute at the opening (a PostgreSQL URL as given). */
   get path() {
     return this.#path
   }
@@ -1873,17 +1870,46 @@ function open(path, options) {
  * addon: the JavaScript thread never waits for the server.
  */
 async function openAsync(path, options = {}) {
-  if (typeof path !== 'string' && !(path instanceof URL)) {
-    throw new TypeError('statesafe: the path must be a string or a file: URL')
-  }
-  const p = path instanceof URL ? require('node:url').fileURLToPath(path) : path
+  const p = storePath(path)
   let opened
   try {
     opened = await native.NativeStore.openAsync(p, nativeOptions(options, p)[0])
   } catch (e) {
     throw convert(e)
   }
-  return new Store(path, options, { key: OPENED, native: opened })
+  // The path resolved before the wait: a chdir meanwhile does not change the file.
+  return new Store(p, options, { key: OPENED, native: opened })
+}
+
+/**
+ * The path a store is opened on: a file: URL as its path, a relative path resolved
+ * against the working directory at the opening (a later `process.chdir()` does not
+ * move the store, and `store.path` still names its file), a PostgreSQL URL as it is.
+ * A NUL byte, which no file name can hold, is EBADPATH (as the library's other paths
+ * that cannot hold a state file), before anything is opened.
+ */
+function storePath(path) {
+  if (typeof path !== 'string' && !(path instanceof URL)) {
+    throw coded(new TypeError('statesafe: the path must be a string or a file: URL'), 'EBADARG')
+  }
+  const p = path instanceof URL ? require('node:url').fileURLToPath(path) : path
+  if (p.includes('\0')) {
+    const reason = 'the path argument holds a NUL byte (\\0), which no file name can hold'
+    throw badPath(p, reason, 'pass the path without the NUL byte (a string cut from binary data, or a C string\'s terminator, may carry one)')
+  }
+  if (/^postgres(ql)?:\/\//i.test(p)) return p
+  return nodePath.resolve(p)
+}
+
+function badPath(path, reason, hint) {
+  return new StatesafeError({
+    code: 'EBADPATH',
+    kind: 'bad_path',
+    message: `\`${path.replaceAll('\0', '\\0')}\` cannot be used as a state file: ${reason}`,
+    hint,
+    path,
+    reason,
+  })
 }
 
 module.exports = { open, openAsync, Store, StatesafeError }

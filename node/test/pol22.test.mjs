@@ -1,10 +1,10 @@
-// Session 22 (pol22): numbers across languages, error descriptions.
+// Session 22 (pol22): numbers across languages, error descriptions, paths.
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { readFileSync, writeFileSync } from 'node:fs'
+import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { spawnSync } from 'node:child_process'
-import { open } from '../index.mjs'
+import { open, openAsync, StatesafeError } from '../index.mjs'
 import { tempDir } from './helpers.mjs'
 
 // Every spelling of a float that Python's `json` (repr: `1e+22`, `1e-07`) or statesafe's
@@ -133,4 +133,42 @@ test('pol22: ENOTJSON and ERANGE errors have describe(), as every statesafe erro
   })()
   assert.equal(e3.code, 'EBADOPTION')
   assert.match(e3.describe(), /^error: statesafe: unknown option `lockTimeoutMS`.*\nhint: /s)
+})
+
+test('pol22: a store opened with a relative path keeps to its file after process.chdir()', async (t) => {
+  const dir = tempDir(t)
+  const elsewhere = tempDir(t)
+  const before = process.cwd()
+  t.after(() => process.chdir(before))
+  process.chdir(dir)
+  const store = open('state.json', { default: { n: 0 } })
+  await store.update((s) => void (s.n = 1))
+  process.chdir(elsewhere)
+  await store.update((s) => void (s.n = 2))
+  store.updateSync((s) => void (s.n = 3))
+  assert.equal((await store.get()).n, 3)
+  assert.equal(JSON.parse(readFileSync(join(dir, 'state.json'), 'utf8')).n, 3)
+  assert.equal(existsSync(join(elsewhere, 'state.json')), false)
+  // `store.path` is the path resolved at the opening: still the file's after the chdir.
+  assert.equal(store.path, join(dir, 'state.json'))
+  assert.equal(JSON.parse(readFileSync(store.path, 'utf8')).n, 3)
+  const opened = await openAsync('other.json', { default: {} })
+  assert.equal(opened.path, join(elsewhere, 'other.json'))
+})
+
+test('pol22: a NUL byte in the path is EBADPATH naming the path, not EIO', async (t) => {
+  const dir = tempDir(t)
+  const bad = join(dir, 'sta\0te.json')
+  const check = (e) => {
+    assert.equal(e.code, 'EBADPATH', e.message)
+    assert.equal(e.kind, 'bad_path')
+    assert.ok(e instanceof StatesafeError)
+    assert.match(e.message, /NUL/)
+    assert.match(e.reason, /NUL/)
+    assert.ok(e.hint.length > 0)
+    assert.match(e.describe(), /^error: .*\nhint: /s)
+    return true
+  }
+  assert.throws(() => open(bad, { default: {} }), check)
+  await assert.rejects(openAsync(bad, { default: {} }), check)
 })

@@ -64,6 +64,31 @@ fn open_core(opts: StoreOptions<Doc>, path: &std::path::Path) -> statesafe::Resu
     }
 }
 
+/// The path a store is opened on: a relative path made absolute against the working
+/// directory of now (a later `os.chdir()` moves nothing: not the store, not a forked
+/// child's reopening, not `store.path`), a PostgreSQL URL as it is. A NUL byte, which
+/// no file name can hold, is [`Error::BadPath`] (`BadPath`, a `ValueError`), before
+/// anything is opened.
+fn store_path(path: PathBuf) -> statesafe::Result<PathBuf> {
+    if path.as_os_str().as_encoded_bytes().contains(&0) {
+        return Err(Error::BadPath {
+            reason: "the path argument holds a NUL byte (\\0), which no file name can hold".into(),
+            path: PathBuf::from(path.to_string_lossy().replace('\0', "\\0")),
+        });
+    }
+    if path.as_os_str().is_empty()
+        || path.is_absolute()
+        || path.to_str().is_some_and(statesafe::postgres::is_url)
+    {
+        return Ok(path);
+    }
+    std::path::absolute(&path).map_err(|source| Error::Io {
+        path,
+        op: statesafe::Op::Resolve,
+        source,
+    })
+}
+
 /// The longest single lock wait between two checks for signals.
 const SLICE: Duration = Duration::from_millis(100);
 
@@ -565,6 +590,7 @@ impl Store {
         to_model: Option<Py<PyAny>>,
         from_model: Option<Py<PyAny>>,
     ) -> PyResult<Store> {
+        let path = store_path(path).map_err(to_py)?;
         let mut opts = StoreOptions::<Doc>::default()
             .private(private)
             .durability(match durability {

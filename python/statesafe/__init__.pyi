@@ -154,7 +154,8 @@ class Unrecoverable(Error):
     quarantined: Optional[str]
     tried: list[tuple[str, str]]
 
-class BadPath(Error, ValueError): ...
+class BadPath(Error, ValueError):
+    reason: str
 class BadSchema(Error, ValueError): ...
 
 class GenerationUnavailable(Error, LookupError):

@@ -183,9 +183,11 @@ class Unrecoverable(Error):
 
 
 class BadPath(Error, ValueError):
-    """The path cannot hold a state file (a directory, a missing parent)."""
+    """The path cannot hold a state file (a directory, a missing parent, a NUL byte);
+    ``reason`` says why."""
 
     kind = "bad_path"
+    reason: str = ""
 
 
 class BadSchema(Error, ValueError):
