@@ -37,7 +37,7 @@ const MARKER = 'STATESAFE_PAYLOAD '
 const FIELDS = [
   'kind', 'path', 'op', 'holder', 'waitedMs', 'expected', 'actual', 'line', 'column',
   'reason', 'rule', 'pointer', 'generation', 'committed', 'size', 'limit', 'quarantined',
-  'tried', 'newestBackup', 'sidecar', 'depth',
+  'tried', 'newestBackup', 'sidecar', 'depth', 'what',
 ]
 
 /** Every failure of a store: one class, told apart by its stable `code`. */

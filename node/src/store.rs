@@ -555,6 +555,8 @@ fn info_json(i: &Info) -> Value {
         "path": i.path.display().to_string(),
         "realPath": i.real_path.display().to_string(),
         "exists": i.exists,
+        // The state file was deleted (its sidecar shows commits): as the CLI's `--json`.
+        "deleted": i.deleted.is_some(),
         "generation": i.generation,
         "format": i.format.map(|f| f.name()),
         "size": i.size,

@@ -1,7 +1,7 @@
-// Session 22 (pol22): numbers across languages, error descriptions, paths.
+// Session 22 (pol22): numbers across languages, error descriptions, paths, info().deleted, EUNSAFE's what.
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { existsSync, readFileSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, readFileSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { spawnSync } from 'node:child_process'
 import { open, openAsync, StatesafeError } from '../index.mjs'
@@ -171,4 +171,32 @@ test('pol22: a NUL byte in the path is EBADPATH naming the path, not EIO', async
   }
   assert.throws(() => open(bad, { default: {} }), check)
   await assert.rejects(openAsync(bad, { default: {} }), check)
+})
+
+test('pol22: info().deleted says the state file was deleted (as the CLI)', async (t) => {
+  const file = join(tempDir(t), 'state.json')
+  const store = open(file, { default: { n: 0 } })
+  assert.equal((await store.info()).deleted, false)
+  await store.update((s) => void (s.n = 1))
+  await store.update((s) => void (s.n = 2))
+  assert.equal(store.infoSync().deleted, false)
+  unlinkSync(file)
+  const info = await store.info()
+  assert.equal(info.deleted, true)
+  assert.equal(info.exists, false)
+  assert.equal(info.generation, 2)
+})
+
+test('pol22: an EUNSAFE error says which refusal it is (`what`, the core\'s name)', async (t) => {
+  const dir = tempDir(t)
+  const victim = join(dir, 'victim')
+  writeFileSync(victim, 'x')
+  // The sidecar's lock file a symlink, set up by hand: refused as planted.
+  mkdirSync(join(dir, '.state.json.statesafe'))
+  symlinkSync(victim, join(dir, '.state.json.statesafe', 'lock'))
+  const e = await open(join(dir, 'state.json'), { default: {} }).update((s) => void (s.n = 2)).catch((err) => err)
+  assert.equal(e.code, 'EUNSAFE', e.message)
+  assert.equal(e.what, 'planted')
+  assert.match(e.reason, /symbolic link/)
+  assert.equal(readFileSync(victim, 'utf8'), 'x')
 })

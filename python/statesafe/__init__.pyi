@@ -170,7 +170,10 @@ class RemoteError(Error, ConnectionError):
     operation: Optional[str]
     reason: str
 
-class Unsafe(Error): ...
+class Unsafe(Error):
+    # Which refusal: "planted" or "sidecar_without_file" (the core's names).
+    what: str
+    reason: str
 
 class TooDeep(Error, ValueError):
     depth: int
