@@ -290,6 +290,11 @@ impl Store {
         self.model_out(py, self.parsed(py, text)?)
     }
 
+    /// Whether `obj` is a plain document (a dict or list), not a model instance.
+    fn is_plain(&self, obj: &Bound<'_, PyAny>) -> bool {
+        obj.is_instance_of::<PyDict>() || obj.is_instance_of::<pyo3::types::PyList>()
+    }
+
     /// Plain Python objects as the caller sees them: through the model, if any. A
     /// document the model refuses is a `Mismatch` naming the file.
     pub fn model_out<'py>(
@@ -773,6 +778,12 @@ impl Store {
             Ok(state) => {
                 tx.set_state(state.clone_ref(py));
                 tx.commit_now(py)?;
+                // A model store's update returns the model: a plain document `f`
+                // returned (a dict, which the commit read through the model) is given
+                // back as the model instance it was written as, as a load would give it.
+                if slf.get().to_model.is_some() && slf.get().is_plain(state.bind(py)) {
+                    return Ok(slf.get().model_out(py, state.into_bound(py))?.unbind());
+                }
                 Ok(state)
             }
             Err(e) => {
