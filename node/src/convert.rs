@@ -287,8 +287,8 @@ fn document_value(json: &str, big: &str, keep: Option<&RawValue>) -> Outcome<Val
         .map_err(|e| Failure::type_error(format!("the document is not JSON: {e}")))?;
     as_doubles(&mut value);
     if let Some(before) = keep {
-        let before: Value =
-            serde_json::from_str(before.get()).expect("invariant: the library parsed this document");
+        let before: Value = serde_json::from_str(before.get())
+            .expect("invariant: the library parsed this document");
         keep_texts(&mut value, &before);
     }
     if big.is_empty() || big == "[]" {
@@ -565,7 +565,8 @@ mod tests {
             ("0.1", "0.1"),
             ("12", "12"),
         ] {
-            let (doc, _) = document(format!("[{sent}]"), "", true, TextLayout::Compact, None).unwrap();
+            let (doc, _) =
+                document(format!("[{sent}]"), "", true, TextLayout::Compact, None).unwrap();
             assert_eq!(doc.get(), format!("[{written}]"), "{sent}");
         }
     }
@@ -590,8 +591,20 @@ mod tests {
             r#"{"a":1.0,"b":[-0.0,-0,1e22,2.5,4],"c":1e-07,"d":{"e":100.0},"f":3,"g":1}"#
         );
         // A document that keeps no text is sent as it is.
-        assert!(as_sent(r#"{"a":2.5}"#, "", false, TextLayout::Compact, None));
-        assert!(!as_sent(r#"{"a":2.5}"#, "", false, TextLayout::Compact, Some(&before)));
+        assert!(as_sent(
+            r#"{"a":2.5}"#,
+            "",
+            false,
+            TextLayout::Compact,
+            None
+        ));
+        assert!(!as_sent(
+            r#"{"a":2.5}"#,
+            "",
+            false,
+            TextLayout::Compact,
+            Some(&before)
+        ));
         assert!(snapshot(&before, 1).1);
         let plain = RawValue::from_string(r#"{"a":1.5,"b":[1,2]}"#.into()).unwrap();
         assert!(!snapshot(&plain, 1).1);

@@ -92,7 +92,9 @@ pub(crate) fn js_text(d: f64) -> String {
     // `{:e}` prints the shortest digits that read back as `d`: `1.5e300`, `1e-7`.
     let sci = format!("{:e}", d.abs());
     let (mantissa, exp) = sci.split_once('e').expect("invariant: `{:e}` has an `e`");
-    let exp: i64 = exp.parse().expect("invariant: `{:e}` has an integer exponent");
+    let exp: i64 = exp
+        .parse()
+        .expect("invariant: `{:e}` has an integer exponent");
     let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
     let k = digits.len() as i64;
     // Number::prototype.toString (ECMA-262, Number::toString): the value is
@@ -273,7 +275,9 @@ mod tests {
     #[test]
     fn documents_are_scanned_for_them() {
         let inexact = |t: &[u8]| scan(t).inexact;
-        assert!(!inexact(br#"{"a": 0.1, "b": [1e5, -2.5, 1e21], "c": "x-1.e"}"#));
+        assert!(!inexact(
+            br#"{"a": 0.1, "b": [1e5, -2.5, 1e21], "c": "x-1.e"}"#
+        ));
         assert!(inexact(br#"{"a": 0.1, "b": [1e400]}"#));
         assert!(inexact(br#"[9007199254740993.0]"#));
         assert!(inexact(br#"[12345678901234567890]"#));
@@ -319,15 +323,35 @@ mod tests {
     #[test]
     fn texts_javascript_would_change_are_found() {
         for t in [
-            "1.0", "-0.0", "-0", "0.0", "100.0", "1e22", "1e+22", "1e+16", "1.5e300", "1e-07",
-            "1E5", "2.50", "0.0000001", "1e2",
+            "1.0",
+            "-0.0",
+            "-0",
+            "0.0",
+            "100.0",
+            "1e22",
+            "1e+22",
+            "1e+16",
+            "1.5e300",
+            "1e-07",
+            "1E5",
+            "2.50",
+            "0.0000001",
+            "1e2",
         ] {
             assert!(retexted(t), "{t}");
             assert!(scan(format!("[{t}]").as_bytes()).texts, "{t}");
         }
         for t in [
-            "1", "0", "0.5", "1e-7", "1.5e-7", "-2.5", "0.000001", "1000000000000000000000",
-            "0.30000000000000004", "123.456",
+            "1",
+            "0",
+            "0.5",
+            "1e-7",
+            "1.5e-7",
+            "-2.5",
+            "0.000001",
+            "1000000000000000000000",
+            "0.30000000000000004",
+            "123.456",
         ] {
             assert!(!retexted(t), "{t}");
             assert_eq!(scan(format!("[{t}]").as_bytes()), Care::default(), "{t}");

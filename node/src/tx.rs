@@ -354,8 +354,8 @@ fn hold(inner: &Inner, kind: Kind, cached: u64, reply: Reply<NativeTx>) {
                                 let token = if keep { inner.cache.keep(json) } else { 0 };
                                 format!("{generation} {token}")
                             }),
-                        None => convert::document(json, &big, large, inner.layout, before).and_then(
-                            |(doc, as_sent)| {
+                        None => convert::document(json, &big, large, inner.layout, before)
+                            .and_then(|(doc, as_sent)| {
                                 // Only text JavaScript's `JSON.parse` reads as the document
                                 // is worth keeping (not one rewritten for big integers).
                                 let kept = (keep && as_sent).then(|| doc.get().to_owned());
@@ -364,8 +364,7 @@ fn hold(inner: &Inner, kind: Kind, cached: u64, reply: Reply<NativeTx>) {
                                 *inner.served.lock() = None;
                                 let token = kept.map_or(0, |text| inner.cache.keep(text));
                                 Ok(format!("{generation} {token}"))
-                            },
-                        ),
+                            }),
                     };
                     reply.send(outcome);
                 }
