@@ -125,6 +125,11 @@ export declare class StatesafeError extends Error {
    * starts over on purpose. */
   readonly newestBackup?: string | null
   readonly sidecar?: string
+  /** EUNSAFE: which refusal it is (the core's names): `planted` (an object another
+   * user may have planted, or one set up by hand) or `sidecar_without_file` (another
+   * user's sidecar with no state file beside it: perhaps a deleted state's only
+   * backups); `reason` says what is wrong with the object refused. */
+  readonly what?: 'planted' | 'sidecar_without_file' | (string & {})
   /** EUNRECOVERABLE: where the damaged file is kept, and every backup tried. */
   readonly quarantined?: string | null
   readonly tried?: { path: string; reason: string }[]
@@ -353,6 +358,8 @@ export interface Info {
   path: string
   realPath: string
   exists: boolean
+  /** The state file was deleted while its sidecar shows commits (every read is `EDELETED`; `recover()` puts it back); `generation` is then the last one known. */
+  deleted: boolean
   generation: number
   format: 'plain' | 'sealed' | null
   size: number
@@ -365,6 +372,8 @@ export interface Info {
 
 /** One state file. Async methods never block the event loop; `…Sync` twins block the calling thread. */
 export declare class Store<T = JsonValue> extends EventEmitter {
+  /** The file's path, made absolute at the opening against the working directory of
+   * then (a later `process.chdir()` moves nothing); a PostgreSQL URL as given. */
   readonly path: string
   readonly closed: boolean
 

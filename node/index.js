@@ -37,7 +37,7 @@ const MARKER = 'STATESAFE_PAYLOAD '
 const FIELDS = [
   'kind', 'path', 'op', 'holder', 'waitedMs', 'expected', 'actual', 'line', 'column',
   'reason', 'rule', 'pointer', 'generation', 'committed', 'size', 'limit', 'quarantined',
-  'tried', 'newestBackup', 'sidecar', 'depth',
+  'tried', 'newestBackup', 'sidecar', 'depth', 'what',
 ]
 
 /** Every failure of a store: one class, told apart by its stable `code`. */
@@ -54,12 +54,41 @@ class StatesafeError extends Error {
 
   /** The error as the CLI prints it: `error: … / caused by: … / hint: …`. */
   describe() {
-    const lines = [`error: ${this.message}`]
-    for (let c = this.cause; c; c = c.cause) lines.push(`caused by: ${c.message}`)
-    if (this.hint) lines.push(`hint: ${this.hint}`)
-    return lines.join('\n')
+    return describeError(this)
   }
 }
+
+// `error: … / caused by: … / hint: …`, for a StatesafeError and for the TypeError and
+// RangeError the package throws with a code (`coded`). A message that ends with its
+// own `\nhint: …` line (the ERANGE messages) gives that line as the hint.
+function describeError(err) {
+  let message = String(err.message)
+  const at = err.hint ? message.lastIndexOf(`\nhint: ${err.hint}`) : -1
+  if (at >= 0 && at + `\nhint: ${err.hint}`.length === message.length) message = message.slice(0, at)
+  const lines = [`error: ${message}`]
+  for (let c = err.cause; c; c = c.cause) lines.push(`caused by: ${c.message}`)
+  if (err.hint) lines.push(`hint: ${err.hint}`)
+  return lines.join('\n')
+}
+
+/**
+ * A TypeError or RangeError the package throws (ENOTJSON, ERANGE, EBADOPTION,
+ * EBADARG) with `code`, the `fields` given, a `hint` (the message's own `hint:` line
+ * when it has one, else `hint`, else null) and `describe()`, as a StatesafeError has.
+ */
+function coded(err, code, fields = {}, hint = null) {
+  Object.assign(err, { code }, fields)
+  const at = err.message.lastIndexOf('\nhint: ')
+  err.hint = at >= 0 ? err.message.slice(at + '\nhint: '.length) : (err.hint ?? hint)
+  Object.defineProperty(err, 'describe', { value: describeThis, writable: true, configurable: true, enumerable: false })
+  return err
+}
+
+function describeThis() {
+  return describeError(this)
+}
+
+const NOT_JSON_HINT = 'store only null, booleans, finite numbers, strings, arrays, plain objects and BigInt (for integers); convert other values first (a Date to its toISOString(), a Map to an object)'
 
 function causeOf(c) {
   if (!c) return undefined
@@ -79,8 +108,11 @@ function causeOf(c) {
 
 function fromPayload(p) {
   // ETYPE: a document the addon found not to be JSON (index.js checks values first).
-  if (p.typeError) return Object.assign(new TypeError(p.message), { code: p.code === 'ETYPE' ? 'ENOTJSON' : p.code })
-  if (p.rangeError) return Object.assign(new RangeError(p.message), { code: 'ERANGE' })
+  if (p.typeError) {
+    const code = p.code === 'ETYPE' ? 'ENOTJSON' : p.code
+    return coded(new TypeError(p.message), code, {}, p.hint ?? (code === 'ENOTJSON' ? NOT_JSON_HINT : null))
+  }
+  if (p.rangeError) return coded(new RangeError(p.message), 'ERANGE', {}, p.hint ?? null)
   const cause = causeOf(p.cause)
   return new StatesafeError(p, cause ? { cause } : undefined)
 }
@@ -171,17 +203,12 @@ function usage(path, message, hint) {
 
 /** A bad option: a TypeError with code EBADOPTION naming the option. */
 function badOption(name, what) {
-  const err = new TypeError(`statesafe: option \`${name}\` ${what}`)
-  err.code = 'EBADOPTION'
-  err.option = name
-  return err
+  return coded(new TypeError(`statesafe: option \`${name}\` ${what}`), 'EBADOPTION', { option: name }, 'see the options of open() in docs/node.md')
 }
 
 /** A bad argument (not an option, not a value of the document): a TypeError with code EBADARG. */
 function badArg(message) {
-  const err = new TypeError(`statesafe: ${message}`)
-  err.code = 'EBADARG'
-  return err
+  return coded(new TypeError(`statesafe: ${message}`), 'EBADARG')
 }
 
 /** `g` as a generation (a whole number, 0 or more), else EBADARG naming `what`. */
@@ -217,9 +244,7 @@ function notJson(path, what) {
   const err = new TypeError(
     `the state at ${pointer(path)} is ${what}; only JSON values can be stored (null, booleans, finite numbers, strings, arrays, plain objects, and BigInt for integers)`,
   )
-  err.code = 'ENOTJSON'
-  err.pointer = pointer(path)
-  return err
+  return coded(err, 'ENOTJSON', { pointer: pointer(path) }, NOT_JSON_HINT)
 }
 
 class Cycle extends Error {}
@@ -699,7 +724,9 @@ function copyText(copy, pretty) {
  * served]` for each BigInt whose file text is written back while the program's value
  * at `path` is still `served` (see `untouched`). The non-integers no double holds
  * (`kept`) are served as their nearest doubles, each place of those doubles tracked
- * (`track`). A number that JavaScript has no value for (`refused`) fails the read,
+ * (`track`). (A number a double holds whose text JavaScript writes otherwise, `1.0`
+ * or `1e22`, keeps its text in the addon, which compares the new document with the one
+ * it replaces: src/convert.rs, `keep_texts`.) A number that JavaScript has no value for (`refused`) fails the read,
  * naming `file`.
  */
 function decode(text, file, log) {
@@ -1119,7 +1146,7 @@ function copiedNumber(file, op, d, text, from, open, moved) {
   const err = new RangeError(
     `statesafe: cannot ${op} \`${file}\`: the new document holds ${doubleKey(d)} at ${list(open, pointer)}, where the program wrote it, and ${where}: whether the program copied that number there or wrote a double of its own (after comparing with it, say) cannot be told; writing ${doubleKey(d)} could change a copy, writing ${shown} could change the program's own number, so nothing was written\nhint: keep such a number as a string, or write a value no kept number equals at ${pointer(open[0])}; to copy the number exactly, change the file with the statesafe CLI or the Python package (which serves it as a Decimal)`,
   )
-  return Object.assign(err, { code: 'ERANGE', path: file, pointer: pointer(from), pointers: [pointer(from)] })
+  return coded(err, 'ERANGE', { path: file, pointer: pointer(from), pointers: [pointer(from)] })
 }
 
 function foreignNumber(file, op, d, other, open) {
@@ -1128,7 +1155,7 @@ function foreignNumber(file, op, d, other, open) {
   const err = new RangeError(
     `statesafe: cannot ${op} \`${file}\`: the new document holds ${doubleKey(d)} at ${list(open)}, where the program wrote it, and the ${shown} at ${pointer(other.path)} of another store's document (\`${other.file}\`), served as the nearest double ${doubleKey(d)}, was read ${op === 'update' ? 'during the update' : 'since this store last committed'}: if the program copied that number, writing ${doubleKey(d)} would change it, and whether it did or wrote a double of its own cannot be told, so nothing was written\nhint: move the object that holds it (\`s.cfg = aDoc.cfg\` keeps its numbers' texts), keep such numbers as strings, or copy them exactly with the statesafe CLI or the Python package; a program that computes this double itself can read the other store's numbers before the update (or, for replace, before this store's last commit)`,
   )
-  return Object.assign(err, { code: 'ERANGE', path: file, pointer: pointer(open[0]), pointers: open.map(pointer) })
+  return coded(err, 'ERANGE', { path: file, pointer: pointer(open[0]), pointers: open.map(pointer) })
 }
 
 function movedNumber(file, op, d, texts, open, plain) {
@@ -1138,7 +1165,7 @@ function movedNumber(file, op, d, texts, open, plain) {
   const err = new RangeError(
     `statesafe: cannot ${op} \`${file}\`: the file's ${list(texts, (p) => `${shown(p.text)} at ${pointer(p.path)}`)}${others}, served as the nearest double ${doubleKey(d)}, were read, and the new document holds ${doubleKey(d)} at ${list(open, pointer)}, where the program wrote it: which of them (or a double of its own) is there cannot be told; writing ${doubleKey(d)} could change the file's number, so nothing was written\nhint: keep such a number as a string, or change it with a program that keeps it exactly (the statesafe CLI, or the Python package, which serves it as a Decimal); or move numbers of one text only in a commit`,
   )
-  return Object.assign(err, { code: 'ERANGE', path: file, pointer: pointer(texts[0].path), pointers: texts.map((p) => pointer(p.path)) })
+  return coded(err, 'ERANGE', { path: file, pointer: pointer(texts[0].path), pointers: texts.map((p) => pointer(p.path)) })
 }
 
 function refusedNumber(file, [path, written, why]) {
@@ -1146,7 +1173,7 @@ function refusedNumber(file, [path, written, why]) {
   const err = new RangeError(
     `statesafe: cannot read \`${file}\`: the number at ${pointer(path)} (${shown}) is ${why}: JavaScript has no value that keeps it, so it is not served as another; the file was left as it is\nhint: store such a number as a string, or read and change it with a program that keeps it (the statesafe CLI, or the Python package, which serves it as a Decimal)`,
   )
-  return Object.assign(err, { code: 'ERANGE', path: file, pointer: pointer(path) })
+  return coded(err, 'ERANGE', { path: file, pointer: pointer(path) })
 }
 
 // ---------------------------------------------------------------------------------
@@ -1175,13 +1202,13 @@ function count(name, v) {
  */
 function nativeOptions(options, file) {
   if (options === null || typeof options !== 'object') {
-    throw Object.assign(new TypeError('statesafe: options must be an object'), { code: 'EBADOPTION' })
+    throw coded(new TypeError('statesafe: options must be an object'), 'EBADOPTION', {}, 'pass the options as a plain object: open(path, { lockTimeoutMs: 5000 })')
   }
   const out = {}
   let doc
   for (const [k, v] of Object.entries(options)) {
     if (!OPTIONS.has(k)) {
-      throw Object.assign(new TypeError(`statesafe: unknown option \`${k}\` (known: ${[...OPTIONS].join(', ')})`), { code: 'EBADOPTION', option: k })
+      throw coded(new TypeError(`statesafe: unknown option \`${k}\` (known: ${[...OPTIONS].join(', ')})`), 'EBADOPTION', { option: k }, 'check its spelling against the known options')
     }
     if (v === undefined || k === 'validate' || k === 'cache') continue
     if (k === 'default') {
@@ -1281,6 +1308,11 @@ class Store extends EventEmitter {
   #since = ++clock
   // This store's log of reads of the numbers no double holds (see `follow`).
   #reads = newLog()
+  // The BigInts whose file text is kept (`1e400`, see `decode`) of the document load()
+  // or get() last served since this store's last commit: a `replace` writes their
+  // texts back where its document holds them still (`replace(load().value)` rewrites
+  // no number it left as it was; the addon does the same for `1.0` and `1e22`).
+  #servedKeep = null
   // The update cache (see "The update cache" in src/tx.rs): a private copy of the
   // document this store last committed, and the addon's token for it. The copy is
   // made while checking the value (`copyChecked`) and the committed text is made from
@@ -1293,10 +1325,7 @@ class Store extends EventEmitter {
 
   constructor(path, options = {}, opened = undefined) {
     super()
-    if (typeof path !== 'string' && !(path instanceof URL)) {
-      throw new TypeError('statesafe: the path must be a string or a file: URL')
-    }
-    this.#path = path instanceof URL ? require('node:url').fileURLToPath(path) : path
+    this.#path = storePath(path)
     this.#reads.file = this.#path
     this.#fileKey = fileKey(this.#path)
     const [opts, doc] = nativeOptions(options, this.#path)
@@ -1320,7 +1349,7 @@ class Store extends EventEmitter {
     }
   }
 
-  /** The path the store was opened with. */
+  /** The file's path, made absolute at the opening (a PostgreSQL URL as given). */
   get path() {
     return this.#path
   }
@@ -1378,6 +1407,7 @@ class Store extends EventEmitter {
 
   #committed(generation, operation) {
     this.#since = ++clock
+    this.#servedKeep = null
     // Reads before a commit count for no later one.
     for (const [k, m] of this.#reads.reads) {
       for (const [text, r] of m) {
@@ -1414,7 +1444,8 @@ class Store extends EventEmitter {
   }
 
   #snapshot(text) {
-    const [snap] = decode(text, this.#path, this.#reads)
+    const [snap, keep] = decode(text, this.#path, this.#reads)
+    this.#servedKeep = keep
     this.#checkRule(snap.value, 'load')
     return snap
   }
@@ -1664,7 +1695,7 @@ class Store extends EventEmitter {
     this.#checkRule(doc, 'commit')
     const [json, big, large] = quietly(() => encode(doc, this.#pretty, false, this.#path, 'replace'))
     // A document a load() or get() served keeps its numbers' texts (see `follow`).
-    return [json, untouched(doc, null, big, this.#since, [this.#reads], this.#path, 'replace', () => this.#fileValue()), large, ifGeneration ?? -1]
+    return [json, untouched(doc, this.#servedKeep, big, this.#since, [this.#reads], this.#path, 'replace', () => this.#fileValue()), large, ifGeneration ?? -1]
   }
 
   /** Replaces the whole document; with `{ ifGeneration }` only if the file is still at it. */
@@ -1836,17 +1867,46 @@ function open(path, options) {
  * addon: the JavaScript thread never waits for the server.
  */
 async function openAsync(path, options = {}) {
-  if (typeof path !== 'string' && !(path instanceof URL)) {
-    throw new TypeError('statesafe: the path must be a string or a file: URL')
-  }
-  const p = path instanceof URL ? require('node:url').fileURLToPath(path) : path
+  const p = storePath(path)
   let opened
   try {
     opened = await native.NativeStore.openAsync(p, nativeOptions(options, p)[0])
   } catch (e) {
     throw convert(e)
   }
-  return new Store(path, options, { key: OPENED, native: opened })
+  // The path resolved before the wait: a chdir meanwhile does not change the file.
+  return new Store(p, options, { key: OPENED, native: opened })
+}
+
+/**
+ * The path a store is opened on: a file: URL as its path, a relative path resolved
+ * against the working directory at the opening (a later `process.chdir()` does not
+ * move the store, and `store.path` still names its file), a PostgreSQL URL as it is.
+ * A NUL byte, which no file name can hold, is EBADPATH (as the library's other paths
+ * that cannot hold a state file), before anything is opened.
+ */
+function storePath(path) {
+  if (typeof path !== 'string' && !(path instanceof URL)) {
+    throw coded(new TypeError('statesafe: the path must be a string or a file: URL'), 'EBADARG')
+  }
+  const p = path instanceof URL ? require('node:url').fileURLToPath(path) : path
+  if (p.includes('\0')) {
+    const reason = 'the path argument holds a NUL byte (\\0), which no file name can hold'
+    throw badPath(p, reason, 'pass the path without the NUL byte (a string cut from binary data, or a C string\'s terminator, may carry one)')
+  }
+  if (/^postgres(ql)?:\/\//i.test(p)) return p
+  return nodePath.resolve(p)
+}
+
+function badPath(path, reason, hint) {
+  return new StatesafeError({
+    code: 'EBADPATH',
+    kind: 'bad_path',
+    message: `\`${path.replaceAll('\0', '\\0')}\` cannot be used as a state file: ${reason}`,
+    hint,
+    path,
+    reason,
+  })
 }
 
 module.exports = { open, openAsync, Store, StatesafeError }

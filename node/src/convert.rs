@@ -55,15 +55,19 @@ fn may_hold_big(text: &str) -> bool {
 
 /// `{"generation":G,"big":[...],"value":DOC}` for `index.js`, with `"kept":[...]` and
 /// `"refused":[...]` when there are such numbers (see [`Found`]).
-pub(crate) fn snapshot(doc: &RawValue, generation: u64) -> String {
+///
+/// Also says whether a commit that replaces `doc` must keep some of its numbers'
+/// texts ([`exact::Care::texts`]: one scan finds both).
+pub(crate) fn snapshot(doc: &RawValue, generation: u64) -> (String, bool) {
     let text = doc.get();
     let mut found = Found::default();
-    if exact::may_hold_inexact(text.as_bytes()) {
+    let care = exact::scan(text.as_bytes());
+    if care.inexact {
         let value: Value =
             serde_json::from_str(text).expect("invariant: the library parsed this document");
         found.walk(&value, &mut Vec::new());
     }
-    envelope(text, &found, generation)
+    (envelope(text, &found, generation), care.texts)
 }
 
 /// [`snapshot`] of a document the library returns as a tree (a past generation).
@@ -209,12 +213,20 @@ impl TextLayout {
 }
 
 /// Whether `json` from `index.js` is written as it came: no `BigInt` places, no
-/// number a double may have rounded, and a layout that needs no re-indenting (see
-/// [`document`], which makes the same decision for text it parses).
-pub(crate) fn as_sent(json: &str, big: &str, large: bool, layout: TextLayout) -> bool {
+/// number a double may have rounded, no number texts to keep (`keep`, see
+/// [`document`]), and a layout that needs no re-indenting (see [`document`], which
+/// makes the same decision for text it parses).
+pub(crate) fn as_sent(
+    json: &str,
+    big: &str,
+    large: bool,
+    layout: TextLayout,
+    keep: Option<&RawValue>,
+) -> bool {
     (big.is_empty() || big == "[]")
         && !(large && may_hold_big(json))
         && layout != TextLayout::PrettySealed
+        && keep.is_none()
 }
 
 /// A stand-in document for a transaction whose real one JavaScript holds (an update
@@ -229,6 +241,11 @@ pub(crate) fn placeholder() -> Doc {
 /// (`index.js` saw every number while checking the value, so a document without one
 /// skips the scan for long digit runs).
 ///
+/// `keep`: the document this one replaces, when it may hold numbers whose text
+/// JavaScript would write otherwise ([`exact::Care::texts`]): each place of the new
+/// document that holds a number equal to the one the replaced document holds at the
+/// same place keeps that number's text (see [`keep_texts`]).
+///
 /// Also says whether the text was kept as it came (so that `JSON.parse` of it is the
 /// document the file holds, which the update cache relies on).
 pub(crate) fn document(
@@ -236,13 +253,14 @@ pub(crate) fn document(
     big: &str,
     large: bool,
     layout: TextLayout,
+    keep: Option<&RawValue>,
 ) -> Outcome<(Doc, bool)> {
     let no_big = big.is_empty() || big == "[]";
-    let as_sent = no_big && !(large && may_hold_big(&json));
+    let as_sent = no_big && !(large && may_hold_big(&json)) && keep.is_none();
     let text = if as_sent {
         json
     } else {
-        let value = document_value(&json, big)?;
+        let value = document_value(&json, big, keep)?;
         if layout.indented() {
             serde_json::to_string_pretty(&value)
         } else {
@@ -262,11 +280,17 @@ pub(crate) fn document(
     Ok((doc, as_sent))
 }
 
-/// [`document`] as a tree: large doubles made exact, `BigInt`s put in place.
-fn document_value(json: &str, big: &str) -> Outcome<Value> {
+/// [`document`] as a tree: large doubles made exact, the texts of `keep` kept,
+/// `BigInt`s (and the texts `index.js` follows) put in place.
+fn document_value(json: &str, big: &str, keep: Option<&RawValue>) -> Outcome<Value> {
     let mut value: Value = serde_json::from_str(json)
         .map_err(|e| Failure::type_error(format!("the document is not JSON: {e}")))?;
     as_doubles(&mut value);
+    if let Some(before) = keep {
+        let before: Value = serde_json::from_str(before.get())
+            .expect("invariant: the library parsed this document");
+        keep_texts(&mut value, &before);
+    }
     if big.is_empty() || big == "[]" {
         return Ok(value);
     }
@@ -313,11 +337,55 @@ fn as_doubles(value: &mut Value) {
     }
 }
 
+/// A number a double holds whose text JavaScript writes otherwise (`1.0` as `1`,
+/// `1e22` as its digits, `-0.0` as `0`, `1e-07` as `1e-7`) keeps its text where the
+/// new document holds the same number at the same place as the document it replaces
+/// (`new`, `before`): a number the program left as it was (or set to the value it
+/// had: JavaScript cannot tell, and `0` equals `-0`, which `JSON.stringify` writes as
+/// `0`), so that another reader sees the type it wrote (Python reads `1.0` as a float,
+/// `1` as an int). A number changed or moved to another place is written as
+/// JavaScript has it. (A number no double holds is left to `index.js`, which follows
+/// it; a `BigInt` place is set after this.)
+fn keep_texts(new: &mut Value, before: &Value) {
+    match (new, before) {
+        (Value::Number(n), Value::Number(b)) => {
+            let text = b.to_string();
+            if n.to_string() != text
+                && n.as_f64().zip(b.as_f64()).is_some_and(|(x, y)| x == y)
+                && (exact::surely_double(&text)
+                    || exact::classify(text.as_bytes()) == Some(Served::Double))
+            {
+                *n = b.clone();
+            }
+        }
+        (Value::Array(items), Value::Array(was)) => {
+            for (item, w) in items.iter_mut().zip(was) {
+                keep_texts(item, w);
+            }
+        }
+        (Value::Object(map), Value::Object(was)) => {
+            for (k, item) in map.iter_mut() {
+                if let Some(w) = was.get(k) {
+                    keep_texts(item, w);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The number `digits` (a BigInt's digits, or a file's text written back: `-0`,
+/// `1e400`) as a JSON number of exactly that text.
 fn exact_integer(digits: &str, pointer: &str) -> Outcome<Number> {
-    if let Ok(u) = digits.parse::<u64>() {
+    // `-0` parses as the integer 0, whose text is `0`: only a number of the same text.
+    if let Ok(u) = digits.parse::<u64>()
+        && u.to_string() == digits
+    {
         return Ok(u.into());
     }
-    if let Ok(i) = digits.parse::<i64>() {
+    if let Ok(i) = digits.parse::<i64>()
+        && i.to_string() == digits
+    {
         return Ok(i.into());
     }
     // Kept exactly only when serde_json keeps number text (`arbitrary_precision`).
@@ -369,13 +437,14 @@ mod tests {
             &parsed["big"].to_string(),
             false,
             TextLayout::Compact,
+            None,
         )
         .unwrap()
         .0;
         assert_eq!(back.get(), v.to_string());
         // Read back from the text, the places are found again.
         assert_eq!(
-            serde_json::from_str::<Value>(&snapshot(&back, 7)).unwrap(),
+            serde_json::from_str::<Value>(&snapshot(&back, 7).0).unwrap(),
             parsed
         );
     }
@@ -388,7 +457,7 @@ mod tests {
         assert_eq!(parsed["big"], json!([]));
         let doc = RawValue::from_string(text.into()).unwrap();
         assert_eq!(
-            snapshot(&doc, 1),
+            snapshot(&doc, 1).0,
             format!(r#"{{"generation":1,"big":[],"value":{text}}}"#)
         );
     }
@@ -397,7 +466,7 @@ mod tests {
     fn numbers_of_other_spellings_no_double_holds_are_found() {
         let text = r#"{"a":[1e300,9007199254740993.0,12345678901234567890],"b":1e-400,"c":0.1,"d":1e99999999999}"#;
         let doc = RawValue::from_string(text.into()).unwrap();
-        let parsed: Value = serde_json::from_str(&snapshot(&doc, 3)).unwrap();
+        let parsed: Value = serde_json::from_str(&snapshot(&doc, 3).0).unwrap();
         assert_eq!(
             parsed["big"],
             json!([
@@ -420,6 +489,7 @@ mod tests {
             &format!(r#"[[["x"],"{digits}"]]"#),
             false,
             TextLayout::Compact,
+            None,
         );
         match back {
             Ok((v, _)) => assert!(kept && v.get() == format!(r#"{{"x":{digits}}}"#)),
@@ -435,13 +505,14 @@ mod tests {
             "",
             true,
             TextLayout::Compact,
+            None,
         )
         .unwrap();
         assert!(!v.1, "rewritten, not kept as sent");
         let v = v.0;
         assert_eq!(v.get(), "[1152921504606846976,-72057594037927936]");
         assert_eq!(
-            snapshot(&v, 1),
+            snapshot(&v, 1).0,
             r#"{"generation":1,"big":[],"value":[1152921504606846976,-72057594037927936]}"#
         );
     }
@@ -456,23 +527,24 @@ mod tests {
     #[test]
     fn plain_documents_pass_through_as_text() {
         let text = "{\n  \"a\": [\n    1,\n    2.5\n  ]\n}";
-        let (doc, as_sent) = document(text.into(), "", false, TextLayout::Pretty).unwrap();
+        let (doc, as_sent) = document(text.into(), "", false, TextLayout::Pretty, None).unwrap();
         assert_eq!(doc.get(), text);
         assert!(as_sent);
         assert_eq!(
-            document(text.into(), "", false, TextLayout::PrettySealed)
+            document(text.into(), "", false, TextLayout::PrettySealed, None)
                 .unwrap()
                 .0
                 .get(),
             "{\n    \"a\": [\n      1,\n      2.5\n    ]\n  }"
         );
-        assert!(document("{\"a\": }".into(), "", false, TextLayout::Compact).is_err());
+        assert!(document("{\"a\": }".into(), "", false, TextLayout::Compact, None).is_err());
         // Digits in a string, with no large number: no scan, no rewrite.
         let (doc, as_sent) = document(
             r#"{"id":"12345678901234567890"}"#.into(),
             "",
             false,
             TextLayout::Compact,
+            None,
         )
         .unwrap();
         assert!(as_sent && doc.get() == r#"{"id":"12345678901234567890"}"#);
@@ -493,9 +565,60 @@ mod tests {
             ("0.1", "0.1"),
             ("12", "12"),
         ] {
-            let (doc, _) = document(format!("[{sent}]"), "", true, TextLayout::Compact).unwrap();
+            let (doc, _) =
+                document(format!("[{sent}]"), "", true, TextLayout::Compact, None).unwrap();
             assert_eq!(doc.get(), format!("[{written}]"), "{sent}");
         }
+    }
+
+    #[test]
+    fn file_texts_of_doubles_are_written_back_where_their_values_stay() {
+        let before = r#"{"a":1.0,"b":[-0.0,-0,1e22,2.5,3.0],"c":1e-07,"d":{"e":100.0},"f":2.0}"#;
+        let before = RawValue::from_string(before.into()).unwrap();
+        // What JSON.stringify sends back: `f` changed, `b[4]` changed, `g` new (the
+        // `-0`s are sent as `0`, which equals them).
+        let (back, sent) = document(
+            r#"{"a":1,"b":[0,0,1e+22,2.5,4],"c":1e-7,"d":{"e":100},"f":3,"g":1}"#.into(),
+            "",
+            true,
+            TextLayout::Compact,
+            Some(&before),
+        )
+        .unwrap();
+        assert!(!sent);
+        assert_eq!(
+            back.get(),
+            r#"{"a":1.0,"b":[-0.0,-0,1e22,2.5,4],"c":1e-07,"d":{"e":100.0},"f":3,"g":1}"#
+        );
+        // A document that keeps no text is sent as it is.
+        assert!(as_sent(
+            r#"{"a":2.5}"#,
+            "",
+            false,
+            TextLayout::Compact,
+            None
+        ));
+        assert!(!as_sent(
+            r#"{"a":2.5}"#,
+            "",
+            false,
+            TextLayout::Compact,
+            Some(&before)
+        ));
+        assert!(snapshot(&before, 1).1);
+        let plain = RawValue::from_string(r#"{"a":1.5,"b":[1,2]}"#.into()).unwrap();
+        assert!(!snapshot(&plain, 1).1);
+        // A BigInt place wins over a kept text.
+        let big_before = RawValue::from_string(r#"{"x":1e22}"#.into()).unwrap();
+        let (back, _) = document(
+            r#"{"x":"10000000000000000000000"}"#.into(),
+            r#"[[["x"],"10000000000000000000000"]]"#,
+            false,
+            TextLayout::Compact,
+            Some(&big_before),
+        )
+        .unwrap();
+        assert_eq!(back.get(), r#"{"x":10000000000000000000000}"#);
     }
 
     #[test]

@@ -98,10 +98,15 @@ fn payload(e: &Error) -> Value {
         | Error::Serialize { path, .. }
         | Error::Aborted { path, .. }
         | Error::BadSchema { path, .. }
-        | Error::Unsafe { path, .. }
         | Error::LockLost { path, .. }
         | Error::Unsupported { path, .. }
         | Error::Nested { path, .. } => p["path"] = path.display().to_string().into(),
+        Error::Unsafe { path, reason, what } => {
+            p["path"] = path.display().to_string().into();
+            p["reason"] = reason.as_str().into();
+            // Which refusal: `planted`, `sidecar_without_file` (the core's names).
+            p["what"] = what.name().into();
+        }
         Error::Mismatch {
             path,
             generation,

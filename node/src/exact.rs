@@ -78,19 +78,132 @@ pub(crate) fn classify(text: &[u8]) -> Option<Served> {
     })
 }
 
-/// Whether `text` (a JSON document) may hold a number that is not served as the
-/// double `JSON.parse` makes of it ([`classify`]): every such number is found (a
-/// number's text is a maximal run of `0-9 + - . e E` outside strings); a run inside a
-/// string that happens to be one is a false alarm, which costs only a parse.
-pub(crate) fn may_hold_inexact(text: &[u8]) -> bool {
-    // Without an exponent, 15 digits or fewer: an integer below 2^53, or 15
-    // significant digits of magnitude 1e-15 to 1e15, which a double holds (the
-    // common case, decided here).
-    exact::runs(text).any(|run| {
-        (run.exponent || run.digits > 15)
-            && (run.text[0] == b'-' || run.text[0].is_ascii_digit())
-            && classify(run.text).is_some_and(|s| s != Served::Double)
-    })
+/// The text JavaScript writes for the double `d` (finite): `JSON.stringify`'s (the
+/// shortest digits that read back as `d`, in exponent form below 1e-6 and from 1e21
+/// up; `0` for both zeros), made the exact integer for an integral double of 2^53 or
+/// more as `convert.rs` makes it (`1e+22` is written `10000000000000000000000`).
+pub(crate) fn js_text(d: f64) -> String {
+    if d == 0.0 {
+        return "0".into();
+    }
+    if d.fract() == 0.0 && d.abs() >= 9_007_199_254_740_992.0 {
+        return format!("{d:.0}");
+    }
+    // `{:e}` prints the shortest digits that read back as `d`: `1.5e300`, `1e-7`.
+    let sci = format!("{:e}", d.abs());
+    let (mantissa, exp) = sci.split_once('e').expect("invariant: `{:e}` has an `e`");
+    let exp: i64 = exp
+        .parse()
+        .expect("invariant: `{:e}` has an integer exponent");
+    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+    let k = digits.len() as i64;
+    // Number::prototype.toString (ECMA-262, Number::toString): the value is
+    // 0.digits × 10^n.
+    let n = exp + 1;
+    let mut out = String::with_capacity(digits.len() + 8);
+    if d < 0.0 {
+        out.push('-');
+    }
+    if k <= n && n <= 21 {
+        out.push_str(&digits);
+        out.extend(std::iter::repeat_n('0', (n - k) as usize));
+    } else if 0 < n && n <= 21 {
+        out.push_str(&digits[..n as usize]);
+        out.push('.');
+        out.push_str(&digits[n as usize..]);
+    } else if -6 < n && n <= 0 {
+        out.push_str("0.");
+        out.extend(std::iter::repeat_n('0', (-n) as usize));
+        out.push_str(&digits);
+    } else {
+        out.push_str(&digits[..1]);
+        if k > 1 {
+            out.push('.');
+            out.push_str(&digits[1..]);
+        }
+        out.push('e');
+        out.push(if n - 1 < 0 { '-' } else { '+' });
+        out.push_str(&(n - 1).abs().to_string());
+    }
+    out
+}
+
+/// Whether the number `text`, which a double holds ([`Served::Double`]), would be
+/// written with another text by a commit that leaves it as it is (`1.0` as `1`, `1e22`
+/// as its digits, `-0.0` as `0`, `1e-07` as `1e-7`): its text is then written back
+/// while its place still holds its double (see `convert.rs`).
+pub(crate) fn retexted(text: &str) -> bool {
+    text.parse::<f64>().is_ok_and(|d| js_text(d) != text)
+}
+
+/// Whether the number `text` is certainly one a double holds ([`Served::Double`]),
+/// decided without parsing: no exponent, 15 digits or fewer.
+pub(crate) fn surely_double(text: &str) -> bool {
+    !text.bytes().any(|b| b == b'e' || b == b'E')
+        && text.bytes().filter(u8::is_ascii_digit).count() <= 15
+}
+
+/// Whether the run's text is certainly what JavaScript writes for its double (the
+/// common case, decided without parsing): an integer of 15 digits or fewer (not
+/// `-0`), or a decimal of 15 digits or fewer without an exponent, a trailing `0` in
+/// its fraction or 6 leading zeros after `0.` (a double holds 15 significant digits,
+/// so no shorter text reads back as it; JavaScript prints exponents below 1e-6 only).
+fn surely_js_text(run: &exact::Run<'_>) -> bool {
+    if run.exponent || run.digits > 15 {
+        return false;
+    }
+    let t = run.text.strip_prefix(b"-").unwrap_or(run.text);
+    if !run.fraction {
+        return t != b"0";
+    }
+    t.last().is_some_and(|&b| b != b'0' && b != b'.') && !t.starts_with(b"0.000000")
+}
+
+/// What a scan of a document's number text found (see [`scan`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Care {
+    /// It may hold a number not served as the double `JSON.parse` makes of it
+    /// ([`classify`]): every such number is found (a number's text is a maximal run
+    /// of `0-9 + - . e E` outside strings).
+    pub inexact: bool,
+    /// It may hold a number whose text JavaScript would write otherwise
+    /// ([`retexted`]: `1.0`, `1e22`, `-0.0`), or one of the above: a commit that
+    /// replaces this document writes the file's text again where the new document
+    /// holds the same double (`convert.rs`, `keep_texts`).
+    pub texts: bool,
+}
+
+/// One pass over the number text of `text` (a JSON document): which care it may need
+/// ([`Care`]). The common case is decided without parsing ([`surely_js_text`]); a
+/// false alarm (such a run inside a string) costs only a parse.
+pub(crate) fn scan(text: &[u8]) -> Care {
+    let mut care = Care::default();
+    for run in exact::runs(text) {
+        // Once a text to keep is found, only a number no double holds matters: one
+        // with an exponent or more than 15 digits (a double holds every number of 15
+        // significant digits or fewer, in its range).
+        let quick = match care.texts {
+            false => surely_js_text(&run),
+            true => !run.exponent && run.digits <= 15,
+        };
+        if quick || !(run.text[0] == b'-' || run.text[0].is_ascii_digit()) {
+            continue;
+        }
+        match classify(run.text) {
+            None => {}
+            Some(Served::Double) => {
+                care.texts |= std::str::from_utf8(run.text).is_ok_and(retexted);
+            }
+            Some(_) => {
+                care.inexact = true;
+                care.texts = true;
+            }
+        }
+        if care.inexact {
+            break;
+        }
+    }
+    care
 }
 
 #[cfg(test)]
@@ -161,13 +274,87 @@ mod tests {
 
     #[test]
     fn documents_are_scanned_for_them() {
-        assert!(!may_hold_inexact(
+        let inexact = |t: &[u8]| scan(t).inexact;
+        assert!(!inexact(
             br#"{"a": 0.1, "b": [1e5, -2.5, 1e21], "c": "x-1.e"}"#
         ));
-        assert!(may_hold_inexact(br#"{"a": 0.1, "b": [1e400]}"#));
-        assert!(may_hold_inexact(br#"[9007199254740993.0]"#));
-        assert!(may_hold_inexact(br#"[12345678901234567890]"#));
-        assert!(may_hold_inexact(br#"["v 1e-400"]"#));
-        assert!(!may_hold_inexact(br#"[9007199254740992, 1e21, -0.5e-3]"#));
+        assert!(inexact(br#"{"a": 0.1, "b": [1e400]}"#));
+        assert!(inexact(br#"[9007199254740993.0]"#));
+        assert!(inexact(br#"[12345678901234567890]"#));
+        assert!(inexact(br#"["v 1e-400"]"#));
+        assert!(!inexact(br#"[9007199254740992, 1e21, -0.5e-3]"#));
+        // Every number that needs care needs its texts kept (its text written back).
+        assert_eq!(
+            scan(br#"[1e400]"#),
+            Care {
+                inexact: true,
+                texts: true
+            }
+        );
+    }
+
+    #[test]
+    fn javascript_texts_of_doubles() {
+        // JSON.stringify's (then the exact integer from 2^53 up).
+        for (d, t) in [
+            (1.0, "1"),
+            (-0.0, "0"),
+            (0.5, "0.5"),
+            (100.0, "100"),
+            (1.5e-7, "1.5e-7"),
+            (1e-7, "1e-7"),
+            (1e-6, "0.000001"),
+            (1.25e-5, "0.0000125"),
+            (123.456, "123.456"),
+            (1e21, "1000000000000000000000"),
+            (1e22, "10000000000000000000000"),
+            (1e16, "10000000000000000"),
+            (-2.5, "-2.5"),
+            (5e-324, "5e-324"),
+            (1.7976931348623157e308, &format!("{:.0}", f64::MAX)),
+            (0.1 + 0.2, "0.30000000000000004"),
+            (1.5e300, &format!("{:.0}", 1.5e300)),
+            (123456789.125, "123456789.125"),
+        ] {
+            assert_eq!(js_text(d), t, "{d:e}");
+        }
+    }
+
+    #[test]
+    fn texts_javascript_would_change_are_found() {
+        for t in [
+            "1.0",
+            "-0.0",
+            "-0",
+            "0.0",
+            "100.0",
+            "1e22",
+            "1e+22",
+            "1e+16",
+            "1.5e300",
+            "1e-07",
+            "1E5",
+            "2.50",
+            "0.0000001",
+            "1e2",
+        ] {
+            assert!(retexted(t), "{t}");
+            assert!(scan(format!("[{t}]").as_bytes()).texts, "{t}");
+        }
+        for t in [
+            "1",
+            "0",
+            "0.5",
+            "1e-7",
+            "1.5e-7",
+            "-2.5",
+            "0.000001",
+            "1000000000000000000000",
+            "0.30000000000000004",
+            "123.456",
+        ] {
+            assert!(!retexted(t), "{t}");
+            assert_eq!(scan(format!("[{t}]").as_bytes()), Care::default(), "{t}");
+        }
     }
 }

@@ -102,6 +102,11 @@ fn build(py: Python<'_>, err: &Error) -> PyResult<PyErr> {
         }
         Error::OutcomeUnknown { generation, .. } => fields.set_item("generation", *generation)?,
         Error::BadPath { reason, .. } => fields.set_item("reason", reason)?,
+        Error::Unsafe { reason, what, .. } => {
+            fields.set_item("reason", reason)?;
+            // Which refusal: `planted`, `sidecar_without_file` (the core's names).
+            fields.set_item("what", what.name())?;
+        }
         Error::TooLarge { size, limit, .. } => {
             fields.set_item("size", *size)?;
             fields.set_item("limit", *limit)?;

@@ -77,6 +77,8 @@ pub fn info(py: Python<'_>, i: &Info) -> PyResult<Py<PyDict>> {
     d.set_item("path", text(&i.path))?;
     d.set_item("real_path", text(&i.real_path))?;
     d.set_item("exists", i.exists)?;
+    // The state file was deleted (its sidecar shows commits): as the CLI's `--json`.
+    d.set_item("deleted", i.deleted.is_some())?;
     d.set_item("generation", i.generation)?;
     d.set_item("format", i.format.map(|f| f.name()))?;
     d.set_item("size", i.size)?;

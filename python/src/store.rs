@@ -64,6 +64,31 @@ fn open_core(opts: StoreOptions<Doc>, path: &std::path::Path) -> statesafe::Resu
     }
 }
 
+/// The path a store is opened on: a relative path made absolute against the working
+/// directory of now (a later `os.chdir()` moves nothing: not the store, not a forked
+/// child's reopening, not `store.path`), a PostgreSQL URL as it is. A NUL byte, which
+/// no file name can hold, is [`Error::BadPath`] (`BadPath`, a `ValueError`), before
+/// anything is opened.
+fn store_path(path: PathBuf) -> statesafe::Result<PathBuf> {
+    if path.as_os_str().as_encoded_bytes().contains(&0) {
+        return Err(Error::BadPath {
+            reason: "the path argument holds a NUL byte (\\0), which no file name can hold".into(),
+            path: PathBuf::from(path.to_string_lossy().replace('\0', "\\0")),
+        });
+    }
+    if path.as_os_str().is_empty()
+        || path.is_absolute()
+        || path.to_str().is_some_and(statesafe::postgres::is_url)
+    {
+        return Ok(path);
+    }
+    std::path::absolute(&path).map_err(|source| Error::Io {
+        path,
+        op: statesafe::Op::Resolve,
+        source,
+    })
+}
+
 /// The longest single lock wait between two checks for signals.
 const SLICE: Duration = Duration::from_millis(100);
 
@@ -263,6 +288,11 @@ impl Store {
     /// [`Store::out`] for a document's JSON text.
     pub fn out_json<'py>(&self, py: Python<'py>, text: &str) -> PyResult<Bound<'py, PyAny>> {
         self.model_out(py, self.parsed(py, text)?)
+    }
+
+    /// Whether `obj` is a plain document (a dict or list), not a model instance.
+    fn is_plain(&self, obj: &Bound<'_, PyAny>) -> bool {
+        obj.is_instance_of::<PyDict>() || obj.is_instance_of::<pyo3::types::PyList>()
     }
 
     /// Plain Python objects as the caller sees them: through the model, if any. A
@@ -565,6 +595,7 @@ impl Store {
         to_model: Option<Py<PyAny>>,
         from_model: Option<Py<PyAny>>,
     ) -> PyResult<Store> {
+        let path = store_path(path).map_err(to_py)?;
         let mut opts = StoreOptions::<Doc>::default()
             .private(private)
             .durability(match durability {
@@ -747,6 +778,12 @@ impl Store {
             Ok(state) => {
                 tx.set_state(state.clone_ref(py));
                 tx.commit_now(py)?;
+                // A model store's update returns the model: a plain document `f`
+                // returned (a dict, which the commit read through the model) is given
+                // back as the model instance it was written as, as a load would give it.
+                if slf.get().to_model.is_some() && slf.get().is_plain(state.bind(py)) {
+                    return Ok(slf.get().model_out(py, state.into_bound(py))?.unbind());
+                }
                 Ok(state)
             }
             Err(e) => {

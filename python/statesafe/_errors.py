@@ -183,9 +183,11 @@ class Unrecoverable(Error):
 
 
 class BadPath(Error, ValueError):
-    """The path cannot hold a state file (a directory, a missing parent)."""
+    """The path cannot hold a state file (a directory, a missing parent, a NUL byte);
+    ``reason`` says why."""
 
     kind = "bad_path"
+    reason: str = ""
 
 
 class BadSchema(Error, ValueError):
@@ -229,9 +231,16 @@ class Unsafe(Error):
     """Refused for safety: a symlink or a sidecar another user could have planted (in a
     shared directory) was not followed or used; nothing was read or written through it.
     ``path`` is the state file. Retrying does not help: inspect and remove what is not
-    yours, or keep the state in a directory other users cannot write."""
+    yours, or keep the state in a directory other users cannot write.
+
+    ``what`` says which refusal it is (the core's names): ``"planted"`` (an object
+    another user may have planted, or one set up by hand) or ``"sidecar_without_file"``
+    (another user's sidecar with no state file beside it: perhaps a deleted state's only
+    backups, not to be removed on a guess); ``reason`` says what is wrong with it."""
 
     kind = "unsafe"
+    what: str = ""
+    reason: str = ""
 
 
 class TooDeep(Error, ValueError):

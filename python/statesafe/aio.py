@@ -22,7 +22,7 @@ import asyncio
 import contextvars
 import functools
 import threading
-from typing import TYPE_CHECKING, Any, Callable, Generic, Optional, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Callable, Generic, Optional, TypeVar, Union, overload
 
 import statesafe
 from statesafe import Snapshot, Store, Transaction
@@ -285,16 +285,17 @@ class AsyncStore(Generic[T]):
     def transaction(self) -> "AsyncTransaction[T]":
         return AsyncTransaction(self.sync)
 
-    async def update(self, fn: "Callable[[T], Optional[T]]") -> T:
+    async def update(self, fn: "Callable[[T], Union[T, dict[str, Any], None]]") -> T:
         """``fn(state)`` runs in the worker thread, under the lock. Cancelled before
         the lock is held, nothing is written, ever; after, the update completes and
         its outcome is what the task gets (see docs/python.md, asyncio)."""
         return await _write(self.sync.update, fn)
 
-    async def replace(self, document: T, *, if_generation: Optional[int] = None) -> int:
+    async def replace(self, document: "Union[T, dict[str, Any]]", *,
+                      if_generation: Optional[int] = None) -> int:
         return await _write(self.sync.replace, document, if_generation=if_generation)
 
-    async def create(self, document: T) -> int:
+    async def create(self, document: "Union[T, dict[str, Any]]") -> int:
         return await _write(self.sync.create, document)
 
     async def generation(self) -> int:

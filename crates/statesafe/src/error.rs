@@ -509,6 +509,23 @@ impl LockLoss {
     }
 }
 
+impl Unsafety {
+    /// Its name, as the Python package (`Unsafe.what`) and the Node package
+    /// (`err.what`) give it: `planted`, `sidecar_without_file`.
+    ///
+    /// # Examples
+    /// ```
+    /// assert_eq!(statesafe::Unsafety::Planted.name(), "planted");
+    /// ```
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Unsafety::Planted => "planted",
+            Unsafety::SidecarWithoutFile => "sidecar_without_file",
+        }
+    }
+}
+
 /// How the reason of every [`Error::Corrupt`] that refuses a journal-mode snapshot
 /// whose journal was lost begins (`Store::refuse_lost_journal`,
 /// `Store::refuse_deleted_journal`, `Store::refuse_cut_journal`): its hint then names
