@@ -7,6 +7,7 @@
 mod both;
 mod cluster;
 mod history15;
+mod pgfold22;
 mod prepared;
 mod red12;
 mod red13;
