@@ -2087,21 +2087,40 @@ SELECT (SELECT txid_current()::text FROM {main} WHERE state = {key} FOR UPDATE S
                 &[(&self.address.state, Type::TEXT), (&g, Type::INT8)],
             )
             .map_err(|e| self.error("read the backups of", e))?;
-        // Only the backup rows are restored from here (the history's rebuild,
-        // `document_at`, reads through another connection than this locked one); a
-        // generation they do not hold is unavailable, never `NotFound`, which says the
-        // state does not exist (review21node, finding 5).
-        let Some(row) = row else {
-            return Err(Error::GenerationUnavailable {
-                path: self.display().to_path_buf(),
-                generation,
-                reason: format!(
-                    "no backup row holds it (the backups kept: `statesafe backups {0}`); on PostgreSQL, restore brings back backup rows only: `statesafe log {0} --patch` shows the history's changes, and `statesafe diff` rebuilds a past version's difference",
-                    self.display().display()
-                ),
-            });
+        // A generation no backup row holds is rebuilt from the history rows, as
+        // `document_at` rebuilds it (its checksums verified), as a file's restore
+        // rebuilds it from its history; one nothing can rebuild, the current one and
+        // generation 0 are `GenerationUnavailable`, never `NotFound`, which says the
+        // state does not exist (review21node, finding 5). The history is read on this
+        // transaction's connection, under the row lock: no writer adds or prunes
+        // entries meanwhile.
+        let state = match row {
+            Some(row) => self.verified_backup(store, &backup_row(&row))?,
+            None => {
+                let current = tx.generation();
+                if generation == 0 || generation >= current {
+                    return Err(Error::GenerationUnavailable {
+                        path: self.display().to_path_buf(),
+                        generation,
+                        reason: if generation == 0 {
+                            "generation 0 is the state before its first commit".to_owned()
+                        } else {
+                            format!(
+                                "it is not older than the current generation ({current}); restore brings back an earlier one"
+                            )
+                        },
+                    });
+                }
+                let entries = self.history_entries(
+                    tx.client()
+                        .query_typed(&self.history_query(), &[(&self.address.state, Type::TEXT)])
+                        .map_err(|e| self.error("read the history of", e))?,
+                );
+                let value = history::document_at(self.display(), &entries, generation)?;
+                let bytes = serde_json::to_vec(&value).expect("invariant: a JSON value serializes");
+                store.verify_bytes(&bytes, generation, true, false)?.state
+            }
         };
-        let state = self.verified_backup(store, &backup_row(&row))?;
         let quarantined = self.quarantine_damaged(&mut tx)?;
         let written = tx.write(store, &state, Change::Restore { from: generation }, None)?;
         self.report_quarantined(store, quarantined, written);
@@ -2152,18 +2171,27 @@ SELECT (SELECT txid_current()::text FROM {main} WHERE state = {key} FOR UPDATE S
     /// The history's rows as entries (a row that is not one shown as damaged), for
     /// rebuilding versions, which verifies them itself.
     fn history_rows(&self) -> Result<Vec<HistoryEntry>> {
-        let query = format!(
-            "SELECT entry, generation FROM {} WHERE state = $1 ORDER BY generation",
-            self.names.history
-        );
+        let query = self.history_query();
         let rows = self.read("read the history of", |c| {
             c.query_typed(&query, &[(&self.address.state, Type::TEXT)])
         })?;
+        Ok(self.history_entries(rows))
+    }
+
+    /// The statement that reads the state's history rows, oldest first (`$1` the state).
+    fn history_query(&self) -> String {
+        format!(
+            "SELECT entry, generation FROM {} WHERE state = $1 ORDER BY generation",
+            self.names.history
+        )
+    }
+
+    /// The history rows read by [`Remote::history_query`] as entries.
+    fn history_entries(&self, rows: Vec<Row>) -> Vec<HistoryEntry> {
         // A row that is not a valid entry of its generation (changed outside
         // statesafe, or damaged) is shown in its place as damaged, naming it, and
         // never fails the rest (red12: it made a damaged row unrecoverable).
-        Ok(rows
-            .iter()
+        rows.iter()
             .map(|r| {
                 let text: String = r.get(0);
                 let generation = r.get::<_, i64>(1) as u64;
@@ -2183,7 +2211,7 @@ SELECT (SELECT txid_current()::text FROM {main} WHERE state = {key} FOR UPDATE S
                     }
                 }
             })
-            .collect())
+            .collect()
     }
 
     pub(crate) fn document_at<T: Serialize + DeserializeOwned>(

@@ -143,3 +143,66 @@ fn a_write_after_a_gap_in_the_history_records_a_snapshot() {
         assert_eq!(store.load().unwrap().generation, 7, "{table}");
     }
 }
+
+/// `restore` of a generation no backup row holds rebuilds it from the history rows,
+/// as the file backend rebuilds it from its history (`Store::restore`); a generation
+/// nothing holds, the current one, and generation 0 stay `GenerationUnavailable`.
+#[test]
+fn restore_of_a_generation_no_backup_row_holds_rebuilds_it_from_the_history() {
+    let Some(pg) = cluster::cluster() else { return };
+    let url = pg.url_with("s", "table=restore22");
+    let store = open(&url);
+    store.create(json!({"n": 1, "tags": ["a"]})).unwrap();
+    for n in 2..=5 {
+        store
+            .update(|s| {
+                s["n"] = n.into();
+                s["tags"].as_array_mut().unwrap().push(n.to_string().into());
+            })
+            .unwrap();
+    }
+    let mut client = pg.client();
+    client
+        .batch_execute("DELETE FROM restore22_backups WHERE state = 's' AND generation = 2")
+        .unwrap();
+    assert!(
+        !store
+            .backups()
+            .unwrap()
+            .backups
+            .iter()
+            .any(|b| b.generation == 2),
+        "the backup row of generation 2 is gone"
+    );
+    let written = store.restore(2).unwrap();
+    assert_eq!(written, 6);
+    let snap = store.load().unwrap();
+    assert_eq!(snap.state, json!({"n": 2, "tags": ["a", "2"]}));
+    assert_eq!(snap.generation, 6);
+    let entry = store.history().unwrap().pop().unwrap();
+    assert_eq!(entry.generation, 6);
+    assert_eq!(entry.change, statesafe::Change::Restore { from: 2 });
+    for unavailable in [0, 6, 7] {
+        match store.restore(unavailable) {
+            Err(statesafe::Error::GenerationUnavailable { generation, .. }) => {
+                assert_eq!(generation, unavailable)
+            }
+            other => panic!("restore({unavailable}): {other:?}"),
+        }
+    }
+    // Neither a backup row nor the history holds generation 3 any more.
+    client
+        .batch_execute(
+            "DELETE FROM restore22_backups WHERE state = 's' AND generation = 3;
+             DELETE FROM restore22_history WHERE state = 's' AND generation <= 3",
+        )
+        .unwrap();
+    assert!(
+        matches!(
+            store.restore(3),
+            Err(statesafe::Error::GenerationUnavailable { generation: 3, .. })
+        ),
+        "a generation nothing holds"
+    );
+    assert_eq!(store.load().unwrap().generation, 6, "nothing was written");
+}
