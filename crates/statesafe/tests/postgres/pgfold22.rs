@@ -92,8 +92,16 @@ fn a_lock_taken_while_a_writer_waits_for_the_row_keeps_the_writer_out_until_it_e
         drop(held);
         writer.join().unwrap().unwrap();
         let snap = store.load().unwrap();
-        assert_eq!((snap.generation, snap.state.clone()), (3, json!({"n": 3})), "{table}");
-        assert_eq!(entries(&store), [(1, true), (2, false), (3, false)], "{table}");
+        assert_eq!(
+            (snap.generation, snap.state.clone()),
+            (3, json!({"n": 3})),
+            "{table}"
+        );
+        assert_eq!(
+            entries(&store),
+            [(1, true), (2, false), (3, false)],
+            "{table}"
+        );
         assert_eq!(store.document_at(3).unwrap(), json!({"n": 3}), "{table}");
     }
 }
