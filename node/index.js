@@ -718,15 +718,15 @@ function copyText(copy, pretty) {
 }
 
 /**
- * `{generation, big, kept?, refused?, value}` text from the addon (src/convert.rs),
- * BigInts put back in place: `[{value, generation}, keep]`, where `keep` is null when
- * the file has no BigInt whose text is kept, else `{ big }`: `big` lists `[path, text,
- * served]` for each BigInt whose file text is written back while the program's value
- * at `path` is still `served` (see `untouched`). The non-integers no double holds
+ * `{generation, big, kept?, retext?, refused?, value}` text from the addon
+ * (src/convert.rs), BigInts put back in place: `[{value, generation}, keep]`, where
+ * `keep` is null when the file has no number whose text is kept, else `{ big }`: `big`
+ * lists `[path, text, served]` for each BigInt, and each number a double holds whose
+ * text JavaScript would write otherwise (`retext`: `1.0`, `1e22`, `-0.0`), whose file
+ * text is written back while the program's value at `path` is still `served` (see
+ * `untouched`). The non-integers no double holds
  * (`kept`) are served as their nearest doubles, each place of those doubles tracked
- * (`track`). (A number a double holds whose text JavaScript writes otherwise, `1.0`
- * or `1e22`, keeps its text in the addon, which compares the new document with the one
- * it replaces: src/convert.rs, `keep_texts`.) A number that JavaScript has no value for (`refused`) fails the read,
+ * (`track`). A number that JavaScript has no value for (`refused`) fails the read,
  * naming `file`.
  */
 function decode(text, file, log) {
@@ -744,6 +744,9 @@ function decode(text, file, log) {
     for (let i = 0; i < path.length - 1; i++) parent = parent[path[i]]
     parent[path[path.length - 1]] = n
   }
+  // A number a double holds whose text JavaScript would change (`1.0`, `1e22`, `-0.0`):
+  // its text is written back while its place holds that double (see `untouched`).
+  if (snap.retext) for (const [path, written] of snap.retext) kept.push([path, written, at(snap.value, path)])
   if (snap.kept) track(snap.value, snap.kept, log)
   const keep = kept.length > 0 ? { big: kept } : null
   return [{ value: snap.value, generation: snap.generation }, keep]
@@ -1308,10 +1311,10 @@ class Store extends EventEmitter {
   #since = ++clock
   // This store's log of reads of the numbers no double holds (see `follow`).
   #reads = newLog()
-  // The BigInts whose file text is kept (`1e400`, see `decode`) of the document load()
-  // or get() last served since this store's last commit: a `replace` writes their
-  // texts back where its document holds them still (`replace(load().value)` rewrites
-  // no number it left as it was; the addon does the same for `1.0` and `1e22`).
+  // The numbers whose file text is kept (see `decode`) of the document load() or get()
+  // last served since this store's last commit: a `replace` writes their texts back
+  // where its document holds their values still (`replace(load().value)` rewrites no
+  // number it left as it was).
   #servedKeep = null
   // The update cache (see "The update cache" in src/tx.rs): a private copy of the
   // document this store last committed, and the addon's token for it. The copy is

@@ -55,19 +55,15 @@ fn may_hold_big(text: &str) -> bool {
 
 /// `{"generation":G,"big":[...],"value":DOC}` for `index.js`, with `"kept":[...]` and
 /// `"refused":[...]` when there are such numbers (see [`Found`]).
-///
-/// Also says whether a commit that replaces `doc` must keep some of its numbers'
-/// texts ([`exact::Care::texts`]: one scan finds both).
-pub(crate) fn snapshot(doc: &RawValue, generation: u64) -> (String, bool) {
+pub(crate) fn snapshot(doc: &RawValue, generation: u64) -> String {
     let text = doc.get();
     let mut found = Found::default();
-    let care = exact::scan(text.as_bytes());
-    if care.inexact {
+    if exact::may_need_care(text.as_bytes()) {
         let value: Value =
             serde_json::from_str(text).expect("invariant: the library parsed this document");
         found.walk(&value, &mut Vec::new());
     }
-    (envelope(text, &found, generation), care.texts)
+    envelope(text, &found, generation)
 }
 
 /// [`snapshot`] of a document the library returns as a tree (a past generation).
@@ -85,7 +81,11 @@ fn envelope(doc: &str, found: &Found, generation: u64) -> String {
     out.push_str(&generation.to_string());
     out.push_str(",\"big\":");
     out.push_str(&big);
-    for (key, list) in [("kept", &found.kept), ("refused", &found.refused)] {
+    for (key, list) in [
+        ("kept", &found.kept),
+        ("retext", &found.retext),
+        ("refused", &found.refused),
+    ] {
         if !list.is_empty() {
             out.push_str(&format!(",\"{key}\":"));
             out.push_str(&Value::Array(list.clone()).to_string());
@@ -108,6 +108,13 @@ struct Found {
     /// `[tokens, text]`: served as the nearest double; the text is written back where
     /// that number is after the program ran (`follow` in `index.js`).
     kept: Vec<Value>,
+    /// `[tokens, text]`: a double holds it, but JavaScript would write it with
+    /// another text (`1.0` as `1`, `1e22` as its digits, `-0.0` as `0`:
+    /// [`exact::retexted`]): served as that double, and the text is written back while
+    /// the program's value at that place is still that double (`decode` in
+    /// `index.js`), so a number another program wrote keeps its text, and its type as
+    /// that program reads it (`1.0` a float in Python), when the program leaves it.
+    retext: Vec<Value>,
     /// `[tokens, text, why]`: not served (`index.js` refuses the read).
     refused: Vec<Value>,
 }
@@ -119,7 +126,13 @@ impl Found {
             Value::Number(n) if within_64_bits(n) && is_big(n) => {
                 self.big.push(json!([path.clone(), n.to_string()]));
             }
-            Value::Number(n) if within_64_bits(n) => {}
+            Value::Number(n) if within_64_bits(n) => {
+                // Only `-0` is written otherwise (as `0`).
+                let text = n.to_string();
+                if text.starts_with("-0") {
+                    self.retext.push(json!([path.clone(), text]));
+                }
+            }
             Value::Number(n) => {
                 let text = n.to_string();
                 match exact::classify(text.as_bytes()) {
@@ -132,6 +145,9 @@ impl Found {
                     Some(Served::Nearest) => self.kept.push(json!([path.clone(), text])),
                     Some(Served::Refused(why)) => {
                         self.refused.push(json!([path.clone(), text, why]));
+                    }
+                    Some(Served::Double) if exact::retexted(&text) => {
+                        self.retext.push(json!([path.clone(), text]));
                     }
                     Some(Served::Double) | None => {}
                 }
@@ -213,20 +229,12 @@ impl TextLayout {
 }
 
 /// Whether `json` from `index.js` is written as it came: no `BigInt` places, no
-/// number a double may have rounded, no number texts to keep (`keep`, see
-/// [`document`]), and a layout that needs no re-indenting (see [`document`], which
-/// makes the same decision for text it parses).
-pub(crate) fn as_sent(
-    json: &str,
-    big: &str,
-    large: bool,
-    layout: TextLayout,
-    keep: Option<&RawValue>,
-) -> bool {
+/// number a double may have rounded, and a layout that needs no re-indenting (see
+/// [`document`], which makes the same decision for text it parses).
+pub(crate) fn as_sent(json: &str, big: &str, large: bool, layout: TextLayout) -> bool {
     (big.is_empty() || big == "[]")
         && !(large && may_hold_big(json))
         && layout != TextLayout::PrettySealed
-        && keep.is_none()
 }
 
 /// A stand-in document for a transaction whose real one JavaScript holds (an update
@@ -241,11 +249,6 @@ pub(crate) fn placeholder() -> Doc {
 /// (`index.js` saw every number while checking the value, so a document without one
 /// skips the scan for long digit runs).
 ///
-/// `keep`: the document this one replaces, when it may hold numbers whose text
-/// JavaScript would write otherwise ([`exact::Care::texts`]): each place of the new
-/// document that holds a number equal to the one the replaced document holds at the
-/// same place keeps that number's text (see [`keep_texts`]).
-///
 /// Also says whether the text was kept as it came (so that `JSON.parse` of it is the
 /// document the file holds, which the update cache relies on).
 pub(crate) fn document(
@@ -253,14 +256,13 @@ pub(crate) fn document(
     big: &str,
     large: bool,
     layout: TextLayout,
-    keep: Option<&RawValue>,
 ) -> Outcome<(Doc, bool)> {
     let no_big = big.is_empty() || big == "[]";
-    let as_sent = no_big && !(large && may_hold_big(&json)) && keep.is_none();
+    let as_sent = no_big && !(large && may_hold_big(&json));
     let text = if as_sent {
         json
     } else {
-        let value = document_value(&json, big, keep)?;
+        let value = document_value(&json, big)?;
         if layout.indented() {
             serde_json::to_string_pretty(&value)
         } else {
@@ -280,17 +282,11 @@ pub(crate) fn document(
     Ok((doc, as_sent))
 }
 
-/// [`document`] as a tree: large doubles made exact, the texts of `keep` kept,
-/// `BigInt`s (and the texts `index.js` follows) put in place.
-fn document_value(json: &str, big: &str, keep: Option<&RawValue>) -> Outcome<Value> {
+/// [`document`] as a tree: large doubles made exact, `BigInt`s put in place.
+fn document_value(json: &str, big: &str) -> Outcome<Value> {
     let mut value: Value = serde_json::from_str(json)
         .map_err(|e| Failure::type_error(format!("the document is not JSON: {e}")))?;
     as_doubles(&mut value);
-    if let Some(before) = keep {
-        let before: Value = serde_json::from_str(before.get())
-            .expect("invariant: the library parsed this document");
-        keep_texts(&mut value, &before);
-    }
     if big.is_empty() || big == "[]" {
         return Ok(value);
     }
@@ -337,45 +333,8 @@ fn as_doubles(value: &mut Value) {
     }
 }
 
-/// A number a double holds whose text JavaScript writes otherwise (`1.0` as `1`,
-/// `1e22` as its digits, `-0.0` as `0`, `1e-07` as `1e-7`) keeps its text where the
-/// new document holds the same number at the same place as the document it replaces
-/// (`new`, `before`): a number the program left as it was (or set to the value it
-/// had: JavaScript cannot tell, and `0` equals `-0`, which `JSON.stringify` writes as
-/// `0`), so that another reader sees the type it wrote (Python reads `1.0` as a float,
-/// `1` as an int). A number changed or moved to another place is written as
-/// JavaScript has it. (A number no double holds is left to `index.js`, which follows
-/// it; a `BigInt` place is set after this.)
-fn keep_texts(new: &mut Value, before: &Value) {
-    match (new, before) {
-        (Value::Number(n), Value::Number(b)) => {
-            let text = b.to_string();
-            if n.to_string() != text
-                && n.as_f64().zip(b.as_f64()).is_some_and(|(x, y)| x == y)
-                && (exact::surely_double(&text)
-                    || exact::classify(text.as_bytes()) == Some(Served::Double))
-            {
-                *n = b.clone();
-            }
-        }
-        (Value::Array(items), Value::Array(was)) => {
-            for (item, w) in items.iter_mut().zip(was) {
-                keep_texts(item, w);
-            }
-        }
-        (Value::Object(map), Value::Object(was)) => {
-            for (k, item) in map.iter_mut() {
-                if let Some(w) = was.get(k) {
-                    keep_texts(item, w);
-                }
-            }
-        }
-        _ => {}
-    }
-}
-
 /// The number `digits` (a BigInt's digits, or a file's text written back: `-0`,
-/// `1e400`) as a JSON number of exactly that text.
+/// `1.0`, `1e400`) as a JSON number of exactly that text.
 fn exact_integer(digits: &str, pointer: &str) -> Outcome<Number> {
     // `-0` parses as the integer 0, whose text is `0`: only a number of the same text.
     if let Ok(u) = digits.parse::<u64>()
@@ -437,14 +396,13 @@ mod tests {
             &parsed["big"].to_string(),
             false,
             TextLayout::Compact,
-            None,
         )
         .unwrap()
         .0;
         assert_eq!(back.get(), v.to_string());
         // Read back from the text, the places are found again.
         assert_eq!(
-            serde_json::from_str::<Value>(&snapshot(&back, 7).0).unwrap(),
+            serde_json::from_str::<Value>(&snapshot(&back, 7)).unwrap(),
             parsed
         );
     }
@@ -456,9 +414,17 @@ mod tests {
         let parsed: Value = serde_json::from_str(&snapshot_value(&v, 1)).unwrap();
         assert_eq!(parsed["big"], json!([]));
         let doc = RawValue::from_string(text.into()).unwrap();
+        // `1e21` is a double, but JavaScript would write it as its digits (which
+        // Python reads as an int): its text is listed to be written back.
         assert_eq!(
-            snapshot(&doc, 1).0,
-            format!(r#"{{"generation":1,"big":[],"value":{text}}}"#)
+            snapshot(&doc, 1),
+            format!(r#"{{"generation":1,"big":[],"retext":[[[4],"1e21"]],"value":{text}}}"#)
+        );
+        let plain = "[9007199254740991, -9007199254740992, 9007199254740994, 0.1, 1.5e-7]";
+        let doc = RawValue::from_string(plain.into()).unwrap();
+        assert_eq!(
+            snapshot(&doc, 1),
+            format!(r#"{{"generation":1,"big":[],"value":{plain}}}"#)
         );
     }
 
@@ -466,7 +432,7 @@ mod tests {
     fn numbers_of_other_spellings_no_double_holds_are_found() {
         let text = r#"{"a":[1e300,9007199254740993.0,12345678901234567890],"b":1e-400,"c":0.1,"d":1e99999999999}"#;
         let doc = RawValue::from_string(text.into()).unwrap();
-        let parsed: Value = serde_json::from_str(&snapshot(&doc, 3).0).unwrap();
+        let parsed: Value = serde_json::from_str(&snapshot(&doc, 3)).unwrap();
         assert_eq!(
             parsed["big"],
             json!([
@@ -489,7 +455,6 @@ mod tests {
             &format!(r#"[[["x"],"{digits}"]]"#),
             false,
             TextLayout::Compact,
-            None,
         );
         match back {
             Ok((v, _)) => assert!(kept && v.get() == format!(r#"{{"x":{digits}}}"#)),
@@ -505,14 +470,13 @@ mod tests {
             "",
             true,
             TextLayout::Compact,
-            None,
         )
         .unwrap();
         assert!(!v.1, "rewritten, not kept as sent");
         let v = v.0;
         assert_eq!(v.get(), "[1152921504606846976,-72057594037927936]");
         assert_eq!(
-            snapshot(&v, 1).0,
+            snapshot(&v, 1),
             r#"{"generation":1,"big":[],"value":[1152921504606846976,-72057594037927936]}"#
         );
     }
@@ -527,24 +491,23 @@ mod tests {
     #[test]
     fn plain_documents_pass_through_as_text() {
         let text = "{\n  \"a\": [\n    1,\n    2.5\n  ]\n}";
-        let (doc, as_sent) = document(text.into(), "", false, TextLayout::Pretty, None).unwrap();
+        let (doc, as_sent) = document(text.into(), "", false, TextLayout::Pretty).unwrap();
         assert_eq!(doc.get(), text);
         assert!(as_sent);
         assert_eq!(
-            document(text.into(), "", false, TextLayout::PrettySealed, None)
+            document(text.into(), "", false, TextLayout::PrettySealed)
                 .unwrap()
                 .0
                 .get(),
             "{\n    \"a\": [\n      1,\n      2.5\n    ]\n  }"
         );
-        assert!(document("{\"a\": }".into(), "", false, TextLayout::Compact, None).is_err());
+        assert!(document("{\"a\": }".into(), "", false, TextLayout::Compact).is_err());
         // Digits in a string, with no large number: no scan, no rewrite.
         let (doc, as_sent) = document(
             r#"{"id":"12345678901234567890"}"#.into(),
             "",
             false,
             TextLayout::Compact,
-            None,
         )
         .unwrap();
         assert!(as_sent && doc.get() == r#"{"id":"12345678901234567890"}"#);
@@ -565,60 +528,36 @@ mod tests {
             ("0.1", "0.1"),
             ("12", "12"),
         ] {
-            let (doc, _) =
-                document(format!("[{sent}]"), "", true, TextLayout::Compact, None).unwrap();
+            let (doc, _) = document(format!("[{sent}]"), "", true, TextLayout::Compact).unwrap();
             assert_eq!(doc.get(), format!("[{written}]"), "{sent}");
         }
     }
 
     #[test]
-    fn file_texts_of_doubles_are_written_back_where_their_values_stay() {
-        let before = r#"{"a":1.0,"b":[-0.0,-0,1e22,2.5,3.0],"c":1e-07,"d":{"e":100.0},"f":2.0}"#;
-        let before = RawValue::from_string(before.into()).unwrap();
-        // What JSON.stringify sends back: `f` changed, `b[4]` changed, `g` new (the
-        // `-0`s are sent as `0`, which equals them).
-        let (back, sent) = document(
-            r#"{"a":1,"b":[0,0,1e+22,2.5,4],"c":1e-7,"d":{"e":100},"f":3,"g":1}"#.into(),
-            "",
+    fn file_texts_of_doubles_are_written_back_at_their_places() {
+        let text = r#"{"a":1.0,"b":[-0.0,-0,1e22,2.5],"c":1e-07}"#;
+        let doc = RawValue::from_string(text.into()).unwrap();
+        let parsed: Value = serde_json::from_str(&snapshot(&doc, 1)).unwrap();
+        assert_eq!(
+            parsed["retext"],
+            json!([
+                [["a"], "1.0"],
+                [["b", 0], "-0.0"],
+                [["b", 1], "-0"],
+                [["b", 2], "1e22"],
+                [["c"], "1e-07"]
+            ])
+        );
+        // What JSON.stringify sends back, and the places index.js keeps.
+        let (back, as_sent) = document(
+            r#"{"a":1,"b":[0,0,1e+22,2.5],"c":1e-7}"#.into(),
+            &parsed["retext"].to_string(),
             true,
             TextLayout::Compact,
-            Some(&before),
         )
         .unwrap();
-        assert!(!sent);
-        assert_eq!(
-            back.get(),
-            r#"{"a":1.0,"b":[-0.0,-0,1e22,2.5,4],"c":1e-07,"d":{"e":100.0},"f":3,"g":1}"#
-        );
-        // A document that keeps no text is sent as it is.
-        assert!(as_sent(
-            r#"{"a":2.5}"#,
-            "",
-            false,
-            TextLayout::Compact,
-            None
-        ));
-        assert!(!as_sent(
-            r#"{"a":2.5}"#,
-            "",
-            false,
-            TextLayout::Compact,
-            Some(&before)
-        ));
-        assert!(snapshot(&before, 1).1);
-        let plain = RawValue::from_string(r#"{"a":1.5,"b":[1,2]}"#.into()).unwrap();
-        assert!(!snapshot(&plain, 1).1);
-        // A BigInt place wins over a kept text.
-        let big_before = RawValue::from_string(r#"{"x":1e22}"#.into()).unwrap();
-        let (back, _) = document(
-            r#"{"x":"10000000000000000000000"}"#.into(),
-            r#"[[["x"],"10000000000000000000000"]]"#,
-            false,
-            TextLayout::Compact,
-            Some(&big_before),
-        )
-        .unwrap();
-        assert_eq!(back.get(), r#"{"x":10000000000000000000000}"#);
+        assert!(!as_sent);
+        assert_eq!(back.get(), text);
     }
 
     #[test]

@@ -78,6 +78,21 @@ pub(crate) fn classify(text: &[u8]) -> Option<Served> {
     })
 }
 
+/// Whether `text` (a JSON document) may hold a number that is not served as the
+/// double `JSON.parse` makes of it ([`classify`]): every such number is found (a
+/// number's text is a maximal run of `0-9 + - . e E` outside strings); a run inside a
+/// string that happens to be one is a false alarm, which costs only a parse.
+pub(crate) fn may_hold_inexact(text: &[u8]) -> bool {
+    // Without an exponent, 15 digits or fewer: an integer below 2^53, or 15
+    // significant digits of magnitude 1e-15 to 1e15, which a double holds (the
+    // common case, decided here).
+    exact::runs(text).any(|run| {
+        (run.exponent || run.digits > 15)
+            && (run.text[0] == b'-' || run.text[0].is_ascii_digit())
+            && classify(run.text).is_some_and(|s| s != Served::Double)
+    })
+}
+
 /// The text JavaScript writes for the double `d` (finite): `JSON.stringify`'s (the
 /// shortest digits that read back as `d`, in exponent form below 1e-6 and from 1e21
 /// up; `0` for both zeros), made the exact integer for an integral double of 2^53 or
@@ -92,9 +107,7 @@ pub(crate) fn js_text(d: f64) -> String {
     // `{:e}` prints the shortest digits that read back as `d`: `1.5e300`, `1e-7`.
     let sci = format!("{:e}", d.abs());
     let (mantissa, exp) = sci.split_once('e').expect("invariant: `{:e}` has an `e`");
-    let exp: i64 = exp
-        .parse()
-        .expect("invariant: `{:e}` has an integer exponent");
+    let exp: i64 = exp.parse().expect("invariant: `{:e}` has an integer exponent");
     let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
     let k = digits.len() as i64;
     // Number::prototype.toString (ECMA-262, Number::toString): the value is
@@ -136,13 +149,6 @@ pub(crate) fn retexted(text: &str) -> bool {
     text.parse::<f64>().is_ok_and(|d| js_text(d) != text)
 }
 
-/// Whether the number `text` is certainly one a double holds ([`Served::Double`]),
-/// decided without parsing: no exponent, 15 digits or fewer.
-pub(crate) fn surely_double(text: &str) -> bool {
-    !text.bytes().any(|b| b == b'e' || b == b'E')
-        && text.bytes().filter(u8::is_ascii_digit).count() <= 15
-}
-
 /// Whether the run's text is certainly what JavaScript writes for its double (the
 /// common case, decided without parsing): an integer of 15 digits or fewer (not
 /// `-0`), or a decimal of 15 digits or fewer without an exponent, a trailing `0` in
@@ -159,51 +165,20 @@ fn surely_js_text(run: &exact::Run<'_>) -> bool {
     t.last().is_some_and(|&b| b != b'0' && b != b'.') && !t.starts_with(b"0.000000")
 }
 
-/// What a scan of a document's number text found (see [`scan`]).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct Care {
-    /// It may hold a number not served as the double `JSON.parse` makes of it
-    /// ([`classify`]): every such number is found (a number's text is a maximal run
-    /// of `0-9 + - . e E` outside strings).
-    pub inexact: bool,
-    /// It may hold a number whose text JavaScript would write otherwise
-    /// ([`retexted`]: `1.0`, `1e22`, `-0.0`), or one of the above: a commit that
-    /// replaces this document writes the file's text again where the new document
-    /// holds the same double (`convert.rs`, `keep_texts`).
-    pub texts: bool,
-}
-
-/// One pass over the number text of `text` (a JSON document): which care it may need
-/// ([`Care`]). The common case is decided without parsing ([`surely_js_text`]); a
-/// false alarm (such a run inside a string) costs only a parse.
-pub(crate) fn scan(text: &[u8]) -> Care {
-    let mut care = Care::default();
-    for run in exact::runs(text) {
-        // Once a text to keep is found, only a number no double holds matters: one
-        // with an exponent or more than 15 digits (a double holds every number of 15
-        // significant digits or fewer, in its range).
-        let quick = match care.texts {
-            false => surely_js_text(&run),
-            true => !run.exponent && run.digits <= 15,
-        };
-        if quick || !(run.text[0] == b'-' || run.text[0].is_ascii_digit()) {
-            continue;
-        }
-        match classify(run.text) {
-            None => {}
-            Some(Served::Double) => {
-                care.texts |= std::str::from_utf8(run.text).is_ok_and(retexted);
+/// Whether `text` (a JSON document) may hold a number that needs care on the way to
+/// JavaScript and back: one not served as the double `JSON.parse` makes of it
+/// ([`may_hold_inexact`]), or one whose text JavaScript would write otherwise
+/// ([`retexted`]). A false alarm (such a run inside a string) costs only a parse.
+pub(crate) fn may_need_care(text: &[u8]) -> bool {
+    exact::runs(text).any(|run| {
+        !surely_js_text(&run)
+            && (run.text[0] == b'-' || run.text[0].is_ascii_digit())
+            && match classify(run.text) {
+                None => false,
+                Some(Served::Double) => std::str::from_utf8(run.text).is_ok_and(retexted),
+                Some(_) => true,
             }
-            Some(_) => {
-                care.inexact = true;
-                care.texts = true;
-            }
-        }
-        if care.inexact {
-            break;
-        }
-    }
-    care
+    })
 }
 
 #[cfg(test)]
@@ -274,23 +249,14 @@ mod tests {
 
     #[test]
     fn documents_are_scanned_for_them() {
-        let inexact = |t: &[u8]| scan(t).inexact;
-        assert!(!inexact(
+        assert!(!may_hold_inexact(
             br#"{"a": 0.1, "b": [1e5, -2.5, 1e21], "c": "x-1.e"}"#
         ));
-        assert!(inexact(br#"{"a": 0.1, "b": [1e400]}"#));
-        assert!(inexact(br#"[9007199254740993.0]"#));
-        assert!(inexact(br#"[12345678901234567890]"#));
-        assert!(inexact(br#"["v 1e-400"]"#));
-        assert!(!inexact(br#"[9007199254740992, 1e21, -0.5e-3]"#));
-        // Every number that needs care needs its texts kept (its text written back).
-        assert_eq!(
-            scan(br#"[1e400]"#),
-            Care {
-                inexact: true,
-                texts: true
-            }
-        );
+        assert!(may_hold_inexact(br#"{"a": 0.1, "b": [1e400]}"#));
+        assert!(may_hold_inexact(br#"[9007199254740993.0]"#));
+        assert!(may_hold_inexact(br#"[12345678901234567890]"#));
+        assert!(may_hold_inexact(br#"["v 1e-400"]"#));
+        assert!(!may_hold_inexact(br#"[9007199254740992, 1e21, -0.5e-3]"#));
     }
 
     #[test]
@@ -323,38 +289,18 @@ mod tests {
     #[test]
     fn texts_javascript_would_change_are_found() {
         for t in [
-            "1.0",
-            "-0.0",
-            "-0",
-            "0.0",
-            "100.0",
-            "1e22",
-            "1e+22",
-            "1e+16",
-            "1.5e300",
-            "1e-07",
-            "1E5",
-            "2.50",
-            "0.0000001",
-            "1e2",
+            "1.0", "-0.0", "-0", "0.0", "100.0", "1e22", "1e+22", "1e+16", "1.5e300", "1e-07",
+            "1E5", "2.50", "0.0000001", "1e2",
         ] {
             assert!(retexted(t), "{t}");
-            assert!(scan(format!("[{t}]").as_bytes()).texts, "{t}");
+            assert!(may_need_care(format!("[{t}]").as_bytes()), "{t}");
         }
         for t in [
-            "1",
-            "0",
-            "0.5",
-            "1e-7",
-            "1.5e-7",
-            "-2.5",
-            "0.000001",
-            "1000000000000000000000",
-            "0.30000000000000004",
-            "123.456",
+            "1", "0", "0.5", "1e-7", "1.5e-7", "-2.5", "0.000001", "1000000000000000000000",
+            "0.30000000000000004", "123.456",
         ] {
             assert!(!retexted(t), "{t}");
-            assert_eq!(scan(format!("[{t}]").as_bytes()), Care::default(), "{t}");
+            assert!(!may_need_care(format!("[{t}]").as_bytes()), "{t}");
         }
     }
 }

@@ -104,7 +104,7 @@ impl Options {
                 }
                 .expect("invariant: a Value always serializes");
                 let big = self.default_big.as_deref().unwrap_or("");
-                crate::convert::document(text, big, true, layout, None).map(|(doc, _)| doc)
+                crate::convert::document(text, big, true, layout).map(|(doc, _)| doc)
             })
             .transpose()
     }

@@ -28,11 +28,6 @@ pub(crate) struct Inner {
     pub layout: TextLayout,
     /// The update cache's native half (see `tx.rs`).
     pub cache: tx::Cache,
-    /// The document `load` last served since this store's last commit, when it may
-    /// hold numbers whose text JavaScript writes otherwise (`1.0`, `1e22`): a
-    /// `replace` keeps their texts where its document holds them still
-    /// (`convert::document`), so `replace(load().value)` rewrites no number it left.
-    pub served: Mutex<Option<Arc<Doc>>>,
 }
 
 /// One open state file.
@@ -78,7 +73,6 @@ impl NativeStore {
                 layout,
                 default: options.default(layout)?,
                 cache: tx::Cache::default(),
-                served: Mutex::new(None),
             }))),
             events,
         })
@@ -337,21 +331,15 @@ fn unsigned(n: i64, what: &str) -> napi::Result<u64> {
 
 fn load(inner: &Inner) -> Outcome {
     let snap = inner.store.load()?;
-    let (text, texts) = convert::snapshot(&snap.state, snap.generation);
-    *inner.served.lock() = texts.then(|| Arc::new(snap.state));
-    Ok(text)
+    Ok(convert::snapshot(&snap.state, snap.generation))
 }
 
 fn replace(inner: &Inner, json: String, big: &str, large: bool, if_generation: i64) -> Outcome {
-    // The texts of the document `load` last served (see `Inner::served`).
-    let served = inner.served.lock().clone();
-    let keep = served.as_deref().map(|doc| &**doc);
-    let (doc, _) = convert::document(json, big, large, inner.layout, keep)?;
+    let (doc, _) = convert::document(json, big, large, inner.layout)?;
     let generation = match u64::try_from(if_generation) {
         Ok(expected) => inner.store.replace_if(expected, doc)?,
         Err(_) => inner.store.replace(doc)?,
     };
-    *inner.served.lock() = None;
     Ok(generation.to_string())
 }
 

@@ -318,16 +318,7 @@ fn hold(inner: &Inner, kind: Kind, cached: u64, reply: Reply<NativeTx>) {
             // hold exactly the kept document.
             let hit = reused || known.as_deref().is_some_and(|k| k == tx.state().get());
             inner.cache.count(cached, hit);
-            // Whether the commit must keep some numbers' texts of the document it
-            // replaces (`convert::document`): never for the cached copy, which is
-            // JavaScript's own text.
-            let (snapshot, texts) = match hit {
-                true => (None, false),
-                false => {
-                    let (text, texts) = convert::snapshot(tx.state(), tx.generation());
-                    (Some(text), texts)
-                }
-            };
+            let snapshot = (!hit).then(|| convert::snapshot(tx.state(), tx.generation()));
             let spare = known.map(String::into_bytes);
             reply.send(Ok(NativeTx::new(decide, snapshot, spare)));
             match decision.recv() {
@@ -340,9 +331,8 @@ fn hold(inner: &Inner, kind: Kind, cached: u64, reply: Reply<NativeTx>) {
                     reply,
                 }) => {
                     let depth = usize::try_from(depth).ok();
-                    let before = texts.then(|| &**tx.state());
                     let outcome = match depth
-                        .filter(|_| convert::as_sent(&json, &big, large, inner.layout, before))
+                        .filter(|_| convert::as_sent(&json, &big, large, inner.layout))
                     {
                         // `JSON.stringify` of a value `index.js` checked to be plain JSON,
                         // in the file's layout: written as it is, not parsed again.
@@ -350,21 +340,20 @@ fn hold(inner: &Inner, kind: Kind, cached: u64, reply: Reply<NativeTx>) {
                             .commit_serialized(&json, depth)
                             .map_err(Failure::from)
                             .map(|generation| {
-                                *inner.served.lock() = None;
                                 let token = if keep { inner.cache.keep(json) } else { 0 };
                                 format!("{generation} {token}")
                             }),
-                        None => convert::document(json, &big, large, inner.layout, before)
-                            .and_then(|(doc, as_sent)| {
+                        None => convert::document(json, &big, large, inner.layout).and_then(
+                            |(doc, as_sent)| {
                                 // Only text JavaScript's `JSON.parse` reads as the document
                                 // is worth keeping (not one rewritten for big integers).
                                 let kept = (keep && as_sent).then(|| doc.get().to_owned());
                                 tx.set(doc);
                                 let generation = tx.commit()?;
-                                *inner.served.lock() = None;
                                 let token = kept.map_or(0, |text| inner.cache.keep(text));
                                 Ok(format!("{generation} {token}"))
-                            }),
+                            },
+                        ),
                     };
                     reply.send(outcome);
                 }
