@@ -718,13 +718,11 @@ function copyText(copy, pretty) {
 }
 
 /**
- * `{generation, big, kept?, retext?, refused?, value}` text from the addon
- * (src/convert.rs), BigInts put back in place: `[{value, generation}, keep]`, where
- * `keep` is null when the file has no number whose text is kept, else `{ big }`: `big`
- * lists `[path, text, served]` for each BigInt, and each number a double holds whose
- * text JavaScript would write otherwise (`retext`: `1.0`, `1e22`, `-0.0`), whose file
- * text is written back while the program's value at `path` is still `served` (see
- * `untouched`). The non-integers no double holds
+ * `{generation, big, kept?, refused?, value}` text from the addon (src/convert.rs),
+ * BigInts put back in place: `[{value, generation}, keep]`, where `keep` is null when
+ * the file has no BigInt whose text is kept, else `{ big }`: `big` lists `[path, text,
+ * served]` for each BigInt whose file text is written back while the program's value
+ * at `path` is still `served` (see `untouched`). The non-integers no double holds
  * (`kept`) are served as their nearest doubles, each place of those doubles tracked
  * (`track`). A number that JavaScript has no value for (`refused`) fails the read,
  * naming `file`.
@@ -744,9 +742,6 @@ function decode(text, file, log) {
     for (let i = 0; i < path.length - 1; i++) parent = parent[path[i]]
     parent[path[path.length - 1]] = n
   }
-  // A number a double holds whose text JavaScript would change (`1.0`, `1e22`, `-0.0`):
-  // its text is written back while its place holds that double (see `untouched`).
-  if (snap.retext) for (const [path, written] of snap.retext) kept.push([path, written, at(snap.value, path)])
   if (snap.kept) track(snap.value, snap.kept, log)
   const keep = kept.length > 0 ? { big: kept } : null
   return [{ value: snap.value, generation: snap.generation }, keep]
@@ -1311,11 +1306,6 @@ class Store extends EventEmitter {
   #since = ++clock
   // This store's log of reads of the numbers no double holds (see `follow`).
   #reads = newLog()
-  // The numbers whose file text is kept (see `decode`) of the document load() or get()
-  // last served since this store's last commit: a `replace` writes their texts back
-  // where its document holds their values still (`replace(load().value)` rewrites no
-  // number it left as it was).
-  #servedKeep = null
   // The update cache (see "The update cache" in src/tx.rs): a private copy of the
   // document this store last committed, and the addon's token for it. The copy is
   // made while checking the value (`copyChecked`) and the committed text is made from
@@ -1410,7 +1400,6 @@ class Store extends EventEmitter {
 
   #committed(generation, operation) {
     this.#since = ++clock
-    this.#servedKeep = null
     // Reads before a commit count for no later one.
     for (const [k, m] of this.#reads.reads) {
       for (const [text, r] of m) {
@@ -1447,8 +1436,7 @@ class Store extends EventEmitter {
   }
 
   #snapshot(text) {
-    const [snap, keep] = decode(text, this.#path, this.#reads)
-    this.#servedKeep = keep
+    const [snap] = decode(text, this.#path, this.#reads)
     this.#checkRule(snap.value, 'load')
     return snap
   }
@@ -1698,7 +1686,7 @@ class Store extends EventEmitter {
     this.#checkRule(doc, 'commit')
     const [json, big, large] = quietly(() => encode(doc, this.#pretty, false, this.#path, 'replace'))
     // A document a load() or get() served keeps its numbers' texts (see `follow`).
-    return [json, untouched(doc, this.#servedKeep, big, this.#since, [this.#reads], this.#path, 'replace', () => this.#fileValue()), large, ifGeneration ?? -1]
+    return [json, untouched(doc, null, big, this.#since, [this.#reads], this.#path, 'replace', () => this.#fileValue()), large, ifGeneration ?? -1]
   }
 
   /** Replaces the whole document; with `{ ifGeneration }` only if the file is still at it. */

@@ -58,7 +58,7 @@ fn may_hold_big(text: &str) -> bool {
 pub(crate) fn snapshot(doc: &RawValue, generation: u64) -> String {
     let text = doc.get();
     let mut found = Found::default();
-    if exact::may_need_care(text.as_bytes()) {
+    if exact::may_hold_inexact(text.as_bytes()) {
         let value: Value =
             serde_json::from_str(text).expect("invariant: the library parsed this document");
         found.walk(&value, &mut Vec::new());
@@ -81,11 +81,7 @@ fn envelope(doc: &str, found: &Found, generation: u64) -> String {
     out.push_str(&generation.to_string());
     out.push_str(",\"big\":");
     out.push_str(&big);
-    for (key, list) in [
-        ("kept", &found.kept),
-        ("retext", &found.retext),
-        ("refused", &found.refused),
-    ] {
+    for (key, list) in [("kept", &found.kept), ("refused", &found.refused)] {
         if !list.is_empty() {
             out.push_str(&format!(",\"{key}\":"));
             out.push_str(&Value::Array(list.clone()).to_string());
@@ -108,13 +104,6 @@ struct Found {
     /// `[tokens, text]`: served as the nearest double; the text is written back where
     /// that number is after the program ran (`follow` in `index.js`).
     kept: Vec<Value>,
-    /// `[tokens, text]`: a double holds it, but JavaScript would write it with
-    /// another text (`1.0` as `1`, `1e22` as its digits, `-0.0` as `0`:
-    /// [`exact::retexted`]): served as that double, and the text is written back while
-    /// the program's value at that place is still that double (`decode` in
-    /// `index.js`), so a number another program wrote keeps its text, and its type as
-    /// that program reads it (`1.0` a float in Python), when the program leaves it.
-    retext: Vec<Value>,
     /// `[tokens, text, why]`: not served (`index.js` refuses the read).
     refused: Vec<Value>,
 }
@@ -126,13 +115,7 @@ impl Found {
             Value::Number(n) if within_64_bits(n) && is_big(n) => {
                 self.big.push(json!([path.clone(), n.to_string()]));
             }
-            Value::Number(n) if within_64_bits(n) => {
-                // Only `-0` is written otherwise (as `0`).
-                let text = n.to_string();
-                if text.starts_with("-0") {
-                    self.retext.push(json!([path.clone(), text]));
-                }
-            }
+            Value::Number(n) if within_64_bits(n) => {}
             Value::Number(n) => {
                 let text = n.to_string();
                 match exact::classify(text.as_bytes()) {
@@ -145,9 +128,6 @@ impl Found {
                     Some(Served::Nearest) => self.kept.push(json!([path.clone(), text])),
                     Some(Served::Refused(why)) => {
                         self.refused.push(json!([path.clone(), text, why]));
-                    }
-                    Some(Served::Double) if exact::retexted(&text) => {
-                        self.retext.push(json!([path.clone(), text]));
                     }
                     Some(Served::Double) | None => {}
                 }
@@ -333,18 +313,11 @@ fn as_doubles(value: &mut Value) {
     }
 }
 
-/// The number `digits` (a BigInt's digits, or a file's text written back: `-0`,
-/// `1.0`, `1e400`) as a JSON number of exactly that text.
 fn exact_integer(digits: &str, pointer: &str) -> Outcome<Number> {
-    // `-0` parses as the integer 0, whose text is `0`: only a number of the same text.
-    if let Ok(u) = digits.parse::<u64>()
-        && u.to_string() == digits
-    {
+    if let Ok(u) = digits.parse::<u64>() {
         return Ok(u.into());
     }
-    if let Ok(i) = digits.parse::<i64>()
-        && i.to_string() == digits
-    {
+    if let Ok(i) = digits.parse::<i64>() {
         return Ok(i.into());
     }
     // Kept exactly only when serde_json keeps number text (`arbitrary_precision`).
@@ -414,17 +387,9 @@ mod tests {
         let parsed: Value = serde_json::from_str(&snapshot_value(&v, 1)).unwrap();
         assert_eq!(parsed["big"], json!([]));
         let doc = RawValue::from_string(text.into()).unwrap();
-        // `1e21` is a double, but JavaScript would write it as its digits (which
-        // Python reads as an int): its text is listed to be written back.
         assert_eq!(
             snapshot(&doc, 1),
-            format!(r#"{{"generation":1,"big":[],"retext":[[[4],"1e21"]],"value":{text}}}"#)
-        );
-        let plain = "[9007199254740991, -9007199254740992, 9007199254740994, 0.1, 1.5e-7]";
-        let doc = RawValue::from_string(plain.into()).unwrap();
-        assert_eq!(
-            snapshot(&doc, 1),
-            format!(r#"{{"generation":1,"big":[],"value":{plain}}}"#)
+            format!(r#"{{"generation":1,"big":[],"value":{text}}}"#)
         );
     }
 
@@ -531,33 +496,6 @@ mod tests {
             let (doc, _) = document(format!("[{sent}]"), "", true, TextLayout::Compact).unwrap();
             assert_eq!(doc.get(), format!("[{written}]"), "{sent}");
         }
-    }
-
-    #[test]
-    fn file_texts_of_doubles_are_written_back_at_their_places() {
-        let text = r#"{"a":1.0,"b":[-0.0,-0,1e22,2.5],"c":1e-07}"#;
-        let doc = RawValue::from_string(text.into()).unwrap();
-        let parsed: Value = serde_json::from_str(&snapshot(&doc, 1)).unwrap();
-        assert_eq!(
-            parsed["retext"],
-            json!([
-                [["a"], "1.0"],
-                [["b", 0], "-0.0"],
-                [["b", 1], "-0"],
-                [["b", 2], "1e22"],
-                [["c"], "1e-07"]
-            ])
-        );
-        // What JSON.stringify sends back, and the places index.js keeps.
-        let (back, as_sent) = document(
-            r#"{"a":1,"b":[0,0,1e+22,2.5],"c":1e-7}"#.into(),
-            &parsed["retext"].to_string(),
-            true,
-            TextLayout::Compact,
-        )
-        .unwrap();
-        assert!(!as_sent);
-        assert_eq!(back.get(), text);
     }
 
     #[test]
