@@ -1,0 +1,32 @@
+// red22b: second red team of session 22 (the Node package after pol22). Each test fails
+// on main at 94fab82 for the reason its comment gives, and is skipped until fixed.
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { readFileSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { open } from '../index.mjs'
+import { tempDir } from './helpers.mjs'
+
+// convert.rs `keep_texts` compares the new document with the one it replaces place by
+// place, arrays by index. When an array shifts (shift, splice at the front), each item
+// is compared with the one that was there before, not with itself: an item equal to
+// its old neighbour takes the neighbour's text. `[1.0, 1]` shifted leaves the int `1`,
+// written `1.0` (Python reads a float where the file had an int), and `[-0.0, 0]`
+// shifted leaves the `0`, written `-0.0` (JavaScript reads -0, Python -0.0). The
+// package's promise (convert.rs, pol22): "A number changed or moved to another place
+// is written as JavaScript has it". Printed on main: {"xs":[1.0]} and {"xs":[-0.0]}.
+test('red22b: an array that shifts does not give an item its old neighbour\'s text', { skip: 'red22b finding 2: keep_texts matches array items by index, so a shifted item takes its neighbour\'s text (int 1 written 1.0, 0 written -0.0)' }, async (t) => {
+  const file = join(tempDir(t), 'state.json')
+  for (const [before, after] of [
+    ['{"xs": [1.0, 1]}', '{"xs":[1]}'],
+    ['{"xs": [-0.0, 0]}', '{"xs":[0]}'],
+    ['{"q": [{"id": 1, "w": 2.0}, {"id": 2, "w": 2}]}', '{"q":[{"id":2,"w":2}]}'],
+  ]) {
+    writeFileSync(file, before + '\n')
+    const store = open(file)
+    await store.update((s) => {
+      for (const list of Object.values(s)) list.shift()
+    })
+    assert.equal(readFileSync(file, 'utf8').replace(/\s+/g, ''), after, `from ${before}`)
+  }
+})
