@@ -46,6 +46,7 @@ mod review18;
 mod review20;
 mod review21;
 mod review22;
+mod review22b;
 mod security;
 mod serialized;
 mod streaming;
