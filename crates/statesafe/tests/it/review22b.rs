@@ -99,3 +99,66 @@ fn review22b_another_users_link_into_a_directory_they_cannot_reach_never_leads_r
     );
     assert_eq!(now, "{\"root\": \"secret\", \"n\": 1}\n");
 }
+
+/// The writer's side of `review22b_a_writer_in_the_makers_own_process_...`, in role
+/// `review22b-pass-writer`: one `n += 1` on `PATH` under the pass the parent put in
+/// its environment; says `ok` or the error's `Debug`.
+#[test]
+fn review22b_child_pass_writer() {
+    if !common::child_role("review22b-pass-writer") {
+        return;
+    }
+    let path = std::path::PathBuf::from(common::child_arg("PATH"));
+    let store: Store = Store::open(&path).unwrap();
+    match store.update(|s| s["n"] = (s["n"].as_i64().unwrap() + 1).into()) {
+        Ok(()) => common::say("ok"),
+        Err(e) => common::say(format!("{e:?}")),
+    }
+}
+
+/// The lock pass (dd7b6b6) tells a dead maker by a POSIX record lock it holds on the
+/// pass file, which a writer tests with `F_SETLK F_RDLCK` then `F_UNLCK` (lock.rs,
+/// `maker_alive`). POSIX record locks belong to the process, not the descriptor: a
+/// writer in the maker's own process (a program that holds `Store::lock`, puts
+/// `nested_env()` in its environment for the commands it runs, and writes the file
+/// through a second `Store` itself) is granted the test lock, taken for proof that the
+/// maker died, and its `F_UNLCK` (and the close of its descriptor) drops the maker's
+/// own record. That writer is refused `LockLost { HolderDied }` although its holder is
+/// alive, and from then on every writer of the command's is refused too: the maker,
+/// alive and holding the lock, looks dead for good.
+#[test]
+#[ignore = "red22b finding 4: a writer in the lock maker's own process drops the maker's liveness record; its commands' writers are then refused HolderDied"]
+#[allow(unsafe_code)]
+fn review22b_a_writer_in_the_makers_own_process_does_not_make_a_live_pass_look_dead() {
+    let dir = common::test_dir();
+    let path = dir.path().join("state.json");
+    let store: Store = Store::open(&path).unwrap();
+    store.create(serde_json::json!({"n": 0})).unwrap();
+    let guard = store.lock("maker").unwrap();
+    let (name, value) = guard.nested_env().expect("a local lock makes a pass");
+    // SAFETY: set before any other thread of this test reads the environment (the
+    // harness runs this test alone in its process under nextest).
+    unsafe { std::env::set_var(name, &value) };
+    let writer = || {
+        common::ChildCmd::new(
+            "review22b::review22b_child_pass_writer",
+            "review22b-pass-writer",
+        )
+        .arg("PATH", &path)
+        .run()
+    };
+    assert_eq!(writer(), ["ok"], "the command's writer before");
+    let second: Store = Store::open(&path).unwrap();
+    let own = second.update(|s| s["n"] = (s["n"].as_i64().unwrap() + 10).into());
+    let after = writer();
+    drop(guard);
+    assert_eq!(
+        after,
+        ["ok"],
+        "the command's writer, after a writer in the maker's own process (which got {own:?}), while the maker still holds the lock"
+    );
+    assert!(
+        !matches!(own, Err(Error::LockLost { .. })),
+        "a writer in the live maker's own process was told its holder died: {own:?}"
+    );
+}
