@@ -27,6 +27,7 @@ mod red14;
 mod review19;
 mod review19c;
 mod review22;
+mod review22b;
 mod scripts;
 mod set;
 mod torture;
