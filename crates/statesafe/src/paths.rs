@@ -374,10 +374,13 @@ fn note_foreign(foreign: &mut Vec<(PathBuf, u32)>, link: &Path, link_uid: u32) {
 
 /// A link another user owns leads only to a place that user controls: the directory the
 /// state file it resolves to is in (where the sidecar and the temporary files go) is
-/// theirs, or they may create files in it (its group's or everyone's write bit, as the
-/// kernel would grant it to them). Owning the file alone is not enough: root's commit
-/// would create its temporary file and a sidecar (given to the file's owner) in a
-/// directory they could not write (`~a/state.json -> /var/mail/a`: red22's note).
+/// theirs; or the file is theirs and they may create files in that directory (its
+/// group's or everyone's write bit, as the kernel would grant it to them). Owning the
+/// file alone is not enough: root's commit would create its temporary file and a sidecar
+/// (given to the file's owner) in a directory they could not write (`~a/state.json ->
+/// /var/mail/a`: red22's note). Nor is a directory they may write (a sticky `/tmp`)
+/// enough for a file that is not theirs (red22b finding 1, where root then rewrote its
+/// own file in `/tmp` through the user's link).
 /// Otherwise the link's owner could make the caller
 /// (root's cron job, a colleague) write, create, `chmod` or quarantine files of the
 /// caller's own, or of a third user, by pointing a name they own at them
@@ -410,7 +413,7 @@ fn check_foreign_links(target: &Target, foreign: &[(PathBuf, u32)]) -> Result<()
         Err(e) => return Err(Error::io(Op::Resolve, &real, e)),
     };
     for (link, uid) in foreign {
-        if !may_write(*uid) {
+        if *uid != dir_uid && !(file_uid == Some(*uid) && may_write(*uid)) {
             let whose = match file_uid {
                 Some(f) => format!("`{}` (a file of uid {f}", real.display()),
                 None => format!("`{}` (a new file", real.display()),
@@ -418,7 +421,7 @@ fn check_foreign_links(target: &Target, foreign: &[(PathBuf, u32)]) -> Result<()
             return Err(Error::Unsafe {
                 path: link.clone(),
                 reason: format!(
-                    "it is a symbolic link owned by uid {uid}, who is not you, and it leads to {whose} in a directory of uid {dir_uid}); statesafe follows another user's link only into a directory that user owns or may write, so that nobody can point a name at your files or have files made where they could not make them; use the real path `{}` if you mean that file",
+                    "it is a symbolic link owned by uid {uid}, who is not you, and it leads to {whose} in a directory of uid {dir_uid}); statesafe follows another user's link only into a directory that user owns, or to a file of theirs in a directory they may write, so that nobody can point a name at your files or have files made where they could not make them; use the real path `{}` if you mean that file",
                     real.display()
                 ),
                 what: crate::error::Unsafety::Planted,

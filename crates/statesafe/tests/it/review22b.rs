@@ -33,7 +33,6 @@ fn plant(home: &Path, name: &str, to: &Path) -> std::path::PathBuf {
 /// Seen by hand with the CLI as root: `statesafe update home/state.json '.n = 99'`
 /// exited 0 and root's `sticky/rootapp.json` became `{"root":"secret","n":99}`.
 #[test]
-#[ignore = "red22b finding 1: another user's link into a sticky world-writable directory leads root to its own file"]
 fn review22b_another_users_link_into_a_sticky_directory_never_leads_root_to_its_own_file() {
     let test = "review22b::review22b_another_users_link_into_a_sticky_directory_never_leads_root_to_its_own_file";
     if !common::can_act_as_nobody(test) {
@@ -68,7 +67,6 @@ fn review22b_another_users_link_into_a_sticky_directory_never_leads_root_to_its_
 /// /root/private/drop/app.json` is followed, and root's update rewrites root's file
 /// there (which `nobody` could neither read nor replace).
 #[test]
-#[ignore = "red22b finding 1: another user's link into a writable directory they cannot reach leads root to its own file"]
 fn review22b_another_users_link_into_a_directory_they_cannot_reach_never_leads_root_to_its_own_file()
  {
     let test = "review22b::review22b_another_users_link_into_a_directory_they_cannot_reach_never_leads_root_to_its_own_file";
