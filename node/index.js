@@ -1886,7 +1886,12 @@ function storePath(path) {
     throw badPath(p, reason, 'pass the path without the NUL byte (a string cut from binary data, or a C string\'s terminator, may carry one)')
   }
   if (/^postgres(ql)?:\/\//i.test(p)) return p
-  return nodePath.resolve(p)
+  // Made absolute by joining, not `path.resolve`: that folds `link/..` as text, where
+  // the kernel (and so the CLI and the Python package) goes up from the link's target,
+  // and a program in another language would name another file (red22b finding 5).
+  if (nodePath.isAbsolute(p)) return p
+  const cwd = process.cwd()
+  return cwd.endsWith('/') ? `${cwd}${p}` : `${cwd}/${p}`
 }
 
 function badPath(path, reason, hint) {
