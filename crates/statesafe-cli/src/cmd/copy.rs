@@ -109,17 +109,23 @@ pub fn run(args: CopyArgs, out: &Output) -> Result<()> {
     // with the schema and size limit the destination is under, which bind every other
     // writer while the copy runs: an existing destination's own (which another
     // writer's commit meanwhile satisfies, and which a copy killed at any instant
-    // leaves in force: review22, findings 2 and 3), a new one's the source's (which
-    // the copy ends with anyway). The copy's own versions are not checked against
-    // them (this store's options above). The whole source settings once the last
-    // version is in.
+    // leaves in force: review22, findings 2 and 3); a new one has none until the copy
+    // ends. The copy's own versions are not checked against them (this store's options
+    // above), so a new destination gets the source's schema and size limit only with
+    // the whole source settings once the last version is in: recorded with the first
+    // version, a copy killed midway left an older version under a schema that refuses
+    // it, and every read and write of the destination failed (red22b finding 6).
     let staging = match &original {
         Some(own) => statesafe::Settings {
             schema: own.schema.clone(),
             max_bytes: own.max_bytes,
             ..settings.clone()
         },
-        None => settings.clone(),
+        None => statesafe::Settings {
+            schema: None,
+            max_bytes: None,
+            ..settings.clone()
+        },
     };
     // On an existing destination the staging settings go in before the first version,
     // so that its retention holds for every copied commit (after the first, the first
