@@ -1051,18 +1051,15 @@ fn enter_pass(open: &OpenLock, start: Instant, timeout: Duration) -> io::Result<
 }
 
 /// Whether the process that made the pass `file` is still alive (and so still holds
-/// the lock it lets writers through): it holds a POSIX write lock on the pass file
-/// from its making to its end, which no process death leaves behind.
+/// the lock it lets writers through): it holds a write lock of its own open file
+/// description on the pass file from its making to its end (released when its last
+/// descriptor closes: at the latest when the process dies). Asked with `F_OFD_GETLK`,
+/// never taken: a POSIX record lock belongs to the whole process, so a writer in the
+/// maker's own process took the test lock, and its unlock (or any close of a
+/// descriptor of the pass file there) released the maker's own: its command's writers
+/// were then refused as under a dead holder (red22b finding 4).
 fn maker_alive(file: &File) -> io::Result<bool> {
-    use rustix::fs::{FlockOperation, fcntl_lock};
-    match fcntl_lock(file, FlockOperation::NonBlockingLockShared) {
-        Ok(()) => {
-            fcntl_lock(file, FlockOperation::NonBlockingUnlock)?;
-            Ok(false)
-        }
-        Err(e) if e == rustix::io::Errno::AGAIN || e == rustix::io::Errno::ACCESS => Ok(true),
-        Err(e) => Err(e.into()),
-    }
+    sys::range_locked_by_other(file, 0, 0)
 }
 
 /// One `DEV:INO:TOKEN` entry of [`PASS_ENV`]; the token is 32 lowercase hex digits
@@ -1328,11 +1325,16 @@ impl Guard<'_> {
             uid: lock.uid,
             gid: lock.gid,
         };
-        // The maker's liveness, for the writers it lets through: a POSIX record lock
-        // (independent of `flock`), which dies with this process however it ends.
+        // The maker's liveness, for the writers it lets through: a write lock of this
+        // open file description (independent of `flock`), which ends with this process
+        // however it ends (the descriptor is close-on-exec: CMD does not keep it), and
+        // which no open or close of the pass file by this process's own writers touches
+        // (a POSIX record lock did: red22b finding 4).
         let made = root.fix_new_lock(&file, perms).and_then(|()| {
-            rustix::fs::fcntl_lock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive)
-                .map_err(io::Error::from)
+            match sys::try_lock_range(&file, 0, 0)? {
+                true => Ok(()),
+                false => Err(io::Error::other("a new pass file was already locked")),
+            }
         });
         match made {
             Ok(()) => {}

@@ -468,6 +468,40 @@ pub(crate) fn try_lock_range(file: &File, at: u64, len: u64) -> io::Result<bool>
     }
 }
 
+/// Whether another open file description holds a lock (`F_OFD_GETLK`) over some of
+/// the `len` bytes at `at` in `file` (`len` 0: to the end) that a read lock of `file`'s
+/// own description would conflict with: asked, never taken, so that nothing is
+/// released by the asking (a POSIX process-associated test lock, taken and unlocked in
+/// the holder's own process, released the holder's lock: red22b finding 4).
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+pub(crate) fn range_locked_by_other(file: &File, at: u64, len: u64) -> io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    let (Ok(start), Ok(len)) = (libc::off_t::try_from(at), libc::off_t::try_from(len)) else {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    };
+    // SAFETY: `flock` is a plain C struct, for which all zeros is a valid value
+    // (`l_pid` must be 0 for OFD locks).
+    let mut lock: libc::flock = unsafe { std::mem::zeroed() };
+    lock.l_type = libc::F_RDLCK as _;
+    lock.l_whence = libc::SEEK_SET as _;
+    lock.l_start = start;
+    lock.l_len = len;
+    // SAFETY: `file` is an open descriptor for the duration of the call, and `lock` a
+    // valid `flock` the kernel reads and writes back for `F_OFD_GETLK`.
+    let r = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_GETLK, &raw mut lock) };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(i32::from(lock.l_type) != libc::F_UNLCK)
+}
+
+/// [`range_locked_by_other`] where open file description locks are not known.
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn range_locked_by_other(_file: &File, _at: u64, _len: u64) -> io::Result<bool> {
+    Err(io::Error::from(io::ErrorKind::Unsupported))
+}
+
 /// [`try_lock_range`] where open file description locks are not known: none.
 #[cfg(not(target_os = "linux"))]
 pub(crate) fn try_lock_range(_file: &File, _at: u64, _len: u64) -> io::Result<bool> {

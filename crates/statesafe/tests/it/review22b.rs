@@ -125,7 +125,6 @@ fn review22b_child_pass_writer() {
 /// alive, and from then on every writer of the command's is refused too: the maker,
 /// alive and holding the lock, looks dead for good.
 #[test]
-#[ignore = "red22b finding 4: a writer in the lock maker's own process drops the maker's liveness record; its commands' writers are then refused HolderDied"]
 #[allow(unsafe_code)]
 fn review22b_a_writer_in_the_makers_own_process_does_not_make_a_live_pass_look_dead() {
     let dir = common::test_dir();
