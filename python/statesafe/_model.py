@@ -89,13 +89,13 @@ def _pydantic_adapters(model: Any) -> tuple[Callable[[Any], Any], Callable[[Any]
     remembered (where, what the model made of it, the file's ``Decimal``), and the
     dump writes the file's number back wherever the instance still holds what the
     model made of it. A number the program changed is written as it is."""
-    kept: dict[int, dict[tuple[Any, ...], tuple[Any, decimal.Decimal]]] = {}
+    kept: dict[int, dict[tuple[Any, ...], tuple[Any, decimal.Decimal | int]]] = {}
 
     def load(document: Any) -> Any:
         instance = model.model_validate(document)
         dumped = instance.model_dump(mode="json")
         dropped: list[tuple[Any, ...]] = []
-        found: list[tuple[tuple[Any, ...], decimal.Decimal]] = []
+        found: list[tuple[tuple[Any, ...], decimal.Decimal | int]] = []
         _walk(document, dumped, (), dropped, found)
         if dropped:
             raise _fields_dropped(model, dropped)
@@ -104,10 +104,17 @@ def _pydantic_adapters(model: Any) -> tuple[Callable[[Any], Any], Callable[[Any]
         changed = {}
         for where, original in found:
             made = _at(dumped, where)
-            if _is_number(made) and (not isinstance(made, decimal.Decimal)
-                                     or made != original):
-                if decimal.Decimal(made) != original:
+            if not _is_number(made):
+                continue
+            if isinstance(original, int):
+                # An int the model made a float (a `float` field): its type as the
+                # file says it (and its value, past 2**53) would change (red22b
+                # finding 3: 9007199254740993 was written 9007199254740992.0).
+                if type(made) is not int or made != original:
                     changed[where] = (made, original)
+            elif (not isinstance(made, decimal.Decimal) or made != original) \
+                    and decimal.Decimal(made) != original:
+                changed[where] = (made, original)
         if changed:
             try:
                 weakref.finalize(instance, kept.pop, id(instance), None)
@@ -137,12 +144,13 @@ _ABSENT: Any = object()
 
 def _walk(document: Any, dumped: Any, where: tuple[Any, ...],
           dropped: list[tuple[Any, ...]],
-          found: list[tuple[tuple[Any, ...], decimal.Decimal]]) -> None:
+          found: list[tuple[tuple[Any, ...], decimal.Decimal | int]]) -> None:
     """One walk of the plain document, alongside the model's dump (``None`` where
     they part): ``dropped`` gets where the document has an object member the dump
     has not (a field the model ignored, pydantic's default ``extra="ignore"`, at any
     depth; a field excluded from the dump; one read through an alias and written
-    under its name), ``found`` where it holds a ``Decimal``, and the ``Decimal``."""
+    under its name), ``found`` where it holds a ``Decimal``, and the ``Decimal``, or
+    an int the dump holds as something else (a ``float`` field's), and the int."""
     if isinstance(document, dict):
         parallel = dumped if isinstance(dumped, dict) else None
         for k, v in document.items():
@@ -153,6 +161,8 @@ def _walk(document: Any, dumped: Any, where: tuple[Any, ...],
                       found)
             elif isinstance(v, decimal.Decimal):
                 found.append(((*where, k), v))
+            elif _int_made_other(v, _ABSENT if parallel is None else parallel.get(k, _ABSENT)):
+                found.append(((*where, k), v))
     elif isinstance(document, list):
         items = (dumped if isinstance(dumped, list) and len(dumped) == len(document)
                  else None)
@@ -161,8 +171,19 @@ def _walk(document: Any, dumped: Any, where: tuple[Any, ...],
                 _walk(v, None if items is None else items[i], (*where, i), dropped, found)
             elif isinstance(v, decimal.Decimal):
                 found.append(((*where, i), v))
+            elif _int_made_other(v, _ABSENT if items is None else items[i]):
+                found.append(((*where, i), v))
     elif isinstance(document, decimal.Decimal):
         found.append((where, document))
+    elif _int_made_other(document, dumped if dumped is not None else _ABSENT):
+        found.append((where, document))
+
+
+def _int_made_other(value: Any, dumped: Any) -> bool:
+    """Whether the file's ``value`` is an int (not a bool) the model's dump holds as
+    something else (a float, or another int)."""
+    return (type(value) is int and dumped is not _ABSENT
+            and (type(dumped) is not int or dumped != value))
 
 
 def _pointer(where: tuple[Any, ...]) -> str:
