@@ -445,16 +445,7 @@ pub(crate) fn boot_id() -> Option<&'static str> {
 #[allow(unsafe_code)]
 pub(crate) fn try_lock_range(file: &File, at: u64, len: u64) -> io::Result<bool> {
     use std::os::fd::AsRawFd;
-    let (Ok(start), Ok(len)) = (libc::off_t::try_from(at), libc::off_t::try_from(len)) else {
-        return Err(io::Error::from(io::ErrorKind::InvalidInput));
-    };
-    // SAFETY: `flock` is a plain C struct, for which all zeros is a valid value
-    // (`l_pid` must be 0 for OFD locks).
-    let mut lock: libc::flock = unsafe { std::mem::zeroed() };
-    lock.l_type = libc::F_WRLCK as _;
-    lock.l_whence = libc::SEEK_SET as _;
-    lock.l_start = start;
-    lock.l_len = len;
+    let lock = ofd_range(at, len, libc::F_WRLCK)?;
     // SAFETY: `file` is an open descriptor for the duration of the call, and `lock`
     // a valid `flock` the kernel only reads for `F_OFD_SETLK`.
     let r = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &raw const lock) };
@@ -477,16 +468,7 @@ pub(crate) fn try_lock_range(file: &File, at: u64, len: u64) -> io::Result<bool>
 #[allow(unsafe_code)]
 pub(crate) fn range_locked_by_other(file: &File, at: u64, len: u64) -> io::Result<bool> {
     use std::os::fd::AsRawFd;
-    let (Ok(start), Ok(len)) = (libc::off_t::try_from(at), libc::off_t::try_from(len)) else {
-        return Err(io::Error::from(io::ErrorKind::InvalidInput));
-    };
-    // SAFETY: `flock` is a plain C struct, for which all zeros is a valid value
-    // (`l_pid` must be 0 for OFD locks).
-    let mut lock: libc::flock = unsafe { std::mem::zeroed() };
-    lock.l_type = libc::F_RDLCK as _;
-    lock.l_whence = libc::SEEK_SET as _;
-    lock.l_start = start;
-    lock.l_len = len;
+    let mut lock = ofd_range(at, len, libc::F_RDLCK)?;
     // SAFETY: `file` is an open descriptor for the duration of the call, and `lock` a
     // valid `flock` the kernel reads and writes back for `F_OFD_GETLK`.
     let r = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_GETLK, &raw mut lock) };
@@ -494,6 +476,24 @@ pub(crate) fn range_locked_by_other(file: &File, at: u64, len: u64) -> io::Resul
         return Err(io::Error::last_os_error());
     }
     Ok(i32::from(lock.l_type) != libc::F_UNLCK)
+}
+
+/// The `flock` of an open file description lock of type `kind` (`F_RDLCK`, `F_WRLCK`)
+/// over the `len` bytes at `at` (`len` 0: to the end).
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn ofd_range(at: u64, len: u64, kind: libc::c_int) -> io::Result<libc::flock> {
+    let (Ok(start), Ok(len)) = (libc::off_t::try_from(at), libc::off_t::try_from(len)) else {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    };
+    // SAFETY: `flock` is a plain C struct, for which all zeros is a valid value
+    // (`l_pid` must be 0 for OFD locks).
+    let mut lock: libc::flock = unsafe { std::mem::zeroed() };
+    lock.l_type = kind as _;
+    lock.l_whence = libc::SEEK_SET as _;
+    lock.l_start = start;
+    lock.l_len = len;
+    Ok(lock)
 }
 
 /// [`range_locked_by_other`] where open file description locks are not known.
