@@ -325,7 +325,17 @@ impl Model {
                 p.file_name()?.to_string_lossy().into_owned(),
             )
         } else {
-            (dirfd.path.clone()?, name.to_string())
+            let parent = dirfd.path.clone()?;
+            // A model directory opened by name from its parent outside the model (the
+            // library walks to the state's directory one component at a time:
+            // `sys::open_dir_nofollow`), as an absolute path names it above.
+            if let Some(&d) = self
+                .dir_paths
+                .get(&format!("{parent}/{}", name.trim_end_matches('/')))
+            {
+                return Some((d, ".".into()));
+            }
+            (parent, name.to_string())
         };
         let d = *self.dir_paths.get(&dir_path)?;
         Some((d, base))
